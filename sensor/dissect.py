@@ -1,0 +1,158 @@
+"""Application-layer dissection for the few low-volume packets that name things: DNS, TLS ClientHello, HTTP.
+
+These run inline on a handful of packets per batch, so they are small hand-written parsers bounded against
+hostile input (compression loops, lengths past the end). The tests cross-check them against Wireshark's
+dissectors through pyshark on the bundled captures.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass, field
+
+DNS_A, DNS_CNAME, DNS_AAAA = 1, 5, 28
+MAX_DNS_RECORDS = 64
+HTTP_METHODS = (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN")
+
+
+@dataclass
+class DnsMessage:
+    is_response: bool
+    rcode: int
+    qname: str | None
+    qtype: int | None
+    answers: list[tuple[str, int, int, str]] = field(default_factory=list)  # (owner, type, ttl, value)
+
+    def addresses(self) -> list[tuple[str, int]]:
+        """(address, ttl) of every A/AAAA answer reachable from the query name through CNAMEs."""
+        names = {self.qname} if self.qname else set()
+        for owner, rtype, _ttl, value in self.answers:
+            if rtype == DNS_CNAME and owner in names:
+                names.add(value)
+        return [(value, ttl) for owner, rtype, ttl, value in self.answers
+                if rtype in (DNS_A, DNS_AAAA) and owner in names]
+
+
+def _dns_name(msg: bytes, pos: int) -> tuple[str, int]:
+    """Decode a possibly compressed name at pos; returns (name, position after the name in the record)."""
+    labels: list[str] = []
+    end = None
+    jumps = 0
+    total = 0
+    while True:
+        if pos >= len(msg):
+            raise ValueError("name past end")
+        length = msg[pos]
+        if length & 0xC0 == 0xC0:
+            if pos + 1 >= len(msg):
+                raise ValueError("truncated pointer")
+            if end is None:
+                end = pos + 2
+            jumps += 1
+            if jumps > 16:
+                raise ValueError("compression loop")
+            pos = ((length & 0x3F) << 8) | msg[pos + 1]
+            continue
+        if length & 0xC0:
+            raise ValueError("bad label type")
+        pos += 1
+        if length == 0:
+            break
+        label = msg[pos:pos + length]
+        if len(label) < length:
+            raise ValueError("label past end")
+        total += length + 1
+        if total > 255:
+            raise ValueError("name too long")
+        labels.append(label.decode("ascii", "replace").lower())
+        pos += length
+    return ".".join(labels), (end if end is not None else pos)
+
+
+def parse_dns(msg: bytes) -> DnsMessage | None:
+    """Parse a DNS message (UDP payload); None when it is not one."""
+    if len(msg) < 12:
+        return None
+    _id, flags, qd, an, ns, ar = struct.unpack_from("!HHHHHH", msg)
+    if qd > 4 or an > 256:
+        return None
+    try:
+        pos = 12
+        qname = qtype = None
+        for i in range(qd):
+            name, pos = _dns_name(msg, pos)
+            if pos + 4 > len(msg):
+                return None
+            if i == 0:
+                qname, qtype = name, struct.unpack_from("!H", msg, pos)[0]
+            pos += 4
+        out = DnsMessage(bool(flags & 0x8000), flags & 0xF, qname, qtype)
+        for _ in range(min(an, MAX_DNS_RECORDS)):
+            owner, pos = _dns_name(msg, pos)
+            if pos + 10 > len(msg):
+                break
+            rtype, _cls, ttl, rdlen = struct.unpack_from("!HHIH", msg, pos)
+            pos += 10
+            rdata = msg[pos:pos + rdlen]
+            if len(rdata) < rdlen:
+                break
+            if rtype == DNS_A and rdlen == 4:
+                out.answers.append((owner, rtype, ttl, ".".join(str(b) for b in rdata)))
+            elif rtype == DNS_AAAA and rdlen == 16:
+                out.answers.append((owner, rtype, ttl, str(ipaddress.IPv6Address(rdata))))
+            elif rtype == DNS_CNAME:
+                target, _ = _dns_name(msg, pos)
+                out.answers.append((owner, rtype, ttl, target))
+            pos += rdlen
+        return out
+    except ValueError:
+        return None
+
+
+def parse_tls_sni(payload: bytes) -> str | None:
+    """Server name from a TLS ClientHello in the first segment; None when absent or not parseable."""
+    try:
+        if len(payload) < 43 or payload[0] != 0x16 or payload[5] != 0x01:
+            return None
+        pos = 9 + 2 + 32  # record header, handshake header, version, random
+        sid_len = payload[pos]
+        pos += 1 + sid_len
+        cs_len = struct.unpack_from("!H", payload, pos)[0]
+        pos += 2 + cs_len
+        comp_len = payload[pos]
+        pos += 1 + comp_len
+        ext_total = struct.unpack_from("!H", payload, pos)[0]
+        pos += 2
+        end = min(len(payload), pos + ext_total)
+        while pos + 4 <= end:
+            etype, elen = struct.unpack_from("!HH", payload, pos)
+            pos += 4
+            if etype == 0:
+                # server_name list: list length, then (type, length, name)
+                name_type = payload[pos + 2]
+                name_len = struct.unpack_from("!H", payload, pos + 3)[0]
+                if name_type == 0:
+                    name = payload[pos + 5:pos + 5 + name_len]
+                    if len(name) == name_len:
+                        return name.decode("ascii", "replace").lower()
+                return None
+            pos += elen
+    except (IndexError, struct.error):
+        return None
+    return None
+
+
+def parse_http_host(payload: bytes) -> str | None:
+    if payload[:4] not in HTTP_METHODS:
+        return None
+    head = payload[:4096]
+    for line in head.split(b"\r\n")[1:]:
+        if not line:
+            break
+        if line[:5].lower() == b"host:":
+            host = line[5:].strip().decode("ascii", "replace").lower()
+            if host.startswith("["):
+                return host[1:host.find("]")] if "]" in host else None
+            return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return None

@@ -1,0 +1,246 @@
+"""Enrich stage: who each camera-side host is (MAC, manufacturer) and what each destination is (scope, name).
+
+Manufacturers come from Wireshark's `manuf` database, longest assignment first (MA-S /36, MA-M /28, MA-L /24),
+so a /28 block inside an IEEE registration-authority /24 resolves to the company that actually holds it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import subprocess
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from sensor.config import DEFAULT_CAMERA_NETWORKS, Config
+from sensor.dissect import DnsMessage
+from sensor.flows import IPAddress
+
+MANUF_PATHS = ("/usr/share/wireshark/manuf", "/usr/local/share/wireshark/manuf")
+
+SCOPE_CAMERA = "camera"
+SCOPE_ALLOWED = "allowed"
+SCOPE_CORE = "core"
+SCOPE_PRIVATE = "private"
+SCOPE_MULTICAST = "multicast"
+SCOPE_LINK_LOCAL = "link_local"
+SCOPE_PUBLIC = "public"
+SCOPE_OTHER = "other"
+SCOPES = (SCOPE_CAMERA, SCOPE_ALLOWED, SCOPE_CORE, SCOPE_PRIVATE, SCOPE_MULTICAST, SCOPE_LINK_LOCAL,
+          SCOPE_PUBLIC, SCOPE_OTHER)
+
+# Addresses beyond the camera VLAN's own broadcast domain but not the Internet either.
+_PRIVATE = tuple(ipaddress.ip_network(n) for n in DEFAULT_CAMERA_NETWORKS)
+_LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+# Grace after a DNS record's TTL: cameras keep long-lived connections to addresses resolved long ago.
+NAME_GRACE_SECONDS = 3600.0
+
+
+class ManufDatabase:
+    def __init__(self, entries: dict[int, dict[int, str]]):
+        self._by_bits = entries  # prefix length in bits -> {prefix value: manufacturer}
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "ManufDatabase":
+        text = None
+        for candidate in ([path] if path else MANUF_PATHS):
+            try:
+                text = Path(candidate).read_text(encoding="utf-8", errors="replace")
+                break
+            except OSError:
+                continue
+        if text is None and shutil.which("tshark"):
+            # Wireshark 4.2+ compiles the table in and prints it with -G manuf.
+            try:
+                text = subprocess.run(["tshark", "-G", "manuf"], capture_output=True, text=True,
+                                      timeout=30).stdout
+            except (OSError, subprocess.SubprocessError):
+                text = None
+        return cls(parse_manuf(text or ""))
+
+    def lookup(self, mac: int) -> str | None:
+        if not mac:
+            return None
+        for bits in (36, 28, 24):
+            table = self._by_bits.get(bits)
+            if table:
+                name = table.get(mac >> (48 - bits))
+                if name:
+                    return name
+        if (mac >> 40) & 0x02:
+            return "(locally administered)"
+        return None
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self._by_bits.values())
+
+
+def parse_manuf(text: str) -> dict[int, dict[int, str]]:
+    out: dict[int, dict[int, str]] = {}
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2:
+            continue
+        prefix = parts[0].strip()
+        name = (parts[2] if len(parts) > 2 and parts[2].strip() else parts[1]).strip()
+        bits = 24
+        if "/" in prefix:
+            prefix, b = prefix.split("/", 1)
+            bits = int(b)
+        hexdigits = prefix.replace(":", "").replace("-", "").replace(".", "")
+        try:
+            value = int(hexdigits, 16)
+        except ValueError:
+            continue
+        value <<= 4 * (12 - len(hexdigits))
+        if bits not in (24, 28, 36):
+            continue
+        table = out.setdefault(bits, {})
+        # A /24 of the IEEE registration authority only says the block is subdivided; keep real owners.
+        key = value >> (48 - bits)
+        if bits == 24 and name.startswith("IEEE Registration Authority"):
+            continue
+        table[key] = name
+    return out
+
+
+def format_mac(mac: int) -> str | None:
+    if not mac:
+        return None
+    return ":".join(f"{(mac >> s) & 0xFF:02x}" for s in range(40, -8, -8))
+
+
+class Classifier:
+    """Scope of an address relative to this site's configuration."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._camera = config.effective_camera_networks
+        self._core = config.core_networks
+        self.address_scope = lru_cache(maxsize=1 << 16)(self._address_scope)
+
+    def _address_scope(self, ip: IPAddress) -> str:
+        if ip.is_multicast or ip == _BROADCAST:
+            return SCOPE_MULTICAST
+        if ip.is_loopback or ip.is_unspecified:
+            return SCOPE_OTHER
+        if any(ip in n for n in _LINK_LOCAL):
+            return SCOPE_LINK_LOCAL
+        if any(ip in n for n in self._camera):
+            return SCOPE_CAMERA
+        if any(ip in n for n in self._core):
+            return SCOPE_CORE
+        if any(ip in n for n in _PRIVATE):
+            return SCOPE_PRIVATE
+        return SCOPE_PUBLIC
+
+    def is_camera_side(self, ip: IPAddress) -> bool:
+        return self.address_scope(ip) == SCOPE_CAMERA
+
+    def destination_scope(self, ip: IPAddress, name: str | None, port: int | None, proto: str):
+        """(scope, matching allow rule or None) of a destination a camera-side device talks to."""
+        scope = self.address_scope(ip)
+        if scope in (SCOPE_CAMERA, SCOPE_MULTICAST, SCOPE_OTHER):
+            return scope, None
+        for rule in self.config.allow:
+            if rule.matches(ip, name, port, proto):
+                return SCOPE_ALLOWED, rule
+        return scope, None
+
+
+class NameCache:
+    """Address -> DNS name learned from answers seen on the wire, TTL-aware and bounded (LRU)."""
+
+    def __init__(self, max_entries: int):
+        self.max_entries = max_entries
+        self._names: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self.evicted = 0
+
+    def learn(self, msg: DnsMessage, now: float) -> None:
+        if not msg.is_response or not msg.qname:
+            return
+        for address, ttl in msg.addresses():
+            self._names.pop(address, None)
+            self._names[address] = (msg.qname, now + ttl + NAME_GRACE_SECONDS)
+        while len(self._names) > self.max_entries:
+            self._names.popitem(last=False)
+            self.evicted += 1
+
+    def lookup(self, ip: IPAddress, now: float) -> str | None:
+        entry = self._names.get(str(ip))
+        if entry is None or entry[1] < now:
+            return None
+        return entry[0]
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+@dataclass
+class Device:
+    ip: str
+    mac: int = 0
+    vendor: str | None = None
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    packets_sent: int = 0
+    bytes_sent: int = 0
+    egress_bytes: dict[str, int] = field(default_factory=dict)  # by destination scope
+    dns_queries: OrderedDict = field(default_factory=OrderedDict)  # name -> first seen
+    external_peers: set = field(default_factory=set)
+
+    def as_dict(self) -> dict:
+        return {
+            "ip": self.ip, "mac": format_mac(self.mac), "vendor": self.vendor,
+            "first_seen": self.first_seen, "last_seen": self.last_seen,
+            "packets_sent": self.packets_sent, "bytes_sent": self.bytes_sent,
+            "egress_bytes": dict(self.egress_bytes), "dns_queries": list(self.dns_queries),
+            "external_destinations": len(self.external_peers),
+        }
+
+
+MAX_QUERIES_PER_DEVICE = 256
+MAX_PEERS_PER_DEVICE = 4096
+
+
+class Inventory:
+    """Camera-side hosts that have sent traffic, bounded by max_devices (least recently seen is dropped)."""
+
+    def __init__(self, config: Config, manuf: ManufDatabase):
+        self.max_devices = config.max_devices
+        self.manuf = manuf
+        self.devices: OrderedDict[str, Device] = OrderedDict()
+        self.evicted = 0
+
+    def touch(self, ip: IPAddress, mac: int, ts: float) -> Device:
+        key = str(ip)
+        dev = self.devices.pop(key, None)
+        if dev is None:
+            dev = Device(key, first_seen=ts)
+        if mac and mac != dev.mac:
+            dev.mac = mac
+            dev.vendor = self.manuf.lookup(mac)
+        dev.last_seen = max(dev.last_seen, ts)
+        self.devices[key] = dev
+        while len(self.devices) > self.max_devices:
+            self.devices.popitem(last=False)
+            self.evicted += 1
+        return dev
+
+    def get(self, ip: IPAddress) -> Device | None:
+        return self.devices.get(str(ip))
+
+    def record_query(self, dev: Device, name: str, ts: float) -> None:
+        if name not in dev.dns_queries:
+            dev.dns_queries[name] = ts
+            if len(dev.dns_queries) > MAX_QUERIES_PER_DEVICE:
+                dev.dns_queries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self.devices)

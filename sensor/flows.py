@@ -1,0 +1,313 @@
+"""Flows stage: bidirectional flows keyed by VLAN, protocol, address pair and port pair.
+
+A batch is grouped by canonical key with numpy (one np.unique per batch), so the Python work per batch is one
+step per distinct flow, not per packet. Expiry runs on whatever clock the caller passes: packet time in replay,
+wall-clock time live.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from sensor.config import FlowSettings
+from sensor.decode import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Decoded
+
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+PROTO_NAMES = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMP: "icmp", PROTO_ICMPV6: "icmp"}
+ICMP_REPLY_TYPES = (0, 14, 16, 18, 129)  # echo/timestamp/info/mask replies (v4), echo reply (v6)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@lru_cache(maxsize=1 << 16)
+def ip_from16(raw: bytes) -> IPAddress:
+    if raw[:12] == b"\x00" * 10 + b"\xff\xff":
+        return ipaddress.IPv4Address(raw[12:])
+    return ipaddress.IPv6Address(raw)
+
+
+def proto_name(proto: int) -> str:
+    return PROTO_NAMES.get(proto, str(proto))
+
+
+class Flow:
+    __slots__ = ("key", "vlan", "proto", "orig_ip", "resp_ip", "orig_port", "resp_port", "first", "last",
+                 "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "orig_payload", "resp_payload",
+                 "orig_flags", "resp_flags", "orig_mac", "resp_mac", "name", "closed", "context", "orig_is_a")
+
+    def __init__(self, key: bytes, vlan: int, proto: int, orig_ip: IPAddress, resp_ip: IPAddress,
+                 orig_port: int, resp_port: int, first: float):
+        self.key = key
+        self.vlan = vlan
+        self.proto = proto
+        self.orig_ip = orig_ip
+        self.resp_ip = resp_ip
+        self.orig_port = orig_port
+        self.resp_port = resp_port
+        self.first = first
+        self.last = first
+        self.orig_pkts = self.resp_pkts = 0
+        self.orig_bytes = self.resp_bytes = 0
+        self.orig_payload = self.resp_payload = 0
+        self.orig_flags = self.resp_flags = 0
+        self.orig_mac = self.resp_mac = 0
+        self.name: str | None = None   # SNI / HTTP Host seen inside the flow
+        self.closed = False
+        self.context: object = None   # per-flow state owned by the enrich/detect stages
+        self.orig_is_a = True         # whether the originator is the canonical key's A side
+
+    @property
+    def proto_name(self) -> str:
+        return proto_name(self.proto)
+
+    @property
+    def state(self) -> str:
+        """Zeek-style connection state for TCP; '-' for other protocols."""
+        if self.proto != PROTO_TCP:
+            return "-"
+        o, r = self.orig_flags, self.resp_flags
+        if not o & SYN:
+            return "OTH"
+        if r & RST and not r & SYN:
+            return "REJ"
+        established = bool(r & SYN and r & ACK)
+        if not established:
+            return "S0" if not o & RST else "RSTOS0"
+        if o & RST:
+            return "RSTO"
+        if r & RST:
+            return "RSTR"
+        if o & FIN and r & FIN:
+            return "SF"
+        if o & FIN:
+            return "S2"
+        if r & FIN:
+            return "S3"
+        return "S1"
+
+    def as_dict(self) -> dict:
+        return {
+            "vlan": self.vlan, "proto": self.proto_name,
+            "orig_ip": str(self.orig_ip), "orig_port": self.orig_port,
+            "resp_ip": str(self.resp_ip), "resp_port": self.resp_port,
+            "first": self.first, "last": self.last,
+            "orig_pkts": self.orig_pkts, "resp_pkts": self.resp_pkts,
+            "orig_bytes": self.orig_bytes, "resp_bytes": self.resp_bytes,
+            "state": self.state, "name": self.name,
+        }
+
+
+@dataclass(slots=True)
+class FlowUpdate:
+    """What one batch added to one flow; `index` is the batch row of the flow's first packet in this batch."""
+
+    flow: Flow
+    new: bool
+    index: int
+    orig_pkts: int
+    resp_pkts: int
+    orig_bytes: int
+    resp_bytes: int
+
+
+def flow_keys(dec: Decoded, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical 40-byte keys for the given rows, and whether each packet's source is the key's A side."""
+    n = len(rows)
+    proto = dec.proto[rows]
+    portless = (proto == PROTO_ICMP) | (proto == PROTO_ICMPV6) | dec.fragment[rows]
+    sport = np.where(portless, 0, dec.sport[rows])
+    dport = np.where(portless, 0, dec.dport[rows])
+    src = np.empty((n, 18), dtype=np.uint8)
+    dst = np.empty((n, 18), dtype=np.uint8)
+    src[:, :16] = dec.src[rows]
+    dst[:, :16] = dec.dst[rows]
+    src[:, 16], src[:, 17] = sport >> 8, sport & 0xFF
+    dst[:, 16], dst[:, 17] = dport >> 8, dport & 0xFF
+    differs = src != dst
+    first_diff = differs.argmax(axis=1)
+    r = np.arange(n)
+    a_is_src = src[r, first_diff] <= dst[r, first_diff]
+    keys = np.zeros((n, 40), dtype=np.uint8)
+    vlan = dec.vlan[rows]
+    keys[:, 0], keys[:, 1] = vlan >> 8, vlan & 0xFF
+    keys[:, 2] = proto
+    keys[:, 3:21] = np.where(a_is_src[:, None], src, dst)
+    keys[:, 21:39] = np.where(a_is_src[:, None], dst, src)
+    return keys, a_is_src
+
+
+class FlowTable:
+    def __init__(self, settings: FlowSettings):
+        self.settings = settings
+        # One LRU-ordered table per idle timeout, so an expiry sweep stops at the first flow still alive.
+        self._tcp: OrderedDict[bytes, Flow] = OrderedDict()
+        self._closed: OrderedDict[bytes, Flow] = OrderedDict()
+        self._udp: OrderedDict[bytes, Flow] = OrderedDict()
+        self._other: OrderedDict[bytes, Flow] = OrderedDict()
+        self._timeouts = (
+            (self._closed, settings.tcp_closed_timeout),
+            (self._tcp, settings.tcp_idle_timeout),
+            (self._udp, settings.udp_idle_timeout),
+            (self._other, settings.icmp_idle_timeout),
+        )
+        self.created = 0
+        self.expired: dict[str, int] = {"idle": 0, "active": 0, "evicted": 0, "end": 0}
+        self._last_active_sweep = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self._tcp) + len(self._closed) + len(self._udp) + len(self._other)
+
+    def flows(self):
+        for table, _ in self._timeouts:
+            yield from table.values()
+
+    def _table(self, proto: int) -> OrderedDict[bytes, Flow]:
+        if proto == PROTO_TCP:
+            return self._tcp
+        if proto == PROTO_UDP:
+            return self._udp
+        return self._other
+
+    def get(self, key: bytes, proto: int) -> Flow | None:
+        flow = self._table(proto).get(key)
+        if flow is None and proto == PROTO_TCP:
+            flow = self._closed.get(key)
+        return flow
+
+    def update(self, dec: Decoded, rows: np.ndarray) -> tuple[list[FlowUpdate], list[Flow]]:
+        """Add the packets `rows` of a decoded batch. Returns the per-flow updates and flows ended on the way
+        (TCP port reuse after close, and evictions over max_flows)."""
+        ended: list[Flow] = []
+        if len(rows) == 0:
+            return [], ended
+        keys, a_is_src = flow_keys(dec, rows)
+        kv = np.ascontiguousarray(keys).view(np.dtype((np.void, 40))).ravel()
+        uniq, first_idx, inv = np.unique(kv, return_index=True, return_inverse=True)
+        u = len(uniq)
+        direction = (~a_is_src).astype(np.int64)  # 0: A->B, 1: B->A
+        g2 = inv * 2 + direction
+        b = dec.batch
+        wirelen = b.wirelen[rows]
+        pkts = np.bincount(g2, minlength=2 * u).reshape(u, 2)
+        nbytes = np.bincount(g2, weights=wirelen, minlength=2 * u).reshape(u, 2).astype(np.int64)
+        payload = np.bincount(g2, weights=dec.payload_len[rows], minlength=2 * u).reshape(u, 2).astype(np.int64)
+        ts = b.ts[rows]
+        last = np.full(u, -np.inf)
+        np.maximum.at(last, inv, ts)
+        flags = np.zeros(2 * u, dtype=np.uint8)
+        tcp_flags = dec.tcp_flags[rows]
+        np.bitwise_or.at(flags, g2, tcp_flags)
+        flags = flags.reshape(u, 2)
+        macs = np.zeros(2 * u, dtype=np.int64)
+        macs[g2] = dec.src_mac[rows]
+        macs = macs.reshape(u, 2)
+
+        updates: list[FlowUpdate] = []
+        settings = self.settings
+        for g in range(u):
+            key = uniq[g].tobytes()
+            row = int(rows[first_idx[g]])
+            proto = int(dec.proto[row])
+            table = self._table(proto)
+            flow = table.pop(key, None)
+            if flow is None and proto == PROTO_TCP:
+                flow = self._closed.pop(key, None)
+                if flow is not None and flags[g, int(direction[first_idx[g]])] & SYN:
+                    self.expired["idle"] += 1   # the port pair was reused for a new connection
+                    ended.append(flow)
+                    flow = None
+            new = flow is None
+            if new:
+                flow = self._new_flow(key, dec, row, bool(a_is_src[first_idx[g]]))
+            # column 0 of the aggregates is A->B; orient it to originator/responder
+            o = 0 if flow.orig_is_a else 1
+            r = 1 - o
+            flow.orig_pkts += int(pkts[g, o])
+            flow.resp_pkts += int(pkts[g, r])
+            flow.orig_bytes += int(nbytes[g, o])
+            flow.resp_bytes += int(nbytes[g, r])
+            flow.orig_payload += int(payload[g, o])
+            flow.resp_payload += int(payload[g, r])
+            flow.orig_flags |= int(flags[g, o])
+            flow.resp_flags |= int(flags[g, r])
+            if macs[g, o]:
+                flow.orig_mac = int(macs[g, o])
+            if macs[g, r]:
+                flow.resp_mac = int(macs[g, r])
+            flow.last = max(flow.last, float(last[g]))
+            if proto == PROTO_TCP and (flow.orig_flags | flow.resp_flags) & RST or (
+                    flow.orig_flags & FIN and flow.resp_flags & FIN):
+                flow.closed = True
+            (self._closed if flow.closed else table)[key] = flow
+            updates.append(FlowUpdate(flow, new, row, int(pkts[g, o]), int(pkts[g, r]),
+                                      int(nbytes[g, o]), int(nbytes[g, r])))
+        ended.extend(self._evict())
+        return updates, ended
+
+    def _new_flow(self, key: bytes, dec: Decoded, row: int, src_is_a: bool) -> Flow:
+        proto = int(dec.proto[row])
+        sport, dport = int(dec.sport[row]), int(dec.dport[row])
+        flags = int(dec.tcp_flags[row])
+        swap = False
+        if proto == PROTO_TCP:
+            if flags & SYN and flags & ACK:
+                swap = True
+            elif not flags & SYN and sport < 1024 <= dport:
+                swap = True
+        elif proto == PROTO_UDP:
+            swap = sport < 1024 <= dport
+        elif proto in (PROTO_ICMP, PROTO_ICMPV6):
+            swap = sport in ICMP_REPLY_TYPES
+        src, dst = ip_from16(dec.src[row].tobytes()), ip_from16(dec.dst[row].tobytes())
+        if proto in (PROTO_ICMP, PROTO_ICMPV6) or dec.fragment[row]:
+            sport = dport = 0
+        if swap:
+            src, dst, sport, dport = dst, src, dport, sport
+        flow = Flow(key, int(dec.vlan[row]), proto, src, dst, sport, dport, float(dec.batch.ts[row]))
+        flow.orig_is_a = src_is_a != swap
+        self.created += 1
+        return flow
+
+    def expire(self, now: float) -> list[Flow]:
+        """Flows idle longer than their timeout, or active longer than the active timeout, at time `now`."""
+        out: list[Flow] = []
+        for table, timeout in self._timeouts:
+            while table:
+                key, flow = next(iter(table.items()))
+                if now - flow.last <= timeout:
+                    break
+                del table[key]
+                out.append(flow)
+        self.expired["idle"] += len(out)
+        active = self.settings.active_timeout
+        if now - self._last_active_sweep >= min(60.0, active):
+            self._last_active_sweep = now
+            for table, _ in self._timeouts:
+                stale = [k for k, f in table.items() if now - f.first > active]
+                for k in stale:
+                    out.append(table.pop(k))
+                self.expired["active"] += len(stale)
+        return out
+
+    def _evict(self) -> list[Flow]:
+        out: list[Flow] = []
+        excess = len(self) - self.settings.max_flows
+        while excess > 0:
+            oldest = min((t for t, _ in self._timeouts if t), key=lambda t: next(iter(t.values())).last)
+            out.append(oldest.popitem(last=False)[1])
+            excess -= 1
+        self.expired["evicted"] += len(out)
+        return out
+
+    def flush(self) -> list[Flow]:
+        out = list(self.flows())
+        for table, _ in self._timeouts:
+            table.clear()
+        self.expired["end"] += len(out)
+        return out
+
