@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs everything camwatch needs on Debian, idempotently:
+#   scripts/bootstrap.sh          sensor: tshark/dumpcap/capinfos, Wireshark's manuf, a venv with camwatch
+#   scripts/bootstrap.sh --test   also the test stack: prometheus + promtool, alertmanager, tcpreplay, iproute2
+# Debian packages go through apt-get when root, through sudo otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+say() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+missing=()
+need() {  # need COMMAND PACKAGE
+    command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ] || missing+=("$2")
+}
+need tshark tshark
+need dumpcap wireshark-common
+need capinfos wireshark-common
+[ -f /usr/share/wireshark/manuf ] || command -v tshark >/dev/null 2>&1 || missing+=(libwireshark-data)
+if [ "$want_test" = 1 ]; then
+    need prometheus prometheus
+    need promtool prometheus
+    need prometheus-alertmanager prometheus-alertmanager
+    need tcpreplay tcpreplay
+    need ip iproute2
+fi
+python_ok() { python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
+python_ok || missing+=(python3 python3-venv)
+
+if [ ${#missing[@]} -gt 0 ]; then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    if [ "$(id -u)" = 0 ]; then
+        apt=(apt-get)
+    elif command -v sudo >/dev/null 2>&1; then
+        apt=(sudo apt-get)
+    else
+        say "need Debian packages ${missing[*]}: run as root or install sudo"; exit 1
+    fi
+    say "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    "${apt[@]}" update -qq
+    "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+python_ok || { say "camwatch needs Python 3.11 or newer as python3"; exit 1; }
+
+# The venv is rebuilt only when the dependency declaration changes.
+stamp=.venv/.camwatch-installed
+extras=""
+[ "$want_test" = 1 ] && extras="[test]"
+wanted="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    say "installing camwatch$extras into .venv"
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    log=.venv/pip-install.log
+    if ! { .venv/bin/python -m pip install --disable-pip-version-check --upgrade pip &&
+           .venv/bin/python -m pip install --disable-pip-version-check -e ".$extras"; } >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        say "pip install failed (full log: $log)"; exit 1
+    fi
+    echo "$wanted" > "$stamp"
+fi

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PCAPS = REPO / "pcaps"
+SYNTHETIC = PCAPS / "synthetic"
+REAL = PCAPS / "real"
+SHARED_REAL = REPO.parent / "shared" / "pcaps" / "real"
+sys.path.insert(0, str(PCAPS))
+
+
+def all_fixtures() -> list[Path]:
+    found = sorted(p for p in PCAPS.rglob("*") if p.suffix in (".pcap", ".pcapng"))
+    if SHARED_REAL.is_dir():
+        found += sorted(p for p in SHARED_REAL.rglob("*") if p.suffix in (".pcap", ".pcapng"))
+    return found
+
+
+def fixture_id(path: Path) -> str:
+    for base in (PCAPS, SHARED_REAL.parent.parent):
+        try:
+            return str(path.relative_to(base))
+        except ValueError:
+            pass
+    return path.name
+
+
+def camwatch(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    """Run the CLI the way a user does: as a separate process."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "sensor", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=env, **kw)
+
+
+def alerts_of(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def capinfos(path: Path) -> dict[str, int]:
+    """Packet count and data size (sum of original lengths) as Wireshark's capinfos reports them."""
+    out = subprocess.run(["capinfos", "-M", "-c", "-d", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    result = {}
+    for line in out.splitlines():
+        if line.startswith("Number of packets"):
+            result["packets"] = int(line.split(":")[1].split()[0])
+        if line.startswith("Data size"):
+            result["bytes"] = int(line.split(":")[1].split()[0])
+    return result
+
+
+def tshark_fields(path: Path, *fields: str, display_filter: str | None = None) -> list[list[str]]:
+    cmd = ["tshark", "-n", "-r", str(path), "-T", "fields", "-E", "separator=|", "-E", "occurrence=f"]
+    if display_filter:
+        cmd += ["-Y", display_filter]
+    for f in fields:
+        cmd += ["-e", f]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return [line.split("|") for line in out.splitlines()]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _wireshark_tools():
+    for tool in ("tshark", "capinfos"):
+        if shutil.which(tool) is None:
+            pytest.exit(f"{tool} missing: run scripts/test.sh, which installs it", returncode=1)
