@@ -11,6 +11,7 @@ import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 
@@ -142,8 +143,11 @@ def flow_keys(dec: Decoded, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class FlowTable:
-    def __init__(self, settings: FlowSettings):
+    """`on_end` is called with every flow that leaves the table, whatever the reason."""
+
+    def __init__(self, settings: FlowSettings, on_end: Callable[[Flow, str], None] | None = None):
         self.settings = settings
+        self.on_end = on_end
         # One LRU-ordered table per idle timeout, so an expiry sweep stops at the first flow still alive.
         self._tcp: OrderedDict[bytes, Flow] = OrderedDict()
         self._closed: OrderedDict[bytes, Flow] = OrderedDict()
@@ -179,12 +183,17 @@ class FlowTable:
             flow = self._closed.get(key)
         return flow
 
-    def update(self, dec: Decoded, rows: np.ndarray) -> tuple[list[FlowUpdate], list[Flow]]:
-        """Add the packets `rows` of a decoded batch. Returns the per-flow updates and flows ended on the way
-        (TCP port reuse after close, and evictions over max_flows)."""
-        ended: list[Flow] = []
+    def _end(self, flows: list[Flow], reason: str) -> list[Flow]:
+        self.expired[reason] += len(flows)
+        if self.on_end is not None:
+            for flow in flows:
+                self.on_end(flow, reason)
+        return flows
+
+    def update(self, dec: Decoded, rows: np.ndarray) -> list[FlowUpdate]:
+        """Add the packets `rows` of a decoded batch; returns what the batch added to each flow."""
         if len(rows) == 0:
-            return [], ended
+            return []
         keys, a_is_src = flow_keys(dec, rows)
         kv = np.ascontiguousarray(keys).view(np.dtype((np.void, 40))).ravel()
         uniq, first_idx, inv = np.unique(kv, return_index=True, return_inverse=True)
@@ -218,8 +227,7 @@ class FlowTable:
             if flow is None and proto == PROTO_TCP:
                 flow = self._closed.pop(key, None)
                 if flow is not None and flags[g, int(direction[first_idx[g]])] & SYN:
-                    self.expired["idle"] += 1   # the port pair was reused for a new connection
-                    ended.append(flow)
+                    self._end([flow], "idle")   # the port pair was reused for a new connection
                     flow = None
             new = flow is None
             if new:
@@ -246,8 +254,8 @@ class FlowTable:
             (self._closed if flow.closed else table)[key] = flow
             updates.append(FlowUpdate(flow, new, row, int(pkts[g, o]), int(pkts[g, r]),
                                       int(nbytes[g, o]), int(nbytes[g, r])))
-        ended.extend(self._evict())
-        return updates, ended
+        self._evict()
+        return updates
 
     def _new_flow(self, key: bytes, dec: Decoded, row: int, src_is_a: bool) -> Flow:
         proto = int(dec.proto[row])
@@ -283,15 +291,13 @@ class FlowTable:
                     break
                 del table[key]
                 out.append(flow)
-        self.expired["idle"] += len(out)
+        self._end(out, "idle")
         active = self.settings.active_timeout
         if now - self._last_active_sweep >= min(60.0, active):
             self._last_active_sweep = now
             for table, _ in self._timeouts:
                 stale = [k for k, f in table.items() if now - f.first > active]
-                for k in stale:
-                    out.append(table.pop(k))
-                self.expired["active"] += len(stale)
+                out.extend(self._end([table.pop(k) for k in stale], "active"))
         return out
 
     def _evict(self) -> list[Flow]:
@@ -301,13 +307,11 @@ class FlowTable:
             oldest = min((t for t, _ in self._timeouts if t), key=lambda t: next(iter(t.values())).last)
             out.append(oldest.popitem(last=False)[1])
             excess -= 1
-        self.expired["evicted"] += len(out)
-        return out
+        return self._end(out, "evicted")
 
     def flush(self) -> list[Flow]:
         out = list(self.flows())
         for table, _ in self._timeouts:
             table.clear()
-        self.expired["end"] += len(out)
-        return out
+        return self._end(out, "end")
 

@@ -93,7 +93,7 @@ class Sensor:
         if len(rows) == 0:
             return
         self._learn_dns(dec, rows)
-        updates, _ended = self.flows.update(dec, rows)
+        updates = self.flows.update(dec, rows)
         self._name_flows(dec, rows)
         for upd in updates:
             self._enrich_and_detect(dec, upd)

@@ -1,0 +1,272 @@
+"""The CLI end to end, as a user runs it: alerts, summary, metrics, errors and exit codes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from conftest import REAL, SHARED_REAL, SYNTHETIC, all_fixtures, alerts_of, camwatch, capinfos, fixture_id
+
+from prometheus_client.parser import text_string_to_metric_families
+
+SITE = SYNTHETIC / "camera_site.pcap"
+SITE_CONFIG = SYNTHETIC / "camera_site.toml"
+ALERT_KEYS = {"ts", "sensor", "detector", "severity", "device", "destination", "score", "summary"}
+
+
+def metric_values(text: str) -> dict[tuple[str, tuple], float]:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(metrics: dict, name: str, **labels) -> float:
+    matches = [v for (n, ls), v in metrics.items() if n == name and all(dict(ls).get(k) == w for k, w in labels.items())]
+    assert matches, f"{name}{labels} not exported"
+    return sum(matches)
+
+
+@pytest.fixture(scope="module")
+def site_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    proc = camwatch("replay", SITE, "--config", SITE_CONFIG, "--metrics-out", out / "metrics.prom")
+    return proc, (out / "metrics.prom").read_text()
+
+
+def test_demo_capture_alerts_only_on_the_phone_home_camera(site_run):
+    proc, _ = site_run
+    assert proc.returncode == 0, proc.stderr
+    alerts = alerts_of(proc.stdout)
+    assert {a["device"]["ip"] for a in alerts} == {"10.20.0.14"}
+    by_dst = {a["destination"]["ip"]: a for a in alerts}
+    assert set(by_dst) == {"203.0.113.50", "198.51.100.20", "203.0.113.60"}
+    # named by the DNS CNAME chain's query name, by nothing (IP literal), and by the TLS SNI
+    assert by_dst["203.0.113.50"]["destination"]["name"] == "litedev.hik-connect.com"
+    assert by_dst["198.51.100.20"]["destination"]["name"] is None
+    assert by_dst["203.0.113.60"]["destination"]["name"] == "dev.hik-connect.com"
+    for a in alerts:
+        assert ALERT_KEYS <= set(a)
+        assert a["sensor"] == "demo-site"
+        assert a["severity"] in ("info", "low", "medium", "high", "critical")
+        assert a["device"]["mac"] == "18:68:cb:00:00:14"
+        assert "Hikvision" in a["device"]["vendor"]
+        assert a["destination"]["scope"] == "public"
+        assert a["destination"]["ip"] in a["summary"]
+        assert 0.0 <= a["score"] <= 1.0
+    assert by_dst["203.0.113.50"]["destination"]["port"] == 8555
+    assert by_dst["203.0.113.50"]["ts"] == pytest.approx(1_700_000_003.1)  # the SYN's capture time
+
+
+def test_summary_on_stderr(site_run):
+    proc, _ = site_run
+    packets = capinfos(SITE)["packets"]
+    assert f"{packets:,} packets" in proc.stderr
+    assert "alerts:                3 (egress_policy: 3)" in proc.stderr
+    assert "devices:               7" in proc.stderr
+    assert "external destinations: 3" in proc.stderr
+
+
+def test_metrics_file_counts_what_capinfos_counts(site_run):
+    _, text = site_run
+    m = metric_values(text)
+    info = capinfos(SITE)
+    assert value(m, "camwatch_packets_total", sensor="demo-site") == info["packets"]
+    assert value(m, "camwatch_bytes_total") == info["bytes"]
+    assert value(m, "camwatch_alerts_total", detector="egress_policy", severity="medium") == 3
+    assert value(m, "camwatch_alerts_total", detector="egress_policy", severity="critical") == 0
+    assert value(m, "camwatch_decoded_packets_total", network="arp") == 6
+    assert value(m, "camwatch_devices") == 7
+    assert value(m, "camwatch_flows_active") == 0
+    assert value(m, "camwatch_flows_expired_total") == value(m, "camwatch_flows_created_total")
+    assert value(m, "camwatch_flows_expired_total", reason="idle") == 1  # the TLS session, 5 s after its FINs
+    public = value(m, "camwatch_device_egress_bytes_total", device="10.20.0.14", scope="public")
+    assert public > 0
+    # nothing else left for the Internet
+    assert sum(v for (n, ls), v in m.items() if n == "camwatch_device_egress_bytes_total"
+               and dict(ls)["scope"] == "public") == public
+
+
+def test_metrics_pass_promtool_lint(site_run):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (scripts/test.sh installs it)")
+    _, text = site_run
+    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_allowlist_by_dns_pattern_silences_the_cloud_alerts(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[networks]\ncamera = ["10.20.0.0/24"]\n[[allow]]\ndst = "*.hik-connect.com"\n'
+                      '[[allow]]\ndst = "198.51.100.0/24"\nport = 6002\nproto = "udp"\n')
+    proc = camwatch("replay", SITE, "--config", config)
+    assert proc.returncode == 0, proc.stderr
+    assert alerts_of(proc.stdout) == []
+
+
+def test_core_network_access_is_high_severity(tmp_path):
+    config = tmp_path / "c.toml"
+    # Pretend the documentation range is the core network: the camera reaching it is now a segmentation breach.
+    config.write_text('[networks]\ncamera = ["10.20.0.0/24"]\ncore = ["203.0.113.0/24"]\n')
+    alerts = alerts_of(camwatch("replay", SITE, "--config", config).stdout)
+    core = [a for a in alerts if a["destination"]["scope"] == "core"]
+    assert {a["destination"]["ip"] for a in core} == {"203.0.113.50", "203.0.113.60"}
+    assert all(a["severity"] == "high" for a in core)
+
+
+def test_alerts_to_file_and_stdout_is_clean(tmp_path):
+    out = tmp_path / "alerts.jsonl"
+    proc = camwatch("replay", SITE, "--alerts", out)
+    assert proc.returncode == 0
+    assert proc.stdout == ""
+    assert len(alerts_of(out.read_text())) == 3
+
+
+REAL_INTERNET = {  # real camera captures that reach the Internet, and what they must be seen reaching
+    "nku-lifecycle/xiaobai_Y2camera_setup.pcap": ("192.168.1.165", {"110.43.87.34", "42.157.163.171"}),
+    "neu-intl-iot/yi_camera_sample.pcap": ("192.168.10.204", {"47.88.59.209", "47.90.240.160", "47.74.255.9"}),
+    "iot-sentinel/D-LinkCam/Setup-A-1-STA.pcap": ("10.10.10.37", {"54.229.64.81", "52.8.178.58", "54.194.162.61"}),
+}
+REAL_LAN_ONLY = ["iot-sentinel/D-LinkDayCam/Setup-A-1-STA.pcap", "iot-sentinel/EdimaxCam1/Setup-A-1-STA.pcap"]
+
+
+@pytest.mark.parametrize("name", sorted(REAL_INTERNET))
+def test_real_cameras_reaching_the_internet_are_flagged(name):
+    camera, destinations = REAL_INTERNET[name]
+    alerts = alerts_of(camwatch("replay", REAL / name).stdout)
+    flagged = {a["destination"]["ip"] for a in alerts if a["device"]["ip"] == camera}
+    assert destinations <= flagged
+
+
+def test_real_xiaobai_alerts_carry_the_p2p_and_api_hostnames():
+    alerts = alerts_of(camwatch("replay", REAL / "nku-lifecycle/xiaobai_Y2camera_setup.pcap").stdout)
+    names = {a["destination"]["name"] for a in alerts}
+    assert {"xiaomi8.p2psy2.io.mi.com", "xiaomi8.p2psy3.io.mi.com", "business.smartcamera.api.io.mi.com"} <= names
+    assert all(a["device"]["vendor"] == "Shanghai Imilab Technology Co.Ltd" for a in alerts)
+
+
+@pytest.mark.parametrize("name", REAL_LAN_ONLY)
+def test_real_lan_only_cameras_raise_nothing(name):
+    proc = camwatch("replay", REAL / name)
+    assert proc.returncode == 0
+    assert alerts_of(proc.stdout) == []
+
+
+@pytest.mark.parametrize("path", all_fixtures(), ids=fixture_id)
+def test_every_fixture_replays_cleanly(path):
+    proc = camwatch("replay", path, "--alerts", "/dev/null")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"{capinfos(path)['packets']:,} packets" in proc.stderr
+
+
+# ---- bad input: one line, non-zero, nothing processed is lost ---------------------------------------------
+def one_line_error(proc) -> str:
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("camwatch: error") or
+             ln.startswith("camwatch: config error")]
+    assert "Traceback" not in proc.stderr
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_missing_file(tmp_path):
+    proc = camwatch("replay", tmp_path / "nope.pcap")
+    assert proc.returncode == 2
+    assert "no such file" in one_line_error(proc)
+
+
+def test_not_a_capture(tmp_path):
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(b"this is not a capture file at all")
+    proc = camwatch("replay", bad)
+    assert proc.returncode == 1
+    assert "not a pcap or pcapng file" in one_line_error(proc)
+
+
+def test_truncated_capture_keeps_alerts_and_metrics(tmp_path):
+    data = SITE.read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[: len(data) - 700])
+    proc = camwatch("replay", cut, "--metrics-out", tmp_path / "m.prom")
+    assert proc.returncode == 1
+    line = one_line_error(proc)
+    assert "truncated" in line and "at byte" in line
+    assert len(alerts_of(proc.stdout)) == 3
+    m = metric_values((tmp_path / "m.prom").read_text())
+    assert value(m, "camwatch_packets_total") == capinfos(SITE)["packets"] - 1
+
+
+def test_good_files_after_a_bad_one_are_still_processed(tmp_path):
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(b"\0" * 100)
+    proc = camwatch("replay", bad, SITE)
+    assert proc.returncode == 1
+    assert len(alerts_of(proc.stdout)) == 3
+
+
+@pytest.mark.parametrize("toml,needle", [
+    ('[networks]\ncameras = ["10.0.0.0/8"]\n', "unknown key networks.cameras"),
+    ('[networks]\ncamera = ["10.0.0.300/8"]\n', "is not an IP network"),
+    ('[[allow]]\nport = 554\n', "needs dst"),
+    ('[[allow]]\ndst = "10.0.0.1"\nport = 70000\n', "allow[1].port"),
+    ('[sensor\nname = "x"\n', "not valid TOML"),
+    ('[alarms]\n', "unknown section [alarms]"),
+])
+def test_bad_config_is_one_clear_line(tmp_path, toml, needle):
+    config = tmp_path / "c.toml"
+    config.write_text(toml)
+    proc = camwatch("replay", SITE, "--config", config)
+    assert proc.returncode == 2
+    assert needle in one_line_error(proc)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--pace", "fastest"], "--pace"),
+    (["--serve", "localhost"], "--serve"),
+])
+def test_bad_options(args, needle):
+    proc = camwatch("replay", SITE, *args)
+    assert proc.returncode == 2
+    assert needle in one_line_error(proc)
+
+
+def test_serve_during_paced_replay_then_sigterm(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    import os
+    import sys
+    from conftest import REPO
+    proc = subprocess.Popen([sys.executable, "-m", "sensor", "replay", str(SITE), "--pace", "10x",
+                             "--serve", f"127.0.0.1:{port}", "--alerts", str(tmp_path / "a.jsonl")],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        seen = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                text = urllib.request.urlopen(url + "/metrics", timeout=2).read().decode()
+            except OSError:
+                time.sleep(0.2)
+                continue
+            seen.append(value(metric_values(text), "camwatch_packets_total"))
+            if seen[-1] == capinfos(SITE)["packets"]:
+                break
+            time.sleep(0.3)
+        # paced: the count was seen growing, not jumping straight to the end
+        assert len(set(seen)) >= 3, seen
+        assert seen[-1] == capinfos(SITE)["packets"]
+        assert urllib.request.urlopen(url + "/healthz", timeout=2).status == 200
+        assert urllib.request.urlopen(url + "/readyz", timeout=2).status == 200
+    finally:
+        proc.send_signal(__import__("signal").SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert len(alerts_of((tmp_path / "a.jsonl").read_text())) == 3
