@@ -230,6 +230,37 @@ def camera_site(path: Path, duration: float = 30.0, fps: int = 10) -> int:
     return scene.write_ethernet(path)
 
 
+# ---- segmentation: camera VLAN and core network ------------------------------------------------------------
+CORE_FILESERVER = Host("10.1.4.20", GATEWAY.mac)
+CORE_WORKSTATION = Host("10.1.8.30", GATEWAY.mac)
+CORE_SCANNER = Host("10.1.8.31", GATEWAY.mac)
+CORE_VMS = Host("10.1.5.10", GATEWAY.mac)
+
+
+def segmentation(path: Path) -> int:
+    """Camera VLAN 10.20.0.0/24 beside core 10.1.0.0/16 (see segmentation.toml):
+    - allowed: the core VMS 10.1.5.10 pulls RTSP from camera .11 (an allow rule covers it);
+    - violation: camera .11 (Hikvision) opens SMB to core file server 10.1.4.20;
+    - violation: core workstation 10.1.8.30 browses camera .12's web UI, and the camera answers;
+    - violation: core host 10.1.8.31 probes camera .13 on telnet; the camera never answers.
+    """
+    scene = Scene(seed=445, vlans=((0x8100, 20),))
+    t = T0 + 500
+    cam_hik, cam_dahua, cam_axis = CAMERAS[0], CAMERAS[1], CAMERAS[2]
+    scene.tcp_session(t, CORE_VMS, 45000, cam_hik, 554, rtsp_exchanges(cam_hik, 0, 52000, RTSP_SERVERS[0]),
+                      server_mac=cam_hik.mac, client_mac=GATEWAY.mac)
+    scene.tcp_session(t + 2, cam_hik, 49152, CORE_FILESERVER, 445, [(0.0, True, b"\x00\x00\x00\x2f\xfeSMB" + b"\0" * 40)],
+                      close_at=1.0)
+    scene.tcp_session(t + 4, CORE_WORKSTATION, 51000, cam_dahua, 80,
+                      [(0.0, True, b"GET / HTTP/1.1\r\nHost: 10.20.0.12\r\n\r\n"),
+                       (0.02, False, b"HTTP/1.1 200 OK\r\nServer: Webs\r\nContent-Length: 0\r\n\r\n")],
+                      close_at=1.0, server_mac=cam_dahua.mac)
+    for k in range(3):
+        seg = tcp(CORE_SCANNER.ip, cam_axis.ip, 52000 + k, 23, 1000, 0, "S")
+        scene.ip_packet(t + 6 + k, CORE_SCANNER, cam_axis, 6, seg, cam_axis.mac)
+    return scene.write_ethernet(path)
+
+
 # ---- link-type and encapsulation variants ------------------------------------------------------------------
 MINI_CAMERA = Host("192.168.50.10", mac("04:03:12:00:50:10"))
 MINI_ROUTER = Host("192.168.50.1", mac("00:1e:bd:00:50:01"))
@@ -302,6 +333,7 @@ def write_variants(scene: Scene, outdir: Path) -> dict[str, int]:
 def generate(outdir: Path) -> None:
     outdir.mkdir(parents=True, exist_ok=True)
     camera_site(outdir / "camera_site.pcap")
+    segmentation(outdir / "segmentation.pcap")
     links = outdir / "links"
     links.mkdir(exist_ok=True)
     write_variants(mini_scene(), links)

@@ -91,9 +91,10 @@ def plural(count: int, noun: str) -> str:
 
 
 def describe_device(dev: Device) -> str:
-    if dev.vendor:
-        return f"{dev.ip} ({dev.vendor})"
-    return dev.ip
+    who = dev.maker.name if dev.maker else dev.vendor
+    if who and dev.role != "other":
+        return f"{dev.role} {dev.ip} ({who})"
+    return f"{dev.ip} ({who})" if who else dev.ip
 
 
 def describe_destination(ip: str, name: str | None, port: int | None, proto: str) -> str:
@@ -101,33 +102,95 @@ def describe_destination(ip: str, name: str | None, port: int | None, proto: str
     return f"{where} {proto}/{port}" if port else f"{where} {proto}"
 
 
-class EgressPolicyDetector:
-    """A camera-side device exchanging traffic with the public Internet or a core network, outside the allowlist.
+@dataclass(slots=True)
+class Observation:
+    """One camera-side device's share of a flow update, as the detectors see it."""
+
+    ts: float            # capture time of the first packet of this update
+    device: Device
+    sent_packets: int
+    sent_bytes: int
+    initiated: bool      # the device originated the flow
+    peer: str            # the other end's address
+    port: int | None     # the flow's service (responder) port
+    proto: str
+    name: str | None     # DNS/SNI/Host name of the peer, if known
+    scope: str           # scope of the peer (enrich.SCOPES)
+    vlan: int
+
+
+class Detector:
+    name = ""
+
+    def __init__(self, sensor_name: str, episodes: Episodes):
+        self.sensor_name = sensor_name
+        self.episodes = episodes
+
+    def alert(self, obs: Observation, severity: str, score: float, summary: str, **extra) -> Alert:
+        dev = obs.device
+        return Alert(obs.ts, self.sensor_name, self.name, severity, dev.ip, format_mac(dev.mac), dev.vendor,
+                     obs.peer, obs.port, obs.proto, obs.name, obs.scope, score, summary, obs.vlan, extra)
+
+
+def covered_note(dev: Device) -> str:
+    return f" {dev.maker.name} is a covered maker ({dev.maker.basis})." if dev.maker else ""
+
+
+class EgressPolicyDetector(Detector):
+    """A camera-side device exchanging traffic with the public Internet, outside the allowlist.
 
     The device must itself send: an inbound scan the camera never answers is not the camera talking.
     """
 
     name = "egress_policy"
 
-    def __init__(self, sensor_name: str, episodes: Episodes):
-        self.sensor_name = sensor_name
-        self.episodes = episodes
-
-    def check(self, ts: float, dev: Device, sent_packets: int, sent_bytes: int, initiated: bool,
-              dst_ip: str, dst_port: int | None, proto: str, name: str | None, scope: str,
-              vlan: int) -> Alert | None:
-        if scope not in (SCOPE_PUBLIC, SCOPE_CORE) or sent_packets == 0:
+    def observe(self, obs: Observation) -> Alert | None:
+        if obs.scope != SCOPE_PUBLIC or obs.sent_packets == 0:
             return None
         # Keyed by address, not port: P2P clients spray consecutive ports at one server, which is one story.
-        key = (self.name, dev.ip, dst_ip)
-        if not self.episodes.observe(key, ts, sent_packets, sent_bytes):
+        if not self.episodes.observe((self.name, obs.device.ip, obs.peer), obs.ts, obs.sent_packets,
+                                     obs.sent_bytes):
             return None
-        severity = "high" if scope == SCOPE_CORE else "medium"
-        where = "a core network" if scope == SCOPE_CORE else "the public Internet"
-        verb = "opened" if initiated else "answered a connection from"
-        summary = (f"{describe_device(dev)} {verb} {describe_destination(dst_ip, name, dst_port, proto)} "
-                   f"on {where}, sending {plural(sent_packets, 'packet')} ({plural(sent_bytes, 'byte')}) at first sight; "
-                   f"no allow rule matches.")
-        return Alert(ts, self.sensor_name, self.name, severity, dev.ip, format_mac(dev.mac), dev.vendor,
-                     dst_ip, dst_port, proto, name, scope, 1.0, summary, vlan,
-                     {"direction": "outbound" if initiated else "inbound"})
+        dev = obs.device
+        verb = "opened" if obs.initiated else "answered a connection from"
+        summary = (f"{describe_device(dev)} {verb} {describe_destination(obs.peer, obs.name, obs.port, obs.proto)} "
+                   f"on the public Internet, sending {plural(obs.sent_packets, 'packet')} "
+                   f"({plural(obs.sent_bytes, 'byte')}) at first sight; no allow rule matches.{covered_note(dev)}")
+        severity = "high" if dev.covered else "medium"
+        return self.alert(obs, severity, 1.0, summary, direction="outbound" if obs.initiated else "inbound")
+
+
+class SegmentationDetector(Detector):
+    """Camera VLAN and core network meeting outside the allowlist, whichever side starts it.
+
+    A core host reaching into the camera VLAN counts even when the camera never answers: the attempt itself shows
+    the segmentation is not holding.
+    """
+
+    name = "segmentation"
+
+    def __init__(self, sensor_name: str, episodes: Episodes):
+        super().__init__(sensor_name, episodes)
+        self.violations = {"camera_to_core": 0, "core_to_camera": 0}
+
+    def observe(self, obs: Observation) -> Alert | None:
+        if obs.scope != SCOPE_CORE:
+            return None
+        direction = "camera_to_core" if obs.initiated else "core_to_camera"
+        if obs.sent_packets == 0 and obs.initiated:
+            return None
+        new = self.episodes.observe((self.name, obs.device.ip, obs.peer, direction), obs.ts, obs.sent_packets,
+                                    obs.sent_bytes)
+        if not new:
+            return None
+        self.violations[direction] += 1
+        dev = obs.device
+        target = describe_destination(obs.peer, obs.name, obs.port, obs.proto)
+        if obs.initiated:
+            summary = (f"{describe_device(dev)} reached core-network host {target}, sending "
+                       f"{plural(obs.sent_packets, 'packet')}; cameras must stay off core networks.{covered_note(dev)}")
+        else:
+            answered = "and the camera answered" if obs.sent_packets else "(the camera did not answer)"
+            summary = (f"Core-network host {obs.peer} reached into the camera VLAN at {describe_device(dev)} "
+                       f"{obs.proto}/{obs.port} {answered}; no allow rule matches.{covered_note(dev)}")
+        return self.alert(obs, "high", 1.0, summary, direction=direction)

@@ -8,6 +8,8 @@ dissectors through pyshark on the bundled captures.
 from __future__ import annotations
 
 import ipaddress
+import json
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -156,3 +158,92 @@ def parse_http_host(payload: bytes) -> str | None:
                 return host[1:host.find("]")] if "]" in host else None
             return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     return None
+
+
+# ---- device identity: discovery protocols and banners ------------------------------------------------------
+MAX_IDENTITY_VALUE = 128
+_XML_TAG = re.compile(rb"<(?:[\w-]+:)?(\w+)>([^<]{1,256})</(?:[\w-]+:)?\1>")
+
+
+def _clean(value: str | bytes) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return "".join(c for c in value.strip() if c.isprintable())[:MAX_IDENTITY_VALUE]
+
+
+def _headers(payload: bytes) -> dict[str, str]:
+    out = {}
+    for line in payload[:4096].split(b"\r\n")[1:]:
+        if not line:
+            break
+        key, sep, val = line.partition(b":")
+        if sep:
+            out[key.strip().lower().decode("ascii", "replace")] = _clean(val)
+    return out
+
+
+def parse_banner(payload: bytes) -> dict[str, str]:
+    """Server / User-Agent of an RTSP or HTTP message, and SSDP's LOCATION."""
+    if not payload[:8].startswith((b"RTSP/1.0", b"HTTP/1.", b"NOTIFY *", b"M-SEARCH")):
+        return {}
+    h = _headers(payload)
+    out = {}
+    if h.get("server"):
+        out["server"] = h["server"]
+    if h.get("location"):
+        out["location"] = h["location"]
+    return out
+
+
+def parse_ws_discovery(payload: bytes) -> dict[str, str]:
+    """ONVIF WS-Discovery ProbeMatch/Hello: hardware model and name from the onvif:// scopes."""
+    if b"ProbeMatch" not in payload and b"Hello" not in payload:
+        return {}
+    out = {}
+    scopes = re.search(rb"<(?:[\w-]+:)?Scopes[^>]*>([^<]*)<", payload)
+    if scopes:
+        for scope in scopes.group(1).split():
+            for key in (b"hardware", b"name"):
+                prefix = b"onvif://www.onvif.org/" + key + b"/"
+                if scope.startswith(prefix):
+                    out["model" if key == b"hardware" else "name"] = _clean(
+                        scope[len(prefix):].replace(b"%20", b" "))
+    if out:
+        out["protocol"] = "onvif"
+    return out
+
+
+def parse_sadp(payload: bytes) -> dict[str, str]:
+    """Hikvision SADP (UDP 37020) XML announcement: model, serial and firmware."""
+    if b"<ProbeMatch" not in payload and b"<Probe" not in payload:
+        return {}
+    fields = {k.decode(): _clean(v) for k, v in _XML_TAG.findall(payload[:8192])}
+    out = {"protocol": "sadp"}
+    for ours, theirs in (("model", "DeviceDescription"), ("serial", "DeviceSN"), ("firmware", "SoftwareVersion"),
+                         ("device_type", "DeviceType")):
+        if fields.get(theirs):
+            out[ours] = fields[theirs]
+    return out if len(out) > 1 else {}
+
+
+def parse_dhip(payload: bytes) -> dict[str, str]:
+    """Dahua DHIP discovery (UDP 37810): a binary header, then JSON with deviceInfo."""
+    start = payload.find(b"{")
+    if start < 0 or b"DHIP" not in payload[:start + 1] and b"deviceInfo" not in payload:
+        return {}
+    try:
+        doc = json.loads(payload[start:].rstrip(b"\0").decode("utf-8", "replace"))
+    except ValueError:
+        return {}
+    info = (doc.get("params") or {}).get("deviceInfo") if isinstance(doc, dict) else None
+    if not isinstance(info, dict):
+        return {}
+    out = {"protocol": "dhip"}
+    for ours, theirs in (("model", "DeviceType"), ("serial", "SerialNo"), ("firmware", "Version"),
+                         ("vendor", "Vendor")):
+        if isinstance(info.get(theirs), str) and info[theirs]:
+            out[ours] = _clean(info[theirs])
+    return out if len(out) > 1 else {}
+
+
+IDENTITY_PORTS = {1900: parse_banner, 3702: parse_ws_discovery, 37020: parse_sadp, 37810: parse_dhip}

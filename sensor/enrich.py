@@ -7,8 +7,10 @@ so a /28 block inside an IEEE registration-authority /24 resolves to the company
 from __future__ import annotations
 
 import ipaddress
+import re
 import shutil
 import subprocess
+import tomllib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -16,7 +18,11 @@ from pathlib import Path
 
 from sensor.config import DEFAULT_CAMERA_NETWORKS, Config
 from sensor.dissect import DnsMessage
+from sensor.errors import CamwatchError
 from sensor.flows import IPAddress
+
+COVERED_MAKERS_FILE = Path(__file__).with_name("data") / "covered_makers.toml"
+ROLES = ("camera", "nvr", "gateway", "other")
 
 MANUF_PATHS = ("/usr/share/wireshark/manuf", "/usr/local/share/wireshark/manuf")
 
@@ -116,6 +122,60 @@ def format_mac(mac: int) -> str | None:
     return ":".join(f"{(mac >> s) & 0xFF:02x}" for s in range(40, -8, -8))
 
 
+@dataclass(frozen=True)
+class Maker:
+    name: str
+    legal_name: str
+    basis: str
+    manuf: tuple[re.Pattern, ...]
+    banners: tuple[re.Pattern, ...]
+    reason: str
+    sources: tuple[str, ...]
+
+
+class CoveredMakers:
+    """The curated list in data/covered_makers.toml, validated on load."""
+
+    def __init__(self, makers: list[Maker], version: str):
+        self.makers = makers
+        self.version = version
+
+    @classmethod
+    def load(cls, path: Path = COVERED_MAKERS_FILE) -> "CoveredMakers":
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise CamwatchError(f"{path}: cannot load the covered-maker list: {exc}") from None
+        makers = []
+        try:
+            version = raw["version"]
+            for i, entry in enumerate(raw["maker"], 1):
+                if entry["basis"] not in ("named", "prc-nil") or not entry["sources"] or not entry["reason"]:
+                    raise ValueError(f"maker {i}: basis, reason and sources are required")
+                makers.append(Maker(
+                    entry["name"], entry["legal_name"], entry["basis"],
+                    tuple(re.compile(p, re.I) for p in entry["manuf"]),
+                    tuple(re.compile(p, re.I) for p in entry.get("banners", [])),
+                    entry["reason"], tuple(entry["sources"])))
+        except (KeyError, TypeError, ValueError, re.error) as exc:
+            raise CamwatchError(f"{path}: invalid covered-maker list: {exc}") from None
+        return cls(makers, str(version))
+
+    def by_manufacturer(self, organisation: str | None) -> Maker | None:
+        if organisation:
+            for maker in self.makers:
+                if any(p.search(organisation) for p in maker.manuf):
+                    return maker
+        return None
+
+    def by_banner(self, text: str | None) -> Maker | None:
+        if text:
+            for maker in self.makers:
+                if any(p.search(text) for p in maker.banners):
+                    return maker
+        return None
+
+
 class Classifier:
     """Scope of an address relative to this site's configuration."""
 
@@ -193,15 +253,39 @@ class Device:
     bytes_sent: int = 0
     egress_bytes: dict[str, int] = field(default_factory=dict)  # by destination scope
     dns_queries: OrderedDict = field(default_factory=OrderedDict)  # name -> first seen
-    external_peers: set = field(default_factory=set)
+    external_peers: dict = field(default_factory=dict)  # address -> name or None
+    maker: Maker | None = None
+    maker_evidence: str | None = None   # "mac" or the banner/discovery text that named the maker
+    identity: dict = field(default_factory=dict)  # model, firmware, serial, server, ... first value seen
+    evidence: set = field(default_factory=set)   # behaviours behind the role
+
+    @property
+    def covered(self) -> bool:
+        return self.maker is not None
+
+    @property
+    def role(self) -> str:
+        e = self.evidence
+        if e & {"rtsp_server", "video_sender", "camera_discovery"}:
+            return "camera"
+        if e & {"rtsp_client", "video_receiver"}:
+            return "nvr"
+        if e & {"dns_server", "ntp_server", "router_mac"}:
+            return "gateway"
+        if self.maker is not None and self.maker.basis == "named":
+            return "camera"
+        return "other"
 
     def as_dict(self) -> dict:
         return {
             "ip": self.ip, "mac": format_mac(self.mac), "vendor": self.vendor,
+            "covered": self.covered, "maker": self.maker.name if self.maker else None,
+            "covered_basis": self.maker.basis if self.maker else None, "maker_evidence": self.maker_evidence,
+            "role": self.role, "identity": dict(self.identity),
             "first_seen": self.first_seen, "last_seen": self.last_seen,
             "packets_sent": self.packets_sent, "bytes_sent": self.bytes_sent,
             "egress_bytes": dict(self.egress_bytes), "dns_queries": list(self.dns_queries),
-            "external_destinations": len(self.external_peers),
+            "external_destinations": [{"ip": ip, "name": name} for ip, name in self.external_peers.items()],
         }
 
 
@@ -212,9 +296,10 @@ MAX_PEERS_PER_DEVICE = 4096
 class Inventory:
     """Camera-side hosts that have sent traffic, bounded by max_devices (least recently seen is dropped)."""
 
-    def __init__(self, config: Config, manuf: ManufDatabase):
+    def __init__(self, config: Config, manuf: ManufDatabase, makers: CoveredMakers | None = None):
         self.max_devices = config.max_devices
         self.manuf = manuf
+        self.makers = makers if makers is not None else CoveredMakers.load()
         self.devices: OrderedDict[str, Device] = OrderedDict()
         self.evicted = 0
 
@@ -226,6 +311,9 @@ class Inventory:
         if mac and mac != dev.mac:
             dev.mac = mac
             dev.vendor = self.manuf.lookup(mac)
+            maker = self.makers.by_manufacturer(dev.vendor)
+            if maker is not None or dev.maker_evidence == "mac":
+                dev.maker, dev.maker_evidence = maker, "mac" if maker else None
         dev.last_seen = max(dev.last_seen, ts)
         self.devices[key] = dev
         while len(self.devices) > self.max_devices:
@@ -235,6 +323,16 @@ class Inventory:
 
     def get(self, ip: IPAddress) -> Device | None:
         return self.devices.get(str(ip))
+
+    def add_identity(self, dev: Device, fields: dict[str, str]) -> None:
+        for key, value in fields.items():
+            dev.identity.setdefault(key, value)
+        if dev.maker is None:
+            for key in ("server", "vendor", "model", "device_type"):
+                maker = self.makers.by_banner(fields.get(key))
+                if maker is not None:
+                    dev.maker, dev.maker_evidence = maker, f"{key}: {fields[key]}"
+                    break
 
     def record_query(self, dev: Device, name: str, ts: float) -> None:
         if name not in dev.dns_queries:

@@ -27,7 +27,7 @@ from sensor.detect import SEVERITIES, Alert
 from sensor.enrich import SCOPES, format_mac
 from sensor.errors import CamwatchError
 
-DETECTORS = ("egress_policy",)
+DETECTORS = ("egress_policy", "segmentation")
 DEFAULT_METRICS_ADDRESS = ("127.0.0.1", 9847)
 
 
@@ -46,7 +46,10 @@ class SensorCollector(Collector):
             flows_created = s.flows.created
             expired = dict(s.flows.expired)
             alert_counts = dict(s.alert_counts)
-            devices = [(d.ip, d.mac, d.vendor, dict(d.egress_bytes)) for d in s.inventory.devices.values()]
+            devices = [(d.ip, d.mac, d.vendor, dict(d.egress_bytes), d.covered, d.role, d.identity.get("model", ""),
+                        d.maker.name if d.maker else "") for d in s.inventory.devices.values()]
+            violations = dict(s.segmentation.violations)
+            makers_version = s.inventory.makers.version
             devices_evicted = s.inventory.evicted
             external = len(s.external_destinations)
             names = len(s.names)
@@ -91,17 +94,26 @@ class SensorCollector(Collector):
                 fam.add_metric([name, det, sev], alert_counts.get((det, sev), 0))
         yield fam
 
-        yield _gauge("camwatch_devices", "Camera-side hosts seen sending traffic (bounded by limits.max_devices).",
-                     name, len(devices))
+        fam = GaugeMetricFamily("camwatch_devices", "Camera-side hosts seen sending traffic, by manufacturer and "
+                                "whether it is a covered maker (bounded by limits.max_devices).",
+                                labels=["sensor", "vendor", "covered"])
+        by_vendor: dict[tuple[str, str], int] = {}
+        for _ip, _mac, vendor, _e, covered, _role, _model, maker in devices:
+            k = (maker or vendor or "unknown", "true" if covered else "false")
+            by_vendor[k] = by_vendor.get(k, 0) + 1
+        for (vendor, covered), count in sorted(by_vendor.items()):
+            fam.add_metric([name, vendor, covered], count)
+        yield fam
         yield counter("camwatch_devices_evicted", "Devices dropped from the inventory over limits.max_devices.",
                       devices_evicted)
         fam = GaugeMetricFamily("camwatch_device_info", "Identity of each camera-side device (value 1).",
-                                labels=["sensor", "device", "mac", "vendor"])
+                                labels=["sensor", "device", "mac", "vendor", "maker", "covered", "role", "model"])
         egress = CounterMetricFamily("camwatch_device_egress_bytes",
                                      "Bytes sent by each camera-side device, by destination scope.",
                                      labels=["sensor", "device", "scope"])
-        for ip, mac, vendor, by_scope in devices:
-            fam.add_metric([name, ip, format_mac(mac) or "", vendor or ""], 1)
+        for ip, mac, vendor, by_scope, covered, role, model, maker in devices:
+            fam.add_metric([name, ip, format_mac(mac) or "", vendor or "", maker, "true" if covered else "false",
+                            role, model], 1)
             for scope in SCOPES:
                 if scope in by_scope:
                     egress.add_metric([name, ip, scope], by_scope[scope])
@@ -110,6 +122,16 @@ class SensorCollector(Collector):
         yield _gauge("camwatch_external_destinations",
                      "Distinct public or core-network addresses camera-side devices exchanged traffic with.",
                      name, external)
+        fam = CounterMetricFamily("camwatch_segmentation_violations",
+                                  "New episodes of camera VLAN and core network meeting outside the allowlist.",
+                                  labels=["sensor", "direction"])
+        for direction, count in sorted(violations.items()):
+            fam.add_metric([name, direction], count)
+        yield fam
+        info = InfoMetricFamily("camwatch_covered_list", "Version of the covered-maker list in use.",
+                                labels=["sensor"])
+        info.add_metric([name], {"version": makers_version})
+        yield info
         yield _gauge("camwatch_dns_names", "Addresses with a DNS name learned from answers on the wire.", name, names)
         yield _gauge("camwatch_last_packet_timestamp_seconds", "Capture timestamp of the newest packet processed.",
                      name, last_ts or 0.0)
@@ -184,7 +206,8 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 class MetricsServer:
-    def __init__(self, registry: CollectorRegistry, listen: tuple[str, int], ready=lambda: True):
+    def __init__(self, registry: CollectorRegistry, listen: tuple[str, int], ready=lambda: True,
+                 inventory=lambda: []):
         metrics_app = make_wsgi_app(registry)
 
         def app(environ, start_response):
@@ -197,8 +220,11 @@ class MetricsServer:
                 if ready():
                     return _text(start_response, "200 OK", "ready\n")
                 return _text(start_response, "503 Service Unavailable", "not ready\n")
+            if path == "/inventory":
+                start_response("200 OK", [("Content-Type", "application/json")])
+                return [json.dumps(inventory()).encode()]
             if path == "/":
-                return _text(start_response, "200 OK", "camwatch: see /metrics, /healthz, /readyz\n")
+                return _text(start_response, "200 OK", "camwatch: see /metrics, /inventory, /healthz, /readyz\n")
             return _text(start_response, "404 Not Found", "not found\n")
 
         host, port = listen

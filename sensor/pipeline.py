@@ -17,18 +17,28 @@ from sensor.capture import Batch
 from sensor.config import Config
 from sensor.decode import (ERROR_REASONS, NETWORK_NAMES, PROTO_TCP, PROTO_UDP, WINDOW, Decoded, decode,
                            payload)
-from sensor.detect import Alert, EgressPolicyDetector, Episodes
-from sensor.dissect import HTTP_METHODS, parse_dns, parse_http_host, parse_tls_sni
-from sensor.enrich import (SCOPE_CORE, SCOPE_PUBLIC, Classifier, Inventory, ManufDatabase, NameCache)
+from sensor.detect import Alert, EgressPolicyDetector, Episodes, Observation, SegmentationDetector
+from sensor.dissect import (HTTP_METHODS, IDENTITY_PORTS, parse_banner, parse_dns, parse_http_host,
+                            parse_tls_sni)
+from sensor.enrich import (SCOPE_CORE, SCOPE_PUBLIC, Classifier, CoveredMakers, Inventory, ManufDatabase,
+                           NameCache)
 from sensor.flows import FlowTable, FlowUpdate, flow_keys, ip_from16
 
 MAX_EXTERNAL_DESTINATIONS = 1_000_000
+MAX_PEERS_PER_DEVICE = 4096
+MAX_ROUTER_MACS = 64
 _HTTP_PREFIXES = np.array([int.from_bytes(m, "big") for m in HTTP_METHODS], dtype=np.int64)
+_BANNER_PREFIXES = np.array([int.from_bytes(m, "big") for m in (b"RTSP", b"HTTP")], dtype=np.int64)
+_IDENTITY_PORTS = np.array(sorted(IDENTITY_PORTS), dtype=np.int64)
+RTSP_PORTS = (554, 8554)
+# A one-way UDP flow this large, with almost nothing coming back, is a media stream.
+VIDEO_MIN_BYTES = 100_000
+VIDEO_MIN_RATIO = 20
 
 
 class Sensor:
     def __init__(self, config: Config, manuf: ManufDatabase | None = None,
-                 on_alert: Callable[[Alert], None] | None = None):
+                 on_alert: Callable[[Alert], None] | None = None, makers: CoveredMakers | None = None):
         self.config = config
         self.lock = threading.Lock()
         self.packets = 0
@@ -40,9 +50,11 @@ class Sensor:
         self.flows = FlowTable(config.flows)
         self.classifier = Classifier(config)
         self.names = NameCache(config.max_names)
-        self.inventory = Inventory(config, manuf if manuf is not None else ManufDatabase.load())
+        self.inventory = Inventory(config, manuf if manuf is not None else ManufDatabase.load(), makers)
         self.episodes = Episodes(config.episode_timeout)
-        self.detectors = [EgressPolicyDetector(config.sensor_name, self.episodes)]
+        self.segmentation = SegmentationDetector(config.sensor_name, self.episodes)
+        self.detectors = [EgressPolicyDetector(config.sensor_name, self.episodes), self.segmentation]
+        self.router_macs: set[int] = set()
         self.alert_counts: Counter[tuple[str, str]] = Counter()
         self.external_destinations: set[str] = set()
         self.on_alert = on_alert
@@ -95,6 +107,7 @@ class Sensor:
         self._learn_dns(dec, rows)
         updates = self.flows.update(dec, rows)
         self._name_flows(dec, rows)
+        self._identify(dec, rows)
         for upd in updates:
             self._enrich_and_detect(dec, upd)
 
@@ -115,21 +128,29 @@ class Sensor:
                     dev = self.inventory.touch(client, int(dec.src_mac[row]), ts)
                     self.inventory.record_query(dev, msg.qname, ts)
 
-    def _name_flows(self, dec: Decoded, rows: np.ndarray) -> None:
-        """TLS SNI and HTTP Host name the flow they travel in."""
+    @staticmethod
+    def _payload_bytes(dec: Decoded, rows: np.ndarray, k: int) -> np.ndarray:
+        """Byte k of each row's transport payload, 0 where not captured."""
         b = dec.batch
-        tcp = rows[(dec.proto[rows] == PROTO_TCP) & (dec.payload_len[rows] >= 6)]
-        if len(tcp) == 0:
-            return
         data = np.frombuffer(b.data, dtype=np.uint8)
-        off = dec.payload_off[tcp]
-        captured_end = b.offsets[tcp] + b.caplen[tcp]
+        pos = dec.payload_off[rows] + k
+        captured = pos < b.offsets[rows] + b.caplen[rows]
+        return np.where(captured, data[np.minimum(pos, len(data) - 1)], 0).astype(np.int64)
+
+    def _tcp_heads(self, dec: Decoded, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """TCP rows with payload, and the first four payload bytes of each as a big-endian integer."""
+        tcp = rows[(dec.proto[rows] == PROTO_TCP) & (dec.payload_len[rows] >= 6)]
         head = np.zeros(len(tcp), dtype=np.int64)
         for k in range(4):
-            pos = np.minimum(off + k, len(data) - 1)
-            head = (head << 8) | np.where(off + k < captured_end, data[pos], 0)
-        b5 = np.where(off + 5 < captured_end, data[np.minimum(off + 5, len(data) - 1)], 0)
-        tls = ((head >> 24) == 0x16) & (b5 == 0x01)
+            head = (head << 8) | self._payload_bytes(dec, tcp, k)
+        return tcp, head
+
+    def _name_flows(self, dec: Decoded, rows: np.ndarray) -> None:
+        """TLS SNI and HTTP Host name the flow they travel in."""
+        tcp, head = self._tcp_heads(dec, rows)
+        if len(tcp) == 0:
+            return
+        tls = ((head >> 24) == 0x16) & (self._payload_bytes(dec, tcp, 5) == 0x01)
         http = np.isin(head, _HTTP_PREFIXES)
         picked = tcp[tls | http]
         if len(picked) == 0:
@@ -143,41 +164,101 @@ class Sensor:
                 if flow is not None and flow.name is None:
                     flow.name = name
 
+    def _identify(self, dec: Decoded, rows: np.ndarray) -> None:
+        """Discovery announcements and RTSP/HTTP/SSDP banners name a device's maker, model and firmware."""
+        udp = rows[(dec.proto[rows] == PROTO_UDP) & (dec.payload_len[rows] > 0)
+                   & (np.isin(dec.sport[rows], _IDENTITY_PORTS) | np.isin(dec.dport[rows], _IDENTITY_PORTS))]
+        tcp, head = self._tcp_heads(dec, rows)
+        banners = tcp[np.isin(head, _BANNER_PREFIXES)]
+        for row in np.concatenate((udp, banners)):
+            row = int(row)
+            sender = ip_from16(dec.src[row].tobytes())
+            if not self.classifier.is_camera_side(sender):
+                continue
+            body = payload(dec, row, limit=16384)
+            if dec.proto[row] == PROTO_UDP:
+                sport, dport = int(dec.sport[row]), int(dec.dport[row])
+                parser = IDENTITY_PORTS.get(dport if dport in IDENTITY_PORTS else sport)
+                fields = parser(body) if parser else {}
+            else:
+                fields = parse_banner(body)
+            if not fields:
+                continue
+            dev = self.inventory.touch(sender, int(dec.src_mac[row]), float(dec.batch.ts[row]))
+            if fields.get("protocol") in ("onvif", "sadp", "dhip"):
+                dev.evidence.add("camera_discovery")
+            self.inventory.add_identity(dev, fields)
+
     def _enrich_and_detect(self, dec: Decoded, upd: FlowUpdate) -> None:
         flow = upd.flow
         ts = float(dec.batch.ts[upd.index])
+        proto = flow.proto_name
+        port = flow.resp_port or None
+        classify = self.classifier
         for is_orig in (True, False):
-            sent_pkts = upd.orig_pkts if is_orig else upd.resp_pkts
-            if not sent_pkts:
-                continue
             local, peer = (flow.orig_ip, flow.resp_ip) if is_orig else (flow.resp_ip, flow.orig_ip)
-            if not self.classifier.is_camera_side(local):
+            sent_pkts = upd.orig_pkts if is_orig else upd.resp_pkts
+            if not classify.is_camera_side(local):
+                if sent_pkts and classify.address_scope(local) == SCOPE_PUBLIC:
+                    self._note_router_mac(flow.orig_mac if is_orig else flow.resp_mac)
+                continue
+            peer_scope = classify.address_scope(peer)
+            inbound_from_core = not is_orig and peer_scope == SCOPE_CORE and upd.orig_pkts
+            if not sent_pkts and not inbound_from_core:
                 continue
             sent_bytes = upd.orig_bytes if is_orig else upd.resp_bytes
             dev = self.inventory.touch(local, flow.orig_mac if is_orig else flow.resp_mac, flow.last)
             dev.packets_sent += sent_pkts
             dev.bytes_sent += sent_bytes
+            self._role_evidence(dev, flow, is_orig, bool(sent_pkts))
             name = flow.name if is_orig and flow.name else self.names.lookup(peer, ts)
-            port = flow.resp_port or None
-            proto = flow.proto_name
-            scope, _rule = self.classifier.destination_scope(peer, name, port, proto)
-            dev.egress_bytes[scope] = dev.egress_bytes.get(scope, 0) + sent_bytes
+            scope, _rule = classify.destination_scope(peer, name, port, proto)
+            if sent_bytes:
+                dev.egress_bytes[scope] = dev.egress_bytes.get(scope, 0) + sent_bytes
             if scope in (SCOPE_PUBLIC, SCOPE_CORE):
                 peer_s = str(peer)
                 if len(self.external_destinations) < MAX_EXTERNAL_DESTINATIONS:
                     self.external_destinations.add(peer_s)
-                if len(dev.external_peers) < 4096:
-                    dev.external_peers.add(peer_s)
+                if peer_s in dev.external_peers or len(dev.external_peers) < MAX_PEERS_PER_DEVICE:
+                    dev.external_peers[peer_s] = name or dev.external_peers.get(peer_s)
+            obs = Observation(ts, dev, sent_pkts, sent_bytes, is_orig, str(peer), port, proto, name, scope,
+                              flow.vlan)
             for detector in self.detectors:
-                alert = detector.check(ts, dev, sent_pkts, sent_bytes, is_orig, str(peer), port, proto, name,
-                                       scope, flow.vlan)
+                alert = detector.observe(obs)
                 if alert is not None:
                     self._emit(alert)
+
+    def _role_evidence(self, dev, flow, is_orig: bool, sent: bool) -> None:
+        if not sent:
+            return
+        if flow.proto == PROTO_TCP and flow.resp_port in RTSP_PORTS and flow.resp_pkts:
+            dev.evidence.add("rtsp_client" if is_orig else "rtsp_server")
+        elif flow.proto == PROTO_UDP:
+            if not is_orig and flow.resp_port == 53:
+                dev.evidence.add("dns_server")
+            elif not is_orig and flow.resp_port == 123 and flow.orig_port != 123:
+                dev.evidence.add("ntp_server")
+            elif flow.orig_payload >= VIDEO_MIN_BYTES and flow.orig_payload > VIDEO_MIN_RATIO * flow.resp_payload:
+                dev.evidence.add("video_sender" if is_orig else "video_receiver")
+        if dev.mac in self.router_macs:
+            dev.evidence.add("router_mac")
+
+    def _note_router_mac(self, mac: int) -> None:
+        """Frames from Internet hosts carry the site router's MAC: whoever owns it is the gateway."""
+        if mac and mac not in self.router_macs and len(self.router_macs) < MAX_ROUTER_MACS:
+            self.router_macs.add(mac)
+            for dev in self.inventory.devices.values():
+                if dev.mac == mac:
+                    dev.evidence.add("router_mac")
 
     def _emit(self, alert: Alert) -> None:
         self.alert_counts[(alert.detector, alert.severity)] += 1
         if self.on_alert is not None:
             self.on_alert(alert)
+
+    def inventory_snapshot(self) -> list[dict]:
+        with self.lock:
+            return [d.as_dict() for d in self.inventory.devices.values()]
 
     # ---- summaries -------------------------------------------------------------------------------------
     def summary(self) -> dict:

@@ -52,7 +52,7 @@ def test_demo_capture_alerts_only_on_the_phone_home_camera(site_run):
     for a in alerts:
         assert ALERT_KEYS <= set(a)
         assert a["sensor"] == "demo-site"
-        assert a["severity"] in ("info", "low", "medium", "high", "critical")
+        assert a["severity"] == "high"  # Hikvision is a covered maker; an unknown maker would be medium
         assert a["device"]["mac"] == "18:68:cb:00:00:14"
         assert "Hikvision" in a["device"]["vendor"]
         assert a["destination"]["scope"] == "public"
@@ -77,7 +77,7 @@ def test_metrics_file_counts_what_capinfos_counts(site_run):
     info = capinfos(SITE)
     assert value(m, "camwatch_packets_total", sensor="demo-site") == info["packets"]
     assert value(m, "camwatch_bytes_total") == info["bytes"]
-    assert value(m, "camwatch_alerts_total", detector="egress_policy", severity="medium") == 3
+    assert value(m, "camwatch_alerts_total", detector="egress_policy", severity="high") == 3  # a covered maker
     assert value(m, "camwatch_alerts_total", detector="egress_policy", severity="critical") == 0
     assert value(m, "camwatch_decoded_packets_total", network="arp") == 6
     assert value(m, "camwatch_devices") == 7
@@ -109,14 +109,15 @@ def test_allowlist_by_dns_pattern_silences_the_cloud_alerts(tmp_path):
     assert alerts_of(proc.stdout) == []
 
 
-def test_core_network_access_is_high_severity(tmp_path):
+def test_core_network_access_is_a_segmentation_alert_not_egress(tmp_path):
     config = tmp_path / "c.toml"
-    # Pretend the documentation range is the core network: the camera reaching it is now a segmentation breach.
+    # Declare the documentation range a core network: the camera reaching it is now a segmentation breach.
     config.write_text('[networks]\ncamera = ["10.20.0.0/24"]\ncore = ["203.0.113.0/24"]\n')
     alerts = alerts_of(camwatch("replay", SITE, "--config", config).stdout)
     core = [a for a in alerts if a["destination"]["scope"] == "core"]
     assert {a["destination"]["ip"] for a in core} == {"203.0.113.50", "203.0.113.60"}
-    assert all(a["severity"] == "high" for a in core)
+    assert all(a["severity"] == "high" and a["detector"] == "segmentation" for a in core)
+    assert [a["destination"]["ip"] for a in alerts if a["detector"] == "egress_policy"] == ["198.51.100.20"]
 
 
 def test_alerts_to_file_and_stdout_is_clean(tmp_path):

@@ -1,0 +1,123 @@
+"""Issue 4: device inventory, covered makers, roles, identity, segmentation and naming, end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import REAL, SYNTHETIC, alerts_of, camwatch
+from test_cli import metric_values, value
+
+from sensor.enrich import CoveredMakers
+
+
+def inventory(*args) -> dict[str, dict]:
+    proc = camwatch("inventory", *args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return {d["ip"]: d for d in json.loads(proc.stdout)}
+
+
+@pytest.mark.parametrize("capture,camera,maker,covered", [
+    ("iot-sentinel/D-LinkCam/Setup-A-1-STA.pcap", "10.10.10.37", "D-Link International", False),
+    ("iot-sentinel/D-LinkDayCam/Setup-A-1-STA.pcap", "10.10.10.58", "D-Link International", False),
+    ("iot-sentinel/EdimaxCam1/Setup-A-1-STA.pcap", "10.10.10.51", "Edimax Technology Co. Ltd.", False),
+    ("neu-intl-iot/yi_camera_sample.pcap", "192.168.10.204", "Shenzhen Zowee Technology Co., Ltd", True),
+    ("nku-lifecycle/xiaobai_Y2camera_setup.pcap", "192.168.1.165", "Shanghai Imilab Technology Co.Ltd", True),
+])
+def test_real_cameras_registered_makers(capture, camera, maker, covered):
+    dev = inventory(REAL / capture)[camera]
+    assert dev["vendor"] == maker
+    assert dev["covered"] is covered
+    if covered:
+        assert dev["covered_basis"] == "prc-nil" and dev["maker_evidence"] == "mac"
+
+
+def test_real_identity_from_ssdp_banners():
+    assert "DCS-935L" in inventory(REAL / "iot-sentinel/D-LinkCam/Setup-A-1-STA.pcap")["10.10.10.37"]["identity"]["server"]
+
+
+def test_synthetic_site_inventory():
+    devices = inventory(SYNTHETIC / "camera_site.pcap", "--config", SYNTHETIC / "camera_site.toml")
+    assert devices["10.20.0.11"]["covered"] and devices["10.20.0.11"]["maker"] == "Hikvision"
+    assert devices["10.20.0.12"]["covered"] and devices["10.20.0.12"]["maker"] == "Dahua"
+    assert not devices["10.20.0.13"]["covered"] and devices["10.20.0.13"]["vendor"] == "Axis Communications AB"
+    lookalike = devices["10.20.0.15"]
+    assert lookalike["vendor"] == "Shanghai Dahua Scale Factory" and not lookalike["covered"]
+    roles = {ip: d["role"] for ip, d in devices.items()}
+    assert roles == {"10.20.0.1": "gateway", "10.20.0.2": "nvr", "10.20.0.11": "camera", "10.20.0.12": "camera",
+                     "10.20.0.13": "camera", "10.20.0.14": "camera", "10.20.0.15": "camera"}
+    # ONVIF ProbeMatch scopes and RTSP Server headers fill the identity
+    assert devices["10.20.0.13"]["identity"]["model"] == "CAM-3"
+    assert devices["10.20.0.13"]["identity"]["server"] == "AXIS Media Control"
+    phone_home = devices["10.20.0.14"]
+    assert {e["name"] for e in phone_home["external_destinations"]} == {
+        "litedev.hik-connect.com", "dev.hik-connect.com", None}
+    assert "litedev.hik-connect.com" in phone_home["dns_queries"]
+
+
+def test_banner_names_a_covered_maker_when_the_mac_cannot(tmp_path):
+    from packets import PcapWriter, ethernet, ipv4, mac, tcp
+    path = tmp_path / "routed.pcap"
+    router = mac("00:1e:bd:00:00:01")
+    body = b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nServer: Hikvision-Webs\r\n\r\n"
+    with PcapWriter(path) as w:  # the camera sits behind a router: its frames carry the router's MAC
+        w.write(1000.0, ethernet(router, router, 0x0800, ipv4("10.30.0.5", "10.20.0.2", 6,
+                tcp("10.30.0.5", "10.20.0.2", 554, 40000, 1, 1, "PA", body))))
+    dev = inventory(path)["10.30.0.5"]
+    assert dev["covered"] and dev["maker"] == "Hikvision" and dev["maker_evidence"] == "server: Hikvision-Webs"
+
+
+def test_segmentation_alerts_both_ways_and_the_allowlist_holds(tmp_path):
+    proc = camwatch("replay", SYNTHETIC / "segmentation.pcap", "--config", SYNTHETIC / "segmentation.toml",
+                    "--metrics-out", tmp_path / "m.prom")
+    alerts = alerts_of(proc.stdout)
+    got = {(a["direction"], a["device"]["ip"], a["destination"]["ip"], a["destination"]["port"]) for a in alerts}
+    assert got == {("camera_to_core", "10.20.0.11", "10.1.4.20", 445),
+                   ("core_to_camera", "10.20.0.12", "10.1.8.30", 80),
+                   ("core_to_camera", "10.20.0.13", "10.1.8.31", 23)}
+    assert all(a["detector"] == "segmentation" and a["severity"] == "high" for a in alerts)
+    assert not any(a["destination"]["ip"] == "10.1.5.10" for a in alerts)  # the allowed VMS
+    m = metric_values((tmp_path / "m.prom").read_text())
+    assert value(m, "camwatch_segmentation_violations_total", direction="camera_to_core") == 1
+    assert value(m, "camwatch_segmentation_violations_total", direction="core_to_camera") == 2
+    assert value(m, "camwatch_device_egress_bytes_total", device="10.20.0.11", scope="allowed") > 0
+    assert value(m, "camwatch_device_egress_bytes_total", device="10.20.0.11", scope="core") > 0
+
+
+def test_inventory_metrics(tmp_path):
+    camwatch("replay", SYNTHETIC / "camera_site.pcap", "--config", SYNTHETIC / "camera_site.toml",
+             "--metrics-out", tmp_path / "m.prom")
+    m = metric_values((tmp_path / "m.prom").read_text())
+    assert value(m, "camwatch_devices", vendor="Hikvision", covered="true") == 2
+    assert value(m, "camwatch_devices", vendor="Dahua", covered="true") == 1
+    assert value(m, "camwatch_devices", vendor="Shanghai Dahua Scale Factory", covered="false") == 1
+    assert value(m, "camwatch_device_info", device="10.20.0.14", covered="true", role="camera", maker="Hikvision") == 1
+    assert value(m, "camwatch_covered_list_info") == 1
+
+
+def test_inventory_table_and_errors():
+    proc = camwatch("inventory", SYNTHETIC / "camera_site.pcap")
+    assert proc.returncode == 0
+    header, *rows = proc.stdout.splitlines()
+    assert header.split()[:3] == ["IP", "MAC", "MANUFACTURER"]
+    assert any("yes (Hikvision, named)" in r and r.startswith("10.20.0.14") for r in rows)
+    proc = camwatch("inventory")
+    assert proc.returncode == 2 and "give capture files or --url" in proc.stderr
+
+
+def test_covered_list_has_a_reason_and_source_for_every_entry():
+    makers = CoveredMakers.load()
+    assert {m.name for m in makers.makers} >= {"Hikvision", "EZVIZ (Hikvision)", "Dahua", "Imou (Dahua)"}
+    for m in makers.makers:
+        assert m.reason and m.sources and all(s.startswith("https://") for s in m.sources)
+    assert makers.by_manufacturer("Shanghai Dahua Scale Factory") is None
+    assert makers.by_manufacturer("Hangzhou Ezviz Software Co.,Ltd.").name == "EZVIZ (Hikvision)"
+    assert makers.by_manufacturer("Prama Hikvision India Private Limited").name == "Hikvision"
+
+
+def test_a_corrupt_covered_list_is_a_clear_error(tmp_path):
+    from sensor.errors import CamwatchError
+    bad = tmp_path / "makers.toml"
+    bad.write_text('version = "x"\n[[maker]]\nname = "A"\n')
+    with pytest.raises(CamwatchError, match="invalid covered-maker list"):
+        CoveredMakers.load(bad)
