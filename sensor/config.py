@@ -79,6 +79,8 @@ class Config:
     episode_timeout: float = 3600.0
     max_devices: int = 10_000
     max_names: int = 100_000
+    learning_period: float = 86400.0
+    state_path: str | None = None
     source: str = "(defaults)"
 
     @property
@@ -94,6 +96,8 @@ _SCHEMA: dict[str, set[str]] = {
     "flows": {f for f in FlowSettings.__dataclass_fields__},
     "alerts": {"episode_timeout"},
     "limits": {"max_devices", "max_names"},
+    "detect": {"learning_period"},
+    "state": {"path"},
 }
 _ALLOW_KEYS = {"dst", "port", "proto", "comment"}
 
@@ -151,6 +155,12 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
     max_devices = _positive_int(limits.get("max_devices", 10_000), "limits.max_devices", fail)
     max_names = _positive_int(limits.get("max_names", 100_000), "limits.max_names", fail)
 
+    learning_period = _positive_number(raw.get("detect", {}).get("learning_period", 86400.0),
+                                       "detect.learning_period", fail)
+    state_path = raw.get("state", {}).get("path")
+    if state_path is not None and (not isinstance(state_path, str) or not state_path):
+        raise fail("state.path must be a file path")
+
     allow_raw = raw.get("allow", [])
     if not isinstance(allow_raw, list):
         raise fail("allow must be an array of tables: [[allow]]")
@@ -166,6 +176,8 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
         episode_timeout=episode_timeout,
         max_devices=max_devices,
         max_names=max_names,
+        learning_period=learning_period,
+        state_path=state_path,
         source=source,
     )
 

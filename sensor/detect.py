@@ -6,10 +6,26 @@ silence, and only a new episode produces a new alert line. Repeats update the ep
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import statistics
+import tomllib
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from sensor.config import name_matches
 from sensor.enrich import SCOPE_CORE, SCOPE_PUBLIC, Device, format_mac
+from sensor.errors import CamwatchError
+from sensor.flows import Flow
+
+INDICATORS_FILE = Path(__file__).with_name("data") / "indicators.toml"
+
+# Payload-profile bits set by the pipeline on each flow side (Flow.orig_tags / resp_tags).
+TAG_RTP = 1 << 0         # RTP version 2 with an audio/video payload type
+TAG_PPPP = 1 << 1        # CS2 PPPP framing: 0xF1, type, big-endian length of the rest
+TAG_PPPP_DRW = 1 << 2    # PPPP DRW (data) frames, which carry the media
+TAG_TLS = 1 << 3         # TLS records
+TAG_SIGNATURE_BASE = 8   # bit 8 + i: the i-th prefix signature of the indicator file
+PROFILE_NAMES = {TAG_RTP: "RTP", TAG_PPPP_DRW: "PPPP DRW frames", TAG_TLS: "TLS", TAG_PPPP: "PPPP"}
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 MAX_EPISODES = 100_000
@@ -117,6 +133,19 @@ class Observation:
     name: str | None     # DNS/SNI/Host name of the peer, if known
     scope: str           # scope of the peer (enrich.SCOPES)
     vlan: int
+    flow: Flow | None = None
+    new_flow: bool = False
+
+    @property
+    def tags(self) -> int:
+        """Payload-profile bits the device itself sent in this flow."""
+        if self.flow is None:
+            return 0
+        return self.flow.orig_tags if self.initiated else self.flow.resp_tags
+
+    @property
+    def external(self) -> bool:
+        return self.scope in (SCOPE_PUBLIC, SCOPE_CORE)
 
 
 class Detector:
@@ -194,3 +223,336 @@ class SegmentationDetector(Detector):
             summary = (f"Core-network host {obs.peer} reached into the camera VLAN at {describe_device(dev)} "
                        f"{obs.proto}/{obs.port} {answered}; no allow rule matches.{covered_note(dev)}")
         return self.alert(obs, "high", 1.0, summary, direction=direction)
+
+
+# ---- vendor cloud / P2P intelligence ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Service:
+    id: str
+    name: str
+    makers: tuple[str, ...]
+    domains: tuple[str, ...]
+    ports: frozenset
+    signature_bits: int
+    sources: tuple[str, ...]
+
+    def matches_name(self, name: str | None) -> bool:
+        return bool(name) and any(name_matches(p, name) for p in self.domains)
+
+
+class Indicators:
+    """The shipped, versioned indicator file, validated on load."""
+
+    def __init__(self, services: list[Service], prefixes: list[bytes], version: str):
+        self.services = services
+        self.prefixes = prefixes  # index i is tag bit TAG_SIGNATURE_BASE + i
+        self.version = version
+
+    @classmethod
+    def load(cls, path: Path = INDICATORS_FILE) -> "Indicators":
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            version = str(raw["version"])
+            services, prefixes = [], []
+            for entry in raw["service"]:
+                bits = 0
+                for sig in entry.get("signatures", []):
+                    if sig["kind"] == "cs2_pppp":
+                        bits |= TAG_PPPP
+                    elif sig["kind"] == "prefix":
+                        value = sig["value"].encode("ascii")
+                        if not 1 <= len(value) <= 8:
+                            raise ValueError(f"{entry['id']}: prefix signatures are 1 to 8 bytes")
+                        prefixes.append(value)
+                        bits |= 1 << (TAG_SIGNATURE_BASE + len(prefixes) - 1)
+                    else:
+                        raise ValueError(f"{entry['id']}: unknown signature kind {sig['kind']!r}")
+                ports = frozenset((str(p), int(n)) for p, n in entry.get("ports", []))
+                if not entry.get("sources"):
+                    raise ValueError(f"{entry['id']}: every service needs sources")
+                services.append(Service(entry["id"], entry["name"], tuple(entry.get("makers", [])),
+                                        tuple(d.lower() for d in entry.get("domains", [])), ports, bits,
+                                        tuple(entry["sources"])))
+            if len(prefixes) > 48:
+                raise ValueError("at most 48 prefix signatures")
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise CamwatchError(f"{path}: invalid indicator file: {exc}") from None
+        return cls(services, prefixes, version)
+
+    def by_name(self, name: str | None) -> Service | None:
+        if name:
+            for svc in self.services:
+                if svc.matches_name(name):
+                    return svc
+        return None
+
+    def match(self, obs: Observation) -> tuple[Service, str] | None:
+        """The service a device's traffic belongs to, and the evidence."""
+        svc = self.by_name(obs.name) if obs.initiated else None
+        if svc is not None:
+            return svc, f"name {obs.name}"
+        tags = obs.tags
+        for svc in self.services:
+            if tags & svc.signature_bits:
+                return svc, "its protocol signature in the payload"
+        maker = obs.device.maker.name if obs.device.maker else None
+        if obs.initiated and maker:
+            for svc in self.services:
+                if maker in svc.makers and (obs.proto, obs.port) in svc.ports:
+                    return svc, f"{obs.proto}/{obs.port}, a {svc.name} port, from a {maker} device"
+        return None
+
+
+def severity_for(dev: Device, covered: str, other: str) -> str:
+    return covered if dev.covered else other
+
+
+class VendorCloudDetector(Detector):
+    """Cameras reaching vendor cloud / P2P services: by DNS query, SNI/Host name, payload signature, or port."""
+
+    name = "vendor_cloud"
+
+    def __init__(self, sensor_name: str, episodes: Episodes, indicators: Indicators):
+        super().__init__(sensor_name, episodes)
+        self.indicators = indicators
+
+    def dns_query(self, ts: float, dev: Device, qname: str, resolver: str, scope: str, vlan: int) -> Alert | None:
+        svc = self.indicators.by_name(qname)
+        if svc is None or not self.episodes.observe((self.name, dev.ip, svc.id, "dns"), ts, 1, 0):
+            return None
+        obs = Observation(ts, dev, 1, 0, True, resolver, 53, "udp", qname, scope, vlan)
+        summary = (f"{describe_device(dev)} looked up {qname}, a {svc.name} name: the device is set up to "
+                   f"reach its vendor's cloud.{covered_note(dev)}")
+        return self.alert(obs, "medium", 0.8, summary, service=svc.id, evidence="dns query")
+
+    def observe(self, obs: Observation) -> Alert | None:
+        if not obs.external or obs.sent_packets == 0:
+            return None
+        found = self.indicators.match(obs)
+        if found is None:
+            return None
+        svc, evidence = found
+        if not self.episodes.observe((self.name, obs.device.ip, svc.id), obs.ts, obs.sent_packets, obs.sent_bytes):
+            return None
+        dev = obs.device
+        summary = (f"{describe_device(dev)} is talking to {svc.name} at "
+                   f"{describe_destination(obs.peer, obs.name, obs.port, obs.proto)}, recognised by {evidence}."
+                   f"{covered_note(dev)}")
+        return self.alert(obs, severity_for(dev, "high", "medium"), 0.95, summary, service=svc.id,
+                          evidence=evidence)
+
+
+# ---- hard-coded infrastructure ---------------------------------------------------------------------------------
+class HardcodedInfraDetector(Detector):
+    """DNS or NTP straight to outside servers instead of the site's; UPnP IGD discovery and port-mapping requests."""
+
+    name = "hardcoded_infra"
+    SERVICES = {("udp", 53): "DNS", ("tcp", 53): "DNS", ("tcp", 853): "DNS over TLS", ("udp", 123): "NTP"}
+
+    def observe(self, obs: Observation) -> Alert | None:
+        what = self.SERVICES.get((obs.proto, obs.port))
+        if what is None or not obs.external or not obs.initiated or obs.sent_packets == 0:
+            return None
+        if not self.episodes.observe((self.name, obs.device.ip, obs.peer, what), obs.ts, obs.sent_packets,
+                                     obs.sent_bytes):
+            return None
+        summary = (f"{describe_device(obs.device)} sends {what} queries straight to "
+                   f"{describe_destination(obs.peer, obs.name, obs.port, obs.proto)} instead of the site's "
+                   f"servers: a hard-coded resolver or time source that bypasses site controls.")
+        return self.alert(obs, "medium" if what != "NTP" else "low", 0.9, summary, service=what.lower())
+
+    def upnp(self, ts: float, dev: Device, kind: str, peer: str, port: int, proto: str, scope: str,
+             vlan: int, detail: str) -> Alert | None:
+        if not self.episodes.observe((self.name, dev.ip, kind), ts, 1, 0):
+            return None
+        obs = Observation(ts, dev, 1, 0, True, peer, port, proto, None, scope, vlan)
+        if kind == "upnp_port_mapping":
+            summary = (f"{describe_device(dev)} asked the gateway {peer} to open a port through the firewall "
+                       f"(UPnP AddPortMapping{detail}).")
+            return self.alert(obs, "high", 1.0, summary, service=kind)
+        summary = (f"{describe_device(dev)} is searching for an Internet gateway it could open ports on "
+                   f"(UPnP IGD M-SEARCH); no port mapping seen yet.")
+        return self.alert(obs, "low", 0.6, summary, service=kind)
+
+
+# ---- video leaving the site ----------------------------------------------------------------------------------
+@dataclass
+class _Upstream:
+    first: float
+    last: float
+    bytes: int = 0
+    packets: int = 0
+
+
+class VideoEgressDetector(Detector):
+    """Sustained upstream media-like traffic from a camera to a non-local destination.
+
+    Fires when, within one continuous episode (gaps under GAP seconds), a device has sent at least MIN_RATE bit/s
+    on average for MIN_DURATION seconds, in packets averaging MIN_PACKET bytes, to a public or core address, with a
+    media profile (RTP, PPPP DRW frames or TLS) or simply far more up than down.
+    """
+
+    name = "video_egress"
+    MIN_RATE = 200_000
+    MIN_DURATION = 5.0
+    MIN_PACKET = 400
+    GAP = 30.0
+    UP_DOWN_RATIO = 5
+
+    def __init__(self, sensor_name: str, episodes: Episodes):
+        super().__init__(sensor_name, episodes)
+        self._state: OrderedDict[tuple[str, str], _Upstream] = OrderedDict()
+
+    def observe(self, obs: Observation) -> Alert | None:
+        if not obs.external or obs.sent_bytes == 0:
+            return None
+        key = (obs.device.ip, obs.peer)
+        st = self._state.pop(key, None)
+        if st is None or obs.ts - st.last > self.GAP:
+            st = _Upstream(obs.ts, obs.ts)
+        st.last = max(st.last, obs.flow.last if obs.flow else obs.ts)
+        st.bytes += obs.sent_bytes
+        st.packets += obs.sent_packets
+        self._state[key] = st
+        while len(self._state) > MAX_EPISODES:
+            self._state.popitem(last=False)
+        duration = st.last - st.first
+        if duration < self.MIN_DURATION or st.packets == 0:
+            return None
+        rate = 8 * st.bytes / duration
+        if rate < self.MIN_RATE or st.bytes / st.packets < self.MIN_PACKET:
+            return None
+        flow = obs.flow
+        profile = [label for bit, label in PROFILE_NAMES.items() if obs.tags & bit and bit != TAG_PPPP]
+        if flow is not None and not profile:
+            sent = flow.orig_bytes if obs.initiated else flow.resp_bytes
+            received = flow.resp_bytes if obs.initiated else flow.orig_bytes
+            if sent < self.UP_DOWN_RATIO * max(received, 1):
+                return None
+            profile = ["one-way bulk upload"]
+        if not self.episodes.observe((self.name, obs.device.ip, obs.peer), obs.ts, obs.sent_packets,
+                                     obs.sent_bytes):
+            return None
+        dev = obs.device
+        summary = (f"{describe_device(dev)} has been sending {rate / 1e6:.2f} Mbit/s for {duration:.0f} s "
+                   f"({', '.join(profile)}) to {describe_destination(obs.peer, obs.name, obs.port, obs.proto)} "
+                   f"outside the site: video is leaving.{covered_note(dev)}")
+        score = min(1.0, 0.6 + rate / (10 * self.MIN_RATE))
+        return self.alert(obs, severity_for(dev, "critical", "high"), score, summary,
+                          rate_bps=round(rate), duration_s=round(duration, 1), profile=profile)
+
+
+# ---- beaconing -----------------------------------------------------------------------------------------------
+def bowley_skew(values: list[float]) -> float:
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    if q3 == q1:
+        return 0.0
+    return (q1 + q3 - 2 * q2) / (q3 - q1)
+
+
+def mad(values: list[float]) -> float:
+    med = statistics.median(values)
+    return statistics.median(abs(v - med) for v in values)
+
+
+def beacon_score(times: list[float], sizes: list[int]) -> tuple[float, dict]:
+    """RITA-style score in [0, 1]: regular intervals and regular sizes score high.
+
+    Interval part: 1 - |Bowley skew|, 1 - MAD/median interval (jitter relative to the period), and how densely the
+    connections fill the observed span. Size part: 1 - |Bowley skew|, 1 - MAD/32 bytes, and smallness.
+    """
+    intervals = [b - a for a, b in zip(times, times[1:])]
+    med = statistics.median(intervals)
+    span = times[-1] - times[0]
+    ts_skew = 1 - min(1.0, abs(bowley_skew(intervals)))
+    ts_mad = max(0.0, 1 - mad(intervals) / max(med, 1e-9))
+    ts_count = min(1.0, len(intervals) / max(span / max(med, 1e-9), 1))
+    ds_skew = 1 - min(1.0, abs(bowley_skew([float(s) for s in sizes])))
+    ds_mad = max(0.0, 1 - mad([float(s) for s in sizes]) / 32)
+    ds_small = max(0.0, 1 - statistics.mode(sizes) / 65535)
+    ts_score = (ts_skew + ts_mad + ts_count) / 3
+    ds_score = (ds_skew + ds_mad + ds_small) / 3
+    parts = {"interval_s": round(med, 2), "interval_mad_s": round(mad(intervals), 2),
+             "ts_score": round(ts_score, 3), "ds_score": round(ds_score, 3)}
+    return (ts_score + ds_score) / 2, parts
+
+
+class BeaconingDetector(Detector):
+    """Regular check-ins from a device to one outside address (RITA-style interval and size analysis).
+
+    Each burst of packets a device sends to the destination is one event; bursts closer than MIN_INTERVAL seconds
+    are one event, so continuous streams never look like beacons.
+    """
+
+    name = "beaconing"
+    MIN_EVENTS = 6          # five intervals: time-to-detect is at most five periods
+    MIN_INTERVAL = 5.0
+    THRESHOLD = 0.8
+    HISTORY = 64
+
+    def __init__(self, sensor_name: str, episodes: Episodes):
+        super().__init__(sensor_name, episodes)
+        self._events: OrderedDict[tuple[str, str], deque] = OrderedDict()
+
+    def observe(self, obs: Observation) -> Alert | None:
+        if not obs.external or obs.sent_packets == 0:
+            return None
+        key = (obs.device.ip, obs.peer)
+        events = self._events.pop(key, None)
+        if events is None:
+            events = deque(maxlen=self.HISTORY)
+        if events and obs.ts - events[-1][0] < self.MIN_INTERVAL:
+            t, size = events[-1]
+            events[-1] = (t, size + obs.sent_bytes)
+            self._events[key] = events
+            return None
+        events.append((obs.ts, obs.sent_bytes))
+        self._events[key] = events
+        while len(self._events) > MAX_EPISODES:
+            self._events.popitem(last=False)
+        if len(events) < self.MIN_EVENTS:
+            return None
+        score, parts = beacon_score([t for t, _ in events], [b for _, b in events])
+        if score < self.THRESHOLD:
+            return None
+        if not self.episodes.observe((self.name, obs.device.ip, obs.peer), obs.ts, obs.sent_packets,
+                                     obs.sent_bytes):
+            return None
+        summary = (f"{describe_device(obs.device)} checks in with "
+                   f"{describe_destination(obs.peer, obs.name, obs.port, obs.proto)} every "
+                   f"{parts['interval_s']:.0f} s (jitter {parts['interval_mad_s']:.1f} s) over {len(events)} "
+                   f"check-ins: beacon score {score:.2f}.{covered_note(obs.device)}")
+        return self.alert(obs, severity_for(obs.device, "high", "medium"), score, summary, **parts)
+
+
+# ---- new external destination ------------------------------------------------------------------------------------
+class NewDestinationDetector(Detector):
+    """An external destination a device has not used before, once its learning period is over.
+
+    `known` is the persistent store of (device, destination) first sightings and of each device's first sighting;
+    restarts therefore neither forget what was learned nor re-alert.
+    """
+
+    name = "new_destination"
+
+    def __init__(self, sensor_name: str, episodes: Episodes, known, learning_period: float):
+        super().__init__(sensor_name, episodes)
+        self.known = known
+        self.learning_period = learning_period
+
+    def observe(self, obs: Observation) -> Alert | None:
+        if not obs.external or obs.sent_packets == 0:
+            return None
+        dev = obs.device
+        learning_since = self.known.device_first_seen(dev.ip, obs.ts)
+        destination = obs.name or obs.peer
+        if not self.known.add_destination(dev.ip, destination, obs.ts):
+            return None
+        if obs.ts - learning_since < self.learning_period:
+            return None
+        if not self.episodes.observe((self.name, dev.ip, destination), obs.ts, obs.sent_packets, obs.sent_bytes):
+            return None
+        summary = (f"{describe_device(dev)} reached {describe_destination(obs.peer, obs.name, obs.port, obs.proto)}, "
+                   f"a destination it never used in {(obs.ts - learning_since) / 3600:.1f} h of observation."
+                   f"{covered_note(dev)}")
+        return self.alert(obs, "low", 0.7, summary)

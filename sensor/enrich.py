@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from sensor.config import DEFAULT_CAMERA_NETWORKS, Config
+from sensor.config import DEFAULT_CAMERA_NETWORKS, Config, name_matches
 from sensor.dissect import DnsMessage
 from sensor.errors import CamwatchError
 from sensor.flows import IPAddress
@@ -202,6 +202,10 @@ class Classifier:
 
     def is_camera_side(self, ip: IPAddress) -> bool:
         return self.address_scope(ip) == SCOPE_CAMERA
+
+    def name_allowed(self, name: str) -> bool:
+        """Whether some allow rule names this DNS name (whatever its port), so looking it up is expected."""
+        return any(r.dst_pattern and name_matches(r.dst_pattern, name) for r in self.config.allow)
 
     def destination_scope(self, ip: IPAddress, name: str | None, port: int | None, proto: str):
         """(scope, matching allow rule or None) of a destination a camera-side device talks to."""

@@ -27,7 +27,8 @@ from sensor.detect import SEVERITIES, Alert
 from sensor.enrich import SCOPES, format_mac
 from sensor.errors import CamwatchError
 
-DETECTORS = ("egress_policy", "segmentation")
+DETECTORS = ("egress_policy", "segmentation", "vendor_cloud", "hardcoded_infra", "video_egress", "beaconing",
+             "new_destination", "anomaly")
 DEFAULT_METRICS_ADDRESS = ("127.0.0.1", 9847)
 
 

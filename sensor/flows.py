@@ -39,7 +39,8 @@ def proto_name(proto: int) -> str:
 class Flow:
     __slots__ = ("key", "vlan", "proto", "orig_ip", "resp_ip", "orig_port", "resp_port", "first", "last",
                  "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "orig_payload", "resp_payload",
-                 "orig_flags", "resp_flags", "orig_mac", "resp_mac", "name", "closed", "context", "orig_is_a")
+                 "orig_flags", "resp_flags", "orig_mac", "resp_mac", "name", "closed", "context", "orig_is_a",
+                 "orig_tags", "resp_tags")
 
     def __init__(self, key: bytes, vlan: int, proto: int, orig_ip: IPAddress, resp_ip: IPAddress,
                  orig_port: int, resp_port: int, first: float):
@@ -61,6 +62,7 @@ class Flow:
         self.closed = False
         self.context: object = None   # per-flow state owned by the enrich/detect stages
         self.orig_is_a = True         # whether the originator is the canonical key's A side
+        self.orig_tags = self.resp_tags = 0  # payload-profile bits (pipeline.TAG_*) seen from each side
 
     @property
     def proto_name(self) -> str:
@@ -190,8 +192,10 @@ class FlowTable:
                 self.on_end(flow, reason)
         return flows
 
-    def update(self, dec: Decoded, rows: np.ndarray) -> list[FlowUpdate]:
-        """Add the packets `rows` of a decoded batch; returns what the batch added to each flow."""
+    def update(self, dec: Decoded, rows: np.ndarray, tags: np.ndarray | None = None) -> list[FlowUpdate]:
+        """Add the packets `rows` of a decoded batch; returns what the batch added to each flow.
+
+        `tags` (uint64 per row, optional) are payload-profile bits OR-ed into the sending side of each flow."""
         if len(rows) == 0:
             return []
         keys, a_is_src = flow_keys(dec, rows)
@@ -212,6 +216,10 @@ class FlowTable:
         tcp_flags = dec.tcp_flags[rows]
         np.bitwise_or.at(flags, g2, tcp_flags)
         flags = flags.reshape(u, 2)
+        side_tags = np.zeros(2 * u, dtype=np.uint64)
+        if tags is not None:
+            np.bitwise_or.at(side_tags, g2, tags)
+        side_tags = side_tags.reshape(u, 2)
         macs = np.zeros(2 * u, dtype=np.int64)
         macs[g2] = dec.src_mac[rows]
         macs = macs.reshape(u, 2)
@@ -243,6 +251,9 @@ class FlowTable:
             flow.resp_payload += int(payload[g, r])
             flow.orig_flags |= int(flags[g, o])
             flow.resp_flags |= int(flags[g, r])
+            if tags is not None:
+                flow.orig_tags |= int(side_tags[g, o])
+                flow.resp_tags |= int(side_tags[g, r])
             if macs[g, o]:
                 flow.orig_mac = int(macs[g, o])
             if macs[g, r]:

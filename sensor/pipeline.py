@@ -6,6 +6,7 @@ in small steps even when one batch holds half an hour of a quiet camera.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
@@ -17,12 +18,16 @@ from sensor.capture import Batch
 from sensor.config import Config
 from sensor.decode import (ERROR_REASONS, NETWORK_NAMES, PROTO_TCP, PROTO_UDP, WINDOW, Decoded, decode,
                            payload)
-from sensor.detect import Alert, EgressPolicyDetector, Episodes, Observation, SegmentationDetector
+from sensor.detect import (TAG_PPPP, TAG_PPPP_DRW, TAG_RTP, TAG_SIGNATURE_BASE, TAG_TLS, Alert, BeaconingDetector,
+                           EgressPolicyDetector, Episodes, HardcodedInfraDetector, Indicators,
+                           NewDestinationDetector, Observation, SegmentationDetector, VendorCloudDetector,
+                           VideoEgressDetector)
 from sensor.dissect import (HTTP_METHODS, IDENTITY_PORTS, parse_banner, parse_dns, parse_http_host,
                             parse_tls_sni)
 from sensor.enrich import (SCOPE_CORE, SCOPE_PUBLIC, Classifier, CoveredMakers, Inventory, ManufDatabase,
                            NameCache)
 from sensor.flows import FlowTable, FlowUpdate, flow_keys, ip_from16
+from sensor.state import KnownState
 
 MAX_EXTERNAL_DESTINATIONS = 1_000_000
 MAX_PEERS_PER_DEVICE = 4096
@@ -31,6 +36,9 @@ _HTTP_PREFIXES = np.array([int.from_bytes(m, "big") for m in HTTP_METHODS], dtyp
 _BANNER_PREFIXES = np.array([int.from_bytes(m, "big") for m in (b"RTSP", b"HTTP")], dtype=np.int64)
 _IDENTITY_PORTS = np.array(sorted(IDENTITY_PORTS), dtype=np.int64)
 RTSP_PORTS = (554, 8554)
+_POST = int.from_bytes(b"POST", "big")
+_IGD_TARGETS = re.compile(rb"(?i)ST:\s*urn:schemas-upnp-org:(device:InternetGatewayDevice|service:WAN(IP|PPP)Connection)")
+_PORT_MAPPING = re.compile(rb"<NewExternalPort>\s*(\d{1,5})\s*<")
 # A one-way UDP flow this large, with almost nothing coming back, is a media stream.
 VIDEO_MIN_BYTES = 100_000
 VIDEO_MIN_RATIO = 20
@@ -38,7 +46,8 @@ VIDEO_MIN_RATIO = 20
 
 class Sensor:
     def __init__(self, config: Config, manuf: ManufDatabase | None = None,
-                 on_alert: Callable[[Alert], None] | None = None, makers: CoveredMakers | None = None):
+                 on_alert: Callable[[Alert], None] | None = None, makers: CoveredMakers | None = None,
+                 indicators: Indicators | None = None):
         self.config = config
         self.lock = threading.Lock()
         self.packets = 0
@@ -52,8 +61,20 @@ class Sensor:
         self.names = NameCache(config.max_names)
         self.inventory = Inventory(config, manuf if manuf is not None else ManufDatabase.load(), makers)
         self.episodes = Episodes(config.episode_timeout)
-        self.segmentation = SegmentationDetector(config.sensor_name, self.episodes)
-        self.detectors = [EgressPolicyDetector(config.sensor_name, self.episodes), self.segmentation]
+        self.indicators = indicators if indicators is not None else Indicators.load()
+        self.known = KnownState(config.state_path)
+        name, ep = config.sensor_name, self.episodes
+        self.segmentation = SegmentationDetector(name, ep)
+        self.vendor_cloud = VendorCloudDetector(name, ep, self.indicators)
+        self.hardcoded = HardcodedInfraDetector(name, ep)
+        self.detectors = [EgressPolicyDetector(name, ep), self.segmentation, self.vendor_cloud, self.hardcoded,
+                          VideoEgressDetector(name, ep), BeaconingDetector(name, ep),
+                          NewDestinationDetector(name, ep, self.known, config.learning_period)]
+        prefixes = self.indicators.prefixes
+        self._prefix_values = np.array([int.from_bytes(p.ljust(8, b"\0"), "big") for p in prefixes],
+                                       dtype=np.uint64)
+        self._prefix_masks = np.array([int.from_bytes(b"\xff" * len(p) + b"\0" * (8 - len(p)), "big")
+                                       for p in prefixes], dtype=np.uint64)
         self.router_macs: set[int] = set()
         self.alert_counts: Counter[tuple[str, str]] = Counter()
         self.external_destinations: set[str] = set()
@@ -85,6 +106,10 @@ class Sensor:
     def finish(self) -> None:
         with self.lock:
             self.flows.flush()
+            self.known.commit()
+
+    def close(self) -> None:
+        self.known.close()
 
     # ---- one window ------------------------------------------------------------------------------------
     def _window(self, dec: Decoded, start: int, end: int, ip: np.ndarray) -> None:
@@ -105,7 +130,7 @@ class Sensor:
         if len(rows) == 0:
             return
         self._learn_dns(dec, rows)
-        updates = self.flows.update(dec, rows)
+        updates = self.flows.update(dec, rows, self._payload_tags(dec, rows))
         self._name_flows(dec, rows)
         self._identify(dec, rows)
         for upd in updates:
@@ -127,6 +152,13 @@ class Sensor:
                 if self.classifier.is_camera_side(client):
                     dev = self.inventory.touch(client, int(dec.src_mac[row]), ts)
                     self.inventory.record_query(dev, msg.qname, ts)
+                    if self.classifier.name_allowed(msg.qname):
+                        continue
+                    resolver = ip_from16(dec.dst[row].tobytes())
+                    alert = self.vendor_cloud.dns_query(ts, dev, msg.qname, str(resolver),
+                                                        self.classifier.address_scope(resolver), int(dec.vlan[row]))
+                    if alert is not None:
+                        self._emit(alert)
 
     @staticmethod
     def _payload_bytes(dec: Decoded, rows: np.ndarray, k: int) -> np.ndarray:
@@ -144,6 +176,34 @@ class Sensor:
         for k in range(4):
             head = (head << 8) | self._payload_bytes(dec, tcp, k)
         return tcp, head
+
+    def _payload_tags(self, dec: Decoded, rows: np.ndarray) -> np.ndarray:
+        """Per-row payload-profile bits (detect.TAG_*): media framing and vendor protocol signatures."""
+        tags = np.zeros(len(rows), dtype=np.uint64)
+        has = dec.payload_len[rows] >= 4
+        if not has.any():
+            return tags
+        sel = rows[has]
+        b = [self._payload_bytes(dec, sel, k) for k in range(8)]
+        plen = dec.payload_len[sel]
+        udp = dec.proto[sel] == PROTO_UDP
+        t = np.zeros(len(sel), dtype=np.uint64)
+        pt = b[1] & 0x7F
+        rtp = udp & ((b[0] & 0xC0) == 0x80) & (plen >= 12) & ((pt <= 34) | ((pt >= 96) & (pt <= 127)))
+        t[rtp] |= np.uint64(TAG_RTP)
+        pppp = udp & (b[0] == 0xF1) & (((b[2] << 8) | b[3]) == plen - 4)
+        t[pppp] |= np.uint64(TAG_PPPP)
+        t[pppp & (b[1] == 0xD0)] |= np.uint64(TAG_PPPP_DRW)
+        tls = (dec.proto[sel] == PROTO_TCP) & ((b[0] == 0x16) | (b[0] == 0x17)) & (b[1] == 0x03)
+        t[tls] |= np.uint64(TAG_TLS)
+        if len(self._prefix_values):
+            head = np.zeros(len(sel), dtype=np.uint64)
+            for k in range(8):
+                head = (head << np.uint64(8)) | b[k].astype(np.uint64)
+            for i, (value, mask) in enumerate(zip(self._prefix_values, self._prefix_masks)):
+                t[(head & mask) == value] |= np.uint64(1 << (TAG_SIGNATURE_BASE + i))
+        tags[has] = t
+        return tags
 
     def _name_flows(self, dec: Decoded, rows: np.ndarray) -> None:
         """TLS SNI and HTTP Host name the flow they travel in."""
@@ -170,6 +230,7 @@ class Sensor:
                    & (np.isin(dec.sport[rows], _IDENTITY_PORTS) | np.isin(dec.dport[rows], _IDENTITY_PORTS))]
         tcp, head = self._tcp_heads(dec, rows)
         banners = tcp[np.isin(head, _BANNER_PREFIXES)]
+        self._upnp(dec, udp[dec.dport[udp] == 1900], tcp[head == _POST])
         for row in np.concatenate((udp, banners)):
             row = int(row)
             sender = ip_from16(dec.src[row].tobytes())
@@ -188,6 +249,32 @@ class Sensor:
             if fields.get("protocol") in ("onvif", "sadp", "dhip"):
                 dev.evidence.add("camera_discovery")
             self.inventory.add_identity(dev, fields)
+
+    def _upnp(self, dec: Decoded, searches: np.ndarray, posts: np.ndarray) -> None:
+        """A camera looking for an Internet gateway, or asking one to open a port, is trying to be reachable."""
+        for row, kind in [(int(r), "upnp_igd_discovery") for r in searches] + [(int(r), "upnp_port_mapping")
+                                                                             for r in posts]:
+            sender = ip_from16(dec.src[row].tobytes())
+            if not self.classifier.is_camera_side(sender):
+                continue
+            body = payload(dec, row, limit=8192)
+            if kind == "upnp_igd_discovery":
+                if not body.startswith(b"M-SEARCH") or not _IGD_TARGETS.search(body):
+                    continue
+                detail = ""
+            else:
+                if b"AddPortMapping" not in body:
+                    continue
+                port = _PORT_MAPPING.search(body)
+                detail = f" for external port {int(port.group(1))}" if port else ""
+            ts = float(dec.batch.ts[row])
+            dev = self.inventory.touch(sender, int(dec.src_mac[row]), ts)
+            peer = ip_from16(dec.dst[row].tobytes())
+            alert = self.hardcoded.upnp(ts, dev, kind, str(peer), int(dec.dport[row]),
+                                        "udp" if dec.proto[row] == PROTO_UDP else "tcp",
+                                        self.classifier.address_scope(peer), int(dec.vlan[row]), detail)
+            if alert is not None:
+                self._emit(alert)
 
     def _enrich_and_detect(self, dec: Decoded, upd: FlowUpdate) -> None:
         flow = upd.flow
@@ -222,7 +309,7 @@ class Sensor:
                 if peer_s in dev.external_peers or len(dev.external_peers) < MAX_PEERS_PER_DEVICE:
                     dev.external_peers[peer_s] = name or dev.external_peers.get(peer_s)
             obs = Observation(ts, dev, sent_pkts, sent_bytes, is_orig, str(peer), port, proto, name, scope,
-                              flow.vlan)
+                              flow.vlan, flow, upd.new)
             for detector in self.detectors:
                 alert = detector.observe(obs)
                 if alert is not None:
