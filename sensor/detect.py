@@ -501,18 +501,20 @@ class BeaconingDetector(Detector):
         events = self._events.pop(key, None)
         if events is None:
             events = deque(maxlen=self.HISTORY)
-        if events and obs.ts - events[-1][0] < self.MIN_INTERVAL:
-            t, size = events[-1]
-            events[-1] = (t, size + obs.sent_bytes)
+        # events hold [start, last activity, bytes]; activity within MIN_INTERVAL of the last extends the burst,
+        # so a continuous stream stays one long event instead of a train of regular ones
+        if events and obs.ts - events[-1][1] < self.MIN_INTERVAL:
+            events[-1][1] = obs.ts
+            events[-1][2] += obs.sent_bytes
             self._events[key] = events
             return None
-        events.append((obs.ts, obs.sent_bytes))
+        events.append([obs.ts, obs.ts, obs.sent_bytes])
         self._events[key] = events
         while len(self._events) > MAX_EPISODES:
             self._events.popitem(last=False)
         if len(events) < self.MIN_EVENTS:
             return None
-        score, parts = beacon_score([t for t, _ in events], [b for _, b in events])
+        score, parts = beacon_score([e[0] for e in events], [e[2] for e in events])
         if score < self.THRESHOLD:
             return None
         if not self.episodes.observe((self.name, obs.device.ip, obs.peer), obs.ts, obs.sent_packets,
@@ -544,7 +546,7 @@ class NewDestinationDetector(Detector):
         if not obs.external or obs.sent_packets == 0:
             return None
         dev = obs.device
-        learning_since = self.known.device_first_seen(dev.ip, obs.ts)
+        learning_since = self.known.device_first_seen(dev.ip, obs.ts)  # the pipeline recorded the real first sight
         destination = obs.name or obs.peer
         if not self.known.add_destination(dev.ip, destination, obs.ts):
             return None

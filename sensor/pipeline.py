@@ -295,6 +295,7 @@ class Sensor:
                 continue
             sent_bytes = upd.orig_bytes if is_orig else upd.resp_bytes
             dev = self.inventory.touch(local, flow.orig_mac if is_orig else flow.resp_mac, flow.last)
+            self.known.device_first_seen(dev.ip, ts)
             dev.packets_sent += sent_pkts
             dev.bytes_sent += sent_bytes
             self._role_evidence(dev, flow, is_orig, bool(sent_pkts))
