@@ -6,11 +6,17 @@ stage can work on whole arrays instead of one Python object per packet.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import select
 import shutil
+import signal
 import struct
 import subprocess
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -295,34 +301,290 @@ def open_file(path: str | Path) -> tuple[CaptureReader, int]:
 
 
 class LiveCapture:
-    """dumpcap writing classic pcap to a pipe; dumpcap holds the capture privilege, camwatch needs none."""
+    """dumpcap writing classic pcap to a pipe; dumpcap holds the capture privilege, camwatch needs none.
 
-    def __init__(self, interface: str, bpf: str | None = None, buffer_mib: int = 64, tick: float = 0.5):
+    The constructor returns only once dumpcap is capturing: dumpcap writes its pcap file header after the interface
+    is open and the filter installed, so from then on no packet on the interface is missed. Errors dumpcap reports
+    before that (no such device, no permission, bad filter) raise CamwatchError.
+
+    A pump thread keeps the pipe drained into a bounded in-memory queue. dumpcap blocked on a full pipe stops
+    reading the kernel ring, which then overflows; and dumpcap takes SIGTERM without SA_RESTART, so a signal that
+    lands while it is blocked writing loses the packet being written (dumpcap still counts it as captured).
+
+    Shutdown: `request_stop` lets dumpcap run on for `linger` seconds, then sends SIGTERM at a moment the pipe is
+    empty; dumpcap writes out what it holds and closes the pipe, and the reader ends at that end of stream. `stop`
+    reaps dumpcap. Keep iterating the reader after `request_stop` to get every packet captured.
+    """
+
+    PCAP_HEADER_BYTES = 24
+    PIPE_BYTES = 1 << 20   # the unprivileged maximum (fs.pipe-max-size); the default 64 KiB fills in microseconds
+
+    def __init__(self, interface: str, bpf: str | None = None, buffer_mib: int = 64, tick: float = 0.5,
+                 queue_mib: int = 64, start_timeout: float = 10.0, linger: float = 0.5, stop_grace: float = 5.0):
         dumpcap = shutil.which("dumpcap") or ("/usr/bin/dumpcap" if Path("/usr/bin/dumpcap").exists() else None)
         if dumpcap is None:
             raise CamwatchError("dumpcap not found: install Wireshark's dumpcap (Debian package wireshark-common)")
-        cmd = [dumpcap, "-i", interface, "-P", "-w", "-", "-B", str(buffer_mib), "-q"]
+        # No -q: it also silences the received/dropped statistics dumpcap prints for each interface at exit.
+        cmd = [dumpcap, "-i", interface, "-P", "-w", "-", "-B", str(buffer_mib)]
         if bpf:
             cmd += ["-f", bpf]
         self.command = cmd
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self._fd = self.proc.stdout.fileno()
+        self.interface = interface
         self._tick = tick
+        self._queue_limit = queue_mib << 20
+        # libpcap hands packets to dumpcap in blocks retired every 250 ms (dumpcap's read timeout), so a packet
+        # that arrived just before a stop request may still be on its way: wait a little longer than that.
+        self._linger = linger
+        self._stop_grace = stop_grace
+        self._stop_requested_at: float | None = None
+        self._terminated_at: float | None = None
+        self.killed = False
+        self._lock = threading.Lock()
+        self._stats: dict[str, tuple[int, int, int]] = {}   # interface -> received, dropped, interface drops
+        self._captured = 0
+        self._messages: deque[str] = deque(maxlen=64)
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        self._eof = False
+        self._discard = False
+        self._cond = threading.Condition()
+        try:
+            # Its own process group: a terminal's Ctrl-C reaches camwatch only, which then stops dumpcap in order
+            # instead of both racing to exit.
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, process_group=0)
+        except OSError as exc:
+            raise CamwatchError(f"cannot run {dumpcap}: {exc.strerror}") from None
+        self._fd = self.proc.stdout.fileno()
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, self.PIPE_BYTES)
+        except OSError:
+            pass   # a lower fs.pipe-max-size: the pump thread still drains it, only with less slack
+        self._stderr_thread = threading.Thread(target=self._watch_stderr, name="dumpcap-stderr", daemon=True)
+        self._stderr_thread.start()
+        header = self._await_header(start_timeout)
+        self._queue.append(header)
+        self._queued = len(header)
+        self._pump_thread = threading.Thread(target=self._pump, name="dumpcap-pump", daemon=True)
+        self._pump_thread.start()
         self.reader = CaptureReader(self._read, f"interface {interface}")
 
+    # ---- startup ---------------------------------------------------------------------------------------
+    def _await_header(self, timeout: float) -> bytes:
+        got = b""
+        deadline = time.monotonic() + timeout
+        while len(got) < self.PCAP_HEADER_BYTES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.stop()
+                raise CamwatchError(f"dumpcap did not start capturing on {self.interface} within {timeout:g} s")
+            ready, _, _ = select.select([self._fd], [], [], min(remaining, self._tick))
+            if not ready:
+                continue
+            chunk = os.read(self._fd, CHUNK_BYTES)
+            if not chunk:
+                self.stop()
+                raise CamwatchError(f"dumpcap cannot capture on {self.interface}: {self.error_message()}")
+            got += chunk
+        return got
+
+    # ---- data ------------------------------------------------------------------------------------------
+    def _pump(self) -> None:
+        fd = self._fd
+        while True:
+            with self._cond:
+                while self._queued >= self._queue_limit and not self._discard:
+                    # Full: leave the data in the pipe and let the kernel ring take the overflow, where it is
+                    # counted as dropped, rather than grow without bound.
+                    self._cond.wait(self._tick)
+                    self._advance_stop(pipe_empty=False)
+            ready, _, _ = select.select([fd], [], [], self._stop_wait())
+            if ready:
+                try:
+                    data = os.read(fd, CHUNK_BYTES)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                with self._cond:
+                    if not self._discard:
+                        self._queue.append(data)
+                        self._queued += len(data)
+                        self._cond.notify_all()
+            self._advance_stop(pipe_empty=not select.select([fd], [], [], 0)[0])
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
     def _read(self) -> bytes | None:
-        ready, _, _ = select.select([self._fd], [], [], self._tick)
-        if not ready:
-            return None
-        return os.read(self._fd, CHUNK_BYTES)
+        with self._cond:
+            if not self._queue and not self._eof:
+                self._cond.wait(self._tick)
+            if not self._queue:
+                return b"" if self._eof else None
+            parts = [self._queue.popleft()]
+            size = len(parts[0])
+            while self._queue and size + len(self._queue[0]) <= CHUNK_BYTES:
+                parts.append(self._queue.popleft())
+                size += len(parts[-1])
+            self._queued -= size
+            self._cond.notify_all()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    # ---- shutdown --------------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Start an orderly stop; keep iterating the reader until it ends to get every captured packet."""
+        with self._cond:
+            if self._stop_requested_at is None:
+                self._stop_requested_at = time.monotonic()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested_at is not None
+
+    def _stop_wait(self) -> float:
+        """How long the pump may wait for data before the stop needs attention again."""
+        if self._stop_requested_at is None or self._terminated_at is not None:
+            return self._tick
+        return max(0.0, min(self._tick, self._stop_requested_at + self._linger - time.monotonic()))
+
+    def _advance_stop(self, pipe_empty: bool) -> None:
+        """Called from the pump thread: SIGTERM once lingered, SIGKILL if dumpcap ignores it."""
+        if self._stop_requested_at is None:
+            return
+        now = time.monotonic()
+        if self._terminated_at is None:
+            due = self._stop_requested_at + self._linger
+            # An empty pipe means dumpcap is not blocked in a write the signal would cut short. Should it never be
+            # empty (camwatch slower than the traffic), stop anyway after one more second.
+            if now >= due and (pipe_empty or now >= due + 1.0):
+                self._terminated_at = now
+                self._signal(signal.SIGTERM)
+        elif now >= self._terminated_at + self._stop_grace and self.proc.poll() is None:
+            # Killing it closes the pipe, which ends the reader.
+            self.killed = True
+            self._signal(signal.SIGKILL)
+
+    def _signal(self, signum: int) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signum)
+            except ProcessLookupError:
+                pass
 
     def stop(self) -> str:
-        """Stop dumpcap; returns what it wrote on stderr (its error message or drop statistics)."""
+        """Stop dumpcap now and reap it; returns what it wrote on stderr (errors and statistics)."""
+        with self._cond:
+            # Whatever the reader has not taken by now is abandoned; the pump must not block on a full queue.
+            self._discard = True
+            self._queue.clear()
+            self._queued = 0
+            self._cond.notify_all()
         if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            _, err = self.proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        return err.decode("utf-8", "replace").strip()
+            if self._terminated_at is None:
+                self._terminated_at = time.monotonic()
+                self._signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=max(0.0, self._terminated_at + self._stop_grace - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.killed = True
+                self.proc.kill()
+                self.proc.wait()
+        pump = getattr(self, "_pump_thread", None)
+        if pump is not None:
+            pump.join(timeout=2)
+        self._stderr_thread.join(timeout=2)
+        if pump is None or not pump.is_alive():
+            self.proc.stdout.close()
+        with self._lock:
+            return "\n".join(self._messages)
+
+    # ---- dumpcap's stderr: errors, progress and statistics ---------------------------------------------
+    _STATS = re.compile(r"Packets received/dropped on interface '(?P<iface>.*)': (?P<received>\d+)/(?P<dropped>\d+)"
+                        r"(?: \(.*ps_ifdrop:(?P<ifdrop>\d+)\))?")
+    _COUNT = re.compile(r"Packets(?: captured)?: (\d+)\s*$")
+    _CHATTER = ("Capturing on ", "File: ")
+
+    def _watch_stderr(self) -> None:
+        # A thread of its own so the pipe never fills and blocks dumpcap, whatever the main loop is doing.
+        fd = self.proc.stderr.fileno()
+        rest = b""
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            # dumpcap redraws its running count with carriage returns.
+            *lines, rest = re.split(rb"[\r\n]", rest + chunk)
+            for line in lines:
+                self._stderr_line(line.decode("utf-8", "replace").strip())
+        self._stderr_line(rest.decode("utf-8", "replace").strip())
+        self.proc.stderr.close()
+
+    def _stderr_line(self, line: str) -> None:
+        if not line:
+            return
+        with self._lock:
+            m = self._STATS.search(line)
+            if m:
+                self._stats[m["iface"]] = (int(m["received"]), int(m["dropped"]), int(m["ifdrop"] or 0))
+                return
+            m = self._COUNT.match(line)
+            if m:
+                self._captured = int(m[1])
+                return
+            if not line.startswith(self._CHATTER):
+                self._messages.append(line)
+
+    @property
+    def dropped(self) -> int:
+        """Packets the kernel or dumpcap dropped (dumpcap's pcap + dumpcap + flushed counts).
+
+        dumpcap reports statistics when it stops (Linux has no SIGINFO to ask for them earlier), so this is 0
+        while capturing and final once the reader has ended or `stop` returned.
+        """
+        with self._lock:
+            return sum(d for _r, d, _i in self._stats.values())
+
+    @property
+    def received(self) -> int | None:
+        """Packets dumpcap took from the kernel (drops not included), once it has reported statistics."""
+        with self._lock:
+            return sum(r for r, _d, _i in self._stats.values()) if self._stats else None
+
+    @property
+    def interface_dropped(self) -> int:
+        """Drops the interface or its driver counted (ps_ifdrop): lost before capture, and not only its packets."""
+        with self._lock:
+            return sum(i for _r, _d, i in self._stats.values())
+
+    @property
+    def captured(self) -> int:
+        """dumpcap's own count of packets it wrote to the pipe: running while capturing, final at exit."""
+        with self._lock:
+            return self._captured
+
+    def error_message(self) -> str:
+        """dumpcap's complaint as one line, for CamwatchError."""
+        with self._lock:
+            lines = list(self._messages)
+        for i, line in enumerate(lines):
+            if line.startswith("dumpcap: "):
+                msg = line[len("dumpcap: "):]
+                # Some errors put the reason on the next line in parentheses: "(No such device exists)".
+                if i + 1 < len(lines) and lines[i + 1].startswith("(") and lines[i + 1].endswith(")"):
+                    msg = f"{msg.rstrip('.')} {lines[i + 1]}"
+                return msg
+        if lines:
+            return lines[-1]
+        rc = self.proc.poll()
+        if rc is None:
+            return "no message from dumpcap"
+        if rc < 0:
+            try:
+                return f"dumpcap was killed by {signal.Signals(-rc).name}"
+            except ValueError:
+                return f"dumpcap was killed by signal {-rc}"
+        return f"dumpcap exited with status {rc}"

@@ -7,18 +7,23 @@ all outputs were still written); 2 bad usage or configuration.
 from __future__ import annotations
 
 import argparse
+import getpass
+import ipaddress
+import json
 import signal
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from sensor import __version__
 from sensor.capture import LiveCapture, open_file
 from sensor.config import load_config
 from sensor.errors import CamwatchError, CaptureError, ConfigError
-from sensor.export import (DEFAULT_METRICS_ADDRESS, AlertLog, MetricsServer, build_registry, parse_listen,
-                           write_metrics_file)
+from sensor.export import (DEFAULT_METRICS_ADDRESS, AlertLog, MetricsServer, build_registry, hash_password,
+                           parse_listen, write_metrics_file)
+from sensor.evaluate import evaluate, format_report, load_labels
 from sensor.pipeline import Sensor
 
 EXIT_OK, EXIT_CAPTURE, EXIT_USAGE = 0, 1, 2
@@ -51,12 +56,34 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--pace", default="fast", metavar="fast|realtime|Nx",
                     help="replay speed: as fast as possible (default), capture time, or N times faster")
 
+    ip = sub.add_parser("inventory", help="list camera-side devices: maker, covered flag, role, identity")
+    ip.add_argument("pcaps", nargs="*", metavar="PCAP", help="captures to build the inventory from")
+    ip.add_argument("--url", metavar="URL", help="read it from a running sensor instead, e.g. http://127.0.0.1:9847")
+    ip.add_argument("--config", metavar="FILE", help="camwatch.toml (default: zero-config)")
+    ip.add_argument("--json", action="store_true", help="JSON instead of a table")
+
+    ep = sub.add_parser("eval", help="detector precision, recall and time-to-detect on labelled captures")
+    ep.add_argument("pcaps", nargs="+", metavar="PCAP", help="captures, in time order (e.g. baseline then mixed)")
+    ep.add_argument("--labels", required=True, metavar="FILE", help="labels JSON (see pcaps/scenarios.py)")
+    ep.add_argument("--config", metavar="FILE", help="camwatch.toml of the labelled site")
+    ep.add_argument("--alerts", metavar="FILE", help="also write the alerts here")
+    ep.add_argument("--json", action="store_true", help="the report as JSON")
+
+    hp = sub.add_parser("hash-password", help="hash a password for [metrics] basic_auth (reads it from stdin)")
+    hp.set_defaults(command="hash-password")
+
     lp = sub.add_parser("run", help="capture live from an interface through dumpcap")
     lp.add_argument("--interface", "-i", required=True, metavar="IFACE")
     lp.add_argument("--bpf", metavar="FILTER", help="capture filter in libpcap syntax")
     lp.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
     common(lp)
     return p
+
+
+def _listen(args, config) -> tuple[str, int] | None:
+    """--serve wins over the config's metrics.listen; neither means no HTTP endpoint."""
+    value = args.serve or config.metrics.listen
+    return parse_listen(value) if value else None
 
 
 def parse_pace(value: str) -> float | None:
@@ -147,7 +174,7 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 def cmd_replay(args) -> int:
     config = load_config(args.config)
     speed = parse_pace(args.pace)
-    listen = parse_listen(args.serve) if args.serve else None
+    listen = _listen(args, config)
     for path in args.pcaps:
         if not Path(path).is_file():
             raise CamwatchError(f"{path}: no such file" if not Path(path).exists()
@@ -157,7 +184,8 @@ def cmd_replay(args) -> int:
     alerts = AlertLog(args.alerts)
     sensor = Sensor(config, on_alert=alerts.write)
     registry = build_registry(sensor)
-    server = MetricsServer(registry, listen, ready=lambda: True) if listen else None
+    server = (MetricsServer(registry, listen, inventory=sensor.inventory_snapshot, settings=config.metrics)
+              if listen else None)
     if server and not args.quiet:
         sys.stderr.write(f"camwatch: serving metrics on http://{_fmt(server.address)}/metrics\n")
     pacer = Pacer(speed, stop) if speed else None
@@ -200,39 +228,76 @@ def cmd_replay(args) -> int:
 
 def cmd_run(args) -> int:
     config = load_config(args.config)
-    listen = parse_listen(args.serve) if args.serve else None
+    listen = _listen(args, config)
+    if args.duration is not None and not args.duration > 0:
+        raise CamwatchError(f"--duration {args.duration:g}: expected a positive number of seconds")
     stop = threading.Event()
     _install_stop_handlers(stop)
     alerts = AlertLog(args.alerts, append=args.alerts != "-")
     sensor = Sensor(config, on_alert=alerts.write)
     registry = build_registry(sensor)
-    live = LiveCapture(args.interface, args.bpf)
-    server = MetricsServer(registry, listen) if listen else None
+    capturing = threading.Event()
+    server = None
+    live = None
+    try:
+        # Serving first: a port already in use is reported before dumpcap starts, and /readyz says "not ready"
+        # until the capture really runs.
+        server = (MetricsServer(registry, listen, ready=capturing.is_set, inventory=sensor.inventory_snapshot,
+                                settings=config.metrics) if listen else None)
+        live = LiveCapture(args.interface, args.bpf)
+    except BaseException:
+        if server:
+            server.close()
+        alerts.close()
+        raise
+    capturing.set()
+    if not args.quiet:
+        sys.stderr.write(f"camwatch: capturing on {args.interface}\n")
+        if server:
+            sys.stderr.write(f"camwatch: serving metrics on http://{_fmt(server.address)}/metrics\n")
     deadline = time.monotonic() + args.duration if args.duration else None
     started = time.monotonic()
     failure = None
     try:
+        # After a stop request the loop goes on until dumpcap has written out what it captured and closed the
+        # pipe: packets that reached the interface before the signal are counted, not dropped on the floor.
         for batch in live.reader:
             if len(batch):
                 sensor.process(batch)
             else:
                 sensor.expire(time.time())
-            if stop.is_set() or (deadline and time.monotonic() >= deadline):
-                break
+            if not live.stopping and (stop.is_set() or (deadline is not None and time.monotonic() >= deadline)):
+                live.request_stop()
     except CaptureError as exc:
         failure = str(exc)
     finally:
-        dumpcap_said = live.stop()
+        # A service manager stopping the whole cgroup signals dumpcap too, which may then close the pipe before
+        # this loop has seen camwatch's own signal: that is still a requested stop.
+        stopped_by_us = live.stopping or stop.is_set()
+        live.stop()
+        capturing.clear()
         sensor.finish()
-        if args.metrics_out:
-            write_metrics_file(registry, args.metrics_out)
-        alerts.close()
-        if server:
-            server.close()
+        try:
+            if args.metrics_out:
+                write_metrics_file(registry, args.metrics_out)
+        finally:
+            alerts.close()
+            if server:
+                server.close()
     if not args.quiet:
         print_summary(sensor, time.monotonic() - started)
-    if live.proc.returncode not in (0, None, -signal.SIGTERM) and sensor.packets == 0:
-        raise CamwatchError(f"dumpcap failed on {args.interface}: {_last_line(dumpcap_said)}")
+        received = live.received
+        # received and passed on differ by what reached the kernel while dumpcap was stopping and went unread.
+        sys.stderr.write(f"  capture drops:         {live.dropped:,}"
+                         + (f" (dumpcap received {received:,}, passed on {live.captured:,})"
+                            if received is not None else "")
+                         + (f"; interface drops: {live.interface_dropped:,}" if live.interface_dropped else "")
+                         + "\n")
+    if failure is None and not stopped_by_us:
+        # dumpcap closed the pipe without being asked: the interface went away, or someone killed it.
+        failure = f"capture on {args.interface} ended unexpectedly: {live.error_message()}"
+    elif failure is None and live.killed:
+        failure = "dumpcap did not stop on SIGTERM and was killed; packets it still held are lost"
     if failure:
         sys.stderr.write(f"camwatch: error: {failure}\n")
         return EXIT_CAPTURE
@@ -249,6 +314,88 @@ def _fmt(address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def cmd_inventory(args) -> int:
+    if bool(args.pcaps) == bool(args.url):
+        raise CamwatchError("inventory: give capture files or --url of a running sensor (one of them)")
+    if args.url:
+        devices = _fetch_inventory(args.url)
+    else:
+        sensor = Sensor(load_config(args.config))
+        failures = replay_into(sensor, args.pcaps)
+        devices = sensor.inventory_snapshot()
+        for message in failures:
+            sys.stderr.write(f"camwatch: error: {message}\n")
+    devices.sort(key=lambda d: (ipaddress.ip_address(d["ip"]).version, ipaddress.ip_address(d["ip"])))
+    if args.json:
+        sys.stdout.write(json.dumps(devices, indent=2) + "\n")
+    else:
+        sys.stdout.write(format_inventory(devices))
+    return EXIT_CAPTURE if not args.url and failures else EXIT_OK
+
+
+def replay_into(sensor: Sensor, paths: list[str]) -> list[str]:
+    """Process capture files in order; returns the one-line errors of files that could not be read to the end."""
+    failures = []
+    for path in paths:
+        reader, _ = open_file(path)
+        try:
+            for batch in reader:
+                sensor.process(batch)
+        except CaptureError as exc:
+            failures.append(str(exc))
+    sensor.finish()
+    return failures
+
+
+def cmd_eval(args) -> int:
+    labels = load_labels(args.labels)
+    config = load_config(args.config)
+    collected: list[dict] = []
+    log = AlertLog(args.alerts) if args.alerts else None
+
+    def on_alert(alert):
+        collected.append(alert.as_dict())
+        if log:
+            log.write(alert)
+
+    sensor = Sensor(config, on_alert=on_alert)
+    failures = replay_into(sensor, args.pcaps)
+    if log:
+        log.close()
+    report = evaluate(collected, labels)
+    sys.stdout.write(json.dumps(report, indent=2) + "\n" if args.json else format_report(report))
+    for message in failures:
+        sys.stderr.write(f"camwatch: error: {message}\n")
+    return EXIT_CAPTURE if failures else EXIT_OK
+
+
+def _fetch_inventory(url: str) -> list[dict]:
+    target = url.rstrip("/") + "/inventory"
+    try:
+        with urllib.request.urlopen(target, timeout=10) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError) as exc:
+        raise CamwatchError(f"cannot read the inventory from {target}: {exc}") from None
+
+
+def format_inventory(devices: list[dict]) -> str:
+    cols = [("IP", lambda d: d["ip"]), ("MAC", lambda d: d["mac"] or "-"),
+            ("MANUFACTURER", lambda d: d["vendor"] or "-"),
+            ("COVERED", lambda d: f"yes ({d['maker']}, {d['covered_basis']})" if d["covered"] else "no"),
+            ("ROLE", lambda d: d["role"]),
+            ("MODEL/FIRMWARE", lambda d: " ".join(filter(None, [d["identity"].get("model"), d["identity"].get(
+                "firmware"), d["identity"].get("server")])) or "-"),
+            ("EXTERNAL DESTINATIONS", lambda d: ", ".join(
+                e["name"] or e["ip"] for e in sorted(d["external_destinations"], key=lambda e: -e["bytes"])[:4])
+                + (f" (+{len(d['external_destinations']) - 4})" if len(d["external_destinations"]) > 4 else "")
+                or "-")]
+    rows = [[str(get(d))[:60] for _, get in cols] for d in devices]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, (h, _) in enumerate(cols)]
+    lines = ["  ".join(h.ljust(w) for (h, _), w in zip(cols, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -257,6 +404,16 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_replay(args)
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "inventory":
+            return cmd_inventory(args)
+        if args.command == "eval":
+            return cmd_eval(args)
+        if args.command == "hash-password":
+            password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+            if not password:
+                raise CamwatchError("hash-password: empty password")
+            print(hash_password(password))
+            return EXIT_OK
     except ConfigError as exc:
         sys.stderr.write(f"camwatch: config error: {exc}\n")
         return EXIT_USAGE

@@ -69,6 +69,18 @@ class FlowSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """The HTTP endpoint. Loopback by default: metrics name every camera and where it talks, which is
+    reconnaissance gold; exposing them is a decision, made by setting `listen` (and ideally TLS and auth)."""
+
+    listen: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    client_ca: str | None = None          # set: clients must present a certificate it signed (mutual TLS)
+    basic_auth: tuple[tuple[str, str], ...] = ()   # (user, pbkdf2 hash from `camwatch hash-password`)
+
+
+@dataclass(frozen=True)
 class Config:
     sensor_name: str = "camwatch"
     camera_networks: tuple[IPNetwork, ...] = ()
@@ -81,6 +93,7 @@ class Config:
     max_names: int = 100_000
     learning_period: float = 86400.0
     state_path: str | None = None
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     source: str = "(defaults)"
 
     @property
@@ -98,6 +111,7 @@ _SCHEMA: dict[str, set[str]] = {
     "limits": {"max_devices", "max_names"},
     "detect": {"learning_period"},
     "state": {"path"},
+    "metrics": {"listen", "tls_cert", "tls_key", "client_ca", "basic_auth"},
 }
 _ALLOW_KEYS = {"dst", "port", "proto", "comment"}
 
@@ -161,6 +175,8 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
     if state_path is not None and (not isinstance(state_path, str) or not state_path):
         raise fail("state.path must be a file path")
 
+    metrics = _metrics(raw.get("metrics", {}), fail)
+
     allow_raw = raw.get("allow", [])
     if not isinstance(allow_raw, list):
         raise fail("allow must be an array of tables: [[allow]]")
@@ -178,8 +194,27 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
         max_names=max_names,
         learning_period=learning_period,
         state_path=state_path,
+        metrics=metrics,
         source=source,
     )
+
+
+def _metrics(raw: dict, fail) -> MetricsSettings:
+    for key in ("listen", "tls_cert", "tls_key", "client_ca"):
+        if key in raw and (not isinstance(raw[key], str) or not raw[key]):
+            raise fail(f"metrics.{key} must be a non-empty string")
+    if ("tls_cert" in raw) != ("tls_key" in raw):
+        raise fail("metrics.tls_cert and metrics.tls_key go together")
+    if "client_ca" in raw and "tls_cert" not in raw:
+        raise fail("metrics.client_ca needs metrics.tls_cert and metrics.tls_key")
+    users = raw.get("basic_auth", {})
+    if not isinstance(users, dict):
+        raise fail('metrics.basic_auth must be a table of user = "hash" (from camwatch hash-password)')
+    for user, hashed in users.items():
+        if not isinstance(hashed, str) or not hashed.startswith("pbkdf2_sha256$") or hashed.count("$") != 3:
+            raise fail(f"metrics.basic_auth.{user} must be a hash from camwatch hash-password, not a password")
+    return MetricsSettings(raw.get("listen"), raw.get("tls_cert"), raw.get("tls_key"), raw.get("client_ca"),
+                           tuple(sorted(users.items())))
 
 
 def _networks(value: Any, key: str, fail) -> tuple[IPNetwork, ...]:

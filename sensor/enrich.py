@@ -257,7 +257,7 @@ class Device:
     bytes_sent: int = 0
     egress_bytes: dict[str, int] = field(default_factory=dict)  # by destination scope
     dns_queries: OrderedDict = field(default_factory=OrderedDict)  # name -> first seen
-    external_peers: dict = field(default_factory=dict)  # address -> name or None
+    external_peers: dict = field(default_factory=dict)  # address -> [name or None, bytes sent]
     maker: Maker | None = None
     maker_evidence: str | None = None   # "mac" or the banner/discovery text that named the maker
     identity: dict = field(default_factory=dict)  # model, firmware, serial, server, ... first value seen
@@ -289,7 +289,8 @@ class Device:
             "first_seen": self.first_seen, "last_seen": self.last_seen,
             "packets_sent": self.packets_sent, "bytes_sent": self.bytes_sent,
             "egress_bytes": dict(self.egress_bytes), "dns_queries": list(self.dns_queries),
-            "external_destinations": [{"ip": ip, "name": name} for ip, name in self.external_peers.items()],
+            "external_destinations": [{"ip": ip, "name": name, "bytes": sent}
+                                      for ip, (name, sent) in self.external_peers.items()],
         }
 
 
@@ -346,3 +347,9 @@ class Inventory:
 
     def __len__(self) -> int:
         return len(self.devices)
+
+
+def top_destinations(dev: Device, n: int) -> list[tuple[str, str, int]]:
+    """The n outside destinations a device sent most to: (name or address, address, bytes)."""
+    ranked = sorted(dev.external_peers.items(), key=lambda item: item[1][1], reverse=True)[:n]
+    return [(name or ip, ip, sent) for ip, (name, sent) in ranked]

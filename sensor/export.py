@@ -7,8 +7,14 @@ lock when Prometheus scrapes, so instrumentation costs nothing per packet.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import ipaddress
 import json
+import os
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -24,12 +30,13 @@ from prometheus_client.registry import Collector
 from sensor import __version__
 from sensor.decode import ERROR_REASONS, NETWORK_NAMES
 from sensor.detect import SEVERITIES, Alert
-from sensor.enrich import SCOPES, format_mac
+from sensor.enrich import SCOPES, format_mac, top_destinations
 from sensor.errors import CamwatchError
 
 DETECTORS = ("egress_policy", "segmentation", "vendor_cloud", "hardcoded_infra", "video_egress", "beaconing",
              "new_destination", "anomaly")
 DEFAULT_METRICS_ADDRESS = ("127.0.0.1", 9847)
+TOP_DESTINATIONS = 5   # per device: the bound on camwatch_top_destination_bytes series
 
 
 class SensorCollector(Collector):
@@ -50,6 +57,12 @@ class SensorCollector(Collector):
             devices = [(d.ip, d.mac, d.vendor, dict(d.egress_bytes), d.covered, d.role, d.identity.get("model", ""),
                         d.maker.name if d.maker else "") for d in s.inventory.devices.values()]
             violations = dict(s.segmentation.violations)
+            top = [(d.ip, top_destinations(d, TOP_DESTINATIONS), s.classifier.address_scope)
+                   for d in s.inventory.devices.values() if d.external_peers]
+            top = [(ip, [(label, scope_of(ipaddress.ip_address(addr)), sent) for label, addr, sent in ranked])
+                   for ip, ranked, scope_of in top]
+            lag = s.processing_lag
+            dropped = s.capture_dropped
             makers_version = s.inventory.makers.version
             devices_evicted = s.inventory.evicted
             external = len(s.external_destinations)
@@ -134,6 +147,19 @@ class SensorCollector(Collector):
         info.add_metric([name], {"version": makers_version})
         yield info
         yield _gauge("camwatch_dns_names", "Addresses with a DNS name learned from answers on the wire.", name, names)
+        fam = GaugeMetricFamily("camwatch_top_destination_bytes",
+                                f"Bytes each device sent to its top {TOP_DESTINATIONS} outside destinations "
+                                "(rank 1 = most), named by DNS/SNI where known.",
+                                labels=["sensor", "device", "rank", "destination", "scope"])
+        for ip, ranked in top:
+            for rank, (label, scope, sent) in enumerate(ranked, 1):
+                fam.add_metric([name, ip, str(rank), label, scope], sent)
+        yield fam
+        yield counter("camwatch_capture_dropped_packets", "Packets the kernel or dumpcap dropped before camwatch "
+                      "saw them (live capture).", dropped)
+        if lag is not None:
+            yield _gauge("camwatch_processing_lag_seconds", "Wall-clock delay between capturing the newest packet "
+                         "and processing it (live capture).", name, lag)
         yield _gauge("camwatch_last_packet_timestamp_seconds", "Capture timestamp of the newest packet processed.",
                      name, last_ts or 0.0)
 
@@ -206,13 +232,65 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+PBKDF2_ITERATIONS = 200_000
+
+
+def hash_password(password: str, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS) -> str:
+    salt = salt or os.urandom(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    return f"pbkdf2_sha256${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def verify_password(password: str, hashed: str) -> bool:
+    try:
+        _scheme, iterations, salt, digest = hashed.split("$")
+        expected = base64.b64decode(digest)
+        got = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, expected)
+
+
+class BasicAuth:
+    """HTTP basic auth against pbkdf2 hashes. Verified credentials are remembered by their SHA-256, so a
+    scrape every few seconds does not pay for pbkdf2 each time; the comparison stays constant-time."""
+
+    def __init__(self, users: tuple[tuple[str, str], ...]):
+        self.users = dict(users)
+        self._verified: set[bytes] = set()
+
+    def allows(self, header: str | None) -> bool:
+        if not header or not header.startswith("Basic "):
+            return False
+        token = hashlib.sha256(header.encode()).digest()
+        if any(hmac.compare_digest(token, known) for known in self._verified):
+            return True
+        try:
+            user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        hashed = self.users.get(user)
+        # an unknown user costs the same pbkdf2 work as a known one, so timing does not reveal user names
+        ok = verify_password(password, hashed or hash_password("", b"\0" * 16))
+        if ok and hashed:
+            if len(self._verified) < 64:
+                self._verified.add(token)
+            return True
+        return False
+
+
 class MetricsServer:
     def __init__(self, registry: CollectorRegistry, listen: tuple[str, int], ready=lambda: True,
-                 inventory=lambda: []):
+                 inventory=lambda: [], settings=None):
         metrics_app = make_wsgi_app(registry)
+        auth = BasicAuth(settings.basic_auth) if settings is not None and settings.basic_auth else None
 
         def app(environ, start_response):
             path = environ.get("PATH_INFO", "/")
+            if path in ("/metrics", "/inventory") and auth and not auth.allows(environ.get("HTTP_AUTHORIZATION")):
+                start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
+                                                    ("WWW-Authenticate", 'Basic realm="camwatch"')])
+                return [b"unauthorized\n"]
             if path == "/metrics":
                 return metrics_app(environ, start_response)
             if path == "/healthz":
@@ -235,6 +313,11 @@ class MetricsServer:
             self.httpd = make_server(host, port, app, server_class, handler_class=_QuietHandler)
         except OSError as exc:
             raise CamwatchError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+        self.tls = bool(settings is not None and settings.tls_cert)
+        if self.tls:
+            # the handshake happens in the request thread, so a slow or silent client cannot stall accept()
+            self.httpd.socket = _tls_context(settings).wrap_socket(self.httpd.socket, server_side=True,
+                                                                   do_handshake_on_connect=False)
         self.address = self.httpd.server_address[:2]
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics-http", daemon=True)
         self.thread.start()
@@ -242,6 +325,19 @@ class MetricsServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def _tls_context(settings) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+        if settings.client_ca:
+            ctx.load_verify_locations(settings.client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise CamwatchError(f"metrics TLS: cannot load certificate, key or CA: {exc}") from None
+    return ctx
 
 
 def _text(start_response, status: str, body: str):

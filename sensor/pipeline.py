@@ -80,6 +80,9 @@ class Sensor:
         self.external_destinations: set[str] = set()
         self.on_alert = on_alert
         self.started_at = time.time()
+        self.live = False                    # set by `run`: wall clock and capture clock are comparable
+        self.processing_lag: float | None = None
+        self.capture_dropped = 0             # packets the kernel or dumpcap dropped (live)
 
     # ---- input -----------------------------------------------------------------------------------------
     def process(self, batch: Batch, pace: Callable[[float], None] | None = None) -> None:
@@ -124,6 +127,8 @@ class Sensor:
         if self.first_ts is None:
             self.first_ts = t0
         self.last_ts = t1 if self.last_ts is None else max(self.last_ts, t1)
+        if self.live:
+            self.processing_lag = max(0.0, time.time() - t1)
         self.flows.expire(t0)
 
         rows = np.flatnonzero(ip[sl]) + start
@@ -307,8 +312,12 @@ class Sensor:
                 peer_s = str(peer)
                 if len(self.external_destinations) < MAX_EXTERNAL_DESTINATIONS:
                     self.external_destinations.add(peer_s)
-                if peer_s in dev.external_peers or len(dev.external_peers) < MAX_PEERS_PER_DEVICE:
-                    dev.external_peers[peer_s] = name or dev.external_peers.get(peer_s)
+                entry = dev.external_peers.get(peer_s)
+                if entry is not None:
+                    entry[0] = name or entry[0]
+                    entry[1] += sent_bytes
+                elif len(dev.external_peers) < MAX_PEERS_PER_DEVICE:
+                    dev.external_peers[peer_s] = [name, sent_bytes]
             obs = Observation(ts, dev, sent_pkts, sent_bytes, is_orig, str(peer), port, proto, name, scope,
                               flow.vlan, flow, upd.new)
             for detector in self.detectors:
