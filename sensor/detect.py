@@ -83,6 +83,16 @@ class Episodes:
         self.timeout = timeout
         self.max_open = max_open
         self._open: OrderedDict[tuple, Episode] = OrderedDict()
+        self.dirty: set[tuple] = set()   # changed since the last save to the state store
+
+    def restore(self, rows) -> None:
+        for key, first, last, packets, nbytes in rows:
+            self._open[key] = Episode(first, last, packets, nbytes)
+
+    def take_dirty(self) -> list[tuple[tuple, float, float, int, int]]:
+        out = [(k, ep.first, ep.last, ep.packets, ep.bytes) for k in self.dirty if (ep := self._open.get(k))]
+        self.dirty.clear()
+        return out
 
     def observe(self, key: tuple, ts: float, packets: int, nbytes: int) -> bool:
         """Record activity; True when this starts a new episode (and so deserves an alert)."""
@@ -94,6 +104,7 @@ class Episodes:
         ep.packets += packets
         ep.bytes += nbytes
         self._open[key] = ep
+        self.dirty.add(key)
         while len(self._open) > self.max_open:
             self._open.popitem(last=False)
         return new

@@ -280,6 +280,14 @@ class Device:
             return "camera"
         return "other"
 
+    def state(self) -> dict:
+        """What the state store keeps; the maker is re-derived on load from the current lists."""
+        return {"ip": self.ip, "mac": self.mac, "first_seen": self.first_seen, "last_seen": self.last_seen,
+                "packets_sent": self.packets_sent, "bytes_sent": self.bytes_sent,
+                "egress_bytes": self.egress_bytes, "dns_queries": list(self.dns_queries),
+                "external_peers": [[ip, n, b] for ip, (n, b) in self.external_peers.items()],
+                "identity": self.identity, "evidence": sorted(self.evidence)}
+
     def as_dict(self) -> dict:
         return {
             "ip": self.ip, "mac": format_mac(self.mac), "vendor": self.vendor,
@@ -307,6 +315,7 @@ class Inventory:
         self.makers = makers if makers is not None else CoveredMakers.load()
         self.devices: OrderedDict[str, Device] = OrderedDict()
         self.evicted = 0
+        self.dirty: set[str] = set()   # changed since the last save to the state store
 
     def touch(self, ip: IPAddress, mac: int, ts: float) -> Device:
         key = str(ip)
@@ -321,6 +330,7 @@ class Inventory:
                 dev.maker, dev.maker_evidence = maker, "mac" if maker else None
         dev.last_seen = max(dev.last_seen, ts)
         self.devices[key] = dev
+        self.dirty.add(key)
         while len(self.devices) > self.max_devices:
             self.devices.popitem(last=False)
             self.evicted += 1
@@ -329,14 +339,37 @@ class Inventory:
     def get(self, ip: IPAddress) -> Device | None:
         return self.devices.get(str(ip))
 
+    def take_dirty(self) -> list[dict]:
+        docs = [self.devices[ip].state() for ip in self.dirty if ip in self.devices]
+        self.dirty.clear()
+        return docs
+
+    def restore(self, docs: list[dict]) -> None:
+        for doc in sorted(docs, key=lambda d: d.get("last_seen", 0))[-self.max_devices:]:
+            try:
+                dev = Device(doc["ip"], int(doc["mac"]), first_seen=float(doc["first_seen"]),
+                             last_seen=float(doc["last_seen"]), packets_sent=int(doc["packets_sent"]),
+                             bytes_sent=int(doc["bytes_sent"]), egress_bytes=dict(doc["egress_bytes"]),
+                             dns_queries=OrderedDict((q, None) for q in doc["dns_queries"]),
+                             external_peers={ip: [n, int(b)] for ip, n, b in doc["external_peers"]},
+                             identity=dict(doc["identity"]), evidence=set(doc["evidence"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+            dev.vendor = self.manuf.lookup(dev.mac)
+            dev.maker = self.makers.by_manufacturer(dev.vendor)
+            dev.maker_evidence = "mac" if dev.maker else None
+            if dev.maker is None:
+                self.add_identity(dev, {})
+            self.devices[dev.ip] = dev
+
     def add_identity(self, dev: Device, fields: dict[str, str]) -> None:
         for key, value in fields.items():
             dev.identity.setdefault(key, value)
         if dev.maker is None:
             for key in ("server", "vendor", "model", "device_type"):
-                maker = self.makers.by_banner(fields.get(key))
+                maker = self.makers.by_banner(dev.identity.get(key))
                 if maker is not None:
-                    dev.maker, dev.maker_evidence = maker, f"{key}: {fields[key]}"
+                    dev.maker, dev.maker_evidence = maker, f"{key}: {dev.identity[key]}"
                     break
 
     def record_query(self, dev: Device, name: str, ts: float) -> None:

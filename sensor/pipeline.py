@@ -30,6 +30,7 @@ from sensor.flows import FlowTable, FlowUpdate, flow_keys, ip_from16
 from sensor.state import KnownState
 
 MAX_EXTERNAL_DESTINATIONS = 1_000_000
+DEVICE_SAVE_SECONDS = 30.0
 MAX_PEERS_PER_DEVICE = 4096
 MAX_ROUTER_MACS = 64
 _HTTP_PREFIXES = np.array([int.from_bytes(m, "big") for m in HTTP_METHODS], dtype=np.int64)
@@ -63,6 +64,9 @@ class Sensor:
         self.episodes = Episodes(config.episode_timeout)
         self.indicators = indicators if indicators is not None else Indicators.load()
         self.known = KnownState(config.state_path)
+        self.inventory.restore(self.known.load_devices())
+        self.episodes.restore(self.known.load_episodes(self.episodes.max_open))
+        self._last_save = self._last_device_save = time.monotonic()
         name, ep = config.sensor_name, self.episodes
         self.segmentation = SegmentationDetector(name, ep)
         self.vendor_cloud = VendorCloudDetector(name, ep, self.indicators)
@@ -105,11 +109,24 @@ class Sensor:
         """Housekeeping on the caller's clock (wall-clock when live and idle)."""
         with self.lock:
             self.flows.expire(now)
+            if time.monotonic() - self._last_save >= 1.0:
+                self._save()
 
     def finish(self) -> None:
         with self.lock:
             self.flows.flush()
-            self.known.commit()
+            self._save()
+
+    def _save(self, devices_too: bool = True) -> None:
+        """Episodes and learned destinations every second; the inventory (bigger, less precious: counters and
+        identity that traffic re-establishes) every DEVICE_SAVE_SECONDS and at the end."""
+        now = time.monotonic()
+        if devices_too or now - self._last_device_save >= DEVICE_SAVE_SECONDS:
+            self.known.save_devices(self.inventory.take_dirty())
+            self._last_device_save = now
+        self.known.save_episodes(self.episodes.take_dirty())
+        self.known.commit()
+        self._last_save = now
 
     def close(self) -> None:
         self.known.close()
@@ -140,6 +157,8 @@ class Sensor:
         self._identify(dec, rows)
         for upd in updates:
             self._enrich_and_detect(dec, upd)
+        if time.monotonic() - self._last_save >= 1.0:
+            self._save(devices_too=False)
 
     def _learn_dns(self, dec: Decoded, rows: np.ndarray) -> None:
         proto = dec.proto[rows]

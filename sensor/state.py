@@ -1,4 +1,5 @@
-"""Persistent sensor state in SQLite: when each device was first seen and which destinations it has used.
+"""Persistent sensor state in SQLite: devices (first sighting and inventory), the destinations each has used, and
+open alert episodes, so a restart neither forgets what was learned nor re-alerts an episode already reported.
 
 WAL mode with synchronous=NORMAL: a crash (even kill -9) loses at most the last commit interval, never the
 database. Without a configured path the same code runs on an in-memory database.
@@ -6,6 +7,7 @@ database. Without a configured path the same code runs on an in-memory database.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -17,6 +19,9 @@ CREATE TABLE IF NOT EXISTS device (ip TEXT PRIMARY KEY, first_seen REAL NOT NULL
 CREATE TABLE IF NOT EXISTS destination (
     ip TEXT NOT NULL, destination TEXT NOT NULL, first_seen REAL NOT NULL, PRIMARY KEY (ip, destination));
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS inventory (ip TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS episode (
+    key TEXT PRIMARY KEY, first REAL NOT NULL, last REAL NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL);
 """
 COMMIT_EVERY_SECONDS = 1.0
 # A flood of fake destinations must not grow memory or the database without bound.
@@ -72,6 +77,30 @@ class KnownState:
         known.add(destination)
         self._write("INSERT OR IGNORE INTO destination VALUES (?, ?, ?)", (ip, destination, ts))
         return True
+
+    # ---- inventory and episodes: written in bulk at each flush, read once at start ----
+    def save_devices(self, docs: list[dict]) -> None:
+        for doc in docs:
+            self._write("INSERT OR REPLACE INTO inventory VALUES (?, ?)", (doc["ip"], json.dumps(doc)))
+
+    def load_devices(self) -> list[dict]:
+        out = []
+        for (doc,) in self.db.execute("SELECT doc FROM inventory"):
+            try:
+                out.append(json.loads(doc))
+            except ValueError:
+                continue  # one damaged row must not cost the rest
+        return out
+
+    def save_episodes(self, episodes: list[tuple[tuple, float, float, int, int]]) -> None:
+        for key, first, last, packets, nbytes in episodes:
+            self._write("INSERT OR REPLACE INTO episode VALUES (?, ?, ?, ?, ?)",
+                        (json.dumps(list(key)), first, last, packets, nbytes))
+
+    def load_episodes(self, limit: int) -> list[tuple[tuple, float, float, int, int]]:
+        rows = self.db.execute("SELECT key, first, last, packets, bytes FROM episode ORDER BY last DESC LIMIT ?",
+                               (limit,)).fetchall()
+        return [(tuple(json.loads(k)), f, la, p, b) for k, f, la, p, b in reversed(rows)]
 
     def close(self) -> None:
         self.commit()
