@@ -135,7 +135,8 @@ def mixed(scene: Scene) -> list[dict]:
         ts = t + k / 40
         header = struct.pack("!BBHII", 0x80, 96, k & 0xFFFF, int(ts * 90000) & 0xFFFFFFFF, 0x777)
         scene.udp(ts, cam, 6970, sink, 10000, header + bytes(788))
-    label("rtp-out", "video_egress", cam, sink.ip, t, t + 45, external)
+    # a camera that suddenly sends a megabit to the Internet is also out of character
+    label("rtp-out", "video_egress", cam, sink.ip, t, t + 45, external + ["anomaly"])
 
     # 5. PPPP DRW video frames from a non-covered camera
     cam = CAMERAS[7]
@@ -145,7 +146,7 @@ def mixed(scene: Scene) -> list[dict]:
         scene.udp(t + k / 40, cam, 11784, relay, 19512, b"\xf1\xd0" + struct.pack("!H", 1020) + bytes(1020))
         if k % 20 == 0:
             scene.udp(t + k / 40 + 0.01, relay, 19512, cam, 11784, b"\xf1\xd1\x00\x06" + bytes(6))
-    label("pppp-drw-out", "video_egress", cam, relay.ip, t, t + 30, external + ["vendor_cloud"])
+    label("pppp-drw-out", "video_egress", cam, relay.ip, t, t + 30, external + ["vendor_cloud", "anomaly"])
 
     # 6. A beacon: 72 bytes every 30 s (half a second of jitter) to one address
     cam = CAMERAS[6]

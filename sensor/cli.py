@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 import urllib.request
+
+import numpy as np
 from pathlib import Path
 
 from sensor import __version__
@@ -24,6 +26,7 @@ from sensor.errors import CamwatchError, CaptureError, ConfigError
 from sensor.export import (DEFAULT_METRICS_ADDRESS, AlertLog, MetricsServer, build_registry, hash_password,
                            parse_listen, write_metrics_file)
 from sensor.evaluate import evaluate, format_report, load_labels
+from sensor.model import WINDOW_SECONDS, AnomalyModel, WindowFeatures, training_summary
 from sensor.pipeline import Sensor
 
 EXIT_OK, EXIT_CAPTURE, EXIT_USAGE = 0, 1, 2
@@ -49,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"serve /metrics, /healthz, /readyz (e.g. {DEFAULT_METRICS_ADDRESS[0]}:"
                              f"{DEFAULT_METRICS_ADDRESS[1]})")
         sp.add_argument("--quiet", action="store_true", help="no summary or progress on stderr")
+        sp.add_argument("--model", metavar="FILE", help="learned baseline (models/NAME.json) for the anomaly detector")
 
     rp = sub.add_parser("replay", help="process capture files (pcap or pcapng)")
     rp.add_argument("pcaps", nargs="+", metavar="PCAP")
@@ -68,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--config", metavar="FILE", help="camwatch.toml of the labelled site")
     ep.add_argument("--alerts", metavar="FILE", help="also write the alerts here")
     ep.add_argument("--json", action="store_true", help="the report as JSON")
+    ep.add_argument("--model", metavar="FILE", help="learned baseline for the anomaly detector")
+
+    tp = sub.add_parser("train", help="learn per-device behaviour from baseline captures (IsolationForest)")
+    tp.add_argument("pcaps", nargs="+", metavar="PCAP", help="baseline captures: normal traffic only")
+    tp.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.json and the model card PREFIX.md")
+    tp.add_argument("--config", metavar="FILE", help="camwatch.toml of the site")
+    tp.add_argument("--contamination", type=float, default=0.002, metavar="FRACTION",
+                    help="share of training windows allowed above the threshold (default 0.002: the threshold "
+                         "sits at the edge of what the baseline ever did)")
 
     hp = sub.add_parser("hash-password", help="hash a password for [metrics] basic_auth (reads it from stdin)")
     hp.set_defaults(command="hash-password")
@@ -179,10 +192,11 @@ def cmd_replay(args) -> int:
         if not Path(path).is_file():
             raise CamwatchError(f"{path}: no such file" if not Path(path).exists()
                                 else f"{path}: not a regular file")
+    model = _model(args)
     stop = threading.Event()
     _install_stop_handlers(stop)
     alerts = AlertLog(args.alerts)
-    sensor = Sensor(config, on_alert=alerts.write)
+    sensor = Sensor(config, on_alert=alerts.write, model=model)
     registry = build_registry(sensor)
     server = (MetricsServer(registry, listen, inventory=sensor.inventory_snapshot, settings=config.metrics)
               if listen else None)
@@ -234,7 +248,7 @@ def cmd_run(args) -> int:
     stop = threading.Event()
     _install_stop_handlers(stop)
     alerts = AlertLog(args.alerts, append=args.alerts != "-")
-    sensor = Sensor(config, on_alert=alerts.write)
+    sensor = Sensor(config, on_alert=alerts.write, model=_model(args))
     registry = build_registry(sensor)
     capturing = threading.Event()
     server = None
@@ -251,6 +265,7 @@ def cmd_run(args) -> int:
         alerts.close()
         raise
     capturing.set()
+    sensor.live = True
     if not args.quiet:
         sys.stderr.write(f"camwatch: capturing on {args.interface}\n")
         if server:
@@ -268,6 +283,7 @@ def cmd_run(args) -> int:
                 sensor.expire(time.time())
             if not live.stopping and (stop.is_set() or (deadline is not None and time.monotonic() >= deadline)):
                 live.request_stop()
+            sensor.capture_dropped = live.dropped
     except CaptureError as exc:
         failure = str(exc)
     finally:
@@ -275,6 +291,9 @@ def cmd_run(args) -> int:
         # this loop has seen camwatch's own signal: that is still a requested stop.
         stopped_by_us = live.stopping or stop.is_set()
         live.stop()
+        # dumpcap reports its drop statistics as it exits, so only now is the count final.
+        with sensor.lock:
+            sensor.capture_dropped = live.dropped
         capturing.clear()
         sensor.finish()
         try:
@@ -287,12 +306,16 @@ def cmd_run(args) -> int:
     if not args.quiet:
         print_summary(sensor, time.monotonic() - started)
         received = live.received
-        # received and passed on differ by what reached the kernel while dumpcap was stopping and went unread.
         sys.stderr.write(f"  capture drops:         {live.dropped:,}"
                          + (f" (dumpcap received {received:,}, passed on {live.captured:,})"
                             if received is not None else "")
                          + (f"; interface drops: {live.interface_dropped:,}" if live.interface_dropped else "")
                          + "\n")
+    if live.received is not None and live.captured != sensor.packets:
+        # Not expected: the pipe and the reader lose nothing. Said even with --quiet, since it makes every count
+        # of this run suspect.
+        sys.stderr.write(f"camwatch: warning: dumpcap passed on {live.captured:,} packets but camwatch read "
+                         f"{sensor.packets:,}\n")
     if failure is None and not stopped_by_us:
         # dumpcap closed the pipe without being asked: the interface went away, or someone killed it.
         failure = f"capture on {args.interface} ended unexpectedly: {live.error_message()}"
@@ -333,6 +356,33 @@ def cmd_inventory(args) -> int:
     return EXIT_CAPTURE if not args.url and failures else EXIT_OK
 
 
+def _model(args):
+    return AnomalyModel.load(args.model) if getattr(args, "model", None) else None
+
+
+def cmd_train(args) -> int:
+    config = load_config(args.config)
+    if not 0 < args.contamination < 0.5:
+        raise CamwatchError("--contamination must be between 0 and 0.5")
+    windows = WindowFeatures(WINDOW_SECONDS, config.max_devices)
+    sensor = Sensor(config, windows=windows)
+    failures = replay_into(sensor, args.pcaps)
+    if failures:
+        for message in failures:
+            sys.stderr.write(f"camwatch: error: {message}\n")
+        return EXIT_CAPTURE
+    rows = windows.flush()
+    if not rows:
+        raise CamwatchError("train: the captures hold no camera-side traffic to learn from")
+    model = AnomalyModel.train(np.vstack([r[2] for r in rows]), Path(args.out).name,
+                               training_summary(rows, [Path(p).name for p in args.pcaps]),
+                               contamination=args.contamination)
+    json_path, card_path = model.save(args.out)
+    sys.stderr.write(f"camwatch: trained on {len(rows)} device-minutes of {len({r[0] for r in rows})} devices; "
+                     f"threshold {model.threshold:.3f}; wrote {json_path} and {card_path}\n")
+    return EXIT_OK
+
+
 def replay_into(sensor: Sensor, paths: list[str]) -> list[str]:
     """Process capture files in order; returns the one-line errors of files that could not be read to the end."""
     failures = []
@@ -358,7 +408,7 @@ def cmd_eval(args) -> int:
         if log:
             log.write(alert)
 
-    sensor = Sensor(config, on_alert=on_alert)
+    sensor = Sensor(config, on_alert=on_alert, model=_model(args))
     failures = replay_into(sensor, args.pcaps)
     if log:
         log.close()
@@ -408,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_inventory(args)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "train":
+            return cmd_train(args)
         if args.command == "hash-password":
             password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
             if not password:

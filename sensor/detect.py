@@ -7,10 +7,13 @@ silence, and only a new episode produces a new alert line. Repeats update the ep
 from __future__ import annotations
 
 import statistics
+import time
 import tomllib
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from sensor.config import name_matches
 from sensor.enrich import SCOPE_CORE, SCOPE_PUBLIC, Device, format_mac
@@ -569,3 +572,89 @@ class NewDestinationDetector(Detector):
                    f"a destination it never used in {(obs.ts - learning_since) / 3600:.1f} h of observation."
                    f"{covered_note(dev)}")
         return self.alert(obs, "low", 0.7, summary)
+
+
+# ---- learned anomaly ----------------------------------------------------------------------------------------
+class AnomalyDetector(Detector):
+    """Scores each device's one-minute windows with the learned model; an out-of-character window is an alert.
+
+    The destination reported is the outside (or, failing that, any) peer the device sent most to in that window.
+    Only camera-role devices are modelled (see observe).
+    """
+
+    name = "anomaly"
+    MAX_PEERS_TRACKED = 256
+
+    def __init__(self, sensor_name: str, episodes: Episodes, model, windows, inventory):
+        super().__init__(sensor_name, episodes)
+        self.model = model
+        self.windows = windows
+        self.inventory = inventory
+        self._peers: dict[str, dict[tuple, int]] = {}  # device -> (peer, port, proto, name, scope, vlan) -> bytes
+        self._last_partial = float("-inf")
+
+    def observe(self, obs: Observation) -> None:
+        # Cameras only: the gateway and the NVR are one of a kind on a camera VLAN, so their normal minutes look
+        # isolated to a forest trained on the site, and they are not what the model is for.
+        if obs.sent_packets == 0 or obs.device.role != "camera":
+            return None
+        self.windows.observe(obs, obs.new_flow)
+        peers = self._peers.setdefault(obs.device.ip, {})
+        key = (obs.peer, obs.port, obs.proto, obs.name, obs.scope, obs.vlan)
+        if key in peers or len(peers) < self.MAX_PEERS_TRACKED:
+            peers[key] = peers.get(key, 0) + obs.sent_bytes + (1 << 40 if obs.external else 0)
+        return None
+
+    PARTIAL_EVERY = 5.0   # seconds of sensor time between looks at windows still filling
+    # Counts only grow as a window fills: part-way through, what matters is whether they already exceed a typical
+    # minute, so they are lifted to the training median (the most ordinary value) and judged above it.
+    MONOTONE = ("log_bytes_sent", "log_packets_sent", "log_new_flows", "log_peers", "log_external_peers",
+                "log_service_ports", "log_dns_queries")
+    BOUNDED = ("log_mean_packet_bytes",)   # settles as the window fills: judged only once it is outside training
+
+    def _as_far_as_seen(self, vector: np.ndarray) -> np.ndarray:
+        lo = np.asarray(self.model.feature_stats["min"])
+        med = np.asarray(self.model.feature_stats["median"])
+        hi = np.asarray(self.model.feature_stats["max"])
+        v = vector.copy()
+        for i, name in enumerate(self.model.features):
+            if name in self.MONOTONE:
+                v[i] = max(v[i], med[i])
+            elif name in self.BOUNDED:
+                v[i] = min(max(v[i], lo[i]), hi[i])
+        return v
+
+    def tick(self, now: float, final: bool = False) -> list[Alert]:
+        """Score windows that closed, and every PARTIAL_EVERY seconds the ones still open; alert at `now`."""
+        rows = [] if final else self.windows.close(now)
+        partial = self.windows.flush() if final else []
+        if not final and now - self._last_partial >= self.PARTIAL_EVERY:
+            self._last_partial = now
+            partial = self.windows.partial()
+        rows = rows + [(ip, start, self._as_far_as_seen(v)) for ip, start, v in partial]
+        if not rows:
+            return []
+        scores = self.model.score(np.vstack([r[2] for r in rows]))
+        alerts = []
+        for (ip, start, vector), score in zip(rows, scores):
+            dev = self.inventory.devices.get(ip)
+            if dev is None or not self.model.is_anomalous(float(score)):
+                continue
+            if not self.episodes.observe((self.name, ip), now, 0, 0):
+                continue
+            peers = self._peers.get(ip, {})
+            if peers:
+                peer, port, proto, name, scope, vlan = max(peers, key=peers.get)
+            else:
+                peer, port, proto, name, scope, vlan = ("", None, "", None, "other", 0)
+            why = "; ".join(self.model.explain(vector)) or "an unusual mix of its usual features"
+            summary = (f"{describe_device(dev)} behaved out of character in the minute from "
+                       f"{time.strftime('%H:%M:%S', time.gmtime(start))} UTC: {why} "
+                       f"(anomaly score {score:.2f}, threshold {self.model.threshold:.2f}, model {self.model.name}).")
+            obs = Observation(now, dev, 0, 0, True, peer, port, proto, name, scope, vlan)
+            alerts.append(self.alert(obs, "medium", float(score), summary, model=self.model.name,
+                                     model_version=self.model.version))
+        for ip, start, _ in rows:
+            if start + self.windows.window <= now:
+                self._peers.pop(ip, None)
+        return alerts

@@ -18,7 +18,8 @@ from sensor.capture import Batch
 from sensor.config import Config
 from sensor.decode import (ERROR_REASONS, NETWORK_NAMES, PROTO_TCP, PROTO_UDP, WINDOW, Decoded, decode,
                            payload)
-from sensor.detect import (TAG_PPPP, TAG_PPPP_DRW, TAG_RTP, TAG_SIGNATURE_BASE, TAG_TLS, Alert, BeaconingDetector,
+from sensor.detect import (TAG_PPPP, TAG_PPPP_DRW, TAG_RTP, TAG_SIGNATURE_BASE, TAG_TLS, AnomalyDetector, Alert,
+                           BeaconingDetector,
                            EgressPolicyDetector, Episodes, HardcodedInfraDetector, Indicators,
                            NewDestinationDetector, Observation, SegmentationDetector, VendorCloudDetector,
                            VideoEgressDetector)
@@ -27,6 +28,7 @@ from sensor.dissect import (HTTP_METHODS, IDENTITY_PORTS, parse_banner, parse_dn
 from sensor.enrich import (SCOPE_CORE, SCOPE_PUBLIC, Classifier, CoveredMakers, Inventory, ManufDatabase,
                            NameCache)
 from sensor.flows import FlowTable, FlowUpdate, flow_keys, ip_from16
+from sensor.model import WindowFeatures
 from sensor.state import KnownState
 
 MAX_EXTERNAL_DESTINATIONS = 1_000_000
@@ -45,10 +47,21 @@ VIDEO_MIN_BYTES = 100_000
 VIDEO_MIN_RATIO = 20
 
 
+class _WindowCollector:
+    """Feeds observations to a WindowFeatures without scoring: what `camwatch train` learns from."""
+
+    def __init__(self, windows):
+        self.windows = windows
+
+    def observe(self, obs: Observation) -> None:
+        if obs.device.role == "camera":  # the same population the anomaly detector scores
+            self.windows.observe(obs, obs.new_flow)
+
+
 class Sensor:
     def __init__(self, config: Config, manuf: ManufDatabase | None = None,
                  on_alert: Callable[[Alert], None] | None = None, makers: CoveredMakers | None = None,
-                 indicators: Indicators | None = None):
+                 indicators: Indicators | None = None, model=None, windows=None):
         self.config = config
         self.lock = threading.Lock()
         self.packets = 0
@@ -74,6 +87,16 @@ class Sensor:
         self.detectors = [EgressPolicyDetector(name, ep), self.segmentation, self.vendor_cloud, self.hardcoded,
                           VideoEgressDetector(name, ep), BeaconingDetector(name, ep),
                           NewDestinationDetector(name, ep, self.known, config.learning_period)]
+        # The learned model scores windows when given; `windows` alone (training) only collects them.
+        self.model = model
+        self.windows = windows
+        self.anomaly = None
+        if model is not None:
+            self.windows = windows or WindowFeatures(model.window_seconds, config.max_devices)
+            self.anomaly = AnomalyDetector(name, ep, model, self.windows, self.inventory)
+            self.detectors.append(self.anomaly)
+        elif windows is not None:
+            self.detectors.append(_WindowCollector(windows))
         prefixes = self.indicators.prefixes
         self._prefix_values = np.array([int.from_bytes(p.ljust(8, b"\0"), "big") for p in prefixes],
                                        dtype=np.uint64)
@@ -115,6 +138,9 @@ class Sensor:
     def finish(self) -> None:
         with self.lock:
             self.flows.flush()
+            if self.anomaly is not None:
+                for alert in self.anomaly.tick(self.last_ts or 0.0, final=True):
+                    self._emit(alert)
             self._save()
 
     def _save(self, devices_too: bool = True) -> None:
@@ -157,6 +183,9 @@ class Sensor:
         self._identify(dec, rows)
         for upd in updates:
             self._enrich_and_detect(dec, upd)
+        if self.anomaly is not None:
+            for alert in self.anomaly.tick(t1):
+                self._emit(alert)
         if time.monotonic() - self._last_save >= 1.0:
             self._save(devices_too=False)
 
@@ -176,6 +205,8 @@ class Sensor:
                 if self.classifier.is_camera_side(client):
                     dev = self.inventory.touch(client, int(dec.src_mac[row]), ts)
                     self.inventory.record_query(dev, msg.qname, ts)
+                    if self.windows is not None:
+                        self.windows.dns_query(dev.ip, ts)
                     if self.classifier.name_allowed(msg.qname):
                         continue
                     resolver = ip_from16(dec.dst[row].tobytes())

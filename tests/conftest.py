@@ -33,9 +33,9 @@ def fixture_id(path: Path) -> str:
     return path.name
 
 
-def camwatch(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+def camwatch(*args: str, timeout: float = 120, env_extra: dict | None = None, **kw) -> subprocess.CompletedProcess:
     """Run the CLI the way a user does: as a separate process."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", "sensor", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, env=env, **kw)
 

@@ -8,10 +8,13 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PCAPS, REAL, alerts_of, camwatch
+from conftest import PCAPS, REAL, REPO, alerts_of, camwatch
 
 from sensor.detect import BeaconingDetector, Indicators, beacon_score
 from sensor.errors import CamwatchError
+
+
+MODELS = REPO / "models"
 
 
 @pytest.fixture(scope="session")
@@ -24,12 +27,13 @@ def scenario(tmp_path_factory):
 @pytest.fixture(scope="session")
 def report(scenario):
     proc = camwatch("eval", "--json", "--labels", scenario / "labels.json", "--config", scenario / "site.toml",
-                    scenario / "baseline.pcap", scenario / "mixed.pcap")
+                    "--model", MODELS / "baseline.json", scenario / "baseline.pcap", scenario / "mixed.pcap")
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
 
-RULE_KINDS = ["vendor_cloud", "video_egress", "beaconing", "hardcoded_infra", "segmentation", "new_destination"]
+RULE_KINDS = ["vendor_cloud", "video_egress", "beaconing", "hardcoded_infra", "segmentation", "new_destination",
+              "anomaly"]
 
 
 @pytest.mark.parametrize("kind", RULE_KINDS)
@@ -159,3 +163,28 @@ def test_new_destinations_persist_across_restarts(tmp_path, scenario):
     # a third run of the same traffic: everything is known now, nothing is new
     third = camwatch("replay", scenario / "mixed.pcap", "--config", config)
     assert not [a for a in alerts_of(third.stdout) if a["detector"] == "new_destination"]
+
+
+# ---- the shipped baseline model ------------------------------------------------------------------------------
+def test_shipped_model_is_reproducible_from_the_scenario_baseline(tmp_path, scenario):
+    """models/baseline.json is what `camwatch train` makes of the generated baseline, byte for byte, with the
+    library versions recorded in it (other versions may grow different trees)."""
+    import numpy
+    import sklearn
+    shipped = json.loads((MODELS / "baseline.json").read_text())
+    libs = shipped["environment"]
+    if (libs.get("scikit-learn"), libs.get("numpy")) != (sklearn.__version__, numpy.__version__):
+        pytest.skip(f"model trained with scikit-learn {libs.get('scikit-learn')}, numpy {libs.get('numpy')}")
+    proc = camwatch("train", scenario / "baseline.pcap", "--config", scenario / "site.toml",
+                    "--out", tmp_path / "baseline", env_extra={"SOURCE_DATE_EPOCH": "1795392000"})
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "baseline.json").read_text() == (MODELS / "baseline.json").read_text()
+
+
+def test_model_file_that_is_a_pickle_is_refused(tmp_path):
+    import pickle
+    evil = tmp_path / "evil.json"
+    evil.write_bytes(pickle.dumps({"x": 1}))
+    proc = camwatch("replay", PCAPS / "synthetic" / "camera_site.pcap", "--model", evil)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert str(evil) in proc.stderr

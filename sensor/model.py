@@ -1,0 +1,822 @@
+"""Learned per-device behaviour model: an Isolation Forest over per-device, per-window traffic features.
+
+Training uses scikit-learn's IsolationForest; the fitted trees are then exported as plain numeric arrays to JSON
+and scored here in numpy, so loading a model never unpickles (never runs code from the file) and the sensor does not
+depend on scikit-learn's private estimator state staying compatible across versions.
+
+Scores follow the original paper, s = 2^(-E[h(x)] / c(n)), in (0, 1]: higher is more anomalous. They equal
+scikit-learn's `-IsolationForest.score_samples(X)` for the same trees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from sensor.enrich import SCOPE_CORE, SCOPE_PUBLIC
+from sensor.errors import CamwatchError
+
+FORMAT = "camwatch-anomaly-model"
+FORMAT_VERSION = 1
+WINDOW_SECONDS = 60.0
+MIN_TRAINING_WINDOWS = 2      # below this c(n) = 0 and every score is a constant
+MAX_DISTINCT = 4096           # per device and window: a scanning device saturates here and still scores as extreme
+MAX_TREES = 10_000
+MAX_MAX_SAMPLES = 1 << 20
+MAX_FILE_BYTES = 256 << 20
+_EXTERNAL = (SCOPE_PUBLIC, SCOPE_CORE)
+_LEAF = -1
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    log: bool      # stored as log1p(x): counts and sizes span orders of magnitude, and splits are drawn uniformly
+    high: float    # top of the feature's plausible domain (bottom is 0), where the reference background is drawn
+    meaning: str
+
+
+_LOG_DISTINCT = math.log1p(MAX_DISTINCT)
+FEATURE_SPECS: tuple[Feature, ...] = (
+    Feature("log_bytes_sent", True, math.log1p(1e10), "log1p of the bytes (on the wire) the device sent"),
+    Feature("log_packets_sent", True, math.log1p(1e8), "log1p of the packets the device sent"),
+    Feature("log_mean_packet_bytes", True, math.log1p(65535), "log1p of the mean size of the packets it sent"),
+    Feature("log_new_flows", True, math.log1p(1e6), "log1p of the flows first seen in the window in which it sent"),
+    Feature("log_peers", True, _LOG_DISTINCT, "log1p of the distinct addresses it sent to"),
+    Feature("log_external_peers", True, _LOG_DISTINCT,
+            "log1p of the distinct public or core-network addresses (outside the allowlist) it sent to"),
+    Feature("log_service_ports", True, _LOG_DISTINCT,
+            "log1p of the distinct (protocol, service port) pairs of the flows it sent in"),
+    Feature("external_byte_share", False, 1.0,
+            "share of its bytes that went to public or core-network addresses outside the allowlist"),
+    Feature("log_dns_queries", True, math.log1p(1e5), "log1p of the DNS queries it sent"),
+    Feature("initiated_share", False, 1.0,
+            "share of its conversations (peer, protocol, service port) that it opened"),
+)
+FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURE_SPECS)
+_N = len(FEATURES)
+FEATURE_HIGH = np.array([f.high for f in FEATURE_SPECS])
+BACKGROUND_FRACTION = 0.1
+
+
+# ---- features --------------------------------------------------------------------------------------------------
+
+class _Window:
+    __slots__ = ("bytes", "packets", "new_flows", "peers", "external_peers", "ports", "external_bytes", "dns",
+                 "conversations", "initiated")
+
+    def __init__(self):
+        self.bytes = 0
+        self.packets = 0
+        self.new_flows = 0
+        self.peers: set[str] = set()
+        self.external_peers: set[str] = set()
+        self.ports: set[tuple] = set()
+        self.external_bytes = 0
+        self.dns = 0
+        self.conversations: set[tuple] = set()
+        self.initiated = 0
+
+    def vector(self) -> np.ndarray:
+        conversations = len(self.conversations)
+        return np.array([
+            math.log1p(self.bytes),
+            math.log1p(self.packets),
+            math.log1p(self.bytes / self.packets),
+            math.log1p(self.new_flows),
+            math.log1p(len(self.peers)),
+            math.log1p(len(self.external_peers)),
+            math.log1p(len(self.ports)),
+            self.external_bytes / self.bytes if self.bytes else 0.0,
+            math.log1p(self.dns),
+            self.initiated / conversations if conversations else 0.0,
+        ], dtype=np.float64)
+
+
+def _add_bounded(s: set, item) -> bool:
+    if item in s or len(s) >= MAX_DISTINCT:
+        return False
+    s.add(item)
+    return True
+
+
+class WindowFeatures:
+    """Accumulates per-device features over fixed windows of sensor time (aligned to multiples of window).
+
+    Only what the device itself sends counts: an observation in which it sent nothing (a core host knocking on a
+    camera that never answers) is the peer's behaviour, which the segmentation detector already covers.
+
+    Sensor time only moves forward through close(): an observation older than the last close is folded into the
+    oldest window still open, so each (device, window) pair is emitted at most once.
+    """
+
+    def __init__(self, window: float = WINDOW_SECONDS, max_devices: int = 10_000):
+        if not (window > 0 and math.isfinite(window)):
+            raise ValueError(f"window must be a positive number of seconds, not {window!r}")
+        self.window = float(window)
+        self.max_devices = max_devices
+        self._open: dict[tuple[str, float], _Window] = {}
+        self._devices: dict[str, int] = {}   # device -> open windows, to bound memory by device count
+        self._closed_until = -math.inf
+        self.dropped = 0                      # observations refused because max_devices devices had open windows
+        self._touched: set[tuple[str, float]] = set()   # open windows changed since the last partial()
+
+    def _start(self, ts: float) -> float:
+        return max(math.floor(ts / self.window) * self.window, self._closed_until)
+
+    def _get(self, ip: str, ts: float) -> _Window | None:
+        key = (ip, self._start(ts))
+        acc = self._open.get(key)
+        if acc is None:
+            if ip not in self._devices and len(self._devices) >= self.max_devices:
+                self.dropped += 1
+                return None
+            acc = self._open[key] = _Window()
+            self._devices[ip] = self._devices.get(ip, 0) + 1
+        return acc
+
+    def observe(self, obs, new_flow: bool) -> None:
+        if obs.sent_packets <= 0:
+            return
+        acc = self._get(obs.device.ip, obs.ts)
+        if acc is None:
+            return
+        self._touched.add((obs.device.ip, self._start(obs.ts)))
+        acc.packets += obs.sent_packets
+        acc.bytes += obs.sent_bytes
+        if new_flow:
+            acc.new_flows += 1
+        _add_bounded(acc.peers, obs.peer)
+        _add_bounded(acc.ports, (obs.proto, obs.port))
+        if obs.scope in _EXTERNAL:
+            acc.external_bytes += obs.sent_bytes
+            _add_bounded(acc.external_peers, obs.peer)
+        if _add_bounded(acc.conversations, (obs.peer, obs.proto, obs.port, obs.initiated)) and obs.initiated:
+            acc.initiated += 1
+
+    def dns_query(self, device_ip: str, ts: float) -> None:
+        acc = self._get(device_ip, ts)
+        if acc is not None:
+            acc.dns += 1
+
+    def _emit(self, keys: list[tuple[str, float]]) -> list[tuple[str, float, np.ndarray]]:
+        out = []
+        for key in sorted(keys, key=lambda k: (k[1], k[0])):
+            acc = self._open.pop(key)
+            self._touched.discard(key)
+            ip, start = key
+            left = self._devices[ip] - 1
+            if left:
+                self._devices[ip] = left
+            else:
+                del self._devices[ip]
+            # DNS queries alone open a window, but the query's own flow update carries its packets; a window
+            # with nothing sent has no behaviour to score.
+            if acc.packets > 0:
+                out.append((ip, start, acc.vector()))
+        return out
+
+    def partial(self) -> list[tuple[str, float, np.ndarray]]:
+        """Open windows that changed since the last call, as they stand: lets a detector act before a window
+        ends (a sweep is out of character long before its minute is over)."""
+        out = [(ip, start, self._open[(ip, start)].vector()) for ip, start in self._touched
+               if (ip, start) in self._open and self._open[(ip, start)].packets > 0]
+        self._touched.clear()
+        return out
+
+    def close(self, now: float) -> list[tuple[str, float, np.ndarray]]:
+        """Windows that ended at or before `now`: (device_ip, window_start, feature vector)."""
+        self._closed_until = max(self._closed_until, math.floor(now / self.window) * self.window)
+        return self._emit([k for k in self._open if k[1] + self.window <= now])
+
+    def flush(self) -> list[tuple[str, float, np.ndarray]]:
+        """Everything still open (end of capture), including partial windows."""
+        if self._open:
+            self._closed_until = max(self._closed_until, max(k[1] for k in self._open) + self.window)
+        return self._emit(list(self._open))
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
+def training_summary(rows: list[tuple[str, float, np.ndarray]], captures: list[str],
+                     window: float = WINDOW_SECONDS) -> dict:
+    """The `training` dict for AnomalyModel.train from the rows WindowFeatures emitted."""
+    starts = [r[1] for r in rows]
+    return {
+        "captures": [str(c) for c in captures],
+        "windows": len(rows),
+        "devices": len({r[0] for r in rows}),
+        "start": min(starts) if starts else None,
+        "end": max(starts) + window if starts else None,
+    }
+
+
+# ---- isolation forest arithmetic (mirrors sklearn.ensemble._iforest) -------------------------------------------
+
+def average_path_length(n) -> np.ndarray:
+    """c(n): average path length of an unsuccessful BST search among n points, 0 for n <= 1 and 1 for n == 2."""
+    n = np.asarray(n, dtype=np.float64)
+    out = np.zeros(n.shape)
+    big = n > 2
+    out[n == 2] = 1.0
+    out[big] = 2.0 * (np.log(n[big] - 1.0) + np.euler_gamma) - 2.0 * (n[big] - 1.0) / n[big]
+    return out
+
+
+class _Tree:
+    __slots__ = ("left", "right", "feature", "threshold", "n_node_samples", "leaf_value", "_safe_feature")
+
+    def __init__(self, left, right, feature, threshold, n_node_samples):
+        self.left = left
+        self.right = right
+        self.feature = feature
+        self.threshold = threshold
+        self.n_node_samples = n_node_samples
+        depth = np.zeros(len(left), dtype=np.int64)
+        level, d = np.array([0]), 1
+        while len(level):
+            depth[level] = d
+            inner = level[left[level] != _LEAF]
+            level = np.concatenate((left[inner], right[inner]))
+            d += 1
+        # sklearn's root depth is 1 and it subtracts 1 per tree; the same arithmetic keeps the sums bit-identical.
+        self.leaf_value = depth + average_path_length(n_node_samples) - 1.0
+        self._safe_feature = np.where(left == _LEAF, 0, feature)
+
+    def apply(self, x32: np.ndarray) -> np.ndarray:
+        rows = np.arange(len(x32))
+        node = np.zeros(len(x32), dtype=np.int64)
+        while True:
+            child = self.left[node]
+            inner = child != _LEAF
+            if not inner.any():
+                return node
+            go_left = x32[rows, self._safe_feature[node]] <= self.threshold[node]
+            node = np.where(inner, np.where(go_left, child, self.right[node]), node)
+
+    def as_json(self) -> dict:
+        return {"children_left": self.left.tolist(), "children_right": self.right.tolist(),
+                "feature": self.feature.tolist(), "threshold": self.threshold.tolist(),
+                "n_node_samples": self.n_node_samples.tolist()}
+
+
+def reference_background(count: int, random_state: int) -> np.ndarray:
+    """Points drawn uniformly from the feature domain box [0, FEATURE_HIGH], added to the training windows when the
+    trees are grown.
+
+    An Isolation Forest only splits inside the range of the samples in a node, so without them a value beyond
+    anything seen in training lands with the training extreme and scores no higher, and a feature that never varied
+    in training (the external peers of a camera that always talks to the same one cloud server) cannot flag
+    anything. The sparse background gives the trees splits out there, between the normal windows and the rest of
+    the domain.
+    """
+    rng = np.random.default_rng(random_state)
+    return rng.uniform(0.0, 1.0, (count, _N)) * FEATURE_HIGH
+
+
+def _forest_scores(trees: list[_Tree], max_samples: int, vectors: np.ndarray) -> np.ndarray:
+    # Trees were grown on float32 data (sklearn casts), and its thresholds sit between float32 values: comparing the
+    # float64 input instead could send a value to the other side of a split.
+    x32 = np.ascontiguousarray(vectors, dtype=np.float32)
+    depths = np.zeros(len(x32))
+    for tree in trees:
+        depths += tree.leaf_value[tree.apply(x32)]
+    denominator = len(trees) * float(average_path_length([max_samples])[0])
+    ratio = depths / denominator if denominator != 0 else np.ones_like(depths)
+    return 2.0 ** -ratio
+
+
+# ---- the model --------------------------------------------------------------------------------------------------
+
+def _utc_now() -> str:
+    # SOURCE_DATE_EPOCH pins the timestamp so a retrain on the same data reproduces the same file byte for byte.
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if not epoch:
+        return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        when = datetime.fromtimestamp(int(epoch), timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise CamwatchError(f"SOURCE_DATE_EPOCH must be seconds since 1970, not {epoch!r}") from None
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _plain(value, where: str = "training"):
+    """JSON-safe copy of caller-supplied metadata (numpy scalars and paths are common there)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, where) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: {value!r} is not a finite number")
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise ValueError(f"{where}: cannot store a {type(value).__name__} in a model file")
+
+
+def _content_version(features, max_samples: int, trees: list[dict]) -> str:
+    blob = json.dumps({"features": list(features), "max_samples": max_samples, "trees": trees},
+                      sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _library_versions() -> dict:
+    import sklearn
+    return {"python": platform.python_version(), "numpy": np.__version__, "scikit-learn": sklearn.__version__}
+
+
+class AnomalyModel:
+    """A trained forest plus everything its card states. Construct with train() or load()."""
+
+    def __init__(self, *, name: str, version: str, trained_at: str, threshold: float, features: tuple[str, ...],
+                 training: dict, window_seconds: float, max_samples: int, trees: list[_Tree], algorithm: dict,
+                 calibration: dict, environment: dict, feature_stats: dict):
+        self.name = name
+        self.version = version
+        self.trained_at = trained_at
+        self.threshold = threshold
+        self.features = features
+        self.training = training
+        self.window_seconds = window_seconds
+        self.max_samples = max_samples
+        self.trees = trees
+        self.algorithm = algorithm
+        self.calibration = calibration
+        self.environment = environment
+        self.feature_stats = feature_stats
+
+    def __repr__(self) -> str:
+        return (f"AnomalyModel(name={self.name!r}, version={self.version!r}, trees={len(self.trees)}, "
+                f"threshold={self.threshold:.4f})")
+
+    # ---- training ---------------------------------------------------------------------------------------
+    @classmethod
+    def train(cls, vectors: np.ndarray, name: str, training: dict, contamination: float = 0.01,
+              random_state: int = 0, *, n_estimators: int = 100, max_samples: int | str = "auto",
+              background: float = BACKGROUND_FRACTION, window: float = WINDOW_SECONDS,
+              trained_at: str | None = None) -> "AnomalyModel":
+        """Fit the forest on `vectors` (rows from WindowFeatures) and calibrate the threshold on them.
+
+        `background` is the size of the reference background (see reference_background) as a fraction of the
+        training windows; 0 gives a plain Isolation Forest. The threshold is calibrated on the real windows only.
+        """
+        from sklearn.ensemble import IsolationForest
+
+        x = np.asarray(vectors, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != _N:
+            raise ValueError(f"training vectors must have shape (n, {_N}), not {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError("training vectors contain NaN or infinite values")
+        if len(x) < MIN_TRAINING_WINDOWS:
+            raise CamwatchError(f"cannot train on {len(x)} device window(s): at least {MIN_TRAINING_WINDOWS} are "
+                                f"needed, and a useful baseline needs hours of normal traffic")
+        if not 0.0 < contamination <= 0.5:
+            raise CamwatchError(f"contamination must be in (0, 0.5], not {contamination}")
+        if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)):
+            raise ValueError("random_state must be an integer: the model file must be reproducible")
+        random_state = int(random_state)
+        if not 0.0 <= background <= 1.0:
+            raise CamwatchError(f"background must be in [0, 1], not {background}")
+        if not 1 <= n_estimators <= MAX_TREES:
+            raise CamwatchError(f"n_estimators must be between 1 and {MAX_TREES}, not {n_estimators}")
+        training = _plain(dict(training))
+        training["windows"] = len(x)
+
+        forest = IsolationForest(n_estimators=n_estimators, max_samples=max_samples, contamination=contamination,
+                                 max_features=1.0, bootstrap=False, random_state=random_state)
+        n_background = math.ceil(background * len(x))
+        forest.fit(np.vstack([x, reference_background(n_background, random_state)]) if n_background else x)
+        # With every feature used, sklearn fits each tree on the original columns; anything else would need the
+        # per-tree feature subsets exported too.
+        assert getattr(forest, "_max_features", _N) == _N
+        trees = [_Tree(np.asarray(t.children_left, dtype=np.int64), np.asarray(t.children_right, dtype=np.int64),
+                       np.asarray(t.feature, dtype=np.int64), np.asarray(t.threshold, dtype=np.float64),
+                       np.asarray(t.n_node_samples, dtype=np.int64))
+                 for t in (est.tree_ for est in forest.estimators_)]
+        used = int(forest.max_samples_)
+        scores = _forest_scores(trees, used, x)
+        quantile = 1.0 - contamination
+        # "higher" makes the threshold an actual training score, and only scores beyond it count: with a small
+        # contamination the baseline's most unusual minute marks the edge instead of falling just outside it.
+        threshold = float(np.quantile(scores, quantile, method="higher"))
+        model = cls(
+            name=str(name),
+            version=_content_version(FEATURES, used, [t.as_json() for t in trees]),
+            trained_at=trained_at or _utc_now(),
+            threshold=threshold,
+            features=FEATURES,
+            training=training,
+            window_seconds=float(window),
+            max_samples=used,
+            trees=trees,
+            algorithm={"name": "IsolationForest", "library": "scikit-learn", "n_estimators": n_estimators,
+                       "max_samples": max_samples, "max_samples_used": used, "max_features": 1.0,
+                       "bootstrap": False, "contamination": contamination, "random_state": random_state,
+                       "background_fraction": background, "background_points": n_background,
+                       "background_high": FEATURE_HIGH.tolist()},
+            calibration={"method": "quantile of training scores", "quantile": quantile,
+                         "contamination": contamination, "training_windows": len(x),
+                         "flagged_training_windows": int((scores > threshold).sum())},
+            environment=_library_versions(),
+            feature_stats={"min": x.min(axis=0).tolist(), "median": np.median(x, axis=0).tolist(),
+                           "p99": np.quantile(x, 0.99, axis=0).tolist(), "max": x.max(axis=0).tolist()},
+        )
+        return model
+
+    # ---- scoring ----------------------------------------------------------------------------------------
+    def score(self, vectors: np.ndarray) -> np.ndarray:
+        """Anomaly score per vector, in (0, 1]: higher is more anomalous; compare with `threshold`."""
+        x = np.asarray(vectors, dtype=np.float64)
+        if x.ndim == 1:
+            x = x.reshape(1, -1)
+        if x.ndim != 2 or x.shape[1] != len(self.features):
+            raise ValueError(f"vectors must have shape (n, {len(self.features)}), not {np.shape(vectors)}")
+        if not np.isfinite(x).all():
+            raise ValueError("vectors contain NaN or infinite values")
+        if len(x) == 0:
+            return np.zeros(0)
+        return _forest_scores(self.trees, self.max_samples, x)
+
+    def is_anomalous(self, score: float) -> bool:
+        return bool(score > self.threshold)
+
+    def explain(self, vector: np.ndarray, limit: int = 3) -> list[str]:
+        """The features of one window furthest outside the training range, in natural units, for alert text."""
+        v = np.asarray(vector, dtype=np.float64).reshape(-1)
+        lo = np.asarray(self.feature_stats["min"])
+        hi = np.asarray(self.feature_stats["max"])
+        # Measured against each feature's domain, as the background sees it: against the training spread, a share
+        # that never varied would outrank fifty new peers.
+        excess = np.maximum(lo - v, v - hi) / FEATURE_HIGH
+        out = []
+        for i in np.argsort(-excess, kind="stable")[:limit]:
+            if excess[i] <= 0:
+                break
+            spec = FEATURE_SPECS[i]
+            nat = (lambda a: float(np.expm1(a))) if spec.log else float
+            label = spec.name.removeprefix("log_")
+            seen = (f"always {nat(lo[i]):.4g}" if lo[i] == hi[i] else
+                    f"range {nat(lo[i]):.4g} to {nat(hi[i]):.4g}")
+            out.append(f"{label} {nat(v[i]):.4g} ({seen} in training)")
+        return out
+
+    # ---- persistence ------------------------------------------------------------------------------------
+    def as_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "version": self.version,
+            "trained_at": self.trained_at,
+            "features": list(self.features),
+            "window_seconds": self.window_seconds,
+            "threshold": self.threshold,
+            "calibration": self.calibration,
+            "algorithm": self.algorithm,
+            "environment": self.environment,
+            "training": self.training,
+            "feature_stats": self.feature_stats,
+            "forest": {"max_samples": self.max_samples, "trees": [t.as_json() for t in self.trees]},
+        }
+
+    def to_json_text(self) -> str:
+        doc = self.as_json()
+        forest = doc.pop("forest")
+        dump = lambda v: json.dumps(v, sort_keys=True, allow_nan=False)  # noqa: E731
+        # One tree per line keeps the file diffable and greppable without putting every number on its own line.
+        lines = [f"  {json.dumps(k)}: {dump(v)}," for k, v in doc.items()]
+        lines.append(f'  "forest": {{"max_samples": {forest["max_samples"]}, "trees": [')
+        lines.append(",\n".join(f"    {dump(t)}" for t in forest["trees"]))
+        lines.append("  ]}")
+        return "{\n" + "\n".join(lines) + "\n}\n"
+
+    def save(self, path_prefix: str | Path) -> tuple[Path, Path]:
+        """Write PREFIX.json (the model) and PREFIX.md (its card); returns both paths."""
+        prefix = Path(path_prefix)
+        if prefix.suffix in (".json", ".md"):
+            prefix = prefix.with_suffix("")
+        json_path, card_path = Path(f"{prefix}.json"), Path(f"{prefix}.md")
+        try:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomic(json_path, self.to_json_text())
+            _write_atomic(card_path, self.card())
+        except OSError as exc:
+            raise CamwatchError(f"{json_path}: cannot write the model: {exc.strerror or exc}") from None
+        return json_path, card_path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "AnomalyModel":
+        """Read and strictly validate a model file (the .json). Nothing in it is executed."""
+        path = Path(path)
+        try:
+            with path.open("rb") as fh:
+                raw = fh.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise CamwatchError(f"{path}: cannot read the model: {exc.strerror or exc}") from None
+        try:
+            return _parse(raw)
+        except _Invalid as exc:
+            raise CamwatchError(f"{path}: {exc}") from None
+
+    # ---- model card -------------------------------------------------------------------------------------
+    def card(self) -> str:
+        t = self.training
+        alg = self.algorithm
+        cal = self.calibration
+        env = self.environment
+        captures = t.get("captures") or []
+        span = _span_text(t.get("start"), t.get("end"))
+        lines = [
+            f"# Model card: {self.name}",
+            "",
+            f"- **Version:** `{self.version}` (first 16 hex digits of the SHA-256 of the features and trees)",
+            f"- **Trained:** {self.trained_at}",
+            f"- **Model file format:** {FORMAT} v{FORMAT_VERSION}",
+            "- **Kind:** unsupervised per-device behaviour baseline for camwatch",
+            "",
+            "## Features",
+            "",
+            f"One vector per camera-side device per {self.window_seconds:g}-second window of capture time "
+            "(windows aligned to multiples of the window length); windows in which the device sent nothing are "
+            "not scored. Features describe behaviour, not identity: no addresses, MACs or names enter the model.",
+            "",
+            "| # | Feature | Meaning | Training min | median | max |",
+            "|---|---------|---------|---|---|---|",
+        ]
+        stats = self.feature_stats
+        for i, spec in enumerate(FEATURE_SPECS):
+            lines.append(f"| {i} | `{spec.name}` | {spec.meaning} | {stats['min'][i]:.4g} | "
+                         f"{stats['median'][i]:.4g} | {stats['max'][i]:.4g} |")
+        lines += [
+            "",
+            "## Training data",
+            "",
+            f"- **Device windows:** {t.get('windows')}",
+            f"- **Devices:** {t.get('devices', 'not recorded')}",
+            f"- **Time span:** {span}",
+            f"- **Captures ({len(captures)}):**" + ("" if captures else " not recorded"),
+        ]
+        lines += [f"  - `{c}`" for c in captures]
+        other = {k: v for k, v in t.items() if k not in ("captures", "windows", "devices", "start", "end")}
+        lines += [f"- **{k}:** {json.dumps(v)}" for k, v in sorted(other.items())]
+        if (t.get("windows") or 0) < 256:
+            lines += ["", f"> Trained on fewer device windows ({t.get('windows')}) than one tree's subsample "
+                          "(256): the baseline is thin and scores will be noisy."]
+        lines += [
+            "",
+            "## Algorithm",
+            "",
+            "Isolation Forest (Liu, Ting and Zhou, 2008) fitted with scikit-learn's `IsolationForest`, then "
+            "exported as plain arrays and scored by camwatch in numpy (no pickle).",
+            "",
+            f"- `n_estimators` = {alg['n_estimators']}",
+            f"- `max_samples` = {alg['max_samples']!r} ({alg['max_samples_used']} windows per tree, "
+            "drawn without replacement)",
+            f"- `max_features` = {alg['max_features']}, `bootstrap` = {alg['bootstrap']}",
+            f"- `contamination` = {alg['contamination']}, `random_state` = {alg['random_state']}",
+            f"- Reference background: {alg['background_points']} points ({alg['background_fraction']:g} of the "
+            "training windows) drawn uniformly from the box [0, high] of each feature's plausible domain and added "
+            "to the training windows when growing the trees, not when calibrating the threshold. An Isolation "
+            "Forest only splits within the range of its training samples; the background gives it splits beyond "
+            "that range, so a window far outside it (or off on a feature that never varied in training) is "
+            "isolated quickly instead of scoring like the most extreme training window.",
+            "- Score: `2 ** (-mean_path_length / c(max_samples))` in (0, 1], higher is more anomalous; equal to "
+            "scikit-learn's `-score_samples`.",
+            "",
+            "## Threshold",
+            "",
+            f"- **Score threshold:** {self.threshold:.6f} (a window is anomalous when its score is above it)",
+            f"- **Calibration:** the {cal['quantile']:g} quantile (1 - contamination; the next actual training score up) of the "
+            f"scores of the {cal['training_windows']} training windows; {cal['flagged_training_windows']} of them "
+            "score above it.",
+            "- The threshold can be raised by editing `threshold` in the model file; the version covers only the "
+            "features and trees, so that edit does not invalidate it.",
+            "",
+            "## Environment",
+            "",
+            f"- Python {env.get('python')}, numpy {env.get('numpy')}, scikit-learn {env.get('scikit-learn')} "
+            "(scikit-learn is needed to train, not to score)",
+            "",
+            "## Intended use",
+            "",
+            "Flag camera-side devices whose traffic in a window departs from what this site's devices did during "
+            "training: new destinations, fan-out to many external peers, unusual volumes, port spread, DNS bursts. "
+            "An anomaly is a prompt to look, not a verdict; the rule-based egress and segmentation detectors remain "
+            "the policy checks.",
+            "",
+            "## Limits",
+            "",
+            f"- By construction about {cal['contamination']:.2%} of windows like the training data score above the "
+            "threshold: at one window per device per "
+            f"{self.window_seconds:g} s that is a steady trickle of false positives on a large site. Raise the "
+            "threshold or train with a lower contamination to trade recall for fewer alerts.",
+            "- The model is only as clean as its training data: traffic of an already compromised or misbehaving "
+            "camera in the training captures becomes normal.",
+            "- Site-specific: features depend on this site's allowlist and core-network configuration (allowlisted "
+            "destinations are not external), so retrain after changing them, after firmware updates, or when "
+            "adding cameras of a new model.",
+            "- Everything outside what the training captures covered is novel: train over the site's full cycle "
+            "(day and night, weekdays and weekends, motion and none) or quiet hours will score as anomalies.",
+            "- Per-window features cannot see slow behaviour spread over many windows (low-and-slow exfiltration) "
+            "or behaviour that looks like the training data.",
+            "- Scores of windows cut short by the start or end of a capture are less reliable.",
+            "",
+        ]
+        return "\n".join(lines)
+
+
+def _span_text(start, end) -> str:
+    if not isinstance(start, (int, float)) or not isinstance(end, (int, float)) or isinstance(start, bool):
+        return "not recorded"
+    fmt = lambda ts: datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+    hours = (end - start) / 3600
+    return f"{fmt(start)} to {fmt(end)} ({hours:.3g} h)"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # A crash mid-write must not leave a truncated model where the sensor will look for one.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a model and its card are meant to be read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---- strict loading ---------------------------------------------------------------------------------------------
+
+class _Invalid(Exception):
+    pass
+
+
+def _reject_constant(name: str):
+    raise _Invalid(f"not a valid model: contains {name}, which is not a number")
+
+
+def _need(doc: dict, key: str, kind, what: str):
+    if key not in doc:
+        raise _Invalid(f"not a valid model: `{key}` is missing")
+    value = doc[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise _Invalid(f"not a valid model: `{key}` must be {what}")
+    return value
+
+
+def _number(doc: dict, key: str) -> float:
+    value = _need(doc, key, (int, float), "a number")
+    if not math.isfinite(value):
+        raise _Invalid(f"not a valid model: `{key}` must be finite")
+    return float(value)
+
+
+_NUMBER = (int, float)
+# What the card and the sensor read from these sections; the version hash does not cover them.
+_SECTIONS = {
+    "algorithm": {"n_estimators": int, "max_samples_used": int, "max_features": _NUMBER, "bootstrap": bool,
+                  "contamination": _NUMBER, "random_state": int, "background_points": int,
+                  "background_fraction": _NUMBER},
+    "calibration": {"quantile": _NUMBER, "contamination": _NUMBER, "training_windows": int,
+                    "flagged_training_windows": int},
+    "training": {"windows": int},
+}
+
+
+def _check_section(doc: dict, section: str) -> dict:
+    value = _need(doc, section, dict, "an object")
+    for key, kind in _SECTIONS[section].items():
+        field_value = value.get(key)
+        is_bool = isinstance(field_value, bool)
+        if not isinstance(field_value, kind) or (is_bool and kind is not bool) or (
+                isinstance(field_value, float) and not math.isfinite(field_value)):
+            raise _Invalid(f"not a valid model: `{section}.{key}` is missing or not a valid value")
+    return value
+
+
+def _int_array(tree: dict, key: str, i: int) -> np.ndarray:
+    values = tree.get(key)
+    if not isinstance(values, list) or not all(type(v) is int for v in values):
+        raise _Invalid(f"not a valid model: tree {i} `{key}` must be a list of integers")
+    if any(abs(v) >= 1 << 62 for v in values):
+        raise _Invalid(f"not a valid model: tree {i} `{key}` holds an integer out of range")
+    return np.array(values, dtype=np.int64)
+
+
+def _parse(raw: bytes) -> AnomalyModel:
+    if len(raw) > MAX_FILE_BYTES:
+        raise _Invalid(f"not a valid model: larger than {MAX_FILE_BYTES >> 20} MiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Invalid("not a camwatch model file (not UTF-8 JSON; pickled models are not accepted)") from None
+    try:
+        doc = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise _Invalid(f"not a valid model: corrupt or truncated JSON ({exc.msg} at line {exc.lineno} column "
+                       f"{exc.colno})") from None
+    except RecursionError:
+        raise _Invalid("not a valid model: JSON nested too deeply") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise _Invalid(f"not a camwatch model file (no \"format\": \"{FORMAT}\")")
+    fv = doc.get("format_version")
+    if fv != FORMAT_VERSION or isinstance(fv, bool):
+        raise _Invalid(f"unsupported model format version {fv!r} (this camwatch reads {FORMAT_VERSION}); "
+                       "retrain the model with this version of camwatch")
+    features = _need(doc, "features", list, "a list of feature names")
+    if features != list(FEATURES):
+        raise _Invalid(f"model features {features} differ from this camwatch's {list(FEATURES)}; "
+                       "retrain the model with this version of camwatch")
+    name = _need(doc, "name", str, "a string")
+    version = _need(doc, "version", str, "a string")
+    trained_at = _need(doc, "trained_at", str, "a string")
+    threshold = _number(doc, "threshold")
+    if not 0.0 <= threshold <= 1.0:
+        raise _Invalid(f"not a valid model: threshold {threshold} is outside [0, 1]")
+    window = _number(doc, "window_seconds")
+    if window <= 0:
+        raise _Invalid("not a valid model: `window_seconds` must be positive")
+    training = _check_section(doc, "training")
+    captures = training.get("captures", [])
+    if not isinstance(captures, list) or not all(isinstance(c, str) for c in captures):
+        raise _Invalid("not a valid model: `training.captures` must be a list of file names")
+    calibration = _check_section(doc, "calibration")
+    algorithm = _check_section(doc, "algorithm")
+    environment = _need(doc, "environment", dict, "an object")
+    stats = _need(doc, "feature_stats", dict, "an object")
+    for key in ("min", "median", "p99", "max"):
+        values = stats.get(key)
+        if (not isinstance(values, list) or len(values) != _N
+                or not all(type(v) in (int, float) and math.isfinite(v) for v in values)):
+            raise _Invalid(f"not a valid model: feature_stats `{key}` must be {_N} finite numbers")
+
+    forest = _need(doc, "forest", dict, "an object")
+    max_samples = forest.get("max_samples")
+    if type(max_samples) is not int or not 1 <= max_samples <= MAX_MAX_SAMPLES:
+        raise _Invalid(f"not a valid model: forest `max_samples` must be an integer in [1, {MAX_MAX_SAMPLES}]")
+    raw_trees = forest.get("trees")
+    if not isinstance(raw_trees, list) or not 1 <= len(raw_trees) <= MAX_TREES:
+        raise _Invalid(f"not a valid model: forest `trees` must be a list of 1 to {MAX_TREES} trees")
+    trees = [_parse_tree(t, i, max_samples) for i, t in enumerate(raw_trees)]
+
+    # Checked after the structure, so a damaged tree is reported as what it is rather than as a hash mismatch.
+    if _content_version(features, max_samples, raw_trees) != version:
+        raise _Invalid(f"model content does not match its version {version!r} (edited or corrupted); "
+                       "retrain or restore the model")
+    return AnomalyModel(name=name, version=version, trained_at=trained_at, threshold=threshold,
+                        features=FEATURES, training=training, window_seconds=window, max_samples=max_samples,
+                        trees=trees, algorithm=algorithm, calibration=calibration, environment=environment,
+                        feature_stats=stats)
+
+
+def _parse_tree(tree, i: int, max_samples: int) -> _Tree:
+    if not isinstance(tree, dict):
+        raise _Invalid(f"not a valid model: tree {i} must be an object")
+    left = _int_array(tree, "children_left", i)
+    right = _int_array(tree, "children_right", i)
+    feature = _int_array(tree, "feature", i)
+    counts = _int_array(tree, "n_node_samples", i)
+    thr = tree.get("threshold")
+    if not isinstance(thr, list) or not all(type(v) in (int, float) for v in thr):
+        raise _Invalid(f"not a valid model: tree {i} `threshold` must be a list of numbers")
+    threshold = np.array(thr, dtype=np.float64)
+    n = len(left)
+    if n == 0 or n > 2 * max_samples - 1:
+        raise _Invalid(f"not a valid model: tree {i} has {n} nodes (must be 1 to {2 * max_samples - 1})")
+    if not len(right) == len(feature) == len(threshold) == len(counts) == n:
+        raise _Invalid(f"not a valid model: tree {i} arrays have different lengths")
+    if not np.isfinite(threshold).all():
+        raise _Invalid(f"not a valid model: tree {i} has a non-finite threshold")
+    leaf = left == _LEAF
+    if not np.array_equal(leaf, right == _LEAF):
+        raise _Invalid(f"not a valid model: tree {i} has a node with only one child")
+    inner = ~leaf
+    idx = np.arange(n)
+    # Children after their parent: traversal then always moves forward and must end at a leaf.
+    for side, kids in (("left", left), ("right", right)):
+        if ((kids[inner] <= idx[inner]) | (kids[inner] >= n)).any():
+            raise _Invalid(f"not a valid model: tree {i} has a {side} child index out of range")
+    refs = np.bincount(np.concatenate((left[inner], right[inner])), minlength=n)
+    if refs[0] != 0 or (refs[1:] != 1).any():
+        raise _Invalid(f"not a valid model: tree {i} is not a tree (a node has no parent or several)")
+    if ((feature[inner] < 0) | (feature[inner] >= _N)).any():
+        raise _Invalid(f"not a valid model: tree {i} splits on a feature index out of range")
+    if (counts < 1).any() or counts[0] > max_samples:
+        raise _Invalid(f"not a valid model: tree {i} has node sample counts out of range")
+    if (counts[inner] != counts[left[inner]] + counts[right[inner]]).any():
+        raise _Invalid(f"not a valid model: tree {i} node sample counts do not add up")
+    return _Tree(left, right, feature, threshold, counts)

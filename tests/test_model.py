@@ -1,0 +1,474 @@
+"""The learned behaviour model: sklearn equivalence of the numpy scorer, strict loading, window features."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.ensemble import IsolationForest
+
+from sensor.detect import Observation
+from sensor.enrich import SCOPE_ALLOWED, SCOPE_CAMERA, SCOPE_CORE, SCOPE_PUBLIC, Device
+from sensor.errors import CamwatchError
+from sensor.model import (FEATURE_HIGH, FEATURES, WINDOW_SECONDS, AnomalyModel, WindowFeatures,
+                          average_path_length, reference_background, training_summary)
+
+N = len(FEATURES)
+T0 = 1_699_999_980.0   # a multiple of 60, so window boundaries are easy to read
+STAMP = "2024-01-01T00:00:00Z"
+
+
+def mixed_data(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Continuous, heavy-tailed and small-integer columns: integers give duplicate rows, and so leaves holding
+    several samples before max depth, which exercises the c(n) correction at leaves."""
+    cols = []
+    for i in range(N):
+        if i % 3 == 0:
+            cols.append(rng.integers(0, 3, n))
+        elif i % 3 == 1:
+            cols.append(rng.lognormal(3, 2, n))
+        else:
+            cols.append(rng.normal(0, 1, n))
+    return np.column_stack(cols).astype(np.float64)
+
+
+def sklearn_forest(x, background=0.1, **kw) -> IsolationForest:
+    """The estimator train() fits, built independently: same data (windows plus background), same parameters."""
+    params = dict(n_estimators=100, max_samples="auto", contamination=0.01, max_features=1.0, bootstrap=False,
+                  random_state=0)
+    params.update(kw)
+    extra = math.ceil(background * len(x))
+    data = np.vstack([x, reference_background(extra, params["random_state"])]) if extra else x
+    return IsolationForest(**params).fit(data)
+
+
+# ---- equivalence with scikit-learn ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n,kw", [
+    (1000, {}),                                    # subsampled: 256 per tree
+    (1000, {"background": 0.0}),                   # plain Isolation Forest
+    (40, {"random_state": 7}),                     # max_samples = n
+    (2, {"n_estimators": 10, "background": 0.0}),  # smallest trainable set
+    (500, {"n_estimators": 30, "max_samples": 64, "random_state": 3, "background": 0.5}),
+])
+def test_scores_equal_sklearn(n, kw):
+    rng = np.random.default_rng(n)
+    x = mixed_data(rng, n)
+    ours = AnomalyModel.train(x, "eq", {}, contamination=0.01, trained_at=STAMP, **kw)
+    ref = sklearn_forest(x, **kw)
+    assert len(ours.trees) == len(ref.estimators_)
+    for t_ours, est in zip(ours.trees, ref.estimators_):
+        assert np.array_equal(t_ours.left, est.tree_.children_left)
+        assert np.array_equal(t_ours.threshold, est.tree_.threshold)
+    fresh = np.vstack([mixed_data(rng, 2000), rng.normal(0, 1e4, (500, N)), np.zeros((3, N)),
+                       rng.uniform(0, 1, (500, N)) * FEATURE_HIGH,
+                       x[:5] + 1e-7])   # the last rows sit right next to training values and thresholds
+    for data in (x, fresh):
+        np.testing.assert_allclose(ours.score(data), -ref.score_samples(data), rtol=0, atol=1e-9)
+    # sklearn calibrates its offset on everything it was fitted on, interpolating between scores; camwatch on the
+    # real windows only, and on an actual training score (the "higher" quantile).
+    assert ours.threshold == pytest.approx(np.quantile(-ref.score_samples(x), 0.99, method="higher"), abs=1e-9)
+
+
+def test_scores_equal_sklearn_after_round_trip(tmp_path):
+    x = mixed_data(np.random.default_rng(9), 700)
+    path, _ = AnomalyModel.train(x, "rt", {}, random_state=2, trained_at=STAMP).save(tmp_path / "rt")
+    loaded = AnomalyModel.load(path)
+    probe = np.vstack([x, mixed_data(np.random.default_rng(10), 700)])
+    np.testing.assert_allclose(loaded.score(probe), -sklearn_forest(x, random_state=2).score_samples(probe),
+                               rtol=0, atol=1e-9)
+
+
+def test_average_path_length_matches_sklearn():
+    from sklearn.ensemble._iforest import _average_path_length
+    n = np.array([0, 1, 2, 3, 4, 10, 256, 100_000])
+    np.testing.assert_array_equal(average_path_length(n), _average_path_length(n))
+
+
+def test_threshold_is_training_quantile(tmp_path):
+    x = mixed_data(np.random.default_rng(5), 800)
+    model = AnomalyModel.train(x, "q", {}, contamination=0.05, trained_at=STAMP)
+    scores = model.score(x)
+    assert model.threshold == pytest.approx(np.quantile(scores, 0.95, method="higher"))
+    assert model.threshold in scores  # an actual training score marks the edge; only scores beyond it count
+    assert 0.04 <= np.mean([model.is_anomalous(s) for s in scores]) <= 0.06
+    assert not model.is_anomalous(model.threshold)
+    assert model.calibration["quantile"] == pytest.approx(0.95)
+    assert np.all((scores > 0) & (scores <= 1))
+
+
+def test_score_input_checks():
+    model = AnomalyModel.train(mixed_data(np.random.default_rng(0), 50), "s", {}, trained_at=STAMP)
+    assert model.score(np.zeros(N)).shape == (1,)
+    assert model.score(np.zeros((0, N))).shape == (0,)
+    with pytest.raises(ValueError):
+        model.score(np.zeros((3, N + 1)))
+    with pytest.raises(ValueError):
+        model.score(np.full((1, N), np.nan))
+
+
+def test_train_rejects_unusable_input():
+    with pytest.raises(CamwatchError):
+        AnomalyModel.train(np.zeros((1, N)), "one", {})
+    with pytest.raises(CamwatchError):
+        AnomalyModel.train(np.zeros((10, N)), "c", {}, contamination=0.7)
+    with pytest.raises(ValueError):
+        AnomalyModel.train(np.zeros((10, N - 1)), "shape", {})
+
+
+# ---- persistence --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[AnomalyModel, np.ndarray]:
+    x = mixed_data(np.random.default_rng(11), 600)
+    training = {"captures": ["site-a.pcap", "site-b.pcapng"], "devices": 12, "start": T0, "end": T0 + 36_000}
+    return AnomalyModel.train(x, "site-a", training, trained_at=STAMP), x
+
+
+def test_round_trip(tmp_path, trained):
+    model, x = trained
+    json_path, card_path = model.save(tmp_path / "models" / "site-a")
+    assert (json_path.name, card_path.name) == ("site-a.json", "site-a.md")
+    loaded = AnomalyModel.load(json_path)
+    for attr in ("name", "version", "trained_at", "threshold", "features", "training", "window_seconds"):
+        assert getattr(loaded, attr) == getattr(model, attr), attr
+    assert loaded.features == FEATURES
+    assert loaded.training["windows"] == 600
+    probe = np.vstack([x, mixed_data(np.random.default_rng(12), 300)])
+    np.testing.assert_array_equal(loaded.score(probe), model.score(probe))
+    # Saving what was loaded reproduces the file: nothing is lost or reinterpreted on the way through.
+    again, _ = loaded.save(tmp_path / "again")
+    assert again.read_text() == json_path.read_text()
+    # A ".json" prefix is not doubled.
+    assert model.save(tmp_path / "x.json")[0].name == "x.json"
+
+
+def test_json_is_plain_numbers(tmp_path, trained):
+    model, _ = trained
+    path, _ = model.save(tmp_path / "m")
+    doc = json.loads(path.read_text())
+    assert doc["format"] == "camwatch-anomaly-model" and doc["format_version"] == 1
+    tree = doc["forest"]["trees"][0]
+    assert set(tree) == {"children_left", "children_right", "feature", "threshold", "n_node_samples"}
+    for key, values in tree.items():
+        assert all(type(v) in (int, float) for v in values), key
+    assert b"\x80" not in path.read_bytes()
+
+
+def test_model_card(tmp_path, trained):
+    model, _ = trained
+    _, card_path = model.save(tmp_path / "m")
+    card = card_path.read_text()
+    for needle in ("site-a", model.version, STAMP, "site-b.pcapng", "600", "Devices:** 12", "10 h",
+                   "IsolationForest", "n_estimators", "contamination", f"{model.threshold:.6f}",
+                   "0.99 quantile", "scikit-learn", "numpy", "Python", "Intended use", "Limits"):
+        assert needle in card, needle
+    for name in FEATURES:
+        assert f"`{name}`" in card
+
+
+def test_training_is_deterministic(tmp_path, monkeypatch):
+    x = mixed_data(np.random.default_rng(2), 400)
+    a = AnomalyModel.train(x, "d", {"captures": ["a.pcap"]}, random_state=4, trained_at=STAMP)
+    b = AnomalyModel.train(x.copy(), "d", {"captures": ["a.pcap"]}, random_state=4, trained_at=STAMP)
+    assert a.to_json_text() == b.to_json_text()
+    assert AnomalyModel.train(x, "d", {}, random_state=5, trained_at=STAMP).version != a.version
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    c = AnomalyModel.train(x, "d", {"captures": ["a.pcap"]}, random_state=4)
+    d = AnomalyModel.train(x, "d", {"captures": ["a.pcap"]}, random_state=4)
+    assert c.trained_at == "2023-11-14T22:13:20Z"
+    assert c.save(tmp_path / "c")[0].read_bytes() == d.save(tmp_path / "d")[0].read_bytes()
+
+
+# ---- rejected files --------------------------------------------------------------------------------------------
+
+def saved_doc(tmp_path, model) -> tuple[dict, object]:
+    path, _ = model.save(tmp_path / "good")
+    return json.loads(path.read_text()), path
+
+
+def expect_rejected(path, *needles: str) -> str:
+    with pytest.raises(CamwatchError) as info:
+        AnomalyModel.load(path)
+    msg = str(info.value)
+    assert msg.startswith(str(path)), msg
+    assert "\n" not in msg
+    for needle in needles:
+        assert needle in msg, msg
+    return msg
+
+
+def write_doc(tmp_path, doc, name="bad.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_rejects_wrong_features(tmp_path, trained):
+    doc, _ = saved_doc(tmp_path, trained[0])
+    doc["features"] = list(FEATURES[:-1]) + ["bytes_to_china"]
+    expect_rejected(write_doc(tmp_path, doc), "retrain", "bytes_to_china")
+
+
+def test_rejects_out_of_range_child(tmp_path, trained):
+    doc, _ = saved_doc(tmp_path, trained[0])
+    tree = doc["forest"]["trees"][3]
+    tree["children_left"][0] = len(tree["children_left"]) + 5
+    expect_rejected(write_doc(tmp_path, doc), "tree 3", "out of range")
+
+
+def test_rejects_cycle(tmp_path, trained):
+    # A child pointing back at the root would loop a naive traversal forever.
+    doc, _ = saved_doc(tmp_path, trained[0])
+    doc["forest"]["trees"][0]["children_right"][0] = 0
+    expect_rejected(write_doc(tmp_path, doc), "tree 0")
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda d: d["forest"]["trees"][1]["feature"].__setitem__(0, N), "feature index"),
+    (lambda d: d["forest"]["trees"][1]["threshold"].pop(), "different lengths"),
+    (lambda d: d["forest"]["trees"][1]["n_node_samples"].__setitem__(0, 10**6), "sample counts"),
+    (lambda d: d["forest"]["trees"][1]["children_left"].__setitem__(0, "1"), "integers"),
+    (lambda d: d["forest"]["trees"][1]["threshold"].__setitem__(0, 0.123456), "does not match its version"),
+    (lambda d: d.__setitem__("format_version", 99), "format version 99"),
+    (lambda d: d.__setitem__("format", "something-else"), "not a camwatch model"),
+    (lambda d: d.pop("threshold"), "`threshold` is missing"),
+    (lambda d: d.__setitem__("threshold", 7.0), "outside [0, 1]"),
+    (lambda d: d["forest"].__setitem__("trees", []), "trees"),
+    (lambda d: d["feature_stats"]["max"].pop(), "feature_stats"),
+    (lambda d: d["algorithm"].__setitem__("n_estimators", "many"), "algorithm.n_estimators"),
+    (lambda d: d["calibration"].pop("quantile"), "calibration.quantile"),
+    (lambda d: d["training"].__setitem__("captures", "a.pcap"), "training.captures"),
+])
+def test_rejects_damaged_fields(tmp_path, trained, mutate, needle):
+    doc, _ = saved_doc(tmp_path, trained[0])
+    mutate(doc)
+    expect_rejected(write_doc(tmp_path, doc), needle)
+
+
+def test_threshold_edit_is_allowed(tmp_path, trained):
+    doc, _ = saved_doc(tmp_path, trained[0])
+    doc["threshold"] = 0.75
+    assert AnomalyModel.load(write_doc(tmp_path, doc)).threshold == 0.75
+
+
+def test_rejects_nan(tmp_path, trained):
+    _, path = saved_doc(tmp_path, trained[0])
+    text = path.read_text()
+    bad = tmp_path / "nan.json"
+    bad.write_text(text.replace(f'"threshold": {json.dumps(trained[0].threshold)}', '"threshold": NaN', 1))
+    assert "NaN" in bad.read_text()
+    expect_rejected(bad, "NaN")
+
+
+def test_rejects_truncated_json(tmp_path, trained):
+    _, path = saved_doc(tmp_path, trained[0])
+    raw = path.read_bytes()
+    for cut in (0, 1, len(raw) // 2, len(raw) - 3):
+        bad = tmp_path / f"cut{cut}.json"
+        bad.write_bytes(raw[:cut])
+        expect_rejected(bad, "not a valid model")
+
+
+class Boom:
+    """Unpickling this would create a marker file: proof that load() never unpickles."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_rejects_pickle_renamed_json(tmp_path, trained):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "model.json"
+    bad.write_bytes(pickle.dumps({"model": Boom(marker), "forest": trained[0].trees[0].as_json()}))
+    expect_rejected(bad, "not a camwatch model", "pickle")
+    assert not marker.exists()
+    bad.write_bytes(pickle.dumps([1, 2, 3], protocol=0))   # protocol 0 is ASCII, so this one reaches the parser
+    expect_rejected(bad, "not a valid model")
+
+
+def test_rejects_other_garbage(tmp_path):
+    expect_rejected(tmp_path / "missing.json", "cannot read")
+    for i, text in enumerate(("[]", "42", '"model"', "[" * 100_000, '{"format": "camwatch-anomaly-model"}')):
+        bad = tmp_path / f"g{i}.json"
+        bad.write_text(text)
+        expect_rejected(bad)
+
+
+# ---- window features ------------------------------------------------------------------------------------------
+
+def obs(ts, ip="10.0.0.5", peer="10.0.0.2", *, pkts=10, nbytes=5000, initiated=False, port=554, proto="tcp",
+        scope=SCOPE_CAMERA) -> Observation:
+    return Observation(ts, Device(ip), pkts, nbytes, initiated, peer, port, proto, None, scope, 0)
+
+
+def as_dict(vec) -> dict:
+    return dict(zip(FEATURES, vec))
+
+
+def test_windows_align_and_close_on_sensor_time():
+    wf = WindowFeatures(window=60)
+    wf.observe(obs(T0 + 10), new_flow=True)
+    wf.observe(obs(T0 + 59.5, ip="10.0.0.6"), new_flow=False)
+    wf.observe(obs(T0 + 61), new_flow=False)
+    assert wf.close(T0 + 59.9) == []            # the first window ends at T0 + 60
+    rows = wf.close(T0 + 60)                      # "ended at or before now"
+    assert [(ip, start) for ip, start, _ in rows] == [("10.0.0.5", T0), ("10.0.0.6", T0)]
+    assert len(wf) == 1
+    assert wf.close(T0 + 60) == []                # never emitted twice
+    rows = wf.close(T0 + 10_000)
+    assert [(ip, start) for ip, start, _ in rows] == [("10.0.0.5", T0 + 60)]
+    assert wf.flush() == []
+
+
+def test_window_start_is_a_multiple_of_the_window():
+    wf = WindowFeatures(window=30)
+    wf.observe(obs(T0 + 47.3), new_flow=True)
+    [(ip, start, _)] = wf.flush()
+    assert start == T0 + 30 and start % 30 == 0
+
+
+def test_feature_values():
+    wf = WindowFeatures()
+    wf.observe(obs(T0 + 1, peer="10.0.0.2", pkts=100, nbytes=100_000), new_flow=True)          # RTSP to the NVR
+    wf.observe(obs(T0 + 2, peer="10.0.0.2", pkts=100, nbytes=100_000), new_flow=False)         # same flow again
+    wf.observe(obs(T0 + 3, peer="8.8.8.8", pkts=2, nbytes=200, initiated=True, port=443,
+                   scope=SCOPE_PUBLIC), new_flow=True)
+    wf.observe(obs(T0 + 4, peer="192.168.1.9", pkts=3, nbytes=300, initiated=True, port=22,
+                   scope=SCOPE_CORE), new_flow=True)
+    wf.observe(obs(T0 + 5, peer="1.2.3.4", pkts=5, nbytes=500, initiated=True, port=123, proto="udp",
+                   scope=SCOPE_ALLOWED), new_flow=True)
+    wf.observe(obs(T0 + 6, peer="192.168.1.9", pkts=0, nbytes=0, port=80, scope=SCOPE_CORE), new_flow=True)
+    wf.dns_query("10.0.0.5", T0 + 3)
+    wf.dns_query("10.0.0.5", T0 + 4)
+    [(_, _, vec)] = wf.close(T0 + 60)
+    f = as_dict(vec)
+    sent_bytes, sent_pkts = 201_000, 210
+    assert f["log_bytes_sent"] == pytest.approx(math.log1p(sent_bytes))
+    assert f["log_packets_sent"] == pytest.approx(math.log1p(sent_pkts))
+    assert f["log_mean_packet_bytes"] == pytest.approx(math.log1p(sent_bytes / sent_pkts))
+    assert f["log_new_flows"] == pytest.approx(math.log1p(4))          # the unanswered probe is not the camera's
+    assert f["log_peers"] == pytest.approx(math.log1p(4))
+    assert f["log_external_peers"] == pytest.approx(math.log1p(2))     # public + core, not the allowlisted one
+    assert f["log_service_ports"] == pytest.approx(math.log1p(4))
+    assert f["external_byte_share"] == pytest.approx(500 / sent_bytes)
+    assert f["log_dns_queries"] == pytest.approx(math.log1p(2))
+    assert f["initiated_share"] == pytest.approx(3 / 4)
+
+
+def test_silent_devices_are_not_emitted():
+    wf = WindowFeatures()
+    wf.observe(obs(T0 + 1, pkts=0, nbytes=0, scope=SCOPE_CORE), new_flow=True)
+    wf.dns_query("10.0.0.9", T0 + 2)   # a query whose packet never showed up as a flow update
+    assert wf.close(T0 + 120) == []
+    assert len(wf) == 0
+
+
+def test_late_observation_joins_the_open_window():
+    wf = WindowFeatures()
+    wf.observe(obs(T0 + 5), new_flow=True)
+    assert len(wf.close(T0 + 60)) == 1
+    wf.observe(obs(T0 + 30, pkts=7), new_flow=False)   # reordered packet from the closed window
+    rows = wf.flush()
+    assert [(ip, start) for ip, start, _ in rows] == [("10.0.0.5", T0 + 60)]
+    assert as_dict(rows[0][2])["log_packets_sent"] == pytest.approx(math.log1p(7))
+
+
+def test_max_devices_bounds_memory():
+    wf = WindowFeatures(max_devices=2)
+    for i in range(5):
+        wf.observe(obs(T0 + 1, ip=f"10.0.0.{i}"), new_flow=True)
+    wf.observe(obs(T0 + 61, ip="10.0.0.0"), new_flow=True)   # a known device may open its next window
+    assert wf.dropped == 3
+    assert len(wf.flush()) == 3
+
+
+def test_training_summary():
+    rows = [("10.0.0.5", T0, np.zeros(N)), ("10.0.0.6", T0 + 60, np.zeros(N))]
+    s = training_summary(rows, ["a.pcap"])
+    assert s == {"captures": ["a.pcap"], "windows": 2, "devices": 2, "start": T0, "end": T0 + 120}
+
+
+# ---- end to end: steady cameras, then one that fans out -------------------------------------------------------
+
+def periodic_minute(wf: WindowFeatures, rng, ip: str, start: float, minute: int, cam: int) -> None:
+    """A camera's ordinary minute: video to the NVR and a vendor-cloud heartbeat every minute, NTP every fifth
+    minute, a DNS lookup every tenth, each camera on its own phase; volumes jitter. The external peer count never
+    varies, which a plain Isolation Forest cannot split on at all."""
+    for s in range(0, 60, 5):
+        wf.observe(obs(start + s + rng.uniform(0, 1), ip, "10.0.0.2", pkts=int(rng.integers(400, 600)),
+                       nbytes=int(rng.integers(500_000, 700_000)), port=554), new_flow=minute == 0 and s == 0)
+    wf.observe(obs(start + 15, ip, "52.1.2.3", pkts=int(rng.integers(2, 5)), nbytes=int(rng.integers(300, 500)),
+                   initiated=True, port=443, scope=SCOPE_PUBLIC), new_flow=minute == 0)
+    if (minute + cam) % 5 == 0:
+        wf.observe(obs(start + 20, ip, "10.0.0.1", pkts=1, nbytes=90, initiated=True, port=123, proto="udp",
+                       scope=SCOPE_ALLOWED), new_flow=True)
+    if (minute + cam) % 10 == 3:
+        wf.dns_query(ip, start + 30)
+        wf.observe(obs(start + 30, ip, "10.0.0.1", pkts=1, nbytes=80, initiated=True, port=53, proto="udp"),
+                   new_flow=True)
+
+
+def random_minute(wf: WindowFeatures, rng, ip: str, start: float, minute: int, cam: int) -> None:
+    """Video every minute; NTP, DNS and a cloud keepalive at random. The rare minutes with all three are the
+    busiest normal windows, in the same corner (more peers, flows, ports) a fan-out pushes towards."""
+    for s in range(0, 60, 5):
+        wf.observe(obs(start + s + rng.uniform(0, 1), ip, "10.0.0.2", pkts=int(rng.integers(400, 600)),
+                       nbytes=int(rng.integers(500_000, 700_000)), port=554), new_flow=minute == 0 and s == 0)
+    if rng.random() < 0.3:
+        wf.observe(obs(start + 20, ip, "10.0.0.1", pkts=1, nbytes=90, initiated=True, port=123, proto="udp",
+                       scope=SCOPE_ALLOWED), new_flow=True)
+    if rng.random() < 0.2:
+        wf.dns_query(ip, start + 30)
+        wf.observe(obs(start + 30, ip, "10.0.0.1", pkts=1, nbytes=80, initiated=True, port=53, proto="udp"),
+                   new_flow=True)
+    if rng.random() < 0.1:
+        wf.observe(obs(start + 40, ip, "52.1.2.3", pkts=3, nbytes=400, initiated=True, port=443,
+                       scope=SCOPE_PUBLIC), new_flow=True)
+
+
+def simulate(minute_fn, rng, minutes: int, cameras: int, start: float) -> list:
+    wf = WindowFeatures()
+    rows = []
+    for m in range(minutes):
+        t = start + m * WINDOW_SECONDS
+        for c in range(cameras):
+            minute_fn(wf, rng, f"10.0.0.{10 + c}", t, m, c)
+        rows += wf.close(t + WINDOW_SECONDS)
+    return rows + wf.flush()
+
+
+def fan_out_window(minute_fn, rng, peers: int) -> np.ndarray:
+    wf = WindowFeatures()
+    t = T0 + 90_000
+    minute_fn(wf, rng, "10.0.0.10", t, 7, 0)
+    for k in range(peers):
+        wf.observe(obs(t + k, "10.0.0.10", f"203.0.113.{k}", pkts=2, nbytes=120, initiated=True, port=23,
+                       scope=SCOPE_PUBLIC), new_flow=True)
+    [(_, _, vec)] = wf.close(t + 60)
+    return vec
+
+
+@pytest.mark.parametrize("minute_fn", [periodic_minute, random_minute])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fan_out_to_external_peers_is_anomalous(minute_fn, seed):
+    rows = simulate(minute_fn, np.random.default_rng(seed), minutes=120, cameras=10, start=T0)
+    model = AnomalyModel.train(np.array([r[2] for r in rows]), "steady", training_summary(rows, ["sim"]),
+                               random_state=seed, trained_at=STAMP)
+
+    normal = simulate(minute_fn, np.random.default_rng(seed + 100), minutes=30, cameras=10, start=T0 + 86_400)
+    normal_scores = model.score(np.array([r[2] for r in normal]))
+    assert np.mean(normal_scores < model.threshold) >= 0.97
+    assert np.median(normal_scores) < model.threshold
+
+    vec = fan_out_window(minute_fn, np.random.default_rng(seed + 200), peers=50)
+    [score] = model.score(vec)
+    assert model.is_anomalous(score), (score, model.threshold)
+    assert score > normal_scores.max()
+    assert model.explain(vec)[0].startswith(("external_peers 5", "peers 5", "new_flows 5"))
