@@ -455,9 +455,9 @@ class LiveCapture:
         now = time.monotonic()
         if self._terminated_at is None:
             due = self._stop_requested_at + self._linger
-            # An empty pipe means dumpcap is not blocked in a write the signal would cut short. Should it never be
-            # empty (camwatch slower than the traffic), stop anyway after one more second.
-            if now >= due and (pipe_empty or now >= due + 1.0):
+            # An empty pipe means dumpcap is not blocked in a write the signal would cut short. The pump empties it
+            # whenever the queue has room, so waiting for that takes long only if camwatch has stalled.
+            if now >= due and (pipe_empty or now >= due + self._stop_grace):
                 self._terminated_at = now
                 self._signal(signal.SIGTERM)
         elif now >= self._terminated_at + self._stop_grace and self.proc.poll() is None:

@@ -63,7 +63,7 @@ class SensorCollector(Collector):
             top = [(ip, [(label, scope_of(ipaddress.ip_address(addr)), sent) for label, addr, sent in ranked])
                    for ip, ranked, scope_of in top]
             lag = s.processing_lag
-            model = s.model
+            anomaly_model = s.model
             dropped = s.capture_dropped
             makers_version = s.inventory.makers.version
             devices_evicted = s.inventory.evicted
@@ -157,13 +157,15 @@ class SensorCollector(Collector):
             for rank, (label, scope, sent) in enumerate(ranked, 1):
                 fam.add_metric([name, ip, str(rank), label, scope], sent)
         yield fam
-        if model is not None:
+        if anomaly_model is not None:
             info = InfoMetricFamily("camwatch_model", "The learned baseline in use by the anomaly detector.",
                                     labels=["sensor"])
-            info.add_metric([name], {"model": model.name, "version": model.version, "trained_at": model.trained_at})
+            info.add_metric([name], {"model": anomaly_model.name, "version": anomaly_model.version,
+                                     "trained_at": anomaly_model.trained_at})
             yield info
+            trained = datetime.fromisoformat(anomaly_model.trained_at.replace("Z", "+00:00")).timestamp()
             yield _gauge("camwatch_model_trained_timestamp_seconds", "When the learned baseline was trained.", name,
-                         datetime.fromisoformat(model.trained_at.replace("Z", "+00:00")).timestamp())
+                         trained)
         yield counter("camwatch_capture_dropped_packets", "Packets the kernel or dumpcap dropped before camwatch "
                       "saw them (live capture).", dropped)
         if lag is not None:
