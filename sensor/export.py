@@ -55,6 +55,7 @@ class SensorCollector(Collector):
             flows_created = s.flows.created
             expired = dict(s.flows.expired)
             alert_counts = dict(s.alert_counts)
+            suppressed = dict(s.suppressed)
             devices = [(d.ip, d.mac, d.vendor, dict(d.egress_bytes), d.covered, d.role, d.identity.get("model", ""),
                         d.maker.name if d.maker else "") for d in s.inventory.devices.values()]
             violations = dict(s.segmentation.violations)
@@ -110,6 +111,11 @@ class SensorCollector(Collector):
                 fam.add_metric([name, det, sev], alert_counts.get((det, sev), 0))
         yield fam
 
+        fam = CounterMetricFamily("camwatch_alerts_suppressed", "Alerts counted but not written: a device over its "
+                                  "per-detector budget in one episode window.", labels=["sensor", "detector"])
+        for det in detectors:
+            fam.add_metric([name, det], suppressed.get(det, 0))
+        yield fam
         fam = GaugeMetricFamily("camwatch_devices", "Camera-side hosts seen sending traffic, by manufacturer and "
                                 "whether it is a covered maker (bounded by limits.max_devices).",
                                 labels=["sensor", "vendor", "covered"])

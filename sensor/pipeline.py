@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Callable
 
 import numpy as np
@@ -18,7 +18,7 @@ from sensor.capture import Batch
 from sensor.config import Config
 from sensor.decode import (ERROR_REASONS, NETWORK_NAMES, PROTO_TCP, PROTO_UDP, WINDOW, Decoded, decode,
                            payload)
-from sensor.detect import (TAG_PPPP, TAG_PPPP_DRW, TAG_RTP, TAG_SIGNATURE_BASE, TAG_TLS, AnomalyDetector, Alert,
+from sensor.detect import (MAX_EPISODES, TAG_PPPP, TAG_PPPP_DRW, TAG_RTP, TAG_SIGNATURE_BASE, TAG_TLS, AnomalyDetector, Alert,
                            BeaconingDetector,
                            EgressPolicyDetector, Episodes, HardcodedInfraDetector, Indicators,
                            NewDestinationDetector, Observation, SegmentationDetector, VendorCloudDetector,
@@ -32,6 +32,7 @@ from sensor.model import WindowFeatures
 from sensor.state import KnownState
 
 MAX_EXTERNAL_DESTINATIONS = 1_000_000
+ALERTS_PER_DEVICE = 20   # per detector and episode window; then one notice, then counting only
 DEVICE_SAVE_SECONDS = 30.0
 MAX_PEERS_PER_DEVICE = 4096
 MAX_ROUTER_MACS = 64
@@ -104,6 +105,8 @@ class Sensor:
                                        for p in prefixes], dtype=np.uint64)
         self.router_macs: set[int] = set()
         self.alert_counts: Counter[tuple[str, str]] = Counter()
+        self.suppressed: Counter[str] = Counter()
+        self._alert_budget: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
         self.external_destinations: set[str] = set()
         self.on_alert = on_alert
         self.started_at = time.time()
@@ -399,6 +402,24 @@ class Sensor:
                     dev.evidence.add("router_mac")
 
     def _emit(self, alert: Alert) -> None:
+        """Deliver an alert unless the device has already raised ALERTS_PER_DEVICE of this detector's alerts in
+        the current episode window: a scanning camera is one story, not a hundred thousand lines."""
+        key = (alert.detector, alert.device_ip)
+        window_start, count = self._alert_budget.pop(key, (alert.ts, 0))
+        if alert.ts - window_start > self.config.episode_timeout:
+            window_start, count = alert.ts, 0
+        count += 1
+        self._alert_budget[key] = (window_start, count)
+        while len(self._alert_budget) > MAX_EPISODES:
+            self._alert_budget.popitem(last=False)
+        if count > ALERTS_PER_DEVICE + 1:
+            self.suppressed[alert.detector] += 1
+            return
+        if count == ALERTS_PER_DEVICE + 1:
+            alert.summary += (f" This device has raised {ALERTS_PER_DEVICE} {alert.detector} alerts within "
+                              f"{self.config.episode_timeout:.0f} s; further ones are counted, not written, until "
+                              f"that time has passed.")
+            alert.extra["suppressing"] = True
         self.alert_counts[(alert.detector, alert.severity)] += 1
         if self.on_alert is not None:
             self.on_alert(alert)

@@ -1,0 +1,112 @@
+"""Issue 7: hostile input. Property-based fuzzing of the pcap/pcapng reader, the decoder and the app parsers:
+whatever the bytes, reading ends in batches or a CaptureError, decoding never raises, and counts add up."""
+
+from __future__ import annotations
+
+import struct
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sensor.capture import CaptureReader
+from sensor.config import Config
+from sensor.decode import decode
+from sensor.dissect import parse_banner, parse_dhip, parse_dns, parse_http_host, parse_sadp, parse_tls_sni, \
+    parse_ws_discovery
+from sensor.errors import CaptureError
+from sensor.pipeline import Sensor
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+LINKTYPES = st.sampled_from([0, 1, 12, 101, 108, 113, 147, 228, 229, 276])
+
+
+def reader(data: bytes, chunk: int) -> CaptureReader:
+    pieces = iter([data[i:i + chunk] for i in range(0, len(data), chunk)] + [b""])
+    return CaptureReader(lambda: next(pieces, b""), "fuzz")
+
+
+def read_everything(data: bytes, chunk: int):
+    batches = []
+    try:
+        for b in reader(data, chunk):
+            batches.append(b)
+    except CaptureError as exc:
+        assert exc.offset is None or 0 <= exc.offset <= len(data)
+    return batches
+
+
+frame = st.binary(min_size=0, max_size=200)
+
+
+@st.composite
+def pcap_files(draw):
+    """Mostly well-formed pcap with random frames, sometimes with lying lengths or a cut tail."""
+    linktype = draw(LINKTYPES)
+    out = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)
+    for body in draw(st.lists(frame, max_size=20)):
+        caplen = len(body) if draw(st.booleans()) else draw(st.integers(0, 2**32 - 1))
+        out += struct.pack("<IIII", draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 999_999)), caplen,
+                           draw(st.integers(0, 2**32 - 1))) + body
+    if draw(st.booleans()):
+        out = out[:draw(st.integers(0, len(out)))]
+    return out
+
+
+@st.composite
+def ethernet_ip_frames(draw):
+    """Frames that get deep into the decoder: Ethernet/VLAN, then IPv4 or IPv6 headers with random fields."""
+    vlans = b"".join(struct.pack("!HH", draw(st.sampled_from([0x8100, 0x88A8])), draw(st.integers(0, 4095)))
+                     for _ in range(draw(st.integers(0, 3))))
+    if draw(st.booleans()):
+        ip = bytes([0x40 | draw(st.integers(0, 15)), 0]) + draw(st.binary(min_size=0, max_size=80))
+        etype = 0x0800
+    else:
+        ip = bytes([0x60, 0, 0, 0]) + draw(st.binary(min_size=0, max_size=120))
+        etype = 0x86DD
+    return b"\x00" * 12 + vlans + struct.pack("!H", etype) + ip
+
+
+@FUZZ
+@given(data=pcap_files(), chunk=st.integers(1, 300))
+def test_pcap_reader_never_crashes(data, chunk):
+    for b in read_everything(data, chunk):
+        assert len(b.offsets) == len(b.caplen) == len(b.ts)
+        assert (b.offsets + b.caplen <= len(b.data)).all()
+
+
+@FUZZ
+@given(data=st.binary(max_size=600), chunk=st.integers(1, 128))
+def test_random_bytes_never_crash_the_reader(data, chunk):
+    read_everything(b"\x0a\x0d\x0d\x0a" + data, chunk)   # pcapng section header start, then noise
+    read_everything(data, chunk)
+
+
+@FUZZ
+@given(frames=st.lists(st.one_of(ethernet_ip_frames(), frame), min_size=1, max_size=30), linktype=LINKTYPES)
+def test_decoder_and_pipeline_count_every_frame(frames, linktype):
+    head = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)
+    data = head + b"".join(struct.pack("<IIII", 1000 + i, 0, len(f), len(f)) + f for i, f in enumerate(frames))
+    batches = [b for b in reader(data, 4096) if len(b)]
+    assert sum(len(b) for b in batches) == len(frames)
+    sensor = Sensor(Config())
+    for b in batches:
+        dec = decode(b)
+        assert len(dec.error) == len(frames)
+        sensor.process(b)
+    sensor.finish()
+    assert sensor.packets == len(frames)
+    assert sensor.bytes == sum(len(f) for f in frames)
+
+
+@FUZZ
+@given(payload=st.binary(max_size=400))
+def test_application_parsers_never_crash(payload):
+    parse_dns(payload)
+    parse_tls_sni(payload)
+    for prefix in (b"", b"GET / HTTP/1.1\r\n", b"RTSP/1.0 200 OK\r\n", b"\x16\x03\x01\x00\x40\x01"):
+        parse_http_host(prefix + payload)
+        parse_banner(prefix + payload)
+        parse_tls_sni(prefix + payload)
+    parse_ws_discovery(b"<ProbeMatch>" + payload)
+    parse_sadp(b"<ProbeMatch>" + payload)
+    parse_dhip(b"DHIP{" + payload)
