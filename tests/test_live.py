@@ -324,3 +324,36 @@ def test_dropped_counts_what_a_stalled_reader_lost(link):
     assert stats["read"] + stats["dropped"] == sent, stats
     # dumpcap's "received" is what reached it, drops not included.
     assert stats["received"] == stats["captured"] == stats["read"], stats
+
+
+def _counter(ns: str, ifname: str, name: str) -> int:
+    return int(run("ip", "netns", "exec", ns, "cat", f"/sys/class/net/{ifname}/statistics/{name}").strip())
+
+
+def test_camwatch_never_transmits_on_the_monitored_interface(link, start_camwatch, tmp_path):
+    """Passive means passive: during a whole run, with metrics served, the sensor side sends not one frame. Two
+    witnesses: the kernel's transmit counter on the sensor end, and a capture on the peer end, which must hold
+    exactly what tcpreplay sent there and nothing more. (libpcap's `inbound` filter matches nothing on veth, so the
+    capture takes everything and is compared with tcpreplay's count instead.)"""
+    peer_capture = tmp_path / "peer.pcap"
+    witness = subprocess.Popen(["ip", "netns", "exec", link.feed_ns, "dumpcap", "-i", link.feed_if, "-P", "-q",
+                                "-w", str(peer_capture)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not peer_capture.exists() or peer_capture.stat().st_size < 24:
+            assert witness.poll() is None and time.monotonic() < deadline, witness.stderr.read()
+            time.sleep(0.05)
+        time.sleep(0.5)   # dumpcap writes the file header before it has opened the interface
+        tx_before = _counter(link.sensor_ns, link.sensor_if, "tx_packets")
+        cw = start_camwatch(link, "--config", str(SITE_CONFIG), "--serve", "127.0.0.1:0")
+        cw.wait_capturing()
+        sent = tcpreplay(link, "--pps", "4000")
+        time.sleep(0.5)
+        assert cw.terminate() == 0, cw.stderr
+        assert packets_total(cw.metrics.read_text()) == sent  # it did see the traffic it was meant to see
+        assert _counter(link.sensor_ns, link.sensor_if, "tx_packets") == tx_before
+    finally:
+        witness.send_signal(signal.SIGTERM)
+        witness.wait(10)
+    assert capinfos(peer_capture)["packets"] == sent
