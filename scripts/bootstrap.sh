@@ -45,17 +45,20 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 python_ok || { say "camwatch needs Python 3.11 or newer as python3"; exit 1; }
 
-# The venv is rebuilt only when the dependency declaration changes.
+# Dependencies come from a pinned, hash-checked lock (requirements/*.txt, made by pip-compile --generate-hashes
+# from pyproject.toml); camwatch itself is then installed without touching the index. The venv is redone only
+# when the lock or the project changes.
+lock=requirements/sensor.txt
+[ "$want_test" = 1 ] && lock=requirements/test.txt
 stamp=.venv/.camwatch-installed
-extras=""
-[ "$want_test" = 1 ] && extras="[test]"
-wanted="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
+wanted="$(cat pyproject.toml "$lock" | sha256sum | cut -d' ' -f1) $lock"
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
-    say "installing camwatch$extras into .venv"
+    say "installing camwatch and $lock into .venv"
     [ -x .venv/bin/python ] || python3 -m venv .venv
     log=.venv/pip-install.log
-    if ! { .venv/bin/python -m pip install --disable-pip-version-check --upgrade pip &&
-           .venv/bin/python -m pip install --disable-pip-version-check -e ".$extras"; } >"$log" 2>&1; then
+    pip=(.venv/bin/python -m pip install --disable-pip-version-check)
+    if ! { "${pip[@]}" --require-hashes -r "$lock" &&
+           "${pip[@]}" --no-deps --no-build-isolation -e .; } >"$log" 2>&1; then
         tail -n 20 "$log" >&2
         say "pip install failed (full log: $log)"; exit 1
     fi
