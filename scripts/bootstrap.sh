@@ -28,6 +28,9 @@ if [ "$want_test" = 1 ]; then
 fi
 python_ok() { python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
 python_ok || missing+=(python3 python3-venv)
+# The pcap record walk is a small C extension; without a compiler camwatch still works, only slower.
+need gcc gcc
+python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null || missing+=(python3-dev)
 
 if [ ${#missing[@]} -gt 0 ]; then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

@@ -25,7 +25,14 @@ import numpy as np
 
 from sensor.errors import CamwatchError, CaptureError
 
-CHUNK_BYTES = 4 << 20
+try:
+    from sensor import _walk
+except ImportError:  # built without a C compiler: the Python walk gives the same results, slower
+    _walk = None
+# Tests switch this off to check the fast path against the fallback.
+USE_C_WALK = True
+
+CHUNK_BYTES = 8 << 20   # thousands of video frames per batch: numpy's per-call overhead amortised
 # Larger than any real link MTU with headroom for jumbo and loopback captures; a longer record is corruption.
 MAX_RECORD_BYTES = 1 << 20
 
@@ -40,7 +47,7 @@ PCAPNG_SHB = 0x0A0D0D0A
 
 @dataclass
 class Batch:
-    data: bytes
+    data: bytes | memoryview   # valid until the reader is asked for the next batch
     offsets: np.ndarray   # int64, start of each frame in `data`
     caplen: np.ndarray    # int64, bytes captured
     wirelen: np.ndarray   # int64, bytes on the wire
@@ -56,9 +63,9 @@ class Batch:
 
 
 class _Records:
-    """Accumulates record fields as Python lists, then hands them over as arrays."""
+    """Accumulates record fields as Python lists (or takes ready arrays from the C walk) for one batch."""
 
-    __slots__ = ("offsets", "caplen", "wirelen", "ts", "linktype")
+    __slots__ = ("offsets", "caplen", "wirelen", "ts", "linktype", "arrays")
 
     def __init__(self):
         self.offsets: list[int] = []
@@ -66,8 +73,14 @@ class _Records:
         self.wirelen: list[int] = []
         self.ts: list[float] = []
         self.linktype: list[int] = []
+        self.arrays: tuple | None = None
+
+    def __len__(self) -> int:
+        return len(self.arrays[0]) if self.arrays is not None else len(self.offsets)
 
     def batch(self, data: bytes) -> Batch:
+        if self.arrays is not None:
+            return Batch(data, *self.arrays)
         return Batch(
             data,
             np.array(self.offsets, dtype=np.int64),
@@ -85,8 +98,13 @@ class CaptureReader:
     the reader yields an empty batch so the caller can run wall-clock housekeeping.
     """
 
-    def __init__(self, read: Callable[[], bytes | None], name: str):
+    def __init__(self, read: Callable[[], bytes | None], name: str, readinto=None):
         self._read = read
+        # Files are read into one reused buffer: a batch's data is only valid until the next batch is requested,
+        # which the pipeline honours (it finishes a batch before asking for the next) and which saves copying
+        # every chunk onto the previous chunk's partial record.
+        self._readinto = readinto
+        self._arena = bytearray(CHUNK_BYTES) if readinto is not None else None
         self.name = name
         self.bytes_consumed = 0   # file offset of the first byte not yet parsed
         self._buf = b""
@@ -99,6 +117,8 @@ class CaptureReader:
         # pcapng state
         self._ng_endian = "<"
         self._last_ts = 0.0
+        self._pending: CaptureError | None = None
+        self._pcap_big_endian = False
         self._ng_ifaces: list[tuple[int, float, float, int]] = []  # linktype, ts scale, ts offset, snaplen
 
     # ---- stream plumbing -------------------------------------------------------------------------------
@@ -107,14 +127,30 @@ class CaptureReader:
         while len(self._buf) < need:
             if self._eof:
                 return False
-            chunk = self._read()
-            if chunk is None:
-                continue
-            if not chunk:
+            if self._more() is False:
                 self._eof = True
                 return False
-            self._buf += chunk
         return True
+
+    def _more(self, want: int = 0) -> bool | None:
+        """Append more input after the buffer's contents: True if some came, False at end of stream, None when a
+        live source had nothing within its tick."""
+        if self._readinto is None:
+            chunk = self._read()
+            if chunk is None:
+                return None
+            if not chunk:
+                return False
+            self._buf += chunk
+            return True
+        rest = bytes(self._buf)   # the incomplete record at the end of the last chunk: small
+        size = max(CHUNK_BYTES, 2 * (len(rest) + want))
+        if len(self._arena) < size or len(rest) == len(self._arena):
+            self._arena = bytearray(max(size, 2 * len(self._arena)))
+        self._arena[:len(rest)] = rest
+        got = self._readinto(memoryview(self._arena)[len(rest):])
+        self._buf = memoryview(self._arena)[:len(rest) + (got or 0)]
+        return bool(got)
 
     def _error(self, message: str, at: int = 0) -> CaptureError:
         return CaptureError(message, self.bytes_consumed + at, self.name)
@@ -124,13 +160,14 @@ class CaptureReader:
             if self._buf:
                 raise self._error("file too short to be a capture")
             raise self._error("empty file: not a pcap or pcapng capture")
-        magic = self._buf[:4]
+        magic = bytes(self._buf[:4])
         if magic in PCAP_MAGIC:
             endian, scale = PCAP_MAGIC[magic]
             if not self._fill(24):
                 raise self._error("truncated pcap file header")
             _, _, _, _, snaplen, network = struct.unpack(endian + "HHiIII", self._buf[4:24])
             self._pcap_hdr = struct.Struct(endian + "IIII")
+            self._pcap_big_endian = endian == ">"
             self._pcap_scale = scale
             # The upper bits of the link-type field carry FCS information, not the type.
             self._pcap_linktype = network & 0xFFFF
@@ -153,51 +190,73 @@ class CaptureReader:
         while True:
             records = _Records()
             used, need = self._parse(self._buf, records)
-            if records.offsets:
+            if len(records):
                 yield records.batch(self._buf)
             self._consume(used)
+            if self._pending is not None:
+                # Records before the corrupt one were handed over above; now the reader stops.
+                raise self._pending
             # The buffer now holds at most one incomplete record.
             if self._eof:
                 if self._buf:
                     raise self._error(f"truncated {self._kind}: the file ends {len(self._buf)} bytes into a "
                                       f"{need}-byte record")
                 return
-            chunk = self._read()
-            if chunk is None:
+            more = self._more(need)
+            if more is None:
                 yield _empty_batch()
-            elif not chunk:
+            elif not more:
                 self._eof = True
-            else:
-                self._buf += chunk
 
     _kind = "capture"
 
     # ---- classic pcap ----------------------------------------------------------------------------------
+    def _fail(self, message: str, pos: int) -> None:
+        self._pending = CaptureError(message, self.bytes_consumed + pos, self.name)
+
     def _parse_pcap(self, data: bytes, out: _Records) -> tuple[int, int]:
+        if _walk is not None and USE_C_WALK:
+            used, need, bad, bad_length, offsets, caplens, wirelens, stamps = _walk.walk(
+                data, self._pcap_big_endian, self._pcap_scale, MAX_RECORD_BYTES)
+            n = len(offsets) // 8
+            if n:
+                out.arrays = (np.frombuffer(offsets, np.int64), np.frombuffer(caplens, np.int64),
+                              np.frombuffer(wirelens, np.int64), np.frombuffer(stamps, np.float64),
+                              np.full(n, self._pcap_linktype, dtype=np.int32))
+        else:
+            used, need, bad, bad_length = self._walk_pcap_python(data, out)
+        if bad >= 0:
+            self._fail(f"absurd record length {bad_length} bytes (corrupt file?)", bad)
+        return used, need
+
+    def _walk_pcap_python(self, data: bytes, out: _Records) -> tuple[int, int, int, int]:
+        """The record walk in Python; sensor/_walk.c does the same, faster. Returns (used, need, offset of a
+        record with an absurd length or -1, that length)."""
         unpack = self._pcap_hdr.unpack_from
         scale = self._pcap_scale
         end = len(data)
         pos = 0
         offsets, caplens, wirelens, stamps = out.offsets, out.caplen, out.wirelen, out.ts
+        bad = bad_length = -1
+        need = 0
         while pos + 16 <= end:
             sec, frac, caplen, wirelen = unpack(data, pos)
             if caplen > MAX_RECORD_BYTES:
-                raise CaptureError(f"absurd record length {caplen} bytes (corrupt file?)",
-                                   self.bytes_consumed + pos, self.name)
+                bad, bad_length = pos, caplen
+                break
             if pos + 16 + caplen > end:
+                need = 16 + caplen
                 break
             offsets.append(pos + 16)
             caplens.append(caplen)
             wirelens.append(wirelen if wirelen >= caplen else caplen)
-            stamps.append(sec + frac * scale)
+            stamps.append(float(sec) + float(frac) * scale)
             pos += 16 + caplen
-        need = 0
-        if pos < end:
-            need = 16 + unpack(data, pos)[2] if pos + 16 <= end else 16
+        if bad < 0 and need == 0 and pos < end:
+            need = 16
         out.linktype.extend([self._pcap_linktype] * (len(offsets) - len(out.linktype)))
-        return pos, need
+        return pos, need, bad, bad_length
 
-    # ---- pcapng ----------------------------------------------------------------------------------------
     def _parse_pcapng(self, data: bytes, out: _Records) -> tuple[int, int]:
         end = len(data)
         pos = 0
@@ -210,12 +269,13 @@ class CaptureReader:
                 elif bom == b"\x1a\x2b\x3c\x4d":
                     self._ng_endian = ">"
                 else:
-                    raise CaptureError("pcapng section header with bad byte-order magic",
-                                       self.bytes_consumed + pos, self.name)
+                    self._fail("pcapng section header with bad byte-order magic", pos)
+                    break
             e = self._ng_endian
             blen = struct.unpack_from(e + "I", data, pos + 4)[0]
             if blen < 12 or blen % 4 or blen > MAX_RECORD_BYTES + 64:
-                raise CaptureError(f"absurd pcapng block length {blen}", self.bytes_consumed + pos, self.name)
+                self._fail(f"absurd pcapng block length {blen}", pos)
+                break
             if pos + blen > end:
                 break
             body = pos + 8
@@ -231,11 +291,11 @@ class CaptureReader:
                     iface, _drops, hi, lo, caplen, wirelen = struct.unpack_from(e + "HHIIII", data, body)
                     frame = body + 20
                 if iface >= len(self._ng_ifaces):
-                    raise CaptureError(f"packet for undeclared interface {iface}", self.bytes_consumed + pos,
-                                       self.name)
+                    self._fail(f"packet for undeclared interface {iface}", pos)
+                    break
                 if frame + caplen > pos + blen - 4:
-                    raise CaptureError(f"packet length {caplen} exceeds its block", self.bytes_consumed + pos,
-                                       self.name)
+                    self._fail(f"packet length {caplen} exceeds its block", pos)
+                    break
                 linktype, scale, offset, _snap = self._ng_ifaces[iface]
                 out.offsets.append(frame)
                 out.caplen.append(caplen)
@@ -245,7 +305,8 @@ class CaptureReader:
                 out.linktype.append(linktype)
             elif btype == 3:
                 if not self._ng_ifaces:
-                    raise CaptureError("simple packet before any interface", self.bytes_consumed + pos, self.name)
+                    self._fail("simple packet before any interface", pos)
+                    break
                 wirelen = struct.unpack_from(e + "I", data, body)[0]
                 linktype, _scale, _offset, snap = self._ng_ifaces[0]
                 caplen = min(wirelen, blen - 16, snap or wirelen)
@@ -257,7 +318,7 @@ class CaptureReader:
                 out.linktype.append(linktype)
             pos += blen
         need = 0
-        if pos < end:
+        if pos < end and self._pending is None:
             need = struct.unpack_from(self._ng_endian + "I", data, pos + 4)[0] if pos + 8 <= end else 12
         return pos, need
 
@@ -297,7 +358,7 @@ def open_file(path: str | Path) -> tuple[CaptureReader, int]:
     except OSError as exc:
         raise CamwatchError(f"{path}: cannot open: {exc.strerror}") from None
     size = os.fstat(fh.fileno()).st_size
-    return CaptureReader(lambda: fh.read(CHUNK_BYTES), str(path)), size
+    return CaptureReader(lambda: fh.read(CHUNK_BYTES), str(path), readinto=fh.readinto), size
 
 
 class LiveCapture:

@@ -13,7 +13,12 @@ import numpy as np
 
 from sensor.capture import Batch
 
-WINDOW = 128
+# Header bytes gathered per packet: enough for Ethernet + three VLAN tags (30) + IPv4 with every option (60) + the
+# TCP fields read (14), or IPv6 with a few extension headers; deeper headers are counted as header_too_deep.
+WINDOW = 104
+# Plus slack, so a field read at a clipped position (l3 or l4 pinned to WINDOW for absurd headers) stays inside the
+# matrix and reads zeros: the furthest read is an IPv6 address at l3 + 39.
+GATHERED = WINDOW + 48
 
 # libpcap link types
 LINKTYPE_NULL = 0
@@ -79,14 +84,14 @@ def _be16(h: np.ndarray, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:
 def decode(batch: Batch) -> Decoded:
     n = len(batch)
     data = np.frombuffer(batch.data, dtype=np.uint8) if batch.data else np.zeros(1, dtype=np.uint8)
-    cols = np.arange(WINDOW, dtype=np.int64)
-    idx = batch.offsets[:, None] + cols
-    np.minimum(idx, len(data) - 1, out=idx)
-    h = data[idx]
-    inside = cols < batch.caplen[:, None]
-    h *= inside
-    # Reads up to WINDOW+1 bytes past l3 below; a padding column keeps clipped positions harmless.
-    h = np.concatenate([h, np.zeros((n, 64), dtype=np.uint8)], axis=1)
+    cols = np.arange(GATHERED, dtype=np.int64)
+    h = np.take(data, batch.offsets[:, None] + cols, mode="clip")
+    # Bytes past a frame's capture (the next record's header) must read as zero; only short frames have any.
+    short = batch.caplen < GATHERED
+    if short.any():
+        h[short] *= cols < np.minimum(batch.caplen[short], WINDOW)[:, None]
+    if (batch.caplen > WINDOW).any():
+        h[:, WINDOW:] = 0
     caplen = batch.caplen
     rows = np.arange(n)
 
@@ -273,4 +278,4 @@ def payload(dec: Decoded, i: int, limit: int = 65535) -> bytes:
     b = dec.batch
     start = int(dec.payload_off[i])
     end = min(start + int(dec.payload_len[i]), int(b.offsets[i] + b.caplen[i]), start + limit)
-    return b.data[start:end] if end > start else b""
+    return bytes(b.data[start:end]) if end > start else b""

@@ -32,6 +32,7 @@ from sensor.model import WindowFeatures
 from sensor.state import KnownState
 
 MAX_EXTERNAL_DESTINATIONS = 1_000_000
+DECODE_SLICE = 16384
 ALERTS_PER_DEVICE = 20   # per detector and episode window; then one notice, then counting only
 DEVICE_SAVE_SECONDS = 30.0
 MAX_PEERS_PER_DEVICE = 4096
@@ -116,6 +117,12 @@ class Sensor:
 
     # ---- input -----------------------------------------------------------------------------------------
     def process(self, batch: Batch, pace: Callable[[float], None] | None = None) -> None:
+        # Decoding gathers a header matrix per packet: slices keep it bounded whatever the packet sizes.
+        for start in range(0, len(batch), DECODE_SLICE):
+            self._process(batch if len(batch) <= DECODE_SLICE else batch.select(slice(start, start + DECODE_SLICE)),
+                          pace)
+
+    def _process(self, batch: Batch, pace: Callable[[float], None] | None) -> None:
         n = len(batch)
         if n == 0:
             return

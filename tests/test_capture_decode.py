@@ -160,3 +160,47 @@ def test_zero_length_frame_is_a_truncation_and_spares_its_neighbours():
     dec = decode(batch)
     assert dec.error.tolist() == [1, 0]  # truncated, then a non-IP frame that decodes fine
     assert np.all(dec.network == 0)
+
+
+def _flows_of(path):
+    from sensor.config import Config
+    from sensor.pipeline import Sensor
+    ended = []
+    sensor = Sensor(Config())
+    sensor.flows.on_end = lambda flow, reason: ended.append((flow.as_dict(), reason))
+    reader, _ = open_file(path)
+    for batch in reader:
+        sensor.process(batch)
+    sensor.finish()
+    return sorted(ended, key=repr), sensor.packets, sensor.bytes
+
+
+@pytest.mark.parametrize("path", [p for p in FIXTURES if p.suffix == ".pcap"], ids=fixture_id)
+def test_c_walk_and_python_fallback_give_identical_records_and_flows(path, monkeypatch):
+    import sensor.capture as capture
+    if capture._walk is None:
+        pytest.skip("the C extension was not built on this machine")
+
+    def records():
+        out = []
+        for b in read_all(path):
+            out.append((b.offsets.tolist(), b.caplen.tolist(), b.wirelen.tolist(), b.ts.tolist(),
+                        b.linktype.tolist()))
+        return out
+
+    fast, fast_flows = records(), _flows_of(path)
+    monkeypatch.setattr(capture, "USE_C_WALK", False)
+    assert records() == fast
+    assert _flows_of(path) == fast_flows
+
+
+def test_c_walk_stops_at_an_absurd_record_after_handing_over_the_good_ones(monkeypatch):
+    import sensor.capture as capture
+    data = _pcap([FRAME] * 2) + struct.pack("<IIII", 1, 0, 0x7FFFFFFF, 0x7FFFFFFF)
+    for use_c in (True, False):
+        monkeypatch.setattr(capture, "USE_C_WALK", use_c)
+        got = []
+        with pytest.raises(CaptureError, match="absurd record length") as err:
+            for b in _reader(data, 4096):
+                got.append(len(b))
+        assert sum(got) == 2 and err.value.offset == 24 + 2 * (16 + 60)
