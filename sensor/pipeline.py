@@ -49,6 +49,24 @@ VIDEO_MIN_BYTES = 100_000
 VIDEO_MIN_RATIO = 20
 
 
+class _Heads:
+    """First payload bytes of the rows of one window that carry at least four."""
+
+    __slots__ = ("has", "rows", "bytes")
+
+    def __init__(self, has: np.ndarray, rows: np.ndarray, first_bytes: list[np.ndarray]):
+        self.has = has            # mask over the window's rows
+        self.rows = rows          # those rows
+        self.bytes = first_bytes  # eight arrays: byte k of each row's payload (0 past its capture)
+
+    def tcp(self, dec: Decoded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """TCP rows with six or more payload bytes: (rows, first four bytes as an integer, byte 5)."""
+        m = (dec.proto[self.rows] == PROTO_TCP) & (dec.payload_len[self.rows] >= 6)
+        b = self.bytes
+        head = (b[0][m] << 24) | (b[1][m] << 16) | (b[2][m] << 8) | b[3][m]
+        return self.rows[m], head, b[5][m]
+
+
 class _WindowCollector:
     """Feeds observations to a WindowFeatures without scoring: what `camwatch train` learns from."""
 
@@ -188,9 +206,11 @@ class Sensor:
         if len(rows) == 0:
             return
         self._learn_dns(dec, rows)
-        updates = self.flows.update(dec, rows, self._payload_tags(dec, rows))
-        self._name_flows(dec, rows)
-        self._identify(dec, rows)
+        heads = self._heads(dec, rows)
+        updates = self.flows.update(dec, rows, self._payload_tags(dec, rows, heads))
+        tcp, tcp_head, tcp_b5 = heads.tcp(dec)
+        self._name_flows(dec, tcp, tcp_head, tcp_b5)
+        self._identify(dec, rows, tcp, tcp_head)
         for upd in updates:
             self._enrich_and_detect(dec, upd)
         if self.anomaly is not None:
@@ -234,22 +254,19 @@ class Sensor:
         captured = pos < b.offsets[rows] + b.caplen[rows]
         return np.where(captured, data[np.minimum(pos, len(data) - 1)], 0).astype(np.int64)
 
-    def _tcp_heads(self, dec: Decoded, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """TCP rows with payload, and the first four payload bytes of each as a big-endian integer."""
-        tcp = rows[(dec.proto[rows] == PROTO_TCP) & (dec.payload_len[rows] >= 6)]
-        head = np.zeros(len(tcp), dtype=np.int64)
-        for k in range(4):
-            head = (head << 8) | self._payload_bytes(dec, tcp, k)
-        return tcp, head
+    def _heads(self, dec: Decoded, rows: np.ndarray) -> "_Heads":
+        """The first eight payload bytes of every row with at least four, gathered once per window for the
+        profile tags, TLS/HTTP naming, banners and UPnP."""
+        has = dec.payload_len[rows] >= 4
+        sel = rows[has]
+        return _Heads(has, sel, [self._payload_bytes(dec, sel, k) for k in range(8)])
 
-    def _payload_tags(self, dec: Decoded, rows: np.ndarray) -> np.ndarray:
+    def _payload_tags(self, dec: Decoded, rows: np.ndarray, heads: "_Heads") -> np.ndarray:
         """Per-row payload-profile bits (detect.TAG_*): media framing and vendor protocol signatures."""
         tags = np.zeros(len(rows), dtype=np.uint64)
-        has = dec.payload_len[rows] >= 4
-        if not has.any():
+        has, sel, b = heads.has, heads.rows, heads.bytes
+        if not len(sel):
             return tags
-        sel = rows[has]
-        b = [self._payload_bytes(dec, sel, k) for k in range(8)]
         plen = dec.payload_len[sel]
         udp = dec.proto[sel] == PROTO_UDP
         t = np.zeros(len(sel), dtype=np.uint64)
@@ -270,12 +287,11 @@ class Sensor:
         tags[has] = t
         return tags
 
-    def _name_flows(self, dec: Decoded, rows: np.ndarray) -> None:
+    def _name_flows(self, dec: Decoded, tcp: np.ndarray, head: np.ndarray, b5: np.ndarray) -> None:
         """TLS SNI and HTTP Host name the flow they travel in."""
-        tcp, head = self._tcp_heads(dec, rows)
         if len(tcp) == 0:
             return
-        tls = ((head >> 24) == 0x16) & (self._payload_bytes(dec, tcp, 5) == 0x01)
+        tls = ((head >> 24) == 0x16) & (b5 == 0x01)
         http = np.isin(head, _HTTP_PREFIXES)
         picked = tcp[tls | http]
         if len(picked) == 0:
@@ -289,11 +305,10 @@ class Sensor:
                 if flow is not None and flow.name is None:
                     flow.name = name
 
-    def _identify(self, dec: Decoded, rows: np.ndarray) -> None:
+    def _identify(self, dec: Decoded, rows: np.ndarray, tcp: np.ndarray, head: np.ndarray) -> None:
         """Discovery announcements and RTSP/HTTP/SSDP banners name a device's maker, model and firmware."""
         udp = rows[(dec.proto[rows] == PROTO_UDP) & (dec.payload_len[rows] > 0)
                    & (np.isin(dec.sport[rows], _IDENTITY_PORTS) | np.isin(dec.dport[rows], _IDENTITY_PORTS))]
-        tcp, head = self._tcp_heads(dec, rows)
         banners = tcp[np.isin(head, _BANNER_PREFIXES)]
         self._upnp(dec, udp[dec.dport[udp] == 1900], tcp[head == _POST])
         for row in np.concatenate((udp, banners)):
