@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Where camwatch's replay spends its time: the in-process pipeline under a profiler.
+
+    python bench/profile_replay.py [--packets 200000 | --capture PATH] [--profiler cprofile|pyinstrument]
+
+Three views, because each distorts differently:
+  clocks        (default) wall-clock timers around a dozen coarse functions, each called at most a few thousand
+                times in the run, so the timers cost nothing measurable; the run is also timed bare for comparison.
+  cprofile      every call counted: code making many tiny calls per packet (the pcap record walk calls
+                struct.unpack_from and list.append four times per record) looks far slower than it is.
+  pyinstrument  stack sampling; less skew than cProfile, but at this run length its own overhead is large too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import importlib.util
+import io
+import pstats
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--capture", type=Path)
+    ap.add_argument("--packets", type=int, default=200_000)
+    ap.add_argument("--profiler", choices=("clocks", "cprofile", "pyinstrument"), default="clocks")
+    ap.add_argument("--repeat", type=int, default=3, help="clocks: runs, best reported")
+    ap.add_argument("--top", type=int, default=20)
+    ap.add_argument("--out", type=Path, help="cProfile: also save the raw stats (for snakeviz, pstats)")
+    ap.add_argument("--camwatch-src", type=Path, default=REPO, metavar="DIR")
+    args = ap.parse_args(argv)
+
+    path = args.capture or Path("/tmp/camwatch-bench") / f"replay-{args.packets}.pcap"
+    if not path.is_file():
+        if args.capture:
+            ap.error(f"{path}: no such file")
+        spec = importlib.util.spec_from_file_location("make_capture", HERE / "make_capture.py")
+        make_capture = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(make_capture)
+        make_capture.write(path, args.packets)
+
+    sys.path.insert(0, str(args.camwatch_src))
+    from sensor.capture import open_file
+    from sensor.config import Config
+    from sensor.pipeline import Sensor
+
+    if args.profiler == "clocks":
+        return clocks(path, args.repeat)
+    sensor = Sensor(Config(), on_alert=None)
+
+    def replay() -> None:
+        reader, _ = open_file(path)
+        for batch in reader:
+            sensor.process(batch)
+        sensor.finish()
+
+    t = time.perf_counter()
+    if args.profiler == "cprofile":
+        prof = cProfile.Profile()
+        prof.runcall(replay)
+        wall = time.perf_counter() - t
+        if args.out:
+            prof.dump_stats(args.out)
+        for key, title in (("tottime", "own time"), ("cumulative", "cumulative time")):
+            buf = io.StringIO()
+            stats = pstats.Stats(prof, stream=buf).strip_dirs().sort_stats(key)
+            stats.print_stats(args.top)
+            print(f"==== by {title} ====")
+            # Skip pstats' preamble; keep the table.
+            print(buf.getvalue()[buf.getvalue().index("   ncalls"):])
+    else:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.0005)
+        profiler.start()
+        replay()
+        profiler.stop()
+        wall = time.perf_counter() - t
+        print(profiler.output_text(unicode=False, color=False, show_all=False))
+    print(f"{sensor.packets:,} packets, {sensor.flows.created:,} flows in {wall:.2f} s under {args.profiler} "
+          f"({sensor.packets / wall:,.0f} packets/s with the profiler's overhead)")
+    return 0
+
+
+class _Clocks:
+    """Accumulated wall time per wrapped function, and how many calls it took."""
+
+    def __init__(self):
+        self.spent: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def wrap(self, name: str, fn):
+        spent, calls, clock = self.spent, self.calls, time.perf_counter
+        spent[name] = 0.0
+        calls[name] = 0
+
+        def timed(*a, **kw):
+            t = clock()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[name] += clock() - t
+                calls[name] += 1
+        return timed
+
+
+class _NumpyProxy:
+    """Stands in for `np` inside one module so that only that module's np.unique calls are clocked."""
+
+    def __init__(self, np, unique):
+        self._np, self.unique = np, unique
+
+    def __getattr__(self, name):
+        return getattr(self._np, name)
+
+
+def clocks(path: Path, repeat: int) -> int:
+    import numpy as np
+    import sensor.flows as flows_mod
+    import sensor.pipeline as pipeline_mod
+    from sensor.capture import CaptureReader, _Records, open_file
+    from sensor.config import Config
+    from sensor.flows import FlowTable
+    from sensor.pipeline import Sensor
+
+    def run() -> tuple[float, int, float]:
+        sensor = Sensor(Config(), on_alert=None)
+        t = time.perf_counter()
+        reader, _ = open_file(path)
+        read_s = 0.0
+        it = iter(reader)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(it, None)
+            read_s += time.perf_counter() - t0
+            if batch is None:
+                break
+            sensor.process(batch)
+        sensor.finish()
+        return time.perf_counter() - t, sensor.packets, read_s
+
+    bare = min(run()[0] for _ in range(repeat))
+
+    # (owner, attribute, label); wrapped in place for the clocked runs, restored afterwards.
+    targets = [
+        (CaptureReader, "_parse_pcap", "capture: CaptureReader._parse_pcap (per-record loop)"),
+        (_Records, "batch", "capture: _Records.batch (lists -> arrays)"),
+        (pipeline_mod, "decode", "decode.decode"),
+        (FlowTable, "update", "flows: FlowTable.update"),
+        (flows_mod, "flow_keys", "flows:   flow_keys"),
+        (FlowTable, "expire", "flows: FlowTable.expire"),
+        (Sensor, "_learn_dns", "pipeline: _learn_dns"),
+        (Sensor, "_name_flows", "pipeline: _name_flows"),
+        (Sensor, "_enrich_and_detect", "pipeline: _enrich_and_detect"),
+    ]
+    saved = [(owner, attr, owner.__dict__[attr]) for owner, attr, _ in targets]
+    best: tuple[float, dict, dict, float, int] | None = None
+    try:
+        for _ in range(repeat):
+            c = _Clocks()
+            for owner, attr, label in targets:
+                setattr(owner, attr, c.wrap(label, owner.__dict__[attr]))
+            flows_mod.np = _NumpyProxy(np, c.wrap("flows:   np.unique", np.unique))
+            total, packets, read_s = run()
+            for owner, attr, fn in saved:
+                setattr(owner, attr, fn)
+            flows_mod.np = np
+            if best is None or total < best[0]:
+                best = (total, dict(c.spent), dict(c.calls), read_s, packets)
+    finally:
+        for owner, attr, fn in saved:
+            setattr(owner, attr, fn)
+        flows_mod.np = np
+
+    total, spent, calls, read_s, packets = best
+    parse = spent["capture: CaptureReader._parse_pcap (per-record loop)"]
+    to_arrays = spent["capture: _Records.batch (lists -> arrays)"]
+    rows = [("capture: whole reader iteration", read_s, None),
+            ("capture: CaptureReader._parse_pcap (per-record loop)", parse, calls[
+                "capture: CaptureReader._parse_pcap (per-record loop)"]),
+            ("capture: _Records.batch (lists -> arrays)", to_arrays, calls["capture: _Records.batch (lists -> arrays)"]),
+            ("capture: file read + buffer copies (rest)", read_s - parse - to_arrays, None)]
+    rows += [(label, spent[label], calls[label]) for _, _, label in targets[2:]]
+    rows.insert(rows.index(("flows:   flow_keys", spent["flows:   flow_keys"], calls["flows:   flow_keys"])) + 1,
+                ("flows:   np.unique", spent["flows:   np.unique"], calls["flows:   np.unique"]))
+    accounted = read_s + spent["decode.decode"] + spent["flows: FlowTable.update"] + spent[
+        "flows: FlowTable.expire"] + spent["pipeline: _learn_dns"] + spent["pipeline: _name_flows"] + spent[
+        "pipeline: _enrich_and_detect"]
+    rows.append(("other (windowing, counters, finish)", total - accounted, None))
+    print(f"{packets:,} packets; best of {repeat}: {total:.3f} s with clocks, {bare:.3f} s bare "
+          f"({packets / bare:,.0f} packets/s)")
+    print()
+    print("| stage / function | seconds | share | calls |")
+    print("|---|--:|--:|--:|")
+    for label, sec, n in rows:
+        print(f"| {label} | {sec:.3f} | {100 * sec / total:.0f}% | {'' if n is None else f'{n:,}'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
