@@ -112,7 +112,20 @@ def tls_client_hello(server_name: str) -> bytes:
     return b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs
 
 
-class PcapWriter:
+class _Writer:
+    fh = None
+
+    def close(self) -> None:
+        self.fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class PcapWriter(_Writer):
     def __init__(self, path, linktype: int = LINKTYPE_ETHERNET, nanoseconds: bool = False,
                  big_endian: bool = False, snaplen: int = 65535):
         self.e = ">" if big_endian else "<"
@@ -130,17 +143,8 @@ class PcapWriter:
         self.fh.write(struct.pack(self.e + "IIII", sec, frac, len(data), wirelen or len(frame)) + data)
         self.count += 1
 
-    def close(self) -> None:
-        self.fh.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-class PcapNgWriter:
+class PcapNgWriter(_Writer):
     """pcapng with one interface per (linktype, tsresol) pair given at construction."""
 
     def __init__(self, path, interfaces: list[tuple[int, int]]):
@@ -168,15 +172,6 @@ class PcapNgWriter:
     def comment(self) -> None:
         """A name-resolution block: readers must skip block types they do not use."""
         self._block(4, struct.pack("<HH", 0, 0))
-
-    def close(self) -> None:
-        self.fh.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def sll(frame_l3: bytes, ethertype: int, src_mac: bytes, packet_type: int = 0) -> bytes:

@@ -269,8 +269,14 @@ def start_prometheus(workdir: Path, config: dict, request) -> str:
     port = free_port()
     cfg = workdir / "prometheus.yml"
     cfg.write_text(yaml.safe_dump(config, sort_keys=False))
-    proc = Proc("prometheus", [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-                               f"--web.listen-address=127.0.0.1:{port}"], workdir)
+    return _start_until_ready("prometheus", [PROMETHEUS, f"--config.file={cfg}",
+                                             f"--storage.tsdb.path={workdir / 'tsdb'}",
+                                             f"--web.listen-address=127.0.0.1:{port}"], port, workdir, request)
+
+
+def _start_until_ready(name: str, cmd: list[str], port: int, workdir: Path, request) -> str:
+    """Start a Prometheus-family server and wait for its /-/ready; returns its base URL."""
+    proc = Proc(name, cmd, workdir)
     request.addfinalizer(proc.stop)
     base = f"http://127.0.0.1:{port}"
 
@@ -280,7 +286,7 @@ def start_prometheus(workdir: Path, config: dict, request) -> str:
             return http_get(f"{base}/-/ready", timeout=1)[0] == 200
         except OSError:
             return False
-    wait_until(ready, 30, "prometheus to be ready")
+    wait_until(ready, 30, f"{name} to be ready")
     return base
 
 
@@ -288,16 +294,6 @@ def start_alertmanager(workdir: Path, config: dict, request) -> str:
     port = free_port()
     cfg = workdir / "alertmanager.yml"
     cfg.write_text(yaml.safe_dump(config, sort_keys=False))
-    proc = Proc("alertmanager", [ALERTMANAGER, f"--config.file={cfg}", f"--storage.path={workdir / 'am'}",
-                                 f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="], workdir)
-    request.addfinalizer(proc.stop)
-    base = f"http://127.0.0.1:{port}"
-
-    def ready():
-        proc.check_alive()
-        try:
-            return http_get(f"{base}/-/ready", timeout=1)[0] == 200
-        except OSError:
-            return False
-    wait_until(ready, 30, "alertmanager to be ready")
-    return base
+    return _start_until_ready("alertmanager", [ALERTMANAGER, f"--config.file={cfg}", f"--storage.path={workdir / 'am'}",
+                                               f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                              port, workdir, request)

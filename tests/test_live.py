@@ -357,3 +357,29 @@ def test_camwatch_never_transmits_on_the_monitored_interface(link, start_camwatc
         witness.send_signal(signal.SIGTERM)
         witness.wait(10)
     assert capinfos(peer_capture)["packets"] == sent
+
+
+def test_first_packet_reaches_the_detectors_within_a_second(link, start_camwatch, tmp_path):
+    """Live latency: a camera's first packet to the Internet becomes an alert line less than 1 s after the kernel
+    captured it (the alert's ts is that capture time)."""
+    from packets import PcapWriter, ethernet, ipv4, mac, tcp
+    one = tmp_path / "one.pcap"
+    seg = tcp("10.20.0.14", "203.0.113.77", 40123, 443, 1, 0, "S")
+    with PcapWriter(one) as w:
+        w.write(1_700_000_000.0, ethernet(mac("00:1e:bd:00:00:01"), mac("18:68:cb:00:00:14"), 0x0800,
+                                          ipv4("10.20.0.14", "203.0.113.77", 6, seg)))
+    cw = start_camwatch(link, "--config", str(SITE_CONFIG))
+    cw.wait_capturing()
+    time.sleep(0.5)
+    assert tcpreplay(link, pcap=one) == 1
+    deadline = time.monotonic() + 5
+    text = ""
+    while time.monotonic() < deadline and not text.strip():
+        text = cw.alerts.read_text() if cw.alerts.exists() else ""
+        time.sleep(0.01)
+    seen_at = time.time()
+    assert text.strip(), "no alert within 5 s"
+    alert = alerts_of(text)[0]
+    assert alert["destination"]["ip"] == "203.0.113.77"
+    assert 0 <= seen_at - alert["ts"] < 1.0, seen_at - alert["ts"]
+    assert cw.terminate() == 0
