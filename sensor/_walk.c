@@ -1,7 +1,8 @@
 /*
- * The classic-pcap record walk, the one inherently sequential step of replay (each record's length says where
- * the next one starts). Same results as CaptureReader._walk_pcap_python, bit for bit; that function stays the
- * fallback when this extension cannot be built.
+ * The two per-packet loops of replay, compiled: the classic-pcap record walk (inherently sequential: each record's
+ * length says where the next one starts) and the header decode. Both give the same results, bit for bit, as the
+ * Python/numpy code they shadow (CaptureReader._walk_pcap_python, decode.decode_numpy), which stays the fallback
+ * when this extension cannot be built.
  *
  * walk(buffer, big_endian, scale, max_record) ->
  *     (used, need, bad_offset, bad_length, offsets, caplens, wirelens, stamps)
@@ -82,8 +83,188 @@ static PyObject *walk(PyObject *self, PyObject *args)
     return Py_BuildValue("(nLnLNNNN)", pos, need, bad_offset, bad_length, offsets, caplens, wirelens, stamps);
 }
 
+
+/*
+ * decode(buffer, offsets, caplens, linktypes, window) -> 13 bytes objects, one per field of decode.Decoded:
+ * network u8, error u8, vlan u16, src_mac i64, src 16*n, dst 16*n, proto u8, sport i64, dport i64, tcp_flags u8,
+ * payload_off i64 (absolute), payload_len i64, fragment u8. The same rules, in the same order, as the numpy
+ * decode in decode.py, which stays the reference (tests compare the two on every fixture and under fuzzing).
+ */
+typedef struct {
+    const unsigned char *p;
+    long long limit;  /* bytes readable: min(caplen, window); reads past it are zero, as in the numpy matrix */
+} frame_t;
+
+static inline long long B(const frame_t *f, long long pos) { return (pos >= 0 && pos < f->limit) ? f->p[pos] : 0; }
+static inline long long BE16(const frame_t *f, long long pos) { return (B(f, pos) << 8) | B(f, pos + 1); }
+
+enum { NET_OTHER = 0, NET_IPV4 = 1, NET_IPV6 = 2, NET_ARP = 3 };
+enum { ERR_NONE = 0, ERR_TRUNCATED = 1, ERR_BAD_IP = 2, ERR_BAD_TCP = 3, ERR_LINKTYPE = 4, ERR_TOO_DEEP = 5 };
+
+static PyObject *decode(PyObject *self, PyObject *args)
+{
+    Py_buffer data, offs, caps, lts;
+    long long window;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*L", &data, &offs, &caps, &lts, &window))
+        return NULL;
+    Py_ssize_t n = offs.len / 8;
+    const int64_t *offset = (const int64_t *)offs.buf;
+    const int64_t *caplen = (const int64_t *)caps.buf;
+    const int32_t *linktype = (const int32_t *)lts.buf;
+    const unsigned char *buf = (const unsigned char *)data.buf;
+
+    PyObject *out[13];
+    Py_ssize_t sizes[13] = {n, n, 2 * n, 8 * n, 16 * n, 16 * n, n, 8 * n, 8 * n, n, 8 * n, 8 * n, n};
+    for (int i = 0; i < 13; i++) {
+        out[i] = PyBytes_FromStringAndSize(NULL, sizes[i]);
+        if (!out[i]) {
+            for (int j = 0; j < i; j++) Py_DECREF(out[j]);
+            PyBuffer_Release(&data); PyBuffer_Release(&offs); PyBuffer_Release(&caps); PyBuffer_Release(&lts);
+            return NULL;
+        }
+        memset(PyBytes_AS_STRING(out[i]), 0, sizes[i]);
+    }
+    uint8_t *network = (uint8_t *)PyBytes_AS_STRING(out[0]);
+    uint8_t *error = (uint8_t *)PyBytes_AS_STRING(out[1]);
+    uint16_t *vlan_out = (uint16_t *)PyBytes_AS_STRING(out[2]);
+    int64_t *src_mac = (int64_t *)PyBytes_AS_STRING(out[3]);
+    uint8_t *src = (uint8_t *)PyBytes_AS_STRING(out[4]);
+    uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(out[5]);
+    uint8_t *proto_out = (uint8_t *)PyBytes_AS_STRING(out[6]);
+    int64_t *sport = (int64_t *)PyBytes_AS_STRING(out[7]);
+    int64_t *dport = (int64_t *)PyBytes_AS_STRING(out[8]);
+    uint8_t *tcp_flags = (uint8_t *)PyBytes_AS_STRING(out[9]);
+    int64_t *payload_off = (int64_t *)PyBytes_AS_STRING(out[10]);
+    int64_t *payload_len = (int64_t *)PyBytes_AS_STRING(out[11]);
+    uint8_t *fragment = (uint8_t *)PyBytes_AS_STRING(out[12]);
+
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        frame_t f = {buf + offset[i], caplen[i] < window ? caplen[i] : window};
+        long long cap = caplen[i];
+        int lt = linktype[i];
+        int known = 1, err = ERR_NONE;
+        long long et = 0, l3 = 0, mac = 0;
+        if (lt == 1) {
+            et = BE16(&f, 12); l3 = 14;
+            for (int k = 6; k < 12; k++) mac = (mac << 8) | B(&f, k);
+            if (cap < 14) err = ERR_TRUNCATED;
+        } else if (lt == 113) {
+            et = BE16(&f, 14); l3 = 16;
+            if (BE16(&f, 4) == 6) for (int k = 6; k < 12; k++) mac = (mac << 8) | B(&f, k);
+            if (cap < 16) err = ERR_TRUNCATED;
+        } else if (lt == 276) {
+            et = BE16(&f, 0); l3 = 20;
+            if (B(&f, 11) == 6) for (int k = 12; k < 18; k++) mac = (mac << 8) | B(&f, k);
+            if (cap < 20) err = ERR_TRUNCATED;
+        } else if (lt == 101 || lt == 12 || lt == 14 || lt == 228 || lt == 229) {
+            long long version = B(&f, 0) >> 4;
+            et = version == 4 ? 0x0800 : version == 6 ? 0x86DD : 0;
+        } else if (lt == 0 || lt == 108) {
+            long long family = lt == 0 ? (B(&f, 0) | B(&f, 3)) : B(&f, 3);
+            if (family == 0) family = B(&f, 0);
+            et = family == 2 ? 0x0800 : (family == 10 || family == 24 || family == 28 || family == 30) ? 0x86DD : 0;
+            l3 = 4;
+        } else {
+            known = 0;
+            err = ERR_LINKTYPE;
+        }
+        long long vlan = 0;
+        for (int k = 0; k < 3 && known && (et == 0x8100 || et == 0x88A8 || et == 0x9100); k++) {
+            vlan = BE16(&f, l3) & 0x0FFF;
+            et = BE16(&f, l3 + 2);
+            l3 += 4;
+            if (cap < l3) err = ERR_TRUNCATED;
+        }
+        if (l3 > window) l3 = window;
+        int net = !known ? NET_OTHER : et == 0x0800 ? NET_IPV4 : et == 0x86DD ? NET_IPV6 : et == 0x0806 ? NET_ARP
+                                                                                           : NET_OTHER;
+        long long proto = 0, l4 = 0, l4_len = 0;
+        int frag = 0;
+        uint8_t *s16 = src + 16 * i, *d16 = dst + 16 * i;
+        if (net == NET_IPV4 && err == ERR_NONE) {
+            long long p = l3, ihl = (B(&f, p) & 0x0F) * 4;
+            int bad = (B(&f, p) >> 4) != 4 || ihl < 20;
+            long long total = BE16(&f, p + 2);
+            bad |= total < ihl;
+            int shrt = cap < p + (ihl > 20 ? ihl : 20);
+            long long frag_off = BE16(&f, p + 6) & 0x1FFF;
+            proto = B(&f, p + 9);
+            s16[10] = s16[11] = d16[10] = d16[11] = 0xFF;
+            for (int k = 0; k < 4; k++) { s16[12 + k] = (uint8_t)B(&f, p + 12 + k); d16[12 + k] = (uint8_t)B(&f, p + 16 + k); }
+            l4 = p + ihl;
+            l4_len = total - ihl > 0 ? total - ihl : 0;
+            frag = frag_off > 0;
+            if (shrt) err = ERR_TRUNCATED; else if (bad) err = ERR_BAD_IP;
+        } else if (net == NET_IPV6 && err == ERR_NONE) {
+            long long p = l3;
+            int bad = (B(&f, p) >> 4) != 6;
+            int shrt = cap < p + 40;
+            long long nxt = B(&f, p + 6), plen = BE16(&f, p + 4);
+            for (int k = 0; k < 16; k++) { s16[k] = (uint8_t)B(&f, p + 8 + k); d16[k] = (uint8_t)B(&f, p + 24 + k); }
+            long long pos = p + 40, ext_len = 0;
+            int frag6 = 0;
+            for (int k = 0; k < 4; k++) {
+                int hop = nxt == 0 || nxt == 43 || nxt == 60, fr = nxt == 44, ah = nxt == 51;
+                long long hp = pos < window ? pos : window, step = 0;
+                if (hop) step = (B(&f, hp + 1) + 1) * 8;
+                if (fr) { step = 8; if (BE16(&f, hp + 2) & 0xFFF8) frag6 = 1; }
+                if (ah) step = (B(&f, hp + 1) + 2) * 4;
+                if (!(hop || fr || ah)) break;
+                nxt = B(&f, hp);
+                pos += step;
+                ext_len += step;
+            }
+            int deep = nxt == 0 || nxt == 43 || nxt == 44 || nxt == 51 || nxt == 60 || pos + 20 > window;
+            proto = nxt;
+            l4 = pos;
+            l4_len = plen - ext_len > 0 ? plen - ext_len : 0;
+            frag = frag6;
+            if (shrt) err = ERR_TRUNCATED; else if (bad) err = ERR_BAD_IP; else if (deep && !frag6) err = ERR_TOO_DEEP;
+        }
+        long long poff = l4, plen_out = l4_len, sp = 0, dp = 0, flags = 0;
+        if (l4 > window) l4 = window;
+        int ip_ok = (net == NET_IPV4 || net == NET_IPV6) && err == ERR_NONE && !frag;
+        if (ip_ok && proto == 6) {
+            long long p = l4, doff = (B(&f, p + 12) >> 4) * 4;
+            int shrt = cap < p + 20, bad = doff < 20 || doff > l4_len;
+            sp = BE16(&f, p); dp = BE16(&f, p + 2); flags = B(&f, p + 13);
+            poff = p + doff;
+            plen_out = l4_len - doff > 0 ? l4_len - doff : 0;
+            if (shrt) err = ERR_TRUNCATED; else if (bad) err = ERR_BAD_TCP;
+        } else if (ip_ok && (proto == 17 || proto == 132)) {
+            long long p = l4, hdr = proto == 17 ? 8 : 12;
+            sp = BE16(&f, p); dp = BE16(&f, p + 2);
+            poff = p + hdr;
+            plen_out = l4_len - hdr > 0 ? l4_len - hdr : 0;
+            if (cap < p + 8) err = ERR_TRUNCATED;
+        } else if (ip_ok && (proto == 1 || proto == 58)) {
+            long long p = l4;
+            sp = B(&f, p); dp = B(&f, p + 1);
+            poff = p + 8;
+            plen_out = l4_len - 8 > 0 ? l4_len - 8 : 0;
+        }
+        network[i] = (uint8_t)net;
+        error[i] = (uint8_t)err;
+        vlan_out[i] = (uint16_t)vlan;
+        src_mac[i] = mac;
+        proto_out[i] = (uint8_t)proto;
+        sport[i] = sp;
+        dport[i] = dp;
+        tcp_flags[i] = (uint8_t)flags;
+        payload_off[i] = poff + offset[i];
+        payload_len[i] = plen_out;
+        fragment[i] = (uint8_t)frag;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data); PyBuffer_Release(&offs); PyBuffer_Release(&caps); PyBuffer_Release(&lts);
+    return Py_BuildValue("(NNNNNNNNNNNNN)", out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8],
+                         out[9], out[10], out[11], out[12]);
+}
+
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, "Walk classic-pcap records in a buffer."},
+    {"decode", decode, METH_VARARGS, "Decode link, network and transport headers of a batch."},
     {NULL, NULL, 0, NULL},
 };
 

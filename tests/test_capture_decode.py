@@ -204,3 +204,18 @@ def test_c_walk_stops_at_an_absurd_record_after_handing_over_the_good_ones(monke
             for b in _reader(data, 4096):
                 got.append(len(b))
         assert sum(got) == 2 and err.value.offset == 24 + 2 * (16 + 60)
+
+
+def _decoded_fields(dec):
+    return [np.asarray(getattr(dec, f)).tolist() for f in ("network", "error", "vlan", "src_mac", "src", "dst",
+                                                          "proto", "sport", "dport", "tcp_flags", "payload_off",
+                                                          "payload_len", "fragment")]
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=fixture_id)
+def test_compiled_decode_equals_the_numpy_reference(path):
+    import sensor.decode as d
+    if d._compiled is None:
+        pytest.skip("the C extension was not built on this machine")
+    for b in read_all(path):
+        assert _decoded_fields(d.decode(b)) == _decoded_fields(d.decode_numpy(b))

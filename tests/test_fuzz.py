@@ -110,3 +110,19 @@ def test_application_parsers_never_crash(payload):
     parse_ws_discovery(b"<ProbeMatch>" + payload)
     parse_sadp(b"<ProbeMatch>" + payload)
     parse_dhip(b"DHIP{" + payload)
+
+
+@FUZZ
+@given(frames=st.lists(st.one_of(ethernet_ip_frames(), frame), min_size=1, max_size=30), linktype=LINKTYPES)
+def test_compiled_decode_equals_numpy_on_hostile_frames(frames, linktype):
+    import sensor.decode as d
+    if d._compiled is None:
+        return
+    head = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)
+    data = head + b"".join(struct.pack("<IIII", 1000 + i, 0, len(f), len(f)) + f for i, f in enumerate(frames))
+    for b in reader(data, 4096):
+        if len(b):
+            fast, ref = d.decode(b), d.decode_numpy(b)
+            for field in ("network", "error", "vlan", "src_mac", "src", "dst", "proto", "sport", "dport",
+                          "tcp_flags", "payload_off", "payload_len", "fragment"):
+                assert (getattr(fast, field) == getattr(ref, field)).all(), field
