@@ -41,6 +41,7 @@ SCOPES = (SCOPE_CAMERA, SCOPE_ALLOWED, SCOPE_CORE, SCOPE_PRIVATE, SCOPE_MULTICAS
 _PRIVATE = tuple(ipaddress.ip_network(n) for n in DEFAULT_CAMERA_NETWORKS)
 _LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
 
 # Grace after a DNS record's TTL: cameras keep long-lived connections to addresses resolved long ago.
 NAME_GRACE_SECONDS = 3600.0
@@ -184,6 +185,16 @@ class Classifier:
         self._camera = config.effective_camera_networks
         self._core = config.core_networks
         self.address_scope = lru_cache(maxsize=1 << 16)(self._address_scope)
+        # The same rules for IPv4 as integer ranges, checked in _address_scope's order: a flow's raw address can
+        # be classified without building an ipaddress object (floods bring millions of addresses seen once).
+        v4 = [(ipaddress.ip_network("224.0.0.0/4"), SCOPE_MULTICAST), (ipaddress.ip_network("255.255.255.255/32"),
+              SCOPE_MULTICAST), (ipaddress.ip_network("127.0.0.0/8"), SCOPE_OTHER),
+              (ipaddress.ip_network("0.0.0.0/32"), SCOPE_OTHER), (_LINK_LOCAL[0], SCOPE_LINK_LOCAL)]
+        v4 += [(n, SCOPE_CAMERA) for n in self._camera if n.version == 4]
+        v4 += [(n, SCOPE_CORE) for n in self._core if n.version == 4]
+        v4 += [(n, SCOPE_PRIVATE) for n in _PRIVATE if n.version == 4]
+        self._v4_ranges = [(int(n.network_address), int(n.broadcast_address), scope) for n, scope in v4]
+        self._raw_cache: dict[bytes, str] = {}
 
     def _address_scope(self, ip: IPAddress) -> str:
         if ip.is_multicast or ip == _BROADCAST:
@@ -202,6 +213,20 @@ class Classifier:
 
     def is_camera_side(self, ip: IPAddress) -> bool:
         return self.address_scope(ip) == SCOPE_CAMERA
+
+    def scope_of_raw(self, raw: bytes) -> str:
+        """address_scope of a 16-byte address (IPv4 as IPv4-mapped), from integer ranges for IPv4."""
+        scope = self._raw_cache.get(raw)
+        if scope is None:
+            if raw[:12] == _V4_MAPPED:
+                value = int.from_bytes(raw[12:], "big")
+                scope = next((sc for lo, hi, sc in self._v4_ranges if lo <= value <= hi), SCOPE_PUBLIC)
+            else:
+                scope = self.address_scope(ipaddress.IPv6Address(raw))
+            if len(self._raw_cache) >= 1 << 16:
+                self._raw_cache.clear()  # floods: bounded, and the hot addresses come straight back
+            self._raw_cache[raw] = scope
+        return scope
 
     def name_allowed(self, name: str) -> bool:
         """Whether some allow rule names this DNS name (whatever its port), so looking it up is expected."""

@@ -37,18 +37,15 @@ def proto_name(proto: int) -> str:
 
 
 class Flow:
-    __slots__ = ("key", "vlan", "proto", "orig_ip", "resp_ip", "orig_port", "resp_port", "first", "last",
+    __slots__ = ("key", "vlan", "proto", "orig_port", "resp_port", "first", "last",
                  "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "orig_payload", "resp_payload",
                  "orig_flags", "resp_flags", "orig_mac", "resp_mac", "name", "closed", "context", "orig_is_a",
                  "orig_tags", "resp_tags")
 
-    def __init__(self, key: bytes, vlan: int, proto: int, orig_ip: IPAddress, resp_ip: IPAddress,
-                 orig_port: int, resp_port: int, first: float):
+    def __init__(self, key: bytes, vlan: int, proto: int, orig_port: int, resp_port: int, first: float):
         self.key = key
         self.vlan = vlan
         self.proto = proto
-        self.orig_ip = orig_ip
-        self.resp_ip = resp_ip
         self.orig_port = orig_port
         self.resp_port = resp_port
         self.first = first
@@ -63,6 +60,24 @@ class Flow:
         self.context: object = None   # per-flow state owned by the enrich/detect stages
         self.orig_is_a = True         # whether the originator is the canonical key's A side
         self.orig_tags = self.resp_tags = 0  # payload-profile bits (pipeline.TAG_*) seen from each side
+
+    # Addresses live in the canonical key (A at 3:19, B at 21:37); ipaddress objects are made only when asked for,
+    # so a flood of flows nobody looks at never pays for them.
+    @property
+    def orig_raw(self) -> bytes:
+        return self.key[3:19] if self.orig_is_a else self.key[21:37]
+
+    @property
+    def resp_raw(self) -> bytes:
+        return self.key[21:37] if self.orig_is_a else self.key[3:19]
+
+    @property
+    def orig_ip(self) -> IPAddress:
+        return ip_from16(self.orig_raw)
+
+    @property
+    def resp_ip(self) -> IPAddress:
+        return ip_from16(self.resp_raw)
 
     @property
     def proto_name(self) -> str:
@@ -282,12 +297,11 @@ class FlowTable:
             swap = sport < 1024 <= dport
         elif proto in (PROTO_ICMP, PROTO_ICMPV6):
             swap = sport in ICMP_REPLY_TYPES
-        src, dst = ip_from16(dec.src[row].tobytes()), ip_from16(dec.dst[row].tobytes())
         if proto in (PROTO_ICMP, PROTO_ICMPV6) or dec.fragment[row]:
             sport = dport = 0
         if swap:
-            src, dst, sport, dport = dst, src, dport, sport
-        flow = Flow(key, int(dec.vlan[row]), proto, src, dst, sport, dport, float(dec.batch.ts[row]))
+            sport, dport = dport, sport
+        flow = Flow(key, int(dec.vlan[row]), proto, sport, dport, float(dec.batch.ts[row]))
         flow.orig_is_a = src_is_a != swap
         self.created += 1
         return flow

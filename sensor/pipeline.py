@@ -25,8 +25,8 @@ from sensor.detect import (MAX_EPISODES, TAG_PPPP, TAG_PPPP_DRW, TAG_RTP, TAG_SI
                            VideoEgressDetector)
 from sensor.dissect import (HTTP_METHODS, IDENTITY_PORTS, parse_banner, parse_dns, parse_http_host,
                             parse_tls_sni)
-from sensor.enrich import (SCOPE_CORE, SCOPE_PUBLIC, Classifier, CoveredMakers, Inventory, ManufDatabase,
-                           NameCache)
+from sensor.enrich import (SCOPE_CAMERA, SCOPE_CORE, SCOPE_PUBLIC, Classifier, CoveredMakers, Inventory,
+                           ManufDatabase, NameCache)
 from sensor.flows import FlowTable, FlowUpdate, flow_keys, ip_from16
 from sensor.model import WindowFeatures
 from sensor.state import KnownState
@@ -362,17 +362,18 @@ class Sensor:
         proto = flow.proto_name
         port = flow.resp_port or None
         classify = self.classifier
+        scopes = (classify.scope_of_raw(flow.orig_raw), classify.scope_of_raw(flow.resp_raw))
         for is_orig in (True, False):
-            local, peer = (flow.orig_ip, flow.resp_ip) if is_orig else (flow.resp_ip, flow.orig_ip)
+            local_scope, peer_scope = scopes if is_orig else scopes[::-1]
             sent_pkts = upd.orig_pkts if is_orig else upd.resp_pkts
-            if not classify.is_camera_side(local):
-                if sent_pkts and classify.address_scope(local) == SCOPE_PUBLIC:
+            if local_scope != SCOPE_CAMERA:
+                if sent_pkts and local_scope == SCOPE_PUBLIC:
                     self._note_router_mac(flow.orig_mac if is_orig else flow.resp_mac)
                 continue
-            peer_scope = classify.address_scope(peer)
             inbound_from_core = not is_orig and peer_scope == SCOPE_CORE and upd.orig_pkts
             if not sent_pkts and not inbound_from_core:
                 continue
+            local, peer = (flow.orig_ip, flow.resp_ip) if is_orig else (flow.resp_ip, flow.orig_ip)
             sent_bytes = upd.orig_bytes if is_orig else upd.resp_bytes
             dev = self.inventory.touch(local, flow.orig_mac if is_orig else flow.resp_mac, flow.last)
             self.known.device_first_seen(dev.ip, ts)

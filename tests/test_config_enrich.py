@@ -93,3 +93,22 @@ def test_name_cache_honours_ttl_and_bound():
         cache.learn(DnsMessage(True, 0, f"n{k}.example", 1, [(f"n{k}.example", 1, 60, f"192.0.2.{10 + k}")]), 1000.0)
     assert len(cache) == 2 and cache.evicted == 4
     assert cache.lookup(ip("192.0.2.14"), 1000.0) == "n4.example"
+
+
+def test_raw_address_scopes_equal_the_ipaddress_rules():
+    """scope_of_raw (integer ranges, for floods) must classify exactly as address_scope does."""
+    import random
+    config = parse_config({"networks": {"camera": ["10.20.0.0/24", "fd20::/64"], "core": ["10.1.0.0/16", "172.20.0.0/14"]}})
+    c = Classifier(config)
+    rng = random.Random(3)
+    special = ["10.20.0.0", "10.20.0.255", "10.20.1.0", "10.1.255.255", "10.2.0.0", "172.19.255.255", "172.20.0.0",
+               "172.23.255.255", "172.24.0.0", "192.168.0.1", "100.64.0.1", "100.128.0.1", "169.254.1.1",
+               "224.0.0.251", "239.255.255.250", "255.255.255.255", "127.0.0.1", "0.0.0.0", "8.8.8.8",
+               "203.0.113.9", "fd20::1", "fd21::1", "fe80::1", "ff02::c", "2001:db8::1", "::1"]
+    addresses = [ipaddress.ip_address(a) for a in special]
+    addresses += [ipaddress.IPv4Address(rng.getrandbits(32)) for _ in range(20_000)]
+    addresses += [ipaddress.IPv4Address(int(ipaddress.IPv4Address("10.0.0.0")) + rng.getrandbits(24))
+                  for _ in range(5_000)]
+    for a in addresses:
+        raw = (b"\x00" * 10 + b"\xff\xff" + a.packed) if a.version == 4 else a.packed
+        assert c.scope_of_raw(raw) == c.address_scope(a), a
