@@ -261,6 +261,7 @@ class Indicators:
         self.services = services
         self.prefixes = prefixes  # index i is tag bit TAG_SIGNATURE_BASE + i
         self.version = version
+        self._by_name: dict[str, Service | None] = {}
 
     @classmethod
     def load(cls, path: Path = INDICATORS_FILE) -> "Indicators":
@@ -294,11 +295,17 @@ class Indicators:
         return cls(services, prefixes, version)
 
     def by_name(self, name: str | None) -> Service | None:
-        if name:
-            for svc in self.services:
-                if svc.matches_name(name):
-                    return svc
-        return None
+        if not name:
+            return None
+        try:
+            return self._by_name[name]
+        except KeyError:
+            pass
+        found = next((svc for svc in self.services if svc.matches_name(name)), None)
+        if len(self._by_name) >= 1 << 14:
+            self._by_name.clear()  # bounded: a DNS flood of unique names must not grow it
+        self._by_name[name] = found
+        return found
 
     def match(self, obs: Observation) -> tuple[Service, str] | None:
         """The service a device's traffic belongs to, and the evidence."""

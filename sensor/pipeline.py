@@ -41,6 +41,8 @@ _HTTP_PREFIXES = np.array([int.from_bytes(m, "big") for m in HTTP_METHODS], dtyp
 _BANNER_PREFIXES = np.array([int.from_bytes(m, "big") for m in (b"RTSP", b"HTTP")], dtype=np.int64)
 _IDENTITY_PORTS = np.array(sorted(IDENTITY_PORTS), dtype=np.int64)
 RTSP_PORTS = (554, 8554)
+_BANNER_KEYS = frozenset({"server"})
+_DISCOVERY_KEYS = frozenset({"protocol", "model"})
 _POST = int.from_bytes(b"POST", "big")
 _IGD_TARGETS = re.compile(rb"(?i)ST:\s*urn:schemas-upnp-org:(device:InternetGatewayDevice|service:WAN(IP|PPP)Connection)")
 _PORT_MAPPING = re.compile(rb"<NewExternalPort>\s*(\d{1,5})\s*<")
@@ -313,11 +315,18 @@ class Sensor:
         self._upnp(dec, udp[dec.dport[udp] == 1900], tcp[head == _POST])
         for row in np.concatenate((udp, banners)):
             row = int(row)
-            sender = ip_from16(dec.src[row].tobytes())
-            if not self.classifier.is_camera_side(sender):
+            raw = dec.src[row].tobytes()
+            if self.classifier.scope_of_raw(raw) != SCOPE_CAMERA:
+                continue
+            sender = ip_from16(raw)
+            known = self.inventory.devices.get(str(sender))
+            is_udp = dec.proto[row] == PROTO_UDP
+            # A camera repeats its banners and announcements all day: once its identity holds what this kind of
+            # packet can tell, parsing it again changes nothing.
+            if known is not None and (_DISCOVERY_KEYS if is_udp else _BANNER_KEYS) <= known.identity.keys():
                 continue
             body = payload(dec, row, limit=16384)
-            if dec.proto[row] == PROTO_UDP:
+            if is_udp:
                 sport, dport = int(dec.sport[row]), int(dec.dport[row])
                 parser = IDENTITY_PORTS.get(dport if dport in IDENTITY_PORTS else sport)
                 fields = parser(body) if parser else {}
