@@ -26,6 +26,7 @@ from sensor.errors import CamwatchError, CaptureError, ConfigError
 from sensor.export import (DEFAULT_METRICS_ADDRESS, AlertLog, MetricsServer, build_registry, hash_password,
                            parse_listen, write_metrics_file)
 from sensor.evaluate import evaluate, format_report, load_labels
+from sensor.inspect import inspect as inspect_device
 from sensor.model import WINDOW_SECONDS, AnomalyModel, WindowFeatures, training_summary
 from sensor.pipeline import Sensor
 
@@ -81,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--contamination", type=float, default=0.002, metavar="FRACTION",
                     help="share of training windows allowed above the threshold (default 0.002: the threshold "
                          "sits at the edge of what the baseline ever did)")
+
+    xp = sub.add_parser("inspect", help="Wireshark's dissection of one device's control-plane packets (pyshark)")
+    xp.add_argument("pcaps", nargs="+", metavar="PCAP")
+    xp.add_argument("--device", required=True, metavar="IP", help="the camera-side device to look at")
+    xp.add_argument("--json", action="store_true", help="JSON instead of lines")
 
     hp = sub.add_parser("hash-password", help="hash a password for [metrics] basic_auth (reads it from stdin)")
     hp.set_defaults(command="hash-password")
@@ -337,6 +343,23 @@ def _fmt(address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def cmd_inspect(args) -> int:
+    for path in args.pcaps:
+        if not Path(path).is_file():
+            raise CamwatchError(f"{path}: no such file")
+    rows, seen, written, failures = inspect_device(args.pcaps, args.device)
+    if args.json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+    else:
+        for r in rows:
+            sys.stdout.write(f"{r['time']}  {r['src']} -> {r['dst']}  {r['protocol']:<8} {r['detail'] or ''}\n")
+    sys.stderr.write(f"camwatch: {written:,} of {seen:,} packets were {args.device}'s control plane; "
+                     f"Wireshark dissected {len(rows):,} of interest\n")
+    for message in failures:
+        sys.stderr.write(f"camwatch: error: {message}\n")
+    return EXIT_CAPTURE if failures else EXIT_OK
+
+
 def cmd_inventory(args) -> int:
     if bool(args.pcaps) == bool(args.url):
         raise CamwatchError("inventory: give capture files or --url of a running sensor (one of them)")
@@ -456,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "inventory":
             return cmd_inventory(args)
+        if args.command == "inspect":
+            return cmd_inspect(args)
         if args.command == "eval":
             return cmd_eval(args)
         if args.command == "train":
