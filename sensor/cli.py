@@ -333,11 +333,6 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
-def _last_line(text: str) -> str:
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else "no message"
-
-
 def _fmt(address) -> str:
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
