@@ -1,8 +1,8 @@
 /*
- * The two per-packet loops of replay, compiled: the classic-pcap record walk (inherently sequential: each record's
- * length says where the next one starts) and the header decode. Both give the same results, bit for bit, as the
- * Python/numpy code they shadow (CaptureReader._walk_pcap_python, decode.decode_numpy), which stays the fallback
- * when this extension cannot be built.
+ * The per-packet loops of replay, compiled: the classic-pcap record walk (inherently sequential: each record's
+ * length says where the next one starts), the header decode and the grouping of a batch by flow. Each gives the
+ * same results, bit for bit, as the Python/numpy code it shadows (CaptureReader._walk_pcap_python,
+ * decode.decode_numpy, flows.group_numpy), which stays the fallback when this extension cannot be built.
  *
  * walk(buffer, big_endian, scale, max_record) ->
  *     (used, need, bad_offset, bad_length, offsets, caplens, wirelens, stamps)
@@ -14,6 +14,8 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdlib.h>
+#include <math.h>
 
 static inline uint32_t load32(const unsigned char *p, int big_endian)
 {
@@ -85,9 +87,9 @@ static PyObject *walk(PyObject *self, PyObject *args)
 
 
 /*
- * decode(buffer, offsets, caplens, linktypes, window) -> 13 bytes objects, one per field of decode.Decoded:
+ * decode(buffer, offsets, caplens, linktypes, window) -> 14 bytes objects, one per field of decode.Decoded:
  * network u8, error u8, vlan u16, src_mac i64, src 16*n, dst 16*n, proto u8, sport i64, dport i64, tcp_flags u8,
- * payload_off i64 (absolute), payload_len i64, fragment u8. The same rules, in the same order, as the numpy
+ * payload_off i64 (absolute), payload_len i64, fragment u8, head u64. The same rules, in the same order, as the numpy
  * decode in decode.py, which stays the reference (tests compare the two on every fixture and under fuzzing).
  */
 typedef struct {
@@ -113,9 +115,9 @@ static PyObject *decode(PyObject *self, PyObject *args)
     const int32_t *linktype = (const int32_t *)lts.buf;
     const unsigned char *buf = (const unsigned char *)data.buf;
 
-    PyObject *out[13];
-    Py_ssize_t sizes[13] = {n, n, 2 * n, 8 * n, 16 * n, 16 * n, n, 8 * n, 8 * n, n, 8 * n, 8 * n, n};
-    for (int i = 0; i < 13; i++) {
+    PyObject *out[14];
+    Py_ssize_t sizes[14] = {n, n, 2 * n, 8 * n, 16 * n, 16 * n, n, 8 * n, 8 * n, n, 8 * n, 8 * n, n, 8 * n};
+    for (int i = 0; i < 14; i++) {
         out[i] = PyBytes_FromStringAndSize(NULL, sizes[i]);
         if (!out[i]) {
             for (int j = 0; j < i; j++) Py_DECREF(out[j]);
@@ -137,6 +139,7 @@ static PyObject *decode(PyObject *self, PyObject *args)
     int64_t *payload_off = (int64_t *)PyBytes_AS_STRING(out[10]);
     int64_t *payload_len = (int64_t *)PyBytes_AS_STRING(out[11]);
     uint8_t *fragment = (uint8_t *)PyBytes_AS_STRING(out[12]);
+    uint64_t *head = (uint64_t *)PyBytes_AS_STRING(out[13]);
 
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -255,16 +258,157 @@ static PyObject *decode(PyObject *self, PyObject *args)
         payload_off[i] = poff + offset[i];
         payload_len[i] = plen_out;
         fragment[i] = (uint8_t)frag;
+        uint64_t hd = 0;
+        for (long long k = poff; k < poff + 8; k++)
+            hd = (hd << 8) | (k < cap ? buf[offset[i] + k] : 0);
+        head[i] = hd;
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&data); PyBuffer_Release(&offs); PyBuffer_Release(&caps); PyBuffer_Release(&lts);
-    return Py_BuildValue("(NNNNNNNNNNNNN)", out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8],
-                         out[9], out[10], out[11], out[12]);
+    return Py_BuildValue("(NNNNNNNNNNNNNN)", out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8],
+                         out[9], out[10], out[11], out[12], out[13]);
+}
+
+
+/*
+ * group(vlan, proto, fragment, src, dst, sport, dport, tcp_flags, payload_len, src_mac, wirelen, ts, tags, rows)
+ *     -> (keys, first, first_dir, pkts, bytes, payload, last, flags, side_tags, macs)
+ * The flow stage's per-batch work: the canonical 40-byte key of each row in `rows` (int64 indices into the decoded
+ * arrays), grouped by key with a hash table, and per group and direction (0: A->B, 1: B->A) the packet, byte and
+ * payload sums, OR of TCP flags and of `tags` (uint64 per entry of `rows`, or empty), the last source MAC and the
+ * latest timestamp. Groups come out in the order of their first packet, with its position in `rows` and its
+ * direction: exactly what flows.group_numpy, the reference, computes with numpy.
+ */
+#define KEY_BYTES 40
+
+static inline uint64_t key_hash(const uint8_t *key)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ULL, w;
+    for (int k = 0; k < KEY_BYTES; k += 8) {
+        memcpy(&w, key + k, 8);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+        h ^= h >> 32;
+    }
+    return h;
+}
+
+static PyObject *group(PyObject *self, PyObject *args)
+{
+    enum { VLAN, PROTO, FRAG, SRC, DST, SPORT, DPORT, FLAGS, PLEN, MAC, WIRE, TS, TAGS, ROWS, NBUF };
+    Py_buffer in[NBUF];
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y*y*y*y*y*", &in[0], &in[1], &in[2], &in[3], &in[4], &in[5],
+                          &in[6], &in[7], &in[8], &in[9], &in[10], &in[11], &in[12], &in[13]))
+        return NULL;
+    const uint16_t *vlan = in[VLAN].buf;
+    const uint8_t *proto = in[PROTO].buf, *frag = in[FRAG].buf, *src = in[SRC].buf, *dst = in[DST].buf;
+    const int64_t *sport = in[SPORT].buf, *dport = in[DPORT].buf, *plen = in[PLEN].buf, *mac = in[MAC].buf;
+    const int64_t *wire = in[WIRE].buf, *rows = in[ROWS].buf;
+    const uint8_t *tcp_flags = in[FLAGS].buf;
+    const double *ts = in[TS].buf;
+    const uint64_t *tags = in[TAGS].len ? in[TAGS].buf : NULL;
+    Py_ssize_t m = in[ROWS].len / 8, cap = 16;
+    while (cap < 2 * m) cap <<= 1;
+
+    int32_t *slot = malloc(cap * sizeof(int32_t));
+    uint8_t *keys = malloc((m ? m : 1) * KEY_BYTES);
+    int64_t *first = malloc((m ? m : 1) * 8);
+    uint8_t *first_dir = malloc(m ? m : 1);
+    int64_t *pkts = calloc(2 * m + 1, 8), *nbytes = calloc(2 * m + 1, 8), *payload = calloc(2 * m + 1, 8);
+    int64_t *macs = calloc(2 * m + 1, 8);
+    uint64_t *side_tags = calloc(2 * m + 1, 8);
+    uint8_t *flags = calloc(2 * m + 1, 1);
+    double *last = malloc((m ? m : 1) * sizeof(double));
+    PyObject *out[10] = {NULL};
+    Py_ssize_t u = 0;
+    if (!slot || !keys || !first || !first_dir || !pkts || !nbytes || !payload || !macs || !side_tags || !flags ||
+        !last) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memset(slot, 0xFF, cap * sizeof(int32_t));
+
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < m; i++) {
+        int64_t r = rows[i];
+        uint8_t key[KEY_BYTES], a[18], b[18];
+        int portless = proto[r] == 1 || proto[r] == 58 || frag[r];
+        int64_t sp = portless ? 0 : sport[r], dp = portless ? 0 : dport[r];
+        memcpy(a, src + 16 * r, 16);
+        memcpy(b, dst + 16 * r, 16);
+        a[16] = (uint8_t)(sp >> 8); a[17] = (uint8_t)sp;
+        b[16] = (uint8_t)(dp >> 8); b[17] = (uint8_t)dp;
+        int a_is_src = memcmp(a, b, 18) <= 0;
+        key[0] = (uint8_t)(vlan[r] >> 8); key[1] = (uint8_t)vlan[r]; key[2] = proto[r];
+        memcpy(key + 3, a_is_src ? a : b, 18);
+        memcpy(key + 21, a_is_src ? b : a, 18);
+        key[39] = 0;
+        Py_ssize_t h = (Py_ssize_t)(key_hash(key) & (uint64_t)(cap - 1)), g;
+        for (;;) {
+            g = slot[h];
+            if (g < 0 || memcmp(keys + g * KEY_BYTES, key, KEY_BYTES) == 0)
+                break;
+            h = (h + 1) & (cap - 1);
+        }
+        int d = !a_is_src;
+        if (g < 0) {
+            g = u++;
+            slot[h] = (int32_t)g;
+            memcpy(keys + g * KEY_BYTES, key, KEY_BYTES);
+            first[g] = i;
+            first_dir[g] = (uint8_t)d;
+            last[g] = -INFINITY;
+        }
+        Py_ssize_t s = 2 * g + d;
+        pkts[s] += 1;
+        nbytes[s] += wire[r];
+        payload[s] += plen[r];
+        flags[s] |= tcp_flags[r];
+        if (tags) side_tags[s] |= tags[i];
+        macs[s] = mac[r];
+        if (ts[r] > last[g]) last[g] = ts[r];
+    }
+    Py_END_ALLOW_THREADS
+
+    Py_ssize_t sizes[10] = {u * KEY_BYTES, u * 8, u, 16 * u, 16 * u, 16 * u, u * 8, 2 * u, 16 * u, 16 * u};
+    for (int k = 0; k < 10; k++) {
+        out[k] = PyBytes_FromStringAndSize(NULL, sizes[k]);
+        if (!out[k]) goto done;
+    }
+    {
+        uint8_t *o_keys = (uint8_t *)PyBytes_AS_STRING(out[0]), *o_dir = (uint8_t *)PyBytes_AS_STRING(out[2]);
+        int64_t *o_first = (int64_t *)PyBytes_AS_STRING(out[1]), *o_pkts = (int64_t *)PyBytes_AS_STRING(out[3]);
+        int64_t *o_bytes = (int64_t *)PyBytes_AS_STRING(out[4]), *o_payload = (int64_t *)PyBytes_AS_STRING(out[5]);
+        double *o_last = (double *)PyBytes_AS_STRING(out[6]);
+        uint8_t *o_flags = (uint8_t *)PyBytes_AS_STRING(out[7]);
+        uint64_t *o_tags = (uint64_t *)PyBytes_AS_STRING(out[8]);
+        int64_t *o_macs = (int64_t *)PyBytes_AS_STRING(out[9]);
+        memcpy(o_keys, keys, u * KEY_BYTES);
+        memcpy(o_first, first, u * 8);
+        memcpy(o_dir, first_dir, u);
+        memcpy(o_last, last, u * 8);
+        memcpy(o_pkts, pkts, 16 * u);
+        memcpy(o_bytes, nbytes, 16 * u);
+        memcpy(o_payload, payload, 16 * u);
+        memcpy(o_flags, flags, 2 * u);
+        memcpy(o_tags, side_tags, 16 * u);
+        memcpy(o_macs, macs, 16 * u);
+    }
+done:
+    free(slot); free(keys); free(first); free(first_dir); free(pkts); free(nbytes); free(payload); free(macs);
+    free(side_tags); free(flags); free(last);
+    for (int k = 0; k < NBUF; k++) PyBuffer_Release(&in[k]);
+    if (PyErr_Occurred()) {
+        for (int k = 0; k < 10; k++) Py_XDECREF(out[k]);
+        return NULL;
+    }
+    return Py_BuildValue("(NNNNNNNNNN)", out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8],
+                         out[9]);
 }
 
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, "Walk classic-pcap records in a buffer."},
     {"decode", decode, METH_VARARGS, "Decode link, network and transport headers of a batch."},
+    {"group", group, METH_VARARGS, "Group a batch's packets by flow key and sum them per direction."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -71,6 +71,8 @@ class Decoded:
     payload_off: np.ndarray  # int64 offset of the transport payload in batch.data
     payload_len: np.ndarray  # int64 transport payload length claimed by the headers
     fragment: np.ndarray    # bool, a non-first IP fragment (no transport header)
+    head: np.ndarray        # uint64, the first eight payload bytes big-endian, zero past the capture: enough to
+                            # recognise RTP, TLS, HTTP, banners and vendor signatures without touching the payload
 
     @property
     def is_ip(self) -> np.ndarray:
@@ -94,7 +96,7 @@ def decode(batch: Batch) -> Decoded:
         return decode_numpy(batch)
     n = len(batch)
     (network, error, vlan, src_mac, src, dst, proto, sport, dport, tcp_flags, payload_off, payload_len,
-     fragment) = _compiled.decode(batch.data if len(batch.data) else b"\0", batch.offsets.astype(np.int64).tobytes(),
+     fragment, head) = _compiled.decode(batch.data if len(batch.data) else b"\0", batch.offsets.astype(np.int64).tobytes(),
                                   batch.caplen.astype(np.int64).tobytes(), batch.linktype.astype(np.int32).tobytes(),
                                   WINDOW)
     return Decoded(batch, np.frombuffer(network, np.uint8), np.frombuffer(error, np.uint8),
@@ -102,7 +104,8 @@ def decode(batch: Batch) -> Decoded:
                    np.frombuffer(src, np.uint8).reshape(n, 16), np.frombuffer(dst, np.uint8).reshape(n, 16),
                    np.frombuffer(proto, np.uint8), np.frombuffer(sport, np.int64), np.frombuffer(dport, np.int64),
                    np.frombuffer(tcp_flags, np.uint8), np.frombuffer(payload_off, np.int64),
-                   np.frombuffer(payload_len, np.int64), np.frombuffer(fragment, np.uint8).astype(bool))
+                   np.frombuffer(payload_len, np.int64), np.frombuffer(fragment, np.uint8).astype(bool),
+                   np.frombuffer(head, np.uint64))
 
 
 def decode_numpy(batch: Batch) -> Decoded:
@@ -294,8 +297,15 @@ def decode_numpy(batch: Batch) -> Decoded:
     # Fragments keep the IP addresses for flow accounting but have no transport fields.
     payload_off += batch.offsets
 
+    head = np.zeros(n, dtype=np.uint64)
+    end = batch.offsets + caplen
+    for k in range(8):
+        pos = payload_off + k
+        byte = np.where(pos < end, data[np.minimum(pos, len(data) - 1)], 0)
+        head = (head << np.uint64(8)) | byte.astype(np.uint64)
+
     return Decoded(batch, network, error, vlan.astype(np.uint16), src_mac, src, dst, proto.astype(np.uint8),
-                   sport, dport, tcp_flags, payload_off, payload_len, fragment)
+                   sport, dport, tcp_flags, payload_off, payload_len, fragment, head)
 
 
 def payload(dec: Decoded, i: int, limit: int = 65535) -> bytes:

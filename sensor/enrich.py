@@ -261,7 +261,7 @@ class NameCache:
             self._names.popitem(last=False)
             self.evicted += 1
 
-    def lookup(self, ip: IPAddress, now: float) -> str | None:
+    def lookup(self, ip: IPAddress | str, now: float) -> str | None:
         entry = self._names.get(str(ip))
         if entry is None or entry[1] < now:
             return None
@@ -342,7 +342,7 @@ class Inventory:
         self.evicted = 0
         self.dirty: set[str] = set()   # changed since the last save to the state store
 
-    def touch(self, ip: IPAddress, mac: int, ts: float) -> Device:
+    def touch(self, ip: IPAddress | str, mac: int, ts: float) -> Device:
         key = str(ip)
         dev = self.devices.pop(key, None)
         if dev is None:

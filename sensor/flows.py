@@ -1,7 +1,7 @@
 """Flows stage: bidirectional flows keyed by VLAN, protocol, address pair and port pair.
 
-A batch is grouped by canonical key with numpy (one np.unique per batch), so the Python work per batch is one
-step per distinct flow, not per packet. Expiry runs on whatever clock the caller passes: packet time in replay,
+A batch is grouped by canonical key in one pass (compiled, or numpy's np.unique as the reference), so the Python
+work per batch is one step per distinct flow, not per packet. Expiry runs on whatever clock the caller passes: packet time in replay,
 wall-clock time live.
 """
 
@@ -11,7 +11,7 @@ import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -30,6 +30,12 @@ def ip_from16(raw: bytes) -> IPAddress:
     if raw[:12] == b"\x00" * 10 + b"\xff\xff":
         return ipaddress.IPv4Address(raw[12:])
     return ipaddress.IPv6Address(raw)
+
+
+@lru_cache(maxsize=1 << 16)
+def ip_text(raw: bytes) -> str:
+    """The printed form of a 16-byte address: the hot destinations are formatted once, not once per window."""
+    return str(ip_from16(raw))
 
 
 def proto_name(proto: int) -> str:
@@ -80,6 +86,14 @@ class Flow:
         return ip_from16(self.resp_raw)
 
     @property
+    def orig_text(self) -> str:
+        return ip_text(self.orig_raw)
+
+    @property
+    def resp_text(self) -> str:
+        return ip_text(self.resp_raw)
+
+    @property
     def proto_name(self) -> str:
         return proto_name(self.proto)
 
@@ -122,11 +136,11 @@ class Flow:
 
 @dataclass(slots=True)
 class FlowUpdate:
-    """What one batch added to one flow; `index` is the batch row of the flow's first packet in this batch."""
+    """What some packets added to one flow; `ts` is the time of the first of them."""
 
     flow: Flow
     new: bool
-    index: int
+    ts: float
     orig_pkts: int
     resp_pkts: int
     orig_bytes: int
@@ -157,6 +171,79 @@ def flow_keys(dec: Decoded, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keys[:, 3:21] = np.where(a_is_src[:, None], src, dst)
     keys[:, 21:39] = np.where(a_is_src[:, None], dst, src)
     return keys, a_is_src
+
+
+class Groups(NamedTuple):
+    """One batch's packets summed per flow key, groups in the order of their first packet. Per-direction columns: 0 is A->B (the key's
+    first address sends), 1 is B->A."""
+
+    keys: np.ndarray       # (u, 40) uint8
+    first: np.ndarray      # int64, position in `rows` of each group's first packet
+    first_dir: np.ndarray  # uint8, that packet's direction
+    pkts: np.ndarray       # (u, 2) int64
+    bytes: np.ndarray      # (u, 2) int64, on the wire
+    payload: np.ndarray    # (u, 2) int64, transport payload
+    last: np.ndarray       # float64, latest packet time
+    flags: np.ndarray      # (u, 2) uint8, OR of TCP flags
+    tags: np.ndarray       # (u, 2) uint64, OR of payload-profile tags
+    macs: np.ndarray       # (u, 2) int64, source MAC of the direction's last packet
+
+
+def group_numpy(dec: Decoded, rows: np.ndarray, tags: np.ndarray | None) -> Groups:
+    """The reference grouping, in numpy; `group` gives the same arrays from the compiled helper."""
+    keys, a_is_src = flow_keys(dec, rows)
+    kv = np.ascontiguousarray(keys).view(np.dtype((np.void, 40))).ravel()
+    uniq, first_idx, inv = np.unique(kv, return_index=True, return_inverse=True)
+    # np.unique sorts by key; groups are wanted in the order their first packets came
+    order = np.argsort(first_idx, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    uniq, first_idx, inv = uniq[order], first_idx[order], rank[inv]
+    u = len(uniq)
+    direction = (~a_is_src).astype(np.int64)
+    g2 = inv * 2 + direction
+    b = dec.batch
+    pkts = np.bincount(g2, minlength=2 * u).reshape(u, 2).astype(np.int64)
+    nbytes = np.bincount(g2, weights=b.wirelen[rows], minlength=2 * u).reshape(u, 2).astype(np.int64)
+    payload = np.bincount(g2, weights=dec.payload_len[rows], minlength=2 * u).reshape(u, 2).astype(np.int64)
+    last = np.full(u, -np.inf)
+    np.maximum.at(last, inv, b.ts[rows])
+    flags = np.zeros(2 * u, dtype=np.uint8)
+    np.bitwise_or.at(flags, g2, dec.tcp_flags[rows])
+    side_tags = np.zeros(2 * u, dtype=np.uint64)
+    if tags is not None:
+        np.bitwise_or.at(side_tags, g2, tags)
+    macs = np.zeros(2 * u, dtype=np.int64)
+    macs[g2] = dec.src_mac[rows]   # repeated indices: the last packet's value stays
+    return Groups(uniq.view(np.uint8).reshape(u, 40), first_idx.astype(np.int64),
+                  direction[first_idx].astype(np.uint8), pkts, nbytes, payload, last, flags.reshape(u, 2),
+                  side_tags.reshape(u, 2), macs.reshape(u, 2))
+
+
+try:
+    from sensor import _walk as _compiled
+except ImportError:  # built without a C compiler: group_numpy gives the same groups
+    _compiled = None
+# Tests switch this off to hold the compiled grouping to the numpy reference.
+USE_C_GROUP = True
+
+
+def group(dec: Decoded, rows: np.ndarray, tags: np.ndarray | None) -> Groups:
+    if _compiled is None or not USE_C_GROUP:
+        return group_numpy(dec, rows, tags)
+    b = dec.batch
+    c = np.ascontiguousarray
+    (keys, first, first_dir, pkts, nbytes, payload, last, flags, side_tags, macs) = _compiled.group(
+        c(dec.vlan, np.uint16), c(dec.proto, np.uint8), c(dec.fragment, np.uint8), c(dec.src, np.uint8),
+        c(dec.dst, np.uint8), c(dec.sport, np.int64), c(dec.dport, np.int64), c(dec.tcp_flags, np.uint8),
+        c(dec.payload_len, np.int64), c(dec.src_mac, np.int64), c(b.wirelen, np.int64), c(b.ts, np.float64),
+        b"" if tags is None else c(tags, np.uint64), c(rows, np.int64))
+    u = len(first) // 8
+    return Groups(np.frombuffer(keys, np.uint8).reshape(u, 40), np.frombuffer(first, np.int64),
+                  np.frombuffer(first_dir, np.uint8), np.frombuffer(pkts, np.int64).reshape(u, 2),
+                  np.frombuffer(nbytes, np.int64).reshape(u, 2), np.frombuffer(payload, np.int64).reshape(u, 2),
+                  np.frombuffer(last, np.float64), np.frombuffer(flags, np.uint8).reshape(u, 2),
+                  np.frombuffer(side_tags, np.uint64).reshape(u, 2), np.frombuffer(macs, np.int64).reshape(u, 2))
 
 
 class FlowTable:
@@ -213,73 +300,54 @@ class FlowTable:
         `tags` (uint64 per row, optional) are payload-profile bits OR-ed into the sending side of each flow."""
         if len(rows) == 0:
             return []
-        keys, a_is_src = flow_keys(dec, rows)
-        kv = np.ascontiguousarray(keys).view(np.dtype((np.void, 40))).ravel()
-        uniq, first_idx, inv = np.unique(kv, return_index=True, return_inverse=True)
-        u = len(uniq)
-        direction = (~a_is_src).astype(np.int64)  # 0: A->B, 1: B->A
-        g2 = inv * 2 + direction
-        b = dec.batch
-        wirelen = b.wirelen[rows]
-        pkts = np.bincount(g2, minlength=2 * u).reshape(u, 2)
-        nbytes = np.bincount(g2, weights=wirelen, minlength=2 * u).reshape(u, 2).astype(np.int64)
-        payload = np.bincount(g2, weights=dec.payload_len[rows], minlength=2 * u).reshape(u, 2).astype(np.int64)
-        ts = b.ts[rows]
-        last = np.full(u, -np.inf)
-        np.maximum.at(last, inv, ts)
-        flags = np.zeros(2 * u, dtype=np.uint8)
-        tcp_flags = dec.tcp_flags[rows]
-        np.bitwise_or.at(flags, g2, tcp_flags)
-        flags = flags.reshape(u, 2)
-        side_tags = np.zeros(2 * u, dtype=np.uint64)
-        if tags is not None:
-            np.bitwise_or.at(side_tags, g2, tags)
-        side_tags = side_tags.reshape(u, 2)
-        macs = np.zeros(2 * u, dtype=np.int64)
-        macs[g2] = dec.src_mac[rows]
-        macs = macs.reshape(u, 2)
-
+        grp = group(dec, rows, tags)
+        # Python values once per column: indexing numpy scalars per group would cost more than the grouping.
+        keys = [k.tobytes() for k in grp.keys]
+        first, first_dir, last = grp.first.tolist(), grp.first_dir.tolist(), grp.last.tolist()
+        pkts, nbytes, payload = grp.pkts.tolist(), grp.bytes.tolist(), grp.payload.tolist()
+        flags, side_tags, macs = grp.flags.tolist(), grp.tags.tolist(), grp.macs.tolist()
+        row_of = rows.tolist()
+        first_ts = dec.batch.ts[rows[grp.first]].tolist()
         updates: list[FlowUpdate] = []
-        settings = self.settings
-        for g in range(u):
-            key = uniq[g].tobytes()
-            row = int(rows[first_idx[g]])
-            proto = int(dec.proto[row])
+        for g, key in enumerate(keys):
+            row = row_of[first[g]]
+            proto = key[2]
             table = self._table(proto)
             flow = table.pop(key, None)
             if flow is None and proto == PROTO_TCP:
                 flow = self._closed.pop(key, None)
-                if flow is not None and flags[g, int(direction[first_idx[g]])] & SYN:
+                if flow is not None and flags[g][first_dir[g]] & SYN:
                     self._end([flow], "idle")   # the port pair was reused for a new connection
                     flow = None
             new = flow is None
             if new:
-                flow = self._new_flow(key, dec, row, bool(a_is_src[first_idx[g]]))
+                flow = self._new_flow(key, dec, row, first_dir[g] == 0)
             # column 0 of the aggregates is A->B; orient it to originator/responder
             o = 0 if flow.orig_is_a else 1
             r = 1 - o
-            flow.orig_pkts += int(pkts[g, o])
-            flow.resp_pkts += int(pkts[g, r])
-            flow.orig_bytes += int(nbytes[g, o])
-            flow.resp_bytes += int(nbytes[g, r])
-            flow.orig_payload += int(payload[g, o])
-            flow.resp_payload += int(payload[g, r])
-            flow.orig_flags |= int(flags[g, o])
-            flow.resp_flags |= int(flags[g, r])
+            g_pkts, g_bytes, g_payload, g_flags, g_macs = pkts[g], nbytes[g], payload[g], flags[g], macs[g]
+            flow.orig_pkts += g_pkts[o]
+            flow.resp_pkts += g_pkts[r]
+            flow.orig_bytes += g_bytes[o]
+            flow.resp_bytes += g_bytes[r]
+            flow.orig_payload += g_payload[o]
+            flow.resp_payload += g_payload[r]
+            flow.orig_flags |= g_flags[o]
+            flow.resp_flags |= g_flags[r]
             if tags is not None:
-                flow.orig_tags |= int(side_tags[g, o])
-                flow.resp_tags |= int(side_tags[g, r])
-            if macs[g, o]:
-                flow.orig_mac = int(macs[g, o])
-            if macs[g, r]:
-                flow.resp_mac = int(macs[g, r])
-            flow.last = max(flow.last, float(last[g]))
+                flow.orig_tags |= side_tags[g][o]
+                flow.resp_tags |= side_tags[g][r]
+            if g_macs[o]:
+                flow.orig_mac = g_macs[o]
+            if g_macs[r]:
+                flow.resp_mac = g_macs[r]
+            if last[g] > flow.last:
+                flow.last = last[g]
             if proto == PROTO_TCP and (flow.orig_flags | flow.resp_flags) & RST or (
                     flow.orig_flags & FIN and flow.resp_flags & FIN):
                 flow.closed = True
             (self._closed if flow.closed else table)[key] = flow
-            updates.append(FlowUpdate(flow, new, row, int(pkts[g, o]), int(pkts[g, r]),
-                                      int(nbytes[g, o]), int(nbytes[g, r])))
+            updates.append(FlowUpdate(flow, new, first_ts[g], g_pkts[o], g_pkts[r], g_bytes[o], g_bytes[r]))
         self._evict()
         return updates
 

@@ -6,6 +6,7 @@ in small steps even when one batch holds half an hour of a quiet camera.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -27,7 +28,7 @@ from sensor.dissect import (HTTP_METHODS, IDENTITY_PORTS, parse_banner, parse_dn
                             parse_tls_sni)
 from sensor.enrich import (SCOPE_CAMERA, SCOPE_CORE, SCOPE_PUBLIC, Classifier, CoveredMakers, Inventory,
                            ManufDatabase, NameCache)
-from sensor.flows import FlowTable, FlowUpdate, flow_keys, ip_from16
+from sensor.flows import Flow, FlowTable, FlowUpdate, flow_keys, ip_from16
 from sensor.model import WindowFeatures
 from sensor.state import KnownState
 
@@ -54,19 +55,22 @@ VIDEO_MIN_RATIO = 20
 class _Heads:
     """First payload bytes of the rows of one window that carry at least four."""
 
-    __slots__ = ("has", "rows", "bytes")
+    __slots__ = ("has", "rows", "head")
 
-    def __init__(self, has: np.ndarray, rows: np.ndarray, first_bytes: list[np.ndarray]):
-        self.has = has            # mask over the window's rows
-        self.rows = rows          # those rows
-        self.bytes = first_bytes  # eight arrays: byte k of each row's payload (0 past its capture)
+    def __init__(self, has: np.ndarray, rows: np.ndarray, head: np.ndarray):
+        self.has = has      # mask over the window's rows
+        self.rows = rows    # those rows
+        self.head = head    # their first eight payload bytes, big-endian (Decoded.head)
+
+    def byte(self, k: int) -> np.ndarray:
+        return ((self.head >> np.uint64(56 - 8 * k)) & np.uint64(0xFF)).astype(np.int64)
 
     def tcp(self, dec: Decoded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """TCP rows with six or more payload bytes: (rows, first four bytes as an integer, byte 5)."""
         m = (dec.proto[self.rows] == PROTO_TCP) & (dec.payload_len[self.rows] >= 6)
-        b = self.bytes
-        head = (b[0][m] << 24) | (b[1][m] << 16) | (b[2][m] << 8) | b[3][m]
-        return self.rows[m], head, b[5][m]
+        head = self.head[m]
+        return (self.rows[m], (head >> np.uint64(32)).astype(np.int64),
+                ((head >> np.uint64(16)) & np.uint64(0xFF)).astype(np.int64))
 
 
 class _WindowCollector:
@@ -93,6 +97,13 @@ class Sensor:
         self.first_ts: float | None = None
         self.last_ts: float | None = None
         self.flows = FlowTable(config.flows)
+        # Updates of flows already known are summed per flow over each second of capture time and reach the
+        # detectors when that second ends, as does the anomaly detector's tick: a VLAN's hundreds of long video
+        # flows then cost the same, and detect the same, whatever the batch size (replay chunks, live pipe
+        # reads). A flow's first packets go to the detectors at once.
+        self._pending: dict[Flow, FlowUpdate] = {}
+        self._pending_second: float | None = None
+        self._second_last_ts = 0.0   # the latest packet time seen in that second
         self.classifier = Classifier(config)
         self.names = NameCache(config.max_names)
         self.inventory = Inventory(config, manuf if manuf is not None else ManufDatabase.load(), makers)
@@ -161,12 +172,16 @@ class Sensor:
     def expire(self, now: float) -> None:
         """Housekeeping on the caller's clock (wall-clock when live and idle)."""
         with self.lock:
+            if self._pending_second is not None and now >= self._pending_second + 1:
+                self._end_second()
+                self._pending_second = None
             self.flows.expire(now)
             if time.monotonic() - self._last_save >= 1.0:
                 self._save()
 
     def finish(self) -> None:
         with self.lock:
+            self._end_second(tick=False)
             self.flows.flush()
             if self.anomaly is not None:
                 for alert in self.anomaly.tick(self.last_ts or 0.0, final=True):
@@ -202,6 +217,13 @@ class Sensor:
         self.last_ts = t1 if self.last_ts is None else max(self.last_ts, t1)
         if self.live:
             self.processing_lag = max(0.0, time.time() - t1)
+        second = math.floor(t0)
+        if second != self._pending_second:
+            self._end_second()
+            self._pending_second = second
+            self._second_last_ts = t1
+        else:
+            self._second_last_ts = max(self._second_last_ts, t1)
         self.flows.expire(t0)
 
         rows = np.flatnonzero(ip[sl]) + start
@@ -213,13 +235,29 @@ class Sensor:
         tcp, tcp_head, tcp_b5 = heads.tcp(dec)
         self._name_flows(dec, tcp, tcp_head, tcp_b5)
         self._identify(dec, rows, tcp, tcp_head)
+        pending = self._pending
         for upd in updates:
-            self._enrich_and_detect(dec, upd)
-        if self.anomaly is not None:
-            for alert in self.anomaly.tick(t1):
-                self._emit(alert)
+            if upd.new:
+                self._enrich_and_detect(upd)
+                continue
+            acc = pending.get(upd.flow)
+            if acc is None:
+                pending[upd.flow] = upd
+            else:
+                acc.orig_pkts += upd.orig_pkts
+                acc.resp_pkts += upd.resp_pkts
+                acc.orig_bytes += upd.orig_bytes
+                acc.resp_bytes += upd.resp_bytes
         if time.monotonic() - self._last_save >= 1.0:
             self._save(devices_too=False)
+
+    def _end_second(self, tick: bool = True) -> None:
+        pending, self._pending = self._pending, {}
+        for upd in pending.values():
+            self._enrich_and_detect(upd)
+        if tick and self.anomaly is not None and self._pending_second is not None:
+            for alert in self.anomaly.tick(self._second_last_ts):
+                self._emit(alert)
 
     def _learn_dns(self, dec: Decoded, rows: np.ndarray) -> None:
         proto = dec.proto[rows]
@@ -248,27 +286,19 @@ class Sensor:
                         self._emit(alert)
 
     @staticmethod
-    def _payload_bytes(dec: Decoded, rows: np.ndarray, k: int) -> np.ndarray:
-        """Byte k of each row's transport payload, 0 where not captured."""
-        b = dec.batch
-        data = np.frombuffer(b.data, dtype=np.uint8)
-        pos = dec.payload_off[rows] + k
-        captured = pos < b.offsets[rows] + b.caplen[rows]
-        return np.where(captured, data[np.minimum(pos, len(data) - 1)], 0).astype(np.int64)
-
-    def _heads(self, dec: Decoded, rows: np.ndarray) -> "_Heads":
-        """The first eight payload bytes of every row with at least four, gathered once per window for the
-        profile tags, TLS/HTTP naming, banners and UPnP."""
+    def _heads(dec: Decoded, rows: np.ndarray) -> _Heads:
+        """The rows with four or more payload bytes, for the profile tags, TLS/HTTP naming, banners and UPnP."""
         has = dec.payload_len[rows] >= 4
         sel = rows[has]
-        return _Heads(has, sel, [self._payload_bytes(dec, sel, k) for k in range(8)])
+        return _Heads(has, sel, dec.head[sel])
 
     def _payload_tags(self, dec: Decoded, rows: np.ndarray, heads: "_Heads") -> np.ndarray:
         """Per-row payload-profile bits (detect.TAG_*): media framing and vendor protocol signatures."""
         tags = np.zeros(len(rows), dtype=np.uint64)
-        has, sel, b = heads.has, heads.rows, heads.bytes
+        has, sel = heads.has, heads.rows
         if not len(sel):
             return tags
+        b = [heads.byte(k) for k in range(4)]
         plen = dec.payload_len[sel]
         udp = dec.proto[sel] == PROTO_UDP
         t = np.zeros(len(sel), dtype=np.uint64)
@@ -281,9 +311,7 @@ class Sensor:
         tls = (dec.proto[sel] == PROTO_TCP) & ((b[0] == 0x16) | (b[0] == 0x17)) & (b[1] == 0x03)
         t[tls] |= np.uint64(TAG_TLS)
         if len(self._prefix_values):
-            head = np.zeros(len(sel), dtype=np.uint64)
-            for k in range(8):
-                head = (head << np.uint64(8)) | b[k].astype(np.uint64)
+            head = heads.head
             for i, (value, mask) in enumerate(zip(self._prefix_values, self._prefix_masks)):
                 t[(head & mask) == value] |= np.uint64(1 << (TAG_SIGNATURE_BASE + i))
         tags[has] = t
@@ -365,9 +393,9 @@ class Sensor:
             if alert is not None:
                 self._emit(alert)
 
-    def _enrich_and_detect(self, dec: Decoded, upd: FlowUpdate) -> None:
+    def _enrich_and_detect(self, upd: FlowUpdate) -> None:
         flow = upd.flow
-        ts = float(dec.batch.ts[upd.index])
+        ts = upd.ts
         proto = flow.proto_name
         port = flow.resp_port or None
         classify = self.classifier
@@ -382,7 +410,7 @@ class Sensor:
             inbound_from_core = not is_orig and peer_scope == SCOPE_CORE and upd.orig_pkts
             if not sent_pkts and not inbound_from_core:
                 continue
-            local, peer = (flow.orig_ip, flow.resp_ip) if is_orig else (flow.resp_ip, flow.orig_ip)
+            local, peer = (flow.orig_text, flow.resp_text) if is_orig else (flow.resp_text, flow.orig_text)
             sent_bytes = upd.orig_bytes if is_orig else upd.resp_bytes
             dev = self.inventory.touch(local, flow.orig_mac if is_orig else flow.resp_mac, flow.last)
             self.known.device_first_seen(dev.ip, ts)
@@ -390,20 +418,19 @@ class Sensor:
             dev.bytes_sent += sent_bytes
             self._role_evidence(dev, flow, is_orig, bool(sent_pkts))
             name = flow.name if is_orig and flow.name else self.names.lookup(peer, ts)
-            scope, _rule = classify.destination_scope(peer, name, port, proto)
+            scope, _rule = classify.destination_scope(flow.resp_ip if is_orig else flow.orig_ip, name, port, proto)
             if sent_bytes:
                 dev.egress_bytes[scope] = dev.egress_bytes.get(scope, 0) + sent_bytes
             if scope in (SCOPE_PUBLIC, SCOPE_CORE):
-                peer_s = str(peer)
                 if len(self.external_destinations) < MAX_EXTERNAL_DESTINATIONS:
-                    self.external_destinations.add(peer_s)
-                entry = dev.external_peers.get(peer_s)
+                    self.external_destinations.add(peer)
+                entry = dev.external_peers.get(peer)
                 if entry is not None:
                     entry[0] = name or entry[0]
                     entry[1] += sent_bytes
                 elif len(dev.external_peers) < MAX_PEERS_PER_DEVICE:
-                    dev.external_peers[peer_s] = [name, sent_bytes]
-            obs = Observation(ts, dev, sent_pkts, sent_bytes, is_orig, str(peer), port, proto, name, scope,
+                    dev.external_peers[peer] = [name, sent_bytes]
+            obs = Observation(ts, dev, sent_pkts, sent_bytes, is_orig, peer, port, proto, name, scope,
                               flow.vlan, flow, upd.new)
             for detector in self.detectors:
                 alert = detector.observe(obs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import struct
 import subprocess
@@ -176,8 +177,10 @@ def _flows_of(path):
 
 
 @pytest.mark.parametrize("path", [p for p in FIXTURES if p.suffix == ".pcap"], ids=fixture_id)
-def test_c_walk_and_python_fallback_give_identical_records_and_flows(path, monkeypatch):
+def test_compiled_helpers_and_python_fallback_give_identical_records_and_flows(path, monkeypatch):
     import sensor.capture as capture
+    import sensor.decode as decode_module
+    import sensor.flows as flows_module
     if capture._walk is None:
         pytest.skip("the C extension was not built on this machine")
 
@@ -190,6 +193,8 @@ def test_c_walk_and_python_fallback_give_identical_records_and_flows(path, monke
 
     fast, fast_flows = records(), _flows_of(path)
     monkeypatch.setattr(capture, "USE_C_WALK", False)
+    monkeypatch.setattr(decode_module, "USE_C_DECODE", False)
+    monkeypatch.setattr(flows_module, "USE_C_GROUP", False)
     assert records() == fast
     assert _flows_of(path) == fast_flows
 
@@ -207,9 +212,7 @@ def test_c_walk_stops_at_an_absurd_record_after_handing_over_the_good_ones(monke
 
 
 def _decoded_fields(dec):
-    return [np.asarray(getattr(dec, f)).tolist() for f in ("network", "error", "vlan", "src_mac", "src", "dst",
-                                                          "proto", "sport", "dport", "tcp_flags", "payload_off",
-                                                          "payload_len", "fragment")]
+    return {f.name: np.asarray(getattr(dec, f.name)).tolist() for f in dataclasses.fields(dec) if f.name != "batch"}
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=fixture_id)
@@ -219,3 +222,22 @@ def test_compiled_decode_equals_the_numpy_reference(path):
         pytest.skip("the C extension was not built on this machine")
     for b in read_all(path):
         assert _decoded_fields(d.decode(b)) == _decoded_fields(d.decode_numpy(b))
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=fixture_id)
+def test_compiled_grouping_equals_the_numpy_reference(path):
+    import sensor.flows as f
+    if f._compiled is None:
+        pytest.skip("the C extension was not built on this machine")
+    rng = np.random.default_rng(7)
+    grouped = 0
+    for b in read_all(path):
+        dec = decode(b)
+        rows = np.flatnonzero(dec.is_ip)
+        tags = rng.integers(0, 1 << 63, len(rows), dtype=np.uint64)
+        for row_tags in (None, tags):
+            fast, ref = f.group(dec, rows, row_tags), f.group_numpy(dec, rows, row_tags)
+            for name, a, r in zip(fast._fields, fast, ref):
+                assert a.dtype == r.dtype and np.array_equal(a, r), name
+        grouped += len(rows)
+    assert grouped > 0

@@ -188,3 +188,16 @@ def test_model_file_that_is_a_pickle_is_refused(tmp_path):
     proc = camwatch("replay", PCAPS / "synthetic" / "camera_site.pcap", "--model", evil)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert str(evil) in proc.stderr
+
+
+def test_scenario_alerts_do_not_depend_on_how_the_input_is_read(scenario, monkeypatch):
+    from test_flows import replay_with_read_size
+
+    from sensor.config import load_config
+    from sensor.model import AnomalyModel
+    model = AnomalyModel.load(MODELS / "baseline.json")
+    config = load_config(scenario / "site.toml")
+    whole = replay_with_read_size(scenario / "mixed.pcap", 8 << 20, monkeypatch, model, config)
+    pieces = replay_with_read_size(scenario / "mixed.pcap", 16384, monkeypatch, model, config)
+    assert len(whole[0]) >= 12 and pieces[2] > whole[2]
+    assert pieces[:2] == whole[:2]
