@@ -95,10 +95,12 @@ class CaptureReader:
     """Reads classic pcap (µs/ns, either byte order) and pcapng from a byte source.
 
     `read` returns bytes, b"" at end of stream, or None when a live source had nothing within its tick; on None
-    the reader yields an empty batch so the caller can run wall-clock housekeeping.
+    the reader yields an empty batch so the caller can run wall-clock housekeeping. `readinto`, when given, is
+    used instead: it fills a buffer and returns the bytes it put there, 0 at the end or None like `read`.
     """
 
-    def __init__(self, read: Callable[[], bytes | None], name: str, readinto=None):
+    def __init__(self, read: Callable[[], bytes | None] | None, name: str,
+                 readinto: Callable[[memoryview], int | None] | None = None):
         self._read = read
         # Files are read into one reused buffer: a batch's data is only valid until the next batch is requested,
         # which the pipeline honours (it finishes a batch before asking for the next) and which saves copying
@@ -150,7 +152,7 @@ class CaptureReader:
         self._arena[:len(rest)] = rest
         got = self._readinto(memoryview(self._arena)[len(rest):])
         self._buf = memoryview(self._arena)[:len(rest) + (got or 0)]
-        return bool(got)
+        return None if got is None else got > 0
 
     def _error(self, message: str, at: int = 0) -> CaptureError:
         return CaptureError(message, self.bytes_consumed + at, self.name)
@@ -404,8 +406,12 @@ class LiveCapture:
         self._stats: dict[str, tuple[int, int, int]] = {}   # interface -> received, dropped, interface drops
         self._captured = 0
         self._messages: deque[str] = deque(maxlen=64)
-        self._queue: deque[bytes] = deque()
+        # Pipe data lands in reused slabs, queued as (buffer, start, end): a fresh buffer per read would cost a
+        # page fault per 4 KiB, more than the rest of the pipe's handling together.
+        self._queue: deque[tuple[bytes | bytearray, int, int]] = deque()
         self._queued = 0
+        self._free_slabs: list[bytearray] = []
+        self._slabs_made = 0
         self._eof = False
         self._discard = False
         self._cond = threading.Condition()
@@ -424,11 +430,11 @@ class LiveCapture:
         self._stderr_thread = threading.Thread(target=self._watch_stderr, name="dumpcap-stderr", daemon=True)
         self._stderr_thread.start()
         header = self._await_header(start_timeout)
-        self._queue.append(header)
+        self._queue.append((header, 0, len(header)))
         self._queued = len(header)
         self._pump_thread = threading.Thread(target=self._pump, name="dumpcap-pump", daemon=True)
         self._pump_thread.start()
-        self.reader = CaptureReader(self._read, f"interface {interface}")
+        self.reader = CaptureReader(None, f"interface {interface}", readinto=self._readinto)
 
     # ---- startup ---------------------------------------------------------------------------------------
     def _await_header(self, timeout: float) -> bytes:
@@ -450,29 +456,53 @@ class LiveCapture:
         return got
 
     # ---- data ------------------------------------------------------------------------------------------
+    SLAB_BYTES = 4 << 20
+    PUMP_NAP = 0.0005
+
+    def _next_slab(self) -> bytearray:
+        """A slab for the pump to fill: a free one, a new one while under the queue limit, or, when the queue is
+        full, wait and leave the data in the pipe so that the kernel ring takes the overflow, where it is counted
+        as dropped, rather than grow without bound."""
+        with self._cond:
+            while (not self._free_slabs and self._slabs_made * self.SLAB_BYTES >= self._queue_limit
+                   and not self._discard):
+                self._cond.wait(self._tick)
+                self._advance_stop(pipe_empty=False)
+            if self._free_slabs and not self._discard:
+                return self._free_slabs.pop()
+            self._slabs_made += 1
+            return bytearray(self.SLAB_BYTES)
+
     def _pump(self) -> None:
         fd = self._fd
+        slab, fill = self._next_slab(), 0
         while True:
-            with self._cond:
-                while self._queued >= self._queue_limit and not self._discard:
-                    # Full: leave the data in the pipe and let the kernel ring take the overflow, where it is
-                    # counted as dropped, rather than grow without bound.
-                    self._cond.wait(self._tick)
-                    self._advance_stop(pipe_empty=False)
+            if fill == len(slab):
+                slab, fill = self._next_slab(), 0
             ready, _, _ = select.select([fd], [], [], self._stop_wait())
             if ready:
                 try:
-                    data = os.read(fd, CHUNK_BYTES)
+                    got = os.readv(fd, [memoryview(slab)[fill:]])
                 except OSError:
-                    data = b""
-                if not data:
+                    got = 0
+                if not got:
                     break
                 with self._cond:
                     if not self._discard:
-                        self._queue.append(data)
-                        self._queued += len(data)
-                        self._cond.notify_all()
-            self._advance_stop(pipe_empty=not select.select([fd], [], [], 0)[0])
+                        self._queue.append((slab, fill, fill + got))
+                        self._queued += got
+                        # The reader sleeps until data comes, then until a batch's worth has gathered (or
+                        # BATCH_WAIT passed): waking it for every pipe read in between only burns CPU.
+                        if self._queued == got or self._queued - got < self.BATCH_BYTES <= self._queued:
+                            self._cond.notify_all()
+                fill += got
+                if got < self.PIPE_BYTES // 4 and self._stop_requested_at is None:
+                    # dumpcap writes a few KiB at a time; reading each piece as it comes costs a wake-up and a
+                    # turn of this loop per piece. A short nap lets the pipe gather far more, yet ends long before
+                    # a full-rate stream could fill it (1 MiB is ~2 ms at 4 Gbit/s).
+                    time.sleep(self.PUMP_NAP)
+            if self._stop_requested_at is not None:
+                self._advance_stop(pipe_empty=not select.select([fd], [], [], 0)[0])
         with self._cond:
             self._eof = True
             self._cond.notify_all()
@@ -480,29 +510,46 @@ class LiveCapture:
     # A batch costs a fixed few hundred microseconds whatever its size, so handing over every pipe read (often
     # 64 KiB, ~50 frames) caps live throughput near 150k packets/s. Waiting up to BATCH_WAIT for BATCH_BYTES to
     # gather keeps batches large under load and adds at most that delay, far inside the 1 s latency budget.
-    BATCH_BYTES = 4 << 20
+    BATCH_BYTES = CHUNK_BYTES
     BATCH_WAIT = 0.05
 
-    def _read(self) -> bytes | None:
+    def _readinto(self, view: memoryview) -> int | None:
+        """Copy queued pipe data into the reader's buffer: bytes copied, 0 at the end, None if none came."""
         with self._cond:
             if not self._queue and not self._eof:
                 self._cond.wait(self._tick)
             if not self._queue:
-                return b"" if self._eof else None
+                return 0 if self._eof else None
             deadline = time.monotonic() + self.BATCH_WAIT
             while self._queued < self.BATCH_BYTES and not self._eof and self._stop_requested_at is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            parts = [self._queue.popleft()]
-            size = len(parts[0])
-            while self._queue and size + len(self._queue[0]) <= CHUNK_BYTES:
-                parts.append(self._queue.popleft())
-                size += len(parts[-1])
+            parts = []
+            size = 0
+            while self._queue and size < len(view):
+                buf, start, end = self._queue.popleft()
+                room = len(view) - size
+                if end - start > room:
+                    self._queue.appendleft((buf, start + room, end))
+                    end = start + room
+                parts.append((buf, start, end))
+                size += end - start
             self._queued -= size
+        # Copied outside the lock: the pump only appends, never rewrites a queued range, and this is the only
+        # consumer. A slab whose last byte has been copied is done with: the pump moved on when it filled it.
+        pos = 0
+        done = []
+        for buf, start, end in parts:
+            view[pos:pos + end - start] = memoryview(buf)[start:end]
+            pos += end - start
+            if end == len(buf) and isinstance(buf, bytearray):
+                done.append(buf)
+        with self._cond:
+            self._free_slabs.extend(done)
             self._cond.notify_all()
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return size
 
     # ---- shutdown --------------------------------------------------------------------------------------
     def request_stop(self) -> None:
