@@ -184,7 +184,7 @@ def bench(args) -> int:
             cw.wait_capturing()
             cpu_before = cw.cpu_seconds()
             # --preload-pcap: looping from memory, so the disk never sets the pace.
-            feed = subprocess.run(["ip", "netns", "exec", pair.feed_ns, "tcpreplay", "-i", pair.feed_if,
+            feed = subprocess.run(["ip", "netns", "exec", pair.feed_ns, "nice", "-n", "19", "tcpreplay", "-i", pair.feed_if,
                                    "--preload-pcap", "--loop", str(args.loops), *speed, str(args.pcap)],
                                   capture_output=True, text=True)
             report = feed.stdout + feed.stderr

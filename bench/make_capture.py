@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
 """Deterministic camera-VLAN capture for the replay throughput benchmark.
 
-    python bench/make_capture.py [PATH] [-n PACKETS]     (default: /tmp/camwatch-bench/replay.pcap, 200000)
+    python bench/make_capture.py [PATH] [-n PACKETS] [--site nvr20|vlan100]
+                                           (default: /tmp/camwatch-bench/replay.pcap, 200000, nvr20)
 
-Classic pcap, Ethernet with an 802.1Q tag (camera VLAN 20), microsecond timestamps:
-  * RTP/UDP video from 20 cameras (10.20.0.11-30) to an NVR (10.20.0.2), 1400-byte frames, 25 fps, 8-14
-    packets per video frame depending on the camera, RTCP sender/receiver reports every 5 s;
-  * four of those cameras deliver their video interleaved in the RTSP TCP session instead (RTP over RTSP), with
-    the NVR acknowledging every second segment;
+Classic pcap, Ethernet with an 802.1Q tag (camera VLAN 20), microsecond timestamps. Two sites (--site):
+  * nvr20: 20 cameras (10.20.0.11-30), 8-14 packets per video frame (2.2-3.9 Mbps each, about 60 Mbps in all);
+  * vlan100: the issue's camera VLAN, 100 cameras (10.20.0.11-110) at 4-8 Mbps each, 15-28 packets per video
+    frame (about 0.6 Gbps);
+and in both:
+  * RTP/UDP video from every camera to an NVR (10.20.0.2), 1400-byte frames, 25 fps, RTCP sender/receiver
+    reports every 5 s;
+  * every fifth camera (indexes 3, 8, 13, ...) delivers its video interleaved in the RTSP TCP session instead
+    (RTP over RTSP), with the NVR acknowledging every second segment;
   * one RTSP control session (TCP 554) per camera: handshake, OPTIONS/DESCRIBE/SETUP/PLAY, GET_PARAMETER
     keep-alives;
   * DNS (A queries for the NTP and NVR names) and NTP from every camera to the site server 10.20.0.1, ARP.
 
-Output is a pure function of the packet count (no clock, no unseeded randomness), and the first K packets of an
+Output is a pure function of the site and the packet count (no clock, no unseeded randomness), and the first K packets of an
 N-packet capture are the K-packet capture: sources are endless time-ordered streams merged by timestamp and cut
 at N. Bulk frames are prebuilt templates whose changing fields (RTP sequence/timestamp, TCP sequence/ack) are
 patched per packet with an incremental checksum update, so 200,000 packets take about a second to write.
@@ -28,6 +33,7 @@ import random
 import struct
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -54,8 +60,21 @@ ETH_IPV4, ETH_ARP = 0x0800, 0x0806
 FRAME_BYTES = 1400
 FPS = 25
 RTP_CLOCK = 90_000
-N_CAMERAS = 20
-TCP_VIDEO_CAMERAS = frozenset({3, 8, 13, 18})   # camera indexes whose video rides the RTSP TCP connection
+
+
+@dataclass(frozen=True)
+class Site:
+    cameras: int
+    packets_per_frame: tuple[int, int]   # inclusive range, drawn per camera
+
+
+SITES = {"nvr20": Site(20, (8, 14)), "vlan100": Site(100, (15, 28))}
+DEFAULT_SITE = "nvr20"
+
+
+def tcp_video(i: int) -> bool:
+    """Whether camera i's video rides its RTSP TCP connection (RTP over RTSP) instead of UDP."""
+    return i % 5 == 3
 KEEPALIVE_S = 10.0
 DNS_EVERY_S = 4.0
 NTP_EVERY_S = 8.0
@@ -126,11 +145,11 @@ def rtp_header(marker: bool, seq: int, ts: int, ssrc: int, pt: int = 96) -> byte
 Stream = Iterator[tuple[float, bytes]]
 
 
-def video_udp(i: int, rng: random.Random) -> Stream:
+def video_udp(i: int, rng: random.Random, site: Site) -> Stream:
     cam = camera(i)
     sport, dport = 50_000 + 2 * i, 30_000 + 2 * i
     ssrc = rng.getrandbits(32)
-    per_frame = rng.randrange(8, 15)
+    per_frame = rng.randrange(site.packets_per_frame[0], site.packets_per_frame[1] + 1)
     start = T0 + 1.0 + rng.random() / FPS
     overhead = 14 + 4 + 20 + 8
     body = bytes(rng.getrandbits(8) for _ in range(FRAME_BYTES - overhead - 12))
@@ -166,8 +185,8 @@ def _ip_frame(src, dst, proto: int, l4: bytes) -> bytes:
     return pk.ethernet(dst[1], src[1], ETH_IPV4, pk.ipv4(src[0], dst[0], proto, l4), VLAN)
 
 
-def rtsp_session(i: int, rng: random.Random) -> Stream:
-    """NVR (client) <-> camera (server, TCP 554); for cameras in TCP_VIDEO_CAMERAS, video follows PLAY."""
+def rtsp_session(i: int, rng: random.Random, site: Site) -> Stream:
+    """NVR (client) <-> camera (server, TCP 554); for tcp_video cameras, video follows PLAY."""
     cam = camera(i)
     cport = 40_000 + i
     url = f"rtsp://{cam[0]}/Streaming/Channels/101"
@@ -185,7 +204,7 @@ def rtsp_session(i: int, rng: random.Random) -> Stream:
     t += 0.001
     sdp = (b"v=0\r\no=- 0 0 IN IP4 " + cam[0].encode() + b"\r\ns=Media Presentation\r\nm=video 0 RTP/AVP 96\r\n"
            b"a=rtpmap:96 H264/90000\r\na=control:trackID=1\r\n")
-    transport = (b"RTP/AVP/TCP;unicast;interleaved=0-1" if i in TCP_VIDEO_CAMERAS
+    transport = (b"RTP/AVP/TCP;unicast;interleaved=0-1" if tcp_video(i)
                  else f"RTP/AVP;unicast;client_port={30_000 + 2 * i}-{30_001 + 2 * i}".encode())
     exchanges = [
         (f"OPTIONS {url} RTSP/1.0\r\nCSeq: 1\r\n\r\n".encode(),
@@ -206,7 +225,7 @@ def rtsp_session(i: int, rng: random.Random) -> Stream:
         yield t + 0.0025, seg(NVR, cam, cport, 554, c_seq, s_seq, "A")
         t += 0.003
 
-    if i not in TCP_VIDEO_CAMERAS:
+    if not tcp_video(i):
         cseq = 5
         while True:
             t += KEEPALIVE_S
@@ -221,7 +240,7 @@ def rtsp_session(i: int, rng: random.Random) -> Stream:
 
     # RTP interleaved on the RTSP connection: '$', channel 0, length, then the RTP packet.
     ssrc = rng.getrandbits(32)
-    per_frame = rng.randrange(8, 15)
+    per_frame = rng.randrange(site.packets_per_frame[0], site.packets_per_frame[1] + 1)
     overhead = 14 + 4 + 20 + 20
     rtp_len = FRAME_BYTES - overhead - 4
     body = bytes(rng.getrandbits(8) for _ in range(rtp_len - 12))
@@ -273,42 +292,42 @@ def ntp(i: int, rng: random.Random) -> Stream:
         yield t + 0.001, answer
 
 
-def arp(rng: random.Random) -> Stream:
+def arp(rng: random.Random, site: Site) -> Stream:
     import ipaddress
     for n in itertools.count():
-        target = camera(n % N_CAMERAS)[0]
+        target = camera(n % site.cameras)[0]
         body = struct.pack("!HHBBH6s4s6s4s", 1, ETH_IPV4, 6, 4, 1, NVR[1], ipaddress.IPv4Address(NVR[0]).packed,
                            b"\0" * 6, ipaddress.IPv4Address(target).packed)
         yield T0 + 0.3 + n * ARP_EVERY_S, pk.ethernet(BROADCAST, NVR[1], ETH_ARP, body, VLAN)
 
 
-def streams() -> list[Stream]:
+def streams(site: Site) -> list[Stream]:
     rng = random.Random(SEED)
     out: list[Stream] = []
-    for i in range(N_CAMERAS):
-        if i not in TCP_VIDEO_CAMERAS:
-            out.append(video_udp(i, rng))
+    for i in range(site.cameras):
+        if not tcp_video(i):
+            out.append(video_udp(i, rng, site))
             out.append(rtcp(i, rng))
-        out.append(rtsp_session(i, rng))
+        out.append(rtsp_session(i, rng, site))
         out.append(dns(i, rng))
         out.append(ntp(i, rng))
-    out.append(arp(rng))
+    out.append(arp(rng, site))
     return out
 
 
-def packets(count: int) -> Iterator[tuple[float, bytes]]:
+def packets(count: int, site: str = DEFAULT_SITE) -> Iterator[tuple[float, bytes]]:
     """The first `count` packets of the merged capture, in time order."""
     # The stream index breaks timestamp ties, so the order never depends on comparing frame bytes.
-    tagged = [((t, k, frame) for t, frame in s) for k, s in enumerate(streams())]
+    tagged = [((t, k, frame) for t, frame in s) for k, s in enumerate(streams(SITES[site]))]
     for t, _k, frame in itertools.islice(heapq.merge(*tagged), count):
         yield t, frame
 
 
-def write(path: Path, count: int) -> int:
+def write(path: Path, count: int, site: str = DEFAULT_SITE) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     with pk.PcapWriter(tmp) as writer:
-        for t, frame in packets(count):
+        for t, frame in packets(count, site):
             writer.write(t, frame)
         written = writer.count
     tmp.replace(path)   # a reader never sees a half-written capture under the final name
@@ -319,11 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("path", nargs="?", type=Path, default=DEFAULT_PATH)
     ap.add_argument("-n", "--packets", type=int, default=DEFAULT_PACKETS)
+    ap.add_argument("--site", choices=sorted(SITES), default=DEFAULT_SITE)
     args = ap.parse_args(argv)
     if args.packets <= 0:
         ap.error("--packets must be positive")
     t = time.perf_counter()
-    n = write(args.path, args.packets)
+    n = write(args.path, args.packets, args.site)
     print(f"{args.path}: {n} packets, {args.path.stat().st_size / 2**20:.1f} MiB in {time.perf_counter() - t:.2f} s",
           file=sys.stderr)
     return 0
