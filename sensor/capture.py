@@ -430,6 +430,10 @@ class LiveCapture:
         self._stderr_thread = threading.Thread(target=self._watch_stderr, name="dumpcap-stderr", daemon=True)
         self._stderr_thread.start()
         header = self._await_header(start_timeout)
+        # The interface's own receive counter, from when dumpcap was capturing: without a capture filter, what
+        # it counted and camwatch did not is visible while capturing, not only in dumpcap's report at exit.
+        self._rx_counter = Path("/sys/class/net", interface, "statistics", "rx_packets")
+        self._rx_at_start = self._read_rx() if "/" not in interface else None
         self._queue.append((header, 0, len(header)))
         self._queued = len(header)
         self._pump_thread = threading.Thread(target=self._pump, name="dumpcap-pump", daemon=True)
@@ -455,6 +459,20 @@ class LiveCapture:
             got += chunk
         return got
 
+    def _read_rx(self) -> int | None:
+        try:
+            return int(self._rx_counter.read_text())
+        except (OSError, ValueError):
+            return None   # no such interface in sysfs ("any", a pipe), or not Linux
+
+    def interface_received(self) -> int | None:
+        """Frames the capture interface received since capture started, by the kernel's counter; None when the
+        interface has no such counter."""
+        if self._rx_at_start is None:
+            return None
+        now = self._read_rx()
+        return None if now is None else max(0, now - self._rx_at_start)
+
     # ---- data ------------------------------------------------------------------------------------------
     SLAB_BYTES = 4 << 20
     PUMP_NAP = 0.0005
@@ -471,7 +489,7 @@ class LiveCapture:
             if self._free_slabs and not self._discard:
                 return self._free_slabs.pop()
             self._slabs_made += 1
-            return bytearray(self.SLAB_BYTES)
+            return bytearray(min(self.SLAB_BYTES, self._queue_limit))
 
     def _pump(self) -> None:
         fd = self._fd

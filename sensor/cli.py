@@ -278,6 +278,9 @@ def cmd_run(args) -> int:
             sys.stderr.write(f"camwatch: serving metrics on http://{_fmt(server.address)}/metrics\n")
     deadline = time.monotonic() + args.duration if args.duration else None
     started = time.monotonic()
+    # With a capture filter the interface also counts what the filter leaves out: no comparison to make.
+    watch_interface = not args.bpf
+    interface_read_at = 0.0
     failure = None
     try:
         # After a stop request the loop goes on until dumpcap has written out what it captured and closed the
@@ -290,6 +293,11 @@ def cmd_run(args) -> int:
             if not live.stopping and (stop.is_set() or (deadline is not None and time.monotonic() >= deadline)):
                 live.request_stop()
             sensor.capture_dropped = live.dropped
+            if watch_interface and time.monotonic() - interface_read_at >= 1.0:
+                interface_read_at = time.monotonic()
+                received = live.interface_received()
+                with sensor.lock:
+                    sensor.interface_received = received
     except CaptureError as exc:
         failure = str(exc)
     finally:
@@ -300,6 +308,8 @@ def cmd_run(args) -> int:
         # dumpcap reports its drop statistics as it exits, so only now is the count final.
         with sensor.lock:
             sensor.capture_dropped = live.dropped
+            if watch_interface:
+                sensor.interface_received = live.interface_received()
         capturing.clear()
         sensor.finish()
         try:

@@ -66,6 +66,7 @@ class SensorCollector(Collector):
             lag = s.processing_lag
             anomaly_model = s.model
             dropped = s.capture_dropped
+            interface_received = s.interface_received
             makers_version = s.inventory.makers.version
             devices_evicted = s.inventory.evicted
             external = len(s.external_destinations)
@@ -174,6 +175,11 @@ class SensorCollector(Collector):
                          trained)
         yield counter("camwatch_capture_dropped_packets", "Packets the kernel or dumpcap dropped before camwatch "
                       "saw them (live capture).", dropped)
+        if interface_received is not None:
+            yield counter("camwatch_capture_interface_received_packets", "Frames the capture interface received "
+                          "since capture started, by the kernel's interface counter (live capture without a "
+                          "capture filter). Less camwatch_packets_total: frames camwatch has not seen, in flight "
+                          "or lost, visible while capturing.", interface_received)
         if lag is not None:
             yield _gauge("camwatch_processing_lag_seconds", "Wall-clock delay between capturing the newest packet "
                          "and processing it (live capture).", name, lag)

@@ -145,6 +145,7 @@ class Sensor:
         self.live = False                    # set by `run`: wall clock and capture clock are comparable
         self.processing_lag: float | None = None
         self.capture_dropped = 0             # packets the kernel or dumpcap dropped (live)
+        self.interface_received: int | None = None   # frames the interface received (live, no capture filter)
 
     # ---- input -----------------------------------------------------------------------------------------
     def process(self, batch: Batch, pace: Callable[[float], None] | None = None) -> None:

@@ -223,6 +223,7 @@ def test_live_capture_counts_every_packet_and_alerts_like_replay(link, start_cam
     # dumpcap's own statistics, printed at exit, reach the summary: nothing dropped, everything received.
     assert capture_stats(cw.stderr) == (0, sent, sent)
     assert dropped_total(cw.metrics.read_text()) == 0
+    assert metric_value(cw.metrics.read_text(), "camwatch_capture_interface_received_packets_total") == sent
     assert "warning" not in cw.stderr
 
     live = alerts_of(cw.alerts.read_text())
@@ -383,3 +384,73 @@ def test_first_packet_reaches_the_detectors_within_a_second(link, start_camwatch
     assert alert["destination"]["ip"] == "203.0.113.77"
     assert 0 <= seen_at - alert["ts"] < 1.0, seen_at - alert["ts"]
     assert cw.terminate() == 0
+
+
+def metric_value(metrics_text: str, name: str) -> float | None:
+    values = re.findall(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", metrics_text, re.M)
+    assert len(values) <= 1, metrics_text
+    return float(values[0]) if values else None
+
+
+def test_losses_show_while_capturing_not_only_when_dumpcap_stops(link, start_camwatch, tmp_path):
+    """dumpcap reports its drop count only when it exits. The interface's own receive counter, exported beside
+    camwatch's count, shows a loss while the capture still runs: camwatch is frozen (SIGSTOP) while 500 MiB of video
+    arrives, its pipe and dumpcap's 256 MiB ring fill, the kernel drops the rest; thawed, camwatch drains what was
+    kept, and the gap between the two counters is exactly what dumpcap later reports as dropped."""
+    from packets import PcapWriter, ethernet, ipv4, mac, udp
+    video = tmp_path / "video.pcap"
+    frame = ethernet(mac("00:1b:21:0a:0b:02"), mac("44:19:b6:00:00:01"), 0x0800,
+                     ipv4("10.20.0.11", "10.20.0.2", 17, udp("10.20.0.11", "10.20.0.2", 50000, 30000,
+                                                              b"\x80\x60" + bytes(1352))))
+    with PcapWriter(video) as w:
+        for i in range(20_000):
+            w.write(1_700_000_000 + i / 1000, frame)
+
+    run("ip", "-n", link.sensor_ns, "link", "set", "lo", "up")   # where the metrics are served
+    cw = start_camwatch(link, "--serve", "127.0.0.1:0")
+    cw.wait_capturing()
+    deadline = time.monotonic() + 5
+    while not (served := re.search(r"serving metrics on (http://\S+)", cw.stderr)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert served, cw.stderr
+    url = served[1]
+
+    def scrape() -> str:   # from inside the sensor's namespace, where its 127.0.0.1 is
+        return run("ip", "netns", "exec", link.sensor_ns, sys.executable, "-c",
+                   "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())",
+                   url)
+
+    os.kill(cw.proc.pid, signal.SIGSTOP)
+    try:
+        sent = tcpreplay(link, "--topspeed", "--preload-pcap", "--loop", "20", pcap=video)
+    finally:
+        os.kill(cw.proc.pid, signal.SIGCONT)
+    previous, deadline = None, time.monotonic() + 30
+    while True:   # drained once two scrapes a second apart agree
+        time.sleep(1.2)
+        text = scrape()
+        now = (metric_value(text, "camwatch_packets_total"),
+               metric_value(text, "camwatch_capture_interface_received_packets_total"))
+        if now == previous or time.monotonic() > deadline:
+            break
+        previous = now
+    counted, received = now
+    assert received == sent, text
+    assert 0 < counted < sent, text
+    assert metric_value(text, "camwatch_capture_dropped_packets_total") == 0   # dumpcap has not said so yet
+    assert cw.terminate(timeout=30) == 0, cw.stderr
+    final = cw.metrics.read_text()
+    assert metric_value(final, "camwatch_capture_dropped_packets_total") == sent - counted, cw.stderr
+    assert metric_value(final, "camwatch_packets_total") == counted
+
+
+def test_no_interface_counter_with_a_capture_filter(link, start_camwatch):
+    """A capture filter leaves packets out on purpose: the interface count would not be comparable."""
+    cw = start_camwatch(link, "--bpf", "udp")
+    cw.wait_capturing()
+    tcpreplay(link, "--pps", "4000")
+    time.sleep(0.5)
+    assert cw.terminate() == 0, cw.stderr
+    text = cw.metrics.read_text()
+    assert 0 < metric_value(text, "camwatch_packets_total") < capinfos(SITE)["packets"]
+    assert metric_value(text, "camwatch_capture_interface_received_packets_total") is None

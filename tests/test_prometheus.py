@@ -27,6 +27,7 @@ REQUIRED = {
     "CamwatchHighSeverityAlert": 'severity=~"high|critical"',
     "CamwatchSensorDown": 'up{job="camwatch"}',
     "CamwatchCaptureDroppingPackets": "rate(camwatch_capture_dropped_packets_total",
+    "CamwatchCaptureFallingShort": "rate(camwatch_capture_interface_received_packets_total",
     "CamwatchDecodeErrorsSurge": "camwatch_decode_errors_total",
     "CamwatchFlowTableEvictions": 'reason="evicted"',
     "CamwatchCaptureStalled": "camwatch_processing_lag_seconds",
