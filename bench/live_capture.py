@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     rate.add_argument("--mbps", type=float, help="cap the send rate in Mbit/s (default: top speed)")
     rate.add_argument("--pps", type=float, help="cap the send rate in packets/s (default: top speed)")
     ap.add_argument("--config", help="camwatch.toml for the sensor (default: zero-config)")
+    ap.add_argument("--sender-nice", type=int, default=19, metavar="N",
+                    help="niceness of tcpreplay (default 19: a real traffic source is not on the sensor, so it should "
+                         "not take the sensor's CPU; 0 makes them compete as equals)")
     ap.add_argument("--settle", type=float, default=1.0, help="seconds between the last packet and SIGTERM")
     args = ap.parse_args(argv)
     if args.loops < 1:
@@ -184,7 +187,8 @@ def bench(args) -> int:
             cw.wait_capturing()
             cpu_before = cw.cpu_seconds()
             # --preload-pcap: looping from memory, so the disk never sets the pace.
-            feed = subprocess.run(["ip", "netns", "exec", pair.feed_ns, "nice", "-n", "19", "tcpreplay", "-i", pair.feed_if,
+            feed = subprocess.run(["ip", "netns", "exec", pair.feed_ns, "nice", "-n", str(args.sender_nice),
+                                   "tcpreplay", "-i", pair.feed_if,
                                    "--preload-pcap", "--loop", str(args.loops), *speed, str(args.pcap)],
                                   capture_output=True, text=True)
             report = feed.stdout + feed.stderr
@@ -211,7 +215,7 @@ def bench(args) -> int:
     missing = sent - counted - dropped
 
     rows = [
-        ("capture", f"{args.pcap.name} x {args.loops} ({' '.join(speed)})"),
+        ("capture", f"{args.pcap.name} x {args.loops} ({' '.join(speed)}, tcpreplay at nice {args.sender_nice})"),
         ("sent (tcpreplay)", f"{sent:,} packets in {seconds:.2f} s: {sent / seconds:,.0f} packets/s, "
                              f"{mbps:,.1f} Mbit/s" + (f"; {failed:,} failed" if failed else "")
                              + (f"; {retried:,} retried on ENOBUFS" if retried else "")),

@@ -33,9 +33,8 @@ import random
 import struct
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PATH = Path("/tmp/camwatch-bench/replay.pcap")
@@ -62,8 +61,7 @@ FPS = 25
 RTP_CLOCK = 90_000
 
 
-@dataclass(frozen=True)
-class Site:
+class Site(NamedTuple):
     cameras: int
     packets_per_frame: tuple[int, int]   # inclusive range, drawn per camera
 

@@ -388,11 +388,21 @@ def fmt_int(v) -> str:
     return "—" if v is None else f"{v:,.0f}"
 
 
+def _make_capture():
+    spec = importlib.util.spec_from_file_location("make_capture", HERE / "make_capture.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="camwatch replay throughput against peers")
     ap.add_argument("--capture", type=Path, help="classic pcap to replay (default: generated, see --packets)")
     ap.add_argument("--packets", type=int, default=200_000,
                     help="size of the generated capture, when --capture is not given (default 200000)")
+    ap.add_argument("--site", choices=sorted(_make_capture().SITES), default="nvr20",
+                    help="site of the generated capture (bench/make_capture.py): nvr20, 20 cameras at ~60 Mbit/s, "
+                         "or vlan100, the issue's 100 cameras at 4-8 Mbit/s")
     ap.add_argument("--slice", type=int, default=2_000, help="packets for the pyshark runs (default 2000)")
     ap.add_argument("--repeat", type=int, default=5, help="runs per tool, median reported (pyshark: 1)")
     ap.add_argument("--only", help="comma-separated subset of: " + ", ".join(t[0] for t in TOOLS))
@@ -412,13 +422,12 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             ap.error(f"{path}: no such file")
     else:
-        path = DEFAULT_DIR / f"replay-{args.packets}.pcap"
+        # nvr20 keeps its historical file name, so earlier results and commands still apply
+        name = f"replay-{args.packets}" if args.site == "nvr20" else f"{args.site}-{args.packets}"
+        path = DEFAULT_DIR / f"{name}.pcap"
         if not path.is_file():
-            spec = importlib.util.spec_from_file_location("make_capture", HERE / "make_capture.py")
-            make_capture = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(make_capture)
-            print(f"writing {path} ({args.packets:,} packets) ...", file=sys.stderr)
-            make_capture.write(path, args.packets)
+            print(f"writing {path} ({args.packets:,} packets, site {args.site}) ...", file=sys.stderr)
+            _make_capture().write(path, args.packets, args.site)
     total = count_records(path)
     slice_path = DEFAULT_DIR / f"{path.stem}-head{args.slice}.pcap"
     DEFAULT_DIR.mkdir(parents=True, exist_ok=True)

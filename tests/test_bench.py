@@ -1,0 +1,57 @@
+"""The benchmark tools run and measure what they say: a small capture through bench/ end to end (the speed
+targets themselves live in docs/benchmarks.md, measured by these scripts, not asserted here)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, capinfos, tshark_fields
+
+BENCH = REPO / "bench"
+
+
+def bench(script: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCH / script), *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO, timeout=timeout)
+
+
+@pytest.mark.parametrize("site, cameras", [("nvr20", 20), ("vlan100", 100)])
+def test_generated_capture_is_deterministic_and_models_its_site(tmp_path, site, cameras):
+    a, b = tmp_path / "a.pcap", tmp_path / "b.pcap"
+    for path in (a, b):
+        r = bench("make_capture.py", path, "-n", 20_000, "--site", site)
+        assert r.returncode == 0, r.stderr
+    assert hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest()
+    assert capinfos(a)["packets"] == 20_000
+    senders = {row[0] for row in tshark_fields(a, "ip.src", display_filter="rtp or rtsp or udp.dstport == 53")}
+    assert len(senders - {"10.20.0.2", "10.20.0.1"}) == cameras
+
+
+def test_replay_benchmark_reports_every_tool_it_ran(tmp_path):
+    capture = tmp_path / "bench.pcap"
+    assert bench("make_capture.py", capture, "-n", 5_000, "--site", "vlan100").returncode == 0
+    out = tmp_path / "results.json"
+    r = bench("replay_peers.py", "--capture", capture, "--only", "camwatch,camwatch-core,tshark", "--repeat", 1,
+              "--slice", 500, "--json", out)
+    assert r.returncode == 0, r.stderr
+    results = {row["tool"]: row for row in json.loads(out.read_text())["results"]}
+    assert set(results) == {"camwatch", "camwatch-core", "tshark"}
+    for row in results.values():
+        assert row["status"] == "ok" and row["file_packets"] == 5_000 and row["pps"] > 0, row
+    assert results["camwatch"]["packets"] == results["camwatch-core"]["packets"] == 5_000
+    assert results["camwatch"]["flows"] == results["camwatch-core"]["flows"] > 50
+    assert "| camwatch pipeline (open_file + Sensor.process) | 5,000 |" in r.stdout
+
+
+def test_profile_reports_the_stages(tmp_path):
+    capture = tmp_path / "bench.pcap"
+    assert bench("make_capture.py", capture, "-n", 5_000).returncode == 0
+    r = bench("profile_replay.py", "--capture", capture, "--repeat", 1)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("5,000 packets; best of 1:")
+    for stage in ("decode.decode", "flows:   group", "pipeline: _enrich_and_detect"):
+        assert f"| {stage} |" in r.stdout
