@@ -16,6 +16,10 @@
 #include <string.h>
 #include <stdlib.h>
 #include <math.h>
+#include <errno.h>
+#include <poll.h>
+#include <time.h>
+#include <unistd.h>
 
 static inline uint32_t load32(const unsigned char *p, int big_endian)
 {
@@ -405,10 +409,82 @@ done:
                          out[9]);
 }
 
+
+/*
+ * fill(fd, buffer, start, stop, timeout, gather) -> bytes read, 0 at end of file, None if nothing came
+ * The live pump's read loop, without the GIL: wait up to `timeout` seconds for the pipe to be readable, then keep
+ * reading into buffer[start:stop] what arrives for up to `gather` seconds (napping 0.5 ms after a short read, so
+ * dumpcap's few-KiB writes gather) or until the range is full. In Python each read would have to win the GIL back
+ * from the thread doing the analysis, which under load is slower than the pipe fills.
+ */
+static PyObject *fill(PyObject *self, PyObject *args)
+{
+    int fd;
+    Py_buffer view;
+    Py_ssize_t start, stop;
+    double timeout, gather;
+    if (!PyArg_ParseTuple(args, "iw*nndd", &fd, &view, &start, &stop, &timeout, &gather))
+        return NULL;
+    if (start < 0 || stop > view.len || start >= stop) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "fill: range outside the buffer");
+        return NULL;
+    }
+    char *buf = (char *)view.buf;
+    Py_ssize_t got = 0;
+    int err = 0, eof = 0, ready = 0;
+    Py_BEGIN_ALLOW_THREADS
+    struct pollfd pfd = {fd, POLLIN, 0};
+    int r;
+    do {
+        r = poll(&pfd, 1, (int)(timeout * 1000));
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        err = errno;
+    } else if (r > 0) {
+        ready = 1;
+        struct timespec t0, now;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (;;) {
+            ssize_t n = read(fd, buf + start + got, (size_t)(stop - start - got));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0) {
+                err = errno;
+                break;
+            }
+            if (n == 0) {
+                eof = got == 0;   /* readable yet nothing to read: the writer has gone */
+                break;
+            }
+            got += n;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (start + got >= stop || (now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) / 1e9 >= gather)
+                break;
+            if (n < 256 * 1024) {
+                struct timespec nap = {0, 500000};
+                nanosleep(&nap, NULL);
+            }
+            if (poll(&pfd, 1, 0) <= 0 || !(pfd.revents & POLLIN))
+                break;   /* nothing more came: hand over what there is */
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (err && got == 0) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (!ready)
+        Py_RETURN_NONE;
+    return PyLong_FromSsize_t(eof ? 0 : got);
+}
+
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, "Walk classic-pcap records in a buffer."},
     {"decode", decode, METH_VARARGS, "Decode link, network and transport headers of a batch."},
     {"group", group, METH_VARARGS, "Group a batch's packets by flow key and sum them per direction."},
+    {"fill", fill, METH_VARARGS, "Read a pipe into a buffer without the GIL, gathering small writes."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -476,6 +476,7 @@ class LiveCapture:
     # ---- data ------------------------------------------------------------------------------------------
     SLAB_BYTES = 4 << 20
     PUMP_NAP = 0.0005
+    PUMP_GATHER = 0.02
 
     def _next_slab(self) -> bytearray:
         """A slab for the pump to fill: a free one, a new one while under the queue limit, or, when the queue is
@@ -497,14 +498,13 @@ class LiveCapture:
         while True:
             if fill == len(slab):
                 slab, fill = self._next_slab(), 0
-            ready, _, _ = select.select([fd], [], [], self._stop_wait())
-            if ready:
-                try:
-                    got = os.readv(fd, [memoryview(slab)[fill:]])
-                except OSError:
-                    got = 0
-                if not got:
-                    break
+            try:
+                got = self._fill(fd, slab, fill)
+            except OSError:
+                got = 0
+            if got == 0:
+                break
+            if got is not None:
                 with self._cond:
                     if not self._discard:
                         self._queue.append((slab, fill, fill + got))
@@ -514,16 +514,25 @@ class LiveCapture:
                         if self._queued == got or self._queued - got < self.BATCH_BYTES <= self._queued:
                             self._cond.notify_all()
                 fill += got
-                if got < self.PIPE_BYTES // 4 and self._stop_requested_at is None:
-                    # dumpcap writes a few KiB at a time; reading each piece as it comes costs a wake-up and a
-                    # turn of this loop per piece. A short nap lets the pipe gather far more, yet ends long before
-                    # a full-rate stream could fill it (1 MiB is ~2 ms at 4 Gbit/s).
-                    time.sleep(self.PUMP_NAP)
             if self._stop_requested_at is not None:
                 self._advance_stop(pipe_empty=not select.select([fd], [], [], 0)[0])
         with self._cond:
             self._eof = True
             self._cond.notify_all()
+
+    def _fill(self, fd: int, slab: bytearray, start: int) -> int | None:
+        """Read what the pipe has into slab[start:]: bytes read, 0 at its end, None if nothing came in time.
+        dumpcap writes a few KiB at a time; reads keep gathering for up to PUMP_GATHER seconds (a short nap after
+        a small read), far less than the pipe takes to fill at full rate (1 MiB is ~2 ms at 4 Gbit/s)."""
+        if _walk is not None:
+            # compiled: the gathering runs without the GIL, which the analysis thread holds most of the time
+            return _walk.fill(fd, slab, start, len(slab), self._stop_wait(), self.PUMP_GATHER)
+        if not select.select([fd], [], [], self._stop_wait())[0]:
+            return None
+        got = os.readv(fd, [memoryview(slab)[start:]])
+        if got and got < self.PIPE_BYTES // 4 and self._stop_requested_at is None:
+            time.sleep(self.PUMP_NAP)
+        return got
 
     # A batch costs a fixed few hundred microseconds whatever its size, so handing over every pipe read (often
     # 64 KiB, ~50 frames) caps live throughput near 150k packets/s. Waiting up to BATCH_WAIT for BATCH_BYTES to
