@@ -264,7 +264,7 @@ def cmd_run(args) -> int:
         # until the capture really runs.
         server = (MetricsServer(registry, listen, ready=capturing.is_set, inventory=sensor.inventory_snapshot,
                                 settings=config.metrics) if listen else None)
-        live = LiveCapture(args.interface, args.bpf)
+        live = LiveCapture(args.interface, args.bpf, buffer_mib=config.capture_buffer_mib)
     except BaseException:
         if server:
             server.close()

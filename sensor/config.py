@@ -94,6 +94,7 @@ class Config:
     learning_period: float = 86400.0
     state_path: str | None = None
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    capture_buffer_mib: int = 256
     source: str = "(defaults)"
 
     @property
@@ -112,6 +113,7 @@ _SCHEMA: dict[str, set[str]] = {
     "detect": {"learning_period"},
     "state": {"path"},
     "metrics": {"listen", "tls_cert", "tls_key", "client_ca", "basic_auth"},
+    "capture": {"buffer_mib"},
 }
 _ALLOW_KEYS = {"dst", "port", "proto", "comment"}
 
@@ -176,6 +178,9 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
         raise fail("state.path must be a file path")
 
     metrics = _metrics(raw.get("metrics", {}), fail)
+    buffer_mib = _positive_int(raw.get("capture", {}).get("buffer_mib", 256), "capture.buffer_mib", fail)
+    if buffer_mib > 65536:
+        raise fail("capture.buffer_mib must be at most 65536 (64 GiB)")
 
     allow_raw = raw.get("allow", [])
     if not isinstance(allow_raw, list):
@@ -195,6 +200,7 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
         learning_period=learning_period,
         state_path=state_path,
         metrics=metrics,
+        capture_buffer_mib=buffer_mib,
         source=source,
     )
 

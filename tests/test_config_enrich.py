@@ -49,13 +49,18 @@ def test_load_config_file_and_errors(tmp_path):
     f.write_text('[sensor]\nname = "site-a"\n[flows]\nudp_idle_timeout = 30\nmax_flows = 1000\n')
     config = load_config(f)
     assert config.sensor_name == "site-a" and config.flows.udp_idle_timeout == 30 and config.flows.max_flows == 1000
+    assert config.capture_buffer_mib == 256
+    assert parse_config({"capture": {"buffer_mib": 1024}}).capture_buffer_mib == 1024
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "missing.toml")
     for bad, needle in [({"flows": {"max_flows": -1}}, "positive integer"),
                         ({"flows": {"tcp_idle_timeout": "5m"}}, "positive number"),
                         ({"sensor": {"name": ""}}, "sensor.name"),
                         ({"allow": [{"dst": "bad name!"}]}, "neither an IP"),
-                        ({"allow": [{"dst": "10.0.0.1", "proto": "sctp"}]}, "proto")]:
+                        ({"allow": [{"dst": "10.0.0.1", "proto": "sctp"}]}, "proto"),
+                        ({"capture": {"buffer_mib": 0}}, "capture.buffer_mib"),
+                        ({"capture": {"buffer_mib": 1 << 20}}, "capture.buffer_mib"),
+                        ({"capture": {"ring": 5}}, "unknown key capture.ring")]:
         with pytest.raises(ConfigError, match=needle):
             parse_config(bad)
 

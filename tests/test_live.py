@@ -454,3 +454,20 @@ def test_no_interface_counter_with_a_capture_filter(link, start_camwatch):
     text = cw.metrics.read_text()
     assert 0 < metric_value(text, "camwatch_packets_total") < capinfos(SITE)["packets"]
     assert metric_value(text, "camwatch_capture_interface_received_packets_total") is None
+
+
+def test_capture_ring_size_comes_from_the_config(link, start_camwatch, tmp_path):
+    config = tmp_path / "ring.toml"
+    config.write_text("[capture]\nbuffer_mib = 16\n")
+    cw = start_camwatch(link, "--config", str(config))
+    cw.wait_capturing()
+    commands = []
+    for pid in run("ip", "netns", "pids", link.sensor_ns).split():
+        try:
+            commands.append(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
+        except FileNotFoundError:
+            pass
+    dumpcap = [c for c in commands if c[0].endswith(b"dumpcap")]
+    assert len(dumpcap) == 1, commands
+    assert dumpcap[0][dumpcap[0].index(b"-B") + 1] == b"16"
+    assert cw.terminate() == 0, cw.stderr
