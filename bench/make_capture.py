@@ -17,10 +17,11 @@ and in both:
     keep-alives;
   * DNS (A queries for the NTP and NVR names) and NTP from every camera to the site server 10.20.0.1, ARP.
 
-Output is a pure function of the site and the packet count (no clock, no unseeded randomness), and the first K packets of an
-N-packet capture are the K-packet capture: sources are endless time-ordered streams merged by timestamp and cut
-at N. Bulk frames are prebuilt templates whose changing fields (RTP sequence/timestamp, TCP sequence/ack) are
-patched per packet with an incremental checksum update, so 200,000 packets take about a second to write.
+Output is a pure function of the site and the packet count (no clock, no unseeded randomness), and the first K
+packets of an N-packet capture are the K-packet capture: sources are endless time-ordered streams merged by
+timestamp and cut at N. Bulk frames are prebuilt templates whose changing fields (RTP sequence/timestamp, TCP
+sequence/ack) are patched per packet with an incremental checksum update, so 200,000 packets take about a second
+to write.
 """
 
 from __future__ import annotations

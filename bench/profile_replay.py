@@ -154,7 +154,8 @@ def clocks(path: Path, repeat: int) -> int:
         (Sensor, "_identify", "pipeline: _identify"),
         (Sensor, "_enrich_and_detect", "pipeline: _enrich_and_detect"),
     ]
-    targets = [t for t in targets if t[1] in t[0].__dict__ and not (t[1] == "flow_keys" and "group" in flows_mod.__dict__)]
+    grouped = "group" in flows_mod.__dict__
+    targets = [t for t in targets if t[1] in t[0].__dict__ and not (t[1] == "flow_keys" and grouped)]
     saved = [(owner, attr, owner.__dict__[attr]) for owner, attr, _ in targets]
     best: tuple[float, dict, dict, float, int] | None = None
     try:

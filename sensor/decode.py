@@ -95,10 +95,10 @@ def decode(batch: Batch) -> Decoded:
     if _compiled is None or not USE_C_DECODE or len(batch) == 0:
         return decode_numpy(batch)
     n = len(batch)
-    (network, error, vlan, src_mac, src, dst, proto, sport, dport, tcp_flags, payload_off, payload_len,
-     fragment, head) = _compiled.decode(batch.data if len(batch.data) else b"\0", batch.offsets.astype(np.int64).tobytes(),
-                                  batch.caplen.astype(np.int64).tobytes(), batch.linktype.astype(np.int32).tobytes(),
-                                  WINDOW)
+    (network, error, vlan, src_mac, src, dst, proto, sport, dport, tcp_flags, payload_off, payload_len, fragment,
+     head) = _compiled.decode(batch.data if len(batch.data) else b"\0", batch.offsets.astype(np.int64).tobytes(),
+                              batch.caplen.astype(np.int64).tobytes(), batch.linktype.astype(np.int32).tobytes(),
+                              WINDOW)
     return Decoded(batch, np.frombuffer(network, np.uint8), np.frombuffer(error, np.uint8),
                    np.frombuffer(vlan, np.uint16), np.frombuffer(src_mac, np.int64),
                    np.frombuffer(src, np.uint8).reshape(n, 16), np.frombuffer(dst, np.uint8).reshape(n, 16),

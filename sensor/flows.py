@@ -1,8 +1,8 @@
 """Flows stage: bidirectional flows keyed by VLAN, protocol, address pair and port pair.
 
 A batch is grouped by canonical key in one pass (compiled, or numpy's np.unique as the reference), so the Python
-work per batch is one step per distinct flow, not per packet. Expiry runs on whatever clock the caller passes: packet time in replay,
-wall-clock time live.
+work per batch is one step per distinct flow, not per packet. Expiry runs on whatever clock the caller passes:
+packet time in replay, wall-clock time live.
 """
 
 from __future__ import annotations
@@ -174,8 +174,8 @@ def flow_keys(dec: Decoded, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Groups(NamedTuple):
-    """One batch's packets summed per flow key, groups in the order of their first packet. Per-direction columns: 0 is A->B (the key's
-    first address sends), 1 is B->A."""
+    """One batch's packets summed per flow key, groups in the order of their first packet. Per-direction columns:
+    0 is A->B (the key's first address sends), 1 is B->A."""
 
     keys: np.ndarray       # (u, 40) uint8
     first: np.ndarray      # int64, position in `rows` of each group's first packet
