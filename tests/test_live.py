@@ -288,10 +288,13 @@ def test_sigterm_mid_stream_loses_nothing_dumpcap_captured(link, start_camwatch)
     assert "warning" not in cw.stderr
 
 
-DROP_PROBE = """
+PROBE = """
 import json, sys
-from sensor.capture import LiveCapture
-live = LiveCapture(sys.argv[1], buffer_mib=1, queue_mib=1)
+import sensor.capture as capture
+interface, buffer_mib, queue_mib, python_pump = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+if python_pump:
+    capture._walk = None   # as on a machine where the C helper could not be built
+live = capture.LiveCapture(interface, buffer_mib=buffer_mib, queue_mib=queue_mib)
 print("capturing", flush=True)
 sys.stdin.readline()
 live.request_stop()
@@ -302,25 +305,33 @@ print(json.dumps({"read": read, "dropped": live.dropped, "received": live.receiv
 """
 
 
-def test_dropped_counts_what_a_stalled_reader_lost(link):
-    """Nobody takes packets from the reader while tcpreplay floods: LiveCapture's 1 MiB queue and then the pipe fill
-    up, dumpcap blocks, its 1 MiB kernel ring overflows, and `LiveCapture.dropped` must account for exactly the
-    packets that never arrived."""
-    probe = subprocess.Popen(["ip", "netns", "exec", link.sensor_ns, sys.executable, "-c", DROP_PROBE,
-                              link.sensor_if], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+def probe_capture(link, *tcpreplay_options: str, buffer_mib: int = 256, queue_mib: int = 64,
+                  python_pump: bool = False, settle: float = 0.0) -> tuple[int, dict]:
+    """A bare LiveCapture in the sensor namespace that reads nothing until tcpreplay has finished, then reads all:
+    (packets sent, what the capture read, dropped, received and passed on)."""
+    probe = subprocess.Popen(["ip", "netns", "exec", link.sensor_ns, sys.executable, "-c", PROBE, link.sensor_if,
+                              str(buffer_mib), str(queue_mib), "1" if python_pump else "0"],
+                             cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         if probe.stdout.readline().strip() != "capturing":
             probe.kill()
             pytest.fail(f"LiveCapture did not start:\n{probe.communicate()[1]}")
-        sent = tcpreplay(link, "--topspeed", "--loop", "4")
+        sent = tcpreplay(link, *tcpreplay_options)
+        time.sleep(settle)
         out, err = probe.communicate("go\n", timeout=30)
     finally:
         if probe.poll() is None:
             probe.kill()
             probe.wait()
     assert probe.returncode == 0, err
-    stats = json.loads(out)
+    return sent, json.loads(out)
+
+
+def test_dropped_counts_what_a_stalled_reader_lost(link):
+    """Nobody takes packets from the reader while tcpreplay floods: LiveCapture's 1 MiB queue and then the pipe fill
+    up, dumpcap blocks, its 1 MiB kernel ring overflows, and `LiveCapture.dropped` must account for exactly the
+    packets that never arrived."""
+    sent, stats = probe_capture(link, "--topspeed", "--loop", "4", buffer_mib=1, queue_mib=1)
     assert stats["dropped"] > 0, stats
     assert stats["read"] + stats["dropped"] == sent, stats
     # dumpcap's "received" is what reached it, drops not included.
@@ -473,35 +484,7 @@ def test_capture_ring_size_comes_from_the_config(link, start_camwatch, tmp_path)
     assert cw.terminate() == 0, cw.stderr
 
 
-FALLBACK_PROBE = """
-import json, sys
-import sensor.capture as capture
-capture._walk = None   # as on a machine where the C helper could not be built
-live = capture.LiveCapture(sys.argv[1])
-print("capturing", flush=True)
-sys.stdin.readline()
-live.request_stop()
-read = sum(len(batch) for batch in live.reader)
-live.stop()
-print(json.dumps({"read": read, "dropped": live.dropped}), flush=True)
-"""
-
-
 def test_python_pump_counts_every_packet_too(link):
     """Without the compiled helper, the pure-Python pump reads the pipe: same packets, none lost."""
-    probe = subprocess.Popen(["ip", "netns", "exec", link.sensor_ns, sys.executable, "-c", FALLBACK_PROBE,
-                              link.sensor_if], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    try:
-        if probe.stdout.readline().strip() != "capturing":
-            probe.kill()
-            pytest.fail(f"LiveCapture did not start:\n{probe.communicate()[1]}")
-        sent = tcpreplay(link, "--pps", "20000", "--loop", "5")
-        time.sleep(0.5)
-        out, err = probe.communicate("go\n", timeout=30)
-    finally:
-        if probe.poll() is None:
-            probe.kill()
-            probe.wait()
-    assert probe.returncode == 0, err
-    assert json.loads(out) == {"read": sent, "dropped": 0}
+    sent, stats = probe_capture(link, "--pps", "20000", "--loop", "5", python_pump=True, settle=0.5)
+    assert stats["read"] == sent and stats["dropped"] == 0, stats
