@@ -411,6 +411,58 @@ done:
 
 
 /*
+ * tags(proto, payload_len, head, rows, prefix_values, prefix_masks, rtp, pppp, pppp_drw, tls, signature_base)
+ *     -> uint64 per entry of `rows`
+ * The payload-profile bits of each row (Sensor._payload_tags_numpy is the reference): RTP v2 with an audio/video
+ * payload type, CS2 PPPP framing and its DRW data frames, TLS records, and bit signature_base + i where the first
+ * payload bytes match prefix i (value under mask). Rows with fewer than four payload bytes get none.
+ */
+static PyObject *tags(PyObject *self, PyObject *args)
+{
+    Py_buffer in[6];
+    unsigned long long tag_rtp, tag_pppp, tag_drw, tag_tls;
+    int base;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*KKKKi", &in[0], &in[1], &in[2], &in[3], &in[4], &in[5], &tag_rtp,
+                          &tag_pppp, &tag_drw, &tag_tls, &base))
+        return NULL;
+    const uint8_t *proto = in[0].buf;
+    const int64_t *plen = in[1].buf, *rows = in[3].buf;
+    const uint64_t *head = in[2].buf, *values = in[4].buf, *masks = in[5].buf;
+    Py_ssize_t m = in[3].len / 8, k = in[4].len / 8;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, m * 8);
+    if (out) {
+        uint64_t *t = (uint64_t *)PyBytes_AS_STRING(out);
+        for (Py_ssize_t i = 0; i < m; i++) {
+            int64_t r = rows[i];
+            uint64_t h = head[r], bits = 0;
+            if (plen[r] < 4) {
+                t[i] = 0;
+                continue;
+            }
+            unsigned b0 = (unsigned)(h >> 56), b1 = (unsigned)(h >> 48) & 0xFF;
+            unsigned b2 = (unsigned)(h >> 40) & 0xFF, b3 = (unsigned)(h >> 32) & 0xFF, pt = b1 & 0x7F;
+            if (proto[r] == 17) {
+                if ((b0 & 0xC0) == 0x80 && plen[r] >= 12 && (pt <= 34 || (pt >= 96 && pt <= 127)))
+                    bits |= tag_rtp;
+                if (b0 == 0xF1 && (int64_t)((b2 << 8) | b3) == plen[r] - 4) {
+                    bits |= tag_pppp;
+                    if (b1 == 0xD0)
+                        bits |= tag_drw;
+                }
+            } else if (proto[r] == 6 && (b0 == 0x16 || b0 == 0x17) && b1 == 0x03) {
+                bits |= tag_tls;
+            }
+            for (Py_ssize_t j = 0; j < k; j++)
+                if ((h & masks[j]) == values[j])
+                    bits |= 1ULL << (base + j);
+            t[i] = bits;
+        }
+    }
+    for (int j = 0; j < 6; j++) PyBuffer_Release(&in[j]);
+    return out;
+}
+
+/*
  * fill(fd, buffer, start, stop, timeout, gather) -> bytes read, 0 at end of file, None if nothing came
  * The live pump's read loop, without the GIL: wait up to `timeout` seconds for the pipe to be readable, then keep
  * reading into buffer[start:stop] what arrives for up to `gather` seconds (napping 0.5 ms after a short read, so
@@ -484,6 +536,7 @@ static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, "Walk classic-pcap records in a buffer."},
     {"decode", decode, METH_VARARGS, "Decode link, network and transport headers of a batch."},
     {"group", group, METH_VARARGS, "Group a batch's packets by flow key and sum them per direction."},
+    {"tags", tags, METH_VARARGS, "Payload-profile bits of a batch's rows from their first payload bytes."},
     {"fill", fill, METH_VARARGS, "Read a pipe into a buffer without the GIL, gathering small writes."},
     {NULL, NULL, 0, NULL},
 };

@@ -24,7 +24,7 @@ from sensor.detect import (MAX_EPISODES, TAG_PPPP, TAG_PPPP_DRW, TAG_RTP, TAG_SI
                            EgressPolicyDetector, Episodes, HardcodedInfraDetector, Indicators,
                            NewDestinationDetector, Observation, SegmentationDetector, VendorCloudDetector,
                            VideoEgressDetector)
-from sensor.dissect import (HTTP_METHODS, IDENTITY_PORTS, parse_banner, parse_dns, parse_http_host,
+from sensor.dissect import (HTTP_METHODS, IDENTITY_PORTS, DnsMessage, parse_banner, parse_dns, parse_http_host,
                             parse_tls_sni)
 from sensor.enrich import (SCOPE_CAMERA, SCOPE_CORE, SCOPE_PUBLIC, Classifier, CoveredMakers, Inventory,
                            ManufDatabase, NameCache)
@@ -40,7 +40,17 @@ MAX_PEERS_PER_DEVICE = 4096
 MAX_ROUTER_MACS = 64
 _HTTP_PREFIXES = np.array([int.from_bytes(m, "big") for m in HTTP_METHODS], dtype=np.int64)
 _BANNER_PREFIXES = np.array([int.from_bytes(m, "big") for m in (b"RTSP", b"HTTP")], dtype=np.int64)
-_IDENTITY_PORTS = np.array(sorted(IDENTITY_PORTS), dtype=np.int64)
+_IDENTITY_PORT = np.zeros(1 << 16, dtype=bool)   # indexed by port: cheaper than np.isin on every window
+_IDENTITY_PORT[sorted(IDENTITY_PORTS)] = True
+_UNPARSED = object()
+
+try:
+    from sensor import _walk as _compiled
+except ImportError:  # built without a C compiler: _payload_tags_numpy gives the same bits
+    _compiled = None
+# Tests switch this off to hold the compiled tags to the numpy reference.
+USE_C_TAGS = True
+DNS_PARSE_CACHE = 4096
 RTSP_PORTS = (554, 8554)
 _BANNER_KEYS = frozenset({"server"})
 _DISCOVERY_KEYS = frozenset({"protocol", "model"})
@@ -106,6 +116,7 @@ class Sensor:
         self._second_last_ts = 0.0   # the latest packet time seen in that second
         self.classifier = Classifier(config)
         self.names = NameCache(config.max_names)
+        self._dns_parsed: dict[bytes, DnsMessage | None] = {}
         self.inventory = Inventory(config, manuf if manuf is not None else ManufDatabase.load(), makers)
         self.episodes = Episodes(config.episode_timeout)
         self.indicators = indicators if indicators is not None else Indicators.load()
@@ -232,7 +243,7 @@ class Sensor:
             return
         self._learn_dns(dec, rows)
         heads = self._heads(dec, rows)
-        updates = self.flows.update(dec, rows, self._payload_tags(dec, rows, heads))
+        updates = self.flows.update(dec, rows, self._payload_tags(dec, rows))
         tcp, tcp_head, tcp_b5 = heads.tcp(dec)
         self._name_flows(dec, tcp, tcp_head, tcp_b5)
         self._identify(dec, rows, tcp, tcp_head)
@@ -265,7 +276,16 @@ class Sensor:
         dns = rows[(proto == PROTO_UDP) & ((dec.sport[rows] == 53) | (dec.dport[rows] == 53))
                    & (dec.payload_len[rows] >= 12)]
         for row in dns:
-            msg = parse_dns(payload(dec, int(row)))
+            body = payload(dec, int(row))
+            # Cameras ask the same questions all day and get the same answers: only the 2-byte ID differs, and
+            # the parse does not depend on it.
+            key = body[2:]
+            msg = self._dns_parsed.get(key, _UNPARSED)
+            if msg is _UNPARSED:
+                msg = parse_dns(body)
+                if len(self._dns_parsed) >= DNS_PARSE_CACHE:
+                    self._dns_parsed.clear()   # bounded; the repeated messages come straight back
+                self._dns_parsed[key] = msg
             if msg is None:
                 continue
             ts = float(dec.batch.ts[row])
@@ -293,8 +313,19 @@ class Sensor:
         sel = rows[has]
         return _Heads(has, sel, dec.head[sel])
 
-    def _payload_tags(self, dec: Decoded, rows: np.ndarray, heads: "_Heads") -> np.ndarray:
+    def _payload_tags(self, dec: Decoded, rows: np.ndarray) -> np.ndarray:
         """Per-row payload-profile bits (detect.TAG_*): media framing and vendor protocol signatures."""
+        if _compiled is None or not USE_C_TAGS:
+            return self._payload_tags_numpy(dec, rows)
+        c = np.ascontiguousarray
+        return np.frombuffer(_compiled.tags(c(dec.proto, np.uint8), c(dec.payload_len, np.int64),
+                                            c(dec.head, np.uint64), c(rows, np.int64), self._prefix_values,
+                                            self._prefix_masks, TAG_RTP, TAG_PPPP, TAG_PPPP_DRW, TAG_TLS,
+                                            TAG_SIGNATURE_BASE), np.uint64)
+
+    def _payload_tags_numpy(self, dec: Decoded, rows: np.ndarray) -> np.ndarray:
+        """The reference for the compiled _walk.tags."""
+        heads = self._heads(dec, rows)
         tags = np.zeros(len(rows), dtype=np.uint64)
         has, sel = heads.has, heads.rows
         if not len(sel):
@@ -339,8 +370,8 @@ class Sensor:
     def _identify(self, dec: Decoded, rows: np.ndarray, tcp: np.ndarray, head: np.ndarray) -> None:
         """Discovery announcements and RTSP/HTTP/SSDP banners name a device's maker, model and firmware."""
         udp = rows[(dec.proto[rows] == PROTO_UDP) & (dec.payload_len[rows] > 0)
-                   & (np.isin(dec.sport[rows], _IDENTITY_PORTS) | np.isin(dec.dport[rows], _IDENTITY_PORTS))]
-        banners = tcp[np.isin(head, _BANNER_PREFIXES)]
+                   & (_IDENTITY_PORT[dec.sport[rows]] | _IDENTITY_PORT[dec.dport[rows]])]
+        banners = tcp[(head == _BANNER_PREFIXES[0]) | (head == _BANNER_PREFIXES[1])]
         self._upnp(dec, udp[dec.dport[udp] == 1900], tcp[head == _POST])
         for row in np.concatenate((udp, banners)):
             row = int(row)

@@ -116,6 +116,9 @@ def test_application_parsers_never_crash(payload):
     parse_dhip(b"DHIP{" + payload)
 
 
+TAGGER = Sensor(Config())   # the payload tags use the indicator file's signatures
+
+
 @FUZZ
 @given(frames=st.lists(st.one_of(ethernet_ip_frames(), frame), min_size=1, max_size=30), linktype=LINKTYPES)
 def test_compiled_decode_equals_numpy_on_hostile_frames(frames, linktype):
@@ -133,5 +136,6 @@ def test_compiled_decode_equals_numpy_on_hostile_frames(frames, linktype):
             rows = np.flatnonzero(fast.is_ip)
             tags = np.arange(len(rows), dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
             grouped, reference = flows.group(fast, rows, tags), flows.group_numpy(fast, rows, tags)
+            assert np.array_equal(TAGGER._payload_tags(fast, rows), TAGGER._payload_tags_numpy(fast, rows))
             for name, a, r in zip(grouped._fields, grouped, reference):
                 assert a.dtype == r.dtype and np.array_equal(a, r), name
