@@ -39,25 +39,17 @@ static PyObject *walk(PyObject *self, PyObject *args)
 
     const unsigned char *data = (const unsigned char *)view.buf;
     Py_ssize_t end = view.len;
-    Py_ssize_t capacity = end / 16 + 1;
-    PyObject *offsets = PyBytes_FromStringAndSize(NULL, capacity * 8);
-    PyObject *caplens = PyBytes_FromStringAndSize(NULL, capacity * 8);
-    PyObject *wirelens = PyBytes_FromStringAndSize(NULL, capacity * 8);
-    PyObject *stamps = PyBytes_FromStringAndSize(NULL, capacity * 8);
-    if (!offsets || !caplens || !wirelens || !stamps) {
-        Py_XDECREF(offsets); Py_XDECREF(caplens); Py_XDECREF(wirelens); Py_XDECREF(stamps);
-        PyBuffer_Release(&view);
-        return NULL;
-    }
-    int64_t *off = (int64_t *)PyBytes_AS_STRING(offsets);
-    int64_t *cap = (int64_t *)PyBytes_AS_STRING(caplens);
-    int64_t *wire = (int64_t *)PyBytes_AS_STRING(wirelens);
-    double *ts = (double *)PyBytes_AS_STRING(stamps);
+    /* Sized for video-sized records and grown when smaller ones come: room for the worst case (16-byte empty
+     * records) would be a quarter of the buffer per column, and allocating that costs more than the walk. */
+    Py_ssize_t capacity = end / 512 + 64;
+    int64_t *off = malloc(capacity * 8), *cap = malloc(capacity * 8), *wire = malloc(capacity * 8);
+    double *ts = malloc(capacity * 8);
 
     Py_ssize_t pos = 0, n = 0, bad_offset = -1;
     long long need = 0, bad_length = 0;
+    int no_memory = !off || !cap || !wire || !ts;
     Py_BEGIN_ALLOW_THREADS
-    while (pos + 16 <= end) {
+    while (!no_memory && pos + 16 <= end) {
         uint32_t sec = load32(data + pos, big_endian);
         uint32_t frac = load32(data + pos + 4, big_endian);
         uint32_t caplen = load32(data + pos + 8, big_endian);
@@ -71,6 +63,17 @@ static PyObject *walk(PyObject *self, PyObject *args)
             need = 16 + (long long)caplen;
             break;
         }
+        if (n == capacity) {
+            capacity *= 2;
+            int64_t *o2 = realloc(off, capacity * 8), *c2 = o2 ? realloc(cap, capacity * 8) : NULL;
+            int64_t *w2 = c2 ? realloc(wire, capacity * 8) : NULL;
+            double *t2 = w2 ? realloc(ts, capacity * 8) : NULL;
+            if (o2) off = o2;
+            if (c2) cap = c2;
+            if (w2) wire = w2;
+            if (t2) ts = t2;
+            if (!t2) { no_memory = 1; break; }
+        }
         off[n] = pos + 16;
         cap[n] = caplen;
         wire[n] = wirelen >= caplen ? wirelen : caplen;
@@ -83,10 +86,18 @@ static PyObject *walk(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
 
-    if (_PyBytes_Resize(&offsets, n * 8) || _PyBytes_Resize(&caplens, n * 8) ||
-        _PyBytes_Resize(&wirelens, n * 8) || _PyBytes_Resize(&stamps, n * 8))
-        return NULL;
-    return Py_BuildValue("(nLnLNNNN)", pos, need, bad_offset, bad_length, offsets, caplens, wirelens, stamps);
+    PyObject *offsets = NULL, *caplens = NULL, *wirelens = NULL, *stamps = NULL, *result = NULL;
+    if (no_memory) {
+        PyErr_NoMemory();
+    } else if ((offsets = PyBytes_FromStringAndSize((const char *)off, n * 8)) &&
+               (caplens = PyBytes_FromStringAndSize((const char *)cap, n * 8)) &&
+               (wirelens = PyBytes_FromStringAndSize((const char *)wire, n * 8)) &&
+               (stamps = PyBytes_FromStringAndSize((const char *)ts, n * 8))) {
+        result = Py_BuildValue("(nLnLOOOO)", pos, need, bad_offset, bad_length, offsets, caplens, wirelens, stamps);
+    }
+    free(off); free(cap); free(wire); free(ts);
+    Py_XDECREF(offsets); Py_XDECREF(caplens); Py_XDECREF(wirelens); Py_XDECREF(stamps);
+    return result;
 }
 
 
@@ -147,6 +158,8 @@ static PyObject *decode(PyObject *self, PyObject *args)
 
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
+        /* Headers sit a video frame apart, a cache miss each: ask for them a few packets early. */
+        if (i + 8 < n) __builtin_prefetch(buf + offset[i + 8]);
         frame_t f = {buf + offset[i], caplen[i] < window ? caplen[i] : window};
         long long cap = caplen[i];
         int lt = linktype[i];
@@ -313,27 +326,42 @@ static PyObject *group(PyObject *self, PyObject *args)
     Py_ssize_t m = in[ROWS].len / 8, cap = 16;
     while (cap < 2 * m) cap <<= 1;
 
+    /* Per-group arrays start small and double: a batch of video holds far fewer flows than packets, and zeroing
+     * room for one group per packet cost more than the grouping. */
+    Py_ssize_t gcap = m < 256 ? (m ? m : 1) : 256;
     int32_t *slot = malloc(cap * sizeof(int32_t));
-    uint8_t *keys = malloc((m ? m : 1) * KEY_BYTES);
-    int64_t *first = malloc((m ? m : 1) * 8);
-    uint8_t *first_dir = malloc(m ? m : 1);
-    int64_t *pkts = calloc(2 * m + 1, 8), *nbytes = calloc(2 * m + 1, 8), *payload = calloc(2 * m + 1, 8);
-    int64_t *macs = calloc(2 * m + 1, 8);
-    uint64_t *side_tags = calloc(2 * m + 1, 8);
-    uint8_t *flags = calloc(2 * m + 1, 1);
-    double *last = malloc((m ? m : 1) * sizeof(double));
+    uint8_t *keys = malloc(gcap * KEY_BYTES);
+    int64_t *first = malloc(gcap * 8);
+    uint8_t *first_dir = malloc(gcap);
+    int64_t *pkts = calloc(2 * gcap, 8), *nbytes = calloc(2 * gcap, 8), *payload = calloc(2 * gcap, 8);
+    int64_t *macs = calloc(2 * gcap, 8);
+    uint64_t *side_tags = calloc(2 * gcap, 8);
+    uint8_t *flags = calloc(2 * gcap, 1);
+    double *last = malloc(gcap * sizeof(double));
     PyObject *out[10] = {NULL};
     Py_ssize_t u = 0;
-    if (!slot || !keys || !first || !first_dir || !pkts || !nbytes || !payload || !macs || !side_tags || !flags ||
-        !last) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    memset(slot, 0xFF, cap * sizeof(int32_t));
+    int no_memory = !slot || !keys || !first || !first_dir || !pkts || !nbytes || !payload || !macs || !side_tags ||
+                    !flags || !last;
+    if (!no_memory)
+        memset(slot, 0xFF, cap * sizeof(int32_t));
 
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < m; i++) {
+    int64_t prev = -1;
+    Py_ssize_t prev_g = 0;
+    int prev_d = 0;
+    for (Py_ssize_t i = 0; i < m && !no_memory; i++) {
         int64_t r = rows[i];
+        Py_ssize_t g;
+        int d;
+        /* Video comes in bursts of one flow: a row with the previous row's addresses, ports, VLAN and protocol
+         * is in the previous row's group and direction, without hashing. */
+        if (prev >= 0 && sport[r] == sport[prev] && dport[r] == dport[prev] && proto[r] == proto[prev] &&
+            vlan[r] == vlan[prev] && frag[r] == frag[prev] && memcmp(src + 16 * r, src + 16 * prev, 16) == 0 &&
+            memcmp(dst + 16 * r, dst + 16 * prev, 16) == 0) {
+            g = prev_g;
+            d = prev_d;
+            goto add;
+        }
         uint8_t key[KEY_BYTES], a[18], b[18];
         int portless = proto[r] == 1 || proto[r] == 58 || frag[r];
         int64_t sp = portless ? 0 : sport[r], dp = portless ? 0 : dport[r];
@@ -346,15 +374,29 @@ static PyObject *group(PyObject *self, PyObject *args)
         memcpy(key + 3, a_is_src ? a : b, 18);
         memcpy(key + 21, a_is_src ? b : a, 18);
         key[39] = 0;
-        Py_ssize_t h = (Py_ssize_t)(key_hash(key) & (uint64_t)(cap - 1)), g;
+        Py_ssize_t h = (Py_ssize_t)(key_hash(key) & (uint64_t)(cap - 1));
         for (;;) {
             g = slot[h];
             if (g < 0 || memcmp(keys + g * KEY_BYTES, key, KEY_BYTES) == 0)
                 break;
             h = (h + 1) & (cap - 1);
         }
-        int d = !a_is_src;
+        d = !a_is_src;
         if (g < 0) {
+            if (u == gcap) {
+                Py_ssize_t was = gcap;
+                gcap *= 2;
+#define GROW(ptr, bytes) do { void *p2 = realloc(ptr, (bytes)); if (!p2) no_memory = 1; else ptr = p2; } while (0)
+                GROW(keys, gcap * KEY_BYTES); GROW(first, gcap * 8); GROW(first_dir, gcap); GROW(last, gcap * 8);
+                GROW(pkts, 2 * gcap * 8); GROW(nbytes, 2 * gcap * 8); GROW(payload, 2 * gcap * 8);
+                GROW(macs, 2 * gcap * 8); GROW(side_tags, 2 * gcap * 8); GROW(flags, 2 * gcap);
+#undef GROW
+                if (no_memory)
+                    break;
+                memset(pkts + 2 * was, 0, 2 * was * 8); memset(nbytes + 2 * was, 0, 2 * was * 8);
+                memset(payload + 2 * was, 0, 2 * was * 8); memset(macs + 2 * was, 0, 2 * was * 8);
+                memset(side_tags + 2 * was, 0, 2 * was * 8); memset(flags + 2 * was, 0, 2 * was);
+            }
             g = u++;
             slot[h] = (int32_t)g;
             memcpy(keys + g * KEY_BYTES, key, KEY_BYTES);
@@ -362,6 +404,10 @@ static PyObject *group(PyObject *self, PyObject *args)
             first_dir[g] = (uint8_t)d;
             last[g] = -INFINITY;
         }
+        prev = r;
+        prev_g = g;
+        prev_d = d;
+    add:;
         Py_ssize_t s = 2 * g + d;
         pkts[s] += 1;
         nbytes[s] += wire[r];
@@ -372,6 +418,10 @@ static PyObject *group(PyObject *self, PyObject *args)
         if (ts[r] > last[g]) last[g] = ts[r];
     }
     Py_END_ALLOW_THREADS
+    if (no_memory) {
+        PyErr_NoMemory();
+        goto done;
+    }
 
     Py_ssize_t sizes[10] = {u * KEY_BYTES, u * 8, u, 16 * u, 16 * u, 16 * u, u * 8, 2 * u, 16 * u, 16 * u};
     for (int k = 0; k < 10; k++) {

@@ -243,6 +243,41 @@ def test_compiled_grouping_equals_the_numpy_reference(path):
     assert grouped > 0
 
 
+def test_compiled_grouping_equals_the_numpy_reference_with_thousands_of_flows_and_bursts():
+    """One batch with far more flows than the compiled grouping's starting room, in bursts of one flow (its
+    shortcut for a repeat of the previous packet) and interleaved both ways, UDP, TCP and ICMP."""
+    import sensor.flows as f
+    from packets import ethernet, icmp_echo, ipv4, mac, tcp, udp
+    if f._compiled is None:
+        pytest.skip("the C extension was not built on this machine")
+    a, b = mac("00:00:00:00:00:01"), mac("00:00:00:00:00:02")
+    frames = []
+    for k in range(3000):
+        cam, server = f"10.1.{k >> 8}.{k & 255}", f"192.0.2.{k % 7}"
+        sport = 1024 + k % 5
+        if k % 3 == 0:
+            segment = ipv4(cam, server, 17, udp(cam, server, sport, 554, b"\x80" * 40))
+            reply = ipv4(server, cam, 17, udp(server, cam, 554, sport, b"x"))
+        elif k % 3 == 1:
+            segment = ipv4(cam, server, 6, tcp(cam, server, sport, 443, 1, 0, "S"))
+            reply = ipv4(server, cam, 6, tcp(server, cam, 443, sport, 1, 2, "SA"))
+        else:
+            segment = ipv4(cam, server, 1, icmp_echo(k, 1))
+            reply = ipv4(server, cam, 1, icmp_echo(k, 1, reply=True))
+        frames += [ethernet(b, a, 0x0800, segment)] * (1 + k % 4) + [ethernet(a, b, 0x0800, reply)]
+        if k % 10 == 9:   # an older flow comes back between bursts
+            frames.append(frames[-7])
+    batches = [bt for bt in _reader(_pcap(frames), 1 << 24) if len(bt)]
+    assert len(batches) == 1 and len(batches[0]) == len(frames)   # the compiled walk outgrew its first guess
+    dec = decode(batches[0])
+    rows = np.flatnonzero(dec.is_ip)
+    tags = np.arange(len(rows), dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    fast, ref = f.group(dec, rows, tags), f.group_numpy(dec, rows, tags)
+    assert len(fast.first) == 3000
+    for name, got, want in zip(fast._fields, fast, ref):
+        assert got.dtype == want.dtype and np.array_equal(got, want), name
+
+
 @pytest.fixture(scope="module")
 def tagging_sensor():
     from sensor.config import Config
