@@ -273,7 +273,8 @@ def cmd_run(args) -> int:
     capturing.set()
     sensor.live = True
     if not args.quiet:
-        sys.stderr.write(f"camwatch: capturing on {args.interface}\n")
+        sys.stderr.write(f"camwatch: capturing on {args.interface} "
+                         f"(kernel capture ring {config.capture_buffer_mib} MiB)\n")
         if server:
             sys.stderr.write(f"camwatch: serving metrics on http://{_fmt(server.address)}/metrics\n")
     deadline = time.monotonic() + args.duration if args.duration else None

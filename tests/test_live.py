@@ -406,7 +406,7 @@ def metric_value(metrics_text: str, name: str) -> float | None:
 def test_losses_show_while_capturing_not_only_when_dumpcap_stops(link, start_camwatch, tmp_path):
     """dumpcap reports its drop count only when it exits. The interface's own receive counter, exported beside
     camwatch's count, shows a loss while the capture still runs: camwatch is frozen (SIGSTOP) while 500 MiB of video
-    arrives, its pipe and dumpcap's 256 MiB ring fill, the kernel drops the rest; thawed, camwatch drains what was
+    arrives, its pipe and a 64 MiB capture ring fill, the kernel drops the rest; thawed, camwatch drains what was
     kept, and the gap between the two counters is exactly what dumpcap later reports as dropped."""
     from packets import PcapWriter, ethernet, ipv4, mac, udp
     video = tmp_path / "video.pcap"
@@ -418,7 +418,9 @@ def test_losses_show_while_capturing_not_only_when_dumpcap_stops(link, start_cam
             w.write(1_700_000_000 + i / 1000, frame)
 
     run("ip", "-n", link.sensor_ns, "link", "set", "lo", "up")   # where the metrics are served
-    cw = start_camwatch(link, "--serve", "127.0.0.1:0")
+    ring = tmp_path / "ring.toml"
+    ring.write_text("[capture]\nbuffer_mib = 64\n")   # the default grows with the machine's memory
+    cw = start_camwatch(link, "--serve", "127.0.0.1:0", "--config", str(ring))
     cw.wait_capturing()
     deadline = time.monotonic() + 5
     while not (served := re.search(r"serving metrics on (http://\S+)", cw.stderr)) and time.monotonic() < deadline:
@@ -481,6 +483,7 @@ def test_capture_ring_size_comes_from_the_config(link, start_camwatch, tmp_path)
     dumpcap = [c for c in commands if c[0].endswith(b"dumpcap")]
     assert len(dumpcap) == 1, commands
     assert dumpcap[0][dumpcap[0].index(b"-B") + 1] == b"16"
+    assert "kernel capture ring 16 MiB" in cw.stderr
     assert cw.terminate() == 0, cw.stderr
 
 
