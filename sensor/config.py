@@ -33,11 +33,19 @@ def capture_ring_mib(memory_bytes: int) -> int:
     return max(64, min(1024, memory_bytes // 16 >> 20))
 
 
-def _machine_memory() -> int:
+def _machine_memory(cgroups: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")) -> int:
+    """Physical memory, or the process's cgroup (v2) limit when lower: a container, or a systemd unit with
+    MemoryMax, would otherwise be sized by the whole host."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
-        return 4 << 30   # unknown: size as for a small sensor
+        memory = 4 << 30   # unknown: size as for a small sensor
+    try:
+        own = next(line[3:] for line in membership.read_text().splitlines() if line.startswith("0::"))
+        limit = (cgroups / own.lstrip("/") / "memory.max").read_text().strip()
+    except (OSError, StopIteration):
+        return memory
+    return min(memory, int(limit)) if limit.isdigit() else memory
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,20 @@ def test_default_capture_ring_is_a_sixteenth_of_memory_between_64_mib_and_1_gib(
     assert Config().capture_buffer_mib == parse_config({}).capture_buffer_mib
 
 
+def test_a_cgroup_memory_limit_sizes_the_default_ring(tmp_path):
+    from sensor.config import _machine_memory
+    membership = tmp_path / "cgroup"
+    membership.write_text("0::/system.slice/camwatch.service\n")
+    unit = tmp_path / "fs/system.slice/camwatch.service"
+    unit.mkdir(parents=True)
+    (unit / "memory.max").write_text(f"{2 << 30}\n")
+    assert _machine_memory(tmp_path / "fs", membership) == 2 << 30
+    (unit / "memory.max").write_text("max\n")
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert _machine_memory(tmp_path / "fs", membership) == physical
+    assert _machine_memory(tmp_path / "fs", tmp_path / "missing") == physical
+
+
 def test_manuf_prefers_the_longest_assignment():
     db = ManufDatabase(parse_manuf(
         "40:2C:76\tIEEERegi\tIEEE Registration Authority\n"
