@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_left
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -62,25 +63,50 @@ VIDEO_MIN_BYTES = 100_000
 VIDEO_MIN_RATIO = 20
 
 
-class _Heads:
-    """First payload bytes of the rows of one window that carry at least four."""
+class _Plan:
+    """The rows of one decoded batch that each stage wants, found once per batch with numpy; a window of the batch
+    takes its share by position (windows are contiguous and rows ascending), instead of each of a batch's one-second
+    windows masking its rows again."""
 
-    __slots__ = ("has", "rows", "head")
+    __slots__ = ("ip", "tags", "dns", "named", "identity", "banners", "searches", "posts")
 
-    def __init__(self, has: np.ndarray, rows: np.ndarray, head: np.ndarray):
-        self.has = has      # mask over the window's rows
-        self.rows = rows    # those rows
-        self.head = head    # their first eight payload bytes, big-endian (Decoded.head)
+    def __init__(self, dec: Decoded, tags: Callable[[Decoded, np.ndarray], np.ndarray]):
+        ip = np.flatnonzero(dec.is_ip)
+        self.ip = ip
+        self.tags = tags(dec, ip)   # payload-profile bits per IP row
+        proto, plen = dec.proto[ip], dec.payload_len[ip]
+        sport, dport = dec.sport[ip], dec.dport[ip]
+        udp = proto == PROTO_UDP
+        self.dns = ip[udp & ((sport == 53) | (dport == 53)) & (plen >= 12)].tolist()
+        identity = ip[udp & (plen > 0) & (_IDENTITY_PORT[sport] | _IDENTITY_PORT[dport])]
+        self.identity = identity.tolist()
+        self.searches = identity[dec.dport[identity] == 1900].tolist()
+        # TCP rows with six or more payload bytes: their first four bytes as an integer, and byte 5
+        tcp = ip[(proto == PROTO_TCP) & (plen >= 6)]
+        head = dec.head[tcp]
+        first4 = (head >> np.uint64(32)).astype(np.int64)
+        b5 = ((head >> np.uint64(16)) & np.uint64(0xFF)).astype(np.int64)
+        self.named = tcp[((first4 >> 24) == 0x16) & (b5 == 0x01) | np.isin(first4, _HTTP_PREFIXES)].tolist()
+        self.banners = tcp[(first4 == _BANNER_PREFIXES[0]) | (first4 == _BANNER_PREFIXES[1])].tolist()
+        self.posts = tcp[first4 == _POST].tolist()
 
-    def byte(self, k: int) -> np.ndarray:
-        return ((self.head >> np.uint64(56 - 8 * k)) & np.uint64(0xFF)).astype(np.int64)
 
-    def tcp(self, dec: Decoded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """TCP rows with six or more payload bytes: (rows, first four bytes as an integer, byte 5)."""
-        m = (dec.proto[self.rows] == PROTO_TCP) & (dec.payload_len[self.rows] >= 6)
-        head = self.head[m]
-        return (self.rows[m], (head >> np.uint64(32)).astype(np.int64),
-                ((head >> np.uint64(16)) & np.uint64(0xFF)).astype(np.int64))
+class _FlowContext:
+    """What the enrich step knows of a flow that never changes (Flow.context): its sides' address scopes and
+    printed addresses, protocol and port, and each side's last destination scope with the name it was for."""
+
+    __slots__ = ("scopes", "orig_text", "resp_text", "proto", "port", "destination")
+
+    def __init__(self, orig_scope: str, resp_scope: str, orig_text: str, resp_text: str, proto: str,
+                 port: int | None):
+        self.scopes = (orig_scope, resp_scope)
+        self.orig_text, self.resp_text = orig_text, resp_text
+        self.proto, self.port = proto, port
+        self.destination: list[tuple[str | None, str] | None] = [None, None]
+
+
+def _between(rows: list[int], start: int, end: int) -> list[int]:
+    return rows[bisect_left(rows, start):bisect_left(rows, end)] if rows else rows
 
 
 class _WindowCollector:
@@ -172,14 +198,15 @@ class Sensor:
         dec = decode(batch)
         ts = batch.ts
         seconds = np.floor(ts)
-        cuts = np.flatnonzero(seconds[1:] != seconds[:-1]) + 1
-        bounds = np.concatenate(([0], cuts, [n]))
-        ip = dec.is_ip
-        for start, end in zip(bounds[:-1], bounds[1:]):
+        bounds = [0, *(np.flatnonzero(seconds[1:] != seconds[:-1]) + 1).tolist(), n]
+        plan = _Plan(dec, self._payload_tags)
+        ip_bounds = np.searchsorted(plan.ip, bounds).tolist()
+        for k in range(len(bounds) - 1):
+            start, end = bounds[k], bounds[k + 1]
             if pace is not None:
                 pace(float(ts[start]))
             with self.lock:
-                self._window(dec, int(start), int(end), ip)
+                self._window(dec, start, end, plan, ip_bounds[k], ip_bounds[k + 1])
 
     def expire(self, now: float) -> None:
         """Housekeeping on the caller's clock (wall-clock when live and idle)."""
@@ -215,7 +242,8 @@ class Sensor:
         self.known.close()
 
     # ---- one window ------------------------------------------------------------------------------------
-    def _window(self, dec: Decoded, start: int, end: int, ip: np.ndarray) -> None:
+    def _window(self, dec: Decoded, start: int, end: int, plan: _Plan, lo: int, hi: int) -> None:
+        """Packets start:end of the batch, one second of capture time; plan.ip[lo:hi] are its IP rows."""
         b = dec.batch
         sl = slice(start, end)
         self.packets += end - start
@@ -238,15 +266,13 @@ class Sensor:
             self._second_last_ts = max(self._second_last_ts, t1)
         self.flows.expire(t0)
 
-        rows = np.flatnonzero(ip[sl]) + start
-        if len(rows) == 0:
+        if lo == hi:
             return
-        self._learn_dns(dec, rows)
-        heads = self._heads(dec, rows)
-        updates = self.flows.update(dec, rows, self._payload_tags(dec, rows))
-        tcp, tcp_head, tcp_b5 = heads.tcp(dec)
-        self._name_flows(dec, tcp, tcp_head, tcp_b5)
-        self._identify(dec, rows, tcp, tcp_head)
+        self._learn_dns(dec, _between(plan.dns, start, end))
+        updates = self.flows.update(dec, plan.ip[lo:hi], plan.tags[lo:hi])
+        self._name_flows(dec, _between(plan.named, start, end))
+        self._identify(dec, _between(plan.identity, start, end), _between(plan.banners, start, end),
+                       _between(plan.searches, start, end), _between(plan.posts, start, end))
         pending = self._pending
         for upd in updates:
             if upd.new:
@@ -271,12 +297,9 @@ class Sensor:
             for alert in self.anomaly.tick(self._second_last_ts):
                 self._emit(alert)
 
-    def _learn_dns(self, dec: Decoded, rows: np.ndarray) -> None:
-        proto = dec.proto[rows]
-        dns = rows[(proto == PROTO_UDP) & ((dec.sport[rows] == 53) | (dec.dport[rows] == 53))
-                   & (dec.payload_len[rows] >= 12)]
+    def _learn_dns(self, dec: Decoded, dns: list[int]) -> None:
         for row in dns:
-            body = payload(dec, int(row))
+            body = payload(dec, row)
             # Cameras ask the same questions all day and get the same answers: only the 2-byte ID differs, and
             # the parse does not depend on it.
             key = body[2:]
@@ -306,13 +329,6 @@ class Sensor:
                     if alert is not None:
                         self._emit(alert)
 
-    @staticmethod
-    def _heads(dec: Decoded, rows: np.ndarray) -> _Heads:
-        """The rows with four or more payload bytes, for the profile tags, TLS/HTTP naming, banners and UPnP."""
-        has = dec.payload_len[rows] >= 4
-        sel = rows[has]
-        return _Heads(has, sel, dec.head[sel])
-
     def _payload_tags(self, dec: Decoded, rows: np.ndarray) -> np.ndarray:
         """Per-row payload-profile bits (detect.TAG_*): media framing and vendor protocol signatures."""
         if _compiled is None or not USE_C_TAGS:
@@ -325,12 +341,13 @@ class Sensor:
 
     def _payload_tags_numpy(self, dec: Decoded, rows: np.ndarray) -> np.ndarray:
         """The reference for the compiled _walk.tags."""
-        heads = self._heads(dec, rows)
         tags = np.zeros(len(rows), dtype=np.uint64)
-        has, sel = heads.has, heads.rows
+        has = dec.payload_len[rows] >= 4
+        sel = rows[has]
         if not len(sel):
             return tags
-        b = [heads.byte(k) for k in range(4)]
+        head = dec.head[sel]
+        b = [((head >> np.uint64(56 - 8 * k)) & np.uint64(0xFF)).astype(np.int64) for k in range(4)]
         plen = dec.payload_len[sel]
         udp = dec.proto[sel] == PROTO_UDP
         t = np.zeros(len(sel), dtype=np.uint64)
@@ -343,38 +360,29 @@ class Sensor:
         tls = (dec.proto[sel] == PROTO_TCP) & ((b[0] == 0x16) | (b[0] == 0x17)) & (b[1] == 0x03)
         t[tls] |= np.uint64(TAG_TLS)
         if len(self._prefix_values):
-            head = heads.head
             for i, (value, mask) in enumerate(zip(self._prefix_values, self._prefix_masks)):
                 t[(head & mask) == value] |= np.uint64(1 << (TAG_SIGNATURE_BASE + i))
         tags[has] = t
         return tags
 
-    def _name_flows(self, dec: Decoded, tcp: np.ndarray, head: np.ndarray, b5: np.ndarray) -> None:
-        """TLS SNI and HTTP Host name the flow they travel in."""
-        if len(tcp) == 0:
+    def _name_flows(self, dec: Decoded, picked: list[int]) -> None:
+        """TLS SNI and HTTP Host name the flow they travel in (picked: TCP rows opening a ClientHello or a request)."""
+        if not picked:
             return
-        tls = ((head >> 24) == 0x16) & (b5 == 0x01)
-        http = np.isin(head, _HTTP_PREFIXES)
-        picked = tcp[tls | http]
-        if len(picked) == 0:
-            return
-        keys, _ = flow_keys(dec, picked)
+        keys, _ = flow_keys(dec, np.array(picked, dtype=np.int64))
         for row, key in zip(picked, keys):
-            body = payload(dec, int(row), limit=WINDOW * 64)
+            body = payload(dec, row, limit=WINDOW * 64)
             name = parse_tls_sni(body) if body[:1] == b"\x16" else parse_http_host(body)
             if name:
                 flow = self.flows.get(key.tobytes(), PROTO_TCP)
                 if flow is not None and flow.name is None:
                     flow.name = name
 
-    def _identify(self, dec: Decoded, rows: np.ndarray, tcp: np.ndarray, head: np.ndarray) -> None:
+    def _identify(self, dec: Decoded, udp: list[int], banners: list[int], searches: list[int],
+                  posts: list[int]) -> None:
         """Discovery announcements and RTSP/HTTP/SSDP banners name a device's maker, model and firmware."""
-        udp = rows[(dec.proto[rows] == PROTO_UDP) & (dec.payload_len[rows] > 0)
-                   & (_IDENTITY_PORT[dec.sport[rows]] | _IDENTITY_PORT[dec.dport[rows]])]
-        banners = tcp[(head == _BANNER_PREFIXES[0]) | (head == _BANNER_PREFIXES[1])]
-        self._upnp(dec, udp[dec.dport[udp] == 1900], tcp[head == _POST])
-        for row in np.concatenate((udp, banners)):
-            row = int(row)
+        self._upnp(dec, searches, posts)
+        for row in udp + banners:
             raw = dec.src[row].tobytes()
             if self.classifier.scope_of_raw(raw) != SCOPE_CAMERA:
                 continue
@@ -399,10 +407,9 @@ class Sensor:
                 dev.evidence.add("camera_discovery")
             self.inventory.add_identity(dev, fields)
 
-    def _upnp(self, dec: Decoded, searches: np.ndarray, posts: np.ndarray) -> None:
+    def _upnp(self, dec: Decoded, searches: list[int], posts: list[int]) -> None:
         """A camera looking for an Internet gateway, or asking one to open a port, is trying to be reachable."""
-        for row, kind in [(int(r), "upnp_igd_discovery") for r in searches] + [(int(r), "upnp_port_mapping")
-                                                                             for r in posts]:
+        for row, kind in [(r, "upnp_igd_discovery") for r in searches] + [(r, "upnp_port_mapping") for r in posts]:
             sender = ip_from16(dec.src[row].tobytes())
             if not self.classifier.is_camera_side(sender):
                 continue
@@ -425,13 +432,30 @@ class Sensor:
             if alert is not None:
                 self._emit(alert)
 
+    def _flow_context(self, flow: Flow) -> _FlowContext:
+        classify = self.classifier
+        ctx = flow.context = _FlowContext(classify.scope_of_raw(flow.orig_raw), classify.scope_of_raw(flow.resp_raw),
+                                          flow.orig_text, flow.resp_text, flow.proto_name, flow.resp_port or None)
+        return ctx
+
+    def _destination_scope(self, flow: Flow, ctx: _FlowContext, is_orig: bool, name: str | None) -> str:
+        """classify.destination_scope of the flow's other side, recomputed only when the name changes: the
+        address, port and protocol of a flow do not."""
+        side = 0 if is_orig else 1
+        cached = ctx.destination[side]
+        if cached is not None and cached[0] == name:
+            return cached[1]
+        scope, _rule = self.classifier.destination_scope(flow.resp_ip if is_orig else flow.orig_ip, name, ctx.port,
+                                                         ctx.proto)
+        ctx.destination[side] = (name, scope)
+        return scope
+
     def _enrich_and_detect(self, upd: FlowUpdate) -> None:
         flow = upd.flow
         ts = upd.ts
-        proto = flow.proto_name
-        port = flow.resp_port or None
-        classify = self.classifier
-        scopes = (classify.scope_of_raw(flow.orig_raw), classify.scope_of_raw(flow.resp_raw))
+        ctx = flow.context or self._flow_context(flow)
+        proto, port = ctx.proto, ctx.port
+        scopes = ctx.scopes
         for is_orig in (True, False):
             local_scope, peer_scope = scopes if is_orig else scopes[::-1]
             sent_pkts = upd.orig_pkts if is_orig else upd.resp_pkts
@@ -442,7 +466,7 @@ class Sensor:
             inbound_from_core = not is_orig and peer_scope == SCOPE_CORE and upd.orig_pkts
             if not sent_pkts and not inbound_from_core:
                 continue
-            local, peer = (flow.orig_text, flow.resp_text) if is_orig else (flow.resp_text, flow.orig_text)
+            local, peer = (ctx.orig_text, ctx.resp_text) if is_orig else (ctx.resp_text, ctx.orig_text)
             sent_bytes = upd.orig_bytes if is_orig else upd.resp_bytes
             dev = self.inventory.touch(local, flow.orig_mac if is_orig else flow.resp_mac, flow.last)
             self.known.device_first_seen(dev.ip, ts)
@@ -450,7 +474,7 @@ class Sensor:
             dev.bytes_sent += sent_bytes
             self._role_evidence(dev, flow, is_orig, bool(sent_pkts))
             name = flow.name if is_orig and flow.name else self.names.lookup(peer, ts)
-            scope, _rule = classify.destination_scope(flow.resp_ip if is_orig else flow.orig_ip, name, port, proto)
+            scope = self._destination_scope(flow, ctx, is_orig, name)
             if sent_bytes:
                 dev.egress_bytes[scope] = dev.egress_bytes.get(scope, 0) + sent_bytes
             if scope in (SCOPE_PUBLIC, SCOPE_CORE):
