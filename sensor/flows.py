@@ -302,15 +302,15 @@ class FlowTable:
             return []
         grp = group(dec, rows, tags)
         # Python values once per column: indexing numpy scalars per group would cost more than the grouping.
-        keys = [k.tobytes() for k in grp.keys]
-        first, first_dir, last = grp.first.tolist(), grp.first_dir.tolist(), grp.last.tolist()
+        key_bytes = grp.keys.tobytes()
+        first_row = rows[grp.first]
+        first_rows, first_dir, last = first_row.tolist(), grp.first_dir.tolist(), grp.last.tolist()
         pkts, nbytes, payload = grp.pkts.tolist(), grp.bytes.tolist(), grp.payload.tolist()
         flags, side_tags, macs = grp.flags.tolist(), grp.tags.tolist(), grp.macs.tolist()
-        row_of = rows.tolist()
-        first_ts = dec.batch.ts[rows[grp.first]].tolist()
+        first_ts = dec.batch.ts[first_row].tolist()
         updates: list[FlowUpdate] = []
-        for g, key in enumerate(keys):
-            row = row_of[first[g]]
+        for g in range(len(first_rows)):
+            key = key_bytes[40 * g:40 * g + 40]
             proto = key[2]
             table = self._table(proto)
             flow = table.pop(key, None)
@@ -321,7 +321,7 @@ class FlowTable:
                     flow = None
             new = flow is None
             if new:
-                flow = self._new_flow(key, dec, row, first_dir[g] == 0)
+                flow = self._new_flow(key, dec, first_rows[g], first_dir[g] == 0)
             # column 0 of the aggregates is A->B; orient it to originator/responder
             o = 0 if flow.orig_is_a else 1
             r = 1 - o
