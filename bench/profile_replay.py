@@ -148,6 +148,8 @@ def clocks(path: Path, repeat: int) -> int:
         (flows_mod, "group", "flows:   group"),
         (flows_mod, "flow_keys", "flows:   flow_keys"),
         (FlowTable, "expire", "flows: FlowTable.expire"),
+        # rows each stage wants, once per batch (older trees masked them in each stage, per window)
+        (getattr(pipeline_mod, "_Plan", None), "__init__", "pipeline: _Plan (candidate rows per batch)"),
         (Sensor, "_learn_dns", "pipeline: _learn_dns"),
         (Sensor, "_payload_tags", "pipeline: _payload_tags"),
         (Sensor, "_name_flows", "pipeline: _name_flows"),
@@ -155,7 +157,8 @@ def clocks(path: Path, repeat: int) -> int:
         (Sensor, "_enrich_and_detect", "pipeline: _enrich_and_detect"),
     ]
     grouped = "group" in flows_mod.__dict__
-    targets = [t for t in targets if t[1] in t[0].__dict__ and not (t[1] == "flow_keys" and grouped)]
+    targets = [t for t in targets if t[0] is not None and t[1] in t[0].__dict__
+               and not (t[1] == "flow_keys" and grouped)]
     saved = [(owner, attr, owner.__dict__[attr]) for owner, attr, _ in targets]
     best: tuple[float, dict, dict, float, int] | None = None
     try:

@@ -40,6 +40,8 @@ DEVICE_SAVE_SECONDS = 30.0
 MAX_PEERS_PER_DEVICE = 4096
 MAX_ROUTER_MACS = 64
 _HTTP_PREFIXES = np.array([int.from_bytes(m, "big") for m in HTTP_METHODS], dtype=np.int64)
+_HTTP_FIRST_BYTE = np.zeros(256, dtype=bool)
+_HTTP_FIRST_BYTE[[m[0] for m in HTTP_METHODS]] = True
 _BANNER_PREFIXES = np.array([int.from_bytes(m, "big") for m in (b"RTSP", b"HTTP")], dtype=np.int64)
 _IDENTITY_PORT = np.zeros(1 << 16, dtype=bool)   # indexed by port: cheaper than np.isin on every window
 _IDENTITY_PORT[sorted(IDENTITY_PORTS)] = True
@@ -71,22 +73,26 @@ class _Plan:
     __slots__ = ("ip", "tags", "dns", "named", "identity", "banners", "searches", "posts")
 
     def __init__(self, dec: Decoded, tags: Callable[[Decoded, np.ndarray], np.ndarray]):
-        ip = np.flatnonzero(dec.is_ip)
+        is_ip = dec.is_ip
+        ip = np.flatnonzero(is_ip)
         self.ip = ip
         self.tags = tags(dec, ip)   # payload-profile bits per IP row
-        proto, plen = dec.proto[ip], dec.payload_len[ip]
-        sport, dport = dec.sport[ip], dec.dport[ip]
-        udp = proto == PROTO_UDP
-        self.dns = ip[udp & ((sport == 53) | (dport == 53)) & (plen >= 12)].tolist()
-        identity = ip[udp & (plen > 0) & (_IDENTITY_PORT[sport] | _IDENTITY_PORT[dport])]
+        # Masks over the whole batch, not gathers of its IP rows: elementwise passes over contiguous columns.
+        proto, plen, sport, dport = dec.proto, dec.payload_len, dec.sport, dec.dport
+        udp = is_ip & (proto == PROTO_UDP) & (plen > 0)
+        self.dns = np.flatnonzero(udp & ((sport == 53) | (dport == 53)) & (plen >= 12)).tolist()
+        identity = np.flatnonzero(udp & (_IDENTITY_PORT[sport] | _IDENTITY_PORT[dport]))
         self.identity = identity.tolist()
-        self.searches = identity[dec.dport[identity] == 1900].tolist()
-        # TCP rows with six or more payload bytes: their first four bytes as an integer, and byte 5
-        tcp = ip[(proto == PROTO_TCP) & (plen >= 6)]
+        self.searches = identity[dport[identity] == 1900].tolist()
+        # TCP rows with six or more payload bytes, by their first four bytes (as an integer) and byte 5
+        tcp = np.flatnonzero(is_ip & (proto == PROTO_TCP) & (plen >= 6))
         head = dec.head[tcp]
         first4 = (head >> np.uint64(32)).astype(np.int64)
-        b5 = ((head >> np.uint64(16)) & np.uint64(0xFF)).astype(np.int64)
-        self.named = tcp[((first4 >> 24) == 0x16) & (b5 == 0x01) | np.isin(first4, _HTTP_PREFIXES)].tolist()
+        first = first4 >> 24
+        named = (first == 0x16) & (((head >> np.uint64(16)) & np.uint64(0xFF)) == 1)
+        maybe_http = np.flatnonzero(_HTTP_FIRST_BYTE[first])   # interleaved video ('$') never is
+        named[maybe_http[np.isin(first4[maybe_http], _HTTP_PREFIXES)]] = True
+        self.named = tcp[named].tolist()
         self.banners = tcp[(first4 == _BANNER_PREFIXES[0]) | (first4 == _BANNER_PREFIXES[1])].tolist()
         self.posts = tcp[first4 == _POST].tolist()
 
