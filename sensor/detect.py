@@ -164,6 +164,9 @@ class Observation:
 
 class Detector:
     name = ""
+    # True when observe() can only act on peers in the public or core scope (Observation.external): the pipeline
+    # then spares it the camera VLAN's own traffic, most of all the video to the recorder.
+    external_only = True
 
     def __init__(self, sensor_name: str, episodes: Episodes):
         self.sensor_name = sensor_name
@@ -590,6 +593,7 @@ class AnomalyDetector(Detector):
     """
 
     name = "anomaly"
+    external_only = False   # a device's whole minute is what gets scored
     MAX_PEERS_TRACKED = 256
 
     def __init__(self, sensor_name: str, episodes: Episodes, model, windows, inventory):

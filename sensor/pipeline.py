@@ -118,6 +118,8 @@ def _between(rows: list[int], start: int, end: int) -> list[int]:
 class _WindowCollector:
     """Feeds observations to a WindowFeatures without scoring: what `camwatch train` learns from."""
 
+    external_only = False
+
     def __init__(self, windows):
         self.windows = windows
 
@@ -173,6 +175,7 @@ class Sensor:
             self.detectors.append(self.anomaly)
         elif windows is not None:
             self.detectors.append(_WindowCollector(windows))
+        self._detectors_of_internal_peers = [d for d in self.detectors if not d.external_only]
         prefixes = self.indicators.prefixes
         self._prefix_values = np.array([int.from_bytes(p.ljust(8, b"\0"), "big") for p in prefixes],
                                        dtype=np.uint64)
@@ -492,9 +495,12 @@ class Sensor:
                     entry[1] += sent_bytes
                 elif len(dev.external_peers) < MAX_PEERS_PER_DEVICE:
                     dev.external_peers[peer] = [name, sent_bytes]
+            detectors = self.detectors if scope in (SCOPE_PUBLIC, SCOPE_CORE) else self._detectors_of_internal_peers
+            if not detectors:
+                continue
             obs = Observation(ts, dev, sent_pkts, sent_bytes, is_orig, peer, port, proto, name, scope,
                               flow.vlan, flow, upd.new)
-            for detector in self.detectors:
+            for detector in detectors:
                 alert = detector.observe(obs)
                 if alert is not None:
                     self._emit(alert)

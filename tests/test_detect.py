@@ -201,3 +201,35 @@ def test_scenario_alerts_do_not_depend_on_how_the_input_is_read(scenario, monkey
     pieces = replay_with_read_size(scenario / "mixed.pcap", 16384, monkeypatch, model, config)
     assert len(whole[0]) >= 12 and pieces[2] > whole[2]
     assert pieces[:2] == whole[:2]
+
+
+def test_detectors_marked_external_only_ignore_every_other_scope():
+    """The pipeline spares `external_only` detectors observations of peers outside the public and core scopes
+    (most of all the video to the recorder); that is only sound if those detectors really do nothing with them."""
+    from collections import deque
+    from ipaddress import ip_address
+
+    from sensor.config import Config
+    from sensor.detect import Observation
+    from sensor.enrich import SCOPE_CORE, SCOPE_PUBLIC, SCOPES
+    from sensor.pipeline import Sensor
+
+    sensor = Sensor(Config())
+    dev = sensor.inventory.touch(ip_address("10.20.0.9"), 0x04031200_0009, 1_700_000_000.0)
+    external_only = [d for d in sensor.detectors if d.external_only]
+    assert len(external_only) == 7
+
+    def state():
+        sized = {(d.name, k): len(v) for d in external_only for k, v in vars(d).items()
+                 if isinstance(v, (dict, set, list, deque))}
+        return sized, len(sensor.episodes._open), dict(sensor.known._destinations)
+
+    before = state()
+    ports = [(proto, port) for proto in ("tcp", "udp") for port in (53, 80, 123, 443, 554, 8000, 32100, 37810)]
+    for scope in set(SCOPES) - {SCOPE_PUBLIC, SCOPE_CORE}:
+        for k, (proto, port) in enumerate(ports):
+            for initiated in (True, False):
+                obs = Observation(1_700_000_000.0 + k, dev, 500, 700_000, initiated, "198.51.100.7", port, proto,
+                                  "p2p.example.com", scope, 20, None, True)
+                assert all(d.observe(obs) is None for d in external_only), (scope, proto, port)
+    assert state() == before
