@@ -582,11 +582,76 @@ static PyObject *fill(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(eof ? 0 : got);
 }
 
+/*
+ * route(is_ip, proto, payload_len, head, sport, dport, identity_ports, http_prefixes, banner_prefixes, post)
+ *     -> (dns, identity, searches, named, banners, posts), lists of row numbers in ascending order
+ * The few rows of a batch that the pipeline's parsers want (pipeline._route_numpy is the reference): DNS over UDP
+ * with a header's worth of payload; UDP to or from a discovery port (identity_ports: one byte per port), and of
+ * those the ones to 1900 (SSDP searches); TCP with six or more payload bytes opening a TLS ClientHello or an HTTP
+ * request (named), a banner (first four bytes one of banner_prefixes) or a POST.
+ */
+static PyObject *route(PyObject *self, PyObject *args)
+{
+    Py_buffer in[9];
+    long long post;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*L", &in[0], &in[1], &in[2], &in[3], &in[4], &in[5], &in[6],
+                          &in[7], &in[8], &post))
+        return NULL;
+    const uint8_t *is_ip = in[0].buf, *proto = in[1].buf, *id_port = in[6].buf;
+    const int64_t *plen = in[2].buf, *sport = in[4].buf, *dport = in[5].buf, *http = in[7].buf, *banner = in[8].buf;
+    const uint64_t *head = in[3].buf;
+    Py_ssize_t n = in[0].len, n_http = in[7].len / 8, n_banner = in[8].len / 8;
+    PyObject *out[6] = {NULL};
+    int failed = in[6].len != 65536;
+    if (failed)
+        PyErr_SetString(PyExc_ValueError, "route: identity_ports must have one byte per port");
+    for (int k = 0; k < 6 && !failed; k++)
+        failed = (out[k] = PyList_New(0)) == NULL;
+#define ADD(k) do { PyObject *v = PyLong_FromSsize_t(i); \
+                    if (!v || PyList_Append(out[k], v) < 0) failed = 1; Py_XDECREF(v); } while (0)
+    for (Py_ssize_t i = 0; i < n && !failed; i++) {
+        if (!is_ip[i])
+            continue;
+        if (proto[i] == 17 && plen[i] > 0) {
+            int64_t sp = sport[i] & 0xFFFF, dp = dport[i] & 0xFFFF;
+            if ((sp == 53 || dp == 53) && plen[i] >= 12)
+                ADD(0);
+            if (id_port[sp] || id_port[dp]) {
+                ADD(1);
+                if (dp == 1900)
+                    ADD(2);
+            }
+        } else if (proto[i] == 6 && plen[i] >= 6) {
+            int64_t first4 = (int64_t)(head[i] >> 32);
+            int named = (first4 >> 24) == 0x16 && ((head[i] >> 16) & 0xFF) == 1;
+            for (Py_ssize_t j = 0; j < n_http && !named; j++)
+                named = first4 == http[j];
+            if (named)
+                ADD(3);
+            for (Py_ssize_t j = 0; j < n_banner; j++)
+                if (first4 == banner[j]) {
+                    ADD(4);
+                    break;
+                }
+            if (first4 == post)
+                ADD(5);
+        }
+    }
+#undef ADD
+    for (int k = 0; k < 9; k++) PyBuffer_Release(&in[k]);
+    if (failed) {
+        for (int k = 0; k < 6; k++) Py_XDECREF(out[k]);
+        return NULL;
+    }
+    return Py_BuildValue("(NNNNNN)", out[0], out[1], out[2], out[3], out[4], out[5]);
+}
+
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, "Walk classic-pcap records in a buffer."},
     {"decode", decode, METH_VARARGS, "Decode link, network and transport headers of a batch."},
     {"group", group, METH_VARARGS, "Group a batch's packets by flow key and sum them per direction."},
     {"tags", tags, METH_VARARGS, "Payload-profile bits of a batch's rows from their first payload bytes."},
+    {"route", route, METH_VARARGS, "The rows of a batch that the pipeline's parsers want."},
     {"fill", fill, METH_VARARGS, "Read a pipe into a buffer without the GIL, gathering small writes."},
     {NULL, NULL, 0, NULL},
 };

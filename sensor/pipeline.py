@@ -40,19 +40,19 @@ DEVICE_SAVE_SECONDS = 30.0
 MAX_PEERS_PER_DEVICE = 4096
 MAX_ROUTER_MACS = 64
 _HTTP_PREFIXES = np.array([int.from_bytes(m, "big") for m in HTTP_METHODS], dtype=np.int64)
-_HTTP_FIRST_BYTE = np.zeros(256, dtype=bool)
-_HTTP_FIRST_BYTE[[m[0] for m in HTTP_METHODS]] = True
 _BANNER_PREFIXES = np.array([int.from_bytes(m, "big") for m in (b"RTSP", b"HTTP")], dtype=np.int64)
 _IDENTITY_PORT = np.zeros(1 << 16, dtype=bool)   # indexed by port: cheaper than np.isin on every window
 _IDENTITY_PORT[sorted(IDENTITY_PORTS)] = True
+_IDENTITY_PORT_BYTES = _IDENTITY_PORT.view(np.uint8)
 _UNPARSED = object()
 
 try:
     from sensor import _walk as _compiled
 except ImportError:  # built without a C compiler: _payload_tags_numpy gives the same bits
     _compiled = None
-# Tests switch this off to hold the compiled tags to the numpy reference.
+# Tests switch these off to hold the compiled tags and routing to the numpy references.
 USE_C_TAGS = True
+USE_C_ROUTE = True
 DNS_PARSE_CACHE = 4096
 RTSP_PORTS = (554, 8554)
 _BANNER_KEYS = frozenset({"server"})
@@ -77,24 +77,35 @@ class _Plan:
         ip = np.flatnonzero(is_ip)
         self.ip = ip
         self.tags = tags(dec, ip)   # payload-profile bits per IP row
-        # Masks over the whole batch, not gathers of its IP rows: elementwise passes over contiguous columns.
-        proto, plen, sport, dport = dec.proto, dec.payload_len, dec.sport, dec.dport
-        udp = is_ip & (proto == PROTO_UDP) & (plen > 0)
-        self.dns = np.flatnonzero(udp & ((sport == 53) | (dport == 53)) & (plen >= 12)).tolist()
-        identity = np.flatnonzero(udp & (_IDENTITY_PORT[sport] | _IDENTITY_PORT[dport]))
-        self.identity = identity.tolist()
-        self.searches = identity[dport[identity] == 1900].tolist()
-        # TCP rows with six or more payload bytes, by their first four bytes (as an integer) and byte 5
-        tcp = np.flatnonzero(is_ip & (proto == PROTO_TCP) & (plen >= 6))
-        head = dec.head[tcp]
-        first4 = (head >> np.uint64(32)).astype(np.int64)
-        first = first4 >> 24
-        named = (first == 0x16) & (((head >> np.uint64(16)) & np.uint64(0xFF)) == 1)
-        maybe_http = np.flatnonzero(_HTTP_FIRST_BYTE[first])   # interleaved video ('$') never is
-        named[maybe_http[np.isin(first4[maybe_http], _HTTP_PREFIXES)]] = True
-        self.named = tcp[named].tolist()
-        self.banners = tcp[(first4 == _BANNER_PREFIXES[0]) | (first4 == _BANNER_PREFIXES[1])].tolist()
-        self.posts = tcp[first4 == _POST].tolist()
+        self.dns, self.identity, self.searches, self.named, self.banners, self.posts = route(dec, is_ip)
+
+
+def route(dec: Decoded, is_ip: np.ndarray) -> tuple[list[int], ...]:
+    """(dns, identity, searches, named, banners, posts): the rows each parser wants, ascending."""
+    if _compiled is None or not USE_C_ROUTE:
+        return route_numpy(dec, is_ip)
+    c = np.ascontiguousarray
+    return _compiled.route(c(is_ip, np.uint8), c(dec.proto, np.uint8), c(dec.payload_len, np.int64),
+                           c(dec.head, np.uint64), c(dec.sport, np.int64), c(dec.dport, np.int64),
+                           _IDENTITY_PORT_BYTES, _HTTP_PREFIXES, _BANNER_PREFIXES, _POST)
+
+
+def route_numpy(dec: Decoded, is_ip: np.ndarray) -> tuple[list[int], ...]:
+    """The reference for the compiled _walk.route."""
+    # Masks over the whole batch, not gathers of its IP rows: elementwise passes over contiguous columns.
+    proto, plen, sport, dport = dec.proto, dec.payload_len, dec.sport, dec.dport
+    udp = is_ip & (proto == PROTO_UDP) & (plen > 0)
+    dns = np.flatnonzero(udp & ((sport == 53) | (dport == 53)) & (plen >= 12)).tolist()
+    identity = np.flatnonzero(udp & (_IDENTITY_PORT[sport] | _IDENTITY_PORT[dport]))
+    searches = identity[dport[identity] == 1900].tolist()
+    # TCP rows with six or more payload bytes, by their first four bytes (as an integer) and byte 5
+    tcp = np.flatnonzero(is_ip & (proto == PROTO_TCP) & (plen >= 6))
+    head = dec.head[tcp]
+    first4 = (head >> np.uint64(32)).astype(np.int64)
+    named = ((first4 >> 24) == 0x16) & (((head >> np.uint64(16)) & np.uint64(0xFF)) == 1)
+    named |= np.isin(first4, _HTTP_PREFIXES)
+    banners = tcp[(first4 == _BANNER_PREFIXES[0]) | (first4 == _BANNER_PREFIXES[1])].tolist()
+    return dns, identity.tolist(), searches, tcp[named].tolist(), banners, tcp[first4 == _POST].tolist()
 
 
 class _FlowContext:

@@ -166,21 +166,22 @@ def test_zero_length_frame_is_a_truncation_and_spares_its_neighbours():
 def _flows_of(path):
     from sensor.config import Config
     from sensor.pipeline import Sensor
-    ended = []
-    sensor = Sensor(Config())
+    ended, alerts = [], []
+    sensor = Sensor(Config(), on_alert=lambda alert: alerts.append(alert.as_dict()))
     sensor.flows.on_end = lambda flow, reason: ended.append((flow.as_dict(), reason))
     reader, _ = open_file(path)
     for batch in reader:
         sensor.process(batch)
     sensor.finish()
-    return sorted(ended, key=repr), sensor.packets, sensor.bytes
+    return sorted(ended, key=repr), sensor.packets, sensor.bytes, alerts, sensor.inventory_snapshot()
 
 
 @pytest.mark.parametrize("path", [p for p in FIXTURES if p.suffix == ".pcap"], ids=fixture_id)
-def test_compiled_helpers_and_python_fallback_give_identical_records_and_flows(path, monkeypatch):
+def test_compiled_helpers_and_python_fallback_give_identical_records_flows_and_alerts(path, monkeypatch):
     import sensor.capture as capture
     import sensor.decode as decode_module
     import sensor.flows as flows_module
+    import sensor.pipeline as pipeline_module
     if capture._walk is None:
         pytest.skip("the C extension was not built on this machine")
 
@@ -195,8 +196,10 @@ def test_compiled_helpers_and_python_fallback_give_identical_records_and_flows(p
     monkeypatch.setattr(capture, "USE_C_WALK", False)
     monkeypatch.setattr(decode_module, "USE_C_DECODE", False)
     monkeypatch.setattr(flows_module, "USE_C_GROUP", False)
+    monkeypatch.setattr(pipeline_module, "USE_C_TAGS", False)
+    monkeypatch.setattr(pipeline_module, "USE_C_ROUTE", False)
     assert records() == fast
-    assert _flows_of(path) == fast_flows
+    assert _flows_of(path) == fast_flows   # flows, counts, alerts and the inventory
 
 
 def test_c_walk_stops_at_an_absurd_record_after_handing_over_the_good_ones(monkeypatch):
@@ -299,3 +302,20 @@ def test_compiled_payload_tags_equal_the_numpy_reference(path, tagging_sensor):
         tagged += int((fast != 0).sum())
     if path.name in ("camera_site.pcap", "rtp.pcapng", "xiaobai_Y2camera_idle_local.pcap"):
         assert tagged > 0   # RTP, PPPP or TLS really seen: the comparison is not between two empty arrays
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=fixture_id)
+def test_compiled_routing_equals_the_numpy_reference(path):
+    import sensor.pipeline as p
+    if p._compiled is None:
+        pytest.skip("the C extension was not built on this machine")
+    routed = [0] * 6
+    for b in read_all(path):
+        dec = decode(b)
+        fast, ref = p.route(dec, dec.is_ip), p.route_numpy(dec, dec.is_ip)
+        assert fast == ref
+        routed = [n + len(rows) for n, rows in zip(routed, fast)]
+    if path.name == "Setup-A-1-STA.pcap" and "D-LinkCam" in path.parts:
+        # DNS, discovery, SSDP searches, TLS/HTTP openings, banners, POSTs: every kind really seen in a real
+        # camera's traffic, so the comparison is not between empty lists
+        assert all(routed), routed

@@ -16,7 +16,7 @@ from sensor.config import Config
 from sensor.decode import decode
 from sensor.dissect import parse_banner, parse_dhip, parse_dns, parse_http_host, parse_sadp, parse_tls_sni, \
     parse_ws_discovery
-from sensor import flows
+from sensor import flows, pipeline
 from sensor.errors import CaptureError
 from sensor.pipeline import Sensor
 
@@ -137,5 +137,6 @@ def test_compiled_decode_equals_numpy_on_hostile_frames(frames, linktype):
             tags = np.arange(len(rows), dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
             grouped, reference = flows.group(fast, rows, tags), flows.group_numpy(fast, rows, tags)
             assert np.array_equal(TAGGER._payload_tags(fast, rows), TAGGER._payload_tags_numpy(fast, rows))
+            assert pipeline.route(fast, fast.is_ip) == pipeline.route_numpy(fast, fast.is_ip)
             for name, a, r in zip(grouped._fields, grouped, reference):
                 assert a.dtype == r.dtype and np.array_equal(a, r), name
