@@ -108,20 +108,6 @@ def route_numpy(dec: Decoded, is_ip: np.ndarray) -> tuple[list[int], ...]:
     return dns, identity.tolist(), searches, tcp[named].tolist(), banners, tcp[first4 == _POST].tolist()
 
 
-class _FlowContext:
-    """What the enrich step knows of a flow that never changes (Flow.context): its sides' address scopes and
-    printed addresses, protocol and port, and each side's last destination scope with the name it was for."""
-
-    __slots__ = ("scopes", "orig_text", "resp_text", "proto", "port", "destination")
-
-    def __init__(self, orig_scope: str, resp_scope: str, orig_text: str, resp_text: str, proto: str,
-                 port: int | None):
-        self.scopes = (orig_scope, resp_scope)
-        self.orig_text, self.resp_text = orig_text, resp_text
-        self.proto, self.port = proto, port
-        self.destination: list[tuple[str | None, str] | None] = [None, None]
-
-
 def _between(rows: list[int], start: int, end: int) -> list[int]:
     return rows[bisect_left(rows, start):bisect_left(rows, end)] if rows else rows
 
@@ -452,30 +438,30 @@ class Sensor:
             if alert is not None:
                 self._emit(alert)
 
-    def _flow_context(self, flow: Flow) -> _FlowContext:
-        classify = self.classifier
-        ctx = flow.context = _FlowContext(classify.scope_of_raw(flow.orig_raw), classify.scope_of_raw(flow.resp_raw),
-                                          flow.orig_text, flow.resp_text, flow.proto_name, flow.resp_port or None)
-        return ctx
-
-    def _destination_scope(self, flow: Flow, ctx: _FlowContext, is_orig: bool, name: str | None) -> str:
+    # What enrichment knows of a flow that never changes lives in Flow.context, as a tuple of strings and numbers
+    # (which the garbage collector stops tracking): (originator's scope, responder's scope, protocol name, service
+    # port, then per side the last destination scope computed and the name it was for, or None).
+    def _destination_scope(self, flow: Flow, ctx: tuple, is_orig: bool, name: str | None) -> tuple[str, tuple]:
         """classify.destination_scope of the flow's other side, recomputed only when the name changes: the
-        address, port and protocol of a flow do not."""
-        side = 0 if is_orig else 1
-        cached = ctx.destination[side]
+        address, port and protocol of a flow do not. Returns the scope and the context that remembers it."""
+        side = 4 if is_orig else 5
+        cached = ctx[side]
         if cached is not None and cached[0] == name:
-            return cached[1]
-        scope, _rule = self.classifier.destination_scope(flow.resp_ip if is_orig else flow.orig_ip, name, ctx.port,
-                                                         ctx.proto)
-        ctx.destination[side] = (name, scope)
-        return scope
+            return cached[1], ctx
+        scope, _rule = self.classifier.destination_scope(flow.resp_ip if is_orig else flow.orig_ip, name, ctx[3],
+                                                         ctx[2])
+        return scope, ctx[:side] + ((name, scope),) + ctx[side + 1:]
 
     def _enrich_and_detect(self, upd: FlowUpdate) -> None:
         flow = upd.flow
         ts = upd.ts
-        ctx = flow.context or self._flow_context(flow)
-        proto, port = ctx.proto, ctx.port
-        scopes = ctx.scopes
+        ctx = flow.context
+        if ctx is None:
+            classify = self.classifier
+            ctx = (classify.scope_of_raw(flow.orig_raw), classify.scope_of_raw(flow.resp_raw), flow.proto_name,
+                   flow.resp_port or None, None, None)
+        proto, port = ctx[2], ctx[3]
+        scopes = ctx[:2]
         for is_orig in (True, False):
             local_scope, peer_scope = scopes if is_orig else scopes[::-1]
             sent_pkts = upd.orig_pkts if is_orig else upd.resp_pkts
@@ -486,7 +472,7 @@ class Sensor:
             inbound_from_core = not is_orig and peer_scope == SCOPE_CORE and upd.orig_pkts
             if not sent_pkts and not inbound_from_core:
                 continue
-            local, peer = (ctx.orig_text, ctx.resp_text) if is_orig else (ctx.resp_text, ctx.orig_text)
+            local, peer = (flow.orig_text, flow.resp_text) if is_orig else (flow.resp_text, flow.orig_text)
             sent_bytes = upd.orig_bytes if is_orig else upd.resp_bytes
             dev = self.inventory.touch(local, flow.orig_mac if is_orig else flow.resp_mac, flow.last)
             self.known.device_first_seen(dev.ip, ts)
@@ -494,7 +480,7 @@ class Sensor:
             dev.bytes_sent += sent_bytes
             self._role_evidence(dev, flow, is_orig, bool(sent_pkts))
             name = flow.name if is_orig and flow.name else self.names.lookup(peer, ts)
-            scope = self._destination_scope(flow, ctx, is_orig, name)
+            scope, ctx = self._destination_scope(flow, ctx, is_orig, name)
             if sent_bytes:
                 dev.egress_bytes[scope] = dev.egress_bytes.get(scope, 0) + sent_bytes
             if scope in (SCOPE_PUBLIC, SCOPE_CORE):
@@ -515,6 +501,8 @@ class Sensor:
                 alert = detector.observe(obs)
                 if alert is not None:
                     self._emit(alert)
+        if not upd.new:   # remembered from a flow's second second on: most flows of a flood have none
+            flow.context = ctx
 
     def _role_evidence(self, dev, flow, is_orig: bool, sent: bool) -> None:
         if not sent:
