@@ -84,6 +84,12 @@ def w_camwatch(path: str) -> dict:
     from sensor.pipeline import Sensor
 
     sensor = Sensor(Config(), on_alert=None)   # built before the clock: loading Wireshark's manuf is start-up
+    try:
+        from sensor.cli import tune_garbage_collector
+    except ImportError:   # a --camwatch-src from before the CLI tuned the collector
+        pass
+    else:
+        tune_garbage_collector()   # as `camwatch replay` and `camwatch run` do
     t = _start()
     reader, _size = open_file(path)
     for batch in reader:

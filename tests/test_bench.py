@@ -55,3 +55,17 @@ def test_profile_reports_the_stages(tmp_path):
     assert r.stdout.startswith("5,000 packets; best of 1:")
     for stage in ("decode.decode", "flows:   group", "pipeline: _enrich_and_detect"):
         assert f"| {stage} |" in r.stdout
+
+
+def test_flood_benchmark_capture_is_all_new_flows(tmp_path):
+    a, b = tmp_path / "a.pcap", tmp_path / "b.pcap"
+    for path in (a, b):
+        r = bench("make_flood.py", path, "-n", 3_000)
+        assert r.returncode == 0, r.stderr
+    assert a.read_bytes() == b.read_bytes()
+    assert capinfos(a)["packets"] == 3_000
+    out = tmp_path / "results.json"
+    r = bench("replay_peers.py", "--capture", a, "--only", "camwatch", "--repeat", 1, "--json", out)
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["packets"] == row["flows"] == 3_000
