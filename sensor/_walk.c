@@ -102,14 +102,19 @@ static PyObject *walk(PyObject *self, PyObject *args)
 
 
 /*
- * decode(buffer, offsets, caplens, linktypes, window) -> 14 bytes objects, one per field of decode.Decoded:
+ * decode(buffer, offsets, caplens, linktypes) -> 14 bytes objects, one per field of decode.Decoded:
  * network u8, error u8, vlan u16, src_mac i64, src 16*n, dst 16*n, proto u8, sport i64, dport i64, tcp_flags u8,
  * payload_off i64 (absolute), payload_len i64, fragment u8, head u64. The same rules, in the same order, as the numpy
  * decode in decode.py, which stays the reference (tests compare the two on every fixture and under fuzzing).
+ * Headers are followed as deep as they go within the captured bytes: the bounds below are the only limits, and
+ * decode.py holds the same numbers.
  */
+#define MAX_VLAN_TAGS 8      /* QinQ and provider stacks are two or three deep: room to spare, still bounded */
+#define MAX_EXT_HEADERS 16   /* RFC 8200: each kind once, destination options twice; twice any legal chain */
+
 typedef struct {
     const unsigned char *p;
-    long long limit;  /* bytes readable: min(caplen, window); reads past it are zero, as in the numpy matrix */
+    long long limit;  /* the captured length: reads past it are zero, as in the numpy matrix */
 } frame_t;
 
 static inline long long B(const frame_t *f, long long pos) { return (pos >= 0 && pos < f->limit) ? f->p[pos] : 0; }
@@ -118,11 +123,170 @@ static inline long long BE16(const frame_t *f, long long pos) { return (B(f, pos
 enum { NET_OTHER = 0, NET_IPV4 = 1, NET_IPV6 = 2, NET_ARP = 3 };
 enum { ERR_NONE = 0, ERR_TRUNCATED = 1, ERR_BAD_IP = 2, ERR_BAD_TCP = 3, ERR_LINKTYPE = 4, ERR_TOO_DEEP = 5 };
 
+/* One packet's headers as the decode finds them, before they are written to the output columns. */
+typedef struct {
+    int net, err, frag;
+    long long et, l3, mac, vlan, proto, l4, l4_len, sport, dport, flags, poff, plen;
+} pkt_t;
+
+static inline int is_tpid(long long et) { return et == 0x8100 || et == 0x88A8 || et == 0x9100; }
+
+/* Ethernet, Linux cooked v1/v2, raw IP and BSD loopback: the ethertype, where layer 3 starts, the source MAC. */
+static inline void link_layer(const frame_t *f, int lt, pkt_t *k)
+{
+    long long cap = f->limit;
+    if (lt == 1) {
+        k->et = BE16(f, 12); k->l3 = 14;
+        for (int j = 6; j < 12; j++) k->mac = (k->mac << 8) | B(f, j);
+        if (cap < 14) k->err = ERR_TRUNCATED;
+    } else if (lt == 113) {
+        k->et = BE16(f, 14); k->l3 = 16;
+        if (BE16(f, 4) == 6) for (int j = 6; j < 12; j++) k->mac = (k->mac << 8) | B(f, j);
+        if (cap < 16) k->err = ERR_TRUNCATED;
+    } else if (lt == 276) {
+        k->et = BE16(f, 0); k->l3 = 20;
+        if (B(f, 11) == 6) for (int j = 12; j < 18; j++) k->mac = (k->mac << 8) | B(f, j);
+        if (cap < 20) k->err = ERR_TRUNCATED;
+    } else if (lt == 101 || lt == 12 || lt == 14 || lt == 228 || lt == 229) {
+        long long version = B(f, 0) >> 4;
+        k->et = version == 4 ? 0x0800 : version == 6 ? 0x86DD : 0;
+    } else if (lt == 0 || lt == 108) {
+        long long family = lt == 0 ? (B(f, 0) | B(f, 3)) : B(f, 3);
+        if (family == 0) family = B(f, 0);
+        k->et = family == 2 ? 0x0800 : (family == 10 || family == 24 || family == 28 || family == 30) ? 0x86DD : 0;
+        k->l3 = 4;
+    } else {
+        k->err = ERR_LINKTYPE;
+    }
+}
+
+/* 802.1Q/QinQ tags; the innermost is the camera VLAN. A stack deeper than MAX_VLAN_TAGS is header_too_deep. */
+static inline void vlan_tags(const frame_t *f, pkt_t *k)
+{
+    for (int j = 0; j < MAX_VLAN_TAGS && is_tpid(k->et); j++) {
+        k->vlan = BE16(f, k->l3) & 0x0FFF;
+        k->et = BE16(f, k->l3 + 2);
+        k->l3 += 4;
+        if (f->limit < k->l3) k->err = ERR_TRUNCATED;
+    }
+    if (is_tpid(k->et) && k->err == ERR_NONE) k->err = ERR_TOO_DEEP;
+}
+
+static inline void ipv4(const frame_t *f, pkt_t *k, uint8_t *s16, uint8_t *d16)
+{
+    long long p = k->l3, ihl = (B(f, p) & 0x0F) * 4;
+    int bad = (B(f, p) >> 4) != 4 || ihl < 20;
+    long long total = BE16(f, p + 2);
+    bad |= total < ihl;
+    int shrt = f->limit < p + (ihl > 20 ? ihl : 20);
+    k->proto = B(f, p + 9);
+    s16[10] = s16[11] = d16[10] = d16[11] = 0xFF;
+    for (int j = 0; j < 4; j++) { s16[12 + j] = (uint8_t)B(f, p + 12 + j); d16[12 + j] = (uint8_t)B(f, p + 16 + j); }
+    k->l4 = p + ihl;
+    k->l4_len = total - ihl > 0 ? total - ihl : 0;
+    k->frag = (BE16(f, p + 6) & 0x1FFF) > 0;
+    if (shrt) k->err = ERR_TRUNCATED; else if (bad) k->err = ERR_BAD_IP;
+}
+
+/* Extension headers laid out as next header, length in 8-byte units after the first 8: hop-by-hop, routing,
+ * destination options, Mobility, HIP, Shim6. */
+static inline int tlv_ext(long long nxt)
+{
+    return nxt == 0 || nxt == 43 || nxt == 60 || nxt == 135 || nxt == 139 || nxt == 140;
+}
+
+/* Walks the IPv6 extension headers from k->l4 (just past the fixed header) to the transport header. Returns 1 when
+ * the chain cannot be followed to its end: more than MAX_EXT_HEADERS, or a header (or the chain) running past the
+ * captured bytes. A non-first fragment ends the walk: what follows its header is fragment data. */
+static inline int ext_chain(const frame_t *f, pkt_t *k, long long *ext_len)
+{
+    for (int j = 0;; j++) {
+        long long nxt = k->proto, pos = k->l4, step;
+        int tlv = tlv_ext(nxt), fr = nxt == 44, ah = nxt == 51;
+        if (!(tlv || fr || ah))
+            break;
+        if (j == MAX_EXT_HEADERS || pos + (fr ? 4 : 2) > f->limit)
+            return 1;
+        step = tlv ? (B(f, pos + 1) + 1) * 8 : fr ? 8 : (B(f, pos + 1) + 2) * 4;
+        k->proto = B(f, pos);
+        k->l4 = pos + step;
+        *ext_len += step;
+        if (fr && (BE16(f, pos + 2) & 0xFFF8)) {
+            k->frag = 1;
+            return 0;
+        }
+    }
+    return k->l4 > f->limit;
+}
+
+static inline void ipv6(const frame_t *f, pkt_t *k, uint8_t *s16, uint8_t *d16)
+{
+    long long p = k->l3, plen = BE16(f, p + 4), ext_len = 0;
+    int bad = (B(f, p) >> 4) != 6;
+    int shrt = f->limit < p + 40;
+    for (int j = 0; j < 16; j++) { s16[j] = (uint8_t)B(f, p + 8 + j); d16[j] = (uint8_t)B(f, p + 24 + j); }
+    k->proto = B(f, p + 6);
+    k->l4 = p + 40;
+    int deep = ext_chain(f, k, &ext_len);
+    k->l4_len = plen - ext_len > 0 ? plen - ext_len : 0;
+    if (shrt) {
+        k->err = ERR_TRUNCATED;
+    } else if (bad) {
+        k->err = ERR_BAD_IP;
+    } else if (deep) {
+        /* Still counted in the flows, port-less like a fragment (decode.Decoded.is_ip): header options must not
+         * make a packet vanish. */
+        k->err = ERR_TOO_DEEP;
+        k->frag = 1;
+    }
+}
+
+static inline void transport(const frame_t *f, pkt_t *k)
+{
+    long long p = k->l4;
+    k->poff = p;
+    k->plen = k->l4_len;
+    if ((k->net != NET_IPV4 && k->net != NET_IPV6) || k->err != ERR_NONE || k->frag)
+        return;
+    if (k->proto == 6) {
+        long long doff = (B(f, p + 12) >> 4) * 4;
+        int shrt = f->limit < p + 20, bad = doff < 20 || doff > k->l4_len;
+        k->sport = BE16(f, p); k->dport = BE16(f, p + 2); k->flags = B(f, p + 13);
+        k->poff = p + doff;
+        k->plen = k->l4_len - doff > 0 ? k->l4_len - doff : 0;
+        if (shrt) k->err = ERR_TRUNCATED; else if (bad) k->err = ERR_BAD_TCP;
+    } else if (k->proto == 17 || k->proto == 132) {
+        long long hdr = k->proto == 17 ? 8 : 12;
+        k->sport = BE16(f, p); k->dport = BE16(f, p + 2);
+        k->poff = p + hdr;
+        k->plen = k->l4_len - hdr > 0 ? k->l4_len - hdr : 0;
+        if (f->limit < p + 8) k->err = ERR_TRUNCATED;
+    } else if (k->proto == 1 || k->proto == 58) {
+        k->sport = B(f, p); k->dport = B(f, p + 1);
+        k->poff = p + 8;
+        k->plen = k->l4_len - 8 > 0 ? k->l4_len - 8 : 0;
+    }
+}
+
+static inline uint64_t head8(const frame_t *f, long long pos)
+{
+    uint64_t hd = 0;
+    if (pos + 8 <= f->limit) {   /* the usual case, one load instead of eight checked ones */
+        memcpy(&hd, f->p + pos, 8);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        hd = __builtin_bswap64(hd);
+#endif
+        return hd;
+    }
+    for (long long j = pos; j < pos + 8; j++)
+        hd = (hd << 8) | (uint64_t)B(f, j);
+    return hd;
+}
+
 static PyObject *decode(PyObject *self, PyObject *args)
 {
     Py_buffer data, offs, caps, lts;
-    long long window;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*L", &data, &offs, &caps, &lts, &window))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*", &data, &offs, &caps, &lts))
         return NULL;
     Py_ssize_t n = offs.len / 8;
     const int64_t *offset = (const int64_t *)offs.buf;
@@ -160,125 +324,28 @@ static PyObject *decode(PyObject *self, PyObject *args)
     for (Py_ssize_t i = 0; i < n; i++) {
         /* Headers sit a video frame apart, a cache miss each: ask for them a few packets early. */
         if (i + 8 < n) __builtin_prefetch(buf + offset[i + 8]);
-        frame_t f = {buf + offset[i], caplen[i] < window ? caplen[i] : window};
-        long long cap = caplen[i];
-        int lt = linktype[i];
-        int known = 1, err = ERR_NONE;
-        long long et = 0, l3 = 0, mac = 0;
-        if (lt == 1) {
-            et = BE16(&f, 12); l3 = 14;
-            for (int k = 6; k < 12; k++) mac = (mac << 8) | B(&f, k);
-            if (cap < 14) err = ERR_TRUNCATED;
-        } else if (lt == 113) {
-            et = BE16(&f, 14); l3 = 16;
-            if (BE16(&f, 4) == 6) for (int k = 6; k < 12; k++) mac = (mac << 8) | B(&f, k);
-            if (cap < 16) err = ERR_TRUNCATED;
-        } else if (lt == 276) {
-            et = BE16(&f, 0); l3 = 20;
-            if (B(&f, 11) == 6) for (int k = 12; k < 18; k++) mac = (mac << 8) | B(&f, k);
-            if (cap < 20) err = ERR_TRUNCATED;
-        } else if (lt == 101 || lt == 12 || lt == 14 || lt == 228 || lt == 229) {
-            long long version = B(&f, 0) >> 4;
-            et = version == 4 ? 0x0800 : version == 6 ? 0x86DD : 0;
-        } else if (lt == 0 || lt == 108) {
-            long long family = lt == 0 ? (B(&f, 0) | B(&f, 3)) : B(&f, 3);
-            if (family == 0) family = B(&f, 0);
-            et = family == 2 ? 0x0800 : (family == 10 || family == 24 || family == 28 || family == 30) ? 0x86DD : 0;
-            l3 = 4;
-        } else {
-            known = 0;
-            err = ERR_LINKTYPE;
-        }
-        long long vlan = 0;
-        for (int k = 0; k < 3 && known && (et == 0x8100 || et == 0x88A8 || et == 0x9100); k++) {
-            vlan = BE16(&f, l3) & 0x0FFF;
-            et = BE16(&f, l3 + 2);
-            l3 += 4;
-            if (cap < l3) err = ERR_TRUNCATED;
-        }
-        if (l3 > window) l3 = window;
-        int net = !known ? NET_OTHER : et == 0x0800 ? NET_IPV4 : et == 0x86DD ? NET_IPV6 : et == 0x0806 ? NET_ARP
-                                                                                           : NET_OTHER;
-        long long proto = 0, l4 = 0, l4_len = 0;
-        int frag = 0;
-        uint8_t *s16 = src + 16 * i, *d16 = dst + 16 * i;
-        if (net == NET_IPV4 && err == ERR_NONE) {
-            long long p = l3, ihl = (B(&f, p) & 0x0F) * 4;
-            int bad = (B(&f, p) >> 4) != 4 || ihl < 20;
-            long long total = BE16(&f, p + 2);
-            bad |= total < ihl;
-            int shrt = cap < p + (ihl > 20 ? ihl : 20);
-            long long frag_off = BE16(&f, p + 6) & 0x1FFF;
-            proto = B(&f, p + 9);
-            s16[10] = s16[11] = d16[10] = d16[11] = 0xFF;
-            for (int k = 0; k < 4; k++) { s16[12 + k] = (uint8_t)B(&f, p + 12 + k); d16[12 + k] = (uint8_t)B(&f, p + 16 + k); }
-            l4 = p + ihl;
-            l4_len = total - ihl > 0 ? total - ihl : 0;
-            frag = frag_off > 0;
-            if (shrt) err = ERR_TRUNCATED; else if (bad) err = ERR_BAD_IP;
-        } else if (net == NET_IPV6 && err == ERR_NONE) {
-            long long p = l3;
-            int bad = (B(&f, p) >> 4) != 6;
-            int shrt = cap < p + 40;
-            long long nxt = B(&f, p + 6), plen = BE16(&f, p + 4);
-            for (int k = 0; k < 16; k++) { s16[k] = (uint8_t)B(&f, p + 8 + k); d16[k] = (uint8_t)B(&f, p + 24 + k); }
-            long long pos = p + 40, ext_len = 0;
-            int frag6 = 0;
-            for (int k = 0; k < 4; k++) {
-                int hop = nxt == 0 || nxt == 43 || nxt == 60, fr = nxt == 44, ah = nxt == 51;
-                long long hp = pos < window ? pos : window, step = 0;
-                if (hop) step = (B(&f, hp + 1) + 1) * 8;
-                if (fr) { step = 8; if (BE16(&f, hp + 2) & 0xFFF8) frag6 = 1; }
-                if (ah) step = (B(&f, hp + 1) + 2) * 4;
-                if (!(hop || fr || ah)) break;
-                nxt = B(&f, hp);
-                pos += step;
-                ext_len += step;
-            }
-            int deep = nxt == 0 || nxt == 43 || nxt == 44 || nxt == 51 || nxt == 60 || pos + 20 > window;
-            proto = nxt;
-            l4 = pos;
-            l4_len = plen - ext_len > 0 ? plen - ext_len : 0;
-            frag = frag6;
-            if (shrt) err = ERR_TRUNCATED; else if (bad) err = ERR_BAD_IP; else if (deep && !frag6) err = ERR_TOO_DEEP;
-        }
-        long long poff = l4, plen_out = l4_len, sp = 0, dp = 0, flags = 0;
-        if (l4 > window) l4 = window;
-        int ip_ok = (net == NET_IPV4 || net == NET_IPV6) && err == ERR_NONE && !frag;
-        if (ip_ok && proto == 6) {
-            long long p = l4, doff = (B(&f, p + 12) >> 4) * 4;
-            int shrt = cap < p + 20, bad = doff < 20 || doff > l4_len;
-            sp = BE16(&f, p); dp = BE16(&f, p + 2); flags = B(&f, p + 13);
-            poff = p + doff;
-            plen_out = l4_len - doff > 0 ? l4_len - doff : 0;
-            if (shrt) err = ERR_TRUNCATED; else if (bad) err = ERR_BAD_TCP;
-        } else if (ip_ok && (proto == 17 || proto == 132)) {
-            long long p = l4, hdr = proto == 17 ? 8 : 12;
-            sp = BE16(&f, p); dp = BE16(&f, p + 2);
-            poff = p + hdr;
-            plen_out = l4_len - hdr > 0 ? l4_len - hdr : 0;
-            if (cap < p + 8) err = ERR_TRUNCATED;
-        } else if (ip_ok && (proto == 1 || proto == 58)) {
-            long long p = l4;
-            sp = B(&f, p); dp = B(&f, p + 1);
-            poff = p + 8;
-            plen_out = l4_len - 8 > 0 ? l4_len - 8 : 0;
-        }
-        network[i] = (uint8_t)net;
-        error[i] = (uint8_t)err;
-        vlan_out[i] = (uint16_t)vlan;
-        src_mac[i] = mac;
-        proto_out[i] = (uint8_t)proto;
-        sport[i] = sp;
-        dport[i] = dp;
-        tcp_flags[i] = (uint8_t)flags;
-        payload_off[i] = poff + offset[i];
-        payload_len[i] = plen_out;
-        fragment[i] = (uint8_t)frag;
-        uint64_t hd = 0;
-        for (long long k = poff; k < poff + 8; k++)
-            hd = (hd << 8) | (k < cap ? buf[offset[i] + k] : 0);
-        head[i] = hd;
+        frame_t f = {buf + offset[i], caplen[i]};
+        pkt_t k = {0};
+        link_layer(&f, linktype[i], &k);
+        int known = k.err != ERR_LINKTYPE;
+        if (known) vlan_tags(&f, &k);
+        k.net = !known ? NET_OTHER : k.et == 0x0800 ? NET_IPV4 : k.et == 0x86DD ? NET_IPV6
+                                   : k.et == 0x0806 ? NET_ARP : NET_OTHER;
+        if (k.net == NET_IPV4 && k.err == ERR_NONE) ipv4(&f, &k, src + 16 * i, dst + 16 * i);
+        else if (k.net == NET_IPV6 && k.err == ERR_NONE) ipv6(&f, &k, src + 16 * i, dst + 16 * i);
+        transport(&f, &k);
+        network[i] = (uint8_t)k.net;
+        error[i] = (uint8_t)k.err;
+        vlan_out[i] = (uint16_t)k.vlan;
+        src_mac[i] = k.mac;
+        proto_out[i] = (uint8_t)k.proto;
+        sport[i] = k.sport;
+        dport[i] = k.dport;
+        tcp_flags[i] = (uint8_t)k.flags;
+        payload_off[i] = k.poff + offset[i];
+        payload_len[i] = k.plen;
+        fragment[i] = (uint8_t)k.frag;
+        head[i] = head8(&f, k.poff);
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&data); PyBuffer_Release(&offs); PyBuffer_Release(&caps); PyBuffer_Release(&lts);
