@@ -12,8 +12,10 @@ import re
 import select
 import shutil
 import signal
+import stat
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -43,6 +45,14 @@ PCAP_MAGIC = {
     b"\xa1\xb2\x3c\x4d": (">", 1e-9),
 }
 PCAPNG_SHB = 0x0A0D0D0A
+# A pcapng block holds at most one record of MAX_RECORD_BYTES plus its options; a longer one is corruption, caught
+# before its length sizes any read.
+MAX_BLOCK_BYTES = MAX_RECORD_BYTES + (64 << 10)
+_NG_HEADER = {"<": struct.Struct("<II"), ">": struct.Struct(">II")}   # block type, block length
+# The shortest block of each type the reader looks inside: header and trailer (12 bytes) plus its fixed fields.
+_NG_MIN_BLOCK = {PCAPNG_SHB: 28, 1: 20, 2: 32, 3: 16, 6: 32}
+_NG_BLOCK_NAME = {PCAPNG_SHB: "section header", 1: "interface description", 2: "packet", 3: "simple packet",
+                  6: "enhanced packet"}
 
 
 @dataclass
@@ -97,21 +107,30 @@ class CaptureReader:
     `read` returns bytes, b"" at end of stream, or None when a live source had nothing within its tick; on None
     the reader yields an empty batch so the caller can run wall-clock housekeeping. `readinto`, when given, is
     used instead: it fills a buffer and returns the bytes it put there, 0 at the end or None like `read`.
+
+    `close` (called once) releases the source. The reader calls it itself as soon as iteration ends, whether at
+    the end of the data, on a CaptureError or because the consumer stopped early; it is also a context manager,
+    for a reader that may never be iterated. `size_hint`, the source's size when known, keeps the buffer no larger
+    than the file.
     """
 
     def __init__(self, read: Callable[[], bytes | None] | None, name: str,
-                 readinto: Callable[[memoryview], int | None] | None = None):
+                 readinto: Callable[[memoryview], int | None] | None = None, *,
+                 size_hint: int | None = None, close: Callable[[], None] | None = None):
         self._read = read
         # Files are read into one reused buffer: a batch's data is only valid until the next batch is requested,
         # which the pipeline honours (it finishes a batch before asking for the next) and which saves copying
-        # every chunk onto the previous chunk's partial record.
+        # every chunk onto the previous chunk's partial record. Allocated on the first read, sized then.
         self._readinto = readinto
-        self._arena = bytearray(CHUNK_BYTES) if readinto is not None else None
+        self._arena: bytearray | None = None
+        self._size_hint = size_hint
+        self._closer = close
+        self._closed = False
         self.name = name
         self.bytes_consumed = 0   # file offset of the first byte not yet parsed
         self._buf = b""
         self._eof = False
-        self._parse: Callable[[bytes, _Records], tuple[int, int]] | None = None
+        self._pcap = False
         # pcap state
         self._pcap_hdr: struct.Struct | None = None
         self._pcap_scale = 1e-6
@@ -122,6 +141,26 @@ class CaptureReader:
         self._pending: CaptureError | None = None
         self._pcap_big_endian = False
         self._ng_ifaces: list[tuple[int, float, float, int]] = []  # linktype, ts scale, ts offset, snaplen
+
+    # ---- lifetime --------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the source and the buffer. A batch already handed out stays readable: it holds its own
+        reference to the buffer."""
+        self._closed = True
+        self._buf = b""
+        self._arena = None
+        # Dropping the callables too: they hold the file object, and a reader kept around after its file was
+        # read (in a traceback, say) must not keep the descriptor or the buffer alive with it.
+        self._read = self._readinto = None
+        closer, self._closer = self._closer, None
+        if closer is not None:
+            closer()
+
+    def __enter__(self) -> "CaptureReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ---- stream plumbing -------------------------------------------------------------------------------
     def _fill(self, need: int) -> bool:
@@ -136,7 +175,10 @@ class CaptureReader:
 
     def _more(self, want: int = 0) -> bool | None:
         """Append more input after the buffer's contents: True if some came, False at end of stream, None when a
-        live source had nothing within its tick."""
+        live source had nothing within its tick. `want` is the size of the incomplete record at the buffer's
+        start; the parsers have checked it against MAX_BLOCK_BYTES, so it never sizes anything absurd."""
+        if self._closed:
+            return False
         if self._readinto is None:
             chunk = self._read()
             if chunk is None:
@@ -147,11 +189,19 @@ class CaptureReader:
             return True
         rest = bytes(self._buf)   # the incomplete record at the end of the last chunk: small
         size = max(CHUNK_BYTES, 2 * (len(rest) + want))
-        if len(self._arena) < size or len(rest) == len(self._arena):
-            self._arena = bytearray(max(size, 2 * len(self._arena)))
-        self._arena[:len(rest)] = rest
-        got = self._readinto(memoryview(self._arena)[len(rest):])
-        self._buf = memoryview(self._arena)[:len(rest) + (got or 0)]
+        if self._size_hint is not None:
+            # No bigger than what is left of the file, plus room to see its end: bytearray zeroes what it
+            # allocates, and 8 MiB for each of a thousand 3 KiB files cost more than reading them.
+            size = min(size, max(self._size_hint - self.bytes_consumed, len(rest)) + 4096)
+        arena = self._arena
+        if arena is None or len(arena) < size or len(rest) == len(arena):
+            arena = self._arena = bytearray(max(size, 2 * len(arena)) if arena is not None else size)
+        arena[:len(rest)] = rest
+        try:
+            got = self._readinto(memoryview(arena)[len(rest):])
+        except OSError as exc:
+            raise self._error(f"cannot read: {exc.strerror or exc}", len(rest)) from None
+        self._buf = memoryview(arena)[:len(rest) + (got or 0)]
         return None if got is None else got > 0
 
     def _error(self, message: str, at: int = 0) -> CaptureError:
@@ -174,10 +224,9 @@ class CaptureReader:
             # The upper bits of the link-type field carry FCS information, not the type.
             self._pcap_linktype = network & 0xFFFF
             self._consume(24)
-            self._parse = self._parse_pcap
+            self._pcap = True
             self._kind = "pcap record"
         elif struct.unpack("<I", magic)[0] == PCAPNG_SHB:
-            self._parse = self._parse_pcapng
             self._kind = "pcapng block"
         else:
             raise self._error(f"not a pcap or pcapng file (magic {magic.hex()})")
@@ -187,17 +236,32 @@ class CaptureReader:
         self.bytes_consumed += n
 
     def __iter__(self) -> Iterator[Batch]:
+        if self._closed:
+            raise ValueError(f"{self.name}: capture reader already closed")
+        try:
+            yield from self._batches()
+        finally:
+            self.close()
+
+    def _batches(self) -> Iterator[Batch]:
         self._start()
-        assert self._parse is not None
+        # A local, not an attribute: a bound method stored on the reader would make a reference cycle, which
+        # only the garbage collector frees, and the CLI has tuned that to run seldom.
+        parse = self._parse_pcap if self._pcap else self._parse_pcapng
         while True:
             records = _Records()
-            used, need = self._parse(self._buf, records)
+            used, need = parse(self._buf, records)
             if len(records):
                 yield records.batch(self._buf)
             self._consume(used)
             if self._pending is not None:
-                # Records before the corrupt one were handed over above; now the reader stops.
-                raise self._pending
+                # Records before the corrupt one were handed over above; now the reader stops. Neither the reader
+                # nor a local keeps the error: its traceback holds this frame, and a cycle through it would keep
+                # the reader until the collector runs.
+                try:
+                    raise self._pending
+                finally:
+                    self._pending = None
             # The buffer now holds at most one incomplete record.
             if self._eof:
                 if self._buf:
@@ -262,29 +326,49 @@ class CaptureReader:
     def _parse_pcapng(self, data: bytes, out: _Records) -> tuple[int, int]:
         end = len(data)
         pos = 0
-        while pos + 12 <= end:
-            btype = struct.unpack_from(self._ng_endian + "I", data, pos)[0]
+        need = 0
+        e = self._ng_endian
+        header = _NG_HEADER[e]
+        while pos + 8 <= end:
+            btype, blen = header.unpack_from(data, pos)
             if btype == PCAPNG_SHB:
+                # The section's byte order, which its length is written in, follows the length.
+                if pos + 12 > end:
+                    need = 12
+                    break
                 bom = data[pos + 8:pos + 12]
                 if bom == b"\x4d\x3c\x2b\x1a":
-                    self._ng_endian = "<"
+                    e = "<"
                 elif bom == b"\x1a\x2b\x3c\x4d":
-                    self._ng_endian = ">"
+                    e = ">"
                 else:
                     self._fail("pcapng section header with bad byte-order magic", pos)
                     break
-            e = self._ng_endian
-            blen = struct.unpack_from(e + "I", data, pos + 4)[0]
-            if blen < 12 or blen % 4 or blen > MAX_RECORD_BYTES + 64:
+                self._ng_endian = e
+                header = _NG_HEADER[e]
+                blen = header.unpack_from(data, pos)[1]
+            # Checked before the length is used for anything, including sizing the read of the rest of the block.
+            if blen < 12 or blen % 4 or blen > MAX_BLOCK_BYTES:
                 self._fail(f"absurd pcapng block length {blen}", pos)
                 break
+            if blen < _NG_MIN_BLOCK.get(btype, 12):
+                self._fail(f"pcapng {_NG_BLOCK_NAME[btype]} block of {blen} bytes is too short for its fields", pos)
+                break
             if pos + blen > end:
+                need = blen
+                break
+            if header.unpack_from(data, pos + blen - 8)[1] != blen:
+                self._fail(f"pcapng block length {blen} does not match the copy at the block's end", pos)
                 break
             body = pos + 8
             if btype == PCAPNG_SHB:
                 self._ng_ifaces = []
             elif btype == 1:
-                self._ng_ifaces.append(self._idb(data, body, pos + blen - 4))
+                iface = self._idb(data, body, pos + blen - 4)
+                if isinstance(iface, str):
+                    self._fail(iface, pos)
+                    break
+                self._ng_ifaces.append(iface)
             elif btype in (6, 2):
                 if btype == 6:
                     iface, hi, lo, caplen, wirelen = struct.unpack_from(e + "IIIII", data, body)
@@ -319,12 +403,12 @@ class CaptureReader:
                 out.ts.append(out.ts[-1] if out.ts else self._last_ts)
                 out.linktype.append(linktype)
             pos += blen
-        need = 0
-        if pos < end and self._pending is None:
-            need = struct.unpack_from(self._ng_endian + "I", data, pos + 4)[0] if pos + 8 <= end else 12
+        if pos < end and not need and self._pending is None:
+            need = 12   # a block header cut short: all that is known is that a block is at least this long
         return pos, need
 
-    def _idb(self, data: bytes, body: int, end: int) -> tuple[int, float, float, int]:
+    def _idb(self, data: bytes, body: int, end: int) -> tuple[int, float, float, int] | str:
+        """An interface description block's fields, or what is wrong with it."""
         e = self._ng_endian
         linktype, _res, snaplen = struct.unpack_from(e + "HHI", data, body)
         scale, offset = 1e-6, 0.0
@@ -333,14 +417,84 @@ class CaptureReader:
             code, length = struct.unpack_from(e + "HH", data, pos)
             if code == 0:
                 break
-            value = data[pos + 4:pos + 4 + length]
+            if pos + 4 + length > end:
+                return f"pcapng interface option {code} of {length} bytes overruns its block"
             if code == 9 and length >= 1:
-                r = value[0]
+                r = data[pos + 4]
                 scale = 2.0 ** -(r & 0x7F) if r & 0x80 else 10.0 ** -r
             elif code == 14 and length == 8:
-                offset = float(struct.unpack(e + "q", value)[0])
+                offset = float(struct.unpack_from(e + "q", data, pos + 4)[0])
             pos += 4 + length + (-length % 4)
         return linktype, scale, offset, snaplen
+
+
+def _parent_death_signal(signum: int) -> Callable[[], None] | None:
+    """A preexec_fn asking the kernel to send the child `signum` when camwatch dies, however it dies (the
+    signal follows the thread that started the child: camwatch starts dumpcap from its main thread)."""
+    try:
+        import ctypes
+        # Looked up here, before the fork: the child must only make the call.
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None   # not Linux: the pipe closing still stops dumpcap, at its next packet
+    parent = os.getpid()
+    PR_SET_PDEATHSIG = 1
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)   # camwatch died before the request took effect: no one is left to read the capture
+    return preexec
+
+
+def _exec_drops_parent_death_signal(path: str) -> bool:
+    """Whether executing `path` gains privileges, for which the kernel clears the parent-death signal."""
+    try:
+        if os.stat(path).st_mode & (stat.S_ISUID | stat.S_ISGID):
+            return True
+        os.getxattr(path, "security.capability")
+        return True
+    except OSError:
+        return False   # no capabilities (ENODATA), or a file system without extended attributes
+
+
+# Runs apart from camwatch, so it sees camwatch die: its stdin is a pipe only camwatch writes to, which reaches its
+# end when camwatch exits for any reason. A byte before that means camwatch stops dumpcap itself. The pidfd names
+# dumpcap itself, not a number that could by then belong to another process.
+_WATCHDOG = """
+import os, select, signal, sys
+pidfd = int(sys.argv[1])
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+if os.read(0, 1):
+    sys.exit(0)
+try:
+    signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+    if not select.select([pidfd], [], [], 5)[0]:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+except ProcessLookupError:
+    pass
+"""
+
+
+def _start_watchdog(pid: int) -> tuple[subprocess.Popen | None, int | None]:
+    """A process that stops `pid` (a child of camwatch not yet reaped) once camwatch is gone; returns it and the
+    pipe to stand it down with."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None, None   # a kernel before 5.3: signalling a bare pid after camwatch died could hit another
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _WATCHDOG, str(pidfd)], stdin=read_end,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(pidfd,),
+                                process_group=0)
+    except OSError:
+        os.close(write_end)
+        return None, None
+    finally:
+        os.close(read_end)
+        os.close(pidfd)
+    return proc, write_end
 
 
 def _empty_batch() -> Batch:
@@ -349,7 +503,8 @@ def _empty_batch() -> Batch:
 
 
 def open_file(path: str | Path) -> tuple[CaptureReader, int]:
-    """A reader over a capture file, and the file's size for progress reporting."""
+    """A reader over a capture file, and the file's size for progress reporting. The reader closes the file when
+    iteration ends; call its `close` (or use it in a `with`) if it might not be iterated to the end."""
     path = Path(path)
     try:
         fh: BinaryIO = open(path, "rb")
@@ -359,8 +514,9 @@ def open_file(path: str | Path) -> tuple[CaptureReader, int]:
         raise CamwatchError(f"{path}: is a directory, not a capture file") from None
     except OSError as exc:
         raise CamwatchError(f"{path}: cannot open: {exc.strerror}") from None
-    size = os.fstat(fh.fileno()).st_size
-    return CaptureReader(lambda: fh.read(CHUNK_BYTES), str(path), readinto=fh.readinto), size
+    st = os.fstat(fh.fileno())
+    return CaptureReader(None, str(path), readinto=fh.readinto, close=fh.close,
+                         size_hint=st.st_size if stat.S_ISREG(st.st_mode) else None), st.st_size
 
 
 class LiveCapture:
@@ -380,6 +536,10 @@ class LiveCapture:
     """
 
     PCAP_HEADER_BYTES = 24
+    # dumpcap must not outlive camwatch (holding its capture ring, capturing for nobody), even after a SIGKILL.
+    # The kernel's parent-death signal sees to it unless exec drops it, which it does for a binary with file
+    # capabilities or set-id bits, the usual unprivileged set-up; then a watchdog process does (None: when needed).
+    WATCHDOG: bool | None = None
     PIPE_BYTES = 1 << 20   # the unprivileged maximum (fs.pipe-max-size); the default 64 KiB fills in microseconds
 
     def __init__(self, interface: str, bpf: str | None = None, *, buffer_mib: int, tick: float = 0.5,
@@ -419,9 +579,12 @@ class LiveCapture:
             # Its own process group: a terminal's Ctrl-C reaches camwatch only, which then stops dumpcap in order
             # instead of both racing to exit.
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, process_group=0)
+                                         stderr=subprocess.PIPE, process_group=0,
+                                         preexec_fn=_parent_death_signal(signal.SIGTERM))
         except OSError as exc:
             raise CamwatchError(f"cannot run {dumpcap}: {exc.strerror}") from None
+        watch = self.WATCHDOG if self.WATCHDOG is not None else _exec_drops_parent_death_signal(dumpcap)
+        self._watchdog, self._watchdog_pipe = _start_watchdog(self.proc.pid) if watch else (None, None)
         self._fd = self.proc.stdout.fileno()
         try:
             fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, self.PIPE_BYTES)
@@ -621,6 +784,7 @@ class LiveCapture:
 
     def stop(self) -> str:
         """Stop dumpcap now and reap it; returns what it wrote on stderr (errors and statistics)."""
+        self._stand_down_watchdog()
         with self._cond:
             # Whatever the reader has not taken by now is abandoned; the pump must not block on a full queue.
             self._discard = True
@@ -646,10 +810,25 @@ class LiveCapture:
         with self._lock:
             return "\n".join(self._messages)
 
+    def _stand_down_watchdog(self) -> None:
+        if self._watchdog is None:
+            return
+        try:
+            os.write(self._watchdog_pipe, b"x")
+        except OSError:
+            pass   # it is gone already
+        os.close(self._watchdog_pipe)
+        try:
+            self._watchdog.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self._watchdog.kill()
+            self._watchdog.wait()
+        self._watchdog = None
+
     # ---- dumpcap's stderr: errors, progress and statistics ---------------------------------------------
     _STATS = re.compile(r"Packets received/dropped on interface '(?P<iface>.*)': (?P<received>\d+)/(?P<dropped>\d+)"
                         r"(?: \(.*ps_ifdrop:(?P<ifdrop>\d+)\))?")
-    _COUNT = re.compile(r"Packets(?: captured)?: (\d+)\s*$")
+    _COUNT = re.compile(r"Packets(?: captured)?: (\d+)(?:\s+|$)")
     _CHATTER = ("Capturing on ", "File: ")
 
     def _watch_stderr(self) -> None:
@@ -663,24 +842,31 @@ class LiveCapture:
                 break
             if not chunk:
                 break
-            # dumpcap redraws its running count with carriage returns.
-            *lines, rest = re.split(rb"[\r\n]", rest + chunk)
+            lines, rest = self._split_stderr(rest + chunk)
             for line in lines:
-                self._stderr_line(line.decode("utf-8", "replace").strip())
+                self._stderr_line(line)
         self._stderr_line(rest.decode("utf-8", "replace").strip())
         self.proc.stderr.close()
 
+    @staticmethod
+    def _split_stderr(data: bytes) -> tuple[list[str], bytes]:
+        """Complete lines of dumpcap's stderr, and the incomplete rest. dumpcap redraws its running count with
+        carriage returns, so a line ends at either."""
+        *lines, rest = re.split(rb"[\r\n]", data)
+        return [line.decode("utf-8", "replace").strip() for line in lines], rest
+
     def _stderr_line(self, line: str) -> None:
-        if not line:
-            return
         with self._lock:
+            # The running count ("\rPackets: 6 ") ends with no line end, so a message dumpcap writes next, such as
+            # the one for a vanished interface, starts on the count's line: the count comes off the front.
+            while m := self._COUNT.match(line):
+                self._captured = int(m[1])
+                line = line[m.end():].lstrip()
+            if not line:
+                return
             m = self._STATS.search(line)
             if m:
                 self._stats[m["iface"]] = (int(m["received"]), int(m["dropped"]), int(m["ifdrop"] or 0))
-                return
-            m = self._COUNT.match(line)
-            if m:
-                self._captured = int(m[1])
                 return
             if not line.startswith(self._CHATTER):
                 self._messages.append(line)

@@ -239,6 +239,7 @@ def cmd_replay(args) -> int:
             except CaptureError as exc:
                 failures.append(str(exc))
             finally:
+                reader.close()
                 progress.done()
         sensor.finish()
     finally:
@@ -437,6 +438,8 @@ def replay_into(sensor: Sensor, paths: list[str]) -> list[str]:
                 sensor.process(batch)
         except CaptureError as exc:
             failures.append(str(exc))
+        finally:
+            reader.close()
     sensor.finish()
     return failures
 
