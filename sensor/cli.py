@@ -220,7 +220,8 @@ def cmd_replay(args) -> int:
     server = (MetricsServer(registry, listen, inventory=sensor.inventory_snapshot, settings=config.metrics)
               if listen else None)
     if server and not args.quiet:
-        sys.stderr.write(f"camwatch: serving metrics on http://{_fmt(server.address)}/metrics\n")
+        sys.stderr.write(f"camwatch: serving metrics on {'https' if server.tls else 'http'}://"
+                         f"{_fmt(server.address)}/metrics\n")
     pacer = Pacer(speed, stop) if speed else None
     failures: list[str] = []
     started = time.monotonic()
@@ -291,7 +292,8 @@ def cmd_run(args) -> int:
         sys.stderr.write(f"camwatch: capturing on {args.interface} "
                          f"(kernel capture ring {config.capture_buffer_mib} MiB)\n")
         if server:
-            sys.stderr.write(f"camwatch: serving metrics on http://{_fmt(server.address)}/metrics\n")
+            sys.stderr.write(f"camwatch: serving metrics on {'https' if server.tls else 'http'}://"
+                             f"{_fmt(server.address)}/metrics\n")
     deadline = time.monotonic() + args.duration if args.duration else None
     started = time.monotonic()
     # With a capture filter the interface also counts what the filter leaves out: no comparison to make.

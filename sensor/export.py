@@ -29,6 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from sensor import __version__
+from sensor.config import PBKDF2_MAX_ITERATIONS, PBKDF2_MIN_ITERATIONS, parse_password_hash
 from sensor.decode import ERROR_REASONS, NETWORK_NAMES
 from sensor.detect import SEVERITIES, Alert
 from sensor.enrich import SCOPES, format_mac, top_destinations
@@ -259,6 +260,8 @@ PBKDF2_ITERATIONS = 200_000
 
 
 def hash_password(password: str, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS) -> str:
+    if not PBKDF2_MIN_ITERATIONS <= iterations <= PBKDF2_MAX_ITERATIONS:
+        raise ValueError(f"iterations must be from {PBKDF2_MIN_ITERATIONS} to {PBKDF2_MAX_ITERATIONS}")
     salt = salt or os.urandom(16)
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
     return f"pbkdf2_sha256${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
@@ -266,20 +269,25 @@ def hash_password(password: str, salt: bytes | None = None, iterations: int = PB
 
 def verify_password(password: str, hashed: str) -> bool:
     try:
-        _scheme, iterations, salt, digest = hashed.split("$")
-        expected = base64.b64decode(digest)
-        got = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
-    except (ValueError, TypeError):
+        iterations, salt, expected = parse_password_hash(hashed)
+    except ValueError:
         return False
-    return hmac.compare_digest(got, expected)
+    return hmac.compare_digest(hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations), expected)
 
 
 class BasicAuth:
     """HTTP basic auth against pbkdf2 hashes. Verified credentials are remembered by their SHA-256, so a
-    scrape every few seconds does not pay for pbkdf2 each time; the comparison stays constant-time."""
+    scrape every few seconds does not pay for pbkdf2 each time; the comparison stays constant-time.
+
+    Every attempt not in that memory costs exactly one pbkdf2 run of the configured cost, whether the user
+    exists or not: an unknown user is checked against a decoy, so timing does not tell which names exist."""
 
     def __init__(self, users: tuple[tuple[str, str], ...]):
-        self.users = dict(users)
+        # parsed once, so that a known and an unknown user do the same work per request
+        self.users = {user: parse_password_hash(hashed) for user, hashed in users}
+        cost = max((iterations for iterations, _, _ in self.users.values()), default=PBKDF2_ITERATIONS)
+        # a random digest, which no password derives to (a chance of 2**-256)
+        self._decoy = (cost, os.urandom(16), os.urandom(32))
         self._verified: set[bytes] = set()
 
     def allows(self, header: str | None) -> bool:
@@ -292,10 +300,9 @@ class BasicAuth:
             user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             return False
-        hashed = self.users.get(user)
-        # an unknown user costs the same pbkdf2 work as a known one, so timing does not reveal user names
-        ok = verify_password(password, hashed or hash_password("", b"\0" * 16))
-        if ok and hashed:
+        iterations, salt, expected = self.users.get(user, self._decoy)
+        got = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+        if hmac.compare_digest(got, expected) and user in self.users:
             if len(self._verified) < 64:
                 self._verified.add(token)
             return True
@@ -357,6 +364,9 @@ def _tls_context(settings) -> ssl.SSLContext:
         ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
         if settings.client_ca:
             ctx.load_verify_locations(settings.client_ca)
+            # Required in the handshake, not optional with per-route checks: a client without a certificate never
+            # reaches the HTTP layer, so no route (/healthz included) depends on the application remembering to
+            # check. docs/deploy.md tells health checks to present a certificate.
             ctx.verify_mode = ssl.CERT_REQUIRED
     except (OSError, ssl.SSLError) as exc:
         raise CamwatchError(f"metrics TLS: cannot load certificate, key or CA: {exc}") from None
