@@ -11,7 +11,9 @@ import ipaddress
 import json
 import re
 import struct
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable, TypeVar
 
 DNS_A, DNS_CNAME, DNS_AAAA = 1, 5, 28
 MAX_DNS_RECORDS = 64
@@ -226,16 +228,25 @@ def parse_sadp(payload: bytes) -> dict[str, str]:
     return out if len(out) > 1 else {}
 
 
+# DHIP documents are a few flat objects; more brackets than this is not a discovery reply, and refusing it before
+# json.loads keeps the decoder's recursion far from the interpreter's limit.
+MAX_JSON_BRACKETS = 256
+
+
 def parse_dhip(payload: bytes) -> dict[str, str]:
     """Dahua DHIP discovery (UDP 37810): a binary header, then JSON with deviceInfo."""
     start = payload.find(b"{")
     if start < 0 or b"DHIP" not in payload[:start + 1] and b"deviceInfo" not in payload:
         return {}
-    try:
-        doc = json.loads(payload[start:].rstrip(b"\0").decode("utf-8", "replace"))
-    except ValueError:
+    body = payload[start:]
+    if body.count(b"{") + body.count(b"[") > MAX_JSON_BRACKETS:
         return {}
-    info = (doc.get("params") or {}).get("deviceInfo") if isinstance(doc, dict) else None
+    try:
+        doc = json.loads(body.rstrip(b"\0").decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
+        return {}
+    params = doc.get("params") if isinstance(doc, dict) else None
+    info = params.get("deviceInfo") if isinstance(params, dict) else None
     if not isinstance(info, dict):
         return {}
     out = {"protocol": "dhip"}
@@ -247,3 +258,31 @@ def parse_dhip(payload: bytes) -> dict[str, str]:
 
 
 IDENTITY_PORTS = {1900: parse_banner, 3702: parse_ws_discovery, 37020: parse_sadp, 37810: parse_dhip}
+# Every parser of wire bytes the pipeline runs: the label values of camwatch_dissect_errors_total.
+WIRE_PARSERS = ("dns", "tls_sni", "http_host", "banner", "ws_discovery", "sadp", "dhip")
+
+
+_Result = TypeVar("_Result")
+
+
+class ParserGuard:
+    """Runs a wire parser so that a bug in it costs the one packet it was reading, counted, never the sensor.
+
+    The parsers are meant to be total (the fuzz tests hold them to it); this is the second line, for the input
+    nobody thought of. Each parser's failures are counted by name (a fixed, small label set) and reported once.
+    """
+
+    def __init__(self, report: Callable[[str], None] | None = None):
+        self.errors: Counter[str] = Counter()
+        self._report = report
+
+    def run(self, parser: Callable[[bytes], _Result], payload: bytes, failed: _Result) -> _Result:
+        try:
+            return parser(payload)
+        except Exception as exc:  # noqa: BLE001 - whatever a parser of attacker bytes raises, the sensor goes on
+            name = getattr(parser, "__name__", "parser").removeprefix("parse_")
+            self.errors[name] += 1
+            if self.errors[name] == 1 and self._report is not None:
+                self._report(f"{name} failed on a {len(payload)}-byte payload ({type(exc).__name__}); such "
+                             f"packets are skipped and counted in camwatch_dissect_errors_total")
+            return failed

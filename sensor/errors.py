@@ -1,3 +1,8 @@
+"""camwatch's errors: what the CLI reports as one line, and the warning for faults it rides out."""
+
+import sys
+
+
 class CamwatchError(Exception):
     """An error the user can fix; the CLI prints it as one line, without a traceback."""
 
@@ -19,3 +24,8 @@ class CaptureError(CamwatchError):
         if offset is not None:
             where += f" at byte {offset}"
         super().__init__(f"{where}: {message}")
+
+
+def warn(message: str) -> None:
+    """A fault camwatch rides out (a packet it could not parse, a state write that failed): one line on stderr."""
+    sys.stderr.write(f"camwatch: warning: {message}\n")

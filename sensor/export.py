@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from sensor import __version__
 from sensor.config import PBKDF2_MAX_ITERATIONS, PBKDF2_MIN_ITERATIONS, parse_password_hash
 from sensor.decode import ERROR_REASONS, NETWORK_NAMES
+from sensor.dissect import WIRE_PARSERS
 from sensor.detect import SEVERITIES, Alert
 from sensor.enrich import SCOPES, format_mac, top_destinations
 from sensor.errors import CamwatchError
@@ -52,6 +53,7 @@ class SensorCollector(Collector):
             packets, nbytes = s.packets, s.bytes
             by_network = s.by_network.tolist()
             errors = s.decode_errors.tolist()
+            dissect_errors = dict(s.parsers.errors)
             flows_active = len(s.flows)
             flows_created = s.flows.created
             expired = dict(s.flows.expired)
@@ -94,6 +96,13 @@ class SensorCollector(Collector):
                                   labels=["sensor", "reason"])
         for label, value in zip(ERROR_REASONS[1:], errors[1:]):
             fam.add_metric([name, label], value)
+        yield fam
+
+        fam = CounterMetricFamily("camwatch_dissect_errors", "Packets a wire parser failed on (a camwatch bug, or "
+                                  "input nobody foresaw): skipped, counted, and the sensor goes on.",
+                                  labels=["sensor", "parser"])
+        for parser in sorted(set(WIRE_PARSERS) | set(dissect_errors)):
+            fam.add_metric([name, parser], dissect_errors.get(parser, 0))
         yield fam
 
         yield _gauge("camwatch_flows_active", "Flows in the flow table.", name, flows_active)

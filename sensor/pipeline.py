@@ -25,12 +25,13 @@ from sensor.detect import (MAX_EPISODES, TAG_PPPP, TAG_PPPP_DRW, TAG_RTP, TAG_SI
                            EgressPolicyDetector, Episodes, HardcodedInfraDetector, Indicators,
                            NewDestinationDetector, Observation, SegmentationDetector, VendorCloudDetector,
                            VideoEgressDetector)
-from sensor.dissect import (HTTP_METHODS, IDENTITY_PORTS, DnsMessage, parse_banner, parse_dns, parse_http_host,
-                            parse_tls_sni)
+from sensor.dissect import (HTTP_METHODS, IDENTITY_PORTS, DnsMessage, ParserGuard, parse_banner, parse_dns,
+                            parse_http_host, parse_tls_sni)
 from sensor.enrich import (SCOPE_CAMERA, SCOPE_CORE, SCOPE_PUBLIC, Classifier, CoveredMakers, Inventory,
                            ManufDatabase, NameCache)
 from sensor.flows import Flow, FlowTable, FlowUpdate, flow_keys, ip_from16
 from sensor.model import WindowFeatures
+from sensor.errors import warn
 from sensor.state import KnownState
 
 MAX_EXTERNAL_DESTINATIONS = 1_000_000
@@ -148,6 +149,7 @@ class Sensor:
         self.classifier = Classifier(config)
         self.names = NameCache(config.max_names)
         self._dns_parsed: dict[bytes, DnsMessage | None] = {}
+        self.parsers = ParserGuard(warn)
         self.inventory = Inventory(config, manuf if manuf is not None else ManufDatabase.load(), makers)
         self.episodes = Episodes(config.episode_timeout)
         self.indicators = indicators if indicators is not None else Indicators.load()
@@ -311,7 +313,7 @@ class Sensor:
             key = body[2:]
             msg = self._dns_parsed.get(key, _UNPARSED)
             if msg is _UNPARSED:
-                msg = parse_dns(body)
+                msg = self.parsers.run(parse_dns, body, None)
                 if len(self._dns_parsed) >= DNS_PARSE_CACHE:
                     self._dns_parsed.clear()   # bounded; the repeated messages come straight back
                 self._dns_parsed[key] = msg
@@ -378,7 +380,7 @@ class Sensor:
         keys, _ = flow_keys(dec, np.array(picked, dtype=np.int64))
         for row, key in zip(picked, keys):
             body = payload(dec, row, limit=WINDOW * 64)
-            name = parse_tls_sni(body) if body[:1] == b"\x16" else parse_http_host(body)
+            name = self.parsers.run(parse_tls_sni if body[:1] == b"\x16" else parse_http_host, body, None)
             if name:
                 flow = self.flows.get(key.tobytes(), PROTO_TCP)
                 if flow is not None and flow.name is None:
@@ -403,9 +405,9 @@ class Sensor:
             if is_udp:
                 sport, dport = int(dec.sport[row]), int(dec.dport[row])
                 parser = IDENTITY_PORTS.get(dport if dport in IDENTITY_PORTS else sport)
-                fields = parser(body) if parser else {}
+                fields = self.parsers.run(parser, body, {}) if parser else {}
             else:
-                fields = parse_banner(body)
+                fields = self.parsers.run(parse_banner, body, {})
             if not fields:
                 continue
             dev = self.inventory.touch(sender, int(dec.src_mac[row]), float(dec.batch.ts[row]))

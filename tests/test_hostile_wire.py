@@ -1,0 +1,240 @@
+"""Hostile input on the wire: every parser of wire bytes is total, and a parser bug costs one counted packet."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import alerts_of, camwatch
+from packets import PcapWriter, dns_name, ethernet, ip, mac, tcp, udp
+
+from sensor import dissect
+from sensor.config import Config
+from sensor.dissect import (ParserGuard, parse_banner, parse_dhip, parse_dns, parse_http_host, parse_sadp,
+                            parse_tls_sni, parse_ws_discovery)
+from sensor.pipeline import Sensor
+
+# Bounded for CI: each property below runs this many examples.
+WIRE = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+CAMERA_MAC = mac("18:68:cb:00:00:14")   # Hikvision
+GATEWAY_MAC = mac("00:11:32:00:00:01")
+
+
+def dhip(doc: bytes) -> bytes:
+    """A DHIP datagram: the 32-byte binary header (magic at 4), then the JSON document."""
+    return b"\x20\x00\x00\x00DHIP" + b"\0" * 24 + doc
+
+
+HOSTILE_DHIP = [
+    b'{"method": "client.notifyDevInfo", "params": []}',
+    b'{"method": "client.notifyDevInfo", "params": "deviceInfo"}',
+    b'{"params": 7}',
+    b'{"params": {"deviceInfo": ["DeviceType"]}}',
+    b'{"params": {"deviceInfo": {"DeviceType": {"x": 1}, "SerialNo": 5}}}',
+    b'[1, 2, 3]',
+    b'"deviceInfo"',
+    b'{"params": ' + b"[" * 15_000 + b"]" * 15_000 + b"}",
+    b'{"params": ' + b"[" * 8_000 + b"]" * 8_000 + b"}",   # deep, and inside the 16 KiB the pipeline reads
+    b'{"params": {"deviceInfo": ' + b'{"a":' * 15_000 + b"1" + b"}" * 15_000 + b"}}",
+    b'{"params": {"deviceInfo": {"DeviceType": "' + b"\xff" * 300 + b'"}}}',
+]
+
+
+@pytest.mark.parametrize("doc", HOSTILE_DHIP, ids=range(len(HOSTILE_DHIP)))
+def test_dhip_documents_of_any_shape_are_not_parsed_and_never_raise(doc):
+    fields = parse_dhip(dhip(doc))
+    assert isinstance(fields, dict)
+    assert all(isinstance(v, str) and len(v) <= dissect.MAX_IDENTITY_VALUE for v in fields.values())
+
+
+def test_a_real_dhip_reply_still_names_the_device():
+    doc = json.dumps({"method": "client.notifyDevInfo", "params": {"deviceInfo": {
+        "DeviceType": "IPC-HDW1230S", "SerialNo": "5J0123", "Version": "2.800", "Vendor": "Dahua"}}}).encode()
+    assert parse_dhip(dhip(doc)) == {"protocol": "dhip", "model": "IPC-HDW1230S", "serial": "5J0123",
+                                     "firmware": "2.800", "vendor": "Dahua"}
+
+
+def test_one_hostile_discovery_packet_does_not_stop_the_sensor(tmp_path):
+    """The reported case: a DHIP broadcast (UDP 37810 -> 5050) whose params is a list, then one nested 15,000
+    deep, then ordinary traffic. The replay goes on to the end and counts every packet after them."""
+    path = tmp_path / "dhip.pcap"
+    datagrams = [d for d in HOSTILE_DHIP if len(d) < 60_000]   # what fits in one UDP datagram
+    with PcapWriter(path) as w:
+        t = 1_700_000_000.0
+        for i, doc in enumerate(datagrams):
+            frame = ethernet(b"\xff" * 6, CAMERA_MAC, 0x0800,
+                             ip("10.20.0.14", "255.255.255.255", 17, udp("10.20.0.14", "255.255.255.255", 37810,
+                                                                         5050, dhip(doc))))
+            w.write(t + i, frame)
+        for i in range(20):
+            w.write(t + 20 + i, ethernet(GATEWAY_MAC, CAMERA_MAC, 0x0800, ip(
+                "10.20.0.14", "203.0.113.50", 6, tcp("10.20.0.14", "203.0.113.50", 40000, 443, i, 0, "A",
+                                                     b"x" * 1200))))
+    metrics = tmp_path / "m.prom"
+    proc = camwatch("replay", path, "--metrics-out", metrics)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    text = metrics.read_text()
+    assert f'camwatch_packets_total{{sensor="camwatch"}} {len(datagrams) + 20}.0' in text
+    assert any(a["detector"] == "egress_policy" and a["destination"]["ip"] == "203.0.113.50"
+               for a in alerts_of(proc.stdout))
+
+
+# ---- every wire parser, over structured hostile input ---------------------------------------------------------
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["params", "deviceInfo", "DeviceType", "SerialNo", "Version", "Vendor", "method", "x"]),
+        inner, max_size=5),
+    max_leaves=30)
+
+
+@WIRE
+@given(doc=json_values, tail=st.binary(max_size=8))
+def test_dhip_is_total_over_json_of_any_shape(doc, tail):
+    fields = parse_dhip(dhip(json.dumps(doc).encode() + tail))
+    assert isinstance(fields, dict) and all(isinstance(v, str) for v in fields.values())
+
+
+labels = st.lists(st.binary(min_size=0, max_size=70), max_size=6)
+
+
+@st.composite
+def dns_messages(draw):
+    """Structurally plausible DNS: a header with lying counts, names with labels, pointers anywhere, records."""
+    qd, an = draw(st.integers(0, 6)), draw(st.integers(0, 300))
+    out = struct.pack("!HHHHHH", draw(st.integers(0, 65535)), draw(st.integers(0, 65535)), qd, an, 0, 0)
+    for _ in range(draw(st.integers(0, 8))):
+        kind = draw(st.sampled_from(["name", "pointer", "record", "noise"]))
+        if kind == "name":
+            out += b"".join(bytes([min(len(lab), 63)]) + lab[:63] for lab in draw(labels)) + b"\0"
+            out += struct.pack("!HH", draw(st.sampled_from([1, 5, 28, 255])), 1)
+        elif kind == "pointer":
+            out += struct.pack("!H", 0xC000 | draw(st.integers(0, 0x3FFF)))
+        elif kind == "record":
+            rdata = draw(st.binary(max_size=40))
+            out += struct.pack("!HHIH", draw(st.sampled_from([1, 5, 28])), 1, draw(st.integers(0, 2**32 - 1)),
+                               draw(st.sampled_from([len(rdata), 4, 16, 65535]))) + rdata
+        else:
+            out += draw(st.binary(max_size=20))
+    return out
+
+
+@WIRE
+@given(msg=dns_messages())
+def test_dns_parser_is_total(msg):
+    parsed = parse_dns(msg)
+    if parsed is not None:
+        assert len(parsed.answers) <= dissect.MAX_DNS_RECORDS
+        parsed.addresses()
+
+
+@st.composite
+def client_hellos(draw):
+    """A ClientHello whose every length may lie: session id, cipher suites, extensions, the SNI list."""
+    sni = draw(st.binary(max_size=80))
+    lie = draw(st.integers(0, 65535))
+    ext_sni = struct.pack("!HHHBH", 0, draw(st.sampled_from([len(sni) + 5, lie])), len(sni) + 3,
+                          draw(st.sampled_from([0, 1])), draw(st.sampled_from([len(sni), lie]))) + sni
+    extensions = b"".join(struct.pack("!HH", draw(st.integers(0, 65535)), len(b)) + b
+                          for b in draw(st.lists(st.binary(max_size=20), max_size=4))) + ext_sni
+    body = (b"\x03\x03" + bytes(32) + bytes([draw(st.integers(0, 255))]) + struct.pack("!H", draw(
+        st.sampled_from([4, lie]))) + b"\x13\x01\x13\x02" + b"\x01\x00" + struct.pack("!H", draw(
+            st.sampled_from([len(extensions), lie]))) + extensions)
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    record = b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs
+    return record[:draw(st.integers(0, len(record)))]
+
+
+@WIRE
+@given(hello=client_hellos())
+def test_tls_sni_parser_is_total(hello):
+    name = parse_tls_sni(hello)
+    assert name is None or isinstance(name, str)
+
+
+header_lines = st.lists(st.tuples(st.sampled_from([b"Host", b"Server", b"LOCATION", b"User-Agent", b"X", b""]),
+                                  st.binary(max_size=60)), max_size=8)
+
+
+@WIRE
+@given(start=st.sampled_from([b"GET / HTTP/1.1", b"POST /x HTTP/1.0", b"RTSP/1.0 200 OK", b"HTTP/1.1 200 OK",
+                              b"NOTIFY * HTTP/1.1", b"M-SEARCH * HTTP/1.1", b"GET"]),
+       lines=header_lines, sep=st.sampled_from([b":", b": ", b"::", b""]))
+def test_http_rtsp_ssdp_parsers_are_total(start, lines, sep):
+    message = start + b"\r\n" + b"".join(k + sep + v + b"\r\n" for k, v in lines) + b"\r\n"
+    host = parse_http_host(message)
+    assert host is None or isinstance(host, str)
+    banner = parse_banner(message)
+    assert all(isinstance(v, str) and len(v) <= dissect.MAX_IDENTITY_VALUE for v in banner.values())
+
+
+xml_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=60)
+
+
+@WIRE
+@given(tags=st.lists(st.tuples(st.sampled_from(["DeviceDescription", "DeviceSN", "SoftwareVersion", "DeviceType",
+                                                "Scopes", "d:Scopes", "x"]), xml_text), max_size=8),
+       root=st.sampled_from(["ProbeMatch", "Probe", "Hello", "ProbeMatches"]), cut=st.integers(0, 4000))
+def test_discovery_xml_parsers_are_total(tags, root, cut):
+    body = "".join(f"<{t}>{v}</{t.split(':')[-1]}>" for t, v in tags)
+    doc = f"<{root}>{body}<Scopes>onvif://www.onvif.org/hardware/{body[:40]}</Scopes></{root}>".encode()
+    doc = doc[:cut]
+    for parser in (parse_ws_discovery, parse_sadp):
+        fields = parser(doc)
+        assert all(isinstance(v, str) and len(v) <= dissect.MAX_IDENTITY_VALUE for v in fields.values())
+
+
+def test_dns_name_compression_loops_and_overlong_names_are_not_parsed():
+    header = struct.pack("!HHHHHH", 1, 0x8180, 1, 1, 0, 0)
+    loop = header + b"\xc0\x0c" + struct.pack("!HH", 1, 1)
+    assert parse_dns(loop) is None
+    long_name = header + b"".join(b"\x3f" + b"a" * 63 for _ in range(5)) + b"\0" + struct.pack("!HH", 1, 1)
+    assert parse_dns(long_name) is None
+    assert dns_name("camera.example.com").endswith(b"\0")
+
+
+# ---- the guard at the dispatch ---------------------------------------------------------------------------------
+def test_a_parser_bug_costs_one_counted_packet_not_the_sensor(monkeypatch, tmp_path):
+    """Whatever a parser raises is caught where the pipeline calls it, counted per parser, and exported."""
+    reported: list[str] = []
+    guard = ParserGuard(reported.append)
+
+    def parse_broken(_payload: bytes) -> dict:
+        raise KeyError("a bug nobody foresaw")
+
+    assert guard.run(parse_broken, b"x", {}) == {}
+    assert guard.run(parse_broken, b"y", {}) == {}
+    assert guard.errors == {"broken": 2}
+    assert len(reported) == 1 and "broken" in reported[0]
+
+    def parse_dns(_payload: bytes):
+        raise RecursionError("deep")
+
+    monkeypatch.setattr("sensor.pipeline.parse_dns", parse_dns)
+    path = tmp_path / "dns.pcap"
+    with PcapWriter(path) as w:
+        for i in range(5):
+            query = struct.pack("!HHHHHH", i, 0x0100, 1, 0, 0, 0) + dns_name("a.example.com") + b"\0\1\0\1"
+            w.write(1_700_000_000 + i, ethernet(GATEWAY_MAC, CAMERA_MAC, 0x0800, ip(
+                "10.20.0.14", "10.20.0.1", 17, udp("10.20.0.14", "10.20.0.1", 40000 + i, 53, query))))
+    sensor = Sensor(Config())
+    from sensor.capture import open_file
+    reader = open_file(path)[0]
+    for batch in reader:
+        sensor.process(batch)
+    sensor.finish()
+    assert sensor.packets == 5
+    # the five queries differ only in their ID, which the pipeline's parse cache ignores: one parse, one failure
+    assert sensor.parsers.errors["dns"] == 1
+    from sensor.export import build_registry
+    from prometheus_client import generate_latest
+    text = generate_latest(build_registry(sensor)).decode()
+    assert 'camwatch_dissect_errors_total{parser="dns",sensor="camwatch"} 1.0' in text
+    assert 'camwatch_dissect_errors_total{parser="dhip",sensor="camwatch"} 0.0' in text
+    sensor.close()
