@@ -245,9 +245,12 @@ def cmd_replay(args) -> int:
         sensor.finish()
     finally:
         elapsed = time.monotonic() - started
-        if args.metrics_out:
-            write_metrics_file(registry, args.metrics_out)
-        alerts.close()
+        try:
+            if args.metrics_out:
+                write_metrics_file(registry, args.metrics_out)
+        finally:
+            alerts.close()
+            sensor.close()
     if not args.quiet:
         print_summary(sensor, elapsed, len(args.pcaps))
     for message in failures:
@@ -256,7 +259,10 @@ def cmd_replay(args) -> int:
         if not stop.is_set():
             if not args.quiet:
                 sys.stderr.write("camwatch: replay finished; still serving metrics (Ctrl-C or SIGTERM to stop)\n")
-            stop.wait()
+            # Waking up now and then: a signal the kernel hands to a server thread only runs its handler once the
+            # main thread next runs Python code, which an untimed wait never does.
+            while not stop.wait(0.5):
+                pass
         server.close()
     return EXIT_CAPTURE if failures else EXIT_OK
 
@@ -335,6 +341,7 @@ def cmd_run(args) -> int:
                 write_metrics_file(registry, args.metrics_out)
         finally:
             alerts.close()
+            sensor.close()
             if server:
                 server.close()
     if not args.quiet:
@@ -443,6 +450,7 @@ def replay_into(sensor: Sensor, paths: list[str]) -> list[str]:
         finally:
             reader.close()
     sensor.finish()
+    sensor.close()
     return failures
 
 

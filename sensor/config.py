@@ -120,6 +120,17 @@ class FlowSettings:
     max_flows: int = 500_000
 
 
+# Without flows.max_flows, the flow table is sized from limits.max_devices: a camera holds a handful of flows, a
+# recorder a few per camera, so 50 per device is generous, and a site that bounds its devices bounds the memory a
+# flood can take (a flow costs ~500 bytes). Between these two, whatever max_devices says.
+FLOWS_PER_DEVICE = 50
+MIN_DEFAULT_FLOWS = 100_000
+
+
+def default_max_flows(max_devices: int) -> int:
+    return max(MIN_DEFAULT_FLOWS, min(FlowSettings.max_flows, FLOWS_PER_DEVICE * max_devices))
+
+
 @dataclass(frozen=True)
 class MetricsSettings:
     """The HTTP endpoint. Loopback by default: metrics name every camera and where it talks, which is
@@ -252,6 +263,8 @@ def _parse(raw: dict[str, Any], source: str, fail) -> Config:
     limits = raw.get("limits", {})
     max_devices = _positive_int(limits.get("max_devices", 10_000), "limits.max_devices", MAX_DEVICES, fail)
     max_names = _positive_int(limits.get("max_names", 100_000), "limits.max_names", MAX_NAMES, fail)
+
+    flow_kwargs.setdefault("max_flows", default_max_flows(max_devices))
 
     learning_period = _seconds(raw.get("detect", {}).get("learning_period", 86400.0), "detect.learning_period",
                                MAX_LEARNING_PERIOD, fail)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import statistics
 import time
 import tomllib
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -32,6 +33,14 @@ PROFILE_NAMES = {TAG_RTP: "RTP", TAG_PPPP_DRW: "PPPP DRW frames", TAG_TLS: "TLS"
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 MAX_EPISODES = 100_000
+# Per-(device, peer) state of every detector, episodes and the alert budget follow the site's size: a site of
+# max_devices needs room for a few dozen peers per device, and a flood of forged sources must not get more.
+PEERS_TRACKED_PER_DEVICE = 20
+
+
+def tracked_pairs(max_devices: int) -> int:
+    """The bound on each detector's (device, peer) state, on open episodes and on the alert budget."""
+    return max(10_000, min(MAX_EPISODES, PEERS_TRACKED_PER_DEVICE * max_devices))
 
 
 @dataclass
@@ -87,6 +96,8 @@ class Episodes:
         self.max_open = max_open
         self._open: OrderedDict[tuple, Episode] = OrderedDict()
         self.dirty: set[tuple] = set()   # changed since the last save to the state store
+        self.on_evict: Callable[[tuple], None] | None = None   # the state store drops an evicted episode's row
+        self.evicted = 0
 
     def restore(self, rows) -> None:
         for key, first, last, packets, nbytes in rows:
@@ -109,7 +120,11 @@ class Episodes:
         self._open[key] = ep
         self.dirty.add(key)
         while len(self._open) > self.max_open:
-            self._open.popitem(last=False)
+            old, _ = self._open.popitem(last=False)
+            self.dirty.discard(old)
+            self.evicted += 1
+            if self.on_evict is not None:
+                self.on_evict(old)
         return new
 
     def __len__(self) -> int:
@@ -438,7 +453,7 @@ class VideoEgressDetector(Detector):
         st.bytes += obs.sent_bytes
         st.packets += obs.sent_packets
         self._state[key] = st
-        while len(self._state) > MAX_EPISODES:
+        while len(self._state) > self.episodes.max_open:
             self._state.popitem(last=False)
         duration = st.last - st.first
         if duration < self.MIN_DURATION or st.packets == 0:
@@ -516,7 +531,8 @@ class BeaconingDetector(Detector):
 
     def __init__(self, sensor_name: str, episodes: Episodes):
         super().__init__(sensor_name, episodes)
-        self._events: OrderedDict[tuple[str, str], deque] = OrderedDict()
+        # Lists, not deques: a deque preallocates a 64-slot block, and floods bring a pair per forged source.
+        self._events: OrderedDict[tuple[str, str], list[list]] = OrderedDict()
 
     def observe(self, obs: Observation) -> Alert | None:
         if not obs.external or obs.sent_packets == 0:
@@ -524,7 +540,7 @@ class BeaconingDetector(Detector):
         key = (obs.device.ip, obs.peer)
         events = self._events.pop(key, None)
         if events is None:
-            events = deque(maxlen=self.HISTORY)
+            events = []
         # events hold [start, last activity, bytes]; activity within MIN_INTERVAL of the last extends the burst,
         # so a continuous stream stays one long event instead of a train of regular ones
         if events and obs.ts - events[-1][1] < self.MIN_INTERVAL:
@@ -533,8 +549,10 @@ class BeaconingDetector(Detector):
             self._events[key] = events
             return None
         events.append([obs.ts, obs.ts, obs.sent_bytes])
+        if len(events) > self.HISTORY:
+            del events[0]
         self._events[key] = events
-        while len(self._events) > MAX_EPISODES:
+        while len(self._events) > self.episodes.max_open:
             self._events.popitem(last=False)
         if len(events) < self.MIN_EVENTS:
             return None

@@ -7,6 +7,7 @@ so a /28 block inside an IEEE registration-authority /24 resolves to the company
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import shutil
 import subprocess
@@ -15,7 +16,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
+from sensor.bounded import SegmentedLRU
 from sensor.config import DEFAULT_CAMERA_NETWORKS, Config, name_matches
 from sensor.dissect import DnsMessage
 from sensor.errors import CamwatchError
@@ -331,61 +334,69 @@ MAX_QUERIES_PER_DEVICE = 256
 MAX_PEERS_PER_DEVICE = 4096
 
 
+# A device proves itself, and moves to the inventory's protected segment, by sending in two different seconds: a
+# forged one-packet source never does, so a flood of them cannot push the site's real cameras out.
+ESTABLISHED_AFTER_SECONDS = 1.0
+
+
 class Inventory:
-    """Camera-side hosts that have sent traffic, bounded by max_devices (least recently seen is dropped)."""
+    """Camera-side hosts that have sent traffic, bounded by max_devices: least recently seen newcomers go first,
+    then least recently seen established devices (bounded.SegmentedLRU)."""
 
     def __init__(self, config: Config, manuf: ManufDatabase, makers: CoveredMakers | None = None):
         self.max_devices = config.max_devices
         self.manuf = manuf
         self.makers = makers if makers is not None else CoveredMakers.load()
-        self.devices: OrderedDict[str, Device] = OrderedDict()
-        self.evicted = 0
+        self.devices: SegmentedLRU[str, Device] = SegmentedLRU(config.max_devices, self._forget)
         self.dirty: set[str] = set()   # changed since the last save to the state store
+        self.on_forget: Callable[[str], None] | None = None   # the state store drops an evicted device's row
+
+    @property
+    def evicted(self) -> int:
+        return self.devices.evicted
+
+    def _forget(self, ip: str, _dev: Device) -> None:
+        self.dirty.discard(ip)
+        if self.on_forget is not None:
+            self.on_forget(ip)
 
     def touch(self, ip: IPAddress | str, mac: int, ts: float) -> Device:
         key = str(ip)
-        dev = self.devices.pop(key, None)
+        dev = self.devices.use(key)
         if dev is None:
             dev = Device(key, first_seen=ts)
+            self.devices.put(key, dev)
         if mac and mac != dev.mac:
             dev.mac = mac
             dev.vendor = self.manuf.lookup(mac)
             maker = self.makers.by_manufacturer(dev.vendor)
             if maker is not None or dev.maker_evidence == "mac":
                 dev.maker, dev.maker_evidence = maker, "mac" if maker else None
-        dev.last_seen = max(dev.last_seen, ts)
-        self.devices[key] = dev
+        if ts > dev.last_seen:
+            dev.last_seen = ts
+            if ts - dev.first_seen >= ESTABLISHED_AFTER_SECONDS and not self.devices.is_protected(key):
+                self.devices.promote(key)
         self.dirty.add(key)
-        while len(self.devices) > self.max_devices:
-            self.devices.popitem(last=False)
-            self.evicted += 1
         return dev
 
-    def get(self, ip: IPAddress) -> Device | None:
-        return self.devices.get(str(ip))
-
     def take_dirty(self) -> list[dict]:
-        docs = [self.devices[ip].state() for ip in self.dirty if ip in self.devices]
+        docs = [dev.state() for ip in self.dirty if (dev := self.devices.get(ip)) is not None]
         self.dirty.clear()
         return docs
 
-    def restore(self, docs: list[dict]) -> None:
-        for doc in sorted(docs, key=lambda d: d.get("last_seen", 0))[-self.max_devices:]:
-            try:
-                dev = Device(doc["ip"], int(doc["mac"]), first_seen=float(doc["first_seen"]),
-                             last_seen=float(doc["last_seen"]), packets_sent=int(doc["packets_sent"]),
-                             bytes_sent=int(doc["bytes_sent"]), egress_bytes=dict(doc["egress_bytes"]),
-                             dns_queries=OrderedDict((q, None) for q in doc["dns_queries"]),
-                             external_peers={ip: [n, int(b)] for ip, n, b in doc["external_peers"]},
-                             identity=dict(doc["identity"]), evidence=set(doc["evidence"]))
-            except (KeyError, TypeError, ValueError):
-                continue
+    def restore(self, docs: list) -> None:
+        """Devices from the state store. A row that is not what save wrote (a damaged or hand-edited database) is
+        skipped: it must never cost the rows beside it, nor the start."""
+        devices = [dev for doc in docs if (dev := _device_from_state(doc)) is not None]
+        for dev in sorted(devices, key=lambda d: d.last_seen)[-self.max_devices:]:
             dev.vendor = self.manuf.lookup(dev.mac)
             dev.maker = self.makers.by_manufacturer(dev.vendor)
             dev.maker_evidence = "mac" if dev.maker else None
             if dev.maker is None:
                 self.add_identity(dev, {})
-            self.devices[dev.ip] = dev
+            self.devices.put(dev.ip, dev)
+            if dev.last_seen - dev.first_seen >= ESTABLISHED_AFTER_SECONDS:
+                self.devices.promote(dev.ip)
 
     def add_identity(self, dev: Device, fields: dict[str, str]) -> None:
         for key, value in fields.items():
@@ -405,6 +416,27 @@ class Inventory:
 
     def __len__(self) -> int:
         return len(self.devices)
+
+
+def _device_from_state(doc: object) -> Device | None:
+    """Device.state() read back, or None when the document is not one."""
+    if not isinstance(doc, dict):
+        return None
+    try:
+        dev = Device(str(ipaddress.ip_address(doc["ip"])), int(doc["mac"]), first_seen=float(doc["first_seen"]),
+                     last_seen=float(doc["last_seen"]), packets_sent=int(doc["packets_sent"]),
+                     bytes_sent=int(doc["bytes_sent"]),
+                     egress_bytes={str(k): int(v) for k, v in dict(doc["egress_bytes"]).items()},
+                     dns_queries=OrderedDict((str(q), None) for q in doc["dns_queries"][-MAX_QUERIES_PER_DEVICE:]),
+                     external_peers={str(ip): [n if isinstance(n, str) else None, int(b)]
+                                     for ip, n, b in doc["external_peers"][:MAX_PEERS_PER_DEVICE]},
+                     identity={str(k): v for k, v in dict(doc["identity"]).items() if isinstance(v, str)},
+                     evidence={e for e in doc["evidence"] if isinstance(e, str)})
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    if not (math.isfinite(dev.first_seen) and math.isfinite(dev.last_seen)) or not 0 <= dev.mac < 1 << 48:
+        return None
+    return dev
 
 
 def top_destinations(dev: Device, n: int) -> list[tuple[str, str, int]]:

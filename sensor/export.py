@@ -54,6 +54,8 @@ class SensorCollector(Collector):
             by_network = s.by_network.tolist()
             errors = s.decode_errors.tolist()
             dissect_errors = dict(s.parsers.errors)
+            state_write_errors = s.known.write_errors
+            evictions = s.evictions()
             flows_active = len(s.flows)
             flows_created = s.flows.created
             expired = dict(s.flows.expired)
@@ -103,6 +105,16 @@ class SensorCollector(Collector):
                                   labels=["sensor", "parser"])
         for parser in sorted(set(WIRE_PARSERS) | set(dissect_errors)):
             fam.add_metric([name, parser], dissect_errors.get(parser, 0))
+        yield fam
+
+        yield counter("camwatch_state_write_errors", "Writes to the state database that failed (disk full, read-only "
+                      "or vanished file); camwatch goes on with what it holds in memory.", state_write_errors)
+
+        fam = CounterMetricFamily("camwatch_evictions", "Entries dropped from a bounded structure over its limit "
+                                  "(docs/reliability.md lists them); flows and devices have their own counters.",
+                                  labels=["sensor", "structure"])
+        for structure, value in sorted(evictions.items()):
+            fam.add_metric([name, structure], value)
         yield fam
 
         yield _gauge("camwatch_flows_active", "Flows in the flow table.", name, flows_active)

@@ -11,16 +11,17 @@ import re
 from bisect import bisect_left
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from typing import Callable
 
 import numpy as np
 
+from sensor.alerting import AlertGate
 from sensor.capture import Batch
 from sensor.config import Config
 from sensor.decode import (ERROR_REASONS, NETWORK_NAMES, PROTO_TCP, PROTO_UDP, WINDOW, Decoded, decode,
                            payload)
-from sensor.detect import (MAX_EPISODES, TAG_PPPP, TAG_PPPP_DRW, TAG_RTP, TAG_SIGNATURE_BASE, TAG_TLS, AnomalyDetector, Alert,
+from sensor.detect import (tracked_pairs, TAG_PPPP, TAG_PPPP_DRW, TAG_RTP, TAG_SIGNATURE_BASE, TAG_TLS, AnomalyDetector, Alert,
                            BeaconingDetector,
                            EgressPolicyDetector, Episodes, HardcodedInfraDetector, Indicators,
                            NewDestinationDetector, Observation, SegmentationDetector, VendorCloudDetector,
@@ -34,9 +35,9 @@ from sensor.model import WindowFeatures
 from sensor.errors import warn
 from sensor.state import KnownState
 
-MAX_EXTERNAL_DESTINATIONS = 1_000_000
+# Counted exactly up to here: the gauge is a site's reach, and a flood of forged peers must not buy memory.
+MAX_EXTERNAL_DESTINATIONS = 100_000
 DECODE_SLICE = 16384
-ALERTS_PER_DEVICE = 20   # per detector and episode window; then one notice, then counting only
 DEVICE_SAVE_SECONDS = 30.0
 MAX_PEERS_PER_DEVICE = 4096
 MAX_ROUTER_MACS = 64
@@ -151,11 +152,13 @@ class Sensor:
         self._dns_parsed: dict[bytes, DnsMessage | None] = {}
         self.parsers = ParserGuard(warn)
         self.inventory = Inventory(config, manuf if manuf is not None else ManufDatabase.load(), makers)
-        self.episodes = Episodes(config.episode_timeout)
+        self.episodes = Episodes(config.episode_timeout, tracked_pairs(config.max_devices))
         self.indicators = indicators if indicators is not None else Indicators.load()
-        self.known = KnownState(config.state_path)
+        self.known = KnownState(config.state_path, config.max_devices)
         self.inventory.restore(self.known.load_devices())
         self.episodes.restore(self.known.load_episodes(self.episodes.max_open))
+        self.inventory.on_forget = self.known.forget_inventory
+        self.episodes.on_evict = self.known.forget_episode
         self._last_save = self._last_device_save = time.monotonic()
         name, ep = config.sensor_name, self.episodes
         self.segmentation = SegmentationDetector(name, ep)
@@ -182,8 +185,8 @@ class Sensor:
                                        for p in prefixes], dtype=np.uint64)
         self.router_macs: set[int] = set()
         self.alert_counts: Counter[tuple[str, str]] = Counter()
-        self.suppressed: Counter[str] = Counter()
-        self._alert_budget: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
+        self.alert_gate = AlertGate(config.episode_timeout, tracked_pairs(config.max_devices))
+        self.suppressed = self.alert_gate.suppressed
         self.external_destinations: set[str] = set()
         self.on_alert = on_alert
         self.started_at = time.time()
@@ -233,6 +236,8 @@ class Sensor:
             if self.anomaly is not None:
                 for alert in self.anomaly.tick(self.last_ts or 0.0, final=True):
                     self._emit(alert)
+            for summary in self.alert_gate.flush(self.last_ts or 0.0, final=True):
+                self._deliver(summary)
             self._save()
 
     def _save(self, devices_too: bool = True) -> None:
@@ -304,6 +309,9 @@ class Sensor:
         if tick and self.anomaly is not None and self._pending_second is not None:
             for alert in self.anomaly.tick(self._second_last_ts):
                 self._emit(alert)
+        if tick and self._pending_second is not None:
+            for summary in self.alert_gate.flush(self._second_last_ts):
+                self._deliver(summary)
 
     def _learn_dns(self, dec: Decoded, dns: list[int]) -> None:
         for row in dns:
@@ -530,27 +538,20 @@ class Sensor:
                     dev.evidence.add("router_mac")
 
     def _emit(self, alert: Alert) -> None:
-        """Deliver an alert unless the device has already raised ALERTS_PER_DEVICE of this detector's alerts in
-        the current episode window: a scanning camera is one story, not a hundred thousand lines."""
-        key = (alert.detector, alert.device_ip)
-        window_start, count = self._alert_budget.pop(key, (alert.ts, 0))
-        if alert.ts - window_start > self.config.episode_timeout:
-            window_start, count = alert.ts, 0
-        count += 1
-        self._alert_budget[key] = (window_start, count)
-        while len(self._alert_budget) > MAX_EPISODES:
-            self._alert_budget.popitem(last=False)
-        if count > ALERTS_PER_DEVICE + 1:
-            self.suppressed[alert.detector] += 1
-            return
-        if count == ALERTS_PER_DEVICE + 1:
-            alert.summary += (f" This device has raised {ALERTS_PER_DEVICE} {alert.detector} alerts within "
-                              f"{self.config.episode_timeout:.0f} s; further ones are counted, not written, until "
-                              f"that time has passed.")
-            alert.extra["suppressing"] = True
+        """Deliver an alert through the gate (alerting.AlertGate): per-device budget and flood summaries."""
+        for line in self.alert_gate.admit(alert):
+            self._deliver(line)
+
+    def _deliver(self, alert: Alert) -> None:
         self.alert_counts[(alert.detector, alert.severity)] += 1
         if self.on_alert is not None:
             self.on_alert(alert)
+
+    def evictions(self) -> dict[str, int]:
+        """Entries dropped from each bounded structure that is not a flow or a device (those have their own
+        counters): what a flood pushed out, by the structure's name in docs/reliability.md."""
+        return {"dns_names": self.names.evicted, "episodes": self.episodes.evicted,
+                "alert_budgets": self.alert_gate.budgets_evicted, "known_devices": self.known.devices_evicted}
 
     def inventory_snapshot(self) -> list[dict]:
         with self.lock:

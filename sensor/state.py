@@ -3,16 +3,24 @@ open alert episodes, so a restart neither forgets what was learned nor re-alerts
 
 WAL mode with synchronous=NORMAL: a crash (even kill -9) loses at most the last commit interval, never the
 database. Without a configured path the same code runs on an in-memory database.
+
+Every table is bounded: devices by `limits.max_devices` (newcomers on probation go first, bounded.SegmentedLRU),
+destinations per device and in all, inventory rows and episodes as their in-memory owners evict them. The database
+is outside camwatch's control (a full disk, a read-only or vanished file, a row damaged by hand): a failed write is
+logged once, counted in `write_errors`, and the sensor goes on with what it holds in memory.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from pathlib import Path
+from urllib.parse import quote
 
-from sensor.errors import CamwatchError
+from sensor.bounded import SegmentedLRU
+from sensor.errors import CamwatchError, warn
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS device (ip TEXT PRIMARY KEY, first_seen REAL NOT NULL);
@@ -24,84 +32,234 @@ CREATE TABLE IF NOT EXISTS episode (
     key TEXT PRIMARY KEY, first REAL NOT NULL, last REAL NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL);
 """
 COMMIT_EVERY_SECONDS = 1.0
-# A flood of fake destinations must not grow memory or the database without bound.
+# The WAL is folded back into the database this often and at close, so it neither grows with uptime nor stays
+# behind after a clean stop.
+CHECKPOINT_EVERY_SECONDS = 60.0
+# A flood of fake destinations must not grow memory or the database without bound: per device, and in all.
 MAX_DESTINATIONS_PER_DEVICE = 10_000
+MAX_DESTINATIONS = 200_000
+# A device's first sighting proves itself (it is used again) a second or more after it was made.
+ESTABLISHED_AFTER_SECONDS = 1.0
+
+
+def _degradable(exc: sqlite3.OperationalError) -> bool:
+    """A fault of the disk or its permissions, which camwatch rides out, rather than a wrong path."""
+    text = str(exc).lower()
+    return any(word in text for word in ("readonly", "read-only", "full", "disk i/o", "locked"))
 
 
 class KnownState:
-    def __init__(self, path: str | Path | None):
+    def __init__(self, path: str | Path | None, max_devices: int = 10_000):
         self.path = str(path) if path else ":memory:"
-        try:
-            self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', '1')")
-            self._devices = dict(self.db.execute("SELECT ip, first_seen FROM device"))
-            self._destinations: dict[str, set[str]] = {}
-            for ip, dest in self.db.execute("SELECT ip, destination FROM destination"):
-                self._destinations.setdefault(ip, set()).add(dest)
-        except sqlite3.DatabaseError as exc:
-            raise CamwatchError(f"{self.path}: cannot use the state database: {exc}") from None
+        self.write_errors = 0
+        self._warned: set[str] = set()
         self._in_tx = False
-        self._last_commit = time.monotonic()
+        self._closed = False
+        self._last_commit = self._last_checkpoint = time.monotonic()
+        self._devices: SegmentedLRU[str, float] = SegmentedLRU(max_devices, self._forget_device)
+        self._destinations: dict[str, set[str]] = {}
+        self._destination_count = 0
+        self._persisted: set[str] = set()   # devices with a row in the device table
+        self._inventory_rows: set[str] = set()
+        self._episode_rows: set[str] = set()
+        self.db = self._open()
+        self._load()
+
+    # ---- opening and loading ---------------------------------------------------------------------------------
+    def _open(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', '1')")
+            return db
+        except sqlite3.OperationalError as exc:
+            if not (_degradable(exc) or Path(self.path).is_file()):
+                raise CamwatchError(f"{self.path}: cannot use the state database: {exc}") from None
+            # Read-only or full: what the file holds is still worth reading, and the sensor must run either way.
+            self._failed("open for writing", exc)
+        except sqlite3.DatabaseError as exc:
+            # Not a database at all: most likely the wrong path, and overwriting it would destroy someone's file.
+            raise CamwatchError(f"{self.path}: cannot use the state database: {exc}") from None
+        # On a read-only filesystem a WAL database cannot even make its shared-memory file: read it as immutable.
+        for mode in ("mode=ro", "immutable=1"):
+            try:
+                db = sqlite3.connect(f"file:{quote(self.path)}?{mode}", uri=True, check_same_thread=False,
+                                     isolation_level=None)
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return db
+            except sqlite3.Error:
+                continue
+        return sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+
+    def _rows(self, sql: str, *args) -> list[tuple]:
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            self._failed("read", exc)
+            return []
+
+    def _load(self) -> None:
+        for ip, first in self._rows("SELECT ip, first_seen FROM device ORDER BY first_seen"):
+            if isinstance(ip, str) and isinstance(first, (int, float)) and math.isfinite(first):
+                self._devices.put(ip, float(first))
+                self._devices.promote(ip)   # it was used in an earlier run: established
+                self._persisted.add(ip)
+        for ip, dest in self._rows("SELECT ip, destination FROM destination"):
+            if ip in self._devices and isinstance(dest, str):
+                self._remember_destination(ip, dest)
+        self._inventory_rows = {ip for (ip,) in self._rows("SELECT ip FROM inventory") if isinstance(ip, str)}
+        self._episode_rows = {k for (k,) in self._rows("SELECT key FROM episode") if isinstance(k, str)}
+
+    # ---- writing, degraded on failure ----------------------------------------------------------------------
+    def _failed(self, what: str, exc: sqlite3.Error) -> None:
+        self.write_errors += 1
+        if what not in self._warned:   # once per kind of operation: a full disk fails every write after the first
+            self._warned.add(what)
+            warn(f"state database {self.path}: cannot {what} ({exc}); camwatch goes on with what it holds in "
+                 f"memory (counted in camwatch_state_write_errors_total)")
 
     def _write(self, sql: str, args: tuple) -> None:
-        if not self._in_tx:
-            self.db.execute("BEGIN")
-            self._in_tx = True
-        self.db.execute(sql, args)
+        try:
+            if not self._in_tx:
+                self.db.execute("BEGIN")
+                self._in_tx = True
+            self.db.execute(sql, args)
+        except sqlite3.Error as exc:
+            self._failed("write", exc)
+            self._rollback()
+            return
         if time.monotonic() - self._last_commit >= COMMIT_EVERY_SECONDS:
             self.commit()
 
+    def _rollback(self) -> None:
+        if self._in_tx:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            self._in_tx = False
+
     def commit(self) -> None:
         if self._in_tx:
-            self.db.execute("COMMIT")
+            try:
+                self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._failed("write", exc)
+                self._rollback()
             self._in_tx = False
-        self._last_commit = time.monotonic()
+        now = time.monotonic()
+        self._last_commit = now
+        if now - self._last_checkpoint >= CHECKPOINT_EVERY_SECONDS:
+            self.checkpoint()
 
+    def checkpoint(self) -> None:
+        self._last_checkpoint = time.monotonic()
+        if self.path == ":memory:" or self._in_tx:
+            return
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            self._failed("checkpoint", exc)
+
+    @property
+    def devices_evicted(self) -> int:
+        return self._devices.evicted
+
+    # ---- devices and destinations ------------------------------------------------------------------------
+    # A device is written to the database once it is established: a flood of forged one-packet sources then
+    # costs memory within the bound and no database work at all.
     def device_first_seen(self, ip: str, ts: float) -> float:
-        first = self._devices.get(ip)
+        first = self._devices.use(ip)
         if first is None:
-            self._devices[ip] = first = ts
-            self._write("INSERT OR IGNORE INTO device VALUES (?, ?)", (ip, ts))
+            self._devices.put(ip, ts)
+            return ts
+        if ts - first >= ESTABLISHED_AFTER_SECONDS and ip not in self._persisted:
+            self._devices.promote(ip)
+            self._persisted.add(ip)
+            self._write("INSERT OR IGNORE INTO device VALUES (?, ?)", (ip, first))
+            for destination in self._destinations.get(ip, ()):
+                self._write("INSERT OR IGNORE INTO destination VALUES (?, ?, ?)", (ip, destination, first))
         return first
 
-    def add_destination(self, ip: str, destination: str, ts: float) -> bool:
-        """True when the destination is new for this device (and is now remembered)."""
+    def _forget_device(self, ip: str, _first: float) -> None:
+        self._destination_count -= len(self._destinations.pop(ip, ()))
+        if ip in self._persisted:
+            self._persisted.discard(ip)
+            self._write("DELETE FROM device WHERE ip = ?", (ip,))
+            self._write("DELETE FROM destination WHERE ip = ?", (ip,))
+
+    def _remember_destination(self, ip: str, destination: str) -> bool:
         known = self._destinations.setdefault(ip, set())
-        if destination in known:
+        if len(known) >= MAX_DESTINATIONS_PER_DEVICE or self._destination_count >= MAX_DESTINATIONS:
             return False
-        if len(known) >= MAX_DESTINATIONS_PER_DEVICE:
-            return True  # still new, but no longer remembered: the table stays bounded
         known.add(destination)
-        self._write("INSERT OR IGNORE INTO destination VALUES (?, ?, ?)", (ip, destination, ts))
+        self._destination_count += 1
+        return True
+
+    def add_destination(self, ip: str, destination: str, ts: float) -> bool:
+        """True when the destination is new for this device (and is now remembered, within the bounds)."""
+        known = self._destinations.get(ip)
+        if known is not None and destination in known:
+            return False
+        if ip in self._devices and self._remember_destination(ip, destination) and ip in self._persisted:
+            self._write("INSERT OR IGNORE INTO destination VALUES (?, ?, ?)", (ip, destination, ts))
         return True
 
     # ---- inventory and episodes: written in bulk at each flush, read once at start ----
     def save_devices(self, docs: list[dict]) -> None:
         for doc in docs:
+            self._inventory_rows.add(doc["ip"])
             self._write("INSERT OR REPLACE INTO inventory VALUES (?, ?)", (doc["ip"], json.dumps(doc)))
 
-    def load_devices(self) -> list[dict]:
+    def forget_inventory(self, ip: str) -> None:
+        """The inventory evicted this device: its row goes too, so the table stays within max_devices."""
+        if ip in self._inventory_rows:
+            self._inventory_rows.discard(ip)
+            self._write("DELETE FROM inventory WHERE ip = ?", (ip,))
+
+    def load_devices(self) -> list:
         out = []
-        for (doc,) in self.db.execute("SELECT doc FROM inventory"):
+        for (doc,) in self._rows("SELECT doc FROM inventory"):
             try:
                 out.append(json.loads(doc))
-            except ValueError:
+            except (TypeError, ValueError, RecursionError):
                 continue  # one damaged row must not cost the rest
         return out
 
     def save_episodes(self, episodes: list[tuple[tuple, float, float, int, int]]) -> None:
         for key, first, last, packets, nbytes in episodes:
-            self._write("INSERT OR REPLACE INTO episode VALUES (?, ?, ?, ?, ?)",
-                        (json.dumps(list(key)), first, last, packets, nbytes))
+            text = json.dumps(list(key))
+            self._episode_rows.add(text)
+            self._write("INSERT OR REPLACE INTO episode VALUES (?, ?, ?, ?, ?)", (text, first, last, packets, nbytes))
+
+    def forget_episode(self, key: tuple) -> None:
+        text = json.dumps(list(key))
+        if text in self._episode_rows:
+            self._episode_rows.discard(text)
+            self._write("DELETE FROM episode WHERE key = ?", (text,))
 
     def load_episodes(self, limit: int) -> list[tuple[tuple, float, float, int, int]]:
-        rows = self.db.execute("SELECT key, first, last, packets, bytes FROM episode ORDER BY last DESC LIMIT ?",
-                               (limit,)).fetchall()
-        return [(tuple(json.loads(k)), f, la, p, b) for k, f, la, p, b in reversed(rows)]
+        rows = self._rows("SELECT key, first, last, packets, bytes FROM episode ORDER BY last DESC LIMIT ?", limit)
+        out = []
+        for key, first, last, packets, nbytes in reversed(rows):
+            try:
+                parts = json.loads(key)
+                if not isinstance(parts, list) or not all(isinstance(p, (str, int)) for p in parts):
+                    continue
+                out.append((tuple(parts), float(first), float(last), int(packets), int(nbytes)))
+            except (TypeError, ValueError, RecursionError):
+                continue
+        return out
 
     def close(self) -> None:
+        if self._closed:
+            return
         self.commit()
-        self.db.close()
+        self.checkpoint()
+        self._closed = True
+        try:
+            self.db.close()
+        except sqlite3.Error:
+            pass

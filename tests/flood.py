@@ -51,3 +51,13 @@ def camera_scan(n: int, camera: str, t0: float, rate: float = 1000.0) -> np.ndar
     src = np.full(n, ip(camera), dtype=np.uint32)
     dst = (ip("11.0.0.0") + np.arange(n)).astype(np.uint32)
     return syn_records(n, src, dst, np.full(n, 40000, dtype=np.uint32), np.full(n, 23, dtype=np.uint32), t0, rate)
+
+
+def spoofed_camera_sources(n: int, seed: int = 0, t0: float = 1_700_000_000.0, rate: float = 100_000.0) -> np.ndarray:
+    """SYNs from n distinct forged camera-side addresses (10.0.0.0/8), each to a different Internet address: an
+    identity flood, every packet a new device, flow and destination."""
+    rng = np.random.default_rng(seed)
+    src = (ip("10.0.0.1") + rng.permutation(1 << 24)[:n]).astype(np.uint32)
+    dst = (ip("11.0.0.0") + rng.integers(0, 1 << 24, n)).astype(np.uint32)
+    return syn_records(n, src, dst, rng.integers(1024, 65535, n).astype(np.uint32),
+                       np.full(n, 443, dtype=np.uint32), t0, rate)

@@ -1,0 +1,124 @@
+"""What reaches the alert log: the per-device budget and the flood summary, between the detectors and the sink.
+
+Detectors already raise one alert per episode. Two kinds of storm remain, and both are one story each:
+- one device opening episode after episode of one detector (a scan): after ALERTS_PER_DEVICE lines in an episode
+  window, one line marked "suppressing", then counting only;
+- many devices raising one detector's alerts on one VLAN at once (forged sources, a worm): after FLOOD_DEVICES
+  devices in FLOOD_WINDOW_SECONDS, the rest are counted and one summary line per window says how many alerts from
+  how many devices were held back, with the first of them as its example.
+Every keyed structure here is bounded; what is held back is counted in `suppressed`, per detector.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+
+from sensor.detect import MAX_EPISODES, SEVERITIES, Alert
+
+ALERTS_PER_DEVICE = 20   # per detector and episode window; then one notice, then counting only
+FLOOD_DEVICES = 50       # distinct devices writing one detector's alerts on one VLAN within a flood window
+FLOOD_WINDOW_SECONDS = 60.0
+MAX_FLOOD_KEYS = 4096 * 16   # (detector, VLAN) pairs: every VLAN id times the detectors, with room
+MAX_COUNTED_DEVICES = 1 << 16   # distinct held-back devices counted exactly per window; beyond, "at least"
+
+
+@dataclass
+class _FloodWindow:
+    start: float
+    writers: set[str] = field(default_factory=set)
+    held: int = 0
+    held_devices: set[str] = field(default_factory=set)
+    example: Alert | None = None
+    last_ts: float = 0.0
+    severity: int = 0
+
+
+class AlertGate:
+    def __init__(self, episode_timeout: float, max_budgets: int = MAX_EPISODES):
+        self.episode_timeout = episode_timeout
+        self.max_budgets = max_budgets
+        self.suppressed: Counter[str] = Counter()
+        self._budget: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
+        self.budgets_evicted = 0
+        self._floods: OrderedDict[tuple[str, int], _FloodWindow] = OrderedDict()
+
+    def admit(self, alert: Alert) -> list[Alert]:
+        """The lines to write for this alert: itself, possibly amended, a flood summary that a new window
+        releases, or nothing."""
+        out = self._summaries(alert.ts, key=(alert.detector, alert.vlan))
+        if self._within_device_budget(alert) and self._within_flood(alert):
+            out.append(alert)
+        return out
+
+    def flush(self, now: float, final: bool = False) -> list[Alert]:
+        """Summaries of flood windows that have ended by `now` (all of them when final)."""
+        return self._summaries(now, final=final)
+
+    def _within_device_budget(self, alert: Alert) -> bool:
+        key = (alert.detector, alert.device_ip)
+        window_start, count = self._budget.pop(key, (alert.ts, 0))
+        if alert.ts - window_start > self.episode_timeout:
+            window_start, count = alert.ts, 0
+        count += 1
+        self._budget[key] = (window_start, count)
+        while len(self._budget) > self.max_budgets:
+            self._budget.popitem(last=False)
+            self.budgets_evicted += 1
+        if count > ALERTS_PER_DEVICE + 1:
+            self.suppressed[alert.detector] += 1
+            return False
+        if count == ALERTS_PER_DEVICE + 1:
+            alert.summary += (f" This device has raised {ALERTS_PER_DEVICE} {alert.detector} alerts within "
+                              f"{self.episode_timeout:.0f} s; further ones are counted, not written, until "
+                              f"that time has passed.")
+            alert.extra["suppressing"] = True
+        return True
+
+    def _within_flood(self, alert: Alert) -> bool:
+        key = (alert.detector, alert.vlan)
+        window = self._floods.pop(key, None)
+        if window is None:
+            window = _FloodWindow(alert.ts)
+        self._floods[key] = window
+        while len(self._floods) > MAX_FLOOD_KEYS:
+            self._floods.popitem(last=False)
+        if alert.device_ip in window.writers or len(window.writers) < FLOOD_DEVICES:
+            window.writers.add(alert.device_ip)
+            return True
+        window.held += 1
+        if len(window.held_devices) < MAX_COUNTED_DEVICES:
+            window.held_devices.add(alert.device_ip)
+        window.example = window.example or alert
+        window.last_ts = max(window.last_ts, alert.ts)
+        window.severity = max(window.severity, SEVERITIES.index(alert.severity))
+        self.suppressed[alert.detector] += 1
+        return False
+
+    def _summaries(self, now: float, key: tuple[str, int] | None = None, final: bool = False) -> list[Alert]:
+        keys = [key] if key is not None else list(self._floods)
+        out = []
+        for k in keys:
+            window = self._floods.get(k)
+            if window is None or not (final or now - window.start > FLOOD_WINDOW_SECONDS):
+                continue
+            del self._floods[k]
+            if window.held:
+                out.append(_flood_summary(window))
+        return out
+
+
+def _flood_summary(window: _FloodWindow) -> Alert:
+    example = window.example
+    assert example is not None
+    devices = len(window.held_devices)
+    counted = f"{devices:,}" if devices < MAX_COUNTED_DEVICES else f"at least {devices:,}"
+    span = max(0.0, window.last_ts - window.start)
+    summary = (f"Flood on VLAN {example.vlan}: {window.held:,} further {example.detector} alerts from {counted} "
+               f"camera-side devices within {span:.0f} s were counted, not written, after {FLOOD_DEVICES} devices "
+               f"had raised one (forged sources, a scan or a worm). The first held back: {example.summary}")
+    extra = {**example.extra, "flood": {"alerts": window.held, "devices": devices, "window_start": window.start,
+                                        "window_end": window.last_ts}}
+    return dataclasses.replace(example, ts=window.last_ts, severity=SEVERITIES[window.severity], summary=summary,
+                               extra=extra)

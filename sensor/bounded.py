@@ -1,0 +1,103 @@
+"""Bounded maps for state keyed by what the wire says (addresses, names): an attacker on the camera VLAN chooses
+the keys, so every such map has a limit and counts what it drops.
+
+`SegmentedLRU` is a segmented least-recently-used map (SLRU): a key enters on probation and is promoted to the
+protected segment once the caller has seen it prove itself (a device that keeps sending, for example). A flood of
+one-packet identities then churns only the probation segment, and the established entries, which are what the
+sensor has learnt, survive it. Protected entries are evicted only when the protected segment itself is full.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Generic, Iterator, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+PROTECTED_SHARE = 0.8
+
+
+class SegmentedLRU(Generic[K, V]):
+    def __init__(self, limit: int, on_evict: Callable[[K, V], None] | None = None,
+                 protected_share: float = PROTECTED_SHARE):
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self.protected_limit = max(1, int(limit * protected_share)) if limit > 1 else 0
+        self._probation: OrderedDict[K, V] = OrderedDict()
+        self._protected: OrderedDict[K, V] = OrderedDict()
+        self._on_evict = on_evict
+        self.evicted = 0
+
+    def use(self, key: K) -> V | None:
+        """The value, marked as just used; None when absent."""
+        for segment in (self._protected, self._probation):
+            value = segment.get(key)
+            if value is not None:
+                segment.move_to_end(key)
+                return value
+        return None
+
+    def get(self, key: K) -> V | None:
+        """The value without changing its recency, as a reader (an exporter, a check) should."""
+        value = self._protected.get(key)
+        return value if value is not None else self._probation.get(key)
+
+    def put(self, key: K, value: V) -> None:
+        """Insert (on probation) or replace (in place), as just used."""
+        if key in self._protected:
+            self._protected[key] = value
+            self._protected.move_to_end(key)
+            return
+        self._probation[key] = value
+        self._probation.move_to_end(key)
+        self._shrink()
+
+    def promote(self, key: K) -> None:
+        """Move a key on probation into the protected segment; the protected segment's least recently used entry
+        goes back to probation when that segment is full."""
+        value = self._probation.pop(key, None)
+        if value is None:
+            return
+        if self.protected_limit == 0:
+            self._probation[key] = value
+            return
+        self._protected[key] = value
+        while len(self._protected) > self.protected_limit:
+            old_key, old_value = self._protected.popitem(last=False)
+            self._probation[old_key] = old_value
+            self._probation.move_to_end(old_key, last=False)
+        self._shrink()
+
+    def is_protected(self, key: K) -> bool:
+        return key in self._protected
+
+    def pop(self, key: K) -> V | None:
+        value = self._protected.pop(key, None)
+        return value if value is not None else self._probation.pop(key, None)
+
+    def _shrink(self) -> None:
+        while len(self._probation) + len(self._protected) > self.limit:
+            segment = self._probation if self._probation else self._protected
+            key, value = segment.popitem(last=False)
+            self.evicted += 1
+            if self._on_evict is not None:
+                self._on_evict(key, value)
+
+    def __len__(self) -> int:
+        return len(self._probation) + len(self._protected)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._protected or key in self._probation
+
+    def __iter__(self) -> Iterator[K]:
+        """Keys, least recently used first: probation, then protected."""
+        yield from list(self._probation)
+        yield from list(self._protected)
+
+    def values(self) -> list[V]:
+        return [*self._probation.values(), *self._protected.values()]
+
+    def items(self) -> list[tuple[K, V]]:
+        return [*self._probation.items(), *self._protected.items()]

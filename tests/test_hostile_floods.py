@@ -1,0 +1,86 @@
+"""A flood of forged identities on the camera VLAN costs bounded memory, bounded state and a bounded number of
+alert lines, and the site's established devices survive it."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sqlite3
+
+from conftest import alerts_of, camwatch
+from packets import PcapWriter, ethernet, ip, mac, tcp
+
+from sensor.alerting import FLOOD_DEVICES
+from sensor.config import parse_config
+from sensor.detect import tracked_pairs
+from sensor.pipeline import Sensor
+
+CAMERA_MAC = mac("18:68:cb:00:00:14")   # Hikvision
+GATEWAY_MAC = mac("00:11:32:00:00:01")
+
+
+# ---- identity floods -------------------------------------------------------------------------------------------
+def forged_sources(path, n: int, t0: float = 1_700_000_100.0, rate: float = 10_000.0, established=()):
+    """A camera that has been talking for a minute, then n forged camera-side sources each sending one SYN to a
+    different public address, then the real camera again."""
+    with PcapWriter(path) as w:
+        for cam in established:
+            for i in range(60):
+                w.write(t0 - 60 + i, ethernet(GATEWAY_MAC, CAMERA_MAC, 0x0800, ip(
+                    cam, "203.0.113.50", 6, tcp(cam, "203.0.113.50", 40000, 443, i, 0, "A", b"x" * 200))))
+        for i in range(n):
+            src = str(ipaddress.IPv4Address(0x0A000001 + i))
+            dst = str(ipaddress.IPv4Address(0x0B000001 + i))
+            w.write(t0 + i / rate, ethernet(GATEWAY_MAC, CAMERA_MAC, 0x0800, ip(
+                src, dst, 6, tcp(src, dst, 1024 + i % 60000, 443, 0, 0, "S"))))
+        for cam in established:
+            w.write(t0 + n / rate + 1, ethernet(GATEWAY_MAC, CAMERA_MAC, 0x0800, ip(
+                cam, "203.0.113.50", 6, tcp(cam, "203.0.113.50", 40000, 443, 99, 0, "A", b"x" * 200))))
+
+
+def test_a_flood_of_forged_sources_is_one_summary_per_detector_and_bounded_state(tmp_path):
+    n, limit = 20_000, 200
+    capture = tmp_path / "flood.pcap"
+    forged_sources(capture, n, established=("10.99.0.7",))
+    config = tmp_path / "c.toml"
+    config.write_text(f'[limits]\nmax_devices = {limit}\n[state]\npath = "{tmp_path / "state.db"}"\n')
+    metrics = tmp_path / "m.prom"
+    proc = camwatch("replay", capture, "--config", config, "--metrics-out", metrics, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    alerts = alerts_of(proc.stdout)
+    summaries = [a for a in alerts if "flood" in a]
+    # FLOOD_DEVICES lines per detector, then one summary: never a line per source
+    assert len(alerts) <= 2 * (FLOOD_DEVICES + 2)
+    assert [s["detector"] for s in summaries] == ["egress_policy"]
+    flood = summaries[0]["flood"]
+    # the real camera's alert, a minute earlier, was in a flood window of its own
+    assert flood["alerts"] == flood["devices"] == n - FLOOD_DEVICES
+    assert "Flood on VLAN 0" in summaries[0]["summary"]
+    text = metrics.read_text()
+    assert f'camwatch_alerts_suppressed_total{{detector="egress_policy",sensor="camwatch"}} {n - FLOOD_DEVICES}.0' \
+        in text
+    assert f'camwatch_devices_evicted_total{{sensor="camwatch"}} {n + 1 - limit}.0' in text
+    # the camera that had been talking before the flood is still known, with its history
+    db = sqlite3.connect(tmp_path / "state.db")
+    bounds = {"device": limit, "inventory": limit, "destination": limit, "episode": tracked_pairs(limit)}
+    for table, bound in bounds.items():
+        (rows,) = db.execute(f"SELECT count(*) FROM {table}").fetchone()
+        assert rows <= bound, table   # bounded by the limits, not by the flood
+    (devices,) = db.execute("SELECT count(*) FROM device").fetchone()
+    assert devices == 1   # forged one-packet sources never established themselves
+    doc = json.loads(db.execute("SELECT doc FROM inventory WHERE ip = '10.99.0.7'").fetchone()[0])
+    assert doc["packets_sent"] == 61
+
+
+def test_an_established_camera_keeps_its_identity_through_a_flood():
+    config = parse_config({"limits": {"max_devices": 50}})
+    sensor = Sensor(config)
+    cam = sensor.inventory.touch("10.99.0.7", int.from_bytes(CAMERA_MAC, "big"), 1000.0)
+    sensor.inventory.add_identity(cam, {"model": "DS-2CD2042WD"})
+    sensor.inventory.touch("10.99.0.7", 0, 1005.0)   # sends again: established
+    for i in range(10_000):
+        sensor.inventory.touch(f"10.1.{i >> 8}.{i & 0xFF}", 0, 1006.0 + i / 1000)
+    assert len(sensor.inventory) == 50
+    assert sensor.inventory.devices.get("10.99.0.7").identity["model"] == "DS-2CD2042WD"
+    assert sensor.inventory.evicted == 10_000 + 1 - 50
+    sensor.close()
