@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything camwatch needs on Debian, idempotently:
 #   scripts/bootstrap.sh          sensor: tshark/dumpcap/capinfos, Wireshark's manuf, a venv with camwatch
-#   scripts/bootstrap.sh --test   also the test stack: prometheus + promtool, alertmanager, tcpreplay, iproute2
+#   scripts/bootstrap.sh --test   also the test stack: prometheus + promtool, alertmanager, tcpreplay, iproute2,
+#                                 setcap, setpriv and unshare
 # Debian packages go through apt-get when root, through sudo otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,11 @@ if [ "$want_test" = 1 ]; then
     need prometheus-alertmanager prometheus-alertmanager
     need tcpreplay tcpreplay
     need ip iproute2
+    # hostile-input tests: a capable dumpcap copy (setcap), a process without capabilities (setpriv), and a full
+    # or read-only state disk in a private mount namespace (unshare)
+    need setcap libcap2-bin
+    need setpriv util-linux
+    need unshare util-linux
 fi
 python_ok() { python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
 python_ok || missing+=(python3 python3-venv)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,14 @@ def _wireshark_tools():
     for tool in ("tshark", "capinfos"):
         if shutil.which(tool) is None:
             pytest.exit(f"{tool} missing: run scripts/test.sh, which installs it", returncode=1)
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_sigchld_handler():
+    """pyshark installs asyncio's SIGCHLD handler and signal wake-up socket on an event loop that then never runs:
+    every later child process's exit would write to that socket until it is full, and each one after that is an
+    unraisable BlockingIOError in some unrelated test. pyshark installs them again whenever it runs."""
+    yield
+    if signal.getsignal(signal.SIGCHLD) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
