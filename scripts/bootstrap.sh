@@ -28,6 +28,8 @@ if [ "$want_test" = 1 ]; then
     need ip iproute2
     # hostile-input tests: a capable dumpcap copy (setcap), a process without capabilities (setpriv), and a full
     # or read-only state disk in a private mount namespace (unshare)
+    need systemd-analyze systemd     # the unit file is verified offline
+    need openssl openssl             # certificates for the TLS endpoint tests
     need setcap libcap2-bin
     need setpriv util-linux
     need unshare util-linux

@@ -8,6 +8,7 @@ import struct
 
 import numpy as np
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -124,7 +125,7 @@ TAGGER = Sensor(Config())   # the payload tags use the indicator file's signatur
 def test_compiled_decode_equals_numpy_on_hostile_frames(frames, linktype):
     import sensor.decode as d
     if d._compiled is None:
-        return
+        pytest.skip("the C extension was not built on this machine")
     head = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)
     data = head + b"".join(struct.pack("<IIII", 1000 + i, 0, len(f), len(f)) + f for i, f in enumerate(frames))
     for b in reader(data, 4096):

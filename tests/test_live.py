@@ -36,9 +36,12 @@ def _unavailable() -> str | None:
     for tool in ("ip", "tcpreplay", "dumpcap"):
         if shutil.which(tool) is None:
             return f"{tool} not installed"
-    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    # What the tests do, not a listing: root without CAP_SYS_ADMIN can list namespaces but not make one.
+    probe_ns = f"cw-probe-{os.getpid()}"
+    probe = subprocess.run(["ip", "netns", "add", probe_ns], capture_output=True, text=True)
     if probe.returncode != 0:
-        return f"`ip netns` unavailable: {probe.stderr.strip() or probe.returncode}"
+        return f"cannot create network namespaces: {probe.stderr.strip() or probe.returncode}"
+    subprocess.run(["ip", "netns", "del", probe_ns], capture_output=True)
     return None
 
 
