@@ -48,7 +48,7 @@ class VethPair:
         self.sensor_ns, self.feed_ns = f"cw-sensor-{pid}", f"cw-feed-{pid}"
         self.sensor_if, self.feed_if = f"cws{pid}", f"cwf{pid}"
 
-    def __enter__(self) -> "VethPair":
+    def __enter__(self) -> VethPair:
         try:
             sh("ip", "netns", "add", self.sensor_ns)
             sh("ip", "netns", "add", self.feed_ns)

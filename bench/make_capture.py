@@ -34,8 +34,9 @@ import random
 import struct
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PATH = Path("/tmp/camwatch-bench/replay.pcap")
@@ -122,7 +123,7 @@ class Template:
     def make(self, *values: int) -> bytes:
         buf = bytearray(self.frame)
         total = self.base
-        for (at, size), value in zip(self.fields, values):
+        for (at, size), value in zip(self.fields, values, strict=True):
             if size == 2:
                 struct.pack_into("!H", buf, at, value)
                 total += value

@@ -112,7 +112,6 @@ class _Clocks:
 
 
 def clocks(path: Path, repeat: int) -> int:
-    import numpy as np
     import sensor.flows as flows_mod
     import sensor.pipeline as pipeline_mod
     from sensor.capture import CaptureReader, _Records, open_file
@@ -181,7 +180,8 @@ def clocks(path: Path, repeat: int) -> int:
     rows = [("capture: whole reader iteration", read_s, None),
             ("capture: CaptureReader._parse_pcap (per-record loop)", parse, calls[
                 "capture: CaptureReader._parse_pcap (per-record loop)"]),
-            ("capture: _Records.batch (lists -> arrays)", to_arrays, calls["capture: _Records.batch (lists -> arrays)"]),
+            ("capture: _Records.batch (lists -> arrays)", to_arrays,
+             calls["capture: _Records.batch (lists -> arrays)"]),
             ("capture: file read + buffer copies (rest)", read_s - parse - to_arrays, None)]
     rows += [(label, spent[label], calls[label]) for _, _, label in targets[2:]]
     # nested labels (indented) are inside FlowTable.update

@@ -20,9 +20,26 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from packets import (LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW,  # noqa: E402
-                     PcapNgWriter, PcapWriter, dns_query, dns_response, ethernet, icmp_echo, ip, ipv4, mac,
-                     sll, sll2, tcp, tls_client_hello, udp)
+from packets import (  # noqa: E402
+    LINKTYPE_ETHERNET,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_RAW,
+    PcapNgWriter,
+    PcapWriter,
+    dns_query,
+    dns_response,
+    ethernet,
+    icmp_echo,
+    ip,
+    ipv4,
+    mac,
+    sll,
+    sll2,
+    tcp,
+    tls_client_hello,
+    udp,
+)
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 ETH_IPV4, ETH_IPV6, ETH_ARP = 0x0800, 0x86DD, 0x0806
@@ -144,7 +161,8 @@ def rtsp_exchanges(cam: Host, index: int, client_rtp: int, server: str) -> list[
         (f"DESCRIBE {url} RTSP/1.0\r\nCSeq: 2\r\nAccept: application/sdp\r\n\r\n",
          f"RTSP/1.0 200 OK\r\nCSeq: 2\r\nServer: {server}\r\nContent-Type: application/sdp\r\n"
          f"Content-Length: {len(sdp)}\r\n\r\n{sdp}"),
-        (f"SETUP {url}/trackID=1 RTSP/1.0\r\nCSeq: 3\r\nTransport: RTP/AVP;unicast;client_port={client_rtp}-{client_rtp + 1}\r\n\r\n",
+        (f"SETUP {url}/trackID=1 RTSP/1.0\r\nCSeq: 3\r\n"
+         f"Transport: RTP/AVP;unicast;client_port={client_rtp}-{client_rtp + 1}\r\n\r\n",
          f"RTSP/1.0 200 OK\r\nCSeq: 3\r\nServer: {server}\r\nSession: {1000 + index};timeout=60\r\n"
          f"Transport: RTP/AVP;unicast;client_port={client_rtp}-{client_rtp + 1};server_port=6970-6971\r\n\r\n"),
         (f"PLAY {url} RTSP/1.0\r\nCSeq: 4\r\nSession: {1000 + index}\r\n\r\n",
@@ -166,7 +184,8 @@ def rtp_stream(scene: Scene, cam: Host, index: int, start: float, end: float, cl
     n = 0
     while t < end:
         size = 1400 if n % fps else 1400  # steady 1400-byte frames, as a camera's packetiser emits
-        header = struct.pack("!BBHII", 0x80, 96 | (0x80 if n % 5 == 4 else 0), seq & 0xFFFF, int(t * 90000) & 0xFFFFFFFF, ssrc)
+        header = struct.pack("!BBHII", 0x80, 96 | (0x80 if n % 5 == 4 else 0), seq & 0xFFFF,
+                             int(t * 90000) & 0xFFFFFFFF, ssrc)
         scene.udp(t, cam, 6970, NVR, client_rtp, header + scene.rng.randbytes(size - 12 - 42))
         seq += 1
         n += 1
@@ -249,8 +268,8 @@ def segmentation(path: Path) -> int:
     cam_hik, cam_dahua, cam_axis = CAMERAS[0], CAMERAS[1], CAMERAS[2]
     scene.tcp_session(t, CORE_VMS, 45000, cam_hik, 554, rtsp_exchanges(cam_hik, 0, 52000, RTSP_SERVERS[0]),
                       server_mac=cam_hik.mac, client_mac=GATEWAY.mac)
-    scene.tcp_session(t + 2, cam_hik, 49152, CORE_FILESERVER, 445, [(0.0, True, b"\x00\x00\x00\x2f\xfeSMB" + b"\0" * 40)],
-                      close_at=1.0)
+    scene.tcp_session(t + 2, cam_hik, 49152, CORE_FILESERVER, 445,
+                      [(0.0, True, b"\x00\x00\x00\x2f\xfeSMB" + b"\0" * 40)], close_at=1.0)
     scene.tcp_session(t + 4, CORE_WORKSTATION, 51000, cam_dahua, 80,
                       [(0.0, True, b"GET / HTTP/1.1\r\nHost: 10.20.0.12\r\n\r\n"),
                        (0.02, False, b"HTTP/1.1 200 OK\r\nServer: Webs\r\nContent-Length: 0\r\n\r\n")],

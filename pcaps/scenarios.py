@@ -21,8 +21,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from generate import ETH_IPV4, Host, Scene, rtsp_exchanges  # noqa: E402
-from packets import dns_query, dns_response, mac, tcp, tls_client_hello  # noqa: E402
+from generate import Host, Scene, rtsp_exchanges  # noqa: E402
+from packets import mac, tcp, tls_client_hello  # noqa: E402
 
 T0 = 1_710_000_000.0
 BASELINE = 1200.0
@@ -36,7 +36,8 @@ MAKERS = [  # (MAC prefix, label) — covered and non-covered makers mixed
     ("38:af:29", "dahua"), ("e4:30:22", "hanwha"), ("ac:cc:8e", "axis"), ("00:80:f0", "panasonic"),
     ("c0:56:e3", "hikvision"), ("00:1a:07", "arecont"), ("90:02:a9", "dahua"),
 ]
-CAMERAS = [Host(f"172.16.30.{11 + i}", mac(f"{prefix}:30:{i:02x}:{11 + i:02x}")) for i, (prefix, _) in enumerate(MAKERS)]
+CAMERAS = [Host(f"172.16.30.{11 + i}", mac(f"{prefix}:30:{i:02x}:{11 + i:02x}"))
+           for i, (prefix, _) in enumerate(MAKERS)]
 UPDATE_SERVER = Host("192.0.2.200", GATEWAY.mac)   # allowed by site.toml: firmware updates
 CORE_FILESERVER = Host("10.50.3.4", GATEWAY.mac)
 
@@ -73,7 +74,7 @@ def benign(scene: Scene, start: float, end: float, cameras: list[Host]) -> None:
             scene.udp(t, cam, 6970, NVR, client_rtp, header + bytes(288))
             seq += 1
             t += 1.0 + 0.001 * (i % 7)
-        for k, t in enumerate(range(int(start + 20 + 7 * i), int(end), 300)):
+        for t in range(int(start + 20 + 7 * i), int(end), 300):
             scene.ntp(t + 0.25, cam, GATEWAY)
             scene.dns(t + 0.5, cam, GATEWAY, "nvr.site.example", [("nvr.site.example", 1, 3600, NVR.ip)])
         if i % 3 == 0:

@@ -19,9 +19,9 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from sensor.errors import CamwatchError, CaptureError
 try:
     from sensor import _walk
 except ImportError:  # built without a C compiler: the Python walk gives the same results, slower
-    _walk = None
+    _walk = None  # type: ignore[assignment]
 # Tests switch this off to check the fast path against the fallback.
 USE_C_WALK = True
 
@@ -67,7 +67,7 @@ class Batch:
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def select(self, index: np.ndarray | slice) -> "Batch":
+    def select(self, index: np.ndarray | slice) -> Batch:
         return Batch(self.data, self.offsets[index], self.caplen[index], self.wirelen[index],
                      self.ts[index], self.linktype[index])
 
@@ -88,7 +88,7 @@ class _Records:
     def __len__(self) -> int:
         return len(self.arrays[0]) if self.arrays is not None else len(self.offsets)
 
-    def batch(self, data: bytes) -> Batch:
+    def batch(self, data: bytes | memoryview) -> Batch:
         if self.arrays is not None:
             return Batch(data, *self.arrays)
         return Batch(
@@ -128,7 +128,7 @@ class CaptureReader:
         self._closed = False
         self.name = name
         self.bytes_consumed = 0   # file offset of the first byte not yet parsed
-        self._buf = b""
+        self._buf: bytes | memoryview = b""
         self._eof = False
         self._pcap = False
         # pcap state
@@ -156,7 +156,7 @@ class CaptureReader:
         if closer is not None:
             closer()
 
-    def __enter__(self) -> "CaptureReader":
+    def __enter__(self) -> CaptureReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -180,11 +180,13 @@ class CaptureReader:
         if self._closed:
             return False
         if self._readinto is None:
+            assert self._read is not None   # a reader is given `read` or `readinto`; close() returned above
             chunk = self._read()
             if chunk is None:
                 return None
             if not chunk:
                 return False
+            assert isinstance(self._buf, bytes)   # only the readinto path makes it a memoryview
             self._buf += chunk
             return True
         rest = bytes(self._buf)   # the incomplete record at the end of the last chunk: small
@@ -280,7 +282,7 @@ class CaptureReader:
     def _fail(self, message: str, pos: int) -> None:
         self._pending = CaptureError(message, self.bytes_consumed + pos, self.name)
 
-    def _parse_pcap(self, data: bytes, out: _Records) -> tuple[int, int]:
+    def _parse_pcap(self, data: bytes | memoryview, out: _Records) -> tuple[int, int]:
         if _walk is not None and USE_C_WALK:
             used, need, bad, bad_length, offsets, caplens, wirelens, stamps = _walk.walk(
                 data, self._pcap_big_endian, self._pcap_scale, MAX_RECORD_BYTES)
@@ -295,9 +297,10 @@ class CaptureReader:
             self._fail(f"absurd record length {bad_length} bytes (corrupt file?)", bad)
         return used, need
 
-    def _walk_pcap_python(self, data: bytes, out: _Records) -> tuple[int, int, int, int]:
+    def _walk_pcap_python(self, data: bytes | memoryview, out: _Records) -> tuple[int, int, int, int]:
         """The record walk in Python; sensor/_walk.c does the same, faster. Returns (used, need, offset of a
         record with an absurd length or -1, that length)."""
+        assert self._pcap_hdr is not None   # set by _start before any record is walked
         unpack = self._pcap_hdr.unpack_from
         scale = self._pcap_scale
         end = len(data)
@@ -323,7 +326,9 @@ class CaptureReader:
         out.linktype.extend([self._pcap_linktype] * (len(offsets) - len(out.linktype)))
         return pos, need, bad, bad_length
 
-    def _parse_pcapng(self, data: bytes, out: _Records) -> tuple[int, int]:
+    # C901 debt, complexity 20 (limit 15, pyproject.toml [tool.ruff.lint.mccabe]): one branch per pcapng block
+    # kind in the record walk's hot loop; split it before it grows.
+    def _parse_pcapng(self, data: bytes | memoryview, out: _Records) -> tuple[int, int]:  # noqa: C901
         end = len(data)
         pos = 0
         need = 0
@@ -407,7 +412,7 @@ class CaptureReader:
             need = 12   # a block header cut short: all that is known is that a block is at least this long
         return pos, need
 
-    def _idb(self, data: bytes, body: int, end: int) -> tuple[int, float, float, int] | str:
+    def _idb(self, data: bytes | memoryview, body: int, end: int) -> tuple[int, float, float, int] | str:
         """An interface description block's fields, or what is wrong with it."""
         e = self._ng_endian
         linktype, _res, snaplen = struct.unpack_from(e + "HHI", data, body)
@@ -507,7 +512,7 @@ def open_file(path: str | Path) -> tuple[CaptureReader, int]:
     iteration ends; call its `close` (or use it in a `with`) if it might not be iterated to the end."""
     path = Path(path)
     try:
-        fh: BinaryIO = open(path, "rb")
+        fh = open(path, "rb")
     except FileNotFoundError:
         raise CamwatchError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -585,6 +590,7 @@ class LiveCapture:
             raise CamwatchError(f"cannot run {dumpcap}: {exc.strerror}") from None
         watch = self.WATCHDOG if self.WATCHDOG is not None else _exec_drops_parent_death_signal(dumpcap)
         self._watchdog, self._watchdog_pipe = _start_watchdog(self.proc.pid) if watch else (None, None)
+        assert self.proc.stdout is not None   # stdout=PIPE
         self._fd = self.proc.stdout.fileno()
         try:
             fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, self.PIPE_BYTES)
@@ -806,6 +812,7 @@ class LiveCapture:
             pump.join(timeout=2)
         self._stderr_thread.join(timeout=2)
         if pump is None or not pump.is_alive():
+            assert self.proc.stdout is not None   # stdout=PIPE
             self.proc.stdout.close()
         with self._lock:
             return "\n".join(self._messages)
@@ -813,6 +820,7 @@ class LiveCapture:
     def _stand_down_watchdog(self) -> None:
         if self._watchdog is None:
             return
+        assert self._watchdog_pipe is not None   # made together with the watchdog
         try:
             os.write(self._watchdog_pipe, b"x")
         except OSError:
@@ -833,6 +841,7 @@ class LiveCapture:
 
     def _watch_stderr(self) -> None:
         # A thread of its own so the pipe never fills and blocks dumpcap, whatever the main loop is doing.
+        assert self.proc.stderr is not None   # stderr=PIPE
         fd = self.proc.stderr.fileno()
         rest = b""
         while True:

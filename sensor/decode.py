@@ -97,14 +97,14 @@ class Decoded:
         return ((self.network == NET_IPV4) | (self.network == NET_IPV6)) & ok
 
 
-def _be16(h: np.ndarray, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:
+def _be16(h: np.ndarray | _CaptureView, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return (h[rows, pos].astype(np.int64) << 8) | h[rows, pos + 1]
 
 
 try:
     from sensor import _walk as _compiled
 except ImportError:  # no C compiler at install time: the numpy decode below gives the same results
-    _compiled = None
+    _compiled = None  # type: ignore[assignment]
 # Tests switch this off to hold the compiled decode to the numpy reference.
 USE_C_DECODE = True
 
@@ -221,7 +221,7 @@ def _decode_deep_rows(data: np.ndarray, batch: Batch, rows: np.ndarray, hd: _Hea
     hd.put(rows, _decode_matrix(view, caplen, batch.linktype[rows], MAX_REACH))
 
 
-def _decode_matrix(h: np.ndarray, limit: np.ndarray, linktype: np.ndarray, width: int) -> _Headers:
+def _decode_matrix(h: np.ndarray | _CaptureView, limit: np.ndarray, linktype: np.ndarray, width: int) -> _Headers:
     """Decode rows gathered `width` wide plus SLACK zero columns (or a _CaptureView); limit: bytes readable per
     row, min(caplen, width). Exact for every row whose capture ends within the width or whose reach does not pass
     it: the length checks against limit then decide as they would against the capture."""
@@ -247,7 +247,7 @@ def _decode_matrix(h: np.ndarray, limit: np.ndarray, linktype: np.ndarray, width
     return hd
 
 
-def _link_layer(h: np.ndarray, limit: np.ndarray, lt: np.ndarray, hd: _Headers):
+def _link_layer(h: np.ndarray | _CaptureView, limit: np.ndarray, lt: np.ndarray, hd: _Headers):
     """(ethertype, start of layer 3, known link type) per row; source MAC and errors into hd."""
     n = len(h)
     rows = np.arange(n)

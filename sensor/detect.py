@@ -10,9 +10,10 @@ import statistics
 import time
 import tomllib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -112,7 +113,7 @@ class Episodes:
         """Record activity; True when this starts a new episode (and so deserves an alert)."""
         ep = self._open.pop(key, None)
         new = ep is None or ts - ep.last > self.timeout
-        if new:
+        if ep is None or new:
             ep = Episode(ts, ts)
         ep.last = max(ep.last, ts)
         ep.packets += packets
@@ -177,6 +178,15 @@ class Observation:
         return self.scope in (SCOPE_PUBLIC, SCOPE_CORE)
 
 
+class Observer(Protocol):
+    """What the pipeline feeds every flow update to: a Detector, or anything else that watches observations (the
+    training run's window collector)."""
+
+    external_only: bool
+
+    def observe(self, obs: Observation) -> Alert | None: ...
+
+
 class Detector:
     name = ""
     # True when observe() can only act on peers in the public or core scope (Observation.external): the pipeline
@@ -186,6 +196,11 @@ class Detector:
     def __init__(self, sensor_name: str, episodes: Episodes):
         self.sensor_name = sensor_name
         self.episodes = episodes
+
+    def observe(self, obs: Observation) -> Alert | None:
+        """An alert when this observation starts a new episode of what the detector looks for; every subclass
+        defines it."""
+        raise NotImplementedError
 
     def alert(self, obs: Observation, severity: str, score: float, summary: str, **extra) -> Alert:
         dev = obs.device
@@ -269,7 +284,9 @@ class Service:
     sources: tuple[str, ...]
 
     def matches_name(self, name: str | None) -> bool:
-        return bool(name) and any(name_matches(p, name) for p in self.domains)
+        if not name:
+            return False
+        return any(name_matches(p, name) for p in self.domains)
 
 
 class Indicators:
@@ -282,7 +299,7 @@ class Indicators:
         self._by_name: dict[str, Service | None] = {}
 
     @classmethod
-    def load(cls, path: Path = INDICATORS_FILE) -> "Indicators":
+    def load(cls, path: Path = INDICATORS_FILE) -> Indicators:
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
             version = str(raw["version"])
@@ -386,7 +403,8 @@ class HardcodedInfraDetector(Detector):
     """DNS or NTP straight to outside servers instead of the site's; UPnP IGD discovery and port-mapping requests."""
 
     name = "hardcoded_infra"
-    SERVICES = {("udp", 53): "DNS", ("tcp", 53): "DNS", ("tcp", 853): "DNS over TLS", ("udp", 123): "NTP"}
+    SERVICES: dict[tuple[str, int | None], str] = {
+        ("udp", 53): "DNS", ("tcp", 53): "DNS", ("tcp", 853): "DNS over TLS", ("udp", 123): "NTP"}
 
     def observe(self, obs: Observation) -> Alert | None:
         what = self.SERVICES.get((obs.proto, obs.port))
@@ -500,7 +518,7 @@ def beacon_score(times: list[float], sizes: list[int]) -> tuple[float, dict]:
     Interval part: 1 - |Bowley skew|, 1 - MAD/median interval (jitter relative to the period), and how densely the
     connections fill the observed span. Size part: 1 - |Bowley skew|, 1 - MAD/32 bytes, and smallness.
     """
-    intervals = [b - a for a, b in zip(times, times[1:])]
+    intervals = [b - a for a, b in zip(times, times[1:], strict=False)]
     med = statistics.median(intervals)
     span = times[-1] - times[0]
     ts_skew = 1 - min(1.0, abs(bowley_skew(intervals)))
@@ -665,7 +683,7 @@ class AnomalyDetector(Detector):
             return []
         scores = self.model.score(np.vstack([r[2] for r in rows]))
         alerts = []
-        for (ip, start, vector), score in zip(rows, scores):
+        for (ip, start, vector), score in zip(rows, scores, strict=True):
             dev = self.inventory.devices.get(ip)
             if dev is None or not self.model.is_anomalous(float(score)):
                 continue
@@ -673,7 +691,7 @@ class AnomalyDetector(Detector):
                 continue
             peers = self._peers.get(ip, {})
             if peers:
-                peer, port, proto, name, scope, vlan = max(peers, key=peers.get)
+                peer, port, proto, name, scope, vlan = max(peers, key=peers.__getitem__)
             else:
                 peer, port, proto, name, scope, vlan = ("", None, "", None, "other", 0)
             why = "; ".join(self.model.explain(vector)) or "an unusual mix of its usual features"

@@ -12,8 +12,9 @@ import json
 import re
 import struct
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 DNS_A, DNS_CNAME, DNS_AAAA = 1, 5, 28
 MAX_DNS_RECORDS = 64

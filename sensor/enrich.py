@@ -13,10 +13,10 @@ import shutil
 import subprocess
 import tomllib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 from sensor.bounded import SegmentedLRU
 from sensor.config import DEFAULT_CAMERA_NETWORKS, Config, name_matches
@@ -55,7 +55,7 @@ class ManufDatabase:
         self._by_bits = entries  # prefix length in bits -> {prefix value: manufacturer}
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "ManufDatabase":
+    def load(cls, path: str | Path | None = None) -> ManufDatabase:
         text = None
         for candidate in ([path] if path else MANUF_PATHS):
             try:
@@ -145,7 +145,7 @@ class CoveredMakers:
         self.version = version
 
     @classmethod
-    def load(cls, path: Path = COVERED_MAKERS_FILE) -> "CoveredMakers":
+    def load(cls, path: Path = COVERED_MAKERS_FILE) -> CoveredMakers:
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from statistics import mean
+from typing import Any
 
 from sensor.errors import CamwatchError
 
@@ -41,7 +42,7 @@ def _explains(b: dict, alert: dict) -> bool:
 def evaluate(alerts: list[dict], labels: dict) -> dict:
     behaviours = labels["behaviours"]
     detectors = sorted({a["detector"] for a in alerts} | {b["kind"] for b in behaviours})
-    per_detector = {}
+    per_detector: dict[str, dict[str, Any]] = {}
     for det in detectors:
         mine = [a for a in alerts if a["detector"] == det]
         true = [a for a in mine if any(_explains(b, a) for b in behaviours)]

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -79,7 +80,7 @@ class Flow:
         self.orig_mac = self.resp_mac = 0
         self.name: str | None = None   # SNI / HTTP Host seen inside the flow
         self.closed = False
-        self.context: object = None   # per-flow state owned by the enrich/detect stages
+        self.context: tuple | None = None   # per-flow state owned by the enrich/detect stages
         self.orig_is_a = True         # whether the originator is the canonical key's A side
         self.orig_tags = self.resp_tags = 0  # payload-profile bits (pipeline.TAG_*) seen from each side
 
@@ -239,7 +240,7 @@ def group_numpy(dec: Decoded, rows: np.ndarray, tags: np.ndarray | None) -> Grou
 try:
     from sensor import _walk as _compiled
 except ImportError:  # built without a C compiler: group_numpy gives the same groups
-    _compiled = None
+    _compiled = None  # type: ignore[assignment]
 # Tests switch this off to hold the compiled grouping to the numpy reference.
 USE_C_GROUP = True
 
@@ -336,7 +337,7 @@ class FlowTable:
                     self._end([flow], "idle")   # the port pair was reused for a new connection
                     flow = None
             new = flow is None
-            if new:
+            if flow is None:
                 flow = self._new_flow(key, dec, first_rows[g], first_dir[g] == 0)
             # column 0 of the aggregates is A->B; orient it to originator/responder
             o = 0 if flow.orig_is_a else 1

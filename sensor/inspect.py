@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +90,7 @@ def _field(layer, name: str) -> str | None:
 def describe(pkt) -> dict:
     """The dissectors' view of one packet, reduced to what names and identifies things."""
     ip = getattr(pkt, "ip", None) or getattr(pkt, "ipv6", None)
-    when = datetime.fromtimestamp(float(pkt.sniff_timestamp), timezone.utc)
+    when = datetime.fromtimestamp(float(pkt.sniff_timestamp), UTC)
     row = {"time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
            "src": _field(ip, "src") if ip else None, "dst": _field(ip, "dst") if ip else None,
            "protocol": pkt.highest_layer, "detail": None}
@@ -136,7 +136,7 @@ def inspect(paths: list[str], device: str) -> tuple[list[dict], int, int, list[s
                 for pkt in cap:
                     rows.append(describe(pkt))
                 cap.close()
-            except Exception as exc:  # pyshark reports tshark failures as assorted exception types
+            except Exception as exc:  # noqa: BLE001 - pyshark reports tshark failures as assorted exception types
                 first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise CamwatchError(f"inspect: tshark could not dissect the extracted packets: {first_line}") from None
     return rows, seen, written, failures

@@ -17,7 +17,7 @@ import os
 import platform
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -302,9 +302,9 @@ def _utc_now() -> str:
     # SOURCE_DATE_EPOCH pins the timestamp so a retrain on the same data reproduces the same file byte for byte.
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if not epoch:
-        return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
-        when = datetime.fromtimestamp(int(epoch), timezone.utc)
+        when = datetime.fromtimestamp(int(epoch), UTC)
     except (ValueError, OverflowError, OSError):
         raise CamwatchError(f"SOURCE_DATE_EPOCH must be seconds since 1970, not {epoch!r}") from None
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -367,7 +367,7 @@ class AnomalyModel:
     def train(cls, vectors: np.ndarray, name: str, training: dict, contamination: float = 0.01,
               random_state: int = 0, *, n_estimators: int = 100, max_samples: int | str = "auto",
               background: float = BACKGROUND_FRACTION, window: float = WINDOW_SECONDS,
-              trained_at: str | None = None) -> "AnomalyModel":
+              trained_at: str | None = None) -> AnomalyModel:
         """Fit the forest on `vectors` (rows from WindowFeatures) and calibrate the threshold on them.
 
         `background` is the size of the reference background (see reference_background) as a fraction of the
@@ -518,7 +518,7 @@ class AnomalyModel:
         return json_path, card_path
 
     @classmethod
-    def load(cls, path: str | Path) -> "AnomalyModel":
+    def load(cls, path: str | Path) -> AnomalyModel:
         """Read and strictly validate a model file (the .json). Nothing in it is executed."""
         path = Path(path)
         try:
@@ -599,9 +599,9 @@ class AnomalyModel:
             "## Threshold",
             "",
             f"- **Score threshold:** {self.threshold:.6f} (a window is anomalous when its score is above it)",
-            f"- **Calibration:** the {cal['quantile']:g} quantile (1 - contamination; the next actual training score up) of the "
-            f"scores of the {cal['training_windows']} training windows; {cal['flagged_training_windows']} of them "
-            "score above it.",
+            f"- **Calibration:** the {cal['quantile']:g} quantile (1 - contamination; the next actual training score "
+            f"up) of the scores of the {cal['training_windows']} training windows; "
+            f"{cal['flagged_training_windows']} of them score above it.",
             "- The threshold can be raised by editing `threshold` in the model file; the version covers only the "
             "features and trees, so that edit does not invalidate it.",
             "",
@@ -641,7 +641,7 @@ class AnomalyModel:
 def _span_text(start, end) -> str:
     if not isinstance(start, (int, float)) or not isinstance(end, (int, float)) or isinstance(start, bool):
         return "not recorded"
-    fmt = lambda ts: datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+    fmt = lambda ts: datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
     hours = (end - start) / 3600
     return f"{fmt(start)} to {fmt(end)} ({hours:.3g} h)"
 
@@ -687,7 +687,7 @@ def _number(doc: dict, key: str) -> float:
 
 _NUMBER = (int, float)
 # What the card and the sensor read from these sections; the version hash does not cover them.
-_SECTIONS = {
+_SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "algorithm": {"n_estimators": int, "max_samples_used": int, "max_features": _NUMBER, "bootstrap": bool,
                   "contamination": _NUMBER, "random_state": int, "background_points": int,
                   "background_fraction": _NUMBER},
@@ -717,7 +717,9 @@ def _int_array(tree: dict, key: str, i: int) -> np.ndarray:
     return np.array(values, dtype=np.int64)
 
 
-def _parse(raw: bytes) -> AnomalyModel:
+# C901 debt, complexity 16 (limit 15, pyproject.toml [tool.ruff.lint.mccabe]): strict validation of every field
+# of a model file; split it before it grows.
+def _parse(raw: bytes) -> AnomalyModel:  # noqa: C901
     if len(raw) > MAX_FILE_BYTES:
         raise _Invalid(f"not a valid model: larger than {MAX_FILE_BYTES >> 20} MiB")
     try:

@@ -6,33 +6,65 @@ in small steps even when one batch holds half an hour of a quiet camera.
 
 from __future__ import annotations
 
+import enum
 import math
 import re
-from bisect import bisect_left
 import threading
 import time
+from bisect import bisect_left
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from sensor.alerting import AlertGate
 from sensor.capture import Batch
 from sensor.config import Config
-from sensor.decode import (ERROR_REASONS, NETWORK_NAMES, PROTO_TCP, PROTO_UDP, WINDOW, Decoded, decode,
-                           payload)
-from sensor.detect import (tracked_pairs, TAG_PPPP, TAG_PPPP_DRW, TAG_RTP, TAG_SIGNATURE_BASE, TAG_TLS, AnomalyDetector, Alert,
-                           BeaconingDetector,
-                           EgressPolicyDetector, Episodes, HardcodedInfraDetector, Indicators,
-                           NewDestinationDetector, Observation, SegmentationDetector, VendorCloudDetector,
-                           VideoEgressDetector)
-from sensor.dissect import (HTTP_METHODS, IDENTITY_PORTS, DnsMessage, ParserGuard, parse_banner, parse_dns,
-                            parse_http_host, parse_tls_sni)
-from sensor.enrich import (SCOPE_CAMERA, SCOPE_CORE, SCOPE_PUBLIC, Classifier, CoveredMakers, Inventory,
-                           ManufDatabase, NameCache)
+from sensor.decode import ERROR_REASONS, NETWORK_NAMES, PROTO_TCP, PROTO_UDP, WINDOW, Decoded, decode, payload
+from sensor.detect import (
+    TAG_PPPP,
+    TAG_PPPP_DRW,
+    TAG_RTP,
+    TAG_SIGNATURE_BASE,
+    TAG_TLS,
+    Alert,
+    AnomalyDetector,
+    BeaconingDetector,
+    EgressPolicyDetector,
+    Episodes,
+    HardcodedInfraDetector,
+    Indicators,
+    NewDestinationDetector,
+    Observation,
+    Observer,
+    SegmentationDetector,
+    VendorCloudDetector,
+    VideoEgressDetector,
+    tracked_pairs,
+)
+from sensor.dissect import (
+    HTTP_METHODS,
+    IDENTITY_PORTS,
+    DnsMessage,
+    ParserGuard,
+    parse_banner,
+    parse_dns,
+    parse_http_host,
+    parse_tls_sni,
+)
+from sensor.enrich import (
+    SCOPE_CAMERA,
+    SCOPE_CORE,
+    SCOPE_PUBLIC,
+    Classifier,
+    CoveredMakers,
+    Inventory,
+    ManufDatabase,
+    NameCache,
+)
+from sensor.errors import warn
 from sensor.flows import Flow, FlowTable, FlowUpdate, flow_keys, ip_from16
 from sensor.model import WindowFeatures
-from sensor.errors import warn
 from sensor.state import KnownState
 
 # Counted exactly up to here: the gauge is a site's reach, and a flood of forged peers must not buy memory.
@@ -46,12 +78,20 @@ _BANNER_PREFIXES = np.array([int.from_bytes(m, "big") for m in (b"RTSP", b"HTTP"
 _IDENTITY_PORT = np.zeros(1 << 16, dtype=bool)   # indexed by port: cheaper than np.isin on every window
 _IDENTITY_PORT[sorted(IDENTITY_PORTS)] = True
 _IDENTITY_PORT_BYTES = _IDENTITY_PORT.view(np.uint8)
-_UNPARSED = object()
+
+
+class _Unparsed(enum.Enum):
+    """The DNS parse cache's "not parsed yet" (None is a cached "not a DNS message"); an enum so mypy can narrow."""
+
+    TOKEN = 0
+
+
+_UNPARSED = _Unparsed.TOKEN
 
 try:
     from sensor import _walk as _compiled
 except ImportError:  # built without a C compiler: _payload_tags_numpy gives the same bits
-    _compiled = None
+    _compiled = None  # type: ignore[assignment]
 # Tests switch these off to hold the compiled tags and routing to the numpy references.
 USE_C_TAGS = True
 USE_C_ROUTE = True
@@ -60,7 +100,8 @@ RTSP_PORTS = (554, 8554)
 _BANNER_KEYS = frozenset({"server"})
 _DISCOVERY_KEYS = frozenset({"protocol", "model"})
 _POST = int.from_bytes(b"POST", "big")
-_IGD_TARGETS = re.compile(rb"(?i)ST:\s*urn:schemas-upnp-org:(device:InternetGatewayDevice|service:WAN(IP|PPP)Connection)")
+_IGD_TARGETS = re.compile(rb"(?i)ST:\s*urn:schemas-upnp-org:"
+                          rb"(device:InternetGatewayDevice|service:WAN(IP|PPP)Connection)")
 _PORT_MAPPING = re.compile(rb"<NewExternalPort>\s*(\d{1,5})\s*<")
 # A one-way UDP flow this large, with almost nothing coming back, is a media stream.
 VIDEO_MIN_BYTES = 100_000
@@ -164,9 +205,10 @@ class Sensor:
         self.segmentation = SegmentationDetector(name, ep)
         self.vendor_cloud = VendorCloudDetector(name, ep, self.indicators)
         self.hardcoded = HardcodedInfraDetector(name, ep)
-        self.detectors = [EgressPolicyDetector(name, ep), self.segmentation, self.vendor_cloud, self.hardcoded,
-                          VideoEgressDetector(name, ep), BeaconingDetector(name, ep),
-                          NewDestinationDetector(name, ep, self.known, config.learning_period)]
+        self.detectors: list[Observer] = [
+            EgressPolicyDetector(name, ep), self.segmentation, self.vendor_cloud, self.hardcoded,
+            VideoEgressDetector(name, ep), BeaconingDetector(name, ep),
+            NewDestinationDetector(name, ep, self.known, config.learning_period)]
         # The learned model scores windows when given; `windows` alone (training) only collects them.
         self.model = model
         self.windows = windows
@@ -376,7 +418,7 @@ class Sensor:
         tls = (dec.proto[sel] == PROTO_TCP) & ((b[0] == 0x16) | (b[0] == 0x17)) & (b[1] == 0x03)
         t[tls] |= np.uint64(TAG_TLS)
         if len(self._prefix_values):
-            for i, (value, mask) in enumerate(zip(self._prefix_values, self._prefix_masks)):
+            for i, (value, mask) in enumerate(zip(self._prefix_values, self._prefix_masks, strict=True)):
                 t[(head & mask) == value] |= np.uint64(1 << (TAG_SIGNATURE_BASE + i))
         tags[has] = t
         return tags
@@ -386,7 +428,7 @@ class Sensor:
         if not picked:
             return
         keys, _ = flow_keys(dec, np.array(picked, dtype=np.int64))
-        for row, key in zip(picked, keys):
+        for row, key in zip(picked, keys, strict=True):
             body = payload(dec, row, limit=WINDOW * 64)
             name = self.parsers.run(parse_tls_sni if body[:1] == b"\x16" else parse_http_host, body, None)
             if name:
@@ -413,7 +455,7 @@ class Sensor:
             if is_udp:
                 sport, dport = int(dec.sport[row]), int(dec.dport[row])
                 parser = IDENTITY_PORTS.get(dport if dport in IDENTITY_PORTS else sport)
-                fields = self.parsers.run(parser, body, {}) if parser else {}
+                fields: dict[str, str] = self.parsers.run(parser, body, {}) if parser else {}
             else:
                 fields = self.parsers.run(parse_banner, body, {})
             if not fields:

@@ -96,7 +96,7 @@ def differences(expected: dict, produced: dict, limit: int = 12) -> list[str]:
         if isinstance(want, list) and isinstance(got, list):
             if len(want) != len(got):
                 out.append(f"{key}: {len(want)} expected, {len(got)} produced")
-            for i, (w, g) in enumerate(zip(want, got)):
+            for i, (w, g) in enumerate(zip(want, got, strict=False)):
                 if w != g:
                     out.append(f"{key}[{i}]:\n  expected {json.dumps(w)[:400]}\n  produced {json.dumps(g)[:400]}")
                 if len(out) >= limit:

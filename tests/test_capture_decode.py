@@ -65,7 +65,7 @@ def test_header_fields_match_tshark(path):
     rows = decoded_rows(path)
     assert len(rows) == len(lines)
     checked_ports = 0
-    for (batch, dec, i), line, inner_vlan in zip(rows, lines, vlan_lines):
+    for (batch, dec, i), line, inner_vlan in zip(rows, lines, vlan_lines, strict=True):
         t, src4, dst4, src6, dst6, proto4, nxt6, tsp, tdp, usp, udp_, _vlan = line.split("|")
         assert abs(float(batch.ts[i]) - float(t)) < 2e-6
         assert int(dec.vlan[i]) == (int(inner_vlan) if inner_vlan else 0)
@@ -114,7 +114,7 @@ def test_records_split_across_reads_are_reassembled():
     batches = [b for b in _reader(_pcap([FRAME] * 5)) if len(b)]
     assert sum(len(b) for b in batches) == 5
     for b in batches:
-        for off, cl in zip(b.offsets, b.caplen):
+        for off, cl in zip(b.offsets, b.caplen, strict=True):
             assert b.data[off:off + cl] == FRAME
 
 
@@ -240,7 +240,7 @@ def test_compiled_grouping_equals_the_numpy_reference(path):
         tags = rng.integers(0, 1 << 63, len(rows), dtype=np.uint64)
         for row_tags in (None, tags):
             fast, ref = f.group(dec, rows, row_tags), f.group_numpy(dec, rows, row_tags)
-            for name, a, r in zip(fast._fields, fast, ref):
+            for name, a, r in zip(fast._fields, fast, ref, strict=True):
                 assert a.dtype == r.dtype and np.array_equal(a, r), name
         grouped += len(rows)
     assert grouped > 0
@@ -277,7 +277,7 @@ def test_compiled_grouping_equals_the_numpy_reference_with_thousands_of_flows_an
     tags = np.arange(len(rows), dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
     fast, ref = f.group(dec, rows, tags), f.group_numpy(dec, rows, tags)
     assert len(fast.first) == 3000
-    for name, got, want in zip(fast._fields, fast, ref):
+    for name, got, want in zip(fast._fields, fast, ref, strict=True):
         assert got.dtype == want.dtype and np.array_equal(got, want), name
 
 
@@ -314,7 +314,7 @@ def test_compiled_routing_equals_the_numpy_reference(path):
         dec = decode(b)
         fast, ref = p.route(dec, dec.is_ip), p.route_numpy(dec, dec.is_ip)
         assert fast == ref
-        routed = [n + len(rows) for n, rows in zip(routed, fast)]
+        routed = [n + len(rows) for n, rows in zip(routed, fast, strict=True)]
     if path.name == "Setup-A-1-STA.pcap" and "D-LinkCam" in path.parts:
         # DNS, discovery, SSDP searches, TLS/HTTP openings, banners, POSTs: every kind really seen in a real
         # camera's traffic, so the comparison is not between empty lists

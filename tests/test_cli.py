@@ -8,8 +8,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import REAL, SHARED_REAL, SYNTHETIC, all_fixtures, alerts_of, camwatch, capinfos, fixture_id
-
+from conftest import REAL, SYNTHETIC, alerts_of, all_fixtures, camwatch, capinfos, fixture_id
 from prometheus_client.parser import text_string_to_metric_families
 
 SITE = SYNTHETIC / "camera_site.pcap"
@@ -26,7 +25,8 @@ def metric_values(text: str) -> dict[tuple[str, tuple], float]:
 
 
 def value(metrics: dict, name: str, **labels) -> float:
-    matches = [v for (n, ls), v in metrics.items() if n == name and all(dict(ls).get(k) == w for k, w in labels.items())]
+    matches = [v for (n, ls), v in metrics.items()
+               if n == name and all(dict(ls).get(k) == w for k, w in labels.items())]
     assert matches, f"{name}{labels} not exported"
     return sum(matches)
 
@@ -177,8 +177,7 @@ def test_every_fixture_replays_cleanly(path):
 
 # ---- bad input: one line, non-zero, nothing processed is lost ---------------------------------------------
 def one_line_error(proc) -> str:
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("camwatch: error") or
-             ln.startswith("camwatch: config error")]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith(("camwatch: error", "camwatch: config error"))]
     assert "Traceback" not in proc.stderr
     assert len(lines) == 1, proc.stderr
     return lines[0]
@@ -250,8 +249,8 @@ def test_serve_during_paced_replay_then_sigterm(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    import os
     import sys
+
     from conftest import REPO
     proc = subprocess.Popen([sys.executable, "-m", "sensor", "replay", str(SITE), "--pace", "10x",
                              "--serve", f"127.0.0.1:{port}", "--alerts", str(tmp_path / "a.jsonl")],
@@ -287,6 +286,7 @@ def test_readme_demo_command(tmp_path):
     import os
     import signal
     import socket
+
     from conftest import REPO
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

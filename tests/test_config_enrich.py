@@ -127,7 +127,8 @@ def test_name_cache_honours_ttl_and_bound():
 def test_raw_address_scopes_equal_the_ipaddress_rules():
     """scope_of_raw (integer ranges, for floods) must classify exactly as address_scope does."""
     import random
-    config = parse_config({"networks": {"camera": ["10.20.0.0/24", "fd20::/64"], "core": ["10.1.0.0/16", "172.20.0.0/14"]}})
+    config = parse_config({"networks": {"camera": ["10.20.0.0/24", "fd20::/64"],
+                                        "core": ["10.1.0.0/16", "172.20.0.0/14"]}})
     c = Classifier(config)
     rng = random.Random(3)
     special = ["10.20.0.0", "10.20.0.255", "10.20.1.0", "10.1.255.255", "10.2.0.0", "172.19.255.255", "172.20.0.0",

@@ -13,7 +13,6 @@ from conftest import PCAPS, REAL, REPO, alerts_of, camwatch
 from sensor.detect import BeaconingDetector, Indicators, beacon_score
 from sensor.errors import CamwatchError
 
-
 MODELS = REPO / "models"
 
 

@@ -12,7 +12,8 @@ from sensor.decode import decode, payload
 from sensor.dissect import parse_dns, parse_http_host, parse_tls_sni
 
 NAMING_FIXTURES = [SYNTHETIC / "camera_site.pcap", SYNTHETIC / "links" / "ethernet.pcap",
-                   REAL / "nku-lifecycle/xiaobai_Y2camera_setup.pcap", REAL / "iot-sentinel/D-LinkCam/Setup-A-1-STA.pcap"]
+                   REAL / "nku-lifecycle/xiaobai_Y2camera_setup.pcap",
+                   REAL / "iot-sentinel/D-LinkCam/Setup-A-1-STA.pcap"]
 
 
 def our_names(path):

@@ -7,17 +7,23 @@ import dataclasses
 import struct
 
 import numpy as np
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sensor import flows, pipeline
 from sensor.capture import CaptureReader
 from sensor.config import Config
 from sensor.decode import decode
-from sensor.dissect import parse_banner, parse_dhip, parse_dns, parse_http_host, parse_sadp, parse_tls_sni, \
-    parse_ws_discovery
-from sensor import flows, pipeline
+from sensor.dissect import (
+    parse_banner,
+    parse_dhip,
+    parse_dns,
+    parse_http_host,
+    parse_sadp,
+    parse_tls_sni,
+    parse_ws_discovery,
+)
 from sensor.errors import CaptureError
 from sensor.pipeline import Sensor
 
@@ -139,5 +145,5 @@ def test_compiled_decode_equals_numpy_on_hostile_frames(frames, linktype):
             grouped, reference = flows.group(fast, rows, tags), flows.group_numpy(fast, rows, tags)
             assert np.array_equal(TAGGER._payload_tags(fast, rows), TAGGER._payload_tags_numpy(fast, rows))
             assert pipeline.route(fast, fast.is_ip) == pipeline.route_numpy(fast, fast.is_ip)
-            for name, a, r in zip(grouped._fields, grouped, reference):
+            for name, a, r in zip(grouped._fields, grouped, reference, strict=True):
                 assert a.dtype == r.dtype and np.array_equal(a, r), name

@@ -5,9 +5,8 @@ A change that should not alter behaviour is held to these outputs; one that shou
 
 from __future__ import annotations
 
-import pytest
-
 import golden
+import pytest
 
 CASES = golden.fixture_cases()
 

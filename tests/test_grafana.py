@@ -9,11 +9,23 @@ Nothing here needs a Grafana server: there is none on the CI machine.
 from __future__ import annotations
 
 import re
+
 import pytest
 import yaml
-
-from promstack import (DASHBOARDS, PROMETHEUS, REPO, api, lint_expr, load_dashboard, panels, queries,
-                       selectors, start_prometheus, substitute, variable_queries)
+from promstack import (
+    DASHBOARDS,
+    PROMETHEUS,
+    REPO,
+    api,
+    lint_expr,
+    load_dashboard,
+    panels,
+    queries,
+    selectors,
+    start_prometheus,
+    substitute,
+    variable_queries,
+)
 
 DS_REF = {"type": "prometheus", "uid": "${datasource}"}
 # Units the dashboard linter accepts (a subset: the ones a camwatch panel could sensibly use).

@@ -332,7 +332,7 @@ def _records(batches) -> list[tuple]:
     out = []
     for b in batches:
         for off, cap, wire, ts, lt in zip(b.offsets.tolist(), b.caplen.tolist(), b.wirelen.tolist(), b.ts.tolist(),
-                                         b.linktype.tolist()):
+                                         b.linktype.tolist(), strict=True):
             out.append((bytes(b.data[off:off + cap]), wire, ts, lt))
     return out
 
@@ -500,11 +500,11 @@ def test_the_reader_closes_its_file(tmp_path, how):
         with reader:
             pass
     elif how == "consumer stops early":
-        for batch in reader:
+        for batch in reader:  # noqa: B007 - the batch is held on purpose until `del batch` below
             break
     else:
         try:
-            for batch in reader:
+            for batch in reader:  # noqa: B007 - held on purpose, as above
                 pass
         except CaptureError:
             assert how == "damaged"

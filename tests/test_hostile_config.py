@@ -36,8 +36,11 @@ SITE = SYNTHETIC / "camera_site.pcap"
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl needed to make certificates")
 
 
-def _hash(iterations="200000", salt=base64.b64encode(bytes(16)).decode(),
-          digest=base64.b64encode(bytes(32)).decode()) -> str:
+_ZERO_SALT = base64.b64encode(bytes(16)).decode()
+_ZERO_DIGEST = base64.b64encode(bytes(32)).decode()
+
+
+def _hash(iterations="200000", salt=_ZERO_SALT, digest=_ZERO_DIGEST) -> str:
     return f"pbkdf2_sha256${iterations}${salt}${digest}"
 
 
@@ -267,7 +270,7 @@ def test_shipped_configs_load():
     from sensor.config import load_config
     for path in [*REPO.glob("pcaps/**/*.toml"), *REPO.glob("bench/*.toml")]:
         load_config(path)
-    import scenarios   # pcaps/ is on sys.path (conftest)
+    import scenarios  # pcaps/ is on sys.path (conftest)
     parse_config(tomllib.loads(scenarios.SITE_TOML))
 
 
@@ -302,9 +305,10 @@ def test_unknown_and_known_users_cost_one_pbkdf2_run_each():
         known: list[float] = []
         unknown: list[float] = []
         for i in range(21):
+            # Each lambda runs within this iteration (timed below), so the late binding of i is what is meant.
             trials = [(one_run, lambda: hashlib.pbkdf2_hmac("sha256", b"guess", salt, iterations)),
-                      (known, lambda: auth.allows(header("alice", f"guess{i}"))),
-                      (unknown, lambda: auth.allows(header(f"mallory{i}", f"guess{i}")))]
+                      (known, lambda: auth.allows(header("alice", f"guess{i}"))),  # noqa: B023
+                      (unknown, lambda: auth.allows(header(f"mallory{i}", f"guess{i}")))]  # noqa: B023
             for j in range(3):   # rotate the order, so a burst of load elsewhere hits each kind alike
                 samples, fn = trials[(i + j) % 3]
                 samples.append(timed(fn))

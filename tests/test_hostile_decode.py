@@ -14,10 +14,10 @@ import pytest
 from conftest import alerts_of, camwatch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from packets import PcapWriter, _checksum, ethernet, mac, tcp, udp
 from prometheus_client.parser import text_string_to_metric_families
 
 import sensor.decode as d
+from packets import PcapWriter, _checksum, ethernet, mac, tcp, udp
 from sensor.capture import CaptureReader
 from sensor.decode import ERR_TOO_DEEP, MAX_EXT_HEADERS, MAX_VLAN_TAGS, NET_IPV4, NET_IPV6, NET_OTHER
 from sensor.flows import ip_from16

@@ -8,8 +8,8 @@ import json
 import sqlite3
 
 from conftest import alerts_of, camwatch
-from packets import PcapWriter, ethernet, ip, mac, tcp
 
+from packets import PcapWriter, ethernet, ip, mac, tcp
 from sensor.alerting import FLOOD_DEVICES
 from sensor.config import parse_config
 from sensor.detect import tracked_pairs

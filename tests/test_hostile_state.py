@@ -14,7 +14,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, SYNTHETIC, alerts_of, camwatch
 
 SITE = SYNTHETIC / "camera_site.pcap"

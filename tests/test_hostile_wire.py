@@ -6,16 +6,23 @@ import json
 import struct
 
 import pytest
+from conftest import alerts_of, camwatch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import alerts_of, camwatch
 from packets import PcapWriter, dns_name, ethernet, ip, mac, tcp, udp
-
 from sensor import dissect
 from sensor.config import Config
-from sensor.dissect import (ParserGuard, parse_banner, parse_dhip, parse_dns, parse_http_host, parse_sadp,
-                            parse_tls_sni, parse_ws_discovery)
+from sensor.dissect import (
+    ParserGuard,
+    parse_banner,
+    parse_dhip,
+    parse_dns,
+    parse_http_host,
+    parse_sadp,
+    parse_tls_sni,
+    parse_ws_discovery,
+)
 from sensor.pipeline import Sensor
 
 # Bounded for CI: each property below runs this many examples.
@@ -232,8 +239,9 @@ def test_a_parser_bug_costs_one_counted_packet_not_the_sensor(monkeypatch, tmp_p
     assert sensor.packets == 5
     # the five queries differ only in their ID, which the pipeline's parse cache ignores: one parse, one failure
     assert sensor.parsers.errors["dns"] == 1
-    from sensor.export import build_registry
     from prometheus_client import generate_latest
+
+    from sensor.export import build_registry
     text = generate_latest(build_registry(sensor)).decode()
     assert 'camwatch_dissect_errors_total{parser="dns",sensor="camwatch"} 1.0' in text
     assert 'camwatch_dissect_errors_total{parser="dhip",sensor="camwatch"} 0.0' in text

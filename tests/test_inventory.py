@@ -33,7 +33,8 @@ def test_real_cameras_registered_makers(capture, camera, maker, covered):
 
 
 def test_real_identity_from_ssdp_banners():
-    assert "DCS-935L" in inventory(REAL / "iot-sentinel/D-LinkCam/Setup-A-1-STA.pcap")["10.10.10.37"]["identity"]["server"]
+    identity = inventory(REAL / "iot-sentinel/D-LinkCam/Setup-A-1-STA.pcap")["10.10.10.37"]["identity"]
+    assert "DCS-935L" in identity["server"]
 
 
 def test_synthetic_site_inventory():

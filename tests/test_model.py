@@ -13,8 +13,16 @@ from sklearn.ensemble import IsolationForest
 from sensor.detect import Observation
 from sensor.enrich import SCOPE_ALLOWED, SCOPE_CAMERA, SCOPE_CORE, SCOPE_PUBLIC, Device
 from sensor.errors import CamwatchError
-from sensor.model import (FEATURE_HIGH, FEATURES, WINDOW_SECONDS, AnomalyModel, WindowFeatures,
-                          average_path_length, reference_background, training_summary)
+from sensor.model import (
+    FEATURE_HIGH,
+    FEATURES,
+    WINDOW_SECONDS,
+    AnomalyModel,
+    WindowFeatures,
+    average_path_length,
+    reference_background,
+    training_summary,
+)
 
 N = len(FEATURES)
 T0 = 1_699_999_980.0   # a multiple of 60, so window boundaries are easy to read
@@ -37,8 +45,8 @@ def mixed_data(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def sklearn_forest(x, background=0.1, **kw) -> IsolationForest:
     """The estimator train() fits, built independently: same data (windows plus background), same parameters."""
-    params = dict(n_estimators=100, max_samples="auto", contamination=0.01, max_features=1.0, bootstrap=False,
-                  random_state=0)
+    params = {"n_estimators": 100, "max_samples": "auto", "contamination": 0.01, "max_features": 1.0,
+              "bootstrap": False, "random_state": 0}
     params.update(kw)
     extra = math.ceil(background * len(x))
     data = np.vstack([x, reference_background(extra, params["random_state"])]) if extra else x
@@ -60,7 +68,7 @@ def test_scores_equal_sklearn(n, kw):
     ours = AnomalyModel.train(x, "eq", {}, contamination=0.01, trained_at=STAMP, **kw)
     ref = sklearn_forest(x, **kw)
     assert len(ours.trees) == len(ref.estimators_)
-    for t_ours, est in zip(ours.trees, ref.estimators_):
+    for t_ours, est in zip(ours.trees, ref.estimators_, strict=True):
         assert np.array_equal(t_ours.left, est.tree_.children_left)
         assert np.array_equal(t_ours.threshold, est.tree_.threshold)
     fresh = np.vstack([mixed_data(rng, 2000), rng.normal(0, 1e4, (500, N)), np.zeros((3, N)),
@@ -309,7 +317,7 @@ def obs(ts, ip="10.0.0.5", peer="10.0.0.2", *, pkts=10, nbytes=5000, initiated=F
 
 
 def as_dict(vec) -> dict:
-    return dict(zip(FEATURES, vec))
+    return dict(zip(FEATURES, vec, strict=True))
 
 
 def test_windows_align_and_close_on_sensor_time():

@@ -9,8 +9,7 @@ import subprocess
 
 import pytest
 import yaml
-
-from promstack import (AMTOOL, PROMTOOL, REPO, RULE_FILES, RULE_TESTS, RUNBOOKS, alert_rules, load_rules)
+from promstack import AMTOOL, PROMTOOL, REPO, RULE_FILES, RULE_TESTS, RUNBOOKS, alert_rules, load_rules
 
 SEVERITIES = {"critical", "high", "medium", "low", "info"}
 CONFIGS = [REPO / "prometheus" / "prometheus.yml",

@@ -23,10 +23,26 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
-
-from promstack import (ALERTMANAGER, DASHBOARDS, PROMETHEUS, REPO, RULE_FILES, Proc, api, free_port, http_get,
-                       load_dashboard, load_rules, queries, selectors, start_alertmanager, start_prometheus,
-                       substitute, variable_queries, wait_until)
+from promstack import (
+    ALERTMANAGER,
+    DASHBOARDS,
+    PROMETHEUS,
+    REPO,
+    RULE_FILES,
+    Proc,
+    api,
+    free_port,
+    http_get,
+    load_dashboard,
+    load_rules,
+    queries,
+    selectors,
+    start_alertmanager,
+    start_prometheus,
+    substitute,
+    variable_queries,
+    wait_until,
+)
 
 pytestmark = [
     pytest.mark.stack,
@@ -66,7 +82,7 @@ class _Webhook(BaseHTTPRequestHandler):
     received: list[tuple[str, dict]]
     lock: threading.Lock
 
-    def do_POST(self):  # noqa: N802 - http.server's naming
+    def do_POST(self):  # http.server's naming
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         with self.lock:
             self.received.append((self.path, json.loads(body)))
