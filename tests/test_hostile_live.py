@@ -10,24 +10,27 @@ import sys
 import time
 
 import pytest
-
 from hostile_packets import CAMERA, CAMERA6, PUBLIC, PUBLIC6, every_class
 from test_live import link, packets_total, run, start_camwatch, tcpreplay  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.root
 
-# Scrapes /metrics from inside the sensor's namespace every 0.1 s until told to stop (a line on stdin), then
-# prints how many succeeded and the failures.
+# Scrapes /metrics from inside the sensor's namespace, 0.1 s after each answer, until told to stop (a line on
+# stdin); then prints how many answered, the failures, and the longest time without an answer.
 SCRAPER = r"""
 import json, select, sys, time, urllib.request
 url, ok, failures = sys.argv[1], 0, []
+last = time.monotonic()
+longest = 0.0
 while not select.select([sys.stdin], [], [], 0.1)[0]:
     try:
-        body = urllib.request.urlopen(url, timeout=5).read()
-        ok += b"camwatch_packets_total" in body
+        body = urllib.request.urlopen(url, timeout=10).read()
+        if b"camwatch_packets_total" in body:
+            ok += 1
+            longest, last = max(longest, time.monotonic() - last), time.monotonic()
     except Exception as exc:
         failures.append(repr(exc))
-print(json.dumps({"ok": ok, "failures": failures}))
+print(json.dumps({"ok": ok, "failures": failures, "longest_silence_s": longest}))
 """
 
 
@@ -56,7 +59,8 @@ def test_a_burst_of_every_hostile_class_neither_stops_nor_blinds_the_live_sensor
     finally:
         out, _ = scraper.communicate("stop\n", timeout=30)
     scrapes = json.loads(out)
-    assert scrapes["failures"] == [] and scrapes["ok"] >= 10, scrapes
+    # answering throughout: every scrape, and never silent for long even on a loaded 2-core machine
+    assert scrapes["failures"] == [] and scrapes["ok"] >= 3 and scrapes["longest_silence_s"] < 5, scrapes
     assert sent == 3 * frames
     assert cw.terminate(timeout=30) == 0, cw.stderr
     assert "Traceback" not in cw.stderr
