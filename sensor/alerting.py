@@ -12,9 +12,10 @@ Every keyed structure here is bounded; what is held back is counted in `suppress
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 
+from sensor.bounded import BoundedLRU
 from sensor.detect import MAX_EPISODES, SEVERITIES, Alert
 
 ALERTS_PER_DEVICE = 20   # per detector and episode window; then one notice, then counting only
@@ -40,9 +41,14 @@ class AlertGate:
         self.episode_timeout = episode_timeout
         self.max_budgets = max_budgets
         self.suppressed: Counter[str] = Counter()
-        self._budget: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
-        self.budgets_evicted = 0
-        self._floods: OrderedDict[tuple[str, int], _FloodWindow] = OrderedDict()
+        self._budget: BoundedLRU[tuple[str, str], tuple[float, int]] = BoundedLRU(max_budgets)
+        # an evicted window's held-back alerts go unsummarised, as they always have; MAX_FLOOD_KEYS is far above
+        # the (detector, VLAN) pairs a site has
+        self._floods: BoundedLRU[tuple[str, int], _FloodWindow] = BoundedLRU(MAX_FLOOD_KEYS)
+
+    @property
+    def budgets_evicted(self) -> int:
+        return self._budget.evicted
 
     def admit(self, alert: Alert) -> list[Alert]:
         """The lines to write for this alert: itself, possibly amended, a flood summary that a new window
@@ -58,14 +64,11 @@ class AlertGate:
 
     def _within_device_budget(self, alert: Alert) -> bool:
         key = (alert.detector, alert.device_ip)
-        window_start, count = self._budget.pop(key, (alert.ts, 0))
+        window_start, count = self._budget.use(key) or (alert.ts, 0)
         if alert.ts - window_start > self.episode_timeout:
             window_start, count = alert.ts, 0
         count += 1
-        self._budget[key] = (window_start, count)
-        while len(self._budget) > self.max_budgets:
-            self._budget.popitem(last=False)
-            self.budgets_evicted += 1
+        self._budget.put(key, (window_start, count))
         if count > ALERTS_PER_DEVICE + 1:
             self.suppressed[alert.detector] += 1
             return False
@@ -78,12 +81,10 @@ class AlertGate:
 
     def _within_flood(self, alert: Alert) -> bool:
         key = (alert.detector, alert.vlan)
-        window = self._floods.pop(key, None)
+        window = self._floods.use(key)
         if window is None:
             window = _FloodWindow(alert.ts)
-        self._floods[key] = window
-        while len(self._floods) > MAX_FLOOD_KEYS:
-            self._floods.popitem(last=False)
+            self._floods.put(key, window)
         if alert.device_ip in window.writers or len(window.writers) < FLOOD_DEVICES:
             window.writers.add(alert.device_ip)
             return True
@@ -103,7 +104,7 @@ class AlertGate:
             window = self._floods.get(k)
             if window is None or not (final or now - window.start > FLOOD_WINDOW_SECONDS):
                 continue
-            del self._floods[k]
+            self._floods.pop(k)
             if window.held:
                 out.append(_flood_summary(window))
         return out

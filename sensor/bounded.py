@@ -5,12 +5,17 @@ the keys, so every such map has a limit and counts what it drops.
 protected segment once the caller has seen it prove itself (a device that keeps sending, for example). A flood of
 one-packet identities then churns only the probation segment, and the established entries, which are what the
 sensor has learnt, survive it. Protected entries are evicted only when the protected segment itself is full.
+
+`BoundedLRU` is the plain least-recently-used map, one segment, for state where any entry is as cheap to lose as
+any other (per-pair detector state, alert budgets, learnt names): over its limit, the least recently used goes.
+
+Values are never None in either map: `get`, `use` and `pop` answer None for an absent key.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -102,3 +107,64 @@ class SegmentedLRU(Generic[K, V]):
 
     def items(self) -> list[tuple[K, V]]:
         return [*self._probation.items(), *self._protected.items()]
+
+
+class BoundedLRU(Generic[K, V]):
+    def __init__(self, limit: int, on_evict: Callable[[K, V], None] | None = None):
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self._entries: OrderedDict[K, V] = OrderedDict()
+        self._on_evict = on_evict
+        self.evicted = 0
+
+    def use(self, key: K) -> V | None:
+        """The value, marked as just used; None when absent."""
+        value = self._entries.get(key)
+        if value is not None:
+            self._entries.move_to_end(key)
+        return value
+
+    def get(self, key: K) -> V | None:
+        """The value without changing its recency, as a reader (an exporter, a check) should."""
+        return self._entries.get(key)
+
+    def put(self, key: K, value: V) -> None:
+        """Insert or replace, as just used; then evict down to the limit."""
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        self._shrink()
+
+    def put_many(self, items: Iterable[tuple[K, V]]) -> None:
+        """`put` each in turn, evicting only once all are in: a key the batch touches again is never evicted (and
+        counted) on the way, and a batch larger than the limit keeps its last entries."""
+        for key, value in items:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+        self._shrink()
+
+    def pop(self, key: K) -> V | None:
+        return self._entries.pop(key, None)
+
+    def _shrink(self) -> None:
+        while len(self._entries) > self.limit:
+            key, value = self._entries.popitem(last=False)
+            self.evicted += 1
+            if self._on_evict is not None:
+                self._on_evict(key, value)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __iter__(self) -> Iterator[K]:
+        """Keys, least recently used first (a snapshot: the map may change while it is walked)."""
+        yield from list(self._entries)
+
+    def values(self) -> list[V]:
+        return list(self._entries.values())
+
+    def items(self) -> list[tuple[K, V]]:
+        return list(self._entries.items())

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sensor import __version__
-from sensor.capture import LiveCapture, open_file
+from sensor.capture import open_file
 from sensor.config import load_config
 from sensor.errors import CamwatchError, CaptureError, ConfigError
 from sensor.evaluate import evaluate, format_report, load_labels
@@ -35,6 +35,7 @@ from sensor.export import (
     write_metrics_file,
 )
 from sensor.inspect import inspect as inspect_device
+from sensor.live import LiveCapture
 from sensor.model import WINDOW_SECONDS, AnomalyModel, WindowFeatures, training_summary
 from sensor.pipeline import Sensor
 

@@ -96,14 +96,6 @@ class AllowRule:
             return ip in self.dst_network
         return name is not None and name_matches(self.dst_pattern or "", name)
 
-    def describe(self) -> str:
-        parts = [str(self.dst_network or self.dst_pattern)]
-        if self.port is not None:
-            parts.append(f"port {self.port}")
-        if self.proto:
-            parts.append(self.proto)
-        return " ".join(parts)
-
 
 def name_matches(pattern: str, name: str) -> bool:
     """DNS pattern match: `*.example.com` matches any name below example.com (not example.com itself)."""
@@ -147,7 +139,6 @@ class MetricsSettings:
 class Config:
     sensor_name: str = "camwatch"
     camera_networks: tuple[IPNetwork, ...] = ()
-    camera_networks_configured: bool = False
     core_networks: tuple[IPNetwork, ...] = ()
     allow: tuple[AllowRule, ...] = ()
     flows: FlowSettings = field(default_factory=FlowSettings)
@@ -287,7 +278,6 @@ def _parse(raw: dict[str, Any], source: str, fail) -> Config:
     return Config(
         sensor_name=name,
         camera_networks=camera,
-        camera_networks_configured="camera" in networks,
         core_networks=core,
         allow=rules,
         flows=FlowSettings(**flow_kwargs),

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from sensor import compiled
 from sensor.capture import Batch
 
 # Header bytes gathered per packet for the fast path: Ethernet, two VLAN tags, IPv4 with every option and a TCP
@@ -65,8 +66,6 @@ NETWORK_NAMES = ("other", "ipv4", "ipv6", "arp")
 ERROR_REASONS = ("", "truncated", "bad_ip_header", "bad_tcp_header", "unknown_linktype", "header_too_deep")
 ERR_TRUNCATED, ERR_BAD_IP, ERR_BAD_TCP, ERR_LINKTYPE, ERR_TOO_DEEP = 1, 2, 3, 4, 5
 
-IPV4_MAPPED_PREFIX = np.array([0] * 10 + [0xFF, 0xFF], dtype=np.uint8)
-
 
 @dataclass
 class Decoded:
@@ -101,21 +100,15 @@ def _be16(h: np.ndarray | _CaptureView, rows: np.ndarray, pos: np.ndarray) -> np
     return (h[rows, pos].astype(np.int64) << 8) | h[rows, pos + 1]
 
 
-try:
-    from sensor import _walk as _compiled
-except ImportError:  # no C compiler at install time: the numpy decode below gives the same results
-    _compiled = None  # type: ignore[assignment]
-# Tests switch this off to hold the compiled decode to the numpy reference.
-USE_C_DECODE = True
-
-
 def decode(batch: Batch) -> Decoded:
-    if _compiled is None or not USE_C_DECODE or len(batch) == 0:
+    if compiled.extension is None or not compiled.decode or len(batch) == 0:
         return decode_numpy(batch)
     n = len(batch)
     (network, error, vlan, src_mac, src, dst, proto, sport, dport, tcp_flags, payload_off, payload_len, fragment,
-     head) = _compiled.decode(batch.data if len(batch.data) else b"\0", batch.offsets.astype(np.int64).tobytes(),
-                              batch.caplen.astype(np.int64).tobytes(), batch.linktype.astype(np.int32).tobytes())
+     head) = compiled.extension.decode(batch.data if len(batch.data) else b"\0",
+                                       batch.offsets.astype(np.int64).tobytes(),
+                                       batch.caplen.astype(np.int64).tobytes(),
+                                       batch.linktype.astype(np.int32).tobytes())
     return Decoded(batch, np.frombuffer(network, np.uint8), np.frombuffer(error, np.uint8),
                    np.frombuffer(vlan, np.uint16), np.frombuffer(src_mac, np.int64),
                    np.frombuffer(src, np.uint8).reshape(n, 16), np.frombuffer(dst, np.uint8).reshape(n, 16),

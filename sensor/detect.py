@@ -9,7 +9,6 @@ from __future__ import annotations
 import statistics
 import time
 import tomllib
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
+from sensor.bounded import BoundedLRU
 from sensor.config import name_matches
 from sensor.enrich import SCOPE_CORE, SCOPE_PUBLIC, Device, format_mac
 from sensor.errors import CamwatchError
@@ -95,14 +95,23 @@ class Episodes:
     def __init__(self, timeout: float, max_open: int = MAX_EPISODES):
         self.timeout = timeout
         self.max_open = max_open
-        self._open: OrderedDict[tuple, Episode] = OrderedDict()
+        self._open: BoundedLRU[tuple, Episode] = BoundedLRU(max_open, self._forget)
         self.dirty: set[tuple] = set()   # changed since the last save to the state store
         self.on_evict: Callable[[tuple], None] | None = None   # the state store drops an evicted episode's row
-        self.evicted = 0
+
+    @property
+    def evicted(self) -> int:
+        return self._open.evicted
+
+    def _forget(self, key: tuple, _ep: Episode) -> None:
+        self.dirty.discard(key)
+        if self.on_evict is not None:
+            self.on_evict(key)
 
     def restore(self, rows) -> None:
-        for key, first, last, packets, nbytes in rows:
-            self._open[key] = Episode(first, last, packets, nbytes)
+        # a key repeated in the rows keeps its first place and its last values, as assignment into a dict does
+        restored = {key: Episode(first, last, packets, nbytes) for key, first, last, packets, nbytes in rows}
+        self._open.put_many(restored.items())
 
     def take_dirty(self) -> list[tuple[tuple, float, float, int, int]]:
         out = [(k, ep.first, ep.last, ep.packets, ep.bytes) for k in self.dirty if (ep := self._open.get(k))]
@@ -111,21 +120,15 @@ class Episodes:
 
     def observe(self, key: tuple, ts: float, packets: int, nbytes: int) -> bool:
         """Record activity; True when this starts a new episode (and so deserves an alert)."""
-        ep = self._open.pop(key, None)
+        ep = self._open.use(key)
         new = ep is None or ts - ep.last > self.timeout
         if ep is None or new:
             ep = Episode(ts, ts)
         ep.last = max(ep.last, ts)
         ep.packets += packets
         ep.bytes += nbytes
-        self._open[key] = ep
         self.dirty.add(key)
-        while len(self._open) > self.max_open:
-            old, _ = self._open.popitem(last=False)
-            self.dirty.discard(old)
-            self.evicted += 1
-            if self.on_evict is not None:
-                self.on_evict(old)
+        self._open.put(key, ep)   # evicts the least recently used over max_open (never key itself)
         return new
 
     def __len__(self) -> int:
@@ -458,21 +461,19 @@ class VideoEgressDetector(Detector):
 
     def __init__(self, sensor_name: str, episodes: Episodes):
         super().__init__(sensor_name, episodes)
-        self._state: OrderedDict[tuple[str, str], _Upstream] = OrderedDict()
+        self._state: BoundedLRU[tuple[str, str], _Upstream] = BoundedLRU(episodes.max_open)
 
     def observe(self, obs: Observation) -> Alert | None:
         if not obs.external or obs.sent_bytes == 0:
             return None
         key = (obs.device.ip, obs.peer)
-        st = self._state.pop(key, None)
+        st = self._state.use(key)
         if st is None or obs.ts - st.last > self.GAP:
             st = _Upstream(obs.ts, obs.ts)
         st.last = max(st.last, obs.flow.last if obs.flow else obs.ts)
         st.bytes += obs.sent_bytes
         st.packets += obs.sent_packets
-        self._state[key] = st
-        while len(self._state) > self.episodes.max_open:
-            self._state.popitem(last=False)
+        self._state.put(key, st)
         duration = st.last - st.first
         if duration < self.MIN_DURATION or st.packets == 0:
             return None
@@ -550,13 +551,13 @@ class BeaconingDetector(Detector):
     def __init__(self, sensor_name: str, episodes: Episodes):
         super().__init__(sensor_name, episodes)
         # Lists, not deques: a deque preallocates a 64-slot block, and floods bring a pair per forged source.
-        self._events: OrderedDict[tuple[str, str], list[list]] = OrderedDict()
+        self._events: BoundedLRU[tuple[str, str], list[list]] = BoundedLRU(episodes.max_open)
 
     def observe(self, obs: Observation) -> Alert | None:
         if not obs.external or obs.sent_packets == 0:
             return None
         key = (obs.device.ip, obs.peer)
-        events = self._events.pop(key, None)
+        events = self._events.use(key)
         if events is None:
             events = []
         # events hold [start, last activity, bytes]; activity within MIN_INTERVAL of the last extends the burst,
@@ -564,14 +565,11 @@ class BeaconingDetector(Detector):
         if events and obs.ts - events[-1][1] < self.MIN_INTERVAL:
             events[-1][1] = obs.ts
             events[-1][2] += obs.sent_bytes
-            self._events[key] = events
             return None
         events.append([obs.ts, obs.ts, obs.sent_bytes])
         if len(events) > self.HISTORY:
             del events[0]
-        self._events[key] = events
-        while len(self._events) > self.episodes.max_open:
-            self._events.popitem(last=False)
+        self._events.put(key, events)
         if len(events) < self.MIN_EVENTS:
             return None
         score, parts = beacon_score([e[0] for e in events], [e[2] for e in events])

@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from sensor.bounded import SegmentedLRU
+from sensor.bounded import BoundedLRU, SegmentedLRU
 from sensor.config import DEFAULT_CAMERA_NETWORKS, Config, name_matches
 from sensor.dissect import DnsMessage
 from sensor.errors import CamwatchError
 from sensor.flows import IPAddress
 
 COVERED_MAKERS_FILE = Path(__file__).with_name("data") / "covered_makers.toml"
-ROLES = ("camera", "nvr", "gateway", "other")
 
 MANUF_PATHS = ("/usr/share/wireshark/manuf", "/usr/local/share/wireshark/manuf")
 
@@ -251,18 +250,18 @@ class NameCache:
 
     def __init__(self, max_entries: int):
         self.max_entries = max_entries
-        self._names: OrderedDict[str, tuple[str, float]] = OrderedDict()
-        self.evicted = 0
+        self._names: BoundedLRU[str, tuple[str, float]] = BoundedLRU(max_entries)
+
+    @property
+    def evicted(self) -> int:
+        return self._names.evicted
 
     def learn(self, msg: DnsMessage, now: float) -> None:
         if not msg.is_response or not msg.qname:
             return
-        for address, ttl in msg.addresses():
-            self._names.pop(address, None)
-            self._names[address] = (msg.qname, now + ttl + NAME_GRACE_SECONDS)
-        while len(self._names) > self.max_entries:
-            self._names.popitem(last=False)
-            self.evicted += 1
+        # one answer's addresses all go in before any is evicted
+        qname = msg.qname
+        self._names.put_many((address, (qname, now + ttl + NAME_GRACE_SECONDS)) for address, ttl in msg.addresses())
 
     def lookup(self, ip: IPAddress | str, now: float) -> str | None:
         entry = self._names.get(str(ip))

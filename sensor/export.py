@@ -17,15 +17,14 @@ import socket
 import ssl
 import sys
 import threading
-import time
 from collections.abc import Iterable
 from datetime import datetime
-from socketserver import ThreadingMixIn
 from typing import IO
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import make_server
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, make_wsgi_app, write_to_textfile
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from prometheus_client.registry import Collector
 
 from sensor import __version__
@@ -261,15 +260,8 @@ class AlertLog:
 
 
 # ---- HTTP ----------------------------------------------------------------------------------------------
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - signature fixed by the base class
-        pass
-
-
+# The server and handler are prometheus_client's own, as its start_wsgi_server uses them (a thread per request,
+# daemon threads; no access log); TLS is layered on the listening socket and basic auth in the WSGI app, below.
 def parse_listen(value: str) -> tuple[str, int]:
     """ADDR:PORT, [V6]:PORT or :PORT (loopback)."""
     host, sep, port = value.rpartition(":")
@@ -360,10 +352,10 @@ class MetricsServer:
             return _text(start_response, "404 Not Found", "not found\n")
 
         host, port = listen
-        server_class: type[_ThreadingWSGIServer] = type(
-            "Server", (_ThreadingWSGIServer,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
+        server_class: type[ThreadingWSGIServer] = type(
+            "Server", (ThreadingWSGIServer,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
         try:
-            self.httpd = make_server(host, port, app, server_class, handler_class=_QuietHandler)
+            self.httpd = make_server(host, port, app, server_class, handler_class=_SilentHandler)
         except OSError as exc:
             raise CamwatchError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
         self.tls = bool(settings is not None and settings.tls_cert)
@@ -406,8 +398,3 @@ def write_metrics_file(registry: CollectorRegistry, path: str) -> None:
         write_to_textfile(path, registry)
     except OSError as exc:
         raise CamwatchError(f"{path}: cannot write metrics: {exc.strerror}") from None
-
-
-def wait_forever(stop: threading.Event) -> None:
-    while not stop.is_set():
-        time.sleep(0.2)

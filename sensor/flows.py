@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sensor import compiled
 from sensor.config import FlowSettings
 from sensor.decode import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Decoded
 
@@ -237,20 +238,12 @@ def group_numpy(dec: Decoded, rows: np.ndarray, tags: np.ndarray | None) -> Grou
                   side_tags.reshape(u, 2), macs.reshape(u, 2))
 
 
-try:
-    from sensor import _walk as _compiled
-except ImportError:  # built without a C compiler: group_numpy gives the same groups
-    _compiled = None  # type: ignore[assignment]
-# Tests switch this off to hold the compiled grouping to the numpy reference.
-USE_C_GROUP = True
-
-
 def group(dec: Decoded, rows: np.ndarray, tags: np.ndarray | None) -> Groups:
-    if _compiled is None or not USE_C_GROUP:
+    if compiled.extension is None or not compiled.group:
         return group_numpy(dec, rows, tags)
     b = dec.batch
     c = np.ascontiguousarray
-    (keys, first, first_dir, pkts, nbytes, payload, last, flags, side_tags, macs) = _compiled.group(
+    (keys, first, first_dir, pkts, nbytes, payload, last, flags, side_tags, macs) = compiled.extension.group(
         c(dec.vlan, np.uint16), c(dec.proto, np.uint8), c(dec.fragment, np.uint8), c(dec.src, np.uint8),
         c(dec.dst, np.uint8), c(dec.sport, np.int64), c(dec.dport, np.int64), c(dec.tcp_flags, np.uint8),
         c(dec.payload_len, np.int64), c(dec.src_mac, np.int64), c(b.wirelen, np.int64), c(b.ts, np.float64),

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from sensor import compiled
 from sensor.alerting import AlertGate
 from sensor.capture import Batch
 from sensor.config import Config
@@ -53,6 +54,7 @@ from sensor.dissect import (
     parse_tls_sni,
 )
 from sensor.enrich import (
+    MAX_PEERS_PER_DEVICE,
     SCOPE_CAMERA,
     SCOPE_CORE,
     SCOPE_PUBLIC,
@@ -71,7 +73,6 @@ from sensor.state import KnownState
 MAX_EXTERNAL_DESTINATIONS = 100_000
 DECODE_SLICE = 16384
 DEVICE_SAVE_SECONDS = 30.0
-MAX_PEERS_PER_DEVICE = 4096
 MAX_ROUTER_MACS = 64
 _HTTP_PREFIXES = np.array([int.from_bytes(m, "big") for m in HTTP_METHODS], dtype=np.int64)
 _BANNER_PREFIXES = np.array([int.from_bytes(m, "big") for m in (b"RTSP", b"HTTP")], dtype=np.int64)
@@ -88,13 +89,6 @@ class _Unparsed(enum.Enum):
 
 _UNPARSED = _Unparsed.TOKEN
 
-try:
-    from sensor import _walk as _compiled
-except ImportError:  # built without a C compiler: _payload_tags_numpy gives the same bits
-    _compiled = None  # type: ignore[assignment]
-# Tests switch these off to hold the compiled tags and routing to the numpy references.
-USE_C_TAGS = True
-USE_C_ROUTE = True
 DNS_PARSE_CACHE = 4096
 RTSP_PORTS = (554, 8554)
 _BANNER_KEYS = frozenset({"server"})
@@ -125,12 +119,12 @@ class _Plan:
 
 def route(dec: Decoded, is_ip: np.ndarray) -> tuple[list[int], ...]:
     """(dns, identity, searches, named, banners, posts): the rows each parser wants, ascending."""
-    if _compiled is None or not USE_C_ROUTE:
+    if compiled.extension is None or not compiled.route:
         return route_numpy(dec, is_ip)
     c = np.ascontiguousarray
-    return _compiled.route(c(is_ip, np.uint8), c(dec.proto, np.uint8), c(dec.payload_len, np.int64),
-                           c(dec.head, np.uint64), c(dec.sport, np.int64), c(dec.dport, np.int64),
-                           _IDENTITY_PORT_BYTES, _HTTP_PREFIXES, _BANNER_PREFIXES, _POST)
+    return compiled.extension.route(c(is_ip, np.uint8), c(dec.proto, np.uint8), c(dec.payload_len, np.int64),
+                                    c(dec.head, np.uint64), c(dec.sport, np.int64), c(dec.dport, np.int64),
+                                    _IDENTITY_PORT_BYTES, _HTTP_PREFIXES, _BANNER_PREFIXES, _POST)
 
 
 def route_numpy(dec: Decoded, is_ip: np.ndarray) -> tuple[list[int], ...]:
@@ -231,7 +225,6 @@ class Sensor:
         self.suppressed = self.alert_gate.suppressed
         self.external_destinations: set[str] = set()
         self.on_alert = on_alert
-        self.started_at = time.time()
         self.live = False                    # set by `run`: wall clock and capture clock are comparable
         self.processing_lag: float | None = None
         self.capture_dropped = 0             # packets the kernel or dumpcap dropped (live)
@@ -389,13 +382,13 @@ class Sensor:
 
     def _payload_tags(self, dec: Decoded, rows: np.ndarray) -> np.ndarray:
         """Per-row payload-profile bits (detect.TAG_*): media framing and vendor protocol signatures."""
-        if _compiled is None or not USE_C_TAGS:
+        if compiled.extension is None or not compiled.tags:
             return self._payload_tags_numpy(dec, rows)
         c = np.ascontiguousarray
-        return np.frombuffer(_compiled.tags(c(dec.proto, np.uint8), c(dec.payload_len, np.int64),
-                                            c(dec.head, np.uint64), c(rows, np.int64), self._prefix_values,
-                                            self._prefix_masks, TAG_RTP, TAG_PPPP, TAG_PPPP_DRW, TAG_TLS,
-                                            TAG_SIGNATURE_BASE), np.uint64)
+        return np.frombuffer(compiled.extension.tags(c(dec.proto, np.uint8), c(dec.payload_len, np.int64),
+                                                     c(dec.head, np.uint64), c(rows, np.int64),
+                                                     self._prefix_values, self._prefix_masks, TAG_RTP, TAG_PPPP,
+                                                     TAG_PPPP_DRW, TAG_TLS, TAG_SIGNATURE_BASE), np.uint64)
 
     def _payload_tags_numpy(self, dec: Decoded, rows: np.ndarray) -> np.ndarray:
         """The reference for the compiled _walk.tags."""

@@ -103,11 +103,10 @@ def _allowed_skips() -> dict[str, str]:
 
 def pytest_sessionstart(session):
     if os.environ.get("CAMWATCH_REQUIRE_C") == "1":
-        try:
-            from sensor import _walk  # noqa: F401
-        except ImportError as exc:
-            pytest.exit(f"the compiled extension sensor._walk is required here and did not build: {exc}",
-                        returncode=1)
+        from sensor import compiled
+        if compiled.extension is None:
+            pytest.exit("the compiled extension sensor._walk is required here and did not build: "
+                        f"{compiled.import_error}", returncode=1)
 
 
 def pytest_runtest_logreport(report):

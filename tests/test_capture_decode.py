@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import REAL, SYNTHETIC, all_fixtures, capinfos, fixture_id
 
+from sensor import compiled
 from sensor.capture import CaptureReader, open_file
 from sensor.decode import NET_IPV4, NET_IPV6, decode
 from sensor.errors import CaptureError
@@ -178,11 +179,7 @@ def _flows_of(path):
 
 @pytest.mark.parametrize("path", [p for p in FIXTURES if p.suffix == ".pcap"], ids=fixture_id)
 def test_compiled_helpers_and_python_fallback_give_identical_records_flows_and_alerts(path, monkeypatch):
-    import sensor.capture as capture
-    import sensor.decode as decode_module
-    import sensor.flows as flows_module
-    import sensor.pipeline as pipeline_module
-    if capture._walk is None:
+    if compiled.extension is None:
         pytest.skip("the C extension was not built on this machine")
 
     def records():
@@ -193,20 +190,16 @@ def test_compiled_helpers_and_python_fallback_give_identical_records_flows_and_a
         return out
 
     fast, fast_flows = records(), _flows_of(path)
-    monkeypatch.setattr(capture, "USE_C_WALK", False)
-    monkeypatch.setattr(decode_module, "USE_C_DECODE", False)
-    monkeypatch.setattr(flows_module, "USE_C_GROUP", False)
-    monkeypatch.setattr(pipeline_module, "USE_C_TAGS", False)
-    monkeypatch.setattr(pipeline_module, "USE_C_ROUTE", False)
+    for switch in ("walk", "decode", "group", "tags", "route"):
+        monkeypatch.setattr(compiled, switch, False)
     assert records() == fast
     assert _flows_of(path) == fast_flows   # flows, counts, alerts and the inventory
 
 
 def test_c_walk_stops_at_an_absurd_record_after_handing_over_the_good_ones(monkeypatch):
-    import sensor.capture as capture
     data = _pcap([FRAME] * 2) + struct.pack("<IIII", 1, 0, 0x7FFFFFFF, 0x7FFFFFFF)
     for use_c in (True, False):
-        monkeypatch.setattr(capture, "USE_C_WALK", use_c)
+        monkeypatch.setattr(compiled, "walk", use_c)
         got = []
         with pytest.raises(CaptureError, match="absurd record length") as err:
             for b in _reader(data, 4096):
@@ -221,7 +214,7 @@ def _decoded_fields(dec):
 @pytest.mark.parametrize("path", FIXTURES, ids=fixture_id)
 def test_compiled_decode_equals_the_numpy_reference(path):
     import sensor.decode as d
-    if d._compiled is None:
+    if compiled.extension is None:
         pytest.skip("the C extension was not built on this machine")
     for b in read_all(path):
         assert _decoded_fields(d.decode(b)) == _decoded_fields(d.decode_numpy(b))
@@ -230,7 +223,7 @@ def test_compiled_decode_equals_the_numpy_reference(path):
 @pytest.mark.parametrize("path", FIXTURES, ids=fixture_id)
 def test_compiled_grouping_equals_the_numpy_reference(path):
     import sensor.flows as f
-    if f._compiled is None:
+    if compiled.extension is None:
         pytest.skip("the C extension was not built on this machine")
     rng = np.random.default_rng(7)
     grouped = 0
@@ -251,7 +244,7 @@ def test_compiled_grouping_equals_the_numpy_reference_with_thousands_of_flows_an
     shortcut for a repeat of the previous packet) and interleaved both ways, UDP, TCP and ICMP."""
     import sensor.flows as f
     from packets import ethernet, icmp_echo, ipv4, mac, tcp, udp
-    if f._compiled is None:
+    if compiled.extension is None:
         pytest.skip("the C extension was not built on this machine")
     a, b = mac("00:00:00:00:00:01"), mac("00:00:00:00:00:02")
     frames = []
@@ -290,8 +283,7 @@ def tagging_sensor():
 
 @pytest.mark.parametrize("path", FIXTURES, ids=fixture_id)
 def test_compiled_payload_tags_equal_the_numpy_reference(path, tagging_sensor):
-    import sensor.pipeline as p
-    if p._compiled is None:
+    if compiled.extension is None:
         pytest.skip("the C extension was not built on this machine")
     tagged = 0
     for b in read_all(path):
@@ -307,7 +299,7 @@ def test_compiled_payload_tags_equal_the_numpy_reference(path, tagging_sensor):
 @pytest.mark.parametrize("path", FIXTURES, ids=fixture_id)
 def test_compiled_routing_equals_the_numpy_reference(path):
     import sensor.pipeline as p
-    if p._compiled is None:
+    if compiled.extension is None:
         pytest.skip("the C extension was not built on this machine")
     routed = [0] * 6
     for b in read_all(path):

@@ -177,7 +177,7 @@ def test_activity_closer_than_min_interval_extends_the_burst(gap, events):
     dev = device()
     det.observe(obs(T0, 100, dev))
     det.observe(obs(T0 + gap, 30, dev))
-    state = det._events[(dev.ip, PEER)]
+    state = det._events.get((dev.ip, PEER))
     if events == 1:
         assert state == [[T0, T0 + gap, 130]]
     else:
@@ -189,7 +189,7 @@ def test_a_burst_is_measured_from_its_last_activity_not_its_start():
     dev = device()
     for k in range(4):   # 0, 4, 8, 12 s: each within 5 s of the previous, one burst of 16 s
         det.observe(obs(T0 + 4 * k, 10, dev))
-    assert det._events[(dev.ip, PEER)] == [[T0, T0 + 12, 40]]
+    assert det._events.get((dev.ip, PEER)) == [[T0, T0 + 12, 40]]
 
 
 def test_detector_keeps_the_last_64_events():
@@ -197,7 +197,7 @@ def test_detector_keeps_the_last_64_events():
     dev = device()
     for k in range(70):
         det.observe(obs(T0 + 60 * k, 80, dev))
-    events = det._events[(dev.ip, PEER)]
+    events = det._events.get((dev.ip, PEER))
     assert len(events) == 64 and events[0][0] == T0 + 60 * 6 and events[-1][0] == T0 + 60 * 69
 
 
@@ -216,7 +216,7 @@ def test_non_sending_or_internal_observations_are_not_events():
     dev = device()
     assert det.observe(Observation(T0, dev, 0, 0, False, PEER, 443, "tcp", None, "public", 20)) is None
     assert det.observe(Observation(T0, dev, 1, 80, True, "10.20.0.2", 443, "tcp", None, "camera", 20)) is None
-    assert det._events == {}
+    assert len(det._events) == 0
 
 
 # ---- episodes: alerts.episode_timeout at its boundary ---------------------------------------------------------
@@ -226,7 +226,7 @@ def test_episode_timeout_boundary(offset):
     ep = Episodes(100.0)
     assert ep.observe(("d", "x"), T0, 1, 10) is True
     assert ep.observe(("d", "x"), T0 + 100.0 + offset, 2, 20) is (offset > 0)
-    state = ep._open[("d", "x")]
+    state = ep._open.get(("d", "x"))
     if offset > 0:
         assert (state.first, state.last, state.packets, state.bytes) == (T0 + 100.0 + offset,) * 2 + (2, 20)
     else:
@@ -238,7 +238,7 @@ def test_episode_silence_is_measured_from_the_last_activity():
     news = [ep.observe(("d", "x"), T0 + 100.0 * k, 1, 5) for k in range(5)]   # every 100 s: one episode
     assert news == [True, False, False, False, False]
     assert ep.observe(("d", "x"), T0 + 50.0, 1, 5) is False   # late, out of order: does not move `last` back
-    assert ep._open[("d", "x")].last == T0 + 400.0 and ep._open[("d", "x")].packets == 6
+    assert ep._open.get(("d", "x")).last == T0 + 400.0 and ep._open.get(("d", "x")).packets == 6
     assert ep.observe(("d", "x"), T0 + 500.0 + EPS, 1, 5) is True
 
 

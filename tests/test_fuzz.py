@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sensor import flows, pipeline
+from sensor import compiled, flows, pipeline
 from sensor.capture import CaptureReader
 from sensor.config import Config
 from sensor.decode import decode
@@ -130,7 +130,7 @@ TAGGER = Sensor(Config())   # the payload tags use the indicator file's signatur
 @given(frames=st.lists(st.one_of(ethernet_ip_frames(), frame), min_size=1, max_size=30), linktype=LINKTYPES)
 def test_compiled_decode_equals_numpy_on_hostile_frames(frames, linktype):
     import sensor.decode as d
-    if d._compiled is None:
+    if compiled.extension is None:
         pytest.skip("the C extension was not built on this machine")
     head = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)
     data = head + b"".join(struct.pack("<IIII", 1000 + i, 0, len(f), len(f)) + f for i, f in enumerate(frames))

@@ -35,8 +35,10 @@ from test_cli import metric_values, value
 
 from packets import ethernet, ipv4, mac, tcp, udp
 from sensor import capture
-from sensor.capture import CHUNK_BYTES, CaptureReader, LiveCapture, open_file
+from sensor import live as live_capture
+from sensor.capture import CHUNK_BYTES, CaptureReader, open_file
 from sensor.errors import CaptureError
+from sensor.live import LiveCapture
 
 SHB, IDB, SPB, OPB, EPB = 0x0A0D0D0A, 1, 3, 2, 6
 T0 = 1_700_000_000.0
@@ -634,10 +636,10 @@ def netns():
 # to stop.
 OWNER = """
 import sys
-import sensor.capture as capture
+from sensor.live import LiveCapture
 if sys.argv[1] != "auto":
-    capture.LiveCapture.WATCHDOG = sys.argv[1] == "on"
-live = capture.LiveCapture("lo", buffer_mib=1)
+    LiveCapture.WATCHDOG = sys.argv[1] == "on"
+live = LiveCapture("lo", buffer_mib=1)
 print(live.proc.pid, live._watchdog.pid if live._watchdog else 0, flush=True)
 sys.stdin.readline()
 watchdog = live._watchdog
@@ -731,8 +733,8 @@ def capable_dumpcap(tmp_path):
 
 def test_capable_dumpcap_is_detected(capable_dumpcap):
     copy, _, _ = capable_dumpcap
-    assert capture._exec_drops_parent_death_signal(str(copy))
-    assert not capture._exec_drops_parent_death_signal(shutil.which("dumpcap"))
+    assert live_capture._exec_drops_parent_death_signal(str(copy))
+    assert not live_capture._exec_drops_parent_death_signal(shutil.which("dumpcap"))
 
 
 def test_capable_dumpcap_outlives_camwatch_without_the_watchdog(owner, capable_dumpcap):

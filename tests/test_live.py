@@ -293,11 +293,12 @@ def test_sigterm_mid_stream_loses_nothing_dumpcap_captured(link, start_camwatch)
 
 PROBE = """
 import json, sys
-import sensor.capture as capture
+import sensor.compiled as compiled
+import sensor.live as live_capture
 interface, buffer_mib, queue_mib, python_pump = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
 if python_pump:
-    capture._walk = None   # as on a machine where the C helper could not be built
-live = capture.LiveCapture(interface, buffer_mib=buffer_mib, queue_mib=queue_mib)
+    compiled.extension = None   # as on a machine where the C helper could not be built
+live = live_capture.LiveCapture(interface, buffer_mib=buffer_mib, queue_mib=queue_mib)
 print("capturing", flush=True)
 sys.stdin.readline()
 live.request_stop()

@@ -1,11 +1,8 @@
-"""Learned per-device behaviour model: an Isolation Forest over per-device, per-window traffic features.
+"""The stored model: AnomalyModel (training and calibration, scoring, explanations), its JSON file, its model card
+and the strict loader.
 
-Training uses scikit-learn's IsolationForest; the fitted trees are then exported as plain numeric arrays to JSON
-and scored here in numpy, so loading a model never unpickles (never runs code from the file) and the sensor does not
-depend on scikit-learn's private estimator state staying compatible across versions.
-
-Scores follow the original paper, s = 2^(-E[h(x)] / c(n)), in (0, 1]: higher is more anomalous. They equal
-scikit-learn's `-IsolationForest.score_samples(X)` for the same trees.
+A model file is plain JSON (format FORMAT, version FORMAT_VERSION): loading validates every field and never
+unpickles, so nothing in the file is executed. The version is a hash of the features and trees only.
 """
 
 from __future__ import annotations
@@ -16,287 +13,22 @@ import math
 import os
 import platform
 import tempfile
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from sensor.enrich import SCOPE_CORE, SCOPE_PUBLIC
 from sensor.errors import CamwatchError
+from sensor.model.features import FEATURE_HIGH, FEATURE_SPECS, FEATURES, N_FEATURES, WINDOW_SECONDS
+from sensor.model.forest import BACKGROUND_FRACTION, LEAF, Tree, forest_scores, grow
 
 FORMAT = "camwatch-anomaly-model"
 FORMAT_VERSION = 1
-WINDOW_SECONDS = 60.0
 MIN_TRAINING_WINDOWS = 2      # below this c(n) = 0 and every score is a constant
-MAX_DISTINCT = 4096           # per device and window: a scanning device saturates here and still scores as extreme
 MAX_TREES = 10_000
 MAX_MAX_SAMPLES = 1 << 20
 MAX_FILE_BYTES = 256 << 20
-_EXTERNAL = (SCOPE_PUBLIC, SCOPE_CORE)
-_LEAF = -1
 
-
-@dataclass(frozen=True)
-class Feature:
-    name: str
-    log: bool      # stored as log1p(x): counts and sizes span orders of magnitude, and splits are drawn uniformly
-    high: float    # top of the feature's plausible domain (bottom is 0), where the reference background is drawn
-    meaning: str
-
-
-_LOG_DISTINCT = math.log1p(MAX_DISTINCT)
-FEATURE_SPECS: tuple[Feature, ...] = (
-    Feature("log_bytes_sent", True, math.log1p(1e10), "log1p of the bytes (on the wire) the device sent"),
-    Feature("log_packets_sent", True, math.log1p(1e8), "log1p of the packets the device sent"),
-    Feature("log_mean_packet_bytes", True, math.log1p(65535), "log1p of the mean size of the packets it sent"),
-    Feature("log_new_flows", True, math.log1p(1e6), "log1p of the flows first seen in the window in which it sent"),
-    Feature("log_peers", True, _LOG_DISTINCT, "log1p of the distinct addresses it sent to"),
-    Feature("log_external_peers", True, _LOG_DISTINCT,
-            "log1p of the distinct public or core-network addresses (outside the allowlist) it sent to"),
-    Feature("log_service_ports", True, _LOG_DISTINCT,
-            "log1p of the distinct (protocol, service port) pairs of the flows it sent in"),
-    Feature("external_byte_share", False, 1.0,
-            "share of its bytes that went to public or core-network addresses outside the allowlist"),
-    Feature("log_dns_queries", True, math.log1p(1e5), "log1p of the DNS queries it sent"),
-    Feature("initiated_share", False, 1.0,
-            "share of its conversations (peer, protocol, service port) that it opened"),
-)
-FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURE_SPECS)
-_N = len(FEATURES)
-FEATURE_HIGH = np.array([f.high for f in FEATURE_SPECS])
-BACKGROUND_FRACTION = 0.1
-
-
-# ---- features --------------------------------------------------------------------------------------------------
-
-class _Window:
-    __slots__ = ("bytes", "packets", "new_flows", "peers", "external_peers", "ports", "external_bytes", "dns",
-                 "conversations", "initiated")
-
-    def __init__(self):
-        self.bytes = 0
-        self.packets = 0
-        self.new_flows = 0
-        self.peers: set[str] = set()
-        self.external_peers: set[str] = set()
-        self.ports: set[tuple] = set()
-        self.external_bytes = 0
-        self.dns = 0
-        self.conversations: set[tuple] = set()
-        self.initiated = 0
-
-    def vector(self) -> np.ndarray:
-        conversations = len(self.conversations)
-        return np.array([
-            math.log1p(self.bytes),
-            math.log1p(self.packets),
-            math.log1p(self.bytes / self.packets),
-            math.log1p(self.new_flows),
-            math.log1p(len(self.peers)),
-            math.log1p(len(self.external_peers)),
-            math.log1p(len(self.ports)),
-            self.external_bytes / self.bytes if self.bytes else 0.0,
-            math.log1p(self.dns),
-            self.initiated / conversations if conversations else 0.0,
-        ], dtype=np.float64)
-
-
-def _add_bounded(s: set, item) -> bool:
-    if item in s or len(s) >= MAX_DISTINCT:
-        return False
-    s.add(item)
-    return True
-
-
-class WindowFeatures:
-    """Accumulates per-device features over fixed windows of sensor time (aligned to multiples of window).
-
-    Only what the device itself sends counts: an observation in which it sent nothing (a core host knocking on a
-    camera that never answers) is the peer's behaviour, which the segmentation detector already covers.
-
-    Sensor time only moves forward through close(): an observation older than the last close is folded into the
-    oldest window still open, so each (device, window) pair is emitted at most once.
-    """
-
-    def __init__(self, window: float = WINDOW_SECONDS, max_devices: int = 10_000):
-        if not (window > 0 and math.isfinite(window)):
-            raise ValueError(f"window must be a positive number of seconds, not {window!r}")
-        self.window = float(window)
-        self.max_devices = max_devices
-        self._open: dict[tuple[str, float], _Window] = {}
-        self._devices: dict[str, int] = {}   # device -> open windows, to bound memory by device count
-        self._closed_until = -math.inf
-        self.dropped = 0                      # observations refused because max_devices devices had open windows
-        self._touched: set[tuple[str, float]] = set()   # open windows changed since the last partial()
-
-    def _start(self, ts: float) -> float:
-        return max(math.floor(ts / self.window) * self.window, self._closed_until)
-
-    def _get(self, ip: str, ts: float) -> _Window | None:
-        key = (ip, self._start(ts))
-        acc = self._open.get(key)
-        if acc is None:
-            if ip not in self._devices and len(self._devices) >= self.max_devices:
-                self.dropped += 1
-                return None
-            acc = self._open[key] = _Window()
-            self._devices[ip] = self._devices.get(ip, 0) + 1
-        return acc
-
-    def observe(self, obs, new_flow: bool) -> None:
-        if obs.sent_packets <= 0:
-            return
-        acc = self._get(obs.device.ip, obs.ts)
-        if acc is None:
-            return
-        self._touched.add((obs.device.ip, self._start(obs.ts)))
-        acc.packets += obs.sent_packets
-        acc.bytes += obs.sent_bytes
-        if new_flow:
-            acc.new_flows += 1
-        _add_bounded(acc.peers, obs.peer)
-        _add_bounded(acc.ports, (obs.proto, obs.port))
-        if obs.scope in _EXTERNAL:
-            acc.external_bytes += obs.sent_bytes
-            _add_bounded(acc.external_peers, obs.peer)
-        if _add_bounded(acc.conversations, (obs.peer, obs.proto, obs.port, obs.initiated)) and obs.initiated:
-            acc.initiated += 1
-
-    def dns_query(self, device_ip: str, ts: float) -> None:
-        acc = self._get(device_ip, ts)
-        if acc is not None:
-            acc.dns += 1
-
-    def _emit(self, keys: list[tuple[str, float]]) -> list[tuple[str, float, np.ndarray]]:
-        out = []
-        for key in sorted(keys, key=lambda k: (k[1], k[0])):
-            acc = self._open.pop(key)
-            self._touched.discard(key)
-            ip, start = key
-            left = self._devices[ip] - 1
-            if left:
-                self._devices[ip] = left
-            else:
-                del self._devices[ip]
-            # DNS queries alone open a window, but the query's own flow update carries its packets; a window
-            # with nothing sent has no behaviour to score.
-            if acc.packets > 0:
-                out.append((ip, start, acc.vector()))
-        return out
-
-    def partial(self) -> list[tuple[str, float, np.ndarray]]:
-        """Open windows that changed since the last call, as they stand: lets a detector act before a window
-        ends (a sweep is out of character long before its minute is over)."""
-        out = [(ip, start, self._open[(ip, start)].vector()) for ip, start in self._touched
-               if (ip, start) in self._open and self._open[(ip, start)].packets > 0]
-        self._touched.clear()
-        return out
-
-    def close(self, now: float) -> list[tuple[str, float, np.ndarray]]:
-        """Windows that ended at or before `now`: (device_ip, window_start, feature vector)."""
-        self._closed_until = max(self._closed_until, math.floor(now / self.window) * self.window)
-        return self._emit([k for k in self._open if k[1] + self.window <= now])
-
-    def flush(self) -> list[tuple[str, float, np.ndarray]]:
-        """Everything still open (end of capture), including partial windows."""
-        if self._open:
-            self._closed_until = max(self._closed_until, max(k[1] for k in self._open) + self.window)
-        return self._emit(list(self._open))
-
-    def __len__(self) -> int:
-        return len(self._open)
-
-
-def training_summary(rows: list[tuple[str, float, np.ndarray]], captures: list[str],
-                     window: float = WINDOW_SECONDS) -> dict:
-    """The `training` dict for AnomalyModel.train from the rows WindowFeatures emitted."""
-    starts = [r[1] for r in rows]
-    return {
-        "captures": [str(c) for c in captures],
-        "windows": len(rows),
-        "devices": len({r[0] for r in rows}),
-        "start": min(starts) if starts else None,
-        "end": max(starts) + window if starts else None,
-    }
-
-
-# ---- isolation forest arithmetic (mirrors sklearn.ensemble._iforest) -------------------------------------------
-
-def average_path_length(n) -> np.ndarray:
-    """c(n): average path length of an unsuccessful BST search among n points, 0 for n <= 1 and 1 for n == 2."""
-    n = np.asarray(n, dtype=np.float64)
-    out = np.zeros(n.shape)
-    big = n > 2
-    out[n == 2] = 1.0
-    out[big] = 2.0 * (np.log(n[big] - 1.0) + np.euler_gamma) - 2.0 * (n[big] - 1.0) / n[big]
-    return out
-
-
-class _Tree:
-    __slots__ = ("left", "right", "feature", "threshold", "n_node_samples", "leaf_value", "_safe_feature")
-
-    def __init__(self, left, right, feature, threshold, n_node_samples):
-        self.left = left
-        self.right = right
-        self.feature = feature
-        self.threshold = threshold
-        self.n_node_samples = n_node_samples
-        depth = np.zeros(len(left), dtype=np.int64)
-        level, d = np.array([0]), 1
-        while len(level):
-            depth[level] = d
-            inner = level[left[level] != _LEAF]
-            level = np.concatenate((left[inner], right[inner]))
-            d += 1
-        # sklearn's root depth is 1 and it subtracts 1 per tree; the same arithmetic keeps the sums bit-identical.
-        self.leaf_value = depth + average_path_length(n_node_samples) - 1.0
-        self._safe_feature = np.where(left == _LEAF, 0, feature)
-
-    def apply(self, x32: np.ndarray) -> np.ndarray:
-        rows = np.arange(len(x32))
-        node = np.zeros(len(x32), dtype=np.int64)
-        while True:
-            child = self.left[node]
-            inner = child != _LEAF
-            if not inner.any():
-                return node
-            go_left = x32[rows, self._safe_feature[node]] <= self.threshold[node]
-            node = np.where(inner, np.where(go_left, child, self.right[node]), node)
-
-    def as_json(self) -> dict:
-        return {"children_left": self.left.tolist(), "children_right": self.right.tolist(),
-                "feature": self.feature.tolist(), "threshold": self.threshold.tolist(),
-                "n_node_samples": self.n_node_samples.tolist()}
-
-
-def reference_background(count: int, random_state: int) -> np.ndarray:
-    """Points drawn uniformly from the feature domain box [0, FEATURE_HIGH], added to the training windows when the
-    trees are grown.
-
-    An Isolation Forest only splits inside the range of the samples in a node, so without them a value beyond
-    anything seen in training lands with the training extreme and scores no higher, and a feature that never varied
-    in training (the external peers of a camera that always talks to the same one cloud server) cannot flag
-    anything. The sparse background gives the trees splits out there, between the normal windows and the rest of
-    the domain.
-    """
-    rng = np.random.default_rng(random_state)
-    return rng.uniform(0.0, 1.0, (count, _N)) * FEATURE_HIGH
-
-
-def _forest_scores(trees: list[_Tree], max_samples: int, vectors: np.ndarray) -> np.ndarray:
-    # Trees were grown on float32 data (sklearn casts), and its thresholds sit between float32 values: comparing the
-    # float64 input instead could send a value to the other side of a split.
-    x32 = np.ascontiguousarray(vectors, dtype=np.float32)
-    depths = np.zeros(len(x32))
-    for tree in trees:
-        depths += tree.leaf_value[tree.apply(x32)]
-    denominator = len(trees) * float(average_path_length([max_samples])[0])
-    ratio = depths / denominator if denominator != 0 else np.ones_like(depths)
-    return 2.0 ** -ratio
-
-
-# ---- the model --------------------------------------------------------------------------------------------------
 
 def _utc_now() -> str:
     # SOURCE_DATE_EPOCH pins the timestamp so a retrain on the same data reproduces the same file byte for byte.
@@ -342,7 +74,7 @@ class AnomalyModel:
     """A trained forest plus everything its card states. Construct with train() or load()."""
 
     def __init__(self, *, name: str, version: str, trained_at: str, threshold: float, features: tuple[str, ...],
-                 training: dict, window_seconds: float, max_samples: int, trees: list[_Tree], algorithm: dict,
+                 training: dict, window_seconds: float, max_samples: int, trees: list[Tree], algorithm: dict,
                  calibration: dict, environment: dict, feature_stats: dict):
         self.name = name
         self.version = version
@@ -373,11 +105,9 @@ class AnomalyModel:
         `background` is the size of the reference background (see reference_background) as a fraction of the
         training windows; 0 gives a plain Isolation Forest. The threshold is calibrated on the real windows only.
         """
-        from sklearn.ensemble import IsolationForest
-
         x = np.asarray(vectors, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != _N:
-            raise ValueError(f"training vectors must have shape (n, {_N}), not {x.shape}")
+        if x.ndim != 2 or x.shape[1] != N_FEATURES:
+            raise ValueError(f"training vectors must have shape (n, {N_FEATURES}), not {x.shape}")
         if not np.isfinite(x).all():
             raise ValueError("training vectors contain NaN or infinite values")
         if len(x) < MIN_TRAINING_WINDOWS:
@@ -395,19 +125,10 @@ class AnomalyModel:
         training = _plain(dict(training))
         training["windows"] = len(x)
 
-        forest = IsolationForest(n_estimators=n_estimators, max_samples=max_samples, contamination=contamination,
-                                 max_features=1.0, bootstrap=False, random_state=random_state)
         n_background = math.ceil(background * len(x))
-        forest.fit(np.vstack([x, reference_background(n_background, random_state)]) if n_background else x)
-        # With every feature used, sklearn fits each tree on the original columns; anything else would need the
-        # per-tree feature subsets exported too.
-        assert getattr(forest, "_max_features", _N) == _N
-        trees = [_Tree(np.asarray(t.children_left, dtype=np.int64), np.asarray(t.children_right, dtype=np.int64),
-                       np.asarray(t.feature, dtype=np.int64), np.asarray(t.threshold, dtype=np.float64),
-                       np.asarray(t.n_node_samples, dtype=np.int64))
-                 for t in (est.tree_ for est in forest.estimators_)]
-        used = int(forest.max_samples_)
-        scores = _forest_scores(trees, used, x)
+        trees, used = grow(x, n_estimators=n_estimators, max_samples=max_samples, contamination=contamination,
+                           random_state=random_state, n_background=n_background)
+        scores = forest_scores(trees, used, x)
         quantile = 1.0 - contamination
         # "higher" makes the threshold an actual training score, and only scores beyond it count: with a small
         # contamination the baseline's most unusual minute marks the edge instead of falling just outside it.
@@ -448,7 +169,7 @@ class AnomalyModel:
             raise ValueError("vectors contain NaN or infinite values")
         if len(x) == 0:
             return np.zeros(0)
-        return _forest_scores(self.trees, self.max_samples, x)
+        return forest_scores(self.trees, self.max_samples, x)
 
     def is_anomalous(self, score: float) -> bool:
         return bool(score > self.threshold)
@@ -762,9 +483,9 @@ def _parse(raw: bytes) -> AnomalyModel:  # noqa: C901
     stats = _need(doc, "feature_stats", dict, "an object")
     for key in ("min", "median", "p99", "max"):
         values = stats.get(key)
-        if (not isinstance(values, list) or len(values) != _N
+        if (not isinstance(values, list) or len(values) != N_FEATURES
                 or not all(type(v) in (int, float) and math.isfinite(v) for v in values)):
-            raise _Invalid(f"not a valid model: feature_stats `{key}` must be {_N} finite numbers")
+            raise _Invalid(f"not a valid model: feature_stats `{key}` must be {N_FEATURES} finite numbers")
 
     forest = _need(doc, "forest", dict, "an object")
     max_samples = forest.get("max_samples")
@@ -785,7 +506,7 @@ def _parse(raw: bytes) -> AnomalyModel:  # noqa: C901
                         feature_stats=stats)
 
 
-def _parse_tree(tree, i: int, max_samples: int) -> _Tree:
+def _parse_tree(tree, i: int, max_samples: int) -> Tree:
     if not isinstance(tree, dict):
         raise _Invalid(f"not a valid model: tree {i} must be an object")
     left = _int_array(tree, "children_left", i)
@@ -803,8 +524,8 @@ def _parse_tree(tree, i: int, max_samples: int) -> _Tree:
         raise _Invalid(f"not a valid model: tree {i} arrays have different lengths")
     if not np.isfinite(threshold).all():
         raise _Invalid(f"not a valid model: tree {i} has a non-finite threshold")
-    leaf = left == _LEAF
-    if not np.array_equal(leaf, right == _LEAF):
+    leaf = left == LEAF
+    if not np.array_equal(leaf, right == LEAF):
         raise _Invalid(f"not a valid model: tree {i} has a node with only one child")
     inner = ~leaf
     idx = np.arange(n)
@@ -815,10 +536,10 @@ def _parse_tree(tree, i: int, max_samples: int) -> _Tree:
     refs = np.bincount(np.concatenate((left[inner], right[inner])), minlength=n)
     if refs[0] != 0 or (refs[1:] != 1).any():
         raise _Invalid(f"not a valid model: tree {i} is not a tree (a node has no parent or several)")
-    if ((feature[inner] < 0) | (feature[inner] >= _N)).any():
+    if ((feature[inner] < 0) | (feature[inner] >= N_FEATURES)).any():
         raise _Invalid(f"not a valid model: tree {i} splits on a feature index out of range")
     if (counts < 1).any() or counts[0] > max_samples:
         raise _Invalid(f"not a valid model: tree {i} has node sample counts out of range")
     if (counts[inner] != counts[left[inner]] + counts[right[inner]]).any():
         raise _Invalid(f"not a valid model: tree {i} node sample counts do not add up")
-    return _Tree(left, right, feature, threshold, counts)
+    return Tree(left, right, feature, threshold, counts)

@@ -1,0 +1,27 @@
+"""The compiled extension, sensor._walk (sensor/_walk.c), imported here and nowhere else, and the switches that
+choose between each compiled path and the Python/numpy code it shadows.
+
+The extension is optional: a machine without a C compiler installs camwatch without it, `extension` is then None
+and every stage uses its reference code, which gives the same results, slower. Where it is built, each path is
+used while its switch is on. The switches exist for the tests: they turn one off to hold that compiled path to its
+reference (the same records, decoded fields, flow groups, payload tags, parser rows and pipe reads); nothing else
+sets them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["decode", "extension", "fill", "group", "import_error", "route", "tags", "walk"]
+
+try:
+    from sensor import _walk as extension
+    import_error: str | None = None
+except ImportError as exc:  # built without a C compiler: the reference code gives the same results, slower
+    extension = None  # type: ignore[assignment]
+    import_error = str(exc)
+
+walk = True     # capture.CaptureReader: the classic pcap record walk (reference: _walk_pcap_python)
+decode = True   # decode.decode: link/network/transport headers (reference: decode_numpy)
+group = True    # flows.group: per-batch flow grouping (reference: group_numpy)
+tags = True     # pipeline.Sensor: payload-profile bits (reference: _payload_tags_numpy)
+route = True    # pipeline.route: the rows each parser wants (reference: route_numpy)
+fill = True     # live.LiveCapture: the pump's gathering pipe read, without the GIL (reference: select and readv)

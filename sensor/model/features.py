@@ -1,0 +1,199 @@
+"""Per-device, per-window traffic features: the vectors the model is trained on and scores.
+
+One vector per camera-side device per fixed window of sensor time, built only from what the device itself sent.
+Features describe behaviour, not identity: no addresses, MACs or names enter a vector.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from sensor.enrich import SCOPE_CORE, SCOPE_PUBLIC
+
+WINDOW_SECONDS = 60.0
+MAX_DISTINCT = 4096           # per device and window: a scanning device saturates here and still scores as extreme
+_EXTERNAL = (SCOPE_PUBLIC, SCOPE_CORE)
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    log: bool      # stored as log1p(x): counts and sizes span orders of magnitude, and splits are drawn uniformly
+    high: float    # top of the feature's plausible domain (bottom is 0), where the reference background is drawn
+    meaning: str
+
+
+_LOG_DISTINCT = math.log1p(MAX_DISTINCT)
+FEATURE_SPECS: tuple[Feature, ...] = (
+    Feature("log_bytes_sent", True, math.log1p(1e10), "log1p of the bytes (on the wire) the device sent"),
+    Feature("log_packets_sent", True, math.log1p(1e8), "log1p of the packets the device sent"),
+    Feature("log_mean_packet_bytes", True, math.log1p(65535), "log1p of the mean size of the packets it sent"),
+    Feature("log_new_flows", True, math.log1p(1e6), "log1p of the flows first seen in the window in which it sent"),
+    Feature("log_peers", True, _LOG_DISTINCT, "log1p of the distinct addresses it sent to"),
+    Feature("log_external_peers", True, _LOG_DISTINCT,
+            "log1p of the distinct public or core-network addresses (outside the allowlist) it sent to"),
+    Feature("log_service_ports", True, _LOG_DISTINCT,
+            "log1p of the distinct (protocol, service port) pairs of the flows it sent in"),
+    Feature("external_byte_share", False, 1.0,
+            "share of its bytes that went to public or core-network addresses outside the allowlist"),
+    Feature("log_dns_queries", True, math.log1p(1e5), "log1p of the DNS queries it sent"),
+    Feature("initiated_share", False, 1.0,
+            "share of its conversations (peer, protocol, service port) that it opened"),
+)
+FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURE_SPECS)
+N_FEATURES = len(FEATURES)
+FEATURE_HIGH = np.array([f.high for f in FEATURE_SPECS])
+
+
+class _Window:
+    __slots__ = ("bytes", "packets", "new_flows", "peers", "external_peers", "ports", "external_bytes", "dns",
+                 "conversations", "initiated")
+
+    def __init__(self):
+        self.bytes = 0
+        self.packets = 0
+        self.new_flows = 0
+        self.peers: set[str] = set()
+        self.external_peers: set[str] = set()
+        self.ports: set[tuple] = set()
+        self.external_bytes = 0
+        self.dns = 0
+        self.conversations: set[tuple] = set()
+        self.initiated = 0
+
+    def vector(self) -> np.ndarray:
+        conversations = len(self.conversations)
+        return np.array([
+            math.log1p(self.bytes),
+            math.log1p(self.packets),
+            math.log1p(self.bytes / self.packets),
+            math.log1p(self.new_flows),
+            math.log1p(len(self.peers)),
+            math.log1p(len(self.external_peers)),
+            math.log1p(len(self.ports)),
+            self.external_bytes / self.bytes if self.bytes else 0.0,
+            math.log1p(self.dns),
+            self.initiated / conversations if conversations else 0.0,
+        ], dtype=np.float64)
+
+
+def _add_bounded(s: set, item) -> bool:
+    if item in s or len(s) >= MAX_DISTINCT:
+        return False
+    s.add(item)
+    return True
+
+
+class WindowFeatures:
+    """Accumulates per-device features over fixed windows of sensor time (aligned to multiples of window).
+
+    Only what the device itself sends counts: an observation in which it sent nothing (a core host knocking on a
+    camera that never answers) is the peer's behaviour, which the segmentation detector already covers.
+
+    Sensor time only moves forward through close(): an observation older than the last close is folded into the
+    oldest window still open, so each (device, window) pair is emitted at most once.
+    """
+
+    def __init__(self, window: float = WINDOW_SECONDS, max_devices: int = 10_000):
+        if not (window > 0 and math.isfinite(window)):
+            raise ValueError(f"window must be a positive number of seconds, not {window!r}")
+        self.window = float(window)
+        self.max_devices = max_devices
+        self._open: dict[tuple[str, float], _Window] = {}
+        self._devices: dict[str, int] = {}   # device -> open windows, to bound memory by device count
+        self._closed_until = -math.inf
+        self.dropped = 0                      # observations refused because max_devices devices had open windows
+        self._touched: set[tuple[str, float]] = set()   # open windows changed since the last partial()
+
+    def _start(self, ts: float) -> float:
+        return max(math.floor(ts / self.window) * self.window, self._closed_until)
+
+    def _get(self, ip: str, ts: float) -> _Window | None:
+        key = (ip, self._start(ts))
+        acc = self._open.get(key)
+        if acc is None:
+            if ip not in self._devices and len(self._devices) >= self.max_devices:
+                self.dropped += 1
+                return None
+            acc = self._open[key] = _Window()
+            self._devices[ip] = self._devices.get(ip, 0) + 1
+        return acc
+
+    def observe(self, obs, new_flow: bool) -> None:
+        if obs.sent_packets <= 0:
+            return
+        acc = self._get(obs.device.ip, obs.ts)
+        if acc is None:
+            return
+        self._touched.add((obs.device.ip, self._start(obs.ts)))
+        acc.packets += obs.sent_packets
+        acc.bytes += obs.sent_bytes
+        if new_flow:
+            acc.new_flows += 1
+        _add_bounded(acc.peers, obs.peer)
+        _add_bounded(acc.ports, (obs.proto, obs.port))
+        if obs.scope in _EXTERNAL:
+            acc.external_bytes += obs.sent_bytes
+            _add_bounded(acc.external_peers, obs.peer)
+        if _add_bounded(acc.conversations, (obs.peer, obs.proto, obs.port, obs.initiated)) and obs.initiated:
+            acc.initiated += 1
+
+    def dns_query(self, device_ip: str, ts: float) -> None:
+        acc = self._get(device_ip, ts)
+        if acc is not None:
+            acc.dns += 1
+
+    def _emit(self, keys: list[tuple[str, float]]) -> list[tuple[str, float, np.ndarray]]:
+        out = []
+        for key in sorted(keys, key=lambda k: (k[1], k[0])):
+            acc = self._open.pop(key)
+            self._touched.discard(key)
+            ip, start = key
+            left = self._devices[ip] - 1
+            if left:
+                self._devices[ip] = left
+            else:
+                del self._devices[ip]
+            # DNS queries alone open a window, but the query's own flow update carries its packets; a window
+            # with nothing sent has no behaviour to score.
+            if acc.packets > 0:
+                out.append((ip, start, acc.vector()))
+        return out
+
+    def partial(self) -> list[tuple[str, float, np.ndarray]]:
+        """Open windows that changed since the last call, as they stand: lets a detector act before a window
+        ends (a sweep is out of character long before its minute is over)."""
+        out = [(ip, start, self._open[(ip, start)].vector()) for ip, start in self._touched
+               if (ip, start) in self._open and self._open[(ip, start)].packets > 0]
+        self._touched.clear()
+        return out
+
+    def close(self, now: float) -> list[tuple[str, float, np.ndarray]]:
+        """Windows that ended at or before `now`: (device_ip, window_start, feature vector)."""
+        self._closed_until = max(self._closed_until, math.floor(now / self.window) * self.window)
+        return self._emit([k for k in self._open if k[1] + self.window <= now])
+
+    def flush(self) -> list[tuple[str, float, np.ndarray]]:
+        """Everything still open (end of capture), including partial windows."""
+        if self._open:
+            self._closed_until = max(self._closed_until, max(k[1] for k in self._open) + self.window)
+        return self._emit(list(self._open))
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
+def training_summary(rows: list[tuple[str, float, np.ndarray]], captures: list[str],
+                     window: float = WINDOW_SECONDS) -> dict:
+    """The `training` dict for AnomalyModel.train from the rows WindowFeatures emitted."""
+    starts = [r[1] for r in rows]
+    return {
+        "captures": [str(c) for c in captures],
+        "windows": len(rows),
+        "devices": len({r[0] for r in rows}),
+        "start": min(starts) if starts else None,
+        "end": max(starts) + window if starts else None,
+    }

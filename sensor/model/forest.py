@@ -1,0 +1,108 @@
+"""Isolation Forest arithmetic, mirroring sklearn.ensemble._iforest, over trees held as plain numeric arrays.
+
+scikit-learn grows the trees (grow); they are then kept, written and read as the arrays of its tree structure
+(children, split feature, threshold, node sample counts), never pickled, and scored here in numpy. Scores follow the
+original paper, s = 2^(-E[h(x)] / c(n)), in (0, 1]: higher is more anomalous. They equal scikit-learn's
+`-IsolationForest.score_samples(X)` for the same trees.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sensor.model.features import FEATURE_HIGH, N_FEATURES
+
+BACKGROUND_FRACTION = 0.1
+LEAF = -1
+
+
+def average_path_length(n) -> np.ndarray:
+    """c(n): average path length of an unsuccessful BST search among n points, 0 for n <= 1 and 1 for n == 2."""
+    n = np.asarray(n, dtype=np.float64)
+    out = np.zeros(n.shape)
+    big = n > 2
+    out[n == 2] = 1.0
+    out[big] = 2.0 * (np.log(n[big] - 1.0) + np.euler_gamma) - 2.0 * (n[big] - 1.0) / n[big]
+    return out
+
+
+class Tree:
+    __slots__ = ("left", "right", "feature", "threshold", "n_node_samples", "leaf_value", "_safe_feature")
+
+    def __init__(self, left, right, feature, threshold, n_node_samples):
+        self.left = left
+        self.right = right
+        self.feature = feature
+        self.threshold = threshold
+        self.n_node_samples = n_node_samples
+        depth = np.zeros(len(left), dtype=np.int64)
+        level, d = np.array([0]), 1
+        while len(level):
+            depth[level] = d
+            inner = level[left[level] != LEAF]
+            level = np.concatenate((left[inner], right[inner]))
+            d += 1
+        # sklearn's root depth is 1 and it subtracts 1 per tree; the same arithmetic keeps the sums bit-identical.
+        self.leaf_value = depth + average_path_length(n_node_samples) - 1.0
+        self._safe_feature = np.where(left == LEAF, 0, feature)
+
+    def apply(self, x32: np.ndarray) -> np.ndarray:
+        rows = np.arange(len(x32))
+        node = np.zeros(len(x32), dtype=np.int64)
+        while True:
+            child = self.left[node]
+            inner = child != LEAF
+            if not inner.any():
+                return node
+            go_left = x32[rows, self._safe_feature[node]] <= self.threshold[node]
+            node = np.where(inner, np.where(go_left, child, self.right[node]), node)
+
+    def as_json(self) -> dict:
+        return {"children_left": self.left.tolist(), "children_right": self.right.tolist(),
+                "feature": self.feature.tolist(), "threshold": self.threshold.tolist(),
+                "n_node_samples": self.n_node_samples.tolist()}
+
+
+def reference_background(count: int, random_state: int) -> np.ndarray:
+    """Points drawn uniformly from the feature domain box [0, FEATURE_HIGH], added to the training windows when the
+    trees are grown.
+
+    An Isolation Forest only splits inside the range of the samples in a node, so without them a value beyond
+    anything seen in training lands with the training extreme and scores no higher, and a feature that never varied
+    in training (the external peers of a camera that always talks to the same one cloud server) cannot flag
+    anything. The sparse background gives the trees splits out there, between the normal windows and the rest of
+    the domain.
+    """
+    rng = np.random.default_rng(random_state)
+    return rng.uniform(0.0, 1.0, (count, N_FEATURES)) * FEATURE_HIGH
+
+
+def forest_scores(trees: list[Tree], max_samples: int, vectors: np.ndarray) -> np.ndarray:
+    # Trees were grown on float32 data (sklearn casts), and its thresholds sit between float32 values: comparing the
+    # float64 input instead could send a value to the other side of a split.
+    x32 = np.ascontiguousarray(vectors, dtype=np.float32)
+    depths = np.zeros(len(x32))
+    for tree in trees:
+        depths += tree.leaf_value[tree.apply(x32)]
+    denominator = len(trees) * float(average_path_length([max_samples])[0])
+    ratio = depths / denominator if denominator != 0 else np.ones_like(depths)
+    return 2.0 ** -ratio
+
+
+def grow(x: np.ndarray, *, n_estimators: int, max_samples: int | str, contamination: float, random_state: int,
+         n_background: int) -> tuple[list[Tree], int]:
+    """Fit scikit-learn's IsolationForest on `x` plus `n_background` reference_background points and export its
+    trees as arrays; returns the trees and the number of samples each tree was grown on."""
+    from sklearn.ensemble import IsolationForest
+
+    forest = IsolationForest(n_estimators=n_estimators, max_samples=max_samples, contamination=contamination,
+                             max_features=1.0, bootstrap=False, random_state=random_state)
+    forest.fit(np.vstack([x, reference_background(n_background, random_state)]) if n_background else x)
+    # With every feature used, sklearn fits each tree on the original columns; anything else would need the
+    # per-tree feature subsets exported too.
+    assert getattr(forest, "_max_features", N_FEATURES) == N_FEATURES
+    trees = [Tree(np.asarray(t.children_left, dtype=np.int64), np.asarray(t.children_right, dtype=np.int64),
+                  np.asarray(t.feature, dtype=np.int64), np.asarray(t.threshold, dtype=np.float64),
+                  np.asarray(t.n_node_samples, dtype=np.int64))
+             for t in (est.tree_ for est in forest.estimators_)]
+    return trees, int(forest.max_samples_)
