@@ -170,6 +170,7 @@ class Soak:
         self.stderr_path = tmp / "camwatch.stderr"
         self.feed_log = tmp / "tcpreplay.log"
         self.cw: subprocess.Popen | None = None
+        self.exited_before_sigterm = False
         self.feed: subprocess.Popen | None = None
         self.pid: int | None = None
         self.dumpcap_pid: int | None = None
@@ -257,6 +258,7 @@ class Soak:
 
     def stop_camwatch(self, timeout: float = 120) -> tuple[int | None, float]:
         started = time.monotonic()
+        self.exited_before_sigterm = self.cw.poll() is not None
         self.cw.send_signal(signal.SIGTERM)
         try:
             rc = self.cw.wait(timeout)
@@ -282,7 +284,11 @@ class Soak:
     def scrape(self) -> tuple[str, float, float, int]:
         """(exposition, seconds the HTTP request took, seconds including the helper's start-up, bytes)."""
         started = time.monotonic()
-        text = sh("ip", "netns", "exec", self.pair.sensor_ns, str(PYTHON), "-c", SCRAPE, self.url, timeout=120)
+        proc = subprocess.run(["ip", "netns", "exec", self.pair.sensor_ns, str(PYTHON), "-c", SCRAPE, self.url],
+                              capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise BenchError((proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1])
+        text = proc.stdout
         wall = time.monotonic() - started
         head, _, body = text.partition("\n")
         _, seconds, size = head.split()
@@ -309,6 +315,14 @@ class Soak:
             except (OSError, KeyError):
                 pass
         row.update(db_mb=file_mb(self.db), wal_mb=file_mb(self.wal) or 0.0, alerts_mb=file_mb(self.alerts))
+        if self.cw.poll() is not None:
+            # Gone already (a Ctrl-C reaches the whole process group): nothing to scrape, and opening its database
+            # now would create the -wal and -shm files whose absence the end of the soak checks.
+            row["errors"] = f"camwatch has exited ({self.cw.returncode})"
+            self.samples.append(row)
+            self.write_row(row)
+            self.progress(row)
+            return row
         try:
             rows = table_rows(self.db)
             self.rows_seen.append(rows)
@@ -446,6 +460,7 @@ class Soak:
             "samples": len(self.samples), "interrupted": interrupted,
             "soak_minutes_sampled": (live[-1]["t_s"] / 60) if live else 0.0,
             "tcpreplay": feed, "camwatch_exit": rc, "stop_seconds": round(stop_seconds, 2),
+            "exited_before_sigterm": self.exited_before_sigterm,
             "final_packets_total": counted, "final_dropped_total": dropped,
             "unaccounted": (feed.get("sent") - counted - dropped) if None not in (feed.get("sent"), counted, dropped)
             else None,
@@ -506,9 +521,9 @@ class Soak:
             ("RSS growth after warm-up", f"{fmt(o.get('rss_growth_mb_per_hour'), '+.2f')} MB/hour (least squares "
                                          f"over {o.get('fit_samples', 0)} samples); anonymous memory "
                                          f"{fmt(o.get('rss_anon_growth_mb_per_hour'), '+.2f')} MB/hour"),
-            ("RSS growth, second half", f"{fmt(o.get('rss_growth_second_half_mb_per_hour'), '+.2f')} MB/hour "
-                                        "(minutes " + "-".join(f"{m:.1f}" for m in o.get("second_half_window_minutes",
-                                                                                          ())) + ")"),
+            ("RSS growth, second half", f"{fmt(o.get('rss_growth_second_half_mb_per_hour'), '+.2f')} MB/hour"
+                                        + (" (minutes {:.1f}-{:.1f})".format(*o["second_half_window_minutes"])
+                                           if "second_half_window_minutes" in o else "")),
             ("open descriptors", f"{o['fds_range'][0]}-{o['fds_range'][1]}" if "fds_range" in o else "-"),
             ("flows active", f"{fmt(o.get('flows_active_min'), ',.0f')}-{fmt(o.get('flows_active_max'), ',.0f')}"),
             ("devices", f"{fmt(o.get('devices_min'), ',.0f')}-{fmt(o.get('devices_max'), ',.0f')}"),
@@ -528,7 +543,9 @@ class Soak:
                                  f"{fmt(o['tcpreplay'].get('pps'), ',.0f')} packets/s"),
             ("counted / dropped", f"{fmt(o['final_packets_total'], ',.0f')} / {fmt(o['final_dropped_total'], ',.0f')}"
                                   f" (unaccounted {fmt(o['unaccounted'], ',.0f')})"),
-            ("camwatch exit", f"{o['camwatch_exit']} after SIGTERM, in {o['stop_seconds']:.1f} s"),
+            ("camwatch exit", f"{o['camwatch_exit']} " + ("(it had stopped on the interrupt itself)"
+                                                          if o["exited_before_sigterm"]
+                                                          else f"after SIGTERM, in {o['stop_seconds']:.1f} s")),
             ("after the clean stop", f"state.db {fmt(o['after_stop'].get('db_mb'), ',.2f')} MB; state.db-wal "
                                      + ("remains, " + fmt(o['after_stop'].get('wal_mb'), ',.2f') + " MB"
                                         if o["after_stop"].get("wal_exists") else "gone")
