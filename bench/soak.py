@@ -63,7 +63,8 @@ sys.stdout.write(body.decode())
 METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$", re.M)
 
 COLUMNS = [
-    "t_s", "phase", "wall", "rss_mb", "hwm_mb", "rss_anon_mb", "fds", "threads", "cpu_pct", "dumpcap_rss_mb",
+    "t_s", "phase", "wall", "rss_mb", "hwm_mb", "rss_anon_mb", "heap_mb", "thread_arenas_mb", "anon_maps_mb",
+    "fds", "threads", "cpu_pct", "dumpcap_rss_mb",
     "db_mb", "wal_mb", "alerts_mb",
     "flows_active", "devices", "external_destinations", "packets_total", "pps", "dropped_total", "lag_s",
     "evictions_total", "evictions",
@@ -80,6 +81,28 @@ def status_fields(pid: int) -> dict[str, int]:
         parts = value.split()
         if parts and parts[0].isdigit():
             out[key] = int(parts[0])
+    return out
+
+
+# glibc gives each thread that mallocs a heap of its own, HEAP_MAX_SIZE (64 MiB on 64-bit) aligned; Python's object
+# arenas, numpy arrays and the capture slabs are the other anonymous mappings.
+THREAD_HEAP_ALIGN = 64 << 20
+MAPPING = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \d+ *(.*)$")
+
+
+def resident_by_kind(pid: int) -> dict[str, float]:
+    """Resident MB of the main malloc heap, of the per-thread malloc heaps, and of the other anonymous mappings
+    (/proc/PID/smaps): which allocator a growth is in."""
+    out = {"heap_mb": 0.0, "thread_arenas_mb": 0.0, "anon_maps_mb": 0.0}
+    kind = None
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = MAPPING.match(line)
+        if head:
+            start, path = int(head[1], 16), head[3]
+            kind = ("heap_mb" if path == "[heap]" else None if path else
+                    "thread_arenas_mb" if start % THREAD_HEAP_ALIGN == 0 else "anon_maps_mb")
+        elif kind and line.startswith("Rss:"):
+            out[kind] += int(line.split()[1]) * 1024 / MB
     return out
 
 
@@ -303,6 +326,7 @@ class Soak:
             row.update(rss_mb=st["VmRSS"] * 1024 / MB, hwm_mb=st["VmHWM"] * 1024 / MB,
                        rss_anon_mb=st.get("RssAnon", 0) * 1024 / MB, threads=st.get("Threads"),
                        fds=len(os.listdir(f"/proc/{self.pid}/fd")))
+            row.update(resident_by_kind(self.pid))
             now, cpu = time.monotonic(), cpu_seconds(self.pid)
             if self._last_cpu:
                 row["cpu_pct"] = 100 * (cpu - self._last_cpu[1]) / max(now - self._last_cpu[0], 1e-9)
@@ -375,7 +399,8 @@ class Soak:
     def progress(r: dict) -> None:
         rows = " ".join(f"{k[5:]}={v:,}" for k, v in sorted(r.items()) if k.startswith("rows_") and k != "rows_meta")
         print(f"{r['t_s'] / 60:6.1f} min {r['phase']:<7} rss {fmt(r.get('rss_mb'))} MB (hwm {fmt(r.get('hwm_mb'))}) "
-              f"fds {fmt(r.get('fds'), 'd')} cpu {fmt(r.get('cpu_pct'), '.0f')}% | "
+              f"[heap {fmt(r.get('heap_mb'))} threads {fmt(r.get('thread_arenas_mb'))} "
+              f"anon {fmt(r.get('anon_maps_mb'))}] fds {fmt(r.get('fds'), 'd')} cpu {fmt(r.get('cpu_pct'), '.0f')}% | "
               f"flows {fmt(r.get('flows_active'), ',.0f')} devices {fmt(r.get('devices'), ',.0f')} "
               f"pps {fmt(r.get('pps'), ',.0f')} drops {fmt(r.get('dropped_total'), ',.0f')} "
               f"lag {fmt(r.get('lag_s'), '.2f')} s evictions {fmt(r.get('evictions_total'), ',.0f')} "
@@ -479,6 +504,9 @@ class Soak:
                 "rss_min_after_warmup_mb": min(s["rss_mb"] for s in soak),
                 "rss_max_after_warmup_mb": max(s["rss_mb"] for s in soak),
                 "rss_growth_mb_per_hour": slope, "rss_anon_growth_mb_per_hour": anon_slope,
+                **{f"{kind}_growth_per_hour": least_squares([(s["t_s"] / 3600, s[kind]) for s in soak])[0]
+                   for kind in ("heap_mb", "thread_arenas_mb", "anon_maps_mb")
+                   if len(soak) > 1 and all(s.get(kind) is not None for s in soak)},
                 "hwm_end_mb": last["hwm_mb"],
                 "fit_window_minutes": (first["t_s"] / 60, last["t_s"] / 60), "fit_samples": len(soak),
             })
@@ -521,6 +549,11 @@ class Soak:
             ("RSS growth after warm-up", f"{fmt(o.get('rss_growth_mb_per_hour'), '+.2f')} MB/hour (least squares "
                                          f"over {o.get('fit_samples', 0)} samples); anonymous memory "
                                          f"{fmt(o.get('rss_anon_growth_mb_per_hour'), '+.2f')} MB/hour"),
+            ("growth by allocator", ", ".join(f"{label} {fmt(o.get(key + '_growth_per_hour'), '+.2f')}"
+                                              for label, key in (("main heap", "heap_mb"),
+                                                                 ("thread heaps", "thread_arenas_mb"),
+                                                                 ("other anonymous", "anon_maps_mb")))
+                                    + " MB/hour"),
             ("RSS growth, second half", f"{fmt(o.get('rss_growth_second_half_mb_per_hour'), '+.2f')} MB/hour"
                                         + (" (minutes {:.1f}-{:.1f})".format(*o["second_half_window_minutes"])
                                            if "second_half_window_minutes" in o else "")),

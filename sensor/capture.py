@@ -35,6 +35,7 @@ PCAPNG_SHB = 0x0A0D0D0A
 MAX_BLOCK_BYTES = MAX_RECORD_BYTES + (64 << 10)
 _NG_HEADER = {"<": struct.Struct("<II"), ">": struct.Struct(">II")}   # block type, block length
 # The shortest block of each type the reader looks inside: header and trailer (12 bytes) plus its fixed fields.
+_NG_BYTE_ORDER = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}   # a section header's magic, as read
 _NG_MIN_BLOCK = {PCAPNG_SHB: 28, 1: 20, 2: 32, 3: 16, 6: 32}
 _NG_BLOCK_NAME = {PCAPNG_SHB: "section header", 1: "interface description", 2: "packet", 3: "simple packet",
                   6: "enhanced packet"}
@@ -313,89 +314,100 @@ class CaptureReader:
 
     # C901 debt, complexity 20 (limit 15, pyproject.toml [tool.ruff.lint.mccabe]): one branch per pcapng block
     # kind in the record walk's hot loop; split it before it grows.
-    def _parse_pcapng(self, data: bytes | memoryview, out: _Records) -> tuple[int, int]:  # noqa: C901
+    def _parse_pcapng(self, data: bytes | memoryview, out: _Records) -> tuple[int, int]:
         end = len(data)
         pos = 0
         need = 0
-        e = self._ng_endian
-        header = _NG_HEADER[e]
         while pos + 8 <= end:
-            btype, blen = header.unpack_from(data, pos)
-            if btype == PCAPNG_SHB:
-                # The section's byte order, which its length is written in, follows the length.
-                if pos + 12 > end:
-                    need = 12
-                    break
-                bom = data[pos + 8:pos + 12]
-                if bom == b"\x4d\x3c\x2b\x1a":
-                    e = "<"
-                elif bom == b"\x1a\x2b\x3c\x4d":
-                    e = ">"
-                else:
-                    self._fail("pcapng section header with bad byte-order magic", pos)
-                    break
-                self._ng_endian = e
-                header = _NG_HEADER[e]
-                blen = header.unpack_from(data, pos)[1]
-            # Checked before the length is used for anything, including sizing the read of the rest of the block.
-            if blen < 12 or blen % 4 or blen > MAX_BLOCK_BYTES:
-                self._fail(f"absurd pcapng block length {blen}", pos)
+            block = self._ng_block_at(data, pos, end)
+            if isinstance(block, int):
+                need = block
                 break
-            if blen < _NG_MIN_BLOCK.get(btype, 12):
-                self._fail(f"pcapng {_NG_BLOCK_NAME[btype]} block of {blen} bytes is too short for its fields", pos)
+            btype, blen = block if isinstance(block, tuple) else (0, 0)
+            problem = block if isinstance(block, str) else self._ng_take(btype, blen, data, pos, out)
+            if problem is not None:
+                self._fail(problem, pos)
                 break
-            if pos + blen > end:
-                need = blen
-                break
-            if header.unpack_from(data, pos + blen - 8)[1] != blen:
-                self._fail(f"pcapng block length {blen} does not match the copy at the block's end", pos)
-                break
-            body = pos + 8
-            if btype == PCAPNG_SHB:
-                self._ng_ifaces = []
-            elif btype == 1:
-                iface = self._idb(data, body, pos + blen - 4)
-                if isinstance(iface, str):
-                    self._fail(iface, pos)
-                    break
-                self._ng_ifaces.append(iface)
-            elif btype in (6, 2):
-                if btype == 6:
-                    iface, hi, lo, caplen, wirelen = struct.unpack_from(e + "IIIII", data, body)
-                    frame = body + 20
-                else:
-                    iface, _drops, hi, lo, caplen, wirelen = struct.unpack_from(e + "HHIIII", data, body)
-                    frame = body + 20
-                if iface >= len(self._ng_ifaces):
-                    self._fail(f"packet for undeclared interface {iface}", pos)
-                    break
-                if frame + caplen > pos + blen - 4:
-                    self._fail(f"packet length {caplen} exceeds its block", pos)
-                    break
-                linktype, scale, offset, _snap = self._ng_ifaces[iface]
-                out.offsets.append(frame)
-                out.caplen.append(caplen)
-                out.wirelen.append(max(wirelen, caplen))
-                out.ts.append(((hi << 32) | lo) * scale + offset)
-                self._last_ts = out.ts[-1]
-                out.linktype.append(linktype)
-            elif btype == 3:
-                if not self._ng_ifaces:
-                    self._fail("simple packet before any interface", pos)
-                    break
-                wirelen = struct.unpack_from(e + "I", data, body)[0]
-                linktype, _scale, _offset, snap = self._ng_ifaces[0]
-                caplen = min(wirelen, blen - 16, snap or wirelen)
-                out.offsets.append(body + 4)
-                out.caplen.append(caplen)
-                out.wirelen.append(wirelen)
-                # Simple packet blocks carry no timestamp: reuse the previous packet's.
-                out.ts.append(out.ts[-1] if out.ts else self._last_ts)
-                out.linktype.append(linktype)
             pos += blen
         if pos < end and not need and self._pending is None:
             need = 12   # a block header cut short: all that is known is that a block is at least this long
         return pos, need
+
+    def _ng_block_at(self, data: bytes | memoryview, pos: int, end: int) -> tuple[int, int] | int | str:
+        """The type and length of the block at pos once all of it is in data and its lengths are sane; else the
+        bytes it needs to be whole, or what is wrong with it. A section header switches the byte order first."""
+        btype, blen = _NG_HEADER[self._ng_endian].unpack_from(data, pos)
+        if btype == PCAPNG_SHB:
+            # The section's byte order, which its length is written in, follows the length.
+            if pos + 12 > end:
+                return 12
+            endian = _NG_BYTE_ORDER.get(bytes(data[pos + 8:pos + 12]))
+            if endian is None:
+                return "pcapng section header with bad byte-order magic"
+            self._ng_endian = endian
+            blen = _NG_HEADER[endian].unpack_from(data, pos)[1]
+        # Checked before the length is used for anything, including sizing the read of the rest of the block.
+        if blen < 12 or blen % 4 or blen > MAX_BLOCK_BYTES:
+            return f"absurd pcapng block length {blen}"
+        if blen < _NG_MIN_BLOCK.get(btype, 12):
+            return f"pcapng {_NG_BLOCK_NAME[btype]} block of {blen} bytes is too short for its fields"
+        if pos + blen > end:
+            return blen
+        if _NG_HEADER[self._ng_endian].unpack_from(data, pos + blen - 8)[1] != blen:
+            return f"pcapng block length {blen} does not match the copy at the block's end"
+        return btype, blen
+
+    def _ng_take(self, btype: int, blen: int, data: bytes | memoryview, pos: int, out: _Records) -> str | None:
+        """Take in one whole block: interfaces into the section's table, packets into out (other blocks are
+        skipped). What is wrong with it, if anything."""
+        body = pos + 8
+        if btype == PCAPNG_SHB:
+            self._ng_ifaces = []
+        elif btype == 1:
+            iface = self._idb(data, body, pos + blen - 4)
+            if isinstance(iface, str):
+                return iface
+            self._ng_ifaces.append(iface)
+        elif btype == 6 or btype == 2:
+            return self._ng_packet(btype, data, pos, blen, out)
+        elif btype == 3:
+            return self._ng_simple_packet(data, pos, blen, out)
+        return None
+
+    def _ng_packet(self, btype: int, data: bytes | memoryview, pos: int, blen: int, out: _Records) -> str | None:
+        """An enhanced packet block (6) or an obsolete packet block (2), whose drops count is ignored."""
+        body = pos + 8
+        if btype == 6:
+            iface, hi, lo, caplen, wirelen = struct.unpack_from(self._ng_endian + "IIIII", data, body)
+        else:
+            iface, _drops, hi, lo, caplen, wirelen = struct.unpack_from(self._ng_endian + "HHIIII", data, body)
+        frame = body + 20
+        if iface >= len(self._ng_ifaces):
+            return f"packet for undeclared interface {iface}"
+        if frame + caplen > pos + blen - 4:
+            return f"packet length {caplen} exceeds its block"
+        linktype, scale, offset, _snap = self._ng_ifaces[iface]
+        out.offsets.append(frame)
+        out.caplen.append(caplen)
+        out.wirelen.append(max(wirelen, caplen))
+        out.ts.append(((hi << 32) | lo) * scale + offset)
+        self._last_ts = out.ts[-1]
+        out.linktype.append(linktype)
+        return None
+
+    def _ng_simple_packet(self, data: bytes | memoryview, pos: int, blen: int, out: _Records) -> str | None:
+        if not self._ng_ifaces:
+            return "simple packet before any interface"
+        wirelen = struct.unpack_from(self._ng_endian + "I", data, pos + 8)[0]
+        linktype, _scale, _offset, snap = self._ng_ifaces[0]
+        caplen = min(wirelen, blen - 16, snap or wirelen)
+        out.offsets.append(pos + 12)
+        out.caplen.append(caplen)
+        out.wirelen.append(wirelen)
+        # Simple packet blocks carry no timestamp: reuse the previous packet's.
+        out.ts.append(out.ts[-1] if out.ts else self._last_ts)
+        out.linktype.append(linktype)
+        return None
 
     def _idb(self, data: bytes | memoryview, body: int, end: int) -> tuple[int, float, float, int] | str:
         """An interface description block's fields, or what is wrong with it."""
