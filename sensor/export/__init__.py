@@ -1,0 +1,53 @@
+"""Export stage: Prometheus metrics, the alert log, and the HTTP endpoint serving /metrics, /inventory, /healthz
+and /readyz.
+
+Nothing on the packet path touches prometheus_client: at scrape time `snapshot.take_snapshot` copies the sensor's
+own counters under its lock, and the collectors in `collectors` render that copy, so instrumentation costs nothing
+per packet.
+
+    snapshot.py    SensorSnapshot, and take_snapshot: the one reader of the sensor's internals
+    collectors.py  small prometheus_client collectors over a snapshot; SensorCollector runs them all from one
+    server.py      the HTTP endpoint (prometheus_client's server, with camwatch's routes and TLS)
+    auth.py        basic auth with pbkdf2 hashes
+    alert_log.py   alert JSON lines
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, write_to_textfile
+
+from sensor.errors import CamwatchError
+from sensor.export.alert_log import AlertLog
+from sensor.export.auth import PBKDF2_ITERATIONS, BasicAuth, hash_password, verify_password
+from sensor.export.collectors import SensorCollector
+from sensor.export.server import DEFAULT_METRICS_ADDRESS, MetricsServer, parse_listen
+from sensor.export.snapshot import TOP_DESTINATIONS, SensorSnapshot, take_snapshot
+
+if TYPE_CHECKING:
+    from sensor.pipeline import Sensor
+
+__all__ = [
+    "DEFAULT_METRICS_ADDRESS", "DETECTORS", "PBKDF2_ITERATIONS", "TOP_DESTINATIONS", "AlertLog", "BasicAuth",
+    "MetricsServer", "SensorCollector", "SensorSnapshot", "build_registry", "hash_password", "parse_listen",
+    "take_snapshot", "verify_password", "write_metrics_file",
+]
+
+DETECTORS = ("egress_policy", "segmentation", "vendor_cloud", "hardcoded_infra", "video_egress", "beaconing",
+             "new_destination", "anomaly")
+
+
+def build_registry(sensor: Sensor) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SensorCollector(sensor, DETECTORS))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
+
+
+def write_metrics_file(registry: CollectorRegistry, path: str) -> None:
+    try:
+        write_to_textfile(path, registry)
+    except OSError as exc:
+        raise CamwatchError(f"{path}: cannot write metrics: {exc.strerror}") from None
