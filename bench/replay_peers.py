@@ -86,10 +86,13 @@ def w_camwatch(path: str) -> dict:
 
     sensor = Sensor(Config(), on_alert=None)   # built before the clock: loading Wireshark's manuf is start-up
     try:
-        from sensor.cli import tune_garbage_collector
-    except ImportError:   # a --camwatch-src from before the CLI tuned the collector
-        pass
-    else:
+        from sensor.cli.loop import tune_garbage_collector
+    except ImportError:
+        try:   # a --camwatch-src from before the CLI was a package
+            from sensor.cli import tune_garbage_collector
+        except ImportError:   # or from before it tuned the collector
+            tune_garbage_collector = None
+    if tune_garbage_collector is not None:
         tune_garbage_collector()   # as `camwatch replay` and `camwatch run` do
     t = _start()
     reader, _size = open_file(path)

@@ -56,7 +56,7 @@ def outputs(case: Case) -> dict:
     """What camwatch replay would write for this case: alert lines, the metrics exposition, the inventory."""
     from prometheus_client import generate_latest
 
-    from sensor.cli import replay_into
+    from sensor.cli.loop import replay_into
     from sensor.config import load_config
     from sensor.export import build_registry
     from sensor.model import AnomalyModel

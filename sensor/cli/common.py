@@ -1,0 +1,65 @@
+"""What several commands share: exit codes, the parser class, the output options, and small helpers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from sensor.config import Config
+from sensor.errors import CamwatchError
+from sensor.export import DEFAULT_METRICS_ADDRESS, parse_listen
+from sensor.model import AnomalyModel
+
+EXIT_OK, EXIT_CAPTURE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageParser(argparse.ArgumentParser):
+    """argparse with camwatch's usage errors: one line and exit 2, like every other usage error."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"camwatch: {message} (see camwatch {self.prog.split()[-1]} --help)\n"
+                  if " " in self.prog else f"camwatch: {message} (see camwatch --help)\n")
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the commands that run the whole sensor (replay and run)."""
+    parser.add_argument("--config", metavar="FILE", help="camwatch.toml (default: zero-config)")
+    parser.add_argument("--alerts", metavar="FILE", default="-",
+                        help="write alert JSON lines here; '-' is stdout (default)")
+    parser.add_argument("--metrics-out", metavar="FILE", help="write the final Prometheus text exposition here")
+    parser.add_argument("--serve", metavar="ADDR:PORT",
+                        help=f"serve /metrics, /healthz, /readyz (e.g. {DEFAULT_METRICS_ADDRESS[0]}:"
+                             f"{DEFAULT_METRICS_ADDRESS[1]})")
+    parser.add_argument("--quiet", action="store_true", help="no summary or progress on stderr")
+    parser.add_argument("--model", metavar="FILE", help="learned baseline (models/NAME.json) for the anomaly detector")
+
+
+def metrics_listen(args: argparse.Namespace, config: Config) -> tuple[str, int] | None:
+    """--serve wins over the config's metrics.listen; neither means no HTTP endpoint."""
+    value = args.serve or config.metrics.listen
+    return parse_listen(value) if value else None
+
+
+def load_model(args: argparse.Namespace) -> AnomalyModel | None:
+    return AnomalyModel.load(args.model) if args.model else None
+
+
+def require_files(paths: Iterable[str], *, regular: bool = False) -> None:
+    """Refuse a missing capture before anything is opened or written. `regular` also names what exists but is not
+    a regular file (a directory, a device), which replay, unlike inspect, tells apart."""
+    for path in paths:
+        if not Path(path).is_file():
+            missing = not regular or not Path(path).exists()
+            raise CamwatchError(f"{path}: no such file" if missing else f"{path}: not a regular file")
+
+
+def report_errors(messages: Iterable[str]) -> None:
+    for message in messages:
+        sys.stderr.write(f"camwatch: error: {message}\n")
+
+
+def format_address(address: tuple) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

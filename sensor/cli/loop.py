@@ -1,0 +1,238 @@
+"""The one loop that feeds the sensor, for `camwatch replay` (capture files) and `camwatch run` (dumpcap's pipe),
+and what both need around it: signals, the alert log, the metrics and their endpoint, pacing, progress, the
+summary, and closing everything in order. `replay_into` is the same file reading without any of that, for the
+commands that only want the sensor's result (inventory, eval, train)."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Generator, Sequence
+from typing import Protocol
+
+from sensor.capture import Batch, open_file
+from sensor.config import Config
+from sensor.errors import CaptureError
+from sensor.export import AlertLog, MetricsServer, build_registry, write_metrics_file
+from sensor.model import AnomalyModel
+from sensor.pipeline import Sensor
+
+from .common import format_address
+
+
+class Source(Protocol):
+    """Where the loop's packets come from."""
+
+    # Called with each packet's capture time before it is processed; None for as fast as possible.
+    pace: Callable[[float], None] | None
+    # One line per capture that could not be read to its end; the loop carries on without it.
+    failures: list[str]
+
+    def batches(self) -> Generator[Batch, None, None]:
+        """Batches in capture order; an empty batch is an idle tick with no packets."""
+        ...
+
+    def close(self) -> None:
+        """Once the loop has ended, however it ended."""
+        ...
+
+
+class Pacer:
+    """Replays at `speed` times capture time, measured from the first packet."""
+
+    def __init__(self, speed: float, stop: threading.Event):
+        self.speed = speed
+        self.stop = stop
+        self.origin: tuple[float, float] | None = None  # (capture ts, wall clock)
+
+    def __call__(self, ts: float) -> None:
+        if self.origin is None:
+            self.origin = (ts, time.monotonic())
+            return
+        due = self.origin[1] + (ts - self.origin[0]) / self.speed
+        delay = due - time.monotonic()
+        if delay > 0:
+            self.stop.wait(delay)
+
+
+class Progress:
+    """A one-line progress indicator on a terminal; silent when stderr is not a TTY."""
+
+    def __init__(self, total_bytes: int, enabled: bool):
+        self.total = max(total_bytes, 1)
+        self.enabled = enabled and sys.stderr.isatty()
+        self.last = 0.0
+
+    def update(self, done_bytes: int, packets: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.last < 0.2:
+            return
+        self.last = now
+        pct = min(100.0, 100.0 * done_bytes / self.total)
+        bar = "#" * int(pct / 4)
+        sys.stderr.write(f"\r[{bar:<25}] {pct:5.1f}%  {packets:,} packets")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+            sys.stderr.flush()
+
+
+class CaptureFiles:
+    """Capture files read in order as one stream. A file that cannot be read to its end is a failure, and the
+    files after it are still read: everything before a fault counts."""
+
+    def __init__(self, paths: Sequence[str], stop: threading.Event | None = None,
+                 pace: Callable[[float], None] | None = None, packets: Callable[[], int] | None = None):
+        """`stop` ends the stream after the current batch; `packets`, the count processed so far, turns on the
+        progress bar."""
+        self.paths = paths
+        self.stop = stop
+        self.pace = pace
+        self.packets = packets
+        self.failures: list[str] = []
+
+    def batches(self) -> Generator[Batch, None, None]:
+        for path in self.paths:
+            if self._stopped():
+                break
+            reader, size = open_file(path)
+            progress = Progress(size, self.packets is not None)
+            try:
+                for batch in reader:
+                    yield batch
+                    progress.update(reader.bytes_consumed, self.packets() if self.packets else 0)
+                    if self._stopped():
+                        break
+            except CaptureError as exc:
+                self.failures.append(str(exc))
+            finally:
+                reader.close()
+                progress.done()
+
+    def _stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def close(self) -> None:
+        pass
+
+
+def replay_into(sensor: Sensor, paths: list[str]) -> list[str]:
+    """Process capture files in order; returns the one-line errors of files that could not be read to the end."""
+    files = CaptureFiles(paths)
+    for batch in files.batches():
+        sensor.process(batch)
+    sensor.finish()
+    sensor.close()
+    return files.failures
+
+
+def tune_garbage_collector() -> None:
+    """Once the sensor is built. Every new flow allocates a few objects and almost none form reference cycles, yet
+    CPython's default (a young collection every 700 allocations, a full one every 100 young ones) had the collector
+    walk the whole flow table and the start-up tables over and over under a flood of new flows: a third of the
+    time. The start-up objects (Wireshark's manuf table, the indicators) are frozen out of collection and young
+    collections run every 20,000 allocations; a million-flow flood runs ~1.4x faster in the same memory
+    (docs/benchmarks.md)."""
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 10)
+
+
+def install_stop_handlers(stop: threading.Event) -> None:
+    def handler(signum, frame):
+        stop.set()
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def print_summary(sensor: Sensor, elapsed: float, files: int | None = None) -> None:
+    s = sensor.summary()
+    alerts = s["alerts"]
+    total_alerts = sum(alerts.values())
+    by_type = ", ".join(f"{k}: {v}" for k, v in sorted(alerts.items())) or "none"
+    rate = s["packets"] / elapsed if elapsed > 0 else 0.0
+    source = f" from {files} file{'s' if files != 1 else ''}" if files is not None else ""
+    lines = [
+        f"camwatch: {s['packets']:,} packets ({s['bytes']:,} bytes){source} in {elapsed:.2f} s"
+        f" ({rate:,.0f} packets/s)",
+        f"  non-IP packets:        {s['non_ip_packets']:,}   decode errors: {s['decode_errors']:,}",
+        f"  flows:                 {s['flows']:,}",
+        f"  devices:               {s['devices']:,}",
+        f"  external destinations: {s['external_destinations']:,}",
+        f"  alerts:                {total_alerts:,} ({by_type})",
+    ]
+    sys.stderr.write("\n".join(lines) + "\n")
+
+
+class Session:
+    """One replay or live run: the signals that stop it, the alert log, the sensor, its metrics and their HTTP
+    endpoint, and the loop between them."""
+
+    def __init__(self, args: argparse.Namespace, config: Config, model: AnomalyModel | None,
+                 listen: tuple[str, int] | None, *, append_alerts: bool = False,
+                 ready: Callable[[], bool] = lambda: True):
+        self.args = args
+        self.stop = threading.Event()
+        install_stop_handlers(self.stop)
+        self.alerts = AlertLog(args.alerts, append=append_alerts)
+        self.sensor = Sensor(config, on_alert=self.alerts.write, model=model)
+        tune_garbage_collector()
+        self.registry = build_registry(self.sensor)
+        self.elapsed = 0.0
+        try:
+            self.server = (MetricsServer(self.registry, listen, ready=ready, inventory=self.sensor.inventory_snapshot,
+                                         settings=config.metrics) if listen else None)
+        except BaseException:
+            self.alerts.close()
+            raise
+
+    def announce_server(self) -> None:
+        if self.server and not self.args.quiet:
+            sys.stderr.write(f"camwatch: serving metrics on {'https' if self.server.tls else 'http'}://"
+                             f"{format_address(self.server.address)}/metrics\n")
+
+    def abandon(self) -> None:
+        """Before the loop ever ran: a capture that would not start."""
+        self.close_server()
+        self.alerts.close()
+
+    def run(self, source: Source) -> None:
+        """Feed the sensor until the source ends or is stopped, flush it, and close the outputs. The HTTP endpoint
+        stays up: replay goes on serving the final metrics."""
+        started = time.monotonic()
+        batches = source.batches()
+        try:
+            try:
+                for batch in batches:
+                    if len(batch):
+                        self.sensor.process(batch, source.pace)
+                    else:
+                        # Nothing arrived within the live pump's tick: flows still expire, on wall-clock time.
+                        self.sensor.expire(time.time())
+            finally:
+                batches.close()
+                source.close()
+            self.sensor.finish()
+        finally:
+            self.elapsed = time.monotonic() - started
+            self._close_outputs()
+
+    def _close_outputs(self) -> None:
+        """The metrics file written, then the alert log and the state database closed, whatever went before."""
+        try:
+            if self.args.metrics_out:
+                write_metrics_file(self.registry, self.args.metrics_out)
+        finally:
+            self.alerts.close()
+            self.sensor.close()
+
+    def close_server(self) -> None:
+        if self.server:
+            self.server.close()

@@ -1,0 +1,137 @@
+"""`camwatch run`: live capture through dumpcap, until SIGTERM, Ctrl-C or --duration."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections.abc import Callable, Generator
+
+from sensor.capture import Batch
+from sensor.config import load_config
+from sensor.errors import CamwatchError, CaptureError
+from sensor.live import LiveCapture
+from sensor.pipeline import Sensor
+
+from .common import EXIT_CAPTURE, EXIT_OK, add_output_options, load_model, metrics_listen, report_errors
+from .loop import Session, print_summary
+
+
+def register(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser("run", help="capture live from an interface through dumpcap")
+    parser.add_argument("--interface", "-i", required=True, metavar="IFACE")
+    parser.add_argument("--bpf", metavar="FILTER", help="capture filter in libpcap syntax")
+    parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
+    add_output_options(parser)
+    parser.set_defaults(func=run)
+
+
+class LiveSource:
+    """dumpcap's pipe as the loop's source. It asks dumpcap to stop on a signal or at the deadline, and keeps the
+    sensor's capture counters current."""
+
+    pace: Callable[[float], None] | None = None
+
+    def __init__(self, live: LiveCapture, sensor: Sensor, stop: threading.Event, capturing: threading.Event, *,
+                 duration: float | None, watch_interface: bool):
+        self.live = live
+        self.sensor = sensor
+        self.stop = stop
+        self.capturing = capturing
+        self.deadline = time.monotonic() + duration if duration else None
+        self.watch_interface = watch_interface
+        self.interface_read_at = 0.0
+        self.failures: list[str] = []
+        self.stopped_by_us = False
+
+    def batches(self) -> Generator[Batch, None, None]:
+        try:
+            # After a stop request the loop goes on until dumpcap has written out what it captured and closed the
+            # pipe: packets that reached the interface before the signal are counted, not dropped on the floor.
+            for batch in self.live.reader:
+                yield batch
+                self._after_batch()
+        except CaptureError as exc:
+            self.failures.append(str(exc))
+
+    def _after_batch(self) -> None:
+        live = self.live
+        if not live.stopping and (self.stop.is_set() or
+                                  (self.deadline is not None and time.monotonic() >= self.deadline)):
+            live.request_stop()
+        self.sensor.capture_dropped = live.dropped
+        if self.watch_interface and time.monotonic() - self.interface_read_at >= 1.0:
+            self.interface_read_at = time.monotonic()
+            received = live.interface_received()
+            with self.sensor.lock:
+                self.sensor.interface_received = received
+
+    def close(self) -> None:
+        # A service manager stopping the whole cgroup signals dumpcap too, which may then close the pipe before
+        # the loop has seen camwatch's own signal: that is still a requested stop.
+        self.stopped_by_us = self.live.stopping or self.stop.is_set()
+        self.live.stop()
+        # dumpcap reports its drop statistics as it exits, so only now is the count final.
+        with self.sensor.lock:
+            self.sensor.capture_dropped = self.live.dropped
+            if self.watch_interface:
+                self.sensor.interface_received = self.live.interface_received()
+        self.capturing.clear()
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    listen = metrics_listen(args, config)
+    if args.duration is not None and not args.duration > 0:
+        raise CamwatchError(f"--duration {args.duration:g}: expected a positive number of seconds")
+    capturing = threading.Event()
+    # The endpoint starts first: a port already in use is reported before dumpcap starts, and /readyz says
+    # "not ready" until the capture really runs.
+    session = Session(args, config, load_model(args), listen, append_alerts=args.alerts != "-",
+                      ready=capturing.is_set)
+    try:
+        live = LiveCapture(args.interface, args.bpf, buffer_mib=config.capture_buffer_mib)
+    except BaseException:
+        session.abandon()
+        raise
+    capturing.set()
+    session.sensor.live = True
+    if not args.quiet:
+        sys.stderr.write(f"camwatch: capturing on {args.interface} "
+                         f"(kernel capture ring {config.capture_buffer_mib} MiB)\n")
+    session.announce_server()
+    # With a capture filter the interface also counts what the filter leaves out: no comparison to make.
+    source = LiveSource(live, session.sensor, session.stop, capturing, duration=args.duration,
+                        watch_interface=not args.bpf)
+    try:
+        session.run(source)
+    finally:
+        session.close_server()
+    return _report(args, session, live, source)
+
+
+def _report(args: argparse.Namespace, session: Session, live: LiveCapture, source: LiveSource) -> int:
+    """The summary with dumpcap's counts, then the exit code: a capture that ended without being asked fails."""
+    sensor = session.sensor
+    if not args.quiet:
+        print_summary(sensor, session.elapsed)
+        received = live.received
+        sys.stderr.write(f"  capture drops:         {live.dropped:,}"
+                         + (f" (dumpcap received {received:,}, passed on {live.captured:,})"
+                            if received is not None else "")
+                         + (f"; interface drops: {live.interface_dropped:,}" if live.interface_dropped else "")
+                         + "\n")
+    if live.received is not None and live.captured != sensor.packets:
+        # Not expected: the pipe and the reader lose nothing. Said even with --quiet, since it makes every count
+        # of this run suspect.
+        sys.stderr.write(f"camwatch: warning: dumpcap passed on {live.captured:,} packets but camwatch read "
+                         f"{sensor.packets:,}\n")
+    failures = source.failures
+    if not failures and not source.stopped_by_us:
+        # dumpcap closed the pipe without being asked: the interface went away, or someone killed it.
+        failures = [f"capture on {args.interface} ended unexpectedly: {live.error_message()}"]
+    elif not failures and live.killed:
+        failures = ["dumpcap did not stop on SIGTERM and was killed; packets it still held are lost"]
+    report_errors(failures)
+    return EXIT_CAPTURE if failures else EXIT_OK
