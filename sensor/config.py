@@ -1,4 +1,4 @@
-"""camwatch.toml: loading and strict validation.
+"""camwatch.toml: its sections, their keys and defaults (declared once, with sensor.schema), and strict loading.
 
 Every key is checked; an unknown key or a wrong type is a ConfigError naming the key, because a typo in a
 security allowlist must never be silently ignored. Beyond types, whatever a typo could turn into a silent hole is
@@ -12,15 +12,31 @@ from __future__ import annotations
 import base64
 import fnmatch
 import ipaddress
-import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sensor.errors import ConfigError
+from sensor.schema import (
+    COUNT,
+    DAY,
+    FLAG,
+    SECONDS,
+    Choice,
+    Invalid,
+    Kind,
+    Setting,
+    Tables,
+    Text,
+    key_text,
+    load,
+    quoted,
+    section,
+    setting,
+)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -30,13 +46,13 @@ DEFAULT_CAMERA_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100
 
 PROTOCOLS = ("tcp", "udp", "icmp")
 
-DAY = 86400.0
 MAX_TIMEOUT = 30 * DAY            # flow, episode timeouts: longer is a typo (an extra digit), not a policy
 MAX_LEARNING_PERIOD = 365 * DAY
 # Upper bounds that still fit a sensor's memory: ~520 B per flow (docs/benchmarks.md) makes 10M flows ~5 GiB.
 MAX_FLOWS = 10_000_000
 MAX_DEVICES = 1_000_000
 MAX_NAMES = 10_000_000
+MAX_CAPTURE_BUFFER_MIB = 65536    # 64 GiB of kernel ring: beyond any mirror port's need
 MAX_CONFIG_BYTES = 1 << 20        # a camwatch.toml is a few KiB; a pcap or a log passed by mistake is not
 
 # PBKDF2 cost accepted in [metrics] basic_auth. Below the floor a stolen config is cheap to brute-force; above
@@ -75,16 +91,203 @@ def _machine_memory(cgroups: Path = Path("/sys/fs/cgroup"), membership: Path = P
     return min(memory, int(limit)) if limit.isdigit() else memory
 
 
+def _default_capture_ring() -> int:
+    return capture_ring_mib(_machine_memory())
+
+
+# ---- camwatch.toml, section by section -----------------------------------------------------------------------
+# Each section is a dataclass whose fields are its keys (sensor.schema): the key names, kinds, defaults, bounds
+# and doc lines below are the only statement of them. README.md's sample config documents the same keys
+# (tests/test_config_enrich.py holds the two together).
+
 @dataclass(frozen=True)
+class _Networks(Kind):
+    """A list of strict IP networks. `refuse_broad`: every address inside the camera networks is camera-side, so
+    traffic to it is never egress, and a public range there would silence the egress alerts for all of it; a wide
+    core network only makes more alerts."""
+
+    refuse_broad: bool
+
+    def check(self, value: Any, s: Setting, key: str) -> tuple[IPNetwork, ...]:
+        if not isinstance(value, list):
+            raise s.wrong(key)
+        out = []
+        for item in value:
+            if not isinstance(item, str):
+                raise Invalid(f"{key}: every entry must be a CIDR string, not a {type(item).__name__}")
+            net = _network(item, key)
+            if self.refuse_broad and _covers_public_space(net):
+                raise Invalid(f"{key} {quoted(item)} covers public address space wholesale (wider than "
+                              f"/{BROAD_PREFIX[net.version]}): camera-side traffic to it would never be egress")
+            out.append(net)
+        return tuple(out)
+
+    def describe(self, s: Setting) -> str:
+        return "a list of CIDR strings"
+
+
+class _PasswordHashes(Kind):
+    """user = "hash" pairs, checked at load (see parse_password_hash), as sorted (user, hash) pairs."""
+
+    def check(self, value: Any, s: Setting, key: str) -> tuple[tuple[str, str], ...]:
+        if not isinstance(value, dict):
+            raise s.wrong(key)
+        costs = {}
+        for user, hashed in value.items():
+            where = f"{key}.{key_text(user)}"
+            # HTTP basic auth splits user from password at the first colon: such a user could never log in
+            if not user or len(user) > 64 or ":" in user or not user.isprintable():
+                raise Invalid(f"{where}: a user name is 1 to 64 printable characters without ':'")
+            if not isinstance(hashed, str):
+                raise Invalid(f"{where} must be a hash from camwatch hash-password, not a password")
+            try:
+                costs[user] = parse_password_hash(hashed)[0]
+            except ValueError as exc:
+                raise Invalid(f"{where} {exc}") from None
+        # An unknown user name is checked against a decoy hash of this same cost; with mixed costs, the time a
+        # wrong password takes would tell which names exist.
+        if len(set(costs.values())) > 1:
+            first = min(costs)
+            user = min(u for u in costs if costs[u] != costs[first])
+            raise Invalid(f"{key}.{key_text(user)}: every basic_auth hash must use the same iteration count "
+                          f"(found {', '.join(map(str, sorted(set(costs.values()))))}); make them all with "
+                          "camwatch hash-password")
+        return tuple(sorted(value.items()))
+
+    def describe(self, s: Setting) -> str:
+        return 'a table of user = "hash" (from camwatch hash-password)'
+
+
+def _timeout(default: float, doc: str) -> Any:
+    return setting(default, kind=SECONDS, maximum=MAX_TIMEOUT, unit="s", doc=doc)
+
+
+_PATH = Text(nul=False)   # also for listen: whatever reaches the OS must not carry a NUL
+
+
+@dataclass(frozen=True)
+class SensorSettings:
+    name: str = setting("camwatch", kind=Text(max_length=64, printable=True),
+                        doc="the `sensor` label on every metric and alert")
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    camera: tuple[IPNetwork, ...] = setting((), kind=_Networks(refuse_broad=True),
+                                            doc="camera VLAN subnets; empty: the private ranges")
+    core: tuple[IPNetwork, ...] = setting((), kind=_Networks(refuse_broad=False),
+                                          doc="networks cameras must never reach")
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    tcp_idle_timeout: float = _timeout(300.0, "idle TCP flows end")
+    udp_idle_timeout: float = _timeout(60.0, "idle UDP flows end")
+    icmp_idle_timeout: float = _timeout(60.0, "idle ICMP and other flows end")
+    tcp_closed_timeout: float = _timeout(5.0, "after FIN both ways or RST")
+    active_timeout: float = _timeout(1800.0, "long flows are cut and continue as new ones")
+    # Unset in a config file: sized from limits.max_devices (default_max_flows); this is the largest such size.
+    max_flows: int = setting(500_000, kind=COUNT, maximum=MAX_FLOWS,
+                             doc="hard cap; the least recently active flow is evicted")
+
+
+# Without flows.max_flows, the flow table is sized from limits.max_devices: a camera holds a handful of flows, a
+# recorder a few per camera, so 50 per device is generous, and a site that bounds its devices bounds the memory a
+# flood can take (a flow costs ~500 bytes). Between these two, whatever max_devices says.
+FLOWS_PER_DEVICE = 50
+MIN_DEFAULT_FLOWS = 100_000
+
+
+def default_max_flows(max_devices: int) -> int:
+    return max(MIN_DEFAULT_FLOWS, min(FlowSettings.max_flows, FLOWS_PER_DEVICE * max_devices))
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    episode_timeout: float = _timeout(3600.0, "silence that ends an episode; the next activity is a new alert")
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    max_devices: int = setting(10_000, kind=COUNT, maximum=MAX_DEVICES, doc="camera-side devices tracked")
+    max_names: int = setting(100_000, kind=COUNT, maximum=MAX_NAMES, doc="DNS answers remembered (LRU)")
+
+
+@dataclass(frozen=True)
+class DetectSettings:
+    learning_period: float = setting(DAY, kind=SECONDS, maximum=MAX_LEARNING_PERIOD, unit="s",
+                                     doc="new_destination stays quiet for a device's first this long")
+
+
+@dataclass(frozen=True)
+class StateSettings:
+    path: str | None = setting(None, kind=_PATH, expect="a file path",
+                               doc="SQLite file of learned state; unset: in memory only")
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """The HTTP endpoint. Loopback by default: metrics name every camera and where it talks, which is
+    reconnaissance gold; exposing them is a decision, made by setting `listen` (and ideally TLS and auth)."""
+
+    listen: str | None = setting(None, kind=_PATH, doc="ADDR:PORT to serve on; unset: no endpoint")
+    tls_cert: str | None = setting(None, kind=_PATH, doc="server certificate (PEM); with tls_key: HTTPS")
+    tls_key: str | None = setting(None, kind=_PATH, doc="its private key (PEM)")
+    client_ca: str | None = setting(None, kind=_PATH, doc="CA whose client certificates are required (mutual TLS)")
+    basic_auth: tuple[tuple[str, str], ...] = setting((), kind=_PasswordHashes(),
+                                                      doc="user = hash from camwatch hash-password")
+
+    def after_load(self, where: str) -> MetricsSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise Invalid(f"{where}.tls_cert and {where}.tls_key go together")
+        if self.client_ca is not None and self.tls_cert is None:
+            raise Invalid(f"{where}.client_ca needs {where}.tls_cert and {where}.tls_key")
+        return self
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    buffer_mib: int = setting(kind=COUNT, maximum=MAX_CAPTURE_BUFFER_MIB, unit="MiB",
+                              default_factory=_default_capture_ring,
+                              doc="dumpcap's kernel capture ring; default: a sixteenth of memory, 64 to 1024")
+
+
+@dataclass(frozen=True, kw_only=True)
 class AllowRule:
     """One MUD-like allowlist entry: a camera may reach `dst` (network or DNS pattern) on `port`/`proto`."""
 
+    dst: str = setting(kind=Text(), doc="an IP, CIDR or DNS name pattern")
+    allow_all: bool = setting(False, kind=FLAG, doc="acknowledges a rule covering public space wholesale")
+    port: int | None = setting(None, kind=COUNT, maximum=65535, expect="an integer from 1 to 65535",
+                               doc="the flow's service (responder) port")
+    proto: str | None = setting(None, kind=Choice(PROTOCOLS), doc="the flow's protocol")
+    comment: str = setting("", kind=Text(empty=True), doc="why the rule exists")
+    # dst, read: exactly one of the two is set
     dst_network: IPNetwork | None = None
     dst_pattern: str | None = None
-    port: int | None = None
-    proto: str | None = None
-    comment: str = ""
-    allow_all: bool = False    # acknowledged in the config as covering public space wholesale
+
+    def after_load(self, where: str) -> AllowRule:
+        dst, allow_all = self.dst, self.allow_all
+        network = pattern = None
+        # Whatever could be meant as an address is parsed as one, strictly: "10.1.5.300" or "10.1.5.0/33" must
+        # not fall through to a DNS name pattern that silently matches nothing.
+        if "/" in dst or ":" in dst or "%" in dst:
+            network = _network(dst, f"{where}.dst", " (and needs allow_all = true on the rule)")
+            broad = _covers_public_space(network)
+            if broad and not allow_all:
+                raise Invalid(f"{where}.dst {quoted(dst)} covers public address space wholesale (wider than "
+                              f"/{BROAD_PREFIX[network.version]}); if this rule really must allow that much, say "
+                              "so with allow_all = true on it")
+        else:
+            try:
+                network = ipaddress.ip_network(dst)   # a bare address: always one host
+                broad = False
+            except ValueError:
+                pattern, broad = _dns_pattern(dst, where, allow_all)
+        if allow_all and not broad:
+            raise Invalid(f"{where}.allow_all = true, but dst {quoted(dst)} is not a rule that needs it: remove "
+                          "allow_all (it acknowledges /0-like networks and patterns like '*' only)")
+        return replace(self, dst_network=network, dst_pattern=pattern)
 
     def matches(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, name: str | None,
                 port: int | None, proto: str) -> bool:
@@ -103,73 +306,65 @@ def name_matches(pattern: str, name: str) -> bool:
 
 
 @dataclass(frozen=True)
-class FlowSettings:
-    tcp_idle_timeout: float = 300.0
-    udp_idle_timeout: float = 60.0
-    icmp_idle_timeout: float = 60.0
-    tcp_closed_timeout: float = 5.0
-    active_timeout: float = 1800.0
-    max_flows: int = 500_000
-
-
-# Without flows.max_flows, the flow table is sized from limits.max_devices: a camera holds a handful of flows, a
-# recorder a few per camera, so 50 per device is generous, and a site that bounds its devices bounds the memory a
-# flood can take (a flow costs ~500 bytes). Between these two, whatever max_devices says.
-FLOWS_PER_DEVICE = 50
-MIN_DEFAULT_FLOWS = 100_000
-
-
-def default_max_flows(max_devices: int) -> int:
-    return max(MIN_DEFAULT_FLOWS, min(FlowSettings.max_flows, FLOWS_PER_DEVICE * max_devices))
-
-
-@dataclass(frozen=True)
-class MetricsSettings:
-    """The HTTP endpoint. Loopback by default: metrics name every camera and where it talks, which is
-    reconnaissance gold; exposing them is a decision, made by setting `listen` (and ideally TLS and auth)."""
-
-    listen: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    client_ca: str | None = None          # set: clients must present a certificate it signed (mutual TLS)
-    basic_auth: tuple[tuple[str, str], ...] = ()   # (user, pbkdf2 hash from `camwatch hash-password`)
-
-
-@dataclass(frozen=True)
 class Config:
-    sensor_name: str = "camwatch"
-    camera_networks: tuple[IPNetwork, ...] = ()
-    core_networks: tuple[IPNetwork, ...] = ()
-    allow: tuple[AllowRule, ...] = ()
-    flows: FlowSettings = field(default_factory=FlowSettings)
-    episode_timeout: float = 3600.0
-    max_devices: int = 10_000
-    max_names: int = 100_000
-    learning_period: float = 86400.0
-    state_path: str | None = None
-    metrics: MetricsSettings = field(default_factory=MetricsSettings)
-    capture_buffer_mib: int = field(default_factory=lambda: capture_ring_mib(_machine_memory()))
+    """camwatch.toml: one field per section, in the order they are checked. The rest of camwatch reads the
+    properties below (config.episode_timeout, config.max_devices...), so a key can move between sections without
+    touching its readers."""
+
+    sensor: SensorSettings = section(SensorSettings, "who this sensor is")
+    networks: NetworkSettings = section(NetworkSettings, "where the cameras are, and the core networks")
+    flows: FlowSettings = section(FlowSettings, "flow timeouts (Zeek-like) and the flow table's cap")
+    alerts: AlertSettings = section(AlertSettings, "alert episodes")
+    limits: LimitSettings = section(LimitSettings, "memory bounds")
+    detect: DetectSettings = section(DetectSettings, "detector tuning")
+    state: StateSettings = section(StateSettings, "learned state across restarts")
+    metrics: MetricsSettings = section(MetricsSettings, "the HTTP endpoint; see docs/deploy.md before exposing it")
+    capture: CaptureSettings = section(CaptureSettings, "live capture (camwatch run)")
+    allow: tuple[AllowRule, ...] = setting((), kind=Tables(AllowRule), expect="an array of tables: [[allow]]",
+                                           doc="MUD-like allowlist (RFC 8520 in spirit)")
     source: str = "(defaults)"
+
+    @property
+    def sensor_name(self) -> str:
+        return self.sensor.name
+
+    @property
+    def camera_networks(self) -> tuple[IPNetwork, ...]:
+        return self.networks.camera
+
+    @property
+    def core_networks(self) -> tuple[IPNetwork, ...]:
+        return self.networks.core
+
+    @property
+    def episode_timeout(self) -> float:
+        return self.alerts.episode_timeout
+
+    @property
+    def max_devices(self) -> int:
+        return self.limits.max_devices
+
+    @property
+    def max_names(self) -> int:
+        return self.limits.max_names
+
+    @property
+    def learning_period(self) -> float:
+        return self.detect.learning_period
+
+    @property
+    def state_path(self) -> str | None:
+        return self.state.path
+
+    @property
+    def capture_buffer_mib(self) -> int:
+        return self.capture.buffer_mib
 
     @property
     def effective_camera_networks(self) -> tuple[IPNetwork, ...]:
         if self.camera_networks:
             return self.camera_networks
         return tuple(ipaddress.ip_network(n) for n in DEFAULT_CAMERA_NETWORKS)
-
-
-_SCHEMA: dict[str, set[str]] = {
-    "sensor": {"name"},
-    "networks": {"camera", "core"},
-    "flows": set(FlowSettings.__dataclass_fields__),
-    "alerts": {"episode_timeout"},
-    "limits": {"max_devices", "max_names"},
-    "detect": {"learning_period"},
-    "state": {"path"},
-    "metrics": {"listen", "tls_cert", "tls_key", "client_ca", "basic_auth"},
-    "capture": {"buffer_mib"},
-}
-_ALLOW_KEYS = {"dst", "port", "proto", "comment", "allow_all"}
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -209,107 +404,24 @@ def load_config(path: str | Path | None) -> Config:
 
 
 def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
-    def fail(msg: str) -> ConfigError:
-        return ConfigError(f"{source}: {msg}")
-
     try:
-        return _parse(raw, source, fail)
+        config = load(Config, raw)
+    except Invalid as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     except RecursionError:
-        # nothing below walks values recursively; this stays a one-line error if that ever changes
-        raise fail("a value is nested too deeply") from None
+        # nothing in the schema walks values recursively; this stays a one-line error if that ever changes
+        raise ConfigError(f"{source}: a value is nested too deeply") from None
+    if "max_flows" not in raw.get("flows", {}):
+        config = replace(config, flows=replace(config.flows, max_flows=default_max_flows(config.max_devices)))
+    return replace(config, source=source)
 
 
-def _parse(raw: dict[str, Any], source: str, fail) -> Config:
-    for section, value in raw.items():
-        if section == "allow":
-            continue
-        if section not in _SCHEMA:
-            raise fail(f"unknown section [{_name(section)}] (known: {', '.join(sorted([*_SCHEMA, 'allow']))})")
-        if not isinstance(value, dict):
-            raise fail(f"[{section}] must be a table")
-        unknown = set(value) - _SCHEMA[section]
-        if unknown:
-            raise fail(f"unknown key {section}.{_name(sorted(unknown)[0])} "
-                       f"(known: {', '.join(sorted(_SCHEMA[section]))})")
-
-    sensor = raw.get("sensor", {})
-    name = sensor.get("name", "camwatch")
-    if not isinstance(name, str) or not name or len(name) > 64 or not name.isprintable():
-        raise fail("sensor.name must be a non-empty string of at most 64 printable characters")
-
-    networks = raw.get("networks", {})
-    camera = _networks(networks.get("camera", []), "networks.camera", fail, refuse_broad=True)
-    core = _networks(networks.get("core", []), "networks.core", fail, refuse_broad=False)
-
-    flows_raw = raw.get("flows", {})
-    flow_kwargs: dict[str, Any] = {}
-    for key, value in flows_raw.items():
-        if key == "max_flows":
-            flow_kwargs[key] = _positive_int(value, "flows.max_flows", MAX_FLOWS, fail)
-        else:
-            flow_kwargs[key] = _seconds(value, f"flows.{key}", MAX_TIMEOUT, fail)
-
-    alerts = raw.get("alerts", {})
-    episode_timeout = _seconds(alerts.get("episode_timeout", 3600.0), "alerts.episode_timeout", MAX_TIMEOUT, fail)
-    limits = raw.get("limits", {})
-    max_devices = _positive_int(limits.get("max_devices", 10_000), "limits.max_devices", MAX_DEVICES, fail)
-    max_names = _positive_int(limits.get("max_names", 100_000), "limits.max_names", MAX_NAMES, fail)
-
-    flow_kwargs.setdefault("max_flows", default_max_flows(max_devices))
-
-    learning_period = _seconds(raw.get("detect", {}).get("learning_period", 86400.0), "detect.learning_period",
-                               MAX_LEARNING_PERIOD, fail)
-    state_path = raw.get("state", {}).get("path")
-    if state_path is not None and (not isinstance(state_path, str) or not state_path or "\0" in state_path):
-        raise fail("state.path must be a file path")
-
-    metrics = _metrics(raw.get("metrics", {}), fail)
-    capture = raw.get("capture", {})
-    if "buffer_mib" in capture:
-        buffer_mib = _positive_int(capture["buffer_mib"], "capture.buffer_mib", 65536, fail, "MiB (64 GiB)")
-    else:
-        buffer_mib = capture_ring_mib(_machine_memory())
-
-    allow_raw = raw.get("allow", [])
-    if not isinstance(allow_raw, list):
-        raise fail("allow must be an array of tables: [[allow]]")
-    rules = tuple(_allow_rule(entry, i, fail) for i, entry in enumerate(allow_raw, 1))
-
-    return Config(
-        sensor_name=name,
-        camera_networks=camera,
-        core_networks=core,
-        allow=rules,
-        flows=FlowSettings(**flow_kwargs),
-        episode_timeout=episode_timeout,
-        max_devices=max_devices,
-        max_names=max_names,
-        learning_period=learning_period,
-        state_path=state_path,
-        metrics=metrics,
-        capture_buffer_mib=buffer_mib,
-        source=source,
-    )
-
-
-# ---- messages ----------------------------------------------------------------------------------------------
-def _name(key: str) -> str:
-    """A key from the file as it may appear in a one-line message: bare if it is a plain TOML bare key, quoted
-    (newlines and control characters escaped, length capped) if not."""
-    return key if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", key) else _quote(key)
-
-
-def _quote(text: str, limit: int = 80) -> str:
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
-
-
+# ---- the config file's text: naming the key after tomllib refused it -------------------------------------------
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-# C901 debt, complexity 16 (limit 15, pyproject.toml [tool.ruff.lint.mccabe]): a one-pass TOML scanner (strings,
-# comments, brackets); split it before it grows.
-def _deepest_statement(text: str, stop_at: int | None = None) -> tuple[str, int] | None:  # noqa: C901
+def _deepest_statement(text: str, stop_at: int | None = None) -> tuple[str, int] | None:
     """(dotted key, line) of the TOML statement nesting [ and { deepest, or of the statement at offset `stop_at`.
 
     Only for naming the key in an error after tomllib has refused the text: a scan that knows strings, comments
@@ -322,24 +434,14 @@ def _deepest_statement(text: str, stop_at: int | None = None) -> tuple[str, int]
     def dotted() -> str:
         return ".".join(filter(None, (table, key)))
 
-    def shown(name: str) -> str:
-        return name if re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", name) else _quote(name) if name else "(top level)"
-
     while i < n:
         if stop_at is not None and i >= stop_at:
-            return shown(dotted()), line
+            return _shown_key(dotted()), line
         c = text[i]
-        if c in "\"'":
-            quote = c * 3 if text.startswith(c * 3, i) else c
-            j = i + len(quote)
-            while j < n and not text.startswith(quote, j) and (len(quote) == 3 or text[j] != "\n"):
-                j += 2 if c == '"' and text[j] == "\\" else 1
-            line += text.count("\n", i, j)
-            i = j + len(quote)
-            continue
-        if c == "#":
-            i = text.find("\n", i)
-            i = n if i < 0 else i
+        skipped = _skip_string_or_comment(text, i)
+        if skipped is not None:
+            line += text.count("\n", i, skipped)
+            i = skipped
             continue
         if c == "\n":
             line += 1
@@ -362,28 +464,34 @@ def _deepest_statement(text: str, stop_at: int | None = None) -> tuple[str, int]
         i += 1
     if best is None or stop_at is not None:
         return None
-    return shown(best[1]), best[2]
+    return _shown_key(best[1]), best[2]
+
+
+def _skip_string_or_comment(text: str, i: int) -> int | None:
+    """The offset just past the string or comment that starts at `i` (a comment ends before its newline), or None
+    when neither starts there. An unterminated string runs to the end of the text (or of its line)."""
+    c = text[i]
+    if c == "#":
+        end = text.find("\n", i)
+        return len(text) if end < 0 else end
+    if c not in "\"'":
+        return None
+    quote = c * 3 if text.startswith(c * 3, i) else c
+    j, n = i + len(quote), len(text)
+    while j < n and not text.startswith(quote, j) and (len(quote) == 3 or text[j] != "\n"):
+        j += 2 if c == '"' and text[j] == "\\" else 1
+    return j + len(quote)
+
+
+def _shown_key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", name) else quoted(name) if name else "(top level)"
 
 
 # ---- values ------------------------------------------------------------------------------------------------
-def _seconds(value: Any, key: str, maximum: float, fail) -> float:
-    # NaN compares false with everything, so "value <= 0" alone let it through; inf never expires anything
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or (isinstance(value, float) and not math.isfinite(value)) or not 0 < value <= maximum):
-        raise fail(f"{key} must be a positive number of seconds, at most {maximum:.0f} ({maximum / DAY:.0f} days)")
-    return float(value)
-
-
-def _positive_int(value: Any, key: str, maximum: int, fail, unit: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= maximum:
-        raise fail(f"{key} must be a positive integer, at most {maximum}{' ' + unit if unit else ''}")
-    return value
-
-
-def _network(text: str, key: str, fail, broad_hint: str = "") -> IPNetwork:
+def _network(text: str, key: str, broad_hint: str = "") -> IPNetwork:
     """A strict IP network: a typo that still parses with host bits set (10.1.5.10/8) would silently widen it."""
     if "%" in text:
-        raise fail(f"{key} {_quote(text)}: scoped addresses (%zone) are not supported")
+        raise Invalid(f"{key} {quoted(text)}: scoped addresses (%zone) are not supported")
     try:
         return ipaddress.ip_network(text)
     except ValueError:
@@ -391,13 +499,13 @@ def _network(text: str, key: str, fail, broad_hint: str = "") -> IPNetwork:
     try:
         loose = ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise fail(f"{key} {_quote(text)} is not an IP network (an address or CIDR)") from None
+        raise Invalid(f"{key} {quoted(text)} is not an IP network (an address or CIDR)") from None
     host = ipaddress.ip_interface(text).ip
     if _covers_public_space(loose):
-        raise fail(f"{key} {_quote(text)} has host bits set: write {host} for the one host; {loose} would cover "
-                   f"public address space wholesale{broad_hint}")
-    raise fail(f"{key} {_quote(text)} has host bits set: write {loose} for the network, "
-               f"or {host} for the one host")
+        raise Invalid(f"{key} {quoted(text)} has host bits set: write {host} for the one host; {loose} would cover "
+                      f"public address space wholesale{broad_hint}")
+    raise Invalid(f"{key} {quoted(text)} has host bits set: write {loose} for the network, "
+                  f"or {host} for the one host")
 
 
 def _covers_public_space(net: IPNetwork) -> bool:
@@ -406,27 +514,10 @@ def _covers_public_space(net: IPNetwork) -> bool:
         net.version == w.version and net.subnet_of(w) for w in _WIDE_BUT_NOT_PUBLIC)  # type: ignore[arg-type]
 
 
-def _networks(value: Any, key: str, fail, refuse_broad: bool) -> tuple[IPNetwork, ...]:
-    if not isinstance(value, list):
-        raise fail(f"{key} must be a list of CIDR strings")
-    out = []
-    for item in value:
-        if not isinstance(item, str):
-            raise fail(f"{key}: every entry must be a CIDR string, not a {type(item).__name__}")
-        net = _network(item, key, fail)
-        # Every address inside the camera networks is camera-side, so traffic to it is never egress: a public
-        # range here silences the egress alerts for all of it. A wide core network only makes more alerts.
-        if refuse_broad and _covers_public_space(net):
-            raise fail(f"{key} {_quote(item)} covers public address space wholesale (wider than "
-                       f"/{BROAD_PREFIX[net.version]}): camera-side traffic to it would never be egress")
-        out.append(net)
-    return tuple(out)
-
-
 _WILDCARD = re.compile(r"[*?]")
 
 
-def _dns_pattern(dst: str, where: str, allow_all: bool, fail) -> tuple[str, bool]:
+def _dns_pattern(dst: str, where: str, allow_all: bool) -> tuple[str, bool]:
     """A DNS name pattern, lowercased, and whether it is broad enough to need `allow_all`.
 
     A wildcard must be followed by at least two whole literal labels ('*.example.com'): fnmatch's '*' also
@@ -434,74 +525,27 @@ def _dns_pattern(dst: str, where: str, allow_all: bool, fail) -> tuple[str, bool
     allow every name, or a whole TLD."""
     pattern = dst.lower()
     if not re.fullmatch(r"[a-z0-9_*?.-]+", pattern):
-        raise fail(f"{where}.dst {_quote(dst)} is neither an IP/CIDR nor a DNS name pattern (letters, digits, "
-                   "'-', '_', '.', and the wildcards '*' and '?'; internationalised names in punycode)")
+        raise Invalid(f"{where}.dst {quoted(dst)} is neither an IP/CIDR nor a DNS name pattern (letters, digits, "
+                      "'-', '_', '.', and the wildcards '*' and '?'; internationalised names in punycode)")
     body = pattern[:-1] if pattern.endswith(".") else pattern
     labels = body.split(".")
     if "" in labels or len(body) > 253 or any(len(label) > 63 for label in labels):
-        raise fail(f"{where}.dst {_quote(dst)} is not a DNS name pattern (empty label, or a label over 63 "
-                   "characters, or a name over 253)")
+        raise Invalid(f"{where}.dst {quoted(dst)} is not a DNS name pattern (empty label, or a label over 63 "
+                      "characters, or a name over 253)")
     # No top-level domain is all digits: such a name is an address typo, and as a name pattern it would only
     # ever match DNS names, never the address meant.
     if all(re.fullmatch(r"[0-9*?]+", label) for label in labels) and re.search(r"[0-9]", body):
         if _WILDCARD.search(body):
-            raise fail(f"{where}.dst {_quote(dst)} looks like an address with wildcards: write a CIDR, "
-                       "e.g. 10.1.5.0/24")
-        raise fail(f"{where}.dst {_quote(dst)} looks like an IP address or CIDR but is not a valid one")
+            raise Invalid(f"{where}.dst {quoted(dst)} looks like an address with wildcards: write a CIDR, "
+                          "e.g. 10.1.5.0/24")
+        raise Invalid(f"{where}.dst {quoted(dst)} looks like an IP address or CIDR but is not a valid one")
     wild = [i for i, label in enumerate(labels) if _WILDCARD.search(label)]
     broad = bool(wild) and len(labels) - wild[-1] - 1 < 2
     if broad and not allow_all:
-        raise fail(f"{where}.dst {_quote(dst)} is too broad: a wildcard must be followed by at least two whole "
-                   "labels, as in '*.example.com' (so not '*', '*.com' or '*example.com'); if this rule really "
-                   "must allow that much, say so with allow_all = true on it")
+        raise Invalid(f"{where}.dst {quoted(dst)} is too broad: a wildcard must be followed by at least two whole "
+                      "labels, as in '*.example.com' (so not '*', '*.com' or '*example.com'); if this rule really "
+                      "must allow that much, say so with allow_all = true on it")
     return pattern, broad
-
-
-def _allow_rule(entry: Any, index: int, fail) -> AllowRule:
-    where = f"allow[{index}]"
-    if not isinstance(entry, dict):
-        raise fail(f"{where} must be a table")
-    unknown = set(entry) - _ALLOW_KEYS
-    if unknown:
-        raise fail(f"unknown key {where}.{_name(sorted(unknown)[0])} (known: {', '.join(sorted(_ALLOW_KEYS))})")
-    if "dst" not in entry:
-        raise fail(f"{where} needs dst (an IP, CIDR or DNS name pattern)")
-    dst = entry["dst"]
-    if not isinstance(dst, str) or not dst:
-        raise fail(f"{where}.dst must be a non-empty string")
-    allow_all = entry.get("allow_all", False)
-    if not isinstance(allow_all, bool):
-        raise fail(f"{where}.allow_all must be true or false")
-    network = pattern = None
-    # Whatever could be meant as an address is parsed as one, strictly: "10.1.5.300" or "10.1.5.0/33" must not
-    # fall through to a DNS name pattern that silently matches nothing.
-    if "/" in dst or ":" in dst or "%" in dst:
-        network = _network(dst, f"{where}.dst", fail, " (and needs allow_all = true on the rule)")
-        broad = _covers_public_space(network)
-        if broad and not allow_all:
-            raise fail(f"{where}.dst {_quote(dst)} covers public address space wholesale (wider than "
-                       f"/{BROAD_PREFIX[network.version]}); if this rule really must allow that much, say so "
-                       "with allow_all = true on it")
-    else:
-        try:
-            network = ipaddress.ip_network(dst)   # a bare address: always one host
-            broad = False
-        except ValueError:
-            pattern, broad = _dns_pattern(dst, where, allow_all, fail)
-    if allow_all and not broad:
-        raise fail(f"{where}.allow_all = true, but dst {_quote(dst)} is not a rule that needs it: remove "
-                   "allow_all (it acknowledges /0-like networks and patterns like '*' only)")
-    port = entry.get("port")
-    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
-        raise fail(f"{where}.port must be an integer from 1 to 65535")
-    proto = entry.get("proto")
-    if proto is not None and proto not in PROTOCOLS:
-        raise fail(f"{where}.proto must be one of {', '.join(PROTOCOLS)}")
-    comment = entry.get("comment", "")
-    if not isinstance(comment, str):
-        raise fail(f"{where}.comment must be a string")
-    return AllowRule(dst_network=network, dst_pattern=pattern, port=port, proto=proto, comment=comment,
-                     allow_all=allow_all)
 
 
 # ---- metrics -----------------------------------------------------------------------------------------------
@@ -532,38 +576,3 @@ def _base64(text: str) -> bytes | None:
     except ValueError:
         return None
     return raw if base64.b64encode(raw).decode() == text else None   # one spelling per value
-
-
-def _metrics(raw: dict, fail) -> MetricsSettings:
-    for key in ("listen", "tls_cert", "tls_key", "client_ca"):
-        if key in raw and (not isinstance(raw[key], str) or not raw[key] or "\0" in raw[key]):
-            raise fail(f"metrics.{key} must be a non-empty string")
-    if ("tls_cert" in raw) != ("tls_key" in raw):
-        raise fail("metrics.tls_cert and metrics.tls_key go together")
-    if "client_ca" in raw and "tls_cert" not in raw:
-        raise fail("metrics.client_ca needs metrics.tls_cert and metrics.tls_key")
-    users = raw.get("basic_auth", {})
-    if not isinstance(users, dict):
-        raise fail('metrics.basic_auth must be a table of user = "hash" (from camwatch hash-password)')
-    costs = {}
-    for user, hashed in users.items():
-        key = f"metrics.basic_auth.{_name(user)}"
-        # HTTP basic auth splits user from password at the first colon: such a user could never log in
-        if not user or len(user) > 64 or ":" in user or not user.isprintable():
-            raise fail(f"{key}: a user name is 1 to 64 printable characters without ':'")
-        if not isinstance(hashed, str):
-            raise fail(f"{key} must be a hash from camwatch hash-password, not a password")
-        try:
-            costs[user] = parse_password_hash(hashed)[0]
-        except ValueError as exc:
-            raise fail(f"{key} {exc}") from None
-    # An unknown user name is checked against a decoy hash of this same cost; with mixed costs, the time a
-    # wrong password takes would tell which names exist.
-    if len(set(costs.values())) > 1:
-        first = min(costs)
-        user = min(u for u in costs if costs[u] != costs[first])
-        raise fail(f"metrics.basic_auth.{_name(user)}: every basic_auth hash must use the same iteration count "
-                   f"(found {', '.join(map(str, sorted(set(costs.values()))))}); make them all with "
-                   "camwatch hash-password")
-    return MetricsSettings(raw.get("listen"), raw.get("tls_cert"), raw.get("tls_key"), raw.get("client_ca"),
-                           tuple(sorted(users.items())))

@@ -1,16 +1,30 @@
-"""Configuration validation, address scopes, allowlist matching, manufacturer lookup and the name cache."""
+"""Configuration validation and its one schema (with the shipped reference data), address scopes, allowlist
+matching, manufacturer lookup and the name cache."""
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import os
+import re
+import tomllib
 
 import pytest
+from conftest import REPO
 
-from sensor.config import Config, capture_ring_mib, load_config, parse_config
+from sensor.config import (
+    MIN_DEFAULT_FLOWS,
+    Config,
+    capture_ring_mib,
+    default_max_flows,
+    load_config,
+    parse_config,
+)
 from sensor.dissect import DnsMessage
 from sensor.enrich import Classifier, ManufDatabase, NameCache, parse_manuf
-from sensor.errors import ConfigError
+from sensor.errors import CamwatchError, ConfigError
+from sensor.reference_data import COVERED_MAKERS_FILE, INDICATORS_FILE, load_covered_makers, load_indicators
+from sensor.schema import COUNT, SECONDS, Section, keys, load
 
 ip = ipaddress.ip_address
 
@@ -142,3 +156,168 @@ def test_raw_address_scopes_equal_the_ipaddress_rules():
     for a in addresses:
         raw = (b"\x00" * 10 + b"\xff\xff" + a.packed) if a.version == 4 else a.packed
         assert c.scope_of_raw(raw) == c.address_scope(a), a
+
+
+# ---- one schema: the dataclasses state the keys, defaults and bounds; the README documents the same ----------
+def _readme_sample_keys() -> set[str]:
+    """Every key of README.md's sample camwatch.toml, commented-out ones included, as dotted paths."""
+    readme = (REPO / "README.md").read_text()
+    sample = re.search(r"## Configuration: `camwatch.toml`.*?```toml\n(.*?)```", readme, re.S)[1]
+    found, table = set(), ""
+    for line in sample.splitlines():
+        if header := re.match(r"\[\[?([a-z_.]+)\]\]?", line):
+            table = header[1]
+            found.add(table)
+        elif (key := re.match(r"(?:#\s*)?([a-z_]+)\s*=", line)) and table != "metrics.basic_auth":  # user names
+            found.add(f"{table}.{key[1]}")
+    return found
+
+
+def test_the_readme_sample_config_documents_exactly_the_keys_of_the_schema():
+    declared = {key for key, _ in keys(Config)}
+    documented = _readme_sample_keys()
+    assert declared - documented == set(), "declared in sensor/config.py, missing from README.md's sample"
+    assert documented - declared == set(), "in README.md's sample, unknown to sensor/config.py"
+
+
+def test_the_readme_states_the_bound_of_every_number():
+    readme = (REPO / "README.md").read_text()
+    numbers = re.search(r"- \*\*Numbers\.\*\*(.*?)\n- \*\*", readme, re.S)[1]
+    stated = {}
+    for names, bound, days in re.findall(r"((?:`[^`]+`[,)\s]*)+)(?:are )?at most ([0-9,]+)( days)?", numbers):
+        for pattern in re.findall(r"`([^`]+)`", names):
+            stated[pattern] = int(bound.replace(",", "")) * (86400 if days else 1)
+    bounded = {key: s.maximum for key, s in keys(Config) if s.kind in (SECONDS, COUNT) and "." in key
+               and not key.startswith("allow.")}
+    assert bounded
+    for key, maximum in bounded.items():
+        pattern = next((p for p in stated if fnmatch.fnmatchcase(key, p)), None)
+        assert pattern is not None, f"README.md's Numbers does not give the bound of {key}"
+        assert stated[pattern] == maximum, key
+    assert all(any(fnmatch.fnmatchcase(key, p) for key in bounded) for p in stated)
+
+
+def test_defaults_are_stated_once():
+    """An empty config, empty sections and the dataclasses' own defaults are one and the same."""
+    assert parse_config({}, "(defaults)") == Config()
+    sections = {key: s for key, s in keys(Config) if isinstance(s.kind, Section)}
+    assert parse_config({name: {} for name in sections}, "(defaults)") == Config()
+    for name, s in sections.items():
+        assert load(s.kind.schema, {}, name) == s.kind.schema() == getattr(Config(), name)
+    assert Config().flows.max_flows == default_max_flows(Config().max_devices)   # the unset rule agrees
+
+
+def test_every_key_has_a_doc_line_and_every_bound_a_maximum():
+    for key, s in keys(Config):
+        assert s.doc, key
+        if s.kind in (SECONDS, COUNT):
+            assert s.maximum, key
+
+
+def test_the_flat_names_read_their_sections():
+    config = parse_config({"sensor": {"name": "site-a"}, "alerts": {"episode_timeout": 60},
+                           "limits": {"max_devices": 5, "max_names": 7}, "detect": {"learning_period": 9},
+                           "state": {"path": "/x.db"}, "capture": {"buffer_mib": 128},
+                           "networks": {"camera": ["10.20.0.0/24"], "core": ["10.1.0.0/16"]}})
+    assert (config.sensor_name, config.episode_timeout, config.max_devices, config.max_names,
+            config.learning_period, config.state_path, config.capture_buffer_mib) == (
+        "site-a", 60.0, 5, 7, 9.0, "/x.db", 128)
+    assert [str(n) for n in config.camera_networks + config.core_networks] == ["10.20.0.0/24", "10.1.0.0/16"]
+    assert config.flows.max_flows == MIN_DEFAULT_FLOWS    # unset: sized from limits.max_devices
+
+
+# ---- the shipped reference data, through the same schema -------------------------------------------------------
+def _indicators(path=INDICATORS_FILE):
+    return load_indicators(path, pppp_bit=1 << 1, signature_base=8)
+
+
+def test_indicator_file_loads_as_the_toml_says():
+    """Read back against the raw TOML: every field, the prefix signatures in file order, one tag bit each."""
+    raw = tomllib.loads(INDICATORS_FILE.read_text(encoding="utf-8"))
+    found = _indicators()
+    assert found.version == raw["version"]
+    prefixes = [sig["value"].encode() for entry in raw["service"] for sig in entry["signatures"]
+                if sig["kind"] == "prefix"]
+    assert list(found.prefixes) == prefixes and b"DHGET" in prefixes
+    assert [s.id for s in found.services] == [entry["id"] for entry in raw["service"]]
+    for svc, entry in zip(found.services, raw["service"], strict=True):
+        assert svc.name == entry["name"] and svc.makers == tuple(entry["makers"])
+        assert svc.domains == tuple(d.lower() for d in entry["domains"])
+        assert svc.ports == frozenset((p, n) for p, n in entry["ports"])
+        assert svc.sources == tuple(entry["sources"]) and svc.sources
+        bits = 0
+        for sig in entry["signatures"]:
+            bits |= (1 << 1) if sig["kind"] == "cs2_pppp" else 1 << (8 + prefixes.index(sig["value"].encode()))
+        assert svc.signature_bits == bits, svc.id
+    hik = next(s for s in found.services if s.id == "hik-connect")
+    assert ("tcp", 8555) in hik.ports and hik.matches_name("litedev.hik-connect.com")
+
+
+def test_covered_maker_list_loads_as_the_toml_says():
+    raw = tomllib.loads(COVERED_MAKERS_FILE.read_text(encoding="utf-8"))
+    found = load_covered_makers()
+    assert found.version == raw["version"]
+    for maker, entry in zip(found.makers, raw["maker"], strict=True):
+        assert (maker.name, maker.legal_name, maker.basis, maker.reason) == (
+            entry["name"], entry["legal_name"], entry["basis"], entry["reason"])
+        assert [p.pattern for p in maker.manuf] == entry["manuf"]
+        assert [p.pattern for p in maker.banners] == entry.get("banners", [])
+        assert all(p.flags & re.I for p in maker.manuf + maker.banners)
+        assert maker.brands == tuple(entry["brands"]) and maker.sources == tuple(entry["sources"])
+    hikvision = next(m for m in found.makers if m.name == "Hikvision")
+    assert hikvision.manuf[0].search("Prama Hikvision India Private Limited")
+
+
+SERVICE = 'version = "1"\n[[service]]\nid = "x"\nname = "X"\nsources = ["s"]\n'
+BAD_INDICATORS = [
+    (SERVICE + "domain = ['*.x.example']\n", "unknown key service[1].domain"),   # a typo drops nothing silently
+    (SERVICE + 'signatures = [{ kind = "regex" }]\n', "service[1].signatures[1].kind: unknown signature kind"),
+    (SERVICE + 'signatures = [{ kind = "prefix" }]\n', "service[1].signatures[1].value"),
+    (SERVICE + 'signatures = [{ kind = "prefix", value = "TOOLONGPFX" }]\n', "service[1].signatures[1].value"),
+    (SERVICE + 'signatures = [{ kind = "prefix", value = "DH\u00e9" }]\n', "service[1].signatures[1].value"),
+    (SERVICE + 'signatures = [{ kind = "cs2_pppp", value = "x" }]\n', "service[1].signatures[1].value"),
+    (SERVICE + 'ports = [["tcp", 70000]]\n', "service[1].ports[1]"),
+    (SERVICE + 'ports = [["sctp", 80]]\n', "service[1].ports[1]"),
+    (SERVICE + "makers = 'Hikvision'\n", "service[1].makers must be a list of strings"),
+    ('version = "1"\n[[service]]\nid = "x"\nname = "X"\n', "service[1] needs sources"),
+    ('version = "1"\n[[service]]\nid = "x"\nname = "X"\nsources = []\n', "service[1].sources must be a non-empty"),
+    (SERVICE + "signatures = [" + ", ".join(f'{{ kind = "prefix", value = "P{i}" }}' for i in range(49)) + "]\n",
+     "at most 48 prefix signatures"),
+    ('[[service]]\nid = "x"\nname = "X"\nsources = ["s"]\n', "version is missing"),
+    ("not toml [", "invalid indicator file"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD_INDICATORS, ids=[m for _, m in BAD_INDICATORS])
+def test_a_damaged_indicator_file_is_one_line_naming_the_key(tmp_path, text, message):
+    path = tmp_path / "indicators.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(CamwatchError) as caught:
+        _indicators(path)
+    line = str(caught.value)
+    assert line.startswith(f"{path}: invalid indicator file: ") and message in line and "\n" not in line, line
+
+
+MAKER = ('version = "1"\n[[maker]]\nname = "A"\nlegal_name = "A Ltd"\nbasis = "named"\nreason = "r"\n'
+         'sources = ["https://example.org"]\n')
+BAD_MAKERS = [
+    ('version = "x"\n[[maker]]\nname = "A"\n', "maker[1] needs legal_name"),
+    (MAKER + "manuf = ['a(']\n", "maker[1].manuf[1] 'a(' is not a regular expression"),
+    (MAKER + "manuf = ['a']\nbasis2 = 'named'\n", "unknown key maker[1].basis2"),
+    (MAKER.replace('"named"', '"rumour"') + "manuf = ['a']\n", "maker[1].basis must be one of named, prc-nil"),
+    (MAKER + "manuf = []\n", "maker[1] needs a manuf or banners pattern"),
+    (MAKER + "manuf = ['a']\nbanners = 'a'\n", "maker[1].banners must be a list of regular expressions"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD_MAKERS, ids=[m for _, m in BAD_MAKERS])
+def test_a_damaged_covered_maker_list_is_one_line_naming_the_key(tmp_path, text, message):
+    path = tmp_path / "makers.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(CamwatchError) as caught:
+        load_covered_makers(path)
+    line = str(caught.value)
+    assert line.startswith(f"{path}: invalid covered-maker list: ") and message in line and "\n" not in line, line
+    path.write_text("[[maker", encoding="utf-8")
+    with pytest.raises(CamwatchError, match="cannot load the covered-maker list"):
+        load_covered_makers(path)

@@ -27,10 +27,11 @@ import pytest
 from conftest import REPO, SYNTHETIC, alerts_of, camwatch
 from test_metrics_server import free_port, get, pki  # noqa: F401 - pki is a fixture
 
-from sensor.config import parse_config
+from sensor.config import Config, parse_config
 from sensor.enrich import Classifier
 from sensor.errors import ConfigError
 from sensor.export import BasicAuth, hash_password
+from sensor.schema import keys
 
 SITE = SYNTHETIC / "camera_site.pcap"
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl needed to make certificates")
@@ -278,6 +279,29 @@ def test_config_errors_name_the_key_in_process():
     for toml, key in ADDRESSES + ALLOW_EVERYTHING + HASHES + ALL_NUMBERS:
         with pytest.raises(ConfigError, match=re.escape(key)):
             parse_config(tomllib.loads(toml))
+
+
+def _holding(key: str, value) -> tuple[dict, str]:
+    """A config whose schema key `key` holds `value` (an allow rule's other keys valid), and the key's name as an
+    error gives it."""
+    section, _, name = key.partition(".")
+    if not name:
+        return {section: value}, key
+    if section == "allow":
+        rule = {"dst": "a.example.com", name: value}
+        return {"allow": [rule]}, f"allow[1].{name}"
+    return {section: {name: value}}, key
+
+
+@pytest.mark.parametrize("key", [key for key, _ in keys(Config)])
+def test_every_key_of_the_schema_refuses_a_wrong_type_naming_it(key):
+    """Generated from the schema, so a key added there is covered here without a new case."""
+    for wrong in ({"x": {"y": 1}}, [{"x": 1}], float("nan"), float("inf")):
+        raw, shown = _holding(key, wrong)
+        with pytest.raises(ConfigError) as caught:
+            parse_config(raw)
+        line = str(caught.value)
+        assert line.startswith("config: ") and shown in line and "\n" not in line, (wrong, line)
 
 
 # ---- authentication timing --------------------------------------------------------------------------------

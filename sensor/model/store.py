@@ -13,14 +13,17 @@ import math
 import os
 import platform
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from sensor.errors import CamwatchError
 from sensor.model.features import FEATURE_HIGH, FEATURE_SPECS, FEATURES, N_FEATURES, WINDOW_SECONDS
 from sensor.model.forest import BACKGROUND_FRACTION, LEAF, Tree, forest_scores, grow
+from sensor.schema import FLAG, INTEGER, LIST, NUMBER, TABLE, Invalid, Section, Text, load, setting
 
 FORMAT = "camwatch-anomaly-model"
 FORMAT_VERSION = 1
@@ -254,12 +257,10 @@ class AnomalyModel:
 
     # ---- model card -------------------------------------------------------------------------------------
     def card(self) -> str:
-        t = self.training
-        alg = self.algorithm
-        cal = self.calibration
-        env = self.environment
-        captures = t.get("captures") or []
-        span = _span_text(t.get("start"), t.get("end"))
+        """The model card (Markdown): what the model is, what it was trained on, how, and its limits."""
+        return "\n".join(self._card_features() + self._card_training() + self._card_method() + self._card_use())
+
+    def _card_features(self) -> list[str]:
         lines = [
             f"# Model card: {self.name}",
             "",
@@ -281,7 +282,13 @@ class AnomalyModel:
         for i, spec in enumerate(FEATURE_SPECS):
             lines.append(f"| {i} | `{spec.name}` | {spec.meaning} | {stats['min'][i]:.4g} | "
                          f"{stats['median'][i]:.4g} | {stats['max'][i]:.4g} |")
-        lines += [
+        return lines
+
+    def _card_training(self) -> list[str]:
+        t = self.training
+        captures = t.get("captures") or []
+        span = _span_text(t.get("start"), t.get("end"))
+        lines = [
             "",
             "## Training data",
             "",
@@ -296,7 +303,13 @@ class AnomalyModel:
         if (t.get("windows") or 0) < 256:
             lines += ["", f"> Trained on fewer device windows ({t.get('windows')}) than one tree's subsample "
                           "(256): the baseline is thin and scores will be noisy."]
-        lines += [
+        return lines
+
+    def _card_method(self) -> list[str]:
+        alg = self.algorithm
+        cal = self.calibration
+        env = self.environment
+        return [
             "",
             "## Algorithm",
             "",
@@ -330,6 +343,11 @@ class AnomalyModel:
             "",
             f"- Python {env.get('python')}, numpy {env.get('numpy')}, scikit-learn {env.get('scikit-learn')} "
             "(scikit-learn is needed to train, not to score)",
+        ]
+
+    def _card_use(self) -> list[str]:
+        cal = self.calibration
+        return [
             "",
             "## Intended use",
             "",
@@ -356,7 +374,6 @@ class AnomalyModel:
             "- Scores of windows cut short by the start or end of a capture are less reliable.",
             "",
         ]
-        return "\n".join(lines)
 
 
 def _span_text(start, end) -> str:
@@ -390,43 +407,80 @@ def _reject_constant(name: str):
     raise _Invalid(f"not a valid model: contains {name}, which is not a number")
 
 
-def _need(doc: dict, key: str, kind, what: str):
-    if key not in doc:
-        raise _Invalid(f"not a valid model: `{key}` is missing")
-    value = doc[key]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise _Invalid(f"not a valid model: `{key}` must be {what}")
-    return value
+# The model file's fields, declared as camwatch.toml's are (sensor.schema). Its sections carry more metadata than
+# this (the card prints it), so keys beyond these are kept; what is declared here is what the card and the sensor
+# rely on, and the version hash does not cover it.
+@dataclass(frozen=True)
+class _Training:
+    other_keys: ClassVar[bool] = True
+    windows: int = setting(kind=INTEGER, doc="device windows trained on")
 
 
-def _number(doc: dict, key: str) -> float:
-    value = _need(doc, key, (int, float), "a number")
-    if not math.isfinite(value):
-        raise _Invalid(f"not a valid model: `{key}` must be finite")
-    return float(value)
+@dataclass(frozen=True)
+class _Calibration:
+    other_keys: ClassVar[bool] = True
+    quantile: float = setting(kind=NUMBER, doc="quantile of the training scores taken as the threshold")
+    contamination: float = setting(kind=NUMBER, doc="share of training windows expected above the threshold")
+    training_windows: int = setting(kind=INTEGER, doc="windows the threshold was calibrated on")
+    flagged_training_windows: int = setting(kind=INTEGER, doc="of those, the ones scoring above it")
 
 
-_NUMBER = (int, float)
-# What the card and the sensor read from these sections; the version hash does not cover them.
-_SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "algorithm": {"n_estimators": int, "max_samples_used": int, "max_features": _NUMBER, "bootstrap": bool,
-                  "contamination": _NUMBER, "random_state": int, "background_points": int,
-                  "background_fraction": _NUMBER},
-    "calibration": {"quantile": _NUMBER, "contamination": _NUMBER, "training_windows": int,
-                    "flagged_training_windows": int},
-    "training": {"windows": int},
-}
+@dataclass(frozen=True)
+class _Algorithm:
+    other_keys: ClassVar[bool] = True
+    n_estimators: int = setting(kind=INTEGER, doc="trees")
+    max_samples_used: int = setting(kind=INTEGER, doc="windows per tree")
+    max_features: float = setting(kind=NUMBER, doc="share of features per tree")
+    bootstrap: bool = setting(kind=FLAG, doc="whether windows were drawn with replacement")
+    contamination: float = setting(kind=NUMBER, doc="as trained")
+    random_state: int = setting(kind=INTEGER, doc="seed: the file is reproducible")
+    background_points: int = setting(kind=INTEGER, doc="points of the reference background")
+    background_fraction: float = setting(kind=NUMBER, doc="their share of the training windows")
 
 
-def _check_section(doc: dict, section: str) -> dict:
-    value = _need(doc, section, dict, "an object")
-    for key, kind in _SECTIONS[section].items():
-        field_value = value.get(key)
-        is_bool = isinstance(field_value, bool)
-        if not isinstance(field_value, kind) or (is_bool and kind is not bool) or (
-                isinstance(field_value, float) and not math.isfinite(field_value)):
-            raise _Invalid(f"not a valid model: `{section}.{key}` is missing or not a valid value")
-    return value
+@dataclass(frozen=True)
+class _ModelFile:
+    """Everything but `format` and `format_version` (checked first, to say which file this is)."""
+
+    other_keys: ClassVar[bool] = True
+    features: list = setting(kind=LIST, expect="a list of feature names", doc="feature names, in order")
+    name: str = setting(kind=Text(empty=True), expect="a string", doc="the model's name")
+    version: str = setting(kind=Text(empty=True), expect="a string", doc="hash of the features and trees")
+    trained_at: str = setting(kind=Text(empty=True), expect="a string", doc="UTC time of training")
+    threshold: float = setting(kind=NUMBER, doc="in [0, 1]; a window scoring above it is anomalous")
+    window_seconds: float = setting(kind=NUMBER, unit="s", doc="window length, positive")
+    training: _Training = setting(kind=Section(_Training), expect="an object", doc="what it was trained on")
+    calibration: _Calibration = setting(kind=Section(_Calibration), expect="an object", doc="the threshold's")
+    algorithm: _Algorithm = setting(kind=Section(_Algorithm), expect="an object", doc="forest parameters")
+    environment: dict = setting(kind=TABLE, expect="an object", doc="library versions at training")
+    feature_stats: dict = setting(kind=TABLE, expect="an object",
+                                  doc="min, median, p99 and max of each feature over the training windows")
+    forest: dict = setting(kind=TABLE, expect="an object", doc="max_samples and the trees")
+
+    def after_load(self, where: str) -> _ModelFile:
+        if self.features != list(FEATURES):
+            raise _Invalid(f"model features {self.features} differ from this camwatch's {list(FEATURES)}; "
+                           "retrain the model with this version of camwatch")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise _Invalid(f"not a valid model: threshold {self.threshold} is outside [0, 1]")
+        if self.window_seconds <= 0:
+            raise _Invalid("not a valid model: `window_seconds` must be positive")
+        for key in ("min", "median", "p99", "max"):
+            values = self.feature_stats.get(key)
+            if (not isinstance(values, list) or len(values) != N_FEATURES
+                    or not all(type(v) in (int, float) and math.isfinite(v) for v in values)):
+                raise _Invalid(f"not a valid model: feature_stats `{key}` must be {N_FEATURES} finite numbers")
+        return self
+
+
+def _fields(doc: dict) -> _ModelFile:
+    try:
+        return load(_ModelFile, doc)
+    except Invalid as exc:
+        if "." in exc.key:   # a field of a section
+            raise _Invalid(f"not a valid model: `{exc.key}` is missing or not a valid value") from None
+        raise _Invalid(f"not a valid model: `{exc.key}` " + ("is missing" if exc.missing else
+                                                             f"must be {exc.expect}")) from None
 
 
 def _int_array(tree: dict, key: str, i: int) -> np.ndarray:
@@ -438,9 +492,29 @@ def _int_array(tree: dict, key: str, i: int) -> np.ndarray:
     return np.array(values, dtype=np.int64)
 
 
-# C901 debt, complexity 16 (limit 15, pyproject.toml [tool.ruff.lint.mccabe]): strict validation of every field
-# of a model file; split it before it grows.
-def _parse(raw: bytes) -> AnomalyModel:  # noqa: C901
+def _parse(raw: bytes) -> AnomalyModel:
+    doc = _document(raw)
+    fields = _fields(doc)
+    # Optional, and worded apart from the declared fields (which are "missing or not a valid value").
+    captures = doc["training"].get("captures", [])
+    if not isinstance(captures, list) or not all(isinstance(c, str) for c in captures):
+        raise _Invalid("not a valid model: `training.captures` must be a list of file names")
+    max_samples, trees = _forest(fields.forest)
+
+    # Checked after the structure, so a damaged tree is reported as what it is rather than as a hash mismatch.
+    if _content_version(fields.features, max_samples, fields.forest["trees"]) != fields.version:
+        raise _Invalid(f"model content does not match its version {fields.version!r} (edited or corrupted); "
+                       "retrain or restore the model")
+    # The sections stay as written: the card prints metadata beyond the declared fields.
+    return AnomalyModel(name=fields.name, version=fields.version, trained_at=fields.trained_at,
+                        threshold=fields.threshold, features=FEATURES, training=doc["training"],
+                        window_seconds=fields.window_seconds, max_samples=max_samples, trees=trees,
+                        algorithm=doc["algorithm"], calibration=doc["calibration"], environment=fields.environment,
+                        feature_stats=fields.feature_stats)
+
+
+def _document(raw: bytes) -> dict:
+    """The file's JSON object, once it is known to be a camwatch model of the version this camwatch reads."""
     if len(raw) > MAX_FILE_BYTES:
         raise _Invalid(f"not a valid model: larger than {MAX_FILE_BYTES >> 20} MiB")
     try:
@@ -460,50 +534,17 @@ def _parse(raw: bytes) -> AnomalyModel:  # noqa: C901
     if fv != FORMAT_VERSION or isinstance(fv, bool):
         raise _Invalid(f"unsupported model format version {fv!r} (this camwatch reads {FORMAT_VERSION}); "
                        "retrain the model with this version of camwatch")
-    features = _need(doc, "features", list, "a list of feature names")
-    if features != list(FEATURES):
-        raise _Invalid(f"model features {features} differ from this camwatch's {list(FEATURES)}; "
-                       "retrain the model with this version of camwatch")
-    name = _need(doc, "name", str, "a string")
-    version = _need(doc, "version", str, "a string")
-    trained_at = _need(doc, "trained_at", str, "a string")
-    threshold = _number(doc, "threshold")
-    if not 0.0 <= threshold <= 1.0:
-        raise _Invalid(f"not a valid model: threshold {threshold} is outside [0, 1]")
-    window = _number(doc, "window_seconds")
-    if window <= 0:
-        raise _Invalid("not a valid model: `window_seconds` must be positive")
-    training = _check_section(doc, "training")
-    captures = training.get("captures", [])
-    if not isinstance(captures, list) or not all(isinstance(c, str) for c in captures):
-        raise _Invalid("not a valid model: `training.captures` must be a list of file names")
-    calibration = _check_section(doc, "calibration")
-    algorithm = _check_section(doc, "algorithm")
-    environment = _need(doc, "environment", dict, "an object")
-    stats = _need(doc, "feature_stats", dict, "an object")
-    for key in ("min", "median", "p99", "max"):
-        values = stats.get(key)
-        if (not isinstance(values, list) or len(values) != N_FEATURES
-                or not all(type(v) in (int, float) and math.isfinite(v) for v in values)):
-            raise _Invalid(f"not a valid model: feature_stats `{key}` must be {N_FEATURES} finite numbers")
+    return doc
 
-    forest = _need(doc, "forest", dict, "an object")
+
+def _forest(forest: dict) -> tuple[int, list[Tree]]:
     max_samples = forest.get("max_samples")
     if type(max_samples) is not int or not 1 <= max_samples <= MAX_MAX_SAMPLES:
         raise _Invalid(f"not a valid model: forest `max_samples` must be an integer in [1, {MAX_MAX_SAMPLES}]")
     raw_trees = forest.get("trees")
     if not isinstance(raw_trees, list) or not 1 <= len(raw_trees) <= MAX_TREES:
         raise _Invalid(f"not a valid model: forest `trees` must be a list of 1 to {MAX_TREES} trees")
-    trees = [_parse_tree(t, i, max_samples) for i, t in enumerate(raw_trees)]
-
-    # Checked after the structure, so a damaged tree is reported as what it is rather than as a hash mismatch.
-    if _content_version(features, max_samples, raw_trees) != version:
-        raise _Invalid(f"model content does not match its version {version!r} (edited or corrupted); "
-                       "retrain or restore the model")
-    return AnomalyModel(name=name, version=version, trained_at=trained_at, threshold=threshold,
-                        features=FEATURES, training=training, window_seconds=window, max_samples=max_samples,
-                        trees=trees, algorithm=algorithm, calibration=calibration, environment=environment,
-                        feature_stats=stats)
+    return max_samples, [_parse_tree(t, i, max_samples) for i, t in enumerate(raw_trees)]
 
 
 def _parse_tree(tree, i: int, max_samples: int) -> Tree:

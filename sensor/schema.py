@@ -1,0 +1,350 @@
+"""One way to declare and check camwatch's data files: camwatch.toml, the indicator file, the covered-maker list
+and the model file.
+
+A section of a file is a dataclass. Each field that is a key in the file is declared with `setting()`, which puts
+its kind (what values it takes), bounds, unit and a doc line next to its default; `load()` checks a parsed table
+against the dataclass and returns an instance of it. So the keys, types, defaults and ranges of a file are stated
+once, and a key added to the dataclass is at once accepted, checked and documented (`keys()` lists them).
+
+A field declared without `setting()` is not read from the file: it is derived, by the section's optional
+`after_load(where)` method, which runs once the keys are in and is also the place for rules that relate one key
+to another. It returns the finished section (usually `dataclasses.replace(self, ...)`).
+
+Every problem is an `Invalid`: one line naming the key by its path in the file (`flows.max_flows`,
+`allow[2].dst`), never a traceback; the caller prefixes the file's name. A key the section does not declare is an
+error (a typo in a security setting must not pass silently) unless the section sets `other_keys = True`, as the
+model file does for the metadata it carries along.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import MISSING, dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+DAY = 86400.0
+_SETTING = "camwatch.setting"   # the key of a field's metadata that holds its Setting
+
+
+class Invalid(ValueError):
+    """A value the file must not have. `key` and `expect` are set when the problem is a key's wrong value (so a
+    caller can word it its own way), `missing` when a required key is absent."""
+
+    def __init__(self, message: str, *, key: str = "", expect: str = "", missing: bool = False):
+        super().__init__(message)
+        self.key = key
+        self.expect = expect
+        self.missing = missing
+
+
+class Kind:
+    """What values a setting takes: `check` returns a value as the section stores it or raises Invalid;
+    `describe` says what is wanted, for the error (`... must be <describe>`) and the reference."""
+
+    def check(self, value: Any, s: Setting, key: str) -> Any:
+        raise NotImplementedError
+
+    def describe(self, s: Setting) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A key's declaration, kept in its dataclass field's metadata (the default stays the field's own)."""
+
+    kind: Kind
+    doc: str
+    unit: str = ""
+    minimum: int | float | None = None
+    maximum: int | float | None = None
+    expect: str = ""    # what a wrong value is told it must be, where the kind's own wording does not fit
+
+    @property
+    def wanted(self) -> str:
+        return self.expect or self.kind.describe(self)
+
+    def wrong(self, key: str, expect: str = "") -> Invalid:
+        want = expect or self.wanted
+        return Invalid(f"{key} must be {want}", key=key, expect=want)
+
+
+def setting(default: Any = MISSING, *, kind: Kind, doc: str, default_factory: Callable[[], Any] | None = None,
+            unit: str = "", minimum: int | float | None = None, maximum: int | float | None = None,
+            expect: str = "") -> Any:
+    """A dataclass field that is a key of the file. Without a default (or default_factory) the key is required."""
+    metadata = {_SETTING: Setting(kind, doc, unit, minimum, maximum, expect)}
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def section(schema: type, doc: str) -> Any:
+    """A field holding a sub-table, read as the section dataclass `schema`; absent, that section's defaults."""
+    return setting(kind=Section(schema), default_factory=schema, doc=doc)
+
+
+def settings(schema: type) -> Iterator[tuple[dataclasses.Field, Setting]]:
+    """The fields of a section that are keys of the file, in declaration order (the order they are checked in)."""
+    for f in dataclasses.fields(schema):
+        s = f.metadata.get(_SETTING)
+        if s is not None:
+            yield f, s
+
+
+def keys(schema: type, where: str = "") -> Iterator[tuple[str, Setting]]:
+    """Every key of a file (dotted path, Setting), sections and arrays of tables expanded: the reference."""
+    for f, s in settings(schema):
+        key = join(where, f.name)
+        yield key, s
+        if isinstance(s.kind, (Section, Tables)):
+            yield from keys(s.kind.schema, key)
+
+
+def load(schema: type[T], table: Any, where: str = "") -> T:
+    """The section `schema` read from a parsed `table`, every key checked. Key names are checked before values,
+    through nested sections, so a misspelt key is what gets reported even where a value is wrong too."""
+    _check_keys(schema, table, where, None)
+    return _build(schema, table, where)
+
+
+def join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def key_text(key: str) -> str:
+    """A key from a file as it may appear in a one-line message: bare if it is a plain TOML bare key, quoted
+    (newlines and control characters escaped, length capped) if not."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", key) else quoted(key)
+
+
+def quoted(text: str, limit: int = 80) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
+def _check_keys(schema: type, table: Any, where: str, s: Setting | None) -> None:
+    if not isinstance(table, dict):
+        raise _not_a_table(where, s)
+    declared = {f.name: fs for f, fs in settings(schema)}
+    for name, value in table.items():
+        found = declared.get(name)
+        if found is None:
+            if not getattr(schema, "other_keys", False):
+                raise Invalid(_unknown(where, name, declared))
+        elif isinstance(found.kind, Section):
+            _check_keys(found.kind.schema, value, join(where, name), found)
+
+
+def _unknown(where: str, name: str, declared: dict[str, Setting]) -> str:
+    known = ", ".join(sorted(declared))
+    if not where:
+        return f"unknown section [{key_text(name)}] (known: {known})"
+    return f"unknown key {where}.{key_text(name)} (known: {known})"
+
+
+def _not_a_table(key: str, s: Setting | None) -> Invalid:
+    want = s.wanted if s is not None else "a table"
+    # a top-level section is named as its header is written
+    shown = f"[{key}]" if re.fullmatch(r"[A-Za-z0-9_-]+", key) else key
+    return Invalid(f"{shown} must be {want}", key=key, expect=want)
+
+
+def _build(schema: type[T], table: dict[str, Any], where: str) -> T:
+    values = {}
+    for f, s in settings(schema):
+        key = join(where, f.name)
+        if f.name in table:
+            values[f.name] = s.kind.check(table[f.name], s, key)
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise Invalid(f"{where} needs {f.name} ({s.doc})" if where else f"{f.name} is missing ({s.doc})",
+                          key=key, missing=True)
+    section = schema(**values)
+    after_load = getattr(section, "after_load", None)
+    return after_load(where) if after_load is not None else section
+
+
+# ---- kinds ------------------------------------------------------------------------------------------------------
+# Booleans are ints in Python: every numeric kind refuses them, or `true` would read as 1.
+
+class _Seconds(Kind):
+    """A duration: positive, finite (NaN compares false with everything, and inf would never expire anything),
+    at most `maximum`; stored as a float."""
+
+    def check(self, value: Any, s: Setting, key: str) -> float:
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or (isinstance(value, float) and not math.isfinite(value)) or not 0 < value <= _top(s)):
+            raise s.wrong(key)
+        return float(value)
+
+    def describe(self, s: Setting) -> str:
+        return f"a positive number of seconds, at most {_top(s):.0f} ({_top(s) / DAY:.0f} days)"
+
+
+class _Count(Kind):
+    """An integer from `minimum` (default 1) to `maximum`."""
+
+    def check(self, value: Any, s: Setting, key: str) -> int:
+        low = 1 if s.minimum is None else s.minimum
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= _top(s):
+            raise s.wrong(key)
+        return value
+
+    def describe(self, s: Setting) -> str:
+        top = _top(s)
+        unit = f" {s.unit}" if s.unit else ""
+        if s.unit == "MiB" and top >= 1024:
+            unit += f" ({int(top) >> 10} GiB)"   # memory is bought, and thought of, in GiB
+        return f"a positive integer, at most {top}{unit}"
+
+
+def _top(s: Setting) -> int | float:
+    if s.maximum is None:
+        raise TypeError("a bounded kind needs a maximum")
+    return s.maximum
+
+
+@dataclass(frozen=True)
+class Text(Kind):
+    empty: bool = False          # "" allowed
+    max_length: int | None = None
+    printable: bool = False      # no control characters (so, one line)
+    nul: bool = True             # NUL allowed; not in anything handed to the OS, such as a path
+
+    def check(self, value: Any, s: Setting, key: str) -> str:
+        if (not isinstance(value, str) or (not value and not self.empty)
+                or (self.max_length is not None and len(value) > self.max_length)
+                or (self.printable and not value.isprintable()) or (not self.nul and "\0" in value)):
+            raise s.wrong(key)
+        return value
+
+    def describe(self, s: Setting) -> str:
+        text = "a string" if self.empty else "a non-empty string"
+        if self.max_length is not None:
+            text += f" of at most {self.max_length} {'printable ' if self.printable else ''}characters"
+        return text
+
+
+@dataclass(frozen=True)
+class Choice(Kind):
+    options: tuple[str, ...]
+
+    def check(self, value: Any, s: Setting, key: str) -> str:
+        if not isinstance(value, str) or value not in self.options:
+            raise s.wrong(key)
+        return value
+
+    def describe(self, s: Setting) -> str:
+        return f"one of {', '.join(self.options)}"
+
+
+class _Flag(Kind):
+    def check(self, value: Any, s: Setting, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise s.wrong(key)
+        return value
+
+    def describe(self, s: Setting) -> str:
+        return "true or false"
+
+
+class _Number(Kind):
+    """Any finite number, as a float (the model file's JSON numbers)."""
+
+    def check(self, value: Any, s: Setting, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise s.wrong(key)
+        if not math.isfinite(value):
+            raise s.wrong(key, "finite")
+        return float(value)
+
+    def describe(self, s: Setting) -> str:
+        return "a number"
+
+
+class _Integer(Kind):
+    def check(self, value: Any, s: Setting, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise s.wrong(key)
+        return value
+
+    def describe(self, s: Setting) -> str:
+        return "an integer"
+
+
+@dataclass(frozen=True)
+class _Plain(Kind):
+    """A value of one container type, taken as it is (its contents are the section's own business)."""
+
+    kind: type
+    wording: str
+
+    def check(self, value: Any, s: Setting, key: str) -> Any:
+        if not isinstance(value, self.kind):
+            raise s.wrong(key)
+        return value
+
+    def describe(self, s: Setting) -> str:
+        return self.wording
+
+
+class _Strings(Kind):
+    """A list of strings, as a tuple; at least `minimum` of them."""
+
+    def check(self, value: Any, s: Setting, key: str) -> tuple[str, ...]:
+        if (not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+                or len(value) < (s.minimum or 0)):
+            raise s.wrong(key)
+        return tuple(value)
+
+    def describe(self, s: Setting) -> str:
+        return "a non-empty list of strings" if s.minimum else "a list of strings"
+
+
+@dataclass(frozen=True)
+class Section(Kind):
+    """A sub-table read as its own section dataclass."""
+
+    schema: type
+
+    def check(self, value: Any, s: Setting, key: str) -> Any:
+        _check_keys(self.schema, value, key, s)
+        return _build(self.schema, value, key)
+
+    def describe(self, s: Setting) -> str:
+        return "a table"
+
+
+@dataclass(frozen=True)
+class Tables(Kind):
+    """An array of tables ([[allow]], or a list of inline tables), each read as the section `schema`; a tuple.
+    Entries are numbered from 1, as a reader counts them in the file."""
+
+    schema: type
+
+    def check(self, value: Any, s: Setting, key: str) -> tuple:
+        if not isinstance(value, list):
+            raise s.wrong(key)
+        out: list[Any] = []
+        for i, entry in enumerate(value, 1):
+            where = f"{key}[{i}]"
+            if not isinstance(entry, dict):
+                raise Invalid(f"{where} must be a table", key=where, expect="a table")
+            out.append(load(self.schema, entry, where))
+        return tuple(out)
+
+    def describe(self, s: Setting) -> str:
+        return "an array of tables"
+
+
+SECONDS: Kind = _Seconds()
+COUNT: Kind = _Count()
+FLAG: Kind = _Flag()
+NUMBER: Kind = _Number()
+INTEGER: Kind = _Integer()
+STRINGS: Kind = _Strings()
+TABLE: Kind = _Plain(dict, "a table")
+LIST: Kind = _Plain(list, "a list")
