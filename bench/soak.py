@@ -84,25 +84,32 @@ def status_fields(pid: int) -> dict[str, int]:
     return out
 
 
-# glibc gives each thread that mallocs a heap of its own, HEAP_MAX_SIZE (64 MiB on 64-bit) aligned; Python's object
-# arenas, numpy arrays and the capture slabs are the other anonymous mappings.
+# glibc gives each thread that mallocs a heap of its own: a 64 MiB-aligned reservation (HEAP_MAX_SIZE) whose used
+# part is read-write and the rest, just above it, PROT_NONE. Python's object arenas, numpy arrays and the capture
+# slabs are the other anonymous mappings (the kernel merges neighbours, so only that shape tells a heap apart).
 THREAD_HEAP_ALIGN = 64 << 20
-MAPPING = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \d+ *(.*)$")
+MAPPING = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \d+ *(.*)$")
 
 
 def resident_by_kind(pid: int) -> dict[str, float]:
     """Resident MB of the main malloc heap, of the per-thread malloc heaps, and of the other anonymous mappings
     (/proc/PID/smaps): which allocator a growth is in."""
-    out = {"heap_mb": 0.0, "thread_arenas_mb": 0.0, "anon_maps_mb": 0.0}
-    kind = None
+    maps: list[list] = []   # [start, end, perms, path, rss kB]
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
         head = MAPPING.match(line)
         if head:
-            start, path = int(head[1], 16), head[3]
-            kind = ("heap_mb" if path == "[heap]" else None if path else
-                    "thread_arenas_mb" if start % THREAD_HEAP_ALIGN == 0 else "anon_maps_mb")
-        elif kind and line.startswith("Rss:"):
-            out[kind] += int(line.split()[1]) * 1024 / MB
+            maps.append([int(head[1], 16), int(head[2], 16), head[3], head[4], 0])
+        elif maps and line.startswith("Rss:"):
+            maps[-1][4] = int(line.split()[1])
+    out = {"heap_mb": 0.0, "thread_arenas_mb": 0.0, "anon_maps_mb": 0.0}
+    for i, (start, end, perms, path, rss) in enumerate(maps):
+        if path == "[heap]":
+            out["heap_mb"] += rss * 1024 / MB
+        elif not path and perms.startswith("rw"):
+            above = maps[i + 1] if i + 1 < len(maps) else None
+            reserve_above = above is not None and above[0] == end and above[2].startswith("---") and not above[3]
+            thread_heap = start % THREAD_HEAP_ALIGN == 0 and (reserve_above or end - start == THREAD_HEAP_ALIGN)
+            out["thread_arenas_mb" if thread_heap else "anon_maps_mb"] += rss * 1024 / MB
     return out
 
 
