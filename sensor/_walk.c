@@ -530,9 +530,10 @@ done:
 /*
  * tags(proto, payload_len, head, rows, prefix_values, prefix_masks, rtp, pppp, pppp_drw, tls, signature_base)
  *     -> uint64 per entry of `rows`
- * The payload-profile bits of each row (Sensor._payload_tags_numpy is the reference): RTP v2 with an audio/video
- * payload type, CS2 PPPP framing and its DRW data frames, TLS records, and bit signature_base + i where the first
- * payload bytes match prefix i (value under mask). Rows with fewer than four payload bytes get none.
+ * The payload-profile bits of each row (sensor.tags.PayloadTagger.tags_numpy is the reference): RTP v2 with an
+ * audio/video payload type, CS2 PPPP framing and its DRW data frames, TLS records, and bit signature_base + i where
+ * the first payload bytes match prefix i (value under mask). Rows with fewer than four payload bytes get none. Every
+ * bit comes in as an argument: sensor/tags.py defines them, and this file has no copy to keep in step.
  */
 static PyObject *tags(PyObject *self, PyObject *args)
 {
@@ -652,10 +653,10 @@ static PyObject *fill(PyObject *self, PyObject *args)
 /*
  * route(is_ip, proto, payload_len, head, sport, dport, identity_ports, http_prefixes, banner_prefixes, post)
  *     -> (dns, identity, searches, named, banners, posts), lists of row numbers in ascending order
- * The few rows of a batch that the pipeline's parsers want (pipeline._route_numpy is the reference): DNS over UDP
- * with a header's worth of payload; UDP to or from a discovery port (identity_ports: one byte per port), and of
- * those the ones to 1900 (SSDP searches); TCP with six or more payload bytes opening a TLS ClientHello or an HTTP
- * request (named), a banner (first four bytes one of banner_prefixes) or a POST.
+ * The few rows of a batch that the enrichment parsers want (sensor.enrich.routing.route_numpy is the reference):
+ * DNS over UDP with a header's worth of payload; UDP to or from a discovery port (identity_ports: one byte per
+ * port), and of those the ones to 1900 (SSDP searches); TCP with six or more payload bytes opening a TLS
+ * ClientHello or an HTTP request (named), a banner (first four bytes one of banner_prefixes) or a POST.
  */
 static PyObject *route(PyObject *self, PyObject *args)
 {
@@ -718,7 +719,7 @@ static PyMethodDef methods[] = {
     {"decode", decode, METH_VARARGS, "Decode link, network and transport headers of a batch."},
     {"group", group, METH_VARARGS, "Group a batch's packets by flow key and sum them per direction."},
     {"tags", tags, METH_VARARGS, "Payload-profile bits of a batch's rows from their first payload bytes."},
-    {"route", route, METH_VARARGS, "The rows of a batch that the pipeline's parsers want."},
+    {"route", route, METH_VARARGS, "The rows of a batch that the enrichment parsers want."},
     {"fill", fill, METH_VARARGS, "Read a pipe into a buffer without the GIL, gathering small writes."},
     {NULL, NULL, 0, NULL},
 };

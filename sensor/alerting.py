@@ -16,7 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from sensor.bounded import BoundedLRU
-from sensor.detect import MAX_EPISODES, SEVERITIES, Alert
+from sensor.detect.alert import SEVERITIES, Alert
+from sensor.detect.episodes import MAX_EPISODES
 
 ALERTS_PER_DEVICE = 20   # per detector and episode window; then one notice, then counting only
 FLOOD_DEVICES = 50       # distinct devices writing one detector's alerts on one VLAN within a flood window

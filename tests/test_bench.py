@@ -53,7 +53,7 @@ def test_profile_reports_the_stages(tmp_path):
     r = bench("profile_replay.py", "--capture", capture, "--repeat", 1)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("5,000 packets; best of 1:")
-    for stage in ("decode.decode", "flows:   group", "pipeline: _enrich_and_detect"):
+    for stage in ("decode.decode", "flows:   group", "enrich: Enricher.flow_update (and detect)"):
         assert f"| {stage} |" in r.stdout
 
 

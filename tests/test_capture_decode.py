@@ -275,21 +275,21 @@ def test_compiled_grouping_equals_the_numpy_reference_with_thousands_of_flows_an
 
 
 @pytest.fixture(scope="module")
-def tagging_sensor():
+def tagger():
     from sensor.config import Config
     from sensor.pipeline import Sensor
-    return Sensor(Config())
+    return Sensor(Config()).tagger
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=fixture_id)
-def test_compiled_payload_tags_equal_the_numpy_reference(path, tagging_sensor):
+def test_compiled_payload_tags_equal_the_numpy_reference(path, tagger):
     if compiled.extension is None:
         pytest.skip("the C extension was not built on this machine")
     tagged = 0
     for b in read_all(path):
         dec = decode(b)
         rows = np.flatnonzero(dec.is_ip)
-        fast, ref = tagging_sensor._payload_tags(dec, rows), tagging_sensor._payload_tags_numpy(dec, rows)
+        fast, ref = tagger.tags(dec, rows), tagger.tags_numpy(dec, rows)
         assert fast.dtype == ref.dtype and np.array_equal(fast, ref)
         tagged += int((fast != 0).sum())
     if path.name in ("camera_site.pcap", "rtp.pcapng", "xiaobai_Y2camera_idle_local.pcap"):
@@ -298,7 +298,7 @@ def test_compiled_payload_tags_equal_the_numpy_reference(path, tagging_sensor):
 
 @pytest.mark.parametrize("path", FIXTURES, ids=fixture_id)
 def test_compiled_routing_equals_the_numpy_reference(path):
-    import sensor.pipeline as p
+    import sensor.enrich.routing as p
     if compiled.extension is None:
         pytest.skip("the C extension was not built on this machine")
     routed = [0] * 6

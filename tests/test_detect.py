@@ -203,20 +203,20 @@ def test_scenario_alerts_do_not_depend_on_how_the_input_is_read(scenario, monkey
 
 
 def test_detectors_marked_external_only_ignore_every_other_scope():
-    """The pipeline spares `external_only` detectors observations of peers outside the public and core scopes
+    """The pipeline spares detectors whose `interest` is the public and core scopes observations of other peers
     (most of all the video to the recorder); that is only sound if those detectors really do nothing with them."""
     from collections import deque
     from ipaddress import ip_address
 
     from sensor.config import Config
-    from sensor.detect import Observation
-    from sensor.enrich import SCOPE_CORE, SCOPE_PUBLIC, SCOPES
+    from sensor.detect import DETECTORS, Observation
+    from sensor.enrich import EXTERNAL_SCOPES, SCOPE_CORE, SCOPE_PUBLIC, SCOPES
     from sensor.pipeline import Sensor
 
     sensor = Sensor(Config())
     dev = sensor.inventory.touch(ip_address("10.20.0.9"), 0x04031200_0009, 1_700_000_000.0)
-    external_only = [d for d in sensor.detectors if d.external_only]
-    assert len(external_only) == 7
+    external_only = [d for d in sensor.detectors if d.interest <= EXTERNAL_SCOPES]
+    assert [d.name for d in external_only] == [c.name for c in DETECTORS if c.interest <= EXTERNAL_SCOPES]
 
     def state():
         sized = {(d.name, k): len(v) for d in external_only for k, v in vars(d).items()

@@ -1,6 +1,6 @@
 """The beacon score one component at a time, the beaconing detector's edges, and episode timeouts at their boundary.
 
-beacon_score (sensor/detect.py) averages a timing part and a size part:
+beacon_score (sensor/detect/beacon.py) averages a timing part and a size part:
   ts_score = (1 - |Bowley skew of intervals|, 1 - MAD/median interval, intervals / (span / median)) / 3
   ds_score = (1 - |Bowley skew of sizes|, 1 - MAD of sizes / 32, 1 - mode of sizes / 65535) / 3
 Each part is tested alone with the other held perfect (constant sizes; perfectly regular timing), then together.
@@ -17,7 +17,7 @@ from test_edges_metrics import make_batch, v4_udp
 
 from sensor.alerting import ALERTS_PER_DEVICE, AlertGate
 from sensor.config import parse_config
-from sensor.detect import Alert, BeaconingDetector, Episodes, Observation, beacon_score
+from sensor.detect import Alert, BeaconingDetector, DetectorContext, Episodes, Observation, beacon_score
 from sensor.enrich import CoveredMakers, Device
 from sensor.pipeline import Sensor
 
@@ -128,7 +128,7 @@ def obs(ts: float, nbytes: int = 80, dev: Device | None = None, packets: int = 1
 
 def run_detector(times: list[float], sizes: list[int], dev: Device | None = None, episode_timeout=3600.0,
                  detector: BeaconingDetector | None = None) -> list[tuple[int, Alert]]:
-    det = detector or BeaconingDetector("camwatch", Episodes(episode_timeout))
+    det = detector or BeaconingDetector(DetectorContext("camwatch", Episodes(episode_timeout)))
     dev = dev or device()
     alerts = [(i, det.observe(obs(t, s, dev))) for i, (t, s) in enumerate(zip(times, sizes, strict=True))]
     return [(i, a) for i, a in alerts if a is not None]
@@ -173,7 +173,7 @@ def test_regular_check_ins_alert_at_the_sixth_event_exactly(covered, severity):
 def test_activity_closer_than_min_interval_extends_the_burst(gap, events):
     """MIN_INTERVAL = 5 s after the burst's last activity: closer is the same check-in (its bytes added), at 5 s it
     is a new one."""
-    det = BeaconingDetector("camwatch", Episodes(3600.0))
+    det = BeaconingDetector(DetectorContext("camwatch", Episodes(3600.0)))
     dev = device()
     det.observe(obs(T0, 100, dev))
     det.observe(obs(T0 + gap, 30, dev))
@@ -185,7 +185,7 @@ def test_activity_closer_than_min_interval_extends_the_burst(gap, events):
 
 
 def test_a_burst_is_measured_from_its_last_activity_not_its_start():
-    det = BeaconingDetector("camwatch", Episodes(3600.0))
+    det = BeaconingDetector(DetectorContext("camwatch", Episodes(3600.0)))
     dev = device()
     for k in range(4):   # 0, 4, 8, 12 s: each within 5 s of the previous, one burst of 16 s
         det.observe(obs(T0 + 4 * k, 10, dev))
@@ -193,7 +193,7 @@ def test_a_burst_is_measured_from_its_last_activity_not_its_start():
 
 
 def test_detector_keeps_the_last_64_events():
-    det = BeaconingDetector("camwatch", Episodes(3600.0))
+    det = BeaconingDetector(DetectorContext("camwatch", Episodes(3600.0)))
     dev = device()
     for k in range(70):
         det.observe(obs(T0 + 60 * k, 80, dev))
@@ -206,13 +206,13 @@ def test_threshold_is_inclusive(nudge, alerts):
     """A score equal to THRESHOLD alerts; the next float above the score as threshold does not."""
     times, sizes = times_from([60.0] * 5), SPREAD_SIZES[:6]
     score, _ = beacon_score(times, sizes)
-    det = BeaconingDetector("camwatch", Episodes(3600.0))
+    det = BeaconingDetector(DetectorContext("camwatch", Episodes(3600.0)))
     det.THRESHOLD = math.nextafter(score, 2.0) if nudge else score
     assert len(run_detector(times, sizes, detector=det)) == alerts
 
 
 def test_non_sending_or_internal_observations_are_not_events():
-    det = BeaconingDetector("camwatch", Episodes(3600.0))
+    det = BeaconingDetector(DetectorContext("camwatch", Episodes(3600.0)))
     dev = device()
     assert det.observe(Observation(T0, dev, 0, 0, False, PEER, 443, "tcp", None, "public", 20)) is None
     assert det.observe(Observation(T0, dev, 1, 80, True, "10.20.0.2", 443, "tcp", None, "camera", 20)) is None

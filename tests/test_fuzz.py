@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sensor import compiled, flows, pipeline
+from sensor import compiled, flows
 from sensor.capture import CaptureReader
 from sensor.config import Config
 from sensor.decode import decode
@@ -24,6 +24,7 @@ from sensor.dissect import (
     parse_tls_sni,
     parse_ws_discovery,
 )
+from sensor.enrich import routing
 from sensor.errors import CaptureError
 from sensor.pipeline import Sensor
 
@@ -123,7 +124,7 @@ def test_application_parsers_never_crash(payload):
     parse_dhip(b"DHIP{" + payload)
 
 
-TAGGER = Sensor(Config())   # the payload tags use the indicator file's signatures
+TAGGER = Sensor(Config()).tagger   # the payload tags use the indicator file's signatures
 
 
 @FUZZ
@@ -143,7 +144,7 @@ def test_compiled_decode_equals_numpy_on_hostile_frames(frames, linktype):
             rows = np.flatnonzero(fast.is_ip)
             tags = np.arange(len(rows), dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
             grouped, reference = flows.group(fast, rows, tags), flows.group_numpy(fast, rows, tags)
-            assert np.array_equal(TAGGER._payload_tags(fast, rows), TAGGER._payload_tags_numpy(fast, rows))
-            assert pipeline.route(fast, fast.is_ip) == pipeline.route_numpy(fast, fast.is_ip)
+            assert np.array_equal(TAGGER.tags(fast, rows), TAGGER.tags_numpy(fast, rows))
+            assert routing.route(fast, fast.is_ip) == routing.route_numpy(fast, fast.is_ip)
             for name, a, r in zip(grouped._fields, grouped, reference, strict=True):
                 assert a.dtype == r.dtype and np.array_equal(a, r), name

@@ -223,7 +223,7 @@ def test_a_parser_bug_costs_one_counted_packet_not_the_sensor(monkeypatch, tmp_p
     def parse_dns(_payload: bytes):
         raise RecursionError("deep")
 
-    monkeypatch.setattr("sensor.pipeline.parse_dns", parse_dns)
+    monkeypatch.setattr("sensor.enrich.naming.parse_dns", parse_dns)
     path = tmp_path / "dns.pcap"
     with PcapWriter(path) as w:
         for i in range(5):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, write_to_textfile
 
+from sensor.detect.registry import names as detector_names
 from sensor.errors import CamwatchError
 from sensor.export.alert_log import AlertLog
 from sensor.export.auth import PBKDF2_ITERATIONS, BasicAuth, hash_password, verify_password
@@ -34,8 +35,7 @@ __all__ = [
     "take_snapshot", "verify_password", "write_metrics_file",
 ]
 
-DETECTORS = ("egress_policy", "segmentation", "vendor_cloud", "hardcoded_infra", "video_egress", "beaconing",
-             "new_destination", "anomaly")
+DETECTORS = detector_names()   # every registered detector has its alert series, at zero until it fires
 
 
 def build_registry(sensor: Sensor) -> CollectorRegistry:

@@ -1,0 +1,43 @@
+"""What a detector raises: one alert line, as it is written out (as_dict) and counted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+
+
+@dataclass
+class Alert:
+    ts: float
+    sensor: str
+    detector: str
+    severity: str
+    device_ip: str
+    device_mac: str | None
+    device_vendor: str | None
+    dst_ip: str
+    dst_port: int | None
+    dst_proto: str
+    dst_name: str | None
+    dst_scope: str
+    score: float
+    summary: str
+    vlan: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        out = {
+            "ts": round(self.ts, 6),
+            "sensor": self.sensor,
+            "detector": self.detector,
+            "severity": self.severity,
+            "device": {"ip": self.device_ip, "mac": self.device_mac, "vendor": self.device_vendor},
+            "destination": {"ip": self.dst_ip, "port": self.dst_port, "proto": self.dst_proto,
+                            "name": self.dst_name, "scope": self.dst_scope},
+            "score": round(self.score, 4),
+            "summary": self.summary,
+            "vlan": self.vlan,
+        }
+        out.update(self.extra)
+        return out

@@ -1,0 +1,29 @@
+"""The phrases alert summaries are made of, shared so that every detector names devices and destinations alike."""
+
+from __future__ import annotations
+
+from sensor.enrich.inventory import Device
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def describe_device(dev: Device) -> str:
+    who = dev.maker.name if dev.maker else dev.vendor
+    if who and dev.role != "other":
+        return f"{dev.role} {dev.ip} ({who})"
+    return f"{dev.ip} ({who})" if who else dev.ip
+
+
+def describe_destination(ip: str, name: str | None, port: int | None, proto: str) -> str:
+    where = f"{name} ({ip})" if name else ip
+    return f"{where} {proto}/{port}" if port else f"{where} {proto}"
+
+
+def covered_note(dev: Device) -> str:
+    return f" {dev.maker.name} is a covered maker ({dev.maker.basis})." if dev.maker else ""
+
+
+def severity_for(dev: Device, covered: str, other: str) -> str:
+    return covered if dev.covered else other

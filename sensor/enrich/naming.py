@@ -1,0 +1,118 @@
+"""Names: addresses learned from DNS answers seen on the wire, and the TLS SNI or HTTP Host that names the flow it
+travels in. Camera-side DNS questions also go into the inventory and on to the detectors."""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+from sensor.bounded import BoundedLRU
+from sensor.decode import PROTO_TCP, WINDOW, Decoded, payload
+from sensor.dissect import DnsMessage, ParserGuard, parse_dns, parse_http_host, parse_tls_sni
+from sensor.enrich.events import DnsAnswer, DnsQuery, EventSink
+from sensor.enrich.inventory import Inventory
+from sensor.enrich.scope import Classifier
+from sensor.flows import FlowTable, IPAddress, flow_keys, ip_from16, ip_text
+
+# Grace after a DNS record's TTL: cameras keep long-lived connections to addresses resolved long ago.
+NAME_GRACE_SECONDS = 3600.0
+DNS_PARSE_CACHE = 4096
+
+
+class NameCache:
+    """Address -> DNS name learned from answers seen on the wire, TTL-aware and bounded (LRU)."""
+
+    def __init__(self, max_entries: int):
+        self._names: BoundedLRU[str, tuple[str, float]] = BoundedLRU(max_entries)
+
+    @property
+    def evicted(self) -> int:
+        return self._names.evicted
+
+    def learn(self, msg: DnsMessage, now: float) -> None:
+        if not msg.is_response or not msg.qname:
+            return
+        # one answer's addresses all go in before any is evicted
+        qname = msg.qname
+        self._names.put_many((address, (qname, now + ttl + NAME_GRACE_SECONDS)) for address, ttl in msg.addresses())
+
+    def lookup(self, ip: IPAddress | str, now: float) -> str | None:
+        entry = self._names.get(str(ip))
+        if entry is None or entry[1] < now:
+            return None
+        return entry[0]
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+class _Unparsed(enum.Enum):
+    """The DNS parse cache's "not parsed yet" (None is a cached "not a DNS message"); an enum so mypy can narrow."""
+
+    TOKEN = 0
+
+
+_UNPARSED = _Unparsed.TOKEN
+
+
+class DnsReader:
+    """DNS messages of a batch: answers teach the name cache; camera-side questions are recorded on the device
+    and handed on as DnsQuery events."""
+
+    def __init__(self, names: NameCache, classifier: Classifier, inventory: Inventory, parsers: ParserGuard,
+                 sink: EventSink):
+        self.names = names
+        self.classifier = classifier
+        self.inventory = inventory
+        self.parsers = parsers
+        self.sink = sink
+        self._parsed: dict[bytes, DnsMessage | None] = {}
+
+    def read(self, dec: Decoded, rows: list[int]) -> None:
+        for row in rows:
+            msg = self._parse(payload(dec, row))
+            if msg is None:
+                continue
+            ts = float(dec.batch.ts[row])
+            if msg.is_response:
+                self.names.learn(msg, ts)
+                self.sink.dns_answer(DnsAnswer(ts, msg, ip_text(dec.dst[row].tobytes()), int(dec.vlan[row])))
+            elif msg.qname and int(dec.dport[row]) == 53:
+                self._query(dec, row, msg.qname, ts)
+
+    def _parse(self, body: bytes) -> DnsMessage | None:
+        # Cameras ask the same questions all day and get the same answers: only the 2-byte ID differs, and the
+        # parse does not depend on it.
+        key = body[2:]
+        msg = self._parsed.get(key, _UNPARSED)
+        if msg is _UNPARSED:
+            msg = self.parsers.run(parse_dns, body, None)
+            if len(self._parsed) >= DNS_PARSE_CACHE:
+                self._parsed.clear()   # bounded; the repeated messages come straight back
+            self._parsed[key] = msg
+        return msg
+
+    def _query(self, dec: Decoded, row: int, qname: str, ts: float) -> None:
+        client = ip_from16(dec.src[row].tobytes())
+        if not self.classifier.is_camera_side(client):
+            return
+        dev = self.inventory.touch(client, int(dec.src_mac[row]), ts)
+        self.inventory.record_query(dev, qname, ts)
+        resolver = ip_from16(dec.dst[row].tobytes())
+        self.sink.dns_query(DnsQuery(ts, dev, qname, str(resolver), self.classifier.address_scope(resolver),
+                                     int(dec.vlan[row]), self.classifier.name_allowed(qname)))
+
+
+def name_flows(dec: Decoded, rows: list[int], flows: FlowTable, parsers: ParserGuard) -> None:
+    """TLS SNI and HTTP Host name the flow they travel in (rows: TCP rows opening a ClientHello or a request)."""
+    if not rows:
+        return
+    keys, _ = flow_keys(dec, np.array(rows, dtype=np.int64))
+    for row, key in zip(rows, keys, strict=True):
+        body = payload(dec, row, limit=WINDOW * 64)
+        name = parsers.run(parse_tls_sni if body[:1] == b"\x16" else parse_http_host, body, None)
+        if name:
+            flow = flows.get(key.tobytes(), PROTO_TCP)
+            if flow is not None and flow.name is None:
+                flow.name = name

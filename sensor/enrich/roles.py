@@ -1,0 +1,41 @@
+"""Role evidence: behaviours that make a camera-side device a camera, a recorder or the gateway (Device.role)."""
+
+from __future__ import annotations
+
+from sensor.decode import PROTO_TCP, PROTO_UDP
+from sensor.enrich.inventory import Device, Inventory
+from sensor.flows import Flow
+
+RTSP_PORTS = (554, 8554)
+# A one-way UDP flow this large, with almost nothing coming back, is a media stream.
+VIDEO_MIN_BYTES = 100_000
+VIDEO_MIN_RATIO = 20
+MAX_ROUTER_MACS = 64
+
+
+class RoleEvidence:
+    def __init__(self, inventory: Inventory):
+        self.inventory = inventory
+        self.router_macs: set[int] = set()
+
+    def from_flow(self, dev: Device, flow: Flow, is_orig: bool) -> None:
+        """What a flow the device sent in says about it (is_orig: the device is the flow's originator)."""
+        if flow.proto == PROTO_TCP and flow.resp_port in RTSP_PORTS and flow.resp_pkts:
+            dev.evidence.add("rtsp_client" if is_orig else "rtsp_server")
+        elif flow.proto == PROTO_UDP:
+            if not is_orig and flow.resp_port == 53:
+                dev.evidence.add("dns_server")
+            elif not is_orig and flow.resp_port == 123 and flow.orig_port != 123:
+                dev.evidence.add("ntp_server")
+            elif flow.orig_payload >= VIDEO_MIN_BYTES and flow.orig_payload > VIDEO_MIN_RATIO * flow.resp_payload:
+                dev.evidence.add("video_sender" if is_orig else "video_receiver")
+        if dev.mac in self.router_macs:
+            dev.evidence.add("router_mac")
+
+    def note_router_mac(self, mac: int) -> None:
+        """Frames from Internet hosts carry the site router's MAC: whoever owns it is the gateway."""
+        if mac and mac not in self.router_macs and len(self.router_macs) < MAX_ROUTER_MACS:
+            self.router_macs.add(mac)
+            for dev in self.inventory.devices.values():
+                if dev.mac == mac:
+                    dev.evidence.add("router_mac")

@@ -1,0 +1,83 @@
+"""Which rows of a decoded batch each enrichment parser wants (DNS, flow naming, identity, banners, UPnP), found
+once per batch with one pass (compiled, with a numpy reference) instead of each parser masking every window."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from sensor import compiled
+from sensor.decode import PROTO_TCP, PROTO_UDP, Decoded
+from sensor.dissect import HTTP_METHODS, IDENTITY_PORTS
+
+_HTTP_PREFIXES = np.array([int.from_bytes(m, "big") for m in HTTP_METHODS], dtype=np.int64)
+_BANNER_PREFIXES = np.array([int.from_bytes(m, "big") for m in (b"RTSP", b"HTTP")], dtype=np.int64)
+_IDENTITY_PORT = np.zeros(1 << 16, dtype=bool)   # indexed by port: cheaper than np.isin on every window
+_IDENTITY_PORT[sorted(IDENTITY_PORTS)] = True
+_IDENTITY_PORT_BYTES = _IDENTITY_PORT.view(np.uint8)
+_POST = int.from_bytes(b"POST", "big")
+
+
+class ParserRows(NamedTuple):
+    """Rows each parser wants, ascending: DNS messages, discovery (UDP identity ports), SSDP searches, TCP rows
+    opening a TLS ClientHello or an HTTP request (flow names), RTSP/HTTP banners, HTTP POSTs (UPnP)."""
+
+    dns: list[int]
+    identity: list[int]
+    searches: list[int]
+    named: list[int]
+    banners: list[int]
+    posts: list[int]
+
+
+def route(dec: Decoded, is_ip: np.ndarray) -> ParserRows:
+    if compiled.extension is None or not compiled.route:
+        return route_numpy(dec, is_ip)
+    c = np.ascontiguousarray
+    return ParserRows(*compiled.extension.route(c(is_ip, np.uint8), c(dec.proto, np.uint8),
+                                                c(dec.payload_len, np.int64), c(dec.head, np.uint64),
+                                                c(dec.sport, np.int64), c(dec.dport, np.int64), _IDENTITY_PORT_BYTES,
+                                                _HTTP_PREFIXES, _BANNER_PREFIXES, _POST))
+
+
+def route_numpy(dec: Decoded, is_ip: np.ndarray) -> ParserRows:
+    """The reference for the compiled _walk.route."""
+    # Masks over the whole batch, not gathers of its IP rows: elementwise passes over contiguous columns.
+    proto, plen, sport, dport = dec.proto, dec.payload_len, dec.sport, dec.dport
+    udp = is_ip & (proto == PROTO_UDP) & (plen > 0)
+    dns = np.flatnonzero(udp & ((sport == 53) | (dport == 53)) & (plen >= 12)).tolist()
+    identity = np.flatnonzero(udp & (_IDENTITY_PORT[sport] | _IDENTITY_PORT[dport]))
+    searches = identity[dport[identity] == 1900].tolist()
+    # TCP rows with six or more payload bytes, by their first four bytes (as an integer) and byte 5
+    tcp = np.flatnonzero(is_ip & (proto == PROTO_TCP) & (plen >= 6))
+    head = dec.head[tcp]
+    first4 = (head >> np.uint64(32)).astype(np.int64)
+    named = ((first4 >> 24) == 0x16) & (((head >> np.uint64(16)) & np.uint64(0xFF)) == 1)
+    named |= np.isin(first4, _HTTP_PREFIXES)
+    banners = tcp[(first4 == _BANNER_PREFIXES[0]) | (first4 == _BANNER_PREFIXES[1])].tolist()
+    return ParserRows(dns, identity.tolist(), searches, tcp[named].tolist(), banners, tcp[first4 == _POST].tolist())
+
+
+def _between(rows: list[int], start: int, end: int) -> list[int]:
+    return rows[bisect_left(rows, start):bisect_left(rows, end)] if rows else rows
+
+
+class BatchPlan:
+    """The rows of one decoded batch that each stage wants; a window of the batch takes its share by position
+    (windows are contiguous and rows ascending), instead of each of a batch's one-second windows masking its rows
+    again."""
+
+    __slots__ = ("ip", "tags", "parsers")
+
+    def __init__(self, dec: Decoded, tags: Callable[[Decoded, np.ndarray], np.ndarray]):
+        is_ip = dec.is_ip
+        self.ip = np.flatnonzero(is_ip)
+        self.tags = tags(dec, self.ip)   # payload-profile bits per IP row
+        self.parsers = route(dec, is_ip)
+
+    def parser_rows(self, start: int, end: int) -> ParserRows:
+        """The parsers' rows among rows start:end of the batch."""
+        return ParserRows(*(_between(rows, start, end) for rows in self.parsers))

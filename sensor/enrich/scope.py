@@ -1,0 +1,115 @@
+"""Scopes: where an address sits relative to this site (camera VLAN, core, allowed, public...), and the scope of the
+peer a camera-side device talks to in a flow, remembered per flow."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+
+from sensor.config import DEFAULT_CAMERA_NETWORKS, AllowRule, Config, name_matches
+from sensor.flows import Flow, IPAddress
+
+SCOPE_CAMERA = "camera"
+SCOPE_ALLOWED = "allowed"
+SCOPE_CORE = "core"
+SCOPE_PRIVATE = "private"
+SCOPE_MULTICAST = "multicast"
+SCOPE_LINK_LOCAL = "link_local"
+SCOPE_PUBLIC = "public"
+SCOPE_OTHER = "other"
+SCOPES = (SCOPE_CAMERA, SCOPE_ALLOWED, SCOPE_CORE, SCOPE_PRIVATE, SCOPE_MULTICAST, SCOPE_LINK_LOCAL,
+          SCOPE_PUBLIC, SCOPE_OTHER)
+# Peers outside the camera VLAN that no allow rule covers: what most detectors judge.
+EXTERNAL_SCOPES = frozenset({SCOPE_PUBLIC, SCOPE_CORE})
+
+# Addresses beyond the camera VLAN's own broadcast domain but not the Internet either.
+_PRIVATE = tuple(ipaddress.ip_network(n) for n in DEFAULT_CAMERA_NETWORKS)
+_LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
+
+
+class Classifier:
+    """Scope of an address relative to this site's configuration."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._camera = config.effective_camera_networks
+        self._core = config.core_networks
+        self.address_scope = lru_cache(maxsize=1 << 16)(self._address_scope)
+        # The same rules for IPv4 as integer ranges, checked in _address_scope's order: a flow's raw address can
+        # be classified without building an ipaddress object (floods bring millions of addresses seen once).
+        v4 = [(ipaddress.ip_network("224.0.0.0/4"), SCOPE_MULTICAST), (ipaddress.ip_network("255.255.255.255/32"),
+              SCOPE_MULTICAST), (ipaddress.ip_network("127.0.0.0/8"), SCOPE_OTHER),
+              (ipaddress.ip_network("0.0.0.0/32"), SCOPE_OTHER), (_LINK_LOCAL[0], SCOPE_LINK_LOCAL)]
+        v4 += [(n, SCOPE_CAMERA) for n in self._camera if n.version == 4]
+        v4 += [(n, SCOPE_CORE) for n in self._core if n.version == 4]
+        v4 += [(n, SCOPE_PRIVATE) for n in _PRIVATE if n.version == 4]
+        self._v4_ranges = [(int(n.network_address), int(n.broadcast_address), scope) for n, scope in v4]
+        self._raw_cache: dict[bytes, str] = {}
+
+    def _address_scope(self, ip: IPAddress) -> str:
+        if ip.is_multicast or ip == _BROADCAST:
+            return SCOPE_MULTICAST
+        if ip.is_loopback or ip.is_unspecified:
+            return SCOPE_OTHER
+        if any(ip in n for n in _LINK_LOCAL):
+            return SCOPE_LINK_LOCAL
+        if any(ip in n for n in self._camera):
+            return SCOPE_CAMERA
+        if any(ip in n for n in self._core):
+            return SCOPE_CORE
+        if any(ip in n for n in _PRIVATE):
+            return SCOPE_PRIVATE
+        return SCOPE_PUBLIC
+
+    def is_camera_side(self, ip: IPAddress) -> bool:
+        return self.address_scope(ip) == SCOPE_CAMERA
+
+    def scope_of_raw(self, raw: bytes) -> str:
+        """address_scope of a 16-byte address (IPv4 as IPv4-mapped), from integer ranges for IPv4."""
+        scope = self._raw_cache.get(raw)
+        if scope is None:
+            if raw[:12] == _V4_MAPPED:
+                value = int.from_bytes(raw[12:], "big")
+                scope = next((sc for lo, hi, sc in self._v4_ranges if lo <= value <= hi), SCOPE_PUBLIC)
+            else:
+                scope = self.address_scope(ipaddress.IPv6Address(raw))
+            if len(self._raw_cache) >= 1 << 16:
+                self._raw_cache.clear()  # floods: bounded, and the hot addresses come straight back
+            self._raw_cache[raw] = scope
+        return scope
+
+    def name_allowed(self, name: str) -> bool:
+        """Whether some allow rule names this DNS name (whatever its port), so looking it up is expected."""
+        return any(r.dst_pattern and name_matches(r.dst_pattern, name) for r in self.config.allow)
+
+    def destination_scope(self, ip: IPAddress, name: str | None, port: int | None,
+                          proto: str) -> tuple[str, AllowRule | None]:
+        """(scope, matching allow rule or None) of a destination a camera-side device talks to."""
+        scope = self.address_scope(ip)
+        if scope in (SCOPE_CAMERA, SCOPE_MULTICAST, SCOPE_OTHER):
+            return scope, None
+        for rule in self.config.allow:
+            if rule.matches(ip, name, port, proto):
+                return SCOPE_ALLOWED, rule
+        return scope, None
+
+
+# What enrichment knows of a flow that never changes lives in Flow.context, as a tuple of strings and numbers
+# (which the garbage collector stops tracking): (originator's scope, responder's scope, protocol name, service
+# port, then per side the last destination scope computed and the name it was for, or None).
+def flow_context(classifier: Classifier, flow: Flow) -> tuple:
+    return (classifier.scope_of_raw(flow.orig_raw), classifier.scope_of_raw(flow.resp_raw), flow.proto_name,
+            flow.resp_port or None, None, None)
+
+
+def peer_scope(classifier: Classifier, flow: Flow, ctx: tuple, is_orig: bool, name: str | None) -> tuple[str, tuple]:
+    """Classifier.destination_scope of the flow's other side, recomputed only when the name changes: the address,
+    port and protocol of a flow do not. Returns the scope and the context that remembers it."""
+    side = 4 if is_orig else 5
+    cached = ctx[side]
+    if cached is not None and cached[0] == name:
+        return cached[1], ctx
+    scope, _rule = classifier.destination_scope(flow.resp_ip if is_orig else flow.orig_ip, name, ctx[3], ctx[2])
+    return scope, ctx[:side] + ((name, scope),) + ctx[side + 1:]

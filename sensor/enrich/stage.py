@@ -1,0 +1,107 @@
+"""The enrich stage: names and scopes every destination, keeps the inventory of camera-side devices, and hands the
+detection stage one event per fact (sensor.enrich.events).
+
+Per window the pipeline calls read_dns (before the flow stage, so a flow opened right after its DNS answer is
+named), then read_payloads (after it, so a ClientHello names the flow it opened), then flow_update per update.
+"""
+
+from __future__ import annotations
+
+from sensor.config import Config
+from sensor.decode import Decoded
+from sensor.dissect import ParserGuard
+from sensor.enrich.events import EventSink, Observation
+from sensor.enrich.identity import IdentityReader, UpnpReader
+from sensor.enrich.inventory import Inventory
+from sensor.enrich.naming import DnsReader, NameCache, name_flows
+from sensor.enrich.roles import RoleEvidence
+from sensor.enrich.routing import ParserRows
+from sensor.enrich.scope import (
+    EXTERNAL_SCOPES,
+    SCOPE_CAMERA,
+    SCOPE_CORE,
+    SCOPE_PUBLIC,
+    Classifier,
+    flow_context,
+    peer_scope,
+)
+from sensor.errors import warn
+from sensor.flows import FlowTable, FlowUpdate
+from sensor.state import KnownState
+
+# Counted exactly up to here: the gauge is a site's reach, and a flood of forged peers must not buy memory.
+MAX_EXTERNAL_DESTINATIONS = 100_000
+
+
+class Enricher:
+    def __init__(self, config: Config, inventory: Inventory, known: KnownState, sink: EventSink):
+        self.classifier = Classifier(config)
+        self.names = NameCache(config.max_names)
+        self.parsers = ParserGuard(warn)
+        self.inventory = inventory
+        self.known = known   # where each device's first sighting is kept (its learning period starts there)
+        self.sink = sink
+        self.roles = RoleEvidence(inventory)
+        self.external_destinations: set[str] = set()
+        self._dns = DnsReader(self.names, self.classifier, inventory, self.parsers, sink)
+        self._identity = IdentityReader(self.classifier, inventory, self.parsers, sink)
+        self._upnp = UpnpReader(self.classifier, inventory, sink)
+
+    def read_dns(self, dec: Decoded, rows: list[int]) -> None:
+        self._dns.read(dec, rows)
+
+    def read_payloads(self, dec: Decoded, rows: ParserRows, flows: FlowTable) -> None:
+        """Flow names (SNI, Host), UPnP requests, then banners and discovery."""
+        name_flows(dec, rows.named, flows, self.parsers)
+        self._upnp.read(dec, rows.searches, rows.posts)
+        self._identity.read(dec, rows.identity, rows.banners)
+
+    def flow_update(self, upd: FlowUpdate) -> None:
+        flow = upd.flow
+        ctx = flow.context
+        if ctx is None:
+            ctx = flow_context(self.classifier, flow)
+        ctx = self._side(upd, ctx, True)
+        ctx = self._side(upd, ctx, False)
+        if not upd.new:   # remembered from a flow's second second on: most flows of a flood have none
+            flow.context = ctx
+
+    def _side(self, upd: FlowUpdate, ctx: tuple, is_orig: bool) -> tuple:
+        """One side of a flow update (is_orig: the originator's); returns the flow context, possibly updated."""
+        if is_orig:
+            local_scope, remote_scope, sent_pkts = ctx[0], ctx[1], upd.orig_pkts
+        else:
+            local_scope, remote_scope, sent_pkts = ctx[1], ctx[0], upd.resp_pkts
+        if local_scope != SCOPE_CAMERA:
+            if sent_pkts and local_scope == SCOPE_PUBLIC:
+                self.roles.note_router_mac(upd.flow.orig_mac if is_orig else upd.flow.resp_mac)
+            return ctx
+        # A core host reaching into the camera VLAN matters even when the camera stays silent.
+        if not sent_pkts and (is_orig or remote_scope != SCOPE_CORE or not upd.orig_pkts):
+            return ctx
+        return self._camera_side(upd, ctx, is_orig, sent_pkts)
+
+    def _camera_side(self, upd: FlowUpdate, ctx: tuple, is_orig: bool, sent_pkts: int) -> tuple:
+        flow, ts = upd.flow, upd.ts
+        if is_orig:
+            local, peer, mac, sent_bytes = flow.orig_text, flow.resp_text, flow.orig_mac, upd.orig_bytes
+        else:
+            local, peer, mac, sent_bytes = flow.resp_text, flow.orig_text, flow.resp_mac, upd.resp_bytes
+        dev = self.inventory.touch(local, mac, flow.last)
+        self.known.device_first_seen(dev.ip, ts)
+        dev.packets_sent += sent_pkts
+        dev.bytes_sent += sent_bytes
+        if sent_pkts:
+            self.roles.from_flow(dev, flow, is_orig)
+        name = flow.name if is_orig and flow.name else self.names.lookup(peer, ts)
+        scope, ctx = peer_scope(self.classifier, flow, ctx, is_orig, name)
+        if sent_bytes:
+            dev.egress_bytes[scope] = dev.egress_bytes.get(scope, 0) + sent_bytes
+        if scope in EXTERNAL_SCOPES:
+            if len(self.external_destinations) < MAX_EXTERNAL_DESTINATIONS:
+                self.external_destinations.add(peer)
+            dev.note_external_peer(peer, name, sent_bytes)
+        if scope in self.sink.scopes:
+            self.sink.observe(Observation(ts, dev, sent_pkts, sent_bytes, is_orig, peer, ctx[3], ctx[2], name,
+                                          scope, flow.vlan, flow, upd.new))
+        return ctx

@@ -1,0 +1,153 @@
+"""Detectors are plugins: one file and one registry entry add a detector, which then receives every hook it
+overrides and whose alerts go out like any other's. The registry is the one list of detector names; the payload
+tag bits have one definition, which the compiled tagger takes as arguments."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+from conftest import PCAPS, REAL, REPO
+
+from sensor import compiled, tags
+from sensor.capture import open_file
+from sensor.config import Config
+from sensor.decode import decode
+from sensor.detect import DETECTORS, HOOKS, Detector, DetectorContext, registry
+from sensor.enrich import (
+    SCOPE_CAMERA,
+    SCOPES,
+    DnsAnswer,
+    DnsQuery,
+    IdentityReport,
+    Observation,
+    UpnpRequest,
+)
+from sensor.pipeline import Sensor
+
+# DNS questions and answers, a UPnP port-mapping request, banners and traffic to the Internet, in one small capture
+HOOKED_CAPTURE = REAL / "iot-sentinel" / "D-LinkCam" / "Setup-A-1-STA.pcap"
+
+
+class HookRecorder(Detector):
+    """A test-only detector: counts what reaches each hook and raises one low alert per new (device, peer)."""
+
+    name = "hook_recorder"
+    interest = frozenset(SCOPES)
+
+    def __init__(self, context: DetectorContext):
+        super().__init__(context)
+        self.calls: Counter[str] = Counter()
+        self.scopes: set[str] = set()
+
+    def observe(self, obs: Observation):
+        self.calls["observe"] += 1
+        self.scopes.add(obs.scope)
+        if obs.sent_packets and self.new_episode((obs.device.ip, obs.peer), obs.ts, obs.sent_packets,
+                                                 obs.sent_bytes):
+            return self.alert(obs, "low", 0.1, f"{obs.device.ip} sent to {obs.peer}")
+        return None
+
+    def dns_query(self, query: DnsQuery):
+        self.calls["dns_query"] += 1
+
+    def dns_answer(self, answer: DnsAnswer):
+        self.calls["dns_answer"] += 1
+
+    def upnp(self, request: UpnpRequest):
+        self.calls["upnp"] += 1
+
+    def identity(self, report: IdentityReport):
+        self.calls["identity"] += 1
+
+    def tick(self, now: float, final: bool):
+        self.calls["final" if final else "tick"] += 1
+        return []
+
+
+class CameraOnly(Detector):
+    """Overrides observe alone, for camera-VLAN peers alone."""
+
+    name = "camera_only"
+    interest = frozenset({SCOPE_CAMERA})
+
+    def __init__(self, context: DetectorContext):
+        super().__init__(context)
+        self.scopes: set[str] = set()
+
+    def observe(self, obs: Observation):
+        self.scopes.add(obs.scope)
+
+
+def replay(path, plugins=()):
+    alerts = []
+    sensor = Sensor(Config(), on_alert=alerts.append)
+    reader, _ = open_file(path)
+    for batch in reader:
+        sensor.process(batch)
+    sensor.finish()
+    sensor.close()
+    found = {type(d): d for d in sensor.detectors if type(d) in plugins}
+    return sensor, alerts, found
+
+
+def test_a_registered_detector_gets_every_hook_and_its_alerts_go_out(monkeypatch):
+    _, before, _ = replay(HOOKED_CAPTURE)
+    monkeypatch.setattr(registry, "DETECTORS", (*registry.DETECTORS, HookRecorder, CameraOnly))
+    sensor, alerts, found = replay(HOOKED_CAPTURE, (HookRecorder, CameraOnly))
+    recorder, camera_only = found[HookRecorder], found[CameraOnly]
+    assert set(recorder.calls) == {"observe", "dns_query", "dns_answer", "upnp", "identity", "tick", "final"}
+    assert recorder.calls["final"] == 1
+    assert camera_only.scopes == {SCOPE_CAMERA} and len(recorder.scopes) > 1
+    mine = [a for a in alerts if a.detector == "hook_recorder"]
+    assert mine and all(a.severity == "low" and a.sensor == "camwatch" for a in mine)
+    assert sensor.alert_counts[("hook_recorder", "low")] == len(mine)
+    assert sensor.summary()["alerts"]["hook_recorder"] == len(mine)
+    # the registered detectors raise exactly what they raised alone
+    assert [a.as_dict() for a in alerts if a.detector != "hook_recorder"] == [a.as_dict() for a in before]
+
+
+def test_the_hooks_are_the_base_class_methods():
+    assert all(callable(getattr(Detector, hook)) for hook in HOOKS)
+    assert {hook for hook in HOOKS if getattr(HookRecorder, hook) is getattr(Detector, hook)} == set()
+
+
+def test_every_registered_detector_is_documented_in_registry_order():
+    text = (REPO / "docs" / "detectors.md").read_text(encoding="utf-8")
+    names = [cls.name for cls in DETECTORS]
+    assert re.findall(r"^## ([a-z_]+)$", text, re.M) == names   # a detector's section is headed by its name
+
+
+def test_registry_names_are_unique_and_the_metrics_label_every_one():
+    from sensor.export import DETECTORS as EXPORTED
+
+    names = registry.names()
+    assert len(set(names)) == len(names) == len(DETECTORS) and EXPORTED == names
+    assert all(issubclass(cls, Detector) and cls.interest <= set(SCOPES) for cls in DETECTORS)
+
+
+@pytest.mark.parametrize("capture", [PCAPS / "synthetic" / "camera_site.pcap",
+                                     REAL / "nku-lifecycle" / "xiaobai_Y2camera_idle_local.pcap"], ids=lambda p: p.name)
+def test_the_compiled_tagger_takes_its_bits_from_sensor_tags(capture, monkeypatch):
+    """Moved to other bit positions in sensor/tags.py, the tags move in the compiled tagger too: C has no copy."""
+    if compiled.extension is None:
+        pytest.skip("the C extension was not built on this machine")
+    if not capture.exists():
+        pytest.skip(f"{capture} is not in this checkout")
+    c_source = (REPO / "sensor" / "_walk.c").read_text(encoding="utf-8")
+    assert not re.search(r"#define\s+TAG_", c_source)
+    tagger = Sensor(Config()).tagger
+    before = [tagger.tags(d, np.flatnonzero(d.is_ip)) for d in (decode(b) for b in open_file(capture)[0])]
+    moved = {"TAG_RTP": 1 << 5, "TAG_PPPP": 1 << 6, "TAG_PPPP_DRW": 1 << 4, "TAG_TLS": 1 << 7,
+             "TAG_SIGNATURE_BASE": 12}
+    for name, value in moved.items():
+        monkeypatch.setattr(tags, name, value)
+    for batch, old in zip(open_file(capture)[0], before, strict=True):
+        dec = decode(batch)
+        rows = np.flatnonzero(dec.is_ip)
+        fast, ref = tagger.tags(dec, rows), tagger.tags_numpy(dec, rows)
+        assert np.array_equal(fast, ref)
+        assert np.array_equal(fast == 0, old == 0)   # the same rows tagged, at the new positions
+        assert not np.any(fast & np.uint64(0b1111))
