@@ -149,22 +149,7 @@ class LiveCapture:
         self._eof = False
         self._discard = False
         self._cond = threading.Condition()
-        try:
-            # Its own process group: a terminal's Ctrl-C reaches camwatch only, which then stops dumpcap in order
-            # instead of both racing to exit.
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, process_group=0,
-                                         preexec_fn=_parent_death_signal(signal.SIGTERM))
-        except OSError as exc:
-            raise CamwatchError(f"cannot run {dumpcap}: {exc.strerror}") from None
-        watch = self.WATCHDOG if self.WATCHDOG is not None else _exec_drops_parent_death_signal(dumpcap)
-        self._watchdog, self._watchdog_pipe = _start_watchdog(self.proc.pid) if watch else (None, None)
-        assert self.proc.stdout is not None   # stdout=PIPE
-        self._fd = self.proc.stdout.fileno()
-        try:
-            fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, self.PIPE_BYTES)
-        except OSError:
-            pass   # a lower fs.pipe-max-size: the pump thread still drains it, only with less slack
+        self._start_dumpcap(dumpcap)
         self._stderr_thread = threading.Thread(target=self._watch_stderr, name="dumpcap-stderr", daemon=True)
         self._stderr_thread.start()
         header = self._await_header(start_timeout)
@@ -179,6 +164,24 @@ class LiveCapture:
         self.reader = CaptureReader(None, f"interface {interface}", readinto=self._readinto)
 
     # ---- startup ---------------------------------------------------------------------------------------
+    def _start_dumpcap(self, dumpcap: str) -> None:
+        try:
+            # Its own process group: a terminal's Ctrl-C reaches camwatch only, which then stops dumpcap in order
+            # instead of both racing to exit.
+            self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, process_group=0,
+                                         preexec_fn=_parent_death_signal(signal.SIGTERM))
+        except OSError as exc:
+            raise CamwatchError(f"cannot run {dumpcap}: {exc.strerror}") from None
+        watch = self.WATCHDOG if self.WATCHDOG is not None else _exec_drops_parent_death_signal(dumpcap)
+        self._watchdog, self._watchdog_pipe = _start_watchdog(self.proc.pid) if watch else (None, None)
+        assert self.proc.stdout is not None   # stdout=PIPE
+        self._fd = self.proc.stdout.fileno()
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, self.PIPE_BYTES)
+        except OSError:
+            pass   # a lower fs.pipe-max-size: the pump thread still drains it, only with less slack
+
     def _await_header(self, timeout: float) -> bytes:
         got = b""
         deadline = time.monotonic() + timeout
