@@ -22,6 +22,6 @@ except ImportError as exc:  # built without a C compiler: the reference code giv
 walk = True     # capture.CaptureReader: the classic pcap record walk (reference: _walk_pcap_python)
 decode = True   # decode.decode: link/network/transport headers (reference: decode_numpy)
 group = True    # flows.group: per-batch flow grouping (reference: group_numpy)
-tags = True     # pipeline.Sensor: payload-profile bits (reference: _payload_tags_numpy)
-route = True    # pipeline.route: the rows each parser wants (reference: route_numpy)
+tags = True     # tags.PayloadTagger: payload-profile bits (reference: PayloadTagger.tags_numpy)
+route = True    # enrich.routing.route: the rows each parser wants (reference: route_numpy)
 fill = True     # live.LiveCapture: the pump's gathering pipe read, without the GIL (reference: select and readv)

@@ -83,7 +83,7 @@ class Flow:
         self.closed = False
         self.context: tuple | None = None   # per-flow state owned by the enrich/detect stages
         self.orig_is_a = True         # whether the originator is the canonical key's A side
-        self.orig_tags = self.resp_tags = 0  # payload-profile bits (pipeline.TAG_*) seen from each side
+        self.orig_tags = self.resp_tags = 0  # payload-profile bits (sensor.tags TAG_*) seen from each side
 
     # Addresses live in the canonical key (A at 3:19, B at 21:37); ipaddress objects are made only when asked for,
     # so a flood of flows nobody looks at never pays for them.
