@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Replay throughput of two source trees, interleaved: is a change a regression?
+
+    python bench/replay_ab.py BEFORE_DIR AFTER_DIR CAPTURE [CAPTURE ...] [--rounds 3] [--repeat 3]
+
+Each DIR holds a `sensor/` package (e.g. `git archive COMMIT sensor | tar -x -C DIR`, with the compiled extension
+built or copied beside it). Every round runs each tree on each capture in a fresh process, the sensor over the
+whole file `--repeat` times, and prints the best time; rounds alternate the trees so that the load of a shared
+machine falls on both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+RUN = """
+import sys, time
+src, path, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3])
+sys.path.insert(0, src)
+import sensor
+assert sensor.__file__.startswith(src), sensor.__file__
+from sensor.capture import open_file
+from sensor.config import Config
+from sensor.pipeline import Sensor
+times = []
+for _ in range(repeat):
+    s = Sensor(Config(), on_alert=None)
+    t = time.perf_counter()
+    reader, _ = open_file(path)
+    for batch in reader:
+        s.process(batch)
+    s.finish()
+    times.append(time.perf_counter() - t)
+    s.close()
+print(f"{s.packets} {min(times):.4f}")
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("before")
+    ap.add_argument("after")
+    ap.add_argument("captures", nargs="+")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    for round_ in range(1, args.rounds + 1):
+        for label, tree in (("before", args.before), ("after", args.after)):
+            for capture in args.captures:
+                out = subprocess.run([sys.executable, "-c", RUN, tree, capture, str(args.repeat)],
+                                     capture_output=True, text=True, check=True).stdout.split()
+                packets, best = int(out[0]), float(out[1])
+                print(f"round {round_} {label:<6} {capture}: {packets:,} packets, best {best:.3f} s "
+                      f"({packets / best / 1e6:.2f} M packets/s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
