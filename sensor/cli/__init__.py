@@ -15,13 +15,13 @@ from sensor import __version__
 from sensor.errors import CamwatchError, ConfigError
 
 from . import eval as eval_command  # plain `eval` would shadow the builtin
-from . import hash_password, inspect, inventory, replay, run, train
+from . import hash_password, inspect, inventory, replay, report, run, train
 from .common import EXIT_OK, EXIT_USAGE, UsageParser
 
 __all__ = ["build_parser", "main"]
 
 # In the order `camwatch --help` lists them.
-COMMANDS = (replay, inventory, eval_command, train, inspect, hash_password, run)
+COMMANDS = (replay, inventory, eval_command, train, inspect, hash_password, run, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,85 @@
+"""`camwatch report`: the removal-planning report (docs/report.md) from captures, state databases or running
+sensors, as one self-contained HTML file and, with --csv, the removal list and inventory as CSV."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from sensor.config import Config
+from sensor.errors import CamwatchError
+from sensor.report import Estate, context, load_report_config, render_html, write_csv
+from sensor.report.sources import read_alert_file, read_pcaps, read_state, read_url, split_label
+
+from .common import EXIT_CAPTURE, EXIT_OK, report_errors, require_files
+
+
+def register(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser("report", help="removal-planning report: covered devices ranked, with evidence")
+    parser.add_argument("pcaps", nargs="*", metavar="PCAP", help="captures to replay into the report")
+    parser.add_argument("--state", metavar="[SITE=]DB", action="append", default=[],
+                        help="a sensor's state database (read only); repeatable")
+    parser.add_argument("--url", metavar="[SITE=]URL", action="append", default=[],
+                        help="a running sensor, e.g. http://127.0.0.1:9847; repeatable")
+    parser.add_argument("--out", metavar="FILE", required=True, help="the HTML report to write")
+    parser.add_argument("--csv", metavar="DIR", help="also write removal.csv and inventory.csv here")
+    parser.add_argument("--config", metavar="FILE", help="camwatch.toml, with optional [sites.NAME] tables")
+    parser.add_argument("--alerts", metavar="FILE", action="append", default=[],
+                        help="alert log(s) (JSON lines) to attach to the devices; repeatable")
+    parser.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    parser.set_defaults(func=report)
+
+
+def _gather(args: argparse.Namespace, config: Config) -> Estate:
+    estate = Estate()
+    if args.pcaps:
+        require_files(args.pcaps, regular=True)
+        read_pcaps(args.pcaps, config, estate)
+    for value in args.state:
+        label, path = split_label(value)
+        read_state(path, label or Path(path).stem, estate, config)
+    for value in args.url:
+        label, url = split_label(value)
+        read_url(url, label or _host_port(url), estate)
+    for path in args.alerts:
+        read_alert_file(path, estate)
+    return estate
+
+
+def _host_port(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[0] or url
+
+
+def _check_output(path: str, what: str) -> Path:
+    out = Path(path)
+    if out.is_dir():
+        raise CamwatchError(f"{path}: is a directory; {what} wants a file name")
+    if not out.parent.is_dir():
+        raise CamwatchError(f"{out.parent}: no such directory for {what}")
+    return out
+
+
+def report(args: argparse.Namespace) -> int:
+    if not (args.pcaps or args.state or args.url):
+        raise CamwatchError("report: give capture files, --state DB or --url of a running sensor")
+    out = _check_output(args.out, "--out")
+    config, sites = load_report_config(args.config)
+    started = time.monotonic()
+    estate = _gather(args, config)
+    ctx = context(estate, sites, config)
+    html = render_html(ctx)
+    try:
+        out.write_text(html, encoding="utf-8")
+        written = [out] + (write_csv(ctx, Path(args.csv)) if args.csv else [])
+    except OSError as exc:
+        raise CamwatchError(f"cannot write the report: {exc.strerror or exc} ({exc.filename})") from None
+    report_errors(estate.failures)
+    if not args.quiet:
+        covered = ", ".join(f"{r.record.ip} ({r.record.site})" for r in ctx["ranked"][:3]) or "none"
+        sys.stderr.write(f"camwatch: report of {len(estate.devices)} devices, {len(ctx['ranked'])} covered "
+                         f"(top: {covered}) in {time.monotonic() - started:.2f} s: "
+                         f"{', '.join(str(p) for p in written)}\n")
+    return EXIT_CAPTURE if estate.failures else EXIT_OK
+

@@ -1,0 +1,84 @@
+"""Small charts as hand-written SVG, inlined in the report.
+
+Why not matplotlib's SVG backend: the report needs two kinds of chart (horizontal bars and a timeline of spans);
+matplotlib would add ~40 MB of dependencies (with its font cache and pillow) to a sensor package for that, its SVG
+output embeds glyph paths and runs to tens of KiB per chart, and its text is harder to audit for escaping. These
+few functions write a few KiB, with every label passed through markupsafe.escape, and the browser's own fonts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from markupsafe import Markup, escape
+
+from .ranking import utc
+
+WIDTH = 640
+BAR_HEIGHT = 18
+LABEL_WIDTH = 220
+PALETTE = ("#1f4e79", "#c0392b", "#7f8c8d", "#d35400", "#27ae60", "#8e44ad")
+MAX_LABEL = 30   # fits LABEL_WIDTH at the chart's 12px
+
+
+def human_bytes(value: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1000
+    return f"{value:,.1f} TB"
+
+
+def _label(text: str) -> str:
+    return text if len(text) <= MAX_LABEL else text[:MAX_LABEL - 1] + "\u2026"
+
+
+def bar_chart(items: Sequence[tuple[str, float]], title: str, unit: str = "bytes") -> Markup:
+    """Horizontal bars, largest first; `unit` "bytes" shows values as KB/MB, anything else as counts."""
+    if not items:
+        return Markup("")
+    items = sorted(items, key=lambda kv: -kv[1])[:12]
+    top = max(v for _, v in items) or 1
+    height = 28 + len(items) * (BAR_HEIGHT + 6)
+    span = WIDTH - LABEL_WIDTH - 110
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" width="{WIDTH}" height="{height}" '
+             f'viewBox="0 0 {WIDTH} {height}"><title>{escape(title)}</title>',
+             f'<text x="0" y="14" class="chart-title">{escape(title)}</text>']
+    for i, (name, value) in enumerate(items):
+        y = 24 + i * (BAR_HEIGHT + 6)
+        width = max(1.0, span * value / top) if value else 0.0
+        shown = human_bytes(value) if unit == "bytes" else f"{value:,.0f} {unit}"
+        parts.append(f'<text x="{LABEL_WIDTH - 6}" y="{y + 13}" text-anchor="end">{escape(_label(name))}</text>'
+                     f'<rect x="{LABEL_WIDTH}" y="{y}" width="{width:.1f}" height="{BAR_HEIGHT}" '
+                     f'fill="{PALETTE[i % len(PALETTE)]}"/>'
+                     f'<text x="{LABEL_WIDTH + width + 6:.1f}" y="{y + 13}">{escape(shown)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def timeline(spans: Sequence[tuple[str, float, float, int | None]], window: tuple[float, float] | None,
+             title: str) -> Markup:
+    """One row per (label, first, last, bytes) span on a shared time axis: when each episode of outbound traffic
+    ran. A span shorter than a pixel is still drawn a few pixels wide, so an instant is visible."""
+    if not spans or window is None:
+        return Markup("")
+    spans = sorted(spans, key=lambda s: s[1])[:10]
+    start, end = window
+    length = max(end - start, 1.0)
+    height = 40 + len(spans) * (BAR_HEIGHT + 4)
+    span_px = WIDTH - LABEL_WIDTH - 10
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart timeline" role="img" width="{WIDTH}" '
+             f'height="{height}" viewBox="0 0 {WIDTH} {height}"><title>{escape(title)}</title>',
+             f'<text x="0" y="14" class="chart-title">{escape(title)}</text>']
+    for i, (name, first, last, nbytes) in enumerate(spans):
+        y = 22 + i * (BAR_HEIGHT + 4)
+        x = LABEL_WIDTH + span_px * max(0.0, min(1.0, (first - start) / length))
+        width = max(3.0, span_px * max(0.0, last - first) / length)
+        tip = f"{name}: {utc(first)} to {utc(last)}" + (f", {human_bytes(nbytes)}" if nbytes else "")
+        parts.append(f'<text x="{LABEL_WIDTH - 6}" y="{y + 13}" text-anchor="end">{escape(_label(name))}</text>'
+                     f'<rect x="{min(x, WIDTH - 13):.1f}" y="{y}" width="{width:.1f}" height="{BAR_HEIGHT}" '
+                     f'fill="{PALETTE[1]}"><title>{escape(tip)}</title></rect>')
+    axis_y = height - 6
+    parts.append(f'<text x="{LABEL_WIDTH}" y="{axis_y}">{escape(utc(start))}</text>'
+                 f'<text x="{WIDTH - 4}" y="{axis_y}" text-anchor="end">{escape(utc(end))}</text></svg>')
+    return Markup("".join(parts))

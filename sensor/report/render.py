@@ -1,0 +1,181 @@
+"""The report as one self-contained HTML file (Jinja2, autoescaped) and as CSV files.
+
+Every string from the wire (DNS names, banners, model strings, vendor names from MAC lookups of forged frames) is
+attacker-controlled. HTML: Jinja2's autoescape on every template, charts escaped in charts.py, and a
+Content-Security-Policy that forbids scripts, fetches and frames outright, so even a missed escape could not run
+anything or call out. CSV: a cell a spreadsheet would read as a formula is neutralised (OWASP's rule).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import ipaddress
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+from sensor import __version__
+from sensor.config import Config
+from sensor.reference_data import COVERED_MAKERS_FILE, load_covered_makers
+
+from . import charts
+from .ranking import FINDINGS, LABELS, Ranked, rank, utc
+from .sites import Site
+from .sources import DeviceRecord, Estate
+
+TEMPLATES = Path(__file__).with_name("templates")
+# What a passive sensor on a mirror port cannot see; stated in every report.
+LIMITS = (
+    "Encrypted payloads: what a camera sends inside TLS or a vendor's own encryption is not visible, only where "
+    "it goes, when and how much.",
+    "Traffic that does not cross the mirrored link: other VLANs, a camera's own 4G/Wi-Fi uplink, and anything "
+    "before the sensor started or while it was down.",
+    "Intent and configuration: a device that has not yet reached its cloud, or only does so on events, looks "
+    "clean until it does; absence of evidence here is not evidence of a safe device.",
+    "Hardware and firmware: the maker comes from the MAC address block and what the device announces; an OEM "
+    "device sold under another brand with its own MAC block is not recognised as covered.",
+    "Destinations behind shared infrastructure (CDNs, cloud providers) are named by DNS/SNI where seen, not by owner.",
+)
+
+
+def environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["utc"] = utc
+    env.filters["bytes"] = charts.human_bytes
+    return env
+
+
+def _scoper(config: Config) -> Callable[[str], str]:
+    """The sensor's own scope rules (sensor.enrich.Classifier), so a card says `public` where the alerts do."""
+    from sensor.enrich import Classifier
+
+    classifier = Classifier(config)
+    return lambda ip: classifier.address_scope(ipaddress.ip_address(ip))
+
+
+def _services(record: DeviceRecord) -> dict[str, str]:
+    """Destination (name or address) -> the vendor service an alert or episode recognised there."""
+    out: dict[str, str] = {}
+    for incident in record.alerts + record.episodes:
+        if incident.service:
+            out.setdefault(incident.destination.split(" ")[0], incident.service)
+    return out
+
+
+def _card(record: DeviceRecord, ranked: Ranked | None, scope: Callable[[str], str],
+          window: tuple[float, float] | None) -> dict:
+    services = _services(record)
+    destinations = [dict(d, scope=scope(d["ip"]),
+                         service=services.get(d["name"] or "", services.get(d["ip"], "")))
+                    for d in sorted(record.doc["external_destinations"], key=lambda d: -d["bytes"])]
+    spans = [(f"{e.detector} {e.destination}", e.first, e.last, e.bytes) for e in record.episodes]
+    if not spans:
+        spans = [(f"{a.detector} {a.destination}", a.first, a.last, None) for a in record.alerts]
+    incidents = sorted(record.alerts or record.episodes, key=lambda i: i.first)
+    return {"r": record, "d": record.doc, "ranked": ranked, "destinations": destinations[:50],
+            "more_destinations": max(0, len(destinations) - 50), "incidents": incidents[:100],
+            "more_incidents": max(0, len(incidents) - 100), "anchor": f"dev-{record.site}-{record.ip}",
+            "timeline": charts.timeline(spans, window, "Outbound traffic in alert episodes (UTC)")}
+
+
+def _summary(estate: Estate, ranked: list[Ranked]) -> dict[str, Any]:
+    makers: Counter[tuple[str, str, str]] = Counter()
+    egress: Counter[str] = Counter()
+    scopes: Counter[str] = Counter()
+    services: Counter[str] = Counter()
+    for record in estate.devices:
+        doc = record.doc
+        makers[(doc["maker"] or doc["vendor"] or "unknown", "yes" if doc["covered"] else "no",
+                doc["covered_basis"] or "-")] += 1
+        public = doc["egress_bytes"].get("public", 0)
+        egress["covered" if doc["covered"] else "not covered"] += public
+        for scope, nbytes in doc["egress_bytes"].items():
+            scopes[scope] += nbytes
+        clouds = {i.service for i in record.alerts + record.episodes if i.service and i.detector == "vendor_cloud"}
+        for service in clouds:
+            services[service] += 1
+    counts = {f: sum(1 for r in ranked if f in r.findings) for f in FINDINGS}
+    reach = sum(1 for r in estate.devices if r.doc["egress_bytes"].get("public", 0))
+    return {"makers": sorted(makers.items(), key=lambda kv: (-kv[1], kv[0])), "counts": counts,
+            "devices": len(estate.devices), "covered": sum(1 for r in estate.devices if r.doc["covered"]),
+            "internet": reach, "services": sorted(services.items(), key=lambda kv: (-kv[1], kv[0])),
+            "scope_chart": charts.bar_chart(sorted(scopes.items()), "Bytes sent by destination scope (all devices)"),
+            "service_chart": charts.bar_chart(sorted(services.items()), "Devices per vendor cloud / P2P service",
+                                              unit="devices"),
+            "egress_chart": charts.bar_chart(sorted(egress.items()),
+                                             "Bytes sent to the public Internet: covered vs not covered")}
+
+
+def context(estate: Estate, sites: tuple[Site, ...], config: Config) -> dict[str, Any]:
+    ranked, scope = rank(estate.devices, sites), _scoper(config)
+    by_record = {id(r.record): r for r in ranked}
+    window = estate.window()
+    order = [r.record for r in ranked] + sorted(
+        (d for d in estate.devices if not d.doc["covered"]),
+        key=lambda d: (d.site, ipaddress.ip_address(d.ip).version, ipaddress.ip_address(d.ip)))
+    return {"version": __version__, "covered_list": load_covered_makers(COVERED_MAKERS_FILE).version,
+            "generated": utc(time.time()), "estate": estate, "window": window, "ranked": ranked,
+            "labels": LABELS, "findings": FINDINGS, "summary": _summary(estate, ranked), "limits": LIMITS,
+            "sites": sites, "cards": [_card(d, by_record.get(id(d)), scope, window) for d in order]}
+
+
+def render_html(ctx: dict[str, Any]) -> str:
+    # The one stylesheet is allowed by its hash rather than 'unsafe-inline': nothing injected could add styles.
+    css = (TEMPLATES / "report.css").read_text(encoding="utf-8")
+    digest = base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()
+    return environment().get_template("report.html.j2").render(ctx, style=Markup(css), style_hash=f"sha256-{digest}")
+
+
+# ---- CSV -----------------------------------------------------------------------------------------------------
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: Any) -> Any:
+    """A text cell a spreadsheet would evaluate as a formula gets a leading apostrophe; numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _csv_time(ts: float | None) -> str:
+    return utc(ts) if ts is not None else ""
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows([safe_cell(c) for c in row] for row in rows)
+
+
+def write_csv(ctx: dict[str, Any], directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    removal, inventory = directory / "removal.csv", directory / "inventory.csv"
+    _write_csv(removal, ["rank", "site", "ip", "mac", "maker", "covered_basis", "role", "model", "firmware",
+                         *FINDINGS, "reasons", "evidence", "public_bytes"],
+               [[r.rank, r.record.site, r.record.ip, r.record.doc["mac"] or "", r.record.doc["maker"] or "",
+                 r.record.doc["covered_basis"] or "", r.record.doc["role"],
+                 r.record.doc["identity"].get("model", ""), r.record.doc["identity"].get("firmware", ""),
+                 *("yes" if f in r.findings else "no" for f in FINDINGS),
+                 "; ".join(LABELS[f] for f in FINDINGS if f in r.findings),
+                 " | ".join(e for f in FINDINGS for e in r.findings.get(f, [])),
+                 r.record.doc["egress_bytes"].get("public", 0)] for r in ctx["ranked"]])
+    _write_csv(inventory, ["site", "ip", "mac", "vendor", "covered", "maker", "covered_basis", "maker_evidence",
+                           "role", "model", "firmware", "server", "first_seen", "last_seen", "bytes_sent",
+                           "public_bytes", "core_bytes", "external_destinations"],
+               [[d.site, d.ip, d.doc["mac"] or "", d.doc["vendor"] or "", "yes" if d.doc["covered"] else "no",
+                 d.doc["maker"] or "", d.doc["covered_basis"] or "", d.doc["maker_evidence"] or "", d.doc["role"],
+                 d.doc["identity"].get("model", ""), d.doc["identity"].get("firmware", ""),
+                 d.doc["identity"].get("server", ""), _csv_time(d.doc["first_seen"]), _csv_time(d.doc["last_seen"]),
+                 d.doc["bytes_sent"], d.doc["egress_bytes"].get("public", 0), d.doc["egress_bytes"].get("core", 0),
+                 " ".join(e["name"] or e["ip"] for e in d.doc["external_destinations"])]
+                for d in (c["r"] for c in ctx["cards"])])
+    return [removal, inventory]
