@@ -4,7 +4,7 @@
     python pcaps/generate.py [OUTDIR]     (default: pcaps/synthetic)
 
 Same code, same bytes: every value comes from arithmetic or a seeded random.Random, so the committed fixtures can
-be regenerated and compared byte for byte (tests/test_fixtures.py does). Addresses outside the camera VLAN are
+be regenerated and compared byte for byte (tests/e2e/test_fixtures.py does). Addresses outside the camera VLAN are
 from the documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32); hostnames of
 vendor services are real names, used only inside these files.
 """

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
 PCAPS = REPO / "pcaps"
@@ -43,6 +44,23 @@ def camwatch(*args: str, timeout: float = 120, env_extra: dict | None = None, **
 
 def alerts_of(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def metric_values(text: str) -> dict[tuple[str, tuple], float]:
+    """A Prometheus exposition as {(name, sorted labels): value}."""
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(metrics: dict, name: str, **labels) -> float:
+    """The sum of the samples of `name` whose labels include `labels`; fails if there is none."""
+    matches = [v for (n, ls), v in metrics.items()
+               if n == name and all(dict(ls).get(k) == w for k, w in labels.items())]
+    assert matches, f"{name}{labels} not exported"
+    return sum(matches)
 
 
 def capinfos(path: Path) -> dict[str, int]:

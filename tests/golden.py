@@ -5,7 +5,7 @@ change which should is seen, reviewed and recorded on purpose.
     python tests/golden.py            # compare, print what differs, exit 1 if anything does
     python tests/golden.py --update   # record the current outputs (commit them with the reason)
 
-tests/test_golden.py runs the comparison in the suite.
+tests/e2e/test_golden.py runs the comparison in the suite.
 """
 
 from __future__ import annotations

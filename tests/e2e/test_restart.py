@@ -1,4 +1,4 @@
-"""Issue 7: learned state survives restarts, including kill -9, without re-alerting known episodes."""
+"""Learned state survives restarts, including kill -9, without re-alerting known episodes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 7: floods. A million spoofed flows, a scanning camera and a DNS flood keep memory and metric cardinality
+"""Floods: a million spoofed flows, a scanning camera and a DNS flood keep memory and metric cardinality
 bounded, are counted, and do not hide a real phone-home."""
 
 from __future__ import annotations
@@ -8,9 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, alerts_of
+from conftest import REPO, alerts_of, metric_values, value
 from flood import PCAP_HEADER, camera_scan, spoofed_flood
-from test_cli import metric_values, value
 
 from packets import PcapWriter, dns_response, ethernet, ipv4, mac, tcp, udp
 

@@ -23,7 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
-from promstack import (
+
+from .promstack import (
     ALERTMANAGER,
     DASHBOARDS,
     PROMETHEUS,

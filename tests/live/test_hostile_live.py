@@ -11,7 +11,8 @@ import time
 
 import pytest
 from hostile_packets import CAMERA, CAMERA6, PUBLIC, PUBLIC6, every_class
-from test_live import link, packets_total, run, start_camwatch, tcpreplay  # noqa: F401  (fixtures)
+
+from .test_live import link, packets_total, run, start_camwatch, tcpreplay  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.root
 

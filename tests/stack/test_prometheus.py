@@ -9,14 +9,15 @@ import subprocess
 
 import pytest
 import yaml
-from promstack import AMTOOL, PROMTOOL, REPO, RULE_FILES, RULE_TESTS, RUNBOOKS, alert_rules, load_rules
+
+from .promstack import AMTOOL, PROMTOOL, REPO, RULE_FILES, RULE_TESTS, RUNBOOKS, alert_rules, load_rules
 
 SEVERITIES = {"critical", "high", "medium", "low", "info"}
 CONFIGS = [REPO / "prometheus" / "prometheus.yml",
            REPO / "prometheus" / "multi-site" / "site" / "prometheus.yml",
            REPO / "prometheus" / "multi-site" / "central" / "prometheus.yml",
            REPO / "prometheus" / "multi-site" / "central" / "prometheus-federation.yml"]
-# What the issue asks alerts for, by the metric each must watch.
+# The alerts the rules must define, by the metric each must watch.
 REQUIRED = {
     "CamwatchCoveredCameraVendorCloud": 'detector="vendor_cloud"',
     "CamwatchVideoEgress": 'detector="video_egress"',

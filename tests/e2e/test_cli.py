@@ -8,27 +8,11 @@ import time
 import urllib.request
 
 import pytest
-from conftest import REAL, SYNTHETIC, alerts_of, all_fixtures, camwatch, capinfos, fixture_id
-from prometheus_client.parser import text_string_to_metric_families
+from conftest import REAL, SYNTHETIC, alerts_of, all_fixtures, camwatch, capinfos, fixture_id, metric_values, value
 
 SITE = SYNTHETIC / "camera_site.pcap"
 SITE_CONFIG = SYNTHETIC / "camera_site.toml"
 ALERT_KEYS = {"ts", "sensor", "detector", "severity", "device", "destination", "score", "summary"}
-
-
-def metric_values(text: str) -> dict[tuple[str, tuple], float]:
-    out = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def value(metrics: dict, name: str, **labels) -> float:
-    matches = [v for (n, ls), v in metrics.items()
-               if n == name and all(dict(ls).get(k) == w for k, w in labels.items())]
-    assert matches, f"{name}{labels} not exported"
-    return sum(matches)
 
 
 @pytest.fixture(scope="module")

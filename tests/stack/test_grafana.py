@@ -12,7 +12,8 @@ import re
 
 import pytest
 import yaml
-from promstack import (
+
+from .promstack import (
     DASHBOARDS,
     PROMETHEUS,
     REPO,

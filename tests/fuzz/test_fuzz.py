@@ -1,5 +1,5 @@
-"""Issue 7: hostile input. Property-based fuzzing of the pcap/pcapng reader, the decoder and the app parsers:
-whatever the bytes, reading ends in batches or a CaptureError, decoding never raises, and counts add up."""
+"""Property-based fuzzing of the pcap/pcapng reader, the decoder and the app parsers: whatever the bytes, reading
+ends in batches or a CaptureError, decoding never raises, and counts add up."""
 
 from __future__ import annotations
 

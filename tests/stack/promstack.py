@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
 RULE_FILES = [REPO / "prometheus" / "rules" / "camwatch.rules.yml",
               REPO / "prometheus" / "multi-site" / "central" / "site.rules.yml"]

@@ -1,12 +1,11 @@
-"""Issue 4: device inventory, covered makers, roles, identity, segmentation and naming, end to end."""
+"""Device inventory, covered makers, roles, identity, segmentation and naming, end to end."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from conftest import REAL, SYNTHETIC, alerts_of, camwatch
-from test_cli import metric_values, value
+from conftest import REAL, SYNTHETIC, alerts_of, camwatch, metric_values, value
 
 from sensor.enrich import CoveredMakers
 

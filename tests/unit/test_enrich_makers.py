@@ -5,7 +5,8 @@ test_every_pattern_has_an_example.
 
 The organisation strings are copied from /usr/share/wireshark/manuf (Wireshark 4.0, `tshark -G manuf` on 4.2+);
 test_example_organisations_are_real checks that the installed manuf still has each of them, and the MAC tests take
-a real OUI of each from it, so the chain MAC -> manuf -> covered maker is tested as the sensor runs it.
+a real OUI of each from it, so the chain MAC -> manuf -> covered maker is tested as the sensor runs it. The manuf
+database itself (sensor/enrich/makers.py) prefers the longest assignment and knows the camera makers.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from packets import ethernet, ipv4, mac, tcp, udp
 from sensor.capture import Batch
 from sensor.config import Config
-from sensor.enrich import COVERED_MAKERS_FILE, CoveredMakers, Device, Inventory, ManufDatabase
+from sensor.enrich import COVERED_MAKERS_FILE, CoveredMakers, Device, Inventory, ManufDatabase, parse_manuf
 from sensor.export import build_registry
 from sensor.pipeline import Sensor
 
@@ -343,3 +344,27 @@ def test_covered_device_counts_are_exported_per_maker():
         if fam.name == "camwatch_devices":
             devices = {(s.labels["vendor"], s.labels["covered"]): s.value for s in fam.samples}
     assert devices == {("Uniview", "true"): 2, ("Xiongmai", "true"): 1}
+
+
+# ---- the manuf database: longest assignment first, the installed file ---------------------------------------
+def test_manuf_prefers_the_longest_assignment():
+    db = ManufDatabase(parse_manuf(
+        "40:2C:76\tIEEERegi\tIEEE Registration Authority\n"
+        "40:2C:76:10:00:00/28\tShanghai\tShanghai Dahua Scale Factory\n"
+        "70:B3:D5:00:00:00/36\tX\tA 36-bit Holder\n"
+        "04:03:12\tHangzhou\tHangzhou Hikvision Digital Technology Co.,Ltd.\n"))
+    assert db.lookup(0x402C761A0015) == "Shanghai Dahua Scale Factory"
+    assert db.lookup(0x402C76FF0015) is None              # inside the RA block, not assigned in this table
+    assert db.lookup(0x70B3D5000ABC) == "A 36-bit Holder"
+    assert db.lookup(0x70B3D5001ABC) is None
+    assert db.lookup(0x040312000011).startswith("Hangzhou Hikvision")
+    assert db.lookup(0x020000000001) == "(locally administered)"
+
+
+def test_installed_manuf_database_knows_the_camera_makers():
+    db = ManufDatabase.load()
+    assert len(db) > 10_000
+    assert "Hikvision" in db.lookup(0x040312000011)
+    assert "Dahua Technology" in db.lookup(0x08EDED000012)
+    assert db.lookup(0x402C761A0015) == "Shanghai Dahua Scale Factory"
+    assert db.lookup(0x78DF7224694D) == "Shanghai Imilab Technology Co.Ltd"

@@ -1,4 +1,4 @@
-"""Issue 7, supply side: the install is pinned and hash-checked, and covers every declared dependency."""
+"""Supply: the install is pinned and hash-checked, and covers every declared dependency."""
 
 from __future__ import annotations
 

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+import pytest
+
+from sensor import compiled
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def impl(request, monkeypatch) -> str:
+    """Runs a test twice: through the compiled decode and grouping (sensor/_walk.c), and through their numpy
+    references, so each is held to the same exact values (and a mutant of either is seen)."""
+    on = request.param == "compiled"
+    if on and compiled.extension is None:
+        pytest.skip("the C extension sensor._walk was not built on this machine")
+    monkeypatch.setattr(compiled, "decode", on)
+    monkeypatch.setattr(compiled, "group", on)
+    return request.param
