@@ -98,7 +98,7 @@ def _default_capture_ring() -> int:
 # ---- camwatch.toml, section by section -----------------------------------------------------------------------
 # Each section is a dataclass whose fields are its keys (sensor.schema): the key names, kinds, defaults, bounds
 # and doc lines below are the only statement of them. README.md's sample config documents the same keys
-# (tests/test_config_enrich.py holds the two together).
+# (tests/unit/test_config.py holds the two together).
 
 @dataclass(frozen=True)
 class _Networks(Kind):

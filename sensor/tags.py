@@ -2,7 +2,7 @@
 bytes looked like, computed per batch before the flow stage ORs them into the flows.
 
 The bits are defined here and nowhere else: the compiled _walk.tags takes every one of them as an argument, so the
-C code has no copy that could drift (tests/test_detector_plugins.py holds it to that).
+C code has no copy that could drift (tests/unit/test_tags.py holds it to that).
 """
 
 from __future__ import annotations
