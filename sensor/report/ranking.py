@@ -1,4 +1,4 @@
-"""The removal list's ranking rule (docs/report.md, "Ranking"; tests/test_report.py holds it to that text).
+"""The removal list's ranking rule (docs/report.md, "Ranking"; tests/e2e/test_report.py holds it to that text).
 
 Covered devices only. Each is checked for five findings, in this order of weight:
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REAL, SYNTHETIC, camwatch
-from test_report import hostile_state_db
+from .test_report import hostile_state_db
 
 # Chromium's own background services (component updater, network time, account sign-in): not the page.
 BROWSER_OWN_HOSTS = ("update.googleapis.com", "accounts.google.com", "clients2.google.com",
