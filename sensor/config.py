@@ -28,6 +28,7 @@ from sensor.schema import (
     Choice,
     Invalid,
     Kind,
+    NamedTables,
     Setting,
     Tables,
     Text,
@@ -109,7 +110,7 @@ class _Networks(Kind):
     refuse_broad: bool
 
     def check(self, value: Any, s: Setting, key: str) -> tuple[IPNetwork, ...]:
-        if not isinstance(value, list):
+        if not isinstance(value, list) or len(value) < (s.minimum or 0):
             raise s.wrong(key)
         out = []
         for item in value:
@@ -252,6 +253,18 @@ class CaptureSettings:
                               doc="dumpcap's kernel capture ring; default: a sixteenth of memory, 64 to 1024")
 
 
+@dataclass(frozen=True)
+class SiteSettings:
+    """One site of the estate, [sites.NAME]: the subnets it covers and whether it is a sensitive site in the
+    directive's sense. `camwatch report` ranks covered devices on sensitive sites higher."""
+
+    subnets: tuple[IPNetwork, ...] = setting(kind=_Networks(refuse_broad=False), minimum=1,
+                                             expect='a non-empty array of subnets, e.g. ["10.20.0.0/24"]',
+                                             doc="the subnets the site covers (CIDR, no host bits)")
+    sensitive: bool = setting(False, kind=FLAG, doc="a sensitive site (the directive's term)")
+    comment: str = setting("", kind=Text(), doc="free text for the reader")
+
+
 @dataclass(frozen=True, kw_only=True)
 class AllowRule:
     """One MUD-like allowlist entry: a camera may reach `dst` (network or DNS pattern) on `port`/`proto`."""
@@ -322,6 +335,9 @@ class Config:
     capture: CaptureSettings = section(CaptureSettings, "live capture (camwatch run)")
     allow: tuple[AllowRule, ...] = setting((), kind=Tables(AllowRule), expect="an array of tables: [[allow]]",
                                            doc="MUD-like allowlist (RFC 8520 in spirit)")
+    sites: tuple[tuple[str, SiteSettings], ...] = setting((), kind=NamedTables(SiteSettings),
+                                                          expect="tables: [sites.NAME]",
+                                                          doc="the sites of the estate, for camwatch report")
     source: str = "(defaults)"
 
     @property

@@ -103,6 +103,8 @@ def keys(schema: type, where: str = "") -> Iterator[tuple[str, Setting]]:
         yield key, s
         if isinstance(s.kind, (Section, Tables)):
             yield from keys(s.kind.schema, key)
+        elif isinstance(s.kind, NamedTables):
+            yield from keys(s.kind.schema, join(key, "*"))   # * stands for each name the file gives
 
 
 def load(schema: type[T], table: Any, where: str = "") -> T:
@@ -338,6 +340,28 @@ class Tables(Kind):
 
     def describe(self, s: Setting) -> str:
         return "an array of tables"
+
+
+@dataclass(frozen=True)
+class NamedTables(Kind):
+    """A table of named sub-tables ([sites.NAME]), each read as the section `schema`: a tuple of (name, section)
+    in file order. The names are the file's own words, quoted in messages like any key."""
+
+    schema: type
+
+    def check(self, value: Any, s: Setting, key: str) -> tuple:
+        if not isinstance(value, dict):
+            raise s.wrong(key)
+        out: list[tuple[str, Any]] = []
+        for name, entry in value.items():
+            where = join(key, key_text(name))
+            if not isinstance(entry, dict):
+                raise Invalid(f"{where} must be a table: [{where}]", key=where, expect="a table")
+            out.append((name, load(self.schema, entry, where)))
+        return tuple(out)
+
+    def describe(self, s: Setting) -> str:
+        return "named tables"
 
 
 SECONDS: Kind = _Seconds()

@@ -332,8 +332,9 @@ def test_bad_input_is_one_line(tmp_path, args, message):
 
 @pytest.mark.parametrize("sites, message", [
     ("[sites.a]\nsensitive = 1\nsubnets = [\"10.0.0.0/8\"]\n", "sites.a.sensitive must be true or false"),
-    ("[sites.a]\nsensitive = true\nsubnets = [\"10.1.0.5/16\"]\n", "sites.a.subnets[0] '10.1.0.5/16' has host bits"),
-    ("[sites.a]\nsensitive = true\n", "sites.a.subnets must be a non-empty array"),
+    ("[sites.a]\nsensitive = true\nsubnets = [\"10.1.0.5/16\"]\n", "sites.a.subnets '10.1.0.5/16' has host bits"),
+    ("[sites.a]\nsensitive = true\n", "sites.a needs subnets"),
+    ("[sites.a]\nsubnets = []\n", "sites.a.subnets must be a non-empty array"),
     ("[sites.a]\nsensitve = true\nsubnets = [\"10.0.0.0/8\"]\n", "unknown key sites.a.sensitve"),
     ("[sites]\na = 1\n", "sites.a must be a table"),
     ("[bogus]\n", "bogus"),

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REAL, SYNTHETIC, camwatch
+
 from .test_report import hostile_state_db
 
 # Chromium's own background services (component updater, network time, account sign-in): not the page.

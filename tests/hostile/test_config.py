@@ -275,6 +275,9 @@ def _holding(key: str, value) -> tuple[dict, str]:
     if section == "allow":
         rule = {"dst": "a.example.com", name: value}
         return {"allow": [rule]}, f"allow[1].{name}"
+    if section == "sites":   # a named table: sites.*.KEY, with the site's other keys valid
+        site = {"subnets": ["10.0.0.0/8"], name.removeprefix("*."): value}
+        return {"sites": {"hq": site}}, f"sites.hq.{name.removeprefix('*.')}"
     return {section: {name: value}}, key
 
 

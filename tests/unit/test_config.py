@@ -66,9 +66,9 @@ def _readme_sample_keys() -> set[str]:
     sample = re.search(r"## Configuration: `camwatch.toml`.*?```toml\n(.*?)```", readme, re.S)[1]
     found, table = set(), ""
     for line in sample.splitlines():
-        if header := re.match(r"\[\[?([a-z_.]+)\]\]?", line):
-            table = header[1]
-            found.add(table)
+        if header := re.match(r"\[\[?([a-z_.-]+)\]\]?", line):
+            table = re.sub(r"^(sites)\.[^.]+", r"\1.*", header[1])   # named tables: any name stands for *
+            found.add(table.removesuffix(".*"))
         elif (key := re.match(r"(?:#\s*)?([a-z_]+)\s*=", line)) and table != "metrics.basic_auth":  # user names
             found.add(f"{table}.{key[1]}")
     return found
