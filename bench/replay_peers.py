@@ -408,7 +408,7 @@ def _make_capture():
 
 # C901 debt, complexity 22 (limit 15, pyproject.toml [tool.ruff.lint.mccabe]): one branch per peer and option;
 # split it before it grows.
-def main(argv: list[str] | None = None) -> int:  # noqa: C901
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description="camwatch replay throughput against peers")
     ap.add_argument("--capture", type=Path, help="classic pcap to replay (default: generated, see --packets)")
     ap.add_argument("--packets", type=int, default=200_000,
@@ -424,86 +424,67 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901
     ap.add_argument("--camwatch-src", type=Path, default=REPO, metavar="DIR",
                     help="directory holding the sensor/ package to measure (default: this checkout)")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap
 
-    if args.worker:
-        print(json.dumps(_run_worker(args.worker, str(args.capture), str(args.camwatch_src))))
-        return 0
 
+def _capture_path(args, ap: argparse.ArgumentParser) -> Path:
     if args.capture:
-        path = args.capture
-        if not path.is_file():
-            ap.error(f"{path}: no such file")
-    else:
-        # nvr20 keeps its historical file name, so earlier results and commands still apply
-        name = f"replay-{args.packets}" if args.site == "nvr20" else f"{args.site}-{args.packets}"
-        path = DEFAULT_DIR / f"{name}.pcap"
-        if not path.is_file():
-            print(f"writing {path} ({args.packets:,} packets, site {args.site}) ...", file=sys.stderr)
-            _make_capture().write(path, args.packets, args.site)
-    total = count_records(path)
-    slice_path = DEFAULT_DIR / f"{path.stem}-head{args.slice}.pcap"
-    DEFAULT_DIR.mkdir(parents=True, exist_ok=True)
-    slice_n = head_pcap(path, slice_path, args.slice)
-    warm(path)
+        if not args.capture.is_file():
+            ap.error(f"{args.capture}: no such file")
+        return args.capture
+    # nvr20 keeps its historical file name, so earlier results and commands still apply
+    name = f"replay-{args.packets}" if args.site == "nvr20" else f"{args.site}-{args.packets}"
+    path = DEFAULT_DIR / f"{name}.pcap"
+    if not path.is_file():
+        print(f"writing {path} ({args.packets:,} packets, site {args.site}) ...", file=sys.stderr)
+        _make_capture().write(path, args.packets, args.site)
+    return path
 
-    load = os.getloadavg()[0]
-    if load > 0.5:
-        # Two cores: anything else running skews every wall-clock number here, peers and camwatch alike.
-        print(f"warning: load average {load:.2f} before the first run; results will be noisy", file=sys.stderr)
-    wanted = set(args.only.split(",")) if args.only else None
-    if wanted and wanted - {t[0] for t in TOOLS}:
-        ap.error(f"unknown tool(s): {', '.join(sorted(wanted - {t[0] for t in TOOLS}))}")
-    rows = []
-    for name, label, kind, need in TOOLS:
-        if wanted and name not in wanted:
-            continue
-        row = {"tool": name, "label": label}
-        rows.append(row)
-        why = missing(need)
-        if why:
-            row["status"] = why
+
+def _measure_tool(tool: tuple, args, path: Path, total: int, slice_path: Path, slice_n: int) -> dict:
+    """One tool's row: median of its runs on the capture (or on the slice, for the slow ones), and for the whole
+    file also its marginal rate once the fixed start-up is priced on the slice."""
+    name, label, kind, need = tool
+    row: dict = {"tool": name, "label": label}
+    why = missing(need)
+    if why:
+        row["status"] = why
+        print(f"{name}: {row['status']}", file=sys.stderr)
+        return row
+    target, n_file = (slice_path, slice_n) if kind == "slice" else (path, total)
+    runs = []
+    for i in range(1 if kind == "slice" else max(1, args.repeat)):
+        print(f"{name}: run {i + 1} ...", file=sys.stderr, flush=True)
+        res = measure(name, kind, target, args.timeout, args.camwatch_src)
+        if "error" in res:
+            row["status"] = f"failed: {res['error']}"
             print(f"{name}: {row['status']}", file=sys.stderr)
-            continue
-        target, n_file = (slice_path, slice_n) if kind == "slice" else (path, total)
-        runs = []
-        for i in range(1 if kind == "slice" else max(1, args.repeat)):
-            print(f"{name}: run {i + 1} ...", file=sys.stderr, flush=True)
-            res = measure(name, kind, target, args.timeout, args.camwatch_src)
-            if "error" in res:
-                row["status"] = f"failed: {res['error']}"
-                print(f"{name}: {row['status']}", file=sys.stderr)
-                break
-            runs.append(res)
-        if not runs:
-            continue
-        secs = [r["seconds"] for r in runs]
-        best = runs[secs.index(min(secs))]
-        row.update(
-            status="ok", file_packets=n_file, packets=runs[-1]["packets"], flows=runs[-1]["flows"],
-            seconds=statistics.median(secs), seconds_all=secs, pps=n_file / statistics.median(secs),
-            cpu=statistics.median(r["cpu"] for r in runs), rss_mib=max(r["rss_kib"] for r in runs) / 1024,
-            extra=best.get("extra", {}),
-        )
-        if kind == "slice":
-            row["extrapolated_seconds"] = row["seconds"] * total / n_file
-        elif slice_n < total:
-            # Fixed start-up (tshark's dissector tables, nfstream's meter process) weighs on a short capture;
-            # the same run on the slice prices it, and the difference gives the per-packet rate alone.
-            small = measure(name, kind, slice_path, args.timeout, args.camwatch_src)
-            if "error" not in small:
-                row["slice_seconds"] = small["seconds"]
-                extra_s = row["seconds"] - small["seconds"]
-                row["marginal_pps"] = (total - slice_n) / extra_s if extra_s > 0 else None
-        print(f"{name}: {row['pps']:,.0f} packets/s", file=sys.stderr)
+            return row
+        runs.append(res)
+    secs = [r["seconds"] for r in runs]
+    best = runs[secs.index(min(secs))]
+    row.update(
+        status="ok", file_packets=n_file, packets=runs[-1]["packets"], flows=runs[-1]["flows"],
+        seconds=statistics.median(secs), seconds_all=secs, pps=n_file / statistics.median(secs),
+        cpu=statistics.median(r["cpu"] for r in runs), rss_mib=max(r["rss_kib"] for r in runs) / 1024,
+        extra=best.get("extra", {}),
+    )
+    if kind == "slice":
+        row["extrapolated_seconds"] = row["seconds"] * total / n_file
+    elif slice_n < total:
+        # Fixed start-up (tshark's dissector tables, nfstream's meter process) weighs on a short capture;
+        # the same run on the slice prices it, and the difference gives the per-packet rate alone.
+        small = measure(name, kind, slice_path, args.timeout, args.camwatch_src)
+        if "error" not in small:
+            row["slice_seconds"] = small["seconds"]
+            extra_s = row["seconds"] - small["seconds"]
+            row["marginal_pps"] = (total - slice_n) / extra_s if extra_s > 0 else None
+    print(f"{name}: {row['pps']:,.0f} packets/s", file=sys.stderr)
+    return row
 
-    revision = camwatch_revision(args.camwatch_src)
+
+def _print_table(rows: list[dict], total: int) -> None:
     ref = next((r["pps"] for r in rows if r["tool"] == "camwatch" and r.get("status") == "ok"), None)
-    print()
-    print(f"capture: {path} ({total:,} packets, {path.stat().st_size / 2**20:.0f} MiB); "
-          f"pyshark slice: first {slice_n:,} packets; median of {args.repeat} runs; camwatch: {revision}; "
-          f"load average before: {load:.2f}")
-    print()
     print("| tool | packets | seconds | packets/s | camwatch/peer | peak RSS MiB | CPU s | flows "
           "| marginal packets/s |")
     print("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
@@ -528,6 +509,38 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901
             f"{k[:-2]} {e[k]:.2f} s ({core['file_packets'] / e[k] / 1e6:.2f} M packets/s)"
             for k in ("read_s", "decode_s", "flows_s") if e.get(k)))
 
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(_run_worker(args.worker, str(args.capture), str(args.camwatch_src))))
+        return 0
+
+    path = _capture_path(args, ap)
+    total = count_records(path)
+    slice_path = DEFAULT_DIR / f"{path.stem}-head{args.slice}.pcap"
+    DEFAULT_DIR.mkdir(parents=True, exist_ok=True)
+    slice_n = head_pcap(path, slice_path, args.slice)
+    warm(path)
+
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        # Two cores: anything else running skews every wall-clock number here, peers and camwatch alike.
+        print(f"warning: load average {load:.2f} before the first run; results will be noisy", file=sys.stderr)
+    wanted = set(args.only.split(",")) if args.only else None
+    if wanted and wanted - {t[0] for t in TOOLS}:
+        ap.error(f"unknown tool(s): {', '.join(sorted(wanted - {t[0] for t in TOOLS}))}")
+    rows = [_measure_tool(tool, args, path, total, slice_path, slice_n) for tool in TOOLS
+            if not wanted or tool[0] in wanted]
+
+    revision = camwatch_revision(args.camwatch_src)
+    print()
+    print(f"capture: {path} ({total:,} packets, {path.stat().st_size / 2**20:.0f} MiB); "
+          f"pyshark slice: first {slice_n:,} packets; median of {args.repeat} runs; camwatch: {revision}; "
+          f"load average before: {load:.2f}")
+    print()
+    _print_table(rows, total)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
