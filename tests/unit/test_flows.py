@@ -1,0 +1,466 @@
+"""sensor/flows.py: canonical keys, per-batch grouping (compiled and numpy), orientation of new flows, what each
+batch adds to a flow, closing, lookup, eviction and flush, all by exact value."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import sensor.flows as fl
+from packets import ethernet, icmp_echo, ipv4, ipv6, mac, tcp, udp
+from sensor import compiled
+from sensor.config import FlowSettings
+from sensor.decode import decode
+from sensor.flows import Flow, FlowTable, flow_keys, group, group_numpy, proto_name
+
+from .builders import batch_of
+
+CAM, NVR, CLOUD = "10.20.0.11", "10.20.0.2", "203.0.113.9"
+CAM_MAC, NVR_MAC, GW_MAC = mac("04:03:12:00:00:11"), mac("00:11:32:00:00:02"), mac("00:1b:21:0a:0b:01")
+MACS = {CAM: CAM_MAC, NVR: NVR_MAC, CLOUD: GW_MAC}
+T0 = 1_700_000_000.0
+
+
+def u(src, dst, sport, dport, payload=b"p" * 10, vlans=()):
+    other = NVR_MAC if MACS[src] != NVR_MAC else CAM_MAC
+    return ethernet(other, MACS[src], 0x0800, ipv4(src, dst, 17, udp(src, dst, sport, dport, payload)), vlans)
+
+
+def t(src, dst, sport, dport, flags, payload=b""):
+    other = NVR_MAC if MACS[src] != NVR_MAC else CAM_MAC
+    return ethernet(other, MACS[src], 0x0800, ipv4(src, dst, 6, tcp(src, dst, sport, dport, 1, 1, flags, payload)))
+
+
+def icmp(src, dst, reply=False):
+    other = NVR_MAC if MACS[src] != NVR_MAC else CAM_MAC
+    return ethernet(other, MACS[src], 0x0800, ipv4(src, dst, 1, icmp_echo(9, 1, reply)))
+
+
+def raw_udp(src, dst, sport, dport, payload=b"p" * 10):
+    """The same datagram without a link layer (LINKTYPE_RAW): no source MAC."""
+    return ipv4(src, dst, 17, udp(src, dst, sport, dport, payload))
+
+
+def ip16(text: str) -> bytes:
+    import ipaddress
+    a = ipaddress.ip_address(text)
+    return (b"\0" * 10 + b"\xff\xff" + a.packed) if a.version == 4 else a.packed
+
+
+def table(**settings) -> tuple[FlowTable, list[tuple[Flow, str]]]:
+    ended: list[tuple[Flow, str]] = []
+    return FlowTable(FlowSettings(**settings), on_end=lambda f, why: ended.append((f, why))), ended
+
+
+def feed(ft: FlowTable, frames, ts=None, **kw):
+    dec = decode(batch_of(frames, ts=ts, **kw))
+    return ft.update(dec, np.arange(len(frames)))
+
+
+def feed_tags(ft: FlowTable, frames, tags, ts=None):
+    dec = decode(batch_of(frames, ts=ts))
+    return ft.update(dec, np.arange(len(frames)), np.array(tags, dtype=np.uint64))
+
+
+# ---- small helpers ----------------------------------------------------------------------------------------------
+def test_protocol_names():
+    assert [proto_name(p) for p in (6, 17, 1, 58, 47)] == ["tcp", "udp", "icmp", "icmp", "47"]
+
+
+def test_shared_macs_are_one_object_per_value_and_bounded(monkeypatch):
+    monkeypatch.setattr(fl, "_MACS", {})
+    monkeypatch.setattr(fl, "MAX_SHARED_MACS", 3)
+    first = fl._shared_mac(int("0x0403120000aa", 16))
+    again = fl._shared_mac(int("0x0403120000aa", 16))   # an equal value, another int object
+    assert first == 0x0403120000AA and again is first
+    for m in (0x0403120000AB, 0x0403120000AC):
+        assert fl._shared_mac(m) == m
+    assert len(fl._MACS) == 3
+    assert fl._shared_mac(0x0403120000AD) == 0x0403120000AD   # a fourth: the table starts over
+    assert fl._MACS == {0x0403120000AD: 0x0403120000AD}
+
+
+def test_a_new_flow_starts_empty():
+    f = Flow(b"k" * 40, 7, 17, 5000, 53, 12.5)
+    assert (f.key, f.vlan, f.proto, f.orig_port, f.resp_port, f.first, f.last) == (b"k" * 40, 7, 17, 5000, 53,
+                                                                                     12.5, 12.5)
+    assert (f.orig_pkts, f.resp_pkts, f.orig_bytes, f.resp_bytes, f.orig_payload, f.resp_payload) == (0,) * 6
+    assert (f.orig_flags, f.resp_flags, f.orig_mac, f.resp_mac, f.orig_tags, f.resp_tags) == (0,) * 6
+    assert f.name is None and f.closed is False and f.context is None and f.orig_is_a is True
+
+
+def test_as_dict_names_every_field(impl):
+    ft, _ = table()
+    feed(ft, [t(CAM, CLOUD, 50000, 443, "S"), t(CLOUD, CAM, 443, 50000, "SA"), t(CAM, CLOUD, 50000, 443, "A", b"hi")],
+         ts=[T0, T0 + 0.5, T0 + 1.0], wirelen=[100, 200, 300])
+    (flow,) = ft.flows()
+    flow.name = "cloud.example.com"
+    assert flow.as_dict() == {
+        "vlan": 0, "proto": "tcp", "orig_ip": CAM, "orig_port": 50000, "resp_ip": CLOUD, "resp_port": 443,
+        "first": T0, "last": T0 + 1.0, "orig_pkts": 2, "resp_pkts": 1, "orig_bytes": 400, "resp_bytes": 200,
+        "state": "S1", "name": "cloud.example.com"}
+
+
+S, A, F, R = fl.SYN, fl.ACK, fl.FIN, fl.RST
+
+
+@pytest.mark.parametrize("orig, resp, state", [
+    (A, S | A, "OTH"), (S, R, "REJ"), (S, R | A, "REJ"), (S, 0, "S0"), (S, S | R, "S0"), (S | R, 0, "RSTOS0"),
+    (S | A | R, S | A, "RSTO"), (S | A, S | A | R, "RSTR"), (S | A | F, S | A | F, "SF"), (S | A | F, S | A, "S2"),
+    (S | A, S | A | F, "S3"), (S | A, S | A, "S1"), (S | A | R | F, S | A | F, "RSTO")])
+def test_tcp_state_of_each_handshake(orig, resp, state):
+    """Zeek's connection states (not mutated by mutmut, being a property, so held here by value)."""
+    f = Flow(b"k" * 40, 0, 6, 50000, 443, 0.0)
+    f.orig_flags, f.resp_flags = orig, resp
+    assert f.state == state
+
+
+def test_state_of_other_protocols_is_a_dash():
+    f = Flow(b"k" * 40, 0, 17, 5000, 53, 0.0)
+    f.orig_flags = S
+    assert f.state == "-"
+
+
+# ---- keys -------------------------------------------------------------------------------------------------------
+def test_a_packet_and_its_reply_share_one_canonical_key(impl):
+    dec = decode(batch_of([u(CAM, NVR, 50000, 554, vlans=((0x8100, 0x123),)),
+                           u(NVR, CAM, 554, 50000, vlans=((0x8100, 0x123),))]))
+    keys, a_is_src = flow_keys(dec, np.arange(2))
+    assert keys.dtype == np.uint8 and keys.shape == (2, 40)
+    assert keys[0].tobytes() == keys[1].tobytes()
+    # vlan (2 bytes), proto, A address and port (the smaller endpoint: 10.20.0.2:554), B address and port, a zero
+    want = (b"\x01\x23" + bytes([17]) + ip16(NVR) + (554).to_bytes(2, "big") + ip16(CAM)
+            + (50000).to_bytes(2, "big") + b"\0")
+    assert keys[0].tobytes() == want
+    assert a_is_src.tolist() == [False, True]
+
+
+def test_icmp_and_fragments_are_keyed_without_ports(impl):
+    dec = decode(batch_of([icmp(CAM, NVR), icmp(NVR, CAM, reply=True), u(CAM, NVR, 50000, 554)]))
+    keys, _ = flow_keys(dec, np.arange(3))
+    assert keys[0].tobytes() == keys[1].tobytes()          # type 8 and type 0: one flow
+    assert keys[0, 19:21].tolist() == [0, 0] and keys[0, 37:39].tolist() == [0, 0]
+    # a row flagged as a fragment is port-less whatever its port columns hold
+    frag = dataclasses.replace(dec, fragment=np.array([False, False, True]))
+    fkeys, _ = flow_keys(frag, np.arange(3))
+    assert fkeys[2, 19:21].tolist() == [0, 0] and fkeys[2, 37:39].tolist() == [0, 0]
+    assert fkeys[2, 2] == 17
+
+
+def test_a_packet_to_itself_is_sent_by_the_a_side(impl):
+    """Source equal to destination (address and port): the key's A side is the sender, in both groupings."""
+    dec = decode(batch_of([u(CAM, CAM, 5000, 5000)]))
+    _, a_is_src = flow_keys(dec, np.arange(1))
+    assert a_is_src.tolist() == [True]
+    assert group(dec, np.arange(1), None).first_dir.tolist() == [0]
+    assert group_numpy(dec, np.arange(1), None).first_dir.tolist() == [0]
+
+
+# ---- grouping ---------------------------------------------------------------------------------------------------
+def _mixed():
+    # flow X: its key's A side is 10.20.0.2 (the NVR), which sends first; flow Y: A is the camera, which sends first
+    frames = [u(NVR, CAM, 5000, 6000, b"a" * 5),     # X
+              t(CAM, CLOUD, 50000, 443, "S"),        # flow Y
+              u(CAM, NVR, 6000, 5000, b"b" * 7),     # X, the other way
+              t(CLOUD, CAM, 443, 50000, "SA"),       # Y back
+              u(NVR, CAM, 5000, 6000, b"c" * 9),     # X
+              t(CAM, CLOUD, 50000, 443, "FA", b"zz")]  # Y
+    ts = [T0 + 3, T0 + 1, T0 + 2, T0 + 5, T0 + 0.5, T0 + 4]
+    wire = [1000, 1001, 1002, 1003, 1004, 1005]
+    tags = np.array([1, 2, 4, 8, 16, 32], dtype=np.uint64)
+    return decode(batch_of(frames, ts=ts, wirelen=wire)), tags
+
+
+@pytest.mark.parametrize("grouping", ["group", "group_numpy"])
+def test_grouping_sums_each_flow_and_direction(impl, grouping):
+    dec, tags = _mixed()
+    rows = np.arange(6)
+    g = getattr(fl, grouping)(dec, rows, tags)
+    keys, _ = flow_keys(dec, rows)
+    assert [k.tobytes() for k in g.keys] == [keys[0].tobytes(), keys[1].tobytes()]   # order of first packets
+    assert g.first.tolist() == [0, 1]
+    # X: key A is 10.20.0.2 (NVR) so NVR->CAM is direction 0; Y: A is 10.20.0.11 (CAM)
+    assert g.first_dir.tolist() == [0, 0]
+    assert g.pkts.tolist() == [[2, 1], [2, 1]]
+    assert g.bytes.tolist() == [[1000 + 1004, 1002], [1001 + 1005, 1003]]   # wire lengths, not captured
+    assert g.payload.tolist() == [[5 + 9, 7], [2, 0]]
+    assert g.last.tolist() == [T0 + 3, T0 + 5]
+    assert g.flags.tolist() == [[0, 0], [0x02 | 0x11, 0x12]]
+    assert g.tags.tolist() == [[1 | 16, 4], [2 | 32, 8]]
+    assert g.macs.tolist() == [[int.from_bytes(NVR_MAC, "big"), int.from_bytes(CAM_MAC, "big")],
+                               [int.from_bytes(CAM_MAC, "big"), int.from_bytes(GW_MAC, "big")]]
+    assert g.pkts.dtype == np.int64 and g.flags.dtype == np.uint8 and g.tags.dtype == np.uint64
+    untagged = getattr(fl, grouping)(dec, rows, None)
+    assert untagged.tags.tolist() == [[0, 0], [0, 0]]
+
+
+def test_grouping_of_a_subset_of_rows(impl):
+    dec, tags = _mixed()
+    rows = np.array([1, 3, 5])
+    g = group(dec, rows, tags[rows])
+    assert g.first.tolist() == [0] and g.pkts.tolist() == [[2, 1]] and g.tags.tolist() == [[2 | 32, 8]]
+
+
+def test_group_uses_the_compiled_helper_only_while_its_switch_is_on(monkeypatch):
+    if compiled.extension is None:
+        pytest.skip("the C extension sensor._walk was not built on this machine")
+    dec, tags = _mixed()
+    calls = []
+    real = fl.group_numpy
+    monkeypatch.setattr(fl, "group_numpy", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(compiled, "group", True)
+    fast = group(dec, np.arange(6), tags)
+    assert calls == []
+    monkeypatch.setattr(compiled, "group", False)
+    ref = group(dec, np.arange(6), tags)
+    assert len(calls) == 1 and calls[0][0] is dec and calls[0][1].tolist() == list(range(6))
+    assert calls[0][2] is tags
+    for name, a, b in zip(fast._fields, fast, ref, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+
+
+def test_compiled_grouping_takes_columns_of_any_integer_width():
+    """The compiled helper reads raw buffers: group() converts every column it hands over, so a Decoded or a
+    row index held in other dtypes (int32 rows, an int32 batch, bool fragments...) groups exactly the same."""
+    if compiled.extension is None:
+        pytest.skip("the C extension sensor._walk was not built on this machine")
+    frames = [u(CAM, NVR, 50000, 554, vlans=((0x8100, 300 + i),)) for i in range(3)]
+    frames += [u(NVR, CAM, 554, 50000), t(CAM, CLOUD, 50000, 443, "SA")]
+    dec = decode(batch_of(frames, wirelen=[500, 600, 700, 800, 900]))
+    dec = dataclasses.replace(dec, fragment=np.array([False, True, False, False, False]))   # a port-less row
+    tags = np.array([1, 2, 4, 8, 16], dtype=np.uint64)
+    b = dec.batch
+    odd_batch = dataclasses.replace(b, wirelen=b.wirelen.astype(np.int32), ts=b.ts.astype(np.longdouble))
+    odd = dataclasses.replace(
+        dec, batch=odd_batch, vlan=dec.vlan.astype(np.int64), proto=dec.proto.astype(np.int32),
+        fragment=dec.fragment.astype(np.int64), src=dec.src.astype(np.int16), dst=dec.dst.astype(np.int16),
+        sport=dec.sport.astype(np.int32), dport=dec.dport.astype(np.int32), tcp_flags=dec.tcp_flags.astype(np.int32),
+        payload_len=dec.payload_len.astype(np.int32), src_mac=dec.src_mac.astype(np.float64))
+    rows = np.arange(5, dtype=np.int32)
+    got, want = group(odd, rows, tags.astype(np.int32)), group_numpy(dec, np.arange(5), tags)
+    for name, a, r in zip(got._fields, got, want, strict=True):
+        assert a.dtype == r.dtype and np.array_equal(a, r), name
+    assert [k[0] << 8 | k[1] for k in got.keys.tolist()] == [300, 301, 302, 0, 0]
+    assert got.keys[1, 19:21].tolist() == [0, 0]
+    assert got.tags.tolist() == [[0, 1], [0, 2], [0, 4], [8, 0], [16, 0]]   # the NVR, then the camera, is A
+    assert got.flags.tolist() == [[0, 0]] * 4 + [[0x12, 0]]
+
+
+# ---- the table: what a batch adds ---------------------------------------------------------------------------------
+def test_update_of_nothing_adds_nothing():
+    ft, _ = table()
+    dec = decode(batch_of([u(CAM, NVR, 5000, 6000)]))
+    assert ft.update(dec, np.array([], dtype=np.int64)) == []
+    assert len(ft) == 0 and ft.created == 0
+
+
+def test_batches_add_up_per_direction(impl):
+    ft, _ = table()
+    ups = feed(ft, [u(CAM, NVR, 50000, 554, b"a" * 10), u(NVR, CAM, 554, 50000, b"b" * 30)], ts=[T0, T0 + 1],
+               wirelen=[100, 300])
+    assert [(x.new, x.ts, x.orig_pkts, x.resp_pkts, x.orig_bytes, x.resp_bytes) for x in ups] == [
+        (True, T0, 1, 1, 100, 300)]
+    ups = feed(ft, [u(NVR, CAM, 554, 50000, b"c" * 20), u(CAM, NVR, 50000, 554, b"d" * 5),
+                    u(CAM, NVR, 50000, 554, b"e" * 5)], ts=[T0 + 2, T0 + 3, T0 + 4], wirelen=[200, 50, 60])
+    assert [(x.new, x.ts, x.orig_pkts, x.resp_pkts, x.orig_bytes, x.resp_bytes) for x in ups] == [
+        (False, T0 + 2, 2, 1, 110, 200)]
+    (flow,) = ft.flows()
+    assert ups[0].flow is flow
+    assert (flow.orig_pkts, flow.resp_pkts, flow.orig_bytes, flow.resp_bytes) == (3, 2, 210, 500)
+    assert (flow.orig_payload, flow.resp_payload) == (20, 50)
+    assert (flow.orig_port, flow.resp_port, flow.first, flow.last) == (50000, 554, T0, T0 + 4)
+    assert ft.created == 1
+
+
+def test_payload_tags_are_or_ed_into_the_sending_side(impl):
+    ft, _ = table()
+    feed_tags(ft, [u(CAM, NVR, 50000, 554), u(NVR, CAM, 554, 50000)], [0b0011, 0b1000])
+    feed_tags(ft, [u(CAM, NVR, 50000, 554), u(NVR, CAM, 554, 50000)], [0b0110, 0b0000])
+    (flow,) = ft.flows()
+    assert (flow.orig_tags, flow.resp_tags) == (0b0111, 0b1000)
+    feed(ft, [u(CAM, NVR, 50000, 554)])   # no tags given: nothing changes
+    assert (flow.orig_tags, flow.resp_tags) == (0b0111, 0b1000)
+
+
+def test_several_flows_in_one_batch_keep_their_own_keys(impl):
+    ft, _ = table()
+    frames = [u(CAM, NVR, 50000 + i, 554) for i in range(4)]
+    feed(ft, frames)
+    dec = decode(batch_of(frames))
+    keys, _ = flow_keys(dec, np.arange(4))
+    for i in range(4):
+        flow = ft.get(keys[i].tobytes(), 17)
+        assert flow is not None and flow.key == keys[i].tobytes() and flow.orig_port == 50000 + i
+
+
+def test_source_macs_follow_the_last_packet_but_a_frame_without_one_keeps_them(impl):
+    ft, _ = table()
+    feed(ft, [u(CAM, NVR, 50000, 554), u(NVR, CAM, 554, 50000)])
+    (flow,) = ft.flows()
+    assert (flow.orig_mac, flow.resp_mac) == (int.from_bytes(CAM_MAC, "big"), int.from_bytes(NVR_MAC, "big"))
+    # the same flow seen without a link layer (raw IP): no MAC, the known ones stay
+    feed(ft, [raw_udp(CAM, NVR, 50000, 554), raw_udp(NVR, CAM, 554, 50000)], linktype=101)
+    assert (flow.orig_mac, flow.resp_mac) == (int.from_bytes(CAM_MAC, "big"), int.from_bytes(NVR_MAC, "big"))
+    # a new MAC for each side (a replaced NIC, a router in between) replaces the old one
+    new_cam, new_nvr = mac("04:03:12:00:00:99"), mac("00:11:32:00:00:98")
+    feed(ft, [ethernet(NVR_MAC, new_cam, 0x0800, raw_udp(CAM, NVR, 50000, 554)),
+              ethernet(CAM_MAC, new_nvr, 0x0800, raw_udp(NVR, CAM, 554, 50000))])
+    assert (flow.orig_mac, flow.resp_mac) == (int.from_bytes(new_cam, "big"), int.from_bytes(new_nvr, "big"))
+
+
+def test_a_late_packet_does_not_move_last_back(impl):
+    ft, _ = table()
+    feed(ft, [u(CAM, NVR, 50000, 554)], ts=[T0 + 10])
+    feed(ft, [u(CAM, NVR, 50000, 554)], ts=[T0 + 4])
+    (flow,) = ft.flows()
+    assert (flow.first, flow.last) == (T0 + 10, T0 + 10)
+    feed(ft, [u(CAM, NVR, 50000, 554)], ts=[T0 + 11])
+    assert flow.last == T0 + 11
+
+
+# ---- orientation of a new flow ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sport, dport, swapped", [
+    (1023, 1024, True), (80, 50000, True), (1024, 1024, False), (1023, 1023, False), (1024, 1023, False),
+    (50000, 80, False)])
+@pytest.mark.parametrize("proto", ["udp", "tcp-midstream"])
+def test_a_flow_first_seen_from_a_low_port_to_a_high_one_is_turned_round(impl, proto, sport, dport, swapped):
+    frame = u(CAM, NVR, sport, dport) if proto == "udp" else t(CAM, NVR, sport, dport, "PA", b"x")
+    ft, _ = table()
+    feed(ft, [frame])
+    (flow,) = ft.flows()
+    if swapped:
+        assert (flow.orig_text, flow.orig_port, flow.resp_text, flow.resp_port) == (NVR, dport, CAM, sport)
+        assert (flow.orig_pkts, flow.resp_pkts) == (0, 1)
+    else:
+        assert (flow.orig_text, flow.orig_port, flow.resp_text, flow.resp_port) == (CAM, sport, NVR, dport)
+        assert (flow.orig_pkts, flow.resp_pkts) == (1, 0)
+
+
+@pytest.mark.parametrize("flags, swapped", [("S", False), ("SA", True), ("A", True), ("FA", True), ("R", True)])
+def test_tcp_orientation_by_handshake_flags(impl, flags, swapped):
+    """Packets from port 80 to 50000: a SYN is an originator whatever its ports, a SYN-ACK a responder; others
+    go by the ports."""
+    ft, _ = table()
+    feed(ft, [t(CAM, NVR, 80, 50000, flags)])
+    (flow,) = ft.flows()
+    assert flow.orig_text == (NVR if swapped else CAM)
+    assert (flow.orig_port, flow.resp_port) == ((50000, 80) if swapped else (80, 50000))
+
+
+def test_a_syn_ack_between_high_ports_is_still_the_responder(impl):
+    ft, _ = table()
+    feed(ft, [t(CAM, NVR, 40000, 50000, "SA")])
+    (flow,) = ft.flows()
+    assert (flow.orig_text, flow.orig_port, flow.resp_port, flow.resp_flags) == (NVR, 50000, 40000, 0x12)
+
+
+@pytest.mark.parametrize("reply", [False, True])
+def test_an_icmp_flow_first_seen_as_a_reply_is_turned_round(impl, reply):
+    ft, _ = table()
+    feed(ft, [icmp(CAM, CLOUD, reply=reply)])
+    (flow,) = ft.flows()
+    assert flow.orig_text == (CLOUD if reply else CAM)
+    assert (flow.proto, flow.orig_port, flow.resp_port) == (1, 0, 0)
+
+
+def test_an_icmpv6_echo_reply_is_turned_round(impl):
+    a, b = "fd00::11", "fd00::2"
+    echo_reply = bytes([129, 0, 0, 0]) + b"\0\x07\0\x01"
+    ft, _ = table()
+    feed(ft, [ethernet(NVR_MAC, CAM_MAC, 0x86DD, ipv6(a, b, 58, echo_reply))])
+    (flow,) = ft.flows()
+    assert (flow.orig_text, flow.resp_text, flow.proto, flow.orig_port, flow.resp_port) == (b, a, 58, 0, 0)
+
+
+def test_a_fragment_row_opens_a_port_less_flow(impl):
+    ft, _ = table()
+    dec = decode(batch_of([u(CAM, NVR, 50000, 554)]))
+    ft.update(dataclasses.replace(dec, fragment=np.array([True])), np.arange(1))
+    (flow,) = ft.flows()
+    assert (flow.orig_port, flow.resp_port, flow.orig_text) == (0, 0, CAM)
+
+
+def test_a_new_flow_keeps_its_vlan_and_first_time(impl):
+    ft, _ = table()
+    feed(ft, [u(CAM, NVR, 50000, 554, vlans=((0x8100, 42),))], ts=[T0 + 7])
+    (flow,) = ft.flows()
+    assert (flow.vlan, flow.first, flow.proto_name) == (42, T0 + 7, "udp")
+
+
+# ---- closing, lookup, port reuse -----------------------------------------------------------------------------------
+def _key(frame) -> bytes:
+    dec = decode(batch_of([frame]))
+    return flow_keys(dec, np.arange(1))[0][0].tobytes()
+
+
+def test_get_finds_open_and_closed_flows_by_key_and_protocol(impl):
+    ft, _ = table()
+    feed(ft, [t(CAM, CLOUD, 50000, 443, "S"), u(CAM, NVR, 50000, 554), icmp(CAM, NVR)])
+    tk, uk, ik = _key(t(CAM, CLOUD, 50000, 443, "S")), _key(u(CAM, NVR, 50000, 554)), _key(icmp(CAM, NVR))
+    assert ft.get(tk, 6).proto == 6 and ft.get(uk, 17).proto == 17 and ft.get(ik, 1).proto == 1
+    assert ft.get(uk, 6) is None and ft.get(tk, 17) is None and ft.get(b"\0" * 40, 6) is None
+    feed(ft, [t(CLOUD, CAM, 443, 50000, "R")])
+    closed = ft.get(tk, 6)
+    assert closed is not None and closed.closed and closed.state == "REJ"
+
+
+@pytest.mark.parametrize("closing, closed", [
+    ([("R", "orig")], True), ([("R", "resp")], True), ([("FA", "orig"), ("FA", "resp")], True),
+    ([("FA", "orig")], False), ([("FA", "resp")], False), ([("PA", "orig")], False)])
+def test_rst_from_either_side_or_fin_from_both_closes_a_tcp_flow(impl, closing, closed):
+    ft, _ = table()
+    feed(ft, [t(CAM, CLOUD, 50000, 443, "S"), t(CLOUD, CAM, 443, 50000, "SA"), t(CAM, CLOUD, 50000, 443, "A")])
+    for flags, side in closing:
+        feed(ft, [t(CAM, CLOUD, 50000, 443, flags) if side == "orig" else t(CLOUD, CAM, 443, 50000, flags)])
+    (flow,) = ft.flows()
+    assert flow.closed is closed
+    assert (flow in ft._closed.values()) is closed
+
+
+def test_a_packet_after_the_close_without_syn_stays_in_the_closed_flow(impl):
+    ft, ended = table()
+    feed(ft, [t(CAM, CLOUD, 50000, 443, "S"), t(CLOUD, CAM, 443, 50000, "SA"), t(CAM, CLOUD, 50000, 443, "R")])
+    ups = feed(ft, [t(CAM, CLOUD, 50000, 443, "A")])
+    assert [x.new for x in ups] == [False] and ended == [] and ft.created == 1 and len(ft) == 1
+    (flow,) = ft.flows()
+    assert flow.orig_pkts == 3
+    ups = feed(ft, [t(CAM, CLOUD, 50000, 443, "S")])   # the port pair reused: a new connection
+    assert [x.new for x in ups] == [True] and [(f.orig_pkts, why) for f, why in ended] == [(3, "idle")]
+    assert ft.created == 2 and ft.expired["idle"] == 1 and len(ft) == 1
+
+
+# ---- eviction, flush ------------------------------------------------------------------------------------------------
+def test_eviction_removes_the_least_recently_active_flows_across_tables(impl):
+    ft, ended = table(max_flows=2)
+    feed(ft, [u(CAM, NVR, 50000, 554)], ts=[T0])                 # UDP, oldest
+    feed(ft, [t(CAM, CLOUD, 50000, 443, "S")], ts=[T0 + 1])     # TCP
+    feed(ft, [icmp(CAM, NVR)], ts=[T0 + 2])                     # ICMP: one too many
+    assert [(f.proto, why) for f, why in ended] == [(17, "evicted")]
+    assert sorted(f.proto for f in ft.flows()) == [1, 6] and ft.expired["evicted"] == 1
+
+
+def test_eviction_of_several_flows_in_one_batch_is_counted_exactly(impl):
+    ft, ended = table(max_flows=1)
+    feed(ft, [u(CAM, NVR, 50000 + i, 554) for i in range(4)], ts=[T0 + 3, T0 + 1, T0 + 2, T0 + 4])
+    # one table, least recently updated first: within a batch, the order of the flows' first packets
+    assert [(f.orig_port, why) for f, why in ended] == [(50000, "evicted"), (50001, "evicted"), (50002, "evicted")]
+    assert len(ft) == 1 and ft.expired == {"idle": 0, "active": 0, "evicted": 3, "end": 0}
+
+
+def test_flush_ends_every_flow_of_every_table(impl):
+    ft, ended = table()
+    feed(ft, [t(CAM, CLOUD, 50000, 443, "S"), u(CAM, NVR, 50000, 554), icmp(CAM, NVR),
+              t(CAM, CLOUD, 50001, 443, "R")])
+    out = ft.flush()
+    assert sorted((f.proto, why) for f, why in ended) == [(1, "end"), (6, "end"), (6, "end"), (17, "end")]
+    assert len(out) == 4 and len(ft) == 0 and list(ft.flows()) == [] and ft.expired["end"] == 4
+
+
+def test_length_counts_every_table(impl):
+    ft, _ = table()
+    feed(ft, [t(CAM, CLOUD, 50000, 443, "S"), u(CAM, NVR, 50000, 554), icmp(CAM, NVR),
+              t(CAM, CLOUD, 50001, 443, "R")])
+    assert (len(ft._tcp), len(ft._closed), len(ft._udp), len(ft._other)) == (1, 1, 1, 1)
+    assert len(ft) == 4 and len(list(ft.flows())) == 4
