@@ -269,7 +269,7 @@ def test_a_gap_at_the_idle_timeout_keeps_one_flow_and_a_gap_past_it_makes_two(ki
 
 @pytest.mark.parametrize("offset", OFFSETS.values(), ids=OFFSETS.keys())
 def test_udp_gap_exactly_at_the_default_timeout(offset):
-    """tests/test_flows.py puts its gap 0.5 s past the timeout; here it is at it, with the default config."""
+    """tests/oracle/test_flows.py puts its gap 0.5 s past the timeout; here it is at it, with the default config."""
     sensor = Sensor(Config(), manuf=manuf())
     ended = replay(sensor, [(T0, frame_udp()), (T0 + 30.0, frame_udp()), (T0 + 90.0 + offset, frame_udp())])
     if offset > 0:

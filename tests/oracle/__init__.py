@@ -1,0 +1,1 @@
+"""Oracles: camwatch against Wireshark (tshark, capinfos, pyshark) on every fixture."""
