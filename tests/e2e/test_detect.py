@@ -159,7 +159,7 @@ def test_model_file_that_is_a_pickle_is_refused(tmp_path):
 
 
 def test_scenario_alerts_do_not_depend_on_how_the_input_is_read(scenario, monkeypatch):
-    from test_flows import replay_with_read_size
+    from oracle.test_flows import replay_with_read_size
 
     from sensor.config import load_config
     from sensor.model import AnomalyModel
