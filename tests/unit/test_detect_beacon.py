@@ -226,3 +226,30 @@ def test_beacon_score_separates_regular_from_random():
         scattered.append(t)
     sizes = [rng.randrange(60, 6000) for _ in range(20)]
     assert beacon_score(scattered, sizes)[0] < BeaconingDetector.THRESHOLD
+
+
+def test_sub_second_intervals_are_judged_against_their_own_median():
+    """Intervals 0.4, 0.5, 0.5, 0.6, 0.7 s: median 0.5, MAD 0.1, Bowley skew 1 (q1 = q2 = 0.5, q3 = 0.6), span 2.7
+    s; so jitter part 1 - 0.1/0.5 = 0.8, count part 5 / (2.7 / 0.5) = 0.9259, skew part 0."""
+    score, parts = beacon_score(times_from([0.4, 0.5, 0.5, 0.6, 0.7]), [100] * 6)
+    ts_score = (0 + 0.8 + 5 / 5.4) / 3
+    ds_score = (1 + 1 + (1 - 100 / 65535)) / 3
+    assert parts == {"interval_s": 0.5, "interval_mad_s": 0.1, "ts_score": round(ts_score, 3),
+                     "ds_score": round(ds_score, 3)}
+    assert score == pytest.approx((ts_score + ds_score) / 2)
+
+
+def test_the_beacon_summary_names_the_destination_and_times_bursts_from_their_start():
+    """Bursts start every 60 s but last 0 to 4 s: the timing is read from each burst's start (regular), not its
+    last activity (irregular), and the alert names the destination by DNS name, port and protocol."""
+    det = BeaconingDetector(DetectorContext("camwatch", Episodes(3600.0)))
+    dev, raised = device(), []
+    for k, length in enumerate([0, 4, 1, 3, 0, 2]):
+        start = T0 + 60.0 * k
+        for ts in (start, start + length):
+            found = det.observe(Observation(ts, dev, 1, 40, True, PEER, 8443, "udp", "c2.example", "public", 20))
+            raised += [found] if found else []
+    [alert] = raised
+    assert alert.extra == {"interval_s": 60.0, "interval_mad_s": 0.0, "ts_score": 1.0, "ds_score": 1.0}
+    assert alert.summary == ("10.20.0.11 (Axis Communications AB) checks in with c2.example (198.51.100.7) "
+                             "udp/8443 every 60 s (jitter 0.0 s) over 6 check-ins: beacon score 1.00.")

@@ -58,3 +58,44 @@ def test_episode_timeout_from_the_config_file_through_the_sensor(offset):
     assert [(a.detector, a.ts) for a in alerts] == [("egress_policy", T0)] + (
         [("egress_policy", T0 + 100.0 + offset)] if offset > 0 else [])
     assert sensor.alert_counts[("egress_policy", "medium")] == len(alerts)
+
+
+# ---- bounds, restore and what the state store is handed (mutation testing, docs/mutation-core.md) -------------
+def test_tracked_pairs_are_20_per_device_between_10k_and_100k():
+    from sensor.detect.episodes import tracked_pairs
+    assert [tracked_pairs(n) for n in (1, 500, 501, 4999, 5000, 5001, 10**6)] == [
+        10_000, 10_000, 10_020, 99_980, 100_000, 100_000, 100_000]
+    assert Episodes(1.0).max_open == 100_000
+
+
+def test_a_new_episode_restarts_its_counters_and_the_dirty_rows_are_taken_once():
+    ep = Episodes(100.0)
+    ep.observe(("d", "x"), T0, 2, 20)
+    ep.observe(("d", "x"), T0 + 10, 3, 30)
+    assert ep.take_dirty() == [(("d", "x"), T0, T0 + 10, 5, 50)]
+    assert ep.take_dirty() == []
+    ep.observe(("d", "x"), T0 + 200, 1, 7)
+    assert ep.take_dirty() == [(("d", "x"), T0 + 200, T0 + 200, 1, 7)]
+
+
+def test_restored_episodes_continue_and_a_repeated_key_keeps_its_last_values():
+    ep = Episodes(100.0)
+    ep.restore([(("d", "x"), T0 - 50, T0 - 40, 1, 1), (("d", "y"), T0, T0, 1, 1), (("d", "x"), T0 - 30, T0 - 20, 4, 9)])
+    assert len(ep) == 2 and ep.take_dirty() == []
+    assert ep.observe(("d", "x"), T0 + 80, 1, 1) is False         # 100 s after the restored last activity
+    assert ep.take_dirty() == [(("d", "x"), T0 - 30, T0 + 80, 5, 10)]
+
+
+def test_an_evicted_episode_is_forgotten_by_the_state_store_and_counted():
+    forgotten = []
+    ep = Episodes(100.0, max_open=2)
+    ep.on_evict = forgotten.append
+    for key in (("a",), ("b",), ("c",)):
+        ep.observe(key, T0, 1, 1)
+    assert forgotten == [("a",)] and ep.evicted == 1 and len(ep) == 2
+    assert sorted(k for k, *_ in ep.take_dirty()) == [("b",), ("c",)]
+    assert ep.observe(("a",), T0 + 1, 1, 1) is True                # a new episode: its story was dropped
+    lone = Episodes(100.0, max_open=1)                                # without a callback, eviction needs none
+    lone.observe(("y",), T0, 1, 1)
+    lone.observe(("z",), T0, 1, 1)
+    assert lone.evicted == 1 and lone.take_dirty() == [(("z",), T0, T0, 1, 1)]

@@ -368,3 +368,76 @@ def test_installed_manuf_database_knows_the_camera_makers():
     assert "Dahua Technology" in db.lookup(0x08EDED000012)
     assert db.lookup(0x402C761A0015) == "Shanghai Dahua Scale Factory"
     assert db.lookup(0x78DF7224694D) == "Shanghai Imilab Technology Co.Ltd"
+
+
+# ---- parsing manuf, MAC text, the covered lists' lookups (mutation testing, docs/mutation-core.md) -------------
+def test_manuf_lines_are_parsed_by_prefix_length_and_name_column():
+    parsed = parse_manuf(
+        "# a comment\n\n"
+        "no tab here\n"
+        "01:00:5E/25\tMulticast\tIPv4 multicast\n"             # a length camwatch does not look up
+        "zz:zz:zz\tBad\tNot hex\n"
+        "00:00:0C\tCisco\tCisco Systems, Inc\n"               # long name in the third column
+        "00:00:0D\tFibronics\n"                               # short name only
+        "00:00:0E\tFujitsu\t   \n"                           # empty third column: the short name
+        "00-00-0F\tNeXT\tNeXT, Inc.\n"                        # dashes
+        "0000.10\tSytek\tSytek Inc.\n"                         # dots
+        "00:1B:C5:00:00:00/36\tConverg\tConverging Systems Inc.\n"
+        "8C:1F:64:F0:00:00/28\tA\tA Company\n"
+        "40:2C:76\tIEEERegi\tIEEE Registration Authority\n")
+    assert parsed == {24: {0x00000C: "Cisco Systems, Inc", 0x00000D: "Fibronics", 0x00000E: "Fujitsu",
+                           0x00000F: "NeXT, Inc.", 0x000010: "Sytek Inc."},
+                      36: {0x001BC5000: "Converging Systems Inc."}, 28: {0x8C1F64F: "A Company"}}
+    db = ManufDatabase(parsed)
+    assert len(db) == 7
+    assert db.lookup(0) is None and db.lookup(0x00000C123456) == "Cisco Systems, Inc"
+    assert db.lookup(0x001BC5000ABC) == "Converging Systems Inc." and db.lookup(0x8C1F64F12345) == "A Company"
+    assert db.lookup(0x00AA00000001) is None                                  # universally administered, unknown
+    assert db.lookup(0x06AA00000001) == "(locally administered)"
+    assert db.lookup(0x01005E000001) is None                                  # multicast, not locally administered
+    assert ManufDatabase({}).lookup(0x00000C000001) is None
+
+
+def test_manuf_database_loads_a_given_file_and_survives_a_missing_one(tmp_path, monkeypatch):
+    path = tmp_path / "manuf"
+    path.write_text("00:00:0C\tCisco\tCisco Systems, Inc\n")
+    assert ManufDatabase.load(path).lookup(0x00000C000001) == "Cisco Systems, Inc"
+    import sensor.enrich.makers as makers
+    monkeypatch.setattr(makers.shutil, "which", lambda name: None)
+    assert len(ManufDatabase.load(tmp_path / "missing")) == 0
+
+
+def test_mac_addresses_are_written_lowercase_colon_separated():
+    from sensor.enrich import format_mac
+    assert format_mac(0x0012AB0000FF) == "00:12:ab:00:00:ff"
+    assert format_mac(0xFFFFFFFFFFFF) == "ff:ff:ff:ff:ff:ff"
+    assert format_mac(0) is None
+
+
+def test_nothing_names_no_maker():
+    assert MAKERS.by_manufacturer(None) is None and MAKERS.by_manufacturer("") is None
+    assert MAKERS.by_banner(None) is None and MAKERS.by_banner("") is None
+    assert MAKERS.by_banner("nginx/1.24") is None
+
+
+def test_manuf_database_tries_each_path_then_asks_tshark(tmp_path, monkeypatch):
+    import sensor.enrich.makers as makers
+    second = tmp_path / "manuf"
+    second.write_bytes(b"00:00:0C\tCisco\tCisco \xff Systems\n")        # not UTF-8: replaced, not refused
+    monkeypatch.setattr(makers, "MANUF_PATHS", (str(tmp_path / "missing"), str(second)))
+    assert ManufDatabase.load().lookup(0x00000C000001) == "Cisco \ufffd Systems"
+    calls = []
+
+    def run(args, **kw):
+        calls.append((args, kw))
+        return type("Done", (), {"stdout": "00:00:0D\tFib\tFibronics Ltd.\n"})()
+    monkeypatch.setattr(makers, "MANUF_PATHS", (str(tmp_path / "missing"),))
+    monkeypatch.setattr(makers.shutil, "which", lambda name: "/usr/bin/tshark" if name == "tshark" else None)
+    monkeypatch.setattr(makers.subprocess, "run", run)
+    assert ManufDatabase.load().lookup(0x00000D000001) == "Fibronics Ltd."
+    assert calls == [(["tshark", "-G", "manuf"], {"capture_output": True, "text": True, "timeout": 30})]
+
+    def broken(args, **kw):
+        raise OSError("no tshark")
+    monkeypatch.setattr(makers.subprocess, "run", broken)
+    assert len(ManufDatabase.load()) == 0

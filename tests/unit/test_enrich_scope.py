@@ -59,3 +59,97 @@ def test_raw_address_scopes_equal_the_ipaddress_rules():
     for a in addresses:
         raw = (b"\x00" * 10 + b"\xff\xff" + a.packed) if a.version == 4 else a.packed
         assert c.scope_of_raw(raw) == c.address_scope(a), a
+
+
+# ---- every scope, allow rules, the raw cache and the per-flow context (mutation testing) -----------------------
+def test_every_scope_in_rule_order_with_a_configured_site():
+    c = Classifier(parse_config({"networks": {"camera": ["10.20.0.0/24", "fd20::/64"], "core": ["10.1.0.0/16",
+                                                                                           "fd01::/64"]}}))
+    cases = {"224.0.0.251": "multicast", "ff02::c": "multicast", "255.255.255.255": "multicast",
+             "127.0.0.1": "other", "::1": "other", "0.0.0.0": "other", "::": "other",
+             "169.254.1.1": "link_local", "fe80::1": "link_local", "10.20.0.9": "camera", "fd20::9": "camera",
+             "10.1.2.3": "core", "fd01::3": "core", "10.9.9.9": "private", "fd99::1": "private",
+             "100.64.0.1": "private", "172.16.0.1": "private", "192.168.0.1": "private",
+             "8.8.8.8": "public", "2001:db8::1": "public", "100.128.0.1": "public"}
+    assert {a: c.address_scope(ip(a)) for a in cases} == cases
+    assert c.is_camera_side(ip("10.20.0.9")) and not c.is_camera_side(ip("10.1.2.3"))
+    for a, scope in cases.items():
+        address = ip(a)
+        raw = (b"\x00" * 10 + b"\xff\xff" + address.packed) if address.version == 4 else address.packed
+        assert c.scope_of_raw(raw) == scope, a
+
+
+def test_raw_scopes_are_cached_and_the_cache_is_bounded():
+    c = Classifier(Config())
+    raw = b"\x00" * 10 + b"\xff\xff" + bytes([8, 8, 8, 8])
+    assert c.scope_of_raw(raw) == "public" and c._raw_cache == {raw: "public"}
+    c._raw_cache[raw] = "sentinel"
+    assert c.scope_of_raw(raw) == "sentinel"                     # answered from the cache
+    for i in range((1 << 16) - 1):
+        c.scope_of_raw(b"\x00" * 10 + b"\xff\xff" + i.to_bytes(4, "big"))
+    assert len(c._raw_cache) == 1 << 16
+    c.scope_of_raw(b"\x00" * 10 + b"\xff\xff" + bytes([9, 9, 9, 9]))
+    assert len(c._raw_cache) == 1
+
+
+def test_destinations_inside_the_vlan_multicast_or_loopback_are_never_allowed_by_a_rule():
+    c = Classifier(parse_config({"networks": {"camera": ["10.20.0.0/24"]},
+                                 "allow": [{"dst": "0.0.0.0/0", "allow_all": True}]}))
+    rule = c.config.allow[0]
+    assert c.destination_scope(ip("10.20.0.9"), None, 80, "tcp") == ("camera", None)
+    assert c.destination_scope(ip("239.1.1.1"), None, 80, "udp") == ("multicast", None)
+    assert c.destination_scope(ip("127.0.0.1"), None, 80, "tcp") == ("other", None)
+    assert c.destination_scope(ip("169.254.1.1"), None, 80, "tcp") == ("allowed", rule)
+    assert c.destination_scope(ip("10.9.9.9"), None, 80, "tcp") == ("allowed", rule)
+    assert c.destination_scope(ip("8.8.8.8"), None, 80, "tcp") == ("allowed", rule)
+
+
+def test_the_first_matching_rule_is_returned():
+    c = Classifier(parse_config({"allow": [{"dst": "8.8.8.0/24", "port": 53}, {"dst": "8.8.8.8"},
+                                           {"dst": "*.example.com"}]}))
+    first, second, third = c.config.allow
+    assert c.destination_scope(ip("8.8.8.8"), None, 53, "udp") == ("allowed", first)
+    assert c.destination_scope(ip("8.8.8.8"), None, 443, "tcp") == ("allowed", second)
+    assert c.destination_scope(ip("8.8.4.4"), "a.example.com", 443, "tcp") == ("allowed", third)
+    assert c.destination_scope(ip("8.8.4.4"), None, 443, "tcp") == ("public", None)
+
+
+def test_a_name_is_allowed_only_by_a_name_rule():
+    c = Classifier(parse_config({"allow": [{"dst": "8.8.8.8"}, {"dst": "*.example.com", "port": 443}]}))
+    assert c.name_allowed("cam.example.com") and c.name_allowed("CAM.example.com.")
+    assert not c.name_allowed("example.com") and not c.name_allowed("8.8.8.8")
+    assert not Classifier(Config()).name_allowed("cam.example.com")
+
+
+def test_the_flow_context_remembers_each_sides_peer_scope_until_the_name_changes():
+    from sensor.enrich.scope import flow_context, peer_scope
+    from sensor.flows import Flow
+    c = Classifier(parse_config({"networks": {"camera": ["10.20.0.0/24"]},
+                                 "allow": [{"dst": "*.example.com"}]}))
+    v4 = b"\x00" * 10 + b"\xff\xff"
+    flow = Flow(bytes(3) + v4 + bytes([10, 20, 0, 9]) + bytes(2) + v4 + bytes([8, 8, 8, 8]), 20, 6, 40000, 443, 0.0)
+    ctx = flow_context(c, flow)
+    assert ctx == ("camera", "public", "tcp", 443, None, None)
+    assert flow_context(c, Flow(flow.key, 20, 6, 40000, 0, 0.0))[3] is None     # no service port
+    scope, ctx = peer_scope(c, flow, ctx, True, None)
+    assert (scope, ctx) == ("public", ("camera", "public", "tcp", 443, (None, "public"), None))
+    scope, ctx2 = peer_scope(c, flow, ctx, True, None)
+    assert scope == "public" and ctx2 is ctx                                  # unchanged: the same context
+    scope, ctx = peer_scope(c, flow, ctx, True, "a.example.com")
+    assert (scope, ctx[4]) == ("allowed", ("a.example.com", "allowed"))
+    scope, ctx = peer_scope(c, flow, ctx, False, None)
+    assert (scope, ctx[4], ctx[5]) == ("camera", ("a.example.com", "allowed"), (None, "camera"))
+
+
+def test_the_flow_context_judges_allow_rules_by_the_flows_port_and_protocol():
+    from sensor.enrich.scope import flow_context, peer_scope
+    from sensor.flows import Flow
+    c = Classifier(parse_config({"networks": {"camera": ["10.20.0.0/24"]},
+                                 "allow": [{"dst": "8.8.8.8", "port": 443, "proto": "tcp"}]}))
+    v4 = b"\x00" * 10 + b"\xff\xff"
+    key = bytes(3) + v4 + bytes([10, 20, 0, 9]) + bytes(2) + v4 + bytes([8, 8, 8, 8])
+    tcp, udp = Flow(key, 20, 6, 40000, 443, 0.0), Flow(key, 20, 17, 40000, 443, 0.0)
+    assert peer_scope(c, tcp, flow_context(c, tcp), True, None)[0] == "allowed"
+    assert peer_scope(c, udp, flow_context(c, udp), True, None)[0] == "public"
+    other_port = Flow(key, 20, 6, 40000, 8443, 0.0)
+    assert peer_scope(c, other_port, flow_context(c, other_port), True, None)[0] == "public"

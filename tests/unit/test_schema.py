@@ -3,8 +3,35 @@ its bounds."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
 from sensor.config import Config, default_max_flows, parse_config
-from sensor.schema import COUNT, SECONDS, Section, keys, load
+from sensor.schema import (
+    COUNT,
+    DAY,
+    FLAG,
+    INTEGER,
+    LIST,
+    NUMBER,
+    SECONDS,
+    STRINGS,
+    TABLE,
+    Choice,
+    Invalid,
+    NamedTables,
+    Section,
+    Setting,
+    Tables,
+    Text,
+    key_text,
+    keys,
+    load,
+    quoted,
+    section,
+    setting,
+)
 
 
 def test_defaults_are_stated_once():
@@ -22,3 +49,172 @@ def test_every_key_has_a_doc_line_and_every_bound_a_maximum():
         assert s.doc, key
         if s.kind in (SECONDS, COUNT):
             assert s.maximum, key
+
+
+# ---- the engine on a schema of its own: every kind, its bounds and its exact messages ---------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Leaf:
+    n: int = setting(kind=INTEGER, doc="required")
+    label: str = setting("", kind=Text(empty=True), doc="may be empty")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inner:
+    wait: float = setting(10.0, kind=SECONDS, maximum=DAY, unit="s", doc="a duration")
+    size: int = setting(5, kind=COUNT, maximum=2048, unit="MiB", doc="a size")
+    small: int = setting(5, kind=COUNT, minimum=0, maximum=9, doc="from zero")
+
+
+@dataclasses.dataclass(frozen=True)
+class _File:
+    inner: _Inner = section(_Inner, "a section")
+    name: str = setting("x", kind=Text(max_length=4, printable=True), doc="short")
+    path: str = setting("p", kind=Text(nul=False), doc="a path")
+    mode: str = setting("a", kind=Choice(("a", "b")), doc="a choice")
+    flag: bool = setting(False, kind=FLAG, doc="a flag")
+    ratio: float = setting(0.5, kind=NUMBER, doc="a number")
+    count: int = setting(0, kind=INTEGER, doc="an integer")
+    table: dict = setting(default_factory=dict, kind=TABLE, doc="a table")
+    items: list = setting(default_factory=list, kind=LIST, doc="a list")
+    words: tuple = setting((), kind=STRINGS, doc="strings")
+    some: tuple = setting((), kind=STRINGS, minimum=1, doc="at least one")
+    leaves: tuple = setting((), kind=Tables(_Leaf), doc="an array of tables")
+    named: tuple = setting((), kind=NamedTables(_Leaf), doc="named tables")
+    derived: int = 0
+
+    def after_load(self, where: str) -> _File:
+        return dataclasses.replace(self, derived=len(self.leaves) + len(self.named))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Open:
+    other_keys = True
+    a: int = setting(1, kind=INTEGER, doc="a")
+
+
+def test_every_kind_reads_its_values():
+    assert load(_Inner, {"wait": 0.5, "size": 1}) == _Inner(0.5, 1, 5)
+    got = load(_File, {"inner": {"wait": 1, "size": 2048, "small": 0}, "name": "abcd", "path": "/x", "mode": "b",
+                       "flag": True, "ratio": 3, "count": -7, "table": {"k": 1}, "items": [1, "a"],
+                       "words": ["a", "b"], "some": ["c"], "leaves": [{"n": 1}, {"n": 2, "label": "two"}],
+                       "named": {"hq": {"n": 3}, "b r": {"n": 4}}})
+    assert got.inner == _Inner(1.0, 2048, 0) and isinstance(got.inner.wait, float)
+    assert (got.name, got.path, got.mode, got.flag, got.ratio, got.count) == ("abcd", "/x", "b", True, 3.0, -7)
+    assert isinstance(got.ratio, float)
+    assert (got.table, got.items, got.words, got.some) == ({"k": 1}, [1, "a"], ("a", "b"), ("c",))
+    assert got.leaves == (_Leaf(1, ""), _Leaf(2, "two"))
+    assert got.named == (("hq", _Leaf(3, "")), ("b r", _Leaf(4, "")))
+    assert got.derived == 4
+    assert load(_File, {}) == _File() and _File().inner == _Inner() and load(_Open, {"zzz": 1, "a": 2}) == _Open(2)
+
+
+SCHEMA_ERRORS = [
+    ({"inner": 5}, "[inner] must be a table"),
+    ({"inner": {"wait": 0}}, "inner.wait must be a positive number of seconds, at most 86400 (1 days)"),
+    ({"inner": {"wait": DAY + 0.5}}, "inner.wait must be a positive number of seconds, at most 86400 (1 days)"),
+    ({"inner": {"wait": True}}, "inner.wait must be a positive number of seconds, at most 86400 (1 days)"),
+    ({"inner": {"wait": float("nan")}}, "inner.wait must be a positive number of seconds, at most 86400 (1 days)"),
+    ({"inner": {"wait": float("inf")}}, "inner.wait must be a positive number of seconds, at most 86400 (1 days)"),
+    ({"inner": {"wait": "1"}}, "inner.wait must be a positive number of seconds, at most 86400 (1 days)"),
+    ({"inner": {"size": 0}}, "inner.size must be a positive integer, at most 2048 MiB (2 GiB)"),
+    ({"inner": {"size": 2049}}, "inner.size must be a positive integer, at most 2048 MiB (2 GiB)"),
+    ({"inner": {"size": 1.0}}, "inner.size must be a positive integer, at most 2048 MiB (2 GiB)"),
+    ({"inner": {"size": True}}, "inner.size must be a positive integer, at most 2048 MiB (2 GiB)"),
+    ({"inner": {"small": -1}}, "inner.small must be a positive integer, at most 9"),
+    ({"inner": {"small": 10}}, "inner.small must be a positive integer, at most 9"),
+    ({"inner": {"x": 1}}, "unknown key inner.x (known: size, small, wait)"),
+    ({"inner": {"x y": 1}}, "unknown key inner.'x y' (known: size, small, wait)"),
+    ({"zz": 1}, "unknown section [zz] (known: count, flag, inner, items, leaves, mode, name, named, path, ratio, "
+                "some, table, words)"),
+    ({"name": ""}, "name must be a non-empty string of at most 4 printable characters"),
+    ({"name": "abcde"}, "name must be a non-empty string of at most 4 printable characters"),
+    ({"name": "a\nb"}, "name must be a non-empty string of at most 4 printable characters"),
+    ({"name": 5}, "name must be a non-empty string of at most 4 printable characters"),
+    ({"path": "a\0b"}, "path must be a non-empty string"),
+    ({"mode": "c"}, "mode must be one of a, b"),
+    ({"mode": 1}, "mode must be one of a, b"),
+    ({"flag": 1}, "flag must be true or false"),
+    ({"ratio": True}, "ratio must be a number"),
+    ({"ratio": "1"}, "ratio must be a number"),
+    ({"ratio": float("nan")}, "ratio must be finite"),
+    ({"ratio": float("-inf")}, "ratio must be finite"),
+    ({"count": True}, "count must be an integer"),
+    ({"count": 1.0}, "count must be an integer"),
+    ({"table": []}, "table must be a table"),
+    ({"items": {}}, "items must be a list"),
+    ({"words": "a"}, "words must be a list of strings"),
+    ({"words": ["a", 1]}, "words must be a list of strings"),
+    ({"some": []}, "some must be a non-empty list of strings"),
+    ({"leaves": {}}, "leaves must be an array of tables"),
+    ({"leaves": [{"n": 1}, 5]}, "leaves[2] must be a table"),
+    ({"leaves": [{"n": 1}, {}]}, "leaves[2] needs n (required)"),
+    ({"leaves": [{"n": 1, "m": 2}]}, "unknown key leaves[1].m (known: label, n)"),
+    ({"named": []}, "named must be named tables"),
+    ({"named": {"hq": 5}}, "named.hq must be a table: [named.hq]"),
+    ({"named": {"a\nb": 5}}, "named.'a\\nb' must be a table: [named.'a\\nb']"),
+    ({"named": {"hq": {}}}, "named.hq needs n (required)"),
+]
+
+
+@pytest.mark.parametrize("table,message", SCHEMA_ERRORS, ids=[m for _, m in SCHEMA_ERRORS])
+def test_each_wrong_value_is_one_exact_message(table, message):
+    with pytest.raises(Invalid) as caught:
+        load(_File, table)
+    assert str(caught.value) == message
+
+
+def test_invalid_carries_the_key_and_what_was_expected():
+    with pytest.raises(Invalid) as caught:
+        load(_File, {"mode": "c"})
+    assert (caught.value.key, caught.value.expect, caught.value.missing) == ("mode", "one of a, b", False)
+    with pytest.raises(Invalid) as caught:
+        load(_Leaf, {})
+    assert str(caught.value) == "n is missing (required)"
+    assert (caught.value.key, caught.value.expect, caught.value.missing) == ("n", "", True)
+    with pytest.raises(Invalid) as caught:
+        load(_File, {"leaves": [5]})
+    assert (caught.value.key, caught.value.expect) == ("leaves[1]", "a table")
+    with pytest.raises(Invalid) as caught:
+        load(_File, {"inner": 5})
+    assert (caught.value.key, caught.value.expect) == ("inner", "a table")
+    with pytest.raises(Invalid) as caught:
+        load(_File, [], "top.level")
+    assert str(caught.value) == "top.level must be a table" and caught.value.key == "top.level"
+    with pytest.raises(Invalid) as caught:
+        load(_File, {"named": {"hq": 5}})
+    assert (caught.value.key, caught.value.expect) == ("named.hq", "a table")
+
+
+def test_a_bounded_kind_without_a_maximum_is_a_programming_error():
+    with pytest.raises(TypeError, match="^a bounded kind needs a maximum$"):
+        SECONDS.check(1, Setting(SECONDS, "d"), "k")
+
+
+def test_descriptions_of_counts_and_texts():
+    assert COUNT.describe(Setting(COUNT, "d", unit="MiB", maximum=1023)) == "a positive integer, at most 1023 MiB"
+    assert COUNT.describe(Setting(COUNT, "d", unit="MiB", maximum=1024)) == (
+        "a positive integer, at most 1024 MiB (1 GiB)")
+    assert COUNT.describe(Setting(COUNT, "d", unit="s", maximum=4096)) == "a positive integer, at most 4096 s"
+    assert SECONDS.describe(Setting(SECONDS, "d", maximum=2 * DAY)) == (
+        "a positive number of seconds, at most 172800 (2 days)")
+    assert Text(empty=True).describe(Setting(FLAG, "d")) == "a string"
+    assert Text(max_length=3).describe(Setting(FLAG, "d")) == "a non-empty string of at most 3 characters"
+    assert Setting(FLAG, "d", expect="yes or no").wanted == "yes or no"
+    assert Setting(FLAG, "d").wrong("k", "finite").expect == "finite"
+
+
+def test_keys_are_listed_dotted_with_tables_expanded():
+    listed = [key for key, _ in keys(_File)]
+    assert listed == ["inner", "inner.wait", "inner.size", "inner.small", "name", "path", "mode", "flag", "ratio",
+                      "count", "table", "items", "words", "some", "leaves", "leaves.n", "leaves.label", "named",
+                      "named.*.n", "named.*.label"]
+    assert [key for key, _ in keys(_Leaf, "top")] == ["top.n", "top.label"]
+
+
+def test_key_text_and_quoting():
+    assert key_text("a-b_9") == "a-b_9" and key_text("a" * 64) == "a" * 64
+    assert key_text("a" * 65) == repr("a" * 65) and key_text("a.b") == "'a.b'" and key_text("") == "''"
+    assert quoted("x" * 80) == repr("x" * 80) and quoted("x" * 81) == repr("x" * 80) + "..."
+    assert quoted("abcdef", limit=3) == "'abc'..."

@@ -1,0 +1,58 @@
+"""sensor/detect/egress_policy.py: a camera-side device sending to the public Internet, one alert per (device,
+address) episode, with its exact fields."""
+
+from __future__ import annotations
+
+from sensor.detect.base import DetectorContext
+from sensor.detect.egress_policy import EgressPolicyDetector
+from sensor.detect.episodes import Episodes
+from sensor.enrich import CoveredMakers, Device, Observation
+
+MAKERS = {m.name: m for m in CoveredMakers.load().makers}
+
+
+def _device(ip="10.20.0.5", maker=None, vendor=None) -> Device:
+    dev = Device(ip, mac=0x0012AB000001, vendor=vendor)
+    dev.maker = MAKERS.get(maker)
+    return dev
+
+
+def _obs(dev, ts=100.0, sent_packets=3, sent_bytes=300, initiated=True, peer="203.0.113.7", port=443, proto="tcp",
+         name=None, scope="public", vlan=20, flow=None) -> Observation:
+    return Observation(ts, dev, sent_packets, sent_bytes, initiated, peer, port, proto, name, scope, vlan, flow)
+
+
+def _detector() -> EgressPolicyDetector:
+    return EgressPolicyDetector(DetectorContext("site", Episodes(3600.0)))
+
+
+def test_a_covered_camera_opening_a_public_address_is_a_high_alert():
+    alert = _detector().observe(_obs(_device(maker="Hikvision", vendor="Hangzhou Hikvision")))
+    assert alert.as_dict() == {
+        "ts": 100.0, "sensor": "site", "detector": "egress_policy", "severity": "high",
+        "device": {"ip": "10.20.0.5", "mac": "00:12:ab:00:00:01", "vendor": "Hangzhou Hikvision"},
+        "destination": {"ip": "203.0.113.7", "port": 443, "proto": "tcp", "name": None, "scope": "public"},
+        "score": 1.0, "summary": "camera 10.20.0.5 (Hikvision) opened 203.0.113.7 tcp/443 on the public Internet, "
+        "sending 3 packets (300 bytes) at first sight; no allow rule matches. Hikvision is a covered maker (named).",
+        "vlan": 20, "direction": "outbound"}
+
+
+def test_an_uncovered_device_answering_is_a_medium_inbound_alert():
+    alert = _detector().observe(_obs(_device(vendor="Acme"), initiated=False, sent_packets=1, sent_bytes=60,
+                                     name="x.example.com", port=None, proto="udp"))
+    assert (alert.severity, alert.extra, alert.dst_name, alert.dst_port) == (
+        "medium", {"direction": "inbound"}, "x.example.com", None)
+    assert alert.summary == ("10.20.0.5 (Acme) answered a connection from x.example.com (203.0.113.7) udp on the "
+                             "public Internet, sending 1 packet (60 bytes) at first sight; no allow rule matches.")
+
+
+def test_silence_or_other_scopes_raise_nothing_and_repeats_are_one_episode():
+    detector = _detector()
+    dev = _device()
+    assert detector.observe(_obs(dev, sent_packets=0, sent_bytes=0)) is None
+    for scope in ("core", "camera", "allowed", "private"):
+        assert detector.observe(_obs(dev, scope=scope)) is None
+    assert detector.observe(_obs(dev, port=443)) is not None
+    assert detector.observe(_obs(dev, ts=200.0, port=8443)) is None          # same address, another port
+    assert detector.observe(_obs(dev, ts=300.0, peer="203.0.113.8")) is not None
+    assert detector.observe(_obs(dev, ts=300.0 + 3600.5, port=1)) is not None  # the episode timed out

@@ -1,0 +1,196 @@
+"""sensor/enrich/inventory.py: what a device is (role, maker by MAC or banner), what it keeps (bounded queries and
+peers), the state it saves and reads back (damaged rows skipped), and the bound that keeps forged one-packet sources
+from pushing established devices out."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pytest
+
+from sensor.config import parse_config
+from sensor.enrich import CoveredMakers, Device, Inventory, ManufDatabase
+from sensor.enrich.inventory import MAX_PEERS_PER_DEVICE, MAX_QUERIES_PER_DEVICE, top_destinations
+
+MAKERS = CoveredMakers.load()
+BY_NAME = {m.name: m for m in MAKERS.makers}
+HIK_MAC = 0xC0_56_E3_00_00_01
+ACME_MAC = 0x00_40_8C_00_00_01
+MANUF = ManufDatabase({24: {0xC056E3: "Hangzhou Hikvision Digital Technology Co.,Ltd.", 0x00408C: "Axis"}})
+
+
+def _inventory(max_devices=10) -> Inventory:
+    return Inventory(parse_config({"limits": {"max_devices": max_devices}}), MANUF, MAKERS)
+
+
+@pytest.mark.parametrize("evidence,maker,role", [
+    ({"rtsp_server"}, None, "camera"), ({"video_sender"}, None, "camera"), ({"camera_discovery"}, None, "camera"),
+    ({"rtsp_client"}, None, "nvr"), ({"video_receiver"}, None, "nvr"), ({"rtsp_client", "rtsp_server"}, None, "camera"),
+    ({"dns_server"}, None, "gateway"), ({"ntp_server"}, None, "gateway"), ({"router_mac"}, None, "gateway"),
+    ({"video_receiver", "dns_server"}, None, "nvr"), (set(), "Hikvision", "camera"), (set(), "Uniview", "other"),
+    ({"dns_server"}, "Hikvision", "gateway"), (set(), None, "other")])
+def test_the_role_follows_the_evidence_then_a_named_maker(evidence, maker, role):
+    dev = Device("10.20.0.5", evidence=set(evidence))
+    dev.maker = BY_NAME.get(maker)
+    assert dev.role == role and dev.covered == (maker is not None)
+
+
+def test_external_peers_sum_bytes_keep_the_latest_name_and_are_bounded():
+    dev = Device("10.20.0.5")
+    dev.note_external_peer("203.0.113.1", None, 10)
+    dev.note_external_peer("203.0.113.1", "a.example", 5)
+    dev.note_external_peer("203.0.113.1", None, 1)
+    assert dev.external_peers == {"203.0.113.1": ["a.example", 16]}
+    for i in range(MAX_PEERS_PER_DEVICE + 5):
+        dev.note_external_peer(f"p{i}", None, 1)
+    assert len(dev.external_peers) == MAX_PEERS_PER_DEVICE == 4096
+    assert "p4094" in dev.external_peers and "p4095" not in dev.external_peers
+    assert top_destinations(dev, 2) == [("a.example", "203.0.113.1", 16), ("p0", "p0", 1)]
+
+
+def test_a_mac_names_vendor_and_maker_and_a_new_mac_replaces_them():
+    inventory = _inventory()
+    dev = inventory.touch("10.20.0.5", HIK_MAC, 100.0)
+    assert (dev.vendor, dev.maker.name, dev.maker_evidence) == (
+        "Hangzhou Hikvision Digital Technology Co.,Ltd.", "Hikvision", "mac")
+    assert inventory.touch("10.20.0.5", 0, 101.0).maker.name == "Hikvision"   # no MAC seen: nothing changes
+    dev = inventory.touch("10.20.0.5", ACME_MAC, 102.0)
+    assert (dev.vendor, dev.maker, dev.maker_evidence, dev.mac) == ("Axis", None, None, ACME_MAC)
+
+
+def test_a_banner_maker_survives_a_mac_of_an_ordinary_vendor():
+    inventory = _inventory()
+    dev = inventory.touch("10.20.0.5", 0, 100.0)
+    inventory.add_identity(dev, {"server": "Hikvision-Webs", "model": "X"})
+    assert (dev.maker.name, dev.maker_evidence) == ("Hikvision", "server: Hikvision-Webs")
+    inventory.touch("10.20.0.5", ACME_MAC, 101.0)
+    assert (dev.vendor, dev.maker.name, dev.maker_evidence) == ("Axis", "Hikvision", "server: Hikvision-Webs")
+
+
+def test_identity_keeps_first_values_and_banner_fields_are_read_in_order():
+    inventory = _inventory()
+    dev = inventory.touch("10.20.0.5", 0, 100.0)
+    inventory.add_identity(dev, {"firmware": "1.0", "serial": "DS-2CD2143G0-I"})
+    assert dev.maker is None                                   # serial is not a banner field
+    inventory.add_identity(dev, {"firmware": "2.0", "device_type": "EZVIZ-IPC", "model": "DS-2CD2143G0-I"})
+    assert dev.identity == {"firmware": "1.0", "serial": "DS-2CD2143G0-I", "device_type": "EZVIZ-IPC",
+                            "model": "DS-2CD2143G0-I"}
+    assert (dev.maker.name, dev.maker_evidence) == ("Hikvision", "model: DS-2CD2143G0-I")
+    other = inventory.touch("10.20.0.6", 0, 100.0)
+    inventory.add_identity(other, {"device_type": "EZVIZ-IPC", "vendor": "TIANDY"})
+    assert (other.maker.name, other.maker_evidence) == ("Tiandy", "vendor: TIANDY")   # vendor is read first
+
+
+def test_queries_are_remembered_once_each_and_bounded_to_the_latest_256():
+    inventory = _inventory()
+    dev = inventory.touch("10.20.0.5", 0, 100.0)
+    inventory.record_query(dev, "a.example", 1.0)
+    inventory.record_query(dev, "a.example", 2.0)
+    assert dev.dns_queries == OrderedDict([("a.example", 1.0)])
+    for i in range(MAX_QUERIES_PER_DEVICE):
+        inventory.record_query(dev, f"n{i}.example", 3.0)
+    assert len(dev.dns_queries) == MAX_QUERIES_PER_DEVICE == 256
+    assert next(iter(dev.dns_queries)) == "n0.example"
+
+
+def test_a_device_sending_in_two_seconds_is_established_and_outlives_newcomers():
+    inventory = _inventory(max_devices=5)
+    assert inventory.touch("10.20.0.1", 0, 100.0).first_seen == 100.0
+    inventory.touch("10.20.0.1", 0, 100.999)
+    assert not inventory.devices.is_protected("10.20.0.1")
+    inventory.touch("10.20.0.1", 0, 101.0)
+    assert inventory.devices.is_protected("10.20.0.1")
+    assert inventory.touch("10.20.0.1", 0, 50.0).last_seen == 101.0          # late packets do not move it back
+    for i in range(10):
+        inventory.touch(f"10.20.1.{i}", 0, 102.0)
+    assert "10.20.0.1" in inventory.devices and len(inventory) == 5 and inventory.evicted == 6
+
+
+def test_dirty_devices_are_saved_once_and_an_evicted_one_is_forgotten():
+    inventory = _inventory(max_devices=2)
+    forgotten = []
+    inventory.on_forget = forgotten.append
+    inventory.touch("10.20.0.1", 0, 1.0)
+    inventory.touch("10.20.0.2", 0, 2.0)
+    assert sorted(doc["ip"] for doc in inventory.take_dirty()) == ["10.20.0.1", "10.20.0.2"]
+    assert inventory.take_dirty() == []
+    inventory.touch("10.20.0.2", 0, 3.0)
+    inventory.touch("10.20.0.3", 0, 3.0)
+    assert forgotten == ["10.20.0.1"]
+    assert sorted(doc["ip"] for doc in inventory.take_dirty()) == ["10.20.0.2", "10.20.0.3"]
+
+
+def test_state_round_trip_and_the_maker_rederived_from_the_mac():
+    inventory = _inventory()
+    dev = inventory.touch("10.20.0.5", HIK_MAC, 10.0)
+    inventory.touch("10.20.0.5", HIK_MAC, 20.0)
+    dev.packets_sent, dev.bytes_sent, dev.egress_bytes = 3, 300, {"public": 300}
+    inventory.record_query(dev, "a.example", 10.0)
+    dev.note_external_peer("203.0.113.1", "a.example", 300)
+    dev.identity["model"], dev.evidence = "DS-2CD2143G0-I", {"rtsp_server", "video_sender"}
+    saved = dev.state()
+    assert saved == {"ip": "10.20.0.5", "mac": HIK_MAC, "first_seen": 10.0, "last_seen": 20.0, "packets_sent": 3,
+                     "bytes_sent": 300, "egress_bytes": {"public": 300}, "dns_queries": ["a.example"],
+                     "external_peers": [["203.0.113.1", "a.example", 300]], "identity": {"model": "DS-2CD2143G0-I"},
+                     "evidence": ["rtsp_server", "video_sender"]}
+    restored = _inventory()
+    restored.restore([saved])
+    again = restored.devices.get("10.20.0.5")
+    assert again.state() == {**saved, "dns_queries": ["a.example"]}
+    assert (again.vendor, again.maker.name, again.maker_evidence) == (
+        "Hangzhou Hikvision Digital Technology Co.,Ltd.", "Hikvision", "mac")
+    assert restored.devices.is_protected("10.20.0.5")
+    assert again.as_dict() == {
+        "ip": "10.20.0.5", "mac": "c0:56:e3:00:00:01", "vendor": "Hangzhou Hikvision Digital Technology Co.,Ltd.",
+        "covered": True, "maker": "Hikvision", "covered_basis": "named", "maker_evidence": "mac", "role": "camera",
+        "identity": {"model": "DS-2CD2143G0-I"}, "first_seen": 10.0, "last_seen": 20.0, "packets_sent": 3,
+        "bytes_sent": 300, "egress_bytes": {"public": 300}, "dns_queries": ["a.example"],
+        "external_destinations": [{"ip": "203.0.113.1", "name": "a.example", "bytes": 300}]}
+
+
+def _doc(ip="10.20.0.5", **kw) -> dict:
+    doc = {"ip": ip, "mac": 0, "first_seen": 1.0, "last_seen": 1.5, "packets_sent": 1, "bytes_sent": 1,
+           "egress_bytes": {}, "dns_queries": [], "external_peers": [], "identity": {}, "evidence": []}
+    return {**doc, **kw}
+
+
+def test_restore_skips_damaged_rows_keeps_the_latest_and_reads_banners():
+    inventory = _inventory(max_devices=2)
+    inventory.restore([
+        "not a dict", _doc("not an address"), _doc(mac=1 << 48), _doc(mac=-1), _doc(first_seen=float("nan")),
+        _doc(last_seen=float("inf")), _doc(egress_bytes=[1]), {"ip": "10.20.0.9"},
+        _doc("10.20.0.1", last_seen=5.0), _doc("10.20.0.2", last_seen=3.0, identity={"server": "Hikvision-Webs",
+                                                                                     "n": 5}),
+        _doc("10.20.0.3", last_seen=4.0, external_peers=[["203.0.113.1", 7, 9]], evidence=["rtsp_server", 3]),
+        _doc("10.20.0.4", mac=(1 << 48) - 1, last_seen=1.0)])
+    assert sorted(inventory.devices) == ["10.20.0.1", "10.20.0.3"]         # the two seen last
+    third = inventory.devices.get("10.20.0.3")
+    assert third.external_peers == {"203.0.113.1": [None, 9]} and third.evidence == {"rtsp_server"}
+    # both established (1.0 to 4.0 and 5.0); the protected segment of a 2-device inventory holds one, the latest
+    assert inventory.devices.is_protected("10.20.0.1") and not inventory.devices.is_protected("10.20.0.3")
+    banner = _inventory()
+    banner.restore([_doc("10.20.0.2", identity={"server": "Hikvision-Webs", "n": 5})])
+    dev = banner.devices.get("10.20.0.2")
+    assert (dev.identity, dev.maker.name, dev.maker_evidence) == (
+        {"server": "Hikvision-Webs"}, "Hikvision", "server: Hikvision-Webs")
+    assert not banner.devices.is_protected("10.20.0.2")                    # 1.0 to 1.5: not established
+
+
+def test_restore_refuses_each_damaged_row_with_room_to_spare():
+    inventory = _inventory(max_devices=50)
+    inventory.restore([_doc("10.20.0.1", mac=(1 << 48) - 1), _doc("10.20.0.2", mac=1 << 48), _doc("10.20.0.3", mac=-1),
+                       _doc("10.20.0.4", first_seen=float("nan")), _doc("10.20.0.5", last_seen=float("-inf")),
+                       _doc("10.20.0.6", first_seen=0.0, last_seen=1.0), _doc("10.20.0.7", first_seen=0.0,
+                                                                               last_seen=0.999)])
+    assert sorted(inventory.devices) == ["10.20.0.1", "10.20.0.6", "10.20.0.7"]
+    assert inventory.devices.is_protected("10.20.0.6") and not inventory.devices.is_protected("10.20.0.7")
+    plain = inventory.devices.get("10.20.0.7")
+    assert (plain.maker, plain.maker_evidence) == (None, None)
+    line = plain.as_dict()
+    assert (line["mac"], line["vendor"], line["covered"], line["maker"], line["covered_basis"], line["role"]) == (
+        None, None, False, None, None, "other")
+
+
+def test_the_inventory_uses_the_covered_list_it_is_given():
+    assert _inventory().makers is MAKERS
+    assert Inventory(parse_config({}), MANUF, CoveredMakers([], "test")).makers.version == "test"

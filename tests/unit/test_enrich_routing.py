@@ -1,0 +1,75 @@
+"""sensor/enrich/routing.py: the rows each parser is handed, for every kind of row at its edges (DNS from 12 bytes,
+TCP from 6, a ClientHello but not a ServerHello, each HTTP method, RTSP/HTTP banners, POSTs, UDP identity ports and
+SSDP searches), equal through the compiled router and its numpy reference, and a window's share of them."""
+
+from __future__ import annotations
+
+import pytest
+
+from packets import ethernet, ipv4, ipv6, mac, tcp, udp
+from sensor import compiled
+from sensor.decode import decode
+from sensor.enrich.routing import BatchPlan, ParserRows, _between, route
+
+from .builders import batch_of
+
+CAM, PEER, V6 = "10.20.0.11", "203.0.113.7", ("fd00::1", "fd00::2")
+A, B = mac("02:00:00:00:00:01"), mac("02:00:00:00:00:02")
+
+
+def _u(sport, dport, payload):
+    return ethernet(B, A, 0x0800, ipv4(CAM, PEER, 17, udp(CAM, PEER, sport, dport, payload)))
+
+
+def _t(payload, sport=40000, dport=80):
+    return ethernet(B, A, 0x0800, ipv4(CAM, PEER, 6, tcp(CAM, PEER, sport, dport, 1, 1, "PA", payload)))
+
+
+FRAMES = [
+    _u(5000, 53, b"q" * 12),                       # 0 DNS question, the 12-byte minimum
+    _u(5000, 53, b"q" * 11),                       # 1 too short for DNS
+    _u(53, 5000, b"r" * 40),                       # 2 DNS answer
+    _u(5000, 1900, b"M-SEARCH * HTTP/1.1\r\n"),    # 3 SSDP search: identity and searches
+    _u(1900, 5000, b"HTTP/1.1 200 OK\r\n"),        # 4 SSDP answer: identity only
+    _u(5000, 3702, b"<x/>"),                       # 5 WS-Discovery
+    _u(37020, 5000, b"<x/>"),                      # 6 SADP
+    _u(5000, 37810, b"DHIP"),                      # 7 DHIP
+    _u(5000, 53, b""),                             # 8 empty UDP: nothing
+    _t(b"\x16\x03\x01\x00\xc8\x01\x00\x00"),       # 9 TLS ClientHello: named
+    _t(b"\x16\x03\x03\x00\x4a\x02\x00\x00"),       # 10 TLS ServerHello: nothing
+    _t(b"GET / HTTP/1.1\r\n"),                     # 11 named
+    _t(b"POST /ctl HTTP/1.1\r\n"),                 # 12 named and a POST
+    _t(b"RTSP/1.0 200 OK\r\n", 554, 40000),        # 13 banner
+    _t(b"HTTP/1.1 200 OK\r\n", 80, 40000),         # 14 banner
+    _t(b"GET /"),                                  # 15 five bytes: too short for any
+    _t(b"HEAD /"),                                 # 16 six bytes: named
+    _t(b"DELETE /x"), _t(b"OPTIONS *"), _t(b"PATCH /x"), _t(b"CONNECT x"), _t(b"PUT /x "),   # 17-21 named
+    _t(b"\x17\x03\x03\x00\x10\x01\x00"),           # 22 TLS application data: nothing
+    ethernet(B, A, 0x0806, bytes(28)),             # 23 ARP: not IP
+    ethernet(B, A, 0x86DD, ipv6(*V6, 17, udp(*V6, 5000, 53, b"q" * 20))),   # 24 DNS over IPv6
+    _u(5000, 1900, b""),                           # 25 empty UDP to an identity port: nothing
+    _t(b"q" * 20, 40000, 53),                      # 26 DNS over TCP: not read
+    _t(b"NOTIFY * HTTP/1.1\r\n", 40000, 1900),      # 27 TCP to an identity port: nothing
+    _u(5000, 3702, b"x"),                          # 28 one byte to an identity port: discovery
+]
+EXPECTED = ParserRows(dns=[0, 2, 24], identity=[3, 4, 5, 6, 7, 28], searches=[3],
+                      named=[9, 11, 12, 16, 17, 18, 19, 20, 21], banners=[13, 14], posts=[12])
+
+
+@pytest.mark.parametrize("compiled_route", [True, False], ids=["compiled", "numpy"])
+def test_each_parser_gets_exactly_its_rows(compiled_route, monkeypatch):
+    if compiled_route and compiled.extension is None:
+        pytest.skip("the C extension sensor._walk was not built on this machine")
+    monkeypatch.setattr(compiled, "route", compiled_route)
+    dec = decode(batch_of(FRAMES))
+    assert route(dec, dec.is_ip) == EXPECTED
+
+
+def test_a_window_takes_its_share_of_the_batch_rows():
+    dec = decode(batch_of(FRAMES))
+    plan = BatchPlan(dec, lambda d, rows: rows * 0)
+    assert plan.parsers == EXPECTED
+    assert list(plan.ip) == [i for i in range(len(FRAMES)) if i != 23]
+    assert plan.parser_rows(2, 13) == ParserRows([2], [3, 4, 5, 6, 7], [3], [9, 11, 12], [], [12])
+    assert plan.parser_rows(0, 0) == ParserRows([], [], [], [], [], [])
+    assert _between([1, 3, 5], 3, 5) == [3] and _between([], 0, 9) == []

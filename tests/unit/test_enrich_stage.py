@@ -1,0 +1,210 @@
+"""sensor/enrich/stage.py and naming.py through the sensor: what each camera-side device's traffic becomes (the
+observation's fields, its peer named by DNS answer or SNI, egress bytes per scope, external destinations), camera
+DNS questions as events, and a core host reaching into the camera VLAN seen even when the camera stays silent."""
+
+from __future__ import annotations
+
+from packets import dns_query, dns_response, ethernet, ipv4, mac, tcp, tls_client_hello, udp
+from sensor.config import parse_config
+from sensor.detect import Detector, DetectorContext, registry
+from sensor.enrich import SCOPES, ManufDatabase
+from sensor.pipeline import Sensor
+
+from .test_export import T0, make_batch
+
+CAM, RESOLVER, CLOUD, OTHER, CORE = "10.20.0.11", "10.20.0.1", "203.0.113.7", "198.51.100.9", "10.1.0.5"
+CAM_MAC, ROUTER_MAC = mac("00:40:8c:00:00:11"), mac("02:00:00:00:00:fe")
+NO_MANUF = ManufDatabase({})
+SITE = {"networks": {"camera": ["10.20.0.0/24"], "core": ["10.1.0.0/16"]}, "allow": [{"dst": "*.allowed.example"}]}
+
+
+class Recorder(Detector):
+    name = "recorder"
+    interest = frozenset(SCOPES)
+
+    def __init__(self, context: DetectorContext):
+        super().__init__(context)
+        self.events: list[tuple] = []
+
+    def observe(self, obs):
+        assert obs.flow is not None
+        self.events.append(("observe", obs.ts, obs.device.ip, obs.sent_packets, obs.sent_bytes, obs.initiated,
+                            obs.peer, obs.port, obs.proto, obs.name, obs.scope, obs.vlan, obs.new_flow))
+
+    def dns_query(self, query):
+        self.events.append(("dns_query", query.ts, query.device.ip, query.qname, query.resolver,
+                            query.resolver_scope, query.vlan, query.allowed))
+
+    def dns_answer(self, answer):
+        self.events.append(("dns_answer", answer.ts, answer.message.qname, answer.client, answer.vlan))
+
+    def identity(self, report):
+        self.events.append(("identity", report.ts, report.device.ip, report.fields))
+
+    def upnp(self, request):
+        self.events.append(("upnp", request.ts, request.device.ip, request.kind, request.peer, request.port,
+                            request.proto, request.scope, request.vlan, request.detail))
+
+
+def _frame(src, dst, l4, proto=17, src_mac=CAM_MAC, dst_mac=ROUTER_MAC):
+    return ethernet(dst_mac, src_mac, 0x0800, ipv4(src, dst, proto, l4))
+
+
+def _u(src, dst, sport, dport, payload, **kw):
+    return _frame(src, dst, udp(src, dst, sport, dport, payload), **kw)
+
+
+def _t(src, dst, sport, dport, flags, payload=b"", **kw):
+    return _frame(src, dst, tcp(src, dst, sport, dport, 1, 1, flags, payload), 6, **kw)
+
+
+def _run(monkeypatch, records, config=SITE):
+    monkeypatch.setattr(registry, "DETECTORS", (Recorder,))
+    sensor = Sensor(parse_config(config), manuf=NO_MANUF)   # no manuf file to read: makers come from banners
+    sensor.process(make_batch(records))
+    sensor.finish()
+    return sensor, sensor.detection.find(Recorder).events
+
+
+def test_dns_questions_answers_and_the_flow_they_name(monkeypatch):
+    answer = dns_response(7, "cam.cloud.example", [("cam.cloud.example", 1, 60, CLOUD)])
+    ntp = dns_response(8, "ntp.allowed.example", [("ntp.allowed.example", 1, 60, "192.0.2.123")])
+    records = [(T0, _u(CAM, RESOLVER, 5353, 53, b"\xff" * 12)),                   # not a DNS message: skipped
+               (T0, _u(CAM, RESOLVER, 5353, 53, dns_query(7, "cam.cloud.example"))),
+               (T0, _u(CAM, RESOLVER, 5353, 53, dns_query(8, "ntp.allowed.example"))),
+               (T0, _u(CAM, RESOLVER, 53, 5300, dns_query(9, "not.to.port53.example"))),   # a question, not to 53
+               (T0, _u(CAM, RESOLVER, 5354, 53, dns_query(11, "cam.cloud.example"))),     # asked again: parsed once
+               (T0, _u(OTHER, RESOLVER, 5353, 53, dns_query(10, "outsider.example"), src_mac=ROUTER_MAC)),
+               (T0 + 0.1, _u(RESOLVER, CAM, 53, 5353, answer, src_mac=ROUTER_MAC, dst_mac=CAM_MAC)),
+               (T0 + 0.1, _u(RESOLVER, CAM, 53, 5353, ntp, src_mac=ROUTER_MAC, dst_mac=CAM_MAC)),
+               (T0 + 0.2, _u(CAM, CLOUD, 40000, 8800, b"x" * 100)),
+               (T0 + 0.3, _u(CAM, "192.0.2.123", 40001, 123, b"n" * 48))]
+    sensor, events = _run(monkeypatch, records)
+    queries = [e for e in events if e[0] == "dns_query"]
+    assert queries == [("dns_query", T0, CAM, "cam.cloud.example", RESOLVER, "camera", 0, False),
+                       ("dns_query", T0, CAM, "ntp.allowed.example", RESOLVER, "camera", 0, True),
+                       ("dns_query", T0, CAM, "cam.cloud.example", RESOLVER, "camera", 0, False)]
+    assert [e for e in events if e[0] == "dns_answer"] == [("dns_answer", T0 + 0.1, "cam.cloud.example", CAM, 0),
+                                                           ("dns_answer", T0 + 0.1, "ntp.allowed.example", CAM, 0)]
+    cloud = [e for e in events if e[0] == "observe" and e[6] == CLOUD]
+    assert cloud == [("observe", T0 + 0.2, CAM, 1, len(records[-2][1]), True, CLOUD, 8800, "udp",
+                      "cam.cloud.example", "public", 0, True)]
+    assert [e[9:11] for e in events if e[0] == "observe" and e[6] == "192.0.2.123"] == [
+        ("ntp.allowed.example", "allowed")]
+    dev = sensor.inventory.devices.get(CAM)
+    assert list(dev.dns_queries) == ["cam.cloud.example", "ntp.allowed.example"]
+    assert dev.external_peers == {CLOUD: ["cam.cloud.example", len(records[-2][1])]}
+    assert sensor.enricher.external_destinations == {CLOUD}
+    assert sensor.enricher.names.lookup(CLOUD, T0 + 60 + 3600) == "cam.cloud.example"
+
+
+def test_a_client_hello_names_its_flow_and_the_device_counts_what_it_sent(monkeypatch):
+    hello = tls_client_hello("video.cloud.example")
+    sent = [_t(CAM, OTHER, 40001, 443, "S"), _t(CAM, OTHER, 40001, 443, "A"), _t(CAM, OTHER, 40001, 443, "PA", hello)]
+    back = _t(OTHER, CAM, 443, 40001, "SA", src_mac=ROUTER_MAC, dst_mac=CAM_MAC)
+    records = [(T0, sent[0]), (T0 + 0.01, back), (T0 + 0.02, sent[1]), (T0 + 0.03, sent[2]),
+               (T0 + 2.0, _t(CAM, OTHER, 40001, 443, "A"))]
+    sensor, events = _run(monkeypatch, records)
+    observed = [e for e in events if e[0] == "observe"]
+    assert observed[0] == ("observe", T0, CAM, 3, sum(map(len, sent)), True, OTHER, 443, "tcp", "video.cloud.example",
+                           "public", 0, True)
+    assert observed[1][1:11] == (T0 + 2.0, CAM, 1, len(records[-1][1]), True, OTHER, 443, "tcp",
+                                 "video.cloud.example", "public")
+    dev = sensor.inventory.devices.get(CAM)
+    total = sum(map(len, sent)) + len(records[-1][1])
+    assert (dev.packets_sent, dev.bytes_sent, dev.egress_bytes) == (4, total, {"public": total})
+    assert sensor.enricher.roles.router_macs == {int.from_bytes(ROUTER_MAC, "big")}
+
+
+def test_a_core_host_reaching_a_silent_camera_is_observed(monkeypatch):
+    records = [(T0, _t(CORE, CAM, 50000, 554, "S", src_mac=ROUTER_MAC, dst_mac=CAM_MAC)),
+               (T0 + 0.5, _t(CORE, CAM, 50000, 554, "S", src_mac=ROUTER_MAC, dst_mac=CAM_MAC))]
+    sensor, events = _run(monkeypatch, records)
+    assert [e for e in events if e[0] == "observe"] == [
+        ("observe", T0, CAM, 0, 0, False, CORE, 554, "tcp", None, "core", 0, True)]
+    dev = sensor.inventory.devices.get(CAM)
+    assert (dev.packets_sent, dev.bytes_sent, dev.egress_bytes) == (0, 0, {})
+    assert sensor.inventory.devices.get(CORE) is None
+    # a public host reaching a silent camera is not an observation: nothing was exchanged
+    sensor, events = _run(monkeypatch, [(T0, _t(OTHER, CAM, 50000, 554, "S", src_mac=ROUTER_MAC, dst_mac=CAM_MAC))])
+    assert [e for e in events if e[0] == "observe"] == []
+    assert sensor.enricher.roles.router_macs == {int.from_bytes(ROUTER_MAC, "big")}   # the Internet side's MAC
+
+
+SADP = (b'<?xml version="1.0" encoding="utf-8"?><ProbeMatch><Uuid>x</Uuid><Types>inquiry</Types><DeviceType>139'
+        b'</DeviceType><DeviceDescription>DS-2CD2143G0-I</DeviceDescription><DeviceSN>DS-2CD2143G0-I2020</DeviceSN>'
+        b'<SoftwareVersion>V5.6.3</SoftwareVersion></ProbeMatch>')
+NVR = "10.20.0.2"
+
+
+def test_banners_and_discovery_name_the_device_once_and_only_camera_side(monkeypatch):
+    rtsp = b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nServer: Hikvision-Webs\r\n\r\n"
+    records = [(T0, _t(CAM, NVR, 554, 40000, "PA", rtsp)),
+               (T0 + 0.1, _t(CAM, NVR, 554, 40000, "PA", rtsp)),                  # identity known: not parsed again
+               (T0 + 0.2, _u(CAM, "239.255.255.250", 37020, 37020, SADP)),
+               (T0 + 0.3, _u(CAM, "239.255.255.250", 37020, 37020, SADP)),
+               (T0 + 0.4, _t(OTHER, CAM, 80, 40000, "PA", b"HTTP/1.1 200 OK\r\nServer: Dahua Rtsp Server\r\n\r\n",
+                             src_mac=ROUTER_MAC, dst_mac=CAM_MAC)),
+               (T0 + 0.5, _t(NVR, CAM, 40000, 554, "PA", b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n"))]   # no fields
+    sensor, events = _run(monkeypatch, records)
+    # within one window, discovery rows are read before banners
+    assert [e for e in events if e[0] == "identity"] == [
+        ("identity", T0 + 0.2, CAM, {"protocol": "sadp", "model": "DS-2CD2143G0-I", "serial": "DS-2CD2143G0-I2020",
+                                     "firmware": "V5.6.3", "device_type": "139"}),
+        ("identity", T0, CAM, {"server": "Hikvision-Webs"})]
+    dev = sensor.inventory.devices.get(CAM)
+    assert (dev.maker.name, dev.maker_evidence) == ("Hikvision", "model: DS-2CD2143G0-I")
+    assert dev.identity["server"] == "Hikvision-Webs"
+    assert "camera_discovery" in dev.evidence and dev.role == "camera"
+    assert sensor.inventory.devices.get(NVR).identity == {}
+
+
+def test_upnp_gateway_searches_and_port_mappings_become_requests(monkeypatch):
+    search = (b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\n"
+              b"ST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\r\n")
+    other_search = search.replace(b"device:InternetGatewayDevice:1", b"device:MediaRenderer:1")
+    mapping = (b"POST /ctl/IPConn HTTP/1.1\r\nSOAPACTION: \"urn:schemas-upnp-org:service:WANIPConnection:1#"
+               b"AddPortMapping\"\r\n\r\n<NewExternalPort> 8080 </NewExternalPort>")
+    records = [(T0, _u(CAM, "239.255.255.250", 5000, 1900, search)),
+               (T0, _u(CAM, "239.255.255.250", 5001, 1900, other_search)),
+               (T0 + 0.1, _t(CAM, RESOLVER, 40000, 5000, "PA", mapping)),
+               (T0 + 0.2, _t(CAM, RESOLVER, 40001, 5000, "PA", mapping.split(b"<New")[0])),
+               (T0 + 0.3, _t(CAM, RESOLVER, 40002, 5000, "PA", b"POST /ctl HTTP/1.1\r\n\r\nGetStatusInfo")),
+               (T0 + 0.4, _u(OTHER, "239.255.255.250", 5000, 1900, search, src_mac=ROUTER_MAC))]
+    _, events = _run(monkeypatch, records)
+    assert [e for e in events if e[0] == "upnp"] == [
+        ("upnp", T0, CAM, "upnp_igd_discovery", "239.255.255.250", 1900, "udp", "multicast", 0, ""),
+        ("upnp", T0 + 0.1, CAM, "upnp_port_mapping", RESOLVER, 5000, "tcp", "camera", 0, " for external port 8080"),
+        ("upnp", T0 + 0.2, CAM, "upnp_port_mapping", RESOLVER, 5000, "tcp", "camera", 0, "")]
+
+
+NVR_MAC = mac("00:40:8c:00:00:02")
+
+
+def test_rtsp_roles_first_sightings_and_http_hosts(monkeypatch):
+    get = b"GET / HTTP/1.1\r\nHost: cam.vendor.example\r\n\r\n"
+    records = [(T0, _t(NVR, CAM, 40000, 554, "S", src_mac=NVR_MAC, dst_mac=CAM_MAC)),
+               (T0 + 0.1, _t(CAM, NVR, 554, 40000, "SA", dst_mac=NVR_MAC)),
+               (T0 + 0.2, _t(CAM, OTHER, 40002, 80, "PA", get)),
+               (T0 + 0.3, _t(CAM, OTHER, 40002, 80, "PA", get.replace(b"cam.vendor", b"other.vendor")))]
+    sensor, events = _run(monkeypatch, records)
+    assert sensor.inventory.devices.get(NVR).evidence == {"rtsp_client"}
+    assert sensor.inventory.devices.get(CAM).evidence == {"rtsp_server"}
+    assert sensor.known.device_first_seen(CAM, T0 + 999) == T0 and sensor.known.device_first_seen(NVR, T0 + 9) == T0
+    assert {e[9] for e in events if e[0] == "observe" and e[6] == OTHER} == {"cam.vendor.example"}   # the first
+
+
+def test_each_camera_banner_is_read_once_and_discovery_from_either_port(monkeypatch):
+    rtsp = b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nServer: Hikvision-Webs\r\n\r\n"
+    records = [(T0, _u(OTHER, CAM, 37020, 37020, SADP, src_mac=ROUTER_MAC, dst_mac=CAM_MAC)),   # not camera-side
+               (T0, _u("10.20.0.21", "239.255.255.250", 5000, 37020, SADP)),
+               (T0, _u("10.20.0.22", "10.20.0.9", 37020, 5000, SADP)),
+               (T0 + 0.05, _t("10.20.0.24", NVR, 554, 40001, "PA", b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n")),  # no fields
+               (T0 + 0.1, _t("10.20.0.23", NVR, 554, 40000, "PA", rtsp)),
+               (T0 + 0.2, _t("10.20.0.23", NVR, 554, 40000, "PA", rtsp))]
+    sensor, events = _run(monkeypatch, records)
+    assert [(e[2], sorted(e[3])) for e in events if e[0] == "identity"] == [
+        ("10.20.0.21", ["device_type", "firmware", "model", "protocol", "serial"]),
+        ("10.20.0.22", ["device_type", "firmware", "model", "protocol", "serial"]),
+        ("10.20.0.23", ["server"])]
+    assert "camera_discovery" not in sensor.inventory.devices.get("10.20.0.23").evidence
