@@ -5,6 +5,7 @@ CaptureReader reads as a stream of batches; dumpcap's start, shutdown, statistic
 from __future__ import annotations
 
 import fcntl
+import mmap
 import os
 import re
 import select
@@ -141,10 +142,12 @@ class LiveCapture:
         self._captured = 0
         self._messages: deque[str] = deque(maxlen=64)
         # Pipe data lands in reused slabs, queued as (buffer, start, end): a fresh buffer per read would cost a
-        # page fault per 4 KiB, more than the rest of the pipe's handling together.
-        self._queue: deque[tuple[bytes | bytearray, int, int]] = deque()
+        # page fault per 4 KiB, more than the rest of the pipe's handling together. A slab is an anonymous mapping
+        # of its own, so one let go after a backlog returns its memory to the system at once: a malloc'd buffer
+        # would stay resident in the pump thread's heap, and each stall of the analysis would raise RSS for good.
+        self._queue: deque[tuple[bytes | mmap.mmap, int, int]] = deque()
         self._queued = 0
-        self._free_slabs: list[bytearray] = []
+        self._free_slabs: list[mmap.mmap] = []
         self._slabs_made = 0
         self._eof = False
         self._discard = False
@@ -216,10 +219,11 @@ class LiveCapture:
 
     # ---- data ------------------------------------------------------------------------------------------
     SLAB_BYTES = 4 << 20
+    SPARE_SLABS = 2
     PUMP_NAP = 0.0005
     PUMP_GATHER = 0.02
 
-    def _next_slab(self) -> bytearray:
+    def _next_slab(self) -> mmap.mmap:
         """A slab for the pump to fill: a free one, a new one while under the queue limit, or, when the queue is
         full, wait and leave the data in the pipe so that the kernel ring takes the overflow, where it is counted
         as dropped, rather than grow without bound."""
@@ -231,7 +235,7 @@ class LiveCapture:
             if self._free_slabs and not self._discard:
                 return self._free_slabs.pop()
             self._slabs_made += 1
-            return bytearray(min(self.SLAB_BYTES, self._queue_limit))
+            return mmap.mmap(-1, min(self.SLAB_BYTES, self._queue_limit))
 
     def _pump(self) -> None:
         fd = self._fd
@@ -261,7 +265,7 @@ class LiveCapture:
             self._eof = True
             self._cond.notify_all()
 
-    def _fill(self, fd: int, slab: bytearray, start: int) -> int | None:
+    def _fill(self, fd: int, slab: mmap.mmap, start: int) -> int | None:
         """Read what the pipe has into slab[start:]: bytes read, 0 at its end, None if nothing came in time.
         dumpcap writes a few KiB at a time; reads keep gathering for up to PUMP_GATHER seconds (a short nap after
         a small read), far less than the pipe takes to fill at full rate (1 MiB is ~2 ms at 4 Gbit/s)."""
@@ -312,10 +316,13 @@ class LiveCapture:
         for buf, start, end in parts:
             view[pos:pos + end - start] = memoryview(buf)[start:end]
             pos += end - start
-            if end == len(buf) and isinstance(buf, bytearray):
+            if end == len(buf) and isinstance(buf, mmap.mmap):
                 done.append(buf)
         with self._cond:
-            self._free_slabs.extend(done)
+            # A few spare slabs keep steady capture free of new mappings; the rest of a backlog's slabs go.
+            keep = max(0, self.SPARE_SLABS - len(self._free_slabs))
+            self._free_slabs.extend(done[:keep])
+            self._slabs_made -= len(done) - len(done[:keep])
             self._cond.notify_all()
         return size
 

@@ -44,3 +44,47 @@ def test_dumpcap_message_after_a_running_count_is_one_clean_line(piece):
     assert live.error_message() == 'The network adapter "cwhca" is no longer attached; the capture has stopped.'
     assert live.captured == 6
     assert live.received == 6 and live.dropped == 0
+
+
+def _pipe_queue(queue_mib: int = 64) -> LiveCapture:
+    live = LiveCapture.__new__(LiveCapture)   # the queue between the pump and the reader only, no dumpcap
+    live._cond = threading.Condition()
+    live._queue, live._queued, live._free_slabs, live._slabs_made = collections.deque(), 0, [], 0
+    live._queue_limit, live._discard, live._eof, live._tick = queue_mib << 20, False, False, 0.01
+    live._stop_requested_at = 0.0   # the reader takes what is queued without waiting for a batch to gather
+    return live
+
+
+def _backlog(live: LiveCapture, slabs: int) -> None:
+    """What the pump does while the analysis stalls: fills slab after slab and queues each whole."""
+    for _ in range(slabs):
+        slab = live._next_slab()
+        slab[:] = b"\xab" * len(slab)
+        live._queue.append((slab, 0, len(slab)))
+        live._queued += len(slab)
+
+
+def test_a_drained_backlog_keeps_only_the_spare_slabs_and_lets_the_rest_go():
+    live = _pipe_queue()
+    _backlog(live, 9)
+    assert live._slabs_made == 9
+    out = bytearray(LiveCapture.SLAB_BYTES)
+    for _ in range(9):
+        assert live._readinto(memoryview(out)) == LiveCapture.SLAB_BYTES
+        assert out == b"\xab" * len(out)
+    assert live._queued == 0
+    assert len(live._free_slabs) == LiveCapture.SPARE_SLABS == 2
+    assert live._slabs_made == 2   # the other seven were unmapped: a later backlog may make them again
+
+
+def test_steady_capture_reuses_its_spare_slabs():
+    live = _pipe_queue()
+    _backlog(live, 2)
+    out = bytearray(LiveCapture.SLAB_BYTES)
+    live._readinto(memoryview(out))
+    live._readinto(memoryview(out))
+    spares = list(live._free_slabs)
+    _backlog(live, 2)
+    assert live._slabs_made == 2 and not live._free_slabs
+    assert {id(buf) for buf, _, _ in live._queue} == {id(s) for s in spares}
+
