@@ -8,20 +8,10 @@ import pytest
 from sensor.detect.base import DetectorContext
 from sensor.detect.episodes import Episodes
 from sensor.detect.hardcoded_infra import HardcodedInfraDetector
-from sensor.enrich import CoveredMakers, Device, Observation, UpnpRequest
+from sensor.enrich import UpnpRequest
 
-MAKERS = {m.name: m for m in CoveredMakers.load().makers}
-
-
-def _device(ip="10.20.0.5", maker=None, vendor=None) -> Device:
-    dev = Device(ip, mac=0x0012AB000001, vendor=vendor)
-    dev.maker = MAKERS.get(maker)
-    return dev
-
-
-def _obs(dev, ts=100.0, sent_packets=3, sent_bytes=300, initiated=True, peer="203.0.113.7", port=443, proto="tcp",
-         name=None, scope="public", vlan=20, flow=None) -> Observation:
-    return Observation(ts, dev, sent_packets, sent_bytes, initiated, peer, port, proto, name, scope, vlan, flow)
+from .observations import device as _device
+from .observations import observation as _obs
 
 
 def _detector() -> HardcodedInfraDetector:
