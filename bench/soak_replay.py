@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from prometheus_client.exposition import generate_latest  # noqa: E402
-from soak import resident_by_kind  # noqa: E402
+from soak import resident_by_kind, status_fields  # noqa: E402
 
 from sensor import pipeline, state  # noqa: E402
 from sensor.capture import CaptureReader  # noqa: E402
@@ -114,13 +114,6 @@ def containers(root: object, name: str, depth: int, out: dict[str, int], seen: s
         containers(value, f"{name}.{key}", depth - 1, out, seen)
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=120, help="capture minutes to replay (default 120)")
@@ -166,7 +159,8 @@ def main() -> int:
             containers(sensor, "sensor", 5, sizes, set())
             rows.append((minute, sizes))
             kinds = resident_by_kind(os.getpid())
-            print(f"{minute:6.1f} min  rss {rss_mb():6.1f} MB  [heap {kinds['heap_mb']:.0f} threads "
+            rss = status_fields(os.getpid())["VmRSS"] / 1024
+            print(f"{minute:6.1f} min  rss {rss:6.1f} MB  [heap {kinds['heap_mb']:.0f} threads "
                   f"{kinds['thread_arenas_mb']:.0f} anon {kinds['anon_maps_mb']:.0f}]  python blocks "
                   f"{sys.getallocatedblocks():,}  gc {gc.get_count()}  real {time.monotonic() - started:.0f} s",
                   flush=True)
