@@ -146,6 +146,10 @@ class BoundedLRU(Generic[K, V]):
     def pop(self, key: K) -> V | None:
         return self._entries.pop(key, None)
 
+    def oldest(self) -> tuple[K, V] | None:
+        """The least recently used entry, left in place; None when empty."""
+        return next(iter(self._entries.items()), None)
+
     def _shrink(self) -> None:
         while len(self._entries) > self.limit:
             key, value = self._entries.popitem(last=False)

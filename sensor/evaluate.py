@@ -1,9 +1,11 @@
-"""`camwatch eval`: detector precision, recall and time-to-detect on labelled captures.
+"""`camwatch eval`: detector precision, recall and time-to-detect on labelled captures, and what the incidents cost
+an analyst (lines per planted behaviour, lines per benign camera-hour).
 
 Labels (JSON) list planted behaviours: {id, kind (the detector that should catch it), device, destination, start,
 end, also (other detectors that rightly fire on it), period (beacons)} plus `benign_devices` and the labelled span.
-An alert is true when a behaviour on the same device, whose kind or `also` names the alert's detector, is under way
-(from its start to GRACE seconds after its end). Everything else is a false alert.
+A detector's alert is the first line of an incident that names it among the incident's detectors; it is true when a
+behaviour on the same device, whose kind or `also` names that detector, is under way (from its start to GRACE
+seconds after its end). Everything else is a false alert.
 """
 
 from __future__ import annotations
@@ -34,42 +36,51 @@ def load_labels(path: str | Path) -> dict:
         raise CamwatchError(f"{path}: invalid labels file: {exc}") from None
 
 
-def _explains(b: dict, alert: dict) -> bool:
-    return (alert["device"]["ip"] == b["device"] and alert["detector"] in (b["kind"], *b.get("also", ()))
+def _detectors(line: dict) -> list[str]:
+    """The detectors behind a line: an incident line lists them all; a line of contract 1 names one."""
+    found = line.get("detectors")
+    return list(found) if isinstance(found, list) else [line["detector"]]
+
+
+def _explains(b: dict, alert: dict, detector: str | None = None) -> bool:
+    """Whether behaviour b accounts for the line (as far as `detector` goes, when given)."""
+    wanted = (b["kind"], *b.get("also", ()))
+    named = [detector] if detector is not None else _detectors(alert)
+    return (alert["device"]["ip"] == b["device"] and any(d in wanted for d in named)
             and b["start"] - 1.0 <= alert["ts"] <= b["end"] + GRACE)
+
+
+def detections(lines: list[dict]) -> list[tuple[str, dict]]:
+    """(detector, line) for each line on which a detector first shows in its incident: what the log told an
+    analyst, per detector. Close lines tell nothing new; flood summaries stand for their first held-back alert."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for line in lines:
+        if line.get("event") == "close":
+            continue
+        incident = line.get("incident") or f"line-{id(line)}"
+        for det in _detectors(line):
+            if (incident, det) not in seen:
+                seen.add((incident, det))
+                out.append((det, line))
+    return out
 
 
 def evaluate(alerts: list[dict], labels: dict) -> dict:
     behaviours = labels["behaviours"]
-    detectors = sorted({a["detector"] for a in alerts} | {b["kind"] for b in behaviours})
-    per_detector: dict[str, dict[str, Any]] = {}
-    for det in detectors:
-        mine = [a for a in alerts if a["detector"] == det]
-        true = [a for a in mine if any(_explains(b, a) for b in behaviours)]
-        planted = [b for b in behaviours if b["kind"] == det]
-        ttd = []
-        for b in planted:
-            hits = [a["ts"] for a in mine if _explains(b, a) and a["detector"] == b["kind"]]
-            if hits:
-                ttd.append(min(hits) - b["start"])
-        per_detector[det] = {
-            "alerts": len(mine), "true_alerts": len(true),
-            "precision": len(true) / len(mine) if mine else None,
-            "planted": len(planted), "detected": len(ttd),
-            "recall": len(ttd) / len(planted) if planted else None,
-            "ttd_mean_s": mean(ttd) if ttd else None, "ttd_max_s": max(ttd) if ttd else None,
-        }
-    missed = [b["id"] for b in behaviours
-              if not any(_explains(b, a) and a["detector"] == b["kind"] for a in alerts)]
-    beacons = [{"id": b["id"], "periods_to_detect": round((min(
-        a["ts"] for a in alerts if _explains(b, a) and a["detector"] == b["kind"]) - b["start"]) / b["period"], 2)}
-        for b in behaviours if b.get("period") and b["id"] not in missed]
+    found = detections(alerts)
+    detectors = sorted({d for d, _ in found} | {b["kind"] for b in behaviours})
+    per_detector = {det: _detector_report(det, [a for d, a in found if d == det], behaviours) for det in detectors}
+    missed = [b["id"] for b in behaviours if _first_hit(b, found) is None]
+    beacons = [{"id": b["id"], "periods_to_detect": round((_first_hit(b, found) or 0.0) / b["period"], 2)}
+               for b in behaviours if b.get("period") and b["id"] not in missed]
     benign = set(labels["benign_devices"])
     hours = max((labels.get("end", 0) - labels.get("start", 0)) / 3600, 1e-9)
-    benign_alerts = [a for a in alerts if a["device"]["ip"] in benign]
+    benign_alerts = [a for a in alerts if a["device"]["ip"] in benign and a.get("event") != "close"]
     serious = [a for a in benign_alerts if a["severity"] in SERIOUS]
     return {
         "detectors": per_detector,
+        "incidents": _incident_report(alerts, behaviours, benign, hours),
         "missed": missed,
         "beacons": beacons,
         "benign_devices": len(benign),
@@ -81,8 +92,62 @@ def evaluate(alerts: list[dict], labels: dict) -> dict:
     }
 
 
+def _first_hit(b: dict, found: list[tuple[str, dict]]) -> float | None:
+    """Seconds from the behaviour's start to the first line on which its own detector names it."""
+    hits = [a["ts"] for d, a in found if d == b["kind"] and _explains(b, a, d)]
+    return min(hits) - b["start"] if hits else None
+
+
+def _detector_report(det: str, mine: list[dict], behaviours: list[dict]) -> dict[str, Any]:
+    true = [a for a in mine if any(_explains(b, a, det) for b in behaviours)]
+    planted = [b for b in behaviours if b["kind"] == det]
+    ttd = [t for b in planted if (t := _first_hit(b, [(det, a) for a in mine])) is not None]
+    return {
+        "alerts": len(mine), "true_alerts": len(true),
+        "precision": len(true) / len(mine) if mine else None,
+        "planted": len(planted), "detected": len(ttd),
+        "recall": len(ttd) / len(planted) if planted else None,
+        "ttd_mean_s": mean(ttd) if ttd else None, "ttd_max_s": max(ttd) if ttd else None,
+    }
+
+
+def _incident_report(lines: list[dict], behaviours: list[dict], benign: set[str], hours: float) -> dict:
+    """Per planted behaviour: the incidents that told of it, every line they wrote (open, update, close), and the
+    time to the first; and how many lines benign cameras cost an analyst per hour."""
+    by_incident: dict[str, list[dict]] = {}
+    for line in lines:
+        by_incident.setdefault(line.get("incident") or f"line-{id(line)}", []).append(line)
+    rows = []
+    for b in behaviours:
+        told = [inc for inc, ls in by_incident.items() if any(_explains(b, a) for a in ls if a.get("event") != "close")]
+        first = [a["ts"] for inc in told for a in by_incident[inc] if a.get("event") != "close"]
+        rows.append({"id": b["id"], "incidents": len(told), "opens": sum(
+                         1 for inc in told for a in by_incident[inc] if a.get("event", "open") == "open"),
+                     "lines": sum(len(by_incident[inc]) for inc in told),
+                     "ttd_s": round(min(first) - b["start"], 3) if first else None})
+    benign_lines = sum(1 for a in lines if a["device"]["ip"] in benign)
+    return {
+        "behaviours": rows,
+        "lines_per_behaviour": mean(r["lines"] for r in rows) if rows else None,
+        "max_opens_per_behaviour": max((r["opens"] for r in rows), default=0),
+        "lines_on_benign": benign_lines,
+        "lines_per_benign_camera_hour": benign_lines / (len(benign) * hours) if benign else None,
+    }
+
+
 def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _format_incidents(report: dict) -> list[str]:
+    inc = report["incidents"]
+    lines = ["", f"{'behaviour':<20}{'incidents':>10}{'opens':>7}{'lines':>7}{'ttd s':>8}"]
+    for r in inc["behaviours"]:
+        ttd = _fmt(r["ttd_s"], ".1f")
+        lines.append(f"{r['id'][:19]:<20}{r['incidents']:>10}{r['opens']:>7}{r['lines']:>7}{ttd:>8}")
+    lines.append(f"lines per planted behaviour: {_fmt(inc['lines_per_behaviour'], '.2f')}; lines on benign cameras: "
+                 f"{inc['lines_on_benign']} ({_fmt(inc['lines_per_benign_camera_hour'], '.2f')} per camera-hour)")
+    return lines
 
 
 def format_report(report: dict) -> str:
@@ -102,4 +167,5 @@ def format_report(report: dict) -> str:
                  f"{report['false_alerts_on_benign']} ({_fmt(per_hour, '.2f')} per camera-hour), "
                  f"medium or higher: {report['serious_false_alerts_on_benign']}")
     lines.append(f"false alerts in total: {report['false_alerts_total']}")
+    lines.extend(_format_incidents(report))
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ from sensor.config import Config
 from sensor.decode import ERROR_REASONS, NETWORK_NAMES, Decoded, decode
 from sensor.detect import Alert, Detector, Episodes, Indicators, SegmentationDetector
 from sensor.detect.framework import Detection
+from sensor.detect.incidents import END
 from sensor.dissect import ParserGuard
 from sensor.enrich import Classifier, CoveredMakers, Enricher, Inventory, ManufDatabase, NameCache
 from sensor.enrich.routing import BatchPlan
@@ -104,11 +105,13 @@ class Sensor:
             if time.monotonic() - self._last_save >= 1.0:
                 self._save()
 
-    def finish(self) -> None:
+    def finish(self, reason: str = END) -> None:
+        """The end of the input (`reason`: incidents.END for a capture's end, SHUTDOWN for a stopped sensor):
+        what is pending is judged, then every open incident closes with its totals."""
         with self.lock:
             self._end_second(tick=False)
             self.flows.flush()
-            self.detection.tick(self.last_ts or 0.0, final=True)
+            self.detection.tick(self.last_ts or 0.0, final=True, reason=reason)
             self._save()
 
     def _save(self, devices_too: bool = True) -> None:
@@ -238,6 +241,7 @@ class Sensor:
 
     # ---- summaries -------------------------------------------------------------------------------------
     def summary(self) -> dict:
+        """`alerts`: detections by detector; `incidents`: incidents opened; `lines`: lines written, by event."""
         with self.lock:
             by_detector: Counter[str] = Counter()
             for (det, _sev), count in self.alert_counts.items():
@@ -252,4 +256,6 @@ class Sensor:
                 "devices": len(self.inventory),
                 "external_destinations": len(self.external_destinations),
                 "alerts": dict(by_detector),
+                "incidents": self.detection.incidents.opened,
+                "lines": dict(self.detection.lines),
             }

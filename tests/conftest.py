@@ -46,6 +46,27 @@ def alerts_of(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
+def evidence_of(lines: list[dict], device: str | None = None) -> list[tuple[str, str, str, str]]:
+    """(device, detector, severity, text) of every detection the incident lines tell of (alert contract 2), once
+    each: evidence that joined without a line of its own (no new detector, no higher severity) shows at the close."""
+    found = {(a["device"]["ip"], e["detector"], e["severity"], e["text"]): None for a in lines
+             if a["event"] != "flood" and (device is None or a["device"]["ip"] == device) for e in a["evidence"]}
+    return list(found)
+
+
+def addresses_of(lines: list[dict], device: str | None = None) -> set[str]:
+    """Every other-end address the incidents of a device name: leading destinations and the close lines' totals."""
+    mine = [a for a in lines if device is None or a["device"]["ip"] == device]
+    closed = {ip for a in mine for ip in a.get("totals", {}).get("addresses", ())}
+    return {a["destination"]["ip"] for a in mine} | closed
+
+
+def names_of(lines: list[dict], device: str | None = None) -> set[str]:
+    mine = [a for a in lines if device is None or a["device"]["ip"] == device]
+    return ({a["destination"]["name"] for a in mine if a["destination"]["name"]}
+            | {n for a in mine for n in a.get("totals", {}).get("names", ())})
+
+
 def metric_values(text: str) -> dict[tuple[str, tuple], float]:
     """A Prometheus exposition as {(name, sorted labels): value}."""
     out = {}

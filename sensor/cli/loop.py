@@ -16,6 +16,7 @@ from typing import Protocol
 
 from sensor.capture import Batch, open_file
 from sensor.config import Config
+from sensor.detect.incidents import END, SHUTDOWN
 from sensor.errors import CaptureError
 from sensor.export import AlertLog, MetricsServer, build_registry, write_metrics_file
 from sensor.model import AnomalyModel
@@ -166,9 +167,16 @@ def print_summary(sensor: Sensor, elapsed: float, files: int | None = None) -> N
         f"  flows:                 {s['flows']:,}",
         f"  devices:               {s['devices']:,}",
         f"  external destinations: {s['external_destinations']:,}",
-        f"  alerts:                {total_alerts:,} ({by_type})",
+        f"  incidents:             {s['incidents']:,} ({lines_text(s['lines'])})",
+        f"  detections:            {total_alerts:,} ({by_type})",
     ]
     sys.stderr.write("\n".join(lines) + "\n")
+
+
+def lines_text(lines: dict[str, int]) -> str:
+    written = sum(lines.values())
+    parts = ", ".join(f"{event}: {lines[event]}" for event in sorted(lines))
+    return f"{written:,} lines written: {parts}" if written else "no lines written"
 
 
 class Session:
@@ -219,7 +227,8 @@ class Session:
             finally:
                 batches.close()
                 source.close()
-            self.sensor.finish()
+            # A live sensor, or a replay cut short by a signal, stops; a replay that read its files to the end ends.
+            self.sensor.finish(SHUTDOWN if self.sensor.live or self.stop.is_set() else END)
         finally:
             self.elapsed = time.monotonic() - started
             self._close_outputs()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sensor.detect.services import IncidentService
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 
@@ -25,6 +29,9 @@ class Alert:
     summary: str
     vlan: int = 0
     extra: dict = field(default_factory=dict)
+    # The incident's other end when the detector knows better than the destination does (a sweep of many hosts);
+    # None: the framework names it (sensor.detect.services). Not written: the line's `service` says it.
+    service: IncidentService | None = None
 
     def as_dict(self) -> dict:
         out = {

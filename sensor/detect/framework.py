@@ -1,8 +1,9 @@
-"""The detection stage: hands each enrichment event to the detectors that hook it, and what they raise through the
-alert gate (sensor.alerting: per-device budget, flood summaries) to the sink, counting what is written.
+"""The detection stage: hands each enrichment event to the detectors that hook it, files what they detect under
+its incident (sensor.detect.incidents: one per device and service), and writes the incidents' lines through the
+alert gate (sensor.alerting: per-device budget, flood summaries) to the sink, counting detections and lines.
 
-Detectors own what they look for; the framework owns everything about how alerts reach the log: the episodes
-(restored from and saved to the state store), suppression and the budget.
+Detectors own what they look for; the framework owns everything about how it reaches the log: the episodes
+(restored from and saved to the state store), the incidents, suppression and the budget.
 """
 
 from __future__ import annotations
@@ -17,15 +18,28 @@ from sensor.detect import registry
 from sensor.detect.alert import Alert
 from sensor.detect.base import Detector, DetectorContext, hooked
 from sensor.detect.episodes import Episodes, tracked_pairs
+from sensor.detect.incidents import END, FLOOD, Incidents
 from sensor.detect.indicators import Indicators
+from sensor.detect.services import KIND_SITE, IncidentService, ServiceResolver, address_service
 from sensor.detect.training import WindowCollector
-from sensor.enrich import SCOPES, DnsAnswer, DnsQuery, IdentityReport, Inventory, Observation, UpnpRequest
+from sensor.enrich import (
+    SCOPE_CAMERA,
+    SCOPES,
+    Device,
+    DnsAnswer,
+    DnsQuery,
+    IdentityReport,
+    Inventory,
+    Observation,
+    UpnpRequest,
+)
 from sensor.state import KnownState
 
 if TYPE_CHECKING:
     from sensor.model import AnomalyModel, WindowFeatures
 
 D = TypeVar("D", bound=Detector)
+UPNP_GATEWAY = IncidentService("upnp-igd", "the site gateway's UPnP (IGD)", KIND_SITE)
 
 
 class Detection:
@@ -42,8 +56,12 @@ class Detection:
         detectors = registry.build(built)
         if WindowCollector.wanted(built):
             detectors.append(WindowCollector(built))
+        self.inventory = inventory
+        self.services = ServiceResolver(indicators)
+        self.incidents = Incidents(config.sensor_name, config.episode_timeout, tracked_pairs(config.max_devices))
         self.gate = AlertGate(config.episode_timeout, tracked_pairs(config.max_devices))
-        self.alert_counts: Counter[tuple[str, str]] = Counter()   # written alerts by (detector, severity)
+        self.alert_counts: Counter[tuple[str, str]] = Counter()   # detections by (detector, severity)
+        self.lines: Counter[str] = Counter()                      # lines written, by event
         self.on_alert = on_alert
         self._use(detectors)
 
@@ -69,47 +87,79 @@ class Detection:
 
     # ---- events ----------------------------------------------------------------------------------------------
     def observe(self, obs: Observation) -> None:
-        for observe in self._observers.get(obs.scope, ()):
-            alert = observe(obs)
-            if alert is not None:
-                self.emit(alert)
+        raised = [alert for observe in self._observers.get(obs.scope, ()) if (alert := observe(obs)) is not None]
+        if raised:
+            service = self.services.of_observation(obs)
+            for alert in raised:
+                self._detected(alert, service, obs.device, obs)
+        elif obs.scope != SCOPE_CAMERA and self.incidents.following(obs.device.ip):
+            self.incidents.traffic(obs, self.services.of_observation(obs))
 
     def dns_query(self, query: DnsQuery) -> None:
         for hook in self._dns_query:
-            self._emit_if(hook(query))
+            alert = hook(query)
+            if alert is not None:
+                service = self.services.of_name(query.qname) or address_service(query.resolver)
+                self._detected(alert, service, query.device, None)
 
     def dns_answer(self, answer: DnsAnswer) -> None:
         for hook in self._dns_answer:
-            self._emit_if(hook(answer))
+            self.emit(hook(answer))
 
     def upnp(self, request: UpnpRequest) -> None:
+        # The search (to the SSDP group) and the port mapping (to the gateway) are one story: the gateway's UPnP.
         for hook in self._upnp:
-            self._emit_if(hook(request))
+            alert = hook(request)
+            if alert is not None:
+                self._detected(alert, UPNP_GATEWAY, request.device, None)
 
     def identity(self, report: IdentityReport) -> None:
         for hook in self._identity:
-            self._emit_if(hook(report))
+            self.emit(hook(report))
 
-    def tick(self, now: float, final: bool = False) -> None:
-        """The end of a second of capture time (final: of the capture): detectors' periodic work, then the flood
-        summaries whose window has passed."""
+    def tick(self, now: float, final: bool = False, reason: str = END) -> None:
+        """The end of a second of capture time (final: of the capture, or of the sensor's run, as `reason` says):
+        detectors' periodic work, then the lines the incidents owe, then the flood summaries whose window has
+        passed."""
         for hook in self._tick:
             for alert in hook(now, final):
                 self.emit(alert)
+        for line in self.incidents.take_closed(now):   # before the opens this second: a closed pair may reopen
+            self._deliver(line)
+        self._write_changes()
+        if final:
+            for line in self.incidents.take_closed(now, reason):
+                self._deliver(line)
         for summary in self.gate.flush(now, final=final):
             self._deliver(summary)
 
-    # ---- alerts ----------------------------------------------------------------------------------------------
-    def _emit_if(self, alert: Alert | None) -> None:
-        if alert is not None:
-            self.emit(alert)
+    # ---- detections and lines --------------------------------------------------------------------------------
+    def emit(self, alert: Alert | None) -> None:
+        """A detection that came without an observation in hand: its service from its destination."""
+        if alert is None:
+            return
+        service = alert.service or self.services.of_destination(alert.dst_ip, alert.dst_name)
+        self._detected(alert, service, self.inventory.devices.get(alert.device_ip), None)
 
-    def emit(self, alert: Alert) -> None:
-        """Through the gate: the per-device budget and flood summaries."""
-        for line in self.gate.admit(alert):
-            self._deliver(line)
-
-    def _deliver(self, alert: Alert) -> None:
+    def _detected(self, alert: Alert, service: IncidentService, device: Device | None, obs: Observation | None) -> None:
         self.alert_counts[(alert.detector, alert.severity)] += 1
+        self.incidents.detect(alert, alert.service or service, device, obs)
+
+    def _write_changes(self) -> None:
+        """Open lines pass the alert gate (per-device budget, flood summaries); an incident whose open line it
+        held back writes nothing more, not even its close."""
+        for incident, line in self.incidents.take_changes():
+            if incident.written:
+                self._deliver(line)
+                continue
+            for admitted in self.gate.admit(line):
+                if admitted is line:
+                    incident.written = True
+                self._deliver(admitted)
+
+    def _deliver(self, line: Alert) -> None:
+        if "flood" in line.extra:
+            line.extra.update(event=FLOOD, incident=None)
+        self.lines[line.extra.get("event", "")] += 1
         if self.on_alert is not None:
-            self.on_alert(alert)
+            self.on_alert(line)

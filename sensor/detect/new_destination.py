@@ -36,4 +36,4 @@ class NewDestinationDetector(Detector):
         summary = (f"{describe_device(dev)} reached {describe_destination(obs.peer, obs.name, obs.port, obs.proto)}, "
                    f"a destination it never used in {(obs.ts - learning_since) / 3600:.1f} h of observation."
                    f"{covered_note(dev)}")
-        return self.alert(obs, "low", 0.7, summary)
+        return self.alert(obs, "low", 0.7, summary, evidence=f"first use of {destination} after learning")

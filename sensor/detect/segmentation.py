@@ -37,4 +37,7 @@ class SegmentationDetector(Detector):
             answered = "and the camera answered" if obs.sent_packets else "(the camera did not answer)"
             summary = (f"Core-network host {obs.peer} reached into the camera VLAN at {describe_device(dev)} "
                        f"{obs.proto}/{obs.port} {answered}; no allow rule matches.{covered_note(dev)}")
-        return self.alert(obs, "high", 1.0, summary, direction=direction)
+        where = f"{obs.proto}/{obs.port}" if obs.port else obs.proto
+        evidence = (f"reached core host {obs.peer} {where}" if obs.initiated
+                    else f"core host {obs.peer} reached in on {where}")
+        return self.alert(obs, "high", 1.0, summary, direction=direction, evidence=evidence)

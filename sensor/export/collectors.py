@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from sensor import __version__
 from sensor.detect import SEVERITIES
+from sensor.detect.incidents import LINE_EVENTS
 from sensor.dissect import WIRE_PARSERS
 from sensor.enrich import SCOPES
 from sensor.export.snapshot import TOP_DESTINATIONS, SensorSnapshot, take_snapshot
@@ -121,12 +122,18 @@ class AlertsCollector(SnapshotCollector):
     def render(self, snap: SensorSnapshot) -> Iterator[Metric]:
         # every detector and severity exported, zeros included, as the README's metrics table promises
         detectors = sorted(set(self.detectors) | {d for d, _ in snap.alerts})
-        yield _labelled(CounterMetricFamily, "camwatch_alerts", "Alerts raised (one per episode), by detector and "
-                        "severity.", snap, ["detector", "severity"],
+        yield _labelled(CounterMetricFamily, "camwatch_alerts", "Detections (one per detector episode), by detector "
+                        "and severity; each is evidence of an incident.", snap, ["detector", "severity"],
                         (((d, sev), snap.alerts.get((d, sev), 0)) for d in detectors for sev in SEVERITIES))
-        yield _labelled(CounterMetricFamily, "camwatch_alerts_suppressed", "Alerts counted but not written: a device "
-                        "over its per-detector budget in one episode window.", snap, ["detector"],
+        yield _labelled(CounterMetricFamily, "camwatch_alerts_suppressed", "Incidents counted but not written: a "
+                        "device over its per-detector budget in one episode window, or a flood.", snap, ["detector"],
                         _by_key((d, snap.alerts_suppressed.get(d, 0)) for d in detectors))
+        yield _labelled(GaugeMetricFamily, "camwatch_incidents_open", "Open incidents (device and service), by "
+                        "current severity.", snap, ["severity"],
+                        _by_key((sev, snap.incidents_open.get(sev, 0)) for sev in SEVERITIES))
+        yield _labelled(CounterMetricFamily, "camwatch_incident_lines", "Lines written to the alert log, by event "
+                        "(open, update, close; flood summaries).", snap, ["event"],
+                        _by_key((event, snap.incident_lines.get(event, 0)) for event in LINE_EVENTS))
 
 
 class DevicesCollector(SnapshotCollector):

@@ -57,6 +57,8 @@ class SensorSnapshot:
     flows_expired: Mapping[str, int]        # by reason
     alerts: Mapping[tuple[str, str], int]   # by (detector, severity)
     alerts_suppressed: Mapping[str, int]    # by detector
+    incidents_open: Mapping[str, int]       # by current severity
+    incident_lines: Mapping[str, int]       # lines written, by event
     devices: tuple[DeviceSnapshot, ...]
     devices_evicted: int
     covered_list_version: str
@@ -89,6 +91,8 @@ def take_snapshot(sensor: Sensor) -> SensorSnapshot:
             flows_expired=dict(s.flows.expired),
             alerts=dict(s.alert_counts),
             alerts_suppressed=dict(s.suppressed),
+            incidents_open=s.detection.incidents.open_severities(),
+            incident_lines=dict(s.detection.lines),
             devices=tuple(_device(d, s.classifier.address_scope) for d in s.inventory.devices.values()),
             devices_evicted=s.inventory.evicted,
             covered_list_version=s.inventory.makers.version,

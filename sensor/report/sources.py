@@ -266,37 +266,80 @@ def read_pcaps(paths: list[str], config: Config, estate: Estate) -> None:
 
 # ---- alert logs ----------------------------------------------------------------------------------------------
 def alert_incident(line: Any) -> tuple[str, str | None, Incident] | None:
-    """(device ip, sensor name, incident) from one alert line of the README's contract, or None."""
+    """(device ip, sensor name, finding) from one alert line of contract 1 (one line per detector episode), or
+    None."""
     if not isinstance(line, dict) or not isinstance(line.get("device"), dict):
         return None
-    device, dest = line["device"], _of_type(line.get("destination"), dict)
+    device = line["device"]
     ts = _number(line.get("ts"))
     if not _valid_ip(device.get("ip")) or ts is None or not isinstance(line.get("detector"), str):
         return None
-    where = _text(dest.get("name")) or _text(dest.get("ip")) or ""
-    port = dest.get("port") if isinstance(dest.get("port"), int) else None
-    destination = f"{where} {_text(dest.get('proto')) or ''}/{port}" if port is not None else where
     return str(device["ip"]), _text(line.get("sensor")), Incident(
-        (_text(line["detector"]) or "")[:64], ts, ts, destination.strip(), severity=_text(line.get("severity")),
+        (_text(line["detector"]) or "")[:64], ts, ts, _destination(line), severity=_text(line.get("severity")),
         summary=_text(line.get("summary")), service=_text(line.get("service")))
 
 
+def _destination(line: dict) -> str:
+    dest = _of_type(line.get("destination"), dict)
+    where = _text(dest.get("name")) or _text(dest.get("ip")) or ""
+    port = dest.get("port") if isinstance(dest.get("port"), int) else None
+    return (f"{where} {_text(dest.get('proto')) or ''}/{port}" if port is not None else where).strip()
+
+
+def incident_findings(lines: list[dict]) -> list[Incident]:
+    """What one incident's lines (contract 2: open, updates, close) say each of its detectors found: one finding
+    per detector, its strongest evidence, over the incident's whole span."""
+    told = [a for a in lines if a.get("event") in ("open", "update")] or lines
+    last, lead = lines[-1], told[-1]
+    totals = _of_type(last.get("totals"), dict)
+    first = _number(totals.get("first_seen")) or min(_number(a.get("ts")) or 0.0 for a in lines)
+    until = _number(totals.get("last_seen")) or max(_number(a.get("ts")) or 0.0 for a in lines)
+    service = _of_type(last.get("service"), dict)
+    vendor = _text(service.get("id")) if service.get("kind") == "vendor" else None
+    out: dict[str, Incident] = {}
+    for e in _of_type(last.get("evidence"), list):
+        if not isinstance(e, dict) or not isinstance(e.get("detector"), str) or e["detector"] in out:
+            continue
+        detector = (_text(e["detector"]) or "")[:64]
+        leads = detector == lead.get("detector")
+        out[detector] = Incident(detector, first, until, _destination(lead) if leads else _text(e.get("text")) or "",
+                                 severity=_text(e.get("severity")), summary=_text(lead.get("summary")),
+                                 service=vendor, packets=_count(totals.get("packets_out")),
+                                 bytes=_count(totals.get("bytes_out")))
+    return list(out.values())
+
+
 def add_alerts(estate: Estate, lines: list[Any], source: str | None) -> None:
-    """Alerts go to the device with that address; with several sites, to the one whose name the line carries."""
+    """Alerts go to the device with that address; with several sites, to the one whose name the line carries.
+    Lines of contract 2 are read per incident (its open, updates and close together)."""
     by_ip: dict[str, list[DeviceRecord]] = {}
     for record in estate.devices:
         by_ip.setdefault(record.ip, []).append(record)
+    incidents: dict[str, list[dict]] = {}
     for line in lines:
-        found = alert_incident(line)
-        candidates = by_ip.get(found[0], []) if found else []
-        if not found or not candidates:
-            estate.skipped += 1
+        if isinstance(line, dict) and line.get("contract") == 2 and isinstance(line.get("incident"), str):
+            incidents.setdefault(line["incident"], []).append(line)
             continue
-        _ip, sensor_name, incident = found
-        chosen = next((r for r in candidates if r.site == sensor_name), candidates[0])
-        chosen.alerts.append(incident)
+        found = alert_incident(line)
+        if found is None or not _file(by_ip, *found):
+            estate.skipped += 1
+    for told in incidents.values():
+        head = told[0]
+        device = _of_type(head.get("device"), dict)
+        if not _valid_ip(device.get("ip")) or not all(
+                _file(by_ip, str(device["ip"]), _text(head.get("sensor")), f) for f in incident_findings(told)):
+            estate.skipped += len(told)
     if source:
         estate.inputs.append(f"alert log {source}")
+
+
+def _file(by_ip: dict[str, list[DeviceRecord]], ip: str, sensor_name: str | None, finding: Incident) -> bool:
+    candidates = by_ip.get(ip, [])
+    if not candidates:
+        return False
+    chosen = next((r for r in candidates if r.site == sensor_name), candidates[0])
+    chosen.alerts.append(finding)
+    return True
 
 
 def read_alert_file(path: str, estate: Estate) -> None:

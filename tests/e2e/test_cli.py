@@ -8,7 +8,20 @@ import time
 import urllib.request
 
 import pytest
-from conftest import REAL, SYNTHETIC, alerts_of, all_fixtures, camwatch, capinfos, fixture_id, metric_values, value
+from conftest import (
+    REAL,
+    SYNTHETIC,
+    addresses_of,
+    alerts_of,
+    all_fixtures,
+    camwatch,
+    capinfos,
+    evidence_of,
+    fixture_id,
+    metric_values,
+    names_of,
+    value,
+)
 
 SITE = SYNTHETIC / "camera_site.pcap"
 SITE_CONFIG = SYNTHETIC / "camera_site.toml"
@@ -23,38 +36,45 @@ def site_run(tmp_path_factory):
 
 
 def test_demo_capture_alerts_only_on_the_phone_home_camera(site_run):
+    """One incident: the Hikvision camera and its vendor's cloud. The lookup, the connection by name, the IP-literal
+    P2P port and the TLS session by SNI are all its evidence; it opens once and closes at the end with totals."""
     proc, _ = site_run
     assert proc.returncode == 0, proc.stderr
     alerts = alerts_of(proc.stdout)
-    assert {a["device"]["ip"] for a in alerts} == {"10.20.0.14"}
-    cloud = sorted((a["severity"], a["destination"]["name"]) for a in alerts if a["detector"] == "vendor_cloud")
-    # the lookup of the vendor's name, then the connection to it
-    assert cloud == [("high", "litedev.hik-connect.com"), ("medium", "litedev.hik-connect.com")]
-    alerts = [a for a in alerts if a["detector"] == "egress_policy"]
-    by_dst = {a["destination"]["ip"]: a for a in alerts}
-    assert set(by_dst) == {"203.0.113.50", "198.51.100.20", "203.0.113.60"}
-    # named by the DNS CNAME chain's query name, by nothing (IP literal), and by the TLS SNI
-    assert by_dst["203.0.113.50"]["destination"]["name"] == "litedev.hik-connect.com"
-    assert by_dst["198.51.100.20"]["destination"]["name"] is None
-    assert by_dst["203.0.113.60"]["destination"]["name"] == "dev.hik-connect.com"
+    assert [a["event"] for a in alerts] == ["open", "close"]
+    opened, closed = alerts
+    assert opened["incident"] == closed["incident"] and opened["contract"] == 2
+    assert opened["service"] == {"id": "hik-connect", "name": "Hik-Connect / EZVIZ cloud (Hikvision)",
+                                 "kind": "vendor"}
+    assert (opened["detector"], opened["severity"]) == ("vendor_cloud", "high")   # Hikvision is a covered maker
+    assert set(opened["detectors"]) == {"vendor_cloud", "egress_policy"}
+    by_detector = {(e["detector"], e["severity"]) for e in opened["evidence"]}
+    # the lookup of the vendor's name (medium), the connection to it (high), egress of a covered maker (high)
+    assert by_detector == {("vendor_cloud", "high"), ("vendor_cloud", "medium"), ("egress_policy", "high")}
+    # the DNS query's capture time: the lookup is the incident's first evidence
+    assert opened["ts"] == pytest.approx(1_700_000_003.0)
     for a in alerts:
         assert ALERT_KEYS <= set(a)
         assert a["sensor"] == "demo-site"
-        assert a["severity"] == "high"  # Hikvision is a covered maker; an unknown maker would be medium
-        assert a["device"]["mac"] == "18:68:cb:00:00:14"
-        assert "Hikvision" in a["device"]["vendor"]
-        assert a["destination"]["scope"] == "public"
-        assert a["destination"]["ip"] in a["summary"]
-        assert 0.0 <= a["score"] <= 1.0
-    assert by_dst["203.0.113.50"]["destination"]["port"] == 8555
-    assert by_dst["203.0.113.50"]["ts"] == pytest.approx(1_700_000_003.1)  # the SYN's capture time
+        assert a["device"] == {"ip": "10.20.0.14", "mac": "18:68:cb:00:00:14",
+                               "vendor": "Hangzhou Hikvision Digital Technology Co.,Ltd."}
+        assert a["destination"]["scope"] == "public" and 0.0 <= a["score"] <= 1.0
+    assert opened["destination"]["ip"] in opened["summary"]
+    assert (opened["destination"]["ip"], opened["destination"]["port"], opened["destination"]["name"]) == (
+        "203.0.113.50", 8555, "litedev.hik-connect.com")
+    totals = closed["totals"]
+    # by the DNS CNAME chain's query name, by nothing (an IP literal on a Hik-Connect port), and by the TLS SNI
+    assert set(totals["addresses"]) == {"203.0.113.50", "198.51.100.20", "203.0.113.60"}
+    assert set(totals["names"]) == {"litedev.hik-connect.com", "dev.hik-connect.com"}
+    assert closed["reason"] == "end" and totals["packets_out"] > 0 and totals["bytes_in"] > 0
 
 
 def test_summary_on_stderr(site_run):
     proc, _ = site_run
     packets = capinfos(SITE)["packets"]
     assert f"{packets:,} packets" in proc.stderr
-    assert "alerts:                5 (egress_policy: 3, vendor_cloud: 2)" in proc.stderr
+    assert "incidents:             1 (2 lines written: close: 1, open: 1)" in proc.stderr
+    assert "detections:            5 (egress_policy: 3, vendor_cloud: 2)" in proc.stderr
     assert "devices:               7" in proc.stderr
     assert "external destinations: 3" in proc.stderr
 
@@ -101,11 +121,15 @@ def test_core_network_access_is_a_segmentation_alert_not_egress(tmp_path):
     config = tmp_path / "c.toml"
     # Declare the documentation range a core network: the camera reaching it is now a segmentation breach.
     config.write_text('[networks]\ncamera = ["10.20.0.0/24"]\ncore = ["203.0.113.0/24"]\n')
-    alerts = alerts_of(camwatch("replay", SITE, "--config", config).stdout)
-    core = [a for a in alerts if a["destination"]["scope"] == "core" and a["detector"] != "vendor_cloud"]
-    assert {a["destination"]["ip"] for a in core} == {"203.0.113.50", "203.0.113.60"}
-    assert all(a["severity"] == "high" and a["detector"] == "segmentation" for a in core)
-    assert [a["destination"]["ip"] for a in alerts if a["detector"] == "egress_policy"] == ["198.51.100.20"]
+    lines = alerts_of(camwatch("replay", SITE, "--config", config).stdout)
+    found = evidence_of(lines)
+    segmentation = [text for _, det, sev, text in found if det == "segmentation" and sev == "high"]
+    assert sorted(ip for text in segmentation for ip in ("203.0.113.50", "203.0.113.60") if ip in text) == [
+        "203.0.113.50", "203.0.113.60"]
+    egress = [text for _, det, _, text in found if det == "egress_policy"]
+    assert len(egress) == 1 and "198.51.100.20" in egress[0]
+    assert all(a["destination"]["scope"] != "core" or a["detector"] in ("segmentation", "vendor_cloud")
+               for a in lines)
 
 
 def test_alerts_to_file_and_stdout_is_clean(tmp_path):
@@ -113,7 +137,7 @@ def test_alerts_to_file_and_stdout_is_clean(tmp_path):
     proc = camwatch("replay", SITE, "--alerts", out)
     assert proc.returncode == 0
     assert proc.stdout == ""
-    assert len(alerts_of(out.read_text())) == 5
+    assert [a["event"] for a in alerts_of(out.read_text())] == ["open", "close"]
 
 
 REAL_INTERNET = {  # real camera captures that reach the Internet, and what they must be seen reaching
@@ -128,14 +152,13 @@ REAL_LAN_ONLY = ["iot-sentinel/D-LinkDayCam/Setup-A-1-STA.pcap", "iot-sentinel/E
 def test_real_cameras_reaching_the_internet_are_flagged(name):
     camera, destinations = REAL_INTERNET[name]
     alerts = alerts_of(camwatch("replay", REAL / name).stdout)
-    flagged = {a["destination"]["ip"] for a in alerts if a["device"]["ip"] == camera}
-    assert destinations <= flagged
+    assert destinations <= addresses_of(alerts, camera)
 
 
 def test_real_xiaobai_alerts_carry_the_p2p_and_api_hostnames():
     alerts = alerts_of(camwatch("replay", REAL / "nku-lifecycle/xiaobai_Y2camera_setup.pcap").stdout)
-    names = {a["destination"]["name"] for a in alerts}
-    assert {"xiaomi8.p2psy2.io.mi.com", "xiaomi8.p2psy3.io.mi.com", "business.smartcamera.api.io.mi.com"} <= names
+    assert {"xiaomi8.p2psy2.io.mi.com", "xiaomi8.p2psy3.io.mi.com", "business.smartcamera.api.io.mi.com"} <= names_of(
+        alerts)
     assert all(a["device"]["vendor"] == "Shanghai Imilab Technology Co.Ltd" for a in alerts)
 
 
@@ -146,9 +169,9 @@ def test_real_lan_only_cameras_raise_nothing_of_substance(name):
     alerts = alerts_of(proc.stdout)
     assert all(a["severity"] in ("info", "low") for a in alerts)
     assert not any(a["destination"]["scope"] in ("public", "core") for a in alerts)
-    igd = [a for a in alerts if a.get("service") == "upnp_igd_discovery"]
-    # both really do search for an Internet gateway (ST: InternetGatewayDevice / WANIPConnection): one low alert
-    assert len(igd) == 1 and len(alerts) == 1
+    igd = [a for a in alerts if a["service"]["id"] == "upnp-igd"]
+    # both really do search for an Internet gateway (ST: InternetGatewayDevice / WANIPConnection): one low incident
+    assert [a["event"] for a in igd] == ["open", "close"] and len(alerts) == 2
 
 
 @pytest.mark.parametrize("path", all_fixtures(), ids=fixture_id)
@@ -189,7 +212,7 @@ def test_truncated_capture_keeps_alerts_and_metrics(tmp_path):
     assert proc.returncode == 1
     line = one_line_error(proc)
     assert "truncated" in line and "at byte" in line
-    assert len(alerts_of(proc.stdout)) == 5
+    assert [a["event"] for a in alerts_of(proc.stdout)] == ["open", "close"]
     m = metric_values((tmp_path / "m.prom").read_text())
     assert value(m, "camwatch_packets_total") == capinfos(SITE)["packets"] - 1
 
@@ -199,7 +222,7 @@ def test_good_files_after_a_bad_one_are_still_processed(tmp_path):
     bad.write_bytes(b"\0" * 100)
     proc = camwatch("replay", bad, SITE)
     assert proc.returncode == 1
-    assert len(alerts_of(proc.stdout)) == 5
+    assert [a["event"] for a in alerts_of(proc.stdout)] == ["open", "close"]
 
 
 @pytest.mark.parametrize("toml,needle", [
@@ -262,7 +285,9 @@ def test_serve_during_paced_replay_then_sigterm(tmp_path):
         proc.send_signal(__import__("signal").SIGTERM)
         _, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err
-    assert len(alerts_of((tmp_path / "a.jsonl").read_text())) == 5
+    # the replay had ended before the signal: its incident closed at the end of the capture
+    assert [(a["event"], a.get("reason")) for a in alerts_of((tmp_path / "a.jsonl").read_text())] == [
+        ("open", None), ("close", "end")]
 
 
 def test_readme_demo_command(tmp_path):
@@ -296,5 +321,5 @@ def test_readme_demo_command(tmp_path):
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     alerts = alerts_of(out)
-    assert len(alerts) == 5 and {a["device"]["ip"] for a in alerts} == {"10.20.0.14"}
-    assert "still serving metrics" in err and "alerts:                5" in err
+    assert len(alerts) == 2 and {a["device"]["ip"] for a in alerts} == {"10.20.0.14"}
+    assert "still serving metrics" in err and "detections:            5" in err

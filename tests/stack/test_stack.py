@@ -179,18 +179,28 @@ def _firing(prom: str) -> list[dict]:
     return [a["labels"] for a in api(prom, "/api/v1/alerts")["data"]["alerts"] if a["state"] == "firing"]
 
 
+def _detections(lines: list[dict]) -> list[tuple[str, str, str]]:
+    """(detector, severity, evidence text) of every detection the incident lines tell of."""
+    return [(e["detector"], e["severity"], e["text"]) for a in lines if a["event"] in ("open", "update")
+            for e in a["evidence"]]
+
+
+def _segmentation_direction(text: str) -> str:
+    # segmentation's own evidence phrases (sensor/detect/segmentation.py)
+    return "camera_to_core" if text.startswith("reached core host") else "core_to_camera"
+
+
 def _expected_detection_alerts(logs: dict[str, list[dict]]) -> set[tuple]:
     """What the rules must raise, from what camwatch itself logged."""
     expected = set()
     for sensor, lines in logs.items():
-        for a in lines:
-            det, sev = a["detector"], a["severity"]
+        for det, sev, text in _detections(lines):
             if det == "vendor_cloud":
                 if sev in ("high", "critical"):
                     expected.add(("CamwatchCoveredCameraVendorCloud", sensor, det, ""))
             elif det == "segmentation":
                 name = {"camera_to_core": "CamwatchCameraReachingCore",
-                        "core_to_camera": "CamwatchCoreReachingCamera"}[a["direction"]]
+                        "core_to_camera": "CamwatchCoreReachingCamera"}[_segmentation_direction(text)]
                 expected.add((name, sensor, det, ""))
             elif det in DEDICATED:
                 expected.add((DEDICATED[det], sensor, det, ""))
@@ -203,9 +213,10 @@ def test_replays_raised_the_alerts_the_captures_hold(stack):
     """The premise of the alert checks below: camwatch logged the demo capture's phoning home and the
     segmentation capture's violations."""
     demo = stack["logs"]["demo-site"]
-    assert any(a["detector"] == "egress_policy" and a["severity"] == "high" and a["device"]["ip"] == "10.20.0.14"
-               for a in demo)
-    seg = {a["direction"] for a in stack["logs"]["segmentation-site"] if a["detector"] == "segmentation"}
+    assert any(a["device"]["ip"] == "10.20.0.14" and ("egress_policy", "high") in
+               {(e["detector"], e["severity"]) for e in a["evidence"]} for a in demo)
+    seg = {_segmentation_direction(text) for det, _, text in _detections(stack["logs"]["segmentation-site"])
+           if det == "segmentation"}
     assert seg == {"camera_to_core", "core_to_camera"}
 
 

@@ -48,16 +48,24 @@ def test_episodes_are_per_key():
 @pytest.mark.parametrize("offset", OFFSETS.values(), ids=OFFSETS.keys())
 def test_episode_timeout_from_the_config_file_through_the_sensor(offset):
     """alerts.episode_timeout = 100: a camera talking to one public address again after exactly 100 s of silence
-    is the same episode (one egress_policy alert); after 100 s + EPS it is a new one (two). The UDP flow itself
-    ends after 60 s, so the second packet opens a new flow and reaches the detectors at once."""
+    is the same episode and incident (one open line, one close at the end); after 100 s + EPS it is a new one: the
+    first incident closes when its silence ran out, and a second opens. The UDP flow itself ends after 60 s, so
+    the second packet opens a new flow and reaches the detectors at once."""
     alerts = []
     sensor = Sensor(parse_config({"alerts": {"episode_timeout": 100}}), on_alert=alerts.append)
     frame = v4_udp(dst=PEER, dport=9000)
     sensor.process(make_batch([(T0, frame), (T0 + 100.0 + offset, frame)]))
     sensor.finish()
-    assert [(a.detector, a.ts) for a in alerts] == [("egress_policy", T0)] + (
-        [("egress_policy", T0 + 100.0 + offset)] if offset > 0 else [])
-    assert sensor.alert_counts[("egress_policy", "medium")] == len(alerts)
+    again = T0 + 100.0 + offset
+    lines = [(a.detector, a.extra["event"], a.ts, a.extra.get("reason")) for a in alerts]
+    if offset > 0:
+        assert lines == [("egress_policy", "open", T0, None), ("egress_policy", "close", T0 + 100.0, "silence"),
+                         ("egress_policy", "open", again, None), ("egress_policy", "close", again, "end")]
+    else:
+        assert lines == [("egress_policy", "open", T0, None), ("egress_policy", "close", again, "end")]
+    assert sensor.alert_counts[("egress_policy", "medium")] == (2 if offset > 0 else 1)
+    opened = [a for a in alerts if a.extra["event"] == "open"]
+    assert len({a.extra["incident"] for a in opened}) == len(opened)
 
 
 # ---- bounds, restore and what the state store is handed (mutation testing, docs/mutation-core.md) -------------

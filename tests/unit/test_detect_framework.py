@@ -118,11 +118,16 @@ def test_each_event_reaches_the_hooks_that_want_it_and_alerts_are_counted():
     detection.tick(4.0, final=True)
     assert everything.calls == {"observe:public": 1, "observe:core": 1, "dns_query": 1, "dns_answer": 1, "upnp": 1,
                                 "identity": 1, "tick": 1, "final": 1}
-    assert [(a.detector, a.severity, a.ts) for a in written] == [
-        ("everything", "high", 1.0), ("everything", "high", 1.0), ("everything", "low", 2.0),
-        ("everything", "medium", 4.0)]
+    # Both observations raise about one (device, service) pair: one incident, opened at the first; the lookup is
+    # another service; the final tick's medium detection joins the first incident without raising its severity
+    # (and makes it the more recently active, so it closes last).
+    assert [(a.detector, a.severity, a.ts, a.extra["event"]) for a in written] == [
+        ("everything", "high", 1.0, "open"), ("everything", "low", 2.0, "open"),
+        ("everything", "low", 4.0, "close"), ("everything", "high", 4.0, "close")]
+    assert [a.extra["service"]["id"] for a in written[:2]] == ["203.0.113.7", "a.example"]
     assert detection.alert_counts == {("everything", "high"): 2, ("everything", "low"): 1,
                                       ("everything", "medium"): 1}
+    assert detection.lines == {"open": 2, "close": 2}
     assert detection.suppressed == Counter()
     assert everything.seen[0] is answer and everything.seen[1] is report
 
@@ -131,12 +136,18 @@ def test_ticks_release_the_flood_summaries_and_count_them():
     detection, written = _detection(plugins=[ObserveOnly])
     for i in range(FLOOD_DEVICES + 2):
         detection.emit(_alert(10.0 + i * 0.1, "egress_policy", "medium", f"10.20.1.{i}"))
+    assert written == []   # lines go out when the second ends
+    detection.tick(15.0)
     assert len(written) == FLOOD_DEVICES and detection.suppressed == {"egress_policy": 2}
     detection.tick(20.0)
     assert len(written) == FLOOD_DEVICES
     detection.tick(20.0, final=True)
-    assert written[-1].extra["flood"]["alerts"] == 2
-    assert detection.alert_counts == {("egress_policy", "medium"): FLOOD_DEVICES + 1}
+    floods = [a for a in written if "flood" in a.extra]
+    assert len(floods) == 1 and floods[0].extra["flood"]["alerts"] == 2
+    assert floods[0].extra["event"] == "flood" and floods[0].extra["incident"] is None
+    # the incidents held back at the gate write no close line either
+    assert detection.lines == {"open": FLOOD_DEVICES, "flood": 1, "close": FLOOD_DEVICES}
+    assert detection.alert_counts == {("egress_policy", "medium"): FLOOD_DEVICES + 2}
 
 
 def test_episodes_are_restored_from_and_forgotten_in_the_state_store():

@@ -31,7 +31,8 @@ def test_quiet_while_learning_then_one_alert_per_new_destination():
         "device": {"ip": "10.20.0.5", "mac": "00:12:ab:00:00:01", "vendor": None},
         "destination": {"ip": "203.0.113.3", "port": 443, "proto": "tcp", "name": None, "scope": "public"},
         "score": 0.7, "summary": "10.20.0.5 (Uniview) reached 203.0.113.3 tcp/443, a destination it never "
-        "used in 2.0 h of observation. Uniview is a covered maker (prc-nil).", "vlan": 20}
+        "used in 2.0 h of observation. Uniview is a covered maker (prc-nil).", "vlan": 20,
+        "evidence": "first use of 203.0.113.3 after learning"}
     assert detector.observe(_obs(dev, ts=7300.0, peer="203.0.113.2")) is None
     assert detector.observe(_obs(dev, ts=7300.0, peer="203.0.113.3")) is None
     assert detector.observe(_obs(dev, ts=9000.0, peer="203.0.113.4")).summary.endswith("in 2.5 h of observation. "

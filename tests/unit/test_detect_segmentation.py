@@ -13,12 +13,13 @@ from .observations import observation as _obs
 def test_both_directions_alert_with_exact_summaries_and_are_counted():
     detector = SegmentationDetector(DetectorContext("site", Episodes(3600.0)))
     out = detector.observe(_obs(_device(), scope="core", peer="10.1.0.9", port=22))
-    assert (out.severity, out.score, out.extra, out.dst_scope) == ("high", 1.0, {"direction": "camera_to_core"}, "core")
+    assert (out.severity, out.score, out.extra, out.dst_scope) == (
+        "high", 1.0, {"direction": "camera_to_core", "evidence": "reached core host 10.1.0.9 tcp/22"}, "core")
     assert out.summary == ("10.20.0.5 reached core-network host 10.1.0.9 tcp/22, sending 3 packets; cameras must stay "
                            "off core networks.")
     unanswered = detector.observe(_obs(_device(), scope="core", peer="10.1.0.9", port=554, initiated=False,
                                        sent_packets=0, sent_bytes=0))
-    assert unanswered.extra == {"direction": "core_to_camera"}
+    assert unanswered.extra == {"direction": "core_to_camera", "evidence": "core host 10.1.0.9 reached in on tcp/554"}
     assert unanswered.summary == ("Core-network host 10.1.0.9 reached into the camera VLAN at 10.20.0.5 tcp/554 (the "
                                   "camera did not answer); no allow rule matches.")
     answered = detector.observe(_obs(_device("10.20.0.7", maker="Dahua"), scope="core", peer="10.1.0.9", port=554,

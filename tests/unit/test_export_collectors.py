@@ -36,6 +36,7 @@ SNAPSHOT = SensorSnapshot(
     decode_errors={"truncated": 1, "bad_ip_header": 0}, dissect_errors={"dns": 2}, state_write_errors=3,
     evictions={"names": 4, "episodes": 1}, flows_active=7, flows_created=9, flows_expired={"idle": 1, "end": 2},
     alerts={("egress_policy", "high"): 2, ("custom", "low"): 1}, alerts_suppressed={"egress_policy": 5},
+    incidents_open={"high": 2, "low": 1}, incident_lines={"open": 4, "update": 1, "close": 1},
     devices=(CAMERA, SILENT, RECORDER), devices_evicted=6, covered_list_version="2026.1",
     segmentation_violations={"camera_to_core": 1, "core_to_camera": 2}, external_destinations=8, dns_names=11,
     model=ModelSnapshot("iforest", "3", "2026-01-02T03:04:05Z"), capture_dropped=12, interface_received=1000,
@@ -135,7 +136,7 @@ camwatch_processing_lag_seconds{sensor="site-a"} 0.25
 # HELP camwatch_last_packet_timestamp_seconds Capture timestamp of the newest packet processed.
 # TYPE camwatch_last_packet_timestamp_seconds gauge
 camwatch_last_packet_timestamp_seconds{sensor="site-a"} 1.7000000005e+09
-# HELP camwatch_alerts_total Alerts raised (one per episode), by detector and severity.
+# HELP camwatch_alerts_total Detections (one per detector episode), by detector and severity; each is evidence of an incident.
 # TYPE camwatch_alerts_total counter
 camwatch_alerts_total{detector="custom",sensor="site-a",severity="info"} 0.0
 camwatch_alerts_total{detector="custom",sensor="site-a",severity="low"} 1.0
@@ -152,11 +153,24 @@ camwatch_alerts_total{detector="segmentation",sensor="site-a",severity="low"} 0.
 camwatch_alerts_total{detector="segmentation",sensor="site-a",severity="medium"} 0.0
 camwatch_alerts_total{detector="segmentation",sensor="site-a",severity="high"} 0.0
 camwatch_alerts_total{detector="segmentation",sensor="site-a",severity="critical"} 0.0
-# HELP camwatch_alerts_suppressed_total Alerts counted but not written: a device over its per-detector budget in one episode window.
+# HELP camwatch_alerts_suppressed_total Incidents counted but not written: a device over its per-detector budget in one episode window, or a flood.
 # TYPE camwatch_alerts_suppressed_total counter
 camwatch_alerts_suppressed_total{detector="custom",sensor="site-a"} 0.0
 camwatch_alerts_suppressed_total{detector="egress_policy",sensor="site-a"} 5.0
 camwatch_alerts_suppressed_total{detector="segmentation",sensor="site-a"} 0.0
+# HELP camwatch_incidents_open Open incidents (device and service), by current severity.
+# TYPE camwatch_incidents_open gauge
+camwatch_incidents_open{sensor="site-a",severity="info"} 0.0
+camwatch_incidents_open{sensor="site-a",severity="low"} 1.0
+camwatch_incidents_open{sensor="site-a",severity="medium"} 0.0
+camwatch_incidents_open{sensor="site-a",severity="high"} 2.0
+camwatch_incidents_open{sensor="site-a",severity="critical"} 0.0
+# HELP camwatch_incident_lines_total Lines written to the alert log, by event (open, update, close; flood summaries).
+# TYPE camwatch_incident_lines_total counter
+camwatch_incident_lines_total{event="open",sensor="site-a"} 4.0
+camwatch_incident_lines_total{event="update",sensor="site-a"} 1.0
+camwatch_incident_lines_total{event="close",sensor="site-a"} 1.0
+camwatch_incident_lines_total{event="flood",sensor="site-a"} 0.0
 """
 
 

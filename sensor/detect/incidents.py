@@ -1,0 +1,312 @@
+"""Incidents: what an alert line describes. One incident is one camera-side device and one service (the other end
+as an analyst names it, sensor.detect.services); every detector's detections about that pair are evidence of it.
+
+An incident writes a line when it opens, an `update` only when its severity rises or a detector not yet among its
+evidence joins, and a `close` line with its totals when it ends: `alerts.episode_timeout` seconds of silence (no
+detection and no traffic of the device with the service), the end of a replay, the sensor's shutdown, or its
+eviction from the bounded table. Detections are gathered per second of capture time and written when the second
+ends, so what one packet tells several detectors (an NTP query to a vendor's server: egress, vendor cloud and
+hard-coded time source at once) is one line, not three.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+
+from sensor.bounded import BoundedLRU
+from sensor.detect.alert import SEVERITIES, Alert
+from sensor.detect.services import IncidentService
+from sensor.detect.text import describe_device, plural
+from sensor.enrich import Device, Observation
+from sensor.flows import Flow
+
+CONTRACT_VERSION = 2
+OPEN, UPDATE, CLOSE = "open", "update", "close"
+EVENTS = (OPEN, UPDATE, CLOSE)
+FLOOD = "flood"                          # the alert gate's summary of held-back incidents: no incident of its own
+LINE_EVENTS = (*EVENTS, FLOOD)
+# why an incident closed
+SILENCE, END, SHUTDOWN, EVICTED = "silence", "end", "shutdown", "evicted"
+CLOSE_REASONS = (SILENCE, END, SHUTDOWN, EVICTED)
+
+MAX_EVIDENCE = 8        # phrases on a line, strongest first (more only to keep every detector's strongest)
+MAX_SEEN = 16           # addresses and names listed in the totals
+MAX_FLOWS = 32          # flows whose counters an incident follows; older ones are folded into its totals
+
+
+@dataclass(slots=True)
+class Evidence:
+    severity: int
+    score: float
+    detector: str
+    text: str
+
+
+@dataclass(slots=True)
+class Traffic:
+    """What the device and the service exchanged while the incident was open: the flows' own counters (both ways,
+    so the close line's totals include what came back), folded into `retired` once more than MAX_FLOWS."""
+
+    flows: dict[Flow, bool] = field(default_factory=dict)   # flow -> the device is its originator
+    retired: list[int] = field(default_factory=lambda: [0, 0, 0, 0])   # packets out, bytes out, packets in, in
+    first: float | None = None
+    last: float | None = None
+    addresses: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    second: int = -1
+    second_bytes: int = 0
+    peak_bps: float = 0.0
+
+    def add(self, obs: Observation) -> None:
+        if obs.flow is not None and obs.flow not in self.flows:
+            if len(self.flows) >= MAX_FLOWS:
+                oldest = next(iter(self.flows))
+                self._retire(oldest, self.flows.pop(oldest))
+            self.flows[obs.flow] = obs.initiated
+        self.first = obs.ts if self.first is None else min(self.first, obs.ts)
+        self.last = obs.ts if self.last is None else max(self.last, obs.ts)
+        _note(self.addresses, obs.peer)
+        if obs.name:
+            _note(self.names, obs.name)
+        second = int(obs.ts)
+        if second != self.second:
+            self.second, self.second_bytes = second, 0
+        self.second_bytes += obs.sent_bytes
+        self.peak_bps = max(self.peak_bps, 8.0 * self.second_bytes)
+
+    def _retire(self, flow: Flow, device_is_orig: bool) -> None:
+        for i, value in enumerate(_counts(flow, device_is_orig)):
+            self.retired[i] += value
+
+    def totals(self) -> list[int]:
+        out = list(self.retired)
+        for flow, device_is_orig in self.flows.items():
+            for i, value in enumerate(_counts(flow, device_is_orig)):
+                out[i] += value
+        return out
+
+
+def _counts(flow: Flow, device_is_orig: bool) -> tuple[int, int, int, int]:
+    if device_is_orig:
+        return flow.orig_pkts, flow.orig_bytes, flow.resp_pkts, flow.resp_bytes
+    return flow.resp_pkts, flow.resp_bytes, flow.orig_pkts, flow.orig_bytes
+
+
+def _note(seen: list[str], value: str) -> None:
+    if value not in seen and len(seen) < MAX_SEEN:
+        seen.append(value)
+
+
+@dataclass(slots=True)
+class Incident:
+    id: str
+    device: Device | None            # None only when the inventory has already let the device go
+    service: IncidentService
+    opened: float
+    last: float
+    lead: Alert                      # the detection behind the current severity
+    severity: int
+    detectors: list[str]
+    evidence: list[Evidence]
+    traffic: Traffic = field(default_factory=Traffic)
+    written: bool = False            # its open line went out (the alert gate may hold one back)
+    pending: str | None = None       # the line this second owes: OPEN or UPDATE
+    pending_ts: float = 0.0
+
+    def join(self, alert: Alert, evidence: Evidence) -> bool:
+        """Add a detection; True when it deserves an update line (severity up, or a new detector)."""
+        self.last = max(self.last, alert.ts)
+        new_detector = alert.detector not in self.detectors
+        if new_detector:
+            self.detectors.append(alert.detector)
+        if not any(e.detector == evidence.detector and e.text == evidence.text for e in self.evidence):
+            self.evidence = _strongest(self.evidence + [evidence])
+        rises = evidence.severity > self.severity
+        if rises or (evidence.severity == self.severity and _strength(evidence) < _strength(self._lead_evidence())):
+            self.severity = evidence.severity
+            self.lead = alert
+        return rises or new_detector
+
+    def _lead_evidence(self) -> Evidence:
+        return Evidence(self.severity, self.lead.score, self.lead.detector, "")
+
+
+# "Something left the site" says less than what it was: at equal severity the specific detector leads.
+GENERIC_DETECTORS = frozenset({"egress_policy", "new_destination"})
+
+
+def _strength(e: Evidence) -> tuple[int, bool, float]:
+    """Sort key, strongest first."""
+    return (-e.severity, e.detector in GENERIC_DETECTORS, -e.score)
+
+
+def _strongest(evidence: list[Evidence]) -> list[Evidence]:
+    """At most MAX_EVIDENCE, strongest first, but never without each detector's strongest: the line must say how
+    strongly every detector among `detectors` judged the pair."""
+    ranked = sorted(evidence, key=_strength)
+    leaders: dict[str, Evidence] = {}
+    for e in ranked:
+        leaders.setdefault(e.detector, e)
+    room = max(0, MAX_EVIDENCE - len(leaders))
+    rest = [e for e in ranked if leaders[e.detector] is not e][:room]
+    return sorted([*leaders.values(), *rest], key=_strength)
+
+
+def incident_id(sensor: str, device: str, service: str, opened: float) -> str:
+    """Stable across runs over the same capture: a replay and a re-run name the same incident the same way."""
+    digest = hashlib.blake2b(f"{sensor}|{device}|{service}|{opened:.6f}".encode(), digest_size=8).hexdigest()
+    return f"inc-{digest}"
+
+
+def evidence_of(alert: Alert) -> Evidence:
+    """The short phrase a detection adds to its incident: the detector's own (`evidence`), or what it saw where."""
+    text = alert.extra.pop("evidence", None)
+    if not isinstance(text, str) or not text:
+        where = alert.dst_name or alert.dst_ip
+        port = f" {alert.dst_proto}/{alert.dst_port}" if alert.dst_port else f" {alert.dst_proto}"
+        text = f"{where}{port}" if alert.dst_proto else where
+    return Evidence(SEVERITIES.index(alert.severity), alert.score, alert.detector, text)
+
+
+class Incidents:
+    """The open incidents, bounded (least recently active first out), and the lines they owe."""
+
+    def __init__(self, sensor_name: str, timeout: float, max_open: int):
+        self.sensor_name = sensor_name
+        self.timeout = timeout
+        self._open: BoundedLRU[tuple[str, str], Incident] = BoundedLRU(max_open, self._evicted)
+        self._per_device: dict[str, int] = {}     # open incidents per device: most traffic has none to follow
+        self._changed: list[Incident] = []
+        self._closing: list[Alert] = []
+        self.opened = 0
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def open_severities(self) -> dict[str, int]:
+        counts = dict.fromkeys(SEVERITIES, 0)
+        for incident in self._open.values():
+            counts[SEVERITIES[incident.severity]] += 1
+        return counts
+
+    def following(self, device_ip: str) -> bool:
+        return device_ip in self._per_device
+
+    # ---- what happens ----------------------------------------------------------------------------------------
+    def detect(self, alert: Alert, service: IncidentService, device: Device | None, obs: Observation | None) -> None:
+        """A detection about (device, service); obs, when the detection came from traffic."""
+        evidence = evidence_of(alert)
+        key = (alert.device_ip, service.id)
+        incident = self._current(key, alert.ts)
+        if incident is None:
+            incident = self._open_incident(key, alert, service, device, evidence)
+        elif incident.join(alert, evidence) and incident.pending is None:
+            incident.pending, incident.pending_ts = UPDATE, alert.ts
+            self._changed.append(incident)
+        if obs is not None:
+            incident.traffic.add(obs)
+
+    def traffic(self, obs: Observation, service: IncidentService) -> None:
+        """Traffic of a device that has open incidents: counted in the incident of its service, if one is open."""
+        incident = self._current((obs.device.ip, service.id), obs.ts)
+        if incident is not None:
+            incident.last = max(incident.last, obs.ts)
+            incident.traffic.add(obs)
+
+    def _current(self, key: tuple[str, str], ts: float) -> Incident | None:
+        """The open incident of the pair; one that has been silent for the timeout by `ts` closes first (the tick
+        that would have closed it may not have come: a replay has no ticks between packets)."""
+        incident = self._open.use(key)
+        if incident is not None and ts - incident.last > self.timeout:
+            self._open.pop(key)
+            self._close(incident, incident.last + self.timeout, SILENCE)
+            return None
+        return incident
+
+    def _open_incident(self, key: tuple[str, str], alert: Alert, service: IncidentService, device: Device | None,
+                       evidence: Evidence) -> Incident:
+        incident = Incident(incident_id(self.sensor_name, key[0], service.id, alert.ts), device, service, alert.ts,
+                            alert.ts, alert, evidence.severity, [alert.detector], [evidence], pending=OPEN,
+                            pending_ts=alert.ts)
+        self._open.put(key, incident)
+        self._per_device[key[0]] = self._per_device.get(key[0], 0) + 1
+        self._changed.append(incident)
+        self.opened += 1
+        return incident
+
+    # ---- lines -----------------------------------------------------------------------------------------------
+    def take_changes(self) -> list[tuple[Incident, Alert]]:
+        """The open and update lines this second owes, each with its incident (whose `written` the caller sets)."""
+        changed, self._changed = self._changed, []
+        out = []
+        for incident in changed:
+            event, incident.pending = incident.pending, None
+            if event is None or (event == UPDATE and not incident.written):
+                continue
+            out.append((incident, self._line(incident, event, incident.pending_ts)))
+        return out
+
+    def take_closed(self, now: float, final_reason: str | None = None) -> list[Alert]:
+        """Close lines: incidents closed since the last call (silent, evicted), then those silent for the timeout
+        by `now` (all of them, when final_reason says the run ends)."""
+        while (oldest := self._open.oldest()) is not None:
+            key, incident = oldest
+            if final_reason is None and now - incident.last <= self.timeout:
+                break   # least recently active first: the rest are younger
+            self._open.pop(key)
+            self._close(incident, now if final_reason else incident.last + self.timeout, final_reason or SILENCE)
+        closing, self._closing = self._closing, []
+        return closing
+
+    def _evicted(self, _key: tuple[str, str], incident: Incident) -> None:
+        self._close(incident, incident.last, EVICTED)
+
+    def _close(self, incident: Incident, now: float, reason: str) -> None:
+        incident.pending = None   # an evicted incident whose open line is still owed never writes it
+        ip = incident.device.ip if incident.device else incident.lead.device_ip
+        left = self._per_device.get(ip, 1) - 1
+        if left:
+            self._per_device[ip] = left
+        else:
+            self._per_device.pop(ip, None)
+        if incident.written:
+            self._closing.append(self._close_line(incident, now, reason))
+
+    def _line(self, incident: Incident, event: str, ts: float) -> Alert:
+        lead = incident.lead
+        fields = self._fields(incident, event)
+        extra = {**fields, **{k: v for k, v in lead.extra.items() if k not in fields}}
+        return dataclasses.replace(lead, ts=ts, severity=SEVERITIES[incident.severity], extra=extra)
+
+    def _fields(self, incident: Incident, event: str) -> dict:
+        return {"contract": CONTRACT_VERSION, "incident": incident.id, "event": event,
+                "service": incident.service.as_dict(), "detectors": list(incident.detectors),
+                "evidence": [{"detector": e.detector, "severity": SEVERITIES[e.severity], "text": e.text}
+                             for e in incident.evidence]}
+
+    def _close_line(self, incident: Incident, now: float, reason: str) -> Alert:
+        t = incident.traffic
+        out_pkts, out_bytes, in_pkts, in_bytes = t.totals()
+        first = min(incident.opened, t.first) if t.first is not None else incident.opened
+        last = max(incident.last, t.last or incident.last)
+        duration = max(0.0, last - first)
+        mean_bps = 8.0 * out_bytes / duration if duration >= 1.0 else 8.0 * out_bytes
+        totals = {"packets_out": out_pkts, "bytes_out": out_bytes, "packets_in": in_pkts, "bytes_in": in_bytes,
+                  "first_seen": round(first, 6), "last_seen": round(last, 6), "duration_s": round(duration, 3),
+                  "peak_bps": round(t.peak_bps), "mean_bps": round(mean_bps), "addresses": list(t.addresses),
+                  "names": list(t.names)}
+        who = describe_device(incident.device) if incident.device else incident.lead.device_ip
+        summary = (f"Closed ({_REASON_TEXT[reason]}): {who} and {incident.service.name} over {duration:.0f} s sent "
+                   f"{plural(out_pkts, 'packet')} ({plural(out_bytes, 'byte')}) and received "
+                   f"{plural(in_pkts, 'packet')} ({plural(in_bytes, 'byte')}); peak {t.peak_bps / 1e6:.2f} Mbit/s; "
+                   f"detectors: {', '.join(incident.detectors)}.")
+        line = self._line(incident, CLOSE, max(now, last))
+        line.summary = summary
+        line.extra.update(reason=reason, totals=totals)
+        return line
+
+
+_REASON_TEXT = {SILENCE: "silent for the episode timeout", END: "end of the capture", SHUTDOWN: "sensor shutdown",
+                EVICTED: "evicted: too many open incidents"}

@@ -1,0 +1,251 @@
+"""sensor/detect/incidents.py and services.py: one incident per (device, service); what opens, updates and closes
+one; the totals on the close line; what names the service (indicators, registrable domain, address); bounds."""
+
+from __future__ import annotations
+
+import pytest
+
+from sensor.config import parse_config
+from sensor.detect import Alert, Indicators
+from sensor.detect.framework import Detection
+from sensor.detect.incidents import CONTRACT_VERSION, MAX_EVIDENCE, MAX_FLOWS, Incidents
+from sensor.detect.services import KIND_ADDRESS, KIND_DOMAIN, KIND_VENDOR, ServiceResolver
+from sensor.enrich import CoveredMakers, Inventory, ManufDatabase
+from sensor.flows import Flow
+from sensor.state import KnownState
+from sensor.tags import TAG_PPPP
+
+from .observations import device, observation
+
+INDICATORS = Indicators.load()
+T0 = 1_700_000_000.0
+
+
+def _alert(ts, detector="egress_policy", severity="medium", device_ip="10.20.0.5", dst="203.0.113.7", name=None,
+           score=1.0, **extra) -> Alert:
+    return Alert(ts, "site", detector, severity, device_ip, None, None, dst, 443, "tcp", name, "public", score,
+                 f"{detector} saw it", 20, dict(extra))
+
+
+def _incidents(timeout=100.0, max_open=1000) -> Incidents:
+    return Incidents("site", timeout, max_open)
+
+
+def _flow(orig_pkts, orig_bytes, resp_pkts, resp_bytes, first=T0) -> Flow:
+    flow = Flow(b"k", 20, 6, 40000, 443, first)
+    flow.orig_pkts, flow.orig_bytes, flow.resp_pkts, flow.resp_bytes = orig_pkts, orig_bytes, resp_pkts, resp_bytes
+    return flow
+
+
+def _written(incidents: Incidents) -> list[Alert]:
+    out = [line for incident, line in incidents.take_changes()]
+    for incident in list(incidents._open.values()):
+        incident.written = True
+    return out
+
+
+RESOLVER = ServiceResolver(INDICATORS)
+SERVICE = RESOLVER.of_destination("203.0.113.7", None)
+
+
+# ---- services --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "expected", "kind"), [
+    ("litedev.hik-connect.com", "hik-connect", KIND_VENDOR),          # an indicator's domain
+    ("ntp.ys7.com", "hik-connect", KIND_VENDOR),
+    ("clips.example-oem.net", "example-oem.net", KIND_DOMAIN),
+    ("a.b.example.co.uk", "example.co.uk", KIND_DOMAIN),              # public-suffix aware
+    ("Upload.Example.COM.", "example.com", KIND_DOMAIN),              # case and the root's dot
+    ("bucket.s3.amazonaws.com", "bucket.s3.amazonaws.com", KIND_DOMAIN),   # a private suffix: the tenant
+])
+def test_a_name_belongs_to_its_vendor_service_or_registrable_domain(name, expected, kind):
+    found = ServiceResolver(INDICATORS).of_name(name)
+    assert (found.id, found.kind) == (expected, kind)
+
+
+@pytest.mark.parametrize("name", ["com", "co.uk", "192.0.2.7", "2001:db8::1", "", "x" * 300, "caf\u00e9.example",
+                                  "..", "a..b"])
+def test_strings_that_are_no_usable_host_name_name_no_service(name):
+    assert ServiceResolver(INDICATORS).of_name(name) is None
+
+
+def test_an_address_keeps_the_service_it_was_seen_with():
+    resolver = ServiceResolver(INDICATORS)
+    dev = device()
+    named = resolver.of_observation(observation(dev, peer="198.51.100.9", name="cdn.clips.example.org"))
+    assert named.id == "example.org"
+    later = resolver.of_observation(observation(dev, peer="198.51.100.9", name=None))   # a flow without SNI
+    assert later is named
+    other = resolver.of_observation(observation(dev, peer="198.51.100.10"))
+    assert (other.id, other.kind) == ("198.51.100.10", KIND_ADDRESS)
+
+
+def test_a_payload_signature_names_the_vendor_service_of_an_ip_literal():
+    flow = _flow(3, 60, 1, 20)
+    flow.orig_tags = TAG_PPPP
+    found = ServiceResolver(INDICATORS).of_observation(observation(device(), peer="192.0.2.45", port=32100,
+                                                                   proto="udp", flow=flow))
+    assert (found.id, found.kind) == ("cs2-pppp", KIND_VENDOR)
+
+
+def test_the_resolver_memory_is_bounded(monkeypatch):
+    import sensor.detect.services as services
+    monkeypatch.setattr(services, "MAX_REMEMBERED", 8)
+    resolver = services.ServiceResolver(INDICATORS)
+    dev = device()
+    for i in range(100):
+        resolver.of_observation(observation(dev, peer=f"198.51.100.{i}", name=f"h{i}.example{i}.com"))
+    assert len(resolver._by_address) == 8 and len(resolver._by_name) == 8
+
+
+# ---- lines -----------------------------------------------------------------------------------------------------
+def test_what_one_second_tells_several_detectors_is_one_open_line():
+    inc = _incidents()
+    dev = device()
+    for det, sev in (("egress_policy", "high"), ("vendor_cloud", "high"), ("hardcoded_infra", "low")):
+        inc.detect(_alert(T0, det, sev, evidence=f"{det} phrase"), SERVICE, dev, None)
+    [line] = _written(inc)
+    d = line.as_dict()
+    assert (d["event"], d["contract"], d["severity"]) == ("open", CONTRACT_VERSION, "high")
+    assert d["detector"] == "vendor_cloud"   # at equal severity the specific detector leads the generic one
+    assert d["detectors"] == ["egress_policy", "vendor_cloud", "hardcoded_infra"]
+    assert d["evidence"] == [{"detector": "vendor_cloud", "severity": "high", "text": "vendor_cloud phrase"},
+                             {"detector": "egress_policy", "severity": "high", "text": "egress_policy phrase"},
+                             {"detector": "hardcoded_infra", "severity": "low", "text": "hardcoded_infra phrase"}]
+    assert d["incident"].startswith("inc-") and d["service"] == {"id": "203.0.113.7", "name": "203.0.113.7",
+                                                                 "kind": "address"}
+
+
+def test_updates_only_when_severity_rises_or_a_new_detector_joins():
+    inc = _incidents()
+    dev = device()
+    inc.detect(_alert(T0, "egress_policy", "medium"), SERVICE, dev, None)
+    assert [line.extra["event"] for line in _written(inc)] == ["open"]
+    inc.detect(_alert(T0 + 5, "egress_policy", "medium", dst="203.0.113.7"), SERVICE, dev, None)   # a repeat
+    assert _written(inc) == []
+    inc.detect(_alert(T0 + 6, "beaconing", "medium"), SERVICE, dev, None)                        # new detector
+    inc.detect(_alert(T0 + 6.5, "video_egress", "critical"), SERVICE, dev, None)                 # and higher
+    [update] = _written(inc)
+    assert (update.extra["event"], update.severity, update.detector, update.ts) == (
+        "update", "critical", "video_egress", T0 + 6)
+    inc.detect(_alert(T0 + 9, "beaconing", "high"), SERVICE, dev, None)                          # not above
+    assert _written(inc) == []
+
+
+def test_the_close_line_carries_the_totals_both_ways():
+    inc = _incidents()
+    dev = device()
+    flow = _flow(10, 5000, 4, 300)
+    inc.detect(_alert(T0), SERVICE, dev, observation(dev, ts=T0, sent_bytes=2000, flow=flow, name="x.example.com"))
+    _written(inc)
+    for k in range(1, 4):
+        flow.orig_pkts += 10
+        flow.orig_bytes += 125_000
+        inc.traffic(observation(dev, ts=T0 + k, sent_bytes=125_000, flow=flow), SERVICE)
+        if k == 2:   # a second flow in the same second adds to that second's rate
+            second = _flow(1, 100, 1, 50, first=T0 + 2)
+            inc.traffic(observation(dev, ts=T0 + 2.5, sent_bytes=100, flow=second), SERVICE)
+    [close] = inc.take_closed(T0 + 10, "end")
+    d = close.as_dict()
+    t = d["totals"]
+    assert (d["event"], d["reason"]) == ("close", "end")
+    assert (t["packets_out"], t["bytes_out"], t["packets_in"], t["bytes_in"]) == (41, 380_100, 5, 350)
+    assert (t["first_seen"], t["last_seen"], t["duration_s"]) == (T0, T0 + 3, 3.0)
+    assert t["peak_bps"] == 8 * 125_100 and t["mean_bps"] == round(8 * 380_100 / 3)
+    assert t["addresses"] == ["203.0.113.7"] and t["names"] == ["x.example.com"]
+    assert "sent 41 packets (380100 bytes) and received 5 packets (350 bytes)" in d["summary"]
+
+
+def test_silence_closes_and_the_next_detection_opens_a_new_incident():
+    inc = _incidents(timeout=100.0)
+    dev = device()
+    inc.detect(_alert(T0), SERVICE, dev, None)
+    first = _written(inc)[0].extra["incident"]
+    assert inc.take_closed(T0 + 100) == []
+    [close] = inc.take_closed(T0 + 100.5)
+    assert (close.extra["reason"], close.ts) == ("silence", T0 + 100)
+    inc.detect(_alert(T0 + 300), SERVICE, dev, None)
+    [again] = _written(inc)
+    assert again.extra["event"] == "open" and again.extra["incident"] != first
+
+
+def test_traffic_keeps_an_incident_open():
+    inc = _incidents(timeout=100.0)
+    dev = device()
+    inc.detect(_alert(T0), SERVICE, dev, None)
+    _written(inc)
+    for k in range(1, 5):
+        inc.traffic(observation(dev, ts=T0 + 90 * k), SERVICE)
+        assert inc.take_closed(T0 + 90 * k + 1) == []
+    assert len(inc) == 1
+
+
+def test_evicted_incidents_close_and_an_unwritten_one_writes_nothing():
+    inc = _incidents(max_open=2)
+    dev = device()
+    for i in range(2):
+        inc.detect(_alert(T0 + i, dst=f"203.0.113.{i}"), RESOLVER.of_destination(f"203.0.113.{i}", None), dev,
+                   None)
+    _written(inc)
+    inc.detect(_alert(T0 + 5, dst="203.0.113.9"), RESOLVER.of_destination("203.0.113.9", None), dev, None)
+    [evicted] = inc.take_closed(T0 + 5)
+    assert evicted.extra["reason"] == "evicted" and evicted.dst_ip == "203.0.113.0"
+    inc.detect(_alert(T0 + 6, dst="203.0.113.8"), RESOLVER.of_destination("203.0.113.8", None), dev, None)
+    inc.detect(_alert(T0 + 6, dst="203.0.113.10"), RESOLVER.of_destination("203.0.113.10", None), dev, None)
+    # .8 evicted the written .1 (a close line); .10 evicted .9, whose open line was still owed: it writes neither
+    assert [line.dst_ip for line in _written(inc)] == ["203.0.113.8", "203.0.113.10"]
+    assert [line.dst_ip for line in inc.take_closed(T0 + 6)] == ["203.0.113.1"]
+
+
+def test_evidence_and_followed_flows_are_bounded():
+    inc = _incidents()
+    dev = device()
+    for i in range(MAX_EVIDENCE + 10):
+        inc.detect(_alert(T0, evidence=f"phrase {i}"), SERVICE, dev, observation(dev, flow=_flow(1, 10, 0, 0)))
+    for _ in range(MAX_FLOWS * 3):
+        inc.traffic(observation(dev, ts=T0 + 1, sent_bytes=10, flow=_flow(1, 10, 1, 5)), SERVICE)
+    inc.detect(_alert(T0, "beaconing", "low", evidence="weakest, but beaconing's only word"), SERVICE, dev, None)
+    [incident] = inc._open.values()
+    assert len(incident.traffic.flows) == MAX_FLOWS
+    assert len(incident.evidence) == MAX_EVIDENCE and incident.evidence[-1].detector == "beaconing"
+    totals = incident.traffic.totals()
+    assert totals[:2] == [MAX_EVIDENCE + 10 + MAX_FLOWS * 3, 10 * (MAX_EVIDENCE + 10 + MAX_FLOWS * 3)]
+
+
+def test_incident_ids_are_stable_across_runs_and_differ_by_pair():
+    lines = []
+    for _ in range(2):
+        inc = _incidents()
+        inc.detect(_alert(T0), SERVICE, device(), None)
+        inc.detect(_alert(T0, device_ip="10.20.0.6"), SERVICE, device("10.20.0.6"), None)
+        lines.append([line.extra["incident"] for line in _written(inc)])
+    assert lines[0] == lines[1] and len(set(lines[0])) == 2
+
+
+# ---- through the detection stage -------------------------------------------------------------------------------
+def _detection(**config):
+    lines: list[Alert] = []
+    cfg = parse_config({"alerts": {"episode_timeout": 100}, **config})
+    inventory = Inventory(cfg, ManufDatabase({}), CoveredMakers.load())
+    return Detection(cfg, KnownState(None), lines.append, indicators=INDICATORS, inventory=inventory), lines
+
+
+def test_a_lookup_and_the_connection_to_a_vendor_cloud_are_one_incident():
+    from sensor.enrich import DnsQuery
+    detection, lines = _detection()
+    dev = device(maker="Hikvision")
+    detection.dns_query(DnsQuery(T0, dev, "litedev.hik-connect.com", "10.20.0.1", "camera", 20, False))
+    flow = _flow(3, 400, 2, 200)
+    detection.observe(observation(dev, ts=T0 + 0.2, name="litedev.hik-connect.com", port=8555, flow=flow))
+    detection.tick(T0 + 1)
+    [line] = lines
+    assert line.extra["service"]["id"] == "hik-connect" and line.severity == "high"
+    assert set(line.extra["detectors"]) >= {"vendor_cloud", "egress_policy"}
+    assert line.detector == "vendor_cloud"
+
+
+def test_a_device_that_holds_no_open_incident_costs_no_service_lookup(monkeypatch):
+    detection, _ = _detection()
+    calls = []
+    monkeypatch.setattr(detection.services, "of_observation", lambda obs: calls.append(obs))
+    detection.observe(observation(device(), scope="camera", peer="10.20.0.2"))
+    assert calls == []
