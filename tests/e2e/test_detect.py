@@ -72,6 +72,53 @@ def test_eval_rejects_bad_labels(tmp_path, scenario):
     assert proc.returncode == 2 and "invalid labels file" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.fixture(scope="session")
+def scenario_alerts(scenario) -> tuple[list[dict], dict]:
+    proc = camwatch("replay", scenario / "baseline.pcap", scenario / "mixed.pcap", "--config", scenario / "site.toml",
+                    "--model", MODELS / "baseline.json")
+    assert proc.returncode == 0, proc.stderr
+    labels = {b["id"]: b for b in json.loads((scenario / "labels.json").read_text())["behaviours"]}
+    return alerts_of(proc.stdout), labels
+
+
+def _of(alerts: list[dict], behaviour: dict, detector: str) -> list[dict]:
+    return [a for a in alerts if a["device"]["ip"] == behaviour["device"] and a["detector"] == detector
+            and behaviour["start"] - 1 <= a["ts"] <= behaviour["end"] + 60]
+
+
+def test_p2p_platforms_by_address_are_named_by_their_payload(scenario_alerts):
+    alerts, labels = scenario_alerts
+    for ident, service in (("kalay-p2p", "tutk-kalay"), ("reolink-p2p", "reolink-p2p"), ("xmeye-dvrip", "xmeye")):
+        (alert,) = _of(alerts, labels[ident], "vendor_cloud")
+        assert (alert["service"], alert["destination"]["ip"]) == (service, labels[ident]["destination"])
+        assert alert["evidence"].endswith(" in the payload") and alert["destination"]["name"] is None
+
+
+def test_dns_over_https_and_a_ping_are_hardcoded_infrastructure_and_the_ping_is_no_egress(scenario_alerts):
+    alerts, labels = scenario_alerts
+    (doh,) = _of(alerts, labels["doh-resolver"], "hardcoded_infra")
+    assert (doh["service"], doh["evidence"], doh["severity"]) == ("dns over https", "DNS over HTTPS to dns.google",
+                                                                   "medium")
+    ping = labels["ping-check"]
+    (check,) = _of(alerts, ping, "hardcoded_infra")
+    assert check["severity"] == ping["severity"] == "low"
+    assert check["evidence"] == f"connectivity check: ICMP echo to {ping['destination']}"
+    assert not [a for a in alerts if a["device"]["ip"] == ping["device"] and a["detector"] == "egress_policy"
+                and a["destination"]["ip"] == ping["destination"]]
+
+
+def test_the_sweep_anomaly_points_at_its_targets_and_names_the_fan_out(scenario_alerts):
+    """Not at the recorder the camera sends most to: at one of the sweep's targets, for the peers it added."""
+    alerts, labels = scenario_alerts
+    sweep = labels["telnet-sweep"]
+    (alert,) = _of(alerts, sweep, "anomaly")
+    targets = {f"198.51.100.{10 + k}" for k in range(40)}
+    assert alert["destination"]["ip"] in targets and alert["destination"]["port"] == 23
+    assert alert["drivers"][0]["feature"] in ("peers", "external_peers", "new_flows")
+    assert {p["ip"] for p in alert["peers"]} <= targets and len(alert["peers"]) == 5
+    assert alert["evidence"].startswith(alert["drivers"][0]["feature"])
+
+
 # ---- real captures: flagged with the right explanation --------------------------------------------------------
 def detectors_for(capture: str, device: str) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
