@@ -81,16 +81,22 @@ class PayloadTagger:
 
 
 def icmp_tags(dec: Decoded, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """`out` with the ICMP echo / other bits of the ICMP rows added. Read from the decoded type (dec.sport), not the
-    payload, so it sits outside both payload taggers (which it leaves equal). A later fragment has no type."""
-    proto = dec.proto[rows]
-    icmp = np.flatnonzero(((proto == PROTO_ICMP) | (proto == PROTO_ICMPV6)) & ~dec.fragment[rows])
-    if not len(icmp):
+    """`out` with the ICMP echo / other bits of the ICMP rows added (rows: IP rows of the batch, ascending). Read
+    from the decoded type (dec.sport), not the payload, so it sits outside both payload taggers (which it leaves
+    equal). A later fragment has no type. Costs one pass over the batch's protocol column unless ICMP is there."""
+    proto = dec.proto
+    found = np.flatnonzero(((proto == PROTO_ICMP) | (proto == PROTO_ICMPV6)) & ~dec.fragment)
+    if not len(found):
         return out
-    out = out.copy() if not out.flags.writeable else out
-    kind, p = dec.sport[rows[icmp]], proto[icmp]
-    echo = np.zeros(len(icmp), dtype=bool)
+    at = np.minimum(np.searchsorted(rows, found), len(rows) - 1) if len(rows) else found[:0]
+    keep = rows[at] == found if len(rows) else np.zeros(0, dtype=bool)
+    at, found = at[keep], found[keep]
+    if not len(found):
+        return out
+    out = out if out.flags.writeable else out.copy()
+    kind, p = dec.sport[found], proto[found]
+    echo = np.zeros(len(found), dtype=bool)
     for number, types in _ECHO_TYPES.items():
         echo |= (p == number) & np.isin(kind, types)
-    out[icmp] |= np.where(echo, np.uint64(TAG_ICMP_ECHO), np.uint64(TAG_ICMP_OTHER))
+    out[at] |= np.where(echo, np.uint64(TAG_ICMP_ECHO), np.uint64(TAG_ICMP_OTHER))
     return out
