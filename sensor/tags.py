@@ -86,10 +86,10 @@ def icmp_tags(dec: Decoded, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
     equal). A later fragment has no type. Costs one pass over the batch's protocol column unless ICMP is there."""
     proto = dec.proto
     found = np.flatnonzero(((proto == PROTO_ICMP) | (proto == PROTO_ICMPV6)) & ~dec.fragment)
-    if not len(found):
+    if not len(found) or not len(rows):
         return out
-    at = np.minimum(np.searchsorted(rows, found), len(rows) - 1) if len(rows) else found[:0]
-    keep = rows[at] == found if len(rows) else np.zeros(0, dtype=bool)
+    at = np.minimum(np.searchsorted(rows, found), len(rows) - 1)
+    keep = rows[at] == found      # ICMP rows the caller did not ask about stay out
     at, found = at[keep], found[keep]
     if not len(found):
         return out

@@ -73,5 +73,9 @@ def test_icmp_types_and_masked_signatures_are_tagged_alike_by_both_taggers(on, m
     assert np.array_equal(got, tagger.tags_numpy(dec, rows))
     echo, other, sig = tags.TAG_ICMP_ECHO, tags.TAG_ICMP_OTHER, tags.signature_bit(0)
     assert got.tolist() == [echo, echo, other, echo, other, 0, sig, 0]
+    # only the rows asked about: the ICMP rows left out are not tagged, the others keep their places
+    subset = rows[[1, 2, 6]]
+    assert tagger.tags(dec, subset).tolist() == [echo, other, sig]
+    assert tagger.tags(dec, rows[:0]).tolist() == []
     with pytest.raises(ValueError, match="a prefix signature is a"):
         tags.PayloadTagger([(b"\xff\x00", b"\xff")])
