@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import pytest
 
+from packets import ethernet, icmp_echo, ip, mac, tcp, tls_client_hello, udp
+from sensor import compiled
+from sensor.config import Config
 from sensor.detect.base import DetectorContext
 from sensor.detect.episodes import Episodes
 from sensor.detect.hardcoded_infra import HardcodedInfraDetector
-from sensor.enrich import UpnpRequest
+from sensor.enrich import ManufDatabase, UpnpRequest
 from sensor.flows import Flow
+from sensor.pipeline import Sensor
 from sensor.tags import TAG_ICMP_ECHO, TAG_ICMP_OTHER, TAG_TLS
 
+from .builders import batch_of
 from .observations import device as _device
 from .observations import observation as _obs
 
@@ -156,3 +161,44 @@ def test_upnp_port_mapping_and_gateway_search():
         "low", 0.6, {"service": "upnp_igd_discovery", "evidence": "UPnP IGD M-SEARCH"})
     assert search.summary == ("10.20.0.5 is searching for an Internet gateway it could open ports on (UPnP IGD "
                               "M-SEARCH); no port mapping seen yet.")
+
+
+# ---- on the wire: packets through the whole pipeline (decode, ICMP tags, flows, TLS SNI) ----------------------------
+def _wire(frames: list[bytes], impl_on: str, monkeypatch) -> list:
+    monkeypatch.setattr(compiled, "tags", impl_on == "compiled")
+    alerts: list = []
+    sensor = Sensor(Config(), ManufDatabase({}), on_alert=alerts.append)
+    sensor.process(batch_of(frames, ts=[1_700_000_000.0 + 0.2 * i for i in range(len(frames))]))
+    sensor.finish()
+    return alerts
+
+
+CAM, CAM_MAC, GW_MAC = "10.20.0.5", mac("00:12:34:00:00:05"), mac("00:0c:29:00:00:01")
+
+
+def _to(dst: str, proto: int, l4: bytes) -> bytes:
+    return ethernet(GW_MAC, CAM_MAC, 0x0800, ip(CAM, dst, proto, l4))
+
+
+def _from(src: str, proto: int, l4: bytes) -> bytes:
+    return ethernet(CAM_MAC, GW_MAC, 0x0800, ip(src, CAM, proto, l4))
+
+
+def test_pings_on_the_wire_are_a_low_check_and_no_egress(impl, monkeypatch):
+    frames = []
+    for k in range(3):
+        frames += [_to("8.8.8.8", 1, icmp_echo(9, k)), _from("8.8.8.8", 1, icmp_echo(9, k, reply=True))]
+    unreachable = b"\x03\x03\x00\x00\x00\x00\x00\x00" + ip("203.0.113.9", CAM, 17, udp("203.0.113.9", CAM, 5, 9, b""))
+    frames.append(_to("203.0.113.9", 1, unreachable))      # an error the camera returns: egress, no check
+    alerts = _wire(frames, impl, monkeypatch)
+    got = {(a.detector, a.dst_ip, a.severity) for a in alerts if a.detector in ("hardcoded_infra", "egress_policy")}
+    assert got == {("hardcoded_infra", "8.8.8.8", "low"), ("egress_policy", "203.0.113.9", "medium")}
+
+
+def test_dns_over_https_on_the_wire_is_named_by_its_client_hello(impl, monkeypatch):
+    sni = tcp(CAM, "203.0.113.50", 40001, 443, 1, 1, "PA", tls_client_hello("dns.google"))
+    other = tcp(CAM, "203.0.113.51", 40002, 443, 1, 1, "PA", tls_client_hello("www.example.com"))
+    alerts = [a for a in _wire([_to("203.0.113.50", 6, sni), _to("203.0.113.51", 6, other)], impl, monkeypatch)
+              if a.detector == "hardcoded_infra"]
+    assert [(a.dst_ip, a.dst_name, a.extra["evidence"]) for a in alerts] == [
+        ("203.0.113.50", "dns.google", "DNS over HTTPS to dns.google")]
