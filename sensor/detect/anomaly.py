@@ -73,6 +73,7 @@ class AnomalyDetector(Detector):
         # device -> (peers, (proto, port) pairs) of its recent windows: what is new in a window is what stands out
         self._usual: BoundedLRU[str, tuple[frozenset, frozenset]] = BoundedLRU(context.config.max_devices)
         self._last_partial = float("-inf")
+        self._retired_until = float("-inf")
 
     def observe(self, obs: Observation) -> None:
         # Cameras only: the gateway and the NVR are one of a kind on a camera VLAN, so their normal minutes look
@@ -98,7 +99,7 @@ class AnomalyDetector(Detector):
 
     def dns_query(self, query: DnsQuery) -> None:
         self.windows.dns_query(query.device.ip, query.ts)
-        sent = self._window_of(query.device.ip, query.ts)
+        sent = self._window_of(query.device.ip, query.ts) if query.device.role == "camera" else None
         if sent is None:
             return
         resolver = sent.resolvers.get(query.resolver)
@@ -118,18 +119,26 @@ class AnomalyDetector(Detector):
     def tick(self, now: float, final: bool) -> list[Alert]:
         """Score windows that closed, and every PARTIAL_EVERY seconds the ones still open; alert at `now`."""
         rows = self._windows_to_score(now, final)
-        if not rows:
-            return []
-        scores = self.model.score(np.vstack([r[2] for r in rows]))
         alerts = []
-        for (ip, start, vector, adjusted), score in zip(rows, scores, strict=True):
-            alert = self._judge(now, ip, start, vector, adjusted, float(score))
-            if alert is not None:
-                alerts.append(alert)
-        for ip, start, _, _ in rows:
-            if final or start + self.windows.window <= now:
-                self._retire(ip, start)
+        if rows:
+            scores = self.model.score(np.vstack([r[2] for r in rows]))
+            for (ip, start, vector, adjusted), score in zip(rows, scores, strict=True):
+                alert = self._judge(now, ip, start, vector, adjusted, float(score))
+                if alert is not None:
+                    alerts.append(alert)
+        self._retire_ended(now, final)
         return alerts
+
+    def _retire_ended(self, now: float, final: bool) -> None:
+        """Once per window boundary (and at the end), retire every record of a window that has ended, scored or
+        not: a window WindowFeatures emits nothing for (lookups only) must not stay here."""
+        boundary = float("inf") if final else (now // self.windows.window) * self.windows.window
+        if boundary <= self._retired_until:
+            return
+        self._retired_until = boundary
+        for ip in list(self._sent):
+            for start in [s for s in self._sent[ip] if final or s + self.windows.window <= now]:
+                self._retire(ip, start)
 
     def _retire(self, ip: str, start: float) -> None:
         """A window is over: what it sent becomes part of what is usual for the device."""

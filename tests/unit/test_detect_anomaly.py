@@ -243,6 +243,18 @@ def test_only_cameras_that_send_are_modelled_and_peers_are_bounded():
     assert detector._sent == {}
 
 
+def test_a_window_of_lookups_alone_leaves_no_record_behind():
+    """WindowFeatures emits nothing for a window in which the device only looked names up; its record goes when
+    the window ends all the same, so a long run does not pile them up."""
+    detector, _, camera = _setup()
+    detector.dns_query(DnsQuery(T0 + 4, camera, "a.example", "10.20.0.1", "camera", 20, False))
+    detector.dns_query(DnsQuery(T0 + 4, Device("10.20.0.6"), "a.example", "10.20.0.1", "camera", 20, False))
+    assert set(detector._sent) == {"10.20.0.5"}                   # cameras only
+    assert detector.tick(T0 + 59.0, False) == [] and set(detector._sent) == {"10.20.0.5"}
+    assert detector.tick(T0 + 60.0, False) == [] and detector._sent == {}
+    assert detector._usual.get("10.20.0.5") == (frozenset({"10.20.0.1"}), frozenset())
+
+
 def test_what_a_device_sent_is_kept_only_for_windows_the_features_keep():
     """WindowFeatures bounds the devices with open windows; a device it refuses gets no record here either."""
     from sensor.config import parse_config
