@@ -1,5 +1,6 @@
 """The curated data files shipped in sensor/data, declared and checked the way camwatch.toml is (sensor.schema):
-indicators.toml (vendor cloud and P2P services) and covered_makers.toml (makers flagged as covered).
+indicators.toml (vendor cloud and P2P services), resolvers.toml (well-known public DNS, DoT and DoH resolvers) and
+covered_makers.toml (makers flagged as covered).
 
 A mistake in either is a CamwatchError naming the file and the key (`service[3].signatures[1].value`), at start:
 a misspelt key would otherwise drop an indicator silently, as a misspelt allowlist key would a rule.
@@ -7,6 +8,7 @@ a misspelt key would otherwise drop an indicator silently, as a misspelt allowli
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, replace
@@ -19,11 +21,16 @@ from sensor.schema import STRINGS, Choice, Invalid, Kind, Setting, Tables, Text,
 
 DATA = Path(__file__).with_name("data")
 INDICATORS_FILE = DATA / "indicators.toml"
+RESOLVERS_FILE = DATA / "resolvers.toml"
 COVERED_MAKERS_FILE = DATA / "covered_makers.toml"
 
-SIGNATURE_KINDS = ("cs2_pppp", "prefix")
+SIGNATURE_KINDS = ("cs2_pppp", "prefix", "hex")
 MAX_PREFIX_BYTES = 8            # the payload taggers compare at most this many leading bytes
 MAX_PREFIX_SIGNATURES = 48      # each takes one tag bit, above the fixed payload-profile bits
+# A prefix or hex signature must fix at least this many bits: 32 fixed bits match a random payload once in four
+# billion packets, where two fixed bytes would fire on every video flow of a site within minutes.
+MIN_FIXED_BITS = 32
+RESOLVER_PROTOCOLS = ("dns", "dot", "doh")
 
 
 class _Ports(Kind):
@@ -73,23 +80,75 @@ def _sources() -> Any:
 # ---- indicators.toml ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Signature:
-    """A payload shape of a service's own protocol. cs2_pppp: 0xF1, then a big-endian length equal to the rest
-    of the payload; prefix: the payload starts with `value` (ASCII)."""
+    """A payload shape of a service's own protocol, in the first payload bytes a device sends. cs2_pppp: 0xF1, then
+    a big-endian length equal to the rest of the payload; prefix: the payload starts with `value` (ASCII); hex: the
+    payload's first bytes, under `mask` (both hex), equal `value`. `proto` and `ports` narrow where it counts."""
 
     # not a Choice: what a value must be depends on the kind, so after_load checks the two together
-    kind: str = setting(kind=_NAMES, doc="cs2_pppp or prefix")
-    value: str | None = setting(None, kind=_NAMES, doc="a prefix signature's leading bytes, ASCII")
+    kind: str = setting(kind=_NAMES, doc="cs2_pppp, prefix or hex")
+    value: str | None = setting(None, kind=_NAMES, doc="a prefix signature's leading bytes (ASCII), or hex digits")
+    mask: str | None = setting(None, kind=_NAMES, doc="hex only: which bits of value are fixed (hex, same length)")
+    proto: str | None = setting(None, kind=Choice(("tcp", "udp")), doc="counts only in flows of this transport")
+    ports: frozenset[tuple[str, int]] = setting(frozenset(), kind=_Ports(),
+                                                doc="counts only in flows with one of these service ports")
+    name: str | None = setting(None, kind=Text(max_length=120, printable=True),
+                               doc="what the evidence calls it (\"the Reolink BCUDP P2P header\")")
+    # derived: the leading bytes and their mask, at most MAX_PREFIX_BYTES each (prefix and hex kinds)
+    pattern: bytes = b""
+    pattern_mask: bytes = b""
 
     def after_load(self, where: str) -> Signature:
         if self.kind not in SIGNATURE_KINDS:
             raise Invalid(f"{where}.kind: unknown signature kind {quoted(self.kind)} "
                           f"(known: {', '.join(SIGNATURE_KINDS)})")
-        if self.kind == "cs2_pppp" and self.value is not None:
-            raise Invalid(f"{where}.value: a cs2_pppp signature takes no value")
-        if self.kind == "prefix" and (self.value is None or not self.value.isascii()
-                                      or len(self.value) > MAX_PREFIX_BYTES):
+        if self.kind != "hex" and self.mask is not None:
+            raise Invalid(f"{where}.mask: only a hex signature takes a mask")
+        if self.proto is not None and any(p != self.proto for p, _ in self.ports):
+            raise Invalid(f"{where}.ports: a port of another protocol than proto = {quoted(self.proto)}")
+        if self.kind == "cs2_pppp":
+            if self.value is not None:
+                raise Invalid(f"{where}.value: a cs2_pppp signature takes no value")
+            return self
+        pattern, mask = self._prefix(where) if self.kind == "prefix" else self._hex(where)
+        fixed = sum(bin(b).count("1") for b in mask)
+        if fixed < MIN_FIXED_BITS:
+            raise Invalid(f"{where}.value: {fixed} fixed bits would fire on ordinary traffic (at least "
+                          f"{MIN_FIXED_BITS}, four bytes)")
+        return replace(self, pattern=pattern, pattern_mask=mask)
+
+    def _prefix(self, where: str) -> tuple[bytes, bytes]:
+        if self.value is None or not self.value.isascii() or len(self.value) > MAX_PREFIX_BYTES:
             raise Invalid(f"{where}.value: a prefix signature is 1 to {MAX_PREFIX_BYTES} ASCII characters")
-        return self
+        pattern = self.value.encode("ascii")
+        return pattern, b"\xff" * len(pattern)
+
+    def _hex(self, where: str) -> tuple[bytes, bytes]:
+        pattern = _hex_bytes(self.value, f"{where}.value")
+        if self.mask is None:
+            return pattern, b"\xff" * len(pattern)
+        mask = _hex_bytes(self.mask, f"{where}.mask")
+        if len(mask) != len(pattern):
+            raise Invalid(f"{where}.mask: {len(mask)} bytes for a value of {len(pattern)}")
+        if any(v & ~m for v, m in zip(pattern, mask, strict=True)):
+            raise Invalid(f"{where}.value: bits set outside the mask could never match")
+        return pattern, mask
+
+    def applies(self, proto: str, port: int | None) -> bool:
+        """Whether a match in a flow of this transport and service port counts."""
+        if self.proto is not None and proto != self.proto:
+            return False
+        return not self.ports or (proto, port) in self.ports
+
+    @property
+    def evidence(self) -> str:
+        return f"{self.name} in the payload" if self.name else "its protocol signature in the payload"
+
+
+def _hex_bytes(text: str | None, key: str) -> bytes:
+    digits = (text or "").replace(" ", "")
+    if not re.fullmatch(rf"(?:[0-9A-Fa-f]{{2}}){{1,{MAX_PREFIX_BYTES}}}", digits):
+        raise Invalid(f"{key}: a hex signature is 1 to {MAX_PREFIX_BYTES} bytes as hex digits (\"0abcdef0\")")
+    return bytes.fromhex(digits)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,8 +163,10 @@ class Service:
     ports: frozenset[tuple[str, int]] = setting(frozenset(), kind=_Ports(), doc="[protocol, port] pairs it uses")
     signatures: tuple[Signature, ...] = setting((), kind=Tables(Signature), doc="payload shapes")
     sources: tuple[str, ...] = _sources()
-    # The payload tag bits its signatures set (load_indicators numbers the prefix signatures file-wide).
+    # The payload tag bits its signatures set (load_indicators numbers the prefix signatures file-wide), and each
+    # bit with the signature it stands for (its proto/ports narrow where it counts; its name is the evidence).
     signature_bits: int = 0
+    signature_rules: tuple[tuple[int, Signature], ...] = ()
 
     def after_load(self, where: str) -> Service:
         return replace(self, domains=tuple(d.lower() for d in self.domains))
@@ -120,8 +181,9 @@ class Service:
 class IndicatorFile:
     version: str = setting(kind=_NAMES, doc="the file's date, exported with the metrics")
     service: tuple[Service, ...] = setting(kind=Tables(Service), doc="the services, as [[service]] tables")
-    # every prefix signature's bytes, in file order: index i is payload tag bit `signature_base + i`
-    prefixes: tuple[bytes, ...] = ()
+    # every prefix or hex signature's (leading bytes, mask), in file order: index i is payload tag bit
+    # `signature_base + i`
+    prefixes: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
     def services(self) -> tuple[Service, ...]:
@@ -130,25 +192,99 @@ class IndicatorFile:
 
 def load_indicators(path: Path = INDICATORS_FILE, *, pppp_bit: int, signature_base: int) -> IndicatorFile:
     """The indicator file, checked, with each service's `signature_bits`: `pppp_bit` for a cs2_pppp signature,
-    bit `signature_base + i` for the i-th prefix signature of the file."""
+    bit `signature_base + i` for the i-th prefix or hex signature of the file."""
     try:
         found = load(IndicatorFile, _read_toml(path))
-        prefixes: list[bytes] = []
+        prefixes: list[tuple[bytes, bytes]] = []
         services = []
         for svc in found.service:
-            bits = 0
+            rules = []
             for sig in svc.signatures:
                 if sig.kind == "cs2_pppp":
-                    bits |= pppp_bit
+                    rules.append((pppp_bit, sig))
                 else:
-                    prefixes.append((sig.value or "").encode("ascii"))
-                    bits |= 1 << (signature_base + len(prefixes) - 1)
-            services.append(replace(svc, signature_bits=bits))
+                    prefixes.append((sig.pattern, sig.pattern_mask))
+                    rules.append((1 << (signature_base + len(prefixes) - 1), sig))
+            bits = 0
+            for bit, _ in rules:
+                bits |= bit
+            services.append(replace(svc, signature_bits=bits, signature_rules=tuple(rules)))
         if len(prefixes) > MAX_PREFIX_SIGNATURES:
             raise Invalid(f"at most {MAX_PREFIX_SIGNATURES} prefix signatures (found {len(prefixes)})")
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, Invalid) as exc:
         raise CamwatchError(f"{path}: invalid indicator file: {_reason(exc)}") from None
     return replace(found, service=tuple(services), prefixes=tuple(prefixes))
+
+
+# ---- resolvers.toml -------------------------------------------------------------------------------------------
+class _Addresses(Kind):
+    """Public unicast IP addresses, as a frozenset of their printed form (as flows print them). A private, loopback
+    or reserved address is refused: naming a site's own resolver a public one would mislabel every lookup."""
+
+    def check(self, value: Any, s: Setting, key: str) -> frozenset[str]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise s.wrong(key)
+        out = set()
+        for i, text in enumerate(value, 1):
+            try:
+                address = ipaddress.ip_address(text)
+            except ValueError:
+                raise Invalid(f"{key}[{i}] {quoted(text)} is not an IP address") from None
+            if not address.is_global or address.is_multicast:
+                raise Invalid(f"{key}[{i}] {quoted(text)} is not a public unicast address")
+            out.add(str(address))
+        return frozenset(out)
+
+    def describe(self, s: Setting) -> str:
+        return "a list of IP addresses"
+
+
+class _Protocols(Kind):
+    def check(self, value: Any, s: Setting, key: str) -> frozenset[str]:
+        if not isinstance(value, list) or not value or not all(v in RESOLVER_PROTOCOLS for v in value):
+            raise s.wrong(key)
+        return frozenset(value)
+
+    def describe(self, s: Setting) -> str:
+        return f"a non-empty list of {', '.join(RESOLVER_PROTOCOLS)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resolver:
+    """A public resolver service: the names its DoH/DoT endpoints present (TLS SNI) and its anycast addresses."""
+
+    id: str = setting(kind=_NAMES, doc="short stable name")
+    name: str = setting(kind=_NAMES, doc="what evidence calls it (\"Google Public DNS\")")
+    domains: tuple[str, ...] = setting((), kind=STRINGS, doc="DoH/DoT host name patterns (TLS SNI, DNS name)")
+    addresses: frozenset[str] = setting(frozenset(), kind=_Addresses(), doc="its resolver addresses")
+    protocols: frozenset[str] = setting(kind=_Protocols(),
+                                        doc="what its addresses serve: dns (port 53), dot (853), doh (443)")
+    sources: tuple[str, ...] = _sources()
+
+    def after_load(self, where: str) -> Resolver:
+        if not self.domains and not self.addresses:
+            raise Invalid(f"{where} needs domains or addresses: it could never be recognised")
+        return replace(self, domains=tuple(d.lower() for d in self.domains))
+
+    def matches_name(self, name: str | None) -> bool:
+        return bool(name) and any(name_matches(p, name or "") for p in self.domains)
+
+
+@dataclass(frozen=True)
+class ResolverFile:
+    version: str = setting(kind=_NAMES, doc="the file's date")
+    resolver: tuple[Resolver, ...] = setting(kind=Tables(Resolver), doc="the resolvers, as [[resolver]] tables")
+
+    @property
+    def resolvers(self) -> tuple[Resolver, ...]:
+        return self.resolver
+
+
+def load_resolvers(path: Path = RESOLVERS_FILE) -> ResolverFile:
+    try:
+        return load(ResolverFile, _read_toml(path))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, Invalid) as exc:
+        raise CamwatchError(f"{path}: invalid resolver file: {_reason(exc)}") from None
 
 
 # ---- covered_makers.toml ------------------------------------------------------------------------------------

@@ -12,14 +12,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from sensor import compiled
-from sensor.decode import PROTO_TCP, PROTO_UDP, Decoded
+from sensor.decode import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Decoded
 
 TAG_RTP = 1 << 0         # RTP version 2 with an audio/video payload type
 TAG_PPPP = 1 << 1        # CS2 PPPP framing: 0xF1, type, big-endian length of the rest
 TAG_PPPP_DRW = 1 << 2    # PPPP DRW (data) frames, which carry the media
 TAG_TLS = 1 << 3         # TLS records
+# ICMP flows are keyed without their message type (a ping and its replies are one flow), so the type is kept here:
+TAG_ICMP_ECHO = 1 << 4   # ICMP/ICMPv6 echo request or reply (ping)
+TAG_ICMP_OTHER = 1 << 5  # any other ICMP message (unreachable, time exceeded, redirect...)
 TAG_SIGNATURE_BASE = 8   # bit 8 + i: the i-th prefix signature of the indicator file
 PROFILE_NAMES = {TAG_RTP: "RTP", TAG_PPPP_DRW: "PPPP DRW frames", TAG_TLS: "TLS", TAG_PPPP: "PPPP"}
+_ECHO_TYPES = {PROTO_ICMP: (8, 0), PROTO_ICMPV6: (128, 129)}   # request, reply
 
 
 def signature_bit(index: int) -> int:
@@ -28,31 +32,35 @@ def signature_bit(index: int) -> int:
 
 
 class PayloadTagger:
-    """Tags rows of a decoded batch: media framing, TLS, and the indicator file's prefix signatures (at most eight
-    bytes each, matched against the first eight payload bytes)."""
+    """Tags rows of a decoded batch: media framing, TLS, ICMP echo, and the indicator file's prefix signatures
+    ((leading bytes, mask) pairs of at most eight bytes, matched against the first eight payload bytes)."""
 
-    def __init__(self, prefixes: Sequence[bytes]):
-        self.values = np.array([int.from_bytes(p.ljust(8, b"\0"), "big") for p in prefixes], dtype=np.uint64)
-        self.masks = np.array([int.from_bytes(b"\xff" * len(p) + b"\0" * (8 - len(p)), "big") for p in prefixes],
-                              dtype=np.uint64)
+    def __init__(self, prefixes: Sequence[tuple[bytes, bytes]]):
+        for value, mask in prefixes:
+            if len(value) != len(mask) or len(value) > 8:
+                raise ValueError("a prefix signature is a (value, mask) pair of at most 8 bytes each")
+        self.values = np.array([int.from_bytes(v.ljust(8, b"\0"), "big") for v, _ in prefixes], dtype=np.uint64)
+        self.masks = np.array([int.from_bytes(m.ljust(8, b"\0"), "big") for _, m in prefixes], dtype=np.uint64)
+        self.values &= self.masks   # a value bit outside its mask could never match
 
     def tags(self, dec: Decoded, rows: np.ndarray) -> np.ndarray:
         """The bits of each row in `rows` (IP rows of the batch), as uint64."""
         if compiled.extension is None or not compiled.tags:
             return self.tags_numpy(dec, rows)
         c = np.ascontiguousarray
-        return np.frombuffer(compiled.extension.tags(c(dec.proto, np.uint8), c(dec.payload_len, np.int64),
-                                                     c(dec.head, np.uint64), c(rows, np.int64), self.values,
-                                                     self.masks, TAG_RTP, TAG_PPPP, TAG_PPPP_DRW, TAG_TLS,
-                                                     TAG_SIGNATURE_BASE), np.uint64)
+        out = np.frombuffer(compiled.extension.tags(c(dec.proto, np.uint8), c(dec.payload_len, np.int64),
+                                                    c(dec.head, np.uint64), c(rows, np.int64), self.values,
+                                                    self.masks, TAG_RTP, TAG_PPPP, TAG_PPPP_DRW, TAG_TLS,
+                                                    TAG_SIGNATURE_BASE), np.uint64)
+        return icmp_tags(dec, rows, out)
 
     def tags_numpy(self, dec: Decoded, rows: np.ndarray) -> np.ndarray:
-        """The reference for the compiled _walk.tags."""
+        """The reference for the compiled _walk.tags (and icmp_tags, which both paths share)."""
         tags = np.zeros(len(rows), dtype=np.uint64)
         has = dec.payload_len[rows] >= 4
         sel = rows[has]
         if not len(sel):
-            return tags
+            return icmp_tags(dec, rows, tags)
         head = dec.head[sel]
         b = [((head >> np.uint64(56 - 8 * k)) & np.uint64(0xFF)).astype(np.int64) for k in range(4)]
         plen = dec.payload_len[sel]
@@ -69,4 +77,26 @@ class PayloadTagger:
         for i, (value, mask) in enumerate(zip(self.values, self.masks, strict=True)):
             t[(head & mask) == value] |= np.uint64(signature_bit(i))
         tags[has] = t
-        return tags
+        return icmp_tags(dec, rows, tags)
+
+
+def icmp_tags(dec: Decoded, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """`out` with the ICMP echo / other bits of the ICMP rows added (rows: IP rows of the batch, ascending). Read
+    from the decoded type (dec.sport), not the payload, so it sits outside both payload taggers (which it leaves
+    equal). A later fragment has no type. Costs one pass over the batch's protocol column unless ICMP is there."""
+    proto = dec.proto
+    found = np.flatnonzero(((proto == PROTO_ICMP) | (proto == PROTO_ICMPV6)) & ~dec.fragment)
+    if not len(found) or not len(rows):
+        return out
+    at = np.minimum(np.searchsorted(rows, found), len(rows) - 1)
+    keep = rows[at] == found      # ICMP rows the caller did not ask about stay out
+    at, found = at[keep], found[keep]
+    if not len(found):
+        return out
+    out = out if out.flags.writeable else out.copy()
+    kind, p = dec.sport[found], proto[found]
+    echo = np.zeros(len(found), dtype=bool)
+    for number, types in _ECHO_TYPES.items():
+        echo |= (p == number) & np.isin(kind, types)
+    out[at] |= np.where(echo, np.uint64(TAG_ICMP_ECHO), np.uint64(TAG_ICMP_OTHER))
+    return out

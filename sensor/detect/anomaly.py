@@ -1,25 +1,56 @@
-"""anomaly: the learned model scores each camera's one-minute windows; an out-of-character window is an alert."""
+"""anomaly: the learned model scores each camera's one-minute windows; an out-of-character window is an alert that
+says which features drove its score (the model's attribution) and which peers carried them."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
+from sensor.bounded import BoundedLRU
 from sensor.detect.alert import Alert
 from sensor.detect.base import Detector, DetectorContext
 from sensor.detect.text import describe_device
-from sensor.enrich import SCOPES, DnsQuery, Observation
+from sensor.enrich import EXTERNAL_SCOPES, SCOPES, Device, DnsQuery, Observation
 from sensor.model import WindowFeatures
+
+Key = tuple[str, int | None, str]   # (peer, service port, protocol): one conversation
+
+
+@dataclass(slots=True)
+class _Conversation:
+    """What a device sent in one conversation during one window."""
+
+    name: str | None
+    scope: str
+    vlan: int
+    bytes: int = 0
+    packets: int = 0
+    new_flows: int = 0
+    initiated: bool = False
+
+
+class _Sent:
+    """One device's window, per conversation in first-seen order, and the resolvers it sent DNS queries to."""
+
+    __slots__ = ("conversations", "resolvers")
+
+    def __init__(self):
+        self.conversations: dict[Key, _Conversation] = {}
+        self.resolvers: dict[str, _Conversation] = {}   # packets: the queries sent to it
 
 
 class AnomalyDetector(Detector):
-    """The destination reported is the outside (or, failing that, any) peer the device sent most to in that
-    window. Only camera-role devices are modelled (see observe)."""
+    """The destination reported is the peer most responsible for the feature that drove the score: for a burst of
+    new peers, the first of them; for many service ports, a peer on the first new port; for volume, the peer that
+    took the most bytes. Only camera-role devices are modelled (see observe)."""
 
     name = "anomaly"
     interest = frozenset(SCOPES)   # a device's whole minute is what gets scored
-    MAX_PEERS_TRACKED = 256
+    MAX_PEERS_TRACKED = 256        # conversations remembered per device and window
+    USUAL_PEERS = 256              # peers and ports remembered from a device's recent windows
+    PEERS_SHOWN = 5
     PARTIAL_EVERY = 5.0   # seconds of sensor time between looks at windows still filling
     # Counts only grow as a window fills: part-way through, what matters is whether they already exceed a typical
     # minute, so they are lifted to the training median (the most ordinary value) and judged above it.
@@ -38,8 +69,11 @@ class AnomalyDetector(Detector):
         self.model = context.model
         self.windows = context.windows or WindowFeatures(self.model.window_seconds, context.config.max_devices)
         self.inventory = context.inventory
-        self._peers: dict[str, dict[tuple, int]] = {}  # device -> (peer, port, proto, name, scope, vlan) -> bytes
+        self._sent: dict[str, dict[float, _Sent]] = {}   # device -> open window start -> what it sent
+        # device -> (peers, (proto, port) pairs) of its recent windows: what is new in a window is what stands out
+        self._usual: BoundedLRU[str, tuple[frozenset, frozenset]] = BoundedLRU(context.config.max_devices)
         self._last_partial = float("-inf")
+        self._retired_until = float("-inf")
 
     def observe(self, obs: Observation) -> None:
         # Cameras only: the gateway and the NVR are one of a kind on a camera VLAN, so their normal minutes look
@@ -47,38 +81,92 @@ class AnomalyDetector(Detector):
         if obs.sent_packets == 0 or obs.device.role != "camera":
             return None
         self.windows.observe(obs, obs.new_flow)
-        peers = self._peers.setdefault(obs.device.ip, {})
-        key = (obs.peer, obs.port, obs.proto, obs.name, obs.scope, obs.vlan)
-        if key in peers or len(peers) < self.MAX_PEERS_TRACKED:
-            peers[key] = peers.get(key, 0) + obs.sent_bytes + (1 << 40 if obs.external else 0)
+        sent = self._window_of(obs.device.ip, obs.ts)
+        if sent is None:
+            return None
+        key = (obs.peer, obs.port, obs.proto)
+        conv = sent.conversations.get(key)
+        if conv is None:
+            if len(sent.conversations) >= self.MAX_PEERS_TRACKED:
+                return None
+            conv = sent.conversations[key] = _Conversation(obs.name, obs.scope, obs.vlan)
+        conv.bytes += obs.sent_bytes
+        conv.packets += obs.sent_packets
+        conv.new_flows += obs.new_flow
+        conv.initiated |= obs.initiated
+        conv.name = conv.name or obs.name
         return None
 
     def dns_query(self, query: DnsQuery) -> None:
         self.windows.dns_query(query.device.ip, query.ts)
+        sent = self._window_of(query.device.ip, query.ts) if query.device.role == "camera" else None
+        if sent is None:
+            return
+        resolver = sent.resolvers.get(query.resolver)
+        if resolver is None:
+            if len(sent.resolvers) >= self.MAX_PEERS_TRACKED:
+                return
+            resolver = sent.resolvers[query.resolver] = _Conversation(None, query.resolver_scope, query.vlan)
+        resolver.packets += 1
+
+    def _window_of(self, ip: str, ts: float) -> _Sent | None:
+        """The record of the device's window at ts, if WindowFeatures has that window open (it bounds devices)."""
+        start = self.windows.start_of(ts)
+        if not self.windows.is_open(ip, start):
+            return None
+        return self._sent.setdefault(ip, {}).setdefault(start, _Sent())
 
     def tick(self, now: float, final: bool) -> list[Alert]:
         """Score windows that closed, and every PARTIAL_EVERY seconds the ones still open; alert at `now`."""
         rows = self._windows_to_score(now, final)
-        if not rows:
-            return []
-        scores = self.model.score(np.vstack([r[2] for r in rows]))
         alerts = []
-        for (ip, start, vector), score in zip(rows, scores, strict=True):
-            alert = self._judge(now, ip, start, vector, float(score))
-            if alert is not None:
-                alerts.append(alert)
-        for ip, start, _ in rows:
-            if start + self.windows.window <= now:
-                self._peers.pop(ip, None)
+        if rows:
+            scores = self.model.score(np.vstack([r[2] for r in rows]))
+            for (ip, start, vector, adjusted), score in zip(rows, scores, strict=True):
+                alert = self._judge(now, ip, start, vector, adjusted, float(score))
+                if alert is not None:
+                    alerts.append(alert)
+        self._retire_ended(now, final)
         return alerts
 
-    def _windows_to_score(self, now: float, final: bool) -> list[tuple[str, float, np.ndarray]]:
+    def _retire_ended(self, now: float, final: bool) -> None:
+        """Once per window boundary (and at the end), retire every record of a window that has ended, scored or
+        not: a window WindowFeatures emits nothing for (lookups only) must not stay here."""
+        boundary = float("inf") if final else (now // self.windows.window) * self.windows.window
+        if boundary <= self._retired_until:
+            return
+        self._retired_until = boundary
+        for ip in list(self._sent):
+            for start in [s for s in self._sent[ip] if final or s + self.windows.window <= now]:
+                self._retire(ip, start)
+
+    def _retire(self, ip: str, start: float) -> None:
+        """A window is over: what it sent becomes part of what is usual for the device."""
+        windows = self._sent.get(ip, {})
+        sent = windows.pop(start, None)
+        if not windows:
+            self._sent.pop(ip, None)
+        if sent is None:
+            return
+        peers, ports = self._usual.get(ip) or (frozenset(), frozenset())
+        new_peers = list(dict.fromkeys(k[0] for k in sent.conversations)) + list(sent.resolvers)
+        new_ports = [(k[2], k[1]) for k in sent.conversations]
+        limit = self.USUAL_PEERS
+        self._usual.put(ip, (_bounded(new_peers, peers, limit), _bounded(new_ports, ports, limit)))
+
+    def _windows_to_score(self, now: float, final: bool) -> list[tuple[str, float, np.ndarray, frozenset[str]]]:
+        """(device, window start, vector to score, the features that vector lifts or clamps)."""
         rows = [] if final else self.windows.close(now)
         partial = self.windows.flush() if final else []
         if not final and now - self._last_partial >= self.PARTIAL_EVERY:
             self._last_partial = now
             partial = self.windows.partial()
-        return rows + [(ip, start, self._as_far_as_seen(v)) for ip, start, v in partial]
+        out = [(ip, start, v, frozenset[str]()) for ip, start, v in rows]
+        for ip, start, raw in partial:
+            v = self._as_far_as_seen(raw)
+            out.append((ip, start, v, frozenset(n for n, a, b in zip(self.model.features, v, raw, strict=True)
+                                                 if a != b)))
+        return out
 
     def _as_far_as_seen(self, vector: np.ndarray) -> np.ndarray:
         lo = np.asarray(self.model.feature_stats["min"])
@@ -92,20 +180,95 @@ class AnomalyDetector(Detector):
                 v[i] = min(max(v[i], lo[i]), hi[i])
         return v
 
-    def _judge(self, now: float, ip: str, start: float, vector: np.ndarray, score: float) -> Alert | None:
+    def _judge(self, now: float, ip: str, start: float, vector: np.ndarray, adjusted: frozenset[str],
+               score: float) -> Alert | None:
         dev = self.inventory.devices.get(ip)
         if dev is None or not self.model.is_anomalous(score):
             return None
         if not self.new_episode((ip,), now, 0, 0):
             return None
-        peers = self._peers.get(ip, {})
-        if peers:
-            peer, port, proto, name, scope, vlan = max(peers, key=peers.__getitem__)
+        # A partial window's lifted or clamped features hold values this detector chose, not the device's.
+        drivers = self.model.drivers(vector, skip=adjusted)
+        sent = self._sent.get(ip, {}).get(start, _Sent())
+        usual = self._usual.get(ip) or (frozenset(), frozenset())
+        carriers = _carriers(drivers[0]["feature"] if drivers else None, sent, usual)
+        why = "; ".join(self.model.explain(vector, skip=adjusted)) or "an unusual mix of its usual features"
+        return self._alert(now, dev, start, why, score, drivers, carriers)
+
+    def _alert(self, now: float, dev: Device, start: float, why: str, score: float, drivers: list[dict],
+               carriers: list[tuple[Key, _Conversation]]) -> Alert:
+        if carriers:
+            (peer, port, proto), conv = carriers[0]
+            obs = Observation(now, dev, 0, 0, True, peer, port, proto, conv.name, conv.scope, conv.vlan)
         else:
-            peer, port, proto, name, scope, vlan = ("", None, "", None, "other", 0)
-        why = "; ".join(self.model.explain(vector)) or "an unusual mix of its usual features"
+            obs = Observation(now, dev, 0, 0, True, "", None, "", None, "other", 0)
+        by = _peer_text(drivers[0]["feature"] if drivers else None, carriers)
         summary = (f"{describe_device(dev)} behaved out of character in the minute from "
-                   f"{time.strftime('%H:%M:%S', time.gmtime(start))} UTC: {why} "
+                   f"{time.strftime('%H:%M:%S', time.gmtime(start))} UTC: {why}{f', carried by {by}' if by else ''} "
                    f"(anomaly score {score:.2f}, threshold {self.model.threshold:.2f}, model {self.model.name}).")
-        obs = Observation(now, dev, 0, 0, True, peer, port, proto, name, scope, vlan)
-        return self.alert(obs, "medium", score, summary, model=self.model.name, model_version=self.model.version)
+        evidence = "out of character"
+        if drivers:
+            top = drivers[0]
+            evidence = f"{top['feature']} {top['value']:g} (typical {top['typical']:g})" + (f": {by}" if by else "")
+        peers = [{"ip": k[0], "port": k[1], "proto": k[2], **({"name": c.name} if c.name else {})}
+                 for k, c in carriers[:self.PEERS_SHOWN]]
+        return self.alert(obs, "medium", score, summary, model=self.model.name, model_version=self.model.version,
+                          drivers=drivers, peers=peers, evidence=evidence)
+
+
+def _bounded(newest: list, older: frozenset, limit: int) -> frozenset:
+    """The newest items first, then older ones, at most `limit` of them."""
+    merged = list(dict.fromkeys(newest))[:limit]
+    room = limit - len(merged)
+    if room > 0:
+        merged += [item for item in older if item not in set(merged)][:room]
+    return frozenset(merged)
+
+
+def _carriers(feature: str | None, sent: _Sent, usual: tuple[frozenset, frozenset]) -> list[tuple[Key, _Conversation]]:
+    """The conversations that carried the driving feature, most responsible first, one per peer (one per port for
+    service ports). What is new against the device's recent windows stands out first."""
+    convs = list(sent.conversations.items())
+    usual_peers, usual_ports = usual
+    if feature == "dns_queries" and sent.resolvers:
+        return [((r, 53, "udp"), c) for r, c in sorted(sent.resolvers.items(), key=lambda rc: -rc[1].packets)]
+    if feature in ("peers", "external_peers", "new_flows", "initiated_share"):
+        pool = [c for c in convs if feature != "external_peers" or c[1].scope in EXTERNAL_SCOPES]
+        pool = [c for c in pool if feature != "initiated_share" or c[1].initiated]
+        # the new peers are what the count grew by; only when none is new do the usual ones, by volume, stand in
+        new = [c for c in pool if c[0][0] not in usual_peers]
+        if feature == "new_flows":
+            new.sort(key=lambda c: -c[1].new_flows)
+        rest = sorted((c for c in pool if c[0][0] in usual_peers), key=lambda c: -c[1].bytes)
+        return _one_per(new or rest, lambda k: k[0])
+    if feature == "service_ports":
+        new = [c for c in convs if (c[0][2], c[0][1]) not in usual_ports]
+        rest = sorted((c for c in convs if (c[0][2], c[0][1]) in usual_ports), key=lambda c: -c[1].bytes)
+        return _one_per(new or rest, lambda k: (k[2], k[1]))
+    pool = convs
+    if feature == "external_byte_share":
+        pool = [c for c in convs if c[1].scope in EXTERNAL_SCOPES]
+    weight = (lambda c: -c[1].packets) if feature == "packets_sent" else (lambda c: -c[1].bytes)
+    if feature is None:   # no driver: the outside peer it sent most to, as before explanations
+        weight = lambda c: (c[1].scope not in EXTERNAL_SCOPES, -c[1].bytes)  # noqa: E731
+    return _one_per(sorted(pool, key=weight), lambda k: k[0])
+
+
+def _one_per(ranked: list[tuple[Key, _Conversation]], by) -> list[tuple[Key, _Conversation]]:
+    seen: set = set()
+    out = []
+    for key, conv in ranked:
+        if by(key) not in seen:
+            seen.add(by(key))
+            out.append((key, conv))
+    return out
+
+
+def _peer_text(feature: str | None, carriers: list[tuple[Key, _Conversation]]) -> str:
+    """The first three carriers (ports, for service ports) for the summary and evidence, and how many more."""
+    if feature == "service_ports":
+        shown = [f"{k[2]}/{k[1]}" if k[1] is not None else k[2] for k, _ in carriers[:3]]
+    else:
+        shown = [k[0] for k, _ in carriers[:3]]
+    rest = len(carriers) - len(shown)
+    return ", ".join(shown) + (f" and {rest} more" if rest > 0 else "")

@@ -6,16 +6,22 @@ from sensor.detect.alert import Alert
 from sensor.detect.base import Detector
 from sensor.detect.text import covered_note, describe_destination, describe_device, plural
 from sensor.enrich import SCOPE_PUBLIC, Observation
+from sensor.tags import TAG_ICMP_ECHO, TAG_ICMP_OTHER
 
 
 class EgressPolicyDetector(Detector):
-    """The device must itself send: an inbound scan the camera never answers is not the camera talking."""
+    """The device must itself send: an inbound scan the camera never answers is not the camera talking. Small pings
+    it sends are not egress either: a connectivity check carries nothing out (hardcoded_infra reports it, low).
+    Answering pings from the Internet still is: the device is reachable from outside."""
 
     name = "egress_policy"
     interest = frozenset({SCOPE_PUBLIC})
+    # Mean wire size per packet up to which an ICMP flow of echo alone is a connectivity check: ping's defaults make
+    # 74 to 98 bytes, and a tunnel over ICMP (ptunnel, icmpsh) fills its packets with far more than this.
+    ICMP_ECHO_MAX_BYTES = 256
 
     def observe(self, obs: Observation) -> Alert | None:
-        if obs.scope != SCOPE_PUBLIC or obs.sent_packets == 0:
+        if obs.scope != SCOPE_PUBLIC or obs.sent_packets == 0 or self._only_pings(obs):
             return None
         # Keyed by address, not port: P2P clients spray consecutive ports at one server, which is one story.
         if not self.new_episode((obs.device.ip, obs.peer), obs.ts, obs.sent_packets, obs.sent_bytes):
@@ -27,3 +33,9 @@ class EgressPolicyDetector(Detector):
                    f"({plural(obs.sent_bytes, 'byte')}) at first sight; no allow rule matches.{covered_note(dev)}")
         severity = "high" if dev.covered else "medium"
         return self.alert(obs, severity, 1.0, summary, direction="outbound" if obs.initiated else "inbound")
+
+    def _only_pings(self, obs: Observation) -> bool:
+        if (obs.proto != "icmp" or not obs.initiated or obs.tags & TAG_ICMP_OTHER
+                or not obs.tags & TAG_ICMP_ECHO):
+            return False
+        return obs.sent_bytes <= self.ICMP_ECHO_MAX_BYTES * obs.sent_packets

@@ -42,6 +42,13 @@ class Evidence:
     score: float
     detector: str
     text: str
+    details: dict = field(default_factory=dict)   # the detection's own extra keys (rate, drivers, interval...)
+
+    def as_dict(self) -> dict:
+        out = {"detector": self.detector, "severity": SEVERITIES[self.severity], "text": self.text}
+        if self.details:
+            out["details"] = self.details
+        return out
 
 
 @dataclass(slots=True)
@@ -167,7 +174,7 @@ def evidence_of(alert: Alert) -> Evidence:
         where = alert.dst_name or alert.dst_ip
         port = f" {alert.dst_proto}/{alert.dst_port}" if alert.dst_port else f" {alert.dst_proto}"
         text = f"{where}{port}" if alert.dst_proto else where
-    return Evidence(SEVERITIES.index(alert.severity), alert.score, alert.detector, text)
+    return Evidence(SEVERITIES.index(alert.severity), alert.score, alert.detector, text, dict(alert.extra))
 
 
 class Incidents:
@@ -283,8 +290,7 @@ class Incidents:
     def _fields(self, incident: Incident, event: str) -> dict:
         return {"contract": CONTRACT_VERSION, "incident": incident.id, "event": event,
                 "service": incident.service.as_dict(), "detectors": list(incident.detectors),
-                "evidence": [{"detector": e.detector, "severity": SEVERITIES[e.severity], "text": e.text}
-                             for e in incident.evidence]}
+                "evidence": [e.as_dict() for e in incident.evidence]}
 
     def _close_line(self, incident: Incident, now: float, reason: str) -> Alert:
         t = incident.traffic

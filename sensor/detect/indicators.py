@@ -1,5 +1,6 @@
 """The indicator file (sensor/data/indicators.toml): vendor cloud and P2P services, each recognised by names,
-payload signatures (tag bits, sensor.tags) or ports, and the evidence that matched."""
+payload signatures (tag bits, sensor.tags) or ports, and the evidence that matched; and the resolver file
+(sensor/data/resolvers.toml): well-known public DNS, DoT and DoH resolvers by name and address."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sensor.enrich import Observation
-from sensor.reference_data import INDICATORS_FILE, Service, load_indicators
+from sensor.reference_data import INDICATORS_FILE, RESOLVERS_FILE, Resolver, Service, load_indicators, load_resolvers
 from sensor.tags import TAG_PPPP, TAG_SIGNATURE_BASE
 
 
@@ -15,7 +16,7 @@ class Indicators:
     """The shipped, versioned indicator file, checked on load (sensor.reference_data), with a cache of which
     service a name belongs to."""
 
-    def __init__(self, services: Sequence[Service], prefixes: Sequence[bytes], version: str):
+    def __init__(self, services: Sequence[Service], prefixes: Sequence[tuple[bytes, bytes]], version: str):
         self.services = list(services)
         self.prefixes = list(prefixes)  # index i is tag bit signature_bit(i)
         self.version = version
@@ -46,11 +47,46 @@ class Indicators:
             return svc, f"name {obs.name}"
         tags = obs.tags
         for svc in self.services:
-            if tags & svc.signature_bits:
-                return svc, "its protocol signature in the payload"
+            hit = tags & svc.signature_bits
+            if not hit:
+                continue
+            for bit, sig in svc.signature_rules:
+                # a signature narrowed to a transport or service port counts only there (DVRIP's four bytes
+                # are distinctive on tcp/34567, not in the middle of any TCP stream)
+                if hit & bit and sig.applies(obs.proto, obs.port):
+                    return svc, sig.evidence
         maker = obs.device.maker.name if obs.device.maker else None
         if obs.initiated and maker:
             for svc in self.services:
                 if maker in svc.makers and (obs.proto, obs.port) in svc.ports:
                     return svc, f"{obs.proto}/{obs.port}, a {svc.name} port, from a {maker} device"
         return None
+
+
+class Resolvers:
+    """The shipped resolver file, checked on load, with lookups by address and by name (bounded cache)."""
+
+    def __init__(self, resolvers: Sequence[Resolver], version: str):
+        self.resolvers = list(resolvers)
+        self.version = version
+        self._by_address = {a: r for r in self.resolvers for a in r.addresses}
+        self._by_name: dict[str, Resolver | None] = {}
+
+    @classmethod
+    def load(cls, path: Path = RESOLVERS_FILE) -> Resolvers:
+        found = load_resolvers(path)
+        return cls(found.resolvers, found.version)
+
+    def by_address(self, address: str) -> Resolver | None:
+        return self._by_address.get(address)
+
+    def by_name(self, name: str | None) -> Resolver | None:
+        if not name:
+            return None
+        if name in self._by_name:
+            return self._by_name[name]
+        found = next((r for r in self.resolvers if r.matches_name(name)), None)
+        if len(self._by_name) >= 1 << 12:
+            self._by_name.clear()  # bounded: names come from the wire
+        self._by_name[name] = found
+        return found

@@ -111,6 +111,13 @@ class WindowFeatures:
     def _start(self, ts: float) -> float:
         return max(math.floor(ts / self.window) * self.window, self._closed_until)
 
+    def start_of(self, ts: float) -> float:
+        """The start of the window an observation at `ts` is folded into (the oldest open one, if it is late)."""
+        return self._start(ts)
+
+    def is_open(self, ip: str, start: float) -> bool:
+        return (ip, start) in self._open
+
     def _get(self, ip: str, ts: float) -> _Window | None:
         key = (ip, self._start(ts))
         acc = self._open.get(key)

@@ -22,7 +22,7 @@ import numpy as np
 
 from sensor.errors import CamwatchError
 from sensor.model.features import FEATURE_HIGH, FEATURE_SPECS, FEATURES, N_FEATURES, WINDOW_SECONDS
-from sensor.model.forest import BACKGROUND_FRACTION, LEAF, Tree, forest_scores, grow
+from sensor.model.forest import BACKGROUND_FRACTION, LEAF, Tree, forest_credit, forest_scores, grow
 from sensor.schema import FLAG, INTEGER, LIST, NUMBER, TABLE, Invalid, Section, Text, load, setting
 
 FORMAT = "camwatch-anomaly-model"
@@ -177,24 +177,43 @@ class AnomalyModel:
     def is_anomalous(self, score: float) -> bool:
         return bool(score > self.threshold)
 
-    def explain(self, vector: np.ndarray, limit: int = 3) -> list[str]:
-        """The features of one window furthest outside the training range, in natural units, for alert text."""
+    def attribute(self, vector: np.ndarray) -> np.ndarray:
+        """Per feature, how much its splits shortened the window's paths through the forest (forest_credit): the
+        features' shares of what made the score high. They sum to c(max_samples) - E[h(x)]; a feature at an
+        ordinary value, whose splits do not isolate the window, gets zero or less."""
+        return forest_credit(self.trees, np.asarray(vector, dtype=np.float64).reshape(-1))
+
+    def drivers(self, vector: np.ndarray, limit: int = 3, skip: frozenset[str] = frozenset()) -> list[dict]:
+        """The features that drove the window's score, strongest first: those whose splits shortened its paths,
+        each with its value and the training median, in natural units (counts, bytes, shares). `skip` names
+        features whose value the caller set itself (a partial window's), which are no finding."""
+        v = np.asarray(vector, dtype=np.float64).reshape(-1)
+        credit = self.attribute(v)
+        median = np.asarray(self.feature_stats["median"])
+        out: list[dict] = []
+        for i in np.argsort(-credit, kind="stable"):
+            if credit[i] <= 0 or len(out) >= limit:
+                break
+            if FEATURE_SPECS[i].name in skip:
+                continue
+            spec = FEATURE_SPECS[i]
+            out.append({"feature": spec.name.removeprefix("log_"), "value": _natural(spec, v[i]),
+                        "typical": _natural(spec, median[i])})
+        return out
+
+    def explain(self, vector: np.ndarray, limit: int = 3, skip: frozenset[str] = frozenset()) -> list[str]:
+        """The drivers of one window, strongest first, against the training range, for alert text."""
         v = np.asarray(vector, dtype=np.float64).reshape(-1)
         lo = np.asarray(self.feature_stats["min"])
         hi = np.asarray(self.feature_stats["max"])
-        # Measured against each feature's domain, as the background sees it: against the training spread, a share
-        # that never varied would outrank fifty new peers.
-        excess = np.maximum(lo - v, v - hi) / FEATURE_HIGH
+        index = {spec.name.removeprefix("log_"): i for i, spec in enumerate(FEATURE_SPECS)}
         out = []
-        for i in np.argsort(-excess, kind="stable")[:limit]:
-            if excess[i] <= 0:
-                break
+        for driver in self.drivers(v, limit, skip):
+            i = index[driver["feature"]]
             spec = FEATURE_SPECS[i]
-            nat = (lambda a: float(np.expm1(a))) if spec.log else float
-            label = spec.name.removeprefix("log_")
-            seen = (f"always {nat(lo[i]):.4g}" if lo[i] == hi[i] else
-                    f"range {nat(lo[i]):.4g} to {nat(hi[i]):.4g}")
-            out.append(f"{label} {nat(v[i]):.4g} ({seen} in training)")
+            low, high = _natural(spec, lo[i]), _natural(spec, hi[i])
+            seen = f"always {low:.4g}" if lo[i] == hi[i] else f"range {low:.4g} to {high:.4g}"
+            out.append(f"{driver['feature']} {driver['value']:.4g} ({seen} in training)")
         return out
 
     # ---- persistence ------------------------------------------------------------------------------------
@@ -374,6 +393,12 @@ class AnomalyModel:
             "- Scores of windows cut short by the start or end of a capture are less reliable.",
             "",
         ]
+
+
+def _natural(spec, value: float) -> float:
+    """A feature value in the units a reader thinks in (counts and bytes rather than log1p), 4 significant digits."""
+    raw = float(np.expm1(value)) if spec.log else float(value)
+    return float(f"{raw:.4g}")
 
 
 def _span_text(start, end) -> str:

@@ -72,6 +72,63 @@ def test_eval_rejects_bad_labels(tmp_path, scenario):
     assert proc.returncode == 2 and "invalid labels file" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.fixture(scope="session")
+def scenario_alerts(scenario) -> tuple[list[dict], dict]:
+    proc = camwatch("replay", scenario / "baseline.pcap", scenario / "mixed.pcap", "--config", scenario / "site.toml",
+                    "--model", MODELS / "baseline.json")
+    assert proc.returncode == 0, proc.stderr
+    labels = {b["id"]: b for b in json.loads((scenario / "labels.json").read_text())["behaviours"]}
+    return alerts_of(proc.stdout), labels
+
+
+def _of(alerts: list[dict], behaviour: dict, detector: str) -> list[tuple[dict, dict]]:
+    """(line, evidence) of the behaviour's device, in its time, for each incident where the detector first shows."""
+    found, seen = [], set()
+    for a in alerts:
+        if (a["device"]["ip"] != behaviour["device"] or a["event"] == "close" or a["incident"] in seen
+                or not behaviour["start"] - 1 <= a["ts"] <= behaviour["end"] + 60):
+            continue
+        mine = [e for e in a["evidence"] if e["detector"] == detector]
+        if mine:
+            seen.add(a["incident"])
+            found.append((a, mine[0]))
+    return found
+
+
+def test_p2p_platforms_by_address_are_named_by_their_payload(scenario_alerts):
+    alerts, labels = scenario_alerts
+    for ident, service in (("kalay-p2p", "tutk-kalay"), ("reolink-p2p", "reolink-p2p"), ("xmeye-dvrip", "xmeye")):
+        ((line, evidence),) = _of(alerts, labels[ident], "vendor_cloud")
+        assert (line["service"]["id"], line["destination"]["ip"]) == (service, labels[ident]["destination"])
+        assert evidence["text"].endswith(" in the payload") and line["destination"]["name"] is None
+
+
+def test_dns_over_https_and_a_ping_are_hardcoded_infrastructure_and_the_ping_is_no_egress(scenario_alerts):
+    alerts, labels = scenario_alerts
+    ((doh, evidence),) = _of(alerts, labels["doh-resolver"], "hardcoded_infra")
+    assert (evidence["details"]["protocol"], evidence["text"], evidence["severity"]) == (
+        "dns over https", "DNS over HTTPS to dns.google", "medium")
+    ping = labels["ping-check"]
+    ((check, evidence),) = _of(alerts, ping, "hardcoded_infra")
+    assert check["severity"] == evidence["severity"] == ping["severity"] == "low"
+    assert evidence["text"] == f"connectivity check: ICMP echo to {ping['destination']}"
+    # a connectivity check is not egress (it is a destination the camera never used before, which is low too)
+    assert "egress_policy" not in check["detectors"] and check["service"]["id"] == ping["destination"]
+
+
+def test_the_sweep_anomaly_points_at_its_targets_and_names_the_fan_out(scenario_alerts):
+    """Not at the recorder the camera sends most to: at one of the sweep's targets, for the peers it added."""
+    alerts, labels = scenario_alerts
+    sweep = labels["telnet-sweep"]
+    ((line, evidence),) = _of(alerts, sweep, "anomaly")
+    targets = {f"198.51.100.{10 + k}" for k in range(40)}
+    details = evidence["details"]
+    assert line["service"]["id"] in targets and {p["port"] for p in details["peers"]} == {23}
+    assert details["drivers"][0]["feature"] in ("peers", "external_peers", "new_flows")
+    assert {p["ip"] for p in details["peers"]} <= targets and len(details["peers"]) == 5
+    assert evidence["text"].startswith(details["drivers"][0]["feature"])
+
+
 # ---- real captures: flagged with the right explanation --------------------------------------------------------
 def incidents_for(capture: str, device: str) -> list[dict]:
     """The device's incidents, each as its last line (the close, with every detector's evidence and the totals)."""

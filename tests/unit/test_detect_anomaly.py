@@ -1,6 +1,8 @@
 """sensor/detect/anomaly.py (and training.py): which devices' minutes are scored (cameras that sent), when (closed
 windows, partial ones every 5 s lifted to the training median, everything at the end), and the alert an
-out-of-character window raises: its destination is the peer the device sent most to, outside peers first."""
+out-of-character window raises: the features that drove it (the model's attribution) and the peers that carried
+the first of them, which name its destination: new peers for a burst of peers, new ports for a spread of ports, the
+peers that took the bytes for volume."""
 
 from __future__ import annotations
 
@@ -22,14 +24,16 @@ SHARE = FEATURES.index("external_byte_share")
 
 
 class FakeModel:
-    """Scores a window by its log_bytes_sent; anomalous from 9.0; explains with the feature values it was given."""
+    """Scores a window by its log_bytes_sent; anomalous from 9.0; above 10, `driver` drove it (bytes by default)."""
 
     name, version, threshold, window_seconds = "fake", "7", 9.0, 60.0
     features = FEATURES
     feature_stats = {"min": [1.0] * len(FEATURES), "median": [5.0] * len(FEATURES), "max": [8.0] * len(FEATURES)}
 
-    def __init__(self):
+    def __init__(self, driver: str | None = "bytes_sent"):
         self.scored: list[np.ndarray] = []
+        self.driver = driver
+        self.skipped: list[frozenset] = []
 
     def score(self, rows):
         self.scored.extend(rows)
@@ -38,13 +42,20 @@ class FakeModel:
     def is_anomalous(self, score):
         return score >= self.threshold
 
-    def explain(self, vector):
-        return [f"bytes {vector[BYTES]:.1f}", "and more"] if vector[BYTES] > 10 else []
+    def drivers(self, vector, limit=3, skip=frozenset()):
+        self.skipped.append(skip)
+        if vector[BYTES] <= 10 or self.driver is None or f"log_{self.driver}" in skip or self.driver in skip:
+            return []
+        return [{"feature": self.driver, "value": 42.0, "typical": 2.0}]
+
+    def explain(self, vector, limit=3, skip=frozenset()):
+        return [f"{d['feature']} {d['value']:g}" for d in self.drivers(vector, limit, skip)] + ["and more"] \
+            if vector[BYTES] > 10 else []
 
 
-def _setup(windows=None):
+def _setup(windows=None, driver="bytes_sent"):
     inventory = Inventory(Config(), ManufDatabase({}), CoveredMakers([], "0"))
-    model = FakeModel()
+    model = FakeModel(driver)
     context = DetectorContext("site", Episodes(3600.0), model=model, inventory=inventory, windows=windows)
     detector = AnomalyDetector(context)
     camera = inventory.touch("10.20.0.5", 0, T0)
@@ -52,8 +63,9 @@ def _setup(windows=None):
     return detector, model, camera
 
 
-def _obs(dev, ts, nbytes, peer="203.0.113.7", scope="public", port=443, packets=10, name=None) -> Observation:
-    return Observation(ts, dev, packets, nbytes, True, peer, port, "tcp", name, scope, 20, None, True)
+def _obs(dev, ts, nbytes, peer="203.0.113.7", scope="public", port=443, packets=10, name=None,
+         new_flow=True) -> Observation:
+    return Observation(ts, dev, packets, nbytes, True, peer, port, "tcp", name, scope, 20, None, new_flow)
 
 
 def test_only_a_model_makes_the_detector_wanted_and_it_needs_the_inventory():
@@ -68,7 +80,7 @@ def test_only_a_model_makes_the_detector_wanted_and_it_needs_the_inventory():
                                            "public", "other"})
 
 
-def test_a_closed_out_of_character_window_alerts_with_its_top_peer():
+def test_a_closed_out_of_character_window_names_its_drivers_and_the_peers_that_carried_them():
     detector, model, camera = _setup()
     detector.observe(_obs(camera, T0 + 1, 3_000_000, peer="10.20.0.2", scope="camera", port=554))
     detector.observe(_obs(camera, T0 + 2, 20_000, name="cloud.example.com"))
@@ -77,15 +89,113 @@ def test_a_closed_out_of_character_window_alerts_with_its_top_peer():
     assert alert.as_dict() == {
         "ts": T0 + 60.0, "sensor": "site", "detector": "anomaly", "severity": "medium",
         "device": {"ip": "10.20.0.5", "mac": None, "vendor": None},
-        "destination": {"ip": "198.51.100.1", "port": 443, "proto": "tcp", "name": "top.example", "scope": "public"},
+        # bytes drove it: the peer that took the bytes, here the recorder, is its destination
+        "destination": {"ip": "10.20.0.2", "port": 554, "proto": "tcp", "name": None, "scope": "camera"},
         "score": pytest.approx(np.log1p(3_070_000)), "summary": "10.20.0.5 behaved out of character in the "
-        "minute from 22:13:00 UTC: bytes 14.9; and more (anomaly score 14.94, threshold 9.00, model fake).",
-        "vlan": 20, "model": "fake", "model_version": "7"}
-    assert detector._peers == {}
+        "minute from 22:13:00 UTC: bytes_sent 42; and more, carried by 10.20.0.2, 198.51.100.1, 203.0.113.7 "
+        "(anomaly score 14.94, threshold 9.00, model fake).",
+        "vlan": 20, "model": "fake", "model_version": "7",
+        "drivers": [{"feature": "bytes_sent", "value": 42.0, "typical": 2.0}],
+        "peers": [{"ip": "10.20.0.2", "port": 554, "proto": "tcp"},
+                  {"ip": "198.51.100.1", "port": 443, "proto": "tcp", "name": "top.example"},
+                  {"ip": "203.0.113.7", "port": 443, "proto": "tcp", "name": "cloud.example.com"}],
+        "evidence": "bytes_sent 42 (typical 2): 10.20.0.2, 198.51.100.1, 203.0.113.7"}
+    assert detector._sent == {} and model.skipped[-1] == frozenset()
     assert model.scored[0][FEATURES.index("log_new_flows")] == pytest.approx(np.log1p(3))
     assert detector._episodes.take_dirty() == [(("anomaly", "10.20.0.5"), T0 + 60.0, T0 + 60.0, 0, 0)]
     detector.observe(_obs(camera, T0 + 61, 3_000_000))
     assert detector.tick(T0 + 120.0, False) == []                # the same episode: no second alert
+
+
+def _quiet_minute(detector, camera, start):
+    """An ordinary minute: video to the recorder, DNS and NTP to the gateway."""
+    detector.observe(_obs(camera, start + 1, 5_000, peer="10.20.0.2", scope="camera", port=554))
+    detector.observe(_obs(camera, start + 2, 80, peer="10.20.0.1", scope="camera", port=53, new_flow=True))
+    detector.observe(_obs(camera, start + 3, 90, peer="10.20.0.1", scope="camera", port=123, new_flow=True))
+
+
+def _sweep(detector, camera, start, targets=12, port=23):
+    for k in range(targets):
+        detector.observe(_obs(camera, start + 5 + k, 60, peer=f"198.51.100.{20 + k}", port=port, packets=1,
+                              new_flow=True))
+    detector.observe(_obs(camera, start + 30, 9_000_000, peer="10.20.0.2", scope="camera", port=554))
+
+
+@pytest.mark.parametrize("driver", ["peers", "external_peers", "new_flows", "initiated_share"])
+def test_a_burst_of_new_peers_is_carried_by_them_not_by_the_usual_big_peer(driver):
+    """The recorder took the bytes, but the window stood out for its new peers: the first of them is the
+    destination, the usual ones are not listed."""
+    detector, _, camera = _setup(driver=driver)
+    _quiet_minute(detector, camera, T0)
+    assert detector.tick(T0 + 60.0, False) == []
+    _sweep(detector, camera, T0 + 60)
+    [alert] = detector.tick(T0 + 120.0, False)
+    assert (alert.dst_ip, alert.dst_port, alert.dst_scope) == ("198.51.100.20", 23, "public")
+    assert [p["ip"] for p in alert.extra["peers"]] == [f"198.51.100.{20 + k}" for k in range(5)]
+    assert alert.extra["evidence"] == f"{driver} 42 (typical 2): 198.51.100.20, 198.51.100.21, 198.51.100.22 and 9 more"
+    assert ", carried by 198.51.100.20, 198.51.100.21, 198.51.100.22 and 9 more (" in alert.summary
+
+
+def test_a_spread_of_service_ports_is_carried_by_the_new_ports():
+    detector, _, camera = _setup(driver="service_ports")
+    _quiet_minute(detector, camera, T0)
+    detector.tick(T0 + 60.0, False)
+    _quiet_minute(detector, camera, T0 + 60)
+    for k, port in enumerate((22, 23, 80, 8080, 37777)):
+        detector.observe(_obs(camera, T0 + 70 + k, 60, peer="10.20.0.9", scope="camera", port=port, packets=1))
+    detector.observe(_obs(camera, T0 + 90, 9_000_000, peer="10.20.0.2", scope="camera", port=554))
+    [alert] = detector.tick(T0 + 120.0, False)
+    assert [(p["ip"], p["port"]) for p in alert.extra["peers"]] == [("10.20.0.9", p) for p in (22, 23, 80, 8080, 37777)]
+    assert alert.extra["evidence"] == "service_ports 42 (typical 2): tcp/22, tcp/23, tcp/80 and 2 more"
+
+
+def test_volume_and_outside_share_are_carried_by_the_peers_that_took_the_bytes():
+    detector, _, camera = _setup(driver="external_byte_share")
+    detector.observe(_obs(camera, T0 + 1, 9_000_000, peer="10.20.0.2", scope="camera", port=554))
+    detector.observe(_obs(camera, T0 + 2, 1_000, peer="203.0.113.8"))
+    detector.observe(_obs(camera, T0 + 3, 900_000, peer="203.0.113.9", port=10000))
+    [alert] = detector.tick(T0 + 60.0, False)
+    assert [p["ip"] for p in alert.extra["peers"]] == ["203.0.113.9", "203.0.113.8"]   # outside peers, by bytes
+    detector, _, camera = _setup(driver="packets_sent")
+    detector.observe(_obs(camera, T0 + 1, 9_000_000, peer="10.20.0.2", scope="camera", port=554, packets=10))
+    detector.observe(_obs(camera, T0 + 2, 50_000, peer="203.0.113.8", packets=900))
+    [alert] = detector.tick(T0 + 60.0, False)
+    assert alert.dst_ip == "203.0.113.8"
+
+
+def test_a_burst_of_lookups_is_carried_by_the_resolvers_asked():
+    detector, _, camera = _setup(driver="dns_queries")
+    detector.observe(_obs(camera, T0 + 1, 9_000_000, peer="10.20.0.2", scope="camera", port=554))
+    detector.observe(_obs(camera, T0 + 2, 500, peer="8.8.8.8", port=53))
+    for k in range(5):
+        detector.dns_query(DnsQuery(T0 + 2, camera, f"n{k}.example", "8.8.8.8", "public", 20, False))
+    detector.dns_query(DnsQuery(T0 + 3, camera, "a.example", "10.20.0.1", "camera", 20, False))
+    [alert] = detector.tick(T0 + 60.0, False)
+    assert [p["ip"] for p in alert.extra["peers"]] == ["8.8.8.8", "10.20.0.1"]
+    assert (alert.dst_ip, alert.dst_port, alert.dst_proto, alert.dst_scope) == ("8.8.8.8", 53, "udp", "public")
+
+
+def test_without_a_driver_the_outside_peer_it_sent_most_to_stands_in():
+    detector, _, camera = _setup(driver=None)
+    detector.observe(_obs(camera, T0 + 1, 3_000_000, peer="10.20.0.2", scope="camera", port=554))
+    detector.observe(_obs(camera, T0 + 2, 20_000))
+    detector.observe(_obs(camera, T0 + 3, 50_000, peer="198.51.100.1"))
+    [alert] = detector.tick(T0 + 60.0, False)
+    assert alert.dst_ip == "198.51.100.1" and alert.extra["drivers"] == []
+    assert alert.extra["evidence"] == "out of character"
+
+
+def test_a_partial_windows_lifted_or_clamped_features_are_no_drivers():
+    detector, model, camera = _setup(driver="bytes_sent")
+    detector.observe(_obs(camera, T0 + 1, 3_000_000, packets=1))
+    [alert] = detector.tick(T0 + 5.0, False)                     # a partial look: the mean size is clamped
+    assert model.skipped[-1] == {"log_mean_packet_bytes", "log_packets_sent", "log_new_flows", "log_peers",
+                                 "log_external_peers", "log_service_ports", "log_dns_queries"}   # counts lifted
+    assert alert.extra["drivers"] == [{"feature": "bytes_sent", "value": 42.0, "typical": 2.0}]
+    detector2, model2, camera2 = _setup(driver="mean_packet_bytes")
+    detector2.observe(_obs(camera2, T0 + 1, 3_000_000, packets=1))
+    [alert2] = detector2.tick(T0 + 5.0, False)
+    assert alert2.extra["drivers"] == [] and alert2.extra["evidence"] == "out of character"
 
 
 def test_an_ordinary_window_or_a_forgotten_device_raises_nothing():
@@ -113,16 +223,50 @@ def test_only_cameras_that_send_are_modelled_and_peers_are_bounded():
     other = Device("10.20.0.6")
     detector.observe(_obs(other, T0 + 1, 100))
     detector.observe(_obs(camera, T0 + 1, 0, packets=0))
-    assert len(detector.windows) == 0 and detector._peers == {}
+    assert len(detector.windows) == 0 and detector._sent == {}
     for i in range(AnomalyDetector.MAX_PEERS_TRACKED + 3):
         detector.observe(_obs(camera, T0 + 2, 10, peer=f"10.20.1.{i}", scope="camera"))
     detector.observe(_obs(camera, T0 + 3, 5, peer="10.20.1.0", scope="camera"))
-    peers = detector._peers["10.20.0.5"]
-    assert len(peers) == 256 and peers[("10.20.1.0", 443, "tcp", None, "camera", 20)] == 15
+    sent = detector._sent["10.20.0.5"][T0]
+    assert len(sent.conversations) == 256 and sent.conversations[("10.20.1.0", 443, "tcp")].bytes == 15
     detector.observe(_obs(camera, T0 + 3, 5, peer="203.0.113.1"))
-    assert ("203.0.113.1", 443, "tcp", None, "public", 20) not in peers
+    assert ("203.0.113.1", 443, "tcp") not in sent.conversations
     detector.dns_query(DnsQuery(T0 + 4, camera, "a.example", "10.20.0.1", "camera", 20, False))
     assert detector.windows._open[("10.20.0.5", T0)].dns == 1
+    assert [(r, c.packets, c.scope) for r, c in sent.resolvers.items()] == [("10.20.0.1", 1, "camera")]
+    for k in range(AnomalyDetector.MAX_PEERS_TRACKED + 3):
+        detector.dns_query(DnsQuery(T0 + 4, camera, "a.example", f"10.20.2.{k}", "camera", 20, False))
+    assert len(sent.resolvers) == 256
+    detector.tick(T0 + 60.0, False)                             # retired: its peers become the usual ones, bounded
+    peers, ports = detector._usual.get("10.20.0.5")
+    assert len(peers) == AnomalyDetector.USUAL_PEERS and "10.20.1.0" in peers and ports == {("tcp", 443)}
+    assert detector._sent == {}
+
+
+def test_a_window_of_lookups_alone_leaves_no_record_behind():
+    """WindowFeatures emits nothing for a window in which the device only looked names up; its record goes when
+    the window ends all the same, so a long run does not pile them up."""
+    detector, _, camera = _setup()
+    detector.dns_query(DnsQuery(T0 + 4, camera, "a.example", "10.20.0.1", "camera", 20, False))
+    detector.dns_query(DnsQuery(T0 + 4, Device("10.20.0.6"), "a.example", "10.20.0.1", "camera", 20, False))
+    assert set(detector._sent) == {"10.20.0.5"}                   # cameras only
+    assert detector.tick(T0 + 59.0, False) == [] and set(detector._sent) == {"10.20.0.5"}
+    assert detector.tick(T0 + 60.0, False) == [] and detector._sent == {}
+    assert detector._usual.get("10.20.0.5") == (frozenset({"10.20.0.1"}), frozenset())
+
+
+def test_what_a_device_sent_is_kept_only_for_windows_the_features_keep():
+    """WindowFeatures bounds the devices with open windows; a device it refuses gets no record here either."""
+    from sensor.config import parse_config
+    inventory = Inventory(Config(), ManufDatabase({}), CoveredMakers([], "0"))
+    detector = AnomalyDetector(DetectorContext("s", Episodes(1.0), config=parse_config({"limits": {"max_devices": 2}}),
+                                               model=FakeModel(), inventory=inventory))
+    for k in range(5):
+        dev = inventory.touch(f"10.20.0.{10 + k}", 0, T0)
+        dev.evidence.add("rtsp_server")
+        detector.observe(_obs(dev, T0 + 1, 100))
+        detector.dns_query(DnsQuery(T0 + 2, dev, "a.example", "10.20.0.1", "camera", 20, False))
+    assert set(detector._sent) == {"10.20.0.10", "10.20.0.11"}
 
 
 def test_partial_windows_are_looked_at_every_5_s_lifted_to_the_median_and_clamped():

@@ -1,16 +1,28 @@
 """sensor/detect/vendor_cloud.py and indicators.py: vendor clouds recognised by DNS query, by name of the flow, by
-payload signature, or by port from a device of the service's maker; one alert per (device, service) episode."""
+payload signature, or by port from a device of the service's maker; one alert per (device, service) episode. The P2P
+signatures are checked on packets built from each protocol's write-up, through the whole pipeline, against their
+look-alikes."""
 
 from __future__ import annotations
 
+import struct
+
+import pytest
+
+from packets import ethernet, ip, mac, tcp, udp
+from plant_recognise import baichuan, dvrip, kalay_cc51, kalay_iotc, reolink_bcudp_data, reolink_bcudp_discovery
+from sensor import compiled
+from sensor.config import Config
 from sensor.detect import Indicators
 from sensor.detect.base import DetectorContext
 from sensor.detect.episodes import Episodes
 from sensor.detect.vendor_cloud import VendorCloudDetector
-from sensor.enrich import DnsQuery
+from sensor.enrich import DnsQuery, ManufDatabase
 from sensor.flows import Flow
+from sensor.pipeline import Sensor
 from sensor.tags import TAG_PPPP, TAG_SIGNATURE_BASE
 
+from .builders import batch_of
 from .observations import device as _device
 from .observations import observation as _obs
 
@@ -109,3 +121,107 @@ def test_indicator_names_are_cached_and_bounded():
     assert len(indicators._by_name) == 1 << 14
     indicators.by_name("one.more.example")
     assert len(indicators._by_name) == 1
+
+
+# ---- payload signatures on the wire: packets built as each protocol's write-up describes them ------------------------
+CAM, PEER = "10.20.0.5", "203.0.113.140"
+CAM_MAC, GATEWAY_MAC = mac("00:12:34:00:00:05"), mac("00:0c:29:00:00:01")
+
+
+def _udp(payload: bytes, dport: int = 10240, sport: int = 24680) -> tuple[int, bytes]:
+    return 17, udp(CAM, PEER, sport, dport, payload)
+
+
+def _tcp(payload: bytes, dport: int, sport: int = 40622) -> list[tuple[int, bytes]]:
+    return [(6, tcp(CAM, PEER, sport, dport, 1000, 0, "S")), (6, tcp(CAM, PEER, sport, dport, 1001, 1, "PA", payload))]
+
+
+def _cloud_alerts(packets: list[tuple[int, bytes]]) -> list:
+    """vendor_cloud's alerts on the device's packets to PEER, through the whole pipeline (decode, tags, flows)."""
+    alerts: list = []
+    sensor = Sensor(Config(), ManufDatabase({}), on_alert=alerts.append)
+    frames = [ethernet(GATEWAY_MAC, CAM_MAC, 0x0800, ip(CAM, PEER, proto, l4)) for proto, l4 in packets]
+    sensor.process(batch_of(frames, ts=[1_700_000_000.0 + 0.1 * i for i in range(len(frames))]))
+    sensor.finish()
+    # the incidents' open lines that vendor_cloud leads (it leads egress_policy at equal severity)
+    return [a for a in alerts if a.detector == "vendor_cloud" and a.extra["event"] == "open"]
+
+
+@pytest.fixture
+def tagger(impl, monkeypatch) -> str:
+    """impl, with the payload tagger switched the same way (compiled or its numpy reference)."""
+    monkeypatch.setattr(compiled, "tags", impl == "compiled")
+    return impl
+
+
+KALAY_SESSION_IDS = [b"\x00\x00\x00\x00", b"\x5a\x17\xc3\x09", b"\xff\xff\xff\xff", b"\x01\x80\x7f\xfe"]
+
+SIGNED = [
+    ("kalay discovery response", [_udp(kalay_iotc(0x0602, 0x0012, bytes(184)))], "tutk-kalay",
+     "a scrambled ThroughTek IOTC discovery response (command 0x0602) in the payload"),
+    *[(f"kalay keep-alive {s.hex()}", [_udp(kalay_iotc(0x0428, 0x0012, bytes(8), session=s, sequence=k))],
+       "tutk-kalay", "a scrambled ThroughTek IOTC keep-alive from a device (command 0x0428) in the payload")
+      for k, s in enumerate(KALAY_SESSION_IDS)],
+    ("kalay data", [_udp(kalay_iotc(0x0408, 0x0012, bytes(range(52)), version=0x1D))], "tutk-kalay",
+     "a scrambled ThroughTek IOTC data message from a device (command 0x0408) in the payload"),
+    ("kalay 0xcc51 discovery", [_udp(kalay_cc51(0x1002, bytes(40)))], "tutk-kalay",
+     "the ThroughTek IOTC (0xCC51) discovery header in the payload"),
+    ("kalay 0xcc51 dtls", [_udp(kalay_cc51(0x1502, bytes(77)))], "tutk-kalay",
+     "the ThroughTek IOTC (0xCC51) DTLS wrapper header in the payload"),
+    ("reolink discovery", [_udp(reolink_bcudp_discovery(3, bytes(120)), dport=9999)], "reolink-p2p",
+     "the Reolink BCUDP P2P discovery header in the payload"),
+    ("reolink data", [_udp(reolink_bcudp_data(-4711, 9, baichuan(3, bytes(30))), dport=9999)], "reolink-p2p",
+     "the Reolink BCUDP P2P data header in the payload"),
+    ("reolink ack", [_udp(b"\x20\xcf\x87\x2a" + bytes(24), dport=9999)], "reolink-p2p",
+     "the Reolink BCUDP P2P acknowledgement header in the payload"),
+    ("baichuan", _tcp(baichuan(1, bytes(64)), dport=9000), "reolink-p2p", "the Reolink Baichuan header in the payload"),
+    ("dvrip alarm push", _tcp(dvrip(1504, b'{"Type": "Alarm"}', session=0x5A), dport=15002), "xmeye",
+     "the Xiongmai DVRIP (Sofia) header in the payload"),
+    ("dvrip login", _tcp(dvrip(1000, b'{"UserName": "admin"}'), dport=34567), "xmeye",
+     "the Xiongmai DVRIP (Sofia) header in the payload"),
+    ("dvrip reply", _tcp(dvrip(1001, b'{"Ret": 100}', session=0x12, version=1), dport=34567), "xmeye",
+     "the Xiongmai DVRIP (Sofia) header in the payload"),
+]
+
+
+@pytest.mark.parametrize("packets,service,evidence", [s[1:] for s in SIGNED], ids=[s[0] for s in SIGNED])
+def test_a_p2p_platform_reached_by_address_is_recognised_by_its_payload(tagger, packets, service, evidence):
+    (alert,) = _cloud_alerts(packets)
+    own = [e["text"] for e in alert.extra["evidence"] if e["detector"] == "vendor_cloud"]
+    assert (alert.extra["service"]["id"], own, alert.dst_ip) == (service, [evidence], PEER)
+
+
+LOOK_ALIKES = [
+    # a Kalay client's (not a device's) discovery request, and a device message of another command
+    ("kalay client request", [_udp(kalay_iotc(0x0601, 0x0021, bytes(64)))]),
+    ("kalay other command", [_udp(kalay_iotc(0x0404, 0x0012, bytes(36)))]),
+    ("kalay unscrambled", [_udp(struct.pack("<BBBBHHHH4s", 4, 2, 0x19, 2, 8, 0, 0x0428, 0x0012, bytes(4)) + bytes(8))]),
+    ("kalay header one byte late", [_udp(b"\x00" + kalay_iotc(0x0428, 0x0012, bytes(8)))]),
+    ("cc51 other payload size", [_udp(kalay_cc51(0x1002, bytes(41)))]),
+    ("reolink magic over tcp", _tcp(reolink_bcudp_discovery(1, bytes(40)), dport=9999)),
+    ("reolink magic big-endian", [_udp(struct.pack(">I", 0x2A87CF3A) + bytes(40), dport=9999)]),
+    ("reolink magic one bit off", [_udp(b"\x3a\xcf\x87\x2b" + bytes(40), dport=9999)]),
+    ("baichuan over udp", [_udp(baichuan(1, bytes(64)), dport=9000)]),
+    ("dvrip on another port", _tcp(dvrip(1000, b'{"UserName": "admin"}'), dport=8443)),
+    ("dvrip over udp", [_udp(dvrip(1000, b'{"UserName": "admin"}'), dport=34567)]),
+    ("dvrip version 2", _tcp(b"\xff\x02\x00\x00" + bytes(40), dport=34567)),
+    ("little-endian 255 on 34567", _tcp(struct.pack("<IIII", 0xFF00FF, 255, 0, 0), dport=34567)),
+    ("tls on 34567", _tcp(b"\x16\x03\x01\x00\x40" + bytes(64), dport=34567)),
+]
+
+
+@pytest.mark.parametrize("packets", [s[1] for s in LOOK_ALIKES], ids=[s[0] for s in LOOK_ALIKES])
+def test_look_alikes_of_the_p2p_signatures_are_not_recognised(tagger, packets):
+    assert _cloud_alerts(packets) == []
+
+
+def test_the_shipped_kalay_patterns_are_the_scrambled_device_headers():
+    """Rebuilt from the plaintext headers (command and flags at bytes 8-11) through the scrambler the write-ups
+    describe: the bits under the mask depend on nothing else, so every session id gives the same pattern."""
+    kalay = next(s for s in INDICATORS.services if s.id == "tutk-kalay")
+    scrambled = [sig for _, sig in kalay.signature_rules if sig.pattern_mask == bytes.fromhex("ffff1fe0fe010000")]
+    assert len(scrambled) == 3
+    for sig, command in zip(scrambled, (0x0602, 0x0428, 0x0408), strict=True):
+        for session in KALAY_SESSION_IDS:
+            head = int.from_bytes(kalay_iotc(command, 0x0012, bytes(8), session=session)[:8], "big")
+            assert head & int.from_bytes(sig.pattern_mask, "big") == int.from_bytes(sig.pattern, "big")

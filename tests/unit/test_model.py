@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from sensor.enrich import SCOPE_ALLOWED, SCOPE_CAMERA, SCOPE_CORE, SCOPE_PUBLIC,
 from sensor.errors import CamwatchError
 from sensor.model import (
     FEATURE_HIGH,
+    FEATURE_SPECS,
     FEATURES,
     WINDOW_SECONDS,
     AnomalyModel,
@@ -479,4 +481,52 @@ def test_fan_out_to_external_peers_is_anomalous(minute_fn, seed):
     [score] = model.score(vec)
     assert model.is_anomalous(score), (score, model.threshold)
     assert score > normal_scores.max()
-    assert model.explain(vec)[0].startswith(("external_peers 5", "peers 5", "new_flows 5"))
+    # A fan-out moves four features at once (peers, external peers, new flows, the share of conversations it
+    # opened); the fan-out ones carry most of the score between them, whichever of the four splits isolate first.
+    drivers = [d["feature"] for d in model.drivers(vec)]
+    assert set(drivers) <= {"external_peers", "peers", "new_flows", "initiated_share"}, drivers
+    assert {"external_peers", "peers", "new_flows"} & set(drivers[:2]), drivers
+    credit = dict(zip(FEATURES, model.attribute(vec), strict=True))
+    fan_out = credit["log_peers"] + credit["log_external_peers"] + credit["log_new_flows"]
+    assert fan_out > 2 * max(credit["initiated_share"], 0.0)
+    assert model.explain(vec)[0].startswith(f"{drivers[0]} ")
+
+
+# ---- explanations: which features drove a score ------------------------------------------------------------------
+
+def test_the_attribution_divides_exactly_what_made_the_score_high(trained):
+    """The features' credits sum to c(max_samples) - E[h(x)], so the score is 2 ** -(1 - sum / c): nothing of the
+    score is left unexplained or explained twice."""
+    model, x = trained
+    c = float(average_path_length([model.max_samples])[0])
+    probe = np.vstack([x[:50], mixed_data(np.random.default_rng(5), 20) * 3.0])
+    for vec, score in zip(probe, model.score(probe), strict=True):
+        total = model.attribute(vec).sum()
+        assert 2.0 ** -(1.0 - total / c) == pytest.approx(score, rel=1e-9)
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "baseline.json"
+
+
+@pytest.mark.parametrize("feature", [f for f in FEATURES if f != "initiated_share"])
+def test_the_one_feature_that_makes_a_window_odd_is_named_first(feature):
+    """An ordinary minute of the shipped baseline (every feature at its training median) with one feature pushed
+    far out: that feature is the first driver, with its value and its typical value in natural units."""
+    model = AnomalyModel.load(SHIPPED)
+    median = np.asarray(model.feature_stats["median"])
+    vec = median.copy()
+    i = FEATURES.index(feature)
+    spec = FEATURE_SPECS[i]
+    vec[i] = median[i] + math.log1p(50) if spec.log else min(median[i] + 0.6, 1.0)
+    first = model.drivers(vec)[0]
+    natural = (lambda a: float(np.expm1(a))) if spec.log else float
+    assert first == {"feature": feature.removeprefix("log_"), "value": pytest.approx(natural(vec[i]), rel=1e-3),
+                     "typical": pytest.approx(natural(median[i]), rel=1e-3, abs=1e-9)}
+    assert model.explain(vec)[0].startswith(f"{first['feature']} ")
+
+
+def test_an_ordinary_window_has_no_drivers():
+    """At the training median no feature's splits isolate the window faster than an ordinary point's."""
+    model = AnomalyModel.load(SHIPPED)
+    median = np.asarray(model.feature_stats["median"])
+    assert model.drivers(median) == [] and model.explain(median) == []

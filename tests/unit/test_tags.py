@@ -1,5 +1,5 @@
 """sensor/tags.py is the one definition of the payload tag bits: the compiled tagger takes them as arguments, so
-moved bits move in C too, and it equals the numpy tagger."""
+moved bits move in C too, and it equals the numpy tagger; ICMP types and masked signatures are tagged alike."""
 
 from __future__ import annotations
 
@@ -39,3 +39,43 @@ def test_the_compiled_tagger_takes_its_bits_from_sensor_tags(capture, monkeypatc
         assert np.array_equal(fast, ref)
         assert np.array_equal(fast == 0, old == 0)   # the same rows tagged, at the new positions
         assert not np.any(fast & np.uint64(0b1111))
+
+
+def _frames_of_every_kind() -> list[bytes]:
+    from packets import ethernet, icmp_echo, ip, ipv4, mac, udp
+    src, dst, cam, gw = "10.20.0.5", "8.8.8.8", mac("00:12:34:00:00:05"), mac("00:0c:29:00:00:01")
+    unreachable = b"\x03\x03\x00\x00\x00\x00\x00\x00" + ip(dst, src, 17, udp(dst, src, 53, 5000, b"x"))[:28]
+    return [
+        ethernet(gw, cam, 0x0800, ip(src, dst, 1, icmp_echo(7, 1))),                       # echo request
+        ethernet(cam, gw, 0x0800, ip(dst, src, 1, icmp_echo(7, 1, reply=True))),           # echo reply
+        ethernet(gw, cam, 0x0800, ip(src, dst, 1, unreachable)),                           # destination unreachable
+        ethernet(gw, cam, 0x86DD, ip("fd00::5", "2001:db8::8", 58, b"\x80\x00\x00\x00" + bytes(8))),  # v6 echo
+        ethernet(gw, cam, 0x86DD, ip("fd00::5", "2001:db8::8", 58, b"\x87\x00\x00\x00" + bytes(20))),  # v6 NS
+        ethernet(gw, cam, 0x0800, ipv4(src, dst, 1, bytes(64), frag_offset=1480)),         # a later fragment
+        # fixed bits equal, the free ones anything: a match; one fixed bit off: none
+        ethernet(gw, cam, 0x0800, ip(src, dst, 17, udp(src, dst, 5000, 10240, bytes.fromhex("4c6f2d1f41fe0a0b")))),
+        ethernet(gw, cam, 0x0800, ip(src, dst, 17, udp(src, dst, 5000, 10240, bytes.fromhex("4c6f0d0042000000")))),
+    ]
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["compiled", "numpy"])
+def test_icmp_types_and_masked_signatures_are_tagged_alike_by_both_taggers(on, monkeypatch):
+    """ICMP flows are keyed without their type, so echo and other messages are tagged; a hex signature matches
+    under its mask only. Both taggers give the same bits."""
+    if on and compiled.extension is None:
+        pytest.skip("the C extension was not built on this machine")
+    from .builders import batch_of
+    monkeypatch.setattr(compiled, "tags", on)
+    tagger = tags.PayloadTagger([(bytes.fromhex("4c6f0d0040000000"), bytes.fromhex("ffff1fe0fe010000"))])
+    dec = decode(batch_of(_frames_of_every_kind()))
+    rows = np.flatnonzero(dec.is_ip)
+    got = tagger.tags(dec, rows)
+    assert np.array_equal(got, tagger.tags_numpy(dec, rows))
+    echo, other, sig = tags.TAG_ICMP_ECHO, tags.TAG_ICMP_OTHER, tags.signature_bit(0)
+    assert got.tolist() == [echo, echo, other, echo, other, 0, sig, 0]
+    # only the rows asked about: the ICMP rows left out are not tagged, the others keep their places
+    subset = rows[[1, 2, 6]]
+    assert tagger.tags(dec, subset).tolist() == [echo, other, sig]
+    assert tagger.tags(dec, rows[:0]).tolist() == []
+    with pytest.raises(ValueError, match="a prefix signature is a"):
+        tags.PayloadTagger([(b"\xff\x00", b"\xff")])
