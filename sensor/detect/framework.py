@@ -19,7 +19,7 @@ from sensor.detect.base import Detector, DetectorContext, hooked
 from sensor.detect.episodes import Episodes, tracked_pairs
 from sensor.detect.indicators import Indicators
 from sensor.detect.training import WindowCollector
-from sensor.enrich import SCOPES, DnsAnswer, DnsQuery, IdentityReport, Inventory, Observation, UpnpRequest
+from sensor.enrich import SCOPES, DnsAnswer, DnsQuery, FileFetch, IdentityReport, Inventory, Observation, UpnpRequest
 from sensor.state import KnownState
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ class Detection:
         self._dns_query = tuple(d.dns_query for d in detectors if hooked(d, "dns_query"))
         self._dns_answer = tuple(d.dns_answer for d in detectors if hooked(d, "dns_answer"))
         self._upnp = tuple(d.upnp for d in detectors if hooked(d, "upnp"))
+        self._fetch = tuple(d.fetch for d in detectors if hooked(d, "fetch"))
         self._identity = tuple(d.identity for d in detectors if hooked(d, "identity"))
         self._tick = tuple(d.tick for d in detectors if hooked(d, "tick"))
 
@@ -85,6 +86,10 @@ class Detection:
     def upnp(self, request: UpnpRequest) -> None:
         for hook in self._upnp:
             self._emit_if(hook(request))
+
+    def fetch(self, fetch: FileFetch) -> None:
+        for hook in self._fetch:
+            self._emit_if(hook(fetch))
 
     def identity(self, report: IdentityReport) -> None:
         for hook in self._identity:

@@ -18,6 +18,7 @@ from sensor.enrich import (
     Device,
     DnsAnswer,
     DnsQuery,
+    FileFetch,
     IdentityReport,
     Inventory,
     ManufDatabase,
@@ -59,6 +60,10 @@ class Everything(Detector):
 
     def upnp(self, request):
         self.calls["upnp"] += 1
+
+    def fetch(self, fetch):
+        self.calls["fetch"] += 1
+        return _alert(fetch.ts, self.name, "medium")
 
     def identity(self, report):
         self.calls["identity"] += 1
@@ -113,16 +118,17 @@ def test_each_event_reaches_the_hooks_that_want_it_and_alerts_are_counted():
     answer, report = DnsAnswer(2.0, None, "10.20.0.5", 20), IdentityReport(2.0, dev, {})
     detection.dns_answer(answer)
     detection.upnp(UpnpRequest(2.0, dev, "upnp_igd_discovery", "239.255.255.250", 1900, "udp", "multicast", 20, ""))
+    detection.fetch(FileFetch(2.5, dev, "192.0.2.9", 69, "udp", "public", 20, "tftp", "RRQ", "x.sh", "x.sh", "script"))
     detection.identity(report)
     detection.tick(3.0)
     detection.tick(4.0, final=True)
     assert everything.calls == {"observe:public": 1, "observe:core": 1, "dns_query": 1, "dns_answer": 1, "upnp": 1,
-                                "identity": 1, "tick": 1, "final": 1}
+                                "fetch": 1, "identity": 1, "tick": 1, "final": 1}
     assert [(a.detector, a.severity, a.ts) for a in written] == [
         ("everything", "high", 1.0), ("everything", "high", 1.0), ("everything", "low", 2.0),
-        ("everything", "medium", 4.0)]
+        ("everything", "medium", 2.5), ("everything", "medium", 4.0)]
     assert detection.alert_counts == {("everything", "high"): 2, ("everything", "low"): 1,
-                                      ("everything", "medium"): 1}
+                                      ("everything", "medium"): 2}
     assert detection.suppressed == Counter()
     assert everything.seen[0] is answer and everything.seen[1] is report
 
