@@ -9,6 +9,7 @@ from __future__ import annotations
 from sensor.detect.anomaly import AnomalyDetector
 from sensor.detect.base import Detector, DetectorContext
 from sensor.detect.beaconing import BeaconingDetector
+from sensor.detect.cleartext_fetch import CleartextFetchDetector
 from sensor.detect.egress_policy import EgressPolicyDetector
 from sensor.detect.hardcoded_infra import HardcodedInfraDetector
 from sensor.detect.new_destination import NewDestinationDetector
@@ -21,6 +22,7 @@ DETECTORS: tuple[type[Detector], ...] = (
     SegmentationDetector,
     VendorCloudDetector,
     HardcodedInfraDetector,
+    CleartextFetchDetector,
     VideoEgressDetector,
     BeaconingDetector,
     NewDestinationDetector,
