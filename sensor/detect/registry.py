@@ -12,6 +12,7 @@ from sensor.detect.beaconing import BeaconingDetector
 from sensor.detect.cleartext_fetch import CleartextFetchDetector
 from sensor.detect.egress_policy import EgressPolicyDetector
 from sensor.detect.hardcoded_infra import HardcodedInfraDetector
+from sensor.detect.lateral_movement import LateralMovementDetector
 from sensor.detect.new_destination import NewDestinationDetector
 from sensor.detect.segmentation import SegmentationDetector
 from sensor.detect.vendor_cloud import VendorCloudDetector
@@ -20,6 +21,7 @@ from sensor.detect.video_egress import VideoEgressDetector
 DETECTORS: tuple[type[Detector], ...] = (
     EgressPolicyDetector,
     SegmentationDetector,
+    LateralMovementDetector,
     VendorCloudDetector,
     HardcodedInfraDetector,
     CleartextFetchDetector,

@@ -104,7 +104,7 @@ def test_the_registered_detectors_are_built_with_the_configured_bounds():
     assert detection.gate.episode_timeout == 77.0 and detection.gate.max_budgets == 10_020
     assert isinstance(detection.find(SegmentationDetector), SegmentationDetector)
     assert detection.find(Everything) is None
-    assert detection.scopes == frozenset({"public", "core"})
+    assert detection.scopes == frozenset({"public", "core", "camera", "private"})   # lateral_movement's too
 
 
 def test_each_event_reaches_the_hooks_that_want_it_and_alerts_are_counted():
