@@ -23,6 +23,7 @@ sys.path.insert(0, str(HERE))
 
 from generate import Host, Scene, rtsp_exchanges  # noqa: E402
 from packets import mac, tcp, tls_client_hello  # noqa: E402
+from plant_fetch import plant as plant_fetch  # noqa: E402
 from plant_recognise import plant as plant_recognise  # noqa: E402
 
 T0 = 1_710_000_000.0
@@ -219,6 +220,7 @@ def mixed(scene: Scene) -> list[dict]:
         scene.ip_packet(t + 0.75 * k, cam, target, 6, seg, GATEWAY.mac)
     label("telnet-sweep", "anomaly", cam, None, t, t + 30, external)
     plant_recognise(scene, start, label, cameras=CAMERAS, gateway=GATEWAY, host=Host)
+    plant_fetch(scene, start, label)
     return labels
 
 

@@ -49,6 +49,10 @@ PROTOCOLS = ("tcp", "udp", "icmp")
 
 MAX_TIMEOUT = 30 * DAY            # flow, episode timeouts: longer is a typo (an extra digit), not a policy
 MAX_LEARNING_PERIOD = 365 * DAY
+# lateral_movement: its threshold is also how many targets it keeps per device, so it is bounded; a sweep is a
+# matter of seconds or minutes, and a window of hours would count a recorder-like device's routine reconnections.
+MAX_LATERAL_TARGETS = 64
+MAX_LATERAL_WINDOW = 3600.0
 # Upper bounds that still fit a sensor's memory: ~520 B per flow (docs/benchmarks.md) makes 10M flows ~5 GiB.
 MAX_FLOWS = 10_000_000
 MAX_DEVICES = 1_000_000
@@ -218,6 +222,11 @@ class LimitSettings:
 class DetectSettings:
     learning_period: float = setting(DAY, kind=SECONDS, maximum=MAX_LEARNING_PERIOD, unit="s",
                                      doc="new_destination stays quiet for a device's first this long")
+    lateral_targets: int = setting(5, kind=COUNT, minimum=2, maximum=MAX_LATERAL_TARGETS,
+                                   expect=f"an integer from 2 to {MAX_LATERAL_TARGETS}",
+                                   doc="lateral_movement: distinct hosts a device opens admin/service ports on")
+    lateral_window: float = setting(30.0, kind=SECONDS, maximum=MAX_LATERAL_WINDOW, unit="s",
+                                    doc="lateral_movement: ... within this many seconds")
 
 
 @dataclass(frozen=True)

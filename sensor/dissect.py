@@ -148,10 +148,35 @@ def parse_tls_sni(payload: bytes) -> str | None:
     return None
 
 
-def parse_http_host(payload: bytes) -> str | None:
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """The parts of an HTTP request's head that camwatch uses. `method` and `target` are empty when the request
+    line is not `METHOD target [version]` (the Host header may still be there)."""
+
+    method: str
+    target: bytes        # the request-target as sent, at most the 4 KiB of head read
+    host: str | None
+
+
+def parse_http_request(payload: bytes) -> HttpRequest | None:
+    """Method, request-target and Host of an HTTP request; None when the payload does not open one."""
     if payload[:4] not in HTTP_METHODS:
         return None
     head = payload[:4096]
+    # Servers take a bare LF and runs of spaces or tabs in the request line; so must whoever judges the path.
+    parts = head.split(b"\n", 1)[0].split()
+    method = target = b""
+    if 2 <= len(parts) <= 3 and parts[0].isalpha() and parts[0].isupper() and len(parts[0]) <= 16:
+        method, target = parts[0], parts[1]
+    return HttpRequest(method.decode("ascii"), target, _http_host(head))
+
+
+def parse_http_host(payload: bytes) -> str | None:
+    request = parse_http_request(payload)
+    return request.host if request is not None else None
+
+
+def _http_host(head: bytes) -> str | None:
     for line in head.split(b"\r\n")[1:]:
         if not line:
             break
@@ -161,6 +186,57 @@ def parse_http_host(payload: bytes) -> str | None:
                 return host[1:host.find("]")] if "]" in host else None
             return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     return None
+
+
+# ---- file transfers: TFTP requests ----------------------------------------------------------------------------
+TFTP_PORT = 69
+TFTP_READ, TFTP_WRITE = 1, 2
+TFTP_MODES = frozenset({b"netascii", b"octet", b"mail"})   # RFC 1350; servers refuse any other
+
+
+@dataclass(frozen=True, slots=True)
+class TftpRequest:
+    opcode: int          # TFTP_READ or TFTP_WRITE
+    filename: bytes      # as sent (any length, any bytes but NUL)
+    mode: str
+
+
+def parse_tftp_request(payload: bytes) -> TftpRequest | None:
+    """A TFTP read or write request (RFC 1350: opcode, filename NUL, mode NUL, then RFC 2347 options, ignored);
+    None for anything else, data and acknowledgements included."""
+    if len(payload) < 4 or payload[0] != 0 or payload[1] not in (TFTP_READ, TFTP_WRITE):
+        return None
+    name_end = payload.find(b"\0", 2)
+    if name_end <= 2:
+        return None
+    mode_end = payload.find(b"\0", name_end + 1)
+    mode = payload[name_end + 1:mode_end].lower()
+    if mode_end < 0 or mode not in TFTP_MODES:
+        return None
+    return TftpRequest(payload[1], payload[2:name_end], mode.decode("ascii"))
+
+
+def wire_text(raw: bytes, limit: int = 160) -> str:
+    """Attacker-chosen bytes (a file name, a path) as one safe line to quote in an alert: valid UTF-8 as itself,
+    every other byte as \\xNN, control and other non-printable characters (line breaks, bidi overrides) escaped,
+    backslash and double quote escaped, at most `limit` characters and an ellipsis when cut."""
+    out: list[str] = []
+    size = 0
+    for ch in raw[:limit * 4].decode("utf-8", "surrogateescape"):
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:             # a byte that is not UTF-8
+            piece = f"\\x{code - 0xDC00:02x}"
+        elif ch in "\\\"":
+            piece = "\\" + ch
+        elif ch.isprintable():
+            piece = ch
+        else:
+            piece = f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+        if size + len(piece) > limit:
+            return "".join(out) + "\u2026"
+        out.append(piece)
+        size += len(piece)
+    return "".join(out) + ("\u2026" if len(raw) > limit * 4 else "")
 
 
 # ---- device identity: discovery protocols and banners ------------------------------------------------------
@@ -259,8 +335,12 @@ def parse_dhip(payload: bytes) -> dict[str, str]:
 
 
 IDENTITY_PORTS = {1900: parse_banner, 3702: parse_ws_discovery, 37020: parse_sadp, 37810: parse_dhip}
-# Every parser of wire bytes the pipeline runs: the label values of camwatch_dissect_errors_total.
-WIRE_PARSERS = ("dns", "tls_sni", "http_host", "banner", "ws_discovery", "sadp", "dhip")
+# UDP ports whose rows the router picks by the same port table as IDENTITY_PORTS, for parsers that are not about
+# identity: they are split off before the identity reader (sensor.enrich.routing).
+REQUEST_PORTS = {TFTP_PORT: parse_tftp_request}
+# Every parser of wire bytes the pipeline runs: the label values of camwatch_dissect_errors_total. http_host is the
+# HTTP request parser (request line and Host), under the label it has always had.
+WIRE_PARSERS = ("dns", "tls_sni", "http_host", "banner", "ws_discovery", "sadp", "dhip", "tftp_request")
 
 
 _Result = TypeVar("_Result")
@@ -277,11 +357,13 @@ class ParserGuard:
         self.errors: Counter[str] = Counter()
         self._report = report
 
-    def run(self, parser: Callable[[bytes], _Result], payload: bytes, failed: _Result) -> _Result:
+    def run(self, parser: Callable[[bytes], _Result], payload: bytes, failed: _Result,
+            label: str | None = None) -> _Result:
+        """parser(payload), or `failed` when it raises; counted under `label` (default: the parser's name)."""
         try:
             return parser(payload)
         except Exception as exc:  # noqa: BLE001 - whatever a parser of attacker bytes raises, the sensor goes on
-            name = getattr(parser, "__name__", "parser").removeprefix("parse_")
+            name = label or getattr(parser, "__name__", "parser").removeprefix("parse_")
             self.errors[name] += 1
             if self.errors[name] == 1 and self._report is not None:
                 self._report(f"{name} failed on a {len(payload)}-byte payload ({type(exc).__name__}); such "

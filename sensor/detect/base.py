@@ -19,6 +19,7 @@ from sensor.enrich import (
     EXTERNAL_SCOPES,
     DnsAnswer,
     DnsQuery,
+    FileFetch,
     IdentityReport,
     Inventory,
     Observation,
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from sensor.model import AnomalyModel, WindowFeatures
 
 # The hooks, in the order events reach them within a window of capture time.
-HOOKS = ("dns_query", "dns_answer", "upnp", "identity", "observe", "tick")
+HOOKS = ("dns_query", "dns_answer", "upnp", "fetch", "identity", "observe", "tick")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,10 @@ class Detector:
         return None
 
     def upnp(self, request: UpnpRequest) -> Alert | None:
+        return None
+
+    def fetch(self, fetch: FileFetch) -> Alert | None:
+        """A camera-side device fetching a file in cleartext (TFTP read request, HTTP GET of a file)."""
         return None
 
     def identity(self, report: IdentityReport) -> Alert | None:

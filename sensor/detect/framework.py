@@ -28,6 +28,7 @@ from sensor.enrich import (
     Device,
     DnsAnswer,
     DnsQuery,
+    FileFetch,
     IdentityReport,
     Inventory,
     Observation,
@@ -74,6 +75,7 @@ class Detection:
         self._dns_query = tuple(d.dns_query for d in detectors if hooked(d, "dns_query"))
         self._dns_answer = tuple(d.dns_answer for d in detectors if hooked(d, "dns_answer"))
         self._upnp = tuple(d.upnp for d in detectors if hooked(d, "upnp"))
+        self._fetch = tuple(d.fetch for d in detectors if hooked(d, "fetch"))
         self._identity = tuple(d.identity for d in detectors if hooked(d, "identity"))
         self._tick = tuple(d.tick for d in detectors if hooked(d, "tick"))
 
@@ -112,6 +114,10 @@ class Detection:
             alert = hook(request)
             if alert is not None:
                 self._detected(alert, UPNP_GATEWAY, request.device, None)
+
+    def fetch(self, fetch: FileFetch) -> None:
+        for hook in self._fetch:
+            self.emit(hook(fetch))
 
     def identity(self, report: IdentityReport) -> None:
         for hook in self._identity:

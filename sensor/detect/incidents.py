@@ -45,7 +45,8 @@ class Evidence:
     details: dict = field(default_factory=dict)   # the detection's own extra keys (rate, drivers, interval...)
 
     def as_dict(self) -> dict:
-        out = {"detector": self.detector, "severity": SEVERITIES[self.severity], "text": self.text}
+        out: dict[str, object] = {"detector": self.detector, "severity": SEVERITIES[self.severity],
+                                  "text": self.text}
         if self.details:
             out["details"] = self.details
         return out
@@ -108,7 +109,7 @@ def _note(seen: list[str], value: str) -> None:
 
 @dataclass(slots=True)
 class Incident:
-    id: str
+    id: str                          # given when its open line is written (incident_id)
     device: Device | None            # None only when the inventory has already let the device go
     service: IncidentService
     opened: float
@@ -212,6 +213,12 @@ class Incidents:
         elif incident.join(alert, evidence) and incident.pending is None:
             incident.pending, incident.pending_ts = UPDATE, alert.ts
             self._changed.append(incident)
+        elif incident.pending is not None:
+            # Within a second, events come by kind (payloads before flow updates), not strictly by time: the line
+            # owed takes the earliest, so that how the input was cut into batches changes nothing.
+            incident.pending_ts = min(incident.pending_ts, alert.ts)
+            if incident.pending == OPEN:
+                incident.opened = min(incident.opened, alert.ts)
         if obs is not None:
             incident.traffic.add(obs)
 
@@ -234,9 +241,8 @@ class Incidents:
 
     def _open_incident(self, key: tuple[str, str], alert: Alert, service: IncidentService, device: Device | None,
                        evidence: Evidence) -> Incident:
-        incident = Incident(incident_id(self.sensor_name, key[0], service.id, alert.ts), device, service, alert.ts,
-                            alert.ts, alert, evidence.severity, [alert.detector], [evidence], pending=OPEN,
-                            pending_ts=alert.ts)
+        incident = Incident("", device, service, alert.ts, alert.ts, alert, evidence.severity, [alert.detector],
+                            [evidence], pending=OPEN, pending_ts=alert.ts)
         self._open.put(key, incident)
         self._per_device[key[0]] = self._per_device.get(key[0], 0) + 1
         self._changed.append(incident)
@@ -252,6 +258,9 @@ class Incidents:
             event, incident.pending = incident.pending, None
             if event is None or (event == UPDATE and not incident.written):
                 continue
+            if event == OPEN:
+                incident.id = incident_id(self.sensor_name, incident.lead.device_ip, incident.service.id,
+                                          incident.opened)
             out.append((incident, self._line(incident, event, incident.pending_ts)))
         return out
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 from sensor.detect.anomaly import AnomalyDetector
 from sensor.detect.base import Detector, DetectorContext
 from sensor.detect.beaconing import BeaconingDetector
+from sensor.detect.cleartext_fetch import CleartextFetchDetector
 from sensor.detect.egress_policy import EgressPolicyDetector
 from sensor.detect.hardcoded_infra import HardcodedInfraDetector
+from sensor.detect.lateral_movement import LateralMovementDetector
 from sensor.detect.new_destination import NewDestinationDetector
 from sensor.detect.segmentation import SegmentationDetector
 from sensor.detect.vendor_cloud import VendorCloudDetector
@@ -19,8 +21,10 @@ from sensor.detect.video_egress import VideoEgressDetector
 DETECTORS: tuple[type[Detector], ...] = (
     EgressPolicyDetector,
     SegmentationDetector,
+    LateralMovementDetector,
     VendorCloudDetector,
     HardcodedInfraDetector,
+    CleartextFetchDetector,
     VideoEgressDetector,
     BeaconingDetector,
     NewDestinationDetector,

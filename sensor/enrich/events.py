@@ -82,6 +82,27 @@ class UpnpRequest:
 
 
 @dataclass(slots=True)
+class FileFetch:
+    """A camera-side device fetching a file in cleartext: a TFTP read request, or an HTTP GET whose path names a
+    script, executable, firmware image or archive (sensor.enrich.fetches). `path` and `filename` come from the
+    wire: already escaped and cut (sensor.dissect.wire_text), safe to quote."""
+
+    ts: float
+    device: Device
+    peer: str            # the server
+    port: int
+    proto: str
+    scope: str           # of the server, allow rules applied (Classifier.destination_scope)
+    vlan: int
+    transport: str       # "tftp" or "http"
+    method: str          # "RRQ" (TFTP read request) or "GET"
+    path: str            # the file or path as requested (HTTP: without the query string)
+    filename: str        # its last segment
+    kind: str            # script, executable, firmware image, archive, or file (TFTP, anything else)
+    name: str | None = None   # the HTTP Host header, if any
+
+
+@dataclass(slots=True)
 class IdentityReport:
     """What a device's banner or discovery announcement said about it (maker, model, firmware...)."""
 
@@ -103,5 +124,7 @@ class EventSink(Protocol):
     def dns_answer(self, answer: DnsAnswer) -> None: ...
 
     def upnp(self, request: UpnpRequest) -> None: ...
+
+    def fetch(self, fetch: FileFetch) -> None: ...
 
     def identity(self, report: IdentityReport) -> None: ...

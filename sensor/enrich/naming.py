@@ -4,12 +4,13 @@ travels in. Camera-side DNS questions also go into the inventory and on to the d
 from __future__ import annotations
 
 import enum
+import ipaddress
 
 import numpy as np
 
 from sensor.bounded import BoundedLRU
 from sensor.decode import PROTO_TCP, WINDOW, Decoded, payload
-from sensor.dissect import DnsMessage, ParserGuard, parse_dns, parse_http_host, parse_tls_sni
+from sensor.dissect import DnsMessage, HttpRequest, ParserGuard, parse_dns, parse_http_request, parse_tls_sni
 from sensor.enrich.events import DnsAnswer, DnsQuery, EventSink
 from sensor.enrich.inventory import Inventory
 from sensor.enrich.scope import Classifier
@@ -104,15 +105,33 @@ class DnsReader:
                                      int(dec.vlan[row]), self.classifier.name_allowed(qname)))
 
 
-def name_flows(dec: Decoded, rows: list[int], flows: FlowTable, parsers: ParserGuard) -> None:
-    """TLS SNI and HTTP Host name the flow they travel in (rows: TCP rows opening a ClientHello or a request)."""
+def name_flows(dec: Decoded, rows: list[int], flows: FlowTable, parsers: ParserGuard) -> list[tuple[int, HttpRequest]]:
+    """TLS SNI and HTTP Host name the flow they travel in (rows: TCP rows opening a ClientHello or a request).
+    Returns the HTTP requests read, by row, for the readers that want more of them than the Host."""
+    requests: list[tuple[int, HttpRequest]] = []
     if not rows:
-        return
+        return requests
     keys, _ = flow_keys(dec, np.array(rows, dtype=np.int64))
     for row, key in zip(rows, keys, strict=True):
         body = payload(dec, row, limit=WINDOW * 64)
-        name = parsers.run(parse_tls_sni if body[:1] == b"\x16" else parse_http_host, body, None)
-        if name:
+        if body[:1] == b"\x16":
+            name = parsers.run(parse_tls_sni, body, None)
+        else:
+            request = parsers.run(parse_http_request, body, None, label="http_host")
+            if request is None:
+                continue
+            requests.append((row, request))
+            name = request.host
+        if name and not _is_address(name):   # "Host: 198.51.100.66" names nothing the address does not
             flow = flows.get(key.tobytes(), PROTO_TCP)
             if flow is not None and flow.name is None:
                 flow.name = name
+    return requests
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -1,5 +1,5 @@
-"""Which rows of a decoded batch each enrichment parser wants (DNS, flow naming, identity, banners, UPnP), found
-once per batch with one pass (compiled, with a numpy reference) instead of each parser masking every window."""
+"""Which rows of a decoded batch each enrichment parser wants (DNS, flow naming, identity, banners, UPnP, TFTP),
+found once per batch with one pass (compiled, with a numpy reference) instead of each parser masking every window."""
 
 from __future__ import annotations
 
@@ -11,19 +11,22 @@ import numpy as np
 
 from sensor import compiled
 from sensor.decode import PROTO_TCP, PROTO_UDP, Decoded
-from sensor.dissect import HTTP_METHODS, IDENTITY_PORTS
+from sensor.dissect import HTTP_METHODS, IDENTITY_PORTS, REQUEST_PORTS
 
 _HTTP_PREFIXES = np.array([int.from_bytes(m, "big") for m in HTTP_METHODS], dtype=np.int64)
 _BANNER_PREFIXES = np.array([int.from_bytes(m, "big") for m in (b"RTSP", b"HTTP")], dtype=np.int64)
-_IDENTITY_PORT = np.zeros(1 << 16, dtype=bool)   # indexed by port: cheaper than np.isin on every window
-_IDENTITY_PORT[sorted(IDENTITY_PORTS)] = True
+# Indexed by port: cheaper than np.isin on every window. The compiled router picks UDP rows to or from any port
+# marked here; the request ports' rows (TFTP) are then split off the discovery rows (_split_requests).
+_IDENTITY_PORT = np.zeros(1 << 16, dtype=bool)
+_IDENTITY_PORT[sorted(set(IDENTITY_PORTS) | set(REQUEST_PORTS))] = True
 _IDENTITY_PORT_BYTES = _IDENTITY_PORT.view(np.uint8)
 _POST = int.from_bytes(b"POST", "big")
 
 
 class ParserRows(NamedTuple):
     """Rows each parser wants, ascending: DNS messages, discovery (UDP identity ports), SSDP searches, TCP rows
-    opening a TLS ClientHello or an HTTP request (flow names), RTSP/HTTP banners, HTTP POSTs (UPnP)."""
+    opening a TLS ClientHello or an HTTP request (flow names, file fetches), RTSP/HTTP banners, HTTP POSTs (UPnP),
+    UDP requests to a request port (TFTP)."""
 
     dns: list[int]
     identity: list[int]
@@ -31,16 +34,35 @@ class ParserRows(NamedTuple):
     named: list[int]
     banners: list[int]
     posts: list[int]
+    requests: list[int]
 
 
 def route(dec: Decoded, is_ip: np.ndarray) -> ParserRows:
     if compiled.extension is None or not compiled.route:
         return route_numpy(dec, is_ip)
     c = np.ascontiguousarray
-    return ParserRows(*compiled.extension.route(c(is_ip, np.uint8), c(dec.proto, np.uint8),
-                                                c(dec.payload_len, np.int64), c(dec.head, np.uint64),
-                                                c(dec.sport, np.int64), c(dec.dport, np.int64), _IDENTITY_PORT_BYTES,
-                                                _HTTP_PREFIXES, _BANNER_PREFIXES, _POST))
+    return _split_requests(dec, *compiled.extension.route(
+        c(is_ip, np.uint8), c(dec.proto, np.uint8), c(dec.payload_len, np.int64), c(dec.head, np.uint64),
+        c(dec.sport, np.int64), c(dec.dport, np.int64), _IDENTITY_PORT_BYTES, _HTTP_PREFIXES, _BANNER_PREFIXES,
+        _POST))
+
+
+def _split_requests(dec: Decoded, dns: list[int], identity: list[int], searches: list[int], named: list[int],
+                    banners: list[int], posts: list[int]) -> ParserRows:
+    """The UDP rows the port table picked that are addressed to a request port are requests (TFTP); the rest
+    that came from one (a server's reply) are nobody's; the identity rows are what is left, as if the table held
+    the identity ports alone."""
+    requests: list[int] = []
+    if identity:
+        sport, dport = dec.sport, dec.dport
+        picked, identity = identity, []
+        for row in picked:
+            to = int(dport[row])
+            if to in REQUEST_PORTS:
+                requests.append(row)
+            elif to in IDENTITY_PORTS or int(sport[row]) in IDENTITY_PORTS:
+                identity.append(row)
+    return ParserRows(dns, identity, searches, named, banners, posts, requests)
 
 
 def route_numpy(dec: Decoded, is_ip: np.ndarray) -> ParserRows:
@@ -58,7 +80,8 @@ def route_numpy(dec: Decoded, is_ip: np.ndarray) -> ParserRows:
     named = ((first4 >> 24) == 0x16) & (((head >> np.uint64(16)) & np.uint64(0xFF)) == 1)
     named |= np.isin(first4, _HTTP_PREFIXES)
     banners = tcp[(first4 == _BANNER_PREFIXES[0]) | (first4 == _BANNER_PREFIXES[1])].tolist()
-    return ParserRows(dns, identity.tolist(), searches, tcp[named].tolist(), banners, tcp[first4 == _POST].tolist())
+    return _split_requests(dec, dns, identity.tolist(), searches, tcp[named].tolist(), banners,
+                           tcp[first4 == _POST].tolist())
 
 
 def _between(rows: list[int], start: int, end: int) -> list[int]:

@@ -11,6 +11,7 @@ from sensor.config import Config
 from sensor.decode import Decoded
 from sensor.dissect import ParserGuard
 from sensor.enrich.events import EventSink, Observation
+from sensor.enrich.fetches import FetchReader
 from sensor.enrich.identity import IdentityReader, UpnpReader
 from sensor.enrich.inventory import Inventory
 from sensor.enrich.naming import DnsReader, NameCache, name_flows
@@ -46,14 +47,16 @@ class Enricher:
         self._dns = DnsReader(self.names, self.classifier, inventory, self.parsers, sink)
         self._identity = IdentityReader(self.classifier, inventory, self.parsers, sink)
         self._upnp = UpnpReader(self.classifier, inventory, sink)
+        self._fetches = FetchReader(self.classifier, inventory, self.parsers, sink)
 
     def read_dns(self, dec: Decoded, rows: list[int]) -> None:
         self._dns.read(dec, rows)
 
     def read_payloads(self, dec: Decoded, rows: ParserRows, flows: FlowTable) -> None:
-        """Flow names (SNI, Host), UPnP requests, then banners and discovery."""
-        name_flows(dec, rows.named, flows, self.parsers)
+        """Flow names (SNI, Host), UPnP requests, file fetches (TFTP, HTTP GET), then banners and discovery."""
+        requests = name_flows(dec, rows.named, flows, self.parsers)
         self._upnp.read(dec, rows.searches, rows.posts)
+        self._fetches.read(dec, rows.requests, requests)
         self._identity.read(dec, rows.identity, rows.banners)
 
     def flow_update(self, upd: FlowUpdate) -> None:

@@ -29,7 +29,7 @@ def report(scenario):
 
 
 RULE_KINDS = ["vendor_cloud", "video_egress", "beaconing", "hardcoded_infra", "segmentation", "new_destination",
-              "anomaly"]
+              "anomaly", "lateral_movement", "cleartext_fetch"]
 
 
 @pytest.mark.parametrize("kind", RULE_KINDS)

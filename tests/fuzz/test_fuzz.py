@@ -20,7 +20,9 @@ from sensor.dissect import (
     parse_dhip,
     parse_dns,
     parse_http_host,
+    parse_http_request,
     parse_sadp,
+    parse_tftp_request,
     parse_tls_sni,
     parse_ws_discovery,
 )
@@ -117,11 +119,14 @@ def test_application_parsers_never_crash(payload):
     parse_tls_sni(payload)
     for prefix in (b"", b"GET / HTTP/1.1\r\n", b"RTSP/1.0 200 OK\r\n", b"\x16\x03\x01\x00\x40\x01"):
         parse_http_host(prefix + payload)
+        parse_http_request(prefix + payload)
         parse_banner(prefix + payload)
         parse_tls_sni(prefix + payload)
     parse_ws_discovery(b"<ProbeMatch>" + payload)
     parse_sadp(b"<ProbeMatch>" + payload)
     parse_dhip(b"DHIP{" + payload)
+    for opcode in (b"\x00\x01", b"\x00\x02", b""):
+        parse_tftp_request(opcode + payload)
 
 
 TAGGER = Sensor(Config()).tagger   # the payload tags use the indicator file's signatures

@@ -6,7 +6,7 @@ import json
 import struct
 
 import pytest
-from conftest import alerts_of, camwatch
+from conftest import alerts_of, camwatch, evidence_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,10 +19,14 @@ from sensor.dissect import (
     parse_dhip,
     parse_dns,
     parse_http_host,
+    parse_http_request,
     parse_sadp,
+    parse_tftp_request,
     parse_tls_sni,
     parse_ws_discovery,
+    wire_text,
 )
+from sensor.enrich.fetches import file_kind, last_segment, request_path
 from sensor.pipeline import Sensor
 
 # Bounded for CI: each property below runs this many examples.
@@ -204,6 +208,108 @@ def test_dns_name_compression_loops_and_overlong_names_are_not_parsed():
     long_name = header + b"".join(b"\x3f" + b"a" * 63 for _ in range(5)) + b"\0" + struct.pack("!HH", 1, 1)
     assert parse_dns(long_name) is None
     assert dns_name("camera.example.com").endswith(b"\0")
+
+
+# ---- file fetches: TFTP requests and HTTP request lines ---------------------------------------------------------
+def _shown_safely(text: str, limit: int) -> bool:
+    """What wire_text promises: printable, no unescaped quote, within limit characters and the ellipsis."""
+    unescaped_quote = any(ch == '"' and (i == 0 or text[i - 1] != "\\") for i, ch in enumerate(text))
+    return text.isprintable() and not unescaped_quote and len(text) <= limit + 1
+
+
+@WIRE
+@given(opcode=st.integers(0, 0xFFFF), name=st.binary(max_size=600), mode=st.sampled_from(
+    [b"octet", b"NETASCII", b"mail", b"binary", b"", b"oct\xffet"]), terminators=st.integers(0, 2),
+    tail=st.binary(max_size=40))
+def test_tftp_request_parser_is_total(opcode, name, mode, terminators, tail):
+    payload = struct.pack("!H", opcode) + name + b"\0" * min(terminators, 1) + mode + b"\0" * (terminators // 2) + tail
+    request = parse_tftp_request(payload)
+    if request is not None:
+        assert request.opcode in (1, 2) and request.filename and b"\0" not in request.filename
+        assert request.mode in ("octet", "netascii", "mail")
+        assert _shown_safely(wire_text(request.filename, 160), 160)
+
+
+@pytest.mark.parametrize("payload", [
+    b"\x00\x01" + b"x" * 65_000,                           # no NUL anywhere
+    b"\x00\x01" + b"\xff" * 65_000 + b"\x00octet\x00",       # a huge name that is not UTF-8
+    b"\x00\x01" + b"\x00" * 65_000,                         # NULs only
+    b"\x00\x01a\x00" + b"octet" * 13_000,                    # a mode that never ends
+    b"\x00\x01" + ("\u202e" * 20_000).encode() + b"\x00mail\x00",
+])
+def test_tftp_request_parser_on_huge_and_broken_requests(payload):
+    request = parse_tftp_request(payload)
+    assert request is None or _shown_safely(wire_text(request.filename), 160)
+
+
+request_lines = st.tuples(st.sampled_from([b"GET", b"POST", b"HEAD", b"GET\t", b"GET  "]),
+                          st.binary(max_size=120), st.sampled_from([b" HTTP/1.1", b"", b" HTTP/1.0 x", b"\tHTTP/1.1"]),
+                          st.sampled_from([b"\r\n", b"\n", b"", b"\r\r\n"]), st.binary(max_size=60))
+
+
+@WIRE
+@given(parts=request_lines)
+def test_http_request_line_and_the_file_it_names_are_total(parts):
+    method, target, version, eol, rest = parts
+    payload = method + b" " + target + version + eol + rest
+    request = parse_http_request(payload)
+    assert (request is not None) == (payload[:4] in (b"GET ", b"POST", b"HEAD"))
+    if request is not None:
+        assert request.method in ("", "GET", "POST", "HEAD") and len(request.target) <= 4096
+        path = request_path(request.target)
+        assert b"?" not in path and b"#" not in path
+        kind = file_kind(last_segment(path))
+        assert kind in (None, "script", "executable", "firmware image", "archive")
+        assert _shown_safely(wire_text(path, 160), 160)
+
+
+@WIRE
+@given(raw=st.binary(max_size=2000) | st.text(max_size=400).map(lambda t: t.encode("utf-8", "surrogatepass")),
+       limit=st.integers(1, 300))
+def test_wire_text_is_always_one_printable_unambiguous_line_within_its_limit(raw, limit):
+    assert _shown_safely(wire_text(raw, limit), limit)
+
+
+def test_hostile_tftp_and_http_fetches_through_the_sensor_are_escaped_and_the_sensor_goes_on(tmp_path):
+    """Broken and hostile TFTP requests and request lines, then ordinary traffic: the replay reads to the end,
+    alerts only on the well-formed read requests and GETs of files, and every quoted name is escaped."""
+    path = tmp_path / "fetches.pcap"
+    tftp = [b"\x00\x01" + b"x" * 1400,                            # no NUL
+            b"\x00\x01" + b"\xff\xfe\x1b]2;owned\x07" * 80 + b"\x00octet\x00",
+            b"\x00\x01\x00octet\x00", b"\x00\x02up.sh\x00octet\x00", b"\x00\x03\x00\x01data",
+            b"\x00\x01a.sh\x00octet\x00" + b"\x00" * 1200]
+    http = [b"GET /\x00\xff\x7f\x1b[0m.sh HTTP/1.1\r\n\r\n", b"GET " + b"/" * 3000 + b"x.bin HTTP/1.1\r\n\r\n",
+            b"GET /cr\r.sh HTTP/1.1\r\n\r\n",             # a CR inside: not a request line, as servers say
+            b"GET /a.sh" + b"\n" * 10, b"GET ", b"GET\t/tab.sh\tHTTP/1.1\r\n\r\n"]
+    t = 1_700_000_000.0
+    with PcapWriter(path) as w:
+        for i, body in enumerate(tftp):
+            w.write(t + i, ethernet(GATEWAY_MAC, CAMERA_MAC, 0x0800, ip(
+                "10.20.0.14", "192.168.9.9", 17, udp("10.20.0.14", "192.168.9.9", 41000 + i, 69, body))))
+        for i, body in enumerate(http):
+            w.write(t + 10 + i, ethernet(GATEWAY_MAC, CAMERA_MAC, 0x0800, ip(
+                "10.20.0.14", f"203.0.113.{60 + i}", 6, tcp("10.20.0.14", f"203.0.113.{60 + i}", 42000 + i, 80, 1, 1,
+                                                           "PA", body))))
+        for i in range(5):
+            w.write(t + 20 + i, ethernet(GATEWAY_MAC, CAMERA_MAC, 0x0800, ip(
+                "10.20.0.14", "203.0.113.50", 6, tcp("10.20.0.14", "203.0.113.50", 40000, 443, i, 0, "A",
+                                                     b"x" * 1200))))
+    proc = camwatch("replay", path, "--config", "/dev/null")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    alerts = alerts_of(proc.stdout)
+    # the fetches, in order, as evidence of the incidents of the camera and each server (the last line of each
+    # incident, its close, holds all of it)
+    last = {a["incident"]: a for a in alerts}
+    fetches = [(a["service"]["id"], e) for a in last.values() for e in a["evidence"]
+               if e["detector"] == "cleartext_fetch"]
+    assert [server for server, _ in fetches] == ["192.168.9.9", "203.0.113.60", "203.0.113.61", "203.0.113.63"]
+    owned = fetches[0][1]["details"]["file"]
+    assert owned.startswith("\\xff\\xfe\\x1b]2;owned\\x07") and owned.endswith("\u2026")
+    assert fetches[1][1]["text"] == "HTTP GET /\\x00\\xff\\x7f\\x1b[0m.sh"
+    assert fetches[2][1]["details"]["file"] == "x.bin" and fetches[2][1]["text"].endswith("\u2026")
+    assert fetches[3][1]["text"] == "HTTP GET /a.sh"
+    assert all(a["summary"].isprintable() for a in alerts)
+    assert any(det == "egress_policy" and "203.0.113.50" in text for _, det, _, text in evidence_of(alerts))
 
 
 # ---- the guard at the dispatch ---------------------------------------------------------------------------------

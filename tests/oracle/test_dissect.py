@@ -1,4 +1,5 @@
-"""The inline DNS / TLS SNI / HTTP Host parsers, checked against Wireshark's dissectors through pyshark."""
+"""The inline DNS / TLS SNI / HTTP Host / HTTP request line / TFTP request parsers, checked against Wireshark's
+dissectors through pyshark."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import pyshark
 import pytest
 from conftest import REAL, SYNTHETIC
 
-from packets import dns_response, tls_client_hello
+from packets import PcapWriter, dns_response, ethernet, ipv4, mac, tcp, tls_client_hello, udp
 from sensor.capture import open_file
 from sensor.decode import decode, payload
-from sensor.dissect import parse_dns, parse_http_host, parse_tls_sni
+from sensor.dissect import parse_dns, parse_http_host, parse_http_request, parse_tftp_request, parse_tls_sni
 
 NAMING_FIXTURES = [SYNTHETIC / "camera_site.pcap", SYNTHETIC / "links" / "ethernet.pcap",
                    REAL / "nku-lifecycle/xiaobai_Y2camera_setup.pcap",
@@ -102,3 +103,37 @@ def test_http_host():
     assert parse_http_host(b"GET /ISAPI/System/deviceInfo HTTP/1.1\r\nHost: 10.20.0.11:8080\r\n\r\n") == "10.20.0.11"
     assert parse_http_host(b"POST /x HTTP/1.1\r\nhost: Cloud.Example.COM\r\n\r\n") == "cloud.example.com"
     assert parse_http_host(b"HTTP/1.1 200 OK\r\nHost: x\r\n\r\n") is None
+
+
+TFTP_REQUESTS = [b"\x00\x01/pub/x.sh\x00octet\x00", b"\x00\x02up.bin\x00NETASCII\x00blksize\x001428\x00",
+                 b"\x00\x01bins/mirai.arm7\x00octet\x00tsize\x000\x00", b"\x00\x01cfg\x00mail\x00"]
+HTTP_REQUESTS = [b"GET /bins/x.arm7?a=1 HTTP/1.1\r\nHost: h\r\n\r\n", b"GET http://a.example/f.bin HTTP/1.1\r\n\r\n",
+                 b"POST /cgi-bin/x.cgi HTTP/1.0\r\n\r\n", b"HEAD /digicap.dav HTTP/1.1\r\nHost: x\r\n\r\n"]
+
+
+def test_tftp_requests_and_http_request_lines_agree_with_wireshark(tmp_path):
+    path = tmp_path / "fetches.pcap"
+    a, b = mac("02:00:00:00:00:01"), mac("02:00:00:00:00:02")
+    with PcapWriter(path) as w:
+        for i, body in enumerate(TFTP_REQUESTS):
+            w.write(1e9 + i, ethernet(b, a, 0x0800, ipv4("10.0.0.1", "10.0.0.2", 17,
+                                                         udp("10.0.0.1", "10.0.0.2", 40000 + i, 69, body))))
+        for i, body in enumerate(HTTP_REQUESTS):
+            w.write(1e9 + 10 + i, ethernet(b, a, 0x0800, ipv4("10.0.0.1", "10.0.0.2", 6, tcp(
+                "10.0.0.1", "10.0.0.2", 41000 + i, 80, 1, 1, "PA", body))))
+    tftp, http = [], []
+    cap = pyshark.FileCapture(str(path), display_filter="tftp || http.request")
+    try:
+        for pkt in cap:
+            if hasattr(pkt, "tftp"):
+                t = pkt.tftp
+                name = getattr(t, "source_file", None) or getattr(t, "destination_file", None)
+                tftp.append((int(t.opcode), str(name), str(t.type).lower()))
+            else:
+                http.append((str(pkt.http.request_method), str(pkt.http.request_uri)))
+    finally:
+        cap.close()
+    ours_tftp = [(r.opcode, r.filename.decode(), r.mode) for r in map(parse_tftp_request, TFTP_REQUESTS)]
+    ours_http = [(r.method, r.target.decode()) for r in map(parse_http_request, HTTP_REQUESTS)]
+    assert ours_tftp == tftp and len(tftp) == len(TFTP_REQUESTS)
+    assert ours_http == http and len(http) == len(HTTP_REQUESTS)

@@ -18,6 +18,7 @@ from sensor.enrich import (
     Device,
     DnsAnswer,
     DnsQuery,
+    FileFetch,
     IdentityReport,
     Inventory,
     ManufDatabase,
@@ -60,6 +61,10 @@ class Everything(Detector):
     def upnp(self, request):
         self.calls["upnp"] += 1
 
+    def fetch(self, fetch):
+        self.calls["fetch"] += 1
+        return _alert(fetch.ts, self.name, "medium")
+
     def identity(self, report):
         self.calls["identity"] += 1
         self.seen = [*getattr(self, "seen", []), report]
@@ -99,7 +104,7 @@ def test_the_registered_detectors_are_built_with_the_configured_bounds():
     assert detection.gate.episode_timeout == 77.0 and detection.gate.max_budgets == 10_020
     assert isinstance(detection.find(SegmentationDetector), SegmentationDetector)
     assert detection.find(Everything) is None
-    assert detection.scopes == frozenset({"public", "core"})
+    assert detection.scopes == frozenset({"public", "core", "camera", "private"})   # lateral_movement's too
 
 
 def test_each_event_reaches_the_hooks_that_want_it_and_alerts_are_counted():
@@ -113,20 +118,21 @@ def test_each_event_reaches_the_hooks_that_want_it_and_alerts_are_counted():
     answer, report = DnsAnswer(2.0, None, "10.20.0.5", 20), IdentityReport(2.0, dev, {})
     detection.dns_answer(answer)
     detection.upnp(UpnpRequest(2.0, dev, "upnp_igd_discovery", "239.255.255.250", 1900, "udp", "multicast", 20, ""))
+    detection.fetch(FileFetch(2.5, dev, "192.0.2.9", 69, "udp", "public", 20, "tftp", "RRQ", "x.sh", "x.sh", "script"))
     detection.identity(report)
     detection.tick(3.0)
     detection.tick(4.0, final=True)
     assert everything.calls == {"observe:public": 1, "observe:core": 1, "dns_query": 1, "dns_answer": 1, "upnp": 1,
-                                "identity": 1, "tick": 1, "final": 1}
+                                "fetch": 1, "identity": 1, "tick": 1, "final": 1}
     # Both observations raise about one (device, service) pair: one incident, opened at the first; the lookup is
-    # another service; the final tick's medium detection joins the first incident without raising its severity
-    # (and makes it the more recently active, so it closes last).
+    # another service; the fetch's and the final tick's medium detections join the first incident without raising
+    # its severity (and make it the more recently active, so it closes last).
     assert [(a.detector, a.severity, a.ts, a.extra["event"]) for a in written] == [
         ("everything", "high", 1.0, "open"), ("everything", "low", 2.0, "open"),
         ("everything", "low", 4.0, "close"), ("everything", "high", 4.0, "close")]
     assert [a.extra["service"]["id"] for a in written[:2]] == ["203.0.113.7", "a.example"]
     assert detection.alert_counts == {("everything", "high"): 2, ("everything", "low"): 1,
-                                      ("everything", "medium"): 1}
+                                      ("everything", "medium"): 2}
     assert detection.lines == {"open": 2, "close": 2}
     assert detection.suppressed == Counter()
     assert everything.seen[0] is answer and everything.seen[1] is report

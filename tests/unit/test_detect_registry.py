@@ -17,6 +17,7 @@ from sensor.enrich import (
     SCOPES,
     DnsAnswer,
     DnsQuery,
+    FileFetch,
     IdentityReport,
     Observation,
     UpnpRequest,
@@ -54,6 +55,9 @@ class HookRecorder(Detector):
 
     def upnp(self, request: UpnpRequest):
         self.calls["upnp"] += 1
+
+    def fetch(self, fetch: FileFetch):
+        self.calls["fetch"] += 1
 
     def identity(self, report: IdentityReport):
         self.calls["identity"] += 1

@@ -1,5 +1,5 @@
-"""sensor/dissect.py: the wire parsers (DNS, TLS SNI, HTTP Host, banners, ONVIF, SADP, DHIP) and ParserGuard, by
-exact value, with every bound checked at, just inside and just past its edge."""
+"""sensor/dissect.py: the wire parsers (DNS, TLS SNI, HTTP request and Host, TFTP requests, banners, ONVIF, SADP,
+DHIP), wire_text and ParserGuard, by exact value, with every bound checked at, just inside and just past its edge."""
 
 from __future__ import annotations
 
@@ -13,8 +13,14 @@ from packets import dns_name, dns_query, dns_response, tls_client_hello
 from sensor.dissect import (
     MAX_DNS_RECORDS,
     MAX_IDENTITY_VALUE,
+    REQUEST_PORTS,
+    TFTP_READ,
+    TFTP_WRITE,
+    WIRE_PARSERS,
     DnsMessage,
+    HttpRequest,
     ParserGuard,
+    TftpRequest,
     _clean,
     _dns_name,
     _headers,
@@ -22,9 +28,12 @@ from sensor.dissect import (
     parse_dhip,
     parse_dns,
     parse_http_host,
+    parse_http_request,
     parse_sadp,
+    parse_tftp_request,
     parse_tls_sni,
     parse_ws_discovery,
+    wire_text,
 )
 
 
@@ -386,6 +395,105 @@ def test_not_a_request():
     assert parse_http_host(b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n") is None
 
 
+# ---- HTTP request line ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("payload, method, target", [
+    (b"GET /bins/x.arm7 HTTP/1.0\r\n\r\n", "GET", b"/bins/x.arm7"),
+    (b"GET /a.sh?x=1#f HTTP/1.1\r\nHost: h\r\n\r\n", "GET", b"/a.sh?x=1#f"),
+    (b"GET /old-style\r\n", "GET", b"/old-style"),                       # HTTP/0.9: no version
+    (b"GET  /two\t  HTTP/1.1\n\n", "GET", b"/two"),                       # runs of blanks, a bare LF
+    (b"GET http://h.example/p/f.bin HTTP/1.1\r\n\r\n", "GET", b"http://h.example/p/f.bin"),
+    (b"POST /upload HTTP/1.1\r\n\r\n", "POST", b"/upload"),
+    (b"GET /\xff\x00\x1b[2J HTTP/1.1\r\n\r\n", "GET", b"/\xff\x00\x1b[2J"),   # bytes kept as sent
+    (b"GET /a b HTTP/1.1\r\n\r\n", "", b""),                              # four words: not a request line
+    (b"GET \r\nHost: h\r\n\r\n", "", b""),                               # no target
+    (b"GETX /a HTTP/1.1\r\n", None, None),                                 # not a method this router picks
+    (b"GET\x00/a HTTP/1.1\r\n", None, None),
+])
+def test_http_request_line(payload, method, target):
+    request = parse_http_request(payload)
+    if method is None:
+        assert request is None
+    else:
+        assert (request.method, request.target) == (method, target)
+
+
+def test_http_request_carries_the_host_parse_http_host_reads():
+    assert parse_http_request(b"GET /f.sh HTTP/1.1\r\nHost: Dl.Example:8080\r\n\r\n") == HttpRequest(
+        "GET", b"/f.sh", "dl.example")
+    assert parse_http_request(b"GET \r\nHost: h\r\n\r\n").host == "h"     # a bad request line keeps the Host
+    lower = parse_http_request(b"PUT /x HTTP/1.1\r\n\r\n")
+    assert lower == HttpRequest("PUT", b"/x", None)
+
+
+def test_the_request_line_is_read_within_the_first_4096_bytes():
+    long = b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n"
+    request = parse_http_request(long)
+    assert request.method == "GET" and request.target == b"/" + b"a" * (4096 - 5)
+    assert parse_http_request(b"GET /" + b"\xff" * 8000).target == b"/" + b"\xff" * (4096 - 5)
+
+
+def test_a_lowercase_or_overlong_method_is_not_one():
+    assert parse_http_request(b"GET /a HTTP/1.1\r\n").method == "GET"
+    assert parse_http_request(b"PATCHPATCHPATCHPA /a HTTP/1.1\r\n").method == ""   # 17 letters
+    assert parse_http_request(b"PATCHPATCHPATCHP /a HTTP/1.1\r\n").method == "PATCHPATCHPATCHP"
+    assert parse_http_request(b"DELEte /a HTTP/1.1\r\n").method == ""
+
+
+# ---- TFTP requests --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("payload, expected", [
+    (b"\x00\x01/tmp/x.sh\x00octet\x00", TftpRequest(TFTP_READ, b"/tmp/x.sh", "octet")),
+    (b"\x00\x01a\x00NetASCII\x00", TftpRequest(TFTP_READ, b"a", "netascii")),
+    (b"\x00\x02up.bin\x00octet\x00blksize\x001428\x00", TftpRequest(TFTP_WRITE, b"up.bin", "octet")),
+    (b"\x00\x01f\x00mail\x00trailing", TftpRequest(TFTP_READ, b"f", "mail")),      # options are not read
+    (b"\x00\x01\xff\xfe\x1b\x00octet\x00", TftpRequest(TFTP_READ, b"\xff\xfe\x1b", "octet")),
+    (b"\x00\x01" + b"n" * 60000 + b"\x00octet\x00", TftpRequest(TFTP_READ, b"n" * 60000, "octet")),
+    (b"\x00\x01\x00octet\x00", None),                # empty file name
+    (b"\x00\x01/tmp/x.sh", None),                      # no NUL at all
+    (b"\x00\x01/tmp/x.sh\x00octet", None),             # mode not terminated
+    (b"\x00\x01/tmp/x.sh\x00binary\x00", None),        # not a TFTP mode
+    (b"\x00\x01/tmp/x.sh\x00\x00", None),              # empty mode
+    (b"\x00\x03\x00\x01#!/bin/sh\n", None),             # DATA
+    (b"\x00\x04\x00\x01", None),                        # ACK
+    (b"\x00\x05\x00\x01File not found\x00", None),      # ERROR
+    (b"\x00\x06blksize\x00512\x00", None),               # OACK
+    (b"\x01\x01a\x00octet\x00", None),                   # opcode 257
+    (b"\x00\x01", None), (b"\x00", None), (b"", None),
+])
+def test_tftp_requests(payload, expected):
+    assert parse_tftp_request(payload) == expected
+
+
+def test_tftp_requests_are_routed_by_their_port_and_counted_under_their_name():
+    assert REQUEST_PORTS == {69: parse_tftp_request}
+    assert "tftp_request" in WIRE_PARSERS and "http_host" in WIRE_PARSERS
+
+
+# ---- wire_text ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("raw, shown", [
+    (b"/tmp/x.sh", "/tmp/x.sh"),
+    ("/caf\u00e9/\u4e2d.sh".encode(), "/caf\u00e9/\u4e2d.sh"),                      # UTF-8 as itself
+    (b"a\xffb\xc3", "a\\xffb\\xc3"),                                               # not UTF-8: \\xNN
+    (b"l1\nl2\r\x00\x1b[31m\x7f", "l1\\x0al2\\x0d\\x00\\x1b[31m\\x7f"),              # controls
+    ("a\u202eb\u2028c".encode(), "a\\u202eb\\u2028c"),                                # bidi override, separator
+    (b'q"b\\', 'q\\"b\\\\'),                                                       # quote and backslash
+    ("\U0001f600".encode(), "\U0001f600"),                                          # printable astral: itself
+    ("\U000e0001".encode(), "\\U000e0001"),                                          # an unprintable tag
+    (b"", ""),
+])
+def test_wire_text_escapes_what_is_not_plainly_printable(raw, shown):
+    assert wire_text(raw) == shown
+
+
+def test_wire_text_is_cut_with_an_ellipsis_never_inside_an_escape():
+    assert wire_text(b"x" * 10, 10) == "x" * 10
+    assert wire_text(b"x" * 11, 10) == "x" * 10 + "\u2026"
+    assert wire_text(b"x" * 9 + b"\xff", 10) == "x" * 9 + "\u2026"              # the 4-character escape does not fit
+    assert wire_text(b"\xff" * 100_000, 8) == "\\xff\\xff\u2026"
+    assert wire_text("\u00e9".encode() * 50, 20) == "\u00e9" * 20 + "\u2026"
+    long = wire_text(b"a" * 1_000_000)
+    assert len(long) == 161 and long.endswith("\u2026")
+
+
 # ---- banners and discovery --------------------------------------------------------------------------------------
 def test_clean_strips_unprintables_and_bounds_the_length():
     assert _clean(b"  Hik\x00vision\x7f\tWeb\xff  ") == "HikvisionWeb\ufffd"
@@ -547,6 +655,12 @@ def test_parser_guard_counts_each_parser_and_reports_its_first_failure_only():
     assert guard.errors == {"broken": 2}
     assert reports == ["broken failed on a 3-byte payload (KeyError); such packets are skipped and counted in "
                        "camwatch_dissect_errors_total"]
+
+
+def test_parser_guard_counts_under_a_label_when_given_one():
+    guard = ParserGuard()
+    assert guard.run(lambda p: p[10], b"", "failed", label="http_host") == "failed"
+    assert guard.errors == {"http_host": 1}
 
 
 def test_parser_guard_without_a_reporter_still_counts():

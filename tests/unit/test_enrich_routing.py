@@ -1,6 +1,7 @@
 """sensor/enrich/routing.py: the rows each parser is handed, for every kind of row at its edges (DNS from 12 bytes,
 TCP from 6, a ClientHello but not a ServerHello, each HTTP method, RTSP/HTTP banners, POSTs, UDP identity ports and
-SSDP searches), equal through the compiled router and its numpy reference, and a window's share of them."""
+SSDP searches, TFTP requests to port 69 but not what comes from it), equal through the compiled router and its numpy
+reference, and a window's share of them."""
 
 from __future__ import annotations
 
@@ -51,9 +52,15 @@ FRAMES = [
     _t(b"q" * 20, 40000, 53),                      # 26 DNS over TCP: not read
     _t(b"NOTIFY * HTTP/1.1\r\n", 40000, 1900),      # 27 TCP to an identity port: nothing
     _u(5000, 3702, b"x"),                          # 28 one byte to an identity port: discovery
+    _u(5000, 69, b"\x00\x01a\x00octet\x00"),         # 29 TFTP request: requests
+    _u(69, 5000, b"\x00\x05\x00\x01no\x00"),          # 30 from port 69 (an error): nobody's
+    _u(1900, 69, b"\x00\x01a\x00octet\x00"),         # 31 to 69 from an identity port: a request
+    _u(69, 3702, b"<x/>"),                         # 32 to an identity port from 69: discovery
+    _u(5000, 69, b""),                             # 33 empty: nothing
+    _t(b"\x00\x01a\x00octet\x00", 5000, 69),         # 34 TCP to 69: nothing
 ]
-EXPECTED = ParserRows(dns=[0, 2, 24], identity=[3, 4, 5, 6, 7, 28], searches=[3],
-                      named=[9, 11, 12, 16, 17, 18, 19, 20, 21], banners=[13, 14], posts=[12])
+EXPECTED = ParserRows(dns=[0, 2, 24], identity=[3, 4, 5, 6, 7, 28, 32], searches=[3],
+                      named=[9, 11, 12, 16, 17, 18, 19, 20, 21], banners=[13, 14], posts=[12], requests=[29, 31])
 
 
 @pytest.mark.parametrize("compiled_route", [True, False], ids=["compiled", "numpy"])
@@ -70,6 +77,7 @@ def test_a_window_takes_its_share_of_the_batch_rows():
     plan = BatchPlan(dec, lambda d, rows: rows * 0)
     assert plan.parsers == EXPECTED
     assert list(plan.ip) == [i for i in range(len(FRAMES)) if i != 23]
-    assert plan.parser_rows(2, 13) == ParserRows([2], [3, 4, 5, 6, 7], [3], [9, 11, 12], [], [12])
-    assert plan.parser_rows(0, 0) == ParserRows([], [], [], [], [], [])
+    assert plan.parser_rows(2, 13) == ParserRows([2], [3, 4, 5, 6, 7], [3], [9, 11, 12], [], [12], [])
+    assert plan.parser_rows(29, 33) == ParserRows([], [32], [], [], [], [], [29, 31])
+    assert plan.parser_rows(0, 0) == ParserRows([], [], [], [], [], [], [])
     assert _between([1, 3, 5], 3, 5) == [3] and _between([], 0, 9) == []

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from packets import ethernet, ipv4, ipv6, mac, tcp, udp
 from sensor.capture import Batch
 from sensor.config import parse_config
+from sensor.detect import DETECTORS, SEVERITIES
 from sensor.enrich import ManufDatabase
 from sensor.export import build_registry
 from sensor.pipeline import Sensor
@@ -285,7 +286,7 @@ def test_device_egress_bytes_by_scope_and_alert_counters_by_value():
     # one egress_policy alert, medium (Axis is not a covered maker), and every other counter at zero
     alerts = {(dict(k)["detector"], dict(k)["severity"]): v for k, v in m["camwatch_alerts_total"].items()}
     assert {k: v for k, v in alerts.items() if v} == {("egress_policy", "medium"): 1}
-    assert len(alerts) == 8 * 5   # every detector and severity exported, zeros included
+    assert len(alerts) == len(DETECTORS) * len(SEVERITIES)   # every detector and severity exported, zeros included
     assert set(by_label(m, "camwatch_alerts_suppressed_total", "detector").values()) == {0}
 
 
