@@ -111,6 +111,16 @@ def _detector_report(det: str, mine: list[dict], behaviours: list[dict]) -> dict
     }
 
 
+def _reaches(b: dict, lines: list[dict]) -> bool:
+    """Whether an incident's lines name the behaviour's destination (any, when the label names none): two plants
+    on one camera a minute apart are two behaviours, and each has its own incidents."""
+    if not b.get("destination"):
+        return True
+    seen = {a["destination"]["ip"] for a in lines} | {ip for a in lines for ip in a.get("totals", {}).get(
+        "addresses", ())}
+    return b["destination"] in seen
+
+
 def _incident_report(lines: list[dict], behaviours: list[dict], benign: set[str], hours: float) -> dict:
     """Per planted behaviour: the incidents that told of it, every line they wrote (open, update, close), and the
     time to the first; and how many lines benign cameras cost an analyst per hour."""
@@ -119,7 +129,8 @@ def _incident_report(lines: list[dict], behaviours: list[dict], benign: set[str]
         by_incident.setdefault(line.get("incident") or f"line-{id(line)}", []).append(line)
     rows = []
     for b in behaviours:
-        told = [inc for inc, ls in by_incident.items() if any(_explains(b, a) for a in ls if a.get("event") != "close")]
+        told = [inc for inc, ls in by_incident.items() if _reaches(b, ls)
+                and any(_explains(b, a) for a in ls if a.get("event") != "close")]
         first = [a["ts"] for inc in told for a in by_incident[inc] if a.get("event") != "close"]
         rows.append({"id": b["id"], "incidents": len(told), "opens": sum(
                          1 for inc in told for a in by_incident[inc] if a.get("event", "open") == "open"),

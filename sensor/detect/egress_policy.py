@@ -32,7 +32,9 @@ class EgressPolicyDetector(Detector):
                    f"on the public Internet, sending {plural(obs.sent_packets, 'packet')} "
                    f"({plural(obs.sent_bytes, 'byte')}) at first sight; no allow rule matches.{covered_note(dev)}")
         severity = "high" if dev.covered else "medium"
-        return self.alert(obs, severity, 1.0, summary, direction="outbound" if obs.initiated else "inbound")
+        evidence = f"{verb} {describe_destination(obs.peer, obs.name, obs.port, obs.proto)} on the Internet"
+        return self.alert(obs, severity, 1.0, summary, direction="outbound" if obs.initiated else "inbound",
+                          evidence=evidence)
 
     def _only_pings(self, obs: Observation) -> bool:
         if (obs.proto != "icmp" or not obs.initiated or obs.tags & TAG_ICMP_OTHER

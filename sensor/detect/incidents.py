@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from sensor.bounded import BoundedLRU
 from sensor.detect.alert import SEVERITIES, Alert
-from sensor.detect.services import IncidentService
+from sensor.detect.services import KIND_ADDRESS, KIND_SITE, IncidentService
 from sensor.detect.text import describe_device, plural
 from sensor.enrich import Device, Observation
 from sensor.flows import Flow
@@ -34,6 +34,14 @@ CLOSE_REASONS = (SILENCE, END, SHUTDOWN, EVICTED)
 MAX_EVIDENCE = 8        # phrases on a line, strongest first (more only to keep every detector's strongest)
 MAX_SEEN = 16           # addresses and names listed in the totals
 MAX_FLOWS = 32          # flows whose counters an incident follows; older ones are folded into its totals
+# A device with this many incidents open on bare addresses (no name, no vendor service) in one scope is fanning
+# out - a scan, a sweep, a P2P client spraying relays: what it reaches next is one "fan-out" incident of that scope,
+# not one incident (and two lines) per address.
+FAN_OUT = 8
+
+
+def fan_out_service(scope: str) -> IncidentService:
+    return IncidentService(f"fan-out-{scope}", f"many {scope} addresses", KIND_SITE)
 
 
 @dataclass(slots=True)
@@ -122,6 +130,7 @@ class Incident:
     written: bool = False            # its open line went out (the alert gate may hold one back)
     pending: str | None = None       # the line this second owes: OPEN or UPDATE
     pending_ts: float = 0.0
+    scope: str = ""                  # of the address it opened on (for the fan-out count of bare addresses)
 
     def join(self, alert: Alert, evidence: Evidence) -> bool:
         """Add a detection; True when it deserves an update line (severity up, or a new detector)."""
@@ -186,6 +195,7 @@ class Incidents:
         self.timeout = timeout
         self._open: BoundedLRU[tuple[str, str], Incident] = BoundedLRU(max_open, self._evicted)
         self._per_device: dict[str, int] = {}     # open incidents per device: most traffic has none to follow
+        self._bare: dict[tuple[str, str], int] = {}   # open bare-address incidents per (device, scope)
         self._changed: list[Incident] = []
         self._closing: list[Alert] = []
         self.opened = 0
@@ -206,6 +216,7 @@ class Incidents:
     def detect(self, alert: Alert, service: IncidentService, device: Device | None, obs: Observation | None) -> None:
         """A detection about (device, service); obs, when the detection came from traffic."""
         evidence = evidence_of(alert)
+        service = self._fanned_out(alert.device_ip, service, alert.dst_scope)
         key = (alert.device_ip, service.id)
         incident = self._current(key, alert.ts)
         if incident is None:
@@ -224,10 +235,21 @@ class Incidents:
 
     def traffic(self, obs: Observation, service: IncidentService) -> None:
         """Traffic of a device that has open incidents: counted in the incident of its service, if one is open."""
+        service = self._fanned_out(obs.device.ip, service, obs.scope)
         incident = self._current((obs.device.ip, service.id), obs.ts)
         if incident is not None:
             incident.last = max(incident.last, obs.ts)
             incident.traffic.add(obs)
+
+    def _fanned_out(self, device_ip: str, service: IncidentService, scope: str) -> IncidentService:
+        """The fan-out incident's service for a bare address the device has no incident of, once it has FAN_OUT
+        of them open in that scope (or the fan-out incident is open already); else the service itself."""
+        if service.kind != KIND_ADDRESS or (device_ip, service.id) in self._open:
+            return service
+        fan = fan_out_service(scope)
+        if (device_ip, fan.id) in self._open or self._bare.get((device_ip, scope), 0) >= FAN_OUT:
+            return fan
+        return service
 
     def _current(self, key: tuple[str, str], ts: float) -> Incident | None:
         """The open incident of the pair; one that has been silent for the timeout by `ts` closes first (the tick
@@ -242,9 +264,12 @@ class Incidents:
     def _open_incident(self, key: tuple[str, str], alert: Alert, service: IncidentService, device: Device | None,
                        evidence: Evidence) -> Incident:
         incident = Incident("", device, service, alert.ts, alert.ts, alert, evidence.severity, [alert.detector],
-                            [evidence], pending=OPEN, pending_ts=alert.ts)
+                            [evidence], pending=OPEN, pending_ts=alert.ts, scope=alert.dst_scope)
         self._open.put(key, incident)
         self._per_device[key[0]] = self._per_device.get(key[0], 0) + 1
+        if service.kind == KIND_ADDRESS:
+            bare = (key[0], incident.scope)
+            self._bare[bare] = self._bare.get(bare, 0) + 1
         self._changed.append(incident)
         self.opened += 1
         return incident
@@ -282,11 +307,9 @@ class Incidents:
     def _close(self, incident: Incident, now: float, reason: str) -> None:
         incident.pending = None   # an evicted incident whose open line is still owed never writes it
         ip = incident.device.ip if incident.device else incident.lead.device_ip
-        left = self._per_device.get(ip, 1) - 1
-        if left:
-            self._per_device[ip] = left
-        else:
-            self._per_device.pop(ip, None)
+        _decrement(self._per_device, ip)
+        if incident.service.kind == KIND_ADDRESS:
+            _decrement(self._bare, (incident.lead.device_ip, incident.scope))
         if incident.written:
             self._closing.append(self._close_line(incident, now, reason))
 
@@ -321,6 +344,14 @@ class Incidents:
         line.summary = summary
         line.extra.update(reason=reason, totals=totals)
         return line
+
+
+def _decrement(counts: dict, key: object) -> None:
+    left = counts.get(key, 1) - 1
+    if left:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
 
 
 _REASON_TEXT = {SILENCE: "silent for the episode timeout", END: "end of the capture", SHUTDOWN: "sensor shutdown",

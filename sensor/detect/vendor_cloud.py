@@ -27,7 +27,7 @@ class VendorCloudDetector(Detector):
                           query.vlan)
         summary = (f"{describe_device(dev)} looked up {query.qname}, a {svc.name} name: the device is set up to "
                    f"reach its vendor's cloud.{covered_note(dev)}")
-        return self.alert(obs, "medium", 0.8, summary, service=svc.id, evidence="dns query")
+        return self.alert(obs, "medium", 0.8, summary, service=svc.id, evidence=f"looked up {query.qname}")
 
     def observe(self, obs: Observation) -> Alert | None:
         if not obs.external or obs.sent_packets == 0:

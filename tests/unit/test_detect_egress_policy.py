@@ -25,14 +25,16 @@ def test_a_covered_camera_opening_a_public_address_is_a_high_alert():
         "destination": {"ip": "203.0.113.7", "port": 443, "proto": "tcp", "name": None, "scope": "public"},
         "score": 1.0, "summary": "camera 10.20.0.5 (Hikvision) opened 203.0.113.7 tcp/443 on the public Internet, "
         "sending 3 packets (300 bytes) at first sight; no allow rule matches. Hikvision is a covered maker (named).",
-        "vlan": 20, "direction": "outbound"}
+        "vlan": 20, "direction": "outbound", "evidence": "opened 203.0.113.7 tcp/443 on the Internet"}
 
 
 def test_an_uncovered_device_answering_is_a_medium_inbound_alert():
     alert = _detector().observe(_obs(_device(vendor="Acme"), initiated=False, sent_packets=1, sent_bytes=60,
                                      name="x.example.com", port=None, proto="udp"))
     assert (alert.severity, alert.extra, alert.dst_name, alert.dst_port) == (
-        "medium", {"direction": "inbound"}, "x.example.com", None)
+        "medium", {"direction": "inbound",
+                   "evidence": "answered a connection from x.example.com (203.0.113.7) udp on the Internet"},
+        "x.example.com", None)
     assert alert.summary == ("10.20.0.5 (Acme) answered a connection from x.example.com (203.0.113.7) udp on the "
                              "public Internet, sending 1 packet (60 bytes) at first sight; no allow rule matches.")
 
@@ -67,6 +69,7 @@ def test_pings_the_device_sends_are_a_connectivity_check_not_egress():
     # answering pings from the Internet: the device is reachable from outside
     answered = {**ping, "peer": "203.0.113.10"}
     alert = detector.observe(_obs(dev, initiated=False, flow=_icmp(resp_tags=TAG_ICMP_ECHO), **answered))
-    assert alert.extra == {"direction": "inbound"}
+    assert alert.extra == {"direction": "inbound",
+                           "evidence": "answered a connection from 203.0.113.10 icmp on the Internet"}
     # untyped ICMP (later fragments only) is not known to be a ping
     assert detector.observe(_obs(dev, flow=_icmp(), **{**ping, "peer": "203.0.113.11"})) is not None

@@ -249,3 +249,32 @@ def test_a_device_that_holds_no_open_incident_costs_no_service_lookup(monkeypatc
     monkeypatch.setattr(detection.services, "of_observation", lambda obs: calls.append(obs))
     detection.observe(observation(device(), scope="camera", peer="10.20.0.2"))
     assert calls == []
+
+
+def test_a_device_fanning_out_to_bare_addresses_becomes_one_fan_out_incident():
+    from sensor.detect.incidents import FAN_OUT
+    inc = _incidents()
+    dev = device()
+    for i in range(FAN_OUT + 12):
+        ip = f"198.51.100.{i}"
+        inc.detect(_alert(T0 + i * 0.5, dst=ip), RESOLVER.of_destination(ip, None), dev, None)
+    lines = _written(inc)
+    assert len(lines) == FAN_OUT + 1
+    fan = lines[-1]
+    assert fan.extra["service"] == {"id": "fan-out-public", "name": "many public addresses", "kind": "site"}
+    # a named service, an address with its own incident, and another device are not folded
+    named = RESOLVER.of_name("clips.example.org")
+    inc.detect(_alert(T0 + 20, dst="203.0.113.99", name="clips.example.org"), named, dev, None)
+    inc.detect(_alert(T0 + 20, "video_egress", "high", dst="198.51.100.0"), RESOLVER.of_destination(
+        "198.51.100.0", None), dev, None)
+    inc.detect(_alert(T0 + 20, device_ip="10.20.0.6", dst="198.51.100.50"), RESOLVER.of_destination(
+        "198.51.100.50", None), device("10.20.0.6"), None)
+    assert [(line.extra["event"], line.extra["service"]["id"]) for line in _written(inc)] == [
+        ("open", "example.org"), ("update", "198.51.100.0"), ("open", "198.51.100.50")]
+    # the fan-out's close lists the addresses it folded, as far as it saw traffic to them
+    inc.traffic(observation(dev, ts=T0 + 21, peer="198.51.100.17"), RESOLVER.of_destination("198.51.100.17", None))
+    closed = {line.extra["service"]["id"]: line for line in inc.take_closed(T0 + 30, "end")}
+    assert closed["fan-out-public"].extra["totals"]["addresses"] == ["198.51.100.17"]
+    # once the bare-address incidents close, the count starts again
+    inc.detect(_alert(T0 + 40, dst="198.51.100.200"), RESOLVER.of_destination("198.51.100.200", None), dev, None)
+    assert _written(inc)[0].extra["service"]["id"] == "198.51.100.200"
