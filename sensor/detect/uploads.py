@@ -1,0 +1,92 @@
+"""Sliding windows over what a device sent one peer (video_egress): per-second buckets for the short windows of
+bursts and streams, per-slot buckets for the long window of trickles.
+
+Each window is one flat array of [unit, sent, received, packets] buckets, oldest first, with running totals, so an
+observation costs an append (or three additions to the newest bucket) and the expiry of whatever fell out of the
+window: no pass over the window, no object per bucket. A (device, peer) that sends every second holds
+`span` buckets of 32 bytes in each window, however long it keeps sending.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+
+TRICKLE_SLOTS = 12      # a trickle window of any length is kept in this many slots (10 s each for 120 s)
+
+
+class Window:
+    """Buckets covering the last `span` units (seconds or slots) up to the newest one seen."""
+
+    __slots__ = ("cells", "sent", "received", "packets")
+
+    def __init__(self) -> None:
+        self.cells = array("q")
+        self.sent = self.received = self.packets = 0
+
+    def add(self, unit: int, span: int, sent: int, received: int, packets: int) -> None:
+        cells = self.cells
+        if cells and unit <= cells[-4]:
+            # Flows of one second of capture are handed over in no particular order, so a unit may come a little
+            # after a later one: it joins the newest bucket. A jump back past the whole window (another capture
+            # replayed, a clock step) starts afresh rather than keeping buckets from the future.
+            if unit <= cells[-4] - span:
+                self.clear()
+            else:
+                cells[-3] += sent
+                cells[-2] += received
+                cells[-1] += packets
+                self._count(sent, received, packets)
+                return
+        cells.extend((unit, sent, received, packets))
+        while cells[0] <= unit - span:
+            self._count(-cells[1], -cells[2], -cells[3])
+            del cells[:4]
+        self._count(sent, received, packets)
+
+    def _count(self, sent: int, received: int, packets: int) -> None:
+        self.sent += sent
+        self.received += received
+        self.packets += packets
+
+    def clear(self) -> None:
+        del self.cells[:]
+        self.sent = self.received = self.packets = 0
+
+    def tail(self, unit: int, length: int, floor: int = 1) -> Totals:
+        """What the buckets of the last `length` units up to `unit` hold; `active` and `first` count only buckets
+        with at least `floor` bytes sent."""
+        cells = self.cells
+        sent = received = packets = active = 0
+        first = unit
+        for i in range(len(cells) - 4, -1, -4):
+            if cells[i] <= unit - length:
+                break
+            sent += cells[i + 1]
+            received += cells[i + 2]
+            packets += cells[i + 3]
+            if cells[i + 1] >= floor:
+                active += 1
+                first = cells[i]
+        return Totals(sent, received, packets, active, first)
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    sent: int
+    received: int
+    packets: int
+    active: int      # buckets with (enough) sending in them
+    first: int       # the oldest of them (the unit asked about when there are none)
+
+
+class Sending:
+    """One (device, peer): its recent sending per second and per trickle slot, and the severity already reported
+    in its current episode (a later, more severe pattern is reported once more)."""
+
+    __slots__ = ("seconds", "slots", "reported")
+
+    def __init__(self) -> None:
+        self.seconds = Window()
+        self.slots = Window()
+        self.reported = 0
