@@ -217,6 +217,7 @@ def mixed(scene: Scene) -> list[dict]:
         seg = tcp(cam.ip, target.ip, 50000 + k, 23, 7000 + k, 0, "S")
         scene.ip_packet(t + 0.75 * k, cam, target, 6, seg, GATEWAY.mac)
     label("telnet-sweep", "anomaly", cam, None, t, t + 30, external)
+    __import__("plant_uploads").plant(scene, start, label)
     return labels
 
 
