@@ -243,6 +243,15 @@ def test_the_configured_check_ins_and_thresholds_apply():
     assert not _run(jittered, [100] * 6, det=_detector(timing_threshold=timing + 1e-9))
 
 
+@pytest.mark.parametrize("gap,events", [(5.0 - 1 / 1024, [[T0, T0 + 5.0 - 1 / 1024, 130]]),
+                                        (5.0, [[T0, T0, 100], [T0 + 5.0, T0 + 5.0, 30]])])
+def test_sending_within_the_gap_of_the_last_activity_is_the_same_check_in(gap, events):
+    det, dev = _detector(), _device()
+    det.observe(_obs(dev, ts=T0, sent_bytes=100, peer=PEER))
+    det.observe(_obs(dev, ts=T0 + gap, sent_bytes=30, peer=PEER))
+    assert det._events.get((dev.ip, PEER)) == events
+
+
 def test_the_check_in_gap_is_configured():
     det, dev = _detector(checkin_gap=20.0), _device()
     for k in range(3):
