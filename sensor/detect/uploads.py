@@ -10,7 +10,7 @@ window: no pass over the window, no object per bucket. A (device, peer) that sen
 from __future__ import annotations
 
 from array import array
-from dataclasses import dataclass
+from typing import NamedTuple
 
 TRICKLE_SLOTS = 12      # a trickle window of any length is kept in this many slots (10 s each for 120 s)
 
@@ -25,29 +25,32 @@ class Window:
         self.sent = self.received = self.packets = 0
 
     def add(self, unit: int, span: int, sent: int, received: int, packets: int) -> None:
+        """Count sending (`sent` at least 1: every bucket holds some) in `unit`, keeping the last `span` units."""
+        # Runs for every observation of every outside peer: the totals are updated inline, not through a helper.
         cells = self.cells
         if cells and unit <= cells[-4]:
             # Flows of one second of capture are handed over in no particular order, so a unit may come a little
             # after a later one: it joins the newest bucket. A jump back past the whole window (another capture
             # replayed, a clock step) starts afresh rather than keeping buckets from the future.
-            if unit <= cells[-4] - span:
-                self.clear()
-            else:
+            if unit > cells[-4] - span:
                 cells[-3] += sent
                 cells[-2] += received
                 cells[-1] += packets
-                self._count(sent, received, packets)
+                self.sent += sent
+                self.received += received
+                self.packets += packets
                 return
+            self.clear()
         cells.extend((unit, sent, received, packets))
-        while cells[0] <= unit - span:
-            self._count(-cells[1], -cells[2], -cells[3])
-            del cells[:4]
-        self._count(sent, received, packets)
-
-    def _count(self, sent: int, received: int, packets: int) -> None:
         self.sent += sent
         self.received += received
         self.packets += packets
+        horizon = unit - span
+        while cells[0] <= horizon:
+            self.sent -= cells[1]
+            self.received -= cells[2]
+            self.packets -= cells[3]
+            del cells[:4]
 
     def clear(self) -> None:
         del self.cells[:]
@@ -57,6 +60,9 @@ class Window:
         """What the buckets of the last `length` units up to `unit` hold; `active` and `first` count only buckets
         with at least `floor` bytes sent."""
         cells = self.cells
+        if floor <= 1 and cells and cells[0] > unit - length:
+            # the whole window is in the tail, and every bucket holds some sending: the running totals
+            return Totals(self.sent, self.received, self.packets, len(cells) >> 2, cells[0])
         sent = received = packets = active = 0
         first = unit
         for i in range(len(cells) - 4, -1, -4):
@@ -71,8 +77,7 @@ class Window:
         return Totals(sent, received, packets, active, first)
 
 
-@dataclass(frozen=True, slots=True)
-class Totals:
+class Totals(NamedTuple):      # a tuple: made for every check of a busy peer, and a frozen dataclass costs more
     sent: int
     received: int
     packets: int

@@ -6,7 +6,7 @@ some start, so a slow start neither delays a stream nor dilutes what is reported
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from sensor.bounded import BoundedLRU
 from sensor.detect.alert import Alert
@@ -14,9 +14,10 @@ from sensor.detect.base import Detector, DetectorContext
 from sensor.detect.text import covered_note, describe_destination, describe_device
 from sensor.detect.uploads import TRICKLE_SLOTS, Sending, Totals
 from sensor.enrich import Observation
-from sensor.tags import PROFILE_NAMES, TAG_PPPP
+from sensor.tags import PROFILE_NAMES, TAG_PPPP_DRW, TAG_RTP, TAG_TLS
 
 ONE_WAY = "one-way bulk upload"
+MEDIA = TAG_RTP | TAG_PPPP_DRW | TAG_TLS    # PPPP framing alone is signalling, not media
 RANK = {"medium": 1, "high": 2, "critical": 3}
 # What each pattern means, and its severity for a covered maker and for the others. A clip and live video are the
 # same finding: video is leaving (a faster upload must not be judged milder than a slower one). A trickle is
@@ -26,18 +27,24 @@ MEANING = {"stream": "video is leaving", "burst": "a clip or a set of images is 
 SEVERITY = {"stream": ("critical", "high"), "burst": ("critical", "high"), "trickle": ("high", "medium")}
 
 
-@dataclass(frozen=True, slots=True)
-class Upload:
+class Upload(NamedTuple):      # made on every check of an upload under way: a tuple is the cheapest record
     kind: str            # burst, stream or trickle
     window: int          # the seconds the rate is measured over
     sent: int
     received: int
-    profile: list[str]
+    tags: int            # the flow's payload-profile bits
+    one_way: bool
     strength: float      # the measure against its threshold: 1.0 at the threshold
 
     @property
     def rate(self) -> float:
         return 8 * self.sent / self.window
+
+    @property
+    def profile(self) -> list[str]:
+        """What makes the sending look like media, and whether it is one-way."""
+        profile = [label for bit, label in PROFILE_NAMES.items() if self.tags & bit & MEDIA]
+        return [*profile, ONE_WAY] if self.one_way else profile
 
 
 class VideoEgressDetector(Detector):
@@ -92,11 +99,11 @@ class VideoEgressDetector(Detector):
         t = st.seconds.tail(sec, s.stream_window)
         if t.sent < self._stream_bytes or t.active < max(1, s.stream_window - 1) or not self._bulk(t):
             return None
-        profile = self._profile(obs, t)
-        if not profile:
+        one_way = self._one_way(t)
+        if not (one_way or obs.tags & MEDIA):
             return None
         # judged over the whole window, reported over the part of it the stream has filled
-        return Upload("stream", sec - t.first + 1, t.sent, t.received, profile,
+        return Upload("stream", sec - t.first + 1, t.sent, t.received, obs.tags, one_way,
                       8 * t.sent / s.stream_window / s.stream_rate)
 
     def _burst(self, st: Sending, sec: int, obs: Observation) -> Upload | None:
@@ -105,7 +112,7 @@ class VideoEgressDetector(Detector):
         t = st.seconds.tail(sec, s.burst_window)
         if t.sent < s.burst_bytes or not self._bulk(t) or not self._one_way(t):
             return None
-        return Upload("burst", sec - t.first + 1, t.sent, t.received, self._profile(obs, t), t.sent / s.burst_bytes)
+        return Upload("burst", sec - t.first + 1, t.sent, t.received, obs.tags, True, t.sent / s.burst_bytes)
 
     def _trickle(self, st: Sending, sec: int, obs: Observation) -> Upload | None:
         """At least trickle_rate averaged over the trickle window, one-way, and persistent: bulk sending in at least
@@ -116,7 +123,7 @@ class VideoEgressDetector(Detector):
         if (t.sent < self._trickle_bytes or 2 * span < s.trickle_window or 3 * t.active < self._slots
                 or not self._bulk(t) or not self._one_way(t)):
             return None
-        return Upload("trickle", span, t.sent, t.received, self._profile(obs, t),
+        return Upload("trickle", span, t.sent, t.received, obs.tags, True,
                       8 * t.sent / s.trickle_window / s.trickle_rate)
 
     def _bulk(self, t: Totals) -> bool:
@@ -125,14 +132,6 @@ class VideoEgressDetector(Detector):
 
     def _one_way(self, t: Totals) -> bool:
         return t.sent >= self.settings.up_down_ratio * max(t.received, 1)
-
-    def _profile(self, obs: Observation, t: Totals) -> list[str]:
-        """What makes the sending look like media (the flow's payload tags; PPPP framing alone is signalling), and
-        whether it is one-way."""
-        profile = [label for bit, label in PROFILE_NAMES.items() if obs.tags & bit and bit != TAG_PPPP]
-        if self._one_way(t):
-            profile.append(ONE_WAY)
-        return profile
 
     # ---- the alert ---------------------------------------------------------------------------------------------
     def _report(self, obs: Observation, st: Sending, up: Upload) -> Alert | None:

@@ -329,8 +329,20 @@ def test_state_is_bounded_per_peer_and_per_window():
     assert len(sending.seconds.cells) == 4 * 5 and len(sending.slots.cells) == 4 * 12
 
 
+def test_a_windows_tail_stops_at_its_length_and_counts_buckets_over_the_floor():
+    window = Window()
+    for unit, sent in ((1000, 10), (1002, 300), (1003, 20)):
+        window.add(unit, 5, sent, 1, 1)
+    assert window.tail(1003, 4) == (330, 3, 3, 3, 1000)           # all of it: 1000 is within 4 units of 1003
+    assert window.tail(1003, 3) == (320, 2, 2, 2, 1002)           # 1000 is exactly 3 back: out
+    assert window.tail(1003, 4, floor=20) == (330, 3, 3, 2, 1002)
+    assert window.tail(1003, 1, floor=100) == (20, 1, 1, 0, 1003)
+    window.add(1006, 5, 5, 0, 1)                                   # 1000 leaves the 5-unit window
+    assert (window.sent, window.received, window.packets, list(window.cells[0::4])) == (325, 2, 3, [1002, 1003, 1006])
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.integers(-3, 40), st.integers(0, 10_000), st.integers(0, 10_000)), max_size=60),
+@given(st.lists(st.tuples(st.integers(-3, 40), st.integers(1, 10_000), st.integers(0, 10_000)), max_size=60),
        st.integers(1, 12), st.integers(1, 12), st.integers(1, 5_000))
 def test_a_windows_running_totals_are_what_its_buckets_hold(steps, span, length, floor):
     """Units mostly advancing, sometimes a little back (flows of one second arrive in any order), sometimes far
