@@ -3,8 +3,9 @@ bursts and streams, per-slot buckets for the long window of trickles.
 
 Each window is one flat array of [unit, sent, received, packets] buckets, oldest first, with running totals, so an
 observation costs an append (or three additions to the newest bucket) and the expiry of whatever fell out of the
-window: no pass over the window, no object per bucket. A (device, peer) that sends every second holds
-`span` buckets of 32 bytes in each window, however long it keeps sending.
+window, with no object per bucket; a check reads the running totals, or walks the few buckets of a shorter tail. A
+(device, peer) that sends every second holds `span` buckets of 32 bytes in each window, however long it keeps
+sending.
 """
 
 from __future__ import annotations

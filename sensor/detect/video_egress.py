@@ -139,11 +139,17 @@ class VideoEgressDetector(Detector):
         that turns into a stream)."""
         dev = obs.device
         severity = SEVERITY[up.kind][0 if dev.covered else 1]
+        rank = RANK[severity]
         if self.new_episode((dev.ip, obs.peer), obs.ts, obs.sent_packets, obs.sent_bytes):
             st.reported = 0
-        if RANK[severity] <= st.reported:
+        elif not st.reported:
+            # An open episode this state never reported: restored from the state store after a restart, or the
+            # state was evicted. Its alert was written then; only a more severe pattern from here on is news.
+            st.reported = rank
             return None
-        st.reported = RANK[severity]
+        if rank <= st.reported:
+            return None
+        st.reported = rank
         balance = f"{up.sent / up.received:.0f}:1 up:down" if up.received else "nothing came back"
         summary = (f"{describe_device(dev)} sent {rate_text(up.rate)} over the last {up.window} s: "
                    f"{size_text(up.sent)} to {describe_destination(obs.peer, obs.name, obs.port, obs.proto)} "

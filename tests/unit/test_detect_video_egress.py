@@ -265,6 +265,20 @@ def test_after_the_episode_ends_the_next_upload_is_a_new_alert():
     assert len(feed.alerts) == 2
 
 
+def test_an_upload_whose_episode_was_alerted_before_a_restart_is_not_alerted_again_unless_it_grows():
+    """Episodes outlive the process (the state store restores them); the windows do not."""
+    episodes = Episodes(3600.0)
+    config = parse_config({})
+    before = Feed(detector=VideoEgressDetector(DetectorContext("site", episodes, config)))
+    _stills(before, 5, minutes=3)
+    assert [a.extra["upload"] for a in before.alerts] == ["trickle"]
+    after = Feed(detector=VideoEgressDetector(DetectorContext("site", episodes, config)))   # a restart
+    _stills(after, 6, minutes=3, at=T0 + 200)
+    assert after.alerts == []
+    after.upload(T0 + 400, [50_000] * 10)
+    assert [(a.extra["upload"], a.severity) for a in after.alerts] == [("stream", "high")]
+
+
 # ---- look-alikes that must stay quiet -----------------------------------------------------------------------------
 def test_keep_alive_ntp_and_rtcp_cadences_are_no_upload():
     det = _detector()
