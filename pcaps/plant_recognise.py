@@ -100,7 +100,8 @@ def _kalay(scene, t, cam, server, label, external) -> None:
         scene.udp(t + 9.5 * k, cam, 24680, server, 10240, kalay_iotc(0x0428, 0x0012, bytes(8), sequence=k))
         scene.udp(t + 9.5 * k + 0.06, server, 10240, cam, 24680, kalay_iotc(0x0427, 0x0021, bytes(8), sequence=k))
     scene.udp(t + 40, cam, 24680, server, 10240, kalay_iotc(0x0408, 0x0012, bytes(range(36)), sequence=5))
-    label("kalay-p2p", "vendor_cloud", cam, server.ip, t, t + 41, external)
+    # four keep-alives 9.5 s apart and a data message at the fifth beat: a P2P heartbeat is a beacon too
+    label("kalay-p2p", "vendor_cloud", cam, server.ip, t, t + 41, [*external, "beaconing"])
 
 
 def _reolink(scene, t, cam, server, label, external) -> None:

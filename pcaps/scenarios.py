@@ -25,6 +25,7 @@ from generate import Host, Scene, rtsp_exchanges  # noqa: E402
 from packets import mac, tcp, tls_client_hello  # noqa: E402
 from plant_fetch import plant as plant_fetch  # noqa: E402
 from plant_recognise import plant as plant_recognise  # noqa: E402
+from plant_uploads import plant as plant_uploads  # noqa: E402
 
 T0 = 1_710_000_000.0
 BASELINE = 1200.0
@@ -221,6 +222,7 @@ def mixed(scene: Scene) -> list[dict]:
     label("telnet-sweep", "anomaly", cam, None, t, t + 30, external)
     plant_recognise(scene, start, label, cameras=CAMERAS, gateway=GATEWAY, host=Host)
     plant_fetch(scene, start, label)
+    plant_uploads(scene, start, label)
     return labels
 
 

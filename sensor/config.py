@@ -24,6 +24,7 @@ from sensor.schema import (
     COUNT,
     DAY,
     FLAG,
+    FRACTION,
     SECONDS,
     Choice,
     Invalid,
@@ -58,6 +59,11 @@ MAX_FLOWS = 10_000_000
 MAX_DEVICES = 1_000_000
 MAX_NAMES = 10_000_000
 MAX_CAPTURE_BUFFER_MIB = 65536    # 64 GiB of kernel ring: beyond any mirror port's need
+# Detector thresholds: past these a value is a typo (an extra digit), not a policy.
+MAX_UPLOAD_BYTES = 1_000_000_000   # a burst of a gigabyte is no longer a clip
+MAX_RATE = 10_000_000_000          # bit/s: 10 Gbit/s, beyond any camera's link
+MAX_SHORT_WINDOW = 60              # s, burst and stream windows: one per-second bucket each per (device, peer)
+MAX_TRICKLE_WINDOW = 3600          # s; a trickle's window is kept in 12 slots whatever its length
 MAX_CONFIG_BYTES = 1 << 20        # a camwatch.toml is a few KiB; a pcap or a log passed by mistake is not
 
 # PBKDF2 cost accepted in [metrics] basic_auth. Below the floor a stolen config is cheap to brute-force; above
@@ -219,6 +225,40 @@ class LimitSettings:
 
 
 @dataclass(frozen=True)
+class UploadSettings:
+    """video_egress: what a device sends to one outside peer, judged on sliding windows of its sent bytes per
+    second. The defaults and the behaviour behind them are in docs/detectors.md#video_egress."""
+
+    burst_bytes: int = setting(256_000, kind=COUNT, maximum=MAX_UPLOAD_BYTES, unit="bytes",
+                               doc="a burst: at least this much sent within burst_window, mostly one-way")
+    burst_window: int = setting(5, kind=COUNT, maximum=MAX_SHORT_WINDOW, unit="s", doc="a burst's window")
+    stream_rate: int = setting(200_000, kind=COUNT, maximum=MAX_RATE, unit="bit/s",
+                               doc="a stream: at least this rate over stream_window, media-like or one-way")
+    stream_window: int = setting(5, kind=COUNT, maximum=MAX_SHORT_WINDOW, unit="s",
+                                 doc="a stream's window; it must be sending in all but one of its seconds")
+    trickle_rate: int = setting(8_000, kind=COUNT, maximum=MAX_RATE, unit="bit/s",
+                                doc="a trickle: at least this rate averaged over trickle_window, one-way")
+    trickle_window: int = setting(120, kind=COUNT, maximum=MAX_TRICKLE_WINDOW, unit="s",
+                                  doc="a trickle's window; it must be sending through at least half of it")
+    up_down_ratio: int = setting(5, kind=COUNT, maximum=1000,
+                                 doc="one-way: at least this many bytes sent per byte received in the window")
+    min_packet: int = setting(400, kind=COUNT, maximum=65535, unit="bytes",
+                              doc="bulk: the window's sent packets average at least this size")
+
+
+@dataclass(frozen=True)
+class BeaconSettings:
+    """beaconing: check-ins of a device with one outside peer, scored RITA-style (docs/detectors.md#beaconing)."""
+
+    min_checkins: int = setting(5, kind=COUNT, minimum=4, maximum=64,
+                                doc="check-ins before a pair is scored (at least 4: three intervals)")
+    checkin_gap: float = setting(5.0, kind=SECONDS, maximum=3600, unit="s",
+                                 doc="silence that separates two check-ins; closer sending is one check-in")
+    threshold: float = setting(0.8, kind=FRACTION, doc="beacon score (timing and sizes) that alerts")
+    timing_threshold: float = setting(0.8, kind=FRACTION, doc="timing score that alerts, whatever the sizes")
+
+
+@dataclass(frozen=True)
 class DetectSettings:
     learning_period: float = setting(DAY, kind=SECONDS, maximum=MAX_LEARNING_PERIOD, unit="s",
                                      doc="new_destination stays quiet for a device's first this long")
@@ -227,6 +267,8 @@ class DetectSettings:
                                    doc="lateral_movement: distinct hosts a device opens admin/service ports on")
     lateral_window: float = setting(30.0, kind=SECONDS, maximum=MAX_LATERAL_WINDOW, unit="s",
                                     doc="lateral_movement: ... within this many seconds")
+    uploads: UploadSettings = section(UploadSettings, "video_egress: bursts, streams and trickles")
+    beaconing: BeaconSettings = section(BeaconSettings, "beaconing: check-ins and their score")
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,8 @@ class _Count(Kind):
         unit = f" {s.unit}" if s.unit else ""
         if s.unit == "MiB" and top >= 1024:
             unit += f" ({int(top) >> 10} GiB)"   # memory is bought, and thought of, in GiB
+        if s.minimum is not None and s.minimum > 1:
+            return f"an integer from {s.minimum} to {top}{unit}"
         return f"a positive integer, at most {top}{unit}"
 
 
@@ -265,6 +267,18 @@ class _Number(Kind):
 
     def describe(self, s: Setting) -> str:
         return "a number"
+
+
+class _Fraction(Kind):
+    """A share or a score: a number above 0 and at most 1, as a float (NaN fails both comparisons)."""
+
+    def check(self, value: Any, s: Setting, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise s.wrong(key)
+        return float(value)
+
+    def describe(self, s: Setting) -> str:
+        return "a number above 0 and at most 1"
 
 
 class _Integer(Kind):
@@ -368,6 +382,7 @@ SECONDS: Kind = _Seconds()
 COUNT: Kind = _Count()
 FLAG: Kind = _Flag()
 NUMBER: Kind = _Number()
+FRACTION: Kind = _Fraction()
 INTEGER: Kind = _Integer()
 STRINGS: Kind = _Strings()
 TABLE: Kind = _Plain(dict, "a table")

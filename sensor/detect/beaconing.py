@@ -1,38 +1,48 @@
-"""beaconing: regular check-ins from a device to one outside address (RITA-style interval and size analysis)."""
+"""beaconing: regular check-ins from a device to one outside address (RITA-style interval and size analysis,
+sensor/detect/beacon.py)."""
 
 from __future__ import annotations
+
+import statistics
 
 from sensor.bounded import BoundedLRU
 from sensor.detect.alert import Alert
 from sensor.detect.base import Detector, DetectorContext
-from sensor.detect.beacon import beacon_score
+from sensor.detect.beacon import ON_PERIOD, beacon_score
+from sensor.detect.connectivity import only_pings
 from sensor.detect.text import covered_note, describe_destination, describe_device, severity_for
 from sensor.enrich import Observation
+from sensor.flows import FIN, RST
 
 
 class BeaconingDetector(Detector):
-    """Each burst of packets a device sends to the destination is one event; bursts closer than MIN_INTERVAL
-    seconds are one event, so continuous streams never look like beacons."""
+    """A check-in is a burst of sending to the destination: sending closer than `checkin_gap` seconds to the last
+    is the same check-in, so a short TCP connection (handshake, request, close) is one, and a continuous stream is
+    one long one, never a train of beacons. Thresholds: [detect.beaconing] (sensor/config.py)."""
 
     name = "beaconing"
-    MIN_EVENTS = 6          # five intervals: time-to-detect is at most five periods
-    MIN_INTERVAL = 5.0
-    THRESHOLD = 0.8
     HISTORY = 64
+    TEARDOWN_PACKETS = 2    # a FIN (or RST) and its ACK
 
     def __init__(self, context: DetectorContext):
         super().__init__(context)
+        s = context.config.detect.beaconing
+        self.min_checkins, self.gap = s.min_checkins, s.checkin_gap
+        self.threshold, self.timing_threshold = s.threshold, s.timing_threshold
+        # a period counts only when its on-period band clears the gap that cuts check-ins (see _shaped)
+        self.min_period = self.gap / (1 - ON_PERIOD)
         # Lists, not deques: a deque preallocates a 64-slot block, and floods bring a pair per forged source.
         self._events: BoundedLRU[tuple[str, str], list[list]] = BoundedLRU(context.episodes.max_open)
 
     def observe(self, obs: Observation) -> Alert | None:
-        if not obs.external or obs.sent_packets == 0:
+        if not obs.external or obs.sent_packets == 0 or only_pings(obs):   # regular by design; hardcoded_infra's
             return None
         events = self._check_ins(obs)
-        if events is None or len(events) < self.MIN_EVENTS:
+        if events is None or len(events) < self.min_checkins:
             return None
-        score, parts = beacon_score([e[0] for e in events], [e[2] for e in events])
-        if score < self.THRESHOLD:
+        # the check-in that just began has no size yet: the sizes are those of the finished ones
+        score, timing, parts = beacon_score([e[0] for e in events], [e[2] for e in events[:-1]])
+        if score < self.threshold or timing < self.timing_threshold or not self._shaped(events, parts["interval_s"]):
             return None
         if not self.new_episode((obs.device.ip, obs.peer), obs.ts, obs.sent_packets, obs.sent_bytes):
             return None
@@ -40,21 +50,41 @@ class BeaconingDetector(Detector):
                    f"{describe_destination(obs.peer, obs.name, obs.port, obs.proto)} every "
                    f"{parts['interval_s']:.0f} s (jitter {parts['interval_mad_s']:.1f} s) over {len(events)} "
                    f"check-ins: beacon score {score:.2f}.{covered_note(obs.device)}")
-        return self.alert(obs, severity_for(obs.device, "high", "medium"), score, summary, **parts)
+        return self.alert(obs, severity_for(obs.device, "high", "medium"), round(score, 4), summary, **parts,
+                          checkins=len(events), evidence=f"{len(events)} check-ins every "
+                          f"{parts['interval_s']:.0f} s ± {parts['interval_mad_s']:.1f} s with "
+                          f"{describe_destination(obs.peer, obs.name, obs.port, obs.proto)}")
+
+    def _shaped(self, events: list[list], period: float) -> bool:
+        """What a score cannot see. The period must clear the gap: sending every few seconds is merged or split
+        into check-ins by chance, and the gap's floor under every interval makes such a train look regular (RTCP's
+        randomised 5 s reports would). And the device must be quiet most of the period: check-ins lasting a
+        quarter of it or more are a session with pauses, not a beacon."""
+        return period >= self.min_period and 4 * statistics.median(e[1] - e[0] for e in events[:-1]) <= period
 
     def _check_ins(self, obs: Observation) -> list[list] | None:
         """The device's check-ins with this peer, [start, last activity, bytes] each, when this observation starts
-        a new one; None when it only extends the current burst."""
+        a new one; None when it only extends the current one (or is a connection's teardown)."""
         key = (obs.device.ip, obs.peer)
         events = self._events.use(key)
         if events is None:
             events = []
-        if events and obs.ts - events[-1][1] < self.MIN_INTERVAL:
+        if events and obs.ts - events[-1][1] < self.gap:
             events[-1][1] = obs.ts
             events[-1][2] += obs.sent_bytes
+            return None
+        if self._teardown(obs):
             return None
         events.append([obs.ts, obs.ts, obs.sent_bytes])
         if len(events) > self.HISTORY:
             del events[0]
         self._events.put(key, events)
         return events
+
+    def _teardown(self, obs: Observation) -> bool:
+        """The close of a TCP connection that went quiet (a FIN and its ACK, seconds after the exchange, as an
+        idle keep-alive timeout ends it) is part of the check-in that opened it, not one of its own."""
+        flow = obs.flow
+        if obs.proto != "tcp" or flow is None or obs.new_flow or obs.sent_packets > self.TEARDOWN_PACKETS:
+            return False
+        return bool((flow.orig_flags | flow.resp_flags) & (FIN | RST))

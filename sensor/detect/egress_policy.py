@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sensor.detect.alert import Alert
 from sensor.detect.base import Detector
+from sensor.detect.connectivity import only_pings
 from sensor.detect.text import covered_note, describe_destination, describe_device, plural
 from sensor.enrich import SCOPE_PUBLIC, Observation
-from sensor.tags import TAG_ICMP_ECHO, TAG_ICMP_OTHER
 
 
 class EgressPolicyDetector(Detector):
@@ -16,12 +16,9 @@ class EgressPolicyDetector(Detector):
 
     name = "egress_policy"
     interest = frozenset({SCOPE_PUBLIC})
-    # Mean wire size per packet up to which an ICMP flow of echo alone is a connectivity check: ping's defaults make
-    # 74 to 98 bytes, and a tunnel over ICMP (ptunnel, icmpsh) fills its packets with far more than this.
-    ICMP_ECHO_MAX_BYTES = 256
 
     def observe(self, obs: Observation) -> Alert | None:
-        if obs.scope != SCOPE_PUBLIC or obs.sent_packets == 0 or self._only_pings(obs):
+        if obs.scope != SCOPE_PUBLIC or obs.sent_packets == 0 or only_pings(obs):
             return None
         # Keyed by address, not port: P2P clients spray consecutive ports at one server, which is one story.
         if not self.new_episode((obs.device.ip, obs.peer), obs.ts, obs.sent_packets, obs.sent_bytes):
@@ -35,9 +32,3 @@ class EgressPolicyDetector(Detector):
         evidence = f"{verb} {describe_destination(obs.peer, obs.name, obs.port, obs.proto)} on the Internet"
         return self.alert(obs, severity, 1.0, summary, direction="outbound" if obs.initiated else "inbound",
                           evidence=evidence)
-
-    def _only_pings(self, obs: Observation) -> bool:
-        if (obs.proto != "icmp" or not obs.initiated or obs.tags & TAG_ICMP_OTHER
-                or not obs.tags & TAG_ICMP_ECHO):
-            return False
-        return obs.sent_bytes <= self.ICMP_ECHO_MAX_BYTES * obs.sent_packets

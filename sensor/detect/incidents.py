@@ -216,6 +216,8 @@ class Incidents:
     def detect(self, alert: Alert, service: IncidentService, device: Device | None, obs: Observation | None) -> None:
         """A detection about (device, service); obs, when the detection came from traffic."""
         evidence = evidence_of(alert)
+        if obs is not None:   # only traffic says a name is the peer's own (a lookup's name is not its resolver's)
+            self._adopt(alert.device_ip, obs.peer, obs.name, service)
         service = self._fanned_out(alert.device_ip, service, alert.dst_scope)
         key = (alert.device_ip, service.id)
         incident = self._current(key, alert.ts)
@@ -235,11 +237,29 @@ class Incidents:
 
     def traffic(self, obs: Observation, service: IncidentService) -> None:
         """Traffic of a device that has open incidents: counted in the incident of its service, if one is open."""
+        self._adopt(obs.device.ip, obs.peer, obs.name, service)
         service = self._fanned_out(obs.device.ip, service, obs.scope)
         incident = self._current((obs.device.ip, service.id), obs.ts)
         if incident is not None:
             incident.last = max(incident.last, obs.ts)
             incident.traffic.add(obs)
+
+    def _adopt(self, device_ip: str, peer: str, name: str | None, service: IncidentService) -> None:
+        """A TLS ClientHello or HTTP request names a flow a packet after its SYN, which may have opened an incident
+        on the bare address already: while that incident's open line is still owed (the same second), it takes the
+        named service, so that whether SYN and request came in one batch changes nothing."""
+        if service.kind == KIND_ADDRESS:
+            return
+        incident = self._open.get((device_ip, peer))
+        if (incident is None or incident.pending != OPEN or incident.service.kind != KIND_ADDRESS
+                or (device_ip, service.id) in self._open):
+            return
+        self._open.pop((device_ip, peer))
+        _decrement(self._bare, (device_ip, incident.scope))
+        incident.service = service
+        if incident.lead.dst_ip == peer and incident.lead.dst_name is None:
+            incident.lead.dst_name = name
+        self._open.put((device_ip, service.id), incident)
 
     def _fanned_out(self, device_ip: str, service: IncidentService, scope: str) -> IncidentService:
         """The fan-out incident's service for a bare address the device has no incident of, once it has FAN_OUT

@@ -1,84 +1,169 @@
-"""video_egress: sustained upstream media-like traffic from a camera to a destination outside the site."""
+"""video_egress: a camera-side device sending video, images or bulk data to a destination outside the site, judged on
+sliding windows of what it sent that peer each second: a burst (a clip), a stream (live video) or a trickle (stills or
+data, low and slow). Each alert gives the window's rate, length, bytes and up:down balance, never an average since
+some start, so a slow start neither delays a stream nor dilutes what is reported."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from typing import NamedTuple
 
 from sensor.bounded import BoundedLRU
 from sensor.detect.alert import Alert
 from sensor.detect.base import Detector, DetectorContext
-from sensor.detect.text import covered_note, describe_destination, describe_device, severity_for
+from sensor.detect.text import covered_note, describe_destination, describe_device
+from sensor.detect.uploads import TRICKLE_SLOTS, Sending, Totals
 from sensor.enrich import Observation
-from sensor.tags import PROFILE_NAMES, TAG_PPPP
+from sensor.tags import PROFILE_NAMES, TAG_PPPP_DRW, TAG_RTP, TAG_TLS
+
+ONE_WAY = "one-way bulk upload"
+MEDIA = TAG_RTP | TAG_PPPP_DRW | TAG_TLS    # PPPP framing alone is signalling, not media
+RANK = {"medium": 1, "high": 2, "critical": 3}
+# What each pattern means, and its severity for a covered maker and for the others. A clip and live video are the
+# same finding: video is leaving (a faster upload must not be judged milder than a slower one). A trickle is
+# one-way bulk at tens of kbit/s: stills or data, not provably video, so a step lower.
+MEANING = {"stream": "video is leaving", "burst": "a clip or a set of images is leaving",
+           "trickle": "a low-and-slow one-way upload: stills or data are leaving"}
+SEVERITY = {"stream": ("critical", "high"), "burst": ("critical", "high"), "trickle": ("high", "medium")}
 
 
-@dataclass
-class _Upstream:
-    first: float
-    last: float
-    bytes: int = 0
-    packets: int = 0
+class Upload(NamedTuple):      # made on every check of an upload under way: a tuple is the cheapest record
+    kind: str            # burst, stream or trickle
+    window: int          # the seconds the rate is measured over
+    sent: int
+    received: int
+    tags: int            # the flow's payload-profile bits
+    one_way: bool
+    strength: float      # the measure against its threshold: 1.0 at the threshold
+
+    @property
+    def rate(self) -> float:
+        return 8 * self.sent / self.window
+
+    @property
+    def profile(self) -> list[str]:
+        """What makes the sending look like media, and whether it is one-way."""
+        profile = [label for bit, label in PROFILE_NAMES.items() if self.tags & bit & MEDIA]
+        return [*profile, ONE_WAY] if self.one_way else profile
 
 
 class VideoEgressDetector(Detector):
-    """Fires when, within one continuous episode (gaps under GAP seconds), a device has sent at least MIN_RATE
-    bit/s on average for MIN_DURATION seconds, in packets averaging MIN_PACKET bytes, to a public or core address,
-    with a media profile (RTP, PPPP DRW frames or TLS) or simply far more up than down."""
+    """Per (device, peer): the last few seconds in per-second buckets (bursts and streams) and the trickle window in
+    twelve slots (sensor/detect/uploads.py). Thresholds: [detect.uploads] (sensor/config.py)."""
 
     name = "video_egress"
-    MIN_RATE = 200_000
-    MIN_DURATION = 5.0
-    MIN_PACKET = 400
-    GAP = 30.0
-    UP_DOWN_RATIO = 5
 
     def __init__(self, context: DetectorContext):
         super().__init__(context)
-        self._state: BoundedLRU[tuple[str, str], _Upstream] = BoundedLRU(context.episodes.max_open)
+        s = self.settings = context.config.detect.uploads
+        self._short = max(s.burst_window, s.stream_window)
+        self._slot = max(1, math.ceil(s.trickle_window / TRICKLE_SLOTS))
+        self._slots = math.ceil(s.trickle_window / self._slot)
+        self._stream_bytes = s.stream_rate * s.stream_window / 8
+        self._trickle_bytes = s.trickle_rate * s.trickle_window / 8
+        # A slot counts toward a trickle's persistence when it holds a quarter of its share of the threshold: an
+        # image or two, not the keep-alives that follow a single snapshot.
+        self._trickle_floor = max(1, int(self._trickle_bytes / (4 * self._slots)))
+        # Below this much in the short window neither a burst nor a stream is possible: most observations (keep-
+        # alives, lookups, control traffic) stop at this one comparison.
+        self._short_floor = min(s.burst_bytes, self._stream_bytes)
+        self._state: BoundedLRU[tuple[str, str], Sending] = BoundedLRU(context.episodes.max_open)
 
     def observe(self, obs: Observation) -> Alert | None:
         if not obs.external or obs.sent_bytes == 0:
             return None
-        st = self._upstream(obs)
-        duration = st.last - st.first
-        if duration < self.MIN_DURATION or st.packets == 0:
-            return None
-        rate = 8 * st.bytes / duration
-        if rate < self.MIN_RATE or st.bytes / st.packets < self.MIN_PACKET:
-            return None
-        profile = self._media_profile(obs)
-        if profile is None:
-            return None
-        if not self.new_episode((obs.device.ip, obs.peer), obs.ts, obs.sent_packets, obs.sent_bytes):
-            return None
-        dev = obs.device
-        summary = (f"{describe_device(dev)} has been sending {rate / 1e6:.2f} Mbit/s for {duration:.0f} s "
-                   f"({', '.join(profile)}) to {describe_destination(obs.peer, obs.name, obs.port, obs.proto)} "
-                   f"outside the site: video is leaving.{covered_note(dev)}")
-        score = min(1.0, 0.6 + rate / (10 * self.MIN_RATE))
-        return self.alert(obs, severity_for(dev, "critical", "high"), score, summary,
-                          rate_bps=round(rate), duration_s=round(duration, 1), profile=profile)
+        sec = int(obs.ts)
+        st = self._sending(obs, sec)
+        found = None
+        if st.seconds.sent >= self._short_floor:
+            found = self._stream(st, sec, obs) or self._burst(st, sec, obs)
+        if found is None and st.slots.sent >= self._trickle_bytes:
+            found = self._trickle(st, sec, obs)
+        return None if found is None else self._report(obs, st, found)
 
-    def _upstream(self, obs: Observation) -> _Upstream:
-        """The device's sending to this peer within the current episode, this observation included."""
+    def _sending(self, obs: Observation, sec: int) -> Sending:
         key = (obs.device.ip, obs.peer)
         st = self._state.use(key)
-        if st is None or obs.ts - st.last > self.GAP:
-            st = _Upstream(obs.ts, obs.ts)
-        st.last = max(st.last, obs.flow.last if obs.flow else obs.ts)
-        st.bytes += obs.sent_bytes
-        st.packets += obs.sent_packets
-        self._state.put(key, st)
+        if st is None:
+            st = Sending()
+            self._state.put(key, st)
+        st.seconds.add(sec, self._short, obs.sent_bytes, obs.received_bytes, obs.sent_packets)
+        st.slots.add(sec // self._slot, self._slots, obs.sent_bytes, obs.received_bytes, obs.sent_packets)
         return st
 
-    def _media_profile(self, obs: Observation) -> list[str] | None:
-        """What makes the traffic look like media, or None when nothing does."""
-        profile = [label for bit, label in PROFILE_NAMES.items() if obs.tags & bit and bit != TAG_PPPP]
-        flow = obs.flow
-        if flow is not None and not profile:
-            sent = flow.orig_bytes if obs.initiated else flow.resp_bytes
-            received = flow.resp_bytes if obs.initiated else flow.orig_bytes
-            if sent < self.UP_DOWN_RATIO * max(received, 1):
-                return None
-            profile = ["one-way bulk upload"]
-        return profile
+    # ---- the three patterns ------------------------------------------------------------------------------------
+    def _stream(self, st: Sending, sec: int, obs: Observation) -> Upload | None:
+        """At least stream_rate averaged over the whole stream window, sending in all but one of its seconds,
+        media-like (RTP, PPPP DRW, TLS) or one-way."""
+        s = self.settings
+        t = st.seconds.tail(sec, s.stream_window)
+        if t.sent < self._stream_bytes or t.active < max(1, s.stream_window - 1) or not self._bulk(t):
+            return None
+        one_way = self._one_way(t)
+        if not (one_way or obs.tags & MEDIA):
+            return None
+        # judged over the whole window, reported over the part of it the stream has filled
+        return Upload("stream", sec - t.first + 1, t.sent, t.received, obs.tags, one_way,
+                      8 * t.sent / s.stream_window / s.stream_rate)
+
+    def _burst(self, st: Sending, sec: int, obs: Observation) -> Upload | None:
+        """At least burst_bytes within the burst window, one-way."""
+        s = self.settings
+        t = st.seconds.tail(sec, s.burst_window)
+        if t.sent < s.burst_bytes or not self._bulk(t) or not self._one_way(t):
+            return None
+        return Upload("burst", sec - t.first + 1, t.sent, t.received, obs.tags, True, t.sent / s.burst_bytes)
+
+    def _trickle(self, st: Sending, sec: int, obs: Observation) -> Upload | None:
+        """At least trickle_rate averaged over the trickle window, one-way, and persistent: bulk sending in at least
+        a third of the window's slots, spanning at least half of it (one snapshot or two is not a trickle)."""
+        s = self.settings
+        t = st.slots.tail(sec // self._slot, self._slots, self._trickle_floor)
+        span = sec - t.first * self._slot + 1
+        if (t.sent < self._trickle_bytes or 2 * span < s.trickle_window or 3 * t.active < self._slots
+                or not self._bulk(t) or not self._one_way(t)):
+            return None
+        return Upload("trickle", span, t.sent, t.received, obs.tags, True,
+                      8 * t.sent / s.trickle_window / s.trickle_rate)
+
+    def _bulk(self, t: Totals) -> bool:
+        """Large packets: a download's stream of ACKs, or chatter, is no upload."""
+        return t.sent >= self.settings.min_packet * t.packets
+
+    def _one_way(self, t: Totals) -> bool:
+        return t.sent >= self.settings.up_down_ratio * max(t.received, 1)
+
+    # ---- the alert ---------------------------------------------------------------------------------------------
+    def _report(self, obs: Observation, st: Sending, up: Upload) -> Alert | None:
+        """One alert per (device, peer) episode, and one more if a more severe pattern follows in it (a trickle
+        that turns into a stream)."""
+        dev = obs.device
+        severity = SEVERITY[up.kind][0 if dev.covered else 1]
+        rank = RANK[severity]
+        if self.new_episode((dev.ip, obs.peer), obs.ts, obs.sent_packets, obs.sent_bytes):
+            st.reported = 0
+        elif not st.reported:
+            # An open episode this state never reported: restored from the state store after a restart, or the
+            # state was evicted. Its alert was written then; only a more severe pattern from here on is news.
+            st.reported = rank
+            return None
+        if rank <= st.reported:
+            return None
+        st.reported = rank
+        balance = f"{up.sent / up.received:.0f}:1 up:down" if up.received else "nothing came back"
+        summary = (f"{describe_device(dev)} sent {rate_text(up.rate)} over the last {up.window} s: "
+                   f"{size_text(up.sent)} to {describe_destination(obs.peer, obs.name, obs.port, obs.proto)} "
+                   f"outside the site ({', '.join(up.profile)}; {balance}): {MEANING[up.kind]}.{covered_note(dev)}")
+        return self.alert(obs, severity, round(min(1.0, 0.6 + up.strength / 10), 4), summary,
+                          upload=up.kind, rate_bps=round(up.rate), window_s=up.window, bytes=up.sent,
+                          up_down=round(up.sent / up.received, 1) if up.received else None, profile=up.profile,
+                          evidence=f"{up.kind}: {size_text(up.sent)} in {up.window} s at {rate_text(up.rate)} to "
+                          f"{describe_destination(obs.peer, obs.name, obs.port, obs.proto)}")
+
+
+def rate_text(bps: float) -> str:
+    return f"{bps / 1e6:.2f} Mbit/s" if bps >= 100_000 else f"{bps / 1e3:.0f} kbit/s"
+
+
+def size_text(nbytes: int) -> str:
+    return f"{nbytes / 1e6:.1f} MB" if nbytes >= 10_000_000 else f"{nbytes / 1e3:.0f} kB"

@@ -87,9 +87,11 @@ class Enricher:
     def _camera_side(self, upd: FlowUpdate, ctx: tuple, is_orig: bool, sent_pkts: int) -> tuple:
         flow, ts = upd.flow, upd.ts
         if is_orig:
-            local, peer, mac, sent_bytes = flow.orig_text, flow.resp_text, flow.orig_mac, upd.orig_bytes
+            local, peer, mac, sent_bytes, received = (flow.orig_text, flow.resp_text, flow.orig_mac, upd.orig_bytes,
+                                                      upd.resp_bytes)
         else:
-            local, peer, mac, sent_bytes = flow.resp_text, flow.orig_text, flow.resp_mac, upd.resp_bytes
+            local, peer, mac, sent_bytes, received = (flow.resp_text, flow.orig_text, flow.resp_mac, upd.resp_bytes,
+                                                      upd.orig_bytes)
         dev = self.inventory.touch(local, mac, flow.last)
         self.known.device_first_seen(dev.ip, ts)
         dev.packets_sent += sent_pkts
@@ -106,5 +108,5 @@ class Enricher:
             dev.note_external_peer(peer, name, sent_bytes)
         if scope in self.sink.scopes:
             self.sink.observe(Observation(ts, dev, sent_pkts, sent_bytes, is_orig, peer, ctx[3], ctx[2], name,
-                                          scope, flow.vlan, flow, upd.new))
+                                          scope, flow.vlan, flow, upd.new, received))
         return ctx

@@ -46,9 +46,30 @@ def test_no_false_alerts(report, kind):
 
 def test_time_to_detect_targets(report):
     for kind in RULE_KINDS:
-        if kind != "beaconing":
+        if kind not in ("beaconing", "video_egress"):    # each with targets of its own, below
             assert report["detectors"][kind]["ttd_max_s"] <= 30, kind
-    assert report["beacons"] and all(b["periods_to_detect"] <= 5 for b in report["beacons"])
+    assert len(report["beacons"]) >= 2 and all(b["periods_to_detect"] <= 5 for b in report["beacons"])
+
+
+# Uploads by class: a clip is found while it is still leaving, a stream within 30 s however slowly it starts, a
+# trickle of stills within five minutes. Labels without a class are streams.
+UPLOAD_TTD = {"burst": 10, "stream": 30, "trickle": 300}
+
+
+def test_each_class_of_upload_is_found_as_that_class_within_its_target(scenario):
+    labels = json.loads((scenario / "labels.json").read_text())
+    proc = camwatch("replay", "--config", scenario / "site.toml", scenario / "mixed.pcap")
+    assert proc.returncode == 0, proc.stderr
+    alerts = [a for a in alerts_of(proc.stdout) if a["detector"] == "video_egress"]
+    uploads = [b for b in labels["behaviours"] if b["kind"] == "video_egress"]
+    assert {b.get("upload", "stream") for b in uploads} == set(UPLOAD_TTD)
+    for b in uploads:
+        found = [a for a in alerts if a["device"]["ip"] == b["device"] and b["start"] - 1 <= a["ts"] <= b["end"] + 60]
+        assert found, b["id"]
+        first = min(found, key=lambda a: a["ts"])
+        assert first["upload"] == b.get("upload", "stream"), b["id"]
+        assert first["ts"] - b["start"] <= UPLOAD_TTD[first["upload"]], b["id"]
+        assert first["destination"]["ip"] == b["destination"] and first["window_s"] >= 1
 
 
 def test_benign_cameras_stay_quiet(report):
@@ -158,7 +179,8 @@ def test_real_xiaobai_live_view_is_video_leaving_the_site():
     # the relay's PPPP DRW frames are the CS2 P2P service's: one incident, its severity now critical
     assert video["service"]["id"] == "cs2-pppp" and video["severity"] == "critical"
     assert video["detector"] == "video_egress" and video["destination"]["ip"] == "60.29.153.35"
-    assert video["profile"] == ["PPPP DRW frames"] and video["rate_bps"] > 200_000
+    assert video["profile"] == ["PPPP DRW frames", "one-way bulk upload"] and video["rate_bps"] > 200_000
+    assert video["upload"] == "stream" and video["window_s"] <= 5 and video["up_down"] > 5
     assert "vendor_cloud" in video["detectors"] and video["totals"]["bytes_out"] > 800_000
 
 

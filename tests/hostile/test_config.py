@@ -278,7 +278,13 @@ def _holding(key: str, value) -> tuple[dict, str]:
     if section == "sites":   # a named table: sites.*.KEY, with the site's other keys valid
         site = {"subnets": ["10.0.0.0/8"], name.removeprefix("*."): value}
         return {"sites": {"hq": site}}, f"sites.hq.{name.removeprefix('*.')}"
-    return {section: {name: value}}, key
+    table: dict = {}
+    inner = table
+    *parents, last = key.split(".")            # nested sections ([detect.uploads]) as tables within tables
+    for part in parents:
+        inner = inner.setdefault(part, {})
+    inner[last] = value
+    return table, key
 
 
 @pytest.mark.parametrize("key", [key for key, _ in keys(Config)])

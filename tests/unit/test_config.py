@@ -100,6 +100,15 @@ def test_the_readme_states_the_bound_of_every_number():
     assert all(any(fnmatch.fnmatchcase(key, p) for key in bounded) for p in stated)
 
 
+def test_detector_tuning_reads_its_nested_sections():
+    config = parse_config({"detect": {"uploads": {"burst_bytes": 400_000, "trickle_window": 300},
+                                      "beaconing": {"min_checkins": 6, "threshold": 0.9, "checkin_gap": 2.5}}})
+    uploads, beaconing = config.detect.uploads, config.detect.beaconing
+    assert (uploads.burst_bytes, uploads.trickle_window, uploads.stream_rate) == (400_000, 300, 200_000)
+    assert (beaconing.min_checkins, beaconing.threshold, beaconing.checkin_gap) == (6, 0.9, 2.5)
+    assert beaconing.timing_threshold == 0.8 and config.learning_period == 86400.0
+
+
 def test_the_flat_names_read_their_sections():
     config = parse_config({"sensor": {"name": "site-a"}, "alerts": {"episode_timeout": 60},
                            "limits": {"max_devices": 5, "max_names": 7}, "detect": {"learning_period": 9},
@@ -234,6 +243,17 @@ REFUSED = [
      'config: metrics.tls_cert and metrics.tls_key go together'),
     ({'metrics': {'client_ca': 'ca'}},
      'config: metrics.client_ca needs metrics.tls_cert and metrics.tls_key'),
+    ({'detect': {'uploads': {'burst_window': 0}}},
+     'config: detect.uploads.burst_window must be a positive integer, at most 60 s'),
+    ({'detect': {'uploads': {'stream_rate': 2.5e5}}},
+     'config: detect.uploads.stream_rate must be a positive integer, at most 10000000000 bit/s'),
+    ({'detect': {'uploads': {'trickle': 1}}},
+     'config: unknown key detect.uploads.trickle (known: burst_bytes, burst_window, min_packet, stream_rate, '
+     'stream_window, trickle_rate, trickle_window, up_down_ratio)'),
+    ({'detect': {'beaconing': {'min_checkins': 3}}},
+     'config: detect.beaconing.min_checkins must be an integer from 4 to 64'),
+    ({'detect': {'beaconing': {'threshold': 80}}},
+     'config: detect.beaconing.threshold must be a number above 0 and at most 1'),
 ]
 
 

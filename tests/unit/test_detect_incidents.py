@@ -278,3 +278,22 @@ def test_a_device_fanning_out_to_bare_addresses_becomes_one_fan_out_incident():
     # once the bare-address incidents close, the count starts again
     inc.detect(_alert(T0 + 40, dst="198.51.100.200"), RESOLVER.of_destination("198.51.100.200", None), dev, None)
     assert _written(inc)[0].extra["service"]["id"] == "198.51.100.200"
+
+
+def test_an_incident_opened_on_a_bare_address_takes_the_name_that_arrives_in_the_same_second():
+    """SYN first (no name yet), then the ClientHello names the flow: one incident, of the named service, whether
+    the two came in one batch or not."""
+    inc = _incidents()
+    dev = device()
+    resolver = ServiceResolver(INDICATORS)
+    inc.detect(_alert(T0), resolver.of_destination("203.0.113.7", None), dev, None)
+    named = observation(dev, ts=T0 + 0.05, name="clips.example-drop.net")
+    inc.traffic(named, resolver.of_observation(named))
+    [line] = _written(inc)
+    assert line.extra["service"]["id"] == "example-drop.net" and line.dst_name == "clips.example-drop.net"
+    # once its open line is out, an incident keeps the service it was written with
+    inc.detect(_alert(T0 + 2, dst="203.0.113.8"), resolver.of_destination("203.0.113.8", None), dev, None)
+    _written(inc)
+    later = observation(dev, ts=T0 + 3, peer="203.0.113.8", name="other.example.org")
+    inc.traffic(later, resolver.of_observation(later))
+    assert {k[1] for k in inc._open} == {"example-drop.net", "203.0.113.8"}

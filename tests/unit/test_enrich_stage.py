@@ -25,9 +25,11 @@ class Recorder(Detector):
     def __init__(self, context: DetectorContext):
         super().__init__(context)
         self.events: list[tuple] = []
+        self.balance: list[tuple] = []
 
     def observe(self, obs):
         assert obs.flow is not None
+        self.balance.append((obs.ts, obs.peer, obs.initiated, obs.sent_bytes, obs.received_bytes))
         self.events.append(("observe", obs.ts, obs.device.ip, obs.sent_packets, obs.sent_bytes, obs.initiated,
                             obs.peer, obs.port, obs.proto, obs.name, obs.scope, obs.vlan, obs.new_flow))
 
@@ -114,6 +116,24 @@ def test_a_client_hello_names_its_flow_and_the_device_counts_what_it_sent(monkey
     total = sum(map(len, sent)) + len(records[-1][1])
     assert (dev.packets_sent, dev.bytes_sent, dev.egress_bytes) == (4, total, {"public": total})
     assert sensor.enricher.roles.router_macs == {int.from_bytes(ROUTER_MAC, "big")}
+
+
+def test_an_observation_carries_what_came_back_in_the_same_update(monkeypatch):
+    """Either side of the flow: the camera as client (received: the responder's bytes) and as server (received:
+    the originator's); a second in which only the peer sends is no observation."""
+    out = [_t(CAM, CLOUD, 40001, 443, "S"), _t(CAM, CLOUD, 40001, 443, "PA", b"u" * 900)]
+    back = [_t(CLOUD, CAM, 443, 40001, "SA", src_mac=ROUTER_MAC, dst_mac=CAM_MAC),
+            _t(CLOUD, CAM, 443, 40001, "A", src_mac=ROUTER_MAC, dst_mac=CAM_MAC),
+            _t(CLOUD, CAM, 443, 40001, "PA", b"d" * 300, src_mac=ROUTER_MAC, dst_mac=CAM_MAC)]
+    viewer = [_t(OTHER, CAM, 50000, 554, "PA", b"v" * 200, src_mac=ROUTER_MAC, dst_mac=CAM_MAC),
+              _t(CAM, OTHER, 554, 50000, "PA", b"w" * 1200)]
+    records = [(T0, out[0]), (T0 + 0.01, back[0]), (T0 + 2.0, out[1]), (T0 + 2.01, back[1]),
+               (T0 + 4.0, back[2]), (T0 + 6.0, viewer[0]), (T0 + 6.01, viewer[1])]
+    sensor, _ = _run(monkeypatch, records)
+    assert sensor.detection.find(Recorder).balance == [
+        (T0, CLOUD, True, len(out[0]), len(back[0])),
+        (T0 + 2.0, CLOUD, True, len(out[1]), len(back[1])),
+        (T0 + 6.0, OTHER, False, len(viewer[1]), len(viewer[0]))]
 
 
 def test_a_core_host_reaching_a_silent_camera_is_observed(monkeypatch):

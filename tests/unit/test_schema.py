@@ -12,6 +12,7 @@ from sensor.schema import (
     COUNT,
     DAY,
     FLAG,
+    FRACTION,
     INTEGER,
     LIST,
     NUMBER,
@@ -38,9 +39,17 @@ def test_defaults_are_stated_once():
     """An empty config, empty sections and the dataclasses' own defaults are one and the same."""
     assert parse_config({}, "(defaults)") == Config()
     sections = {key: s for key, s in keys(Config) if isinstance(s.kind, Section)}
-    assert parse_config({name: {} for name in sections}, "(defaults)") == Config()
+    empty: dict = {}
+    for name in sections:                      # nested sections ([detect.uploads]) as tables within their parent
+        table = empty
+        for part in name.split("."):
+            table = table.setdefault(part, {})
+    assert parse_config(empty, "(defaults)") == Config()
     for name, s in sections.items():
-        assert load(s.kind.schema, {}, name) == s.kind.schema() == getattr(Config(), name)
+        default = Config()
+        for part in name.split("."):
+            default = getattr(default, part)
+        assert load(s.kind.schema, {}, name) == s.kind.schema() == default
     assert Config().flows.max_flows == default_max_flows(Config().max_devices)   # the unset rule agrees
 
 
@@ -163,6 +172,23 @@ def test_each_wrong_value_is_one_exact_message(table, message):
     with pytest.raises(Invalid) as caught:
         load(_File, table)
     assert str(caught.value) == message
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shares:
+    share: float = setting(0.5, kind=FRACTION, doc="a share")
+
+
+@pytest.mark.parametrize("value,read", [(1, 1.0), (0.25, 0.25), (1e-9, 1e-9)])
+def test_a_fraction_is_above_zero_and_at_most_one(value, read):
+    got = load(_Shares, {"share": value}).share
+    assert got == read and isinstance(got, float)
+
+
+@pytest.mark.parametrize("value", [0, 0.0, -0.1, 1.0000001, 2, float("nan"), float("inf"), True, "0.5"])
+def test_anything_else_is_not_a_fraction(value):
+    with pytest.raises(Invalid, match=r"^share must be a number above 0 and at most 1$"):
+        load(_Shares, {"share": value})
 
 
 def test_invalid_carries_the_key_and_what_was_expected():
