@@ -163,3 +163,11 @@ def pytest_sessionfinish(session, exitstatus):
         lines = "\n".join(f"  {node}: {why}" for node, why in silent)
         sys.stderr.write(f"\nCI allows no skipped test unless tests/allowed_skips.txt names it; skipped:\n{lines}\n")
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def scenario(tmp_path_factory):
+    """The labelled evaluation site (pcaps/scenarios.py), generated once per test session."""
+    out = tmp_path_factory.mktemp("scenario")
+    subprocess.run([sys.executable, str(PCAPS / "scenarios.py"), str(out)], check=True)
+    return out

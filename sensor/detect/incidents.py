@@ -184,7 +184,9 @@ def evidence_of(alert: Alert) -> Evidence:
         where = alert.dst_name or alert.dst_ip
         port = f" {alert.dst_proto}/{alert.dst_port}" if alert.dst_port else f" {alert.dst_proto}"
         text = f"{where}{port}" if alert.dst_proto else where
-    return Evidence(SEVERITIES.index(alert.severity), alert.score, alert.detector, text, dict(alert.extra))
+    # vendor_cloud's own `service` (its indicator id) is what the line's `service` says already
+    details = {k: v for k, v in alert.extra.items() if k != "service"}
+    return Evidence(SEVERITIES.index(alert.severity), alert.score, alert.detector, text, details)
 
 
 class Incidents:

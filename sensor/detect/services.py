@@ -9,7 +9,6 @@ second flow after the DNS answer expired, a connection without SNI) stays with t
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from publicsuffixlist import PublicSuffixList
@@ -17,6 +16,7 @@ from publicsuffixlist import PublicSuffixList
 from sensor.bounded import BoundedLRU
 from sensor.detect.indicators import Indicators
 from sensor.enrich import Observation
+from sensor.enrich.naming import is_address
 
 KIND_VENDOR = "vendor"      # a service of the indicator file
 KIND_DOMAIN = "domain"      # the registrable domain of a name seen on the wire
@@ -84,7 +84,7 @@ class ServiceResolver:
 
     def registrable_domain(self, name: str) -> str | None:
         host = name.strip().rstrip(".").lower()
-        if not host or len(host) > MAX_NAME or not host.isascii() or _is_address(host):
+        if not host or len(host) > MAX_NAME or not host.isascii() or is_address(host):
             return None
         try:
             return self._suffixes.privatesuffix(host)
@@ -94,14 +94,6 @@ class ServiceResolver:
     def _remember(self, address: str, service: IncidentService) -> IncidentService:
         self._by_address.put(address, service)
         return service
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 _SUFFIXES: PublicSuffixList | None = None

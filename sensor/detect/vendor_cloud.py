@@ -36,7 +36,10 @@ class VendorCloudDetector(Detector):
         if found is None:
             return None
         svc, evidence = found
-        if not self.new_episode((obs.device.ip, svc.id), obs.ts, obs.sent_packets, obs.sent_bytes):
+        # One episode per way of recognising it (each name, the signature, each port): the registration by the
+        # vendor's signalling name is evidence of its own next to the NTP query that came first. They all join the
+        # one incident of the device and the service.
+        if not self.new_episode((obs.device.ip, svc.id, evidence), obs.ts, obs.sent_packets, obs.sent_bytes):
             return None
         dev = obs.device
         summary = (f"{describe_device(dev)} is talking to {svc.name} at "

@@ -122,14 +122,15 @@ def name_flows(dec: Decoded, rows: list[int], flows: FlowTable, parsers: ParserG
                 continue
             requests.append((row, request))
             name = request.host
-        if name and not _is_address(name):   # "Host: 198.51.100.66" names nothing the address does not
+        if name and not is_address(name):   # "Host: 198.51.100.66" names nothing the address does not
             flow = flows.get(key.tobytes(), PROTO_TCP)
             if flow is not None and flow.name is None:
                 flow.name = name
     return requests
 
 
-def _is_address(text: str) -> bool:
+def is_address(text: str) -> bool:
+    """Whether a string from the wire is an IP literal rather than a name."""
     try:
         ipaddress.ip_address(text)
     except ValueError:

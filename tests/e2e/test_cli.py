@@ -74,7 +74,8 @@ def test_summary_on_stderr(site_run):
     packets = capinfos(SITE)["packets"]
     assert f"{packets:,} packets" in proc.stderr
     assert "incidents:             1 (2 lines written: close: 1, open: 1)" in proc.stderr
-    assert "detections:            5 (egress_policy: 3, vendor_cloud: 2)" in proc.stderr
+    # vendor_cloud: the lookup, the name, the IP literal on a Hik-Connect port, the TLS session's SNI
+    assert "detections:            7 (egress_policy: 3, vendor_cloud: 4)" in proc.stderr
     assert "devices:               7" in proc.stderr
     assert "external destinations: 3" in proc.stderr
 
@@ -322,4 +323,4 @@ def test_readme_demo_command(tmp_path):
     assert proc.returncode == 0, err
     alerts = alerts_of(out)
     assert len(alerts) == 2 and {a["device"]["ip"] for a in alerts} == {"10.20.0.14"}
-    assert "still serving metrics" in err and "detections:            5" in err
+    assert "still serving metrics" in err and "detections:            7" in err

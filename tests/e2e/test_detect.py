@@ -4,20 +4,11 @@ real captures, learned state surviving restarts, and the shipped baseline model.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from conftest import PCAPS, REAL, REPO, alerts_of, camwatch
 
 MODELS = REPO / "models"
-
-
-@pytest.fixture(scope="session")
-def scenario(tmp_path_factory):
-    out = tmp_path_factory.mktemp("scenario")
-    subprocess.run([sys.executable, str(PCAPS / "scenarios.py"), str(out)], check=True)
-    return out
 
 
 @pytest.fixture(scope="session")

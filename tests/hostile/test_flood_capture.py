@@ -12,6 +12,7 @@ from conftest import REPO, alerts_of, metric_values, value
 from flood import PCAP_HEADER, camera_scan, spoofed_flood
 
 from packets import PcapWriter, dns_response, ethernet, ipv4, mac, tcp, udp
+from sensor.detect.incidents import FAN_OUT
 
 MAX_FLOWS = 50_000
 MAX_NAMES = 5_000
@@ -86,12 +87,14 @@ def test_name_cache_is_bounded(flood_run):
 def test_scanner_alerts_are_capped_and_the_real_phone_home_still_alerts(flood_run):
     proc, m, _ = flood_run
     alerts = alerts_of(proc.stdout)
-    scanner = [a for a in alerts if a["device"]["ip"] == "10.20.0.5" and a["detector"] == "egress_policy"
-               and a["event"] == "open"]
-    assert len(scanner) == 21 and scanner[-1].get("suppressing")
-    # what the gate held back writes no close either: only the 21 written incidents close
-    assert sum(1 for a in alerts if a["device"]["ip"] == "10.20.0.5" and a["event"] == "close") == 21
-    assert value(m, "camwatch_alerts_suppressed_total", detector="egress_policy") == 5_000 - 21
+    scanner = [a for a in alerts if a["device"]["ip"] == "10.20.0.5"]
+    # 5,000 public addresses: FAN_OUT incidents of their own, then one fan-out incident for the rest, each once
+    # opened and once closed; the detections are all counted
+    opened = [a["service"]["id"] for a in scanner if a["event"] == "open"]
+    assert len(opened) == FAN_OUT + 1 and opened[-1] == "fan-out-public"
+    assert sorted(a["event"] for a in scanner) == ["close"] * (FAN_OUT + 1) + ["open"] * (FAN_OUT + 1)
+    assert sum(value(m, "camwatch_alerts_total", detector="egress_policy", severity=sev)
+               for sev in ("low", "medium", "high")) == 5_000 + 1   # and the phone-home camera's
     assert any(a["device"]["ip"] == "10.20.0.9" and a["destination"]["ip"] == "203.0.113.9" for a in alerts)
     # spoofed sources never answered by a camera create no devices and no alerts
     assert {a["device"]["ip"] for a in alerts} <= {"10.20.0.5", "10.20.0.9"}
