@@ -34,6 +34,9 @@ CLOSE_REASONS = (SILENCE, END, SHUTDOWN, EVICTED)
 MAX_EVIDENCE = 8        # phrases on a line, strongest first (more only to keep every detector's strongest)
 MAX_SEEN = 16           # addresses and names listed in the totals
 MAX_FLOWS = 32          # flows whose counters an incident follows; older ones are folded into its totals
+# Flows all incidents together follow: each is held past the flow table's own eviction until its incident closes,
+# so a flood of incidents must not hold the flows of a whole flood (65,536 flows are ~25 MB).
+FOLLOWED_MAX = 1 << 16
 # A device with this many incidents open on bare addresses (no name, no vendor service) in one scope is fanning
 # out - a scan, a sweep, a P2P client spraying relays: what it reaches next is one "fan-out" incident of that scope,
 # not one incident (and two lines) per address.
@@ -75,12 +78,23 @@ class Traffic:
     second_bytes: int = 0
     peak_bps: float = 0.0
 
-    def add(self, obs: Observation) -> None:
-        if obs.flow is not None and obs.flow not in self.flows:
+    def add(self, obs: Observation, room: bool = True) -> int:
+        """Count an observation; returns how many more flows this incident now follows (0 or 1). Without room
+        (every incident together follows FOLLOWED_MAX flows), a new flow's observations are counted as they come:
+        what the device sent, and what came back in the same updates."""
+        flow, added = obs.flow, 0
+        if flow is not None and flow not in self.flows:
             if len(self.flows) >= MAX_FLOWS:
                 oldest = next(iter(self.flows))
                 self._retire(oldest, self.flows.pop(oldest))
-            self.flows[obs.flow] = obs.initiated
+                self.flows[flow] = obs.initiated
+            elif room:
+                self.flows[flow] = obs.initiated
+                added = 1
+            else:
+                self.retired[0] += obs.sent_packets
+                self.retired[1] += obs.sent_bytes
+                self.retired[3] += obs.received_bytes
         self.first = obs.ts if self.first is None else min(self.first, obs.ts)
         self.last = obs.ts if self.last is None else max(self.last, obs.ts)
         _note(self.addresses, obs.peer)
@@ -91,6 +105,7 @@ class Traffic:
             self.second, self.second_bytes = second, 0
         self.second_bytes += obs.sent_bytes
         self.peak_bps = max(self.peak_bps, 8.0 * self.second_bytes)
+        return added
 
     def _retire(self, flow: Flow, device_is_orig: bool) -> None:
         for i, value in enumerate(_counts(flow, device_is_orig)):
@@ -198,6 +213,7 @@ class Incidents:
         self._open: BoundedLRU[tuple[str, str], Incident] = BoundedLRU(max_open, self._evicted)
         self._per_device: dict[str, int] = {}     # open incidents per device: most traffic has none to follow
         self._bare: dict[tuple[str, str], int] = {}   # open bare-address incidents per (device, scope)
+        self._followed = 0                          # flows the open incidents follow, all together
         self._changed: list[Incident] = []
         self._closing: list[Alert] = []
         self.opened = 0
@@ -235,7 +251,7 @@ class Incidents:
             if incident.pending == OPEN:
                 incident.opened = min(incident.opened, alert.ts)
         if obs is not None:
-            incident.traffic.add(obs)
+            self._followed += incident.traffic.add(obs, self._followed < FOLLOWED_MAX)
 
     def traffic(self, obs: Observation, service: IncidentService) -> None:
         """Traffic of a device that has open incidents: counted in the incident of its service, if one is open."""
@@ -244,7 +260,7 @@ class Incidents:
         incident = self._current((obs.device.ip, service.id), obs.ts)
         if incident is not None:
             incident.last = max(incident.last, obs.ts)
-            incident.traffic.add(obs)
+            self._followed += incident.traffic.add(obs, self._followed < FOLLOWED_MAX)
 
     def _adopt(self, device_ip: str, peer: str, name: str | None, service: IncidentService) -> None:
         """A TLS ClientHello or HTTP request names a flow a packet after its SYN, which may have opened an incident
@@ -328,6 +344,7 @@ class Incidents:
 
     def _close(self, incident: Incident, now: float, reason: str) -> None:
         incident.pending = None   # an evicted incident whose open line is still owed never writes it
+        self._followed -= len(incident.traffic.flows)
         ip = incident.device.ip if incident.device else incident.lead.device_ip
         _decrement(self._per_device, ip)
         if incident.service.kind == KIND_ADDRESS:

@@ -297,3 +297,20 @@ def test_an_incident_opened_on_a_bare_address_takes_the_name_that_arrives_in_the
     later = observation(dev, ts=T0 + 3, peer="203.0.113.8", name="other.example.org")
     inc.traffic(later, resolver.of_observation(later))
     assert {k[1] for k in inc._open} == {"example-drop.net", "203.0.113.8"}
+
+
+def test_the_flows_all_incidents_follow_are_bounded_and_counted_without_room(monkeypatch):
+    import sensor.detect.incidents as incidents
+    monkeypatch.setattr(incidents, "FOLLOWED_MAX", 3)
+    inc = _incidents()
+    for i in range(5):
+        dev = device(f"10.20.0.{10 + i}")
+        flow = _flow(4, 400, 2, 100)
+        inc.detect(_alert(T0, device_ip=dev.ip), SERVICE, dev,
+                   observation(dev, sent_packets=4, sent_bytes=400, received_bytes=100, flow=flow))
+    assert inc._followed == 3 and sum(len(i.traffic.flows) for i in inc._open.values()) == 3
+    _written(inc)
+    totals = [line.extra["totals"] for line in inc.take_closed(T0 + 1, "end")]
+    # the two without room counted what their observations carried: sent both ways as the updates told it
+    assert [(t["packets_out"], t["bytes_out"], t["bytes_in"]) for t in totals] == [(4, 400, 100)] * 5
+    assert inc._followed == 0
