@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from sensor.bounded import BoundedLRU
 from sensor.detect.alert import SEVERITIES, Alert
-from sensor.detect.services import KIND_ADDRESS, KIND_SITE, IncidentService
-from sensor.detect.text import describe_device, plural
+from sensor.detect.services import KIND_ADDRESS, KIND_DOMAIN, KIND_SITE, KIND_VENDOR, MAX_NAME, IncidentService
+from sensor.detect.text import describe_device, plural, rate_text
 from sensor.enrich import Device, Observation
 from sensor.flows import Flow
 
@@ -41,6 +41,9 @@ FOLLOWED_MAX = 1 << 16
 # out - a scan, a sweep, a P2P client spraying relays: what it reaches next is one "fan-out" incident of that scope,
 # not one incident (and two lines) per address.
 FAN_OUT = 8
+# Open incidents of any services per device before the rest fold into the fan-out too: a device naming every flow
+# anew (a random SNI per connection) must not fill the table and evict every other device's incidents.
+MAX_PER_DEVICE = 64
 
 
 def fan_out_service(scope: str) -> IncidentService:
@@ -64,11 +67,18 @@ class Evidence:
 
 
 @dataclass(slots=True)
-class Traffic:
-    """What the device and the service exchanged while the incident was open: the flows' own counters (both ways,
-    so the close line's totals include what came back), folded into `retired` once more than MAX_FLOWS."""
+class _Followed:
+    device_is_orig: bool
+    base: tuple[int, int, int, int]   # the flow's counters (device's view) before the incident counted it
 
-    flows: dict[Flow, bool] = field(default_factory=dict)   # flow -> the device is its originator
+
+@dataclass(slots=True)
+class Traffic:
+    """What the device and the service exchanged while the incident was open: the flows' own counters from the
+    update that first brought each one (both ways, so the close line's totals include what came back), folded into
+    `retired` once more than MAX_FLOWS."""
+
+    flows: dict[Flow, _Followed] = field(default_factory=dict)
     retired: list[int] = field(default_factory=lambda: [0, 0, 0, 0])   # packets out, bytes out, packets in, in
     first: float | None = None
     last: float | None = None
@@ -77,24 +87,16 @@ class Traffic:
     second: int = -1
     second_bytes: int = 0
     peak_bps: float = 0.0
+    last_seen: Observation | None = None   # several detections of one observation count it once
 
     def add(self, obs: Observation, room: bool = True) -> int:
         """Count an observation; returns how many more flows this incident now follows (0 or 1). Without room
         (every incident together follows FOLLOWED_MAX flows), a new flow's observations are counted as they come:
         what the device sent, and what came back in the same updates."""
-        flow, added = obs.flow, 0
-        if flow is not None and flow not in self.flows:
-            if len(self.flows) >= MAX_FLOWS:
-                oldest = next(iter(self.flows))
-                self._retire(oldest, self.flows.pop(oldest))
-                self.flows[flow] = obs.initiated
-            elif room:
-                self.flows[flow] = obs.initiated
-                added = 1
-            else:
-                self.retired[0] += obs.sent_packets
-                self.retired[1] += obs.sent_bytes
-                self.retired[3] += obs.received_bytes
+        if obs is self.last_seen:
+            return 0
+        self.last_seen = obs
+        added = self._follow(obs, room)
         self.first = obs.ts if self.first is None else min(self.first, obs.ts)
         self.last = obs.ts if self.last is None else max(self.last, obs.ts)
         _note(self.addresses, obs.peer)
@@ -107,14 +109,37 @@ class Traffic:
         self.peak_bps = max(self.peak_bps, 8.0 * self.second_bytes)
         return added
 
-    def _retire(self, flow: Flow, device_is_orig: bool) -> None:
-        for i, value in enumerate(_counts(flow, device_is_orig)):
+    def _follow(self, obs: Observation, room: bool) -> int:
+        flow = obs.flow
+        if flow is None or flow in self.flows:
+            return 0
+        if len(self.flows) < MAX_FLOWS and not room:
+            self.retired[0] += obs.sent_packets
+            self.retired[1] += obs.sent_bytes
+            self.retired[2] += obs.received_packets
+            self.retired[3] += obs.received_bytes
+            return 0
+        added = 1
+        if len(self.flows) >= MAX_FLOWS:
+            oldest = next(iter(self.flows))
+            self._retire(oldest, self.flows.pop(oldest))
+            added = 0
+        now = _counts(flow, obs.initiated)
+        # from this update on: what the flow carried before it is not this incident's (nor counted twice when a
+        # retired flow comes back)
+        base = (now[0] - obs.sent_packets, now[1] - obs.sent_bytes, now[2] - obs.received_packets,
+                now[3] - obs.received_bytes)
+        self.flows[flow] = _Followed(obs.initiated, base)
+        return added
+
+    def _retire(self, flow: Flow, followed: _Followed) -> None:
+        for i, value in enumerate(_since(flow, followed)):
             self.retired[i] += value
 
     def totals(self) -> list[int]:
         out = list(self.retired)
-        for flow, device_is_orig in self.flows.items():
-            for i, value in enumerate(_counts(flow, device_is_orig)):
+        for flow, followed in self.flows.items():
+            for i, value in enumerate(_since(flow, followed)):
                 out[i] += value
         return out
 
@@ -125,8 +150,13 @@ def _counts(flow: Flow, device_is_orig: bool) -> tuple[int, int, int, int]:
     return flow.resp_pkts, flow.resp_bytes, flow.orig_pkts, flow.orig_bytes
 
 
+def _since(flow: Flow, followed: _Followed) -> list[int]:
+    return [max(0, now - base) for now, base in zip(_counts(flow, followed.device_is_orig), followed.base,
+                                                    strict=True)]
+
+
 def _note(seen: list[str], value: str) -> None:
-    if value not in seen and len(seen) < MAX_SEEN:
+    if value not in seen and len(seen) < MAX_SEEN and len(value) <= MAX_NAME:
         seen.append(value)
 
 
@@ -146,6 +176,17 @@ class Incident:
     pending: str | None = None       # the line this second owes: OPEN or UPDATE
     pending_ts: float = 0.0
     scope: str = ""                  # of the address it opened on (for the fan-out count of bare addresses)
+    second: int = -1                 # the second of capture time of its latest detection, and the earliest in it
+    second_earliest: float = 0.0
+
+    def earliest_in(self, ts: float) -> float:
+        """The earliest detection time in ts's second of capture time, this one included."""
+        second = int(ts)
+        if second != self.second:
+            self.second, self.second_earliest = second, ts
+        else:
+            self.second_earliest = min(self.second_earliest, ts)
+        return self.second_earliest
 
     def join(self, alert: Alert, evidence: Evidence) -> bool:
         """Add a detection; True when it deserves an update line (severity up, or a new detector)."""
@@ -234,6 +275,7 @@ class Incidents:
     def detect(self, alert: Alert, service: IncidentService, device: Device | None, obs: Observation | None) -> None:
         """A detection about (device, service); obs, when the detection came from traffic."""
         evidence = evidence_of(alert)
+        self._sweep(alert.ts)
         if obs is not None:   # only traffic says a name is the peer's own (a lookup's name is not its resolver's)
             self._adopt(alert.device_ip, obs.peer, obs.name, service)
         service = self._fanned_out(alert.device_ip, service, alert.dst_scope)
@@ -241,20 +283,25 @@ class Incidents:
         incident = self._current(key, alert.ts)
         if incident is None:
             incident = self._open_incident(key, alert, service, device, evidence)
-        elif incident.join(alert, evidence) and incident.pending is None:
-            incident.pending, incident.pending_ts = UPDATE, alert.ts
-            self._changed.append(incident)
-        elif incident.pending is not None:
-            # Within a second, events come by kind (payloads before flow updates), not strictly by time: the line
-            # owed takes the earliest, so that how the input was cut into batches changes nothing.
-            incident.pending_ts = min(incident.pending_ts, alert.ts)
-            if incident.pending == OPEN:
-                incident.opened = min(incident.opened, alert.ts)
+        else:
+            # Within a second, events come by kind (payloads before flow updates), not strictly by time: a line
+            # owed takes the second's earliest detection, so that how the input was cut into batches changes
+            # nothing.
+            earliest = incident.earliest_in(alert.ts)
+            if incident.join(alert, evidence) and incident.pending is None:
+                # an incident the gate held back offers its open line again when it grows stronger
+                incident.pending = UPDATE if incident.written else OPEN
+                self._changed.append(incident)
+            if incident.pending is not None:
+                incident.pending_ts = min(incident.pending_ts, earliest) if incident.pending_ts else earliest
+            if incident.pending == OPEN and not incident.written:
+                incident.opened = min(incident.opened, earliest)
         if obs is not None:
             self._followed += incident.traffic.add(obs, self._followed < FOLLOWED_MAX)
 
     def traffic(self, obs: Observation, service: IncidentService) -> None:
         """Traffic of a device that has open incidents: counted in the incident of its service, if one is open."""
+        self._sweep(obs.ts)
         self._adopt(obs.device.ip, obs.peer, obs.name, service)
         service = self._fanned_out(obs.device.ip, service, obs.scope)
         incident = self._current((obs.device.ip, service.id), obs.ts)
@@ -262,11 +309,19 @@ class Incidents:
             incident.last = max(incident.last, obs.ts)
             self._followed += incident.traffic.add(obs, self._followed < FOLLOWED_MAX)
 
+    def _sweep(self, now: float) -> None:
+        """Close the incidents silent for the timeout by `now`, least recently active first (the rest are younger).
+        Also before each detection: after a gap in the capture no tick came, and the fan-out counts must not count
+        incidents that are over."""
+        while (oldest := self._open.oldest()) is not None and now - oldest[1].last > self.timeout:
+            self._open.pop(oldest[0])
+            self._close(oldest[1], oldest[1].last + self.timeout, SILENCE)
+
     def _adopt(self, device_ip: str, peer: str, name: str | None, service: IncidentService) -> None:
         """A TLS ClientHello or HTTP request names a flow a packet after its SYN, which may have opened an incident
         on the bare address already: while that incident's open line is still owed (the same second), it takes the
         named service, so that whether SYN and request came in one batch changes nothing."""
-        if service.kind == KIND_ADDRESS:
+        if service.kind not in (KIND_VENDOR, KIND_DOMAIN):
             return
         incident = self._open.get((device_ip, peer))
         if (incident is None or incident.pending != OPEN or incident.service.kind != KIND_ADDRESS
@@ -282,10 +337,12 @@ class Incidents:
     def _fanned_out(self, device_ip: str, service: IncidentService, scope: str) -> IncidentService:
         """The fan-out incident's service for a bare address the device has no incident of, once it has FAN_OUT
         of them open in that scope (or the fan-out incident is open already); else the service itself."""
-        if service.kind != KIND_ADDRESS or (device_ip, service.id) in self._open:
+        if service.kind == KIND_SITE or (device_ip, service.id) in self._open:
             return service
         fan = fan_out_service(scope)
-        if (device_ip, fan.id) in self._open or self._bare.get((device_ip, scope), 0) >= FAN_OUT:
+        crowded = self._per_device.get(device_ip, 0) >= MAX_PER_DEVICE   # random names, one per flow
+        if crowded or (service.kind == KIND_ADDRESS and (
+                (device_ip, fan.id) in self._open or self._bare.get((device_ip, scope), 0) >= FAN_OUT)):
             return fan
         return service
 
@@ -302,7 +359,8 @@ class Incidents:
     def _open_incident(self, key: tuple[str, str], alert: Alert, service: IncidentService, device: Device | None,
                        evidence: Evidence) -> Incident:
         incident = Incident("", device, service, alert.ts, alert.ts, alert, evidence.severity, [alert.detector],
-                            [evidence], pending=OPEN, pending_ts=alert.ts, scope=alert.dst_scope)
+                            [evidence], pending=OPEN, pending_ts=alert.ts, scope=alert.dst_scope,
+                            second=int(alert.ts), second_earliest=alert.ts)
         self._open.put(key, incident)
         self._per_device[key[0]] = self._per_device.get(key[0], 0) + 1
         if service.kind == KIND_ADDRESS:
@@ -319,23 +377,24 @@ class Incidents:
         out = []
         for incident in changed:
             event, incident.pending = incident.pending, None
+            ts, incident.pending_ts = incident.pending_ts, 0.0
             if event is None or (event == UPDATE and not incident.written):
                 continue
-            if event == OPEN:
+            if not incident.id:
                 incident.id = incident_id(self.sensor_name, incident.lead.device_ip, incident.service.id,
                                           incident.opened)
-            out.append((incident, self._line(incident, event, incident.pending_ts)))
+            out.append((incident, self._line(incident, event, ts)))
         return out
 
     def take_closed(self, now: float, final_reason: str | None = None) -> list[Alert]:
         """Close lines: incidents closed since the last call (silent, evicted), then those silent for the timeout
         by `now` (all of them, when final_reason says the run ends)."""
-        while (oldest := self._open.oldest()) is not None:
-            key, incident = oldest
-            if final_reason is None and now - incident.last <= self.timeout:
-                break   # least recently active first: the rest are younger
-            self._open.pop(key)
-            self._close(incident, now if final_reason else incident.last + self.timeout, final_reason or SILENCE)
+        if final_reason is None:
+            self._sweep(now)
+        else:
+            while (oldest := self._open.oldest()) is not None:
+                self._open.pop(oldest[0])
+                self._close(oldest[1], now, final_reason)
         closing, self._closing = self._closing, []
         return closing
 
@@ -377,7 +436,7 @@ class Incidents:
         who = describe_device(incident.device) if incident.device else incident.lead.device_ip
         summary = (f"Closed ({_REASON_TEXT[reason]}): {who} and {incident.service.name} over {duration:.0f} s sent "
                    f"{plural(out_pkts, 'packet')} ({plural(out_bytes, 'byte')}) and received "
-                   f"{plural(in_pkts, 'packet')} ({plural(in_bytes, 'byte')}); peak {t.peak_bps / 1e6:.2f} Mbit/s; "
+                   f"{plural(in_pkts, 'packet')} ({plural(in_bytes, 'byte')}); peak {rate_text(t.peak_bps)}; "
                    f"detectors: {', '.join(incident.detectors)}.")
         line = self._line(incident, CLOSE, max(now, last))
         line.summary = summary

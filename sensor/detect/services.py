@@ -9,6 +9,7 @@ second flow after the DNS answer expired, a connection without SNI) stays with t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from publicsuffixlist import PublicSuffixList
@@ -71,6 +72,8 @@ class ServiceResolver:
         known = self._by_name.get(name)
         if known is not None:
             return known
+        if not _host_name(name):   # before the indicators' patterns: `*.vendor.com` matches any junk before it
+            return None
         svc = self.indicators.by_name(name)
         if svc is not None:
             service = IncidentService(svc.id, svc.name, KIND_VENDOR)
@@ -84,7 +87,7 @@ class ServiceResolver:
 
     def registrable_domain(self, name: str) -> str | None:
         host = name.strip().rstrip(".").lower()
-        if not host or len(host) > MAX_NAME or not host.isascii() or is_address(host):
+        if not _host_name(host) or is_address(host):
             return None
         try:
             return self._suffixes.privatesuffix(host)
@@ -94,6 +97,15 @@ class ServiceResolver:
     def _remember(self, address: str, service: IncidentService) -> IncidentService:
         self._by_address.put(address, service)
         return service
+
+
+# A host name's label: letters, digits, hyphens inside, underscores (service labels, and names in the wild).
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?", re.ASCII | re.IGNORECASE)
+
+
+def _host_name(name: str) -> bool:
+    host = name.rstrip(".")
+    return 0 < len(host) <= MAX_NAME and all(_LABEL.fullmatch(label) for label in host.split("."))
 
 
 _SUFFIXES: PublicSuffixList | None = None

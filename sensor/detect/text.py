@@ -27,3 +27,11 @@ def covered_note(dev: Device) -> str:
 
 def severity_for(dev: Device, covered: str, other: str) -> str:
     return covered if dev.covered else other
+
+
+def rate_text(bps: float) -> str:
+    return f"{bps / 1e6:.2f} Mbit/s" if bps >= 100_000 else f"{bps / 1e3:.0f} kbit/s"
+
+
+def size_text(nbytes: int) -> str:
+    return f"{nbytes / 1e6:.1f} MB" if nbytes >= 10_000_000 else f"{nbytes / 1e3:.0f} kB"

@@ -11,7 +11,7 @@ from typing import NamedTuple
 from sensor.bounded import BoundedLRU
 from sensor.detect.alert import Alert
 from sensor.detect.base import Detector, DetectorContext
-from sensor.detect.text import covered_note, describe_destination, describe_device
+from sensor.detect.text import covered_note, describe_destination, describe_device, rate_text, size_text
 from sensor.detect.uploads import TRICKLE_SLOTS, Sending, Totals
 from sensor.enrich import Observation
 from sensor.tags import PROFILE_NAMES, TAG_PPPP_DRW, TAG_RTP, TAG_TLS
@@ -159,11 +159,3 @@ class VideoEgressDetector(Detector):
                           up_down=round(up.sent / up.received, 1) if up.received else None, profile=up.profile,
                           evidence=f"{up.kind}: {size_text(up.sent)} in {up.window} s at {rate_text(up.rate)} to "
                           f"{describe_destination(obs.peer, obs.name, obs.port, obs.proto)}")
-
-
-def rate_text(bps: float) -> str:
-    return f"{bps / 1e6:.2f} Mbit/s" if bps >= 100_000 else f"{bps / 1e3:.0f} kbit/s"
-
-
-def size_text(nbytes: int) -> str:
-    return f"{nbytes / 1e6:.1f} MB" if nbytes >= 10_000_000 else f"{nbytes / 1e3:.0f} kB"

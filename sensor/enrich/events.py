@@ -32,6 +32,7 @@ class Observation:
     # What the peer sent back in the same update: the up:down balance of an upload. Seconds in which the device
     # itself sent nothing are not observations, so a reply arriving alone is not counted here.
     received_bytes: int = 0
+    received_packets: int = 0
 
     @property
     def tags(self) -> int:

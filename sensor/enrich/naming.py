@@ -122,11 +122,15 @@ def name_flows(dec: Decoded, rows: list[int], flows: FlowTable, parsers: ParserG
                 continue
             requests.append((row, request))
             name = request.host
-        if name and not is_address(name):   # "Host: 198.51.100.66" names nothing the address does not
+        # "Host: 198.51.100.66" names nothing the address does not; a 4 kB SNI names no host either
+        if name and len(name) <= MAX_HOST_NAME and not is_address(name):
             flow = flows.get(key.tobytes(), PROTO_TCP)
             if flow is not None and flow.name is None:
                 flow.name = name
     return requests
+
+
+MAX_HOST_NAME = 253   # the longest DNS name
 
 
 def is_address(text: str) -> bool:

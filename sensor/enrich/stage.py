@@ -89,9 +89,11 @@ class Enricher:
         if is_orig:
             local, peer, mac, sent_bytes, received = (flow.orig_text, flow.resp_text, flow.orig_mac, upd.orig_bytes,
                                                       upd.resp_bytes)
+            received_pkts = upd.resp_pkts
         else:
             local, peer, mac, sent_bytes, received = (flow.resp_text, flow.orig_text, flow.resp_mac, upd.resp_bytes,
                                                       upd.orig_bytes)
+            received_pkts = upd.orig_pkts
         dev = self.inventory.touch(local, mac, flow.last)
         self.known.device_first_seen(dev.ip, ts)
         dev.packets_sent += sent_pkts
@@ -108,5 +110,5 @@ class Enricher:
             dev.note_external_peer(peer, name, sent_bytes)
         if scope in self.sink.scopes:
             self.sink.observe(Observation(ts, dev, sent_pkts, sent_bytes, is_orig, peer, ctx[3], ctx[2], name,
-                                          scope, flow.vlan, flow, upd.new, received))
+                                          scope, flow.vlan, flow, upd.new, received, received_pkts))
         return ctx

@@ -292,8 +292,11 @@ def incident_findings(lines: list[dict]) -> list[Incident]:
     told = [a for a in lines if a.get("event") in ("open", "update")] or lines
     last, lead = lines[-1], told[-1]
     totals = _of_type(last.get("totals"), dict)
-    first = _number(totals.get("first_seen")) or min(_number(a.get("ts")) or 0.0 for a in lines)
-    until = _number(totals.get("last_seen")) or max(_number(a.get("ts")) or 0.0 for a in lines)
+    times = [t for a in lines if (t := _number(a.get("ts"))) is not None]
+    if not times:
+        return []   # no line of it says when: not a finding anyone could place
+    first = _number(totals.get("first_seen")) or min(times)
+    until = _number(totals.get("last_seen")) or max(times)
     service = _of_type(last.get("service"), dict)
     vendor = _text(service.get("id")) if service.get("kind") == "vendor" else None
     out: dict[str, Incident] = {}
@@ -326,8 +329,9 @@ def add_alerts(estate: Estate, lines: list[Any], source: str | None) -> None:
     for told in incidents.values():
         head = told[0]
         device = _of_type(head.get("device"), dict)
-        if not _valid_ip(device.get("ip")) or not all(
-                _file(by_ip, str(device["ip"]), _text(head.get("sensor")), f) for f in incident_findings(told)):
+        findings = incident_findings(told)
+        if not findings or not _valid_ip(device.get("ip")) or not all(
+                _file(by_ip, str(device["ip"]), _text(head.get("sensor")), f) for f in findings):
             estate.skipped += len(told)
     if source:
         estate.inputs.append(f"alert log {source}")

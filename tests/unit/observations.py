@@ -16,6 +16,6 @@ def device(ip="10.20.0.5", maker=None, vendor=None) -> Device:
 
 def observation(dev, ts=100.0, sent_packets=3, sent_bytes=300, initiated=True, peer="203.0.113.7", port=443,
                 proto="tcp", name=None, scope="public", vlan=20, flow=None, new_flow=False,
-                received_bytes=0) -> Observation:
+                received_bytes=0, received_packets=0) -> Observation:
     return Observation(ts, dev, sent_packets, sent_bytes, initiated, peer, port, proto, name, scope, vlan, flow,
-                       new_flow, received_bytes)
+                       new_flow, received_bytes, received_packets)
