@@ -77,6 +77,11 @@ class Sensor:
         for start in range(0, len(batch), DECODE_SLICE):
             self._process(batch if len(batch) <= DECODE_SLICE else batch.select(slice(start, start + DECODE_SLICE)),
                           pace)
+        if self.live:
+            # Live, an incident's line goes out when the read that brought it is done, not when its second of
+            # capture time ends: a camera's first packet to the Internet is a line within a second of capture.
+            with self.lock:
+                self.detection.write_lines()
 
     def _process(self, batch: Batch, pace: Callable[[float], None] | None) -> None:
         n = len(batch)

@@ -130,14 +130,19 @@ class Detection:
         for hook in self._tick:
             for alert in hook(now, final):
                 self.emit(alert)
-        for line in self.incidents.take_closed(now):   # before the opens this second: a closed pair may reopen
-            self._deliver(line)
-        self._write_changes()
+        self.write_lines(now)
         if final:
             for line in self.incidents.take_closed(now, reason):
                 self._deliver(line)
         for summary in self.gate.flush(now, final=final):
             self._deliver(summary)
+
+    def write_lines(self, now: float | None = None) -> None:
+        """The lines owed so far: closes first (a closed pair may reopen in the same second), then opens and
+        updates. `now`: also close the incidents silent for the timeout by then."""
+        for line in self.incidents.take_closed(now) if now is not None else self.incidents.take_closing():
+            self._deliver(line)
+        self._write_changes()
 
     # ---- detections and lines --------------------------------------------------------------------------------
     def emit(self, alert: Alert | None) -> None:

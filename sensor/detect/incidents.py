@@ -386,6 +386,11 @@ class Incidents:
             out.append((incident, self._line(incident, event, ts)))
         return out
 
+    def take_closing(self) -> list[Alert]:
+        """The close lines owed so far (silent before a detection, evicted), without looking for more."""
+        closing, self._closing = self._closing, []
+        return closing
+
     def take_closed(self, now: float, final_reason: str | None = None) -> list[Alert]:
         """Close lines: incidents closed since the last call (silent, evicted), then those silent for the timeout
         by `now` (all of them, when final_reason says the run ends)."""
