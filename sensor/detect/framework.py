@@ -8,6 +8,7 @@ Detectors own what they look for; the framework owns everything about how it rea
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
@@ -15,10 +16,10 @@ from typing import TYPE_CHECKING, TypeVar
 from sensor.alerting import AlertGate
 from sensor.config import Config
 from sensor.detect import registry
-from sensor.detect.alert import Alert
+from sensor.detect.alert import SEVERITIES, Alert
 from sensor.detect.base import Detector, DetectorContext, hooked
 from sensor.detect.episodes import Episodes, tracked_pairs
-from sensor.detect.incidents import END, FLOOD, Incidents
+from sensor.detect.incidents import CONTRACT_VERSION, END, FLOOD, Incidents
 from sensor.detect.indicators import Indicators
 from sensor.detect.services import KIND_SITE, IncidentService, ServiceResolver, address_service
 from sensor.detect.training import WindowCollector
@@ -159,18 +160,26 @@ class Detection:
     def _write_changes(self) -> None:
         """Open lines pass the alert gate (per-device budget, flood summaries); an incident whose open line it
         held back writes nothing more, not even its close."""
-        for incident, line in self.incidents.take_changes():
+        for incident, event, ts in self.incidents.take_changes():
             if incident.written:
-                self._deliver(line)
+                self._deliver(self.incidents.line(incident, event, ts))
                 continue
-            for admitted in self.gate.admit(line):
-                if admitted is line:
-                    incident.written = True
-                self._deliver(admitted)
+            # The gate judges the leading detection; the whole line is built only for what it lets through.
+            probe = copy.copy(incident.lead)   # a shallow copy: dataclasses.replace runs __init__ again
+            probe.ts, probe.severity, probe.extra = ts, SEVERITIES[incident.severity], dict(probe.extra)
+            for admitted in self.gate.admit(probe):
+                if admitted is not probe:
+                    self._deliver(admitted)   # a flood summary a new window released
+                    continue
+                incident.written = True
+                line = self.incidents.line(incident, event, ts)
+                if probe.extra.get("suppressing"):
+                    line.summary, line.extra["suppressing"] = probe.summary, True
+                self._deliver(line)
 
     def _deliver(self, line: Alert) -> None:
         if "flood" in line.extra:
-            line.extra.update(event=FLOOD, incident=None)
+            line.extra.update(contract=CONTRACT_VERSION, event=FLOOD, incident=None)
         self.lines[line.extra.get("event", "")] += 1
         if self.on_alert is not None:
             self.on_alert(line)

@@ -371,8 +371,9 @@ class Incidents:
         return incident
 
     # ---- lines -----------------------------------------------------------------------------------------------
-    def take_changes(self) -> list[tuple[Incident, Alert]]:
-        """The open and update lines this second owes, each with its incident (whose `written` the caller sets)."""
+    def take_changes(self) -> list[tuple[Incident, str, float]]:
+        """The open and update lines this second owes: (incident, event, time). The caller builds the line
+        (`line`) only for what it writes: under a flood, most open lines are held back."""
         changed, self._changed = self._changed, []
         out = []
         for incident in changed:
@@ -380,10 +381,7 @@ class Incidents:
             ts, incident.pending_ts = incident.pending_ts, 0.0
             if event is None or (event == UPDATE and not incident.written):
                 continue
-            if not incident.id:
-                incident.id = incident_id(self.sensor_name, incident.lead.device_ip, incident.service.id,
-                                          incident.opened)
-            out.append((incident, self._line(incident, event, ts)))
+            out.append((incident, event, ts))
         return out
 
     def take_closing(self) -> list[Alert]:
@@ -415,6 +413,13 @@ class Incidents:
             _decrement(self._bare, (incident.lead.device_ip, incident.scope))
         if incident.written:
             self._closing.append(self._close_line(incident, now, reason))
+
+    def line(self, incident: Incident, event: str, ts: float) -> Alert:
+        """The line of an open or update event (take_changes)."""
+        if not incident.id:
+            incident.id = incident_id(self.sensor_name, incident.lead.device_ip, incident.service.id,
+                                      incident.opened)
+        return self._line(incident, event, ts)
 
     def _line(self, incident: Incident, event: str, ts: float) -> Alert:
         lead = incident.lead

@@ -38,7 +38,7 @@ def _flow(orig_pkts, orig_bytes, resp_pkts, resp_bytes, first=T0) -> Flow:
 
 
 def _written(incidents: Incidents) -> list[Alert]:
-    out = [line for incident, line in incidents.take_changes()]
+    out = [incidents.line(incident, event, ts) for incident, event, ts in incidents.take_changes()]
     for incident in list(incidents._open.values()):
         incident.written = True
     return out
