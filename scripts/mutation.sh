@@ -70,7 +70,7 @@ cleanup() {
 }
 trap cleanup EXIT
 tar -cf - --exclude=__pycache__ --exclude=.hypothesis --exclude=.pytest_cache --exclude='*.pyc' \
-    sensor tests pcaps pyproject.toml README.md docs | tar -xf - -C "$work"
+    sensor tests pcaps models pyproject.toml README.md docs | tar -xf - -C "$work"
 # In the copy only: this run's modules replace the configured list, and the configured tests are joined by every
 # unit test file (mutmut learns which tests reach which function and runs only those against a mutant, so more
 # files cost one clean run, not time per mutant). test_code_shape reads sensor/'s source, which mutmut rewrites.
@@ -92,7 +92,7 @@ configured = json.loads(re.sub(r",\s*\]", "]", selection[1]))
 unit = sorted(str(f) for f in Path("tests/unit").glob("test_*.py") if f.name != "test_code_shape.py")
 tests = configured + [f for f in unit if f not in configured]
 text = text.replace(selection[0], "pytest_add_cli_args_test_selection = " + json.dumps(tests))
-text, n = re.subn(r"(?m)^also_copy = \[.*\]$", 'also_copy = ["pcaps", "README.md", "docs"]', text)
+text, n = re.subn(r"(?m)^also_copy = \[.*\]$", 'also_copy = ["pcaps", "models", "README.md", "docs"]', text)
 if n != 1:
     sys.exit("mutation.sh: no single `also_copy = [...]` line in [tool.mutmut] of pyproject.toml")
 open(path, "w").write(text)
