@@ -398,8 +398,7 @@ class Incidents:
             while (oldest := self._open.oldest()) is not None:
                 self._open.pop(oldest[0])
                 self._close(oldest[1], now, final_reason)
-        closing, self._closing = self._closing, []
-        return closing
+        return self.take_closing()
 
     def _evicted(self, _key: tuple[str, str], incident: Incident) -> None:
         self._close(incident, incident.last, EVICTED)
@@ -407,10 +406,10 @@ class Incidents:
     def _close(self, incident: Incident, now: float, reason: str) -> None:
         incident.pending = None   # an evicted incident whose open line is still owed never writes it
         self._followed -= len(incident.traffic.flows)
-        ip = incident.device.ip if incident.device else incident.lead.device_ip
+        ip = incident.lead.device_ip   # every detection of an incident is about its one device
         _decrement(self._per_device, ip)
         if incident.service.kind == KIND_ADDRESS:
-            _decrement(self._bare, (incident.lead.device_ip, incident.scope))
+            _decrement(self._bare, (ip, incident.scope))
         if incident.written:
             self._closing.append(self._close_line(incident, now, reason))
 

@@ -45,7 +45,7 @@ def address_service(address: str) -> IncidentService:
 class ServiceResolver:
     def __init__(self, indicators: Indicators, suffixes: PublicSuffixList | None = None):
         self.indicators = indicators
-        self._suffixes = suffixes if suffixes is not None else _shared_suffix_list()
+        self._suffixes = suffixes   # parsed on first use (~50 ms): many captures name nothing
         self._by_address: BoundedLRU[str, IncidentService] = BoundedLRU(MAX_REMEMBERED)
         self._by_name: BoundedLRU[str, IncidentService] = BoundedLRU(MAX_REMEMBERED)
 
@@ -90,7 +90,8 @@ class ServiceResolver:
         if not _host_name(host) or is_address(host):
             return None
         try:
-            return self._suffixes.privatesuffix(host)
+            suffixes = self._suffixes if self._suffixes is not None else _shared_suffix_list()
+            return suffixes.privatesuffix(host)
         except (ValueError, IndexError):   # the list's parser on labels no DNS name has
             return None
 
