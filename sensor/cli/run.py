@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Generator
 
+from sensor.allocator import pin_malloc_for_long_run
 from sensor.capture import Batch
 from sensor.config import load_config
 from sensor.errors import CamwatchError, CaptureError
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     listen = metrics_listen(args, config)
     if args.duration is not None and not args.duration > 0:
         raise CamwatchError(f"--duration {args.duration:g}: expected a positive number of seconds")
+    pin_malloc_for_long_run()
     capturing = threading.Event()
     # The endpoint starts first: a port already in use is reported before dumpcap starts, and /readyz says
     # "not ready" until the capture really runs.
