@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from sensor.bounded import SegmentedLRU
 from sensor.config import Config
 from sensor.enrich.makers import CoveredMakers, ManufDatabase, format_mac
+from sensor.enrich.series import BUCKET_SECONDS, ByteSeries
 from sensor.flows import IPAddress
 from sensor.reference_data import Maker
 
@@ -32,6 +33,7 @@ class Device:
     maker_evidence: str | None = None   # "mac" or the banner/discovery text that named the maker
     identity: dict = field(default_factory=dict)  # model, firmware, serial, server, ... first value seen
     evidence: set = field(default_factory=set)   # behaviours behind the role
+    outbound: ByteSeries | None = None   # bytes to public and core scopes over time; made on the first such byte
 
     @property
     def covered(self) -> bool:
@@ -59,13 +61,19 @@ class Device:
         elif len(self.external_peers) < MAX_PEERS_PER_DEVICE:
             self.external_peers[peer] = [name, sent_bytes]
 
+    def note_outbound(self, ts: float, sent_bytes: int) -> None:
+        if self.outbound is None:
+            self.outbound = ByteSeries()
+        self.outbound.add(ts, sent_bytes)
+
     def state(self) -> dict:
         """What the state store keeps; the maker is re-derived on load from the current lists."""
         return {"ip": self.ip, "mac": self.mac, "first_seen": self.first_seen, "last_seen": self.last_seen,
                 "packets_sent": self.packets_sent, "bytes_sent": self.bytes_sent,
                 "egress_bytes": self.egress_bytes, "dns_queries": list(self.dns_queries),
                 "external_peers": [[ip, n, b] for ip, (n, b) in self.external_peers.items()],
-                "identity": self.identity, "evidence": sorted(self.evidence)}
+                "identity": self.identity, "evidence": sorted(self.evidence),
+                "outbound": self.outbound.state() if self.outbound else []}
 
     def as_dict(self) -> dict:
         return {
@@ -78,6 +86,8 @@ class Device:
             "egress_bytes": dict(self.egress_bytes), "dns_queries": list(self.dns_queries),
             "external_destinations": [{"ip": ip, "name": name, "bytes": sent}
                                       for ip, (name, sent) in self.external_peers.items()],
+            "outbound_series": {"bucket_seconds": BUCKET_SECONDS,
+                                "points": self.outbound.state() if self.outbound else []},
         }
 
 
@@ -182,7 +192,8 @@ def _device_from_state(doc: object) -> Device | None:
                      external_peers={str(ip): [n if isinstance(n, str) else None, int(b)]
                                      for ip, n, b in doc["external_peers"][:MAX_PEERS_PER_DEVICE]},
                      identity={str(k): v for k, v in dict(doc["identity"]).items() if isinstance(v, str)},
-                     evidence={e for e in doc["evidence"] if isinstance(e, str)})
+                     evidence={e for e in doc["evidence"] if isinstance(e, str)},
+                     outbound=ByteSeries.from_state(doc.get("outbound")) if doc.get("outbound") else None)
     except (KeyError, TypeError, ValueError, OverflowError):
         return None
     if not (math.isfinite(dev.first_seen) and math.isfinite(dev.last_seen)) or not 0 <= dev.mac < 1 << 48:

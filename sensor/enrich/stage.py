@@ -108,6 +108,8 @@ class Enricher:
             if len(self.external_destinations) < MAX_EXTERNAL_DESTINATIONS:
                 self.external_destinations.add(peer)
             dev.note_external_peer(peer, name, sent_bytes)
+            if sent_bytes:
+                dev.note_outbound(ts, sent_bytes)
         if scope in self.sink.scopes:
             self.sink.observe(Observation(ts, dev, sent_pkts, sent_bytes, is_orig, peer, ctx[3], ctx[2], name,
                                           scope, flow.vlan, flow, upd.new, received, received_pkts))

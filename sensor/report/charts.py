@@ -1,8 +1,9 @@
 """Small charts as hand-written SVG, inlined in the report.
 
-Why not matplotlib's SVG backend: the report needs two kinds of chart (horizontal bars and a timeline of spans);
-matplotlib would add ~40 MB of dependencies (with its font cache and pillow) to a sensor package for that, its SVG
-output embeds glyph paths and runs to tens of KiB per chart, and its text is harder to audit for escaping. These
+Why not matplotlib's SVG backend: the report needs three kinds of chart (horizontal bars, a timeline of spans,
+columns of bytes over time); matplotlib would add ~40 MB of dependencies (with its font cache and pillow) to a sensor
+package for that, its SVG output embeds glyph paths and runs to tens of KiB per chart, and its text is harder to
+audit for escaping. These
 few functions write a few KiB, with every label passed through markupsafe.escape, and the browser's own fonts.
 """
 
@@ -82,3 +83,51 @@ def timeline(spans: Sequence[tuple[str, float, float, int | None]], window: tupl
     parts.append(f'<text x="{LABEL_WIDTH}" y="{axis_y}">{escape(utc(start))}</text>'
                  f'<text x="{WIDTH - 4}" y="{axis_y}" text-anchor="end">{escape(utc(end))}</text></svg>')
     return Markup("".join(parts))
+
+
+ROW_HEIGHT = 44
+MAX_COLUMNS = 96
+
+
+def activity(rows: Sequence[tuple[str, Sequence[tuple[float, int]]]], window: tuple[float, float] | None,
+             title: str) -> Markup:
+    """One strip of columns per labelled series of (time, bytes) points, binned across the report's window on a
+    shared scale, so strips compare by height: how much went out, and when."""
+    rows = [(name, points) for name, points in rows if points]
+    if not rows or window is None:
+        return Markup("")
+    start, end = window
+    length = max(end - start, 1.0)
+    span_px = WIDTH - LABEL_WIDTH - 10
+    columns = max(1, min(MAX_COLUMNS, int(span_px // 4)))
+    binned = [(name, _bin(points, start, length, columns)) for name, points in rows]
+    top = max(max(bins) for _, bins in binned) or 1
+    height = 40 + len(binned) * (ROW_HEIGHT + 6)
+    column_px = span_px / columns
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart activity" role="img" width="{WIDTH}" '
+             f'height="{height}" viewBox="0 0 {WIDTH} {height}"><title>{escape(title)}</title>',
+             f'<text x="0" y="14" class="chart-title">{escape(title)}</text>']
+    for i, (name, bins) in enumerate(binned):
+        base = 22 + i * (ROW_HEIGHT + 6) + ROW_HEIGHT
+        parts.append(f'<text x="{LABEL_WIDTH - 6}" y="{base - 4}" text-anchor="end">{escape(_label(name))}</text>'
+                     f'<line x1="{LABEL_WIDTH}" y1="{base}" x2="{WIDTH - 10}" y2="{base}" stroke="#bbb"/>')
+        for c, value in enumerate(bins):
+            if not value:
+                continue
+            h = max(1.0, ROW_HEIGHT * value / top)
+            first = start + length * c / columns
+            tip = f"{name}: {human_bytes(value)} from {utc(first)} to {utc(first + length / columns)}"
+            parts.append(f'<rect x="{LABEL_WIDTH + c * column_px:.1f}" y="{base - h:.1f}" '
+                         f'width="{max(1.0, column_px - 1):.1f}" height="{h:.1f}" fill="{PALETTE[i % len(PALETTE)]}">'
+                         f'<title>{escape(tip)}</title></rect>')
+    axis_y = height - 6
+    parts.append(f'<text x="{LABEL_WIDTH}" y="{axis_y}">{escape(utc(start))}</text>'
+                 f'<text x="{WIDTH - 4}" y="{axis_y}" text-anchor="end">{escape(utc(end))}</text></svg>')
+    return Markup("".join(parts))
+
+
+def _bin(points: Sequence[tuple[float, int]], start: float, length: float, columns: int) -> list[int]:
+    bins = [0] * columns
+    for ts, value in points:
+        bins[max(0, min(columns - 1, int((ts - start) / length * columns)))] += value
+    return bins

@@ -23,6 +23,7 @@ from markupsafe import Markup
 
 from sensor import __version__
 from sensor.config import Config
+from sensor.enrich.series import BUCKET_SECONDS
 from sensor.reference_data import COVERED_MAKERS_FILE, load_covered_makers
 
 from . import charts
@@ -83,7 +84,17 @@ def _card(record: DeviceRecord, ranked: Ranked | None, scope: Callable[[str], st
     return {"r": record, "d": record.doc, "ranked": ranked, "destinations": destinations[:50],
             "more_destinations": max(0, len(destinations) - 50), "incidents": incidents[:100],
             "more_incidents": max(0, len(incidents) - 100), "anchor": f"dev-{record.site}-{record.ip}",
-            "timeline": charts.timeline(spans, window, "Outbound traffic in alert episodes (UTC)")}
+            "timeline": charts.timeline(spans, window, "Outbound traffic in alert episodes (UTC)"),
+            "activity": charts.activity([("public and core", record.doc["outbound"])], _series_window(window),
+                                        "Bytes sent to the public Internet and the core network over time (UTC)")}
+
+
+def _series_window(window: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The traffic window widened to whole sensor buckets: a bucket's bytes are stamped at its start, which can
+    precede the first sighting by up to a bucket."""
+    if window is None:
+        return None
+    return (window[0] - window[0] % BUCKET_SECONDS, window[1] - window[1] % BUCKET_SECONDS + BUCKET_SECONDS)
 
 
 def _summary(estate: Estate, ranked: list[Ranked]) -> dict[str, Any]:
@@ -103,6 +114,8 @@ def _summary(estate: Estate, ranked: list[Ranked]) -> dict[str, Any]:
         for service in clouds:
             services[service] += 1
     counts = {f: sum(1 for r in ranked if f in r.findings) for f in FINDINGS}
+    over_time = [(label, [p for r in estate.devices if r.doc["covered"] is covered for p in r.doc["outbound"]])
+                 for label, covered in (("covered", True), ("not covered", False))]
     reach = sum(1 for r in estate.devices if r.doc["egress_bytes"].get("public", 0))
     return {"makers": sorted(makers.items(), key=lambda kv: (-kv[1], kv[0])), "counts": counts,
             "devices": len(estate.devices), "covered": sum(1 for r in estate.devices if r.doc["covered"]),
@@ -111,7 +124,10 @@ def _summary(estate: Estate, ranked: list[Ranked]) -> dict[str, Any]:
             "service_chart": charts.bar_chart(sorted(services.items()), "Devices per vendor cloud / P2P service",
                                               unit="devices"),
             "egress_chart": charts.bar_chart(sorted(egress.items()),
-                                             "Bytes sent to the public Internet: covered vs not covered")}
+                                             "Bytes sent to the public Internet: covered vs not covered"),
+            "egress_over_time": charts.activity(over_time, _series_window(estate.window()),
+                                                "Bytes sent to the public Internet and the core network over time "
+                                                "(UTC): covered vs not covered")}
 
 
 def context(estate: Estate, sites: tuple[Site, ...], config: Config) -> dict[str, Any]:

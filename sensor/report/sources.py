@@ -138,7 +138,23 @@ def clean_doc(doc: Any) -> dict[str, Any] | None:
         "egress_bytes": {(_text(k) or "")[:32]: _count(v) for k, v in egress.items()},
         "dns_queries": [t for q in queries[:256] if (t := _text(q)) is not None],
         "external_destinations": _destinations(doc.get("external_destinations")),
+        "outbound": _series(doc.get("outbound_series")),
     }
+
+
+MAX_SERIES_POINTS = 288 * 2   # the sensor keeps 288; a hand-made document gets no more than twice that
+
+
+def _series(value: Any) -> list[tuple[float, int]]:
+    """Device.as_dict's outbound_series points: (bucket start, bytes), finite, non-negative, in time order."""
+    points = value.get("points") if isinstance(value, dict) else None
+    out = []
+    for entry in points[:MAX_SERIES_POINTS] if isinstance(points, list) else []:
+        if isinstance(entry, list) and len(entry) == 2:
+            start, nbytes = _number(entry[0]), _count(entry[1])
+            if start is not None and start >= 0 and nbytes:
+                out.append((start, nbytes))
+    return sorted(out)
 
 
 def _add_docs(estate: Estate, site: str, docs: Any) -> dict[str, DeviceRecord]:

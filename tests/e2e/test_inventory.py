@@ -121,3 +121,14 @@ def test_a_corrupt_covered_list_is_a_clear_error(tmp_path):
     bad.write_text('version = "x"\n[[maker]]\nname = "A"\n')
     with pytest.raises(CamwatchError, match="invalid covered-maker list"):
         CoveredMakers.load(bad)
+
+
+def test_outbound_series_accounts_for_every_byte_sent_off_the_camera_vlan():
+    """The series the report draws adds up to the device's public and core egress, bucket by bucket in time."""
+    devices = inventory(REAL / "nku-lifecycle/xiaobai_Y2camera_idle_local.pcap")
+    camera = devices["192.168.1.165"]
+    points = camera["outbound_series"]["points"]
+    assert len(points) >= 6, points   # a 30-minute capture spans at least six 5-minute buckets
+    assert sum(n for _, n in points) == camera["egress_bytes"].get("public", 0) + camera["egress_bytes"].get("core", 0)
+    assert all(start % camera["outbound_series"]["bucket_seconds"] == 0 for start, _ in points)
+    assert camera["first_seen"] - 300 < points[0][0] <= camera["first_seen"]

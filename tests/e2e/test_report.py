@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -367,7 +368,8 @@ def estate_db(path: Path, cameras: int = 100, hours: int = 24) -> None:
                "bytes_sent": 10**10, "egress_bytes": {"camera": 10**10, "public": sum(p[2] for p in peers)},
                "dns_queries": [p[1] for p in peers], "external_peers": peers,
                "identity": {"model": f"DS-{n}", "firmware": "V5.7",
-                            "server": "Hikvision-Webs" if n % 3 == 0 else "AXIS"}, "evidence": []}
+                            "server": "Hikvision-Webs" if n % 3 == 0 else "AXIS"}, "evidence": [],
+               "outbound": [[t0 + 300 * k, 1000 + k] for k in range(hours * 12)] if n % 2 else []}
         db.execute("INSERT INTO inventory VALUES (?, ?)", (ip, json.dumps(doc)))
         db.execute("INSERT INTO device VALUES (?, ?)", (ip, t0))
         for hour in range(hours):   # an episode an hour per camera: egress or cloud check-ins
@@ -390,6 +392,37 @@ def test_a_day_of_a_hundred_cameras_reports_in_under_ten_seconds(tmp_path):
     assert len(read_csv(tmp_path / "inventory.csv")) == 100
     assert len(read_csv(tmp_path / "removal.csv")) == 34
     print(f"100 cameras, 24 h state database: report in {elapsed:.2f} s (process start included)")
+
+
+def test_outbound_series_draws_each_cards_activity_and_the_estates(tmp_path):
+    """Bytes per sensor bucket land in the columns of their time; the estate chart splits covered from not."""
+    t0 = 1_700_000_000.0
+    hik = device("10.20.0.11", public=12_000, last_seen=t0 + 7200,
+                 outbound_series={"bucket_seconds": 300, "points": [[t0, 5_000], [t0 + 3600, 7_000]]})
+    axis = device("10.20.0.12", covered=False, public=900, mac="00:40:8c:00:00:01", last_seen=t0 + 7200,
+                  outbound_series={"bucket_seconds": 300, "points": [[t0 + 600, 900]]})
+    ctx = context(Estate([DeviceRecord("a", hik), DeviceRecord("a", axis)]), (), Config())
+    card = next(c for c in ctx["cards"] if c["r"].ip == "10.20.0.11")
+    svg = str(card["activity"])
+    tips = [t for t in parse(svg).text if " from " in t]
+    assert [t.split(":")[1].split(" from")[0].strip() for t in tips] == ["5.0 KB", "7.0 KB"], tips
+    for tip, ts in zip(tips, (t0, t0 + 3600), strict=True):
+        begin, end = (datetime.strptime(t, "%Y-%m-%d %H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+                      for t in tip.split(" from ")[1].split(" to "))
+        assert begin <= ts < end, tip
+    estate_svg = str(ctx["summary"]["egress_over_time"])
+    assert "covered: 5.0 KB" in estate_svg and "not covered: 900 B" in estate_svg
+    assert "over time" in render_html(ctx)
+
+
+@pytest.mark.parametrize("series", [
+    {"points": [["x", 1], [float("nan"), 5], [-300, 5], [300, -1], [300, "9"], [600, True], {"a": 1}, [900]]},
+    {"points": "many"}, [[0, 1]], None, {"points": [[0, 1]] * 100_000}])
+def test_damaged_outbound_series_is_cleaned_not_trusted(series):
+    doc = device("10.20.0.11", outbound_series=series)
+    assert all(start >= 0 and count > 0 for start, count in doc["outbound"])
+    assert len(doc["outbound"]) <= 576
+    context(Estate([DeviceRecord("a", doc)]), (), Config())
 
 
 def test_render_in_process_stays_small(tmp_path):

@@ -1,0 +1,68 @@
+"""A device's outbound bytes over time, in fixed buckets over a fixed window: what the report draws as a timeline.
+
+Fixed size whatever the traffic (a ring of BUCKETS counters, allocated on the first outbound byte), so ten thousand
+devices cost at most ~12 MB. Capture time picks the bucket, so a replayed capture draws its own day; the capturing
+host stamps packets, not their sender, so the wire cannot move a device's window. Bytes stamped before the window
+are dropped, never folded into a newer bucket.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+
+BUCKET_SECONDS = 300
+BUCKETS = 288  # 24 hours
+_MAX_COUNT = (1 << 32) - 1  # a bucket saturates at 4 GiB rather than wrap
+
+
+class ByteSeries:
+    __slots__ = ("counts", "newest")
+
+    def __init__(self) -> None:
+        self.counts = array("I", [0]) * BUCKETS
+        self.newest = -1  # index of the newest bucket (capture seconds // BUCKET_SECONDS); -1 before any byte
+
+    def add(self, ts: float, nbytes: int) -> None:
+        if nbytes <= 0 or not math.isfinite(ts) or ts < 0:
+            return
+        bucket = int(ts // BUCKET_SECONDS)
+        if bucket > self.newest:
+            self._advance(bucket)
+        elif bucket <= self.newest - BUCKETS:
+            return
+        slot = bucket % BUCKETS
+        self.counts[slot] = min(_MAX_COUNT, self.counts[slot] + nbytes)
+
+    def _advance(self, bucket: int) -> None:
+        """Clear the buckets the window moves past, so the ring never carries bytes from a lap ago."""
+        if self.newest < 0 or bucket - self.newest >= BUCKETS:
+            for i in range(BUCKETS):
+                self.counts[i] = 0
+        else:
+            for b in range(self.newest + 1, bucket + 1):
+                self.counts[b % BUCKETS] = 0
+        self.newest = bucket
+
+    def points(self) -> list[tuple[float, int]]:
+        """(bucket start, bytes) for every non-empty bucket in the window, oldest first."""
+        if self.newest < 0:
+            return []
+        first = max(0, self.newest - BUCKETS + 1)
+        return [(float(b * BUCKET_SECONDS), int(self.counts[b % BUCKETS]))
+                for b in range(first, self.newest + 1) if self.counts[b % BUCKETS]]
+
+    def state(self) -> list[list[float | int]]:
+        return [[start, count] for start, count in self.points()]
+
+    @classmethod
+    def from_state(cls, doc: object) -> ByteSeries:
+        """Read back state(); entries that are not [finite start >= 0, count > 0] are skipped."""
+        series = cls()
+        if isinstance(doc, list):
+            for entry in doc[-BUCKETS:]:
+                if isinstance(entry, list) and len(entry) == 2:
+                    start, count = entry
+                    if isinstance(start, (int, float)) and isinstance(count, int) and not isinstance(count, bool):
+                        series.add(float(start), count)
+        return series

@@ -1,0 +1,78 @@
+"""A device's outbound bytes over time (sensor/enrich/series.py), and its trip through the state store."""
+
+import math
+
+from sensor.config import Config
+from sensor.enrich import Inventory, ManufDatabase
+from sensor.enrich.series import BUCKET_SECONDS, BUCKETS, ByteSeries
+
+T0 = 1_700_000_100.0   # inside a bucket, not at its start
+
+
+def test_bytes_land_in_the_bucket_of_their_time():
+    s = ByteSeries()
+    s.add(T0, 100)
+    s.add(T0 + 1, 50)
+    s.add(T0 + BUCKET_SECONDS, 7)
+    start = T0 - T0 % BUCKET_SECONDS
+    assert s.points() == [(start, 150), (start + BUCKET_SECONDS, 7)]
+
+
+def test_the_window_slides_and_forgets_what_fell_out():
+    s = ByteSeries()
+    s.add(T0, 1)
+    s.add(T0 + BUCKET_SECONDS * (BUCKETS - 1), 2)
+    assert [c for _, c in s.points()] == [1, 2]
+    s.add(T0 + BUCKET_SECONDS * BUCKETS, 3)   # one lap on: the first bucket's slot is reused, cleared first
+    assert [c for _, c in s.points()] == [2, 3]
+    s.add(T0, 99)                              # now older than the window: dropped, not folded in
+    assert [c for _, c in s.points()] == [2, 3]
+
+
+def test_a_long_silence_clears_the_whole_ring():
+    s = ByteSeries()
+    for k in range(BUCKETS):
+        s.add(T0 + k * BUCKET_SECONDS, 1)
+    s.add(T0 + 10 * BUCKETS * BUCKET_SECONDS, 5)
+    assert [c for _, c in s.points()] == [5]
+
+
+def test_out_of_order_bytes_within_the_window_still_count():
+    s = ByteSeries()
+    s.add(T0 + 3 * BUCKET_SECONDS, 1)
+    s.add(T0, 2)
+    assert [c for _, c in s.points()] == [2, 1]
+
+
+def test_nonsense_is_ignored_and_counts_saturate():
+    s = ByteSeries()
+    for ts, n in ((math.nan, 5), (math.inf, 5), (-1.0, 5), (T0, 0), (T0, -3)):
+        s.add(ts, n)
+    assert s.points() == []
+    s.add(T0, 1 << 40)
+    s.add(T0, 1 << 40)
+    assert s.points()[0][1] == (1 << 32) - 1
+
+
+def test_state_round_trip_and_damaged_state():
+    s = ByteSeries()
+    s.add(T0, 10)
+    s.add(T0 + 600, 20)
+    assert ByteSeries.from_state(s.state()).points() == s.points()
+    damaged = [[T0, "9"], ["x", 1], [T0, True], [T0], None, [-5, 3], [T0 + 900, 4]]
+    assert [c for _, c in ByteSeries.from_state(damaged).points()] == [4]
+    assert ByteSeries.from_state({"not": "a list"}).points() == []
+
+
+def test_inventory_keeps_the_series_across_a_restart():
+    inventory = Inventory(Config(), ManufDatabase({}))
+    dev = inventory.touch("10.20.0.11", 0x1868CB000001, T0)
+    dev.note_outbound(T0, 1234)
+    docs = inventory.take_dirty()
+    restored = Inventory(Config(), ManufDatabase({}))
+    restored.restore(docs)
+    again = restored.devices.get("10.20.0.11")
+    assert again is not None and again.outbound is not None
+    assert again.as_dict()["outbound_series"] == {"bucket_seconds": BUCKET_SECONDS,
+                                                 "points": [[T0 - T0 % BUCKET_SECONDS, 1234]]}
+    assert restored.touch("10.20.0.12", 0, T0).as_dict()["outbound_series"]["points"] == []
