@@ -10,6 +10,7 @@ from pathlib import Path
 from sensor.config import Config
 from sensor.errors import CamwatchError
 from sensor.export import DEFAULT_METRICS_ADDRESS, parse_listen
+from sensor.export.client import PASSWORD_ENV, SensorAccess
 from sensor.model import AnomalyModel
 
 EXIT_OK, EXIT_CAPTURE, EXIT_USAGE = 0, 1, 2
@@ -34,6 +35,24 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULT_METRICS_ADDRESS[1]})")
     parser.add_argument("--quiet", action="store_true", help="no summary or progress on stderr")
     parser.add_argument("--model", metavar="FILE", help="learned baseline (models/NAME.json) for the anomaly detector")
+
+
+def add_sensor_access_options(parser: argparse.ArgumentParser) -> None:
+    """How --url reaches a sensor behind TLS, mutual TLS or basic auth (sensor/export/client.py)."""
+    parser.add_argument("--url-ca", metavar="FILE", help="CA (PEM) the sensor's certificate must chain to")
+    parser.add_argument("--url-cert", metavar="FILE", help="client certificate (PEM) for a mutual-TLS sensor")
+    parser.add_argument("--url-key", metavar="FILE", help="its private key, if not in --url-cert's file")
+    parser.add_argument("--url-user", metavar="NAME",
+                        help=f"basic-auth user; the password is read from ${PASSWORD_ENV}")
+
+
+def sensor_access(args: argparse.Namespace) -> SensorAccess:
+    if args.url_key and not args.url_cert:
+        raise CamwatchError("--url-key needs --url-cert")
+    for path in (args.url_ca, args.url_cert, args.url_key):
+        if path is not None and not Path(path).is_file():
+            raise CamwatchError(f"{path}: no such file")
+    return SensorAccess(ca=args.url_ca, cert=args.url_cert, key=args.url_key, user=args.url_user)
 
 
 def metrics_listen(args: argparse.Namespace, config: Config) -> tuple[str, int] | None:

@@ -6,13 +6,13 @@ import argparse
 import ipaddress
 import json
 import sys
-import urllib.request
 
 from sensor.config import load_config
 from sensor.errors import CamwatchError
+from sensor.export.client import fetch_inventory
 from sensor.pipeline import Sensor
 
-from .common import EXIT_CAPTURE, EXIT_OK, report_errors
+from .common import EXIT_CAPTURE, EXIT_OK, add_sensor_access_options, report_errors, sensor_access
 from .loop import replay_into
 
 
@@ -21,6 +21,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("pcaps", nargs="*", metavar="PCAP", help="captures to build the inventory from")
     parser.add_argument("--url", metavar="URL",
                         help="read it from a running sensor instead, e.g. http://127.0.0.1:9847")
+    add_sensor_access_options(parser)
     parser.add_argument("--config", metavar="FILE", help="camwatch.toml (default: zero-config)")
     parser.add_argument("--json", action="store_true", help="JSON instead of a table")
     parser.set_defaults(func=inventory)
@@ -31,7 +32,7 @@ def inventory(args: argparse.Namespace) -> int:
         raise CamwatchError("inventory: give capture files or --url of a running sensor (one of them)")
     failures: list[str] = []
     if args.url:
-        devices = fetch_inventory(args.url)
+        devices = _checked(fetch_inventory(args.url, sensor_access(args)), args.json)
     else:
         sensor = Sensor(load_config(args.config))
         failures = replay_into(sensor, args.pcaps)
@@ -45,13 +46,13 @@ def inventory(args: argparse.Namespace) -> int:
     return EXIT_CAPTURE if failures else EXIT_OK
 
 
-def fetch_inventory(url: str) -> list[dict]:
-    target = url.rstrip("/") + "/inventory"
-    try:
-        with urllib.request.urlopen(target, timeout=10) as response:
-            return json.loads(response.read())
-    except (OSError, ValueError) as exc:
-        raise CamwatchError(f"cannot read the inventory from {target}: {exc}") from None
+def _checked(docs: list, as_json: bool) -> list[dict]:
+    """What a sensor (or whatever answers at its address) sent, kept only where it is a device document: as sent
+    for --json, normalised for the table, which would otherwise trip over a missing or mistyped field."""
+    from sensor.report.sources import clean_doc  # the report's checker: one definition of a valid document
+
+    checked = [(doc, cleaned) for doc in docs if (cleaned := clean_doc(doc)) is not None]
+    return [doc if as_json else cleaned for doc, cleaned in checked]
 
 
 def format_inventory(devices: list[dict]) -> str:

@@ -13,7 +13,7 @@ from sensor.errors import CamwatchError
 from sensor.report import Estate, context, load_report_config, render_html, write_csv
 from sensor.report.sources import read_alert_file, read_pcaps, read_state, read_url, split_label
 
-from .common import EXIT_CAPTURE, EXIT_OK, report_errors, require_files
+from .common import EXIT_CAPTURE, EXIT_OK, add_sensor_access_options, report_errors, require_files, sensor_access
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -23,6 +23,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
                         help="a sensor's state database (read only); repeatable")
     parser.add_argument("--url", metavar="[SITE=]URL", action="append", default=[],
                         help="a running sensor, e.g. http://127.0.0.1:9847; repeatable")
+    add_sensor_access_options(parser)
     parser.add_argument("--out", metavar="FILE", required=True, help="the HTML report to write")
     parser.add_argument("--csv", metavar="DIR", help="also write removal.csv and inventory.csv here")
     parser.add_argument("--config", metavar="FILE", help="camwatch.toml, with optional [sites.NAME] tables")
@@ -34,6 +35,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 def _gather(args: argparse.Namespace, config: Config) -> Estate:
     estate = Estate()
+    access = sensor_access(args)   # a missing certificate is reported before minutes of replay, not after
     if args.pcaps:
         require_files(args.pcaps, regular=True)
         read_pcaps(args.pcaps, config, estate)
@@ -42,7 +44,7 @@ def _gather(args: argparse.Namespace, config: Config) -> Estate:
         read_state(path, label or Path(path).stem, estate, config)
     for value in args.url:
         label, url = split_label(value)
-        read_url(url, label or _host_port(url), estate)
+        read_url(url, label or _host_port(url), estate, access)
     for path in args.alerts:
         read_alert_file(path, estate)
     return estate

@@ -17,7 +17,6 @@ import math
 import re
 import sqlite3
 import tempfile
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from urllib.parse import quote
 
 from sensor.config import Config
 from sensor.errors import CamwatchError
+from sensor.export.client import SensorAccess, fetch_inventory
 
 MAX_TEXT = 512            # longer strings from the wire are cut: a report is for people, not a dump
 MAX_ALERT_LINE = 1 << 20  # an alert line is a few hundred bytes; a megabyte is not one
@@ -244,19 +244,11 @@ def read_state(path: str, site: str, estate: Estate, config: Config) -> None:
 
 
 # ---- running sensors -----------------------------------------------------------------------------------------
-def read_url(url: str, site: str, estate: Estate) -> None:
-    if not url.startswith(("http://", "https://")):
-        raise CamwatchError(f"{url}: not an http:// or https:// URL of a running sensor")
-    target = url.rstrip("/") + "/inventory"
-    try:
-        with urllib.request.urlopen(target, timeout=10) as response:
-            docs = json.loads(response.read(64 << 20))
-    except (OSError, ValueError, RecursionError) as exc:
-        raise CamwatchError(f"cannot read the inventory from {target}: {exc}") from None
-    if not isinstance(docs, list):
-        raise CamwatchError(f"{target}: not a camwatch inventory (a JSON list)")
+def read_url(url: str, site: str, estate: Estate, access: SensorAccess) -> None:
+    docs = fetch_inventory(url, access)
     _add_docs(estate, site, docs)
-    estate.inputs.append(f"running sensor {target} (site {site}; its /inventory carries no alerts: see --alerts)")
+    estate.inputs.append(f"running sensor {url.rstrip('/')}/inventory (site {site}; its /inventory carries no "
+                         f"alerts: see --alerts)")
 
 
 # ---- capture files -------------------------------------------------------------------------------------------

@@ -132,3 +132,42 @@ def test_outbound_series_accounts_for_every_byte_sent_off_the_camera_vlan():
     assert sum(n for _, n in points) == camera["egress_bytes"].get("public", 0) + camera["egress_bytes"].get("core", 0)
     assert all(start % camera["outbound_series"]["bucket_seconds"] == 0 for start, _ in points)
     assert camera["first_seen"] - 300 < points[0][0] <= camera["first_seen"]
+
+
+@pytest.fixture
+def fake_sensor():
+    """Whatever answers at a sensor's address (a proxy, a wrong port): serves the body it is given."""
+    import http.server
+    import threading
+
+    bodies: list[bytes] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(bodies[-1])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield bodies, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_inventory_from_a_url_survives_what_answers_there(fake_sensor):
+    bodies, url = fake_sensor
+    good = {"ip": "10.20.0.11", "mac": "18:68:cb:00:00:01", "covered": True, "maker": "Hikvision",
+            "covered_basis": "named", "role": "camera", "identity": {"model": "<b>DS-2CD</b>"},
+            "external_destinations": [], "egress_bytes": {}}
+    bodies.append(json.dumps([1, "x", {"ip": "not an address"}, {"ip": "10.20.0.12", "identity": 5}, good]).encode())
+    table = camwatch("inventory", "--url", url)
+    assert table.returncode == 0, table.stderr
+    assert "10.20.0.11" in table.stdout and "10.20.0.12" in table.stdout and "not an address" not in table.stdout
+    for body, message in ((b'{"a": 1}', "not a camwatch inventory"), (b"<html>", "not JSON"),
+                          (b"[" * 100_000, "not JSON")):
+        bodies.append(body)
+        proc = camwatch("inventory", "--url", url)
+        assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr

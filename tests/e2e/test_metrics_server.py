@@ -4,6 +4,7 @@ announces; mutual TLS keeping every route, /healthz included, behind the client 
 from __future__ import annotations
 
 import base64
+import json
 import http.client
 import re
 import shutil
@@ -239,3 +240,63 @@ def test_mutual_tls_keeps_healthz_behind_the_client_certificate(tmp_path, pki):
             pass
     finally:
         served.stop()
+
+
+# ---- the client side: inventory --url and report --url against a protected sensor --------------------------
+def one_line_error(proc) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return proc.stderr
+
+
+def test_report_and_inventory_read_a_sensor_behind_tls_and_basic_auth(tmp_path, pki):
+    hashed = hash_password("read-inventory")
+    proc, port = serve(tmp_path, f'tls_cert = "{pki / "server.crt"}"\ntls_key = "{pki / "server.key"}"\n'
+                                 f'[metrics.basic_auth]\nestates = "{hashed}"\n')
+    url, ca = f"https://127.0.0.1:{port}", str(pki / "ca.crt")
+    password = {"CAMWATCH_URL_PASSWORD": "read-inventory"}
+    try:
+        assert "HTTP 401" in one_line_error(camwatch("inventory", "--url", url, "--url-ca", ca, "--json"))
+        assert "--url-user" in one_line_error(camwatch("inventory", "--url", url, "--url-ca", ca))
+        wrong = {"CAMWATCH_URL_PASSWORD": "guess"}
+        assert "HTTP 401" in one_line_error(camwatch("inventory", "--url", url, "--url-ca", ca, "--url-user",
+                                                     "estates", env_extra=wrong))
+        assert "CAMWATCH_URL_PASSWORD" in one_line_error(camwatch("inventory", "--url", url, "--url-ca", ca,
+                                                                  "--url-user", "estates"))
+        assert "CERTIFICATE_VERIFY_FAILED" in one_line_error(camwatch("inventory", "--url", url, "--url-user",
+                                                                      "estates", env_extra=password))
+        listed = camwatch("inventory", "--url", url, "--url-ca", ca, "--url-user", "estates", "--json",
+                          env_extra=password)
+        assert listed.returncode == 0, listed.stderr
+        assert "10.20.0.14" in {d["ip"] for d in json.loads(listed.stdout)}
+        made = camwatch("report", "--url", f"hq={url}", "--url-ca", ca, "--url-user", "estates", "--out",
+                        tmp_path / "r.html", "--csv", tmp_path, env_extra=password)
+        assert made.returncode == 0, made.stderr
+        assert "10.20.0.14" in (tmp_path / "inventory.csv").read_text()
+        # the password never crosses plain http, nor sits in a URL
+        plain = camwatch("inventory", "--url", f"http://127.0.0.1:{port}", "--url-user", "estates",
+                         env_extra=password)
+        assert "needs https://" in one_line_error(plain)
+        assert "credentials do not go in the URL" in one_line_error(
+            camwatch("report", "--url", f"https://estates:read-inventory@127.0.0.1:{port}", "--out",
+                     tmp_path / "x.html"))
+    finally:
+        stop(proc)
+
+
+def test_inventory_reads_a_mutual_tls_sensor_with_a_client_certificate(tmp_path, pki):
+    proc, port = serve(tmp_path, f'tls_cert = "{pki / "server.crt"}"\ntls_key = "{pki / "server.key"}"\n'
+                                 f'client_ca = "{pki / "ca.crt"}"\n')
+    url, ca = f"https://127.0.0.1:{port}", str(pki / "ca.crt")
+    try:
+        assert "cannot read the inventory" in one_line_error(camwatch("inventory", "--url", url, "--url-ca", ca))
+        listed = camwatch("inventory", "--url", url, "--url-ca", ca, "--url-cert", str(pki / "client.crt"),
+                          "--url-key", str(pki / "client.key"))
+        assert listed.returncode == 0, listed.stderr
+        assert "10.20.0.14" in listed.stdout and "Hikvision" in listed.stdout
+        assert "no such file" in one_line_error(camwatch("report", "--url", url, "--url-cert", tmp_path / "none.crt",
+                                                         "--out", tmp_path / "r.html"))
+        assert "--url-key needs --url-cert" in one_line_error(
+            camwatch("inventory", "--url", url, "--url-key", str(pki / "client.key")))
+    finally:
+        stop(proc)
