@@ -35,6 +35,7 @@ from prometheus_client.exposition import generate_latest  # noqa: E402
 from soak import resident_by_kind, status_fields  # noqa: E402
 
 from sensor import pipeline, state  # noqa: E402
+from sensor.allocator import pin_malloc_for_long_run  # noqa: E402
 from sensor.capture import CaptureReader  # noqa: E402
 from sensor.cli.loop import tune_garbage_collector  # noqa: E402
 from sensor.config import load_config  # noqa: E402
@@ -120,6 +121,8 @@ def main() -> int:
     ap.add_argument("--pps", type=float, default=20000, help="packets per second of capture time (default 20000)")
     ap.add_argument("--report-minutes", type=float, default=5)
     ap.add_argument("--scrape-seconds", type=float, default=30)
+    ap.add_argument("--malloc", choices=("pinned", "default"), default="pinned",
+                    help="glibc malloc as `camwatch run` sets it (sensor/allocator.py), or glibc's defaults")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="camwatch-soak-replay-"))
@@ -140,6 +143,8 @@ def main() -> int:
 
     pipeline.time = state.time = CaptureClock()   # type: ignore[assignment]
     tune_garbage_collector()
+    if args.malloc == "pinned":
+        pin_malloc_for_long_run()
     registry = build_registry(sensor)
     next_scrape, next_report = args.scrape_seconds, args.report_minutes
     rows: list[tuple[float, dict[str, int]]] = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import weakref
 from dataclasses import dataclass, field
 
 from sensor.bounded import BoundedLRU
@@ -87,15 +88,18 @@ class Traffic:
     second: int = -1
     second_bytes: int = 0
     peak_bps: float = 0.0
-    last_seen: Observation | None = None   # several detections of one observation count it once
+    # Several detections of one observation count it once. Weak: a strong reference would keep the observation's
+    # device and flow alive for as long as the incident stays open, long after the inventory and the flow table
+    # have let them go.
+    last_seen: weakref.ReferenceType[Observation] | None = None
 
     def add(self, obs: Observation, room: bool = True) -> int:
         """Count an observation; returns how many more flows this incident now follows (0 or 1). Without room
         (every incident together follows FOLLOWED_MAX flows), a new flow's observations are counted as they come:
         what the device sent, and what came back in the same updates."""
-        if obs is self.last_seen:
+        if self.last_seen is not None and self.last_seen() is obs:
             return 0
-        self.last_seen = obs
+        self.last_seen = weakref.ref(obs)
         added = self._follow(obs, room)
         self.first = obs.ts if self.first is None else min(self.first, obs.ts)
         self.last = obs.ts if self.last is None else max(self.last, obs.ts)
@@ -163,7 +167,9 @@ def _note(seen: list[str], value: str) -> None:
 @dataclass(slots=True)
 class Incident:
     id: str                          # given when its open line is written (incident_id)
-    device: Device | None            # None only when the inventory has already let the device go
+    # Weak, so that an open incident never keeps a device the inventory has evicted (with its peers and names):
+    # open incidents outnumber devices twenty to one at their bound. None once the device is gone.
+    device_ref: weakref.ReferenceType[Device] | None
     service: IncidentService
     opened: float
     last: float
@@ -358,7 +364,8 @@ class Incidents:
 
     def _open_incident(self, key: tuple[str, str], alert: Alert, service: IncidentService, device: Device | None,
                        evidence: Evidence) -> Incident:
-        incident = Incident("", device, service, alert.ts, alert.ts, alert, evidence.severity, [alert.detector],
+        device_ref = weakref.ref(device) if device is not None else None
+        incident = Incident("", device_ref, service, alert.ts, alert.ts, alert, evidence.severity, [alert.detector],
                             [evidence], pending=OPEN, pending_ts=alert.ts, scope=alert.dst_scope,
                             second=int(alert.ts), second_earliest=alert.ts)
         self._open.put(key, incident)
@@ -442,7 +449,8 @@ class Incidents:
                   "first_seen": round(first, 6), "last_seen": round(last, 6), "duration_s": round(duration, 3),
                   "peak_bps": round(t.peak_bps), "mean_bps": round(mean_bps), "addresses": list(t.addresses),
                   "names": list(t.names)}
-        who = describe_device(incident.device) if incident.device else incident.lead.device_ip
+        device = incident.device_ref() if incident.device_ref is not None else None
+        who = describe_device(device) if device is not None else incident.lead.device_ip
         summary = (f"Closed ({_REASON_TEXT[reason]}): {who} and {incident.service.name} over {duration:.0f} s sent "
                    f"{plural(out_pkts, 'packet')} ({plural(out_bytes, 'byte')}) and received "
                    f"{plural(in_pkts, 'packet')} ({plural(in_bytes, 'byte')}); peak {rate_text(t.peak_bps)}; "

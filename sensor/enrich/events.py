@@ -12,7 +12,7 @@ from sensor.enrich.scope import EXTERNAL_SCOPES
 from sensor.flows import Flow
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class Observation:
     """One camera-side device's share of a flow update."""
 

@@ -4,8 +4,8 @@ announces; mutual TLS keeping every route, /healthz included, behind the client 
 from __future__ import annotations
 
 import base64
-import json
 import http.client
+import json
 import re
 import shutil
 import signal

@@ -414,3 +414,27 @@ def test_a_site_grouping_does_not_adopt_a_bare_address_incident():
                                   "y" * 300 + ".hik-connect.com"])
 def test_junk_and_overlong_names_are_no_service_even_under_a_vendor_pattern(name):
     assert ServiceResolver(INDICATORS).of_name(name) is None
+
+
+def test_an_open_incident_does_not_keep_what_the_inventory_and_flow_table_let_go():
+    """Open incidents outnumber devices twenty to one at their bound: one that held its device (with its peers and
+    names) or its last observation (with a flow) would keep every evicted device and ended flow alive for as long
+    as it stays open. The close line then names the device by address."""
+    import gc
+    import weakref
+
+    inc = _incidents()
+    dev = device(maker="Hikvision")
+    obs = observation(dev, ts=T0, flow=_flow(3, 300, 0, 0))
+    inc.detect(_alert(T0), SERVICE, dev, obs)
+    _written(inc)
+    assert "Hikvision" in inc.take_closed(T0 + 1, "end")[0].summary   # while the device lives, it is described
+    inc.detect(_alert(T0 + 2), SERVICE, dev, obs)
+    _written(inc)
+    device_alive, obs_alive = weakref.ref(dev), weakref.ref(obs)
+    del dev, obs
+    gc.collect()
+    assert device_alive() is None and obs_alive() is None
+    [close] = inc.take_closed(T0 + 3, "end")
+    assert "10.20.0.5 and" in close.summary
+    assert close.as_dict()["totals"]["packets_out"] == 3   # the flow itself is followed (FOLLOWED_MAX bounds it)
