@@ -506,16 +506,19 @@ def _is_reverse(name: str) -> bool:
     return name.lower().endswith((".in-addr.arpa", ".ip6.arpa"))
 
 
-def parse_mdns(payload: bytes) -> dict[str, str]:
+def parse_mdns(payload: bytes, sender: str | None = None) -> dict[str, str]:
     """What an mDNS responder says about itself: its host name (mdns_name), its service instance's name
     (mdns_instance), the most camera-like service type it offers (mdns_service), and from TXT records its model
     (mdns_model), maker and firmware. A response's records all describe the responder; of a query only the
-    authority section does (a probe for the names it is about to claim), its answers being other hosts' records."""
+    authority section does (a probe for the names it is about to claim), its answers being other hosts' records.
+    sender (the packet's source address): a message whose address records all name other addresses speaks for
+    another host (an mDNS reflector or proxy repeating it) and tells nothing about the sender."""
     msg = parse_dns(payload, every_record=True)
     if msg is None:
         return {}
     records = [r for r in msg.records if msg.is_response or r.section == DNS_AUTHORITY]
-    if not records:
+    addresses = {r.data[0] for r in records if r.rtype in (DNS_A, DNS_AAAA) and r.data}
+    if not records or sender is not None and addresses and sender not in addresses:
         return {}
     out: dict[str, str] = {}
     services: list[str] = []

@@ -11,7 +11,7 @@ import numpy as np
 
 from sensor.certificate import parse_tls_certificate
 from sensor.decode import PROTO_TCP, PROTO_UDP, Decoded, payload
-from sensor.dissect import IDENTITY_PORTS, MDNS_PORT, ParserGuard, parse_banner, parse_http_identity
+from sensor.dissect import IDENTITY_PORTS, MDNS_PORT, ParserGuard, parse_banner, parse_http_identity, parse_mdns
 from sensor.enrich.events import EventSink, IdentityReport, UpnpRequest
 from sensor.enrich.inventory import Inventory
 from sensor.enrich.scope import SCOPE_CAMERA, Classifier
@@ -37,7 +37,8 @@ class _Kind(NamedTuple):
 
 _DISCOVERY = frozenset({"protocol", "model"})
 _UDP_KINDS = {port: _Kind(parser, _DISCOVERY) for port, parser in IDENTITY_PORTS.items()}
-_UDP_KINDS[MDNS_PORT] = _Kind(IDENTITY_PORTS[MDNS_PORT], frozenset({"mdns_name", "mdns_service", "mdns_model"}))
+_MDNS = _Kind(parse_mdns, frozenset({"mdns_name", "mdns_service", "mdns_model"}))
+_UDP_KINDS[MDNS_PORT] = _MDNS
 _UDP_KINDS[1900] = _Kind(parse_banner, frozenset({"server", "location", "upnp_device_type"}))
 _RTSP = _Kind(parse_banner, frozenset({"server"}))
 _HTTP = _Kind(parse_http_identity, frozenset({"server", "title", "manufacturer"}))
@@ -88,7 +89,11 @@ class IdentityReader:
         if known is not None and kind.tells <= known.identity.keys():
             return
         nothing: dict[str, str] = {}
-        fields = self.parsers.run(kind.parser, payload(dec, row, limit=16384), nothing)
+        body = payload(dec, row, limit=16384)
+        if kind is _MDNS:   # whether the records are the sender's own needs its address
+            fields = self.parsers.run(lambda raw: parse_mdns(raw, str(sender)), body, nothing, label="mdns")
+        else:
+            fields = self.parsers.run(kind.parser, body, nothing)
         if not fields:
             return
         ts = float(dec.batch.ts[row])

@@ -261,3 +261,12 @@ def test_title_of_a_page_body_sent_on_its_own_and_only_near_its_start():
 def test_rtsp_is_read_as_a_banner():
     assert parse_http_identity(b"RTSP/1.0 200 OK\r\nServer: Hikvision-Webs\r\n\r\n<title>x</title>") == {
         "server": "Hikvision-Webs"}
+
+
+def test_mdns_records_speaking_for_another_address_are_not_the_senders():
+    assert parse_mdns(DLINK_ANNOUNCEMENT, sender="10.10.10.37")["mdns_model"] == "DCS-935L"
+    assert parse_mdns(DLINK_ANNOUNCEMENT, sender="10.20.0.1") == {}          # a reflector repeating it
+    no_address = mdns_message(answers=[mdns_record(DLINK_INSTANCE, TXT, DLINK_TXT)])
+    assert parse_mdns(no_address, sender="10.20.0.1")["mdns_model"] == "DCS-935L"   # nothing says otherwise
+    v6 = mdns_message(answers=[mdns_record("cam.local", 28, "fe80::1"), mdns_record("cam.local", A, "10.0.0.5")])
+    assert parse_mdns(v6, sender="fe80::1") == {"mdns_name": "cam.local"}

@@ -20,6 +20,8 @@ from .test_dissect_identity import AXIS_DESCRIPTION, DLINK_ANNOUNCEMENT
 from .test_enrich_stage import CAM, CLOUD, NVR, ROUTER_MAC, T0, _run, _t, _u
 
 MDNS_GROUP = "224.0.0.251"
+# The DCS-935L's announcement, its address record naming CAM (a device announces its own address)
+DLINK_ANNOUNCEMENT_AT_CAM = DLINK_ANNOUNCEMENT.replace(bytes([10, 10, 10, 37]), bytes([10, 20, 0, 11]))
 
 
 def identities(events):
@@ -29,8 +31,8 @@ def identities(events):
 def test_mdns_announcements_fill_the_identity_and_stop_being_read_once_complete(monkeypatch):
     host_only = mdns_message(answers=[mdns_record("DCS-935L-B0C554255B0E.local", A, CAM)])
     records = [(T0, _u(CAM, MDNS_GROUP, 5353, 5353, host_only)),
-               (T0 + 0.1, _u(CAM, MDNS_GROUP, 5353, 5353, DLINK_ANNOUNCEMENT)),      # adds service and model
-               (T0 + 0.2, _u(CAM, MDNS_GROUP, 5353, 5353, DLINK_ANNOUNCEMENT)),      # nothing new to tell: not read
+               (T0 + 0.1, _u(CAM, MDNS_GROUP, 5353, 5353, DLINK_ANNOUNCEMENT_AT_CAM)),    # adds service, model
+               (T0 + 0.2, _u(CAM, MDNS_GROUP, 5353, 5353, DLINK_ANNOUNCEMENT_AT_CAM)),    # nothing new: not read
                (T0 + 0.3, _u(CLOUD, MDNS_GROUP, 5353, 5353, DLINK_ANNOUNCEMENT, src_mac=ROUTER_MAC))]  # not ours
     sensor, events = _run(monkeypatch, records)
     assert [ts for ts, _, _ in identities(events)] == [T0, T0 + 0.1]
@@ -123,3 +125,14 @@ def test_web_ui_title_and_the_reader_stops_once_the_kind_has_told_all(monkeypatc
     identity = sensor.inventory.devices.get(CAM).identity
     assert (identity["title"], identity["server"], identity["manufacturer"]) == (
         "NETSurveillance WEB", "uc-httpd 1.0.0", "XM")
+
+
+def test_an_mdns_reflector_repeating_another_hosts_records_is_not_that_host(monkeypatch):
+    """A router reflecting mDNS between VLANs sends the camera's announcement from its own address: the address
+    records name the camera, not the sender, so the reflector's identity stays empty."""
+    reflector = "10.20.0.1"
+    sensor, events = _run(monkeypatch, [(T0, _u(reflector, MDNS_GROUP, 5353, 5353, DLINK_ANNOUNCEMENT_AT_CAM))])
+    assert identities(events) == [] and sensor.inventory.devices.get(reflector).identity == {}
+    sensor, _ = _run(monkeypatch, [(T0, _u(CAM, MDNS_GROUP, 5353, 5353, DLINK_ANNOUNCEMENT_AT_CAM))])
+    assert sensor.inventory.devices.get(CAM).identity["mdns_model"] == "DCS-935L"
+
