@@ -46,6 +46,36 @@ _BODY = _Kind(parse_http_identity, frozenset({"title", "manufacturer"}), own_ser
 _TLS = _Kind(parse_tls_certificate, frozenset({"tls_subject", "tls_issuer"}), own_service=True)
 
 
+# Identity packets are few, but every one a camera-side sender sends may be parsed until its identity is complete,
+# and a sender can forge many: each capture second, at most this many parses in all and per sender. A device's
+# announcements and pages repeat, so one skipped now is read the next time.
+MAX_PARSES_PER_SECOND = 1024
+MAX_SENDER_PARSES_PER_SECOND = 32
+
+
+class ParseBudget:
+    """Parses allowed per capture second, in all and per sender; refused counts the packets left unread."""
+
+    def __init__(self, total: int = MAX_PARSES_PER_SECOND, per_sender: int = MAX_SENDER_PARSES_PER_SECOND):
+        self.total, self.per_sender = total, per_sender
+        self.refused = 0
+        self._second: int | None = None
+        self._granted = 0
+        self._used: dict[str, int] = {}   # at most `total` senders: only a granted parse adds one
+
+    def allow(self, sender: str, ts: float) -> bool:
+        second = int(ts)
+        if second != self._second:
+            self._second, self._granted, self._used = second, 0, {}
+        used = self._used.get(sender, 0)
+        if used >= self.per_sender or self._granted >= self.total:
+            self.refused += 1
+            return False
+        self._used[sender] = used + 1
+        self._granted += 1
+        return True
+
+
 def _tcp_kind(first: bytes) -> _Kind:
     """The kind of a banner row (sensor.enrich.routing picks them by their first bytes)."""
     if first[:1] == b"\x16":
@@ -61,6 +91,7 @@ class IdentityReader:
         self.inventory = inventory
         self.parsers = parsers
         self.sink = sink
+        self.budget = ParseBudget()
 
     def read(self, dec: Decoded, udp: list[int], banners: list[int], flows: FlowTable | None = None) -> None:
         """udp: discovery rows (by port); banners: TCP rows opening an RTSP/HTTP head, an XML/HTML body or a TLS
@@ -88,15 +119,18 @@ class IdentityReader:
         known = self.inventory.devices.get(str(sender))
         if known is not None and kind.tells <= known.identity.keys():
             return
+        ts = float(dec.batch.ts[row])
+        if not self.budget.allow(str(sender), ts):
+            return
         nothing: dict[str, str] = {}
         body = payload(dec, row, limit=16384)
         if kind is _MDNS:   # whether the records are the sender's own needs its address
-            fields = self.parsers.run(lambda raw: parse_mdns(raw, str(sender)), body, nothing, label="mdns")
+            text = str(sender)
+            fields = self.parsers.run(lambda data: parse_mdns(data, text), body, nothing, label="mdns")
         else:
             fields = self.parsers.run(kind.parser, body, nothing)
         if not fields:
             return
-        ts = float(dec.batch.ts[row])
         dev = self.inventory.touch(sender, int(dec.src_mac[row]), ts)
         if fields.get("protocol") in _CAMERA_DISCOVERY:
             dev.evidence.add("camera_discovery")

@@ -15,6 +15,7 @@ from identity_packets import (
     mdns_record,
     tls_server_flight,
 )
+from sensor.enrich.identity import MAX_SENDER_PARSES_PER_SECOND, ParseBudget
 
 from .test_dissect_identity import AXIS_DESCRIPTION, DLINK_ANNOUNCEMENT
 from .test_enrich_stage import CAM, CLOUD, NVR, ROUTER_MAC, T0, _run, _t, _u
@@ -136,3 +137,21 @@ def test_an_mdns_reflector_repeating_another_hosts_records_is_not_that_host(monk
     sensor, _ = _run(monkeypatch, [(T0, _u(CAM, MDNS_GROUP, 5353, 5353, DLINK_ANNOUNCEMENT_AT_CAM))])
     assert sensor.inventory.devices.get(CAM).identity["mdns_model"] == "DCS-935L"
 
+
+
+def test_the_parse_budget_per_second_in_all_and_per_sender():
+    budget = ParseBudget(total=5, per_sender=2)
+    assert [budget.allow("a", 10.1) for _ in range(3)] == [True, True, False]
+    assert [budget.allow(s, 10.5) for s in "bcde"] == [True, True, True, False]   # 5 in all this second
+    assert budget.allow("a", 11.0) and budget.refused == 2   # a new second, a new budget
+
+
+def test_a_flood_of_identity_packets_is_parsed_only_within_its_budget(monkeypatch):
+    """One camera-side sender floods pages that name nothing (so its identity never completes) within one second:
+    32 are parsed, the rest left unread; the next second it has a budget again."""
+    flood = http_response(b"<html><body>nothing to name</body></html>")
+    records = [(T0 + i / 1000, _t(CAM, NVR, 80, 40000 + i, "PA", flood)) for i in range(500)]
+    records.append((T0 + 1.5, _t(CAM, NVR, 80, 41000, "PA", http_response(b"<title>IPCamera</title>"))))
+    sensor, _ = _run(monkeypatch, records)
+    assert sensor.enricher._identity.budget.refused == 500 - MAX_SENDER_PARSES_PER_SECOND
+    assert sensor.inventory.devices.get(CAM).identity == {"title": "IPCamera"}
