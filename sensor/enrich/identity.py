@@ -102,13 +102,12 @@ class IdentityReader:
             kind = _UDP_KINDS.get(dport if dport in _UDP_KINDS else sport)
             if kind is not None:
                 self._read_row(dec, row, kind)
-        rows = [row for row in banners if self.classifier.scope_of_raw(dec.src[row].tobytes()) == SCOPE_CAMERA]
-        if not rows:
-            return
-        responders = _responders(dec, rows, flows)
-        for row, responder in zip(rows, responders, strict=True):
-            kind = _tcp_kind(int(dec.head[row]).to_bytes(8, "big"))
-            if responder or not kind.own_service:
+        rows = [(row, _tcp_kind(int(dec.head[row]).to_bytes(8, "big"))) for row in banners
+                if self.classifier.scope_of_raw(dec.src[row].tobytes()) == SCOPE_CAMERA]
+        own = [row for row, kind in rows if kind.own_service]
+        responders = set(_responders(dec, own, flows)) if own else set()
+        for row, kind in rows:
+            if not kind.own_service or row in responders:
                 self._read_row(dec, row, kind)
 
     def _read_row(self, dec: Decoded, row: int, kind: _Kind) -> None:
@@ -138,15 +137,16 @@ class IdentityReader:
         self.sink.identity(IdentityReport(ts, dev, fields))
 
 
-def _responders(dec: Decoded, rows: list[int], flows: FlowTable | None) -> list[bool]:
-    """Whether each TCP row's sender is its flow's responder (False when the flow is not in the table)."""
+def _responders(dec: Decoded, rows: list[int], flows: FlowTable | None) -> list[int]:
+    """The TCP rows whose sender is its flow's responder (none whose flow is not in the table)."""
     if flows is None:
-        return [False] * len(rows)
+        return []
     keys, a_is_src = flow_keys(dec, np.array(rows, dtype=np.int64))
     out = []
-    for key, sender_is_a in zip(keys, a_is_src, strict=True):
+    for row, key, sender_is_a in zip(rows, keys, a_is_src, strict=True):
         flow = flows.get(key.tobytes(), PROTO_TCP)
-        out.append(flow is not None and bool(sender_is_a) != flow.orig_is_a)
+        if flow is not None and bool(sender_is_a) != flow.orig_is_a:
+            out.append(row)
     return out
 
 
