@@ -656,7 +656,8 @@ static PyObject *fill(PyObject *self, PyObject *args)
  * The few rows of a batch that the enrichment parsers want (sensor.enrich.routing.route_numpy is the reference):
  * DNS over UDP with a header's worth of payload; UDP to or from a discovery port (identity_ports: one byte per
  * port), and of those the ones to 1900 (SSDP searches); TCP with six or more payload bytes opening a TLS
- * ClientHello or an HTTP request (named), a banner (first four bytes one of banner_prefixes) or a POST.
+ * ClientHello or an HTTP request (named), a banner (first four bytes one of banner_prefixes, or a TLS server's
+ * ServerHello or Certificate record) or a POST.
  */
 static PyObject *route(PyObject *self, PyObject *args)
 {
@@ -696,11 +697,13 @@ static PyObject *route(PyObject *self, PyObject *args)
                 named = first4 == http[j];
             if (named)
                 ADD(3);
-            for (Py_ssize_t j = 0; j < n_banner; j++)
-                if (first4 == banner[j]) {
-                    ADD(4);
-                    break;
-                }
+            /* a TLS server's handshake flight (ServerHello, or a Certificate in its own record): the certificate */
+            int64_t hs = (int64_t)((head[i] >> 16) & 0xFF);
+            int banner_row = (first4 >> 24) == 0x16 && ((first4 >> 16) & 0xFF) == 3 && (hs == 2 || hs == 11);
+            for (Py_ssize_t j = 0; j < n_banner && !banner_row; j++)
+                banner_row = first4 == banner[j];
+            if (banner_row)
+                ADD(4);
             if (first4 == post)
                 ADD(5);
         }

@@ -7,6 +7,7 @@ dissectors through pyshark on the bundled captures.
 
 from __future__ import annotations
 
+import html
 import ipaddress
 import json
 import re
@@ -16,9 +17,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-DNS_A, DNS_CNAME, DNS_AAAA = 1, 5, 28
+DNS_A, DNS_CNAME, DNS_PTR, DNS_TXT, DNS_AAAA, DNS_SRV = 1, 5, 12, 16, 28, 33
 MAX_DNS_RECORDS = 64
+MAX_TXT_STRINGS = 32
+DNS_ANSWER, DNS_AUTHORITY, DNS_ADDITIONAL = 0, 1, 2
 HTTP_METHODS = (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN")
+
+
+@dataclass(frozen=True, slots=True)
+class DnsRecord:
+    """One resource record of any section, its rdata decoded where camwatch reads it: an address, a PTR/CNAME/SRV
+    target, or a TXT record's strings; empty for the other types."""
+
+    section: int                # DNS_ANSWER, DNS_AUTHORITY or DNS_ADDITIONAL
+    owner: str
+    rtype: int
+    data: tuple[str, ...]
 
 
 @dataclass
@@ -28,6 +42,10 @@ class DnsMessage:
     qname: str | None
     qtype: int | None
     answers: list[tuple[str, int, int, str]] = field(default_factory=list)  # (owner, type, ttl, value)
+    # Every record of every section, names as sent (case kept): filled only by parse_dns(..., every_record=True),
+    # which mDNS wants (a responder names itself in TXT/SRV/PTR records, often in the additional section).
+    records: list[DnsRecord] = field(default_factory=list)
+    questions: list[str] = field(default_factory=list)   # every question's name, with every_record
 
     def addresses(self) -> list[tuple[str, int]]:
         """(address, ttl) of every A/AAAA answer reachable from the query name through CNAMEs."""
@@ -39,8 +57,9 @@ class DnsMessage:
                 if rtype in (DNS_A, DNS_AAAA) and owner in names]
 
 
-def _dns_name(msg: bytes, pos: int) -> tuple[str, int]:
-    """Decode a possibly compressed name at pos; returns (name, position after the name in the record)."""
+def _dns_name(msg: bytes, pos: int, keep_case: bool = False) -> tuple[str, int]:
+    """Decode a possibly compressed name at pos; returns (name, position after the name in the record).
+    Lower-case ASCII for DNS; keep_case reads labels as UTF-8 as sent (mDNS instance names are text for people)."""
     labels: list[str] = []
     end = None
     jumps = 0
@@ -70,49 +89,103 @@ def _dns_name(msg: bytes, pos: int) -> tuple[str, int]:
         total += length + 1
         if total > 255:
             raise ValueError("name too long")
-        labels.append(label.decode("ascii", "replace").lower())
+        labels.append(label.decode("utf-8", "replace") if keep_case else label.decode("ascii", "replace").lower())
         pos += length
     return ".".join(labels), (end if end is not None else pos)
 
 
-def parse_dns(msg: bytes) -> DnsMessage | None:
-    """Parse a DNS message (UDP payload); None when it is not one."""
+def parse_dns(msg: bytes, every_record: bool = False) -> DnsMessage | None:
+    """Parse a DNS message (UDP payload); None when it is not one. every_record (mDNS): also every question's
+    name and the records of all three sections, names as sent, into .records; at most MAX_DNS_RECORDS in all."""
     if len(msg) < 12:
         return None
     _id, flags, qd, an, ns, ar = struct.unpack_from("!HHHHHH", msg)
-    if qd > 4 or an > 256:
+    if qd > (MAX_DNS_RECORDS if every_record else 4) or an > 256:
         return None
     try:
         pos = 12
         qname = qtype = None
+        questions = []
         for i in range(qd):
-            name, pos = _dns_name(msg, pos)
+            name, pos = _dns_name(msg, pos, every_record)
             if pos + 4 > len(msg):
                 return None
             if i == 0:
-                qname, qtype = name, struct.unpack_from("!H", msg, pos)[0]
+                qname, qtype = name.lower(), struct.unpack_from("!H", msg, pos)[0]
+            questions.append(name)
             pos += 4
         out = DnsMessage(bool(flags & 0x8000), flags & 0xF, qname, qtype)
-        for _ in range(min(an, MAX_DNS_RECORDS)):
-            owner, pos = _dns_name(msg, pos)
-            if pos + 10 > len(msg):
+        if not every_record:
+            _read_answers(msg, pos, an, out)
+            return out
+        out.questions = questions
+        budget = MAX_DNS_RECORDS
+        for section, count in ((DNS_ANSWER, an), (DNS_AUTHORITY, ns), (DNS_ADDITIONAL, ar)):
+            pos = _read_records(msg, pos, min(count, budget), section, out.records)
+            budget -= min(count, budget)
+            if pos < 0 or not budget:
                 break
-            rtype, _cls, ttl, rdlen = struct.unpack_from("!HHIH", msg, pos)
-            pos += 10
-            rdata = msg[pos:pos + rdlen]
-            if len(rdata) < rdlen:
-                break
-            if rtype == DNS_A and rdlen == 4:
-                out.answers.append((owner, rtype, ttl, ".".join(str(b) for b in rdata)))
-            elif rtype == DNS_AAAA and rdlen == 16:
-                out.answers.append((owner, rtype, ttl, str(ipaddress.IPv6Address(rdata))))
-            elif rtype == DNS_CNAME:
-                target, _ = _dns_name(msg, pos)
-                out.answers.append((owner, rtype, ttl, target))
-            pos += rdlen
         return out
     except ValueError:
         return None
+
+
+def _read_answers(msg: bytes, pos: int, an: int, out: DnsMessage) -> None:
+    """The answer section as the name cache wants it: A/AAAA/CNAME, names lower-case."""
+    for _ in range(min(an, MAX_DNS_RECORDS)):
+        owner, pos = _dns_name(msg, pos)
+        if pos + 10 > len(msg):
+            break
+        rtype, _cls, ttl, rdlen = struct.unpack_from("!HHIH", msg, pos)
+        pos += 10
+        rdata = msg[pos:pos + rdlen]
+        if len(rdata) < rdlen:
+            break
+        if rtype == DNS_A and rdlen == 4:
+            out.answers.append((owner, rtype, ttl, ".".join(str(b) for b in rdata)))
+        elif rtype == DNS_AAAA and rdlen == 16:
+            out.answers.append((owner, rtype, ttl, str(ipaddress.IPv6Address(rdata))))
+        elif rtype == DNS_CNAME:
+            target, _ = _dns_name(msg, pos)
+            out.answers.append((owner, rtype, ttl, target))
+        pos += rdlen
+
+
+def _read_records(msg: bytes, pos: int, count: int, section: int, out: list[DnsRecord]) -> int:
+    """count records of one section from pos, names as sent; returns the position after them, -1 when the
+    message ends inside one (the records read so far are kept)."""
+    for _ in range(count):
+        owner, pos = _dns_name(msg, pos, True)
+        if pos + 10 > len(msg):
+            return -1
+        rtype, _cls, _ttl, rdlen = struct.unpack_from("!HHIH", msg, pos)
+        pos += 10
+        if pos + rdlen > len(msg):
+            return -1
+        out.append(DnsRecord(section, owner, rtype, _rdata(msg, pos, rdlen, rtype)))
+        pos += rdlen
+    return pos
+
+
+def _rdata(msg: bytes, pos: int, rdlen: int, rtype: int) -> tuple[str, ...]:
+    rdata = msg[pos:pos + rdlen]
+    if rtype == DNS_A and rdlen == 4:
+        return (".".join(str(b) for b in rdata),)
+    if rtype == DNS_AAAA and rdlen == 16:
+        return (str(ipaddress.IPv6Address(rdata)),)
+    if rtype in (DNS_PTR, DNS_CNAME):
+        return (_dns_name(msg, pos, True)[0],)
+    if rtype == DNS_SRV and rdlen > 6:     # priority, weight, port, then the target host
+        return (_dns_name(msg, pos + 6, True)[0],)
+    if rtype == DNS_TXT:
+        strings: list[str] = []
+        at = 0
+        while at < rdlen and len(strings) < MAX_TXT_STRINGS:
+            size = rdata[at]
+            strings.append(rdata[at + 1:at + 1 + size].decode("utf-8", "replace"))
+            at += 1 + size
+        return tuple(strings)
+    return ()
 
 
 def parse_tls_sni(payload: bytes) -> str | None:
@@ -262,8 +335,10 @@ def _headers(payload: bytes) -> dict[str, str]:
 
 
 def parse_banner(payload: bytes) -> dict[str, str]:
-    """Server / User-Agent of an RTSP or HTTP message, and SSDP's LOCATION."""
-    if not payload[:8].startswith((b"RTSP/1.0", b"HTTP/1.", b"NOTIFY *", b"M-SEARCH")):
+    """Server / User-Agent of an RTSP or HTTP message, SSDP's LOCATION, and the UPnP device type a device announces
+    as its own (NT of a NOTIFY, ST of a search reply; never an M-SEARCH's ST, which names what is sought)."""
+    start = payload[:8]
+    if not start.startswith((b"RTSP/1.0", b"HTTP/1.", b"NOTIFY *", b"M-SEARCH")):
         return {}
     h = _headers(payload)
     out = {}
@@ -271,6 +346,70 @@ def parse_banner(payload: bytes) -> dict[str, str]:
         out["server"] = h["server"]
     if h.get("location"):
         out["location"] = h["location"]
+    own_type = h.get("nt") if start.startswith(b"NOTIFY") else h.get("st") if start.startswith(b"HTTP/1.") else None
+    device = _UPNP_DEVICE_TYPE.match(own_type or "")
+    if device:
+        out["upnp_device_type"] = device.group(1)
+    return out
+
+
+# urn:<domain>:device:<type>:<version>, e.g. urn:schemas-upnp-org:device:DCS-935L:1 (D-Link names its model)
+_UPNP_DEVICE_TYPE = re.compile(r"urn:[^:\s]{1,64}:device:([^:\s]{1,64}):[\d.]{1,8}$")
+_UPNP_NAMESPACE = b"urn:schemas-upnp-org:device-1-0"
+_UPNP_FIELDS = re.compile(rb"<(?:[\w-]{1,32}:)?(manufacturer|modelName|modelNumber|modelDescription|friendlyName|"
+                          rb"serialNumber|deviceType)>([^<]{1,256})</")
+_UPNP_KEYS = {b"manufacturer": "manufacturer", b"modelName": "model_name", b"modelNumber": "model",
+              b"modelDescription": "model_description", b"friendlyName": "friendly_name",
+              b"serialNumber": "serial", b"deviceType": "upnp_device_type"}
+_TITLE = re.compile(rb"(?is)<title\b[^>]{0,256}>([^<]{0,512})</title")
+# D-Link's HNAP (SOAP on the camera's web server, asked by its phone app): GetDeviceSettings names the device.
+_HNAP_FIELDS = re.compile(rb"<(VendorName|ModelName|ModelDescription|FirmwareVersion)>([^<]{1,256})</")
+_HNAP_KEYS = {b"VendorName": "manufacturer", b"ModelName": "model_name", b"ModelDescription": "model_description",
+              b"FirmwareVersion": "firmware"}
+# Pages every web server sends that name the status, not the device ("401 Unauthorized", "Object moved").
+_STATUS_TITLE = re.compile(r"(?i)^(\d{3}\b|error\b|unauthori[sz]ed|forbidden|not found|(document |object )?moved|"
+                           r"redirect)")
+MAX_BODY_SCAN = 8192     # a page's <title> and a device description's fields sit in its first few kB
+
+
+def _xml_fields(body: bytes, pattern: re.Pattern[bytes], keys: dict[bytes, str], out: dict[str, str]) -> None:
+    """The first value of each element pattern finds, entities decoded, under our key."""
+    for tag, value in pattern.findall(body):
+        text = _clean(html.unescape(value.decode("utf-8", "replace")))
+        if text:
+            out.setdefault(keys[tag], text)
+
+
+def parse_http_identity(payload: bytes) -> dict[str, str]:
+    """What a device's own web server says about it: the banner's headers (parse_banner), the HTML <title> of a
+    successful response, and the fields of a UPnP device description (the XML at an SSDP LOCATION). payload is
+    an HTTP response, or a segment that opens a body (`<?xml`, `<root`, `<!DOCTYPE`, `<html`) sent on its own."""
+    out: dict[str, str] = {}
+    body = payload
+    if payload.startswith(b"HTTP/1."):
+        out = parse_banner(payload)
+        head_end = payload.find(b"\r\n\r\n", 0, 4096)
+        if head_end < 0 or payload[9:10] != b"2":       # headers only so far, or not a 2xx: no page of the device
+            return out
+        body = payload[head_end + 4:]
+    elif payload.startswith(b"RTSP/1.0"):
+        return parse_banner(payload)
+    body = body[:MAX_BODY_SCAN]
+    namespace = body.find(_UPNP_NAMESPACE)
+    if namespace >= 0 and b"root" in body[max(0, namespace - 256):namespace]:    # <root xmlns="urn:...device-1-0">
+        _xml_fields(body, _UPNP_FIELDS, _UPNP_KEYS, out)
+        device = _UPNP_DEVICE_TYPE.match(out.get("upnp_device_type", ""))
+        if device:
+            out["upnp_device_type"] = device.group(1)
+        return out
+    if b"GetDeviceSettingsResponse" in body:
+        _xml_fields(body, _HNAP_FIELDS, _HNAP_KEYS, out)
+        return out
+    title = _TITLE.search(body)
+    if title:
+        text = _clean(" ".join(html.unescape(title.group(1).decode("utf-8", "replace")).split()))
+        if text and not _STATUS_TITLE.match(text):
+            out["title"] = text
     return out
 
 
@@ -334,13 +473,118 @@ def parse_dhip(payload: bytes) -> dict[str, str]:
     return out if len(out) > 1 else {}
 
 
-IDENTITY_PORTS = {1900: parse_banner, 3702: parse_ws_discovery, 37020: parse_sadp, 37810: parse_dhip}
+# ---- mDNS / DNS-SD (RFC 6762/6763): what a device announces about itself ------------------------------------
+MDNS_PORT = 5353
+# Service types that say "camera" (or a camera maker's own protocol), preferred over the generic ones (_http._tcp)
+# when one announcement lists several.
+CAMERA_MDNS_SERVICES = frozenset({
+    "_rtsp._tcp", "_rtsp._udp", "_axis-video._tcp", "_axis-nvr._tcp", "_dhnap._tcp", "_onvif._tcp", "_psia._tcp",
+    "_camera._tcp", "_ipcam._tcp", "_nvr._tcp", "_hap._tcp", "_hikvision._tcp", "_dahua._tcp", "_reolink._tcp",
+})
+# TXT keys (lower-cased) that name the model or the maker: DNS-SD conventions (md/ty/mf: HomeKit, Cast, IPP), and
+# what camera makers use (D-Link HNAP: model_number).
+_TXT_MODEL = ("model", "md", "model_number", "modelnumber", "modelname", "product", "ty", "mdl")
+_TXT_MAKER = ("mf", "manufacturer", "vendor", "usb_mfg")
+_TXT_FIRMWARE = ("fw", "firmware", "fwversion", "fw_version", "fv")
+_META_SERVICE = "_services._dns-sd._udp"
+
+
+def _service_of(name: str) -> tuple[str, str] | None:
+    """(instance, service type) of a DNS-SD name `<instance>.<_service>.<_tcp|_udp>.<domain>`, the instance ""
+    for the service's own name (`_http._tcp.local`); None for any other name."""
+    labels = name.split(".")
+    for i in range(len(labels) - 2):
+        if labels[i].startswith("_") and labels[i + 1] in ("_tcp", "_udp"):
+            service = labels[i] + "." + labels[i + 1]
+            if i and labels[i - 1] == "_sub":       # a subtype, <sub>._sub.<service>: the service is what counts
+                return "", service
+            return ".".join(labels[:i]), service
+    return None
+
+
+def _is_reverse(name: str) -> bool:
+    return name.lower().endswith((".in-addr.arpa", ".ip6.arpa"))
+
+
+def parse_mdns(payload: bytes, sender: str | None = None) -> dict[str, str]:
+    """What an mDNS responder says about itself: its host name (mdns_name), its service instance's name
+    (mdns_instance), the most camera-like service type it offers (mdns_service), and from TXT records its model
+    (mdns_model), maker and firmware. A response's records all describe the responder; of a query only the
+    authority section does (a probe for the names it is about to claim), its answers being other hosts' records.
+    sender (the packet's source address): a message whose address records all name other addresses speaks for
+    another host (an mDNS reflector or proxy repeating it) and tells nothing about the sender."""
+    msg = parse_dns(payload, every_record=True)
+    if msg is None:
+        return {}
+    records = [r for r in msg.records if msg.is_response or r.section == DNS_AUTHORITY]
+    addresses = {r.data[0] for r in records if r.rtype in (DNS_A, DNS_AAAA) and r.data}
+    if not records or sender is not None and addresses and sender not in addresses:
+        return {}
+    out: dict[str, str] = {}
+    services: list[str] = []
+    for rec in records:
+        _mdns_record(rec, out, services)
+    camera = [s for s in services if s in CAMERA_MDNS_SERVICES]
+    if camera or services:
+        out["mdns_service"] = (camera or services)[0]
+    return {k: v for k, v in ((k, _clean(v)) for k, v in out.items()) if v}
+
+
+def _mdns_record(rec: DnsRecord, out: dict[str, str], services: list[str]) -> None:
+    if rec.rtype in (DNS_A, DNS_AAAA) and not _service_of(rec.owner):
+        out.setdefault("mdns_name", rec.owner)
+    elif rec.rtype == DNS_PTR and rec.data and _is_reverse(rec.owner):
+        out.setdefault("mdns_name", rec.data[0])    # address -> host name
+    elif rec.rtype == DNS_PTR and rec.data:         # service -> instance; _services._dns-sd -> service type
+        owner, target = _service_of(rec.owner), _service_of(rec.data[0])
+        if owner is not None and owner[1] != _META_SERVICE and target is not None and target[0]:
+            out.setdefault("mdns_instance", target[0])
+        for found in (owner, target):
+            if found is not None and found[1] != _META_SERVICE and found[1] not in services:
+                services.append(found[1])
+    elif rec.rtype in (DNS_SRV, DNS_TXT):
+        found = _service_of(rec.owner)
+        if found is not None:
+            if found[0]:
+                out.setdefault("mdns_instance", found[0])
+            if found[1] not in services:
+                services.append(found[1])
+        if rec.rtype == DNS_SRV and rec.data:
+            out.setdefault("mdns_name", rec.data[0])
+        elif rec.rtype == DNS_TXT:
+            _mdns_txt(rec.data, out)
+
+
+def _mdns_txt(strings: tuple[str, ...], out: dict[str, str]) -> None:
+    pairs: dict[str, str] = {}
+    for text in strings:
+        key, sep, value = text.partition("=")
+        if sep and value.strip():
+            pairs.setdefault(key.strip().lower(), value)
+    for ours, theirs in (("mdns_model", _TXT_MODEL), ("manufacturer", _TXT_MAKER), ("firmware", _TXT_FIRMWARE)):
+        for key in theirs:
+            if key in pairs:
+                out.setdefault(ours, pairs[key])
+                break
+    # Some cameras (Edimax) put a bare description where DNS-SD wants key=value pairs: "IC-3115W Network Camera".
+    # One string with a letter and a digit, not a key, is kept as the model text; flags ("ssl") are not.
+    if len(strings) == 1 and "=" not in strings[0] and _MODELISH.search(strings[0]) and _LETTER.search(strings[0]):
+        out.setdefault("mdns_model", strings[0])
+
+
+_MODELISH = re.compile(r"\d")
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+IDENTITY_PORTS = {1900: parse_banner, 3702: parse_ws_discovery, 5353: parse_mdns, 37020: parse_sadp,
+                  37810: parse_dhip}
 # UDP ports whose rows the router picks by the same port table as IDENTITY_PORTS, for parsers that are not about
 # identity: they are split off before the identity reader (sensor.enrich.routing).
 REQUEST_PORTS = {TFTP_PORT: parse_tftp_request}
 # Every parser of wire bytes the pipeline runs: the label values of camwatch_dissect_errors_total. http_host is the
 # HTTP request parser (request line and Host), under the label it has always had.
-WIRE_PARSERS = ("dns", "tls_sni", "http_host", "banner", "ws_discovery", "sadp", "dhip", "tftp_request")
+WIRE_PARSERS = ("dns", "tls_sni", "http_host", "banner", "ws_discovery", "sadp", "dhip", "tftp_request", "mdns",
+                "http_identity", "tls_certificate")
 
 
 _Result = TypeVar("_Result")

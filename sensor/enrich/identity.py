@@ -4,16 +4,19 @@ model and firmware; UPnP searches and port-mapping requests show a device trying
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import NamedTuple
 
-from sensor.decode import PROTO_UDP, Decoded, payload
-from sensor.dissect import IDENTITY_PORTS, ParserGuard, parse_banner
+import numpy as np
+
+from sensor.certificate import parse_tls_certificate
+from sensor.decode import PROTO_TCP, PROTO_UDP, Decoded, payload
+from sensor.dissect import IDENTITY_PORTS, MDNS_PORT, ParserGuard, parse_banner, parse_http_identity, parse_mdns
 from sensor.enrich.events import EventSink, IdentityReport, UpnpRequest
 from sensor.enrich.inventory import Inventory
 from sensor.enrich.scope import SCOPE_CAMERA, Classifier
-from sensor.flows import ip_from16
+from sensor.flows import FlowTable, flow_keys, ip_from16
 
-_BANNER_KEYS = frozenset({"server"})
-_DISCOVERY_KEYS = frozenset({"protocol", "model"})
 _CAMERA_DISCOVERY = ("onvif", "sadp", "dhip")
 _IGD_TARGETS = re.compile(rb"(?i)ST:\s*urn:schemas-upnp-org:"
                           rb"(device:InternetGatewayDevice|service:WAN(IP|PPP)Connection)")
@@ -22,43 +25,129 @@ UPNP_IGD_DISCOVERY = "upnp_igd_discovery"
 UPNP_PORT_MAPPING = "upnp_port_mapping"
 
 
+class _Kind(NamedTuple):
+    """A kind of identity packet: its parser, the identity keys it can tell (once a device has them all, its
+    packets of this kind are not parsed again: a camera repeats its banners and announcements all day), and
+    whether the sender must be the responder of its flow (a certificate or page of the device's own service)."""
+
+    parser: Callable[[bytes], dict[str, str]]
+    tells: frozenset[str]
+    own_service: bool = False
+
+
+_DISCOVERY = frozenset({"protocol", "model"})
+_UDP_KINDS = {port: _Kind(parser, _DISCOVERY) for port, parser in IDENTITY_PORTS.items()}
+_MDNS = _Kind(parse_mdns, frozenset({"mdns_name", "mdns_service", "mdns_model"}))
+_UDP_KINDS[MDNS_PORT] = _MDNS
+_UDP_KINDS[1900] = _Kind(parse_banner, frozenset({"server", "location", "upnp_device_type"}))
+_RTSP = _Kind(parse_banner, frozenset({"server"}))
+_HTTP = _Kind(parse_http_identity, frozenset({"server", "title", "manufacturer"}))
+_BODY = _Kind(parse_http_identity, frozenset({"title", "manufacturer"}), own_service=True)
+_TLS = _Kind(parse_tls_certificate, frozenset({"tls_subject", "tls_issuer"}), own_service=True)
+
+
+# Identity packets are few, but every one a camera-side sender sends may be parsed until its identity is complete,
+# and a sender can forge many: each capture second, at most this many parses in all and per sender. A device's
+# announcements and pages repeat, so one skipped now is read the next time.
+MAX_PARSES_PER_SECOND = 1024
+MAX_SENDER_PARSES_PER_SECOND = 32
+
+
+class ParseBudget:
+    """Parses allowed per capture second, in all and per sender; refused counts the packets left unread."""
+
+    def __init__(self, total: int = MAX_PARSES_PER_SECOND, per_sender: int = MAX_SENDER_PARSES_PER_SECOND):
+        self.total, self.per_sender = total, per_sender
+        self.refused = 0
+        self._second: int | None = None
+        self._granted = 0
+        self._used: dict[str, int] = {}   # at most `total` senders: only a granted parse adds one
+
+    def allow(self, sender: str, ts: float) -> bool:
+        second = int(ts)
+        if second != self._second:
+            self._second, self._granted, self._used = second, 0, {}
+        used = self._used.get(sender, 0)
+        if used >= self.per_sender or self._granted >= self.total:
+            self.refused += 1
+            return False
+        self._used[sender] = used + 1
+        self._granted += 1
+        return True
+
+
+def _tcp_kind(first: bytes) -> _Kind:
+    """The kind of a banner row (sensor.enrich.routing picks them by their first bytes)."""
+    if first[:1] == b"\x16":
+        return _TLS
+    if first.startswith(b"RTSP"):
+        return _RTSP
+    return _HTTP if first.startswith(b"HTTP") else _BODY
+
+
 class IdentityReader:
     def __init__(self, classifier: Classifier, inventory: Inventory, parsers: ParserGuard, sink: EventSink):
         self.classifier = classifier
         self.inventory = inventory
         self.parsers = parsers
         self.sink = sink
+        self.budget = ParseBudget()
 
-    def read(self, dec: Decoded, udp: list[int], banners: list[int]) -> None:
-        """udp: discovery rows (by port); banners: TCP rows opening with RTSP or HTTP."""
-        for row in udp + banners:
-            raw = dec.src[row].tobytes()
-            if self.classifier.scope_of_raw(raw) != SCOPE_CAMERA:
-                continue
-            sender = ip_from16(raw)
-            known = self.inventory.devices.get(str(sender))
-            is_udp = dec.proto[row] == PROTO_UDP
-            # A camera repeats its banners and announcements all day: once its identity holds what this kind of
-            # packet can tell, parsing it again changes nothing.
-            if known is not None and (_DISCOVERY_KEYS if is_udp else _BANNER_KEYS) <= known.identity.keys():
-                continue
-            fields = self._parse(dec, row, is_udp)
-            if not fields:
-                continue
-            ts = float(dec.batch.ts[row])
-            dev = self.inventory.touch(sender, int(dec.src_mac[row]), ts)
-            if fields.get("protocol") in _CAMERA_DISCOVERY:
-                dev.evidence.add("camera_discovery")
-            self.inventory.add_identity(dev, fields)
-            self.sink.identity(IdentityReport(ts, dev, fields))
+    def read(self, dec: Decoded, udp: list[int], banners: list[int], flows: FlowTable | None = None) -> None:
+        """udp: discovery rows (by port); banners: TCP rows opening an RTSP/HTTP head, an XML/HTML body or a TLS
+        server's handshake (sensor.enrich.routing). flows tells who answers in each TCP flow: a body or a
+        certificate counts only from the flow's responder, the device's own service."""
+        for row in udp:
+            sport, dport = int(dec.sport[row]), int(dec.dport[row])
+            kind = _UDP_KINDS.get(dport if dport in _UDP_KINDS else sport)
+            if kind is not None:
+                self._read_row(dec, row, kind)
+        rows = [(row, _tcp_kind(int(dec.head[row]).to_bytes(8, "big"))) for row in banners
+                if self.classifier.scope_of_raw(dec.src[row].tobytes()) == SCOPE_CAMERA]
+        own = [row for row, kind in rows if kind.own_service]
+        responders = set(_responders(dec, own, flows)) if own else set()
+        for row, kind in rows:
+            if not kind.own_service or row in responders:
+                self._read_row(dec, row, kind)
 
-    def _parse(self, dec: Decoded, row: int, is_udp: bool) -> dict[str, str]:
+    def _read_row(self, dec: Decoded, row: int, kind: _Kind) -> None:
+        raw = dec.src[row].tobytes()
+        if self.classifier.scope_of_raw(raw) != SCOPE_CAMERA:
+            return
+        sender = ip_from16(raw)
+        known = self.inventory.devices.get(str(sender))
+        if known is not None and kind.tells <= known.identity.keys():
+            return
+        ts = float(dec.batch.ts[row])
+        if not self.budget.allow(str(sender), ts):
+            return
+        nothing: dict[str, str] = {}
         body = payload(dec, row, limit=16384)
-        if not is_udp:
-            return self.parsers.run(parse_banner, body, {})
-        sport, dport = int(dec.sport[row]), int(dec.dport[row])
-        parser = IDENTITY_PORTS.get(dport if dport in IDENTITY_PORTS else sport)
-        return self.parsers.run(parser, body, {}) if parser else {}
+        if kind is _MDNS:   # whether the records are the sender's own needs its address
+            text = str(sender)
+            fields = self.parsers.run(lambda data: parse_mdns(data, text), body, nothing, label="mdns")
+        else:
+            fields = self.parsers.run(kind.parser, body, nothing)
+        if not fields:
+            return
+        dev = self.inventory.touch(sender, int(dec.src_mac[row]), ts)
+        if fields.get("protocol") in _CAMERA_DISCOVERY:
+            dev.evidence.add("camera_discovery")
+        self.inventory.add_identity(dev, fields)
+        self.sink.identity(IdentityReport(ts, dev, fields))
+
+
+def _responders(dec: Decoded, rows: list[int], flows: FlowTable | None) -> list[int]:
+    """The TCP rows whose sender is its flow's responder (none whose flow is not in the table)."""
+    if flows is None:
+        return []
+    keys, a_is_src = flow_keys(dec, np.array(rows, dtype=np.int64))
+    out = []
+    for row, key, sender_is_a in zip(rows, keys, a_is_src, strict=True):
+        flow = flows.get(key.tobytes(), PROTO_TCP)
+        if flow is not None and bool(sender_is_a) != flow.orig_is_a:
+            out.append(row)
+    return out
 
 
 class UpnpReader:

@@ -14,7 +14,10 @@ from sensor.decode import PROTO_TCP, PROTO_UDP, Decoded
 from sensor.dissect import HTTP_METHODS, IDENTITY_PORTS, REQUEST_PORTS
 
 _HTTP_PREFIXES = np.array([int.from_bytes(m, "big") for m in HTTP_METHODS], dtype=np.int64)
-_BANNER_PREFIXES = np.array([int.from_bytes(m, "big") for m in (b"RTSP", b"HTTP")], dtype=np.int64)
+# RTSP/HTTP heads, and the segments that open a body sent apart from its head (an XML device description, an
+# HTML page): the identity reader reads what a device's own servers say (sensor.enrich.identity).
+BANNER_PREFIXES = (b"RTSP", b"HTTP", b"<?xm", b"<roo", b"<!DO", b"<!do", b"<htm", b"<HTM")
+_BANNER_PREFIXES = np.array([int.from_bytes(m, "big") for m in BANNER_PREFIXES], dtype=np.int64)
 # Indexed by port: cheaper than np.isin on every window. The compiled router picks UDP rows to or from any port
 # marked here; the request ports' rows (TFTP) are then split off the discovery rows (_split_requests).
 _IDENTITY_PORT = np.zeros(1 << 16, dtype=bool)
@@ -25,8 +28,9 @@ _POST = int.from_bytes(b"POST", "big")
 
 class ParserRows(NamedTuple):
     """Rows each parser wants, ascending: DNS messages, discovery (UDP identity ports), SSDP searches, TCP rows
-    opening a TLS ClientHello or an HTTP request (flow names, file fetches), RTSP/HTTP banners, HTTP POSTs (UPnP),
-    UDP requests to a request port (TFTP)."""
+    opening a TLS ClientHello or an HTTP request (flow names, file fetches), banners (RTSP/HTTP heads, segments
+    opening an XML or HTML body, a TLS server's ServerHello or Certificate record), HTTP POSTs (UPnP), UDP
+    requests to a request port (TFTP)."""
 
     dns: list[int]
     identity: list[int]
@@ -79,7 +83,10 @@ def route_numpy(dec: Decoded, is_ip: np.ndarray) -> ParserRows:
     first4 = (head >> np.uint64(32)).astype(np.int64)
     named = ((first4 >> 24) == 0x16) & (((head >> np.uint64(16)) & np.uint64(0xFF)) == 1)
     named |= np.isin(first4, _HTTP_PREFIXES)
-    banners = tcp[(first4 == _BANNER_PREFIXES[0]) | (first4 == _BANNER_PREFIXES[1])].tolist()
+    # and a TLS server's flight: a handshake record (0x16 0x03) opening with a ServerHello (2) or a Certificate (11)
+    handshake = (head >> np.uint64(16)) & np.uint64(0xFF)
+    server_tls = ((first4 >> 16) == 0x1603) & ((handshake == 2) | (handshake == 11))
+    banners = tcp[np.isin(first4, _BANNER_PREFIXES) | server_tls].tolist()
     return _split_requests(dec, dns, identity.tolist(), searches, tcp[named].tolist(), banners,
                            tcp[first4 == _POST].tolist())
 

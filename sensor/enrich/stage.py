@@ -57,7 +57,7 @@ class Enricher:
         requests = name_flows(dec, rows.named, flows, self.parsers)
         self._upnp.read(dec, rows.searches, rows.posts)
         self._fetches.read(dec, rows.requests, requests)
-        self._identity.read(dec, rows.identity, rows.banners)
+        self._identity.read(dec, rows.identity, rows.banners, flows)
 
     def flow_update(self, upd: FlowUpdate) -> None:
         flow = upd.flow

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from sensor import compiled, flows
 from sensor.capture import CaptureReader
+from sensor.certificate import parse_tls_certificate
 from sensor.config import Config
 from sensor.decode import decode
 from sensor.dissect import (
@@ -20,7 +21,9 @@ from sensor.dissect import (
     parse_dhip,
     parse_dns,
     parse_http_host,
+    parse_http_identity,
     parse_http_request,
+    parse_mdns,
     parse_sadp,
     parse_tftp_request,
     parse_tls_sni,
@@ -125,6 +128,13 @@ def test_application_parsers_never_crash(payload):
     parse_ws_discovery(b"<ProbeMatch>" + payload)
     parse_sadp(b"<ProbeMatch>" + payload)
     parse_dhip(b"DHIP{" + payload)
+    parse_dns(payload, every_record=True)
+    parse_mdns(payload)
+    for prefix in (b"HTTP/1.1 200 OK\r\n\r\n", b"<?xml", b'<root xmlns="urn:schemas-upnp-org:device-1-0">',
+                   b"<title>", b"GetDeviceSettingsResponse"):
+        parse_http_identity(prefix + payload)
+    for prefix in (b"", b"\x16\x03\x03\x01\x00\x0b", b"\x16\x03\x03\x01\x00\x0b\x00\x00\xfc\x00\x00\xf9\x30\x82"):
+        parse_tls_certificate(prefix + payload)
     for opcode in (b"\x00\x01", b"\x00\x02", b""):
         parse_tftp_request(opcode + payload)
 

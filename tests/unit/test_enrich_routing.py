@@ -1,7 +1,7 @@
 """sensor/enrich/routing.py: the rows each parser is handed, for every kind of row at its edges (DNS from 12 bytes,
-TCP from 6, a ClientHello but not a ServerHello, each HTTP method, RTSP/HTTP banners, POSTs, UDP identity ports and
-SSDP searches, TFTP requests to port 69 but not what comes from it), equal through the compiled router and its numpy
-reference, and a window's share of them."""
+TCP from 6, a ClientHello as a name, a ServerHello or Certificate as a banner, each HTTP method, RTSP/HTTP banners
+and body segments, POSTs, UDP identity ports and SSDP searches, TFTP requests to port 69 but not what comes from
+it), equal through the compiled router and its numpy reference, and a window's share of them."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ FRAMES = [
     _u(5000, 37810, b"DHIP"),                      # 7 DHIP
     _u(5000, 53, b""),                             # 8 empty UDP: nothing
     _t(b"\x16\x03\x01\x00\xc8\x01\x00\x00"),       # 9 TLS ClientHello: named
-    _t(b"\x16\x03\x03\x00\x4a\x02\x00\x00"),       # 10 TLS ServerHello: nothing
+    _t(b"\x16\x03\x03\x00\x4a\x02\x00\x00"),       # 10 TLS ServerHello: banner (the server's certificate)
     _t(b"GET / HTTP/1.1\r\n"),                     # 11 named
     _t(b"POST /ctl HTTP/1.1\r\n"),                 # 12 named and a POST
     _t(b"RTSP/1.0 200 OK\r\n", 554, 40000),        # 13 banner
@@ -58,9 +58,18 @@ FRAMES = [
     _u(69, 3702, b"<x/>"),                         # 32 to an identity port from 69: discovery
     _u(5000, 69, b""),                             # 33 empty: nothing
     _t(b"\x00\x01a\x00octet\x00", 5000, 69),         # 34 TCP to 69: nothing
+    _t(b"\x16\x03\x01\x03\x20\x0b\x00\x03", 443, 40000),   # 35 a Certificate in its own record: banner
+    _t(b"\x16\x03\x03\x00\x10\x0c\x00\x00", 443, 40000),   # 36 ServerKeyExchange: nothing
+    _t(b"\x16\x02\x00\x00\x4a\x02\x00\x00"),       # 37 not a TLS 1.x record version: nothing
+    _t(b"<?xml version=\"1.0\"?>", 49152, 40000),   # 38 a description's body on its own: banner
+    _t(b"<root xmlns=", 80, 40000),                # 39 banner
+    _t(b"<!DOCTYPE html>", 80, 40000), _t(b"<!doctype html>", 80, 40000),   # 40-41 banner
+    _t(b"<html><head>", 80, 40000), _t(b"<HTML>\r\n", 80, 40000),          # 42-43 banner
+    _t(b"<Html>", 80, 40000), _t(b" <html>", 80, 40000),                    # 44-45 other cases: nothing
 ]
 EXPECTED = ParserRows(dns=[0, 2, 24], identity=[3, 4, 5, 6, 7, 28, 32], searches=[3],
-                      named=[9, 11, 12, 16, 17, 18, 19, 20, 21], banners=[13, 14], posts=[12], requests=[29, 31])
+                      named=[9, 11, 12, 16, 17, 18, 19, 20, 21], banners=[10, 13, 14, 35, 38, 39, 40, 41, 42, 43],
+                      posts=[12], requests=[29, 31])
 
 
 @pytest.mark.parametrize("compiled_route", [True, False], ids=["compiled", "numpy"])
@@ -77,7 +86,7 @@ def test_a_window_takes_its_share_of_the_batch_rows():
     plan = BatchPlan(dec, lambda d, rows: rows * 0)
     assert plan.parsers == EXPECTED
     assert list(plan.ip) == [i for i in range(len(FRAMES)) if i != 23]
-    assert plan.parser_rows(2, 13) == ParserRows([2], [3, 4, 5, 6, 7], [3], [9, 11, 12], [], [12], [])
+    assert plan.parser_rows(2, 13) == ParserRows([2], [3, 4, 5, 6, 7], [3], [9, 11, 12], [10], [12], [])
     assert plan.parser_rows(29, 33) == ParserRows([], [32], [], [], [], [], [29, 31])
     assert plan.parser_rows(0, 0) == ParserRows([], [], [], [], [], [], [])
     assert _between([1, 3, 5], 3, 5) == [3] and _between([], 0, 9) == []

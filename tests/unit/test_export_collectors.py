@@ -63,8 +63,11 @@ camwatch_dissect_errors_total{parser="banner",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="dhip",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="dns",sensor="site-a"} 2.0
 camwatch_dissect_errors_total{parser="http_host",sensor="site-a"} 0.0
+camwatch_dissect_errors_total{parser="http_identity",sensor="site-a"} 0.0
+camwatch_dissect_errors_total{parser="mdns",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="sadp",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="tftp_request",sensor="site-a"} 0.0
+camwatch_dissect_errors_total{parser="tls_certificate",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="tls_sni",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="ws_discovery",sensor="site-a"} 0.0
 # HELP camwatch_state_write_errors_total Writes to the state database that failed (disk full, read-only or vanished file); camwatch goes on with what it holds in memory.
