@@ -60,11 +60,13 @@ python_ok || { say "camwatch needs Python 3.11 or newer as python3"; exit 1; }
 
 # Dependencies come from a pinned, hash-checked lock (requirements/*.txt, made by pip-compile --generate-hashes
 # from pyproject.toml); camwatch itself is then installed without touching the index. The venv is redone only
-# when the lock or the project changes.
+# when the lock, the project or the extension's source changes.
 lock=requirements/sensor.txt
 [ "$want_test" = 1 ] && lock=requirements/test.txt
 stamp=.venv/.camwatch-installed
-lock_id() { echo "$(cat pyproject.toml "$1" | sha256sum | cut -d' ' -f1) $1"; }
+# The C extension is built by the editable install: a changed sensor/_walk.c redoes it too, or a pulled change would
+# leave a stale extension that the compiled-vs-reference tests reject.
+lock_id() { echo "$(cat pyproject.toml "$1" sensor/_walk.c | sha256sum | cut -d' ' -f1) $1"; }
 wanted="$(lock_id "$lock")"
 have="$(cat "$stamp" 2>/dev/null || true)"
 # The test lock is a superset of the sensor lock: a venv made for the tests serves the demo as it is.
