@@ -230,7 +230,8 @@ class Inventory:
 
     def judge_again(self, dev: Device, items: list[MakerEvidence]) -> None:
         """New evidence in, the verdict again; nothing new, nothing to do."""
-        if any([dev.add_maker_evidence(item) for item in items]):
+        added = [dev.add_maker_evidence(item) for item in items]   # every item offered, not up to the first new
+        if any(added):
             dev.verdict = self.judge.verdict(dev.maker_items)
             if dev.verdict.covered is not None and dev.verdict.covered.basis == "named":
                 dev.evidence.add("named_maker")   # kept: a camera stays a camera when later evidence disagrees

@@ -29,8 +29,8 @@ from sensor.enrich.scope import (
     peer_scope,
 )
 from sensor.errors import warn
-from sensor.reference_data import Service
 from sensor.flows import FlowTable, FlowUpdate
+from sensor.reference_data import Service
 from sensor.state import KnownState
 
 # Counted exactly up to here: the gauge is a site's reach, and a flood of forged peers must not buy memory.
