@@ -303,6 +303,7 @@ class Maker:
     manuf: tuple[re.Pattern, ...] = setting(kind=_Patterns(), doc="patterns for Wireshark's manuf organisations")
     banners: tuple[re.Pattern, ...] = setting((), kind=_Patterns(), doc="patterns for Server headers, discovery")
     brands: tuple[str, ...] = setting((), kind=STRINGS, doc="product brands, for readers of the list")
+    cameras: bool = setting(False, kind=FLAG, doc="makes cameras and recorders only: its devices are cameras")
     reason: str = setting(kind=_NAMES, doc="why it is covered")
     sources: tuple[str, ...] = _sources()
 
@@ -362,6 +363,7 @@ class OtherMaker:
     name: str = setting(kind=_NAMES, doc="short name")
     manuf: tuple[re.Pattern, ...] = setting((), kind=_Patterns(), doc="patterns for manuf organisations")
     banners: tuple[re.Pattern, ...] = setting((), kind=_Patterns(), doc="patterns for names the device gives")
+    cameras: bool = setting(False, kind=FLAG, doc="makes cameras and recorders only: its devices are cameras")
     sources: tuple[str, ...] = _sources()
 
 

@@ -96,7 +96,7 @@ class Device:
             return "nvr"
         if e & {"dns_server", "ntp_server", "router_mac"}:
             return "gateway"
-        if self.maker is not None and self.maker.basis == "named":
+        if e & MAKER_EVIDENCE or self.verdict.cameras or (self.maker is not None and self.maker.basis == "named"):
             return "camera"
         return "other"
 
@@ -133,10 +133,11 @@ class Device:
         }
 
 
-# Behaviour and names that make a device a camera (roles.py and Inventory add them); "named_maker": a maker named
-# in a government restriction, whose devices on a camera VLAN are cameras.
-CAMERA_EVIDENCE = frozenset({"rtsp_server", "video_sender", "camera_discovery", "camera_model", "camera_cloud",
-                             "p2p_device", "named_maker"})
+# Behaviour and names that make a device a camera (roles.py and Inventory add them).
+CAMERA_EVIDENCE = frozenset({"rtsp_server", "video_sender", "camera_discovery", "camera_model", "p2p_device"})
+# Weaker, after the gateway's evidence: the maker is one named in a government restriction ("named_maker") or one
+# that makes cameras only ("camera_maker", covered_makers.toml / brands.toml `cameras`).
+MAKER_EVIDENCE = frozenset({"named_maker", "camera_maker"})
 MAX_QUERIES_PER_DEVICE = 256
 MAX_PEERS_PER_DEVICE = 4096
 
@@ -233,8 +234,11 @@ class Inventory:
         added = [dev.add_maker_evidence(item) for item in items]   # every item offered, not up to the first new
         if any(added):
             dev.verdict = self.judge.verdict(dev.maker_items)
+            # kept: a camera stays a camera when later evidence names another maker
             if dev.verdict.covered is not None and dev.verdict.covered.basis == "named":
-                dev.evidence.add("named_maker")   # kept: a camera stays a camera when later evidence disagrees
+                dev.evidence.add("named_maker")
+            if dev.verdict.cameras:
+                dev.evidence.add("camera_maker")
 
     def _note_mac(self, dev: Device) -> None:
         dev.vendor = self.manuf.lookup(dev.mac)

@@ -70,6 +70,7 @@ class Verdict:
     covered: Maker | None
     basis: str | None           # the maker's own basis ("named", "prc-nil"), "oem" or "behaviour"
     note: str | None            # a relabel or OEM finding, in words
+    cameras: bool = False       # the maker makes cameras and recorders only
 
 
 NOTHING = Verdict(None, None, None, None)
@@ -88,6 +89,7 @@ class MakerJudge:
         self.version = brands.version
         self._covered_by_name = {m.name: m for m in covered.makers}
         self._oem_by_name = {o.name: o for o in brands.oem}
+        self._camera_makers = {m.name for m in brands.maker if m.cameras}
 
     @classmethod
     def load(cls, covered: CoveredMakers, path: Path = BRANDS_FILE) -> MakerJudge:
@@ -179,9 +181,9 @@ class MakerJudge:
             return NOTHING
         covered = self._covered_by_name.get(best)
         if covered is None:
-            return Verdict(best, None, None, None)
+            return Verdict(best, None, None, None, best in self._camera_makers)
         basis, note = self._basis(items, covered, counted)
-        return Verdict(best, covered, basis, note)
+        return Verdict(best, covered, basis, note, covered.cameras)
 
     def _counted_oems(self, items: list[MakerEvidence], scores: dict[str, int]) -> list[Oem]:
         out = []

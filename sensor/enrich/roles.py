@@ -5,6 +5,7 @@ from __future__ import annotations
 from sensor.decode import PROTO_TCP, PROTO_UDP
 from sensor.enrich.inventory import Device, Inventory
 from sensor.flows import Flow
+from sensor.tags import TAG_PPPP_LOGIN
 
 RTSP_PORTS = (554, 8554)
 # A one-way UDP flow this large, with almost nothing coming back, is a media stream.
@@ -29,6 +30,8 @@ class RoleEvidence:
                 dev.evidence.add("ntp_server")
             elif flow.orig_payload >= VIDEO_MIN_BYTES and flow.orig_payload > VIDEO_MIN_RATIO * flow.resp_payload:
                 dev.evidence.add("video_sender" if is_orig else "video_receiver")
+        if (flow.orig_tags if is_orig else flow.resp_tags) & TAG_PPPP_LOGIN:
+            dev.evidence.add("p2p_device")   # it registers as a P2P camera, whether or not anyone watches
         if dev.mac in self.router_macs:
             dev.evidence.add("router_mac")
 
