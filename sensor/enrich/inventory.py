@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from sensor.bounded import SegmentedLRU
 from sensor.config import Config
 from sensor.enrich.maker_evidence import (
+    MAX_DETAIL,
     MAX_ITEMS,
     NOTHING,
     ROLE_KEYS,
@@ -292,9 +293,10 @@ def _items_from_state(rows: object) -> list[MakerEvidence]:
     """Stored maker evidence (source, detail, maker); rows that are not that, or of a source no longer known, go."""
     out: list[MakerEvidence] = []
     for row in rows[:MAX_ITEMS] if isinstance(rows, list) else []:
-        if (isinstance(row, list) and len(row) == 3 and all(isinstance(v, str) for v in row)
+        # what save wrote is escaped already; a hand-edited row must not put a control character in a summary
+        if (isinstance(row, list) and len(row) == 3 and all(isinstance(v, str) and v.isprintable() for v in row)
                 and row[0] in SOURCES):
-            out.append(MakerEvidence(row[0], row[1][:200], row[2][:200], SOURCES[row[0]]))
+            out.append(MakerEvidence(row[0], row[1][:MAX_DETAIL + 1], row[2][:MAX_DETAIL], SOURCES[row[0]]))
     return out
 
 

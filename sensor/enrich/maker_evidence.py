@@ -145,7 +145,7 @@ class MakerJudge:
         if not svc.maker:
             return None
         if how == "dns":
-            return MakerEvidence(how, shown(f"looked up {seen}, a {svc.name} name"), svc.maker, SOURCES[how])
+            return MakerEvidence(how, shown(f"looked up {seen}, a name of {svc.name}"), svc.maker, SOURCES[how])
         return MakerEvidence(how, shown(f"speaks {svc.name} ({seen})"), svc.maker, SOURCES[how])
 
     def _oem(self, text: str, field: str) -> str | None:
@@ -232,4 +232,6 @@ def _first_detail(items: list[MakerEvidence], maker: str) -> str:
     return next((i.detail for i in items if i.maker == maker and i.source != "oui"), maker)
 
 
-ROLE_KEYS = tuple(IDENTITY_SOURCES)
+# Role words are read from every name a device gives and the SSDP location it announces (an Edimax camera's
+# /IPCamDesc.xml), which names no maker.
+ROLE_KEYS = (*IDENTITY_SOURCES, "location")

@@ -146,7 +146,8 @@ def test_state_round_trip_and_the_maker_rederived_from_the_mac():
     restored.restore([saved])
     again = restored.devices.get("10.20.0.5")
     # the identity read again: the model is banner evidence and a camera's model string
-    assert again.state() == {**saved, "evidence": ["camera_model", "named_maker", "rtsp_server", "video_sender"],
+    assert again.state() == {**saved, "evidence": ["camera_maker", "camera_model", "named_maker", "rtsp_server",
+                                                   "video_sender"],
                              "maker_evidence": [*saved["maker_evidence"], ["banner", "model: DS-2CD2143G0-I",
                                                                             "Hikvision"]]}
     assert (again.vendor, again.maker.name, again.covered_basis) == (
