@@ -95,6 +95,7 @@ class Signature:
                                                 doc="counts only in flows with one of these service ports")
     name: str | None = setting(None, kind=Text(max_length=120, printable=True),
                                doc="what the evidence calls it (\"the Reolink BCUDP P2P header\")")
+    device: bool = setting(False, kind=FLAG, doc="only the camera end of the protocol sends it: role evidence")
     # derived: the leading bytes and their mask, at most MAX_PREFIX_BYTES each (prefix and hex kinds)
     pattern: bytes = b""
     pattern_mask: bytes = b""

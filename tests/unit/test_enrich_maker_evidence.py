@@ -336,3 +336,20 @@ def test_module_makers_are_not_covered_makers_nor_oems():
     for org in orgs:
         if judge.module_of(org):
             assert MAKERS.by_manufacturer(org) is None and judge.from_oui(org) is None, org
+
+
+def test_a_kalay_message_only_a_device_sends_makes_a_camera():
+    """The indicator file's device-only signatures (ThroughTek IOTC keep-alive from a device) are role evidence; a
+    Kalay client's traffic is not (here: the same service's payload without the device-only shape)."""
+    assert INDICATORS.device_bits
+    src, gw = mac("00:12:4b:00:00:0a"), mac("00:1e:bd:00:00:01")
+
+    def sent(ip: str, head: str) -> bytes:
+        body = bytes.fromhex(head) + b"\x11" * 24
+        return ethernet(gw, src, 0x0800, ipv4(ip, "203.0.113.77", 17, udp(ip, "203.0.113.77", 40000, 10240, body)))
+    sensor = Sensor(Config(), manuf=MANUF, makers=MAKERS)
+    sensor.process(_batch([sent("10.30.0.8", "4c6f0d0040000000"), sent("10.30.0.9", "0402190a00000000")]))
+    sensor.finish()
+    camera, client = sensor.inventory.devices.get("10.30.0.8"), sensor.inventory.devices.get("10.30.0.9")
+    assert ("p2p_device" in camera.evidence, camera.role) == (True, "camera")
+    assert ("p2p_device" in client.evidence, client.role) == (False, "other")
