@@ -10,7 +10,7 @@ def plural(count: int, noun: str) -> str:
 
 
 def describe_device(dev: Device) -> str:
-    who = dev.maker_label or dev.vendor
+    who = dev.maker_name or (f"unknown maker, {dev.module} module" if dev.module else dev.vendor)
     if who and dev.role != "other":
         return f"{dev.role} {dev.ip} ({who})"
     return f"{dev.ip} ({who})" if who else dev.ip

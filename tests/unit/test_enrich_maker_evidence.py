@@ -353,3 +353,13 @@ def test_a_kalay_message_only_a_device_sends_makes_a_camera():
     camera, client = sensor.inventory.devices.get("10.30.0.8"), sensor.inventory.devices.get("10.30.0.9")
     assert ("p2p_device" in camera.evidence, camera.role) == (True, "camera")
     assert ("p2p_device" in client.evidence, client.role) == (False, "other")
+
+
+def test_alerts_name_the_maker_or_the_module():
+    from sensor.detect.text import describe_device
+    inventory = _inventory()
+    module = inventory.touch("10.30.0.5", TI, 1.0)
+    assert describe_device(module) == "10.30.0.5 (unknown maker, Texas Instruments module)"
+    dlink = inventory.touch("10.30.0.6", DLINK, 1.0)
+    inventory.add_identity(dlink, {"server": "Linux, UPnP/1.0 DCS-935L/1.0"})
+    assert describe_device(dlink) == "camera 10.30.0.6 (D-Link)"
