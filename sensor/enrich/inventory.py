@@ -95,7 +95,7 @@ class Device:
             return "camera"
         if e & {"rtsp_client", "video_receiver"}:
             return "nvr"
-        if e & {"dns_server", "ntp_server", "router_mac"}:
+        if e & GATEWAY_EVIDENCE:
             return "gateway"
         if e & MAKER_EVIDENCE or self.verdict.cameras or (self.maker is not None and self.maker.basis == "named"):
             return "camera"
@@ -139,6 +139,7 @@ CAMERA_EVIDENCE = frozenset({"rtsp_server", "video_sender", "camera_discovery", 
 # Weaker, after the gateway's evidence: the maker is one named in a government restriction ("named_maker") or one
 # that makes cameras only ("camera_maker", covered_makers.toml / brands.toml `cameras`).
 MAKER_EVIDENCE = frozenset({"named_maker", "camera_maker"})
+GATEWAY_EVIDENCE = frozenset({"dns_server", "ntp_server", "router_mac"})
 MAX_QUERIES_PER_DEVICE = 256
 MAX_PEERS_PER_DEVICE = 4096
 
@@ -225,9 +226,10 @@ class Inventory:
 
     def note_service(self, dev: Device, svc: Service, how: str, seen: str) -> None:
         """The device used a maker's service (how: "dns" for a lookup of its name `seen`, "service" for traffic
-        recognised by `seen`)."""
+        recognised by `seen`). Not for a gateway: a router looks names up and forwards traffic for the cameras
+        behind it, and what they use says nothing about who made the router."""
         item = self.judge.from_service(svc, how, seen)
-        if item is not None:
+        if item is not None and not dev.evidence & GATEWAY_EVIDENCE:
             self.judge_again(dev, [item])
 
     def judge_again(self, dev: Device, items: list[MakerEvidence]) -> None:

@@ -363,3 +363,12 @@ def test_alerts_name_the_maker_or_the_module():
     dlink = inventory.touch("10.30.0.6", DLINK, 1.0)
     inventory.add_identity(dlink, {"server": "Linux, UPnP/1.0 DCS-935L/1.0"})
     assert describe_device(dlink) == "camera 10.30.0.6 (D-Link)"
+
+
+def test_a_gateway_forwarding_lookups_is_not_judged_by_them():
+    inventory = _inventory()
+    router = inventory.touch("10.30.0.1", 0x00124B000003, 1.0)     # a router on a Texas Instruments module
+    router.evidence.add("dns_server")
+    inventory.record_query(router, "litedev.hik-connect.com", 2.0)
+    inventory.note_service(router, HIK_CONNECT, "service", "tcp/8555")
+    assert (router.maker_items, router.covered, router.role) == ([], False, "gateway")
