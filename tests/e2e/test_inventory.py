@@ -136,3 +136,39 @@ def test_a_corrupt_covered_list_is_a_clear_error(tmp_path):
     bad.write_text('version = "x"\n[[maker]]\nname = "A"\n')
     with pytest.raises(CamwatchError, match="invalid covered-maker list"):
         CoveredMakers.load(bad)
+
+
+def test_a_relabelled_camera_and_a_look_alike_phone_end_to_end(tmp_path):
+    """One generated capture: an Axis-prefixed camera that resolves and registers with Hik-Connect (covered,
+    basis behaviour, a high vendor-cloud line saying why) and a phone (Apple prefix) that only looks Hik-Connect
+    names up (Apple, not covered, not a camera); camwatch_device_info carries covered_basis."""
+    from packets import PcapWriter, dns_query, ethernet, ipv4, mac, tcp, tls_client_hello, udp
+    path = tmp_path / "relabel.pcap"
+    gw = mac("00:1e:bd:00:00:01")
+    cam, phone = mac("ac:cc:8e:00:00:05"), mac("3c:22:fb:00:00:07")
+    with PcapWriter(path) as w:
+        for t, src, ip, name in ((1000.0, cam, "10.30.0.5", "litedev.hik-connect.com"),
+                                 (1000.5, phone, "10.30.0.7", "api.hik-connect.com")):
+            w.write(t, ethernet(gw, src, 0x0800, ipv4(ip, "10.30.0.1", 17, udp(ip, "10.30.0.1", 40000, 53,
+                                                                                 dns_query(1, name)))))
+        hello = tls_client_hello("litedev.hik-connect.com")
+        w.write(1001.0, ethernet(gw, cam, 0x0800, ipv4("10.30.0.5", "203.0.113.50", 6,
+                                                       tcp("10.30.0.5", "203.0.113.50", 40001, 443, 1, 0, "S"))))
+        w.write(1001.1, ethernet(gw, cam, 0x0800, ipv4("10.30.0.5", "203.0.113.50", 6, tcp(
+            "10.30.0.5", "203.0.113.50", 40001, 443, 2, 1, "PA", hello))))
+    devices = inventory(path)
+    relabel, look_alike = devices["10.30.0.5"], devices["10.30.0.7"]
+    assert (relabel["vendor"], relabel["maker"], relabel["covered"], relabel["covered_basis"], relabel["role"]) == (
+        "Axis Communications AB", "Hikvision", True, "behaviour", "camera")
+    assert relabel["maker_note"].endswith("likely a Hikvision OEM or relabelled unit")
+    assert [i["source"] for i in relabel["maker_evidence_items"]] == ["oui", "service", "dns"]
+    assert (look_alike["maker"], look_alike["covered"], look_alike["role"]) == ("Apple, Inc.", False, "other")
+    proc = camwatch("replay", path, "--metrics-out", tmp_path / "m.prom")
+    cloud = [a for a in alerts_of(proc.stdout) if a["detector"] == "vendor_cloud" and a["device"]["ip"] == "10.30.0.5"]
+    assert {a["severity"] for a in cloud} == {"medium", "high"}   # the lookup medium, the connection high
+    assert any("Hikvision is a covered maker (behaviour). MAC prefix Axis Communications AB" in a["summary"]
+               for a in cloud)
+    phone_lines = [a for a in alerts_of(proc.stdout) if a["device"]["ip"] == "10.30.0.7"]
+    assert all(a["severity"] in ("low", "medium") for a in phone_lines)
+    info = (tmp_path / "m.prom").read_text()
+    assert 'camwatch_device_info{covered="true",covered_basis="behaviour",device="10.30.0.5"' in info

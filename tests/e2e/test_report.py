@@ -157,7 +157,8 @@ def test_report_from_the_synthetic_site(tmp_path):
     assert next(r for r in inventory if r["ip"] == "10.20.0.15")["covered"] == "no"   # Dahua *Scale*, not Dahua
     # the statements the report owes its reader
     from sensor.enrich import CoveredMakers
-    for needed in ("camwatch 0.1.0", f"covered-maker list version {CoveredMakers.load().version}", "2023-11-14 22:13:20Z",
+    listed = f"covered-maker list version {CoveredMakers.load().version}"
+    for needed in ("camwatch 0.1.0", listed, "2023-11-14 22:13:20Z",
                    "camera_site.pcap", "replayed as site demo-site",
                    "What this report cannot show", "Destination country / jurisdiction", "Prioritised removal list",
                    "litedev.hik-connect.com", "Hik", "Outbound traffic in alert episodes"):
