@@ -64,6 +64,10 @@ class Sensor:
         self.detection = Detection(config, self.known, on_alert, indicators=indicators, inventory=self.inventory,
                                    model=model, windows=windows)
         self.enricher = Enricher(config, self.inventory, self.known, self.detection)
+        # Maker evidence from behaviour: the vendor services a device looks up and talks to (docs/identity.md).
+        self.enricher.service_of = indicators.match
+        self.inventory.service_of_name = indicators.by_name
+        self.enricher.roles.device_bits |= indicators.device_bits
         self.tagger = PayloadTagger(indicators.prefixes)
         self._last_save = self._last_device_save = time.monotonic()
         self.live = False                    # set by `run`: wall clock and capture clock are comparable

@@ -1,6 +1,7 @@
 """The curated data files shipped in sensor/data, declared and checked the way camwatch.toml is (sensor.schema):
 indicators.toml (vendor cloud and P2P services), resolvers.toml (well-known public DNS, DoT and DoH resolvers) and
-covered_makers.toml (makers flagged as covered).
+covered_makers.toml (makers flagged as covered) and brands.toml (OEM brands, module makers, other camera makers,
+role words: sensor.enrich.maker_evidence).
 
 A mistake in either is a CamwatchError naming the file and the key (`service[3].signatures[1].value`), at start:
 a misspelt key would otherwise drop an indicator silently, as a misspelt allowlist key would a rule.
@@ -17,12 +18,13 @@ from typing import Any
 
 from sensor.config import PROTOCOLS, name_matches
 from sensor.errors import CamwatchError
-from sensor.schema import STRINGS, Choice, Invalid, Kind, Setting, Tables, Text, load, quoted, setting
+from sensor.schema import FLAG, STRINGS, Choice, Invalid, Kind, Section, Setting, Tables, Text, load, quoted, setting
 
 DATA = Path(__file__).with_name("data")
 INDICATORS_FILE = DATA / "indicators.toml"
 RESOLVERS_FILE = DATA / "resolvers.toml"
 COVERED_MAKERS_FILE = DATA / "covered_makers.toml"
+BRANDS_FILE = DATA / "brands.toml"
 
 SIGNATURE_KINDS = ("cs2_pppp", "prefix", "hex")
 MAX_PREFIX_BYTES = 8            # the payload taggers compare at most this many leading bytes
@@ -93,6 +95,7 @@ class Signature:
                                                 doc="counts only in flows with one of these service ports")
     name: str | None = setting(None, kind=Text(max_length=120, printable=True),
                                doc="what the evidence calls it (\"the Reolink BCUDP P2P header\")")
+    device: bool = setting(False, kind=FLAG, doc="only the camera end of the protocol sends it: role evidence")
     # derived: the leading bytes and their mask, at most MAX_PREFIX_BYTES each (prefix and hex kinds)
     pattern: bytes = b""
     pattern_mask: bytes = b""
@@ -159,6 +162,8 @@ class Service:
     id: str = setting(kind=_NAMES, doc="short stable name, the `service` field of alerts")
     name: str = setting(kind=_NAMES, doc="what alert summaries call it")
     makers: tuple[str, ...] = setting((), kind=STRINGS, doc="covered-maker names whose devices its ports identify")
+    maker: str | None = setting(None, kind=_NAMES, doc="who makes the devices that use it: a covered maker's or a "
+                                "brands.toml maker's name (maker evidence, docs/identity.md)")
     domains: tuple[str, ...] = setting((), kind=STRINGS, doc="DNS name patterns (query, TLS SNI, HTTP Host)")
     ports: frozenset[tuple[str, int]] = setting(frozenset(), kind=_Ports(), doc="[protocol, port] pairs it uses")
     signatures: tuple[Signature, ...] = setting((), kind=Tables(Signature), doc="payload shapes")
@@ -299,6 +304,7 @@ class Maker:
     manuf: tuple[re.Pattern, ...] = setting(kind=_Patterns(), doc="patterns for Wireshark's manuf organisations")
     banners: tuple[re.Pattern, ...] = setting((), kind=_Patterns(), doc="patterns for Server headers, discovery")
     brands: tuple[str, ...] = setting((), kind=STRINGS, doc="product brands, for readers of the list")
+    cameras: bool = setting(False, kind=FLAG, doc="makes cameras and recorders only: its devices are cameras")
     reason: str = setting(kind=_NAMES, doc="why it is covered")
     sources: tuple[str, ...] = _sources()
 
@@ -327,6 +333,61 @@ def load_covered_makers(path: Path = COVERED_MAKERS_FILE) -> CoveredMakerFile:
         return load(CoveredMakerFile, raw)
     except Invalid as exc:
         raise CamwatchError(f"{path}: invalid covered-maker list: {exc}") from None
+
+
+# ---- brands.toml --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class Oem:
+    """A brand known to sell a covered maker's hardware under its own name."""
+
+    name: str = setting(kind=_NAMES, doc="the brand")
+    maker: str = setting(kind=_NAMES, doc="the covered maker whose hardware it sells (covered_makers.toml name)")
+    alone: bool = setting(kind=FLAG, doc="the badge alone makes a device covered (else behaviour must agree)")
+    manuf: tuple[re.Pattern, ...] = setting((), kind=_Patterns(), doc="patterns for manuf organisations")
+    banners: tuple[re.Pattern, ...] = setting((), kind=_Patterns(), doc="patterns for names the device gives")
+    sources: tuple[str, ...] = _sources()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Module:
+    """A maker of radio or SoC modules: its MAC prefix does not name the device's maker."""
+
+    name: str = setting(kind=_NAMES, doc="the module maker")
+    manuf: tuple[re.Pattern, ...] = setting(kind=_Patterns(), doc="patterns for manuf organisations")
+    sources: tuple[str, ...] = _sources()
+
+
+@dataclass(frozen=True, kw_only=True)
+class OtherMaker:
+    """A camera maker that is not covered, named so that its devices read alike whatever the evidence."""
+
+    name: str = setting(kind=_NAMES, doc="short name")
+    manuf: tuple[re.Pattern, ...] = setting((), kind=_Patterns(), doc="patterns for manuf organisations")
+    banners: tuple[re.Pattern, ...] = setting((), kind=_Patterns(), doc="patterns for names the device gives")
+    cameras: bool = setting(False, kind=FLAG, doc="makes cameras and recorders only: its devices are cameras")
+    sources: tuple[str, ...] = _sources()
+
+
+@dataclass(frozen=True)
+class RoleWords:
+    camera: tuple[re.Pattern, ...] = setting(kind=_Patterns(), doc="names and model strings of cameras")
+    nvr: tuple[re.Pattern, ...] = setting(kind=_Patterns(), doc="names and model strings of recorders")
+
+
+@dataclass(frozen=True)
+class BrandFile:
+    version: str = setting(kind=_NAMES, doc="the file's date")
+    oem: tuple[Oem, ...] = setting(kind=Tables(Oem), doc="OEM brands, as [[oem]] tables")
+    module: tuple[Module, ...] = setting(kind=Tables(Module), doc="module makers, as [[module]] tables")
+    maker: tuple[OtherMaker, ...] = setting(kind=Tables(OtherMaker), doc="other camera makers, as [[maker]]")
+    roles: RoleWords = setting(kind=Section(RoleWords), doc="role words, as the [roles] table")
+
+
+def load_brands(path: Path = BRANDS_FILE) -> BrandFile:
+    try:
+        return load(BrandFile, _read_toml(path))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, Invalid) as exc:
+        raise CamwatchError(f"{path}: invalid brand file: {_reason(exc)}") from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

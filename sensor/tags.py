@@ -21,6 +21,10 @@ TAG_TLS = 1 << 3         # TLS records
 # ICMP flows are keyed without their message type (a ping and its replies are one flow), so the type is kept here:
 TAG_ICMP_ECHO = 1 << 4   # ICMP/ICMPv6 echo request or reply (ping)
 TAG_ICMP_OTHER = 1 << 5  # any other ICMP message (unreachable, time exceeded, redirect...)
+# A CS2 PPPP device login (MSG_DEV_LGN and its CRC, KEY and DSK forms: types 0x10, 0x12, 0x14, 0x16): only the
+# device end of a P2P camera registers its UID with the P2P servers; a viewing app never sends these.
+TAG_PPPP_LOGIN = 1 << 6
+PPPP_LOGIN_TYPES = (0x10, 0x12, 0x14, 0x16)
 TAG_SIGNATURE_BASE = 8   # bit 8 + i: the i-th prefix signature of the indicator file
 PROFILE_NAMES = {TAG_RTP: "RTP", TAG_PPPP_DRW: "PPPP DRW frames", TAG_TLS: "TLS", TAG_PPPP: "PPPP"}
 _ECHO_TYPES = {PROTO_ICMP: (8, 0), PROTO_ICMPV6: (128, 129)}   # request, reply
@@ -52,7 +56,7 @@ class PayloadTagger:
                                                     c(dec.head, np.uint64), c(rows, np.int64), self.values,
                                                     self.masks, TAG_RTP, TAG_PPPP, TAG_PPPP_DRW, TAG_TLS,
                                                     TAG_SIGNATURE_BASE), np.uint64)
-        return icmp_tags(dec, rows, out)
+        return icmp_tags(dec, rows, pppp_login_tags(dec, rows, out))
 
     def tags_numpy(self, dec: Decoded, rows: np.ndarray) -> np.ndarray:
         """The reference for the compiled _walk.tags (and icmp_tags, which both paths share)."""
@@ -77,7 +81,21 @@ class PayloadTagger:
         for i, (value, mask) in enumerate(zip(self.values, self.masks, strict=True)):
             t[(head & mask) == value] |= np.uint64(signature_bit(i))
         tags[has] = t
-        return icmp_tags(dec, rows, tags)
+        return icmp_tags(dec, rows, pppp_login_tags(dec, rows, tags))
+
+
+def pppp_login_tags(dec: Decoded, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """`out` with TAG_PPPP_LOGIN on the PPPP rows whose message type is a device login. Outside both payload
+    taggers (which it leaves equal), like icmp_tags: PPPP rows are few, so it costs one pass over the bits."""
+    found = np.flatnonzero(out & np.uint64(TAG_PPPP))
+    if not len(found):
+        return out
+    kind = (dec.head[rows[found]] >> np.uint64(48)) & np.uint64(0xFF)
+    login = found[np.isin(kind, np.array(PPPP_LOGIN_TYPES, dtype=np.uint64))]
+    if len(login):
+        out = out if out.flags.writeable else out.copy()
+        out[login] |= np.uint64(TAG_PPPP_LOGIN)
+    return out
 
 
 def icmp_tags(dec: Decoded, rows: np.ndarray, out: np.ndarray) -> np.ndarray:

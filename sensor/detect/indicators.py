@@ -19,6 +19,12 @@ class Indicators:
     def __init__(self, services: Sequence[Service], prefixes: Sequence[tuple[bytes, bytes]], version: str):
         self.services = list(services)
         self.prefixes = list(prefixes)  # index i is tag bit signature_bit(i)
+        # the tag bits of signatures only a camera sends (`device = true`): a device sending one is a camera
+        self.device_bits = 0
+        for svc in self.services:
+            for bit, sig in svc.signature_rules:
+                if sig.device:
+                    self.device_bits |= bit
         self.version = version
         self._by_name: dict[str, Service | None] = {}
 

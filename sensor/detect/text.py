@@ -10,7 +10,7 @@ def plural(count: int, noun: str) -> str:
 
 
 def describe_device(dev: Device) -> str:
-    who = dev.maker.name if dev.maker else dev.vendor
+    who = dev.maker_name or (f"unknown maker, {dev.module} module" if dev.module else dev.vendor)
     if who and dev.role != "other":
         return f"{dev.role} {dev.ip} ({who})"
     return f"{dev.ip} ({who})" if who else dev.ip
@@ -22,7 +22,11 @@ def describe_destination(ip: str, name: str | None, port: int | None, proto: str
 
 
 def covered_note(dev: Device) -> str:
-    return f" {dev.maker.name} is a covered maker ({dev.maker.basis})." if dev.maker else ""
+    """Why the device counts as covered; with the OEM or relabel finding when its badge says another maker."""
+    if dev.maker is None:
+        return ""
+    note = f" {dev.maker.name} is a covered maker ({dev.covered_basis or dev.maker.basis})."
+    return f"{note} {dev.verdict.note}." if dev.verdict.note else note
 
 
 def severity_for(dev: Device, covered: str, other: str) -> str:

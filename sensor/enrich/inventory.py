@@ -11,10 +11,20 @@ from dataclasses import dataclass, field
 
 from sensor.bounded import SegmentedLRU
 from sensor.config import Config
+from sensor.enrich.maker_evidence import (
+    MAX_DETAIL,
+    MAX_ITEMS,
+    NOTHING,
+    ROLE_KEYS,
+    SOURCES,
+    MakerEvidence,
+    MakerJudge,
+    Verdict,
+)
 from sensor.enrich.makers import CoveredMakers, ManufDatabase, format_mac
 from sensor.enrich.series import BUCKET_SECONDS, ByteSeries
 from sensor.flows import IPAddress
-from sensor.reference_data import Maker
+from sensor.reference_data import Maker, Service
 
 
 @dataclass
@@ -29,11 +39,50 @@ class Device:
     egress_bytes: dict[str, int] = field(default_factory=dict)  # by destination scope
     dns_queries: OrderedDict = field(default_factory=OrderedDict)  # name -> first seen
     external_peers: dict = field(default_factory=dict)  # address -> [name or None, bytes sent]
-    maker: Maker | None = None
-    maker_evidence: str | None = None   # "mac" or the banner/discovery text that named the maker
     identity: dict = field(default_factory=dict)  # model, firmware, serial, server, ... first value seen
     evidence: set = field(default_factory=set)   # behaviours behind the role
     outbound: ByteSeries | None = None   # bytes to public and core scopes over time; made on the first such byte
+    # Who made it (sensor.enrich.maker_evidence): the items, bounded, and the verdict Inventory derives from them.
+    maker_items: list[MakerEvidence] = field(default_factory=list)
+    verdict: Verdict = NOTHING
+    module: str | None = None    # the module maker the MAC prefix names (Texas Instruments, Espressif, ...)
+
+    @property
+    def maker(self) -> Maker | None:
+        """The covered maker, or None."""
+        return self.verdict.covered
+
+    @property
+    def covered_basis(self) -> str | None:
+        return self.verdict.basis
+
+    @property
+    def maker_name(self) -> str | None:
+        """The best-supported maker, covered or not."""
+        return self.verdict.name
+
+    @property
+    def maker_label(self) -> str | None:
+        """What a person reads: the maker, else "unknown (module: X)", else None."""
+        if self.verdict.name:
+            return self.verdict.name
+        return f"unknown (module: {self.module})" if self.module else None
+
+    @property
+    def maker_evidence(self) -> str | None:
+        """The evidence in one line, strongest first."""
+        return "; ".join(f"{i.detail} ({i.source})" for i in self.ranked_evidence()) or None
+
+    def ranked_evidence(self) -> list[MakerEvidence]:
+        return sorted(self.maker_items, key=lambda i: -i.weight)
+
+    def add_maker_evidence(self, item: MakerEvidence) -> bool:
+        """True when the item is new: one per (source, maker), the first detail kept, at most MAX_ITEMS."""
+        if len(self.maker_items) >= MAX_ITEMS or any(
+                i.source == item.source and i.maker == item.maker for i in self.maker_items):
+            return False
+        self.maker_items.append(item)
+        return True
 
     @property
     def covered(self) -> bool:
@@ -42,13 +91,15 @@ class Device:
     @property
     def role(self) -> str:
         e = self.evidence
-        if e & {"rtsp_server", "video_sender", "camera_discovery"}:
+        if "nvr_model" in e:
+            return "nvr"
+        if e & CAMERA_EVIDENCE:
             return "camera"
         if e & {"rtsp_client", "video_receiver"}:
             return "nvr"
-        if e & {"dns_server", "ntp_server", "router_mac"}:
+        if e & GATEWAY_EVIDENCE:
             return "gateway"
-        if self.maker is not None and self.maker.basis == "named":
+        if e & MAKER_EVIDENCE or self.verdict.cameras or (self.maker is not None and self.maker.basis == "named"):
             return "camera"
         return "other"
 
@@ -73,14 +124,16 @@ class Device:
                 "egress_bytes": self.egress_bytes, "dns_queries": list(self.dns_queries),
                 "external_peers": [[ip, n, b] for ip, (n, b) in self.external_peers.items()],
                 "identity": self.identity, "evidence": sorted(self.evidence),
-                "outbound": self.outbound.state() if self.outbound else []}
+                "outbound": self.outbound.state() if self.outbound else [],
+                "maker_evidence": [[i.source, i.detail, i.maker] for i in self.maker_items]}
 
     def as_dict(self) -> dict:
         return {
             "ip": self.ip, "mac": format_mac(self.mac), "vendor": self.vendor,
-            "covered": self.covered, "maker": self.maker.name if self.maker else None,
-            "covered_basis": self.maker.basis if self.maker else None, "maker_evidence": self.maker_evidence,
-            "role": self.role, "identity": dict(self.identity),
+            "covered": self.covered, "maker": self.maker_label,
+            "covered_basis": self.covered_basis, "maker_evidence": self.maker_evidence,
+            "maker_evidence_items": [i.as_dict() for i in self.ranked_evidence()], "maker_note": self.verdict.note,
+            "module": self.module, "role": self.role, "identity": dict(self.identity),
             "first_seen": self.first_seen, "last_seen": self.last_seen,
             "packets_sent": self.packets_sent, "bytes_sent": self.bytes_sent,
             "egress_bytes": dict(self.egress_bytes), "dns_queries": list(self.dns_queries),
@@ -91,6 +144,12 @@ class Device:
         }
 
 
+# Behaviour and names that make a device a camera (roles.py and Inventory add them).
+CAMERA_EVIDENCE = frozenset({"rtsp_server", "video_sender", "camera_discovery", "camera_model", "p2p_device"})
+# Weaker, after the gateway's evidence: the maker is one named in a government restriction ("named_maker") or one
+# that makes cameras only ("camera_maker", covered_makers.toml / brands.toml `cameras`).
+MAKER_EVIDENCE = frozenset({"named_maker", "camera_maker"})
+GATEWAY_EVIDENCE = frozenset({"dns_server", "ntp_server", "router_mac"})
 MAX_QUERIES_PER_DEVICE = 256
 MAX_PEERS_PER_DEVICE = 4096
 
@@ -104,13 +163,18 @@ class Inventory:
     """Camera-side hosts that have sent traffic, bounded by max_devices: least recently seen newcomers go first,
     then least recently seen established devices (bounded.SegmentedLRU)."""
 
-    def __init__(self, config: Config, manuf: ManufDatabase, makers: CoveredMakers | None = None):
+    def __init__(self, config: Config, manuf: ManufDatabase, makers: CoveredMakers | None = None,
+                 judge: MakerJudge | None = None):
         self.max_devices = config.max_devices
         self.manuf = manuf
         self.makers = makers if makers is not None else CoveredMakers.load()
+        self.judge = judge if judge is not None else MakerJudge.load(self.makers)
         self.devices: SegmentedLRU[str, Device] = SegmentedLRU(config.max_devices, self._forget)
         self.dirty: set[str] = set()   # changed since the last save to the state store
         self.on_forget: Callable[[str], None] | None = None   # the state store drops an evicted device's row
+        # The vendor service a DNS name belongs to (the pipeline hands in the indicator file's lookup): a lookup of
+        # a maker's cloud name is maker evidence.
+        self.service_of_name: Callable[[str], Service | None] | None = None
 
     @property
     def evicted(self) -> int:
@@ -129,10 +193,7 @@ class Inventory:
             self.devices.put(key, dev)
         if mac and mac != dev.mac:
             dev.mac = mac
-            dev.vendor = self.manuf.lookup(mac)
-            maker = self.makers.by_manufacturer(dev.vendor)
-            if maker is not None or dev.maker_evidence == "mac":
-                dev.maker, dev.maker_evidence = maker, "mac" if maker else None
+            self._note_mac(dev)
         if ts > dev.last_seen:
             dev.last_seen = ts
             if ts - dev.first_seen >= ESTABLISHED_AFTER_SECONDS and not self.devices.is_protected(key):
@@ -150,30 +211,69 @@ class Inventory:
         skipped: it must never cost the rows beside it, nor the start."""
         devices = [dev for doc in docs if (dev := _device_from_state(doc)) is not None]
         for dev in sorted(devices, key=lambda d: d.last_seen)[-self.max_devices:]:
-            dev.vendor = self.manuf.lookup(dev.mac)
-            dev.maker = self.makers.by_manufacturer(dev.vendor)
-            dev.maker_evidence = "mac" if dev.maker else None
-            if dev.maker is None:
-                self.add_identity(dev, {})
+            # The items are kept as seen; their makers and weights are re-derived from today's lists.
+            kept, dev.maker_items = dev.maker_items, []
+            self._note_mac(dev)
+            for item in kept:
+                if item.source != "oui":
+                    self._rederive(dev, item)
+            self._judge_identity(dev, dev.identity)
             self.devices.put(dev.ip, dev)
             if dev.last_seen - dev.first_seen >= ESTABLISHED_AFTER_SECONDS:
                 self.devices.promote(dev.ip)
 
     def add_identity(self, dev: Device, fields: dict[str, str]) -> None:
-        for key, value in fields.items():
-            dev.identity.setdefault(key, value)
-        if dev.maker is None:
-            for key in ("server", "vendor", "model", "device_type"):
-                maker = self.makers.by_banner(dev.identity.get(key))
-                if maker is not None:
-                    dev.maker, dev.maker_evidence = maker, f"{key}: {dev.identity[key]}"
-                    break
+        new = {key: value for key, value in fields.items() if key not in dev.identity}
+        dev.identity.update(new)
+        if new:   # a camera repeats its announcements all day: only a first value can say more
+            self._judge_identity(dev, new)
+
+    def _judge_identity(self, dev: Device, fields: dict[str, str]) -> None:
+        self.judge_again(dev, self.judge.from_identity({**fields, "protocol": dev.identity.get("protocol", "")}))
+        role = self.judge.role_of(v for k in ROLE_KEYS if isinstance(v := fields.get(k), str))
+        if role is not None:
+            dev.evidence.add(f"{role}_model")
+
+    def note_service(self, dev: Device, svc: Service, how: str, seen: str) -> None:
+        """The device used a maker's service (how: "dns" for a lookup of its name `seen`, "service" for traffic
+        recognised by `seen`). Not for a gateway: a router looks names up and forwards traffic for the cameras
+        behind it, and what they use says nothing about who made the router."""
+        item = self.judge.from_service(svc, how, seen)
+        if item is not None and not dev.evidence & GATEWAY_EVIDENCE:
+            self.judge_again(dev, [item])
+
+    def judge_again(self, dev: Device, items: list[MakerEvidence]) -> None:
+        """New evidence in, the verdict again; nothing new, nothing to do."""
+        added = [dev.add_maker_evidence(item) for item in items]   # every item offered, not up to the first new
+        if any(added):
+            dev.verdict = self.judge.verdict(dev.maker_items)
+            # kept: a camera stays a camera when later evidence names another maker
+            if dev.verdict.covered is not None and dev.verdict.covered.basis == "named":
+                dev.evidence.add("named_maker")
+            if dev.verdict.cameras:
+                dev.evidence.add("camera_maker")
+
+    def _note_mac(self, dev: Device) -> None:
+        dev.vendor = self.manuf.lookup(dev.mac)
+        dev.module = self.judge.module_of(dev.vendor)
+        dev.maker_items = [i for i in dev.maker_items if i.source != "oui"]   # a new MAC, a new badge
+        dev.verdict = self.judge.verdict(dev.maker_items)
+        item = self.judge.from_oui(dev.vendor)
+        self.judge_again(dev, [item] if item is not None else [])
+
+    def _rederive(self, dev: Device, item: MakerEvidence) -> None:
+        """A stored item against the current lists: a service's maker may have been renamed, a weight changed."""
+        if item.source in ("service", "dns"):
+            self.judge_again(dev, [MakerEvidence(item.source, item.detail, item.maker, SOURCES[item.source])])
 
     def record_query(self, dev: Device, name: str, ts: float) -> None:
         if name not in dev.dns_queries:
             dev.dns_queries[name] = ts
             if len(dev.dns_queries) > MAX_QUERIES_PER_DEVICE:
                 dev.dns_queries.popitem(last=False)
+            svc = self.service_of_name(name) if self.service_of_name is not None else None
+            if svc is not None:
+                self.note_service(dev, svc, "dns", name)
 
     def __len__(self) -> int:
         return len(self.devices)
@@ -193,12 +293,24 @@ def _device_from_state(doc: object) -> Device | None:
                                      for ip, n, b in doc["external_peers"][:MAX_PEERS_PER_DEVICE]},
                      identity={str(k): v for k, v in dict(doc["identity"]).items() if isinstance(v, str)},
                      evidence={e for e in doc["evidence"] if isinstance(e, str)},
-                     outbound=ByteSeries.from_state(doc.get("outbound")) if doc.get("outbound") else None)
+                     outbound=ByteSeries.from_state(doc.get("outbound")) if doc.get("outbound") else None,
+                     maker_items=_items_from_state(doc.get("maker_evidence", [])))
     except (KeyError, TypeError, ValueError, OverflowError):
         return None
     if not (math.isfinite(dev.first_seen) and math.isfinite(dev.last_seen)) or not 0 <= dev.mac < 1 << 48:
         return None
     return dev
+
+
+def _items_from_state(rows: object) -> list[MakerEvidence]:
+    """Stored maker evidence (source, detail, maker); rows that are not that, or of a source no longer known, go."""
+    out: list[MakerEvidence] = []
+    for row in rows[:MAX_ITEMS] if isinstance(rows, list) else []:
+        # what save wrote is escaped already; a hand-edited row must not put a control character in a summary
+        if (isinstance(row, list) and len(row) == 3 and all(isinstance(v, str) and v.isprintable() for v in row)
+                and row[0] in SOURCES):
+            out.append(MakerEvidence(row[0], row[1][:MAX_DETAIL + 1], row[2][:MAX_DETAIL], SOURCES[row[0]]))
+    return out
 
 
 def top_destinations(dev: Device, n: int) -> list[tuple[str, str, int]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sensor.decode import PROTO_TCP, PROTO_UDP
 from sensor.enrich.inventory import Device, Inventory
 from sensor.flows import Flow
+from sensor.tags import TAG_PPPP_LOGIN
 
 RTSP_PORTS = (554, 8554)
 # A one-way UDP flow this large, with almost nothing coming back, is a media stream.
@@ -17,6 +18,9 @@ class RoleEvidence:
     def __init__(self, inventory: Inventory):
         self.inventory = inventory
         self.router_macs: set[int] = set()
+        # payload tag bits only a camera sends: a CS2 PPPP device login, and the indicator file's device-only
+        # signatures (ThroughTek IOTC messages from a device), added by the pipeline
+        self.device_bits = TAG_PPPP_LOGIN
 
     def from_flow(self, dev: Device, flow: Flow, is_orig: bool) -> None:
         """What a flow the device sent in says about it (is_orig: the device is the flow's originator)."""
@@ -29,6 +33,8 @@ class RoleEvidence:
                 dev.evidence.add("ntp_server")
             elif flow.orig_payload >= VIDEO_MIN_BYTES and flow.orig_payload > VIDEO_MIN_RATIO * flow.resp_payload:
                 dev.evidence.add("video_sender" if is_orig else "video_receiver")
+        if (flow.orig_tags if is_orig else flow.resp_tags) & self.device_bits:
+            dev.evidence.add("p2p_device")   # it registers as a P2P camera, whether or not anyone watches
         if dev.mac in self.router_macs:
             dev.evidence.add("router_mac")
 

@@ -7,6 +7,8 @@ named), then read_payloads (after it, so a ClientHello names the flow it opened)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sensor.config import Config
 from sensor.decode import Decoded
 from sensor.dissect import ParserGuard
@@ -28,6 +30,7 @@ from sensor.enrich.scope import (
 )
 from sensor.errors import warn
 from sensor.flows import FlowTable, FlowUpdate
+from sensor.reference_data import Service
 from sensor.state import KnownState
 
 # Counted exactly up to here: the gauge is a site's reach, and a flood of forged peers must not buy memory.
@@ -43,6 +46,8 @@ class Enricher:
         self.known = known   # where each device's first sighting is kept (its learning period starts there)
         self.sink = sink
         self.roles = RoleEvidence(inventory)
+        # The vendor service a device's traffic belongs to (the pipeline hands in the indicator file's match).
+        self.service_of: Callable[[Observation], tuple[Service, str] | None] | None = None
         self.external_destinations: set[str] = set()
         self._dns = DnsReader(self.names, self.classifier, inventory, self.parsers, sink)
         self._identity = IdentityReader(self.classifier, inventory, self.parsers, sink)
@@ -110,7 +115,18 @@ class Enricher:
             dev.note_external_peer(peer, name, sent_bytes)
             if sent_bytes:
                 dev.note_outbound(ts, sent_bytes)
-        if scope in self.sink.scopes:
-            self.sink.observe(Observation(ts, dev, sent_pkts, sent_bytes, is_orig, peer, ctx[3], ctx[2], name,
-                                          scope, flow.vlan, flow, upd.new, received, received_pkts))
+        services = self.service_of if sent_pkts and scope in EXTERNAL_SCOPES else None
+        if scope in self.sink.scopes or services is not None:
+            obs = Observation(ts, dev, sent_pkts, sent_bytes, is_orig, peer, ctx[3], ctx[2], name, scope, flow.vlan,
+                              flow, upd.new, received, received_pkts)
+            if services is not None:
+                self._note_service(obs, services)
+            if scope in self.sink.scopes:
+                self.sink.observe(obs)
         return ctx
+
+    def _note_service(self, obs: Observation, services: Callable[[Observation], tuple[Service, str] | None]) -> None:
+        """Traffic with a maker's cloud or P2P service is evidence of who made the device (docs/identity.md)."""
+        found = services(obs)
+        if found is not None:
+            self.inventory.note_service(obs.device, found[0], "service", found[1])

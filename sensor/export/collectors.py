@@ -148,8 +148,8 @@ class DevicesCollector(SnapshotCollector):
         yield _single(CounterMetricFamily, "camwatch_devices_evicted", "Devices dropped from the inventory over "
                       "limits.max_devices.", snap, snap.devices_evicted)
         yield _labelled(GaugeMetricFamily, "camwatch_device_info", "Identity of each camera-side device (value 1).",
-                        snap, ["device", "mac", "vendor", "maker", "covered", "role", "model"],
-                        (((d.ip, d.mac, d.vendor, d.maker, _bool(d.covered), d.role, d.model), 1)
+                        snap, ["device", "mac", "vendor", "maker", "covered", "covered_basis", "role", "model"],
+                        (((d.ip, d.mac, d.vendor, d.maker, _bool(d.covered), d.covered_basis, d.role, d.model), 1)
                          for d in snap.devices))
         yield _labelled(CounterMetricFamily, "camwatch_device_egress_bytes", "Bytes sent by each camera-side device, "
                         "by destination scope.", snap, ["device", "scope"],

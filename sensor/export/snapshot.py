@@ -31,6 +31,7 @@ class DeviceSnapshot:
     model: str                              # from its banners or discovery replies; "" when none told
     egress_bytes: Mapping[str, int]         # by destination scope
     top_destinations: tuple[tuple[str, str, int], ...]   # (name or address, scope, bytes sent), most first
+    covered_basis: str = ""                 # named, prc-nil, oem, behaviour; "" when not covered
 
 
 @dataclass(frozen=True)
@@ -112,4 +113,5 @@ def _device(d: Device, scope_of: Callable[[ipaddress.IPv4Address | ipaddress.IPv
                 for label, addr, sent in top_destinations(d, TOP_DESTINATIONS))
     return DeviceSnapshot(ip=d.ip, mac=format_mac(d.mac) or "", vendor=d.vendor or "",
                           maker=d.maker.name if d.maker else "", covered=d.covered, role=d.role,
-                          model=d.identity.get("model", ""), egress_bytes=dict(d.egress_bytes), top_destinations=top)
+                          model=d.identity.get("model", ""), egress_bytes=dict(d.egress_bytes), top_destinations=top,
+                          covered_basis=d.covered_basis or "")

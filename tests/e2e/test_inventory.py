@@ -16,19 +16,33 @@ def inventory(*args) -> dict[str, dict]:
     return {d["ip"]: d for d in json.loads(proc.stdout)}
 
 
-@pytest.mark.parametrize("capture,camera,maker,covered", [
-    ("iot-sentinel/D-LinkCam/Setup-A-1-STA.pcap", "10.10.10.37", "D-Link International", False),
-    ("iot-sentinel/D-LinkDayCam/Setup-A-1-STA.pcap", "10.10.10.58", "D-Link International", False),
-    ("iot-sentinel/EdimaxCam1/Setup-A-1-STA.pcap", "10.10.10.51", "Edimax Technology Co. Ltd.", False),
-    ("neu-intl-iot/yi_camera_sample.pcap", "192.168.10.204", "Shenzhen Zowee Technology Co., Ltd", True),
-    ("nku-lifecycle/xiaobai_Y2camera_setup.pcap", "192.168.1.165", "Shanghai Imilab Technology Co.Ltd", True),
-])
-def test_real_cameras_registered_makers(capture, camera, maker, covered):
+# Every camera of pcaps/real: (capture, address, MAC vendor, maker, covered_basis, strongest evidence source).
+REAL_CAMERAS = [
+    ("iot-sentinel/D-LinkCam/Setup-A-1-STA.pcap", "10.10.10.37", "D-Link International", "D-Link", None, "banner"),
+    ("iot-sentinel/D-LinkDayCam/Setup-A-1-STA.pcap", "10.10.10.58", "D-Link International", "D-Link", None, "oui"),
+    ("iot-sentinel/EdimaxCam1/Setup-A-1-STA.pcap", "10.10.10.51", "Edimax Technology Co. Ltd.", "Edimax", None, "oui"),
+    ("neu-intl-iot/yi_camera_sample.pcap", "192.168.10.204", "Shenzhen Zowee Technology Co., Ltd", "Zowee (Yi)",
+     "prc-nil", "oui"),
+    *[(f"nku-lifecycle/xiaobai_Y2camera_{phase}.pcap", "192.168.1.165", "Shanghai Imilab Technology Co.Ltd",
+       "Xiaomi ecosystem (Imilab)", "prc-nil", "oui") for phase in ("setup", "idle_local", "idle_remote",
+                                                                     "speak_local", "delete")],
+]
+# The DCS-930L's only names are its DHCP host name and mDNS names (DCS-930LB...), which the DHCP and mDNS parsers of
+# the same issue read; until they are merged it has nothing that says camera.
+NEEDS_NAME_PARSERS = {"iot-sentinel/D-LinkDayCam/Setup-A-1-STA.pcap"}
+
+
+@pytest.mark.parametrize("capture,camera,vendor,maker,basis,source", REAL_CAMERAS,
+                         ids=[c[0].split("/")[-2] + "/" + c[0].split("/")[-1] for c in REAL_CAMERAS])
+def test_every_real_camera_has_its_maker_basis_and_role(capture, camera, vendor, maker, basis, source, request):
+    if capture in NEEDS_NAME_PARSERS:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="role needs the DHCP/mDNS name parsers"))
     dev = inventory(REAL / capture)[camera]
-    assert dev["vendor"] == maker
-    assert dev["covered"] is covered
-    if covered:
-        assert dev["covered_basis"] == "prc-nil" and dev["maker_evidence"] == "mac"
+    assert (dev["vendor"], dev["maker"], dev["covered"], dev["covered_basis"]) == (vendor, maker, basis is not None,
+                                                                                   basis)
+    assert dev["maker_evidence_items"][0]["source"] == source and dev["maker_evidence_items"][0]["maker"] == maker
+    assert dev["module"] is None and dev["maker_note"] is None
+    assert dev["role"] == "camera"
 
 
 def test_real_identity_from_ssdp_banners():
@@ -64,7 +78,8 @@ def test_banner_names_a_covered_maker_when_the_mac_cannot(tmp_path):
         w.write(1000.0, ethernet(router, router, 0x0800, ipv4("10.30.0.5", "10.20.0.2", 6,
                 tcp("10.30.0.5", "10.20.0.2", 554, 40000, 1, 1, "PA", body))))
     dev = inventory(path)["10.30.0.5"]
-    assert dev["covered"] and dev["maker"] == "Hikvision" and dev["maker_evidence"] == "server: Hikvision-Webs"
+    assert dev["covered"] and dev["maker"] == "Hikvision" and dev["covered_basis"] == "named"
+    assert dev["maker_evidence"] == "server: Hikvision-Webs (banner); MAC prefix Cisco Systems, Inc (oui)"
 
 
 def test_segmentation_alerts_both_ways_and_the_allowlist_holds(tmp_path):
@@ -171,3 +186,39 @@ def test_inventory_from_a_url_survives_what_answers_there(fake_sensor):
         bodies.append(body)
         proc = camwatch("inventory", "--url", url)
         assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_a_relabelled_camera_and_a_look_alike_phone_end_to_end(tmp_path):
+    """One generated capture: an Axis-prefixed camera that resolves and registers with Hik-Connect (covered,
+    basis behaviour, a high vendor-cloud line saying why) and a phone (Apple prefix) that only looks Hik-Connect
+    names up (Apple, not covered, not a camera); camwatch_device_info carries covered_basis."""
+    from packets import PcapWriter, dns_query, ethernet, ipv4, mac, tcp, tls_client_hello, udp
+    path = tmp_path / "relabel.pcap"
+    gw = mac("00:1e:bd:00:00:01")
+    cam, phone = mac("ac:cc:8e:00:00:05"), mac("3c:22:fb:00:00:07")
+    with PcapWriter(path) as w:
+        for t, src, ip, name in ((1000.0, cam, "10.30.0.5", "litedev.hik-connect.com"),
+                                 (1000.5, phone, "10.30.0.7", "api.hik-connect.com")):
+            w.write(t, ethernet(gw, src, 0x0800, ipv4(ip, "10.30.0.1", 17, udp(ip, "10.30.0.1", 40000, 53,
+                                                                                 dns_query(1, name)))))
+        hello = tls_client_hello("litedev.hik-connect.com")
+        w.write(1001.0, ethernet(gw, cam, 0x0800, ipv4("10.30.0.5", "203.0.113.50", 6,
+                                                       tcp("10.30.0.5", "203.0.113.50", 40001, 443, 1, 0, "S"))))
+        w.write(1001.1, ethernet(gw, cam, 0x0800, ipv4("10.30.0.5", "203.0.113.50", 6, tcp(
+            "10.30.0.5", "203.0.113.50", 40001, 443, 2, 1, "PA", hello))))
+    devices = inventory(path)
+    relabel, look_alike = devices["10.30.0.5"], devices["10.30.0.7"]
+    assert (relabel["vendor"], relabel["maker"], relabel["covered"], relabel["covered_basis"], relabel["role"]) == (
+        "Axis Communications AB", "Hikvision", True, "behaviour", "camera")
+    assert relabel["maker_note"].endswith("likely a Hikvision OEM or relabelled unit")
+    assert [i["source"] for i in relabel["maker_evidence_items"]] == ["oui", "service", "dns"]
+    assert (look_alike["maker"], look_alike["covered"], look_alike["role"]) == ("Apple, Inc.", False, "other")
+    proc = camwatch("replay", path, "--metrics-out", tmp_path / "m.prom")
+    cloud = [a for a in alerts_of(proc.stdout) if a["detector"] == "vendor_cloud" and a["device"]["ip"] == "10.30.0.5"]
+    assert {a["severity"] for a in cloud} == {"medium", "high"}   # the lookup medium, the connection high
+    assert any("Hikvision is a covered maker (behaviour). MAC prefix Axis Communications AB" in a["summary"]
+               for a in cloud)
+    phone_lines = [a for a in alerts_of(proc.stdout) if a["device"]["ip"] == "10.30.0.7"]
+    assert all(a["severity"] in ("low", "medium") for a in phone_lines)
+    info = (tmp_path / "m.prom").read_text()
+    assert 'camwatch_device_info{covered="true",covered_basis="behaviour",device="10.30.0.5"' in info

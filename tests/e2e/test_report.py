@@ -157,7 +157,9 @@ def test_report_from_the_synthetic_site(tmp_path):
                                             "10.20.0.14", "10.20.0.15"}
     assert next(r for r in inventory if r["ip"] == "10.20.0.15")["covered"] == "no"   # Dahua *Scale*, not Dahua
     # the statements the report owes its reader
-    for needed in ("camwatch 0.1.0", "covered-maker list version 2026-11-23", "2023-11-14 22:13:20Z",
+    from sensor.enrich import CoveredMakers
+    listed = f"covered-maker list version {CoveredMakers.load().version}"
+    for needed in ("camwatch 0.1.0", listed, "2023-11-14 22:13:20Z",
                    "camera_site.pcap", "replayed as site demo-site",
                    "What this report cannot show", "Destination country / jurisdiction", "Prioritised removal list",
                    "litedev.hik-connect.com", "Hik", "Outbound traffic in alert episodes"):

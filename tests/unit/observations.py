@@ -4,13 +4,16 @@ observation of its traffic, every field defaulted to an ordinary camera-to-Inter
 from __future__ import annotations
 
 from sensor.enrich import CoveredMakers, Device, Observation
+from sensor.enrich.maker_evidence import Verdict
 
 MAKERS = {m.name: m for m in CoveredMakers.load().makers}
 
 
 def device(ip="10.20.0.5", maker=None, vendor=None) -> Device:
     dev = Device(ip, mac=0x0012AB000001, vendor=vendor)
-    dev.maker = MAKERS.get(maker)
+    found = MAKERS.get(maker)
+    if found is not None:
+        dev.verdict = Verdict(found.name, found, found.basis, None)
     return dev
 
 

@@ -11,6 +11,7 @@ import pytest
 from sensor.config import parse_config
 from sensor.enrich import CoveredMakers, Device, Inventory, ManufDatabase
 from sensor.enrich.inventory import MAX_PEERS_PER_DEVICE, MAX_QUERIES_PER_DEVICE, top_destinations
+from sensor.enrich.maker_evidence import Verdict
 
 MAKERS = CoveredMakers.load()
 BY_NAME = {m.name: m for m in MAKERS.makers}
@@ -31,7 +32,8 @@ def _inventory(max_devices=10) -> Inventory:
     ({"dns_server"}, "Hikvision", "gateway"), (set(), None, "other")])
 def test_the_role_follows_the_evidence_then_a_named_maker(evidence, maker, role):
     dev = Device("10.20.0.5", evidence=set(evidence))
-    dev.maker = BY_NAME.get(maker)
+    if maker is not None:
+        dev.verdict = Verdict(maker, BY_NAME[maker], BY_NAME[maker].basis, None)
     assert dev.role == role and dev.covered == (maker is not None)
 
 
@@ -52,19 +54,22 @@ def test_a_mac_names_vendor_and_maker_and_a_new_mac_replaces_them():
     inventory = _inventory()
     dev = inventory.touch("10.20.0.5", HIK_MAC, 100.0)
     assert (dev.vendor, dev.maker.name, dev.maker_evidence) == (
-        "Hangzhou Hikvision Digital Technology Co.,Ltd.", "Hikvision", "mac")
+        "Hangzhou Hikvision Digital Technology Co.,Ltd.", "Hikvision",
+        "MAC prefix Hangzhou Hikvision Digital Technology Co.,Ltd. (oui)")
     assert inventory.touch("10.20.0.5", 0, 101.0).maker.name == "Hikvision"   # no MAC seen: nothing changes
     dev = inventory.touch("10.20.0.5", ACME_MAC, 102.0)
-    assert (dev.vendor, dev.maker, dev.maker_evidence, dev.mac) == ("Axis", None, None, ACME_MAC)
+    assert (dev.vendor, dev.maker, dev.maker_evidence, dev.mac) == ("Axis", None, "MAC prefix Axis (oui)", ACME_MAC)
+    assert dev.maker_label == "Axis"
 
 
 def test_a_banner_maker_survives_a_mac_of_an_ordinary_vendor():
     inventory = _inventory()
     dev = inventory.touch("10.20.0.5", 0, 100.0)
     inventory.add_identity(dev, {"server": "Hikvision-Webs", "model": "X"})
-    assert (dev.maker.name, dev.maker_evidence) == ("Hikvision", "server: Hikvision-Webs")
+    assert (dev.maker.name, dev.maker_evidence) == ("Hikvision", "server: Hikvision-Webs (banner)")
     inventory.touch("10.20.0.5", ACME_MAC, 101.0)
-    assert (dev.vendor, dev.maker.name, dev.maker_evidence) == ("Axis", "Hikvision", "server: Hikvision-Webs")
+    assert (dev.vendor, dev.maker.name, dev.maker_evidence) == (
+        "Axis", "Hikvision", "server: Hikvision-Webs (banner); MAC prefix Axis (oui)")
 
 
 def test_identity_keeps_first_values_and_banner_fields_are_read_in_order():
@@ -75,10 +80,12 @@ def test_identity_keeps_first_values_and_banner_fields_are_read_in_order():
     inventory.add_identity(dev, {"firmware": "2.0", "device_type": "EZVIZ-IPC", "model": "DS-2CD2143G0-I"})
     assert dev.identity == {"firmware": "1.0", "serial": "DS-2CD2143G0-I", "device_type": "EZVIZ-IPC",
                             "model": "DS-2CD2143G0-I"}
-    assert (dev.maker.name, dev.maker_evidence) == ("Hikvision", "model: DS-2CD2143G0-I")
+    # one banner item per maker: the EZVIZ device type and the Hikvision model weigh the same, the first wins
+    assert (dev.maker.name, dev.maker_evidence) == (
+        "Hikvision", "model: DS-2CD2143G0-I (banner); device_type: EZVIZ-IPC (banner)")
     other = inventory.touch("10.20.0.6", 0, 100.0)
     inventory.add_identity(other, {"device_type": "EZVIZ-IPC", "vendor": "TIANDY"})
-    assert (other.maker.name, other.maker_evidence) == ("Tiandy", "vendor: TIANDY")   # vendor is read first
+    assert other.maker.name == "Tiandy"   # vendor is read first, and a tie goes to the first
 
 
 def test_queries_are_remembered_once_each_and_bounded_to_the_latest_256():
@@ -132,20 +139,34 @@ def test_state_round_trip_and_the_maker_rederived_from_the_mac():
     assert saved == {"ip": "10.20.0.5", "mac": HIK_MAC, "first_seen": 10.0, "last_seen": 20.0, "packets_sent": 3,
                      "bytes_sent": 300, "egress_bytes": {"public": 300}, "dns_queries": ["a.example"],
                      "external_peers": [["203.0.113.1", "a.example", 300]], "identity": {"model": "DS-2CD2143G0-I"},
-                     "evidence": ["rtsp_server", "video_sender"]}
+                     "evidence": ["rtsp_server", "video_sender"], "outbound": [],
+                     "maker_evidence": [["oui", "MAC prefix Hangzhou Hikvision Digital Technology Co.,Ltd.",
+                                         "Hikvision"]]}
     restored = _inventory()
     restored.restore([saved])
     again = restored.devices.get("10.20.0.5")
-    assert again.state() == {**saved, "dns_queries": ["a.example"]}
-    assert (again.vendor, again.maker.name, again.maker_evidence) == (
-        "Hangzhou Hikvision Digital Technology Co.,Ltd.", "Hikvision", "mac")
+    # the identity read again: the model is banner evidence and a camera's model string
+    assert again.state() == {**saved, "evidence": ["camera_maker", "camera_model", "named_maker", "rtsp_server",
+                                                   "video_sender"],
+                             "maker_evidence": [*saved["maker_evidence"], ["banner", "model: DS-2CD2143G0-I",
+                                                                            "Hikvision"]]}
+    assert (again.vendor, again.maker.name, again.covered_basis) == (
+        "Hangzhou Hikvision Digital Technology Co.,Ltd.", "Hikvision", "named")
     assert restored.devices.is_protected("10.20.0.5")
     assert again.as_dict() == {
         "ip": "10.20.0.5", "mac": "c0:56:e3:00:00:01", "vendor": "Hangzhou Hikvision Digital Technology Co.,Ltd.",
-        "covered": True, "maker": "Hikvision", "covered_basis": "named", "maker_evidence": "mac", "role": "camera",
+        "covered": True, "maker": "Hikvision", "covered_basis": "named",
+        "maker_evidence": "model: DS-2CD2143G0-I (banner); MAC prefix Hangzhou Hikvision Digital Technology "
+                          "Co.,Ltd. (oui)",
+        "maker_evidence_items": [{"source": "banner", "detail": "model: DS-2CD2143G0-I", "maker": "Hikvision",
+                                  "weight": 4},
+                                 {"source": "oui", "detail": "MAC prefix Hangzhou Hikvision Digital Technology "
+                                  "Co.,Ltd.", "maker": "Hikvision", "weight": 3}],
+        "maker_note": None, "module": None, "role": "camera",
         "identity": {"model": "DS-2CD2143G0-I"}, "first_seen": 10.0, "last_seen": 20.0, "packets_sent": 3,
         "bytes_sent": 300, "egress_bytes": {"public": 300}, "dns_queries": ["a.example"],
-        "external_destinations": [{"ip": "203.0.113.1", "name": "a.example", "bytes": 300}]}
+        "external_destinations": [{"ip": "203.0.113.1", "name": "a.example", "bytes": 300}],
+        "outbound_series": {"bucket_seconds": 300, "points": []}}
 
 
 def _doc(ip="10.20.0.5", **kw) -> dict:
@@ -172,7 +193,7 @@ def test_restore_skips_damaged_rows_keeps_the_latest_and_reads_banners():
     banner.restore([_doc("10.20.0.2", identity={"server": "Hikvision-Webs", "n": 5})])
     dev = banner.devices.get("10.20.0.2")
     assert (dev.identity, dev.maker.name, dev.maker_evidence) == (
-        {"server": "Hikvision-Webs"}, "Hikvision", "server: Hikvision-Webs")
+        {"server": "Hikvision-Webs"}, "Hikvision", "server: Hikvision-Webs (banner)")
     assert not banner.devices.is_protected("10.20.0.2")                    # 1.0 to 1.5: not established
 
 

@@ -56,16 +56,19 @@ NO_MANUF_ORGANISATION = {
 # ("device_type").
 BANNERS: dict[str, list[tuple[str, str]]] = {
     "Hikvision": [("server", "Hikvision-Webs"), ("server", "DNVRS-Webs"), ("server", "App-webs/"),
-                  ("server", "DVRDVS-Webs"), ("model", "DS-2CD2143G0-I"), ("model", "DS-2DE4425IW-DE")],
+                  ("server", "DVRDVS-Webs"), ("model", "DS-2CD2143G0-I"), ("model", "DS-2DE4425IW-DE"),
+                  ("model", "HiLook IPC-B140H"), ("model", "HiWatch HWI-B121H"), ("model", "DS-7608NI-K2/8P"),
+                  ("model", "DS-KV6113-WPE1")],
     "EZVIZ (Hikvision)": [("model", "EZVIZ C6CN"), ("device_type", "EZVIZ-IPC")],
     "Dahua": [("server", "Dahua Rtsp Server/3.0"), ("model", "DH-IPC-HDW1230S"), ("vendor", "Dahua"),
-              ("server", "DHIP")],
+              ("server", "DHIP"), ("model", "Easy4IP IPC-C35")],
     "Imou (Dahua)": [("vendor", "Imou"), ("model", "IMOU Ranger 2")],
     "Huawei": [("server", "HUAWEI RTSP Server"), ("model", "HoloSens SDC 2120-10-HLI")],
     "ZTE": [],
     "Hytera": [],
     "Tiandy": [("server", "Tiandy Web Server"), ("vendor", "TIANDY")],
-    "Uniview": [("server", "Uniview RTSP Server"), ("model", "UNV IPC2122LR3-PF40M-D"), ("vendor", "UNV")],
+    "Uniview": [("server", "Uniview RTSP Server"), ("model", "UNV IPC2122LR3-PF40M-D"), ("vendor", "UNV"),
+                ("name", "UNV")],
     "Xiongmai": [("server", "uc-httpd 1.0.0"), ("model", "XiongMai IPC"), ("server", "XMEye RTSP"),
                  ("server", "NETSurveillance WEB")],
     "Xiaomi ecosystem (Imilab)": [],
@@ -76,12 +79,12 @@ BANNERS: dict[str, list[tuple[str, str]]] = {
 # its maker's OUI, as its devices carry it: see test_brand_name_in_a_banner for the gap that leaves.
 BRANDS: dict[str, tuple[str, str, str]] = {
     "Hikvision": ("Hikvision", "server", "Hikvision-Webs"),
-    "HiLook": ("Hikvision", "organisation", "Hangzhou Hikvision Digital Technology Co.,Ltd."),
-    "HiWatch": ("Hikvision", "organisation", "Hangzhou Hikvision Digital Technology Co.,Ltd."),
+    "HiLook": ("Hikvision", "model", "HiLook IPC-B140H"),
+    "HiWatch": ("Hikvision", "model", "HiWatch HWI-B121H"),
     "Hik-Connect": ("Hikvision", "organisation", "Hangzhou Hikvision Digital Technology Co.,Ltd."),
     "EZVIZ": ("EZVIZ (Hikvision)", "model", "EZVIZ C6CN"),
     "Dahua": ("Dahua", "vendor", "Dahua"),
-    "Easy4IP": ("Dahua", "organisation", "Zhejiang Dahua Technology Co., Ltd."),
+    "Easy4IP": ("Dahua", "model", "Easy4IP IPC-C35"),
     "Imou": ("Imou (Dahua)", "vendor", "Imou"),
     "Huawei": ("Huawei", "server", "HUAWEI RTSP Server"),
     "HoloSens": ("Huawei", "model", "HoloSens SDC 2120-10-HLI"),
@@ -98,21 +101,6 @@ BRANDS: dict[str, tuple[str, str, str]] = {
     "IMILAB": ("Xiaomi ecosystem (Imilab)", "organisation", "Shanghai Imilab Technology Co.Ltd"),
     "Yi (contract manufacturer)": ("Zowee (Yi)", "organisation", "Shenzhen Zowee Technology Co., Ltd"),
 }
-# Known gaps, held as strict xfails (test_known_gap): what a covered maker's device shows that names no maker
-# today. When covered_makers.toml or the inventory learns one, its xfail passes, strict makes that a failure, and
-# the case moves to BANNERS. (maker, identity key, text, why)
-KNOWN_GAPS = [
-    ("Hikvision", "model", "HiLook IPC-B140H", "brand HiLook is not among Hikvision's banner patterns"),
-    ("Hikvision", "model", "HiWatch HWI-B121H", "brand HiWatch is not among Hikvision's banner patterns"),
-    ("Dahua", "model", "Easy4IP IPC-C35", "brand Easy4IP is not among Dahua's banner patterns"),
-    ("Hikvision", "model", "DS-7608NI-K2/8P", "'ds-\\d{1,2}[a-z]{2}\\d' misses Hikvision NVR/DVR models (DS-76xx, "
-     "DS-72xx: four digits before the letters)"),
-    ("Hikvision", "model", "DS-KV6113-WPE1", "'ds-\\d{1,2}[a-z]{2}\\d' misses Hikvision intercom and access "
-     "models (DS-K...)"),
-    ("Uniview", "name", "UNV", "the ONVIF name scope (identity key 'name', which usually carries the maker or "
-     "brand) is not one of the keys Inventory.add_identity matches against banner patterns"),
-]
-
 # Look-alikes and ordinary makers that must not be covered.
 NOT_COVERED_ORGANISATIONS = ["Shanghai Dahua Scale Factory", "ZTEC Instruments, Inc.", "Aztech Electronics Pte Ltd",
                              "Shenzhen Xiongxin Technology Co.,Ltd", "Axis Communications AB", "Sony Corporation",
@@ -190,7 +178,8 @@ def test_a_mac_of_the_organisation_makes_a_covered_device(maker, org):
     assert db.lookup(address) == org
     inventory = Inventory(Config(), db, MAKERS)
     dev = inventory.touch("10.20.0.11", address, 1000.0)
-    assert (dev.vendor, dev.maker.name, dev.maker_evidence, dev.covered) == (org, maker, "mac", True)
+    assert (dev.vendor, dev.maker.name, dev.covered) == (org, maker, True)
+    assert dev.maker_evidence == f"MAC prefix {org} (oui)"
     assert dev.as_dict()["covered_basis"] == ENTRIES[maker]["basis"]
 
 
@@ -226,7 +215,9 @@ def test_banner_names_the_maker(maker, key, text):
     inventory = Inventory(Config(), ManufDatabase({}), MAKERS)
     dev = Device("10.30.0.5")
     inventory.add_identity(dev, {key: text})
-    assert (dev.maker.name, dev.maker_evidence, dev.covered) == (maker, f"{key}: {text}", True)
+    assert (dev.maker.name, dev.covered, dev.covered_basis) == (maker, True, ENTRIES[maker]["basis"])
+    source = "onvif" if key == "name" else "banner"
+    assert dev.maker_evidence == f"{key}: {text} ({source})"
 
 
 @pytest.mark.parametrize("text", NOT_COVERED_BANNERS)
@@ -242,12 +233,18 @@ def test_identity_keys_outside_the_banner_fields_do_not_name_a_maker():
     assert dev.maker is None
 
 
-def test_a_mac_maker_is_not_replaced_by_a_banner():
+def test_a_banner_outweighs_a_mac_prefix_and_the_disagreement_is_noted():
+    """A Server header (weight 4) says more than a MAC prefix (3): the prefix may be a reseller's or a module's."""
     inventory = Inventory(Config(), manuf(), MAKERS)
     bits, prefix = sorted(manuf_organisations()["Zhejiang Uniview Technologies Co., Ltd."])[0]
     dev = inventory.touch("10.20.0.11", (prefix << (48 - bits)) | 1, 1000.0)
+    assert dev.maker.name == "Uniview"
     inventory.add_identity(dev, {"server": "Hikvision-Webs"})
-    assert (dev.maker.name, dev.maker_evidence) == ("Uniview", "mac")
+    assert (dev.maker.name, dev.covered_basis) == ("Hikvision", "named")
+    assert dev.maker_evidence == ("server: Hikvision-Webs (banner); MAC prefix Zhejiang Uniview Technologies Co., "
+                                  "Ltd. (oui)")
+    assert dev.verdict.note == ("MAC prefix Zhejiang Uniview Technologies Co., Ltd., server: Hikvision-Webs: likely "
+                                "a Hikvision OEM or relabelled unit")
 
 
 def banner_frame(server: str) -> bytes:
@@ -273,7 +270,8 @@ def test_rtsp_server_header_names_the_maker_through_the_sensor(maker, server):
     sensor.finish()
     dev = sensor.inventory.devices.get("10.30.0.5")
     assert dev.vendor == "Cisco Systems, Inc"
-    assert (dev.maker.name, dev.maker_evidence, dev.covered) == (maker, f"server: {server}", True)
+    assert (dev.maker.name, dev.covered) == (maker, True)
+    assert dev.maker_evidence == f"server: {server} (banner); MAC prefix Cisco Systems, Inc (oui)"
 
 
 # ---- brands ------------------------------------------------------------------------------------------------------
@@ -291,21 +289,9 @@ def test_brand_is_recognised_as_its_maker(brand):
         assert dev.maker.name == maker
 
 
-@pytest.mark.parametrize("maker,key,text,why", KNOWN_GAPS, ids=[f"{m}-{t}" for m, _, t, _ in KNOWN_GAPS])
-@pytest.mark.xfail(strict=True, reason="known gap in covered-maker recognition, listed in KNOWN_GAPS and "
-                                       "docs/testing.md")
-def test_known_gap(maker, key, text, why):
-    """A device of a covered maker seen only behind a router (its MAC says nothing) that identifies itself this
-    way is not flagged today."""
-    inventory = Inventory(Config(), ManufDatabase({}), MAKERS)
-    dev = Device("10.30.0.5")
-    inventory.add_identity(dev, {key: text})
-    assert dev.maker is not None and dev.maker.name == maker, why
-
-
-def test_onvif_name_scope_reaches_the_identity_but_not_the_maker():
-    """The ONVIF gap in KNOWN_GAPS as the dissector produces it: a Uniview Hello names itself UNV in its name
-    scope and gives a hardware model without the brand; the identity holds both, the maker stays unknown."""
+def test_onvif_name_scope_names_the_maker():
+    """A Uniview Hello names itself UNV in its name scope and gives a hardware model without the brand: the name
+    scope is ONVIF evidence of Uniview."""
     from sensor.dissect import parse_ws_discovery
     hello = (b'<?xml version="1.0"?><s:Envelope><s:Body><d:Hello><d:Scopes>onvif://www.onvif.org/type/video_encoder '
              b'onvif://www.onvif.org/name/UNV onvif://www.onvif.org/hardware/IPC2122LR3-PF40M-D</d:Scopes>'
@@ -315,7 +301,8 @@ def test_onvif_name_scope_reaches_the_identity_but_not_the_maker():
     inventory = Inventory(Config(), ManufDatabase({}), MAKERS)
     dev = Device("10.30.0.5")
     inventory.add_identity(dev, fields)
-    assert dev.maker is None and dev.identity["name"] == "UNV"
+    assert (dev.maker.name, dev.covered_basis, dev.role) == ("Uniview", "prc-nil", "camera")
+    assert [(i.source, i.detail, i.maker) for i in dev.maker_items] == [("onvif", "name: UNV", "Uniview")]
 
 
 def test_the_covered_list_version_is_exported():

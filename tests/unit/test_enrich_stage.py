@@ -173,7 +173,8 @@ def test_banners_and_discovery_name_the_device_once_and_only_camera_side(monkeyp
                                      "firmware": "V5.6.3", "device_type": "139"}),
         ("identity", T0, CAM, {"server": "Hikvision-Webs"})]
     dev = sensor.inventory.devices.get(CAM)
-    assert (dev.maker.name, dev.maker_evidence) == ("Hikvision", "model: DS-2CD2143G0-I")
+    assert (dev.maker.name, dev.maker_evidence) == (
+        "Hikvision", "model: DS-2CD2143G0-I (discovery); server: Hikvision-Webs (banner)")
     assert dev.identity["server"] == "Hikvision-Webs"
     assert "camera_discovery" in dev.evidence and dev.role == "camera"
     assert sensor.inventory.devices.get(NVR).identity == {}

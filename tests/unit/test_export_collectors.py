@@ -28,7 +28,7 @@ from sensor.export.snapshot import DeviceSnapshot, ModelSnapshot, SensorSnapshot
 
 CAMERA = DeviceSnapshot("10.20.0.5", "00:12:ab:00:00:01", "Hangzhou Hikvision", "Hikvision", True, "camera",
                         "DS-2CD2143G0-I", {"public": 500, "camera": 70},
-                        (("cloud.example.com", "public", 400), ("203.0.113.9", "core", 100)))
+                        (("cloud.example.com", "public", 400), ("203.0.113.9", "core", 100)), "named")
 SILENT = DeviceSnapshot("10.20.0.6", "", "", "", False, "other", "", {}, ())
 RECORDER = DeviceSnapshot("10.20.0.7", "", "Acme", "", False, "nvr", "", {"core": 3}, ())
 SNAPSHOT = SensorSnapshot(
@@ -97,9 +97,9 @@ camwatch_devices{covered="false",sensor="site-a",vendor="unknown"} 1.0
 camwatch_devices_evicted_total{sensor="site-a"} 6.0
 # HELP camwatch_device_info Identity of each camera-side device (value 1).
 # TYPE camwatch_device_info gauge
-camwatch_device_info{covered="true",device="10.20.0.5",mac="00:12:ab:00:00:01",maker="Hikvision",model="DS-2CD2143G0-I",role="camera",sensor="site-a",vendor="Hangzhou Hikvision"} 1.0
-camwatch_device_info{covered="false",device="10.20.0.6",mac="",maker="",model="",role="other",sensor="site-a",vendor=""} 1.0
-camwatch_device_info{covered="false",device="10.20.0.7",mac="",maker="",model="",role="nvr",sensor="site-a",vendor="Acme"} 1.0
+camwatch_device_info{covered="true",covered_basis="named",device="10.20.0.5",mac="00:12:ab:00:00:01",maker="Hikvision",model="DS-2CD2143G0-I",role="camera",sensor="site-a",vendor="Hangzhou Hikvision"} 1.0
+camwatch_device_info{covered="false",covered_basis="",device="10.20.0.6",mac="",maker="",model="",role="other",sensor="site-a",vendor=""} 1.0
+camwatch_device_info{covered="false",covered_basis="",device="10.20.0.7",mac="",maker="",model="",role="nvr",sensor="site-a",vendor="Acme"} 1.0
 # HELP camwatch_device_egress_bytes_total Bytes sent by each camera-side device, by destination scope.
 # TYPE camwatch_device_egress_bytes_total counter
 camwatch_device_egress_bytes_total{device="10.20.0.5",scope="camera",sensor="site-a"} 70.0

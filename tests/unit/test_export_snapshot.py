@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from sensor.enrich import CoveredMakers
+from sensor.enrich.maker_evidence import Verdict
 from sensor.export.snapshot import TOP_DESTINATIONS, ModelSnapshot, take_snapshot
 
 from .test_export import T0, make_batch, sensor_with, v4_udp
@@ -16,7 +17,7 @@ HIKVISION = next(m for m in CoveredMakers.load().makers if m.name == "Hikvision"
 def test_a_device_snapshot_carries_its_identity_and_top_destinations():
     sensor = sensor_with({"networks": {"camera": ["10.20.0.0/24"], "core": ["10.1.0.0/16"]}})
     dev = sensor.inventory.touch("10.20.0.5", 0x0012AB000001, T0)
-    dev.vendor, dev.maker = "Hangzhou Hikvision", HIKVISION
+    dev.vendor, dev.verdict = "Hangzhou Hikvision", Verdict("Hikvision", HIKVISION, "behaviour", None)
     dev.identity.update({"model": "DS-2CD2143G0-I", "server": "App-webs/"})
     dev.egress_bytes.update({"public": 900, "core": 40})
     for i, sent in enumerate((10, 600, 50, 70, 20, 90, 5)):
@@ -28,6 +29,7 @@ def test_a_device_snapshot_carries_its_identity_and_top_destinations():
     assert TOP_DESTINATIONS == 5
     assert (first.ip, first.mac, first.vendor, first.maker, first.covered, first.role, first.model) == (
         "10.20.0.5", "00:12:ab:00:00:01", "Hangzhou Hikvision", "Hikvision", True, "camera", "DS-2CD2143G0-I")
+    assert (first.covered_basis, second.covered_basis) == ("behaviour", "")
     assert first.egress_bytes == {"public": 900, "core": 40} and first.egress_bytes is not dev.egress_bytes
     assert first.top_destinations == (("cloud.example.com", "public", 600), ("10.1.0.9", "core", 400),
                                       ("203.0.113.5", "public", 90), ("203.0.113.3", "public", 70),
