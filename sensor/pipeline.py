@@ -145,9 +145,11 @@ class Sensor:
         else:
             self._second_last_ts = max(self._second_last_ts, t1)
         self.flows.expire(t0)
+        rows = plan.parser_rows(start, end)
+        if rows.link or rows.dhcp:   # ARP can be all a second holds
+            self.enricher.read_link(dec, rows)
         if lo == hi:
             return
-        rows = plan.parser_rows(start, end)
         self.enricher.read_dns(dec, rows.dns)
         updates = self.flows.update(dec, plan.ip[lo:hi], plan.tags[lo:hi])
         self.enricher.read_payloads(dec, rows, self.flows)

@@ -36,7 +36,7 @@ class IdentityReader:
             if self.classifier.scope_of_raw(raw) != SCOPE_CAMERA:
                 continue
             sender = ip_from16(raw)
-            known = self.inventory.devices.get(str(sender))
+            known = self.inventory.lookup(sender)
             is_udp = dec.proto[row] == PROTO_UDP
             # A camera repeats its banners and announcements all day: once its identity holds what this kind of
             # packet can tell, parsing it again changes nothing.
