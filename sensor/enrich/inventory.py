@@ -158,6 +158,14 @@ class Inventory:
         """Whether dev.mac is the device's own (not the router's MAC that hosts behind it carry)."""
         return bool(dev.mac) and self._by_mac.get(dev.mac) == dev.id
 
+    def is_gateway(self, dev: Device) -> bool:
+        """dev is the router itself: its MAC is a router's and its own, claimed on the link or carried by no
+        other device (on a routed segment, the first host seen behind the router has its MAC and is no router)."""
+        if dev.mac not in self.router_macs or not self.owns_mac(dev):
+            return False
+        others = self._mac_sources.get(dev.mac) or set()
+        return dev.link_claimed or others <= dev.addresses.keys() | set(dev.former_addresses)
+
     def _forget(self, dev_id: str, dev: Device) -> None:
         for addr in dev.addresses:
             if self._by_address.get(addr) == dev_id:
@@ -242,17 +250,23 @@ class Inventory:
         return owner
 
     def _count_source(self, dev: Device) -> None:
-        """An established device's address counts towards its MAC's: past the bound the MAC is a router's."""
-        if not dev.mac or dev.mac in self.router_macs:
+        """An established device's address counts towards its MAC's: past the bound the MAC is a router's, and a
+        MAC carried by several devices is no single device's own (the gateway's evidence goes)."""
+        if not dev.mac:
             return
         seen = self._mac_sources.use(dev.mac)
         if seen is None:
             seen = set()
             self._mac_sources.put(dev.mac, seen)
-        seen.add(dev.ip)
+        if len(seen) <= ROUTER_MIN_V4_ADDRESSES + ROUTER_MIN_V6_ADDRESSES + 1:
+            seen.add(dev.ip)
         v4 = sum(1 for a in seen if addresses.version(a) == 4)
         if v4 > ROUTER_MIN_V4_ADDRESSES or len(seen) - v4 > ROUTER_MIN_V6_ADDRESSES:
             self.mark_router(dev.mac)
+        owner = self._owner(dev.mac)
+        if owner is not None and "router_mac" in owner.evidence and not self.is_gateway(owner):
+            owner.evidence.discard("router_mac")
+            self.dirty.add(owner.id)
 
     # ---- link evidence: ARP, DHCP, NDP -----------------------------------------------------------------------
     def claim(self, ip: str, mac: int, ts: float, primary: bool = False) -> Device | None:
@@ -358,7 +372,7 @@ class Inventory:
         if self.on_router is not None:
             self.on_router(mac)
         owner = self._owner(mac)
-        if owner is not None:
+        if owner is not None and self.is_gateway(owner):
             owner.evidence.add("router_mac")
             self.dirty.add(owner.id)
 

@@ -34,7 +34,7 @@ class RoleEvidence:
             elif flow.orig_payload >= VIDEO_MIN_BYTES and flow.orig_payload > VIDEO_MIN_RATIO * flow.resp_payload:
                 dev.evidence.add("video_sender" if is_orig else "video_receiver")
         # Hosts behind the router carry its MAC too: only the device whose own MAC it is, is the gateway.
-        if dev.mac in self.inventory.router_macs and self.inventory.owns_mac(dev):
+        if self.inventory.is_gateway(dev):
             dev.evidence.add("router_mac")
 
     def note_router_mac(self, mac: int) -> None:
