@@ -27,6 +27,8 @@ _PRIVATE = tuple(ipaddress.ip_network(n) for n in DEFAULT_CAMERA_NETWORKS)
 _LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 _V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
+# What IPv6 the link may teach as camera-side: global unicast and unique local, nothing else (::/0, multicast...)
+_UNICAST_V6 = (ipaddress.IPv6Network("2000::/3"), ipaddress.IPv6Network("fc00::/7"))
 
 
 # Zero-config scoping learns the camera side from the link (docs/identity.md, "Zero-config scoping"): at most this
@@ -84,6 +86,8 @@ class Classifier:
         if not self.zero_config or network.prefixlen < MIN_LEARNED_PREFIX[network.version]:
             return False
         if network.version == 4 and not any(network.subnet_of(n) for n in _PRIVATE if n.version == 4):
+            return False
+        if network.version == 6 and not any(network.subnet_of(n) for n in _UNICAST_V6):   # type: ignore[arg-type]
             return False
         if network.is_link_local or network.is_multicast or network.is_loopback:
             return False
