@@ -7,7 +7,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from link_packets import (
     arp,
     dhcp,
@@ -19,6 +18,7 @@ from link_packets import (
     router_advertisement,
     write_pcap,
 )
+
 from packets import mac
 from sensor.dissect import parse_arp, parse_dhcp, parse_ndp
 
