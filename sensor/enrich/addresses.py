@@ -19,13 +19,16 @@ def parse(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def version(ip: str) -> int:
-    addr = parse(ip)
-    return addr.version if addr is not None else 0
+    """4 or 6 for the canonical text of an address (what ip_text and str() write), 0 for anything else. By its
+    characters, not by parsing: every new address of a flood comes through here."""
+    if ":" in ip:
+        return 6 if parse(ip) is not None else 0
+    return 4 if ip[:1].isdigit() else 0
 
 
 def is_link_local_v6(ip: str) -> bool:
-    addr = parse(ip)
-    return addr is not None and addr.version == 6 and addr in _LINK_LOCAL_V6
+    """fe80::/10 in canonical (lowercase, compressed) text: fe8x to febx."""
+    return ip[:3] in ("fe8", "fe9", "fea", "feb") and ":" in ip[:5]
 
 
 def eui64(mac: int) -> int:
@@ -46,7 +49,7 @@ def interface_id(ip: str) -> int | None:
 
 def on_link_evidence(ip: str, mac: int) -> bool:
     """The address alone proves that the frame's MAC is its holder's: IPv6 link-local, or EUI-64 of that MAC."""
-    return bool(mac) and (is_link_local_v6(ip) or is_eui64_of(ip, mac))
+    return bool(mac) and ":" in ip and (is_link_local_v6(ip) or is_eui64_of(ip, mac))
 
 
 def preference(ip: str) -> int:

@@ -35,6 +35,7 @@ _ETHERTYPE_OFFSET = {1: 12, 113: 14, 276: 0}   # Ethernet, Linux cooked v1 and v
 _LINK_HEADER = {1: 14, 113: 16, 276: 20}
 _VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
 MAX_VLAN_TAGS = 8
+_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
 
 
 class LinkReader:
@@ -158,19 +159,17 @@ class LinkReader:
             self._note_source(flow.resp_raw, flow.resp_mac, upd.ts)
 
     def _note_source(self, raw: bytes, mac: int, ts: float) -> None:
+        """Bytes compared before any text is built: every new flow of a flood passes here."""
         if mac in self.inventory.router_macs:
             return
         scope = self.classifier.scope_of_raw(raw)
-        text = ip_text(raw)
-        version = addresses.version(text)
-        if version == 6:
+        if raw[:12] == _V4_MAPPED:
+            if scope == SCOPE_PRIVATE or (scope == SCOPE_CAMERA and not self.classifier.learned_v4):
+                if self._confirmed(("source", raw[12:15], mac), ts):   # its /24, with this MAC, a second later
+                    self._learn(ip_text(raw), LEARNED_HOST_PREFIX[4], taught_by=mac)
+        elif scope == SCOPE_PUBLIC and int.from_bytes(raw[8:], "big") == addresses.eui64(mac):
             # the MAC written into the address (EUI-64): link evidence, Internet peers never carry it
-            if scope == SCOPE_PUBLIC and addresses.is_eui64_of(text, mac):
-                self._learn(text, LEARNED_HOST_PREFIX[6])
-            return
-        if scope == SCOPE_PRIVATE or (scope == SCOPE_CAMERA and not self.classifier.has_learned(4)):
-            if self._confirmed(("source", text, mac), ts):
-                self._learn(text, LEARNED_HOST_PREFIX[4], taught_by=mac)
+            self._learn(ip_text(raw), LEARNED_HOST_PREFIX[6])
 
 
 def _payload(dec: Decoded, row: int, before: int) -> bytes:

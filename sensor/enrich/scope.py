@@ -77,6 +77,7 @@ class Classifier:
         v4 += [(n, SCOPE_PRIVATE) for n in _PRIVATE if n.version == 4]
         self._v4_ranges = [(int(n.network_address), int(n.broadcast_address), scope) for n, scope in v4]
         self._raw_cache: dict[bytes, str] = {}
+        self.learned_v4 = any(n.version == 4 for n in self.learned)
         self.address_scope.cache_clear()
         self.generation += 1
 
@@ -87,7 +88,7 @@ class Classifier:
             return False
         if network.version == 4 and not any(network.subnet_of(n) for n in _PRIVATE if n.version == 4):
             return False
-        if network.version == 6 and not any(network.subnet_of(n) for n in _UNICAST_V6):   # type: ignore[arg-type]
+        if network.version == 6 and not any(network.subnet_of(n) for n in _UNICAST_V6):
             return False
         if network.is_link_local or network.is_multicast or network.is_loopback:
             return False
@@ -102,9 +103,6 @@ class Classifier:
         self.learned[network] = taught_by
         self._rebuild()
         return True
-
-    def has_learned(self, version: int) -> bool:
-        return any(n.version == version for n in self.learned)
 
     def forget_taught_by(self, mac: int) -> None:
         """mac turned out to be a router's: what its traffic alone taught came from hosts behind it."""
