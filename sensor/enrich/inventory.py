@@ -109,6 +109,8 @@ ROUTER_MIN_V4_ADDRESSES = 4
 ROUTER_MIN_V6_ADDRESSES = 8
 MAX_ROUTER_MACS = 64
 MAX_ROUTER_ADDRESSES = 16
+# IPv6 link-local addresses heard (neighbour discovery) before their MAC had a device, kept for when it has one
+MAX_PENDING_LINK_LOCAL = 1024
 
 
 # A device proves itself, and moves to the inventory's protected segment, by sending in two different seconds: a
@@ -138,6 +140,7 @@ class Inventory:
         self.router_macs: set[int] = set()
         self._router_addresses: set[str] = set()   # routers named by DHCP (option 3), to find their MACs
         self._mac_sources: BoundedLRU[int, set[str]] = BoundedLRU(config.max_devices)
+        self._pending_link_local: BoundedLRU[int, tuple[str, float]] = BoundedLRU(MAX_PENDING_LINK_LOCAL)
         self.merged = 0   # devices folded into another one (same box)
         self.on_router: Callable[[int], None] | None = None   # zero-config scoping forgets what a router taught
 
@@ -220,7 +223,21 @@ class Inventory:
                 self._by_mac[mac] = dev_id
             if addresses.on_link_evidence(key, mac):
                 self._claimed(dev, mac)
+            heard = self._pending_link_local.pop(mac)
+            if heard is not None and self._by_mac.get(mac) == dev_id and heard[0] not in self._by_address:
+                self._attach(dev, heard[0], heard[1])
+                dev.link_claimed = True
         return dev
+
+    def note_link_local(self, ip: str, mac: int, ts: float) -> Device | None:
+        """An IPv6 link-local address its MAC announced (neighbour discovery): it joins the MAC's device, now or
+        when it has one. A link-local address alone makes no device: every host on a trunk has one."""
+        owner = self._owner(mac)
+        if owner is not None or self.lookup(ip) is not None:
+            return self.claim(ip, mac, ts)
+        if mac:
+            self._pending_link_local.put(mac, (ip, ts))
+        return None
 
     def _set_mac(self, dev: Device, mac: int) -> None:
         dev.mac = mac

@@ -73,9 +73,11 @@ class LinkReader:
         return ts - first >= ESTABLISHED_AFTER_SECONDS or ts < first
 
     def _claim(self, ip: str, mac: int, ts: float, primary: bool = False, move: bool = False) -> Device | None:
-        """A link claim of a camera-side (or IPv6 link-local) address."""
+        """A link claim of a camera-side address, or of an IPv6 link-local one (for a MAC with a device)."""
         scope = self.classifier.address_scope(ipaddress.ip_address(ip))
-        if scope != SCOPE_CAMERA and not (scope == SCOPE_LINK_LOCAL and addresses.version(ip) == 6):
+        if scope == SCOPE_LINK_LOCAL and addresses.is_link_local_v6(ip):
+            return self.inventory.note_link_local(ip, mac, ts)
+        if scope != SCOPE_CAMERA:
             return None
         holder = self.inventory.lookup(ip)
         if holder is not None and holder.mac and holder.mac != mac and not move \
@@ -148,6 +150,8 @@ class LinkReader:
             if not addresses.is_link_local_v6(held):
                 self._learn(held, LEARNED_HOST_PREFIX[6])
             self._claim(held, holder, ts)
+        if source != held and mac and addresses.is_link_local_v6(source):
+            self._claim(source, mac, ts)   # the sender's own link-local address, beside the one it announces
 
     # ---- flows: addresses seen with their own MACs ------------------------------------------------------------
     def note_flow(self, upd: FlowUpdate) -> None:

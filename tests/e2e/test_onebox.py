@@ -257,3 +257,14 @@ def test_a_real_camera_renumbered_by_dhcp_is_one_device():
     cam = cams[0]
     assert cam["ip"] == "10.10.10.37" and "192.168.0.20" in cam["former_addresses"]
     assert cam["identity"]["dhcp_hostname"] == "DCS-935L" and cam["first_seen"] == pytest.approx(1460732918.942161)
+
+
+def test_a_link_local_address_alone_makes_no_device(tmp_path):
+    """A trunk: every host has a link-local address; only those of camera-side boxes join their device."""
+    pc = mac("3c:52:82:00:00:99")
+    frames = [(T0, neighbor_solicitation(pc, "fe80::99", "fe80::1")),
+              (T0 + 0.1, neighbor_solicitation(CAM, "fe80::10", "fe80::1"))]   # heard before the camera's IPv4
+    frames += _conversation(T0 + 1, CAM, "10.20.0.5", CLOUD_V4)
+    sensor, _alerts = _run(tmp_path, frames, {"networks": {"camera": ["10.20.0.0/24"]}})
+    (cam,) = sensor.inventory_snapshot()
+    assert cam["addresses"] == ["10.20.0.5", "fe80::10"] and sensor.inventory.lookup("fe80::99") is None
