@@ -221,13 +221,18 @@ class Inventory:
             self._set_mac(dev, mac)
             if mac not in self._by_mac and mac not in self.router_macs:
                 self._by_mac[mac] = dev_id
+                self._adopt_link_local(dev, mac)
             if addresses.on_link_evidence(key, mac):
                 self._claimed(dev, mac)
-            heard = self._pending_link_local.pop(mac)
-            if heard is not None and self._by_mac.get(mac) == dev_id and heard[0] not in self._by_address:
-                self._attach(dev, heard[0], heard[1])
-                dev.link_claimed = True
         return dev
+
+    def _adopt_link_local(self, dev: Device, mac: int) -> None:
+        """The link-local address the MAC announced before it had a device (note_link_local)."""
+        heard = self._pending_link_local.pop(mac)
+        if heard is not None and heard[0] not in self._by_address:
+            self._attach(dev, heard[0], heard[1])
+            dev.link_claimed = True
+            dev.first_seen = min(dev.first_seen, heard[1])   # the box's first packet was that announcement
 
     def note_link_local(self, ip: str, mac: int, ts: float) -> Device | None:
         """An IPv6 link-local address its MAC announced (neighbour discovery): it joins the MAC's device, now or
@@ -311,6 +316,8 @@ class Inventory:
             dev = owner
             self._merge(holder, owner)
         self._claimed(dev, mac)
+        dev.first_seen = min(dev.first_seen, ts)
+        dev.last_seen = max(dev.last_seen, ts)
         if ip in self._router_addresses:
             self.mark_router(mac)
         if primary:
@@ -323,6 +330,7 @@ class Inventory:
         owner = self._owner(mac)
         if owner is None or not owner.link_claimed:
             self._by_mac[mac] = dev.id
+            self._adopt_link_local(dev, mac)
 
     def _attach(self, dev: Device, ip: str, ts: float) -> None:
         dev.addresses[ip] = max(dev.addresses.get(ip, 0.0), ts)

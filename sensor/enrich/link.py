@@ -50,12 +50,13 @@ class LinkReader:
 
     # ---- rows of a window ------------------------------------------------------------------------------------
     def read(self, dec: Decoded, dhcp: list[int], link: list[int]) -> None:
-        for row in dhcp:
-            msg = self.parsers.run(parse_dhcp, _payload(dec, row, 0), None)
-            if msg is not None:
-                self._dhcp(dec, row, msg)
-        for row in link:
-            if dec.network[row] == NET_ARP:
+        """In packet order: a lease and the neighbour messages around it say who came first."""
+        for row in sorted(dhcp + link):
+            if row in dhcp:
+                msg = self.parsers.run(parse_dhcp, _payload(dec, row, 0), None)
+                if msg is not None:
+                    self._dhcp(dec, row, msg)
+            elif dec.network[row] == NET_ARP:
                 arp = self.parsers.run(parse_arp, _arp_bytes(dec, row), None)
                 if arp is not None and arp.sender_ip is not None:
                     self._arp(float(dec.batch.ts[row]), arp.sender_ip, arp.sender_mac)
