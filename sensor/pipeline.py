@@ -240,7 +240,8 @@ class Sensor:
         """Entries dropped from each bounded structure that is not a flow or a device (those have their own
         counters): what a flood pushed out, by the structure's name in docs/reliability.md."""
         return {"dns_names": self.names.evicted, "episodes": self.episodes.evicted,
-                "alert_budgets": self.detection.gate.budgets_evicted, "known_devices": self.known.devices_evicted}
+                "alert_budgets": self.detection.gate.budgets_evicted, "known_devices": self.known.devices_evicted,
+                "learned_networks": self.classifier.learned_dropped}
 
     def inventory_snapshot(self) -> list[dict]:
         with self.lock:

@@ -104,6 +104,7 @@ def test_a_flood_of_forged_link_claims_is_bounded():
     sensor.finish()
     from sensor.enrich.scope import MAX_LEARNED_NETWORKS
     assert len(sensor.classifier.learned) <= MAX_LEARNED_NETWORKS and sensor.classifier.learned_dropped > 0
+    assert sensor.evictions()["learned_networks"] == sensor.classifier.learned_dropped
     assert len(sensor.inventory) <= sensor.inventory.max_devices
     assert mac_int(CAM) not in sensor.inventory.router_macs
     sensor.close()
