@@ -584,7 +584,7 @@ REQUEST_PORTS = {TFTP_PORT: parse_tftp_request}
 # Every parser of wire bytes the pipeline runs: the label values of camwatch_dissect_errors_total. http_host is the
 # HTTP request parser (request line and Host), under the label it has always had.
 WIRE_PARSERS = ("dns", "tls_sni", "http_host", "banner", "ws_discovery", "sadp", "dhip", "tftp_request", "mdns",
-                "http_identity", "tls_certificate")
+                "http_identity", "tls_certificate", "dhcp", "arp", "ndp")
 
 
 _Result = TypeVar("_Result")
@@ -613,3 +613,145 @@ class ParserGuard:
                 self._report(f"{name} failed on a {len(payload)}-byte payload ({type(exc).__name__}); such "
                              f"packets are skipped and counted in camwatch_dissect_errors_total")
             return failed
+
+
+# ---- the link: who holds which address (DHCP, ARP, IPv6 neighbour discovery) ------------------------------------
+DHCP_PORTS = (67, 68)
+DHCP_MESSAGE_TYPES = {1: "discover", 2: "offer", 3: "request", 4: "decline", 5: "ack", 6: "nak", 7: "release",
+                      8: "inform"}
+_DHCP_COOKIE = b"\x63\x82\x53\x63"
+MAX_DHCP_OPTIONS = 255   # options are at most the rest of a 1500-byte frame; a loop bound all the same
+MAX_PARAMETER_LIST = 64
+
+
+@dataclass
+class DhcpMessage:
+    """A DHCPv4 message (RFC 2131/2132): what the link learns from it. Addresses are dotted text, None when zero or
+    absent; host_name and vendor_class are wire text, escaped (wire_text)."""
+
+    op: int                       # 1 request (client), 2 reply (server)
+    message_type: str | None      # discover, offer, request, ack, ... (option 53)
+    chaddr: int                   # the client's hardware address (a MAC when htype 1 / hlen 6), 0 otherwise
+    ciaddr: str | None
+    yiaddr: str | None
+    requested: str | None = None  # option 50
+    subnet_mask: str | None = None  # option 1
+    routers: list[str] = field(default_factory=list)   # option 3
+    server_id: str | None = None  # option 54
+    host_name: str | None = None  # option 12
+    vendor_class: str | None = None  # option 60
+    parameters: list[int] = field(default_factory=list)  # option 55
+
+    @property
+    def prefix_length(self) -> int | None:
+        """The subnet mask as a prefix length, or None when absent or not a contiguous mask."""
+        if self.subnet_mask is None:
+            return None
+        value = int(ipaddress.IPv4Address(self.subnet_mask))
+        length = bin(value).count("1")
+        return length if value == (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF else None
+
+
+def _v4(raw: bytes) -> str | None:
+    return str(ipaddress.IPv4Address(raw)) if len(raw) == 4 and raw != b"\0\0\0\0" else None
+
+
+def _dhcp_options(msg: bytes) -> dict[int, bytes]:
+    """Options after the magic cookie: code -> value (the first of each code), bounded, stopping at End or at
+    the end of the bytes; a length past the end cuts the value (a total parser keeps what is there)."""
+    out: dict[int, bytes] = {}
+    pos = 240
+    for _ in range(MAX_DHCP_OPTIONS):
+        if pos >= len(msg):
+            break
+        code = msg[pos]
+        if code == 255:
+            break
+        if code == 0:
+            pos += 1
+            continue
+        if pos + 1 >= len(msg):
+            break
+        length = msg[pos + 1]
+        out.setdefault(code, msg[pos + 2:pos + 2 + length])
+        pos += 2 + length
+    return out
+
+
+def parse_dhcp(msg: bytes) -> DhcpMessage | None:
+    """A BOOTP/DHCP message (UDP 67/68), or None when the bytes are not one."""
+    if len(msg) < 240 or msg[0] not in (1, 2) or msg[236:240] != _DHCP_COOKIE:
+        return None
+    chaddr = int.from_bytes(msg[28:34], "big") if msg[1] == 1 and msg[2] == 6 else 0
+    opts = _dhcp_options(msg)
+    kind = opts.get(53, b"")
+    mask = _v4(opts.get(1, b""))
+    routers = [r for i in range(0, min(len(opts.get(3, b"")), 32), 4) if (r := _v4(opts[3][i:i + 4]))]
+    return DhcpMessage(
+        msg[0], DHCP_MESSAGE_TYPES.get(kind[0]) if len(kind) == 1 else None, chaddr, _v4(msg[12:16]),
+        _v4(msg[16:20]), requested=_v4(opts.get(50, b"")), subnet_mask=mask, routers=routers,
+        server_id=_v4(opts.get(54, b"")),
+        host_name=wire_text(opts[12], MAX_IDENTITY_VALUE) if opts.get(12) else None,
+        vendor_class=wire_text(opts[60], MAX_IDENTITY_VALUE) if opts.get(60) else None,
+        parameters=list(opts.get(55, b"")[:MAX_PARAMETER_LIST]))
+
+
+@dataclass
+class ArpMessage:
+    """An Ethernet/IPv4 ARP request or reply: the sender claims its address on the link."""
+
+    op: int                # 1 request, 2 reply
+    sender_mac: int
+    sender_ip: str | None  # None for an ARP probe (sender 0.0.0.0)
+    target_ip: str | None
+
+
+def parse_arp(msg: bytes) -> ArpMessage | None:
+    """An ARP packet (from its hardware type on), or None unless Ethernet/IPv4 ARP with op 1 or 2."""
+    if len(msg) < 28 or msg[0:2] != b"\x00\x01" or msg[2:4] != b"\x08\x00" or msg[4] != 6 or msg[5] != 4:
+        return None
+    op = int.from_bytes(msg[6:8], "big")
+    if op not in (1, 2):
+        return None
+    return ArpMessage(op, int.from_bytes(msg[8:14], "big"), _v4(msg[14:18]), _v4(msg[24:28]))
+
+
+NDP_TYPES = {133: "router_solicitation", 134: "router_advertisement", 135: "neighbor_solicitation",
+             136: "neighbor_advertisement"}
+MAX_NDP_OPTIONS = 32
+MAX_RA_PREFIXES = 8
+
+
+@dataclass
+class NdpMessage:
+    """An IPv6 neighbour discovery message (RFC 4861): what it says of who holds which address."""
+
+    kind: str                      # NDP_TYPES' values
+    target: str | None = None      # NS/NA: the address asked about or announced
+    link_address: int = 0          # source (RS, RA, NS) or target (NA) link-layer address option, a MAC
+    prefixes: list[tuple[str, int]] = field(default_factory=list)   # RA: on-link prefixes (address, length)
+
+
+def parse_ndp(message: bytes) -> NdpMessage | None:
+    """An ICMPv6 message from its type byte on, or None unless router/neighbour solicitation/advertisement."""
+    if len(message) < 8 or message[0] not in NDP_TYPES or message[1] != 0:
+        return None
+    kind = NDP_TYPES[message[0]]
+    out = NdpMessage(kind)
+    start = {133: 8, 134: 16, 135: 24, 136: 24}[message[0]]
+    if message[0] in (135, 136):
+        if len(message) < 24:
+            return None
+        out.target = str(ipaddress.IPv6Address(message[8:24]))
+    pos = start
+    for _ in range(MAX_NDP_OPTIONS):
+        if pos + 2 > len(message) or message[pos + 1] == 0:
+            break   # a zero length is invalid (RFC 4861 4.6) and would never advance
+        code, end = message[pos], pos + message[pos + 1] * 8
+        body = message[pos + 2:end]
+        if code in (1, 2) and len(body) >= 6:
+            out.link_address = out.link_address or int.from_bytes(body[:6], "big")
+        elif code == 3 and len(body) >= 30 and body[1] & 0x80 and len(out.prefixes) < MAX_RA_PREFIXES:
+            out.prefixes.append((str(ipaddress.IPv6Address(body[14:30])), min(body[0], 128)))
+        pos = end
+    return out

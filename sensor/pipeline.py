@@ -149,9 +149,11 @@ class Sensor:
         else:
             self._second_last_ts = max(self._second_last_ts, t1)
         self.flows.expire(t0)
+        rows = plan.parser_rows(start, end)
+        if rows.link or rows.dhcp:   # ARP can be all a second holds
+            self.enricher.read_link(dec, rows)
         if lo == hi:
             return
-        rows = plan.parser_rows(start, end)
         self.enricher.read_dns(dec, rows.dns)
         updates = self.flows.update(dec, plan.ip[lo:hi], plan.tags[lo:hi])
         self.enricher.read_payloads(dec, rows, self.flows)
@@ -242,7 +244,8 @@ class Sensor:
         """Entries dropped from each bounded structure that is not a flow or a device (those have their own
         counters): what a flood pushed out, by the structure's name in docs/reliability.md."""
         return {"dns_names": self.names.evicted, "episodes": self.episodes.evicted,
-                "alert_budgets": self.detection.gate.budgets_evicted, "known_devices": self.known.devices_evicted}
+                "alert_budgets": self.detection.gate.budgets_evicted, "known_devices": self.known.devices_evicted,
+                "learned_networks": self.classifier.learned_dropped}
 
     def inventory_snapshot(self) -> list[dict]:
         with self.lock:

@@ -210,8 +210,11 @@ class KnownState:
     # ---- inventory and episodes: written in bulk at each flush, read once at start ----
     def save_devices(self, docs: list[dict]) -> None:
         for doc in docs:
-            self._inventory_rows.add(doc["ip"])
-            self._write("INSERT OR REPLACE INTO inventory VALUES (?, ?)", (doc["ip"], json.dumps(doc)))
+            # keyed by the device's stable id (its first address; the ip column's name is from before devices had
+            # several addresses)
+            key = doc.get("id") or doc["ip"]
+            self._inventory_rows.add(key)
+            self._write("INSERT OR REPLACE INTO inventory VALUES (?, ?)", (key, json.dumps(doc)))
 
     def forget_inventory(self, ip: str) -> None:
         """The inventory evicted this device: its row goes too, so the table stays within max_devices."""

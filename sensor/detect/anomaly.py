@@ -182,7 +182,7 @@ class AnomalyDetector(Detector):
 
     def _judge(self, now: float, ip: str, start: float, vector: np.ndarray, adjusted: frozenset[str],
                score: float) -> Alert | None:
-        dev = self.inventory.devices.get(ip)
+        dev = self.inventory.lookup(ip)
         if dev is None or not self.model.is_anomalous(score):
             return None
         if not self.new_episode((ip,), now, 0, 0):

@@ -151,7 +151,7 @@ class Detection:
         if alert is None:
             return
         service = alert.service or self.services.of_destination(alert.dst_ip, alert.dst_name)
-        self._detected(alert, service, self.inventory.devices.get(alert.device_ip), None)
+        self._detected(alert, service, self.inventory.lookup(alert.device_ip), None)
 
     def _detected(self, alert: Alert, service: IncidentService, device: Device | None, obs: Observation | None) -> None:
         self.alert_counts[(alert.detector, alert.severity)] += 1

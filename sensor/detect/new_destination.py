@@ -25,9 +25,9 @@ class NewDestinationDetector(Detector):
         if not obs.external or obs.sent_packets == 0:
             return None
         dev = obs.device
-        learning_since = self.known.device_first_seen(dev.ip, obs.ts)  # enrichment recorded the real first sight
+        learning_since = self.known.device_first_seen(dev.id, obs.ts)  # enrichment recorded the real first sight
         destination = obs.name or obs.peer
-        if not self.known.add_destination(dev.ip, destination, obs.ts):
+        if not self.known.add_destination(dev.id, destination, obs.ts):
             return None
         if obs.ts - learning_since < self.learning_period:
             return None

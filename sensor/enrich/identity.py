@@ -115,7 +115,7 @@ class IdentityReader:
         if self.classifier.scope_of_raw(raw) != SCOPE_CAMERA:
             return
         sender = ip_from16(raw)
-        known = self.inventory.devices.get(str(sender))
+        known = self.inventory.lookup(sender)
         if known is not None and kind.tells <= known.identity.keys():
             return
         ts = float(dec.batch.ts[row])

@@ -9,8 +9,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sensor.bounded import SegmentedLRU
+from sensor.bounded import BoundedLRU, SegmentedLRU
 from sensor.config import Config
+from sensor.enrich import addresses
 from sensor.enrich.maker_evidence import (
     MAX_DETAIL,
     MAX_ITEMS,
@@ -83,6 +84,18 @@ class Device:
             return False
         self.maker_items.append(item)
         return True
+    # One box, all its addresses (docs/identity.md, "One device per box"): `ip` is the primary one, the name
+    # alerts give; `id` never changes (the first address the device was seen with), whatever renumbering does.
+    id: str = ""
+    addresses: dict = field(default_factory=dict)   # current address -> when it was last seen
+    former_addresses: list = field(default_factory=list)   # addresses it left (renumbering), oldest first
+    link_claimed: bool = False   # its MAC claimed one of its addresses on the link (ARP, DHCP, NDP, link-local)
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            self.id = self.ip
+        if not self.addresses:
+            self.addresses = {self.ip: self.last_seen}
 
     @property
     def covered(self) -> bool:
@@ -125,11 +138,14 @@ class Device:
                 "external_peers": [[ip, n, b] for ip, (n, b) in self.external_peers.items()],
                 "identity": self.identity, "evidence": sorted(self.evidence),
                 "outbound": self.outbound.state() if self.outbound else [],
-                "maker_evidence": [[i.source, i.detail, i.maker] for i in self.maker_items]}
+                "maker_evidence": [[i.source, i.detail, i.maker] for i in self.maker_items], "id": self.id,
+                "addresses": list(self.addresses), "former_addresses": list(self.former_addresses),
+                "link_claimed": self.link_claimed}
 
     def as_dict(self) -> dict:
         return {
-            "ip": self.ip, "mac": format_mac(self.mac), "vendor": self.vendor,
+            "id": self.id, "ip": self.ip, "addresses": sorted(self.addresses, key=address_order),
+            "former_addresses": list(self.former_addresses), "mac": format_mac(self.mac), "vendor": self.vendor,
             "covered": self.covered, "maker": self.maker_label,
             "covered_basis": self.covered_basis, "maker_evidence": self.maker_evidence,
             "maker_evidence_items": [i.as_dict() for i in self.ranked_evidence()], "maker_note": self.verdict.note,
@@ -152,6 +168,18 @@ MAKER_EVIDENCE = frozenset({"named_maker", "camera_maker"})
 GATEWAY_EVIDENCE = frozenset({"dns_server", "ntp_server", "router_mac"})
 MAX_QUERIES_PER_DEVICE = 256
 MAX_PEERS_PER_DEVICE = 4096
+# A box has a handful of addresses (IPv4, IPv6 link-local, a global or two); past these the least recently seen go
+# to the history, which keeps the last MAX_FORMER_ADDRESSES.
+MAX_ADDRESSES_PER_DEVICE = 8
+MAX_FORMER_ADDRESSES = 8
+# A MAC that is the source of more established camera-side addresses than this (per family) is a router's: the
+# hosts behind it carry its MAC, so their addresses are never merged by behaviour (docs/identity.md).
+ROUTER_MIN_V4_ADDRESSES = 4
+ROUTER_MIN_V6_ADDRESSES = 8
+MAX_ROUTER_MACS = 64
+MAX_ROUTER_ADDRESSES = 16
+# IPv6 link-local addresses heard (neighbour discovery) before their MAC had a device, kept for when it has one
+MAX_PENDING_LINK_LOCAL = 1024
 
 
 # A device proves itself, and moves to the inventory's protected segment, by sending in two different seconds: a
@@ -159,9 +187,15 @@ MAX_PEERS_PER_DEVICE = 4096
 ESTABLISHED_AFTER_SECONDS = 1.0
 
 
+def address_order(ip: str) -> tuple[int, str]:
+    return addresses.preference(ip), ip
+
+
 class Inventory:
-    """Camera-side hosts that have sent traffic, bounded by max_devices: least recently seen newcomers go first,
-    then least recently seen established devices (bounded.SegmentedLRU)."""
+    """Camera-side boxes that have sent traffic, one device per box whatever its addresses (docs/identity.md, "One
+    device per box"), bounded by max_devices: least recently seen newcomers go first, then least recently seen
+    established devices (bounded.SegmentedLRU). Devices are keyed by their stable id; `lookup` finds one by any
+    current address."""
 
     def __init__(self, config: Config, manuf: ManufDatabase, makers: CoveredMakers | None = None,
                  judge: MakerJudge | None = None):
@@ -170,39 +204,289 @@ class Inventory:
         self.makers = makers if makers is not None else CoveredMakers.load()
         self.judge = judge if judge is not None else MakerJudge.load(self.makers)
         self.devices: SegmentedLRU[str, Device] = SegmentedLRU(config.max_devices, self._forget)
-        self.dirty: set[str] = set()   # changed since the last save to the state store
+        self.dirty: set[str] = set()   # ids changed since the last save to the state store
         self.on_forget: Callable[[str], None] | None = None   # the state store drops an evicted device's row
         # The vendor service a DNS name belongs to (the pipeline hands in the indicator file's lookup): a lookup of
         # a maker's cloud name is maker evidence.
         self.service_of_name: Callable[[str], Service | None] | None = None
+        self._by_address: dict[str, str] = {}   # current address -> device id
+        self._by_mac: dict[int, str] = {}       # a MAC -> the device it is the own MAC of
+        self.router_macs: set[int] = set()
+        self._router_addresses: set[str] = set()   # routers named by DHCP (option 3), to find their MACs
+        self._mac_sources: BoundedLRU[int, set[str]] = BoundedLRU(config.max_devices)
+        self._pending_link_local: BoundedLRU[int, tuple[str, float]] = BoundedLRU(MAX_PENDING_LINK_LOCAL)
+        self.merged = 0   # devices folded into another one (same box)
+        self.on_router: Callable[[int], None] | None = None   # zero-config scoping forgets what a router taught
 
     @property
     def evicted(self) -> int:
         return self.devices.evicted
 
-    def _forget(self, ip: str, _dev: Device) -> None:
-        self.dirty.discard(ip)
-        if self.on_forget is not None:
-            self.on_forget(ip)
+    def lookup(self, ip: IPAddress | str) -> Device | None:
+        """The device currently holding this address, if any (a reader: recency unchanged)."""
+        dev_id = self._by_address.get(str(ip))
+        return self.devices.get(dev_id) if dev_id is not None else None
 
-    def touch(self, ip: IPAddress | str, mac: int, ts: float) -> Device:
+    def device_of_mac(self, mac: int) -> Device | None:
+        """The device whose own MAC this is, if any."""
+        return self._owner(mac)
+
+    def owns_mac(self, dev: Device) -> bool:
+        """Whether dev.mac is the device's own (not the router's MAC that hosts behind it carry)."""
+        return bool(dev.mac) and self._by_mac.get(dev.mac) == dev.id
+
+    def is_gateway(self, dev: Device) -> bool:
+        """dev is the router itself: its MAC is a router's and its own, claimed on the link or carried by no
+        other device (on a routed segment, the first host seen behind the router has its MAC and is no router)."""
+        if dev.mac not in self.router_macs or not self.owns_mac(dev):
+            return False
+        others = self._mac_sources.get(dev.mac) or set()
+        return dev.link_claimed or others <= dev.addresses.keys() | set(dev.former_addresses)
+
+    def _forget(self, dev_id: str, dev: Device) -> None:
+        for addr in dev.addresses:
+            if self._by_address.get(addr) == dev_id:
+                del self._by_address[addr]
+        if self._by_mac.get(dev.mac) == dev_id:
+            del self._by_mac[dev.mac]
+        self.dirty.discard(dev_id)
+        if self.on_forget is not None:
+            self.on_forget(dev_id)
+
+    # ---- traffic: an address sending with a MAC (behaviour, not link evidence) -------------------------------
+    def touch(self, ip: IPAddress | str, mac: int, ts: float, last: float | None = None) -> Device:
+        """The device of a camera-side address that sent at ts (its first packet here) up to `last`."""
         key = str(ip)
-        dev = self.devices.use(key)
+        last = ts if last is None else last
+        dev_id = self._by_address.get(key)
+        dev = self.devices.use(dev_id) if dev_id is not None else None
         if dev is None:
-            dev = Device(key, first_seen=ts)
-            self.devices.put(key, dev)
-        if mac and mac != dev.mac:
-            dev.mac = mac
-            self._note_mac(dev)
-        if ts > dev.last_seen:
-            dev.last_seen = ts
-            if ts - dev.first_seen >= ESTABLISHED_AFTER_SECONDS and not self.devices.is_protected(key):
-                self.devices.promote(key)
-        self.dirty.add(key)
+            dev = self._new_address(key, mac, ts)
+        elif mac and not dev.mac:
+            self._set_mac(dev, mac)
+        if ts < dev.first_seen:
+            dev.first_seen = ts
+        if last > dev.addresses.get(key, 0.0):
+            dev.addresses[key] = last
+        if last > dev.last_seen:
+            dev.last_seen = last
+            if last - dev.first_seen >= ESTABLISHED_AFTER_SECONDS and not self.devices.is_protected(dev.id):
+                self.devices.promote(dev.id)
+                self._count_source(dev)
+        if mac and mac == dev.mac and self._by_mac.get(mac, dev.id) != dev.id:
+            dev = self._join_by_behaviour(dev, mac)
+        self.dirty.add(dev.id)
         return dev
 
+    def _new_address(self, key: str, mac: int, ts: float) -> Device:
+        owner = self._owner(mac)
+        if owner is not None and addresses.on_link_evidence(key, mac):
+            self._attach(owner, key, ts)
+            owner.link_claimed = True
+            return owner
+        dev_id, n = key, 0
+        while dev_id in self.devices:   # a device that lost this address to another box keeps its id
+            n += 1
+            dev_id = f"{key}#{n}"
+        dev = Device(key, first_seen=ts, id=dev_id, addresses={key: ts})
+        self.devices.put(dev_id, dev)
+        self._by_address[key] = dev_id
+        if mac:
+            self._set_mac(dev, mac)
+            if mac not in self._by_mac and mac not in self.router_macs:
+                self._by_mac[mac] = dev_id
+                self._adopt_link_local(dev, mac)
+            if addresses.on_link_evidence(key, mac):
+                self._claimed(dev, mac)
+        return dev
+
+    def _adopt_link_local(self, dev: Device, mac: int) -> None:
+        """The link-local address the MAC announced before it had a device (note_link_local)."""
+        heard = self._pending_link_local.pop(mac)
+        if heard is not None and heard[0] not in self._by_address:
+            self._attach(dev, heard[0], heard[1])
+            dev.link_claimed = True
+            dev.first_seen = min(dev.first_seen, heard[1])   # the box's first packet was that announcement
+
+    def note_link_local(self, ip: str, mac: int, ts: float) -> Device | None:
+        """An IPv6 link-local address its MAC announced (neighbour discovery): it joins the MAC's device, now or
+        when it has one. A link-local address alone makes no device: every host on a trunk has one."""
+        owner = self._owner(mac)
+        if owner is not None or self.lookup(ip) is not None:
+            return self.claim(ip, mac, ts)
+        if mac:
+            self._pending_link_local.put(mac, (ip, ts))
+        return None
+
+    def _set_mac(self, dev: Device, mac: int) -> None:
+        dev.mac = mac
+        self._note_mac(dev)
+
+    def _owner(self, mac: int) -> Device | None:
+        owner_id = self._by_mac.get(mac) if mac else None
+        return self.devices.get(owner_id) if owner_id is not None else None
+
+    def _join_by_behaviour(self, dev: Device, mac: int) -> Device:
+        """dev sends with the MAC of another device: the same box, once dev has proved itself (two seconds) and
+        when the MAC is no router's; two IPv4 addresses only when one took over from the other (renumbering: the
+        new one started after the old ones went quiet), since a router's hosts talk at the same time."""
+        owner = self._owner(mac)
+        if owner is None or mac in self.router_macs or dev.last_seen - dev.first_seen < ESTABLISHED_AFTER_SECONDS:
+            return dev
+        new_v4 = [a for a in dev.addresses if addresses.version(a) == 4]
+        old_v4 = [seen for a, seen in owner.addresses.items() if addresses.version(a) == 4]
+        if new_v4 and old_v4 and max(old_v4) > dev.first_seen:
+            return dev
+        self._merge(dev, owner)
+        if new_v4:
+            self._renumber(owner, new_v4[0])
+        return owner
+
+    def _count_source(self, dev: Device) -> None:
+        """An established device's address counts towards its MAC's: past the bound the MAC is a router's, and a
+        MAC carried by several devices is no single device's own (the gateway's evidence goes)."""
+        if not dev.mac:
+            return
+        seen = self._mac_sources.use(dev.mac)
+        if seen is None:
+            seen = set()
+            self._mac_sources.put(dev.mac, seen)
+        if len(seen) <= ROUTER_MIN_V4_ADDRESSES + ROUTER_MIN_V6_ADDRESSES + 1:
+            seen.add(dev.ip)
+        v4 = sum(1 for a in seen if addresses.version(a) == 4)
+        if v4 > ROUTER_MIN_V4_ADDRESSES or len(seen) - v4 > ROUTER_MIN_V6_ADDRESSES:
+            self.mark_router(dev.mac)
+        owner = self._owner(dev.mac)
+        if owner is not None and "router_mac" in owner.evidence and not self.is_gateway(owner):
+            owner.evidence.discard("router_mac")
+            self.dirty.add(owner.id)
+
+    # ---- link evidence: ARP, DHCP, NDP -----------------------------------------------------------------------
+    def claim(self, ip: str, mac: int, ts: float, primary: bool = False) -> Device | None:
+        """The link says `mac` holds `ip` (an ARP sender, a DHCP lease, a neighbour advertisement): the address
+        joins that MAC's device, leaving a box that held it before; primary: the device's address from now on
+        (a DHCP lease), its former addresses of that family going to the history."""
+        if not mac or addresses.version(ip) == 0:
+            return None
+        holder = self.lookup(ip)
+        if holder is not None and holder.mac and holder.mac != mac:
+            self._detach(holder, ip)
+            holder = None
+        owner = self._owner(mac)
+        if holder is None and owner is None:
+            dev = self._new_address(ip, mac, ts)
+        elif holder is None:
+            assert owner is not None
+            dev = owner
+            self._attach(dev, ip, ts)
+        elif owner is None or owner is holder:
+            dev = holder
+            if not dev.mac:
+                self._set_mac(dev, mac)
+        else:
+            dev = owner
+            self._merge(holder, owner)
+        self._claimed(dev, mac)
+        dev.first_seen = min(dev.first_seen, ts)
+        dev.last_seen = max(dev.last_seen, ts)
+        if ip in self._router_addresses:
+            self.mark_router(mac)
+        if primary:
+            self._renumber(dev, ip)
+        self.dirty.add(dev.id)
+        return dev
+
+    def _claimed(self, dev: Device, mac: int) -> None:
+        dev.link_claimed = True
+        owner = self._owner(mac)
+        if owner is None or not owner.link_claimed:
+            self._by_mac[mac] = dev.id
+            self._adopt_link_local(dev, mac)
+
+    def _attach(self, dev: Device, ip: str, ts: float) -> None:
+        dev.addresses[ip] = max(dev.addresses.get(ip, 0.0), ts)
+        self._by_address[ip] = dev.id
+        if ip in dev.former_addresses:
+            dev.former_addresses.remove(ip)
+        while len(dev.addresses) > MAX_ADDRESSES_PER_DEVICE:
+            oldest = min((a for a in dev.addresses if a != dev.ip), key=dev.addresses.__getitem__)
+            self._detach(dev, oldest)
+
+    def _detach(self, dev: Device, ip: str) -> None:
+        """The address leaves the device (to its history); a device left with no address keeps its name."""
+        if dev.addresses.pop(ip, None) is not None and self._by_address.get(ip) == dev.id:
+            del self._by_address[ip]
+        dev.former_addresses = [a for a in dev.former_addresses if a != ip][-(MAX_FORMER_ADDRESSES - 1):] + [ip]
+        if dev.ip == ip and dev.addresses:
+            dev.ip = min(dev.addresses, key=address_order)
+        self.dirty.add(dev.id)
+
+    def _renumber(self, dev: Device, ip: str) -> None:
+        """ip is the device's address now: its other addresses of that family are former ones."""
+        family = addresses.version(ip)
+        dev.ip = ip
+        for old in [a for a in dev.addresses if a != ip and addresses.version(a) == family
+                    and not addresses.is_link_local_v6(a)]:
+            self._detach(dev, old)
+
+    def _merge(self, dev: Device, into: Device) -> None:
+        """Fold dev (a box's address first seen alone) into the box's device."""
+        self.devices.pop(dev.id)
+        self._forget(dev.id, dev)
+        self.merged += 1
+        for ip, seen in dev.addresses.items():
+            self._attach(into, ip, seen)
+        for ip in dev.former_addresses:
+            if ip not in into.addresses and ip not in into.former_addresses:
+                into.former_addresses = (into.former_addresses + [ip])[-MAX_FORMER_ADDRESSES:]
+        into.first_seen = min(into.first_seen, dev.first_seen)
+        into.last_seen = max(into.last_seen, dev.last_seen)
+        into.packets_sent += dev.packets_sent
+        into.bytes_sent += dev.bytes_sent
+        for scope, sent in dev.egress_bytes.items():
+            into.egress_bytes[scope] = into.egress_bytes.get(scope, 0) + sent
+        for name, ts in dev.dns_queries.items():
+            self.record_query(into, name, ts)
+        for peer, (name, sent) in dev.external_peers.items():
+            into.note_external_peer(peer, name, sent)
+        into.evidence |= dev.evidence
+        into.link_claimed |= dev.link_claimed
+        if addresses.preference(dev.ip) < addresses.preference(into.ip):
+            into.ip = dev.ip
+        self.add_identity(into, dev.identity)
+        self.judge_again(into, [i for i in dev.maker_items if i.source != "oui"])   # one box, one MAC prefix
+        if dev.outbound is not None:
+            for start, sent in dev.outbound.points():
+                into.note_outbound(start, sent)
+        if into.last_seen - into.first_seen >= ESTABLISHED_AFTER_SECONDS and not self.devices.is_protected(into.id):
+            self.devices.promote(into.id)
+        self.dirty.add(into.id)
+
+    # ---- routers -----------------------------------------------------------------------------------------------
+    def mark_router(self, mac: int) -> None:
+        """mac is a router's (it carries Internet traffic, sends router advertisements, holds a DHCP router
+        address, or sources too many addresses): only its own device is the gateway."""
+        if not mac or mac in self.router_macs or len(self.router_macs) >= MAX_ROUTER_MACS:
+            return
+        self.router_macs.add(mac)
+        if self.on_router is not None:
+            self.on_router(mac)
+        owner = self._owner(mac)
+        if owner is not None and self.is_gateway(owner):
+            owner.evidence.add("router_mac")
+            self.dirty.add(owner.id)
+
+    def note_router_address(self, ip: str) -> None:
+        """A DHCP server named ip as the router: whichever MAC holds it is a router's."""
+        holder = self.lookup(ip)
+        if holder is not None and holder.link_claimed:
+            self.mark_router(holder.mac)
+        elif len(self._router_addresses) < MAX_ROUTER_ADDRESSES:
+            self._router_addresses.add(ip)
+
+    # ---- the state store ---------------------------------------------------------------------------------------
     def take_dirty(self) -> list[dict]:
-        docs = [dev.state() for ip in self.dirty if (dev := self.devices.get(ip)) is not None]
+        docs = [dev.state() for dev_id in self.dirty if (dev := self.devices.get(dev_id)) is not None]
         self.dirty.clear()
         return docs
 
@@ -211,6 +495,8 @@ class Inventory:
         skipped: it must never cost the rows beside it, nor the start."""
         devices = [dev for doc in docs if (dev := _device_from_state(doc)) is not None]
         for dev in sorted(devices, key=lambda d: d.last_seen)[-self.max_devices:]:
+            if dev.id in self.devices:
+                continue
             # The items are kept as seen; their makers and weights are re-derived from today's lists.
             kept, dev.maker_items = dev.maker_items, []
             self._note_mac(dev)
@@ -218,9 +504,13 @@ class Inventory:
                 if item.source != "oui":
                     self._rederive(dev, item)
             self._judge_identity(dev, dev.identity)
-            self.devices.put(dev.ip, dev)
+            self.devices.put(dev.id, dev)
+            for ip in list(dev.addresses):
+                self._by_address[ip] = dev.id
+            if dev.mac and (dev.link_claimed or dev.mac not in self._by_mac):
+                self._by_mac[dev.mac] = dev.id
             if dev.last_seen - dev.first_seen >= ESTABLISHED_AFTER_SECONDS:
-                self.devices.promote(dev.ip)
+                self.devices.promote(dev.id)
 
     def add_identity(self, dev: Device, fields: dict[str, str]) -> None:
         new = {key: value for key, value in fields.items() if key not in dev.identity}
@@ -295,7 +585,15 @@ def _device_from_state(doc: object) -> Device | None:
                      evidence={e for e in doc["evidence"] if isinstance(e, str)},
                      outbound=ByteSeries.from_state(doc.get("outbound")) if doc.get("outbound") else None,
                      maker_items=_items_from_state(doc.get("maker_evidence", [])))
-    except (KeyError, TypeError, ValueError, OverflowError):
+        # Rows written before devices had several addresses have none of these: the device is its one address.
+        dev.id = str(doc.get("id") or dev.ip)[:128]
+        current = [str(ipaddress.ip_address(a)) for a in doc.get("addresses", [])[:MAX_ADDRESSES_PER_DEVICE]]
+        dev.addresses = dict.fromkeys(current or [dev.ip], dev.last_seen)
+        dev.addresses.setdefault(dev.ip, dev.last_seen)
+        dev.former_addresses = [str(ipaddress.ip_address(a))
+                                for a in doc.get("former_addresses", [])[-MAX_FORMER_ADDRESSES:]]
+        dev.link_claimed = doc.get("link_claimed") is True
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
         return None
     if not (math.isfinite(dev.first_seen) and math.isfinite(dev.last_seen)) or not 0 <= dev.mac < 1 << 48:
         return None

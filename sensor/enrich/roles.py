@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sensor.decode import PROTO_TCP, PROTO_UDP
-from sensor.enrich.inventory import Device, Inventory
+from sensor.enrich.inventory import MAX_ROUTER_MACS, Device, Inventory
 from sensor.flows import Flow
 from sensor.tags import TAG_PPPP_LOGIN
 
@@ -11,16 +11,20 @@ RTSP_PORTS = (554, 8554)
 # A one-way UDP flow this large, with almost nothing coming back, is a media stream.
 VIDEO_MIN_BYTES = 100_000
 VIDEO_MIN_RATIO = 20
-MAX_ROUTER_MACS = 64
+__all__ = ["MAX_ROUTER_MACS", "RTSP_PORTS", "RoleEvidence"]
 
 
 class RoleEvidence:
     def __init__(self, inventory: Inventory):
         self.inventory = inventory
-        self.router_macs: set[int] = set()
         # payload tag bits only a camera sends: a CS2 PPPP device login, and the indicator file's device-only
         # signatures (ThroughTek IOTC messages from a device), added by the pipeline
         self.device_bits = TAG_PPPP_LOGIN
+
+    @property
+    def router_macs(self) -> set[int]:
+        """The routers' MACs, which the inventory keeps: they decide which addresses are one box."""
+        return self.inventory.router_macs
 
     def from_flow(self, dev: Device, flow: Flow, is_orig: bool) -> None:
         """What a flow the device sent in says about it (is_orig: the device is the flow's originator)."""
@@ -35,13 +39,10 @@ class RoleEvidence:
                 dev.evidence.add("video_sender" if is_orig else "video_receiver")
         if (flow.orig_tags if is_orig else flow.resp_tags) & self.device_bits:
             dev.evidence.add("p2p_device")   # it registers as a P2P camera, whether or not anyone watches
-        if dev.mac in self.router_macs:
+        # Hosts behind the router carry its MAC too: only the device whose own MAC it is, is the gateway.
+        if self.inventory.is_gateway(dev):
             dev.evidence.add("router_mac")
 
     def note_router_mac(self, mac: int) -> None:
         """Frames from Internet hosts carry the site router's MAC: whoever owns it is the gateway."""
-        if mac and mac not in self.router_macs and len(self.router_macs) < MAX_ROUTER_MACS:
-            self.router_macs.add(mac)
-            for dev in self.inventory.devices.values():
-                if dev.mac == mac:
-                    dev.evidence.add("router_mac")
+        self.inventory.mark_router(mac)

@@ -10,8 +10,8 @@ from typing import NamedTuple
 import numpy as np
 
 from sensor import compiled
-from sensor.decode import PROTO_TCP, PROTO_UDP, Decoded
-from sensor.dissect import HTTP_METHODS, IDENTITY_PORTS, REQUEST_PORTS
+from sensor.decode import NET_ARP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Decoded
+from sensor.dissect import DHCP_PORTS, HTTP_METHODS, IDENTITY_PORTS, NDP_TYPES, REQUEST_PORTS
 
 _HTTP_PREFIXES = np.array([int.from_bytes(m, "big") for m in HTTP_METHODS], dtype=np.int64)
 # RTSP/HTTP heads, and the segments that open a body sent apart from its head (an XML device description, an
@@ -21,7 +21,7 @@ _BANNER_PREFIXES = np.array([int.from_bytes(m, "big") for m in BANNER_PREFIXES],
 # Indexed by port: cheaper than np.isin on every window. The compiled router picks UDP rows to or from any port
 # marked here; the request ports' rows (TFTP) are then split off the discovery rows (_split_requests).
 _IDENTITY_PORT = np.zeros(1 << 16, dtype=bool)
-_IDENTITY_PORT[sorted(set(IDENTITY_PORTS) | set(REQUEST_PORTS))] = True
+_IDENTITY_PORT[sorted(set(IDENTITY_PORTS) | set(REQUEST_PORTS) | set(DHCP_PORTS))] = True
 _IDENTITY_PORT_BYTES = _IDENTITY_PORT.view(np.uint8)
 _POST = int.from_bytes(b"POST", "big")
 
@@ -30,7 +30,7 @@ class ParserRows(NamedTuple):
     """Rows each parser wants, ascending: DNS messages, discovery (UDP identity ports), SSDP searches, TCP rows
     opening a TLS ClientHello or an HTTP request (flow names, file fetches), banners (RTSP/HTTP heads, segments
     opening an XML or HTML body, a TLS server's ServerHello or Certificate record), HTTP POSTs (UPnP), UDP
-    requests to a request port (TFTP)."""
+    requests to a request port (TFTP), DHCP messages, and the link's own: ARP and IPv6 neighbour discovery."""
 
     dns: list[int]
     identity: list[int]
@@ -39,6 +39,8 @@ class ParserRows(NamedTuple):
     banners: list[int]
     posts: list[int]
     requests: list[int]
+    dhcp: list[int] = []
+    link: list[int] = []
 
 
 def route(dec: Decoded, is_ip: np.ndarray) -> ParserRows:
@@ -54,19 +56,22 @@ def route(dec: Decoded, is_ip: np.ndarray) -> ParserRows:
 def _split_requests(dec: Decoded, dns: list[int], identity: list[int], searches: list[int], named: list[int],
                     banners: list[int], posts: list[int]) -> ParserRows:
     """The UDP rows the port table picked that are addressed to a request port are requests (TFTP); the rest
-    that came from one (a server's reply) are nobody's; the identity rows are what is left, as if the table held
-    the identity ports alone."""
+    that came from one (a server's reply) are nobody's; DHCP rows (either port) are DHCP's; the identity rows are
+    what is left, as if the table held the identity ports alone."""
     requests: list[int] = []
+    dhcp: list[int] = []
     if identity:
         sport, dport = dec.sport, dec.dport
         picked, identity = identity, []
         for row in picked:
-            to = int(dport[row])
+            to, source = int(dport[row]), int(sport[row])
             if to in REQUEST_PORTS:
                 requests.append(row)
-            elif to in IDENTITY_PORTS or int(sport[row]) in IDENTITY_PORTS:
+            elif to in DHCP_PORTS and source in DHCP_PORTS:
+                dhcp.append(row)
+            elif to in IDENTITY_PORTS or source in IDENTITY_PORTS:
                 identity.append(row)
-    return ParserRows(dns, identity, searches, named, banners, posts, requests)
+    return ParserRows(dns, identity, searches, named, banners, posts, requests, dhcp)
 
 
 def route_numpy(dec: Decoded, is_ip: np.ndarray) -> ParserRows:
@@ -106,7 +111,10 @@ class BatchPlan:
         is_ip = dec.is_ip
         self.ip = np.flatnonzero(is_ip)
         self.tags = tags(dec, self.ip)   # payload-profile bits per IP row
-        self.parsers = route(dec, is_ip)
+        # ARP and neighbour discovery: a few rows a second, found by one mask per batch
+        ndp = is_ip & (dec.proto == PROTO_ICMPV6) & (dec.sport >= min(NDP_TYPES)) & (dec.sport <= max(NDP_TYPES))
+        link = np.flatnonzero((dec.network == NET_ARP) | (ndp & ~dec.fragment)).tolist()
+        self.parsers = route(dec, is_ip)._replace(link=link)
 
     def parser_rows(self, start: int, end: int) -> ParserRows:
         """The parsers' rows among rows start:end of the batch."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 
-from sensor.config import DEFAULT_CAMERA_NETWORKS, AllowRule, Config, name_matches
+from sensor.config import DEFAULT_CAMERA_NETWORKS, AllowRule, Config, IPNetwork, name_matches
 from sensor.flows import Flow, IPAddress
 
 SCOPE_CAMERA = "camera"
@@ -27,16 +27,46 @@ _PRIVATE = tuple(ipaddress.ip_network(n) for n in DEFAULT_CAMERA_NETWORKS)
 _LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 _V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
+# What IPv6 the link may teach as camera-side: global unicast and unique local, nothing else (::/0, multicast...)
+_UNICAST_V6 = (ipaddress.IPv6Network("2000::/3"), ipaddress.IPv6Network("fc00::/7"))
+
+
+# Zero-config scoping learns the camera side from the link (docs/identity.md, "Zero-config scoping"): at most this
+# many networks; an IPv4 network learned from a lease is at least this wide at most (a forged DHCP mask of /0 must
+# not make the Internet camera-side), and only private space is ever learned for IPv4.
+MAX_LEARNED_NETWORKS = 64
+MIN_LEARNED_PREFIX = {4: 16, 6: 48}
+LEARNED_HOST_PREFIX = {4: 24, 6: 64}   # the network assumed around an address seen on the link without a mask
 
 
 class Classifier:
-    """Scope of an address relative to this site's configuration."""
+    """Scope of an address relative to this site's configuration, or, with no camera networks configured, to the
+    networks learned from the link (learn(); configured networks always win)."""
 
     def __init__(self, config: Config):
         self.config = config
-        self._camera = config.effective_camera_networks
+        self.zero_config = not config.camera_networks
         self._core = config.core_networks
+        # network -> the MAC whose traffic alone taught it (0: link evidence: DHCP, ARP, NDP), so that a MAC later
+        # found to be a router's takes back what the hosts behind it taught (forget_taught_by)
+        self.learned: dict[IPNetwork, int] = {}
+        self.learned_dropped = 0   # networks not learned: the bound was reached
+        self.generation = 0        # bumped whenever scopes change: cached scopes of older generations are stale
         self.address_scope = lru_cache(maxsize=1 << 16)(self._address_scope)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """The camera networks in force, the integer ranges scope_of_raw reads, and fresh caches."""
+        config = self.config
+        if config.camera_networks:
+            self._camera: tuple[IPNetwork, ...] = config.camera_networks
+        else:
+            # Per family: what the link taught, or, until it taught something, every private network (as before)
+            camera: list[IPNetwork] = []
+            for version in (4, 6):
+                learned = [n for n in self.learned if n.version == version]
+                camera += learned or [n for n in config.effective_camera_networks if n.version == version]
+            self._camera = tuple(camera)
         # The same rules for IPv4 as integer ranges, checked in _address_scope's order: a flow's raw address can
         # be classified without building an ipaddress object (floods bring millions of addresses seen once).
         v4 = [(ipaddress.ip_network("224.0.0.0/4"), SCOPE_MULTICAST), (ipaddress.ip_network("255.255.255.255/32"),
@@ -47,6 +77,40 @@ class Classifier:
         v4 += [(n, SCOPE_PRIVATE) for n in _PRIVATE if n.version == 4]
         self._v4_ranges = [(int(n.network_address), int(n.broadcast_address), scope) for n, scope in v4]
         self._raw_cache: dict[bytes, str] = {}
+        self.learned_v4 = any(n.version == 4 for n in self.learned)
+        self.address_scope.cache_clear()
+        self.generation += 1
+
+    def learn(self, network: IPNetwork, taught_by: int = 0) -> bool:
+        """A camera-side network seen on the link (zero-config only); taught_by: the MAC whose traffic alone
+        showed it, 0 for link evidence. True when scopes changed."""
+        if not self.zero_config or network.prefixlen < MIN_LEARNED_PREFIX[network.version]:
+            return False
+        if network.version == 4 and not any(network.subnet_of(n) for n in _PRIVATE if n.version == 4):
+            return False
+        if network.version == 6 and not any(network.subnet_of(n) for n in _UNICAST_V6):
+            return False
+        if network.is_link_local or network.is_multicast or network.is_loopback:
+            return False
+        for known in self.learned:
+            if known.version == network.version and network.subnet_of(known):   # type: ignore[arg-type]
+                if not taught_by and self.learned[known]:
+                    self.learned[known] = 0   # now shown by the link itself: no router can take it back
+                return False
+        if len(self.learned) >= MAX_LEARNED_NETWORKS:
+            self.learned_dropped += 1
+            return False
+        self.learned[network] = taught_by
+        self._rebuild()
+        return True
+
+    def forget_taught_by(self, mac: int) -> None:
+        """mac turned out to be a router's: what its traffic alone taught came from hosts behind it."""
+        gone = [n for n, by in self.learned.items() if by and by == mac]
+        for network in gone:
+            del self.learned[network]
+        if gone:
+            self._rebuild()
 
     def _address_scope(self, ip: IPAddress) -> str:
         if ip.is_multicast or ip == _BROADCAST:
@@ -100,8 +164,9 @@ class Classifier:
 # (which the garbage collector stops tracking): (originator's scope, responder's scope, protocol name, service
 # port, then per side the last destination scope computed and the name it was for, or None).
 def flow_context(classifier: Classifier, flow: Flow) -> tuple:
+    """... and, last, the classifier's generation it was computed in (scopes learned since make it stale)."""
     return (classifier.scope_of_raw(flow.orig_raw), classifier.scope_of_raw(flow.resp_raw), flow.proto_name,
-            flow.resp_port or None, None, None)
+            flow.resp_port or None, None, None, classifier.generation)
 
 
 def peer_scope(classifier: Classifier, flow: Flow, ctx: tuple, is_orig: bool, name: str | None) -> tuple[str, tuple]:

@@ -16,6 +16,7 @@ from sensor.enrich.events import EventSink, Observation
 from sensor.enrich.fetches import FetchReader
 from sensor.enrich.identity import IdentityReader, UpnpReader
 from sensor.enrich.inventory import Inventory
+from sensor.enrich.link import LinkReader
 from sensor.enrich.naming import DnsReader, NameCache, name_flows
 from sensor.enrich.roles import RoleEvidence
 from sensor.enrich.routing import ParserRows
@@ -53,6 +54,12 @@ class Enricher:
         self._identity = IdentityReader(self.classifier, inventory, self.parsers, sink)
         self._upnp = UpnpReader(self.classifier, inventory, sink)
         self._fetches = FetchReader(self.classifier, inventory, self.parsers, sink)
+        self._link = LinkReader(self.classifier, inventory, self.parsers, sink)
+
+    def read_link(self, dec: Decoded, rows: ParserRows) -> None:
+        """DHCP, ARP and neighbour discovery: who holds which address, and (zero-config) the camera side. Read
+        first, so that the window's flows are scoped and their devices found with what the link just said."""
+        self._link.read(dec, rows.dhcp, rows.link)
 
     def read_dns(self, dec: Decoded, rows: list[int]) -> None:
         self._dns.read(dec, rows)
@@ -66,8 +73,10 @@ class Enricher:
 
     def flow_update(self, upd: FlowUpdate) -> None:
         flow = upd.flow
+        if upd.new and self.classifier.zero_config:
+            self._link.note_flow(upd)
         ctx = flow.context
-        if ctx is None:
+        if ctx is None or ctx[6] != self.classifier.generation:
             ctx = flow_context(self.classifier, flow)
         ctx = self._side(upd, ctx, True)
         ctx = self._side(upd, ctx, False)
@@ -99,8 +108,9 @@ class Enricher:
             local, peer, mac, sent_bytes, received = (flow.resp_text, flow.orig_text, flow.resp_mac, upd.resp_bytes,
                                                       upd.orig_bytes)
             received_pkts = upd.orig_pkts
-        dev = self.inventory.touch(local, mac, flow.last)
-        self.known.device_first_seen(dev.ip, ts)
+        # The update's first packet, not the flow's latest: a device's first_seen is its first packet.
+        dev = self.inventory.touch(local, mac, ts, flow.last)
+        self.known.device_first_seen(dev.id, dev.first_seen)
         dev.packets_sent += sent_pkts
         dev.bytes_sent += sent_bytes
         if sent_pkts:

@@ -24,6 +24,7 @@ from markupsafe import Markup
 from sensor import __version__
 from sensor.config import Config
 from sensor.enrich.series import BUCKET_SECONDS
+from sensor.export.csv_cells import safe_cell
 from sensor.reference_data import COVERED_MAKERS_FILE, load_covered_makers
 
 from . import charts
@@ -151,16 +152,6 @@ def render_html(ctx: dict[str, Any]) -> str:
 
 
 # ---- CSV -----------------------------------------------------------------------------------------------------
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def safe_cell(value: Any) -> Any:
-    """A text cell a spreadsheet would evaluate as a formula gets a leading apostrophe; numbers stay numbers."""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
-    return value
-
-
 def _csv_time(ts: float | None) -> str:
     return utc(ts) if ts is not None else ""
 

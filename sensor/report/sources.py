@@ -128,9 +128,15 @@ def clean_doc(doc: Any) -> dict[str, Any] | None:
     egress = _of_type(doc.get("egress_bytes"), dict)
     queries = _of_type(doc.get("dns_queries"), list)
     return {
-        "ip": str(doc["ip"]), "mac": _text(doc.get("mac")), "vendor": _text(doc.get("vendor")),
+        "ip": str(doc["ip"]), "id": _text(doc.get("id")) or str(doc["ip"]),
+        "addresses": [str(a) for a in _of_type(doc.get("addresses"), list)[:MAX_ADDRESSES] if _valid_ip(a)],
+        "former_addresses": [str(a) for a in _of_type(doc.get("former_addresses"), list)[:MAX_ADDRESSES]
+                             if _valid_ip(a)],
+        "mac": _text(doc.get("mac")), "vendor": _text(doc.get("vendor")),
         "covered": doc.get("covered") is True, "maker": _text(doc.get("maker")),
         "covered_basis": _text(doc.get("covered_basis")), "maker_evidence": _text(doc.get("maker_evidence")),
+        "maker_note": _text(doc.get("maker_note")), "module": _text(doc.get("module")),
+        "maker_evidence_items": _maker_items(doc.get("maker_evidence_items")),
         "role": _text(doc.get("role")) or "other",
         "identity": {(_text(k) or "")[:64]: t for k, v in identity.items() if (t := _text(v)) is not None},
         "first_seen": _number(doc.get("first_seen")), "last_seen": _number(doc.get("last_seen")),
@@ -140,6 +146,19 @@ def clean_doc(doc: Any) -> dict[str, Any] | None:
         "external_destinations": _destinations(doc.get("external_destinations")),
         "outbound": _series(doc.get("outbound_series")),
     }
+
+
+MAX_ADDRESSES = 16   # a box has a handful (the sensor keeps 8 current and 8 former)
+MAX_MAKER_ITEMS = 32  # the sensor keeps 16
+
+
+def _maker_items(value: Any) -> list[dict[str, Any]]:
+    out = []
+    for item in _of_type(value, list)[:MAX_MAKER_ITEMS]:
+        if isinstance(item, dict) and (source := _text(item.get("source"))) and (detail := _text(item.get("detail"))):
+            out.append({"source": source[:32], "detail": detail, "maker": _text(item.get("maker")),
+                        "weight": _count(item.get("weight"))})
+    return out
 
 
 MAX_SERIES_POINTS = 288 * 2   # the sensor keeps 288; a hand-made document gets no more than twice that

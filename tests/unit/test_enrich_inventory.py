@@ -50,16 +50,22 @@ def test_external_peers_sum_bytes_keep_the_latest_name_and_are_bounded():
     assert top_destinations(dev, 2) == [("a.example", "203.0.113.1", 16), ("p0", "p0", 1)]
 
 
-def test_a_mac_names_vendor_and_maker_and_a_new_mac_replaces_them():
+def test_a_mac_names_vendor_and_maker_and_only_the_link_moves_an_address_to_another_mac():
     inventory = _inventory()
     dev = inventory.touch("10.20.0.5", HIK_MAC, 100.0)
     assert (dev.vendor, dev.maker.name, dev.maker_evidence) == (
         "Hangzhou Hikvision Digital Technology Co.,Ltd.", "Hikvision",
         "MAC prefix Hangzhou Hikvision Digital Technology Co.,Ltd. (oui)")
     assert inventory.touch("10.20.0.5", 0, 101.0).maker.name == "Hikvision"   # no MAC seen: nothing changes
-    dev = inventory.touch("10.20.0.5", ACME_MAC, 102.0)
-    assert (dev.vendor, dev.maker, dev.maker_evidence, dev.mac) == ("Axis", None, "MAC prefix Axis (oui)", ACME_MAC)
-    assert dev.maker_label == "Axis"
+    # One frame with another MAC (forged, or a router's) does not take the camera's device over
+    assert inventory.touch("10.20.0.5", ACME_MAC, 102.0) is dev and dev.mac == HIK_MAC
+    # The link handing the address to another box (an ARP reply, a DHCP lease) does: a new device, the old one
+    # keeps its history
+    other = inventory.claim("10.20.0.5", ACME_MAC, 103.0)
+    assert other is not dev and (other.vendor, other.maker, other.mac) == ("Axis", None, ACME_MAC)
+    assert (other.maker_evidence, other.maker_label) == ("MAC prefix Axis (oui)", "Axis")
+    assert inventory.lookup("10.20.0.5") is other and dev.former_addresses == ["10.20.0.5"]
+    assert other.id != dev.id and len(inventory) == 2
 
 
 def test_a_banner_maker_survives_a_mac_of_an_ordinary_vendor():
@@ -141,7 +147,8 @@ def test_state_round_trip_and_the_maker_rederived_from_the_mac():
                      "external_peers": [["203.0.113.1", "a.example", 300]], "identity": {"model": "DS-2CD2143G0-I"},
                      "evidence": ["rtsp_server", "video_sender"], "outbound": [],
                      "maker_evidence": [["oui", "MAC prefix Hangzhou Hikvision Digital Technology Co.,Ltd.",
-                                         "Hikvision"]]}
+                                         "Hikvision"]], "id": "10.20.0.5", "addresses": ["10.20.0.5"],
+                     "former_addresses": [], "link_claimed": False}
     restored = _inventory()
     restored.restore([saved])
     again = restored.devices.get("10.20.0.5")
@@ -154,7 +161,8 @@ def test_state_round_trip_and_the_maker_rederived_from_the_mac():
         "Hangzhou Hikvision Digital Technology Co.,Ltd.", "Hikvision", "named")
     assert restored.devices.is_protected("10.20.0.5")
     assert again.as_dict() == {
-        "ip": "10.20.0.5", "mac": "c0:56:e3:00:00:01", "vendor": "Hangzhou Hikvision Digital Technology Co.,Ltd.",
+        "id": "10.20.0.5", "ip": "10.20.0.5", "addresses": ["10.20.0.5"], "former_addresses": [],
+        "mac": "c0:56:e3:00:00:01", "vendor": "Hangzhou Hikvision Digital Technology Co.,Ltd.",
         "covered": True, "maker": "Hikvision", "covered_basis": "named",
         "maker_evidence": "model: DS-2CD2143G0-I (banner); MAC prefix Hangzhou Hikvision Digital Technology "
                           "Co.,Ltd. (oui)",

@@ -245,11 +245,13 @@ def test_maker_evidence_survives_a_restart_bounded_and_rederived():
     assert (back.maker.name, back.covered_basis, back.verdict.note) == ("Hikvision", "behaviour", dev.verdict.note)
     flood = {**saved, "maker_evidence": [["service", f"x{i}", f"Maker {i}"] for i in range(100)]
              + [["bogus", "x", "y"], [1, 2, 3], "row"]}
-    again.restore([flood])
-    assert len(again.devices.get("10.30.0.5").maker_items) == MAX_ITEMS
+    flooded = _inventory()   # a restore never replaces a device already held: each row into a fresh inventory
+    flooded.restore([flood])
+    assert len(flooded.lookup("10.30.0.5").maker_items) == MAX_ITEMS
     junk = {**saved, "maker_evidence": "not a list"}
-    again.restore([junk])
-    assert [i.source for i in again.devices.get("10.30.0.5").maker_items] == ["oui"]
+    damaged = _inventory()
+    damaged.restore([junk])
+    assert [i.source for i in damaged.lookup("10.30.0.5").maker_items] == ["oui"]
 
 
 def test_items_are_bounded_per_device():

@@ -54,9 +54,14 @@ def test_the_router_mac_marks_its_owner_now_and_later_and_is_bounded():
     assert roles.router_macs == set()
     roles.note_router_mac(0xFE)
     assert gateway.evidence == {"router_mac"} and other.evidence == set() and gateway.role == "gateway"
-    later = inventory.touch("10.20.0.9", 0xFE, 2.0)
-    roles.from_flow(later, _flow(PROTO_TCP, 1, 2), True)
-    assert later.evidence == {"router_mac"}
+    # Its own address claimed on the link later (an ARP reply) is the same gateway ...
+    assert inventory.claim("10.20.0.254", 0xFE, 2.0) is gateway
+    roles.from_flow(gateway, _flow(PROTO_TCP, 1, 2), True)
+    assert gateway.evidence == {"router_mac"} and set(gateway.addresses) == {"10.20.0.1", "10.20.0.254"}
+    # ... but a host behind the router carries the router's MAC without being the router (issue 14)
+    behind = inventory.touch("10.30.0.9", 0xFE, 2.0)
+    roles.from_flow(behind, _flow(PROTO_TCP, 1, 2), True)
+    assert behind is not gateway and behind.evidence == set() and behind.role == "other"
     for mac in range(0x100, 0x100 + MAX_ROUTER_MACS + 5):
         roles.note_router_mac(mac)
     assert len(roles.router_macs) == MAX_ROUTER_MACS == 64

@@ -129,10 +129,10 @@ def test_the_flow_context_remembers_each_sides_peer_scope_until_the_name_changes
     v4 = b"\x00" * 10 + b"\xff\xff"
     flow = Flow(bytes(3) + v4 + bytes([10, 20, 0, 9]) + bytes(2) + v4 + bytes([8, 8, 8, 8]), 20, 6, 40000, 443, 0.0)
     ctx = flow_context(c, flow)
-    assert ctx == ("camera", "public", "tcp", 443, None, None)
+    assert ctx == ("camera", "public", "tcp", 443, None, None, c.generation)
     assert flow_context(c, Flow(flow.key, 20, 6, 40000, 0, 0.0))[3] is None     # no service port
     scope, ctx = peer_scope(c, flow, ctx, True, None)
-    assert (scope, ctx) == ("public", ("camera", "public", "tcp", 443, (None, "public"), None))
+    assert (scope, ctx) == ("public", ("camera", "public", "tcp", 443, (None, "public"), None, c.generation))
     scope, ctx2 = peer_scope(c, flow, ctx, True, None)
     assert scope == "public" and ctx2 is ctx                                  # unchanged: the same context
     scope, ctx = peer_scope(c, flow, ctx, True, "a.example.com")

@@ -59,12 +59,15 @@ camwatch_decode_errors_total{reason="truncated",sensor="site-a"} 1.0
 camwatch_decode_errors_total{reason="bad_ip_header",sensor="site-a"} 0.0
 # HELP camwatch_dissect_errors_total Packets a wire parser failed on (a camwatch bug, or input nobody foresaw): skipped, counted, and the sensor goes on.
 # TYPE camwatch_dissect_errors_total counter
+camwatch_dissect_errors_total{parser="arp",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="banner",sensor="site-a"} 0.0
+camwatch_dissect_errors_total{parser="dhcp",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="dhip",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="dns",sensor="site-a"} 2.0
 camwatch_dissect_errors_total{parser="http_host",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="http_identity",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="mdns",sensor="site-a"} 0.0
+camwatch_dissect_errors_total{parser="ndp",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="sadp",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="tftp_request",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="tls_certificate",sensor="site-a"} 0.0

@@ -51,7 +51,8 @@ def test_the_sensor_counters_are_copied_by_value():
                                   "header_too_deep": 0}
     assert (snap.capture_dropped, snap.interface_received, snap.processing_lag) == (4, 99, 0.5)
     assert snap.last_packet_ts == T0 + 1 and snap.model is None
-    assert snap.evictions == {"dns_names": 0, "episodes": 0, "alert_budgets": 0, "known_devices": 0}
+    assert snap.evictions == {"dns_names": 0, "episodes": 0, "alert_budgets": 0, "known_devices": 0,
+                              "learned_networks": 0}
     assert snap.segmentation_violations == {"camera_to_core": 0, "core_to_camera": 0}
     assert (snap.external_destinations, snap.dns_names, snap.devices_evicted, snap.state_write_errors) == (0, 0, 0, 0)
     assert snap.covered_list_version == sensor.inventory.makers.version

@@ -1,0 +1,201 @@
+"""What the link says about who holds which address, and where the camera side is (docs/identity.md).
+
+DHCP leases, ARP senders and IPv6 neighbour discovery are link evidence: an address claimed there joins its MAC's
+device at once (Inventory.claim), the lease's subnet and the neighbours' networks are camera-side (Classifier.learn,
+zero-config only), router advertisements and DHCP's router option name the routers. Flows add the networks of
+addresses seen with their own MACs, but only once seen in two different seconds and only until that MAC proves to be
+a router's (the hosts behind a router carry its MAC).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from sensor.bounded import BoundedLRU
+from sensor.decode import NET_ARP, Decoded
+from sensor.dissect import ParserGuard, parse_arp, parse_dhcp, parse_ndp
+from sensor.enrich import addresses
+from sensor.enrich.events import EventSink, IdentityReport
+from sensor.enrich.inventory import ESTABLISHED_AFTER_SECONDS, Device, Inventory
+from sensor.enrich.scope import (
+    LEARNED_HOST_PREFIX,
+    SCOPE_CAMERA,
+    SCOPE_LINK_LOCAL,
+    SCOPE_PRIVATE,
+    SCOPE_PUBLIC,
+    Classifier,
+)
+from sensor.flows import FlowUpdate, ip_text
+
+# (network or address, MAC) pairs seen once, waiting for a second sighting a second or more later
+MAX_CANDIDATES = 4096
+# DHCP names a client (host name, vendor class) before it has an address: kept per MAC until it has a device
+MAX_PENDING_NAMES = 1024
+_ETHERTYPE_OFFSET = {1: 12, 113: 14, 276: 0}   # Ethernet, Linux cooked v1 and v2: where the ethertype is
+_LINK_HEADER = {1: 14, 113: 16, 276: 20}
+_VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
+MAX_VLAN_TAGS = 8
+_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
+
+
+class LinkReader:
+    def __init__(self, classifier: Classifier, inventory: Inventory, parsers: ParserGuard, sink: EventSink):
+        self.classifier = classifier
+        self.inventory = inventory
+        self.parsers = parsers
+        self.sink = sink
+        self._candidates: BoundedLRU[tuple, float] = BoundedLRU(MAX_CANDIDATES)
+        self._pending_names: BoundedLRU[int, dict[str, str]] = BoundedLRU(MAX_PENDING_NAMES)
+        inventory.on_router = classifier.forget_taught_by
+
+    # ---- rows of a window ------------------------------------------------------------------------------------
+    def read(self, dec: Decoded, dhcp: list[int], link: list[int]) -> None:
+        """In packet order: a lease and the neighbour messages around it say who came first."""
+        for row in sorted(dhcp + link):
+            if row in dhcp:
+                msg = self.parsers.run(parse_dhcp, _payload(dec, row, 0), None)
+                if msg is not None:
+                    self._dhcp(dec, row, msg)
+            elif dec.network[row] == NET_ARP:
+                arp = self.parsers.run(parse_arp, _arp_bytes(dec, row), None)
+                if arp is not None and arp.sender_ip is not None:
+                    self._arp(float(dec.batch.ts[row]), arp.sender_ip, arp.sender_mac)
+            else:
+                ndp = self.parsers.run(parse_ndp, _payload(dec, row, 8), None)
+                if ndp is not None:
+                    self._ndp(dec, row, ndp)
+
+    def _confirmed(self, key: tuple, ts: float) -> bool:
+        """Seen before, a second or more ago: what a forged one-packet source never shows."""
+        first = self._candidates.use(key)
+        if first is None:
+            self._candidates.put(key, ts)
+            return False
+        return ts - first >= ESTABLISHED_AFTER_SECONDS or ts < first
+
+    def _claim(self, ip: str, mac: int, ts: float, primary: bool = False, move: bool = False) -> Device | None:
+        """A link claim of a camera-side address, or of an IPv6 link-local one (for a MAC with a device)."""
+        scope = self.classifier.address_scope(ipaddress.ip_address(ip))
+        if scope == SCOPE_LINK_LOCAL and addresses.is_link_local_v6(ip):
+            return self.inventory.note_link_local(ip, mac, ts)
+        if scope != SCOPE_CAMERA:
+            return None
+        holder = self.inventory.lookup(ip)
+        if holder is not None and holder.mac and holder.mac != mac and not move \
+                and not self._confirmed(("move", ip, mac), ts):
+            return holder   # one packet does not take an address from the box that holds it
+        dev = self.inventory.claim(ip, mac, ts, primary)
+        names = self._pending_names.pop(mac) if dev is not None else None
+        if dev is not None and names:
+            self._identity(dev, names, ts)
+        return dev
+
+    def _learn(self, ip: str, prefix: int, taught_by: int = 0) -> None:
+        network = ipaddress.ip_network(f"{ip}/{prefix}", strict=False)
+        self.classifier.learn(network, taught_by)
+
+    def _identity(self, dev: Device, fields: dict[str, str], ts: float) -> None:
+        self.inventory.add_identity(dev, fields)
+        self.sink.identity(IdentityReport(ts, dev, fields))
+
+    # ---- DHCP, ARP, neighbour discovery --------------------------------------------------------------------
+    def _dhcp(self, dec: Decoded, row: int, msg) -> None:
+        ts = float(dec.batch.ts[row])
+        frame_mac = int(dec.src_mac[row])
+        if msg.op == 2:   # the server: a lease for chaddr, its own address, the routers
+            for router in msg.routers:
+                self.inventory.note_router_address(router)
+            server = ip_text(dec.src[row].tobytes())
+            if msg.server_id is not None and msg.server_id in msg.routers and frame_mac:
+                self.inventory.mark_router(frame_mac)
+            if msg.message_type == "ack" and msg.yiaddr and msg.chaddr:
+                prefix = msg.prefix_length
+                self._learn(msg.yiaddr, prefix if prefix is not None else LEARNED_HOST_PREFIX[4])
+                self._claim(msg.yiaddr, msg.chaddr, ts, primary=True, move=True)
+            if server != "0.0.0.0" and frame_mac:
+                self._claim(server, frame_mac, ts)
+            return
+        mac = msg.chaddr or frame_mac
+        names = {k: v for k, v in (("dhcp_hostname", msg.host_name), ("dhcp_vendor_class", msg.vendor_class)) if v}
+        address = msg.requested if msg.message_type == "request" and msg.requested else msg.ciaddr
+        dev = None
+        if address and mac:
+            self._learn(address, LEARNED_HOST_PREFIX[4])
+            dev = self._claim(address, mac, ts, primary=msg.message_type == "request")
+        dev = dev or self.inventory.device_of_mac(mac)
+        if names and dev is not None:
+            self._identity(dev, names, ts)
+        elif names and mac:
+            self._pending_names.put(mac, names)
+
+    def _arp(self, ts: float, ip: str, mac: int) -> None:
+        if not mac:
+            return
+        if self._confirmed(("arp", ip, mac), ts):
+            self._learn(ip, LEARNED_HOST_PREFIX[4])
+        self._claim(ip, mac, ts)
+
+    def _ndp(self, dec: Decoded, row: int, ndp) -> None:
+        ts = float(dec.batch.ts[row])
+        mac = int(dec.src_mac[row])
+        source = ip_text(dec.src[row].tobytes())
+        if ndp.kind == "router_advertisement":
+            self.inventory.mark_router(ndp.link_address or mac)
+            for prefix, length in ndp.prefixes:
+                self._learn(prefix, max(length, LEARNED_HOST_PREFIX[6]))
+        held = ndp.target if ndp.kind == "neighbor_advertisement" else source
+        if ndp.kind == "neighbor_solicitation" and source == "::":
+            held = ndp.target   # duplicate address detection: the target is the sender's own new address
+        holder = ndp.link_address if ndp.kind == "neighbor_advertisement" and ndp.link_address else mac
+        if held and held != "::" and holder:
+            if not addresses.is_link_local_v6(held):
+                self._learn(held, LEARNED_HOST_PREFIX[6])
+            self._claim(held, holder, ts)
+        if source != held and mac and addresses.is_link_local_v6(source):
+            self._claim(source, mac, ts)   # the sender's own link-local address, beside the one it announces
+
+    # ---- flows: addresses seen with their own MACs ------------------------------------------------------------
+    def note_flow(self, upd: FlowUpdate) -> None:
+        """A flow's first update (zero-config): each side that sent, with its MAC, may show a camera-side network."""
+        flow = upd.flow
+        if upd.orig_pkts and flow.orig_mac:
+            self._note_source(flow.orig_raw, flow.orig_mac, upd.ts)
+        if upd.resp_pkts and flow.resp_mac:
+            self._note_source(flow.resp_raw, flow.resp_mac, upd.ts)
+
+    def _note_source(self, raw: bytes, mac: int, ts: float) -> None:
+        """Bytes compared before any text is built: every new flow of a flood passes here."""
+        if mac in self.inventory.router_macs:
+            return
+        scope = self.classifier.scope_of_raw(raw)
+        if raw[:12] == _V4_MAPPED:
+            if scope == SCOPE_PRIVATE or (scope == SCOPE_CAMERA and not self.classifier.learned_v4):
+                if self._confirmed(("source", raw[12:15], mac), ts):   # its /24, with this MAC, a second later
+                    self._learn(ip_text(raw), LEARNED_HOST_PREFIX[4], taught_by=mac)
+        elif scope == SCOPE_PUBLIC and int.from_bytes(raw[8:], "big") == addresses.eui64(mac):
+            # the MAC written into the address (EUI-64): link evidence, Internet peers never carry it
+            self._learn(ip_text(raw), LEARNED_HOST_PREFIX[6])
+
+
+def _payload(dec: Decoded, row: int, before: int) -> bytes:
+    """The transport payload of a row, starting `before` bytes ahead of it (ICMPv6: the message from its type)."""
+    b = dec.batch
+    start = int(dec.payload_off[row]) - before
+    end = min(start + before + int(dec.payload_len[row]), int(b.offsets[row] + b.caplen[row]))
+    return bytes(b.data[start:end]) if end > start >= int(b.offsets[row]) else b""
+
+
+def _arp_bytes(dec: Decoded, row: int) -> bytes:
+    """The ARP packet of an ARP row: after the link header and up to MAX_VLAN_TAGS tags (the decoder's walk)."""
+    b = dec.batch
+    linktype = int(b.linktype[row])
+    if linktype not in _LINK_HEADER:
+        return b""
+    start, end = int(b.offsets[row]), int(b.offsets[row] + b.caplen[row])
+    frame = bytes(b.data[start:min(end, start + 128)])
+    pos, l3 = _ETHERTYPE_OFFSET[linktype], _LINK_HEADER[linktype]
+    for _ in range(MAX_VLAN_TAGS):
+        if linktype != 1 or int.from_bytes(frame[pos:pos + 2], "big") not in _VLAN_TPIDS:
+            break
+        pos, l3 = pos + 4, l3 + 4
+    return frame[l3:l3 + 28]

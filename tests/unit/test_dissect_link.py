@@ -1,0 +1,97 @@
+"""sensor/dissect.py, the link's messages: parse_dhcp (every field the link reader uses), parse_arp and parse_ndp,
+and the same DHCP messages read by Wireshark where tshark is installed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from link_packets import (
+    arp,
+    dhcp,
+    dhcp_ack,
+    dhcp_request,
+    mac_int,
+    neighbor_advertisement,
+    neighbor_solicitation,
+    router_advertisement,
+    write_pcap,
+)
+
+from packets import mac
+from sensor.dissect import parse_arp, parse_dhcp, parse_ndp
+
+CAM, ROUTER = mac("c0:56:e3:00:00:10"), mac("02:00:5e:00:00:01")
+
+
+def _udp_payload(frame: bytes) -> bytes:
+    return frame[14 + 20 + 8:]
+
+
+def test_a_dhcp_request_names_the_client_and_the_address_it_asks_for():
+    msg = parse_dhcp(_udp_payload(dhcp_request(CAM, "192.168.1.10", "cam-entrance", "udhcp 1.22.1")))
+    assert (msg.op, msg.message_type, msg.chaddr) == (1, "request", mac_int(CAM))
+    assert (msg.requested, msg.ciaddr, msg.yiaddr) == ("192.168.1.10", None, None)
+    assert (msg.host_name, msg.vendor_class, msg.parameters) == ("cam-entrance", "udhcp 1.22.1", [1, 3, 6, 15])
+
+
+def test_a_dhcp_ack_gives_the_lease_its_mask_and_router():
+    msg = parse_dhcp(_udp_payload(dhcp_ack(ROUTER, "192.168.1.1", CAM, "192.168.1.10", "255.255.254.0",
+                                           router="192.168.1.1")))
+    assert (msg.op, msg.message_type, msg.chaddr, msg.yiaddr) == (2, "ack", mac_int(CAM), "192.168.1.10")
+    assert (msg.subnet_mask, msg.prefix_length, msg.routers, msg.server_id) == (
+        "255.255.254.0", 23, ["192.168.1.1"], "192.168.1.1")
+
+
+def test_dhcp_options_pad_end_and_first_value_kept():
+    message = dhcp(1, 8, CAM, ciaddr="10.0.0.9", options=[(0, b""), (12, b"first"), (12, b"second")])
+    msg = parse_dhcp(message.replace(b"\x00\x00\x0cfirst", b"\x00\x0cfirst"))
+    assert (msg.message_type, msg.ciaddr, msg.host_name) == ("inform", "10.0.0.9", "first")
+    assert parse_dhcp(message[:239]) is None and parse_dhcp(b"\x03" + message[1:]) is None
+    no_mac = bytearray(message)
+    no_mac[1] = 6   # IEEE 802 is htype 1: any other hardware address is not a MAC
+    assert parse_dhcp(bytes(no_mac)).chaddr == 0
+
+
+def test_arp_requests_and_replies_name_their_sender():
+    req = parse_arp(arp(CAM, "192.168.1.10", "192.168.1.1")[14:])
+    assert (req.op, req.sender_mac, req.sender_ip, req.target_ip) == (1, mac_int(CAM), "192.168.1.10", "192.168.1.1")
+    probe = parse_arp(arp(CAM, "0.0.0.0", "192.168.1.10")[14:])
+    assert probe.sender_ip is None and probe.target_ip == "192.168.1.10"
+    assert parse_arp(arp(CAM, "192.168.1.10", "192.168.1.1")[14:40]) is None
+
+
+def _icmp6(frame: bytes) -> bytes:
+    return frame[14 + 40:]
+
+
+def test_neighbour_discovery_messages():
+    na = parse_ndp(_icmp6(neighbor_advertisement(CAM, "fe80::1", "2001:db8::10")))
+    assert (na.kind, na.target, na.link_address) == ("neighbor_advertisement", "2001:db8::10", mac_int(CAM))
+    dad = parse_ndp(_icmp6(neighbor_solicitation(CAM, "::", "fe80::10")))
+    assert (dad.kind, dad.target, dad.link_address) == ("neighbor_solicitation", "fe80::10", 0)
+    ra = parse_ndp(_icmp6(router_advertisement(ROUTER, "fe80::1", "2001:db8:1::")))
+    assert (ra.kind, ra.link_address, ra.prefixes) == ("router_advertisement", mac_int(ROUTER), [("2001:db8:1::", 64)])
+    assert parse_ndp(bytes([128, 0, 0, 0, 0, 0, 0, 0])) is None   # an echo request is not NDP
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+def test_dhcp_fields_agree_with_wireshark(tmp_path):
+    frames = [dhcp_request(CAM, "192.168.1.10", "cam-entrance", "udhcp 1.22.1"),
+              dhcp_ack(ROUTER, "192.168.1.1", CAM, "192.168.1.10", "255.255.255.0", router="192.168.1.1")]
+    path = write_pcap(tmp_path / "dhcp.pcap", [(1_700_000_000.0 + i, f) for i, f in enumerate(frames)])
+    fields = ["dhcp.hw.mac_addr", "dhcp.option.requested_ip_address", "dhcp.option.hostname",
+              "dhcp.option.vendor_class_id", "dhcp.ip.your", "dhcp.option.subnet_mask", "dhcp.option.router"]
+    out = subprocess.run(["tshark", "-r", str(path), "-T", "fields", *[a for f in fields for a in ("-e", f)]],
+                         capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    ours = [parse_dhcp(_udp_payload(f)) for f in frames]
+    theirs = [dict(zip(fields, line.split("\t"), strict=True)) for line in out]
+    for msg, wire in zip(ours, theirs, strict=True):
+        assert wire["dhcp.hw.mac_addr"] == "c0:56:e3:00:00:10" and msg.chaddr == mac_int(CAM)
+        assert (msg.requested or "") == wire["dhcp.option.requested_ip_address"]
+        assert (msg.host_name or "") == wire["dhcp.option.hostname"]
+        assert (msg.vendor_class or "") == wire["dhcp.option.vendor_class_id"]
+        assert (msg.yiaddr or "0.0.0.0") == wire["dhcp.ip.your"]
+        assert (msg.subnet_mask or "") == wire["dhcp.option.subnet_mask"]
+        assert ",".join(msg.routers) == wire["dhcp.option.router"]
