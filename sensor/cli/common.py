@@ -28,6 +28,8 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="camwatch.toml (default: zero-config)")
     parser.add_argument("--alerts", metavar="FILE", default="-",
                         help="write alert JSON lines here; '-' is stdout (default)")
+    parser.add_argument("--flows", metavar="FILE",
+                        help="write a JSON line per ended flow here (Zeek conn.log fields); '-' is stdout")
     parser.add_argument("--metrics-out", metavar="FILE", help="write the final Prometheus text exposition here")
     parser.add_argument("--serve", metavar="ADDR:PORT",
                         help=f"serve /metrics, /healthz, /readyz (e.g. {DEFAULT_METRICS_ADDRESS[0]}:"

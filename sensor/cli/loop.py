@@ -19,6 +19,8 @@ from sensor.config import Config
 from sensor.detect.incidents import END, SHUTDOWN
 from sensor.errors import CaptureError
 from sensor.export import AlertLog, MetricsServer, build_registry, write_metrics_file
+from sensor.export.flow_log import FlowLog
+from sensor.export.lines import Flusher
 from sensor.model import AnomalyModel
 from sensor.pipeline import Sensor
 
@@ -153,6 +155,12 @@ def install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def install_reopen_handler(flusher: Flusher) -> None:
+    """SIGHUP reopens the output files at their paths (logrotate's postrotate): the handler only asks, the
+    flusher does it within a second."""
+    signal.signal(signal.SIGHUP, lambda signum, frame: flusher.request_reopen())
+
+
 def print_summary(sensor: Sensor, elapsed: float, files: int | None = None) -> None:
     s = sensor.summary()
     alerts = s["alerts"]
@@ -184,13 +192,23 @@ class Session:
     endpoint, and the loop between them."""
 
     def __init__(self, args: argparse.Namespace, config: Config, model: AnomalyModel | None,
-                 listen: tuple[str, int] | None, *, append_alerts: bool = False,
+                 listen: tuple[str, int] | None, *, append: bool = False,
                  ready: Callable[[], bool] = lambda: True):
+        """append: the output files are added to (live), not started afresh (replay)."""
         self.args = args
         self.stop = threading.Event()
         install_stop_handlers(self.stop)
-        self.alerts = AlertLog(args.alerts, append=append_alerts)
+        self.alerts = AlertLog(args.alerts, append=append)
+        try:
+            self.flow_log = FlowLog(args.flows, append=append) if getattr(args, "flows", None) else None
+        except BaseException:
+            self.alerts.close()
+            raise
         self.sensor = Sensor(config, on_alert=self.alerts.write, model=model)
+        if self.flow_log is not None:
+            self.flow_log.attach(self.sensor)
+        self.flusher = Flusher([self.alerts.file] + ([self.flow_log.file] if self.flow_log else []))
+        install_reopen_handler(self.flusher)
         tune_garbage_collector()
         self.registry = build_registry(self.sensor)
         self.elapsed = 0.0
@@ -198,7 +216,7 @@ class Session:
             self.server = (MetricsServer(self.registry, listen, ready=ready, inventory=self.sensor.inventory_snapshot,
                                          settings=config.metrics) if listen else None)
         except BaseException:
-            self.alerts.close()
+            self._close_files()
             raise
 
     def announce_server(self) -> None:
@@ -209,7 +227,13 @@ class Session:
     def abandon(self) -> None:
         """Before the loop ever ran: a capture that would not start."""
         self.close_server()
+        self._close_files()
+
+    def _close_files(self) -> None:
+        self.flusher.stop()
         self.alerts.close()
+        if self.flow_log is not None:
+            self.flow_log.close()
 
     def run(self, source: Source) -> None:
         """Feed the sensor until the source ends or is stopped, flush it, and close the outputs. The HTTP endpoint
@@ -239,7 +263,7 @@ class Session:
             if self.args.metrics_out:
                 write_metrics_file(self.registry, self.args.metrics_out)
         finally:
-            self.alerts.close()
+            self._close_files()
             self.sensor.close()
 
     def close_server(self) -> None:

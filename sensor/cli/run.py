@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     capturing = threading.Event()
     # The endpoint starts first: a port already in use is reported before dumpcap starts, and /readyz says
     # "not ready" until the capture really runs.
-    session = Session(args, config, load_model(args), listen, append_alerts=args.alerts != "-",
+    session = Session(args, config, load_model(args), listen, append=True,
                       ready=capturing.is_set)
     try:
         live = LiveCapture(args.interface, args.bpf, buffer_mib=config.capture_buffer_mib)
