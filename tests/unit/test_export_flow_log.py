@@ -69,8 +69,8 @@ def test_a_tcp_connection_is_one_record_with_zeeks_fields_by_value(tmp_path):
     received = [f for _, f in records if f[6:12] != CAM_MAC]
     assert rec == {
         "ts": T0, "uid": rec["uid"], "id.orig_h": CAM, "id.orig_p": 41234, "id.resp_h": CLOUD, "id.resp_p": 8555,
-        "proto": "tcp", "service": "hik-connect", "duration": 1.2, "orig_bytes": 100, "resp_bytes": 40, "conn_state": "SF",
-        "orig_pkts": 5, "resp_pkts": 3, "ip_proto": 6, "vlan": None,
+        "proto": "tcp", "service": "hik-connect", "duration": 1.2, "orig_bytes": 100, "resp_bytes": 40,
+        "conn_state": "SF", "orig_pkts": 5, "resp_pkts": 3, "ip_proto": 6, "vlan": None,
         "orig_l2_addr": "18:68:cb:00:00:14", "resp_l2_addr": "02:00:00:00:00:fe",
         "camwatch.contract": FLOW_CONTRACT, "camwatch.sensor": "site-a", "camwatch.end": "closed",
         "camwatch.orig_wire_bytes": sum(map(len, sent)), "camwatch.resp_wire_bytes": sum(map(len, received)),
