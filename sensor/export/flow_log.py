@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from sensor.bounded import BoundedLRU
@@ -33,6 +34,9 @@ PORT_SERVICES = {
     ("udp", 37020): "sadp", ("udp", 37810): "dhip", ("tcp", 554): "rtsp", ("tcp", 80): "http",
 }
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+# A site's MACs are few and every flow names two: each is formatted once (bounded: forged MACs churn it, no more).
+_mac_text = lru_cache(maxsize=1 << 12)(format_mac)
 
 # Geography.place(ip) of the geo stage: an object with `country`, `asn` and `org` (each may be None), or None.
 Place = Any
@@ -91,7 +95,7 @@ class FlowRecords:
             "orig_bytes": flow.orig_payload, "resp_bytes": flow.resp_payload, "conn_state": conn_state(flow),
             "orig_pkts": flow.orig_pkts, "resp_pkts": flow.resp_pkts, "ip_proto": flow.proto,
             "vlan": flow.vlan or None,
-            "orig_l2_addr": format_mac(flow.orig_mac), "resp_l2_addr": format_mac(flow.resp_mac),
+            "orig_l2_addr": _mac_text(flow.orig_mac), "resp_l2_addr": _mac_text(flow.resp_mac),
             "camwatch.contract": FLOW_CONTRACT, "camwatch.sensor": self.sensor_name,
             "camwatch.end": "closed" if flow.closed else reason,
             "camwatch.orig_wire_bytes": flow.orig_bytes, "camwatch.resp_wire_bytes": flow.resp_bytes,

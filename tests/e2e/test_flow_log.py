@@ -65,6 +65,14 @@ def test_an_unwritable_flow_file_is_exit_2_with_one_line(tmp_path, target, reaso
     assert proc.stdout == ""
 
 
+def test_run_refuses_an_unwritable_flow_file_before_capturing(tmp_path):
+    # The outputs are opened before dumpcap is started: nothing is captured, no interface is needed.
+    path = tmp_path / "missing" / "flows.jsonl"
+    proc = camwatch("run", "--interface", "camwatch-test0", "--flows", path, "--alerts", tmp_path / "a.jsonl")
+    assert proc.returncode == 2
+    assert proc.stderr == f"camwatch: error: {path}: cannot write flow records: No such file or directory\n"
+
+
 def test_a_full_disk_is_one_warning_and_the_replay_goes_on():
     plain = camwatch("replay", SITE, "--config", SITE_CONFIG, "--quiet")
     proc = camwatch("replay", SITE, "--config", SITE_CONFIG, "--quiet", "--flows", "/dev/full")
