@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -231,3 +232,14 @@ def test_without_a_flow_log_nothing_is_built():
     sensor.process(make_batch(handshake()))
     sensor.finish()
     assert sensor.flows.on_end is None and sensor.detection.incidents.flow_links is None
+
+
+def test_the_readme_documents_every_field_and_its_example_is_a_record(tmp_path):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Flow records (contract 1)", 1)[1].split("\n## ", 1)[0]
+    documented = {name for row in section.splitlines() if row.startswith("| `")
+                  for name in re.findall(r"`([^`]+)`", row.split("|")[1])}
+    _, (rec,), _ = replay(tmp_path, handshake())
+    assert documented == set(rec)
+    example = json.loads(section.split("```json", 1)[1].split("```", 1)[0])
+    assert list(example) == list(rec)
