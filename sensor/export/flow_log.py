@@ -8,6 +8,7 @@ Nothing here runs unless `--flows` is given: the flow table's `on_end` and the i
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from sensor.enrich.makers import format_mac
 from sensor.enrich.scope import SCOPE_CAMERA, SCOPE_MULTICAST, SCOPE_OTHER, SCOPE_PUBLIC
 from sensor.export.lines import LineFile, encode
 from sensor.flows import Flow
-from sensor.tags import TAG_PPPP, TAG_RTP, TAG_TLS
+from sensor.tags import TAG_PPPP, TAG_RTP, TAG_SIGNATURE_BASE, TAG_TLS
 
 if TYPE_CHECKING:
     from sensor.pipeline import Sensor
@@ -34,6 +35,8 @@ PORT_SERVICES = {
     ("udp", 37020): "sadp", ("udp", 37810): "dhip", ("tcp", 554): "rtsp", ("tcp", 80): "http",
 }
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_BASE62_PAIRS = tuple(a + b for a in _BASE62 for b in _BASE62)
+_FIRST = struct.Struct("<d")
 
 # A site's MACs are few and every flow names two: each is formatted once (bounded: forged MACs churn it, no more).
 _mac_text = lru_cache(maxsize=1 << 12)(format_mac)
@@ -43,13 +46,14 @@ Place = Any
 PlaceLookup = Callable[[str], Place]
 
 
-def flow_uid(sensor: str, flow: Flow) -> str:
-    """Zeek-like ("C" and base62 of 96 bits), and stable: the same capture and sensor name give the same uid."""
-    digest = hashlib.blake2b(f"{sensor}|{flow.first:.6f}|".encode() + flow.key, digest_size=12).digest()
+def flow_uid(sensor: bytes, flow: Flow) -> str:
+    """Zeek-like ("C" and base62 of 96 bits, at most 18 digits), and stable: the same capture and sensor name
+    (`sensor`, encoded, with a separator after it) give the same uid."""
+    digest = hashlib.blake2b(sensor + _FIRST.pack(flow.first) + flow.key, digest_size=12).digest()
     value, out = int.from_bytes(digest, "big"), []
-    while value:
-        value, digit = divmod(value, 62)
-        out.append(_BASE62[digit])
+    while value:   # two base62 digits a step: half the steps of a per-flow cost a flood pays 100,000 times a second
+        value, pair = divmod(value, 3844)
+        out.append(_BASE62_PAIRS[pair])
     return "C" + "".join(reversed(out))
 
 
@@ -74,6 +78,8 @@ class FlowRecords:
 
     def __init__(self, sensor: Sensor, place: PlaceLookup | None = None):
         self.sensor_name = sensor.config.sensor_name
+        self._uid_prefix = sensor.config.sensor_name.encode() + b"\0"
+        self._allow = bool(sensor.config.allow)
         self.classifier = sensor.classifier
         self.names = sensor.names
         self.inventory = sensor.inventory
@@ -87,7 +93,7 @@ class FlowRecords:
         name = _text(flow.name or self.names.lookup(flow.resp_text, flow.last))
         orig_scope, resp_scope = self._scopes(flow, name)
         rec: dict[str, Any] = {
-            "ts": round(flow.first, 6), "uid": flow_uid(self.sensor_name, flow),
+            "ts": round(flow.first, 6), "uid": flow_uid(self._uid_prefix, flow),
             "id.orig_h": flow.orig_text, "id.orig_p": None if portless else flow.orig_port,
             "id.resp_h": flow.resp_text, "id.resp_p": None if portless else flow.resp_port,
             "proto": proto, "service": self._service(flow, proto, name),
@@ -112,6 +118,8 @@ class FlowRecords:
         `allowed`), with the flow's service port and the name of that end."""
         c = self.classifier
         orig, resp = c.scope_of_raw(flow.orig_raw), c.scope_of_raw(flow.resp_raw)
+        if not self._allow:
+            return orig, resp   # without allow rules an address's scope is the whole answer
         judged = (SCOPE_CAMERA, SCOPE_MULTICAST, SCOPE_OTHER)
         port, proto = flow.resp_port or None, flow.proto_name
         if orig == SCOPE_CAMERA and resp not in judged:
@@ -136,9 +144,11 @@ class FlowRecords:
             found.append("pppp")
         if not found and (by_port := PORT_SERVICES.get((proto, flow.resp_port))):
             found.append(by_port)
-        port = flow.resp_port or None
-        vendor = (self.services.indicators.by_signature(flow.orig_tags, proto, port)
-                  or self.services.indicators.by_signature(flow.resp_tags, proto, port))
+        vendor = None
+        if tags >> TAG_SIGNATURE_BASE:   # some prefix signature matched: which service's, on this port
+            port = flow.resp_port or None
+            vendor = (self.services.indicators.by_signature(flow.orig_tags, proto, port)
+                      or self.services.indicators.by_signature(flow.resp_tags, proto, port))
         if vendor is not None:
             found.append(vendor[0].id)
         else:

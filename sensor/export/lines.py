@@ -23,10 +23,14 @@ MAX_BUFFER_BYTES = 1 << 20  # and at once when this much is held, so a burst of 
 _STDOUT_LOCK = threading.Lock()   # alerts and flow records may share stdout: whole lines, never interleaved
 
 
+# json.dumps with any non-default argument builds an encoder per call: one, made once
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode(record: dict) -> str:
     """One line of JSON. Strings from the wire are escaped by the encoding itself: control characters as \\uXXXX,
     and everything outside ASCII too, so that a line is always one line of printable ASCII."""
-    return json.dumps(record, separators=(",", ":"))
+    return _ENCODER.encode(record)
 
 
 class LineFile:

@@ -80,7 +80,7 @@ def test_a_tcp_connection_is_one_record_with_zeeks_fields_by_value(tmp_path):
         "camwatch.device_maker": "Hikvision", "camwatch.covered": True, "camwatch.device_role": "camera",
         "camwatch.name": None, "camwatch.country": None, "camwatch.asn": None, "camwatch.org": None,
         "camwatch.incident": rec["camwatch.incident"]}
-    assert re.fullmatch(r"C[0-9A-Za-z]{10,17}", rec["uid"])
+    assert re.fullmatch(r"C[0-9A-Za-z]{12,18}", rec["uid"])
     # a Hikvision camera on Hik-Connect's port: the vendor service and its incident
     assert re.fullmatch(r"inc-[0-9a-f]{16}", rec["camwatch.incident"])
     assert sensor.flows.expired["end"] == 1
