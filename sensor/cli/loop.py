@@ -157,8 +157,10 @@ def install_stop_handlers(stop: threading.Event) -> None:
 
 def install_reopen_handler(flusher: Flusher) -> None:
     """SIGHUP reopens the output files at their paths (logrotate's postrotate): the handler only asks, the
-    flusher does it within a second."""
-    signal.signal(signal.SIGHUP, lambda signum, frame: flusher.request_reopen())
+    flusher does it within a second. With no file to reopen (everything on stdout) a hang-up keeps its default
+    meaning: the terminal is gone, stop."""
+    if flusher.reopenable:
+        signal.signal(signal.SIGHUP, lambda signum, frame: flusher.request_reopen())
 
 
 def print_summary(sensor: Sensor, elapsed: float, files: int | None = None) -> None:

@@ -185,6 +185,11 @@ class Flusher:
             for f in self.files:
                 f.maintain()
 
+    @property
+    def reopenable(self) -> bool:
+        """Whether any of the files is a file at a path (stdout is not reopened)."""
+        return any(f.target not in (None, "-") for f in self.files)
+
     def request_reopen(self) -> None:
         for f in self.files:
             f.request_reopen()

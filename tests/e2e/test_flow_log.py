@@ -150,3 +150,16 @@ def test_a_replay_stopped_by_sigterm_writes_the_records_of_every_flow(tmp_path):
     assert len(records) == flows_of(err) == len({r["uid"] for r in records})
     ends = {r["camwatch.end"] for r in records}
     assert ends == {"idle", "end"}
+
+
+def test_with_everything_on_stdout_a_hang_up_still_stops_the_replay(tmp_path):
+    # No file to reopen: SIGHUP keeps its meaning (the terminal went away), as before the flow log existed.
+    pcap, config = slow_capture(tmp_path)
+    proc = start("replay", pcap, "--config", config, "--pace", "realtime", "--flows", "-", "--quiet")
+    try:
+        assert proc.stdout is not None and json.loads(proc.stdout.readline())   # running: its first line is out
+        proc.send_signal(signal.SIGHUP)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGHUP

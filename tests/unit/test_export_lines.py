@@ -171,3 +171,12 @@ def test_encoding_escapes_whatever_the_wire_sent():
     line = encode({"name": 'a"\\\n\x1b\u00e9\u202e\udcff'})
     assert line.isascii() and line.isprintable() and "\n" not in line
     assert json.loads(line) == {"name": 'a"\\\n\x1b\u00e9\u202e\udcff'}
+
+
+def test_only_files_at_a_path_make_a_flusher_reopenable(tmp_path, capsys):
+    on_stdout = Flusher([LineFile("-", "alerts"), LineFile(None, "flow records")], interval=3600)
+    assert not on_stdout.reopenable
+    on_stdout.stop()
+    with_file = Flusher([LineFile("-", "alerts"), LineFile(str(tmp_path / "f"), "flow records")], interval=3600)
+    assert with_file.reopenable
+    with_file.stop()
