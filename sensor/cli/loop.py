@@ -163,7 +163,8 @@ def install_reopen_handler(flusher: Flusher) -> None:
         signal.signal(signal.SIGHUP, lambda signum, frame: flusher.request_reopen())
 
 
-def print_summary(sensor: Sensor, elapsed: float, files: int | None = None) -> None:
+def print_summary(sensor: Sensor, elapsed: float, files: int | None = None,
+                  flow_log: FlowLog | None = None) -> None:
     s = sensor.summary()
     alerts = s["alerts"]
     total_alerts = sum(alerts.values())
@@ -180,6 +181,10 @@ def print_summary(sensor: Sensor, elapsed: float, files: int | None = None) -> N
         f"  incidents:             {s['incidents']:,} ({lines_text(s['lines'])})",
         f"  detections:            {total_alerts:,} ({by_type})",
     ]
+    if flow_log is not None:
+        written = flow_log.file.lines - flow_log.file.dropped
+        lost = f" ({flow_log.file.dropped:,} lost: the file could not be written)" if flow_log.file.dropped else ""
+        lines.append(f"  flow records:          {written:,}{lost}")
     sys.stderr.write("\n".join(lines) + "\n")
 
 

@@ -117,7 +117,7 @@ def _report(args: argparse.Namespace, session: Session, live: LiveCapture, sourc
     """The summary with dumpcap's counts, then the exit code: a capture that ended without being asked fails."""
     sensor = session.sensor
     if not args.quiet:
-        print_summary(sensor, session.elapsed)
+        print_summary(sensor, session.elapsed, flow_log=session.flow_log)
         received = live.received
         sys.stderr.write(f"  capture drops:         {live.dropped:,}"
                          + (f" (dumpcap received {received:,}, passed on {live.captured:,})"

@@ -40,6 +40,8 @@ def test_one_record_per_flow_and_the_alerts_unchanged(tmp_path):
     assert proc.stdout == plain.stdout
     records = records_of((tmp_path / "flows.jsonl").read_text())
     assert len(records) == flows_of(proc.stderr) == len({r["uid"] for r in records})
+    assert f"\n  flow records:          {len(records)}\n" in proc.stderr
+    assert "flow records" not in plain.stderr
     incidents = {a["incident"] for a in alerts_of(proc.stdout)}
     linked = {r["camwatch.incident"] for r in records} - {None}
     assert linked == incidents
@@ -80,6 +82,8 @@ def test_a_full_disk_is_one_warning_and_the_replay_goes_on():
     assert proc.stderr == ("camwatch: warning: /dev/full: cannot write flow records: No space left on device; "
                            "dropping them until writes succeed\n")
     assert proc.stdout == plain.stdout
+    summary = camwatch("replay", SITE, "--config", SITE_CONFIG, "--flows", "/dev/full").stderr
+    assert f"  flow records:          0 ({flows_of(summary)} lost: the file could not be written)\n" in summary
 
 
 def slow_capture(tmp_path: Path, flows: int = 100, gap: float = 0.1) -> tuple[Path, Path]:
