@@ -167,3 +167,12 @@ def test_with_everything_on_stdout_a_hang_up_still_stops_the_replay(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == -signal.SIGHUP
+
+
+def test_the_alert_log_rides_out_a_full_disk_the_same_way(tmp_path):
+    proc = camwatch("replay", SITE, "--config", SITE_CONFIG, "--quiet", "--alerts", "/dev/full",
+                    "--metrics-out", tmp_path / "m.prom")
+    assert proc.returncode == 0
+    assert proc.stderr == ("camwatch: warning: /dev/full: cannot write alerts: No space left on device; "
+                           "dropping them until writes succeed\n")
+    assert "camwatch_incident_lines_total" in (tmp_path / "m.prom").read_text()   # the rest of the run went on
