@@ -48,6 +48,15 @@ def load_model(args: argparse.Namespace) -> AnomalyModel | None:
     return AnomalyModel.load(args.model) if args.model else None
 
 
+def distinct_outputs(alerts: str | None, flows: str | None) -> None:
+    """Two logs opened on one file would write over each other: refused, unless it is a device (/dev/null)."""
+    if not alerts or not flows or "-" in (alerts, flows):
+        return
+    same = Path(alerts).resolve() == Path(flows).resolve()
+    if same and (Path(alerts).is_file() or not Path(alerts).exists()):
+        raise CamwatchError(f"--alerts and --flows both name {alerts}: give each log its own file")
+
+
 def require_files(paths: Iterable[str], *, regular: bool = False) -> None:
     """Refuse a missing capture before anything is opened or written. `regular` also names what exists but is not
     a regular file (a directory, a device), which replay, unlike inspect, tells apart."""

@@ -24,7 +24,7 @@ from sensor.export.lines import Flusher
 from sensor.model import AnomalyModel
 from sensor.pipeline import Sensor
 
-from .common import format_address
+from .common import distinct_outputs, format_address
 
 
 class Source(Protocol):
@@ -203,6 +203,7 @@ class Session:
                  ready: Callable[[], bool] = lambda: True):
         """append: the output files are added to (live), not started afresh (replay)."""
         self.args = args
+        distinct_outputs(args.alerts, getattr(args, "flows", None))
         self.stop = threading.Event()
         install_stop_handlers(self.stop)
         self.alerts = AlertLog(args.alerts, append=append)

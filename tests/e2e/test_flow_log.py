@@ -67,6 +67,14 @@ def test_an_unwritable_flow_file_is_exit_2_with_one_line(tmp_path, target, reaso
     assert proc.stdout == ""
 
 
+def test_one_file_for_both_logs_is_refused(tmp_path):
+    same = tmp_path / "out.jsonl"
+    proc = camwatch("replay", SITE, "--alerts", same, "--flows", tmp_path / "." / "out.jsonl")
+    assert proc.returncode == 2 and not same.exists()
+    assert proc.stderr == f"camwatch: error: --alerts and --flows both name {same}: give each log its own file\n"
+    assert camwatch("replay", SITE, "--alerts", "/dev/null", "--flows", "/dev/null", "--quiet").returncode == 0
+
+
 def test_run_refuses_an_unwritable_flow_file_before_capturing(tmp_path):
     # The outputs are opened before dumpcap is started: nothing is captured, no interface is needed.
     path = tmp_path / "missing" / "flows.jsonl"
