@@ -132,6 +132,8 @@ class FlowRecords:
         """Zeek's comma-separated `service`: the protocols the payload showed, else the one the service port
         implies, then the vendor service of the indicator file (by payload signature, name, or an address seen
         before as that service's)."""
+        if proto == "icmp":
+            return None   # as Zeek: no service over ICMP, whoever answers it (camwatch.name and the incident say who)
         tags = flow.orig_tags | flow.resp_tags
         found = []
         if tags & TAG_TLS:

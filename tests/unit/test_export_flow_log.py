@@ -123,8 +123,8 @@ def test_udp_and_icmp_states_and_ports(tmp_path):
     assert by_port[6000]["conn_state"] == "S0" and by_port[6000]["service"] is None
     assert by_port[123]["conn_state"] == "SF" and by_port[123]["service"] == "ntp"
     icmp = by_port[None]
-    assert (icmp["proto"], icmp["id.orig_p"], icmp["conn_state"], icmp["orig_pkts"], icmp["resp_pkts"]) == (
-        "icmp", None, "OTH", 1, 1)
+    assert (icmp["proto"], icmp["id.orig_p"], icmp["conn_state"], icmp["orig_pkts"], icmp["resp_pkts"],
+            icmp["service"]) == ("icmp", None, "OTH", 1, 1, None)
     assert icmp["orig_bytes"] == icmp["resp_bytes"] == 32   # ICMP: what follows its 8-byte header
     assert len(recs) == 3
 
