@@ -117,28 +117,33 @@ class Flow:
 
     @property
     def state(self) -> str:
-        """Zeek-style connection state for TCP; '-' for other protocols."""
+        """Zeek's connection state for TCP, decided in the order of Zeek's conn_state() from the flags each side
+        ever sent (camwatch keeps their union, not their order: README, Flow records); '-' for other protocols."""
         if self.proto != PROTO_TCP:
             return "-"
         o, r = self.orig_flags, self.resp_flags
-        if not o & SYN:
-            return "OTH"
-        if r & RST and not r & SYN:
-            return "REJ"
-        established = bool(r & SYN and r & ACK)
-        if not established:
-            return "S0" if not o & RST else "RSTOS0"
-        if o & RST:
-            return "RSTO"
+        handshake = bool(o & SYN and r & SYN and r & ACK)
+        # Zeek's "inactive" endpoint: it sent nothing, or only midstream segments (no SYN, FIN or RST)
+        o_quiet, r_quiet = not o & (SYN | FIN | RST), not r & (SYN | FIN | RST)
         if r & RST:
-            return "RSTR"
+            if o & RST:
+                return "REJ" if not (self.orig_payload or self.resp_payload) else "RSTR"
+            if o & SYN and not handshake and not o & FIN:
+                return "REJ"
+            return "RSTRH" if o_quiet else "RSTR"
+        if o & RST:
+            if r_quiet:
+                return "RSTOS0" if o & SYN else "OTH"
+            return "RSTO"
         if o & FIN and r & FIN:
             return "SF"
         if o & FIN:
-            return "S2"
+            return "SH" if r_quiet else "S2"
         if r & FIN:
-            return "S3"
-        return "S1"
+            return "SHR" if o_quiet else "S3"
+        if o & SYN and not r:
+            return "S0"
+        return "S1" if handshake else "OTH"
 
     def as_dict(self) -> dict:
         return {

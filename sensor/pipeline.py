@@ -119,8 +119,9 @@ class Sensor:
         what is pending is judged, then every open incident closes with its totals."""
         with self.lock:
             self._end_second(tick=False)
-            self.flows.flush()
+            # Incidents first: their last lines name them, so the flows flushed after (the flow log) can too.
             self.detection.tick(self.last_ts or 0.0, final=True, reason=reason)
+            self.flows.flush()
             self._save()
 
     def _save(self, devices_too: bool = True) -> None:

@@ -29,6 +29,8 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="camwatch.toml (default: zero-config)")
     parser.add_argument("--alerts", metavar="FILE", default="-",
                         help="write alert JSON lines here; '-' is stdout (default)")
+    parser.add_argument("--flows", metavar="FILE",
+                        help="write a JSON line per ended flow here (Zeek conn.log fields); '-' is stdout")
     parser.add_argument("--metrics-out", metavar="FILE", help="write the final Prometheus text exposition here")
     parser.add_argument("--serve", metavar="ADDR:PORT",
                         help=f"serve /metrics, /healthz, /readyz (e.g. {DEFAULT_METRICS_ADDRESS[0]}:"
@@ -63,6 +65,15 @@ def metrics_listen(args: argparse.Namespace, config: Config) -> tuple[str, int] 
 
 def load_model(args: argparse.Namespace) -> AnomalyModel | None:
     return AnomalyModel.load(args.model) if args.model else None
+
+
+def distinct_outputs(alerts: str | None, flows: str | None) -> None:
+    """Two logs opened on one file would write over each other: refused, unless it is a device (/dev/null)."""
+    if not alerts or not flows or "-" in (alerts, flows):
+        return
+    same = Path(alerts).resolve() == Path(flows).resolve()
+    if same and (Path(alerts).is_file() or not Path(alerts).exists()):
+        raise CamwatchError(f"--alerts and --flows both name {alerts}: give each log its own file")
 
 
 def require_files(paths: Iterable[str], *, regular: bool = False) -> None:

@@ -19,10 +19,12 @@ from sensor.config import Config
 from sensor.detect.incidents import END, SHUTDOWN
 from sensor.errors import CaptureError
 from sensor.export import AlertLog, MetricsServer, build_registry, write_metrics_file
+from sensor.export.flow_log import FlowLog
+from sensor.export.lines import Flusher
 from sensor.model import AnomalyModel
 from sensor.pipeline import Sensor
 
-from .common import format_address
+from .common import distinct_outputs, format_address
 
 
 class Source(Protocol):
@@ -153,7 +155,16 @@ def install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def print_summary(sensor: Sensor, elapsed: float, files: int | None = None) -> None:
+def install_reopen_handler(flusher: Flusher) -> None:
+    """SIGHUP reopens the output files at their paths (logrotate's postrotate): the handler only asks, the
+    flusher does it within a second. With no file to reopen (everything on stdout) a hang-up keeps its default
+    meaning: the terminal is gone, stop."""
+    if flusher.reopenable:
+        signal.signal(signal.SIGHUP, lambda signum, frame: flusher.request_reopen())
+
+
+def print_summary(sensor: Sensor, elapsed: float, files: int | None = None,
+                  flow_log: FlowLog | None = None) -> None:
     s = sensor.summary()
     alerts = s["alerts"]
     total_alerts = sum(alerts.values())
@@ -170,6 +181,10 @@ def print_summary(sensor: Sensor, elapsed: float, files: int | None = None) -> N
         f"  incidents:             {s['incidents']:,} ({lines_text(s['lines'])})",
         f"  detections:            {total_alerts:,} ({by_type})",
     ]
+    if flow_log is not None:
+        written = flow_log.file.lines - flow_log.file.dropped
+        lost = f" ({flow_log.file.dropped:,} lost: the file could not be written)" if flow_log.file.dropped else ""
+        lines.append(f"  flow records:          {written:,}{lost}")
     sys.stderr.write("\n".join(lines) + "\n")
 
 
@@ -184,13 +199,24 @@ class Session:
     endpoint, and the loop between them."""
 
     def __init__(self, args: argparse.Namespace, config: Config, model: AnomalyModel | None,
-                 listen: tuple[str, int] | None, *, append_alerts: bool = False,
+                 listen: tuple[str, int] | None, *, append: bool = False,
                  ready: Callable[[], bool] = lambda: True):
+        """append: the output files are added to (live), not started afresh (replay)."""
         self.args = args
+        distinct_outputs(args.alerts, getattr(args, "flows", None))
         self.stop = threading.Event()
         install_stop_handlers(self.stop)
-        self.alerts = AlertLog(args.alerts, append=append_alerts)
+        self.alerts = AlertLog(args.alerts, append=append)
+        try:
+            self.flow_log = FlowLog(args.flows, append=append) if getattr(args, "flows", None) else None
+        except BaseException:
+            self.alerts.close()
+            raise
         self.sensor = Sensor(config, on_alert=self.alerts.write, model=model)
+        if self.flow_log is not None:
+            self.flow_log.attach(self.sensor)
+        self.flusher = Flusher([self.alerts.file] + ([self.flow_log.file] if self.flow_log else []))
+        install_reopen_handler(self.flusher)
         tune_garbage_collector()
         self.registry = build_registry(self.sensor)
         self.elapsed = 0.0
@@ -198,7 +224,7 @@ class Session:
             self.server = (MetricsServer(self.registry, listen, ready=ready, inventory=self.sensor.inventory_snapshot,
                                          settings=config.metrics) if listen else None)
         except BaseException:
-            self.alerts.close()
+            self._close_files()
             raise
 
     def announce_server(self) -> None:
@@ -209,7 +235,13 @@ class Session:
     def abandon(self) -> None:
         """Before the loop ever ran: a capture that would not start."""
         self.close_server()
+        self._close_files()
+
+    def _close_files(self) -> None:
+        self.flusher.stop()
         self.alerts.close()
+        if self.flow_log is not None:
+            self.flow_log.close()
 
     def run(self, source: Source) -> None:
         """Feed the sensor until the source ends or is stopped, flush it, and close the outputs. The HTTP endpoint
@@ -239,7 +271,7 @@ class Session:
             if self.args.metrics_out:
                 write_metrics_file(self.registry, self.args.metrics_out)
         finally:
-            self.alerts.close()
+            self._close_files()
             self.sensor.close()
 
     def close_server(self) -> None:

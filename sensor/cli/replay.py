@@ -58,7 +58,7 @@ def replay(args: argparse.Namespace) -> int:
                          packets=None if args.quiet else lambda: sensor.packets)
     session.run(files)
     if not args.quiet:
-        print_summary(sensor, session.elapsed, len(args.pcaps))
+        print_summary(sensor, session.elapsed, len(args.pcaps), session.flow_log)
     report_errors(files.failures)
     if session.server and not session.stop.is_set():
         if not args.quiet:

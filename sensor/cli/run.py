@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     capturing = threading.Event()
     # The endpoint starts first: a port already in use is reported before dumpcap starts, and /readyz says
     # "not ready" until the capture really runs.
-    session = Session(args, config, load_model(args), listen, append_alerts=args.alerts != "-",
+    session = Session(args, config, load_model(args), listen, append=True,
                       ready=capturing.is_set)
     try:
         live = LiveCapture(args.interface, args.bpf, buffer_mib=config.capture_buffer_mib)
@@ -117,7 +117,7 @@ def _report(args: argparse.Namespace, session: Session, live: LiveCapture, sourc
     """The summary with dumpcap's counts, then the exit code: a capture that ended without being asked fails."""
     sensor = session.sensor
     if not args.quiet:
-        print_summary(sensor, session.elapsed)
+        print_summary(sensor, session.elapsed, flow_log=session.flow_log)
         received = live.received
         sys.stderr.write(f"  capture drops:         {live.dropped:,}"
                          + (f" (dumpcap received {received:,}, passed on {live.captured:,})"

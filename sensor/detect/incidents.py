@@ -264,6 +264,9 @@ class Incidents:
         self._changed: list[Incident] = []
         self._closing: list[Alert] = []
         self.opened = 0
+        # Which incident each flow's traffic last counted in, kept only for the flow log (which takes each entry
+        # when its flow ends): None costs nothing when no one asks.
+        self.flow_links: BoundedLRU[Flow, Incident] | None = None
 
     def __len__(self) -> int:
         return len(self._open)
@@ -304,6 +307,7 @@ class Incidents:
                 incident.opened = min(incident.opened, earliest)
         if obs is not None:
             self._followed += incident.traffic.add(obs, self._followed < FOLLOWED_MAX)
+            self._link(obs, incident)
 
     def traffic(self, obs: Observation, service: IncidentService) -> None:
         """Traffic of a device that has open incidents: counted in the incident of its service, if one is open."""
@@ -314,6 +318,21 @@ class Incidents:
         if incident is not None:
             incident.last = max(incident.last, obs.ts)
             self._followed += incident.traffic.add(obs, self._followed < FOLLOWED_MAX)
+            self._link(obs, incident)
+
+    def _link(self, obs: Observation, incident: Incident) -> None:
+        if self.flow_links is not None and obs.flow is not None:
+            self.flow_links.put(obs.flow, incident)
+
+    def incident_of(self, flow: Flow) -> str | None:
+        """The id of the incident the flow's traffic last counted in, if its line was written; the link is
+        dropped, since this is asked once, when the flow ends."""
+        if self.flow_links is None:
+            return None
+        incident = self.flow_links.pop(flow)
+        if incident is None or not incident.id:
+            return None
+        return incident.id
 
     def _sweep(self, now: float) -> None:
         """Close the incidents silent for the timeout by `now`, least recently active first (the rest are younger).

@@ -51,7 +51,18 @@ class Indicators:
         svc = self.by_name(obs.name) if obs.initiated else None
         if svc is not None:
             return svc, f"name {obs.name}"
-        tags = obs.tags
+        found = self.by_signature(obs.tags, obs.proto, obs.port)
+        if found is not None:
+            return found
+        maker = obs.device.maker.name if obs.device.maker else None
+        if obs.initiated and maker:
+            for svc in self.services:
+                if maker in svc.makers and (obs.proto, obs.port) in svc.ports:
+                    return svc, f"{obs.proto}/{obs.port}, a {svc.name} port, from a {maker} device"
+        return None
+
+    def by_signature(self, tags: int, proto: str, port: int | None) -> tuple[Service, str] | None:
+        """The service whose payload signature one side of a flow sent (`tags`, sensor.tags), and the evidence."""
         for svc in self.services:
             hit = tags & svc.signature_bits
             if not hit:
@@ -59,13 +70,8 @@ class Indicators:
             for bit, sig in svc.signature_rules:
                 # a signature narrowed to a transport or service port counts only there (DVRIP's four bytes
                 # are distinctive on tcp/34567, not in the middle of any TCP stream)
-                if hit & bit and sig.applies(obs.proto, obs.port):
+                if hit & bit and sig.applies(proto, port):
                     return svc, sig.evidence
-        maker = obs.device.maker.name if obs.device.maker else None
-        if obs.initiated and maker:
-            for svc in self.services:
-                if maker in svc.makers and (obs.proto, obs.port) in svc.ports:
-                    return svc, f"{obs.proto}/{obs.port}, a {svc.name} port, from a {maker} device"
         return None
 
 

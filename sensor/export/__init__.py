@@ -10,6 +10,8 @@ per packet.
     server.py      the HTTP endpoint (prometheus_client's server, with camwatch's routes and TLS)
     auth.py        basic auth with pbkdf2 hashes
     alert_log.py   alert JSON lines
+    flow_log.py    flow records (--flows): a JSON line per ended flow, Zeek conn.log fields and camwatch's own
+    lines.py       the one JSON-lines writer under both: buffering, reopening on SIGHUP, riding out a full disk
 """
 
 from __future__ import annotations

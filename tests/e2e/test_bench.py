@@ -69,3 +69,15 @@ def test_flood_benchmark_capture_is_all_new_flows(tmp_path):
     assert r.returncode == 0, r.stderr
     (row,) = json.loads(out.read_text())["results"]
     assert row["packets"] == row["flows"] == 3_000
+
+
+def test_flow_log_cost_benchmark_runs_both_ways_and_writes_every_record(tmp_path):
+    capture = tmp_path / "bench.pcap"
+    assert bench("make_capture.py", capture, "-n", 5_000, "--site", "nvr20").returncode == 0
+    out = tmp_path / "flows.jsonl"
+    r = bench("flow_log_cost.py", capture, "--runs", 1, "--out", out)
+    assert r.returncode == 0, r.stderr
+    flows = int(r.stdout.split(" flows,")[0].rsplit(" ", 1)[1].replace(",", ""))
+    assert flows > 20 and f"{flows:,} records" in r.stdout
+    assert len(out.read_text().splitlines()) == flows
+    assert "  off " in r.stdout and "  on " in r.stdout and "on/off CPU" in r.stdout

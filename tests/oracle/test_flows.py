@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REAL, SYNTHETIC
+from conftest import REAL, SYNTHETIC, tshark_fields
 
 from packets import PcapWriter, ethernet, ipv4, mac, tcp, udp
 from sensor.capture import open_file
@@ -159,3 +159,76 @@ def test_alerts_and_counts_do_not_depend_on_how_the_input_is_read(path, monkeypa
     pieces = replay_with_read_size(path, 1024, monkeypatch)
     assert pieces[2] > whole[2] >= 1 or path.stat().st_size < 2048
     assert pieces[:2] == whole[:2]
+
+
+def tshark_directions(path: Path, times: dict | None = None) -> dict[tuple, list[int]]:
+    """(proto, src, sport, dst, dport) -> [frames, frame bytes, transport payload bytes], from tshark's own
+    dissection of every TCP and UDP packet (ICMP errors quoting a datagram left out). `times`, if given, gets each
+    direction's first and last packet time (epoch seconds, as tshark prints them)."""
+    rows = tshark_fields(path, "frame.len", "ip.src", "ipv6.src", "ip.dst", "ipv6.dst", "tcp.srcport",
+                         "tcp.dstport", "udp.srcport", "udp.dstport", "tcp.len", "udp.length", "frame.time_epoch",
+                         display_filter="(tcp or udp) and not icmp and not icmpv6")
+    out: dict[tuple, list[int]] = {}
+    for length, src4, src6, dst4, dst6, tsport, tdport, usport, udport, tlen, ulen, epoch in rows:
+        tcp_row = bool(tsport)
+        key = ("tcp" if tcp_row else "udp", src4 or src6, int(tsport or usport), dst4 or dst6, int(tdport or udport))
+        entry = out.setdefault(key, [0, 0, 0])
+        entry[0] += 1
+        entry[1] += int(length)
+        entry[2] += int(tlen) if tcp_row else int(ulen) - 8
+        if times is not None:
+            first, last = times.get(key, (float(epoch), float(epoch)))
+            times[key] = (min(first, float(epoch)), max(last, float(epoch)))
+    return out
+
+
+@pytest.mark.parametrize("path", [SYNTHETIC / "camera_site.pcap", REAL / "nku-lifecycle/xiaobai_Y2camera_setup.pcap",
+                                  REAL / "iot-sentinel/D-LinkCam/Setup-A-1-STA.pcap", REAL / "ndpi/rtsp.pcap"],
+                         ids=lambda p: p.name)
+def test_flow_records_agree_with_tshark_field_by_field(path, tmp_path):
+    """Each TCP/UDP record of the flow log (--flows): its packets, bytes on the wire and payload bytes, each way,
+    equal what tshark dissects for that direction, and so do its first packet's time and its duration."""
+    import json
+
+    from sensor.export.flow_log import FlowLog
+
+    sensor = Sensor(Config())
+    log = FlowLog(str(tmp_path / "flows.jsonl"))
+    log.attach(sensor)
+    reader, _ = open_file(path)
+    for batch in reader:
+        sensor.process(batch)
+    sensor.finish()
+    log.close()
+    records = [json.loads(line) for line in (tmp_path / "flows.jsonl").read_text().splitlines()]
+    times: dict[tuple, tuple[float, float]] = {}
+    theirs = tshark_directions(path, times)
+    ours: dict[tuple, list[int]] = {}
+    for r in records:
+        if r["proto"] not in ("tcp", "udp"):
+            continue
+        ends = ((r["id.orig_h"], r["id.orig_p"]), (r["id.resp_h"], r["id.resp_p"]))
+        for (src, dst), side in ((ends, "orig"), (ends[::-1], "resp")):
+            counts = [r[f"{side}_pkts"], r[f"camwatch.{side}_wire_bytes"], r[f"{side}_bytes"]]
+            if counts[0]:
+                entry = ours.setdefault((r["proto"], *src, *dst), [0, 0, 0])
+                entry[:] = [a + b for a, b in zip(entry, counts, strict=True)]
+    # A TCP port pair used again after a close, or a flow past a timeout, is several records here and one
+    # conversation to tshark: the sums per direction are what must agree.
+    assert ours == theirs
+    pairs = {frozenset(((k[1], k[2]), (k[3], k[4]))) for k in theirs}
+    assert len(pairs) <= len([r for r in records if r["proto"] in ("tcp", "udp")])
+    # where a conversation is one record, its first packet and duration are tshark's too
+    per_pair: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r["proto"] in ("tcp", "udp"):
+            per_pair.setdefault((r["proto"], r["id.orig_h"], r["id.orig_p"], r["id.resp_h"], r["id.resp_p"]),
+                                []).append(r)
+    alone = [rs[0] for rs in per_pair.values() if len(rs) == 1]
+    assert alone
+    for r in alone:
+        spans = [times[k] for k in ((r["proto"], r["id.orig_h"], r["id.orig_p"], r["id.resp_h"], r["id.resp_p"]),
+                                    (r["proto"], r["id.resp_h"], r["id.resp_p"], r["id.orig_h"], r["id.orig_p"]))
+                 if k in times]
+        first, last = min(s[0] for s in spans), max(s[1] for s in spans)
+        assert r["ts"] == pytest.approx(first, abs=1e-6) and r["duration"] == pytest.approx(last - first, abs=2e-6)

@@ -107,9 +107,12 @@ S, A, F, R = fl.SYN, fl.ACK, fl.FIN, fl.RST
 
 
 @pytest.mark.parametrize("orig, resp, state", [
-    (A, S | A, "OTH"), (S, R, "REJ"), (S, R | A, "REJ"), (S, 0, "S0"), (S, S | R, "S0"), (S | R, 0, "RSTOS0"),
+    (A, S | A, "OTH"), (S, R, "REJ"), (S, R | A, "REJ"), (S, 0, "S0"), (S, S | R, "REJ"), (S | R, 0, "RSTOS0"),
+    (S, A, "OTH"), (S, S | A, "S1"), (S | R, R, "REJ"), (R, 0, "OTH"), (A | R, A, "OTH"),
     (S | A | R, S | A, "RSTO"), (S | A, S | A | R, "RSTR"), (S | A | F, S | A | F, "SF"), (S | A | F, S | A, "S2"),
-    (S | A, S | A | F, "S3"), (S | A, S | A, "S1"), (S | A | R | F, S | A | F, "RSTO")])
+    (S | A, S | A | F, "S3"), (S | A, S | A, "S1"), (S | A | R | F, S | A | F, "RSTO"),
+    (S | F, 0, "SH"), (S | A | F, A, "SH"), (A, S | A | F, "SHR"), (A | F, S | A | F, "SF"), (A, S | A | R, "RSTRH"),
+    (A, R, "RSTRH"), (0, A, "OTH")])
 def test_tcp_state_of_each_handshake(orig, resp, state):
     """Zeek's connection states (not mutated by mutmut, being a property, so held here by value)."""
     f = Flow(b"k" * 40, 0, 6, 50000, 443, 0.0)
