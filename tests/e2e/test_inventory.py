@@ -18,7 +18,7 @@ def inventory(*args) -> dict[str, dict]:
 
 # Every camera of pcaps/real: (capture, address, MAC vendor, maker, covered_basis, strongest evidence source).
 REAL_CAMERAS = [
-    ("iot-sentinel/D-LinkCam/Setup-A-1-STA.pcap", "10.10.10.37", "D-Link International", "D-Link", None, "banner"),
+    ("iot-sentinel/D-LinkCam/Setup-A-1-STA.pcap", "10.10.10.37", "D-Link International", "D-Link", None, "ssdp"),
     ("iot-sentinel/D-LinkDayCam/Setup-A-1-STA.pcap", "10.10.10.58", "D-Link International", "D-Link", None, "oui"),
     ("iot-sentinel/EdimaxCam1/Setup-A-1-STA.pcap", "10.10.10.51", "Edimax Technology Co. Ltd.", "Edimax", None, "oui"),
     ("neu-intl-iot/yi_camera_sample.pcap", "192.168.10.204", "Shenzhen Zowee Technology Co., Ltd", "Zowee (Yi)",
@@ -27,16 +27,12 @@ REAL_CAMERAS = [
        "Xiaomi ecosystem (Imilab)", "prc-nil", "oui") for phase in ("setup", "idle_local", "idle_remote",
                                                                      "speak_local", "delete")],
 ]
-# The DCS-930L's only names are its DHCP host name and mDNS names (DCS-930LB...), which the DHCP and mDNS parsers of
-# the same issue read; until they are merged it has nothing that says camera.
-NEEDS_NAME_PARSERS = {"iot-sentinel/D-LinkDayCam/Setup-A-1-STA.pcap"}
 
 
 @pytest.mark.parametrize("capture,camera,vendor,maker,basis,source", REAL_CAMERAS,
                          ids=[c[0].split("/")[-2] + "/" + c[0].split("/")[-1] for c in REAL_CAMERAS])
-def test_every_real_camera_has_its_maker_basis_and_role(capture, camera, vendor, maker, basis, source, request):
-    if capture in NEEDS_NAME_PARSERS:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="role needs the DHCP/mDNS name parsers"))
+def test_every_real_camera_has_its_maker_basis_and_role(capture, camera, vendor, maker, basis, source):
+    """The DCS-930L says camera only by its names: DHCP host name and mDNS instance DCS-930LB..."""
     dev = inventory(REAL / capture)[camera]
     assert (dev["vendor"], dev["maker"], dev["covered"], dev["covered_basis"]) == (vendor, maker, basis is not None,
                                                                                    basis)
