@@ -463,3 +463,19 @@ def test_report_of_the_labelled_scenarios_ranks_what_was_planted(tmp_path):
             assert ip not in acting and order.index(ip) >= len(acting)
     assert removal["172.16.30.14"]["sensitive_site"] == "yes"
     assert_inert((tmp_path / "r.html").read_text())
+
+
+def test_a_relabelled_camera_shows_why_it_is_covered():
+    """Issue 14's case in the report: an Axis MAC prefix, Hik-Connect traffic: covered by behaviour, with the
+    finding and the weighted evidence on its card, and the other addresses of the box."""
+    note = "MAC prefix Axis Communications AB, speaks Hik-Connect: likely a Hikvision OEM or relabelled unit"
+    doc = device("10.20.0.11", basis="behaviour", public=5000, maker_note=note, addresses=["10.20.0.11", "fd00::11"],
+                 former_addresses=["10.20.0.99"],
+                 maker_evidence_items=[{"source": "service", "detail": "speaks Hik-Connect <b>", "maker": "Hikvision",
+                                        "weight": 3},
+                                       {"source": "oui", "detail": "MAC prefix Axis", "maker": "Axis", "weight": 3}])
+    html = render_html(context(Estate([DeviceRecord("a", doc)]), (), Config()))
+    assert_inert(html)
+    assert note in html and "yes: Hikvision (behaviour)" in html
+    assert "speaks Hik-Connect &lt;b&gt;" in html and "(service, weight 3: Hikvision)" in html
+    assert "10.20.0.11, fd00::11 (formerly 10.20.0.99)" in html
