@@ -206,8 +206,9 @@ class Incident:
         return Evidence(self.severity, self.lead.score, self.lead.detector, "")
 
 
-# "Something left the site" says less than what it was: at equal severity the specific detector leads.
-GENERIC_DETECTORS = frozenset({"egress_policy", "new_destination"})
+# "Something left the site" (or "... for a watched country") says less than what it was: at equal severity the
+# specific detector leads.
+GENERIC_DETECTORS = frozenset({"egress_policy", "new_destination", "jurisdiction"})
 
 
 def _strength(e: Evidence) -> tuple[int, bool, float]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+from sensor.enrich.geography import Place
 from sensor.enrich.inventory import Device
 
 
@@ -35,3 +38,22 @@ def rate_text(bps: float) -> str:
 
 def size_text(nbytes: int) -> str:
     return f"{nbytes / 1e6:.1f} MB" if nbytes >= 10_000_000 else f"{nbytes / 1e3:.0f} kB"
+
+
+def with_place(summary: str, ip: str, place: Place | None) -> str:
+    """The summary with the destination's country and owner after the first mention of its address:
+    "name (110.43.68.240, CN, <owner>)", "8.8.8.8 (Google Public DNS, US, <owner>)", or "110.43.68.240 (CN, <owner>)"
+    where the address stands alone."""
+    said = place.describe() if place is not None else ""
+    if not said or not ip:
+        return summary
+    # the address as a whole token: not the start of a longer one, nor the tail of a name; a full stop may follow
+    found = re.search(rf"(?<![\w.:-]){re.escape(ip)}(?![\w:]|\.\w)", summary)
+    if found is None:
+        return summary
+    start, end = found.span()
+    if summary[start - 1:start] == "(" and summary[end:end + 1] == ")":
+        return f"{summary[:end]}, {said}{summary[end:]}"
+    if summary[end:end + 2] == " (" and (close := summary.find(")", end)) > 0:   # "8.8.8.8 (Google Public DNS)"
+        return f"{summary[:close]}, {said}{summary[close:]}"
+    return f"{summary[:end]} ({said}){summary[end:]}"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from sensor.bounded import SegmentedLRU
 from sensor.config import Config
+from sensor.enrich.geography import Geography, destinations_by_place
 from sensor.enrich.makers import CoveredMakers, ManufDatabase, format_mac
 from sensor.flows import IPAddress
 from sensor.reference_data import Maker
@@ -67,7 +68,9 @@ class Device:
                 "external_peers": [[ip, n, b] for ip, (n, b) in self.external_peers.items()],
                 "identity": self.identity, "evidence": sorted(self.evidence)}
 
-    def as_dict(self) -> dict:
+    def as_dict(self, geography: Geography | None = None) -> dict:
+        """The inventory document; `geography` places the external destinations (default: registry countries)."""
+        countries, owners = destinations_by_place(self.external_peers, geography or REGISTRY)
         return {
             "ip": self.ip, "mac": format_mac(self.mac), "vendor": self.vendor,
             "covered": self.covered, "maker": self.maker.name if self.maker else None,
@@ -78,9 +81,11 @@ class Device:
             "egress_bytes": dict(self.egress_bytes), "dns_queries": list(self.dns_queries),
             "external_destinations": [{"ip": ip, "name": name, "bytes": sent}
                                       for ip, (name, sent) in self.external_peers.items()],
+            "destination_countries": countries, "destination_owners": owners,
         }
 
 
+REGISTRY = Geography()   # registry countries only: for documents made without the sensor's own geography
 MAX_QUERIES_PER_DEVICE = 256
 MAX_PEERS_PER_DEVICE = 4096
 
