@@ -54,6 +54,13 @@ def fetch_inventory(url: str) -> list[dict]:
         raise CamwatchError(f"cannot read the inventory from {target}: {exc}") from None
 
 
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} B"
+
+
 def format_inventory(devices: list[dict]) -> str:
     cols = [("IP", lambda d: d["ip"]), ("MAC", lambda d: d["mac"] or "-"),
             ("MANUFACTURER", lambda d: d["vendor"] or "-"),
@@ -64,7 +71,9 @@ def format_inventory(devices: list[dict]) -> str:
             ("EXTERNAL DESTINATIONS", lambda d: ", ".join(
                 e["name"] or e["ip"] for e in sorted(d["external_destinations"], key=lambda e: -e["bytes"])[:4])
                 + (f" (+{len(d['external_destinations']) - 4})" if len(d["external_destinations"]) > 4 else "")
-                or "-")]
+                or "-"),
+            ("COUNTRIES", lambda d: ", ".join(
+                f"{c['country']} {_size(c['bytes'])}" for c in d.get("destination_countries", [])[:4]) or "-")]
     rows = [[str(get(d))[:60] for _, get in cols] for d in devices]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, (h, _) in enumerate(cols)]
     lines = ["  ".join(h.ljust(w) for (h, _), w in zip(cols, widths, strict=True)).rstrip()]

@@ -17,6 +17,7 @@ from typing import Protocol
 from sensor.capture import Batch, open_file
 from sensor.config import Config
 from sensor.detect.incidents import END, SHUTDOWN
+from sensor.enrich.geography import Geography
 from sensor.errors import CaptureError
 from sensor.export import AlertLog, MetricsServer, build_registry, write_metrics_file
 from sensor.model import AnomalyModel
@@ -189,8 +190,10 @@ class Session:
         self.args = args
         self.stop = threading.Event()
         install_stop_handlers(self.stop)
+        # The [geo] databases are checked before any output is created: a bad path is one line and nothing else.
+        geography = Geography.from_config(config.geo.asn_database, config.geo.country_database)
         self.alerts = AlertLog(args.alerts, append=append_alerts)
-        self.sensor = Sensor(config, on_alert=self.alerts.write, model=model)
+        self.sensor = Sensor(config, on_alert=self.alerts.write, model=model, geography=geography)
         tune_garbage_collector()
         self.registry = build_registry(self.sensor)
         self.elapsed = 0.0

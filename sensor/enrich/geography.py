@@ -226,3 +226,7 @@ def destinations_by_place(peers: dict, geography: Geography) -> tuple[list[dict]
     by_owner = [{"asn": asn, "org": org, "country": country, "bytes": b, "destinations": n}
                 for (asn, org), (b, n, country) in sorted(owners.items(), key=lambda item: (-item[1][0], str(item[0])))]
     return by_country, by_owner
+
+
+# The destination fields of an alert line about a destination nothing is known of (tests, documentation).
+NO_PLACE = {"country": None, "asn": None, "org": None}
