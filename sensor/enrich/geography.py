@@ -143,16 +143,18 @@ def _open(path: str, key: str, kind: str, types: tuple[str, ...]) -> Any:
         raise ConfigError(f"{key}: {path}: cannot read: {exc.strerror or exc}") from None
     except _LOOKUP_ERRORS:
         raise ConfigError(f"{key}: {path}: not a MaxMind (.mmdb) database (GeoLite2 or DB-IP Lite)") from None
-    db_type = str(getattr(db.metadata(), "database_type", ""))
-    if not any(t in db_type.lower() for t in types):
-        db.close()
-        raise ConfigError(f"{key}: {path}: a {db_type[:80]!r} database, not a {kind} database "
-                          f"(GeoLite2-{'ASN' if kind == 'ASN' else 'Country'} or DB-IP's)")
     try:
-        db.get("1.1.1.1")   # a damaged search tree or data section shows on the first walk
+        db_type = str(getattr(db.metadata(), "database_type", ""))
+        # a damaged search tree or data section shows on the first walk
+        db.get("1.1.1.1")
     except _LOOKUP_ERRORS as exc:
         db.close()
         raise ConfigError(f"{key}: {path}: damaged MaxMind database ({' '.join(str(exc).split())[:120]})") from None
+    if not any(t in db_type.lower() for t in types):
+        db.close()
+        article = "an" if kind == "ASN" else "a"
+        raise ConfigError(f"{key}: {path}: a {db_type[:80]!r} database, not {article} {kind} database "
+                          f"(GeoLite2-{'ASN' if kind == 'ASN' else 'Country'} or DB-IP's)")
     return db
 
 
