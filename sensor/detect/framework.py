@@ -158,9 +158,9 @@ class Detection:
 
     def _detected(self, alert: Alert, service: IncidentService, device: Device | None, obs: Observation | None) -> None:
         self.alert_counts[(alert.detector, alert.severity)] += 1
-        # Every detection says where its destination is and whose network it is, in its fields and its summary.
+        # Every detection says where its destination is and whose network it is (the line's summary too, when
+        # the incident builds a line: sensor.detect.incidents).
         alert.place = self.geography.place(alert.dst_ip) if alert.dst_ip else None
-        alert.summary = with_place(alert.summary, alert.dst_ip, alert.place)
         self.incidents.detect(alert, alert.service or service, device, obs)
 
     def _write_changes(self) -> None:
@@ -180,7 +180,7 @@ class Detection:
                 incident.written = True
                 line = self.incidents.line(incident, event, ts)
                 if probe.extra.get("suppressing"):
-                    line.summary, line.extra["suppressing"] = probe.summary, True
+                    line.summary, line.extra["suppressing"] = with_place(probe.summary, line.dst_ip, line.place), True
                 self._deliver(line)
 
     def _deliver(self, line: Alert) -> None:

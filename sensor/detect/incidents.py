@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from sensor.bounded import BoundedLRU
 from sensor.detect.alert import SEVERITIES, Alert
 from sensor.detect.services import KIND_ADDRESS, KIND_DOMAIN, KIND_SITE, KIND_VENDOR, MAX_NAME, IncidentService
-from sensor.detect.text import describe_device, plural, rate_text
+from sensor.detect.text import describe_device, plural, rate_text, with_place
 from sensor.enrich import Device, Observation
 from sensor.flows import Flow
 
@@ -425,7 +425,9 @@ class Incidents:
         lead = incident.lead
         fields = self._fields(incident, event)
         extra = {**fields, **{k: v for k, v in lead.extra.items() if k not in fields}}
-        return dataclasses.replace(lead, ts=ts, severity=SEVERITIES[incident.severity], extra=extra)
+        # the destination's country and owner join the summary here, for the lines written only
+        return dataclasses.replace(lead, ts=ts, severity=SEVERITIES[incident.severity], extra=extra,
+                                   summary=with_place(lead.summary, lead.dst_ip, lead.place))
 
     def _fields(self, incident: Incident, event: str) -> dict:
         return {"contract": CONTRACT_VERSION, "incident": incident.id, "event": event,
