@@ -8,6 +8,7 @@ import pytest
 from mmdbs import write_asn, write_country
 
 from sensor.config import parse_config
+from sensor.countries import COUNTRY_CODES
 from sensor.enrich.geography import (
     MAX_ORG,
     OTHER,
@@ -226,3 +227,18 @@ def test_a_devices_destinations_by_country_and_owner(tmp_path):
     assert owners == [{"asn": 4808, "org": "China Unicom Beijing Province Network", "country": "CN", "bytes": 1000,
                        "destinations": 2},
                       {"asn": 15169, "org": "GOOGLE", "country": "US", "bytes": 50, "destinations": 1}]
+
+
+def test_a_flood_of_destinations_stays_within_the_cache_and_the_label_set():
+    """Every address a forged flood chooses costs a lookup, never memory past the cache, and the per-country
+    metric keys stay within the closed label set."""
+    from sensor.enrich.geography import CACHE_SIZE
+
+    geo = Geography()
+    egress = CountryEgress(geo)
+    for i in range(CACHE_SIZE + 5000):
+        egress.add(f"{1 + i % 223}.{(i >> 8) & 255}.{i & 255}.{7 + i % 200}", i % 2 == 0, 1, public=True)
+    assert len(geo._cache) == CACHE_SIZE and geo._cache.evicted == 5000
+    assert len(egress.bytes) <= 2 * (len(COUNTRY_CODES) + 2)
+    assert all(c in COUNTRY_CODES or c in (UNKNOWN, OTHER) for c, _ in egress.bytes)
+    assert sum(egress.bytes.values()) == CACHE_SIZE + 5000
