@@ -94,7 +94,7 @@ class Geography:
 
     def place(self, ip: str) -> Place | None:
         """The destination's place, or None when nothing is known of it (a private address, an unassigned block)."""
-        found = self._cache.get(ip)
+        found = self._cache.use(ip)
         if found is None:
             found = self._lookup(ip)
             self._cache.put(ip, found)
