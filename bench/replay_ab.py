@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Replay throughput of two source trees, interleaved: is a change a regression?
 
-    python bench/replay_ab.py BEFORE_DIR AFTER_DIR CAPTURE [CAPTURE ...] [--rounds 3] [--repeat 3]
+    python bench/replay_ab.py BEFORE_DIR AFTER_DIR CAPTURE [CAPTURE ...] [--rounds 3] [--repeat 3] [--clock cpu]
 
 Each DIR holds a `sensor/` package (e.g. `git archive COMMIT sensor | tar -x -C DIR`, with the compiled extension
 built or copied beside it). Every round runs each tree on each capture in a fresh process, the sensor over the
 whole file `--repeat` times, and prints the best time; rounds alternate the trees so that the load of a shared
-machine falls on both alike.
+machine falls on both alike. `--clock cpu` times the process's CPU time instead of the wall clock: on a machine
+other jobs load unevenly, the wall clock swings far more than the work done.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 RUN = """
 import sys, time
 src, path, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3])
+clock = time.process_time if sys.argv[4] == "cpu" else time.perf_counter
 sys.path.insert(0, src)
 import sensor
 assert sensor.__file__.startswith(src), sensor.__file__
@@ -27,12 +29,12 @@ from sensor.pipeline import Sensor
 times = []
 for _ in range(repeat):
     s = Sensor(Config(), on_alert=None)
-    t = time.perf_counter()
+    t = clock()
     reader, _ = open_file(path)
     for batch in reader:
         s.process(batch)
     s.finish()
-    times.append(time.perf_counter() - t)
+    times.append(clock() - t)
     s.close()
 print(f"{s.packets} {min(times):.4f}")
 """
@@ -45,11 +47,12 @@ def main() -> int:
     ap.add_argument("captures", nargs="+")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     args = ap.parse_args()
     for round_ in range(1, args.rounds + 1):
         for label, tree in (("before", args.before), ("after", args.after)):
             for capture in args.captures:
-                out = subprocess.run([sys.executable, "-c", RUN, tree, capture, str(args.repeat)],
+                out = subprocess.run([sys.executable, "-c", RUN, tree, capture, str(args.repeat), args.clock],
                                      capture_output=True, text=True, check=True).stdout.split()
                 packets, best = int(out[0]), float(out[1])
                 print(f"round {round_} {label:<6} {capture}: {packets:,} packets, best {best:.3f} s "

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from sensor.countries import COUNTRY_CODES
 from sensor.errors import ConfigError
 from sensor.schema import (
     COUNT,
@@ -169,6 +170,26 @@ class _PasswordHashes(Kind):
         return 'a table of user = "hash" (from camwatch hash-password)'
 
 
+class _Countries(Kind):
+    """A list of ISO 3166-1 alpha-2 country codes (either case), as an upper-case tuple; empty is allowed. A code
+    that is no country is refused: a typo here would silently watch nothing."""
+
+    def check(self, value: Any, s: Setting, key: str) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise s.wrong(key)
+        out: list[str] = []
+        for item in value:
+            code = item.upper()
+            if code not in COUNTRY_CODES:
+                raise Invalid(f"{key}: {quoted(item)} is not an ISO 3166-1 alpha-2 country code (such as \"CN\")")
+            if code not in out:
+                out.append(code)
+        return tuple(out)
+
+    def describe(self, s: Setting) -> str:
+        return 'a list of ISO 3166-1 alpha-2 country codes, e.g. ["CN", "HK", "MO"]'
+
+
 def _timeout(default: float, doc: str) -> Any:
     return setting(default, kind=SECONDS, maximum=MAX_TIMEOUT, unit="s", doc=doc)
 
@@ -269,6 +290,29 @@ class DetectSettings:
                                     doc="lateral_movement: ... within this many seconds")
     uploads: UploadSettings = section(UploadSettings, "video_egress: bursts, streams and trickles")
     beaconing: BeaconSettings = section(BeaconSettings, "beaconing: check-ins and their score")
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """What the site treats as a concern in itself, whatever the detectors' thresholds."""
+
+    # The directive's concern: the reach of the PRC's National Intelligence Law (mainland China, Hong Kong, Macao).
+    watch_countries: tuple[str, ...] = setting(("CN", "HK", "MO"), kind=_Countries(),
+                                               doc="jurisdiction: countries whose traffic from camera-side devices "
+                                                   "is evidence; empty: off")
+
+
+@dataclass(frozen=True)
+class GeoSettings:
+    """MaxMind-format databases the user provides (GeoLite2 or DB-IP Lite), opened and checked at start. Without
+    them every public destination still has its registry country (sensor/enrich/geography.py)."""
+
+    asn_database: str | None = setting(None, kind=_PATH, expect="a file path",
+                                       doc="ASN database (GeoLite2-ASN, DB-IP ASN Lite): each destination's network "
+                                           "owner")
+    country_database: str | None = setting(None, kind=_PATH, expect="a file path",
+                                           doc="country or city database: geolocated country, preferred over the "
+                                               "registry's")
 
 
 @dataclass(frozen=True)
@@ -381,6 +425,8 @@ class Config:
     alerts: AlertSettings = section(AlertSettings, "alert episodes")
     limits: LimitSettings = section(LimitSettings, "memory bounds")
     detect: DetectSettings = section(DetectSettings, "detector tuning")
+    policy: PolicySettings = section(PolicySettings, "what the site treats as a concern in itself")
+    geo: GeoSettings = section(GeoSettings, "destination owner and geolocation databases")
     state: StateSettings = section(StateSettings, "learned state across restarts")
     metrics: MetricsSettings = section(MetricsSettings, "the HTTP endpoint; see docs/deploy.md before exposing it")
     capture: CaptureSettings = section(CaptureSettings, "live capture (camwatch run)")
@@ -418,6 +464,10 @@ class Config:
     @property
     def learning_period(self) -> float:
         return self.detect.learning_period
+
+    @property
+    def watch_countries(self) -> tuple[str, ...]:
+        return self.policy.watch_countries
 
     @property
     def state_path(self) -> str | None:

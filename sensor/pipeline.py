@@ -23,6 +23,7 @@ from sensor.detect.framework import Detection
 from sensor.detect.incidents import END
 from sensor.dissect import ParserGuard
 from sensor.enrich import Classifier, CoveredMakers, Enricher, Inventory, ManufDatabase, NameCache
+from sensor.enrich.geography import Geography
 from sensor.enrich.routing import BatchPlan
 from sensor.flows import Flow, FlowTable, FlowUpdate
 from sensor.model import AnomalyModel, WindowFeatures
@@ -37,9 +38,13 @@ class Sensor:
     def __init__(self, config: Config, manuf: ManufDatabase | None = None,
                  on_alert: Callable[[Alert], None] | None = None, makers: CoveredMakers | None = None,
                  indicators: Indicators | None = None, model: AnomalyModel | None = None,
-                 windows: WindowFeatures | None = None):
-        """model: score behaviour with the learned model; windows alone (training): only collect its windows."""
+                 windows: WindowFeatures | None = None, geography: Geography | None = None):
+        """model: score behaviour with the learned model; windows alone (training): only collect its windows.
+        geography: where destinations are; by default opened from the config's [geo] (a ConfigError if its
+        databases are missing or not what they should be, before anything else is opened)."""
         self.config = config
+        self.geography = geography if geography is not None else Geography.from_config(
+            config.geo.asn_database, config.geo.country_database)
         self.lock = threading.Lock()
         self.packets = 0
         self.bytes = 0
@@ -62,8 +67,8 @@ class Sensor:
         self.inventory.on_forget = self.known.forget_inventory
         self.model = model
         self.detection = Detection(config, self.known, on_alert, indicators=indicators, inventory=self.inventory,
-                                   model=model, windows=windows)
-        self.enricher = Enricher(config, self.inventory, self.known, self.detection)
+                                   model=model, windows=windows, geography=self.geography)
+        self.enricher = Enricher(config, self.inventory, self.known, self.detection, self.geography)
         # Maker evidence from behaviour: the vendor services a device looks up and talks to (docs/identity.md).
         self.enricher.service_of = indicators.match
         self.inventory.service_of_name = indicators.by_name
@@ -137,6 +142,7 @@ class Sensor:
 
     def close(self) -> None:
         self.known.close()
+        self.geography.close()
 
     # ---- one window ------------------------------------------------------------------------------------
     def _window(self, dec: Decoded, start: int, end: int, plan: BatchPlan, lo: int, hi: int) -> None:
@@ -250,7 +256,7 @@ class Sensor:
 
     def inventory_snapshot(self) -> list[dict]:
         with self.lock:
-            return [d.as_dict() for d in self.inventory.devices.values()]
+            return [d.as_dict(self.geography) for d in self.inventory.devices.values()]
 
     # ---- summaries -------------------------------------------------------------------------------------
     def summary(self) -> dict:

@@ -94,6 +94,17 @@ def _identity_text(device: dict) -> str:
     return " ".join(dict.fromkeys(v for v in values if v)) or "-"
 
 
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} B"
+
+
+def _countries_text(device: dict) -> str:
+    return ", ".join(f"{c['country']} {_size(c['bytes'])}" for c in device.get("destination_countries", [])[:4]) or "-"
+
+
 def _destinations_text(device: dict) -> str:
     names = destination_names(device)
     more = len(names) - MAX_SHOWN_DESTINATIONS
@@ -110,6 +121,7 @@ COLUMNS: list[tuple[str, Callable[[dict], str], bool]] = [
     ("ROLE", lambda d: d["role"], False),
     ("MODEL/FIRMWARE", _identity_text, True),
     ("EXTERNAL DESTINATIONS", _destinations_text, True),
+    ("COUNTRIES", _countries_text, True),
 ]
 
 

@@ -17,6 +17,7 @@ from typing import Protocol
 from sensor.capture import Batch, open_file
 from sensor.config import Config
 from sensor.detect.incidents import END, SHUTDOWN
+from sensor.enrich.geography import Geography
 from sensor.errors import CaptureError
 from sensor.export import AlertLog, MetricsServer, build_registry, write_metrics_file
 from sensor.export.flow_log import FlowLog
@@ -206,15 +207,17 @@ class Session:
         distinct_outputs(args.alerts, getattr(args, "flows", None))
         self.stop = threading.Event()
         install_stop_handlers(self.stop)
+        # The [geo] databases are checked before any output is created: a bad path is one line and nothing else.
+        geography = Geography.from_config(config.geo.asn_database, config.geo.country_database)
         self.alerts = AlertLog(args.alerts, append=append)
         try:
             self.flow_log = FlowLog(args.flows, append=append) if getattr(args, "flows", None) else None
         except BaseException:
             self.alerts.close()
             raise
-        self.sensor = Sensor(config, on_alert=self.alerts.write, model=model)
+        self.sensor = Sensor(config, on_alert=self.alerts.write, model=model, geography=geography)
         if self.flow_log is not None:
-            self.flow_log.attach(self.sensor)
+            self.flow_log.attach(self.sensor, place=self.sensor.geography.place)
         self.flusher = Flusher([self.alerts.file] + ([self.flow_log.file] if self.flow_log else []))
         install_reopen_handler(self.flusher)
         tune_garbage_collector()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sensor.detect.services import IncidentService
+    from sensor.enrich.geography import Place
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 
@@ -32,8 +33,12 @@ class Alert:
     # The incident's other end when the detector knows better than the destination does (a sweep of many hosts);
     # None: the framework names it (sensor.detect.services). Not written: the line's `service` says it.
     service: IncidentService | None = None
+    # Where the destination is and whose network it is (sensor.enrich.geography), set by the framework for every
+    # detection; None when nothing is known (a private address). Written as destination.country, .asn, .org.
+    place: Place | None = None
 
     def as_dict(self) -> dict:
+        place = self.place
         out = {
             "ts": round(self.ts, 6),
             "sensor": self.sensor,
@@ -41,7 +46,9 @@ class Alert:
             "severity": self.severity,
             "device": {"ip": self.device_ip, "mac": self.device_mac, "vendor": self.device_vendor},
             "destination": {"ip": self.dst_ip, "port": self.dst_port, "proto": self.dst_proto,
-                            "name": self.dst_name, "scope": self.dst_scope},
+                            "name": self.dst_name, "scope": self.dst_scope,
+                            "country": place.country if place else None, "asn": place.asn if place else None,
+                            "org": place.org if place else None},
             "score": round(self.score, 4),
             "summary": self.summary,
             "vlan": self.vlan,

@@ -26,6 +26,7 @@ from sensor.enrich import (
     UpnpRequest,
     format_mac,
 )
+from sensor.enrich.geography import Geography
 from sensor.state import KnownState
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class DetectorContext:
     inventory: Inventory | None = None
     model: AnomalyModel | None = None        # the learned model, when the run was given one
     windows: WindowFeatures | None = None    # per-device feature windows (training, or the model's own)
+    geography: Geography = field(default_factory=Geography)   # destinations' country and owner (registry only)
 
 
 class Detector:

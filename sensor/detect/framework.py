@@ -22,6 +22,7 @@ from sensor.detect.episodes import Episodes, tracked_pairs
 from sensor.detect.incidents import CONTRACT_VERSION, END, FLOOD, Incidents
 from sensor.detect.indicators import Indicators
 from sensor.detect.services import KIND_SITE, IncidentService, ServiceResolver, address_service
+from sensor.detect.text import with_place
 from sensor.detect.training import WindowCollector
 from sensor.enrich import (
     SCOPE_CAMERA,
@@ -35,6 +36,7 @@ from sensor.enrich import (
     Observation,
     UpnpRequest,
 )
+from sensor.enrich.geography import Geography
 from sensor.state import KnownState
 
 if TYPE_CHECKING:
@@ -49,12 +51,13 @@ class Detection:
 
     def __init__(self, config: Config, known: KnownState, on_alert: Callable[[Alert], None] | None, *,
                  indicators: Indicators, inventory: Inventory, model: AnomalyModel | None = None,
-                 windows: WindowFeatures | None = None):
+                 windows: WindowFeatures | None = None, geography: Geography | None = None):
+        self.geography = geography if geography is not None else Geography()
         self.episodes = Episodes(config.episode_timeout, tracked_pairs(config.max_devices))
         self.episodes.restore(known.load_episodes(self.episodes.max_open))
         self.episodes.on_evict = known.forget_episode
         built = DetectorContext(config.sensor_name, self.episodes, config, indicators, known, inventory, model,
-                                windows)
+                                windows, self.geography)
         detectors = registry.build(built)
         if WindowCollector.wanted(built):
             detectors.append(WindowCollector(built))
@@ -155,6 +158,9 @@ class Detection:
 
     def _detected(self, alert: Alert, service: IncidentService, device: Device | None, obs: Observation | None) -> None:
         self.alert_counts[(alert.detector, alert.severity)] += 1
+        # Every detection says where its destination is and whose network it is (the line's summary too, when
+        # the incident builds a line: sensor.detect.incidents).
+        alert.place = self.geography.place(alert.dst_ip) if alert.dst_ip else None
         self.incidents.detect(alert, alert.service or service, device, obs)
 
     def _write_changes(self) -> None:
@@ -174,7 +180,7 @@ class Detection:
                 incident.written = True
                 line = self.incidents.line(incident, event, ts)
                 if probe.extra.get("suppressing"):
-                    line.summary, line.extra["suppressing"] = probe.summary, True
+                    line.summary, line.extra["suppressing"] = with_place(probe.summary, line.dst_ip, line.place), True
                 self._deliver(line)
 
     def _deliver(self, line: Alert) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from sensor.bounded import BoundedLRU
 from sensor.detect.alert import SEVERITIES, Alert
 from sensor.detect.services import KIND_ADDRESS, KIND_DOMAIN, KIND_SITE, KIND_VENDOR, MAX_NAME, IncidentService
-from sensor.detect.text import describe_device, plural, rate_text
+from sensor.detect.text import describe_device, plural, rate_text, with_place
 from sensor.enrich import Device, Observation
 from sensor.flows import Flow
 
@@ -212,8 +212,9 @@ class Incident:
         return Evidence(self.severity, self.lead.score, self.lead.detector, "")
 
 
-# "Something left the site" says less than what it was: at equal severity the specific detector leads.
-GENERIC_DETECTORS = frozenset({"egress_policy", "new_destination"})
+# "Something left the site" (or "... for a watched country") says less than what it was: at equal severity the
+# specific detector leads.
+GENERIC_DETECTORS = frozenset({"egress_policy", "new_destination", "jurisdiction"})
 
 
 def _strength(e: Evidence) -> tuple[int, bool, float]:
@@ -450,7 +451,9 @@ class Incidents:
         lead = incident.lead
         fields = self._fields(incident, event)
         extra = {**fields, **{k: v for k, v in lead.extra.items() if k not in fields}}
-        return dataclasses.replace(lead, ts=ts, severity=SEVERITIES[incident.severity], extra=extra)
+        # the destination's country and owner join the summary here, for the lines written only
+        return dataclasses.replace(lead, ts=ts, severity=SEVERITIES[incident.severity], extra=extra,
+                                   summary=with_place(lead.summary, lead.dst_ip, lead.place))
 
     def _fields(self, incident: Incident, event: str) -> dict:
         return {"contract": CONTRACT_VERSION, "incident": incident.id, "event": event,

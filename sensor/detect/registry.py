@@ -12,6 +12,7 @@ from sensor.detect.beaconing import BeaconingDetector
 from sensor.detect.cleartext_fetch import CleartextFetchDetector
 from sensor.detect.egress_policy import EgressPolicyDetector
 from sensor.detect.hardcoded_infra import HardcodedInfraDetector
+from sensor.detect.jurisdiction import JurisdictionDetector
 from sensor.detect.lateral_movement import LateralMovementDetector
 from sensor.detect.new_destination import NewDestinationDetector
 from sensor.detect.segmentation import SegmentationDetector
@@ -28,6 +29,7 @@ DETECTORS: tuple[type[Detector], ...] = (
     VideoEgressDetector,
     BeaconingDetector,
     NewDestinationDetector,
+    JurisdictionDetector,
     AnomalyDetector,
 )
 

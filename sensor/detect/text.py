@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sensor.enrich.geography import Place
 from sensor.enrich.inventory import Device
 
 
@@ -39,3 +40,40 @@ def rate_text(bps: float) -> str:
 
 def size_text(nbytes: int) -> str:
     return f"{nbytes / 1e6:.1f} MB" if nbytes >= 10_000_000 else f"{nbytes / 1e3:.0f} kB"
+
+
+def with_place(summary: str, ip: str, place: Place | None) -> str:
+    """The summary with the destination's country and owner after the first mention of its address:
+    "name (110.43.68.240, CN, <owner>)", "8.8.8.8 (Google Public DNS, US, <owner>)", or "110.43.68.240 (CN, <owner>)"
+    where the address stands alone."""
+    said = place.describe() if place is not None else ""
+    if not said or not ip:
+        return summary
+    start = _address_at(summary, ip)
+    if start < 0:
+        return summary
+    end = start + len(ip)
+    if summary[start - 1:start] == "(" and summary[end:end + 1] == ")":
+        return f"{summary[:end]}, {said}{summary[end:]}"
+    if summary[end:end + 2] == " (" and (close := summary.find(")", end)) > 0:   # "8.8.8.8 (Google Public DNS)"
+        return f"{summary[:close]}, {said}{summary[close:]}"
+    return f"{summary[:end]} ({said}){summary[end:]}"
+
+
+def _word(c: str) -> bool:
+    return c.isalnum() or c == "_"
+
+
+def _address_at(text: str, ip: str) -> int:
+    """Where the address first stands as a whole token: not the start of a longer one, nor part of a name (a full
+    stop may follow it); -1 if nowhere. A scan, not a regular expression: each detection has its own address, and
+    compiling a pattern per address costs more than the rest of the detection."""
+    start = text.find(ip)
+    while start >= 0:
+        end = start + len(ip)
+        before, after, beyond = text[start - 1:start] if start else "", text[end:end + 1], text[end + 1:end + 2]
+        if not (before and (_word(before) or before in ".:-")) and not (
+                after and (_word(after) or after == ":" or (after == "." and beyond and _word(beyond)))):
+            return start
+        start = text.find(ip, start + 1)
+    return -1

@@ -11,6 +11,7 @@ from typing import NamedTuple
 from sensor.bounded import BoundedLRU
 from sensor.detect.alert import Alert
 from sensor.detect.base import Detector, DetectorContext
+from sensor.detect.jurisdiction import attribution, watched
 from sensor.detect.text import covered_note, describe_destination, describe_device, rate_text, size_text
 from sensor.detect.uploads import TRICKLE_SLOTS, Sending, Totals
 from sensor.enrich import Observation
@@ -68,6 +69,8 @@ class VideoEgressDetector(Detector):
         # alives, lookups, control traffic) stop at this one comparison.
         self._short_floor = min(s.burst_bytes, self._stream_bytes)
         self._state: BoundedLRU[tuple[str, str], Sending] = BoundedLRU(context.episodes.max_open)
+        self.geography = context.geography
+        self.watch = frozenset(context.config.watch_countries)
 
     def observe(self, obs: Observation) -> Alert | None:
         if not obs.external or obs.sent_bytes == 0:
@@ -139,6 +142,13 @@ class VideoEgressDetector(Detector):
         that turns into a stream)."""
         dev = obs.device
         severity = SEVERITY[up.kind][0 if dev.covered else 1]
+        # A covered maker's camera sending video-like traffic to a watched jurisdiction is the directive's case
+        # exactly: critical, whatever the pattern (a trickle of stills included).
+        place, countries = watched(self.geography, self.watch, obs.peer) if dev.covered else (None, ())
+        jurisdiction = f" The destination is {attribution(place, countries)}, a watched jurisdiction." if (
+            place is not None and countries) else ""
+        if jurisdiction:
+            severity = "critical"
         rank = RANK[severity]
         if self.new_episode((dev.ip, obs.peer), obs.ts, obs.sent_packets, obs.sent_bytes):
             st.reported = 0
@@ -153,7 +163,8 @@ class VideoEgressDetector(Detector):
         balance = f"{up.sent / up.received:.0f}:1 up:down" if up.received else "nothing came back"
         summary = (f"{describe_device(dev)} sent {rate_text(up.rate)} over the last {up.window} s: "
                    f"{size_text(up.sent)} to {describe_destination(obs.peer, obs.name, obs.port, obs.proto)} "
-                   f"outside the site ({', '.join(up.profile)}; {balance}): {MEANING[up.kind]}.{covered_note(dev)}")
+                   f"outside the site ({', '.join(up.profile)}; {balance}): {MEANING[up.kind]}.{covered_note(dev)}"
+                   f"{jurisdiction}")
         return self.alert(obs, severity, round(min(1.0, 0.6 + up.strength / 10), 4), summary,
                           upload=up.kind, rate_bps=round(up.rate), window_s=up.window, bytes=up.sent,
                           up_down=round(up.sent / up.received, 1) if up.received else None, profile=up.profile,

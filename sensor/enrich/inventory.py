@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from sensor.bounded import BoundedLRU, SegmentedLRU
 from sensor.config import Config
 from sensor.enrich import addresses
+from sensor.enrich.geography import Geography, destinations_by_place
 from sensor.enrich.maker_evidence import (
     MAX_DETAIL,
     MAX_ITEMS,
@@ -142,7 +143,9 @@ class Device:
                 "addresses": list(self.addresses), "former_addresses": list(self.former_addresses),
                 "link_claimed": self.link_claimed}
 
-    def as_dict(self) -> dict:
+    def as_dict(self, geography: Geography | None = None) -> dict:
+        """The inventory document; `geography` places the external destinations (default: registry countries)."""
+        countries, owners = destinations_by_place(self.external_peers, geography or REGISTRY)
         return {
             "id": self.id, "ip": self.ip, "addresses": sorted(self.addresses, key=address_order),
             "former_addresses": list(self.former_addresses), "mac": format_mac(self.mac), "vendor": self.vendor,
@@ -157,9 +160,11 @@ class Device:
                                       for ip, (name, sent) in self.external_peers.items()],
             "outbound_series": {"bucket_seconds": BUCKET_SECONDS,
                                 "points": self.outbound.state() if self.outbound else []},
+            "destination_countries": countries, "destination_owners": owners,
         }
 
 
+REGISTRY = Geography()   # registry countries only: for documents made without the sensor's own geography
 # Behaviour and names that make a device a camera (roles.py and Inventory add them).
 CAMERA_EVIDENCE = frozenset({"rtsp_server", "video_sender", "camera_discovery", "camera_model", "p2p_device"})
 # Weaker, after the gateway's evidence: the maker is one named in a government restriction ("named_maker") or one

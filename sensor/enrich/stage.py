@@ -14,6 +14,7 @@ from sensor.decode import Decoded
 from sensor.dissect import ParserGuard
 from sensor.enrich.events import EventSink, Observation
 from sensor.enrich.fetches import FetchReader
+from sensor.enrich.geography import CountryEgress, Geography
 from sensor.enrich.identity import IdentityReader, UpnpReader
 from sensor.enrich.inventory import Inventory
 from sensor.enrich.link import LinkReader
@@ -22,6 +23,7 @@ from sensor.enrich.roles import RoleEvidence
 from sensor.enrich.routing import ParserRows
 from sensor.enrich.scope import (
     EXTERNAL_SCOPES,
+    SCOPE_ALLOWED,
     SCOPE_CAMERA,
     SCOPE_CORE,
     SCOPE_PUBLIC,
@@ -39,7 +41,8 @@ MAX_EXTERNAL_DESTINATIONS = 100_000
 
 
 class Enricher:
-    def __init__(self, config: Config, inventory: Inventory, known: KnownState, sink: EventSink):
+    def __init__(self, config: Config, inventory: Inventory, known: KnownState, sink: EventSink,
+                 geography: Geography | None = None):
         self.classifier = Classifier(config)
         self.names = NameCache(config.max_names)
         self.parsers = ParserGuard(warn)
@@ -50,6 +53,7 @@ class Enricher:
         # The vendor service a device's traffic belongs to (the pipeline hands in the indicator file's match).
         self.service_of: Callable[[Observation], tuple[Service, str] | None] | None = None
         self.external_destinations: set[str] = set()
+        self.egress_countries = CountryEgress(geography if geography is not None else Geography())
         self._dns = DnsReader(self.names, self.classifier, inventory, self.parsers, sink)
         self._identity = IdentityReader(self.classifier, inventory, self.parsers, sink)
         self._upnp = UpnpReader(self.classifier, inventory, sink)
@@ -119,6 +123,8 @@ class Enricher:
         scope, ctx = peer_scope(self.classifier, flow, ctx, is_orig, name)
         if sent_bytes:
             dev.egress_bytes[scope] = dev.egress_bytes.get(scope, 0) + sent_bytes
+            if scope == SCOPE_PUBLIC or scope == SCOPE_ALLOWED:
+                self.egress_countries.add(peer, dev.covered, sent_bytes, scope == SCOPE_PUBLIC)
         if scope in EXTERNAL_SCOPES:
             if len(self.external_destinations) < MAX_EXTERNAL_DESTINATIONS:
                 self.external_destinations.add(peer)

@@ -163,6 +163,12 @@ class ReachCollector(SnapshotCollector):
     def render(self, snap: SensorSnapshot) -> Iterator[Metric]:
         yield _single(GaugeMetricFamily, "camwatch_external_destinations", "Distinct public or core-network "
                       "addresses camera-side devices exchanged traffic with.", snap, snap.external_destinations)
+        yield _labelled(CounterMetricFamily, "camwatch_egress_country_bytes", "Bytes camera-side devices sent to "
+                        "public (or allowed public) destinations, by the destination's country (registry assignment, "
+                        "or the configured country database's; unknown, other) and whether the device is a covered "
+                        "maker.", snap, ["country", "covered"],
+                        (((country, _bool(covered)), sent)
+                         for (country, covered), sent in sorted(snap.egress_countries.items())))
         yield _labelled(CounterMetricFamily, "camwatch_segmentation_violations", "New episodes of camera VLAN and "
                         "core network meeting outside the allowlist.", snap, ["direction"],
                         _by_key(sorted(snap.segmentation_violations.items())))
@@ -177,10 +183,12 @@ class NamingCollector(SnapshotCollector):
         yield _single(GaugeMetricFamily, "camwatch_dns_names", "Addresses with a DNS name learned from answers on "
                       "the wire.", snap, snap.dns_names)
         yield _labelled(GaugeMetricFamily, "camwatch_top_destination_bytes", f"Bytes each device sent to its top "
-                        f"{TOP_DESTINATIONS} outside destinations (rank 1 = most), named by DNS/SNI where known.",
-                        snap, ["device", "rank", "destination", "scope"],
-                        (((d.ip, str(rank), label, scope), sent)
-                         for d in snap.devices for rank, (label, scope, sent) in enumerate(d.top_destinations, 1)))
+                        f"{TOP_DESTINATIONS} outside destinations (rank 1 = most), named by DNS/SNI where known, "
+                        "with the destination's country and network owner (empty when unknown).",
+                        snap, ["device", "rank", "destination", "scope", "country", "owner"],
+                        (((d.ip, str(rank), label, scope, country, owner), sent)
+                         for d in snap.devices
+                         for rank, (label, scope, country, owner, sent) in enumerate(d.top_destinations, 1)))
 
 
 class ModelCollector(SnapshotCollector):

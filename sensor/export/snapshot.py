@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from sensor.decode import ERROR_REASONS, NETWORK_NAMES
 from sensor.enrich import Device, format_mac, top_destinations
+from sensor.enrich.geography import Geography, country_label
 
 if TYPE_CHECKING:
     from sensor.pipeline import Sensor
@@ -30,7 +31,8 @@ class DeviceSnapshot:
     role: str
     model: str                              # from its banners or discovery replies; "" when none told
     egress_bytes: Mapping[str, int]         # by destination scope
-    top_destinations: tuple[tuple[str, str, int], ...]   # (name or address, scope, bytes sent), most first
+    # (name or address, scope, country label, owner or "", bytes sent), most first
+    top_destinations: tuple[tuple[str, str, str, str, int], ...]
     covered_basis: str = ""                 # named, prc-nil, oem, behaviour; "" when not covered
 
 
@@ -65,6 +67,7 @@ class SensorSnapshot:
     covered_list_version: str
     segmentation_violations: Mapping[str, int]   # by direction
     external_destinations: int
+    egress_countries: Mapping[tuple[str, bool], int]   # bytes sent outside, by (country label, covered)
     dns_names: int
     model: ModelSnapshot | None
     capture_dropped: int
@@ -94,11 +97,12 @@ def take_snapshot(sensor: Sensor) -> SensorSnapshot:
             alerts_suppressed=dict(s.suppressed),
             incidents_open=s.detection.incidents.open_severities(),
             incident_lines=dict(s.detection.lines),
-            devices=tuple(_device(d, s.classifier.address_scope) for d in s.inventory.devices.values()),
+            devices=tuple(_device(d, s.classifier.address_scope, s.geography) for d in s.inventory.devices.values()),
             devices_evicted=s.inventory.evicted,
             covered_list_version=s.inventory.makers.version,
             segmentation_violations=dict(s.segmentation.violations),
             external_destinations=len(s.external_destinations),
+            egress_countries=dict(s.enricher.egress_countries.bytes),
             dns_names=len(s.names),
             model=ModelSnapshot(s.model.name, s.model.version, s.model.trained_at) if s.model is not None else None,
             capture_dropped=s.capture_dropped,
@@ -108,8 +112,10 @@ def take_snapshot(sensor: Sensor) -> SensorSnapshot:
         )
 
 
-def _device(d: Device, scope_of: Callable[[ipaddress.IPv4Address | ipaddress.IPv6Address], str]) -> DeviceSnapshot:
-    top = tuple((label, scope_of(ipaddress.ip_address(addr)), sent)
+def _device(d: Device, scope_of: Callable[[ipaddress.IPv4Address | ipaddress.IPv6Address], str],
+            geography: Geography) -> DeviceSnapshot:
+    top = tuple((label, scope_of(ipaddress.ip_address(addr)), country_label(place := geography.place(addr)),
+                 (place.owner if place is not None else None) or "", sent)
                 for label, addr, sent in top_destinations(d, TOP_DESTINATIONS))
     return DeviceSnapshot(ip=d.ip, mac=format_mac(d.mac) or "", vendor=d.vendor or "",
                           maker=d.maker.name if d.maker else "", covered=d.covered, role=d.role,

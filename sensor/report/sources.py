@@ -145,7 +145,26 @@ def clean_doc(doc: Any) -> dict[str, Any] | None:
         "dns_queries": [t for q in queries[:256] if (t := _text(q)) is not None],
         "external_destinations": _destinations(doc.get("external_destinations")),
         "outbound": _series(doc.get("outbound_series")),
+        "destination_countries": _places(doc.get("destination_countries"), ("country",)),
+        "destination_owners": _places(doc.get("destination_owners"), ("org", "country")),
     }
+
+
+MAX_PLACES = 256   # countries (fewer than 250) or owners per device
+
+
+def _places(value: Any, texts: tuple[str, ...]) -> list[dict[str, Any]]:
+    """destination_countries / destination_owners entries: their text fields cleaned, counts counted."""
+    out = []
+    for entry in _of_type(value, list)[:MAX_PLACES]:
+        if isinstance(entry, dict):
+            place: dict[str, Any] = {key: _text(entry.get(key)) for key in texts}
+            if "org" in texts:
+                asn = _number(entry.get("asn"))
+                place["asn"] = int(asn) if asn is not None and asn >= 0 else None
+            place.update(bytes=_count(entry.get("bytes")), destinations=_count(entry.get("destinations")))
+            out.append(place)
+    return out
 
 
 MAX_ADDRESSES = 16   # a box has a handful (the sensor keeps 8 current and 8 former)

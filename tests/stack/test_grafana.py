@@ -183,8 +183,23 @@ def test_overview_covers_the_analyst_questions():
     exprs = " ".join(q.expr for q in queries(d))
     for needed in ("camwatch_devices{", "covered", "camwatch_device_egress_bytes_total", "by (scope)",
                    "camwatch_alerts_total", "by (detector)", "camwatch_top_destination_bytes",
-                   "camwatch_segmentation_violations_total"):
+                   "camwatch_segmentation_violations_total", "camwatch_egress_country_bytes_total",
+                   "by (country, owner)"):
         assert needed in exprs, needed
+
+
+def test_overview_maps_where_the_data_goes_by_country_code():
+    """A Grafana geomap whose layer places each row by its ISO country code (the gazetteer lookup), fed by the
+    bounded per-country egress counter; the table beside it by country and owner."""
+    d = load_dashboard(REPO / "grafana" / "dashboards" / "camwatch-overview.json")
+    (geomap,) = [p for p in panels(d) if p["type"] == "geomap"]
+    (layer,) = geomap["options"]["layers"]
+    assert layer["location"] == {"mode": "lookup", "lookup": "country", "gazetteer": "public/gazetteer/countries.json"}
+    (target,) = geomap["targets"]
+    assert target["expr"].startswith("sum by (country) (increase(camwatch_egress_country_bytes_total{")
+    assert target["format"] == "table" and target["instant"]
+    table = next(p for p in panels(d) if p["type"] == "table" and "by (country, owner)" in p["targets"][0]["expr"])
+    assert table["gridPos"]["y"] == geomap["gridPos"]["y"]
 
 
 # ---- provisioning ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import pytest
 
 from sensor.alerting import ALERTS_PER_DEVICE, FLOOD_DEVICES, AlertGate
 from sensor.detect import Alert
+from sensor.enrich.geography import NO_PLACE
 
 T0 = 1_700_000_000.0
 EPS = 1 / 1024
@@ -65,7 +66,7 @@ def test_fifty_devices_are_written_and_the_rest_summarised_once_the_window_has_p
     assert summary.as_dict() == {
         "ts": T0 + 26.0, "sensor": "camwatch", "detector": "egress_policy", "severity": "high",
         "device": {"ip": "10.20.1.50", "mac": None, "vendor": None},
-        "destination": {"ip": PEER, "port": 443, "proto": "tcp", "name": None, "scope": "public"},
+        "destination": {"ip": PEER, "port": 443, "proto": "tcp", "name": None, "scope": "public", **NO_PLACE},
         "score": 1.0, "summary": "Flood on VLAN 20: 3 further egress_policy alerts from 3 camera-side devices within "
         "26 s were counted, not written, after 50 devices had raised one (forged sources, a scan or a worm). The first "
         "held back: alert 50", "vlan": 20, "k": 1,

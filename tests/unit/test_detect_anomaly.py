@@ -15,6 +15,7 @@ from sensor.detect.base import DetectorContext
 from sensor.detect.episodes import Episodes
 from sensor.detect.training import WindowCollector
 from sensor.enrich import CoveredMakers, Device, DnsQuery, Inventory, ManufDatabase, Observation
+from sensor.enrich.geography import NO_PLACE
 from sensor.model import FEATURES, WindowFeatures
 
 T0 = 1_699_999_980.0        # a multiple of 60
@@ -90,7 +91,7 @@ def test_a_closed_out_of_character_window_names_its_drivers_and_the_peers_that_c
         "ts": T0 + 60.0, "sensor": "site", "detector": "anomaly", "severity": "medium",
         "device": {"ip": "10.20.0.5", "mac": None, "vendor": None},
         # bytes drove it: the peer that took the bytes, here the recorder, is its destination
-        "destination": {"ip": "10.20.0.2", "port": 554, "proto": "tcp", "name": None, "scope": "camera"},
+        "destination": {"ip": "10.20.0.2", "port": 554, "proto": "tcp", "name": None, "scope": "camera", **NO_PLACE},
         "score": pytest.approx(np.log1p(3_070_000)), "summary": "10.20.0.5 behaved out of character in the "
         "minute from 22:13:00 UTC: bytes_sent 42; and more, carried by 10.20.0.2, 198.51.100.1, 203.0.113.7 "
         "(anomaly score 14.94, threshold 9.00, model fake).",

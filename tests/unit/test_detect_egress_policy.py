@@ -6,6 +6,7 @@ from __future__ import annotations
 from sensor.detect.base import DetectorContext
 from sensor.detect.egress_policy import EgressPolicyDetector
 from sensor.detect.episodes import Episodes
+from sensor.enrich.geography import NO_PLACE
 from sensor.flows import Flow
 from sensor.tags import TAG_ICMP_ECHO, TAG_ICMP_OTHER
 
@@ -22,7 +23,7 @@ def test_a_covered_camera_opening_a_public_address_is_a_high_alert():
     assert alert.as_dict() == {
         "ts": 100.0, "sensor": "site", "detector": "egress_policy", "severity": "high",
         "device": {"ip": "10.20.0.5", "mac": "00:12:ab:00:00:01", "vendor": "Hangzhou Hikvision"},
-        "destination": {"ip": "203.0.113.7", "port": 443, "proto": "tcp", "name": None, "scope": "public"},
+        "destination": {"ip": "203.0.113.7", "port": 443, "proto": "tcp", "name": None, "scope": "public", **NO_PLACE},
         "score": 1.0, "summary": "camera 10.20.0.5 (Hikvision) opened 203.0.113.7 tcp/443 on the public Internet, "
         "sending 3 packets (300 bytes) at first sight; no allow rule matches. Hikvision is a covered maker (named).",
         "vlan": 20, "direction": "outbound", "evidence": "opened 203.0.113.7 tcp/443 on the Internet"}

@@ -13,6 +13,7 @@ from sensor.detect.base import DetectorContext
 from sensor.detect.episodes import Episodes
 from sensor.detect.hardcoded_infra import HardcodedInfraDetector
 from sensor.enrich import ManufDatabase, UpnpRequest
+from sensor.enrich.geography import NO_PLACE
 from sensor.flows import Flow
 from sensor.pipeline import Sensor
 from sensor.tags import TAG_ICMP_ECHO, TAG_ICMP_OTHER, TAG_TLS
@@ -149,7 +150,7 @@ def test_upnp_port_mapping_and_gateway_search():
     assert alert.as_dict() == {
         "ts": 7.0, "sensor": "site", "detector": "hardcoded_infra", "severity": "high",
         "device": {"ip": "10.20.0.5", "mac": "00:12:ab:00:00:01", "vendor": None},
-        "destination": {"ip": "10.20.0.1", "port": 1900, "proto": "udp", "name": None, "scope": "camera"},
+        "destination": {"ip": "10.20.0.1", "port": 1900, "proto": "udp", "name": None, "scope": "camera", **NO_PLACE},
         "score": 1.0, "summary": "10.20.0.5 asked the gateway 10.20.0.1 to open a port through the firewall (UPnP "
         "AddPortMapping of TCP 554).", "vlan": 20, "protocol": "upnp_port_mapping",
         "evidence": "UPnP AddPortMapping of TCP 554"}

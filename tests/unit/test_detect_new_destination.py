@@ -9,6 +9,7 @@ from sensor.config import parse_config
 from sensor.detect.base import DetectorContext
 from sensor.detect.episodes import Episodes
 from sensor.detect.new_destination import NewDestinationDetector
+from sensor.enrich.geography import NO_PLACE
 from sensor.state import KnownState
 
 from .observations import device as _device
@@ -29,7 +30,7 @@ def test_quiet_while_learning_then_one_alert_per_new_destination():
     assert alert.as_dict() == {
         "ts": 7200.0, "sensor": "site", "detector": "new_destination", "severity": "low",
         "device": {"ip": "10.20.0.5", "mac": "00:12:ab:00:00:01", "vendor": None},
-        "destination": {"ip": "203.0.113.3", "port": 443, "proto": "tcp", "name": None, "scope": "public"},
+        "destination": {"ip": "203.0.113.3", "port": 443, "proto": "tcp", "name": None, "scope": "public", **NO_PLACE},
         "score": 0.7, "summary": "10.20.0.5 (Uniview) reached 203.0.113.3 tcp/443, a destination it never "
         "used in 2.0 h of observation. Uniview is a covered maker (prc-nil).", "vlan": 20,
         "evidence": "first use of 203.0.113.3 after learning"}

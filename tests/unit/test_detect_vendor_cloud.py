@@ -18,6 +18,7 @@ from sensor.detect.base import DetectorContext
 from sensor.detect.episodes import Episodes
 from sensor.detect.vendor_cloud import VendorCloudDetector
 from sensor.enrich import DnsQuery, ManufDatabase
+from sensor.enrich.geography import NO_PLACE
 from sensor.flows import Flow
 from sensor.pipeline import Sensor
 from sensor.tags import TAG_PPPP, TAG_SIGNATURE_BASE
@@ -47,7 +48,7 @@ def test_a_lookup_of_a_cloud_name_is_a_medium_alert_once():
         "ts": 50.0, "sensor": "site", "detector": "vendor_cloud", "severity": "medium",
         "device": {"ip": "10.20.0.5", "mac": "00:12:ab:00:00:01", "vendor": None},
         "destination": {"ip": "10.20.0.1", "port": 53, "proto": "udp", "name": "litedev.hik-connect.com",
-                        "scope": "camera"},
+                        "scope": "camera", **NO_PLACE},
         "score": 0.8, "summary": "camera 10.20.0.5 (Hikvision) looked up litedev.hik-connect.com, a Hik-Connect / "
         "EZVIZ cloud (Hikvision) name: the device is set up to reach its vendor's cloud. Hikvision is a covered maker "
         "(named).", "vlan": 20, "service": "hik-connect", "evidence": "looked up litedev.hik-connect.com"}

@@ -17,6 +17,7 @@ from sensor.detect.base import DetectorContext
 from sensor.detect.episodes import Episodes
 from sensor.detect.uploads import Window
 from sensor.detect.video_egress import VideoEgressDetector
+from sensor.enrich.geography import NO_PLACE
 from sensor.flows import Flow
 from sensor.tags import TAG_PPPP, TAG_PPPP_DRW, TAG_RTP, TAG_TLS
 
@@ -89,7 +90,7 @@ def test_a_clip_burst_is_reported_with_the_window_rate_length_bytes_and_balance(
         "ts": T0 + 2.1, "sensor": "site", "detector": "video_egress", "severity": "critical",
         "device": {"ip": "10.20.0.5", "mac": "00:12:ab:00:00:01", "vendor": None},
         "destination": {"ip": "203.0.113.7", "port": 443, "proto": "tcp", "name": "clips.example.net",
-                        "scope": "public"},
+                        "scope": "public", **NO_PLACE},
         "score": 0.807,                        # 0.6 + (530 kB / 256 kB) / 10
         "summary": "camera 10.20.0.5 (Hikvision) sent 1.41 Mbit/s over the last 3 s: 530 kB to clips.example.net "
                    "(203.0.113.7) tcp/443 outside the site (TLS, one-way bulk upload; 53:1 up:down): a clip or a set "

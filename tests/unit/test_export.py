@@ -281,7 +281,8 @@ def test_device_egress_bytes_by_scope_and_alert_counters_by_value():
     nvr = sensor.inventory.devices.get(NVR)
     assert (nvr.packets_sent, nvr.bytes_sent) == (4, sum(map(len, nvr_sent)))
     assert m["camwatch_top_destination_bytes"] == {
-        (("destination", PUBLIC), ("device", CAM), ("rank", "1"), ("scope", "public")): sum(map(len, to_public))}
+        (("country", "unknown"), ("destination", PUBLIC), ("device", CAM), ("owner", ""), ("rank", "1"),
+         ("scope", "public")): sum(map(len, to_public))}
     assert single(m, "camwatch_external_destinations") == 1
     # one egress_policy alert, medium (Axis is not a covered maker), and every other counter at zero
     alerts = {(dict(k)["detector"], dict(k)["severity"]): v for k, v in m["camwatch_alerts_total"].items()}

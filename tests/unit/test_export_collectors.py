@@ -28,7 +28,8 @@ from sensor.export.snapshot import DeviceSnapshot, ModelSnapshot, SensorSnapshot
 
 CAMERA = DeviceSnapshot("10.20.0.5", "00:12:ab:00:00:01", "Hangzhou Hikvision", "Hikvision", True, "camera",
                         "DS-2CD2143G0-I", {"public": 500, "camera": 70},
-                        (("cloud.example.com", "public", 400), ("203.0.113.9", "core", 100)), "named")
+                        (("cloud.example.com", "public", "CN", "Example Cloud Ltd", 400),
+                         ("203.0.113.9", "core", "unknown", "", 100)), "named")
 SILENT = DeviceSnapshot("10.20.0.6", "", "", "", False, "other", "", {}, ())
 RECORDER = DeviceSnapshot("10.20.0.7", "", "Acme", "", False, "nvr", "", {"core": 3}, ())
 SNAPSHOT = SensorSnapshot(
@@ -38,7 +39,8 @@ SNAPSHOT = SensorSnapshot(
     alerts={("egress_policy", "high"): 2, ("custom", "low"): 1}, alerts_suppressed={"egress_policy": 5},
     incidents_open={"high": 2, "low": 1}, incident_lines={"open": 4, "update": 1, "close": 1},
     devices=(CAMERA, SILENT, RECORDER), devices_evicted=6, covered_list_version="2026.1",
-    segmentation_violations={"camera_to_core": 1, "core_to_camera": 2}, external_destinations=8, dns_names=11,
+    segmentation_violations={"camera_to_core": 1, "core_to_camera": 2}, external_destinations=8,
+    egress_countries={("US", False): 7, ("CN", True): 400, ("unknown", True): 20}, dns_names=11,
     model=ModelSnapshot("iforest", "3", "2026-01-02T03:04:05Z"), capture_dropped=12, interface_received=1000,
     processing_lag=0.25, last_packet_ts=1700000000.5)
 
@@ -111,6 +113,11 @@ camwatch_device_egress_bytes_total{device="10.20.0.7",scope="core",sensor="site-
 # HELP camwatch_external_destinations Distinct public or core-network addresses camera-side devices exchanged traffic with.
 # TYPE camwatch_external_destinations gauge
 camwatch_external_destinations{sensor="site-a"} 8.0
+# HELP camwatch_egress_country_bytes_total Bytes camera-side devices sent to public (or allowed public) destinations, by the destination's country (registry assignment, or the configured country database's; unknown, other) and whether the device is a covered maker.
+# TYPE camwatch_egress_country_bytes_total counter
+camwatch_egress_country_bytes_total{country="CN",covered="true",sensor="site-a"} 400.0
+camwatch_egress_country_bytes_total{country="US",covered="false",sensor="site-a"} 7.0
+camwatch_egress_country_bytes_total{country="unknown",covered="true",sensor="site-a"} 20.0
 # HELP camwatch_segmentation_violations_total New episodes of camera VLAN and core network meeting outside the allowlist.
 # TYPE camwatch_segmentation_violations_total counter
 camwatch_segmentation_violations_total{direction="camera_to_core",sensor="site-a"} 1.0
@@ -121,10 +128,10 @@ camwatch_covered_list_info{sensor="site-a",version="2026.1"} 1.0
 # HELP camwatch_dns_names Addresses with a DNS name learned from answers on the wire.
 # TYPE camwatch_dns_names gauge
 camwatch_dns_names{sensor="site-a"} 11.0
-# HELP camwatch_top_destination_bytes Bytes each device sent to its top 5 outside destinations (rank 1 = most), named by DNS/SNI where known.
+# HELP camwatch_top_destination_bytes Bytes each device sent to its top 5 outside destinations (rank 1 = most), named by DNS/SNI where known, with the destination's country and network owner (empty when unknown).
 # TYPE camwatch_top_destination_bytes gauge
-camwatch_top_destination_bytes{destination="cloud.example.com",device="10.20.0.5",rank="1",scope="public",sensor="site-a"} 400.0
-camwatch_top_destination_bytes{destination="203.0.113.9",device="10.20.0.5",rank="2",scope="core",sensor="site-a"} 100.0
+camwatch_top_destination_bytes{country="CN",destination="cloud.example.com",device="10.20.0.5",owner="Example Cloud Ltd",rank="1",scope="public",sensor="site-a"} 400.0
+camwatch_top_destination_bytes{country="unknown",destination="203.0.113.9",device="10.20.0.5",owner="",rank="2",scope="core",sensor="site-a"} 100.0
 # HELP camwatch_model_info The learned baseline in use by the anomaly detector.
 # TYPE camwatch_model_info gauge
 camwatch_model_info{model="iforest",sensor="site-a",trained_at="2026-01-02T03:04:05Z",version="3"} 1.0

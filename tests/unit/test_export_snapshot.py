@@ -21,7 +21,9 @@ def test_a_device_snapshot_carries_its_identity_and_top_destinations():
     dev.identity.update({"model": "DS-2CD2143G0-I", "server": "App-webs/"})
     dev.egress_bytes.update({"public": 900, "core": 40})
     for i, sent in enumerate((10, 600, 50, 70, 20, 90, 5)):
-        dev.note_external_peer(f"203.0.113.{i}", "cloud.example.com" if i == 1 else None, sent)
+        # the cloud is a real public address (its registry country is CN); documentation addresses have none
+        dev.note_external_peer("110.43.68.240" if i == 1 else f"203.0.113.{i}", "cloud.example.com" if i == 1 else None,
+                               sent)
     dev.note_external_peer("10.1.0.9", None, 400)
     sensor.inventory.touch("10.20.0.6", 0, T0)
     snap = take_snapshot(sensor)
@@ -31,9 +33,11 @@ def test_a_device_snapshot_carries_its_identity_and_top_destinations():
         "10.20.0.5", "00:12:ab:00:00:01", "Hangzhou Hikvision", "Hikvision", True, "camera", "DS-2CD2143G0-I")
     assert (first.covered_basis, second.covered_basis) == ("behaviour", "")
     assert first.egress_bytes == {"public": 900, "core": 40} and first.egress_bytes is not dev.egress_bytes
-    assert first.top_destinations == (("cloud.example.com", "public", 600), ("10.1.0.9", "core", 400),
-                                      ("203.0.113.5", "public", 90), ("203.0.113.3", "public", 70),
-                                      ("203.0.113.2", "public", 50))
+    assert first.top_destinations == (("cloud.example.com", "public", "CN", "", 600),
+                                      ("10.1.0.9", "core", "unknown", "", 400),
+                                      ("203.0.113.5", "public", "unknown", "", 90),
+                                      ("203.0.113.3", "public", "unknown", "", 70),
+                                      ("203.0.113.2", "public", "unknown", "", 50))
     assert (second.mac, second.vendor, second.maker, second.covered, second.role, second.model) == (
         "", "", "", False, "other", "")
     assert second.top_destinations == () and dict(second.egress_bytes) == {}
