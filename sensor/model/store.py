@@ -22,7 +22,7 @@ import numpy as np
 
 from sensor.errors import CamwatchError
 from sensor.model.features import FEATURE_HIGH, FEATURE_SPECS, FEATURES, N_FEATURES, WINDOW_SECONDS
-from sensor.model.forest import BACKGROUND_FRACTION, LEAF, Tree, forest_credit, forest_scores, grow
+from sensor.model.forest import BACKGROUND_FRACTION, LEAF, Forest, Tree, forest_credit, forest_scores, grow
 from sensor.schema import FLAG, INTEGER, LIST, NUMBER, TABLE, Invalid, Section, Text, load, setting
 
 FORMAT = "camwatch-anomaly-model"
@@ -88,6 +88,7 @@ class AnomalyModel:
         self.window_seconds = window_seconds
         self.max_samples = max_samples
         self.trees = trees
+        self._forest: Forest | None = None   # the trees stacked for scoring, built on first use
         self.algorithm = algorithm
         self.calibration = calibration
         self.environment = environment
@@ -172,7 +173,9 @@ class AnomalyModel:
             raise ValueError("vectors contain NaN or infinite values")
         if len(x) == 0:
             return np.zeros(0)
-        return forest_scores(self.trees, self.max_samples, x)
+        if self._forest is None:
+            self._forest = Forest(self.trees, self.max_samples)
+        return self._forest.scores(x)
 
     def is_anomalous(self, score: float) -> bool:
         return bool(score > self.threshold)
