@@ -6,7 +6,6 @@ import argparse
 import ipaddress
 import json
 import sys
-import urllib.request
 
 from sensor.config import load_config
 from sensor.errors import CamwatchError
@@ -46,6 +45,8 @@ def inventory(args: argparse.Namespace) -> int:
 
 
 def fetch_inventory(url: str) -> list[dict]:
+    import urllib.request  # HTTP (and TLS) only for --url: every other command starts without them
+
     target = url.rstrip("/") + "/inventory"
     try:
         with urllib.request.urlopen(target, timeout=10) as response:
