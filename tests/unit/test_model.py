@@ -611,3 +611,14 @@ def test_repeated_flows_take_the_short_path_to_the_same_vectors(monkeypatch, see
     monkeypatch.setattr(features, "MAX_SEEN", 0)
     assert _replay_windows(stream, 97) == fast
     assert any(math.expm1(r[2][4]) >= 11.5 for r in fast[:-1])   # some peer sets saturated
+
+
+def test_stacked_credit_equals_the_per_tree_walk_exactly():
+    """AnomalyModel.attribute walks every tree at once; Tree.path_credit one at a time is the reference."""
+    from sensor.model.forest import forest_credit
+    rng = np.random.default_rng(11)
+    x = mixed_data(rng, 600)
+    model = AnomalyModel.train(x, "eq", {}, trained_at=STAMP)
+    probes = np.vstack([x[:50], rng.uniform(0, 1, (200, N)) * FEATURE_HIGH, np.zeros((1, N)), x[:5] + 1e-7])
+    for v in probes:
+        assert np.array_equal(model.attribute(v), forest_credit(model.trees, v))
