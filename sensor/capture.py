@@ -23,9 +23,11 @@ from sensor.readahead import ReadAhead
 CHUNK_BYTES = 8 << 20   # thousands of video frames per batch: numpy's per-call overhead amortised
 # Larger than any real link MTU with headroom for jumbo and loopback captures; a longer record is corruption.
 MAX_RECORD_BYTES = 1 << 20
-# Files needing more than one read are read ahead (sensor.readahead): the next chunk is read on the second core while
-# this one is processed. 0 turns it off.
-READ_AHEAD_FROM = CHUNK_BYTES + 1
+# Files of at least this many bytes are read ahead (sensor.readahead): the next chunk read by a second thread while
+# this one is processed. Off (0) for now: on the shared 2-core test machine, with no core to spare, the reading
+# thread waited for a CPU and replay was 10-40% slower with it, not faster (docs/benchmarks.md). To try it where a
+# core is idle: CHUNK_BYTES + 1, and bench/read_floor.py runs both ways side by side.
+READ_AHEAD_FROM = 0
 
 PCAP_MAGIC = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),

@@ -4,6 +4,9 @@ Reading a capture from the page cache is a memory copy the kernel makes while th
 release the GIL, so on a second core that copy overlaps the compiled walk, decode and grouping of the chunk before
 it, instead of adding to them. Two buffers alternate: the caller works in one while the thread fills the other.
 Memory stays bounded: two chunk-sized buffers, whatever the file's size.
+
+It only pays where a core is idle: on a machine whose cores are all busy the reading thread waits for a CPU and the
+hand-over costs more than the overlap gains, so capture.READ_AHEAD_FROM keeps it off by default (see there).
 """
 
 from __future__ import annotations
