@@ -74,6 +74,11 @@ class AnomalyDetector(Detector):
         self._usual: BoundedLRU[str, tuple[frozenset, frozenset]] = BoundedLRU(context.config.max_devices)
         self._last_partial = float("-inf")
         self._retired_until = float("-inf")
+        # What _as_far_as_seen lifts and clamps, worked out once: it runs every PARTIAL_EVERY seconds.
+        stats = self.model.feature_stats
+        self._lo, self._median, self._hi = (np.asarray(stats[k], dtype=np.float64) for k in ("min", "median", "max"))
+        self._monotone = [i for i, n in enumerate(self.model.features) if n in self.MONOTONE]
+        self._bounded = [i for i, n in enumerate(self.model.features) if n in self.BOUNDED]
 
     def observe(self, obs: Observation) -> None:
         # Cameras only: the gateway and the NVR are one of a kind on a camera VLAN, so their normal minutes look
@@ -186,14 +191,10 @@ class AnomalyDetector(Detector):
     def _as_far_as_seen(self, vectors: np.ndarray) -> np.ndarray:
         """Rows of open windows with each MONOTONE feature lifted to at least the training median and each BOUNDED
         one clamped to the training range."""
-        stats = self.model.feature_stats
-        lo, med, hi = (np.asarray(stats[k], dtype=np.float64) for k in ("min", "median", "max"))
-        names = self.model.features
-        mono = [i for i, n in enumerate(names) if n in self.MONOTONE]
-        bounded = [i for i, n in enumerate(names) if n in self.BOUNDED]
+        mono, bounded = self._monotone, self._bounded
         v = vectors.copy()
-        v[:, mono] = np.maximum(v[:, mono], med[mono])
-        v[:, bounded] = np.minimum(np.maximum(v[:, bounded], lo[bounded]), hi[bounded])
+        v[:, mono] = np.maximum(v[:, mono], self._median[mono])
+        v[:, bounded] = np.minimum(np.maximum(v[:, bounded], self._lo[bounded]), self._hi[bounded])
         return v
 
     def _judge(self, now: float, ip: str, start: float, vector: np.ndarray, adjusted: frozenset[str],
