@@ -73,7 +73,7 @@ def _make_capture():
 
 
 def measure(src: Path, capture: Path, model: Path, repeat: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", RUN, str(src), str(capture), str(model), str(repeat)],
+    out = subprocess.run([sys.executable, "-c", RUN, str(src.resolve()), str(capture), str(model), str(repeat)],
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out)
 

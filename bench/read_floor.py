@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds: dict = {"floor": [], "ahead": [], "plain": [], "whole": []}
     # One in-process run per round, the whole-process run between them: the machine's load falls on all alike.
     for _ in range(args.repeat):
-        result = json.loads(subprocess.run([sys.executable, "-c", RUN, str(args.camwatch_src), str(args.capture), "1"],
+        src = str(args.camwatch_src.resolve())
+        result = json.loads(subprocess.run([sys.executable, "-c", RUN, src, str(args.capture), "1"],
                                            capture_output=True, text=True, check=True).stdout)
         for key in ("floor", "ahead", "plain"):
             rounds[key] += result[key]
