@@ -201,10 +201,11 @@ class WindowFeatures:
     def partial(self) -> list[tuple[str, float, np.ndarray]]:
         """Open windows that changed since the last call, as they stand: lets a detector act before a window
         ends (a sweep is out of character long before its minute is over)."""
-        out = [(ip, start, self._open[(ip, start)].vector()) for ip, start in self._touched
-               if (ip, start) in self._open and self._open[(ip, start)].packets > 0]
+        keys = [key for key in self._touched if key in self._open and self._open[key].packets > 0]
         self._touched.clear()
-        return out
+        # One array for every device's row (what the caller scores as one matrix), not one per window.
+        matrix = np.array([self._open[key].row() for key in keys], dtype=np.float64).reshape(len(keys), N_FEATURES)
+        return [(ip, start, matrix[i]) for i, (ip, start) in enumerate(keys)]
 
     def close(self, now: float) -> list[tuple[str, float, np.ndarray]]:
         """Windows that ended at or before `now`: (device_ip, window_start, feature vector)."""
