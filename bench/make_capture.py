@@ -30,6 +30,7 @@ import argparse
 import heapq
 import importlib.util
 import itertools
+import math
 import random
 import struct
 import sys
@@ -66,9 +67,12 @@ RTP_CLOCK = 90_000
 class Site(NamedTuple):
     cameras: int
     packets_per_frame: tuple[int, int]   # inclusive range, drawn per camera
+    fps: int = FPS
 
 
-SITES = {"nvr20": Site(20, (8, 14)), "vlan100": Site(100, (15, 28))}
+# substream: a camera's low-rate second stream (1 packet per frame, 5 fps, ~12 packets/s with its control
+# traffic): the site where per-device work weighs most against per-packet work.
+SITES = {"nvr20": Site(20, (8, 14)), "vlan100": Site(100, (15, 28)), "substream": Site(20, (1, 1), 5)}
 DEFAULT_SITE = "nvr20"
 
 
@@ -89,7 +93,8 @@ OUIS = ("44:19:b6", "3c:ef:8c", "ac:cc:8e", "48:ea:63")
 
 
 def camera(i: int) -> tuple[str, bytes]:
-    return f"10.20.0.{11 + i}", pk.mac(f"{OUIS[i % len(OUIS)]}:00:{i >> 8:02x}:{i & 0xFF:02x}")
+    # Past 245 cameras the addresses go on into 10.20.1.0 and up (--cameras); below that they are as they were.
+    return f"10.20.{(11 + i) >> 8}.{(11 + i) & 0xFF}", pk.mac(f"{OUIS[i % len(OUIS)]}:00:{i >> 8:02x}:{i & 0xFF:02x}")
 
 
 def _fold(total: int) -> int:
@@ -150,7 +155,7 @@ def video_udp(i: int, rng: random.Random, site: Site) -> Stream:
     sport, dport = 50_000 + 2 * i, 30_000 + 2 * i
     ssrc = rng.getrandbits(32)
     per_frame = rng.randrange(site.packets_per_frame[0], site.packets_per_frame[1] + 1)
-    start = T0 + 1.0 + rng.random() / FPS
+    start = T0 + 1.0 + rng.random() / site.fps
     overhead = 14 + 4 + 20 + 8
     body = bytes(rng.getrandbits(8) for _ in range(FRAME_BYTES - overhead - 12))
     templates = []
@@ -161,9 +166,9 @@ def video_udp(i: int, rng: random.Random, site: Site) -> Stream:
     seq0, ts0 = rng.getrandbits(16), rng.getrandbits(32)
     for n in itertools.count():
         frame_no, j = divmod(n, per_frame)
-        t = start + frame_no / FPS + j * 0.0002
+        t = start + frame_no / site.fps + j * 0.0002
         marker = j == per_frame - 1
-        yield t, templates[marker].make((seq0 + n) & 0xFFFF, (ts0 + frame_no * RTP_CLOCK // FPS) & 0xFFFFFFFF)
+        yield t, templates[marker].make((seq0 + n) & 0xFFFF, (ts0 + frame_no * RTP_CLOCK // site.fps) & 0xFFFFFFFF)
 
 
 def rtcp(i: int, rng: random.Random) -> Stream:
@@ -256,10 +261,10 @@ def rtsp_session(i: int, rng: random.Random, site: Site) -> Stream:
     start = t + 0.01
     for n in itertools.count():
         frame_no, j = divmod(n, per_frame)
-        pt = start + frame_no / FPS + j * 0.0002
+        pt = start + frame_no / site.fps + j * 0.0002
         marker = j == per_frame - 1
         yield pt, data_templates[marker].make(s_seq, c_seq, (seq0 + n) & 0xFFFF,
-                                              (ts0 + frame_no * RTP_CLOCK // FPS) & 0xFFFFFFFF)
+                                              (ts0 + frame_no * RTP_CLOCK // site.fps) & 0xFFFFFFFF)
         s_seq = (s_seq + seg_len) & 0xFFFFFFFF
         if n % 2:
             yield pt + 0.00005, ack_template.make(c_seq, s_seq)
@@ -315,19 +320,26 @@ def streams(site: Site) -> list[Stream]:
     return out
 
 
-def packets(count: int, site: str = DEFAULT_SITE) -> Iterator[tuple[float, bytes]]:
-    """The first `count` packets of the merged capture, in time order."""
+def packets(count: int, site: str = DEFAULT_SITE, cameras: int | None = None,
+            seconds: float | None = None) -> Iterator[tuple[float, bytes]]:
+    """The first `count` packets of the merged capture, in time order (and only those of its first `seconds`);
+    `cameras` replaces the site's camera count."""
+    chosen = SITES[site] if cameras is None else SITES[site]._replace(cameras=cameras)
     # The stream index breaks timestamp ties, so the order never depends on comparing frame bytes.
-    tagged = [((t, k, frame) for t, frame in s) for k, s in enumerate(streams(SITES[site]))]
+    tagged = [((t, k, frame) for t, frame in s) for k, s in enumerate(streams(chosen))]
+    end = math.inf if seconds is None else T0 + seconds
     for t, _k, frame in itertools.islice(heapq.merge(*tagged), count):
+        if t >= end:
+            return
         yield t, frame
 
 
-def write(path: Path, count: int, site: str = DEFAULT_SITE) -> int:
+def write(path: Path, count: int, site: str = DEFAULT_SITE, cameras: int | None = None,
+          seconds: float | None = None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     with pk.PcapWriter(tmp) as writer:
-        for t, frame in packets(count, site):
+        for t, frame in packets(count, site, cameras, seconds):
             writer.write(t, frame)
         written = writer.count
     tmp.replace(path)   # a reader never sees a half-written capture under the final name
@@ -339,11 +351,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("path", nargs="?", type=Path, default=DEFAULT_PATH)
     ap.add_argument("-n", "--packets", type=int, default=DEFAULT_PACKETS)
     ap.add_argument("--site", choices=sorted(SITES), default=DEFAULT_SITE)
+    ap.add_argument("--cameras", type=int, help="instead of the site's camera count (1 to 60,000)")
+    ap.add_argument("--seconds", type=float, help="stop after this much capture time, whatever the packet count")
     args = ap.parse_args(argv)
     if args.packets <= 0:
         ap.error("--packets must be positive")
+    if args.cameras is not None and not 1 <= args.cameras <= 60_000:
+        ap.error("--cameras must be between 1 and 60,000")
     t = time.perf_counter()
-    n = write(args.path, args.packets, args.site)
+    n = write(args.path, args.packets, args.site, args.cameras, args.seconds)
     print(f"{args.path}: {n} packets, {args.path.stat().st_size / 2**20:.1f} MiB in {time.perf_counter() - t:.2f} s",
           file=sys.stderr)
     return 0

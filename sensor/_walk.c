@@ -717,6 +717,68 @@ static PyObject *route(PyObject *self, PyObject *args)
     return Py_BuildValue("(NNNNNN)", out[0], out[1], out[2], out[3], out[4], out[5]);
 }
 
+/*
+ * forest(left, right, feature, threshold, leaf_value, roots, x, n_features) -> bytes of float64, one per row of x
+ * The summed leaf values (path lengths) of each row of x (float32, n_features per row) over the Isolation Forest's
+ * trees, stacked as sensor.model.forest.Forest holds them: node arrays of every tree end to end (int64 children
+ * and features, float64 thresholds and leaf values), a leaf being its own child, roots[t] the first node of tree t.
+ * Summed tree by tree in order, in double, as Forest._depths does: the same sums, bit for bit. Children must come
+ * after their parent (the model loader checks it); a node breaking that ends the walk with ValueError.
+ */
+static PyObject *forest(PyObject *self, PyObject *args)
+{
+    Py_buffer in[7];
+    Py_ssize_t nf;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*n", &in[0], &in[1], &in[2], &in[3], &in[4], &in[5], &in[6], &nf))
+        return NULL;
+    const int64_t *left = in[0].buf, *right = in[1].buf, *feature = in[2].buf, *roots = in[5].buf;
+    const double *threshold = in[3].buf, *leaf = in[4].buf;
+    const float *x = in[6].buf;
+    Py_ssize_t nodes = in[0].len / 8, trees = in[5].len / 8, rows = nf > 0 ? in[6].len / 4 / nf : 0;
+    int bad = in[1].len / 8 != nodes || in[2].len / 8 != nodes || in[3].len / 8 != nodes || in[4].len / 8 != nodes;
+    PyObject *out = bad ? NULL : PyBytes_FromStringAndSize(NULL, rows * 8);
+    if (out) {
+        double *depth = (double *)PyBytes_AS_STRING(out);
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t r = 0; r < rows && !bad; r++) {
+            const float *v = x + r * nf;
+            double sum = 0.0;
+            for (Py_ssize_t t = 0; t < trees && !bad; t++) {
+                int64_t node = roots[t];
+                if (node < 0 || node >= nodes) {
+                    bad = 1;
+                    break;
+                }
+                for (;;) {
+                    int64_t f = feature[node], next;
+                    if (left[node] == node)
+                        break;
+                    if (f < 0 || f >= nf) {
+                        bad = 1;
+                        break;
+                    }
+                    next = (double)v[f] <= threshold[node] ? left[node] : right[node];
+                    if (next <= node || next >= nodes) {
+                        bad = 1;
+                        break;
+                    }
+                    node = next;
+                }
+                sum += leaf[node];
+            }
+            depth[r] = sum;
+        }
+        Py_END_ALLOW_THREADS
+    }
+    for (int j = 0; j < 7; j++) PyBuffer_Release(&in[j]);
+    if (bad) {
+        Py_XDECREF(out);
+        PyErr_SetString(PyExc_ValueError, "forest: not a stacked forest (arrays or a child index out of range)");
+        return NULL;
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, "Walk classic-pcap records in a buffer."},
     {"decode", decode, METH_VARARGS, "Decode link, network and transport headers of a batch."},
@@ -724,6 +786,7 @@ static PyMethodDef methods[] = {
     {"tags", tags, METH_VARARGS, "Payload-profile bits of a batch's rows from their first payload bytes."},
     {"route", route, METH_VARARGS, "The rows of a batch that the enrichment parsers want."},
     {"fill", fill, METH_VARARGS, "Read a pipe into a buffer without the GIL, gathering small writes."},
+    {"forest", forest, METH_VARARGS, "Path lengths of vectors summed over an Isolation Forest's stacked trees."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -18,10 +18,16 @@ import numpy as np
 
 from sensor import compiled
 from sensor.errors import CamwatchError, CaptureError
+from sensor.readahead import ReadAhead
 
 CHUNK_BYTES = 8 << 20   # thousands of video frames per batch: numpy's per-call overhead amortised
 # Larger than any real link MTU with headroom for jumbo and loopback captures; a longer record is corruption.
 MAX_RECORD_BYTES = 1 << 20
+# Files of at least this many bytes are read ahead (sensor.readahead): the next chunk read by a second thread while
+# this one is processed. Off (0) for now: on the shared 2-core test machine, with no core to spare, the reading
+# thread waited for a CPU and replay was 10-40% slower with it, not faster (docs/benchmarks.md). To try it where a
+# core is idle: CHUNK_BYTES + 1, and bench/read_floor.py runs both ways side by side.
+READ_AHEAD_FROM = 0
 
 PCAP_MAGIC = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
@@ -102,8 +108,10 @@ class CaptureReader:
 
     def __init__(self, read: Callable[[], bytes | None] | None, name: str,
                  readinto: Callable[[memoryview], int | None] | None = None, *,
-                 size_hint: int | None = None, close: Callable[[], None] | None = None):
+                 size_hint: int | None = None, close: Callable[[], None] | None = None,
+                 read_ahead: ReadAhead | None = None):
         self._read = read
+        self._read_ahead = read_ahead   # instead of readinto: the file's chunks, each read while the last is used
         # Files are read into one reused buffer: a batch's data is only valid until the next batch is requested,
         # which the pipeline honours (it finishes a batch before asking for the next) and which saves copying
         # every chunk onto the previous chunk's partial record. Allocated on the first read, sized then.
@@ -138,6 +146,9 @@ class CaptureReader:
         # Dropping the callables too: they hold the file object, and a reader kept around after its file was
         # read (in a traceback, say) must not keep the descriptor or the buffer alive with it.
         self._read = self._readinto = None
+        read_ahead, self._read_ahead = self._read_ahead, None
+        if read_ahead is not None:
+            read_ahead.close()
         closer, self._closer = self._closer, None
         if closer is not None:
             closer()
@@ -165,6 +176,13 @@ class CaptureReader:
         start; the parsers have checked it against MAX_BLOCK_BYTES, so it never sizes anything absurd."""
         if self._closed:
             return False
+        if self._read_ahead is not None:
+            rest = bytes(self._buf)
+            try:
+                self._buf, ahead = self._read_ahead.take(rest)
+            except OSError as exc:
+                raise self._error(f"cannot read: {exc.strerror or exc}", len(rest)) from None
+            return ahead > 0
         if self._readinto is None:
             assert self._read is not None   # a reader is given `read` or `readinto`; close() returned above
             chunk = self._read()
@@ -448,5 +466,10 @@ def open_file(path: str | Path) -> tuple[CaptureReader, int]:
     except OSError as exc:
         raise CamwatchError(f"{path}: cannot open: {exc.strerror}") from None
     st = os.fstat(fh.fileno())
+    regular = stat.S_ISREG(st.st_mode)
+    if regular and READ_AHEAD_FROM and st.st_size >= READ_AHEAD_FROM:
+        # The carried-over record is at most one block: the parsers refuse a longer one before it sizes a read.
+        ahead = ReadAhead(fh, CHUNK_BYTES, MAX_BLOCK_BYTES)
+        return CaptureReader(None, str(path), read_ahead=ahead, close=fh.close), st.st_size
     return CaptureReader(None, str(path), readinto=fh.readinto, close=fh.close,
-                         size_hint=st.st_size if stat.S_ISREG(st.st_mode) else None), st.st_size
+                         size_hint=st.st_size if regular else None), st.st_size

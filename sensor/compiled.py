@@ -10,7 +10,7 @@ sets them.
 
 from __future__ import annotations
 
-__all__ = ["decode", "extension", "fill", "group", "import_error", "route", "tags", "walk"]
+__all__ = ["decode", "extension", "fill", "forest", "group", "import_error", "route", "tags", "walk"]
 
 try:
     from sensor import _walk as extension
@@ -25,3 +25,4 @@ group = True    # flows.group: per-batch flow grouping (reference: group_numpy)
 tags = True     # tags.PayloadTagger: payload-profile bits (reference: PayloadTagger.tags_numpy)
 route = True    # enrich.routing.route: the rows each parser wants (reference: route_numpy)
 fill = True     # live.LiveCapture: the pump's gathering pipe read, without the GIL (reference: select and readv)
+forest = True   # model.forest.Forest: the Isolation Forest walk of the anomaly scores (reference: Forest._depths_numpy)

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,9 +27,12 @@ from sensor.enrich import Classifier, CoveredMakers, Enricher, Inventory, ManufD
 from sensor.enrich.geography import Geography
 from sensor.enrich.routing import BatchPlan
 from sensor.flows import Flow, FlowTable, FlowUpdate
-from sensor.model import AnomalyModel, WindowFeatures
+from sensor.model import WindowFeatures
 from sensor.state import KnownState
 from sensor.tags import PayloadTagger
+
+if TYPE_CHECKING:
+    from sensor.model import AnomalyModel  # only a run given a model loads the model file's code
 
 DECODE_SLICE = 16384
 DEVICE_SAVE_SECONDS = 30.0

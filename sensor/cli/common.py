@@ -6,12 +6,15 @@ import argparse
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sensor.config import Config
 from sensor.errors import CamwatchError
-from sensor.export import DEFAULT_METRICS_ADDRESS, parse_listen
 from sensor.export.client import PASSWORD_ENV, SensorAccess
-from sensor.model import AnomalyModel
+from sensor.export.listen import DEFAULT_METRICS_ADDRESS, parse_listen
+
+if TYPE_CHECKING:
+    from sensor.model import AnomalyModel
 
 EXIT_OK, EXIT_CAPTURE, EXIT_USAGE = 0, 1, 2
 
@@ -64,7 +67,10 @@ def metrics_listen(args: argparse.Namespace, config: Config) -> tuple[str, int] 
 
 
 def load_model(args: argparse.Namespace) -> AnomalyModel | None:
-    return AnomalyModel.load(args.model) if args.model else None
+    if not args.model:
+        return None
+    from sensor.model import AnomalyModel
+    return AnomalyModel.load(args.model)
 
 
 def distinct_outputs(alerts: str | None, flows: str | None) -> None:

@@ -7,8 +7,7 @@ import json
 import sys
 
 from sensor.config import load_config
-from sensor.evaluate import evaluate, format_report, load_labels
-from sensor.export import AlertLog
+from sensor.export.alert_log import AlertLog
 from sensor.pipeline import Sensor
 
 from .common import EXIT_CAPTURE, EXIT_OK, load_model, report_errors
@@ -28,6 +27,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 def evaluate_captures(args: argparse.Namespace) -> int:
+    from sensor.evaluate import evaluate, format_report, load_labels  # this command's alone
+
     labels = load_labels(args.labels)
     config = load_config(args.config)
     collected: list[dict] = []

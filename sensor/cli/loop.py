@@ -12,20 +12,25 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sensor.capture import Batch, open_file
 from sensor.config import Config
 from sensor.detect.incidents import END, SHUTDOWN
 from sensor.enrich.geography import Geography
 from sensor.errors import CaptureError
-from sensor.export import AlertLog, MetricsServer, build_registry, write_metrics_file
+from sensor.export import build_registry, write_metrics_file
+from sensor.export.alert_log import AlertLog
 from sensor.export.flow_log import FlowLog
 from sensor.export.lines import Flusher
-from sensor.model import AnomalyModel
 from sensor.pipeline import Sensor
 
 from .common import distinct_outputs, format_address
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from sensor.model import AnomalyModel
 
 
 class Source(Protocol):
@@ -221,14 +226,22 @@ class Session:
         self.flusher = Flusher([self.alerts.file] + ([self.flow_log.file] if self.flow_log else []))
         install_reopen_handler(self.flusher)
         tune_garbage_collector()
-        self.registry = build_registry(self.sensor)
+        # Metrics only where they go somewhere: the registry (prometheus_client) and the endpoint are not even
+        # imported by a replay that neither serves nor writes them.
+        self.registry: CollectorRegistry | None = (build_registry(self.sensor) if listen or args.metrics_out
+                                                   else None)
         self.elapsed = 0.0
         try:
-            self.server = (MetricsServer(self.registry, listen, ready=ready, inventory=self.sensor.inventory_snapshot,
-                                         settings=config.metrics) if listen else None)
+            self.server = self._serve(listen, ready, config) if listen and self.registry else None
         except BaseException:
             self._close_files()
             raise
+
+    def _serve(self, listen: tuple[str, int], ready: Callable[[], bool], config: Config):
+        from sensor.export.server import MetricsServer
+        assert self.registry is not None
+        return MetricsServer(self.registry, listen, ready=ready, inventory=self.sensor.inventory_snapshot,
+                             settings=config.metrics)
 
     def announce_server(self) -> None:
         if self.server and not self.args.quiet:
@@ -271,7 +284,7 @@ class Session:
     def _close_outputs(self) -> None:
         """The metrics file written, then the alert log and the state database closed, whatever went before."""
         try:
-            if self.args.metrics_out:
+            if self.args.metrics_out and self.registry is not None:
                 write_metrics_file(self.registry, self.args.metrics_out)
         finally:
             self._close_files()

@@ -7,13 +7,15 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sensor.config import Config
 from sensor.errors import CamwatchError
-from sensor.report import Estate, context, load_report_config, render_html, write_csv
-from sensor.report.sources import read_alert_file, read_pcaps, read_state, read_url, split_label
 
 from .common import EXIT_CAPTURE, EXIT_OK, add_sensor_access_options, report_errors, require_files, sensor_access
+
+if TYPE_CHECKING:
+    from sensor.report import Estate
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -34,6 +36,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _gather(args: argparse.Namespace, config: Config) -> Estate:
+    from sensor.report import Estate
+    from sensor.report.sources import read_alert_file, read_pcaps, read_state, read_url, split_label
+
     estate = Estate()
     access = sensor_access(args)   # a missing certificate is reported before minutes of replay, not after
     if args.pcaps:
@@ -66,6 +71,9 @@ def _check_output(path: str, what: str) -> Path:
 def report(args: argparse.Namespace) -> int:
     if not (args.pcaps or args.state or args.url):
         raise CamwatchError("report: give capture files, --state DB or --url of a running sensor")
+    # The report's modules (jinja2 among them) only for this command: every other one starts without them.
+    from sensor.report import context, load_report_config, render_html, write_csv
+
     out = _check_output(args.out, "--out")
     config, sites = load_report_config(args.config)
     started = time.monotonic()

@@ -7,16 +7,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING
 
 from sensor.allocator import pin_malloc_for_long_run
 from sensor.capture import Batch
 from sensor.config import load_config
 from sensor.errors import CamwatchError, CaptureError
-from sensor.live import LiveCapture
 from sensor.pipeline import Sensor
 
 from .common import EXIT_CAPTURE, EXIT_OK, add_output_options, load_model, metrics_listen, report_errors
 from .loop import Session, print_summary
+
+if TYPE_CHECKING:
+    from sensor.live import LiveCapture
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -92,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     # "not ready" until the capture really runs.
     session = Session(args, config, load_model(args), listen, append=True,
                       ready=capturing.is_set)
+    from sensor.live import LiveCapture  # the live capture's code only for `run`
+
     try:
         live = LiveCapture(args.interface, args.bpf, buffer_mib=config.capture_buffer_mib)
     except BaseException:

@@ -10,7 +10,7 @@ import numpy as np
 
 from sensor.config import load_config
 from sensor.errors import CamwatchError
-from sensor.model import WINDOW_SECONDS, AnomalyModel, WindowFeatures, training_summary
+from sensor.model import WINDOW_SECONDS, WindowFeatures, training_summary
 from sensor.pipeline import Sensor
 
 from .common import EXIT_CAPTURE, EXIT_OK, report_errors
@@ -44,6 +44,8 @@ def train(args: argparse.Namespace) -> int:
     rows = windows.flush()
     if not rows:
         raise CamwatchError("train: the captures hold no camera-side traffic to learn from")
+    from sensor.model import AnomalyModel  # the model file's code (and scikit-learn) for this command alone
+
     model = AnomalyModel.train(np.vstack([r[2] for r in rows]), Path(args.out).name,
                                training_summary(rows, [Path(p).name for p in args.pcaps]),
                                contamination=args.contamination)

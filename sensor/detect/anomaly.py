@@ -74,16 +74,28 @@ class AnomalyDetector(Detector):
         self._usual: BoundedLRU[str, tuple[frozenset, frozenset]] = BoundedLRU(context.config.max_devices)
         self._last_partial = float("-inf")
         self._retired_until = float("-inf")
+        # What _as_far_as_seen lifts and clamps, worked out once: it runs every PARTIAL_EVERY seconds.
+        stats = self.model.feature_stats
+        self._lo, self._median, self._hi = (np.asarray(stats[k], dtype=np.float64) for k in ("min", "median", "max"))
+        self._monotone = [i for i, n in enumerate(self.model.features) if n in self.MONOTONE]
+        self._bounded = [i for i, n in enumerate(self.model.features) if n in self.BOUNDED]
 
     def observe(self, obs: Observation) -> None:
         # Cameras only: the gateway and the NVR are one of a kind on a camera VLAN, so their normal minutes look
         # isolated to a forest trained on the site, and they are not what the model is for.
         if obs.sent_packets == 0 or obs.device.role != "camera":
             return None
-        self.windows.observe(obs, obs.new_flow)
-        sent = self._window_of(obs.device.ip, obs.ts)
-        if sent is None:
+        start = self.windows.observe(obs, obs.new_flow)
+        if start is None:
             return None
+        # Once per flow and second of camera traffic: the records are found without another look at the windows
+        # (the one that took the observation is open).
+        windows = self._sent.get(obs.device.ip)
+        if windows is None:
+            windows = self._sent[obs.device.ip] = {}
+        sent = windows.get(start)
+        if sent is None:
+            sent = windows[start] = _Sent()
         key = (obs.peer, obs.port, obs.proto)
         conv = sent.conversations.get(key)
         if conv is None:
@@ -117,13 +129,18 @@ class AnomalyDetector(Detector):
         return self._sent.setdefault(ip, {}).setdefault(start, _Sent())
 
     def tick(self, now: float, final: bool) -> list[Alert]:
-        """Score windows that closed, and every PARTIAL_EVERY seconds the ones still open; alert at `now`."""
-        rows = self._windows_to_score(now, final)
+        """Score windows that closed, and every PARTIAL_EVERY seconds the ones still open; alert at `now`. The
+        windows of every device are scored together, as one matrix."""
+        keys, vectors, raw = self._windows_to_score(now, final)
         alerts = []
-        if rows:
-            scores = self.model.score(np.vstack([r[2] for r in rows]))
-            for (ip, start, vector, adjusted), score in zip(rows, scores, strict=True):
-                alert = self._judge(now, ip, start, vector, adjusted, float(score))
+        if keys:
+            scores = self.model.score(vectors)
+            for i in np.flatnonzero(scores > self.model.threshold).tolist():
+                ip, start = keys[i]
+                # A partial window's lifted or clamped features hold values this detector chose, not the device's.
+                adjusted = frozenset(n for n, a, b in zip(self.model.features, vectors[i], raw[i], strict=True)
+                                     if a != b)
+                alert = self._judge(now, ip, start, vectors[i], adjusted, float(scores[i]))
                 if alert is not None:
                     alerts.append(alert)
         self._retire_ended(now, final)
@@ -154,30 +171,30 @@ class AnomalyDetector(Detector):
         limit = self.USUAL_PEERS
         self._usual.put(ip, (_bounded(new_peers, peers, limit), _bounded(new_ports, ports, limit)))
 
-    def _windows_to_score(self, now: float, final: bool) -> list[tuple[str, float, np.ndarray, frozenset[str]]]:
-        """(device, window start, vector to score, the features that vector lifts or clamps)."""
+    def _windows_to_score(self, now: float, final: bool) -> tuple[list[tuple[str, float]], np.ndarray, np.ndarray]:
+        """(device, window start) of each window to score, the vectors to score and the vectors as measured: a
+        window still open is scored as far as it has been seen (see MONOTONE, BOUNDED)."""
         rows = [] if final else self.windows.close(now)
         partial = self.windows.flush() if final else []
         if not final and now - self._last_partial >= self.PARTIAL_EVERY:
             self._last_partial = now
             partial = self.windows.partial()
-        out = [(ip, start, v, frozenset[str]()) for ip, start, v in rows]
-        for ip, start, raw in partial:
-            v = self._as_far_as_seen(raw)
-            out.append((ip, start, v, frozenset(n for n, a, b in zip(self.model.features, v, raw, strict=True)
-                                                 if a != b)))
-        return out
+        keys = [(ip, start) for ip, start, _ in rows] + [(ip, start) for ip, start, _ in partial]
+        if not keys:
+            return keys, np.zeros((0, len(self.model.features))), np.zeros((0, len(self.model.features)))
+        raw = np.vstack([v for _, _, v in rows] + [v for _, _, v in partial])
+        vectors = raw.copy()
+        if partial:
+            vectors[len(rows):] = self._as_far_as_seen(raw[len(rows):])
+        return keys, vectors, raw
 
-    def _as_far_as_seen(self, vector: np.ndarray) -> np.ndarray:
-        lo = np.asarray(self.model.feature_stats["min"])
-        med = np.asarray(self.model.feature_stats["median"])
-        hi = np.asarray(self.model.feature_stats["max"])
-        v = vector.copy()
-        for i, name in enumerate(self.model.features):
-            if name in self.MONOTONE:
-                v[i] = max(v[i], med[i])
-            elif name in self.BOUNDED:
-                v[i] = min(max(v[i], lo[i]), hi[i])
+    def _as_far_as_seen(self, vectors: np.ndarray) -> np.ndarray:
+        """Rows of open windows with each MONOTONE feature lifted to at least the training median and each BOUNDED
+        one clamped to the training range."""
+        mono, bounded = self._monotone, self._bounded
+        v = vectors.copy()
+        v[:, mono] = np.maximum(v[:, mono], self._median[mono])
+        v[:, bounded] = np.minimum(np.maximum(v[:, bounded], self._lo[bounded]), self._hi[bounded])
         return v
 
     def _judge(self, now: float, ip: str, start: float, vector: np.ndarray, adjusted: frozenset[str],

@@ -7,6 +7,7 @@ per packet.
 
     snapshot.py    SensorSnapshot, and take_snapshot: the one reader of the sensor's internals
     collectors.py  small prometheus_client collectors over a snapshot; SensorCollector runs them all from one
+    listen.py      the endpoint's address (--serve, metrics.listen), parsed without loading the server
     server.py      the HTTP endpoint (prometheus_client's server, with camwatch's routes and TLS)
     auth.py        basic auth with pbkdf2 hashes
     alert_log.py   alert JSON lines
@@ -16,20 +17,36 @@ per packet.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
-
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, write_to_textfile
 
 from sensor.detect.registry import names as detector_names
 from sensor.errors import CamwatchError
-from sensor.export.alert_log import AlertLog
-from sensor.export.auth import PBKDF2_ITERATIONS, BasicAuth, hash_password, verify_password
-from sensor.export.collectors import SensorCollector
-from sensor.export.server import DEFAULT_METRICS_ADDRESS, MetricsServer, parse_listen
-from sensor.export.snapshot import TOP_DESTINATIONS, SensorSnapshot, take_snapshot
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from sensor.export.alert_log import AlertLog
+    from sensor.export.auth import PBKDF2_ITERATIONS, BasicAuth, hash_password, verify_password
+    from sensor.export.collectors import SensorCollector
+    from sensor.export.listen import DEFAULT_METRICS_ADDRESS, parse_listen
+    from sensor.export.server import MetricsServer
+    from sensor.export.snapshot import TOP_DESTINATIONS, SensorSnapshot, take_snapshot
     from sensor.pipeline import Sensor
+
+# Each name is imported from its module on first use (PEP 562): a replay that neither serves nor writes metrics
+# never loads prometheus_client, the HTTP server or TLS, which is most of camwatch's start-up otherwise.
+_HOMES = {"AlertLog": "alert_log", "PBKDF2_ITERATIONS": "auth", "BasicAuth": "auth", "hash_password": "auth",
+          "verify_password": "auth", "SensorCollector": "collectors", "DEFAULT_METRICS_ADDRESS": "listen",
+          "MetricsServer": "server", "parse_listen": "listen", "TOP_DESTINATIONS": "snapshot",
+          "SensorSnapshot": "snapshot", "take_snapshot": "snapshot"}
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"sensor.export.{home}"), name)
 
 __all__ = [
     "DEFAULT_METRICS_ADDRESS", "DETECTORS", "PBKDF2_ITERATIONS", "TOP_DESTINATIONS", "AlertLog", "BasicAuth",
@@ -41,6 +58,10 @@ DETECTORS = detector_names()   # every registered detector has its alert series,
 
 
 def build_registry(sensor: Sensor) -> CollectorRegistry:
+    from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+
+    from sensor.export.collectors import SensorCollector
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SensorCollector(sensor, DETECTORS))
     ProcessCollector(registry=registry)
@@ -49,6 +70,8 @@ def build_registry(sensor: Sensor) -> CollectorRegistry:
 
 
 def write_metrics_file(registry: CollectorRegistry, path: str) -> None:
+    from prometheus_client import write_to_textfile
+
     try:
         write_to_textfile(path, registry)
     except OSError as exc:

@@ -12,14 +12,14 @@ from __future__ import annotations
 import base64
 import json
 import os
-import ssl
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from sensor.errors import CamwatchError
+
+if TYPE_CHECKING:
+    import ssl
 
 PASSWORD_ENV = "CAMWATCH_URL_PASSWORD"
 MAX_INVENTORY_BYTES = 64 << 20   # 10,000 devices with full series are ~30 MB; more is not a camwatch answer
@@ -34,6 +34,8 @@ class SensorAccess:
     user: str | None = None   # basic-auth user; the password is in $CAMWATCH_URL_PASSWORD
 
     def tls_context(self) -> ssl.SSLContext:
+        import ssl  # TLS only for an https:// sensor: every other command starts without it
+
         try:
             context = ssl.create_default_context(cafile=self.ca)
             if self.cert:
@@ -53,6 +55,10 @@ class SensorAccess:
 
 def fetch_inventory(url: str, access: SensorAccess = SensorAccess()) -> list[Any]:
     """A running sensor's /inventory: the JSON list, or a one-line CamwatchError naming what went wrong."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise CamwatchError(f"{url}: not an http:// or https:// URL of a running sensor")

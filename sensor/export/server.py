@@ -21,23 +21,14 @@ from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
 from sensor.errors import CamwatchError
 from sensor.export.auth import BasicAuth
+from sensor.export.listen import DEFAULT_METRICS_ADDRESS, parse_listen  # noqa: F401  (still importable from here)
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
     from sensor.config import MetricsSettings
 
-DEFAULT_METRICS_ADDRESS = ("127.0.0.1", 9847)
 _GUARDED = ("/metrics", "/inventory")   # /healthz and /readyz stay open to health checks (TLS aside)
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """ADDR:PORT, [V6]:PORT or :PORT (loopback)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port, printed at start
-        raise CamwatchError(f"--serve {value!r}: expected ADDR:PORT, e.g. 127.0.0.1:{DEFAULT_METRICS_ADDRESS[1]}")
-    host = host.strip("[]") or DEFAULT_METRICS_ADDRESS[0]
-    return host, int(port)
 
 
 class MetricsServer:

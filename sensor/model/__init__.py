@@ -12,6 +12,9 @@ scikit-learn's `-IsolationForest.score_samples(X)` for the same trees.
   store.py     AnomalyModel: training and calibration, scoring, the JSON file, the model card, strict loading
 """
 
+import importlib
+from typing import TYPE_CHECKING
+
 from sensor.model.features import (
     FEATURE_HIGH,
     FEATURE_SPECS,
@@ -22,16 +25,31 @@ from sensor.model.features import (
     WindowFeatures,
     training_summary,
 )
-from sensor.model.forest import BACKGROUND_FRACTION, average_path_length, reference_background
-from sensor.model.store import (
-    FORMAT,
-    FORMAT_VERSION,
-    MAX_FILE_BYTES,
-    MAX_MAX_SAMPLES,
-    MAX_TREES,
-    MIN_TRAINING_WINDOWS,
-    AnomalyModel,
-)
+
+if TYPE_CHECKING:
+    from sensor.model.forest import BACKGROUND_FRACTION, average_path_length, reference_background
+    from sensor.model.store import (
+        FORMAT,
+        FORMAT_VERSION,
+        MAX_FILE_BYTES,
+        MAX_MAX_SAMPLES,
+        MAX_TREES,
+        MIN_TRAINING_WINDOWS,
+        AnomalyModel,
+    )
+
+# The forest and the model file are imported on first use (PEP 562): every run collects windows' features, only
+# runs given a model (or training one) score them.
+_HOMES = {"BACKGROUND_FRACTION": "forest", "average_path_length": "forest", "reference_background": "forest",
+          "FORMAT": "store", "FORMAT_VERSION": "store", "MAX_FILE_BYTES": "store", "MAX_MAX_SAMPLES": "store",
+          "MAX_TREES": "store", "MIN_TRAINING_WINDOWS": "store", "AnomalyModel": "store"}
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"sensor.model.{home}"), name)
 
 __all__ = [
     "BACKGROUND_FRACTION",

@@ -48,9 +48,12 @@ N_FEATURES = len(FEATURES)
 FEATURE_HIGH = np.array([f.high for f in FEATURE_SPECS])
 
 
+MAX_SEEN = 4 * MAX_DISTINCT   # per window: the observation variants whose set updates are known to be done
+
+
 class _Window:
     __slots__ = ("bytes", "packets", "new_flows", "peers", "external_peers", "ports", "external_bytes", "dns",
-                 "conversations", "initiated")
+                 "conversations", "initiated", "seen")
 
     def __init__(self):
         self.bytes = 0
@@ -63,10 +66,16 @@ class _Window:
         self.dns = 0
         self.conversations: set[tuple] = set()
         self.initiated = 0
+        # (peer, proto, port, initiated, external) already applied: the sets only grow in a window (and one that
+        # is full stays full), so the same variant again changes none of them and needs only the sums.
+        self.seen: set[tuple] = set()
 
     def vector(self) -> np.ndarray:
+        return np.array(self.row(), dtype=np.float64)
+
+    def row(self) -> list[float]:
         conversations = len(self.conversations)
-        return np.array([
+        return [
             math.log1p(self.bytes),
             math.log1p(self.packets),
             math.log1p(self.bytes / self.packets),
@@ -77,7 +86,7 @@ class _Window:
             self.external_bytes / self.bytes if self.bytes else 0.0,
             math.log1p(self.dns),
             self.initiated / conversations if conversations else 0.0,
-        ], dtype=np.float64)
+        ]
 
 
 def _add_bounded(s: set, item) -> bool:
@@ -107,6 +116,7 @@ class WindowFeatures:
         self._closed_until = -math.inf
         self.dropped = 0                      # observations refused because max_devices devices had open windows
         self._touched: set[tuple[str, float]] = set()   # open windows changed since the last partial()
+        self._first_end = math.inf            # no open window ends before this: close() has nothing to do until
 
     def _start(self, ts: float) -> float:
         return max(math.floor(ts / self.window) * self.window, self._closed_until)
@@ -127,26 +137,43 @@ class WindowFeatures:
                 return None
             acc = self._open[key] = _Window()
             self._devices[ip] = self._devices.get(ip, 0) + 1
+            self._first_end = min(self._first_end, key[1] + self.window)
         return acc
 
-    def observe(self, obs, new_flow: bool) -> None:
+    def observe(self, obs, new_flow: bool) -> float | None:
+        """Fold one observation in; returns the start of the window it went to (None: refused or nothing sent).
+        Called once per flow and second of traffic, so the common case, a flow the window has already seen, takes
+        only the sums."""
         if obs.sent_packets <= 0:
-            return
-        acc = self._get(obs.device.ip, obs.ts)
+            return None
+        ip = obs.device.ip
+        start = max(math.floor(obs.ts / self.window) * self.window, self._closed_until)
+        key = (ip, start)
+        acc = self._open.get(key)
         if acc is None:
-            return
-        self._touched.add((obs.device.ip, self._start(obs.ts)))
+            acc = self._get(ip, obs.ts)
+            if acc is None:
+                return None
+        self._touched.add(key)
         acc.packets += obs.sent_packets
         acc.bytes += obs.sent_bytes
         if new_flow:
             acc.new_flows += 1
+        external = obs.scope in _EXTERNAL
+        if external:
+            acc.external_bytes += obs.sent_bytes
+        variant = (obs.peer, obs.proto, obs.port, obs.initiated, external)
+        if variant in acc.seen:
+            return start
+        if len(acc.seen) < MAX_SEEN:
+            acc.seen.add(variant)
         _add_bounded(acc.peers, obs.peer)
         _add_bounded(acc.ports, (obs.proto, obs.port))
-        if obs.scope in _EXTERNAL:
-            acc.external_bytes += obs.sent_bytes
+        if external:
             _add_bounded(acc.external_peers, obs.peer)
         if _add_bounded(acc.conversations, (obs.peer, obs.proto, obs.port, obs.initiated)) and obs.initiated:
             acc.initiated += 1
+        return start
 
     def dns_query(self, device_ip: str, ts: float) -> None:
         acc = self._get(device_ip, ts)
@@ -168,19 +195,23 @@ class WindowFeatures:
             # with nothing sent has no behaviour to score.
             if acc.packets > 0:
                 out.append((ip, start, acc.vector()))
+        self._first_end = min((k[1] for k in self._open), default=math.inf) + self.window
         return out
 
     def partial(self) -> list[tuple[str, float, np.ndarray]]:
         """Open windows that changed since the last call, as they stand: lets a detector act before a window
         ends (a sweep is out of character long before its minute is over)."""
-        out = [(ip, start, self._open[(ip, start)].vector()) for ip, start in self._touched
-               if (ip, start) in self._open and self._open[(ip, start)].packets > 0]
+        keys = [key for key in self._touched if key in self._open and self._open[key].packets > 0]
         self._touched.clear()
-        return out
+        # One array for every device's row (what the caller scores as one matrix), not one per window.
+        matrix = np.array([self._open[key].row() for key in keys], dtype=np.float64).reshape(len(keys), N_FEATURES)
+        return [(ip, start, matrix[i]) for i, (ip, start) in enumerate(keys)]
 
     def close(self, now: float) -> list[tuple[str, float, np.ndarray]]:
         """Windows that ended at or before `now`: (device_ip, window_start, feature vector)."""
         self._closed_until = max(self._closed_until, math.floor(now / self.window) * self.window)
+        if now < self._first_end:   # called every second of capture time: most calls end here
+            return []
         return self._emit([k for k in self._open if k[1] + self.window <= now])
 
     def flush(self) -> list[tuple[str, float, np.ndarray]]:

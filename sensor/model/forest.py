@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sensor import compiled
 from sensor.model.features import FEATURE_HIGH, N_FEATURES
 
 BACKGROUND_FRACTION = 0.1
@@ -27,7 +28,8 @@ def average_path_length(n) -> np.ndarray:
 
 
 class Tree:
-    __slots__ = ("left", "right", "feature", "threshold", "n_node_samples", "leaf_value", "_safe_feature")
+    __slots__ = ("left", "right", "feature", "threshold", "n_node_samples", "leaf_value", "_safe_feature",
+                 "_expected")
 
     def __init__(self, left, right, feature, threshold, n_node_samples):
         self.left = left
@@ -43,7 +45,8 @@ class Tree:
             level = np.concatenate((left[inner], right[inner]))
             d += 1
         # sklearn's root depth is 1 and it subtracts 1 per tree; the same arithmetic keeps the sums bit-identical.
-        self.leaf_value = depth + average_path_length(n_node_samples) - 1.0
+        self._expected = average_path_length(n_node_samples)   # c(n) of each node, for path_credit
+        self.leaf_value = depth + self._expected - 1.0
         self._safe_feature = np.where(left == LEAF, 0, feature)
 
     def apply(self, x32: np.ndarray) -> np.ndarray:
@@ -65,7 +68,7 @@ class Tree:
         nearly all samples lengthens it (credit below zero)."""
         credit = np.zeros(len(x32))
         node = 0
-        expected = average_path_length(self.n_node_samples)
+        expected = self._expected
         while self.left[node] != LEAF:
             feature = int(self.feature[node])
             child = self.left[node] if x32[feature] <= self.threshold[node] else self.right[node]
@@ -93,9 +96,85 @@ def reference_background(count: int, random_state: int) -> np.ndarray:
     return rng.uniform(0.0, 1.0, (count, N_FEATURES)) * FEATURE_HIGH
 
 
+class Forest:
+    """All the trees as one set of node arrays (each tree's node indices offset by the nodes before it), so one
+    pass of numpy operations per level walks every (vector, tree) pair at once: scoring costs a few dozen numpy
+    calls per level of depth, not a few per tree and level, whatever the number of trees or vectors."""
+
+    __slots__ = ("left", "right", "feature", "threshold", "leaf_value", "expected", "roots", "denominator")
+    ROWS = 4096   # vectors walked together: bounds the (vectors x trees) index matrix at 4096 x trees
+
+    def __init__(self, trees: list[Tree], max_samples: int):
+        sizes = [len(t.left) for t in trees]
+        self.roots = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
+        offset = np.repeat(self.roots, sizes)
+        stack = lambda kids: np.where(kids == LEAF, np.arange(len(offset)), kids + offset)  # noqa: E731
+        # A leaf is its own child, so a walk that has reached one stays there while the others go on.
+        self.left = stack(np.concatenate([t.left for t in trees]))
+        self.right = stack(np.concatenate([t.right for t in trees]))
+        self.feature = np.concatenate([t._safe_feature for t in trees])
+        self.threshold = np.concatenate([t.threshold for t in trees])
+        self.leaf_value = np.concatenate([t.leaf_value for t in trees])
+        self.expected = np.concatenate([t._expected for t in trees])
+        self.denominator = len(trees) * float(average_path_length([max_samples])[0])
+
+    def scores(self, vectors: np.ndarray) -> np.ndarray:
+        # Trees were grown on float32 data (sklearn casts), and its thresholds sit between float32 values: comparing
+        # the float64 input instead could send a value to the other side of a split.
+        x32 = np.ascontiguousarray(vectors, dtype=np.float32)
+        depths = np.concatenate([self._depths(x32[i:i + self.ROWS]) for i in range(0, len(x32), self.ROWS)]
+                                or [np.zeros(0)])
+        ratio = depths / self.denominator if self.denominator != 0 else np.ones_like(depths)
+        return 2.0 ** -ratio
+
+    def _depths(self, x32: np.ndarray) -> np.ndarray:
+        if compiled.extension is None or not compiled.forest:
+            return self._depths_numpy(x32)
+        out = compiled.extension.forest(self.left, self.right, self.feature, self.threshold, self.leaf_value,
+                                        self.roots, x32, x32.shape[1])
+        return np.frombuffer(out, dtype=np.float64)
+
+    def _depths_numpy(self, x32: np.ndarray) -> np.ndarray:
+        node = np.broadcast_to(self.roots, (len(x32), len(self.roots))).copy()
+        values = x32.reshape(-1)
+        row_base = (np.arange(len(x32), dtype=np.int64) * x32.shape[1])[:, None]
+        while True:
+            left = self.left[node]
+            if (left == node).all():
+                break
+            go_left = values[row_base + self.feature[node]] <= self.threshold[node]
+            node = np.where(go_left, left, self.right[node])
+        # Summed tree by tree, in order (accumulate is sequential), as the per-tree loop did: bit-identical sums.
+        return np.add.accumulate(self.leaf_value[node], axis=1)[:, -1] if node.shape[1] else np.zeros(len(x32))
+
+
+    def credit(self, vector: np.ndarray) -> np.ndarray:
+        """forest_credit of one vector, every tree walked at once: per level of depth, each tree still inside
+        adds its split's credit to its feature's column (one entry per tree, so in path order, as Tree.path_credit
+        adds them), then the trees' columns are summed in tree order. The same sums, bit for bit."""
+        x32 = np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)
+        trees = np.arange(len(self.roots))
+        credit = np.zeros((len(self.roots), len(x32)))
+        node = self.roots.copy()
+        while True:
+            left = self.left[node]
+            inner = left != node
+            if not inner.any():
+                break
+            at, feature = node[inner], self.feature[node[inner]]
+            child = np.where(x32[feature] <= self.threshold[at], left[inner], self.right[at])
+            credit[trees[inner], feature] += self.expected[at] - 1.0 - self.expected[child]
+            node[inner] = child
+        total = np.add.accumulate(credit, axis=0)[-1] if len(credit) else np.zeros(len(x32))
+        return total / max(len(self.roots), 1)
+
+
 def forest_scores(trees: list[Tree], max_samples: int, vectors: np.ndarray) -> np.ndarray:
-    # Trees were grown on float32 data (sklearn casts), and its thresholds sit between float32 values: comparing the
-    # float64 input instead could send a value to the other side of a split.
+    return Forest(trees, max_samples).scores(vectors)
+
+
+def forest_scores_per_tree(trees: list[Tree], max_samples: int, vectors: np.ndarray) -> np.ndarray:
+    """The reference: one tree at a time (Tree.apply). Forest.scores must equal it exactly."""
     x32 = np.ascontiguousarray(vectors, dtype=np.float32)
     depths = np.zeros(len(x32))
     for tree in trees:

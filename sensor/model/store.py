@@ -22,7 +22,7 @@ import numpy as np
 
 from sensor.errors import CamwatchError
 from sensor.model.features import FEATURE_HIGH, FEATURE_SPECS, FEATURES, N_FEATURES, WINDOW_SECONDS
-from sensor.model.forest import BACKGROUND_FRACTION, LEAF, Tree, forest_credit, forest_scores, grow
+from sensor.model.forest import BACKGROUND_FRACTION, LEAF, Forest, Tree, forest_scores, grow
 from sensor.schema import FLAG, INTEGER, LIST, NUMBER, TABLE, Invalid, Section, Text, load, setting
 
 FORMAT = "camwatch-anomaly-model"
@@ -88,6 +88,7 @@ class AnomalyModel:
         self.window_seconds = window_seconds
         self.max_samples = max_samples
         self.trees = trees
+        self._forest: Forest | None = None   # the trees stacked for scoring, built on first use
         self.algorithm = algorithm
         self.calibration = calibration
         self.environment = environment
@@ -172,7 +173,12 @@ class AnomalyModel:
             raise ValueError("vectors contain NaN or infinite values")
         if len(x) == 0:
             return np.zeros(0)
-        return forest_scores(self.trees, self.max_samples, x)
+        return self._stacked().scores(x)
+
+    def _stacked(self) -> Forest:
+        if self._forest is None:
+            self._forest = Forest(self.trees, self.max_samples)
+        return self._forest
 
     def is_anomalous(self, score: float) -> bool:
         return bool(score > self.threshold)
@@ -181,7 +187,7 @@ class AnomalyModel:
         """Per feature, how much its splits shortened the window's paths through the forest (forest_credit): the
         features' shares of what made the score high. They sum to c(max_samples) - E[h(x)]; a feature at an
         ordinary value, whose splits do not isolate the window, gets zero or less."""
-        return forest_credit(self.trees, np.asarray(vector, dtype=np.float64).reshape(-1))
+        return self._stacked().credit(np.asarray(vector, dtype=np.float64).reshape(-1))
 
     def drivers(self, vector: np.ndarray, limit: int = 3, skip: frozenset[str] = frozenset()) -> list[dict]:
         """The features that drove the window's score, strongest first: those whose splits shortened its paths,

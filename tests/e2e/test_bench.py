@@ -81,3 +81,42 @@ def test_flow_log_cost_benchmark_runs_both_ways_and_writes_every_record(tmp_path
     assert flows > 20 and f"{flows:,} records" in r.stdout
     assert len(out.read_text().splitlines()) == flows
     assert "  off " in r.stdout and "  on " in r.stdout and "on/off CPU" in r.stdout
+def test_many_cameras_go_on_past_one_subnet(tmp_path):
+    path = tmp_path / "many.pcap"
+    r = bench("make_capture.py", path, "-n", 10**9, "--site", "substream", "--cameras", 300, "--seconds", 5)
+    assert r.returncode == 0, r.stderr
+    senders = {row[0] for row in tshark_fields(path, "ip.src", display_filter="rtp or rtsp or udp.dstport == 53")}
+    assert len(senders - {"10.20.0.2", "10.20.0.1"}) == 300 and "10.20.1.54" in senders   # camera 299
+    assert max(float(t) for (t,) in tshark_fields(path, "frame.time_epoch")) < 1_700_000_005.0
+
+
+def test_model_cost_benchmark_measures_both_runs_per_camera_count(tmp_path):
+    out = tmp_path / "model.json"
+    r = bench("model_cost.py", "--cameras", "3,30", "--seconds", 12, "--repeat", 2, "--dir", tmp_path, "--json", out)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())
+    assert [row["cameras"] for row in rows] == [3, 30]
+    for row in rows:
+        assert row["devices"] >= row["cameras"] and row["packets"] > 0
+        for clock in ("wall", "cpu"):
+            assert row[clock]["with_pps"] > 0 and len(row[clock]["pair_ratios"]) == 2
+            assert row[clock]["ratio"] == pytest.approx(row[clock]["with_pps"] / row[clock]["without_pps"])
+
+
+def test_read_floor_benchmark_puts_replay_against_the_readinto_loop(tmp_path):
+    capture = tmp_path / "floor.pcap"
+    assert bench("make_capture.py", capture, "-n", 20_000).returncode == 0
+    out = tmp_path / "floor.json"
+    r = bench("read_floor.py", capture, "--repeat", 1, "--whole-process", "--json", out)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    assert result["packets"] == 20_000 and set(result["rows"]) == {"floor", "ahead", "plain", "whole"}
+    assert result["rows"]["floor"]["of_floor"] == 1.0
+    assert "of the floor" in r.stdout
+
+
+def test_startup_benchmark_times_camwatch_beside_the_interpreter():
+    r = bench("startup.py", "--repeat", 1)
+    assert r.returncode == 0, r.stderr
+    for name in ("python -c pass", "camwatch replay (1 packet)"):
+        assert name in r.stdout

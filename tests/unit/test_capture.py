@@ -243,3 +243,72 @@ def test_a_small_file_gets_a_small_buffer(tmp_path):
     reader, _ = open_file(path)
     sizes = [len(reader._arena) for _ in reader]
     assert sizes and max(sizes) < 64 << 10
+
+
+# ---- read-ahead: the next chunk read in a thread, the same records and the same errors -------------------------
+class _Chunks(io.RawIOBase):
+    """A file whose reads return at most `step` bytes and fail with EIO once `fail_at` bytes have been read."""
+
+    def __init__(self, data: bytes, step: int, fail_at: int | None = None):
+        self._data, self._pos, self._step, self._fail_at = data, 0, step, fail_at
+
+    def readinto(self, buffer) -> int:
+        if self._fail_at is not None and self._pos >= self._fail_at:
+            raise OSError(5, "Input/output error")
+        n = min(len(buffer), self._step, len(self._data) - self._pos)
+        buffer[:n] = self._data[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+
+def read_ahead_records(data: bytes, chunk: int, fail_at: int | None = None) -> tuple[list[tuple], Exception | None]:
+    from sensor.readahead import ReadAhead
+    ahead = ReadAhead(_Chunks(data, chunk, fail_at), chunk, capture.MAX_BLOCK_BYTES)  # type: ignore[arg-type]
+    reader = CaptureReader(None, "mutant", read_ahead=ahead)
+    got: list[tuple] = []
+    try:
+        for batch in reader:
+            got += _records([batch])
+    except CaptureError as exc:
+        return got, exc
+    return got, None
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutant=mutants(), chunk=st.sampled_from([1, 7, 64, 4096]))
+def test_read_ahead_hands_over_what_the_plain_reader_does(mutant, chunk):
+    """Records, and the error (message and byte offset), exactly as without the read-ahead, on damaged files."""
+    _kind, data, _first, _how = mutant
+    plain, plain_error = read_records(data, None)
+    ahead, ahead_error = read_ahead_records(data, chunk)
+    assert ahead == plain
+    assert str(ahead_error) == str(plain_error)
+
+
+def test_a_read_error_in_the_read_ahead_thread_comes_after_everything_before_it():
+    data = pcap(400, video_frame(1000))
+    records, error = read_ahead_records(data, 64 << 10, fail_at=128 << 10)
+    assert error is not None and "cannot read: Input/output error" in str(error), error
+    assert error.offset == 128 << 10   # where the failed read began: every byte before it was handed over
+    everything, _ = read_records(data, None)
+    assert 0 < len(records) < len(everything) and records == everything[:len(records)]
+
+
+def test_read_ahead_is_two_fixed_buffers_and_leaves_no_thread(tmp_path, monkeypatch):
+    import threading
+    monkeypatch.setattr(capture, "READ_AHEAD_FROM", 1)
+    path = write(tmp_path, "big.pcap", pcap(3000, video_frame(1400)))
+    threads = threading.active_count()
+    reader, _ = open_file(path)
+    ahead = reader._read_ahead
+    assert ahead is not None and [len(a) for a in ahead._arenas] == [capture.MAX_BLOCK_BYTES + capture.CHUNK_BYTES] * 2
+    records = _records_copied(reader)
+    assert len(records) == 3000 and records == read_records(path.read_bytes(), None)[0]
+    assert threading.active_count() == threads and reader._read_ahead is None
+
+
+def _records_copied(reader) -> list[tuple]:
+    out: list[tuple] = []
+    for batch in reader:
+        out += _records([batch])
+    return out

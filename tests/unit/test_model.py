@@ -530,3 +530,95 @@ def test_an_ordinary_window_has_no_drivers():
     model = AnomalyModel.load(SHIPPED)
     median = np.asarray(model.feature_stats["median"])
     assert model.drivers(median) == [] and model.explain(median) == []
+
+
+# ---- the stacked forest: one walk over every tree, compiled or numpy, equal to the per-tree reference --------
+
+@pytest.mark.parametrize("compiled_walk", [True, False])
+@pytest.mark.parametrize("n,kw", [
+    (1000, {}),
+    (2, {"n_estimators": 10, "background": 0.0}),   # trees of a single leaf or two
+    (500, {"n_estimators": 30, "max_samples": 64, "random_state": 3, "background": 0.5}),
+])
+def test_stacked_forest_scores_equal_the_per_tree_walk_exactly(monkeypatch, compiled_walk, n, kw):
+    from sensor import compiled
+    from sensor.model.forest import forest_scores_per_tree
+    if compiled_walk and compiled.extension is None:
+        pytest.skip("built without the C extension")
+    monkeypatch.setattr(compiled, "forest", compiled_walk)
+    rng = np.random.default_rng(n + 1)
+    x = mixed_data(rng, n)
+    model = AnomalyModel.train(x, "eq", {}, trained_at=STAMP, **kw)
+    fresh = np.vstack([x, mixed_data(rng, 5000), rng.uniform(0, 1, (500, N)) * FEATURE_HIGH, x[:5] + 1e-7,
+                       np.zeros((1, N))])
+    expected = forest_scores_per_tree(model.trees, model.max_samples, fresh)
+    assert np.array_equal(model.score(fresh), expected)          # bit for bit, not merely close
+    assert np.array_equal(model.score(fresh[:1]), expected[:1])
+    assert model.score(np.zeros((0, N))).shape == (0,)
+
+
+def test_compiled_forest_refuses_a_child_before_its_parent():
+    from sensor import compiled
+    from sensor.model.forest import Forest
+    if compiled.extension is None:
+        pytest.skip("built without the C extension")
+    model = AnomalyModel.train(mixed_data(np.random.default_rng(5), 200), "eq", {}, trained_at=STAMP)
+    forest = Forest(model.trees, model.max_samples)
+    forest.left = forest.left.copy()
+    forest.left[forest.roots[1]] = forest.roots[1] - 1   # a loop back into the tree before
+    with pytest.raises(ValueError, match="stacked forest"):
+        forest.scores(np.zeros((3, N)))
+
+
+def _random_stream(rng: np.random.Generator, n: int) -> list[tuple[str, Observation]]:
+    """Observations of a few devices over a few windows, with peers, ports and scopes drawn from small pools so
+    that the same flow comes back again and again (the common case) and the distinct sets fill up."""
+    devices = [Device(f"10.20.0.{i}", mac=i) for i in range(1, 5)]
+    scopes = (SCOPE_PUBLIC, SCOPE_CORE, SCOPE_CAMERA, SCOPE_ALLOWED)
+    out = []
+    for k in range(n):
+        kind = "dns" if rng.random() < 0.05 else "obs"
+        dev = devices[int(rng.integers(len(devices)))]
+        ts = T0 + k * 150.0 / n + float(rng.normal(0, 3))   # some late: folded into the oldest open window
+        out.append((kind, Observation(ts, dev, int(rng.integers(0, 4)), int(rng.integers(0, 2000)),
+                                      bool(rng.integers(2)), f"198.51.100.{int(rng.integers(15))}",
+                                      int(rng.choice([443, 554])), str(rng.choice(["tcp", "udp"])),
+                                      None, str(rng.choice(scopes)), 20, None, bool(rng.random() < 0.2))))
+    return out
+
+
+def _replay_windows(stream, close_every: int) -> list:
+    wf = WindowFeatures(max_devices=3)   # one of the four devices is refused while the others have windows open
+    rows = []
+    for k, (kind, obs) in enumerate(stream):
+        if kind == "dns":
+            wf.dns_query(obs.device.ip, obs.ts)
+        else:
+            wf.observe(obs, obs.new_flow)
+        if k % close_every == 0:
+            rows += wf.close(obs.ts) + sorted(wf.partial(), key=lambda r: (r[1], r[0]))
+    return [(ip, start, v.tolist()) for ip, start, v in rows + wf.flush()] + [wf.dropped]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_repeated_flows_take_the_short_path_to_the_same_vectors(monkeypatch, seed):
+    """The per-window memo of flows already applied (MAX_SEEN) changes no vector: turned off, every observation
+    goes through every set, and the windows come out the same, with the sets saturating (MAX_DISTINCT small)."""
+    import sensor.model.features as features
+    stream = _random_stream(np.random.default_rng(seed), 4000)
+    monkeypatch.setattr(features, "MAX_DISTINCT", 12)
+    fast = _replay_windows(stream, 97)
+    monkeypatch.setattr(features, "MAX_SEEN", 0)
+    assert _replay_windows(stream, 97) == fast
+    assert any(math.expm1(r[2][4]) >= 11.5 for r in fast[:-1])   # some peer sets saturated
+
+
+def test_stacked_credit_equals_the_per_tree_walk_exactly():
+    """AnomalyModel.attribute walks every tree at once; Tree.path_credit one at a time is the reference."""
+    from sensor.model.forest import forest_credit
+    rng = np.random.default_rng(11)
+    x = mixed_data(rng, 600)
+    model = AnomalyModel.train(x, "eq", {}, trained_at=STAMP)
+    probes = np.vstack([x[:50], rng.uniform(0, 1, (200, N)) * FEATURE_HIGH, np.zeros((1, N)), x[:5] + 1e-7])
+    for v in probes:
+        assert np.array_equal(model.attribute(v), forest_credit(model.trees, v))

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""What the learned model costs replay, as the site grows: throughput with `--model` over throughput without.
+
+    python bench/model_cost.py [--cameras 10,100,1000] [--site substream] [--seconds 130] [--repeat 5]
+                               [--model models/baseline.json] [--camwatch-src DIR] [--dir /tmp/camwatch-bench]
+
+For each camera count a capture is generated (bench/make_capture.py, `--seconds` of capture time: the default
+crosses two window boundaries and has 26 looks at the windows still open), then one process replays it in-process
+(open_file + Sensor.process + finish, the sensor built outside the clock) alternately without and with the model,
+`--repeat` times each, so the machine's load falls on both alike. Printed per capture: the median packets/s of
+each, their ratio (the share of throughput the model keeps; the issue's target is >= 0.8) and the ratio of every
+pair of runs, whose spread is the measurement's noise.
+
+The default site, `substream`, is the hard case: ~7 packets per camera-second, so the per-device, per-second work
+the model adds weighs most against the per-packet work it does not touch. `--site nvr20` is a main-stream site.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+RUN = """
+import gc, json, sys, time
+src, path, model_path, repeat = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+sys.path.insert(0, src)
+import sensor
+assert sensor.__file__.startswith(src), sensor.__file__
+from sensor.capture import open_file
+from sensor.config import Config
+from sensor.model import AnomalyModel
+from sensor.pipeline import Sensor
+model = AnomalyModel.load(model_path)
+
+def once(m):
+    s = Sensor(Config(), on_alert=None, model=m)
+    gc.collect()
+    t, c = time.perf_counter(), time.process_time()
+    reader, _ = open_file(path)
+    for batch in reader:
+        s.process(batch)
+    s.finish()
+    elapsed, cpu = time.perf_counter() - t, time.process_time() - c
+    s.close()
+    return s.packets, elapsed, cpu, len(s.inventory)
+
+out = {"without": [], "with": [], "without_cpu": [], "with_cpu": []}
+for _ in range(repeat):
+    packets, t0, c0, devices = once(None)
+    _, t1, c1, _ = once(model)
+    out["without"].append(t0)
+    out["with"].append(t1)
+    out["without_cpu"].append(c0)
+    out["with_cpu"].append(c1)
+out["packets"], out["devices"] = packets, devices
+print(json.dumps(out))
+"""
+
+
+def _make_capture():
+    spec = importlib.util.spec_from_file_location("make_capture", HERE / "make_capture.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def measure(src: Path, capture: Path, model: Path, repeat: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", RUN, str(src.resolve()), str(capture), str(model), str(repeat)],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+def report(cameras: int, result: dict) -> dict:
+    packets = result["packets"]
+    row = {"cameras": cameras, "devices": result["devices"], "packets": packets}
+    line = f"{cameras:>6} cameras ({row['devices']} devices), {packets:>9,} packets:"
+    # Wall time is what a user waits for; CPU time is steadier on a shared machine (another job's load stretches
+    # wall time, not this process's CPU time). Both are reported.
+    for clock, suffix in (("wall", ""), ("cpu", "_cpu")):
+        without = [packets / t for t in result["without" + suffix]]
+        with_model = [packets / t for t in result["with" + suffix]]
+        pairs = sorted(w / o for w, o in zip(with_model, without, strict=True))
+        ratio = statistics.median(with_model) / statistics.median(without)
+        row[clock] = {"without_pps": statistics.median(without), "with_pps": statistics.median(with_model),
+                      "ratio": ratio, "pair_ratios": pairs}
+        line += (f"  {clock}: without {statistics.median(without) / 1e6:.3f} M/s, with "
+                 f"{statistics.median(with_model) / 1e6:.3f} M/s, kept {ratio:.2f} "
+                 f"(pairs {min(pairs):.2f}-{max(pairs):.2f})")
+    print(line, flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cameras", default="10,100,1000")
+    ap.add_argument("--site", default="substream")
+    ap.add_argument("--seconds", type=float, default=130.0)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--model", type=Path, default=REPO / "models" / "baseline.json")
+    ap.add_argument("--camwatch-src", type=Path, default=REPO, metavar="DIR")
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/camwatch-bench"))
+    ap.add_argument("--json", type=Path, help="also write the rows here")
+    args = ap.parse_args(argv)
+    make_capture = _make_capture()
+    if args.site not in make_capture.SITES:
+        ap.error(f"--site: one of {', '.join(sorted(make_capture.SITES))}")
+    rows = []
+    for cameras in (int(c) for c in args.cameras.split(",")):
+        capture = args.dir / f"model-{args.site}-{cameras}-{args.seconds:g}s.pcap"
+        if not capture.is_file():
+            make_capture.write(capture, 10**9, args.site, cameras, args.seconds)
+        rows.append(report(cameras, measure(args.camwatch_src, capture, args.model, args.repeat)))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
