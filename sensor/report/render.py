@@ -23,6 +23,7 @@ from markupsafe import Markup
 
 from sensor import __version__
 from sensor.config import Config
+from sensor.enrich.geography import Geography
 from sensor.enrich.series import BUCKET_SECONDS
 from sensor.export.csv_cells import safe_cell
 from sensor.reference_data import COVERED_MAKERS_FILE, load_covered_makers
@@ -43,7 +44,9 @@ LIMITS = (
     "clean until it does; absence of evidence here is not evidence of a safe device.",
     "Hardware and firmware: the maker comes from the MAC address block and what the device announces; an OEM "
     "device sold under another brand with its own MAC block is not recognised as covered.",
-    "Destinations behind shared infrastructure (CDNs, cloud providers) are named by DNS/SNI where seen, not by owner.",
+    "Destinations behind shared infrastructure (CDNs, cloud providers) are named by DNS/SNI where seen; their country "
+    "is where the address block is registered (or, with a MaxMind database, where it is geolocated), not where the "
+    "data ends up.",
 )
 
 
@@ -73,10 +76,10 @@ def _services(record: DeviceRecord) -> dict[str, str]:
 
 
 def _card(record: DeviceRecord, ranked: Ranked | None, scope: Callable[[str], str],
-          window: tuple[float, float] | None) -> dict:
+          window: tuple[float, float] | None, geography: Geography) -> dict:
     services = _services(record)
-    destinations = [dict(d, scope=scope(d["ip"]),
-                         service=services.get(d["name"] or "", services.get(d["ip"], "")))
+    destinations = [dict(d, scope=scope(d["ip"]), service=services.get(d["name"] or "", services.get(d["ip"], "")),
+                         place=geography.place(d["ip"]))
                     for d in sorted(record.doc["external_destinations"], key=lambda d: -d["bytes"])]
     spans = [(f"{e.detector} {e.destination}", e.first, e.last, e.bytes) for e in record.episodes]
     if not spans:
@@ -115,6 +118,13 @@ def _summary(estate: Estate, ranked: list[Ranked]) -> dict[str, Any]:
         for service in clouds:
             services[service] += 1
     counts = {f: sum(1 for r in ranked if f in r.findings) for f in FINDINGS}
+    countries: dict[str, list[int]] = {}   # country -> [bytes, devices, covered devices]
+    for record in estate.devices:
+        for c in record.doc["destination_countries"]:
+            entry = countries.setdefault(c["country"] or "?", [0, 0, 0])
+            entry[0] += c["bytes"]
+            entry[1] += 1
+            entry[2] += 1 if record.doc["covered"] else 0
     over_time = [(label, [p for r in estate.devices if r.doc["covered"] is covered for p in r.doc["outbound"]])
                  for label, covered in (("covered", True), ("not covered", False))]
     reach = sum(1 for r in estate.devices if r.doc["egress_bytes"].get("public", 0))
@@ -126,22 +136,28 @@ def _summary(estate: Estate, ranked: list[Ranked]) -> dict[str, Any]:
                                               unit="devices"),
             "egress_chart": charts.bar_chart(sorted(egress.items()),
                                              "Bytes sent to the public Internet: covered vs not covered"),
+            "countries": sorted(((c, *v) for c, v in countries.items()), key=lambda row: (-row[1], row[0])),
+            "country_chart": charts.bar_chart([(c, v[0]) for c, v in countries.items()],
+                                              "Bytes sent by destination country (registry or geolocated)"),
             "egress_over_time": charts.activity(over_time, _series_window(estate.window()),
                                                 "Bytes sent to the public Internet and the core network over time "
                                                 "(UTC): covered vs not covered")}
 
 
 def context(estate: Estate, sites: tuple[Site, ...], config: Config) -> dict[str, Any]:
-    ranked, scope = rank(estate.devices, sites), _scoper(config)
+    ranked, scope = rank(estate.devices, sites, frozenset(config.watch_countries)), _scoper(config)
     by_record = {id(r.record): r for r in ranked}
     window = estate.window()
     order = [r.record for r in ranked] + sorted(
         (d for d in estate.devices if not d.doc["covered"]),
         key=lambda d: (d.site, ipaddress.ip_address(d.ip).version, ipaddress.ip_address(d.ip)))
+    geography = Geography.from_config(config.geo.asn_database, config.geo.country_database)
     return {"version": __version__, "covered_list": load_covered_makers(COVERED_MAKERS_FILE).version,
             "generated": utc(time.time()), "estate": estate, "window": window, "ranked": ranked,
             "labels": LABELS, "findings": FINDINGS, "summary": _summary(estate, ranked), "limits": LIMITS,
-            "sites": sites, "cards": [_card(d, by_record.get(id(d)), scope, window) for d in order]}
+            "sites": sites, "cards": [_card(d, by_record.get(id(d)), scope, window, geography) for d in order],
+            "watch": ", ".join(config.watch_countries) or "none (switched off)",
+            "owners_known": geography.has_owners}
 
 
 def render_html(ctx: dict[str, Any]) -> str:
@@ -177,12 +193,13 @@ def write_csv(ctx: dict[str, Any], directory: Path) -> list[Path]:
                  r.record.doc["egress_bytes"].get("public", 0)] for r in ctx["ranked"]])
     _write_csv(inventory, ["site", "ip", "mac", "vendor", "covered", "maker", "covered_basis", "maker_evidence",
                            "role", "model", "firmware", "server", "first_seen", "last_seen", "bytes_sent",
-                           "public_bytes", "core_bytes", "external_destinations"],
+                           "public_bytes", "core_bytes", "external_destinations", "destination_countries"],
                [[d.site, d.ip, d.doc["mac"] or "", d.doc["vendor"] or "", "yes" if d.doc["covered"] else "no",
                  d.doc["maker"] or "", d.doc["covered_basis"] or "", d.doc["maker_evidence"] or "", d.doc["role"],
                  d.doc["identity"].get("model", ""), d.doc["identity"].get("firmware", ""),
                  d.doc["identity"].get("server", ""), _csv_time(d.doc["first_seen"]), _csv_time(d.doc["last_seen"]),
                  d.doc["bytes_sent"], d.doc["egress_bytes"].get("public", 0), d.doc["egress_bytes"].get("core", 0),
-                 " ".join(e["name"] or e["ip"] for e in d.doc["external_destinations"])]
+                 " ".join(e["name"] or e["ip"] for e in d.doc["external_destinations"]),
+                 " ".join(f"{c['country']}:{c['bytes']}" for c in d.doc["destination_countries"])]
                 for d in (c["r"] for c in ctx["cards"])])
     return [removal, inventory]

@@ -106,6 +106,10 @@ def test_ranking_follows_the_documented_rule():
         "video": DeviceRecord("a", device("10.0.0.1", basis="prc-nil"), alerts=[incident("video_egress")]),
         "cloud+core+internet+sensitive": DeviceRecord(
             "a", device("10.9.0.2", public=50, core=10), episodes=[incident("vendor_cloud", service="hik-connect")]),
+        "watched": DeviceRecord("a", device("10.0.0.11", basis="behaviour", destination_countries=[
+            {"country": "CN", "bytes": 700, "destinations": 2}, {"country": "US", "bytes": 90, "destinations": 1}])),
+        "watched by alert": DeviceRecord("a", device("10.0.0.12", basis="oem"),
+                                         alerts=[incident("jurisdiction", destination="110.43.0.1 tcp/443")]),
         "core": DeviceRecord("a", device("10.0.0.3", core=5)),
         "internet named big": DeviceRecord("a", device("10.0.0.4", public=9000)),
         "internet named small": DeviceRecord("a", device("10.0.0.5", public=100)),
@@ -113,21 +117,28 @@ def test_ranking_follows_the_documented_rule():
         "quiet on sensitive site": DeviceRecord("a", device("10.9.0.7")),
         "quiet named": DeviceRecord("a", device("10.0.0.8")),
         "quiet prc-nil": DeviceRecord("a", device("10.0.0.9", basis="prc-nil")),
+        "quiet behaviour": DeviceRecord("a", device("10.0.0.13", basis="behaviour")),
+        "quiet oem": DeviceRecord("a", device("10.0.0.14", basis="oem")),
         "not covered, streaming out": DeviceRecord("a", device("10.0.0.10", covered=False, public=10**9),
                                                    alerts=[incident("video_egress")]),
     }
     by_doc = {id(r.doc): name for name, r in records.items()}
-    ranked = rank(list(reversed(records.values())), (sensitive,))
+    ranked = rank(list(reversed(records.values())), (sensitive,), frozenset({"CN", "HK", "MO"}))
     assert [by_doc[id(r.record.doc)] for r in ranked] == [
-        "video", "cloud+core+internet+sensitive", "core", "internet named big", "internet named small",
-        "internet prc-nil bigger", "quiet on sensitive site", "quiet named", "quiet prc-nil"]
-    assert [r.rank for r in ranked] == list(range(1, 10))
+        "video", "cloud+core+internet+sensitive", "watched by alert", "watched", "core", "internet named big",
+        "internet named small", "internet prc-nil bigger", "quiet on sensitive site", "quiet named", "quiet prc-nil",
+        "quiet oem", "quiet behaviour"]
+    assert [r.rank for r in ranked] == list(range(1, 14))
+    assert ranked[3].findings["watched"] == ["700 bytes sent to 2 destination(s) registered or located in CN"]
+    assert "jurisdiction" in ranked[2].findings["watched"][0]
+    unwatched = rank([records["watched"]], (), frozenset())
+    assert "watched" not in unwatched[0].findings   # watch_countries = [] switches the finding off
     top_two = ranked[1].findings
     assert set(top_two) == {"vendor_cloud", "core_contact", "internet", "sensitive_site"}
     assert "hik-connect" in top_two["vendor_cloud"][0] and "site hq is marked sensitive (10.9.0.0/24)" in \
         top_two["sensitive_site"][0]
     assert top_two["core_contact"][0] == "10 bytes sent to core networks"
-    assert [r.acting for r in ranked] == [True] * 6 + [False] * 3
+    assert [r.acting for r in ranked] == [True] * 8 + [False] * 5
 
 
 def test_ranking_documentation_names_the_same_order():
@@ -135,7 +146,7 @@ def test_ranking_documentation_names_the_same_order():
     text = (REPO / "docs" / "report.md").read_text()
     positions = [text.index(f"`{name}`") for name in FINDINGS]
     assert positions == sorted(positions), "docs/report.md must list the findings in ranking order"
-    assert "`named` before `prc-nil`" in text
+    assert "`named`, then `prc-nil`, `oem`, `behaviour`" in text
 
 
 # ---- from captures -------------------------------------------------------------------------------------------
@@ -479,3 +490,25 @@ def test_a_relabelled_camera_shows_why_it_is_covered():
     assert note in html and "yes: Hikvision (behaviour)" in html
     assert "speaks Hik-Connect &lt;b&gt;" in html and "(service, weight 3: Hikvision)" in html
     assert "10.20.0.11, fd00::11 (formerly 10.20.0.99)" in html
+
+
+def test_report_names_the_countries_a_real_camera_sends_to(tmp_path):
+    """The Xiaobai camera (Imilab, prc-nil) talks to addresses registered in China: the country table, the card's
+    destinations and the removal list's watched-jurisdiction finding say so; with the watch list off, it goes."""
+    capture = REAL / "nku-lifecycle" / "xiaobai_Y2camera_setup.pcap"
+    out = tmp_path / "x.html"
+    proc = report(capture, "--out", out, "--csv", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    html = out.read_text()
+    assert_inert(html)
+    assert "<tr><td>CN</td>" in html and "Watched jurisdictions: CN, HK, MO." in html
+    assert "<td>120.92.65.240</td><td>public</td>" in html and "<td>CN</td>" in html
+    [row] = read_csv(tmp_path / "removal.csv")
+    assert row["watched"] == "yes" and "registered or located in CN" in row["evidence"]
+    camera = next(r for r in read_csv(tmp_path / "inventory.csv") if r["ip"] == "192.168.1.165")
+    assert camera["destination_countries"].startswith("CN:")
+    off = tmp_path / "off.toml"
+    off.write_text("[policy]\nwatch_countries = []\n")
+    proc = report(capture, "--config", off, "--out", tmp_path / "off.html", "--csv", tmp_path / "off")
+    assert proc.returncode == 0, proc.stderr
+    assert read_csv(tmp_path / "off" / "removal.csv")[0]["watched"] == "no"
