@@ -130,6 +130,7 @@ def _summary(estate: Estate, ranked: list[Ranked]) -> dict[str, Any]:
     reach = sum(1 for r in estate.devices if r.doc["egress_bytes"].get("public", 0))
     return {"makers": sorted(makers.items(), key=lambda kv: (-kv[1], kv[0])), "counts": counts,
             "devices": len(estate.devices), "covered": sum(1 for r in estate.devices if r.doc["covered"]),
+            "relabelled": sum(1 for r in estate.devices if r.doc["covered_basis"] in ("oem", "behaviour")),
             "internet": reach, "services": sorted(services.items(), key=lambda kv: (-kv[1], kv[0])),
             "scope_chart": charts.bar_chart(sorted(scopes.items()), "Bytes sent by destination scope (all devices)"),
             "service_chart": charts.bar_chart(sorted(services.items()), "Devices per vendor cloud / P2P service",
