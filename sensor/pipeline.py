@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 DECODE_SLICE = 16384
 DEVICE_SAVE_SECONDS = 30.0
+COUNTRY_SERIES_KEY = "egress_country_series"   # the state store's meta row for the report
 
 
 class Sensor:
@@ -77,6 +78,7 @@ class Sensor:
         self.enricher.service_of = indicators.match
         self.inventory.service_of_name = indicators.by_name
         self.enricher.roles.device_bits |= indicators.device_bits
+        self.enricher.egress_countries.restore_series(self.known.load_meta(COUNTRY_SERIES_KEY))
         self.tagger = PayloadTagger(indicators.prefixes)
         self._last_save = self._last_device_save = time.monotonic()
         self.live = False                    # set by `run`: wall clock and capture clock are comparable
@@ -139,6 +141,10 @@ class Sensor:
         now = time.monotonic()
         if devices_too or now - self._last_device_save >= DEVICE_SAVE_SECONDS:
             self.known.save_devices(self.inventory.take_dirty())
+            egress = self.enricher.egress_countries
+            if egress.series_changed:
+                self.known.save_meta(COUNTRY_SERIES_KEY, egress.series_state())
+                egress.series_changed = False
             self._last_device_save = now
         self.known.save_episodes(self.episodes.take_dirty())
         self.known.commit()

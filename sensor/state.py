@@ -231,6 +231,19 @@ class KnownState:
                 continue  # one damaged row must not cost the rest
         return out
 
+    def save_meta(self, key: str, value: object) -> None:
+        """A small document beside the tables (the estate's bytes by country over time)."""
+        self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def load_meta(self, key: str) -> object:
+        """The document save_meta wrote, or None (absent, damaged)."""
+        for (text,) in self._rows("SELECT value FROM meta WHERE key = ?", key):
+            try:
+                return json.loads(text)
+            except (TypeError, ValueError, RecursionError):
+                return None
+        return None
+
     def save_episodes(self, episodes: list[tuple[tuple, float, float, int, int]]) -> None:
         for key, first, last, packets, nbytes in episodes:
             text = json.dumps(list(key))

@@ -27,6 +27,7 @@ import iptocc
 
 from sensor.bounded import BoundedLRU
 from sensor.countries import COUNTRY_CODES
+from sensor.enrich.series import ByteSeries
 from sensor.errors import ConfigError
 
 # Destinations whose place is remembered; an entry is ~200 bytes. A site talks to a few thousand outside addresses;
@@ -194,15 +195,36 @@ class CountryEgress:
     def __init__(self, geography: Geography):
         self.geography = geography
         self.bytes: dict[tuple[str, bool], int] = {}
+        # The same bytes over time, by country label alone (the report's chart): a 24-hour ring per label, so at
+        # most 254 rings of 1.1 KiB.
+        self.series: dict[str, ByteSeries] = {}
+        self.series_changed = False
 
-    def add(self, peer: str, covered: bool, nbytes: int, public: bool) -> None:
+    def add(self, peer: str, covered: bool, nbytes: int, public: bool, ts: float = 0.0) -> None:
         """`public`: the peer is public (unknown country counted as such); else an allowed destination, counted
         only when it has a country (an allowed core server is no egress)."""
         place = self.geography.place(peer)
         if place is None and not public:
             return
-        key = (country_label(place), covered)
+        label = country_label(place)
+        key = (label, covered)
         self.bytes[key] = self.bytes.get(key, 0) + nbytes
+        series = self.series.get(label)
+        if series is None:
+            series = self.series[label] = ByteSeries()
+        series.add(ts, nbytes)
+        self.series_changed = True
+
+    def series_state(self) -> dict[str, list]:
+        """{country label: ByteSeries.state()}: what the state store keeps for the report."""
+        return {label: series.state() for label, series in sorted(self.series.items())}
+
+    def restore_series(self, doc: object) -> None:
+        """series_state() read back; labels outside the closed set, and damaged entries, are skipped."""
+        if isinstance(doc, dict):
+            for label, points in doc.items():
+                if label in COUNTRY_CODES or label in (OTHER, UNKNOWN):
+                    self.series[label] = ByteSeries.from_state(points)
 
 
 def destinations_by_place(peers: dict, geography: Geography) -> tuple[list[dict], list[dict]]:

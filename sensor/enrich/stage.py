@@ -124,7 +124,7 @@ class Enricher:
         if sent_bytes:
             dev.egress_bytes[scope] = dev.egress_bytes.get(scope, 0) + sent_bytes
             if scope == SCOPE_PUBLIC or scope == SCOPE_ALLOWED:
-                self.egress_countries.add(peer, dev.covered, sent_bytes, scope == SCOPE_PUBLIC)
+                self.egress_countries.add(peer, dev.covered, sent_bytes, scope == SCOPE_PUBLIC, ts)
         if scope in EXTERNAL_SCOPES:
             if len(self.external_destinations) < MAX_EXTERNAL_DESTINATIONS:
                 self.external_destinations.add(peer)

@@ -101,6 +101,9 @@ def _series_window(window: tuple[float, float] | None) -> tuple[float, float] | 
     return (window[0] - window[0] % BUCKET_SECONDS, window[1] - window[1] % BUCKET_SECONDS + BUCKET_SECONDS)
 
 
+COUNTRY_ROWS = 8   # the countries that received most; the table has them all
+
+
 def _summary(estate: Estate, ranked: list[Ranked]) -> dict[str, Any]:
     makers: Counter[tuple[str, str, str]] = Counter()
     egress: Counter[str] = Counter()
@@ -140,6 +143,9 @@ def _summary(estate: Estate, ranked: list[Ranked]) -> dict[str, Any]:
             "countries": sorted(((c, *v) for c, v in countries.items()), key=lambda row: (-row[1], row[0])),
             "country_chart": charts.bar_chart([(c, v[0]) for c, v in countries.items()],
                                               "Bytes sent by destination country (registry or geolocated)"),
+            "countries_over_time": charts.activity(
+                sorted(estate.country_series.items(), key=lambda kv: -sum(n for _, n in kv[1]))[:COUNTRY_ROWS],
+                _series_window(estate.window()), "Bytes sent outside by destination country over time (UTC)"),
             "egress_over_time": charts.activity(over_time, _series_window(estate.window()),
                                                 "Bytes sent to the public Internet and the core network over time "
                                                 "(UTC): covered vs not covered")}

@@ -63,6 +63,8 @@ class Estate:
     inputs: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)   # captures not read to their end: the report still comes
     skipped: int = 0                                     # documents or lines that could not be read
+    # bytes sent outside by destination country over time, every input summed: {country label: [(start, bytes)]}
+    country_series: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
 
     def window(self) -> tuple[float, float] | None:
         times = [t for d in self.devices for t in (d.doc["first_seen"], d.doc["last_seen"]) if t is not None]
@@ -241,6 +243,29 @@ def _episode(key: Any, first: Any, last: Any, packets: Any, nbytes: Any) -> tupl
                             service=service, packets=_count(packets), bytes=_count(nbytes))
 
 
+COUNTRY_SERIES_KEY = "egress_country_series"   # sensor.pipeline's meta row
+MAX_COUNTRY_LABELS = 256
+
+
+def _add_country_series(estate: Estate, db: sqlite3.Connection) -> None:
+    """The sensor's bytes by country over time (absent from databases older than the series): summed by label."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (COUNTRY_SERIES_KEY,)).fetchone()
+    try:
+        doc = json.loads(row[0]) if row else None
+    except (TypeError, ValueError, RecursionError):
+        doc = None
+    if not isinstance(doc, dict):
+        return
+    for label, points in list(doc.items())[:MAX_COUNTRY_LABELS]:
+        name = (_text(label) or "")[:16]
+        cleaned = _series({"points": points})
+        if name and cleaned:
+            merged = dict(estate.country_series.get(name, []))
+            for start, nbytes in cleaned:
+                merged[start] = merged.get(start, 0) + nbytes
+            estate.country_series[name] = sorted(merged.items())
+
+
 def _restored(docs: list[Any], config: Config) -> list[dict[str, Any]]:
     """Rows as the sensor stores them (MAC as an integer, no maker) made into inventory documents by the sensor's
     own restore, so maker, covered flag and role are derived exactly as a running sensor derives them."""
@@ -268,6 +293,7 @@ def read_state(path: str, site: str, estate: Estate, config: Config) -> None:
             except (TypeError, ValueError, RecursionError):
                 estate.skipped += 1
         added = _add_docs(estate, site, _restored(docs, config))
+        _add_country_series(estate, db)
         for row in db.execute("SELECT key, first, last, packets, bytes FROM episode"):
             found = _episode(*row)
             if found is None:

@@ -502,6 +502,8 @@ def test_report_names_the_countries_a_real_camera_sends_to(tmp_path):
     html = out.read_text()
     assert_inert(html)
     assert "<tr><td>CN</td>" in html and "Watched jurisdictions: CN, HK, MO." in html
+    over_time = html[html.index("by destination country over time"):]
+    assert "CN: " in over_time[:over_time.index("</svg>")]   # a column of bytes to China, with its time
     assert "<td>120.92.65.240</td><td>public</td>" in html and "<td>CN</td>" in html
     [row] = read_csv(tmp_path / "removal.csv")
     assert row["watched"] == "yes" and "registered or located in CN" in row["evidence"]

@@ -76,3 +76,30 @@ def test_inventory_keeps_the_series_across_a_restart():
     assert again.as_dict()["outbound_series"] == {"bucket_seconds": BUCKET_SECONDS,
                                                  "points": [[T0 - T0 % BUCKET_SECONDS, 1234]]}
     assert restored.touch("10.20.0.12", 0, T0).as_dict()["outbound_series"]["points"] == []
+
+
+def test_the_estates_bytes_by_country_over_time_are_kept_across_a_restart(tmp_path):
+    """CountryEgress's series (the report's country-over-time chart) go to the state store's meta row and back;
+    labels outside the closed set are not restored."""
+    from sensor.config import parse_config
+    from sensor.pipeline import COUNTRY_SERIES_KEY, Sensor
+
+    config = parse_config({"state": {"path": str(tmp_path / "s.db")}})
+    sensor = Sensor(config)
+    egress = sensor.enricher.egress_countries
+    egress.add("110.43.68.240", True, 700, True, T0)        # registered in China
+    egress.add("8.8.8.8", False, 90, True, T0 + 600)       # in the United States
+    egress.add("203.0.113.9", False, 5, True, T0)          # documentation: no country
+    sensor.finish()
+    sensor.close()
+    again = Sensor(config)
+    series = {label: s.points() for label, s in again.enricher.egress_countries.series.items()}
+    start = T0 - T0 % BUCKET_SECONDS
+    assert series == {"CN": [(start, 700)], "US": [(start + 600, 90)], "unknown": [(start, 5)]}
+    again.known.save_meta(COUNTRY_SERIES_KEY, {"XX-not-a-label": [[T0, 1]], "CN": "junk"})
+    again.known.commit()
+    again.close()
+    third = Sensor(config)
+    assert set(third.enricher.egress_countries.series) == {"CN"} and third.enricher.egress_countries.series[
+        "CN"].points() == []
+    third.close()
