@@ -34,6 +34,7 @@ from .sites import Site
 from .sources import DeviceRecord, Estate
 
 TEMPLATES = Path(__file__).with_name("templates")
+DATA_DIR = COVERED_MAKERS_FILE.parent
 # What a passive sensor on a mirror port cannot see; stated in every report.
 LIMITS = (
     "Encrypted payloads: what a camera sends inside TLS or a vendor's own encryption is not visible, only where "
@@ -101,6 +102,25 @@ def _series_window(window: tuple[float, float] | None) -> tuple[float, float] | 
     return (window[0] - window[0] % BUCKET_SECONDS, window[1] - window[1] % BUCKET_SECONDS + BUCKET_SECONDS)
 
 
+def _data_versions() -> str:
+    """The versions of the lists behind the findings, as the report's reader may need to cite them."""
+    import tomllib
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in ("indicators", "brands", "resolvers"):
+        try:
+            with (DATA_DIR / f"{name}.toml").open("rb") as fh:
+                out.append(f"{name} {tomllib.load(fh).get('version', '?')}")
+        except (OSError, tomllib.TOMLDecodeError):
+            out.append(f"{name} ?")
+    try:
+        out.append(f"iptocc (registry countries) {version('iptocc')}")
+    except PackageNotFoundError:
+        pass
+    return ", ".join(out)
+
+
 COUNTRY_ROWS = 8   # the countries that received most; the table has them all
 
 
@@ -160,6 +180,7 @@ def context(estate: Estate, sites: tuple[Site, ...], config: Config) -> dict[str
         key=lambda d: (d.site, ipaddress.ip_address(d.ip).version, ipaddress.ip_address(d.ip)))
     geography = Geography.from_config(config.geo.asn_database, config.geo.country_database)
     return {"version": __version__, "covered_list": load_covered_makers(COVERED_MAKERS_FILE).version,
+            "data_lists": _data_versions(),
             "generated": utc(time.time()), "estate": estate, "window": window, "ranked": ranked,
             "labels": LABELS, "findings": FINDINGS, "summary": _summary(estate, ranked), "limits": LIMITS,
             "sites": sites, "cards": [_card(d, by_record.get(id(d)), scope, window, geography) for d in order],
