@@ -23,7 +23,11 @@ def _device(ip="10.20.0.5", **kw) -> dict:
            "vendor": "Hangzhou Hikvision Digital Technology Co.,Ltd.", "covered": True, "maker": "Hikvision",
            "covered_basis": "named", "maker_evidence": "mac", "role": "camera", "identity": {},
            "first_seen": 1_700_000_000.25, "last_seen": 1_700_000_100.0, "packets_sent": 3, "bytes_sent": 300,
-           "egress_bytes": {"public": 200}, "dns_queries": [], "external_destinations": []}
+           "egress_bytes": {"public": 200}, "dns_queries": [], "external_destinations": [],
+           "maker_evidence_items": [{"source": "oui", "detail": "MAC prefix Hikvision", "maker": "Hikvision",
+                                     "weight": 3}],
+           "maker_note": None, "module": None, "outbound_series": {"bucket_seconds": 300, "points": [[1.7e9, 200]]},
+           "destination_countries": [{"country": "CN", "bytes": 200, "destinations": 1}], "destination_owners": []}
     doc.update(kw)
     return doc
 
@@ -96,6 +100,8 @@ def check(value, schema: dict, root: dict, where: str = "$") -> list[str]:
     types = schema.get("type")
     if types is not None and not any(_is(value, t) for t in ([types] if isinstance(types, str) else types)):
         return [f"{where}: {type(value).__name__} is not {types}"]
+    if "enum" in schema and value not in schema["enum"]:
+        return [f"{where}: {value!r} is not one of {schema['enum']}"]
     if "minimum" in schema and value < schema["minimum"]:
         errors.append(f"{where}: below {schema['minimum']}")
     if isinstance(value, list):
@@ -121,11 +127,12 @@ def check(value, schema: dict, root: dict, where: str = "$") -> list[str]:
 def test_the_checker_rejects_what_the_schema_forbids():
     root = json.loads(SCHEMA.read_text())
     assert check([_device()], root, root) == []
-    bad = _device(covered="yes", packets_sent=-1, identity={"model": 3})
+    bad = _device(covered="yes", packets_sent=-1, identity={"model": 3}, covered_basis="vibes")
     del bad["first_seen"]
     errors = check([bad], root, root)
     assert any("no first_seen" in e for e in errors) and any(".covered" in e for e in errors)
     assert any(".packets_sent" in e for e in errors) and any(".identity.model" in e for e in errors)
+    assert any(".covered_basis" in e for e in errors)
 
 
 @pytest.mark.parametrize("capture", ["real/iot-sentinel/D-LinkCam/Setup-A-1-STA.pcap",
