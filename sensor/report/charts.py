@@ -79,10 +79,14 @@ def timeline(spans: Sequence[tuple[str, float, float, int | None]], window: tupl
         parts.append(f'<text x="{LABEL_WIDTH - 6}" y="{y + 13}" text-anchor="end">{escape(_label(name))}</text>'
                      f'<rect x="{min(x, WIDTH - 13):.1f}" y="{y}" width="{width:.1f}" height="{BAR_HEIGHT}" '
                      f'fill="{PALETTE[1]}"><title>{escape(tip)}</title></rect>')
-    axis_y = height - 6
-    parts.append(f'<text x="{LABEL_WIDTH}" y="{axis_y}">{escape(utc(start))}</text>'
-                 f'<text x="{WIDTH - 4}" y="{axis_y}" text-anchor="end">{escape(utc(end))}</text></svg>')
+    parts.append(_time_axis(start, end, height))
     return Markup("".join(parts))
+
+
+def _time_axis(start: float, end: float, height: float) -> str:
+    """The window's first and last time under a time chart, and the end of the SVG."""
+    return (f'<text x="{LABEL_WIDTH}" y="{height - 6}">{escape(utc(start))}</text>'
+            f'<text x="{WIDTH - 4}" y="{height - 6}" text-anchor="end">{escape(utc(end))}</text></svg>')
 
 
 ROW_HEIGHT = 44
@@ -120,9 +124,7 @@ def activity(rows: Sequence[tuple[str, Sequence[tuple[float, int]]]], window: tu
             parts.append(f'<rect x="{LABEL_WIDTH + c * column_px:.1f}" y="{base - h:.1f}" '
                          f'width="{max(1.0, column_px - 1):.1f}" height="{h:.1f}" fill="{PALETTE[i % len(PALETTE)]}">'
                          f'<title>{escape(tip)}</title></rect>')
-    axis_y = height - 6
-    parts.append(f'<text x="{LABEL_WIDTH}" y="{axis_y}">{escape(utc(start))}</text>'
-                 f'<text x="{WIDTH - 4}" y="{axis_y}" text-anchor="end">{escape(utc(end))}</text></svg>')
+    parts.append(_time_axis(start, end, height))
     return Markup("".join(parts))
 
 
