@@ -110,8 +110,10 @@ def slow_capture(tmp_path: Path, flows: int = 100, gap: float = 0.1) -> tuple[Pa
 
 def start(*args) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # SIGHUP as a terminal gives it: a suite started under nohup would hand its children an ignored SIGHUP
     return subprocess.Popen([sys.executable, "-m", "sensor", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+                            stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
 
 
 def wait_for_lines(path: Path, count: int, timeout: float = 20.0) -> None:

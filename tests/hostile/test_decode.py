@@ -24,6 +24,8 @@ from sensor.decode import ERR_TOO_DEEP, MAX_EXT_HEADERS, MAX_VLAN_TAGS, NET_IPV4
 from sensor.flows import ip_from16
 
 CAMERA_MAC = mac("44:19:b6:00:00:07")   # a Hikvision OUI
+# A second camera: with the first one's MAC, its IPv4 address would be the same box (docs/identity.md)
+CAMERA4_MAC = mac("44:19:b6:00:00:08")
 ROUTER_MAC = mac("00:1b:21:0a:0b:02")
 CAM4, CLOUD4 = "10.20.0.7", "203.0.113.80"
 CAM6, CLOUD6 = "fd00:20::7", "2001:db8:ffff::50"
@@ -339,7 +341,7 @@ def hostile_site(path) -> dict[str, int]:
                               lambda l4: ethernet(ROUTER_MAC, CAMERA_MAC, 0x86DD, ipv6_chain(CAM6, CLOUD6, [(60, 32)],
                                                                                              6, l4)))
     v4 = _handshake_and_video(CAM4, CLOUD4, 50124,
-                              lambda l4: ethernet(ROUTER_MAC, CAMERA_MAC, 0x0800, ipv4_options(CAM4, CLOUD4, 6, l4),
+                              lambda l4: ethernet(ROUTER_MAC, CAMERA4_MAC, 0x0800, ipv4_options(CAM4, CLOUD4, 6, l4),
                                                   tags(4)))
     # and one packet whose chain is beyond the bound: counted as header_too_deep, yet still the camera's bytes
     too_deep = ethernet(ROUTER_MAC, CAMERA_MAC, 0x86DD,
