@@ -18,6 +18,7 @@ from sensor.errors import CamwatchError
 from sensor.export.client import fetch_inventory
 from sensor.export.csv_cells import safe_cell
 from sensor.pipeline import Sensor
+from sensor.units import byte_size
 
 from .common import EXIT_CAPTURE, EXIT_OK, add_sensor_access_options, report_errors, sensor_access
 from .loop import replay_into
@@ -94,15 +95,9 @@ def _identity_text(device: dict) -> str:
     return " ".join(dict.fromkeys(v for v in values if v)) or "-"
 
 
-def _size(nbytes: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.1f} {unit}"
-    return f"{nbytes} B"
-
-
 def _countries_text(device: dict) -> str:
-    return ", ".join(f"{c['country']} {_size(c['bytes'])}" for c in device.get("destination_countries", [])[:4]) or "-"
+    countries = device.get("destination_countries", [])[:4]
+    return ", ".join(f"{c['country']} {byte_size(c['bytes'])}" for c in countries) or "-"
 
 
 def _destinations_text(device: dict) -> str:

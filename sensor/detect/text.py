@@ -38,10 +38,6 @@ def rate_text(bps: float) -> str:
     return f"{bps / 1e6:.2f} Mbit/s" if bps >= 100_000 else f"{bps / 1e3:.0f} kbit/s"
 
 
-def size_text(nbytes: int) -> str:
-    return f"{nbytes / 1e6:.1f} MB" if nbytes >= 10_000_000 else f"{nbytes / 1e3:.0f} kB"
-
-
 def with_place(summary: str, ip: str, place: Place | None) -> str:
     """The summary with the destination's country and owner after the first mention of its address:
     "name (110.43.68.240, CN, <owner>)", "8.8.8.8 (Google Public DNS, US, <owner>)", or "110.43.68.240 (CN, <owner>)"

@@ -12,10 +12,11 @@ from sensor.bounded import BoundedLRU
 from sensor.detect.alert import Alert
 from sensor.detect.base import Detector, DetectorContext
 from sensor.detect.jurisdiction import attribution, watched
-from sensor.detect.text import covered_note, describe_destination, describe_device, rate_text, size_text
+from sensor.detect.text import covered_note, describe_destination, describe_device, rate_text
 from sensor.detect.uploads import TRICKLE_SLOTS, Sending, Totals
 from sensor.enrich import Observation
 from sensor.tags import PROFILE_NAMES, TAG_PPPP_DRW, TAG_RTP, TAG_TLS
+from sensor.units import byte_size
 
 ONE_WAY = "one-way bulk upload"
 MEDIA = TAG_RTP | TAG_PPPP_DRW | TAG_TLS    # PPPP framing alone is signalling, not media
@@ -162,11 +163,11 @@ class VideoEgressDetector(Detector):
         st.reported = rank
         balance = f"{up.sent / up.received:.0f}:1 up:down" if up.received else "nothing came back"
         summary = (f"{describe_device(dev)} sent {rate_text(up.rate)} over the last {up.window} s: "
-                   f"{size_text(up.sent)} to {describe_destination(obs.peer, obs.name, obs.port, obs.proto)} "
+                   f"{byte_size(up.sent)} to {describe_destination(obs.peer, obs.name, obs.port, obs.proto)} "
                    f"outside the site ({', '.join(up.profile)}; {balance}): {MEANING[up.kind]}.{covered_note(dev)}"
                    f"{jurisdiction}")
         return self.alert(obs, severity, round(min(1.0, 0.6 + up.strength / 10), 4), summary,
                           upload=up.kind, rate_bps=round(up.rate), window_s=up.window, bytes=up.sent,
                           up_down=round(up.sent / up.received, 1) if up.received else None, profile=up.profile,
-                          evidence=f"{up.kind}: {size_text(up.sent)} in {up.window} s at {rate_text(up.rate)} to "
+                          evidence=f"{up.kind}: {byte_size(up.sent)} in {up.window} s at {rate_text(up.rate)} to "
                           f"{describe_destination(obs.peer, obs.name, obs.port, obs.proto)}")

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 from markupsafe import Markup, escape
 
+from sensor.units import byte_size
+
 from .ranking import utc
 
 WIDTH = 640
@@ -20,14 +22,6 @@ BAR_HEIGHT = 18
 LABEL_WIDTH = 220
 PALETTE = ("#1f4e79", "#c0392b", "#7f8c8d", "#d35400", "#27ae60", "#8e44ad")
 MAX_LABEL = 30   # fits LABEL_WIDTH at the chart's 12px
-
-
-def human_bytes(value: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
-        value /= 1000
-    return f"{value:,.1f} TB"
 
 
 def _label(text: str) -> str:
@@ -48,7 +42,7 @@ def bar_chart(items: Sequence[tuple[str, float]], title: str, unit: str = "bytes
     for i, (name, value) in enumerate(items):
         y = 24 + i * (BAR_HEIGHT + 6)
         width = max(1.0, span * value / top) if value else 0.0
-        shown = human_bytes(value) if unit == "bytes" else f"{value:,.0f} {unit}"
+        shown = byte_size(value) if unit == "bytes" else f"{value:,.0f} {unit}"
         parts.append(f'<text x="{LABEL_WIDTH - 6}" y="{y + 13}" text-anchor="end">{escape(_label(name))}</text>'
                      f'<rect x="{LABEL_WIDTH}" y="{y}" width="{width:.1f}" height="{BAR_HEIGHT}" '
                      f'fill="{PALETTE[i % len(PALETTE)]}"/>'
@@ -75,7 +69,7 @@ def timeline(spans: Sequence[tuple[str, float, float, int | None]], window: tupl
         y = 22 + i * (BAR_HEIGHT + 4)
         x = LABEL_WIDTH + span_px * max(0.0, min(1.0, (first - start) / length))
         width = max(3.0, span_px * max(0.0, last - first) / length)
-        tip = f"{name}: {utc(first)} to {utc(last)}" + (f", {human_bytes(nbytes)}" if nbytes else "")
+        tip = f"{name}: {utc(first)} to {utc(last)}" + (f", {byte_size(nbytes)}" if nbytes else "")
         parts.append(f'<text x="{LABEL_WIDTH - 6}" y="{y + 13}" text-anchor="end">{escape(_label(name))}</text>'
                      f'<rect x="{min(x, WIDTH - 13):.1f}" y="{y}" width="{width:.1f}" height="{BAR_HEIGHT}" '
                      f'fill="{PALETTE[1]}"><title>{escape(tip)}</title></rect>')
@@ -120,7 +114,7 @@ def activity(rows: Sequence[tuple[str, Sequence[tuple[float, int]]]], window: tu
                 continue
             h = max(1.0, ROW_HEIGHT * value / top)
             first = start + length * c / columns
-            tip = f"{name}: {human_bytes(value)} from {utc(first)} to {utc(first + length / columns)}"
+            tip = f"{name}: {byte_size(value)} from {utc(first)} to {utc(first + length / columns)}"
             parts.append(f'<rect x="{LABEL_WIDTH + c * column_px:.1f}" y="{base - h:.1f}" '
                          f'width="{max(1.0, column_px - 1):.1f}" height="{h:.1f}" fill="{PALETTE[i % len(PALETTE)]}">'
                          f'<title>{escape(tip)}</title></rect>')

@@ -27,6 +27,7 @@ from sensor.enrich.geography import Geography
 from sensor.enrich.series import BUCKET_SECONDS
 from sensor.export.csv_cells import safe_cell
 from sensor.reference_data import COVERED_MAKERS_FILE, load_covered_makers
+from sensor.units import byte_size
 
 from . import charts
 from .ranking import FINDINGS, LABELS, Ranked, rank, utc
@@ -55,7 +56,7 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["utc"] = utc
-    env.filters["bytes"] = charts.human_bytes
+    env.filters["bytes"] = byte_size
     return env
 
 

@@ -418,13 +418,13 @@ def test_outbound_series_draws_each_cards_activity_and_the_estates(tmp_path):
     card = next(c for c in ctx["cards"] if c["r"].ip == "10.20.0.11")
     svg = str(card["activity"])
     tips = [t for t in parse(svg).text if " from " in t]
-    assert [t.split(":")[1].split(" from")[0].strip() for t in tips] == ["5.0 KB", "7.0 KB"], tips
+    assert [t.split(":")[1].split(" from")[0].strip() for t in tips] == ["5.00 kB", "7.00 kB"], tips
     for tip, ts in zip(tips, (t0, t0 + 3600), strict=True):
         begin, end = (datetime.strptime(t, "%Y-%m-%d %H:%M:%SZ").replace(tzinfo=UTC).timestamp()
                       for t in tip.split(" from ")[1].split(" to "))
         assert begin <= ts < end, tip
     estate_svg = str(ctx["summary"]["egress_over_time"])
-    assert "covered: 5.0 KB" in estate_svg and "not covered: 900 B" in estate_svg
+    assert "covered: 5.00 kB" in estate_svg and "not covered: 900 B" in estate_svg
     assert "over time" in render_html(ctx)
 
 
