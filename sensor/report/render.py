@@ -35,7 +35,6 @@ from .sites import Site
 from .sources import DeviceRecord, Estate
 
 TEMPLATES = Path(__file__).with_name("templates")
-DATA_DIR = COVERED_MAKERS_FILE.parent
 # What a passive sensor on a mirror port cannot see; stated in every report.
 LIMITS = (
     "Encrypted payloads: what a camera sends inside TLS or a vendor's own encryption is not visible, only where "
@@ -104,16 +103,21 @@ def _series_window(window: tuple[float, float] | None) -> tuple[float, float] | 
 
 
 def _data_versions() -> str:
-    """The versions of the lists behind the findings, as the report's reader may need to cite them."""
-    import tomllib
+    """The versions of the lists behind the findings, as the report's reader may need to cite them; read by the
+    loaders the sensor uses, so the report names the version the sensor would have run with."""
     from importlib.metadata import PackageNotFoundError, version
 
+    from sensor.detect.indicators import Indicators, Resolvers
+    from sensor.errors import CamwatchError
+    from sensor.reference_data import load_brands
+
+    loaders: dict[str, Callable[[], Any]] = {
+        "indicators": Indicators.load, "brands": load_brands, "resolvers": Resolvers.load}
     out = []
-    for name in ("indicators", "brands", "resolvers"):
+    for name, load in loaders.items():
         try:
-            with (DATA_DIR / f"{name}.toml").open("rb") as fh:
-                out.append(f"{name} {tomllib.load(fh).get('version', '?')}")
-        except (OSError, tomllib.TOMLDecodeError):
+            out.append(f"{name} {load().version}")
+        except CamwatchError:
             out.append(f"{name} ?")
     try:
         out.append(f"iptocc (registry countries) {version('iptocc')}")
