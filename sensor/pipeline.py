@@ -268,6 +268,11 @@ class Sensor:
         with self.lock:
             return [d.as_dict(self.geography) for d in self.inventory.devices.values()]
 
+    def country_series_snapshot(self) -> dict[str, list]:
+        """Bytes sent outside by destination country over time, as the state store keeps them (/countries)."""
+        with self.lock:
+            return self.enricher.egress_countries.series_state()
+
     # ---- summaries -------------------------------------------------------------------------------------
     def summary(self) -> dict:
         """`alerts`: detections by detector; `incidents`: incidents opened; `lines`: lines written, by event."""

@@ -241,7 +241,7 @@ class Session:
         from sensor.export.server import MetricsServer
         assert self.registry is not None
         return MetricsServer(self.registry, listen, ready=ready, inventory=self.sensor.inventory_snapshot,
-                             settings=config.metrics)
+                             settings=config.metrics, countries=self.sensor.country_series_snapshot)
 
     def announce_server(self) -> None:
         if self.server and not self.args.quiet:

@@ -1,5 +1,5 @@
-"""Export stage: Prometheus metrics, the alert log, and the HTTP endpoint serving /metrics, /inventory, /healthz
-and /readyz.
+"""Export stage: Prometheus metrics, the alert log, and the HTTP endpoint serving /metrics, /inventory, /countries,
+/healthz and /readyz.
 
 Nothing on the packet path touches prometheus_client: at scrape time `snapshot.take_snapshot` copies the sensor's
 own counters under its lock, and the collectors in `collectors` render that copy, so instrumentation costs nothing

@@ -55,6 +55,22 @@ class SensorAccess:
 
 def fetch_inventory(url: str, access: SensorAccess = SensorAccess()) -> list[Any]:
     """A running sensor's /inventory: the JSON list, or a one-line CamwatchError naming what went wrong."""
+    docs = _fetch_json(url, "/inventory", "inventory", access)
+    if not isinstance(docs, list):
+        raise CamwatchError(f"{url.rstrip('/')}/inventory: not a camwatch inventory (a JSON list)")
+    return docs
+
+
+def fetch_country_series(url: str, access: SensorAccess = SensorAccess()) -> dict[str, Any] | None:
+    """A running sensor's /countries (bytes sent outside by country over time); None from a sensor older than the
+    endpoint (HTTP 404), so a report of a mixed estate still has its totals."""
+    doc = _fetch_json(url, "/countries", "country series", access, missing_ok=True)
+    if doc is not None and not isinstance(doc, dict):
+        raise CamwatchError(f"{url.rstrip('/')}/countries: not camwatch country series (a JSON object)")
+    return doc
+
+
+def _fetch_json(url: str, path: str, what: str, access: SensorAccess, missing_ok: bool = False) -> Any:
     import ssl
     import urllib.error
     import urllib.request
@@ -68,7 +84,7 @@ def fetch_inventory(url: str, access: SensorAccess = SensorAccess()) -> list[Any
     authorization = access.authorization()
     if authorization and parts.scheme != "https":
         raise CamwatchError(f"{url}: basic auth needs https:// (the password would cross the network in clear)")
-    target = url.rstrip("/") + "/inventory"
+    target = url.rstrip("/") + path
     request = urllib.request.Request(target, headers={"Accept": "application/json"})
     if authorization:
         request.add_header("Authorization", authorization)
@@ -77,16 +93,15 @@ def fetch_inventory(url: str, access: SensorAccess = SensorAccess()) -> list[Any
         with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS, context=context) as response:
             body = response.read(MAX_INVENTORY_BYTES + 1)
     except urllib.error.HTTPError as exc:
+        if exc.code == 404 and missing_ok:
+            return None
         hint = f" (give --url-user, password in ${PASSWORD_ENV})" if exc.code == 401 and not authorization else ""
-        raise CamwatchError(f"cannot read the inventory from {target}: HTTP {exc.code} {exc.reason}{hint}") from None
+        raise CamwatchError(f"cannot read the {what} from {target}: HTTP {exc.code} {exc.reason}{hint}") from None
     except (OSError, ValueError, ssl.SSLError) as exc:
-        raise CamwatchError(f"cannot read the inventory from {target}: {exc}") from None
+        raise CamwatchError(f"cannot read the {what} from {target}: {exc}") from None
     if len(body) > MAX_INVENTORY_BYTES:
-        raise CamwatchError(f"{target}: answer larger than {MAX_INVENTORY_BYTES >> 20} MiB; not a camwatch inventory")
+        raise CamwatchError(f"{target}: answer larger than {MAX_INVENTORY_BYTES >> 20} MiB; not a camwatch {what}")
     try:
-        docs = json.loads(body)
+        return json.loads(body)
     except (ValueError, RecursionError):
-        raise CamwatchError(f"{target}: not JSON; not a camwatch inventory") from None
-    if not isinstance(docs, list):
-        raise CamwatchError(f"{target}: not a camwatch inventory (a JSON list)")
-    return docs
+        raise CamwatchError(f"{target}: not JSON; not a camwatch {what}") from None

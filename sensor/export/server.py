@@ -1,5 +1,5 @@
-"""The HTTP endpoint: /metrics, /inventory, /healthz, /readyz. prometheus_client serves; camwatch adds only its
-routes, basic auth in the WSGI app and TLS on the listening socket."""
+"""The HTTP endpoint: /metrics, /inventory, /countries, /healthz, /readyz. prometheus_client serves; camwatch adds
+only its routes, basic auth in the WSGI app and TLS on the listening socket."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -28,14 +28,15 @@ if TYPE_CHECKING:
 
     from sensor.config import MetricsSettings
 
-_GUARDED = ("/metrics", "/inventory")   # /healthz and /readyz stay open to health checks (TLS aside)
+_GUARDED = ("/metrics", "/inventory", "/countries")   # /healthz and /readyz stay open to health checks (TLS aside)
 
 
 class MetricsServer:
     def __init__(self, registry: CollectorRegistry, listen: tuple[str, int], ready: Callable[[], bool] = lambda: True,
-                 inventory: Callable[[], list] = list, settings: MetricsSettings | None = None):
+                 inventory: Callable[[], list] = list, settings: MetricsSettings | None = None,
+                 countries: Callable[[], dict] = dict):
         auth = BasicAuth(settings.basic_auth) if settings is not None and settings.basic_auth else None
-        app = _routes(make_wsgi_app(registry), ready, inventory, auth)
+        app = _routes(make_wsgi_app(registry), ready, {"/inventory": inventory, "/countries": countries}, auth)
         host, port = listen
         server_class: type[ThreadingWSGIServer] = type(
             "Server", (ThreadingWSGIServer,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
@@ -58,7 +59,7 @@ class MetricsServer:
         self.httpd.server_close()
 
 
-def _routes(metrics_app: WSGIApplication, ready: Callable[[], bool], inventory: Callable[[], list],
+def _routes(metrics_app: WSGIApplication, ready: Callable[[], bool], documents: dict[str, Callable[[], Any]],
             auth: BasicAuth | None) -> WSGIApplication:
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
@@ -74,11 +75,12 @@ def _routes(metrics_app: WSGIApplication, ready: Callable[[], bool], inventory: 
             if ready():
                 return _text(start_response, "200 OK", "ready\n")
             return _text(start_response, "503 Service Unavailable", "not ready\n")
-        if path == "/inventory":
+        if path in documents:
             start_response("200 OK", [("Content-Type", "application/json")])
-            return [json.dumps(inventory()).encode()]
+            return [json.dumps(documents[path]()).encode()]
         if path == "/":
-            return _text(start_response, "200 OK", "camwatch: see /metrics, /inventory, /healthz, /readyz\n")
+            return _text(start_response, "200 OK",
+                         "camwatch: see /metrics, /inventory, /countries, /healthz, /readyz\n")
         return _text(start_response, "404 Not Found", "not found\n")
 
     return app

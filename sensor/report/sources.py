@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from sensor.config import Config
 from sensor.errors import CamwatchError
-from sensor.export.client import SensorAccess, fetch_inventory
+from sensor.export.client import SensorAccess, fetch_country_series, fetch_inventory
 
 MAX_TEXT = 512            # longer strings from the wire are cut: a report is for people, not a dump
 MAX_ALERT_LINE = 1 << 20  # an alert line is a few hundred bytes; a megabyte is not one
@@ -247,13 +247,18 @@ COUNTRY_SERIES_KEY = "egress_country_series"   # sensor.pipeline's meta row
 MAX_COUNTRY_LABELS = 256
 
 
-def _add_country_series(estate: Estate, db: sqlite3.Connection) -> None:
-    """The sensor's bytes by country over time (absent from databases older than the series): summed by label."""
+def _stored_country_series(db: sqlite3.Connection) -> object:
+    """The sensor's bytes by country over time as its state database keeps them (absent from older databases)."""
     row = db.execute("SELECT value FROM meta WHERE key = ?", (COUNTRY_SERIES_KEY,)).fetchone()
     try:
-        doc = json.loads(row[0]) if row else None
+        return json.loads(row[0]) if row else None
     except (TypeError, ValueError, RecursionError):
-        doc = None
+        return None
+
+
+def _add_country_series(estate: Estate, doc: object) -> None:
+    """One sensor's bytes by country over time ({label: ByteSeries state}, from its database or /countries),
+    summed into the estate's by label; whatever is not that shape is skipped."""
     if not isinstance(doc, dict):
         return
     for label, points in list(doc.items())[:MAX_COUNTRY_LABELS]:
@@ -293,7 +298,7 @@ def read_state(path: str, site: str, estate: Estate, config: Config) -> None:
             except (TypeError, ValueError, RecursionError):
                 estate.skipped += 1
         added = _add_docs(estate, site, _restored(docs, config))
-        _add_country_series(estate, db)
+        _add_country_series(estate, _stored_country_series(db))
         for row in db.execute("SELECT key, first, last, packets, bytes FROM episode"):
             found = _episode(*row)
             if found is None:
@@ -311,6 +316,7 @@ def read_state(path: str, site: str, estate: Estate, config: Config) -> None:
 def read_url(url: str, site: str, estate: Estate, access: SensorAccess) -> None:
     docs = fetch_inventory(url, access)
     _add_docs(estate, site, docs)
+    _add_country_series(estate, fetch_country_series(url, access))
     estate.inputs.append(f"running sensor {url.rstrip('/')}/inventory (site {site}; its /inventory carries no "
                          f"alerts: see --alerts)")
 

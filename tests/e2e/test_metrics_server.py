@@ -102,6 +102,9 @@ def test_tls_with_basic_auth(tmp_path, pki):
         status, body = get(url + "/metrics", ctx, "prometheus:scrape-me")
         assert status == 200 and "camwatch_packets_total" in body
         assert get(url + "/inventory", ctx)[0] == 401
+        assert get(url + "/countries", ctx)[0] == 401   # where the cameras send, by country: guarded too
+        status, body = get(url + "/countries", ctx, "prometheus:scrape-me")
+        assert status == 200 and isinstance(json.loads(body), dict)
         assert get(url + "/healthz", ctx)[0] == 200  # liveness stays open for orchestrators
         with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)  # no plaintext
@@ -229,7 +232,7 @@ def test_mutual_tls_keeps_healthz_behind_the_client_certificate(tmp_path, pki):
         base = served.url().removesuffix("/metrics")
         port = int(base.rsplit(":", 1)[1])
         anonymous = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-        for path in ("/healthz", "/readyz", "/metrics", "/inventory", "/"):
+        for path in ("/healthz", "/readyz", "/metrics", "/inventory", "/countries", "/"):
             with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
                 urllib.request.urlopen(base + path, timeout=5, context=anonymous).read()
         client = ssl.create_default_context(cafile=str(pki / "ca.crt"))

@@ -245,12 +245,16 @@ def test_report_from_a_running_sensor(tmp_path):
             except OSError:
                 pass
             time.sleep(0.2)
+        served_countries = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/countries", timeout=5).read())
         proc = report("--url", f"site-b=http://127.0.0.1:{port}", "--alerts", tmp_path / "a.jsonl",
                       "--out", tmp_path / "r.html", "--csv", tmp_path)
     finally:
         sensor.terminate()
         sensor.communicate(timeout=15)
     assert proc.returncode == 0, proc.stderr
+    # the site's camera reaches its vendor's cloud abroad: the timeline by country comes over /countries too
+    assert served_countries and all(sum(n for _, n in points) > 0 for points in served_countries.values())
+    assert "Bytes sent outside by destination country over time" in (tmp_path / "r.html").read_text()
     removal = read_csv(tmp_path / "removal.csv")
     assert removal[0]["ip"] == "10.20.0.14" and removal[0]["site"] == "site-b"
     assert removal[0]["vendor_cloud"] == "yes"   # from the alert log: /inventory carries no alerts
