@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 DECODE_SLICE = 16384
 DEVICE_SAVE_SECONDS = 30.0
 COUNTRY_SERIES_KEY = "egress_country_series"   # the state store's meta row for the report
+LINK_LEARNED_KEY = "link_learned"   # routers and camera-side networks learnt from the link (zero-config)
 
 
 class Sensor:
@@ -79,6 +80,8 @@ class Sensor:
         self.inventory.service_of_name = indicators.by_name
         self.enricher.roles.device_bits |= indicators.device_bits
         self.enricher.egress_countries.restore_series(self.known.load_meta(COUNTRY_SERIES_KEY))
+        self.enricher.link.restore_learned(self.known.load_meta(LINK_LEARNED_KEY))
+        self._saved_link_state = self.enricher.link.learned_state()
         self.tagger = PayloadTagger(indicators.prefixes)
         self._last_save = self._last_device_save = time.monotonic()
         self.live = False                    # set by `run`: wall clock and capture clock are comparable
@@ -145,6 +148,10 @@ class Sensor:
             if egress.series_changed:
                 self.known.save_meta(COUNTRY_SERIES_KEY, egress.series_state())
                 egress.series_changed = False
+            link_state = self.enricher.link.learned_state()
+            if link_state != self._saved_link_state:
+                self.known.save_meta(LINK_LEARNED_KEY, link_state)
+                self._saved_link_state = link_state
             self._last_device_save = now
         self.known.save_episodes(self.episodes.take_dirty())
         self.known.commit()

@@ -48,6 +48,33 @@ class LinkReader:
         self._pending_names: BoundedLRU[int, dict[str, str]] = BoundedLRU(MAX_PENDING_NAMES)
         inventory.on_router = classifier.forget_taught_by
 
+    # ---- the state store ---------------------------------------------------------------------------------------
+    def learned_state(self) -> dict[str, list]:
+        """What the link taught that a restart would otherwise have to learn again: the routers' MACs and the
+        learnt camera-side networks (each with the MAC whose traffic alone taught it, 0 for link evidence)."""
+        return {"routers": sorted(self.inventory.router_macs),
+                "networks": sorted([str(net), by] for net, by in self.classifier.learned.items())}
+
+    def restore_learned(self, doc: object) -> None:
+        """learned_state() read back through the same rules as the wire's evidence (bounds, private space only,
+        no /0): a damaged or edited state database teaches no more than the link could."""
+        if not isinstance(doc, dict):
+            return
+        routers, networks = doc.get("routers"), doc.get("networks")
+        for mac in routers if isinstance(routers, list) else ():
+            if isinstance(mac, int) and not isinstance(mac, bool) and 0 < mac < 1 << 48:
+                self.inventory.mark_router(mac)
+        for entry in networks if isinstance(networks, list) else ():
+            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+                    and isinstance(entry[1], int) and not isinstance(entry[1], bool) and 0 <= entry[1] < 1 << 48):
+                continue
+            try:
+                network = ipaddress.ip_network(entry[0])
+            except ValueError:
+                continue
+            if entry[1] not in self.inventory.router_macs:
+                self.classifier.learn(network, entry[1])
+
     # ---- rows of a window ------------------------------------------------------------------------------------
     def read(self, dec: Decoded, dhcp: list[int], link: list[int]) -> None:
         """In packet order: a lease and the neighbour messages around it say who came first."""

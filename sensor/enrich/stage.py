@@ -60,6 +60,10 @@ class Enricher:
         self._fetches = FetchReader(self.classifier, inventory, self.parsers, sink)
         self._link = LinkReader(self.classifier, inventory, self.parsers, sink)
 
+    @property
+    def link(self) -> LinkReader:
+        return self._link
+
     def read_link(self, dec: Decoded, rows: ParserRows) -> None:
         """DHCP, ARP and neighbour discovery: who holds which address, and (zero-config) the camera side. Read
         first, so that the window's flows are scoped and their devices found with what the link just said."""

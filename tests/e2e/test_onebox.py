@@ -249,6 +249,46 @@ def test_the_state_store_keeps_every_address_of_a_box(tmp_path):
     again.close()
 
 
+def test_a_restarted_sensor_keeps_what_the_link_taught(tmp_path):
+    """The routers and the learnt camera side survive a restart: a fetch from another private subnet after it is
+    still a fetch from another network, not from a camera-side host, before any new ARP or DHCP is seen."""
+    state = tmp_path / "state.db"
+    frames = [(T0, dhcp_request(CAM, CAM_V4)), (T0 + 0.01, dhcp_ack(ROUTER, GW_V4, CAM, CAM_V4, router=GW_V4)),
+              (T0 + 0.02, arp(ROUTER, GW_V4, CAM_V4, reply=True, target_mac=CAM))]
+    frames += _conversation(T0 + 1, CAM, CAM_V4, CLOUD_V4, seconds=3)
+    sensor, _alerts = _run(tmp_path, frames, state=state)
+    assert set(sensor.classifier.learned) == {ipaddress.ip_network("192.168.1.0/24")}
+    assert sensor.inventory.router_macs == {mac_int(ROUTER)}
+    sensor.close()
+    again = Sensor(parse_config({"state": {"path": str(state)}}))
+    assert again.classifier.learned == sensor.classifier.learned
+    assert again.inventory.router_macs == {mac_int(ROUTER)}
+    assert again.classifier.address_scope(ipaddress.ip_address("10.50.0.5")) == "private"
+    assert again.classifier.address_scope(ipaddress.ip_address(CAM_V4)) == "camera"
+    again.close()
+
+
+@pytest.mark.parametrize("doc", [
+    {"networks": [["0.0.0.0/0", 0], ["203.0.113.0/24", 0], ["10.0.0.0/8", 0], ["fe80::/64", 0]], "routers": [0]},
+    {"networks": [["192.168.7.0/24", True], ["192.168.8.0/24", -1], ["not a net", 0], [1, 2, 3]],
+     "routers": ["x", 1 << 48, True]},
+    {"networks": "192.168.1.0/24", "routers": {}},
+    ["192.168.1.0/24"],
+])
+def test_a_damaged_state_teaches_no_more_than_the_link_could(tmp_path, doc):
+    """The saved routers and networks go through the wire's own rules: no /0, no public IPv4, no prefix shorter
+    than /16, nothing that is not a network or a MAC."""
+    state = tmp_path / "state.db"
+    sensor = Sensor(parse_config({"state": {"path": str(state)}}))
+    sensor.known.save_meta("link_learned", doc)
+    sensor.known.commit()
+    sensor.close()
+    again = Sensor(parse_config({"state": {"path": str(state)}}))
+    assert again.classifier.learned == {} and again.inventory.router_macs == set()
+    assert again.classifier.address_scope(ipaddress.ip_address("203.0.113.9")) == "public"
+    again.close()
+
+
 def test_a_real_camera_renumbered_by_dhcp_is_one_device():
     """iot-sentinel D-Link DCS-935L: 192.168.0.20 (an old address, ARP) then 10.10.10.37 (DHCP), one MAC."""
     sensor = Sensor(parse_config({}))
