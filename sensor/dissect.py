@@ -584,7 +584,7 @@ REQUEST_PORTS = {TFTP_PORT: parse_tftp_request}
 # Every parser of wire bytes the pipeline runs: the label values of camwatch_dissect_errors_total. http_host is the
 # HTTP request parser (request line and Host), under the label it has always had.
 WIRE_PARSERS = ("dns", "tls_sni", "http_host", "banner", "ws_discovery", "sadp", "dhip", "tftp_request", "mdns",
-                "http_identity", "tls_certificate", "dhcp", "arp", "ndp")
+                "http_identity", "tls_certificate", "dhcp", "dhcpv6", "arp", "ndp")
 
 
 _Result = TypeVar("_Result")
@@ -694,6 +694,88 @@ def parse_dhcp(msg: bytes) -> DhcpMessage | None:
         host_name=wire_text(opts[12], MAX_IDENTITY_VALUE) if opts.get(12) else None,
         vendor_class=wire_text(opts[60], MAX_IDENTITY_VALUE) if opts.get(60) else None,
         parameters=list(opts.get(55, b"")[:MAX_PARAMETER_LIST]))
+
+
+DHCPV6_PORTS = (546, 547)
+DHCPV6_TYPES = {1: "solicit", 2: "advertise", 3: "request", 4: "confirm", 5: "renew", 6: "rebind", 7: "reply",
+                8: "release", 9: "decline", 10: "reconfigure", 11: "information-request"}
+MAX_DHCPV6_OPTIONS = 64
+MAX_DHCPV6_ADDRESSES = 8
+MAX_FQDN_LABELS = 32
+
+
+@dataclass
+class Dhcp6Message:
+    """A DHCPv6 client or server message (RFC 8415), relays aside: what the link learns from it. Strings are wire
+    text, escaped (wire_text)."""
+
+    kind: str                      # DHCPV6_TYPES' values
+    client_mac: int = 0            # from the client's DUID (DUID-LLT or DUID-LL of an Ethernet address), else 0
+    # IA_NA / IA_TA addresses with their valid lifetime: in a reply, what the server gave (0: taken back)
+    addresses: list[tuple[str, int]] = field(default_factory=list)
+    host_name: str | None = None   # option 39, the client's FQDN
+    vendor_class: str | None = None  # option 16, its first vendor-class data
+
+
+def _dhcpv6_options(data: bytes, start: int) -> list[tuple[int, bytes]]:
+    """(code, value) pairs from `start`, bounded; a length past the end cuts the value."""
+    out: list[tuple[int, bytes]] = []
+    pos = start
+    while pos + 4 <= len(data) and len(out) < MAX_DHCPV6_OPTIONS:
+        code, length = int.from_bytes(data[pos:pos + 2], "big"), int.from_bytes(data[pos + 2:pos + 4], "big")
+        out.append((code, data[pos + 4:pos + 4 + length]))
+        pos += 4 + length
+    return out
+
+
+def _duid_mac(duid: bytes) -> int:
+    """The Ethernet address in a DUID-LLT (type 1) or DUID-LL (type 3), or 0."""
+    kind = int.from_bytes(duid[:2], "big") if len(duid) >= 2 else 0
+    link = duid[8:] if kind == 1 else duid[4:] if kind == 3 else b""
+    return int.from_bytes(link, "big") if duid[2:4] == b"\x00\x01" and len(link) == 6 else 0
+
+
+def _fqdn(value: bytes) -> str | None:
+    """Option 39's domain name (flags byte, then DNS wire labels; a partial name has no final empty label)."""
+    labels: list[bytes] = []
+    pos = 1
+    while pos < len(value) and len(labels) < MAX_FQDN_LABELS:
+        length = value[pos]
+        if length == 0 or length > 63:
+            break
+        labels.append(value[pos + 1:pos + 1 + length])
+        pos += 1 + length
+    name = b".".join(labels)
+    return wire_text(name, MAX_IDENTITY_VALUE) if name else None
+
+
+def _ia_addresses(code: int, value: bytes) -> list[tuple[str, int]]:
+    """The IAADDR options inside an IA_NA (code 3: IAID, T1, T2 first) or IA_TA (code 4: IAID first)."""
+    found = []
+    for sub, body in _dhcpv6_options(value, 12 if code == 3 else 4):
+        if sub == 5 and len(body) >= 24:
+            found.append((str(ipaddress.IPv6Address(body[:16])), int.from_bytes(body[20:24], "big")))
+    return found
+
+
+def parse_dhcpv6(msg: bytes) -> Dhcp6Message | None:
+    """A DHCPv6 message (UDP 546/547) from its type byte on, or None when the bytes are not a client or server
+    message (relay messages are not read: a camera VLAN's server answers on the link)."""
+    if len(msg) < 4 or msg[0] not in DHCPV6_TYPES:
+        return None
+    out = Dhcp6Message(DHCPV6_TYPES[msg[0]])
+    for code, value in _dhcpv6_options(msg, 4):
+        if code == 1 and not out.client_mac:
+            out.client_mac = _duid_mac(value)
+        elif code in (3, 4):
+            room = MAX_DHCPV6_ADDRESSES - len(out.addresses)
+            out.addresses += _ia_addresses(code, value)[:max(room, 0)]
+        elif code == 39 and out.host_name is None:
+            out.host_name = _fqdn(value)
+        elif code == 16 and out.vendor_class is None and len(value) >= 6:
+            data = value[6:6 + int.from_bytes(value[4:6], "big")]
+            out.vendor_class = wire_text(data, MAX_IDENTITY_VALUE) if data else None
+    return out
 
 
 @dataclass

@@ -86,6 +86,41 @@ def router_advertisement(mac: bytes, src: str, prefix: str, length: int = 64) ->
     return _ndp_frame(mac, src, "ff02::1", body)
 
 
+def _v6_option(code: int, value: bytes) -> bytes:
+    return struct.pack("!HH", code, len(value)) + value
+
+
+def duid_llt(mac: bytes) -> bytes:
+    return struct.pack("!HHI", 1, 1, 0x2A5C1E00) + mac
+
+
+def dhcpv6(kind: int, client_mac: bytes | None, addresses: list[tuple[str, int]] = (), host_name: str | None = None,
+           vendor: str | None = None) -> bytes:
+    """A DHCPv6 message (RFC 8415): kind 1 solicit, 3 request, 5 renew, 7 reply...; `addresses` (address, valid
+    lifetime) in one IA_NA; the client's FQDN (option 39) and vendor class (option 16, enterprise 4491)."""
+    out = bytes([kind]) + b"\x4f\x1e\x2d"
+    if client_mac is not None:
+        out += _v6_option(1, duid_llt(client_mac))
+    if addresses:
+        ia = struct.pack("!III", 1, 3600, 5400) + b"".join(
+            _v6_option(5, ipaddress.IPv6Address(a).packed + struct.pack("!II", valid // 2, valid))
+            for a, valid in addresses)
+        out += _v6_option(3, ia)
+    if host_name:
+        labels = b"".join(bytes([len(p)]) + p.encode() for p in host_name.split("."))
+        out += _v6_option(39, b"\x01" + labels + b"\x00")
+    if vendor:
+        out += _v6_option(16, struct.pack("!IH", 4491, len(vendor)) + vendor.encode())
+    return out
+
+
+def dhcpv6_frame(src_mac: bytes, src: str, dst: str, message: bytes, client: bool,
+                 dst_mac: bytes | None = None) -> bytes:
+    sport, dport = (546, 547) if client else (547, 546)
+    to = dst_mac or b"\x33\x33\x00\x01\x00\x02"
+    return ethernet(to, src_mac, 0x86DD, ipv6(src, dst, 17, udp(src, dst, sport, dport, message)))
+
+
 def write_pcap(path: Path, frames: list[tuple[float, bytes]]) -> Path:
     out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
     for ts, frame in frames:

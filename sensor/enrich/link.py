@@ -13,7 +13,7 @@ import ipaddress
 
 from sensor.bounded import BoundedLRU
 from sensor.decode import NET_ARP, Decoded
-from sensor.dissect import ParserGuard, parse_arp, parse_dhcp, parse_ndp
+from sensor.dissect import DHCPV6_PORTS, Dhcp6Message, ParserGuard, parse_arp, parse_dhcp, parse_dhcpv6, parse_ndp
 from sensor.enrich import addresses
 from sensor.enrich.events import EventSink, IdentityReport
 from sensor.enrich.inventory import ESTABLISHED_AFTER_SECONDS, Device, Inventory
@@ -79,7 +79,11 @@ class LinkReader:
     def read(self, dec: Decoded, dhcp: list[int], link: list[int]) -> None:
         """In packet order: a lease and the neighbour messages around it say who came first."""
         for row in sorted(dhcp + link):
-            if row in dhcp:
+            if row in dhcp and int(dec.dport[row]) in DHCPV6_PORTS:
+                msg6 = self.parsers.run(parse_dhcpv6, _payload(dec, row, 0), None)
+                if msg6 is not None:
+                    self._dhcp6(float(dec.batch.ts[row]), int(dec.src_mac[row]), msg6)
+            elif row in dhcp:
                 msg = self.parsers.run(parse_dhcp, _payload(dec, row, 0), None)
                 if msg is not None:
                     self._dhcp(dec, row, msg)
@@ -153,6 +157,32 @@ class LinkReader:
         if names and dev is not None:
             self._identity(dev, names, ts)
         elif names and mac:
+            self._pending_names.put(mac, names)
+
+    def _dhcp6(self, ts: float, frame_mac: int, msg: Dhcp6Message) -> None:
+        """A server's reply gives the client (named by its DUID's MAC) its addresses, as a DHCPv4 ACK does: they
+        join its box at once, whatever their interface identifiers. A client renewing or confirming holds its
+        addresses; its FQDN and vendor class name it."""
+        if msg.kind == "reply":
+            mac, held = msg.client_mac, [a for a, valid in msg.addresses if valid]
+        elif msg.kind in ("renew", "rebind", "confirm", "solicit", "request", "information-request"):
+            mac = frame_mac or msg.client_mac
+            held = [a for a, _ in msg.addresses] if msg.kind in ("renew", "rebind", "confirm") else []
+        else:
+            return   # advertise (an offer), release and decline (given up), reconfigure
+        if not mac:
+            return
+        dev = None
+        for address in held:
+            self._learn(address, LEARNED_HOST_PREFIX[6])
+            dev = self._claim(address, mac, ts, move=msg.kind == "reply") or dev
+        names = {k: v for k, v in (("dhcp_hostname", msg.host_name), ("dhcp_vendor_class", msg.vendor_class)) if v}
+        if msg.kind == "reply" or not names:
+            return   # a server's reply may carry its own view of the name: the client's word is the identity
+        dev = dev or self.inventory.device_of_mac(mac)
+        if dev is not None:
+            self._identity(dev, names, ts)
+        else:
             self._pending_names.put(mac, names)
 
     def _arp(self, ts: float, ip: str, mac: int) -> None:

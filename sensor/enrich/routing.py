@@ -11,7 +11,7 @@ import numpy as np
 
 from sensor import compiled
 from sensor.decode import NET_ARP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Decoded
-from sensor.dissect import DHCP_PORTS, HTTP_METHODS, IDENTITY_PORTS, NDP_TYPES, REQUEST_PORTS
+from sensor.dissect import DHCP_PORTS, DHCPV6_PORTS, HTTP_METHODS, IDENTITY_PORTS, NDP_TYPES, REQUEST_PORTS
 
 _HTTP_PREFIXES = np.array([int.from_bytes(m, "big") for m in HTTP_METHODS], dtype=np.int64)
 # RTSP/HTTP heads, and the segments that open a body sent apart from its head (an XML device description, an
@@ -21,7 +21,7 @@ _BANNER_PREFIXES = np.array([int.from_bytes(m, "big") for m in BANNER_PREFIXES],
 # Indexed by port: cheaper than np.isin on every window. The compiled router picks UDP rows to or from any port
 # marked here; the request ports' rows (TFTP) are then split off the discovery rows (_split_requests).
 _IDENTITY_PORT = np.zeros(1 << 16, dtype=bool)
-_IDENTITY_PORT[sorted(set(IDENTITY_PORTS) | set(REQUEST_PORTS) | set(DHCP_PORTS))] = True
+_IDENTITY_PORT[sorted(set(IDENTITY_PORTS) | set(REQUEST_PORTS) | set(DHCP_PORTS) | set(DHCPV6_PORTS))] = True
 _IDENTITY_PORT_BYTES = _IDENTITY_PORT.view(np.uint8)
 _POST = int.from_bytes(b"POST", "big")
 
@@ -67,7 +67,7 @@ def _split_requests(dec: Decoded, dns: list[int], identity: list[int], searches:
             to, source = int(dport[row]), int(sport[row])
             if to in REQUEST_PORTS:
                 requests.append(row)
-            elif to in DHCP_PORTS and source in DHCP_PORTS:
+            elif (to in DHCP_PORTS and source in DHCP_PORTS) or (to in DHCPV6_PORTS and source in DHCPV6_PORTS):
                 dhcp.append(row)
             elif to in IDENTITY_PORTS or source in IDENTITY_PORTS:
                 identity.append(row)

@@ -13,6 +13,8 @@ from link_packets import (
     arp,
     dhcp_ack,
     dhcp_request,
+    dhcpv6,
+    dhcpv6_frame,
     mac_int,
     neighbor_advertisement,
     neighbor_solicitation,
@@ -287,6 +289,37 @@ def test_a_damaged_state_teaches_no_more_than_the_link_could(tmp_path, doc):
     assert again.classifier.learned == {} and again.inventory.router_macs == set()
     assert again.classifier.address_scope(ipaddress.ip_address("203.0.113.9")) == "public"
     again.close()
+
+
+def test_an_address_given_by_dhcpv6_joins_the_camera_whatever_its_interface_identifier(tmp_path):
+    """No router advertisement, no neighbour discovery: the server's DHCPv6 reply alone says the random-looking
+    address is the camera's, so its IPv6 Internet traffic is the camera's, and the client's FQDN names it."""
+    given = "2001:db8:7::7a3f:91c2"
+    frames = [(T0, dhcp_request(CAM, CAM_V4)), (T0 + 0.01, dhcp_ack(ROUTER, GW_V4, CAM, CAM_V4, router=GW_V4)),
+              (T0 + 0.5, dhcpv6_frame(CAM, CAM_LL, "ff02::1:2", dhcpv6(1, CAM, host_name="ipc-lobby.site.example"),
+                                      client=True)),
+              (T0 + 0.6, dhcpv6_frame(ROUTER, GW_LL, CAM_LL, dhcpv6(7, CAM, [(given, 7200)]), client=False,
+                                      dst_mac=CAM))]
+    frames += _conversation(T0 + 1, CAM, CAM_V4, CLOUD_V4, seconds=2)
+    frames += _conversation(T0 + 4, CAM, given, CLOUD_V6, seconds=3)
+    sensor, alerts = _run(tmp_path, frames)
+    cam = sensor.inventory.lookup(CAM_V4)
+    assert sensor.inventory.lookup(given) is cam and given in cam.addresses
+    assert ipaddress.ip_network("2001:db8:7::/64") in sensor.classifier.learned
+    (doc,) = [d for d in sensor.inventory_snapshot() if d["ip"] == CAM_V4]
+    assert doc["identity"].get("dhcp_hostname") == "ipc-lobby.site.example"
+    assert any(a.detector == "egress_policy" and a.dst_ip == CLOUD_V6 and a.device_ip == CAM_V4 for a in alerts)
+
+
+def test_a_dhcpv6_address_given_back_or_declined_is_not_claimed(tmp_path):
+    given = "2001:db8:7::7a3f:91c2"
+    frames = [(T0, dhcp_request(CAM, CAM_V4)), (T0 + 0.01, dhcp_ack(ROUTER, GW_V4, CAM, CAM_V4, router=GW_V4)),
+              (T0 + 0.6, dhcpv6_frame(ROUTER, GW_LL, CAM_LL, dhcpv6(7, CAM, [(given, 0)]), client=False,
+                                      dst_mac=CAM)),
+              (T0 + 0.7, dhcpv6_frame(CAM, CAM_LL, "ff02::1:2", dhcpv6(9, CAM, [(given, 7200)]), client=True))]
+    sensor, _alerts = _run(tmp_path, frames)
+    assert sensor.inventory.lookup(given) is None and sensor.classifier.learned.keys() == {
+        ipaddress.ip_network("192.168.1.0/24")}
 
 
 def test_a_real_camera_renumbered_by_dhcp_is_one_device():

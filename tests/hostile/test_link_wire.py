@@ -1,5 +1,6 @@
-"""Hostile link messages: parse_dhcp, parse_arp and parse_ndp are total (fuzzed from structure and from raw bytes),
-bounded, and escape what they keep; the sensor takes mangled DHCP, ARP and NDP frames without losing a packet."""
+"""Hostile link messages: parse_dhcp, parse_dhcpv6, parse_arp and parse_ndp are total (fuzzed from structure and
+from raw bytes), bounded, and escape what they keep; the sensor takes mangled DHCP, DHCPv6, ARP and NDP frames
+without losing a packet."""
 
 from __future__ import annotations
 
@@ -9,18 +10,31 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from link_packets import arp, dhcp, dhcp_frame, mac_int, neighbor_advertisement, router_advertisement
+from link_packets import (
+    arp,
+    dhcp,
+    dhcp_frame,
+    dhcpv6,
+    dhcpv6_frame,
+    mac_int,
+    neighbor_advertisement,
+    router_advertisement,
+)
 from unit.builders import batch_of
 
 from packets import ethernet, ipv6, mac
 from sensor.config import Config, parse_config
 from sensor.dissect import (
+    MAX_DHCPV6_ADDRESSES,
+    MAX_DHCPV6_OPTIONS,
     MAX_NDP_OPTIONS,
     MAX_PARAMETER_LIST,
     MAX_RA_PREFIXES,
+    Dhcp6Message,
     DhcpMessage,
     parse_arp,
     parse_dhcp,
+    parse_dhcpv6,
     parse_ndp,
 )
 from sensor.pipeline import Sensor
@@ -47,11 +61,41 @@ def test_parse_dhcp_is_total_on_structured_garbage(op, opts, cut, tail):
 @FUZZ
 @given(raw=st.binary(max_size=700))
 def test_every_link_parser_is_total_on_raw_bytes(raw):
-    for parser in (parse_dhcp, parse_arp, parse_ndp):
+    for parser in (parse_dhcp, parse_dhcpv6, parse_arp, parse_ndp):
         parser(raw)
+    for kind in (1, 3, 5, 7):
+        parse_dhcpv6(bytes([kind, 0, 0, 0]) + raw)
     parse_dhcp(dhcp(1, 1, CAM)[:236] + b"\x63\x82\x53\x63" + raw)
     for kind in (133, 134, 135, 136):
         parse_ndp(bytes([kind, 0]) + raw)
+
+
+v6_options = st.lists(st.tuples(st.sampled_from([1, 3, 4, 5, 16, 39, 0, 65535]), st.binary(max_size=200),
+                                 st.integers(0, 0xFFFF)), max_size=80)
+
+
+@FUZZ
+@given(kind=st.integers(0, 255), opts=v6_options, cut=st.integers(0, 1500))
+def test_parse_dhcpv6_is_total_and_bounded_on_structured_garbage(kind, opts, cut):
+    """Options whose lengths lie (past the end, short IAs, DUIDs of any type), nested IAs, far too many of them."""
+    body = bytes([kind, 1, 2, 3]) + b"".join(struct.pack("!HH", code, length) + value for code, value, length in opts)
+    msg = parse_dhcpv6(body[:cut])
+    assert msg is None or isinstance(msg, Dhcp6Message)
+    if msg is not None:
+        assert len(msg.addresses) <= MAX_DHCPV6_ADDRESSES and 0 <= msg.client_mac < 1 << 48
+        for text in (msg.host_name, msg.vendor_class):
+            assert text is None or (text.isprintable() and len(text) <= 129)
+
+
+def test_a_dhcpv6_flood_of_addresses_and_options_is_cut():
+    many = [(f"2001:db8::{n:x}", 3600) for n in range(500)]
+    assert len(parse_dhcpv6(dhcpv6(7, CAM, many)).addresses) == MAX_DHCPV6_ADDRESSES
+    padding = b"".join(struct.pack("!HH", 20, 0) for _ in range(10_000))   # empty options, then the client id
+    msg = parse_dhcpv6(bytes([7, 0, 0, 0]) + padding + dhcpv6(7, CAM)[4:])
+    assert msg is not None and msg.client_mac == 0   # past MAX_DHCPV6_OPTIONS: not read
+    assert MAX_DHCPV6_OPTIONS < 10_000
+    named = parse_dhcpv6(dhcpv6(1, CAM, host_name="cam\x1b[31m.evil", vendor="\u202eevil"))
+    assert named.host_name.isprintable() and named.vendor_class.isprintable()
 
 
 def test_dhcp_strings_are_escaped_and_bad_masks_are_no_prefix():
@@ -81,6 +125,10 @@ def test_ndp_options_of_length_zero_or_past_the_end_stop_the_walk():
     neighbor_advertisement(CAM, "fe80::1", "ff02::1"),
     router_advertisement(CAM, "fe80::1", "::", 0),
     ethernet(CAM, CAM, 0x86DD, ipv6("fe80::1", "ff02::1", 58, bytes([135, 0, 0, 0]))),
+    dhcpv6_frame(CAM, "fe80::1", "fe80::2", dhcpv6(7, CAM, [("ff02::1", 60), ("::", 60), ("fe80::9", 60)]),
+                 client=False),
+    dhcpv6_frame(CAM, "fe80::1", "ff02::1:2", dhcpv6(5, bytes(6), [("::ffff:8.8.8.8", 60)]), client=True),
+    dhcpv6_frame(CAM, "fe80::1", "fe80::2", dhcpv6(7, CAM, [("2001:db8::1", 60)])[:30], client=False),
 ])
 def test_the_sensor_takes_mangled_link_frames(frame):
     sensor = Sensor(Config())

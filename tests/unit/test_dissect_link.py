@@ -12,6 +12,8 @@ from link_packets import (
     dhcp,
     dhcp_ack,
     dhcp_request,
+    dhcpv6,
+    dhcpv6_frame,
     mac_int,
     neighbor_advertisement,
     neighbor_solicitation,
@@ -20,7 +22,7 @@ from link_packets import (
 )
 
 from packets import mac
-from sensor.dissect import parse_arp, parse_dhcp, parse_ndp
+from sensor.dissect import parse_arp, parse_dhcp, parse_dhcpv6, parse_ndp
 
 CAM, ROUTER = mac("c0:56:e3:00:00:10"), mac("02:00:5e:00:00:01")
 
@@ -95,3 +97,44 @@ def test_dhcp_fields_agree_with_wireshark(tmp_path):
         assert (msg.yiaddr or "0.0.0.0") == wire["dhcp.ip.your"]
         assert (msg.subnet_mask or "") == wire["dhcp.option.subnet_mask"]
         assert ",".join(msg.routers) == wire["dhcp.option.router"]
+
+
+# ---- DHCPv6 ------------------------------------------------------------------------------------------------------
+GLOBAL, LINK_LOCAL = "2001:db8:1::7a3f:91c2", "fe80::c256:e3ff:fe00:10"
+
+
+def test_a_dhcpv6_reply_gives_the_client_its_addresses():
+    msg = parse_dhcpv6(dhcpv6(7, CAM, [(GLOBAL, 7200), ("2001:db8:1::dead", 0)]))
+    assert (msg.kind, msg.client_mac) == ("reply", mac_int(CAM))
+    assert msg.addresses == [(GLOBAL, 7200), ("2001:db8:1::dead", 0)]   # lifetime 0: the server takes it back
+
+
+def test_a_dhcpv6_client_names_itself():
+    msg = parse_dhcpv6(dhcpv6(1, CAM, host_name="ipc-lobby.site.example", vendor="HIKVISION DS-2CD2T47"))
+    assert (msg.kind, msg.host_name, msg.vendor_class) == ("solicit", "ipc-lobby.site.example", "HIKVISION DS-2CD2T47")
+    assert parse_dhcpv6(dhcpv6(5, None)).client_mac == 0   # no client identifier, no MAC
+    assert parse_dhcpv6(b"\x0c" + bytes(40)) is None        # a relay message is not read
+    assert parse_dhcpv6(b"\x07\x00") is None
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+def test_dhcpv6_fields_agree_with_wireshark(tmp_path):
+    frames = [dhcpv6_frame(CAM, LINK_LOCAL, "ff02::1:2", dhcpv6(1, CAM, host_name="ipc-lobby.site.example",
+                                                                  vendor="HIKVISION"), client=True),
+              dhcpv6_frame(ROUTER, "fe80::1", LINK_LOCAL, dhcpv6(7, CAM, [(GLOBAL, 7200)]), client=False,
+                           dst_mac=CAM)]
+    path = write_pcap(tmp_path / "dhcpv6.pcap", [(1_700_000_000.0 + i, f) for i, f in enumerate(frames)])
+    fields = ["dhcpv6.msgtype", "dhcpv6.duidllt.link_layer_addr", "dhcpv6.iaaddr.ip", "dhcpv6.iaaddr.valid_lifetime",
+              "dhcpv6.client_domain", "dhcpv6.vendorclass.data"]
+    out = subprocess.run(["tshark", "-r", str(path), "-T", "fields", *[a for f in fields for a in ("-e", f)]],
+                         capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    theirs = [dict(zip(fields, line.split("\t"), strict=True)) for line in out]
+    ours = [parse_dhcpv6(f[14 + 40 + 8:]) for f in frames]
+    assert [w["dhcpv6.msgtype"] for w in theirs] == ["1", "7"] and [m.kind for m in ours] == ["solicit", "reply"]
+    for msg, wire in zip(ours, theirs, strict=True):
+        assert wire["dhcpv6.duidllt.link_layer_addr"] == "c0:56:e3:00:00:10" and msg.client_mac == mac_int(CAM)
+        assert ",".join(a for a, _ in msg.addresses) == wire["dhcpv6.iaaddr.ip"]
+        assert ",".join(str(v) for _, v in msg.addresses) == wire["dhcpv6.iaaddr.valid_lifetime"]
+        assert (msg.host_name or "") == wire["dhcpv6.client_domain"].rstrip(".")   # a full name ends in the root
+    assert ours[0].vendor_class == "HIKVISION"
+    assert theirs[0]["dhcpv6.vendorclass.data"] in ("HIKVISION", "48494b564953494f4e")   # text or hex by version

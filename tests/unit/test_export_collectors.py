@@ -64,6 +64,7 @@ camwatch_decode_errors_total{reason="bad_ip_header",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="arp",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="banner",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="dhcp",sensor="site-a"} 0.0
+camwatch_dissect_errors_total{parser="dhcpv6",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="dhip",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="dns",sensor="site-a"} 2.0
 camwatch_dissect_errors_total{parser="http_host",sensor="site-a"} 0.0
