@@ -202,7 +202,7 @@ class AnomalyDetector(Detector):
         dev = self.inventory.lookup(ip)
         if dev is None or not self.model.is_anomalous(score):
             return None
-        if not self.new_episode((ip,), now, 0, 0):
+        if not self.new_episode((dev.id,), now, 0, 0):
             return None
         # A partial window's lifted or clamped features hold values this detector chose, not the device's.
         drivers = self.model.drivers(vector, skip=adjusted)

@@ -44,7 +44,7 @@ class BeaconingDetector(Detector):
         score, timing, parts = beacon_score([e[0] for e in events], [e[2] for e in events[:-1]])
         if score < self.threshold or timing < self.timing_threshold or not self._shaped(events, parts["interval_s"]):
             return None
-        if not self.new_episode((obs.device.ip, obs.peer), obs.ts, obs.sent_packets, obs.sent_bytes):
+        if not self.new_episode((obs.device.id, obs.peer), obs.ts, obs.sent_packets, obs.sent_bytes):
             return None
         summary = (f"{describe_device(obs.device)} checks in with "
                    f"{describe_destination(obs.peer, obs.name, obs.port, obs.proto)} every "

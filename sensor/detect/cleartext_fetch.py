@@ -24,7 +24,7 @@ class CleartextFetchDetector(Detector):
 
     def fetch(self, fetch: FileFetch) -> Alert | None:
         dev = fetch.device
-        if not self.new_episode((dev.ip, fetch.peer), fetch.ts, 1, 0):
+        if not self.new_episode((dev.id, fetch.peer), fetch.ts, 1, 0):
             return None
         obs = Observation(fetch.ts, dev, 1, 0, True, fetch.peer, fetch.port, fetch.proto, fetch.name, fetch.scope,
                           fetch.vlan)

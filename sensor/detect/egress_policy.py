@@ -21,7 +21,7 @@ class EgressPolicyDetector(Detector):
         if obs.scope != SCOPE_PUBLIC or obs.sent_packets == 0 or only_pings(obs):
             return None
         # Keyed by address, not port: P2P clients spray consecutive ports at one server, which is one story.
-        if not self.new_episode((obs.device.ip, obs.peer), obs.ts, obs.sent_packets, obs.sent_bytes):
+        if not self.new_episode((obs.device.id, obs.peer), obs.ts, obs.sent_packets, obs.sent_bytes):
             return None
         dev = obs.device
         verb = "opened" if obs.initiated else "answered a connection from"

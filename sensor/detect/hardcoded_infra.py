@@ -44,7 +44,7 @@ class HardcodedInfraDetector(Detector):
         if found is None:
             return None
         what, resolver, how = found
-        if not self.new_episode((obs.device.ip, obs.peer, what), obs.ts, obs.sent_packets, obs.sent_bytes):
+        if not self.new_episode((obs.device.id, obs.peer, what), obs.ts, obs.sent_packets, obs.sent_bytes):
             return None
         where = describe_destination(obs.peer, obs.name, obs.port, obs.proto)
         known = f" ({resolver.name})" if resolver is not None else ""
@@ -89,7 +89,7 @@ class HardcodedInfraDetector(Detector):
 
     def upnp(self, request: UpnpRequest) -> Alert | None:
         dev, kind = request.device, request.kind
-        if not self.new_episode((dev.ip, kind), request.ts, 1, 0):
+        if not self.new_episode((dev.id, kind), request.ts, 1, 0):
             return None
         obs = Observation(request.ts, dev, 1, 0, True, request.peer, request.port, request.proto, None,
                           request.scope, request.vlan)

@@ -58,7 +58,7 @@ class JurisdictionDetector(Detector):
         place, countries = watched(self.geography, self.watch, obs.peer)
         if place is None or not countries:
             return None
-        if not self.new_episode((obs.device.ip, obs.peer), obs.ts, obs.sent_packets, obs.sent_bytes):
+        if not self.new_episode((obs.device.id, obs.peer), obs.ts, obs.sent_packets, obs.sent_bytes):
             return None
         dev = obs.device
         where = attribution(place, countries)

@@ -80,7 +80,7 @@ class LateralMovementDetector(Detector):
             # minutes): its RTSP, HTTP and SDK connections were its job after all; from now on shells only count.
             self._sweeps.put(obs.device.ip, _Sweep(True))
             return None
-        if not self.new_episode((obs.device.ip,), obs.ts, obs.sent_packets, obs.sent_bytes):
+        if not self.new_episode((obs.device.id,), obs.ts, obs.sent_packets, obs.sent_bytes):
             return None
         return self._alert(obs, sweep)
 

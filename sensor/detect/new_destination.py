@@ -31,7 +31,7 @@ class NewDestinationDetector(Detector):
             return None
         if obs.ts - learning_since < self.learning_period:
             return None
-        if not self.new_episode((dev.ip, destination), obs.ts, obs.sent_packets, obs.sent_bytes):
+        if not self.new_episode((dev.id, destination), obs.ts, obs.sent_packets, obs.sent_bytes):
             return None
         summary = (f"{describe_device(dev)} reached {describe_destination(obs.peer, obs.name, obs.port, obs.proto)}, "
                    f"a destination it never used in {(obs.ts - learning_since) / 3600:.1f} h of observation."

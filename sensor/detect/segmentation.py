@@ -25,7 +25,7 @@ class SegmentationDetector(Detector):
         direction = "camera_to_core" if obs.initiated else "core_to_camera"
         if obs.sent_packets == 0 and obs.initiated:
             return None
-        if not self.new_episode((obs.device.ip, obs.peer, direction), obs.ts, obs.sent_packets, obs.sent_bytes):
+        if not self.new_episode((obs.device.id, obs.peer, direction), obs.ts, obs.sent_packets, obs.sent_bytes):
             return None
         self.violations[direction] += 1
         dev = obs.device

@@ -21,7 +21,7 @@ class VendorCloudDetector(Detector):
             return None
         dev = query.device
         svc = self.indicators.by_name(query.qname)
-        if svc is None or not self.new_episode((dev.ip, svc.id, "dns"), query.ts, 1, 0):
+        if svc is None or not self.new_episode((dev.id, svc.id, "dns"), query.ts, 1, 0):
             return None
         obs = Observation(query.ts, dev, 1, 0, True, query.resolver, 53, "udp", query.qname, query.resolver_scope,
                           query.vlan)
@@ -39,7 +39,7 @@ class VendorCloudDetector(Detector):
         # One episode per way of recognising it (each name, the signature, each port): the registration by the
         # vendor's signalling name is evidence of its own next to the NTP query that came first. They all join the
         # one incident of the device and the service.
-        if not self.new_episode((obs.device.ip, svc.id, evidence), obs.ts, obs.sent_packets, obs.sent_bytes):
+        if not self.new_episode((obs.device.id, svc.id, evidence), obs.ts, obs.sent_packets, obs.sent_bytes):
             return None
         dev = obs.device
         summary = (f"{describe_device(dev)} is talking to {svc.name} at "

@@ -151,7 +151,7 @@ class VideoEgressDetector(Detector):
         if jurisdiction:
             severity = "critical"
         rank = RANK[severity]
-        if self.new_episode((dev.ip, obs.peer), obs.ts, obs.sent_packets, obs.sent_bytes):
+        if self.new_episode((dev.id, obs.peer), obs.ts, obs.sent_packets, obs.sent_bytes):
             st.reported = 0
         elif not st.reported:
             # An open episode this state never reported: restored from the state store after a restart, or the

@@ -206,7 +206,11 @@ def _add_docs(estate: Estate, site: str, docs: Any) -> dict[str, DeviceRecord]:
             continue
         record = DeviceRecord(site, doc)
         estate.devices.append(record)
-        added[record.ip] = record
+        added[doc["id"]] = record
+    # Episodes name their device by its id (stable through renumbering); a database older than that, by the address
+    # it had then: an id wins over another device's current address.
+    for record in list(added.values()):
+        added.setdefault(record.ip, record)
     return added
 
 

@@ -5,7 +5,9 @@ camera fetching from another private subnet, a global IPv6 camera), a real captu
 from __future__ import annotations
 
 import ipaddress
+import json
 import random
+import sqlite3
 
 import pytest
 from conftest import REAL
@@ -27,6 +29,7 @@ from sensor.cli.loop import replay_into
 from sensor.config import parse_config
 from sensor.enrich.addresses import eui64
 from sensor.pipeline import Sensor
+from sensor.report.sources import Estate, read_state
 
 T0 = 1_700_000_000.0
 CAM, ROUTER = mac("c0:56:e3:00:00:10"), mac("02:00:5e:00:00:01")   # a Hikvision camera: role camera
@@ -118,13 +121,25 @@ def test_dhcp_renumbering_keeps_the_device_with_its_history(tmp_path):
     frames += [(T0 + 10, dhcp_request(CAM, "192.168.1.20")),
                (T0 + 10.01, dhcp_ack(ROUTER, GW_V4, CAM, "192.168.1.20", router=GW_V4))]
     frames += _conversation(T0 + 11, CAM, "192.168.1.20", CLOUD_V4, sport=40100)
-    sensor, alerts = _run(tmp_path, frames)
+    sensor, alerts = _run(tmp_path, frames, state=tmp_path / "state.db")
     cams = [d for d in sensor.inventory_snapshot() if d["mac"] == "c0:56:e3:00:00:10"]
     assert len(cams) == 1
     cam = cams[0]
     assert (cam["ip"], cam["addresses"], cam["former_addresses"]) == ("192.168.1.20", ["192.168.1.20"], [CAM_V4])
     assert cam["id"] == CAM_V4 and cam["first_seen"] == T0 and cam["packets_sent"] == 8
     assert sensor.inventory.lookup("192.168.1.20") is sensor.inventory.devices.get(CAM_V4)
+    # its story with the cloud goes on through the new address: one episode under the device's id, one detection
+    lines = [a.as_dict() for a in alerts if a.detector == "egress_policy"]
+    assert [line["event"] for line in lines] == ["open", "close"]
+    sensor.close()
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        keys = [json.loads(key) for (key,) in db.execute("SELECT key FROM episode")]
+    assert [k for k in keys if k[0] == "egress_policy"] == [["egress_policy", CAM_V4, CLOUD_V4]]
+    # and the report finds that story under the device, now at its new address
+    estate = Estate()
+    read_state(str(tmp_path / "state.db"), "site", estate, parse_config({}))
+    (record,) = [r for r in estate.devices if r.doc["mac"] == "c0:56:e3:00:00:10"]
+    assert record.ip == "192.168.1.20" and [e.detector for e in record.episodes] == ["egress_policy"]
 
 
 def test_an_address_change_with_the_same_mac_keeps_the_device(tmp_path):
