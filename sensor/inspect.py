@@ -29,17 +29,25 @@ DISPLAY_FILTER = ("dns || tls.handshake || http || rtsp || ssdp || ntp || dhcp |
                   "udp.port in {3702, 37020, 37810, 32100, 6002, 6003, 8800} || tcp.flags.syn == 1")
 
 
-def _device_raw(device: str) -> bytes:
+def _address_raw(address: str) -> bytes:
     try:
-        ip = ipaddress.ip_address(device)
+        ip = ipaddress.ip_address(address)
     except ValueError:
-        raise CamwatchError(f"inspect: --device {device!r} is not an IP address") from None
+        raise CamwatchError(f"inspect: --device {address!r} is not an IP address or a device id") from None
     return (b"\x00" * 10 + b"\xff\xff" + ip.packed) if ip.version == 4 else ip.packed
 
 
-def extract(paths: list[str], device: str, out: Path, limit: int = MAX_PACKETS) -> tuple[int, int, list[str]]:
-    """Write the device's control-plane packets to `out` (classic pcap). Returns (packets read, written, errors)."""
-    raw = np.frombuffer(_device_raw(device), dtype=np.uint8)
+def _mine(column: np.ndarray, raws: np.ndarray) -> np.ndarray:
+    """Rows whose 16-byte address is any of the box's."""
+    return (column[:, None, :] == raws[None, :, :]).all(axis=2).any(axis=1)
+
+
+def extract(paths: list[str], addresses: list[str] | str, out: Path,
+            limit: int = MAX_PACKETS) -> tuple[int, int, list[str]]:
+    """Write the control-plane packets of a box (every address it has held) to `out` (classic pcap). Returns
+    (packets read, written, errors)."""
+    wanted = [addresses] if isinstance(addresses, str) else addresses
+    raws = np.array([np.frombuffer(_address_raw(a), dtype=np.uint8) for a in wanted], dtype=np.uint8)
     seen = written = 0
     failures: list[str] = []
     linktype = None
@@ -52,7 +60,7 @@ def extract(paths: list[str], device: str, out: Path, limit: int = MAX_PACKETS) 
                         continue
                     seen += len(batch)
                     dec = decode(batch)
-                    mine = (dec.src == raw).all(axis=1) | (dec.dst == raw).all(axis=1)
+                    mine = _mine(dec.src, raws) | _mine(dec.dst, raws)
                     control = (np.isin(dec.sport, CONTROL_PORTS) | np.isin(dec.dport, CONTROL_PORTS)
                                | (dec.payload_len <= SMALL_PAYLOAD)
                                | ((dec.proto == PROTO_TCP) & ((dec.tcp_flags & SYN) > 0)))
@@ -123,12 +131,12 @@ def describe(pkt) -> dict:
     return row
 
 
-def inspect(paths: list[str], device: str) -> tuple[list[dict], int, int, list[str]]:
+def inspect(paths: list[str], addresses: list[str] | str) -> tuple[list[dict], int, int, list[str]]:
     import pyshark  # only here: the sensor itself never starts tshark
 
     with tempfile.TemporaryDirectory(prefix="camwatch-inspect-") as tmp:
         small = Path(tmp) / "control.pcap"
-        seen, written, failures = extract(paths, device, small)
+        seen, written, failures = extract(paths, addresses, small)
         rows: list[dict] = []
         if written:
             cap = pyshark.FileCapture(str(small), display_filter=DISPLAY_FILTER, keep_packets=False)

@@ -15,14 +15,42 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
         "inspect", help="Wireshark's dissection of one device's control-plane packets (pyshark)")
     parser.add_argument("pcaps", nargs="+", metavar="PCAP")
-    parser.add_argument("--device", required=True, metavar="IP", help="the camera-side device to look at")
+    parser.add_argument("--device", required=True, metavar="IP|ID",
+                        help="the device to look at: any of its addresses, or its inventory id; every address the "
+                             "box held in the captures is inspected")
+    parser.add_argument("--config", metavar="FILE", help="camwatch.toml of the site (default: zero-config)")
     parser.add_argument("--json", action="store_true", help="JSON instead of lines")
     parser.set_defaults(func=inspect)
 
 
+def box_addresses(paths: list[str], device: str, config_path: str | None) -> list[str]:
+    """Every address the box holding `device` (an address or an inventory id) had in the captures, as the
+    inventory joins them (docs/identity.md): its IPv4, IPv6 and former addresses. An address of no camera-side
+    device (a server) is inspected alone."""
+    import dataclasses
+
+    from sensor.config import load_config
+    from sensor.pipeline import Sensor
+
+    from .loop import replay_into
+
+    config = load_config(config_path)
+    # a throwaway, in-memory state: inspecting never writes the site's state database
+    sensor = Sensor(dataclasses.replace(config, state=dataclasses.replace(config.state, path=None)))
+    replay_into(sensor, paths)   # unreadable files are reported by the extraction pass
+    dev = sensor.inventory.lookup(device) or sensor.inventory.devices.get(device)
+    if dev is None:
+        return [device]
+    return sorted(set(dev.addresses) | set(dev.former_addresses))
+
+
 def inspect(args: argparse.Namespace) -> int:
     require_files(args.pcaps)
-    rows, seen, written, failures = inspect_device(args.pcaps, args.device)
+    addresses = box_addresses(args.pcaps, args.device, args.config)
+    if len(addresses) > 1:
+        sys.stderr.write(f"camwatch: {args.device} is one box with {len(addresses)} addresses: "
+                         f"{', '.join(addresses)}\n")
+    rows, seen, written, failures = inspect_device(args.pcaps, addresses)
     if args.json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
     else:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 
 from conftest import REAL, SYNTHETIC, camwatch
+from link_packets import dhcp_ack, dhcp_request, mac_int, neighbor_advertisement, router_advertisement, write_pcap
 
+from packets import ethernet, ipv4, ipv6, mac, tcp
+from sensor.enrich.addresses import eui64
 from sensor.inspect import extract
+
+T0 = 1_700_000_000.0
 
 
 def rows(*args):
@@ -44,4 +50,32 @@ def test_real_xiaobai_names():
 
 def test_bad_device_is_one_line():
     proc = camwatch("inspect", SYNTHETIC / "camera_site.pcap", "--device", "camera-7")
-    assert proc.returncode == 2 and "is not an IP address" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "is not an IP address or a device id" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_box_is_inspected_whole_whichever_address_or_id_names_it(tmp_path):
+    """A dual-stack camera: asked for by its IPv4 address, its IPv6 address or its id, inspect shows the control
+    plane of both (its IPv6 DNS and TLS are as much evidence as its IPv4 ones)."""
+    cam, router = mac("c0:56:e3:00:00:10"), mac("02:00:5e:00:00:01")
+    cam_v4, cam_v6, gw_v4 = "192.168.1.10", "2001:db8:1::10", "192.168.1.1"
+    cam_ll = str(ipaddress.IPv6Address((0xFE80 << 112) | eui64(mac_int(cam))))
+    frames = [(T0, router_advertisement(router, "fe80::1", "2001:db8:1::")),
+              (T0 + 0.1, neighbor_advertisement(cam, cam_ll, cam_v6)),
+              (T0 + 0.2, dhcp_request(cam, cam_v4)), (T0 + 0.21, dhcp_ack(router, gw_v4, cam, cam_v4, router=gw_v4))]
+    for k, (src, dst, port) in enumerate([(cam_v4, "203.0.113.5", 40000), (cam_v6, "2606:4700::1111", 40001)]):
+        syn = tcp(src, dst, port, 443, 1, 0, "S", b"")
+        version = ipaddress.ip_address(src).version
+        frames.append((T0 + 1 + k, ethernet(router, cam, 0x0800 if version == 4 else 0x86DD,
+                                            ipv4(src, dst, 6, syn) if version == 4 else ipv6(src, dst, 6, syn))))
+    path = write_pcap(tmp_path / "box.pcap", frames)
+    inventory = camwatch("inventory", path, "--json")
+    (box,) = [d for d in json.loads(inventory.stdout) if d["mac"] == "c0:56:e3:00:00:10"]
+    for device in (cam_v4, cam_v6, box["id"]):
+        found, err = rows(path, "--device", device)
+        assert {r["detail"] for r in found} >= {"TCP SYN to port 443"} and len(
+            [r for r in found if r["detail"] == "TCP SYN to port 443"]) == 2, found
+        assert {r["src"] for r in found if r["detail"] == "TCP SYN to port 443"} == {cam_v4, cam_v6}
+        assert "one box with" in err
+    proc = camwatch("inspect", path, "--device", "203.0.113.5", "--json")   # not a camera-side device: alone
+    assert proc.returncode == 0 and "one box with" not in proc.stderr
