@@ -110,6 +110,7 @@ class LiveCapture:
     reaps dumpcap. Keep iterating the reader after `request_stop` to get every packet captured.
     """
 
+    name = "dumpcap"
     PCAP_HEADER_BYTES = 24
     # dumpcap must not outlive camwatch (holding its capture ring, capturing for nobody), even after a SIGKILL.
     # The kernel's parent-death signal sees to it unless exec drops it, which it does for a binary with file

@@ -1,4 +1,5 @@
-"""`camwatch run`: live capture through dumpcap, until SIGTERM, Ctrl-C or --duration."""
+"""`camwatch run`: live capture through dumpcap or camwatch's own TPACKET_V3 ring, until SIGTERM, Ctrl-C or
+--duration."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from sensor.allocator import pin_malloc_for_long_run
 from sensor.capture import Batch
-from sensor.config import load_config
+from sensor.config import Config, load_config
 from sensor.errors import CamwatchError, CaptureError
 from sensor.pipeline import Sensor
 
@@ -20,12 +21,15 @@ from .loop import Session, print_summary
 
 if TYPE_CHECKING:
     from sensor.live import LiveCapture
+    from sensor.tpacket import TpacketCapture
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
-    parser = subcommands.add_parser("run", help="capture live from an interface through dumpcap")
+    parser = subcommands.add_parser("run", help="capture live from an interface (dumpcap, or a TPACKET_V3 ring)")
     parser.add_argument("--interface", "-i", required=True, metavar="IFACE")
     parser.add_argument("--bpf", metavar="FILTER", help="capture filter in libpcap syntax")
+    parser.add_argument("--engine", choices=("dumpcap", "tpacket"),
+                        help="capture engine; overrides the config's capture.engine (default dumpcap)")
     parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
     add_output_options(parser)
     parser.set_defaults(func=run)
@@ -37,8 +41,8 @@ class LiveSource:
 
     pace: Callable[[float], None] | None = None
 
-    def __init__(self, live: LiveCapture, sensor: Sensor, stop: threading.Event, capturing: threading.Event, *,
-                 duration: float | None, watch_interface: bool):
+    def __init__(self, live: LiveCapture | TpacketCapture, sensor: Sensor, stop: threading.Event,
+                 capturing: threading.Event, *, duration: float | None, watch_interface: bool):
         self.live = live
         self.sensor = sensor
         self.stop = stop
@@ -95,10 +99,8 @@ def run(args: argparse.Namespace) -> int:
     # "not ready" until the capture really runs.
     session = Session(args, config, load_model(args), listen, append=True,
                       ready=capturing.is_set)
-    from sensor.live import LiveCapture  # the live capture's code only for `run`
-
     try:
-        live = LiveCapture(args.interface, args.bpf, buffer_mib=config.capture_buffer_mib)
+        live = _open_capture(args, config)
     except BaseException:
         session.abandon()
         raise
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     session.sensor.live = True
     if not args.quiet:
         sys.stderr.write(f"camwatch: capturing on {args.interface} "
-                         f"(kernel capture ring {config.capture_buffer_mib} MiB)\n")
+                         f"(kernel capture ring {config.capture_buffer_mib} MiB, {live.name})\n")
     session.announce_server()
     # With a capture filter the interface also counts what the filter leaves out: no comparison to make.
     source = LiveSource(live, session.sensor, session.stop, capturing, duration=args.duration,
@@ -118,21 +120,33 @@ def run(args: argparse.Namespace) -> int:
     return _report(args, session, live, source)
 
 
-def _report(args: argparse.Namespace, session: Session, live: LiveCapture, source: LiveSource) -> int:
+def _open_capture(args: argparse.Namespace, config: Config) -> LiveCapture | TpacketCapture:
+    """The configured engine's capture, capturing (the live capture's code is imported only for `run`)."""
+    settings = config.capture
+    if (args.engine or settings.engine) == "tpacket":
+        from sensor.tpacket import TpacketCapture
+        return TpacketCapture(args.interface, args.bpf, buffer_mib=settings.buffer_mib,
+                              fanout_group=settings.fanout_group or 0, user=settings.user)
+    from sensor.live import LiveCapture
+    return LiveCapture(args.interface, args.bpf, buffer_mib=settings.buffer_mib)
+
+
+def _report(args: argparse.Namespace, session: Session, live: LiveCapture | TpacketCapture,
+            source: LiveSource) -> int:
     """The summary with dumpcap's counts, then the exit code: a capture that ended without being asked fails."""
     sensor = session.sensor
     if not args.quiet:
         print_summary(sensor, session.elapsed, flow_log=session.flow_log)
         received = live.received
         sys.stderr.write(f"  capture drops:         {live.dropped:,}"
-                         + (f" (dumpcap received {received:,}, passed on {live.captured:,})"
+                         + (f" ({live.name} received {received:,}, passed on {live.captured:,})"
                             if received is not None else "")
                          + (f"; interface drops: {live.interface_dropped:,}" if live.interface_dropped else "")
                          + "\n")
     if live.received is not None and live.captured != sensor.packets:
         # Not expected: the pipe and the reader lose nothing. Said even with --quiet, since it makes every count
         # of this run suspect.
-        sys.stderr.write(f"camwatch: warning: dumpcap passed on {live.captured:,} packets but camwatch read "
+        sys.stderr.write(f"camwatch: warning: {live.name} passed on {live.captured:,} packets but camwatch read "
                          f"{sensor.packets:,}\n")
     failures = source.failures
     if not failures and not source.stopped_by_us:
