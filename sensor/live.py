@@ -150,6 +150,7 @@ class LiveCapture:
         self._queued = 0
         self._free_slabs: list[mmap.mmap] = []
         self._slabs_made = 0
+        self.pump_cpu = 0.0
         self._eof = False
         self._discard = False
         self._cond = threading.Condition()
@@ -264,6 +265,7 @@ class LiveCapture:
                 self._advance_stop(pipe_empty=not select.select([fd], [], [], 0)[0])
         with self._cond:
             self._eof = True
+            self.pump_cpu = time.thread_time()   # the pipe's cost inside camwatch, beside dumpcap's own
             self._cond.notify_all()
 
     def _fill(self, fd: int, slab: mmap.mmap, start: int) -> int | None:

@@ -131,6 +131,13 @@ def _open_capture(args: argparse.Namespace, config: Config) -> LiveCapture | Tpa
     return LiveCapture(args.interface, args.bpf, buffer_mib=settings.buffer_mib)
 
 
+def _capture_cpu(live: LiveCapture | TpacketCapture) -> str:
+    """What taking packets in cost camwatch's own threads (dumpcap's process not included)."""
+    if live.name == "tpacket":
+        return f"{getattr(live, 'read_cpu', 0.0):.2f} s (reading the ring)"
+    return f"{getattr(live, 'pump_cpu', 0.0):.2f} s (reading dumpcap's pipe; dumpcap's own CPU not included)"
+
+
 def _report(args: argparse.Namespace, session: Session, live: LiveCapture | TpacketCapture,
             source: LiveSource) -> int:
     """The summary with dumpcap's counts, then the exit code: a capture that ended without being asked fails."""
@@ -143,6 +150,7 @@ def _report(args: argparse.Namespace, session: Session, live: LiveCapture | Tpac
                             if received is not None else "")
                          + (f"; interface drops: {live.interface_dropped:,}" if live.interface_dropped else "")
                          + "\n")
+        sys.stderr.write(f"  capture CPU in camwatch: {_capture_cpu(live)}\n")
     if live.received is not None and live.captured != sensor.packets:
         # Not expected: the pipe and the reader lose nothing. Said even with --quiet, since it makes every count
         # of this run suspect.
