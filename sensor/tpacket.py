@@ -109,8 +109,8 @@ def open_socket(interface: str, *, ring_mib: int, bpf: str | None, fanout_group:
         if fanout_group:
             # Sockets in one group share the interface's packets by flow hash (both directions of a flow alike):
             # one camwatch per core on a link too fast for one.
-            sock.setsockopt(SOL_PACKET, PACKET_FANOUT,
-                            fanout_group | (PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16)
+            mode = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG   # fragments reassembled first: hashed whole
+            sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("=I", fanout_group | mode << 16))
     except OSError as exc:
         sock.close()
         raise CamwatchError(f"cannot capture on {interface} with the tpacket engine: {exc.strerror or exc}") from None
