@@ -13,6 +13,7 @@ and filtered, then every thread drops every capability (sensor/privilege.py) bef
 
 from __future__ import annotations
 
+import errno
 import mmap
 import socket
 import struct
@@ -181,8 +182,11 @@ class TpacketCapture:
         try:
             got = extension.read(self._sock.fileno(), self._ring, self._block, self._cursor, view, timeout, gather)
         except OSError as exc:
-            self._error = exc.strerror or str(exc)
-            raise
+            # ENETDOWN: the interface went down or away. The capture ends here, as dumpcap's does; run reports
+            # the reason as the capture ending unexpectedly.
+            self._error = f"{exc.strerror or exc} (the interface went down or away)" \
+                if exc.errno == errno.ENETDOWN else (exc.strerror or str(exc))
+            return 0
         finally:
             self.read_cpu += time.thread_time() - cpu
         if got is None:

@@ -8,14 +8,17 @@ Short runs at 2,000 packets/s: what is tested is equality and privilege, not spe
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import pwd
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import alerts_of
+from conftest import REPO, alerts_of
 
 from .test_live import SITE, SITE_CONFIG, Camwatch, Link, _unavailable, alert_keys, packets_total, run, tcpreplay
 
@@ -170,3 +173,39 @@ def test_two_processes_in_one_fanout_group_share_the_packets_by_flow(tp_link, tm
     # unlikely), and all of a flow's packets, both ways, the same one: the flows add up to those of one whole run.
     assert sum(counts) == sent and all(counts), counts
     assert sum(_flows_created(m) for m in shares) == _flows_created(whole)
+
+
+def test_interface_deleted_under_tpacket_is_one_clean_error(tp_link, tmp_path):
+    cw = Camwatch(tp_link, tmp_path, "--engine", "tpacket")
+    try:
+        cw.wait_capturing()
+        run("ip", "-n", tp_link.sensor_ns, "link", "del", tp_link.sensor_if)
+        assert cw.wait(timeout=30) == 1, cw.stderr
+    finally:
+        cw.kill()
+    assert "Traceback" not in cw.stderr, cw.stderr
+    errors = [line for line in cw.lines if line.startswith("camwatch: error")]
+    assert errors == [f"camwatch: error: capture on {tp_link.sensor_if} ended unexpectedly: Network is down "
+                      "(the interface went down or away)\n"], cw.stderr
+    assert cw.metrics.exists()
+
+
+_AS_NOBODY = """
+import json, os, sys
+from sensor.tpacket import TpacketCapture
+capture = TpacketCapture(sys.argv[1], buffer_mib=16, user="nobody")
+status = dict(line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\\t" in line)
+print(json.dumps({"uid": os.getresuid(), "gid": os.getresgid(), "groups": os.getgroups(),
+                  "caps": [status[k].strip() for k in ("CapEff", "CapPrm", "CapInh", "CapAmb")]}))
+capture.stop()
+"""
+
+
+def test_started_as_root_it_runs_on_as_the_configured_user(tp_link):
+    out = subprocess.run(["ip", "netns", "exec", tp_link.sensor_ns, sys.executable, "-c", _AS_NOBODY,
+                          tp_link.sensor_if], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    state = json.loads(out.stdout)
+    nobody = pwd.getpwnam("nobody")
+    assert state["uid"] == [nobody.pw_uid] * 3 and state["gid"] == [nobody.pw_gid] * 3
+    assert state["groups"] == [] and state["caps"] == ["0" * 16] * 4
