@@ -38,20 +38,41 @@ def _libpcap() -> ctypes.CDLL:
         lib.pcap_geterr.argtypes = [ctypes.c_void_p]
         lib.pcap_freecode.argtypes = [ctypes.POINTER(_Program)]
         lib.pcap_close.argtypes = [ctypes.c_void_p]
+        lib.pcap_create.restype = ctypes.c_void_p
+        lib.pcap_create.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+        lib.pcap_set_snaplen.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.pcap_set_buffer_size.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.pcap_activate.argtypes = [ctypes.c_void_p]
         return lib
     raise CamwatchError("the tpacket engine needs libpcap to compile a capture filter (Debian package libpcap0.8); "
                         "install it, or use the dumpcap engine")
 
 
-def compile_filter(expression: str, linktype: int = 1) -> bytes:
+def _live_handle(lib: ctypes.CDLL, interface: str) -> int | None:
+    """An activated libpcap handle on `interface` (needs CAP_NET_RAW), or None. Only a live handle compiles
+    filters the way dumpcap's run on Linux, where the kernel keeps a VLAN tag outside the packet: `vlan` then
+    tests the tag through BPF extensions, not the packet bytes. Its own small ring lasts only while compiling."""
+    errbuf = ctypes.create_string_buffer(256)
+    handle = lib.pcap_create(interface.encode(), errbuf)
+    if not handle:
+        return None
+    lib.pcap_set_snaplen(handle, SNAPLEN)
+    lib.pcap_set_buffer_size(handle, 1 << 20)
+    if lib.pcap_activate(handle) < 0:   # > 0: a warning, still activated
+        lib.pcap_close(handle)
+        return None
+    return handle
+
+
+def compile_filter(expression: str, linktype: int = 1, interface: str | None = None) -> bytes:
     """The expression as a classic BPF program for SO_ATTACH_FILTER (packed struct sock_filter, host order).
 
-    The program is compiled for the link type without a live handle, so libpcap's Linux VLAN handling (the kernel
-    keeps a VLAN tag outside the packet; libpcap's live filters test it through BPF extensions) is not applied:
-    `vlan` in a filter tests the packet bytes, where a tag is no longer found. Such filters need the dumpcap engine.
+    With `interface` (and the privilege to open it) the program is compiled on a live handle there, exactly as
+    dumpcap's would be; otherwise for the link type alone, where `vlan` in a filter tests the packet bytes, in which
+    a live Linux capture no longer has the tag.
     """
     lib = _libpcap()
-    handle = lib.pcap_open_dead(linktype, SNAPLEN)
+    handle = (_live_handle(lib, interface) if interface else None) or lib.pcap_open_dead(linktype, SNAPLEN)
     if not handle:
         raise CamwatchError("libpcap could not make a handle to compile the capture filter")
     program = _Program()

@@ -88,7 +88,7 @@ def open_socket(interface: str, *, ring_mib: int, bpf: str | None, fanout_group:
                 linktype: int) -> tuple[socket.socket, mmap.mmap, int]:
     """A packet socket on `interface` with its receive ring mapped; returns it, the ring and the block size.
     Needs CAP_NET_RAW. The filter goes on before the bind, so no packet it refuses reaches the ring."""
-    program = compile_filter(bpf, linktype) if bpf else None
+    program = compile_filter(bpf, linktype, interface) if bpf else None
     try:
         # Protocol 0: the socket receives nothing until bound to the interface, after the ring and filter are set.
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)

@@ -113,12 +113,16 @@ def test_tpacket_counts_every_packet_and_alerts_like_dumpcap(tp_link, tmp_path):
     assert metric_lines(metrics) == metric_lines(d_metrics)
 
 
-def test_tpacket_filter_means_what_it_means_to_dumpcap(tp_link, tmp_path):
+@pytest.mark.parametrize(("bpf", "display"), [("udp port 53 or tcp port 443", "udp.port == 53 or tcp.port == 443"),
+                                              # the kernel keeps the tag outside the packet: a live-compiled filter
+                                              # tests it there, as dumpcap's does
+                                              ("vlan 20 and tcp", "vlan.id == 20 and tcp")])
+def test_tpacket_filter_means_what_it_means_to_dumpcap(tp_link, tmp_path, bpf, display):
     counted = {}
     for engine in ("dumpcap", "tpacket"):
         base = tmp_path / engine
         base.mkdir()
-        cw = Camwatch(tp_link, base, "--engine", engine, "--bpf", "udp port 53 or tcp port 443")
+        cw = Camwatch(tp_link, base, "--engine", engine, "--bpf", bpf)
         try:
             cw.wait_capturing()
             tcpreplay(tp_link, "--pps", "4000")
@@ -127,7 +131,7 @@ def test_tpacket_filter_means_what_it_means_to_dumpcap(tp_link, tmp_path):
         finally:
             cw.kill()
         counted[engine] = packets_total(cw.metrics.read_text())
-    listed = subprocess.run(["tshark", "-r", str(SITE), "-Y", "udp.port == 53 or tcp.port == 443", "-T", "fields",
+    listed = subprocess.run(["tshark", "-r", str(SITE), "-Y", display, "-T", "fields",
                              "-e", "frame.number"], capture_output=True, text=True, check=True).stdout
     expected = len(listed.split())
     assert 0 < counted["tpacket"] < 1622
