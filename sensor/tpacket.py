@@ -84,13 +84,11 @@ def _linktype(interface: str) -> int:
     return LINKTYPES[hardware]
 
 
-def open_socket(interface: str, *, ring_mib: int, bpf: str | None, fanout_group: int,
-                linktype: int) -> tuple[socket.socket, mmap.mmap, int]:
-    """A packet socket on `interface` with its receive ring mapped; returns it, the ring and the block size.
-    Needs CAP_NET_RAW. The filter goes on before the bind, so no packet it refuses reaches the ring."""
-    program = compile_filter(bpf, linktype, interface) if bpf else None
+def open_ring(ring_mib: int) -> tuple[socket.socket, mmap.mmap, int]:
+    """A packet socket with its receive ring mapped, bound to nothing yet: returns it, the ring and the block size.
+    The one step that needs CAP_NET_RAW (the kernel checks it when the socket is made, not when it is bound)."""
     try:
-        # Protocol 0: the socket receives nothing until bound to the interface, after the ring and filter are set.
+        # Protocol 0: the socket receives nothing until `attach` binds it, after its ring and filter are set.
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     except PermissionError:
         raise CamwatchError("the tpacket engine needs CAP_NET_RAW to open its capture (systemd: "
@@ -101,6 +99,16 @@ def open_socket(interface: str, *, ring_mib: int, bpf: str | None, fanout_group:
         request = struct.pack("=7I", block, blocks, FRAME_BYTES, block // FRAME_BYTES * blocks, RETIRE_MS, 0, 0)
         sock.setsockopt(SOL_PACKET, PACKET_RX_RING, request)
         ring = mmap.mmap(sock.fileno(), block * blocks, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    except OSError as exc:
+        sock.close()
+        raise CamwatchError(f"cannot make the tpacket engine's {ring_mib} MiB ring: {exc.strerror or exc}") from None
+    return sock, ring, block
+
+
+def attach(sock: socket.socket, interface: str, program: bytes | None, fanout_group: int) -> None:
+    """Start the socket capturing on `interface`: filter, bind, promiscuous mode, fanout group. None of it needs a
+    capability. The filter goes on before the bind, so no packet it refuses reaches the ring."""
+    try:
         if program is not None:
             extension.attach_filter(sock.fileno(), program)
         sock.bind((interface, ETH_P_ALL))
@@ -113,17 +121,18 @@ def open_socket(interface: str, *, ring_mib: int, bpf: str | None, fanout_group:
             mode = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG   # fragments reassembled first: hashed whole
             sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("=I", fanout_group | mode << 16))
     except OSError as exc:
-        sock.close()
         raise CamwatchError(f"cannot capture on {interface} with the tpacket engine: {exc.strerror or exc}") from None
-    return sock, ring, block
 
 
 class TpacketCapture:
     """Live capture from a TPACKET_V3 ring; the same surface as live.LiveCapture for `camwatch run`.
 
-    The constructor opens the capture (CAP_NET_RAW), then gives up every privilege (`drop_privileges`: every
-    capability of every thread, and the user to run on as when started as root) before anything is read; it
-    raises CamwatchError if the capture cannot be opened or a privilege cannot be given up.
+    The constructor makes the socket and its ring and compiles the filter (CAP_NET_RAW), then gives up every
+    privilege (`drop_privileges`: every capability of every thread, and the user to run on as when started as
+    root); `start` (called by the constructor unless start=False) then binds it to the interface, with no
+    privilege left. `camwatch run` makes it first thing and starts it once the rest of the sensor is ready, so
+    camwatch holds CAP_NET_RAW only for those first steps. Raises CamwatchError if the capture cannot be opened or
+    a privilege cannot be given up.
 
     Shutdown: after `request_stop` the reader goes on for `linger` seconds (a packet already in the ring's open
     block is handed over by the kernel within RETIRE_MS), then takes the blocks already retired and ends.
@@ -135,7 +144,8 @@ class TpacketCapture:
     BATCH_WAIT = 0.05           # as LiveCapture: gather up to this long for a large batch
 
     def __init__(self, interface: str, bpf: str | None = None, *, buffer_mib: int, fanout_group: int = 0,
-                 user: str | None = None, tick: float = 0.5, linger: float = 2 * RETIRE_MS / 1000):
+                 user: str | None = None, tick: float = 0.5, linger: float = 2 * RETIRE_MS / 1000,
+                 start: bool = True):
         if extension is None:
             raise CamwatchError("the tpacket engine needs camwatch's compiled extension (sensor._tpacket, Linux "
                                 "with a C compiler at install): use the dumpcap engine")
@@ -144,8 +154,10 @@ class TpacketCapture:
         self._tick = tick
         self._linger = linger
         linktype = _linktype(interface)
-        self._sock, self._ring, self._block = open_socket(interface, ring_mib=buffer_mib, bpf=bpf,
-                                                          fanout_group=fanout_group, linktype=linktype)
+        # Compiled on a live libpcap handle, which needs the privilege too.
+        self._program = compile_filter(bpf, linktype, interface) if bpf else None
+        self._fanout_group = fanout_group
+        self._sock, self._ring, self._block = open_ring(buffer_mib)
         try:
             drop_privileges(user)
         except BaseException:
@@ -161,8 +173,20 @@ class TpacketCapture:
         self.read_cpu = 0.0   # CPU seconds spent taking packets from the ring (polls' waits cost none)
         self._error = ""
         self._rx_counter = Path("/sys/class/net", interface, "statistics", "rx_packets")
-        self._rx_at_start = self._read_rx()
+        self._rx_at_start: int | None = None
         self.reader = CaptureReader(None, f"interface {interface}", readinto=self._readinto)
+        if start:
+            self.start()
+
+    def start(self) -> TpacketCapture:
+        """Bind to the interface: packets reach the ring from now on."""
+        try:
+            attach(self._sock, self.interface, self._program, self._fanout_group)
+        except BaseException:
+            self._close_ring()
+            raise
+        self._rx_at_start = self._read_rx()
+        return self
 
     # ---- data ------------------------------------------------------------------------------------------
     def _readinto(self, view: memoryview) -> int | None:

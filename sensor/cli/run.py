@@ -95,12 +95,20 @@ def run(args: argparse.Namespace) -> int:
         raise CamwatchError(f"--duration {args.duration:g}: expected a positive number of seconds")
     pin_malloc_for_long_run()
     capturing = threading.Event()
-    # The endpoint starts first: a port already in use is reported before dumpcap starts, and /readyz says
-    # "not ready" until the capture really runs.
-    session = Session(args, config, load_model(args), listen, append=True,
-                      ready=capturing.is_set)
+    # The tpacket engine's socket is made first of all, and every privilege dropped, before the rest of the sensor
+    # (model, state, endpoint) is set up; it is bound to the interface after that.
+    early = _open_tpacket(args, config)
     try:
-        live = _open_capture(args, config)
+        # The endpoint starts next: a port already in use is reported before capture starts, and /readyz says
+        # "not ready" until the capture really runs.
+        session = Session(args, config, load_model(args), listen, append=True,
+                          ready=capturing.is_set)
+    except BaseException:
+        if early is not None:
+            early.stop()
+        raise
+    try:
+        live = early.start() if early is not None else _open_dumpcap(args, config)
     except BaseException:
         session.abandon()
         raise
@@ -120,15 +128,19 @@ def run(args: argparse.Namespace) -> int:
     return _report(args, session, live, source)
 
 
-def _open_capture(args: argparse.Namespace, config: Config) -> LiveCapture | TpacketCapture:
-    """The configured engine's capture, capturing (the live capture's code is imported only for `run`)."""
+def _open_tpacket(args: argparse.Namespace, config: Config) -> TpacketCapture | None:
+    """With the tpacket engine, its capture opened and every privilege given up, not yet bound; None otherwise."""
     settings = config.capture
-    if (args.engine or settings.engine) == "tpacket":
-        from sensor.tpacket import TpacketCapture
-        return TpacketCapture(args.interface, args.bpf, buffer_mib=settings.buffer_mib,
-                              fanout_group=settings.fanout_group or 0, user=settings.user)
-    from sensor.live import LiveCapture
-    return LiveCapture(args.interface, args.bpf, buffer_mib=settings.buffer_mib)
+    if (args.engine or settings.engine) != "tpacket":
+        return None
+    from sensor.tpacket import TpacketCapture  # the live capture's code only for `run`
+    return TpacketCapture(args.interface, args.bpf, buffer_mib=settings.buffer_mib,
+                          fanout_group=settings.fanout_group or 0, user=settings.user, start=False)
+
+
+def _open_dumpcap(args: argparse.Namespace, config: Config) -> LiveCapture:
+    from sensor.live import LiveCapture  # the live capture's code only for `run`
+    return LiveCapture(args.interface, args.bpf, buffer_mib=config.capture.buffer_mib)
 
 
 def _capture_cpu(live: LiveCapture | TpacketCapture) -> str:
