@@ -213,3 +213,18 @@ def test_started_as_root_it_runs_on_as_the_configured_user(tp_link):
     nobody = pwd.getpwnam("nobody")
     assert state["uid"] == [nobody.pw_uid] * 3 and state["gid"] == [nobody.pw_gid] * 3
     assert state["groups"] == [] and state["caps"] == ["0" * 16] * 4
+
+
+def test_the_live_benchmark_compares_both_engines():
+    if _SKIP:
+        pytest.skip(_SKIP)
+    out = subprocess.run([sys.executable, "bench/live_capture.py", "--pps", "4000", "--loops", "1", "--compare",
+                          "--settle", "0.5", "--netns-prefix", "cwtp"], cwd=REPO, capture_output=True, text=True,
+                         timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [line.split(" | ") for line in out.stdout.splitlines() if line.startswith(("| dumpcap", "| tpacket"))]
+    assert [row[0] for row in rows] == ["| dumpcap", "| tpacket"], out.stdout
+    for row in rows:
+        assert row[1] == "1,622" and row[3] == "0 (0.00%)" and row[5] == "0", out.stdout   # sent, lost, unaccounted
+    # No dumpcap process under the tpacket engine (too few packets here for CPU figures to mean more).
+    assert rows[1][8] == "0.00 s" and "dumpcap CPU               none (no capture process)" in out.stdout, out.stdout
