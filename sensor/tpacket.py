@@ -54,6 +54,7 @@ FRAME_BYTES = 2048      # TPACKET_V3 packs frames of any size into a block; this
 # A block that is not full is handed over after this long, so a quiet link's packets are not held back; a block
 # retired part-full wastes the rest of it, so not much shorter.
 RETIRE_MS = 50
+DROP_ALL = struct.pack("=HBBI", 0x06, 0, 0, 0)   # classic BPF "ret #0": the socket takes no more packets
 
 
 def pcap_header(linktype: int) -> bytes:
@@ -134,8 +135,9 @@ class TpacketCapture:
     camwatch holds CAP_NET_RAW only for those first steps. Raises CamwatchError if the capture cannot be opened or
     a privilege cannot be given up.
 
-    Shutdown: after `request_stop` the reader goes on for `linger` seconds (a packet already in the ring's open
-    block is handed over by the kernel within RETIRE_MS), then takes the blocks already retired and ends.
+    Shutdown: after `request_stop` the reader goes on for `linger` seconds, then seals the socket (a filter that
+    takes nothing more), waits for the kernel to hand over the open block (within RETIRE_MS), takes what the ring
+    holds and ends: a bounded drain, however fast packets keep coming.
     """
 
     name = "tpacket"
@@ -144,7 +146,7 @@ class TpacketCapture:
     BATCH_WAIT = 0.05           # as LiveCapture: gather up to this long for a large batch
 
     def __init__(self, interface: str, bpf: str | None = None, *, buffer_mib: int, fanout_group: int = 0,
-                 user: str | None = None, tick: float = 0.5, linger: float = 2 * RETIRE_MS / 1000,
+                 user: str | None = None, tick: float = 0.5, linger: float = RETIRE_MS / 1000,
                  start: bool = True):
         if extension is None:
             raise CamwatchError("the tpacket engine needs camwatch's compiled extension (sensor._tpacket, Linux "
@@ -166,6 +168,7 @@ class TpacketCapture:
         self._cursor = bytearray(32)   # block, offset, frames left, damaged blocks (uint64 each; see _tpacket.c)
         self._header: bytes | None = pcap_header(linktype)
         self._stop_requested_at: float | None = None
+        self._sealed_at: float | None = None
         self._captured = 0
         self._received = 0
         self._dropped = 0
@@ -200,8 +203,7 @@ class TpacketCapture:
             return 0
         timeout, gather = self._tick, self.BATCH_WAIT
         if self._stop_requested_at is not None:
-            left = self._stop_requested_at + self._linger - time.monotonic()
-            timeout = gather = max(0.0, min(left, timeout))
+            timeout = gather = self._stop_wait()
         cpu = time.thread_time()
         try:
             got = extension.read(self._sock.fileno(), self._ring, self._block, self._cursor, view, timeout, gather)
@@ -214,10 +216,26 @@ class TpacketCapture:
         finally:
             self.read_cpu += time.thread_time() - cpu
         if got is None:
-            return 0 if self._stop_requested_at is not None and timeout == 0 else None
+            return 0 if self._sealed_at is not None and timeout == 0 else None
         written, packets = got
         self._captured += packets
         return written
+
+    def _stop_wait(self) -> float:
+        """How long the next read may wait once a stop is requested: until the linger ends, then (sealed) until
+        the kernel has retired the open block, then not at all."""
+        now = time.monotonic()
+        if self._sealed_at is None:
+            assert self._stop_requested_at is not None
+            left = self._stop_requested_at + self._linger - now
+            if left > 0:
+                return min(left, self._tick)
+            try:
+                extension.attach_filter(self._sock.fileno(), DROP_ALL)
+            except OSError:
+                pass   # not expected; the ring is then drained as it stands after the wait below
+            self._sealed_at = now
+        return max(0.0, min(self._sealed_at + 2 * RETIRE_MS / 1000 - now, self._tick))
 
     # ---- counters --------------------------------------------------------------------------------------
     def _statistics(self) -> None:
