@@ -157,10 +157,13 @@ def _report(args: argparse.Namespace, session: Session, live: LiveCapture | Tpac
     if not args.quiet:
         print_summary(sensor, session.elapsed, flow_log=session.flow_log)
         received = live.received
+        freezes = getattr(live, "freezes", 0)
         sys.stderr.write(f"  capture drops:         {live.dropped:,}"
                          + (f" ({live.name} received {received:,}, passed on {live.captured:,})"
                             if received is not None else "")
                          + (f"; interface drops: {live.interface_dropped:,}" if live.interface_dropped else "")
+                         # tpacket: times the kernel found the ring full (tp_freeze_q_cnt)
+                         + (f"; ring full {freezes:,} times" if freezes else "")
                          + "\n")
         sys.stderr.write(f"  capture CPU in camwatch: {_capture_cpu(live)}\n")
     if live.received is not None and live.captured != sensor.packets:
@@ -168,6 +171,10 @@ def _report(args: argparse.Namespace, session: Session, live: LiveCapture | Tpac
         # of this run suspect.
         sys.stderr.write(f"camwatch: warning: {live.name} passed on {live.captured:,} packets but camwatch read "
                          f"{sensor.packets:,}\n")
+    damaged = getattr(live, "damaged_blocks", 0)
+    if damaged:
+        sys.stderr.write(f"camwatch: warning: {damaged:,} capture ring blocks held frame headers pointing "
+                         "outside them; the rest of each was skipped\n")
     failures = source.failures
     if not failures and not source.stopped_by_us:
         # dumpcap closed the pipe without being asked: the interface went away, or someone killed it.
