@@ -12,6 +12,7 @@ import json
 import os
 import pwd
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -255,3 +256,28 @@ def test_sigterm_under_steady_traffic_ends_promptly_with_every_taken_packet_coun
     assert m, cw.stderr
     dropped, received, passed = (int(g.replace(",", "")) for g in m.groups())
     assert counted > 0 and dropped == 0 and passed == counted and received >= passed, cw.stderr
+
+
+def test_a_stalled_sensor_overflows_its_ring_and_every_packet_is_counted_or_reported_dropped(tp_link, tmp_path):
+    """A 1 MiB ring (8 blocks) and camwatch stopped while the site is sent twice (about 4 MB): the kernel drops
+    what does not fit and says so (tp_drops); nothing vanishes unaccounted."""
+    config = tmp_path / "small-ring.toml"
+    config.write_text('[capture]\nengine = "tpacket"\nbuffer_mib = 1\n')
+    cw = Camwatch(tp_link, tmp_path, "--config", str(config))
+    try:
+        cw.wait_capturing()
+        os.kill(cw.proc.pid, signal.SIGSTOP)
+        try:
+            sent = tcpreplay(tp_link, "--pps", "4000", "--loop", "2")
+        finally:
+            os.kill(cw.proc.pid, signal.SIGCONT)
+        time.sleep(0.5)
+        assert cw.terminate() == 0, cw.stderr
+    finally:
+        cw.kill()
+    metrics = cw.metrics.read_text()
+    counted = packets_total(metrics)
+    dropped = float(re.search(r"^camwatch_capture_dropped_packets_total(?:\{[^}]*\})? (\S+)$", metrics, re.M)[1])
+    assert dropped > 0 and counted > 0, cw.stderr
+    assert counted + dropped == sent, cw.stderr
+    assert "ring full" in cw.stderr
