@@ -7,8 +7,9 @@ The compiled reader (sensor/_tpacket.c) turns retired blocks into classic pcap r
 the same CaptureReader, decoder and pipeline as dumpcap's stream. TpacketCapture offers what run.py uses of
 LiveCapture (reader, stop, drop and receive counts).
 
-Privilege: opening the socket and its ring needs CAP_NET_RAW; reading them does not. The capture is opened, bound
-and filtered, then every thread drops every capability (sensor/privilege.py) before the first packet is read.
+Privilege: making the socket (and compiling the filter on a live libpcap handle) needs CAP_NET_RAW; binding and
+reading do not. The socket, its ring and the filter are made, every thread drops every capability
+(sensor/privilege.py), and only then is the socket bound to the interface and read.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ LINKTYPES = {1: 1, 772: 1}
 SNAPLEN = 262144
 PCAP_NS_MAGIC = 0xA1B23C4D
 
-BLOCK_BYTES = 1 << 20   # at 600 k packets/s of ~1 KB a block fills in under 2 ms; small blocks waste no ring
+# At 600 k packets/s of ~1 KB a 1 MiB block fills in under 2 ms; smaller blocks would only mean more of them,
+# larger ones more of the ring left empty in each block a quiet moment retires part-full.
+BLOCK_BYTES = 1 << 20
 FRAME_BYTES = 2048      # TPACKET_V3 packs frames of any size into a block; this only satisfies the ring's checks
 # A block that is not full is handed over after this long, so a quiet link's packets are not held back; a block
 # retired part-full wastes the rest of it, so not much shorter.
