@@ -289,8 +289,11 @@ static int free_signal(struct sigaction *old)
     return -1;
 }
 
-static PyObject *drop_capabilities(PyObject *self, PyObject *noargs)
+static PyObject *drop_capabilities(PyObject *self, PyObject *args)
 {
+    double wait = 2.0;   /* seconds for every other thread to answer */
+    if (!PyArg_ParseTuple(args, "|d", &wait))
+        return NULL;
     struct sigaction old, act;
     int sig = free_signal(&old);
     if (sig < 0) {
@@ -318,7 +321,7 @@ static PyObject *drop_capabilities(PyObject *self, PyObject *noargs)
         closedir(dir);
     }
     struct timespec nap = {0, 1000000};
-    for (int i = 0; i < 2000 && __atomic_load_n(&acks, __ATOMIC_SEQ_CST) < sent; i++)
+    for (int i = 0; i < wait * 1000 && __atomic_load_n(&acks, __ATOMIC_SEQ_CST) < sent; i++)
         nanosleep(&nap, NULL);
     int failed = drop_here() + __atomic_load_n(&failures, __ATOMIC_SEQ_CST);
     int acked = __atomic_load_n(&acks, __ATOMIC_SEQ_CST);
@@ -333,7 +336,7 @@ static PyObject *drop_capabilities(PyObject *self, PyObject *noargs)
 static PyMethodDef methods[] = {
     {"read", ring_read, METH_VARARGS, "pcap records from the retired blocks of a TPACKET_V3 ring"},
     {"attach_filter", attach_filter, METH_VARARGS, "attach a classic BPF program to a socket"},
-    {"drop_capabilities", drop_capabilities, METH_NOARGS, "every thread gives up every capability"},
+    {"drop_capabilities", drop_capabilities, METH_VARARGS, "every thread gives up every capability"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -50,9 +50,10 @@ def _switch_user(user: str) -> None:
     os.setuid(entry.pw_uid)
 
 
-def drop_privileges(user: str | None = None) -> None:
+def drop_privileges(user: str | None = None, *, wait: float = 2.0) -> None:
     """Switch to `user` if given, then drop every capability in every thread; raise CamwatchError if any thread
-    still holds one afterwards (camwatch must not read a packet with privileges)."""
+    still holds one afterwards (camwatch must not read a packet with privileges). `wait`: how long each of up to
+    three rounds waits for the other threads to answer."""
     try:
         from sensor import _tpacket
     except ImportError:
@@ -60,7 +61,7 @@ def drop_privileges(user: str | None = None) -> None:
     if user:
         _switch_user(user)
     for _attempt in range(3):   # a thread started during the broadcast may have been missed: ask again
-        _tpacket.drop_capabilities()
+        _tpacket.drop_capabilities(wait)
         holding = {tid: sets for tid, sets in thread_capabilities().items() if any(sets.values())}
         if not holding:
             return

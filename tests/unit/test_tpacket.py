@@ -265,3 +265,35 @@ def test_every_thread_drops_every_capability_in_a_child_process():
     for sets in result["after"].values():
         assert sets == {"CapInh": 0, "CapPrm": 0, "CapEff": 0, "CapAmb": 0}
     assert result["nnp"] == "1"
+
+
+_CHILD_WITH_A_DEAF_THREAD = """
+import signal, threading
+from sensor.errors import CamwatchError
+from sensor.privilege import drop_privileges
+ready, stop = threading.Event(), threading.Event()
+def deaf():
+    # Real-time signals blocked: this thread never runs the handler that would drop its capabilities.
+    signal.pthread_sigmask(signal.SIG_BLOCK, range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
+    ready.set()
+    stop.wait()
+worker = threading.Thread(target=deaf)
+worker.start()
+ready.wait()
+try:
+    drop_privileges(wait=0.2)
+except CamwatchError as exc:
+    print("refused:", exc)
+stop.set()
+worker.join()
+"""
+
+
+def test_a_thread_that_keeps_its_capabilities_stops_the_capture_in_a_child_process():
+    out = subprocess.run([sys.executable, "-c", _CHILD_WITH_A_DEAF_THREAD], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    if not out.stdout:
+        pytest.skip("runs without capabilities: nothing to drop, so nothing to refuse")
+    assert out.stdout.startswith("refused: could not drop capabilities in 1 thread(s) (thread "), out.stdout
+    assert "CapEff 000" in out.stdout
