@@ -161,7 +161,7 @@ class TpacketCapture:
         linktype = _linktype(interface)
         # Compiled on a live libpcap handle, which needs the privilege too.
         self._program = compile_filter(bpf, linktype, interface) if bpf else None
-        self._fanout_group = fanout_group
+        self.fanout_group = fanout_group
         self._sock, self._ring, self._block = open_ring(buffer_mib)
         try:
             drop_privileges(user)
@@ -187,7 +187,7 @@ class TpacketCapture:
     def start(self) -> TpacketCapture:
         """Bind to the interface: packets reach the ring from now on."""
         try:
-            attach(self._sock, self.interface, self._program, self._fanout_group)
+            attach(self._sock, self.interface, self._program, self.fanout_group)
         except BaseException:
             self._close_ring()
             raise

@@ -118,9 +118,10 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"camwatch: capturing on {args.interface} "
                          f"(kernel capture ring {config.capture_buffer_mib} MiB, {live.name})\n")
     session.announce_server()
-    # With a capture filter the interface also counts what the filter leaves out: no comparison to make.
+    # With a capture filter the interface also counts what the filter leaves out, and in a fanout group what the
+    # other members take: no comparison to make.
     source = LiveSource(live, session.sensor, session.stop, capturing, duration=args.duration,
-                        watch_interface=not args.bpf)
+                        watch_interface=not args.bpf and not getattr(live, "fanout_group", 0))
     try:
         session.run(source)
     finally:

@@ -178,6 +178,9 @@ def test_two_processes_in_one_fanout_group_share_the_packets_by_flow(tp_link, tm
     # unlikely), and all of a flow's packets, both ways, the same one: the flows add up to those of one whole run.
     assert sum(counts) == sent and all(counts), counts
     assert sum(_flows_created(m) for m in shares) == _flows_created(whole)
+    # The interface counts every frame, a member only its share: no interface series to compare against.
+    assert "camwatch_capture_interface_received_packets_total" in whole
+    assert not any("camwatch_capture_interface_received_packets_total" in m for m in shares)
 
 
 def test_interface_deleted_under_tpacket_is_one_clean_error(tp_link, tmp_path):
