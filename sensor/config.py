@@ -341,11 +341,27 @@ class MetricsSettings:
         return self
 
 
+CAPTURE_ENGINES = ("dumpcap", "tpacket")
+
+
 @dataclass(frozen=True)
 class CaptureSettings:
     buffer_mib: int = setting(kind=COUNT, maximum=MAX_CAPTURE_BUFFER_MIB, unit="MiB",
                               default_factory=_default_capture_ring,
-                              doc="dumpcap's kernel capture ring; default: a sixteenth of memory, 64 to 1024")
+                              doc="the kernel capture ring; default: a sixteenth of memory, 64 to 1024")
+    engine: str = setting("dumpcap", kind=Choice(CAPTURE_ENGINES),
+                          doc="dumpcap (a separate capturing process) or tpacket (a memory-mapped ring read by "
+                              "camwatch itself, which needs CAP_NET_RAW at start; docs/deploy.md)")
+    fanout_group: int | None = setting(None, kind=COUNT, maximum=65535,
+                                       doc="tpacket: camwatch processes in one group share the interface's "
+                                           "flows (PACKET_FANOUT by flow hash); unset: this one sees all")
+    user: str | None = setting(None, kind=Text(printable=True, max_length=64, nul=False),
+                               doc="tpacket, started as root: the user to run on as once the capture is open")
+
+    def after_load(self, where: str) -> CaptureSettings:
+        if self.engine != "tpacket" and (self.fanout_group is not None or self.user is not None):
+            raise Invalid(f"{where}.fanout_group and {where}.user apply to engine = \"tpacket\" only")
+        return self
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,7 @@ class LiveCapture:
     reaps dumpcap. Keep iterating the reader after `request_stop` to get every packet captured.
     """
 
+    name = "dumpcap"
     PCAP_HEADER_BYTES = 24
     # dumpcap must not outlive camwatch (holding its capture ring, capturing for nobody), even after a SIGKILL.
     # The kernel's parent-death signal sees to it unless exec drops it, which it does for a binary with file
@@ -149,6 +150,7 @@ class LiveCapture:
         self._queued = 0
         self._free_slabs: list[mmap.mmap] = []
         self._slabs_made = 0
+        self.pump_cpu = 0.0
         self._eof = False
         self._discard = False
         self._cond = threading.Condition()
@@ -263,6 +265,7 @@ class LiveCapture:
                 self._advance_stop(pipe_empty=not select.select([fd], [], [], 0)[0])
         with self._cond:
             self._eof = True
+            self.pump_cpu = time.thread_time()   # the pipe's cost inside camwatch, beside dumpcap's own
             self._cond.notify_all()
 
     def _fill(self, fd: int, slab: mmap.mmap, start: int) -> int | None:

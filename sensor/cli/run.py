@@ -1,4 +1,5 @@
-"""`camwatch run`: live capture through dumpcap, until SIGTERM, Ctrl-C or --duration."""
+"""`camwatch run`: live capture through dumpcap or camwatch's own TPACKET_V3 ring, until SIGTERM, Ctrl-C or
+--duration."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from sensor.allocator import pin_malloc_for_long_run
 from sensor.capture import Batch
-from sensor.config import load_config
+from sensor.config import Config, load_config
 from sensor.errors import CamwatchError, CaptureError
 from sensor.pipeline import Sensor
 
@@ -20,12 +21,15 @@ from .loop import Session, print_summary
 
 if TYPE_CHECKING:
     from sensor.live import LiveCapture
+    from sensor.tpacket import TpacketCapture
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
-    parser = subcommands.add_parser("run", help="capture live from an interface through dumpcap")
+    parser = subcommands.add_parser("run", help="capture live from an interface (dumpcap, or a TPACKET_V3 ring)")
     parser.add_argument("--interface", "-i", required=True, metavar="IFACE")
     parser.add_argument("--bpf", metavar="FILTER", help="capture filter in libpcap syntax")
+    parser.add_argument("--engine", choices=("dumpcap", "tpacket"),
+                        help="capture engine; overrides the config's capture.engine (default dumpcap)")
     parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
     add_output_options(parser)
     parser.set_defaults(func=run)
@@ -37,8 +41,8 @@ class LiveSource:
 
     pace: Callable[[float], None] | None = None
 
-    def __init__(self, live: LiveCapture, sensor: Sensor, stop: threading.Event, capturing: threading.Event, *,
-                 duration: float | None, watch_interface: bool):
+    def __init__(self, live: LiveCapture | TpacketCapture, sensor: Sensor, stop: threading.Event,
+                 capturing: threading.Event, *, duration: float | None, watch_interface: bool):
         self.live = live
         self.sensor = sensor
         self.stop = stop
@@ -91,14 +95,20 @@ def run(args: argparse.Namespace) -> int:
         raise CamwatchError(f"--duration {args.duration:g}: expected a positive number of seconds")
     pin_malloc_for_long_run()
     capturing = threading.Event()
-    # The endpoint starts first: a port already in use is reported before dumpcap starts, and /readyz says
-    # "not ready" until the capture really runs.
-    session = Session(args, config, load_model(args), listen, append=True,
-                      ready=capturing.is_set)
-    from sensor.live import LiveCapture  # the live capture's code only for `run`
-
+    # The tpacket engine's socket is made first of all, and every privilege dropped, before the rest of the sensor
+    # (model, state, endpoint) is set up; it is bound to the interface after that.
+    early = _open_tpacket(args, config)
     try:
-        live = LiveCapture(args.interface, args.bpf, buffer_mib=config.capture_buffer_mib)
+        # The endpoint starts next: a port already in use is reported before capture starts, and /readyz says
+        # "not ready" until the capture really runs.
+        session = Session(args, config, load_model(args), listen, append=True,
+                          ready=capturing.is_set)
+    except BaseException:
+        if early is not None:
+            early.stop()
+        raise
+    try:
+        live = early.start() if early is not None else _open_dumpcap(args, config)
     except BaseException:
         session.abandon()
         raise
@@ -106,11 +116,12 @@ def run(args: argparse.Namespace) -> int:
     session.sensor.live = True
     if not args.quiet:
         sys.stderr.write(f"camwatch: capturing on {args.interface} "
-                         f"(kernel capture ring {config.capture_buffer_mib} MiB)\n")
+                         f"(kernel capture ring {config.capture_buffer_mib} MiB, {live.name})\n")
     session.announce_server()
-    # With a capture filter the interface also counts what the filter leaves out: no comparison to make.
+    # With a capture filter the interface also counts what the filter leaves out, and in a fanout group what the
+    # other members take: no comparison to make.
     source = LiveSource(live, session.sensor, session.stop, capturing, duration=args.duration,
-                        watch_interface=not args.bpf)
+                        watch_interface=not args.bpf and not getattr(live, "fanout_group", 0))
     try:
         session.run(source)
     finally:
@@ -118,22 +129,53 @@ def run(args: argparse.Namespace) -> int:
     return _report(args, session, live, source)
 
 
-def _report(args: argparse.Namespace, session: Session, live: LiveCapture, source: LiveSource) -> int:
+def _open_tpacket(args: argparse.Namespace, config: Config) -> TpacketCapture | None:
+    """With the tpacket engine, its capture opened and every privilege given up, not yet bound; None otherwise."""
+    settings = config.capture
+    if (args.engine or settings.engine) != "tpacket":
+        return None
+    from sensor.tpacket import TpacketCapture  # the live capture's code only for `run`
+    return TpacketCapture(args.interface, args.bpf, buffer_mib=settings.buffer_mib,
+                          fanout_group=settings.fanout_group or 0, user=settings.user, start=False)
+
+
+def _open_dumpcap(args: argparse.Namespace, config: Config) -> LiveCapture:
+    from sensor.live import LiveCapture  # the live capture's code only for `run`
+    return LiveCapture(args.interface, args.bpf, buffer_mib=config.capture.buffer_mib)
+
+
+def _capture_cpu(live: LiveCapture | TpacketCapture) -> str:
+    """What taking packets in cost camwatch's own threads (dumpcap's process not included)."""
+    if live.name == "tpacket":
+        return f"{getattr(live, 'read_cpu', 0.0):.2f} s (reading the ring)"
+    return f"{getattr(live, 'pump_cpu', 0.0):.2f} s (reading dumpcap's pipe; dumpcap's own CPU not included)"
+
+
+def _report(args: argparse.Namespace, session: Session, live: LiveCapture | TpacketCapture,
+            source: LiveSource) -> int:
     """The summary with dumpcap's counts, then the exit code: a capture that ended without being asked fails."""
     sensor = session.sensor
     if not args.quiet:
         print_summary(sensor, session.elapsed, flow_log=session.flow_log)
         received = live.received
+        freezes = getattr(live, "freezes", 0)
         sys.stderr.write(f"  capture drops:         {live.dropped:,}"
-                         + (f" (dumpcap received {received:,}, passed on {live.captured:,})"
+                         + (f" ({live.name} received {received:,}, passed on {live.captured:,})"
                             if received is not None else "")
                          + (f"; interface drops: {live.interface_dropped:,}" if live.interface_dropped else "")
+                         # tpacket: times the kernel found the ring full (tp_freeze_q_cnt)
+                         + (f"; ring full {freezes:,} times" if freezes else "")
                          + "\n")
+        sys.stderr.write(f"  capture CPU in camwatch: {_capture_cpu(live)}\n")
     if live.received is not None and live.captured != sensor.packets:
         # Not expected: the pipe and the reader lose nothing. Said even with --quiet, since it makes every count
         # of this run suspect.
-        sys.stderr.write(f"camwatch: warning: dumpcap passed on {live.captured:,} packets but camwatch read "
+        sys.stderr.write(f"camwatch: warning: {live.name} passed on {live.captured:,} packets but camwatch read "
                          f"{sensor.packets:,}\n")
+    damaged = getattr(live, "damaged_blocks", 0)
+    if damaged:
+        sys.stderr.write(f"camwatch: warning: {damaged:,} capture ring blocks held frame headers pointing "
+                         "outside them; the rest of each was skipped\n")
     failures = source.failures
     if not failures and not source.stopped_by_us:
         # dumpcap closed the pipe without being asked: the interface went away, or someone killed it.

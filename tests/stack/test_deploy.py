@@ -14,6 +14,7 @@ from conftest import REPO
 from sensor.cli import build_parser
 
 UNIT = REPO / "deploy/systemd/camwatch.service"
+TPACKET_DROP_IN = REPO / "deploy/systemd/camwatch.service.d/tpacket.conf"
 INSTALLED = "/opt/camwatch/.venv/bin/camwatch"
 pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 
@@ -58,3 +59,33 @@ def test_unit_command_line_is_one_camwatch_accepts():
     assert argv[0] == INSTALLED
     args = build_parser().parse_args(argv[1:])
     assert args.command == "run" and args.interface and args.config.startswith("/etc/camwatch/")
+
+
+@pytest.fixture
+def tpacket_unit(unit):
+    """The unit as the tpacket engine's drop-in changes it, merged by hand (verify reads no drop-in directory
+    beside a unit outside systemd's search path): each key the drop-in sets replaces the unit's. The drop-in resets
+    each list before setting it (an empty assignment, as systemd reads it), so its last assignment is what holds."""
+    overrides = dict(line.split("=", 1) for line in TPACKET_DROP_IN.read_text().splitlines()
+                     if "=" in line and not line.startswith("#"))
+    lines = []
+    for line in unit.read_text().splitlines():
+        key = line.split("=", 1)[0]
+        lines.append(f"{key}={overrides.pop(key)}" if key in overrides else line)
+    assert not overrides, f"keys the unit does not have: {overrides}"
+    merged = unit.with_name("camwatch-tpacket.service")
+    merged.write_text("\n".join(lines) + "\n")
+    return merged
+
+
+def test_tpacket_drop_in_verifies_grants_only_cap_net_raw_and_exposure_stays_low(tpacket_unit):
+    text = tpacket_unit.read_text()
+    assert "AmbientCapabilities=CAP_NET_RAW\n" in text and "CapabilityBoundingSet=CAP_NET_RAW\n" in text
+    assert "NoNewPrivileges=yes\n" in text
+    r = subprocess.run(["systemd-analyze", "verify", str(tpacket_unit)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr.strip() == "" and r.stdout.strip() == "", r.stderr + r.stdout
+    r = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager", str(tpacket_unit)],
+                       capture_output=True, text=True, timeout=60)
+    level = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout)
+    assert level, r.stdout + r.stderr
+    assert float(level[1]) <= 3.0, r.stdout
