@@ -36,9 +36,10 @@ class ByteSeries:
 
     def _advance(self, bucket: int) -> None:
         """Clear the buckets the window moves past, so the ring never carries bytes from a lap ago."""
-        if self.newest < 0 or bucket - self.newest >= BUCKETS:
-            for i in range(BUCKETS):
-                self.counts[i] = 0
+        if self.newest < 0:
+            pass   # nothing was ever added: the ring is still all zero (a new device's first byte, every time)
+        elif bucket - self.newest >= BUCKETS:
+            self.counts = array("I", [0]) * BUCKETS
         else:
             for b in range(self.newest + 1, bucket + 1):
                 self.counts[b % BUCKETS] = 0

@@ -103,3 +103,11 @@ def test_the_estates_bytes_by_country_over_time_are_kept_across_a_restart(tmp_pa
     assert set(third.enricher.egress_countries.series) == {"CN"} and third.enricher.egress_countries.series[
         "CN"].points() == []
     third.close()
+
+
+def test_a_first_byte_long_after_the_epoch_lands_alone_and_a_later_lap_clears():
+    s = ByteSeries()
+    s.add(1_700_000_000.0, 10)
+    assert s.points() == [(1_700_000_000.0 // BUCKET_SECONDS * BUCKET_SECONDS, 10)]
+    s.add(1_700_000_000.0 + 2 * BUCKETS * BUCKET_SECONDS, 7)
+    assert [count for _, count in s.points()] == [7]
