@@ -79,17 +79,35 @@ def test_every_scope_in_rule_order_with_a_configured_site():
         assert c.scope_of_raw(raw) == scope, a
 
 
-def test_raw_scopes_are_cached_and_the_cache_is_bounded():
+def test_raw_scopes_are_cached_per_whole_block_else_per_address_and_the_cache_is_bounded():
+    v4 = b"\x00" * 10 + b"\xff\xff"
     c = Classifier(Config())
-    raw = b"\x00" * 10 + b"\xff\xff" + bytes([8, 8, 8, 8])
-    assert c.scope_of_raw(raw) == "public" and c._raw_cache == {raw: "public"}
-    c._raw_cache[raw] = "sentinel"
-    assert c.scope_of_raw(raw) == "sentinel"                     # answered from the cache
-    for i in range((1 << 16) - 1):
-        c.scope_of_raw(b"\x00" * 10 + b"\xff\xff" + i.to_bytes(4, "big"))
+    raw = v4 + bytes([8, 8, 8, 8])
+    assert c.scope_of_raw(raw) == "public" and c._raw_cache == {raw[:15]: "public"}
+    c._raw_cache[raw[:15]] = "sentinel"
+    assert c.scope_of_raw(v4 + bytes([8, 8, 8, 200])) == "sentinel"   # the same /24, answered from the cache
+    edge = v4 + bytes([255, 255, 255, 254])   # 255.255.255.255/32 sits inside its /24: that block is per address
+    assert c.scope_of_raw(edge) == "public" and edge in c._raw_cache and edge[:15] not in c._raw_cache
+    assert c.scope_of_raw(v4 + bytes([255, 255, 255, 255])) == "multicast"
+    for i in range((1 << 16) - 3):
+        c.scope_of_raw(v4 + ((11 << 24) + (i << 8)).to_bytes(4, "big"))
     assert len(c._raw_cache) == 1 << 16
-    c.scope_of_raw(b"\x00" * 10 + b"\xff\xff" + bytes([9, 9, 9, 9]))
+    c.scope_of_raw(v4 + bytes([9, 9, 9, 9]))
     assert len(c._raw_cache) == 1
+
+
+def test_raw_scopes_of_blocks_split_by_a_narrow_network_are_exact_in_any_order():
+    """A camera /25 and /32 split their /24s: every address of those blocks, asked in either order, is classified
+    as address_scope does, never as the first address of its block was."""
+    v4 = b"\x00" * 10 + b"\xff\xff"
+    config = parse_config({"networks": {"camera": ["10.20.0.128/25", "10.30.0.7/32"], "core": ["10.1.0.0/16"]}})
+    for order in (range(256), range(255, -1, -1)):
+        c = Classifier(config)
+        for prefix in ((10, 20, 0), (10, 30, 0), (10, 1, 5)):
+            for last in order:
+                a = ipaddress.IPv4Address(bytes([*prefix, last]))
+                assert c.scope_of_raw(v4 + a.packed) == c.address_scope(a), a
+        assert c.scope_of_raw(v4 + bytes([10, 1, 5, 1])[:4]) == "core" and v4 + bytes([10, 1, 5]) in c._raw_cache
 
 
 def test_destinations_inside_the_vlan_multicast_or_loopback_are_never_allowed_by_a_rule():
