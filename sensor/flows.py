@@ -447,12 +447,23 @@ class FlowTable:
         return out
 
     def _evict(self) -> list[Flow]:
+        """The least recently active flows over max_flows: each table's oldest is its head, the oldest head goes
+        (the first table in _timeouts order on a tie). Heads are read once and again only for the table that lost
+        one: a flood past max_flows evicts a flow per new flow."""
         out: list[Flow] = []
         excess = len(self) - self.settings.max_flows
-        while excess > 0:
-            oldest = min((t for t, _ in self._timeouts if t), key=lambda t: next(iter(t.values())).last)
-            out.append(oldest.popitem(last=False)[1])
-            excess -= 1
+        if excess > 0:
+            tables = [t for t, _ in self._timeouts]
+            heads = [next(iter(t.values())).last if t else None for t in tables]
+            while excess > 0:
+                best = -1
+                for i, head in enumerate(heads):
+                    if head is not None and (best < 0 or head < heads[best]):
+                        best = i
+                table = tables[best]
+                out.append(table.popitem(last=False)[1])
+                heads[best] = next(iter(table.values())).last if table else None
+                excess -= 1
         return self._end(out, "evicted")
 
     def flush(self) -> list[Flow]:
