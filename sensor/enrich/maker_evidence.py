@@ -96,6 +96,7 @@ class MakerJudge:
         self._oem_by_name = {o.name: o for o in brands.oem}
         self._camera_makers = {m.name for m in brands.maker if m.cameras}
         self._oui_facts: dict[str | None, tuple[str | None, MakerEvidence | None]] = {}
+        self._single_verdicts: dict[MakerEvidence, Verdict] = {}
 
     @classmethod
     def load(cls, covered: CoveredMakers, path: Path = BRANDS_FILE) -> MakerJudge:
@@ -181,6 +182,17 @@ class MakerJudge:
         """The best-supported maker: summed weights per maker, an OEM badge counting for its covered maker when
         its entry stands alone or other evidence names that maker. Ties go to a covered maker, then to the
         maker whose evidence came first."""
+        if len(items) != 1:
+            return self._verdict(items)
+        # One item is what a new device has (its MAC prefix): a flood of them asks the same few questions.
+        found = self._single_verdicts.get(items[0])
+        if found is None:
+            if len(self._single_verdicts) >= MAX_OUI_FACTS:
+                self._single_verdicts.clear()
+            found = self._single_verdicts[items[0]] = self._verdict(items)
+        return found
+
+    def _verdict(self, items: list[MakerEvidence]) -> Verdict:
         if not items:
             return NOTHING
         scores: dict[str, int] = {}

@@ -390,3 +390,15 @@ def test_oui_facts_are_module_of_and_from_oui_remembered_within_a_bound(monkeypa
     named = [org for org in orgs if judge.oui_facts(org)[1] is not None]
     modules = [org for org in orgs if judge.oui_facts(org)[0] is not None]
     assert named and modules   # both kinds were compared above, not only the empty answers
+
+
+def test_a_single_items_verdict_is_remembered_and_equals_the_verdict_worked_out():
+    judge = _inventory().judge
+    orgs = sorted({name for table in MANUF._by_bits.values() for name in table.values()})[:400]
+    items = [item for org in orgs if (item := judge.from_oui(org)) is not None]
+    items += [MakerEvidence("dns", "looked up x", "Hikvision", SOURCES["dns"]),
+              MakerEvidence("banner", "server: y", "Dahua", SOURCES["banner"])]
+    for item in [*items, *items[:20]]:
+        assert judge.verdict([item]) == judge._verdict([item]), item
+    assert judge.verdict(items[:3]) == judge._verdict(items[:3])
+    assert any(judge.verdict([i]).covered is not None for i in items)   # covered makers were among them
