@@ -195,5 +195,10 @@ def peer_scope(classifier: Classifier, flow: Flow, ctx: tuple, is_orig: bool, na
     cached = ctx[side]
     if cached is not None and cached[0] == name:
         return cached[1], ctx
-    scope, _rule = classifier.destination_scope(flow.resp_ip if is_orig else flow.orig_ip, name, ctx[3], ctx[2])
+    if not classifier.config.allow and ctx[6] == classifier.generation:
+        # No allow rule to match: the destination scope is the peer's address scope, which the context holds
+        # (from the raw address, so a flood of new peers makes no ipaddress objects here).
+        scope = ctx[1] if is_orig else ctx[0]
+    else:
+        scope, _rule = classifier.destination_scope(flow.resp_ip if is_orig else flow.orig_ip, name, ctx[3], ctx[2])
     return scope, ctx[:side] + ((name, scope),) + ctx[side + 1:]

@@ -171,3 +171,33 @@ def test_the_flow_context_judges_allow_rules_by_the_flows_port_and_protocol():
     assert peer_scope(c, udp, flow_context(c, udp), True, None)[0] == "public"
     other_port = Flow(key, 20, 6, 40000, 8443, 0.0)
     assert peer_scope(c, other_port, flow_context(c, other_port), True, None)[0] == "public"
+
+
+def test_without_allow_rules_a_peers_scope_is_its_destination_scope_from_a_fresh_or_stale_context():
+    """With no allow rule, peer_scope takes the peer's scope from the flow context rather than from an ipaddress
+    object: the same answer as destination_scope, both ways round; a context from before the scopes changed is
+    not trusted (destination_scope answers with the scopes now in force)."""
+    import random
+    from sensor.enrich.scope import flow_context, peer_scope
+    from sensor.flows import Flow
+    c = Classifier(parse_config({"networks": {"camera": ["10.20.0.128/25", "fd20::/64"], "core": ["10.1.0.0/16"]}}))
+    rng = random.Random(9)
+    pool = ["10.20.0.9", "10.20.0.200", "10.1.2.3", "192.168.1.1", "8.8.8.8", "224.0.0.251", "255.255.255.255",
+            "127.0.0.1", "169.254.3.3", "fd20::5", "2001:db8::1", "fe80::1"]
+    for _ in range(300):
+        a, b = (ipaddress.ip_address(x) for x in rng.sample(pool, 2))
+        if a.version != b.version:
+            continue
+        raw = [(b"\x00" * 10 + b"\xff\xff" + x.packed) if x.version == 4 else x.packed for x in (a, b)]
+        flow = Flow(bytes(3) + raw[0] + bytes(2) + raw[1] + bytes(3), 0, 6, 40000, 443, 0.0)
+        flow.orig_is_a = rng.random() < 0.5
+        for is_orig in (True, False):
+            peer = flow.resp_ip if is_orig else flow.orig_ip
+            assert peer_scope(c, flow, flow_context(c, flow), is_orig, None)[0] == \
+                c.destination_scope(peer, None, 443, "tcp")[0], (peer, is_orig)
+    stale = ("public", "public", "tcp", 443, None, None, c.generation - 1)
+    v4 = b"\x00" * 10 + b"\xff\xff"
+    flow = Flow(bytes(3) + v4 + bytes([10, 20, 0, 200]) + bytes(2) + v4 + bytes([10, 1, 2, 3]) + bytes(3), 0, 6,
+                40000, 443, 0.0)
+    assert peer_scope(c, flow, stale, True, None)[0] == "core" and peer_scope(c, flow, stale, False, None)[0] == \
+        "camera"
