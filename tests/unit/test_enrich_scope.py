@@ -178,6 +178,7 @@ def test_without_allow_rules_a_peers_scope_is_its_destination_scope_from_a_fresh
     object: the same answer as destination_scope, both ways round; a context from before the scopes changed is
     not trusted (destination_scope answers with the scopes now in force)."""
     import random
+
     from sensor.enrich.scope import flow_context, peer_scope
     from sensor.flows import Flow
     c = Classifier(parse_config({"networks": {"camera": ["10.20.0.128/25", "fd20::/64"], "core": ["10.1.0.0/16"]}}))
