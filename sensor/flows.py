@@ -456,10 +456,10 @@ class FlowTable:
             tables = [t for t, _ in self._timeouts]
             heads = [next(iter(t.values())).last if t else None for t in tables]
             while excess > 0:
-                best = -1
+                best, oldest = -1, 0.0
                 for i, head in enumerate(heads):
-                    if head is not None and (best < 0 or head < heads[best]):
-                        best = i
+                    if head is not None and (best < 0 or head < oldest):
+                        best, oldest = i, head
                 table = tables[best]
                 out.append(table.popitem(last=False)[1])
                 heads[best] = next(iter(table.values())).last if table else None
