@@ -1,5 +1,5 @@
-"""The compiled extension, sensor._walk (sensor/_walk.c), imported here and nowhere else, and the switches that
-choose between each compiled path and the Python/numpy code it shadows.
+"""The compiled extensions, sensor._walk (sensor/_walk.c) and sensor._flows (sensor/_flows.c), imported here and
+nowhere else, and the switches that choose between each compiled path and the Python/numpy code it shadows.
 
 The extension is optional: a machine without a C compiler installs camwatch without it, `extension` is then None
 and every stage uses its reference code, which gives the same results, slower. Where it is built, each path is
@@ -10,7 +10,8 @@ sets them.
 
 from __future__ import annotations
 
-__all__ = ["decode", "extension", "fill", "forest", "group", "import_error", "route", "tags", "walk"]
+__all__ = ["decode", "extension", "fill", "flows_extension", "forest", "group", "import_error", "route", "table",
+           "tags", "walk"]
 
 try:
     from sensor import _walk as extension
@@ -19,9 +20,15 @@ except ImportError as exc:  # built without a C compiler: the reference code giv
     extension = None  # type: ignore[assignment]
     import_error = str(exc)
 
+try:
+    from sensor import _flows as flows_extension
+except ImportError:  # the same: FlowTable._apply_python does its work
+    flows_extension = None  # type: ignore[assignment]
+
 walk = True     # capture.CaptureReader: the classic pcap record walk (reference: _walk_pcap_python)
 decode = True   # decode.decode: link/network/transport headers (reference: decode_numpy)
 group = True    # flows.group: per-batch flow grouping (reference: group_numpy)
+table = True    # flows.FlowTable.update: the per-flow table step (reference: FlowTable._apply_python)
 tags = True     # tags.PayloadTagger: payload-profile bits (reference: PayloadTagger.tags_numpy)
 route = True    # enrich.routing.route: the rows each parser wants (reference: route_numpy)
 fill = True     # live.LiveCapture: the pump's gathering pipe read, without the GIL (reference: select and readv)

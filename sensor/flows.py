@@ -261,6 +261,66 @@ def group(dec: Decoded, rows: np.ndarray, tags: np.ndarray | None) -> Groups:
                   np.frombuffer(side_tags, np.uint64).reshape(u, 2), np.frombuffer(macs, np.int64).reshape(u, 2))
 
 
+class NewFlows(NamedTuple):
+    """How each group's flow starts if it is new, from the group's first packet: who originates and the ports."""
+
+    orig_is_a: np.ndarray   # uint8: the originator is the canonical key's A side
+    orig_port: np.ndarray   # int64
+    resp_port: np.ndarray   # int64
+    vlan: np.ndarray        # int64
+    first_ts: np.ndarray    # float64, the group's first packet's time (a new flow's `first`, each update's `ts`)
+
+
+def orient(dec: Decoded, first_row: np.ndarray, first_dir: np.ndarray) -> NewFlows:
+    """Per group, the originator and ports a new flow gets (docs/architecture.md, flow orientation): the sender of
+    the first packet, unless that packet is a SYN-ACK, a TCP segment without SYN from a low port to a high one, a
+    UDP datagram from a low port to a high one, or an ICMP reply. Whole columns at once; used for every group, new
+    or not, because a batch's groups are mostly new when it matters (a flood)."""
+    proto = dec.proto[first_row]
+    sport = dec.sport[first_row].astype(np.int64)
+    dport = dec.dport[first_row].astype(np.int64)
+    flags = dec.tcp_flags[first_row]
+    icmp = (proto == PROTO_ICMP) | (proto == PROTO_ICMPV6)
+    syn, ack = (flags & SYN) != 0, (flags & ACK) != 0
+    low_to_high = (sport < 1024) & (dport >= 1024)
+    swap = (((proto == PROTO_TCP) & ((syn & ack) | (~syn & low_to_high))) | ((proto == PROTO_UDP) & low_to_high)
+            | (icmp & np.isin(sport, ICMP_REPLY_TYPES)))
+    portless = icmp | dec.fragment[first_row].astype(bool)
+    sport = np.where(portless, 0, sport)
+    dport = np.where(portless, 0, dport)
+    return NewFlows(((first_dir == 0) != swap).astype(np.uint8), np.where(swap, dport, sport),
+                    np.where(swap, sport, dport), dec.vlan[first_row].astype(np.int64),
+                    dec.batch.ts[first_row].astype(np.float64))
+
+
+def _add(flow: Flow, proto: int, last: float, sums: tuple, has_tags: bool) -> None:
+    """One group's counters, flags, tags and MACs into its flow, oriented to originator/responder (column 0 of
+    the sums is A->B); then its last time and whether it is now closed."""
+    g_pkts, g_bytes, g_payload, g_flags, g_tags, g_macs = sums
+    o = 0 if flow.orig_is_a else 1
+    r = 1 - o
+    flow.orig_pkts += g_pkts[o]
+    flow.resp_pkts += g_pkts[r]
+    flow.orig_bytes += g_bytes[o]
+    flow.resp_bytes += g_bytes[r]
+    flow.orig_payload += g_payload[o]
+    flow.resp_payload += g_payload[r]
+    flow.orig_flags |= g_flags[o]
+    flow.resp_flags |= g_flags[r]
+    if has_tags:
+        flow.orig_tags |= g_tags[o]
+        flow.resp_tags |= g_tags[r]
+    if g_macs[o] and g_macs[o] != flow.orig_mac:
+        flow.orig_mac = _shared_mac(g_macs[o])
+    if g_macs[r] and g_macs[r] != flow.resp_mac:
+        flow.resp_mac = _shared_mac(g_macs[r])
+    if last > flow.last:
+        flow.last = last
+    if proto == PROTO_TCP and (flow.orig_flags | flow.resp_flags) & RST or (
+            flow.orig_flags & FIN and flow.resp_flags & FIN):
+        flow.closed = True
+
+
 class FlowTable:
     """`on_end` is called with every flow that leaves the table, whatever the reason."""
 
@@ -316,78 +376,56 @@ class FlowTable:
         if len(rows) == 0:
             return []
         grp = group(dec, rows, tags)
+        new = orient(dec, rows[grp.first], grp.first_dir)
+        if compiled.flows_extension is not None and compiled.table:
+            c = np.ascontiguousarray
+            updates, made = compiled.flows_extension.apply(
+                (self._tcp, self._closed, self._udp, self._other), self._end,
+                (Flow, FlowUpdate, _PORTS, _MACS, _shared_mac), c(grp.keys), c(grp.first_dir, np.uint8),
+                c(new.orig_is_a), c(new.orig_port), c(new.resp_port), c(new.vlan), c(new.first_ts), c(grp.pkts),
+                c(grp.bytes), c(grp.payload), c(grp.flags), b"" if tags is None else c(grp.tags), c(grp.macs),
+                c(grp.last))
+            self.created += made
+        else:
+            updates = self._apply_python(grp, new, tags is not None)
+        self._evict()
+        return updates
+
+    def _apply_python(self, grp: Groups, new: NewFlows, has_tags: bool) -> list[FlowUpdate]:
+        """The reference of the compiled step (sensor/_flows.c): each group finds or makes its flow, adds to it
+        and goes back to the recent end of its table."""
         # Python values once per column: indexing numpy scalars per group would cost more than the grouping.
         key_bytes = grp.keys.tobytes()
-        first_row = rows[grp.first]
-        first_rows, first_dir, last = first_row.tolist(), grp.first_dir.tolist(), grp.last.tolist()
-        pkts, nbytes, payload = grp.pkts.tolist(), grp.bytes.tolist(), grp.payload.tolist()
-        flags, side_tags, macs = grp.flags.tolist(), grp.tags.tolist(), grp.macs.tolist()
-        first_ts = dec.batch.ts[first_row].tolist()
+        first_dir, last, first_ts = grp.first_dir.tolist(), grp.last.tolist(), new.first_ts.tolist()
+        pkts, nbytes = grp.pkts.tolist(), grp.bytes.tolist()
+        starts = list(zip(new.orig_is_a.tolist(), new.orig_port.tolist(), new.resp_port.tolist(),
+                          new.vlan.tolist(), first_ts, strict=True))
+        sums = list(zip(pkts, nbytes, grp.payload.tolist(), grp.flags.tolist(), grp.tags.tolist(),
+                        grp.macs.tolist(), strict=True))
         updates: list[FlowUpdate] = []
-        for g in range(len(first_rows)):
+        for g in range(len(first_dir)):
             key = key_bytes[40 * g:40 * g + 40]
             proto = key[2]
             table = self._table(proto)
             flow = table.pop(key, None)
             if flow is None and proto == PROTO_TCP:
                 flow = self._closed.pop(key, None)
-                if flow is not None and flags[g][first_dir[g]] & SYN:
+                if flow is not None and sums[g][3][first_dir[g]] & SYN:
                     self._end([flow], "idle")   # the port pair was reused for a new connection
                     flow = None
-            new = flow is None
+            is_new = flow is None
             if flow is None:
-                flow = self._new_flow(key, dec, first_rows[g], first_dir[g] == 0)
+                orig_is_a, orig_port, resp_port, vlan, first = starts[g]
+                flow = Flow(key, vlan, proto, _PORTS[orig_port], _PORTS[resp_port], first)
+                flow.orig_is_a = bool(orig_is_a)
+                self.created += 1
+            _add(flow, proto, last[g], sums[g], has_tags)
+            (self._closed if flow.closed else table)[key] = flow
             # column 0 of the aggregates is A->B; orient it to originator/responder
             o = 0 if flow.orig_is_a else 1
-            r = 1 - o
-            g_pkts, g_bytes, g_payload, g_flags, g_macs = pkts[g], nbytes[g], payload[g], flags[g], macs[g]
-            flow.orig_pkts += g_pkts[o]
-            flow.resp_pkts += g_pkts[r]
-            flow.orig_bytes += g_bytes[o]
-            flow.resp_bytes += g_bytes[r]
-            flow.orig_payload += g_payload[o]
-            flow.resp_payload += g_payload[r]
-            flow.orig_flags |= g_flags[o]
-            flow.resp_flags |= g_flags[r]
-            if tags is not None:
-                flow.orig_tags |= side_tags[g][o]
-                flow.resp_tags |= side_tags[g][r]
-            if g_macs[o] and g_macs[o] != flow.orig_mac:
-                flow.orig_mac = _shared_mac(g_macs[o])
-            if g_macs[r] and g_macs[r] != flow.resp_mac:
-                flow.resp_mac = _shared_mac(g_macs[r])
-            if last[g] > flow.last:
-                flow.last = last[g]
-            if proto == PROTO_TCP and (flow.orig_flags | flow.resp_flags) & RST or (
-                    flow.orig_flags & FIN and flow.resp_flags & FIN):
-                flow.closed = True
-            (self._closed if flow.closed else table)[key] = flow
-            updates.append(FlowUpdate(flow, new, first_ts[g], g_pkts[o], g_pkts[r], g_bytes[o], g_bytes[r]))
-        self._evict()
+            updates.append(FlowUpdate(flow, is_new, first_ts[g], pkts[g][o], pkts[g][1 - o], nbytes[g][o],
+                                      nbytes[g][1 - o]))
         return updates
-
-    def _new_flow(self, key: bytes, dec: Decoded, row: int, src_is_a: bool) -> Flow:
-        proto = int(dec.proto[row])
-        sport, dport = int(dec.sport[row]), int(dec.dport[row])
-        flags = int(dec.tcp_flags[row])
-        swap = False
-        if proto == PROTO_TCP:
-            if flags & SYN and flags & ACK:
-                swap = True
-            elif not flags & SYN and sport < 1024 <= dport:
-                swap = True
-        elif proto == PROTO_UDP:
-            swap = sport < 1024 <= dport
-        elif proto in (PROTO_ICMP, PROTO_ICMPV6):
-            swap = sport in ICMP_REPLY_TYPES
-        if proto in (PROTO_ICMP, PROTO_ICMPV6) or dec.fragment[row]:
-            sport = dport = 0
-        if swap:
-            sport, dport = dport, sport
-        flow = Flow(key, int(dec.vlan[row]), proto, _PORTS[sport], _PORTS[dport], float(dec.batch.ts[row]))
-        flow.orig_is_a = src_is_a != swap
-        self.created += 1
-        return flow
 
     def expire(self, now: float) -> list[Flow]:
         """Flows idle longer than their timeout, or active longer than the active timeout, at time `now`."""
@@ -409,16 +447,29 @@ class FlowTable:
         return out
 
     def _evict(self) -> list[Flow]:
+        """The least recently active flows over max_flows: each table's oldest is its head, the oldest head goes
+        (the first table in _timeouts order on a tie). Heads are read once and again only for the table that lost
+        one: a flood past max_flows evicts a flow per new flow."""
         out: list[Flow] = []
         excess = len(self) - self.settings.max_flows
-        while excess > 0:
-            oldest = min((t for t, _ in self._timeouts if t), key=lambda t: next(iter(t.values())).last)
-            out.append(oldest.popitem(last=False)[1])
-            excess -= 1
+        if excess > 0:
+            tables = [t for t, _ in self._timeouts]
+            heads = [next(iter(t.values())).last if t else None for t in tables]
+            while excess > 0:
+                best, oldest = -1, 0.0
+                for i, head in enumerate(heads):
+                    if head is not None and (best < 0 or head < oldest):
+                        best, oldest = i, head
+                table = tables[best]
+                out.append(table.popitem(last=False)[1])
+                heads[best] = next(iter(table.values())).last if table else None
+                excess -= 1
         return self._end(out, "evicted")
 
     def flush(self) -> list[Flow]:
-        out = list(self.flows())
+        out: list[Flow] = []
+        for table, _ in self._timeouts:
+            out.extend(table.values())   # not through flows(): a generator step per flow of a full table
         for table, _ in self._timeouts:
             table.clear()
         return self._end(out, "end")

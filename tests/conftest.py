@@ -146,6 +146,8 @@ def pytest_sessionstart(session):
         if compiled.extension is None:
             pytest.exit("the compiled extension sensor._walk is required here and did not build: "
                         f"{compiled.import_error}", returncode=1)
+        if compiled.flows_extension is None:
+            pytest.exit("the compiled extension sensor._flows is required here and did not build", returncode=1)
 
 
 def pytest_runtest_logreport(report):

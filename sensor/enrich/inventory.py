@@ -550,10 +550,9 @@ class Inventory:
 
     def _note_mac(self, dev: Device) -> None:
         dev.vendor = self.manuf.lookup(dev.mac)
-        dev.module = self.judge.module_of(dev.vendor)
+        dev.module, item = self.judge.oui_facts(dev.vendor)
         dev.maker_items = [i for i in dev.maker_items if i.source != "oui"]   # a new MAC, a new badge
         dev.verdict = self.judge.verdict(dev.maker_items)
-        item = self.judge.from_oui(dev.vendor)
         self.judge_again(dev, [item] if item is not None else [])
 
     def _rederive(self, dev: Device, item: MakerEvidence) -> None:

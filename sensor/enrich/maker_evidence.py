@@ -51,6 +51,9 @@ PROTOCOL_MAKERS = {"sadp": "Hikvision", "dhip": "Dahua"}
 PROTOCOL_SOURCES = {"sadp": "discovery", "dhip": "discovery", "onvif": "onvif"}
 MAX_ITEMS = 16        # per device; one per (source, maker), the first detail kept
 MAX_DETAIL = 96
+# Organisations come from the manuf list, not the wire, but a forged-MAC flood can name thousands of them: the cache
+# of what each says starts over when full rather than grow.
+MAX_OUI_FACTS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,8 @@ class MakerJudge:
         self._covered_by_name = {m.name: m for m in covered.makers}
         self._oem_by_name = {o.name: o for o in brands.oem}
         self._camera_makers = {m.name for m in brands.maker if m.cameras}
+        self._oui_facts: dict[str | None, tuple[str | None, MakerEvidence | None]] = {}
+        self._single_verdicts: dict[MakerEvidence, Verdict] = {}
 
     @classmethod
     def load(cls, covered: CoveredMakers, path: Path = BRANDS_FILE) -> MakerJudge:
@@ -104,6 +109,16 @@ class MakerJudge:
                 if any(p.search(organisation) for p in module.manuf):
                     return module.name
         return None
+
+    def oui_facts(self, organisation: str | None) -> tuple[str | None, MakerEvidence | None]:
+        """module_of and from_oui together, remembered per organisation: a new device with a known MAC prefix (a
+        flood of forged sources behind one switch) would otherwise run every module, OEM and maker pattern again."""
+        facts = self._oui_facts.get(organisation)
+        if facts is None:
+            if len(self._oui_facts) >= MAX_OUI_FACTS:
+                self._oui_facts.clear()
+            facts = self._oui_facts[organisation] = (self.module_of(organisation), self.from_oui(organisation))
+        return facts
 
     def from_oui(self, organisation: str | None) -> MakerEvidence | None:
         """The MAC prefix's organisation as evidence; None for a module maker, an unknown or a local address."""
@@ -167,6 +182,17 @@ class MakerJudge:
         """The best-supported maker: summed weights per maker, an OEM badge counting for its covered maker when
         its entry stands alone or other evidence names that maker. Ties go to a covered maker, then to the
         maker whose evidence came first."""
+        if len(items) != 1:
+            return self._verdict(items)
+        # One item is what a new device has (its MAC prefix): a flood of them asks the same few questions.
+        found = self._single_verdicts.get(items[0])
+        if found is None:
+            if len(self._single_verdicts) >= MAX_OUI_FACTS:
+                self._single_verdicts.clear()
+            found = self._single_verdicts[items[0]] = self._verdict(items)
+        return found
+
+    def _verdict(self, items: list[MakerEvidence]) -> Verdict:
         if not items:
             return NOTHING
         scores: dict[str, int] = {}

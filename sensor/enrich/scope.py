@@ -7,7 +7,7 @@ import ipaddress
 from functools import lru_cache
 
 from sensor.config import DEFAULT_CAMERA_NETWORKS, AllowRule, Config, IPNetwork, name_matches
-from sensor.flows import Flow, IPAddress
+from sensor.flows import PROTO_NAMES, Flow, IPAddress
 
 SCOPE_CAMERA = "camera"
 SCOPE_ALLOWED = "allowed"
@@ -131,17 +131,33 @@ class Classifier:
         return self.address_scope(ip) == SCOPE_CAMERA
 
     def scope_of_raw(self, raw: bytes) -> str:
-        """address_scope of a 16-byte address (IPv4 as IPv4-mapped), from integer ranges for IPv4."""
-        scope = self._raw_cache.get(raw)
+        """address_scope of a 16-byte address (IPv4 as IPv4-mapped), from integer ranges for IPv4. Remembered per
+        /24 where no range starts or ends inside it (its first 15 bytes are the key: no IPv6 address has them), so
+        a flood of addresses each seen once mostly hits; per address otherwise."""
+        cache = self._raw_cache
+        scope = cache.get(raw[:15])
         if scope is None:
-            if raw[:12] == _V4_MAPPED:
-                value = int.from_bytes(raw[12:], "big")
-                scope = next((sc for lo, hi, sc in self._v4_ranges if lo <= value <= hi), SCOPE_PUBLIC)
-            else:
-                scope = self.address_scope(ipaddress.IPv6Address(raw))
-            if len(self._raw_cache) >= 1 << 16:
-                self._raw_cache.clear()  # floods: bounded, and the hot addresses come straight back
-            self._raw_cache[raw] = scope
+            scope = cache.get(raw)
+            if scope is None:
+                scope = self._scope_miss(raw)
+        return scope
+
+    def _scope_miss(self, raw: bytes) -> str:
+        cache = self._raw_cache
+        if len(cache) >= 1 << 16:
+            cache.clear()  # floods: bounded, and the hot addresses come straight back
+        if raw[:12] == _V4_MAPPED:
+            value = int.from_bytes(raw[12:], "big")
+            ranges = self._v4_ranges
+            scope = next((sc for lo, hi, sc in ranges if lo <= value <= hi), SCOPE_PUBLIC)
+            block_lo, block_hi = value & ~0xFF, value | 0xFF
+            # every range either holds the whole /24 or none of it: the first match is the same for all of it
+            if all(hi < block_lo or lo > block_hi or (lo <= block_lo and hi >= block_hi) for lo, hi, _ in ranges):
+                cache[raw[:15]] = scope
+                return scope
+        else:
+            scope = self.address_scope(ipaddress.IPv6Address(raw))
+        cache[raw] = scope
         return scope
 
     def name_allowed(self, name: str) -> bool:
@@ -165,8 +181,11 @@ class Classifier:
 # port, then per side the last destination scope computed and the name it was for, or None).
 def flow_context(classifier: Classifier, flow: Flow) -> tuple:
     """... and, last, the classifier's generation it was computed in (scopes learned since make it stale)."""
-    return (classifier.scope_of_raw(flow.orig_raw), classifier.scope_of_raw(flow.resp_raw), flow.proto_name,
-            flow.resp_port or None, None, None, classifier.generation)
+    # Flow.orig_raw, resp_raw and proto_name, inlined: every new flow of a flood comes through here.
+    key, scope_of = flow.key, classifier.scope_of_raw
+    a, b = scope_of(key[3:19]), scope_of(key[21:37])
+    return ((a, b) if flow.orig_is_a else (b, a)) + (PROTO_NAMES.get(flow.proto) or str(flow.proto),
+                                                      flow.resp_port or None, None, None, classifier.generation)
 
 
 def peer_scope(classifier: Classifier, flow: Flow, ctx: tuple, is_orig: bool, name: str | None) -> tuple[str, tuple]:
@@ -176,5 +195,10 @@ def peer_scope(classifier: Classifier, flow: Flow, ctx: tuple, is_orig: bool, na
     cached = ctx[side]
     if cached is not None and cached[0] == name:
         return cached[1], ctx
-    scope, _rule = classifier.destination_scope(flow.resp_ip if is_orig else flow.orig_ip, name, ctx[3], ctx[2])
+    if not classifier.config.allow and ctx[6] == classifier.generation:
+        # No allow rule to match: the destination scope is the peer's address scope, which the context holds
+        # (from the raw address, so a flood of new peers makes no ipaddress objects here).
+        scope = ctx[1] if is_orig else ctx[0]
+    else:
+        scope, _rule = classifier.destination_scope(flow.resp_ip if is_orig else flow.orig_ip, name, ctx[3], ctx[2])
     return scope, ctx[:side] + ((name, scope),) + ctx[side + 1:]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from array import array
 
+import numpy as np
+
 BUCKET_SECONDS = 300
 BUCKETS = 288  # 24 hours
 _MAX_COUNT = (1 << 32) - 1  # a bucket saturates at 4 GiB rather than wrap
@@ -36,9 +38,10 @@ class ByteSeries:
 
     def _advance(self, bucket: int) -> None:
         """Clear the buckets the window moves past, so the ring never carries bytes from a lap ago."""
-        if self.newest < 0 or bucket - self.newest >= BUCKETS:
-            for i in range(BUCKETS):
-                self.counts[i] = 0
+        if self.newest < 0:
+            pass   # nothing was ever added: the ring is still all zero (a new device's first byte, every time)
+        elif bucket - self.newest >= BUCKETS:
+            self.counts = array("I", [0]) * BUCKETS
         else:
             for b in range(self.newest + 1, bucket + 1):
                 self.counts[b % BUCKETS] = 0
@@ -48,9 +51,12 @@ class ByteSeries:
         """(bucket start, bytes) for every non-empty bucket in the window, oldest first."""
         if self.newest < 0:
             return []
-        first = max(0, self.newest - BUCKETS + 1)
-        return [(float(b * BUCKET_SECONDS), int(self.counts[b % BUCKETS]))
-                for b in range(first, self.newest + 1) if self.counts[b % BUCKETS]]
+        # Only the non-empty slots are visited (a device saved after its first packet has one of 288): each slot's
+        # bucket is the newest one at or before `newest` that lands on it (add writes no other, and _advance
+        # clears what the window leaves, so a non-empty slot is never older than the window nor before bucket 0).
+        counts = np.frombuffer(self.counts, dtype=f"u{self.counts.itemsize}")
+        found = sorted((self.newest - (self.newest - s) % BUCKETS, s) for s in np.flatnonzero(counts).tolist())
+        return [(float(b * BUCKET_SECONDS), int(counts[s])) for b, s in found]
 
     def state(self) -> list[list[float | int]]:
         return [[start, count] for start, count in self.points()]

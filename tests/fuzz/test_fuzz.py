@@ -163,3 +163,20 @@ def test_compiled_decode_equals_numpy_on_hostile_frames(frames, linktype):
             assert routing.route(fast, fast.is_ip) == routing.route_numpy(fast, fast.is_ip)
             for name, a, r in zip(grouped._fields, grouped, reference, strict=True):
                 assert a.dtype == r.dtype and np.array_equal(a, r), name
+            assert _table_after(fast, rows, tags, True) == _table_after(fast, rows, tags, False)
+
+
+def _table_after(dec, rows, tags, compiled_table: bool) -> tuple:
+    """A flow table's flows (every slot, table by table, in order) and updates after one batch, through the
+    compiled per-flow step (sensor/_flows.c) or its Python reference."""
+    if compiled.flows_extension is None and compiled_table:
+        return _table_after(dec, rows, tags, False)
+    saved, compiled.table = compiled.table, compiled_table
+    try:
+        ft = flows.FlowTable(Config().flows)
+        updates = ft.update(dec, rows, tags)
+    finally:
+        compiled.table = saved
+    state = [(key, tuple(getattr(f, s) for s in flows.Flow.__slots__))
+             for table, _ in ft._timeouts for key, f in table.items()]
+    return state, [(u.flow.key, u.new, u.ts, u.orig_pkts, u.resp_pkts, u.orig_bytes, u.resp_bytes) for u in updates]

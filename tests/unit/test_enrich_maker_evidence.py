@@ -374,3 +374,31 @@ def test_a_gateway_forwarding_lookups_is_not_judged_by_them():
     inventory.record_query(router, "litedev.hik-connect.com", 2.0)
     inventory.note_service(router, HIK_CONNECT, "service", "tcp/8555")
     assert (router.maker_items, router.covered, router.role) == ([], False, "gateway")
+
+
+def test_oui_facts_are_module_of_and_from_oui_remembered_within_a_bound(monkeypatch):
+    """The per-organisation cache a new device's MAC prefix is judged through says what the uncached calls say,
+    for every organisation in the installed manuf (a covered maker, an OEM, a module maker, anyone else), and starts
+    over when full instead of growing."""
+    import sensor.enrich.maker_evidence as maker_evidence
+    orgs = sorted({name for table in MANUF._by_bits.values() for name in table.values()})
+    judge = _inventory().judge
+    monkeypatch.setattr(maker_evidence, "MAX_OUI_FACTS", 64)
+    for org in [*orgs[:300], None, "", "(local)", *orgs[:10]]:
+        assert judge.oui_facts(org) == (judge.module_of(org), judge.from_oui(org)), org
+        assert len(judge._oui_facts) <= 64
+    named = [org for org in orgs if judge.oui_facts(org)[1] is not None]
+    modules = [org for org in orgs if judge.oui_facts(org)[0] is not None]
+    assert named and modules   # both kinds were compared above, not only the empty answers
+
+
+def test_a_single_items_verdict_is_remembered_and_equals_the_verdict_worked_out():
+    judge = _inventory().judge
+    orgs = sorted({name for table in MANUF._by_bits.values() for name in table.values()})[:400]
+    items = [item for org in orgs if (item := judge.from_oui(org)) is not None]
+    items += [MakerEvidence("dns", "looked up x", "Hikvision", SOURCES["dns"]),
+              MakerEvidence("banner", "server: y", "Dahua", SOURCES["banner"])]
+    for item in [*items, *items[:20]]:
+        assert judge.verdict([item]) == judge._verdict([item]), item
+    assert judge.verdict(items[:3]) == judge._verdict(items[:3])
+    assert any(judge.verdict([i]).covered is not None for i in items)   # covered makers were among them

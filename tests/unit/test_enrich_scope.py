@@ -79,17 +79,35 @@ def test_every_scope_in_rule_order_with_a_configured_site():
         assert c.scope_of_raw(raw) == scope, a
 
 
-def test_raw_scopes_are_cached_and_the_cache_is_bounded():
+def test_raw_scopes_are_cached_per_whole_block_else_per_address_and_the_cache_is_bounded():
+    v4 = b"\x00" * 10 + b"\xff\xff"
     c = Classifier(Config())
-    raw = b"\x00" * 10 + b"\xff\xff" + bytes([8, 8, 8, 8])
-    assert c.scope_of_raw(raw) == "public" and c._raw_cache == {raw: "public"}
-    c._raw_cache[raw] = "sentinel"
-    assert c.scope_of_raw(raw) == "sentinel"                     # answered from the cache
-    for i in range((1 << 16) - 1):
-        c.scope_of_raw(b"\x00" * 10 + b"\xff\xff" + i.to_bytes(4, "big"))
+    raw = v4 + bytes([8, 8, 8, 8])
+    assert c.scope_of_raw(raw) == "public" and c._raw_cache == {raw[:15]: "public"}
+    c._raw_cache[raw[:15]] = "sentinel"
+    assert c.scope_of_raw(v4 + bytes([8, 8, 8, 200])) == "sentinel"   # the same /24, answered from the cache
+    edge = v4 + bytes([255, 255, 255, 254])   # 255.255.255.255/32 sits inside its /24: that block is per address
+    assert c.scope_of_raw(edge) == "public" and edge in c._raw_cache and edge[:15] not in c._raw_cache
+    assert c.scope_of_raw(v4 + bytes([255, 255, 255, 255])) == "multicast"
+    for i in range((1 << 16) - 3):
+        c.scope_of_raw(v4 + ((11 << 24) + (i << 8)).to_bytes(4, "big"))
     assert len(c._raw_cache) == 1 << 16
-    c.scope_of_raw(b"\x00" * 10 + b"\xff\xff" + bytes([9, 9, 9, 9]))
+    c.scope_of_raw(v4 + bytes([9, 9, 9, 9]))
     assert len(c._raw_cache) == 1
+
+
+def test_raw_scopes_of_blocks_split_by_a_narrow_network_are_exact_in_any_order():
+    """A camera /25 and /32 split their /24s: every address of those blocks, asked in either order, is classified
+    as address_scope does, never as the first address of its block was."""
+    v4 = b"\x00" * 10 + b"\xff\xff"
+    config = parse_config({"networks": {"camera": ["10.20.0.128/25", "10.30.0.7/32"], "core": ["10.1.0.0/16"]}})
+    for order in (range(256), range(255, -1, -1)):
+        c = Classifier(config)
+        for prefix in ((10, 20, 0), (10, 30, 0), (10, 1, 5)):
+            for last in order:
+                a = ipaddress.IPv4Address(bytes([*prefix, last]))
+                assert c.scope_of_raw(v4 + a.packed) == c.address_scope(a), a
+        assert c.scope_of_raw(v4 + bytes([10, 1, 5, 1])[:4]) == "core" and v4 + bytes([10, 1, 5]) in c._raw_cache
 
 
 def test_destinations_inside_the_vlan_multicast_or_loopback_are_never_allowed_by_a_rule():
@@ -153,3 +171,34 @@ def test_the_flow_context_judges_allow_rules_by_the_flows_port_and_protocol():
     assert peer_scope(c, udp, flow_context(c, udp), True, None)[0] == "public"
     other_port = Flow(key, 20, 6, 40000, 8443, 0.0)
     assert peer_scope(c, other_port, flow_context(c, other_port), True, None)[0] == "public"
+
+
+def test_without_allow_rules_a_peers_scope_is_its_destination_scope_from_a_fresh_or_stale_context():
+    """With no allow rule, peer_scope takes the peer's scope from the flow context rather than from an ipaddress
+    object: the same answer as destination_scope, both ways round; a context from before the scopes changed is
+    not trusted (destination_scope answers with the scopes now in force)."""
+    import random
+
+    from sensor.enrich.scope import flow_context, peer_scope
+    from sensor.flows import Flow
+    c = Classifier(parse_config({"networks": {"camera": ["10.20.0.128/25", "fd20::/64"], "core": ["10.1.0.0/16"]}}))
+    rng = random.Random(9)
+    pool = ["10.20.0.9", "10.20.0.200", "10.1.2.3", "192.168.1.1", "8.8.8.8", "224.0.0.251", "255.255.255.255",
+            "127.0.0.1", "169.254.3.3", "fd20::5", "2001:db8::1", "fe80::1"]
+    for _ in range(300):
+        a, b = (ipaddress.ip_address(x) for x in rng.sample(pool, 2))
+        if a.version != b.version:
+            continue
+        raw = [(b"\x00" * 10 + b"\xff\xff" + x.packed) if x.version == 4 else x.packed for x in (a, b)]
+        flow = Flow(bytes(3) + raw[0] + bytes(2) + raw[1] + bytes(3), 0, 6, 40000, 443, 0.0)
+        flow.orig_is_a = rng.random() < 0.5
+        for is_orig in (True, False):
+            peer = flow.resp_ip if is_orig else flow.orig_ip
+            assert peer_scope(c, flow, flow_context(c, flow), is_orig, None)[0] == \
+                c.destination_scope(peer, None, 443, "tcp")[0], (peer, is_orig)
+    stale = ("public", "public", "tcp", 443, None, None, c.generation - 1)
+    v4 = b"\x00" * 10 + b"\xff\xff"
+    flow = Flow(bytes(3) + v4 + bytes([10, 20, 0, 200]) + bytes(2) + v4 + bytes([10, 1, 2, 3]) + bytes(3), 0, 6,
+                40000, 443, 0.0)
+    assert peer_scope(c, flow, stale, True, None)[0] == "core" and peer_scope(c, flow, stale, False, None)[0] == \
+        "camera"

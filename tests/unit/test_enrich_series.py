@@ -103,3 +103,34 @@ def test_the_estates_bytes_by_country_over_time_are_kept_across_a_restart(tmp_pa
     assert set(third.enricher.egress_countries.series) == {"CN"} and third.enricher.egress_countries.series[
         "CN"].points() == []
     third.close()
+
+
+def test_a_first_byte_long_after_the_epoch_lands_alone_and_a_later_lap_clears():
+    s = ByteSeries()
+    s.add(1_700_000_000.0, 10)
+    assert s.points() == [(1_700_000_000.0 // BUCKET_SECONDS * BUCKET_SECONDS, 10)]
+    s.add(1_700_000_000.0 + 2 * BUCKETS * BUCKET_SECONDS, 7)
+    assert [count for _, count in s.points()] == [7]
+
+
+def _points_by_walking_the_window(s: ByteSeries) -> list[tuple[float, int]]:
+    """The plain rule points() follows: every bucket of the window, oldest first, the empty ones left out."""
+    if s.newest < 0:
+        return []
+    first = max(0, s.newest - BUCKETS + 1)
+    return [(float(b * BUCKET_SECONDS), int(s.counts[b % BUCKETS])) for b in range(first, s.newest + 1)
+            if s.counts[b % BUCKETS]]
+
+
+def test_points_are_the_window_walked_oldest_first_across_wraps_and_gaps():
+    import random
+    rng = random.Random(5)
+    for start in (0.0, 1_700_000_000.0):
+        s, ts, most = ByteSeries(), start, 0
+        for _ in range(3_000):
+            ts += rng.choice([0.0, 1.0, BUCKET_SECONDS, 7 * BUCKET_SECONDS, 100 * BUCKET_SECONDS])
+            s.add(ts - rng.choice([0.0, 0.0, 50 * BUCKET_SECONDS]), rng.randint(1, 1000))
+            points = s.points()
+            assert points == _points_by_walking_the_window(s)
+            most = max(most, len(points))
+        assert most > 20   # windows full of buckets were compared, not only short ones

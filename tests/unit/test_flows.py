@@ -467,3 +467,27 @@ def test_length_counts_every_table(impl):
               t(CAM, CLOUD, 50001, 443, "R")])
     assert (len(ft._tcp), len(ft._closed), len(ft._udp), len(ft._other)) == (1, 1, 1, 1)
     assert len(ft) == 4 and len(list(ft.flows())) == 4
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_eviction_takes_the_oldest_head_of_any_table_first_table_on_a_tie(seed):
+    """_evict against the plain rule (the table whose head is least recently active, the first in _timeouts order on
+    a tie, one flow at a time), on tables of random times with ties across tables and tables running empty."""
+    import random
+    rng = random.Random(seed)
+    ft, ended = table(max_flows=1_000)
+    for n in range(400):
+        flow = Flow(n.to_bytes(40, "big"), 0, 6, 0, 0, 0.0)
+        flow.last = float(rng.randint(0, 30))
+        rng.choice([ft._tcp, ft._closed, ft._udp, ft._other])[flow.key] = flow
+    for t, _ in ft._timeouts:   # each table in LRU order, as update keeps them
+        for k in sorted(t, key=lambda k: t[k].last):
+            t.move_to_end(k)
+    tables = [dict(t) for t, _ in ft._timeouts]
+    expected = []
+    for _ in range(390):
+        oldest = min((t for t in tables if t), key=lambda t: next(iter(t.values())).last)
+        expected.append(oldest.pop(next(iter(oldest))))
+    ft.settings = FlowSettings(max_flows=10)
+    assert ft._evict() == expected and [f for f, _ in ended] == expected and ft.expired["evicted"] == 390
+    assert len(ft) == 10

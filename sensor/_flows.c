@@ -1,0 +1,382 @@
+/*
+ * The flow table's per-flow step, compiled: what one batch's groups (flows.group) do to the table. The same work,
+ * in the same order and with the same results, as FlowTable._apply_python, the reference it shadows and the
+ * fallback when this extension cannot be built; tests/unit/test_flows_compiled.py holds the two to each other.
+ *
+ * The table stays what Python reads (OrderedDicts of flows.Flow by canonical key, LRU-ordered): only the loop
+ * over groups moves here. A new flow is allocated and its slots filled directly (no __init__ frame), an existing
+ * one has its slots read and written through their member offsets, and the FlowUpdates are built the same way:
+ * on a flood of new flows that loop was most of the flow stage's time.
+ *
+ * apply(tables, end, types, keys, first_dir, orig_is_a, orig_port, resp_port, vlan, first_ts, pkts, nbytes,
+ *       payload, flags, tags, macs, last) -> (updates, created)
+ * tables: (tcp, closed, udp, other) OrderedDicts; end: FlowTable._end, called as end([flow], "idle") when a
+ * closed flow's port pair is reused by a SYN; types: (Flow, FlowUpdate, ports, shared_macs, shared_mac):
+ * the classes, flows._PORTS, the flows._MACS dict and flows._shared_mac (called when a MAC is not yet shared).
+ * Per group: keys 40 bytes; first_dir, orig_is_a uint8; orig_port, resp_port, vlan int64 (a new flow's, already
+ * oriented); first_ts, last float64; pkts, nbytes, payload int64 x2; flags uint8 x2; tags uint64 x2 or empty
+ * (no tags); macs int64 x2. Columns x2 are A->B then B->A, as flows.Groups.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+
+#define KEY 40
+#define P_TCP 6
+#define P_UDP 17
+#define F_FIN 0x01
+#define F_SYN 0x02
+#define F_RST 0x04
+
+enum { KEYS, FIRST_DIR, ORIG_IS_A, OPORT, RPORT, VLAN, FIRST_TS, PKTS, NBYTES, PAYLOAD, FLAGS, TAGS, MACS, LAST,
+       NBUF };
+
+/* Flow's slots, in this order; their offsets are read from the class's member descriptors on each call. */
+static const char *FLOW_SLOTS[] = {"key", "vlan", "proto", "orig_port", "resp_port", "first", "last", "orig_pkts",
+                                   "resp_pkts", "orig_bytes", "resp_bytes", "orig_payload", "resp_payload",
+                                   "orig_flags", "resp_flags", "orig_mac", "resp_mac", "name", "closed", "context",
+                                   "orig_is_a", "orig_tags", "resp_tags"};
+enum { S_KEY, S_VLAN, S_PROTO, S_OPORT, S_RPORT, S_FIRST, S_LAST, S_OPKTS, S_RPKTS, S_OBYTES, S_RBYTES, S_OPAY,
+       S_RPAY, S_OFLAGS, S_RFLAGS, S_OMAC, S_RMAC, S_NAME, S_CLOSED, S_CONTEXT, S_ORIG_IS_A, S_OTAGS, S_RTAGS,
+       NSLOTS };
+static const char *UPDATE_SLOTS[] = {"flow", "new", "ts", "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes"};
+#define NUPDATE 7
+
+typedef struct {
+    PyTypeObject *flow_type, *update_type;
+    Py_ssize_t flow_off[NSLOTS], update_off[NUPDATE];
+    PyObject *ports, *macs, *shared_mac, *end, *idle;
+} Env;
+
+static int offsets(PyTypeObject *type, const char **names, int n, Py_ssize_t *out)
+{
+    for (int i = 0; i < n; i++) {
+        PyObject *d = PyDict_GetItemString(type->tp_dict, names[i]);   /* borrowed */
+        if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)
+                || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
+            PyErr_Format(PyExc_TypeError, "apply: %s.%s is not a slot", type->tp_name, names[i]);
+            return -1;
+        }
+        out[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+    }
+    return 0;
+}
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+/* Replace a slot's value with a new reference (stolen); NULL (a failed allocation) leaves it and returns -1. */
+static int put(PyObject *obj, Py_ssize_t off, PyObject *value)
+{
+    if (value == NULL)
+        return -1;
+    Py_XSETREF(SLOT(obj, off), value);
+    return 0;
+}
+
+static int add_int(PyObject *obj, Py_ssize_t off, int64_t delta)
+{
+    if (delta == 0)
+        return 0;
+    PyObject *sum, *d = PyLong_FromLongLong(delta);
+    if (d == NULL)
+        return -1;
+    sum = PyNumber_Add(SLOT(obj, off), d);   /* Python ints: a counter never wraps */
+    Py_DECREF(d);
+    return put(obj, off, sum);
+}
+
+static int or_bits(PyObject *obj, Py_ssize_t off, uint64_t bits)
+{
+    if (bits == 0)
+        return 0;
+    PyObject *v, *b = PyLong_FromUnsignedLongLong(bits);
+    if (b == NULL)
+        return -1;
+    v = PyNumber_Or(SLOT(obj, off), b);
+    Py_DECREF(b);
+    return put(obj, off, v);
+}
+
+/* flows._shared_mac: the one int object for this MAC, from the shared dict or (not there yet) the Python helper,
+ * which keeps that dict bounded. */
+static PyObject *shared_mac(Env *env, int64_t mac)
+{
+    PyObject *k = PyLong_FromLongLong(mac), *v;
+    if (k == NULL)
+        return NULL;
+    v = PyDict_GetItemWithError(env->macs, k);
+    if (v != NULL) {
+        Py_DECREF(k);
+        return Py_NewRef(v);
+    }
+    if (PyErr_Occurred()) {
+        Py_DECREF(k);
+        return NULL;
+    }
+    v = PyObject_CallOneArg(env->shared_mac, k);
+    Py_DECREF(k);
+    return v;
+}
+
+static int set_mac(Env *env, PyObject *flow, Py_ssize_t off, int64_t mac)
+{
+    if (mac == 0)
+        return 0;
+    int64_t now = PyLong_AsLongLong(SLOT(flow, off));
+    if (now == -1 && PyErr_Occurred())
+        return -1;
+    return mac == now ? 0 : put(flow, off, shared_mac(env, mac));
+}
+
+static PyObject *new_flow(Env *env, PyObject *key, int proto, const int64_t *oport, const int64_t *rport,
+                          int64_t vlan, double first, int orig_is_a)
+{
+    if (oport[0] < 0 || oport[0] > 0xFFFF || rport[0] < 0 || rport[0] > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "apply: a port out of range");
+        return NULL;
+    }
+    PyObject *values[NSLOTS];
+    values[S_KEY] = Py_NewRef(key);
+    values[S_VLAN] = PyLong_FromLongLong(vlan);
+    values[S_PROTO] = PyLong_FromLong(proto);
+    values[S_OPORT] = Py_NewRef(PyTuple_GET_ITEM(env->ports, oport[0]));
+    values[S_RPORT] = Py_NewRef(PyTuple_GET_ITEM(env->ports, rport[0]));
+    values[S_FIRST] = PyFloat_FromDouble(first);
+    values[S_LAST] = Py_XNewRef(values[S_FIRST]);
+    PyObject *zero = PyLong_FromLong(0);   /* a cached small int */
+    for (int s = S_OPKTS; s <= S_RMAC; s++)
+        values[s] = Py_NewRef(zero);
+    values[S_OTAGS] = Py_NewRef(zero);
+    values[S_RTAGS] = zero;
+    values[S_NAME] = Py_NewRef(Py_None);
+    values[S_CONTEXT] = Py_NewRef(Py_None);
+    values[S_CLOSED] = Py_NewRef(Py_False);
+    values[S_ORIG_IS_A] = PyBool_FromLong(orig_is_a);
+    PyObject *flow = NULL;
+    int ok = 1;
+    for (int s = 0; s < NSLOTS; s++)
+        ok &= values[s] != NULL;
+    if (ok)
+        flow = env->flow_type->tp_alloc(env->flow_type, 0);
+    for (int s = 0; s < NSLOTS; s++) {
+        if (flow != NULL)
+            SLOT(flow, env->flow_off[s]) = values[s];   /* the new reference moves into the slot */
+        else
+            Py_XDECREF(values[s]);
+    }
+    return flow;
+}
+
+static PyObject *new_update(Env *env, PyObject *flow, int is_new, double ts, int64_t op, int64_t rp, int64_t ob,
+                            int64_t rb)
+{
+    PyObject *values[NUPDATE] = {Py_NewRef(flow), PyBool_FromLong(is_new), PyFloat_FromDouble(ts),
+                                 PyLong_FromLongLong(op), PyLong_FromLongLong(rp), PyLong_FromLongLong(ob),
+                                 PyLong_FromLongLong(rb)};
+    PyObject *upd = NULL;
+    int ok = 1;
+    for (int s = 0; s < NUPDATE; s++)
+        ok &= values[s] != NULL;
+    if (ok)
+        upd = env->update_type->tp_alloc(env->update_type, 0);
+    for (int s = 0; s < NUPDATE; s++) {
+        if (upd != NULL)
+            SLOT(upd, env->update_off[s]) = values[s];
+        else
+            Py_XDECREF(values[s]);
+    }
+    return upd;
+}
+
+/* Take the flow of `key` out of `table` (a new reference), or NULL with no error when it is not there. */
+static PyObject *take(PyObject *table, PyObject *key)
+{
+    PyObject *flow = PyDict_GetItemWithError(table, key);   /* an OrderedDict is a dict: reading is a dict read */
+    if (flow == NULL)
+        return NULL;
+    Py_INCREF(flow);
+    if (PyObject_DelItem(table, key) < 0) {                  /* deleting goes through OrderedDict's own order */
+        Py_DECREF(flow);
+        return NULL;
+    }
+    return flow;
+}
+
+static int end_reused(Env *env, PyObject *flow)
+{
+    PyObject *list = PyList_New(1);
+    if (list == NULL)
+        return -1;
+    PyList_SET_ITEM(list, 0, Py_NewRef(flow));
+    PyObject *r = PyObject_CallFunctionObjArgs(env->end, list, env->idle, NULL);
+    Py_DECREF(list);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+/* The counters, flags, tags, MACs, last time and closing of one group, oriented by the flow's originator. */
+static int add_group(Env *env, PyObject *flow, Py_buffer *in, Py_ssize_t g, int proto, int has_tags)
+{
+    Py_ssize_t *f = env->flow_off;
+    int o = SLOT(flow, f[S_ORIG_IS_A]) == Py_True ? 0 : 1, r = 1 - o;
+    const int64_t *pkts = (const int64_t *)in[PKTS].buf + 2 * g, *nbytes = (const int64_t *)in[NBYTES].buf + 2 * g;
+    const int64_t *payload = (const int64_t *)in[PAYLOAD].buf + 2 * g, *macs = (const int64_t *)in[MACS].buf + 2 * g;
+    const uint8_t *flags = (const uint8_t *)in[FLAGS].buf + 2 * g;
+    if (add_int(flow, f[S_OPKTS], pkts[o]) || add_int(flow, f[S_RPKTS], pkts[r])
+            || add_int(flow, f[S_OBYTES], nbytes[o]) || add_int(flow, f[S_RBYTES], nbytes[r])
+            || add_int(flow, f[S_OPAY], payload[o]) || add_int(flow, f[S_RPAY], payload[r])
+            || or_bits(flow, f[S_OFLAGS], flags[o]) || or_bits(flow, f[S_RFLAGS], flags[r]))
+        return -1;
+    if (has_tags) {
+        const uint64_t *tags = (const uint64_t *)in[TAGS].buf + 2 * g;
+        if (or_bits(flow, f[S_OTAGS], tags[o]) || or_bits(flow, f[S_RTAGS], tags[r]))
+            return -1;
+    }
+    if (set_mac(env, flow, f[S_OMAC], macs[o]) || set_mac(env, flow, f[S_RMAC], macs[r]))
+        return -1;
+    double last = ((const double *)in[LAST].buf)[g], was = PyFloat_AsDouble(SLOT(flow, f[S_LAST]));
+    if (was == -1.0 && PyErr_Occurred())
+        return -1;
+    if (last > was && put(flow, f[S_LAST], PyFloat_FromDouble(last)))
+        return -1;
+    long of = PyLong_AsLong(SLOT(flow, f[S_OFLAGS])), rf = PyLong_AsLong(SLOT(flow, f[S_RFLAGS]));
+    if ((of == -1 || rf == -1) && PyErr_Occurred())
+        return -1;
+    if ((proto == P_TCP && (of | rf) & F_RST) || (of & F_FIN && rf & F_FIN))
+        Py_XSETREF(SLOT(flow, f[S_CLOSED]), Py_NewRef(Py_True));
+    return 0;
+}
+
+/* One group: find or make its flow, add the group to it, put it back at the recent end; its FlowUpdate. */
+static PyObject *one_group(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t g, int has_tags, Py_ssize_t *made)
+{
+    const uint8_t *key_raw = (const uint8_t *)in[KEYS].buf + KEY * g;
+    int proto = key_raw[2], first_dir = ((const uint8_t *)in[FIRST_DIR].buf)[g];
+    PyObject *table = proto == P_TCP ? tables[0] : proto == P_UDP ? tables[2] : tables[3];
+    PyObject *key = PyBytes_FromStringAndSize((const char *)key_raw, KEY), *flow, *upd = NULL;
+    if (key == NULL)
+        return NULL;
+    flow = take(table, key);
+    if (flow == NULL && !PyErr_Occurred() && proto == P_TCP) {
+        flow = take(tables[1], key);
+        if (flow != NULL && ((const uint8_t *)in[FLAGS].buf)[2 * g + first_dir] & F_SYN) {
+            int failed = end_reused(env, flow);   /* the port pair was reused for a new connection */
+            Py_CLEAR(flow);
+            if (failed)
+                goto done;
+        }
+    }
+    if (PyErr_Occurred())
+        goto done;
+    int is_new = flow == NULL;
+    if (is_new) {
+        flow = new_flow(env, key, proto, (const int64_t *)in[OPORT].buf + g, (const int64_t *)in[RPORT].buf + g,
+                        ((const int64_t *)in[VLAN].buf)[g], ((const double *)in[FIRST_TS].buf)[g],
+                        ((const uint8_t *)in[ORIG_IS_A].buf)[g] != 0);
+        if (flow == NULL)
+            goto done;
+        ++*made;
+    }
+    if (add_group(env, flow, in, g, proto, has_tags) < 0)
+        goto done;
+    PyObject *into = SLOT(flow, env->flow_off[S_CLOSED]) == Py_True ? tables[1] : table;
+    if (PyObject_SetItem(into, key, flow) < 0)
+        goto done;
+    int o = SLOT(flow, env->flow_off[S_ORIG_IS_A]) == Py_True ? 0 : 1, r = 1 - o;
+    const int64_t *pkts = (const int64_t *)in[PKTS].buf + 2 * g, *nbytes = (const int64_t *)in[NBYTES].buf + 2 * g;
+    upd = new_update(env, flow, is_new, ((const double *)in[FIRST_TS].buf)[g], pkts[o], pkts[r], nbytes[o],
+                     nbytes[r]);
+done:
+    Py_DECREF(key);
+    Py_XDECREF(flow);
+    return upd;
+}
+
+static int check(Py_buffer *in, Py_ssize_t *groups, int *has_tags)
+{
+    Py_ssize_t u = in[FIRST_DIR].len;
+    static const int width[NBUF] = {KEY, 1, 1, 8, 8, 8, 8, 16, 16, 16, 2, 16, 16, 8};
+    *has_tags = in[TAGS].len != 0;
+    for (int j = 0; j < NBUF; j++) {
+        if (j == TAGS && !*has_tags)
+            continue;
+        if (in[j].len != u * width[j]) {
+            PyErr_SetString(PyExc_ValueError, "apply: columns of different lengths");
+            return -1;
+        }
+    }
+    *groups = u;
+    return 0;
+}
+
+static int bind(Env *env, PyObject *types, PyObject *end)
+{
+    PyObject *flow_type, *update_type;
+    if (!PyArg_ParseTuple(types, "O!O!O!O!O", &PyType_Type, &flow_type, &PyType_Type, &update_type, &PyTuple_Type,
+                          &env->ports, &PyDict_Type, &env->macs, &env->shared_mac))
+        return -1;
+    if (PyTuple_GET_SIZE(env->ports) != 0x10000) {
+        PyErr_SetString(PyExc_ValueError, "apply: ports must be the 65,536 shared port ints");
+        return -1;
+    }
+    env->flow_type = (PyTypeObject *)flow_type;
+    env->update_type = (PyTypeObject *)update_type;
+    env->end = end;
+    env->idle = PyUnicode_InternFromString("idle");
+    if (env->idle == NULL)
+        return -1;
+    if (offsets(env->flow_type, FLOW_SLOTS, NSLOTS, env->flow_off) < 0
+            || offsets(env->update_type, UPDATE_SLOTS, NUPDATE, env->update_off) < 0) {
+        Py_CLEAR(env->idle);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *apply(PyObject *self, PyObject *args)
+{
+    PyObject *tables_obj, *end, *types, *tables[4];
+    Py_buffer in[NBUF];
+    if (!PyArg_ParseTuple(args, "O!OO!y*y*y*y*y*y*y*y*y*y*y*y*y*y*", &PyTuple_Type, &tables_obj, &end,
+                          &PyTuple_Type, &types, &in[0], &in[1], &in[2], &in[3], &in[4], &in[5], &in[6], &in[7],
+                          &in[8], &in[9], &in[10], &in[11], &in[12], &in[13]))
+        return NULL;
+    Env env;
+    PyObject *out = NULL, *updates = NULL;
+    Py_ssize_t u = 0, made = 0;
+    int has_tags = 0;
+    if (!PyArg_ParseTuple(tables_obj, "OOOO", &tables[0], &tables[1], &tables[2], &tables[3]))
+        goto release;
+    for (int i = 0; i < 4; i++)
+        if (!PyDict_Check(tables[i])) {
+            PyErr_SetString(PyExc_TypeError, "apply: the tables must be OrderedDicts");
+            goto release;
+        }
+    if (check(in, &u, &has_tags) < 0 || bind(&env, types, end) < 0)
+        goto release;
+    updates = PyList_New(u);
+    for (Py_ssize_t g = 0; updates != NULL && g < u; g++) {
+        PyObject *upd = one_group(&env, tables, in, g, has_tags, &made);
+        if (upd == NULL)
+            Py_CLEAR(updates);
+        else
+            PyList_SET_ITEM(updates, g, upd);
+    }
+    Py_DECREF(env.idle);
+    if (updates != NULL)
+        out = Py_BuildValue("(Nn)", updates, made);
+release:
+    for (int j = 0; j < NBUF; j++)
+        PyBuffer_Release(&in[j]);
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"apply", apply, METH_VARARGS, "Apply a batch's flow groups to the flow table's OrderedDicts."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_flows", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__flows(void) { return PyModule_Create(&module); }
