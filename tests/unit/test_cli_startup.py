@@ -17,12 +17,16 @@ from sensor.cli import COMMANDS, build_parser
 REPO = Path(__file__).resolve().parents[2]
 PROBE = """
 import json, sys
-import sensor.enrich.makers as makers
 parsed = []
-real_parse = makers.parse_manuf
-makers.parse_manuf = lambda text: parsed.append(len(text)) or real_parse(text)
+if sys.argv.pop(1) == "watch-manuf":   # else importing the makers module here would load what is checked
+    import sensor.enrich.makers as makers
+    real_parse = makers.parse_manuf
+    makers.parse_manuf = lambda text: parsed.append(len(text)) or real_parse(text)
 from sensor.cli import main
-code = main(sys.argv[1:])
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:   # --help
+    code = exc.code
 print(json.dumps({"code": code, "modules": sorted(sys.modules), "parsed": parsed}))
 """
 # Imported by no replay: the other commands, live capture, the metrics server, the report, the model's trainer.
@@ -33,11 +37,11 @@ NOT_FOR_REPLAY = ("sensor.cli.eval", "sensor.cli.run", "sensor.cli.report", "sen
                   "ssl")
 
 
-def _run(tmp_path: Path, *argv: str) -> dict:
+def _run(tmp_path: Path, *argv: str, watch_manuf: bool = True) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAMWATCH")}
     env["PYTHONPATH"] = str(REPO)
-    out = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=120, check=True)
+    probe = [sys.executable, "-c", PROBE, "watch-manuf" if watch_manuf else "plain", *argv]
+    out = subprocess.run(probe, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -60,6 +64,15 @@ def test_replay_imports_only_what_it_needs(one_packet, tmp_path):
     assert "sensor.pipeline" in loaded and "sensor.enrich.manuf_index" in loaded   # the probe saw a real replay
     assert not [m for m in loaded for name in NOT_FOR_REPLAY if m == name or m.startswith(name + ".")]
     assert done["parsed"] == [], "the manuf file was parsed whole instead of indexed"
+
+
+@pytest.mark.parametrize("argv", [["report", "--help"], ["hash-password", "--help"]])
+def test_commands_without_the_pipeline_do_not_load_it(argv, tmp_path):
+    done = _run(tmp_path, *argv, watch_manuf=False)
+    assert done["code"] == 0
+    loaded = set(done["modules"])
+    assert "sensor.cli" in loaded
+    assert not loaded & {"numpy", "sensor.pipeline", "sensor.detect", "sensor.detect.registry", "sensor.enrich"}
 
 
 def test_metrics_out_still_brings_prometheus_client(one_packet, tmp_path):
