@@ -129,39 +129,38 @@ def _locate(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     ends = np.r_[breaks, len(raw)]
     keep = starts < ends
     starts, ends = starts[keep], ends[keep]
-    padded = np.zeros(len(raw) + 24, dtype=np.uint8)   # a column past a short line's end reads a 0, not nothing
+    padded = np.zeros(len(raw) + _WIDTH, dtype=np.uint8)   # a column past a short line's end reads a 0, not nothing
     padded[:len(raw)] = raw
+    # The first _WIDTH bytes of every line as one matrix: rows of a sliding window over the file, copied 21 bytes
+    # at a time (one gather per column cost ~15 ms over the ~50,000 lines).
+    window = np.lib.stride_tricks.as_strided(padded, shape=(len(raw) + 1, _WIDTH), strides=(1, 1), writeable=False)
+    head = window[starts]
+    digit = _HEX[head]
     length = ends - starts
-
-    def column(pos: int) -> np.ndarray:
-        return padded[starts + pos]
-
-    def digit(pos: int) -> np.ndarray:
-        return _HEX[column(pos)]
-
-    short = _shape(column, digit, _SHORT_DIGITS, (2, 5), 8) & (length > 8)
-    long_ = _shape(column, digit, _LONG_DIGITS, (2, 5, 8, 11, 14), 20) & (length > 20) & (column(17) == ord("/"))
-    tens, units = column(18).astype(np.int64) - ord("0"), column(19).astype(np.int64) - ord("0")
+    short = _shape(head, digit, _SHORT_DIGITS, (2, 5), 8) & (length > 8)
+    long_ = _shape(head, digit, _LONG_DIGITS, (2, 5, 8, 11, 14), 20) & (length > 20) & (head[:, 17] == ord("/"))
+    tens, units = head[:, 18].astype(np.int64) - ord("0"), head[:, 19].astype(np.int64) - ord("0")
     long_bits = np.where((tens >= 0) & (tens <= 9) & (units >= 0) & (units <= 9), 10 * tens + units, 0)
     long_ &= np.isin(long_bits, BITS)
     fast = short | long_
-    starts_fast, ends_fast, short, bits = starts[fast], ends[fast], short[fast], np.where(short, 24, long_bits)[fast]
-    value = np.zeros(len(starts_fast), dtype=np.int64)
-    for pos in _LONG_DIGITS:
-        value = (value << 4) | np.where(short & (pos > 7), 0, _HEX[padded[starts_fast + pos]])
-    other = ~fast & (column(0) != ord("#"))
+    bits = np.where(short, 24, long_bits)[fast]
+    nibbles = digit[fast][:, _LONG_DIGITS]
+    nibbles[short[fast], 6:] = 0   # a /24 line's tab and name, not digits
+    value = np.zeros(len(nibbles), dtype=np.int64)
+    for column in range(len(_LONG_DIGITS)):   # not a matrix product: numpy's integer matmul has no fast path
+        value = (value << 4) | nibbles[:, column]
+    other = ~fast & (head[:, 0] != ord("#"))
     extra = _parse_others(data, starts[other], ends[other])
-    return (np.r_[starts_fast, extra[0]], np.r_[ends_fast, extra[1]], np.r_[bits, extra[2]],
+    return (np.r_[starts[fast], extra[0]], np.r_[ends[fast], extra[1]], np.r_[bits, extra[2]],
             np.r_[value >> (48 - bits), extra[3]])
 
 
-def _shape(column, digit, digits: tuple[int, ...], colons: tuple[int, ...], tab: int) -> np.ndarray:
-    ok = column(tab) == ord("\t")
+def _shape(head: np.ndarray, digit: np.ndarray, digits: tuple[int, ...], colons: tuple[int, ...],
+           tab: int) -> np.ndarray:
+    ok = head[:, tab] == ord("\t")
     for pos in colons:
-        ok &= column(pos) == ord(":")
-    for pos in digits:
-        ok &= digit(pos) < 16
-    return ok
+        ok &= head[:, pos] == ord(":")
+    return ok & (digit[:, digits] < 16).all(axis=1)
 
 
 def _parse_others(data: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, ...]:
