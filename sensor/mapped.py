@@ -79,13 +79,13 @@ class MappedFile:
         """Unmap now (and close the map's own copy of the descriptor) unless a batch handed out still holds a slice:
         then the map goes when the last slice does."""
         view, mapped, self._view, self._map = self._view, self._map, None, None
-        if view is not None:
-            view.release()
-        if mapped is not None:
-            try:
+        try:
+            if view is not None:
+                view.release()
+            if mapped is not None:
                 mapped.close()
-            except BufferError:
-                pass
+        except BufferError:   # a slice is still out there
+            pass
 
     def close(self) -> None:
         self._release()

@@ -91,7 +91,9 @@ class ManufIndex:
         order = np.lexsort((starts, keys, bits))   # grouped by (bits, key), file order within a group
         self._starts, self._ends = starts[order], ends[order]   # read once per prefix looked up: kept as arrays
         bits, keys = bits[order], keys[order]
-        first = np.flatnonzero(np.r_[True, (bits[1:] != bits[:-1]) | (keys[1:] != keys[:-1])])
+        change = np.ones(len(bits), dtype=bool)   # empty for a file without one assignment
+        change[1:] = (bits[1:] != bits[:-1]) | (keys[1:] != keys[:-1])
+        first = np.flatnonzero(change)
         self._bounds = np.r_[first, len(order)].tolist()   # group g: sorted lines bounds[g] to bounds[g + 1]
         # Built by dict(zip()) in C, not entry by entry: a Python loop over the ~50,000 prefixes cost ~25 ms.
         self._groups: dict[int, dict[int, int]] = {}

@@ -7,6 +7,8 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sensor.enrich.makers import MANUF_PATHS, ManufDatabase, parse_manuf
 from sensor.enrich.manuf_index import BITS, ManufIndex, indexable
@@ -51,6 +53,16 @@ def test_index_answers_as_the_parsed_table_on_odd_lines():
     assert ManufIndex(data).name(24, 0x00000C) == "Cisco, listed again"
     assert ManufIndex(data).name(24, 0x402C76) == "Real Owner"
     assert ManufIndex(data).name(24, 0x502C76) is None
+
+
+@pytest.mark.parametrize("data", [b"", b"\n\n", b"# only a comment\n", b"no tab here", b"zz:zz:zz\tBad\tNot hex\n"])
+def test_a_file_without_assignments_knows_no_prefix(data, tmp_path):
+    assert indexable(data)
+    _same(data, [(24, 0), (28, 0), (36, 0)])
+    path = tmp_path / "manuf"
+    path.write_bytes(data)
+    db = ManufDatabase.load(path)
+    assert db.lookup(0x00000C000001) is None and len(db) == 0
 
 
 def test_other_line_breaks_are_left_to_the_line_parser(tmp_path):
@@ -112,3 +124,19 @@ def test_indexable_means_splitlines_breaks_at_newlines_only(seed):
         if by_newline and by_newline[-1] == "":
             by_newline.pop()
         assert indexable(data) == (text.splitlines() == by_newline), data
+
+
+_LINE_PIECES = st.sampled_from([b"00", b"1b", b"C5", b"Fz", b":", b"-", b".", b"/", b"28", b"36", b"24", b"\t", b" ",
+                                b"#", b"Acme", b"IEEE Registration Authority", b"\xc3\xa9", b"\xff", b"\r", b"\x85"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.lists(_LINE_PIECES, max_size=14).map(b"".join), max_size=12), tail=st.booleans())
+def test_any_file_is_indexed_as_parsed_or_left_to_the_parser(lines, tail):
+    data = b"\n".join(lines) + (b"\n" if tail else b"")
+    table = parse_manuf(data.decode("utf-8", errors="replace"))
+    if indexable(data):
+        index = ManufIndex(data)
+        for bits in BITS:
+            for key in {*table.get(bits, {}), *index._groups[bits]}:
+                assert index.name(bits, key) == table.get(bits, {}).get(key)
