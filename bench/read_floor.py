@@ -4,10 +4,13 @@
     python bench/read_floor.py [CAPTURE] [--repeat 5] [--whole-process]
 
 In one process, `--repeat` rounds, each running in turn: a plain `readinto` loop over the file into one reused
-8 MiB buffer (the floor: the file from the page cache, nothing done with it), the sensor over the file with the
-read-ahead (sensor.readahead: the next chunk read on the second core) and without it (READ_AHEAD_FROM = 0). The
-sensor is built outside the clock, as in bench/replay_ab.py. Printed: the median of each, its spread, and each
-replay's packets/s as a fraction of the floor's (the issue's target: >= 0.8 with the read-ahead).
+8 MiB buffer (the floor: the file from the page cache, nothing done with it), then the sensor over the file read
+three ways: through a memory map (sensor.mapped, the default for files of capture.MAP_FROM bytes or more), with
+`readinto` in line (MAP_FROM = 0), and with the read-ahead thread (sensor.readahead: the next chunk read on the
+second core; MAP_FROM = 0, READ_AHEAD_FROM on). The sensor is built outside the clock, as in bench/replay_ab.py.
+Printed: the median of each, its spread, each replay's packets/s as a fraction of the floor's (the issue's target:
+>= 0.8) and the median CPU time of the process over the run (both threads), which a shared machine stretches less
+than wall time.
 
 --whole-process adds `camwatch replay CAPTURE --quiet --alerts /dev/null` timed as a whole process (interpreter,
 imports, the manuf table and the state database included), in the same rounds.
@@ -39,34 +42,37 @@ import sensor.capture as capture
 from sensor.config import Config
 from sensor.pipeline import Sensor
 
+MAP_FROM = capture.MAP_FROM
+
 def floor():
     buf = bytearray(capture.CHUNK_BYTES)
     view = memoryview(buf)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     with open(path, "rb") as fh:
         while fh.readinto(view):
             pass
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
-def replay(ahead):
-    capture.READ_AHEAD_FROM = capture.CHUNK_BYTES + 1 if ahead else 0
+def replay(how):
+    capture.MAP_FROM = MAP_FROM if how == "mapped" else 0
+    capture.READ_AHEAD_FROM = capture.CHUNK_BYTES + 1 if how == "ahead" else 0
     s = Sensor(Config(), on_alert=None)
     gc.collect()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     reader, _ = capture.open_file(path)
     for batch in reader:
         s.process(batch)
     s.finish()
-    elapsed = time.perf_counter() - t
+    elapsed = time.perf_counter() - t, time.process_time() - c
     s.close()
     return s.packets, elapsed
 
-out = {"floor": [], "ahead": [], "plain": []}
+out = {"floor": [], "mapped": [], "plain": [], "ahead": []}
 for _ in range(repeat):
     out["floor"].append(floor())
-    packets, t = replay(True)
-    out["ahead"].append(t)
-    out["plain"].append(replay(False)[1])
+    for how in ("mapped", "plain", "ahead"):
+        packets, t = replay(how)
+        out[how].append(t)
 out["packets"] = packets
 print(json.dumps(out))
 """
@@ -94,14 +100,16 @@ def main(argv: list[str] | None = None) -> int:
         make_capture = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(make_capture)
         make_capture.write(args.capture, 1_000_000, "vlan100")
-    rounds: dict = {"floor": [], "ahead": [], "plain": [], "whole": []}
+    rounds: dict = {"floor": [], "mapped": [], "plain": [], "ahead": [], "whole": []}
+    cpu: dict = {key: [] for key in rounds}
     # One in-process run per round, the whole-process run between them: the machine's load falls on all alike.
     for _ in range(args.repeat):
         src = str(args.camwatch_src.resolve())
         result = json.loads(subprocess.run([sys.executable, "-c", RUN, src, str(args.capture), "1"],
                                            capture_output=True, text=True, check=True).stdout)
-        for key in ("floor", "ahead", "plain"):
-            rounds[key] += result[key]
+        for key in ("floor", "mapped", "plain", "ahead"):
+            rounds[key] += [wall for wall, _ in result[key]]
+            cpu[key] += [seconds for _, seconds in result[key]]
         packets = result["packets"]
         if args.whole_process:
             rounds["whole"].append(whole_process(args.capture))
@@ -109,15 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     floor = statistics.median(rounds["floor"])
     print(f"{args.capture}: {packets:,} packets, {size / 2**20:.0f} MiB, {args.repeat} rounds (median, min-max)")
     rows = {}
-    for key, label in (("floor", "readinto loop (the floor)"), ("ahead", "in-process replay, read-ahead"),
-                       ("plain", "in-process replay, no read-ahead"), ("whole", "whole process `camwatch replay`")):
+    for key, label in (("floor", "readinto loop (the floor)"), ("mapped", "in-process replay, mapped (default)"),
+                       ("plain", "in-process replay, readinto"), ("ahead", "in-process replay, read-ahead"),
+                       ("whole", "whole process `camwatch replay`")):
         times = rounds[key]
         if not times:
             continue
         med = statistics.median(times)
-        rows[key] = {"seconds": times, "median": med, "pps": packets / med, "of_floor": floor / med}
+        rows[key] = {"seconds": times, "median": med, "pps": packets / med, "of_floor": floor / med,
+                     "cpu": cpu[key], "cpu_median": statistics.median(cpu[key]) if cpu[key] else None}
         print(f"  {label:<36} {med:6.3f} s ({min(times):.3f}-{max(times):.3f})  {packets / med / 1e6:5.2f} M packets/s"
-              f"  {floor / med:5.2f} of the floor")
+              f"  {floor / med:5.2f} of the floor"
+              + (f"  CPU {statistics.median(cpu[key]):.3f} s" if cpu[key] else ""))
     if args.json:
         args.json.write_text(json.dumps({"packets": packets, "bytes": size, "rows": rows}, indent=1) + "\n")
     return 0

@@ -18,6 +18,7 @@ import numpy as np
 
 from sensor import compiled
 from sensor.errors import CamwatchError, CaptureError
+from sensor.mapped import MappedFile
 from sensor.readahead import ReadAhead
 
 CHUNK_BYTES = 8 << 20   # thousands of video frames per batch: numpy's per-call overhead amortised
@@ -28,6 +29,11 @@ MAX_RECORD_BYTES = 1 << 20
 # thread waited for a CPU and replay was 10-40% slower with it, not faster (docs/benchmarks.md). To try it where a
 # core is idle: CHUNK_BYTES + 1, and bench/read_floor.py runs both ways side by side.
 READ_AHEAD_FROM = 0
+# Regular files of at least this many bytes are read through a memory map (sensor.mapped): no copy of the file,
+# 0.7-0.8 of the CPU time and wall time of reading it with readinto (docs/benchmarks.md, issue 16). Below it the
+# copy costs little and a map's set-up is not worth it. 0: every file is read with readinto (the map's trade-off:
+# a file truncated under the reader, or a failing disk, ends the process with SIGBUS instead of a read error).
+MAP_FROM = CHUNK_BYTES
 
 PCAP_MAGIC = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
@@ -109,9 +115,10 @@ class CaptureReader:
     def __init__(self, read: Callable[[], bytes | None] | None, name: str,
                  readinto: Callable[[memoryview], int | None] | None = None, *,
                  size_hint: int | None = None, close: Callable[[], None] | None = None,
-                 read_ahead: ReadAhead | None = None):
+                 read_ahead: ReadAhead | MappedFile | None = None):
         self._read = read
-        self._read_ahead = read_ahead   # instead of readinto: the file's chunks, each read while the last is used
+        # Instead of readinto: the file's chunks, each read while the last is used, or slices of its memory map.
+        self._read_ahead = read_ahead
         # Files are read into one reused buffer: a batch's data is only valid until the next batch is requested,
         # which the pipeline honours (it finishes a batch before asking for the next) and which saves copying
         # every chunk onto the previous chunk's partial record. Allocated on the first read, sized then.
@@ -467,6 +474,9 @@ def open_file(path: str | Path) -> tuple[CaptureReader, int]:
         raise CamwatchError(f"{path}: cannot open: {exc.strerror}") from None
     st = os.fstat(fh.fileno())
     regular = stat.S_ISREG(st.st_mode)
+    mapped = MappedFile.open(fh, st.st_size, CHUNK_BYTES) if regular and MAP_FROM and st.st_size >= MAP_FROM else None
+    if mapped is not None:
+        return CaptureReader(None, str(path), read_ahead=mapped, close=fh.close), st.st_size
     if regular and READ_AHEAD_FROM and st.st_size >= READ_AHEAD_FROM:
         # The carried-over record is at most one block: the parsers refuse a longer one before it sizes a read.
         ahead = ReadAhead(fh, CHUNK_BYTES, MAX_BLOCK_BYTES)

@@ -7,81 +7,88 @@ registration-authority /24 resolves to the company that actually holds it.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from sensor.enrich.manuf_index import BITS, REGISTRATION_AUTHORITY, ManufIndex, indexable, parse_line
 from sensor.reference_data import COVERED_MAKERS_FILE, Maker, load_covered_makers
 
 MANUF_PATHS = ("/usr/share/wireshark/manuf", "/usr/local/share/wireshark/manuf")
 
 
 class ManufDatabase:
-    def __init__(self, entries: dict[int, dict[int, str]]):
+    """MAC prefix to organisation. Built from a parsed table ({prefix bits: {prefix value: organisation}}, as
+    parse_manuf returns), or by `load` from an index over the file's lines (sensor.enrich.manuf_index) that answers
+    the same and parses a prefix's lines only when it is looked up."""
+
+    def __init__(self, entries: dict[int, dict[int, str]], index: ManufIndex | None = None,
+                 data: bytes | None = None):
         self._by_bits = entries  # prefix length in bits -> {prefix value: manufacturer}
+        self._index = index
+        self._data = data   # the file the index was built over, parsed whole only if `tables` is asked for
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ManufDatabase:
-        text = None
+        data = None
         for candidate in ([path] if path else MANUF_PATHS):
             try:
-                text = Path(candidate).read_text(encoding="utf-8", errors="replace")
+                data = Path(candidate).read_bytes()
                 break
             except OSError:
                 continue
-        if text is None and shutil.which("tshark"):
-            # Wireshark 4.2+ compiles the table in and prints it with -G manuf.
-            try:
-                text = subprocess.run(["tshark", "-G", "manuf"], capture_output=True, text=True,
-                                      timeout=30).stdout
-            except (OSError, subprocess.SubprocessError):
-                text = None
+        if data is not None and indexable(data):
+            return cls({}, ManufIndex(data), data)
+        text = data.decode("utf-8", errors="replace") if data is not None else _from_tshark()
         return cls(parse_manuf(text or ""))
 
     def lookup(self, mac: int) -> str | None:
         if not mac:
             return None
-        for bits in (36, 28, 24):
-            table = self._by_bits.get(bits)
-            if table:
-                name = table.get(mac >> (48 - bits))
-                if name:
-                    return name
+        index = self._index
+        for bits in BITS:
+            if index is not None:
+                name = index.name(bits, mac >> (48 - bits))
+            else:
+                table = self._by_bits.get(bits)
+                name = table.get(mac >> (48 - bits)) if table else None
+            if name:
+                return name
         if (mac >> 40) & 0x02:
             return "(locally administered)"
         return None
 
+    def tables(self) -> dict[int, dict[int, str]]:
+        """The whole table, as parse_manuf returns it (parsed now if this database was loaded as an index)."""
+        if self._data is not None:
+            self._by_bits, self._data = parse_manuf(self._data.decode("utf-8", errors="replace")), None
+        return self._by_bits
+
     def __len__(self) -> int:
-        return sum(len(t) for t in self._by_bits.values())
+        return sum(len(t) for t in self.tables().values())
+
+
+def _from_tshark() -> str | None:
+    """Wireshark 4.2+ compiles the table in and prints it with -G manuf."""
+    import shutil
+    import subprocess
+    if not shutil.which("tshark"):
+        return None
+    try:
+        return subprocess.run(["tshark", "-G", "manuf"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def parse_manuf(text: str) -> dict[int, dict[int, str]]:
     out: dict[int, dict[int, str]] = {}
     for line in text.splitlines():
-        if not line or line[0] == "#":
+        entry = parse_line(line)
+        if entry is None:
             continue
-        parts = line.split("\t")
-        if len(parts) < 2:
-            continue
-        prefix = parts[0].strip()
-        name = (parts[2] if len(parts) > 2 and parts[2].strip() else parts[1]).strip()
-        bits = 24
-        if "/" in prefix:
-            prefix, b = prefix.split("/", 1)
-            bits = int(b)
-        hexdigits = prefix.replace(":", "").replace("-", "").replace(".", "")
-        try:
-            value = int(hexdigits, 16)
-        except ValueError:
-            continue
-        value <<= 4 * (12 - len(hexdigits))
-        if bits not in (24, 28, 36):
-            continue
+        bits, key, name = entry
         table = out.setdefault(bits, {})
         # A /24 of the IEEE registration authority only says the block is subdivided; keep real owners.
-        key = value >> (48 - bits)
-        if bits == 24 and name.startswith("IEEE Registration Authority"):
+        if bits == 24 and name.startswith(REGISTRATION_AUTHORITY):
             continue
         table[key] = name
     return out

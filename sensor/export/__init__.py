@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from sensor.detect.registry import names as detector_names
 from sensor.errors import CamwatchError
 
 if TYPE_CHECKING:
@@ -43,6 +42,8 @@ _HOMES = {"AlertLog": "alert_log", "PBKDF2_ITERATIONS": "auth", "BasicAuth": "au
 
 
 def __getattr__(name: str):
+    if name == "DETECTORS":
+        return _detectors()
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -54,7 +55,18 @@ __all__ = [
     "take_snapshot", "verify_password", "write_metrics_file",
 ]
 
-DETECTORS = detector_names()   # every registered detector has its alert series, at zero until it fires
+_DETECTORS: tuple[str, ...] | None = None
+
+
+def _detectors() -> tuple[str, ...]:
+    """Every registered detector's name (DETECTORS): each has its alert series, at zero until it fires. Read from
+    the registry on first use, not at import: the registry imports every detector, and with them numpy and the
+    pipeline, which commands that only parse an address or hash a password do not need."""
+    global _DETECTORS
+    if _DETECTORS is None:
+        from sensor.detect.registry import names
+        _DETECTORS = names()
+    return _DETECTORS
 
 
 def build_registry(sensor: Sensor) -> CollectorRegistry:
@@ -63,7 +75,7 @@ def build_registry(sensor: Sensor) -> CollectorRegistry:
     from sensor.export.collectors import SensorCollector
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SensorCollector(sensor, DETECTORS))
+    registry.register(SensorCollector(sensor, _detectors()))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

@@ -110,8 +110,9 @@ def test_read_floor_benchmark_puts_replay_against_the_readinto_loop(tmp_path):
     r = bench("read_floor.py", capture, "--repeat", 1, "--whole-process", "--json", out)
     assert r.returncode == 0, r.stderr
     result = json.loads(out.read_text())
-    assert result["packets"] == 20_000 and set(result["rows"]) == {"floor", "ahead", "plain", "whole"}
+    assert result["packets"] == 20_000 and set(result["rows"]) == {"floor", "mapped", "plain", "ahead", "whole"}
     assert result["rows"]["floor"]["of_floor"] == 1.0
+    assert all(row["cpu_median"] > 0 for key, row in result["rows"].items() if key != "whole")
     assert "of the floor" in r.stdout
 
 

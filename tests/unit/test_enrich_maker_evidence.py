@@ -324,7 +324,7 @@ def test_every_oem_and_service_maker_is_known():
 
 def test_every_oem_and_module_pattern_matches_a_real_organisation():
     """A pattern that matches nothing in the installed manuf would never fire (a typo, a renamed company)."""
-    orgs = {name for table in MANUF._by_bits.values() for name in table.values()}
+    orgs = {name for table in MANUF.tables().values() for name in table.values()}
     brands = load_brands(BRANDS_FILE)
     for entry in [*brands.oem, *brands.module]:
         for pattern in entry.manuf:
@@ -333,7 +333,7 @@ def test_every_oem_and_module_pattern_matches_a_real_organisation():
 
 
 def test_module_makers_are_not_covered_makers_nor_oems():
-    orgs = {name for table in MANUF._by_bits.values() for name in table.values()}
+    orgs = {name for table in MANUF.tables().values() for name in table.values()}
     judge = _inventory().judge
     for org in orgs:
         if judge.module_of(org):

@@ -12,6 +12,8 @@ database itself (sensor/enrich/makers.py) prefers the longest assignment and kno
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import tomllib
 
 import numpy as np
@@ -125,7 +127,7 @@ def manuf() -> ManufDatabase:
 def manuf_organisations() -> dict[str, list[tuple[int, int]]]:
     """organisation -> [(prefix bits, prefix value)] of the installed manuf."""
     out: dict[str, list[tuple[int, int]]] = {}
-    for bits, table in manuf()._by_bits.items():
+    for bits, table in manuf().tables().items():
         for prefix, name in table.items():
             out.setdefault(name, []).append((bits, prefix))
     return out
@@ -389,8 +391,7 @@ def test_manuf_database_loads_a_given_file_and_survives_a_missing_one(tmp_path, 
     path = tmp_path / "manuf"
     path.write_text("00:00:0C\tCisco\tCisco Systems, Inc\n")
     assert ManufDatabase.load(path).lookup(0x00000C000001) == "Cisco Systems, Inc"
-    import sensor.enrich.makers as makers
-    monkeypatch.setattr(makers.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     assert len(ManufDatabase.load(tmp_path / "missing")) == 0
 
 
@@ -419,12 +420,12 @@ def test_manuf_database_tries_each_path_then_asks_tshark(tmp_path, monkeypatch):
         calls.append((args, kw))
         return type("Done", (), {"stdout": "00:00:0D\tFib\tFibronics Ltd.\n"})()
     monkeypatch.setattr(makers, "MANUF_PATHS", (str(tmp_path / "missing"),))
-    monkeypatch.setattr(makers.shutil, "which", lambda name: "/usr/bin/tshark" if name == "tshark" else None)
-    monkeypatch.setattr(makers.subprocess, "run", run)
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/tshark" if name == "tshark" else None)
+    monkeypatch.setattr(subprocess, "run", run)
     assert ManufDatabase.load().lookup(0x00000D000001) == "Fibronics Ltd."
     assert calls == [(["tshark", "-G", "manuf"], {"capture_output": True, "text": True, "timeout": 30})]
 
     def broken(args, **kw):
         raise OSError("no tshark")
-    monkeypatch.setattr(makers.subprocess, "run", broken)
+    monkeypatch.setattr(subprocess, "run", broken)
     assert len(ManufDatabase.load()) == 0

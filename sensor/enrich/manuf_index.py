@@ -1,0 +1,176 @@
+"""Wireshark's manuf file indexed without parsing it: the prefix of each line read by numpy at start-up, its
+organisation only when a device with that prefix is first seen.
+
+Parsing all ~50,000 lines in Python (sensor.enrich.makers.parse_manuf) took ~0.06 s of every start-up, more than
+half of camwatch's own share of the time before the first packet, while a site's cameras come from a few dozen
+prefixes. Here a line whose prefix has the file's canonical shape (`00:1B:C5` then a tab, or
+`00:1B:C5:00:00:00/36` then a tab) is located by array operations; every other line (comments aside) goes through
+the same line parser as parse_manuf, so an odd file still gives parse_manuf's answers, only slower. A prefix's
+lines are parsed, in file order, by that same parser when it is looked up: the index answers exactly what the
+parsed table would (later lines win; an "IEEE Registration Authority" /24 owns nothing), checked in
+tests/unit/test_enrich_manuf_index.py against parse_manuf on the installed file.
+
+No cache file: the file is re-read (a page-cache copy of ~2 MB) and re-indexed each start, so a swapped file is
+never answered from a stale copy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BITS = (36, 28, 24)   # the assignment sizes looked up, longest first
+REGISTRATION_AUTHORITY = "IEEE Registration Authority"
+# Characters str.splitlines() ends a line at besides \n, as UTF-8: a file holding one is parsed line by line in
+# Python (parse_manuf) instead, since the index splits at \n only.
+_OTHER_LINE_BREAKS = (b"\r", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e")
+_HEX = np.full(256, 16, dtype=np.uint8)   # a hex digit's value; 16 for any other byte
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEX[_c] = _i
+    _HEX[bytes([_c]).upper()[0]] = _i
+_SHORT_DIGITS = (0, 1, 3, 4, 6, 7)                          # `00:1B:C5\t`
+_LONG_DIGITS = (0, 1, 3, 4, 6, 7, 9, 10, 12, 13, 15, 16)    # `00:1B:C5:00:00:00/36\t`
+_WIDTH = 21
+
+
+def parse_line(line: str) -> tuple[int, int, str] | None:
+    """One manuf line's prefix length, prefix value and organisation; None for a comment or a line that is not an
+    assignment of a length camwatch looks up. The one parser behind both parse_manuf and the index."""
+    if not line or line[0] == "#":
+        return None
+    parts = line.split("\t")
+    if len(parts) < 2:
+        return None
+    prefix = parts[0].strip()
+    name = (parts[2] if len(parts) > 2 and parts[2].strip() else parts[1]).strip()
+    bits = 24
+    if "/" in prefix:
+        prefix, b = prefix.split("/", 1)
+        try:
+            bits = int(b)
+        except ValueError:   # used to stop the parse with an error too
+            return None
+    hexdigits = prefix.replace(":", "").replace("-", "").replace(".", "")
+    if len(hexdigits) > 12:   # longer than a MAC: not an assignment (it used to stop the parse with an error)
+        return None
+    try:
+        value = int(hexdigits, 16)
+    except ValueError:
+        return None
+    value <<= 4 * (12 - len(hexdigits))
+    if bits not in BITS:
+        return None
+    return bits, value >> (48 - bits), name
+
+
+def indexable(data: bytes) -> bool:
+    """Whether the index splits `data` into the lines str.splitlines() would."""
+    if any(mark in data for mark in _OTHER_LINE_BREAKS):   # memchr: well under a millisecond each
+        return False
+    # U+0085 (C2 85), U+2028 and U+2029 (E2 80 A8, E2 80 A9): searching for them with `in` took up to 18 ms on the
+    # installed file; their lead bytes, found by numpy, are few, and the bytes after each are compared.
+    raw = np.frombuffer(data, dtype=np.uint8)
+    last = len(raw) - 1
+    for lead, tails in ((0xC2, ((0x85,),)), (0xE2, ((0x80, 0xA8), (0x80, 0xA9)))):
+        at = np.flatnonzero(raw == lead)
+        for tail in tails:
+            same = at + len(tail) <= last
+            for i, byte in enumerate(tail, 1):
+                same &= raw[np.minimum(at + i, last)] == byte
+            if same.any():
+                return False
+    return True
+
+
+class ManufIndex:
+    """The lines of a manuf file (bytes) by prefix; `name(bits, key)` is what parse_manuf's table[bits].get(key)
+    would be. The caller checks `indexable(data)` first."""
+
+    def __init__(self, data: bytes):
+        self._data = data
+        starts, ends, bits, keys = _locate(data)
+        order = np.lexsort((starts, keys, bits))   # grouped by (bits, key), file order within a group
+        self._starts, self._ends = starts[order], ends[order]   # read once per prefix looked up: kept as arrays
+        bits, keys = bits[order], keys[order]
+        change = np.ones(len(bits), dtype=bool)   # empty for a file without one assignment
+        change[1:] = (bits[1:] != bits[:-1]) | (keys[1:] != keys[:-1])
+        first = np.flatnonzero(change)
+        self._bounds = np.r_[first, len(order)].tolist()   # group g: sorted lines bounds[g] to bounds[g + 1]
+        # Built by dict(zip()) in C, not entry by entry: a Python loop over the ~50,000 prefixes cost ~25 ms.
+        self._groups: dict[int, dict[int, int]] = {}
+        for b in BITS:
+            mine = np.flatnonzero(bits[first] == b)
+            self._groups[b] = dict(zip(keys[first[mine]].tolist(), mine.tolist(), strict=True))
+        # The resolved names, bounded by the file: only prefixes the file lists are kept.
+        self._names: dict[tuple[int, int], str | None] = {}
+
+    def name(self, bits: int, key: int) -> str | None:
+        group = self._groups[bits].get(key)
+        if group is None:
+            return None
+        found = self._names.get((bits, key), False)
+        if found is not False:
+            return found   # type: ignore[return-value]   # False only marks "not resolved yet"
+        name = None
+        for i in range(self._bounds[group], self._bounds[group + 1]):
+            line = self._data[int(self._starts[i]):int(self._ends[i])]
+            entry = parse_line(line.decode("utf-8", errors="replace"))
+            if entry is None or entry[:2] != (bits, key):   # cannot happen for a located line; kept total
+                continue
+            if bits == 24 and entry[2].startswith(REGISTRATION_AUTHORITY):
+                continue
+            name = entry[2]
+        self._names[(bits, key)] = name
+        return name
+
+
+def _locate(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Start, end, prefix length and prefix value of every assignment line of the lengths looked up."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    breaks = np.flatnonzero(raw == 10)
+    starts = np.r_[0, breaks + 1]
+    ends = np.r_[breaks, len(raw)]
+    keep = starts < ends
+    starts, ends = starts[keep], ends[keep]
+    padded = np.zeros(len(raw) + _WIDTH, dtype=np.uint8)   # a column past a short line's end reads a 0, not nothing
+    padded[:len(raw)] = raw
+    # The first _WIDTH bytes of every line as one matrix: rows of a sliding window over the file, copied 21 bytes
+    # at a time (one gather per column cost ~15 ms over the ~50,000 lines).
+    window = np.lib.stride_tricks.as_strided(padded, shape=(len(raw) + 1, _WIDTH), strides=(1, 1), writeable=False)
+    head = window[starts]
+    digit = _HEX[head]
+    length = ends - starts
+    short = _shape(head, digit, _SHORT_DIGITS, (2, 5), 8) & (length > 8)
+    long_ = _shape(head, digit, _LONG_DIGITS, (2, 5, 8, 11, 14), 20) & (length > 20) & (head[:, 17] == ord("/"))
+    tens, units = head[:, 18].astype(np.int64) - ord("0"), head[:, 19].astype(np.int64) - ord("0")
+    long_bits = np.where((tens >= 0) & (tens <= 9) & (units >= 0) & (units <= 9), 10 * tens + units, 0)
+    long_ &= np.isin(long_bits, BITS)
+    fast = short | long_
+    bits = np.where(short, 24, long_bits)[fast]
+    nibbles = digit[fast][:, _LONG_DIGITS]
+    nibbles[short[fast], 6:] = 0   # a /24 line's tab and name, not digits
+    value = np.zeros(len(nibbles), dtype=np.int64)
+    for column in range(len(_LONG_DIGITS)):   # not a matrix product: numpy's integer matmul has no fast path
+        value = (value << 4) | nibbles[:, column]
+    other = ~fast & (head[:, 0] != ord("#"))
+    extra = _parse_others(data, starts[other], ends[other])
+    return (np.r_[starts[fast], extra[0]], np.r_[ends[fast], extra[1]], np.r_[bits, extra[2]],
+            np.r_[value >> (48 - bits), extra[3]])
+
+
+def _shape(head: np.ndarray, digit: np.ndarray, digits: tuple[int, ...], colons: tuple[int, ...],
+           tab: int) -> np.ndarray:
+    ok = head[:, tab] == ord("\t")
+    for pos in colons:
+        ok &= head[:, pos] == ord(":")
+    return ok & (digit[:, digits] < 16).all(axis=1)
+
+
+def _parse_others(data: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The lines not in the canonical shape, through the line parser: none in Wireshark's own file."""
+    found: list[tuple[int, int, int, int]] = []
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        entry = parse_line(data[start:end].decode("utf-8", errors="replace"))
+        if entry is not None:
+            found.append((start, end, entry[0], entry[1]))
+    columns = list(zip(*found, strict=True)) if found else [(), (), (), ()]
+    return tuple(np.array(c, dtype=np.int64) for c in columns)

@@ -1,0 +1,100 @@
+"""Start-up guards (issue 16): a command imports what it needs, not every command's modules, and the manuf
+table is indexed rather than parsed. Checked on sys.modules in a fresh interpreter, not timed: a shared machine's
+timings cannot fail a test reliably; bench/startup.py measures the time itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sensor.cli import COMMANDS, build_parser
+
+REPO = Path(__file__).resolve().parents[2]
+PROBE = """
+import json, sys
+parsed = []
+if sys.argv.pop(1) == "watch-manuf":   # else importing the makers module here would load what is checked
+    import sensor.enrich.makers as makers
+    real_parse = makers.parse_manuf
+    makers.parse_manuf = lambda text: parsed.append(len(text)) or real_parse(text)
+from sensor.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:   # --help
+    code = exc.code
+print(json.dumps({"code": code, "modules": sorted(sys.modules), "parsed": parsed}))
+"""
+# Imported by no replay: the other commands, live capture, the metrics server, the report, the model's trainer.
+NOT_FOR_REPLAY = ("sensor.cli.eval", "sensor.cli.run", "sensor.cli.report", "sensor.cli.train", "sensor.cli.inspect",
+                  "sensor.cli.inventory", "sensor.cli.hash_password", "sensor.evaluate", "sensor.inspect",
+                  "sensor.live", "sensor.allocator", "sensor.export.server", "sensor.export.auth", "sensor.report",
+                  "sensor.export.csv_cells", "prometheus_client", "sklearn", "subprocess", "tempfile", "http.server",
+                  "ssl")
+
+
+def _run(tmp_path: Path, *argv: str, watch_manuf: bool = True) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMWATCH")}
+    env["PYTHONPATH"] = str(REPO)
+    probe = [sys.executable, "-c", PROBE, "watch-manuf" if watch_manuf else "plain", *argv]
+    out = subprocess.run(probe, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def one_packet(tmp_path_factory) -> Path:
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import make_capture
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    path = tmp_path_factory.mktemp("startup") / "one.pcap"
+    make_capture.write(path, 1)
+    return path
+
+
+def test_replay_imports_only_what_it_needs(one_packet, tmp_path):
+    done = _run(tmp_path, "replay", str(one_packet), "--quiet", "--alerts", "/dev/null")
+    assert done["code"] == 0
+    loaded = set(done["modules"])
+    assert "sensor.pipeline" in loaded and "sensor.enrich.manuf_index" in loaded   # the probe saw a real replay
+    assert not [m for m in loaded for name in NOT_FOR_REPLAY if m == name or m.startswith(name + ".")]
+    assert done["parsed"] == [], "the manuf file was parsed whole instead of indexed"
+
+
+@pytest.mark.parametrize("argv", [["report", "--help"], ["hash-password", "--help"]])
+def test_commands_without_the_pipeline_do_not_load_it(argv, tmp_path):
+    done = _run(tmp_path, *argv, watch_manuf=False)
+    assert done["code"] == 0
+    loaded = set(done["modules"])
+    assert "sensor.cli" in loaded
+    assert not loaded & {"numpy", "sensor.pipeline", "sensor.detect", "sensor.detect.registry", "sensor.enrich"}
+
+
+def test_metrics_out_still_brings_prometheus_client(one_packet, tmp_path):
+    done = _run(tmp_path, "replay", str(one_packet), "--quiet", "--alerts", "/dev/null",
+                "--metrics-out", str(tmp_path / "metrics.prom"))
+    assert done["code"] == 0 and "prometheus_client" in done["modules"]
+    assert "camwatch_packets_total" in (tmp_path / "metrics.prom").read_text()
+
+
+def test_a_command_parser_alone_parses_as_the_whole_one(one_packet):
+    whole = build_parser()
+    subparsers = next(a for a in whole._actions if a.dest == "command")
+    assert list(subparsers.choices) == list(COMMANDS), "COMMANDS must list every registered command, in order"
+    lines = {"replay": ["replay", str(one_packet), "--pace", "10x", "--quiet"],
+             "inventory": ["inventory", str(one_packet), "--json"], "hash-password": ["hash-password"],
+             "report": ["report", str(one_packet), "--out", "r.html"], "run": ["run", "-i", "eth0"]}
+    for name, argv in lines.items():
+        try:
+            expected = vars(whole.parse_args(argv))
+        except SystemExit:   # an option spelled differently than guessed: compare the refusal instead
+            with pytest.raises(SystemExit):
+                build_parser(name).parse_args(argv)
+            continue
+        alone = vars(build_parser(name).parse_args(argv))
+        assert alone == expected, name

@@ -1,0 +1,142 @@
+"""The manuf index (sensor.enrich.manuf_index) answers exactly what the parsed table (parse_manuf) does: on the
+installed Wireshark file, on odd lines in every position, and on random files."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sensor.enrich.makers import MANUF_PATHS, ManufDatabase, parse_manuf
+from sensor.enrich.manuf_index import BITS, ManufIndex, indexable
+
+
+def _same(data: bytes, keys: list[tuple[int, int]]) -> None:
+    table = parse_manuf(data.decode("utf-8", errors="replace"))
+    index = ManufIndex(data)
+    for bits, key in keys:
+        assert index.name(bits, key) == table.get(bits, {}).get(key), (bits, hex(key))
+    for bits in BITS:   # every listed prefix, and none beyond them
+        for key, name in table.get(bits, {}).items():
+            assert index.name(bits, key) == name, (bits, hex(key))
+        assert set(index._groups[bits]) >= set(table.get(bits, {}))
+
+
+def test_index_answers_as_the_parsed_table_on_odd_lines():
+    data = ("# a comment\n\n"
+            "no tab here\n"
+            "01:00:5E/25\tMulticast\tIPv4 multicast\n"
+            "01:00:5E/xx\tBroken\tBad length\n"
+            "zz:zz:zz\tBad\tNot hex\n"
+            "00:00:0C\tCisco\tCisco Systems, Inc\n"
+            "00:00:0d\tFibronics\n"                       # lower case, short name only
+            "00:00:0E\tFujitsu\t   \n"
+            "00-00-0F\tNeXT\tNeXT, Inc.\n"
+            "0000.10\tSytek\tSytek Inc.\n"
+            "  00:00:11\tSpaced\tLeading blanks\n"
+            "00:00:0C\tCisco2\tCisco, listed again\n"      # the later line wins
+            "00:1B:C5:00:00:00/36\tConverg\tConverging Systems Inc.\n"
+            "8C:1F:64:F0:00:00/28\tA\tA Company\n"
+            "8C:1F:64:F0:00:00/24\tB\tThe /24 written long\n"
+            "40:2C:76\tRealOwner\tReal Owner\n"
+            "40:2C:76\tIEEERegi\tIEEE Registration Authority\n"   # does not override an owner
+            "50:2C:76\tIEEERegi\tIEEE Registration Authority\n"
+            "00:00:12\tCafé\tCaf\xe9 \u00e0 la carte\n"
+            "00:00:13\tshort").encode() + b"\n00:00:14\tBad \xff byte\n"
+    assert indexable(data)
+    _same(data, [(24, 0x00000C), (24, 0x00000D), (24, 0x00000E), (24, 0x00000F), (24, 0x000010), (24, 0x000011),
+                 (24, 0x402C76), (24, 0x502C76), (24, 0x8C1F64), (24, 0x000012), (24, 0x000013), (24, 0x000014),
+                 (36, 0x001BC5000), (28, 0x8C1F64F), (24, 0x01005E), (24, 0xABCDEF)])
+    assert ManufIndex(data).name(24, 0x00000C) == "Cisco, listed again"
+    assert ManufIndex(data).name(24, 0x402C76) == "Real Owner"
+    assert ManufIndex(data).name(24, 0x502C76) is None
+
+
+@pytest.mark.parametrize("data", [b"", b"\n\n", b"# only a comment\n", b"no tab here", b"zz:zz:zz\tBad\tNot hex\n"])
+def test_a_file_without_assignments_knows_no_prefix(data, tmp_path):
+    assert indexable(data)
+    _same(data, [(24, 0), (28, 0), (36, 0)])
+    path = tmp_path / "manuf"
+    path.write_bytes(data)
+    db = ManufDatabase.load(path)
+    assert db.lookup(0x00000C000001) is None and len(db) == 0
+
+
+def test_other_line_breaks_are_left_to_the_line_parser(tmp_path):
+    path = tmp_path / "manuf"
+    path.write_bytes(b"00:00:0C\tCisco\tCisco Systems\r\n00:00:0D\tFib\tFibronics\x0b00:00:0E\tFuj\tFujitsu\n")
+    assert not indexable(path.read_bytes())
+    db = ManufDatabase.load(path)
+    assert [db.lookup(k << 24 | 1) for k in (0x0C, 0x0D, 0x0E)] == ["Cisco Systems", "Fibronics", "Fujitsu"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_index_answers_as_the_parsed_table_on_random_files(seed):
+    rng = random.Random(seed)
+    alphabet = "0123456789abcdefABCDEF:-./\t #x\n"
+    lines = []
+    for _ in range(200):
+        prefix = ":".join(f"{rng.randrange(4):02X}" for _ in range(rng.choice((3, 6))))
+        if ":" in prefix[9:]:
+            prefix += rng.choice(("/28", "/36", "/24", "/4", ""))
+        if rng.random() < 0.2:   # damage it
+            i = rng.randrange(len(prefix) + 1)
+            prefix = prefix[:i] + rng.choice(alphabet) + prefix[i + 1:]
+        name = rng.choice(("Acme", "IEEE Registration Authority", "", " ", "Ünïcode"))
+        lines.append("\t".join([prefix, "Short", name][:rng.choice((1, 2, 3))]))
+    data = "\n".join(lines).encode()
+    keys = [(b, rng.randrange(1 << 12) >> 0) for b in BITS for _ in range(50)]
+    keys += [(24, k) for k in range(1 << 8)] + [(28, k) for k in range(1 << 8)]
+    if indexable(data):
+        _same(data, keys)
+
+
+def test_installed_file_indexed_as_parsed():
+    path = next((Path(p) for p in MANUF_PATHS if Path(p).is_file()), None)
+    if path is None:
+        pytest.skip("Wireshark's manuf is not installed")
+    data = path.read_bytes()
+    assert indexable(data)
+    table = parse_manuf(data.decode("utf-8", errors="replace"))
+    index = ManufIndex(data)
+    for bits in BITS:
+        for key, name in table.get(bits, {}).items():
+            assert index.name(bits, key) == name
+        listed = set(index._groups[bits])
+        assert listed >= set(table.get(bits, {}))
+        assert all(index.name(bits, k) is None for k in listed - set(table.get(bits, {})))   # IEEE RA only
+    db = ManufDatabase.load(path)
+    assert len(db) == sum(len(t) for t in table.values())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_indexable_means_splitlines_breaks_at_newlines_only(seed):
+    rng = random.Random(seed)
+    pieces = [b"a", b"\n", b"\r", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\xc2", b"\x85", b"\xe2", b"\x80",
+              b"\xa8", b"\xa9", b"\xc3\xa9", b"\t"]
+    for _ in range(300):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randrange(12)))
+        text = data.decode("utf-8", errors="replace")
+        by_newline = text.split("\n")
+        if by_newline and by_newline[-1] == "":
+            by_newline.pop()
+        assert indexable(data) == (text.splitlines() == by_newline), data
+
+
+_LINE_PIECES = st.sampled_from([b"00", b"1b", b"C5", b"Fz", b":", b"-", b".", b"/", b"28", b"36", b"24", b"\t", b" ",
+                                b"#", b"Acme", b"IEEE Registration Authority", b"\xc3\xa9", b"\xff", b"\r", b"\x85"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.lists(_LINE_PIECES, max_size=14).map(b"".join), max_size=12), tail=st.booleans())
+def test_any_file_is_indexed_as_parsed_or_left_to_the_parser(lines, tail):
+    data = b"\n".join(lines) + (b"\n" if tail else b"")
+    table = parse_manuf(data.decode("utf-8", errors="replace"))
+    if indexable(data):
+        index = ManufIndex(data)
+        for bits in BITS:
+            for key in {*table.get(bits, {}), *index._groups[bits]}:
+                assert index.name(bits, key) == table.get(bits, {}).get(key)

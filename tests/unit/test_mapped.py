@@ -1,0 +1,116 @@
+"""Capture files read through a memory map (sensor.mapped): the same records and the same errors as reading them
+with readinto, on damaged files and in chunks of every size; a file that grows is read to its new end; the map
+does not outlive what uses it, nor keep the whole file resident."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import deque
+
+from capture_bytes import pcap, pcapng, video_frame, write
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sensor import capture
+from sensor.capture import CaptureReader, open_file
+from sensor.errors import CaptureError
+from sensor.mapped import MappedFile
+from tests.unit.test_capture import _records, mutants, read_records
+
+
+def mapped_records(data: bytes, chunk: int) -> tuple[list[tuple], CaptureError | None]:
+    with tempfile.NamedTemporaryFile(suffix=".pcap") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        fh = open(tmp.name, "rb")
+        source = MappedFile.open(fh, len(data), chunk)
+        if source is None:   # an empty file cannot be mapped: open_file reads it instead
+            assert not data
+            fh.close()
+            return read_records(data, None)
+        reader = CaptureReader(None, "mutant", read_ahead=source, close=fh.close)
+        got: list[tuple] = []
+        try:
+            for batch in reader:
+                got += _records([batch])
+        except CaptureError as exc:
+            return got, exc
+        return got, None
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutant=mutants(), chunk=st.sampled_from([1, 7, 64, 4096, 1 << 20]))
+def test_mapped_reader_hands_over_what_the_plain_reader_does(mutant, chunk):
+    """Records, and the error (message and byte offset), exactly as read with readinto, on damaged files."""
+    _kind, data, _first, _how = mutant
+    plain, plain_error = read_records(data, None)
+    mapped, mapped_error = mapped_records(data, chunk)
+    assert mapped == plain
+    assert str(mapped_error) == str(plain_error)
+
+
+def test_open_file_maps_large_files_only(tmp_path, monkeypatch):
+    small = write(tmp_path, "small.pcap", pcap(10))
+    reader, _ = open_file(small)
+    assert reader._read_ahead is None   # below MAP_FROM: readinto
+    reader.close()
+    monkeypatch.setattr(capture, "MAP_FROM", 1)
+    for data in (pcap(3000, video_frame(1400)), pcapng(3000, video_frame(1400))):
+        path = write(tmp_path, "big.cap", data)
+        reader, _ = open_file(path)
+        assert isinstance(reader._read_ahead, MappedFile)
+        assert _copied(reader) == read_records(data, None)[0]
+    monkeypatch.setattr(capture, "MAP_FROM", 0)
+    reader, _ = open_file(path)
+    assert reader._read_ahead is None
+    reader.close()
+
+
+def test_a_file_that_grows_while_mapped_is_read_to_its_new_end(tmp_path):
+    data = pcap(2000, video_frame(1000))
+    cut = len(data) - 700 * 1016   # the map ends inside a record; the rest is appended after it was made
+    path = write(tmp_path, "growing.pcap", data[:cut])
+    fh = open(path, "rb")
+    source = MappedFile(fh, cut, 64 << 10)
+    with open(path, "ab") as out:
+        out.write(data[cut:])
+    reader = CaptureReader(None, str(path), read_ahead=source, close=fh.close)
+    assert _copied(reader) == read_records(data, None)[0]
+
+
+def test_the_map_goes_with_the_reader_and_stays_small(tmp_path, monkeypatch):
+    monkeypatch.setattr(capture, "MAP_FROM", 1)
+    monkeypatch.setattr(capture, "CHUNK_BYTES", 256 << 10)
+    data = pcap(4000, video_frame(1400))
+    path = write(tmp_path, "big.pcap", data)
+    before = len(os.listdir("/proc/self/fd"))
+    reader, _ = open_file(path)
+    source = reader._read_ahead
+    batches = iter(reader)
+    kept = next(batches)
+    first = _records([kept])
+    deque(batches, maxlen=0)   # to the end, holding none of the later batches
+    # Pages behind the reader were given back as it went: all but the last chunk's.
+    assert source._dropped >= len(data) - 2 * (256 << 10)
+    assert source._map is None
+    assert _records([kept]) == first   # a batch kept past the end still reads its bytes (refetched from the file)
+    del kept   # the map, and its copy of the descriptor, went with the last slice of it
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_the_map_is_closed_at_the_end_when_no_batch_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(capture, "MAP_FROM", 1)
+    path = write(tmp_path, "big.pcap", pcap(500, video_frame(1400)))
+    before = len(os.listdir("/proc/self/fd"))
+    reader, _ = open_file(path)
+    source = reader._read_ahead
+    assert sum(int(b.caplen.sum()) for b in reader) > 0
+    assert len(os.listdir("/proc/self/fd")) == before and source._map is None and reader._read_ahead is None
+
+
+def _copied(reader) -> list[tuple]:
+    out: list[tuple] = []
+    for batch in reader:
+        out += _records([batch])
+    return out
