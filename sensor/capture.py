@@ -29,11 +29,11 @@ MAX_RECORD_BYTES = 1 << 20
 # thread waited for a CPU and replay was 10-40% slower with it, not faster (docs/benchmarks.md). To try it where a
 # core is idle: CHUNK_BYTES + 1, and bench/read_floor.py runs both ways side by side.
 READ_AHEAD_FROM = 0
-# Regular files of at least this many bytes are read through a memory map (sensor.mapped): no copy of the file,
-# 0.7-0.8 of the CPU time and wall time of reading it with readinto (docs/benchmarks.md, issue 16). Below it the
-# copy costs little and a map's set-up is not worth it. 0: every file is read with readinto (the map's trade-off:
-# a file truncated under the reader, or a failing disk, ends the process with SIGBUS instead of a read error).
-MAP_FROM = CHUNK_BYTES
+# Off: regular files could be read through a memory map (sensor.mapped) for 0.7-0.8 of readinto's CPU time
+# (docs/benchmarks.md, issue 16), but a file truncated under the reader, or a disk failing under it, would then end
+# the process with SIGBUS: no one-line error, and the outputs of what was already processed unwritten. A replay
+# tool's promise outranks a tenth of its CPU time. Set to a size (e.g. CHUNK_BYTES) to map files at least that big.
+MAP_FROM = 0
 
 PCAP_MAGIC = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
