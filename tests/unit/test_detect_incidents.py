@@ -333,7 +333,7 @@ def test_the_flows_all_incidents_follow_are_bounded_and_counted_without_room(mon
         flow = _flow(4, 400, 2, 100)
         inc.detect(_alert(T0, device_ip=dev.ip), SERVICE, dev,
                    observation(dev, sent_packets=4, sent_bytes=400, received_bytes=100, flow=flow))
-    assert inc._followed == 3 and sum(len(i.traffic.flows) for i in inc._open.values()) == 3
+    assert inc._followed == 3 and sum(i.traffic.following for i in inc._open.values()) == 3
     _written(inc)
     totals = [line.extra["totals"] for line in inc.take_closed(T0 + 1, "end")]
     # the two without room counted what their observations carried: sent both ways as the updates told it
