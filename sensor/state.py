@@ -62,8 +62,8 @@ class KnownState:
         self._persisted: set[str] = set()   # devices with a row in the device table
         self._inventory_rows: set[str] = set()
         # Which episodes have a row, by the hash of the row's key: a set of the keys' texts cost ~185 bytes an
-        # episode at their bound (100,000), a hash ~60. Two keys of one hash (about 1 in 2**64 a pair) cost at
-        # most a DELETE of no row, or one row left behind.
+        # episode (100,000 at the bound), of hashes ~117 (docs/reliability.md). Two keys of one hash (about 1 in
+        # 2**64 a pair) cost at most a DELETE of no row, or one row left behind.
         self._episode_rows: set[int] = set()
         self.db = self._open()
         self._load()
