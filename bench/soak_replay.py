@@ -13,6 +13,9 @@ database is written as often per capture second as when live. A metrics expositi
 Every --report-minutes of capture time: RSS, resident memory by allocator (bench/soak.py's breakdown), Python's
 allocated blocks, and the size of every container in the sensor's object graph that holds at least 1,000 entries.
 At the end, each container's growth over the last two thirds: a structure still filling shows here.
+
+With --sizes, at the end of the replay (before the run's final close lines): the bytes each bounded structure holds
+on its own, per entry, and for the open incidents per field (bench/sizes.py): what one entry costs at its bound.
 """
 
 from __future__ import annotations
@@ -123,6 +126,8 @@ def main() -> int:
     ap.add_argument("--scrape-seconds", type=float, default=30)
     ap.add_argument("--malloc", choices=("pinned", "default"), default="pinned",
                     help="glibc malloc as `camwatch run` sets it (sensor/allocator.py), or glibc's defaults")
+    ap.add_argument("--sizes", action="store_true",
+                    help="at the end, bytes per entry of each bounded structure and of an open incident's fields")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="camwatch-soak-replay-"))
@@ -169,6 +174,9 @@ def main() -> int:
                   f"{kinds['thread_arenas_mb']:.0f} anon {kinds['anon_maps_mb']:.0f}]  python blocks "
                   f"{sys.getallocatedblocks():,}  gc {gc.get_count()}  real {time.monotonic() - started:.0f} s",
                   flush=True)
+    if args.sizes:
+        from sizes import print_sizes
+        print_sizes(sensor)
     sensor.finish()
     sensor.close()
     if len(rows) >= 3:

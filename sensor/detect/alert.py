@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 
 
-@dataclass
+@dataclass(slots=True)
 class Alert:
     ts: float
     sensor: str

@@ -20,7 +20,7 @@ def tracked_pairs(max_devices: int) -> int:
     return max(10_000, min(MAX_EPISODES, PEERS_TRACKED_PER_DEVICE * max_devices))
 
 
-@dataclass
+@dataclass(slots=True)
 class Episode:
     first: float
     last: float

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import sys
 import weakref
 from dataclasses import dataclass, field
 
@@ -57,7 +58,9 @@ class Evidence:
     score: float
     detector: str
     text: str
-    details: dict = field(default_factory=dict)   # the detection's own extra keys (rate, drivers, interval...)
+    # The detection's own extra keys (rate, drivers, interval...); None when it has none. Never changed once made:
+    # equal small ones are one shared dict (Incidents._shared).
+    details: dict | None = None
 
     def as_dict(self) -> dict:
         out: dict[str, object] = {"detector": self.detector, "severity": SEVERITIES[self.severity],
@@ -67,24 +70,27 @@ class Evidence:
         return out
 
 
-@dataclass(slots=True)
-class _Followed:
-    device_is_orig: bool
-    base: tuple[int, int, int, int]   # the flow's counters (device's view) before the incident counted it
+# A followed flow, whether the device originated it, then the flow's counters (device's view: packets out, bytes
+# out, packets in, bytes in) before the incident counted it. A tuple, not an object: incidents follow 65,536 flows.
+_Followed = tuple[Flow, bool, int, int, int, int]
 
 
 @dataclass(slots=True)
 class Traffic:
     """What the device and the service exchanged while the incident was open: the flows' own counters from the
     update that first brought each one (both ways, so the close line's totals include what came back), folded into
-    `retired` once more than MAX_FLOWS."""
+    `retired` once more than MAX_FLOWS.
 
-    flows: dict[Flow, _Followed] = field(default_factory=dict)
-    retired: list[int] = field(default_factory=lambda: [0, 0, 0, 0])   # packets out, bytes out, packets in, in
+    Open incidents are many at their bound (20 per device) and most follow one flow or none, so they hold tuples,
+    not dicts and lists (a dict of one flow is 184 bytes, a tuple 56), and `retired` is None until a flow is
+    folded. `flows` is oldest first; looking a flow up walks it, at most MAX_FLOWS."""
+
+    flows: tuple[_Followed, ...] = ()
+    retired: tuple[int, int, int, int] | None = None   # packets out, bytes out, packets in, bytes in
     first: float | None = None
     last: float | None = None
-    addresses: list[str] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)
+    addresses: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
     second: int = -1
     second_bytes: int = 0
     peak_bps: float = 0.0
@@ -103,9 +109,9 @@ class Traffic:
         added = self._follow(obs, room)
         self.first = obs.ts if self.first is None else min(self.first, obs.ts)
         self.last = obs.ts if self.last is None else max(self.last, obs.ts)
-        _note(self.addresses, obs.peer)
+        self.addresses = _note(self.addresses, obs.peer)
         if obs.name:
-            _note(self.names, obs.name)
+            self.names = _note(self.names, obs.name)
         second = int(obs.ts)
         if second != self.second:
             self.second, self.second_bytes = second, 0
@@ -115,35 +121,37 @@ class Traffic:
 
     def _follow(self, obs: Observation, room: bool) -> int:
         flow = obs.flow
-        if flow is None or flow in self.flows:
+        flows = self.flows
+        if flow is None or any(followed[0] is flow for followed in flows):
             return 0
-        if len(self.flows) < MAX_FLOWS and not room:
-            self.retired[0] += obs.sent_packets
-            self.retired[1] += obs.sent_bytes
-            self.retired[2] += obs.received_packets
-            self.retired[3] += obs.received_bytes
+        if len(flows) < MAX_FLOWS and not room:
+            self._fold((obs.sent_packets, obs.sent_bytes, obs.received_packets, obs.received_bytes))
             return 0
         added = 1
-        if len(self.flows) >= MAX_FLOWS:
-            oldest = next(iter(self.flows))
-            self._retire(oldest, self.flows.pop(oldest))
+        if len(flows) >= MAX_FLOWS:
+            self._fold(_since(flows[0]))
+            flows = flows[1:]
             added = 0
         now = _counts(flow, obs.initiated)
         # from this update on: what the flow carried before it is not this incident's (nor counted twice when a
         # retired flow comes back)
-        base = (now[0] - obs.sent_packets, now[1] - obs.sent_bytes, now[2] - obs.received_packets,
-                now[3] - obs.received_bytes)
-        self.flows[flow] = _Followed(obs.initiated, base)
+        self.flows = (*flows, (flow, obs.initiated, now[0] - obs.sent_packets, now[1] - obs.sent_bytes,
+                               now[2] - obs.received_packets, now[3] - obs.received_bytes))
         return added
 
-    def _retire(self, flow: Flow, followed: _Followed) -> None:
-        for i, value in enumerate(_since(flow, followed)):
-            self.retired[i] += value
+    def _fold(self, counts: tuple[int, ...] | list[int]) -> None:
+        old = self.retired or (0, 0, 0, 0)
+        self.retired = (old[0] + counts[0], old[1] + counts[1], old[2] + counts[2], old[3] + counts[3])
+
+    @property
+    def following(self) -> int:
+        """How many flows this incident follows."""
+        return len(self.flows)
 
     def totals(self) -> list[int]:
-        out = list(self.retired)
-        for flow, followed in self.flows.items():
-            for i, value in enumerate(_since(flow, followed)):
+        out = list(self.retired or (0, 0, 0, 0))
+        for followed in self.flows:
+            for i, value in enumerate(_since(followed)):
                 out[i] += value
         return out
 
@@ -154,14 +162,14 @@ def _counts(flow: Flow, device_is_orig: bool) -> tuple[int, int, int, int]:
     return flow.resp_pkts, flow.resp_bytes, flow.orig_pkts, flow.orig_bytes
 
 
-def _since(flow: Flow, followed: _Followed) -> list[int]:
-    return [max(0, now - base) for now, base in zip(_counts(flow, followed.device_is_orig), followed.base,
-                                                    strict=True)]
+def _since(followed: _Followed) -> list[int]:
+    return [max(0, now - base) for now, base in zip(_counts(followed[0], followed[1]), followed[2:], strict=True)]
 
 
-def _note(seen: list[str], value: str) -> None:
+def _note(seen: tuple[str, ...], value: str) -> tuple[str, ...]:
     if value not in seen and len(seen) < MAX_SEEN and len(value) <= MAX_NAME:
-        seen.append(value)
+        return (*seen, value)
+    return seen
 
 
 @dataclass(slots=True)
@@ -175,8 +183,8 @@ class Incident:
     last: float
     lead: Alert                      # the detection behind the current severity
     severity: int
-    detectors: list[str]
-    evidence: list[Evidence]
+    detectors: tuple[str, ...]
+    evidence: tuple[Evidence, ...]
     traffic: Traffic = field(default_factory=Traffic)
     written: bool = False            # its open line went out (the alert gate may hold one back)
     pending: str | None = None       # the line this second owes: OPEN or UPDATE
@@ -199,9 +207,9 @@ class Incident:
         self.last = max(self.last, alert.ts)
         new_detector = alert.detector not in self.detectors
         if new_detector:
-            self.detectors.append(alert.detector)
+            self.detectors = (*self.detectors, alert.detector)
         if not any(e.detector == evidence.detector and e.text == evidence.text for e in self.evidence):
-            self.evidence = _strongest(self.evidence + [evidence])
+            self.evidence = tuple(_strongest([*self.evidence, evidence]))
         rises = evidence.severity > self.severity
         if rises or (evidence.severity == self.severity and _strength(evidence) < _strength(self._lead_evidence())):
             self.severity = evidence.severity
@@ -249,7 +257,26 @@ def evidence_of(alert: Alert) -> Evidence:
         text = f"{where}{port}" if alert.dst_proto else where
     # vendor_cloud's own `service` (its indicator id) is what the line's `service` says already
     details = {k: v for k, v in alert.extra.items() if k != "service"}
-    return Evidence(SEVERITIES.index(alert.severity), alert.score, alert.detector, text, details)
+    return Evidence(SEVERITIES.index(alert.severity), alert.score, alert.detector, text, details or None)
+
+
+# Small extras whose values are plain strings, integers, booleans or None (`{"direction": "outbound"}`) repeat
+# across thousands of open incidents; one dict each would be ~200 bytes apiece at the bound. Floats are left out:
+# a measured rate is rarely repeated, and -0.0 == 0.0 would merge two values that print differently.
+_SHAREABLE = (str, int, bool, type(None))
+MAX_SHARED = 4096
+
+
+def _share_key(mapping: dict) -> tuple | None:
+    """A key that tells equal mappings apart by value and type (True == 1, but they print differently)."""
+    if len(mapping) > 4:
+        return None
+    key = []
+    for name, value in mapping.items():
+        if type(value) not in _SHAREABLE:
+            return None
+        key.append((name, type(value), value))
+    return tuple(key)
 
 
 class Incidents:
@@ -264,6 +291,7 @@ class Incidents:
         self._followed = 0                          # flows the open incidents follow, all together
         self._changed: list[Incident] = []
         self._closing: list[Alert] = []
+        self._shared_dicts: BoundedLRU[tuple, dict] = BoundedLRU(MAX_SHARED)
         self.opened = 0
         # Which incident each flow's traffic last counted in, kept only for the flow log (which takes each entry
         # when its flow ends): None costs nothing when no one asks.
@@ -285,6 +313,9 @@ class Incidents:
     def detect(self, alert: Alert, service: IncidentService, device: Device | None, obs: Observation | None) -> None:
         """A detection about (device, service); obs, when the detection came from traffic."""
         evidence = evidence_of(alert)
+        if evidence.details is not None:
+            evidence.details = self._shared(evidence.details)
+        self._slim(alert)
         self._sweep(alert.ts)
         if obs is not None:   # only traffic says a name is the peer's own (a lookup's name is not its resolver's)
             self._adopt(alert.device_ip, obs.peer, obs.name, service)
@@ -320,6 +351,24 @@ class Incidents:
             incident.last = max(incident.last, obs.ts)
             self._followed += incident.traffic.add(obs, self._followed < FOLLOWED_MAX)
             self._link(obs, incident)
+
+    def _shared(self, mapping: dict) -> dict:
+        """An equal dict met before, if this one is small and plain; the caller never changes it afterwards."""
+        key = _share_key(mapping)
+        if key is None:
+            return mapping
+        known = self._shared_dicts.use(key)
+        if known is not None:
+            return known
+        self._shared_dicts.put(key, mapping)
+        return mapping
+
+    def _slim(self, alert: Alert) -> None:
+        """What an open incident keeps of a detection that may lead it: its extra shared when plain and repeated
+        (lines copy it before adding to it), its device's MAC as one string however many incidents name it."""
+        alert.extra = self._shared(alert.extra)
+        if alert.device_mac is not None:
+            alert.device_mac = sys.intern(alert.device_mac)
 
     def _link(self, obs: Observation, incident: Incident) -> None:
         if self.flow_links is not None and obs.flow is not None:
@@ -385,8 +434,8 @@ class Incidents:
     def _open_incident(self, key: tuple[str, str], alert: Alert, service: IncidentService, device: Device | None,
                        evidence: Evidence) -> Incident:
         device_ref = weakref.ref(device) if device is not None else None
-        incident = Incident("", device_ref, service, alert.ts, alert.ts, alert, evidence.severity, [alert.detector],
-                            [evidence], pending=OPEN, pending_ts=alert.ts, scope=alert.dst_scope,
+        incident = Incident("", device_ref, service, alert.ts, alert.ts, alert, evidence.severity, (alert.detector,),
+                            (evidence,), pending=OPEN, pending_ts=alert.ts, scope=alert.dst_scope,
                             second=int(alert.ts), second_earliest=alert.ts)
         self._open.put(key, incident)
         self._per_device[key[0]] = self._per_device.get(key[0], 0) + 1
@@ -432,7 +481,7 @@ class Incidents:
 
     def _close(self, incident: Incident, now: float, reason: str) -> None:
         incident.pending = None   # an evicted incident whose open line is still owed never writes it
-        self._followed -= len(incident.traffic.flows)
+        self._followed -= incident.traffic.following
         ip = incident.lead.device_ip   # every detection of an incident is about its one device
         _decrement(self._per_device, ip)
         if incident.service.kind == KIND_ADDRESS:

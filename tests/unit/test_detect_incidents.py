@@ -333,7 +333,7 @@ def test_the_flows_all_incidents_follow_are_bounded_and_counted_without_room(mon
         flow = _flow(4, 400, 2, 100)
         inc.detect(_alert(T0, device_ip=dev.ip), SERVICE, dev,
                    observation(dev, sent_packets=4, sent_bytes=400, received_bytes=100, flow=flow))
-    assert inc._followed == 3 and sum(len(i.traffic.flows) for i in inc._open.values()) == 3
+    assert inc._followed == 3 and sum(i.traffic.following for i in inc._open.values()) == 3
     _written(inc)
     totals = [line.extra["totals"] for line in inc.take_closed(T0 + 1, "end")]
     # the two without room counted what their observations carried: sent both ways as the updates told it
@@ -438,3 +438,55 @@ def test_an_open_incident_does_not_keep_what_the_inventory_and_flow_table_let_go
     [close] = inc.take_closed(T0 + 3, "end")
     assert "10.20.0.5 and" in close.summary
     assert close.as_dict()["totals"]["packets_out"] == 3   # the flow itself is followed (FOLLOWED_MAX bounds it)
+
+
+# ---- what an open incident holds at the bound ------------------------------------------------------------------
+def test_open_incidents_share_equal_plain_extras_and_lines_never_change_them():
+    """A thousand incidents whose detections say {"direction": "outbound"} hold one dict between them; writing an
+    incident's open, update and close lines (which add contract, incident, event, reason, totals to their extra)
+    leaves what the others hold as it was."""
+    inc = _incidents()
+    for k in range(3):
+        inc.detect(_alert(T0, device_ip=f"10.20.0.{k + 1}", direction="outbound"), SERVICE, None, None)
+    leads = [i.lead for i in inc._open.values()]
+    assert leads[0].extra is leads[1].extra is leads[2].extra
+    opened = _written(inc)
+    inc.detect(_alert(T0 + 1, "beaconing", device_ip="10.20.0.1", direction="outbound"), SERVICE, None, None)
+    [update] = _written(inc)
+    closes = inc.take_closed(T0 + 5, "end")
+    assert [line.extra["event"] for line in [*opened, update, *closes]] == ["open"] * 3 + ["update"] + ["close"] * 3
+    assert all(line.extra["direction"] == "outbound" for line in [*opened, update, *closes])
+    assert leads[2].extra == {"direction": "outbound"}
+
+
+def test_extras_equal_in_python_but_written_differently_are_not_merged():
+    """True == 1 and "1" is neither: each line writes its own detection's value, of its own type."""
+    inc = _incidents()
+    for k, value in enumerate([1, True, "1", None, 1]):
+        inc.detect(_alert(T0, device_ip=f"10.20.0.{k + 1}", flag=value), SERVICE, None, None)
+    written = [line.as_dict()["flag"] for line in _written(inc)]
+    assert [(v, type(v)) for v in written] == [(1, int), (True, bool), ("1", str), (None, type(None)), (1, int)]
+    evidence = [line.as_dict()["evidence"][0]["details"]["flag"] for line in inc.take_closed(T0 + 5, "end")]
+    assert [(v, type(v)) for v in evidence] == [(1, int), (True, bool), ("1", str), (None, type(None)), (1, int)]
+
+
+def test_evidence_without_details_holds_none_and_writes_no_details():
+    inc = _incidents()
+    inc.detect(_alert(T0, "vendor_cloud", service="hik-connect"), SERVICE, None, None)   # `service` is not detail
+    [line] = _written(inc)
+    [incident] = inc._open.values()
+    assert incident.evidence[0].details is None
+    assert "details" not in line.as_dict()["evidence"][0] and line.as_dict()["service"]["id"] == SERVICE.id
+
+
+def test_an_incident_that_follows_no_flow_holds_no_flow_container():
+    inc = _incidents()
+    dev = device()
+    inc.detect(_alert(T0), SERVICE, dev, None)
+    [incident] = inc._open.values()
+    assert incident.traffic.flows == () and incident.traffic.retired is None and incident.traffic.following == 0
+    inc.traffic(observation(dev, ts=T0 + 1, sent_packets=2, sent_bytes=200, flow=_flow(2, 200, 0, 0)), SERVICE)
+    assert incident.traffic.following == 1 and inc._followed == 1
+    _written(inc)
+    [close] = inc.take_closed(T0 + 5, "end")
+    assert close.extra["totals"]["packets_out"] == 2 and inc._followed == 0

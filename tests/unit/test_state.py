@@ -1,0 +1,37 @@
+"""sensor/state.py: an episode's row goes when its in-memory owner evicts it, whether it was written in this run or
+restored from an earlier one; forgetting an episode that never had a row writes nothing."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from sensor.state import KnownState
+
+KEY_A = ("vendor_cloud", "10.20.0.5", "hik-connect")
+KEY_B = ("egress_policy", "10.20.0.6", "203.0.113.7", 443)
+
+
+def _keys(path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {key for (key,) in db.execute("SELECT key FROM episode")}
+
+
+def test_an_evicted_episode_loses_its_row_in_this_run_and_after_a_restart(tmp_path):
+    path = tmp_path / "state.db"
+    known = KnownState(path)
+    known.save_episodes([(KEY_A, 1.0, 5.0, 3, 300), (KEY_B, 2.0, 6.0, 1, 60)])
+    known.forget_episode(KEY_A)
+    known.close()
+    assert _keys(path) == {'["egress_policy", "10.20.0.6", "203.0.113.7", 443]'}
+    again = KnownState(path)   # the row of KEY_B is known from the file, not from this run's writes
+    assert [row[0] for row in again.load_episodes(10)] == [KEY_B]
+    again.forget_episode(KEY_B)
+    again.close()
+    assert _keys(path) == set()
+
+
+def test_forgetting_an_episode_without_a_row_writes_nothing(tmp_path):
+    known = KnownState(tmp_path / "state.db")
+    known.forget_episode(KEY_A)
+    assert not known._in_tx and known.write_errors == 0   # no DELETE began a transaction
+    known.close()
