@@ -98,7 +98,7 @@ class Detection:
             service = self.services.of_observation(obs)
             for alert in raised:
                 self._detected(alert, service, obs.device, obs)
-        elif obs.scope != SCOPE_CAMERA and self.incidents.following(obs.device.ip):
+        elif obs.scope != SCOPE_CAMERA and self.incidents.following(obs.device.id):
             self.incidents.traffic(obs, self.services.of_observation(obs))
 
     def dns_query(self, query: DnsQuery) -> None:

@@ -192,6 +192,7 @@ class Incident:
     scope: str = ""                  # of the address it opened on (for the fan-out count of bare addresses)
     second: int = -1                 # the second of capture time of its latest detection, and the earliest in it
     second_earliest: float = 0.0
+    who: str = ""                    # the device's id it is open under: a renumbered device keeps its incidents
 
     def earliest_in(self, ts: float) -> float:
         """The earliest detection time in ts's second of capture time, this one included."""
@@ -306,8 +307,8 @@ class Incidents:
             counts[SEVERITIES[incident.severity]] += 1
         return counts
 
-    def following(self, device_ip: str) -> bool:
-        return device_ip in self._per_device
+    def following(self, device_id: str) -> bool:
+        return device_id in self._per_device
 
     # ---- what happens ----------------------------------------------------------------------------------------
     def detect(self, alert: Alert, service: IncidentService, device: Device | None, obs: Observation | None) -> None:
@@ -317,10 +318,12 @@ class Incidents:
             evidence.details = self._shared(evidence.details)
         self._slim(alert)
         self._sweep(alert.ts)
+        # Keyed by the device's id, as its episodes are: the address it has now may not be the one it opened with.
+        who = device.id if device is not None else alert.device_ip
         if obs is not None:   # only traffic says a name is the peer's own (a lookup's name is not its resolver's)
-            self._adopt(alert.device_ip, obs.peer, obs.name, service)
-        service = self._fanned_out(alert.device_ip, service, alert.dst_scope)
-        key = (alert.device_ip, service.id)
+            self._adopt(who, obs.peer, obs.name, service)
+        service = self._fanned_out(who, service, alert.dst_scope)
+        key = (who, service.id)
         incident = self._current(key, alert.ts)
         if incident is None:
             incident = self._open_incident(key, alert, service, device, evidence)
@@ -344,9 +347,9 @@ class Incidents:
     def traffic(self, obs: Observation, service: IncidentService) -> None:
         """Traffic of a device that has open incidents: counted in the incident of its service, if one is open."""
         self._sweep(obs.ts)
-        self._adopt(obs.device.ip, obs.peer, obs.name, service)
-        service = self._fanned_out(obs.device.ip, service, obs.scope)
-        incident = self._current((obs.device.ip, service.id), obs.ts)
+        self._adopt(obs.device.id, obs.peer, obs.name, service)
+        service = self._fanned_out(obs.device.id, service, obs.scope)
+        incident = self._current((obs.device.id, service.id), obs.ts)
         if incident is not None:
             incident.last = max(incident.last, obs.ts)
             self._followed += incident.traffic.add(obs, self._followed < FOLLOWED_MAX)
@@ -392,32 +395,32 @@ class Incidents:
             self._open.pop(oldest[0])
             self._close(oldest[1], oldest[1].last + self.timeout, SILENCE)
 
-    def _adopt(self, device_ip: str, peer: str, name: str | None, service: IncidentService) -> None:
+    def _adopt(self, device_id: str, peer: str, name: str | None, service: IncidentService) -> None:
         """A TLS ClientHello or HTTP request names a flow a packet after its SYN, which may have opened an incident
         on the bare address already: while that incident's open line is still owed (the same second), it takes the
         named service, so that whether SYN and request came in one batch changes nothing."""
         if service.kind not in (KIND_VENDOR, KIND_DOMAIN):
             return
-        incident = self._open.get((device_ip, peer))
+        incident = self._open.get((device_id, peer))
         if (incident is None or incident.pending != OPEN or incident.service.kind != KIND_ADDRESS
-                or (device_ip, service.id) in self._open):
+                or (device_id, service.id) in self._open):
             return
-        self._open.pop((device_ip, peer))
-        _decrement(self._bare, (device_ip, incident.scope))
+        self._open.pop((device_id, peer))
+        _decrement(self._bare, (device_id, incident.scope))
         incident.service = service
         if incident.lead.dst_ip == peer and incident.lead.dst_name is None:
             incident.lead.dst_name = name
-        self._open.put((device_ip, service.id), incident)
+        self._open.put((device_id, service.id), incident)
 
-    def _fanned_out(self, device_ip: str, service: IncidentService, scope: str) -> IncidentService:
+    def _fanned_out(self, device_id: str, service: IncidentService, scope: str) -> IncidentService:
         """The fan-out incident's service for a bare address the device has no incident of, once it has FAN_OUT
         of them open in that scope (or the fan-out incident is open already); else the service itself."""
-        if service.kind == KIND_SITE or (device_ip, service.id) in self._open:
+        if service.kind == KIND_SITE or (device_id, service.id) in self._open:
             return service
         fan = fan_out_service(scope)
-        crowded = self._per_device.get(device_ip, 0) >= MAX_PER_DEVICE   # random names, one per flow
+        crowded = self._per_device.get(device_id, 0) >= MAX_PER_DEVICE   # random names, one per flow
         if crowded or (service.kind == KIND_ADDRESS and (
-                (device_ip, fan.id) in self._open or self._bare.get((device_ip, scope), 0) >= FAN_OUT)):
+                (device_id, fan.id) in self._open or self._bare.get((device_id, scope), 0) >= FAN_OUT)):
             return fan
         return service
 
@@ -436,7 +439,7 @@ class Incidents:
         device_ref = weakref.ref(device) if device is not None else None
         incident = Incident("", device_ref, service, alert.ts, alert.ts, alert, evidence.severity, (alert.detector,),
                             (evidence,), pending=OPEN, pending_ts=alert.ts, scope=alert.dst_scope,
-                            second=int(alert.ts), second_earliest=alert.ts)
+                            second=int(alert.ts), second_earliest=alert.ts, who=key[0])
         self._open.put(key, incident)
         self._per_device[key[0]] = self._per_device.get(key[0], 0) + 1
         if service.kind == KIND_ADDRESS:
@@ -482,10 +485,10 @@ class Incidents:
     def _close(self, incident: Incident, now: float, reason: str) -> None:
         incident.pending = None   # an evicted incident whose open line is still owed never writes it
         self._followed -= incident.traffic.following
-        ip = incident.lead.device_ip   # every detection of an incident is about its one device
-        _decrement(self._per_device, ip)
+        who = incident.who   # every detection of an incident is about its one device
+        _decrement(self._per_device, who)
         if incident.service.kind == KIND_ADDRESS:
-            _decrement(self._bare, (ip, incident.scope))
+            _decrement(self._bare, (who, incident.scope))
         if incident.written:
             self._closing.append(self._close_line(incident, now, reason))
 

@@ -131,6 +131,8 @@ def test_dhcp_renumbering_keeps_the_device_with_its_history(tmp_path):
     # its story with the cloud goes on through the new address: one episode under the device's id, one detection
     lines = [a.as_dict() for a in alerts if a.detector == "egress_policy"]
     assert [line["event"] for line in lines] == ["open", "close"]
+    # the incident follows the device, not the address: the second conversation is in its totals
+    assert (lines[1]["totals"]["packets_out"], lines[1]["totals"]["last_seen"]) == (8, T0 + 14)
     sensor.close()
     with sqlite3.connect(tmp_path / "state.db") as db:
         keys = [json.loads(key) for (key,) in db.execute("SELECT key FROM episode")]
