@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sensor.enrich import Observation
+from sensor.enrich.events import UNASKED
 from sensor.reference_data import INDICATORS_FILE, RESOLVERS_FILE, Resolver, Service, load_indicators, load_resolvers
 from sensor.tags import TAG_PPPP, TAG_SIGNATURE_BASE
 
@@ -47,7 +48,12 @@ class Indicators:
         return found
 
     def match(self, obs: Observation) -> tuple[Service, str] | None:
-        """The service a device's traffic belongs to, and the evidence."""
+        """The service a device's traffic belongs to, and the evidence; worked out once per observation."""
+        if obs.service_match is UNASKED:
+            obs.service_match = self._match(obs)
+        return obs.service_match   # type: ignore[return-value]
+
+    def _match(self, obs: Observation) -> tuple[Service, str] | None:
         svc = self.by_name(obs.name) if obs.initiated else None
         if svc is not None:
             return svc, f"name {obs.name}"

@@ -11,6 +11,8 @@ from sensor.enrich.inventory import Device
 from sensor.enrich.scope import EXTERNAL_SCOPES
 from sensor.flows import Flow
 
+UNASKED = object()
+
 
 @dataclass(slots=True, weakref_slot=True)
 class Observation:
@@ -33,6 +35,9 @@ class Observation:
     # itself sent nothing are not observations, so a reply arriving alone is not counted here.
     received_bytes: int = 0
     received_packets: int = 0
+    # The vendor service this traffic belongs to and the evidence (sensor.detect.indicators), once something asked:
+    # maker evidence, vendor_cloud and the incident's service all ask about the same observation.
+    service_match: object = UNASKED
 
     @property
     def tags(self) -> int:
