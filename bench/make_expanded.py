@@ -10,8 +10,9 @@ idea of camera traffic is the same as the sensor's. This one is made only of pac
 
 1. One "site" is the real captures laid over each other: the Yi camera (neu-intl-iot), the Xiaobai Y2 camera's
    setup, idle (app on the LAN and remote), two-way audio and removal (nku-lifecycle), and the D-Link DCS-935L,
-   DCS-930L and Edimax setups (iot-sentinel). Each is shifted to start at the same instant (`editcap -t`) and they
-   are merged by timestamp (`mergecap`): 8 captures, 8,473 packets, 1,803 s.
+   DCS-930L and Edimax setups (iot-sentinel). Each camera's captures are shifted (`editcap -t`) to start at the
+   same instant, the Xiaobai's five one after another (its lifecycle, in order), and merged by timestamp (`mergecap`): 9
+   captures of 5 cameras (and the phones and routers they talk to), 7,913 packets, 3,645 s.
 2. Site k is a copy of it with every private address moved into its own subnet, 10.k.0.0/16 (`tcprewrite --pnat`,
    host bits kept: 192.168.1.165 becomes 10.k.1.165), and every MAC address replaced by a seeded random one that
    keeps its OUI (`--enet-mac-seed=k+1 --enet-mac-seed-keep-bytes=3`: the maker stays recognisable, multicast and
@@ -19,18 +20,20 @@ idea of camera traffic is the same as the sensor's. This one is made only of pac
    make at many sites talk to the same servers.
 3. Copies are shifted in time (`editcap -t`) and joined (`mergecap`):
    * sequential (default): copy k starts when copy k-1 has ended (plus 60 s) and they are concatenated
-     (`mergecap -a`): ~120 sites one after another, 2.5 days of capture time;
-   * concurrent: copy k starts k * 7 s after the first and they are merged by timestamp: ~120 sites (~850
-     devices) seen at once by one sensor, 30 minutes of capture time.
-   As many copies as it takes to reach --packets (whole sites: the count is a multiple of 8,473).
+     (`mergecap -a`): 127 sites for 1 M packets, one after another, 5.4 days of capture time;
+   * concurrent: copy k starts k * 7 s after the first and they are merged by timestamp: 127 sites (635
+     cameras) seen at once by one sensor, 75 minutes of capture time.
+   As many copies as it takes to reach --packets (whole sites: the count is a multiple of 7,913).
 
-What it resembles: the control plane of consumer cameras — cloud heartbeats and P2P (PPPP/CS2) keep-alives,
-DNS, NTP, DHCP, ARP, mDNS/SSDP announcements, TLS sessions to vendor clouds, a local live view over UDP, a
-two-way audio session — at the rates real devices send it (mostly well under 10 packets/s per camera), so it is
-many small packets (~190 bytes on average), many short and idle flows, and many distinct seconds with few
-packets each. What it does not resemble: a site's bulk video (RTSP/RTP streams of 2-8 Mbit/s per camera to an
-NVR, 1,400-byte frames: bench/make_capture.py's sites), 802.1Q tags (these captures were taken untagged), or a
-site's own variety (every site is the same eight devices doing the same things; only addresses and MACs differ).
+What it resembles: the control plane of consumer cameras — cloud heartbeats and P2P (PPPP/CS2) keep-alives, DNS,
+NTP, DHCP, ARP, mDNS/SSDP announcements, TLS sessions to vendor clouds, a local live view over UDP, a two-way audio
+session — at the rates real devices send it (mostly well under 10 packets/s per camera), so it is many small
+packets (292 bytes on average, headers included), many short and idle flows, and many distinct seconds with few
+packets each. What it does not resemble: a site's bulk video (RTSP/RTP streams of 2-8 Mbit/s per camera to an NVR,
+1,400-byte frames: bench/make_capture.py's sites), 802.1Q tags (these captures were taken untagged), or a site's
+own variety (every site is the same five cameras doing the same things; only addresses and MACs differ). tcprewrite
+moves the headers' addresses only: the original private addresses stay where the packets carry them as data (the
+header an ICMP error quotes, DHCP fields, SSDP LOCATION URLs, mDNS answers).
 Left out: ndpi/rtsp.pcap (Linux cooked capture: tcprewrite 4.4.3's conversion to Ethernet writes a corrupt
 header, and it is a PC talking to a VLC server, not a camera), ndpi/rtp.pcapng (snippets, not a device's
 traffic), ndpi/nest_log_sink.pcap (a Nest device of unstated model; 112 minutes would stretch every site).
