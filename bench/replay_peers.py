@@ -543,10 +543,15 @@ def _summarize(tool: tuple, runs: list | str, args, path: Path, total: int, slic
 
 
 ROW_TOOLS = ("floor", "camwatch", "camwatch-cli", "nfstream")
-ROW_HEADER = ("| capture (generator) | packets | bytes | camwatch in-process packets/s | camwatch whole-process s "
-              "(CPU s) | read floor s | floor / camwatch whole | nfstream whole-process s (CPU s) "
-              "| camwatch/nfstream, whole process: wall (range) | CPU |\n"
+ROW_HEADER = ("| capture (generator) | packets | bytes | camwatch in-process packets/s: wall (CPU) "
+              "| camwatch whole-process s: wall (CPU) | read floor s: wall (CPU) | floor / camwatch whole: wall (CPU) "
+              "| nfstream whole-process s: wall (CPU) | camwatch/nfstream, whole process: wall (range) "
+              "| CPU (range) |\n"
               "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+
+
+def _rate(pps: float) -> str:
+    return f"{pps / 1e6:.2f} M" if pps >= 1e6 else f"{pps / 1e3:,.0f} k"
 
 
 def _pair_ratio(peer: dict, ours: dict, key: str) -> str:
@@ -566,12 +571,12 @@ def _print_row(rows: list[dict], label: str, total: int, size: int) -> None:
         print(f"--row needs {', '.join(ROW_TOOLS)}; missing or failed: {', '.join(lacking)}", file=sys.stderr)
         return
     floor, inproc, cli, nf = (by[t] for t in ROW_TOOLS)
-    pps = inproc["pps"]
+    # Wall and CPU side by side: on a shared machine wall time is stretched by whatever else runs, CPU time far less.
     print(ROW_HEADER)
-    print(f"| {label} | {total:,} | {size / 1e6:,.0f} MB | "
-          f"{f'{pps / 1e6:.2f} M' if pps >= 1e6 else f'{pps / 1e3:,.0f} k'} | "
-          f"{cli['whole_seconds']:.2f} ({cli['whole_cpu']:.2f}) | {floor['seconds']:.3f} | "
-          f"{floor['seconds'] / cli['whole_seconds']:.2g} | {nf['whole_seconds']:.2f} ({nf['whole_cpu']:.2f}) | "
+    print(f"| {label} | {total:,} | {size / 1e6:,.0f} MB | {_rate(inproc['pps'])} ({_rate(total / inproc['cpu'])}) | "
+          f"{cli['whole_seconds']:.2f} ({cli['whole_cpu']:.2f}) | {floor['seconds']:.3f} ({floor['cpu']:.3f}) | "
+          f"{floor['seconds'] / cli['whole_seconds']:.2g} ({floor['cpu'] / cli['whole_cpu']:.2g}) | "
+          f"{nf['whole_seconds']:.2f} ({nf['whole_cpu']:.2f}) | "
           f"{_pair_ratio(nf, cli, 'whole_seconds')} | {_pair_ratio(nf, cli, 'whole_cpu')} |")
 
 
