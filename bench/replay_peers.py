@@ -551,7 +551,9 @@ ROW_HEADER = ("| capture (generator) | packets | bytes | camwatch in-process pac
 
 
 def _rate(pps: float) -> str:
-    return f"{pps / 1e6:.2f} M" if pps >= 1e6 else f"{pps / 1e3:,.0f} k"
+    if pps >= 1e6:
+        return f"{pps / 1e6:.2f} M"
+    return f"{pps / 1e3:,.0f} k" if pps >= 1e4 else f"{pps / 1e3:.1f} k"
 
 
 def _pair_ratio(peer: dict, ours: dict, key: str) -> str:
