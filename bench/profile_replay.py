@@ -213,7 +213,21 @@ def clocks(path: Path, repeat: int) -> int:
     print("|---|--:|--:|--:|")
     for label, sec, n in rows:
         print(f"| {label} | {sec:.3f} | {100 * sec / total:.0f}% | {'' if n is None else f'{n:,}'} |")
+    print()
+    print(_split(spent, read_s, total))
     return 0
+
+
+def _split(spent: dict[str, float], read_s: float, total: float) -> str:
+    """The coarse split (docs/benchmarks.md, issue 16): read, decode, flows, enrichment and detection, the rest
+    (windowing, counters, finish); start-up is not in an in-process run (bench/startup.py)."""
+    decode_s = spent.get("decode.decode", 0.0)
+    flows_s = sum(v for k, v in spent.items() if k.startswith("flows: ") and not k.startswith("flows:   "))
+    enrich_s = sum(v for k, v in spent.items() if k.split(":")[0] in ("enrich", "tags", "pipeline"))
+    parts = [("read", read_s), ("decode", decode_s), ("flows", flows_s), ("enrich+detect", enrich_s)]
+    parts.append(("rest", total - sum(v for _, v in parts)))
+    return "split: " + ", ".join(f"{name} {sec:.2f} s ({100 * sec / total:.0f}%)" for name, sec in parts) + \
+        f"; total {total:.2f} s"
 
 
 if __name__ == "__main__":

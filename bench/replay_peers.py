@@ -3,11 +3,19 @@
 
     pip install -r bench/requirements.txt          # nfstream, dpkt (pyshark comes with camwatch; tshark via apt)
     python bench/replay_peers.py [--packets 200000] [--repeat 5] [--json OUT] [--camwatch-src DIR]
+    python bench/replay_peers.py --capture FILE --repeat 3 --row "LABEL"   # one row of the issue-16 table
 
 Every measurement runs in a fresh subprocess, one at a time, so each tool pays its own imports and page-cache
-state is the same for all (the capture is read once before the first run). "seconds" is wall time from opening
-the capture to the last flow updated (library start-up and imports excluded; for tshark, which is a whole
-program, its start-up is included). Peak RSS is the resident high-water mark of the measuring process plus the
+state is the same for all (the capture is read once before the first run); the runs go round by round (each tool
+once, then each tool again), so a machine's drifting load falls on all of them alike. "seconds" is wall time from
+opening the capture to the last flow updated (library start-up and imports excluded; for tshark and
+`camwatch replay`, which are whole programs, their start-up is included). "whole process" is every run's wall time
+from spawning the process to reaping it, and the CPU time of it and its descendants: the interpreter, imports,
+building the sensor or the streamer, and for nfstream its meter process. `floor` is bench/read_floor.py's plain
+`readinto` loop over the file (the limit any reader of it has); `camwatch-cli` is the command a user runs,
+`camwatch replay FILE --quiet --alerts /dev/null`. --row prints the issue-16 row (docs/benchmarks.md): camwatch
+in-process and whole-process beside the floor and nfstream's whole process, with camwatch/nfstream ratios taken
+round by round (median and range). Peak RSS is the resident high-water mark of the measuring process plus the
 largest of its child processes (nfstream's meter, pyshark's tshark); CPU is user+system time of the timed region
 including those children, so CPU/seconds above 1 means a tool used more than one core.
 
@@ -233,7 +241,21 @@ def w_pyshark_json(path: str) -> dict:
     return _pyshark(path, use_json=True)
 
 
+def w_floor(path: str) -> dict:
+    """The read floor: bench/read_floor.py's loop, `readinto` over the file into one reused buffer of the reader's
+    chunk size, nothing done with the bytes."""
+    from sensor.capture import CHUNK_BYTES
+
+    view = memoryview(bytearray(CHUNK_BYTES))
+    t = _start()
+    with open(path, "rb") as fh:
+        while fh.readinto(view):
+            pass
+    return dict(packets=None, flows=None, **_stop(t), extra={"chunk_bytes": CHUNK_BYTES})
+
+
 WORKERS = {
+    "floor": w_floor,
     "camwatch": w_camwatch,
     "camwatch-core": w_camwatch_core,
     "nfstream": w_nfstream,
@@ -247,7 +269,9 @@ WORKERS = {
 
 TOOLS = [
     # name, label, kind, needs (python module or program)
+    ("floor", "readinto loop over the file (the read floor)", "worker", "numpy"),
     ("camwatch", "camwatch pipeline (open_file + Sensor.process)", "worker", "numpy"),
+    ("camwatch-cli", "camwatch replay FILE --quiet --alerts /dev/null", "program", "numpy"),
     ("camwatch-core", "camwatch capture+decode+flows only", "worker", "numpy"),
     ("nfstream", "nfstream (statistical_analysis, no DPI, 1 meter)", "worker", "nfstream"),
     ("dpkt", "dpkt loop (Ethernet/VLAN/IP/TCP/UDP + flow dict)", "worker", "dpkt"),
@@ -342,24 +366,39 @@ def spawn(cmd: list[str], timeout: float, stdout) -> tuple[int, object, float, s
     return proc.returncode, usage, wall, out.decode("utf-8", "replace"), message
 
 
+def _program(name: str, path: Path, src: Path) -> list[str]:
+    if name == "camwatch-cli":
+        # The command a user runs, start to finish: interpreter, imports, manuf table, state database, summary.
+        # -c puts --camwatch-src ahead of the editable install, as the workers do.
+        return [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                "from sensor.cli import main; sys.exit(main())",
+                str(src.resolve()), "replay", str(path), "--quiet", "--alerts", "/dev/null"]
+    return ["tshark", "-n", "-r", str(path), "-T", "fields", *TSHARK_FIELDS]
+
+
 def measure(name: str, kind: str, path: Path, timeout: float, src: Path) -> dict:
+    """One run. Besides the tool's own figures ("seconds", "cpu"), every run has its whole process: wall seconds
+    from spawning it to reaping it and the CPU of it and its reaped descendants (nfstream's meter, tshark)."""
     if kind == "program":
-        cmd = ["tshark", "-n", "-r", str(path), "-T", "fields", *TSHARK_FIELDS]
-        code, usage, wall, _out, err = spawn(cmd, timeout, subprocess.DEVNULL)
+        code, usage, wall, _out, err = spawn(_program(name, path, src), timeout, subprocess.DEVNULL)
         if code != 0:
             return {"error": f"exit {code}: {err[-300:]}"}
-        version = subprocess.run(["tshark", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-        return {"packets": None, "flows": None, "seconds": wall, "cpu": usage.ru_utime + usage.ru_stime,
-                "rss_kib": usage.ru_maxrss, "extra": {"version": version}}
+        version = None
+        if name == "tshark":
+            version = subprocess.run(["tshark", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+        cpu = usage.ru_utime + usage.ru_stime
+        return {"packets": None, "flows": None, "seconds": wall, "cpu": cpu, "whole_seconds": wall,
+                "whole_cpu": cpu, "rss_kib": usage.ru_maxrss, "extra": {"version": version}}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--capture", str(path),
            "--camwatch-src", str(src)]
-    code, usage, _wall, out, err = spawn(cmd, timeout, subprocess.PIPE)
+    code, usage, wall, out, err = spawn(cmd, timeout, subprocess.PIPE)
     if code != 0:
         return {"error": f"exit {code}: {err[-600:]}"}
     result = json.loads(out.strip().splitlines()[-1])
     # Concurrent helper processes (nfstream's meter, pyshark's tshark) hold memory at the same time as the worker.
     kids = result.pop("children_maxrss_kib")
     result["rss_kib"] = result.pop("self_hwm_kib") + kids if kids else usage.ru_maxrss
+    result["whole_seconds"], result["whole_cpu"] = wall, usage.ru_utime + usage.ru_stime
     return result
 
 
@@ -423,6 +462,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
     ap.add_argument("--camwatch-src", type=Path, default=REPO, metavar="DIR",
                     help="directory holding the sensor/ package to measure (default: this checkout)")
+    ap.add_argument("--row", metavar="LABEL",
+                    help="print the issue-16 table row for this capture (docs/benchmarks.md), labelled LABEL; "
+                         "runs " + ", ".join(ROW_TOOLS) + " unless --only says otherwise")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     return ap
 
@@ -441,37 +483,54 @@ def _capture_path(args, ap: argparse.ArgumentParser) -> Path:
     return path
 
 
-def _measure_tool(tool: tuple, args, path: Path, total: int, slice_path: Path, slice_n: int) -> dict:
+def _collect(tools: list[tuple], args, path: Path, slice_path: Path) -> dict[str, list | str]:
+    """Every tool's runs, or why it cannot run. Round by round (A, B, C, A, B, C, ...), not tool by tool: on a
+    shared machine the load drifts over minutes, and interleaving makes it fall on every tool alike, so the
+    ratios of one round are comparable."""
+    runs: dict[str, list | str] = {}
+    for name, _label, _kind, need in tools:
+        why = missing(need)
+        runs[name] = why if why else []
+        if why:
+            print(f"{name}: {why}", file=sys.stderr)
+    for i in range(max(1, args.repeat)):
+        for name, _label, kind, _need in tools:
+            done = runs[name]
+            if isinstance(done, str) or (kind == "slice" and i > 0):   # unavailable/failed; pyshark: once
+                continue
+            print(f"{name}: run {i + 1} ...", file=sys.stderr, flush=True)
+            res = measure(name, kind, slice_path if kind == "slice" else path, args.timeout, args.camwatch_src)
+            if "error" in res:
+                runs[name] = f"failed: {res['error']}"
+                print(f"{name}: {runs[name]}", file=sys.stderr)
+                continue
+            done.append(res)
+    return runs
+
+
+def _summarize(tool: tuple, runs: list | str, args, path: Path, total: int, slice_path: Path,
+               slice_n: int) -> dict:
     """One tool's row: median of its runs on the capture (or on the slice, for the slow ones), and for the whole
     file also its marginal rate once the fixed start-up is priced on the slice."""
-    name, label, kind, need = tool
+    name, label, kind, _need = tool
     row: dict = {"tool": name, "label": label}
-    why = missing(need)
-    if why:
-        row["status"] = why
-        print(f"{name}: {row['status']}", file=sys.stderr)
+    if isinstance(runs, str):
+        row["status"] = runs
         return row
-    target, n_file = (slice_path, slice_n) if kind == "slice" else (path, total)
-    runs = []
-    for i in range(1 if kind == "slice" else max(1, args.repeat)):
-        print(f"{name}: run {i + 1} ...", file=sys.stderr, flush=True)
-        res = measure(name, kind, target, args.timeout, args.camwatch_src)
-        if "error" in res:
-            row["status"] = f"failed: {res['error']}"
-            print(f"{name}: {row['status']}", file=sys.stderr)
-            return row
-        runs.append(res)
+    n_file = slice_n if kind == "slice" else total
     secs = [r["seconds"] for r in runs]
     best = runs[secs.index(min(secs))]
     row.update(
         status="ok", file_packets=n_file, packets=runs[-1]["packets"], flows=runs[-1]["flows"],
         seconds=statistics.median(secs), seconds_all=secs, pps=n_file / statistics.median(secs),
         cpu=statistics.median(r["cpu"] for r in runs), rss_mib=max(r["rss_kib"] for r in runs) / 1024,
-        extra=best.get("extra", {}),
+        whole_seconds_all=[r["whole_seconds"] for r in runs], whole_cpu_all=[r["whole_cpu"] for r in runs],
+        whole_seconds=statistics.median(r["whole_seconds"] for r in runs),
+        whole_cpu=statistics.median(r["whole_cpu"] for r in runs), extra=best.get("extra", {}),
     )
     if kind == "slice":
         row["extrapolated_seconds"] = row["seconds"] * total / n_file
-    elif slice_n < total:
+    elif slice_n < total and not args.row:
         # Fixed start-up (tshark's dissector tables, nfstream's meter process) weighs on a short capture;
         # the same run on the slice prices it, and the difference gives the per-packet rate alone.
         small = measure(name, kind, slice_path, args.timeout, args.camwatch_src)
@@ -483,14 +542,54 @@ def _measure_tool(tool: tuple, args, path: Path, total: int, slice_path: Path, s
     return row
 
 
+ROW_TOOLS = ("floor", "camwatch", "camwatch-cli", "nfstream")
+ROW_HEADER = ("| capture (generator) | packets | bytes | camwatch in-process packets/s: wall (CPU) "
+              "| camwatch whole-process s: wall (CPU) | read floor s: wall (CPU) | floor / camwatch whole: wall (CPU) "
+              "| nfstream whole-process s: wall (CPU) | camwatch/nfstream, whole process: wall (range) "
+              "| CPU (range) |\n"
+              "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+
+
+def _rate(pps: float) -> str:
+    if pps >= 1e6:
+        return f"{pps / 1e6:.2f} M"
+    return f"{pps / 1e3:,.0f} k" if pps >= 1e4 else f"{pps / 1e3:.1f} k"
+
+
+def _pair_ratio(peer: dict, ours: dict, key: str) -> str:
+    """Median and range of the per-round ratios peer/ours: each round's two runs ran minutes apart at most."""
+    ratios = [p / o for p, o in zip(peer[key + "_all"], ours[key + "_all"], strict=True) if o > 0]
+    if not ratios:
+        return "—"
+    return f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})"
+
+
+def _print_row(rows: list[dict], label: str, total: int, size: int) -> None:
+    """The issue-16 table's row for this capture (docs/benchmarks.md): camwatch in-process and whole-process
+    beside the read floor and nfstream's whole process, the ratios paired round by round."""
+    by = {r["tool"]: r for r in rows if r.get("status") == "ok"}
+    lacking = [t for t in ROW_TOOLS if t not in by]
+    if lacking:
+        print(f"--row needs {', '.join(ROW_TOOLS)}; missing or failed: {', '.join(lacking)}", file=sys.stderr)
+        return
+    floor, inproc, cli, nf = (by[t] for t in ROW_TOOLS)
+    # Wall and CPU side by side: on a shared machine wall time is stretched by whatever else runs, CPU time far less.
+    print(ROW_HEADER)
+    print(f"| {label} | {total:,} | {size / 1e6:,.0f} MB | {_rate(inproc['pps'])} ({_rate(total / inproc['cpu'])}) | "
+          f"{cli['whole_seconds']:.2f} ({cli['whole_cpu']:.2f}) | {floor['seconds']:.3f} ({floor['cpu']:.3f}) | "
+          f"{floor['seconds'] / cli['whole_seconds']:.2g} ({floor['cpu'] / cli['whole_cpu']:.2g}) | "
+          f"{nf['whole_seconds']:.2f} ({nf['whole_cpu']:.2f}) | "
+          f"{_pair_ratio(nf, cli, 'whole_seconds')} | {_pair_ratio(nf, cli, 'whole_cpu')} |")
+
+
 def _print_table(rows: list[dict], total: int) -> None:
     ref = next((r["pps"] for r in rows if r["tool"] == "camwatch" and r.get("status") == "ok"), None)
     print("| tool | packets | seconds | packets/s | camwatch/peer | peak RSS MiB | CPU s | flows "
-          "| marginal packets/s |")
-    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+          "| marginal packets/s | whole process s (CPU s) |")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r in rows:
         if r.get("status") != "ok":
-            print(f"| {r['label']} | {r.get('status', '')} | | | | | | | |")
+            print(f"| {r['label']} | {r.get('status', '')} | | | | | | | | |")
             continue
         seconds = f"{r['seconds']:.2f}"
         if "extrapolated_seconds" in r:
@@ -500,7 +599,8 @@ def _print_table(rows: list[dict], total: int) -> None:
         if r["packets"] is not None and r["packets"] != r["file_packets"]:
             pk += f" ({r['packets']:,} counted)"
         print(f"| {r['label']} | {pk} | {seconds} | {r['pps']:,.0f} | {ratio} | {r['rss_mib']:.0f} | "
-              f"{r['cpu']:.2f} | {fmt_int(r['flows'])} | {fmt_int(r.get('marginal_pps'))} |")
+              f"{r['cpu']:.2f} | {fmt_int(r['flows'])} | {fmt_int(r.get('marginal_pps'))} | "
+              f"{r['whole_seconds']:.2f} ({r['whole_cpu']:.2f}) |")
     core = next((r for r in rows if r["tool"] == "camwatch-core" and r.get("status") == "ok"), None)
     if core:
         e = core["extra"]
@@ -531,8 +631,11 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(args.only.split(",")) if args.only else None
     if wanted and wanted - {t[0] for t in TOOLS}:
         ap.error(f"unknown tool(s): {', '.join(sorted(wanted - {t[0] for t in TOOLS}))}")
-    rows = [_measure_tool(tool, args, path, total, slice_path, slice_n) for tool in TOOLS
-            if not wanted or tool[0] in wanted]
+    if args.row and not wanted:
+        wanted = set(ROW_TOOLS)
+    tools = [tool for tool in TOOLS if not wanted or tool[0] in wanted]
+    runs = _collect(tools, args, path, slice_path)
+    rows = [_summarize(tool, runs[tool[0]], args, path, total, slice_path, slice_n) for tool in tools]
 
     revision = camwatch_revision(args.camwatch_src)
     print()
@@ -541,6 +644,9 @@ def main(argv: list[str] | None = None) -> int:
           f"load average before: {load:.2f}")
     print()
     _print_table(rows, total)
+    if args.row:
+        print()
+        _print_row(rows, args.row, total, path.stat().st_size)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({

@@ -121,3 +121,60 @@ def test_startup_benchmark_times_camwatch_beside_the_interpreter():
     assert r.returncode == 0, r.stderr
     for name in ("python -c pass", "camwatch replay (1 packet)"):
         assert name in r.stdout
+
+
+SITE_PACKETS = 7_913   # the real captures one site of make_expanded.py is made of (pcaps/real)
+
+
+@pytest.mark.parametrize("layout", ["sequential", "concurrent"])
+def test_expanded_capture_is_real_sites_moved_apart_and_deterministic(tmp_path, layout):
+    a, b = tmp_path / "a.pcap", tmp_path / "b.pcap"
+    for path in (a, b):
+        r = bench("make_expanded.py", path, "-n", SITE_PACKETS + 1, "--layout", layout)
+        assert r.returncode == 0, r.stderr
+    assert a.read_bytes() == b.read_bytes()
+    assert capinfos(a)["packets"] == 2 * SITE_PACKETS   # whole sites: one more packet takes a second site
+    rows = tshark_fields(a, "frame.time_epoch", "eth.src", "ip.src", display_filter="ip.src == 10.0.0.0/8")
+    # The Xiaobai camera (192.168.1.165, OUI 78:df:72) of each site in its own subnet, OUI kept, MAC not.
+    xiaobai = {ip: {mac for _t, mac, src in rows if src == ip} for ip in ("10.0.1.165", "10.1.1.165")}
+    assert all(len(macs) == 1 and next(iter(macs)).startswith("78:df:72") for macs in xiaobai.values()), xiaobai
+    assert xiaobai["10.0.1.165"] != xiaobai["10.1.1.165"]
+    # Every header moved (ICMP errors quote the original header inside, which tcprewrite leaves as it was).
+    assert not tshark_fields(a, "ip.src", display_filter="ip.addr == 192.168.0.0/16 and not icmp")
+    first = {site: min(float(t) for t, _m, src in rows if src.startswith(f"10.{site}.")) for site in (0, 1)}
+    last0 = max(float(t) for t, _m, src in rows if src.startswith("10.0."))
+    if layout == "sequential":
+        assert first[1] > last0   # one site after the other
+    else:
+        assert first[1] - first[0] == pytest.approx(7, abs=1) and first[1] < last0   # side by side
+
+
+def test_replay_benchmark_times_whole_processes_and_prints_the_issue_row(tmp_path):
+    capture = tmp_path / "bench.pcap"
+    assert bench("make_capture.py", capture, "-n", 5_000, "--site", "vlan100").returncode == 0
+    out = tmp_path / "results.json"
+    r = bench("replay_peers.py", "--capture", capture, "--repeat", 2, "--row", "small vlan100", "--json", out)
+    assert r.returncode == 0, r.stderr
+    results = {row["tool"]: row for row in json.loads(out.read_text())["results"]}
+    assert set(results) == {"floor", "camwatch", "camwatch-cli", "nfstream"}
+    for name in ("floor", "camwatch", "camwatch-cli"):
+        row = results[name]
+        assert row["status"] == "ok" and len(row["whole_seconds_all"]) == 2, row
+        # A whole process includes its own timed region; the CLI is timed as a whole process only.
+        assert row["whole_seconds"] >= row["seconds"] > 0 and row["whole_cpu"] > 0
+    assert results["camwatch-cli"]["whole_seconds"] == results["camwatch-cli"]["seconds"]
+    if results["nfstream"]["status"] == "ok":   # nfstream comes from bench/requirements.txt, not the test env
+        assert "| small vlan100 | 5,000 |" in r.stdout
+    else:
+        assert "--row needs" in r.stderr
+
+
+def test_profile_prints_the_coarse_split(tmp_path):
+    capture = tmp_path / "bench.pcap"
+    assert bench("make_capture.py", capture, "-n", 5_000).returncode == 0
+    r = bench("profile_replay.py", "--capture", capture, "--repeat", 1)
+    assert r.returncode == 0, r.stderr
+    split = r.stdout.strip().splitlines()[-1]
+    assert split.startswith("split: read ") and all(f" {k} " in split for k in ("decode", "flows", "rest"))
+    parts = [float(p.split(" s (")[0].rsplit(" ", 1)[1]) for p in split.split("; ")[0].split(", ")]
+    assert sum(parts) == pytest.approx(float(split.rsplit("total ", 1)[1].split()[0]), abs=0.02)
