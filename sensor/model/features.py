@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -79,20 +80,27 @@ class _Window:
     def vector(self) -> np.ndarray:
         return np.array(self.row(), dtype=np.float64)
 
-    def row(self) -> list[float]:
-        conversations = len(self.conversations)
-        return [
-            math.log1p(self.bytes),
-            math.log1p(self.packets),
-            math.log1p(self.bytes / self.packets),
-            math.log1p(self.new_flows),
-            math.log1p(len(self.peers)),
-            math.log1p(len(self.external_peers)),
-            math.log1p(len(self.ports)),
-            self.external_bytes / self.bytes if self.bytes else 0.0,
-            math.log1p(self.dns),
+    def row(self, log1p=math.log1p) -> tuple[float, ...]:
+        sent, packets, conversations = self.bytes, self.packets, len(self.conversations)
+        return (
+            log1p(sent),
+            log1p(packets),
+            log1p(sent / packets),
+            log1p(self.new_flows),
+            log1p(len(self.peers)),
+            log1p(len(self.external_peers)),
+            log1p(len(self.ports)),
+            self.external_bytes / sent if sent else 0.0,
+            log1p(self.dns),
             self.initiated / conversations if conversations else 0.0,
-        ]
+        )
+
+
+def _rows(windows: list[_Window]) -> np.ndarray:
+    """The windows' rows as one matrix, read straight from the tuples (the partial look at every open window runs
+    every few seconds: no list per window, no nested-sequence conversion)."""
+    return np.fromiter(chain.from_iterable(map(_Window.row, windows)), np.float64,
+                       len(windows) * N_FEATURES).reshape(len(windows), N_FEATURES)
 
 
 def _add_bounded(s: set, item) -> bool:
@@ -196,7 +204,7 @@ class WindowFeatures:
         return self._start(ts)
 
     def _emit(self, keys: list[tuple[str, float]]) -> list[tuple[str, float, np.ndarray]]:
-        out = []
+        out, windows = [], []
         for key in sorted(keys, key=lambda k: (k[1], k[0])):
             acc = self._open.pop(key)
             self._touched.discard(key)
@@ -209,21 +217,26 @@ class WindowFeatures:
             # DNS queries alone open a window, but the query's own flow update carries its packets; a window
             # with nothing sent has no behaviour to score.
             if acc.packets > 0:
-                out.append((ip, start, acc.vector()))
+                out.append(key)
+                windows.append(acc)
         self._first_end = min((k[1] for k in self._open), default=math.inf) + self.window
-        return out
+        matrix = _rows(windows)
+        return [(ip, start, matrix[i]) for i, (ip, start) in enumerate(out)]
 
     def partial(self) -> list[tuple[str, float, np.ndarray]]:
         """Open windows that changed since the last call, as they stand: lets a detector act before a window
         ends (a sweep is out of character long before its minute is over)."""
+        keys, windows = [], []
         for key in self._touched:
             acc = self._open.get(key)
             if acc is not None:
                 acc.touched = False
-        keys = [key for key in self._touched if key in self._open and self._open[key].packets > 0]
+                if acc.packets > 0:
+                    keys.append(key)
+                    windows.append(acc)
         self._touched.clear()
         # One array for every device's row (what the caller scores as one matrix), not one per window.
-        matrix = np.array([self._open[key].row() for key in keys], dtype=np.float64).reshape(len(keys), N_FEATURES)
+        matrix = _rows(windows)
         return [(ip, start, matrix[i]) for i, (ip, start) in enumerate(keys)]
 
     def close(self, now: float) -> list[tuple[str, float, np.ndarray]]:
