@@ -79,6 +79,7 @@ class AnomalyDetector(Detector):
         self._lo, self._median, self._hi = (np.asarray(stats[k], dtype=np.float64) for k in ("min", "median", "max"))
         self._monotone = [i for i, n in enumerate(self.model.features) if n in self.MONOTONE]
         self._bounded = [i for i, n in enumerate(self.model.features) if n in self.BOUNDED]
+        self._note = self._conversation   # bound once: observe passes it with every observation
 
     def observe(self, obs: Observation) -> None:
         # Cameras only: the gateway and the NVR are one of a kind on a camera VLAN, so their normal minutes look
@@ -87,7 +88,7 @@ class AnomalyDetector(Detector):
             return None
         # Once per flow and second of camera traffic: the conversation's record comes back from the window (it is
         # looked up only the first time the window sees the observation's variant, by _conversation).
-        conv = self.windows.observe(obs, obs.new_flow, self._conversation)
+        conv = self.windows.observe(obs, obs.new_flow, self._note)
         if conv is None:
             return None
         conv.bytes += obs.sent_bytes
