@@ -101,12 +101,7 @@ class AnomalyDetector(Detector):
     def _conversation(self, obs: Observation, start: float) -> _Conversation | None:
         """The record of the observation's conversation in the device's window at `start` (None once the window
         tracks MAX_PEERS_TRACKED of them): made on its first observation, which it is told whether it opened."""
-        windows = self._sent.get(obs.device.ip)
-        if windows is None:
-            windows = self._sent[obs.device.ip] = {}
-        sent = windows.get(start)
-        if sent is None:
-            sent = windows[start] = _Sent()
+        sent = self._record(obs.device.ip, start)
         key = (obs.peer, obs.port, obs.proto)
         conv = sent.conversations.get(key)
         if conv is None:
@@ -116,12 +111,22 @@ class AnomalyDetector(Detector):
         conv.initiated |= obs.initiated
         return conv
 
+    def _record(self, ip: str, start: float) -> _Sent:
+        """The device's record of its window at `start` (open in WindowFeatures), made on first use."""
+        windows = self._sent.get(ip)
+        if windows is None:
+            windows = self._sent[ip] = {}
+        sent = windows.get(start)
+        if sent is None:
+            sent = windows[start] = _Sent()
+        return sent
+
     def dns_query(self, query: DnsQuery) -> None:
         start = self.windows.dns_query(query.device.ip, query.ts)
         if start is None or query.device.role != "camera":
             return
         # The window WindowFeatures just counted the query in is open: its record may be made.
-        sent = self._sent.setdefault(query.device.ip, {}).setdefault(start, _Sent())
+        sent = self._record(query.device.ip, start)
         resolver = sent.resolvers.get(query.resolver)
         if resolver is None:
             if len(sent.resolvers) >= self.MAX_PEERS_TRACKED:

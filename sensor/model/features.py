@@ -197,11 +197,12 @@ class WindowFeatures:
 
     def dns_query(self, device_ip: str, ts: float) -> float | None:
         """Count a DNS query; returns the start of the window it went to (None: refused)."""
-        acc = self._get(device_ip, ts)
+        start = self._start(ts)
+        acc = self._open.get((device_ip, start)) or self._get(device_ip, ts)
         if acc is None:
             return None
         acc.dns += 1
-        return self._start(ts)
+        return start
 
     def _emit(self, keys: list[tuple[str, float]]) -> list[tuple[str, float, np.ndarray]]:
         out, windows = [], []
