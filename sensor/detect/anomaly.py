@@ -79,54 +79,60 @@ class AnomalyDetector(Detector):
         self._lo, self._median, self._hi = (np.asarray(stats[k], dtype=np.float64) for k in ("min", "median", "max"))
         self._monotone = [i for i, n in enumerate(self.model.features) if n in self.MONOTONE]
         self._bounded = [i for i, n in enumerate(self.model.features) if n in self.BOUNDED]
+        self._note = self._conversation   # bound once: observe passes it with every observation
 
     def observe(self, obs: Observation) -> None:
         # Cameras only: the gateway and the NVR are one of a kind on a camera VLAN, so their normal minutes look
         # isolated to a forest trained on the site, and they are not what the model is for.
         if obs.sent_packets == 0 or obs.device.role != "camera":
             return None
-        start = self.windows.observe(obs, obs.new_flow)
-        if start is None:
+        # Once per flow and second of camera traffic: the conversation's record comes back from the window (it is
+        # looked up only the first time the window sees the observation's variant, by _conversation).
+        conv = self.windows.observe(obs, obs.new_flow, self._note)
+        if conv is None:
             return None
-        # Once per flow and second of camera traffic: the records are found without another look at the windows
-        # (the one that took the observation is open).
-        windows = self._sent.get(obs.device.ip)
-        if windows is None:
-            windows = self._sent[obs.device.ip] = {}
-        sent = windows.get(start)
-        if sent is None:
-            sent = windows[start] = _Sent()
+        conv.bytes += obs.sent_bytes
+        conv.packets += obs.sent_packets
+        conv.new_flows += obs.new_flow
+        if not conv.name:
+            conv.name = obs.name
+        return None
+
+    def _conversation(self, obs: Observation, start: float) -> _Conversation | None:
+        """The record of the observation's conversation in the device's window at `start` (None once the window
+        tracks MAX_PEERS_TRACKED of them): made on its first observation, which it is told whether it opened."""
+        sent = self._record(obs.device.ip, start)
         key = (obs.peer, obs.port, obs.proto)
         conv = sent.conversations.get(key)
         if conv is None:
             if len(sent.conversations) >= self.MAX_PEERS_TRACKED:
                 return None
             conv = sent.conversations[key] = _Conversation(obs.name, obs.scope, obs.vlan)
-        conv.bytes += obs.sent_bytes
-        conv.packets += obs.sent_packets
-        conv.new_flows += obs.new_flow
         conv.initiated |= obs.initiated
-        conv.name = conv.name or obs.name
-        return None
+        return conv
+
+    def _record(self, ip: str, start: float) -> _Sent:
+        """The device's record of its window at `start` (open in WindowFeatures), made on first use."""
+        windows = self._sent.get(ip)
+        if windows is None:
+            windows = self._sent[ip] = {}
+        sent = windows.get(start)
+        if sent is None:
+            sent = windows[start] = _Sent()
+        return sent
 
     def dns_query(self, query: DnsQuery) -> None:
-        self.windows.dns_query(query.device.ip, query.ts)
-        sent = self._window_of(query.device.ip, query.ts) if query.device.role == "camera" else None
-        if sent is None:
+        start = self.windows.dns_query(query.device.ip, query.ts)
+        if start is None or query.device.role != "camera":
             return
+        # The window WindowFeatures just counted the query in is open: its record may be made.
+        sent = self._record(query.device.ip, start)
         resolver = sent.resolvers.get(query.resolver)
         if resolver is None:
             if len(sent.resolvers) >= self.MAX_PEERS_TRACKED:
                 return
             resolver = sent.resolvers[query.resolver] = _Conversation(None, query.resolver_scope, query.vlan)
         resolver.packets += 1
-
-    def _window_of(self, ip: str, ts: float) -> _Sent | None:
-        """The record of the device's window at ts, if WindowFeatures has that window open (it bounds devices)."""
-        start = self.windows.start_of(ts)
-        if not self.windows.is_open(ip, start):
-            return None
-        return self._sent.setdefault(ip, {}).setdefault(start, _Sent())
 
     def tick(self, now: float, final: bool) -> list[Alert]:
         """Score windows that closed, and every PARTIAL_EVERY seconds the ones still open; alert at `now`. The

@@ -104,16 +104,18 @@ class Device:
 
     @property
     def role(self) -> str:
+        # Asked for every observation (detectors filter on it): isdisjoint answers without building a set.
         e = self.evidence
         if "nvr_model" in e:
             return "nvr"
-        if e & CAMERA_EVIDENCE:
+        if not e.isdisjoint(CAMERA_EVIDENCE):
             return "camera"
-        if e & {"rtsp_client", "video_receiver"}:
+        if not e.isdisjoint(NVR_EVIDENCE):
             return "nvr"
-        if e & GATEWAY_EVIDENCE:
+        if not e.isdisjoint(GATEWAY_EVIDENCE):
             return "gateway"
-        if e & MAKER_EVIDENCE or self.verdict.cameras or (self.maker is not None and self.maker.basis == "named"):
+        if (not e.isdisjoint(MAKER_EVIDENCE) or self.verdict.cameras
+                or (self.maker is not None and self.maker.basis == "named")):
             return "camera"
         return "other"
 
@@ -171,6 +173,7 @@ CAMERA_EVIDENCE = frozenset({"rtsp_server", "video_sender", "camera_discovery", 
 # that makes cameras only ("camera_maker", covered_makers.toml / brands.toml `cameras`).
 MAKER_EVIDENCE = frozenset({"named_maker", "camera_maker"})
 GATEWAY_EVIDENCE = frozenset({"dns_server", "ntp_server", "router_mac"})
+NVR_EVIDENCE = frozenset({"rtsp_client", "video_receiver"})
 MAX_QUERIES_PER_DEVICE = 256
 MAX_PEERS_PER_DEVICE = 4096
 # A box has a handful of addresses (IPv4, IPv6 link-local, a global or two); past these the least recently seen go

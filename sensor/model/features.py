@@ -7,7 +7,10 @@ Features describe behaviour, not identity: no addresses, MACs or names enter a v
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain
+from typing import Any
 
 import numpy as np
 
@@ -49,11 +52,13 @@ FEATURE_HIGH = np.array([f.high for f in FEATURE_SPECS])
 
 
 MAX_SEEN = 4 * MAX_DISTINCT   # per window: the observation variants whose set updates are known to be done
+_UNSEEN = object()
+_floor = math.floor
 
 
 class _Window:
     __slots__ = ("bytes", "packets", "new_flows", "peers", "external_peers", "ports", "external_bytes", "dns",
-                 "conversations", "initiated", "seen")
+                 "conversations", "initiated", "seen", "touched")
 
     def __init__(self):
         self.bytes = 0
@@ -67,26 +72,35 @@ class _Window:
         self.conversations: set[tuple] = set()
         self.initiated = 0
         # (peer, proto, port, initiated, external) already applied: the sets only grow in a window (and one that
-        # is full stays full), so the same variant again changes none of them and needs only the sums.
-        self.seen: set[tuple] = set()
+        # is full stays full), so the same variant again changes none of them and needs only the sums. Each maps to
+        # what the caller's `note` returned for it (see WindowFeatures.observe).
+        self.seen: dict[tuple, Any] = {}
+        self.touched = False   # in WindowFeatures._touched: the set is written once per window between looks
 
     def vector(self) -> np.ndarray:
         return np.array(self.row(), dtype=np.float64)
 
-    def row(self) -> list[float]:
-        conversations = len(self.conversations)
-        return [
-            math.log1p(self.bytes),
-            math.log1p(self.packets),
-            math.log1p(self.bytes / self.packets),
-            math.log1p(self.new_flows),
-            math.log1p(len(self.peers)),
-            math.log1p(len(self.external_peers)),
-            math.log1p(len(self.ports)),
-            self.external_bytes / self.bytes if self.bytes else 0.0,
-            math.log1p(self.dns),
+    def row(self, log1p=math.log1p) -> tuple[float, ...]:
+        sent, packets, conversations = self.bytes, self.packets, len(self.conversations)
+        return (
+            log1p(sent),
+            log1p(packets),
+            log1p(sent / packets),
+            log1p(self.new_flows),
+            log1p(len(self.peers)),
+            log1p(len(self.external_peers)),
+            log1p(len(self.ports)),
+            self.external_bytes / sent if sent else 0.0,
+            log1p(self.dns),
             self.initiated / conversations if conversations else 0.0,
-        ]
+        )
+
+
+def _rows(windows: list[_Window]) -> np.ndarray:
+    """The windows' rows as one matrix, read straight from the tuples (the partial look at every open window runs
+    every few seconds: no list per window, no nested-sequence conversion)."""
+    return np.fromiter(chain.from_iterable(map(_Window.row, windows)), np.float64,
+                       len(windows) * N_FEATURES).reshape(len(windows), N_FEATURES)
 
 
 def _add_bounded(s: set, item) -> bool:
@@ -121,13 +135,6 @@ class WindowFeatures:
     def _start(self, ts: float) -> float:
         return max(math.floor(ts / self.window) * self.window, self._closed_until)
 
-    def start_of(self, ts: float) -> float:
-        """The start of the window an observation at `ts` is folded into (the oldest open one, if it is late)."""
-        return self._start(ts)
-
-    def is_open(self, ip: str, start: float) -> bool:
-        return (ip, start) in self._open
-
     def _get(self, ip: str, ts: float) -> _Window | None:
         key = (ip, self._start(ts))
         acc = self._open.get(key)
@@ -140,48 +147,65 @@ class WindowFeatures:
             self._first_end = min(self._first_end, key[1] + self.window)
         return acc
 
-    def observe(self, obs, new_flow: bool) -> float | None:
-        """Fold one observation in; returns the start of the window it went to (None: refused or nothing sent).
-        Called once per flow and second of traffic, so the common case, a flow the window has already seen, takes
-        only the sums."""
+    def observe(self, obs, new_flow: bool, note: Callable[[Any, float], Any] | None = None) -> Any:
+        """Fold one observation in. Returns None if it was refused or sent nothing, else what `note` returned when
+        the window first saw the observation's variant (peer, proto, port, initiated, external): `note(obs, start)`
+        is called then, with the start of the window the observation went to, and lets a caller keep its own
+        per-conversation record without a lookup of its own per observation. Without `note`, True.
+
+        Called once per flow and second of traffic, so the common case, a variant the window has already seen,
+        takes only the sums and one lookup."""
         if obs.sent_packets <= 0:
             return None
         ip = obs.device.ip
-        start = max(math.floor(obs.ts / self.window) * self.window, self._closed_until)
+        window = self.window
+        start = _floor(obs.ts / window) * window
+        if start < self._closed_until:   # max(), without the call
+            start = self._closed_until
         key = (ip, start)
         acc = self._open.get(key)
         if acc is None:
             acc = self._get(ip, obs.ts)
             if acc is None:
                 return None
-        self._touched.add(key)
+        if not acc.touched:
+            acc.touched = True
+            self._touched.add(key)
+        sent_bytes = obs.sent_bytes
         acc.packets += obs.sent_packets
-        acc.bytes += obs.sent_bytes
+        acc.bytes += sent_bytes
         if new_flow:
             acc.new_flows += 1
         external = obs.scope in _EXTERNAL
         if external:
-            acc.external_bytes += obs.sent_bytes
+            acc.external_bytes += sent_bytes
         variant = (obs.peer, obs.proto, obs.port, obs.initiated, external)
-        if variant in acc.seen:
-            return start
-        if len(acc.seen) < MAX_SEEN:
-            acc.seen.add(variant)
+        seen = acc.seen
+        found = seen.get(variant, _UNSEEN)
+        if found is not _UNSEEN:
+            return found
+        found = True if note is None else note(obs, start)
+        if len(seen) < MAX_SEEN:
+            seen[variant] = found
         _add_bounded(acc.peers, obs.peer)
         _add_bounded(acc.ports, (obs.proto, obs.port))
         if external:
             _add_bounded(acc.external_peers, obs.peer)
         if _add_bounded(acc.conversations, (obs.peer, obs.proto, obs.port, obs.initiated)) and obs.initiated:
             acc.initiated += 1
+        return found
+
+    def dns_query(self, device_ip: str, ts: float) -> float | None:
+        """Count a DNS query; returns the start of the window it went to (None: refused)."""
+        start = self._start(ts)
+        acc = self._open.get((device_ip, start)) or self._get(device_ip, ts)
+        if acc is None:
+            return None
+        acc.dns += 1
         return start
 
-    def dns_query(self, device_ip: str, ts: float) -> None:
-        acc = self._get(device_ip, ts)
-        if acc is not None:
-            acc.dns += 1
-
     def _emit(self, keys: list[tuple[str, float]]) -> list[tuple[str, float, np.ndarray]]:
-        out = []
+        out, windows = [], []
         for key in sorted(keys, key=lambda k: (k[1], k[0])):
             acc = self._open.pop(key)
             self._touched.discard(key)
@@ -194,17 +218,26 @@ class WindowFeatures:
             # DNS queries alone open a window, but the query's own flow update carries its packets; a window
             # with nothing sent has no behaviour to score.
             if acc.packets > 0:
-                out.append((ip, start, acc.vector()))
+                out.append(key)
+                windows.append(acc)
         self._first_end = min((k[1] for k in self._open), default=math.inf) + self.window
-        return out
+        matrix = _rows(windows)
+        return [(ip, start, matrix[i]) for i, (ip, start) in enumerate(out)]
 
     def partial(self) -> list[tuple[str, float, np.ndarray]]:
         """Open windows that changed since the last call, as they stand: lets a detector act before a window
         ends (a sweep is out of character long before its minute is over)."""
-        keys = [key for key in self._touched if key in self._open and self._open[key].packets > 0]
+        keys, windows = [], []
+        for key in self._touched:
+            acc = self._open.get(key)
+            if acc is not None:
+                acc.touched = False
+                if acc.packets > 0:
+                    keys.append(key)
+                    windows.append(acc)
         self._touched.clear()
         # One array for every device's row (what the caller scores as one matrix), not one per window.
-        matrix = np.array([self._open[key].row() for key in keys], dtype=np.float64).reshape(len(keys), N_FEATURES)
+        matrix = _rows(windows)
         return [(ip, start, matrix[i]) for i, (ip, start) in enumerate(keys)]
 
     def close(self, now: float) -> list[tuple[str, float, np.ndarray]]:

@@ -338,3 +338,36 @@ def test_at_the_end_every_open_window_is_scored_as_it_stands():
     detector.tick(T0 + 3.0, True)                                        # the end: flushed, judged as far as seen
     assert [float(v[BYTES]) for v in model.scored] == [5.0, 5.0]
     assert len(detector.windows) == 0
+
+
+@pytest.mark.parametrize("seen", [None, 0])
+def test_the_conversation_records_are_the_sums_of_what_each_device_sent(monkeypatch, seen):
+    """The detector keeps each window's conversations (for an alert's carriers) through the window's memo of
+    variants; recomputed naively from the observations, with the per-window cap on conversations and first-seen
+    order, they must be the same (also with the memo off: every observation looks its record up again)."""
+    import sensor.model.features as features
+    if seen is not None:
+        monkeypatch.setattr(features, "MAX_SEEN", seen)
+    monkeypatch.setattr(AnomalyDetector, "MAX_PEERS_TRACKED", 5)
+    detector, _, camera = _setup()
+    rng = np.random.default_rng(3)
+    expected: dict = {}
+    for k in range(3000):
+        o = Observation(T0 + k * 0.03, camera, int(rng.integers(0, 3)), int(rng.integers(0, 900)),
+                        bool(rng.integers(2)), f"198.51.100.{int(rng.integers(7))}", int(rng.choice([443, 554])),
+                        "tcp", str(rng.choice(["a.example", ""])) if rng.random() < 0.3 else None,
+                        str(rng.choice(["public", "camera"])), 20, None, bool(rng.random() < 0.2))
+        detector.observe(o)
+        if o.sent_packets:
+            convs = expected.setdefault(detector.windows.window * (o.ts // detector.windows.window), {})
+            key = (o.peer, o.port, o.proto)
+            if key not in convs and len(convs) < 5:
+                convs[key] = [o.name, o.scope, 0, 0, 0, False]
+            if key in convs:
+                c = convs[key]
+                c[0] = c[0] or o.name
+                c[2:] = [c[2] + o.sent_bytes, c[3] + o.sent_packets, c[4] + o.new_flow, c[5] or o.initiated]
+    got = {start: {key: [c.name, c.scope, c.bytes, c.packets, c.new_flows, c.initiated]
+                   for key, c in sent.conversations.items()} for start, sent in detector._sent[camera.ip].items()}
+    assert got == expected and len(got) == 2
+    assert [list(v) for v in got.values()] == [list(v) for v in expected.values()]   # first-seen order

@@ -622,3 +622,54 @@ def test_stacked_credit_equals_the_per_tree_walk_exactly():
     probes = np.vstack([x[:50], rng.uniform(0, 1, (200, N)) * FEATURE_HIGH, np.zeros((1, N)), x[:5] + 1e-7])
     for v in probes:
         assert np.array_equal(model.attribute(v), forest_credit(model.trees, v))
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_the_open_windows_matrix_holds_each_windows_own_row_bit_for_bit(seed):
+    """partial() and close() build every row of the matrix at once (_rows): each must be exactly the row the
+    window computes alone, with empty shares (no bytes, no conversations) and late observations among them."""
+    wf = WindowFeatures()
+    looked = 0
+    for k, (kind, o) in enumerate(_random_stream(np.random.default_rng(seed), 3000)):
+        if kind == "dns":
+            wf.dns_query(o.device.ip, o.ts)
+        else:
+            wf.observe(o, o.new_flow)
+        if k % 41 == 0:
+            expected = {(ip, start): acc.vector() for (ip, start), acc in wf._open.items() if acc.touched}
+            for ip, start, vec in wf.partial():
+                assert vec.tobytes() == expected.pop((ip, start)).tobytes()
+                looked += 1
+            assert all(v[1] == 0 for v in expected.values())   # only a window with nothing sent goes unlooked
+    assert looked > 100
+
+
+def test_a_variant_is_noted_once_per_window_and_the_note_comes_back_with_each_repeat():
+    wf = WindowFeatures()
+    notes: list[tuple[str, float]] = []
+
+    def note(o, start):
+        notes.append((o.peer, start))
+        return f"record {len(notes)}"
+
+    first = wf.observe(obs(T0 + 1), True, note)
+    assert first == "record 1" and wf.observe(obs(T0 + 2), False, note) == "record 1"      # the same flow again
+    assert wf.observe(obs(T0 + 3, initiated=True), False, note) == "record 2"              # the other direction
+    assert wf.observe(obs(T0 + 4, pkts=0), False, note) is None                            # sent nothing
+    assert wf.observe(obs(T0 + 61), False, note) == "record 3"                             # the next window
+    assert wf.observe(obs(T0 + 5), False) == "record 1"   # a repeat returns what was noted, with or without a note
+    assert notes == [("10.0.0.2", T0), ("10.0.0.2", T0), ("10.0.0.2", T0 + 60)]
+    fresh = WindowFeatures()
+    assert fresh.observe(obs(T0 + 1), True) is True and fresh.observe(obs(T0 + 2), False) is True
+
+
+def test_a_full_memo_notes_every_observation_again(monkeypatch):
+    """Past MAX_SEEN variants a window no longer remembers them: the caller's note is asked each time, so its
+    record stays right (it must find, not make, what it noted before)."""
+    import sensor.model.features as features
+    monkeypatch.setattr(features, "MAX_SEEN", 0)
+    wf = WindowFeatures()
+    calls = []
+    for s in range(3):
+        wf.observe(obs(T0 + s), s == 0, lambda o, start: calls.append(start) or len(calls))
+    assert calls == [T0, T0, T0]
