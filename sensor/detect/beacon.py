@@ -111,11 +111,17 @@ def beacon_score(times: list[float], sizes: list[int]) -> tuple[float, float, di
     """The beacon score in [0, 1] (the mean of the timing and the size score: RITA weighs them alike), the timing
     score alone, and the parts an alert reports. `times` are the check-ins' starts (at least four), `sizes` the
     bytes of each (at least two; a detector scoring as a check-in begins gives those of the finished ones)."""
-    intervals = sorted([b - a for a, b in zip(times, times[1:], strict=False)])
+    return sorted_beacon_score(sorted([b - a for a, b in zip(times, times[1:], strict=False)]),
+                               sorted([float(s) for s in sizes]))
+
+
+def sorted_beacon_score(intervals: list[float], sizes: list[float]) -> tuple[float, float, dict]:
+    """beacon_score of the intervals between the check-ins and their sizes (floats), each sorted ascending: a
+    detector keeping them sorted as check-ins come and go scores without sorting them again."""
     med = _median(intervals)
     devs = _deviations(intervals, med)
     ts_score = _timing(intervals, med, devs)
-    ds_score = _sizes(sorted([float(s) for s in sizes]))
+    ds_score = _sizes(sizes)
     parts = {"interval_s": round(med, 2), "interval_mad_s": round(_median(devs), 2),
              "ts_score": round(ts_score, 3), "ds_score": round(ds_score, 3)}
     return (ts_score + ds_score) / 2, ts_score, parts

@@ -9,7 +9,15 @@ import statistics
 
 import pytest
 
-from sensor.detect.beacon import ON_PERIOD, beacon_score, bowley_skew, mad, size_score, timing_score
+from sensor.detect.beacon import (
+    ON_PERIOD,
+    beacon_score,
+    bowley_skew,
+    mad,
+    size_score,
+    sorted_beacon_score,
+    timing_score,
+)
 
 
 def ref_bowley_skew(values):
@@ -113,3 +121,25 @@ def test_an_interval_exactly_on_the_edge_of_the_on_period_band_counts_as_on_peri
     intervals = [42.0, 60.0, 60.0, 60.0, 78.0, 100.0, 20.0]
     assert timing_score(intervals) == ref_timing_score(intervals)
     assert timing_score(intervals) == pytest.approx((1 + (1 - 18 / 60) + 5 / 7) / 3)
+
+
+def test_the_detectors_sorted_series_follow_its_check_ins_as_they_come_and_go():
+    """CheckIns keeps the intervals and finished sizes sorted as check-ins begin and the oldest are forgotten; they
+    must equal the series worked out afresh, so the score is beacon_score's of the check-ins it holds."""
+    from sensor.detect.beaconing import CheckIns
+
+    for seed in range(30):
+        rng = random.Random(seed)
+        times, sizes = _history(rng)
+        times += [times[-1] + rng.uniform(-10, 500) for _ in range(rng.randint(0, 80))]
+        events, history = CheckIns(), rng.choice([4, 9, 64])
+        for k, t in enumerate(times):
+            events.begin(t, rng.randint(0, 5000), history)
+            events[-1][2] += rng.randint(0, 3)           # a check-in grows while it is the last
+            if len(events) >= 4 and (k % 3 == 0 or events.intervals is not None):
+                got = events.sorted_series()
+                starts = [e[0] for e in events]
+                assert len(events) <= history
+                assert got == (sorted(b - a for a, b in zip(starts, starts[1:], strict=False)),
+                               sorted(float(e[2]) for e in events[:-1]))
+                assert sorted_beacon_score(*got) == ref_beacon_score(starts, [e[2] for e in events[:-1]])
