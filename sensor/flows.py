@@ -284,7 +284,7 @@ def orient(dec: Decoded, first_row: np.ndarray, first_dir: np.ndarray) -> NewFlo
     syn, ack = (flags & SYN) != 0, (flags & ACK) != 0
     low_to_high = (sport < 1024) & (dport >= 1024)
     swap = (((proto == PROTO_TCP) & ((syn & ack) | (~syn & low_to_high))) | ((proto == PROTO_UDP) & low_to_high)
-            | (icmp & np.isin(sport, ICMP_REPLY_TYPES)))
+            | (icmp & np.isin(sport, ICMP_REPLY_TYPES) if icmp.any() else icmp))   # isin: ~30 µs a window
     portless = icmp | dec.fragment[first_row].astype(bool)
     sport = np.where(portless, 0, sport)
     dport = np.where(portless, 0, dport)
