@@ -276,21 +276,57 @@ def orient(dec: Decoded, first_row: np.ndarray, first_dir: np.ndarray) -> NewFlo
     the first packet, unless that packet is a SYN-ACK, a TCP segment without SYN from a low port to a high one, a
     UDP datagram from a low port to a high one, or an ICMP reply. Whole columns at once; used for every group, new
     or not, because a batch's groups are mostly new when it matters (a flood)."""
+    if len(first_row) <= FEW_GROUPS:
+        return _orient_few(dec, first_row, first_dir)
     proto = dec.proto[first_row]
-    sport = dec.sport[first_row].astype(np.int64)
-    dport = dec.dport[first_row].astype(np.int64)
+    sport = dec.sport[first_row]   # fancy indexing copies: the int64 columns need no astype
+    dport = dec.dport[first_row]
     flags = dec.tcp_flags[first_row]
-    icmp = (proto == PROTO_ICMP) | (proto == PROTO_ICMPV6)
-    syn, ack = (flags & SYN) != 0, (flags & ACK) != 0
     low_to_high = (sport < 1024) & (dport >= 1024)
-    swap = (((proto == PROTO_TCP) & ((syn & ack) | (~syn & low_to_high))) | ((proto == PROTO_UDP) & low_to_high)
-            | (icmp & np.isin(sport, ICMP_REPLY_TYPES)))
-    portless = icmp | dec.fragment[first_row].astype(bool)
-    sport = np.where(portless, 0, sport)
-    dport = np.where(portless, 0, dport)
+    # A window of camera traffic is a few groups: each whole-column step costs about a microsecond whatever its
+    # length, so the steps are as few as the rule allows, and ICMP's only when the window has ICMP.
+    swap = (((proto == PROTO_TCP) & (((flags & (SYN | ACK)) == (SYN | ACK)) | (((flags & SYN) == 0) & low_to_high)))
+            | ((proto == PROTO_UDP) & low_to_high))
+    portless = dec.fragment[first_row]
+    icmp = (proto == PROTO_ICMP) | (proto == PROTO_ICMPV6)
+    if icmp.any():
+        swap |= icmp & np.isin(sport, ICMP_REPLY_TYPES)
+        portless = portless | icmp
+    if portless.any():
+        sport = np.where(portless, 0, sport)
+        dport = np.where(portless, 0, dport)
     return NewFlows(((first_dir == 0) != swap).astype(np.uint8), np.where(swap, dport, sport),
-                    np.where(swap, sport, dport), dec.vlan[first_row].astype(np.int64),
-                    dec.batch.ts[first_row].astype(np.float64))
+                    np.where(swap, sport, dport), dec.vlan[first_row].astype(np.int64), dec.batch.ts[first_row])
+
+
+FEW_GROUPS = 8   # a window of camera traffic: a few flows a second, as a camera's control traffic has
+
+
+def _orient_few(dec: Decoded, first_row: np.ndarray, first_dir: np.ndarray) -> NewFlows:
+    """orient one group at a time, for a window of a few: each whole-column step of orient costs about a
+    microsecond however short the column, and a second of ordinary camera traffic has a few flows (over a long
+    capture of few packets a second, orient's steps cost more than all else the flows do). The same rule."""
+    is_a, orig_ports, resp_ports = [], [], []
+    for r, d in zip(first_row.tolist(), first_dir.tolist(), strict=True):
+        proto, sport, dport = int(dec.proto[r]), int(dec.sport[r]), int(dec.dport[r])
+        low_to_high = sport < 1024 and dport >= 1024
+        portless = bool(dec.fragment[r])
+        if proto == PROTO_TCP:
+            flags = int(dec.tcp_flags[r])
+            swap = (flags & (SYN | ACK)) == (SYN | ACK) or (not flags & SYN and low_to_high)
+        elif proto == PROTO_UDP:
+            swap = low_to_high
+        elif proto == PROTO_ICMP or proto == PROTO_ICMPV6:
+            swap, portless = sport in ICMP_REPLY_TYPES, True
+        else:
+            swap = False
+        if portless:
+            sport = dport = 0
+        is_a.append((d == 0) != swap)
+        orig_ports.append(dport if swap else sport)
+        resp_ports.append(sport if swap else dport)
+    return NewFlows(np.array(is_a, np.uint8), np.array(orig_ports, np.int64), np.array(resp_ports, np.int64),
+                    dec.vlan[first_row].astype(np.int64), dec.batch.ts[first_row])
 
 
 def _add(flow: Flow, proto: int, last: float, sums: tuple, has_tags: bool) -> None:

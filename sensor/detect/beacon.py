@@ -18,57 +18,110 @@ Adapted:
 from __future__ import annotations
 
 import statistics
+from bisect import bisect_right
 
 ON_PERIOD = 0.3      # an interval within ±30% of the median one is "on period" (±20% jitter stays well inside)
 
+# The statistics are order-free, so each series is sorted once and its median, quartiles and MAD are read off the
+# sorted list (and the on-period share off the sorted deviations), where statistics.median and .quantiles sorted it
+# again for every call: a device's history is scored at every check-in it starts. The arithmetic is theirs
+# (Python 3.11's), so the scores are the same to the bit (tests/unit/test_detect_beacon_exact.py pins it).
 
-def bowley_skew(values: list[float]) -> float:
-    """Bowley's quartile skew in [-1, 1]; 0 when the median is on a quartile (the spread is then mostly one value,
-    and the skew only says on which side the rest fell)."""
-    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+
+def _median(data: list[float]) -> float:
+    """statistics.median of sorted, non-empty data."""
+    n = len(data)
+    if not n:
+        raise statistics.StatisticsError("no median for empty data")
+    if n % 2:
+        return data[n // 2]
+    return (data[n // 2 - 1] + data[n // 2]) / 2
+
+
+def _quartiles(data: list[float]) -> tuple[float, float, float]:
+    """statistics.quantiles(data, n=4, method="inclusive") of sorted data."""
+    if len(data) < 2:
+        raise statistics.StatisticsError("must have at least two data points")
+    m = len(data) - 1
+    j1, d1 = divmod(m, 4)
+    j2, d2 = divmod(2 * m, 4)
+    j3, d3 = divmod(3 * m, 4)
+    return ((data[j1] * (4 - d1) + data[j1 + 1] * d1) / 4, (data[j2] * (4 - d2) + data[j2 + 1] * d2) / 4,
+            (data[j3] * (4 - d3) + data[j3 + 1] * d3) / 4)
+
+
+def _deviations(data: list[float], med: float) -> list[float]:
+    # sorted data minus its median is a falling run then a rising one: the sort merges two runs
+    return sorted([abs(v - med) for v in data])
+
+
+def _skew(q1: float, q2: float, q3: float) -> float:
     if q2 in (q1, q3):
         return 0.0
     return (q1 + q3 - 2 * q2) / (q3 - q1)
 
 
+def bowley_skew(values: list[float]) -> float:
+    """Bowley's quartile skew in [-1, 1]; 0 when the median is on a quartile (the spread is then mostly one value,
+    and the skew only says on which side the rest fell)."""
+    return _skew(*_quartiles(sorted(values)))
+
+
 def mad(values: list[float]) -> float:
-    med = statistics.median(values)
-    return statistics.median(abs(v - med) for v in values)
+    data = sorted(values)
+    return _median(_deviations(data, _median(data)))
 
 
-def _skew_part(values: list[float], med: float) -> float:
-    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return 1 - abs(bowley_skew(values)) * min(1.0, (q3 - q1) / med)
+def _skew_part(data: list[float], med: float) -> float:
+    q1, q2, q3 = _quartiles(data)
+    return 1 - abs(_skew(q1, q2, q3)) * min(1.0, (q3 - q1) / med)
 
 
-def _madm_part(values: list[float], med: float) -> float:
-    return max(0.0, 1 - mad(values) / med)
+def _madm_part(devs: list[float], med: float) -> float:
+    return max(0.0, 1 - _median(devs) / med)
+
+
+def _timing(data: list[float], med: float, devs: list[float]) -> float:
+    if med <= 0:
+        return 0.0
+    share = bisect_right(devs, ON_PERIOD * med) / len(data)    # the deviations within ±ON_PERIOD of the median
+    return (_skew_part(data, med) + _madm_part(devs, med) + share) / 3
+
+
+def _sizes(data: list[float]) -> float:
+    med = _median(data)
+    if med <= 0:
+        return 0.0
+    return (_skew_part(data, med) + _madm_part(_deviations(data, med), med)) / 2
 
 
 def timing_score(intervals: list[float]) -> float:
     """Mean of the skew part, the MAD part and the on-period share; 0 for a degenerate median."""
-    med = statistics.median(intervals)
-    if med <= 0:
-        return 0.0
-    share = sum(abs(i - med) <= ON_PERIOD * med for i in intervals) / len(intervals)
-    return (_skew_part(intervals, med) + _madm_part(intervals, med) + share) / 3
+    data = sorted(intervals)
+    med = _median(data)
+    return _timing(data, med, _deviations(data, med))
 
 
 def size_score(sizes: list[float]) -> float:
     """Mean of the skew part and the MAD part of the bytes sent per check-in."""
-    med = statistics.median(sizes)
-    if med <= 0:
-        return 0.0
-    return (_skew_part(sizes, med) + _madm_part(sizes, med)) / 2
+    return _sizes(sorted(sizes))
 
 
 def beacon_score(times: list[float], sizes: list[int]) -> tuple[float, float, dict]:
     """The beacon score in [0, 1] (the mean of the timing and the size score: RITA weighs them alike), the timing
     score alone, and the parts an alert reports. `times` are the check-ins' starts (at least four), `sizes` the
     bytes of each (at least two; a detector scoring as a check-in begins gives those of the finished ones)."""
-    intervals = [b - a for a, b in zip(times, times[1:], strict=False)]
-    ts_score = timing_score(intervals)
-    ds_score = size_score([float(s) for s in sizes])
-    parts = {"interval_s": round(statistics.median(intervals), 2), "interval_mad_s": round(mad(intervals), 2),
+    return sorted_beacon_score(sorted([b - a for a, b in zip(times, times[1:], strict=False)]),
+                               sorted([float(s) for s in sizes]))
+
+
+def sorted_beacon_score(intervals: list[float], sizes: list[float]) -> tuple[float, float, dict]:
+    """beacon_score of the intervals between the check-ins and their sizes (floats), each sorted ascending: a
+    detector keeping them sorted as check-ins come and go scores without sorting them again."""
+    med = _median(intervals)
+    devs = _deviations(intervals, med)
+    ts_score = _timing(intervals, med, devs)
+    ds_score = _sizes(sizes)
+    parts = {"interval_s": round(med, 2), "interval_mad_s": round(_median(devs), 2),
              "ts_score": round(ts_score, 3), "ds_score": round(ds_score, 3)}
     return (ts_score + ds_score) / 2, ts_score, parts

@@ -4,15 +4,50 @@ sensor/detect/beacon.py)."""
 from __future__ import annotations
 
 import statistics
+from bisect import bisect_left, insort
 
 from sensor.bounded import BoundedLRU
 from sensor.detect.alert import Alert
 from sensor.detect.base import Detector, DetectorContext
-from sensor.detect.beacon import ON_PERIOD, beacon_score
+from sensor.detect.beacon import ON_PERIOD, sorted_beacon_score
 from sensor.detect.connectivity import only_pings
 from sensor.detect.text import covered_note, describe_destination, describe_device, severity_for
 from sensor.enrich import Observation
 from sensor.flows import FIN, RST
+
+
+class CheckIns(list):
+    """A device's check-ins with one peer, [start, last activity, bytes] each, oldest first; from the first scoring
+    on, also the intervals between their starts and the finished ones' sizes, each kept sorted as check-ins come and
+    go, so that scoring at every new check-in sorts nothing. A list with two slots rather than an object holding
+    one: a flood brings a pair per forged source, and most never reach a score."""
+
+    __slots__ = ("intervals", "sizes")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.intervals: list[float] | None = None
+        self.sizes: list[float] | None = None
+
+    def begin(self, ts: float, nbytes: int, history: int) -> None:
+        """A new check-in; the oldest is forgotten past `history`."""
+        self.append([ts, ts, nbytes])
+        intervals, sizes = self.intervals, self.sizes
+        if intervals is not None and sizes is not None:
+            insort(intervals, ts - self[-2][0])
+            insort(sizes, float(self[-2][2]))     # the one before is finished: its size is final
+        if len(self) > history:
+            oldest = self.pop(0)
+            if intervals is not None and sizes is not None:
+                del intervals[bisect_left(intervals, self[0][0] - oldest[0])]
+                del sizes[bisect_left(sizes, float(oldest[2]))]
+
+    def sorted_series(self) -> tuple[list[float], list[float]]:
+        """The intervals and the finished check-ins' sizes, sorted (worked out in full the first time)."""
+        if self.intervals is None or self.sizes is None:
+            self.intervals = sorted([b[0] - a[0] for a, b in zip(self, self[1:], strict=False)])
+            self.sizes = sorted([float(e[2]) for e in self[:-1]])
+        return self.intervals, self.sizes
 
 
 class BeaconingDetector(Detector):
@@ -32,7 +67,7 @@ class BeaconingDetector(Detector):
         # a period counts only when its on-period band clears the gap that cuts check-ins (see _shaped)
         self.min_period = self.gap / (1 - ON_PERIOD)
         # Lists, not deques: a deque preallocates a 64-slot block, and floods bring a pair per forged source.
-        self._events: BoundedLRU[tuple[str, str], list[list]] = BoundedLRU(context.episodes.max_open)
+        self._events: BoundedLRU[tuple[str, str], CheckIns] = BoundedLRU(context.episodes.max_open)
 
     def observe(self, obs: Observation) -> Alert | None:
         if not obs.external or obs.sent_packets == 0 or only_pings(obs):   # regular by design; hardcoded_infra's
@@ -41,7 +76,7 @@ class BeaconingDetector(Detector):
         if events is None or len(events) < self.min_checkins:
             return None
         # the check-in that just began has no size yet: the sizes are those of the finished ones
-        score, timing, parts = beacon_score([e[0] for e in events], [e[2] for e in events[:-1]])
+        score, timing, parts = sorted_beacon_score(*events.sorted_series())
         if score < self.threshold or timing < self.timing_threshold or not self._shaped(events, parts["interval_s"]):
             return None
         if not self.new_episode((obs.device.id, obs.peer), obs.ts, obs.sent_packets, obs.sent_bytes):
@@ -62,22 +97,20 @@ class BeaconingDetector(Detector):
         quarter of it or more are a session with pauses, not a beacon."""
         return period >= self.min_period and 4 * statistics.median(e[1] - e[0] for e in events[:-1]) <= period
 
-    def _check_ins(self, obs: Observation) -> list[list] | None:
+    def _check_ins(self, obs: Observation) -> CheckIns | None:
         """The device's check-ins with this peer, [start, last activity, bytes] each, when this observation starts
         a new one; None when it only extends the current one (or is a connection's teardown)."""
         key = (obs.device.ip, obs.peer)
         events = self._events.use(key)
         if events is None:
-            events = []
+            events = CheckIns()
         if events and obs.ts - events[-1][1] < self.gap:
             events[-1][1] = obs.ts
             events[-1][2] += obs.sent_bytes
             return None
         if self._teardown(obs):
             return None
-        events.append([obs.ts, obs.ts, obs.sent_bytes])
-        if len(events) > self.HISTORY:
-            del events[0]
+        events.begin(obs.ts, obs.sent_bytes, self.HISTORY)
         self._events.put(key, events)
         return events
 

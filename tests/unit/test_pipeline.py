@@ -34,3 +34,39 @@ def test_detectors_marked_external_only_ignore_every_other_scope():
                                   "p2p.example.com", scope, 20, None, True)
                 assert all(d.observe(obs) is None for d in external_only), (scope, proto, port)
     assert state() == before
+
+
+def test_the_packet_counters_advance_window_by_window_over_a_batch():
+    """Packets, bytes, networks and decode errors are counted per one-second window from tallies made for the
+    whole batch: after each window the counters hold exactly the windows before it and that one."""
+    import numpy as np
+    from link_packets import arp
+
+    from packets import ethernet, ipv4, mac, udp
+    from sensor.config import Config
+    from sensor.decode import decode
+    from sensor.pipeline import Sensor
+
+    from .builders import batch_of
+
+    cam, nvr = mac("02:00:00:00:00:09"), mac("02:00:00:00:00:01")
+    good = ethernet(nvr, cam, 0x0800, ipv4("10.20.0.9", "10.20.0.1", 17, udp("10.20.0.9", "10.20.0.1", 5000, 554,
+                                                                              b"x" * 40)))
+    frames = [good, arp(cam, "10.20.0.9", "10.20.0.1"), good[:20], good, good, arp(cam, "10.20.0.9", "10.20.0.2"),
+              good[:30], good]
+    seconds = [0.1, 0.2, 0.3, 1.5, 1.6, 4.0, 4.1, 4.2]
+    wirelen = [100 + 7 * i for i in range(len(frames))]
+    batch = batch_of(frames, ts=[1_700_000_000.0 + s for s in seconds], wirelen=wirelen)
+    dec = decode(batch)
+    sensor = Sensor(Config())
+    seen: list[tuple] = []
+    sensor.process(batch, pace=lambda _ts: seen.append(
+        (sensor.packets, sensor.bytes, sensor.by_network.tolist(), sensor.decode_errors.tolist())))
+    seen.append((sensor.packets, sensor.bytes, sensor.by_network.tolist(), sensor.decode_errors.tolist()))
+    expected = []
+    for end in (0, 3, 5, 8):   # the windows start at rows 0, 3 and 5
+        expected.append((end, sum(wirelen[:end]),
+                         np.bincount(dec.network[:end], minlength=len(sensor.by_network)).tolist(),
+                         np.bincount(dec.error[:end], minlength=len(sensor.decode_errors)).tolist()))
+    assert seen == expected
+    assert sum(sensor.decode_errors[1:]) == 2 and sensor.by_network.sum() == 8
