@@ -14,6 +14,10 @@ _In: TypeAlias = ReadableBuffer | np.ndarray[Any, Any]
 def walk(
     data: _In, big_endian: bool, scale: float, max_record: int, /
 ) -> tuple[int, int, int, int, bytes, bytes, bytes, bytes]: ...
+def walk_pcapng(
+    data: _In, start: int, big_endian: bool, max_block: int, linktypes: _In, scales: _In, offsets: _In, snaps: _In,
+    last_ts: float, /
+) -> tuple[int, bytes, bytes, bytes, bytes, bytes]: ...
 def decode(data: _In, offsets: _In, caplens: _In, linktypes: _In, /) -> tuple[bytes, ...]: ...
 def group(
     vlan: _In, proto: _In, fragment: _In, src: _In, dst: _In, sport: _In, dport: _In, tcp_flags: _In,

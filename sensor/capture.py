@@ -73,7 +73,7 @@ class Batch:
 class _Records:
     """Accumulates record fields as Python lists (or takes ready arrays from the C walk) for one batch."""
 
-    __slots__ = ("offsets", "caplen", "wirelen", "ts", "linktype", "arrays")
+    __slots__ = ("offsets", "caplen", "wirelen", "ts", "linktype", "arrays", "pieces")
 
     def __init__(self):
         self.offsets: list[int] = []
@@ -82,15 +82,34 @@ class _Records:
         self.ts: list[float] = []
         self.linktype: list[int] = []
         self.arrays: tuple | None = None
+        # The pcapng walk's record runs in file order, each the C walk's arrays or the lists' records as arrays;
+        # the batch joins them (one run, the usual case, is taken as it is).
+        self.pieces: list[tuple] = []
 
     def __len__(self) -> int:
-        return len(self.arrays[0]) if self.arrays is not None else len(self.offsets)
+        if self.arrays is not None:
+            return len(self.arrays[0])
+        return sum(len(piece[0]) for piece in self.pieces) + len(self.offsets)
+
+    def add(self, arrays: tuple) -> None:
+        """Append a run of records (five arrays) after those already taken, the lists' included."""
+        if self.offsets:
+            self.pieces.append(self._listed())
+            self.offsets, self.caplen, self.wirelen, self.ts, self.linktype = [], [], [], [], []
+        self.pieces.append(arrays)
 
     def batch(self, data: bytes | memoryview) -> Batch:
         if self.arrays is not None:
             return Batch(data, *self.arrays)
-        return Batch(
-            data,
+        if self.pieces:
+            pieces = self.pieces + ([self._listed()] if self.offsets else [])
+            if len(pieces) == 1:
+                return Batch(data, *pieces[0])
+            return Batch(data, *(np.concatenate(column) for column in zip(*pieces, strict=True)))
+        return Batch(data, *self._listed())
+
+    def _listed(self) -> tuple:
+        return (
             np.array(self.offsets, dtype=np.int64),
             np.array(self.caplen, dtype=np.int64),
             np.array(self.wirelen, dtype=np.int64),
@@ -142,6 +161,7 @@ class CaptureReader:
         self._pending: CaptureError | None = None
         self._pcap_big_endian = False
         self._ng_ifaces: list[tuple[int, float, float, int]] = []  # linktype, ts scale, ts offset, snaplen
+        self._ng_columns: tuple[bytes, bytes, bytes, bytes] | None = None   # the same as columns, for the C walk
 
     # ---- lifetime --------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -343,7 +363,11 @@ class CaptureReader:
         end = len(data)
         pos = 0
         need = 0
+        fast = compiled.extension is not None and compiled.walk_pcapng
         while pos + 8 <= end:
+            # The C walk takes the run of sound packet blocks from here; this loop takes the block it stops at.
+            if fast and (pos := self._ng_walk_compiled(data, pos, out)) + 8 > end:
+                break
             block = self._ng_block_at(data, pos, end)
             if isinstance(block, int):
                 need = block
@@ -357,6 +381,25 @@ class CaptureReader:
         if pos < end and not need and self._pending is None:
             need = 12   # a block header cut short: all that is known is that a block is at least this long
         return pos, need
+
+    def _ng_walk_compiled(self, data: bytes | memoryview, pos: int, out: _Records) -> int:
+        """The packet blocks from pos walked in C (sensor/_walk.c walk_pcapng) into out; where it stopped."""
+        assert compiled.extension is not None
+        if self._ng_columns is None:
+            ifaces = self._ng_ifaces
+            self._ng_columns = (np.array([i[0] for i in ifaces], np.int32).tobytes(),
+                                np.array([i[1] for i in ifaces], np.float64).tobytes(),
+                                np.array([i[2] for i in ifaces], np.float64).tobytes(),
+                                np.array([i[3] for i in ifaces], np.int64).tobytes())
+        last_ts = out.ts[-1] if out.ts else self._last_ts
+        stop, offsets, caplens, wirelens, stamps, links = compiled.extension.walk_pcapng(
+            data, pos, self._ng_endian == ">", MAX_BLOCK_BYTES, *self._ng_columns, last_ts)
+        if offsets:
+            ts = np.frombuffer(stamps, np.float64)
+            out.add((np.frombuffer(offsets, np.int64), np.frombuffer(caplens, np.int64),
+                     np.frombuffer(wirelens, np.int64), ts, np.frombuffer(links, np.int32)))
+            self._last_ts = float(ts[-1])
+        return stop
 
     def _ng_block_at(self, data: bytes | memoryview, pos: int, end: int) -> tuple[int, int] | int | str:
         """The type and length of the block at pos once all of it is in data and its lengths are sane; else the
@@ -386,6 +429,8 @@ class CaptureReader:
         """Take in one whole block: interfaces into the section's table, packets into out (other blocks are
         skipped). What is wrong with it, if anything."""
         body = pos + 8
+        if btype == PCAPNG_SHB or btype == 1:
+            self._ng_columns = None   # the C walk's copy of the interface table, rebuilt when next needed
         if btype == PCAPNG_SHB:
             self._ng_ifaces = []
         elif btype == 1:

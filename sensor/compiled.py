@@ -11,7 +11,7 @@ sets them.
 from __future__ import annotations
 
 __all__ = ["decode", "extension", "fill", "flows_extension", "forest", "group", "import_error", "route", "table",
-           "tags", "walk"]
+           "tags", "walk", "walk_pcapng"]
 
 try:
     from sensor import _walk as extension
@@ -26,6 +26,7 @@ except ImportError:  # the same: FlowTable._apply_python does its work
     flows_extension = None  # type: ignore[assignment]
 
 walk = True     # capture.CaptureReader: the classic pcap record walk (reference: _walk_pcap_python)
+walk_pcapng = True   # capture.CaptureReader: pcapng's runs of packet blocks (reference: the _parse_pcapng loop)
 decode = True   # decode.decode: link/network/transport headers (reference: decode_numpy)
 group = True    # flows.group: per-batch flow grouping (reference: group_numpy)
 table = True    # flows.FlowTable.update: the per-flow table step (reference: FlowTable._apply_python)

@@ -91,6 +91,84 @@ def test_pcap_reader_never_crashes(data, chunk):
         assert (b.offsets + b.caplen <= len(b.data)).all()
 
 
+def _ng_block(order: str, btype: int, body: bytes, lie: int | None = None) -> bytes:
+    body += b"\0" * (-len(body) % 4)
+    length = len(body) + 12
+    return struct.pack(order + "II", btype, length if lie is None else lie) + body + struct.pack(order + "I", length)
+
+
+@st.composite
+def pcapng_files(draw):
+    """pcapng with sections in either byte order, interfaces with random time resolutions, offsets and snap
+    lengths, enhanced, simple and obsolete packet blocks, statistics and unknown blocks, then (sometimes) lying
+    lengths, overwritten bytes and a cut tail: the blocks the C walk takes and every kind it must stop at."""
+    order = draw(st.sampled_from("<>"))
+    out = _ng_block(order, 0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+    out += _ng_block(order, 1, struct.pack(order + "HHI", 1, 0, 0))
+    u32 = st.integers(0, 2**32 - 1)
+    for _ in range(draw(st.integers(0, 24))):
+        kind = draw(st.sampled_from(["epb"] * 6 + ["spb", "spb", "idb", "idb", "shb", "opb", "isb", "junk"]))
+        body = draw(frame)
+        lie = draw(st.one_of(st.none(), u32)) if draw(st.integers(0, 9)) == 0 else None
+        if kind == "epb":
+            caplen = len(body) if draw(st.integers(0, 5)) else draw(u32)
+            iface = draw(st.sampled_from([0, 0, 0, 1, 3]))   # mostly declared: runs the C walk takes
+            head = struct.pack(order + "IIIII", iface, draw(u32), draw(u32), caplen, draw(u32))
+            out += _ng_block(order, 6, head + body, lie)
+        elif kind == "spb":
+            wirelen = len(body) if draw(st.booleans()) else draw(u32)
+            out += _ng_block(order, 3, struct.pack(order + "I", wirelen) + body, lie)
+        elif kind == "idb":
+            options = b""
+            if draw(st.booleans()):
+                options += struct.pack(order + "HH", 9, 1) + bytes([draw(st.integers(0, 255))]) + b"\0" * 3
+            if draw(st.booleans()):
+                options += struct.pack(order + "HHq", 14, 8, draw(st.integers(-2**40, 2**40)))
+            snap = draw(st.sampled_from([0, 0, 64, 65535, draw(u32)]))
+            out += _ng_block(order, 1, struct.pack(order + "HHI", draw(LINKTYPES), 0, snap) + options, lie)
+        elif kind == "shb":
+            order = draw(st.sampled_from("<>"))
+            out += _ng_block(order, 0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1), lie)
+        elif kind == "opb":
+            head = struct.pack(order + "HHIIII", draw(st.integers(0, 2)), 0, draw(u32), draw(u32), len(body),
+                               len(body))
+            out += _ng_block(order, 2, head + body, lie)
+        else:
+            out += _ng_block(order, 5 if kind == "isb" else draw(u32), body, lie)
+    damaged = bytearray(out)
+    for _ in range(draw(st.integers(0, 2))):
+        damaged[draw(st.integers(0, len(damaged) - 1))] = draw(st.integers(0, 255))
+    if draw(st.booleans()):
+        damaged = damaged[:draw(st.integers(0, len(damaged)))]
+    return bytes(damaged)
+
+
+def _outcome(data: bytes, chunk: int, use_c: bool) -> tuple:
+    """Every batch's records, and how the reading ended (the error's message and offset), one walk or the other."""
+    saved, compiled.walk_pcapng = compiled.walk_pcapng, use_c
+    batches, ending = [], None
+    try:
+        for b in reader(data, chunk):
+            batches.append((b.offsets.tolist(), b.caplen.tolist(), b.wirelen.tolist(), b.ts.tolist(),
+                            b.linktype.tolist()))
+    except CaptureError as exc:
+        ending = (str(exc), exc.offset)
+    finally:
+        compiled.walk_pcapng = saved
+    return batches, ending
+
+
+@FUZZ
+@given(data=pcapng_files(), chunk=st.sampled_from([1, 7, 64, 300, 4096, 1 << 20]))
+def test_compiled_pcapng_walk_equals_the_python_walk_on_damaged_files(data, chunk):
+    if compiled.extension is None:
+        pytest.skip("the C extension was not built on this machine")
+    fast = _outcome(data, chunk, True)
+    assert fast == _outcome(data, chunk, False)
+    for offsets, caplens, *_ in fast[0]:
+        assert all(0 <= o and o + c <= len(data) for o, c in zip(offsets, caplens, strict=True))
+
+
 @FUZZ
 @given(data=st.binary(max_size=600), chunk=st.integers(1, 128))
 def test_random_bytes_never_crash_the_reader(data, chunk):

@@ -177,7 +177,7 @@ def _flows_of(path):
     return sorted(ended, key=repr), sensor.packets, sensor.bytes, alerts, sensor.inventory_snapshot()
 
 
-@pytest.mark.parametrize("path", [p for p in FIXTURES if p.suffix == ".pcap"], ids=fixture_id)
+@pytest.mark.parametrize("path", [p for p in FIXTURES if p.suffix in (".pcap", ".pcapng")], ids=fixture_id)
 def test_compiled_helpers_and_python_fallback_give_identical_records_flows_and_alerts(path, monkeypatch):
     if compiled.extension is None:
         pytest.skip("the C extension was not built on this machine")
@@ -190,7 +190,7 @@ def test_compiled_helpers_and_python_fallback_give_identical_records_flows_and_a
         return out
 
     fast, fast_flows = records(), _flows_of(path)
-    for switch in ("walk", "decode", "group", "tags", "route"):
+    for switch in ("walk", "walk_pcapng", "decode", "group", "tags", "route"):
         monkeypatch.setattr(compiled, switch, False)
     assert records() == fast
     assert _flows_of(path) == fast_flows   # flows, counts, alerts and the inventory
@@ -205,6 +205,28 @@ def test_c_walk_stops_at_an_absurd_record_after_handing_over_the_good_ones(monke
             for b in _reader(data, 4096):
                 got.append(len(b))
         assert sum(got) == 2 and err.value.offset == 24 + 2 * (16 + 60)
+
+
+def test_c_pcapng_walk_hands_blocks_it_does_not_take_to_the_python_walk(monkeypatch):
+    """Packets after a second interface and after an obsolete packet block (both taken in Python), a simple
+    packet block reusing the time of a packet the C walk took, then an enhanced packet block for an interface
+    never declared: the same records, the same error at the same offset, with the C walk or without it."""
+    from capture_bytes import ng_epb, ng_idb, ng_opb, ng_shb, ng_spb
+    good = (ng_shb() + ng_idb() + ng_epb(FRAME, 10.5) + ng_epb(FRAME, 11.25) + ng_idb(101) + ng_spb(FRAME)
+            + ng_epb(FRAME[14:], 12.0, iface=1) + ng_opb(FRAME, 13.0) + ng_spb(FRAME[:20]) + ng_epb(FRAME, 14.0))
+    data = good + ng_epb(FRAME, 15.0, iface=2) + ng_epb(FRAME, 16.0)
+    results = []
+    for use_c in (True, False):
+        monkeypatch.setattr(compiled, "walk_pcapng", use_c)
+        got = []
+        with pytest.raises(CaptureError, match="packet for undeclared interface 2") as err:
+            for b in _reader(data, 4096):
+                got += zip(b.offsets.tolist(), b.caplen.tolist(), b.ts.tolist(), b.linktype.tolist(), strict=True)
+        assert err.value.offset == len(good)
+        results.append(got)
+    assert results[0] == results[1]
+    assert [(c, t, lt) for _, c, t, lt in results[0]] == [
+        (60, 10.5, 1), (60, 11.25, 1), (60, 11.25, 1), (46, 12.0, 101), (60, 13.0, 1), (20, 13.0, 1), (60, 14.0, 1)]
 
 
 def _decoded_fields(dec):
