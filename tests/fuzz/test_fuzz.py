@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sensor import compiled, flows
-from sensor.capture import CaptureReader
+from sensor.capture import MAX_BLOCK_BYTES, CaptureReader
 from sensor.certificate import parse_tls_certificate
 from sensor.config import Config
 from sensor.decode import decode
@@ -167,6 +167,25 @@ def test_compiled_pcapng_walk_equals_the_python_walk_on_damaged_files(data, chun
     assert fast == _outcome(data, chunk, False)
     for offsets, caplens, *_ in fast[0]:
         assert all(0 <= o and o + c <= len(data) for o, c in zip(offsets, caplens, strict=True))
+
+
+@FUZZ
+@given(data=st.one_of(pcapng_files(), st.binary(max_size=400)), start=st.integers(-8, 600),
+       big=st.booleans(), columns=st.lists(st.binary(max_size=40), min_size=4, max_size=4))
+def test_compiled_pcapng_walk_is_total_on_any_arguments(data, start, big, columns):
+    """Called directly, with interface columns of any (even mismatched) lengths and any start: it never reads
+    outside the buffer, and every record it gives lies inside its block and the buffer."""
+    if compiled.extension is None:
+        pytest.skip("the C extension was not built on this machine")
+    stop, offsets, caplens, wirelens, stamps, links = compiled.extension.walk_pcapng(
+        data, start, big, MAX_BLOCK_BYTES, *columns, 0.0)
+    n = len(offsets) // 8
+    assert len(caplens) == len(wirelens) == len(stamps) == 8 * n and len(links) == 4 * n
+    assert (stop == len(data)) if not 0 <= start <= len(data) else start <= stop <= len(data)
+    off, cap = np.frombuffer(offsets, np.int64), np.frombuffer(caplens, np.int64)
+    assert (off >= max(start, 0)).all() and (off + cap <= stop).all()
+    if n:
+        assert len(columns[0]) >= 4   # a packet needs an interface
 
 
 @FUZZ
