@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from sensor.config import Config, parse_config
 from sensor.enrich import Classifier
 
@@ -202,3 +205,28 @@ def test_without_allow_rules_a_peers_scope_is_its_destination_scope_from_a_fresh
                 40000, 443, 0.0)
     assert peer_scope(c, flow, stale, True, None)[0] == "core" and peer_scope(c, flow, stale, False, None)[0] == \
         "camera"
+
+
+private_v4 = st.builds(lambda third, second, plen: ipaddress.ip_network(f"10.{second}.{third}.0/{plen}", strict=False),
+                       st.integers(0, 255), st.integers(0, 3), st.integers(16, 30))
+global_v6 = st.builds(lambda word, plen: ipaddress.ip_network(f"2001:db8:{word:x}::/{plen}", strict=False),
+                      st.integers(0, 7), st.integers(48, 80))
+
+
+@settings(max_examples=200, deadline=None)
+@given(networks=st.lists(st.one_of(private_v4, global_v6), max_size=80), taught=st.lists(st.integers(0, 2)))
+def test_learning_covers_exactly_what_subnet_of_says(networks, taught):
+    """The integer "already covered" test gives the answers ipaddress's subnet_of gives, the bound and the MAC that
+    taught a network included."""
+    c = Classifier(Config())
+    reference: dict = {}
+    for k, network in enumerate(networks):
+        by = taught[k % len(taught)] if taught else 0
+        covering = [n for n in reference if n.version == network.version and network.subnet_of(n)]
+        expected = not covering and len(reference) < 64
+        if covering and not by and reference[covering[0]]:
+            reference[covering[0]] = 0
+        if expected:
+            reference[network] = by
+        assert c.learn(network, by) is expected
+    assert c.learned == reference
