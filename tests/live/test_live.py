@@ -70,7 +70,11 @@ def link(request):
         pytest.skip(_SKIP)
     n = next(_serial)
     pid = os.getpid()
-    lk = Link(f"cw-sensor-{pid}-{n}", f"cw-feed-{pid}-{n}", f"cws{pid}n{n}", f"cwf{pid}n{n}")
+    return veth_pair(request, Link(f"cw-sensor-{pid}-{n}", f"cw-feed-{pid}-{n}", f"cws{pid}n{n}", f"cwf{pid}n{n}"))
+
+
+def veth_pair(request, lk: Link) -> Link:
+    """The two namespaces and the veth pair between them, removed at the test's end with whatever runs in them."""
     assert len(lk.sensor_if) <= 15 and len(lk.feed_if) <= 15   # IFNAMSIZ
 
     def cleanup():

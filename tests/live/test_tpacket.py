@@ -21,7 +21,18 @@ from pathlib import Path
 import pytest
 from conftest import REPO, alerts_of
 
-from .test_live import SITE, SITE_CONFIG, Camwatch, Link, _unavailable, alert_keys, packets_total, run, tcpreplay
+from .test_live import (
+    SITE,
+    SITE_CONFIG,
+    Camwatch,
+    Link,
+    _unavailable,
+    alert_keys,
+    packets_total,
+    run,
+    tcpreplay,
+    veth_pair,
+)
 
 pytestmark = pytest.mark.root
 
@@ -42,29 +53,7 @@ def tp_link(request):
         pytest.skip(_SKIP)
     n = next(_serial)
     pid = os.getpid()
-    lk = Link(f"cwtp-{pid}-{n}-s", f"cwtp-{pid}-{n}-f", f"cwtps{pid}n{n}", f"cwtpf{pid}n{n}")
-    assert len(lk.sensor_if) <= 15 and len(lk.feed_if) <= 15   # IFNAMSIZ
-
-    def cleanup():
-        for ns in (lk.sensor_ns, lk.feed_ns):
-            for p in subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split():
-                try:
-                    os.kill(int(p), 9)
-                except (ProcessLookupError, ValueError):
-                    pass
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-
-    request.addfinalizer(cleanup)
-    for ns in (lk.sensor_ns, lk.feed_ns):
-        made = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
-        if made.returncode != 0:
-            pytest.skip(f"cannot create network namespaces: {made.stderr.strip()}")
-    run("ip", "link", "add", lk.sensor_if, "netns", lk.sensor_ns, "type", "veth",
-        "peer", "name", lk.feed_if, "netns", lk.feed_ns)
-    for ns, ifname in ((lk.sensor_ns, lk.sensor_if), (lk.feed_ns, lk.feed_if)):
-        run("ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"net.ipv6.conf.{ifname}.disable_ipv6=1")
-        run("ip", "-n", ns, "link", "set", ifname, "up")
-    return lk
+    return veth_pair(request, Link(f"cwtp-{pid}-{n}-s", f"cwtp-{pid}-{n}-f", f"cwtps{pid}n{n}", f"cwtpf{pid}n{n}"))
 
 
 def metric_lines(text: str) -> list[str]:

@@ -50,6 +50,18 @@ def _records(batches) -> list[tuple]:
     return out
 
 
+def drain(reader) -> tuple[list[tuple], CaptureError | None]:
+    """Every record the reader hands over, copied as it comes (a batch's data is only valid until the next one is
+    asked for), and the error it ended with."""
+    got: list[tuple] = []
+    try:
+        for batch in reader:
+            got += _records([batch])
+    except CaptureError as exc:
+        return got, exc
+    return got, None
+
+
 def read_records(data: bytes, chunk: int | None) -> tuple[list[tuple], CaptureError | None]:
     """Every record the reader hands over, and the error it ended with. `chunk` None: the file path (one reused
     buffer sized from the file); otherwise a stream read `chunk` bytes at a time."""
@@ -59,16 +71,11 @@ def read_records(data: bytes, chunk: int | None) -> tuple[list[tuple], CaptureEr
     else:
         pieces = iter([data[i:i + chunk] for i in range(0, len(data), chunk)])
         reader = CaptureReader(lambda: next(pieces, b""), "mutant")
-    got = []
-    try:
-        for batch in reader:
-            # Copied now: a batch's data is only valid until the next one is asked for.
-            got += _records([batch])
-    except CaptureError as exc:
+    got, exc = drain(reader)
+    if exc is not None:
         assert exc.offset is not None and 0 <= exc.offset <= len(data), exc
         assert str(exc).startswith("mutant at byte ")
-        return got, exc
-    return got, None
+    return got, exc
 
 
 def _layout(data: bytes, pcapng: bool) -> tuple[list[int], list[int]]:
@@ -264,14 +271,7 @@ class _Chunks(io.RawIOBase):
 def read_ahead_records(data: bytes, chunk: int, fail_at: int | None = None) -> tuple[list[tuple], Exception | None]:
     from sensor.readahead import ReadAhead
     ahead = ReadAhead(_Chunks(data, chunk, fail_at), chunk, capture.MAX_BLOCK_BYTES)  # type: ignore[arg-type]
-    reader = CaptureReader(None, "mutant", read_ahead=ahead)
-    got: list[tuple] = []
-    try:
-        for batch in reader:
-            got += _records([batch])
-    except CaptureError as exc:
-        return got, exc
-    return got, None
+    return drain(CaptureReader(None, "mutant", read_ahead=ahead))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -16,7 +16,7 @@ from sensor import capture
 from sensor.capture import CaptureReader, open_file
 from sensor.errors import CaptureError
 from sensor.mapped import MappedFile
-from tests.unit.test_capture import _records, mutants, read_records
+from tests.unit.test_capture import _records, drain, mutants, read_records
 
 
 def mapped_records(data: bytes, chunk: int) -> tuple[list[tuple], CaptureError | None]:
@@ -29,14 +29,7 @@ def mapped_records(data: bytes, chunk: int) -> tuple[list[tuple], CaptureError |
             assert not data
             fh.close()
             return read_records(data, None)
-        reader = CaptureReader(None, "mutant", read_ahead=source, close=fh.close)
-        got: list[tuple] = []
-        try:
-            for batch in reader:
-                got += _records([batch])
-        except CaptureError as exc:
-            return got, exc
-        return got, None
+        return drain(CaptureReader(None, "mutant", read_ahead=source, close=fh.close))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
