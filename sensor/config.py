@@ -243,6 +243,12 @@ class AlertSettings:
 class LimitSettings:
     max_devices: int = setting(10_000, kind=COUNT, maximum=MAX_DEVICES, doc="camera-side devices tracked")
     max_names: int = setting(100_000, kind=COUNT, maximum=MAX_NAMES, doc="DNS answers remembered (LRU)")
+    # The new-device budget (sensor.enrich.admission): past the start (max_devices at once), new devices are made
+    # at this rate, in bursts of this many; a forged-source flood beyond it is counted, not inventoried.
+    new_devices_per_second: int = setting(100, kind=COUNT, maximum=MAX_DEVICES, unit="/s",
+                                          doc="new devices made per second once the site is known")
+    new_devices_burst: int = setting(1_000, kind=COUNT, maximum=MAX_DEVICES,
+                                     doc="new devices made at once once the site is known")
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,8 @@ class FetchReader:
               kind: str) -> None:
         ts = float(dec.batch.ts[row])
         dev = self.inventory.touch(ip_from16(dec.src[row].tobytes()), int(dec.src_mac[row]), ts)
+        if dev is None:
+            return
         server = ip_from16(dec.dst[row].tobytes())
         port = int(dec.dport[row])
         proto = "udp" if dec.proto[row] == PROTO_UDP else "tcp"

@@ -131,6 +131,8 @@ class IdentityReader:
         if not fields:
             return
         dev = self.inventory.touch(sender, int(dec.src_mac[row]), ts)
+        if dev is None:
+            return
         if fields.get("protocol") in _CAMERA_DISCOVERY:
             dev.evidence.add("camera_discovery")
         self.inventory.add_identity(dev, fields)
@@ -167,6 +169,8 @@ class UpnpReader:
                 continue
             ts = float(dec.batch.ts[row])
             dev = self.inventory.touch(sender, int(dec.src_mac[row]), ts)
+            if dev is None:
+                continue
             peer = ip_from16(dec.dst[row].tobytes())
             self.sink.upnp(UpnpRequest(ts, dev, kind, str(peer), int(dec.dport[row]),
                                        "udp" if dec.proto[row] == PROTO_UDP else "tcp",

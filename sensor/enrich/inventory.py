@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from sensor.bounded import BoundedLRU, SegmentedLRU
 from sensor.config import Config
 from sensor.enrich import addresses
+from sensor.enrich.admission import AdmissionBudget
 from sensor.enrich.geography import Geography, destinations_by_place
 from sensor.enrich.maker_evidence import (
     MAX_DETAIL,
@@ -224,6 +225,8 @@ class Inventory:
         self._mac_sources: BoundedLRU[int, set[str]] = BoundedLRU(config.max_devices)
         self._pending_link_local: BoundedLRU[int, tuple[str, float]] = BoundedLRU(MAX_PENDING_LINK_LOCAL)
         self.merged = 0   # devices folded into another one (same box)
+        self.admission = AdmissionBudget(config.limits.new_devices_per_second, config.limits.new_devices_burst,
+                                         start=config.max_devices)
         self.on_router: Callable[[int], None] | None = None   # zero-config scoping forgets what a router taught
 
     @property
@@ -262,14 +265,17 @@ class Inventory:
             self.on_forget(dev_id)
 
     # ---- traffic: an address sending with a MAC (behaviour, not link evidence) -------------------------------
-    def touch(self, ip: IPAddress | str, mac: int, ts: float, last: float | None = None) -> Device:
-        """The device of a camera-side address that sent at ts (its first packet here) up to `last`."""
+    def touch(self, ip: IPAddress | str, mac: int, ts: float, last: float | None = None) -> Device | None:
+        """The device of a camera-side address that sent at ts (its first packet here) up to `last`; None when it
+        would be a new device and the new-device budget holds it back (a flood of forged sources)."""
         key = str(ip)
         last = ts if last is None else last
         dev_id = self._by_address.get(key)
         dev = self.devices.use(dev_id) if dev_id is not None else None
         if dev is None:
             dev = self._new_address(key, mac, ts)
+            if dev is None:
+                return None
         elif mac and not dev.mac:
             self._set_mac(dev, mac)
         if ts < dev.first_seen:
@@ -286,12 +292,14 @@ class Inventory:
         self.dirty.add(dev.id)
         return dev
 
-    def _new_address(self, key: str, mac: int, ts: float) -> Device:
+    def _new_address(self, key: str, mac: int, ts: float) -> Device | None:
         owner = self._owner(mac)
         if owner is not None and addresses.on_link_evidence(key, mac):
             self._attach(owner, key, ts)
             owner.link_claimed = True
             return owner
+        if not self.admission.admit(ts):
+            return None
         dev_id, n = key, 0
         while dev_id in self.devices:   # a device that lost this address to another box keeps its id
             n += 1
@@ -382,7 +390,10 @@ class Inventory:
             holder = None
         owner = self._owner(mac)
         if holder is None and owner is None:
-            dev = self._new_address(ip, mac, ts)
+            made = self._new_address(ip, mac, ts)
+            if made is None:
+                return None
+            dev = made
         elif holder is None:
             assert owner is not None
             dev = owner

@@ -99,6 +99,8 @@ class DnsReader:
         if not self.classifier.is_camera_side(client):
             return
         dev = self.inventory.touch(client, int(dec.src_mac[row]), ts)
+        if dev is None:
+            return
         self.inventory.record_query(dev, qname, ts)
         resolver = ip_from16(dec.dst[row].tobytes())
         self.sink.dns_query(DnsQuery(ts, dev, qname, str(resolver), self.classifier.address_scope(resolver),

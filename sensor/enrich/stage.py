@@ -118,6 +118,8 @@ class Enricher:
             received_pkts = upd.orig_pkts
         # The update's first packet, not the flow's latest: a device's first_seen is its first packet.
         dev = self.inventory.touch(local, mac, ts, flow.last)
+        if dev is None:   # a new source the new-device budget holds back (sensor.enrich.admission)
+            return ctx
         self.known.device_first_seen(dev.id, dev.first_seen)
         dev.packets_sent += sent_pkts
         dev.bytes_sent += sent_bytes

@@ -147,6 +147,9 @@ class DevicesCollector(SnapshotCollector):
                         ["vendor", "covered"], sorted(by_vendor.items()))
         yield _single(CounterMetricFamily, "camwatch_devices_evicted", "Devices dropped from the inventory over "
                       "limits.max_devices.", snap, snap.devices_evicted)
+        yield _single(CounterMetricFamily, "camwatch_devices_held", "Sightings of new camera-side sources held back "
+                      "by the new-device budget (limits.new_devices_per_second, new_devices_burst): a flood of "
+                      "forged sources.", snap, snap.devices_held)
         yield _labelled(GaugeMetricFamily, "camwatch_device_info", "Identity of each camera-side device (value 1).",
                         snap, ["device", "mac", "vendor", "maker", "covered", "covered_basis", "role", "model"],
                         (((d.ip, d.mac, d.vendor, d.maker, _bool(d.covered), d.covered_basis, d.role, d.model), 1)

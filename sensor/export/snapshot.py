@@ -64,6 +64,7 @@ class SensorSnapshot:
     incident_lines: Mapping[str, int]       # lines written, by event
     devices: tuple[DeviceSnapshot, ...]
     devices_evicted: int
+    devices_held: int   # sightings of new sources the new-device budget held back
     covered_list_version: str
     segmentation_violations: Mapping[str, int]   # by direction
     external_destinations: int
@@ -99,6 +100,7 @@ def take_snapshot(sensor: Sensor) -> SensorSnapshot:
             incident_lines=dict(s.detection.lines),
             devices=tuple(_device(d, s.classifier.address_scope, s.geography) for d in s.inventory.devices.values()),
             devices_evicted=s.inventory.evicted,
+            devices_held=s.inventory.admission.held,
             covered_list_version=s.inventory.makers.version,
             segmentation_violations=dict(s.segmentation.violations),
             external_destinations=len(s.external_destinations),

@@ -43,7 +43,9 @@ def test_a_flood_of_forged_sources_is_one_summary_per_detector_and_bounded_state
     capture = tmp_path / "flood.pcap"
     forged_sources(capture, n, established=("10.99.0.7",))
     config = tmp_path / "c.toml"
-    config.write_text(f'[limits]\nmax_devices = {limit}\n[state]\npath = "{tmp_path / "state.db"}"\n')
+    # every forged source made a device (the new-device budget opened wide): the inventory's own bound is tested
+    config.write_text(f'[limits]\nmax_devices = {limit}\nnew_devices_burst = {n}\n'
+                      f'[state]\npath = "{tmp_path / "state.db"}"\n')
     metrics = tmp_path / "m.prom"
     proc = camwatch("replay", capture, "--config", config, "--metrics-out", metrics, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -75,7 +77,7 @@ def test_a_flood_of_forged_sources_is_one_summary_per_detector_and_bounded_state
 
 
 def test_an_established_camera_keeps_its_identity_through_a_flood():
-    config = parse_config({"limits": {"max_devices": 50}})
+    config = parse_config({"limits": {"max_devices": 50, "new_devices_burst": 10_000}})
     sensor = Sensor(config)
     cam = sensor.inventory.touch("10.99.0.7", int.from_bytes(CAMERA_MAC, "big"), 1000.0)
     sensor.inventory.add_identity(cam, {"model": "DS-2CD2042WD"})
@@ -86,3 +88,34 @@ def test_an_established_camera_keeps_its_identity_through_a_flood():
     assert sensor.inventory.devices.get("10.99.0.7").identity["model"] == "DS-2CD2042WD"
     assert sensor.inventory.evicted == 10_000 + 1 - 50
     sensor.close()
+
+
+def test_the_new_device_budget_holds_a_flood_back_and_lets_a_real_newcomer_in(tmp_path):
+    """Default budget, a fresh sensor: the start allowance (max_devices) and then new_devices_per_second make
+    devices; every other forged source is a held sighting. A camera new to the sensor that keeps sending after
+    the flood becomes a device, and the camera known before it keeps being analysed."""
+    n, limit = 30_000, 2_000
+    capture = tmp_path / "flood.pcap"
+    forged_sources(capture, n, established=("10.99.0.7",))   # 3 s of flood at 10,000 sources a second
+    newcomer = tmp_path / "newcomer.pcap"
+    with PcapWriter(newcomer) as w:
+        for i in range(3):   # a camera new to the sensor, after the flood, sending in three seconds
+            w.write(1_700_000_110.0 + i, ethernet(GATEWAY_MAC, mac("18:68:cb:00:00:99"), 0x0800, ip(
+                "10.98.0.9", "203.0.113.77", 6, tcp("10.98.0.9", "203.0.113.77", 41000, 443, i, 0, "A", b"v" * 300))))
+    config = tmp_path / "c.toml"
+    config.write_text(f'[limits]\nmax_devices = {limit}\n[state]\npath = "{tmp_path / "state.db"}"\n')
+    metrics = tmp_path / "m.prom"
+    proc = camwatch("replay", capture, newcomer, "--config", config, "--metrics-out", metrics, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    text = metrics.read_text()
+    held = int(float(text.split('camwatch_devices_held_total{sensor="camwatch"} ')[1].split()[0]))
+    made = n + 1 - held    # the forged sources and the known camera that became devices
+    assert limit <= made <= limit + 100 * 4   # the start allowance, then 100 a second for the flood's 3 s
+    evicted = int(float(text.split('camwatch_devices_evicted_total{sensor="camwatch"} ')[1].split()[0]))
+    assert evicted == made + 1 - limit   # the newcomer came in as well, through the same bound
+    db = sqlite3.connect(tmp_path / "state.db")
+    sent = dict(db.execute("SELECT ip, json_extract(doc, '$.packets_sent') FROM inventory "
+                           "WHERE ip IN ('10.98.0.9', '10.99.0.7')").fetchall())
+    assert sent == {"10.98.0.9": 3, "10.99.0.7": 61}
+    alerts = alerts_of(proc.stdout)
+    assert len(alerts) <= 2 * (FLOOD_DEVICES + 2) + 4

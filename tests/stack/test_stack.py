@@ -246,7 +246,8 @@ def test_expected_alerts_fire(stack):
     wait_until(lambda: stack["dead"] in down(), 20, "CamwatchSensorDown for the dead target")
     assert down() == {stack["dead"]}, "the live sensors must not be reported down"
 
-    quiet = {"CamwatchDecodeErrorsSurge", "CamwatchFlowTableEvictions", "CamwatchDeviceInventoryFull"}
+    quiet = {"CamwatchDecodeErrorsSurge", "CamwatchFlowTableEvictions", "CamwatchDeviceInventoryFull",
+             "CamwatchNewSourceFlood"}
     assert not [a for a in _firing(prom) if a["alertname"] in quiet]
 
 

@@ -38,7 +38,7 @@ SNAPSHOT = SensorSnapshot(
     evictions={"names": 4, "episodes": 1}, flows_active=7, flows_created=9, flows_expired={"idle": 1, "end": 2},
     alerts={("egress_policy", "high"): 2, ("custom", "low"): 1}, alerts_suppressed={"egress_policy": 5},
     incidents_open={"high": 2, "low": 1}, incident_lines={"open": 4, "update": 1, "close": 1},
-    devices=(CAMERA, SILENT, RECORDER), devices_evicted=6, covered_list_version="2026.1",
+    devices=(CAMERA, SILENT, RECORDER), devices_evicted=6, devices_held=42, covered_list_version="2026.1",
     segmentation_violations={"camera_to_core": 1, "core_to_camera": 2}, external_destinations=8,
     egress_countries={("US", False): 7, ("CN", True): 400, ("unknown", True): 20}, dns_names=11,
     model=ModelSnapshot("iforest", "3", "2026-01-02T03:04:05Z"), capture_dropped=12, interface_received=1000,
@@ -101,6 +101,9 @@ camwatch_devices{covered="false",sensor="site-a",vendor="unknown"} 1.0
 # HELP camwatch_devices_evicted_total Devices dropped from the inventory over limits.max_devices.
 # TYPE camwatch_devices_evicted_total counter
 camwatch_devices_evicted_total{sensor="site-a"} 6.0
+# HELP camwatch_devices_held_total Sightings of new camera-side sources held back by the new-device budget (limits.new_devices_per_second, new_devices_burst): a flood of forged sources.
+# TYPE camwatch_devices_held_total counter
+camwatch_devices_held_total{sensor="site-a"} 42.0
 # HELP camwatch_device_info Identity of each camera-side device (value 1).
 # TYPE camwatch_device_info gauge
 camwatch_device_info{covered="true",covered_basis="named",device="10.20.0.5",mac="00:12:ab:00:00:01",maker="Hikvision",model="DS-2CD2143G0-I",role="camera",sensor="site-a",vendor="Hangzhou Hikvision"} 1.0

@@ -1,0 +1,36 @@
+"""The new-device budget: how fast the inventory may make devices, so that a flood of forged camera-side sources
+costs the sensor a counter per packet instead of a device, its detections and its incidents each.
+
+A source the camera VLAN has never shown is cheap to forge (one packet, any address) and, before this budget, cost
+~160 µs of Python as a new device: ~6,000 forged sources a second stopped a sensor live. The budget is a token
+bucket on packet time. It starts holding `max_devices` tokens, because a fresh sensor meets its whole site in the
+first seconds; after that it refills at `per_second` up to `burst`. A new source that finds no token is held back:
+counted, its traffic unattributed, and asked about again the next time it sends, so a real device that arrives
+during a flood becomes one once the flood leaves tokens free. Devices the inventory already holds, and new
+addresses of a box it already knows (its MAC), never wait (docs/reliability.md, "Floods of forged sources").
+"""
+
+from __future__ import annotations
+
+
+class AdmissionBudget:
+    def __init__(self, per_second: int, burst: int, start: int):
+        self.per_second = per_second
+        self.burst = burst
+        self.tokens = float(max(start, burst))
+        self.held = 0           # sightings of new sources held back, ever (a source sending on is counted again)
+        self._clock: float | None = None
+
+    def admit(self, ts: float) -> bool:
+        """Whether a new device may be made at packet time ts; False counts a held sighting."""
+        clock = self._clock
+        if clock is not None and ts > clock and self.tokens < self.burst:
+            self.tokens = min(float(self.burst), self.tokens + (ts - clock) * self.per_second)
+        # Time running backwards (merged captures) refills nothing but moves the clock back with it, so one packet
+        # stamped far ahead cannot stop the refill for good.
+        self._clock = ts
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        self.held += 1
+        return False
