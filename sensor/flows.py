@@ -12,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from socket import AF_INET, inet_ntop
 from typing import NamedTuple
 
 import numpy as np
@@ -27,16 +28,22 @@ ICMP_REPLY_TYPES = (0, 14, 16, 18, 129)  # echo/timestamp/info/mask replies (v4)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+_V4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
+
+
 @lru_cache(maxsize=1 << 16)
 def ip_from16(raw: bytes) -> IPAddress:
-    if raw[:12] == b"\x00" * 10 + b"\xff\xff":
+    if raw[:12] == _V4_MAPPED_PREFIX:
         return ipaddress.IPv4Address(raw[12:])
     return ipaddress.IPv6Address(raw)
 
 
 @lru_cache(maxsize=1 << 16)
 def ip_text(raw: bytes) -> str:
-    """The printed form of a 16-byte address: the hot destinations are formatted once, not once per window."""
+    """The printed form of a 16-byte address: the hot destinations are formatted once, not once per window. IPv4
+    straight from its bytes (ipaddress's object and formatting cost ~5 µs, and floods bring addresses seen once)."""
+    if raw[:12] == _V4_MAPPED_PREFIX:
+        return inet_ntop(AF_INET, raw[12:])
     return str(ip_from16(raw))
 
 

@@ -4,6 +4,7 @@ peer a camera-side device talks to in a flow, remembered per flow."""
 from __future__ import annotations
 
 import ipaddress
+from bisect import bisect_right
 from functools import lru_cache
 
 from sensor.config import DEFAULT_CAMERA_NETWORKS, AllowRule, Config, IPNetwork, name_matches
@@ -76,6 +77,7 @@ class Classifier:
         v4 += [(n, SCOPE_CORE) for n in self._core if n.version == 4]
         v4 += [(n, SCOPE_PRIVATE) for n in _PRIVATE if n.version == 4]
         self._v4_ranges = [(int(n.network_address), int(n.broadcast_address), scope) for n, scope in v4]
+        self._v4_bounds, self._v4_scopes = _elementary(self._v4_ranges)
         self._raw_cache: dict[bytes, str] = {}
         self.learned_v4 = any(n.version == 4 for n in self.learned)
         # (version, first address, mask) of each learnt network: link evidence asks "already covered?" for every
@@ -153,11 +155,11 @@ class Classifier:
             cache.clear()  # floods: bounded, and the hot addresses come straight back
         if raw[:12] == _V4_MAPPED:
             value = int.from_bytes(raw[12:], "big")
-            ranges = self._v4_ranges
-            scope = next((sc for lo, hi, sc in ranges if lo <= value <= hi), SCOPE_PUBLIC)
-            block_lo, block_hi = value & ~0xFF, value | 0xFF
-            # every range either holds the whole /24 or none of it: the first match is the same for all of it
-            if all(hi < block_lo or lo > block_hi or (lo <= block_lo and hi >= block_hi) for lo, hi, _ in ranges):
+            bounds = self._v4_bounds
+            i = bisect_right(bounds, value) - 1
+            scope = self._v4_scopes[i]
+            # no range starts or ends inside the /24: the first match is the same for all of it
+            if bounds[i] <= value & ~0xFF and value | 0xFF < bounds[i + 1]:
                 cache[raw[:15]] = scope
                 return scope
         else:
@@ -179,6 +181,15 @@ class Classifier:
             if rule.matches(ip, name, port, proto):
                 return SCOPE_ALLOWED, rule
         return scope, None
+
+
+def _elementary(ranges: list[tuple[int, int, str]]) -> tuple[list[int], list[str]]:
+    """The IPv4 space cut wherever a range starts or ends: the intervals' starts (then 2**32) and the scope of the
+    first range, in order, that holds each (public where none does). A forged source's scope is then a bisection,
+    not a scan of every range (~150 with 64 learnt networks)."""
+    bounds = sorted({0, 1 << 32} | {lo for lo, _, _ in ranges} | {hi + 1 for _, hi, _ in ranges})
+    scopes = [next((sc for lo, hi, sc in ranges if lo <= start <= hi), SCOPE_PUBLIC) for start in bounds[:-1]]
+    return bounds, scopes
 
 
 # What enrichment knows of a flow that never changes lives in Flow.context, as a tuple of strings and numbers

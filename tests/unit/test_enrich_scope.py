@@ -64,6 +64,30 @@ def test_raw_address_scopes_equal_the_ipaddress_rules():
         assert c.scope_of_raw(raw) == c.address_scope(a), a
 
 
+
+def test_raw_scopes_equal_the_ipaddress_rules_with_many_overlapping_networks():
+    """The bisection over the cut-up IPv4 space (scope.py _elementary) against address_scope, on sites of up to 40
+    overlapping camera and core networks of any length, asked at and around every network's edges in random
+    order (so the per-/24 cache is filled by whichever address comes first)."""
+    import random
+    rng = random.Random(11)
+    for _ in range(30):
+        nets = [ipaddress.IPv4Network((rng.choice([0x0A000000, 0xAC100000, 0xC0A80000, 0x0B000000])
+                                       + rng.getrandbits(16), rng.randint(8, 32)), strict=False)
+                for _ in range(rng.randint(1, 40))]
+        cut = rng.randint(0, len(nets))
+        config = parse_config({"networks": {"camera": [str(n) for n in nets[:cut]] or ["10.99.0.0/16"],
+                                            "core": [str(n) for n in nets[cut:]]}})
+        c = Classifier(config)
+        probes = set()
+        for n in nets:
+            lo, hi = int(n.network_address), int(n.broadcast_address)
+            probes |= {v & 0xFFFFFFFF for v in (lo - 1, lo, lo + 1, hi - 1, hi, hi + 1, rng.randint(lo, hi))}
+        probes |= {rng.getrandbits(32) for _ in range(200)}
+        for value in rng.sample(sorted(probes), len(probes)):
+            a = ipaddress.IPv4Address(value)
+            assert c.scope_of_raw(b"\x00" * 10 + b"\xff\xff" + a.packed) == c.address_scope(a), (a, nets)
+
 # ---- every scope, allow rules, the raw cache and the per-flow context (mutation testing) -----------------------
 def test_every_scope_in_rule_order_with_a_configured_site():
     c = Classifier(parse_config({"networks": {"camera": ["10.20.0.0/24", "fd20::/64"], "core": ["10.1.0.0/16",

@@ -491,3 +491,19 @@ def test_eviction_takes_the_oldest_head_of_any_table_first_table_on_a_tie(seed):
     ft.settings = FlowSettings(max_flows=10)
     assert ft._evict() == expected and [f for f, _ in ended] == expected and ft.expired["evicted"] == 390
     assert len(ft) == 10
+
+
+def test_address_texts_are_ipaddress_s_own():
+    """ip_text formats IPv4 from its bytes (inet_ntop), IPv6 through ipaddress: the same text either way."""
+    import ipaddress
+    import random
+
+    from sensor.flows import ip_text
+    rng = random.Random(5)
+    v4 = [rng.getrandbits(32).to_bytes(4, "big") for _ in range(5_000)] + [bytes(4), b"\xff" * 4, b"\x0a\x00\x00\x01"]
+    for packed in v4:
+        assert ip_text(b"\x00" * 10 + b"\xff\xff" + packed) == str(ipaddress.IPv4Address(packed))
+    v6 = [rng.getrandbits(128).to_bytes(16, "big") for _ in range(2_000)]
+    v6 += [bytes(16), bytes(15) + b"\x01", bytes(12) + b"\x01\x02\x03\x04", b"\xfe\x80" + bytes(13) + b"\x01"]
+    for packed in v6:
+        assert ip_text(packed) == str(ipaddress.IPv6Address(packed))
