@@ -67,9 +67,22 @@ def outputs(case: Case) -> dict:
     sensor = Sensor(load_config(case.config), on_alert=lambda a: alerts.append(a.as_dict()), model=model)
     failures = replay_into(sensor, [str(p) for p in case.pcaps])
     metrics = generate_latest(build_registry(sensor)).decode()
+    same_exposition(build_registry(sensor, process=False))
     kept = [line for line in metrics.splitlines() if not line.startswith(VOLATILE_METRICS)]
     inventory = sorted(sensor.inventory_snapshot(), key=lambda d: d["ip"])
     return {"failures": failures, "alerts": alerts, "metrics": kept, "inventory": inventory}
+
+
+def same_exposition(registry) -> None:
+    """camwatch's /metrics writers (sensor/export/exposition.py) write what prometheus_client's would, in both
+    formats, on this case's sensor."""
+    from prometheus_client import generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as library_openmetrics
+
+    from sensor.export.exposition import render_openmetrics, render_text
+    for ours, theirs in ((render_text, generate_latest), (render_openmetrics, library_openmetrics)):
+        if ours(registry) != theirs(registry):
+            raise AssertionError(f"{ours.__name__} differs from prometheus_client's {theirs.__module__}")
 
 
 def golden_path(case: Case) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 from bisect import bisect_right
 from functools import lru_cache
+from socket import AF_INET, AF_INET6, inet_pton
 
 from sensor.config import DEFAULT_CAMERA_NETWORKS, AllowRule, Config, IPNetwork, name_matches
 from sensor.flows import PROTO_NAMES, Flow, IPAddress
@@ -133,6 +134,20 @@ class Classifier:
         if any(ip in n for n in _PRIVATE):
             return SCOPE_PRIVATE
         return SCOPE_PUBLIC
+
+    def scope_of_text(self, text: str) -> str:
+        """address_scope of an address in its printed form (the inventory's keys), without an ipaddress object:
+        a scrape asks it for every top destination of every device."""
+        try:
+            raw = _V4_MAPPED + inet_pton(AF_INET, text)
+        except OSError:
+            try:
+                raw = inet_pton(AF_INET6, text)
+            except OSError:   # not an address (a damaged state file): nowhere camwatch knows
+                return SCOPE_OTHER
+            if raw[:12] == _V4_MAPPED:   # written as IPv6, judged as IPv6 (scope_of_raw would take it for IPv4)
+                return self.address_scope(ipaddress.IPv6Address(raw))
+        return self.scope_of_raw(raw)
 
     def is_camera_side(self, ip: IPAddress) -> bool:
         return self.address_scope(ip) == SCOPE_CAMERA

@@ -69,15 +69,17 @@ def _detectors() -> tuple[str, ...]:
     return _DETECTORS
 
 
-def build_registry(sensor: Sensor) -> CollectorRegistry:
+def build_registry(sensor: Sensor, process: bool = True) -> CollectorRegistry:
+    """The sensor's collectors and (process) the Python process's own: CPU, memory, descriptors."""
     from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
     from sensor.export.collectors import SensorCollector
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SensorCollector(sensor, _detectors()))
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
+    if process:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
     return registry
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry
 
 # prometheus_client's start_wsgi_server cannot be used as it stands: it serves the registry alone (no other routes,
 # no auth) and its TLS handshake runs in accept(), where one silent client stalls every scrape. Its server and
@@ -21,6 +21,7 @@ from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
 from sensor.errors import CamwatchError
 from sensor.export.auth import BasicAuth
+from sensor.export.exposition import metrics_app
 from sensor.export.listen import DEFAULT_METRICS_ADDRESS, parse_listen  # noqa: F401  (still importable from here)
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ class MetricsServer:
                  inventory: Callable[[], list] = list, settings: MetricsSettings | None = None,
                  countries: Callable[[], dict] = dict):
         auth = BasicAuth(settings.basic_auth) if settings is not None and settings.basic_auth else None
-        app = _routes(make_wsgi_app(registry), ready, {"/inventory": inventory, "/countries": countries}, auth)
+        app = _routes(metrics_app(registry), ready, {"/inventory": inventory, "/countries": countries}, auth)
         host, port = listen
         server_class: type[ThreadingWSGIServer] = type(
             "Server", (ThreadingWSGIServer,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})

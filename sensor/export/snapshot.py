@@ -6,7 +6,6 @@ structure changes (where the detectors, the inventory or the name cache live) th
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -98,7 +97,7 @@ def take_snapshot(sensor: Sensor) -> SensorSnapshot:
             alerts_suppressed=dict(s.suppressed),
             incidents_open=s.detection.incidents.open_severities(),
             incident_lines=dict(s.detection.lines),
-            devices=tuple(_device(d, s.classifier.address_scope, s.geography) for d in s.inventory.devices.values()),
+            devices=tuple(_device(d, s.classifier.scope_of_text, s.geography) for d in s.inventory.devices.values()),
             devices_evicted=s.inventory.evicted,
             devices_held=s.inventory.admission.held,
             covered_list_version=s.inventory.makers.version,
@@ -114,9 +113,8 @@ def take_snapshot(sensor: Sensor) -> SensorSnapshot:
         )
 
 
-def _device(d: Device, scope_of: Callable[[ipaddress.IPv4Address | ipaddress.IPv6Address], str],
-            geography: Geography) -> DeviceSnapshot:
-    top = tuple((label, scope_of(ipaddress.ip_address(addr)), country_label(place := geography.place(addr)),
+def _device(d: Device, scope_of: Callable[[str], str], geography: Geography) -> DeviceSnapshot:
+    top = tuple((label, scope_of(addr), country_label(place := geography.place(addr)),
                  (place.owner if place is not None else None) or "", sent)
                 for label, addr, sent in top_destinations(d, TOP_DESTINATIONS))
     return DeviceSnapshot(ip=d.ip, mac=format_mac(d.mac) or "", vendor=d.vendor or "",

@@ -88,6 +88,18 @@ def test_raw_scopes_equal_the_ipaddress_rules_with_many_overlapping_networks():
             a = ipaddress.IPv4Address(value)
             assert c.scope_of_raw(b"\x00" * 10 + b"\xff\xff" + a.packed) == c.address_scope(a), (a, nets)
 
+
+def test_scopes_of_printed_addresses_equal_the_ipaddress_rules():
+    import random
+    rng = random.Random(7)
+    c = Classifier(parse_config({"networks": {"camera": ["10.20.0.0/24", "fd20::/64"], "core": ["10.1.0.0/16"]}}))
+    texts = [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(3_000)]
+    texts += [str(ipaddress.IPv6Address(rng.getrandbits(128))) for _ in range(1_000)]
+    texts += ["10.20.0.7", "10.1.9.9", "fd20::5", "fe80::1", "::ffff:10.20.0.7", "::", "::1", "255.255.255.255"]
+    for text in texts:
+        assert c.scope_of_text(text) == c.address_scope(ipaddress.ip_address(text)), text
+    assert c.scope_of_text("not an address") == c.scope_of_text("10.20.0.300") == "other"
+
 # ---- every scope, allow rules, the raw cache and the per-flow context (mutation testing) -----------------------
 def test_every_scope_in_rule_order_with_a_configured_site():
     c = Classifier(parse_config({"networks": {"camera": ["10.20.0.0/24", "fd20::/64"], "core": ["10.1.0.0/16",
