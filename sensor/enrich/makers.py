@@ -97,7 +97,7 @@ def parse_manuf(text: str) -> dict[int, dict[int, str]]:
 def format_mac(mac: int) -> str | None:
     if not mac:
         return None
-    return ":".join(f"{(mac >> s) & 0xFF:02x}" for s in range(40, -8, -8))
+    return (mac & 0xFFFFFFFFFFFF).to_bytes(6, "big").hex(":")   # every device's, every scrape: in C
 
 
 class CoveredMakers:
