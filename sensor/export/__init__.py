@@ -75,7 +75,9 @@ def build_registry(sensor: Sensor, process: bool = True) -> CollectorRegistry:
 
     from sensor.export.collectors import SensorCollector
 
-    registry = CollectorRegistry(auto_describe=False)
+    # Not described up front (that would take a snapshot at registration), so /metrics?name[]=... must be told
+    # to look in collectors that name nothing in advance.
+    registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
     registry.register(SensorCollector(sensor, _detectors()))
     if process:
         ProcessCollector(registry=registry)

@@ -127,3 +127,13 @@ def test_camwatch_s_families_take_the_fast_way(monkeypatch):
     assert render_text(source).count(b"# TYPE ") == render_openmetrics(source).count(b"# TYPE ") == 6
     with pytest.raises(AssertionError, match="library"):
         render_text(Families(library_only_families()[:1]))
+
+
+def test_a_sensor_s_families_can_be_asked_for_by_name():
+    from sensor.config import Config
+    from sensor.export import build_registry
+    from sensor.pipeline import Sensor
+    app = metrics_app(build_registry(Sensor(Config())))
+    _, _, body = call(app, query="name[]=camwatch_devices_evicted_total&name[]=camwatch_packets_total")
+    families = sorted(line.split()[2] for line in body.decode().splitlines() if line.startswith("# TYPE"))
+    assert families == ["camwatch_devices_evicted_total", "camwatch_packets_total"]
