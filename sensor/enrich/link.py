@@ -122,8 +122,8 @@ class LinkReader:
         return dev
 
     def _learn(self, ip: str, prefix: int, taught_by: int = 0) -> None:
-        network = ipaddress.ip_network(f"{ip}/{prefix}", strict=False)
-        self.classifier.learn(network, taught_by)
+        address = ipaddress.ip_address(ip)
+        self.classifier.learn_range(address.version, int(address), prefix, taught_by)
 
     def _identity(self, dev: Device, fields: dict[str, str], ts: float) -> None:
         self.inventory.add_identity(dev, fields)
@@ -228,10 +228,10 @@ class LinkReader:
         if raw[:12] == _V4_MAPPED:
             if scope == SCOPE_PRIVATE or (scope == SCOPE_CAMERA and not self.classifier.learned_v4):
                 if self._confirmed(("source", raw[12:15], mac), ts):   # its /24, with this MAC, a second later
-                    self._learn(ip_text(raw), LEARNED_HOST_PREFIX[4], taught_by=mac)
+                    self.classifier.learn_range(4, int.from_bytes(raw[12:], "big"), LEARNED_HOST_PREFIX[4], mac)
         elif scope == SCOPE_PUBLIC and int.from_bytes(raw[8:], "big") == addresses.eui64(mac):
             # the MAC written into the address (EUI-64): link evidence, Internet peers never carry it
-            self._learn(ip_text(raw), LEARNED_HOST_PREFIX[6])
+            self.classifier.learn_range(6, int.from_bytes(raw, "big"), LEARNED_HOST_PREFIX[6])
 
 
 def _payload(dec: Decoded, row: int, before: int) -> bytes:
