@@ -67,6 +67,7 @@ class Classifier:
         self.learned_dropped = 0   # networks not learned: the bound was reached
         self.generation = 0        # bumped whenever scopes change: cached scopes of older generations are stale
         self.address_scope = lru_cache(maxsize=1 << 16)(self._address_scope)
+        self.scope_of_text = lru_cache(maxsize=1 << 12)(self._scope_of_text)
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -100,6 +101,7 @@ class Classifier:
             index.setdefault((n.version, n.prefixlen), (int(n.netmask), {}))[1][int(n.network_address)] = at
         self._learned_index = [(family, length, mask, starts) for (family, length), (mask, starts) in index.items()]
         self.address_scope.cache_clear()
+        self.scope_of_text.cache_clear()
         self.generation += 1
 
     def learn(self, network: IPNetwork, taught_by: int = 0) -> bool:
@@ -168,6 +170,12 @@ class Classifier:
         if any(ip in n for n in _PRIVATE):
             return SCOPE_PRIVATE
         return SCOPE_PUBLIC
+
+    def _scope_of_text(self, text: str) -> str:
+        """address_scope of an address in text, as the link's parsers give it (DHCP, ARP, NDP), remembered by the
+        text: the same few addresses are claimed again and again; IPv4 through scope_of_raw's integer ranges."""
+        ip = ipaddress.ip_address(text)
+        return self.scope_of_raw(_V4_MAPPED + ip.packed) if ip.version == 4 else self.address_scope(ip)
 
     def is_camera_side(self, ip: IPAddress) -> bool:
         return self.address_scope(ip) == SCOPE_CAMERA

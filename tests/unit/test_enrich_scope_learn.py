@@ -110,6 +110,9 @@ def _run(seed: int, zero_config: bool = True) -> Reference:
         assert got is expected, (address, prefix, by)
         assert list(c.learned.items()) == list(ref.learned.items())
         assert c.learned_dropped == ref.learned_dropped
+        if rng.random() < 0.1:
+            probe = _address(rng)
+            assert c.scope_of_text(str(probe)) == c.address_scope(probe), probe
     # and the scopes in force are those the reference's networks give
     expect = Classifier(_config(zero_config))
     for network, by in ref.learned.items():
@@ -118,6 +121,8 @@ def _run(seed: int, zero_config: bool = True) -> Reference:
     for _ in range(200):
         address = _address(rng)
         assert c.address_scope(address) == expect.address_scope(address), address
+        # the link's text path: remembered by the text, IPv4 from the integer ranges, cleared as scopes change
+        assert c.scope_of_text(str(address)) == expect.address_scope(address), address
     return ref
 
 
