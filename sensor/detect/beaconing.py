@@ -111,7 +111,8 @@ class BeaconingDetector(Detector):
         if self._teardown(obs):
             return None
         events.begin(obs.ts, obs.sent_bytes, self.HISTORY)
-        self._events.put(key, events)
+        if len(events) == 1:
+            self._events.put(key, events)   # a new pair (one already there was marked used above)
         return events
 
     def _teardown(self, obs: Observation) -> bool:

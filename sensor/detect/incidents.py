@@ -122,8 +122,11 @@ class Traffic:
     def _follow(self, obs: Observation, room: bool) -> int:
         flow = obs.flow
         flows = self.flows
-        if flow is None or any(followed[0] is flow for followed in flows):
+        if flow is None:
             return 0
+        for followed in flows:   # a loop, not any() over a generator: this runs for every observation followed
+            if followed[0] is flow:
+                return 0
         if len(flows) < MAX_FLOWS and not room:
             self._fold((obs.sent_packets, obs.sent_bytes, obs.received_packets, obs.received_bytes))
             return 0

@@ -100,6 +100,7 @@ class Classifier:
         for at, n in enumerate(self._learned_order):
             index.setdefault((n.version, n.prefixlen), (int(n.netmask), {}))[1][int(n.network_address)] = at
         self._learned_index = [(family, length, mask, starts) for (family, length), (mask, starts) in index.items()]
+        self._judged: dict[tuple[int, int, int], IPNetwork | bool] = {}
         self.address_scope.cache_clear()
         self.scope_of_text.cache_clear()
         self.generation += 1
@@ -118,16 +119,13 @@ class Classifier:
             raise ValueError(f"not an IPv{version} network: {address}/{prefixlen}")
         if not self.zero_config or prefixlen < MIN_LEARNED_PREFIX[version]:
             return False
-        hostmask = (1 << (bits - prefixlen)) - 1
-        first, last = address & ~hostmask, address | hostmask
-        allowed, refused = _LEARNABLE[version]
-        if not any(lo <= first and last <= hi for lo, hi in allowed) \
-                or any(lo <= first and last <= hi for lo, hi in refused):
-            return False
-        known = self._covering(version, first, prefixlen)
-        if known is not None:
-            if not taught_by and self.learned[known]:
-                self.learned[known] = 0   # now shown by the link itself: no router can take it back
+        first = address & ~((1 << (bits - prefixlen)) - 1)
+        judged = self._judged.get((version, first, prefixlen))
+        if judged is None:
+            judged = self._judge(version, first, prefixlen)
+        if judged is not True:
+            if judged is not False and not taught_by and self.learned[judged]:
+                self.learned[judged] = 0   # now shown by the link itself: no router can take it back
             return False
         if len(self.learned) >= MAX_LEARNED_NETWORKS:
             self.learned_dropped += 1
@@ -136,6 +134,23 @@ class Classifier:
         self.learned[family((first, prefixlen))] = taught_by
         self._rebuild()
         return True
+
+    def _judge(self, version: int, first: int, prefixlen: int) -> IPNetwork | bool:
+        """False: never learnt (outside the learnable space); the learnt network that holds it; True: neither.
+        Remembered until the learnt networks change: the same confirmed sources come back flow after flow."""
+        last = first | ((1 << ((32 if version == 4 else 128) - prefixlen)) - 1)
+        allowed, refused = _LEARNABLE[version]
+        judged: IPNetwork | bool
+        if not any(lo <= first and last <= hi for lo, hi in allowed) \
+                or any(lo <= first and last <= hi for lo, hi in refused):
+            judged = False
+        else:
+            known = self._covering(version, first, prefixlen)
+            judged = True if known is None else known
+        if len(self._judged) >= 1 << 12:
+            self._judged.clear()   # a flood of new networks: bounded, and the site's own come straight back
+        self._judged[(version, first, prefixlen)] = judged
+        return judged
 
     def _covering(self, version: int, first: int, prefixlen: int) -> IPNetwork | None:
         """The first learnt network (in learning order) that holds this one: one lookup per prefix length learnt
