@@ -456,6 +456,8 @@ class Incidents:
     def take_changes(self) -> list[tuple[Incident, str, float]]:
         """The open and update lines this second owes: (incident, event, time). The caller builds the line
         (`line`) only for what it writes: under a flood, most open lines are held back."""
+        if not self._changed:
+            return []   # the usual second: asked once a second, nothing changed
         changed, self._changed = self._changed, []
         out = []
         for incident in changed:
@@ -468,6 +470,8 @@ class Incidents:
 
     def take_closing(self) -> list[Alert]:
         """The close lines owed so far (silent before a detection, evicted), without looking for more."""
+        if not self._closing:
+            return []
         closing, self._closing = self._closing, []
         return closing
 
