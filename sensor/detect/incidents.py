@@ -475,6 +475,14 @@ class Incidents:
         closing, self._closing = self._closing, []
         return closing
 
+    def idle(self, now: float) -> bool:
+        """Whether take_closed(now) and take_changes() would hand back nothing: no line owed, and no incident
+        silent for the timeout (the one longest silent is the one _sweep looks at first). Asked once a second."""
+        if self._changed or self._closing:
+            return False
+        oldest = self._open.oldest()
+        return oldest is None or not now - oldest[1].last > self.timeout
+
     def take_closed(self, now: float, final_reason: str | None = None) -> list[Alert]:
         """Close lines: incidents closed since the last call (silent, evicted), then those silent for the timeout
         by `now` (all of them, when final_reason says the run ends)."""
