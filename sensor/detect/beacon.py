@@ -115,12 +115,20 @@ def beacon_score(times: list[float], sizes: list[int]) -> tuple[float, float, di
                                sorted([float(s) for s in sizes]))
 
 
-def sorted_beacon_score(intervals: list[float], sizes: list[float]) -> tuple[float, float, dict]:
-    """beacon_score of the intervals between the check-ins and their sizes (floats), each sorted ascending: a
-    detector keeping them sorted as check-ins come and go scores without sorting them again."""
+def sorted_timing(intervals: list[float]) -> tuple[float, list[float], float]:
+    """The timing half of sorted_beacon_score: the median interval, the sorted deviations from it and the timing
+    score. A detector that needs a timing score above a threshold asks this first, and the sizes only after."""
     med = _median(intervals)
     devs = _deviations(intervals, med)
-    ts_score = _timing(intervals, med, devs)
+    return med, devs, _timing(intervals, med, devs)
+
+
+def sorted_beacon_score(intervals: list[float], sizes: list[float],
+                        timing: tuple[float, list[float], float] | None = None) -> tuple[float, float, dict]:
+    """beacon_score of the intervals between the check-ins and their sizes (floats), each sorted ascending: a
+    detector keeping them sorted as check-ins come and go scores without sorting them again. timing: what
+    sorted_timing(intervals) gave, if the caller has it."""
+    med, devs, ts_score = timing if timing is not None else sorted_timing(intervals)
     ds_score = _sizes(sizes)
     parts = {"interval_s": round(med, 2), "interval_mad_s": round(_median(devs), 2),
              "ts_score": round(ts_score, 3), "ds_score": round(ds_score, 3)}

@@ -59,15 +59,15 @@ class Episodes:
 
     def observe(self, key: tuple, ts: float, packets: int, nbytes: int) -> bool:
         """Record activity; True when this starts a new episode (and so deserves an alert)."""
-        ep = self._open.use(key)
+        ep = self._open.use(key)   # marked as just used
         new = ep is None or ts - ep.last > self.timeout
         if ep is None or new:
             ep = Episode(ts, ts)
+            self._open.put(key, ep)   # evicts the least recently used over max_open (never key itself)
         ep.last = max(ep.last, ts)
         ep.packets += packets
         ep.bytes += nbytes
         self.dirty.add(key)
-        self._open.put(key, ep)   # evicts the least recently used over max_open (never key itself)
         return new
 
     def __len__(self) -> int:

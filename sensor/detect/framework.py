@@ -134,7 +134,8 @@ class Detection:
         for hook in self._tick:
             for alert in hook(now, final):
                 self.emit(alert)
-        self.write_lines(now)
+        if final or not self.incidents.idle(now):   # most seconds owe no line
+            self.write_lines(now)
         if final:
             for line in self.incidents.take_closed(now, reason):
                 self._deliver(line)

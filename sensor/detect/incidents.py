@@ -122,8 +122,11 @@ class Traffic:
     def _follow(self, obs: Observation, room: bool) -> int:
         flow = obs.flow
         flows = self.flows
-        if flow is None or any(followed[0] is flow for followed in flows):
+        if flow is None:
             return 0
+        for followed in flows:   # a loop, not any() over a generator: this runs for every observation followed
+            if followed[0] is flow:
+                return 0
         if len(flows) < MAX_FLOWS and not room:
             self._fold((obs.sent_packets, obs.sent_bytes, obs.received_packets, obs.received_bytes))
             return 0
@@ -453,6 +456,8 @@ class Incidents:
     def take_changes(self) -> list[tuple[Incident, str, float]]:
         """The open and update lines this second owes: (incident, event, time). The caller builds the line
         (`line`) only for what it writes: under a flood, most open lines are held back."""
+        if not self._changed:
+            return []   # the usual second: asked once a second, nothing changed
         changed, self._changed = self._changed, []
         out = []
         for incident in changed:
@@ -465,8 +470,18 @@ class Incidents:
 
     def take_closing(self) -> list[Alert]:
         """The close lines owed so far (silent before a detection, evicted), without looking for more."""
+        if not self._closing:
+            return []
         closing, self._closing = self._closing, []
         return closing
+
+    def idle(self, now: float) -> bool:
+        """Whether take_closed(now) and take_changes() would hand back nothing: no line owed, and no incident
+        silent for the timeout (the one longest silent is the one _sweep looks at first). Asked once a second."""
+        if self._changed or self._closing:
+            return False
+        oldest = self._open.oldest()
+        return oldest is None or not now - oldest[1].last > self.timeout
 
     def take_closed(self, now: float, final_reason: str | None = None) -> list[Alert]:
         """Close lines: incidents closed since the last call (silent, evicted), then those silent for the timeout

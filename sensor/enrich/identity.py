@@ -97,6 +97,8 @@ class IdentityReader:
         """udp: discovery rows (by port); banners: TCP rows opening an RTSP/HTTP head, an XML/HTML body or a TLS
         server's handshake (sensor.enrich.routing). flows tells who answers in each TCP flow: a body or a
         certificate counts only from the flow's responder, the device's own service."""
+        if not udp and not banners:
+            return   # most windows of control traffic: nothing to read, and this runs once a window
         for row in udp:
             sport, dport = int(dec.sport[row]), int(dec.dport[row])
             kind = _UDP_KINDS.get(dport if dport in _UDP_KINDS else sport)
@@ -160,6 +162,8 @@ class UpnpReader:
 
     def read(self, dec: Decoded, searches: list[int], posts: list[int]) -> None:
         """searches: UDP rows to port 1900; posts: TCP rows opening with POST."""
+        if not searches and not posts:
+            return
         for row, kind in [(r, UPNP_IGD_DISCOVERY) for r in searches] + [(r, UPNP_PORT_MAPPING) for r in posts]:
             sender = ip_from16(dec.src[row].tobytes())
             if not self.classifier.is_camera_side(sender):

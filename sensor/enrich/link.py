@@ -10,6 +10,7 @@ a router's (the hosts behind a router carry its MAC).
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 
 from sensor.bounded import BoundedLRU
 from sensor.decode import NET_ARP, Decoded
@@ -106,7 +107,7 @@ class LinkReader:
 
     def _claim(self, ip: str, mac: int, ts: float, primary: bool = False, move: bool = False) -> Device | None:
         """A link claim of a camera-side address, or of an IPv6 link-local one (for a MAC with a device)."""
-        scope = self.classifier.address_scope(ipaddress.ip_address(ip))
+        scope = self.classifier.scope_of_text(ip)
         if scope == SCOPE_LINK_LOCAL and addresses.is_link_local_v6(ip):
             return self.inventory.note_link_local(ip, mac, ts)
         if scope != SCOPE_CAMERA:
@@ -122,8 +123,7 @@ class LinkReader:
         return dev
 
     def _learn(self, ip: str, prefix: int, taught_by: int = 0) -> None:
-        network = ipaddress.ip_network(f"{ip}/{prefix}", strict=False)
-        self.classifier.learn(network, taught_by)
+        self.classifier.learn_range(*_address_value(ip), prefix, taught_by)
 
     def _identity(self, dev: Device, fields: dict[str, str], ts: float) -> None:
         self.inventory.add_identity(dev, fields)
@@ -228,10 +228,17 @@ class LinkReader:
         if raw[:12] == _V4_MAPPED:
             if scope == SCOPE_PRIVATE or (scope == SCOPE_CAMERA and not self.classifier.learned_v4):
                 if self._confirmed(("source", raw[12:15], mac), ts):   # its /24, with this MAC, a second later
-                    self._learn(ip_text(raw), LEARNED_HOST_PREFIX[4], taught_by=mac)
+                    self.classifier.learn_range(4, int.from_bytes(raw[12:], "big"), LEARNED_HOST_PREFIX[4], mac)
         elif scope == SCOPE_PUBLIC and int.from_bytes(raw[8:], "big") == addresses.eui64(mac):
             # the MAC written into the address (EUI-64): link evidence, Internet peers never carry it
-            self._learn(ip_text(raw), LEARNED_HOST_PREFIX[6])
+            self.classifier.learn_range(6, int.from_bytes(raw, "big"), LEARNED_HOST_PREFIX[6])
+
+
+@lru_cache(maxsize=1 << 12)
+def _address_value(text: str) -> tuple[int, int]:
+    """(version, integer) of an address the link's parsers wrote: the same few come back in every lease and ARP."""
+    address = ipaddress.ip_address(text)
+    return address.version, int(address)
 
 
 def _payload(dec: Decoded, row: int, before: int) -> bytes:

@@ -117,5 +117,7 @@ class BatchPlan:
         self.parsers = route(dec, is_ip)._replace(link=link)
 
     def parser_rows(self, start: int, end: int) -> ParserRows:
-        """The parsers' rows among rows start:end of the batch."""
-        return ParserRows(*(_between(rows, start, end) for rows in self.parsers))
+        """The parsers' rows among rows start:end of the batch (_between of each, inlined: asked once a window,
+        97,000 times in an hour of control traffic, most of the lists empty)."""
+        return ParserRows._make([rows[bisect_left(rows, start):bisect_left(rows, end)] if rows else rows
+                                 for rows in self.parsers])

@@ -41,6 +41,20 @@ MIN_LEARNED_PREFIX = {4: 16, 6: 48}
 LEARNED_HOST_PREFIX = {4: 24, 6: 64}   # the network assumed around an address seen on the link without a mask
 
 
+def _ranges(networks) -> tuple[tuple[int, int], ...]:
+    return tuple((int(n.network_address), int(n.broadcast_address)) for n in networks)
+
+
+# Per family, as integer ranges: what may be learnt (a learnt network lies wholly within one of the first), and
+# what never is (wholly within link-local, multicast or loopback space: ipaddress's is_link_local, is_multicast
+# and is_loopback of a network ask that of its first and last address).
+_LEARNABLE = {
+    4: (_ranges(n for n in _PRIVATE if n.version == 4),
+        _ranges(ipaddress.ip_network(n) for n in ("169.254.0.0/16", "224.0.0.0/4", "127.0.0.0/8"))),
+    6: (_ranges(_UNICAST_V6), _ranges(ipaddress.ip_network(n) for n in ("fe80::/10", "ff00::/8", "::1/128"))),
+}
+
+
 class Classifier:
     """Scope of an address relative to this site's configuration, or, with no camera networks configured, to the
     networks learned from the link (learn(); configured networks always win)."""
@@ -55,6 +69,7 @@ class Classifier:
         self.learned_dropped = 0   # networks not learned: the bound was reached
         self.generation = 0        # bumped whenever scopes change: cached scopes of older generations are stale
         self.address_scope = lru_cache(maxsize=1 << 16)(self._address_scope)
+        self.scope_of_text = lru_cache(maxsize=1 << 12)(self._scope_of_text)
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -81,36 +96,75 @@ class Classifier:
         self._v4_bounds, self._v4_scopes = _elementary(self._v4_ranges)
         self._raw_cache: dict[bytes, str] = {}
         self.learned_v4 = any(n.version == 4 for n in self.learned)
-        # (version, first address, mask) of each learnt network: link evidence asks "already covered?" for every
-        # confirmed source, thousands of times on a busy site, and ipaddress's subnet_of costs ~7 µs a pair.
-        self._learned_ranges = [(n.version, int(n.network_address), int(n.netmask), n) for n in self.learned]
+        # The learnt networks by (family, prefix length): link evidence asks "already covered?" for every
+        # confirmed source, thousands of times on a busy site; each prefix length learnt answers with one lookup.
+        self._learned_order = list(self.learned)
+        index: dict[tuple[int, int], tuple[int, dict[int, int]]] = {}
+        for at, n in enumerate(self._learned_order):
+            index.setdefault((n.version, n.prefixlen), (int(n.netmask), {}))[1][int(n.network_address)] = at
+        self._learned_index = [(family, length, mask, starts) for (family, length), (mask, starts) in index.items()]
+        self._judged: dict[tuple[int, int, int], IPNetwork | bool] = {}
         self.address_scope.cache_clear()
+        self.scope_of_text.cache_clear()
         self.generation += 1
 
     def learn(self, network: IPNetwork, taught_by: int = 0) -> bool:
         """A camera-side network seen on the link (zero-config only); taught_by: the MAC whose traffic alone
         showed it, 0 for link evidence. True when scopes changed."""
-        if not self.zero_config or network.prefixlen < MIN_LEARNED_PREFIX[network.version]:
+        return self.learn_range(network.version, int(network.network_address), network.prefixlen, taught_by)
+
+    def learn_range(self, version: int, address: int, prefixlen: int, taught_by: int = 0) -> bool:
+        """learn() of the network of prefixlen around an address given as an integer (as ip_network(strict=False)
+        takes it), judged on integers: every confirmed source on the link comes here, and on a site of more networks
+        than the bound every one of them was an ipaddress network built and compared with the 64 learnt ones."""
+        bits = 32 if version == 4 else 128
+        if not (0 <= prefixlen <= bits and 0 <= address < 1 << bits):
+            raise ValueError(f"not an IPv{version} network: {address}/{prefixlen}")
+        if not self.zero_config or prefixlen < MIN_LEARNED_PREFIX[version]:
             return False
-        if network.version == 4 and not any(network.subnet_of(n) for n in _PRIVATE if n.version == 4):
+        first = address & ~((1 << (bits - prefixlen)) - 1)
+        judged = self._judged.get((version, first, prefixlen))
+        if judged is None:
+            judged = self._judge(version, first, prefixlen)
+        if judged is not True:
+            if judged is not False and not taught_by and self.learned[judged]:
+                self.learned[judged] = 0   # now shown by the link itself: no router can take it back
             return False
-        if network.version == 6 and not any(network.subnet_of(n) for n in _UNICAST_V6):
-            return False
-        if network.is_link_local or network.is_multicast or network.is_loopback:
-            return False
-        first = int(network.network_address)
-        for version, start, mask, known in self._learned_ranges:
-            # network lies within known: same family, at least as long a prefix, and its first address inside
-            if version == network.version and network.prefixlen >= known.prefixlen and first & mask == start:
-                if not taught_by and self.learned[known]:
-                    self.learned[known] = 0   # now shown by the link itself: no router can take it back
-                return False
         if len(self.learned) >= MAX_LEARNED_NETWORKS:
             self.learned_dropped += 1
             return False
-        self.learned[network] = taught_by
+        family = ipaddress.IPv4Network if version == 4 else ipaddress.IPv6Network
+        self.learned[family((first, prefixlen))] = taught_by
         self._rebuild()
         return True
+
+    def _judge(self, version: int, first: int, prefixlen: int) -> IPNetwork | bool:
+        """False: never learnt (outside the learnable space); the learnt network that holds it; True: neither.
+        Remembered until the learnt networks change: the same confirmed sources come back flow after flow."""
+        last = first | ((1 << ((32 if version == 4 else 128) - prefixlen)) - 1)
+        allowed, refused = _LEARNABLE[version]
+        judged: IPNetwork | bool
+        if not any(lo <= first and last <= hi for lo, hi in allowed) \
+                or any(lo <= first and last <= hi for lo, hi in refused):
+            judged = False
+        else:
+            known = self._covering(version, first, prefixlen)
+            judged = True if known is None else known
+        if len(self._judged) >= 1 << 12:
+            self._judged.clear()   # a flood of new networks: bounded, and the site's own come straight back
+        self._judged[(version, first, prefixlen)] = judged
+        return judged
+
+    def _covering(self, version: int, first: int, prefixlen: int) -> IPNetwork | None:
+        """The first learnt network (in learning order) that holds this one: one lookup per prefix length learnt
+        rather than a scan of every learnt network."""
+        best: int | None = None
+        for family, length, mask, starts in self._learned_index:
+            if family == version and length <= prefixlen:
+                at = starts.get(first & mask)
+                if at is not None and (best is None or at < best):
+                    best = at
+        return None if best is None else self._learned_order[best]
 
     def forget_taught_by(self, mac: int) -> None:
         """mac turned out to be a router's: what its traffic alone taught came from hosts behind it."""
@@ -135,9 +189,10 @@ class Classifier:
             return SCOPE_PRIVATE
         return SCOPE_PUBLIC
 
-    def scope_of_text(self, text: str) -> str:
-        """address_scope of an address in its printed form (the inventory's keys), without an ipaddress object:
-        a scrape asks it for every top destination of every device."""
+    def _scope_of_text(self, text: str) -> str:
+        """address_scope of an address in its printed form, without an ipaddress object: the link's parsers give
+        addresses as text (DHCP, ARP, NDP, claimed again and again), and a scrape asks for every top destination
+        of every device (scope_of_text remembers them, until scopes change)."""
         try:
             raw = _V4_MAPPED + inet_pton(AF_INET, text)
         except OSError:

@@ -16,6 +16,7 @@ from sensor.detect.beacon import (
     mad,
     size_score,
     sorted_beacon_score,
+    sorted_timing,
     timing_score,
 )
 
@@ -143,3 +144,8 @@ def test_the_detectors_sorted_series_follow_its_check_ins_as_they_come_and_go():
                 assert got == (sorted(b - a for a, b in zip(starts, starts[1:], strict=False)),
                                sorted(float(e[2]) for e in events[:-1]))
                 assert sorted_beacon_score(*got) == ref_beacon_score(starts, [e[2] for e in events[:-1]])
+                # the detector's two steps: the timing first (its threshold can refuse before the sizes), then
+                # the score from it; the same numbers as in one step
+                timed = sorted_timing(got[0])
+                assert timed[2] == ref_timing_score(got[0])
+                assert sorted_beacon_score(*got, timed) == sorted_beacon_score(*got)

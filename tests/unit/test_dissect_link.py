@@ -138,3 +138,18 @@ def test_dhcpv6_fields_agree_with_wireshark(tmp_path):
         assert (msg.host_name or "") == wire["dhcpv6.client_domain"].rstrip(".")   # a full name ends in the root
     assert ours[0].vendor_class == "HIKVISION"
     assert theirs[0]["dhcpv6.vendorclass.data"] in ("HIKVISION", "48494b564953494f4e")   # text or hex by version
+
+
+def test_v4_text_is_ipaddress_text_for_every_length_and_value():
+    """dissect._v4 writes an IPv4 address as ipaddress does (the link's claims and learnt networks key on it)."""
+    import ipaddress
+    import random
+
+    from sensor.dissect import _v4
+    rng = random.Random(4)
+    edges = [b"\0\0\0\1", b"\xff\xff\xff\xff", b"\x0a\0\0\0", b"\x7f\0\0\1", b"\xc0\xa8\x01\xfe", b"\x01\x02\x03\x04"]
+    for raw in edges + [rng.randbytes(4) for _ in range(20_000)]:
+        assert _v4(raw) == (str(ipaddress.IPv4Address(raw)) if raw != b"\0\0\0\0" else None)
+    assert _v4(b"\0\0\0\0") is None
+    for n in (0, 1, 3, 5, 16):
+        assert _v4(rng.randbytes(n)) is None

@@ -90,3 +90,16 @@ def test_a_window_takes_its_share_of_the_batch_rows():
     assert plan.parser_rows(29, 33) == ParserRows([], [32], [], [], [], [], [29, 31])
     assert plan.parser_rows(0, 0) == ParserRows([], [], [], [], [], [], [])
     assert _between([1, 3, 5], 3, 5) == [3] and _between([], 0, 9) == []
+
+
+def test_every_window_takes_what_between_gives_each_list():
+    """parser_rows inlines _between: the same rows for any window, empty lists and windows past the ends too."""
+    import random
+
+    dec = decode(batch_of(FRAMES))
+    plan = BatchPlan(dec, lambda d, rows: rows * 0)
+    rng = random.Random(16)
+    for _ in range(500):
+        start = rng.randint(-2, len(FRAMES) + 2)
+        end = start + rng.randint(0, 12)
+        assert plan.parser_rows(start, end) == ParserRows(*(_between(r, start, end) for r in plan.parsers))
