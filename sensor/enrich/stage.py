@@ -91,6 +91,32 @@ class Enricher:
         if not upd.new:   # remembered from a flow's second second on: most flows of a flood have none
             flow.context = ctx
 
+    def new_flows(self, updates: list[FlowUpdate]) -> None:
+        """flow_update for each of a batch's brand-new flows, in their order, with the same effects. A flood of new
+        flows is mostly flows no camera-side device sends in (an inbound scan, forged peers): for those the only
+        possible work is noting a public sender's MAC as the router's, so they are settled here from the two
+        addresses' scopes without a flow context, and the calls that could not change anything are not made."""
+        classifier, scope_of, link = self.classifier, self.classifier.scope_of_raw, self._link
+        zero_config, router_macs = classifier.zero_config, self.inventory.router_macs
+        for upd in updates:
+            flow = upd.flow
+            # LinkReader.note_flow notes a side only if it sent and has a MAC not already a router's
+            if zero_config and ((upd.orig_pkts and flow.orig_mac and flow.orig_mac not in router_macs)
+                                or (upd.resp_pkts and flow.resp_mac and flow.resp_mac not in router_macs)):
+                link.note_flow(upd)
+            key = flow.key   # flow_context's scopes (Flow.orig_raw, resp_raw inlined), after note_flow as there
+            a, b = scope_of(key[3:19]), scope_of(key[21:37])
+            orig, resp = (a, b) if flow.orig_is_a else (b, a)
+            if _camera_work(orig, resp, upd.orig_pkts, upd.resp_pkts):
+                ctx = self._side(upd, flow_context(classifier, flow), True)
+                self._side(upd, ctx, False)
+                continue
+            # _side without a camera side: a public sender's MAC is the router's (marked once: skip the known)
+            if upd.orig_pkts and orig == SCOPE_PUBLIC and flow.orig_mac and flow.orig_mac not in router_macs:
+                self.roles.note_router_mac(flow.orig_mac)
+            if upd.resp_pkts and resp == SCOPE_PUBLIC and flow.resp_mac and flow.resp_mac not in router_macs:
+                self.roles.note_router_mac(flow.resp_mac)
+
     def _side(self, upd: FlowUpdate, ctx: tuple, is_orig: bool) -> tuple:
         """One side of a flow update (is_orig: the originator's); returns the flow context, possibly updated."""
         if is_orig:
@@ -101,7 +127,8 @@ class Enricher:
             if sent_pkts and local_scope == SCOPE_PUBLIC:
                 self.roles.note_router_mac(upd.flow.orig_mac if is_orig else upd.flow.resp_mac)
             return ctx
-        # A core host reaching into the camera VLAN matters even when the camera stays silent.
+        # A core host reaching into the camera VLAN matters even when the camera stays silent (_camera_work: the
+        # same rule for both sides at once).
         if not sent_pkts and (is_orig or remote_scope != SCOPE_CORE or not upd.orig_pkts):
             return ctx
         return self._camera_side(upd, ctx, is_orig, sent_pkts)
@@ -150,3 +177,10 @@ class Enricher:
         found = services(obs)
         if found is not None:
             self.inventory.note_service(obs.device, found[0], "service", found[1])
+
+
+def _camera_work(orig_scope: str, resp_scope: str, orig_pkts: int, resp_pkts: int) -> bool:
+    """Whether either side of a flow update reaches Enricher._camera_side (_side's rule, both sides at once): a
+    camera-side originator that sent, or a camera-side responder that sent or that a core host reached."""
+    return bool((orig_scope == SCOPE_CAMERA and orig_pkts)
+                or (resp_scope == SCOPE_CAMERA and (resp_pkts or (orig_scope == SCOPE_CORE and orig_pkts))))
