@@ -129,29 +129,62 @@ static int set_mac(Env *env, PyObject *flow, Py_ssize_t off, int64_t mac)
     return mac == now ? 0 : put(flow, off, shared_mac(env, mac));
 }
 
-static PyObject *new_flow(Env *env, PyObject *key, int proto, const int64_t *oport, const int64_t *rport,
-                          int64_t vlan, double first, int orig_is_a)
+/* The counters of a new flow straight from its group's sums (what add_group would add to zeros), oriented by its
+ * originator: no intermediate ints. */
+static void new_counters(PyObject **values, Py_buffer *in, Py_ssize_t g, int o, int has_tags)
 {
-    if (oport[0] < 0 || oport[0] > 0xFFFF || rport[0] < 0 || rport[0] > 0xFFFF) {
+    int r = 1 - o;
+    const int64_t *pkts = (const int64_t *)in[PKTS].buf + 2 * g, *nbytes = (const int64_t *)in[NBYTES].buf + 2 * g;
+    const int64_t *payload = (const int64_t *)in[PAYLOAD].buf + 2 * g;
+    const uint8_t *flags = (const uint8_t *)in[FLAGS].buf + 2 * g;
+    values[S_OPKTS] = PyLong_FromLongLong(pkts[o]);
+    values[S_RPKTS] = PyLong_FromLongLong(pkts[r]);
+    values[S_OBYTES] = PyLong_FromLongLong(nbytes[o]);
+    values[S_RBYTES] = PyLong_FromLongLong(nbytes[r]);
+    values[S_OPAY] = PyLong_FromLongLong(payload[o]);
+    values[S_RPAY] = PyLong_FromLongLong(payload[r]);
+    values[S_OFLAGS] = PyLong_FromLong(flags[o]);
+    values[S_RFLAGS] = PyLong_FromLong(flags[r]);
+    if (has_tags) {
+        const uint64_t *tags = (const uint64_t *)in[TAGS].buf + 2 * g;
+        values[S_OTAGS] = PyLong_FromUnsignedLongLong(tags[o]);
+        values[S_RTAGS] = PyLong_FromUnsignedLongLong(tags[r]);
+    } else {
+        values[S_OTAGS] = PyLong_FromLong(0);
+        values[S_RTAGS] = PyLong_FromLong(0);
+    }
+}
+
+/* A new flow with its group already added (the reference: Flow(...), then _add). Nothing a Flow holds can refer
+ * back to it (bytes, ints, floats, str, None and the enrich stage's context tuple of those), so it can never be
+ * part of a reference cycle: it is left out of the cyclic collector, which otherwise walks every flow of a full
+ * table again and again under a flood of new ones. */
+static PyObject *new_flow(Env *env, PyObject *key, int proto, Py_buffer *in, Py_ssize_t g, int has_tags)
+{
+    int64_t oport = ((const int64_t *)in[OPORT].buf)[g], rport = ((const int64_t *)in[RPORT].buf)[g];
+    if (oport < 0 || oport > 0xFFFF || rport < 0 || rport > 0xFFFF) {
         PyErr_SetString(PyExc_ValueError, "apply: a port out of range");
         return NULL;
     }
+    int orig_is_a = ((const uint8_t *)in[ORIG_IS_A].buf)[g] != 0, o = orig_is_a ? 0 : 1;
+    double first = ((const double *)in[FIRST_TS].buf)[g], last = ((const double *)in[LAST].buf)[g];
+    const int64_t *macs = (const int64_t *)in[MACS].buf + 2 * g;
+    const uint8_t *flags = (const uint8_t *)in[FLAGS].buf + 2 * g;
     PyObject *values[NSLOTS];
     values[S_KEY] = Py_NewRef(key);
-    values[S_VLAN] = PyLong_FromLongLong(vlan);
+    values[S_VLAN] = PyLong_FromLongLong(((const int64_t *)in[VLAN].buf)[g]);
     values[S_PROTO] = PyLong_FromLong(proto);
-    values[S_OPORT] = Py_NewRef(PyTuple_GET_ITEM(env->ports, oport[0]));
-    values[S_RPORT] = Py_NewRef(PyTuple_GET_ITEM(env->ports, rport[0]));
+    values[S_OPORT] = Py_NewRef(PyTuple_GET_ITEM(env->ports, oport));
+    values[S_RPORT] = Py_NewRef(PyTuple_GET_ITEM(env->ports, rport));
     values[S_FIRST] = PyFloat_FromDouble(first);
-    values[S_LAST] = Py_XNewRef(values[S_FIRST]);
-    PyObject *zero = PyLong_FromLong(0);   /* a cached small int */
-    for (int s = S_OPKTS; s <= S_RMAC; s++)
-        values[s] = Py_NewRef(zero);
-    values[S_OTAGS] = Py_NewRef(zero);
-    values[S_RTAGS] = zero;
+    values[S_LAST] = last > first ? PyFloat_FromDouble(last) : Py_XNewRef(values[S_FIRST]);
+    new_counters(values, in, g, o, has_tags);
+    values[S_OMAC] = macs[o] ? shared_mac(env, macs[o]) : PyLong_FromLong(0);
+    values[S_RMAC] = macs[1 - o] ? shared_mac(env, macs[1 - o]) : PyLong_FromLong(0);
     values[S_NAME] = Py_NewRef(Py_None);
     values[S_CONTEXT] = Py_NewRef(Py_None);
-    values[S_CLOSED] = Py_NewRef(Py_False);
+    int of = flags[o], rf = flags[1 - o];
+    values[S_CLOSED] = PyBool_FromLong((proto == P_TCP && (of | rf) & F_RST) || (of & F_FIN && rf & F_FIN));
     values[S_ORIG_IS_A] = PyBool_FromLong(orig_is_a);
     PyObject *flow = NULL;
     int ok = 1;
@@ -165,6 +198,8 @@ static PyObject *new_flow(Env *env, PyObject *key, int proto, const int64_t *opo
         else
             Py_XDECREF(values[s]);
     }
+    if (flow != NULL)
+        PyObject_GC_UnTrack(flow);
     return flow;
 }
 
@@ -186,6 +221,8 @@ static PyObject *new_update(Env *env, PyObject *flow, int is_new, double ts, int
         else
             Py_XDECREF(values[s]);
     }
+    if (upd != NULL)
+        PyObject_GC_UnTrack(upd);   /* it holds a flow and numbers: no cycle either */
     return upd;
 }
 
@@ -271,15 +308,13 @@ static PyObject *one_group(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_
         goto done;
     int is_new = flow == NULL;
     if (is_new) {
-        flow = new_flow(env, key, proto, (const int64_t *)in[OPORT].buf + g, (const int64_t *)in[RPORT].buf + g,
-                        ((const int64_t *)in[VLAN].buf)[g], ((const double *)in[FIRST_TS].buf)[g],
-                        ((const uint8_t *)in[ORIG_IS_A].buf)[g] != 0);
+        flow = new_flow(env, key, proto, in, g, has_tags);
         if (flow == NULL)
             goto done;
         ++*made;
-    }
-    if (add_group(env, flow, in, g, proto, has_tags) < 0)
+    } else if (add_group(env, flow, in, g, proto, has_tags) < 0) {
         goto done;
+    }
     PyObject *into = SLOT(flow, env->flow_off[S_CLOSED]) == Py_True ? tables[1] : table;
     if (PyObject_SetItem(into, key, flow) < 0)
         goto done;

@@ -96,26 +96,28 @@ class Enricher:
         flows is mostly flows no camera-side device sends in (an inbound scan, forged peers): for those the only
         possible work is noting a public sender's MAC as the router's, so they are settled here from the two
         addresses' scopes without a flow context, and the calls that could not change anything are not made."""
-        classifier, scope_of, link = self.classifier, self.classifier.scope_of_raw, self._link
+        classifier, scope_of, link, mark = self.classifier, self.classifier.scope_of_raw, self._link, self.roles
         zero_config, router_macs = classifier.zero_config, self.inventory.router_macs
+        camera, public = SCOPE_CAMERA, SCOPE_PUBLIC
         for upd in updates:
             flow = upd.flow
+            orig_pkts, resp_pkts, orig_mac, resp_mac = upd.orig_pkts, upd.resp_pkts, flow.orig_mac, flow.resp_mac
             # LinkReader.note_flow notes a side only if it sent and has a MAC not already a router's
-            if zero_config and ((upd.orig_pkts and flow.orig_mac and flow.orig_mac not in router_macs)
-                                or (upd.resp_pkts and flow.resp_mac and flow.resp_mac not in router_macs)):
+            if zero_config and ((orig_pkts and orig_mac and orig_mac not in router_macs)
+                                or (resp_pkts and resp_mac and resp_mac not in router_macs)):
                 link.note_flow(upd)
             key = flow.key   # flow_context's scopes (Flow.orig_raw, resp_raw inlined), after note_flow as there
             a, b = scope_of(key[3:19]), scope_of(key[21:37])
             orig, resp = (a, b) if flow.orig_is_a else (b, a)
-            if _camera_work(orig, resp, upd.orig_pkts, upd.resp_pkts):
+            if (orig == camera or resp == camera) and _camera_work(orig, resp, orig_pkts, resp_pkts):
                 ctx = self._side(upd, flow_context(classifier, flow), True)
                 self._side(upd, ctx, False)
                 continue
             # _side without a camera side: a public sender's MAC is the router's (marked once: skip the known)
-            if upd.orig_pkts and orig == SCOPE_PUBLIC and flow.orig_mac and flow.orig_mac not in router_macs:
-                self.roles.note_router_mac(flow.orig_mac)
-            if upd.resp_pkts and resp == SCOPE_PUBLIC and flow.resp_mac and flow.resp_mac not in router_macs:
-                self.roles.note_router_mac(flow.resp_mac)
+            if orig_pkts and orig == public and orig_mac and orig_mac not in router_macs:
+                mark.note_router_mac(orig_mac)
+            if resp_pkts and resp == public and resp_mac and resp_mac not in router_macs:
+                mark.note_router_mac(resp_mac)
 
     def _side(self, upd: FlowUpdate, ctx: tuple, is_orig: bool) -> tuple:
         """One side of a flow update (is_orig: the originator's); returns the flow context, possibly updated."""
