@@ -9,7 +9,8 @@
  * on a flood of new flows that loop was most of the flow stage's time.
  *
  * apply(tables, end, types, keys, first_dir, orig_is_a, orig_port, resp_port, vlan, first_ts, pkts, nbytes,
- *       payload, flags, tags, macs, last) -> (updates, created)
+ *       payload, flags, tags, macs, last[, apart]) -> (updates, created), or with apart (new flows, updates of the
+ *       others, created): a new flow's update is what the flow holds, so the flow alone stands for it.
  * tables: (tcp, closed, udp, other) OrderedDicts; end: FlowTable._end, called as end([flow], "idle") when a
  * closed flow's port pair is reused by a SYN; types: (Flow, FlowUpdate, ports, shared_macs, shared_mac):
  * the classes, flows._PORTS, the flows._MACS dict and flows._shared_mac (called when a MAC is not yet shared).
@@ -286,7 +287,8 @@ static int add_group(Env *env, PyObject *flow, Py_buffer *in, Py_ssize_t g, int 
 }
 
 /* One group: find or make its flow, add the group to it, put it back at the recent end; its FlowUpdate. */
-static PyObject *one_group(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t g, int has_tags, Py_ssize_t *made)
+static PyObject *one_group(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t g, int has_tags, Py_ssize_t *made,
+                           int apart, int *is_new_out)
 {
     const uint8_t *key_raw = (const uint8_t *)in[KEYS].buf + KEY * g;
     int proto = key_raw[2], first_dir = ((const uint8_t *)in[FIRST_DIR].buf)[g];
@@ -306,7 +308,7 @@ static PyObject *one_group(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_
     }
     if (PyErr_Occurred())
         goto done;
-    int is_new = flow == NULL;
+    int is_new = *is_new_out = flow == NULL;
     if (is_new) {
         flow = new_flow(env, key, proto, in, g, has_tags);
         if (flow == NULL)
@@ -318,6 +320,11 @@ static PyObject *one_group(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_
     PyObject *into = SLOT(flow, env->flow_off[S_CLOSED]) == Py_True ? tables[1] : table;
     if (PyObject_SetItem(into, key, flow) < 0)
         goto done;
+    if (apart && is_new) {   /* its update is what it holds (flows.new_update): the flow alone */
+        upd = flow;
+        flow = NULL;
+        goto done;
+    }
     int o = SLOT(flow, env->flow_off[S_ORIG_IS_A]) == Py_True ? 0 : 1, r = 1 - o;
     const int64_t *pkts = (const int64_t *)in[PKTS].buf + 2 * g, *nbytes = (const int64_t *)in[NBYTES].buf + 2 * g;
     upd = new_update(env, flow, is_new, ((const double *)in[FIRST_TS].buf)[g], pkts[o], pkts[r], nbytes[o],
@@ -369,16 +376,34 @@ static int bind(Env *env, PyObject *types, PyObject *end)
     return 0;
 }
 
+/* Each group's update into `updates`, or with `apart` a new flow's flow into `fresh` instead. */
+static int run_groups(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t u, int has_tags, Py_ssize_t *made,
+                      PyObject *updates, PyObject *fresh)
+{
+    for (Py_ssize_t g = 0; g < u; g++) {
+        int is_new = 0;
+        PyObject *out = one_group(env, tables, in, g, has_tags, made, fresh != NULL, &is_new);
+        if (out == NULL)
+            return -1;
+        int failed = PyList_Append(fresh != NULL && is_new ? fresh : updates, out);
+        Py_DECREF(out);
+        if (failed)
+            return -1;
+    }
+    return 0;
+}
+
 static PyObject *apply(PyObject *self, PyObject *args)
 {
     PyObject *tables_obj, *end, *types, *tables[4];
     Py_buffer in[NBUF];
-    if (!PyArg_ParseTuple(args, "O!OO!y*y*y*y*y*y*y*y*y*y*y*y*y*y*", &PyTuple_Type, &tables_obj, &end,
+    int apart = 0;
+    if (!PyArg_ParseTuple(args, "O!OO!y*y*y*y*y*y*y*y*y*y*y*y*y*y*|p", &PyTuple_Type, &tables_obj, &end,
                           &PyTuple_Type, &types, &in[0], &in[1], &in[2], &in[3], &in[4], &in[5], &in[6], &in[7],
-                          &in[8], &in[9], &in[10], &in[11], &in[12], &in[13]))
+                          &in[8], &in[9], &in[10], &in[11], &in[12], &in[13], &apart))
         return NULL;
     Env env;
-    PyObject *out = NULL, *updates = NULL;
+    PyObject *out = NULL, *updates = NULL, *fresh = NULL;
     Py_ssize_t u = 0, made = 0;
     int has_tags = 0;
     if (!PyArg_ParseTuple(tables_obj, "OOOO", &tables[0], &tables[1], &tables[2], &tables[3]))
@@ -390,17 +415,14 @@ static PyObject *apply(PyObject *self, PyObject *args)
         }
     if (check(in, &u, &has_tags) < 0 || bind(&env, types, end) < 0)
         goto release;
-    updates = PyList_New(u);
-    for (Py_ssize_t g = 0; updates != NULL && g < u; g++) {
-        PyObject *upd = one_group(&env, tables, in, g, has_tags, &made);
-        if (upd == NULL)
-            Py_CLEAR(updates);
-        else
-            PyList_SET_ITEM(updates, g, upd);
-    }
+    updates = PyList_New(0);
+    fresh = apart ? PyList_New(0) : NULL;
+    if (updates != NULL && (fresh != NULL || !apart)
+            && run_groups(&env, tables, in, u, has_tags, &made, updates, fresh) == 0)
+        out = apart ? Py_BuildValue("(OOn)", fresh, updates, made) : Py_BuildValue("(On)", updates, made);
+    Py_XDECREF(updates);
+    Py_XDECREF(fresh);
     Py_DECREF(env.idle);
-    if (updates != NULL)
-        out = Py_BuildValue("(Nn)", updates, made);
 release:
     for (int j = 0; j < NBUF; j++)
         PyBuffer_Release(&in[j]);

@@ -11,5 +11,5 @@ _In: TypeAlias = ReadableBuffer | np.ndarray[Any, Any]
 def apply(
     tables: tuple[Any, Any, Any, Any], end: Callable[..., Any], types: tuple[Any, Any, Any, Any, Any], keys: _In,
     first_dir: _In, orig_is_a: _In, orig_port: _In, resp_port: _In, vlan: _In, first_ts: _In, pkts: _In,
-    nbytes: _In, payload: _In, flags: _In, tags: _In, macs: _In, last: _In, /
-) -> tuple[list[Any], int]: ...
+    nbytes: _In, payload: _In, flags: _In, tags: _In, macs: _In, last: _In, apart: bool = ..., /
+) -> tuple[Any, ...]: ...

@@ -170,6 +170,11 @@ class FlowUpdate:
     resp_bytes: int
 
 
+def new_update(flow: Flow) -> FlowUpdate:
+    """A new flow's first update, from the flow: everything it holds came from that update's packets."""
+    return FlowUpdate(flow, True, flow.first, flow.orig_pkts, flow.resp_pkts, flow.orig_bytes, flow.resp_bytes)
+
+
 def flow_keys(dec: Decoded, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Canonical 40-byte keys for the given rows, and whether each packet's source is the key's A side."""
     n = len(rows)
@@ -409,23 +414,42 @@ class FlowTable:
         """Add the packets `rows` of a decoded batch; returns what the batch added to each flow.
 
         `tags` (uint64 per row, optional) are payload-profile bits OR-ed into the sending side of each flow."""
+        return self._update(dec, rows, tags, False)[1]
+
+    def update_apart(self, dec: Decoded, rows: np.ndarray,
+                     tags: np.ndarray | None = None) -> tuple[list[Flow], list[FlowUpdate]]:
+        """update, with the batch's new flows apart: (the new flows, the updates of the others). A new flow's
+        update is what the flow holds (new_update makes it when it is wanted), so a flood's new flows cost no
+        update object each."""
+        return self._update(dec, rows, tags, True)
+
+    def _update(self, dec: Decoded, rows: np.ndarray, tags: np.ndarray | None,
+                apart: bool) -> tuple[list[Flow], list[FlowUpdate]]:
         if len(rows) == 0:
-            return []
+            return [], []
         grp = group(dec, rows, tags)
         new = orient(dec, rows[grp.first], grp.first_dir)
+        fresh: list[Flow] = []
         if compiled.flows_extension is not None and compiled.table:
             c = np.ascontiguousarray
-            updates, made = compiled.flows_extension.apply(
+            out = compiled.flows_extension.apply(
                 (self._tcp, self._closed, self._udp, self._other), self._end,
                 (Flow, FlowUpdate, _PORTS, _MACS, _shared_mac), c(grp.keys), c(grp.first_dir, np.uint8),
                 c(new.orig_is_a), c(new.orig_port), c(new.resp_port), c(new.vlan), c(new.first_ts), c(grp.pkts),
                 c(grp.bytes), c(grp.payload), c(grp.flags), b"" if tags is None else c(grp.tags), c(grp.macs),
-                c(grp.last))
+                c(grp.last), apart)
+            if apart:
+                fresh, updates, made = out
+            else:
+                updates, made = out
             self.created += made
         else:
             updates = self._apply_python(grp, new, tags is not None)
+            if apart:
+                fresh = [upd.flow for upd in updates if upd.new]
+                updates = [upd for upd in updates if not upd.new]
         self._evict()
-        return updates
+        return fresh, updates
 
     def _apply_python(self, grp: Groups, new: NewFlows, has_tags: bool) -> list[FlowUpdate]:
         """The reference of the compiled step (sensor/_flows.c): each group finds or makes its flow, adds to it

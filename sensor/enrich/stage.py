@@ -32,7 +32,7 @@ from sensor.enrich.scope import (
     peer_scope,
 )
 from sensor.errors import warn
-from sensor.flows import FlowTable, FlowUpdate
+from sensor.flows import Flow, FlowTable, FlowUpdate, new_update
 from sensor.reference_data import Service
 from sensor.state import KnownState
 
@@ -91,25 +91,27 @@ class Enricher:
         if not upd.new:   # remembered from a flow's second second on: most flows of a flood have none
             flow.context = ctx
 
-    def new_flows(self, updates: list[FlowUpdate]) -> None:
-        """flow_update for each of a batch's brand-new flows, in their order, with the same effects. A flood of new
-        flows is mostly flows no camera-side device sends in (an inbound scan, forged peers): for those the only
-        possible work is noting a public sender's MAC as the router's, so they are settled here from the two
-        addresses' scopes without a flow context, and the calls that could not change anything are not made."""
+    def new_flows(self, flows: list[Flow]) -> None:
+        """flow_update of each of a batch's brand-new flows (FlowTable.update_apart), in their order, with the same
+        effects. A flood of new flows is mostly flows no camera-side device sends in (an inbound scan, forged
+        peers): for those the only possible work is noting a public sender's MAC as the router's, so they are
+        settled here from the two addresses' scopes, without an update object or a flow context, and the calls
+        that could not change anything are not made."""
         classifier, scope_of, link, mark = self.classifier, self.classifier.scope_of_raw, self._link, self.roles
         zero_config, router_macs = classifier.zero_config, self.inventory.router_macs
         camera, public = SCOPE_CAMERA, SCOPE_PUBLIC
-        for upd in updates:
-            flow = upd.flow
-            orig_pkts, resp_pkts, orig_mac, resp_mac = upd.orig_pkts, upd.resp_pkts, flow.orig_mac, flow.resp_mac
+        for flow in flows:
+            # a new flow holds exactly what its first update brought (new_update)
+            orig_pkts, resp_pkts, orig_mac, resp_mac = flow.orig_pkts, flow.resp_pkts, flow.orig_mac, flow.resp_mac
             # LinkReader.note_flow notes a side only if it sent and has a MAC not already a router's
             if zero_config and ((orig_pkts and orig_mac and orig_mac not in router_macs)
                                 or (resp_pkts and resp_mac and resp_mac not in router_macs)):
-                link.note_flow(upd)
+                link.note_flow(new_update(flow))
             key = flow.key   # flow_context's scopes (Flow.orig_raw, resp_raw inlined), after note_flow as there
             a, b = scope_of(key[3:19]), scope_of(key[21:37])
             orig, resp = (a, b) if flow.orig_is_a else (b, a)
             if (orig == camera or resp == camera) and _camera_work(orig, resp, orig_pkts, resp_pkts):
+                upd = new_update(flow)
                 ctx = self._side(upd, flow_context(classifier, flow), True)
                 self._side(upd, ctx, False)
                 continue

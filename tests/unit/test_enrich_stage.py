@@ -13,6 +13,7 @@ from sensor.config import parse_config
 from sensor.detect import Detector, DetectorContext, registry
 from sensor.enrich import SCOPES, ManufDatabase
 from sensor.enrich.stage import Enricher
+from sensor.flows import new_update
 from sensor.pipeline import Sensor
 
 from .test_export import T0, make_batch
@@ -281,7 +282,7 @@ def test_new_flows_in_one_call_do_what_flow_update_does_one_by_one(monkeypatch, 
     records = _mixed_flows(seed)
     _, events = _run(monkeypatch, records, config)
     fast = _outcome(_run(monkeypatch, records, config)[0])
-    monkeypatch.setattr(Enricher, "new_flows", lambda self, updates: [self.flow_update(u) for u in updates])
+    monkeypatch.setattr(Enricher, "new_flows", lambda self, flows: [self.flow_update(new_update(f)) for f in flows])
     reference = _outcome(_run(monkeypatch, records, config)[0])
     assert fast == reference
     # the cases are exercised, not vacuous: observations, a router, and (zero-config) networks learned from flows
