@@ -429,8 +429,82 @@ release:
     return out;
 }
 
+/* ---- eviction past max_flows -------------------------------------------------------------------------------------
+ * evict(tables, excess, flow_type) -> [flows]: FlowTable._evict_python's loop. tables: the four OrderedDicts in
+ * FlowTable._timeouts order, each least recently active first; `excess` times, the head of the table whose head is
+ * least recently active (`last`; the first table on a tie) is taken out, and the flows taken are returned in that
+ * order. */
+
+/* The head of an OrderedDict (a new reference to its key) and its flow's `last`; NULL without an error if empty. */
+static PyObject *head(PyObject *table, Py_ssize_t last_off, double *last)
+{
+    PyObject *it = PyObject_GetIter(table), *key;   /* OrderedDict's own order, not the dict's */
+    if (it == NULL)
+        return NULL;
+    key = PyIter_Next(it);
+    Py_DECREF(it);
+    if (key == NULL)
+        return NULL;
+    PyObject *flow = PyDict_GetItemWithError(table, key);   /* borrowed */
+    if (flow == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "evict: a table changed while it was read");
+        Py_DECREF(key);
+        return NULL;
+    }
+    *last = PyFloat_AsDouble(SLOT(flow, last_off));
+    if (*last == -1.0 && PyErr_Occurred()) {
+        Py_CLEAR(key);
+    }
+    return key;
+}
+
+static int evict_loop(PyObject **tables, Py_ssize_t excess, Py_ssize_t last_off, PyObject *out)
+{
+    PyObject *keys[4] = {NULL, NULL, NULL, NULL};
+    double heads[4] = {0, 0, 0, 0};
+    int failed = 0;
+    for (int i = 0; i < 4 && !failed; i++)
+        failed = (keys[i] = head(tables[i], last_off, &heads[i])) == NULL && PyErr_Occurred();
+    for (; excess > 0 && !failed; excess--) {
+        int best = -1;
+        for (int i = 0; i < 4; i++)
+            if (keys[i] != NULL && (best < 0 || heads[i] < heads[best]))
+                best = i;
+        if (best < 0)
+            break;
+        PyObject *flow = PyDict_GetItemWithError(tables[best], keys[best]);
+        failed = flow == NULL || PyList_Append(out, flow) < 0 || PyObject_DelItem(tables[best], keys[best]) < 0;
+        if (flow == NULL && !PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "evict: a table changed while it was read");
+        Py_CLEAR(keys[best]);
+        if (!failed)
+            failed = (keys[best] = head(tables[best], last_off, &heads[best])) == NULL && PyErr_Occurred();
+    }
+    for (int i = 0; i < 4; i++)
+        Py_XDECREF(keys[i]);
+    return failed ? -1 : 0;
+}
+
+static PyObject *evict(PyObject *self, PyObject *args)
+{
+    PyObject *tables[4], *flow_type;
+    Py_ssize_t excess, last_off;
+    static const char *last_name[] = {"last"};
+    if (!PyArg_ParseTuple(args, "(O!O!O!O!)nO!", &PyDict_Type, &tables[0], &PyDict_Type, &tables[1], &PyDict_Type,
+                          &tables[2], &PyDict_Type, &tables[3], &excess, &PyType_Type, &flow_type))
+        return NULL;
+    if (offsets((PyTypeObject *)flow_type, last_name, 1, &last_off) < 0)
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out != NULL && evict_loop(tables, excess, last_off, out) < 0)
+        Py_CLEAR(out);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"apply", apply, METH_VARARGS, "Apply a batch's flow groups to the flow table's OrderedDicts."},
+    {"evict", evict, METH_VARARGS, "Take the least recently active flows out of the flow table's OrderedDicts."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -508,10 +508,21 @@ class FlowTable:
 
     def _evict(self) -> list[Flow]:
         """The least recently active flows over max_flows: each table's oldest is its head, the oldest head goes
-        (the first table in _timeouts order on a tie). Heads are read once and again only for the table that lost
-        one: a flood past max_flows evicts a flow per new flow."""
-        out: list[Flow] = []
+        (the first table in _timeouts order on a tie). A flood past max_flows evicts a flow per new flow: the
+        compiled loop (sensor/_flows.c evict) when built, else _evict_python, its reference."""
         excess = len(self) - self.settings.max_flows
+        if excess <= 0:
+            return []
+        if compiled.flows_extension is not None and compiled.table:
+            (closed, _), (tcp, _), (udp, _), (other, _) = self._timeouts
+            out = compiled.flows_extension.evict((closed, tcp, udp, other), excess, Flow)
+        else:
+            out = self._evict_python(excess)
+        return self._end(out, "evicted")
+
+    def _evict_python(self, excess: int) -> list[Flow]:
+        """Heads are read once and again only for the table that lost one."""
+        out: list[Flow] = []
         if excess > 0:
             tables = [t for t, _ in self._timeouts]
             heads = [next(iter(t.values())).last if t else None for t in tables]
@@ -524,7 +535,7 @@ class FlowTable:
                 out.append(table.popitem(last=False)[1])
                 heads[best] = next(iter(table.values())).last if table else None
                 excess -= 1
-        return self._end(out, "evicted")
+        return out
 
     def flush(self) -> list[Flow]:
         out: list[Flow] = []

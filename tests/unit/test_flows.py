@@ -499,9 +499,10 @@ def test_length_counts_every_table(impl):
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_eviction_takes_the_oldest_head_of_any_table_first_table_on_a_tie(seed):
-    """_evict against the plain rule (the table whose head is least recently active, the first in _timeouts order on
-    a tie, one flow at a time), on tables of random times with ties across tables and tables running empty."""
+def test_eviction_takes_the_oldest_head_of_any_table_first_table_on_a_tie(impl, seed):
+    """_evict (compiled and its reference) against the plain rule (the table whose head is least recently active,
+    the first in _timeouts order on a tie, one flow at a time), on tables of random times with ties across tables
+    and tables running empty; each table's order is its OrderedDict order (here not the dict's)."""
     import random
     rng = random.Random(seed)
     ft, ended = table(max_flows=1_000)
