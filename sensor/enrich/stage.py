@@ -99,7 +99,7 @@ class Enricher:
         that could not change anything are not made."""
         classifier, scope_of, link, mark = self.classifier, self.classifier.scope_of_raw, self._link, self.roles
         zero_config, router_macs = classifier.zero_config, self.inventory.router_macs
-        camera, public = SCOPE_CAMERA, SCOPE_PUBLIC
+        camera, public, core = SCOPE_CAMERA, SCOPE_PUBLIC, SCOPE_CORE
         for flow in flows:
             # a new flow holds exactly what its first update brought (new_update)
             orig_pkts, resp_pkts, orig_mac, resp_mac = flow.orig_pkts, flow.resp_pkts, flow.orig_mac, flow.resp_mac
@@ -107,9 +107,11 @@ class Enricher:
             if zero_config and ((orig_pkts and orig_mac and orig_mac not in router_macs)
                                 or (resp_pkts and resp_mac and resp_mac not in router_macs)):
                 link.note_flow(new_update(flow))
-            key = flow.key   # flow_context's scopes (Flow.orig_raw, resp_raw inlined), after note_flow as there
-            a, b = scope_of(key[3:19]), scope_of(key[21:37])
-            orig, resp = (a, b) if flow.orig_is_a else (b, a)
+            # flow_context's scopes (Flow.orig_raw, resp_raw inlined), after note_flow as there; a responder's only
+            # when it can matter: it sent, or a core host reached it (an inbound flood's are neither)
+            key, orig_is_a = flow.key, flow.orig_is_a
+            orig = scope_of(key[3:19] if orig_is_a else key[21:37])
+            resp = scope_of(key[21:37] if orig_is_a else key[3:19]) if resp_pkts or orig == core else None
             if (orig == camera or resp == camera) and _camera_work(orig, resp, orig_pkts, resp_pkts):
                 upd = new_update(flow)
                 ctx = self._side(upd, flow_context(classifier, flow), True)
@@ -183,7 +185,7 @@ class Enricher:
             self.inventory.note_service(obs.device, found[0], "service", found[1])
 
 
-def _camera_work(orig_scope: str, resp_scope: str, orig_pkts: int, resp_pkts: int) -> bool:
+def _camera_work(orig_scope: str, resp_scope: str | None, orig_pkts: int, resp_pkts: int) -> bool:
     """Whether either side of a flow update reaches Enricher._camera_side (_side's rule, both sides at once): a
     camera-side originator that sent, or a camera-side responder that sent or that a core host reached."""
     return bool((orig_scope == SCOPE_CAMERA and orig_pkts)
