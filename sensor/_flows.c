@@ -228,11 +228,15 @@ static PyObject *new_update(Env *env, PyObject *flow, int is_new, double ts, int
 }
 
 /* Take the flow of `key` out of `table` (a new reference), or NULL with no error when it is not there. */
-static PyObject *take(PyObject *table, PyObject *key)
+static PyObject *take(PyObject *table, PyObject *key, PyTypeObject *type)
 {
     PyObject *flow = PyDict_GetItemWithError(table, key);   /* an OrderedDict is a dict: reading is a dict read */
     if (flow == NULL)
         return NULL;
+    if (!PyObject_TypeCheck(flow, type)) {                   /* its slots are read by offset: a Flow only */
+        PyErr_SetString(PyExc_TypeError, "apply: a table holds something other than a flow");
+        return NULL;
+    }
     Py_INCREF(flow);
     if (PyObject_DelItem(table, key) < 0) {                  /* deleting goes through OrderedDict's own order */
         Py_DECREF(flow);
@@ -296,9 +300,9 @@ static PyObject *one_group(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_
     PyObject *key = PyBytes_FromStringAndSize((const char *)key_raw, KEY), *flow, *upd = NULL;
     if (key == NULL)
         return NULL;
-    flow = take(table, key);
+    flow = take(table, key, env->flow_type);
     if (flow == NULL && !PyErr_Occurred() && proto == P_TCP) {
-        flow = take(tables[1], key);
+        flow = take(tables[1], key, env->flow_type);
         if (flow != NULL && ((const uint8_t *)in[FLAGS].buf)[2 * g + first_dir] & F_SYN) {
             int failed = end_reused(env, flow);   /* the port pair was reused for a new connection */
             Py_CLEAR(flow);
@@ -436,7 +440,7 @@ release:
  * order. */
 
 /* The head of an OrderedDict (a new reference to its key) and its flow's `last`; NULL without an error if empty. */
-static PyObject *head(PyObject *table, Py_ssize_t last_off, double *last)
+static PyObject *head(PyObject *table, PyTypeObject *flow_type, Py_ssize_t last_off, double *last)
 {
     PyObject *it = PyObject_GetIter(table), *key;   /* OrderedDict's own order, not the dict's */
     if (it == NULL)
@@ -446,9 +450,9 @@ static PyObject *head(PyObject *table, Py_ssize_t last_off, double *last)
     if (key == NULL)
         return NULL;
     PyObject *flow = PyDict_GetItemWithError(table, key);   /* borrowed */
-    if (flow == NULL) {
+    if (flow == NULL || !PyObject_TypeCheck(flow, flow_type)) {   /* its slots are read by offset: a Flow only */
         if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_RuntimeError, "evict: a table changed while it was read");
+            PyErr_SetString(PyExc_TypeError, "evict: a table holds something other than a flow");
         Py_DECREF(key);
         return NULL;
     }
@@ -459,13 +463,14 @@ static PyObject *head(PyObject *table, Py_ssize_t last_off, double *last)
     return key;
 }
 
-static int evict_loop(PyObject **tables, Py_ssize_t excess, Py_ssize_t last_off, PyObject *out)
+static int evict_loop(PyObject **tables, Py_ssize_t excess, PyTypeObject *flow_type, Py_ssize_t last_off,
+                      PyObject *out)
 {
     PyObject *keys[4] = {NULL, NULL, NULL, NULL};
     double heads[4] = {0, 0, 0, 0};
     int failed = 0;
     for (int i = 0; i < 4 && !failed; i++)
-        failed = (keys[i] = head(tables[i], last_off, &heads[i])) == NULL && PyErr_Occurred();
+        failed = (keys[i] = head(tables[i], flow_type, last_off, &heads[i])) == NULL && PyErr_Occurred();
     for (; excess > 0 && !failed; excess--) {
         int best = -1;
         for (int i = 0; i < 4; i++)
@@ -479,7 +484,8 @@ static int evict_loop(PyObject **tables, Py_ssize_t excess, Py_ssize_t last_off,
             PyErr_SetString(PyExc_RuntimeError, "evict: a table changed while it was read");
         Py_CLEAR(keys[best]);
         if (!failed)
-            failed = (keys[best] = head(tables[best], last_off, &heads[best])) == NULL && PyErr_Occurred();
+            failed = (keys[best] = head(tables[best], flow_type, last_off, &heads[best])) == NULL
+                     && PyErr_Occurred();
     }
     for (int i = 0; i < 4; i++)
         Py_XDECREF(keys[i]);
@@ -497,7 +503,7 @@ static PyObject *evict(PyObject *self, PyObject *args)
     if (offsets((PyTypeObject *)flow_type, last_name, 1, &last_off) < 0)
         return NULL;
     PyObject *out = PyList_New(0);
-    if (out != NULL && evict_loop(tables, excess, last_off, out) < 0)
+    if (out != NULL && evict_loop(tables, excess, (PyTypeObject *)flow_type, last_off, out) < 0)
         Py_CLEAR(out);
     return out;
 }

@@ -174,3 +174,22 @@ def test_new_flows_apart_stand_for_their_updates(monkeypatch, on, seed):
         now = t + rng.choice([0.0, 100.0])
         assert [f.key for f in whole.expire(now)] == [f.key for f in apart.expire(now)]
     assert made > 10 and apart.created == whole.created == made
+
+
+def test_the_compiled_eviction_refuses_what_is_not_a_flow_table():
+    import sensor.flows as fl
+    ext = compiled.flows_extension
+    tables = tuple(FlowTable(FlowSettings())._tcp for _ in range(4))
+    with pytest.raises(TypeError):
+        ext.evict((tables[0], tables[1], tables[2], [1]), 1, Flow)
+    with pytest.raises(TypeError, match="not a slot"):
+        ext.evict(tables, 1, dict)
+    assert ext.evict(tables, 3, Flow) == []   # empty tables: nothing to evict, whatever the excess
+    stranger = FlowTable(FlowSettings())._tcp
+    key = b"\0\0\x06" + b"k" * 37   # a TCP flow's key
+    stranger[key] = "not a flow"   # slots are read by offset: anything else is refused, not read
+    with pytest.raises(TypeError, match="other than a flow"):
+        ext.evict((stranger, *tables[1:]), 1, Flow)
+    with pytest.raises(TypeError, match="other than a flow"):
+        ext.apply((stranger, *tables[1:]), print, (Flow, FlowUpdate, fl._PORTS, fl._MACS, fl._shared_mac),
+                  key, *_columns(1)[1:])
