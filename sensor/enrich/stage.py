@@ -2,7 +2,9 @@
 detection stage one event per fact (sensor.enrich.events).
 
 Per window the pipeline calls read_dns (before the flow stage, so a flow opened right after its DNS answer is
-named), then read_payloads (after it, so a ClientHello names the flow it opened), then flow_update per update.
+named), then read_payloads (after it, so a ClientHello names the flow it opened), then new_flows with the window's
+new flows; the updates of known flows come to flow_update when their second of capture time ends. new_flows must
+do what flow_update does for a new flow (tests/unit/test_enrich_stage.py holds the two equal).
 """
 
 from __future__ import annotations
