@@ -153,6 +153,8 @@ def clocks(path: Path, repeat: int) -> int:
         (_Records, "batch", "capture: _Records.batch (lists -> arrays)"),
         (pipeline_mod, "decode", "decode.decode"),
         (FlowTable, "update", "flows: FlowTable.update"),
+        # since 2026-11-30 the pipeline takes a batch's new flows apart (one of the two is called)
+        (FlowTable, "update_apart", "flows: FlowTable.update_apart"),
         # the per-batch grouping: compiled `group` since 2026-11, flow_keys + np.unique in older trees
         (flows_mod, "group", "flows:   group"),
         (flows_mod, "flow_keys", "flows:   flow_keys"),
@@ -172,6 +174,7 @@ def clocks(path: Path, repeat: int) -> int:
         (_found("sensor.enrich.identity", "UpnpReader"), "read", "enrich: UpnpReader.read"),
         (_found("sensor.enrich.identity", "IdentityReader"), "read", "enrich: IdentityReader.read"),
         (_found("sensor.enrich.stage", "Enricher"), "flow_update", "enrich: Enricher.flow_update (and detect)"),
+        (_found("sensor.enrich.stage", "Enricher"), "new_flows", "enrich: Enricher.new_flows (and detect)"),
         (_found("sensor.detect.framework", "Detection"), "observe", "detect:   Detection.observe"),
     ]
     grouped = "group" in flows_mod.__dict__

@@ -2,12 +2,15 @@
 """Replay throughput of two source trees, interleaved: is a change a regression?
 
     python bench/replay_ab.py BEFORE_DIR AFTER_DIR CAPTURE [CAPTURE ...] [--rounds 3] [--repeat 3] [--clock cpu]
+                              [--gc cli]
 
 Each DIR holds a `sensor/` package (e.g. `git archive COMMIT sensor | tar -x -C DIR`, with the compiled extension
 built or copied beside it). Every round runs each tree on each capture in a fresh process, the sensor over the
 whole file `--repeat` times, and prints the best time; rounds alternate the trees so that the load of a shared
 machine falls on both alike. `--clock cpu` times the process's CPU time instead of the wall clock: on a machine
-other jobs load unevenly, the wall clock swings far more than the work done.
+other jobs load unevenly, the wall clock swings far more than the work done. `--gc cli` applies the CLI's
+garbage-collector settings once the sensor is built, as `camwatch replay` does (a flood of new flows is measured
+as the CLI runs it).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ RUN = """
 import sys, time
 src, path, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3])
 clock = time.process_time if sys.argv[4] == "cpu" else time.perf_counter
+tuned = sys.argv[5] == "cli"
 sys.path.insert(0, src)
 import sensor
 assert sensor.__file__.startswith(src), sensor.__file__
@@ -27,8 +31,12 @@ from sensor.capture import open_file
 from sensor.config import Config
 from sensor.pipeline import Sensor
 times = []
+if tuned:
+    from sensor.cli.loop import tune_garbage_collector
 for _ in range(repeat):
     s = Sensor(Config(), on_alert=None)
+    if tuned:
+        tune_garbage_collector()   # as the CLI does once the sensor is built
     t = clock()
     reader, _ = open_file(path)
     for batch in reader:
@@ -48,11 +56,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    ap.add_argument("--gc", choices=("default", "cli"), default="default",
+                    help="cli: the CLI's garbage-collector settings (sensor.cli.loop.tune_garbage_collector)")
     args = ap.parse_args()
     for round_ in range(1, args.rounds + 1):
         for label, tree in (("before", args.before), ("after", args.after)):
             for capture in args.captures:
-                out = subprocess.run([sys.executable, "-c", RUN, tree, capture, str(args.repeat), args.clock],
+                out = subprocess.run([sys.executable, "-c", RUN, tree, capture, str(args.repeat), args.clock, args.gc],
                                      capture_output=True, text=True, check=True).stdout.split()
                 packets, best = int(out[0]), float(out[1])
                 print(f"round {round_} {label:<6} {capture}: {packets:,} packets, best {best:.3f} s "

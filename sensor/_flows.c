@@ -9,7 +9,8 @@
  * on a flood of new flows that loop was most of the flow stage's time.
  *
  * apply(tables, end, types, keys, first_dir, orig_is_a, orig_port, resp_port, vlan, first_ts, pkts, nbytes,
- *       payload, flags, tags, macs, last) -> (updates, created)
+ *       payload, flags, tags, macs, last[, apart]) -> (updates, created), or with apart (new flows, updates of the
+ *       others, created): a new flow's update is what the flow holds, so the flow alone stands for it.
  * tables: (tcp, closed, udp, other) OrderedDicts; end: FlowTable._end, called as end([flow], "idle") when a
  * closed flow's port pair is reused by a SYN; types: (Flow, FlowUpdate, ports, shared_macs, shared_mac):
  * the classes, flows._PORTS, the flows._MACS dict and flows._shared_mac (called when a MAC is not yet shared).
@@ -129,29 +130,62 @@ static int set_mac(Env *env, PyObject *flow, Py_ssize_t off, int64_t mac)
     return mac == now ? 0 : put(flow, off, shared_mac(env, mac));
 }
 
-static PyObject *new_flow(Env *env, PyObject *key, int proto, const int64_t *oport, const int64_t *rport,
-                          int64_t vlan, double first, int orig_is_a)
+/* The counters of a new flow straight from its group's sums (what add_group would add to zeros), oriented by its
+ * originator: no intermediate ints. */
+static void new_counters(PyObject **values, Py_buffer *in, Py_ssize_t g, int o, int has_tags)
 {
-    if (oport[0] < 0 || oport[0] > 0xFFFF || rport[0] < 0 || rport[0] > 0xFFFF) {
+    int r = 1 - o;
+    const int64_t *pkts = (const int64_t *)in[PKTS].buf + 2 * g, *nbytes = (const int64_t *)in[NBYTES].buf + 2 * g;
+    const int64_t *payload = (const int64_t *)in[PAYLOAD].buf + 2 * g;
+    const uint8_t *flags = (const uint8_t *)in[FLAGS].buf + 2 * g;
+    values[S_OPKTS] = PyLong_FromLongLong(pkts[o]);
+    values[S_RPKTS] = PyLong_FromLongLong(pkts[r]);
+    values[S_OBYTES] = PyLong_FromLongLong(nbytes[o]);
+    values[S_RBYTES] = PyLong_FromLongLong(nbytes[r]);
+    values[S_OPAY] = PyLong_FromLongLong(payload[o]);
+    values[S_RPAY] = PyLong_FromLongLong(payload[r]);
+    values[S_OFLAGS] = PyLong_FromLong(flags[o]);
+    values[S_RFLAGS] = PyLong_FromLong(flags[r]);
+    if (has_tags) {
+        const uint64_t *tags = (const uint64_t *)in[TAGS].buf + 2 * g;
+        values[S_OTAGS] = PyLong_FromUnsignedLongLong(tags[o]);
+        values[S_RTAGS] = PyLong_FromUnsignedLongLong(tags[r]);
+    } else {
+        values[S_OTAGS] = PyLong_FromLong(0);
+        values[S_RTAGS] = PyLong_FromLong(0);
+    }
+}
+
+/* A new flow with its group already added (the reference: Flow(...), then _add). Nothing a Flow holds can refer
+ * back to it (bytes, ints, floats, str, None and the enrich stage's context tuple of those), so it can never be
+ * part of a reference cycle: it is left out of the cyclic collector, which otherwise walks every flow of a full
+ * table again and again under a flood of new ones. */
+static PyObject *new_flow(Env *env, PyObject *key, int proto, Py_buffer *in, Py_ssize_t g, int has_tags)
+{
+    int64_t oport = ((const int64_t *)in[OPORT].buf)[g], rport = ((const int64_t *)in[RPORT].buf)[g];
+    if (oport < 0 || oport > 0xFFFF || rport < 0 || rport > 0xFFFF) {
         PyErr_SetString(PyExc_ValueError, "apply: a port out of range");
         return NULL;
     }
+    int orig_is_a = ((const uint8_t *)in[ORIG_IS_A].buf)[g] != 0, o = orig_is_a ? 0 : 1;
+    double first = ((const double *)in[FIRST_TS].buf)[g], last = ((const double *)in[LAST].buf)[g];
+    const int64_t *macs = (const int64_t *)in[MACS].buf + 2 * g;
+    const uint8_t *flags = (const uint8_t *)in[FLAGS].buf + 2 * g;
     PyObject *values[NSLOTS];
     values[S_KEY] = Py_NewRef(key);
-    values[S_VLAN] = PyLong_FromLongLong(vlan);
+    values[S_VLAN] = PyLong_FromLongLong(((const int64_t *)in[VLAN].buf)[g]);
     values[S_PROTO] = PyLong_FromLong(proto);
-    values[S_OPORT] = Py_NewRef(PyTuple_GET_ITEM(env->ports, oport[0]));
-    values[S_RPORT] = Py_NewRef(PyTuple_GET_ITEM(env->ports, rport[0]));
+    values[S_OPORT] = Py_NewRef(PyTuple_GET_ITEM(env->ports, oport));
+    values[S_RPORT] = Py_NewRef(PyTuple_GET_ITEM(env->ports, rport));
     values[S_FIRST] = PyFloat_FromDouble(first);
-    values[S_LAST] = Py_XNewRef(values[S_FIRST]);
-    PyObject *zero = PyLong_FromLong(0);   /* a cached small int */
-    for (int s = S_OPKTS; s <= S_RMAC; s++)
-        values[s] = Py_NewRef(zero);
-    values[S_OTAGS] = Py_NewRef(zero);
-    values[S_RTAGS] = zero;
+    values[S_LAST] = last > first ? PyFloat_FromDouble(last) : Py_XNewRef(values[S_FIRST]);
+    new_counters(values, in, g, o, has_tags);
+    values[S_OMAC] = macs[o] ? shared_mac(env, macs[o]) : PyLong_FromLong(0);
+    values[S_RMAC] = macs[1 - o] ? shared_mac(env, macs[1 - o]) : PyLong_FromLong(0);
     values[S_NAME] = Py_NewRef(Py_None);
     values[S_CONTEXT] = Py_NewRef(Py_None);
-    values[S_CLOSED] = Py_NewRef(Py_False);
+    int of = flags[o], rf = flags[1 - o];
+    values[S_CLOSED] = PyBool_FromLong((proto == P_TCP && (of | rf) & F_RST) || (of & F_FIN && rf & F_FIN));
     values[S_ORIG_IS_A] = PyBool_FromLong(orig_is_a);
     PyObject *flow = NULL;
     int ok = 1;
@@ -165,6 +199,8 @@ static PyObject *new_flow(Env *env, PyObject *key, int proto, const int64_t *opo
         else
             Py_XDECREF(values[s]);
     }
+    if (flow != NULL)
+        PyObject_GC_UnTrack(flow);
     return flow;
 }
 
@@ -186,15 +222,21 @@ static PyObject *new_update(Env *env, PyObject *flow, int is_new, double ts, int
         else
             Py_XDECREF(values[s]);
     }
+    if (upd != NULL)
+        PyObject_GC_UnTrack(upd);   /* it holds a flow and numbers: no cycle either */
     return upd;
 }
 
 /* Take the flow of `key` out of `table` (a new reference), or NULL with no error when it is not there. */
-static PyObject *take(PyObject *table, PyObject *key)
+static PyObject *take(PyObject *table, PyObject *key, PyTypeObject *type)
 {
     PyObject *flow = PyDict_GetItemWithError(table, key);   /* an OrderedDict is a dict: reading is a dict read */
     if (flow == NULL)
         return NULL;
+    if (!PyObject_TypeCheck(flow, type)) {                   /* its slots are read by offset: a Flow only */
+        PyErr_SetString(PyExc_TypeError, "apply: a table holds something other than a flow");
+        return NULL;
+    }
     Py_INCREF(flow);
     if (PyObject_DelItem(table, key) < 0) {                  /* deleting goes through OrderedDict's own order */
         Py_DECREF(flow);
@@ -249,7 +291,8 @@ static int add_group(Env *env, PyObject *flow, Py_buffer *in, Py_ssize_t g, int 
 }
 
 /* One group: find or make its flow, add the group to it, put it back at the recent end; its FlowUpdate. */
-static PyObject *one_group(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t g, int has_tags, Py_ssize_t *made)
+static PyObject *one_group(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t g, int has_tags, Py_ssize_t *made,
+                           int apart, int *is_new_out)
 {
     const uint8_t *key_raw = (const uint8_t *)in[KEYS].buf + KEY * g;
     int proto = key_raw[2], first_dir = ((const uint8_t *)in[FIRST_DIR].buf)[g];
@@ -257,9 +300,9 @@ static PyObject *one_group(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_
     PyObject *key = PyBytes_FromStringAndSize((const char *)key_raw, KEY), *flow, *upd = NULL;
     if (key == NULL)
         return NULL;
-    flow = take(table, key);
+    flow = take(table, key, env->flow_type);
     if (flow == NULL && !PyErr_Occurred() && proto == P_TCP) {
-        flow = take(tables[1], key);
+        flow = take(tables[1], key, env->flow_type);
         if (flow != NULL && ((const uint8_t *)in[FLAGS].buf)[2 * g + first_dir] & F_SYN) {
             int failed = end_reused(env, flow);   /* the port pair was reused for a new connection */
             Py_CLEAR(flow);
@@ -269,20 +312,23 @@ static PyObject *one_group(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_
     }
     if (PyErr_Occurred())
         goto done;
-    int is_new = flow == NULL;
+    int is_new = *is_new_out = flow == NULL;
     if (is_new) {
-        flow = new_flow(env, key, proto, (const int64_t *)in[OPORT].buf + g, (const int64_t *)in[RPORT].buf + g,
-                        ((const int64_t *)in[VLAN].buf)[g], ((const double *)in[FIRST_TS].buf)[g],
-                        ((const uint8_t *)in[ORIG_IS_A].buf)[g] != 0);
+        flow = new_flow(env, key, proto, in, g, has_tags);
         if (flow == NULL)
             goto done;
         ++*made;
-    }
-    if (add_group(env, flow, in, g, proto, has_tags) < 0)
+    } else if (add_group(env, flow, in, g, proto, has_tags) < 0) {
         goto done;
+    }
     PyObject *into = SLOT(flow, env->flow_off[S_CLOSED]) == Py_True ? tables[1] : table;
     if (PyObject_SetItem(into, key, flow) < 0)
         goto done;
+    if (apart && is_new) {   /* its update is what it holds (flows.new_update): the flow alone */
+        upd = flow;
+        flow = NULL;
+        goto done;
+    }
     int o = SLOT(flow, env->flow_off[S_ORIG_IS_A]) == Py_True ? 0 : 1, r = 1 - o;
     const int64_t *pkts = (const int64_t *)in[PKTS].buf + 2 * g, *nbytes = (const int64_t *)in[NBYTES].buf + 2 * g;
     upd = new_update(env, flow, is_new, ((const double *)in[FIRST_TS].buf)[g], pkts[o], pkts[r], nbytes[o],
@@ -334,16 +380,34 @@ static int bind(Env *env, PyObject *types, PyObject *end)
     return 0;
 }
 
+/* Each group's update into `updates`, or with `apart` a new flow's flow into `fresh` instead. */
+static int run_groups(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t u, int has_tags, Py_ssize_t *made,
+                      PyObject *updates, PyObject *fresh)
+{
+    for (Py_ssize_t g = 0; g < u; g++) {
+        int is_new = 0;
+        PyObject *out = one_group(env, tables, in, g, has_tags, made, fresh != NULL, &is_new);
+        if (out == NULL)
+            return -1;
+        int failed = PyList_Append(fresh != NULL && is_new ? fresh : updates, out);
+        Py_DECREF(out);
+        if (failed)
+            return -1;
+    }
+    return 0;
+}
+
 static PyObject *apply(PyObject *self, PyObject *args)
 {
     PyObject *tables_obj, *end, *types, *tables[4];
     Py_buffer in[NBUF];
-    if (!PyArg_ParseTuple(args, "O!OO!y*y*y*y*y*y*y*y*y*y*y*y*y*y*", &PyTuple_Type, &tables_obj, &end,
+    int apart = 0;
+    if (!PyArg_ParseTuple(args, "O!OO!y*y*y*y*y*y*y*y*y*y*y*y*y*y*|p", &PyTuple_Type, &tables_obj, &end,
                           &PyTuple_Type, &types, &in[0], &in[1], &in[2], &in[3], &in[4], &in[5], &in[6], &in[7],
-                          &in[8], &in[9], &in[10], &in[11], &in[12], &in[13]))
+                          &in[8], &in[9], &in[10], &in[11], &in[12], &in[13], &apart))
         return NULL;
     Env env;
-    PyObject *out = NULL, *updates = NULL;
+    PyObject *out = NULL, *updates = NULL, *fresh = NULL;
     Py_ssize_t u = 0, made = 0;
     int has_tags = 0;
     if (!PyArg_ParseTuple(tables_obj, "OOOO", &tables[0], &tables[1], &tables[2], &tables[3]))
@@ -355,25 +419,98 @@ static PyObject *apply(PyObject *self, PyObject *args)
         }
     if (check(in, &u, &has_tags) < 0 || bind(&env, types, end) < 0)
         goto release;
-    updates = PyList_New(u);
-    for (Py_ssize_t g = 0; updates != NULL && g < u; g++) {
-        PyObject *upd = one_group(&env, tables, in, g, has_tags, &made);
-        if (upd == NULL)
-            Py_CLEAR(updates);
-        else
-            PyList_SET_ITEM(updates, g, upd);
-    }
+    updates = PyList_New(0);
+    fresh = apart ? PyList_New(0) : NULL;
+    if (updates != NULL && (fresh != NULL || !apart)
+            && run_groups(&env, tables, in, u, has_tags, &made, updates, fresh) == 0)
+        out = apart ? Py_BuildValue("(OOn)", fresh, updates, made) : Py_BuildValue("(On)", updates, made);
+    Py_XDECREF(updates);
+    Py_XDECREF(fresh);
     Py_DECREF(env.idle);
-    if (updates != NULL)
-        out = Py_BuildValue("(Nn)", updates, made);
 release:
     for (int j = 0; j < NBUF; j++)
         PyBuffer_Release(&in[j]);
     return out;
 }
 
+/* ---- eviction past max_flows -------------------------------------------------------------------------------------
+ * evict(tables, excess, flow_type) -> [flows]: FlowTable._evict_python's loop. tables: the four OrderedDicts in
+ * FlowTable._timeouts order, each least recently active first; `excess` times, the head of the table whose head is
+ * least recently active (`last`; the first table on a tie) is taken out, and the flows taken are returned in that
+ * order. */
+
+/* The head of an OrderedDict (a new reference to its key) and its flow's `last`; NULL without an error if empty. */
+static PyObject *head(PyObject *table, PyTypeObject *flow_type, Py_ssize_t last_off, double *last)
+{
+    PyObject *it = PyObject_GetIter(table), *key;   /* OrderedDict's own order, not the dict's */
+    if (it == NULL)
+        return NULL;
+    key = PyIter_Next(it);
+    Py_DECREF(it);
+    if (key == NULL)
+        return NULL;
+    PyObject *flow = PyDict_GetItemWithError(table, key);   /* borrowed */
+    if (flow == NULL || !PyObject_TypeCheck(flow, flow_type)) {   /* its slots are read by offset: a Flow only */
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "evict: a table holds something other than a flow");
+        Py_DECREF(key);
+        return NULL;
+    }
+    *last = PyFloat_AsDouble(SLOT(flow, last_off));
+    if (*last == -1.0 && PyErr_Occurred()) {
+        Py_CLEAR(key);
+    }
+    return key;
+}
+
+static int evict_loop(PyObject **tables, Py_ssize_t excess, PyTypeObject *flow_type, Py_ssize_t last_off,
+                      PyObject *out)
+{
+    PyObject *keys[4] = {NULL, NULL, NULL, NULL};
+    double heads[4] = {0, 0, 0, 0};
+    int failed = 0;
+    for (int i = 0; i < 4 && !failed; i++)
+        failed = (keys[i] = head(tables[i], flow_type, last_off, &heads[i])) == NULL && PyErr_Occurred();
+    for (; excess > 0 && !failed; excess--) {
+        int best = -1;
+        for (int i = 0; i < 4; i++)
+            if (keys[i] != NULL && (best < 0 || heads[i] < heads[best]))
+                best = i;
+        if (best < 0)
+            break;
+        PyObject *flow = PyDict_GetItemWithError(tables[best], keys[best]);
+        failed = flow == NULL || PyList_Append(out, flow) < 0 || PyObject_DelItem(tables[best], keys[best]) < 0;
+        if (flow == NULL && !PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "evict: a table changed while it was read");
+        Py_CLEAR(keys[best]);
+        if (!failed)
+            failed = (keys[best] = head(tables[best], flow_type, last_off, &heads[best])) == NULL
+                     && PyErr_Occurred();
+    }
+    for (int i = 0; i < 4; i++)
+        Py_XDECREF(keys[i]);
+    return failed ? -1 : 0;
+}
+
+static PyObject *evict(PyObject *self, PyObject *args)
+{
+    PyObject *tables[4], *flow_type;
+    Py_ssize_t excess, last_off;
+    static const char *last_name[] = {"last"};
+    if (!PyArg_ParseTuple(args, "(O!O!O!O!)nO!", &PyDict_Type, &tables[0], &PyDict_Type, &tables[1], &PyDict_Type,
+                          &tables[2], &PyDict_Type, &tables[3], &excess, &PyType_Type, &flow_type))
+        return NULL;
+    if (offsets((PyTypeObject *)flow_type, last_name, 1, &last_off) < 0)
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out != NULL && evict_loop(tables, excess, (PyTypeObject *)flow_type, last_off, out) < 0)
+        Py_CLEAR(out);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"apply", apply, METH_VARARGS, "Apply a batch's flow groups to the flow table's OrderedDicts."},
+    {"evict", evict, METH_VARARGS, "Take the least recently active flows out of the flow table's OrderedDicts."},
     {NULL, NULL, 0, NULL},
 };
 

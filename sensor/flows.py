@@ -177,6 +177,11 @@ class FlowUpdate:
     resp_bytes: int
 
 
+def new_update(flow: Flow) -> FlowUpdate:
+    """A new flow's first update, from the flow: everything it holds came from that update's packets."""
+    return FlowUpdate(flow, True, flow.first, flow.orig_pkts, flow.resp_pkts, flow.orig_bytes, flow.resp_bytes)
+
+
 def flow_keys(dec: Decoded, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Canonical 40-byte keys for the given rows, and whether each packet's source is the key's A side."""
     n = len(rows)
@@ -416,23 +421,42 @@ class FlowTable:
         """Add the packets `rows` of a decoded batch; returns what the batch added to each flow.
 
         `tags` (uint64 per row, optional) are payload-profile bits OR-ed into the sending side of each flow."""
+        return self._update(dec, rows, tags, False)[1]
+
+    def update_apart(self, dec: Decoded, rows: np.ndarray,
+                     tags: np.ndarray | None = None) -> tuple[list[Flow], list[FlowUpdate]]:
+        """update, with the batch's new flows apart: (the new flows, the updates of the others). A new flow's
+        update is what the flow holds (new_update makes it when it is wanted), so a flood's new flows cost no
+        update object each."""
+        return self._update(dec, rows, tags, True)
+
+    def _update(self, dec: Decoded, rows: np.ndarray, tags: np.ndarray | None,
+                apart: bool) -> tuple[list[Flow], list[FlowUpdate]]:
         if len(rows) == 0:
-            return []
+            return [], []
         grp = group(dec, rows, tags)
         new = orient(dec, rows[grp.first], grp.first_dir)
+        fresh: list[Flow] = []
         if compiled.flows_extension is not None and compiled.table:
             c = np.ascontiguousarray
-            updates, made = compiled.flows_extension.apply(
+            out = compiled.flows_extension.apply(
                 (self._tcp, self._closed, self._udp, self._other), self._end,
                 (Flow, FlowUpdate, _PORTS, _MACS, _shared_mac), c(grp.keys), c(grp.first_dir, np.uint8),
                 c(new.orig_is_a), c(new.orig_port), c(new.resp_port), c(new.vlan), c(new.first_ts), c(grp.pkts),
                 c(grp.bytes), c(grp.payload), c(grp.flags), b"" if tags is None else c(grp.tags), c(grp.macs),
-                c(grp.last))
+                c(grp.last), apart)
+            if apart:
+                fresh, updates, made = out
+            else:
+                updates, made = out
             self.created += made
         else:
             updates = self._apply_python(grp, new, tags is not None)
+            if apart:
+                fresh = [upd.flow for upd in updates if upd.new]
+                updates = [upd for upd in updates if not upd.new]
         self._evict()
-        return updates
+        return fresh, updates
 
     def _apply_python(self, grp: Groups, new: NewFlows, has_tags: bool) -> list[FlowUpdate]:
         """The reference of the compiled step (sensor/_flows.c): each group finds or makes its flow, adds to it
@@ -491,10 +515,21 @@ class FlowTable:
 
     def _evict(self) -> list[Flow]:
         """The least recently active flows over max_flows: each table's oldest is its head, the oldest head goes
-        (the first table in _timeouts order on a tie). Heads are read once and again only for the table that lost
-        one: a flood past max_flows evicts a flow per new flow."""
-        out: list[Flow] = []
+        (the first table in _timeouts order on a tie). A flood past max_flows evicts a flow per new flow: the
+        compiled loop (sensor/_flows.c evict) when built, else _evict_python, its reference."""
         excess = len(self) - self.settings.max_flows
+        if excess <= 0:
+            return []
+        if compiled.flows_extension is not None and compiled.table:
+            (closed, _), (tcp, _), (udp, _), (other, _) = self._timeouts
+            out = compiled.flows_extension.evict((closed, tcp, udp, other), excess, Flow)
+        else:
+            out = self._evict_python(excess)
+        return self._end(out, "evicted")
+
+    def _evict_python(self, excess: int) -> list[Flow]:
+        """Heads are read once and again only for the table that lost one."""
+        out: list[Flow] = []
         if excess > 0:
             tables = [t for t, _ in self._timeouts]
             heads = [next(iter(t.values())).last if t else None for t in tables]
@@ -507,12 +542,14 @@ class FlowTable:
                 out.append(table.popitem(last=False)[1])
                 heads[best] = next(iter(table.values())).last if table else None
                 excess -= 1
-        return self._end(out, "evicted")
+        return out
 
     def flush(self) -> list[Flow]:
         out: list[Flow] = []
         for table, _ in self._timeouts:
-            out.extend(table.values())   # not through flows(): a generator step per flow of a full table
+            # dict's view of the table, not OrderedDict's (whose iteration looks every key up again): the same
+            # order, because the tables are only ever added to at the end and taken from (never move_to_end)
+            out.extend(dict.values(table))
         for table, _ in self._timeouts:
             table.clear()
         return self._end(out, "end")

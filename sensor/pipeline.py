@@ -201,13 +201,13 @@ class Sensor:
         if lo == hi:
             return
         self.enricher.read_dns(dec, rows.dns)
-        updates = self.flows.update(dec, plan.ip[lo:hi], plan.tags[lo:hi])
+        fresh, updates = self.flows.update_apart(dec, plan.ip[lo:hi], plan.tags[lo:hi])
         self.enricher.read_payloads(dec, rows, self.flows)
+        # New flows go to the enricher at once, in one call (a flood's are most of a batch); the updates of the
+        # others wait for the second's end (_defer only sums, so the two need not interleave).
+        self.enricher.new_flows(fresh)
         for upd in updates:
-            if upd.new:
-                self.enricher.flow_update(upd)
-            else:
-                self._defer(upd)
+            self._defer(upd)
         if time.monotonic() - self._last_save >= 1.0:
             self._save(devices_too=False)
 

@@ -2,7 +2,9 @@
 detection stage one event per fact (sensor.enrich.events).
 
 Per window the pipeline calls read_dns (before the flow stage, so a flow opened right after its DNS answer is
-named), then read_payloads (after it, so a ClientHello names the flow it opened), then flow_update per update.
+named), then read_payloads (after it, so a ClientHello names the flow it opened), then new_flows with the window's
+new flows; the updates of known flows come to flow_update when their second of capture time ends. new_flows must
+do what flow_update does for a new flow (tests/unit/test_enrich_stage.py holds the two equal).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from sensor.enrich.scope import (
     peer_scope,
 )
 from sensor.errors import warn
-from sensor.flows import FlowTable, FlowUpdate
+from sensor.flows import Flow, FlowTable, FlowUpdate, new_update
 from sensor.reference_data import Service
 from sensor.state import KnownState
 
@@ -91,6 +93,38 @@ class Enricher:
         if not upd.new:   # remembered from a flow's second second on: most flows of a flood have none
             flow.context = ctx
 
+    def new_flows(self, flows: list[Flow]) -> None:
+        """flow_update of each of a batch's brand-new flows (FlowTable.update_apart), in their order, with the same
+        effects. A flood of new flows is mostly flows no camera-side device sends in (an inbound scan, forged
+        peers): for those the only possible work is noting a public sender's MAC as the router's, so they are
+        settled here from the two addresses' scopes, without an update object or a flow context, and the calls
+        that could not change anything are not made."""
+        classifier, scope_of, link, mark = self.classifier, self.classifier.scope_of_raw, self._link, self.roles
+        zero_config, router_macs = classifier.zero_config, self.inventory.router_macs
+        camera, public, core = SCOPE_CAMERA, SCOPE_PUBLIC, SCOPE_CORE
+        for flow in flows:
+            # a new flow holds exactly what its first update brought (new_update)
+            orig_pkts, resp_pkts, orig_mac, resp_mac = flow.orig_pkts, flow.resp_pkts, flow.orig_mac, flow.resp_mac
+            # LinkReader.note_flow notes a side only if it sent and has a MAC not already a router's
+            if zero_config and ((orig_pkts and orig_mac and orig_mac not in router_macs)
+                                or (resp_pkts and resp_mac and resp_mac not in router_macs)):
+                link.note_flow(new_update(flow))
+            # flow_context's scopes (Flow.orig_raw, resp_raw inlined), after note_flow as there; a responder's only
+            # when it can matter: it sent, or a core host reached it (an inbound flood's are neither)
+            key, orig_is_a = flow.key, flow.orig_is_a
+            orig = scope_of(key[3:19] if orig_is_a else key[21:37])
+            resp = scope_of(key[21:37] if orig_is_a else key[3:19]) if resp_pkts or orig == core else None
+            if (orig == camera or resp == camera) and _camera_work(orig, resp, orig_pkts, resp_pkts):
+                upd = new_update(flow)
+                ctx = self._side(upd, flow_context(classifier, flow), True)
+                self._side(upd, ctx, False)
+                continue
+            # _side without a camera side: a public sender's MAC is the router's (marked once: skip the known)
+            if orig_pkts and orig == public and orig_mac and orig_mac not in router_macs:
+                mark.note_router_mac(orig_mac)
+            if resp_pkts and resp == public and resp_mac and resp_mac not in router_macs:
+                mark.note_router_mac(resp_mac)
+
     def _side(self, upd: FlowUpdate, ctx: tuple, is_orig: bool) -> tuple:
         """One side of a flow update (is_orig: the originator's); returns the flow context, possibly updated."""
         if is_orig:
@@ -101,7 +135,8 @@ class Enricher:
             if sent_pkts and local_scope == SCOPE_PUBLIC:
                 self.roles.note_router_mac(upd.flow.orig_mac if is_orig else upd.flow.resp_mac)
             return ctx
-        # A core host reaching into the camera VLAN matters even when the camera stays silent.
+        # A core host reaching into the camera VLAN matters even when the camera stays silent (_camera_work: the
+        # same rule for both sides at once).
         if not sent_pkts and (is_orig or remote_scope != SCOPE_CORE or not upd.orig_pkts):
             return ctx
         return self._camera_side(upd, ctx, is_orig, sent_pkts)
@@ -152,3 +187,10 @@ class Enricher:
         found = services(obs)
         if found is not None:
             self.inventory.note_service(obs.device, found[0], "service", found[1])
+
+
+def _camera_work(orig_scope: str, resp_scope: str | None, orig_pkts: int, resp_pkts: int) -> bool:
+    """Whether either side of a flow update reaches Enricher._camera_side (_side's rule, both sides at once): a
+    camera-side originator that sent, or a camera-side responder that sent or that a core host reached."""
+    return bool((orig_scope == SCOPE_CAMERA and orig_pkts)
+                or (resp_scope == SCOPE_CAMERA and (resp_pkts or (orig_scope == SCOPE_CORE and orig_pkts))))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 
@@ -73,6 +74,25 @@ def test_flood_benchmark_capture_is_all_new_flows(tmp_path):
     assert r.returncode == 0, r.stderr
     (row,) = json.loads(out.read_text())["results"]
     assert row["packets"] == row["flows"] == 3_000
+
+
+def test_flow_memory_benchmark_measures_the_table_per_flow_within_the_target(tmp_path):
+    flood = tmp_path / "flood.pcap"
+    assert bench("make_flood.py", flood, "-n", 3_000).returncode == 0
+    r = bench("flow_memory.py", flood)
+    assert r.returncode == 0, r.stderr
+    flows, per_flow = re.search(r": ([\d,]+) flows, (\d+) bytes per flow", r.stdout).groups()
+    # a Flow alone is over 200 bytes; issue 16's target is 512 for the whole entry
+    assert flows == "3,000" and 250 <= int(per_flow) <= 512
+
+
+def test_replay_ab_runs_both_trees_interleaved_with_the_cli_collector(tmp_path):
+    flood = tmp_path / "flood.pcap"
+    assert bench("make_flood.py", flood, "-n", 2_000).returncode == 0
+    r = bench("replay_ab.py", REPO, REPO, flood, "--rounds", 2, "--repeat", 1, "--clock", "cpu", "--gc", "cli")
+    assert r.returncode == 0, r.stderr
+    runs = re.findall(r"round (\d) (before|after) .*: 2,000 packets, best", r.stdout)
+    assert runs == [("1", "before"), ("1", "after"), ("2", "before"), ("2", "after")]
 
 
 def test_flow_log_cost_benchmark_runs_both_ways_and_writes_every_record(tmp_path):

@@ -4,10 +4,16 @@ DNS questions as events, and a core host reaching into the camera VLAN seen even
 
 from __future__ import annotations
 
+import random
+
+import pytest
+
 from packets import dns_query, dns_response, ethernet, ipv4, mac, tcp, tls_client_hello, udp
 from sensor.config import parse_config
 from sensor.detect import Detector, DetectorContext, registry
 from sensor.enrich import SCOPES, ManufDatabase
+from sensor.enrich.stage import Enricher
+from sensor.flows import new_update
 from sensor.pipeline import Sensor
 
 from .test_export import T0, make_batch
@@ -229,3 +235,55 @@ def test_each_camera_banner_is_read_once_and_discovery_from_either_port(monkeypa
         ("10.20.0.22", ["device_type", "firmware", "model", "protocol", "serial"]),
         ("10.20.0.23", ["server"])]
     assert "camera_discovery" not in sensor.inventory.devices.get("10.20.0.23").evidence
+
+
+def _mixed_flows(seed: int) -> list[tuple]:
+    """Random flows among camera-side, core, private, public and multicast hosts over a few seconds: new port pairs
+    each packet or answered in the same window, from cameras' own MACs, a router's, or none (0)."""
+    rng = random.Random(seed)
+    own = {CAM: CAM_MAC, NVR: mac("00:40:8c:00:00:02"), "10.20.0.12": mac("00:40:8c:00:00:12"),
+           "10.30.0.40": mac("3c:ef:8c:00:00:40"), "10.30.0.41": mac("3c:ef:8c:00:00:41"), "192.168.7.9": b"\x00" * 6}
+    hosts = [*own, CORE, CLOUD, OTHER, "239.255.255.250", "203.0.113.200"]
+
+    def mac_of(host):   # a host's own MAC, sometimes another camera-side host's; the router's beyond the VLAN
+        if host not in own:
+            return ROUTER_MAC
+        return rng.choice(list(own.values())) if rng.random() < 0.05 else own[host]
+
+    records = []
+    for i in range(600):
+        ts = T0 + i * 0.01
+        src, dst = rng.sample(hosts, 2)
+        sport, dport = rng.choice([(40000 + i, 443), (50000 + i, 554), (123, 123), (40000 + i % 7, 80)])
+        kw = {"src_mac": mac_of(src), "dst_mac": mac_of(dst)}
+        frame = _t(src, dst, sport, dport, rng.choice(["S", "SA", "PA", "R"]), b"p" * rng.randrange(60), **kw) \
+            if rng.random() < 0.6 else _u(src, dst, sport, dport, b"q" * rng.randrange(1, 80), **kw)
+        records.append((ts, frame))
+        if rng.random() < 0.3:   # answered in the same window: both sides of a new flow sent
+            kw = {"src_mac": kw["dst_mac"], "dst_mac": kw["src_mac"]}
+            records.append((ts + 0.001, _u(dst, src, dport, sport, b"r" * 20, **kw)))
+    return records
+
+
+def _outcome(sensor: Sensor) -> tuple:
+    inv = sensor.inventory
+    return (sensor.detection.find(Recorder).events,
+            sorted((d.ip, d.mac, d.packets_sent, d.bytes_sent, sorted(d.egress_bytes.items()), sorted(d.evidence))
+                   for d in inv.devices.values()),
+            sorted(inv.router_macs), sensor.enricher.link.learned_state(),
+            sorted(sensor.enricher.external_destinations))
+
+
+@pytest.mark.parametrize("config", [SITE, {}], ids=["site", "zero-config"])
+@pytest.mark.parametrize("seed", range(4))
+def test_new_flows_in_one_call_do_what_flow_update_does_one_by_one(monkeypatch, config, seed):
+    """Enricher.new_flows settles most of a flood's flows from their scopes alone: the same events, devices,
+    routers and learned networks as the reference, flow_update for each new flow in turn."""
+    records = _mixed_flows(seed)
+    _, events = _run(monkeypatch, records, config)
+    fast = _outcome(_run(monkeypatch, records, config)[0])
+    monkeypatch.setattr(Enricher, "new_flows", lambda self, flows: [self.flow_update(new_update(f)) for f in flows])
+    reference = _outcome(_run(monkeypatch, records, config)[0])
+    assert fast == reference
+    # the cases are exercised, not vacuous: observations, a router, and (zero-config) networks learned from flows
+    assert any(e[0] == "observe" for e in events) and reference[2] and (config or reference[3]["networks"])

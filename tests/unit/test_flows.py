@@ -4,6 +4,8 @@ batch adds to a flow, closing, lookup, eviction and flush, all by exact value.""
 from __future__ import annotations
 
 import dataclasses
+import gc
+import sys
 
 import numpy as np
 import pytest
@@ -461,6 +463,33 @@ def test_flush_ends_every_flow_of_every_table(impl):
     assert len(out) == 4 and len(ft) == 0 and list(ft.flows()) == [] and ft.expired["end"] == 4
 
 
+def test_flush_ends_flows_least_recently_active_first_in_each_table(impl):
+    """flush reads each table's plain dict view: the same LRU order as the OrderedDict's own, after flows were
+    updated again (taken out and put back at the recent end), closed and evicted."""
+    ft, ended = table(max_flows=5)
+    feed(ft, [u(CAM, NVR, 50000 + i, 554) for i in range(6)], ts=[T0 + i for i in range(6)])   # 50000 evicted
+    feed(ft, [u(CAM, NVR, 50002, 554), t(CAM, CLOUD, 50000, 443, "S")], ts=[T0 + 7, T0 + 8])   # 50001 evicted
+    feed(ft, [u(NVR, CAM, 554, 50003), t(CAM, CLOUD, 50001, 443, "S")], ts=[T0 + 9, T0 + 10])  # 50004 evicted
+    lru = [f.orig_port for tbl, _ in ft._timeouts for f in tbl.values()]
+    ended.clear()
+    ft.flush()
+    assert [f.orig_port for f, _ in ended] == lru == [50000, 50001, 50005, 50002, 50003]
+
+
+@pytest.mark.skipif(compiled.flows_extension is None, reason="the C extension was not built on this machine")
+def test_compiled_flows_and_updates_stay_out_of_the_cyclic_collector():
+    """A flow holds only bytes, numbers, strings and tuples of them: no cycle can run through it, so the compiled
+    step leaves flows and their updates untracked (a flood's full table is not walked at every collection); they
+    are still freed by reference counting."""
+    ft, _ = table()
+    ups = feed(ft, [u(CAM, NVR, 50000, 554), t(CAM, CLOUD, 50000, 443, "S")])
+    assert [gc.is_tracked(x) for x in ups] == [False, False]
+    assert [gc.is_tracked(f) for f in ft.flows()] == [False, False]
+    flow = ups[0].flow
+    del ups
+    assert sys.getrefcount(flow) == 3   # the table's, `flow`'s and getrefcount's argument: no stray reference
+
+
 def test_length_counts_every_table(impl):
     ft, _ = table()
     feed(ft, [t(CAM, CLOUD, 50000, 443, "S"), u(CAM, NVR, 50000, 554), icmp(CAM, NVR),
@@ -470,9 +499,10 @@ def test_length_counts_every_table(impl):
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_eviction_takes_the_oldest_head_of_any_table_first_table_on_a_tie(seed):
-    """_evict against the plain rule (the table whose head is least recently active, the first in _timeouts order on
-    a tie, one flow at a time), on tables of random times with ties across tables and tables running empty."""
+def test_eviction_takes_the_oldest_head_of_any_table_first_table_on_a_tie(impl, seed):
+    """_evict (compiled and its reference) against the plain rule (the table whose head is least recently active,
+    the first in _timeouts order on a tie, one flow at a time), on tables of random times with ties across tables
+    and tables running empty; each table's order is its OrderedDict order (here not the dict's)."""
     import random
     rng = random.Random(seed)
     ft, ended = table(max_flows=1_000)

@@ -15,7 +15,7 @@ from packets import ethernet, icmp_echo, ipv4, ipv6, tcp, udp
 from sensor import compiled
 from sensor.config import FlowSettings
 from sensor.decode import decode
-from sensor.flows import Flow, FlowTable, FlowUpdate
+from sensor.flows import Flow, FlowTable, FlowUpdate, new_update
 
 from .builders import batch_of
 
@@ -146,3 +146,50 @@ def test_the_compiled_step_refuses_what_is_not_a_flow_table():
         ext.apply(tables, print, types, *bad_port)
     updates, made = ext.apply(tables, print, types, *_columns(2))
     assert made == 1 and len(updates) == 2 and updates[0].new and not updates[1].new   # one key, twice
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["compiled", "reference"])
+@pytest.mark.parametrize("seed", range(6))
+def test_new_flows_apart_stand_for_their_updates(monkeypatch, on, seed):
+    """update_apart's new flows, each made into its update by new_update, and the others' updates, are update's
+    updates: the same values (every field) in the same order within each kind, batch after batch."""
+    monkeypatch.setattr(compiled, "table", on)
+    rng = random.Random(seed)
+    conversations, t = _conversations(rng), 1_700_000_000.0
+    whole, apart = FlowTable(FlowSettings(max_flows=9)), FlowTable(FlowSettings(max_flows=9))
+    made = 0
+    for _ in range(12):
+        frames = [_frame(rng, conversations) for _ in range(rng.randint(1, 60))]
+        ts = sorted(t + rng.random() * 2 for _ in frames)
+        t = ts[-1]
+        batch = batch_of([f for f, _ in frames], ts=ts, linktype=[lt for _, lt in frames])
+        tags = None if rng.random() < 0.4 else np.array([rng.choice([0, 6, 1 << 63]) for _ in frames], np.uint64)
+        updates = whole.update(decode(batch), np.arange(len(frames)), tags)
+        fresh, known = apart.update_apart(decode(batch), np.arange(len(frames)), tags)
+        assert all(isinstance(f, Flow) for f in fresh)
+        assert _updates([new_update(f) for f in fresh]) == _updates([u for u in updates if u.new])
+        assert _updates(known) == _updates([u for u in updates if not u.new])
+        assert _state(apart) == _state(whole)
+        made += len(fresh)
+        now = t + rng.choice([0.0, 100.0])
+        assert [f.key for f in whole.expire(now)] == [f.key for f in apart.expire(now)]
+    assert made > 10 and apart.created == whole.created == made
+
+
+def test_the_compiled_eviction_refuses_what_is_not_a_flow_table():
+    import sensor.flows as fl
+    ext = compiled.flows_extension
+    tables = tuple(FlowTable(FlowSettings())._tcp for _ in range(4))
+    with pytest.raises(TypeError):
+        ext.evict((tables[0], tables[1], tables[2], [1]), 1, Flow)
+    with pytest.raises(TypeError, match="not a slot"):
+        ext.evict(tables, 1, dict)
+    assert ext.evict(tables, 3, Flow) == []   # empty tables: nothing to evict, whatever the excess
+    stranger = FlowTable(FlowSettings())._tcp
+    key = b"\0\0\x06" + b"k" * 37   # a TCP flow's key
+    stranger[key] = "not a flow"   # slots are read by offset: anything else is refused, not read
+    with pytest.raises(TypeError, match="other than a flow"):
+        ext.evict((stranger, *tables[1:]), 1, Flow)
+    with pytest.raises(TypeError, match="other than a flow"):
+        ext.apply((stranger, *tables[1:]), print, (Flow, FlowUpdate, fl._PORTS, fl._MACS, fl._shared_mac),
+                  key, *_columns(1)[1:])
