@@ -18,7 +18,7 @@ import numpy as np
 
 from sensor import compiled
 from sensor.errors import CamwatchError, CaptureError
-from sensor.mapped import MappedFile
+from sensor.mapped import Damaged, MappedFile
 from sensor.readahead import ReadAhead
 
 CHUNK_BYTES = 8 << 20   # thousands of video frames per batch: numpy's per-call overhead amortised
@@ -209,6 +209,8 @@ class CaptureReader:
                 self._buf, ahead = self._read_ahead.take(rest)
             except OSError as exc:
                 raise self._error(f"cannot read: {exc.strerror or exc}", len(rest)) from None
+            except Damaged as exc:   # everything before the incomplete record in hand was processed
+                raise self._error(str(exc)) from None
             return ahead > 0
         if self._readinto is None:
             assert self._read is not None   # a reader is given `read` or `readinto`; close() returned above
@@ -282,8 +284,7 @@ class CaptureReader:
         # only the garbage collector frees, and the CLI has tuned that to run seldom.
         parse = self._parse_pcap if self._pcap else self._parse_pcapng
         while True:
-            records = _Records()
-            used, need = parse(self._buf, records)
+            records, used, need = self._parse(parse)
             if len(records):
                 yield records.batch(self._buf)
             self._consume(used)
@@ -308,6 +309,26 @@ class CaptureReader:
                 self._eof = True
 
     _kind = "capture"
+
+    def _parse(self, parse: Callable[[bytes | memoryview, _Records], tuple[int, int]]) -> tuple[_Records, int, int]:
+        """The buffer's records. A memory-mapped file cut under the reader while the walk ran reads as zeros past
+        the cut (sensor/mapped.py): the walk is then done again, from the same parser state, over only what lies
+        before the cut, as if the file ended there; the next read reports the cut."""
+        mapped = self._read_ahead if isinstance(self._read_ahead, MappedFile) else None
+        state = self._parser_state() if mapped is not None else ()
+        records = _Records()
+        used, need = parse(self._buf, records)
+        while mapped is not None and (cut := mapped.intact_to()) is not None and \
+                cut < self.bytes_consumed + len(self._buf):
+            (self._pending, self._ng_endian, ifaces, self._ng_columns, self._last_ts) = state
+            self._ng_ifaces = list(ifaces)
+            self._buf = self._buf[:max(cut - self.bytes_consumed, 0)]
+            records = _Records()
+            used, need = parse(self._buf, records)
+        return records, used, need
+
+    def _parser_state(self) -> tuple:
+        return self._pending, self._ng_endian, list(self._ng_ifaces), self._ng_columns, self._last_ts
 
     # ---- classic pcap ----------------------------------------------------------------------------------
     def _fail(self, message: str, pos: int) -> None:
