@@ -251,7 +251,7 @@ static PyTypeObject MappingType = {
     .tp_getset = Mapping_getset,
 };
 
-/* map(fd, size): the first `size` bytes of the open file `fd`, mapped read-only and guarded. OSError when it
+/* map_file(fd, size): the first `size` bytes of the open file `fd`, mapped read-only and guarded. OSError when it
    cannot be mapped or the table is full. */
 static PyObject *
 guard_map(PyObject *module, PyObject *args)
@@ -259,7 +259,7 @@ guard_map(PyObject *module, PyObject *args)
     (void)module;
     int fd;
     Py_ssize_t size;
-    if (!PyArg_ParseTuple(args, "in:map", &fd, &size))
+    if (!PyArg_ParseTuple(args, "in:map_file", &fd, &size))
         return NULL;
     if (size <= 0) {
         PyErr_SetString(PyExc_ValueError, "cannot map an empty file");
@@ -297,7 +297,7 @@ guard_map(PyObject *module, PyObject *args)
 }
 
 static PyMethodDef guard_methods[] = {
-    {"map", guard_map, METH_VARARGS, "A guarded read-only mapping of the first size bytes of fd."},
+    {"map_file", guard_map, METH_VARARGS, "A guarded read-only mapping of the first size bytes of fd."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -29,11 +29,12 @@ MAX_RECORD_BYTES = 1 << 20
 # thread waited for a CPU and replay was 10-40% slower with it, not faster (docs/benchmarks.md). To try it where a
 # core is idle: CHUNK_BYTES + 1, and bench/read_floor.py runs both ways side by side.
 READ_AHEAD_FROM = 0
-# Off: regular files could be read through a memory map (sensor.mapped) for 0.7-0.8 of readinto's CPU time
-# (docs/benchmarks.md, issue 16), but a file truncated under the reader, or a disk failing under it, would then end
-# the process with SIGBUS: no one-line error, and the outputs of what was already processed unwritten. A replay
-# tool's promise outranks a tenth of its CPU time. Set to a size (e.g. CHUNK_BYTES) to map files at least that big.
-MAP_FROM = 0
+# Regular files at least this big are read through a memory map (sensor.mapped): no copy of every byte, 5-10% less
+# CPU for the whole replay (docs/benchmarks.md, issue 16 item 3). Safe since the map is guarded (sensor/_mapguard.c):
+# a file truncated under the reader, or a disk failing under it, ends the read with a one-line CaptureError after
+# everything before the cut, as a damaged file does, instead of SIGBUS. Smaller files gain nothing from a map (one
+# chunk) and pay its set-up; 0 reads every file with readinto.
+MAP_FROM = CHUNK_BYTES
 
 PCAP_MAGIC = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),

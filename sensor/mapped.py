@@ -25,6 +25,7 @@ from the file.
 from __future__ import annotations
 
 import os
+import threading
 from io import BufferedReader
 
 try:
@@ -33,6 +34,10 @@ except ImportError:   # built without a C compiler, or not on Linux: files are r
     _mapguard = None  # type: ignore[assignment]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+# Fault the next chunk's pages in on a second thread (MADV_POPULATE_READ, the GIL released) while this one is
+# processed, instead of asking the kernel to read it ahead (MADV_WILLNEED) and faulting each page on first touch.
+# Off: measured in docs/benchmarks.md (issue 16 item 3, third pass); bench/read_floor.py runs it as "prefetch".
+PREFETCH = False
 
 
 class Damaged(Exception):
@@ -50,13 +55,14 @@ class MappedFile:
         self._fh = fh
         self._size = size
         self._chunk = chunk
-        self._map: _mapguard.Mapping | None = _mapguard.map(fh.fileno(), size)
+        self._map: _mapguard.Mapping | None = _mapguard.map_file(fh.fileno(), size)
         self._view: memoryview | None = memoryview(self._map)
         self._pos = 0        # the end of the last slice handed out
         self._yielded = 0    # the end of the slices whose records the caller has been given (all but the last)
         self._end = size     # where slices stop: the mapped size, or where the file was found cut
         self._damage: str | None = None
         self._dropped = 0    # pages before this offset were given back
+        self._prefetch: threading.Thread | None = None
         fh.seek(size)        # where reading goes on if the file grew
 
     @classmethod
@@ -122,7 +128,15 @@ class MappedFile:
             self._dropped = done
         if end < self._end:
             ahead = end - end % _PAGE
-            self._map.advise(_mapguard.MADV_WILLNEED, ahead, min(self._chunk, self._end - ahead))
+            length = min(self._chunk, self._end - ahead)
+            if not PREFETCH:
+                self._map.advise(_mapguard.MADV_WILLNEED, ahead, length)
+                return
+            if self._prefetch is not None:
+                self._prefetch.join()
+            self._prefetch = threading.Thread(target=self._map.advise, daemon=True, name="capture-prefetch",
+                                              args=(_mapguard.MADV_POPULATE_READ, ahead, length))
+            self._prefetch.start()
 
     def _read(self, rest: bytes) -> tuple[memoryview, int]:
         """Past the mapped size: what the file grew by since it was opened, read as the plain reader would."""
@@ -144,4 +158,7 @@ class MappedFile:
             pass
 
     def close(self) -> None:
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None:
+            prefetch.join()
         self._release()

@@ -44,7 +44,7 @@ def test_mapped_reader_hands_over_what_the_plain_reader_does(mutant, chunk):
 
 
 def test_open_file_maps_large_files_only(tmp_path, monkeypatch):
-    assert capture.MAP_FROM == 0   # off by default: a truncated file must end in a one-line error, not SIGBUS
+    assert capture.MAP_FROM == capture.CHUNK_BYTES   # on for files of a chunk or more (guarded against SIGBUS)
     monkeypatch.setattr(capture, "MAP_FROM", 1 << 20)
     small = write(tmp_path, "small.pcap", pcap(10))
     reader, _ = open_file(small)

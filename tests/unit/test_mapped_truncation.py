@@ -203,7 +203,7 @@ from sensor import _mapguard
 path = sys.argv[2]
 open(path, "wb").write(b"x" * (1 << 20))
 fd = os.open(path, os.O_RDONLY)
-guarded = _mapguard.map(fd, 1 << 20)   # the guard is installed: faults outside it are not its own
+guarded = _mapguard.map_file(fd, 1 << 20)   # the guard is installed: faults outside it are not its own
 if sys.argv[1] == "kill":
     os.kill(os.getpid(), signal.SIGBUS)
 other = mmap.mmap(fd, 1 << 20, access=mmap.ACCESS_READ)
@@ -231,7 +231,7 @@ def test_a_guarded_map_reads_zeros_past_the_cut_and_says_where(tmp_path):
         path = sys.argv[1]
         open(path, "wb").write(b"\\x01" * (1 << 20))
         fd = os.open(path, os.O_RDONLY)
-        guarded = _mapguard.map(fd, 1 << 20)
+        guarded = _mapguard.map_file(fd, 1 << 20)
         view = memoryview(guarded)
         os.truncate(path, 10_000)
         print(json.dumps([view[9_999], view[(1 << 20) - 1], view[500_000], view[5_000], guarded.damaged()]))
