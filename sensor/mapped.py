@@ -120,23 +120,28 @@ class MappedFile:
         return self._view[start:end], got
 
     def _advise(self, start: int, end: int) -> None:
-        """Hints only: what the kernel does with them changes no byte the reader sees."""
+        """Hints only: what the kernel does with them changes no byte the reader sees. Pages behind the slice are
+        dropped from the process; the next chunk is read ahead, or with PREFETCH faulted in by a thread that also
+        does the dropping, both off this thread."""
         assert self._map is not None and _mapguard is not None
         done = start - start % _PAGE
+        advice: list[tuple[int, int, int]] = []
         if done > self._dropped:
-            self._map.advise(_mapguard.MADV_DONTNEED, self._dropped, done - self._dropped)
+            advice.append((_mapguard.MADV_DONTNEED, self._dropped, done - self._dropped))
             self._dropped = done
         if end < self._end:
             ahead = end - end % _PAGE
-            length = min(self._chunk, self._end - ahead)
-            if not PREFETCH:
-                self._map.advise(_mapguard.MADV_WILLNEED, ahead, length)
-                return
-            if self._prefetch is not None:
-                self._prefetch.join()
-            self._prefetch = threading.Thread(target=self._map.advise, daemon=True, name="capture-prefetch",
-                                              args=(_mapguard.MADV_POPULATE_READ, ahead, length))
-            self._prefetch.start()
+            advice.append((_mapguard.MADV_POPULATE_READ if PREFETCH else _mapguard.MADV_WILLNEED, ahead,
+                            min(self._chunk, self._end - ahead)))
+        if not PREFETCH:
+            for args in advice:
+                self._map.advise(*args)
+            return
+        if self._prefetch is not None:
+            self._prefetch.join()
+        self._prefetch = threading.Thread(target=_apply, args=(self._map, advice), daemon=True,
+                                          name="capture-prefetch")
+        self._prefetch.start()
 
     def _read(self, rest: bytes) -> tuple[memoryview, int]:
         """Past the mapped size: what the file grew by since it was opened, read as the plain reader would."""
@@ -162,3 +167,8 @@ class MappedFile:
         if prefetch is not None:
             prefetch.join()
         self._release()
+
+
+def _apply(mapping: _mapguard.Mapping, advice: list[tuple[int, int, int]]) -> None:
+    for args in advice:   # each with the GIL released (sensor/_mapguard.c)
+        mapping.advise(*args)
