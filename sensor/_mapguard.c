@@ -62,6 +62,21 @@ chain(int sig, siginfo_t *info, void *context)
         raise(SIGBUS);
 }
 
+/* Anonymous zero pages over [page, page + length): the system call itself where it takes its six arguments
+   plainly (64-bit Linux; i386's SYS_mmap takes a struct), libc's thin wrapper of it elsewhere. */
+static int
+zero_pages(uintptr_t page, uintptr_t length)
+{
+#if defined(SYS_mmap) && UINTPTR_MAX == 0xffffffffffffffffu
+    long got = syscall(SYS_mmap, (void *)page, (size_t)length, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+                       -1, 0L);
+    return got == (long)page ? 0 : -1;
+#else
+    void *got = mmap((void *)page, (size_t)length, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    return got == (void *)page ? 0 : -1;
+#endif
+}
+
 static void
 on_sigbus(int sig, siginfo_t *info, void *context)
 {
@@ -75,9 +90,7 @@ on_sigbus(int sig, siginfo_t *info, void *context)
             if (addr < start || addr >= end)
                 continue;
             uintptr_t page = addr & page_mask;
-            long got = syscall(SYS_mmap, (void *)page, (size_t)(end - page), PROT_READ,
-                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0L);
-            if (got != (long)page)
+            if (zero_pages(page, end - page) != 0)
                 break;   /* could not: the fault stays fatal */
             uintptr_t seen = __atomic_load_n(&slots[i].zero_from, __ATOMIC_RELAXED);
             while (page < seen && !__atomic_compare_exchange_n(&slots[i].zero_from, &seen, page, 0,
