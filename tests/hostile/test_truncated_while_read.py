@@ -5,7 +5,9 @@ sensor/mapped.py; the reader's own cases are in tests/unit/test_mapped_truncatio
 
 from __future__ import annotations
 
+import json
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +59,25 @@ def test_replay_of_a_file_truncated_by_another_process(tmp_path):
         r'camwatch_decoded_packets_total\{network="(\w+)",sensor="camwatch"\} (\S+)', metrics.read_text())}
     assert intact <= counts["ipv4"] <= len(_plain(data)[0])
     assert "egress" in (tmp_path / "alerts.jsonl").read_text()   # the phone-home packet at the start: written
+    assert metrics.read_text().count("camwatch_device_info{") == 1   # zeros read past the cut made no device
+
+
+def test_frames_read_as_zeros_are_counted_and_nothing_more(tmp_path):
+    """What the records of a batch cut under the sensor become (their pages read as zeros): frames of network
+    "other", no device, no flow, no alert beyond those of the real packets."""
+    real = pcap(100, video_frame(1400))
+    zeros = b"".join(struct.pack("<IIII", 1_700_000_100, 0, 1400, 1400) + bytes(1400) for _ in range(300))
+    outputs = {}
+    for name, data in (("real", real), ("zeros", real + zeros)):
+        path = write(tmp_path, f"{name}.pcap", data)
+        done = subprocess.run([sys.executable, "-m", "sensor", "replay", str(path), "--quiet", "--alerts",
+                               str(tmp_path / f"{name}.jsonl"), "--metrics-out", str(tmp_path / f"{name}.prom")],
+                              capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert done.returncode == 0, done.stderr
+        outputs[name] = ((tmp_path / f"{name}.prom").read_text(), (tmp_path / f"{name}.jsonl").read_text())
+    metric = re.compile(r'(camwatch_device_info\{.*|camwatch_flows_created_total\{.*|'
+                        r'camwatch_decoded_packets_total\{network="(?:ipv4|ipv6)".*)', re.M)
+    assert metric.findall(outputs["zeros"][0]) == metric.findall(outputs["real"][0])
+    assert 'camwatch_decoded_packets_total{network="other",sensor="camwatch"} 300.0' in outputs["zeros"][0]
+    alerts = [json.loads(line)["detector"] for line in outputs["zeros"][1].splitlines()]
+    assert alerts == [json.loads(line)["detector"] for line in outputs["real"][1].splitlines()] and alerts
