@@ -6,6 +6,7 @@ sensor/mapped.py; the reader's own cases are in tests/unit/test_mapped_truncatio
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 import subprocess
@@ -21,9 +22,11 @@ from tests.unit.test_mapped_truncation import REPO, _plain, child
 pytest.importorskip("sensor._mapguard", reason="the SIGBUS guard is a compiled extension")
 
 
-def test_replay_of_a_file_truncated_by_another_process(tmp_path):
+@pytest.mark.parametrize("faulthandler", ["", "1"])
+def test_replay_of_a_file_truncated_by_another_process(tmp_path, faulthandler):
     """`camwatch replay` (mapped by default), the file cut by another process as soon as it is mapped: exit 1, one
-    line on stderr, no traceback, no core, and the outputs hold every packet before the cut."""
+    line on stderr, no traceback, no core, and the outputs hold every packet before the cut. Also with Python's
+    faulthandler on from the start (PYTHONFAULTHANDLER), whose SIGBUS handler the guard's sits in front of."""
     assert capture.MAP_FROM and capture.MAP_FROM <= 64 << 20
     data = pcap(60_000, video_frame(1400))   # ~86 MB: a few dozen chunks
     path = write(tmp_path, "big.pcap", data)
@@ -33,7 +36,8 @@ def test_replay_of_a_file_truncated_by_another_process(tmp_path):
            str(tmp_path / "alerts.jsonl"), "--metrics-out", str(metrics)]
     if not Path(cmd[0]).exists():
         cmd[:1] = [sys.executable, "-m", "sensor"]
-    replay = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    env = dict(os.environ, PYTHONFAULTHANDLER=faulthandler)
+    replay = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
     truncator = child(f"""
         import os, sys, time
         maps, deadline = "/proc/{replay.pid}/maps", time.monotonic() + 60
