@@ -167,8 +167,10 @@ Mapping_getbuffer(Mapping *self, Py_buffer *view, int flags)
         view->obj = NULL;
         return -1;
     }
-    if (PyBuffer_FillInfo(view, (PyObject *)self, self->data, self->size, 1, flags) < 0)
+    if (PyBuffer_FillInfo(view, (PyObject *)self, self->data, self->size, 1, flags) < 0) {
+        view->obj = NULL;   /* a writable buffer was asked for */
         return -1;
+    }
     self->exports++;
     return 0;
 }
