@@ -233,3 +233,23 @@ def test_a_full_table_of_maps_falls_back_to_readinto(tmp_path, monkeypatch):
     reader, _ = open_file(path)
     assert isinstance(reader._read_ahead, MappedFile)   # slots come back as maps close
     reader.close()
+
+
+def test_a_guarded_map_is_read_only_and_outlives_no_buffer(tmp_path):
+    path = write(tmp_path, "f.bin", bytes(range(256)) * 64)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        guarded = mapguard.map_file(fd, 10_000)
+        view = memoryview(guarded)
+        assert view.readonly and len(view) == guarded.size == 10_000 and view[255] == 255
+        with pytest.raises(BufferError):
+            guarded.close()   # a slice is out: unmapping would pull the pages from under it
+        view.release()
+        guarded.close()
+        assert guarded.damaged() == -1
+        with pytest.raises(ValueError):
+            memoryview(guarded)
+        with pytest.raises(ValueError):
+            mapguard.map_file(fd, 0)
+    finally:
+        os.close(fd)
