@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
 """Replay against the read floor: how close in-process replay comes to merely reading the file.
 
-    python bench/read_floor.py [CAPTURE] [--repeat 5] [--whole-process]
+    python bench/read_floor.py [CAPTURE] [--repeat 5] [--whole-process] [--modes mapped,plain,...] [--against DIR]
 
 In one process, `--repeat` rounds, each running in turn: a plain `readinto` loop over the file into one reused
-8 MiB buffer (the floor: the file from the page cache, nothing done with it), then the sensor over the file read
-three ways: through a memory map (sensor.mapped; off by default, capture.MAP_FROM = 0, for its SIGBUS trade-off), with
-`readinto` in line (MAP_FROM = 0), and with the read-ahead thread (sensor.readahead: the next chunk read on the
-second core; MAP_FROM = 0, READ_AHEAD_FROM on). The sensor is built outside the clock, as in bench/replay_ab.py.
-Printed: the median of each, its spread, each replay's packets/s as a fraction of the floor's (the issue's target:
->= 0.8) and the median CPU time of the process over the run (both threads), which a shared machine stretches less
-than wall time.
+8 MiB buffer (the floor: the file from the page cache, nothing done with it), then the sensor over the file read in
+each of `--modes`: `mapped` through the guarded memory map (sensor.mapped, the default for files of
+capture.MAP_FROM or more), `prefetch` the same with the next chunk's pages faulted in by a second thread
+(sensor.mapped.PREFETCH), `plain` with `readinto` in line (MAP_FROM = 0), `ahead` with the read-ahead thread
+(sensor.readahead: the next chunk read on the second core). The sensor is built outside the clock, as in
+bench/replay_ab.py. Printed: the median of each and its spread, in wall time, in CPU time of the process (every
+thread; a shared machine stretches it far less than wall time) and in CPU time of the main thread (what a second,
+idle core could not take over), each as a fraction of the floor's (the issue's target: >= 0.8). `--against DIR`
+runs another tree (its `sensor/` with its compiled extensions; `git archive COMMIT sensor | tar -x -C DIR`) in
+the same rounds, for before/after.
 
---whole-process adds `camwatch replay CAPTURE --quiet --alerts /dev/null` timed as a whole process (interpreter,
-imports, the manuf table and the state database included), in the same rounds.
+--whole-process adds `camwatch replay CAPTURE --quiet --alerts /dev/null` of each tree timed as a whole process
+(interpreter, imports, the manuf table and the state database included; CPU from getrusage), in the same rounds.
 
 CAPTURE defaults to /tmp/camwatch-bench/vlan100-1000000.pcap, generated if missing (1,000,000 packets, 1.2 GiB:
 keep such files out of the repository).
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -36,13 +40,14 @@ DEFAULT = Path("/tmp/camwatch-bench/vlan100-1000000.pcap")
 
 RUN = """
 import gc, json, sys, time
-src, path, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3])
+src, path, repeat, modes = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].split(",")
 sys.path.insert(0, src)
 import sensor.capture as capture
+import sensor.mapped as mapped
 from sensor.config import Config
 from sensor.pipeline import Sensor
 
-MAP_FROM = capture.MAP_FROM or capture.CHUNK_BYTES   # measured even though off by default
+MAP_FROM = capture.MAP_FROM or capture.CHUNK_BYTES   # measured in a tree where it is off by default too
 
 def floor():
     buf = bytearray(capture.CHUNK_BYTES)
@@ -51,26 +56,28 @@ def floor():
     with open(path, "rb") as fh:
         while fh.readinto(view):
             pass
-    return time.perf_counter() - t, time.process_time() - c
+    cpu = time.process_time() - c
+    return time.perf_counter() - t, cpu, cpu
 
 def replay(how):
-    capture.MAP_FROM = MAP_FROM if how == "mapped" else 0
+    capture.MAP_FROM = MAP_FROM if how in ("mapped", "prefetch") else 0
     capture.READ_AHEAD_FROM = capture.CHUNK_BYTES + 1 if how == "ahead" else 0
+    mapped.PREFETCH = how == "prefetch"
     s = Sensor(Config(), on_alert=None)
     gc.collect()
-    t, c = time.perf_counter(), time.process_time()
+    t, c, m = time.perf_counter(), time.process_time(), time.thread_time()
     reader, _ = capture.open_file(path)
     for batch in reader:
         s.process(batch)
     s.finish()
-    elapsed = time.perf_counter() - t, time.process_time() - c
+    elapsed = time.perf_counter() - t, time.process_time() - c, time.thread_time() - m
     s.close()
     return s.packets, elapsed
 
-out = {"floor": [], "mapped": [], "plain": [], "ahead": []}
+out = {how: [] for how in ["floor"] + modes}
 for _ in range(repeat):
     out["floor"].append(floor())
-    for how in ("mapped", "plain", "ahead"):
+    for how in modes:
         packets, t = replay(how)
         out[how].append(t)
 out["packets"] = packets
@@ -78,11 +85,19 @@ print(json.dumps(out))
 """
 
 
-def whole_process(capture: Path) -> float:
+def whole_process(capture: Path, src: Path) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system) of one `camwatch replay` of the tree in `src`."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "sensor", "replay", str(capture), "--quiet", "--alerts", "/dev/null"],
-                   cwd=REPO, check=True)
-    return time.perf_counter() - t
+                   cwd=src, check=True)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+MODES = {"mapped": "in-process replay, memory-mapped", "prefetch": "in-process replay, mapped + prefetch thread",
+         "plain": "in-process replay, readinto", "ahead": "in-process replay, read-ahead thread"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--whole-process", action="store_true")
     ap.add_argument("--camwatch-src", type=Path, default=REPO, metavar="DIR")
+    ap.add_argument("--against", type=Path, metavar="DIR",
+                    help="another tree (its sensor/ and compiled extensions) run in the same rounds: before/after")
+    ap.add_argument("--modes", default="mapped,plain,ahead",
+                    help="in-process read modes, comma-separated: " + ", ".join(MODES))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if not args.capture.is_file():
@@ -100,35 +119,44 @@ def main(argv: list[str] | None = None) -> int:
         make_capture = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(make_capture)
         make_capture.write(args.capture, 1_000_000, "vlan100")
-    rounds: dict = {"floor": [], "mapped": [], "plain": [], "ahead": [], "whole": []}
-    cpu: dict = {key: [] for key in rounds}
-    # One in-process run per round, the whole-process run between them: the machine's load falls on all alike.
+    trees = {"": args.camwatch_src.resolve()}
+    if args.against is not None:
+        trees = {"before: ": args.against.resolve(), "after: ": args.camwatch_src.resolve()}
+    modes = args.modes.split(",")
+    rounds: dict = {}
+    # One in-process run per tree and round, the whole-process runs between them: the machine's load falls on all
+    # alike.
     for _ in range(args.repeat):
-        src = str(args.camwatch_src.resolve())
-        result = json.loads(subprocess.run([sys.executable, "-c", RUN, src, str(args.capture), "1"],
-                                           capture_output=True, text=True, check=True).stdout)
-        for key in ("floor", "mapped", "plain", "ahead"):
-            rounds[key] += [wall for wall, _ in result[key]]
-            cpu[key] += [seconds for _, seconds in result[key]]
-        packets = result["packets"]
-        if args.whole_process:
-            rounds["whole"].append(whole_process(args.capture))
+        for tag, src in trees.items():
+            result = json.loads(subprocess.run([sys.executable, "-c", RUN, str(src), str(args.capture), "1",
+                                                args.modes], capture_output=True, text=True, check=True).stdout)
+            for key in ["floor"] + modes:
+                rounds.setdefault(tag + key, []).extend(result[key])
+            packets = result["packets"]
+            if args.whole_process:
+                rounds.setdefault(tag + "whole", []).append(whole_process(args.capture, src))
     size = args.capture.stat().st_size
-    floor = statistics.median(rounds["floor"])
-    print(f"{args.capture}: {packets:,} packets, {size / 2**20:.0f} MiB, {args.repeat} rounds (median, min-max)")
+    print(f"{args.capture}: {packets:,} packets, {size / 2**20:.0f} MiB, {args.repeat} rounds; medians (min-max); "
+          "fraction of the floor by wall time, by CPU time (the process's, every thread) and by the main thread's CPU")
     rows = {}
-    for key, label in (("floor", "readinto loop (the floor)"), ("mapped", "in-process replay, mapped (off by default)"),
-                       ("plain", "in-process replay, readinto"), ("ahead", "in-process replay, read-ahead"),
-                       ("whole", "whole process `camwatch replay`")):
-        times = rounds[key]
-        if not times:
-            continue
-        med = statistics.median(times)
-        rows[key] = {"seconds": times, "median": med, "pps": packets / med, "of_floor": floor / med,
-                     "cpu": cpu[key], "cpu_median": statistics.median(cpu[key]) if cpu[key] else None}
-        print(f"  {label:<36} {med:6.3f} s ({min(times):.3f}-{max(times):.3f})  {packets / med / 1e6:5.2f} M packets/s"
-              f"  {floor / med:5.2f} of the floor"
-              + (f"  CPU {statistics.median(cpu[key]):.3f} s" if cpu[key] else ""))
+    labels = {"floor": "readinto loop (the floor)", **MODES, "whole": "whole process `camwatch replay`"}
+    for tag in trees:
+        floor_wall, floor_cpu = (statistics.median(run[i] for run in rounds[tag + "floor"]) for i in (0, 1))
+        for key in ["floor"] + modes + ["whole"]:
+            runs = rounds.get(tag + key)
+            if not runs:
+                continue
+            wall, cpu = [run[0] for run in runs], [run[1] for run in runs]
+            main = [run[2] for run in runs if len(run) > 2]
+            med, cmed = statistics.median(wall), statistics.median(cpu)
+            rows[tag + key] = {"seconds": wall, "cpu": cpu, "main_thread_cpu": main, "median": med,
+                               "cpu_median": cmed, "pps": packets / med, "of_floor": floor_wall / med,
+                               "of_floor_cpu": floor_cpu / cmed}
+            line = (f"  {tag + labels[key]:<52} {med:6.3f} s ({min(wall):.3f}-{max(wall):.3f}) {floor_wall / med:5.2f}"
+                    f" | CPU {cmed:6.3f} s ({min(cpu):.3f}-{max(cpu):.3f}) {floor_cpu / cmed:5.2f}")
+            if main:   # the critical path on a machine with a core to spare
+                line += f" | main thread {statistics.median(main):6.3f} s {floor_cpu / statistics.median(main):5.2f}"
+            print(line)
     if args.json:
         args.json.write_text(json.dumps({"packets": packets, "bytes": size, "rows": rows}, indent=1) + "\n")
     return 0

@@ -18,7 +18,7 @@ import numpy as np
 
 from sensor import compiled
 from sensor.errors import CamwatchError, CaptureError
-from sensor.mapped import MappedFile
+from sensor.mapped import Damaged, MappedFile
 from sensor.readahead import ReadAhead
 
 CHUNK_BYTES = 8 << 20   # thousands of video frames per batch: numpy's per-call overhead amortised
@@ -29,11 +29,12 @@ MAX_RECORD_BYTES = 1 << 20
 # thread waited for a CPU and replay was 10-40% slower with it, not faster (docs/benchmarks.md). To try it where a
 # core is idle: CHUNK_BYTES + 1, and bench/read_floor.py runs both ways side by side.
 READ_AHEAD_FROM = 0
-# Off: regular files could be read through a memory map (sensor.mapped) for 0.7-0.8 of readinto's CPU time
-# (docs/benchmarks.md, issue 16), but a file truncated under the reader, or a disk failing under it, would then end
-# the process with SIGBUS: no one-line error, and the outputs of what was already processed unwritten. A replay
-# tool's promise outranks a tenth of its CPU time. Set to a size (e.g. CHUNK_BYTES) to map files at least that big.
-MAP_FROM = 0
+# Regular files at least this big are read through a memory map (sensor.mapped): no copy of every byte, 5-10% less
+# CPU for the whole replay (docs/benchmarks.md, issue 16 item 3). Safe since the map is guarded (sensor/_mapguard.c):
+# a file truncated under the reader, or a disk failing under it, ends the read with a one-line CaptureError after
+# everything before the cut, as a damaged file does, instead of SIGBUS. Smaller files gain nothing from a map (one
+# chunk) and pay its set-up; 0 reads every file with readinto.
+MAP_FROM = CHUNK_BYTES
 
 PCAP_MAGIC = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
@@ -209,6 +210,8 @@ class CaptureReader:
                 self._buf, ahead = self._read_ahead.take(rest)
             except OSError as exc:
                 raise self._error(f"cannot read: {exc.strerror or exc}", len(rest)) from None
+            except Damaged as exc:   # everything before the incomplete record in hand was processed
+                raise self._error(str(exc)) from None
             return ahead > 0
         if self._readinto is None:
             assert self._read is not None   # a reader is given `read` or `readinto`; close() returned above
@@ -282,8 +285,7 @@ class CaptureReader:
         # only the garbage collector frees, and the CLI has tuned that to run seldom.
         parse = self._parse_pcap if self._pcap else self._parse_pcapng
         while True:
-            records = _Records()
-            used, need = parse(self._buf, records)
+            records, used, need = self._parse(parse)
             if len(records):
                 yield records.batch(self._buf)
             self._consume(used)
@@ -308,6 +310,26 @@ class CaptureReader:
                 self._eof = True
 
     _kind = "capture"
+
+    def _parse(self, parse: Callable[[bytes | memoryview, _Records], tuple[int, int]]) -> tuple[_Records, int, int]:
+        """The buffer's records. A memory-mapped file cut under the reader while the walk ran reads as zeros past
+        the cut (sensor/mapped.py): the walk is then done again, from the same parser state, over only what lies
+        before the cut, as if the file ended there; the next read reports the cut."""
+        mapped = self._read_ahead if isinstance(self._read_ahead, MappedFile) else None
+        state = self._parser_state() if mapped is not None else ()
+        records = _Records()
+        used, need = parse(self._buf, records)
+        while mapped is not None and (cut := mapped.intact_to()) is not None and \
+                cut < self.bytes_consumed + len(self._buf):
+            (self._pending, self._ng_endian, ifaces, self._ng_columns, self._last_ts) = state
+            self._ng_ifaces = list(ifaces)
+            self._buf = self._buf[:max(cut - self.bytes_consumed, 0)]
+            records = _Records()
+            used, need = parse(self._buf, records)
+        return records, used, need
+
+    def _parser_state(self) -> tuple:
+        return self._pending, self._ng_endian, list(self._ng_ifaces), self._ng_columns, self._last_ts
 
     # ---- classic pcap ----------------------------------------------------------------------------------
     def _fail(self, message: str, pos: int) -> None:

@@ -8,32 +8,61 @@ to read the chunk after the current one ahead (MADV_WILLNEED), so a file not yet
 while the current chunk is processed, without a thread; pages already walked are dropped from the process (not from
 the page cache) so its resident size stays that of a few chunks, whatever the file's size.
 
-The trade-off, documented in docs/benchmarks.md: a mapped file that shrinks while it is read (truncated by another
-process) or whose disk fails under it ends the process with SIGBUS where `readinto` would have reported a read
-error; capture.MAP_FROM = 0 reads every file with `readinto`. A file that grows while it is read is read to its
-new end, as with `readinto`: past the mapped size, chunks are read from the file.
+A mapped file that shrinks while it is read (truncated by log rotation, by a copy still being written, by an
+attacker) or whose disk fails under it would raise SIGBUS on the next page touched, and end the process. The map is
+made by sensor/_mapguard.c, whose SIGBUS handler turns such a fault inside the map into zero pages from the faulting
+page on and records where they begin; the reader looks after every chunk (and at the file's size with fstat) and,
+once the file is found cut, walks again only what lies before the cut and then ends with a one-line CaptureError:
+every record before it processed, the outputs written, a non-zero exit. Without the compiled guard nothing is
+mapped: capture.open_file reads with `readinto`. What readinto does not share: records of the chunk being processed
+when the file was cut, lying past the cut, read as zeros (an undecodable frame: counted as a packet of network
+"other", nothing else), and the error says how many bytes that was.
+
+A file that grows while it is read is read to its new end, as with `readinto`: past the mapped size, chunks are read
+from the file.
 """
 
 from __future__ import annotations
 
-import mmap
+import os
+import threading
 from io import BufferedReader
 
-_PAGE = mmap.PAGESIZE
+try:
+    from sensor import _mapguard
+except ImportError:   # built without a C compiler, or not on Linux: files are read with readinto
+    _mapguard = None  # type: ignore[assignment]
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+# Fault the next chunk's pages in on a second thread (MADV_POPULATE_READ, the GIL released) while this one is
+# processed, instead of asking the kernel to read it ahead (MADV_WILLNEED) and faulting each page on first touch.
+# Off: measured in docs/benchmarks.md (issue 16 item 3, third pass); bench/read_floor.py runs it as "prefetch".
+PREFETCH = False
+
+
+class Damaged(Exception):
+    """The mapped file was cut or failed under the reader: the one-line message of the capture error to raise at
+    the first record not processed."""
 
 
 class MappedFile:
     """Chunks of a regular file as slices of one read-only map, each preceded by the bytes the caller carries over
-    from the slice before (always its tail). Same interface as sensor.readahead.ReadAhead."""
+    from the slice before (always its tail). Same interface as sensor.readahead.ReadAhead, plus `intact_to`."""
 
     def __init__(self, fh: BufferedReader, size: int, chunk: int):
+        if _mapguard is None:
+            raise OSError("no SIGBUS guard (sensor._mapguard) to map with")
         self._fh = fh
         self._size = size
         self._chunk = chunk
-        self._map: mmap.mmap | None = mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ)
+        self._map: _mapguard.Mapping | None = _mapguard.map_file(fh.fileno(), size)
         self._view: memoryview | None = memoryview(self._map)
         self._pos = 0        # the end of the last slice handed out
+        self._yielded = 0    # the end of the slices whose records the caller has been given (all but the last)
+        self._end = size     # where slices stop: the mapped size, or where the file was found cut
+        self._damage: str | None = None
         self._dropped = 0    # pages before this offset were given back
+        self._prefetch: threading.Thread | None = None
         fh.seek(size)        # where reading goes on if the file grew
 
     @classmethod
@@ -41,31 +70,82 @@ class MappedFile:
         """A mapped reader over `fh`, or None where the file cannot be mapped (the caller then reads it)."""
         try:
             return cls(fh, size, chunk)
-        except (OSError, ValueError):   # a file system without mmap, an address space too small for the file
+        except (OSError, ValueError):   # no guard, a file system without mmap, an address space too small
             return None
 
     def take(self, rest: bytes) -> tuple[memoryview, int]:
-        """`rest` (the tail of the last slice) followed by the next chunk, and the chunk's size (0 at the end)."""
-        if self._view is None or self._pos >= self._size:
-            return self._read(rest)
+        """`rest` (the tail of the last slice) followed by the next chunk, and the chunk's size (0 at the end).
+        Damaged once the slices have reached the place where the file was found cut or failing."""
+        if self._view is not None:
+            self._yielded = self._pos
+            self.intact_to()
+            if self._pos < self._end:
+                return self._slice(rest)
+            if self._damage is not None:
+                raise Damaged(self._damage)
+        return self._read(rest)
+
+    def intact_to(self) -> int | None:
+        """None while the map reads the file as it was opened; else the file offset before which every byte read
+        from the map was the file's (the file's new size, or the first page read as zeros, the smaller)."""
+        if self._map is None:
+            return None
+        zero = self._map.damaged()
+        now = os.fstat(self._fh.fileno()).st_size
+        if zero < 0 and now >= self._size:
+            return None
+        cut = min(self._size, now, zero if zero >= 0 else now)
+        if self._damage is None or cut < self._end:
+            self._end = min(self._end, cut)
+            self._damage = self._message(now, zero)
+        return self._end
+
+    def _message(self, now: int, zero: int) -> str:
+        if now < self._size:
+            what = f"truncated while it was read: the file shrank from {self._size} to {now} bytes"
+        else:
+            what = f"cannot read: the mapped file could not be read at byte {zero} (an I/O error?)"
+        if self._yielded > self._end:   # records past the cut went to the caller before the cut was seen
+            what += f"; the {self._yielded - self._end} bytes after it, handed over before, may have been read as zeros"
+        return what
+
+    def _slice(self, rest: bytes) -> tuple[memoryview, int]:
+        assert self._view is not None
         start = self._pos - len(rest)
         if start < 0:
             raise ValueError(f"mapped read: {len(rest)} bytes carried over, {self._pos} handed out")
-        end = min(self._pos + self._chunk, self._size)
+        # The carried-over bytes count towards the chunk, as in capture's readinto arena: the same batches as
+        # reading the file with readinto, hence the same results where the pipeline's work depends on where batches
+        # end (idle-flow sweeps run per batch). A chunk smaller than twice what is carried over (tests) reads a
+        # whole chunk more.
+        end = min(self._pos + (self._chunk - len(rest) if 2 * len(rest) < self._chunk else self._chunk), self._end)
         got, self._pos = end - self._pos, end
         self._advise(start, end)
         return self._view[start:end], got
 
     def _advise(self, start: int, end: int) -> None:
-        """Hints only: what the kernel does with them changes no byte the reader sees."""
-        assert self._map is not None
+        """Hints only: what the kernel does with them changes no byte the reader sees. Pages behind the slice are
+        dropped from the process; the next chunk is read ahead, or with PREFETCH faulted in by a thread that also
+        does the dropping, both off this thread."""
+        assert self._map is not None and _mapguard is not None
         done = start - start % _PAGE
-        if done > self._dropped and hasattr(mmap, "MADV_DONTNEED"):
-            self._map.madvise(mmap.MADV_DONTNEED, self._dropped, done - self._dropped)
+        advice: list[tuple[int, int, int]] = []
+        if done > self._dropped:
+            advice.append((_mapguard.MADV_DONTNEED, self._dropped, done - self._dropped))
             self._dropped = done
-        if end < self._size and hasattr(mmap, "MADV_WILLNEED"):
+        if end < self._end:
             ahead = end - end % _PAGE
-            self._map.madvise(mmap.MADV_WILLNEED, ahead, min(self._chunk, self._size - ahead))
+            advice.append((_mapguard.MADV_POPULATE_READ if PREFETCH else _mapguard.MADV_WILLNEED, ahead,
+                            min(self._chunk, self._end - ahead)))
+        if not PREFETCH:
+            for args in advice:
+                self._map.advise(*args)
+            return
+        if self._prefetch is not None:
+            self._prefetch.join()
+        self._prefetch = threading.Thread(target=_apply, args=(self._map, advice), daemon=True,
+                                          name="capture-prefetch")
+        self._prefetch.start()
 
     def _read(self, rest: bytes) -> tuple[memoryview, int]:
         """Past the mapped size: what the file grew by since it was opened, read as the plain reader would."""
@@ -76,8 +156,7 @@ class MappedFile:
         return memoryview(arena)[:len(rest) + got], got
 
     def _release(self) -> None:
-        """Unmap now (and close the map's own copy of the descriptor) unless a batch handed out still holds a slice:
-        then the map goes when the last slice does."""
+        """Unmap now unless a batch handed out still holds a slice: then the map goes when the last slice does."""
         view, mapped, self._view, self._map = self._view, self._map, None, None
         try:
             if view is not None:
@@ -88,4 +167,12 @@ class MappedFile:
             pass
 
     def close(self) -> None:
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None:
+            prefetch.join()
         self._release()
+
+
+def _apply(mapping: _mapguard.Mapping, advice: list[tuple[int, int, int]]) -> None:
+    for args in advice:   # each with the GIL released (sensor/_mapguard.c)
+        mapping.advise(*args)
