@@ -21,16 +21,27 @@ class AdmissionBudget:
         self.held = 0           # sightings of new sources held back, ever (a source sending on is counted again)
         self._clock: float | None = None
 
+    def would_hold(self, ts: float) -> bool:
+        """admit(ts) would be False: counted as a held sighting now, as admit would have counted it."""
+        self._refill(ts)
+        if self.tokens >= 1.0:
+            return False
+        self.held += 1
+        return True
+
     def admit(self, ts: float) -> bool:
         """Whether a new device may be made at packet time ts; False counts a held sighting."""
+        self._refill(ts)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        self.held += 1
+        return False
+
+    def _refill(self, ts: float) -> None:
         clock = self._clock
         if clock is not None and ts > clock and self.tokens < self.burst:
             self.tokens = min(float(self.burst), self.tokens + (ts - clock) * self.per_second)
         # Time running backwards (merged captures) refills nothing but moves the clock back with it, so one packet
         # stamped far ahead cannot stop the refill for good.
         self._clock = ts
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        self.held += 1
-        return False

@@ -292,6 +292,16 @@ class Inventory:
         self.dirty.add(dev.id)
         return dev
 
+    def holds_back(self, ip: str, mac: int, ts: float) -> bool:
+        """touch(ip, mac, ts) would return None and change nothing but the held count (counted now): an address no
+        device holds, of no box it could join, with the new-device budget spent. False when unsure."""
+        if ip in self._by_address:
+            return False
+        owner = self._owner(mac)
+        if owner is not None and addresses.on_link_evidence(ip, mac):
+            return False
+        return self.admission.would_hold(ts)
+
     def _new_address(self, key: str, mac: int, ts: float) -> Device | None:
         owner = self._owner(mac)
         if owner is not None and addresses.on_link_evidence(key, mac):

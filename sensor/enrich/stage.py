@@ -100,7 +100,7 @@ class Enricher:
         settled here from the two addresses' scopes, without an update object or a flow context, and the calls
         that could not change anything are not made."""
         classifier, scope_of, link, mark = self.classifier, self.classifier.scope_of_raw, self._link, self.roles
-        zero_config, router_macs = classifier.zero_config, self.inventory.router_macs
+        zero_config, router_macs, held = classifier.zero_config, self.inventory.router_macs, self.inventory.holds_back
         camera, public, core = SCOPE_CAMERA, SCOPE_PUBLIC, SCOPE_CORE
         for flow in flows:
             # a new flow holds exactly what its first update brought (new_update)
@@ -115,6 +115,10 @@ class Enricher:
             orig = scope_of(key[3:19] if orig_is_a else key[21:37])
             resp = scope_of(key[21:37] if orig_is_a else key[3:19]) if resp_pkts or orig == core else None
             if (orig == camera or resp == camera) and _camera_work(orig, resp, orig_pkts, resp_pkts):
+                # a new source that only sent, held back by the new-device budget (a forged-source flood): what
+                # _side would do for it ends in touch() holding it, and its silent peer has nothing to do
+                if orig == camera and not resp_pkts and held(flow.orig_text, orig_mac, flow.first):
+                    continue
                 upd = new_update(flow)
                 ctx = self._side(upd, flow_context(classifier, flow), True)
                 self._side(upd, ctx, False)

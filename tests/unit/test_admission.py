@@ -71,3 +71,12 @@ def test_a_link_claim_is_held_back_like_traffic():
 def test_budget_settings_are_checked(key, value):
     with pytest.raises(ConfigError, match=key):
         parse_config({"limits": {key: value}})
+
+
+def test_asking_whether_it_would_hold_spends_nothing_and_counts_what_admit_would():
+    budget = AdmissionBudget(per_second=1, burst=1, start=1)
+    assert not budget.would_hold(0.0) and budget.tokens == 1.0   # a token left: not held, none spent
+    assert budget.admit(0.0)
+    assert budget.would_hold(0.5) and budget.held == 1           # spent: held, counted as admit would count it
+    assert not budget.admit(0.9) and budget.held == 2
+    assert not budget.would_hold(1.6) and budget.admit(1.6)      # refilled by then

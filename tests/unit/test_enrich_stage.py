@@ -287,3 +287,29 @@ def test_new_flows_in_one_call_do_what_flow_update_does_one_by_one(monkeypatch, 
     assert fast == reference
     # the cases are exercised, not vacuous: observations, a router, and (zero-config) networks learned from flows
     assert any(e[0] == "observe" for e in events) and reference[2] and (config or reference[3]["networks"])
+
+
+@pytest.mark.parametrize("config", [SITE, {}], ids=["site", "zero-config"])
+@pytest.mark.parametrize("seed", range(3))
+def test_new_flows_hold_back_what_flow_update_holds_back(monkeypatch, config, seed):
+    """With the new-device budget spent, new_flows settles a new source's one-way flow as held (inventory
+    holds_back) where flow_update would reach touch() and be told None: the same outcome and the same held count,
+    among sources that answer, known devices and the budget refilling between seconds."""
+    rng = random.Random(seed)
+    records = _mixed_flows(seed)
+    for i in range(400):   # forged camera-side sources, one packet each, some answered, over 4 s
+        src = f"10.20.0.{30 + i % 220}"
+        ts = T0 + i * 0.01 + 0.003
+        records.append((ts, _t(src, CLOUD, 30000 + i, 443, "S", b"", src_mac=mac("00:de:ad:00:00:01"))))
+        if rng.random() < 0.1:
+            records.append((ts + 0.001, _t(CLOUD, src, 443, 30000 + i, "SA", b"", dst_mac=mac("00:de:ad:00:00:01"))))
+    records.sort(key=lambda r: r[0])
+    tight = {**config, "limits": {"max_devices": 8, "new_devices_burst": 3, "new_devices_per_second": 5}}
+
+    def outcome(sensor):
+        return _outcome(sensor), sensor.inventory.admission.held
+    fast = outcome(_run(monkeypatch, records, tight)[0])
+    monkeypatch.setattr(Enricher, "new_flows", lambda self, flows: [self.flow_update(new_update(f)) for f in flows])
+    reference = outcome(_run(monkeypatch, records, tight)[0])
+    assert fast == reference
+    assert reference[1] > 300   # most forged sources were held back: the fast way was taken, not skipped
