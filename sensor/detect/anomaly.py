@@ -179,20 +179,19 @@ class AnomalyDetector(Detector):
 
     def _windows_to_score(self, now: float, final: bool) -> tuple[list[tuple[str, float]], np.ndarray, np.ndarray]:
         """(device, window start) of each window to score, the vectors to score and the vectors as measured: a
-        window still open is scored as far as it has been seen (see MONOTONE, BOUNDED)."""
-        rows = [] if final else self.windows.close(now)
-        partial = self.windows.flush() if final else []
+        window still open is scored as far as it has been seen (see MONOTONE, BOUNDED). Every window's row comes
+        from WindowFeatures already in one matrix: the open ones are its last rows."""
+        empty: tuple[list[tuple[str, float]], np.ndarray] = ([], np.zeros((0, len(self.model.features))))
+        closed_keys, closed = empty if final else self.windows.close_rows(now)
+        open_keys, still_open = self.windows.flush_rows() if final else empty
         if not final and now - self._last_partial >= self.PARTIAL_EVERY:
             self._last_partial = now
-            partial = self.windows.partial()
-        keys = [(ip, start) for ip, start, _ in rows] + [(ip, start) for ip, start, _ in partial]
-        if not keys:
-            return keys, np.zeros((0, len(self.model.features))), np.zeros((0, len(self.model.features)))
-        raw = np.vstack([v for _, _, v in rows] + [v for _, _, v in partial])
+            open_keys, still_open = self.windows.partial_rows()
+        raw = np.concatenate((closed, still_open))
         vectors = raw.copy()
-        if partial:
-            vectors[len(rows):] = self._as_far_as_seen(raw[len(rows):])
-        return keys, vectors, raw
+        if open_keys:
+            vectors[len(closed_keys):] = self._as_far_as_seen(still_open)
+        return closed_keys + open_keys, vectors, raw
 
     def _as_far_as_seen(self, vectors: np.ndarray) -> np.ndarray:
         """Rows of open windows with each MONOTONE feature lifted to at least the training median and each BOUNDED
