@@ -187,6 +187,8 @@ class AnomalyDetector(Detector):
         if not final and now - self._last_partial >= self.PARTIAL_EVERY:
             self._last_partial = now
             open_keys, still_open = self.windows.partial_rows()
+        if not closed_keys and not open_keys:   # most seconds: nothing ended and no look is due
+            return [], closed, closed
         raw = np.concatenate((closed, still_open))
         vectors = raw.copy()
         if open_keys:

@@ -665,13 +665,14 @@ def _window(rng: np.random.Generator, big: bool):
 def test_the_column_wise_rows_equal_each_windows_own_row_bit_for_bit(seed):
     """_rows computes the features column by column (a lookup table for log1p of small counts, numpy's division);
     _Window.row, one window at a time in Python, is the reference: every value must be the same float."""
-    from sensor.model.features import _rows, _rows_scalar
+    from sensor.model.features import _FEW, _rows, _rows_scalar
     rng = np.random.default_rng(seed)
     windows = [_window(rng, big=False) for _ in range(500)]
     assert _rows(windows).tobytes() == _rows_scalar(windows).tobytes()
     assert _rows(windows).tobytes() == np.array([w.row() for w in windows]).tobytes()
-    mixed = windows[:20] + [_window(rng, big=True)]
+    mixed = windows[:_FEW + 1] + [_window(rng, big=True)]   # enough to go column-wise, then the sum too large
     assert _rows(mixed).tobytes() == _rows_scalar(mixed).tobytes()
+    assert _rows(windows[:3]).tobytes() == _rows_scalar(windows[:3]).tobytes()   # few: row by row
     assert _rows([]).shape == (0, N)
 
 
