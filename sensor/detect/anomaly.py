@@ -79,6 +79,13 @@ class AnomalyDetector(Detector):
         self._lo, self._median, self._hi = (np.asarray(stats[k], dtype=np.float64) for k in ("min", "median", "max"))
         self._monotone = [i for i, n in enumerate(self.model.features) if n in self.MONOTONE]
         self._bounded = [i for i, n in enumerate(self.model.features) if n in self.BOUNDED]
+        # The same as one floor and one ceiling per column (-inf and +inf leave a column as it is): two whole-matrix
+        # calls instead of eight on gathered columns, the look's largest fixed cost at a small site.
+        self._floor = np.full(len(self.model.features), -np.inf)
+        self._ceiling = np.full(len(self.model.features), np.inf)
+        self._floor[self._monotone] = self._median[self._monotone]
+        self._floor[self._bounded] = self._lo[self._bounded]
+        self._ceiling[self._bounded] = self._hi[self._bounded]
         self._note = self._conversation   # bound once: observe passes it with every observation
 
     def observe(self, obs: Observation) -> None:
@@ -197,7 +204,10 @@ class AnomalyDetector(Detector):
 
     def _as_far_as_seen(self, vectors: np.ndarray) -> np.ndarray:
         """Rows of open windows with each MONOTONE feature lifted to at least the training median and each BOUNDED
-        one clamped to the training range."""
+        one clamped to the training range (_as_far_as_seen_by_column, column by column, is the reference)."""
+        return np.minimum(np.maximum(vectors, self._floor), self._ceiling)
+
+    def _as_far_as_seen_by_column(self, vectors: np.ndarray) -> np.ndarray:
         mono, bounded = self._monotone, self._bounded
         v = vectors.copy()
         v[:, mono] = np.maximum(v[:, mono], self._median[mono])
