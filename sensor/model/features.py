@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -96,11 +97,63 @@ class _Window:
         )
 
 
-def _rows(windows: list[_Window]) -> np.ndarray:
-    """The windows' rows as one matrix, read straight from the tuples (the partial look at every open window runs
-    every few seconds: no list per window, no nested-sequence conversion)."""
+def _rows_scalar(windows: list[_Window]) -> np.ndarray:
+    """The windows' rows as one matrix, each computed by _Window.row: the reference _rows must equal."""
     return np.fromiter(chain.from_iterable(map(_Window.row, windows)), np.float64,
                        len(windows) * N_FEATURES).reshape(len(windows), N_FEATURES)
+
+
+# Every window's counts read by C-level iteration (attrgetter, map, len), no Python frame per window: the look at
+# the open windows every few seconds reads every device's window.
+_SUMS = attrgetter("bytes", "packets", "new_flows", "external_bytes", "dns", "initiated")
+_SETS = tuple(attrgetter(name) for name in ("peers", "external_peers", "ports", "conversations"))
+# log1p of every count up to the distinct sets' bound, computed by math.log1p: a lookup gives the same float.
+_LOG1P = np.array([math.log1p(i) for i in range(MAX_DISTINCT + 1)])
+_EXACT = float(1 << 53)   # counts below this are exact as float64, so numpy's division is Python's
+# Below this many windows the column-wise build's two dozen numpy calls (~100 us) cost more than a row each (~3 us):
+# a small site is looked at row by row.
+_FEW = 48
+
+
+def _log1p(counts: np.ndarray) -> np.ndarray:
+    """math.log1p of each count, exactly (numpy's log1p differs from it in the last bit now and then): the table
+    up to MAX_DISTINCT, math.log1p above it."""
+    small = counts < len(_LOG1P)
+    out = np.empty(len(counts))
+    out[small] = _LOG1P[counts[small].astype(np.intp)]
+    if not small.all():
+        out[~small] = [math.log1p(c) for c in counts[~small].tolist()]
+    return out
+
+
+def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    return np.divide(part, whole, out=np.zeros(len(whole)), where=whole != 0)
+
+
+def _rows(windows: list[_Window]) -> np.ndarray:
+    """The windows' rows as one matrix (only windows that sent: a mean needs packets), column by column: equal, bit
+    for bit, to _Window.row of each (_rows_scalar), which takes over if a sum is too large to be exact in float64."""
+    n = len(windows)
+    if n < _FEW:
+        return _rows_scalar(windows)
+    sums = np.fromiter(chain.from_iterable(map(_SUMS, windows)), np.float64, n * 6).reshape(n, 6)
+    if sums.max() >= _EXACT:
+        return _rows_scalar(windows)
+    sent, packets, new_flows, external_bytes, dns, initiated = sums.T
+    peers, external_peers, ports, conversations = (
+        np.fromiter(map(len, map(get, windows)), np.intp, n) for get in _SETS)
+    out = np.empty((n, N_FEATURES))
+    out[:, 0] = _log1p(sent)
+    out[:, 1] = _log1p(packets)
+    out[:, 2] = [math.log1p(m) for m in (sent / packets).tolist()]
+    out[:, 3] = _log1p(new_flows)
+    out[:, 4] = _log1p(peers)
+    out[:, 5] = _log1p(external_peers)
+    out[:, 6] = _log1p(ports)
+    out[:, 7] = _share(external_bytes, sent)
+    out[:, 8] = _log1p(dns)
+    out[:, 9] = _share(initiated, conversations.astype(np.float64))
+    return out
 
 
 def _add_bounded(s: set, item) -> bool:
@@ -204,7 +257,7 @@ class WindowFeatures:
         acc.dns += 1
         return start
 
-    def _emit(self, keys: list[tuple[str, float]]) -> list[tuple[str, float, np.ndarray]]:
+    def _emit(self, keys: list[tuple[str, float]]) -> tuple[list[tuple[str, float]], np.ndarray]:
         out, windows = [], []
         for key in sorted(keys, key=lambda k: (k[1], k[0])):
             acc = self._open.pop(key)
@@ -221,12 +274,12 @@ class WindowFeatures:
                 out.append(key)
                 windows.append(acc)
         self._first_end = min((k[1] for k in self._open), default=math.inf) + self.window
-        matrix = _rows(windows)
-        return [(ip, start, matrix[i]) for i, (ip, start) in enumerate(out)]
+        return out, _rows(windows)
 
-    def partial(self) -> list[tuple[str, float, np.ndarray]]:
+    def partial_rows(self) -> tuple[list[tuple[str, float]], np.ndarray]:
         """Open windows that changed since the last call, as they stand: lets a detector act before a window
-        ends (a sweep is out of character long before its minute is over)."""
+        ends (a sweep is out of character long before its minute is over). (device_ip, window_start) of each,
+        and their feature vectors as the rows of one matrix (what the caller scores), not one array per window."""
         keys, windows = [], []
         for key in self._touched:
             acc = self._open.get(key)
@@ -236,25 +289,43 @@ class WindowFeatures:
                     keys.append(key)
                     windows.append(acc)
         self._touched.clear()
-        # One array for every device's row (what the caller scores as one matrix), not one per window.
-        matrix = _rows(windows)
-        return [(ip, start, matrix[i]) for i, (ip, start) in enumerate(keys)]
+        return keys, _rows(windows)
 
-    def close(self, now: float) -> list[tuple[str, float, np.ndarray]]:
-        """Windows that ended at or before `now`: (device_ip, window_start, feature vector)."""
+    def close_rows(self, now: float) -> tuple[list[tuple[str, float]], np.ndarray]:
+        """Windows that ended at or before `now`, as partial_rows gives them."""
         self._closed_until = max(self._closed_until, math.floor(now / self.window) * self.window)
         if now < self._first_end:   # called every second of capture time: most calls end here
-            return []
+            return [], _NO_ROWS
         return self._emit([k for k in self._open if k[1] + self.window <= now])
 
-    def flush(self) -> list[tuple[str, float, np.ndarray]]:
-        """Everything still open (end of capture), including partial windows."""
+    def flush_rows(self) -> tuple[list[tuple[str, float]], np.ndarray]:
+        """Everything still open (end of capture), including partial windows, as partial_rows gives them."""
         if self._open:
             self._closed_until = max(self._closed_until, max(k[1] for k in self._open) + self.window)
         return self._emit(list(self._open))
 
+    def partial(self) -> list[tuple[str, float, np.ndarray]]:
+        """partial_rows as (device_ip, window_start, feature vector) triples."""
+        return _triples(*self.partial_rows())
+
+    def close(self, now: float) -> list[tuple[str, float, np.ndarray]]:
+        """Windows that ended at or before `now`: (device_ip, window_start, feature vector)."""
+        return _triples(*self.close_rows(now))
+
+    def flush(self) -> list[tuple[str, float, np.ndarray]]:
+        """Everything still open (end of capture), including partial windows."""
+        return _triples(*self.flush_rows())
+
     def __len__(self) -> int:
         return len(self._open)
+
+
+_NO_ROWS = np.zeros((0, N_FEATURES))
+_NO_ROWS.flags.writeable = False
+
+
+def _triples(keys: list[tuple[str, float]], matrix: np.ndarray) -> list[tuple[str, float, np.ndarray]]:
+    return [(ip, start, matrix[i]) for i, (ip, start) in enumerate(keys)]
 
 
 def training_summary(rows: list[tuple[str, float, np.ndarray]], captures: list[str],

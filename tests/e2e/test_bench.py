@@ -127,6 +127,17 @@ def test_model_cost_benchmark_measures_both_runs_per_camera_count(tmp_path):
             assert row[clock]["ratio"] == pytest.approx(row[clock]["with_pps"] / row[clock]["without_pps"])
 
 
+def test_model_cost_benchmark_times_the_detectors_hooks_inside_the_cost(tmp_path):
+    out = tmp_path / "model.json"
+    r = bench("model_cost.py", "--cameras", "3", "--seconds", 12, "--repeat", 1, "--dir", tmp_path, "--json", out,
+              "--inside")
+    assert r.returncode == 0, r.stderr
+    [row] = json.loads(out.read_text())
+    inside = row["inside"]
+    assert inside["observe"] > 0 and inside["tick"] > 0 and inside["dns_query"] > 0   # the site's cameras resolve
+    assert "inside the detector's hooks" in r.stdout
+
+
 def test_read_floor_benchmark_puts_replay_against_the_readinto_loop(tmp_path):
     capture = tmp_path / "floor.pcap"
     assert bench("make_capture.py", capture, "-n", 20_000).returncode == 0

@@ -288,6 +288,23 @@ def test_partial_windows_are_looked_at_every_5_s_lifted_to_the_median_and_clampe
     assert model.scored[-1][MEAN] == 8.0              # the mean packet size, clamped to the training maximum
 
 
+def test_lifting_and_clamping_the_whole_matrix_equals_doing_it_column_by_column():
+    """_as_far_as_seen takes one floor and one ceiling per column; the column-by-column lift (the median) and clamp
+    (the training range) is the reference: the same floats, whatever the values (below, inside, above the range,
+    signed zeros, infinities, NaN)."""
+    detector, _, _ = _setup()
+    rng = np.random.default_rng(3)
+    special = [0.0, -0.0, 1.0, 5.0, 8.0, np.inf, -np.inf, np.nan, 4.999999999999999, 8.000000000000002]
+    rows = np.vstack([rng.uniform(-20, 30, (300, len(FEATURES))),
+                      rng.choice(special, (300, len(FEATURES)))])
+    fast, reference = detector._as_far_as_seen(rows), detector._as_far_as_seen_by_column(rows)
+    assert fast.tobytes() == reference.tobytes()
+    assert not np.shares_memory(fast, rows)
+    seen = ~np.isnan(rows)   # NaN stays NaN, as before
+    assert (fast[seen[:, BYTES], BYTES] >= 5.0).all() and (fast[seen[:, MEAN], MEAN] <= 8.0).all()
+    assert (fast[seen[:, MEAN], MEAN] >= 1.0).all() and np.array_equal(fast[:, SHARE], rows[:, SHARE], equal_nan=True)
+
+
 def test_the_training_collector_gathers_camera_minutes_only_without_a_model():
     windows = WindowFeatures(60.0)
     context = DetectorContext("s", Episodes(1.0), windows=windows)

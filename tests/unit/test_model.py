@@ -644,6 +644,38 @@ def test_the_open_windows_matrix_holds_each_windows_own_row_bit_for_bit(seed):
     assert looked > 100
 
 
+def _window(rng: np.random.Generator, big: bool):
+    from sensor.model.features import MAX_DISTINCT, _Window
+    w = _Window()
+    # counts around the lookup table's end (MAX_DISTINCT) and far beyond it; bytes from none to terabytes
+    w.packets = int(rng.choice([1, 2, 7, MAX_DISTINCT, MAX_DISTINCT + 1, int(rng.integers(1, 10**9))]))
+    w.bytes = int(rng.choice([0, 1, 60, int(rng.integers(0, 10**13))]))
+    if big:   # beyond float64's exact integers (forged lengths over a long window): the scalar rows take over
+        w.bytes = (1 << 53) + int(rng.integers(1, 1000))
+    w.external_bytes = int(rng.integers(0, w.bytes + 1))
+    w.new_flows = int(rng.choice([0, 1, MAX_DISTINCT, int(rng.integers(0, 10**6))]))
+    w.dns = int(rng.choice([0, 3, MAX_DISTINCT + 7, int(rng.integers(0, 10**5))]))
+    for name in ("peers", "external_peers", "ports", "conversations"):
+        getattr(w, name).update(range(int(rng.choice([0, 1, 5, MAX_DISTINCT]))))
+    w.initiated = int(rng.integers(0, len(w.conversations) + 1))
+    return w
+
+
+@pytest.mark.parametrize("seed", [6, 7, 8])
+def test_the_column_wise_rows_equal_each_windows_own_row_bit_for_bit(seed):
+    """_rows computes the features column by column (a lookup table for log1p of small counts, numpy's division);
+    _Window.row, one window at a time in Python, is the reference: every value must be the same float."""
+    from sensor.model.features import _FEW, _rows, _rows_scalar
+    rng = np.random.default_rng(seed)
+    windows = [_window(rng, big=False) for _ in range(500)]
+    assert _rows(windows).tobytes() == _rows_scalar(windows).tobytes()
+    assert _rows(windows).tobytes() == np.array([w.row() for w in windows]).tobytes()
+    mixed = windows[:_FEW + 1] + [_window(rng, big=True)]   # enough to go column-wise, then the sum too large
+    assert _rows(mixed).tobytes() == _rows_scalar(mixed).tobytes()
+    assert _rows(windows[:3]).tobytes() == _rows_scalar(windows[:3]).tobytes()   # few: row by row
+    assert _rows([]).shape == (0, N)
+
+
 def test_a_variant_is_noted_once_per_window_and_the_note_comes_back_with_each_repeat():
     wf = WindowFeatures()
     notes: list[tuple[str, float]] = []
