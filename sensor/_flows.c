@@ -508,9 +508,95 @@ static PyObject *evict(PyObject *self, PyObject *args)
     return out;
 }
 
+/* ---- orient (window helper, issue 16) -----------------------------------------------------------------------------
+ * orient(proto, fragment, sport, dport, tcp_flags, vlan, ts, rows, first, first_dir)
+ *     -> (orig_is_a, orig_port, resp_port, vlan, first_ts) as bytes (uint8, int64, int64, int64, float64 per group)
+ * flows.orient's rule (the reference, with its numpy and scalar paths), for the groups of _walk.group: group g's
+ * first packet is row rows[first[g]] of the batch's columns (proto, fragment, tcp_flags uint8; sport, dport int64;
+ * vlan uint16; ts float64), sent in direction first_dir[g]. A second of camera control traffic is a few groups,
+ * where each numpy step costs its fixed microsecond: one call instead of a dozen. Out-of-range rows raise. */
+#define P_ICMP 1
+#define P_ICMPV6 58
+#define F_ACK 0x10
+
+static int icmp_reply(int64_t type)
+{
+    return type == 0 || type == 14 || type == 16 || type == 18 || type == 129;
+}
+
+static PyObject *orient(PyObject *self, PyObject *args)
+{
+    enum { O_PROTO, O_FRAG, O_SPORT, O_DPORT, O_FLAGS, O_VLAN, O_TS, O_ROWS, O_FIRST, O_DIR, O_NBUF };
+    static const int width[O_NBUF] = {1, 1, 8, 8, 1, 2, 8, 8, 8, 1};
+    Py_buffer in[O_NBUF];
+    PyObject *out[5] = {NULL}, *result = NULL;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y*", &in[0], &in[1], &in[2], &in[3], &in[4], &in[5], &in[6],
+                          &in[7], &in[8], &in[9]))
+        return NULL;
+    Py_ssize_t n = in[O_PROTO].len, m = in[O_ROWS].len / 8, u = in[O_DIR].len;
+    for (int j = 0; j < O_NBUF; j++) {
+        Py_ssize_t want = j == O_ROWS ? 8 * m : j == O_FIRST || j == O_DIR ? width[j] * u : width[j] * n;
+        if (in[j].len != want) {
+            PyErr_SetString(PyExc_ValueError, "orient: columns of different lengths");
+            goto release;
+        }
+    }
+    out[0] = PyBytes_FromStringAndSize(NULL, u);
+    out[1] = PyBytes_FromStringAndSize(NULL, 8 * u);
+    out[2] = PyBytes_FromStringAndSize(NULL, 8 * u);
+    out[3] = PyBytes_FromStringAndSize(NULL, 8 * u);
+    out[4] = PyBytes_FromStringAndSize(NULL, 8 * u);
+    for (int j = 0; j < 5; j++)
+        if (out[j] == NULL)
+            goto release;
+    const uint8_t *proto = in[O_PROTO].buf, *frag = in[O_FRAG].buf, *tflags = in[O_FLAGS].buf, *dir = in[O_DIR].buf;
+    const int64_t *sport = in[O_SPORT].buf, *dport = in[O_DPORT].buf, *rows = in[O_ROWS].buf;
+    const int64_t *first = in[O_FIRST].buf;
+    const uint16_t *vlan = in[O_VLAN].buf;
+    const double *ts = in[O_TS].buf;
+    uint8_t *is_a = (uint8_t *)PyBytes_AS_STRING(out[0]);
+    int64_t *oport = (int64_t *)PyBytes_AS_STRING(out[1]), *rport = (int64_t *)PyBytes_AS_STRING(out[2]);
+    int64_t *ovlan = (int64_t *)PyBytes_AS_STRING(out[3]);
+    double *first_ts = (double *)PyBytes_AS_STRING(out[4]);
+    for (Py_ssize_t g = 0; g < u; g++) {
+        if (first[g] < 0 || first[g] >= m || rows[first[g]] < 0 || rows[first[g]] >= n) {
+            PyErr_SetString(PyExc_ValueError, "orient: a first row out of range");
+            goto release;
+        }
+        Py_ssize_t r = rows[first[g]];
+        int p = proto[r], f = tflags[r], swap = 0, portless = frag[r] != 0;
+        int64_t sp = sport[r], dp = dport[r];
+        int low_to_high = sp < 1024 && dp >= 1024;
+        if (p == P_TCP)
+            swap = (f & (F_SYN | F_ACK)) == (F_SYN | F_ACK) || (!(f & F_SYN) && low_to_high);
+        else if (p == P_UDP)
+            swap = low_to_high;
+        else if (p == P_ICMP || p == P_ICMPV6) {
+            swap = icmp_reply(sp);
+            portless = 1;
+        }
+        if (portless)
+            sp = dp = 0;
+        is_a[g] = (dir[g] == 0) != swap;
+        oport[g] = swap ? dp : sp;
+        rport[g] = swap ? sp : dp;
+        ovlan[g] = vlan[r];
+        first_ts[g] = ts[r];
+    }
+    result = PyTuple_Pack(5, out[0], out[1], out[2], out[3], out[4]);
+release:
+    for (int j = 0; j < 5; j++)
+        Py_XDECREF(out[j]);
+    for (int j = 0; j < O_NBUF; j++)
+        PyBuffer_Release(&in[j]);
+    return result;
+}
+/* ---- end of orient (window helper) ---- */
+
 static PyMethodDef methods[] = {
     {"apply", apply, METH_VARARGS, "Apply a batch's flow groups to the flow table's OrderedDicts."},
     {"evict", evict, METH_VARARGS, "Take the least recently active flows out of the flow table's OrderedDicts."},
+    {"orient", orient, METH_VARARGS, "Each group's originator, ports, VLAN and first time, as flows.orient."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -369,6 +369,9 @@ def _add(flow: Flow, proto: int, last: float, sums: tuple, has_tags: bool) -> No
         flow.closed = True
 
 
+_TYPES = (Flow, FlowUpdate, _PORTS, _MACS, _shared_mac)   # what _flows.apply makes flows and updates with
+
+
 class FlowTable:
     """`on_end` is called with every flow that leaves the table, whatever the reason."""
 
@@ -389,6 +392,9 @@ class FlowTable:
         self.created = 0
         self.expired: dict[str, int] = {"idle": 0, "active": 0, "evicted": 0, "end": 0}
         self._last_active_sweep = float("-inf")
+        self._tables = (self._tcp, self._closed, self._udp, self._other)   # _flows.apply's order
+        self._columns_of: Decoded | None = None   # the batch whose columns _columns holds (_batch_columns)
+        self._columns: tuple[np.ndarray, ...] = ()
 
     def __len__(self) -> int:
         return len(self._tcp) + len(self._closed) + len(self._udp) + len(self._other)
@@ -434,6 +440,11 @@ class FlowTable:
                 apart: bool) -> tuple[list[Flow], list[FlowUpdate]]:
         if len(rows) == 0:
             return [], []
+        if compiled.extension is not None and compiled.group and compiled.flows_extension is not None \
+                and compiled.table:
+            fresh, updates = self._update_compiled(dec, rows, tags, apart)
+            self._evict()
+            return fresh, updates
         grp = group(dec, rows, tags)
         new = orient(dec, rows[grp.first], grp.first_dir)
         fresh: list[Flow] = []
@@ -456,6 +467,44 @@ class FlowTable:
                 fresh = [upd.flow for upd in updates if upd.new]
                 updates = [upd for upd in updates if not upd.new]
         self._evict()
+        return fresh, updates
+
+    def _batch_columns(self, dec: Decoded) -> tuple[np.ndarray, ...]:
+        """The columns the compiled group and orient read, contiguous and of their C types, once per decoded batch
+        (a batch's columns do not change once decoded): a batch is cut into one-second windows, and camera control
+        traffic is ~10 packets a window, where a dozen ascontiguousarray calls cost more than the grouping."""
+        if dec is not self._columns_of:
+            c, b = np.ascontiguousarray, dec.batch
+            # decode's fragment column is bool: its bytes, without a copy
+            frag = dec.fragment.view(np.uint8) if dec.fragment.dtype == np.bool_ else dec.fragment
+            self._columns = (c(dec.vlan, np.uint16), c(dec.proto, np.uint8), c(frag, np.uint8), c(dec.src, np.uint8),
+                             c(dec.dst, np.uint8), c(dec.sport, np.int64), c(dec.dport, np.int64),
+                             c(dec.tcp_flags, np.uint8), c(dec.payload_len, np.int64), c(dec.src_mac, np.int64),
+                             c(b.wirelen, np.int64), c(b.ts, np.float64))
+            self._columns_of = dec
+        return self._columns
+
+    def _update_compiled(self, dec: Decoded, rows: np.ndarray, tags: np.ndarray | None,
+                         apart: bool) -> tuple[list[Flow], list[FlowUpdate]]:
+        """group, orient and the table step as three compiled calls that hand each other bytes: the same work as
+        group + orient + _flows.apply over numpy arrays (tests/unit/test_flows_window.py holds them equal), without
+        the numpy steps whose fixed cost, paid per one-second window, was most of the flow stage on sparse
+        traffic."""
+        cols = self._batch_columns(dec)
+        rows = np.ascontiguousarray(rows, np.int64)
+        side = b"" if tags is None else np.ascontiguousarray(tags, np.uint64)
+        keys, first, first_dir, pkts, nbytes, payload, last, flags, side_tags, macs = compiled.extension.group(
+            *cols, side, rows)
+        vlan, proto, frag, _, _, sport, dport, tcp_flags, _, _, _, ts = cols
+        ext = compiled.flows_extension
+        new = ext.orient(proto, frag, sport, dport, tcp_flags, vlan, ts, rows, first, first_dir)
+        out = ext.apply(self._tables, self._end, _TYPES, keys, first_dir, *new, pkts, nbytes, payload, flags,
+                        b"" if tags is None else side_tags, macs, last, apart)
+        if apart:
+            fresh, updates, made = out
+        else:
+            fresh, (updates, made) = [], out
+        self.created += made
         return fresh, updates
 
     def _apply_python(self, grp: Groups, new: NewFlows, has_tags: bool) -> list[FlowUpdate]:
@@ -552,5 +601,6 @@ class FlowTable:
             out.extend(dict.values(table))
         for table, _ in self._timeouts:
             table.clear()
+        self._columns_of, self._columns = None, ()   # the last batch's columns need not outlive the input
         return self._end(out, "end")
 
