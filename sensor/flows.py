@@ -553,7 +553,8 @@ class FlowTable:
                     break
                 del table[key]
                 out.append(flow)
-        self._end(out, "idle")
+        if out:   # most windows expire nothing: no call
+            self._end(out, "idle")
         active = self.settings.active_timeout
         if now - self._last_active_sweep >= min(60.0, active):
             self._last_active_sweep = now
