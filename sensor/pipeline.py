@@ -138,6 +138,7 @@ class Sensor:
         seconds = np.floor(ts)
         bounds = [0, *(np.flatnonzero(seconds[1:] != seconds[:-1]) + 1).tolist(), n]
         plan = BatchPlan(dec, self.tagger.tags)
+        plan.cut(bounds)
         ip_bounds = np.searchsorted(plan.ip, bounds).tolist()
         tallies = _Tallies(dec, bounds)
         for k in range(len(bounds) - 1):
@@ -205,7 +206,7 @@ class Sensor:
         else:
             self._second_last_ts = max(self._second_last_ts, t1)
         self.flows.expire(t0)
-        rows = plan.parser_rows(start, end)
+        rows = plan.window_rows(span[2], start, end)
         if rows.link or rows.dhcp:   # ARP can be all a second holds
             self.enricher.read_link(dec, rows)
         if lo == hi:

@@ -103,3 +103,26 @@ def test_every_window_takes_what_between_gives_each_list():
         start = rng.randint(-2, len(FRAMES) + 2)
         end = start + rng.randint(0, 12)
         assert plan.parser_rows(start, end) == ParserRows(*(_between(r, start, end) for r in plan.parsers))
+
+
+def test_window_rows_are_parser_rows_for_every_cut_of_the_batch():
+    """window_rows answers the windows cut found without parser rows at once: for any cut of the batch into
+    contiguous windows (one row, many, none holding a parser's row), each window's rows are parser_rows'."""
+    import random
+
+    dec = decode(batch_of(FRAMES))
+    plan = BatchPlan(dec, lambda d, rows: rows * 0)
+    rng = random.Random(17)
+    empty_seen = 0
+    for _ in range(300):
+        bounds = sorted({0, len(FRAMES), *rng.sample(range(1, len(FRAMES)), rng.randint(0, len(FRAMES) - 2))})
+        plan.cut(bounds)
+        for k in range(len(bounds) - 1):
+            got = plan.window_rows(k, bounds[k], bounds[k + 1])
+            assert got == plan.parser_rows(bounds[k], bounds[k + 1])
+            empty_seen += not any(got)
+    assert empty_seen > 0   # the shortcut was taken, not only the slices
+    nothing = BatchPlan(decode(batch_of(FRAMES[:1])), lambda d, rows: rows * 0)
+    nothing.parsers = ParserRows([], [], [], [], [], [], [], [], [])
+    nothing.cut([0, 1])
+    assert nothing.window_rows(0, 0, 1) == ParserRows([], [], [], [], [], [], [], [], [])
