@@ -442,9 +442,9 @@ class FlowTable:
             return [], []
         if compiled.extension is not None and compiled.group and compiled.flows_extension is not None \
                 and compiled.table:
-            fresh, updates = self._update_compiled(dec, rows, tags, apart)
+            done = self._update_compiled(dec, rows, tags, apart)
             self._evict()
-            return fresh, updates
+            return done
         grp = group(dec, rows, tags)
         new = orient(dec, rows[grp.first], grp.first_dir)
         fresh: list[Flow] = []
@@ -483,7 +483,7 @@ class FlowTable:
                        c(b.ts, np.float64))
             # as flat byte views: the compiled calls take a memoryview's buffer for a third of a numpy array's cost
             # (an empty column cannot be cast, and has no bytes)
-            self._columns = tuple(memoryview(col).cast("B") if col.size else memoryview(b"") for col in columns)
+            self._columns = tuple(col.data.cast("B") if col.size else memoryview(b"") for col in columns)
             self._columns_of = dec
         return self._columns
 
@@ -496,9 +496,9 @@ class FlowTable:
         cols = self._batch_columns(dec)
         rows = np.ascontiguousarray(rows, np.int64)
         side = b"" if tags is None else np.ascontiguousarray(tags, np.uint64)
+        vlan, proto, frag, src, dst, sport, dport, tcp_flags, payload_len, src_mac, wirelen, ts = cols
         keys, first, first_dir, pkts, nbytes, payload, last, flags, side_tags, macs = compiled.extension.group(
-            *cols, side, rows)
-        vlan, proto, frag, _, _, sport, dport, tcp_flags, _, _, _, ts = cols
+            vlan, proto, frag, src, dst, sport, dport, tcp_flags, payload_len, src_mac, wirelen, ts, side, rows)
         ext = compiled.flows_extension
         new = ext.orient(proto, frag, sport, dport, tcp_flags, vlan, ts, rows, first, first_dir)
         out = ext.apply(self._tables, self._end, _TYPES, keys, first_dir, *new, pkts, nbytes, payload, flags,
