@@ -171,11 +171,12 @@ class Detection:
                 self._deliver(self.incidents.line(incident, event, ts))
                 continue
             # The gate judges the leading detection; the whole line is built only for what it lets through.
-            probe = _probe(incident.lead, ts, SEVERITIES[incident.severity])
-            for admitted in self.gate.admit(probe):
-                if admitted is not probe:
-                    self._deliver(admitted)   # a flood summary a new window released
-                    continue
+            lead, severity = incident.lead, SEVERITIES[incident.severity]
+            summaries, probe = self.gate.admit_lazily(ts, lead.detector, lead.vlan, lead.device_ip, severity,
+                                                      lambda: _probe(lead, ts, severity))   # noqa: B023 (called now)
+            for summary in summaries:
+                self._deliver(summary)   # a flood summary a new window released
+            if probe is not None:
                 incident.written = True
                 line = self.incidents.line(incident, event, ts)
                 if probe.extra.get("suppressing"):
