@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sensor.bounded import BoundedLRU
@@ -54,10 +55,36 @@ class AlertGate:
     def admit(self, alert: Alert) -> list[Alert]:
         """The lines to write for this alert: itself, possibly amended, a flood summary that a new window
         releases, or nothing."""
-        out = self._summaries(alert.ts, key=(alert.detector, alert.vlan))
-        if self._within_device_budget(alert) and self._within_flood(alert):
-            out.append(alert)
+        out, admitted = self.admit_lazily(alert.ts, alert.detector, alert.vlan, alert.device_ip, alert.severity,
+                                          lambda: alert)
+        if admitted is not None:
+            out.append(admitted)
         return out
+
+    def admit_lazily(self, ts: float, detector: str, vlan: int, device_ip: str, severity: str,
+                     build: Callable[[], Alert]) -> tuple[list[Alert], Alert | None]:
+        """admit() of the alert `build` makes (with these fields), built only when it is written, amended, or kept
+        as a flood window's example: under a flood of new devices most alerts are only counted, and building each
+        one's line was most of what the gate cost them. Returns the flood summaries a new window releases, then
+        the alert when it is let through (None when held back)."""
+        out = self._summaries(ts, key=(detector, vlan))
+        count = self._count(detector, device_ip, ts)
+        if count > ALERTS_PER_DEVICE + 1:
+            self.suppressed[detector] += 1
+            return out, None
+        alert = None
+        if count == ALERTS_PER_DEVICE + 1:
+            alert = build()
+            alert.summary += (f" This device has raised {ALERTS_PER_DEVICE} {detector} alerts within "
+                              f"{self.episode_timeout:.0f} s; further ones are counted, not written, until "
+                              f"that time has passed.")
+            alert.extra["suppressing"] = True
+        if self._within_flood(ts, detector, vlan, device_ip, severity):
+            return out, alert if alert is not None else build()
+        window = self._floods.get((detector, vlan))
+        if window is not None and window.example is None:
+            window.example = alert if alert is not None else build()
+        return out, None
 
     def flush(self, now: float, final: bool = False) -> list[Alert]:
         """Summaries of flood windows that have ended by `now` (all of them when final)."""
@@ -65,39 +92,33 @@ class AlertGate:
             return []   # asked once a second; most seconds of most sites have no alert in a flood window
         return self._summaries(now, final=final)
 
-    def _within_device_budget(self, alert: Alert) -> bool:
-        key = (alert.detector, alert.device_ip)
-        window_start, count = self._budget.use(key) or (alert.ts, 0)
-        if alert.ts - window_start > self.episode_timeout:
-            window_start, count = alert.ts, 0
+    def _count(self, detector: str, device_ip: str, ts: float) -> int:
+        """This alert's number in its device's budget window (detector, device), counted now."""
+        key = (detector, device_ip)
+        window_start, count = self._budget.use(key) or (ts, 0)
+        if ts - window_start > self.episode_timeout:
+            window_start, count = ts, 0
         count += 1
         self._budget.put(key, (window_start, count))
-        if count > ALERTS_PER_DEVICE + 1:
-            self.suppressed[alert.detector] += 1
-            return False
-        if count == ALERTS_PER_DEVICE + 1:
-            alert.summary += (f" This device has raised {ALERTS_PER_DEVICE} {alert.detector} alerts within "
-                              f"{self.episode_timeout:.0f} s; further ones are counted, not written, until "
-                              f"that time has passed.")
-            alert.extra["suppressing"] = True
-        return True
+        return count
 
-    def _within_flood(self, alert: Alert) -> bool:
-        key = (alert.detector, alert.vlan)
+    def _within_flood(self, ts: float, detector: str, vlan: int, device_ip: str, severity: str) -> bool:
+        """Whether the (detector, VLAN) flood window lets the device write; a held one is counted here (its
+        example is the caller's to set)."""
+        key = (detector, vlan)
         window = self._floods.use(key)
         if window is None:
-            window = _FloodWindow(alert.ts)
+            window = _FloodWindow(ts)
             self._floods.put(key, window)
-        if alert.device_ip in window.writers or len(window.writers) < FLOOD_DEVICES:
-            window.writers.add(alert.device_ip)
+        if device_ip in window.writers or len(window.writers) < FLOOD_DEVICES:
+            window.writers.add(device_ip)
             return True
         window.held += 1
         if len(window.held_devices) < MAX_COUNTED_DEVICES:
-            window.held_devices.add(alert.device_ip)
-        window.example = window.example or alert
-        window.last_ts = max(window.last_ts, alert.ts)
-        window.severity = max(window.severity, SEVERITIES.index(alert.severity))
-        self.suppressed[alert.detector] += 1
+            window.held_devices.add(device_ip)
+        window.last_ts = max(window.last_ts, ts)
+        window.severity = max(window.severity, SEVERITIES.index(severity))
+        self.suppressed[detector] += 1
         return False
 
     def _summaries(self, now: float, key: tuple[str, int] | None = None, final: bool = False) -> list[Alert]:

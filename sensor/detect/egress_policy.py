@@ -25,10 +25,11 @@ class EgressPolicyDetector(Detector):
             return None
         dev = obs.device
         verb = "opened" if obs.initiated else "answered a connection from"
-        summary = (f"{describe_device(dev)} {verb} {describe_destination(obs.peer, obs.name, obs.port, obs.proto)} "
+        destination = describe_destination(obs.peer, obs.name, obs.port, obs.proto)   # once: summary and evidence
+        summary = (f"{describe_device(dev)} {verb} {destination} "
                    f"on the public Internet, sending {plural(obs.sent_packets, 'packet')} "
                    f"({plural(obs.sent_bytes, 'byte')}) at first sight; no allow rule matches.{covered_note(dev)}")
         severity = "high" if dev.covered else "medium"
-        evidence = f"{verb} {describe_destination(obs.peer, obs.name, obs.port, obs.proto)} on the Internet"
+        evidence = f"{verb} {destination} on the Internet"
         return self.alert(obs, severity, 1.0, summary, direction="outbound" if obs.initiated else "inbound",
                           evidence=evidence)

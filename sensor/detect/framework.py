@@ -8,7 +8,6 @@ Detectors own what they look for; the framework owns everything about how it rea
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
@@ -172,12 +171,12 @@ class Detection:
                 self._deliver(self.incidents.line(incident, event, ts))
                 continue
             # The gate judges the leading detection; the whole line is built only for what it lets through.
-            probe = copy.copy(incident.lead)   # a shallow copy: dataclasses.replace runs __init__ again
-            probe.ts, probe.severity, probe.extra = ts, SEVERITIES[incident.severity], dict(probe.extra)
-            for admitted in self.gate.admit(probe):
-                if admitted is not probe:
-                    self._deliver(admitted)   # a flood summary a new window released
-                    continue
+            lead, severity = incident.lead, SEVERITIES[incident.severity]
+            summaries, probe = self.gate.admit_lazily(ts, lead.detector, lead.vlan, lead.device_ip, severity,
+                                                      lambda: _probe(lead, ts, severity))   # noqa: B023 (called now)
+            for summary in summaries:
+                self._deliver(summary)   # a flood summary a new window released
+            if probe is not None:
                 incident.written = True
                 line = self.incidents.line(incident, event, ts)
                 if probe.extra.get("suppressing"):
@@ -190,3 +189,12 @@ class Detection:
         self.lines[line.extra.get("event", "")] += 1
         if self.on_alert is not None:
             self.on_alert(line)
+
+
+def _probe(lead: Alert, ts: float, severity: str) -> Alert:
+    """A shallow copy of the lead at the line's time and severity, with its own extra (the gate may add to it):
+    built field by field, as copy.copy's pickling protocol and dataclasses.replace's field walk cost more than the
+    rest of a held-back detection (every new device of a forged-source flood makes one)."""
+    return Alert(ts, lead.sensor, lead.detector, severity, lead.device_ip, lead.device_mac, lead.device_vendor,
+                 lead.dst_ip, lead.dst_port, lead.dst_proto, lead.dst_name, lead.dst_scope, lead.score, lead.summary,
+                 lead.vlan, dict(lead.extra), lead.service, lead.place)

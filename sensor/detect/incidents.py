@@ -12,6 +12,7 @@ hard-coded time source at once) is one line, not three.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import sys
 import weakref
@@ -48,6 +49,7 @@ FAN_OUT = 8
 MAX_PER_DEVICE = 64
 
 
+@functools.lru_cache(maxsize=64)   # one per scope (a handful), asked for every detection of a bare address
 def fan_out_service(scope: str) -> IncidentService:
     return IncidentService(f"fan-out-{scope}", f"many {scope} addresses", KIND_SITE)
 

@@ -51,6 +51,11 @@ class ByteSeries:
         """(bucket start, bytes) for every non-empty bucket in the window, oldest first."""
         if self.newest < 0:
             return []
+        slot = self.newest % BUCKETS
+        if self.counts.count(0) == BUCKETS - 1 and self.counts[slot]:
+            # the newest bucket alone (a device saved after its first outbound bytes: every new device of a
+            # flood), answered without the array scan below
+            return [(float(self.newest * BUCKET_SECONDS), self.counts[slot])]
         # Only the non-empty slots are visited (a device saved after its first packet has one of 288): each slot's
         # bucket is the newest one at or before `newest` that lands on it (add writes no other, and _advance
         # clears what the window leaves, so a non-empty slot is never older than the window nor before bucket 0).

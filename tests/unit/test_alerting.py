@@ -131,3 +131,44 @@ def test_a_pair_releases_only_its_own_summary_and_a_flush_looks_at_every_window(
     assert released == [released[0]] and released[0].vlan == 40 and "flood" not in released[0].extra
     assert [s.vlan for s in gate.flush(T0 + 61.0)] == [20]          # VLAN 30's window is younger: not yet
     assert [s.vlan for s in gate.flush(T0 + 91.0)] == [30]
+
+
+def test_lazy_admission_writes_what_admit_writes_and_builds_only_what_it_keeps():
+    """admit_lazily against admit on one random storm (a flood of devices, repeat offenders past their budget, two
+    detectors and VLANs, windows passing): the same lines field for field, the same counts, the same flood
+    summaries; and an alert is built only when written, amended, or kept as a window's first example."""
+    import random
+
+    rng = random.Random(16)
+    eager, lazy = AlertGate(300.0), AlertGate(300.0)
+    eager_lines: list[dict] = []
+    lazy_lines: list[dict] = []
+    built = kept = 0
+    ts = T0
+    for i in range(3000):
+        ts += rng.choice([0.0, 0.001, 0.01, 0.05]) if i % 1000 else 70.0   # a new flood window now and then
+        device = f"10.20.{rng.randrange(4)}.{rng.randrange(120 if i % 3 else 3)}"
+        detector, vlan = rng.choice(["egress_policy", "jurisdiction"]), rng.choice([20, 30])
+        severity = rng.choice(["low", "medium", "high"])
+
+        def make(ts=ts, device=device, detector=detector, vlan=vlan, severity=severity, i=i) -> Alert:
+            return Alert(ts, "camwatch", detector, severity, device, None, None, PEER, 443, "tcp", None, "public",
+                         1.0, f"alert {i}", vlan, {"k": i})
+
+        eager_lines += [a.as_dict() for a in eager.admit(make())]
+        calls = []
+
+        def counted(make=make, calls=calls) -> Alert:
+            calls.append(1)
+            return make()
+
+        summaries, admitted = lazy.admit_lazily(ts, detector, vlan, device, severity, counted)
+        lazy_lines += [a.as_dict() for a in summaries] + ([admitted.as_dict()] if admitted is not None else [])
+        built += len(calls)
+        kept += admitted is not None
+    eager_lines += [a.as_dict() for a in eager.flush(ts, final=True)]
+    lazy_lines += [a.as_dict() for a in lazy.flush(ts, final=True)]
+    assert lazy_lines == eager_lines
+    assert lazy.suppressed == eager.suppressed and sum(lazy.suppressed.values()) > 1000
+    assert any("flood" in line for line in lazy_lines) and any(line.get("suppressing") for line in lazy_lines)
+    assert kept <= built < kept + 200   # the held-back thousands were counted, not built

@@ -191,3 +191,28 @@ def test_an_alert_line_rounds_time_to_microseconds_and_score_to_four_places():
                   0.123456, "x", 0, {"k": 1})
     line = alert.as_dict()
     assert (line["ts"], line["score"], line["k"]) == (1.234568, 0.1235, 1)
+
+
+def test_gate_probe_is_the_lead_at_the_lines_time_and_severity():
+    """The probe the alert gate judges is the lead, field for field (copy.copy's answer), but for the line's time
+    and severity and an extra of its own: a field added to Alert and forgotten here would fail this."""
+    import copy
+    import dataclasses
+
+    from sensor.detect.framework import _probe
+    from sensor.detect.services import address_service
+    from sensor.enrich.geography import Place
+
+    values = {}
+    for i, f in enumerate(dataclasses.fields(Alert)):
+        values[f.name] = f"v{i}"   # a distinct value per field
+    values.update(extra={"k": 1}, service=address_service("1.2.3.4"), place=object.__new__(Place))
+    lead = Alert(**values)
+    probe = _probe(lead, 42.5, "high")
+    expected = copy.copy(lead)
+    expected.ts, expected.severity, expected.extra = 42.5, "high", dict(lead.extra)
+    assert [getattr(probe, f.name) for f in dataclasses.fields(Alert)] == [
+        getattr(expected, f.name) for f in dataclasses.fields(Alert)]
+    assert probe.extra == lead.extra and probe.extra is not lead.extra
+    probe.extra["suppressing"] = True
+    assert "suppressing" not in lead.extra

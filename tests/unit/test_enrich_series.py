@@ -134,3 +134,29 @@ def test_points_are_the_window_walked_oldest_first_across_wraps_and_gaps():
             assert points == _points_by_walking_the_window(s)
             most = max(most, len(points))
         assert most > 20   # windows full of buckets were compared, not only short ones
+
+
+def test_points_of_one_bucket_match_the_general_path():
+    """The one-bucket shortcut answers what the numpy scan does, one bucket or several, saturated or not."""
+    import random
+
+    from sensor.enrich import series as mod
+
+    rng = random.Random(16)
+    for _ in range(200):
+        s = mod.ByteSeries()
+        for _ in range(rng.randint(1, 4)):
+            s.add(rng.choice([0.0, 299.9, 300.0, 86_400.0 * 3, rng.uniform(0, 1e6)]), rng.randint(1, 1 << 33))
+        assert s.points() == _scan(s)
+
+
+def _scan(s):
+    import numpy as np
+
+    from sensor.enrich.series import BUCKET_SECONDS, BUCKETS
+
+    if s.newest < 0:
+        return []
+    counts = np.frombuffer(s.counts, dtype=f"u{s.counts.itemsize}")
+    found = sorted((s.newest - (s.newest - i) % BUCKETS, i) for i in np.flatnonzero(counts).tolist())
+    return [(float(b * BUCKET_SECONDS), int(counts[i])) for b, i in found]

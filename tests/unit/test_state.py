@@ -35,3 +35,20 @@ def test_forgetting_an_episode_without_a_row_writes_nothing(tmp_path):
     known.forget_episode(KEY_A)
     assert not known._in_tx and known.write_errors == 0   # no DELETE began a transaction
     known.close()
+
+
+def test_rows_are_json_dumps_text_byte_for_byte():
+    """The encoder the store writes rows with (no cycle check) gives json.dumps's text: a device's document with
+    wire strings (non-ASCII, quotes, control characters), a NaN-free float, and an episode key."""
+    import json
+
+    from sensor import state as mod
+    from sensor.enrich.inventory import Device
+
+    dev = Device("10.20.0.5", 0x001122334455, first_seen=1.5, last_seen=2.25, egress_bytes={"public": 60})
+    dev.identity = {"model": 'DS-2CD\u00e9"\x01\\', "server": "\u6d77\u5eb7"}
+    dev.external_peers = {"198.51.100.7": ["cam.example\u00e9", 60], "2001:db8::1": [None, 1]}
+    dev.evidence = {"rtsp_server", "camera_model"}
+    dev.note_outbound(1_700_000_000.0, 60)
+    for doc in (dev.state(), ["egress_policy", "10.20.0.5", "198.51.100.7"], ["hardcoded_infra", "x", "dns", 3]):
+        assert mod._ENCODE(doc) == json.dumps(doc)
