@@ -33,8 +33,8 @@ print(json.dumps({"code": code, "modules": sorted(sys.modules), "parsed": parsed
 NOT_FOR_REPLAY = ("sensor.cli.eval", "sensor.cli.run", "sensor.cli.report", "sensor.cli.train", "sensor.cli.inspect",
                   "sensor.cli.inventory", "sensor.cli.hash_password", "sensor.evaluate", "sensor.inspect",
                   "sensor.live", "sensor.allocator", "sensor.export.server", "sensor.export.auth", "sensor.report",
-                  "sensor.export.csv_cells", "prometheus_client", "sklearn", "subprocess", "tempfile", "http.server",
-                  "ssl")
+                  "sensor.export.csv_cells", "sensor.export.client", "prometheus_client", "sklearn", "subprocess",
+                  "tempfile", "http.server", "ssl")
 # Standard modules a 1-packet replay does not need before its first packet, imported where they are used (issue 16):
 # socket (its enum conversions; the functions come from _socket), html (its entity table: dissect unescapes on first
 # use), hashlib (OpenSSL; blake2b comes from _blake2), statistics (random, fractions, decimal; beacon scoring).
