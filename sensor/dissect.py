@@ -7,12 +7,13 @@ dissectors through pyshark on the bundled captures.
 
 from __future__ import annotations
 
-import html
 import ipaddress
 import json
 import re
-import socket
 import struct
+
+# _socket, not socket: the same C function without socket.py's enum conversions and selectors (start-up, issue 16).
+from _socket import inet_ntoa
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -318,6 +319,14 @@ MAX_IDENTITY_VALUE = 128
 _XML_TAG = re.compile(rb"<(?:[\w-]+:)?(\w+)>([^<]{1,256})</(?:[\w-]+:)?\1>")
 
 
+def _unescape(text: str) -> str:
+    """html.unescape, imported on first use: html.entities' 2,000-entry table is start-up a replay of cameras that
+    never show a page or description does not need (issue 16)."""
+    import html
+
+    return html.unescape(text)
+
+
 def _clean(value: str | bytes) -> str:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
@@ -376,7 +385,7 @@ MAX_BODY_SCAN = 8192     # a page's <title> and a device description's fields si
 def _xml_fields(body: bytes, pattern: re.Pattern[bytes], keys: dict[bytes, str], out: dict[str, str]) -> None:
     """The first value of each element pattern finds, entities decoded, under our key."""
     for tag, value in pattern.findall(body):
-        text = _clean(html.unescape(value.decode("utf-8", "replace")))
+        text = _clean(_unescape(value.decode("utf-8", "replace")))
         if text:
             out.setdefault(keys[tag], text)
 
@@ -408,7 +417,7 @@ def parse_http_identity(payload: bytes) -> dict[str, str]:
         return out
     title = _TITLE.search(body)
     if title:
-        text = _clean(" ".join(html.unescape(title.group(1).decode("utf-8", "replace")).split()))
+        text = _clean(" ".join(_unescape(title.group(1).decode("utf-8", "replace")).split()))
         if text and not _STATUS_TITLE.match(text):
             out["title"] = text
     return out
@@ -655,7 +664,7 @@ class DhcpMessage:
 
 def _v4(raw: bytes) -> str | None:
     # inet_ntoa writes what str(IPv4Address(raw)) does, without building the object: a lease carries up to a dozen
-    return socket.inet_ntoa(raw) if len(raw) == 4 and raw != b"\0\0\0\0" else None
+    return inet_ntoa(raw) if len(raw) == 4 and raw != b"\0\0\0\0" else None
 
 
 def _dhcp_options(msg: bytes) -> dict[int, bytes]:

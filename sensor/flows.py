@@ -8,11 +8,11 @@ packet time in replay, wall-clock time live.
 from __future__ import annotations
 
 import ipaddress
+from _socket import AF_INET, inet_ntop  # not socket: its enums and selectors cost start-up (issue 16)
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from socket import AF_INET, inet_ntop
 from typing import NamedTuple
 
 import numpy as np

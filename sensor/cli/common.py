@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 from sensor.config import Config
 from sensor.errors import CamwatchError
-from sensor.export.client import PASSWORD_ENV, SensorAccess
 from sensor.export.listen import DEFAULT_METRICS_ADDRESS, parse_listen
 
 if TYPE_CHECKING:
+    from sensor.export.client import SensorAccess
     from sensor.model import AnomalyModel
 
 EXIT_OK, EXIT_CAPTURE, EXIT_USAGE = 0, 1, 2
@@ -44,6 +44,9 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
 
 def add_sensor_access_options(parser: argparse.ArgumentParser) -> None:
     """How --url reaches a sensor behind TLS, mutual TLS or basic auth (sensor/export/client.py)."""
+    # Imported here and in sensor_access, not at the top: replay and run never reach a sensor by URL (issue 16).
+    from sensor.export.client import PASSWORD_ENV
+
     parser.add_argument("--url-ca", metavar="FILE", help="CA (PEM) the sensor's certificate must chain to")
     parser.add_argument("--url-cert", metavar="FILE", help="client certificate (PEM) for a mutual-TLS sensor")
     parser.add_argument("--url-key", metavar="FILE", help="its private key, if not in --url-cert's file")
@@ -52,6 +55,8 @@ def add_sensor_access_options(parser: argparse.ArgumentParser) -> None:
 
 
 def sensor_access(args: argparse.Namespace) -> SensorAccess:
+    from sensor.export.client import SensorAccess
+
     if args.url_key and not args.url_cert:
         raise CamwatchError("--url-key needs --url-cert")
     for path in (args.url_ca, args.url_cert, args.url_key):

@@ -17,7 +17,6 @@ Adapted:
 
 from __future__ import annotations
 
-import statistics
 from bisect import bisect_right
 
 ON_PERIOD = 0.3      # an interval within ±30% of the median one is "on period" (±20% jitter stays well inside)
@@ -32,6 +31,8 @@ def _median(data: list[float]) -> float:
     """statistics.median of sorted, non-empty data."""
     n = len(data)
     if not n:
+        import statistics  # only for its error: at the top it costs start-up random, fractions, decimal (issue 16)
+
         raise statistics.StatisticsError("no median for empty data")
     if n % 2:
         return data[n // 2]
@@ -41,6 +42,8 @@ def _median(data: list[float]) -> float:
 def _quartiles(data: list[float]) -> tuple[float, float, float]:
     """statistics.quantiles(data, n=4, method="inclusive") of sorted data."""
     if len(data) < 2:
+        import statistics
+
         raise statistics.StatisticsError("must have at least two data points")
     m = len(data) - 1
     j1, d1 = divmod(m, 4)

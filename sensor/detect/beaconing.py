@@ -3,7 +3,6 @@ sensor/detect/beacon.py)."""
 
 from __future__ import annotations
 
-import statistics
 from bisect import bisect_left, insort
 
 from sensor.bounded import BoundedLRU
@@ -99,6 +98,8 @@ class BeaconingDetector(Detector):
         into check-ins by chance, and the gap's floor under every interval makes such a train look regular (RTCP's
         randomised 5 s reports would). And the device must be quiet most of the period: check-ins lasting a
         quarter of it or more are a session with pauses, not a beacon."""
+        import statistics  # here, not at the top: it costs start-up random, fractions and decimal (issue 16)
+
         return period >= self.min_period and 4 * statistics.median(e[1] - e[0] for e in events[:-1]) <= period
 
     def _check_ins(self, obs: Observation) -> CheckIns | None:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import sys
 import weakref
+
+# hashlib's own blake2b, without hashlib loading OpenSSL's _hashlib at start-up (issue 16).
+from _blake2 import blake2b
 from dataclasses import dataclass, field
 
 from sensor.bounded import BoundedLRU
@@ -250,7 +252,7 @@ def _strongest(evidence: list[Evidence]) -> list[Evidence]:
 
 def incident_id(sensor: str, device: str, service: str, opened: float) -> str:
     """Stable across runs over the same capture: a replay and a re-run name the same incident the same way."""
-    digest = hashlib.blake2b(f"{sensor}|{device}|{service}|{opened:.6f}".encode(), digest_size=8).hexdigest()
+    digest = blake2b(f"{sensor}|{device}|{service}|{opened:.6f}".encode(), digest_size=8).hexdigest()
     return f"inc-{digest}"
 
 

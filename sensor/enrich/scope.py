@@ -4,9 +4,9 @@ peer a camera-side device talks to in a flow, remembered per flow."""
 from __future__ import annotations
 
 import ipaddress
+from _socket import AF_INET, AF_INET6, inet_pton  # not socket: its enums and selectors cost start-up (issue 16)
 from bisect import bisect_right
 from functools import lru_cache
-from socket import AF_INET, AF_INET6, inet_pton
 
 from sensor.config import DEFAULT_CAMERA_NETWORKS, AllowRule, Config, IPNetwork, name_matches
 from sensor.flows import PROTO_NAMES, Flow, IPAddress

@@ -7,8 +7,10 @@ Nothing here runs unless `--flows` is given: the flow table's `on_end` and the i
 
 from __future__ import annotations
 
-import hashlib
 import struct
+
+# hashlib's own blake2b, without hashlib loading OpenSSL's _hashlib at start-up (issue 16).
+from _blake2 import blake2b
 from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -49,7 +51,7 @@ PlaceLookup = Callable[[str], Place]
 def flow_uid(sensor: bytes, flow: Flow) -> str:
     """Zeek-like ("C" and base62 of 96 bits, at most 18 digits), and stable: the same capture and sensor name
     (`sensor`, encoded, with a separator after it) give the same uid."""
-    digest = hashlib.blake2b(sensor + _FIRST.pack(flow.first) + flow.key, digest_size=12).digest()
+    digest = blake2b(sensor + _FIRST.pack(flow.first) + flow.key, digest_size=12).digest()
     value, out = int.from_bytes(digest, "big"), []
     while value:   # two base62 digits a step: half the steps of a per-flow cost a flood pays 100,000 times a second
         value, pair = divmod(value, 3844)

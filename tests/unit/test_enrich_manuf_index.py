@@ -22,7 +22,7 @@ def _same(data: bytes, keys: list[tuple[int, int]]) -> None:
     for bits in BITS:   # every listed prefix, and none beyond them
         for key, name in table.get(bits, {}).items():
             assert index.name(bits, key) == name, (bits, hex(key))
-        assert set(index._groups[bits]) >= set(table.get(bits, {}))
+        assert index.listed(bits) >= set(table.get(bits, {}))
 
 
 def test_index_answers_as_the_parsed_table_on_odd_lines():
@@ -105,7 +105,7 @@ def test_installed_file_indexed_as_parsed():
     for bits in BITS:
         for key, name in table.get(bits, {}).items():
             assert index.name(bits, key) == name
-        listed = set(index._groups[bits])
+        listed = index.listed(bits)
         assert listed >= set(table.get(bits, {}))
         assert all(index.name(bits, k) is None for k in listed - set(table.get(bits, {})))   # IEEE RA only
     db = ManufDatabase.load(path)
@@ -138,5 +138,14 @@ def test_any_file_is_indexed_as_parsed_or_left_to_the_parser(lines, tail):
     if indexable(data):
         index = ManufIndex(data)
         for bits in BITS:
-            for key in {*table.get(bits, {}), *index._groups[bits]}:
+            for key in {*table.get(bits, {}), *index.listed(bits)}:
                 assert index.name(bits, key) == table.get(bits, {}).get(key)
+
+
+def test_a_key_too_long_for_its_length_aliases_no_other_assignment():
+    # (bits, key) share one dict key: a /24 key carrying bit 42 would read as a /28 entry's without the guard.
+    data = b"00:1B:C5:00:00:00/28\tLong\tA /28 maker\n00:1B:C5\tShort\tA /24 maker\n"
+    index = ManufIndex(data)
+    assert index.name(28, 0x001BC50) == "A /28 maker" and index.name(24, 0x001BC5) == "A /24 maker"
+    assert index.listed(28) == {0x001BC50} and index.listed(24) == {0x001BC5}
+    assert index.name(24, (4 << 40) | 0x001BC50) is None and index.name(24, -1) is None
