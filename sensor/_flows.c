@@ -50,25 +50,10 @@ typedef struct {
     PyObject *ports, *macs, *shared_mac, *end, *idle;
 } Env;
 
-static int offsets(PyTypeObject *type, const char **names, int n, Py_ssize_t *out)
-{
-    for (int i = 0; i < n; i++) {
-        PyObject *d = PyDict_GetItemString(type->tp_dict, names[i]);   /* borrowed */
-        if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)
-                || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
-            PyErr_Format(PyExc_TypeError, "apply: %s.%s is not a slot", type->tp_name, names[i]);
-            return -1;
-        }
-        out[i] = ((PyMemberDescrObject *)d)->d_member->offset;
-    }
-    return 0;
-}
-
 /* ---- slot names interned once (window helper, issue 16) ----------------------------------------------------------
- * offsets() made each of the 30 slot names a new str per call (PyDict_GetItemString): ~2 µs of a call that, for a
- * one-second window of camera control traffic, applies a group or two. The same lookups and checks, with the
- * names made once. */
-static PyObject *flow_names[NSLOTS], *update_names[NUPDATE];
+ * Looking the 30 slot names up by C string made each a new str per call (PyDict_GetItemString): ~2 µs of a call
+ * that, for a one-second window of camera control traffic, applies a group or two. The names are made once. */
+static PyObject *flow_names[NSLOTS], *update_names[NUPDATE], *evict_names[1];
 
 static int offsets_interned(PyTypeObject *type, const char **names, PyObject **interned, int n, Py_ssize_t *out)
 {
@@ -525,7 +510,7 @@ static PyObject *evict(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "(O!O!O!O!)nO!", &PyDict_Type, &tables[0], &PyDict_Type, &tables[1], &PyDict_Type,
                           &tables[2], &PyDict_Type, &tables[3], &excess, &PyType_Type, &flow_type))
         return NULL;
-    if (offsets((PyTypeObject *)flow_type, last_name, 1, &last_off) < 0)
+    if (offsets_interned((PyTypeObject *)flow_type, last_name, evict_names, 1, &last_off) < 0)
         return NULL;
     PyObject *out = PyList_New(0);
     if (out != NULL && evict_loop(tables, excess, (PyTypeObject *)flow_type, last_off, out) < 0)
