@@ -166,6 +166,28 @@ static void new_counters(PyObject **values, Py_buffer *in, Py_ssize_t g, int o, 
     }
 }
 
+/* An object of `type` whose n slots (at `off`) take the new references in `values`, left out of the cyclic
+ * collector (callers make only objects that cannot be in a cycle); NULL if a value or the object could not be made,
+ * every value then released. */
+static PyObject *filled(PyTypeObject *type, const Py_ssize_t *off, PyObject **values, int n)
+{
+    PyObject *obj = NULL;
+    int ok = 1;
+    for (int s = 0; s < n; s++)
+        ok &= values[s] != NULL;
+    if (ok)
+        obj = type->tp_alloc(type, 0);
+    for (int s = 0; s < n; s++) {
+        if (obj != NULL)
+            SLOT(obj, off[s]) = values[s];   /* the new reference moves into the slot */
+        else
+            Py_XDECREF(values[s]);
+    }
+    if (obj != NULL)
+        PyObject_GC_UnTrack(obj);
+    return obj;
+}
+
 /* A new flow with its group already added (the reference: Flow(...), then _add). Nothing a Flow holds can refer
  * back to it (bytes, ints, floats, str, None and the enrich stage's context tuple of those), so it can never be
  * part of a reference cycle: it is left out of the cyclic collector, which otherwise walks every flow of a full
@@ -197,21 +219,7 @@ static PyObject *new_flow(Env *env, PyObject *key, int proto, Py_buffer *in, Py_
     int of = flags[o], rf = flags[1 - o];
     values[S_CLOSED] = PyBool_FromLong((proto == P_TCP && (of | rf) & F_RST) || (of & F_FIN && rf & F_FIN));
     values[S_ORIG_IS_A] = PyBool_FromLong(orig_is_a);
-    PyObject *flow = NULL;
-    int ok = 1;
-    for (int s = 0; s < NSLOTS; s++)
-        ok &= values[s] != NULL;
-    if (ok)
-        flow = env->flow_type->tp_alloc(env->flow_type, 0);
-    for (int s = 0; s < NSLOTS; s++) {
-        if (flow != NULL)
-            SLOT(flow, env->flow_off[s]) = values[s];   /* the new reference moves into the slot */
-        else
-            Py_XDECREF(values[s]);
-    }
-    if (flow != NULL)
-        PyObject_GC_UnTrack(flow);
-    return flow;
+    return filled(env->flow_type, env->flow_off, values, NSLOTS);
 }
 
 static PyObject *new_update(Env *env, PyObject *flow, int is_new, double ts, int64_t op, int64_t rp, int64_t ob,
@@ -220,21 +228,7 @@ static PyObject *new_update(Env *env, PyObject *flow, int is_new, double ts, int
     PyObject *values[NUPDATE] = {Py_NewRef(flow), PyBool_FromLong(is_new), PyFloat_FromDouble(ts),
                                  PyLong_FromLongLong(op), PyLong_FromLongLong(rp), PyLong_FromLongLong(ob),
                                  PyLong_FromLongLong(rb)};
-    PyObject *upd = NULL;
-    int ok = 1;
-    for (int s = 0; s < NUPDATE; s++)
-        ok &= values[s] != NULL;
-    if (ok)
-        upd = env->update_type->tp_alloc(env->update_type, 0);
-    for (int s = 0; s < NUPDATE; s++) {
-        if (upd != NULL)
-            SLOT(upd, env->update_off[s]) = values[s];
-        else
-            Py_XDECREF(values[s]);
-    }
-    if (upd != NULL)
-        PyObject_GC_UnTrack(upd);   /* it holds a flow and numbers: no cycle either */
-    return upd;
+    return filled(env->update_type, env->update_off, values, NUPDATE);   /* a flow and numbers: no cycle either */
 }
 
 /* Take the flow of `key` out of `table` (a new reference), or NULL with no error when it is not there. */
