@@ -30,13 +30,11 @@ class AdmissionBudget:
         return True
 
     def admit(self, ts: float) -> bool:
-        """Whether a new device may be made at packet time ts; False counts a held sighting."""
-        self._refill(ts)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        self.held += 1
-        return False
+        """Whether a new device may be made at packet time ts (a token spent); False counts a held sighting."""
+        if self.would_hold(ts):
+            return False
+        self.tokens -= 1.0
+        return True
 
     def _refill(self, ts: float) -> None:
         clock = self._clock

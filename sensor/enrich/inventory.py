@@ -295,16 +295,18 @@ class Inventory:
     def holds_back(self, ip: str, mac: int, ts: float) -> bool:
         """touch(ip, mac, ts) would return None and change nothing but the held count (counted now): an address no
         device holds, of no box it could join, with the new-device budget spent. False when unsure."""
-        if ip in self._by_address:
-            return False
-        owner = self._owner(mac)
-        if owner is not None and addresses.on_link_evidence(ip, mac):
+        if ip in self._by_address or self._joined_owner(ip, mac) is not None:
             return False
         return self.admission.would_hold(ts)
 
-    def _new_address(self, key: str, mac: int, ts: float) -> Device | None:
+    def _joined_owner(self, ip: str, mac: int) -> Device | None:
+        """The device a new address joins rather than being a device of its own: its MAC's, on link evidence."""
         owner = self._owner(mac)
-        if owner is not None and addresses.on_link_evidence(key, mac):
+        return owner if owner is not None and addresses.on_link_evidence(ip, mac) else None
+
+    def _new_address(self, key: str, mac: int, ts: float) -> Device | None:
+        owner = self._joined_owner(key, mac)
+        if owner is not None:
             self._attach(owner, key, ts)
             owner.link_claimed = True
             return owner
