@@ -450,17 +450,11 @@ class FlowTable:
         fresh: list[Flow] = []
         if compiled.flows_extension is not None and compiled.table:
             c = np.ascontiguousarray
-            out = compiled.flows_extension.apply(
-                (self._tcp, self._closed, self._udp, self._other), self._end,
-                (Flow, FlowUpdate, _PORTS, _MACS, _shared_mac), c(grp.keys), c(grp.first_dir, np.uint8),
+            fresh, updates = self._applied(compiled.flows_extension.apply(
+                self._tables, self._end, _TYPES, c(grp.keys), c(grp.first_dir, np.uint8),
                 c(new.orig_is_a), c(new.orig_port), c(new.resp_port), c(new.vlan), c(new.first_ts), c(grp.pkts),
                 c(grp.bytes), c(grp.payload), c(grp.flags), b"" if tags is None else c(grp.tags), c(grp.macs),
-                c(grp.last), apart)
-            if apart:
-                fresh, updates, made = out
-            else:
-                updates, made = out
-            self.created += made
+                c(grp.last), apart), apart)
         else:
             updates = self._apply_python(grp, new, tags is not None)
             if apart:
@@ -501,8 +495,11 @@ class FlowTable:
             vlan, proto, frag, src, dst, sport, dport, tcp_flags, payload_len, src_mac, wirelen, ts, side, rows)
         ext = compiled.flows_extension
         new = ext.orient(proto, frag, sport, dport, tcp_flags, vlan, ts, rows, first, first_dir)
-        out = ext.apply(self._tables, self._end, _TYPES, keys, first_dir, *new, pkts, nbytes, payload, flags,
-                        b"" if tags is None else side_tags, macs, last, apart)
+        return self._applied(ext.apply(self._tables, self._end, _TYPES, keys, first_dir, *new, pkts, nbytes, payload,
+                                       flags, b"" if tags is None else side_tags, macs, last, apart), apart)
+
+    def _applied(self, out: tuple, apart: bool) -> tuple[list[Flow], list[FlowUpdate]]:
+        """_flows.apply's answer as (new flows, updates), the flows it made counted."""
         if apart:
             fresh, updates, made = out
         else:
@@ -583,18 +580,17 @@ class FlowTable:
     def _evict_python(self, excess: int) -> list[Flow]:
         """Heads are read once and again only for the table that lost one."""
         out: list[Flow] = []
-        if excess > 0:
-            tables = [t for t, _ in self._timeouts]
-            heads = [next(iter(t.values())).last if t else None for t in tables]
-            while excess > 0:
-                best, oldest = -1, 0.0
-                for i, head in enumerate(heads):
-                    if head is not None and (best < 0 or head < oldest):
-                        best, oldest = i, head
-                table = tables[best]
-                out.append(table.popitem(last=False)[1])
-                heads[best] = next(iter(table.values())).last if table else None
-                excess -= 1
+        tables = [t for t, _ in self._timeouts]
+        heads = [next(iter(t.values())).last if t else None for t in tables]
+        while excess > 0:
+            best, oldest = -1, 0.0
+            for i, head in enumerate(heads):
+                if head is not None and (best < 0 or head < oldest):
+                    best, oldest = i, head
+            table = tables[best]
+            out.append(table.popitem(last=False)[1])
+            heads[best] = next(iter(table.values())).last if table else None
+            excess -= 1
         return out
 
     def flush(self) -> list[Flow]:
