@@ -28,7 +28,7 @@ from sensor.enrich.geography import Geography
 from sensor.enrich.routing import BatchPlan
 from sensor.flows import Flow, FlowTable, FlowUpdate
 from sensor.model import WindowFeatures
-from sensor.state import KnownState
+from sensor.state import COUNTRY_SERIES_KEY, KnownState
 from sensor.tags import PayloadTagger
 
 if TYPE_CHECKING:
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 DECODE_SLICE = 16384
 DEVICE_SAVE_SECONDS = 30.0
-COUNTRY_SERIES_KEY = "egress_country_series"   # the state store's meta row for the report
 LINK_LEARNED_KEY = "link_learned"   # routers and camera-side networks learnt from the link (zero-config)
 
 

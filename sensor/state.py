@@ -22,6 +22,9 @@ from urllib.parse import quote
 from sensor.bounded import SegmentedLRU
 from sensor.errors import CamwatchError, warn
 
+# The meta row where the pipeline keeps egress bytes by country over time, and the report reads them back.
+COUNTRY_SERIES_KEY = "egress_country_series"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS device (ip TEXT PRIMARY KEY, first_seen REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS destination (

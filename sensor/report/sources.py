@@ -25,6 +25,7 @@ from urllib.parse import quote
 from sensor.config import Config
 from sensor.errors import CamwatchError
 from sensor.export.client import SensorAccess, fetch_country_series, fetch_inventory
+from sensor.state import COUNTRY_SERIES_KEY
 
 MAX_TEXT = 512            # longer strings from the wire are cut: a report is for people, not a dump
 MAX_ALERT_LINE = 1 << 20  # an alert line is a few hundred bytes; a megabyte is not one
@@ -247,7 +248,6 @@ def _episode(key: Any, first: Any, last: Any, packets: Any, nbytes: Any) -> tupl
                             service=service, packets=_count(packets), bytes=_count(nbytes))
 
 
-COUNTRY_SERIES_KEY = "egress_country_series"   # sensor.pipeline's meta row
 MAX_COUNTRY_LABELS = 256
 
 

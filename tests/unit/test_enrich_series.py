@@ -82,7 +82,8 @@ def test_the_estates_bytes_by_country_over_time_are_kept_across_a_restart(tmp_pa
     """CountryEgress's series (the report's country-over-time chart) go to the state store's meta row and back;
     labels outside the closed set are not restored."""
     from sensor.config import parse_config
-    from sensor.pipeline import COUNTRY_SERIES_KEY, Sensor
+    from sensor.pipeline import Sensor
+    from sensor.state import COUNTRY_SERIES_KEY
 
     config = parse_config({"state": {"path": str(tmp_path / "s.db")}})
     sensor = Sensor(config)
