@@ -28,6 +28,79 @@ static inline uint32_t load32(const unsigned char *p, int big_endian)
     return ((uint32_t)p[3] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[1] << 8) | (uint32_t)p[0];
 }
 
+/*
+ * The columns a walk hands back, one entry per record: frame offset, captured and wire length, timestamp and (pcapng
+ * only: with_links) link type. Sized for video-sized records and grown when smaller ones come: room for the worst
+ * case (16-byte empty records) would be a quarter of the buffer per column, and allocating that costs more than the
+ * walk. All functions but records_bytes run without the GIL.
+ */
+typedef struct {
+    int64_t *off, *cap, *wire;
+    double *ts;
+    int32_t *lts;
+    Py_ssize_t n, capacity;
+    int with_links;
+} records_t;
+
+static int records_init(records_t *r, Py_ssize_t span, int with_links)
+{
+    r->n = 0;
+    r->capacity = span / 512 + 64;
+    r->with_links = with_links;
+    r->off = malloc(r->capacity * 8); r->cap = malloc(r->capacity * 8); r->wire = malloc(r->capacity * 8);
+    r->ts = malloc(r->capacity * 8);
+    r->lts = with_links ? malloc(r->capacity * 4) : NULL;
+    return r->off && r->cap && r->wire && r->ts && (r->lts || !with_links);
+}
+
+/* Room for one more record; 0 when memory ran out (what was walked so far stays valid and is freed later). */
+static int records_room(records_t *r)
+{
+    if (r->n < r->capacity)
+        return 1;
+    Py_ssize_t capacity = r->capacity * 2;
+    int64_t *o2 = realloc(r->off, capacity * 8);
+    if (o2) r->off = o2;
+    int64_t *c2 = o2 ? realloc(r->cap, capacity * 8) : NULL;
+    if (c2) r->cap = c2;
+    int64_t *w2 = c2 ? realloc(r->wire, capacity * 8) : NULL;
+    if (w2) r->wire = w2;
+    double *t2 = w2 ? realloc(r->ts, capacity * 8) : NULL;
+    if (t2) r->ts = t2;
+    if (!t2)
+        return 0;
+    if (r->with_links) {
+        int32_t *l2 = realloc(r->lts, capacity * 4);
+        if (!l2)
+            return 0;
+        r->lts = l2;
+    }
+    r->capacity = capacity;
+    return 1;
+}
+
+/* A tuple of the columns as bytes objects (four, or five with link types), or NULL with the error set. */
+static PyObject *records_bytes(const records_t *r)
+{
+    Py_ssize_t n = r->n, count = r->with_links ? 5 : 4;
+    const char *columns[5] = {(const char *)r->off, (const char *)r->cap, (const char *)r->wire, (const char *)r->ts,
+                              (const char *)r->lts};
+    const Py_ssize_t widths[5] = {8, 8, 8, 8, 4};
+    PyObject *out = PyTuple_New(count);
+    for (Py_ssize_t i = 0; out && i < count; i++) {
+        PyObject *column = PyBytes_FromStringAndSize(columns[i], n * widths[i]);
+        if (!column) { Py_CLEAR(out); break; }
+        PyTuple_SET_ITEM(out, i, column);
+    }
+    return out;
+}
+
+static void records_free(records_t *r)
+{
+    free(r->off); free(r->cap); free(r->wire); free(r->ts); free(r->lts);
+}
+
+
 static PyObject *walk(PyObject *self, PyObject *args)
 {
     Py_buffer view;
@@ -39,15 +112,10 @@ static PyObject *walk(PyObject *self, PyObject *args)
 
     const unsigned char *data = (const unsigned char *)view.buf;
     Py_ssize_t end = view.len;
-    /* Sized for video-sized records and grown when smaller ones come: room for the worst case (16-byte empty
-     * records) would be a quarter of the buffer per column, and allocating that costs more than the walk. */
-    Py_ssize_t capacity = end / 512 + 64;
-    int64_t *off = malloc(capacity * 8), *cap = malloc(capacity * 8), *wire = malloc(capacity * 8);
-    double *ts = malloc(capacity * 8);
-
-    Py_ssize_t pos = 0, n = 0, bad_offset = -1;
+    records_t rec;
+    Py_ssize_t pos = 0, bad_offset = -1;
     long long need = 0, bad_length = 0;
-    int no_memory = !off || !cap || !wire || !ts;
+    int no_memory = !records_init(&rec, end, 0);
     Py_BEGIN_ALLOW_THREADS
     while (!no_memory && pos + 16 <= end) {
         uint32_t sec = load32(data + pos, big_endian);
@@ -63,22 +131,12 @@ static PyObject *walk(PyObject *self, PyObject *args)
             need = 16 + (long long)caplen;
             break;
         }
-        if (n == capacity) {
-            capacity *= 2;
-            int64_t *o2 = realloc(off, capacity * 8), *c2 = o2 ? realloc(cap, capacity * 8) : NULL;
-            int64_t *w2 = c2 ? realloc(wire, capacity * 8) : NULL;
-            double *t2 = w2 ? realloc(ts, capacity * 8) : NULL;
-            if (o2) off = o2;
-            if (c2) cap = c2;
-            if (w2) wire = w2;
-            if (t2) ts = t2;
-            if (!t2) { no_memory = 1; break; }
-        }
-        off[n] = pos + 16;
-        cap[n] = caplen;
-        wire[n] = wirelen >= caplen ? wirelen : caplen;
-        ts[n] = (double)sec + (double)frac * scale;
-        n++;
+        if (!records_room(&rec)) { no_memory = 1; break; }
+        rec.off[rec.n] = pos + 16;
+        rec.cap[rec.n] = caplen;
+        rec.wire[rec.n] = wirelen >= caplen ? wirelen : caplen;
+        rec.ts[rec.n] = (double)sec + (double)frac * scale;
+        rec.n++;
         pos += 16 + caplen;
     }
     if (bad_offset < 0 && need == 0 && pos < end)
@@ -86,17 +144,14 @@ static PyObject *walk(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
 
-    PyObject *offsets = NULL, *caplens = NULL, *wirelens = NULL, *stamps = NULL, *result = NULL;
-    if (no_memory) {
+    PyObject *columns = NULL, *result = NULL;
+    if (no_memory)
         PyErr_NoMemory();
-    } else if ((offsets = PyBytes_FromStringAndSize((const char *)off, n * 8)) &&
-               (caplens = PyBytes_FromStringAndSize((const char *)cap, n * 8)) &&
-               (wirelens = PyBytes_FromStringAndSize((const char *)wire, n * 8)) &&
-               (stamps = PyBytes_FromStringAndSize((const char *)ts, n * 8))) {
-        result = Py_BuildValue("(nLnLOOOO)", pos, need, bad_offset, bad_length, offsets, caplens, wirelens, stamps);
-    }
-    free(off); free(cap); free(wire); free(ts);
-    Py_XDECREF(offsets); Py_XDECREF(caplens); Py_XDECREF(wirelens); Py_XDECREF(stamps);
+    else if ((columns = records_bytes(&rec)))
+        result = Py_BuildValue("(nLnLOOOO)", pos, need, bad_offset, bad_length, PyTuple_GET_ITEM(columns, 0),
+                               PyTuple_GET_ITEM(columns, 1), PyTuple_GET_ITEM(columns, 2), PyTuple_GET_ITEM(columns, 3));
+    records_free(&rec);
+    Py_XDECREF(columns);
     return result;
 }
 
@@ -816,13 +871,9 @@ static PyObject *walk_pcapng(PyObject *self, PyObject *args)
     const unsigned char *data = (const unsigned char *)view.buf;
     Py_ssize_t end = view.len;
     if (start < 0 || start > end) start = end;
-    Py_ssize_t capacity = (end - start) / 512 + 64;
-    int64_t *off = malloc(capacity * 8), *cap = malloc(capacity * 8), *wire = malloc(capacity * 8);
-    double *ts = malloc(capacity * 8);
-    int32_t *lts = malloc(capacity * 4);
-
-    Py_ssize_t pos = start, n = 0;
-    int no_memory = !off || !cap || !wire || !ts || !lts;
+    records_t rec;
+    Py_ssize_t pos = start;
+    int no_memory = !records_init(&rec, end - start, 1);
     Py_BEGIN_ALLOW_THREADS
     while (!no_memory && pos + 8 <= end) {
         uint32_t btype = load32(data + pos, big_endian);
@@ -863,43 +914,27 @@ static PyObject *walk_pcapng(PyObject *self, PyObject *args)
             linktype = if_lt[0];
             stamp = last_ts;   /* no timestamp of its own: the previous packet's */
         }
-        if (n == capacity) {
-            capacity *= 2;
-            int64_t *o2 = realloc(off, capacity * 8), *c2 = o2 ? realloc(cap, capacity * 8) : NULL;
-            int64_t *w2 = c2 ? realloc(wire, capacity * 8) : NULL;
-            double *t2 = w2 ? realloc(ts, capacity * 8) : NULL;
-            int32_t *l2 = t2 ? realloc(lts, capacity * 4) : NULL;
-            if (o2) off = o2;
-            if (c2) cap = c2;
-            if (w2) wire = w2;
-            if (t2) ts = t2;
-            if (l2) lts = l2;
-            if (!l2) { no_memory = 1; break; }
-        }
-        off[n] = frame;
-        cap[n] = caplen;
-        wire[n] = wirelen;
-        ts[n] = stamp;
-        lts[n] = linktype;
-        n++;
+        if (!records_room(&rec)) { no_memory = 1; break; }
+        rec.off[rec.n] = frame;
+        rec.cap[rec.n] = caplen;
+        rec.wire[rec.n] = wirelen;
+        rec.ts[rec.n] = stamp;
+        rec.lts[rec.n] = linktype;
+        rec.n++;
         pos += blen;
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     PyBuffer_Release(&lt_view); PyBuffer_Release(&sc_view); PyBuffer_Release(&of_view); PyBuffer_Release(&sn_view);
 
-    PyObject *offsets = NULL, *caplens = NULL, *wirelens = NULL, *stamps = NULL, *links = NULL, *result = NULL;
-    if (no_memory) {
+    PyObject *columns = NULL, *result = NULL;
+    if (no_memory)
         PyErr_NoMemory();
-    } else if ((offsets = PyBytes_FromStringAndSize((const char *)off, n * 8)) &&
-               (caplens = PyBytes_FromStringAndSize((const char *)cap, n * 8)) &&
-               (wirelens = PyBytes_FromStringAndSize((const char *)wire, n * 8)) &&
-               (stamps = PyBytes_FromStringAndSize((const char *)ts, n * 8)) &&
-               (links = PyBytes_FromStringAndSize((const char *)lts, n * 4))) {
-        result = Py_BuildValue("(nOOOOO)", pos, offsets, caplens, wirelens, stamps, links);
-    }
-    free(off); free(cap); free(wire); free(ts); free(lts);
-    Py_XDECREF(offsets); Py_XDECREF(caplens); Py_XDECREF(wirelens); Py_XDECREF(stamps); Py_XDECREF(links);
+    else if ((columns = records_bytes(&rec)))
+        result = Py_BuildValue("(nOOOOO)", pos, PyTuple_GET_ITEM(columns, 0), PyTuple_GET_ITEM(columns, 1),
+                               PyTuple_GET_ITEM(columns, 2), PyTuple_GET_ITEM(columns, 3), PyTuple_GET_ITEM(columns, 4));
+    records_free(&rec);
+    Py_XDECREF(columns);
     return result;
 }
 
