@@ -79,11 +79,11 @@ class AlertGate:
                               f"{self.episode_timeout:.0f} s; further ones are counted, not written, until "
                               f"that time has passed.")
             alert.extra["suppressing"] = True
-        if self._within_flood(ts, detector, vlan, device_ip, severity):
+        holding = self._holding_flood(ts, detector, vlan, device_ip, severity)
+        if holding is None:
             return out, alert if alert is not None else build()
-        window = self._floods.get((detector, vlan))
-        if window is not None and window.example is None:
-            window.example = alert if alert is not None else build()
+        if holding.example is None:
+            holding.example = alert if alert is not None else build()
         return out, None
 
     def flush(self, now: float, final: bool = False) -> list[Alert]:
@@ -102,9 +102,10 @@ class AlertGate:
         self._budget.put(key, (window_start, count))
         return count
 
-    def _within_flood(self, ts: float, detector: str, vlan: int, device_ip: str, severity: str) -> bool:
-        """Whether the (detector, VLAN) flood window lets the device write; a held one is counted here (its
-        example is the caller's to set)."""
+    def _holding_flood(self, ts: float, detector: str, vlan: int, device_ip: str,
+                       severity: str) -> _FloodWindow | None:
+        """The (detector, VLAN) flood window when it holds this device's alert back (counted here; its example is
+        the caller's to set), None when it lets the device write."""
         key = (detector, vlan)
         window = self._floods.use(key)
         if window is None:
@@ -112,14 +113,14 @@ class AlertGate:
             self._floods.put(key, window)
         if device_ip in window.writers or len(window.writers) < FLOOD_DEVICES:
             window.writers.add(device_ip)
-            return True
+            return None
         window.held += 1
         if len(window.held_devices) < MAX_COUNTED_DEVICES:
             window.held_devices.add(device_ip)
         window.last_ts = max(window.last_ts, ts)
         window.severity = max(window.severity, SEVERITIES.index(severity))
         self.suppressed[detector] += 1
-        return False
+        return window
 
     def _summaries(self, now: float, key: tuple[str, int] | None = None, final: bool = False) -> list[Alert]:
         keys = [key] if key is not None else list(self._floods)
