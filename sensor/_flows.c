@@ -49,6 +49,10 @@ typedef struct {
     Py_ssize_t flow_off[NSLOTS], update_off[NUPDATE];
     PyObject *ports, *macs, *shared_mac, *end, *idle;
     int lazy_ports;   /* Flow's port slots are lazy_port: a new flow leaves them empty */
+    int flow_whole, update_whole;   /* the slots are the whole object: allocated without zeroing (filled) */
+    int64_t memo_mac[2];            /* the last two MACs shared in this call and their ints (strong references) */
+    PyObject *memo_int[2];
+    int memo_next;
 } Env;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
@@ -235,7 +239,26 @@ static int or_bits(PyObject *obj, Py_ssize_t off, uint64_t bits)
 
 /* flows._shared_mac: the one int object for this MAC, from the shared dict or (not there yet) the Python helper,
  * which keeps that dict bounded. */
+static PyObject *shared_mac_lookup(Env *env, int64_t mac);
+
+/* A flood comes through one router: a new flow's two MACs are, batch after batch, the same two, and looking them up
+ * made an int and a dict probe each (~4% of apply, perf). The last two of this call are kept; any value kept is
+ * the one the shared dict gave for that MAC (equal, and shared while the dict holds it). */
 static PyObject *shared_mac(Env *env, int64_t mac)
+{
+    for (int i = 0; i < 2; i++)
+        if (env->memo_int[i] != NULL && env->memo_mac[i] == mac)
+            return Py_NewRef(env->memo_int[i]);
+    PyObject *v = shared_mac_lookup(env, mac);
+    if (v != NULL) {
+        Py_XSETREF(env->memo_int[env->memo_next], Py_NewRef(v));
+        env->memo_mac[env->memo_next] = mac;
+        env->memo_next ^= 1;
+    }
+    return v;
+}
+
+static PyObject *shared_mac_lookup(Env *env, int64_t mac)
 {
     PyObject *k = PyLong_FromLongLong(mac), *v;
     if (k == NULL)
@@ -293,23 +316,46 @@ static void new_counters(PyObject **values, Py_buffer *in, Py_ssize_t g, int o, 
 /* An object of `type` whose n slots (at `off`) take the new references in `values`, left out of the cyclic
  * collector (callers make only objects that cannot be in a cycle); NULL if a value or the object could not be made,
  * every value then released. */
-static PyObject *filled(PyTypeObject *type, const Py_ssize_t *off, PyObject **values, int n, uint32_t empty)
+static PyObject *filled(PyTypeObject *type, const Py_ssize_t *off, PyObject **values, int n, uint32_t empty,
+                        int whole)
 {
     PyObject *obj = NULL;
     int ok = 1;
     for (int s = 0; s < n; s++)
         ok &= values[s] != NULL || (empty >> s & 1);   /* `empty`: slots left unset (NULL) on purpose */
+    /* `whole` (whole_object): every byte past the header is one of the n slots written below, so the generic
+     * allocator's zeroing, tracking and our untracking are skipped: the object is born untracked */
     if (ok)
-        obj = type->tp_alloc(type, 0);
+        obj = whole ? (PyObject *)_PyObject_GC_New(type) : type->tp_alloc(type, 0);
     for (int s = 0; s < n; s++) {
         if (obj != NULL)
             SLOT(obj, off[s]) = values[s];   /* the new reference moves into the slot */
         else
             Py_XDECREF(values[s]);
     }
-    if (obj != NULL)
+    if (obj != NULL && !whole)
         PyObject_GC_UnTrack(obj);
     return obj;
+}
+
+/* Whether an instance of `type` is its header and the n slots at `off`, nothing else: a plain slotted class (no
+ * __dict__, no __weakref__, no items, allocated generically, collected), whose slots tile its body exactly. */
+static int whole_object(PyTypeObject *type, const Py_ssize_t *off, int n)
+{
+    if (type->tp_alloc != PyType_GenericAlloc || type->tp_itemsize != 0 || type->tp_dictoffset != 0
+            || type->tp_weaklistoffset != 0 || !PyType_HasFeature(type, Py_TPFLAGS_HAVE_GC)
+            || PyType_HasFeature(type, Py_TPFLAGS_MANAGED_DICT)
+            || type->tp_basicsize != (Py_ssize_t)(sizeof(PyObject) + n * sizeof(PyObject *)))
+        return 0;
+    uint64_t seen = 0;
+    for (int s = 0; s < n; s++) {
+        Py_ssize_t i = (off[s] - (Py_ssize_t)sizeof(PyObject)) / (Py_ssize_t)sizeof(PyObject *);
+        if (off[s] < (Py_ssize_t)sizeof(PyObject) || (off[s] - (Py_ssize_t)sizeof(PyObject)) % sizeof(PyObject *)
+                || i >= n || seen >> i & 1)
+            return 0;
+        seen |= 1ull << i;
+    }
+    return 1;
 }
 
 /* A new flow with its group already added (the reference: Flow(...), then _add). Nothing a Flow holds can refer
@@ -329,7 +375,9 @@ static PyObject *new_flow(Env *env, PyObject *key, int proto, Py_buffer *in, Py_
     const uint8_t *flags = (const uint8_t *)in[FLAGS].buf + 2 * g;
     PyObject *values[NSLOTS];
     values[S_KEY] = Py_NewRef(key);
-    values[S_VLAN] = PyLong_FromLongLong(((const int64_t *)in[VLAN].buf)[g]);
+    int64_t vlan = ((const int64_t *)in[VLAN].buf)[g];   /* 16 bits: one of the shared ints, as a port */
+    values[S_VLAN] = vlan >= 0 && vlan <= 0xFFFF ? Py_NewRef(PyTuple_GET_ITEM(env->ports, vlan))
+                                                 : PyLong_FromLongLong(vlan);
     values[S_PROTO] = PyLong_FromLong(proto);
     /* lazy ports: read from the key when first asked (lazy_port); oport and rport are the key's (flows.orient) */
     values[S_OPORT] = env->lazy_ports ? NULL : Py_NewRef(PyTuple_GET_ITEM(env->ports, oport));
@@ -345,7 +393,7 @@ static PyObject *new_flow(Env *env, PyObject *key, int proto, Py_buffer *in, Py_
     values[S_CLOSED] = PyBool_FromLong((proto == P_TCP && (of | rf) & F_RST) || (of & F_FIN && rf & F_FIN));
     values[S_ORIG_IS_A] = PyBool_FromLong(orig_is_a);
     return filled(env->flow_type, env->flow_off, values, NSLOTS,
-                  env->lazy_ports ? (1u << S_OPORT | 1u << S_RPORT) : 0);
+                  env->lazy_ports ? (1u << S_OPORT | 1u << S_RPORT) : 0, env->flow_whole);
 }
 
 static PyObject *new_update(Env *env, PyObject *flow, int is_new, double ts, int64_t op, int64_t rp, int64_t ob,
@@ -354,7 +402,7 @@ static PyObject *new_update(Env *env, PyObject *flow, int is_new, double ts, int
     PyObject *values[NUPDATE] = {Py_NewRef(flow), PyBool_FromLong(is_new), PyFloat_FromDouble(ts),
                                  PyLong_FromLongLong(op), PyLong_FromLongLong(rp), PyLong_FromLongLong(ob),
                                  PyLong_FromLongLong(rb)};
-    return filled(env->update_type, env->update_off, values, NUPDATE, 0);   /* a flow and numbers: no cycle either */
+    return filled(env->update_type, env->update_off, values, NUPDATE, 0, env->update_whole);   /* a flow and numbers: no cycle either */
 }
 
 /* Take the flow of `key` out of `table` (a new reference), or NULL with no error when it is not there. */
@@ -515,6 +563,10 @@ static int bind(Env *env, PyObject *types, PyObject *end)
         return -1;
     }
     env->lazy_ports = o != NULL && Py_IS_TYPE(o, &LazyPortType) && r != NULL && Py_IS_TYPE(r, &LazyPortType);
+    env->flow_whole = whole_object(env->flow_type, env->flow_off, NSLOTS);
+    env->update_whole = whole_object(env->update_type, env->update_off, NUPDATE);
+    env->memo_int[0] = env->memo_int[1] = NULL;
+    env->memo_next = 0;
     return 0;
 }
 
@@ -565,6 +617,8 @@ static PyObject *apply(PyObject *self, PyObject *args)
     Py_XDECREF(updates);
     Py_XDECREF(fresh);
     Py_DECREF(env.idle);
+    Py_XDECREF(env.memo_int[0]);
+    Py_XDECREF(env.memo_int[1]);
 release:
     for (int j = 0; j < NBUF; j++)
         PyBuffer_Release(&in[j]);
