@@ -48,7 +48,133 @@ typedef struct {
     PyTypeObject *flow_type, *update_type;
     Py_ssize_t flow_off[NSLOTS], update_off[NUPDATE];
     PyObject *ports, *macs, *shared_mac, *end, *idle;
+    int lazy_ports;   /* Flow's port slots are lazy_port: a new flow leaves them empty */
+    int flow_whole, update_whole;   /* the slots are the whole object: allocated without zeroing (filled) */
+    int64_t memo_mac[2];            /* the last two MACs shared in this call and their ints (strong references) */
+    PyObject *memo_int[2];
+    int memo_next;
 } Env;
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+/* ---- ports read from the key when first asked (flowtable helper, issue 16) ----------------------------------------
+ * A new flow's two port slots are left empty by apply and filled from its key the first time they are read: setting
+ * them meant a reference to one of flows._PORTS' 65,536 shared ints each, and on a flood of random port pairs those
+ * ints and the tuple's entries are cache misses (~0.1 µs a flow measured with perf, again when the flow is freed),
+ * for flows no stage ever asks the ports of. The key holds them (A's port at 19:21, B's at 37:39, big-endian) and
+ * the originator is the A side when orig_is_a: the same value flows.orient gave (a portless flow's key has zeros).
+ * lazy_port(flow_type, name, ports, orig) replaces the member descriptor `name` of Flow's slot; the slot keeps what
+ * is set or first read, so later reads cost a slot read. */
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *owner;          /* flows.Flow: the slots are read by offset, from its instances only */
+    Py_ssize_t off, key_off, is_a_off;
+    int orig;                     /* 1: the originator's port, 0: the responder's */
+    PyObject *ports, *name;       /* flows._PORTS; the slot's name */
+} LazyPort;
+
+static PyTypeObject LazyPortType;
+
+static int lazy_port_owned(LazyPort *d, PyObject *obj)
+{
+    if (PyObject_TypeCheck(obj, d->owner))
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%U of a %s read from something else", d->name, d->owner->tp_name);
+    return -1;
+}
+
+static PyObject *lazy_port_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    LazyPort *d = (LazyPort *)self;
+    if (obj == NULL)
+        return Py_NewRef(self);
+    if (lazy_port_owned(d, obj) < 0)
+        return NULL;
+    PyObject *v = SLOT(obj, d->off), *key = SLOT(obj, d->key_off), *is_a = SLOT(obj, d->is_a_off);
+    if (v != NULL)
+        return Py_NewRef(v);
+    if (key == NULL || !PyBytes_Check(key) || PyBytes_GET_SIZE(key) != KEY || is_a == NULL) {
+        PyErr_Format(PyExc_AttributeError, "%U: neither set nor a flow key to read it from", d->name);
+        return NULL;
+    }
+    int truth = PyObject_IsTrue(is_a);   /* as flows: `o = 0 if flow.orig_is_a else 1` */
+    if (truth < 0)
+        return NULL;
+    const uint8_t *k = (const uint8_t *)PyBytes_AS_STRING(key) + (truth == d->orig ? 19 : 37);
+    v = PyTuple_GET_ITEM(d->ports, k[0] << 8 | k[1]);
+    SLOT(obj, d->off) = Py_NewRef(v);
+    return Py_NewRef(v);
+}
+
+static int lazy_port_set(PyObject *self, PyObject *obj, PyObject *value)
+{
+    LazyPort *d = (LazyPort *)self;
+    if (lazy_port_owned(d, obj) < 0)
+        return -1;
+    Py_XSETREF(SLOT(obj, d->off), Py_XNewRef(value));   /* deleting empties it: the key's port is read again */
+    return 0;
+}
+
+static void lazy_port_dealloc(PyObject *self)
+{
+    LazyPort *d = (LazyPort *)self;
+    Py_XDECREF(d->owner);
+    Py_XDECREF(d->ports);
+    Py_XDECREF(d->name);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyTypeObject LazyPortType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sensor._flows.lazy_port",
+    .tp_basicsize = sizeof(LazyPort),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A Flow's port slot, read from its key when first asked.",
+    .tp_dealloc = lazy_port_dealloc,
+    .tp_descr_get = lazy_port_get,
+    .tp_descr_set = lazy_port_set,
+};
+
+static Py_ssize_t member_offset(PyTypeObject *type, const char *name)
+{
+    PyObject *d = PyDict_GetItemString(type->tp_dict, name);   /* borrowed; once per descriptor made */
+    if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)
+            || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
+        PyErr_Format(PyExc_TypeError, "lazy_port: %s.%s is not a slot", type->tp_name, name);
+        return -1;
+    }
+    return ((PyMemberDescrObject *)d)->d_member->offset;
+}
+
+static PyObject *lazy_port(PyObject *module, PyObject *args)
+{
+    PyObject *owner, *name, *ports;
+    int orig;
+    if (!PyArg_ParseTuple(args, "O!UO!p", &PyType_Type, &owner, &name, &PyTuple_Type, &ports, &orig))
+        return NULL;
+    if (PyTuple_GET_SIZE(ports) != 0x10000) {
+        PyErr_SetString(PyExc_ValueError, "lazy_port: ports must be the 65,536 shared port ints");
+        return NULL;
+    }
+    PyTypeObject *type = (PyTypeObject *)owner;
+    const char *text = PyUnicode_AsUTF8(name);
+    Py_ssize_t off, key_off, is_a_off;
+    if (text == NULL || (off = member_offset(type, text)) < 0 || (key_off = member_offset(type, "key")) < 0
+            || (is_a_off = member_offset(type, "orig_is_a")) < 0)
+        return NULL;
+    LazyPort *d = PyObject_New(LazyPort, &LazyPortType);
+    if (d == NULL)
+        return NULL;
+    d->owner = (PyTypeObject *)Py_NewRef(owner);
+    d->off = off;
+    d->key_off = key_off;
+    d->is_a_off = is_a_off;
+    d->orig = orig;
+    d->ports = Py_NewRef(ports);
+    d->name = Py_NewRef(name);
+    return (PyObject *)d;
+}
+/* ---- end of ports read from the key ---- */
 
 /* ---- slot names interned once (window helper, issue 16) ----------------------------------------------------------
  * Looking the 30 slot names up by C string made each a new str per call (PyDict_GetItemString): ~2 µs of a call
@@ -63,6 +189,10 @@ static int offsets_interned(PyTypeObject *type, const char **names, PyObject **i
         PyObject *d = PyDict_GetItemWithError(type->tp_dict, interned[i]);   /* borrowed */
         if (d == NULL && PyErr_Occurred())
             return -1;
+        if (d != NULL && Py_IS_TYPE(d, &LazyPortType) && ((LazyPort *)d)->owner == type) {
+            out[i] = ((LazyPort *)d)->off;   /* a port read from the key when first asked (lazy_port) */
+            continue;
+        }
         if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)
                 || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
             PyErr_Format(PyExc_TypeError, "apply: %s.%s is not a slot", type->tp_name, names[i]);
@@ -73,8 +203,6 @@ static int offsets_interned(PyTypeObject *type, const char **names, PyObject **i
     return 0;
 }
 /* ---- end of slot names interned once ---- */
-
-#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
 /* Replace a slot's value with a new reference (stolen); NULL (a failed allocation) leaves it and returns -1. */
 static int put(PyObject *obj, Py_ssize_t off, PyObject *value)
@@ -111,7 +239,26 @@ static int or_bits(PyObject *obj, Py_ssize_t off, uint64_t bits)
 
 /* flows._shared_mac: the one int object for this MAC, from the shared dict or (not there yet) the Python helper,
  * which keeps that dict bounded. */
+static PyObject *shared_mac_lookup(Env *env, int64_t mac);
+
+/* A flood comes through one router: a new flow's two MACs are, batch after batch, the same two, and looking them up
+ * made an int and a dict probe each (~4% of apply, perf). The last two of this call are kept; any value kept is
+ * the one the shared dict gave for that MAC (equal, and shared while the dict holds it). */
 static PyObject *shared_mac(Env *env, int64_t mac)
+{
+    for (int i = 0; i < 2; i++)
+        if (env->memo_int[i] != NULL && env->memo_mac[i] == mac)
+            return Py_NewRef(env->memo_int[i]);
+    PyObject *v = shared_mac_lookup(env, mac);
+    if (v != NULL) {
+        Py_XSETREF(env->memo_int[env->memo_next], Py_NewRef(v));
+        env->memo_mac[env->memo_next] = mac;
+        env->memo_next ^= 1;
+    }
+    return v;
+}
+
+static PyObject *shared_mac_lookup(Env *env, int64_t mac)
 {
     PyObject *k = PyLong_FromLongLong(mac), *v;
     if (k == NULL)
@@ -169,23 +316,46 @@ static void new_counters(PyObject **values, Py_buffer *in, Py_ssize_t g, int o, 
 /* An object of `type` whose n slots (at `off`) take the new references in `values`, left out of the cyclic
  * collector (callers make only objects that cannot be in a cycle); NULL if a value or the object could not be made,
  * every value then released. */
-static PyObject *filled(PyTypeObject *type, const Py_ssize_t *off, PyObject **values, int n)
+static PyObject *filled(PyTypeObject *type, const Py_ssize_t *off, PyObject **values, int n, uint32_t empty,
+                        int whole)
 {
     PyObject *obj = NULL;
     int ok = 1;
     for (int s = 0; s < n; s++)
-        ok &= values[s] != NULL;
+        ok &= values[s] != NULL || (empty >> s & 1);   /* `empty`: slots left unset (NULL) on purpose */
+    /* `whole` (whole_object): every byte past the header is one of the n slots written below, so the generic
+     * allocator's zeroing, tracking and our untracking are skipped: the object is born untracked */
     if (ok)
-        obj = type->tp_alloc(type, 0);
+        obj = whole ? (PyObject *)_PyObject_GC_New(type) : type->tp_alloc(type, 0);
     for (int s = 0; s < n; s++) {
         if (obj != NULL)
             SLOT(obj, off[s]) = values[s];   /* the new reference moves into the slot */
         else
             Py_XDECREF(values[s]);
     }
-    if (obj != NULL)
+    if (obj != NULL && !whole)
         PyObject_GC_UnTrack(obj);
     return obj;
+}
+
+/* Whether an instance of `type` is its header and the n slots at `off`, nothing else: a plain slotted class (no
+ * __dict__, no __weakref__, no items, allocated generically, collected), whose slots tile its body exactly. */
+static int whole_object(PyTypeObject *type, const Py_ssize_t *off, int n)
+{
+    if (type->tp_alloc != PyType_GenericAlloc || type->tp_itemsize != 0 || type->tp_dictoffset != 0
+            || type->tp_weaklistoffset != 0 || !PyType_HasFeature(type, Py_TPFLAGS_HAVE_GC)
+            || PyType_HasFeature(type, Py_TPFLAGS_MANAGED_DICT)
+            || type->tp_basicsize != (Py_ssize_t)(sizeof(PyObject) + n * sizeof(PyObject *)))
+        return 0;
+    uint64_t seen = 0;
+    for (int s = 0; s < n; s++) {
+        Py_ssize_t i = (off[s] - (Py_ssize_t)sizeof(PyObject)) / (Py_ssize_t)sizeof(PyObject *);
+        if (off[s] < (Py_ssize_t)sizeof(PyObject) || (off[s] - (Py_ssize_t)sizeof(PyObject)) % sizeof(PyObject *)
+                || i >= n || seen >> i & 1)
+            return 0;
+        seen |= 1ull << i;
+    }
+    return 1;
 }
 
 /* A new flow with its group already added (the reference: Flow(...), then _add). Nothing a Flow holds can refer
@@ -205,10 +375,13 @@ static PyObject *new_flow(Env *env, PyObject *key, int proto, Py_buffer *in, Py_
     const uint8_t *flags = (const uint8_t *)in[FLAGS].buf + 2 * g;
     PyObject *values[NSLOTS];
     values[S_KEY] = Py_NewRef(key);
-    values[S_VLAN] = PyLong_FromLongLong(((const int64_t *)in[VLAN].buf)[g]);
+    int64_t vlan = ((const int64_t *)in[VLAN].buf)[g];   /* 16 bits: one of the shared ints, as a port */
+    values[S_VLAN] = vlan >= 0 && vlan <= 0xFFFF ? Py_NewRef(PyTuple_GET_ITEM(env->ports, vlan))
+                                                 : PyLong_FromLongLong(vlan);
     values[S_PROTO] = PyLong_FromLong(proto);
-    values[S_OPORT] = Py_NewRef(PyTuple_GET_ITEM(env->ports, oport));
-    values[S_RPORT] = Py_NewRef(PyTuple_GET_ITEM(env->ports, rport));
+    /* lazy ports: read from the key when first asked (lazy_port); oport and rport are the key's (flows.orient) */
+    values[S_OPORT] = env->lazy_ports ? NULL : Py_NewRef(PyTuple_GET_ITEM(env->ports, oport));
+    values[S_RPORT] = env->lazy_ports ? NULL : Py_NewRef(PyTuple_GET_ITEM(env->ports, rport));
     values[S_FIRST] = PyFloat_FromDouble(first);
     values[S_LAST] = last > first ? PyFloat_FromDouble(last) : Py_XNewRef(values[S_FIRST]);
     new_counters(values, in, g, o, has_tags);
@@ -219,7 +392,8 @@ static PyObject *new_flow(Env *env, PyObject *key, int proto, Py_buffer *in, Py_
     int of = flags[o], rf = flags[1 - o];
     values[S_CLOSED] = PyBool_FromLong((proto == P_TCP && (of | rf) & F_RST) || (of & F_FIN && rf & F_FIN));
     values[S_ORIG_IS_A] = PyBool_FromLong(orig_is_a);
-    return filled(env->flow_type, env->flow_off, values, NSLOTS);
+    return filled(env->flow_type, env->flow_off, values, NSLOTS,
+                  env->lazy_ports ? (1u << S_OPORT | 1u << S_RPORT) : 0, env->flow_whole);
 }
 
 static PyObject *new_update(Env *env, PyObject *flow, int is_new, double ts, int64_t op, int64_t rp, int64_t ob,
@@ -228,7 +402,7 @@ static PyObject *new_update(Env *env, PyObject *flow, int is_new, double ts, int
     PyObject *values[NUPDATE] = {Py_NewRef(flow), PyBool_FromLong(is_new), PyFloat_FromDouble(ts),
                                  PyLong_FromLongLong(op), PyLong_FromLongLong(rp), PyLong_FromLongLong(ob),
                                  PyLong_FromLongLong(rb)};
-    return filled(env->update_type, env->update_off, values, NUPDATE);   /* a flow and numbers: no cycle either */
+    return filled(env->update_type, env->update_off, values, NUPDATE, 0, env->update_whole);   /* a flow and numbers: no cycle either */
 }
 
 /* Take the flow of `key` out of `table` (a new reference), or NULL with no error when it is not there. */
@@ -381,6 +555,18 @@ static int bind(Env *env, PyObject *types, PyObject *end)
         Py_CLEAR(env->idle);
         return -1;
     }
+    /* both ports lazy, or neither: a flow whose port is neither set nor readable from its key must not be made */
+    PyObject *o = PyDict_GetItemWithError(env->flow_type->tp_dict, flow_names[S_OPORT]);
+    PyObject *r = PyDict_GetItemWithError(env->flow_type->tp_dict, flow_names[S_RPORT]);
+    if (PyErr_Occurred()) {
+        Py_CLEAR(env->idle);
+        return -1;
+    }
+    env->lazy_ports = o != NULL && Py_IS_TYPE(o, &LazyPortType) && r != NULL && Py_IS_TYPE(r, &LazyPortType);
+    env->flow_whole = whole_object(env->flow_type, env->flow_off, NSLOTS);
+    env->update_whole = whole_object(env->update_type, env->update_off, NUPDATE);
+    env->memo_int[0] = env->memo_int[1] = NULL;
+    env->memo_next = 0;
     return 0;
 }
 
@@ -431,6 +617,8 @@ static PyObject *apply(PyObject *self, PyObject *args)
     Py_XDECREF(updates);
     Py_XDECREF(fresh);
     Py_DECREF(env.idle);
+    Py_XDECREF(env.memo_int[0]);
+    Py_XDECREF(env.memo_int[1]);
 release:
     for (int j = 0; j < NBUF; j++)
         PyBuffer_Release(&in[j]);
@@ -601,9 +789,15 @@ static PyMethodDef methods[] = {
     {"apply", apply, METH_VARARGS, "Apply a batch's flow groups to the flow table's OrderedDicts."},
     {"evict", evict, METH_VARARGS, "Take the least recently active flows out of the flow table's OrderedDicts."},
     {"orient", orient, METH_VARARGS, "Each group's originator, ports, VLAN and first time, as flows.orient."},
+    {"lazy_port", lazy_port, METH_VARARGS, "A Flow port slot's descriptor that reads the port from the key."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_flows", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__flows(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__flows(void)
+{
+    if (PyType_Ready(&LazyPortType) < 0)
+        return NULL;
+    return PyModule_Create(&module);
+}

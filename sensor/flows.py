@@ -164,6 +164,19 @@ class Flow:
         }
 
 
+def _lazy_ports() -> None:
+    """With the compiled table, a new flow's ports are read from its key when first asked (sensor/_flows.c,
+    lazy_port): a flood's flows are mostly never asked, and setting them cost two cache misses a flow. The slots stay,
+    and keep the value once read or set; the Python path (the reference) sets them in __init__ as before."""
+    ext = compiled.flows_extension
+    if ext is not None and hasattr(ext, "lazy_port"):   # an extension built before lazy_port: ports set eagerly
+        for name, orig in (("orig_port", True), ("resp_port", False)):
+            setattr(Flow, name, ext.lazy_port(Flow, name, _PORTS, orig))
+
+
+_lazy_ports()
+
+
 @dataclass(slots=True)
 class FlowUpdate:
     """What some packets added to one flow; `ts` is the time of the first of them."""
