@@ -25,7 +25,7 @@ from sensor.detect.incidents import END
 from sensor.dissect import ParserGuard
 from sensor.enrich import Classifier, CoveredMakers, Enricher, Inventory, ManufDatabase, NameCache
 from sensor.enrich.geography import Geography
-from sensor.enrich.routing import BatchPlan
+from sensor.enrich.routing import NO_ROWS, BatchPlan
 from sensor.flows import Flow, FlowTable, FlowUpdate
 from sensor.model import WindowFeatures
 from sensor.state import KnownState
@@ -82,8 +82,10 @@ class Sensor:
         self.lock = threading.Lock()
         self.packets = 0
         self.bytes = 0
-        self.by_network = np.zeros(len(NETWORK_NAMES), dtype=np.int64)
-        self.decode_errors = np.zeros(len(ERROR_REASONS), dtype=np.int64)
+        # Python ints, not numpy's: a window adds one or two kinds, and a numpy item's += costs several times
+        # a list item's (by_network and decode_errors are the arrays readers want).
+        self._networks = [0] * len(NETWORK_NAMES)
+        self._errors = [0] * len(ERROR_REASONS)
         self.first_ts: float | None = None
         self.last_ts: float | None = None
         self.flows = FlowTable(config.flows)
@@ -196,29 +198,33 @@ class Sensor:
                 tallies: _Tallies) -> None:
         """Packets start:end of the batch (span: start, end, the window's index), one second of capture time;
         plan.ip[lo:hi] are its IP rows."""
-        start, end, _ = span
+        start, end, k = span
         t0, t1 = self._account(dec, span, tallies)
         second = math.floor(t0)
         if second != self._pending_second:
             self._end_second()
             self._pending_second = second
             self._second_last_ts = t1
-        else:
-            self._second_last_ts = max(self._second_last_ts, t1)
+        elif t1 > self._second_last_ts:
+            self._second_last_ts = t1
         self.flows.expire(t0)
-        rows = plan.window_rows(span[2], start, end)
-        if rows.link or rows.dhcp:   # ARP can be all a second holds
+        # Most windows of control traffic hold no row any parser wants: then no reader is asked.
+        rows = plan.window_rows(k, start, end)
+        held = rows is not NO_ROWS
+        if held and (rows.link or rows.dhcp):   # ARP can be all a second holds
             self.enricher.read_link(dec, rows)
         if lo == hi:
             return
-        self.enricher.read_dns(dec, rows.dns)
+        if held and rows.dns:
+            self.enricher.read_dns(dec, rows.dns)
         fresh, updates = self.flows.update_apart(dec, plan.ip[lo:hi], plan.tags[lo:hi])
-        self.enricher.read_payloads(dec, rows, self.flows)
+        if held:
+            self.enricher.read_payloads(dec, rows, self.flows)
         # New flows go to the enricher at once, in one call (a flood's are most of a batch); the updates of the
         # others wait for the second's end (_defer only sums, so the two need not interleave).
         self.enricher.new_flows(fresh)
-        for upd in updates:
-            self._defer(upd)
+        if updates:
+            self._defer(updates)
         if time.monotonic() - self._last_save >= 1.0:
             self._save(devices_too=False)
 
@@ -227,39 +233,59 @@ class Sensor:
         start, end, k = span
         self.packets += end - start
         self.bytes += tallies.bytes[k]
-        by_network, decode_errors = self.by_network, self.decode_errors
+        networks = self._networks
         for kind, count in tallies.networks[k]:
-            by_network[kind] += count
-        for kind, count in tallies.errors[k]:
-            decode_errors[kind] += count
+            networks[kind] += count
+        errors = tallies.errors[k]
+        if errors:   # most windows decode cleanly
+            counted = self._errors
+            for kind, count in errors:
+                counted[kind] += count
         t0 = tallies.first_ts[k]
         t1 = tallies.last_ts[k]
-        if self.first_ts is None:
-            self.first_ts = t0
-        self.last_ts = t1 if self.last_ts is None else max(self.last_ts, t1)
+        last = self.last_ts
+        if last is None:   # the first window (first_ts and last_ts are set together)
+            self.first_ts, self.last_ts = t0, t1
+        elif t1 > last:
+            self.last_ts = t1
         if self.live:
             self.processing_lag = max(0.0, time.time() - t1)
         return t0, t1
 
-    def _defer(self, upd: FlowUpdate) -> None:
-        """Add an update of a known flow to what that flow carried in the current second."""
-        acc = self._pending.get(upd.flow)
-        if acc is None:
-            self._pending[upd.flow] = upd
-        else:
-            acc.orig_pkts += upd.orig_pkts
-            acc.resp_pkts += upd.resp_pkts
-            acc.orig_bytes += upd.orig_bytes
-            acc.resp_bytes += upd.resp_bytes
+    def _defer(self, updates: list[FlowUpdate]) -> None:
+        """Add updates of known flows to what each flow carried in the current second."""
+        pending = self._pending
+        for upd in updates:
+            acc = pending.get(upd.flow)
+            if acc is None:
+                pending[upd.flow] = upd
+            else:
+                acc.orig_pkts += upd.orig_pkts
+                acc.resp_pkts += upd.resp_pkts
+                acc.orig_bytes += upd.orig_bytes
+                acc.resp_bytes += upd.resp_bytes
 
     def _end_second(self, tick: bool = True) -> None:
-        pending, self._pending = self._pending, {}
-        for upd in pending.values():
-            self.enricher.flow_update(upd)
+        pending = self._pending
+        if pending:   # a quiet second carried no update of a known flow
+            self._pending = {}
+            flow_update = self.enricher.flow_update
+            for upd in pending.values():
+                flow_update(upd)
         if tick and self._pending_second is not None:
             self.detection.tick(self._second_last_ts)
 
     # ---- what export and the tests read ------------------------------------------------------------------
+    @property
+    def by_network(self) -> np.ndarray:
+        """Packets decoded, by network (decode.NETWORK_NAMES order)."""
+        return np.array(self._networks, dtype=np.int64)
+
+    @property
+    def decode_errors(self) -> np.ndarray:
+        """Packets by decode outcome (decode.ERROR_REASONS order; the first is none)."""
+        return np.array(self._errors, dtype=np.int64)
+
     @property
     def classifier(self) -> Classifier:
         return self.enricher.classifier
