@@ -42,7 +42,9 @@ LINK_LEARNED_KEY = "link_learned"   # routers and camera-side networks learnt fr
 
 class _Tallies:
     """A batch's packet counters per one-second window, worked out for the whole batch at once: counting a window's
-    few rows costs microseconds a call whatever their number, and control traffic is ~10 packets a second."""
+    few rows costs microseconds a call whatever their number, and control traffic is ~10 packets a second.
+    networks and errors are running totals: row k counts the batch's packets up to the end of window k, so a
+    window's accounting is noting k (Sensor._account), not adding counts."""
 
     __slots__ = ("bytes", "networks", "errors", "first_ts", "last_ts")
 
@@ -50,22 +52,17 @@ class _Tallies:
         windows = len(bounds) - 1
         self.bytes: list[int] = np.add.reduceat(dec.batch.wirelen, bounds[:-1]).tolist()
         window = np.repeat(np.arange(windows), np.diff(bounds))
-        self.networks = _per_window(window, dec.network, windows, len(NETWORK_NAMES))
-        self.errors = _per_window(window, dec.error, windows, len(ERROR_REASONS))
+        self.networks = _running(window, dec.network, windows, len(NETWORK_NAMES))
+        self.errors = _running(window, dec.error, windows, len(ERROR_REASONS))
         ts = dec.batch.ts
         self.first_ts: list[float] = ts[bounds[:-1]].tolist()   # each window's first and last packet times
         self.last_ts: list[float] = ts[np.array(bounds[1:]) - 1].tolist()
 
 
-def _per_window(window: np.ndarray, values: np.ndarray, windows: int, kinds: int) -> list[list[tuple[int, int]]]:
-    """Per window, the (kind, count) of the kinds it holds: a window of control traffic holds one or two (IPv4,
-    ARP; no error), and adding those to the sensor's counters costs less than adding a whole row of them."""
-    counts = np.bincount(window * kinds + values, minlength=windows * kinds)
-    at = np.flatnonzero(counts)
-    out: list[list[tuple[int, int]]] = [[] for _ in range(windows)]
-    for flat, count in zip(at.tolist(), counts[at].tolist(), strict=True):
-        out[flat // kinds].append((flat % kinds, count))
-    return out
+def _running(window: np.ndarray, values: np.ndarray, windows: int, kinds: int) -> np.ndarray:
+    """Per window (row), the packets of each kind (column) in it and the windows before it in the batch."""
+    counts = np.bincount(window * kinds + values, minlength=windows * kinds).astype(np.int64)
+    return counts.reshape(windows, kinds).cumsum(axis=0)
 
 
 class Sensor:
@@ -82,10 +79,13 @@ class Sensor:
         self.lock = threading.Lock()
         self.packets = 0
         self.bytes = 0
-        # Python ints, not numpy's: a window adds one or two kinds, and a numpy item's += costs several times
-        # a list item's (by_network and decode_errors are the arrays readers want).
-        self._networks = [0] * len(NETWORK_NAMES)
-        self._errors = [0] * len(ERROR_REASONS)
+        # Packets by network and by decode outcome: the batches before the current one, plus the current batch's
+        # running totals up to its last window accounted (_counted: -1 before its first), folded in when the batch
+        # is done (by_network, decode_errors).
+        self._networks = np.zeros(len(NETWORK_NAMES), dtype=np.int64)
+        self._errors = np.zeros(len(ERROR_REASONS), dtype=np.int64)
+        self._tallies: _Tallies | None = None
+        self._counted = -1
         self.first_ts: float | None = None
         self.last_ts: float | None = None
         self.flows = FlowTable(config.flows)
@@ -143,12 +143,19 @@ class Sensor:
         plan.cut(bounds)
         ip_bounds = np.searchsorted(plan.ip, bounds).tolist()
         tallies = _Tallies(dec, bounds)
-        for k in range(len(bounds) - 1):
-            start, end = bounds[k], bounds[k + 1]
-            if pace is not None:
-                pace(tallies.first_ts[k])
+        with self.lock:
+            self._tallies, self._counted = tallies, -1
+        try:
+            for k in range(len(bounds) - 1):
+                start, end = bounds[k], bounds[k + 1]
+                if pace is not None:
+                    pace(tallies.first_ts[k])
+                with self.lock:
+                    self._window(dec, (start, end, k), plan, ip_bounds[k], ip_bounds[k + 1], tallies)
+        finally:
             with self.lock:
-                self._window(dec, (start, end, k), plan, ip_bounds[k], ip_bounds[k + 1], tallies)
+                self._networks, self._errors = self.by_network, self.decode_errors
+                self._tallies, self._counted = None, -1
 
     def expire(self, now: float) -> None:
         """Housekeeping on the caller's clock (wall-clock when live and idle)."""
@@ -233,14 +240,7 @@ class Sensor:
         start, end, k = span
         self.packets += end - start
         self.bytes += tallies.bytes[k]
-        networks = self._networks
-        for kind, count in tallies.networks[k]:
-            networks[kind] += count
-        errors = tallies.errors[k]
-        if errors:   # most windows decode cleanly
-            counted = self._errors
-            for kind, count in errors:
-                counted[kind] += count
+        self._counted = k
         t0 = tallies.first_ts[k]
         t1 = tallies.last_ts[k]
         last = self.last_ts
@@ -279,12 +279,14 @@ class Sensor:
     @property
     def by_network(self) -> np.ndarray:
         """Packets decoded, by network (decode.NETWORK_NAMES order)."""
-        return np.array(self._networks, dtype=np.int64)
+        tallies, k = self._tallies, self._counted
+        return self._networks + tallies.networks[k] if tallies is not None and k >= 0 else self._networks.copy()
 
     @property
     def decode_errors(self) -> np.ndarray:
         """Packets by decode outcome (decode.ERROR_REASONS order; the first is none)."""
-        return np.array(self._errors, dtype=np.int64)
+        tallies, k = self._tallies, self._counted
+        return self._errors + tallies.errors[k] if tallies is not None and k >= 0 else self._errors.copy()
 
     @property
     def classifier(self) -> Classifier:
