@@ -560,16 +560,14 @@ class FlowTable:
         """Flows idle longer than their timeout, or active longer than the active timeout, at time `now`."""
         out: list[Flow] = []
         for table, timeout in self._timeouts:
-            while table:
-                key, flow = next(iter(table.items()))
-                if now - flow.last <= timeout:
-                    break
-                del table[key]
-                out.append(flow)
+            # the head's flow alone, and popped from the front: asked once a window, most often of tables whose
+            # head stays (an item's tuple and key cost a third of the call)
+            while table and not now - next(iter(table.values())).last <= timeout:
+                out.append(table.popitem(last=False)[1])
         if out:   # most windows expire nothing: no call
             self._end(out, "idle")
         active = self.settings.active_timeout
-        if now - self._last_active_sweep >= min(60.0, active):
+        if now - self._last_active_sweep >= (active if active < 60.0 else 60.0):
             self._last_active_sweep = now
             for table, _ in self._timeouts:
                 stale = [k for k, f in table.items() if now - f.first > active]

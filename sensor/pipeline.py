@@ -25,7 +25,7 @@ from sensor.detect.incidents import END
 from sensor.dissect import ParserGuard
 from sensor.enrich import Classifier, CoveredMakers, Enricher, Inventory, ManufDatabase, NameCache
 from sensor.enrich.geography import Geography
-from sensor.enrich.routing import BatchPlan
+from sensor.enrich.routing import NO_ROWS, BatchPlan
 from sensor.flows import Flow, FlowTable, FlowUpdate
 from sensor.model import WindowFeatures
 from sensor.state import COUNTRY_SERIES_KEY, KnownState
@@ -41,7 +41,9 @@ LINK_LEARNED_KEY = "link_learned"   # routers and camera-side networks learnt fr
 
 class _Tallies:
     """A batch's packet counters per one-second window, worked out for the whole batch at once: counting a window's
-    few rows costs microseconds a call whatever their number, and control traffic is ~10 packets a second."""
+    few rows costs microseconds a call whatever their number, and control traffic is ~10 packets a second.
+    networks and errors are running totals: row k counts the batch's packets up to the end of window k, so a
+    window's accounting is noting k (Sensor._account), not adding counts."""
 
     __slots__ = ("bytes", "networks", "errors", "first_ts", "last_ts")
 
@@ -49,22 +51,17 @@ class _Tallies:
         windows = len(bounds) - 1
         self.bytes: list[int] = np.add.reduceat(dec.batch.wirelen, bounds[:-1]).tolist()
         window = np.repeat(np.arange(windows), np.diff(bounds))
-        self.networks = _per_window(window, dec.network, windows, len(NETWORK_NAMES))
-        self.errors = _per_window(window, dec.error, windows, len(ERROR_REASONS))
+        self.networks = _running(window, dec.network, windows, len(NETWORK_NAMES))
+        self.errors = _running(window, dec.error, windows, len(ERROR_REASONS))
         ts = dec.batch.ts
         self.first_ts: list[float] = ts[bounds[:-1]].tolist()   # each window's first and last packet times
         self.last_ts: list[float] = ts[np.array(bounds[1:]) - 1].tolist()
 
 
-def _per_window(window: np.ndarray, values: np.ndarray, windows: int, kinds: int) -> list[list[tuple[int, int]]]:
-    """Per window, the (kind, count) of the kinds it holds: a window of control traffic holds one or two (IPv4,
-    ARP; no error), and adding those to the sensor's counters costs less than adding a whole row of them."""
-    counts = np.bincount(window * kinds + values, minlength=windows * kinds)
-    at = np.flatnonzero(counts)
-    out: list[list[tuple[int, int]]] = [[] for _ in range(windows)]
-    for flat, count in zip(at.tolist(), counts[at].tolist(), strict=True):
-        out[flat // kinds].append((flat % kinds, count))
-    return out
+def _running(window: np.ndarray, values: np.ndarray, windows: int, kinds: int) -> np.ndarray:
+    """Per window (row), the packets of each kind (column) in it and the windows before it in the batch."""
+    counts = np.bincount(window * kinds + values, minlength=windows * kinds).astype(np.int64)
+    return counts.reshape(windows, kinds).cumsum(axis=0)
 
 
 class Sensor:
@@ -81,8 +78,13 @@ class Sensor:
         self.lock = threading.Lock()
         self.packets = 0
         self.bytes = 0
-        self.by_network = np.zeros(len(NETWORK_NAMES), dtype=np.int64)
-        self.decode_errors = np.zeros(len(ERROR_REASONS), dtype=np.int64)
+        # Packets by network and by decode outcome: the batches before the current one, plus the current batch's
+        # running totals up to its last window accounted (_counted: -1 before its first), folded in when the batch
+        # is done (by_network, decode_errors).
+        self._networks = np.zeros(len(NETWORK_NAMES), dtype=np.int64)
+        self._errors = np.zeros(len(ERROR_REASONS), dtype=np.int64)
+        self._tallies: _Tallies | None = None
+        self._counted = -1
         self.first_ts: float | None = None
         self.last_ts: float | None = None
         self.flows = FlowTable(config.flows)
@@ -140,12 +142,19 @@ class Sensor:
         plan.cut(bounds)
         ip_bounds = np.searchsorted(plan.ip, bounds).tolist()
         tallies = _Tallies(dec, bounds)
-        for k in range(len(bounds) - 1):
-            start, end = bounds[k], bounds[k + 1]
-            if pace is not None:
-                pace(tallies.first_ts[k])
+        with self.lock:
+            self._tallies, self._counted = tallies, -1
+        try:
+            for k in range(len(bounds) - 1):
+                start, end = bounds[k], bounds[k + 1]
+                if pace is not None:
+                    pace(tallies.first_ts[k])
+                with self.lock:
+                    self._window(dec, (start, end, k), plan, ip_bounds[k], ip_bounds[k + 1], tallies)
+        finally:
             with self.lock:
-                self._window(dec, (start, end, k), plan, ip_bounds[k], ip_bounds[k + 1], tallies)
+                self._networks, self._errors = self.by_network, self.decode_errors
+                self._tallies, self._counted = None, -1
 
     def expire(self, now: float) -> None:
         """Housekeeping on the caller's clock (wall-clock when live and idle)."""
@@ -195,29 +204,33 @@ class Sensor:
                 tallies: _Tallies) -> None:
         """Packets start:end of the batch (span: start, end, the window's index), one second of capture time;
         plan.ip[lo:hi] are its IP rows."""
-        start, end, _ = span
+        start, end, k = span
         t0, t1 = self._account(dec, span, tallies)
         second = math.floor(t0)
         if second != self._pending_second:
             self._end_second()
             self._pending_second = second
             self._second_last_ts = t1
-        else:
-            self._second_last_ts = max(self._second_last_ts, t1)
+        elif t1 > self._second_last_ts:
+            self._second_last_ts = t1
         self.flows.expire(t0)
-        rows = plan.window_rows(span[2], start, end)
-        if rows.link or rows.dhcp:   # ARP can be all a second holds
+        # Most windows of control traffic hold no row any parser wants: then no reader is asked.
+        rows = plan.window_rows(k, start, end)
+        held = rows is not NO_ROWS
+        if held and (rows.link or rows.dhcp):   # ARP can be all a second holds
             self.enricher.read_link(dec, rows)
         if lo == hi:
             return
-        self.enricher.read_dns(dec, rows.dns)
+        if held and rows.dns:
+            self.enricher.read_dns(dec, rows.dns)
         fresh, updates = self.flows.update_apart(dec, plan.ip[lo:hi], plan.tags[lo:hi])
-        self.enricher.read_payloads(dec, rows, self.flows)
+        if held:
+            self.enricher.read_payloads(dec, rows, self.flows)
         # New flows go to the enricher at once, in one call (a flood's are most of a batch); the updates of the
         # others wait for the second's end (_defer only sums, so the two need not interleave).
         self.enricher.new_flows(fresh)
-        for upd in updates:
-            self._defer(upd)
+        if updates:
+            self._defer(updates)
         if time.monotonic() - self._last_save >= 1.0:
             self._save(devices_too=False)
 
@@ -226,39 +239,54 @@ class Sensor:
         start, end, k = span
         self.packets += end - start
         self.bytes += tallies.bytes[k]
-        by_network, decode_errors = self.by_network, self.decode_errors
-        for kind, count in tallies.networks[k]:
-            by_network[kind] += count
-        for kind, count in tallies.errors[k]:
-            decode_errors[kind] += count
+        self._counted = k
         t0 = tallies.first_ts[k]
         t1 = tallies.last_ts[k]
-        if self.first_ts is None:
-            self.first_ts = t0
-        self.last_ts = t1 if self.last_ts is None else max(self.last_ts, t1)
+        last = self.last_ts
+        if last is None:   # the first window (first_ts and last_ts are set together)
+            self.first_ts, self.last_ts = t0, t1
+        elif t1 > last:
+            self.last_ts = t1
         if self.live:
             self.processing_lag = max(0.0, time.time() - t1)
         return t0, t1
 
-    def _defer(self, upd: FlowUpdate) -> None:
-        """Add an update of a known flow to what that flow carried in the current second."""
-        acc = self._pending.get(upd.flow)
-        if acc is None:
-            self._pending[upd.flow] = upd
-        else:
-            acc.orig_pkts += upd.orig_pkts
-            acc.resp_pkts += upd.resp_pkts
-            acc.orig_bytes += upd.orig_bytes
-            acc.resp_bytes += upd.resp_bytes
+    def _defer(self, updates: list[FlowUpdate]) -> None:
+        """Add updates of known flows to what each flow carried in the current second."""
+        pending = self._pending
+        for upd in updates:
+            acc = pending.get(upd.flow)
+            if acc is None:
+                pending[upd.flow] = upd
+            else:
+                acc.orig_pkts += upd.orig_pkts
+                acc.resp_pkts += upd.resp_pkts
+                acc.orig_bytes += upd.orig_bytes
+                acc.resp_bytes += upd.resp_bytes
 
     def _end_second(self, tick: bool = True) -> None:
-        pending, self._pending = self._pending, {}
-        for upd in pending.values():
-            self.enricher.flow_update(upd)
+        pending = self._pending
+        if pending:   # a quiet second carried no update of a known flow
+            self._pending = {}
+            flow_update = self.enricher.flow_update
+            for upd in pending.values():
+                flow_update(upd)
         if tick and self._pending_second is not None:
             self.detection.tick(self._second_last_ts)
 
     # ---- what export and the tests read ------------------------------------------------------------------
+    @property
+    def by_network(self) -> np.ndarray:
+        """Packets decoded, by network (decode.NETWORK_NAMES order)."""
+        tallies, k = self._tallies, self._counted
+        return self._networks + tallies.networks[k] if tallies is not None and k >= 0 else self._networks.copy()
+
+    @property
+    def decode_errors(self) -> np.ndarray:
+        """Packets by decode outcome (decode.ERROR_REASONS order; the first is none)."""
+        tallies, k = self._tallies, self._counted
+        return self._errors + tallies.errors[k] if tallies is not None and k >= 0 else self._errors.copy()
+
     @property
     def classifier(self) -> Classifier:
         return self.enricher.classifier

@@ -130,9 +130,10 @@ class Detection:
         """The end of a second of capture time (final: of the capture, or of the sensor's run, as `reason` says):
         detectors' periodic work, then the lines the incidents owe, then the flood summaries whose window has
         passed."""
-        for hook in self._tick:
-            for alert in hook(now, final):
-                self.emit(alert)
+        if self._tick:   # only the model's detectors tick: most runs have none, and this is once a second
+            for hook in self._tick:
+                for alert in hook(now, final):
+                    self.emit(alert)
         if final or not self.incidents.idle(now):   # most seconds owe no line
             self.write_lines(now)
         if final:

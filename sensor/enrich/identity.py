@@ -99,23 +99,27 @@ class IdentityReader:
         certificate counts only from the flow's responder, the device's own service."""
         if not udp and not banners:
             return   # most windows of control traffic: nothing to read, and this runs once a window
+        scope_of, src = self.classifier.scope_of_raw, dec.src
         for row in udp:
+            # The sender first: most discovery rows come from the recorder and the site's other hosts, which are
+            # not read, and their ports need not be.
+            raw = src[row].tobytes()
+            if scope_of(raw) != SCOPE_CAMERA:
+                continue
             sport, dport = int(dec.sport[row]), int(dec.dport[row])
             kind = _UDP_KINDS.get(dport if dport in _UDP_KINDS else sport)
             if kind is not None:
-                self._read_row(dec, row, kind)
-        rows = [(row, _tcp_kind(int(dec.head[row]).to_bytes(8, "big"))) for row in banners
-                if self.classifier.scope_of_raw(dec.src[row].tobytes()) == SCOPE_CAMERA]
-        own = [row for row, kind in rows if kind.own_service]
+                self._read_row(dec, row, kind, raw)
+        rows = [(row, raw, _tcp_kind(int(dec.head[row]).to_bytes(8, "big"))) for row in banners
+                if scope_of(raw := src[row].tobytes()) == SCOPE_CAMERA]
+        own = [row for row, _, kind in rows if kind.own_service]
         responders = set(_responders(dec, own, flows)) if own else set()
-        for row, kind in rows:
+        for row, raw, kind in rows:
             if not kind.own_service or row in responders:
-                self._read_row(dec, row, kind)
+                self._read_row(dec, row, kind, raw)
 
-    def _read_row(self, dec: Decoded, row: int, kind: _Kind) -> None:
-        raw = dec.src[row].tobytes()
-        if self.classifier.scope_of_raw(raw) != SCOPE_CAMERA:
-            return
+    def _read_row(self, dec: Decoded, row: int, kind: _Kind, raw: bytes) -> None:
+        """A row whose sender (raw: its 16-byte address) is camera-side."""
         sender = ip_from16(raw)
         known = self.inventory.lookup(sender)
         if known is not None and kind.tells <= known.identity.keys():

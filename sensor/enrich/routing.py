@@ -43,6 +43,11 @@ class ParserRows(NamedTuple):
     link: list[int] = []
 
 
+# What window_rows gives a window that holds no parser's row: the one object, so that the pipeline skips the
+# readers of such a window by identity. Nobody adds to its lists.
+NO_ROWS = ParserRows([], [], [], [], [], [], [], [], [])
+
+
 def route(dec: Decoded, is_ip: np.ndarray) -> ParserRows:
     if compiled.extension is None or not compiled.route:
         return route_numpy(dec, is_ip)
@@ -105,7 +110,7 @@ class BatchPlan:
     (windows are contiguous and rows ascending), instead of each of a batch's one-second windows masking its rows
     again."""
 
-    __slots__ = ("ip", "tags", "parsers", "_holds", "_none")
+    __slots__ = ("ip", "tags", "parsers", "_holds")
 
     def __init__(self, dec: Decoded, tags: Callable[[Decoded, np.ndarray], np.ndarray]):
         is_ip = dec.is_ip
@@ -116,7 +121,6 @@ class BatchPlan:
         link = np.flatnonzero((dec.network == NET_ARP) | (ndp & ~dec.fragment)).tolist()
         self.parsers = route(dec, is_ip)._replace(link=link)
         self._holds: list[bool] = []
-        self._none = ParserRows([], [], [], [], [], [], [], [], [])
 
     def cut(self, bounds: list[int]) -> None:
         """Windows at `bounds` (rows bounds[k]:bounds[k+1]): which of them hold any parser's row. A window of
@@ -132,8 +136,9 @@ class BatchPlan:
         self._holds = (np.bincount(window, minlength=windows) > 0).tolist()
 
     def window_rows(self, k: int, start: int, end: int) -> ParserRows:
-        """parser_rows(start, end) for window k of cut's bounds (start, end: its rows)."""
-        return self.parser_rows(start, end) if self._holds[k] else self._none
+        """parser_rows(start, end) for window k of cut's bounds (start, end: its rows); NO_ROWS itself when the
+        window holds none."""
+        return self.parser_rows(start, end) if self._holds[k] else NO_ROWS
 
     def parser_rows(self, start: int, end: int) -> ParserRows:
         """The parsers' rows among rows start:end of the batch (_between of each, inlined: asked once a window,

@@ -158,6 +158,29 @@ def test_startup_benchmark_times_camwatch_beside_the_interpreter():
         assert name in r.stdout
 
 
+def test_sparse_capture_is_one_window_of_one_known_flow_packet_a_second(tmp_path):
+    """make_sparse.py: every packet is its own one-second window, of one of a few flows of a camera-side sender;
+    the sensor sees exactly that."""
+    from sensor.capture import open_file
+    from sensor.config import Config
+    from sensor.pipeline import Sensor
+
+    capture = tmp_path / "sparse.pcap"
+    r = bench("make_sparse.py", capture, "--packets", 300, "--flows", 3)
+    assert r.returncode == 0, r.stderr
+    assert capinfos(capture)["packets"] == 300
+    sensor = Sensor(Config())
+    reader, _ = open_file(capture)
+    seconds = []
+    for batch in reader:
+        seconds.extend(int(t) for t in batch.ts)
+        sensor.process(batch)
+    sensor.finish()
+    assert len(set(seconds)) == 300 and sensor.packets == 300
+    assert sensor.flows.created == 3
+    assert [d["ip"] for d in sensor.inventory_snapshot()] == ["192.168.50.10"]   # the sender alone: a camera
+
+
 SITE_PACKETS = 7_913   # the real captures one site of make_expanded.py is made of (pcaps/real)
 
 

@@ -70,3 +70,55 @@ def test_the_packet_counters_advance_window_by_window_over_a_batch():
                          np.bincount(dec.error[:end], minlength=len(sensor.decode_errors)).tolist()))
     assert seen == expected
     assert sum(sensor.decode_errors[1:]) == 2 and sensor.by_network.sum() == 8
+
+
+def test_the_packet_counters_carry_over_batches_and_a_window_that_fails():
+    """A batch's running tallies are folded into the counters when the batch is done, even when one of its windows
+    raises: the next batch counts on from them, and a reader between batches sees every packet accounted."""
+    import numpy as np
+    import pytest
+    from link_packets import arp
+
+    from packets import ethernet, ipv4, mac, udp
+    from sensor.config import Config
+    from sensor.decode import decode
+    from sensor.pipeline import Sensor
+
+    from .builders import batch_of
+
+    cam, nvr = mac("02:00:00:00:00:09"), mac("02:00:00:00:00:01")
+    good = ethernet(nvr, cam, 0x0800, ipv4("10.20.0.9", "10.20.0.1", 17, udp("10.20.0.9", "10.20.0.1", 5000, 554,
+                                                                              b"x" * 40)))
+    first = batch_of([good, good[:20], arp(cam, "10.20.0.9", "10.20.0.1")], ts=[1_700_000_000.1, 1_700_000_000.2,
+                                                                                1_700_000_001.5])
+    second = batch_of([good[:30], good, good], ts=[1_700_000_002.0, 1_700_000_003.0, 1_700_000_004.0])
+    sensor = Sensor(Config())
+
+    def counted(*batches) -> tuple:
+        network = np.concatenate([decode(b).network for b in batches])
+        error = np.concatenate([decode(b).error for b in batches])
+        return (sum(len(b) for b in batches), np.bincount(network, minlength=len(sensor.by_network)).tolist(),
+                np.bincount(error, minlength=len(sensor.decode_errors)).tolist())
+
+    def now() -> tuple:
+        return sensor.packets, sensor.by_network.tolist(), sensor.decode_errors.tolist()
+
+    sensor.process(first)
+    assert now() == counted(first)
+    windows = 0
+    real = sensor._window
+
+    def failing(*args):
+        nonlocal windows
+        windows += 1
+        if windows == 2:
+            raise RuntimeError("a window that fails")
+        real(*args)
+
+    sensor._window = failing
+    with pytest.raises(RuntimeError):
+        sensor.process(second)
+    assert now() == counted(first, second.select(slice(0, 1)))   # the failed window counted nothing
+    sensor._window = real
+    sensor.process(second.select(slice(2, 3)))
+    assert now() == counted(first, second.select(slice(0, 1)), second.select(slice(2, 3)))
