@@ -31,10 +31,10 @@ MIN_FLOWS = 64   # fewer new flows than this in a window: one at a time (a camer
 CHUNK = 4096     # flows classified at once: what a change of scopes or routers makes classify again
 CAMERA, PUBLIC, CORE, PRIVATE = (SCOPES.index(s) for s in (SCOPE_CAMERA, SCOPE_PUBLIC, SCOPE_CORE, SCOPE_PRIVATE))
 _V4_MAPPED = np.array([0] * 10 + [0xFF, 0xFF], np.uint8)
-# dotted-decimal IPv4 in numpy: each octet's digits, and where its separator goes
-_DIGITS = np.array([list(str(v).encode().ljust(4, b"\0")) for v in range(256)], np.uint8)
-_LENGTH = np.array([len(str(v)) for v in range(256)], np.int64)
-_SEPARATORS = np.array([ord("."), ord("."), ord("."), ord(",")], np.uint8)
+# dotted-decimal IPv4 in numpy: each octet's digits and separator (a dot, or a comma after the last) in four bytes,
+# zero-padded, as one 32-bit word
+_DOTTED, _LAST = (np.frombuffer(b"".join((str(v) + end).encode().ljust(4, b"\0") for v in range(256)), np.uint32)
+                  for end in (".", ","))
 
 
 def settle(enricher: Enricher, flows: list[Flow]) -> None:
@@ -157,11 +157,11 @@ def _scopes(classifier, raw: np.ndarray, v4: np.ndarray | None = None) -> np.nda
 def _texts(raw: np.ndarray, v4: np.ndarray) -> list[str]:
     """Flow.orig_text of each 16-byte address: IPv4 printed in numpy (a flood's sources are seen once each, and
     formatting them one by one cost more than all the rest of a held flow), IPv6 by ip_text."""
-    octets = raw[:, 12:16]
-    cells = _DIGITS[octets]   # (n, 4 octets, 4): the digits, then zeros
-    n = len(raw)
-    cells[np.arange(n)[:, None], np.arange(4)[None, :], _LENGTH[octets]] = _SEPARATORS
-    flat = cells.reshape(-1)
+    octets = raw[:, 12:16].astype(np.intp)
+    cells = np.empty((len(raw), 4), np.uint32)
+    cells[:, :3] = _DOTTED.take(octets[:, :3])
+    cells[:, 3] = _LAST.take(octets[:, 3])
+    flat = cells.view(np.uint8).reshape(-1)   # each address's text then its comma, zeros between
     texts = flat[flat != 0].tobytes().decode("ascii").split(",")[:-1]
     for at in np.flatnonzero(~v4).tolist():
         texts[at] = ip_text(raw[at].tobytes())
