@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 MIN_FLOWS = 64   # fewer new flows than this in a window: one at a time (a camera's, not a flood's)
 CHUNK = 4096     # flows classified at once: what a change of scopes or routers makes classify again
 CAMERA, PUBLIC, CORE, PRIVATE = (SCOPES.index(s) for s in (SCOPE_CAMERA, SCOPE_PUBLIC, SCOPE_CORE, SCOPE_PRIVATE))
-_V4_MAPPED = np.array([0] * 10 + [0xFF, 0xFF], np.uint8)
 # dotted-decimal IPv4 in numpy: each octet's digits and separator (a dot, or a comma after the last) in four bytes,
 # zero-padded, as one 32-bit word
 _DOTTED, _LAST = (np.frombuffer(b"".join((str(v) + end).encode().ljust(4, b"\0") for v in range(256)), np.uint32)
@@ -82,7 +81,7 @@ class _Classes:
         self.state, self.stop = state, hi
         classifier = enricher.classifier
         o_raw, r_raw = w.orig_raw[lo:hi], w.resp_raw[lo:hi]
-        o_v4 = (o_raw[:, :12] == _V4_MAPPED).all(axis=1)
+        o_v4 = _is_v4(o_raw)
         o, r = _scopes(classifier, o_raw, o_v4), _scopes(classifier, r_raw)
         o_sent, r_sent, o_mac, r_mac = w.orig_sent[lo:hi], w.resp_sent[lo:hi], w.orig_mac[lo:hi], w.resp_mac[lo:hi]
         routers = np.fromiter(enricher.inventory.router_macs, np.int64)
@@ -110,7 +109,7 @@ class _Classes:
         prefixes = np.ascontiguousarray(o_raw[at, 12:15]).view("V3").ravel().tolist()
         self.note_keys = list(zip(repeat("source"), prefixes, o_mac[at].tolist()))
         self.note_times = w.first[lo:hi][at].tolist()
-        self.note_values = o_raw[at, 12:16].copy().view(">u4").ravel()
+        self.note_values = _words(o_raw)[at, 3]
 
 
 def _run(enricher: Enricher, flows: list[Flow], c: _Classes, start: int) -> int:
@@ -146,12 +145,23 @@ def _run(enricher: Enricher, flows: list[Flow], c: _Classes, start: int) -> int:
 def _scopes(classifier, raw: np.ndarray, v4: np.ndarray | None = None) -> np.ndarray:
     """Classifier.scope_of_raw of each 16-byte address, as indices into SCOPES."""
     if v4 is None:
-        v4 = (raw[:, :12] == _V4_MAPPED).all(axis=1)
+        v4 = _is_v4(raw)
     codes = np.empty(len(raw), np.int8)
-    codes[v4] = classifier.scope_codes_v4(raw[v4, 12:16].copy().view(">u4").ravel().astype(np.int64))
+    codes[v4] = classifier.scope_codes_v4(_words(raw)[v4, 3].astype(np.int64))
     for at in np.flatnonzero(~v4).tolist():
         codes[at] = SCOPES.index(classifier.scope_of_raw(raw[at].tobytes()))
     return codes
+
+
+def _words(raw: np.ndarray) -> np.ndarray:
+    """16-byte addresses as four big-endian 32-bit words each: an IPv4 address is the last (IPv4-mapped)."""
+    return np.ascontiguousarray(raw).view(">u4")
+
+
+def _is_v4(raw: np.ndarray) -> np.ndarray:
+    """Which 16-byte addresses are IPv4-mapped (::ffff:a.b.c.d), as Flow keys hold IPv4."""
+    words = _words(raw)
+    return (words[:, 0] == 0) & (words[:, 1] == 0) & (words[:, 2] == 0xFFFF)
 
 
 def _texts(raw: np.ndarray, v4: np.ndarray) -> list[str]:
