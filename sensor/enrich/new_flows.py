@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from sensor.enrich.stage import Enricher
 
 MIN_FLOWS = 64   # fewer new flows than this in a window: one at a time (a camera's, not a flood's)
-CHUNK = 4096     # flows classified at once: what a change of scopes or routers makes classify again
+CHUNK = 4096     # flows classified at once at most (a change of scopes or routers classifies the rest again),
+FIRST_CHUNK = 128   # and at first, or after such a change
 CAMERA, PUBLIC, CORE, PRIVATE = (SCOPES.index(s) for s in (SCOPE_CAMERA, SCOPE_PUBLIC, SCOPE_CORE, SCOPE_PRIVATE))
 # dotted-decimal IPv4 in numpy: each octet's digits and separator (a dot, or a comma after the last) in four bytes,
 # zero-padded, as one 32-bit word
@@ -43,11 +44,18 @@ def settle(enricher: Enricher, flows: list[Flow]) -> None:
         for flow in flows:
             enricher._new_flow(flow)
         return
-    at, runs = 0, None
+    at, runs, size = 0, None, max(1, FIRST_CHUNK // 2)
     while at < len(flows):
         state = (enricher.classifier.generation, len(enricher.inventory.router_macs))
         if runs is None or runs.state != state or at >= runs.stop:
-            runs = _Classes(enricher, window, at, min(len(flows), at + CHUNK), state)
+            # classified ahead by as many as went by unchanged: a site learning its networks changes scopes often
+            size = min(CHUNK, FIRST_CHUNK if runs is not None and at < runs.stop else 2 * size)
+            runs = _Classes(enricher, window, at, min(len(flows), at + size), state)
+            if 2 * runs.one_by_one > runs.stop - at:   # mostly a site's own flows: runs would be one flow long
+                for flow in flows[at:runs.stop]:
+                    enricher._new_flow(flow)
+                at = runs.stop
+                continue
         at = _run(enricher, flows, runs, at)
 
 
@@ -103,6 +111,9 @@ class _Classes:
         self.held = (at + lo).tolist()
         self.held_texts = _texts(o_raw[at], o_v4[at])
         self.held_macs, self.held_times = o_mac[at].tolist(), w.first[lo:hi][at]
+        # about how many go one at a time: those above and the held candidates that are devices' addresses now
+        known = enricher.inventory._by_address
+        self.one_by_one = len(self.alone) + sum(text in known for text in self.held_texts)
         at = np.flatnonzero(noted)
         self.noted = (at + lo).tolist()
         # LinkReader's key of a source sighting: ("source", its /24's three bytes, MAC), made in C by zip
@@ -117,6 +128,9 @@ def _run(enricher: Enricher, flows: list[Flow], c: _Classes, start: int) -> int:
     next run starts."""
     k = bisect_left(c.alone, start)
     stop = c.alone[k] if k < len(c.alone) else c.stop
+    if stop == start:   # a window of a site's own flows is mostly these: nothing to settle before it
+        enricher._new_flow(flows[start])
+        return start + 1
     first, end = bisect_left(c.held, start), bisect_left(c.held, stop)
     # the budget first (one numpy step): the sources are looked up only up to the first it would let in
     times = c.held_times[first:end]

@@ -88,6 +88,7 @@ def test_a_flood_settled_a_window_at_a_time_is_what_flow_update_makes_of_it(monk
     new classification at every turn)."""
     monkeypatch.setattr(batch, "MIN_FLOWS", min_flows)
     monkeypatch.setattr(batch, "CHUNK", chunk)
+    monkeypatch.setattr(batch, "FIRST_CHUNK", min(chunk, batch.FIRST_CHUNK) // 2 or 1)
     records = _flood(seed, not config)
     tight = {**config, "limits": {"max_devices": 40, "new_devices_burst": 3, "new_devices_per_second": 20}}
     calls = []
