@@ -2,7 +2,7 @@
 """Replay throughput of two source trees, interleaved: is a change a regression?
 
     python bench/replay_ab.py BEFORE_DIR AFTER_DIR CAPTURE [CAPTURE ...] [--rounds 3] [--repeat 3] [--clock cpu]
-                              [--gc cli]
+                              [--gc cli] [--budget spent]
 
 Each DIR holds a `sensor/` package (e.g. `git archive COMMIT sensor | tar -x -C DIR`, with the compiled extension
 built or copied beside it). Every round runs each tree on each capture in a fresh process, the sensor over the
@@ -10,7 +10,9 @@ whole file `--repeat` times, and prints the best time; rounds alternate the tree
 machine falls on both alike. `--clock cpu` times the process's CPU time instead of the wall clock: on a machine
 other jobs load unevenly, the wall clock swings far more than the work done. `--gc cli` applies the CLI's
 garbage-collector settings once the sensor is built, as `camwatch replay` does (a flood of new flows is measured
-as the CLI runs it).
+as the CLI runs it). `--budget spent` empties the new-device budget before the first packet: a forged-source flood
+is then measured in its steady state, every new source held back but for the budget's refill (100/s by default),
+not the first max_devices sources a fresh sensor makes devices of.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys, time
 src, path, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3])
 clock = time.process_time if sys.argv[4] == "cpu" else time.perf_counter
 tuned = sys.argv[5] == "cli"
+spent = sys.argv[6] == "spent"
 sys.path.insert(0, src)
 import sensor
 assert sensor.__file__.startswith(src), sensor.__file__
@@ -37,6 +40,8 @@ for _ in range(repeat):
     s = Sensor(Config(), on_alert=None)
     if tuned:
         tune_garbage_collector()   # as the CLI does once the sensor is built
+    if spent:
+        s.inventory.admission.tokens = 0.0   # the steady state of a long flood: the start allowance spent
     t = clock()
     reader, _ = open_file(path)
     for batch in reader:
@@ -58,11 +63,14 @@ def main() -> int:
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     ap.add_argument("--gc", choices=("default", "cli"), default="default",
                     help="cli: the CLI's garbage-collector settings (sensor.cli.loop.tune_garbage_collector)")
+    ap.add_argument("--budget", choices=("fresh", "spent"), default="fresh",
+                    help="spent: the new-device budget emptied before the first packet (a flood's steady state)")
     args = ap.parse_args()
     for round_ in range(1, args.rounds + 1):
         for label, tree in (("before", args.before), ("after", args.after)):
             for capture in args.captures:
-                out = subprocess.run([sys.executable, "-c", RUN, tree, capture, str(args.repeat), args.clock, args.gc],
+                out = subprocess.run([sys.executable, "-c", RUN, tree, capture, str(args.repeat), args.clock, args.gc,
+                                      args.budget],
                                      capture_output=True, text=True, check=True).stdout.split()
                 packets, best = int(out[0]), float(out[1])
                 print(f"round {round_} {label:<6} {capture}: {packets:,} packets, best {best:.3f} s "

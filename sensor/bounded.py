@@ -146,6 +146,28 @@ class BoundedLRU(Generic[K, V]):
     def pop(self, key: K) -> V | None:
         return self._entries.pop(key, None)
 
+    def sight_each(self, keys: list[K], values: list[V], again: Callable[[V, V], bool]) -> int:
+        """For each key in turn: absent, `put` with its value; present, `use`d, and the walk stops there when
+        again(its value, the new value) says so: returns that index, else len(keys). The same map after as `use`
+        then `put` per key, in one call (a flood's first sightings come by the thousand)."""
+        entries, limit, on_evict = self._entries, self.limit, self._on_evict
+        size = len(entries)
+        for at, (key, value) in enumerate(zip(keys, values, strict=True)):
+            if key in entries:
+                entries.move_to_end(key)
+                if again(entries[key], value):
+                    return at
+                continue
+            entries[key] = value
+            size += 1
+            if size > limit:   # _shrink, inlined: one in, one out
+                old_key, old_value = entries.popitem(last=False)
+                size -= 1
+                self.evicted += 1
+                if on_evict is not None:
+                    on_evict(old_key, old_value)
+        return len(keys)
+
     def oldest(self) -> tuple[K, V] | None:
         """The least recently used entry, left in place; None when empty."""
         return next(iter(self._entries.items()), None)

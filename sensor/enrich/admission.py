@@ -12,6 +12,10 @@ addresses of a box it already knows (its MAC), never wait (docs/reliability.md, 
 
 from __future__ import annotations
 
+import numpy as np
+
+_NONE = np.empty(0, np.float64)
+
 
 class AdmissionBudget:
     def __init__(self, per_second: int, burst: int, start: int):
@@ -35,6 +39,43 @@ class AdmissionBudget:
             return False
         self.tokens -= 1.0
         return True
+
+    def holding(self, times: np.ndarray) -> tuple[int, np.ndarray]:
+        """How many of these sightings, from the first, would_hold would hold in turn, and the tokens it would leave
+        after each of them; nothing changes (hold() makes it so). A flood's held sightings are settled a window at
+        a time: the same refill, one step per sighting, as numpy's running sum (np.add.accumulate adds in order,
+        so every value is the float would_hold computes)."""
+        if self.tokens >= 1.0 or not len(times):
+            return 0, _NONE   # refilling only adds: the first is let in
+        if self.burst < 1:
+            return self._holding_each(times)
+        clock = times[0] if self._clock is None else self._clock   # no clock yet: the first refills nothing
+        before = np.concatenate(([clock], times[:-1]))
+        # below one token the refill is never capped (burst >= 1), and time running backwards adds nothing
+        steps = np.where(times > before, (times - before) * self.per_second, 0.0)
+        steps[0] += self.tokens
+        tokens = np.add.accumulate(steps)
+        let_in = tokens >= 1.0
+        return (int(let_in.argmax()) if let_in.any() else len(times)), tokens
+
+    def hold(self, times: np.ndarray, tokens: np.ndarray, count: int) -> None:
+        """would_hold of the first `count` sightings, all of which it holds (count <= holding(times)[0], tokens
+        what holding answered): counted, the clock at the last of them."""
+        if count:
+            self.tokens = float(tokens[count - 1])
+            self._clock = float(times[count - 1])
+            self.held += count
+
+    def _holding_each(self, times: np.ndarray) -> tuple[int, np.ndarray]:
+        """holding() one sighting at a time (a burst below one token, which only tests make)."""
+        saved = self.tokens, self._clock, self.held
+        after = []
+        for ts in times.tolist():
+            if not self.would_hold(ts):
+                break
+            after.append(self.tokens)
+        self.tokens, self._clock, self.held = saved
+        return len(after), np.array(after, np.float64)
 
     def _refill(self, ts: float) -> None:
         clock = self._clock

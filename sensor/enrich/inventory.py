@@ -299,6 +299,18 @@ class Inventory:
             return False
         return self.admission.would_hold(ts)
 
+    def first_known(self, ips: list[str], macs: list[int], start: int, stop: int) -> int:
+        """The first of ips[start:stop] (each sent with the MAC beside it) that holds_back answers False for before it
+        asks the budget: an address a device holds, or one that joins its MAC's box; stop when none is (a flood's
+        sources, a window at a time)."""
+        by_address = self._by_address
+        for at in range(start, stop):
+            ip = ips[at]
+            # only an IPv6 address is link evidence of its MAC (addresses.on_link_evidence): the rest cannot join
+            if ip in by_address or (":" in ip and self._joined_owner(ip, macs[at]) is not None):
+                return at
+        return stop
+
     def _joined_owner(self, ip: str, mac: int) -> Device | None:
         """The device a new address joins rather than being a device of its own: its MAC's, on link evidence."""
         owner = self._owner(mac)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 
+import numpy as np
+
 from sensor.bounded import BoundedLRU
 from sensor.decode import NET_ARP, Decoded
 from sensor.dissect import DHCPV6_PORTS, Dhcp6Message, ParserGuard, parse_arp, parse_dhcp, parse_dhcpv6, parse_ndp
@@ -103,7 +105,7 @@ class LinkReader:
         if first is None:
             self._candidates.put(key, ts)
             return False
-        return ts - first >= ESTABLISHED_AFTER_SECONDS or ts < first
+        return _seen_again(first, ts)
 
     def _claim(self, ip: str, mac: int, ts: float, primary: bool = False, move: bool = False) -> Device | None:
         """A link claim of a camera-side address, or of an IPv6 link-local one (for a MAC with a device)."""
@@ -232,6 +234,21 @@ class LinkReader:
         elif scope == SCOPE_PUBLIC and int.from_bytes(raw[8:], "big") == addresses.eui64(mac):
             # the MAC written into the address (EUI-64): link evidence, Internet peers never carry it
             self.classifier.learn_range(6, int.from_bytes(raw, "big"), LEARNED_HOST_PREFIX[6])
+
+    def note_sources_v4(self, keys: list[tuple], times: list[float], values: np.ndarray) -> int:
+        """_note_source of IPv4 sources in turn, each in a scope that is noted (private, or camera-side while no
+        IPv4 network is learnt) and with a MAC no router's, as the caller found (sensor.enrich.new_flows): keys[i]
+        is ("source", its /24, MAC), values[i] the address. Stops at the first sighting that confirms, its /24
+        learnt (scopes may have changed): returns its index, else len(keys)."""
+        at = self._candidates.sight_each(keys, times, _seen_again)
+        if at < len(keys):
+            self.classifier.learn_range(4, int(values[at]), LEARNED_HOST_PREFIX[4], keys[at][2])
+        return at
+
+
+def _seen_again(first: float, ts: float) -> bool:
+    """A sighting at ts of what was first seen at `first` confirms it: a second or more later (or time ran back)."""
+    return ts - first >= ESTABLISHED_AFTER_SECONDS or ts < first
 
 
 @lru_cache(maxsize=1 << 12)

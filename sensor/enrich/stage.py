@@ -14,6 +14,7 @@ from collections.abc import Callable
 from sensor.config import Config
 from sensor.decode import Decoded
 from sensor.dissect import ParserGuard
+from sensor.enrich import new_flows as new_flow_batch
 from sensor.enrich.events import EventSink, Observation
 from sensor.enrich.fetches import FetchReader
 from sensor.enrich.geography import CountryEgress, Geography
@@ -96,38 +97,46 @@ class Enricher:
     def new_flows(self, flows: list[Flow]) -> None:
         """flow_update of each of a batch's brand-new flows (FlowTable.update_apart), in their order, with the same
         effects. A flood of new flows is mostly flows no camera-side device sends in (an inbound scan, forged
-        peers): for those the only possible work is noting a public sender's MAC as the router's, so they are
-        settled here from the two addresses' scopes, without an update object or a flow context, and the calls
-        that could not change anything are not made."""
-        classifier, scope_of, link, mark = self.classifier, self.classifier.scope_of_raw, self._link, self.roles
-        zero_config, router_macs, held = classifier.zero_config, self.inventory.router_macs, self.inventory.holds_back
-        camera, public, core = SCOPE_CAMERA, SCOPE_PUBLIC, SCOPE_CORE
+        peers) or forged camera-side sources the new-device budget holds back: a window of many is settled
+        together (sensor.enrich.new_flows), a few one at a time."""
+        if len(flows) >= new_flow_batch.MIN_FLOWS:
+            new_flow_batch.settle(self, flows)
+            return
         for flow in flows:
-            # a new flow holds exactly what its first update brought (new_update)
-            orig_pkts, resp_pkts, orig_mac, resp_mac = flow.orig_pkts, flow.resp_pkts, flow.orig_mac, flow.resp_mac
-            # LinkReader.note_flow notes a side only if it sent and has a MAC not already a router's
-            if zero_config and ((orig_pkts and orig_mac and orig_mac not in router_macs)
-                                or (resp_pkts and resp_mac and resp_mac not in router_macs)):
-                link.note_flow(new_update(flow))
-            # flow_context's scopes (Flow.orig_raw, resp_raw inlined), after note_flow as there; a responder's only
-            # when it can matter: it sent, or a core host reached it (an inbound flood's are neither)
-            key, orig_is_a = flow.key, flow.orig_is_a
-            orig = scope_of(key[3:19] if orig_is_a else key[21:37])
-            resp = scope_of(key[21:37] if orig_is_a else key[3:19]) if resp_pkts or orig == core else None
-            if (orig == camera or resp == camera) and _camera_work(orig, resp, orig_pkts, resp_pkts):
-                # a new source that only sent, held back by the new-device budget (a forged-source flood): what
-                # _side would do for it ends in touch() holding it, and its silent peer has nothing to do
-                if orig == camera and not resp_pkts and held(flow.orig_text, orig_mac, flow.first):
-                    continue
-                upd = new_update(flow)
-                ctx = self._side(upd, flow_context(classifier, flow), True)
-                self._side(upd, ctx, False)
-                continue
-            # _side without a camera side: a public sender's MAC is the router's (marked once: skip the known)
-            if orig_pkts and orig == public and orig_mac and orig_mac not in router_macs:
-                mark.note_router_mac(orig_mac)
-            if resp_pkts and resp == public and resp_mac and resp_mac not in router_macs:
-                mark.note_router_mac(resp_mac)
+            self._new_flow(flow)
+
+    def _new_flow(self, flow: Flow, noted: bool = False) -> None:
+        """flow_update of one new flow (noted: its zero-config sighting, LinkReader.note_flow, is made already).
+        For those no camera-side device sends in, the only possible work is noting a public sender's MAC as the
+        router's, so they are settled from the two addresses' scopes, without an update object or a flow context,
+        and the calls that could not change anything are not made."""
+        classifier, router_macs = self.classifier, self.inventory.router_macs
+        # a new flow holds exactly what its first update brought (new_update)
+        orig_pkts, resp_pkts, orig_mac, resp_mac = flow.orig_pkts, flow.resp_pkts, flow.orig_mac, flow.resp_mac
+        # LinkReader.note_flow notes a side only if it sent and has a MAC not already a router's
+        if not noted and classifier.zero_config and ((orig_pkts and orig_mac and orig_mac not in router_macs)
+                                                     or (resp_pkts and resp_mac and resp_mac not in router_macs)):
+            self._link.note_flow(new_update(flow))
+        # flow_context's scopes (Flow.orig_raw, resp_raw inlined), after note_flow as there; a responder's only
+        # when it can matter: it sent, or a core host reached it (an inbound flood's are neither)
+        key, orig_is_a, scope_of = flow.key, flow.orig_is_a, classifier.scope_of_raw
+        orig = scope_of(key[3:19] if orig_is_a else key[21:37])
+        resp = scope_of(key[21:37] if orig_is_a else key[3:19]) if resp_pkts or orig == SCOPE_CORE else None
+        if (orig == SCOPE_CAMERA or resp == SCOPE_CAMERA) and _camera_work(orig, resp, orig_pkts, resp_pkts):
+            # a new source that only sent, held back by the new-device budget (a forged-source flood): what
+            # _side would do for it ends in touch() holding it, and its silent peer has nothing to do
+            if orig == SCOPE_CAMERA and not resp_pkts and self.inventory.holds_back(flow.orig_text, orig_mac,
+                                                                                   flow.first):
+                return
+            upd = new_update(flow)
+            ctx = self._side(upd, flow_context(classifier, flow), True)
+            self._side(upd, ctx, False)
+            return
+        # _side without a camera side: a public sender's MAC is the router's (marked once: skip the known)
+        if orig_pkts and orig == SCOPE_PUBLIC and orig_mac and orig_mac not in router_macs:
+            self.roles.note_router_mac(orig_mac)
+        if resp_pkts and resp == SCOPE_PUBLIC and resp_mac and resp_mac not in router_macs:
+            self.roles.note_router_mac(resp_mac)
 
     def _side(self, upd: FlowUpdate, ctx: tuple, is_orig: bool) -> tuple:
         """One side of a flow update (is_orig: the originator's); returns the flow context, possibly updated."""

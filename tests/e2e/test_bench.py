@@ -95,6 +95,15 @@ def test_replay_ab_runs_both_trees_interleaved_with_the_cli_collector(tmp_path):
     assert runs == [("1", "before"), ("1", "after"), ("2", "before"), ("2", "after")]
 
 
+def test_replay_ab_measures_a_spent_budget(tmp_path):
+    """--budget spent: a forged-source flood in its steady state, both trees, every round."""
+    flood = tmp_path / "flood.pcap"
+    assert bench("make_flood.py", flood, "-n", 2_000, "--kind", "camera-sources").returncode == 0
+    r = bench("replay_ab.py", REPO, REPO, flood, "--rounds", 1, "--repeat", 1, "--clock", "cpu", "--budget", "spent")
+    assert r.returncode == 0, r.stderr
+    assert len(re.findall(r"round 1 (before|after) .*: 2,000 packets, best", r.stdout)) == 2
+
+
 def test_flow_log_cost_benchmark_runs_both_ways_and_writes_every_record(tmp_path):
     capture = tmp_path / "bench.pcap"
     assert bench("make_capture.py", capture, "-n", 5_000, "--site", "nvr20").returncode == 0

@@ -1,0 +1,192 @@
+"""A window's new flows settled together: what Enricher.new_flows does for a flood's (docs/reliability.md, "Floods
+of forged sources").
+
+A flood of new flows is, flow after flow, one of two kinds: a flow enrichment has nothing to do for (an inbound scan,
+forged peers), or a forged camera-side source that only sent, which the new-device budget holds back. Either costs
+the sensor at most a zero-config source sighting (LinkReader._note_source) and a held sighting. Here they are found
+for a whole window at once from numpy columns (both addresses' scopes, the held sources' printed addresses), and
+settled in runs: a run ends at the first flow that may change what the next ones are (one that reaches a device,
+notes a router, confirms a network, or a source the budget lets in), which goes through Enricher._new_flow, the
+per-flow path, as every flow of a small window does. Within a run the held sightings are counted in one step
+(AdmissionBudget.holding/hold) and the source sightings noted in one call (LinkReader.note_sources_v4), each in the
+run's order; the two touch different state, so that is the order the per-flow path has
+(tests/unit/test_enrich_new_flows.py holds the two equal).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from itertools import repeat
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sensor.enrich.scope import SCOPE_CAMERA, SCOPE_CORE, SCOPE_PRIVATE, SCOPE_PUBLIC, SCOPES
+from sensor.flows import Flow, ip_text
+
+if TYPE_CHECKING:
+    from sensor.enrich.stage import Enricher
+
+MIN_FLOWS = 64   # fewer new flows than this in a window: one at a time (a camera's, not a flood's)
+CHUNK = 4096     # flows classified at once at most (a change of scopes or routers classifies the rest again),
+FIRST_CHUNK = 128   # and at first, or after such a change
+CAMERA, PUBLIC, CORE, PRIVATE = (SCOPES.index(s) for s in (SCOPE_CAMERA, SCOPE_PUBLIC, SCOPE_CORE, SCOPE_PRIVATE))
+# dotted-decimal IPv4 in numpy: each octet's digits and separator (a dot, or a comma after the last) in four bytes,
+# zero-padded, as one 32-bit word
+_DOTTED, _LAST = (np.frombuffer(b"".join((str(v) + end).encode().ljust(4, b"\0") for v in range(256)), np.uint32)
+                  for end in (".", ","))
+
+
+def settle(enricher: Enricher, flows: list[Flow]) -> None:
+    """Enricher.new_flows of a window's flows: the same effects, in the same order."""
+    window = _Window.of(flows)
+    if window is None:
+        for flow in flows:
+            enricher._new_flow(flow)
+        return
+    at, runs, size = 0, None, max(1, FIRST_CHUNK // 2)
+    while at < len(flows):
+        state = (enricher.classifier.generation, len(enricher.inventory.router_macs))
+        if runs is None or runs.state != state or at >= runs.stop:
+            # classified ahead by as many as went by unchanged: a site learning its networks changes scopes often
+            size = min(CHUNK, FIRST_CHUNK if runs is not None and at < runs.stop else 2 * size)
+            runs = _Classes(enricher, window, at, min(len(flows), at + size), state)
+            if 2 * runs.one_by_one > runs.stop - at:   # mostly a site's own flows: runs would be one flow long
+                for flow in flows[at:runs.stop]:
+                    enricher._new_flow(flow)
+                at = runs.stop
+                continue
+        at = _run(enricher, flows, runs, at)
+
+
+class _Window:
+    """The columns of a window's new flows that say what each needs: both addresses, packets and MACs a side."""
+
+    def __init__(self, keys: np.ndarray, flows: list[Flow]):
+        orig_is_a = np.array([f.orig_is_a for f in flows], bool)[:, None]
+        self.orig_raw = np.where(orig_is_a, keys[:, 3:19], keys[:, 21:37])
+        self.resp_raw = np.where(orig_is_a, keys[:, 21:37], keys[:, 3:19])
+        self.orig_sent = np.array([f.orig_pkts for f in flows], np.int64) > 0
+        self.resp_sent = np.array([f.resp_pkts for f in flows], np.int64) > 0
+        self.orig_mac = np.array([f.orig_mac for f in flows], np.int64)
+        self.resp_mac = np.array([f.resp_mac for f in flows], np.int64)
+        self.first = np.array([f.first for f in flows], np.float64)
+
+    @classmethod
+    def of(cls, flows: list[Flow]) -> _Window | None:
+        blob = b"".join([f.key for f in flows])
+        if len(blob) != 40 * len(flows):   # keys are the flow table's 40 bytes; anything else goes one at a time
+            return None
+        return cls(np.frombuffer(blob, np.uint8).reshape(len(flows), 40), flows)
+
+
+class _Classes:
+    """What each of the window's flows lo:hi needs, with scopes and routers as they are now (`state`): positions
+    of the flows that go one at a time, of the held-back candidates (their printed source, MAC and time) and of
+    the zero-config source sightings (their keys, times and addresses)."""
+
+    def __init__(self, enricher: Enricher, w: _Window, lo: int, hi: int, state: tuple[int, int]):
+        self.state, self.stop = state, hi
+        classifier = enricher.classifier
+        o_raw, r_raw = w.orig_raw[lo:hi], w.resp_raw[lo:hi]
+        o_v4 = _is_v4(o_raw)
+        o, r = _scopes(classifier, o_raw, o_v4), _scopes(classifier, r_raw)
+        o_sent, r_sent, o_mac, r_mac = w.orig_sent[lo:hi], w.resp_sent[lo:hi], w.orig_mac[lo:hi], w.resp_mac[lo:hi]
+        routers = np.fromiter(enricher.inventory.router_macs, np.int64)
+        o_new_mac = (o_mac != 0) & ~np.isin(o_mac, routers)   # a MAC not already a router's
+        r_new_mac = (r_mac != 0) & ~np.isin(r_mac, routers)
+        r = np.where(r_sent | (o == CORE), r, -1)   # the responder's scope only where the per-flow path asks it
+        camera_work = (((o == CAMERA) & o_sent)
+                       | ((r == CAMERA) & (r_sent | ((o == CORE) & o_sent))))   # stage._camera_work
+        held = (o == CAMERA) & o_sent & ~r_sent
+        alone = (camera_work & ~held) | (~camera_work & (
+            (o_sent & (o == PUBLIC) & o_new_mac) | (r_sent & (r == PUBLIC) & r_new_mac)))   # a router noted
+        noted = np.zeros_like(held)
+        if classifier.zero_config:   # LinkReader.note_flow: a v6 source may teach, a responder's sighting is rare
+            alone |= (r_sent & r_new_mac) | (o_sent & o_new_mac & ~o_v4 & (o == PUBLIC))
+            noted = o_sent & o_new_mac & o_v4 & ((o == PRIVATE) | ((o == CAMERA) & (not classifier.learned_v4)))
+            noted &= ~alone
+        self.alone = (np.flatnonzero(alone) + lo).tolist()
+        at = np.flatnonzero(held)
+        self.held = (at + lo).tolist()
+        self.held_texts = _texts(o_raw[at], o_v4[at])
+        self.held_macs, self.held_times = o_mac[at].tolist(), w.first[lo:hi][at]
+        # about how many go one at a time: those above and the held candidates that are devices' addresses now
+        known = enricher.inventory._by_address
+        self.one_by_one = len(self.alone) + sum(text in known for text in self.held_texts)
+        at = np.flatnonzero(noted)
+        self.noted = (at + lo).tolist()
+        # LinkReader's key of a source sighting: ("source", its /24's three bytes, MAC), made in C by zip
+        prefixes = np.ascontiguousarray(o_raw[at, 12:15]).view("V3").ravel().tolist()
+        self.note_keys = list(zip(repeat("source"), prefixes, o_mac[at].tolist()))
+        self.note_times = w.first[lo:hi][at].tolist()
+        self.note_values = _words(o_raw)[at, 3]
+
+
+def _run(enricher: Enricher, flows: list[Flow], c: _Classes, start: int) -> int:
+    """Settle flows from `start` up to the first that goes one at a time, that one included; returns where the
+    next run starts."""
+    k = bisect_left(c.alone, start)
+    stop = c.alone[k] if k < len(c.alone) else c.stop
+    if stop == start:   # a window of a site's own flows is mostly these: nothing to settle before it
+        enricher._new_flow(flows[start])
+        return start + 1
+    first, end = bisect_left(c.held, start), bisect_left(c.held, stop)
+    # the budget first (one numpy step): the sources are looked up only up to the first it would let in
+    times = c.held_times[first:end]
+    count, tokens = enricher.inventory.admission.holding(times)
+    known = enricher.inventory.first_known(c.held_texts, c.held_macs, first, first + count)
+    if known < first + count:
+        stop = c.held[known]   # a device holds it, or it joins its MAC's box
+    elif count < end - first:
+        stop = c.held[first + count]   # the budget lets this one in: a device is made
+    lo, hi = bisect_left(c.noted, start), bisect_left(c.noted, stop)
+    done = hi - lo
+    if hi > lo:   # the run's zero-config source sightings, up to the first that confirms its network
+        done = enricher.link.note_sources_v4(c.note_keys[lo:hi], c.note_times[lo:hi], c.note_values[lo:hi])
+    if done < hi - lo:   # confirmed (noted, its network learnt): scopes may have changed from that flow on
+        confirmed = c.noted[lo + done]
+        enricher.inventory.admission.hold(times, tokens, bisect_left(c.held, confirmed) - first)
+        enricher._new_flow(flows[confirmed], noted=True)
+        return confirmed + 1
+    enricher.inventory.admission.hold(times, tokens, bisect_left(c.held, stop) - first)
+    if stop < c.stop:
+        enricher._new_flow(flows[stop])
+        return stop + 1
+    return stop
+
+
+def _scopes(classifier, raw: np.ndarray, v4: np.ndarray | None = None) -> np.ndarray:
+    """Classifier.scope_of_raw of each 16-byte address, as indices into SCOPES."""
+    if v4 is None:
+        v4 = _is_v4(raw)
+    codes = np.empty(len(raw), np.int8)
+    codes[v4] = classifier.scope_codes_v4(_words(raw)[v4, 3].astype(np.int64))
+    for at in np.flatnonzero(~v4).tolist():
+        codes[at] = SCOPES.index(classifier.scope_of_raw(raw[at].tobytes()))
+    return codes
+
+
+def _words(raw: np.ndarray) -> np.ndarray:
+    """16-byte addresses as four big-endian 32-bit words each: an IPv4 address is the last (IPv4-mapped)."""
+    return np.ascontiguousarray(raw).view(">u4")
+
+
+def _is_v4(raw: np.ndarray) -> np.ndarray:
+    """Which 16-byte addresses are IPv4-mapped (::ffff:a.b.c.d), as Flow keys hold IPv4."""
+    words = _words(raw)
+    return (words[:, 0] == 0) & (words[:, 1] == 0) & (words[:, 2] == 0xFFFF)
+
+
+def _texts(raw: np.ndarray, v4: np.ndarray) -> list[str]:
+    """Flow.orig_text of each 16-byte address: IPv4 printed in numpy (a flood's sources are seen once each, and
+    formatting them one by one cost more than all the rest of a held flow), IPv6 by ip_text."""
+    octets = raw[:, 12:16].astype(np.intp)
+    cells = np.empty((len(raw), 4), np.uint32)
+    cells[:, :3] = _DOTTED.take(octets[:, :3])
+    cells[:, 3] = _LAST.take(octets[:, 3])
+    flat = cells.view(np.uint8).reshape(-1)   # each address's text then its comma, zeros between
+    texts = flat[flat != 0].tobytes().decode("ascii").split(",")[:-1]
+    for at in np.flatnonzero(~v4).tolist():
+        texts[at] = ip_text(raw[at].tobytes())
+    return texts

@@ -1,0 +1,181 @@
+"""sensor/enrich/new_flows.py: a window's new flows settled together do what flow_update does for each in turn (the
+reference), and its pieces (the budget's held run, the LRU's sightings, scopes and printed addresses in numpy) each
+equal the one-at-a-time step they stand for."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+
+import numpy as np
+import pytest
+
+from packets import ethernet, ip, mac, tcp, udp
+from sensor.bounded import BoundedLRU
+from sensor.config import parse_config
+from sensor.enrich import new_flows as batch
+from sensor.enrich.admission import AdmissionBudget
+from sensor.enrich.scope import SCOPES, Classifier
+from sensor.enrich.stage import Enricher
+from sensor.flows import ip_text, new_update
+
+from .test_enrich_stage import SITE, T0, _mixed_flows, _outcome, _run
+
+FORGER = mac("00:de:ad:00:00:01")
+ROUTER = mac("02:00:00:00:00:fe")
+CAMERA_V6_MAC = mac("00:40:8c:00:00:66")
+
+
+def _frame(src, dst, l4, proto, src_mac, dst_mac=ROUTER):
+    return ethernet(dst_mac, src_mac, 0x86DD if ":" in src else 0x0800, ip(src, dst, proto, l4))
+
+
+def _syn(src, dst, sport, dport, src_mac, flags="S"):
+    return _frame(src, dst, tcp(src, dst, sport, dport, 1, 1, flags), 6, src_mac)
+
+
+def _flood(seed: int, zero_config: bool) -> list[tuple]:
+    """A forged-source flood of ~1,000 new flows a second for 3 s among a site's traffic: sources that come back
+    (known once let in, or their /24 confirmed a second later), sources that are answered, IPv6 sources (a known
+    camera's link-local address joins its box), inbound peers from new router MACs, and the mixed flows of
+    test_enrich_stage."""
+    rng = random.Random(seed)
+    records = list(_mixed_flows(seed))
+    records.append((T0, _syn("fe80::40:8cff:fe00:66", "fe80::1", 1000, 80, CAMERA_V6_MAC)))   # a box, then its
+    records.append((T0 + 0.001, _syn("10.20.0.66", "203.0.113.9", 1001, 443, CAMERA_V6_MAC)))   # IPv4 address
+    for i in range(3000):
+        ts = T0 + i / 1000 + 0.0005
+        kind = rng.random()
+        if zero_config:
+            src = f"10.{rng.randrange(4)}.{rng.randrange(8)}.{rng.randrange(1, 255)}"   # /24s seen again
+        else:
+            src = f"10.20.0.{rng.randrange(30, 250)}"
+        dst, sport = f"11.0.{i >> 8}.{i & 0xFF}", 20000 + i
+        if kind < 0.05:
+            src = f"fd00::{rng.randrange(1, 1 << 16):x}"
+            records.append((ts, _frame(src, "2001:db8::1", udp(src, "2001:db8::1", sport, 53, b"x"), 17, FORGER)))
+        elif kind < 0.07:   # the camera's link-local address, new port pairs: joins the box with its MAC
+            src = "fe80::40:8cff:fe00:66"
+            records.append((ts, _syn(src, "fe80::2", sport, 80, CAMERA_V6_MAC)))
+        elif kind < 0.10:   # inbound, from a router MAC seen for the first time
+            records.append((ts, _syn("198.51.100.7", src, sport, 554, mac(f"02:00:00:00:01:{i % 7:02x}"))))
+        else:
+            records.append((ts, _syn(src, dst, sport, 443, FORGER)))
+            if kind > 0.97:   # answered: both sides sent
+                records.append((ts + 0.0001, _syn(dst, src, 443, sport, mac("02:00:00:00:00:fe"), "SA")))
+    records.sort(key=lambda r: r[0])
+    return records
+
+
+def _reference(monkeypatch):
+    monkeypatch.setattr(Enricher, "new_flows", lambda self, flows: [self.flow_update(new_update(f)) for f in flows])
+
+
+def _state(sensor) -> tuple:
+    link = sensor.enricher.link
+    return (_outcome(sensor), sensor.inventory.admission.held, sensor.inventory.admission.tokens,
+            sensor.inventory.evicted, link._candidates.items(), link._candidates.evicted,
+            sorted(map(str, sensor.classifier.learned)))
+
+
+@pytest.mark.parametrize("config", [SITE, {}], ids=["site", "zero-config"])
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("min_flows,chunk", [(1, 4096), (1, 5), (64, 300)])
+def test_a_flood_settled_a_window_at_a_time_is_what_flow_update_makes_of_it(monkeypatch, config, seed, min_flows,
+                                                                            chunk):
+    """Devices, events, routers, learnt networks, held sightings, the budget's tokens and the link's sightings of
+    sources: the same as flow_update one flow at a time, whatever the window is cut into (chunks of 5 flows make a
+    new classification at every turn)."""
+    monkeypatch.setattr(batch, "MIN_FLOWS", min_flows)
+    monkeypatch.setattr(batch, "CHUNK", chunk)
+    monkeypatch.setattr(batch, "FIRST_CHUNK", min(chunk, batch.FIRST_CHUNK) // 2 or 1)
+    records = _flood(seed, not config)
+    tight = {**config, "limits": {"max_devices": 40, "new_devices_burst": 3, "new_devices_per_second": 20}}
+    calls = []
+    settle = batch.settle
+    monkeypatch.setattr(batch, "settle", lambda e, flows: (calls.append(len(flows)), settle(e, flows)))
+    fast = _state(_run(monkeypatch, records, tight)[0])
+    assert calls and max(calls) >= 500   # the windows were settled together
+    _reference(monkeypatch)
+    reference = _state(_run(monkeypatch, records, tight)[0])
+    assert fast == reference
+    outcome, held = reference[0], reference[1]
+    assert held > 1000 and len(outcome[1]) >= 20   # held sightings, and devices the budget let in meanwhile
+    if not config:
+        assert reference[6] and reference[4]   # networks confirmed from sources seen again, sightings waiting
+
+
+def test_the_budget_holds_a_run_of_sightings_as_would_hold_one_by_one():
+    rng = random.Random(7)
+    for _ in range(300):
+        rate, burst = rng.choice([1, 3, 100, 997]), rng.choice([1, 2, 1000])
+        one, many = (AdmissionBudget(rate, burst, start=0) for _ in range(2))
+        tokens, clock = rng.choice([0.0, 0.25, 0.999999, 1.0, 5.0]), rng.choice([None, 99.0, 100.5])
+        for budget in (one, many):
+            budget.tokens, budget._clock = tokens, clock
+        times = np.array(sorted(100 + rng.random() * 0.05 for _ in range(rng.randrange(0, 40))))
+        if rng.random() < 0.3:   # time running backwards (merged captures) and repeated stamps
+            times = np.array([rng.choice([99.0, 100.0, 100.0000001, 101.0]) for _ in range(len(times))])
+        count, after = many.holding(times)
+        expected = 0
+        for ts in times.tolist():
+            if not one.would_hold(ts):
+                break
+            expected += 1
+        assert count == expected
+        cut = rng.randrange(count + 1)
+        reference = AdmissionBudget(rate, burst, start=0)
+        reference.tokens, reference._clock = many.tokens, many._clock
+        many.hold(times, after, cut)
+        for ts in times[:cut].tolist():
+            assert reference.would_hold(ts)
+        assert (many.tokens, many._clock, many.held) == (reference.tokens, reference._clock, reference.held)
+
+
+def test_below_one_token_of_burst_the_run_is_held_one_at_a_time():
+    budget = AdmissionBudget(per_second=5, burst=1, start=0)
+    budget.burst = 0   # not a configurable value: the class's own arithmetic still answers
+    budget.tokens, budget._clock = 0.0, 10.0
+    count, tokens = budget.holding(np.array([10.5, 11.0, 20.0]))
+    assert count == 3 and list(tokens) == [0.0, 0.0, 0.0] and budget.held == 0
+
+
+def test_sightings_in_one_call_leave_the_lru_as_use_then_put_would():
+    rng = random.Random(3)
+    for limit in (1, 4, 50):
+        evicted: list = []
+        one, many = (BoundedLRU(limit, lambda k, v, who=who, out=evicted: out.append((who, k, v)))
+                     for who in ("one", "many"))
+        keys = [rng.randrange(30) for _ in range(400)]
+        values = [float(i) for i in range(400)]
+        again = lambda first, ts: ts - first > 100   # noqa: E731
+        at = stop = 0
+        while at < len(keys):
+            stop = many.sight_each(keys[at:], values[at:], again) + at
+            for k, v in zip(keys[at:stop + 1], values[at:stop + 1], strict=False):
+                first = one.use(k)
+                if first is None:
+                    one.put(k, v)
+                else:
+                    assert again(first, v) == (stop < len(keys) and v == values[stop])   # stopped there
+            at = stop + 1
+        assert one.items() == many.items() and one.evicted == many.evicted
+        assert [e[1:] for e in evicted if e[0] == "one"] == [e[1:] for e in evicted if e[0] == "many"]
+
+
+def test_scopes_and_printed_addresses_in_numpy_are_the_one_at_a_time_ones():
+    rng = np.random.default_rng(5)
+    classifier = Classifier(parse_config({}))
+    classifier.learn(ipaddress.ip_network("10.9.8.0/24"))
+    classifier.learn(ipaddress.ip_network("fd12::/64"))
+    v4 = rng.integers(0, 1 << 32, 3000, dtype=np.int64)
+    v4[:600] = (10 << 24) + rng.integers(0, 1 << 24, 600)   # private, some of it learnt
+    v4[600:700] = (10 << 24) + (9 << 16) + (8 << 8) + rng.integers(0, 256, 100)
+    v4[700:800] = rng.integers(0, 256, 100) << 24   # octets of 0 and short numbers
+    raws = [b"\0" * 10 + b"\xff\xff" + int(v).to_bytes(4, "big") for v in v4]
+    raws += [ipaddress.IPv6Address(a).packed for a in ("fd12::5", "fe80::1", "2001:db8::9", "::1", "ff02::1")]
+    raw = np.frombuffer(b"".join(raws), np.uint8).reshape(len(raws), 16)
+    codes = batch._scopes(classifier, raw)
+    assert [SCOPES[c] for c in codes] == [classifier.scope_of_raw(r) for r in raws]
+    is_v4 = np.array([r[:12] == b"\0" * 10 + b"\xff\xff" for r in raws])
+    assert batch._texts(raw, is_v4) == [ip_text(r) for r in raws]
