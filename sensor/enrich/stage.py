@@ -82,14 +82,25 @@ class Enricher:
         self._identity.read(dec, rows.identity, rows.banners, flows)
 
     def flow_update(self, upd: FlowUpdate) -> None:
-        flow = upd.flow
-        if upd.new and self.classifier.zero_config:
+        flow, classifier = upd.flow, self.classifier
+        if upd.new and classifier.zero_config:
             self._link.note_flow(upd)
         ctx = flow.context
-        if ctx is None or ctx[6] != self.classifier.generation:
-            ctx = flow_context(self.classifier, flow)
-        ctx = self._side(upd, ctx, True)
-        ctx = self._side(upd, ctx, False)
+        if ctx is None or ctx[6] != classifier.generation:
+            ctx = flow_context(classifier, flow)
+        orig, resp = ctx[0], ctx[1]
+        if orig == SCOPE_CAMERA or resp == SCOPE_CAMERA:
+            ctx = self._side(upd, ctx, True)
+            ctx = self._side(upd, ctx, False)
+        else:
+            # _side of both sides without a camera side (most updates where the camera side is not known, as on
+            # a zero-config site with more networks than it learns): a public sender's MAC is the router's, and
+            # mark_router ignores the MACs it has, so the known are skipped here without a call.
+            router_macs = self.inventory.router_macs
+            if upd.orig_pkts and orig == SCOPE_PUBLIC and flow.orig_mac not in router_macs:
+                self.roles.note_router_mac(flow.orig_mac)
+            if upd.resp_pkts and resp == SCOPE_PUBLIC and flow.resp_mac not in router_macs:
+                self.roles.note_router_mac(flow.resp_mac)
         if not upd.new:   # remembered from a flow's second second on: most flows of a flood have none
             flow.context = ctx
 
