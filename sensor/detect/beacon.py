@@ -39,6 +39,11 @@ def _median(data: list[float]) -> float:
     return (data[n // 2 - 1] + data[n // 2]) / 2
 
 
+def median_of_sorted(data: list[float]) -> float:
+    """statistics.median of data already sorted ascending (non-empty), to the bit."""
+    return _median(data)
+
+
 def _quartiles(data: list[float]) -> tuple[float, float, float]:
     """statistics.quantiles(data, n=4, method="inclusive") of sorted data."""
     if len(data) < 2:
