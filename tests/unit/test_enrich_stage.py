@@ -12,6 +12,7 @@ from packets import dns_query, dns_response, ethernet, ipv4, mac, tcp, tls_clien
 from sensor.config import parse_config
 from sensor.detect import Detector, DetectorContext, registry
 from sensor.enrich import SCOPES, ManufDatabase
+from sensor.enrich.inventory import MAX_ROUTER_MACS
 from sensor.enrich.scope import flow_context
 from sensor.enrich.stage import Enricher
 from sensor.flows import new_update
@@ -333,7 +334,8 @@ def _flow_update_reference(self, upd):
 
 @pytest.mark.parametrize("config", [SITE, {}], ids=["site", "zero-config"])
 @pytest.mark.parametrize("seed", range(4))
-def test_updates_without_a_camera_side_do_what_each_side_would(monkeypatch, config, seed):
+@pytest.mark.parametrize("routers", [8, 90], ids=["routers", "routers-past-the-bound"])
+def test_updates_without_a_camera_side_do_what_each_side_would(monkeypatch, config, seed, routers):
     """flow_update settles a known flow with no camera-side end (core, private, public, multicast hosts only)
     without _side: the same events, devices, routers and learned networks as calling _side for each side, on
     flows that last several seconds (so that their later seconds come to flow_update)."""
@@ -342,22 +344,23 @@ def test_updates_without_a_camera_side_do_what_each_side_would(monkeypatch, conf
     # (a flow's originator is its first sender), in the seconds after the flow began, so their MACs are marked by
     # flow_update alone. Private, core, multicast and camera-side hosts among the rest; a few port pairs, so that
     # flows come back second after second.
-    publics = {f"203.0.113.{k}": mac(f"02:00:00:00:01:{k:02x}") for k in range(1, 9)}
+    publics = {f"203.0.113.{k}": mac(f"02:00:00:00:01:{k:02x}") for k in range(1, routers + 1)}
     others = {"192.168.7.9": mac("3c:ef:8c:00:00:09"), CORE: mac("3c:ef:8c:00:00:05"),
               "239.255.255.250": mac("01:00:5e:7f:ff:fa"), CAM: CAM_MAC, "10.30.0.40": mac("3c:ef:8c:00:00:40")}
     hosts = {**publics, **others}
     pairs = [(rng.choice(list(others)), rng.choice(list(hosts)), rng.choice([(40000, 443), (123, 123), (50000, 554)]))
-             for _ in range(24)]
+             for _ in range(3 * routers)]
     records = [(T0 + i * 0.001, _u(a, b, sport, dport, b"q", src_mac=hosts[a], dst_mac=hosts[b]))
                for i, (a, b, (sport, dport)) in enumerate(pairs) if a != b]
-    for i in range(500):
+    for i in range(60 * routers):
         a, b, (sport, dport) = rng.choice(pairs)
         if a == b:
             continue
         if rng.random() < 0.5:
             a, b, sport, dport = b, a, dport, sport
-        records.append((T0 + 1 + i * 0.012, _u(a, b, sport, dport, b"q" * rng.randrange(1, 80), src_mac=hosts[a],
-                                               dst_mac=hosts[b])))
+        payload = b"q" * rng.randrange(1, 80)
+        records.append((T0 + 1 + i * 6 / (60 * routers), _u(a, b, sport, dport, payload, src_mac=hosts[a],
+                                                            dst_mac=hosts[b])))
     sides = []
     monkeypatch.setattr(Enricher, "_side", lambda self, upd, ctx, is_orig, side=Enricher._side: (
         sides.append(is_orig), side(self, upd, ctx, is_orig))[1])
@@ -368,3 +371,4 @@ def test_updates_without_a_camera_side_do_what_each_side_would(monkeypatch, conf
     # exercised: known flows without a camera side reached flow_update and were settled without _side, and a
     # public sender's MAC was marked as a router's
     assert len(sides) - fast_sides > fast_sides / 10 and reference[2]
+    assert len(reference[2]) == MAX_ROUTER_MACS if routers > MAX_ROUTER_MACS else len(reference[2]) < MAX_ROUTER_MACS
