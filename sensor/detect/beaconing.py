@@ -3,6 +3,7 @@ sensor/detect/beacon.py)."""
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left, insort
 
 from sensor.bounded import BoundedLRU
@@ -27,7 +28,8 @@ class CheckIns(list):
         super().__init__()
         self.intervals: list[float] | None = None
         self.sizes: list[float] | None = None
-        self.durations: list[float] | None = None
+        # doubles in an array (8 bytes each, not a float object apiece): only the median is ever read of them
+        self.durations: array[float] | None = None
 
     def begin(self, ts: float, nbytes: int, history: int) -> None:
         """A new check-in; the oldest is forgotten past `history`."""
@@ -50,10 +52,10 @@ class CheckIns(list):
         if self.intervals is None or self.sizes is None or self.durations is None:
             self.intervals = sorted([b[0] - a[0] for a, b in zip(self, self[1:], strict=False)])
             self.sizes = sorted([float(e[2]) for e in self[:-1]])
-            self.durations = sorted([e[1] - e[0] for e in self[:-1]])
+            self.durations = array("d", sorted([e[1] - e[0] for e in self[:-1]]))
         return self.intervals, self.sizes
 
-    def sorted_durations(self) -> list[float]:
+    def sorted_durations(self) -> array[float]:
         """How long each finished check-in lasted, sorted (after sorted_series)."""
         if self.durations is None:
             self.sorted_series()

@@ -148,7 +148,7 @@ def test_the_detectors_sorted_series_follow_its_check_ins_as_they_come_and_go():
                 assert sorted_beacon_score(*got) == ref_beacon_score(starts, [e[2] for e in events[:-1]])
                 # the finished check-ins' durations, sorted, and their median is statistics.median's to the bit
                 durations = events.sorted_durations()
-                assert durations == sorted(e[1] - e[0] for e in events[:-1])
+                assert list(durations) == sorted(e[1] - e[0] for e in events[:-1])
                 assert median_of_sorted(durations) == statistics.median(e[1] - e[0] for e in events[:-1])
                 # the detector's two steps: the timing first (its threshold can refuse before the sizes), then
                 # the score from it; the same numbers as in one step
