@@ -18,6 +18,7 @@ Adapted:
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Sequence
 
 ON_PERIOD = 0.3      # an interval within ±30% of the median one is "on period" (±20% jitter stays well inside)
 
@@ -27,7 +28,7 @@ ON_PERIOD = 0.3      # an interval within ±30% of the median one is "on period"
 # (Python 3.11's), so the scores are the same to the bit (tests/unit/test_detect_beacon_exact.py pins it).
 
 
-def _median(data: list[float]) -> float:
+def _median(data: Sequence[float]) -> float:
     """statistics.median of sorted, non-empty data."""
     n = len(data)
     if not n:
@@ -37,6 +38,11 @@ def _median(data: list[float]) -> float:
     if n % 2:
         return data[n // 2]
     return (data[n // 2 - 1] + data[n // 2]) / 2
+
+
+def median_of_sorted(data: Sequence[float]) -> float:
+    """statistics.median of data already sorted ascending (non-empty), to the bit."""
+    return _median(data)
 
 
 def _quartiles(data: list[float]) -> tuple[float, float, float]:

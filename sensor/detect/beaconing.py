@@ -3,12 +3,13 @@ sensor/detect/beacon.py)."""
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left, insort
 
 from sensor.bounded import BoundedLRU
 from sensor.detect.alert import Alert
 from sensor.detect.base import Detector, DetectorContext
-from sensor.detect.beacon import ON_PERIOD, sorted_beacon_score, sorted_timing
+from sensor.detect.beacon import ON_PERIOD, median_of_sorted, sorted_beacon_score, sorted_timing
 from sensor.detect.connectivity import only_pings
 from sensor.detect.text import covered_note, describe_destination, describe_device, severity_for
 from sensor.enrich import Observation
@@ -17,36 +18,48 @@ from sensor.flows import FIN, RST
 
 class CheckIns(list):
     """A device's check-ins with one peer, [start, last activity, bytes] each, oldest first; from the first scoring
-    on, also the intervals between their starts and the finished ones' sizes, each kept sorted as check-ins come and
-    go, so that scoring at every new check-in sorts nothing. A list with two slots rather than an object holding
-    one: a flood brings a pair per forged source, and most never reach a score."""
+    on, also the intervals between their starts and the finished ones' sizes and durations, each kept sorted as
+    check-ins come and go, so that scoring at every new check-in sorts nothing. A list with three slots rather than
+    an object holding one: a flood brings a pair per forged source, and most never reach a score."""
 
-    __slots__ = ("intervals", "sizes")
+    __slots__ = ("intervals", "sizes", "durations")
 
     def __init__(self) -> None:
         super().__init__()
         self.intervals: list[float] | None = None
         self.sizes: list[float] | None = None
+        # doubles in an array (8 bytes each, not a float object apiece): only the median is ever read of them
+        self.durations: array[float] | None = None
 
     def begin(self, ts: float, nbytes: int, history: int) -> None:
         """A new check-in; the oldest is forgotten past `history`."""
         self.append([ts, ts, nbytes])
-        intervals, sizes = self.intervals, self.sizes
-        if intervals is not None and sizes is not None:
-            insort(intervals, ts - self[-2][0])
-            insort(sizes, float(self[-2][2]))     # the one before is finished: its size is final
+        intervals, sizes, durations = self.intervals, self.sizes, self.durations
+        if intervals is not None and sizes is not None and durations is not None:
+            before = self[-2]   # the one before is finished: its size and length are final
+            insort(intervals, ts - before[0])
+            insort(sizes, float(before[2]))
+            insort(durations, before[1] - before[0])
         if len(self) > history:
             oldest = self.pop(0)
-            if intervals is not None and sizes is not None:
+            if intervals is not None and sizes is not None and durations is not None:
                 del intervals[bisect_left(intervals, self[0][0] - oldest[0])]
                 del sizes[bisect_left(sizes, float(oldest[2]))]
+                del durations[bisect_left(durations, oldest[1] - oldest[0])]
 
     def sorted_series(self) -> tuple[list[float], list[float]]:
         """The intervals and the finished check-ins' sizes, sorted (worked out in full the first time)."""
-        if self.intervals is None or self.sizes is None:
+        if self.intervals is None or self.sizes is None or self.durations is None:
             self.intervals = sorted([b[0] - a[0] for a, b in zip(self, self[1:], strict=False)])
             self.sizes = sorted([float(e[2]) for e in self[:-1]])
+            self.durations = array("d", sorted([e[1] - e[0] for e in self[:-1]]))
         return self.intervals, self.sizes
+
+    def sorted_durations(self) -> array[float]:
+        """How long each finished check-in lasted, sorted (after sorted_series)."""
+        if self.durations is None:
+            self.sorted_series()
+        return self.durations   # type: ignore[return-value]
 
 
 class BeaconingDetector(Detector):
@@ -77,8 +90,9 @@ class BeaconingDetector(Detector):
         # the check-in that just began has no size yet: the sizes are those of the finished ones
         intervals, sizes = events.sorted_series()
         timed = sorted_timing(intervals)
-        if timed[2] < self.timing_threshold:
-            return None   # what the score of the sizes could not change: spared a third of the scores it costs
+        # what the score of the sizes could not change: spared a third of the scores it costs
+        if timed[2] < self.timing_threshold or round(timed[0], 2) < self.min_period:
+            return None
         score, timing, parts = sorted_beacon_score(intervals, sizes, timed)
         if score < self.threshold or timing < self.timing_threshold or not self._shaped(events, parts["interval_s"]):
             return None
@@ -93,14 +107,13 @@ class BeaconingDetector(Detector):
                           f"{parts['interval_s']:.0f} s ± {parts['interval_mad_s']:.1f} s with "
                           f"{describe_destination(obs.peer, obs.name, obs.port, obs.proto)}")
 
-    def _shaped(self, events: list[list], period: float) -> bool:
+    def _shaped(self, events: CheckIns, period: float) -> bool:
         """What a score cannot see. The period must clear the gap: sending every few seconds is merged or split
         into check-ins by chance, and the gap's floor under every interval makes such a train look regular (RTCP's
         randomised 5 s reports would). And the device must be quiet most of the period: check-ins lasting a
-        quarter of it or more are a session with pauses, not a beacon."""
-        import statistics  # here, not at the top: it costs start-up random, fractions and decimal (issue 16)
-
-        return period >= self.min_period and 4 * statistics.median(e[1] - e[0] for e in events[:-1]) <= period
+        quarter of it or more are a session with pauses, not a beacon. (The median of the finished check-ins'
+        durations, kept sorted: statistics.median's arithmetic, without sorting them at every check-in.)"""
+        return period >= self.min_period and 4 * median_of_sorted(events.sorted_durations()) <= period
 
     def _check_ins(self, obs: Observation) -> CheckIns | None:
         """The device's check-ins with this peer, [start, last activity, bytes] each, when this observation starts

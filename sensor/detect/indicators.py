@@ -28,6 +28,11 @@ class Indicators:
                     self.device_bits |= bit
         self.version = version
         self._by_name: dict[str, Service | None] = {}
+        # Every observation asks for a signature and a maker's port; most match none, which these tell at once.
+        self._signature_bits = 0
+        for svc in self.services:
+            self._signature_bits |= svc.signature_bits
+        self._port_makers = frozenset(maker for svc in self.services if svc.ports for maker in svc.makers)
 
     @classmethod
     def load(cls, path: Path = INDICATORS_FILE) -> Indicators:
@@ -61,7 +66,7 @@ class Indicators:
         if found is not None:
             return found
         maker = obs.device.maker.name if obs.device.maker else None
-        if obs.initiated and maker:
+        if obs.initiated and maker and maker in self._port_makers:
             for svc in self.services:
                 if maker in svc.makers and (obs.proto, obs.port) in svc.ports:
                     return svc, f"{obs.proto}/{obs.port}, a {svc.name} port, from a {maker} device"
@@ -69,6 +74,8 @@ class Indicators:
 
     def by_signature(self, tags: int, proto: str, port: int | None) -> tuple[Service, str] | None:
         """The service whose payload signature one side of a flow sent (`tags`, sensor.tags), and the evidence."""
+        if not tags & self._signature_bits:
+            return None
         for svc in self.services:
             hit = tags & svc.signature_bits
             if not hit:

@@ -22,7 +22,11 @@ def watched(geography: Geography, watch: frozenset[str], ip: str) -> tuple[Place
     place = geography.place(ip) if watch else None
     if place is None:
         return None, ()
-    return place, tuple(c for c in place.countries() if c in watch)
+    # Place.countries() filtered by `watch`, without building it: asked for every observation of an outside peer.
+    country, registry = place.country, place.registry_country
+    if country in watch:
+        return place, (country,) if registry == country or registry not in watch else (country, registry)
+    return place, (registry,) if registry in watch else ()
 
 
 def attribution(place: Place, countries: tuple[str, ...]) -> str:

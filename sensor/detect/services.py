@@ -9,6 +9,7 @@ second flow after the DNS answer expired, a connection without SNI) stays with t
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -38,6 +39,7 @@ class IncidentService:
         return {"id": self.id, "name": self.name, "kind": self.kind}
 
 
+@functools.lru_cache(maxsize=1 << 12)   # asked for every observation of a bare address: frozen, so shared
 def address_service(address: str) -> IncidentService:
     return IncidentService(address, address, KIND_ADDRESS)
 
@@ -48,12 +50,16 @@ class ServiceResolver:
         self._suffixes = suffixes   # parsed on first use (~50 ms): many captures name nothing
         self._by_address: BoundedLRU[str, IncidentService] = BoundedLRU(MAX_REMEMBERED)
         self._by_name: BoundedLRU[str, IncidentService] = BoundedLRU(MAX_REMEMBERED)
+        self._vendor: dict[str, IncidentService] = {}   # one per service of the indicator file, not of the wire
 
     def of_observation(self, obs: Observation) -> IncidentService:
         found = self.indicators.match(obs)
         if found is not None:
             svc = found[0]
-            return self._remember(obs.peer, IncidentService(svc.id, svc.name, KIND_VENDOR))
+            service = self._vendor.get(svc.id)
+            if service is None or service.name != svc.name:
+                service = self._vendor[svc.id] = IncidentService(svc.id, svc.name, KIND_VENDOR)
+            return self._remember(obs.peer, service)
         if obs.name:
             named = self.of_name(obs.name)
             if named is not None:

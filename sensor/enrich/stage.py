@@ -19,7 +19,7 @@ from sensor.enrich.events import EventSink, Observation
 from sensor.enrich.fetches import FetchReader
 from sensor.enrich.geography import CountryEgress, Geography
 from sensor.enrich.identity import IdentityReader, UpnpReader
-from sensor.enrich.inventory import Inventory
+from sensor.enrich.inventory import MAX_ROUTER_MACS, Inventory
 from sensor.enrich.link import LinkReader
 from sensor.enrich.naming import DnsReader, NameCache, name_flows
 from sensor.enrich.roles import RoleEvidence
@@ -83,14 +83,23 @@ class Enricher:
         self._identity.read(dec, rows.identity, rows.banners, flows)
 
     def flow_update(self, upd: FlowUpdate) -> None:
-        flow = upd.flow
-        if upd.new and self.classifier.zero_config:
+        flow, classifier = upd.flow, self.classifier
+        if upd.new and classifier.zero_config:
             self._link.note_flow(upd)
         ctx = flow.context
-        if ctx is None or ctx[6] != self.classifier.generation:
-            ctx = flow_context(self.classifier, flow)
-        ctx = self._side(upd, ctx, True)
-        ctx = self._side(upd, ctx, False)
+        if ctx is None or ctx[6] != classifier.generation:
+            ctx = flow_context(classifier, flow)
+        orig, resp = ctx[0], ctx[1]
+        if orig == SCOPE_CAMERA or resp == SCOPE_CAMERA:
+            ctx = self._side(upd, ctx, True)
+            ctx = self._side(upd, ctx, False)
+        else:
+            # _side of both sides without a camera side (most updates where the camera side is not known, as on
+            # a zero-config site with more networks than it learns): a public sender's MAC is the router's.
+            if upd.orig_pkts and orig == SCOPE_PUBLIC and self._router_news(flow.orig_mac):
+                self.roles.note_router_mac(flow.orig_mac)
+            if upd.resp_pkts and resp == SCOPE_PUBLIC and self._router_news(flow.resp_mac):
+                self.roles.note_router_mac(flow.resp_mac)
         if not upd.new:   # remembered from a flow's second second on: most flows of a flood have none
             flow.context = ctx
 
@@ -146,13 +155,21 @@ class Enricher:
             local_scope, remote_scope, sent_pkts = ctx[1], ctx[0], upd.resp_pkts
         if local_scope != SCOPE_CAMERA:
             if sent_pkts and local_scope == SCOPE_PUBLIC:
-                self.roles.note_router_mac(upd.flow.orig_mac if is_orig else upd.flow.resp_mac)
+                mac = upd.flow.orig_mac if is_orig else upd.flow.resp_mac
+                if self._router_news(mac):
+                    self.roles.note_router_mac(mac)
             return ctx
         # A core host reaching into the camera VLAN matters even when the camera stays silent (_camera_work: the
         # same rule for both sides at once).
         if not sent_pkts and (is_orig or remote_scope != SCOPE_CORE or not upd.orig_pkts):
             return ctx
         return self._camera_side(upd, ctx, is_orig, sent_pkts)
+
+    def _router_news(self, mac: int) -> bool:
+        """Whether Inventory.mark_router would do anything with this MAC: not one it has, and room for it (at its
+        bound, reached on sites with many routers, every Internet packet's MAC would otherwise cost a call)."""
+        router_macs = self.inventory.router_macs
+        return bool(mac) and mac not in router_macs and len(router_macs) < MAX_ROUTER_MACS
 
     def _camera_side(self, upd: FlowUpdate, ctx: tuple, is_orig: bool, sent_pkts: int) -> tuple:
         flow, ts = upd.flow, upd.ts

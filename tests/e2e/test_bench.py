@@ -234,3 +234,20 @@ def test_replay_benchmark_times_whole_processes_and_prints_the_issue_row(tmp_pat
         assert "| small vlan100 | 5,000 |" in r.stdout
     else:
         assert "--row needs" in r.stderr
+
+
+def test_observe_clocks_time_every_detector_hook_and_the_camera_side(tmp_path):
+    """bench/observe_clocks.py: a row per detector that observed and for the incidents' traffic, each with calls
+    and a per-call time, on a capture whose cameras talk to the Internet."""
+    capture = tmp_path / "expanded.pcap"   # real cameras' sites, which reach the Internet
+    assert bench("make_expanded.py", capture, "-n", 4 * SITE_PACKETS).returncode == 0
+    r = bench("observe_clocks.py", capture)
+    assert r.returncode == 0, r.stderr
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in r.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| function")}
+    assert "Enricher._camera_side (and detection)" in rows and "Enricher.flow_update (and the camera side)" in rows
+    observed = [name for name in rows if name.startswith("observe: ")]
+    assert "observe: egress_policy" in observed and len(observed) >= 4
+    for name in observed:
+        seconds, calls, per_call = rows[name]
+        assert int(calls.replace(",", "")) > 0 and float(per_call.rstrip(" |")) > 0

@@ -14,6 +14,7 @@ from sensor.detect.beacon import (
     beacon_score,
     bowley_skew,
     mad,
+    median_of_sorted,
     size_score,
     sorted_beacon_score,
     sorted_timing,
@@ -137,6 +138,7 @@ def test_the_detectors_sorted_series_follow_its_check_ins_as_they_come_and_go():
         for k, t in enumerate(times):
             events.begin(t, rng.randint(0, 5000), history)
             events[-1][2] += rng.randint(0, 3)           # a check-in grows while it is the last
+            events[-1][1] = t + rng.choice([0.0, rng.uniform(-1, 40)])   # and lasts (time may run backwards)
             if len(events) >= 4 and (k % 3 == 0 or events.intervals is not None):
                 got = events.sorted_series()
                 starts = [e[0] for e in events]
@@ -144,6 +146,10 @@ def test_the_detectors_sorted_series_follow_its_check_ins_as_they_come_and_go():
                 assert got == (sorted(b - a for a, b in zip(starts, starts[1:], strict=False)),
                                sorted(float(e[2]) for e in events[:-1]))
                 assert sorted_beacon_score(*got) == ref_beacon_score(starts, [e[2] for e in events[:-1]])
+                # the finished check-ins' durations, sorted, and their median is statistics.median's to the bit
+                durations = events.sorted_durations()
+                assert list(durations) == sorted(e[1] - e[0] for e in events[:-1])
+                assert median_of_sorted(durations) == statistics.median(e[1] - e[0] for e in events[:-1])
                 # the detector's two steps: the timing first (its threshold can refuse before the sizes), then
                 # the score from it; the same numbers as in one step
                 timed = sorted_timing(got[0])

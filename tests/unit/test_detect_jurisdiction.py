@@ -120,3 +120,27 @@ def test_a_covered_maker_s_video_to_a_watched_country_is_critical():
         "medium"]
     off = VideoEgressDetector(_context({"watch_countries": []}))
     assert [a.severity for a in _trickle(off, cam, CN_PEER)] == ["high"]
+
+
+def test_watched_countries_are_the_places_countries_that_are_watched_in_their_order():
+    """watched() answers without building Place.countries(): the same countries, in the same order, for every
+    combination of a geolocated and a registered country (either missing, the two equal or not) and watch list."""
+    from itertools import product
+
+    from sensor.detect.jurisdiction import watched
+    from sensor.enrich.geography import Place
+
+    class Fixed:
+        def __init__(self, place):
+            self.found = place
+
+        def place(self, ip):
+            return self.found
+
+    codes = (None, "CN", "HK", "US")
+    for country, registry in product(codes, repeat=2):
+        place = Place(country, None, None, registry)
+        for watch in (frozenset(), frozenset({"CN"}), frozenset({"CN", "HK", "MO"}), frozenset({"US", "HK"})):
+            expected = tuple(c for c in place.countries() if c in watch)
+            assert watched(Fixed(place), watch, "198.51.100.1") == ((place, expected) if watch else (None, ()))
+    assert watched(Fixed(None), frozenset({"CN"}), "198.51.100.1") == (None, ())

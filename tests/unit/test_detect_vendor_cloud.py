@@ -226,3 +226,39 @@ def test_the_shipped_kalay_patterns_are_the_scrambled_device_headers():
         for session in KALAY_SESSION_IDS:
             head = int.from_bytes(kalay_iotc(command, 0x0012, bytes(8), session=session)[:8], "big")
             assert head & int.from_bytes(sig.pattern_mask, "big") == int.from_bytes(sig.pattern, "big")
+
+
+def test_the_shortcuts_past_signatures_and_maker_ports_find_what_every_service_finds():
+    """Indicators tells most observations at once that no signature bit and no maker's port can match; what it
+    finds is what walking every service finds, for each signature bit alone and in pairs, and for every maker's
+    every port, on every transport."""
+    ind = Indicators.load()
+    bits = sorted({bit for svc in ind.services for bit, _ in svc.signature_rules} | {1 << 40})
+
+    def by_signature_walk(tags, proto, port):
+        for svc in ind.services:
+            for bit, sig in svc.signature_rules:
+                if tags & svc.signature_bits & bit and sig.applies(proto, port):
+                    return svc, sig.evidence
+        return None
+
+    ports = sorted({p for svc in ind.services for _, p in svc.ports} | {None, 80, 443}, key=str)
+    signed = 0
+    for tags in [0, *bits, *(a | b for a in bits for b in bits if a < b)]:
+        for proto in ("udp", "tcp", "icmp"):
+            for port in ports:
+                assert ind.by_signature(tags, proto, port) == by_signature_walk(tags, proto, port)
+                signed += ind.by_signature(tags, proto, port) is not None
+    assert signed > len(bits)
+    makers = sorted({m for svc in ind.services for m in svc.makers}) + ["Axis", None]
+    matched = 0
+    for maker in makers:
+        dev = _device("10.20.0.9", maker=maker) if maker else _device("10.20.0.9")
+        for proto in ("udp", "tcp"):
+            for port in ports:
+                found = ind.match(_obs(dev, port=port, proto=proto))
+                walked = next(((svc, f"{proto}/{port}, a {svc.name} port, from a {maker} device")
+                               for svc in ind.services if maker in svc.makers and (proto, port) in svc.ports), None)
+                assert found == walked
+                matched += found is not None
+    assert matched >= 2   # the ports of more than one maker's services were found

@@ -12,6 +12,8 @@ from packets import dns_query, dns_response, ethernet, ipv4, mac, tcp, tls_clien
 from sensor.config import parse_config
 from sensor.detect import Detector, DetectorContext, registry
 from sensor.enrich import SCOPES, ManufDatabase
+from sensor.enrich.inventory import MAX_ROUTER_MACS
+from sensor.enrich.scope import flow_context
 from sensor.enrich.stage import Enricher
 from sensor.flows import new_update
 from sensor.pipeline import Sensor
@@ -313,3 +315,60 @@ def test_new_flows_hold_back_what_flow_update_holds_back(monkeypatch, config, se
     reference = outcome(_run(monkeypatch, records, tight)[0])
     assert fast == reference
     assert reference[1] > 300   # most forged sources were held back: the fast way was taken, not skipped
+
+
+def _flow_update_reference(self, upd):
+    """Enricher.flow_update as it was before the updates without a camera side were settled inline: _side for
+    each side in turn, whatever the scopes."""
+    flow = upd.flow
+    if upd.new and self.classifier.zero_config:
+        self._link.note_flow(upd)
+    ctx = flow.context
+    if ctx is None or ctx[6] != self.classifier.generation:
+        ctx = flow_context(self.classifier, flow)
+    ctx = self._side(upd, ctx, True)
+    ctx = self._side(upd, ctx, False)
+    if not upd.new:
+        flow.context = ctx
+
+
+@pytest.mark.parametrize("config", [SITE, {}], ids=["site", "zero-config"])
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("routers", [8, 90], ids=["routers", "routers-past-the-bound"])
+def test_updates_without_a_camera_side_do_what_each_side_would(monkeypatch, config, seed, routers):
+    """flow_update settles a known flow with no camera-side end (core, private, public, multicast hosts only)
+    without _side: the same events, devices, routers and learned networks as calling _side for each side, on
+    flows that last several seconds (so that their later seconds come to flow_update)."""
+    rng = random.Random(seed)
+    # Public hosts behind routers of their own, each MAC a router's only once its host has sent; they only answer
+    # (a flow's originator is its first sender), in the seconds after the flow began, so their MACs are marked by
+    # flow_update alone. Private, core, multicast and camera-side hosts among the rest; a few port pairs, so that
+    # flows come back second after second.
+    publics = {f"203.0.113.{k}": mac(f"02:00:00:00:01:{k:02x}") for k in range(1, routers + 1)}
+    others = {"192.168.7.9": mac("3c:ef:8c:00:00:09"), CORE: mac("3c:ef:8c:00:00:05"),
+              "239.255.255.250": mac("01:00:5e:7f:ff:fa"), CAM: CAM_MAC, "10.30.0.40": mac("3c:ef:8c:00:00:40")}
+    hosts = {**publics, **others}
+    pairs = [(rng.choice(list(others)), rng.choice(list(hosts)), rng.choice([(40000, 443), (123, 123), (50000, 554)]))
+             for _ in range(3 * routers)]
+    records = [(T0 + i * 0.001, _u(a, b, sport, dport, b"q", src_mac=hosts[a], dst_mac=hosts[b]))
+               for i, (a, b, (sport, dport)) in enumerate(pairs) if a != b]
+    for i in range(60 * routers):
+        a, b, (sport, dport) = rng.choice(pairs)
+        if a == b:
+            continue
+        if rng.random() < 0.5:
+            a, b, sport, dport = b, a, dport, sport
+        payload = b"q" * rng.randrange(1, 80)
+        records.append((T0 + 1 + i * 6 / (60 * routers), _u(a, b, sport, dport, payload, src_mac=hosts[a],
+                                                            dst_mac=hosts[b])))
+    sides = []
+    monkeypatch.setattr(Enricher, "_side", lambda self, upd, ctx, is_orig, side=Enricher._side: (
+        sides.append(is_orig), side(self, upd, ctx, is_orig))[1])
+    fast, fast_sides = _outcome(_run(monkeypatch, records, config)[0]), len(sides)
+    monkeypatch.setattr(Enricher, "flow_update", _flow_update_reference)
+    reference = _outcome(_run(monkeypatch, records, config)[0])
+    assert fast == reference
+    # exercised: known flows without a camera side reached flow_update and were settled without _side, and a
+    # public sender's MAC was marked as a router's
+    assert len(sides) - fast_sides > fast_sides / 10 and reference[2]
+    assert len(reference[2]) == MAX_ROUTER_MACS if routers > MAX_ROUTER_MACS else len(reference[2]) < MAX_ROUTER_MACS
