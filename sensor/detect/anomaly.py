@@ -88,7 +88,7 @@ class AnomalyDetector(Detector):
         self._ceiling[self._bounded] = self._hi[self._bounded]
         # The hook the framework calls once per observation is WindowFeatures.tally itself (what observe below
         # does, one Python frame fewer per flow and second of traffic).
-        self.observe = self.windows.tallier(self._conversation)  # type: ignore[method-assign]
+        self.observe = self.windows.tallier(self._conversation)  # type: ignore[method-assign,assignment]
 
     def observe(self, obs: Observation) -> None:
         # Cameras only: the gateway and the NVR are one of a kind on a camera VLAN, so their normal minutes look
@@ -122,11 +122,12 @@ class AnomalyDetector(Detector):
         return sent
 
     def dns_query(self, query: DnsQuery) -> None:
-        start = self.windows.dns_query(query.device.ip, query.ts)
-        if start is None or query.device.role != "camera":
+        device = query.device
+        start = self.windows.dns_query(device.ip, query.ts)
+        if start is None or device.role != "camera":
             return
         # The window WindowFeatures just counted the query in is open: its record may be made.
-        sent = self._record(query.device.ip, start)
+        sent = self._record(device.ip, start)
         resolver = sent.resolvers.get(query.resolver)
         if resolver is None:
             if len(sent.resolvers) >= self.MAX_PEERS_TRACKED:

@@ -650,7 +650,7 @@ def _window(rng: np.random.Generator, big: bool):
     # counts around the lookup table's end (MAX_DISTINCT) and far beyond it; bytes from none to terabytes
     w.packets = int(rng.choice([1, 2, 7, MAX_DISTINCT, MAX_DISTINCT + 1, int(rng.integers(1, 10**9))]))
     w.bytes = int(rng.choice([0, 1, 60, int(rng.integers(0, 10**13))]))
-    if big:   # beyond float64's exact integers (forged lengths over a long window): the scalar rows take over
+    if big:   # beyond float64's exact integers (forged lengths over a long window)
         w.bytes = (1 << 53) + int(rng.integers(1, 1000))
     w.external_bytes = int(rng.integers(0, w.bytes + 1))
     w.new_flows = int(rng.choice([0, 1, MAX_DISTINCT, int(rng.integers(0, 10**6))]))
@@ -662,17 +662,14 @@ def _window(rng: np.random.Generator, big: bool):
 
 
 @pytest.mark.parametrize("seed", [6, 7, 8])
-def test_the_column_wise_rows_equal_each_windows_own_row_bit_for_bit(seed):
-    """_rows computes the features column by column (a lookup table for log1p of small counts, numpy's division);
-    _Window.row, one window at a time in Python, is the reference: every value must be the same float."""
-    from sensor.model.features import _FEW, _rows, _rows_scalar
+def test_the_rows_matrix_holds_each_windows_own_row_bit_for_bit(seed):
+    """_rows reads every window's row into one matrix: each must be exactly the row the window computes alone,
+    with counts around and far past MAX_DISTINCT and sums past float64's exact integers."""
+    from sensor.model.features import _rows
     rng = np.random.default_rng(seed)
-    windows = [_window(rng, big=False) for _ in range(500)]
-    assert _rows(windows).tobytes() == _rows_scalar(windows).tobytes()
+    windows = [_window(rng, big=False) for _ in range(500)] + [_window(rng, big=True) for _ in range(5)]
     assert _rows(windows).tobytes() == np.array([w.row() for w in windows]).tobytes()
-    mixed = windows[:_FEW + 1] + [_window(rng, big=True)]   # enough to go column-wise, then the sum too large
-    assert _rows(mixed).tobytes() == _rows_scalar(mixed).tobytes()
-    assert _rows(windows[:3]).tobytes() == _rows_scalar(windows[:3]).tobytes()   # few: row by row
+    assert _rows(windows[:3]).tobytes() == np.array([w.row() for w in windows[:3]]).tobytes()
     assert _rows([]).shape == (0, N)
 
 
@@ -763,7 +760,7 @@ def test_tally_is_the_detectors_filter_observe_and_sums_in_one_step(seed):
     arrive late and records the caller does not keep."""
     rng = np.random.default_rng(seed)
     stream = _random_stream(rng, 4000)
-    for kind, o in stream:
+    for _kind, o in stream:
         if o.device.ip != "10.20.0.4":
             o.device.evidence.add("rtsp_server")   # cameras; the fourth device stays "other" and is filtered
         if rng.random() < 0.3:
