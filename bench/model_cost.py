@@ -3,7 +3,7 @@
 
     python bench/model_cost.py [--cameras 10,100,1000] [--site substream] [--seconds 130] [--repeat 5]
                                [--model models/baseline.json] [--camwatch-src DIR] [--dir /tmp/camwatch-bench]
-                               [--inside]
+                               [--inside] [--gc cli]
 
 For each camera count a capture is generated (bench/make_capture.py, `--seconds` of capture time: the default
 crosses two window boundaries and has 26 looks at the windows still open), then one process replays it in-process
@@ -17,6 +17,10 @@ perf_counter around each call (a process-time call per hook would cost more than
 total per run beside the whole cost (with - without, CPU): what is left over is the model's effect on the rest of
 the replay (its state evicting the pipeline's from the caches, the garbage collector walking its objects). The
 timers add ~0.1 us per call to the runs with the model, so the kept ratio of an `--inside` run reads a little low.
+(Where the detector hands the framework `WindowFeatures.tally` as its observe hook, that is what "observe" times.)
+
+`--gc cli` runs both sides with the garbage-collector settings `camwatch replay` and `camwatch run` use (start-up
+objects frozen, young collections every 20,000 allocations); the default is CPython's own, as before.
 
 The default site, `substream`, is the hard case: ~7 packets per camera-second, so the per-device, per-second work
 the model adds weighs most against the per-packet work it does not touch. `--site nvr20` is a main-stream site.
@@ -38,6 +42,7 @@ REPO = HERE.parent
 RUN = """
 import gc, json, sys, time
 src, path, model_path, repeat, inside = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
+tuned = sys.argv[6] == "cli"
 sys.path.insert(0, src)
 import sensor
 assert sensor.__file__.startswith(src), sensor.__file__
@@ -60,9 +65,19 @@ if inside:
 
     for name in hooks:
         setattr(AnomalyDetector, name, timed(name, getattr(AnomalyDetector, name)))
+    # A tree whose detector hands the framework WindowFeatures.tally as its observe hook: time that instead.
+    from sensor.model.features import WindowFeatures
+    if hasattr(WindowFeatures, "tally"):
+        WindowFeatures.tally = timed("observe", WindowFeatures.tally)
 
 def once(m):
+    if tuned:   # the previous run's sensor back among the collectable objects, and collected
+        gc.unfreeze()
+        gc.collect()
     s = Sensor(Config(), on_alert=None, model=m)
+    if tuned:
+        from sensor.cli.loop import tune_garbage_collector
+        tune_garbage_collector()   # as the CLI does once the sensor is built
     gc.collect()
     t, c = time.perf_counter(), time.process_time()
     reader, _ = open_file(path)
@@ -95,9 +110,9 @@ def _make_capture():
     return module
 
 
-def measure(src: Path, capture: Path, model: Path, repeat: int, inside: bool = False) -> dict:
+def measure(src: Path, capture: Path, model: Path, repeat: int, inside: bool = False, gc: str = "default") -> dict:
     out = subprocess.run([sys.executable, "-c", RUN, str(src.resolve()), str(capture), str(model), str(repeat),
-                          "1" if inside else "0"], capture_output=True, text=True, check=True).stdout
+                          "1" if inside else "0", gc], capture_output=True, text=True, check=True).stdout
     return json.loads(out)
 
 
@@ -139,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", type=Path, default=Path("/tmp/camwatch-bench"))
     ap.add_argument("--json", type=Path, help="also write the rows here")
     ap.add_argument("--inside", action="store_true", help="also time the anomaly detector's own hooks")
+    ap.add_argument("--gc", choices=("default", "cli"), default="default",
+                    help="cli: the CLI's garbage-collector settings (sensor.cli.loop.tune_garbage_collector), as "
+                         "`camwatch replay` runs")
     args = ap.parse_args(argv)
     make_capture = _make_capture()
     if args.site not in make_capture.SITES:
@@ -148,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         capture = args.dir / f"model-{args.site}-{cameras}-{args.seconds:g}s.pcap"
         if not capture.is_file():
             make_capture.write(capture, 10**9, args.site, cameras, args.seconds)
-        rows.append(report(cameras, measure(args.camwatch_src, capture, args.model, args.repeat, args.inside)))
+        rows.append(report(cameras, measure(args.camwatch_src, capture, args.model, args.repeat, args.inside,
+                                            args.gc)))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0

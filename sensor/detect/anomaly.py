@@ -86,23 +86,16 @@ class AnomalyDetector(Detector):
         self._floor[self._monotone] = self._median[self._monotone]
         self._floor[self._bounded] = self._lo[self._bounded]
         self._ceiling[self._bounded] = self._hi[self._bounded]
-        self._note = self._conversation   # bound once: observe passes it with every observation
+        # The hook the framework calls once per observation is WindowFeatures.tally itself (what observe below
+        # does, one Python frame fewer per flow and second of traffic).
+        self.observe = self.windows.tallier(self._conversation)  # type: ignore[method-assign,assignment]
 
     def observe(self, obs: Observation) -> None:
         # Cameras only: the gateway and the NVR are one of a kind on a camera VLAN, so their normal minutes look
-        # isolated to a forest trained on the site, and they are not what the model is for.
-        if obs.sent_packets == 0 or obs.device.role != "camera":
-            return None
-        # Once per flow and second of camera traffic: the conversation's record comes back from the window (it is
-        # looked up only the first time the window sees the observation's variant, by _conversation).
-        conv = self.windows.observe(obs, obs.new_flow, self._note)
-        if conv is None:
-            return None
-        conv.bytes += obs.sent_bytes
-        conv.packets += obs.sent_packets
-        conv.new_flows += obs.new_flow
-        if not conv.name:
-            conv.name = obs.name
+        # isolated to a forest trained on the site, and they are not what the model is for. tally filters them:
+        # once per flow and second of camera traffic, the window adds the observation to the conversation's record
+        # too (it is looked up only the first time the window sees the observation's variant, by _conversation).
+        self.windows.tally(obs)
         return None
 
     def _conversation(self, obs: Observation, start: float) -> _Conversation | None:
@@ -129,11 +122,12 @@ class AnomalyDetector(Detector):
         return sent
 
     def dns_query(self, query: DnsQuery) -> None:
-        start = self.windows.dns_query(query.device.ip, query.ts)
-        if start is None or query.device.role != "camera":
+        device = query.device
+        start = self.windows.dns_query(device.ip, query.ts)
+        if start is None or device.role != "camera":
             return
         # The window WindowFeatures just counted the query in is open: its record may be made.
-        sent = self._record(query.device.ip, start)
+        sent = self._record(device.ip, start)
         resolver = sent.resolvers.get(query.resolver)
         if resolver is None:
             if len(sent.resolvers) >= self.MAX_PEERS_TRACKED:
@@ -255,7 +249,8 @@ def _bounded(newest: list, older: frozenset, limit: int) -> frozenset:
     merged = list(dict.fromkeys(newest))[:limit]
     room = limit - len(merged)
     if room > 0:
-        merged += [item for item in older if item not in set(merged)][:room]
+        have = set(merged)   # once, not once per older item
+        merged += [item for item in older if item not in have][:room]
     return frozenset(merged)
 
 

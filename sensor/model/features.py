@@ -10,7 +10,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -59,9 +58,10 @@ _floor = math.floor
 
 class _Window:
     __slots__ = ("bytes", "packets", "new_flows", "peers", "external_peers", "ports", "external_bytes", "dns",
-                 "conversations", "initiated", "seen", "touched")
+                 "conversations", "initiated", "seen", "touched", "start")
 
-    def __init__(self):
+    def __init__(self, start: float = 0.0):
+        self.start = start     # of the window: WindowFeatures._latest is checked against it
         self.bytes = 0
         self.packets = 0
         self.new_flows = 0
@@ -97,63 +97,13 @@ class _Window:
         )
 
 
-def _rows_scalar(windows: list[_Window]) -> np.ndarray:
-    """The windows' rows as one matrix, each computed by _Window.row: the reference _rows must equal."""
+def _rows(windows: list[_Window]) -> np.ndarray:
+    """The windows' rows as one matrix (only windows that sent: a mean needs packets), each computed by _Window.row
+    and read straight into the matrix (np.fromiter: no list per window). Row by row is the faster build here: a
+    column-by-column one (numpy over the counts, a log1p table for small ones) cost 1.2-1.7x as much on the looks
+    of real replays at 100 and 1,000 cameras (docs/benchmarks.md, the model's cost, fourth pass)."""
     return np.fromiter(chain.from_iterable(map(_Window.row, windows)), np.float64,
                        len(windows) * N_FEATURES).reshape(len(windows), N_FEATURES)
-
-
-# Every window's counts read by C-level iteration (attrgetter, map, len), no Python frame per window: the look at
-# the open windows every few seconds reads every device's window.
-_SUMS = attrgetter("bytes", "packets", "new_flows", "external_bytes", "dns", "initiated")
-_SETS = tuple(attrgetter(name) for name in ("peers", "external_peers", "ports", "conversations"))
-# log1p of every count up to the distinct sets' bound, computed by math.log1p: a lookup gives the same float.
-_LOG1P = np.array([math.log1p(i) for i in range(MAX_DISTINCT + 1)])
-_EXACT = float(1 << 53)   # counts below this are exact as float64, so numpy's division is Python's
-# Below this many windows the column-wise build's two dozen numpy calls (~100 us) cost more than a row each (~3 us):
-# a small site is looked at row by row.
-_FEW = 48
-
-
-def _log1p(counts: np.ndarray) -> np.ndarray:
-    """math.log1p of each count, exactly (numpy's log1p differs from it in the last bit now and then): the table
-    up to MAX_DISTINCT, math.log1p above it."""
-    small = counts < len(_LOG1P)
-    out = np.empty(len(counts))
-    out[small] = _LOG1P[counts[small].astype(np.intp)]
-    if not small.all():
-        out[~small] = [math.log1p(c) for c in counts[~small].tolist()]
-    return out
-
-
-def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
-    return np.divide(part, whole, out=np.zeros(len(whole)), where=whole != 0)
-
-
-def _rows(windows: list[_Window]) -> np.ndarray:
-    """The windows' rows as one matrix (only windows that sent: a mean needs packets), column by column: equal, bit
-    for bit, to _Window.row of each (_rows_scalar), which takes over if a sum is too large to be exact in float64."""
-    n = len(windows)
-    if n < _FEW:
-        return _rows_scalar(windows)
-    sums = np.fromiter(chain.from_iterable(map(_SUMS, windows)), np.float64, n * 6).reshape(n, 6)
-    if sums.max() >= _EXACT:
-        return _rows_scalar(windows)
-    sent, packets, new_flows, external_bytes, dns, initiated = sums.T
-    peers, external_peers, ports, conversations = (
-        np.fromiter(map(len, map(get, windows)), np.intp, n) for get in _SETS)
-    out = np.empty((n, N_FEATURES))
-    out[:, 0] = _log1p(sent)
-    out[:, 1] = _log1p(packets)
-    out[:, 2] = [math.log1p(m) for m in (sent / packets).tolist()]
-    out[:, 3] = _log1p(new_flows)
-    out[:, 4] = _log1p(peers)
-    out[:, 5] = _log1p(external_peers)
-    out[:, 6] = _log1p(ports)
-    out[:, 7] = _share(external_bytes, sent)
-    out[:, 8] = _log1p(dns)
-    out[:, 9] = _share(initiated, conversations.astype(np.float64))
-    return out
 
 
 def _add_bounded(s: set, item) -> bool:
@@ -184,20 +134,21 @@ class WindowFeatures:
         self.dropped = 0                      # observations refused because max_devices devices had open windows
         self._touched: set[tuple[str, float]] = set()   # open windows changed since the last partial()
         self._first_end = math.inf            # no open window ends before this: close() has nothing to do until
+        # device -> the open window its latest observation went to: a device's observations nearly all go to the
+        # same window, found by its address alone (no (address, start) key built, hashed and compared).
+        self._latest: dict[str, _Window] = {}
+        self._tally_note: Callable[[Any, float], Any] | None = None   # tallier's
 
-    def _start(self, ts: float) -> float:
-        return max(math.floor(ts / self.window) * self.window, self._closed_until)
-
-    def _get(self, ip: str, ts: float) -> _Window | None:
-        key = (ip, self._start(ts))
+    def _get(self, ip: str, start: float) -> _Window | None:
+        key = (ip, start)
         acc = self._open.get(key)
         if acc is None:
             if ip not in self._devices and len(self._devices) >= self.max_devices:
                 self.dropped += 1
                 return None
-            acc = self._open[key] = _Window()
+            acc = self._open[key] = _Window(start)
             self._devices[ip] = self._devices.get(ip, 0) + 1
-            self._first_end = min(self._first_end, key[1] + self.window)
+            self._first_end = min(self._first_end, start + self.window)
         return acc
 
     def observe(self, obs, new_flow: bool, note: Callable[[Any, float], Any] | None = None) -> Any:
@@ -207,7 +158,7 @@ class WindowFeatures:
         per-conversation record without a lookup of its own per observation. Without `note`, True.
 
         Called once per flow and second of traffic, so the common case, a variant the window has already seen,
-        takes only the sums and one lookup."""
+        takes only the sums and two lookups (tally is the same step for the anomaly detector)."""
         if obs.sent_packets <= 0:
             return None
         ip = obs.device.ip
@@ -215,15 +166,14 @@ class WindowFeatures:
         start = _floor(obs.ts / window) * window
         if start < self._closed_until:   # max(), without the call
             start = self._closed_until
-        key = (ip, start)
-        acc = self._open.get(key)
-        if acc is None:
-            acc = self._get(ip, obs.ts)
+        acc = self._latest.get(ip)
+        if acc is None or acc.start != start:
+            acc = self._window(ip, start)
             if acc is None:
                 return None
         if not acc.touched:
             acc.touched = True
-            self._touched.add(key)
+            self._touched.add((ip, start))
         sent_bytes = obs.sent_bytes
         acc.packets += obs.sent_packets
         acc.bytes += sent_bytes
@@ -232,14 +182,72 @@ class WindowFeatures:
         external = obs.scope in _EXTERNAL
         if external:
             acc.external_bytes += sent_bytes
-        variant = (obs.peer, obs.proto, obs.port, obs.initiated, external)
-        seen = acc.seen
-        found = seen.get(variant, _UNSEEN)
-        if found is not _UNSEEN:
-            return found
+        found = acc.seen.get((obs.peer, obs.proto, obs.port, obs.initiated, external), _UNSEEN)
+        if found is _UNSEEN:
+            found = self._first_sight(acc, obs, start, external, note)
+        return found
+
+    def tallier(self, note: Callable[[Any, float], Any]) -> Callable[[Any], None]:
+        """tally with `note` as a one-argument hook: the anomaly detector's observe, one Python frame per
+        observation. `note` returns None or a tally: an object with `bytes`, `packets`, `new_flows` and `name`."""
+        self._tally_note = note
+        return self.tally
+
+    def tally(self, obs) -> None:
+        """For a camera's observation, observe(obs, obs.new_flow, note) with the `note` given to tallier, then the
+        observation's sums added to the tally it returned (and its name, if the tally has none yet): the anomaly
+        detector's per-conversation sums in the same step. The same as the detector's filter, observe and those
+        sums one after another (tested)."""
+        sent_packets, device = obs.sent_packets, obs.device
+        # The anomaly detector's population: cameras (see AnomalyDetector.observe).
+        if sent_packets <= 0 or device.role != "camera":
+            return
+        ip = device.ip
+        window = self.window
+        start = _floor(obs.ts / window) * window
+        if start < self._closed_until:
+            start = self._closed_until
+        acc = self._latest.get(ip)
+        if acc is None or acc.start != start:
+            acc = self._window(ip, start)
+            if acc is None:
+                return
+        if not acc.touched:
+            acc.touched = True
+            self._touched.add((ip, start))
+        sent_bytes, new_flow = obs.sent_bytes, obs.new_flow
+        acc.packets += sent_packets
+        acc.bytes += sent_bytes
+        if new_flow:
+            acc.new_flows += 1
+        external = obs.scope in _EXTERNAL
+        if external:
+            acc.external_bytes += sent_bytes
+        found = acc.seen.get((obs.peer, obs.proto, obs.port, obs.initiated, external), _UNSEEN)
+        if found is _UNSEEN:
+            found = self._first_sight(acc, obs, start, external, self._tally_note)
+        if found is not None:
+            found.bytes += sent_bytes
+            found.packets += sent_packets
+            found.new_flows += new_flow
+            if not found.name:
+                found.name = obs.name
+
+    def _window(self, ip: str, start: float) -> _Window | None:
+        """The device's open window at `start`, made if need be (None: refused), now its latest."""
+        acc = self._get(ip, start)
+        if acc is None:
+            return None
+        self._latest[ip] = acc
+        return acc
+
+    def _first_sight(self, acc: _Window, obs, start: float, external: bool,
+                     note: Callable[[Any, float], Any] | None) -> Any:
+        """The window's sets take a variant it has not seen (observe's uncommon step); returns what `note` did."""
         found = True if note is None else note(obs, start)
+        seen = acc.seen
         if len(seen) < MAX_SEEN:
-            seen[variant] = found
+            seen[(obs.peer, obs.proto, obs.port, obs.initiated, external)] = found
         _add_bounded(acc.peers, obs.peer)
         _add_bounded(acc.ports, (obs.proto, obs.port))
         if external:
@@ -250,10 +258,14 @@ class WindowFeatures:
 
     def dns_query(self, device_ip: str, ts: float) -> float | None:
         """Count a DNS query; returns the start of the window it went to (None: refused)."""
-        start = self._start(ts)
-        acc = self._open.get((device_ip, start)) or self._get(device_ip, ts)
-        if acc is None:
-            return None
+        start = _floor(ts / self.window) * self.window
+        if start < self._closed_until:
+            start = self._closed_until
+        acc = self._latest.get(device_ip)
+        if acc is None or acc.start != start:
+            acc = self._window(device_ip, start)
+            if acc is None:
+                return None
         acc.dns += 1
         return start
 
@@ -263,6 +275,8 @@ class WindowFeatures:
             acc = self._open.pop(key)
             self._touched.discard(key)
             ip, start = key
+            if self._latest.get(ip) is acc:
+                del self._latest[ip]
             left = self._devices[ip] - 1
             if left:
                 self._devices[ip] = left

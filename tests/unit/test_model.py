@@ -650,7 +650,7 @@ def _window(rng: np.random.Generator, big: bool):
     # counts around the lookup table's end (MAX_DISTINCT) and far beyond it; bytes from none to terabytes
     w.packets = int(rng.choice([1, 2, 7, MAX_DISTINCT, MAX_DISTINCT + 1, int(rng.integers(1, 10**9))]))
     w.bytes = int(rng.choice([0, 1, 60, int(rng.integers(0, 10**13))]))
-    if big:   # beyond float64's exact integers (forged lengths over a long window): the scalar rows take over
+    if big:   # beyond float64's exact integers (forged lengths over a long window)
         w.bytes = (1 << 53) + int(rng.integers(1, 1000))
     w.external_bytes = int(rng.integers(0, w.bytes + 1))
     w.new_flows = int(rng.choice([0, 1, MAX_DISTINCT, int(rng.integers(0, 10**6))]))
@@ -662,17 +662,14 @@ def _window(rng: np.random.Generator, big: bool):
 
 
 @pytest.mark.parametrize("seed", [6, 7, 8])
-def test_the_column_wise_rows_equal_each_windows_own_row_bit_for_bit(seed):
-    """_rows computes the features column by column (a lookup table for log1p of small counts, numpy's division);
-    _Window.row, one window at a time in Python, is the reference: every value must be the same float."""
-    from sensor.model.features import _FEW, _rows, _rows_scalar
+def test_the_rows_matrix_holds_each_windows_own_row_bit_for_bit(seed):
+    """_rows reads every window's row into one matrix: each must be exactly the row the window computes alone,
+    with counts around and far past MAX_DISTINCT and sums past float64's exact integers."""
+    from sensor.model.features import _rows
     rng = np.random.default_rng(seed)
-    windows = [_window(rng, big=False) for _ in range(500)]
-    assert _rows(windows).tobytes() == _rows_scalar(windows).tobytes()
+    windows = [_window(rng, big=False) for _ in range(500)] + [_window(rng, big=True) for _ in range(5)]
     assert _rows(windows).tobytes() == np.array([w.row() for w in windows]).tobytes()
-    mixed = windows[:_FEW + 1] + [_window(rng, big=True)]   # enough to go column-wise, then the sum too large
-    assert _rows(mixed).tobytes() == _rows_scalar(mixed).tobytes()
-    assert _rows(windows[:3]).tobytes() == _rows_scalar(windows[:3]).tobytes()   # few: row by row
+    assert _rows(windows[:3]).tobytes() == np.array([w.row() for w in windows[:3]]).tobytes()
     assert _rows([]).shape == (0, N)
 
 
@@ -705,3 +702,84 @@ def test_a_full_memo_notes_every_observation_again(monkeypatch):
     for s in range(3):
         wf.observe(obs(T0 + s), s == 0, lambda o, start: calls.append(start) or len(calls))
     assert calls == [T0, T0, T0]
+
+
+class _Tally:
+    __slots__ = ("bytes", "packets", "new_flows", "name", "peer", "start")
+
+    def __init__(self, peer, start):
+        self.bytes = self.packets = self.new_flows = 0
+        self.name, self.peer, self.start = None, peer, start
+
+    def sums(self):
+        return (self.peer, self.start, self.bytes, self.packets, self.new_flows, self.name)
+
+
+def _tallied(stream, close_every: int, fused: bool, monkeypatch=None) -> tuple[list, list]:
+    """The windows and every noted tally's sums, the stream fed through tally (fused) or through the anomaly
+    detector's former steps one after another (the reference): its camera filter, observe, then the sums."""
+    wf = WindowFeatures(max_devices=3)
+    tallies: list[_Tally] = []
+
+    def note(o, start):
+        if len(tallies) % 7 == 6:   # a record the caller no longer keeps (its MAX_PEERS_TRACKED): no sums
+            tallies.append(_Tally(None, None))
+            return None
+        tallies.append(_Tally(o.peer, start))
+        return tallies[-1]
+
+    hook = wf.tallier(note)
+    rows = []
+    for k, (kind, o) in enumerate(stream):
+        if kind == "dns":
+            wf.dns_query(o.device.ip, o.ts)
+        elif fused:
+            hook(o)
+        elif o.sent_packets != 0 and o.device.role == "camera":
+            found = wf.observe(o, o.new_flow, note)
+            if found is not None:
+                found.bytes += o.sent_bytes
+                found.packets += o.sent_packets
+                found.new_flows += o.new_flow
+                if not found.name:
+                    found.name = o.name
+        if k % close_every == 0:
+            rows += wf.close(o.ts) + sorted(wf.partial(), key=lambda r: (r[1], r[0]))
+            # the latest-window shortcut holds open windows only: bounded by them, never keeping a closed one
+            assert all(wf._open.get((ip, w.start)) is w for ip, w in wf._latest.items())
+    rows += wf.flush()
+    assert not wf._latest
+    return [(ip, start, v.tolist()) for ip, start, v in rows] + [wf.dropped], [t.sums() for t in tallies]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_tally_is_the_detectors_filter_observe_and_sums_in_one_step(seed):
+    """WindowFeatures.tally (the anomaly detector's observe hook) against the steps it fuses, on cameras and other
+    devices, late observations folded into the oldest open window, a device refused (max_devices), windows that
+    close and reopen (its latest-window shortcut must never hand back a closed one), DNS queries, names that
+    arrive late and records the caller does not keep."""
+    rng = np.random.default_rng(seed)
+    stream = _random_stream(rng, 4000)
+    for _kind, o in stream:
+        if o.device.ip != "10.20.0.4":
+            o.device.evidence.add("rtsp_server")   # cameras; the fourth device stays "other" and is filtered
+        if rng.random() < 0.3:
+            o.name = f"name{int(rng.integers(3))}.example"
+    for close_every in (1, 13, 97):
+        fused = _tallied(stream, close_every, fused=True)
+        assert fused == _tallied(stream, close_every, fused=False)
+        assert sum(1 for t in fused[1] if t[2]) > 50 and fused[0][-1] > 0   # tallies kept, a device refused
+        assert any(t[5] for t in fused[1]) and len(fused[0]) > 20
+
+
+def test_a_closed_window_is_not_the_devices_latest_any_more():
+    """After its window is emitted, a device's next observation (a late one, folded forward by the close) goes to
+    a new window, never to the emitted one."""
+    wf = WindowFeatures()
+    hook = wf.tallier(lambda o, start: None)
+    camera = Device("10.0.0.5", evidence={"rtsp_server"})
+    hook(Observation(T0 + 1, camera, 3, 300, True, "10.0.0.2", 554, "tcp", None, SCOPE_CAMERA, 20))
+    assert [r[0:2] for r in wf.close(T0 + 60)] == [("10.0.0.5", T0)]
+    hook(Observation(T0 + 59, camera, 2, 200, True, "10.0.0.2", 554, "tcp", None, SCOPE_CAMERA, 20))   # late
+    (ip, start, vector), = wf.flush()
+    assert (ip, start) == ("10.0.0.5", T0 + 60) and math.expm1(vector[1]) == pytest.approx(2)
