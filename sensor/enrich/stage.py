@@ -141,10 +141,10 @@ class Enricher:
             ctx = self._side(upd, flow_context(classifier, flow), True)
             self._side(upd, ctx, False)
             return
-        # _side without a camera side: a public sender's MAC is the router's (marked once: skip the known)
-        if orig_pkts and orig == SCOPE_PUBLIC and orig_mac and orig_mac not in router_macs:
+        # _side without a camera side: a public sender's MAC is the router's
+        if orig_pkts and orig == SCOPE_PUBLIC and self._router_news(orig_mac):
             self.roles.note_router_mac(orig_mac)
-        if resp_pkts and resp == SCOPE_PUBLIC and resp_mac and resp_mac not in router_macs:
+        if resp_pkts and resp == SCOPE_PUBLIC and self._router_news(resp_mac):
             self.roles.note_router_mac(resp_mac)
 
     def _side(self, upd: FlowUpdate, ctx: tuple, is_orig: bool) -> tuple:
