@@ -158,7 +158,7 @@ class WindowFeatures:
         per-conversation record without a lookup of its own per observation. Without `note`, True.
 
         Called once per flow and second of traffic, so the common case, a variant the window has already seen,
-        takes only the sums and two lookups (tally is the same step for the anomaly detector)."""
+        takes only the sums and two lookups (tally is this step for the anomaly detector, plus its sums)."""
         if obs.sent_packets <= 0:
             return None
         ip = obs.device.ip
@@ -188,8 +188,8 @@ class WindowFeatures:
         return found
 
     def tallier(self, note: Callable[[Any, float], Any]) -> Callable[[Any], None]:
-        """tally with `note` as a one-argument hook: the anomaly detector's observe, one Python frame per
-        observation. `note` returns None or a tally: an object with `bytes`, `packets`, `new_flows` and `name`."""
+        """tally with `note` as a one-argument hook: the anomaly detector's observe. `note` returns None or a
+        tally: an object with `bytes`, `packets`, `new_flows` and `name`."""
         self._tally_note = note
         return self.tally
 
@@ -198,37 +198,14 @@ class WindowFeatures:
         observation's sums added to the tally it returned (and its name, if the tally has none yet): the anomaly
         detector's per-conversation sums in the same step. The same as the detector's filter, observe and those
         sums one after another (tested)."""
-        sent_packets, device = obs.sent_packets, obs.device
         # The anomaly detector's population: cameras (see AnomalyDetector.observe).
-        if sent_packets <= 0 or device.role != "camera":
+        if obs.sent_packets <= 0 or obs.device.role != "camera":
             return
-        ip = device.ip
-        window = self.window
-        start = _floor(obs.ts / window) * window
-        if start < self._closed_until:
-            start = self._closed_until
-        acc = self._latest.get(ip)
-        if acc is None or acc.start != start:
-            acc = self._window(ip, start)
-            if acc is None:
-                return
-        if not acc.touched:
-            acc.touched = True
-            self._touched.add((ip, start))
-        sent_bytes, new_flow = obs.sent_bytes, obs.new_flow
-        acc.packets += sent_packets
-        acc.bytes += sent_bytes
-        if new_flow:
-            acc.new_flows += 1
-        external = obs.scope in _EXTERNAL
-        if external:
-            acc.external_bytes += sent_bytes
-        found = acc.seen.get((obs.peer, obs.proto, obs.port, obs.initiated, external), _UNSEEN)
-        if found is _UNSEEN:
-            found = self._first_sight(acc, obs, start, external, self._tally_note)
+        new_flow = obs.new_flow
+        found = self.observe(obs, new_flow, self._tally_note)
         if found is not None:
-            found.bytes += sent_bytes
-            found.packets += sent_packets
+            found.bytes += obs.sent_bytes
+            found.packets += obs.sent_packets
             found.new_flows += new_flow
             if not found.name:
                 found.name = obs.name
