@@ -291,10 +291,23 @@ def parse_tftp_request(payload: bytes) -> TftpRequest | None:
     return TftpRequest(payload[1], payload[2:name_end], mode.decode("ascii"))
 
 
+# Bytes that wire_text shows as themselves, one character each: printable ASCII but the backslash and double quote
+_PLAIN_ASCII = bytes(b for b in range(0x20, 0x7F) if b not in b'\\"')
+
+
 def wire_text(raw: bytes, limit: int = 160) -> str:
     """Attacker-chosen bytes (a file name, a path) as one safe line to quote in an alert: valid UTF-8 as itself,
     every other byte as \\xNN, control and other non-printable characters (line breaks, bidi overrides) escaped,
     backslash and double quote escaped, at most `limit` characters and an ellipsis when cut."""
+    if len(raw) <= limit and not raw.translate(None, _PLAIN_ASCII):
+        # nothing to escape or cut (host names, vendor classes, most paths): what the walk below would build,
+        # without a Python step per character
+        return raw.decode("ascii")
+    return _escaped(raw, limit)
+
+
+def _escaped(raw: bytes, limit: int) -> str:
+    """wire_text's character-by-character walk: the reference its shortcut is tested against."""
     out: list[str] = []
     size = 0
     for ch in raw[:limit * 4].decode("utf-8", "surrogateescape"):
@@ -634,7 +647,12 @@ MAX_DHCP_OPTIONS = 255   # options are at most the rest of a 1500-byte frame; a 
 MAX_PARAMETER_LIST = 64
 
 
-@dataclass
+# The dotted masks that are a prefix: each the text _v4 writes, so a lease's mask is one lookup (an ipaddress object
+# per lease cost as much as the rest of its parse)
+_MASK_PREFIX = {inet_ntoa(((0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF).to_bytes(4, "big")): n for n in range(33)}
+
+
+@dataclass(slots=True)
 class DhcpMessage:
     """A DHCPv4 message (RFC 2131/2132): what the link learns from it. Addresses are dotted text, None when zero or
     absent; host_name and vendor_class are wire text, escaped (wire_text)."""
@@ -655,11 +673,7 @@ class DhcpMessage:
     @property
     def prefix_length(self) -> int | None:
         """The subnet mask as a prefix length, or None when absent or not a contiguous mask."""
-        if self.subnet_mask is None:
-            return None
-        value = int(ipaddress.IPv4Address(self.subnet_mask))
-        length = bin(value).count("1")
-        return length if value == (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF else None
+        return None if self.subnet_mask is None else _MASK_PREFIX.get(self.subnet_mask)
 
 
 def _v4(raw: bytes) -> str | None:
@@ -671,20 +685,19 @@ def _dhcp_options(msg: bytes) -> dict[int, bytes]:
     """Options after the magic cookie: code -> value (the first of each code), bounded, stopping at End or at
     the end of the bytes; a length past the end cuts the value (a total parser keeps what is there)."""
     out: dict[int, bytes] = {}
-    pos = 240
+    pos, end = 240, len(msg)
     for _ in range(MAX_DHCP_OPTIONS):
-        if pos >= len(msg):
+        if pos >= end:
             break
         code = msg[pos]
-        if code == 255:
-            break
         if code == 0:
             pos += 1
             continue
-        if pos + 1 >= len(msg):
+        if code == 255 or pos + 1 >= end:
             break
         length = msg[pos + 1]
-        out.setdefault(code, msg[pos + 2:pos + 2 + length])
+        if code not in out:
+            out[code] = msg[pos + 2:pos + 2 + length]
         pos += 2 + length
     return out
 
@@ -695,16 +708,15 @@ def parse_dhcp(msg: bytes) -> DhcpMessage | None:
         return None
     chaddr = int.from_bytes(msg[28:34], "big") if msg[1] == 1 and msg[2] == 6 else 0
     opts = _dhcp_options(msg)
-    kind = opts.get(53, b"")
-    mask = _v4(opts.get(1, b""))
-    routers = [r for i in range(0, min(len(opts.get(3, b"")), 32), 4) if (r := _v4(opts[3][i:i + 4]))]
+    get = opts.get
+    kind, listed, host, vendor, asked = get(53), get(3), get(12), get(60), get(55)
+    routers = [r for i in range(0, min(len(listed), 32), 4) if (r := _v4(listed[i:i + 4]))] if listed else []
     return DhcpMessage(
-        msg[0], DHCP_MESSAGE_TYPES.get(kind[0]) if len(kind) == 1 else None, chaddr, _v4(msg[12:16]),
-        _v4(msg[16:20]), requested=_v4(opts.get(50, b"")), subnet_mask=mask, routers=routers,
-        server_id=_v4(opts.get(54, b"")),
-        host_name=wire_text(opts[12], MAX_IDENTITY_VALUE) if opts.get(12) else None,
-        vendor_class=wire_text(opts[60], MAX_IDENTITY_VALUE) if opts.get(60) else None,
-        parameters=list(opts.get(55, b"")[:MAX_PARAMETER_LIST]))
+        msg[0], DHCP_MESSAGE_TYPES.get(kind[0]) if kind is not None and len(kind) == 1 else None, chaddr,
+        _v4(msg[12:16]), _v4(msg[16:20]), _v4(get(50, b"")), _v4(get(1, b"")), routers, _v4(get(54, b"")),
+        wire_text(host, MAX_IDENTITY_VALUE) if host else None,
+        wire_text(vendor, MAX_IDENTITY_VALUE) if vendor else None,
+        list(asked[:MAX_PARAMETER_LIST]) if asked else [])
 
 
 DHCPV6_PORTS = (546, 547)

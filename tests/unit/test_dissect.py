@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 import struct
 
 import pytest
@@ -23,6 +24,7 @@ from sensor.dissect import (
     TftpRequest,
     _clean,
     _dns_name,
+    _escaped,
     _headers,
     parse_banner,
     parse_dhip,
@@ -492,6 +494,20 @@ def test_wire_text_is_cut_with_an_ellipsis_never_inside_an_escape():
     assert wire_text("\u00e9".encode() * 50, 20) == "\u00e9" * 20 + "\u2026"
     long = wire_text(b"a" * 1_000_000)
     assert len(long) == 161 and long.endswith("\u2026")
+
+
+def test_wire_text_shortcut_for_plain_ascii_is_the_walk():
+    """Plain printable ASCII within the limit is returned without the per-character walk: byte for byte what the
+    walk writes, and anything else (a quote, a backslash, a control, DEL, non-ASCII, one byte too long) still
+    escaped or cut by it."""
+    rng = random.Random(16)
+    for _ in range(3000):
+        alphabet = rng.choice([bytes(range(0x20, 0x7F)), bytes(range(256)), b'ab "\\\x7f\x1f\xc3\xa9'])
+        raw = bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        limit = rng.choice([0, 1, len(raw) - 1, len(raw), len(raw) + 1, 160])
+        assert wire_text(raw, limit) == _escaped(raw, limit)
+    assert wire_text(b"DCS-935L", 8) == "DCS-935L" and wire_text(b"DCS-935L", 7) == "DCS-935\u2026"
+    assert wire_text(b'say "hi"') == 'say \\"hi\\"' and wire_text(b"a\x7fb") == "a\\x7fb"
 
 
 # ---- banners and discovery --------------------------------------------------------------------------------------

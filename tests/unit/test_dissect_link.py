@@ -3,6 +3,7 @@ and the same DHCP messages read by Wireshark where tshark is installed."""
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import subprocess
 
@@ -22,7 +23,7 @@ from link_packets import (
 )
 
 from packets import mac
-from sensor.dissect import parse_arp, parse_dhcp, parse_dhcpv6, parse_ndp
+from sensor.dissect import DhcpMessage, parse_arp, parse_dhcp, parse_dhcpv6, parse_ndp
 
 CAM, ROUTER = mac("c0:56:e3:00:00:10"), mac("02:00:5e:00:00:01")
 
@@ -54,6 +55,21 @@ def test_dhcp_options_pad_end_and_first_value_kept():
     no_mac = bytearray(message)
     no_mac[1] = 6   # IEEE 802 is htype 1: any other hardware address is not a MAC
     assert parse_dhcp(bytes(no_mac)).chaddr == 0
+
+
+@pytest.mark.parametrize("length", range(33))
+def test_every_contiguous_mask_is_its_prefix_length(length):
+    mask = ipaddress.IPv4Network(f"0.0.0.0/{length}").netmask
+    ack = dhcp(2, 5, CAM, yiaddr="10.1.2.3", options=[(1, mask.packed)])
+    assert parse_dhcp(ack).prefix_length == (length if length else None)   # 0.0.0.0 is no mask: absent
+
+
+def test_a_mask_with_a_hole_or_written_by_hand_is_no_prefix():
+    for mask in ("255.255.255.253", "255.255.0.255", "128.0.0.1", "0.0.0.255"):
+        ack = dhcp(2, 5, CAM, yiaddr="10.1.2.3", options=[(1, ipaddress.IPv4Address(mask).packed)])
+        assert parse_dhcp(ack).prefix_length is None
+    hand = DhcpMessage(2, "ack", 0, None, "10.1.2.3", subnet_mask="255.255.255.000")
+    assert hand.prefix_length is None   # not the text the parser writes: no prefix, and no exception
 
 
 def test_arp_requests_and_replies_name_their_sender():
