@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from collections import Counter
 
 import pytest
 
@@ -22,6 +23,7 @@ from sensor.detect.beacon import (
     size_score,
     sorted_beacon_score,
     sorted_timing,
+    timing_clearing,
     timing_score,
 )
 
@@ -206,3 +208,23 @@ def test_mad_and_timing_equal_the_statistics_module_on_timers():
         med, mad_, score = sorted_timing(intervals)
         assert (med, mad_) == (statistics.median(intervals), ref_mad(intervals))
         assert score == ref_timing_score(intervals)
+
+
+def test_timing_clearing_gives_up_only_below_the_floor():
+    """timing_clearing may answer None only when sorted_timing's score is below the floor; otherwise it is
+    sorted_timing's answer, to the bit. Both outcomes must occur, or the test proves nothing."""
+    rng = random.Random(1616)
+    outcomes = Counter()
+    for _ in range(3000):
+        times, _ = _history(rng)
+        intervals = sorted(b - a for a, b in zip(times, times[1:], strict=False))
+        full = sorted_timing(intervals)
+        for floor in (0.8, rng.uniform(0.0, 1.0), 0.0, 1.0):
+            got = timing_clearing(intervals, floor)
+            if got is None:
+                assert full[2] < floor, (intervals, floor, full)
+                outcomes["gave up"] += 1
+            else:
+                assert got == full
+                outcomes["scored"] += 1
+    assert outcomes["gave up"] > 100 and outcomes["scored"] > 100, outcomes
