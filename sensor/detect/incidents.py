@@ -111,16 +111,25 @@ class Traffic:
             return 0
         self.last_seen = weakref.ref(obs)
         added = self._follow(obs, room)
-        self.first = obs.ts if self.first is None else min(self.first, obs.ts)
-        self.last = obs.ts if self.last is None else max(self.last, obs.ts)
-        self.addresses = _note(self.addresses, obs.peer)
-        if obs.name:
+        ts = obs.ts
+        # comparisons, not min() and max(): each observation of a followed device comes here (issue 16), and a
+        # builtin call costs more than the test; they keep min's and max's answer (the old value unless the new one
+        # is strictly beyond it)
+        if self.first is None or ts < self.first:
+            self.first = ts
+        if self.last is None or ts > self.last:
+            self.last = ts
+        if obs.peer not in self.addresses:
+            self.addresses = _note(self.addresses, obs.peer)
+        if obs.name and obs.name not in self.names:
             self.names = _note(self.names, obs.name)
-        second = int(obs.ts)
+        second = int(ts)
         if second != self.second:
             self.second, self.second_bytes = second, 0
         self.second_bytes += obs.sent_bytes
-        self.peak_bps = max(self.peak_bps, 8.0 * self.second_bytes)
+        bps = 8.0 * self.second_bytes
+        if bps > self.peak_bps:
+            self.peak_bps = bps
         return added
 
     def _follow(self, obs: Observation, room: bool) -> int:
@@ -358,7 +367,8 @@ class Incidents:
         service = self._fanned_out(obs.device.id, service, obs.scope)
         incident = self._current((obs.device.id, service.id), obs.ts)
         if incident is not None:
-            incident.last = max(incident.last, obs.ts)
+            if obs.ts > incident.last:   # max()'s answer, without its call
+                incident.last = obs.ts
             self._followed += incident.traffic.add(obs, self._followed < FOLLOWED_MAX)
             self._link(obs, incident)
 
