@@ -182,7 +182,7 @@ def sorted_timing(intervals: list[float]) -> tuple[float, float, float]:
 def timing_clearing(intervals: list[float], floor: float) -> tuple[float, float, float] | None:
     """sorted_timing(intervals), or None when its score is certainly below floor: the skew and MAD parts are at most
     1 each, and IEEE addition and division are monotone, so (2 + share) / 3 below the floor leaves the score below
-    it too, whatever the quartiles and the MAD. A third of the scored check-ins of real cameras end there, the
+    it too, whatever the quartiles and the MAD. A fifth of the scored check-ins of real cameras end there, the
     quartiles and the MAD not worked out. (None is not the only answer below the floor: the caller still compares.)
     """
     med = _median(intervals)
