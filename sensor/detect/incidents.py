@@ -364,8 +364,16 @@ class Incidents:
         """Traffic of a device that has open incidents: counted in the incident of its service, if one is open."""
         self._sweep(obs.ts)
         self._adopt(obs.device.id, obs.peer, obs.name, service)
-        service = self._fanned_out(obs.device.id, service, obs.scope)
-        incident = self._current((obs.device.id, service.id), obs.ts)
+        # The pair's own incident, when open, is the one (_fanned_out keeps a service whose incident is open): found
+        # with one lookup instead of a membership test and then a second lookup (issue 16: every observation of a
+        # followed device comes here).
+        key = (obs.device.id, service.id)
+        incident = self._open.use(key)
+        if incident is None:
+            service = self._fanned_out(obs.device.id, service, obs.scope)
+            incident = self._current((obs.device.id, service.id), obs.ts)
+        else:
+            incident = self._unless_silent(key, incident, obs.ts)
         if incident is not None:
             if obs.ts > incident.last:   # max()'s answer, without its call
                 incident.last = obs.ts
@@ -445,7 +453,10 @@ class Incidents:
         """The open incident of the pair; one that has been silent for the timeout by `ts` closes first (the tick
         that would have closed it may not have come: a replay has no ticks between packets)."""
         incident = self._open.use(key)
-        if incident is not None and ts - incident.last > self.timeout:
+        return None if incident is None else self._unless_silent(key, incident, ts)
+
+    def _unless_silent(self, key: tuple[str, str], incident: Incident, ts: float) -> Incident | None:
+        if ts - incident.last > self.timeout:
             self._open.pop(key)
             self._close(incident, incident.last + self.timeout, SILENCE)
             return None
