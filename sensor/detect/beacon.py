@@ -17,14 +17,14 @@ Adapted:
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 
 ON_PERIOD = 0.3      # an interval within ±30% of the median one is "on period" (±20% jitter stays well inside)
 
 # The statistics are order-free, so each series is sorted once and its median, quartiles and MAD are read off the
-# sorted list (and the on-period share off the sorted deviations), where statistics.median and .quantiles sorted it
-# again for every call: a device's history is scored at every check-in it starts. The arithmetic is theirs
+# sorted list (the MAD and the on-period share too: see _kth_deviation), where statistics.median and .quantiles
+# sorted it again for every call: a device's history is scored at every check-in it starts. The arithmetic is theirs
 # (Python 3.11's), so the scores are the same to the bit (tests/unit/test_detect_beacon_exact.py pins it).
 
 
@@ -59,9 +59,51 @@ def _quartiles(data: list[float]) -> tuple[float, float, float]:
             (data[j3] * (4 - d3) + data[j3 + 1] * d3) / 4)
 
 
-def _deviations(data: list[float], med: float) -> list[float]:
-    # sorted data minus its median is a falling run then a rising one: the sort merges two runs
-    return sorted([abs(v - med) for v in data])
+# The deviations |v - med| of sorted data, computed as floats, fall then rise (v - med rounds monotonically, and
+# med - v is exactly its negation), so the k + 1 smallest are k + 1 neighbours data[i..i+k], and the k-th smallest is
+# the least, over those windows, of the larger end's deviation: max(med - data[i], data[i+k] - med) (a window wholly
+# on one side has its far end's). The first falls and the second rises with i: a bisection finds where they cross,
+# and the answer is one of the very subtractions abs(v - med) would have made. No list, no sort (issue 16: the
+# deviations' list and sort were a third of a score, at every check-in of every pair).
+
+def _kth_deviation(data: Sequence[float], med: float, k: int) -> float:
+    """The k-th smallest (0-based) of abs(v - med) over sorted data, to the bit."""
+    lo, hi = 0, len(data) - 1 - k   # the first window whose right end's deviation is at least its left end's
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if data[mid + k] - med >= med - data[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    best = max(data[lo + k] - med, med - data[lo])   # the window there (the last may not have crossed)
+    if lo:
+        best = min(best, med - data[lo - 1])
+    return best
+
+
+def _mad_of_sorted(data: Sequence[float], med: float) -> float:
+    """statistics.median of the deviations from med of sorted, non-empty data, to the bit."""
+    n = len(data)
+    if n % 2:
+        return _kth_deviation(data, med, n // 2)
+    return (_kth_deviation(data, med, n // 2 - 1) + _kth_deviation(data, med, n // 2)) / 2
+
+
+def _within(data: Sequence[float], med: float, reach: float) -> int:
+    """How many of sorted data have abs(v - med) <= reach: a run of neighbours (the deviations fall then rise),
+    found by bisecting on med ± reach and then moving each end by the exact test (the sum may round either way)."""
+    n = len(data)
+    j = bisect_right(data, med + reach)
+    while j < n and data[j] - med <= reach:
+        j += 1
+    while j and data[j - 1] - med > reach:
+        j -= 1
+    i = bisect_left(data, med - reach)
+    while i and med - data[i - 1] <= reach:
+        i -= 1
+    while i < n and med - data[i] > reach:
+        i += 1
+    return max(0, j - i)   # none when reach < 0
 
 
 def _skew(q1: float, q2: float, q3: float) -> float:
@@ -78,7 +120,7 @@ def bowley_skew(values: list[float]) -> float:
 
 def mad(values: list[float]) -> float:
     data = sorted(values)
-    return _median(_deviations(data, _median(data)))
+    return _mad_of_sorted(data, _median(data))
 
 
 def _skew_part(data: list[float], med: float) -> float:
@@ -86,29 +128,34 @@ def _skew_part(data: list[float], med: float) -> float:
     return 1 - abs(_skew(q1, q2, q3)) * min(1.0, (q3 - q1) / med)
 
 
-def _madm_part(devs: list[float], med: float) -> float:
-    return max(0.0, 1 - _median(devs) / med)
+def _madm_part(mad_: float, med: float) -> float:
+    return max(0.0, 1 - mad_ / med)
 
 
-def _timing(data: list[float], med: float, devs: list[float]) -> float:
+def _share(data: list[float], med: float) -> float:
+    return _within(data, med, ON_PERIOD * med) / len(data)    # the deviations within ±ON_PERIOD of the median
+
+
+def _timing(data: list[float], med: float, mad_: float, share: float | None = None) -> float:
     if med <= 0:
         return 0.0
-    share = bisect_right(devs, ON_PERIOD * med) / len(data)    # the deviations within ±ON_PERIOD of the median
-    return (_skew_part(data, med) + _madm_part(devs, med) + share) / 3
+    if share is None:
+        share = _share(data, med)
+    return (_skew_part(data, med) + _madm_part(mad_, med) + share) / 3
 
 
 def _sizes(data: list[float]) -> float:
     med = _median(data)
     if med <= 0:
         return 0.0
-    return (_skew_part(data, med) + _madm_part(_deviations(data, med), med)) / 2
+    return (_skew_part(data, med) + _madm_part(_mad_of_sorted(data, med), med)) / 2
 
 
 def timing_score(intervals: list[float]) -> float:
     """Mean of the skew part, the MAD part and the on-period share; 0 for a degenerate median."""
     data = sorted(intervals)
     med = _median(data)
-    return _timing(data, med, _deviations(data, med))
+    return _timing(data, med, _mad_of_sorted(data, med))
 
 
 def size_score(sizes: list[float]) -> float:
@@ -124,21 +171,37 @@ def beacon_score(times: list[float], sizes: list[int]) -> tuple[float, float, di
                                sorted([float(s) for s in sizes]))
 
 
-def sorted_timing(intervals: list[float]) -> tuple[float, list[float], float]:
-    """The timing half of sorted_beacon_score: the median interval, the sorted deviations from it and the timing
-    score. A detector that needs a timing score above a threshold asks this first, and the sizes only after."""
+def sorted_timing(intervals: list[float]) -> tuple[float, float, float]:
+    """The timing half of sorted_beacon_score: the median interval, the median deviation from it (MAD) and the
+    timing score. A detector that needs a timing score above a threshold asks this first, and the sizes only after."""
     med = _median(intervals)
-    devs = _deviations(intervals, med)
-    return med, devs, _timing(intervals, med, devs)
+    mad_ = _mad_of_sorted(intervals, med)
+    return med, mad_, _timing(intervals, med, mad_)
+
+
+def timing_clearing(intervals: list[float], floor: float) -> tuple[float, float, float] | None:
+    """sorted_timing(intervals), or None when its score is certainly below floor: the skew and MAD parts are at most
+    1 each, and IEEE addition and division are monotone, so (2 + share) / 3 below the floor leaves the score below
+    it too, whatever the quartiles and the MAD. A fifth of the scored check-ins of real cameras end there, the
+    quartiles and the MAD not worked out. (None is not the only answer below the floor: the caller still compares.)
+    """
+    med = _median(intervals)
+    share = None
+    if med > 0:
+        share = _share(intervals, med)
+        if (2 + share) / 3 < floor:
+            return None
+    mad_ = _mad_of_sorted(intervals, med)
+    return med, mad_, _timing(intervals, med, mad_, share)
 
 
 def sorted_beacon_score(intervals: list[float], sizes: list[float],
-                        timing: tuple[float, list[float], float] | None = None) -> tuple[float, float, dict]:
+                        timing: tuple[float, float, float] | None = None) -> tuple[float, float, dict]:
     """beacon_score of the intervals between the check-ins and their sizes (floats), each sorted ascending: a
     detector keeping them sorted as check-ins come and go scores without sorting them again. timing: what
     sorted_timing(intervals) gave, if the caller has it."""
-    med, devs, ts_score = timing if timing is not None else sorted_timing(intervals)
+    med, mad_, ts_score = timing if timing is not None else sorted_timing(intervals)
     ds_score = _sizes(sizes)
-    parts = {"interval_s": round(med, 2), "interval_mad_s": round(_median(devs), 2),
+    parts = {"interval_s": round(med, 2), "interval_mad_s": round(mad_, 2),
              "ts_score": round(ts_score, 3), "ds_score": round(ds_score, 3)}
     return (ts_score + ds_score) / 2, ts_score, parts

@@ -9,7 +9,7 @@ from bisect import bisect_left, insort
 from sensor.bounded import BoundedLRU
 from sensor.detect.alert import Alert
 from sensor.detect.base import Detector, DetectorContext
-from sensor.detect.beacon import ON_PERIOD, median_of_sorted, sorted_beacon_score, sorted_timing
+from sensor.detect.beacon import ON_PERIOD, median_of_sorted, sorted_beacon_score, timing_clearing
 from sensor.detect.connectivity import only_pings
 from sensor.detect.text import covered_note, describe_destination, describe_device, severity_for
 from sensor.enrich import Observation
@@ -89,9 +89,9 @@ class BeaconingDetector(Detector):
             return None
         # the check-in that just began has no size yet: the sizes are those of the finished ones
         intervals, sizes = events.sorted_series()
-        timed = sorted_timing(intervals)
+        timed = timing_clearing(intervals, self.timing_threshold)
         # what the score of the sizes could not change: spared a third of the scores it costs
-        if timed[2] < self.timing_threshold or round(timed[0], 2) < self.min_period:
+        if timed is None or timed[2] < self.timing_threshold or round(timed[0], 2) < self.min_period:
             return None
         score, timing, parts = sorted_beacon_score(intervals, sizes, timed)
         if score < self.threshold or timing < self.timing_threshold or not self._shaped(events, parts["interval_s"]):

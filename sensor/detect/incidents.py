@@ -111,16 +111,25 @@ class Traffic:
             return 0
         self.last_seen = weakref.ref(obs)
         added = self._follow(obs, room)
-        self.first = obs.ts if self.first is None else min(self.first, obs.ts)
-        self.last = obs.ts if self.last is None else max(self.last, obs.ts)
-        self.addresses = _note(self.addresses, obs.peer)
-        if obs.name:
+        ts = obs.ts
+        # comparisons, not min() and max(): each observation of a followed device comes here (issue 16), and a
+        # builtin call costs more than the test; they keep min's and max's answer (the old value unless the new one
+        # is strictly beyond it)
+        if self.first is None or ts < self.first:
+            self.first = ts
+        if self.last is None or ts > self.last:
+            self.last = ts
+        if obs.peer not in self.addresses:
+            self.addresses = _note(self.addresses, obs.peer)
+        if obs.name and obs.name not in self.names:
             self.names = _note(self.names, obs.name)
-        second = int(obs.ts)
+        second = int(ts)
         if second != self.second:
             self.second, self.second_bytes = second, 0
         self.second_bytes += obs.sent_bytes
-        self.peak_bps = max(self.peak_bps, 8.0 * self.second_bytes)
+        bps = 8.0 * self.second_bytes
+        if bps > self.peak_bps:
+            self.peak_bps = bps
         return added
 
     def _follow(self, obs: Observation, room: bool) -> int:
@@ -355,10 +364,19 @@ class Incidents:
         """Traffic of a device that has open incidents: counted in the incident of its service, if one is open."""
         self._sweep(obs.ts)
         self._adopt(obs.device.id, obs.peer, obs.name, service)
-        service = self._fanned_out(obs.device.id, service, obs.scope)
-        incident = self._current((obs.device.id, service.id), obs.ts)
+        # The pair's own incident, when open, is the one (_fanned_out keeps a service whose incident is open): found
+        # with one lookup instead of a membership test and then a second lookup (issue 16: every observation of a
+        # followed device comes here).
+        key = (obs.device.id, service.id)
+        incident = self._open.use(key)
+        if incident is None:
+            service = self._fanned_out(obs.device.id, service, obs.scope)
+            incident = self._current((obs.device.id, service.id), obs.ts)
+        else:
+            incident = self._unless_silent(key, incident, obs.ts)
         if incident is not None:
-            incident.last = max(incident.last, obs.ts)
+            if obs.ts > incident.last:   # max()'s answer, without its call
+                incident.last = obs.ts
             self._followed += incident.traffic.add(obs, self._followed < FOLLOWED_MAX)
             self._link(obs, incident)
 
@@ -435,7 +453,10 @@ class Incidents:
         """The open incident of the pair; one that has been silent for the timeout by `ts` closes first (the tick
         that would have closed it may not have come: a replay has no ticks between packets)."""
         incident = self._open.use(key)
-        if incident is not None and ts - incident.last > self.timeout:
+        return None if incident is None else self._unless_silent(key, incident, ts)
+
+    def _unless_silent(self, key: tuple[str, str], incident: Incident, ts: float) -> Incident | None:
+        if ts - incident.last > self.timeout:
             self._open.pop(key)
             self._close(incident, incident.last + self.timeout, SILENCE)
             return None

@@ -4,13 +4,18 @@ threshold sits on them). The reference below is the straightforward version the 
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
+from collections import Counter
 
 import pytest
 
 from sensor.detect.beacon import (
     ON_PERIOD,
+    _kth_deviation,
+    _mad_of_sorted,
+    _within,
     beacon_score,
     bowley_skew,
     mad,
@@ -18,6 +23,7 @@ from sensor.detect.beacon import (
     size_score,
     sorted_beacon_score,
     sorted_timing,
+    timing_clearing,
     timing_score,
 )
 
@@ -155,3 +161,70 @@ def test_the_detectors_sorted_series_follow_its_check_ins_as_they_come_and_go():
                 timed = sorted_timing(got[0])
                 assert timed[2] == ref_timing_score(got[0])
                 assert sorted_beacon_score(*got, timed) == sorted_beacon_score(*got)
+
+
+# The MAD and the on-period share are read off the sorted series without a list of deviations (_kth_deviation,
+# _within); every order statistic of the deviations and every count must be those of the sorted list, to the bit.
+
+def _series(rng: random.Random) -> list[float]:
+    n = rng.randint(1, 70)
+    kind = rng.randrange(5)
+    if kind == 0:
+        return [rng.uniform(-1e3, 1e3) for _ in range(n)]
+    if kind == 1:   # ties, many of them on the median
+        return [float(rng.randint(0, 3)) for _ in range(n)]
+    if kind == 2:   # tiny, subnormal and huge gaps, and sums that round
+        return [rng.choice([5e-324, 1e-300, 0.1, 0.2, 0.30000000000000004, 1.0, 1e15 + 0.5, 1e300]) for _ in range(n)]
+    if kind == 3:   # a jittered timer with missed check-ins (a long tail on one side)
+        period = rng.uniform(0.01, 5000)
+        return [period * (1 + rng.uniform(-0.2, 0.2)) * rng.choice([1, 1, 1, 2, 3]) for _ in range(n)]
+    return [rng.choice([-1.0, 1.0]) * rng.expovariate(1.0) * 10 ** rng.randint(-8, 8) for _ in range(n)]
+
+
+def test_deviation_statistics_equal_the_sorted_deviations():
+    rng = random.Random(16)
+    for _ in range(4000):
+        data = sorted(_series(rng))
+        med = median_of_sorted(data)
+        devs = sorted([abs(v - med) for v in data])
+        for k in range(len(data)):
+            got = _kth_deviation(data, med, k)
+            assert got == devs[k] and math.copysign(1.0, got) == math.copysign(1.0, devs[k]), (data, k)
+        assert _mad_of_sorted(data, med) == statistics.median(devs)
+        for reach in (ON_PERIOD * med, 0.0, abs(med), devs[len(devs) // 2], devs[-1], -1.0, 5e-324):
+            assert _within(data, med, reach) == sum(d <= reach for d in devs), (data, reach)
+        # a reach on a deviation exactly, and on its neighbouring floats, where med ± reach rounds either way
+        for d in devs:
+            for reach in (d, math.nextafter(d, -math.inf), math.nextafter(d, math.inf)):
+                assert _within(data, med, reach) == sum(x <= reach for x in devs)
+
+
+def test_mad_and_timing_equal_the_statistics_module_on_timers():
+    rng = random.Random(61)
+    for _ in range(1500):
+        times, sizes = _history(rng)
+        intervals = sorted(b - a for a, b in zip(times, times[1:], strict=False))
+        assert mad(intervals) == ref_mad(intervals)
+        med, mad_, score = sorted_timing(intervals)
+        assert (med, mad_) == (statistics.median(intervals), ref_mad(intervals))
+        assert score == ref_timing_score(intervals)
+
+
+def test_timing_clearing_gives_up_only_below_the_floor():
+    """timing_clearing may answer None only when sorted_timing's score is below the floor; otherwise it is
+    sorted_timing's answer, to the bit. Both outcomes must occur, or the test proves nothing."""
+    rng = random.Random(1616)
+    outcomes = Counter()
+    for _ in range(3000):
+        times, _ = _history(rng)
+        intervals = sorted(b - a for a, b in zip(times, times[1:], strict=False))
+        full = sorted_timing(intervals)
+        for floor in (0.8, rng.uniform(0.0, 1.0), 0.0, 1.0):
+            got = timing_clearing(intervals, floor)
+            if got is None:
+                assert full[2] < floor, (intervals, floor, full)
+                outcomes["gave up"] += 1
+            else:
+                assert got == full
+                outcomes["scored"] += 1
+    assert outcomes["gave up"] > 100 and outcomes["scored"] > 100, outcomes
