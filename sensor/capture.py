@@ -22,6 +22,9 @@ from sensor.mapped import Damaged, MappedFile
 from sensor.readahead import ReadAhead
 
 CHUNK_BYTES = 8 << 20   # thousands of video frames per batch: numpy's per-call overhead amortised
+# A live source with nothing to hand over says so this often (an empty batch): flows expire and a new flow waiting
+# for its name (sensor.pipeline.NAME_WAIT) is judged on the wall clock, within a second of its first packet.
+IDLE_TICK = 0.1
 # Larger than any real link MTU with headroom for jumbo and loopback captures; a longer record is corruption.
 MAX_RECORD_BYTES = 1 << 20
 # Files of at least this many bytes are read ahead (sensor.readahead): the next chunk read by a second thread while

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sensor import compiled
-from sensor.capture import CHUNK_BYTES, CaptureReader
+from sensor.capture import CHUNK_BYTES, IDLE_TICK, CaptureReader
 from sensor.errors import CamwatchError
 
 
@@ -118,7 +118,7 @@ class LiveCapture:
     WATCHDOG: bool | None = None
     PIPE_BYTES = 1 << 20   # the unprivileged maximum (fs.pipe-max-size); the default 64 KiB fills in microseconds
 
-    def __init__(self, interface: str, bpf: str | None = None, *, buffer_mib: int, tick: float = 0.5,
+    def __init__(self, interface: str, bpf: str | None = None, *, buffer_mib: int, tick: float = IDLE_TICK,
                  queue_mib: int = 64, start_timeout: float = 10.0, linger: float = 0.5, stop_grace: float = 5.0):
         dumpcap = shutil.which("dumpcap") or ("/usr/bin/dumpcap" if Path("/usr/bin/dumpcap").exists() else None)
         if dumpcap is None:

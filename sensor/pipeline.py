@@ -35,6 +35,13 @@ if TYPE_CHECKING:
     from sensor.model import AnomalyModel  # only a run given a model loads the model file's code
 
 DECODE_SLICE = 16384
+# Live, a new flow waits this long (capture time) for the packets that name it before its verdict: a TLS
+# ClientHello or HTTP request comes a round trip after the SYN, often in the next read. Short enough that a
+# camera's first packet to the Internet is still a line within a second (with the live sources' idle tick).
+NAME_WAIT = 0.1
+# Idle, the live sources tick on the wall clock while packets of that wait may still be on their way (dumpcap's
+# libpcap hands them over in blocks retired every 250 ms): an idle tick settles only once that much more passed.
+IDLE_SLACK = 0.25
 DEVICE_SAVE_SECONDS = 30.0
 LINK_LEARNED_KEY = "link_learned"   # routers and camera-side networks learnt from the link (zero-config)
 
@@ -90,9 +97,13 @@ class Sensor:
         self.flows = FlowTable(config.flows)
         # Updates of flows already known are summed per flow over each second of capture time and reach the
         # detectors when that second ends, as does their tick: a VLAN's hundreds of long video flows then cost
-        # the same, and detect the same, whatever the batch size (replay chunks, live pipe reads). A flow's first
-        # packets go to the detectors at once.
+        # the same, and detect the same, whatever the batch size (replay chunks, live pipe reads). A new flow waits
+        # for the end of its second too (live, at most NAME_WAIT), settled before the second's updates: what names
+        # it (a ClientHello, the answering MAC) may come in the next batch, and a flow is judged on its first
+        # second however the input was cut.
         self._pending: dict[Flow, FlowUpdate] = {}
+        self._fresh: list[Flow] = []
+        self._fresh_due = math.inf   # live: when the oldest waiting new flow is settled at the latest
         self._pending_second: float | None = None
         self._second_last_ts = 0.0   # the latest packet time seen in that second
         self.inventory = Inventory(config, manuf if manuf is not None else ManufDatabase.load(), makers)
@@ -128,6 +139,8 @@ class Sensor:
             # Live, an incident's line goes out when the read that brought it is done, not when its second of
             # capture time ends: a camera's first packet to the Internet is a line within a second of capture.
             with self.lock:
+                if self._fresh and (self.last_ts or 0.0) >= self._fresh_due:
+                    self._settle_fresh()
                 self.detection.write_lines()
 
     def _process(self, batch: Batch, pace: Callable[[float], None] | None) -> None:
@@ -162,6 +175,9 @@ class Sensor:
             if self._pending_second is not None and now >= self._pending_second + 1:
                 self._end_second()
                 self._pending_second = None
+            elif self._fresh and now >= self._fresh_due + IDLE_SLACK:
+                self._settle_fresh()
+                self.detection.write_lines()
             self.flows.expire(now)
             if time.monotonic() - self._last_save >= 1.0:
                 self._save()
@@ -228,9 +244,12 @@ class Sensor:
             self.enricher.read_payloads(dec, rows, self.flows)
         # New flows go to the enricher at once, in one call (a flood's are most of a batch); the updates of the
         # others wait for the second's end (_defer only sums, so the two need not interleave).
-        self.enricher.new_flows(fresh)
         if updates:
             self._defer(updates)
+        if fresh:
+            if not self._fresh and self.live:
+                self._fresh_due = t0 + NAME_WAIT
+            self._fresh += fresh
         if time.monotonic() - self._last_save >= 1.0:
             self._save(devices_too=False)
 
@@ -252,7 +271,11 @@ class Sensor:
         return t0, t1
 
     def _defer(self, updates: list[FlowUpdate]) -> None:
-        """Add updates of known flows to what each flow carried in the current second."""
+        """Add updates of known flows to what each flow carried in the current second. A flow still waiting as new
+        (an earlier batch of the second made it) holds these packets already: its settling reads the flow whole."""
+        if self._fresh:
+            waiting = set(self._fresh)
+            updates = [upd for upd in updates if upd.flow not in waiting]
         pending = self._pending
         for upd in updates:
             acc = pending.get(upd.flow)
@@ -264,7 +287,13 @@ class Sensor:
                 acc.orig_bytes += upd.orig_bytes
                 acc.resp_bytes += upd.resp_bytes
 
+    def _settle_fresh(self) -> None:
+        fresh, self._fresh, self._fresh_due = self._fresh, [], math.inf
+        self.enricher.new_flows(fresh)
+
     def _end_second(self, tick: bool = True) -> None:
+        if self._fresh:
+            self._settle_fresh()
         pending = self._pending
         if pending:   # a quiet second carried no update of a known flow
             self._pending = {}

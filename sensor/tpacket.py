@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from sensor.bpf import compile_filter
-from sensor.capture import CaptureReader
+from sensor.capture import IDLE_TICK, CaptureReader
 from sensor.errors import CamwatchError
 from sensor.privilege import drop_privileges
 
@@ -149,7 +149,7 @@ class TpacketCapture:
     BATCH_WAIT = 0.05           # as LiveCapture: gather up to this long for a large batch
 
     def __init__(self, interface: str, bpf: str | None = None, *, buffer_mib: int, fanout_group: int = 0,
-                 user: str | None = None, tick: float = 0.5, linger: float = RETIRE_MS / 1000,
+                 user: str | None = None, tick: float = IDLE_TICK, linger: float = RETIRE_MS / 1000,
                  start: bool = True):
         if extension is None:
             raise CamwatchError("the tpacket engine needs camwatch's compiled extension (sensor._tpacket, Linux "

@@ -122,3 +122,49 @@ def test_the_packet_counters_carry_over_batches_and_a_window_that_fails():
     sensor._window = real
     sensor.process(second.select(slice(2, 3)))
     assert now() == counted(first, second.select(slice(0, 1)), second.select(slice(2, 3)))
+
+
+def _live_sensor_and_syn():
+    from packets import ethernet, ipv4, mac, tcp
+    from sensor.config import parse_config
+    from sensor.enrich import ManufDatabase
+    from sensor.pipeline import Sensor
+
+    alerts: list = []
+    sensor = Sensor(parse_config({"networks": {"camera": ["10.20.0.0/24"]}}), ManufDatabase({}),
+                    on_alert=alerts.append)
+    sensor.live = True
+    syn = ethernet(mac("02:00:00:00:00:fe"), mac("00:40:8c:00:00:11"), 0x0800,
+                   ipv4("10.20.0.11", "203.0.113.77", 6, tcp("10.20.0.11", "203.0.113.77", 40123, 443, 1, 0, "S")))
+    return sensor, alerts, syn
+
+
+def test_live_a_new_flow_waits_for_its_name_at_most_name_wait_of_capture_time():
+    """Live, a brand-new flow is judged once a read brings a packet NAME_WAIT after its first (what names it has
+    come by then), not at the end of the read that brought it; its line goes out with that read."""
+    from packets import ethernet, ipv4, mac, udp
+    from sensor.pipeline import NAME_WAIT
+
+    from .test_export import T0, make_batch
+
+    sensor, alerts, syn = _live_sensor_and_syn()
+    sensor.process(make_batch([(T0 + 0.5, syn)]))
+    other = ethernet(mac("02:00:00:00:00:01"), mac("00:40:8c:00:00:12"), 0x0800,
+                     ipv4("10.20.0.12", "10.20.0.2", 17, udp("10.20.0.12", "10.20.0.2", 5000, 5000, b"x")))
+    sensor.process(make_batch([(T0 + 0.5 + NAME_WAIT / 2, other)]))
+    assert alerts == []
+    sensor.process(make_batch([(T0 + 0.5 + NAME_WAIT, other)]))
+    assert [(a.dst_ip, a.ts) for a in alerts] == [("203.0.113.77", T0 + 0.5)]
+
+
+def test_live_an_idle_tick_judges_a_waiting_new_flow_once_its_packets_cannot_still_be_on_their_way():
+    from sensor.pipeline import IDLE_SLACK, NAME_WAIT
+
+    from .test_export import T0, make_batch
+
+    sensor, alerts, syn = _live_sensor_and_syn()
+    sensor.process(make_batch([(T0 + 0.5, syn)]))
+    sensor.expire(T0 + 0.5 + NAME_WAIT + IDLE_SLACK - 0.01)
+    assert alerts == []
+    sensor.expire(T0 + 0.5 + NAME_WAIT + IDLE_SLACK)
+    assert [a.dst_ip for a in alerts] == ["203.0.113.77"]
