@@ -22,6 +22,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <stdint.h>
+#include <string.h>
 
 #define KEY 40
 #define P_TCP 6
@@ -49,6 +50,7 @@ typedef struct {
     Py_ssize_t flow_off[NSLOTS], update_off[NUPDATE];
     PyObject *ports, *macs, *shared_mac, *end, *idle;
     int lazy_ports;   /* Flow's port slots are lazy_port: a new flow leaves them empty */
+    int lru;          /* the four tables are Lru: their entries are reached directly (one_group_lru) */
     int flow_whole, update_whole;   /* the slots are the whole object: allocated without zeroing (filled) */
     int64_t memo_mac[2];            /* the last two MACs shared in this call and their ints (strong references) */
     PyObject *memo_int[2];
@@ -56,6 +58,539 @@ typedef struct {
 } Env;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+/* ---- the flow table's LRU tables in C (issue 16, the flow table in C) ---------------------------------------------
+ * Lru: an insertion-ordered map of bytes keys (a flow's canonical 40-byte key) to values (its Flow), with the
+ * OrderedDict methods the flow table uses: len, in, [], get, pop, popitem, move_to_end, clear, and iteration (keys,
+ * values, items) oldest first. flows.FlowTable keeps its four LRU tables (tcp, closed, udp, other) as Lru when this
+ * extension is built, OrderedDicts otherwise: the OrderedDict is the reference (tests/unit/test_flows_table.py holds
+ * the two to each other on random sequences of operations, colliding keys included), and apply and evict below reach
+ * an Lru's entries directly instead of through the mapping protocol.
+ *
+ * Layout: a dense array of 32-byte entries (key, value, hash, and the LRU list's prev/next as entry indices; freed
+ * entries are reused through a free list), and an open-addressing index of uint32 (entry + 1, 0 empty), linear
+ * probing kept at most half full, with backward-shift deletion (no tombstones: a table that evicts a flow per new
+ * flow never fills up with them). An OrderedDict spends a dict entry, its index, a linked-list node and a
+ * fast-node pointer per key.
+ *
+ * Hash: SipHash-1-3 of the key's bytes (CPython's own string hash), keyed by a 128-bit secret drawn from os.urandom
+ * when the module is loaded, not from PYTHONHASHSEED: the keys are chosen by whoever sends packets on the camera
+ * VLAN, and with a known hash function they could send a batch of keys that all probe one run of the index. */
+static uint64_t sip_k0, sip_k1;
+
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND do { v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32); v2 += v3; v3 = ROTL(v3, 16); \
+                      v3 ^= v2; v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0; v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; \
+                      v2 = ROTL(v2, 32); } while (0)
+
+static uint64_t siphash13(const uint8_t *p, size_t len)
+{
+    uint64_t v0 = sip_k0 ^ 0x736f6d6570736575ULL, v1 = sip_k1 ^ 0x646f72616e646f6dULL;
+    uint64_t v2 = sip_k0 ^ 0x6c7967656e657261ULL, v3 = sip_k1 ^ 0x7465646279746573ULL;
+    uint64_t b = (uint64_t)len << 56, m;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        memcpy(&m, p + i, 8);   /* little-endian hosts: the reference's byte order; elsewhere a different but
+                                   equally keyed hash, which is all a table needs */
+        v3 ^= m;
+        SIPROUND;
+        v0 ^= m;
+    }
+    for (size_t j = 0; i + j < len; j++)
+        b |= (uint64_t)p[i + j] << (8 * j);
+    v3 ^= b;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+#define NIL 0xFFFFFFFFu
+#define LRU_MAX 0x40000000   /* entries: the index (twice as many uint32) stays addressable */
+
+typedef struct {
+    PyObject *key, *value;    /* strong references; key is bytes */
+    uint64_t hash;
+    uint32_t prev, next;      /* LRU list (oldest at head); `next` links the free list of unused entries */
+} LruEntry;
+
+typedef struct {
+    PyObject_HEAD
+    LruEntry *ent;
+    uint32_t *index;          /* mask + 1 slots; 0 empty, else entry + 1 */
+    Py_ssize_t n;             /* keys held */
+    uint32_t ent_cap, ent_top, free, mask, head, tail;
+    uint64_t stamp;           /* changes with every insertion, deletion and move: iterators check it */
+} Lru;
+
+static PyTypeObject LruType;
+
+static int key_hash(PyObject *key, uint64_t *h)
+{
+    if (!PyBytes_Check(key))
+        return 0;
+    *h = siphash13((const uint8_t *)PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key));
+    return 1;
+}
+
+/* The index slot holding `k` (len bytes, hash h), or -1. No Python code runs. */
+static Py_ssize_t lru_find(Lru *t, const char *k, Py_ssize_t len, uint64_t h)
+{
+    if (t->index == NULL)
+        return -1;
+    for (size_t i = h & t->mask;; i = (i + 1) & t->mask) {
+        uint32_t s = t->index[i];
+        if (s == 0)
+            return -1;
+        LruEntry *e = &t->ent[s - 1];
+        if (e->hash == h && PyBytes_GET_SIZE(e->key) == len && memcmp(PyBytes_AS_STRING(e->key), k, len) == 0)
+            return (Py_ssize_t)i;
+    }
+}
+
+static void lru_place(Lru *t, uint32_t e)
+{
+    size_t i = t->ent[e].hash & t->mask;
+    while (t->index[i] != 0)
+        i = (i + 1) & t->mask;
+    t->index[i] = e + 1;
+}
+
+/* Room for one more key: the index at most half full, a free entry. -1 with MemoryError. */
+static int lru_reserve(Lru *t)
+{
+    if (t->n >= LRU_MAX) {
+        PyErr_SetString(PyExc_MemoryError, "Lru: too many keys");
+        return -1;
+    }
+    if (t->index == NULL || (size_t)(t->n + 1) * 2 > (size_t)t->mask + 1) {
+        size_t size = t->index == NULL ? 8 : ((size_t)t->mask + 1) * 2;
+        uint32_t *index = PyMem_Calloc(size, sizeof(uint32_t));
+        if (index == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        PyMem_Free(t->index);
+        t->index = index;
+        t->mask = (uint32_t)(size - 1);
+        for (uint32_t e = t->head; e != NIL; e = t->ent[e].next)
+            lru_place(t, e);
+    }
+    if (t->free == NIL && t->ent_top == t->ent_cap) {
+        uint32_t cap = t->ent_cap ? t->ent_cap * 2 : 4;
+        LruEntry *ent = PyMem_Realloc(t->ent, (size_t)cap * sizeof(LruEntry));
+        if (ent == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        t->ent = ent;
+        t->ent_cap = cap;
+    }
+    return 0;
+}
+
+static void lru_link_tail(Lru *t, uint32_t e)
+{
+    t->ent[e].next = NIL;
+    t->ent[e].prev = t->tail;
+    if (t->tail != NIL)
+        t->ent[t->tail].next = e;
+    else
+        t->head = e;
+    t->tail = e;
+}
+
+static void lru_unlink(Lru *t, uint32_t e)
+{
+    LruEntry *x = &t->ent[e];
+    if (x->prev != NIL)
+        t->ent[x->prev].next = x->next;
+    else
+        t->head = x->next;
+    if (x->next != NIL)
+        t->ent[x->next].prev = x->prev;
+    else
+        t->tail = x->prev;
+}
+
+/* Append a key known to be absent (new references stolen); lru_reserve first. No Python code runs. */
+static void lru_append(Lru *t, PyObject *key, PyObject *value, uint64_t h)
+{
+    uint32_t e;
+    if (t->free != NIL) {
+        e = t->free;
+        t->free = t->ent[e].next;
+    } else {
+        e = t->ent_top++;
+    }
+    t->ent[e].key = key;
+    t->ent[e].value = value;
+    t->ent[e].hash = h;
+    lru_link_tail(t, e);
+    lru_place(t, e);
+    t->n++;
+    t->stamp++;
+}
+
+/* Take out the key at index slot i: its key and value references move to the caller. No Python code runs. */
+static void lru_remove(Lru *t, size_t i, PyObject **key, PyObject **value)
+{
+    uint32_t e = t->index[i] - 1;
+    *key = t->ent[e].key;
+    *value = t->ent[e].value;
+    t->ent[e].key = t->ent[e].value = NULL;
+    lru_unlink(t, e);
+    t->ent[e].next = t->free;
+    t->free = e;
+    /* backward shift: each later key of the run whose probe path passes slot i moves into it */
+    for (size_t j = (i + 1) & t->mask;; j = (j + 1) & t->mask) {
+        uint32_t s = t->index[j];
+        if (s == 0)
+            break;
+        size_t home = t->ent[s - 1].hash & t->mask;
+        if (((j - home) & t->mask) >= ((j - i) & t->mask)) {
+            t->index[i] = s;
+            i = j;
+        }
+    }
+    t->index[i] = 0;
+    t->n--;
+    t->stamp++;
+}
+
+/* key -> value (new references taken): replaced in place if present (its position kept, as an OrderedDict), else
+ * appended at the recent end. */
+static int lru_set(Lru *t, PyObject *key, PyObject *value, uint64_t h)
+{
+    Py_ssize_t i = lru_find(t, PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), h);
+    if (i >= 0) {
+        LruEntry *e = &t->ent[t->index[i] - 1];
+        PyObject *old = e->value;
+        e->value = Py_NewRef(value);
+        Py_DECREF(old);
+        return 0;
+    }
+    if (lru_reserve(t) < 0)
+        return -1;
+    lru_append(t, Py_NewRef(key), Py_NewRef(value), h);
+    return 0;
+}
+
+static void lru_free_all(Lru *t)
+{
+    LruEntry *ent = t->ent;
+    uint32_t top = t->ent_top;
+    PyMem_Free(t->index);
+    t->ent = NULL;
+    t->index = NULL;
+    t->n = 0;
+    t->ent_cap = t->ent_top = t->mask = 0;
+    t->free = t->head = t->tail = NIL;
+    t->stamp++;
+    for (uint32_t e = 0; e < top; e++) {   /* released once the table is consistent (empty) */
+        Py_XDECREF(ent[e].key);
+        Py_XDECREF(ent[e].value);
+    }
+    PyMem_Free(ent);
+}
+
+static PyObject *lru_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if ((kwds != NULL && PyDict_GET_SIZE(kwds)) || PyTuple_GET_SIZE(args)) {
+        PyErr_SetString(PyExc_TypeError, "Lru() takes no arguments");
+        return NULL;
+    }
+    Lru *t = (Lru *)type->tp_alloc(type, 0);
+    if (t == NULL)
+        return NULL;
+    t->free = t->head = t->tail = NIL;
+    return (PyObject *)t;
+}
+
+static int lru_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Lru *t = (Lru *)self;
+    for (uint32_t e = t->head; e != NIL; e = t->ent[e].next)
+        Py_VISIT(t->ent[e].value);
+    return 0;
+}
+
+static int lru_clear_gc(PyObject *self)
+{
+    lru_free_all((Lru *)self);
+    return 0;
+}
+
+static void lru_dealloc(PyObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    lru_free_all((Lru *)self);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static Py_ssize_t lru_len(PyObject *self)
+{
+    return ((Lru *)self)->n;
+}
+
+/* The index slot of `key`, -1 if absent (any key that is not bytes is absent). */
+static Py_ssize_t lru_lookup(Lru *t, PyObject *key)
+{
+    uint64_t h;
+    if (!key_hash(key, &h))
+        return -1;
+    return lru_find(t, PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), h);
+}
+
+static PyObject *lru_getitem(PyObject *self, PyObject *key)
+{
+    Lru *t = (Lru *)self;
+    Py_ssize_t i = lru_lookup(t, key);
+    if (i < 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    return Py_NewRef(t->ent[t->index[i] - 1].value);
+}
+
+static int lru_ass(PyObject *self, PyObject *key, PyObject *value)
+{
+    Lru *t = (Lru *)self;
+    uint64_t h;
+    if (value != NULL) {
+        if (!key_hash(key, &h)) {
+            PyErr_SetString(PyExc_TypeError, "Lru: keys are bytes");
+            return -1;
+        }
+        return lru_set(t, key, value, h);
+    }
+    Py_ssize_t i = lru_lookup(t, key);
+    if (i < 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return -1;
+    }
+    PyObject *k, *v;
+    lru_remove(t, i, &k, &v);
+    Py_DECREF(k);
+    Py_DECREF(v);
+    return 0;
+}
+
+static int lru_contains(PyObject *self, PyObject *key)
+{
+    return lru_lookup((Lru *)self, key) >= 0;
+}
+
+static PyObject *lru_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get(key, default=None)");
+        return NULL;
+    }
+    Lru *t = (Lru *)self;
+    Py_ssize_t i = lru_lookup(t, args[0]);
+    if (i >= 0)
+        return Py_NewRef(t->ent[t->index[i] - 1].value);
+    return Py_NewRef(nargs == 2 ? args[1] : Py_None);
+}
+
+static PyObject *lru_pop(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "pop(key[, default])");
+        return NULL;
+    }
+    Lru *t = (Lru *)self;
+    Py_ssize_t i = lru_lookup(t, args[0]);
+    if (i < 0) {
+        if (nargs == 2)
+            return Py_NewRef(args[1]);
+        PyErr_SetObject(PyExc_KeyError, args[0]);
+        return NULL;
+    }
+    PyObject *k, *v;
+    lru_remove(t, i, &k, &v);
+    Py_DECREF(k);
+    return v;
+}
+
+static Py_ssize_t lru_slot_of(Lru *t, uint32_t e)
+{
+    return lru_find(t, PyBytes_AS_STRING(t->ent[e].key), PyBytes_GET_SIZE(t->ent[e].key), t->ent[e].hash);
+}
+
+static PyObject *lru_popitem(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"last", NULL};
+    int last = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p:popitem", kwlist, &last))
+        return NULL;
+    Lru *t = (Lru *)self;
+    if (t->n == 0) {
+        PyErr_SetString(PyExc_KeyError, "dictionary is empty");
+        return NULL;
+    }
+    PyObject *k, *v;
+    lru_remove(t, lru_slot_of(t, last ? t->tail : t->head), &k, &v);
+    PyObject *item = PyTuple_New(2);
+    if (item == NULL) {
+        Py_DECREF(k);
+        Py_DECREF(v);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(item, 0, k);
+    PyTuple_SET_ITEM(item, 1, v);
+    return item;
+}
+
+static PyObject *lru_move_to_end(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"key", "last", NULL};
+    PyObject *key;
+    int last = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|p:move_to_end", kwlist, &key, &last))
+        return NULL;
+    Lru *t = (Lru *)self;
+    Py_ssize_t i = lru_lookup(t, key);
+    if (i < 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    uint32_t e = t->index[i] - 1;
+    lru_unlink(t, e);
+    if (last) {
+        lru_link_tail(t, e);
+    } else {
+        t->ent[e].prev = NIL;
+        t->ent[e].next = t->head;
+        if (t->head != NIL)
+            t->ent[t->head].prev = e;
+        else
+            t->tail = e;
+        t->head = e;
+    }
+    t->stamp++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *lru_clear(PyObject *self, PyObject *unused)
+{
+    lru_free_all((Lru *)self);
+    Py_RETURN_NONE;
+}
+
+/* Iteration, oldest first: keys (0), values (1) or items (2); a table changed meanwhile raises, as an
+ * OrderedDict's iteration does. */
+typedef struct {
+    PyObject_HEAD
+    Lru *t;
+    uint32_t at;
+    uint64_t stamp;
+    int kind;
+} LruIter;
+
+static PyTypeObject LruIterType;
+
+static PyObject *lru_iter_kind(PyObject *self, int kind)
+{
+    Lru *t = (Lru *)self;
+    LruIter *it = PyObject_GC_New(LruIter, &LruIterType);
+    if (it == NULL)
+        return NULL;
+    it->t = (Lru *)Py_NewRef(self);
+    it->at = t->head;
+    it->stamp = t->stamp;
+    it->kind = kind;
+    PyObject_GC_Track(it);
+    return (PyObject *)it;
+}
+
+static PyObject *lru_iter(PyObject *self) { return lru_iter_kind(self, 0); }
+static PyObject *lru_keys(PyObject *self, PyObject *unused) { return lru_iter_kind(self, 0); }
+static PyObject *lru_values(PyObject *self, PyObject *unused) { return lru_iter_kind(self, 1); }
+static PyObject *lru_items(PyObject *self, PyObject *unused) { return lru_iter_kind(self, 2); }
+
+static PyObject *lru_iter_next(PyObject *self)
+{
+    LruIter *it = (LruIter *)self;
+    Lru *t = it->t;
+    if (t == NULL || it->at == NIL)
+        return NULL;
+    if (t->stamp != it->stamp) {
+        it->at = NIL;
+        PyErr_SetString(PyExc_RuntimeError, "Lru mutated during iteration");
+        return NULL;
+    }
+    LruEntry *e = &t->ent[it->at];
+    it->at = e->next;
+    if (it->kind == 0)
+        return Py_NewRef(e->key);
+    if (it->kind == 1)
+        return Py_NewRef(e->value);
+    return PyTuple_Pack(2, e->key, e->value);
+}
+
+static int lru_iter_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(((LruIter *)self)->t);
+    return 0;
+}
+
+static void lru_iter_dealloc(PyObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Py_XDECREF(((LruIter *)self)->t);
+    PyObject_GC_Del(self);
+}
+
+static PyTypeObject LruIterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sensor._flows.LruIterator",
+    .tp_basicsize = sizeof(LruIter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_dealloc = lru_iter_dealloc,
+    .tp_traverse = lru_iter_traverse,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = lru_iter_next,
+};
+
+static PyMethodDef lru_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))lru_get, METH_FASTCALL, "get(key, default=None)"},
+    {"pop", (PyCFunction)(void (*)(void))lru_pop, METH_FASTCALL, "pop(key[, default])"},
+    {"popitem", (PyCFunction)(void (*)(void))lru_popitem, METH_VARARGS | METH_KEYWORDS, "popitem(last=True)"},
+    {"move_to_end", (PyCFunction)(void (*)(void))lru_move_to_end, METH_VARARGS | METH_KEYWORDS,
+     "move_to_end(key, last=True)"},
+    {"clear", lru_clear, METH_NOARGS, "clear()"},
+    {"keys", lru_keys, METH_NOARGS, "The keys, oldest first (an iterator)."},
+    {"values", lru_values, METH_NOARGS, "The values, oldest first (an iterator)."},
+    {"items", lru_items, METH_NOARGS, "(key, value) pairs, oldest first (an iterator)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMappingMethods lru_as_mapping = {lru_len, lru_getitem, lru_ass};
+static PySequenceMethods lru_as_sequence = {.sq_length = lru_len, .sq_contains = lru_contains};
+
+static PyTypeObject LruType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sensor._flows.Lru",
+    .tp_basicsize = sizeof(Lru),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "An insertion-ordered bytes-keyed table: the flow table's OrderedDict, in C.",
+    .tp_new = lru_new,
+    .tp_dealloc = lru_dealloc,
+    .tp_traverse = lru_traverse,
+    .tp_clear = lru_clear_gc,
+    .tp_iter = lru_iter,
+    .tp_methods = lru_methods,
+    .tp_as_mapping = &lru_as_mapping,
+    .tp_as_sequence = &lru_as_sequence,
+    .tp_hash = PyObject_HashNotImplemented,
+};
+/* ---- end of the LRU tables in C ---- */
+
 
 /* ---- ports read from the key when first asked (flowtable helper, issue 16) ----------------------------------------
  * A new flow's two port slots are left empty by apply and filled from its key the first time they are read: setting
@@ -405,9 +940,20 @@ static PyObject *new_update(Env *env, PyObject *flow, int is_new, double ts, int
     return filled(env->update_type, env->update_off, values, NUPDATE, 0, env->update_whole);   /* a flow and numbers: no cycle either */
 }
 
+static PyObject *take_lru(Lru *t, const uint8_t *raw, uint64_t h, PyTypeObject *type, PyObject **key);
+
 /* Take the flow of `key` out of `table` (a new reference), or NULL with no error when it is not there. */
 static PyObject *take(PyObject *table, PyObject *key, PyTypeObject *type)
 {
+    if (Py_IS_TYPE(table, &LruType)) {   /* an Lru among OrderedDicts */
+        uint64_t h;
+        PyObject *k = NULL, *flow;
+        if (!key_hash(key, &h) || (flow = take_lru((Lru *)table, (const uint8_t *)PyBytes_AS_STRING(key), h, type,
+                                                   &k)) == NULL)
+            return NULL;
+        Py_DECREF(k);
+        return flow;
+    }
     PyObject *flow = PyDict_GetItemWithError(table, key);   /* an OrderedDict is a dict: reading is a dict read */
     if (flow == NULL)
         return NULL;
@@ -466,6 +1012,74 @@ static int add_group(Env *env, PyObject *flow, Py_buffer *in, Py_ssize_t g, int 
     if ((proto == P_TCP && (of | rf) & F_RST) || (of & F_FIN && rf & F_FIN))
         Py_XSETREF(SLOT(flow, f[S_CLOSED]), Py_NewRef(Py_True));
     return 0;
+}
+
+/* Take the flow of the key (raw bytes, hash h) out of an Lru (a new reference, and the key's in *key), or NULL
+ * with no error when it is not there. */
+static PyObject *take_lru(Lru *t, const uint8_t *raw, uint64_t h, PyTypeObject *type, PyObject **key)
+{
+    Py_ssize_t i = lru_find(t, (const char *)raw, KEY, h);
+    if (i < 0)
+        return NULL;
+    if (!PyObject_TypeCheck(t->ent[t->index[i] - 1].value, type)) {   /* slots are read by offset: a Flow only */
+        PyErr_SetString(PyExc_TypeError, "apply: a table holds something other than a flow");
+        return NULL;
+    }
+    PyObject *flow;
+    Py_XDECREF(*key);
+    lru_remove(t, i, key, &flow);
+    return flow;
+}
+
+/* one_group on Lru tables: the same steps (take the flow out, add the group, put it back at the recent end of its
+ * table), the key hashed once for all its lookups, and a known flow's key object reused rather than made again. */
+static PyObject *one_group_lru(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t g, int has_tags,
+                               Py_ssize_t *made, int apart, int *is_new_out)
+{
+    const uint8_t *key_raw = (const uint8_t *)in[KEYS].buf + KEY * g;
+    int proto = key_raw[2], first_dir = ((const uint8_t *)in[FIRST_DIR].buf)[g];
+    Lru *table = (Lru *)(proto == P_TCP ? tables[0] : proto == P_UDP ? tables[2] : tables[3]);
+    uint64_t h = siphash13(key_raw, KEY);
+    PyObject *key = NULL, *flow, *upd = NULL;
+    flow = take_lru(table, key_raw, h, env->flow_type, &key);
+    if (flow == NULL && !PyErr_Occurred() && proto == P_TCP) {
+        flow = take_lru((Lru *)tables[1], key_raw, h, env->flow_type, &key);
+        if (flow != NULL && ((const uint8_t *)in[FLAGS].buf)[2 * g + first_dir] & F_SYN) {
+            int failed = end_reused(env, flow);   /* the port pair was reused for a new connection */
+            Py_CLEAR(flow);
+            if (failed)
+                goto done;
+        }
+    }
+    if (PyErr_Occurred())
+        goto done;
+    if (key == NULL && (key = PyBytes_FromStringAndSize((const char *)key_raw, KEY)) == NULL)
+        goto done;
+    int is_new = *is_new_out = flow == NULL;
+    if (is_new) {
+        flow = new_flow(env, key, proto, in, g, has_tags);
+        if (flow == NULL)
+            goto done;
+        ++*made;
+    } else if (add_group(env, flow, in, g, proto, has_tags) < 0) {
+        goto done;
+    }
+    Lru *into = SLOT(flow, env->flow_off[S_CLOSED]) == Py_True ? (Lru *)tables[1] : table;
+    if (lru_set(into, key, flow, h) < 0)
+        goto done;
+    if (apart && is_new) {   /* its update is what it holds (flows.new_update): the flow alone */
+        upd = flow;
+        flow = NULL;
+        goto done;
+    }
+    int o = SLOT(flow, env->flow_off[S_ORIG_IS_A]) == Py_True ? 0 : 1, r = 1 - o;
+    const int64_t *pkts = (const int64_t *)in[PKTS].buf + 2 * g, *nbytes = (const int64_t *)in[NBYTES].buf + 2 * g;
+    upd = new_update(env, flow, is_new, ((const double *)in[FIRST_TS].buf)[g], pkts[o], pkts[r], nbytes[o],
+                     nbytes[r]);
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(flow);
+    return upd;
 }
 
 /* One group: find or make its flow, add the group to it, put it back at the recent end; its FlowUpdate. */
@@ -576,7 +1190,8 @@ static int run_groups(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t u, 
 {
     for (Py_ssize_t g = 0; g < u; g++) {
         int is_new = 0;
-        PyObject *out = one_group(env, tables, in, g, has_tags, made, fresh != NULL, &is_new);
+        PyObject *out = env->lru ? one_group_lru(env, tables, in, g, has_tags, made, fresh != NULL, &is_new)
+                                 : one_group(env, tables, in, g, has_tags, made, fresh != NULL, &is_new);
         if (out == NULL)
             return -1;
         int failed = PyList_Append(fresh != NULL && is_new ? fresh : updates, out);
@@ -602,13 +1217,17 @@ static PyObject *apply(PyObject *self, PyObject *args)
     int has_tags = 0;
     if (!PyArg_ParseTuple(tables_obj, "OOOO", &tables[0], &tables[1], &tables[2], &tables[3]))
         goto release;
-    for (int i = 0; i < 4; i++)
-        if (!PyDict_Check(tables[i])) {
-            PyErr_SetString(PyExc_TypeError, "apply: the tables must be OrderedDicts");
+    int lrus = 0;
+    for (int i = 0; i < 4; i++) {
+        lrus += Py_IS_TYPE(tables[i], &LruType);
+        if (!PyDict_Check(tables[i]) && !Py_IS_TYPE(tables[i], &LruType)) {
+            PyErr_SetString(PyExc_TypeError, "apply: the tables must be OrderedDicts or Lrus");
             goto release;
         }
+    }
     if (check(in, &u, &has_tags) < 0 || bind(&env, types, end) < 0)
         goto release;
+    env.lru = lrus == 4;   /* a mix goes through the mapping protocol, as OrderedDicts */
     updates = PyList_New(0);
     fresh = apart ? PyList_New(0) : NULL;
     if (updates != NULL && (fresh != NULL || !apart)
@@ -684,18 +1303,77 @@ static int evict_loop(PyObject **tables, Py_ssize_t excess, PyTypeObject *flow_t
     return failed ? -1 : 0;
 }
 
+/* An Lru's head flow's `last`: 1, 0 if the table is empty, -1 with an error. */
+static int lru_head_last(Lru *t, PyTypeObject *flow_type, Py_ssize_t last_off, double *last)
+{
+    if (t->n == 0)
+        return 0;
+    PyObject *flow = t->ent[t->head].value, *v;
+    if (!PyObject_TypeCheck(flow, flow_type)) {   /* its slots are read by offset: a Flow only */
+        PyErr_SetString(PyExc_TypeError, "evict: a table holds something other than a flow");
+        return -1;
+    }
+    if ((v = SLOT(flow, last_off)) == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "evict: a flow without its last time");
+        return -1;
+    }
+    *last = PyFloat_AsDouble(v);
+    return *last == -1.0 && PyErr_Occurred() ? -1 : 1;
+}
+
+/* evict_loop on four Lrus: heads read from the entries, taken out without a lookup by key. */
+static int evict_lru(Lru **t, Py_ssize_t excess, PyTypeObject *flow_type, Py_ssize_t last_off, PyObject *out)
+{
+    double heads[4] = {0, 0, 0, 0};
+    int has[4];
+    for (int i = 0; i < 4; i++)
+        if ((has[i] = lru_head_last(t[i], flow_type, last_off, &heads[i])) < 0)
+            return -1;
+    for (; excess > 0; excess--) {
+        int best = -1;
+        for (int i = 0; i < 4; i++)
+            if (has[i] > 0 && (best < 0 || heads[i] < heads[best]))
+                best = i;
+        if (best < 0)
+            break;
+        Lru *b = t[best];
+        if (b->n == 0) {   /* emptied by code run while reading a head's time */
+            PyErr_SetString(PyExc_RuntimeError, "evict: a table changed while it was read");
+            return -1;
+        }
+        PyObject *k, *flow;
+        lru_remove(b, lru_slot_of(b, b->head), &k, &flow);
+        int failed = PyList_Append(out, flow);
+        Py_DECREF(k);
+        Py_DECREF(flow);
+        if (failed || (has[best] = lru_head_last(b, flow_type, last_off, &heads[best])) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 static PyObject *evict(PyObject *self, PyObject *args)
 {
     PyObject *tables[4], *flow_type;
     Py_ssize_t excess, last_off;
     static const char *last_name[] = {"last"};
-    if (!PyArg_ParseTuple(args, "(O!O!O!O!)nO!", &PyDict_Type, &tables[0], &PyDict_Type, &tables[1], &PyDict_Type,
-                          &tables[2], &PyDict_Type, &tables[3], &excess, &PyType_Type, &flow_type))
+    if (!PyArg_ParseTuple(args, "(OOOO)nO!", &tables[0], &tables[1], &tables[2], &tables[3], &excess, &PyType_Type,
+                          &flow_type))
         return NULL;
+    int lrus = 0, dicts = 0;
+    for (int i = 0; i < 4; i++) {
+        lrus += Py_IS_TYPE(tables[i], &LruType);
+        dicts += PyDict_Check(tables[i]);
+    }
+    if (lrus != 4 && dicts != 4) {
+        PyErr_SetString(PyExc_TypeError, "evict: the tables must be four OrderedDicts or four Lrus");
+        return NULL;
+    }
     if (offsets_interned((PyTypeObject *)flow_type, last_name, evict_names, 1, &last_off) < 0)
         return NULL;
     PyObject *out = PyList_New(0);
-    if (out != NULL && evict_loop(tables, excess, (PyTypeObject *)flow_type, last_off, out) < 0)
+    if (out != NULL && (lrus == 4 ? evict_lru((Lru **)tables, excess, (PyTypeObject *)flow_type, last_off, out)
+                                  : evict_loop(tables, excess, (PyTypeObject *)flow_type, last_off, out)) < 0)
         Py_CLEAR(out);
     return out;
 }
@@ -795,9 +1473,33 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_flows", NULL, -1, methods};
 
+/* The hash's secret: 16 bytes of os.urandom, once per process. */
+static int draw_secret(void)
+{
+    PyObject *os = PyImport_ImportModule("os"), *raw = NULL;
+    if (os != NULL)
+        raw = PyObject_CallMethod(os, "urandom", "n", (Py_ssize_t)16);
+    Py_XDECREF(os);
+    if (raw == NULL)
+        return -1;
+    if (!PyBytes_Check(raw) || PyBytes_GET_SIZE(raw) != 16) {
+        Py_DECREF(raw);
+        PyErr_SetString(PyExc_RuntimeError, "_flows: os.urandom gave no 16 bytes");
+        return -1;
+    }
+    memcpy(&sip_k0, PyBytes_AS_STRING(raw), 8);
+    memcpy(&sip_k1, PyBytes_AS_STRING(raw) + 8, 8);
+    Py_DECREF(raw);
+    return 0;
+}
+
 PyMODINIT_FUNC PyInit__flows(void)
 {
-    if (PyType_Ready(&LazyPortType) < 0)
+    if (PyType_Ready(&LazyPortType) < 0 || PyType_Ready(&LruType) < 0 || PyType_Ready(&LruIterType) < 0
+            || draw_secret() < 0)
         return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddObjectRef(m, "Lru", (PyObject *)&LruType) < 0)
+        Py_CLEAR(m);
+    return m;
 }

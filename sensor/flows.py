@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -385,6 +385,18 @@ def _add(flow: Flow, proto: int, last: float, sums: tuple, has_tags: bool) -> No
 _TYPES = (Flow, FlowUpdate, _PORTS, _MACS, _shared_mac)   # what _flows.apply makes flows and updates with
 
 
+def _new_table() -> OrderedDict[bytes, Flow]:
+    """One of the flow table's LRU tables: the compiled Lru (sensor/_flows.c) when built and the table step is on,
+    else an OrderedDict, its reference. An Lru has the OrderedDict methods FlowTable uses (len, in, [], get, pop,
+    popitem, move_to_end, clear, keys/values/items oldest first), with the key hashed by a keyed SipHash and apply
+    and evict reaching its entries directly (docs/architecture.md, flows); tests/unit/test_flows_table.py holds
+    the two to each other."""
+    ext = compiled.flows_extension
+    if ext is not None and compiled.table and hasattr(ext, "Lru"):   # an extension built before Lru: OrderedDict
+        return cast("OrderedDict[bytes, Flow]", ext.Lru())
+    return OrderedDict()
+
+
 class FlowTable:
     """`on_end` is called with every flow that leaves the table, whatever the reason."""
 
@@ -392,10 +404,10 @@ class FlowTable:
         self.settings = settings
         self.on_end = on_end
         # One LRU-ordered table per idle timeout, so an expiry sweep stops at the first flow still alive.
-        self._tcp: OrderedDict[bytes, Flow] = OrderedDict()
-        self._closed: OrderedDict[bytes, Flow] = OrderedDict()
-        self._udp: OrderedDict[bytes, Flow] = OrderedDict()
-        self._other: OrderedDict[bytes, Flow] = OrderedDict()
+        self._tcp = _new_table()
+        self._closed = _new_table()
+        self._udp = _new_table()
+        self._other = _new_table()
         self._timeouts = (
             (self._closed, settings.tcp_closed_timeout),
             (self._tcp, settings.tcp_idle_timeout),
@@ -607,9 +619,9 @@ class FlowTable:
     def flush(self) -> list[Flow]:
         out: list[Flow] = []
         for table, _ in self._timeouts:
-            # dict's view of the table, not OrderedDict's (whose iteration looks every key up again): the same
+            # an OrderedDict through dict's view, not its own (whose iteration looks every key up again): the same
             # order, because the tables are only ever added to at the end and taken from (never move_to_end)
-            out.extend(dict.values(table))
+            out.extend(dict.values(table) if isinstance(table, dict) else table.values())
         for table, _ in self._timeouts:
             table.clear()
         self._columns_of, self._columns = None, ()   # the last batch's columns need not outlive the input

@@ -208,7 +208,7 @@ def test_the_compiled_step_refuses_what_is_not_a_flow_table():
         ext.apply(tables, print, (dict, FlowUpdate, *types[2:]), *_columns(1))
     with pytest.raises(ValueError, match="65,536"):
         ext.apply(tables, print, (Flow, FlowUpdate, (0,), *types[3:]), *_columns(1))
-    with pytest.raises(TypeError, match="OrderedDicts"):
+    with pytest.raises(TypeError, match="OrderedDicts or Lrus"):
         ext.apply((1, 2, 3, 4), print, types, *_columns(1))
     bad_port = _columns(1)
     bad_port[3] = np.array([70000], np.int64)
