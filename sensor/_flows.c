@@ -68,10 +68,11 @@ typedef struct {
  * an Lru's entries directly instead of through the mapping protocol.
  *
  * Layout: a dense array of 32-byte entries (key, value, hash, and the LRU list's prev/next as entry indices; freed
- * entries are reused through a free list), and an open-addressing index of uint32 (entry + 1, 0 empty), linear
- * probing kept at most half full, with backward-shift deletion (no tombstones: a table that evicts a flow per new
- * flow never fills up with them). An OrderedDict spends a dict entry, its index, a linked-list node and a
- * fast-node pointer per key.
+ * entries are reused through a free list), and an open-addressing index of uint64 slots (the hash's low 32 bits
+ * beside the entry's number: a probe that meets another key, or a deletion's backward shift, never reads its
+ * entry), linear probing kept at most half full, with backward-shift deletion (no tombstones: a table that evicts
+ * a flow per new flow never fills up with them). An OrderedDict spends a dict entry, its index, a linked-list node
+ * and a fast-node pointer per key.
  *
  * Hash: SipHash-1-3 of the key's bytes (CPython's own string hash), keyed by a 128-bit secret drawn from os.urandom
  * when the module is loaded, not from PYTHONHASHSEED: the keys are chosen by whoever sends packets on the camera
@@ -120,7 +121,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     LruEntry *ent;
-    uint32_t *index;          /* mask + 1 slots; 0 empty, else entry + 1 */
+    uint64_t *index;          /* mask + 1 slots; 0 empty, else the hash's low 32 bits << 32 | (entry + 1) */
     Py_ssize_t n;             /* keys held */
     uint32_t ent_cap, ent_top, free, mask, head, tail;
     uint64_t stamp;           /* changes with every insertion, deletion and move: iterators check it */
@@ -141,23 +142,29 @@ static Py_ssize_t lru_find(Lru *t, const char *k, Py_ssize_t len, uint64_t h)
 {
     if (t->index == NULL)
         return -1;
+    uint32_t tag = (uint32_t)h;
     for (size_t i = h & t->mask;; i = (i + 1) & t->mask) {
-        uint32_t s = t->index[i];
+        uint64_t s = t->index[i];
         if (s == 0)
             return -1;
-        LruEntry *e = &t->ent[s - 1];
+        if ((uint32_t)(s >> 32) != tag)
+            continue;
+        LruEntry *e = &t->ent[(uint32_t)s - 1];
         if (e->hash == h && PyBytes_GET_SIZE(e->key) == len && memcmp(PyBytes_AS_STRING(e->key), k, len) == 0)
             return (Py_ssize_t)i;
     }
 }
 
-static void lru_place(Lru *t, uint32_t e)
+static void lru_place(Lru *t, uint64_t slot)
 {
-    size_t i = t->ent[e].hash & t->mask;
+    size_t i = (slot >> 32) & t->mask;
     while (t->index[i] != 0)
         i = (i + 1) & t->mask;
-    t->index[i] = e + 1;
+    t->index[i] = slot;
 }
+
+#define SLOT_OF(h, e) ((uint64_t)(uint32_t)(h) << 32 | ((uint64_t)(e) + 1))
+#define ENTRY(t, i) ((uint32_t)(t)->index[i] - 1)
 
 /* Room for one more key: the index at most half full, a free entry. -1 with MemoryError. */
 static int lru_reserve(Lru *t)
@@ -168,16 +175,18 @@ static int lru_reserve(Lru *t)
     }
     if (t->index == NULL || (size_t)(t->n + 1) * 2 > (size_t)t->mask + 1) {
         size_t size = t->index == NULL ? 8 : ((size_t)t->mask + 1) * 2;
-        uint32_t *index = PyMem_Calloc(size, sizeof(uint32_t));
+        uint64_t *index = PyMem_Calloc(size, sizeof(uint64_t)), *old = t->index;
         if (index == NULL) {
             PyErr_NoMemory();
             return -1;
         }
-        PyMem_Free(t->index);
+        size_t old_size = old == NULL ? 0 : (size_t)t->mask + 1;
         t->index = index;
         t->mask = (uint32_t)(size - 1);
-        for (uint32_t e = t->head; e != NIL; e = t->ent[e].next)
-            lru_place(t, e);
+        for (size_t i = 0; i < old_size; i++)
+            if (old[i] != 0)
+                lru_place(t, old[i]);
+        PyMem_Free(old);
     }
     if (t->free == NIL && t->ent_top == t->ent_cap) {
         uint32_t cap = t->ent_cap ? t->ent_cap * 2 : 4;
@@ -230,7 +239,7 @@ static void lru_append(Lru *t, PyObject *key, PyObject *value, uint64_t h)
     t->ent[e].value = value;
     t->ent[e].hash = h;
     lru_link_tail(t, e);
-    lru_place(t, e);
+    lru_place(t, SLOT_OF(h, e));
     t->n++;
     t->stamp++;
 }
@@ -238,7 +247,7 @@ static void lru_append(Lru *t, PyObject *key, PyObject *value, uint64_t h)
 /* Take out the key at index slot i: its key and value references move to the caller. No Python code runs. */
 static void lru_remove(Lru *t, size_t i, PyObject **key, PyObject **value)
 {
-    uint32_t e = t->index[i] - 1;
+    uint32_t e = ENTRY(t, i);
     *key = t->ent[e].key;
     *value = t->ent[e].value;
     t->ent[e].key = t->ent[e].value = NULL;
@@ -247,10 +256,10 @@ static void lru_remove(Lru *t, size_t i, PyObject **key, PyObject **value)
     t->free = e;
     /* backward shift: each later key of the run whose probe path passes slot i moves into it */
     for (size_t j = (i + 1) & t->mask;; j = (j + 1) & t->mask) {
-        uint32_t s = t->index[j];
+        uint64_t s = t->index[j];
         if (s == 0)
             break;
-        size_t home = t->ent[s - 1].hash & t->mask;
+        size_t home = (s >> 32) & t->mask;
         if (((j - home) & t->mask) >= ((j - i) & t->mask)) {
             t->index[i] = s;
             i = j;
@@ -267,7 +276,7 @@ static int lru_set(Lru *t, PyObject *key, PyObject *value, uint64_t h)
 {
     Py_ssize_t i = lru_find(t, PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), h);
     if (i >= 0) {
-        LruEntry *e = &t->ent[t->index[i] - 1];
+        LruEntry *e = &t->ent[ENTRY(t, i)];
         PyObject *old = e->value;
         e->value = Py_NewRef(value);
         Py_DECREF(old);
@@ -353,7 +362,7 @@ static PyObject *lru_getitem(PyObject *self, PyObject *key)
         PyErr_SetObject(PyExc_KeyError, key);
         return NULL;
     }
-    return Py_NewRef(t->ent[t->index[i] - 1].value);
+    return Py_NewRef(t->ent[ENTRY(t, i)].value);
 }
 
 static int lru_ass(PyObject *self, PyObject *key, PyObject *value)
@@ -393,7 +402,7 @@ static PyObject *lru_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Lru *t = (Lru *)self;
     Py_ssize_t i = lru_lookup(t, args[0]);
     if (i >= 0)
-        return Py_NewRef(t->ent[t->index[i] - 1].value);
+        return Py_NewRef(t->ent[ENTRY(t, i)].value);
     return Py_NewRef(nargs == 2 ? args[1] : Py_None);
 }
 
@@ -459,7 +468,7 @@ static PyObject *lru_move_to_end(PyObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetObject(PyExc_KeyError, key);
         return NULL;
     }
-    uint32_t e = t->index[i] - 1;
+    uint32_t e = ENTRY(t, i);
     lru_unlink(t, e);
     if (last) {
         lru_link_tail(t, e);
@@ -1021,7 +1030,7 @@ static PyObject *take_lru(Lru *t, const uint8_t *raw, uint64_t h, PyTypeObject *
     Py_ssize_t i = lru_find(t, (const char *)raw, KEY, h);
     if (i < 0)
         return NULL;
-    if (!PyObject_TypeCheck(t->ent[t->index[i] - 1].value, type)) {   /* slots are read by offset: a Flow only */
+    if (!PyObject_TypeCheck(t->ent[ENTRY(t, i)].value, type)) {   /* slots are read by offset: a Flow only */
         PyErr_SetString(PyExc_TypeError, "apply: a table holds something other than a flow");
         return NULL;
     }
@@ -1040,10 +1049,17 @@ static PyObject *one_group_lru(Env *env, PyObject **tables, Py_buffer *in, Py_ss
     int proto = key_raw[2], first_dir = ((const uint8_t *)in[FIRST_DIR].buf)[g];
     Lru *table = (Lru *)(proto == P_TCP ? tables[0] : proto == P_UDP ? tables[2] : tables[3]);
     uint64_t h = siphash13(key_raw, KEY);
+    Lru *closed = (Lru *)tables[1];
     PyObject *key = NULL, *flow, *upd = NULL;
+    /* the stamps at which the key was known absent from its table and from closed: unchanged when the flow goes
+     * back, it is appended without a third probe (any Python code run meanwhile that changed a table changed its
+     * stamp, and the key is then looked up again) */
+    uint64_t absent_table, absent_closed = closed->stamp - 1;
     flow = take_lru(table, key_raw, h, env->flow_type, &key);
+    absent_table = table->stamp;
     if (flow == NULL && !PyErr_Occurred() && proto == P_TCP) {
-        flow = take_lru((Lru *)tables[1], key_raw, h, env->flow_type, &key);
+        flow = take_lru(closed, key_raw, h, env->flow_type, &key);
+        absent_closed = closed->stamp;
         if (flow != NULL && ((const uint8_t *)in[FLAGS].buf)[2 * g + first_dir] & F_SYN) {
             int failed = end_reused(env, flow);   /* the port pair was reused for a new connection */
             Py_CLEAR(flow);
@@ -1064,9 +1080,14 @@ static PyObject *one_group_lru(Env *env, PyObject **tables, Py_buffer *in, Py_ss
     } else if (add_group(env, flow, in, g, proto, has_tags) < 0) {
         goto done;
     }
-    Lru *into = SLOT(flow, env->flow_off[S_CLOSED]) == Py_True ? (Lru *)tables[1] : table;
-    if (lru_set(into, key, flow, h) < 0)
+    Lru *into = SLOT(flow, env->flow_off[S_CLOSED]) == Py_True ? closed : table;
+    if (into->stamp == (into == table ? absent_table : absent_closed)) {
+        if (lru_reserve(into) < 0)
+            goto done;
+        lru_append(into, Py_NewRef(key), Py_NewRef(flow), h);
+    } else if (lru_set(into, key, flow, h) < 0) {
         goto done;
+    }
     if (apart && is_new) {   /* its update is what it holds (flows.new_update): the flow alone */
         upd = flow;
         flow = NULL;
