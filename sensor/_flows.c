@@ -1042,13 +1042,17 @@ static PyObject *take_lru(Lru *t, const uint8_t *raw, uint64_t h, PyTypeObject *
 
 /* one_group on Lru tables: the same steps (take the flow out, add the group, put it back at the recent end of its
  * table), the key hashed once for all its lookups, and a known flow's key object reused rather than made again. */
-static PyObject *one_group_lru(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t g, int has_tags,
+static Lru *lru_of(PyObject **tables, int proto)
+{
+    return (Lru *)(proto == P_TCP ? tables[0] : proto == P_UDP ? tables[2] : tables[3]);
+}
+
+static PyObject *one_group_lru(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t g, uint64_t h, int has_tags,
                                Py_ssize_t *made, int apart, int *is_new_out)
 {
     const uint8_t *key_raw = (const uint8_t *)in[KEYS].buf + KEY * g;
     int proto = key_raw[2], first_dir = ((const uint8_t *)in[FIRST_DIR].buf)[g];
-    Lru *table = (Lru *)(proto == P_TCP ? tables[0] : proto == P_UDP ? tables[2] : tables[3]);
-    uint64_t h = siphash13(key_raw, KEY);
+    Lru *table = lru_of(tables, proto);
     Lru *closed = (Lru *)tables[1];
     PyObject *key = NULL, *flow, *upd = NULL;
     /* the stamps at which the key was known absent from its table and from closed: unchanged when the flow goes
@@ -1206,21 +1210,50 @@ static int bind(Env *env, PyObject *types, PyObject *end)
 }
 
 /* Each group's update into `updates`, or with `apart` a new flow's flow into `fresh` instead. */
+/* Batch-wise on Lru tables: every group's key hashed first, and the index slot where group g + AHEAD's probe will
+ * start fetched while group g is applied. On a flood of new keys that probe was a cache miss a group (the index of
+ * a 200,000-flow table is 4 MiB), most of lru_find's time. */
+#define AHEAD 8
+
+static void prefetch_probe(PyObject **tables, Py_buffer *in, Py_ssize_t g, uint64_t h)
+{
+    Lru *t = lru_of(tables, ((const uint8_t *)in[KEYS].buf)[KEY * g + 2]);
+    if (t->index != NULL)
+        __builtin_prefetch(&t->index[h & t->mask]);
+}
+
 static int run_groups(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t u, int has_tags, Py_ssize_t *made,
                       PyObject *updates, PyObject *fresh)
 {
-    for (Py_ssize_t g = 0; g < u; g++) {
-        int is_new = 0;
-        PyObject *out = env->lru ? one_group_lru(env, tables, in, g, has_tags, made, fresh != NULL, &is_new)
-                                 : one_group(env, tables, in, g, has_tags, made, fresh != NULL, &is_new);
-        if (out == NULL)
+    uint64_t *hashes = NULL;
+    if (env->lru && u > 0) {
+        if ((hashes = PyMem_Malloc((size_t)u * sizeof(uint64_t))) == NULL) {
+            PyErr_NoMemory();
             return -1;
-        int failed = PyList_Append(fresh != NULL && is_new ? fresh : updates, out);
-        Py_DECREF(out);
-        if (failed)
-            return -1;
+        }
+        for (Py_ssize_t g = 0; g < u; g++) {
+            hashes[g] = siphash13((const uint8_t *)in[KEYS].buf + KEY * g, KEY);
+            if (g < AHEAD)
+                prefetch_probe(tables, in, g, hashes[g]);
+        }
     }
-    return 0;
+    int failed = 0;
+    for (Py_ssize_t g = 0; g < u && !failed; g++) {
+        int is_new = 0;
+        if (hashes != NULL && g + AHEAD < u)
+            prefetch_probe(tables, in, g + AHEAD, hashes[g + AHEAD]);
+        PyObject *out = hashes != NULL
+                            ? one_group_lru(env, tables, in, g, hashes[g], has_tags, made, fresh != NULL, &is_new)
+                            : one_group(env, tables, in, g, has_tags, made, fresh != NULL, &is_new);
+        if (out == NULL) {
+            failed = 1;
+            break;
+        }
+        failed = PyList_Append(fresh != NULL && is_new ? fresh : updates, out) < 0;
+        Py_DECREF(out);
+    }
+    PyMem_Free(hashes);
+    return failed ? -1 : 0;
 }
 
 static PyObject *apply(PyObject *self, PyObject *args)
