@@ -322,8 +322,8 @@ static PyObject *lru_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static int lru_traverse(PyObject *self, visitproc visit, void *arg)
 {
     Lru *t = (Lru *)self;
-    for (uint32_t e = t->head; e != NIL; e = t->ent[e].next)
-        Py_VISIT(t->ent[e].value);
+    for (uint32_t e = 0; e < t->ent_top; e++)   /* the array in its order, not the list's: sequential reads */
+        Py_VISIT(t->ent[e].value);          /* a free entry's is NULL */
     return 0;
 }
 
@@ -1517,7 +1517,19 @@ release:
 }
 /* ---- end of orient (window helper) ---- */
 
+/* key_hash(key) -> int: the Lru's hash of a bytes key, for the tests (the secret is the process's own). */
+static PyObject *key_hash_py(PyObject *self, PyObject *key)
+{
+    uint64_t h;
+    if (!key_hash(key, &h)) {
+        PyErr_SetString(PyExc_TypeError, "key_hash: keys are bytes");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(h);
+}
+
 static PyMethodDef methods[] = {
+    {"key_hash", key_hash_py, METH_O, "The Lru's keyed hash of a bytes key."},
     {"apply", apply, METH_VARARGS, "Apply a batch's flow groups to the flow table's OrderedDicts."},
     {"evict", evict, METH_VARARGS, "Take the least recently active flows out of the flow table's OrderedDicts."},
     {"orient", orient, METH_VARARGS, "Each group's originator, ports, VLAN and first time, as flows.orient."},

@@ -206,3 +206,40 @@ def test_a_flood_of_new_flows_stays_within_the_bound(monkeypatch):
     on, off = _feed(monkeypatch, True, batches, 100), _feed(monkeypatch, False, batches, 100)
     assert on == off and on[3]["evicted"] == 2900
     assert isinstance(Flow, type)
+
+
+def test_an_lru_in_a_reference_cycle_is_collected():
+    """Values are visited by the cyclic collector (Flows never form cycles, but an Lru holds anything)."""
+    import gc
+    import weakref
+
+    class Holder:
+        pass
+
+    lru, holder = _lru(), Holder()
+    lru[b"a"] = 1
+    lru[b"k"] = holder
+    del lru[b"a"]   # a free entry in the array
+    holder.lru = lru   # type: ignore[attr-defined]
+    gone = weakref.ref(holder)
+    del lru, holder
+    gc.collect()
+    assert gone() is None
+
+
+def test_the_hash_is_keyed_by_a_secret_of_each_process():
+    """Whoever sends packets chooses the keys: with a hash known in advance they could choose keys of one probe run.
+    The secret is drawn from os.urandom when the extension loads, whatever PYTHONHASHSEED says."""
+    import os
+    import subprocess
+    import sys
+    key = b"\0\0\x06" + bytes(range(37))
+    code = f"from sensor import _flows; print(_flows.key_hash({key!r}))"
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    seen = {subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           check=True).stdout for _ in range(3)}
+    assert len(seen) == 3
+    ext = compiled.flows_extension
+    assert ext.key_hash(key) == ext.key_hash(bytes(key)) and ext.key_hash(key) != ext.key_hash(key[:-1])  # type: ignore[union-attr]
+    with pytest.raises(TypeError):
+        ext.key_hash("text")  # type: ignore[union-attr, arg-type]
