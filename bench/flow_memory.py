@@ -4,8 +4,9 @@
     python bench/flow_memory.py [CAPTURE] [--camwatch-src DIR]
 
 The capture is decoded first, outside the measurement; what is left allocated once every batch has gone through
-the table, divided by the flows it holds, is the table's cost per flow (the `Flow`, its key, its first time, the
-OrderedDict entry). On bench/make_flood.py's inbound flood every packet is a new flow.
+the table, divided by the flows it holds, is the table's cost per flow (the `Flow`, its key, its first time, its
+entry in the table: an `Lru`'s with the extension built, else an OrderedDict's). On bench/make_flood.py's inbound
+flood every packet is a new flow.
 """
 
 from __future__ import annotations

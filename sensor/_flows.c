@@ -3,15 +3,16 @@
  * in the same order and with the same results, as FlowTable._apply_python, the reference it shadows and the
  * fallback when this extension cannot be built; tests/unit/test_flows_compiled.py holds the two to each other.
  *
- * The table stays what Python reads (OrderedDicts of flows.Flow by canonical key, LRU-ordered): only the loop
- * over groups moves here. A new flow is allocated and its slots filled directly (no __init__ frame), an existing
+ * The table stays what Python reads (four LRU-ordered tables of flows.Flow by canonical key: the Lru type below,
+ * or OrderedDicts, its reference): the loop over groups moves here, and on Lru tables it reaches their entries
+ * directly. A new flow is allocated and its slots filled directly (no __init__ frame), an existing
  * one has its slots read and written through their member offsets, and the FlowUpdates are built the same way:
  * on a flood of new flows that loop was most of the flow stage's time.
  *
  * apply(tables, end, types, keys, first_dir, orig_is_a, orig_port, resp_port, vlan, first_ts, pkts, nbytes,
  *       payload, flags, tags, macs, last[, apart]) -> (updates, created), or with apart (new flows, updates of the
  *       others, created): a new flow's update is what the flow holds, so the flow alone stands for it.
- * tables: (tcp, closed, udp, other) OrderedDicts; end: FlowTable._end, called as end([flow], "idle") when a
+ * tables: (tcp, closed, udp, other), four Lrus or OrderedDicts; end: FlowTable._end, called as end([flow], "idle") when a
  * closed flow's port pair is reused by a SYN; types: (Flow, FlowUpdate, ports, shared_macs, shared_mac):
  * the classes, flows._PORTS, the flows._MACS dict and flows._shared_mac (called when a MAC is not yet shared).
  * Per group: keys 40 bytes; first_dir, orig_is_a uint8; orig_port, resp_port, vlan int64 (a new flow's, already
