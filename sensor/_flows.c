@@ -1322,6 +1322,11 @@ static PyObject *head(PyObject *table, PyTypeObject *flow_type, Py_ssize_t last_
         Py_DECREF(key);
         return NULL;
     }
+    if (SLOT(flow, last_off) == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "evict: a flow without its last time");
+        Py_DECREF(key);
+        return NULL;
+    }
     *last = PyFloat_AsDouble(SLOT(flow, last_off));
     if (*last == -1.0 && PyErr_Occurred()) {
         Py_CLEAR(key);

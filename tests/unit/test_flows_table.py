@@ -243,3 +243,57 @@ def test_the_hash_is_keyed_by_a_secret_of_each_process():
     assert ext.key_hash(key) == ext.key_hash(bytes(key)) and ext.key_hash(key) != ext.key_hash(key[:-1])  # type: ignore[union-attr]
     with pytest.raises(TypeError):
         ext.key_hash("text")  # type: ignore[union-attr, arg-type]
+
+
+
+@pytest.mark.parametrize("kinds", ["oooo", "lolo", "olll"], ids=["ordered-dicts", "mixed", "closed-ordered"])
+@pytest.mark.parametrize("seed", range(4))
+def test_the_compiled_step_on_ordered_dicts_or_a_mix_equals_it_on_lrus(monkeypatch, kinds, seed):
+    """_flows.apply takes OrderedDicts too (through the mapping protocol), and a mix of the two kinds, with the same
+    results as on four Lrus; _flows.evict takes four of either kind and refuses a mix (FlowTable never makes one).
+    Bounded at 6 on four OrderedDicts, unbounded on a mix."""
+    from collections import OrderedDict
+
+    import sensor.flows as fl
+    rng = random.Random(seed)
+    conversations = _conversations(rng) + _conversations(rng)
+    batches, t = [], 1_700_000_000.0
+    for _ in range(10):
+        frames = [_frame(rng, conversations) for _ in range(rng.randint(1, 60))]
+        ts = sorted(t + rng.random() * 3 for _ in frames)
+        t = ts[-1]
+        batches.append((batch_of([f for f, _ in frames], ts=ts, linktype=[lt for _, lt in frames]), None,
+                        t + rng.choice([0.0, 50.0, 400.0])))
+    bound = 6 if kinds == "oooo" else 500_000
+    on = _feed(monkeypatch, True, batches, bound)
+    made = iter(kinds)   # _tcp, _closed, _udp, _other: FlowTable.__init__'s order
+    monkeypatch.setattr(fl, "_new_table", lambda: OrderedDict() if next(made) == "o" else _lru())
+    ended: list[tuple] = []
+    ft = FlowTable(FlowSettings(max_flows=bound), on_end=lambda f, why: ended.append((why, f.key)))
+    assert [isinstance(tb, dict) for tb in (ft._tcp, ft._closed, ft._udp, ft._other)] == [k == "o" for k in kinds]
+    seen = []
+    for batch, tags, now in batches:
+        seen.append(_updates(ft.update(decode(batch), np.arange(len(batch)), tags)))
+        seen.append(_state(ft))
+        seen.append([f.key for f in ft.expire(now)])
+    if kinds != "oooo":
+        with pytest.raises(TypeError, match="four OrderedDicts or four Lrus"):
+            compiled.flows_extension.evict((ft._closed, ft._tcp, ft._udp, ft._other), 1, Flow)  # type: ignore[union-attr]
+    seen.append([f.key for f in ft.flush()])
+    assert (seen, ended, ft.created, dict(ft.expired)) == on
+
+
+@pytest.mark.parametrize("kind", ["lru", "ordered-dict"])
+def test_eviction_refuses_a_flow_without_its_last_time(kind):
+    """Total: a flow whose slot was emptied from Python is refused with an error, on either kind of table, never
+    read through a null pointer."""
+    from collections import OrderedDict
+    tables = [_lru() if kind == "lru" else OrderedDict() for _ in range(4)]
+    flow = Flow(b"\0\0\x06" + bytes(37), 0, 6, 1, 2, 1.0)
+    tables[1][flow.key] = flow
+    del flow.last
+    with pytest.raises(AttributeError):
+        compiled.flows_extension.evict(tuple(tables), 1, Flow)  # type: ignore[union-attr]
+    flow.last = 2.0
+    assert compiled.flows_extension.evict(tuple(tables), 1, Flow) == [flow]  # type: ignore[union-attr]
+    assert len(tables[1]) == 0
