@@ -322,11 +322,13 @@ class CaptureReader:
         state = self._parser_state() if mapped is not None else ()
         records = _Records()
         used, need = parse(self._buf, records)
+        # Each pass walks a shorter buffer, so this ends: a cut before the buffer's start (behind the chunk, in
+        # records handed over already) leaves it empty, and an empty buffer is never walked twice (it hung).
         while mapped is not None and (cut := mapped.intact_to()) is not None and \
-                cut < self.bytes_consumed + len(self._buf):
+                (keep := max(cut - self.bytes_consumed, 0)) < len(self._buf):
             (self._pending, self._ng_endian, ifaces, self._ng_columns, self._last_ts) = state
             self._ng_ifaces = list(ifaces)
-            self._buf = self._buf[:max(cut - self.bytes_consumed, 0)]
+            self._buf = self._buf[:keep]
             records = _Records()
             used, need = parse(self._buf, records)
         return records, used, need

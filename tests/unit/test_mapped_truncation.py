@@ -74,7 +74,10 @@ if when.startswith("walk"):   # inside the record walk of the 10th chunk: the wa
                 return fn(data, *args)
             # at a page boundary: the walk's next read past the cut is on a page wholly past the file's end
             page = os.sysconf("SC_PAGE_SIZE")
-            truncate((reader.bytes_consumed + len(data) // 2) // page * page)
+            if when == "walk-behind":   # behind the chunk: before its first byte, in a chunk handed over before
+                truncate((reader.bytes_consumed - chunk // 2) // page * page)
+            else:
+                truncate((reader.bytes_consumed + len(data) // 2) // page * page)
             try:
                 return fn(data, *args)
             finally:
@@ -101,8 +104,8 @@ print(json.dumps({"records": [[r[0].hex(), r[1], r[2], r[3]] for r in got], "cut
 """
 
 
-def _drain(path: Path, when: str, prefetch: str = "") -> dict:
-    done = child(DRAIN, str(path), when, str(CHUNK), prefetch)
+def _drain(path: Path, when: str, prefetch: str = "", timeout: float = 120) -> dict:
+    done = child(DRAIN, str(path), when, str(CHUNK), prefetch, timeout=timeout)
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     return json.loads(done.stdout)
 
@@ -155,6 +158,25 @@ def test_a_file_cut_under_the_batch_being_processed(tmp_path, kind, prefetch):
     assert found, out["error"]
     at, before, after, handed = map(int, found.groups())
     assert (before, after) == (len(data), cut) and cut < at and handed > 0
+
+
+@pytest.mark.parametrize("kind", sorted(CAPTURES))
+def test_a_file_cut_behind_the_chunk_being_walked_ends_the_read(tmp_path, kind):
+    """Cut under the walk at a point before the chunk's first byte (records handed over already lie past it): the
+    walk of what lies before the cut is empty, and the read ends there with the error, instead of walking nothing
+    again and again (it hung)."""
+    data = CAPTURES[kind]()
+    out = _drain(write(tmp_path, "cut." + kind, data), "walk-behind", timeout=30)
+    cut = out["cut"]
+    assert cut is not None and 5 * CHUNK < cut < len(data)
+    intact, _ = _plain(data[:cut])
+    assert out["records"][:len(intact)] == intact and len(out["records"]) > len(intact)
+    found = re.fullmatch(r".* at byte (\d+): truncated while it was read: the file shrank from (\d+) to (\d+) "
+                         r"bytes; the (\d+) bytes after it, handed over before, may have been read as zeros",
+                         out["error"])
+    assert found, out["error"]
+    at, before, after, handed = map(int, found.groups())
+    assert (before, after) == (len(data), cut) and cut < at == out["offset"] and handed > 0
 
 
 def mapguard_page() -> int:
