@@ -199,3 +199,31 @@ def test_a_decoded_batch_sliced_otherwise_is_decoded_again(tmp_path, monkeypatch
     assert sensor.packets == len(batch) and np.sum(sensor.by_network) == len(batch)
     sensor.close()
     reader.close()
+
+
+@pytest.mark.parametrize(("flag", "config", "expected"), [(None, None, "auto"), (None, "off", "off"),
+                                                          ("on", "off", "on"), ("off", None, "off")])
+def test_replay_takes_the_mode_from_its_option_then_the_config(tmp_path, monkeypatch, flag, config, expected):
+    from sensor.cli import loop, main
+
+    path = write(tmp_path, "f.pcap", pcap(2000, video_frame(700)))
+    modes, real = [], overlap.batches
+
+    def spy(reader, mode):
+        modes.append(mode)
+        return real(reader, mode)
+    monkeypatch.setattr(overlap, "batches", spy)
+    monkeypatch.setattr(loop, "install_stop_handlers", lambda stop: None)
+    monkeypatch.setattr(loop, "tune_garbage_collector", lambda: None)
+    argv = ["replay", str(path), "--quiet", "--alerts", str(tmp_path / "alerts.jsonl"),
+            "--metrics-out", str(tmp_path / "metrics.txt")]
+    if config is not None:
+        (tmp_path / "c.toml").write_text(f'[capture]\noverlap = "{config}"\n')
+        argv += ["--config", str(tmp_path / "c.toml")]
+    if flag is not None:
+        argv += ["--overlap", flag]
+    assert main(argv) == 0
+    assert modes == [expected]
+    packets = [line for line in (tmp_path / "metrics.txt").read_text().splitlines()
+               if line.startswith("camwatch_packets_total")]
+    assert packets and packets[0].endswith(" 2000.0")
