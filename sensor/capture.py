@@ -11,8 +11,9 @@ import os
 import stat
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from sensor import compiled
 from sensor.errors import CamwatchError, CaptureError
 from sensor.mapped import Damaged, MappedFile
 from sensor.readahead import ReadAhead
+
+if TYPE_CHECKING:
+    from sensor.decode import Decoded
 
 CHUNK_BYTES = 8 << 20   # thousands of video frames per batch: numpy's per-call overhead amortised
 # A live source with nothing to hand over says so this often (an empty batch): flows expire and a new flow waiting
@@ -65,6 +69,9 @@ class Batch:
     wirelen: np.ndarray   # int64, bytes on the wire
     ts: np.ndarray        # float64, epoch seconds
     linktype: np.ndarray  # int32
+    # Already decoded (sensor.overlap, on the reading thread): one Decoded per pipeline.DECODE_SLICE rows, as
+    # Sensor.process would make them; None to have the pipeline decode it. A selection is not decoded.
+    decoded: tuple[Decoded, ...] | None = field(default=None, kw_only=True, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -168,6 +175,12 @@ class CaptureReader:
         self._ng_columns: tuple[bytes, bytes, bytes, bytes] | None = None   # the same as columns, for the C walk
 
     # ---- lifetime --------------------------------------------------------------------------------------
+    @property
+    def mapped(self) -> bool:
+        """Read through a memory map: a batch's data stays valid while the next batch is read (sensor.overlap),
+        unlike the reused buffer of readinto and read-ahead."""
+        return isinstance(self._read_ahead, MappedFile)
+
     def close(self) -> None:
         """Release the source and the buffer. A batch already handed out stays readable: it holds its own
         reference to the buffer."""
@@ -322,11 +335,13 @@ class CaptureReader:
         state = self._parser_state() if mapped is not None else ()
         records = _Records()
         used, need = parse(self._buf, records)
+        # Each pass walks a shorter buffer, so this ends: a cut before the buffer's start (behind the chunk, in
+        # records handed over already) leaves it empty, and an empty buffer is never walked twice (it hung).
         while mapped is not None and (cut := mapped.intact_to()) is not None and \
-                cut < self.bytes_consumed + len(self._buf):
+                (keep := max(cut - self.bytes_consumed, 0)) < len(self._buf):
             (self._pending, self._ng_endian, ifaces, self._ng_columns, self._last_ts) = state
             self._ng_ifaces = list(ifaces)
-            self._buf = self._buf[:max(cut - self.bytes_consumed, 0)]
+            self._buf = self._buf[:keep]
             records = _Records()
             used, need = parse(self._buf, records)
         return records, used, need

@@ -348,6 +348,7 @@ class MetricsSettings:
 
 
 CAPTURE_ENGINES = ("dumpcap", "tpacket")
+OVERLAP_MODES = ("auto", "on", "off")   # sensor.overlap.MODES
 
 
 @dataclass(frozen=True)
@@ -363,6 +364,9 @@ class CaptureSettings:
                                            "flows (PACKET_FANOUT by flow hash); unset: this one sees all")
     user: str | None = setting(None, kind=Text(printable=True, max_length=64, nul=False),
                                doc="tpacket, started as root: the user to run on as once the capture is open")
+    overlap: str = setting("auto", kind=Choice(OVERLAP_MODES),
+                           doc="capture files: the next batch read and decoded on a second thread while the "
+                               "current one is processed; auto: where two CPUs are available (sensor/overlap.py)")
 
     def after_load(self, where: str) -> CaptureSettings:
         if self.engine != "tpacket" and (self.fanout_group is not None or self.user is not None):
@@ -451,7 +455,7 @@ class Config:
     geo: GeoSettings = section(GeoSettings, "destination owner and geolocation databases")
     state: StateSettings = section(StateSettings, "learned state across restarts")
     metrics: MetricsSettings = section(MetricsSettings, "the HTTP endpoint; see docs/deploy.md before exposing it")
-    capture: CaptureSettings = section(CaptureSettings, "live capture (camwatch run)")
+    capture: CaptureSettings = section(CaptureSettings, "live capture (camwatch run) and reading capture files")
     allow: tuple[AllowRule, ...] = setting((), kind=Tables(AllowRule), expect="an array of tables: [[allow]]",
                                            doc="MUD-like allowlist (RFC 8520 in spirit)")
     sites: tuple[tuple[str, SiteSettings], ...] = setting((), kind=NamedTables(SiteSettings),

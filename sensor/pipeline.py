@@ -46,6 +46,17 @@ DEVICE_SAVE_SECONDS = 30.0
 LINK_LEARNED_KEY = "link_learned"   # routers and camera-side networks learnt from the link (zero-config)
 
 
+def batch_slice(batch: Batch, start: int) -> Batch:
+    """Rows start to start + DECODE_SLICE: decoding gathers a header matrix per packet, and slices keep it bounded
+    whatever the packet sizes."""
+    return batch if len(batch) <= DECODE_SLICE else batch.select(slice(start, start + DECODE_SLICE))
+
+
+def decode_batch(batch: Batch) -> tuple[Decoded, ...]:
+    """The batch decoded slice by slice, as Sensor.process decodes it (sensor.overlap does it on its thread)."""
+    return tuple(decode(batch_slice(batch, start)) for start in range(0, len(batch), DECODE_SLICE))
+
+
 class _Tallies:
     """A batch's packet counters per one-second window, worked out for the whole batch at once: counting a window's
     few rows costs microseconds a call whatever their number, and control traffic is ~10 packets a second.
@@ -131,10 +142,15 @@ class Sensor:
 
     # ---- input -----------------------------------------------------------------------------------------
     def process(self, batch: Batch, pace: Callable[[float], None] | None = None) -> None:
-        # Decoding gathers a header matrix per packet: slices keep it bounded whatever the packet sizes.
-        for start in range(0, len(batch), DECODE_SLICE):
-            self._process(batch if len(batch) <= DECODE_SLICE else batch.select(slice(start, start + DECODE_SLICE)),
-                          pace)
+        """A batch through the pipeline; its decode done already (batch.decoded, sensor.overlap) or done here."""
+        decoded = batch.decoded
+        if decoded is not None and len(decoded) != len(range(0, len(batch), DECODE_SLICE)):
+            decoded = None   # sliced otherwise (DECODE_SLICE changed since): decoded again here
+        for i, start in enumerate(range(0, len(batch), DECODE_SLICE)):
+            if decoded is not None:
+                self._process(decoded[i], pace)
+            else:
+                self._process(decode(batch_slice(batch, start)), pace)
         if self.live:
             # Live, an incident's line goes out when the read that brought it is done, not when its second of
             # capture time ends: a camera's first packet to the Internet is a line within a second of capture.
@@ -143,11 +159,11 @@ class Sensor:
                     self._settle_fresh()
                 self.detection.write_lines()
 
-    def _process(self, batch: Batch, pace: Callable[[float], None] | None) -> None:
+    def _process(self, dec: Decoded, pace: Callable[[float], None] | None) -> None:
+        batch = dec.batch
         n = len(batch)
         if n == 0:
             return
-        dec = decode(batch)
         ts = batch.ts
         seconds = np.floor(ts)
         bounds = [0, *(np.flatnonzero(seconds[1:] != seconds[:-1]) + 1).tolist(), n]

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from sensor import overlap
 from sensor.capture import Batch, open_file
 from sensor.config import Config
 from sensor.detect.incidents import END, SHUTDOWN
@@ -99,9 +100,12 @@ class CaptureFiles:
     files after it are still read: everything before a fault counts."""
 
     def __init__(self, paths: Sequence[str], stop: threading.Event | None = None,
-                 pace: Callable[[float], None] | None = None, packets: Callable[[], int] | None = None):
+                 pace: Callable[[float], None] | None = None, packets: Callable[[], int] | None = None,
+                 overlap: str = "auto"):
         """`stop` ends the stream after the current batch; `packets`, the count processed so far, turns on the
-        progress bar."""
+        progress bar; `overlap` (auto, on, off: capture.overlap) reads and decodes the next batch on a second
+        thread while the current one is processed (sensor.overlap)."""
+        self.overlap = overlap
         self.paths = paths
         self.stop = stop
         self.pace = pace
@@ -114,8 +118,9 @@ class CaptureFiles:
                 break
             reader, size = open_file(path)
             progress = Progress(size, self.packets is not None)
+            batches = overlap.batches(reader, self.overlap)
             try:
-                for batch in reader:
+                for batch in batches:
                     yield batch
                     progress.update(reader.bytes_consumed, self.packets() if self.packets else 0)
                     if self._stopped():
@@ -123,6 +128,7 @@ class CaptureFiles:
             except CaptureError as exc:
                 self.failures.append(str(exc))
             finally:
+                batches.close()   # the reading thread stopped before the reader closes under it
                 reader.close()
                 progress.done()
 
@@ -135,7 +141,7 @@ class CaptureFiles:
 
 def replay_into(sensor: Sensor, paths: list[str]) -> list[str]:
     """Process capture files in order; returns the one-line errors of files that could not be read to the end."""
-    files = CaptureFiles(paths)
+    files = CaptureFiles(paths, overlap=sensor.config.capture.overlap)
     for batch in files.batches():
         sensor.process(batch)
     sensor.finish()

@@ -26,6 +26,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     add_output_options(parser)
     parser.add_argument("--pace", default="fast", metavar="fast|realtime|Nx",
                         help="replay speed: as fast as possible (default), capture time, or N times faster")
+    parser.add_argument("--overlap", choices=("auto", "on", "off"),
+                        help="read and decode the next batch on a second thread while the current one is "
+                             "processed: auto (the default, capture.overlap) where two CPUs are available")
     parser.set_defaults(func=replay)
 
 
@@ -55,7 +58,8 @@ def replay(args: argparse.Namespace) -> int:
     session.announce_server()
     sensor = session.sensor
     files = CaptureFiles(args.pcaps, session.stop, pace=Pacer(speed, session.stop) if speed else None,
-                         packets=None if args.quiet else lambda: sensor.packets)
+                         packets=None if args.quiet else lambda: sensor.packets,
+                         overlap=args.overlap or config.capture.overlap)
     session.run(files)
     if not args.quiet:
         print_summary(sensor, session.elapsed, len(args.pcaps), session.flow_log)

@@ -1,5 +1,6 @@
 """The way a capture file is read changes nothing camwatch reports: the fixtures read through a memory map
-(sensor.mapped, the default for large files; also with its prefetch thread), with the read-ahead thread
+(sensor.mapped, the default for large files; also with its prefetch thread, and with the next batch read and
+decoded on the overlap thread, sensor.overlap, or in line), with the read-ahead thread
 (sensor.readahead) and with readinto in line, each in chunks small enough that records straddle many chunk
 boundaries, give exactly their golden alerts, metrics and inventory (tests/golden.py)."""
 
@@ -8,15 +9,15 @@ from __future__ import annotations
 import golden
 import pytest
 
-from sensor import capture, mapped
+from sensor import capture, mapped, overlap
 from sensor.cli import loop
 
 CASES = {c.name: c for c in golden.fixture_cases()}
 PICKED = ["synthetic/camera_site.pcap", "synthetic/links/two_interfaces.pcapng", "real/ndpi/rtsp.pcap",
           "real/nku-lifecycle/xiaobai_Y2camera_setup.pcap"]
-# MAP_FROM, READ_AHEAD_FROM, mapped.PREFETCH
-MODES = {"mapped": (1, 0, False), "mapped-prefetch": (1, 0, True), "read-ahead": (0, 1, False),
-         "readinto": (0, 0, False)}
+# MAP_FROM, READ_AHEAD_FROM, mapped.PREFETCH, capture.overlap (only mapped files are overlapped)
+MODES = {"mapped": (1, 0, False, "off"), "mapped-overlap": (1, 0, False, "on"), "mapped-prefetch": (1, 0, True, "off"),
+         "read-ahead": (0, 1, False, "on"), "readinto": (0, 0, False, "on")}
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
@@ -25,8 +26,14 @@ def test_each_read_mode_gives_the_golden_outputs(name, mode, monkeypatch):
     case = CASES[name]
     expected = golden.load(case)
     assert expected is not None
-    map_from, ahead_from, prefetch = MODES[mode]
+    map_from, ahead_from, prefetch, overlapping = MODES[mode]
     monkeypatch.setattr(mapped, "PREFETCH", prefetch)
+    real_batches, threads = overlap.batches, []
+
+    def batches(reader, mode):   # whatever the config says
+        threads.append(reader.mapped and overlapping == "on")
+        return real_batches(reader, overlapping)
+    monkeypatch.setattr(overlap, "batches", batches)
     monkeypatch.setattr(capture, "MAP_FROM", map_from)
     monkeypatch.setattr(capture, "READ_AHEAD_FROM", ahead_from)
     monkeypatch.setattr(capture, "CHUNK_BYTES", 16 << 10)
@@ -40,5 +47,6 @@ def test_each_read_mode_gives_the_golden_outputs(name, mode, monkeypatch):
     monkeypatch.setattr(loop, "open_file", spy)
     diff = golden.differences(expected, golden.outputs(case))
     assert not diff, f"{name} read {mode} differs:\n" + "\n".join(diff)
-    assert opened == [{"mapped": "MappedFile", "mapped-prefetch": "MappedFile", "read-ahead": "ReadAhead",
-                       "readinto": "NoneType"}[mode]]
+    assert opened == [{"mapped": "MappedFile", "mapped-overlap": "MappedFile", "mapped-prefetch": "MappedFile",
+                       "read-ahead": "ReadAhead", "readinto": "NoneType"}[mode]]
+    assert threads == [mode == "mapped-overlap"]

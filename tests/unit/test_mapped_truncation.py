@@ -37,7 +37,7 @@ def child(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedPr
 # prints what it was handed and the error it ended with.
 DRAIN = """
 import json, os, sys, threading
-from sensor import capture, compiled, mapped
+from sensor import capture, compiled, mapped, overlap
 from sensor.capture import CaptureReader
 from sensor.errors import CaptureError
 from sensor.mapped import MappedFile
@@ -45,6 +45,7 @@ from tests.unit.test_capture import _records
 
 path, when, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
 mapped.PREFETCH = sys.argv[4] == "prefetch"
+overlapping = sys.argv[5]   # on: the walks run on the overlap thread, one batch ahead of the loop below
 fh = open(path, "rb")
 source = MappedFile.open(fh, os.fstat(fh.fileno()).st_size, chunk)
 assert source is not None
@@ -74,7 +75,10 @@ if when.startswith("walk"):   # inside the record walk of the 10th chunk: the wa
                 return fn(data, *args)
             # at a page boundary: the walk's next read past the cut is on a page wholly past the file's end
             page = os.sysconf("SC_PAGE_SIZE")
-            truncate((reader.bytes_consumed + len(data) // 2) // page * page)
+            if when == "walk-behind":   # behind the chunk: before its first byte, in a chunk handed over before
+                truncate((reader.bytes_consumed - chunk // 2) // page * page)
+            else:
+                truncate((reader.bytes_consumed + len(data) // 2) // page * page)
             try:
                 return fn(data, *args)
             finally:
@@ -86,8 +90,9 @@ if when.startswith("walk"):   # inside the record walk of the 10th chunk: the wa
     compiled.extension = Walk()
 
 got, error = [], None
+batches = overlap.batches(reader, overlapping)
 try:
-    for i, batch in enumerate(reader):
+    for i, batch in enumerate(batches):
         if i == 10 and when == "between":   # after this batch's walk, beyond it: the next slice stops at the cut
             truncate(source._pos + chunk // 3 + 1)
         if i == 10 and when == "processing":   # while the consumer works on the batch: half of it is cut away
@@ -95,14 +100,15 @@ try:
         got += _records([batch])   # every byte of every record read, as the decode would
 except CaptureError as exc:
     error = exc
+batches.close()
 print(json.dumps({"records": [[r[0].hex(), r[1], r[2], r[3]] for r in got], "cut": cut, "error": str(error),
                   "faulted": faulted,
                   "offset": error.offset if error else None}))
 """
 
 
-def _drain(path: Path, when: str, prefetch: str = "") -> dict:
-    done = child(DRAIN, str(path), when, str(CHUNK), prefetch)
+def _drain(path: Path, when: str, prefetch: str = "", timeout: float = 120, overlapping: str = "off") -> dict:
+    done = child(DRAIN, str(path), when, str(CHUNK), prefetch, overlapping, timeout=timeout)
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     return json.loads(done.stdout)
 
@@ -155,6 +161,40 @@ def test_a_file_cut_under_the_batch_being_processed(tmp_path, kind, prefetch):
     assert found, out["error"]
     at, before, after, handed = map(int, found.groups())
     assert (before, after) == (len(data), cut) and cut < at and handed > 0
+
+
+@pytest.mark.parametrize("kind", sorted(CAPTURES))
+@pytest.mark.parametrize("when", ["walk", "walk-thread"])
+def test_a_file_cut_under_the_overlap_threads_walk_ends_as_in_line(tmp_path, kind, when):
+    """The walk meeting the cut runs on the overlap thread (sensor.overlap), a batch ahead of the consumer: the
+    same records, then the same one-line error at the same byte, on the main thread, as reading in line. (A cut
+    behind the chunk, in the batch the consumer holds, is a race with the consumer's reads whichever the thread.)"""
+    data = CAPTURES[kind]()
+    path = write(tmp_path, "cut." + kind, data)
+    on = _drain(path, when, overlapping="on", timeout=60)
+    path.write_bytes(data)
+    off = _drain(path, when, overlapping="off", timeout=60)
+    assert on["cut"] is not None and len(on["records"]) > 100
+    assert on == off
+
+
+@pytest.mark.parametrize("kind", sorted(CAPTURES))
+def test_a_file_cut_behind_the_chunk_being_walked_ends_the_read(tmp_path, kind):
+    """Cut under the walk at a point before the chunk's first byte (records handed over already lie past it): the
+    walk of what lies before the cut is empty, and the read ends there with the error, instead of walking nothing
+    again and again (it hung)."""
+    data = CAPTURES[kind]()
+    out = _drain(write(tmp_path, "cut." + kind, data), "walk-behind", timeout=30)
+    cut = out["cut"]
+    assert cut is not None and 5 * CHUNK < cut < len(data)
+    intact, _ = _plain(data[:cut])
+    assert out["records"][:len(intact)] == intact and len(out["records"]) > len(intact)
+    found = re.fullmatch(r".* at byte (\d+): truncated while it was read: the file shrank from (\d+) to (\d+) "
+                         r"bytes; the (\d+) bytes after it, handed over before, may have been read as zeros",
+                         out["error"])
+    assert found, out["error"]
+    at, before, after, handed = map(int, found.groups())
+    assert (before, after) == (len(data), cut) and cut < at == out["offset"] and handed > 0
 
 
 def mapguard_page() -> int:

@@ -1,0 +1,140 @@
+"""Reading beside processing: a capture file's next batch read and decoded on a second thread while the pipeline
+works on the current one (issue 16 item 3).
+
+Replay of a file in the page cache is, per batch, the record walk over the chunk (the page faults of the memory map
+included), the decode, then flows, enrichment and detection. The walk and the decode are compiled loops that run
+without the GIL (sensor/_walk.c), so on a second core they overlap the Python-heavy rest of the batch before instead
+of adding to it. The main thread keeps everything else, in the same order as before: a batch's results, errors and
+outputs are those of reading it in line.
+
+The hand-over is one batch deep: the thread starts the next batch only once the pipeline has taken the one it
+made, so it is never more than one batch ahead and memory grows by one batch's decoded columns. Only memory-mapped
+readers are overlapped (CaptureReader.mapped): their batches are slices of the map, still valid while the next one
+is read, whereas readinto and read-ahead reuse their buffers. Small files (under capture.MAP_FROM, one chunk)
+have nothing to overlap; live capture is not touched.
+
+What the thread raises (a CaptureError at a damaged record, an OSError) is raised on the main thread at the same
+place as in line: when the batch after the last good one is asked for, every batch before it processed. A decode
+that fails on the thread is not raised there: the batch goes without its decode and the pipeline's own decode
+fails again, in its place. Closing the batches (the consumer stopped, an exception, KeyboardInterrupt) stops the
+thread and waits for it (at most the walk and decode of one chunk) before the reader is closed.
+
+`capture.overlap` in the config (auto, on, off) chooses; auto overlaps where at least two CPUs are available to the
+process (os.sched_getaffinity): on one CPU the thread could only take turns with the pipeline, at a cost.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Generator, Iterator
+
+from sensor.capture import Batch, CaptureReader
+from sensor.config import OVERLAP_MODES as MODES
+from sensor.pipeline import decode_batch
+
+
+def cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):   # not Linux
+        return os.cpu_count() or 1
+
+
+def wanted(mode: str) -> bool:
+    """Whether `mode` (auto, on, off) overlaps reading and processing on this machine."""
+    if mode not in MODES:
+        raise ValueError(f"overlap mode {mode!r}: expected one of {', '.join(MODES)}")
+    return mode == "on" or (mode == "auto" and cpus() >= 2)
+
+
+def batches(reader: CaptureReader, mode: str = "auto") -> Generator[Batch, None, None]:
+    """The reader's batches, read and decoded one batch ahead on a second thread where `mode` allows and the reader
+    is mapped; else simply the reader's batches. Close the generator (or run it to its end) before closing the
+    reader: that stops the thread."""
+    if not (reader.mapped and wanted(mode)):
+        yield from reader
+        return
+    ahead = _Ahead(iter(reader), decode_batch)
+    try:
+        while (batch := ahead.take()) is not None:
+            yield batch
+    finally:
+        ahead.stop()
+
+
+_BATCH, _END, _FAILED = 0, 1, 2
+
+
+class _Ahead:
+    """The thread and its one-batch slot."""
+
+    def __init__(self, source: Iterator[Batch], decode: Callable[[Batch], tuple]):
+        self._source = source
+        self._decode = decode
+        self._cond = threading.Condition()
+        self._slot: tuple[int, object] | None = None
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="capture-overlap", daemon=True)
+        self._thread.start()
+
+    # ---- the main thread -------------------------------------------------------------------------------
+    def take(self) -> Batch | None:
+        """The next batch, decoded; None at the end; the thread's exception once the batches before it are out."""
+        with self._cond:
+            while self._slot is None:
+                self._cond.wait()
+            kind, value = self._slot
+            self._slot = None
+            self._cond.notify()   # the thread starts the next batch
+        if kind == _BATCH:
+            assert isinstance(value, Batch)
+            return value
+        if kind == _FAILED:
+            assert isinstance(value, BaseException)
+            try:
+                raise value
+            finally:   # no reference kept here: its traceback holds the reader's frames
+                value = None
+        return None
+
+    def stop(self) -> None:
+        """Stop the thread, at the end or early, and wait for it: the reader is then free to close."""
+        with self._cond:
+            self._stopping = True
+            self._slot = None
+            self._cond.notify()
+        self._thread.join()
+
+    # ---- the reading thread ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        source = self._source
+        try:
+            for batch in source:
+                if len(batch):
+                    try:
+                        batch.decoded = self._decode(batch)
+                    except Exception:   # noqa: BLE001 - the pipeline decodes it again and raises it in its place
+                        batch.decoded = None
+                if not self._hand(_BATCH, batch):
+                    return
+            self._hand(_END, None)
+        except BaseException as exc:   # noqa: BLE001 - handed to the main thread, raised there
+            self._hand(_FAILED, exc)
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()   # the reader's generator ends on this thread, which ran it: the reader closes itself
+
+    def _hand(self, kind: int, value: object) -> bool:
+        """Put one item in the slot, then wait until it is taken (the next batch starts only then); False when
+        stopped instead."""
+        with self._cond:
+            if self._stopping:
+                return False
+            self._slot = (kind, value)
+            self._cond.notify()
+            while self._slot is not None and not self._stopping:
+                self._cond.wait()
+            return not self._stopping

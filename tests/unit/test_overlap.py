@@ -1,0 +1,229 @@
+"""Reading beside processing (sensor/overlap.py): the batches of a mapped capture read and decoded one batch ahead on
+a second thread are the reader's own batches, in order, decoded as the pipeline would; what the thread raises is
+raised on the main thread after every batch before it; closing stops the thread before the reader closes."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from capture_bytes import pcap, pcapng, video_frame, write
+
+from sensor import capture, overlap, pipeline
+from sensor.capture import open_file
+from sensor.config import OVERLAP_MODES, Config, load_config
+from sensor.errors import CaptureError
+from sensor.pipeline import Sensor, decode_batch
+from tests.unit.test_capture import _records
+
+pytest.importorskip("sensor._mapguard", reason="only mapped files are overlapped")
+CHUNK = 16 << 10
+
+
+@pytest.fixture(autouse=True)
+def _small_chunks(monkeypatch):
+    monkeypatch.setattr(capture, "MAP_FROM", 1)
+    monkeypatch.setattr(capture, "CHUNK_BYTES", CHUNK)
+
+
+def _threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "capture-overlap"]
+
+
+def _drain(path, mode: str) -> tuple[list[tuple], list, CaptureError | None]:
+    """Records and decoded columns of every batch, and the error the batches ended with."""
+    reader, _ = open_file(path)
+    assert reader.mapped
+    got: list[tuple] = []
+    columns: list = []
+    error = None
+    batches = overlap.batches(reader, mode)
+    try:
+        for batch in batches:
+            got += _records([batch])
+            decoded = batch.decoded if batch.decoded is not None else decode_batch(batch)
+            if mode == "on":
+                assert batch.decoded is not None
+            columns += [(d.network.tolist(), d.src.tolist(), d.sport.tolist(), d.payload_off.tolist()) for d in decoded]
+    except CaptureError as exc:
+        error = exc
+    finally:
+        batches.close()
+        reader.close()
+    assert not _threads()
+    return got, columns, error
+
+
+CAPTURES = {"pcap": lambda: pcap(2000, video_frame(700)), "pcapng": lambda: pcapng(2000, video_frame(700))}
+
+
+@pytest.mark.parametrize("kind", sorted(CAPTURES))
+def test_overlapped_batches_are_the_readers_decoded_as_the_pipeline_would(tmp_path, kind):
+    path = write(tmp_path, "f." + kind, CAPTURES[kind]())
+    on, off = _drain(path, "on"), _drain(path, "off")
+    assert len(on[0]) == 2000 and on == off
+
+
+@pytest.mark.parametrize("kind", sorted(CAPTURES))
+def test_a_damaged_record_ends_the_batches_at_the_same_record_with_the_same_error(tmp_path, kind):
+    data = bytearray(CAPTURES[kind]())
+    at = len(data) * 2 // 3
+    at += data[at:].index(video_frame(700)[:16]) - (16 if kind == "pcap" else 28)   # a record's header
+    data[at + 8:at + 12] = (50 << 20).to_bytes(4, "little")   # an absurd captured length
+    path = write(tmp_path, "bad." + kind, bytes(data))
+    on, off = _drain(path, "on"), _drain(path, "off")
+    assert on[2] is not None and 1000 < len(on[0]) < 2000
+    assert (on[0], on[1], str(on[2]), on[2].offset) == (off[0], off[1], str(off[2]), off[2].offset)
+
+
+def test_what_the_thread_raises_is_raised_on_the_main_thread_after_the_batches_before(tmp_path, monkeypatch):
+    path = write(tmp_path, "f.pcap", pcap(2000, video_frame(700)))
+    reader, _ = open_file(path)
+    real = reader._batches
+    boom = RuntimeError("from the reading thread")
+
+    def failing():
+        for i, batch in enumerate(real()):
+            if i == 5:
+                raise boom
+            yield batch
+    monkeypatch.setattr(reader, "_batches", failing)
+    seen = []
+    batches = overlap.batches(reader, "on")
+    with pytest.raises(RuntimeError) as raised:
+        for batch in batches:
+            seen.append(threading.current_thread() is threading.main_thread() and len(batch))
+    assert raised.value is boom and len(seen) == 5 and all(seen)
+    batches.close()
+    assert not _threads() and reader._closed
+
+
+def test_a_decode_failing_on_the_thread_is_left_to_the_pipeline(tmp_path, monkeypatch):
+    path = write(tmp_path, "f.pcap", pcap(500, video_frame(700)))
+    calls = []
+
+    def decode(batch):
+        calls.append(threading.current_thread().name)
+        if len(calls) == 2:
+            raise ValueError("undecodable")
+        return decode_batch(batch)
+    monkeypatch.setattr(overlap, "decode_batch", decode)
+    reader, _ = open_file(path)
+    decoded = [b.decoded is not None for b in overlap.batches(reader, "on")]
+    assert decoded[1] is False and all(decoded[:1] + decoded[2:]) and set(calls) == {"capture-overlap"}
+
+
+@pytest.mark.parametrize("stop", ["break", "KeyboardInterrupt"])
+def test_stopping_early_stops_the_thread_before_the_reader_closes(tmp_path, stop):
+    path = write(tmp_path, "f.pcap", pcap(2000, video_frame(700)))
+    reader, _ = open_file(path)
+    batches = overlap.batches(reader, "on")
+    try:
+        for i, _batch in enumerate(batches):
+            assert len(_threads()) == 1
+            if i == 3:
+                if stop == "break":
+                    break
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    batches.close()
+    assert not _threads() and reader._closed
+
+
+def test_the_thread_never_runs_more_than_one_batch_ahead(tmp_path, monkeypatch):
+    path = write(tmp_path, "f.pcap", pcap(2000, video_frame(700)))
+    reader, _ = open_file(path)
+    made = []
+    real = overlap.decode_batch
+
+    def decode(batch):
+        made.append(batch)
+        return real(batch)
+    monkeypatch.setattr(overlap, "decode_batch", decode)
+    batches = overlap.batches(reader, "on")
+    for i, batch in enumerate(batches):
+        threading.Event().wait(0.01)   # the thread has time to run ahead, if it would
+        assert len(made) <= i + 2 and made[i] is batch
+    assert len(made) > 10
+
+
+def test_only_mapped_readers_are_overlapped_and_auto_needs_two_cpus(tmp_path, monkeypatch):
+    path = write(tmp_path, "f.pcap", pcap(200, video_frame(700)))
+    monkeypatch.setattr(capture, "MAP_FROM", 0)
+    reader, _ = open_file(path)
+    assert not reader.mapped
+    batches = overlap.batches(reader, "on")
+    assert next(batches).decoded is None and not _threads()
+    batches.close()
+    reader.close()
+    monkeypatch.setattr(overlap, "cpus", lambda: 1)
+    assert (overlap.wanted("auto"), overlap.wanted("on"), overlap.wanted("off")) == (False, True, False)
+    monkeypatch.setattr(overlap, "cpus", lambda: 2)
+    assert (overlap.wanted("auto"), overlap.wanted("on"), overlap.wanted("off")) == (True, True, False)
+    with pytest.raises(ValueError):
+        overlap.wanted("yes")
+    assert overlap.MODES == OVERLAP_MODES == ("auto", "on", "off")
+
+
+def test_the_config_key_and_its_default(tmp_path):
+    assert Config().capture.overlap == "auto"
+    conf = tmp_path / "c.toml"
+    conf.write_text('[capture]\noverlap = "off"\n')
+    assert load_config(conf).capture.overlap == "off"
+
+
+def test_a_sensor_fed_overlapped_batches_counts_the_same(tmp_path):
+    path = write(tmp_path, "f.pcapng", pcapng(3000, video_frame(700)))
+    summaries = []
+    for mode in ("on", "off"):
+        sensor = Sensor(Config(), on_alert=None)
+        reader, _ = open_file(path)
+        for batch in overlap.batches(reader, mode):
+            sensor.process(batch)
+        sensor.finish()
+        summaries.append((sensor.summary(), sensor.by_network.tolist(), sensor.decode_errors.tolist()))
+        sensor.close()
+    assert summaries[0] == summaries[1] and summaries[0][0]["packets"] == 3000
+
+
+def test_a_decoded_batch_sliced_otherwise_is_decoded_again(tmp_path, monkeypatch):
+    path = write(tmp_path, "f.pcap", pcap(300, video_frame(700)))
+    reader, _ = open_file(path)
+    batch = next(iter(reader))
+    batch.decoded = decode_batch(batch)
+    monkeypatch.setattr(pipeline, "DECODE_SLICE", 7)   # the pipeline now slices it otherwise
+    sensor = Sensor(Config(), on_alert=None)
+    sensor.process(batch)
+    assert sensor.packets == len(batch) and np.sum(sensor.by_network) == len(batch)
+    sensor.close()
+    reader.close()
+
+
+@pytest.mark.parametrize(("flag", "config", "expected"), [(None, None, "auto"), (None, "off", "off"),
+                                                          ("on", "off", "on"), ("off", None, "off")])
+def test_replay_takes_the_mode_from_its_option_then_the_config(tmp_path, monkeypatch, flag, config, expected):
+    from sensor.cli import loop, main
+
+    path = write(tmp_path, "f.pcap", pcap(2000, video_frame(700)))
+    modes, real = [], overlap.batches
+
+    def spy(reader, mode):
+        modes.append(mode)
+        return real(reader, mode)
+    monkeypatch.setattr(overlap, "batches", spy)
+    monkeypatch.setattr(loop, "install_stop_handlers", lambda stop: None)
+    monkeypatch.setattr(loop, "tune_garbage_collector", lambda: None)
+    argv = ["replay", str(path), "--quiet", "--alerts", str(tmp_path / "alerts.jsonl"),
+            "--metrics-out", str(tmp_path / "metrics.txt")]
+    if config is not None:
+        (tmp_path / "c.toml").write_text(f'[capture]\noverlap = "{config}"\n')
+        argv += ["--config", str(tmp_path / "c.toml")]
+    if flag is not None:
+        argv += ["--overlap", flag]
+    assert main(argv) == 0
+    assert modes == [expected]
+    packets = [line for line in (tmp_path / "metrics.txt").read_text().splitlines()
+               if line.startswith("camwatch_packets_total")]
+    assert packets and packets[0].endswith(" 2000.0")
