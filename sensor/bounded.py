@@ -168,6 +168,13 @@ class BoundedLRU(Generic[K, V]):
                     on_evict(old_key, old_value)
         return len(keys)
 
+    def take_all(self) -> list[tuple[K, V]]:
+        """Every entry, least recently used first, and the map left empty: popping `oldest` until none is left, in
+        one step (nothing is evicted or counted)."""
+        items = list(self._entries.items())
+        self._entries.clear()
+        return items
+
     def oldest(self) -> tuple[K, V] | None:
         """The least recently used entry, left in place; None when empty."""
         return next(iter(self._entries.items()), None)
