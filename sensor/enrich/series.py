@@ -74,6 +74,10 @@ class ByteSeries:
         return [(float(b * BUCKET_SECONDS), int(counts[s])) for b, s in found]
 
     def state(self) -> list[list[float | int]]:
+        if self.lone and self.newest >= 0:   # points() of a lone series, without its list of tuples
+            count = self.counts[self.newest % BUCKETS]
+            if count:
+                return [[float(self.newest * BUCKET_SECONDS), count]]
         return [[start, count] for start, count in self.points()]
 
     @classmethod

@@ -178,4 +178,5 @@ def test_the_lone_flag_holds_only_while_every_other_slot_is_zero():
                 lone_seen += 1
                 assert s.counts.count(0) == BUCKETS - 1 and s.counts[s.newest % BUCKETS]
             assert s.points() == _points_by_walking_the_window(s)
+            assert s.state() == [[start, count] for start, count in _points_by_walking_the_window(s)]
         assert lone_seen > 10
