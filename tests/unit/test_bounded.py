@@ -37,3 +37,18 @@ def test_take_all_is_popping_the_oldest_until_empty():
         assert len(a) == 0 and a.oldest() is None and (a.evicted, len(evicted)) == before
         a.put(1, 2)
         assert a.items() == [(1, 2)] and a.take_all() == [(1, 2)] and a.take_all() == []
+
+
+def test_segmented_use_marks_the_entry_used_in_its_own_segment():
+    """SegmentedLRU.use: the value from whichever segment holds the key, moved to that segment's newest end;
+    None for an absent key, nothing moved."""
+    from sensor.bounded import SegmentedLRU
+
+    lru: SegmentedLRU[str, int] = SegmentedLRU(10)
+    for key in "abcde":
+        lru.put(key, ord(key))
+    lru.promote("a")
+    lru.promote("b")
+    assert lru.use("a") == ord("a") and list(lru) == ["c", "d", "e", "b", "a"]
+    assert lru.use("c") == ord("c") and list(lru) == ["d", "e", "c", "b", "a"]
+    assert lru.use("z") is None and list(lru) == ["d", "e", "c", "b", "a"]
