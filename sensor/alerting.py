@@ -25,6 +25,7 @@ FLOOD_DEVICES = 50       # distinct devices writing one detector's alerts on one
 FLOOD_WINDOW_SECONDS = 60.0
 MAX_FLOOD_KEYS = 4096 * 16   # (detector, VLAN) pairs: every VLAN id times the detectors, with room
 MAX_COUNTED_DEVICES = 1 << 16   # distinct held-back devices counted exactly per window; beyond, "at least"
+_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}   # SEVERITIES.index, as one lookup
 
 
 @dataclass
@@ -67,7 +68,14 @@ class AlertGate:
         as a flood window's example: under a flood of new devices most alerts are only counted, and building each
         one's line was most of what the gate cost them. Returns the flood summaries a new window releases, then
         the alert when it is let through (None when held back)."""
-        out = self._summaries(ts, key=(detector, vlan))
+        # _summaries(ts, key=(detector, vlan)), inlined: one window to look at, and it has rarely ended
+        key = (detector, vlan)
+        window = self._floods.get(key)
+        out = []
+        if window is not None and ts - window.start > FLOOD_WINDOW_SECONDS:
+            self._floods.pop(key)
+            if window.held:
+                out.append(_flood_summary(window))
         count = self._count(detector, device_ip, ts)
         if count > ALERTS_PER_DEVICE + 1:
             self.suppressed[detector] += 1
@@ -117,8 +125,11 @@ class AlertGate:
         window.held += 1
         if len(window.held_devices) < MAX_COUNTED_DEVICES:
             window.held_devices.add(device_ip)
-        window.last_ts = max(window.last_ts, ts)
-        window.severity = max(window.severity, SEVERITIES.index(severity))
+        if ts > window.last_ts:   # max()'s answer without its call: every held alert of a flood comes here
+            window.last_ts = ts
+        rank = _RANK[severity]
+        if rank > window.severity:
+            window.severity = rank
         self.suppressed[detector] += 1
         return window
 

@@ -38,12 +38,17 @@ class SegmentedLRU(Generic[K, V]):
 
     def use(self, key: K) -> V | None:
         """The value, marked as just used; None when absent."""
-        for segment in (self._protected, self._probation):
-            value = segment.get(key)
-            if value is not None:
-                segment.move_to_end(key)
-                return value
-        return None
+        # the two segments spelt out, not looped over: every packet of a known device asks (issue 16)
+        protected = self._protected
+        value = protected.get(key)
+        if value is not None:
+            protected.move_to_end(key)
+            return value
+        probation = self._probation
+        value = probation.get(key)
+        if value is not None:
+            probation.move_to_end(key)
+        return value
 
     def get(self, key: K) -> V | None:
         """The value without changing its recency, as a reader (an exporter, a check) should."""
@@ -167,6 +172,13 @@ class BoundedLRU(Generic[K, V]):
                 if on_evict is not None:
                     on_evict(old_key, old_value)
         return len(keys)
+
+    def take_all(self) -> list[tuple[K, V]]:
+        """Every entry, least recently used first, and the map left empty: popping `oldest` until none is left, in
+        one step (nothing is evicted or counted)."""
+        items = list(self._entries.items())
+        self._entries.clear()
+        return items
 
     def oldest(self) -> tuple[K, V] | None:
         """The least recently used entry, left in place; None when empty."""

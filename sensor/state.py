@@ -142,6 +142,25 @@ class KnownState:
         if time.monotonic() - self._last_commit >= COMMIT_EVERY_SECONDS:
             self.commit()
 
+    def _write_many(self, sql: str, rows: list[tuple]) -> None:
+        """_write of each row in turn, as one statement (executemany): the rows a flush saves come by the thousand
+        on a fresh sensor. Should it fail, the rows are written one at a time as _write does, so a failure is
+        counted and rolled back exactly as there."""
+        if not rows:
+            return
+        try:
+            if not self._in_tx:
+                self.db.execute("BEGIN")
+                self._in_tx = True
+            self.db.executemany(sql, rows)
+        except sqlite3.Error:
+            self._rollback()
+            for args in rows:
+                self._write(sql, args)
+            return
+        if time.monotonic() - self._last_commit >= COMMIT_EVERY_SECONDS:
+            self.commit()
+
     def _rollback(self) -> None:
         if self._in_tx:
             try:
@@ -218,12 +237,11 @@ class KnownState:
 
     # ---- inventory and episodes: written in bulk at each flush, read once at start ----
     def save_devices(self, docs: list[dict]) -> None:
-        for doc in docs:
-            # keyed by the device's stable id (its first address; the ip column's name is from before devices had
-            # several addresses)
-            key = doc.get("id") or doc["ip"]
-            self._inventory_rows.add(key)
-            self._write("INSERT OR REPLACE INTO inventory VALUES (?, ?)", (key, _ENCODE(doc)))
+        # keyed by the device's stable id (its first address; the ip column's name is from before devices had
+        # several addresses); one statement for the flush's rows, in their order
+        rows = [(doc.get("id") or doc["ip"], _ENCODE(doc)) for doc in docs]
+        self._inventory_rows.update([key for key, _ in rows])
+        self._write_many("INSERT OR REPLACE INTO inventory VALUES (?, ?)", rows)
 
     def forget_inventory(self, ip: str) -> None:
         """The inventory evicted this device: its row goes too, so the table stays within max_devices."""
@@ -254,10 +272,9 @@ class KnownState:
         return None
 
     def save_episodes(self, episodes: list[tuple[tuple, float, float, int, int]]) -> None:
-        for key, first, last, packets, nbytes in episodes:
-            text = _ENCODE(list(key))
-            self._episode_rows.add(hash(text))
-            self._write("INSERT OR REPLACE INTO episode VALUES (?, ?, ?, ?, ?)", (text, first, last, packets, nbytes))
+        rows = [(_ENCODE(list(key)), first, last, packets, nbytes) for key, first, last, packets, nbytes in episodes]
+        self._episode_rows.update([hash(row[0]) for row in rows])
+        self._write_many("INSERT OR REPLACE INTO episode VALUES (?, ?, ?, ?, ?)", rows)
 
     def forget_episode(self, key: tuple) -> None:
         text = _ENCODE(list(key))

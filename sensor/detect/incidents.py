@@ -330,9 +330,21 @@ class Incidents:
     def detect(self, alert: Alert, service: IncidentService, device: Device | None, obs: Observation | None) -> None:
         """A detection about (device, service); obs, when the detection came from traffic."""
         evidence = evidence_of(alert)
-        if evidence.details is not None:
-            evidence.details = self._shared(evidence.details)
-        self._slim(alert)
+        details = evidence.details
+        if details is not None and len(details) == len(alert.extra) and (key := _share_key(details)) is not None:
+            # the extra is the details (no "service" in it), shareable: _shared of both is one lookup, and the
+            # second would find the first's dict at the map's newest end
+            shared = self._shared_dicts.use(key)
+            if shared is None:
+                self._shared_dicts.put(key, details)
+                shared = details
+            evidence.details = alert.extra = shared
+            if alert.device_mac is not None:
+                alert.device_mac = sys.intern(alert.device_mac)
+        else:
+            if details is not None:
+                evidence.details = self._shared(details)
+            self._slim(alert)
         self._sweep(alert.ts)
         # Keyed by the device's id, as its episodes are: the address it has now may not be the one it opened with.
         who = device.id if device is not None else alert.device_ip
@@ -513,10 +525,9 @@ class Incidents:
         by `now` (all of them, when final_reason says the run ends)."""
         if final_reason is None:
             self._sweep(now)
-        else:
-            while (oldest := self._open.oldest()) is not None:
-                self._open.pop(oldest[0])
-                self._close(oldest[1], now, final_reason)
+        else:   # every one, least recently active first (_close never touches the open map)
+            for _key, incident in self._open.take_all():
+                self._close(incident, now, final_reason)
         return self.take_closing()
 
     def _evicted(self, _key: tuple[str, str], incident: Incident) -> None:

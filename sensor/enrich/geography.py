@@ -78,6 +78,10 @@ class Geography:
         self._asn_db = asn_db
         self._country_db = country_db
         self._cache: BoundedLRU[str, Place] = BoundedLRU(cache_size)
+        # The last address asked and its place: the cache's newest entry, which `use` would leave where it is (an
+        # observation asks for its peer's place two or three times in a row: egress by country, the detectors,
+        # the detection's place)
+        self._last: tuple[str | None, Place] = (None, _NOWHERE)
         self.lookup_errors = 0   # lookups a damaged user database failed on (the address is then unknown to it)
 
     @classmethod
@@ -95,10 +99,16 @@ class Geography:
 
     def place(self, ip: str) -> Place | None:
         """The destination's place, or None when nothing is known of it (a private address, an unassigned block)."""
-        found = self._cache.use(ip)
-        if found is None:
-            found = self._lookup(ip)
-            self._cache.put(ip, found)
+        last = self._last
+        if last[0] == ip:
+            found = last[1]
+        else:
+            cached = self._cache.use(ip)
+            if cached is None:
+                cached = self._lookup(ip)
+                self._cache.put(ip, cached)
+            self._last = (ip, cached)
+            found = cached
         return None if found is _NOWHERE else found
 
     def _lookup(self, ip: str) -> Place:

@@ -287,7 +287,10 @@ class Inventory:
             if last - dev.first_seen >= ESTABLISHED_AFTER_SECONDS and not self.devices.is_protected(dev.id):
                 self.devices.promote(dev.id)
                 self._count_source(dev)
-        if mac and mac == dev.mac and self._by_mac.get(mac, dev.id) != dev.id:
+        # _join_by_behaviour returns dev as it is before dev has proved itself (two seconds): tested here first, as
+        # every new device behind a shared MAC (a flood's forged sources behind the router's) comes this way
+        if (mac and mac == dev.mac and not dev.last_seen - dev.first_seen < ESTABLISHED_AFTER_SECONDS
+                and self._by_mac.get(mac, dev.id) != dev.id):
             dev = self._join_by_behaviour(dev, mac)
         self.dirty.add(dev.id)
         return dev
@@ -313,8 +316,8 @@ class Inventory:
 
     def _joined_owner(self, ip: str, mac: int) -> Device | None:
         """The device a new address joins rather than being a device of its own: its MAC's, on link evidence."""
-        owner = self._owner(mac)
-        return owner if owner is not None and addresses.on_link_evidence(ip, mac) else None
+        # the address's own test first (no lookup): an IPv4 address never joins
+        return self._owner(mac) if addresses.on_link_evidence(ip, mac) else None
 
     def _new_address(self, key: str, mac: int, ts: float) -> Device | None:
         owner = self._joined_owner(key, mac)

@@ -26,6 +26,9 @@ class ManufDatabase:
         self._by_bits = entries  # prefix length in bits -> {prefix value: manufacturer}
         self._index = index
         self._data = data   # the file the index was built over, parsed whole only if `tables` is asked for
+        # The last MAC looked up and its answer: the new sources of a flood (and a routed segment's hosts) come
+        # behind one MAC, and each new device asks once.
+        self._last: tuple[int, str | None] = (0, None)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ManufDatabase:
@@ -44,6 +47,14 @@ class ManufDatabase:
     def lookup(self, mac: int) -> str | None:
         if not mac:
             return None
+        last = self._last
+        if last[0] == mac:
+            return last[1]
+        name = self._lookup(mac)
+        self._last = (mac, name)
+        return name
+
+    def _lookup(self, mac: int) -> str | None:
         index = self._index
         for bits in BITS:
             if index is not None:

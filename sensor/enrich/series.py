@@ -19,11 +19,14 @@ _MAX_COUNT = (1 << 32) - 1  # a bucket saturates at 4 GiB rather than wrap
 
 
 class ByteSeries:
-    __slots__ = ("counts", "newest")
+    __slots__ = ("counts", "lone", "newest")
 
     def __init__(self) -> None:
         self.counts = array("I", [0]) * BUCKETS
         self.newest = -1  # index of the newest bucket (capture seconds // BUCKET_SECONDS); -1 before any byte
+        # Every slot but the newest bucket's is zero: true until a byte lands in an older bucket or the window
+        # moves on with the old bucket kept (a new device's series, saved after its first bytes, is one bucket)
+        self.lone = True
 
     def add(self, ts: float, nbytes: int) -> None:
         if nbytes <= 0 or not math.isfinite(ts) or ts < 0:
@@ -33,6 +36,8 @@ class ByteSeries:
             self._advance(bucket)
         elif bucket <= self.newest - BUCKETS:
             return
+        elif bucket < self.newest:
+            self.lone = False
         slot = bucket % BUCKETS
         self.counts[slot] = min(_MAX_COUNT, self.counts[slot] + nbytes)
 
@@ -42,9 +47,11 @@ class ByteSeries:
             pass   # nothing was ever added: the ring is still all zero (a new device's first byte, every time)
         elif bucket - self.newest >= BUCKETS:
             self.counts = array("I", [0]) * BUCKETS
+            self.lone = True
         else:
             for b in range(self.newest + 1, bucket + 1):
                 self.counts[b % BUCKETS] = 0
+            self.lone = False   # the old newest bucket holds bytes and stays in the window
         self.newest = bucket
 
     def points(self) -> list[tuple[float, int]]:
@@ -52,6 +59,9 @@ class ByteSeries:
         if self.newest < 0:
             return []
         slot = self.newest % BUCKETS
+        if self.lone and self.counts[slot]:
+            # every other slot is zero (add keeps the flag): no scan of the ring at all
+            return [(float(self.newest * BUCKET_SECONDS), self.counts[slot])]
         if self.counts.count(0) == BUCKETS - 1 and self.counts[slot]:
             # the newest bucket alone (a device saved after its first outbound bytes: every new device of a
             # flood), answered without the array scan below
@@ -64,6 +74,10 @@ class ByteSeries:
         return [(float(b * BUCKET_SECONDS), int(counts[s])) for b, s in found]
 
     def state(self) -> list[list[float | int]]:
+        if self.lone and self.newest >= 0:   # points() of a lone series, without its list of tuples
+            count = self.counts[self.newest % BUCKETS]
+            if count:
+                return [[float(self.newest * BUCKET_SECONDS), count]]
         return [[start, count] for start, count in self.points()]
 
     @classmethod

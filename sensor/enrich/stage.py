@@ -123,9 +123,11 @@ class Enricher:
         # a new flow holds exactly what its first update brought (new_update)
         orig_pkts, resp_pkts, orig_mac, resp_mac = flow.orig_pkts, flow.resp_pkts, flow.orig_mac, flow.resp_mac
         # LinkReader.note_flow notes a side only if it sent and has a MAC not already a router's
+        upd = None   # the flow's first update, made once for note_flow and _side (nothing changes it)
         if not noted and classifier.zero_config and ((orig_pkts and orig_mac and orig_mac not in router_macs)
                                                      or (resp_pkts and resp_mac and resp_mac not in router_macs)):
-            self._link.note_flow(new_update(flow))
+            upd = new_update(flow)
+            self._link.note_flow(upd)
         # flow_context's scopes (Flow.orig_raw, resp_raw inlined), after note_flow as there; a responder's only
         # when it can matter: it sent, or a core host reached it (an inbound flood's are neither)
         key, orig_is_a, scope_of = flow.key, flow.orig_is_a, classifier.scope_of_raw
@@ -137,7 +139,8 @@ class Enricher:
             if orig == SCOPE_CAMERA and not resp_pkts and self.inventory.holds_back(flow.orig_text, orig_mac,
                                                                                    flow.first):
                 return
-            upd = new_update(flow)
+            if upd is None:
+                upd = new_update(flow)
             ctx = self._side(upd, flow_context(classifier, flow), True)
             self._side(upd, ctx, False)
             return

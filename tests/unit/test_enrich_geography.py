@@ -10,6 +10,7 @@ from mmdbs import write_asn, write_country
 from sensor.config import parse_config
 from sensor.countries import COUNTRY_CODES
 from sensor.enrich.geography import (
+    _NOWHERE,
     MAX_ORG,
     OTHER,
     UNKNOWN,
@@ -242,3 +243,23 @@ def test_a_flood_of_destinations_stays_within_the_cache_and_the_label_set():
     assert len(egress.bytes) <= 2 * (len(COUNTRY_CODES) + 2)
     assert all(c in COUNTRY_CODES or c in (UNKNOWN, OTHER) for c, _ in egress.bytes)
     assert sum(egress.bytes.values()) == CACHE_SIZE + 5000
+
+
+def test_the_last_address_remembered_leaves_the_cache_as_use_would():
+    """place() remembers the last address and its place (an observation asks two or three times in a row): same
+    answers, and the cache's entries, order and evictions the same as a Geography asking its cache every time."""
+    import random
+
+    rng = random.Random(1616)
+    addresses = ["8.8.8.8", "1.1.1.1", "10.0.0.1", "2001:db8::1", "203.0.113.9", "", "not an address",
+                 "223.5.5.5", "114.114.114.114", "9.9.9.9"]
+    plain, remembering = Geography(cache_size=4), Geography(cache_size=4)
+    for _ in range(2_000):
+        ip = rng.choice(addresses[:rng.choice([2, 4, 10])])
+        asked = plain._cache.use(ip)
+        if asked is None:
+            asked = plain._lookup(ip)
+            plain._cache.put(ip, asked)
+        assert remembering.place(ip) == (None if asked is _NOWHERE else asked)
+        assert remembering._cache.items() == plain._cache.items()
+        assert remembering._cache.evicted == plain._cache.evicted

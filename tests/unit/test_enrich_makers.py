@@ -429,3 +429,19 @@ def test_manuf_database_tries_each_path_then_asks_tshark(tmp_path, monkeypatch):
         raise OSError("no tshark")
     monkeypatch.setattr(subprocess, "run", broken)
     assert len(ManufDatabase.load()) == 0
+
+
+def test_the_last_mac_remembered_answers_what_the_lookup_does():
+    """ManufDatabase.lookup remembers the last MAC and its organisation (a flood's new sources share one MAC): a
+    MAC asked again, alternately or in runs, gets what the uncached lookup answers, none included."""
+    import random
+
+    db = ManufDatabase.load()
+    table = ManufDatabase(parse_manuf("00:11:22\tAcme\n02:00:00\tLocal\n"))
+    rng = random.Random(1616)
+    macs = [0, 0x001122334455, 0x0211223344AA, 0x020000000001, 0xFFFFFFFFFFFF, 0x001A2B000001,
+            *(rng.getrandbits(48) for _ in range(20))]
+    for base in (db, table):
+        for _ in range(300):
+            m = rng.choice(macs)
+            assert base.lookup(m) == base._lookup(m) if m else base.lookup(m) is None

@@ -161,3 +161,22 @@ def _scan(s):
     counts = np.frombuffer(s.counts, dtype=f"u{s.counts.itemsize}")
     found = sorted((s.newest - (s.newest - i) % BUCKETS, i) for i in np.flatnonzero(counts).tolist())
     return [(float(b * BUCKET_SECONDS), int(counts[i])) for b, i in found]
+
+
+def test_the_lone_flag_holds_only_while_every_other_slot_is_zero():
+    """points() answers a lone series without scanning the ring: on random histories (older buckets, gaps, laps)
+    the flag is never set while another slot holds bytes, and points() stays the window walked."""
+    import random
+
+    rng = random.Random(1601)
+    for start in (0.0, 1_700_000_000.0):
+        s, ts, lone_seen = ByteSeries(), start, 0
+        for _ in range(2_000):
+            ts += rng.choice([0.0, 1.0, BUCKET_SECONDS, 3 * BUCKET_SECONDS, BUCKETS * BUCKET_SECONDS])
+            s.add(ts - rng.choice([0.0, 0.0, 0.0, 2 * BUCKET_SECONDS, BUCKETS * BUCKET_SECONDS]), rng.randint(1, 99))
+            if s.lone and s.newest >= 0:
+                lone_seen += 1
+                assert s.counts.count(0) == BUCKETS - 1 and s.counts[s.newest % BUCKETS]
+            assert s.points() == _points_by_walking_the_window(s)
+            assert s.state() == [[start, count] for start, count in _points_by_walking_the_window(s)]
+        assert lone_seen > 10

@@ -52,3 +52,26 @@ def test_rows_are_json_dumps_text_byte_for_byte():
     dev.note_outbound(1_700_000_000.0, 60)
     for doc in (dev.state(), ["egress_policy", "10.20.0.5", "198.51.100.7"], ["hardcoded_infra", "x", "dns", 3]):
         assert mod._ENCODE(doc) == json.dumps(doc)
+
+
+def test_a_flush_writes_its_rows_in_one_statement_and_falls_back_to_one_at_a_time(tmp_path):
+    """save_devices and save_episodes write a flush's rows with one executemany: the same rows as one INSERT each
+    (a key saved twice keeps its later document); when the batch fails, each row is tried on its own as before, so
+    the rows that can be written are and each failure is counted once."""
+    path = tmp_path / "state.db"
+    known = KnownState(path)
+    docs = [{"ip": "10.0.0.1", "n": 1}, {"ip": "10.0.0.2", "id": "10.0.0.2#1"}, {"ip": "10.0.0.1", "n": 2}]
+    known.save_devices(docs)
+    known.save_episodes([(KEY_A, 1.0, 5.0, 3, 300), (KEY_B, 2.0, 6.0, 1, 60), (KEY_A, 1.0, 7.0, 4, 400)])
+    known.close()
+    again = KnownState(path)
+    assert sorted(again.load_devices(), key=str) == sorted([docs[1], docs[2]], key=str)
+    assert again.load_episodes(10) == [(KEY_B, 2.0, 6.0, 1, 60), (KEY_A, 1.0, 7.0, 4, 400)]
+    assert again._inventory_rows == {"10.0.0.1", "10.0.0.2#1"} and len(again._episode_rows) == 2
+    again.db.execute("CREATE TRIGGER no_b BEFORE INSERT ON inventory WHEN NEW.ip = '10.0.0.9' "
+                     "BEGIN SELECT RAISE(ABORT, 'no'); END")
+    again.save_devices([{"ip": "10.0.0.8"}, {"ip": "10.0.0.9"}, {"ip": "10.0.0.7"}])
+    assert again.write_errors == 1
+    again.close()
+    with sqlite3.connect(path) as db:   # as one _write per row: the failure rolls back its transaction (10.0.0.8)
+        assert {ip for (ip,) in db.execute("SELECT ip FROM inventory")} == {"10.0.0.1", "10.0.0.2#1", "10.0.0.7"}
