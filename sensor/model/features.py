@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from sensor.enrich import SCOPE_CORE, SCOPE_PUBLIC
+from sensor.enrich.inventory import CAMERA_EVIDENCE
 
 WINDOW_SECONDS = 60.0
 MAX_DISTINCT = 4096           # per device and window: a scanning device saturates here and still scores as extreme
@@ -198,9 +199,16 @@ class WindowFeatures:
         observation's sums added to the tally it returned (and its name, if the tally has none yet): the anomaly
         detector's per-conversation sums in the same step. The same as the detector's filter, observe and those
         sums one after another (tested)."""
-        # The anomaly detector's population: cameras (see AnomalyDetector.observe).
-        if obs.sent_packets <= 0 or obs.device.role != "camera":
+        # The anomaly detector's population: cameras (see AnomalyDetector.observe). Device.role's first two steps,
+        # without the property's frame: its evidence names no recorder and some camera behaviour (nearly every
+        # camera, once it has sent video); anything else asks Device.role itself.
+        if obs.sent_packets <= 0:
             return
+        device = obs.device
+        evidence = device.evidence
+        if "nvr_model" in evidence or evidence.isdisjoint(CAMERA_EVIDENCE):
+            if device.role != "camera":
+                return
         new_flow = obs.new_flow
         found = self.observe(obs, new_flow, self._tally_note)
         if found is not None:
