@@ -572,16 +572,17 @@ def test_compiled_forest_refuses_a_child_before_its_parent():
 
 @pytest.mark.parametrize("breakage", ["feature", "child_past_end", "right_before_parent", "root"])
 def test_compiled_forest_checks_every_node_before_the_walks(breakage):
-    """The compiled walk checks the stacked forest node by node once per call, then walks with no check per step:
-    a broken inner node (here the last one of the last tree) is refused whether or not a row reaches it, and so is
-    a broken root."""
+    """With as many rows as nodes, the compiled walk checks the stacked forest node by node once per call, then
+    walks with no check per step: a broken inner node (here the last one of the last tree) is refused whether or
+    not a row reaches it, and so is a broken root. (Few rows: every step is checked, as
+    test_compiled_forest_refuses_a_child_before_its_parent holds.)"""
     from sensor import compiled
     from sensor.model.forest import Forest
     if compiled.extension is None:
         pytest.skip("built without the C extension")
     model = AnomalyModel.train(mixed_data(np.random.default_rng(5), 200), "eq", {}, trained_at=STAMP)
     forest = Forest(model.trees, model.max_samples)
-    x = np.zeros((3, N))
+    x = np.zeros((len(forest.left), N))
     before = forest.scores(x)
     inner = int(np.flatnonzero(forest.left != np.arange(len(forest.left)))[-1])
     for name in ("left", "right", "feature", "roots"):
@@ -594,7 +595,7 @@ def test_compiled_forest_checks_every_node_before_the_walks(breakage):
         forest.right[inner] = inner
     else:
         forest.roots[-1] = -1
-    assert before.shape == (3,)
+    assert before.shape == (len(x),)
     with pytest.raises(ValueError, match="stacked forest"):
         forest.scores(x)
 
