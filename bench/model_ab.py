@@ -5,9 +5,10 @@
 
 Each DIR holds a `sensor/` package (e.g. `git archive COMMIT sensor | tar -x -C DIR`, with the compiled extension
 beside it). Each tree replays each capture with the model (AFTER_DIR's models/baseline.json by default) in a fresh
-process with the same PYTHONHASHSEED (the order in which open windows are scored follows set iteration), recording
-every alert and every array of scores. Printed per capture: whether the alerts are identical, whether the same
-windows were scored, and the largest difference between scores (the bar: 1e-9). Exit 1 on any difference.
+process with the same PYTHONHASHSEED (trees before 2026-12-01 score open windows in set iteration order), recording
+every alert and every array of scores. Printed per capture: whether the alerts are identical (as a multiset),
+whether the same windows were scored, the largest difference between scores (each look's compared sorted; the
+bar: 1e-9) and whether alerts and scores also came in the same order. Exit 1 on any difference.
 """
 
 from __future__ import annotations
@@ -69,15 +70,23 @@ def main(argv: list[str] | None = None) -> int:
         capture = str(Path(capture).resolve())
         config = str(Path(config).resolve()) if config else ""
         a, b = run(args.before, capture, config, model), run(args.after, capture, config, model)
+        # A look's rows, and so a tick's alerts, come in the order the windows changed (before 2026-12-01: the hash
+        # order of a set of keys): each look is compared as a multiset of scores, the alerts as a multiset too,
+        # and whether the order is also the same is printed beside.
         same_windows = [len(x) for x in a["scores"]] == [len(x) for x in b["scores"]]
         pairs = zip(a["scores"], b["scores"], strict=False)
-        diff = max((abs(x - y) for xs, ys in pairs for x, y in zip(xs, ys, strict=False)), default=0.0)
+        diff = max((abs(x - y) for xs, ys in pairs for x, y in zip(sorted(xs), sorted(ys), strict=False)),
+                   default=0.0)
+        as_text = lambda alerts: sorted(json.dumps(x, sort_keys=True, default=str) for x in alerts)  # noqa: E731
+        same_alerts = as_text(a["alerts"]) == as_text(b["alerts"])
+        in_order = a["alerts"] == b["alerts"] and a["scores"] == b["scores"]
         anomaly = sum(1 for alert in a["alerts"] if alert.get("detector") == "anomaly")
-        ok = a["alerts"] == b["alerts"] and same_windows and diff <= 1e-9
+        ok = same_alerts and same_windows and diff <= 1e-9
         differ |= not ok
-        print(f"{'same' if ok else 'DIFFERENT'}  {capture}: alerts identical {a['alerts'] == b['alerts']} "
+        print(f"{'same' if ok else 'DIFFERENT'}  {capture}: alerts identical {same_alerts} "
               f"({len(a['alerts'])}, {anomaly} anomaly), same windows scored {same_windows} "
-              f"({sum(len(x) for x in a['scores'])} scores), largest score difference {diff:.3g}", flush=True)
+              f"({sum(len(x) for x in a['scores'])} scores), largest score difference {diff:.3g}, "
+              f"in the same order {in_order}", flush=True)
     return 1 if differ else 0
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from sensor.enrich import SCOPE_CORE, SCOPE_PUBLIC
+from sensor.enrich.inventory import CAMERA_EVIDENCE
 
 WINDOW_SECONDS = 60.0
 MAX_DISTINCT = 4096           # per device and window: a scanning device saturates here and still scores as extreme
@@ -58,10 +59,11 @@ _floor = math.floor
 
 class _Window:
     __slots__ = ("bytes", "packets", "new_flows", "peers", "external_peers", "ports", "external_bytes", "dns",
-                 "conversations", "initiated", "seen", "touched", "start")
+                 "conversations", "initiated", "seen", "touched", "start", "key")
 
-    def __init__(self, start: float = 0.0):
+    def __init__(self, start: float = 0.0, key: tuple[str, float] = ("", 0.0)):
         self.start = start     # of the window: WindowFeatures._latest is checked against it
+        self.key = key         # (device, start): its key in WindowFeatures._open
         self.bytes = 0
         self.packets = 0
         self.new_flows = 0
@@ -76,7 +78,7 @@ class _Window:
         # is full stays full), so the same variant again changes none of them and needs only the sums. Each maps to
         # what the caller's `note` returned for it (see WindowFeatures.observe).
         self.seen: dict[tuple, Any] = {}
-        self.touched = False   # in WindowFeatures._touched: the set is written once per window between looks
+        self.touched = False   # in WindowFeatures._touched: the list is written once per window between looks
 
     def vector(self) -> np.ndarray:
         return np.array(self.row(), dtype=np.float64)
@@ -132,7 +134,10 @@ class WindowFeatures:
         self._devices: dict[str, int] = {}   # device -> open windows, to bound memory by device count
         self._closed_until = -math.inf
         self.dropped = 0                      # observations refused because max_devices devices had open windows
-        self._touched: set[tuple[str, float]] = set()   # open windows changed since the last partial()
+        # Open windows changed since the last partial(), in the order they changed: each once (its `touched` flag),
+        # and one emitted since is unflagged and passed over. A list of the windows themselves: no (device, start)
+        # key built, hashed and stored per window and look, and none looked up again in _open by the look.
+        self._touched: list[_Window] = []
         self._first_end = math.inf            # no open window ends before this: close() has nothing to do until
         # device -> the open window its latest observation went to: a device's observations nearly all go to the
         # same window, found by its address alone (no (address, start) key built, hashed and compared).
@@ -146,7 +151,7 @@ class WindowFeatures:
             if ip not in self._devices and len(self._devices) >= self.max_devices:
                 self.dropped += 1
                 return None
-            acc = self._open[key] = _Window(start)
+            acc = self._open[key] = _Window(start, key)
             self._devices[ip] = self._devices.get(ip, 0) + 1
             self._first_end = min(self._first_end, start + self.window)
         return acc
@@ -173,7 +178,7 @@ class WindowFeatures:
                 return None
         if not acc.touched:
             acc.touched = True
-            self._touched.add((ip, start))
+            self._touched.append(acc)
         sent_bytes = obs.sent_bytes
         acc.packets += obs.sent_packets
         acc.bytes += sent_bytes
@@ -198,9 +203,16 @@ class WindowFeatures:
         observation's sums added to the tally it returned (and its name, if the tally has none yet): the anomaly
         detector's per-conversation sums in the same step. The same as the detector's filter, observe and those
         sums one after another (tested)."""
-        # The anomaly detector's population: cameras (see AnomalyDetector.observe).
-        if obs.sent_packets <= 0 or obs.device.role != "camera":
+        # The anomaly detector's population: cameras (see AnomalyDetector.observe). Device.role's first two steps,
+        # without the property's frame: its evidence names no recorder and some camera behaviour (nearly every
+        # camera, once it has sent video); anything else asks Device.role itself.
+        if obs.sent_packets <= 0:
             return
+        device = obs.device
+        evidence = device.evidence
+        if "nvr_model" in evidence or evidence.isdisjoint(CAMERA_EVIDENCE):
+            if device.role != "camera":
+                return
         new_flow = obs.new_flow
         found = self.observe(obs, new_flow, self._tally_note)
         if found is not None:
@@ -250,7 +262,7 @@ class WindowFeatures:
         out, windows = [], []
         for key in sorted(keys, key=lambda k: (k[1], k[0])):
             acc = self._open.pop(key)
-            self._touched.discard(key)
+            acc.touched = False   # no longer open: the next look passes it over
             ip, start = key
             if self._latest.get(ip) is acc:
                 del self._latest[ip]
@@ -265,6 +277,8 @@ class WindowFeatures:
                 out.append(key)
                 windows.append(acc)
         self._first_end = min((k[1] for k in self._open), default=math.inf) + self.window
+        if self._touched:   # the emitted windows out of the list (bounded by the open windows without looks too)
+            self._touched = [acc for acc in self._touched if acc.touched]
         return out, _rows(windows)
 
     def partial_rows(self) -> tuple[list[tuple[str, float]], np.ndarray]:
@@ -272,14 +286,13 @@ class WindowFeatures:
         ends (a sweep is out of character long before its minute is over). (device_ip, window_start) of each,
         and their feature vectors as the rows of one matrix (what the caller scores), not one array per window."""
         keys, windows = [], []
-        for key in self._touched:
-            acc = self._open.get(key)
-            if acc is not None:
+        for acc in self._touched:
+            if acc.touched:   # still open
                 acc.touched = False
                 if acc.packets > 0:
-                    keys.append(key)
+                    keys.append(acc.key)
                     windows.append(acc)
-        self._touched.clear()
+        self._touched = []
         return keys, _rows(windows)
 
     def close_rows(self, now: float) -> tuple[list[tuple[str, float]], np.ndarray]:

@@ -570,6 +570,36 @@ def test_compiled_forest_refuses_a_child_before_its_parent():
         forest.scores(np.zeros((3, N)))
 
 
+@pytest.mark.parametrize("breakage", ["feature", "child_past_end", "right_before_parent", "root"])
+def test_compiled_forest_checks_every_node_before_the_walks(breakage):
+    """With as many rows as nodes, the compiled walk checks the stacked forest node by node once per call, then
+    walks with no check per step: a broken inner node (here the last one of the last tree) is refused whether or
+    not a row reaches it, and so is a broken root. (Few rows: every step is checked, as
+    test_compiled_forest_refuses_a_child_before_its_parent holds.)"""
+    from sensor import compiled
+    from sensor.model.forest import Forest
+    if compiled.extension is None:
+        pytest.skip("built without the C extension")
+    model = AnomalyModel.train(mixed_data(np.random.default_rng(5), 200), "eq", {}, trained_at=STAMP)
+    forest = Forest(model.trees, model.max_samples)
+    x = np.zeros((len(forest.left), N))
+    before = forest.scores(x)
+    inner = int(np.flatnonzero(forest.left != np.arange(len(forest.left)))[-1])
+    for name in ("left", "right", "feature", "roots"):
+        setattr(forest, name, getattr(forest, name).copy())
+    if breakage == "feature":
+        forest.feature[inner] = N
+    elif breakage == "child_past_end":
+        forest.left[inner] = len(forest.left)
+    elif breakage == "right_before_parent":
+        forest.right[inner] = inner
+    else:
+        forest.roots[-1] = -1
+    assert before.shape == (len(x),)
+    with pytest.raises(ValueError, match="stacked forest"):
+        forest.scores(x)
+
+
 def _random_stream(rng: np.random.Generator, n: int) -> list[tuple[str, Observation]]:
     """Observations of a few devices over a few windows, with peers, ports and scopes drawn from small pools so
     that the same flow comes back again and again (the common case) and the distinct sets fill up."""
