@@ -1041,6 +1041,41 @@ static PyObject *take_lru(Lru *t, const uint8_t *raw, uint64_t h, PyTypeObject *
     return flow;
 }
 
+/* A closed TCP flow whose group opens with a SYN: the port pair was reused for a new connection, so the closed flow
+ * ends and *flow is cleared for a new one to be made. */
+static int end_if_reused(Env *env, PyObject **flow, Py_buffer *in, Py_ssize_t g, int first_dir)
+{
+    if (*flow == NULL || !(((const uint8_t *)in[FLAGS].buf)[2 * g + first_dir] & F_SYN))
+        return 0;
+    int failed = end_reused(env, *flow);
+    Py_CLEAR(*flow);
+    return failed ? -1 : 0;
+}
+
+/* The group's flow made, when it has none (counted in *made), or the group added to the flow it has. */
+static int make_or_add(Env *env, PyObject **flow, PyObject *key, int proto, Py_buffer *in, Py_ssize_t g,
+                       int has_tags, Py_ssize_t *made)
+{
+    if (*flow != NULL)
+        return add_group(env, *flow, in, g, proto, has_tags) < 0 ? -1 : 0;
+    if ((*flow = new_flow(env, key, proto, in, g, has_tags)) == NULL)
+        return -1;
+    ++*made;
+    return 0;
+}
+
+/* A group's FlowUpdate, oriented to its flow's originator; apart, a new flow's update is the flow alone (what it
+ * holds came from the group: flows.new_update). */
+static PyObject *group_update(Env *env, PyObject *flow, Py_buffer *in, Py_ssize_t g, int is_new, int apart)
+{
+    if (apart && is_new)
+        return Py_NewRef(flow);
+    int o = SLOT(flow, env->flow_off[S_ORIG_IS_A]) == Py_True ? 0 : 1, r = 1 - o;
+    const int64_t *pkts = (const int64_t *)in[PKTS].buf + 2 * g, *nbytes = (const int64_t *)in[NBYTES].buf + 2 * g;
+    return new_update(env, flow, is_new, ((const double *)in[FIRST_TS].buf)[g], pkts[o], pkts[r], nbytes[o],
+                      nbytes[r]);
+}
+
 /* one_group on Lru tables: the same steps (take the flow out, add the group, put it back at the recent end of its
  * table), the key hashed once for all its lookups, and a known flow's key object reused rather than made again. */
 static Lru *lru_of(PyObject **tables, int proto)
@@ -1065,26 +1100,16 @@ static PyObject *one_group_lru(Env *env, PyObject **tables, Py_buffer *in, Py_ss
     if (flow == NULL && !PyErr_Occurred() && proto == P_TCP) {
         flow = take_lru(closed, key_raw, h, env->flow_type, &key);
         absent_closed = closed->stamp;
-        if (flow != NULL && ((const uint8_t *)in[FLAGS].buf)[2 * g + first_dir] & F_SYN) {
-            int failed = end_reused(env, flow);   /* the port pair was reused for a new connection */
-            Py_CLEAR(flow);
-            if (failed)
-                goto done;
-        }
+        if (end_if_reused(env, &flow, in, g, first_dir) < 0)
+            goto done;
     }
     if (PyErr_Occurred())
         goto done;
     if (key == NULL && (key = PyBytes_FromStringAndSize((const char *)key_raw, KEY)) == NULL)
         goto done;
     int is_new = *is_new_out = flow == NULL;
-    if (is_new) {
-        flow = new_flow(env, key, proto, in, g, has_tags);
-        if (flow == NULL)
-            goto done;
-        ++*made;
-    } else if (add_group(env, flow, in, g, proto, has_tags) < 0) {
+    if (make_or_add(env, &flow, key, proto, in, g, has_tags, made) < 0)
         goto done;
-    }
     Lru *into = SLOT(flow, env->flow_off[S_CLOSED]) == Py_True ? closed : table;
     if (into->stamp == (into == table ? absent_table : absent_closed)) {
         if (lru_reserve(into) < 0)
@@ -1093,15 +1118,7 @@ static PyObject *one_group_lru(Env *env, PyObject **tables, Py_buffer *in, Py_ss
     } else if (lru_set(into, key, flow, h) < 0) {
         goto done;
     }
-    if (apart && is_new) {   /* its update is what it holds (flows.new_update): the flow alone */
-        upd = flow;
-        flow = NULL;
-        goto done;
-    }
-    int o = SLOT(flow, env->flow_off[S_ORIG_IS_A]) == Py_True ? 0 : 1, r = 1 - o;
-    const int64_t *pkts = (const int64_t *)in[PKTS].buf + 2 * g, *nbytes = (const int64_t *)in[NBYTES].buf + 2 * g;
-    upd = new_update(env, flow, is_new, ((const double *)in[FIRST_TS].buf)[g], pkts[o], pkts[r], nbytes[o],
-                     nbytes[r]);
+    upd = group_update(env, flow, in, g, is_new, apart);
 done:
     Py_XDECREF(key);
     Py_XDECREF(flow);
@@ -1121,36 +1138,18 @@ static PyObject *one_group(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_
     flow = take(table, key, env->flow_type);
     if (flow == NULL && !PyErr_Occurred() && proto == P_TCP) {
         flow = take(tables[1], key, env->flow_type);
-        if (flow != NULL && ((const uint8_t *)in[FLAGS].buf)[2 * g + first_dir] & F_SYN) {
-            int failed = end_reused(env, flow);   /* the port pair was reused for a new connection */
-            Py_CLEAR(flow);
-            if (failed)
-                goto done;
-        }
+        if (end_if_reused(env, &flow, in, g, first_dir) < 0)
+            goto done;
     }
     if (PyErr_Occurred())
         goto done;
     int is_new = *is_new_out = flow == NULL;
-    if (is_new) {
-        flow = new_flow(env, key, proto, in, g, has_tags);
-        if (flow == NULL)
-            goto done;
-        ++*made;
-    } else if (add_group(env, flow, in, g, proto, has_tags) < 0) {
+    if (make_or_add(env, &flow, key, proto, in, g, has_tags, made) < 0)
         goto done;
-    }
     PyObject *into = SLOT(flow, env->flow_off[S_CLOSED]) == Py_True ? tables[1] : table;
     if (PyObject_SetItem(into, key, flow) < 0)
         goto done;
-    if (apart && is_new) {   /* its update is what it holds (flows.new_update): the flow alone */
-        upd = flow;
-        flow = NULL;
-        goto done;
-    }
-    int o = SLOT(flow, env->flow_off[S_ORIG_IS_A]) == Py_True ? 0 : 1, r = 1 - o;
-    const int64_t *pkts = (const int64_t *)in[PKTS].buf + 2 * g, *nbytes = (const int64_t *)in[NBYTES].buf + 2 * g;
-    upd = new_update(env, flow, is_new, ((const double *)in[FIRST_TS].buf)[g], pkts[o], pkts[r], nbytes[o],
-                     nbytes[r]);
+    upd = group_update(env, flow, in, g, is_new, apart);
 done:
     Py_DECREF(key);
     Py_XDECREF(flow);
