@@ -101,7 +101,7 @@ class CaptureFiles:
 
     def __init__(self, paths: Sequence[str], stop: threading.Event | None = None,
                  pace: Callable[[float], None] | None = None, packets: Callable[[], int] | None = None,
-                 overlap: str = "auto"):
+                 overlap: str = "off"):
         """`stop` ends the stream after the current batch; `packets`, the count processed so far, turns on the
         progress bar; `overlap` (auto, on, off: capture.overlap) reads and decodes the next batch on a second
         thread while the current one is processed (sensor.overlap)."""
