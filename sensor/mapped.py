@@ -62,6 +62,7 @@ class MappedFile:
         self._end = size     # where slices stop: the mapped size, or where the file was found cut
         self._damage: str | None = None
         self._dropped = 0    # pages before this offset were given back
+        self._previous = 0   # the start of the slice handed out before the last one
         self._prefetch: threading.Thread | None = None
         fh.seek(size)        # where reading goes on if the file grew
 
@@ -124,11 +125,14 @@ class MappedFile:
         return self._view[start:end], got
 
     def _advise(self, start: int, end: int) -> None:
-        """Hints only: what the kernel does with them changes no byte the reader sees. Pages behind the slice are
-        dropped from the process; the next chunk is read ahead, or with PREFETCH faulted in by a thread that also
-        does the dropping, both off this thread."""
+        """Hints only: what the kernel does with them changes no byte the reader sees. Pages behind the slice before
+        this one are dropped from the process (not the last slice's: with sensor.overlap this is called on the
+        reading thread while the pipeline still works on that slice, which would fault its pages in again); the next
+        chunk is read ahead, or with PREFETCH faulted in by a thread that also does the dropping, both off this
+        thread."""
         assert self._map is not None and _mapguard is not None
-        done = start - start % _PAGE
+        done = self._previous - self._previous % _PAGE
+        self._previous = start
         advice: list[tuple[int, int, int]] = []
         if done > self._dropped:
             advice.append((_mapguard.MADV_DONTNEED, self._dropped, done - self._dropped))
