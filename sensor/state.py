@@ -144,22 +144,39 @@ class KnownState:
 
     def _write_many(self, sql: str, rows: list[tuple]) -> None:
         """_write of each row in turn, as one statement (executemany): the rows a flush saves come by the thousand
-        on a fresh sensor. Should it fail, the rows are written one at a time as _write does, so a failure is
-        counted and rolled back exactly as there."""
+        on a fresh sensor. Should it fail, only the batch is undone (a savepoint) and its rows are written one at a
+        time as _write does, so a row's failure is counted and rolled back exactly as there. Where SQLite itself
+        dropped the whole transaction (a full disk), the rows written before the batch and not yet committed are
+        lost with it: that is counted as a failed write, which the rows one at a time would not show."""
         if not rows:
             return
+        pending = self._in_tx
         try:
             if not self._in_tx:
                 self.db.execute("BEGIN")
                 self._in_tx = True
+            self.db.execute("SAVEPOINT batch")
             self.db.executemany(sql, rows)
-        except sqlite3.Error:
-            self._rollback()
+            self.db.execute("RELEASE batch")
+        except sqlite3.Error as exc:
+            if not self._undo_batch():
+                if pending:
+                    self._failed("write", exc)
+                self._rollback()
             for args in rows:
                 self._write(sql, args)
             return
         if time.monotonic() - self._last_commit >= COMMIT_EVERY_SECONDS:
             self.commit()
+
+    def _undo_batch(self) -> bool:
+        """Back to the savepoint before a failed batch; False where the transaction it was in is gone."""
+        try:
+            self.db.execute("ROLLBACK TO batch")
+            self.db.execute("RELEASE batch")
+        except sqlite3.Error:
+            return False
+        return self.db.in_transaction
 
     def _rollback(self) -> None:
         if self._in_tx:

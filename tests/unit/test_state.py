@@ -75,3 +75,25 @@ def test_a_flush_writes_its_rows_in_one_statement_and_falls_back_to_one_at_a_tim
     again.close()
     with sqlite3.connect(path) as db:   # as one _write per row: the failure rolls back its transaction (10.0.0.8)
         assert {ip for (ip,) in db.execute("SELECT ip FROM inventory")} == {"10.0.0.1", "10.0.0.2#1", "10.0.0.7"}
+
+
+def test_rows_a_full_disk_takes_with_a_failed_batch_are_counted(tmp_path):
+    """A flush's batch that does not fit beside rows written before it and not yet committed: SQLite drops the
+    whole transaction, those rows with it. That loss is counted (camwatch_state_write_errors_total), never silent;
+    the batch's own rows are then tried one at a time. (max_page_count stands in for a full disk.)"""
+    lost_somewhere = False
+    for pre, each in ((16_000, 5_000), (20_000, 3_000), (24_000, 5_000)):
+        known = KnownState(tmp_path / f"state-{pre}-{each}.db")
+        known.commit()
+        pages = known.db.execute("PRAGMA page_count").fetchone()[0]
+        known.db.execute(f"PRAGMA max_page_count={pages + 8}")
+        known.save_devices([{"ip": "pending", "blob": "p" * pre}])
+        batch = [{"ip": f"10.0.0.{i}", "blob": "x" * each} for i in range(4)]
+        known.save_devices(batch)
+        known.commit()
+        saved = {ip for (ip,) in known.db.execute("SELECT ip FROM inventory")}
+        if saved != {"pending"} | {doc["ip"] for doc in batch}:
+            lost_somewhere = True
+            assert known.write_errors >= 1, (pre, each, saved)
+        known.close()
+    assert lost_somewhere   # the sizes do fill the database: the case is exercised
