@@ -11,7 +11,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,9 +52,18 @@ def batch_slice(batch: Batch, start: int) -> Batch:
     return batch if len(batch) <= DECODE_SLICE else batch.select(slice(start, start + DECODE_SLICE))
 
 
+def _slice_starts(batch: Batch) -> range:
+    return range(0, len(batch), DECODE_SLICE)
+
+
+def _decoded_slices(batch: Batch) -> Iterator[Decoded]:
+    """The batch's slices decoded one at a time, as the pipeline takes them."""
+    return (decode(batch_slice(batch, start)) for start in _slice_starts(batch))
+
+
 def decode_batch(batch: Batch) -> tuple[Decoded, ...]:
     """The batch decoded slice by slice, as Sensor.process decodes it (sensor.overlap does it on its thread)."""
-    return tuple(decode(batch_slice(batch, start)) for start in range(0, len(batch), DECODE_SLICE))
+    return tuple(_decoded_slices(batch))
 
 
 class _Tallies:
@@ -144,13 +153,11 @@ class Sensor:
     def process(self, batch: Batch, pace: Callable[[float], None] | None = None) -> None:
         """A batch through the pipeline; its decode done already (batch.decoded, sensor.overlap) or done here."""
         decoded = batch.decoded
-        if decoded is not None and len(decoded) != len(range(0, len(batch), DECODE_SLICE)):
-            decoded = None   # sliced otherwise (DECODE_SLICE changed since): decoded again here
-        for i, start in enumerate(range(0, len(batch), DECODE_SLICE)):
-            if decoded is not None:
-                self._process(decoded[i], pace)
-            else:
-                self._process(decode(batch_slice(batch, start)), pace)
+        # not decoded yet, or sliced otherwise (DECODE_SLICE changed since): decoded here, a slice at a time
+        slices: Iterable[Decoded] = decoded if decoded is not None and len(decoded) == len(_slice_starts(batch)) \
+            else _decoded_slices(batch)
+        for dec in slices:
+            self._process(dec, pace)
         if self.live:
             # Live, an incident's line goes out when the read that brought it is done, not when its second of
             # capture time ends: a camera's first packet to the Internet is a line within a second of capture.
