@@ -129,18 +129,24 @@ class KnownState:
             warn(f"state database {self.path}: cannot {what} ({exc}); camwatch goes on with what it holds in "
                  f"memory (counted in camwatch_state_write_errors_total)")
 
+    def _begin(self) -> None:
+        if not self._in_tx:
+            self.db.execute("BEGIN")
+            self._in_tx = True
+
+    def _commit_when_due(self) -> None:
+        if time.monotonic() - self._last_commit >= COMMIT_EVERY_SECONDS:
+            self.commit()
+
     def _write(self, sql: str, args: tuple) -> None:
         try:
-            if not self._in_tx:
-                self.db.execute("BEGIN")
-                self._in_tx = True
+            self._begin()
             self.db.execute(sql, args)
         except sqlite3.Error as exc:
             self._failed("write", exc)
             self._rollback()
             return
-        if time.monotonic() - self._last_commit >= COMMIT_EVERY_SECONDS:
-            self.commit()
+        self._commit_when_due()
 
     def _write_many(self, sql: str, rows: list[tuple]) -> None:
         """_write of each row in turn, as one statement (executemany): the rows a flush saves come by the thousand
@@ -152,9 +158,7 @@ class KnownState:
             return
         pending = self._in_tx
         try:
-            if not self._in_tx:
-                self.db.execute("BEGIN")
-                self._in_tx = True
+            self._begin()
             self.db.execute("SAVEPOINT batch")
             self.db.executemany(sql, rows)
             self.db.execute("RELEASE batch")
@@ -166,8 +170,7 @@ class KnownState:
             for args in rows:
                 self._write(sql, args)
             return
-        if time.monotonic() - self._last_commit >= COMMIT_EVERY_SECONDS:
-            self.commit()
+        self._commit_when_due()
 
     def _undo_batch(self) -> bool:
         """Back to the savepoint before a failed batch; False where the transaction it was in is gone."""
