@@ -68,7 +68,7 @@ class AlertGate:
         as a flood window's example: under a flood of new devices most alerts are only counted, and building each
         one's line was most of what the gate cost them. Returns the flood summaries a new window releases, then
         the alert when it is let through (None when held back)."""
-        # _summaries(ts, key=(detector, vlan)), inlined: one window to look at, and it has rarely ended
+        # _summaries' test for this one window, inline: every alert comes here, and its window has rarely ended
         key = (detector, vlan)
         window = self._floods.get(key)
         out = []
@@ -133,10 +133,11 @@ class AlertGate:
         self.suppressed[detector] += 1
         return window
 
-    def _summaries(self, now: float, key: tuple[str, int] | None = None, final: bool = False) -> list[Alert]:
-        keys = [key] if key is not None else list(self._floods)
+    def _summaries(self, now: float, final: bool = False) -> list[Alert]:
+        """Every flood window that has ended by `now` (all, when final) taken out, the summaries of those that held
+        alerts back; `admit` looks at its one window the same way, inline."""
         out = []
-        for k in keys:
+        for k in list(self._floods):
             window = self._floods.get(k)
             if window is None or not (final or now - window.start > FLOOD_WINDOW_SECONDS):
                 continue
