@@ -334,13 +334,8 @@ class Incidents:
         if details is not None and len(details) == len(alert.extra) and (key := _share_key(details)) is not None:
             # the extra is the details (no "service" in it), shareable: _shared of both is one lookup, and the
             # second would find the first's dict at the map's newest end
-            shared = self._shared_dicts.use(key)
-            if shared is None:
-                self._shared_dicts.put(key, details)
-                shared = details
-            evidence.details = alert.extra = shared
-            if alert.device_mac is not None:
-                alert.device_mac = sys.intern(alert.device_mac)
+            evidence.details = shared = self._shared_as(key, details)
+            self._slim(alert, shared)
         else:
             if details is not None:
                 evidence.details = self._shared(details)
@@ -395,18 +390,21 @@ class Incidents:
     def _shared(self, mapping: dict) -> dict:
         """An equal dict met before, if this one is small and plain; the caller never changes it afterwards."""
         key = _share_key(mapping)
-        if key is None:
-            return mapping
+        return mapping if key is None else self._shared_as(key, mapping)
+
+    def _shared_as(self, key: tuple, mapping: dict) -> dict:
+        """_shared, its key made already."""
         known = self._shared_dicts.use(key)
         if known is not None:
             return known
         self._shared_dicts.put(key, mapping)
         return mapping
 
-    def _slim(self, alert: Alert) -> None:
+    def _slim(self, alert: Alert, shared_extra: dict | None = None) -> None:
         """What an open incident keeps of a detection that may lead it: its extra shared when plain and repeated
-        (lines copy it before adding to it), its device's MAC as one string however many incidents name it."""
-        alert.extra = self._shared(alert.extra)
+        (lines copy it before adding to it; `shared_extra` when the caller shared it already), its device's MAC as
+        one string however many incidents name it."""
+        alert.extra = self._shared(alert.extra) if shared_extra is None else shared_extra
         if alert.device_mac is not None:
             alert.device_mac = sys.intern(alert.device_mac)
 
