@@ -59,12 +59,9 @@ class ByteSeries:
         if self.newest < 0:
             return []
         slot = self.newest % BUCKETS
-        if self.lone and self.counts[slot]:
-            # every other slot is zero (add keeps the flag): no scan of the ring at all
-            return [(float(self.newest * BUCKET_SECONDS), self.counts[slot])]
-        if self.counts.count(0) == BUCKETS - 1 and self.counts[slot]:
+        if self.counts[slot] and (self.lone or self.counts.count(0) == BUCKETS - 1):
             # the newest bucket alone (a device saved after its first outbound bytes: every new device of a
-            # flood), answered without the array scan below
+            # flood), answered without the array scan below; `lone` (add keeps it) spares even the count
             return [(float(self.newest * BUCKET_SECONDS), self.counts[slot])]
         # Only the non-empty slots are visited (a device saved after its first packet has one of 288): each slot's
         # bucket is the newest one at or before `newest` that lands on it (add writes no other, and _advance
@@ -74,10 +71,6 @@ class ByteSeries:
         return [(float(b * BUCKET_SECONDS), int(counts[s])) for b, s in found]
 
     def state(self) -> list[list[float | int]]:
-        if self.lone and self.newest >= 0:   # points() of a lone series, without its list of tuples
-            count = self.counts[self.newest % BUCKETS]
-            if count:
-                return [[float(self.newest * BUCKET_SECONDS), count]]
         return [[start, count] for start, count in self.points()]
 
     @classmethod
