@@ -1042,7 +1042,9 @@ static PyObject *take_lru(Lru *t, const uint8_t *raw, uint64_t h, PyTypeObject *
 }
 
 /* A closed TCP flow whose group opens with a SYN: the port pair was reused for a new connection, so the closed flow
- * ends and *flow is cleared for a new one to be made. */
+ * ends and *flow is cleared for a new one to be made. A group holds a SYN only if its first packet is one (a SYN
+ * after anything but a plain SYN opens a group of its own, sensor/_walk.c group), so the first direction's flags
+ * tell: whatever batches the packets came in, the same SYN reopens the port pair. */
 static int end_if_reused(Env *env, PyObject **flow, Py_buffer *in, Py_ssize_t g, int first_dir)
 {
     if (*flow == NULL || !(((const uint8_t *)in[FLAGS].buf)[2 * g + first_dir] & F_SYN))
@@ -1237,6 +1239,11 @@ static int run_groups(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t u, 
                 prefetch_probe(tables, in, g, hashes[g]);
         }
     }
+    /* Apart, a new flow stands for all that the batch added to it (flows.new_update), so a later group that adds to
+     * it gives no update. Only a key reopened by a SYN (sensor/_walk.c, group) is more than one group, and a
+     * reopening group opens with that SYN: the flows made so far are gathered, once, when a group with a SYN adds
+     * to a flow, and those made after it are added. */
+    PyObject *made_here = NULL;
     int failed = 0;
     for (Py_ssize_t g = 0; g < u && !failed; g++) {
         int is_new = 0;
@@ -1249,9 +1256,23 @@ static int run_groups(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t u, 
             failed = 1;
             break;
         }
-        failed = PyList_Append(fresh != NULL && is_new ? fresh : updates, out) < 0;
+        int made_before = 0;
+        if (fresh != NULL && is_new && made_here != NULL) {
+            failed = PySet_Add(made_here, out) < 0;
+        } else if (fresh != NULL && !is_new && PyList_GET_SIZE(fresh) > 0) {
+            const uint8_t *flags = (const uint8_t *)in[FLAGS].buf + 2 * g;
+            if ((flags[0] | flags[1]) & F_SYN) {
+                if (made_here == NULL && (made_here = PySet_New(fresh)) == NULL)
+                    failed = 1;
+                else if ((made_before = PySet_Contains(made_here, SLOT(out, env->update_off[0]))) < 0)
+                    failed = 1;
+            }
+        }
+        if (!failed && !made_before)
+            failed = PyList_Append(fresh != NULL && is_new ? fresh : updates, out) < 0;
         Py_DECREF(out);
     }
+    Py_XDECREF(made_here);
     PyMem_Free(hashes);
     return failed ? -1 : 0;
 }

@@ -417,8 +417,20 @@ static PyObject *decode(PyObject *self, PyObject *args)
  * payload sums, OR of TCP flags and of `tags` (uint64 per entry of `rows`, or empty), the last source MAC and the
  * latest timestamp. Groups come out in the order of their first packet, with its position in `rows` and its
  * direction: exactly what flows.group_numpy, the reference, computes with numpy.
+ *
+ * A key's packets are one group, but for a TCP SYN that follows, in its key, a packet other than a plain SYN (one
+ * without RST or FIN): that SYN opens the key's next group. Such a SYN may start a new connection on a port pair
+ * whose flow the packets before it closed (a handshake retried after a RST, a port reused after FINs), and the
+ * flow table can only tell if it sees it at the head of a group; a run of plain SYNs (retransmissions) cannot
+ * close a flow, so it stays one group. Cut this way, a batch gives the flows that the same packets in batches
+ * of one would (docs/architecture.md, flows).
  */
 #define KEY_BYTES 40
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+/* A packet whose key's previous packet was `before` and whose flags are `now` opens a new group of its key. */
+#define REOPENS(before, now) (((now) & TCP_SYN) && ((before) & (TCP_SYN | TCP_RST | TCP_FIN)) != TCP_SYN)
 
 static inline uint64_t key_hash(const uint8_t *key)
 {
@@ -459,11 +471,12 @@ static PyObject *group(PyObject *self, PyObject *args)
     int64_t *macs = calloc(2 * gcap, 8);
     uint64_t *side_tags = calloc(2 * gcap, 8);
     uint8_t *flags = calloc(2 * gcap, 1);
+    uint8_t *last_flags = malloc(gcap);   /* the flags of each group's latest packet, for REOPENS */
     double *last = malloc(gcap * sizeof(double));
     PyObject *out[10] = {NULL};
     Py_ssize_t u = 0;
     int no_memory = !slot || !keys || !first || !first_dir || !pkts || !nbytes || !payload || !macs || !side_tags ||
-                    !flags || !last;
+                    !flags || !last_flags || !last;
     if (!no_memory)
         memset(slot, 0xFF, cap * sizeof(int32_t));
 
@@ -476,10 +489,10 @@ static PyObject *group(PyObject *self, PyObject *args)
         Py_ssize_t g;
         int d;
         /* Video comes in bursts of one flow: a row with the previous row's addresses, ports, VLAN and protocol
-         * is in the previous row's group and direction, without hashing. */
+         * is in the previous row's group and direction, without hashing (unless it opens the key's next group). */
         if (prev >= 0 && sport[r] == sport[prev] && dport[r] == dport[prev] && proto[r] == proto[prev] &&
             vlan[r] == vlan[prev] && frag[r] == frag[prev] && memcmp(src + 16 * r, src + 16 * prev, 16) == 0 &&
-            memcmp(dst + 16 * r, dst + 16 * prev, 16) == 0) {
+            memcmp(dst + 16 * r, dst + 16 * prev, 16) == 0 && !REOPENS(last_flags[prev_g], tcp_flags[r])) {
             g = prev_g;
             d = prev_d;
             goto add;
@@ -504,6 +517,8 @@ static PyObject *group(PyObject *self, PyObject *args)
             h = (h + 1) & (cap - 1);
         }
         d = !a_is_src;
+        if (g >= 0 && REOPENS(last_flags[g], tcp_flags[r]))
+            g = -1;   /* the key's slot goes to its new group: the packets after this one are the new group's */
         if (g < 0) {
             if (u == gcap) {
                 Py_ssize_t was = gcap;
@@ -512,6 +527,7 @@ static PyObject *group(PyObject *self, PyObject *args)
                 GROW(keys, gcap * KEY_BYTES); GROW(first, gcap * 8); GROW(first_dir, gcap); GROW(last, gcap * 8);
                 GROW(pkts, 2 * gcap * 8); GROW(nbytes, 2 * gcap * 8); GROW(payload, 2 * gcap * 8);
                 GROW(macs, 2 * gcap * 8); GROW(side_tags, 2 * gcap * 8); GROW(flags, 2 * gcap);
+                GROW(last_flags, gcap);
 #undef GROW
                 if (no_memory)
                     break;
@@ -535,6 +551,7 @@ static PyObject *group(PyObject *self, PyObject *args)
         nbytes[s] += wire[r];
         payload[s] += plen[r];
         flags[s] |= tcp_flags[r];
+        last_flags[g] = tcp_flags[r];
         if (tags) side_tags[s] |= tags[i];
         macs[s] = mac[r];
         if (ts[r] > last[g]) last[g] = ts[r];
@@ -571,7 +588,7 @@ static PyObject *group(PyObject *self, PyObject *args)
     }
 done:
     free(slot); free(keys); free(first); free(first_dir); free(pkts); free(nbytes); free(payload); free(macs);
-    free(side_tags); free(flags); free(last);
+    free(side_tags); free(flags); free(last_flags); free(last);
     for (int k = 0; k < NBUF; k++) PyBuffer_Release(&in[k]);
     if (PyErr_Occurred()) {
         for (int k = 0; k < 10; k++) Py_XDECREF(out[k]);

@@ -222,8 +222,8 @@ def flow_keys(dec: Decoded, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Groups(NamedTuple):
-    """One batch's packets summed per flow key, groups in the order of their first packet. Per-direction columns:
-    0 is A->B (the key's first address sends), 1 is B->A."""
+    """One batch's packets summed per flow key, groups in the order of their first packet; a key reopened by a SYN
+    (_parts) is a group per part. Per-direction columns: 0 is A->B (the key's first address sends), 1 is B->A."""
 
     keys: np.ndarray       # (u, 40) uint8
     first: np.ndarray      # int64, position in `rows` of each group's first packet
@@ -237,17 +237,45 @@ class Groups(NamedTuple):
     macs: np.ndarray       # (u, 2) int64, source MAC of the direction's last packet
 
 
+def _parts(inv: np.ndarray, flags: np.ndarray) -> np.ndarray | None:
+    """Each packet's part of its key's packets (`inv`: its key's number), numbered over all keys: a key's packets
+    are one part but for a SYN after, in its key, a packet other than a plain SYN, which opens the next part
+    (sensor/_walk.c, group, says why). None when no packet does."""
+    syn = (flags & SYN) != 0
+    if not syn[1:].any():
+        return None
+    by_key = np.argsort(inv, kind="stable")   # each key's packets together, in their order
+    k, f = inv[by_key], flags[by_key]
+    opens = np.empty(len(inv), dtype=bool)
+    opens[0] = True
+    opens[1:] = (k[1:] != k[:-1]) | (syn[by_key[1:]] & ((f[:-1] & (SYN | RST | FIN)) != SYN))
+    if np.count_nonzero(opens) == k[-1] + 1:
+        return None
+    part = np.empty(len(inv), dtype=np.int64)
+    part[by_key] = np.cumsum(opens) - 1
+    return part
+
+
+def _first_order(inv: np.ndarray, first_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Groups renumbered in the order of their first packets: (each packet's group, each group's first packet)."""
+    order = np.argsort(first_idx, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rank[inv], first_idx[order]
+
+
 def group_numpy(dec: Decoded, rows: np.ndarray, tags: np.ndarray | None) -> Groups:
     """The reference grouping, in numpy; `group` gives the same arrays from the compiled helper."""
     keys, a_is_src = flow_keys(dec, rows)
     kv = np.ascontiguousarray(keys).view(np.dtype((np.void, 40))).ravel()
-    uniq, first_idx, inv = np.unique(kv, return_index=True, return_inverse=True)
+    _, first_idx, inv = np.unique(kv, return_index=True, return_inverse=True)
     # np.unique sorts by key; groups are wanted in the order their first packets came
-    order = np.argsort(first_idx, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    uniq, first_idx, inv = uniq[order], first_idx[order], rank[inv]
-    u = len(uniq)
+    inv, first_idx = _first_order(inv, first_idx)
+    part = _parts(inv, dec.tcp_flags[rows])
+    if part is not None:   # a key split where a SYN may reopen it: each part a group
+        _, first_idx, inv = np.unique(part, return_index=True, return_inverse=True)
+        inv, first_idx = _first_order(inv, first_idx)
+    u = len(first_idx)
     direction = (~a_is_src).astype(np.int64)
     g2 = inv * 2 + direction
     b = dec.batch
@@ -263,7 +291,7 @@ def group_numpy(dec: Decoded, rows: np.ndarray, tags: np.ndarray | None) -> Grou
         np.bitwise_or.at(side_tags, g2, tags)
     macs = np.zeros(2 * u, dtype=np.int64)
     macs[g2] = dec.src_mac[rows]   # repeated indices: the last packet's value stays
-    return Groups(uniq.view(np.uint8).reshape(u, 40), first_idx.astype(np.int64),
+    return Groups(np.ascontiguousarray(keys[first_idx]), first_idx.astype(np.int64),
                   direction[first_idx].astype(np.uint8), pkts, nbytes, payload, last, flags.reshape(u, 2),
                   side_tags.reshape(u, 2), macs.reshape(u, 2))
 
@@ -458,7 +486,8 @@ class FlowTable:
                      tags: np.ndarray | None = None) -> tuple[list[Flow], list[FlowUpdate]]:
         """update, with the batch's new flows apart: (the new flows, the updates of the others). A new flow's
         update is what the flow holds (new_update makes it when it is wanted), so a flood's new flows cost no
-        update object each."""
+        update object each; it stands for all of update's updates of that flow (a key reopened by a SYN within
+        the batch is more than one group)."""
         return self._update(dec, rows, tags, True)
 
     def _update(self, dec: Decoded, rows: np.ndarray, tags: np.ndarray | None,
@@ -483,8 +512,11 @@ class FlowTable:
         else:
             updates = self._apply_python(grp, new, tags is not None)
             if apart:
+                # a new flow stands for all the batch added to it, a key reopened by a SYN (more than one group)
+                # included: no update of its own
                 fresh = [upd.flow for upd in updates if upd.new]
-                updates = [upd for upd in updates if not upd.new]
+                made = set(fresh)
+                updates = [upd for upd in updates if upd.flow not in made]
         self._evict()
         return fresh, updates
 
@@ -551,6 +583,8 @@ class FlowTable:
             flow = table.pop(key, None)
             if flow is None and proto == PROTO_TCP:
                 flow = self._closed.pop(key, None)
+                # a group holds a SYN only if it opens with one (group: a SYN after anything but a plain SYN
+                # opens a group), so the port pair is reused by the same SYN however the batches were cut
                 if flow is not None and sums[g][3][first_dir[g]] & SYN:
                     self._end([flow], "idle")   # the port pair was reused for a new connection
                     flow = None

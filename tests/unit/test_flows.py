@@ -201,6 +201,28 @@ def test_grouping_sums_each_flow_and_direction(impl, grouping):
     assert untagged.tags.tolist() == [[0, 0], [0, 0]]
 
 
+@pytest.mark.parametrize("grouping", ["group", "group_numpy"])
+def test_a_syn_after_anything_but_a_plain_syn_opens_its_keys_next_group(impl, grouping):
+    """A SYN after a RST (a retried handshake), after a FIN or data (a reused port pair, an injected SYN) opens
+    a group of its key; retransmitted SYNs and the SYN-ACK after them stay in theirs, as does a SYN of a key
+    whose previous packet is in another batch. A SYN carrying RST or FIN is no plain SYN."""
+    a, b = (CAM, CLOUD, 50000, 443), (CLOUD, CAM, 443, 50000)
+    frames = [t(*a, "S"), t(*a, "S"), t(*b, "RA"), u(CAM, NVR, 50000, 554), t(*a, "S"), t(*a, "S"), t(*b, "SA"),
+              t(*a, "A"), t(*a, "PA", b"x"), t(*b, "S"), t(*a, "SR"), t(*a, "S"), t(*b, "FA"), t(*b, "SA")]
+    dec = decode(batch_of(frames))
+    g = getattr(fl, grouping)(dec, np.arange(len(frames)), None)
+    assert g.first.tolist() == [0, 3, 4, 9, 11, 13]
+    keys = [k.tobytes() for k in g.keys]
+    assert keys[1] != keys[0] and keys[0] == keys[2] == keys[3] == keys[4] == keys[5]
+    # the camera is the TCP key's A side, the NVR the UDP key's
+    assert g.pkts.tolist() == [[2, 1], [0, 1], [4, 1], [1, 1], [1, 1], [0, 1]]
+    assert g.flags.tolist() == [[0x02, 0x14], [0, 0], [0x1A, 0x12], [0x06, 0x02], [0x02, 0x11], [0, 0x12]]
+    assert g.first_dir.tolist() == [0, 1, 0, 1, 0, 1]
+    assert g.last.tolist() == [T0 + 2, T0 + 3, T0 + 8, T0 + 10, T0 + 12, T0 + 13]
+    later = getattr(fl, grouping)(dec, np.arange(4, len(frames)), None)   # the SYN at row 4 first of its key
+    assert later.first.tolist() == [0, 5, 7, 9]
+
+
 def test_grouping_of_a_subset_of_rows(impl):
     dec, tags = _mixed()
     rows = np.array([1, 3, 5])
@@ -434,6 +456,58 @@ def test_a_packet_after_the_close_without_syn_stays_in_the_closed_flow(impl):
     ups = feed(ft, [t(CAM, CLOUD, 50000, 443, "S")])   # the port pair reused: a new connection
     assert [x.new for x in ups] == [True] and [(f.orig_pkts, why) for f, why in ended] == [(3, "idle")]
     assert ft.created == 2 and ft.expired["idle"] == 1 and len(ft) == 1
+
+
+def _ended_by_cuts(frames, cuts) -> tuple[int, list[tuple]]:
+    """The flows a table makes of `frames` fed in the batches that `cuts` (positions) mark, all ended by a flush:
+    how many, and each one's values (sorted: a table's order follows its batches' groups, its flows do not)."""
+    ft, ended = table()
+    ts = [T0 + i / 1000 for i in range(len(frames))]
+    for lo, hi in zip([0, *cuts], [*cuts, len(frames)], strict=True):
+        if hi > lo:
+            feed(ft, frames[lo:hi], ts=ts[lo:hi])
+    ft.flush()
+    return ft.created, sorted((f.key, f.first, f.last, f.orig_is_a, f.orig_pkts, f.resp_pkts, f.orig_flags,
+                               f.resp_flags, f.closed, f.state) for f, _ in ended)
+
+
+def _every_cut(frames) -> list[list[int]]:
+    return [[], *([c] for c in range(1, len(frames))), list(range(1, len(frames)))]
+
+
+@pytest.mark.parametrize("copies", [1, 2])
+def test_a_handshake_retried_after_a_reset_is_two_flows_however_the_batches_are_cut(impl, copies):
+    """A SYN refused by a RST and tried again on the same port pair within one batch (the second attempt is a
+    new connection), each packet `copies` times as a capture on a mirror port may hold it: the refused attempt
+    and the connection, whatever batch each packet falls in."""
+    syn, rst, syn_ack = t(CAM, CLOUD, 50000, 443, "S"), t(CLOUD, CAM, 443, 50000, "RA"), t(CLOUD, CAM, 443, 50000, "SA")
+    frames = [f for f in (syn, rst, syn, syn_ack, t(CAM, CLOUD, 50000, 443, "A")) for _ in range(copies)]
+    whole = _ended_by_cuts(frames, [])
+    assert whole[0] == 2 and [(f[-1], f[4], f[5]) for f in whole[1]] == [("REJ", copies, copies),
+                                                                         ("S1", 2 * copies, copies)]
+    for cuts in _every_cut(frames):
+        assert _ended_by_cuts(frames, cuts) == whole, cuts
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_flows_of_tcp_packets_do_not_depend_on_where_the_batches_are_cut(impl, seed):
+    """Random flags on two port pairs, either way round (closes, reuse, SYNs after anything, SYN with RST or
+    FIN): one batch, a packet a batch and random cuts make the same flows."""
+    import random
+    rng = random.Random(seed)
+    flags = ["S", "S", "SA", "A", "PA", "FA", "R", "RA", "SR", "SF", ""]
+    pairs = [(CAM, CLOUD, 50000, 443), (CAM, NVR, 40000, 554)]
+    frames = []
+    for _ in range(40):
+        a, b, pa, pb = rng.choice(pairs)
+        if rng.random() < 0.5:
+            a, b, pa, pb = b, a, pb, pa
+        frames.append(t(a, b, pa, pb, rng.choice(flags)))
+    whole = _ended_by_cuts(frames, [])
+    assert whole[0] > 2
+    for cuts in ([*range(1, len(frames))], *(sorted(rng.sample(range(1, len(frames)), rng.randint(1, 8)))
+                                             for _ in range(20))):
+        assert _ended_by_cuts(frames, cuts) == whole, cuts
 
 
 # ---- eviction, flush ------------------------------------------------------------------------------------------------
