@@ -414,8 +414,8 @@ static PyObject *decode(PyObject *self, PyObject *args)
  *     -> (keys, first, first_dir, pkts, bytes, payload, last, flags, side_tags, macs)
  * The flow stage's per-batch work: the canonical 40-byte key of each row in `rows` (int64 indices into the decoded
  * arrays), grouped by key with a hash table, and per group and direction (0: A->B, 1: B->A) the packet, byte and
- * payload sums, OR of TCP flags and of `tags` (uint64 per entry of `rows`, or empty), the last source MAC and the
- * latest timestamp. Groups come out in the order of their first packet, with its position in `rows` and its
+ * payload sums, OR of TCP flags and of `tags` (uint64 per entry of `rows`, or empty), the last source MAC (of the
+ * frames that have one: 0 if none has) and the latest timestamp. Groups come out in the order of their first packet, with its position in `rows` and its
  * direction: exactly what flows.group_numpy, the reference, computes with numpy.
  *
  * A key's packets are one group, but for a TCP SYN that follows, in its key, a packet other than a plain SYN (one
@@ -553,7 +553,7 @@ static PyObject *group(PyObject *self, PyObject *args)
         flags[s] |= tcp_flags[r];
         last_flags[g] = tcp_flags[r];
         if (tags) side_tags[s] |= tags[i];
-        macs[s] = mac[r];
+        if (mac[r]) macs[s] = mac[r];   /* a frame without a link layer leaves it, as across batches */
         if (ts[r] > last[g]) last[g] = ts[r];
     }
     Py_END_ALLOW_THREADS

@@ -234,7 +234,7 @@ class Groups(NamedTuple):
     last: np.ndarray       # float64, latest packet time
     flags: np.ndarray      # (u, 2) uint8, OR of TCP flags
     tags: np.ndarray       # (u, 2) uint64, OR of payload-profile tags
-    macs: np.ndarray       # (u, 2) int64, source MAC of the direction's last packet
+    macs: np.ndarray       # (u, 2) int64, source MAC of the direction's last packet that has one, else 0
 
 
 def _parts(inv: np.ndarray, flags: np.ndarray) -> np.ndarray | None:
@@ -290,7 +290,9 @@ def group_numpy(dec: Decoded, rows: np.ndarray, tags: np.ndarray | None) -> Grou
     if tags is not None:
         np.bitwise_or.at(side_tags, g2, tags)
     macs = np.zeros(2 * u, dtype=np.int64)
-    macs[g2] = dec.src_mac[rows]   # repeated indices: the last packet's value stays
+    src_mac = dec.src_mac[rows]
+    framed = src_mac != 0   # a frame without a link layer leaves the last MAC seen, as it does across batches
+    macs[g2[framed]] = src_mac[framed]   # repeated indices: the last packet's value stays
     return Groups(np.ascontiguousarray(keys[first_idx]), first_idx.astype(np.int64),
                   direction[first_idx].astype(np.uint8), pkts, nbytes, payload, last, flags.reshape(u, 2),
                   side_tags.reshape(u, 2), macs.reshape(u, 2))

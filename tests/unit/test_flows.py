@@ -337,6 +337,20 @@ def test_source_macs_follow_the_last_packet_but_a_frame_without_one_keeps_them(i
     assert (flow.orig_mac, flow.resp_mac) == (int.from_bytes(new_cam, "big"), int.from_bytes(new_nvr, "big"))
 
 
+@pytest.mark.parametrize("cut", [None, 1, 2, 3])
+def test_a_frame_without_a_link_layer_keeps_the_macs_within_a_batch_too(impl, cut):
+    """Frames of one flow from two interfaces, one without a link layer, last: each side's MAC is the one its
+    latest framed packet carried, whether or not the frame without one came in the same batch."""
+    ft, _ = table()
+    frames = [u(CAM, NVR, 50000, 554), u(NVR, CAM, 554, 50000), raw_udp(CAM, NVR, 50000, 554),
+              raw_udp(NVR, CAM, 554, 50000)]
+    types = [1, 1, 101, 101]
+    for lo, hi in ([(0, 4)] if cut is None else [(0, cut), (cut, 4)]):
+        feed(ft, frames[lo:hi], ts=[T0 + i for i in range(lo, hi)], linktype=types[lo:hi])
+    (flow,) = ft.flows()
+    assert (flow.orig_mac, flow.resp_mac) == (int.from_bytes(CAM_MAC, "big"), int.from_bytes(NVR_MAC, "big"))
+
+
 def test_a_late_packet_does_not_move_last_back(impl):
     ft, _ = table()
     feed(ft, [u(CAM, NVR, 50000, 554)], ts=[T0 + 10])
