@@ -415,8 +415,9 @@ static PyObject *decode(PyObject *self, PyObject *args)
  * The flow stage's per-batch work: the canonical 40-byte key of each row in `rows` (int64 indices into the decoded
  * arrays), grouped by key with a hash table, and per group and direction (0: A->B, 1: B->A) the packet, byte and
  * payload sums, OR of TCP flags and of `tags` (uint64 per entry of `rows`, or empty), the last source MAC (of the
- * frames that have one: 0 if none has) and the latest timestamp. Groups come out in the order of their first packet, with its position in `rows` and its
- * direction: exactly what flows.group_numpy, the reference, computes with numpy.
+ * frames that have one: 0 if none has) and the latest timestamp. Groups come out in the order of their first
+ * packet, with its position in `rows` and its direction: exactly what flows.group_numpy, the reference, computes
+ * with numpy.
  *
  * A key's packets are one group, but for a TCP SYN that follows, in its key, a packet other than a plain SYN (one
  * without RST or FIN): that SYN opens the key's next group. Such a SYN may start a new connection on a port pair
