@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(compiled.flows_extension is None or compiled.ext
 HOSTS4 = ["10.20.0.11", "10.20.0.12", "10.20.0.2", "203.0.113.9", "198.51.100.7"]
 HOSTS6 = ["fd00::11", "2001:db8::9"]
 PORTS = [23, 80, 443, 554, 1023, 1024, 40000, 40001, 65535]
-FLAGS = ["S", "SA", "A", "PA", "FA", "R", "RA", ""]
+FLAGS = ["S", "SA", "A", "PA", "FA", "R", "RA", "", "SR", "SF"]   # the last two: hostile, a SYN that also closes
 
 
 def _conversations(rng: random.Random) -> list[tuple]:
