@@ -63,10 +63,9 @@ def settle(enricher: Enricher, flows: list[Flow]) -> None:
 class _Window:
     """The columns of a window's new flows that say what each needs: both addresses, packets and MACs a side."""
 
-    def __init__(self, keys: np.ndarray, orig_is_a: np.ndarray, orig_sent: np.ndarray, resp_sent: np.ndarray,
+    def __init__(self, orig_raw: np.ndarray, resp_raw: np.ndarray, orig_sent: np.ndarray, resp_sent: np.ndarray,
                  orig_mac: np.ndarray, resp_mac: np.ndarray, first: np.ndarray):
-        self.orig_raw = np.where(orig_is_a[:, None], keys[:, 3:19], keys[:, 21:37])
-        self.resp_raw = np.where(orig_is_a[:, None], keys[:, 21:37], keys[:, 3:19])
+        self.orig_raw, self.resp_raw = orig_raw, resp_raw   # (n, 16) uint8
         self.orig_sent, self.resp_sent = orig_sent, resp_sent
         self.orig_mac, self.resp_mac = orig_mac, resp_mac
         self.first = first
@@ -78,8 +77,8 @@ class _Window:
         if raw is None:   # not built, switched off, or a flow it refuses: the reference reads them
             return columns_python(flows)
         n = len(flows)
-        keys, orig_is_a, orig_sent, resp_sent, orig_mac, resp_mac, first = raw
-        return cls(np.frombuffer(keys, np.uint8).reshape(n, 40), np.frombuffer(orig_is_a, bool),
+        orig_raw, resp_raw, orig_sent, resp_sent, orig_mac, resp_mac, first = raw
+        return cls(np.frombuffer(orig_raw, np.uint8).reshape(n, 16), np.frombuffer(resp_raw, np.uint8).reshape(n, 16),
                    np.frombuffer(orig_sent, bool), np.frombuffer(resp_sent, bool), np.frombuffer(orig_mac, np.int64),
                    np.frombuffer(resp_mac, np.int64), np.frombuffer(first, np.float64))
 
@@ -90,8 +89,10 @@ def columns_python(flows: list[Flow]) -> _Window | None:
     blob = b"".join([f.key for f in flows])
     if len(blob) != 40 * len(flows):
         return None
-    return _Window(np.frombuffer(blob, np.uint8).reshape(len(flows), 40),
-                   np.array([f.orig_is_a for f in flows], bool),
+    keys = np.frombuffer(blob, np.uint8).reshape(len(flows), 40)
+    orig_is_a = np.array([f.orig_is_a for f in flows], bool)[:, None]
+    return _Window(np.where(orig_is_a, keys[:, 3:19], keys[:, 21:37]),
+                   np.where(orig_is_a, keys[:, 21:37], keys[:, 3:19]),
                    np.array([f.orig_pkts for f in flows], np.int64) > 0,
                    np.array([f.resp_pkts for f in flows], np.int64) > 0,
                    np.array([f.orig_mac for f in flows], np.int64), np.array([f.resp_mac for f in flows], np.int64),
