@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from sensor.enrich.stage import Enricher
 
 MIN_FLOWS = 64   # fewer new flows than this in a window: one at a time (a camera's, not a flood's)
-CHUNK = 4096     # flows classified at once at most (a change of scopes or routers classifies the rest again),
+CHUNK = 16384    # flows classified at once at most (a change of scopes or routers classifies the rest again),
 FIRST_CHUNK = 128   # and at first, or after such a change
 CAMERA, PUBLIC, CORE, PRIVATE = (SCOPES.index(s) for s in (SCOPE_CAMERA, SCOPE_PUBLIC, SCOPE_CORE, SCOPE_PRIVATE))
 # dotted-decimal IPv4 in numpy: each octet's digits and separator (a dot, or a comma after the last) in four bytes,
