@@ -83,12 +83,14 @@ def _state(sensor) -> tuple:
 
 @pytest.mark.parametrize("config", [SITE, {}], ids=["site", "zero-config"])
 @pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("min_flows,chunk", [(1, 4096), (1, 5), (64, 300)])
+@pytest.mark.parametrize("min_flows,chunk", [(1, 16384), (1, 5), (64, 300)])
+@pytest.mark.parametrize("columns", [True, False], ids=["c-columns", "python-columns"])
 def test_a_flood_settled_a_window_at_a_time_is_what_flow_update_makes_of_it(monkeypatch, config, seed, min_flows,
-                                                                            chunk):
+                                                                            chunk, columns):
     """Devices, events, routers, learnt networks, held sightings, the budget's tokens and the link's sightings of
     sources: the same as flow_update one flow at a time, whatever the window is cut into (chunks of 5 flows make a
-    new classification at every turn)."""
+    new classification at every turn), its flows read as columns in C or by the reference."""
+    monkeypatch.setattr(compiled, "columns", columns)
     monkeypatch.setattr(batch, "MIN_FLOWS", min_flows)
     monkeypatch.setattr(batch, "CHUNK", chunk)
     monkeypatch.setattr(batch, "FIRST_CHUNK", min(chunk, batch.FIRST_CHUNK) // 2 or 1)
@@ -253,3 +255,18 @@ def test_a_window_the_c_columns_refuse_is_read_by_the_reference(monkeypatch):
     assert batch._Window.of(short) is None   # not the table's keys: one at a time, as before
     with pytest.raises(TypeError):
         ext.columns(tuple(good), Flow)
+
+
+def test_the_c_columns_are_read_only_while_their_switch_is_on(monkeypatch):
+    if compiled.flows_extension is None:
+        pytest.skip("the C extension sensor._flows was not built on this machine")
+    ft = FlowTable(FlowSettings())
+    for dec_batch, tags, _ in _random_batches(random.Random(2))[:3]:
+        ft.update(decode(dec_batch), np.arange(len(dec_batch)), tags)
+    flows, calls = list(ft.flows()), []
+    columns = compiled.flows_extension.columns
+    monkeypatch.setattr(compiled.flows_extension, "columns", lambda *a: (calls.append(1), columns(*a))[1])
+    for on in (False, True):
+        monkeypatch.setattr(compiled, "columns", on)
+        assert _columns(batch._Window.of(flows)) == _columns(batch.columns_python(flows))
+        assert len(calls) == on
