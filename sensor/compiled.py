@@ -10,8 +10,8 @@ sets them.
 
 from __future__ import annotations
 
-__all__ = ["decode", "extension", "fill", "flows_extension", "forest", "group", "import_error", "route", "table",
-           "tags", "walk", "walk_pcapng"]
+__all__ = ["columns", "decode", "extension", "fill", "flows_extension", "forest", "group", "import_error", "route",
+           "table", "tags", "walk", "walk_pcapng"]
 
 try:
     from sensor import _walk as extension
@@ -33,4 +33,5 @@ table = True    # flows.FlowTable.update: the per-flow table step (reference: Fl
 tags = True     # tags.PayloadTagger: payload-profile bits (reference: PayloadTagger.tags_numpy)
 route = True    # enrich.routing.route: the rows each parser wants (reference: route_numpy)
 fill = True     # live.LiveCapture: the pump's gathering pipe read, without the GIL (reference: select and readv)
+columns = True  # enrich.new_flows: a window's new flows read as columns (reference: new_flows.columns_python)
 forest = True   # model.forest.Forest: the Isolation Forest walk of the anomaly scores (reference: Forest._depths_numpy)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sensor import compiled
 from sensor.enrich.scope import SCOPE_CAMERA, SCOPE_CORE, SCOPE_PRIVATE, SCOPE_PUBLIC, SCOPES
 from sensor.flows import Flow, ip_text
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from sensor.enrich.stage import Enricher
 
 MIN_FLOWS = 64   # fewer new flows than this in a window: one at a time (a camera's, not a flood's)
-CHUNK = 4096     # flows classified at once at most (a change of scopes or routers classifies the rest again),
+CHUNK = 16384    # flows classified at once at most (a change of scopes or routers classifies the rest again),
 FIRST_CHUNK = 128   # and at first, or after such a change
 CAMERA, PUBLIC, CORE, PRIVATE = (SCOPES.index(s) for s in (SCOPE_CAMERA, SCOPE_PUBLIC, SCOPE_CORE, SCOPE_PRIVATE))
 # dotted-decimal IPv4 in numpy: each octet's digits and separator (a dot, or a comma after the last) in four bytes,
@@ -62,22 +63,40 @@ def settle(enricher: Enricher, flows: list[Flow]) -> None:
 class _Window:
     """The columns of a window's new flows that say what each needs: both addresses, packets and MACs a side."""
 
-    def __init__(self, keys: np.ndarray, flows: list[Flow]):
-        orig_is_a = np.array([f.orig_is_a for f in flows], bool)[:, None]
-        self.orig_raw = np.where(orig_is_a, keys[:, 3:19], keys[:, 21:37])
-        self.resp_raw = np.where(orig_is_a, keys[:, 21:37], keys[:, 3:19])
-        self.orig_sent = np.array([f.orig_pkts for f in flows], np.int64) > 0
-        self.resp_sent = np.array([f.resp_pkts for f in flows], np.int64) > 0
-        self.orig_mac = np.array([f.orig_mac for f in flows], np.int64)
-        self.resp_mac = np.array([f.resp_mac for f in flows], np.int64)
-        self.first = np.array([f.first for f in flows], np.float64)
+    def __init__(self, orig_raw: np.ndarray, resp_raw: np.ndarray, orig_sent: np.ndarray, resp_sent: np.ndarray,
+                 orig_mac: np.ndarray, resp_mac: np.ndarray, first: np.ndarray):
+        self.orig_raw, self.resp_raw = orig_raw, resp_raw   # (n, 16) uint8
+        self.orig_sent, self.resp_sent = orig_sent, resp_sent
+        self.orig_mac, self.resp_mac = orig_mac, resp_mac
+        self.first = first
 
     @classmethod
     def of(cls, flows: list[Flow]) -> _Window | None:
-        blob = b"".join([f.key for f in flows])
-        if len(blob) != 40 * len(flows):   # keys are the flow table's 40 bytes; anything else goes one at a time
-            return None
-        return cls(np.frombuffer(blob, np.uint8).reshape(len(flows), 40), flows)
+        ext = compiled.flows_extension
+        raw = ext.columns(flows, Flow) if ext is not None and compiled.columns and hasattr(ext, "columns") else None
+        if raw is None:   # not built, switched off, or a flow it refuses: the reference reads them
+            return columns_python(flows)
+        n = len(flows)
+        orig_raw, resp_raw, orig_sent, resp_sent, orig_mac, resp_mac, first = raw
+        return cls(np.frombuffer(orig_raw, np.uint8).reshape(n, 16), np.frombuffer(resp_raw, np.uint8).reshape(n, 16),
+                   np.frombuffer(orig_sent, bool), np.frombuffer(resp_sent, bool), np.frombuffer(orig_mac, np.int64),
+                   np.frombuffer(resp_mac, np.int64), np.frombuffer(first, np.float64))
+
+
+def columns_python(flows: list[Flow]) -> _Window | None:
+    """The reference of _flows.columns (sensor/_flows.c): a flow's attributes a list at a time. None when the keys
+    are not the flow table's 40 bytes: the window then goes one flow at a time."""
+    blob = b"".join([f.key for f in flows])
+    if len(blob) != 40 * len(flows):
+        return None
+    keys = np.frombuffer(blob, np.uint8).reshape(len(flows), 40)
+    orig_is_a = np.array([f.orig_is_a for f in flows], bool)[:, None]
+    return _Window(np.where(orig_is_a, keys[:, 3:19], keys[:, 21:37]),
+                   np.where(orig_is_a, keys[:, 21:37], keys[:, 3:19]),
+                   np.array([f.orig_pkts for f in flows], np.int64) > 0,
+                   np.array([f.resp_pkts for f in flows], np.int64) > 0,
+                   np.array([f.orig_mac for f in flows], np.int64), np.array([f.resp_mac for f in flows], np.int64),
+                   np.array([f.first for f in flows], np.float64))
 
 
 class _Classes:

@@ -11,15 +11,18 @@ import numpy as np
 import pytest
 
 from packets import ethernet, ip, mac, tcp, udp
+from sensor import compiled
 from sensor.bounded import BoundedLRU
-from sensor.config import parse_config
+from sensor.config import FlowSettings, parse_config
+from sensor.decode import decode
 from sensor.enrich import new_flows as batch
 from sensor.enrich.admission import AdmissionBudget
 from sensor.enrich.scope import SCOPES, Classifier
 from sensor.enrich.stage import Enricher
-from sensor.flows import ip_text, new_update
+from sensor.flows import Flow, FlowTable, ip_text, new_update
 
 from .test_enrich_stage import SITE, T0, _mixed_flows, _outcome, _run
+from .test_flows_compiled import _random_batches
 
 FORGER = mac("00:de:ad:00:00:01")
 ROUTER = mac("02:00:00:00:00:fe")
@@ -80,12 +83,14 @@ def _state(sensor) -> tuple:
 
 @pytest.mark.parametrize("config", [SITE, {}], ids=["site", "zero-config"])
 @pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("min_flows,chunk", [(1, 4096), (1, 5), (64, 300)])
+@pytest.mark.parametrize("min_flows,chunk", [(1, 16384), (1, 5), (64, 300)])
+@pytest.mark.parametrize("columns", [True, False], ids=["c-columns", "python-columns"])
 def test_a_flood_settled_a_window_at_a_time_is_what_flow_update_makes_of_it(monkeypatch, config, seed, min_flows,
-                                                                            chunk):
+                                                                            chunk, columns):
     """Devices, events, routers, learnt networks, held sightings, the budget's tokens and the link's sightings of
     sources: the same as flow_update one flow at a time, whatever the window is cut into (chunks of 5 flows make a
-    new classification at every turn)."""
+    new classification at every turn), its flows read as columns in C or by the reference."""
+    monkeypatch.setattr(compiled, "columns", columns)
     monkeypatch.setattr(batch, "MIN_FLOWS", min_flows)
     monkeypatch.setattr(batch, "CHUNK", chunk)
     monkeypatch.setattr(batch, "FIRST_CHUNK", min(chunk, batch.FIRST_CHUNK) // 2 or 1)
@@ -179,3 +184,89 @@ def test_scopes_and_printed_addresses_in_numpy_are_the_one_at_a_time_ones():
     assert [SCOPES[c] for c in codes] == [classifier.scope_of_raw(r) for r in raws]
     is_v4 = np.array([r[:12] == b"\0" * 10 + b"\xff\xff" for r in raws])
     assert batch._texts(raw, is_v4) == [ip_text(r) for r in raws]
+
+
+def _columns(window) -> tuple | None:
+    """A _Window's columns with their dtypes, for exact comparison."""
+    if window is None:
+        return None
+    cols = (window.orig_raw, window.resp_raw, window.orig_sent, window.resp_sent, window.orig_mac, window.resp_mac,
+            window.first)
+    return tuple((c.dtype.str, c.shape, c.tolist()) for c in cols)
+
+
+def _compiled_columns(monkeypatch, flows) -> tuple | None:
+    if compiled.flows_extension is None:
+        pytest.skip("the C extension sensor._flows was not built on this machine")
+    monkeypatch.setattr(compiled, "columns", True)
+    return _columns(batch._Window.of(flows))
+
+
+@pytest.mark.parametrize("table", [True, False], ids=["compiled-table", "reference-table"])
+@pytest.mark.parametrize("seed", range(6))
+def test_a_windows_columns_read_in_c_are_the_references(monkeypatch, table, seed):
+    """_flows.columns against columns_python on the flows of random traffic, new and added to (replies, closes,
+    MACs changed, IPv6, VLANs), as the compiled table step and its reference make them."""
+    monkeypatch.setattr(compiled, "table", table)
+    ft = FlowTable(FlowSettings(max_flows=500_000))
+    compared = 0
+    for dec_batch, tags, _ in _random_batches(random.Random(seed)):
+        rows = np.arange(len(dec_batch))
+        fresh, _updates = ft.update_apart(decode(dec_batch), rows, tags)
+        for flows in (fresh, list(ft.flows())):
+            reference = _columns(batch.columns_python(flows))
+            assert _compiled_columns(monkeypatch, flows) == reference
+            compared += len(flows)
+    flows = list(ft.flows())
+    assert compared > 100 and any(f.resp_pkts for f in flows) and any(not f.orig_is_a for f in flows)
+    assert len({f.orig_mac for f in flows}) > 2
+
+
+def test_a_window_the_c_columns_refuse_is_read_by_the_reference(monkeypatch):
+    """What the table never makes (another object, a short key, a huge counter, an int time, an int for a bool)
+    is refused by _flows.columns and read by columns_python, which decides as it always did."""
+    if compiled.flows_extension is None:
+        pytest.skip("the C extension sensor._flows was not built on this machine")
+    ft = FlowTable(FlowSettings())
+    for dec_batch, tags, _ in _random_batches(random.Random(1))[:3]:
+        ft.update(decode(dec_batch), np.arange(len(dec_batch)), tags)
+    good = list(ft.flows())
+    ext = compiled.flows_extension
+    assert ext.columns(good, Flow) is not None and ext.columns([], Flow) is not None
+
+    def odd(**slots) -> list:
+        flow = Flow(good[0].key, 0, 6, 1, 2, 5.0)
+        for name, value in slots.items():
+            setattr(flow, name, value)
+        return [*good[:3], flow, *good[3:]]
+
+    cases = [odd(key=good[0].key[:39]), odd(key=bytearray(good[0].key)), odd(first=7), odd(orig_is_a=1),
+             odd(orig_mac=-1 << 70), odd(resp_pkts=True), [*good, object()]]
+    for flows in cases:
+        assert ext.columns(flows, Flow) is None
+        try:
+            reference = _columns(batch.columns_python(flows))
+        except (OverflowError, AttributeError) as exc:
+            with pytest.raises(type(exc)):
+                batch._Window.of(flows)
+        else:
+            assert _compiled_columns(monkeypatch, flows) == reference
+    short = odd(key=good[0].key[:39])
+    assert batch._Window.of(short) is None   # not the table's keys: one at a time, as before
+    with pytest.raises(TypeError):
+        ext.columns(tuple(good), Flow)
+
+
+def test_the_c_columns_are_read_only_while_their_switch_is_on(monkeypatch):
+    if compiled.flows_extension is None:
+        pytest.skip("the C extension sensor._flows was not built on this machine")
+    ft = FlowTable(FlowSettings())
+    for dec_batch, tags, _ in _random_batches(random.Random(2))[:3]:
+        ft.update(decode(dec_batch), np.arange(len(dec_batch)), tags)
+    flows, calls = list(ft.flows()), []
+    columns = compiled.flows_extension.columns
+    monkeypatch.setattr(compiled.flows_extension, "columns", lambda *a: (calls.append(1), columns(*a))[1])
+    for on in (False, True):
+        monkeypatch.setattr(compiled, "columns", on)
+        assert _columns(batch._Window.of(flows)) == _columns(batch.columns_python(flows))
+        assert len(calls) == on
