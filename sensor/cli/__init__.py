@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from sensor import __version__
@@ -24,6 +25,15 @@ __all__ = ["build_parser", "main"]
 # evaluation harness (start-up time, issue 16; tests/unit/test_cli_startup.py).
 COMMANDS = {"replay": "replay", "inventory": "inventory", "eval": "eval", "train": "train", "inspect": "inspect",
             "hash-password": "hash_password", "run": "run", "report": "report"}
+
+# OpenBLAS (numpy's BLAS) starts a thread per core when numpy is imported, and each spins for about a tenth of a
+# second before it sleeps: ~0.05 s of CPU, half of `import numpy`'s, in every start, and on a busy core it delays the
+# main thread. camwatch's own numpy does no linear algebra (the one matrix product is of integers, which numpy does
+# without BLAS), so a command runs with one BLAS thread unless the user set a thread count (any of the variables
+# OpenBLAS reads) or the command is `train`, whose scikit-learn may use BLAS. Set in the environment, since OpenBLAS
+# reads it once, when numpy is first imported: children inherit it (dumpcap and tshark, which do not read it).
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+MANY_BLAS_THREADS = ("train",)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -41,7 +51,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
-    args = build_parser(words[0] if words and words[0] in COMMANDS else None).parse_args(argv)
+    command = words[0] if words and words[0] in COMMANDS else None
+    if (command not in MANY_BLAS_THREADS and "numpy" not in sys.modules
+            and not any(name in os.environ for name in BLAS_THREAD_VARIABLES)):
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    args = build_parser(command).parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as exc:
