@@ -4,6 +4,7 @@ timings cannot fail a test reliably; bench/startup.py measures the time itself."
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sensor.cli import BLAS_THREAD_VARIABLES, COMMANDS, build_parser
+from sensor.cli import BLAS_THREAD_VARIABLES, COMMANDS, build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE = """
@@ -107,6 +108,26 @@ def test_train_keeps_blas_threads(tmp_path):
     # scikit-learn fits the model and may use BLAS: train is left to OpenBLAS's own default (a thread per core).
     done = _run(tmp_path, "train", "--help", watch_manuf=False)
     assert done["code"] == 0 and "numpy" in done["modules"] and done["blas_env"] == {}
+
+
+def test_the_cli_loads_the_command_only_in_main():
+    # main() sets the BLAS thread count and keeps the collector off while the command's modules load: both only
+    # work if importing sensor.cli (what `python -m sensor` and the console script do first) loads none of them.
+    code = "import json, sys; import sensor.cli; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert not set(json.loads(out.stdout)) & {"numpy", "sensor.config", "sensor.pipeline", "dataclasses"}
+
+
+def test_main_leaves_the_collector_as_it_found_it():
+    for enabled in (True, False):
+        (gc.enable if enabled else gc.disable)()
+        try:
+            with pytest.raises(SystemExit):
+                main(["report", "--help"])
+            assert gc.isenabled() is enabled
+        finally:
+            gc.enable()
 
 
 def test_a_command_parser_alone_parses_as_the_whole_one(one_packet):
