@@ -133,28 +133,39 @@ class ManufIndex:
 def _locate(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Start, end, prefix length and prefix value of every assignment line of the lengths looked up."""
     raw = np.frombuffer(data, dtype=np.uint8)
+    size = len(raw)
     breaks = np.flatnonzero(raw == 10)
     starts = np.r_[0, breaks + 1]
-    ends = np.r_[breaks, len(raw)]
+    ends = np.r_[breaks, size]
     keep = starts < ends
     starts, ends = starts[keep], ends[keep]
-    padded = np.zeros(len(raw) + _WIDTH, dtype=np.uint8)   # a column past a short line's end reads a 0, not nothing
-    padded[:len(raw)] = raw
     # The first _WIDTH bytes of every line as one matrix: rows of a sliding window over the file, copied 21 bytes
-    # at a time (one gather per column cost ~15 ms over the ~50,000 lines).
-    window = np.lib.stride_tricks.as_strided(padded, shape=(len(raw) + 1, _WIDTH), strides=(1, 1), writeable=False)
-    head = window[starts]
-    digit = _HEX[head]
+    # at a time (one gather per column cost ~15 ms over the ~50,000 lines). A line starting in the last _WIDTH bytes
+    # reads a 0 past the file's end, from a padded copy of that tail only: a padded copy of the whole file cost a
+    # page-faulting 2 MB allocation at every start, as did taking every column's hex value.
+    tail = min(size, _WIDTH)
+    padded = np.zeros(tail + _WIDTH, dtype=np.uint8)
+    padded[:tail] = raw[size - tail:]
+    head = np.empty((len(starts), _WIDTH), dtype=np.uint8)
+    near = int(np.searchsorted(starts, size - tail))   # the lines from here on start in the tail
+    if near:
+        window = np.lib.stride_tricks.as_strided(raw, shape=(size - _WIDTH + 1, _WIDTH), strides=(1, 1),
+                                                 writeable=False)
+        head[:near] = window[starts[:near]]
+    for row in range(near, len(starts)):   # at most _WIDTH lines
+        at = int(starts[row]) - (size - tail)
+        head[row] = padded[at:at + _WIDTH]
+    digit = _HEX[head[:, _LONG_DIGITS]]   # the long shape's digit columns; the short shape's are its first six
     length = ends - starts
-    short = _shape(head, digit, _SHORT_DIGITS, (2, 5), 8) & (length > 8)
-    long_ = _shape(head, digit, _LONG_DIGITS, (2, 5, 8, 11, 14), 20) & (length > 20) & (head[:, 17] == ord("/"))
+    short = _shape(head, digit[:, :len(_SHORT_DIGITS)], (2, 5), 8) & (length > 8)
+    long_ = _shape(head, digit, (2, 5, 8, 11, 14), 20) & (length > 20) & (head[:, 17] == ord("/"))
     tens, units = head[:, 18].astype(np.int64) - ord("0"), head[:, 19].astype(np.int64) - ord("0")
     long_bits = np.where((tens >= 0) & (tens <= 9) & (units >= 0) & (units <= 9), 10 * tens + units, 0)
     long_ &= np.isin(long_bits, BITS)
     fast = short | long_
     bits = np.where(short, 24, long_bits)[fast]
-    nibbles = digit[fast][:, _LONG_DIGITS]
-    nibbles[short[fast], 6:] = 0   # a /24 line's tab and name, not digits
+    nibbles = digit[fast]
+    nibbles[short[fast], len(_SHORT_DIGITS):] = 0   # a /24 line's tab and name, not digits
     value = np.zeros(len(nibbles), dtype=np.int64)
     for column in range(len(_LONG_DIGITS)):   # not a matrix product: numpy's integer matmul has no fast path
         value = (value << 4) | nibbles[:, column]
@@ -164,12 +175,12 @@ def _locate(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
             np.r_[value >> (48 - bits), extra[3]])
 
 
-def _shape(head: np.ndarray, digit: np.ndarray, digits: tuple[int, ...], colons: tuple[int, ...],
-           tab: int) -> np.ndarray:
+def _shape(head: np.ndarray, digits: np.ndarray, colons: tuple[int, ...], tab: int) -> np.ndarray:
+    """Lines with a tab at `tab`, colons at `colons` and hex digits in the columns `digits` holds the values of."""
     ok = head[:, tab] == ord("\t")
     for pos in colons:
         ok &= head[:, pos] == ord(":")
-    return ok & (digit[:, digits] < 16).all(axis=1)
+    return ok & (digits < 16).all(axis=1)
 
 
 def _parse_others(data: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, ...]:
