@@ -35,12 +35,13 @@ if "numpy" in sys.modules:   # the thread count OpenBLAS took when numpy was loa
 print(json.dumps({"code": code, "modules": sorted(sys.modules), "parsed": parsed, "blas": blas,
                   "blas_env": {k: v for k, v in os.environ.items() if k.endswith("_NUM_THREADS")}}))
 """
-# Imported by no replay: the other commands, live capture, the metrics server, the report, the model's trainer.
+# Imported by no replay: the other commands, live capture, the metrics server, the report, the model's trainer,
+# the model package (a replay without --model).
 NOT_FOR_REPLAY = ("sensor.cli.eval", "sensor.cli.run", "sensor.cli.report", "sensor.cli.train", "sensor.cli.inspect",
                   "sensor.cli.inventory", "sensor.cli.hash_password", "sensor.evaluate", "sensor.inspect",
                   "sensor.live", "sensor.allocator", "sensor.export.server", "sensor.export.auth", "sensor.report",
                   "sensor.export.csv_cells", "sensor.export.client", "prometheus_client", "sklearn", "subprocess",
-                  "tempfile", "http.server", "ssl")
+                  "tempfile", "http.server", "ssl", "sensor.model")
 # Standard modules a 1-packet replay does not need before its first packet, imported where they are used (issue 16):
 # socket (its enum conversions; the functions come from _socket), html (its entity table: dissect unescapes on first
 # use), hashlib (OpenSSL; blake2b comes from _blake2), statistics (random, fractions, decimal; beacon scoring).
