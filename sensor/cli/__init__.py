@@ -27,12 +27,13 @@ __all__ = ["build_parser", "main"]
 COMMANDS = {"replay": "replay", "inventory": "inventory", "eval": "eval", "train": "train", "inspect": "inspect",
             "hash-password": "hash_password", "run": "run", "report": "report"}
 
-# OpenBLAS (numpy's BLAS) starts a thread per core when numpy is imported, and each spins for about a tenth of a
-# second before it sleeps: ~0.05 s of CPU, half of `import numpy`'s, in every start, and on a busy core it delays the
-# main thread. camwatch's own numpy does no linear algebra (the one matrix product is of integers, which numpy does
-# without BLAS), so a command runs with one BLAS thread unless the user set a thread count (any of the variables
-# OpenBLAS reads) or the command is `train`, whose scikit-learn may use BLAS. Set in the environment, since OpenBLAS
-# reads it once, when numpy is first imported: children inherit it (dumpcap and tshark, which do not read it).
+# OpenBLAS (numpy's BLAS) starts a thread per core beyond the first when numpy is imported, and each spins waiting
+# for work before it sleeps: ~0.06 s of CPU on a 2-core machine, about as much as the rest of `import numpy`, in
+# every start, and on a busy machine it takes a core from the main thread. camwatch's own numpy does no linear
+# algebra (its one matrix product is of integers, which numpy does without BLAS), so a command runs with one BLAS
+# thread unless the user set a count (any of the variables OpenBLAS reads) or the command is `train`, whose
+# scikit-learn may use BLAS. Set in the environment, since OpenBLAS reads it once, when numpy is first imported:
+# children inherit it (dumpcap and tshark, which do not read it).
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
 MANY_BLAS_THREADS = ("train",)
 
