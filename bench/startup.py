@@ -3,11 +3,12 @@
 
     python bench/startup.py [--repeat 15] [--camwatch-src DIR] [--against DIR]
 
-Each round runs, in turn: `python -c pass`, `python -c "import numpy"` (the one import replay cannot do without)
-and `python -m sensor replay ONE.pcap --quiet --alerts /dev/null` (interpreter, imports, configuration, the manuf
-table, the state database, one packet, the summary and exit). Printed: the median wall time of each (and its
-spread), camwatch's time less the interpreter's, and the median CPU time (user + system of the child), which a
-shared machine stretches less than wall time. The issue's target: <= 0.15 s of wall time before the first packet.
+Each round runs, in turn: `python -c pass`, `python -c "import numpy"` (the one import replay cannot do without),
+the same with one OpenBLAS thread (as camwatch starts it) and `python -m sensor replay ONE.pcap --quiet --alerts
+/dev/null` (interpreter, imports, configuration, the manuf table, the state database, one packet, the summary and
+exit). Printed: the median wall time of each (and its spread), camwatch's time less the interpreter's, and the
+median CPU time (user + system of the child), which a shared machine stretches less than wall time. The issue's
+target: <= 0.15 s of wall time before the first packet.
 
 --against DIR adds the same replay run from another source tree (a checkout before a change) in the same rounds,
 interleaved, so that a shared machine's load falls on both alike.
@@ -61,9 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         commands = {
             "python -c pass": [sys.executable, "-c", "pass"],
             "python -c 'import numpy'": [sys.executable, "-c", "import numpy"],
+            "  ... one BLAS thread": [sys.executable, "-c", "import numpy"],
             "camwatch replay (1 packet)": replay,
         }
         envs = dict.fromkeys(commands, env)
+        # what numpy costs camwatch, which starts OpenBLAS with one thread (sensor/cli/__init__.py)
+        envs["  ... one BLAS thread"] = {**env, "OPENBLAS_NUM_THREADS": "1"}
         if args.against:
             name = f"  ... from {args.against}"
             commands[name] = replay

@@ -27,12 +27,12 @@ from sensor.enrich import Classifier, CoveredMakers, Enricher, Inventory, ManufD
 from sensor.enrich.geography import Geography
 from sensor.enrich.routing import NO_ROWS, BatchPlan
 from sensor.flows import Flow, FlowTable, FlowUpdate
-from sensor.model import WindowFeatures
 from sensor.state import COUNTRY_SERIES_KEY, KnownState
 from sensor.tags import PayloadTagger
 
 if TYPE_CHECKING:
-    from sensor.model import AnomalyModel  # only a run given a model loads the model file's code
+    # only a run given a model, or train, loads the model package (a plain replay needs none of it: start-up)
+    from sensor.model import AnomalyModel, WindowFeatures
 
 DECODE_SLICE = 16384
 # Live, a new flow waits this long (capture time) for the packets that name it before its verdict: a TLS

@@ -9,7 +9,9 @@ all outputs were still written); 2 bad usage or configuration.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
+import os
 import sys
 
 from sensor import __version__
@@ -24,6 +26,16 @@ __all__ = ["build_parser", "main"]
 # evaluation harness (start-up time, issue 16; tests/unit/test_cli_startup.py).
 COMMANDS = {"replay": "replay", "inventory": "inventory", "eval": "eval", "train": "train", "inspect": "inspect",
             "hash-password": "hash_password", "run": "run", "report": "report"}
+
+# OpenBLAS (numpy's BLAS) starts a thread per core beyond the first when numpy is imported, and each spins waiting
+# for work before it sleeps: ~0.06 s of CPU on a 2-core machine, about as much as the rest of `import numpy`, in
+# every start, and on a busy machine it takes a core from the main thread. camwatch's own numpy does no linear
+# algebra (its one matrix product is of integers, which numpy does without BLAS), so a command runs with one BLAS
+# thread unless the user set a count (any of the variables OpenBLAS reads) or the command is `train`, whose
+# scikit-learn may use BLAS. Set in the environment, since OpenBLAS reads it once, when numpy is first imported:
+# children inherit it (dumpcap and tshark, which do not read it).
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+MANY_BLAS_THREADS = ("train",)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -41,7 +53,22 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
-    args = build_parser(words[0] if words and words[0] in COMMANDS else None).parse_args(argv)
+    command = words[0] if words and words[0] in COMMANDS else None
+    if (command not in MANY_BLAS_THREADS and "numpy" not in sys.modules
+            and not any(name in os.environ for name in BLAS_THREAD_VARIABLES)):
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    # Importing the command's modules (numpy, the detectors, ~70 dataclasses) leaves ~16,000 objects that live as
+    # long as the process, and CPython's collector ran ~55 times on the way (~0.01 s, 5% of a replay's start).
+    # Collection is off while they load and they are then frozen out of it, as tune_garbage_collector freezes the
+    # built sensor: enabled again unfrozen, the first young collection would walk them all at once.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        args = build_parser(command).parse_args(argv)
+    finally:
+        gc.freeze()
+        if collecting:
+            gc.enable()
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -8,11 +8,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sensor.config import Config
 from sensor.errors import CamwatchError
 from sensor.export.listen import DEFAULT_METRICS_ADDRESS, parse_listen
 
 if TYPE_CHECKING:
+    from sensor.config import Config
     from sensor.export.client import SensorAccess
     from sensor.model import AnomalyModel
 

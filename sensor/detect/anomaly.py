@@ -13,7 +13,6 @@ from sensor.detect.alert import Alert
 from sensor.detect.base import Detector, DetectorContext
 from sensor.detect.text import describe_device
 from sensor.enrich import EXTERNAL_SCOPES, SCOPES, Device, DnsQuery, Observation
-from sensor.model import WindowFeatures
 
 Key = tuple[str, int | None, str]   # (peer, service port, protocol): one conversation
 
@@ -66,6 +65,8 @@ class AnomalyDetector(Detector):
         super().__init__(context)
         if context.model is None or context.inventory is None:
             raise ValueError("anomaly needs a model and the inventory (DetectorContext.model, .inventory)")
+        # imported here: a run without a model never loads the model package (start-up)
+        from sensor.model import WindowFeatures
         self.model = context.model
         self.windows = context.windows or WindowFeatures(self.model.window_seconds, context.config.max_devices)
         self.inventory = context.inventory

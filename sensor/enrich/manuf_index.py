@@ -16,6 +16,8 @@ never answered from a stale copy.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 import numpy as np
 
 BITS = (36, 28, 24)   # the assignment sizes looked up, longest first
@@ -89,8 +91,10 @@ class ManufIndex:
     def __init__(self, data: bytes):
         self._data = data
         starts, ends, bits, keys = _locate(data)
-        # (bits, key) as one int (a key has at most 36 bits): one sort key, and one dict built by dict(zip()) in C
-        # over a range, not three (~2 ms of start-up; a Python loop over the ~50,000 prefixes cost ~25 ms).
+        # (bits, key) as one int (a key has at most 36 bits): one sort key, and one sorted list of the prefixes that a
+        # lookup bisects (~0.5 µs, once per prefix length of a MAC not seen before). A dict of the ~50,000 prefixes
+        # cost ~4 ms of every start and a Python loop over them ~25 ms; the groups' bounds are read once per prefix
+        # resolved, so they stay an array.
         joined = (bits << _KEY_BITS) | keys
         order = np.lexsort((starts, joined))   # grouped by (bits, key), file order within a group
         self._starts, self._ends = starts[order], ends[order]   # read once per prefix looked up: kept as arrays
@@ -98,22 +102,23 @@ class ManufIndex:
         change = np.ones(len(joined), dtype=bool)   # empty for a file without one assignment
         change[1:] = joined[1:] != joined[:-1]
         first = np.flatnonzero(change)
-        self._bounds = np.r_[first, len(order)].tolist()   # group g: sorted lines bounds[g] to bounds[g + 1]
-        self._groups: dict[int, int] = dict(zip(joined[first].tolist(), range(len(first)), strict=True))
+        self._bounds = np.r_[first, len(order)]   # group g: sorted lines bounds[g] to bounds[g + 1]
+        self._prefixes: list[int] = joined[first].tolist()   # group g's (bits, key), ascending
         # The resolved names, bounded by the file: only prefixes the file lists are kept.
         self._names: dict[tuple[int, int], str | None] = {}
 
     def name(self, bits: int, key: int) -> str | None:
         if key >> _KEY_BITS:   # no prefix that long (or negative): it must not alias another length's entry
             return None
-        group = self._groups.get((bits << _KEY_BITS) | key)
-        if group is None:
-            return None
         found = self._names.get((bits, key), False)
         if found is not False:
             return found   # type: ignore[return-value]   # False only marks "not resolved yet"
+        joined = (bits << _KEY_BITS) | key
+        group = bisect_left(self._prefixes, joined)
+        if group == len(self._prefixes) or self._prefixes[group] != joined:
+            return None
         name = None
-        for i in range(self._bounds[group], self._bounds[group + 1]):
+        for i in range(int(self._bounds[group]), int(self._bounds[group + 1])):
             line = self._data[int(self._starts[i]):int(self._ends[i])]
             entry = parse_line(line.decode("utf-8", errors="replace"))
             if entry is None or entry[:2] != (bits, key):   # cannot happen for a located line; kept total
@@ -124,37 +129,47 @@ class ManufIndex:
         self._names[(bits, key)] = name
         return name
 
-
     def listed(self, bits: int) -> set[int]:
         """The prefix values of that length the file has lines for (an IEEE RA /24 included)."""
-        return {joined & ((1 << _KEY_BITS) - 1) for joined in self._groups if joined >> _KEY_BITS == bits}
+        return {joined & ((1 << _KEY_BITS) - 1) for joined in self._prefixes if joined >> _KEY_BITS == bits}
 
 
 def _locate(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Start, end, prefix length and prefix value of every assignment line of the lengths looked up."""
     raw = np.frombuffer(data, dtype=np.uint8)
+    size = len(raw)
     breaks = np.flatnonzero(raw == 10)
     starts = np.r_[0, breaks + 1]
-    ends = np.r_[breaks, len(raw)]
+    ends = np.r_[breaks, size]
     keep = starts < ends
     starts, ends = starts[keep], ends[keep]
-    padded = np.zeros(len(raw) + _WIDTH, dtype=np.uint8)   # a column past a short line's end reads a 0, not nothing
-    padded[:len(raw)] = raw
     # The first _WIDTH bytes of every line as one matrix: rows of a sliding window over the file, copied 21 bytes
-    # at a time (one gather per column cost ~15 ms over the ~50,000 lines).
-    window = np.lib.stride_tricks.as_strided(padded, shape=(len(raw) + 1, _WIDTH), strides=(1, 1), writeable=False)
-    head = window[starts]
-    digit = _HEX[head]
+    # at a time (one gather per column cost ~15 ms over the ~50,000 lines). A line starting in the last _WIDTH bytes
+    # reads a 0 past the file's end, from a padded copy of that tail only: a padded copy of the whole file cost a
+    # page-faulting 2 MB allocation at every start, as did taking every column's hex value.
+    tail = min(size, _WIDTH)
+    padded = np.zeros(tail + _WIDTH, dtype=np.uint8)
+    padded[:tail] = raw[size - tail:]
+    head = np.empty((len(starts), _WIDTH), dtype=np.uint8)
+    near = int(np.searchsorted(starts, size - tail))   # the lines from here on start in the tail
+    if near:
+        window = np.lib.stride_tricks.as_strided(raw, shape=(size - _WIDTH + 1, _WIDTH), strides=(1, 1),
+                                                 writeable=False)
+        head[:near] = window[starts[:near]]
+    for row in range(near, len(starts)):   # at most _WIDTH lines
+        at = int(starts[row]) - (size - tail)
+        head[row] = padded[at:at + _WIDTH]
+    digit = _HEX[head[:, _LONG_DIGITS]]   # the long shape's digit columns; the short shape's are its first six
     length = ends - starts
-    short = _shape(head, digit, _SHORT_DIGITS, (2, 5), 8) & (length > 8)
-    long_ = _shape(head, digit, _LONG_DIGITS, (2, 5, 8, 11, 14), 20) & (length > 20) & (head[:, 17] == ord("/"))
+    short = _shape(head, digit[:, :len(_SHORT_DIGITS)], (2, 5), 8) & (length > 8)
+    long_ = _shape(head, digit, (2, 5, 8, 11, 14), 20) & (length > 20) & (head[:, 17] == ord("/"))
     tens, units = head[:, 18].astype(np.int64) - ord("0"), head[:, 19].astype(np.int64) - ord("0")
     long_bits = np.where((tens >= 0) & (tens <= 9) & (units >= 0) & (units <= 9), 10 * tens + units, 0)
     long_ &= np.isin(long_bits, BITS)
     fast = short | long_
     bits = np.where(short, 24, long_bits)[fast]
-    nibbles = digit[fast][:, _LONG_DIGITS]
-    nibbles[short[fast], 6:] = 0   # a /24 line's tab and name, not digits
+    nibbles = digit[fast]
+    nibbles[short[fast], len(_SHORT_DIGITS):] = 0   # a /24 line's tab and name, not digits
     value = np.zeros(len(nibbles), dtype=np.int64)
     for column in range(len(_LONG_DIGITS)):   # not a matrix product: numpy's integer matmul has no fast path
         value = (value << 4) | nibbles[:, column]
@@ -164,12 +179,12 @@ def _locate(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
             np.r_[value >> (48 - bits), extra[3]])
 
 
-def _shape(head: np.ndarray, digit: np.ndarray, digits: tuple[int, ...], colons: tuple[int, ...],
-           tab: int) -> np.ndarray:
+def _shape(head: np.ndarray, digits: np.ndarray, colons: tuple[int, ...], tab: int) -> np.ndarray:
+    """Lines with a tab at `tab`, colons at `colons` and hex digits in the columns `digits` holds the values of."""
     ok = head[:, tab] == ord("\t")
     for pos in colons:
         ok &= head[:, pos] == ord(":")
-    return ok & (digit[:, digits] < 16).all(axis=1)
+    return ok & (digits < 16).all(axis=1)
 
 
 def _parse_others(data: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -4,6 +4,7 @@ timings cannot fail a test reliably; bench/startup.py measures the time itself."
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -12,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from sensor.cli import COMMANDS, build_parser
+from sensor.cli import BLAS_THREAD_VARIABLES, COMMANDS, build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE = """
-import json, sys
+import json, os, sys
 parsed = []
 if sys.argv.pop(1) == "watch-manuf":   # else importing the makers module here would load what is checked
     import sensor.enrich.makers as makers
@@ -27,22 +28,29 @@ try:
     code = main(sys.argv[1:])
 except SystemExit as exc:   # --help
     code = exc.code
-print(json.dumps({"code": code, "modules": sorted(sys.modules), "parsed": parsed}))
+blas = None
+if "numpy" in sys.modules:   # the thread count OpenBLAS took when numpy was loaded (threadpoolctl asks it)
+    import threadpoolctl
+    blas = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["internal_api"] == "openblas"]
+print(json.dumps({"code": code, "modules": sorted(sys.modules), "parsed": parsed, "blas": blas,
+                  "blas_env": {k: v for k, v in os.environ.items() if k.endswith("_NUM_THREADS")}}))
 """
-# Imported by no replay: the other commands, live capture, the metrics server, the report, the model's trainer.
+# Imported by no replay: the other commands, live capture, the metrics server, the report, the model's trainer,
+# the model package (a replay without --model).
 NOT_FOR_REPLAY = ("sensor.cli.eval", "sensor.cli.run", "sensor.cli.report", "sensor.cli.train", "sensor.cli.inspect",
                   "sensor.cli.inventory", "sensor.cli.hash_password", "sensor.evaluate", "sensor.inspect",
                   "sensor.live", "sensor.allocator", "sensor.export.server", "sensor.export.auth", "sensor.report",
                   "sensor.export.csv_cells", "sensor.export.client", "prometheus_client", "sklearn", "subprocess",
-                  "tempfile", "http.server", "ssl")
+                  "tempfile", "http.server", "ssl", "sensor.model")
 # Standard modules a 1-packet replay does not need before its first packet, imported where they are used (issue 16):
 # socket (its enum conversions; the functions come from _socket), html (its entity table: dissect unescapes on first
 # use), hashlib (OpenSSL; blake2b comes from _blake2), statistics (random, fractions, decimal; beacon scoring).
 LAZY_FOR_REPLAY = ("socket", "html", "hashlib", "statistics")
 
 
-def _run(tmp_path: Path, *argv: str, watch_manuf: bool = True) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMWATCH")}
+def _run(tmp_path: Path, *argv: str, watch_manuf: bool = True, **env_vars: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMWATCH") and k not in BLAS_THREAD_VARIABLES}
+    env.update(env_vars)
     env["PYTHONPATH"] = str(REPO)
     probe = [sys.executable, "-c", PROBE, "watch-manuf" if watch_manuf else "plain", *argv]
     out = subprocess.run(probe, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=True)
@@ -85,6 +93,42 @@ def test_metrics_out_still_brings_prometheus_client(one_packet, tmp_path):
                 "--metrics-out", str(tmp_path / "metrics.prom"))
     assert done["code"] == 0 and "prometheus_client" in done["modules"]
     assert "camwatch_packets_total" in (tmp_path / "metrics.prom").read_text()
+
+
+def test_replay_runs_one_blas_thread_unless_told_otherwise(one_packet, tmp_path):
+    # OpenBLAS's threads spin at numpy's import (~0.05 s of CPU of every start) and camwatch does no BLAS: one
+    # thread, unless the user set a count, in any of the variables OpenBLAS reads.
+    replay = ("replay", str(one_packet), "--quiet", "--alerts", "/dev/null")
+    assert _run(tmp_path, *replay, watch_manuf=False)["blas"] == [1]
+    assert _run(tmp_path, *replay, watch_manuf=False, OPENBLAS_NUM_THREADS="2")["blas"] == [2]
+    told = _run(tmp_path, *replay, watch_manuf=False, OMP_NUM_THREADS="2")
+    assert told["blas"] == [2] and told["blas_env"] == {"OMP_NUM_THREADS": "2"}
+
+
+def test_train_keeps_blas_threads(tmp_path):
+    # scikit-learn fits the model and may use BLAS: train is left to OpenBLAS's own default (a thread per core).
+    done = _run(tmp_path, "train", "--help", watch_manuf=False)
+    assert done["code"] == 0 and "numpy" in done["modules"] and done["blas_env"] == {}
+
+
+def test_the_cli_loads_the_command_only_in_main():
+    # main() sets the BLAS thread count and keeps the collector off while the command's modules load: both only
+    # work if importing sensor.cli (what `python -m sensor` and the console script do first) loads none of them.
+    code = "import json, sys; import sensor.cli; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert not set(json.loads(out.stdout)) & {"numpy", "sensor.config", "sensor.pipeline", "dataclasses"}
+
+
+def test_main_leaves_the_collector_as_it_found_it():
+    for enabled in (True, False):
+        (gc.enable if enabled else gc.disable)()
+        try:
+            with pytest.raises(SystemExit):
+                main(["report", "--help"])
+            assert gc.isenabled() is enabled
+        finally:
+            gc.enable()
 
 
 def test_a_command_parser_alone_parses_as_the_whole_one(one_packet):
