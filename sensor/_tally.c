@@ -5,7 +5,8 @@
  * 1,000 cameras, mostly the interpreter's own work (docs/benchmarks.md, the model's cost). Here the slots of the
  * observation, the window and the conversation record are read and written at their member offsets.
  *
- * Tally(features, fallback, observation_type, window_type, external, camera_evidence, nvr_evidence) is called as
+ * Tally(features, fallback, observation_type, window_type, external, camera_evidence, not_camera_evidence,
+ * nvr_evidence) is called as
  * fallback would be, tally(obs), and does exactly what fallback (WindowFeatures.tally, the reference) does, with
  * the same effects in the same order: the camera filter (the evidence, then Device.role when the evidence does
  * not settle it), the window's sums (flagging it as touched since the last look), the record's sums. Anything
@@ -37,7 +38,7 @@ static const char *REC_SLOTS[NREC] = {"bytes", "packets", "new_flows", "name"};
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
-    PyObject *features, *fallback, *latest, *external, *camera_evidence, *nvr_evidence;
+    PyObject *features, *fallback, *latest, *external, *camera_evidence, *not_camera_evidence, *nvr_evidence;
     PyObject *closed_name, *touched_name, *ip_name, *evidence_name, *role_name, *camera_role;
     PyTypeObject *obs_type, *win_type;
     PyTypeObject *rec_type;   /* the records' type (the note's), learnt from the first slotted one seen */
@@ -77,30 +78,58 @@ static int add_to(PyObject *obj, Py_ssize_t off, PyObject *b)
     return 0;
 }
 
-/* Whether the device's evidence already says camera (Device.role's first two steps, as tally inlines them): 1 yes,
- * 0 no (ask the role), -1 error. */
-static int camera_by_evidence(Tally *t, PyObject *evidence)
+/* Whether two sets have an item in common (not a.isdisjoint(b)): 1 yes, 0 no, -1 error. */
+static int common(PyObject *a, PyObject *b)
 {
-    if (!PyAnySet_CheckExact(evidence))
-        return 0;
-    int has = PySet_Contains(evidence, t->nvr_evidence);
-    if (has != 0)
-        return has < 0 ? -1 : 0;
-    /* evidence.isdisjoint(CAMERA_EVIDENCE): any common item means camera */
-    PyObject *small = t->camera_evidence, *big = evidence;
-    if (PySet_GET_SIZE(evidence) < PySet_GET_SIZE(small)) {
-        small = evidence;
-        big = t->camera_evidence;
+    if (PySet_GET_SIZE(a) > PySet_GET_SIZE(b)) {   /* the smaller one walked, as set.isdisjoint does */
+        PyObject *c = a;
+        a = b;
+        b = c;
     }
     Py_ssize_t pos = 0;
     PyObject *item;
     Py_hash_t hash;
-    while (_PySet_NextEntry(small, &pos, &item, &hash)) {
+    while (_PySet_NextEntry(a, &pos, &item, &hash)) {
         Py_INCREF(item);
-        has = PySet_Contains(big, item);
+        int has = PySet_Contains(b, item);
         Py_DECREF(item);
         if (has != 0)
             return has;
+    }
+    return 0;
+}
+
+enum { ASK_ROLE, CAMERA, NOT_CAMERA };
+
+/* What the device's evidence settles of its role, as tally reads it (Device.role's first four steps): CAMERA,
+ * NOT_CAMERA, ASK_ROLE (the property decides), or -1 with an error. */
+static int role_by_evidence(Tally *t, PyObject *evidence)
+{
+    if (!PyAnySet_CheckExact(evidence))
+        return ASK_ROLE;
+    int has = PySet_Contains(evidence, t->nvr_evidence);
+    if (has != 0)
+        return has < 0 ? -1 : NOT_CAMERA;
+    if ((has = common(evidence, t->camera_evidence)) != 0)
+        return has < 0 ? -1 : CAMERA;
+    if ((has = common(evidence, t->not_camera_evidence)) != 0)
+        return has < 0 ? -1 : NOT_CAMERA;
+    return ASK_ROLE;
+}
+
+/* scope in external (a tuple of str), as Python's `in`: identity, then equality, which for two str is their text. */
+static int in_external(Tally *t, PyObject *scope)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(t->external);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (PyTuple_GET_ITEM(t->external, i) == scope)
+            return 1;
+    if (!PyUnicode_CheckExact(scope))
+        return PySequence_Contains(t->external, scope);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(t->external, i);
+        if (PyUnicode_GET_LENGTH(item) == PyUnicode_GET_LENGTH(scope) && PyUnicode_Compare(item, scope) == 0)
+            return 1;
     }
     return 0;
 }
@@ -137,16 +166,18 @@ static PyObject *tally_call(PyObject *self, PyObject *const *args, size_t nargsf
     PyObject *evidence = PyObject_GetAttr(device, t->evidence_name);
     if (evidence == NULL)
         return NULL;
-    int camera = camera_by_evidence(t, evidence);
+    int role = role_by_evidence(t, evidence);
     Py_DECREF(evidence);
-    if (camera < 0)
+    if (role < 0)
         return NULL;
-    if (!camera) {   /* the role itself (a pure property), as tally asks it: not a camera, nothing to do */
-        PyObject *role = PyObject_GetAttr(device, t->role_name);
-        if (role == NULL)
+    if (role == NOT_CAMERA)
+        Py_RETURN_NONE;
+    if (role == ASK_ROLE) {   /* the property itself (it only reads), as tally asks it */
+        PyObject *name = PyObject_GetAttr(device, t->role_name);
+        if (name == NULL)
             return NULL;
-        camera = PyObject_RichCompareBool(role, t->camera_role, Py_EQ);
-        Py_DECREF(role);
+        int camera = PyObject_RichCompareBool(name, t->camera_role, Py_EQ);
+        Py_DECREF(name);
         if (camera < 0)
             return NULL;
         if (!camera)
@@ -184,7 +215,7 @@ static PyObject *tally_call(PyObject *self, PyObject *const *args, size_t nargsf
             || (touched != Py_True && touched != Py_False) || !PyDict_CheckExact(seen))
         return hand_over(t, obs);
 
-    int external = PySequence_Contains(t->external, SLOT(obs, o[O_SCOPE]));
+    int external = in_external(t, SLOT(obs, o[O_SCOPE]));
     if (external < 0)
         return NULL;
     PyObject *key = PyTuple_Pack(5, SLOT(obs, o[O_PEER]), SLOT(obs, o[O_PROTO]), SLOT(obs, o[O_PORT]),
@@ -272,13 +303,15 @@ error:
 
 static PyObject *tally_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    PyObject *features, *fallback, *obs_type, *win_type, *external, *camera_evidence, *nvr_evidence;
+    PyObject *features, *fallback, *obs_type, *win_type, *external, *camera_evidence, *not_camera_evidence;
+    PyObject *nvr_evidence;
     if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
         PyErr_SetString(PyExc_TypeError, "Tally takes positional arguments");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "OOO!O!O!O!U", &features, &fallback, &PyType_Type, &obs_type, &PyType_Type,
-                          &win_type, &PyTuple_Type, &external, &PyFrozenSet_Type, &camera_evidence, &nvr_evidence))
+    if (!PyArg_ParseTuple(args, "OOO!O!O!O!O!U", &features, &fallback, &PyType_Type, &obs_type, &PyType_Type,
+                          &win_type, &PyTuple_Type, &external, &PyFrozenSet_Type, &camera_evidence, &PyFrozenSet_Type,
+                          &not_camera_evidence, &nvr_evidence))
         return NULL;
     Tally *t = (Tally *)type->tp_alloc(type, 0);
     if (t == NULL)
@@ -290,6 +323,7 @@ static PyObject *tally_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     t->win_type = (PyTypeObject *)Py_NewRef(win_type);
     t->external = Py_NewRef(external);
     t->camera_evidence = Py_NewRef(camera_evidence);
+    t->not_camera_evidence = Py_NewRef(not_camera_evidence);
     t->nvr_evidence = Py_NewRef(nvr_evidence);
     PyObject *window = NULL;
     if ((t->closed_name = PyUnicode_InternFromString("_closed_until")) == NULL
@@ -307,6 +341,11 @@ static PyObject *tally_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "Tally: features._latest must be a dict and features.window a float");
         goto error;
     }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(external); i++)
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(external, i))) {
+            PyErr_SetString(PyExc_TypeError, "Tally: the external scopes must be str");
+            goto error;
+        }
     t->window = PyFloat_AS_DOUBLE(window);
     Py_DECREF(window);
     return (PyObject *)t;
@@ -340,6 +379,7 @@ static void tally_dealloc(Tally *t)
     tally_clear(t);
     Py_XDECREF(t->external);
     Py_XDECREF(t->camera_evidence);
+    Py_XDECREF(t->not_camera_evidence);
     Py_XDECREF(t->nvr_evidence);
     Py_XDECREF(t->closed_name);
     Py_XDECREF(t->touched_name);

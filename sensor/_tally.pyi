@@ -8,6 +8,7 @@ class Tally:
 
     def __init__(
         self, features: Any, fallback: Callable[[Any], None], observation_type: type, window_type: type,
-        external: tuple[str, ...], camera_evidence: frozenset[str], nvr_evidence: str, /
+        external: tuple[str, ...], camera_evidence: frozenset[str], not_camera_evidence: frozenset[str],
+        nvr_evidence: str, /
     ) -> None: ...
     def __call__(self, obs: Any, /) -> None: ...

@@ -16,7 +16,7 @@ import numpy as np
 
 from sensor import compiled
 from sensor.enrich import SCOPE_CORE, SCOPE_PUBLIC, Observation
-from sensor.enrich.inventory import CAMERA_EVIDENCE
+from sensor.enrich.inventory import CAMERA_EVIDENCE, NOT_CAMERA_EVIDENCE
 
 WINDOW_SECONDS = 60.0
 MAX_DISTINCT = 4096           # per device and window: a scanning device saturates here and still scores as extreme
@@ -202,7 +202,7 @@ class WindowFeatures:
         self._tally_note = note
         if compiled.tally and compiled.tally_extension is not None:
             return compiled.tally_extension.Tally(self, self.tally, Observation, _Window, _EXTERNAL, CAMERA_EVIDENCE,
-                                                  _NVR_EVIDENCE)
+                                                  NOT_CAMERA_EVIDENCE, _NVR_EVIDENCE)
         return self.tally
 
     def tally(self, obs) -> None:
@@ -210,15 +210,16 @@ class WindowFeatures:
         observation's sums added to the tally it returned (and its name, if the tally has none yet): the anomaly
         detector's per-conversation sums in the same step. The same as the detector's filter, observe and those
         sums one after another (tested)."""
-        # The anomaly detector's population: cameras (see AnomalyDetector.observe). Device.role's first two steps,
+        # The anomaly detector's population: cameras (see AnomalyDetector.observe). Device.role's first four steps,
         # without the property's frame: its evidence names no recorder and some camera behaviour (nearly every
-        # camera, once it has sent video); anything else asks Device.role itself.
+        # camera, once it has sent video), or it names a recorder's or the gateway's behaviour (the NVR and the
+        # gateway, a third of the observations on a camera VLAN); anything else asks Device.role itself.
         if obs.sent_packets <= 0:
             return
         device = obs.device
         evidence = device.evidence
         if _NVR_EVIDENCE in evidence or evidence.isdisjoint(CAMERA_EVIDENCE):
-            if device.role != "camera":
+            if _NVR_EVIDENCE in evidence or not evidence.isdisjoint(NOT_CAMERA_EVIDENCE) or device.role != "camera":
                 return
         new_flow = obs.new_flow
         found = self.observe(obs, new_flow, self._tally_note)

@@ -892,6 +892,29 @@ def test_the_compiled_tally_is_the_python_step_for_every_role_record_and_time(se
         handed_over[0] = 0
 
 
+def test_the_tally_filter_is_device_role_for_every_mix_of_evidence(tally_impl):
+    """The filter answers from the evidence where it can (a recorder's model, camera behaviour, a recorder's or the
+    gateway's behaviour) and asks Device.role otherwise: for every mix of evidence of each kind, a device's
+    observation is tallied exactly when its role is camera. Each device is a camera by its maker first (its window
+    open, so that the second observation takes the common case), then has the mix added."""
+    from itertools import combinations
+
+    from sensor.enrich.inventory import CAMERA_EVIDENCE, GATEWAY_EVIDENCE, NVR_EVIDENCE
+    kinds = ["nvr_model", "unrelated", *sorted(CAMERA_EVIDENCE)[:2], *sorted(NVR_EVIDENCE)[:1],
+             *sorted(GATEWAY_EVIDENCE)[:1]]
+    mixes = [set(c) for n in range(len(kinds) + 1) for c in combinations(kinds, n)]
+    wf = WindowFeatures(max_devices=len(mixes))
+    hook = wf.tallier(lambda o, start: None)
+    devices = [Device(f"10.1.{i >> 8}.{i & 255}", evidence={"camera_maker"}) for i in range(len(mixes))]
+    for device, mix in zip(devices, mixes, strict=True):
+        hook(Observation(T0 + 1, device, 3, 300, True, "10.0.0.2", 554, "tcp", None, SCOPE_CAMERA, 20))
+        device.evidence |= mix
+        hook(Observation(T0 + 2, device, 5, 500, True, "10.0.0.2", 554, "tcp", None, SCOPE_CAMERA, 20))
+    packets = {ip: round(math.expm1(v[1])) for ip, _start, v in wf.flush()}
+    assert packets == {d.ip: 8 if d.role == "camera" else 3 for d in devices}
+    assert set(packets.values()) == {3, 8}
+
+
 def test_the_compiled_tally_raises_what_python_does(tally_impl):
     """A camera's observation at a time with no window (NaN) raises as the Python step does; a device that is no
     camera is passed over before its time is looked at, in both."""
