@@ -17,7 +17,7 @@ perf_counter around each call (a process-time call per hook would cost more than
 total per run beside the whole cost (with - without, CPU): what is left over is the model's effect on the rest of
 the replay (its state evicting the pipeline's from the caches, the garbage collector walking its objects). The
 timers add ~0.1 us per call to the runs with the model, so the kept ratio of an `--inside` run reads a little low.
-(Where the detector hands the framework `WindowFeatures.tally` as its observe hook, that is what "observe" times.)
+(Where the detector hands the framework the hook `WindowFeatures.tallier` makes, that is what "observe" times.)
 
 `--gc cli` runs both sides with the garbage-collector settings `camwatch replay` and `camwatch run` use (start-up
 objects frozen, young collections every 20,000 allocations); the default is CPython's own, as before.
@@ -65,10 +65,21 @@ if inside:
 
     for name in hooks:
         setattr(AnomalyDetector, name, timed(name, getattr(AnomalyDetector, name)))
-    # A tree whose detector hands the framework WindowFeatures.tally as its observe hook: time that instead.
+    # A tree whose detector hands the framework the hook WindowFeatures.tallier makes (WindowFeatures.tally, or
+    # the compiled Tally in front of it): time that hook instead.
     from sensor.model.features import WindowFeatures
-    if hasattr(WindowFeatures, "tally"):
-        WindowFeatures.tally = timed("observe", WindowFeatures.tally)
+    if hasattr(WindowFeatures, "tallier"):
+        tallier = WindowFeatures.tallier
+
+        def timed_tallier(self, note, clock=time.perf_counter):
+            hook = tallier(self, note)
+
+            def run(obs):
+                t = clock()
+                hook(obs)
+                hooks["observe"] += clock() - t
+            return run
+        WindowFeatures.tallier = timed_tallier
 
 def once(m):
     if tuned:   # the previous run's sensor back among the collectable objects, and collected

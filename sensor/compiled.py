@@ -1,5 +1,6 @@
-"""The compiled extensions, sensor._walk (sensor/_walk.c) and sensor._flows (sensor/_flows.c), imported here and
-nowhere else, and the switches that choose between each compiled path and the Python/numpy code it shadows.
+"""The compiled extensions, sensor._walk (sensor/_walk.c), sensor._flows (sensor/_flows.c) and sensor._tally
+(sensor/_tally.c), imported here and nowhere else, and the switches that choose between each compiled path and the
+Python/numpy code it shadows.
 
 The extension is optional: a machine without a C compiler installs camwatch without it, `extension` is then None
 and every stage uses its reference code, which gives the same results, slower. Where it is built, each path is
@@ -11,7 +12,7 @@ sets them.
 from __future__ import annotations
 
 __all__ = ["columns", "decode", "extension", "fill", "flows_extension", "forest", "group", "import_error", "route",
-           "table", "tags", "walk", "walk_pcapng"]
+           "table", "tags", "tally", "tally_extension", "walk", "walk_pcapng"]
 
 try:
     from sensor import _walk as extension
@@ -25,6 +26,11 @@ try:
 except ImportError:  # the same: FlowTable._apply_python does its work
     flows_extension = None  # type: ignore[assignment]
 
+try:
+    from sensor import _tally as tally_extension
+except ImportError:  # the same: WindowFeatures.tally does its work
+    tally_extension = None  # type: ignore[assignment]
+
 walk = True     # capture.CaptureReader: the classic pcap record walk (reference: _walk_pcap_python)
 walk_pcapng = True   # capture.CaptureReader: pcapng's runs of packet blocks (reference: the _parse_pcapng loop)
 decode = True   # decode.decode: link/network/transport headers (reference: decode_numpy)
@@ -34,4 +40,5 @@ tags = True     # tags.PayloadTagger: payload-profile bits (reference: PayloadTa
 route = True    # enrich.routing.route: the rows each parser wants (reference: route_numpy)
 fill = True     # live.LiveCapture: the pump's gathering pipe read, without the GIL (reference: select and readv)
 columns = True  # enrich.new_flows: a window's new flows read as columns (reference: new_flows.columns_python)
+tally = True    # model.WindowFeatures.tallier: a camera's repeat observation (reference: WindowFeatures.tally)
 forest = True   # model.forest.Forest: the Isolation Forest walk of the anomaly scores (reference: Forest._depths_numpy)

@@ -175,6 +175,9 @@ CAMERA_EVIDENCE = frozenset({"rtsp_server", "video_sender", "camera_discovery", 
 MAKER_EVIDENCE = frozenset({"named_maker", "camera_maker"})
 GATEWAY_EVIDENCE = frozenset({"dns_server", "ntp_server", "router_mac"})
 NVR_EVIDENCE = frozenset({"rtsp_client", "video_receiver"})
+# Device.role's third and fourth steps: without camera evidence, either settles a role other than camera. The
+# anomaly detector's filter (WindowFeatures.tally) reads it to pass over the NVR and the gateway without the property.
+NOT_CAMERA_EVIDENCE = NVR_EVIDENCE | GATEWAY_EVIDENCE
 MAX_QUERIES_PER_DEVICE = 256
 MAX_PEERS_PER_DEVICE = 4096
 # A box has a handful of addresses (IPv4, IPv6 link-local, a global or two); past these the least recently seen go

@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from sensor.enrich import SCOPE_CORE, SCOPE_PUBLIC
-from sensor.enrich.inventory import CAMERA_EVIDENCE
+from sensor import compiled
+from sensor.enrich import SCOPE_CORE, SCOPE_PUBLIC, Observation
+from sensor.enrich.inventory import CAMERA_EVIDENCE, NOT_CAMERA_EVIDENCE
 
 WINDOW_SECONDS = 60.0
 MAX_DISTINCT = 4096           # per device and window: a scanning device saturates here and still scores as extreme
 _EXTERNAL = (SCOPE_PUBLIC, SCOPE_CORE)
+_NVR_EVIDENCE = "nvr_model"   # Device.role's first step: a recorder, whatever else its evidence says
 
 
 @dataclass(frozen=True)
@@ -194,8 +196,13 @@ class WindowFeatures:
 
     def tallier(self, note: Callable[[Any, float], Any]) -> Callable[[Any], None]:
         """tally with `note` as a one-argument hook: the anomaly detector's observe. `note` returns None or a
-        tally: an object with `bytes`, `packets`, `new_flows` and `name`."""
+        tally: an object with `bytes`, `packets`, `new_flows` and `name`. Where the extension is built, the hook is
+        its Tally (sensor/_tally.c): the common case, a camera's variant its window has seen, in C (the sums at the
+        slots' offsets, no interpreter work), and everything else handed to tally, the reference."""
         self._tally_note = note
+        if compiled.tally and compiled.tally_extension is not None:
+            return compiled.tally_extension.Tally(self, self.tally, Observation, _Window, _EXTERNAL, CAMERA_EVIDENCE,
+                                                  NOT_CAMERA_EVIDENCE, _NVR_EVIDENCE)
         return self.tally
 
     def tally(self, obs) -> None:
@@ -203,15 +210,16 @@ class WindowFeatures:
         observation's sums added to the tally it returned (and its name, if the tally has none yet): the anomaly
         detector's per-conversation sums in the same step. The same as the detector's filter, observe and those
         sums one after another (tested)."""
-        # The anomaly detector's population: cameras (see AnomalyDetector.observe). Device.role's first two steps,
+        # The anomaly detector's population: cameras (see AnomalyDetector.observe). Device.role's first four steps,
         # without the property's frame: its evidence names no recorder and some camera behaviour (nearly every
-        # camera, once it has sent video); anything else asks Device.role itself.
+        # camera, once it has sent video), or it names a recorder's or the gateway's behaviour (the NVR and the
+        # gateway, a third of the observations on a camera VLAN); anything else asks Device.role itself.
         if obs.sent_packets <= 0:
             return
         device = obs.device
         evidence = device.evidence
-        if "nvr_model" in evidence or evidence.isdisjoint(CAMERA_EVIDENCE):
-            if device.role != "camera":
+        if _NVR_EVIDENCE in evidence or evidence.isdisjoint(CAMERA_EVIDENCE):
+            if _NVR_EVIDENCE in evidence or not evidence.isdisjoint(NOT_CAMERA_EVIDENCE) or device.role != "camera":
                 return
         new_flow = obs.new_flow
         found = self.observe(obs, new_flow, self._tally_note)

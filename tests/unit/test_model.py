@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn.ensemble import IsolationForest
 
+from sensor import compiled
 from sensor.detect import Observation
 from sensor.enrich import SCOPE_ALLOWED, SCOPE_CAMERA, SCOPE_CORE, SCOPE_PUBLIC, Device
 from sensor.errors import CamwatchError
@@ -782,12 +783,37 @@ def _tallied(stream, close_every: int, fused: bool, monkeypatch=None) -> tuple[l
     return [(ip, start, v.tolist()) for ip, start, v in rows] + [wf.dropped], [t.sums() for t in tallies]
 
 
+@pytest.fixture(params=["compiled", "python"])
+def tally_impl(request, monkeypatch) -> str:
+    """Runs a test twice: the tallier's hook as the compiled Tally (sensor/_tally.c) and as WindowFeatures.tally,
+    its reference."""
+    on = request.param == "compiled"
+    if on and compiled.tally_extension is None:
+        pytest.skip("the C extension sensor._tally was not built on this machine")
+    monkeypatch.setattr(compiled, "tally", on)
+    return request.param
+
+
+def _count_handed_over(monkeypatch) -> list[int]:
+    """How many calls reach WindowFeatures.tally (all of them without the extension; with it, what Tally hands
+    over): counted in the list returned."""
+    calls = [0]
+    tally = WindowFeatures.tally
+
+    def counted(self, o):
+        calls[0] += 1
+        return tally(self, o)
+    monkeypatch.setattr(WindowFeatures, "tally", counted)
+    return calls
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_tally_is_the_detectors_filter_observe_and_sums_in_one_step(seed):
-    """WindowFeatures.tally (the anomaly detector's observe hook) against the steps it fuses, on cameras and other
-    devices, late observations folded into the oldest open window, a device refused (max_devices), windows that
-    close and reopen (its latest-window shortcut must never hand back a closed one), DNS queries, names that
-    arrive late and records the caller does not keep."""
+def test_tally_is_the_detectors_filter_observe_and_sums_in_one_step(seed, tally_impl, monkeypatch):
+    """WindowFeatures.tally (the anomaly detector's observe hook), and the compiled Tally in its place, against
+    the steps it fuses, on cameras and other devices, late observations folded into the oldest open window, a
+    device refused (max_devices), windows that close and reopen (its latest-window shortcut must never hand back
+    a closed one), DNS queries, names that arrive late and records the caller does not keep."""
+    handed_over = _count_handed_over(monkeypatch)
     rng = np.random.default_rng(seed)
     stream = _random_stream(rng, 4000)
     for _kind, o in stream:
@@ -800,6 +826,105 @@ def test_tally_is_the_detectors_filter_observe_and_sums_in_one_step(seed):
         assert fused == _tallied(stream, close_every, fused=False)
         assert sum(1 for t in fused[1] if t[2]) > 50 and fused[0][-1] > 0   # tallies kept, a device refused
         assert any(t[5] for t in fused[1]) and len(fused[0]) > 20
+    if tally_impl == "compiled":   # the compiled path did the common case: most calls never reached Python
+        assert 0 < handed_over[0] < 3 * len(stream) // 2
+
+
+class _Unslotted:
+    """A record without slots: Tally hands every observation of it to the Python step."""
+
+    def __init__(self):
+        self.bytes = self.packets = self.new_flows = 0
+        self.name = None
+
+
+def _through_the_hook(stream, close_every: int) -> tuple[list, list]:
+    """Every partial and closing look (in the order the windows changed), every record's sums and what the
+    window's sets hold, the stream fed through the tallier's hook."""
+    wf = WindowFeatures(max_devices=4)
+    records: list = []
+
+    def note(o, start):
+        kind = len(records) % 5
+        records.append(None if kind == 4 else _Unslotted() if kind == 3 else _Tally(o.peer, start))
+        return records[-1]
+
+    hook = wf.tallier(note)
+    looks = []
+    for k, o in enumerate(stream):
+        hook(o)
+        if k % close_every == 0:
+            looks.append([(ip, start, v.tolist()) for ip, start, v in wf.close(o.ts) + wf.partial()])
+    looks.append([(ip, start, v.tolist()) for ip, start, v in wf.flush()])
+    sums = [None if r is None else (type(r).__name__, r.bytes, r.packets, r.new_flows, r.name) for r in records]
+    return looks, sums
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_compiled_tally_is_the_python_step_for_every_role_record_and_time(seed, monkeypatch):
+    """The compiled Tally against WindowFeatures.tally on devices whose evidence settles the role and devices
+    whose role property must be asked (a maker's camera, an NVR with camera evidence, a gateway, a device with
+    nothing), records with and without slots and none, names that are empty or None or arrive late, sent nothing,
+    late observations, timestamps that are ints: the same looks in the same order, the same sums."""
+    if compiled.tally_extension is None:
+        pytest.skip("the C extension sensor._tally was not built on this machine")
+    rng = np.random.default_rng(seed)
+    evidence = ({"rtsp_server"}, {"camera_maker"}, {"rtsp_server", "nvr_model"}, {"dns_server"}, set(),
+                {"video_sender", "camera_discovery"})
+    devices = [Device(f"10.20.0.{i}", mac=i, evidence=set(e)) for i, e in enumerate(evidence, 1)]
+    stream = []
+    for k in range(3000):
+        ts = T0 + k * 200.0 / 3000 + float(rng.normal(0, 2))
+        stream.append(Observation(int(ts) if rng.random() < 0.05 else ts, devices[int(rng.integers(len(devices)))],
+                                  int(rng.integers(-1, 4)), int(rng.integers(0, 3000)), bool(rng.integers(2)),
+                                  f"198.51.100.{int(rng.integers(6))}", int(rng.choice([443, 554, 2**70])),
+                                  str(rng.choice(["tcp", "udp"])), rng.choice([None, None, None, "", "cam.example"]),
+                                  str(rng.choice((SCOPE_PUBLIC, SCOPE_CORE, SCOPE_CAMERA, SCOPE_ALLOWED))), 20,
+                                  None, bool(rng.random() < 0.2)))
+    handed_over = _count_handed_over(monkeypatch)
+    for close_every in (1, 29, 500):
+        monkeypatch.setattr(compiled, "tally", True)
+        fast = _through_the_hook(stream, close_every)
+        calls = handed_over[0]
+        monkeypatch.setattr(compiled, "tally", False)
+        assert fast == _through_the_hook(stream, close_every)
+        assert calls < len(stream) // 2 and any(r and r[0] == "_Unslotted" and r[1] for r in fast[1])
+        handed_over[0] = 0
+
+
+def test_the_tally_filter_is_device_role_for_every_mix_of_evidence(tally_impl):
+    """The filter answers from the evidence where it can (a recorder's model, camera behaviour, a recorder's or the
+    gateway's behaviour) and asks Device.role otherwise: for every mix of evidence of each kind, a device's
+    observation is tallied exactly when its role is camera. Each device is a camera by its maker first (its window
+    open, so that the second observation takes the common case), then has the mix added."""
+    from itertools import combinations
+
+    from sensor.enrich.inventory import CAMERA_EVIDENCE, GATEWAY_EVIDENCE, NVR_EVIDENCE
+    kinds = ["nvr_model", "unrelated", *sorted(CAMERA_EVIDENCE)[:2], *sorted(NVR_EVIDENCE)[:1],
+             *sorted(GATEWAY_EVIDENCE)[:1]]
+    mixes = [set(c) for n in range(len(kinds) + 1) for c in combinations(kinds, n)]
+    wf = WindowFeatures(max_devices=len(mixes))
+    hook = wf.tallier(lambda o, start: None)
+    devices = [Device(f"10.1.{i >> 8}.{i & 255}", evidence={"camera_maker"}) for i in range(len(mixes))]
+    for device, mix in zip(devices, mixes, strict=True):
+        hook(Observation(T0 + 1, device, 3, 300, True, "10.0.0.2", 554, "tcp", None, SCOPE_CAMERA, 20))
+        device.evidence |= mix
+        hook(Observation(T0 + 2, device, 5, 500, True, "10.0.0.2", 554, "tcp", None, SCOPE_CAMERA, 20))
+    packets = {ip: round(math.expm1(v[1])) for ip, _start, v in wf.flush()}
+    assert packets == {d.ip: 8 if d.role == "camera" else 3 for d in devices}
+    assert set(packets.values()) == {3, 8}
+
+
+def test_the_compiled_tally_raises_what_python_does(tally_impl):
+    """A camera's observation at a time with no window (NaN) raises as the Python step does; a device that is no
+    camera is passed over before its time is looked at, in both."""
+    camera, other = Device("10.0.0.5", evidence={"rtsp_server"}), Device("10.0.0.6")
+    hook = WindowFeatures().tallier(lambda o, start: None)
+    assert (type(hook) is compiled.tally_extension.Tally) == (tally_impl == "compiled")
+    for _ in range(2):
+        hook(Observation(math.nan, other, 3, 300, True, "10.0.0.2", 554, "tcp", None, SCOPE_CAMERA, 20))
+        with pytest.raises(ValueError):
+            hook(Observation(math.nan, camera, 3, 300, True, "10.0.0.2", 554, "tcp", None, SCOPE_CAMERA, 20))
 
 
 def test_a_closed_window_is_not_the_devices_latest_any_more():
