@@ -107,7 +107,7 @@ class Device:
     def role(self) -> str:
         # Asked for every observation (detectors filter on it): isdisjoint answers without building a set.
         e = self.evidence
-        if "nvr_model" in e:
+        if NVR_MODEL_EVIDENCE in e:
             return "nvr"
         if not e.isdisjoint(CAMERA_EVIDENCE):
             return "camera"
@@ -175,6 +175,7 @@ CAMERA_EVIDENCE = frozenset({"rtsp_server", "video_sender", "camera_discovery", 
 MAKER_EVIDENCE = frozenset({"named_maker", "camera_maker"})
 GATEWAY_EVIDENCE = frozenset({"dns_server", "ntp_server", "router_mac"})
 NVR_EVIDENCE = frozenset({"rtsp_client", "video_receiver"})
+NVR_MODEL_EVIDENCE = "nvr_model"   # Device.role's first step: a recorder, whatever else its evidence says
 # Device.role's third and fourth steps: without camera evidence, either settles a role other than camera. The
 # anomaly detector's filter (WindowFeatures.tally) reads it to pass over the NVR and the gateway without the property.
 NOT_CAMERA_EVIDENCE = NVR_EVIDENCE | GATEWAY_EVIDENCE

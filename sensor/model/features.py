@@ -16,12 +16,11 @@ import numpy as np
 
 from sensor import compiled
 from sensor.enrich import SCOPE_CORE, SCOPE_PUBLIC, Observation
-from sensor.enrich.inventory import CAMERA_EVIDENCE, NOT_CAMERA_EVIDENCE
+from sensor.enrich.inventory import CAMERA_EVIDENCE, NOT_CAMERA_EVIDENCE, NVR_MODEL_EVIDENCE
 
 WINDOW_SECONDS = 60.0
 MAX_DISTINCT = 4096           # per device and window: a scanning device saturates here and still scores as extreme
 _EXTERNAL = (SCOPE_PUBLIC, SCOPE_CORE)
-_NVR_EVIDENCE = "nvr_model"   # Device.role's first step: a recorder, whatever else its evidence says
 
 
 @dataclass(frozen=True)
@@ -202,7 +201,7 @@ class WindowFeatures:
         self._tally_note = note
         if compiled.tally and compiled.tally_extension is not None:
             return compiled.tally_extension.Tally(self, self.tally, Observation, _Window, _EXTERNAL, CAMERA_EVIDENCE,
-                                                  NOT_CAMERA_EVIDENCE, _NVR_EVIDENCE)
+                                                  NOT_CAMERA_EVIDENCE, NVR_MODEL_EVIDENCE)
         return self.tally
 
     def tally(self, obs) -> None:
@@ -218,8 +217,9 @@ class WindowFeatures:
             return
         device = obs.device
         evidence = device.evidence
-        if _NVR_EVIDENCE in evidence or evidence.isdisjoint(CAMERA_EVIDENCE):
-            if _NVR_EVIDENCE in evidence or not evidence.isdisjoint(NOT_CAMERA_EVIDENCE) or device.role != "camera":
+        if NVR_MODEL_EVIDENCE in evidence or evidence.isdisjoint(CAMERA_EVIDENCE):
+            if (NVR_MODEL_EVIDENCE in evidence or not evidence.isdisjoint(NOT_CAMERA_EVIDENCE)
+                    or device.role != "camera"):
                 return
         new_flow = obs.new_flow
         found = self.observe(obs, new_flow, self._tally_note)
