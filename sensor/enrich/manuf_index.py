@@ -29,8 +29,8 @@ _HEX = np.full(256, 16, dtype=np.uint8)   # a hex digit's value; 16 for any othe
 for _i, _c in enumerate(b"0123456789abcdef"):
     _HEX[_c] = _i
     _HEX[bytes([_c]).upper()[0]] = _i
-_SHORT_DIGITS = (0, 1, 3, 4, 6, 7)                          # `00:1B:C5\t`
 _LONG_DIGITS = (0, 1, 3, 4, 6, 7, 9, 10, 12, 13, 15, 16)    # `00:1B:C5:00:00:00/36\t`
+_SHORT_DIGITS = _LONG_DIGITS[:6]                             # `00:1B:C5\t`: _locate reads both from one matrix
 _WIDTH = 21
 _KEY_BITS = 40   # above any prefix value looked up (36 bits at most)
 
