@@ -184,6 +184,11 @@ static PyObject *tally_call(PyObject *self, PyObject *const *args, size_t nargsf
             Py_RETURN_NONE;
     }
 
+    /* Before the window is borrowed from _latest: `in` on a scope that is not a str runs its __eq__. */
+    int external = in_external(t, SLOT(obs, o[O_SCOPE]));
+    if (external < 0)
+        return NULL;
+
     /* A start before the last close is folded forward; the window there is never the device's latest as it
      * stands, so those go to fallback too (it folds them). */
     PyObject *closed = PyObject_GetAttr(t->features, t->closed_name);
@@ -215,9 +220,6 @@ static PyObject *tally_call(PyObject *self, PyObject *const *args, size_t nargsf
             || (touched != Py_True && touched != Py_False) || !PyDict_CheckExact(seen))
         return hand_over(t, obs);
 
-    int external = in_external(t, SLOT(obs, o[O_SCOPE]));
-    if (external < 0)
-        return NULL;
     PyObject *key = PyTuple_Pack(5, SLOT(obs, o[O_PEER]), SLOT(obs, o[O_PROTO]), SLOT(obs, o[O_PORT]),
                                  SLOT(obs, o[O_INITIATED]), external ? Py_True : Py_False);
     if (key == NULL)
