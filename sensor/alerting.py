@@ -30,6 +30,8 @@ _RANK = {name: rank for rank, name in enumerate(SEVERITIES)}   # SEVERITIES.inde
 
 @dataclass
 class _FloodWindow:
+    """One window of the alert flood guard: who wrote alerts in it and what it held back."""
+
     start: float
     writers: set[str] = field(default_factory=set)
     held: int = 0

@@ -63,6 +63,8 @@ _NG_BLOCK_NAME = {PCAPNG_SHB: "section header", 1: "interface description", 2: "
 
 @dataclass
 class Batch:
+    """Frames read from a capture, as columns over one buffer."""
+
     data: bytes | memoryview   # valid until the reader is asked for the next batch
     offsets: np.ndarray   # int64, start of each frame in `data`
     caplen: np.ndarray    # int64, bytes captured

@@ -199,12 +199,16 @@ _PATH = Text(nul=False)   # also for listen: whatever reaches the OS must not ca
 
 @dataclass(frozen=True)
 class SensorSettings:
+    """[sensor]: what this sensor is called."""
+
     name: str = setting("camwatch", kind=Text(max_length=64, printable=True),
                         doc="the `sensor` label on every metric and alert")
 
 
 @dataclass(frozen=True)
 class NetworkSettings:
+    """[networks]: which addresses are the cameras' side and which are core networks."""
+
     camera: tuple[IPNetwork, ...] = setting((), kind=_Networks(refuse_broad=True),
                                             doc="camera VLAN subnets; empty: the private ranges")
     core: tuple[IPNetwork, ...] = setting((), kind=_Networks(refuse_broad=False),
@@ -213,6 +217,8 @@ class NetworkSettings:
 
 @dataclass(frozen=True)
 class FlowSettings:
+    """[flows]: when a flow ends and how many the table holds."""
+
     tcp_idle_timeout: float = _timeout(300.0, "idle TCP flows end")
     udp_idle_timeout: float = _timeout(60.0, "idle UDP flows end")
     icmp_idle_timeout: float = _timeout(60.0, "idle ICMP and other flows end")
@@ -236,11 +242,15 @@ def default_max_flows(max_devices: int) -> int:
 
 @dataclass(frozen=True)
 class AlertSettings:
+    """[alerts]: how long an alert's episode lasts."""
+
     episode_timeout: float = _timeout(3600.0, "silence that ends an episode; the next activity is a new alert")
 
 
 @dataclass(frozen=True)
 class LimitSettings:
+    """[limits]: the bounds on what the sensor keeps in memory."""
+
     max_devices: int = setting(10_000, kind=COUNT, maximum=MAX_DEVICES, doc="camera-side devices tracked")
     max_names: int = setting(100_000, kind=COUNT, maximum=MAX_NAMES, doc="DNS answers remembered (LRU)")
     # The new-device budget (sensor.enrich.admission): past the start (max_devices at once), new devices are made
@@ -287,6 +297,8 @@ class BeaconSettings:
 
 @dataclass(frozen=True)
 class DetectSettings:
+    """[detect]: the detectors' thresholds and windows."""
+
     learning_period: float = setting(DAY, kind=SECONDS, maximum=MAX_LEARNING_PERIOD, unit="s",
                                      doc="new_destination stays quiet for a device's first this long")
     lateral_targets: int = setting(5, kind=COUNT, minimum=2, maximum=MAX_LATERAL_TARGETS,
@@ -323,6 +335,8 @@ class GeoSettings:
 
 @dataclass(frozen=True)
 class StateSettings:
+    """[state]: where learned state is kept between runs."""
+
     path: str | None = setting(None, kind=_PATH, expect="a file path",
                                doc="SQLite file of learned state; unset: in memory only")
 
@@ -353,6 +367,8 @@ OVERLAP_MODES = ("auto", "on", "off")   # sensor.overlap.MODES
 
 @dataclass(frozen=True)
 class CaptureSettings:
+    """[capture]: how live traffic is captured and files are read."""
+
     buffer_mib: int = setting(kind=COUNT, maximum=MAX_CAPTURE_BUFFER_MIB, unit="MiB",
                               default_factory=_default_capture_ring,
                               doc="the kernel capture ring; default: a sixteenth of memory, 64 to 1024")

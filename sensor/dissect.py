@@ -39,6 +39,8 @@ class DnsRecord:
 
 @dataclass
 class DnsMessage:
+    """A parsed DNS message: the question, the answers and, when asked for, every record."""
+
     is_response: bool
     rcode: int
     qname: str | None
@@ -271,6 +273,8 @@ TFTP_MODES = frozenset({b"netascii", b"octet", b"mail"})   # RFC 1350; servers r
 
 @dataclass(frozen=True, slots=True)
 class TftpRequest:
+    """A TFTP read or write request."""
+
     opcode: int          # TFTP_READ or TFTP_WRITE
     filename: bytes      # as sent (any length, any bytes but NUL)
     mode: str

@@ -184,6 +184,8 @@ class Service:
 
 @dataclass(frozen=True)
 class IndicatorFile:
+    """indicators.toml: its version and services."""
+
     version: str = setting(kind=_NAMES, doc="the file's date, exported with the metrics")
     service: tuple[Service, ...] = setting(kind=Tables(Service), doc="the services, as [[service]] tables")
     # every prefix or hex signature's (leading bytes, mask), in file order: index i is payload tag bit
@@ -277,6 +279,8 @@ class Resolver:
 
 @dataclass(frozen=True)
 class ResolverFile:
+    """resolvers.toml: its version and resolvers."""
+
     version: str = setting(kind=_NAMES, doc="the file's date")
     resolver: tuple[Resolver, ...] = setting(kind=Tables(Resolver), doc="the resolvers, as [[resolver]] tables")
 
@@ -316,6 +320,8 @@ class Maker:
 
 @dataclass(frozen=True)
 class CoveredMakerFile:
+    """covered_makers.toml: its version and makers."""
+
     version: str = setting(kind=_NAMES, doc="the list's date, exported as camwatch_covered_list_info")
     maker: tuple[Maker, ...] = setting(kind=Tables(Maker), doc="the makers, as [[maker]] tables")
 
@@ -370,12 +376,16 @@ class OtherMaker:
 
 @dataclass(frozen=True)
 class RoleWords:
+    """brands.toml's [roles]: words in names and model strings that say camera or recorder."""
+
     camera: tuple[re.Pattern, ...] = setting(kind=_Patterns(), doc="names and model strings of cameras")
     nvr: tuple[re.Pattern, ...] = setting(kind=_Patterns(), doc="names and model strings of recorders")
 
 
 @dataclass(frozen=True)
 class BrandFile:
+    """brands.toml: OEM brands, module makers, other camera makers and role words."""
+
     version: str = setting(kind=_NAMES, doc="the file's date")
     oem: tuple[Oem, ...] = setting(kind=Tables(Oem), doc="OEM brands, as [[oem]] tables")
     module: tuple[Module, ...] = setting(kind=Tables(Module), doc="module makers, as [[module]] tables")

@@ -213,6 +213,8 @@ def _top(s: Setting) -> int | float:
 
 @dataclass(frozen=True)
 class Text(Kind):
+    """A string, optionally non-empty, bounded, printable or without NUL."""
+
     empty: bool = False          # "" allowed
     max_length: int | None = None
     printable: bool = False      # no control characters (so, one line)
@@ -234,6 +236,8 @@ class Text(Kind):
 
 @dataclass(frozen=True)
 class Choice(Kind):
+    """One of a fixed set of strings."""
+
     options: tuple[str, ...]
 
     def check(self, value: Any, s: Setting, key: str) -> str:

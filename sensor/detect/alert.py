@@ -14,6 +14,8 @@ SEVERITIES = ("info", "low", "medium", "high", "critical")
 
 @dataclass(slots=True)
 class Alert:
+    """One alert: a line of the alert log."""
+
     ts: float
     sensor: str
     detector: str

@@ -22,6 +22,8 @@ def tracked_pairs(max_devices: int) -> int:
 
 @dataclass(slots=True)
 class Episode:
+    """An open episode's first and last activity and the traffic counted in it."""
+
     first: float
     last: float
     packets: int = 0

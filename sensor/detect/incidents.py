@@ -58,6 +58,8 @@ def fan_out_service(scope: str) -> IncidentService:
 
 @dataclass(slots=True)
 class Evidence:
+    """One detection's part in an incident."""
+
     severity: int
     score: float
     detector: str
@@ -190,6 +192,8 @@ def _note(seen: tuple[str, ...], value: str) -> tuple[str, ...]:
 
 @dataclass(slots=True)
 class Incident:
+    """One device's open incident with one service: its evidence, severity and traffic."""
+
     id: str                          # given when its open line is written (incident_id)
     # Weak, so that an open incident never keeps a device the inventory has evicted (with its peers and names):
     # open incidents outnumber devices twenty to one at their bound. None once the device is gone.

@@ -31,6 +31,8 @@ MAX_REMEMBERED = 1 << 16    # addresses and names remembered: chosen by the wire
 
 @dataclass(frozen=True, slots=True)
 class IncidentService:
+    """What an incident is about: a vendor service, a domain, an address or a site-wide finding."""
+
     id: str      # stable key: indicator id, registrable domain, address, or a detector's site-wide id
     name: str    # for people: the indicator's name, the domain, the address
     kind: str

@@ -32,6 +32,8 @@ from sensor.reference_data import Maker, Service
 
 @dataclass
 class Device:
+    """A device on the camera side, as the inventory knows it."""
+
     ip: str
     mac: int = 0
     vendor: str | None = None

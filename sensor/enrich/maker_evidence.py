@@ -58,6 +58,8 @@ MAX_OUI_FACTS = 4096
 
 @dataclass(frozen=True, slots=True)
 class MakerEvidence:
+    """One item of evidence of who made a device."""
+
     source: str    # a SOURCES key
     detail: str    # what was seen, as seen (escaped, cut)
     maker: str     # the maker it points to: a covered maker's, an OEM brand's, a brands.toml maker's or a manuf name
