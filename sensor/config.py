@@ -9,7 +9,6 @@ malformed or would cost absurd work, and nesting deep enough to exhaust the pars
 
 from __future__ import annotations
 
-import base64
 import fnmatch
 import ipaddress
 import os
@@ -734,6 +733,9 @@ def parse_password_hash(hashed: str) -> tuple[int, bytes, bytes]:
 
 
 def _base64(text: str) -> bytes | None:
+    # imported here: only a [metrics] password hash is base64, and few configs have one (start-up, issue 16)
+    import base64
+
     try:
         raw = base64.b64decode(text, validate=True)
     except ValueError:

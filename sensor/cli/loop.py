@@ -22,7 +22,6 @@ from sensor.enrich.geography import Geography
 from sensor.errors import CaptureError
 from sensor.export import build_registry, write_metrics_file
 from sensor.export.alert_log import AlertLog
-from sensor.export.flow_log import FlowLog
 from sensor.export.lines import Flusher
 from sensor.pipeline import Sensor
 
@@ -31,6 +30,7 @@ from .common import distinct_outputs, format_address
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from sensor.export.flow_log import FlowLog
     from sensor.model import AnomalyModel
 
 
@@ -221,8 +221,12 @@ class Session:
         # The [geo] databases are checked before any output is created: a bad path is one line and nothing else.
         geography = Geography.from_config(config.geo.asn_database, config.geo.country_database)
         self.alerts = AlertLog(args.alerts, append=append)
+        self.flow_log: FlowLog | None = None
         try:
-            self.flow_log = FlowLog(args.flows, append=append) if getattr(args, "flows", None) else None
+            if getattr(args, "flows", None):
+                # imported only with --flows: a replay without it never writes a flow record (start-up, issue 16)
+                from sensor.export.flow_log import FlowLog
+                self.flow_log = FlowLog(args.flows, append=append)
         except BaseException:
             self.alerts.close()
             raise

@@ -46,8 +46,9 @@ NOT_FOR_REPLAY = ("sensor.cli.eval", "sensor.cli.run", "sensor.cli.report", "sen
                   "tempfile", "http.server", "ssl", "sensor.model")
 # Standard modules a 1-packet replay does not need before its first packet, imported where they are used (issue 16):
 # socket (its enum conversions; the functions come from _socket), html (its entity table: dissect unescapes on first
-# use), hashlib (OpenSSL; blake2b comes from _blake2), statistics (random, fractions, decimal; beacon scoring).
-LAZY_FOR_REPLAY = ("socket", "html", "hashlib", "statistics")
+# use), hashlib (OpenSSL; blake2b comes from _blake2), statistics (random, fractions, decimal; beacon scoring),
+# base64 (a [metrics] password hash) and the flow log (--flows; test_flows_still_bring_the_flow_log).
+LAZY_FOR_REPLAY = ("socket", "html", "hashlib", "statistics", "base64", "sensor.export.flow_log")
 
 
 def _run(tmp_path: Path, *argv: str, watch_manuf: bool = True, **env_vars: str) -> dict:
@@ -109,6 +110,13 @@ def test_metrics_out_still_brings_prometheus_client(one_packet, tmp_path):
                 "--metrics-out", str(tmp_path / "metrics.prom"))
     assert done["code"] == 0 and "prometheus_client" in done["modules"]
     assert "camwatch_packets_total" in (tmp_path / "metrics.prom").read_text()
+
+
+def test_flows_still_bring_the_flow_log(one_packet, tmp_path):
+    done = _run(tmp_path, "replay", str(one_packet), "--quiet", "--alerts", "/dev/null",
+                "--flows", str(tmp_path / "flows.jsonl"), watch_manuf=False)
+    assert done["code"] == 0 and "sensor.export.flow_log" in done["modules"]
+    assert '"uid":"C' in (tmp_path / "flows.jsonl").read_text()
 
 
 def test_replay_runs_one_blas_thread_unless_told_otherwise(one_packet, tmp_path):
