@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sensor.enrich.makers import MANUF_PATHS, ManufDatabase, parse_manuf
-from sensor.enrich.manuf_index import BITS, ManufIndex, indexable
+from sensor.enrich.manuf_index import BITS, MAX_LEAD_BYTES, ManufIndex, indexable
 
 
 def _same(data: bytes, keys: list[tuple[int, int]]) -> None:
@@ -110,6 +110,29 @@ def test_installed_file_indexed_as_parsed():
         assert all(index.name(bits, k) is None for k in listed - set(table.get(bits, {})))   # IEEE RA only
     db = ManufDatabase.load(path)
     assert len(db) == sum(len(t) for t in table.values())
+
+
+@pytest.mark.parametrize("mark", ["\x85", "\u2028", "\u2029"])
+def test_each_unicode_line_break_anywhere_makes_a_file_not_indexable(mark):
+    # the random test above seldom makes a three-byte break with no other break beside it
+    line = "00:1B:C5\tAcme\tAcme Ltd\n"
+    for at in (0, 9, len(line) - 1, len(line)):
+        text = line[:at] + mark + line[at:]
+        assert not indexable(text.encode()), (at, text)
+        for lead in (b"\xc2", b"\xe2", b"\xe2\x80"):   # a stray lead byte just before one
+            assert not indexable(line.encode() + lead + mark.encode())
+    assert indexable(("00:1B:C5\tAcme \u00c2\u00e9 \u20ac\u2020\u2030\n").encode())   # lead bytes C2, E2 alone
+
+
+def test_a_file_of_many_lead_bytes_is_parsed_line_by_line_with_the_same_answers(tmp_path):
+    # past MAX_LEAD_BYTES characters that start with C2 or E2 the search for breaks stops: parse_manuf answers
+    path = tmp_path / "manuf"
+    path.write_text("00:1B:C5\tAcme\tAcme \u00a9 Ltd\n" + "# \u00a9\u2020\n" * (MAX_LEAD_BYTES // 2)
+                    + "00:1B:C6\tBeta\n", encoding="utf-8")
+    assert not indexable(path.read_bytes())
+    assert indexable(path.read_bytes()[:2000])
+    db = ManufDatabase.load(path)
+    assert db.lookup(0x001BC5000001) == "Acme \u00a9 Ltd" and db.lookup(0x001BC6000001) == "Beta"
 
 
 @pytest.mark.parametrize("seed", range(5))
