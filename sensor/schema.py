@@ -46,6 +46,10 @@ class Kind:
     """What values a setting takes: `check` returns a value as the section stores it or raises Invalid;
     `describe` says what is wanted, for the error (`... must be <describe>`) and the reference."""
 
+    # Kinds with parameters are plain classes, not frozen dataclasses: nothing compares, hashes or prints a kind,
+    # and each frozen dataclass cost ~0.3 ms of every start to build its six methods (issue 16).
+    __slots__ = ()
+
     def check(self, value: Any, s: Setting, key: str) -> Any:
         raise NotImplementedError
 
@@ -211,14 +215,17 @@ def _top(s: Setting) -> int | float:
     return s.maximum
 
 
-@dataclass(frozen=True)
 class Text(Kind):
     """A string, optionally non-empty, bounded, printable or without NUL."""
 
-    empty: bool = False          # "" allowed
-    max_length: int | None = None
-    printable: bool = False      # no control characters (so, one line)
-    nul: bool = True             # NUL allowed; not in anything handed to the OS, such as a path
+    __slots__ = ("empty", "max_length", "printable", "nul")
+
+    def __init__(self, *, empty: bool = False, max_length: int | None = None, printable: bool = False,
+                 nul: bool = True):
+        self.empty = empty              # "" allowed
+        self.max_length = max_length
+        self.printable = printable      # no control characters (so, one line)
+        self.nul = nul                  # NUL allowed; not in anything handed to the OS, such as a path
 
     def check(self, value: Any, s: Setting, key: str) -> str:
         if (not isinstance(value, str) or (not value and not self.empty)
@@ -234,11 +241,13 @@ class Text(Kind):
         return text
 
 
-@dataclass(frozen=True)
 class Choice(Kind):
     """One of a fixed set of strings."""
 
-    options: tuple[str, ...]
+    __slots__ = ("options",)
+
+    def __init__(self, options: tuple[str, ...]):
+        self.options = options
 
     def check(self, value: Any, s: Setting, key: str) -> str:
         if not isinstance(value, str) or value not in self.options:
@@ -295,12 +304,14 @@ class _Integer(Kind):
         return "an integer"
 
 
-@dataclass(frozen=True)
 class _Plain(Kind):
     """A value of one container type, taken as it is (its contents are the section's own business)."""
 
-    kind: type
-    wording: str
+    __slots__ = ("kind", "wording")
+
+    def __init__(self, kind: type, wording: str):
+        self.kind = kind
+        self.wording = wording
 
     def check(self, value: Any, s: Setting, key: str) -> Any:
         if not isinstance(value, self.kind):
@@ -324,11 +335,13 @@ class _Strings(Kind):
         return "a non-empty list of strings" if s.minimum else "a list of strings"
 
 
-@dataclass(frozen=True)
 class Section(Kind):
     """A sub-table read as its own section dataclass."""
 
-    schema: type
+    __slots__ = ("schema",)
+
+    def __init__(self, schema: type):
+        self.schema = schema
 
     def check(self, value: Any, s: Setting, key: str) -> Any:
         _check_keys(self.schema, value, key, s)
@@ -338,12 +351,14 @@ class Section(Kind):
         return "a table"
 
 
-@dataclass(frozen=True)
 class Tables(Kind):
     """An array of tables ([[allow]], or a list of inline tables), each read as the section `schema`; a tuple.
     Entries are numbered from 1, as a reader counts them in the file."""
 
-    schema: type
+    __slots__ = ("schema",)
+
+    def __init__(self, schema: type):
+        self.schema = schema
 
     def check(self, value: Any, s: Setting, key: str) -> tuple:
         if not isinstance(value, list):
@@ -360,12 +375,14 @@ class Tables(Kind):
         return "an array of tables"
 
 
-@dataclass(frozen=True)
 class NamedTables(Kind):
     """A table of named sub-tables ([sites.NAME]), each read as the section `schema`: a tuple of (name, section)
     in file order. The names are the file's own words, quoted in messages like any key."""
 
-    schema: type
+    __slots__ = ("schema",)
+
+    def __init__(self, schema: type):
+        self.schema = schema
 
     def check(self, value: Any, s: Setting, key: str) -> tuple:
         if not isinstance(value, dict):
