@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    import numpy as np
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -173,6 +176,12 @@ class BoundedLRU(Generic[K, V]):
                     on_evict(old_key, old_value)
         return len(keys)
 
+    def sight_rows(self: BoundedLRU[bytes, float], keys: np.ndarray, times: np.ndarray, after: float) -> int:
+        """sight_each of bytes keys, the rows of an (n, width) uint8 array, with their times (a float64 array) as
+        values, a key seen again when seen_again(its time, the new time, after) says so."""
+        rows = [bytes(row) for row in keys]
+        return self.sight_each(rows, times.tolist(), lambda first, ts: seen_again(first, ts, after))
+
     def take_all(self) -> list[tuple[K, V]]:
         """Every entry, least recently used first, and the map left empty: popping `oldest` until none is left, in
         one step (nothing is evicted or counted)."""
@@ -206,3 +215,9 @@ class BoundedLRU(Generic[K, V]):
 
     def items(self) -> list[tuple[K, V]]:
         return list(self._entries.items())
+
+
+def seen_again(first: float, ts: float, after: float) -> bool:
+    """A sighting at ts of what was first seen at `first` confirms it: `after` seconds or more later, or earlier
+    (time ran back)."""
+    return ts - first >= after or ts < first

@@ -16,7 +16,6 @@ run's order; the two touch different state, so that is the order the per-flow pa
 from __future__ import annotations
 
 from bisect import bisect_left
-from itertools import repeat
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -135,10 +134,8 @@ class _Classes:
         self.one_by_one = len(self.alone) + sum(text in known for text in self.held_texts)
         at = np.flatnonzero(noted)
         self.noted = (at + lo).tolist()
-        # LinkReader's key of a source sighting: ("source", its /24's three bytes, MAC), made in C by zip
-        prefixes = np.ascontiguousarray(o_raw[at, 12:15]).view("V3").ravel().tolist()
-        self.note_keys = list(zip(repeat("source"), prefixes, o_mac[at].tolist()))
-        self.note_times = w.first[lo:hi][at].tolist()
+        self.note_keys = _source_keys(o_raw[at], o_mac[at])
+        self.note_times = w.first[lo:hi][at]
         self.note_values = _words(o_raw)[at, 3]
 
 
@@ -173,6 +170,16 @@ def _run(enricher: Enricher, flows: list[Flow], c: _Classes, start: int) -> int:
         enricher._new_flow(flows[stop])
         return stop + 1
     return stop
+
+
+def _source_keys(raw: np.ndarray, macs: np.ndarray) -> np.ndarray:
+    """link.candidate_key(b"s", MAC, the /24's three bytes) of each IPv4 source, as the rows of an (n, 12) uint8
+    array: a flood's sightings go into the link's LRU without a Python object each."""
+    keys = np.empty((len(raw), 12), np.uint8)
+    keys[:, 0] = ord("s")
+    keys[:, 1:9] = macs.astype(">i8").view(np.uint8).reshape(-1, 8)
+    keys[:, 9:12] = raw[:, 12:15]
+    return keys
 
 
 def _scopes(classifier, raw: np.ndarray, v4: np.ndarray | None = None) -> np.ndarray:
