@@ -1625,6 +1625,74 @@ done:
 }
 /* ---- end of a window's new flows as columns ---- */
 
+/* ---- a flood's source sightings in C (issue 16 item 1, held forged sources) -------------------------------------
+ * sight(lru, keys, width, times, limit, after) -> (at, evicted, odd): BoundedLRU.sight_each on an Lru, each key the
+ * next `width` bytes of `keys` and its value the next float64 of `times`, "seen again" being a time `after` seconds
+ * or more after the stored one, or earlier than it (link._seen_again). For each key in turn: absent, it goes in at
+ * the recent end (a bytes key and a float made only then) and, the table over `limit`, its oldest entry goes
+ * (counted in `evicted`); present, it moves to the recent end and the walk stops at it (`at`) when seen again.
+ * `at` is len when none was. A present key whose value is not a float stops the walk before anything is done to it
+ * (odd = 1): the caller's reference goes on from there. No Python code runs (bytes keys, float values). */
+static PyObject *sight(PyObject *self, PyObject *args)
+{
+    PyObject *table;
+    Py_buffer keys, times;
+    Py_ssize_t width, limit;
+    double after;
+    if (!PyArg_ParseTuple(args, "O!y*ny*nd", &LruType, &table, &keys, &width, &times, &limit, &after))
+        return NULL;
+    Lru *t = (Lru *)table;
+    PyObject *result = NULL;
+    Py_ssize_t n = times.len / (Py_ssize_t)sizeof(double), at = 0, evicted = 0;
+    int odd = 0;
+    if (width < 1 || limit < 1 || times.len % (Py_ssize_t)sizeof(double) || keys.len != n * width) {
+        PyErr_SetString(PyExc_ValueError, "sight: keys must be len(times) rows of width bytes, limit >= 1");
+        goto done;
+    }
+    const char *k = (const char *)keys.buf;
+    for (; at < n; at++, k += width) {
+        double ts;
+        memcpy(&ts, (const char *)times.buf + at * sizeof(double), sizeof(double));
+        uint64_t h = siphash13((const uint8_t *)k, (size_t)width);
+        Py_ssize_t i = lru_find(t, k, width, h);
+        if (i >= 0) {
+            uint32_t e = ENTRY(t, i);
+            PyObject *first = t->ent[e].value;
+            if (!PyFloat_CheckExact(first)) {
+                odd = 1;
+                break;
+            }
+            lru_unlink(t, e);
+            lru_link_tail(t, e);
+            t->stamp++;
+            double f = PyFloat_AS_DOUBLE(first);
+            if (ts - f >= after || ts < f)
+                break;
+            continue;
+        }
+        PyObject *key = PyBytes_FromStringAndSize(k, width), *value = key ? PyFloat_FromDouble(ts) : NULL;
+        if (value == NULL || lru_reserve(t) < 0) {
+            Py_XDECREF(key);
+            Py_XDECREF(value);
+            goto done;
+        }
+        lru_append(t, key, value, h);
+        if (t->n > limit) {   /* one in, one out: BoundedLRU._shrink */
+            PyObject *old_key, *old_value;
+            lru_remove(t, lru_slot_of(t, t->head), &old_key, &old_value);
+            evicted++;
+            Py_DECREF(old_key);
+            Py_DECREF(old_value);
+        }
+    }
+    result = Py_BuildValue("nni", at, evicted, odd);
+done:
+    PyBuffer_Release(&keys);
+    PyBuffer_Release(&times);
+    return result;
+}
+/* ---- end of a flood's source sightings ---- */
+
 /* key_hash(key) -> int: the Lru's hash of a bytes key, for the tests (the secret is the process's own). */
 static PyObject *key_hash_py(PyObject *self, PyObject *key)
 {
@@ -1643,6 +1711,7 @@ static PyMethodDef methods[] = {
     {"orient", orient, METH_VARARGS, "Each group's originator, ports, VLAN and first time, as flows.orient."},
     {"lazy_port", lazy_port, METH_VARARGS, "A Flow port slot's descriptor that reads the port from the key."},
     {"columns", columns, METH_VARARGS, "A list of flows' keys, originators, senders, MACs and first times as columns."},
+    {"sight", sight, METH_VARARGS, "BoundedLRU.sight_each of rows of bytes keys and their times on an Lru."},
     {NULL, NULL, 0, NULL},
 };
 

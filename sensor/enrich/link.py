@@ -10,10 +10,13 @@ a router's (the hosts behind a router carry its MAC).
 from __future__ import annotations
 
 import ipaddress
+from collections import OrderedDict
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 
+from sensor import compiled
 from sensor.bounded import BoundedLRU, seen_again
 from sensor.decode import NET_ARP, Decoded
 from sensor.dissect import DHCPV6_PORTS, Dhcp6Message, ParserGuard, parse_arp, parse_dhcp, parse_dhcpv6, parse_ndp
@@ -47,8 +50,8 @@ class LinkReader:
         self.inventory = inventory
         self.parsers = parsers
         self.sink = sink
-        # keyed by bytes (candidate_key): what the compiled Lru holds, and a flood's sightings are made in numpy
-        self._candidates: BoundedLRU[bytes, float] = BoundedLRU(MAX_CANDIDATES)
+        # keyed by bytes (candidate_key): a flood's sightings are made in numpy and go into a compiled Lru in C
+        self._candidates: BoundedLRU[bytes, float] = BoundedLRU(MAX_CANDIDATES, entries=_candidate_table())
         self._pending_names: BoundedLRU[int, dict[str, str]] = BoundedLRU(MAX_PENDING_NAMES)
         inventory.on_router = classifier.forget_taught_by
 
@@ -246,6 +249,15 @@ class LinkReader:
             mac = int.from_bytes(keys[at, 1:9].tobytes(), "big", signed=True)
             self.classifier.learn_range(4, int(values[at]), LEARNED_HOST_PREFIX[4], mac)
         return at
+
+
+def _candidate_table() -> OrderedDict[bytes, float]:
+    """The sightings' table: the compiled Lru (sensor/_flows.c) when built and its switch is on, else an OrderedDict,
+    its reference (tests/unit/test_enrich_new_flows.py holds the two to each other)."""
+    ext = compiled.flows_extension
+    if ext is not None and compiled.sightings and hasattr(ext, "sight"):   # an extension built before sight: no
+        return cast("OrderedDict[bytes, float]", ext.Lru())
+    return OrderedDict()
 
 
 def candidate_key(kind: bytes, mac: int, what: bytes) -> bytes:

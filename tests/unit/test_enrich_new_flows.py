@@ -84,13 +84,15 @@ def _state(sensor) -> tuple:
 @pytest.mark.parametrize("config", [SITE, {}], ids=["site", "zero-config"])
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("min_flows,chunk", [(1, 16384), (1, 5), (64, 300)])
-@pytest.mark.parametrize("columns", [True, False], ids=["c-columns", "python-columns"])
+@pytest.mark.parametrize("compiled_paths", [True, False], ids=["compiled", "reference"])
 def test_a_flood_settled_a_window_at_a_time_is_what_flow_update_makes_of_it(monkeypatch, config, seed, min_flows,
-                                                                            chunk, columns):
+                                                                            chunk, compiled_paths):
     """Devices, events, routers, learnt networks, held sightings, the budget's tokens and the link's sightings of
     sources: the same as flow_update one flow at a time, whatever the window is cut into (chunks of 5 flows make a
-    new classification at every turn), its flows read as columns in C or by the reference."""
-    monkeypatch.setattr(compiled, "columns", columns)
+    new classification at every turn), its flows read as columns and its sightings made in C or by the references
+    (the per-flow path, compared against, keeps its sightings in an OrderedDict)."""
+    monkeypatch.setattr(compiled, "columns", compiled_paths)
+    monkeypatch.setattr(compiled, "sightings", compiled_paths)
     monkeypatch.setattr(batch, "MIN_FLOWS", min_flows)
     monkeypatch.setattr(batch, "CHUNK", chunk)
     monkeypatch.setattr(batch, "FIRST_CHUNK", min(chunk, batch.FIRST_CHUNK) // 2 or 1)
@@ -102,6 +104,7 @@ def test_a_flood_settled_a_window_at_a_time_is_what_flow_update_makes_of_it(monk
     fast = _state(_run(monkeypatch, records, tight)[0])
     assert calls and max(calls) >= 500   # the windows were settled together
     _reference(monkeypatch)
+    monkeypatch.setattr(compiled, "sightings", False)
     reference = _state(_run(monkeypatch, records, tight)[0])
     assert fast == reference
     outcome, held = reference[0], reference[1]
@@ -166,6 +169,78 @@ def test_sightings_in_one_call_leave_the_lru_as_use_then_put_would():
             at = stop + 1
         assert one.items() == many.items() and one.evicted == many.evicted
         assert [e[1:] for e in evicted if e[0] == "one"] == [e[1:] for e in evicted if e[0] == "many"]
+
+
+def _sightings_table(compiled_table: bool):
+    if compiled_table and compiled.flows_extension is None:
+        pytest.skip("the C extension sensor._flows was not built on this machine")
+    return BoundedLRU(1, entries=compiled.flows_extension.Lru() if compiled_table else None)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sightings_in_c_leave_the_lru_as_the_reference_does(seed):
+    """_flows.sight (BoundedLRU.sight_rows on an Lru) against sight_rows on an OrderedDict, its reference: the same
+    stops, entries in the same order, the same evictions, on keys that come back within and after a second, time
+    running back, limits of 1 to 50, and tables the per-flow path has put into and used between the calls."""
+    rng = random.Random(seed)
+    for limit in (1, 2, 7, 50):
+        c, py = _sightings_table(True), _sightings_table(False)
+        c.limit = py.limit = limit
+        for _ in range(40):
+            n = rng.randrange(0, 30)
+            keys = np.array([[rng.randrange(3), *b"\0" * 7, rng.randrange(12), 0, 0, 1] for _ in range(n)],
+                            np.uint8).reshape(n, 12)
+            times = np.array([rng.choice([100.0, 100.5, 101.0, 102.0, 99.0, 100.0 + rng.random()])
+                              for _ in range(n)], np.float64)
+            at = 0
+            while True:
+                got = c.sight_rows(keys[at:], times[at:], 1.0)
+                assert got == py.sight_rows(keys[at:], times[at:], 1.0)
+                assert c.items() == py.items() and c.evicted == py.evicted
+                at += got + 1
+                if at >= n:
+                    break
+            key = bytes(rng.choice(keys)) if n else b"x"
+            for lru in (c, py):   # the per-flow path between two windows
+                if lru.use(key) is None:
+                    lru.put(key, 100.25)
+            assert c.items() == py.items() and c.evicted == py.evicted
+        assert c.evicted > 0 or limit == 50
+
+
+def test_a_sighting_the_c_walk_cannot_compare_goes_on_in_the_reference():
+    """A value that is not a float (no path puts one, the table would allow it) stops _flows.sight before that key,
+    and sight_rows goes on by the reference: the result is the reference's."""
+    c, py = _sightings_table(True), _sightings_table(False)
+    c.limit = py.limit = 10
+    keys = np.array([[i % 4] * 12 for i in range(8)], np.uint8)
+    for lru in (c, py):
+        lru.put(bytes(keys[1]), 100)   # an int where a time was
+    times = np.array([100.0 + i / 10 for i in range(8)])
+    # key 1 (the int) at 100.1 stops the C walk; the reference takes it on to key 0 again at 100.4
+    assert c.sight_rows(keys, times, 0.25) == py.sight_rows(keys, times, 0.25) == 4
+    assert c.items() == py.items() and list(c._entries)[-1] == bytes(keys[0])
+
+
+def test_the_sightings_table_is_compiled_only_while_its_switch_is_on(monkeypatch):
+    if compiled.flows_extension is None:
+        pytest.skip("the C extension sensor._flows was not built on this machine")
+    from sensor.enrich.link import _candidate_table
+    for on in (False, True):
+        monkeypatch.setattr(compiled, "sightings", on)
+        assert (type(_candidate_table()) is compiled.flows_extension.Lru) == on
+
+
+def test_the_c_sightings_refuse_what_is_not_rows_of_keys():
+    if compiled.flows_extension is None:
+        pytest.skip("the C extension sensor._flows was not built on this machine")
+    ext = compiled.flows_extension
+    for args in ((np.zeros(11, np.uint8), 12, np.zeros(1)), (np.zeros(12, np.uint8), 0, np.zeros(1)),
+                 (np.zeros(12, np.uint8), 12, np.zeros(1, np.float32))):
+        with pytest.raises(ValueError):
+            ext.sight(ext.Lru(), args[0], args[1], args[2], 5, 1.0)
+    with pytest.raises(TypeError):
+        ext.sight({}, np.zeros(12, np.uint8), 12, np.zeros(1), 5, 1.0)
 
 
 def test_scopes_and_printed_addresses_in_numpy_are_the_one_at_a_time_ones():
