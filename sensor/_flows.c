@@ -1693,6 +1693,76 @@ done:
 }
 /* ---- end of a flood's source sightings ---- */
 
+/* ---- held sources looked up by their printed IPv4 address (issue 16 item 1, held forged sources) ----------------
+ * known_v4(mapping, words, v4, start, stop, count) -> int: over the held candidates start:stop, each an IPv4 address
+ * (words: uint32, host order) where v4 (one byte each) says so: with count false, the first whose dotted-decimal
+ * text is a key of mapping (Inventory._by_address) or that is not IPv4 (the caller asks about it), else stop; with
+ * count true, how many IPv4 ones are keys. Flow.orig_text's text (ip_text: str(IPv4Address)), made in a buffer and
+ * looked up as a str; the reference prints them all in numpy (new_flows._texts) and asks Inventory.first_known. */
+static Py_ssize_t dotted(uint32_t w, char *out)
+{
+    Py_ssize_t n = 0;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        unsigned v = (w >> shift) & 0xFF;
+        if (v >= 100)
+            out[n++] = (char)('0' + v / 100);
+        if (v >= 10)
+            out[n++] = (char)('0' + v / 10 % 10);
+        out[n++] = (char)('0' + v % 10);
+        if (shift)
+            out[n++] = '.';
+    }
+    return n;
+}
+
+static PyObject *known_v4(PyObject *self, PyObject *args)
+{
+    PyObject *mapping;
+    Py_buffer words, v4;
+    Py_ssize_t start, stop;
+    int count;
+    if (!PyArg_ParseTuple(args, "O!y*y*nnp", &PyDict_Type, &mapping, &words, &v4, &start, &stop, &count))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = v4.len, found = 0, at = start;
+    if (!PyDict_CheckExact(mapping) || words.len != n * (Py_ssize_t)sizeof(uint32_t) || start < 0 || start > stop
+            || stop > n) {
+        PyErr_SetString(PyExc_ValueError, "known_v4: a dict, as many words as flags, 0 <= start <= stop <= len");
+        goto done;
+    }
+    const uint8_t *is_v4 = (const uint8_t *)v4.buf;
+    for (; at < stop; at++) {
+        if (!is_v4[at]) {
+            if (count)
+                continue;
+            break;
+        }
+        uint32_t w;
+        memcpy(&w, (const char *)words.buf + at * sizeof(uint32_t), sizeof w);
+        char text[16];
+        Py_ssize_t len = dotted(w, text);
+        PyObject *str = PyUnicode_New(len, 127);
+        if (str == NULL)
+            goto done;
+        memcpy(PyUnicode_1BYTE_DATA(str), text, (size_t)len);
+        int in = PyDict_Contains(mapping, str);   /* str keys: no Python code runs */
+        Py_DECREF(str);
+        if (in < 0)
+            goto done;
+        if (in) {
+            found++;
+            if (!count)
+                break;
+        }
+    }
+    result = PyLong_FromSsize_t(count ? found : at);
+done:
+    PyBuffer_Release(&words);
+    PyBuffer_Release(&v4);
+    return result;
+}
+/* ---- end of held sources looked up ---- */
+
 /* key_hash(key) -> int: the Lru's hash of a bytes key, for the tests (the secret is the process's own). */
 static PyObject *key_hash_py(PyObject *self, PyObject *key)
 {
@@ -1711,6 +1781,7 @@ static PyMethodDef methods[] = {
     {"orient", orient, METH_VARARGS, "Each group's originator, ports, VLAN and first time, as flows.orient."},
     {"lazy_port", lazy_port, METH_VARARGS, "A Flow port slot's descriptor that reads the port from the key."},
     {"columns", columns, METH_VARARGS, "A list of flows' keys, originators, senders, MACs and first times as columns."},
+    {"known_v4", known_v4, METH_VARARGS, "The first (or the count) of IPv4 addresses whose text is a dict's key."},
     {"sight", sight, METH_VARARGS, "BoundedLRU.sight_each of rows of bytes keys and their times on an Lru."},
     {NULL, NULL, 0, NULL},
 };

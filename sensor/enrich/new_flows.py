@@ -25,6 +25,7 @@ from sensor.enrich.scope import SCOPE_CAMERA, SCOPE_CORE, SCOPE_PRIVATE, SCOPE_P
 from sensor.flows import Flow, ip_text
 
 if TYPE_CHECKING:
+    from sensor.enrich.inventory import Inventory
     from sensor.enrich.stage import Enricher
 
 MIN_FLOWS = 64   # fewer new flows than this in a window: one at a time (a camera's, not a flood's)
@@ -127,16 +128,48 @@ class _Classes:
         self.alone = (np.flatnonzero(alone) + lo).tolist()
         at = np.flatnonzero(held)
         self.held = (at + lo).tolist()
-        self.held_texts = _texts(o_raw[at], o_v4[at])
-        self.held_macs, self.held_times = o_mac[at].tolist(), w.first[lo:hi][at]
+        self.held_sources, self.held_times = _Held(o_raw[at], o_v4[at], o_mac[at]), w.first[lo:hi][at]
         # about how many go one at a time: those above and the held candidates that are devices' addresses now
-        known = enricher.inventory._by_address
-        self.one_by_one = len(self.alone) + sum(text in known for text in self.held_texts)
+        self.one_by_one = len(self.alone) + self.held_sources.count_known(enricher.inventory)
         at = np.flatnonzero(noted)
         self.noted = (at + lo).tolist()
         self.note_keys = _source_keys(o_raw[at], o_mac[at])
         self.note_times = w.first[lo:hi][at]
         self.note_values = _words(o_raw)[at, 3]
+
+
+class _Held:
+    """The held-back candidates' sources, asked whether a device holds them (or, IPv6, their MAC's box joins them)
+    as Inventory.first_known answers: IPv4 ones by their text made and looked up in C (_flows.known_v4), without a
+    str kept for each of a flood's sources; the rest one by one. Where the C is not built or its switch is off, all
+    of them printed in numpy (_texts) and asked Inventory.first_known, the reference."""
+
+    def __init__(self, raw: np.ndarray, v4: np.ndarray, macs: np.ndarray):
+        self.raw, self.v4, self.macs = raw, v4, macs
+        ext = compiled.flows_extension
+        self.words = _words(raw)[:, 3].astype(np.uint32)
+        self.texts = None if ext is not None and compiled.held and hasattr(ext, "known_v4") else _texts(raw, v4)
+
+    def first_known(self, inventory: Inventory, start: int, stop: int) -> int:
+        """Inventory.first_known of the sources start:stop."""
+        if self.texts is None:
+            ext = compiled.flows_extension
+            while start < stop:
+                start = ext.known_v4(inventory._by_address, self.words, self.v4, start, stop, False)
+                if start == stop or self.v4[start] or inventory.first_known(
+                        [ip_text(self.raw[start].tobytes())], [int(self.macs[start])], 0, 1) == 0:
+                    return start
+                start += 1   # an IPv6 source neither held nor joining its MAC's box
+            return stop
+        return inventory.first_known(self.texts, self.macs.tolist(), start, stop)
+
+    def count_known(self, inventory: Inventory) -> int:
+        """How many of them are devices' addresses now."""
+        known = inventory._by_address
+        if self.texts is None:
+            others = sum(ip_text(self.raw[at].tobytes()) in known for at in np.flatnonzero(~self.v4).tolist())
+            return others + compiled.flows_extension.known_v4(known, self.words, self.v4, 0, len(self.v4), True)
+        return sum(text in known for text in self.texts)
 
 
 def _run(enricher: Enricher, flows: list[Flow], c: _Classes, start: int) -> int:
@@ -151,7 +184,7 @@ def _run(enricher: Enricher, flows: list[Flow], c: _Classes, start: int) -> int:
     # the budget first (one numpy step): the sources are looked up only up to the first it would let in
     times = c.held_times[first:end]
     count, tokens = enricher.inventory.admission.holding(times)
-    known = enricher.inventory.first_known(c.held_texts, c.held_macs, first, first + count)
+    known = c.held_sources.first_known(enricher.inventory, first, first + count)
     if known < first + count:
         stop = c.held[known]   # a device holds it, or it joins its MAC's box
     elif count < end - first:

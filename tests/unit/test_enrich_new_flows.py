@@ -17,6 +17,7 @@ from sensor.config import FlowSettings, parse_config
 from sensor.decode import decode
 from sensor.enrich import new_flows as batch
 from sensor.enrich.admission import AdmissionBudget
+from sensor.enrich.inventory import Inventory
 from sensor.enrich.scope import SCOPES, Classifier
 from sensor.enrich.stage import Enricher
 from sensor.flows import Flow, FlowTable, ip_text, new_update
@@ -89,10 +90,11 @@ def test_a_flood_settled_a_window_at_a_time_is_what_flow_update_makes_of_it(monk
                                                                             chunk, compiled_paths):
     """Devices, events, routers, learnt networks, held sightings, the budget's tokens and the link's sightings of
     sources: the same as flow_update one flow at a time, whatever the window is cut into (chunks of 5 flows make a
-    new classification at every turn), its flows read as columns and its sightings made in C or by the references
-    (the per-flow path, compared against, keeps its sightings in an OrderedDict)."""
+    new classification at every turn), its flows read as columns, its held sources looked up and its sightings made
+    in C or by the references (the per-flow path, compared against, keeps its sightings in an OrderedDict)."""
     monkeypatch.setattr(compiled, "columns", compiled_paths)
     monkeypatch.setattr(compiled, "sightings", compiled_paths)
+    monkeypatch.setattr(compiled, "held", compiled_paths)
     monkeypatch.setattr(batch, "MIN_FLOWS", min_flows)
     monkeypatch.setattr(batch, "CHUNK", chunk)
     monkeypatch.setattr(batch, "FIRST_CHUNK", min(chunk, batch.FIRST_CHUNK) // 2 or 1)
@@ -241,6 +243,74 @@ def test_the_c_sightings_refuse_what_is_not_rows_of_keys():
             ext.sight(ext.Lru(), args[0], args[1], args[2], 5, 1.0)
     with pytest.raises(TypeError):
         ext.sight({}, np.zeros(12, np.uint8), 12, np.zeros(1), 5, 1.0)
+
+
+class _Addresses:
+    """An inventory's addresses and its answer for a new IPv6 address (its MAC's box joins it), all that
+    Inventory.first_known reads."""
+
+    first_known = Inventory.first_known
+
+    def __init__(self, by_address: dict[str, str]):
+        self._by_address = by_address
+
+    def _joined_owner(self, ip_: str, mac_: int) -> str | None:
+        return "box" if ":" in ip_ and mac_ == int.from_bytes(CAMERA_V6_MAC, "big") else None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_held_sources_looked_up_in_c_are_the_references(monkeypatch, seed):
+    """_flows.known_v4 through _Held (first_known over any range, count_known) against the reference (_texts and
+    Inventory.first_known): IPv4 sources of every octet width, the inventory's addresses among them, IPv6 sources
+    that are known or that join their MAC's box in between."""
+    if compiled.flows_extension is None:
+        pytest.skip("the C extension sensor._flows was not built on this machine")
+    rng = random.Random(seed)
+    octets = [rng.choice([0, 1, 9, 10, 99, 100, 199, 200, 255, rng.randrange(256)]) for _ in range(4 * 400)]
+    sources = [".".join(map(str, octets[i:i + 4])) for i in range(0, len(octets), 4)]
+    sources[::37] = ["fd00::7"] * len(sources[::37])
+    sources[5::41] = ["fe80::40:8cff:fe00:66"] * len(sources[5::41])
+    macs = [int.from_bytes(CAMERA_V6_MAC if ":" in s and rng.random() < 0.5 else FORGER, "big") for s in sources]
+    raw = np.frombuffer(b"".join(ipaddress.ip_address(s).packed if ":" in s else
+                                 b"\0" * 10 + b"\xff\xff" + ipaddress.ip_address(s).packed for s in sources),
+                        np.uint8).reshape(len(sources), 16)
+    is_v4 = batch._is_v4(raw)
+    known = set(rng.sample(sources, 30)) | {"0.0.0.0", "255.255.255.255", "fd00::7"}
+    inventory = _Addresses(dict.fromkeys(known, "dev"))
+    helds = {}
+    for on in (True, False):
+        monkeypatch.setattr(compiled, "held", on)
+        helds[on] = batch._Held(raw, is_v4, np.array(macs, np.int64))
+    assert helds[True].texts is None and helds[False].texts == [ip_text(bytes(r)) for r in raw]
+    assert helds[True].count_known(inventory) == helds[False].count_known(inventory) \
+        == sum(s in known for s in sources) > 0
+    stops = set()
+    for _ in range(300):
+        start = rng.randrange(len(sources) + 1)
+        stop = rng.randrange(start, min(len(sources), start + 60) + 1)
+        found = helds[True].first_known(inventory, start, stop)
+        assert found == helds[False].first_known(inventory, start, stop)
+        stops.add("none" if found == stop else "v4" if is_v4[found] else "v6")
+    assert stops == {"none", "v4", "v6"}
+    ext = compiled.flows_extension
+    words = helds[True].words
+    for at, s in enumerate(sources):   # each address's own answer: the text the per-flow path looks up
+        if ":" not in s:
+            assert ext.known_v4({s: 1}, words, is_v4, at, at + 1, False) == at
+            assert ext.known_v4({s + "0": 1, "x": 2}, words, is_v4, at, at + 1, False) == at + 1
+
+
+def test_the_c_lookup_of_held_sources_refuses_what_it_cannot_read():
+    if compiled.flows_extension is None:
+        pytest.skip("the C extension sensor._flows was not built on this machine")
+    ext = compiled.flows_extension
+    words, v4 = np.zeros(3, np.uint32), np.ones(3, bool)
+    for args in (({}, words[:2], v4, 0, 2), ({}, words, v4, 2, 1), ({}, words, v4, 0, 4), ({}, words, v4, -1, 2)):
+        with pytest.raises(ValueError):
+            ext.known_v4(*args, False)
+    with pytest.raises(TypeError):
+        ext.known_v4([], words, v4, 0, 3, False)
+    assert ext.known_v4({"0.0.0.0": 1}, words, v4, 0, 3, True) == 3 and ext.known_v4({}, words, v4, 0, 3, True) == 0
 
 
 def test_scopes_and_printed_addresses_in_numpy_are_the_one_at_a_time_ones():
