@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 MIN_FLOWS = 64   # fewer new flows than this in a window: one at a time (a camera's, not a flood's)
 CHUNK = 16384    # flows classified at once at most (a change of scopes or routers classifies the rest again),
 FIRST_CHUNK = 128   # and at first, or after such a change
+COUNTED = 256    # held sources counted to guess how many of a chunk's are devices' addresses
 CAMERA, PUBLIC, CORE, PRIVATE = (SCOPES.index(s) for s in (SCOPE_CAMERA, SCOPE_PUBLIC, SCOPE_CORE, SCOPE_PRIVATE))
 # dotted-decimal IPv4 in numpy: each octet's digits and separator (a dot, or a comma after the last) in four bytes,
 # zero-padded, as one 32-bit word
@@ -127,12 +128,12 @@ class _Classes:
             noted &= ~alone
         self.alone = (np.flatnonzero(alone) + lo).tolist()
         at = np.flatnonzero(held)
-        self.held = (at + lo).tolist()
+        self.held = at + lo   # positions as arrays (searchsorted), not lists: a flood's run is thousands long
         self.held_sources, self.held_times = _Held(o_raw[at], o_v4[at], o_mac[at]), w.first[lo:hi][at]
         # about how many go one at a time: those above and the held candidates that are devices' addresses now
         self.one_by_one = len(self.alone) + self.held_sources.count_known(enricher.inventory)
         at = np.flatnonzero(noted)
-        self.noted = (at + lo).tolist()
+        self.noted = at + lo
         self.note_keys = _source_keys(o_raw[at], o_mac[at])
         self.note_times = w.first[lo:hi][at]
         self.note_values = _words(o_raw)[at, 3]
@@ -164,12 +165,15 @@ class _Held:
         return inventory.first_known(self.texts, self.macs.tolist(), start, stop)
 
     def count_known(self, inventory: Inventory) -> int:
-        """How many of them are devices' addresses now."""
-        known = inventory._by_address
+        """About how many of them are devices' addresses now: those of the first COUNTED, scaled (a guess that only
+        chooses how the chunk is settled, for which counting a flood's every source cost as much as its lookup)."""
+        known, n = inventory._by_address, min(len(self.v4), COUNTED)
         if self.texts is None:
-            others = sum(ip_text(self.raw[at].tobytes()) in known for at in np.flatnonzero(~self.v4).tolist())
-            return others + compiled.flows_extension.known_v4(known, self.words, self.v4, 0, len(self.v4), True)
-        return sum(text in known for text in self.texts)
+            others = sum(ip_text(self.raw[at].tobytes()) in known for at in np.flatnonzero(~self.v4[:n]).tolist())
+            found = others + compiled.flows_extension.known_v4(known, self.words, self.v4, 0, n, True)
+        else:
+            found = sum(text in known for text in self.texts[:n])
+        return found * len(self.v4) // n if n else 0
 
 
 def _run(enricher: Enricher, flows: list[Flow], c: _Classes, start: int) -> int:
@@ -180,25 +184,25 @@ def _run(enricher: Enricher, flows: list[Flow], c: _Classes, start: int) -> int:
     if stop == start:   # a window of a site's own flows is mostly these: nothing to settle before it
         enricher._new_flow(flows[start])
         return start + 1
-    first, end = bisect_left(c.held, start), bisect_left(c.held, stop)
+    first, end = c.held.searchsorted((start, stop)).tolist()
     # the budget first (one numpy step): the sources are looked up only up to the first it would let in
     times = c.held_times[first:end]
     count, tokens = enricher.inventory.admission.holding(times)
     known = c.held_sources.first_known(enricher.inventory, first, first + count)
     if known < first + count:
-        stop = c.held[known]   # a device holds it, or it joins its MAC's box
+        stop = int(c.held[known])   # a device holds it, or it joins its MAC's box
     elif count < end - first:
-        stop = c.held[first + count]   # the budget lets this one in: a device is made
-    lo, hi = bisect_left(c.noted, start), bisect_left(c.noted, stop)
+        stop = int(c.held[first + count])   # the budget lets this one in: a device is made
+    lo, hi = c.noted.searchsorted((start, stop)).tolist()
     done = hi - lo
     if hi > lo:   # the run's zero-config source sightings, up to the first that confirms its network
         done = enricher.link.note_sources_v4(c.note_keys[lo:hi], c.note_times[lo:hi], c.note_values[lo:hi])
     if done < hi - lo:   # confirmed (noted, its network learnt): scopes may have changed from that flow on
-        confirmed = c.noted[lo + done]
-        enricher.inventory.admission.hold(times, tokens, bisect_left(c.held, confirmed) - first)
+        confirmed = int(c.noted[lo + done])
+        enricher.inventory.admission.hold(times, tokens, int(c.held.searchsorted(confirmed)) - first)
         enricher._new_flow(flows[confirmed], noted=True)
         return confirmed + 1
-    enricher.inventory.admission.hold(times, tokens, bisect_left(c.held, stop) - first)
+    enricher.inventory.admission.hold(times, tokens, int(c.held.searchsorted(stop)) - first)
     if stop < c.stop:
         enricher._new_flow(flows[stop])
         return stop + 1

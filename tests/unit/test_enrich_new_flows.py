@@ -260,9 +260,9 @@ class _Addresses:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_held_sources_looked_up_in_c_are_the_references(monkeypatch, seed):
-    """_flows.known_v4 through _Held (first_known over any range, count_known) against the reference (_texts and
-    Inventory.first_known): IPv4 sources of every octet width, the inventory's addresses among them, IPv6 sources
-    that are known or that join their MAC's box in between."""
+    """_flows.known_v4 through _Held (first_known over any range, count_known's guess) against the reference
+    (_texts and Inventory.first_known): IPv4 sources of every octet width, the inventory's addresses among them,
+    IPv6 sources that are known or that join their MAC's box in between."""
     if compiled.flows_extension is None:
         pytest.skip("the C extension sensor._flows was not built on this machine")
     rng = random.Random(seed)
@@ -282,8 +282,12 @@ def test_held_sources_looked_up_in_c_are_the_references(monkeypatch, seed):
         monkeypatch.setattr(compiled, "held", on)
         helds[on] = batch._Held(raw, is_v4, np.array(macs, np.int64))
     assert helds[True].texts is None and helds[False].texts == [ip_text(bytes(r)) for r in raw]
-    assert helds[True].count_known(inventory) == helds[False].count_known(inventory) \
-        == sum(s in known for s in sources) > 0
+    for counted in (1, 100, len(sources), 10_000):   # the guess counts the first COUNTED, scaled
+        monkeypatch.setattr(batch, "COUNTED", counted)
+        n = min(counted, len(sources))
+        assert helds[True].count_known(inventory) == helds[False].count_known(inventory) \
+            == sum(s in known for s in sources[:n]) * len(sources) // n
+    assert helds[True].count_known(inventory) > 0
     stops = set()
     for _ in range(300):
         start = rng.randrange(len(sources) + 1)
