@@ -1699,20 +1699,33 @@ done:
  * text is a key of mapping (Inventory._by_address) or that is not IPv4 (the caller asks about it), else stop; with
  * count true, how many IPv4 ones are keys. Flow.orig_text's text (ip_text: str(IPv4Address)), made in a buffer and
  * looked up as a str; the reference prints them all in numpy (new_flows._texts) and asks Inventory.first_known. */
+static char octet_text[256][4];   /* each octet's digits then a dot, and how many digits: made once */
+static uint8_t octet_len[256];
+
+static void octets_made(void)
+{
+    for (unsigned v = 0; v < 256; v++) {
+        int n = 0;
+        if (v >= 100)
+            octet_text[v][n++] = (char)('0' + v / 100);
+        if (v >= 10)
+            octet_text[v][n++] = (char)('0' + v / 10 % 10);
+        octet_text[v][n++] = (char)('0' + v % 10);
+        octet_text[v][n] = '.';
+        octet_len[v] = (uint8_t)n;
+    }
+}
+
 static Py_ssize_t dotted(uint32_t w, char *out)
 {
     Py_ssize_t n = 0;
-    for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int shift = 24; shift > 0; shift -= 8) {   /* four bytes copied, the digits and the dot kept */
         unsigned v = (w >> shift) & 0xFF;
-        if (v >= 100)
-            out[n++] = (char)('0' + v / 100);
-        if (v >= 10)
-            out[n++] = (char)('0' + v / 10 % 10);
-        out[n++] = (char)('0' + v % 10);
-        if (shift)
-            out[n++] = '.';
+        memcpy(out + n, octet_text[v], 4);
+        n += octet_len[v] + 1;
     }
-    return n;
+    memcpy(out + n, octet_text[w & 0xFF], 4);
+    return n + octet_len[w & 0xFF];
 }
 
 static PyObject *known_v4(PyObject *self, PyObject *args)
@@ -1739,7 +1752,7 @@ static PyObject *known_v4(PyObject *self, PyObject *args)
         }
         uint32_t w;
         memcpy(&w, (const char *)words.buf + at * sizeof(uint32_t), sizeof w);
-        char text[16];
+        char text[20];
         Py_ssize_t len = dotted(w, text);
         PyObject *str = PyUnicode_New(len, 127);
         if (str == NULL)
@@ -1813,6 +1826,7 @@ PyMODINIT_FUNC PyInit__flows(void)
     if (PyType_Ready(&LazyPortType) < 0 || PyType_Ready(&LruType) < 0 || PyType_Ready(&LruIterType) < 0
             || draw_secret() < 0)
         return NULL;
+    octets_made();
     PyObject *m = PyModule_Create(&module);
     if (m != NULL && PyModule_AddObjectRef(m, "Lru", (PyObject *)&LruType) < 0)
         Py_CLEAR(m);
