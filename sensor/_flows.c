@@ -1776,6 +1776,48 @@ done:
 }
 /* ---- end of held sources looked up ---- */
 
+/* ---- a run of held sightings' budget (issue 16 item 1, held forged sources) --------------------------------------
+ * holding(times, tokens, clock, per_second) -> (count, after): AdmissionBudget.holding's refill below one token in
+ * order, one sighting at a time: the refill is (t - previous) * per_second where time went forward, else nothing
+ * (the previous of the first is clock), added to the tokens in turn; count is the first sighting that leaves at
+ * least one token (it is let in), else len(times), and after (float64 bytes) the tokens after each up to that one
+ * included. The same float operations in the same order as the reference's numpy steps (np.where, then the running
+ * sum np.add.accumulate, which adds in order), stopped at the first sighting let in instead of going on. */
+static PyObject *holding(PyObject *self, PyObject *args)
+{
+    Py_buffer times;
+    double tokens, clock, rate;
+    if (!PyArg_ParseTuple(args, "y*ddd", &times, &tokens, &clock, &rate))
+        return NULL;
+    PyObject *result = NULL, *after = NULL;
+    Py_ssize_t n = times.len / (Py_ssize_t)sizeof(double), at = 0;
+    if (times.len % (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "holding: times are float64");
+        goto done;
+    }
+    if ((after = PyBytes_FromStringAndSize(NULL, times.len)) == NULL)
+        goto done;
+    double *out = (double *)PyBytes_AS_STRING(after), acc = tokens, previous = clock;
+    for (; at < n; at++) {
+        double t;
+        memcpy(&t, (const char *)times.buf + at * sizeof(double), sizeof t);
+        double step = t > previous ? (t - previous) * rate : 0.0;
+        acc = at ? acc + step : step + tokens;
+        out[at] = acc;
+        previous = t;
+        if (acc >= 1.0)
+            break;
+    }
+    if (at < n && _PyBytes_Resize(&after, (at + 1) * (Py_ssize_t)sizeof(double)) < 0)
+        goto done;
+    result = Py_BuildValue("nO", at, after);
+done:
+    Py_XDECREF(after);
+    PyBuffer_Release(&times);
+    return result;
+}
+/* ---- end of a run's budget ---- */
+
 /* key_hash(key) -> int: the Lru's hash of a bytes key, for the tests (the secret is the process's own). */
 static PyObject *key_hash_py(PyObject *self, PyObject *key)
 {
@@ -1794,6 +1836,7 @@ static PyMethodDef methods[] = {
     {"orient", orient, METH_VARARGS, "Each group's originator, ports, VLAN and first time, as flows.orient."},
     {"lazy_port", lazy_port, METH_VARARGS, "A Flow port slot's descriptor that reads the port from the key."},
     {"columns", columns, METH_VARARGS, "A list of flows' keys, originators, senders, MACs and first times as columns."},
+    {"holding", holding, METH_VARARGS, "AdmissionBudget.holding's run of sightings below one token, in order."},
     {"known_v4", known_v4, METH_VARARGS, "The first (or the count) of IPv4 addresses whose text is a dict's key."},
     {"sight", sight, METH_VARARGS, "BoundedLRU.sight_each of rows of bytes keys and their times on an Lru."},
     {NULL, NULL, 0, NULL},

@@ -115,7 +115,9 @@ def test_a_flood_settled_a_window_at_a_time_is_what_flow_update_makes_of_it(monk
         assert reference[6] and reference[4]   # networks confirmed from sources seen again, sightings waiting
 
 
-def test_the_budget_holds_a_run_of_sightings_as_would_hold_one_by_one():
+@pytest.mark.parametrize("in_c", [True, False], ids=["c-refill", "numpy-refill"])
+def test_the_budget_holds_a_run_of_sightings_as_would_hold_one_by_one(monkeypatch, in_c):
+    monkeypatch.setattr(compiled, "held", in_c)
     rng = random.Random(7)
     for _ in range(300):
         rate, burst = rng.choice([1, 3, 100, 997]), rng.choice([1, 2, 1000])
@@ -140,6 +142,35 @@ def test_the_budget_holds_a_run_of_sightings_as_would_hold_one_by_one():
         for ts in times[:cut].tolist():
             assert reference.would_hold(ts)
         assert (many.tokens, many._clock, many.held) == (reference.tokens, reference._clock, reference.held)
+
+
+def test_the_budget_refilled_in_c_is_numpys_running_sum_float_for_float(monkeypatch):
+    """_flows.holding against AdmissionBudget.holding's numpy steps: the same count and the same floats (compared
+    exactly) up to the first sighting let in, on times forward, repeated, backwards, far apart and NaN."""
+    if compiled.flows_extension is None:
+        pytest.skip("the C extension sensor._flows was not built on this machine")
+    rng = random.Random(11)
+    compared = let_in = 0
+    for _ in range(500):
+        rate = rng.choice([1, 3, 100, 997, 10**6])
+        tokens, clock = rng.choice([0.0, 0.25, 0.999999, 1e-300]), rng.choice([None, 99.0, 100.5, 1e9])
+        n = rng.randrange(1, 60)
+        times = np.array(sorted(100 + rng.random() * rng.choice([1e-6, 1e-5, 1e-3, 0.05, 3]) for _ in range(n)))
+        if rng.random() < 0.3:
+            times = np.array([rng.choice([99.0, 100.0, 100.0000001, 101.0, float("nan")]) for _ in range(n)])
+        answers = []
+        for in_c in (True, False):
+            monkeypatch.setattr(compiled, "held", in_c)
+            budget = AdmissionBudget(rate, 1000, start=0)
+            budget.tokens, budget._clock = tokens, clock
+            answers.append(budget.holding(times))
+        (count, c_after), (ref_count, ref_after) = answers
+        assert count == ref_count
+        upto = min(count + 1, n)
+        assert c_after[:upto].tobytes() == ref_after[:upto].tobytes() and len(c_after) == upto
+        compared += upto
+        let_in += count < n
+    assert compared > 2000 and 10 < let_in < 490   # runs let in part-way, and runs held whole
 
 
 def test_below_one_token_of_burst_the_run_is_held_one_at_a_time():
