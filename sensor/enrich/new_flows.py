@@ -129,14 +129,15 @@ class _Classes:
         self.alone = (np.flatnonzero(alone) + lo).tolist()
         at = np.flatnonzero(held)
         self.held = at + lo   # positions as arrays (searchsorted), not lists: a flood's run is thousands long
-        self.held_sources, self.held_times = _Held(o_raw[at], o_v4[at], o_mac[at]), w.first[lo:hi][at]
+        first = w.first[lo:hi]
+        self.held_sources = _Held(*_picked(at, hi - lo, o_raw, o_v4, o_mac))
+        self.held_times = _picked(at, hi - lo, first)[0]
         # about how many go one at a time: those above and the held candidates that are devices' addresses now
         self.one_by_one = len(self.alone) + self.held_sources.count_known(enricher.inventory)
         at = np.flatnonzero(noted)
         self.noted = at + lo
-        self.note_keys = _source_keys(o_raw[at], o_mac[at])
-        self.note_times = w.first[lo:hi][at]
-        self.note_values = _words(o_raw)[at, 3]
+        raw, macs, self.note_times, self.note_values = _picked(at, hi - lo, o_raw, o_mac, first, _words(o_raw)[:, 3])
+        self.note_keys = _source_keys(raw, macs)
 
 
 class _Held:
@@ -209,6 +210,12 @@ def _run(enricher: Enricher, flows: list[Flow], c: _Classes, start: int) -> int:
     return stop
 
 
+def _picked(at: np.ndarray, n: int, *columns: np.ndarray) -> list[np.ndarray]:
+    """column[at] of each column: the columns themselves when `at` is all their n rows (a flood's chunk, every
+    flow of which is held and noted, is not copied)."""
+    return list(columns) if len(at) == n else [column[at] for column in columns]
+
+
 def _source_keys(raw: np.ndarray, macs: np.ndarray) -> np.ndarray:
     """link.candidate_key(b"s", MAC, the /24's three bytes) of each IPv4 source, as the rows of an (n, 12) uint8
     array: a flood's sightings go into the link's LRU without a Python object each."""
@@ -223,6 +230,8 @@ def _scopes(classifier, raw: np.ndarray, v4: np.ndarray | None = None) -> np.nda
     """Classifier.scope_of_raw of each 16-byte address, as indices into SCOPES."""
     if v4 is None:
         v4 = _is_v4(raw)
+    if v4.all():   # a flood's: no mask to apply
+        return classifier.scope_codes_v4(_words(raw)[:, 3].astype(np.int64))
     codes = np.empty(len(raw), np.int8)
     codes[v4] = classifier.scope_codes_v4(_words(raw)[v4, 3].astype(np.int64))
     for at in np.flatnonzero(~v4).tolist():
