@@ -7,7 +7,9 @@ one-packet identities then churns only the probation segment, and the establishe
 sensor has learnt, survive it. Protected entries are evicted only when the protected segment itself is full.
 
 `BoundedLRU` is the plain least-recently-used map, one segment, for state where any entry is as cheap to lose as
-any other (per-pair detector state, alert budgets, learnt names): over its limit, the least recently used goes.
+any other (per-pair detector state, alert budgets, learnt names): over its limit, the least recently used goes. Its
+entries are an OrderedDict, or the compiled Lru (sensor/_flows.c) that the link's sightings of a flood's sources
+are made into in C (`sight_rows`).
 
 Values are never None in either map: `get`, `use` and `pop` answer None for an absent key.
 """

@@ -267,8 +267,6 @@ def candidate_key(kind: bytes, mac: int, what: bytes) -> bytes:
     return kind + mac.to_bytes(8, "big", signed=True) + what
 
 
-
-
 @lru_cache(maxsize=1 << 12)
 def _address_value(text: str) -> tuple[int, int]:
     """(version, integer) of an address the link's parsers wrote: the same few come back in every lease and ARP."""

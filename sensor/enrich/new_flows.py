@@ -4,13 +4,16 @@ of forged sources").
 A flood of new flows is, flow after flow, one of two kinds: a flow enrichment has nothing to do for (an inbound scan,
 forged peers), or a forged camera-side source that only sent, which the new-device budget holds back. Either costs
 the sensor at most a zero-config source sighting (LinkReader._note_source) and a held sighting. Here they are found
-for a whole window at once from numpy columns (both addresses' scopes, the held sources' printed addresses), and
+for a whole window at once from numpy columns (both addresses' scopes, the held sources' addresses), and
 settled in runs: a run ends at the first flow that may change what the next ones are (one that reaches a device,
 notes a router, confirms a network, or a source the budget lets in), which goes through Enricher._new_flow, the
 per-flow path, as every flow of a small window does. Within a run the held sightings are counted in one step
-(AdmissionBudget.holding/hold) and the source sightings noted in one call (LinkReader.note_sources_v4), each in the
-run's order; the two touch different state, so that is the order the per-flow path has
-(tests/unit/test_enrich_new_flows.py holds the two equal).
+(AdmissionBudget.holding/hold), the held sources looked up in one call (_Held.first_known) and the source sightings
+noted in one call (LinkReader.note_sources_v4), each in the run's order; the two touch different state, so that is
+the order the per-flow path has (tests/unit/test_enrich_new_flows.py holds the two equal). Each of those three
+steps is a loop in C (sensor/_flows.c: holding, known_v4, sight) beside its reference (numpy's running sum, the
+sources printed in numpy and Inventory.first_known, BoundedLRU.sight_each), chosen by compiled.held and
+compiled.sightings.
 """
 
 from __future__ import annotations
@@ -102,8 +105,8 @@ def columns_python(flows: list[Flow]) -> _Window | None:
 
 class _Classes:
     """What each of the window's flows lo:hi needs, with scopes and routers as they are now (`state`): positions
-    of the flows that go one at a time, of the held-back candidates (their printed source, MAC and time) and of
-    the zero-config source sightings (their keys, times and addresses)."""
+    of the flows that go one at a time, of the held-back candidates (their source, MAC and time) and of the
+    zero-config source sightings (their keys, times and addresses)."""
 
     def __init__(self, enricher: Enricher, w: _Window, lo: int, hi: int, state: tuple[int, int]):
         self.state, self.stop = state, hi
@@ -186,7 +189,7 @@ def _run(enricher: Enricher, flows: list[Flow], c: _Classes, start: int) -> int:
         enricher._new_flow(flows[start])
         return start + 1
     first, end = c.held.searchsorted((start, stop)).tolist()
-    # the budget first (one numpy step): the sources are looked up only up to the first it would let in
+    # the budget first (one step): the sources are looked up only up to the first it would let in
     times = c.held_times[first:end]
     count, tokens = enricher.inventory.admission.holding(times)
     known = c.held_sources.first_known(enricher.inventory, first, first + count)
