@@ -171,6 +171,8 @@ def test_the_budget_refilled_in_c_is_numpys_running_sum_float_for_float(monkeypa
         compared += upto
         let_in += count < n
     assert compared > 2000 and 10 < let_in < 490   # runs let in part-way, and runs held whole
+    with pytest.raises(ValueError):   # not float64s
+        compiled.flows_extension.holding(b"\0" * 7, 0.0, 0.0, 100.0)
 
 
 def test_below_one_token_of_burst_the_run_is_held_one_at_a_time():
