@@ -66,7 +66,8 @@ typedef struct {
  * values, items) oldest first. flows.FlowTable keeps its four LRU tables (tcp, closed, udp, other) as Lru when this
  * extension is built, OrderedDicts otherwise: the OrderedDict is the reference (tests/unit/test_flows_table.py holds
  * the two to each other on random sequences of operations, colliding keys included), and apply and evict below reach
- * an Lru's entries directly instead of through the mapping protocol.
+ * an Lru's entries directly instead of through the mapping protocol. The link's sightings (enrich.link, a
+ * BoundedLRU of bytes keys) are kept in one too, which sight below walks.
  *
  * Layout: a dense array of 32-byte entries (key, value, hash, and the LRU list's prev/next as entry indices; freed
  * entries are reused through a free list), and an open-addressing index of uint64 slots (the hash's low 32 bits
@@ -588,7 +589,7 @@ static PyTypeObject LruType = {
     .tp_name = "sensor._flows.Lru",
     .tp_basicsize = sizeof(Lru),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "An insertion-ordered bytes-keyed table: the flow table's OrderedDict, in C.",
+    .tp_doc = "An insertion-ordered bytes-keyed table: the flow table's and the link sightings' OrderedDict, in C.",
     .tp_new = lru_new,
     .tp_dealloc = lru_dealloc,
     .tp_traverse = lru_traverse,

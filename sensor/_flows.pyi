@@ -26,7 +26,8 @@ def known_v4(mapping: dict[str, Any], words: _In, v4: _In, start: int, stop: int
 def sight(table: Lru, keys: _In, width: int, times: _In, limit: int, after: float, /) -> tuple[int, int, int]: ...
 
 class Lru:
-    """The flow table's LRU table in C: an OrderedDict of bytes keys, with the methods FlowTable uses."""
+    """The flow table's LRU table in C (and the link's sightings'): an OrderedDict of bytes keys, with the methods
+    FlowTable and BoundedLRU use."""
 
     def __init__(self) -> None: ...
     def __len__(self) -> int: ...
