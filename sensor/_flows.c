@@ -66,7 +66,8 @@ typedef struct {
  * values, items) oldest first. flows.FlowTable keeps its four LRU tables (tcp, closed, udp, other) as Lru when this
  * extension is built, OrderedDicts otherwise: the OrderedDict is the reference (tests/unit/test_flows_table.py holds
  * the two to each other on random sequences of operations, colliding keys included), and apply and evict below reach
- * an Lru's entries directly instead of through the mapping protocol.
+ * an Lru's entries directly instead of through the mapping protocol. The link's sightings (enrich.link, a
+ * BoundedLRU of bytes keys) are kept in one too, which sight below walks.
  *
  * Layout: a dense array of 32-byte entries (key, value, hash, and the LRU list's prev/next as entry indices; freed
  * entries are reused through a free list), and an open-addressing index of uint64 slots (the hash's low 32 bits
@@ -588,7 +589,7 @@ static PyTypeObject LruType = {
     .tp_name = "sensor._flows.Lru",
     .tp_basicsize = sizeof(Lru),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "An insertion-ordered bytes-keyed table: the flow table's OrderedDict, in C.",
+    .tp_doc = "An insertion-ordered bytes-keyed table: the flow table's and the link sightings' OrderedDict, in C.",
     .tp_new = lru_new,
     .tp_dealloc = lru_dealloc,
     .tp_traverse = lru_traverse,
@@ -1625,6 +1626,199 @@ done:
 }
 /* ---- end of a window's new flows as columns ---- */
 
+/* ---- a flood's source sightings in C (issue 16 item 1, held forged sources) -------------------------------------
+ * sight(lru, keys, width, times, limit, after) -> (at, evicted, odd): BoundedLRU.sight_each on an Lru, each key the
+ * next `width` bytes of `keys` and its value the next float64 of `times`, "seen again" being a time `after` seconds
+ * or more after the stored one, or earlier than it (link._seen_again). For each key in turn: absent, it goes in at
+ * the recent end (a bytes key and a float made only then) and, the table over `limit`, its oldest entry goes
+ * (counted in `evicted`); present, it moves to the recent end and the walk stops at it (`at`) when seen again.
+ * `at` is len when none was. A present key whose value is not a float stops the walk before anything is done to it
+ * (odd = 1): the caller's reference goes on from there. No Python code runs (bytes keys, float values). */
+static PyObject *sight(PyObject *self, PyObject *args)
+{
+    PyObject *table;
+    Py_buffer keys, times;
+    Py_ssize_t width, limit;
+    double after;
+    if (!PyArg_ParseTuple(args, "O!y*ny*nd", &LruType, &table, &keys, &width, &times, &limit, &after))
+        return NULL;
+    Lru *t = (Lru *)table;
+    PyObject *result = NULL;
+    Py_ssize_t n = times.len / (Py_ssize_t)sizeof(double), at = 0, evicted = 0;
+    int odd = 0;
+    if (width < 1 || limit < 1 || times.len % (Py_ssize_t)sizeof(double) || keys.len != n * width) {
+        PyErr_SetString(PyExc_ValueError, "sight: keys must be len(times) rows of width bytes, limit >= 1");
+        goto done;
+    }
+    const char *k = (const char *)keys.buf;
+    for (; at < n; at++, k += width) {
+        double ts;
+        memcpy(&ts, (const char *)times.buf + at * sizeof(double), sizeof(double));
+        uint64_t h = siphash13((const uint8_t *)k, (size_t)width);
+        Py_ssize_t i = lru_find(t, k, width, h);
+        if (i >= 0) {
+            uint32_t e = ENTRY(t, i);
+            PyObject *first = t->ent[e].value;
+            if (!PyFloat_CheckExact(first)) {
+                odd = 1;
+                break;
+            }
+            lru_unlink(t, e);
+            lru_link_tail(t, e);
+            t->stamp++;
+            double f = PyFloat_AS_DOUBLE(first);
+            if (ts - f >= after || ts < f)
+                break;
+            continue;
+        }
+        PyObject *key = PyBytes_FromStringAndSize(k, width), *value = key ? PyFloat_FromDouble(ts) : NULL;
+        if (value == NULL || lru_reserve(t) < 0) {
+            Py_XDECREF(key);
+            Py_XDECREF(value);
+            goto done;
+        }
+        lru_append(t, key, value, h);
+        if (t->n > limit) {   /* one in, one out: BoundedLRU._shrink */
+            PyObject *old_key, *old_value;
+            lru_remove(t, lru_slot_of(t, t->head), &old_key, &old_value);
+            evicted++;
+            Py_DECREF(old_key);
+            Py_DECREF(old_value);
+        }
+    }
+    result = Py_BuildValue("nni", at, evicted, odd);
+done:
+    PyBuffer_Release(&keys);
+    PyBuffer_Release(&times);
+    return result;
+}
+/* ---- end of a flood's source sightings ---- */
+
+/* ---- held sources looked up by their printed IPv4 address (issue 16 item 1, held forged sources) ----------------
+ * known_v4(mapping, words, v4, start, stop, count) -> int: over the held candidates start:stop, each an IPv4 address
+ * (words: uint32, host order) where v4 (one byte each) says so: with count false, the first whose dotted-decimal
+ * text is a key of mapping (Inventory._by_address) or that is not IPv4 (the caller asks about it), else stop; with
+ * count true, how many IPv4 ones are keys. Flow.orig_text's text (ip_text: str(IPv4Address)), made in a buffer and
+ * looked up as a str; the reference prints them all in numpy (new_flows._texts) and asks Inventory.first_known. */
+static char octet_text[256][4];   /* each octet's digits then a dot, and how many digits: made once */
+static uint8_t octet_len[256];
+
+static void octets_made(void)
+{
+    for (unsigned v = 0; v < 256; v++) {
+        int n = 0;
+        if (v >= 100)
+            octet_text[v][n++] = (char)('0' + v / 100);
+        if (v >= 10)
+            octet_text[v][n++] = (char)('0' + v / 10 % 10);
+        octet_text[v][n++] = (char)('0' + v % 10);
+        octet_text[v][n] = '.';
+        octet_len[v] = (uint8_t)n;
+    }
+}
+
+static Py_ssize_t dotted(uint32_t w, char *out)
+{
+    Py_ssize_t n = 0;
+    for (int shift = 24; shift > 0; shift -= 8) {   /* four bytes copied, the digits and the dot kept */
+        unsigned v = (w >> shift) & 0xFF;
+        memcpy(out + n, octet_text[v], 4);
+        n += octet_len[v] + 1;
+    }
+    memcpy(out + n, octet_text[w & 0xFF], 4);
+    return n + octet_len[w & 0xFF];
+}
+
+static PyObject *known_v4(PyObject *self, PyObject *args)
+{
+    PyObject *mapping;
+    Py_buffer words, v4;
+    Py_ssize_t start, stop;
+    int count;
+    if (!PyArg_ParseTuple(args, "O!y*y*nnp", &PyDict_Type, &mapping, &words, &v4, &start, &stop, &count))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = v4.len, found = 0, at = start;
+    if (!PyDict_CheckExact(mapping) || words.len != n * (Py_ssize_t)sizeof(uint32_t) || start < 0 || start > stop
+            || stop > n) {
+        PyErr_SetString(PyExc_ValueError, "known_v4: a dict, as many words as flags, 0 <= start <= stop <= len");
+        goto done;
+    }
+    const uint8_t *is_v4 = (const uint8_t *)v4.buf;
+    for (; at < stop; at++) {
+        if (!is_v4[at]) {
+            if (count)
+                continue;
+            break;
+        }
+        uint32_t w;
+        memcpy(&w, (const char *)words.buf + at * sizeof(uint32_t), sizeof w);
+        char text[20];
+        Py_ssize_t len = dotted(w, text);
+        PyObject *str = PyUnicode_New(len, 127);
+        if (str == NULL)
+            goto done;
+        memcpy(PyUnicode_1BYTE_DATA(str), text, (size_t)len);
+        int in = PyDict_Contains(mapping, str);   /* str keys: no Python code runs */
+        Py_DECREF(str);
+        if (in < 0)
+            goto done;
+        if (in) {
+            found++;
+            if (!count)
+                break;
+        }
+    }
+    result = PyLong_FromSsize_t(count ? found : at);
+done:
+    PyBuffer_Release(&words);
+    PyBuffer_Release(&v4);
+    return result;
+}
+/* ---- end of held sources looked up ---- */
+
+/* ---- a run of held sightings' budget (issue 16 item 1, held forged sources) --------------------------------------
+ * holding(times, tokens, clock, per_second) -> (count, after): AdmissionBudget.holding's refill below one token in
+ * order, one sighting at a time: the refill is (t - previous) * per_second where time went forward, else nothing
+ * (the previous of the first is clock), added to the tokens in turn; count is the first sighting that leaves at
+ * least one token (it is let in), else len(times), and after (float64 bytes) the tokens after each up to that one
+ * included. The same float operations in the same order as the reference's numpy steps (np.where, then the running
+ * sum np.add.accumulate, which adds in order), stopped at the first sighting let in instead of going on. */
+static PyObject *holding(PyObject *self, PyObject *args)
+{
+    Py_buffer times;
+    double tokens, clock, rate;
+    if (!PyArg_ParseTuple(args, "y*ddd", &times, &tokens, &clock, &rate))
+        return NULL;
+    PyObject *result = NULL, *after = NULL;
+    Py_ssize_t n = times.len / (Py_ssize_t)sizeof(double), at = 0;
+    if (times.len % (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "holding: times are float64");
+        goto done;
+    }
+    if ((after = PyBytes_FromStringAndSize(NULL, times.len)) == NULL)
+        goto done;
+    double *out = (double *)PyBytes_AS_STRING(after), acc = tokens, previous = clock;
+    for (; at < n; at++) {
+        double t;
+        memcpy(&t, (const char *)times.buf + at * sizeof(double), sizeof t);
+        double step = t > previous ? (t - previous) * rate : 0.0;
+        acc = at ? acc + step : step + tokens;
+        out[at] = acc;
+        previous = t;
+        if (acc >= 1.0)
+            break;
+    }
+    if (at < n && _PyBytes_Resize(&after, (at + 1) * (Py_ssize_t)sizeof(double)) < 0)
+        goto done;
+    result = Py_BuildValue("nO", at, after);
+done:
+    Py_XDECREF(after);
+    PyBuffer_Release(&times);
+    return result;
+}
+/* ---- end of a run's budget ---- */
+
 /* key_hash(key) -> int: the Lru's hash of a bytes key, for the tests (the secret is the process's own). */
 static PyObject *key_hash_py(PyObject *self, PyObject *key)
 {
@@ -1643,6 +1837,9 @@ static PyMethodDef methods[] = {
     {"orient", orient, METH_VARARGS, "Each group's originator, ports, VLAN and first time, as flows.orient."},
     {"lazy_port", lazy_port, METH_VARARGS, "A Flow port slot's descriptor that reads the port from the key."},
     {"columns", columns, METH_VARARGS, "A list of flows' keys, originators, senders, MACs and first times as columns."},
+    {"holding", holding, METH_VARARGS, "AdmissionBudget.holding's run of sightings below one token, in order."},
+    {"known_v4", known_v4, METH_VARARGS, "The first (or the count) of IPv4 addresses whose text is a dict's key."},
+    {"sight", sight, METH_VARARGS, "BoundedLRU.sight_each of rows of bytes keys and their times on an Lru."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1673,6 +1870,7 @@ PyMODINIT_FUNC PyInit__flows(void)
     if (PyType_Ready(&LazyPortType) < 0 || PyType_Ready(&LruType) < 0 || PyType_Ready(&LruIterType) < 0
             || draw_secret() < 0)
         return NULL;
+    octets_made();
     PyObject *m = PyModule_Create(&module);
     if (m != NULL && PyModule_AddObjectRef(m, "Lru", (PyObject *)&LruType) < 0)
         Py_CLEAR(m);

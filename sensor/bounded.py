@@ -7,7 +7,9 @@ one-packet identities then churns only the probation segment, and the establishe
 sensor has learnt, survive it. Protected entries are evicted only when the protected segment itself is full.
 
 `BoundedLRU` is the plain least-recently-used map, one segment, for state where any entry is as cheap to lose as
-any other (per-pair detector state, alert budgets, learnt names): over its limit, the least recently used goes.
+any other (per-pair detector state, alert budgets, learnt names): over its limit, the least recently used goes. Its
+entries are an OrderedDict, or the compiled Lru (sensor/_flows.c) that the link's sightings of a flood's sources
+are made into in C (`sight_rows`).
 
 Values are never None in either map: `get`, `use` and `pop` answer None for an absent key.
 """
@@ -16,7 +18,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from sensor import compiled
+
+if TYPE_CHECKING:
+    import numpy as np
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -115,11 +122,14 @@ class SegmentedLRU(Generic[K, V]):
 
 
 class BoundedLRU(Generic[K, V]):
-    def __init__(self, limit: int, on_evict: Callable[[K, V], None] | None = None):
+    def __init__(self, limit: int, on_evict: Callable[[K, V], None] | None = None,
+                 entries: OrderedDict[K, V] | None = None):
+        """`entries`: the empty table to keep them in, an OrderedDict or the compiled Lru (sensor/_flows.c, bytes
+        keys only) that has its methods."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
         self.limit = limit
-        self._entries: OrderedDict[K, V] = OrderedDict()
+        self._entries: OrderedDict[K, V] = OrderedDict() if entries is None else entries
         self._on_evict = on_evict
         self.evicted = 0
 
@@ -173,6 +183,22 @@ class BoundedLRU(Generic[K, V]):
                     on_evict(old_key, old_value)
         return len(keys)
 
+    def sight_rows(self: BoundedLRU[bytes, float], keys: np.ndarray, times: np.ndarray, after: float) -> int:
+        """sight_each of bytes keys, the rows of an (n, width) uint8 array, with their times (a float64 array) as
+        values, a key seen again when seen_again(its time, the new time, after) says so. On a compiled Lru in one C
+        call (_flows.sight: no key or float made but for those that go in), else by sight_each, its reference."""
+        at = 0
+        ext = compiled.flows_extension
+        table: object = self._entries   # an Lru, when it is one, stands in for the OrderedDict of the annotation
+        if self._on_evict is None and ext is not None and hasattr(ext, "sight") and isinstance(table, ext.Lru):
+            at, evicted, odd = ext.sight(table, keys, keys.shape[1], times, self.limit, after)
+            self.evicted += evicted
+            if not odd:
+                return at
+            # a value sight cannot compare (not a float) stopped it before that key: the reference goes on
+        rows = [bytes(row) for row in keys[at:]]
+        return at + self.sight_each(rows, times[at:].tolist(), lambda first, ts: seen_again(first, ts, after))
+
     def take_all(self) -> list[tuple[K, V]]:
         """Every entry, least recently used first, and the map left empty: popping `oldest` until none is left, in
         one step (nothing is evicted or counted)."""
@@ -206,3 +232,9 @@ class BoundedLRU(Generic[K, V]):
 
     def items(self) -> list[tuple[K, V]]:
         return list(self._entries.items())
+
+
+def seen_again(first: float, ts: float, after: float) -> bool:
+    """A sighting at ts of what was first seen at `first` confirms it: `after` seconds or more later, or earlier
+    (time ran back)."""
+    return ts - first >= after or ts < first

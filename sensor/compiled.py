@@ -11,8 +11,8 @@ sets them.
 
 from __future__ import annotations
 
-__all__ = ["columns", "decode", "extension", "fill", "flows_extension", "forest", "group", "import_error", "route",
-           "table", "tags", "tally", "tally_extension", "walk", "walk_pcapng"]
+__all__ = ["columns", "decode", "extension", "fill", "flows_extension", "forest", "group", "held", "import_error",
+           "route", "sightings", "table", "tags", "tally", "tally_extension", "walk", "walk_pcapng"]
 
 try:
     from sensor import _walk as extension
@@ -40,5 +40,8 @@ tags = True     # tags.PayloadTagger: payload-profile bits (reference: PayloadTa
 route = True    # enrich.routing.route: the rows each parser wants (reference: route_numpy)
 fill = True     # live.LiveCapture: the pump's gathering pipe read, without the GIL (reference: select and readv)
 columns = True  # enrich.new_flows: a window's new flows read as columns (reference: new_flows.columns_python)
+held = True     # enrich.new_flows, admission: a held run's sources looked up, its budget refilled, in C (reference:
+                # _texts and Inventory.first_known; AdmissionBudget.holding's numpy running sum)
+sightings = True   # enrich.link: the sightings' LRU an Lru, a flood's sighted in C (reference: OrderedDict, sight_each)
 tally = True    # model.WindowFeatures.tallier: a camera's repeat observation (reference: WindowFeatures.tally)
 forest = True   # model.forest.Forest: the Isolation Forest walk of the anomaly scores (reference: Forest._depths_numpy)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sensor import compiled
+
 _NONE = np.empty(0, np.float64)
 
 
@@ -42,14 +44,20 @@ class AdmissionBudget:
 
     def holding(self, times: np.ndarray) -> tuple[int, np.ndarray]:
         """How many of these sightings, from the first, would_hold would hold in turn, and the tokens it would leave
-        after each of them; nothing changes (hold() makes it so). A flood's held sightings are settled a window at
-        a time: the same refill, one step per sighting, as numpy's running sum (np.add.accumulate adds in order,
-        so every value is the float would_hold computes)."""
+        after each of them (at least up to the first it lets in); nothing changes (hold() makes it so). A flood's
+        held sightings are settled a window at a time: the same refill, one step per sighting, as numpy's running
+        sum (np.add.accumulate adds in order, so every value is the float would_hold computes), or in C
+        (_flows.holding, the same operations in the same order: numpy's is the reference)."""
         if self.tokens >= 1.0 or not len(times):
             return 0, _NONE   # refilling only adds: the first is let in
         if self.burst < 1:
             return self._holding_each(times)
         clock = times[0] if self._clock is None else self._clock   # no clock yet: the first refills nothing
+        ext = compiled.flows_extension
+        if ext is not None and compiled.held and hasattr(ext, "holding"):   # the same steps in C, in one pass
+            count, after = ext.holding(np.ascontiguousarray(times, np.float64), self.tokens, float(clock),
+                                       self.per_second)
+            return count, np.frombuffer(after, np.float64)
         before = np.concatenate(([clock], times[:-1]))
         # below one token the refill is never capped (burst >= 1), and time running backwards adds nothing
         steps = np.where(times > before, (times - before) * self.per_second, 0.0)

@@ -10,11 +10,14 @@ a router's (the hosts behind a router carry its MAC).
 from __future__ import annotations
 
 import ipaddress
+from collections import OrderedDict
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 
-from sensor.bounded import BoundedLRU
+from sensor import compiled
+from sensor.bounded import BoundedLRU, seen_again
 from sensor.decode import NET_ARP, Decoded
 from sensor.dissect import DHCPV6_PORTS, Dhcp6Message, ParserGuard, parse_arp, parse_dhcp, parse_dhcpv6, parse_ndp
 from sensor.enrich import addresses
@@ -47,7 +50,8 @@ class LinkReader:
         self.inventory = inventory
         self.parsers = parsers
         self.sink = sink
-        self._candidates: BoundedLRU[tuple, float] = BoundedLRU(MAX_CANDIDATES)
+        # keyed by bytes (candidate_key): a flood's sightings are made in numpy and go into a compiled Lru in C
+        self._candidates: BoundedLRU[bytes, float] = BoundedLRU(MAX_CANDIDATES, entries=_candidate_table())
         self._pending_names: BoundedLRU[int, dict[str, str]] = BoundedLRU(MAX_PENDING_NAMES)
         inventory.on_router = classifier.forget_taught_by
 
@@ -99,13 +103,13 @@ class LinkReader:
                 if ndp is not None:
                     self._ndp(dec, row, ndp)
 
-    def _confirmed(self, key: tuple, ts: float) -> bool:
+    def _confirmed(self, key: bytes, ts: float) -> bool:
         """Seen before, a second or more ago: what a forged one-packet source never shows."""
         first = self._candidates.use(key)
         if first is None:
             self._candidates.put(key, ts)
             return False
-        return _seen_again(first, ts)
+        return seen_again(first, ts, ESTABLISHED_AFTER_SECONDS)   # a second or more later (or time ran back)
 
     def _claim(self, ip: str, mac: int, ts: float, primary: bool = False, move: bool = False) -> Device | None:
         """A link claim of a camera-side address, or of an IPv6 link-local one (for a MAC with a device)."""
@@ -116,7 +120,7 @@ class LinkReader:
             return None
         holder = self.inventory.lookup(ip)
         if holder is not None and holder.mac and holder.mac != mac and not move \
-                and not self._confirmed(("move", ip, mac), ts):
+                and not self._confirmed(candidate_key(b"m", mac, ip.encode("utf-8", "surrogatepass")), ts):
             return holder   # one packet does not take an address from the box that holds it
         dev = self.inventory.claim(ip, mac, ts, primary)
         names = self._pending_names.pop(mac) if dev is not None else None
@@ -190,7 +194,7 @@ class LinkReader:
     def _arp(self, ts: float, ip: str, mac: int) -> None:
         if not mac:
             return
-        if self._confirmed(("arp", ip, mac), ts):
+        if self._confirmed(candidate_key(b"a", mac, ip.encode("utf-8", "surrogatepass")), ts):
             self._learn(ip, LEARNED_HOST_PREFIX[4])
         self._claim(ip, mac, ts)
 
@@ -229,26 +233,38 @@ class LinkReader:
         scope = self.classifier.scope_of_raw(raw)
         if raw[:12] == _V4_MAPPED:
             if scope == SCOPE_PRIVATE or (scope == SCOPE_CAMERA and not self.classifier.learned_v4):
-                if self._confirmed(("source", raw[12:15], mac), ts):   # its /24, with this MAC, a second later
+                if self._confirmed(candidate_key(b"s", mac, raw[12:15]), ts):   # its /24, with its MAC, a second later
                     self.classifier.learn_range(4, int.from_bytes(raw[12:], "big"), LEARNED_HOST_PREFIX[4], mac)
         elif scope == SCOPE_PUBLIC and int.from_bytes(raw[8:], "big") == addresses.eui64(mac):
             # the MAC written into the address (EUI-64): link evidence, Internet peers never carry it
             self.classifier.learn_range(6, int.from_bytes(raw, "big"), LEARNED_HOST_PREFIX[6])
 
-    def note_sources_v4(self, keys: list[tuple], times: list[float], values: np.ndarray) -> int:
+    def note_sources_v4(self, keys: np.ndarray, times: np.ndarray, values: np.ndarray) -> int:
         """_note_source of IPv4 sources in turn, each in a scope that is noted (private, or camera-side while no
         IPv4 network is learnt) and with a MAC no router's, as the caller found (sensor.enrich.new_flows): keys[i]
-        is ("source", its /24, MAC), values[i] the address. Stops at the first sighting that confirms, its /24
-        learnt (scopes may have changed): returns its index, else len(keys)."""
-        at = self._candidates.sight_each(keys, times, _seen_again)
+        is the sighting's candidate_key (a row of 12 bytes), times[i] its time, values[i] the address. Stops at the
+        first sighting that confirms, its /24 learnt (scopes may have changed): returns its index, else len(keys)."""
+        at = self._candidates.sight_rows(keys, times, ESTABLISHED_AFTER_SECONDS)
         if at < len(keys):
-            self.classifier.learn_range(4, int(values[at]), LEARNED_HOST_PREFIX[4], keys[at][2])
+            mac = int.from_bytes(keys[at, 1:9].tobytes(), "big", signed=True)
+            self.classifier.learn_range(4, int(values[at]), LEARNED_HOST_PREFIX[4], mac)
         return at
 
 
-def _seen_again(first: float, ts: float) -> bool:
-    """A sighting at ts of what was first seen at `first` confirms it: a second or more later (or time ran back)."""
-    return ts - first >= ESTABLISHED_AFTER_SECONDS or ts < first
+def _candidate_table() -> OrderedDict[bytes, float]:
+    """The sightings' table: the compiled Lru (sensor/_flows.c) when built and its switch is on, else an OrderedDict,
+    its reference (tests/unit/test_enrich_new_flows.py holds the two to each other)."""
+    ext = compiled.flows_extension
+    if ext is not None and compiled.sightings and hasattr(ext, "sight"):   # an extension built before sight: no
+        return cast("OrderedDict[bytes, float]", ext.Lru())
+    return OrderedDict()
+
+
+def candidate_key(kind: bytes, mac: int, what: bytes) -> bytes:
+    """A sighting's key in LinkReader._candidates: its kind (b"s" a source's /24, b"a" an ARP sender, b"m" an address
+    moving to another MAC), the MAC as 8 big-endian bytes (int64, as the flow columns hold it), then the /24's three
+    bytes or the address's text: one key per (kind, MAC, what), as the tuples were."""
+    return kind + mac.to_bytes(8, "big", signed=True) + what
 
 
 @lru_cache(maxsize=1 << 12)

@@ -4,19 +4,21 @@ of forged sources").
 A flood of new flows is, flow after flow, one of two kinds: a flow enrichment has nothing to do for (an inbound scan,
 forged peers), or a forged camera-side source that only sent, which the new-device budget holds back. Either costs
 the sensor at most a zero-config source sighting (LinkReader._note_source) and a held sighting. Here they are found
-for a whole window at once from numpy columns (both addresses' scopes, the held sources' printed addresses), and
+for a whole window at once from numpy columns (both addresses' scopes, the held sources' addresses), and
 settled in runs: a run ends at the first flow that may change what the next ones are (one that reaches a device,
 notes a router, confirms a network, or a source the budget lets in), which goes through Enricher._new_flow, the
 per-flow path, as every flow of a small window does. Within a run the held sightings are counted in one step
-(AdmissionBudget.holding/hold) and the source sightings noted in one call (LinkReader.note_sources_v4), each in the
-run's order; the two touch different state, so that is the order the per-flow path has
-(tests/unit/test_enrich_new_flows.py holds the two equal).
+(AdmissionBudget.holding/hold), the held sources looked up in one call (_Held.first_known) and the source sightings
+noted in one call (LinkReader.note_sources_v4), each in the run's order; the two touch different state, so that is
+the order the per-flow path has (tests/unit/test_enrich_new_flows.py holds the two equal). Each of those three
+steps is a loop in C (sensor/_flows.c: holding, known_v4, sight) beside its reference (numpy's running sum, the
+sources printed in numpy and Inventory.first_known, BoundedLRU.sight_each), chosen by compiled.held and
+compiled.sightings.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from itertools import repeat
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,11 +28,13 @@ from sensor.enrich.scope import SCOPE_CAMERA, SCOPE_CORE, SCOPE_PRIVATE, SCOPE_P
 from sensor.flows import Flow, ip_text
 
 if TYPE_CHECKING:
+    from sensor.enrich.inventory import Inventory
     from sensor.enrich.stage import Enricher
 
 MIN_FLOWS = 64   # fewer new flows than this in a window: one at a time (a camera's, not a flood's)
 CHUNK = 16384    # flows classified at once at most (a change of scopes or routers classifies the rest again),
 FIRST_CHUNK = 128   # and at first, or after such a change
+COUNTED = 256    # held sources counted to guess how many of a chunk's are devices' addresses
 CAMERA, PUBLIC, CORE, PRIVATE = (SCOPES.index(s) for s in (SCOPE_CAMERA, SCOPE_PUBLIC, SCOPE_CORE, SCOPE_PRIVATE))
 # dotted-decimal IPv4 in numpy: each octet's digits and separator (a dot, or a comma after the last) in four bytes,
 # zero-padded, as one 32-bit word
@@ -101,8 +105,8 @@ def columns_python(flows: list[Flow]) -> _Window | None:
 
 class _Classes:
     """What each of the window's flows lo:hi needs, with scopes and routers as they are now (`state`): positions
-    of the flows that go one at a time, of the held-back candidates (their printed source, MAC and time) and of
-    the zero-config source sightings (their keys, times and addresses)."""
+    of the flows that go one at a time, of the held-back candidates (their source, MAC and time) and of the
+    zero-config source sightings (their keys, times and addresses)."""
 
     def __init__(self, enricher: Enricher, w: _Window, lo: int, hi: int, state: tuple[int, int]):
         self.state, self.stop = state, hi
@@ -127,19 +131,53 @@ class _Classes:
             noted &= ~alone
         self.alone = (np.flatnonzero(alone) + lo).tolist()
         at = np.flatnonzero(held)
-        self.held = (at + lo).tolist()
-        self.held_texts = _texts(o_raw[at], o_v4[at])
-        self.held_macs, self.held_times = o_mac[at].tolist(), w.first[lo:hi][at]
+        self.held = at + lo   # positions as arrays (searchsorted), not lists: a flood's run is thousands long
+        first = w.first[lo:hi]
+        self.held_sources = _Held(*_picked(at, hi - lo, o_raw, o_v4, o_mac))
+        self.held_times = _picked(at, hi - lo, first)[0]
         # about how many go one at a time: those above and the held candidates that are devices' addresses now
-        known = enricher.inventory._by_address
-        self.one_by_one = len(self.alone) + sum(text in known for text in self.held_texts)
+        self.one_by_one = len(self.alone) + self.held_sources.count_known(enricher.inventory)
         at = np.flatnonzero(noted)
-        self.noted = (at + lo).tolist()
-        # LinkReader's key of a source sighting: ("source", its /24's three bytes, MAC), made in C by zip
-        prefixes = np.ascontiguousarray(o_raw[at, 12:15]).view("V3").ravel().tolist()
-        self.note_keys = list(zip(repeat("source"), prefixes, o_mac[at].tolist()))
-        self.note_times = w.first[lo:hi][at].tolist()
-        self.note_values = _words(o_raw)[at, 3]
+        self.noted = at + lo
+        raw, macs, self.note_times, self.note_values = _picked(at, hi - lo, o_raw, o_mac, first, _words(o_raw)[:, 3])
+        self.note_keys = _source_keys(raw, macs)
+
+
+class _Held:
+    """The held-back candidates' sources, asked whether a device holds them (or, IPv6, their MAC's box joins them)
+    as Inventory.first_known answers: IPv4 ones by their text made and looked up in C (_flows.known_v4), without a
+    str kept for each of a flood's sources; the rest one by one. Where the C is not built or its switch is off, all
+    of them printed in numpy (_texts) and asked Inventory.first_known, the reference."""
+
+    def __init__(self, raw: np.ndarray, v4: np.ndarray, macs: np.ndarray):
+        self.raw, self.v4, self.macs = raw, v4, macs
+        ext = compiled.flows_extension
+        self.words = _words(raw)[:, 3].astype(np.uint32)
+        self.texts = None if ext is not None and compiled.held and hasattr(ext, "known_v4") else _texts(raw, v4)
+
+    def first_known(self, inventory: Inventory, start: int, stop: int) -> int:
+        """Inventory.first_known of the sources start:stop."""
+        if self.texts is None:
+            ext = compiled.flows_extension
+            while start < stop:
+                start = ext.known_v4(inventory._by_address, self.words, self.v4, start, stop, False)
+                if start == stop or self.v4[start] or inventory.first_known(
+                        [ip_text(self.raw[start].tobytes())], [int(self.macs[start])], 0, 1) == 0:
+                    return start
+                start += 1   # an IPv6 source neither held nor joining its MAC's box
+            return stop
+        return inventory.first_known(self.texts, self.macs.tolist(), start, stop)
+
+    def count_known(self, inventory: Inventory) -> int:
+        """About how many of them are devices' addresses now: those of the first COUNTED, scaled (a guess that only
+        chooses how the chunk is settled, for which counting a flood's every source cost as much as its lookup)."""
+        known, n = inventory._by_address, min(len(self.v4), COUNTED)
+        if self.texts is None:
+            others = sum(ip_text(self.raw[at].tobytes()) in known for at in np.flatnonzero(~self.v4[:n]).tolist())
+            found = others + compiled.flows_extension.known_v4(known, self.words, self.v4, 0, n, True)
+        else:
+            found = sum(text in known for text in self.texts[:n])
+        return found * len(self.v4) // n if n else 0
 
 
 def _run(enricher: Enricher, flows: list[Flow], c: _Classes, start: int) -> int:
@@ -150,35 +188,53 @@ def _run(enricher: Enricher, flows: list[Flow], c: _Classes, start: int) -> int:
     if stop == start:   # a window of a site's own flows is mostly these: nothing to settle before it
         enricher._new_flow(flows[start])
         return start + 1
-    first, end = bisect_left(c.held, start), bisect_left(c.held, stop)
-    # the budget first (one numpy step): the sources are looked up only up to the first it would let in
+    first, end = c.held.searchsorted((start, stop)).tolist()
+    # the budget first (one step): the sources are looked up only up to the first it would let in
     times = c.held_times[first:end]
     count, tokens = enricher.inventory.admission.holding(times)
-    known = enricher.inventory.first_known(c.held_texts, c.held_macs, first, first + count)
+    known = c.held_sources.first_known(enricher.inventory, first, first + count)
     if known < first + count:
-        stop = c.held[known]   # a device holds it, or it joins its MAC's box
+        stop = int(c.held[known])   # a device holds it, or it joins its MAC's box
     elif count < end - first:
-        stop = c.held[first + count]   # the budget lets this one in: a device is made
-    lo, hi = bisect_left(c.noted, start), bisect_left(c.noted, stop)
+        stop = int(c.held[first + count])   # the budget lets this one in: a device is made
+    lo, hi = c.noted.searchsorted((start, stop)).tolist()
     done = hi - lo
     if hi > lo:   # the run's zero-config source sightings, up to the first that confirms its network
         done = enricher.link.note_sources_v4(c.note_keys[lo:hi], c.note_times[lo:hi], c.note_values[lo:hi])
     if done < hi - lo:   # confirmed (noted, its network learnt): scopes may have changed from that flow on
-        confirmed = c.noted[lo + done]
-        enricher.inventory.admission.hold(times, tokens, bisect_left(c.held, confirmed) - first)
+        confirmed = int(c.noted[lo + done])
+        enricher.inventory.admission.hold(times, tokens, int(c.held.searchsorted(confirmed)) - first)
         enricher._new_flow(flows[confirmed], noted=True)
         return confirmed + 1
-    enricher.inventory.admission.hold(times, tokens, bisect_left(c.held, stop) - first)
+    enricher.inventory.admission.hold(times, tokens, int(c.held.searchsorted(stop)) - first)
     if stop < c.stop:
         enricher._new_flow(flows[stop])
         return stop + 1
     return stop
 
 
+def _picked(at: np.ndarray, n: int, *columns: np.ndarray) -> list[np.ndarray]:
+    """column[at] of each column: the columns themselves when `at` is all their n rows (a flood's chunk, every
+    flow of which is held and noted, is not copied)."""
+    return list(columns) if len(at) == n else [column[at] for column in columns]
+
+
+def _source_keys(raw: np.ndarray, macs: np.ndarray) -> np.ndarray:
+    """link.candidate_key(b"s", MAC, the /24's three bytes) of each IPv4 source, as the rows of an (n, 12) uint8
+    array: a flood's sightings go into the link's LRU without a Python object each."""
+    keys = np.empty((len(raw), 12), np.uint8)
+    keys[:, 0] = ord("s")
+    keys[:, 1:9] = macs.astype(">i8").view(np.uint8).reshape(-1, 8)
+    keys[:, 9:12] = raw[:, 12:15]
+    return keys
+
+
 def _scopes(classifier, raw: np.ndarray, v4: np.ndarray | None = None) -> np.ndarray:
     """Classifier.scope_of_raw of each 16-byte address, as indices into SCOPES."""
     if v4 is None:
         v4 = _is_v4(raw)
+    if v4.all():   # a flood's: no mask to apply
+        return classifier.scope_codes_v4(_words(raw)[:, 3].astype(np.int64))
     codes = np.empty(len(raw), np.int8)
     codes[v4] = classifier.scope_codes_v4(_words(raw)[v4, 3].astype(np.int64))
     for at in np.flatnonzero(~v4).tolist():

@@ -17,6 +17,7 @@ from sensor.config import FlowSettings, parse_config
 from sensor.decode import decode
 from sensor.enrich import new_flows as batch
 from sensor.enrich.admission import AdmissionBudget
+from sensor.enrich.inventory import Inventory
 from sensor.enrich.scope import SCOPES, Classifier
 from sensor.enrich.stage import Enricher
 from sensor.flows import Flow, FlowTable, ip_text, new_update
@@ -84,13 +85,16 @@ def _state(sensor) -> tuple:
 @pytest.mark.parametrize("config", [SITE, {}], ids=["site", "zero-config"])
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("min_flows,chunk", [(1, 16384), (1, 5), (64, 300)])
-@pytest.mark.parametrize("columns", [True, False], ids=["c-columns", "python-columns"])
+@pytest.mark.parametrize("compiled_paths", [True, False], ids=["compiled", "reference"])
 def test_a_flood_settled_a_window_at_a_time_is_what_flow_update_makes_of_it(monkeypatch, config, seed, min_flows,
-                                                                            chunk, columns):
+                                                                            chunk, compiled_paths):
     """Devices, events, routers, learnt networks, held sightings, the budget's tokens and the link's sightings of
     sources: the same as flow_update one flow at a time, whatever the window is cut into (chunks of 5 flows make a
-    new classification at every turn), its flows read as columns in C or by the reference."""
-    monkeypatch.setattr(compiled, "columns", columns)
+    new classification at every turn), its flows read as columns, its held sources looked up and its sightings made
+    in C or by the references (the per-flow path, compared against, keeps its sightings in an OrderedDict)."""
+    monkeypatch.setattr(compiled, "columns", compiled_paths)
+    monkeypatch.setattr(compiled, "sightings", compiled_paths)
+    monkeypatch.setattr(compiled, "held", compiled_paths)
     monkeypatch.setattr(batch, "MIN_FLOWS", min_flows)
     monkeypatch.setattr(batch, "CHUNK", chunk)
     monkeypatch.setattr(batch, "FIRST_CHUNK", min(chunk, batch.FIRST_CHUNK) // 2 or 1)
@@ -102,6 +106,7 @@ def test_a_flood_settled_a_window_at_a_time_is_what_flow_update_makes_of_it(monk
     fast = _state(_run(monkeypatch, records, tight)[0])
     assert calls and max(calls) >= 500   # the windows were settled together
     _reference(monkeypatch)
+    monkeypatch.setattr(compiled, "sightings", False)
     reference = _state(_run(monkeypatch, records, tight)[0])
     assert fast == reference
     outcome, held = reference[0], reference[1]
@@ -110,7 +115,9 @@ def test_a_flood_settled_a_window_at_a_time_is_what_flow_update_makes_of_it(monk
         assert reference[6] and reference[4]   # networks confirmed from sources seen again, sightings waiting
 
 
-def test_the_budget_holds_a_run_of_sightings_as_would_hold_one_by_one():
+@pytest.mark.parametrize("in_c", [True, False], ids=["c-refill", "numpy-refill"])
+def test_the_budget_holds_a_run_of_sightings_as_would_hold_one_by_one(monkeypatch, in_c):
+    monkeypatch.setattr(compiled, "held", in_c)
     rng = random.Random(7)
     for _ in range(300):
         rate, burst = rng.choice([1, 3, 100, 997]), rng.choice([1, 2, 1000])
@@ -135,6 +142,37 @@ def test_the_budget_holds_a_run_of_sightings_as_would_hold_one_by_one():
         for ts in times[:cut].tolist():
             assert reference.would_hold(ts)
         assert (many.tokens, many._clock, many.held) == (reference.tokens, reference._clock, reference.held)
+
+
+def test_the_budget_refilled_in_c_is_numpys_running_sum_float_for_float(monkeypatch):
+    """_flows.holding against AdmissionBudget.holding's numpy steps: the same count and the same floats (compared
+    exactly) up to the first sighting let in, on times forward, repeated, backwards, far apart and NaN."""
+    if compiled.flows_extension is None:
+        pytest.skip("the C extension sensor._flows was not built on this machine")
+    rng = random.Random(11)
+    compared = let_in = 0
+    for _ in range(500):
+        rate = rng.choice([1, 3, 100, 997, 10**6])
+        tokens, clock = rng.choice([0.0, 0.25, 0.999999, 1e-300]), rng.choice([None, 99.0, 100.5, 1e9])
+        n = rng.randrange(1, 60)
+        times = np.array(sorted(100 + rng.random() * rng.choice([1e-6, 1e-5, 1e-3, 0.05, 3]) for _ in range(n)))
+        if rng.random() < 0.3:
+            times = np.array([rng.choice([99.0, 100.0, 100.0000001, 101.0, float("nan")]) for _ in range(n)])
+        answers = []
+        for in_c in (True, False):
+            monkeypatch.setattr(compiled, "held", in_c)
+            budget = AdmissionBudget(rate, 1000, start=0)
+            budget.tokens, budget._clock = tokens, clock
+            answers.append(budget.holding(times))
+        (count, c_after), (ref_count, ref_after) = answers
+        assert count == ref_count
+        upto = min(count + 1, n)
+        assert c_after[:upto].tobytes() == ref_after[:upto].tobytes() and len(c_after) == upto
+        compared += upto
+        let_in += count < n
+    assert compared > 2000 and 10 < let_in < 490   # runs let in part-way, and runs held whole
+    with pytest.raises(ValueError):   # not float64s
+        compiled.flows_extension.holding(b"\0" * 7, 0.0, 0.0, 100.0)
 
 
 def test_below_one_token_of_burst_the_run_is_held_one_at_a_time():
@@ -166,6 +204,150 @@ def test_sightings_in_one_call_leave_the_lru_as_use_then_put_would():
             at = stop + 1
         assert one.items() == many.items() and one.evicted == many.evicted
         assert [e[1:] for e in evicted if e[0] == "one"] == [e[1:] for e in evicted if e[0] == "many"]
+
+
+def _sightings_table(compiled_table: bool):
+    if compiled_table and compiled.flows_extension is None:
+        pytest.skip("the C extension sensor._flows was not built on this machine")
+    return BoundedLRU(1, entries=compiled.flows_extension.Lru() if compiled_table else None)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sightings_in_c_leave_the_lru_as_the_reference_does(seed):
+    """_flows.sight (BoundedLRU.sight_rows on an Lru) against sight_rows on an OrderedDict, its reference: the same
+    stops, entries in the same order, the same evictions, on keys that come back within and after a second, time
+    running back, limits of 1 to 50, and tables the per-flow path has put into and used between the calls."""
+    rng = random.Random(seed)
+    for limit in (1, 2, 7, 50):
+        c, py = _sightings_table(True), _sightings_table(False)
+        c.limit = py.limit = limit
+        for _ in range(40):
+            n = rng.randrange(0, 30)
+            keys = np.array([[rng.randrange(3), *b"\0" * 7, rng.randrange(12), 0, 0, 1] for _ in range(n)],
+                            np.uint8).reshape(n, 12)
+            times = np.array([rng.choice([100.0, 100.5, 101.0, 102.0, 99.0, 100.0 + rng.random()])
+                              for _ in range(n)], np.float64)
+            at = 0
+            while True:
+                got = c.sight_rows(keys[at:], times[at:], 1.0)
+                assert got == py.sight_rows(keys[at:], times[at:], 1.0)
+                assert c.items() == py.items() and c.evicted == py.evicted
+                at += got + 1
+                if at >= n:
+                    break
+            key = bytes(rng.choice(keys)) if n else b"x"
+            for lru in (c, py):   # the per-flow path between two windows
+                if lru.use(key) is None:
+                    lru.put(key, 100.25)
+            assert c.items() == py.items() and c.evicted == py.evicted
+        assert c.evicted > 0 or limit == 50
+
+
+def test_a_sighting_the_c_walk_cannot_compare_goes_on_in_the_reference():
+    """A value that is not a float (no path puts one, the table would allow it) stops _flows.sight before that key,
+    and sight_rows goes on by the reference: the result is the reference's."""
+    c, py = _sightings_table(True), _sightings_table(False)
+    c.limit = py.limit = 10
+    keys = np.array([[i % 4] * 12 for i in range(8)], np.uint8)
+    for lru in (c, py):
+        lru.put(bytes(keys[1]), 100)   # an int where a time was
+    times = np.array([100.0 + i / 10 for i in range(8)])
+    # key 1 (the int) at 100.1 stops the C walk; the reference takes it on to key 0 again at 100.4
+    assert c.sight_rows(keys, times, 0.25) == py.sight_rows(keys, times, 0.25) == 4
+    assert c.items() == py.items() and list(c._entries)[-1] == bytes(keys[0])
+
+
+def test_the_sightings_table_is_compiled_only_while_its_switch_is_on(monkeypatch):
+    if compiled.flows_extension is None:
+        pytest.skip("the C extension sensor._flows was not built on this machine")
+    from sensor.enrich.link import _candidate_table
+    for on in (False, True):
+        monkeypatch.setattr(compiled, "sightings", on)
+        assert (type(_candidate_table()) is compiled.flows_extension.Lru) == on
+
+
+def test_the_c_sightings_refuse_what_is_not_rows_of_keys():
+    if compiled.flows_extension is None:
+        pytest.skip("the C extension sensor._flows was not built on this machine")
+    ext = compiled.flows_extension
+    for args in ((np.zeros(11, np.uint8), 12, np.zeros(1)), (np.zeros(12, np.uint8), 0, np.zeros(1)),
+                 (np.zeros(12, np.uint8), 12, np.zeros(1, np.float32))):
+        with pytest.raises(ValueError):
+            ext.sight(ext.Lru(), args[0], args[1], args[2], 5, 1.0)
+    with pytest.raises(TypeError):
+        ext.sight({}, np.zeros(12, np.uint8), 12, np.zeros(1), 5, 1.0)
+
+
+class _Addresses:
+    """An inventory's addresses and its answer for a new IPv6 address (its MAC's box joins it), all that
+    Inventory.first_known reads."""
+
+    first_known = Inventory.first_known
+
+    def __init__(self, by_address: dict[str, str]):
+        self._by_address = by_address
+
+    def _joined_owner(self, ip_: str, mac_: int) -> str | None:
+        return "box" if ":" in ip_ and mac_ == int.from_bytes(CAMERA_V6_MAC, "big") else None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_held_sources_looked_up_in_c_are_the_references(monkeypatch, seed):
+    """_flows.known_v4 through _Held (first_known over any range, count_known's guess) against the reference
+    (_texts and Inventory.first_known): IPv4 sources of every octet width, the inventory's addresses among them,
+    IPv6 sources that are known or that join their MAC's box in between."""
+    if compiled.flows_extension is None:
+        pytest.skip("the C extension sensor._flows was not built on this machine")
+    rng = random.Random(seed)
+    octets = [rng.choice([0, 1, 9, 10, 99, 100, 199, 200, 255, rng.randrange(256)]) for _ in range(4 * 400)]
+    sources = [".".join(map(str, octets[i:i + 4])) for i in range(0, len(octets), 4)]
+    sources[::37] = ["fd00::7"] * len(sources[::37])
+    sources[5::41] = ["fe80::40:8cff:fe00:66"] * len(sources[5::41])
+    macs = [int.from_bytes(CAMERA_V6_MAC if ":" in s and rng.random() < 0.5 else FORGER, "big") for s in sources]
+    raw = np.frombuffer(b"".join(ipaddress.ip_address(s).packed if ":" in s else
+                                 b"\0" * 10 + b"\xff\xff" + ipaddress.ip_address(s).packed for s in sources),
+                        np.uint8).reshape(len(sources), 16)
+    is_v4 = batch._is_v4(raw)
+    known = set(rng.sample(sources, 30)) | {"0.0.0.0", "255.255.255.255", "fd00::7"}
+    inventory = _Addresses(dict.fromkeys(known, "dev"))
+    helds = {}
+    for on in (True, False):
+        monkeypatch.setattr(compiled, "held", on)
+        helds[on] = batch._Held(raw, is_v4, np.array(macs, np.int64))
+    assert helds[True].texts is None and helds[False].texts == [ip_text(bytes(r)) for r in raw]
+    for counted in (1, 100, len(sources), 10_000):   # the guess counts the first COUNTED, scaled
+        monkeypatch.setattr(batch, "COUNTED", counted)
+        n = min(counted, len(sources))
+        assert helds[True].count_known(inventory) == helds[False].count_known(inventory) \
+            == sum(s in known for s in sources[:n]) * len(sources) // n
+    assert helds[True].count_known(inventory) > 0
+    stops = set()
+    for _ in range(300):
+        start = rng.randrange(len(sources) + 1)
+        stop = rng.randrange(start, min(len(sources), start + 60) + 1)
+        found = helds[True].first_known(inventory, start, stop)
+        assert found == helds[False].first_known(inventory, start, stop)
+        stops.add("none" if found == stop else "v4" if is_v4[found] else "v6")
+    assert stops == {"none", "v4", "v6"}
+    ext = compiled.flows_extension
+    words = helds[True].words
+    for at, s in enumerate(sources):   # each address's own answer: the text the per-flow path looks up
+        if ":" not in s:
+            assert ext.known_v4({s: 1}, words, is_v4, at, at + 1, False) == at
+            assert ext.known_v4({s + "0": 1, "x": 2}, words, is_v4, at, at + 1, False) == at + 1
+
+
+def test_the_c_lookup_of_held_sources_refuses_what_it_cannot_read():
+    if compiled.flows_extension is None:
+        pytest.skip("the C extension sensor._flows was not built on this machine")
+    ext = compiled.flows_extension
+    words, v4 = np.zeros(3, np.uint32), np.ones(3, bool)
+    for args in (({}, words[:2], v4, 0, 2), ({}, words, v4, 2, 1), ({}, words, v4, 0, 4), ({}, words, v4, -1, 2)):
+        with pytest.raises(ValueError):
+            ext.known_v4(*args, False)
+    with pytest.raises(TypeError):
+        ext.known_v4([], words, v4, 0, 3, False)
+    assert ext.known_v4({"0.0.0.0": 1}, words, v4, 0, 3, True) == 3 and ext.known_v4({}, words, v4, 0, 3, True) == 0
 
 
 def test_scopes_and_printed_addresses_in_numpy_are_the_one_at_a_time_ones():
