@@ -132,8 +132,10 @@ def test_stopping_early_stops_the_thread_before_the_reader_closes(tmp_path, stop
     assert not _threads() and reader._closed
 
 
-def test_the_thread_never_runs_more_than_one_batch_ahead(tmp_path, monkeypatch):
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_the_thread_never_runs_more_than_depth_batches_ahead(tmp_path, monkeypatch, depth):
     path = write(tmp_path, "f.pcap", pcap(2000, video_frame(700)))
+    monkeypatch.setattr(overlap, "DEPTH", depth)
     reader, _ = open_file(path)
     made = []
     real = overlap.decode_batch
@@ -143,10 +145,12 @@ def test_the_thread_never_runs_more_than_one_batch_ahead(tmp_path, monkeypatch):
         return real(batch)
     monkeypatch.setattr(overlap, "decode_batch", decode)
     batches = overlap.batches(reader, "on")
+    ahead = []
     for i, batch in enumerate(batches):
         threading.Event().wait(0.01)   # the thread has time to run ahead, if it would
-        assert len(made) <= i + 2 and made[i] is batch
-    assert len(made) > 10
+        assert made[i] is batch
+        ahead.append(len(made) - 1 - i)
+    assert len(made) > 10 and max(ahead) == depth   # as far ahead as it may, no further
 
 
 def test_only_mapped_readers_are_overlapped_and_auto_needs_two_cpus(tmp_path, monkeypatch):
