@@ -25,6 +25,8 @@ CHUNK = 16 << 10
 def _small_chunks(monkeypatch):
     monkeypatch.setattr(capture, "MAP_FROM", 1)
     monkeypatch.setattr(capture, "CHUNK_BYTES", CHUNK)
+    # every batch decoded on the thread, whichever thread is ahead: the sharing has tests of its own
+    monkeypatch.setattr(overlap, "SHARE", False)
 
 
 def _threads() -> list[threading.Thread]:
@@ -43,7 +45,7 @@ def _drain(path, mode: str) -> tuple[list[tuple], list, CaptureError | None]:
         for batch in batches:
             got += _records([batch])
             decoded = batch.decoded if batch.decoded is not None else decode_batch(batch)
-            if mode == "on":
+            if mode == "on" and not overlap.SHARE:
                 assert batch.decoded is not None
             columns += [(d.network.tolist(), d.src.tolist(), d.sport.tolist(), d.payload_off.tolist()) for d in decoded]
     except CaptureError as exc:
@@ -151,6 +153,37 @@ def test_the_thread_never_runs_more_than_depth_batches_ahead(tmp_path, monkeypat
         assert made[i] is batch
         ahead.append(len(made) - 1 - i)
     assert len(made) > 10 and max(ahead) == depth   # as far ahead as it may, no further
+
+
+def _slow(function, seconds: float):
+    def slowed(*args):
+        threading.Event().wait(seconds)
+        return function(*args)
+    return slowed
+
+
+@pytest.mark.parametrize("kind", sorted(CAPTURES))
+def test_sharing_the_decode_balances_the_threads_and_changes_no_batch(tmp_path, monkeypatch, kind):
+    """A batch the thread walked while the pipeline waited goes undecoded (the pipeline decodes it), the others
+    decoded; either way the same records and columns as in line."""
+    path = write(tmp_path, "f." + kind, CAPTURES[kind]())
+    monkeypatch.setattr(overlap, "SHARE", True)
+    reference = _drain(path, "off")
+    # the thread slow (its decode): the pipeline waits for each batch, which then comes undecoded
+    monkeypatch.setattr(overlap, "decode_batch", _slow(decode_batch, 0.02))
+    reader, _ = open_file(path)
+    undecoded = [batch.decoded is None for batch in overlap.batches(reader, "on")]
+    assert len(undecoded) > 10 and sum(undecoded) >= len(undecoded) // 2
+    # the pipeline slow: the thread is ahead, and decodes every batch but the first few
+    monkeypatch.setattr(overlap, "decode_batch", decode_batch)
+    reader, _ = open_file(path)
+    decoded = []
+    for batch in overlap.batches(reader, "on"):
+        decoded.append(batch.decoded is not None)
+        threading.Event().wait(0.01)
+    assert all(decoded[3:])
+    got, columns, error = _drain(path, "on")
+    assert (got, columns, error) == reference and len(got) == 2000
 
 
 def test_only_mapped_readers_are_overlapped_and_auto_needs_two_cpus(tmp_path, monkeypatch):
