@@ -97,7 +97,7 @@ class MappedFile:
         if self._map is None:
             return None
         zero = self._map.damaged()
-        now = os.fstat(self._fh.fileno()).st_size
+        now = _mapguard.file_size(self._fh.fileno())   # os.fstat's st_size, the GIL kept
         if zero < 0 and now >= self._size:
             return None
         cut = min(self._size, now, zero if zero >= 0 else now)
