@@ -72,10 +72,11 @@ _BATCH, _END, _FAILED = 0, 1, 2
 # of the two; with two it reads on through such waits (docs/benchmarks.md, issue 16, late morning). The map keeps
 # the pages of that many slices behind the last (sensor.mapped.KEEP_SLICES).
 DEPTH = 2
-# A batch walked while the pipeline waits for one goes to it undecoded, and the pipeline decodes it: the thread's
-# share (the map's page faults, the walk, the decode) is larger than the pipeline's rest, and this balances the two
-# as they run, whatever the traffic (docs/benchmarks.md, issue 16, late morning). Which thread decodes a batch
-# changes nothing else: the same decode, the same slices.
+# A batch walked while none is ready for the pipeline goes to it undecoded, and the pipeline decodes it: the thread's
+# share (the map's page faults, the walk, the decode) was larger than the pipeline's rest, and this balances the two
+# as they run, whatever the traffic: the thread falling behind hands over more of the decode, the pipeline falling
+# behind leaves batches queued and gets them decoded (docs/benchmarks.md, issue 16, late morning). Which thread
+# decodes a batch changes nothing else: the same decode, the same slices.
 SHARE = True
 
 
@@ -89,8 +90,6 @@ class _Ahead:
         self._depth = depth
         self._ready: deque[tuple[int, object]] = deque()
         self._stopping = False
-        # The pipeline is waiting for a batch: the thread is the slower of the two just now (read only as a hint)
-        self._starved = False
         self._thread = threading.Thread(target=self._run, name="capture-overlap", daemon=True)
         self._thread.start()
 
@@ -99,9 +98,7 @@ class _Ahead:
         """The next batch, decoded; None at the end; the thread's exception once the batches before it are out."""
         with self._cond:
             while not self._ready:
-                self._starved = True
                 self._cond.wait()
-            self._starved = False
             kind, value = self._ready.popleft()
             self._cond.notify()   # the thread may start another batch
         if kind == _BATCH:
@@ -128,7 +125,9 @@ class _Ahead:
         source = self._source
         try:
             for batch in source:
-                if len(batch) and not (SHARE and self._starved):
+                # nothing ready for the pipeline: it is at most one batch from waiting for this one (a hint, read
+                # without the lock)
+                if len(batch) and not (SHARE and not self._ready):
                     try:
                         batch.decoded = self._decode(batch)
                     except Exception:   # noqa: BLE001 - the pipeline decodes it again and raises it in its place
