@@ -75,6 +75,23 @@ def test_a_file_that_grows_while_mapped_is_read_to_its_new_end(tmp_path):
     assert _copied(reader) == read_records(data, None)[0]
 
 
+def test_the_end_of_a_file_that_did_not_grow_costs_no_buffer(tmp_path):
+    data = pcap(300, video_frame(1000))
+    path = write(tmp_path, "f.pcap", data)
+    with open(path, "rb") as fh:
+        source = MappedFile(fh, len(data), 64 << 10)
+        seen = 0
+        while (got := source.take(b"")[1]) > 0:
+            seen += got
+        view, got = source.take(b"tail")
+        assert seen == len(data) and got == 0 and bytes(view) == b"tail" and len(view.obj) == 4
+        with open(path, "ab") as out:   # grown after all: read as before, no more than it grew by
+            out.write(b"x" * 5000)
+        view, got = source.take(b"")
+        assert got == 5000 and len(view.obj) == 5000
+        source.close()
+
+
 def test_the_map_goes_with_the_reader_and_stays_small(tmp_path, monkeypatch):
     monkeypatch.setattr(capture, "MAP_FROM", 1)
     monkeypatch.setattr(capture, "CHUNK_BYTES", 256 << 10)
