@@ -206,7 +206,7 @@ def test_only_mapped_readers_are_overlapped_and_auto_needs_two_cpus(tmp_path, mo
 
 
 def test_the_config_key_and_its_default(tmp_path):
-    assert Config().capture.overlap == "off"
+    assert Config().capture.overlap == "auto"
     conf = tmp_path / "c.toml"
     conf.write_text('[capture]\noverlap = "off"\n')
     assert load_config(conf).capture.overlap == "off"
@@ -239,7 +239,7 @@ def test_a_decoded_batch_sliced_otherwise_is_decoded_again(tmp_path, monkeypatch
     reader.close()
 
 
-@pytest.mark.parametrize(("flag", "config", "expected"), [(None, None, "off"), (None, "on", "on"),
+@pytest.mark.parametrize(("flag", "config", "expected"), [(None, None, "auto"), (None, "on", "on"),
                                                           ("on", "off", "on"), ("auto", None, "auto"),
                                                           ("off", "on", "off")])
 def test_replay_takes_the_mode_from_its_option_then_the_config(tmp_path, monkeypatch, flag, config, expected):
