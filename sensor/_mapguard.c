@@ -218,11 +218,11 @@ Mapping_advise(Mapping *self, PyObject *args)
         length = self->size - start;
     uintptr_t from = ((uintptr_t)self->data + (uintptr_t)start) & page_mask;
     size_t span = (uintptr_t)self->data + (uintptr_t)(start + length) - from;
-    /* The pages stay mapped while the GIL is released: unmapping needs it (close and dealloc hold it). */
     if (advice != MADV_POPULATE_READ_VALUE) {
         (void)madvise((void *)from, span, advice);
         Py_RETURN_NONE;
     }
+    /* The pages stay mapped while the GIL is released: unmapping needs it (close and dealloc hold it). */
     self->exports++;
     Py_BEGIN_ALLOW_THREADS
     (void)madvise((void *)from, span, advice);
@@ -357,7 +357,7 @@ PyInit__mapguard(void)
     if (PyModule_AddIntConstant(module, "SLOTS", SLOTS) < 0 ||
         PyModule_AddIntConstant(module, "MADV_WILLNEED", MADV_WILLNEED) < 0 ||
         PyModule_AddIntConstant(module, "MADV_DONTNEED", MADV_DONTNEED) < 0 ||
-        PyModule_AddIntConstant(module, "MADV_POPULATE_READ", MADV_POPULATE_READ_VALUE) < 0) {   /* Linux 5.14; older kernels: EINVAL */
+        PyModule_AddIntConstant(module, "MADV_POPULATE_READ", MADV_POPULATE_READ_VALUE) < 0) {
         Py_DECREF(module);
         return NULL;
     }

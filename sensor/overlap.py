@@ -52,8 +52,8 @@ def wanted(mode: str) -> bool:
 
 
 def batches(reader: CaptureReader, mode: str = "auto") -> Generator[Batch, None, None]:
-    """The reader's batches, read and decoded one batch ahead on a second thread where `mode` allows and the reader
-    is mapped; else simply the reader's batches. Close the generator (or run it to its end) before closing the
+    """The reader's batches, read and decoded up to DEPTH batches ahead on a second thread where `mode` allows and the
+    reader is mapped; else simply the reader's batches. Close the generator (or run it to its end) before closing the
     reader: that stops the thread."""
     if not (reader.mapped and wanted(mode)):
         yield from reader
@@ -95,7 +95,8 @@ class _Ahead:
 
     # ---- the main thread -------------------------------------------------------------------------------
     def take(self) -> Batch | None:
-        """The next batch, decoded; None at the end; the thread's exception once the batches before it are out."""
+        """The next batch, decoded unless left to the pipeline (SHARE); None at the end; the thread's exception once
+        the batches before it are out."""
         with self._cond:
             while not self._ready:
                 self._cond.wait()
