@@ -21,12 +21,14 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 /* Mappings alive at once: one per capture file being read (the CLI reads one at a time). A full table makes
    `map` fail, and the caller reads that file with readinto instead. */
 #define SLOTS 64
+#define MADV_POPULATE_READ_VALUE 22   /* Linux 5.14; older kernels: EINVAL, which advise ignores */
 
 struct slot {
     uintptr_t start, end;   /* page-aligned, [start, end) */
@@ -198,9 +200,11 @@ Mapping_close(Mapping *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* advise(advice, start, length): madvise over [start, start + length) of the mapping, clipped to it, the GIL
-   released (MADV_POPULATE_READ faults the pages in, which takes as long as a read). Errors are ignored: advice
-   changes no byte read, and a page that cannot be read is the handler's to deal with when it is touched. */
+/* advise(advice, start, length): madvise over [start, start + length) of the mapping, clipped to it. The GIL is
+   released for MADV_POPULATE_READ only, which faults the pages in and takes as long as a read; the others (dropping
+   pages, asking for read-ahead) take microseconds, less than getting the GIL back costs while sensor.overlap's
+   other thread is busy in Python. Errors are ignored: advice changes no byte read, and a page that cannot be read
+   is the handler's to deal with when it is touched. */
 static PyObject *
 Mapping_advise(Mapping *self, PyObject *args)
 {
@@ -214,6 +218,10 @@ Mapping_advise(Mapping *self, PyObject *args)
         length = self->size - start;
     uintptr_t from = ((uintptr_t)self->data + (uintptr_t)start) & page_mask;
     size_t span = (uintptr_t)self->data + (uintptr_t)(start + length) - from;
+    if (advice != MADV_POPULATE_READ_VALUE) {
+        (void)madvise((void *)from, span, advice);
+        Py_RETURN_NONE;
+    }
     /* The pages stay mapped while the GIL is released: unmapping needs it (close and dealloc hold it). */
     self->exports++;
     Py_BEGIN_ALLOW_THREADS
@@ -311,8 +319,24 @@ guard_map(PyObject *module, PyObject *args)
     return (PyObject *)self;
 }
 
+/* file_size(fd): fstat's st_size, OSError on failure. The reader asks at every chunk whether its mapped file was cut
+   (sensor/mapped.py); unlike os.fstat this keeps the GIL for the microsecond the call takes, for the same reason as
+   advise. */
+static PyObject *
+guard_file_size(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int fd;
+    struct stat st;
+    if (!PyArg_ParseTuple(args, "i:file_size", &fd))
+        return NULL;
+    if (fstat(fd, &st) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLongLong((long long)st.st_size);
+}
+
 static PyMethodDef guard_methods[] = {
     {"map_file", guard_map, METH_VARARGS, "A guarded read-only mapping of the first size bytes of fd."},
+    {"file_size", guard_file_size, METH_VARARGS, "fstat(fd).st_size, the GIL kept."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -333,7 +357,7 @@ PyInit__mapguard(void)
     if (PyModule_AddIntConstant(module, "SLOTS", SLOTS) < 0 ||
         PyModule_AddIntConstant(module, "MADV_WILLNEED", MADV_WILLNEED) < 0 ||
         PyModule_AddIntConstant(module, "MADV_DONTNEED", MADV_DONTNEED) < 0 ||
-        PyModule_AddIntConstant(module, "MADV_POPULATE_READ", 22) < 0) {   /* Linux 5.14; older kernels: EINVAL */
+        PyModule_AddIntConstant(module, "MADV_POPULATE_READ", MADV_POPULATE_READ_VALUE) < 0) {
         Py_DECREF(module);
         return NULL;
     }

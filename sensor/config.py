@@ -379,11 +379,11 @@ class CaptureSettings:
                                            "flows (PACKET_FANOUT by flow hash); unset: this one sees all")
     user: str | None = setting(None, kind=Text(printable=True, max_length=64, nul=False),
                                doc="tpacket, started as root: the user to run on as once the capture is open")
-    # Off by default: measured whole-process on two idle cores it was slower (0.68 s against 0.65 s on a 1 M-packet
-    # capture) and cost a fifth more CPU: the thread's walk and decode are the longer half, and faulting the map's
-    # pages on one core while the other allocates contends (docs/benchmarks.md, "Issue 16, 2026-12-01: reading
-    # beside processing").
-    overlap: str = setting("off", kind=Choice(OVERLAP_MODES),
+    # auto by default: whole process on two quiet cores, vlan100's 1 M packets replayed in 0.505 s against 0.598 s in
+    # line, the real cameras' control traffic in the same time either way; with the second core busy, 6% slower
+    # (docs/benchmarks.md, "Issue 16, 2026-12-01 (late morning): reading beside processing, second pass"); with one
+    # CPU it would only take turns.
+    overlap: str = setting("auto", kind=Choice(OVERLAP_MODES),
                            doc="capture files: the next batch read and decoded on a second thread while the "
                                "current one is processed; auto: where two CPUs are available (sensor/overlap.py)")
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from io import BufferedReader
 
 try:
@@ -38,6 +39,10 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 # processed, instead of asking the kernel to read it ahead (MADV_WILLNEED) and faulting each page on first touch.
 # Off: measured in docs/benchmarks.md (issue 16 item 3, third pass); bench/read_floor.py runs it as "prefetch".
 PREFETCH = False
+# Slices before the last whose pages stay in the process: the pipeline may still read them (in line, the one before
+# the last; with sensor.overlap, its thread runs overlap.DEPTH batches ahead of the pipeline). Dropping a slice's
+# pages under the pipeline costs it faults again, nothing else: the page cache still holds the bytes.
+KEEP_SLICES = 2
 
 
 class Damaged(Exception):
@@ -62,7 +67,7 @@ class MappedFile:
         self._end = size     # where slices stop: the mapped size, or where the file was found cut
         self._damage: str | None = None
         self._dropped = 0    # pages before this offset were given back
-        self._previous = 0   # the start of the slice handed out before the last one
+        self._kept: deque[int] = deque()   # the starts of the last slices handed out, the last one's included
         self._prefetch: threading.Thread | None = None
         fh.seek(size)        # where reading goes on if the file grew
 
@@ -92,7 +97,7 @@ class MappedFile:
         if self._map is None:
             return None
         zero = self._map.damaged()
-        now = os.fstat(self._fh.fileno()).st_size
+        now = _mapguard.file_size(self._fh.fileno())   # os.fstat's st_size, the GIL kept
         if zero < 0 and now >= self._size:
             return None
         cut = min(self._size, now, zero if zero >= 0 else now)
@@ -125,14 +130,17 @@ class MappedFile:
         return self._view[start:end], got
 
     def _advise(self, start: int, end: int) -> None:
-        """Hints only: what the kernel does with them changes no byte the reader sees. Pages behind the slice before
-        this one are dropped from the process (not the last slice's: with sensor.overlap this is called on the
-        reading thread while the pipeline still works on that slice, which would fault its pages in again); the next
-        chunk is read ahead, or with PREFETCH faulted in by a thread that also does the dropping, both off this
-        thread."""
+        """Hints only: what the kernel does with them changes no byte the reader sees. Pages behind the last
+        KEEP_SLICES slices before this one are dropped from the process (not theirs: with sensor.overlap this is
+        called on the reading thread while the pipeline still works on one of them, which would fault its pages in
+        again); the next chunk is read ahead, or with PREFETCH faulted in by a thread that also does the dropping,
+        both off this thread."""
         assert self._map is not None and _mapguard is not None
-        done = self._previous - self._previous % _PAGE
-        self._previous = start
+        kept = self._kept
+        kept.append(start)
+        if len(kept) > KEEP_SLICES + 1:
+            kept.popleft()
+        done = kept[0] - kept[0] % _PAGE
         advice: list[tuple[int, int, int]] = []
         if done > self._dropped:
             advice.append((_mapguard.MADV_DONTNEED, self._dropped, done - self._dropped))
@@ -154,7 +162,10 @@ class MappedFile:
     def _read(self, rest: bytes) -> tuple[memoryview, int]:
         """Past the mapped size: what the file grew by since it was opened, read as the plain reader would."""
         self._release()
-        arena = bytearray(len(rest) + self._chunk)
+        # No more than the file holds past the reader: at the end of a file that did not grow, the usual case,
+        # nothing. A whole chunk's buffer, allocated and zeroed to read nothing into, took 1-25 ms there.
+        more = min(self._chunk, max(os.fstat(self._fh.fileno()).st_size - self._fh.tell(), 0))
+        arena = bytearray(len(rest) + more)
         arena[:len(rest)] = rest
         got = self._fh.readinto(memoryview(arena)[len(rest):]) or 0
         return memoryview(arena)[:len(rest) + got], got

@@ -7,8 +7,9 @@ without the GIL (sensor/_walk.c), so on a second core they overlap the Python-he
 of adding to it. The main thread keeps everything else, in the same order as before: a batch's results, errors and
 outputs are those of reading it in line.
 
-The hand-over is one batch deep: the thread starts the next batch only once the pipeline has taken the one it
-made, so it is never more than one batch ahead and memory grows by one batch's decoded columns. Only memory-mapped
+The hand-over is DEPTH (two) batches deep: the thread starts another batch only while fewer than that are ready
+and untaken, so it is never more than DEPTH batches ahead and memory grows by that many batches' decoded columns
+(and the map keeps that many slices' pages, sensor.mapped.KEEP_SLICES). Only memory-mapped
 readers are overlapped (CaptureReader.mapped): their batches are slices of the map, still valid while the next one
 is read, whereas readinto and read-ahead reuse their buffers. Small files (under capture.MAP_FROM, one chunk)
 have nothing to overlap; live capture is not touched.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Generator, Iterator
 
 from sensor.capture import Batch, CaptureReader
@@ -50,13 +52,13 @@ def wanted(mode: str) -> bool:
 
 
 def batches(reader: CaptureReader, mode: str = "auto") -> Generator[Batch, None, None]:
-    """The reader's batches, read and decoded one batch ahead on a second thread where `mode` allows and the reader
-    is mapped; else simply the reader's batches. Close the generator (or run it to its end) before closing the
+    """The reader's batches, read and decoded up to DEPTH batches ahead on a second thread where `mode` allows and the
+    reader is mapped; else simply the reader's batches. Close the generator (or run it to its end) before closing the
     reader: that stops the thread."""
     if not (reader.mapped and wanted(mode)):
         yield from reader
         return
-    ahead = _Ahead(iter(reader), decode_batch)
+    ahead = _Ahead(iter(reader), decode_batch, DEPTH)
     try:
         while (batch := ahead.take()) is not None:
             yield batch
@@ -65,29 +67,41 @@ def batches(reader: CaptureReader, mode: str = "auto") -> Generator[Batch, None,
 
 
 _BATCH, _END, _FAILED = 0, 1, 2
+# Batches the thread may have ready beyond the one the pipeline works on. One made the thread wait at every batch for
+# the main thread to take the last (a wake-up and a GIL hand-over, often a switch interval) while it was the slower
+# of the two; with two it reads on through such waits (docs/benchmarks.md, issue 16, late morning). The map keeps
+# the pages of that many slices behind the last (sensor.mapped.KEEP_SLICES).
+DEPTH = 2
+# A batch walked while none is ready for the pipeline goes to it undecoded, and the pipeline decodes it: the thread's
+# share (the map's page faults, the walk, the decode) was larger than the pipeline's rest, and this balances the two
+# as they run, whatever the traffic: the thread falling behind hands over more of the decode, the pipeline falling
+# behind leaves batches queued and gets them decoded (docs/benchmarks.md, issue 16, late morning). Which thread
+# decodes a batch changes nothing else: the same decode, the same slices.
+SHARE = True
 
 
 class _Ahead:
-    """The thread and its one-batch slot."""
+    """The thread and the batches it has ready, at most `depth`."""
 
-    def __init__(self, source: Iterator[Batch], decode: Callable[[Batch], tuple]):
+    def __init__(self, source: Iterator[Batch], decode: Callable[[Batch], tuple], depth: int):
         self._source = source
         self._decode = decode
         self._cond = threading.Condition()
-        self._slot: tuple[int, object] | None = None
+        self._depth = depth
+        self._ready: deque[tuple[int, object]] = deque()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="capture-overlap", daemon=True)
         self._thread.start()
 
     # ---- the main thread -------------------------------------------------------------------------------
     def take(self) -> Batch | None:
-        """The next batch, decoded; None at the end; the thread's exception once the batches before it are out."""
+        """The next batch, decoded unless left to the pipeline (SHARE); None at the end; the thread's exception once
+        the batches before it are out."""
         with self._cond:
-            while self._slot is None:
+            while not self._ready:
                 self._cond.wait()
-            kind, value = self._slot
-            self._slot = None
-            self._cond.notify()   # the thread starts the next batch
+            kind, value = self._ready.popleft()
+            self._cond.notify()   # the thread may start another batch
         if kind == _BATCH:
             assert isinstance(value, Batch)
             return value
@@ -103,7 +117,7 @@ class _Ahead:
         """Stop the thread, at the end or early, and wait for it: the reader is then free to close."""
         with self._cond:
             self._stopping = True
-            self._slot = None
+            self._ready.clear()
             self._cond.notify()
         self._thread.join()
 
@@ -112,7 +126,9 @@ class _Ahead:
         source = self._source
         try:
             for batch in source:
-                if len(batch):
+                # nothing ready for the pipeline: it is at most one batch from waiting for this one (a hint, read
+                # without the lock)
+                if len(batch) and not (SHARE and not self._ready):
                     try:
                         batch.decoded = self._decode(batch)
                     except Exception:   # noqa: BLE001 - the pipeline decodes it again and raises it in its place
@@ -128,13 +144,13 @@ class _Ahead:
                 close()   # the reader's generator ends on this thread, which ran it: the reader closes itself
 
     def _hand(self, kind: int, value: object) -> bool:
-        """Put one item in the slot, then wait until it is taken (the next batch starts only then); False when
-        stopped instead."""
+        """Queue one item, then wait until the queue has room for another (the next batch starts only then); False
+        when stopped instead."""
         with self._cond:
             if self._stopping:
                 return False
-            self._slot = (kind, value)
+            self._ready.append((kind, value))
             self._cond.notify()
-            while self._slot is not None and not self._stopping:
+            while len(self._ready) >= self._depth and not self._stopping:
                 self._cond.wait()
             return not self._stopping

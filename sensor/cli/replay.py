@@ -28,7 +28,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
                         help="replay speed: as fast as possible (default), capture time, or N times faster")
     parser.add_argument("--overlap", choices=("auto", "on", "off"),
                         help="read and decode the next batch on a second thread while the current one is "
-                             "processed: auto where two CPUs are available; default: capture.overlap (off)")
+                             "processed: auto where two CPUs are available; default: capture.overlap (auto)")
     parser.set_defaults(func=replay)
 
 

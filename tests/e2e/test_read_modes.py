@@ -15,9 +15,11 @@ from sensor.cli import loop
 CASES = {c.name: c for c in golden.fixture_cases()}
 PICKED = ["synthetic/camera_site.pcap", "synthetic/links/two_interfaces.pcapng", "real/ndpi/rtsp.pcap",
           "real/nku-lifecycle/xiaobai_Y2camera_setup.pcap"]
-# MAP_FROM, READ_AHEAD_FROM, mapped.PREFETCH, capture.overlap (only mapped files are overlapped)
-MODES = {"mapped": (1, 0, False, "off"), "mapped-overlap": (1, 0, False, "on"), "mapped-prefetch": (1, 0, True, "off"),
-         "read-ahead": (0, 1, False, "on"), "readinto": (0, 0, False, "on")}
+# MAP_FROM, READ_AHEAD_FROM, mapped.PREFETCH, capture.overlap (only mapped files are overlapped), overlap.SHARE
+# (on: the decode of each batch on whichever thread the timing gives; off: every batch decoded on the thread)
+MODES = {"mapped": (1, 0, False, "off", True), "mapped-overlap": (1, 0, False, "on", True),
+         "mapped-overlap-unshared": (1, 0, False, "on", False), "mapped-prefetch": (1, 0, True, "off", True),
+         "read-ahead": (0, 1, False, "on", True), "readinto": (0, 0, False, "on", True)}
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
@@ -26,8 +28,9 @@ def test_each_read_mode_gives_the_golden_outputs(name, mode, monkeypatch):
     case = CASES[name]
     expected = golden.load(case)
     assert expected is not None
-    map_from, ahead_from, prefetch, overlapping = MODES[mode]
+    map_from, ahead_from, prefetch, overlapping, share = MODES[mode]
     monkeypatch.setattr(mapped, "PREFETCH", prefetch)
+    monkeypatch.setattr(overlap, "SHARE", share)
     real_batches, threads = overlap.batches, []
 
     def batches(reader, mode):   # whatever the config says
@@ -47,6 +50,6 @@ def test_each_read_mode_gives_the_golden_outputs(name, mode, monkeypatch):
     monkeypatch.setattr(loop, "open_file", spy)
     diff = golden.differences(expected, golden.outputs(case))
     assert not diff, f"{name} read {mode} differs:\n" + "\n".join(diff)
-    assert opened == [{"mapped": "MappedFile", "mapped-overlap": "MappedFile", "mapped-prefetch": "MappedFile",
-                       "read-ahead": "ReadAhead", "readinto": "NoneType"}[mode]]
-    assert threads == [mode == "mapped-overlap"]
+    assert opened == [{"mapped": "MappedFile", "mapped-overlap": "MappedFile", "mapped-overlap-unshared": "MappedFile",
+                       "mapped-prefetch": "MappedFile", "read-ahead": "ReadAhead", "readinto": "NoneType"}[mode]]
+    assert threads == [mode.startswith("mapped-overlap")]

@@ -8,11 +8,12 @@ import os
 import tempfile
 from collections import deque
 
+import pytest
 from capture_bytes import pcap, pcapng, video_frame, write
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sensor import capture
+from sensor import capture, mapped
 from sensor.capture import CaptureReader, open_file
 from sensor.errors import CaptureError
 from sensor.mapped import MappedFile
@@ -74,6 +75,23 @@ def test_a_file_that_grows_while_mapped_is_read_to_its_new_end(tmp_path):
     assert _copied(reader) == read_records(data, None)[0]
 
 
+def test_the_end_of_a_file_that_did_not_grow_costs_no_buffer(tmp_path):
+    data = pcap(300, video_frame(1000))
+    path = write(tmp_path, "f.pcap", data)
+    with open(path, "rb") as fh:
+        source = MappedFile(fh, len(data), 64 << 10)
+        seen = 0
+        while (got := source.take(b"")[1]) > 0:
+            seen += got
+        view, got = source.take(b"tail")
+        assert seen == len(data) and got == 0 and bytes(view) == b"tail" and len(view.obj) == 4
+        with open(path, "ab") as out:   # grown after all: read as before, no more than it grew by
+            out.write(b"x" * 5000)
+        view, got = source.take(b"")
+        assert got == 5000 and len(view.obj) == 5000
+        source.close()
+
+
 def test_the_map_goes_with_the_reader_and_stays_small(tmp_path, monkeypatch):
     monkeypatch.setattr(capture, "MAP_FROM", 1)
     monkeypatch.setattr(capture, "CHUNK_BYTES", 256 << 10)
@@ -86,12 +104,31 @@ def test_the_map_goes_with_the_reader_and_stays_small(tmp_path, monkeypatch):
     kept = next(batches)
     first = _records([kept])
     deque(batches, maxlen=0)   # to the end, holding none of the later batches
-    # Pages behind the reader were given back as it went: all but the last chunk's.
-    assert source._dropped >= len(data) - 2 * (256 << 10)
+    # Pages behind the reader were given back as it went: all but the last chunks' (mapped.KEEP_SLICES and the last).
+    assert source._dropped >= len(data) - (mapped.KEEP_SLICES + 1) * (256 << 10)
     assert source._map is None
     assert _records([kept]) == first   # a batch kept past the end still reads its bytes (refetched from the file)
     del kept   # the map, and its copy of the descriptor, went with the last slice of it
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.parametrize("keep", [1, 2, 3])
+def test_the_pages_of_the_last_slices_stay_while_those_behind_them_go(tmp_path, monkeypatch, keep):
+    """The pipeline may read a batch after the reader made the next ones (sensor.overlap runs ahead): the pages of
+    the KEEP_SLICES slices before the last are never given back, every page before them is."""
+    monkeypatch.setattr(capture, "MAP_FROM", 1)
+    monkeypatch.setattr(capture, "CHUNK_BYTES", 64 << 10)
+    monkeypatch.setattr(mapped, "KEEP_SLICES", keep)
+    path = write(tmp_path, "big.pcap", pcap(2000, video_frame(1400)))
+    reader, _ = open_file(path)
+    source = reader._read_ahead
+    starts = []
+    for batch in reader:   # each batch handed out before the reader takes the next slice
+        starts.append(reader.bytes_consumed)
+        assert len(batch)
+        behind = starts[-1 - keep] if len(starts) > keep else 0
+        assert source._dropped == behind - behind % os.sysconf("SC_PAGE_SIZE")
+    assert len(starts) > 10
 
 
 def test_the_map_is_closed_at_the_end_when_no_batch_is_kept(tmp_path, monkeypatch):

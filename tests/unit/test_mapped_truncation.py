@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from capture_bytes import pcap, pcapng, video_frame, write
 
-from sensor import capture
+from sensor import capture, overlap
 from sensor.capture import open_file
 from sensor.mapped import MappedFile
 from tests.unit.test_capture import read_records
@@ -45,7 +45,8 @@ from tests.unit.test_capture import _records
 
 path, when, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
 mapped.PREFETCH = sys.argv[4] == "prefetch"
-overlapping = sys.argv[5]   # on: the walks run on the overlap thread, one batch ahead of the loop below
+overlapping = sys.argv[5]   # on: the walks run on the overlap thread, up to overlap.DEPTH batches ahead of the loop
+overlap.DEPTH = int(sys.argv[6])
 fh = open(path, "rb")
 source = MappedFile.open(fh, os.fstat(fh.fileno()).st_size, chunk)
 assert source is not None
@@ -107,8 +108,9 @@ print(json.dumps({"records": [[r[0].hex(), r[1], r[2], r[3]] for r in got], "cut
 """
 
 
-def _drain(path: Path, when: str, prefetch: str = "", timeout: float = 120, overlapping: str = "off") -> dict:
-    done = child(DRAIN, str(path), when, str(CHUNK), prefetch, overlapping, timeout=timeout)
+def _drain(path: Path, when: str, prefetch: str = "", timeout: float = 120, overlapping: str = "off",
+           depth: int = overlap.DEPTH) -> dict:
+    done = child(DRAIN, str(path), when, str(CHUNK), prefetch, overlapping, str(depth), timeout=timeout)
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     return json.loads(done.stdout)
 
@@ -165,13 +167,15 @@ def test_a_file_cut_under_the_batch_being_processed(tmp_path, kind, prefetch):
 
 @pytest.mark.parametrize("kind", sorted(CAPTURES))
 @pytest.mark.parametrize("when", ["walk", "walk-thread"])
-def test_a_file_cut_under_the_overlap_threads_walk_ends_as_in_line(tmp_path, kind, when):
-    """The walk meeting the cut runs on the overlap thread (sensor.overlap), a batch ahead of the consumer: the
-    same records, then the same one-line error at the same byte, on the main thread, as reading in line. (A cut
-    behind the chunk, in the batch the consumer holds, is a race with the consumer's reads whichever the thread.)"""
+@pytest.mark.parametrize("depth", [1, 2])
+def test_a_file_cut_under_the_overlap_threads_walk_ends_as_in_line(tmp_path, kind, when, depth):
+    """The walk meeting the cut runs on the overlap thread (sensor.overlap), up to `depth` batches ahead of the
+    consumer: the same records, then the same one-line error at the same byte, on the main thread, as reading in
+    line. (A cut behind the chunk, in a batch the consumer holds, is a race with the consumer's reads whichever the
+    thread.)"""
     data = CAPTURES[kind]()
     path = write(tmp_path, "cut." + kind, data)
-    on = _drain(path, when, overlapping="on", timeout=60)
+    on = _drain(path, when, overlapping="on", timeout=60, depth=depth)
     path.write_bytes(data)
     off = _drain(path, when, overlapping="off", timeout=60)
     assert on["cut"] is not None and len(on["records"]) > 100

@@ -25,6 +25,8 @@ CHUNK = 16 << 10
 def _small_chunks(monkeypatch):
     monkeypatch.setattr(capture, "MAP_FROM", 1)
     monkeypatch.setattr(capture, "CHUNK_BYTES", CHUNK)
+    # every batch decoded on the thread, whichever thread is ahead: the sharing has tests of its own
+    monkeypatch.setattr(overlap, "SHARE", False)
 
 
 def _threads() -> list[threading.Thread]:
@@ -43,7 +45,7 @@ def _drain(path, mode: str) -> tuple[list[tuple], list, CaptureError | None]:
         for batch in batches:
             got += _records([batch])
             decoded = batch.decoded if batch.decoded is not None else decode_batch(batch)
-            if mode == "on":
+            if mode == "on" and not overlap.SHARE:
                 assert batch.decoded is not None
             columns += [(d.network.tolist(), d.src.tolist(), d.sport.tolist(), d.payload_off.tolist()) for d in decoded]
     except CaptureError as exc:
@@ -132,8 +134,10 @@ def test_stopping_early_stops_the_thread_before_the_reader_closes(tmp_path, stop
     assert not _threads() and reader._closed
 
 
-def test_the_thread_never_runs_more_than_one_batch_ahead(tmp_path, monkeypatch):
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_the_thread_never_runs_more_than_depth_batches_ahead(tmp_path, monkeypatch, depth):
     path = write(tmp_path, "f.pcap", pcap(2000, video_frame(700)))
+    monkeypatch.setattr(overlap, "DEPTH", depth)
     reader, _ = open_file(path)
     made = []
     real = overlap.decode_batch
@@ -143,10 +147,44 @@ def test_the_thread_never_runs_more_than_one_batch_ahead(tmp_path, monkeypatch):
         return real(batch)
     monkeypatch.setattr(overlap, "decode_batch", decode)
     batches = overlap.batches(reader, "on")
+    ahead = []
     for i, batch in enumerate(batches):
         threading.Event().wait(0.01)   # the thread has time to run ahead, if it would
-        assert len(made) <= i + 2 and made[i] is batch
-    assert len(made) > 10
+        assert made[i] is batch
+        ahead.append(len(made) - 1 - i)
+    assert len(made) > 10 and max(ahead) == depth   # as far ahead as it may, no further
+
+
+def _slow(function, seconds: float):
+    def slowed(*args):
+        threading.Event().wait(seconds)
+        return function(*args)
+    return slowed
+
+
+@pytest.mark.parametrize("kind", sorted(CAPTURES))
+def test_sharing_the_decode_balances_the_threads_and_changes_no_batch(tmp_path, monkeypatch, kind):
+    """A batch the thread walked while none was ready for the pipeline goes undecoded (the pipeline decodes it), the
+    others decoded; either way the same records and columns as in line."""
+    path = write(tmp_path, "f." + kind, CAPTURES[kind]())
+    monkeypatch.setattr(overlap, "SHARE", True)
+    reference = _drain(path, "off")
+    # the thread slow (its decode): the pipeline waits for each batch, which then comes undecoded
+    monkeypatch.setattr(overlap, "decode_batch", _slow(decode_batch, 0.02))
+    reader, _ = open_file(path)
+    undecoded = [batch.decoded is None for batch in overlap.batches(reader, "on")]
+    assert len(undecoded) > 10 and sum(undecoded) >= len(undecoded) // 2
+    # the pipeline slow: the thread is ahead, with batches queued, and decodes them (all but the first few, unless
+    # a loaded machine held the thread back for longer than the pipeline took over a batch)
+    monkeypatch.setattr(overlap, "decode_batch", decode_batch)
+    reader, _ = open_file(path)
+    decoded = []
+    for batch in overlap.batches(reader, "on"):
+        decoded.append(batch.decoded is not None)
+        threading.Event().wait(0.02)
+    assert sum(decoded[3:]) >= 0.8 * len(decoded[3:]) > 8
+    got, columns, error = _drain(path, "on")
+    assert (got, columns, error) == reference and len(got) == 2000
 
 
 def test_only_mapped_readers_are_overlapped_and_auto_needs_two_cpus(tmp_path, monkeypatch):
@@ -168,7 +206,7 @@ def test_only_mapped_readers_are_overlapped_and_auto_needs_two_cpus(tmp_path, mo
 
 
 def test_the_config_key_and_its_default(tmp_path):
-    assert Config().capture.overlap == "off"
+    assert Config().capture.overlap == "auto"
     conf = tmp_path / "c.toml"
     conf.write_text('[capture]\noverlap = "off"\n')
     assert load_config(conf).capture.overlap == "off"
@@ -201,7 +239,7 @@ def test_a_decoded_batch_sliced_otherwise_is_decoded_again(tmp_path, monkeypatch
     reader.close()
 
 
-@pytest.mark.parametrize(("flag", "config", "expected"), [(None, None, "off"), (None, "on", "on"),
+@pytest.mark.parametrize(("flag", "config", "expected"), [(None, None, "auto"), (None, "on", "on"),
                                                           ("on", "off", "on"), ("auto", None, "auto"),
                                                           ("off", "on", "off")])
 def test_replay_takes_the_mode_from_its_option_then_the_config(tmp_path, monkeypatch, flag, config, expected):
