@@ -54,6 +54,28 @@ def test_rows_are_json_dumps_text_byte_for_byte():
         assert mod._ENCODE(doc) == json.dumps(doc)
 
 
+def test_the_encoder_made_once_writes_what_json_encoder_encode_writes():
+    """_ENCODE calls the C encoder it made at import (JSONEncoder.encode makes one per call): the same text as the
+    encoder it stands for on values of every kind JSON has, top-level scalars included, and the same refusal of
+    what JSON cannot hold."""
+    import json
+
+    import pytest
+
+    from sensor import state as mod
+
+    assert json.encoder.c_make_encoder is None or mod._ENCODE.__name__ == "<lambda>"   # the C encoder is the one tested
+    reference = json.JSONEncoder(check_circular=False).encode
+    values = ["plain", 'qu"ote\\\x00\u00e9\ud800', 0, -1, 1 << 70, True, False, None, 1.5, -0.0, 1e300,
+              1700000000.0000498, float("inf"), float("-inf"), float("nan"), [], {}, [1, [2, [3, {"a": None}]]],
+              {"k\u00e9": [1.25, "v", {"n": True}], "": 0}, {1: "int key", 2.5: "float key", None: "none key"}]
+    for value in values:
+        assert mod._ENCODE(value) == reference(value), value
+    for bad in ({"a": object()}, [b"bytes"], {("t",): 1}):
+        with pytest.raises(TypeError):
+            mod._ENCODE(bad)
+
+
 def test_a_flush_writes_its_rows_in_one_statement_and_falls_back_to_one_at_a_time(tmp_path):
     """save_devices and save_episodes write a flush's rows with one executemany: the same rows as one INSERT each
     (a key saved twice keeps its later document); when the batch fails, each row is tried on its own as before, so
