@@ -232,6 +232,7 @@ class Inventory:
         self.admission = AdmissionBudget(config.limits.new_devices_per_second, config.limits.new_devices_burst,
                                          start=config.max_devices)
         self.on_router: Callable[[int], None] | None = None   # zero-config scoping forgets what a router taught
+        self._last_facts: tuple[int, tuple] | None = None   # _first_facts' last MAC and its answer
 
     @property
     def evicted(self) -> int:
@@ -594,6 +595,32 @@ class Inventory:
                 dev.evidence.add("camera_maker")
 
     def _note_mac(self, dev: Device) -> None:
+        if not dev.maker_items:   # a new device: its MAC's facts alone, remembered
+            dev.vendor, dev.module, items, dev.verdict, evidence = self._first_facts(dev.mac)
+            dev.maker_items = list(items)
+            dev.evidence.update(evidence)
+            return
+        self._judge_mac(dev)
+
+    def _first_facts(self, mac: int) -> tuple[str | None, str | None, tuple[MakerEvidence, ...], Verdict,
+                                              tuple[str, ...]]:
+        """What _judge_mac makes of a device without maker evidence that has this MAC (its vendor, module, items,
+        verdict and the evidence it adds), for the last MAC asked: a flood's forged sources come behind one
+        router's MAC, each a new device, and each would ask the same questions again."""
+        last = self._last_facts
+        if last is not None and last[0] == mac:
+            return last[1]
+        probe = Device("", mac)
+        self._judge_mac(probe)
+        # judge_again's order of adding them
+        evidence = tuple(label for label in ("named_maker", "camera_maker") if label in probe.evidence)
+        assert len(evidence) == len(probe.evidence)   # judge_again adds no other
+        facts = (probe.vendor, probe.module, tuple(probe.maker_items), probe.verdict, evidence)
+        self._last_facts = (mac, facts)
+        return facts
+
+    def _judge_mac(self, dev: Device) -> None:
+        """The MAC's vendor, module and badge (the "oui" item, replacing an earlier MAC's), and the verdict again."""
         dev.vendor = self.manuf.lookup(dev.mac)
         dev.module, item = self.judge.oui_facts(dev.vendor)
         dev.maker_items = [i for i in dev.maker_items if i.source != "oui"]   # a new MAC, a new badge
