@@ -450,10 +450,12 @@ class Incidents:
     def _fanned_out(self, device_id: str, service: IncidentService, scope: str) -> IncidentService:
         """The fan-out incident's service for a bare address the device has no incident of, once it has FAN_OUT
         of them open in that scope (or the fan-out incident is open already); else the service itself."""
-        if service.kind == KIND_SITE or (device_id, service.id) in self._open:
+        # A device with no incident open (every new device of a flood) has none of the counts below: one lookup
+        open_here = self._per_device.get(device_id, 0)   # answers the four (_per_device counts what _open holds)
+        if not open_here or service.kind == KIND_SITE or (device_id, service.id) in self._open:
             return service
         fan = fan_out_service(scope)
-        crowded = self._per_device.get(device_id, 0) >= MAX_PER_DEVICE   # random names, one per flow
+        crowded = open_here >= MAX_PER_DEVICE   # random names, one per flow
         if crowded or (service.kind == KIND_ADDRESS and (
                 (device_id, fan.id) in self._open or self._bare.get((device_id, scope), 0) >= FAN_OUT)):
             return fan
