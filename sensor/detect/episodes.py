@@ -60,15 +60,17 @@ class Episodes:
     def observe(self, key: tuple, ts: float, packets: int, nbytes: int) -> bool:
         """Record activity; True when this starts a new episode (and so deserves an alert)."""
         ep = self._open.use(key)   # marked as just used
-        new = ep is None or ts - ep.last > self.timeout
-        if ep is None or new:
-            ep = Episode(ts, ts)
-            self._open.put(key, ep)   # evicts the least recently used over max_open (never key itself)
-        ep.last = max(ep.last, ts)
+        if ep is None or ts - ep.last > self.timeout:
+            # made with this activity in it (every new device of a flood starts one)
+            self._open.put(key, Episode(ts, ts, packets, nbytes))   # evicts the least recently used over max_open
+            self.dirty.add(key)                                    # (never key itself)
+            return True
+        if ts > ep.last:   # max()'s answer, without its call
+            ep.last = ts
         ep.packets += packets
         ep.bytes += nbytes
         self.dirty.add(key)
-        return new
+        return False
 
     def __len__(self) -> int:
         return len(self._open)
