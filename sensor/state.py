@@ -78,7 +78,7 @@ class KnownState:
         self._closed = False
         self._last_commit = self._last_checkpoint = time.monotonic()
         self._devices: SegmentedLRU[str, float] = SegmentedLRU(max_devices, self._forget_device)
-        self._destinations: dict[str, set[str]] = {}
+        self._destinations: dict[str, set[str] | tuple[str]] = {}
         self._destination_count = 0
         self._persisted: set[str] = set()   # devices with a row in the device table
         self._inventory_rows: set[str] = set()
@@ -254,10 +254,16 @@ class KnownState:
             self._write("DELETE FROM destination WHERE ip = ?", (ip,))
 
     def _remember_destination(self, ip: str, destination: str) -> bool:
-        known = self._destinations.setdefault(ip, set())
-        if len(known) >= MAX_DESTINATIONS_PER_DEVICE or self._destination_count >= MAX_DESTINATIONS:
+        known = self._destinations.get(ip)
+        if (known is not None and len(known) >= MAX_DESTINATIONS_PER_DEVICE) or (
+                self._destination_count >= MAX_DESTINATIONS):
             return False
-        known.add(destination)
+        if known is None:   # a device's first: a tuple until its second (a flood's sources each have one)
+            self._destinations[ip] = (destination,)
+        elif isinstance(known, tuple):
+            self._destinations[ip] = {*known, destination}
+        else:
+            known.add(destination)
         self._destination_count += 1
         return True
 
