@@ -527,19 +527,24 @@ class Incidents:
             self._sweep(now)
         else:   # every one, least recently active first (_close never touches the open map)
             for _key, incident in self._open.take_all():
-                self._close(incident, now, final_reason)
+                self._close(incident, now, final_reason, uncount=False)
+            # what each _close would have taken from the counts, at once: they count only open incidents
+            self._per_device.clear()
+            self._bare.clear()
         return self.take_closing()
 
     def _evicted(self, _key: tuple[str, str], incident: Incident) -> None:
         self._close(incident, incident.last, EVICTED)
 
-    def _close(self, incident: Incident, now: float, reason: str) -> None:
+    def _close(self, incident: Incident, now: float, reason: str, uncount: bool = True) -> None:
+        """uncount: take it from the per-device counts (False: the caller empties them, every incident closing)."""
         incident.pending = None   # an evicted incident whose open line is still owed never writes it
         self._followed -= incident.traffic.following
-        who = incident.who   # every detection of an incident is about its one device
-        _decrement(self._per_device, who)
-        if incident.service.kind == KIND_ADDRESS:
-            _decrement(self._bare, (who, incident.scope))
+        if uncount:
+            who = incident.who   # every detection of an incident is about its one device
+            _decrement(self._per_device, who)
+            if incident.service.kind == KIND_ADDRESS:
+                _decrement(self._bare, (who, incident.scope))
         if incident.written:
             self._closing.append(self._close_line(incident, now, reason))
 

@@ -494,8 +494,9 @@ def test_an_incident_that_follows_no_flow_holds_no_flow_container():
 
 def test_the_open_counts_match_the_open_table_so_a_device_without_any_skips_the_fan_out_rule():
     """_fanned_out answers a device with no open incident from _per_device alone: on random detections and traffic
-    (bare addresses, names, site groupings, silences, evictions, names adopted in the same second) the per-device
-    and bare-address counts stay those of the open table, and its answer is the full rule's for every device."""
+    (bare addresses, names, site groupings, silences, evictions, names adopted in the same second, the run's end
+    closing every one at once) the per-device and bare-address counts stay those of the open table, and its answer
+    is the full rule's for every device."""
     import random
     from collections import Counter
 
@@ -534,7 +535,7 @@ def test_the_open_counts_match_the_open_table_so_a_device_without_any_skips_the_
         if rng.random() < 0.1:
             _written(inc)
         if rng.random() < 0.05:
-            inc.take_closed(ts)
+            inc.take_closed(ts, rng.choice([None, None, "end"]))   # silent ones, or every one (the run's end)
         assert inc._per_device == Counter(key[0] for key in inc._open)
         assert inc._bare == Counter((key[0], i.scope) for key, i in inc._open.items()
                                     if i.service.kind == KIND_ADDRESS)
