@@ -16,7 +16,7 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -277,7 +277,7 @@ class KnownState:
         return True
 
     # ---- inventory and episodes: written in bulk at each flush, read once at start ----
-    def save_devices(self, docs: list[dict]) -> None:
+    def save_devices(self, docs: Iterable[dict]) -> None:
         # keyed by the device's stable id (its first address; the ip column's name is from before devices had
         # several addresses); one statement for the flush's rows, in their order
         rows = [(doc.get("id") or doc["ip"], _ENCODE(doc)) for doc in docs]

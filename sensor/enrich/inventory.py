@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sensor.bounded import BoundedLRU, SegmentedLRU
@@ -536,10 +536,13 @@ class Inventory:
             self._router_addresses.add(ip)
 
     # ---- the state store ---------------------------------------------------------------------------------------
-    def take_dirty(self) -> list[dict]:
-        docs = [dev.state() for dev_id in self.dirty if (dev := self.devices.get(dev_id)) is not None]
+    def take_dirty(self) -> Iterator[dict]:
+        """The state documents of the devices changed since the last call, each made as the caller takes it: a
+        flush of a flood's new devices then never holds ten thousand documents at once (each goes once encoded,
+        before the collector would move it to an older generation: a quarter of such a flush)."""
+        devices = [dev for dev_id in self.dirty if (dev := self.devices.get(dev_id)) is not None]
         self.dirty.clear()
-        return docs
+        return (dev.state() for dev in devices)
 
     def restore(self, docs: list) -> None:
         """Devices from the state store. A row that is not what save wrote (a damaged or hand-edited database) is

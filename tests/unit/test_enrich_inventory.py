@@ -126,7 +126,7 @@ def test_dirty_devices_are_saved_once_and_an_evicted_one_is_forgotten():
     inventory.touch("10.20.0.1", 0, 1.0)
     inventory.touch("10.20.0.2", 0, 2.0)
     assert sorted(doc["ip"] for doc in inventory.take_dirty()) == ["10.20.0.1", "10.20.0.2"]
-    assert inventory.take_dirty() == []
+    assert list(inventory.take_dirty()) == []
     inventory.touch("10.20.0.2", 0, 3.0)
     inventory.touch("10.20.0.3", 0, 3.0)
     assert forgotten == ["10.20.0.1"]
@@ -249,3 +249,19 @@ def test_a_new_device_takes_its_macs_facts_as_judging_the_mac_would_give_them():
     assert any(d.covered for d in made) and any(d.module for d in made) and any(not d.maker_items for d in made)
     made[0].maker_items.append(made[2].maker_items[0])   # one device's list is its own
     assert len(made[1].maker_items) == 1 and len(made[8].maker_items) == 1
+
+
+def test_the_dirty_documents_are_made_as_they_are_taken_from_the_devices_dirty_at_the_call():
+    """take_dirty takes the dirty set at once (a device changed afterwards is dirty again, for the next flush)
+    and makes each document as the caller takes it: the devices' state() documents, one each."""
+    inventory = _inventory(max_devices=10)
+    for n in range(1, 6):
+        inventory.touch(f"10.20.0.{n}", 0x00408C000000 + n, float(n))
+    taken = inventory.take_dirty()
+    assert inventory.dirty == set()
+    inventory.touch("10.20.0.6", 0, 6.0)
+    assert inventory.dirty == {"10.20.0.6"}
+    docs = list(taken)
+    assert sorted(doc["ip"] for doc in docs) == [f"10.20.0.{n}" for n in range(1, 6)]
+    assert all(doc == inventory.devices.get(doc["id"]).state() for doc in docs)
+    assert [doc["ip"] for doc in inventory.take_dirty()] == ["10.20.0.6"]

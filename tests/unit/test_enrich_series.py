@@ -68,7 +68,7 @@ def test_inventory_keeps_the_series_across_a_restart():
     inventory = Inventory(Config(), ManufDatabase({}))
     dev = inventory.touch("10.20.0.11", 0x1868CB000001, T0)
     dev.note_outbound(T0, 1234)
-    docs = inventory.take_dirty()
+    docs = list(inventory.take_dirty())
     restored = Inventory(Config(), ManufDatabase({}))
     restored.restore(docs)
     again = restored.devices.get("10.20.0.11")
