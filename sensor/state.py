@@ -312,7 +312,7 @@ class KnownState:
                 return None
         return None
 
-    def save_episodes(self, episodes: list[tuple[tuple, float, float, int, int]]) -> None:
+    def save_episodes(self, episodes: Iterable[tuple[tuple, float, float, int, int]]) -> None:
         rows = [(_ENCODE(list(key)), first, last, packets, nbytes) for key, first, last, packets, nbytes in episodes]
         self._episode_rows.update([hash(row[0]) for row in rows])
         self._write_many("INSERT OR REPLACE INTO episode VALUES (?, ?, ?, ?, ?)", rows)
