@@ -120,8 +120,13 @@ class BeaconingDetector(Detector):
         a new one; None when it only extends the current one (or is a connection's teardown)."""
         key = (obs.device.ip, obs.peer)
         events = self._events.use(key)
-        if events is None:
+        if events is None:   # a new pair (every forged source of a flood): its first check-in, unless a teardown
+            if self._teardown(obs):
+                return None
             events = CheckIns()
+            events.append([obs.ts, obs.ts, obs.sent_bytes])   # begin() of a first check-in (HISTORY >= 1)
+            self._events.put(key, events)
+            return events
         if events and obs.ts - events[-1][1] < self.gap:
             events[-1][1] = obs.ts
             events[-1][2] += obs.sent_bytes
@@ -129,8 +134,6 @@ class BeaconingDetector(Detector):
         if self._teardown(obs):
             return None
         events.begin(obs.ts, obs.sent_bytes, self.HISTORY)
-        if len(events) == 1:
-            self._events.put(key, events)   # a new pair (one already there was marked used above)
         return events
 
     def _teardown(self, obs: Observation) -> bool:

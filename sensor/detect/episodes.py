@@ -4,7 +4,7 @@ alert line. Repeats update the episode's counters, which the state store keeps a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from sensor.bounded import BoundedLRU
@@ -54,23 +54,28 @@ class Episodes:
         restored = {key: Episode(first, last, packets, nbytes) for key, first, last, packets, nbytes in rows}
         self._open.put_many(restored.items())
 
-    def take_dirty(self) -> list[tuple[tuple, float, float, int, int]]:
-        out = [(k, ep.first, ep.last, ep.packets, ep.bytes) for k in self.dirty if (ep := self._open.get(k))]
+    def take_dirty(self) -> Iterator[tuple[tuple, float, float, int, int]]:
+        """The rows of the episodes changed since the last call (the dirty set taken at once), each made as the
+        caller takes it, as Inventory.take_dirty's documents: a flush of a flood's ten thousand new episodes
+        then never holds them all at once."""
+        keys = list(self.dirty)
         self.dirty.clear()
-        return out
+        return ((k, ep.first, ep.last, ep.packets, ep.bytes) for k in keys if (ep := self._open.get(k)))
 
     def observe(self, key: tuple, ts: float, packets: int, nbytes: int) -> bool:
         """Record activity; True when this starts a new episode (and so deserves an alert)."""
         ep = self._open.use(key)   # marked as just used
-        new = ep is None or ts - ep.last > self.timeout
-        if ep is None or new:
-            ep = Episode(ts, ts)
-            self._open.put(key, ep)   # evicts the least recently used over max_open (never key itself)
-        ep.last = max(ep.last, ts)
+        if ep is None or ts - ep.last > self.timeout:
+            # made with this activity in it (every new device of a flood starts one)
+            self._open.put(key, Episode(ts, ts, packets, nbytes))   # evicts the least recently used over max_open
+            self.dirty.add(key)                                    # (never key itself)
+            return True
+        if ts > ep.last:   # max()'s answer, without its call
+            ep.last = ts
         ep.packets += packets
         ep.bytes += nbytes
         self.dirty.add(key)
-        return new
+        return False
 
     def __len__(self) -> int:
         return len(self._open)

@@ -454,10 +454,12 @@ class Incidents:
     def _fanned_out(self, device_id: str, service: IncidentService, scope: str) -> IncidentService:
         """The fan-out incident's service for a bare address the device has no incident of, once it has FAN_OUT
         of them open in that scope (or the fan-out incident is open already); else the service itself."""
-        if service.kind == KIND_SITE or (device_id, service.id) in self._open:
+        # A device with no incident open (every new device of a flood) has none of the counts below: one lookup
+        open_here = self._per_device.get(device_id, 0)   # answers the four (_per_device counts what _open holds)
+        if not open_here or service.kind == KIND_SITE or (device_id, service.id) in self._open:
             return service
         fan = fan_out_service(scope)
-        crowded = self._per_device.get(device_id, 0) >= MAX_PER_DEVICE   # random names, one per flow
+        crowded = open_here >= MAX_PER_DEVICE   # random names, one per flow
         if crowded or (service.kind == KIND_ADDRESS and (
                 (device_id, fan.id) in self._open or self._bare.get((device_id, scope), 0) >= FAN_OUT)):
             return fan
@@ -529,19 +531,24 @@ class Incidents:
             self._sweep(now)
         else:   # every one, least recently active first (_close never touches the open map)
             for _key, incident in self._open.take_all():
-                self._close(incident, now, final_reason)
+                self._close(incident, now, final_reason, uncount=False)
+            # what each _close would have taken from the counts, at once: they count only open incidents
+            self._per_device.clear()
+            self._bare.clear()
         return self.take_closing()
 
     def _evicted(self, _key: tuple[str, str], incident: Incident) -> None:
         self._close(incident, incident.last, EVICTED)
 
-    def _close(self, incident: Incident, now: float, reason: str) -> None:
+    def _close(self, incident: Incident, now: float, reason: str, uncount: bool = True) -> None:
+        """uncount: take it from the per-device counts (False: the caller empties them, every incident closing)."""
         incident.pending = None   # an evicted incident whose open line is still owed never writes it
         self._followed -= incident.traffic.following
-        who = incident.who   # every detection of an incident is about its one device
-        _decrement(self._per_device, who)
-        if incident.service.kind == KIND_ADDRESS:
-            _decrement(self._bare, (who, incident.scope))
+        if uncount:
+            who = incident.who   # every detection of an incident is about its one device
+            _decrement(self._per_device, who)
+            if incident.service.kind == KIND_ADDRESS:
+                _decrement(self._bare, (who, incident.scope))
         if incident.written:
             self._closing.append(self._close_line(incident, now, reason))
 

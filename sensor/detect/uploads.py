@@ -25,6 +25,15 @@ class Window:
         self.cells = array("q")
         self.sent = self.received = self.packets = 0
 
+    @classmethod
+    def holding(cls, unit: int, sent: int, received: int, packets: int) -> Window:
+        """add() of one bucket to a new window (of any span of a unit or more), made at once: a new (device, peer)'s
+        first sending, which every forged source of a flood brings."""
+        window = cls.__new__(cls)
+        window.cells = array("q", (unit, sent, received, packets))
+        window.sent, window.received, window.packets = sent, received, packets
+        return window
+
     def add(self, unit: int, span: int, sent: int, received: int, packets: int) -> None:
         """Count sending (`sent` at least 1: every bucket holds some) in `unit`, keeping the last `span` units."""
         # Runs for every observation of every outside peer: the totals are updated inline, not through a helper.
@@ -92,7 +101,7 @@ class Sending:
 
     __slots__ = ("seconds", "slots", "reported")
 
-    def __init__(self) -> None:
-        self.seconds = Window()
-        self.slots = Window()
+    def __init__(self, seconds: Window | None = None, slots: Window | None = None) -> None:
+        self.seconds = Window() if seconds is None else seconds
+        self.slots = Window() if slots is None else slots
         self.reported = 0

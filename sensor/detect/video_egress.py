@@ -13,7 +13,7 @@ from sensor.detect.alert import Alert
 from sensor.detect.base import Detector, DetectorContext
 from sensor.detect.jurisdiction import attribution, watched
 from sensor.detect.text import covered_note, describe_destination, describe_device, rate_text
-from sensor.detect.uploads import TRICKLE_SLOTS, Sending, Totals
+from sensor.detect.uploads import TRICKLE_SLOTS, Sending, Totals, Window
 from sensor.enrich import Observation
 from sensor.tags import PROFILE_NAMES, TAG_PPPP_DRW, TAG_RTP, TAG_TLS
 from sensor.units import byte_size
@@ -88,9 +88,12 @@ class VideoEgressDetector(Detector):
     def _sending(self, obs: Observation, sec: int) -> Sending:
         key = (obs.device.ip, obs.peer)
         st = self._state.use(key)
-        if st is None:
-            st = Sending()
+        if st is None:   # a new pair: both windows made holding this first sending
+            sent, received, packets = obs.sent_bytes, obs.received_bytes, obs.sent_packets
+            st = Sending(Window.holding(sec, sent, received, packets),
+                         Window.holding(sec // self._slot, sent, received, packets))
             self._state.put(key, st)
+            return st
         st.seconds.add(sec, self._short, obs.sent_bytes, obs.received_bytes, obs.sent_packets)
         st.slots.add(sec // self._slot, self._slots, obs.sent_bytes, obs.received_bytes, obs.sent_packets)
         return st

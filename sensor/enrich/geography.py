@@ -83,6 +83,7 @@ class Geography:
         # the detection's place)
         self._last: tuple[str | None, Place] = (None, _NOWHERE)
         self.lookup_errors = 0   # lookups a damaged user database failed on (the address is then unknown to it)
+        self._registry_places: dict[str, Place] = {}   # at most one per two-letter code
 
     @classmethod
     def from_config(cls, asn_database: str | None, country_database: str | None) -> Geography:
@@ -113,6 +114,14 @@ class Geography:
 
     def _lookup(self, ip: str) -> Place:
         registry = iptocc.country_code(ip)
+        if self._asn_db is None and self._country_db is None and isinstance(registry, str):
+            # the registry's country is all there is: one Place per country, its code checked once (a flood's
+            # forged peers each cost a format check and a Place of the same few countries)
+            shared = self._registry_places.get(registry)
+            if shared is None and _COUNTRY.fullmatch(registry):
+                shared = self._registry_places[registry] = Place(registry, None, None, registry)
+            if shared is not None:
+                return shared
         registry = registry if isinstance(registry, str) and _COUNTRY.fullmatch(registry) else None
         asn = org = country = None
         if self._asn_db is not None:

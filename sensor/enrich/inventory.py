@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sensor.bounded import BoundedLRU, SegmentedLRU
@@ -234,6 +234,7 @@ class Inventory:
         self.admission = AdmissionBudget(config.limits.new_devices_per_second, config.limits.new_devices_burst,
                                          start=config.max_devices)
         self.on_router: Callable[[int], None] | None = None   # zero-config scoping forgets what a router taught
+        self._last_facts: tuple[int, tuple] | None = None   # _first_facts' last MAC and its answer
 
     @property
     def evicted(self) -> int:
@@ -537,10 +538,13 @@ class Inventory:
             self._router_addresses.add(ip)
 
     # ---- the state store ---------------------------------------------------------------------------------------
-    def take_dirty(self) -> list[dict]:
-        docs = [dev.state() for dev_id in self.dirty if (dev := self.devices.get(dev_id)) is not None]
+    def take_dirty(self) -> Iterator[dict]:
+        """The state documents of the devices changed since the last call, each made as the caller takes it: a
+        flush of a flood's new devices then never holds ten thousand documents at once (each goes once encoded,
+        before the collector would move it to an older generation: a quarter of such a flush)."""
+        devices = [dev for dev_id in self.dirty if (dev := self.devices.get(dev_id)) is not None]
         self.dirty.clear()
-        return docs
+        return (dev.state() for dev in devices)
 
     def restore(self, docs: list) -> None:
         """Devices from the state store. A row that is not what save wrote (a damaged or hand-edited database) is
@@ -596,6 +600,32 @@ class Inventory:
                 dev.evidence.add("camera_maker")
 
     def _note_mac(self, dev: Device) -> None:
+        if not dev.maker_items:   # a new device: its MAC's facts alone, remembered
+            dev.vendor, dev.module, items, dev.verdict, evidence = self._first_facts(dev.mac)
+            dev.maker_items = list(items)
+            dev.evidence.update(evidence)
+            return
+        self._judge_mac(dev)
+
+    def _first_facts(self, mac: int) -> tuple[str | None, str | None, tuple[MakerEvidence, ...], Verdict,
+                                              tuple[str, ...]]:
+        """What _judge_mac makes of a device without maker evidence that has this MAC (its vendor, module, items,
+        verdict and the evidence it adds), for the last MAC asked: a flood's forged sources come behind one
+        router's MAC, each a new device, and each would ask the same questions again."""
+        last = self._last_facts
+        if last is not None and last[0] == mac:
+            return last[1]
+        probe = Device("", mac)
+        self._judge_mac(probe)
+        # judge_again's order of adding them
+        evidence = tuple(label for label in ("named_maker", "camera_maker") if label in probe.evidence)
+        assert len(evidence) == len(probe.evidence)   # judge_again adds no other
+        facts = (probe.vendor, probe.module, tuple(probe.maker_items), probe.verdict, evidence)
+        self._last_facts = (mac, facts)
+        return facts
+
+    def _judge_mac(self, dev: Device) -> None:
+        """The MAC's vendor, module and badge (the "oui" item, replacing an earlier MAC's), and the verdict again."""
         dev.vendor = self.manuf.lookup(dev.mac)
         dev.module, item = self.judge.oui_facts(dev.vendor)
         dev.maker_items = [i for i in dev.maker_items if i.source != "oui"]   # a new MAC, a new badge

@@ -1,9 +1,10 @@
 """A device's outbound bytes over time, in fixed buckets over a fixed window: what the report draws as a timeline.
 
-Fixed size whatever the traffic (a ring of BUCKETS counters, allocated on the first outbound byte), so ten thousand
-devices cost at most ~12 MB. Capture time picks the bucket, so a replayed capture draws its own day; the capturing
-host stamps packets, not their sender, so the wire cannot move a device's window. Bytes stamped before the window
-are dropped, never folded into a newer bucket.
+Fixed size whatever the traffic (a ring of BUCKETS counters, allocated when a second bucket is kept; until then the
+one bucket is a count beside its index, as a new device's series is), so ten thousand devices cost at most ~12 MB.
+Capture time picks the bucket, so a replayed capture draws its own day; the capturing host stamps packets, not their
+sender, so the wire cannot move a device's window. Bytes stamped before the window are dropped, never folded into a
+newer bucket.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ _MAX_COUNT = (1 << 32) - 1  # a bucket saturates at 4 GiB rather than wrap
 
 
 class ByteSeries:
-    __slots__ = ("counts", "lone", "newest")
+    __slots__ = ("counts", "lone", "newest", "single")
 
     def __init__(self) -> None:
-        self.counts = array("I", [0]) * BUCKETS
+        # The ring, made when a second bucket is kept: a forged-source flood's devices each have one bucket, and
+        # the ring's 1.1 KiB apiece (zeroed, outside Python's small-object allocator) was a tenth of such a
+        # device's memory and time. Until then `single` is the newest bucket's count.
+        self.counts: array[int] | None = None
+        self.single = 0
         self.newest = -1  # index of the newest bucket (capture seconds // BUCKET_SECONDS); -1 before any byte
         # Every slot but the newest bucket's is zero: true until a byte lands in an older bucket or the window
         # moves on with the old bucket kept (a new device's series, saved after its first bytes, is one bucket)
@@ -32,41 +37,58 @@ class ByteSeries:
         if nbytes <= 0 or not math.isfinite(ts) or ts < 0:
             return
         bucket = int(ts // BUCKET_SECONDS)
+        counts = self.counts
+        if counts is None:
+            newest = self.newest
+            if bucket == newest:
+                self.single = min(_MAX_COUNT, self.single + nbytes)
+                return
+            if bucket > newest and (newest < 0 or bucket - newest >= BUCKETS):
+                # the first bucket, or the window moved past the one it had: one bucket still
+                self.newest, self.single = bucket, min(_MAX_COUNT, nbytes)
+                return
+            if bucket <= newest - BUCKETS:
+                return
+            counts = self.counts = array("I", [0]) * BUCKETS   # a second bucket in the window: the ring
+            counts[newest % BUCKETS] = self.single
         if bucket > self.newest:
-            self._advance(bucket)
+            counts = self._advance(counts, bucket)
         elif bucket <= self.newest - BUCKETS:
             return
         elif bucket < self.newest:
             self.lone = False
         slot = bucket % BUCKETS
-        self.counts[slot] = min(_MAX_COUNT, self.counts[slot] + nbytes)
+        counts[slot] = min(_MAX_COUNT, counts[slot] + nbytes)
 
-    def _advance(self, bucket: int) -> None:
-        """Clear the buckets the window moves past, so the ring never carries bytes from a lap ago."""
-        if self.newest < 0:
-            pass   # nothing was ever added: the ring is still all zero (a new device's first byte, every time)
-        elif bucket - self.newest >= BUCKETS:
-            self.counts = array("I", [0]) * BUCKETS
+    def _advance(self, counts: array[int], bucket: int) -> array[int]:
+        """Clear the buckets the window moves past, so the ring never carries bytes from a lap ago; the ring after.
+        (A ring is made with a bucket in it: `newest` is one.)"""
+        if bucket - self.newest >= BUCKETS:
+            counts = self.counts = array("I", [0]) * BUCKETS
             self.lone = True
         else:
             for b in range(self.newest + 1, bucket + 1):
-                self.counts[b % BUCKETS] = 0
+                counts[b % BUCKETS] = 0
             self.lone = False   # the old newest bucket holds bytes and stays in the window
         self.newest = bucket
+        return counts
 
     def points(self) -> list[tuple[float, int]]:
         """(bucket start, bytes) for every non-empty bucket in the window, oldest first."""
         if self.newest < 0:
             return []
+        ring = self.counts
+        if ring is None:
+            return [(float(self.newest * BUCKET_SECONDS), self.single)]
         slot = self.newest % BUCKETS
-        if self.counts[slot] and (self.lone or self.counts.count(0) == BUCKETS - 1):
+        if ring[slot] and (self.lone or ring.count(0) == BUCKETS - 1):
             # the newest bucket alone (a device saved after its first outbound bytes: every new device of a
             # flood), answered without the array scan below; `lone` (add keeps it) spares even the count
-            return [(float(self.newest * BUCKET_SECONDS), self.counts[slot])]
+            return [(float(self.newest * BUCKET_SECONDS), ring[slot])]
         # Only the non-empty slots are visited (a device saved after its first packet has one of 288): each slot's
         # bucket is the newest one at or before `newest` that lands on it (add writes no other, and _advance
         # clears what the window leaves, so a non-empty slot is never older than the window nor before bucket 0).
-        counts = np.frombuffer(self.counts, dtype=f"u{self.counts.itemsize}")
+        counts = np.frombuffer(ring, dtype=f"u{ring.itemsize}")
         found = sorted((self.newest - (self.newest - s) % BUCKETS, s) for s in np.flatnonzero(counts).tolist())
         return [(float(b * BUCKET_SECONDS), int(counts[s])) for b, s in found]
 

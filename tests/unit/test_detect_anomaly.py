@@ -103,7 +103,7 @@ def test_a_closed_out_of_character_window_names_its_drivers_and_the_peers_that_c
         "evidence": "bytes_sent 42 (typical 2): 10.20.0.2, 198.51.100.1, 203.0.113.7"}
     assert detector._sent == {} and model.skipped[-1] == frozenset()
     assert model.scored[0][FEATURES.index("log_new_flows")] == pytest.approx(np.log1p(3))
-    assert detector._episodes.take_dirty() == [(("anomaly", "10.20.0.5"), T0 + 60.0, T0 + 60.0, 0, 0)]
+    assert list(detector._episodes.take_dirty()) == [(("anomaly", "10.20.0.5"), T0 + 60.0, T0 + 60.0, 0, 0)]
     detector.observe(_obs(camera, T0 + 61, 3_000_000))
     assert detector.tick(T0 + 120.0, False) == []                # the same episode: no second alert
 

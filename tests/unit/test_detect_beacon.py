@@ -293,3 +293,22 @@ def test_pings_every_period_are_a_connectivity_check_not_a_beacon():
     found = [det.observe(_obs(dev, ts=1_000.0 + 41 * k, sent_packets=1, sent_bytes=1200, peer="198.51.100.9",
                               port=None, proto="icmp", flow=tunnel)) for k in range(12)]
     assert any(a is not None for a in found)
+
+
+def test_a_new_pairs_first_check_in_is_begun_as_any_other_and_a_first_teardown_begins_none():
+    """A pair seen first at a connection's late close keeps nothing; one seen first sending holds one check-in, as
+    CheckIns.begin makes it, and goes on as a pair made by begin would."""
+    from sensor.detect.beaconing import CheckIns
+
+    det, dev = _detector(), _device()
+    flow = Flow(b"k" * 37, 20, 6, 40000, 443, T0)
+    flow.orig_flags = FIN
+    assert det.observe(_obs(dev, ts=T0, sent_packets=2, sent_bytes=120, peer=PEER, flow=flow)) is None
+    assert len(det._events) == 0
+    reference = CheckIns()
+    for k in range(8):
+        det.observe(_obs(dev, ts=T0 + 60 * k, sent_bytes=300 + k, peer=PEER))
+        reference.begin(T0 + 60 * k, 300 + k, det.HISTORY)
+        events = det._events.get((dev.ip, PEER))
+        assert isinstance(events, CheckIns) and events == reference
+        assert events.sorted_series() == reference.sorted_series()

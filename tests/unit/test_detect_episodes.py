@@ -80,18 +80,18 @@ def test_a_new_episode_restarts_its_counters_and_the_dirty_rows_are_taken_once()
     ep = Episodes(100.0)
     ep.observe(("d", "x"), T0, 2, 20)
     ep.observe(("d", "x"), T0 + 10, 3, 30)
-    assert ep.take_dirty() == [(("d", "x"), T0, T0 + 10, 5, 50)]
-    assert ep.take_dirty() == []
+    assert list(ep.take_dirty()) == [(("d", "x"), T0, T0 + 10, 5, 50)]
+    assert list(ep.take_dirty()) == []
     ep.observe(("d", "x"), T0 + 200, 1, 7)
-    assert ep.take_dirty() == [(("d", "x"), T0 + 200, T0 + 200, 1, 7)]
+    assert list(ep.take_dirty()) == [(("d", "x"), T0 + 200, T0 + 200, 1, 7)]
 
 
 def test_restored_episodes_continue_and_a_repeated_key_keeps_its_last_values():
     ep = Episodes(100.0)
     ep.restore([(("d", "x"), T0 - 50, T0 - 40, 1, 1), (("d", "y"), T0, T0, 1, 1), (("d", "x"), T0 - 30, T0 - 20, 4, 9)])
-    assert len(ep) == 2 and ep.take_dirty() == []
+    assert len(ep) == 2 and list(ep.take_dirty()) == []
     assert ep.observe(("d", "x"), T0 + 80, 1, 1) is False         # 100 s after the restored last activity
-    assert ep.take_dirty() == [(("d", "x"), T0 - 30, T0 + 80, 5, 10)]
+    assert list(ep.take_dirty()) == [(("d", "x"), T0 - 30, T0 + 80, 5, 10)]
 
 
 def test_an_evicted_episode_is_forgotten_by_the_state_store_and_counted():
@@ -106,4 +106,18 @@ def test_an_evicted_episode_is_forgotten_by_the_state_store_and_counted():
     lone = Episodes(100.0, max_open=1)                                # without a callback, eviction needs none
     lone.observe(("y",), T0, 1, 1)
     lone.observe(("z",), T0, 1, 1)
-    assert lone.evicted == 1 and lone.take_dirty() == [(("z",), T0, T0, 1, 1)]
+    assert lone.evicted == 1 and list(lone.take_dirty()) == [(("z",), T0, T0, 1, 1)]
+
+
+def test_the_dirty_rows_are_made_as_they_are_taken_from_the_episodes_dirty_at_the_call():
+    """take_dirty takes the dirty set at once (an episode changed afterwards is dirty again, for the next flush)
+    and makes each row as the caller takes it; an episode evicted meanwhile has none."""
+    ep = Episodes(timeout=100.0, max_open=3)
+    for key in ("a", "b", "c"):
+        ep.observe((key,), T0, 1, 10)
+    taken = ep.take_dirty()
+    assert ep.dirty == set()
+    ep.observe(("d",), T0 + 1, 2, 20)   # evicts ("a",), and is dirty for the next flush
+    assert ep.dirty == {("d",)}
+    assert sorted(taken) == [(("b",), T0, T0, 1, 10), (("c",), T0, T0, 1, 10)]
+    assert list(ep.take_dirty()) == [(("d",), T0 + 1, T0 + 1, 2, 20)]

@@ -160,7 +160,7 @@ def test_episodes_are_restored_from_and_forgotten_in_the_state_store():
     known = KnownState(None)
     known.save_episodes([(("vendor_cloud", "10.20.0.5", "hik-connect"), 1.0, 5.0, 3, 300)])
     detection, _ = _detection(known=known)
-    assert detection.episodes.take_dirty() == []
+    assert list(detection.episodes.take_dirty()) == []
     assert len(detection.episodes) == 1
     vendor = detection.find(VendorCloudDetector)
     assert vendor.new_episode(("10.20.0.5", "hik-connect"), 50.0, 1, 1) is False   # within 77 s of the last

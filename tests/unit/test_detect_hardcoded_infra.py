@@ -154,7 +154,8 @@ def test_upnp_port_mapping_and_gateway_search():
         "score": 1.0, "summary": "10.20.0.5 asked the gateway 10.20.0.1 to open a port through the firewall (UPnP "
         "AddPortMapping of TCP 554).", "vlan": 20, "protocol": "upnp_port_mapping",
         "evidence": "UPnP AddPortMapping of TCP 554"}
-    assert detector._episodes.take_dirty() == [(("hardcoded_infra", "10.20.0.5", "upnp_port_mapping"), 7.0, 7.0, 1, 0)]
+    assert list(detector._episodes.take_dirty()) == [
+        (("hardcoded_infra", "10.20.0.5", "upnp_port_mapping"), 7.0, 7.0, 1, 0)]
     assert detector.upnp(mapping) is None
     search = detector.upnp(UpnpRequest(8.0, dev, "upnp_igd_discovery", "239.255.255.250", 1900, "udp", "multicast", 20,
                                        ""))

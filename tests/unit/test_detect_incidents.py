@@ -490,3 +490,68 @@ def test_an_incident_that_follows_no_flow_holds_no_flow_container():
     _written(inc)
     [close] = inc.take_closed(T0 + 5, "end")
     assert close.extra["totals"]["packets_out"] == 2 and inc._followed == 0
+
+
+def test_the_open_counts_match_the_open_table_so_a_device_without_any_skips_the_fan_out_rule():
+    """_fanned_out answers a device with no open incident from _per_device alone: on random detections and traffic
+    (bare addresses, names, site groupings, silences, evictions, names adopted in the same second, the run's end
+    closing every one at once) the per-device and bare-address counts stay those of the open table, and its answer
+    is the full rule's for every device."""
+    import random
+    from collections import Counter
+
+    from sensor.detect.incidents import KIND_SITE, fan_out_service
+
+    def full_rule(inc, device_id, service, scope):   # _fanned_out before its shortcut
+        if service.kind == KIND_SITE or (device_id, service.id) in inc._open:
+            return service
+        fan = fan_out_service(scope)
+        crowded = inc._per_device.get(device_id, 0) >= MAX_PER_DEVICE
+        if crowded or (service.kind == KIND_ADDRESS and ((device_id, fan.id) in inc._open
+                                                         or inc._bare.get((device_id, scope), 0) >= FAN_OUT)):
+            return fan
+        return service
+
+    from sensor.detect.incidents import FAN_OUT, MAX_PER_DEVICE
+    from sensor.detect.services import IncidentService
+
+    rng = random.Random(1616)
+    inc = _incidents(timeout=30.0, max_open=60)
+    devices = [device(f"10.20.0.{i}") for i in range(1, 4)]
+    resolver = ServiceResolver(INDICATORS)
+    site = IncidentService("sweep", "the VLAN", KIND_SITE)
+    ts, answered = T0, Counter()
+    for _ in range(3000):
+        ts += rng.choice([0.0, 0.1, 0.1, 0.1, 1.0, 40.0]) if rng.random() < 0.3 else 0.0
+        dev = rng.choice(devices)
+        ip = f"198.51.100.{rng.randint(1, 30)}"
+        name = rng.choice([None, None, f"h{rng.randint(1, 5)}.example.org"])
+        service = rng.choice([resolver.of_destination(ip, name), site])
+        if rng.random() < 0.2:
+            inc.traffic(observation(dev, ts=ts, peer=ip, name=name), service)
+        else:
+            obs = observation(dev, ts=ts, peer=ip, name=name) if rng.random() < 0.5 else None
+            inc.detect(_alert(ts, device_ip=dev.ip, dst=ip, name=name), service, dev, obs)
+        if rng.random() < 0.1:
+            _written(inc)
+        if rng.random() < 0.05:
+            inc.take_closed(ts, rng.choice([None, None, "end"]))   # silent ones, or every one (the run's end)
+        assert inc._per_device == Counter(key[0] for key in inc._open)
+        assert inc._bare == Counter((key[0], i.scope) for key, i in inc._open.items()
+                                    if i.service.kind == KIND_ADDRESS)
+        for other in devices:
+            probe = resolver.of_destination(f"198.51.100.{rng.randint(1, 30)}", None)
+            got = inc._fanned_out(other.id, probe, "public")
+            assert got == full_rule(inc, other.id, probe, "public")
+            answered[other.id in inc._per_device, got.kind] += 1
+    assert answered[False, KIND_ADDRESS] and answered[True, KIND_ADDRESS] and answered[True, KIND_SITE]
+    # the fan-out incident alone left open (its bare-address incidents closed, traffic kept it): still the fan-out
+    inc = _incidents(timeout=30.0)
+    dev = device()
+    for i in range(FAN_OUT + 1):
+        ip = f"198.51.100.{i}"
+        inc.detect(_alert(T0, dst=ip), RESOLVER.of_destination(ip, None), dev, None)
+    inc.traffic(observation(dev, ts=T0 + 25, peer="198.51.100.99"), RESOLVER.of_destination("198.51.100.99", None))
+    inc.take_closed(T0 + 40)
+    assert inc._per_device == {dev.id: 1}
+    assert inc._fanned_out(dev.id, RESOLVER.of_destination("198.51.100.77", None), "public").id == "fan-out-public"

@@ -52,7 +52,8 @@ def test_a_lookup_of_a_cloud_name_is_a_medium_alert_once():
         "score": 0.8, "summary": "camera 10.20.0.5 (Hikvision) looked up litedev.hik-connect.com, a Hik-Connect / "
         "EZVIZ cloud (Hikvision) name: the device is set up to reach its vendor's cloud. Hikvision is a covered maker "
         "(named).", "vlan": 20, "service": "hik-connect", "evidence": "looked up litedev.hik-connect.com"}
-    assert detector._episodes.take_dirty() == [(("vendor_cloud", "10.20.0.5", "hik-connect", "dns"), 50.0, 50.0, 1, 0)]
+    assert list(detector._episodes.take_dirty()) == [
+        (("vendor_cloud", "10.20.0.5", "hik-connect", "dns"), 50.0, 50.0, 1, 0)]
     assert detector.dns_query(query) is None
     assert detector.dns_query(DnsQuery(50.0, dev, "www.example.com", "10.20.0.1", "camera", 20, False)) is None
     allowed = DnsQuery(50.0, _device("10.20.0.6"), "litedev.hik-connect.com", "10.20.0.1", "camera", 20, True)

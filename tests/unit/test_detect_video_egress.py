@@ -378,3 +378,32 @@ def test_a_windows_running_totals_are_what_its_buckets_hold(steps, span, length,
         active = [cells[i] for i in inside if cells[i + 1] >= floor]
         assert tail.sent == sum(cells[i + 1] for i in inside) and tail.active == len(active)
         assert tail.first == (min(active) if active else units[-1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 1 << 40), st.integers(1, 1 << 40), st.integers(0, 1 << 40), st.integers(1, 1 << 20),
+       st.integers(1, 12), st.lists(st.tuples(st.integers(-3, 20), st.integers(1, 10_000)), max_size=12))
+def test_a_window_made_holding_its_first_bucket_is_a_new_window_that_added_it(unit, sent, received, packets, span,
+                                                                               later):
+    """Window.holding (a new pair's first sending) is add() on a new window, whatever its span: the same buckets
+    and totals then and after the same later sending."""
+    made, added = Window.holding(unit, sent, received, packets), Window()
+    added.add(unit, span, sent, received, packets)
+    for delta, more in [(0, 0), *later]:
+        if more:
+            unit += delta
+            made.add(unit, span, more, 1, 1)
+            added.add(unit, span, more, 1, 1)
+        assert (list(made.cells), made.sent, made.received, made.packets) == (
+            list(added.cells), added.sent, added.received, added.packets)
+
+
+def test_a_new_pairs_first_sending_is_held_in_both_windows():
+    """The detector's state for a new (device, peer) holds its first sending as the windows' add would."""
+    det = _detector()
+    dev = _device()
+    det.observe(_obs(dev, ts=T0 + 0.5, sent_bytes=700, received_bytes=40, sent_packets=2))
+    st_ = det._state.get((dev.ip, "203.0.113.7"))
+    second, slot = int(T0 + 0.5), int(T0 + 0.5) // det._slot
+    assert list(st_.seconds.cells) == [second, 700, 40, 2] and list(st_.slots.cells) == [slot, 700, 40, 2]
+    assert (st_.seconds.sent, st_.slots.received, st_.slots.packets, st_.reported) == (700, 40, 2, 0)

@@ -263,3 +263,39 @@ def test_the_last_address_remembered_leaves_the_cache_as_use_would():
         assert remembering.place(ip) == (None if asked is _NOWHERE else asked)
         assert remembering._cache.items() == plain._cache.items()
         assert remembering._cache.evicted == plain._cache.evicted
+
+
+def test_registry_only_places_are_shared_per_country_and_equal_to_looking_each_up(monkeypatch):
+    """Without databases a place is its registry country alone: one Place per country, its code's format checked
+    once. On random addresses (public, private, unassigned, IPv6) and on whatever the registry answers (valid
+    codes, lower case, three letters, empty, not a string) each place equals the one made afresh, nothing known
+    stays _NOWHERE, and only well-formed codes are remembered."""
+    import random
+    import re
+
+    import iptocc
+
+    from sensor.enrich import geography as mod
+
+    def afresh(registry):
+        registry = registry if isinstance(registry, str) and re.fullmatch(r"[A-Z]{2}", registry) else None
+        return mod._NOWHERE if registry is None else mod.Place(registry, None, None, registry)
+
+    rng = random.Random(1630)
+    geo = mod.Geography()
+    addresses = [f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+                 for _ in range(3000)] + ["10.0.0.1", "192.168.1.1", "2001:db8::1", "2400:cb00::1", "240e::1"]
+    for ip in addresses:
+        found = geo._lookup(ip)
+        assert found == afresh(iptocc.country_code(ip)) and (found is mod._NOWHERE) == (afresh(
+            iptocc.country_code(ip)) is mod._NOWHERE)
+    assert 10 < len(geo._registry_places) <= 26 * 26
+    answers = ["US", "us", "USA", "", None, 5, "CN", "C1", "US"]
+    monkeypatch.setattr(iptocc, "country_code", lambda ip: answers[int(ip.rsplit(".", 1)[1]) % len(answers)])
+    geo = mod.Geography()
+    for n in range(40):
+        answer = answers[n % len(answers)]
+        found = geo._lookup(f"198.51.100.{n}")
+        assert found == afresh(answer) and (found is mod._NOWHERE) == (afresh(answer) is mod._NOWHERE)
+    assert set(geo._registry_places) == {"US", "CN"}
+    assert geo._lookup("198.51.100.0") is geo._lookup("198.51.100.8")   # one Place per country

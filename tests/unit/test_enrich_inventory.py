@@ -126,7 +126,7 @@ def test_dirty_devices_are_saved_once_and_an_evicted_one_is_forgotten():
     inventory.touch("10.20.0.1", 0, 1.0)
     inventory.touch("10.20.0.2", 0, 2.0)
     assert sorted(doc["ip"] for doc in inventory.take_dirty()) == ["10.20.0.1", "10.20.0.2"]
-    assert inventory.take_dirty() == []
+    assert list(inventory.take_dirty()) == []
     inventory.touch("10.20.0.2", 0, 3.0)
     inventory.touch("10.20.0.3", 0, 3.0)
     assert forgotten == ["10.20.0.1"]
@@ -224,3 +224,44 @@ def test_restore_refuses_each_damaged_row_with_room_to_spare():
 def test_the_inventory_uses_the_covered_list_it_is_given():
     assert _inventory().makers is MAKERS
     assert Inventory(parse_config({}), MANUF, CoveredMakers([], "test")).makers.version == "test"
+
+
+def test_a_new_device_takes_its_macs_facts_as_judging_the_mac_would_give_them():
+    """_note_mac of a device without maker evidence remembers its last MAC's facts (a flood's sources behind one
+    router MAC): each new device gets what _judge_mac, the reference, makes of a fresh device, whichever MAC came
+    before (a covered maker's, a camera-only maker's, a module maker's, an unknown prefix, a locally administered
+    one), and lists of its own."""
+    manuf = ManufDatabase({24: {0xC056E3: "Hangzhou Hikvision Digital Technology Co.,Ltd.", 0x00408C: "Axis",
+                                0x240AC4: "Espressif Inc.", 0x001EBD: "Cisco Systems, Inc"}})
+    inventory = Inventory(parse_config({"limits": {"max_devices": 100}}), manuf, MAKERS)
+    reference = Inventory(parse_config({"limits": {"max_devices": 100}}), manuf, MAKERS)
+    macs = [HIK_MAC, HIK_MAC, ACME_MAC, 0x24_0A_C4_00_00_07, 0x00_1E_BD_00_00_01, 0x00_1E_BD_00_00_01,
+            0x02_00_00_00_00_09, 0x7C_00_00_00_00_01, HIK_MAC, 0x24_0A_C4_00_00_08]
+    made = []
+    for n, mac in enumerate(macs):
+        dev = inventory.touch(f"10.20.1.{n + 1}", mac, 1.0)
+        assert dev is not None
+        expected = Device(dev.ip, mac)
+        reference._judge_mac(expected)
+        assert (dev.vendor, dev.module, dev.maker_items, dev.verdict, dev.evidence, dev.role) == (
+            expected.vendor, expected.module, expected.maker_items, expected.verdict, expected.evidence, expected.role)
+        made.append(dev)
+    assert any(d.covered for d in made) and any(d.module for d in made) and any(not d.maker_items for d in made)
+    made[0].maker_items.append(made[2].maker_items[0])   # one device's list is its own
+    assert len(made[1].maker_items) == 1 and len(made[8].maker_items) == 1
+
+
+def test_the_dirty_documents_are_made_as_they_are_taken_from_the_devices_dirty_at_the_call():
+    """take_dirty takes the dirty set at once (a device changed afterwards is dirty again, for the next flush)
+    and makes each document as the caller takes it: the devices' state() documents, one each."""
+    inventory = _inventory(max_devices=10)
+    for n in range(1, 6):
+        inventory.touch(f"10.20.0.{n}", 0x00408C000000 + n, float(n))
+    taken = inventory.take_dirty()
+    assert inventory.dirty == set()
+    inventory.touch("10.20.0.6", 0, 6.0)
+    assert inventory.dirty == {"10.20.0.6"}
+    docs = list(taken)
+    assert sorted(doc["ip"] for doc in docs) == [f"10.20.0.{n}" for n in range(1, 6)]
+    assert all(doc == inventory.devices.get(doc["id"]).state() for doc in docs)
+    assert [doc["ip"] for doc in inventory.take_dirty()] == ["10.20.0.6"]

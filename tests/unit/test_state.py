@@ -54,6 +54,28 @@ def test_rows_are_json_dumps_text_byte_for_byte():
         assert mod._ENCODE(doc) == json.dumps(doc)
 
 
+def test_the_encoder_made_once_writes_what_json_encoder_encode_writes():
+    """_ENCODE calls the C encoder it made at import (JSONEncoder.encode makes one per call): the same text as the
+    encoder it stands for on values of every kind JSON has, top-level scalars included, and the same refusal of
+    what JSON cannot hold."""
+    import json
+
+    import pytest
+
+    from sensor import state as mod
+
+    assert json.encoder.c_make_encoder is None or mod._ENCODE.__name__ == "<lambda>"   # the C encoder is the one tested
+    reference = json.JSONEncoder(check_circular=False).encode
+    values = ["plain", 'qu"ote\\\x00\u00e9\ud800', 0, -1, 1 << 70, True, False, None, 1.5, -0.0, 1e300,
+              1700000000.0000498, float("inf"), float("-inf"), float("nan"), [], {}, [1, [2, [3, {"a": None}]]],
+              {"k\u00e9": [1.25, "v", {"n": True}], "": 0}, {1: "int key", 2.5: "float key", None: "none key"}]
+    for value in values:
+        assert mod._ENCODE(value) == reference(value), value
+    for bad in ({"a": object()}, [b"bytes"], {("t",): 1}):
+        with pytest.raises(TypeError):
+            mod._ENCODE(bad)
+
+
 def test_a_flush_writes_its_rows_in_one_statement_and_falls_back_to_one_at_a_time(tmp_path):
     """save_devices and save_episodes write a flush's rows with one executemany: the same rows as one INSERT each
     (a key saved twice keeps its later document); when the batch fails, each row is tried on its own as before, so
@@ -97,3 +119,50 @@ def test_rows_a_full_disk_takes_with_a_failed_batch_are_counted(tmp_path):
             assert known.write_errors >= 1, (pre, each, saved)
         known.close()
     assert lost_somewhere   # the sizes do fill the database: the case is exercised
+
+
+class _SetsFromTheStart(KnownState):
+    """KnownState as it was before a device's first destination was kept as a tuple: a set from the start."""
+
+    def _remember_destination(self, ip, destination):
+        from sensor import state as mod
+
+        known = self._destinations.setdefault(ip, set())
+        if len(known) >= mod.MAX_DESTINATIONS_PER_DEVICE or self._destination_count >= mod.MAX_DESTINATIONS:
+            return False
+        known.add(destination)
+        self._destination_count += 1
+        return True
+
+
+def test_a_devices_first_destination_kept_as_a_tuple_answers_and_writes_as_a_set_would(tmp_path, monkeypatch):
+    """Random sightings of devices and destinations (new, repeated, past the per-device and overall bounds, devices
+    established and so written, evicted and forgotten) give the same answers, the same rows and the same
+    destinations remembered as sets kept from the start."""
+    import random
+
+    from sensor import state as mod
+
+    monkeypatch.setattr(mod, "MAX_DESTINATIONS_PER_DEVICE", 3)
+    monkeypatch.setattr(mod, "MAX_DESTINATIONS", 12)
+    rng = random.Random(1620)
+    new, old = KnownState(tmp_path / "new.db", max_devices=5), _SetsFromTheStart(tmp_path / "old.db", max_devices=5)
+    ts, kinds = 1_700_000_000.0, set()
+    for _ in range(3000):
+        ts += rng.choice([0.0, 0.3, 1.5])
+        ip, destination = f"10.20.0.{rng.randint(1, 8)}", f"198.51.100.{rng.randint(1, 6)}"
+        if rng.random() < 0.4:
+            assert new.device_first_seen(ip, ts) == old.device_first_seen(ip, ts)
+        else:
+            assert new.add_destination(ip, destination, ts) == old.add_destination(ip, destination, ts)
+        assert {k: set(v) for k, v in new._destinations.items() if v} == {
+            k: v for k, v in old._destinations.items() if v}
+        assert new._destination_count == old._destination_count
+        kinds.update(type(v) for v in new._destinations.values())
+    assert kinds == {tuple, set}
+    new.close()
+    old.close()
+    for table in ("device", "destination"):
+        with sqlite3.connect(tmp_path / "new.db") as a, sqlite3.connect(tmp_path / "old.db") as b:
+            rows = sorted(a.execute(f"SELECT * FROM {table}"))
+            assert rows and rows == sorted(b.execute(f"SELECT * FROM {table}"))
