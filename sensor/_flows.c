@@ -1646,7 +1646,8 @@ static PyObject *sight(PyObject *self, PyObject *args)
     PyObject *result = NULL;
     Py_ssize_t n = times.len / (Py_ssize_t)sizeof(double), at = 0, evicted = 0;
     int odd = 0;
-    if (width < 1 || limit < 1 || times.len % (Py_ssize_t)sizeof(double) || keys.len != n * width) {
+    if (width < 1 || limit < 1 || times.len % (Py_ssize_t)sizeof(double) || width > PY_SSIZE_T_MAX / (n ? n : 1)
+            || keys.len != n * width) {   /* the product tested only once it cannot overflow */
         PyErr_SetString(PyExc_ValueError, "sight: keys must be len(times) rows of width bytes, limit >= 1");
         goto done;
     }

@@ -271,7 +271,8 @@ def test_the_c_sightings_refuse_what_is_not_rows_of_keys():
         pytest.skip("the C extension sensor._flows was not built on this machine")
     ext = compiled.flows_extension
     for args in ((np.zeros(11, np.uint8), 12, np.zeros(1)), (np.zeros(12, np.uint8), 0, np.zeros(1)),
-                 (np.zeros(12, np.uint8), 12, np.zeros(1, np.float32))):
+                 (np.zeros(12, np.uint8), 12, np.zeros(1, np.float32)),
+                 (np.zeros(12, np.uint8), 2**62 + 3, np.zeros(4))):   # 4 rows of that width wrap round to 12 bytes
         with pytest.raises(ValueError):
             ext.sight(ext.Lru(), args[0], args[1], args[2], 5, 1.0)
     with pytest.raises(TypeError):
