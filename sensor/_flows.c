@@ -1696,11 +1696,25 @@ done:
 /* ---- end of a flood's source sightings ---- */
 
 /* ---- held sources looked up by their printed IPv4 address (issue 16 item 1, held forged sources) ----------------
- * known_v4(mapping, words, v4, start, stop, count) -> int: over the held candidates start:stop, each an IPv4 address
- * (words: uint32, host order) where v4 (one byte each) says so: with count false, the first whose dotted-decimal
- * text is a key of mapping (Inventory._by_address) or that is not IPv4 (the caller asks about it), else stop; with
- * count true, how many IPv4 ones are keys. Flow.orig_text's text (ip_text: str(IPv4Address)), made in a buffer and
- * looked up as a str; the reference prints them all in numpy (new_flows._texts) and asks Inventory.first_known. */
+ * known_v4(mapping, marks, words, v4, start, stop, count) -> int: over the held candidates start:stop, each an IPv4
+ * address (words: uint32, host order) where v4 (one byte each) says so: with count false, the first whose
+ * dotted-decimal text is a key of mapping (Inventory._by_address) or that is not IPv4 (the caller asks about it), else
+ * stop; with count true, how many IPv4 ones are keys. Flow.orig_text's text (ip_text: str(IPv4Address)), made in a
+ * buffer and looked up as a str; the reference prints them all in numpy (new_flows._texts) and asks
+ * Inventory.first_known.
+ *
+ * marks (V4_MARKS bytes, Inventory.v4_marks) has the bit of every IPv4 address ever made a key of mapping set
+ * (mark_v4, at each insertion; never cleared, so a superset): an address whose bit is clear is not a key, and is
+ * not looked up. On a full flow table the dict's entries are out of cache by the next window, and its probe was
+ * the held source's largest cost; the marks (128 KiB) answer most sources from cache, and a set bit (~1% of them
+ * with max_devices known addresses) is looked up as before. */
+#define V4_MARK_BITS 20
+#define V4_MARKS (1 << (V4_MARK_BITS - 3))
+
+static uint32_t v4_mark(uint32_t w)
+{
+    return (uint32_t)(w * 2654435761u) >> (32 - V4_MARK_BITS);   /* Knuth's multiplicative hash: the high bits */
+}
 static char octet_text[256][4];   /* each octet's digits then a dot, and how many digits: made once */
 static uint8_t octet_len[256];
 
@@ -1733,19 +1747,20 @@ static Py_ssize_t dotted(uint32_t w, char *out)
 static PyObject *known_v4(PyObject *self, PyObject *args)
 {
     PyObject *mapping;
-    Py_buffer words, v4;
+    Py_buffer marks, words, v4;
     Py_ssize_t start, stop;
     int count;
-    if (!PyArg_ParseTuple(args, "O!y*y*nnp", &PyDict_Type, &mapping, &words, &v4, &start, &stop, &count))
+    if (!PyArg_ParseTuple(args, "O!y*y*y*nnp", &PyDict_Type, &mapping, &marks, &words, &v4, &start, &stop, &count))
         return NULL;
     PyObject *result = NULL;
     Py_ssize_t n = v4.len, found = 0, at = start;
-    if (!PyDict_CheckExact(mapping) || words.len != n * (Py_ssize_t)sizeof(uint32_t) || start < 0 || start > stop
-            || stop > n) {
-        PyErr_SetString(PyExc_ValueError, "known_v4: a dict, as many words as flags, 0 <= start <= stop <= len");
+    if (!PyDict_CheckExact(mapping) || marks.len != V4_MARKS || words.len != n * (Py_ssize_t)sizeof(uint32_t)
+            || start < 0 || start > stop || stop > n) {
+        PyErr_SetString(PyExc_ValueError,
+                        "known_v4: a dict, V4_MARKS marks, as many words as flags, 0 <= start <= stop <= len");
         goto done;
     }
-    const uint8_t *is_v4 = (const uint8_t *)v4.buf;
+    const uint8_t *is_v4 = (const uint8_t *)v4.buf, *mark = (const uint8_t *)marks.buf;
     for (; at < stop; at++) {
         if (!is_v4[at]) {
             if (count)
@@ -1754,6 +1769,9 @@ static PyObject *known_v4(PyObject *self, PyObject *args)
         }
         uint32_t w;
         memcpy(&w, (const char *)words.buf + at * sizeof(uint32_t), sizeof w);
+        uint32_t bit = v4_mark(w);
+        if (!(mark[bit >> 3] & (1u << (bit & 7))))
+            continue;   /* never a key */
         char text[20];
         Py_ssize_t len = dotted(w, text);
         PyObject *str = PyUnicode_New(len, 127);
@@ -1772,9 +1790,46 @@ static PyObject *known_v4(PyObject *self, PyObject *args)
     }
     result = PyLong_FromSsize_t(count ? found : at);
 done:
+    PyBuffer_Release(&marks);
     PyBuffer_Release(&words);
     PyBuffer_Release(&v4);
     return result;
+}
+
+/* mark_v4(marks, text): the bit of the IPv4 address written `text` set in marks (a bytearray of V4_MARKS), when
+ * text is four dot-separated decimal octets (leading zeros read as the number: a superset does no harm); any other
+ * text (IPv6) sets nothing, as known_v4 only looks up the canonical text of an IPv4 address. */
+static PyObject *mark_v4(PyObject *self, PyObject *args)
+{
+    Py_buffer marks;
+    PyObject *text;
+    if (!PyArg_ParseTuple(args, "w*U", &marks, &text))
+        return NULL;
+    if (marks.len != V4_MARKS) {
+        PyBuffer_Release(&marks);
+        PyErr_SetString(PyExc_ValueError, "mark_v4: marks of V4_MARKS bytes");
+        return NULL;
+    }
+    Py_ssize_t len = PyUnicode_GET_LENGTH(text), i = 0;
+    uint32_t w = 0;
+    int ok = PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND && len <= 15;
+    const Py_UCS1 *c = ok ? PyUnicode_1BYTE_DATA(text) : NULL;
+    for (int octet = 0; ok && octet < 4; octet++) {
+        unsigned v = 0;
+        int digits = 0;
+        while (i < len && c[i] >= '0' && c[i] <= '9' && digits < 3) {
+            v = v * 10 + (unsigned)(c[i++] - '0');
+            digits++;
+        }
+        ok = digits > 0 && v <= 255 && (octet == 3 ? i == len : i < len && c[i++] == '.');
+        w = w << 8 | v;
+    }
+    if (ok) {
+        uint32_t bit = v4_mark(w);
+        ((uint8_t *)marks.buf)[bit >> 3] |= (uint8_t)(1u << (bit & 7));
+    }
+    PyBuffer_Release(&marks);
+    Py_RETURN_NONE;
 }
 /* ---- end of held sources looked up ---- */
 
@@ -1840,6 +1895,7 @@ static PyMethodDef methods[] = {
     {"columns", columns, METH_VARARGS, "A list of flows' keys, originators, senders, MACs and first times as columns."},
     {"holding", holding, METH_VARARGS, "AdmissionBudget.holding's run of sightings below one token, in order."},
     {"known_v4", known_v4, METH_VARARGS, "The first (or the count) of IPv4 addresses whose text is a dict's key."},
+    {"mark_v4", mark_v4, METH_VARARGS, "An IPv4 address's text marked in known_v4's marks."},
     {"sight", sight, METH_VARARGS, "BoundedLRU.sight_each of rows of bytes keys and their times on an Lru."},
     {NULL, NULL, 0, NULL},
 };
@@ -1873,7 +1929,8 @@ PyMODINIT_FUNC PyInit__flows(void)
         return NULL;
     octets_made();
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddObjectRef(m, "Lru", (PyObject *)&LruType) < 0)
+    if (m != NULL && (PyModule_AddObjectRef(m, "Lru", (PyObject *)&LruType) < 0
+                      || PyModule_AddIntConstant(m, "V4_MARKS", V4_MARKS) < 0))
         Py_CLEAR(m);
     return m;
 }

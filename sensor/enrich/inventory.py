@@ -9,6 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from sensor import compiled
 from sensor.bounded import BoundedLRU, SegmentedLRU
 from sensor.config import Config
 from sensor.enrich import addresses
@@ -200,6 +201,9 @@ MAX_PENDING_LINK_LOCAL = 1024
 # A device proves itself, and moves to the inventory's protected segment, by sending in two different seconds: a
 # forged one-packet source never does, so a flood of them cannot push the site's real cameras out.
 ESTABLISHED_AFTER_SECONDS = 1.0
+# Inventory._address_is's marks: the built extension's, whatever compiled's switches say (None: not built)
+_mark_v4 = getattr(compiled.flows_extension, "mark_v4", None)
+_V4_MARKS = getattr(compiled.flows_extension, "V4_MARKS", 0)
 
 
 def address_order(ip: str) -> tuple[int, str]:
@@ -224,7 +228,9 @@ class Inventory:
         # The vendor service a DNS name belongs to (the pipeline hands in the indicator file's lookup): a lookup of
         # a maker's cloud name is maker evidence.
         self.service_of_name: Callable[[str], Service | None] | None = None
-        self._by_address: dict[str, str] = {}   # current address -> device id
+        self._by_address: dict[str, str] = {}   # current address -> device id, added to by _address_is only
+        # every IPv4 address ever a key of _by_address, marked for _flows.known_v4 (see _address_is)
+        self.v4_marks = bytearray(_V4_MARKS)
         self._by_mac: dict[int, str] = {}       # a MAC -> the device it is the own MAC of
         self.router_macs: set[int] = set()
         self._router_addresses: set[str] = set()   # routers named by DHCP (option 3), to find their MACs
@@ -340,7 +346,7 @@ class Inventory:
             dev_id = f"{key}#{n}"
         dev = Device(key, first_seen=ts, id=dev_id, addresses={key: ts})
         self.devices.put(dev_id, dev)
-        self._by_address[key] = dev_id
+        self._address_is(key, dev_id)
         if mac:
             self._set_mac(dev, mac)
             if mac not in self._by_mac and mac not in self.router_macs:
@@ -458,12 +464,21 @@ class Inventory:
 
     def _attach(self, dev: Device, ip: str, ts: float) -> None:
         dev.addresses[ip] = max(dev.addresses.get(ip, 0.0), ts)
-        self._by_address[ip] = dev.id
+        self._address_is(ip, dev.id)
         if ip in dev.former_addresses:
             dev.former_addresses.remove(ip)
         while len(dev.addresses) > MAX_ADDRESSES_PER_DEVICE:
             oldest = min((a for a in dev.addresses if a != dev.ip), key=dev.addresses.__getitem__)
             self._detach(dev, oldest)
+
+    def _address_is(self, ip: str, dev_id: str) -> None:
+        """The one way an address becomes a key of _by_address: an IPv4 one is marked in v4_marks too (never
+        unmarked), and _flows.known_v4 does not look up a held source whose mark is clear, so a key added past this
+        would go unseen by the held sources' lookup. Marked whenever the extension is built, whatever the switches
+        say at the time: a switch turned on later reads complete marks."""
+        self._by_address[ip] = dev_id
+        if _mark_v4 is not None:
+            _mark_v4(self.v4_marks, ip)
 
     def _detach(self, dev: Device, ip: str) -> None:
         """The address leaves the device (to its history); a device left with no address keeps its name."""
@@ -562,7 +577,7 @@ class Inventory:
             self._judge_identity(dev, dev.identity)
             self.devices.put(dev.id, dev)
             for ip in list(dev.addresses):
-                self._by_address[ip] = dev.id
+                self._address_is(ip, dev.id)
             if dev.mac and (dev.link_claimed or dev.mac not in self._by_mac):
                 self._by_mac[dev.mac] = dev.id
             if dev.last_seen - dev.first_seen >= ESTABLISHED_AFTER_SECONDS:

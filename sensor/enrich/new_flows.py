@@ -146,21 +146,23 @@ class _Classes:
 class _Held:
     """The held-back candidates' sources, asked whether a device holds them (or, IPv6, their MAC's box joins them)
     as Inventory.first_known answers: IPv4 ones by their text made and looked up in C (_flows.known_v4), without a
-    str kept for each of a flood's sources; the rest one by one. Where the C is not built or its switch is off, all
-    of them printed in numpy (_texts) and asked Inventory.first_known, the reference."""
+    str kept for each of a flood's sources, and not looked up at all when the inventory's marks say no address of
+    theirs was ever a key (Inventory._address_is); the rest one by one. Where the C is not built or its switch is
+    off, all of them printed in numpy (_texts) and asked Inventory.first_known, the reference."""
 
     def __init__(self, raw: np.ndarray, v4: np.ndarray, macs: np.ndarray):
         self.raw, self.v4, self.macs = raw, v4, macs
         ext = compiled.flows_extension
         self.words = _words(raw)[:, 3].astype(np.uint32)
-        self.texts = None if ext is not None and compiled.held and hasattr(ext, "known_v4") else _texts(raw, v4)
+        self.texts = None if ext is not None and compiled.held and hasattr(ext, "mark_v4") else _texts(raw, v4)
 
     def first_known(self, inventory: Inventory, start: int, stop: int) -> int:
         """Inventory.first_known of the sources start:stop."""
         if self.texts is None:
             ext = compiled.flows_extension
             while start < stop:
-                start = ext.known_v4(inventory._by_address, self.words, self.v4, start, stop, False)
+                start = ext.known_v4(inventory._by_address, inventory.v4_marks, self.words, self.v4, start, stop,
+                                     False)
                 if start == stop or self.v4[start] or inventory.first_known(
                         [ip_text(self.raw[start].tobytes())], [int(self.macs[start])], 0, 1) == 0:
                     return start
@@ -174,7 +176,8 @@ class _Held:
         known, n = inventory._by_address, min(len(self.v4), COUNTED)
         if self.texts is None:
             others = sum(ip_text(self.raw[at].tobytes()) in known for at in np.flatnonzero(~self.v4[:n]).tolist())
-            found = others + compiled.flows_extension.known_v4(known, self.words, self.v4, 0, n, True)
+            found = others + compiled.flows_extension.known_v4(known, inventory.v4_marks, self.words, self.v4, 0, n,
+                                                                 True)
         else:
             found = sum(text in known for text in self.texts[:n])
         return found * len(self.v4) // n if n else 0

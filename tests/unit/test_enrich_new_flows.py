@@ -18,6 +18,7 @@ from sensor.decode import decode
 from sensor.enrich import new_flows as batch
 from sensor.enrich.admission import AdmissionBudget
 from sensor.enrich.inventory import Inventory
+from sensor.enrich.makers import ManufDatabase
 from sensor.enrich.scope import SCOPES, Classifier
 from sensor.enrich.stage import Enricher
 from sensor.flows import Flow, FlowTable, ip_text, new_update
@@ -287,9 +288,19 @@ class _Addresses:
 
     def __init__(self, by_address: dict[str, str]):
         self._by_address = by_address
+        self.v4_marks = _marks(by_address)
 
     def _joined_owner(self, ip_: str, mac_: int) -> str | None:
         return "box" if ":" in ip_ and mac_ == int.from_bytes(CAMERA_V6_MAC, "big") else None
+
+
+def _marks(texts) -> bytearray:
+    """Inventory.v4_marks of these addresses (_flows.mark_v4 of each)."""
+    ext = compiled.flows_extension
+    marks = bytearray(getattr(ext, "V4_MARKS", 0))
+    for text in texts:
+        ext.mark_v4(marks, text)
+    return marks
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -332,23 +343,83 @@ def test_held_sources_looked_up_in_c_are_the_references(monkeypatch, seed):
     assert stops == {"none", "v4", "v6"}
     ext = compiled.flows_extension
     words = helds[True].words
+    every = bytearray(b"\xff" * ext.V4_MARKS)   # each address looked up: the marks only ever skip a lookup
     for at, s in enumerate(sources):   # each address's own answer: the text the per-flow path looks up
         if ":" not in s:
-            assert ext.known_v4({s: 1}, words, is_v4, at, at + 1, False) == at
-            assert ext.known_v4({s + "0": 1, "x": 2}, words, is_v4, at, at + 1, False) == at + 1
+            for marks in (_marks([s]), every):
+                assert ext.known_v4({s: 1}, marks, words, is_v4, at, at + 1, False) == at
+                assert ext.known_v4({s + "0": 1, "x": 2}, marks, words, is_v4, at, at + 1, False) == at + 1
+            # its mark clear: not looked up, not found though it is a key (a key added past the marks is not seen)
+            assert ext.known_v4({s: 1}, _marks([]), words, is_v4, at, at + 1, False) == at + 1
+            assert ext.known_v4({s: 1}, _marks([]), words, is_v4, at, at + 1, True) == 0
+
+
+def test_the_marks_are_set_for_each_dotted_quad_and_nothing_else():
+    """_flows.mark_v4 marks what known_v4 would look up for the address of each IPv4 text, and no bit for a text
+    that is not four decimal octets (an IPv6 address, too few or too many octets, an octet over 255 or of four
+    digits, spaces, digits other than ASCII's)."""
+    if compiled.flows_extension is None:
+        pytest.skip("the C extension sensor._flows was not built on this machine")
+    ext = compiled.flows_extension
+    rng = random.Random(7)
+    for _ in range(2000):
+        w = rng.choice([0, 0xFFFFFFFF, rng.getrandbits(32), rng.getrandbits(8) << 24])
+        text = str(ipaddress.IPv4Address(w))
+        words, v4 = np.array([w], np.uint32), np.ones(1, bool)
+        assert ext.known_v4({text: 1}, _marks([text]), words, v4, 0, 1, True) == 1
+        if len(text.split(".")[0]) < 3:   # a leading zero reads as the same address: a superset does no harm
+            assert ext.known_v4({text: 1}, _marks(["0" + text]), words, v4, 0, 1, True) == 1
+    for junk in ("fd00::7", "::ffff:10.0.0.1", "1.2.3", "1.2.3.4.5", "256.1.1.1", "1.2.3.1000", "0001.2.3.4",
+                 " 1.2.3.4", "1.2.3.4 ", "1..2.3", ".1.2.3", "1.2.3.", "", "\u0661.2.3.4", "1.2.3.\u00b9", "a.b.c.d"):
+        assert _marks([junk]) == bytearray(ext.V4_MARKS), junk
+    with pytest.raises(ValueError):
+        ext.mark_v4(bytearray(10), "1.2.3.4")
+    with pytest.raises(TypeError):
+        ext.mark_v4(bytes(ext.V4_MARKS), "1.2.3.4")   # read-only
+    with pytest.raises(TypeError):
+        ext.mark_v4(bytearray(ext.V4_MARKS), b"1.2.3.4")
+
+
+def test_every_address_the_inventory_holds_is_marked():
+    """Inventory._address_is is the only way into _by_address: after new devices, addresses moved between devices
+    (claims), detached ones and a restore, each IPv4 key's mark is set, so known_v4 finds it."""
+    if compiled.flows_extension is None:
+        pytest.skip("the C extension sensor._flows was not built on this machine")
+    ext = compiled.flows_extension
+    cfg = parse_config({})
+    manuf = ManufDatabase({24: {0x00408C: "Axis"}})
+    inv = Inventory(cfg, manuf)
+    rng = random.Random(3)
+    for i in range(3000):
+        address = f"10.{rng.randrange(4)}.{rng.randrange(256)}.{rng.randrange(256)}"
+        mac_ = 0x02_00_00_00_00_00 + rng.randrange(64)
+        if i % 3:
+            inv.touch(address, mac_, T0 + i)
+        else:
+            inv.claim(address, mac_, T0 + i, primary=bool(i % 2))
+    restored = Inventory(cfg, manuf)
+    restored.restore(list(inv.take_dirty()))
+    for held in (inv, restored):
+        keys = [k for k in held._by_address if ":" not in k]
+        assert len(keys) > 1000
+        words = np.array([int(ipaddress.IPv4Address(k)) for k in keys], np.uint32)
+        assert ext.known_v4(held._by_address, held.v4_marks, words, np.ones(len(keys), bool), 0, len(keys),
+                            True) == len(keys)
 
 
 def test_the_c_lookup_of_held_sources_refuses_what_it_cannot_read():
     if compiled.flows_extension is None:
         pytest.skip("the C extension sensor._flows was not built on this machine")
     ext = compiled.flows_extension
-    words, v4 = np.zeros(3, np.uint32), np.ones(3, bool)
-    for args in (({}, words[:2], v4, 0, 2), ({}, words, v4, 2, 1), ({}, words, v4, 0, 4), ({}, words, v4, -1, 2)):
+    words, v4, m = np.zeros(3, np.uint32), np.ones(3, bool), _marks(["0.0.0.0"])
+    for args in (({}, m, words[:2], v4, 0, 2), ({}, m, words, v4, 2, 1), ({}, m, words, v4, 0, 4),
+                 ({}, m, words, v4, -1, 2), ({}, m[:-1], words, v4, 0, 3)):
         with pytest.raises(ValueError):
             ext.known_v4(*args, False)
     with pytest.raises(TypeError):
-        ext.known_v4([], words, v4, 0, 3, False)
-    assert ext.known_v4({"0.0.0.0": 1}, words, v4, 0, 3, True) == 3 and ext.known_v4({}, words, v4, 0, 3, True) == 0
+        ext.known_v4([], m, words, v4, 0, 3, False)
+    assert ext.known_v4({"0.0.0.0": 1}, m, words, v4, 0, 3, True) == 3
+    assert ext.known_v4({}, m, words, v4, 0, 3, True) == 0
 
 
 def test_scopes_and_printed_addresses_in_numpy_are_the_one_at_a_time_ones():
