@@ -1633,7 +1633,9 @@ done:
  * the recent end (a bytes key and a float made only then) and, the table over `limit`, its oldest entry goes
  * (counted in `evicted`); present, it moves to the recent end and the walk stops at it (`at`) when seen again.
  * `at` is len when none was. A present key whose value is not a float stops the walk before anything is done to it
- * (odd = 1): the caller's reference goes on from there. No Python code runs (bytes keys, float values). */
+ * (odd = 1): the caller's reference goes on from there. Python code can run only where an evicted entry is let go
+ * (a value put through the Lru's mapping methods may have a __del__): nothing borrowed is held across that decref,
+ * and the next key is looked up afresh. */
 static PyObject *sight(PyObject *self, PyObject *args)
 {
     PyObject *table;
@@ -1704,7 +1706,8 @@ done:
  * Inventory.first_known.
  *
  * marks (V4_MARKS bytes, Inventory.v4_marks) has the bit of every IPv4 address ever made a key of mapping set
- * (mark_v4, at each insertion; never cleared, so a superset): an address whose bit is clear is not a key, and is
+ * (mark_v4, at each insertion; a superset, made again from the current keys now and then by Inventory._remark so
+ * that the marks of addresses that left do not fill it): an address whose bit is clear is not a key, and is
  * not looked up. On a full flow table the dict's entries are out of cache by the next window, and its probe was
  * the held source's largest cost; the marks (128 KiB) answer most sources from cache, and a set bit (~1% of them
  * with max_devices known addresses) is looked up as before. */

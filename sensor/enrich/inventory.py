@@ -204,6 +204,11 @@ ESTABLISHED_AFTER_SECONDS = 1.0
 # Inventory._address_is's marks: the built extension's, whatever compiled's switches say (None: not built)
 _mark_v4 = getattr(compiled.flows_extension, "mark_v4", None)
 _V4_MARKS = getattr(compiled.flows_extension, "V4_MARKS", 0)
+# New keys of _by_address between two rebuilds of v4_marks, at least: an address that leaves keeps its mark, so under
+# a long flood (the budget letting in 100 devices a second, each evicted later) the marks would fill and every held
+# source be looked up again. 65,536 new keys set at most ~6% of the 2**20 marks; a rebuild marks the current keys
+# (~10,000 at max_devices, a few ms) and comes every ~11 minutes of such a flood.
+REMARK_AFTER_NEW_KEYS = 1 << 16
 
 
 def address_order(ip: str) -> tuple[int, str]:
@@ -231,6 +236,7 @@ class Inventory:
         self._by_address: dict[str, str] = {}   # current address -> device id, added to by _address_is only
         # every IPv4 address ever a key of _by_address, marked for _flows.known_v4 (see _address_is)
         self.v4_marks = bytearray(_V4_MARKS)
+        self._new_keys_since_marked = 0
         self._by_mac: dict[int, str] = {}       # a MAC -> the device it is the own MAC of
         self.router_macs: set[int] = set()
         self._router_addresses: set[str] = set()   # routers named by DHCP (option 3), to find their MACs
@@ -472,13 +478,30 @@ class Inventory:
             self._detach(dev, oldest)
 
     def _address_is(self, ip: str, dev_id: str) -> None:
-        """The one way an address becomes a key of _by_address: an IPv4 one is marked in v4_marks too (never
-        unmarked), and _flows.known_v4 does not look up a held source whose mark is clear, so a key added past this
-        would go unseen by the held sources' lookup. Marked whenever the extension is built, whatever the switches
-        say at the time: a switch turned on later reads complete marks."""
+        """The one way an address becomes a key of _by_address: an IPv4 one is marked in v4_marks too, and
+        _flows.known_v4 does not look up a held source whose mark is clear, so a key added past this would go unseen
+        by the held sources' lookup. Marked whenever the extension is built, whatever the switches say at the time:
+        a switch turned on later reads complete marks. A key that leaves keeps its mark (a superset does no harm)
+        until the marks are rebuilt from the current keys, after REMARK_AFTER_NEW_KEYS new ones."""
+        if _mark_v4 is None:
+            self._by_address[ip] = dev_id
+            return
+        if ip not in self._by_address:
+            self._new_keys_since_marked += 1
+            if self._new_keys_since_marked > max(REMARK_AFTER_NEW_KEYS, 4 * len(self._by_address)):
+                self._remark()
         self._by_address[ip] = dev_id
-        if _mark_v4 is not None:
-            _mark_v4(self.v4_marks, ip)
+        _mark_v4(self.v4_marks, ip)
+
+    def _remark(self) -> None:
+        """v4_marks made again from the current keys alone, in place (callers hold the bytearray)."""
+        mark, marks = _mark_v4, self.v4_marks
+        if mark is None:
+            return
+        marks[:] = bytes(len(marks))
+        for ip in self._by_address:
+            mark(marks, ip)
+        self._new_keys_since_marked = 0
 
     def _detach(self, dev: Device, ip: str) -> None:
         """The address leaves the device (to its history); a device left with no address keeps its name."""
