@@ -20,58 +20,48 @@ _MAX_COUNT = (1 << 32) - 1  # a bucket saturates at 4 GiB rather than wrap
 
 
 class ByteSeries:
-    __slots__ = ("counts", "lone", "newest", "single")
+    __slots__ = ("counts", "newest", "single")
 
     def __init__(self) -> None:
-        # The ring, made when a second bucket is kept: a forged-source flood's devices each have one bucket, and
-        # the ring's 1.1 KiB apiece (zeroed, outside Python's small-object allocator) was a tenth of such a
-        # device's memory and time. Until then `single` is the newest bucket's count.
+        # The ring, made when a second bucket is kept, and let go when the window moves past every bucket it held:
+        # a forged-source flood's devices each have one bucket, and the ring's 1.1 KiB apiece (zeroed, outside
+        # Python's small-object allocator) was a tenth of such a device's memory and time. Without it `single` is
+        # the newest bucket's count.
         self.counts: array[int] | None = None
         self.single = 0
         self.newest = -1  # index of the newest bucket (capture seconds // BUCKET_SECONDS); -1 before any byte
-        # Every slot but the newest bucket's is zero: true until a byte lands in an older bucket or the window
-        # moves on with the old bucket kept (a new device's series, saved after its first bytes, is one bucket)
-        self.lone = True
 
     def add(self, ts: float, nbytes: int) -> None:
         if nbytes <= 0 or not math.isfinite(ts) or ts < 0:
             return
         bucket = int(ts // BUCKET_SECONDS)
+        newest = self.newest
+        if bucket > newest and (newest < 0 or bucket - newest >= BUCKETS):
+            # the first bucket, or the window moved past every one it had: one bucket, no ring
+            self.counts, self.newest, self.single = None, bucket, min(_MAX_COUNT, nbytes)
+            return
         counts = self.counts
         if counts is None:
-            newest = self.newest
             if bucket == newest:
                 self.single = min(_MAX_COUNT, self.single + nbytes)
-                return
-            if bucket > newest and (newest < 0 or bucket - newest >= BUCKETS):
-                # the first bucket, or the window moved past the one it had: one bucket still
-                self.newest, self.single = bucket, min(_MAX_COUNT, nbytes)
                 return
             if bucket <= newest - BUCKETS:
                 return
             counts = self.counts = array("I", [0]) * BUCKETS   # a second bucket in the window: the ring
             counts[newest % BUCKETS] = self.single
-        if bucket > self.newest:
-            counts = self._advance(counts, bucket)
-        elif bucket <= self.newest - BUCKETS:
+        if bucket > newest:
+            self._advance(counts, bucket)
+        elif bucket <= newest - BUCKETS:
             return
-        elif bucket < self.newest:
-            self.lone = False
         slot = bucket % BUCKETS
         counts[slot] = min(_MAX_COUNT, counts[slot] + nbytes)
 
-    def _advance(self, counts: array[int], bucket: int) -> array[int]:
-        """Clear the buckets the window moves past, so the ring never carries bytes from a lap ago; the ring after.
-        (A ring is made with a bucket in it: `newest` is one.)"""
-        if bucket - self.newest >= BUCKETS:
-            counts = self.counts = array("I", [0]) * BUCKETS
-            self.lone = True
-        else:
-            for b in range(self.newest + 1, bucket + 1):
-                counts[b % BUCKETS] = 0
-            self.lone = False   # the old newest bucket holds bytes and stays in the window
+    def _advance(self, counts: array[int], bucket: int) -> None:
+        """Clear the buckets the window moves past, so the ring never carries bytes from a lap ago (add lets the ring
+        go when the window moves past all of them)."""
+        for b in range(self.newest + 1, bucket + 1):
+            counts[b % BUCKETS] = 0
         self.newest = bucket
-        return counts
 
     def points(self) -> list[tuple[float, int]]:
         """(bucket start, bytes) for every non-empty bucket in the window, oldest first."""
@@ -81,9 +71,8 @@ class ByteSeries:
         if ring is None:
             return [(float(self.newest * BUCKET_SECONDS), self.single)]
         slot = self.newest % BUCKETS
-        if ring[slot] and (self.lone or ring.count(0) == BUCKETS - 1):
-            # the newest bucket alone (a device saved after its first outbound bytes: every new device of a
-            # flood), answered without the array scan below; `lone` (add keeps it) spares even the count
+        if ring[slot] and ring.count(0) == BUCKETS - 1:
+            # the newest bucket alone (the older ones cleared as the window moved), answered without the scan below
             return [(float(self.newest * BUCKET_SECONDS), ring[slot])]
         # Only the non-empty slots are visited (a device saved after its first packet has one of 288): each slot's
         # bucket is the newest one at or before `newest` that lands on it (add writes no other, and _advance
