@@ -218,6 +218,30 @@ def test_the_compiled_step_refuses_what_is_not_a_flow_table():
     assert made == 1 and len(updates) == 2 and updates[0].new and not updates[1].new   # one key, twice
 
 
+def test_the_compiled_step_reads_a_changed_flow_type_again():
+    """apply keeps what it read off the flow and update types (their slots' offsets) while neither type changes: a
+    slot replaced after a call is seen by the next, and put back, taken again."""
+    import sensor.flows as fl
+    ext = compiled.flows_extension
+    kind = type("Kind", (), {"__slots__": Flow.__slots__})
+    types = (kind, FlowUpdate, fl._PORTS, fl._MACS, fl._shared_mac)
+
+    def apply_once():
+        tables = tuple(FlowTable(FlowSettings())._tcp for _ in range(4))
+        return ext.apply(tables, print, types, *_columns(1))
+
+    for _ in range(3):   # read, then kept (an instance's attribute read gives the type its version tag)
+        updates, made = apply_once()
+        assert made == 1 and updates[0].flow.key == bytes(40) and updates[0].flow.vlan == 0
+    slot = kind.__dict__["vlan"]
+    kind.vlan = property(lambda self: 0)
+    with pytest.raises(TypeError, match="not a slot"):
+        apply_once()
+    kind.vlan = slot
+    updates, made = apply_once()
+    assert made == 1 and updates[0].flow.vlan == 0
+
+
 def _fold_new(updates: list[FlowUpdate]) -> tuple[list[FlowUpdate], list[FlowUpdate]]:
     """update's updates as (each new flow's updates summed into its first, the updates of the other flows)."""
     new_ones: dict[Flow, FlowUpdate] = {}
