@@ -499,7 +499,9 @@ class FlowTable:
         if compiled.extension is not None and compiled.group and compiled.flows_extension is not None \
                 and compiled.table:
             done = self._update_compiled(dec, rows, tags, apart)
-            self._evict()
+            # _evict's test inlined: asked once a window, and a table past max_flows is rare
+            if len(self._tcp) + len(self._closed) + len(self._udp) + len(self._other) > self.settings.max_flows:
+                self._evict()
             return done
         grp = group(dec, rows, tags)
         new = orient(dec, rows[grp.first], grp.first_dir)
@@ -546,16 +548,18 @@ class FlowTable:
         group + orient + _flows.apply over numpy arrays (tests/unit/test_flows_window.py holds them equal), without
         the numpy steps whose fixed cost, paid per one-second window, was most of the flow stage on sparse
         traffic."""
-        cols = self._batch_columns(dec)
+        vlan, proto, frag, src, dst, sport, dport, tcp_flags, payload_len, src_mac, wirelen, ts = \
+            self._columns if dec is self._columns_of else self._batch_columns(dec)
         rows = np.ascontiguousarray(rows, np.int64)
         side = b"" if tags is None else np.ascontiguousarray(tags, np.uint64)
-        vlan, proto, frag, src, dst, sport, dport, tcp_flags, payload_len, src_mac, wirelen, ts = cols
         keys, first, first_dir, pkts, nbytes, payload, last, flags, side_tags, macs = compiled.extension.group(
             vlan, proto, frag, src, dst, sport, dport, tcp_flags, payload_len, src_mac, wirelen, ts, side, rows)
         ext = compiled.flows_extension
-        new = ext.orient(proto, frag, sport, dport, tcp_flags, vlan, ts, rows, first, first_dir)
-        return self._applied(ext.apply(self._tables, self._end, _TYPES, keys, first_dir, *new, pkts, nbytes, payload,
-                                       flags, b"" if tags is None else side_tags, macs, last, apart), apart)
+        orig_is_a, orig_port, resp_port, new_vlan, first_ts = ext.orient(proto, frag, sport, dport, tcp_flags, vlan,
+                                                                         ts, rows, first, first_dir)
+        return self._applied(ext.apply(self._tables, self._end, _TYPES, keys, first_dir, orig_is_a, orig_port,
+                                       resp_port, new_vlan, first_ts, pkts, nbytes, payload, flags,
+                                       b"" if tags is None else side_tags, macs, last, apart), apart)
 
     def _applied(self, out: tuple, apart: bool) -> tuple[list[Flow], list[FlowUpdate]]:
         """_flows.apply's answer as (new flows, updates), the flows it made counted."""
