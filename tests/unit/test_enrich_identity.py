@@ -155,3 +155,42 @@ def test_a_flood_of_identity_packets_is_parsed_only_within_its_budget(monkeypatc
     sensor, _ = _run(monkeypatch, records)
     assert sensor.enricher._identity.budget.refused == 500 - MAX_SENDER_PARSES_PER_SECOND
     assert sensor.inventory.devices.get(CAM).identity == {"title": "IPCamera"}
+
+
+def test_mdns_answers_kept_are_the_parsers_own(monkeypatch):
+    """identity.mdns_fields keeps parse_mdns's answers by payload and sender: the same dict as a fresh parse for every
+    payload (kept or too long to keep) and sender (a reflector's own address is no announcer), a new dict each call,
+    and a parse that raised raises again (ParserGuard counts each)."""
+    import random
+
+    import sensor.enrich.identity as identity
+    from sensor.dissect import parse_mdns
+
+    rng = random.Random(7)
+    base = [DLINK_ANNOUNCEMENT, DLINK_ANNOUNCEMENT_AT_CAM, DLINK_ANNOUNCEMENT_AT_CAM + b"\x00" * 1600]
+    payloads = base + [bytes(b ^ (rng.random() < 0.02) * rng.randrange(256) for b in rng.choice(base))
+                       for _ in range(200)]
+    identity._mdns_remembered.cache_clear()
+    for _ in range(2):
+        for data in payloads:
+            for sender in (CAM, "10.20.0.1", "10.10.10.37"):
+                got = identity.mdns_fields(data, sender)
+                assert got == parse_mdns(data, sender)
+                got["mdns_model"] = "changed"   # the caller's own dict: the next answer is not this one
+    assert identity.mdns_fields(DLINK_ANNOUNCEMENT_AT_CAM, CAM)["mdns_model"] == "DCS-935L"
+    assert identity.mdns_fields(DLINK_ANNOUNCEMENT_AT_CAM, "10.20.0.1") == {}
+    calls = []
+
+    def failing(data, sender):
+        calls.append(data)
+        raise ValueError("a parser bug")
+
+    monkeypatch.setattr(identity, "parse_mdns", failing)
+    identity._mdns_remembered.cache_clear()
+    for _ in range(2):
+        try:
+            identity.mdns_fields(b"\x00" * 12, CAM)
+        except ValueError:
+            pass
+    assert len(calls) == 2
+    identity._mdns_remembered.cache_clear()
