@@ -396,17 +396,26 @@ static PyObject *decode(PyObject *self, PyObject *args)
 
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
-        /* Headers sit a video frame apart, a cache miss each: ask for them a few packets early. */
-        if (i + 8 < n) __builtin_prefetch(buf + offset[i + 8]);
+        /* Headers sit a video frame apart, a cache miss each: ask for them a few packets early, both lines (a
+         * UDP or TCP payload's first bytes, head8, start 42-66 bytes in, often in the frame's second line). */
+        if (i + 8 < n) {
+            __builtin_prefetch(buf + offset[i + 8]);
+            __builtin_prefetch(buf + offset[i + 8] + 64);
+        }
         frame_t f = {buf + offset[i], caplen[i]};
         pkt_t k = {0};
         link_layer(&f, linktype[i], &k);
         int known = k.err != ERR_LINKTYPE;
         if (known) vlan_tags(&f, &k);
-        k.net = !known ? NET_OTHER : k.et == 0x0800 ? NET_IPV4 : k.et == 0x86DD ? NET_IPV6
-                                   : k.et == 0x0806 ? NET_ARP : NET_OTHER;
-        if (k.net == NET_IPV4 && k.err == ERR_NONE) ipv4(&f, &k, src + 16 * i, dst + 16 * i);
-        else if (k.net == NET_IPV6 && k.err == ERR_NONE) ipv6(&f, &k, src + 16 * i, dst + 16 * i);
+        int net = !known ? NET_OTHER : k.et == 0x0800 ? NET_IPV4 : k.et == 0x86DD ? NET_IPV6
+                                     : k.et == 0x0806 ? NET_ARP : NET_OTHER;
+        k.net = net;
+        /* net tested apart from err: tested together, the compiler read the two adjacent ints just stored as one
+         * 64-bit word, a store-forwarding stall on every packet (~12% of the decode, perf). */
+        if (k.err == ERR_NONE) {
+            if (net == NET_IPV4) ipv4(&f, &k, src + 16 * i, dst + 16 * i);
+            else if (net == NET_IPV6) ipv6(&f, &k, src + 16 * i, dst + 16 * i);
+        }
         transport(&f, &k);
         network[i] = (uint8_t)k.net;
         error[i] = (uint8_t)k.err;
