@@ -461,23 +461,54 @@ static PyObject *decode(PyObject *self, PyObject *args)
 /* A packet whose key's previous packet was `before` and whose flags are `now` opens a new group of its key. */
 #define REOPENS(before, now) (((now) & TCP_SYN) && ((before) & (TCP_SYN | TCP_RST | TCP_FIN)) != TCP_SYN)
 
-static inline uint64_t key_hash(const uint8_t *key)
+/* The group's key is hashed and compared from the columns themselves, never from its 40 bytes just assembled on the
+ * stack: 8-byte loads over those unaligned 18- and 2-byte stores cannot be forwarded from them, and waiting for them
+ * was half of the grouping (perf). Only a new group's key is assembled, into the table; the hash decides nothing but
+ * where the probing starts. */
+static inline uint64_t load64(const uint8_t *p)
 {
-    uint64_t h = 0x9E3779B97F4A7C15ULL, w;
-    for (int k = 0; k < KEY_BYTES; k += 8) {
-        memcpy(&w, key + k, 8);
-        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
-        h ^= h >> 32;
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+static inline uint64_t mix(uint64_t h, uint64_t w)
+{
+    h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+    return h ^ (h >> 32);
+}
+
+/* memcmp's order of an address followed by its port as two big-endian bytes (the key's two ends), without building
+ * them: <0, 0 or >0. */
+static inline int end_order(const uint8_t *a, unsigned a_port, const uint8_t *b, unsigned b_port)
+{
+    for (int k = 0; k < 16; k += 8) {
+        uint64_t x = __builtin_bswap64(load64(a + k)), y = __builtin_bswap64(load64(b + k));
+        if (x != y)
+            return x < y ? -1 : 1;
     }
-    return h;
+    return (a_port > b_port) - (a_port < b_port);
+}
+
+/* Whether the stored 40-byte key is (vlan, proto, lo:lo_port, hi:hi_port). */
+static inline int key_is(const uint8_t *key, unsigned vlan, unsigned proto, const uint8_t *lo, unsigned lo_port,
+                         const uint8_t *hi, unsigned hi_port)
+{
+    return load64(key + 3) == load64(lo) && load64(key + 11) == load64(lo + 8) && load64(key + 21) == load64(hi) &&
+           load64(key + 29) == load64(hi + 8) && key[0] == (vlan >> 8) && key[1] == (vlan & 0xFF) &&
+           key[2] == proto && key[19] == (lo_port >> 8) && key[20] == (lo_port & 0xFF) &&
+           key[37] == (hi_port >> 8) && key[38] == (hi_port & 0xFF);
 }
 
 static PyObject *group(PyObject *self, PyObject *args)
 {
     enum { VLAN, PROTO, FRAG, SRC, DST, SPORT, DPORT, FLAGS, PLEN, MAC, WIRE, TS, TAGS, ROWS, NBUF };
     Py_buffer in[NBUF];
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y*y*y*y*y*", &in[0], &in[1], &in[2], &in[3], &in[4], &in[5],
-                          &in[6], &in[7], &in[8], &in[9], &in[10], &in[11], &in[12], &in[13]))
+    /* the bits of each key's hash that choose its first slot: all but in the tests, which clear them to send every
+     * key down one chain and so compare it with every other key (the worst a flood of colliding keys can do) */
+    unsigned long long hash_mask = ~0ULL;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y*y*y*y*y*|K", &in[0], &in[1], &in[2], &in[3], &in[4], &in[5],
+                          &in[6], &in[7], &in[8], &in[9], &in[10], &in[11], &in[12], &in[13], &hash_mask))
         return NULL;
     const uint16_t *vlan = in[VLAN].buf;
     const uint8_t *proto = in[PROTO].buf, *frag = in[FRAG].buf, *src = in[SRC].buf, *dst = in[DST].buf;
@@ -520,28 +551,26 @@ static PyObject *group(PyObject *self, PyObject *args)
         /* Video comes in bursts of one flow: a row with the previous row's addresses, ports, VLAN and protocol
          * is in the previous row's group and direction, without hashing (unless it opens the key's next group). */
         if (prev >= 0 && sport[r] == sport[prev] && dport[r] == dport[prev] && proto[r] == proto[prev] &&
-            vlan[r] == vlan[prev] && frag[r] == frag[prev] && memcmp(src + 16 * r, src + 16 * prev, 16) == 0 &&
-            memcmp(dst + 16 * r, dst + 16 * prev, 16) == 0 && !REOPENS(last_flags[prev_g], tcp_flags[r])) {
+            vlan[r] == vlan[prev] && frag[r] == frag[prev] && load64(src + 16 * r) == load64(src + 16 * prev) &&
+            load64(src + 16 * r + 8) == load64(src + 16 * prev + 8) &&
+            load64(dst + 16 * r) == load64(dst + 16 * prev) && load64(dst + 16 * r + 8) == load64(dst + 16 * prev + 8) &&
+            !REOPENS(last_flags[prev_g], tcp_flags[r])) {
             g = prev_g;
             d = prev_d;
             goto add;
         }
-        uint8_t key[KEY_BYTES], a[18], b[18];
         int portless = proto[r] == 1 || proto[r] == 58 || frag[r];
-        int64_t sp = portless ? 0 : sport[r], dp = portless ? 0 : dport[r];
-        memcpy(a, src + 16 * r, 16);
-        memcpy(b, dst + 16 * r, 16);
-        a[16] = (uint8_t)(sp >> 8); a[17] = (uint8_t)sp;
-        b[16] = (uint8_t)(dp >> 8); b[17] = (uint8_t)dp;
-        int a_is_src = memcmp(a, b, 18) <= 0;
-        key[0] = (uint8_t)(vlan[r] >> 8); key[1] = (uint8_t)vlan[r]; key[2] = proto[r];
-        memcpy(key + 3, a_is_src ? a : b, 18);
-        memcpy(key + 21, a_is_src ? b : a, 18);
-        key[39] = 0;
-        Py_ssize_t h = (Py_ssize_t)(key_hash(key) & (uint64_t)(cap - 1));
+        unsigned sp = portless ? 0 : (unsigned)(sport[r] & 0xFFFF), dp = portless ? 0 : (unsigned)(dport[r] & 0xFFFF);
+        const uint8_t *a = src + 16 * r, *b = dst + 16 * r;
+        int a_is_src = end_order(a, sp, b, dp) <= 0;
+        const uint8_t *lo = a_is_src ? a : b, *hi = a_is_src ? b : a;
+        unsigned lo_port = a_is_src ? sp : dp, hi_port = a_is_src ? dp : sp, v = vlan[r], pr = proto[r];
+        uint64_t hash = mix(mix(mix(mix(mix(0x9E3779B97F4A7C15ULL, load64(lo)), load64(lo + 8)), load64(hi)),
+                                load64(hi + 8)), ((uint64_t)v << 40) | ((uint64_t)pr << 32) | (lo_port << 16) | hi_port);
+        Py_ssize_t h = (Py_ssize_t)(hash & hash_mask & (uint64_t)(cap - 1));
         for (;;) {
             g = slot[h];
-            if (g < 0 || memcmp(keys + g * KEY_BYTES, key, KEY_BYTES) == 0)
+            if (g < 0 || key_is(keys + g * KEY_BYTES, v, pr, lo, lo_port, hi, hi_port))
                 break;
             h = (h + 1) & (cap - 1);
         }
@@ -566,7 +595,13 @@ static PyObject *group(PyObject *self, PyObject *args)
             }
             g = u++;
             slot[h] = (int32_t)g;
-            memcpy(keys + g * KEY_BYTES, key, KEY_BYTES);
+            uint8_t *key = keys + g * KEY_BYTES;
+            key[0] = (uint8_t)(v >> 8); key[1] = (uint8_t)v; key[2] = (uint8_t)pr;
+            memcpy(key + 3, lo, 16);
+            key[19] = (uint8_t)(lo_port >> 8); key[20] = (uint8_t)lo_port;
+            memcpy(key + 21, hi, 16);
+            key[37] = (uint8_t)(hi_port >> 8); key[38] = (uint8_t)hi_port;
+            key[39] = 0;
             first[g] = i;
             first_dir[g] = (uint8_t)d;
             last[g] = -INFINITY;
