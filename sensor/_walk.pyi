@@ -12,7 +12,7 @@ from _typeshed import ReadableBuffer, WriteableBuffer
 _In: TypeAlias = ReadableBuffer | np.ndarray[Any, Any]
 
 def walk(
-    data: _In, big_endian: bool, scale: float, max_record: int, /
+    data: _In, big_endian: bool, scale: float, max_record: int, populate: bool = ..., /
 ) -> tuple[int, int, int, int, bytes, bytes, bytes, bytes]: ...
 def walk_pcapng(
     data: _In, start: int, big_endian: bool, max_block: int, linktypes: _In, scales: _In, offsets: _In, snaps: _In,
