@@ -20,6 +20,10 @@
 #include <poll.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/mman.h>
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22   /* Linux 5.14; older kernels: EINVAL, ignored */
+#endif
 
 #ifndef WALK_PREFETCH
 #define WALK_PREFETCH 8   /* records ahead: ~10 KB of video, a few hundred ns of memory latency at a record's pace */
@@ -37,6 +41,26 @@ static inline void fetch_ahead(const unsigned char *data, Py_ssize_t pos, Py_ssi
         __builtin_prefetch(data + ahead);
         __builtin_prefetch(data + ahead + 64);
     }
+}
+
+/* A memory-mapped buffer's pages mapped into the process in one system call before the walk touches them
+   (MADV_POPULATE_READ, Linux 5.14), instead of a page fault every few pages: vlan100's 1.2 GiB walked through the map
+   took 0.162 s of CPU faulting page by page, 0.146 s so (docs/benchmarks.md, issue 16, 1 December afternoon). Done
+   here, without the GIL the walk has released already, not by sensor.mapped: a separate call there would give up
+   and take back the GIL once more per chunk, a wait while the other thread runs Python. A hint: errors (an older
+   kernel, a page past a cut file's end) are ignored, and a page it could not map is faulted by the walk, where the
+   map's guard (sensor/_mapguard.c) deals with it. */
+static void populate_pages(const unsigned char *data, Py_ssize_t len)
+{
+#ifdef __linux__
+    long page = sysconf(_SC_PAGESIZE);
+    if (len <= 0 || page <= 0)
+        return;
+    uintptr_t from = (uintptr_t)data & ~(uintptr_t)(page - 1);
+    (void)madvise((void *)from, (uintptr_t)data + (uintptr_t)len - from, MADV_POPULATE_READ);
+#else
+    (void)data; (void)len;
+#endif
 }
 
 static inline uint32_t load32(const unsigned char *p, int big_endian)
@@ -122,10 +146,10 @@ static void records_free(records_t *r)
 static PyObject *walk(PyObject *self, PyObject *args)
 {
     Py_buffer view;
-    int big_endian;
+    int big_endian, populate = 0;
     double scale;
     unsigned long long max_record;
-    if (!PyArg_ParseTuple(args, "y*pdK", &view, &big_endian, &scale, &max_record))
+    if (!PyArg_ParseTuple(args, "y*pdK|p", &view, &big_endian, &scale, &max_record, &populate))
         return NULL;
 
     const unsigned char *data = (const unsigned char *)view.buf;
@@ -135,6 +159,8 @@ static PyObject *walk(PyObject *self, PyObject *args)
     long long need = 0, bad_length = 0;
     int no_memory = !records_init(&rec, end, 0);
     Py_BEGIN_ALLOW_THREADS
+    if (populate)
+        populate_pages(data, end);
     while (!no_memory && pos + 16 <= end) {
         uint32_t sec = load32(data + pos, big_endian);
         uint32_t frac = load32(data + pos + 4, big_endian);
@@ -396,17 +422,26 @@ static PyObject *decode(PyObject *self, PyObject *args)
 
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
-        /* Headers sit a video frame apart, a cache miss each: ask for them a few packets early. */
-        if (i + 8 < n) __builtin_prefetch(buf + offset[i + 8]);
+        /* Headers sit a video frame apart, a cache miss each: ask for them a few packets early, both lines (a
+         * UDP or TCP payload's first bytes, head8, start 42-66 bytes in, often in the frame's second line). */
+        if (i + 8 < n) {
+            __builtin_prefetch(buf + offset[i + 8]);
+            __builtin_prefetch(buf + offset[i + 8] + 64);
+        }
         frame_t f = {buf + offset[i], caplen[i]};
         pkt_t k = {0};
         link_layer(&f, linktype[i], &k);
         int known = k.err != ERR_LINKTYPE;
         if (known) vlan_tags(&f, &k);
-        k.net = !known ? NET_OTHER : k.et == 0x0800 ? NET_IPV4 : k.et == 0x86DD ? NET_IPV6
-                                   : k.et == 0x0806 ? NET_ARP : NET_OTHER;
-        if (k.net == NET_IPV4 && k.err == ERR_NONE) ipv4(&f, &k, src + 16 * i, dst + 16 * i);
-        else if (k.net == NET_IPV6 && k.err == ERR_NONE) ipv6(&f, &k, src + 16 * i, dst + 16 * i);
+        int net = !known ? NET_OTHER : k.et == 0x0800 ? NET_IPV4 : k.et == 0x86DD ? NET_IPV6
+                                     : k.et == 0x0806 ? NET_ARP : NET_OTHER;
+        k.net = net;
+        /* net tested apart from err: tested together, the compiler read the two adjacent ints just stored as one
+         * 64-bit word, a store-forwarding stall on every packet (~12% of the decode, perf). */
+        if (k.err == ERR_NONE) {
+            if (net == NET_IPV4) ipv4(&f, &k, src + 16 * i, dst + 16 * i);
+            else if (net == NET_IPV6) ipv6(&f, &k, src + 16 * i, dst + 16 * i);
+        }
         transport(&f, &k);
         network[i] = (uint8_t)k.net;
         error[i] = (uint8_t)k.err;
@@ -452,25 +487,54 @@ static PyObject *decode(PyObject *self, PyObject *args)
 /* A packet whose key's previous packet was `before` and whose flags are `now` opens a new group of its key. */
 #define REOPENS(before, now) (((now) & TCP_SYN) && ((before) & (TCP_SYN | TCP_RST | TCP_FIN)) != TCP_SYN)
 
-static inline uint64_t key_hash(const uint8_t *key)
+/* The group's key is hashed and compared from the columns themselves, never from its 40 bytes just assembled on the
+ * stack: 8-byte loads over those unaligned 18- and 2-byte stores cannot be forwarded from them, and waiting for them
+ * was half of the grouping (perf). Only a new group's key is assembled, into the table; the hash decides nothing but
+ * where the probing starts. */
+static inline uint64_t load64(const uint8_t *p)
 {
-    uint64_t h = 0x9E3779B97F4A7C15ULL, w;
-    for (int k = 0; k < KEY_BYTES; k += 8) {
-        memcpy(&w, key + k, 8);
-        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
-        h ^= h >> 32;
-    }
-    return h;
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
 }
 
-#define GROUP_UNLOCKED_FROM 512   /* rows from which group lets the GIL go while it works */
+static inline uint64_t mix(uint64_t h, uint64_t w)
+{
+    h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+    return h ^ (h >> 32);
+}
+
+/* memcmp's order of an address followed by its port as two big-endian bytes (the key's two ends), without building
+ * them: <0, 0 or >0. */
+static inline int end_order(const uint8_t *a, unsigned a_port, const uint8_t *b, unsigned b_port)
+{
+    for (int k = 0; k < 16; k += 8) {
+        uint64_t x = __builtin_bswap64(load64(a + k)), y = __builtin_bswap64(load64(b + k));
+        if (x != y)
+            return x < y ? -1 : 1;
+    }
+    return (a_port > b_port) - (a_port < b_port);
+}
+
+/* Whether the stored 40-byte key is (vlan, proto, lo:lo_port, hi:hi_port). */
+static inline int key_is(const uint8_t *key, unsigned vlan, unsigned proto, const uint8_t *lo, unsigned lo_port,
+                         const uint8_t *hi, unsigned hi_port)
+{
+    return load64(key + 3) == load64(lo) && load64(key + 11) == load64(lo + 8) && load64(key + 21) == load64(hi) &&
+           load64(key + 29) == load64(hi + 8) && key[0] == (vlan >> 8) && key[1] == (vlan & 0xFF) &&
+           key[2] == proto && key[19] == (lo_port >> 8) && key[20] == (lo_port & 0xFF) &&
+           key[37] == (hi_port >> 8) && key[38] == (hi_port & 0xFF);
+}
 
 static PyObject *group(PyObject *self, PyObject *args)
 {
     enum { VLAN, PROTO, FRAG, SRC, DST, SPORT, DPORT, FLAGS, PLEN, MAC, WIRE, TS, TAGS, ROWS, NBUF };
     Py_buffer in[NBUF];
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y*y*y*y*y*", &in[0], &in[1], &in[2], &in[3], &in[4], &in[5],
-                          &in[6], &in[7], &in[8], &in[9], &in[10], &in[11], &in[12], &in[13]))
+    /* the bits of each key's hash that choose its first slot: all but in the tests, which clear them to send every
+     * key down one chain and so compare it with every other key (the worst a flood of colliding keys can do) */
+    unsigned long long hash_mask = ~0ULL;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y*y*y*y*y*|K", &in[0], &in[1], &in[2], &in[3], &in[4], &in[5],
+                          &in[6], &in[7], &in[8], &in[9], &in[10], &in[11], &in[12], &in[13], &hash_mask))
         return NULL;
     const uint16_t *vlan = in[VLAN].buf;
     const uint8_t *proto = in[PROTO].buf, *frag = in[FRAG].buf, *src = in[SRC].buf, *dst = in[DST].buf;
@@ -527,10 +591,11 @@ static PyObject *group(PyObject *self, PyObject *args)
     if (!no_memory)
         memset(slot, 0xFF, cap * sizeof(int32_t));
 
-    /* The GIL goes only for a window big enough to be worth it: a one-second window of camera control traffic is
-     * ~10 rows, grouped in far less time than letting the GIL go and taking it back, and with a reader thread
-     * (sensor/overlap.py) waiting for it, every window's release was a chance to hand it over mid-window. */
-    PyThreadState *unlocked = m >= GROUP_UNLOCKED_FROM ? PyEval_SaveThread() : NULL;
+    /* The GIL is kept: a call groups one window of at most a decode slice (pipeline.DECODE_SLICE rows, well under
+     * a millisecond), and giving the GIL up for it cost the pipeline more than the grouping, waiting to take it back
+     * from sensor.overlap's thread busy in Python (the pipeline is the critical path there): vlan100, the calls'
+     * wall time 0.040 s released, 0.018 s kept (docs/benchmarks.md, issue 16, 1 December afternoon). */
+    {
     int64_t prev = -1;
     Py_ssize_t prev_g = 0;
     int prev_d = 0;
@@ -541,28 +606,26 @@ static PyObject *group(PyObject *self, PyObject *args)
         /* Video comes in bursts of one flow: a row with the previous row's addresses, ports, VLAN and protocol
          * is in the previous row's group and direction, without hashing (unless it opens the key's next group). */
         if (prev >= 0 && sport[r] == sport[prev] && dport[r] == dport[prev] && proto[r] == proto[prev] &&
-            vlan[r] == vlan[prev] && frag[r] == frag[prev] && memcmp(src + 16 * r, src + 16 * prev, 16) == 0 &&
-            memcmp(dst + 16 * r, dst + 16 * prev, 16) == 0 && !REOPENS(last_flags[prev_g], tcp_flags[r])) {
+            vlan[r] == vlan[prev] && frag[r] == frag[prev] && load64(src + 16 * r) == load64(src + 16 * prev) &&
+            load64(src + 16 * r + 8) == load64(src + 16 * prev + 8) &&
+            load64(dst + 16 * r) == load64(dst + 16 * prev) && load64(dst + 16 * r + 8) == load64(dst + 16 * prev + 8) &&
+            !REOPENS(last_flags[prev_g], tcp_flags[r])) {
             g = prev_g;
             d = prev_d;
             goto add;
         }
-        uint8_t key[KEY_BYTES], a[18], b[18];
         int portless = proto[r] == 1 || proto[r] == 58 || frag[r];
-        int64_t sp = portless ? 0 : sport[r], dp = portless ? 0 : dport[r];
-        memcpy(a, src + 16 * r, 16);
-        memcpy(b, dst + 16 * r, 16);
-        a[16] = (uint8_t)(sp >> 8); a[17] = (uint8_t)sp;
-        b[16] = (uint8_t)(dp >> 8); b[17] = (uint8_t)dp;
-        int a_is_src = memcmp(a, b, 18) <= 0;
-        key[0] = (uint8_t)(vlan[r] >> 8); key[1] = (uint8_t)vlan[r]; key[2] = proto[r];
-        memcpy(key + 3, a_is_src ? a : b, 18);
-        memcpy(key + 21, a_is_src ? b : a, 18);
-        key[39] = 0;
-        Py_ssize_t h = (Py_ssize_t)(key_hash(key) & (uint64_t)(cap - 1));
+        unsigned sp = portless ? 0 : (unsigned)(sport[r] & 0xFFFF), dp = portless ? 0 : (unsigned)(dport[r] & 0xFFFF);
+        const uint8_t *a = src + 16 * r, *b = dst + 16 * r;
+        int a_is_src = end_order(a, sp, b, dp) <= 0;
+        const uint8_t *lo = a_is_src ? a : b, *hi = a_is_src ? b : a;
+        unsigned lo_port = a_is_src ? sp : dp, hi_port = a_is_src ? dp : sp, v = vlan[r], pr = proto[r];
+        uint64_t hash = mix(mix(mix(mix(mix(0x9E3779B97F4A7C15ULL, load64(lo)), load64(lo + 8)), load64(hi)),
+                                load64(hi + 8)), ((uint64_t)v << 40) | ((uint64_t)pr << 32) | (lo_port << 16) | hi_port);
+        Py_ssize_t h = (Py_ssize_t)(hash & hash_mask & (uint64_t)(cap - 1));
         for (;;) {
             g = slot[h];
-            if (g < 0 || memcmp(keys + g * KEY_BYTES, key, KEY_BYTES) == 0)
+            if (g < 0 || key_is(keys + g * KEY_BYTES, v, pr, lo, lo_port, hi, hi_port))
                 break;
             h = (h + 1) & (cap - 1);
         }
@@ -587,7 +650,13 @@ static PyObject *group(PyObject *self, PyObject *args)
             }
             g = u++;
             slot[h] = (int32_t)g;
-            memcpy(keys + g * KEY_BYTES, key, KEY_BYTES);
+            uint8_t *key = keys + g * KEY_BYTES;
+            key[0] = (uint8_t)(v >> 8); key[1] = (uint8_t)v; key[2] = (uint8_t)pr;
+            memcpy(key + 3, lo, 16);
+            key[19] = (uint8_t)(lo_port >> 8); key[20] = (uint8_t)lo_port;
+            memcpy(key + 21, hi, 16);
+            key[37] = (uint8_t)(hi_port >> 8); key[38] = (uint8_t)hi_port;
+            key[39] = 0;
             first[g] = i;
             first_dir[g] = (uint8_t)d;
             last[g] = -INFINITY;
@@ -606,8 +675,7 @@ static PyObject *group(PyObject *self, PyObject *args)
         if (mac[r]) macs[s] = mac[r];   /* a frame without a link layer leaves it, as across batches */
         if (ts[r] > last[g]) last[g] = ts[r];
     }
-    if (unlocked != NULL)
-        PyEval_RestoreThread(unlocked);
+    }
     if (no_memory) {
         PyErr_NoMemory();
         goto done;
@@ -674,6 +742,20 @@ static PyObject *tags(PyObject *self, PyObject *args)
     const int64_t *plen = in[1].buf, *rows = in[3].buf;
     const uint64_t *head = in[2].buf, *values = in[4].buf, *masks = in[5].buf;
     Py_ssize_t m = in[3].len / 8, k = in[4].len / 8;
+    /* A prefix can match only a payload whose first byte its own first byte (under its mask) allows: per first
+     * byte, the prefixes it allows, so that a row tries those few instead of every prefix (trying all of them was
+     * most of the tagging of video, whose rows all carry payload; perf). Made only for calls of many rows. */
+    int by_byte = k <= 64 && m >= 256;
+    uint64_t allowed[256];
+    if (by_byte) {
+        for (unsigned b = 0; b < 256; b++) {
+            uint64_t can = 0;
+            for (Py_ssize_t j = 0; j < k; j++)
+                if ((b & (unsigned)(masks[j] >> 56)) == (unsigned)(values[j] >> 56))
+                    can |= 1ULL << j;
+            allowed[b] = can;
+        }
+    }
     PyObject *out = PyBytes_FromStringAndSize(NULL, m * 8);
     if (out) {
         uint64_t *t = (uint64_t *)PyBytes_AS_STRING(out);
@@ -697,9 +779,17 @@ static PyObject *tags(PyObject *self, PyObject *args)
             } else if (proto[r] == 6 && (b0 == 0x16 || b0 == 0x17) && b1 == 0x03) {
                 bits |= tag_tls;
             }
-            for (Py_ssize_t j = 0; j < k; j++)
-                if ((h & masks[j]) == values[j])
-                    bits |= 1ULL << (base + j);
+            if (by_byte) {
+                for (uint64_t can = allowed[b0]; can; can &= can - 1) {
+                    int j = __builtin_ctzll(can);
+                    if ((h & masks[j]) == values[j])
+                        bits |= 1ULL << (base + j);
+                }
+            } else {
+                for (Py_ssize_t j = 0; j < k; j++)
+                    if ((h & masks[j]) == values[j])
+                        bits |= 1ULL << (base + j);
+            }
             t[i] = bits;
         }
     }

@@ -12,7 +12,7 @@ from _typeshed import ReadableBuffer, WriteableBuffer
 _In: TypeAlias = ReadableBuffer | np.ndarray[Any, Any]
 
 def walk(
-    data: _In, big_endian: bool, scale: float, max_record: int, /
+    data: _In, big_endian: bool, scale: float, max_record: int, populate: bool = ..., /
 ) -> tuple[int, int, int, int, bytes, bytes, bytes, bytes]: ...
 def walk_pcapng(
     data: _In, start: int, big_endian: bool, max_block: int, linktypes: _In, scales: _In, offsets: _In, snaps: _In,
@@ -21,7 +21,7 @@ def walk_pcapng(
 def decode(data: _In, offsets: _In, caplens: _In, linktypes: _In, /) -> tuple[bytes, ...]: ...
 def group(
     vlan: _In, proto: _In, fragment: _In, src: _In, dst: _In, sport: _In, dport: _In, tcp_flags: _In,
-    payload_len: _In, src_mac: _In, wirelen: _In, ts: _In, tags: _In, rows: _In, /
+    payload_len: _In, src_mac: _In, wirelen: _In, ts: _In, tags: _In, rows: _In, hash_mask: int = ..., /
 ) -> tuple[bytes, ...]: ...
 def tags(
     proto: _In, payload_len: _In, head: _In, rows: _In, values: _In, masks: _In, tag_rtp: int, tag_pppp: int,

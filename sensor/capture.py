@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sensor import compiled
+from sensor import mapped as mapping
 from sensor.errors import CamwatchError, CaptureError
 from sensor.mapped import Damaged, MappedFile
 from sensor.readahead import ReadAhead
@@ -358,7 +359,8 @@ class CaptureReader:
     def _parse_pcap(self, data: bytes | memoryview, out: _Records) -> tuple[int, int]:
         if compiled.extension is not None and compiled.walk:
             used, need, bad, bad_length, offsets, caplens, wirelens, stamps = compiled.extension.walk(
-                data, self._pcap_big_endian, self._pcap_scale, MAX_RECORD_BYTES)
+                data, self._pcap_big_endian, self._pcap_scale, MAX_RECORD_BYTES,
+                self.mapped and mapping.POPULATE and not mapping.PREFETCH)
             n = len(offsets) // 8
             if n:
                 out.arrays = (np.frombuffer(offsets, np.int64), np.frombuffer(caplens, np.int64),

@@ -2,11 +2,11 @@
 
 Reading a cached file with `readinto` is a memory copy of every byte, and in replay that copy was 40% of the time
 (bench/profile_replay.py): more than decoding, grouping and enriching the packets together. Mapped, the pages are
-only made visible to the process (one minor fault per few pages), and a chunk is a slice of the map, its
-incomplete last record carried over by starting the next slice earlier instead of by copying it. The kernel is asked
-to read the chunk after the current one ahead (MADV_WILLNEED), so a file not yet in the page cache is read from disk
-while the current chunk is processed, without a thread; pages already walked are dropped from the process (not from
-the page cache) so its resident size stays that of a few chunks, whatever the file's size.
+only made visible to the process (by the walk, one system call a chunk: POPULATE), and a chunk is a slice of the
+map, its incomplete last record carried over by starting the next slice earlier instead of by copying it. The
+kernel is asked to read the chunk after the current one ahead (MADV_WILLNEED), so a file not yet in the page cache is
+read from disk while the current chunk is processed, without a thread; pages already walked are dropped from the
+process (not from the page cache) so its resident size stays that of a few chunks, whatever the file's size.
 
 A mapped file that shrinks while it is read (truncated by log rotation, by a copy still being written, by an
 attacker) or whose disk fails under it would raise SIGBUS on the next page touched, and end the process. The map is
@@ -39,6 +39,11 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 # processed, instead of asking the kernel to read it ahead (MADV_WILLNEED) and faulting each page on first touch.
 # Off: measured in docs/benchmarks.md (issue 16 item 3, third pass); bench/read_floor.py runs it as "prefetch".
 PREFETCH = False
+# The walk maps a slice's pages in with one system call before it reads them (sensor/_walk.c, MADV_POPULATE_READ)
+# instead of faulting them in a few pages at a time: ~10% less CPU for the walk of a file from the page cache
+# (docs/benchmarks.md, issue 16, 1 December afternoon). The next chunk is still read ahead (MADV_WILLNEED) for a
+# file not in the page cache. Off, or with PREFETCH (whose thread does it), pages are faulted in as the walk goes.
+POPULATE = True
 # Slices before the last whose pages stay in the process: the pipeline may still read them (in line, the one before
 # the last; with sensor.overlap, its thread runs overlap.DEPTH batches ahead of the pipeline). Dropping a slice's
 # pages under the pipeline costs it faults again, nothing else: the page cache still holds the bytes.

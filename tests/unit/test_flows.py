@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -273,6 +274,60 @@ def test_compiled_grouping_takes_columns_of_any_integer_width():
     assert got.keys[1, 19:21].tolist() == [0, 0]
     assert got.tags.tolist() == [[0, 1], [0, 2], [0, 4], [8, 0], [16, 0]]   # the NVR, then the camera, is A
     assert got.flags.tolist() == [[0, 0]] * 4 + [[0x12, 0]]
+
+
+def _near_keys(rng: np.random.Generator, n: int) -> list[bytes]:
+    """Frames whose flow keys differ from others in one field at a time: addresses a byte apart (first and last,
+    either half of an IPv6 address), ports a byte apart, a packet to its own address, VLANs, protocols, fragments,
+    TCP flags that open a key's next group."""
+    v4 = ["10.20.0.11", "10.20.0.12", "11.20.0.11", "10.20.0.2"]
+    v6 = ["2001:db8::1", "2001:db8::2", "2001:db9::1"]
+    ports = [0, 1, 255, 256, 554, 50000, 65535]
+    vlans = [(), ((0x8100, 1),), ((0x8100, 256),)]
+    frames = []
+    for _ in range(n):
+        pool = v4 if rng.random() < 0.7 else v6
+        src = pool[rng.integers(len(pool))]
+        dst = src if rng.random() < 0.15 else pool[rng.integers(len(pool))]
+        sport, dport = (ports[i] for i in rng.integers(len(ports), size=2))
+        kind = rng.integers(4)
+        if kind == 0:
+            l4, proto = udp(src, dst, sport, dport, b"x" * int(rng.integers(20))), 17
+        elif kind == 1:
+            flags = ["S", "SA", "A", "PA", "R", "FA", "SR"][rng.integers(7)]
+            l4, proto = tcp(src, dst, sport, dport, 1, 1, flags), 6
+        else:
+            l4, proto = icmp_echo(sport, dport, kind == 3), 1 if pool is v4 else 58
+        if pool is v4:
+            frag = int(rng.integers(3)) * 8 if proto != 6 else 0   # non-first fragments are port-less
+            net = ipv4(src, dst, proto, l4, frag_offset=frag), 0x0800
+        else:
+            net = ipv6(src, dst, proto, l4), 0x86DD
+        frames.append(ethernet(CAM_MAC, NVR_MAC, net[1], net[0], vlans[rng.integers(len(vlans))]))
+    return frames
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("chained", [False, True])
+def test_compiled_grouping_tells_apart_keys_one_field_apart(monkeypatch, seed, chained):
+    """The compiled grouping hashes and compares keys from the columns (sensor/_walk.c): it must tell apart every
+    pair of keys the reference does, and order each key's two ends as it does, whatever the rows' order. Chained:
+    every key's hash cleared, so that each is compared with every other key of the batch down one chain (keys
+    are compared only where their slots meet)."""
+    if compiled.extension is None:
+        pytest.skip("the C extension sensor._walk was not built on this machine")
+    rng = np.random.default_rng(seed)
+    dec = decode(batch_of(_near_keys(rng, 600)))
+    if chained:
+        walk = compiled.extension
+        monkeypatch.setattr(compiled, "extension", types.SimpleNamespace(group=lambda *a: walk.group(*a, 0)))
+    ip = np.flatnonzero(dec.is_ip)
+    for rows in (ip, rng.permutation(ip), ip[rng.random(len(ip)) < 0.5]):
+        tags = rng.integers(0, 1 << 62, size=len(rows)).astype(np.uint64)
+        got, want = group(dec, rows, tags), group_numpy(dec, rows, tags)
+        assert len(want.first) > 100   # many keys, many of them one field apart
+        for name, a, r in zip(got._fields, got, want, strict=True):
+            assert a.dtype == r.dtype and np.array_equal(a, r), name
 
 
 # ---- the table: what a batch adds ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import types
 from collections import deque
 
 import pytest
@@ -13,7 +14,7 @@ from capture_bytes import pcap, pcapng, video_frame, write
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sensor import capture, mapped
+from sensor import capture, compiled, mapped
 from sensor.capture import CaptureReader, open_file
 from sensor.errors import CaptureError
 from sensor.mapped import MappedFile
@@ -110,6 +111,35 @@ def test_the_map_goes_with_the_reader_and_stays_small(tmp_path, monkeypatch):
     assert _records([kept]) == first   # a batch kept past the end still reads its bytes (refetched from the file)
     del kept   # the map, and its copy of the descriptor, went with the last slice of it
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.parametrize(("populate", "prefetch"), [(True, False), (False, False), (True, True)])
+def test_the_walk_is_asked_to_map_a_mapped_slice_in_at_once(tmp_path, monkeypatch, populate, prefetch):
+    """With mapped.POPULATE a mapped reader's compiled walk maps the slice's pages in before reading them (one
+    system call, not a fault every few pages; not with PREFETCH, whose thread does it), a readinto reader's never,
+    and the records are the same either way. (Which pages end up resident cannot tell: a kernel that maps a page
+    cache's large folios whole on a fault maps as much without.)"""
+    if compiled.extension is None or not compiled.walk:
+        pytest.skip("the C extension was not built on this machine")
+    walk, asked = compiled.extension.walk, []
+
+    def spy(*args):
+        asked.append(bool(args[4]) if len(args) > 4 else False)
+        return walk(*args)
+
+    monkeypatch.setattr(compiled, "extension", types.SimpleNamespace(walk=spy))
+    monkeypatch.setattr(mapped, "POPULATE", populate)
+    monkeypatch.setattr(mapped, "PREFETCH", prefetch)
+    monkeypatch.setattr(capture, "CHUNK_BYTES", 64 << 10)
+    data = pcap(300, video_frame(1400))
+    path = write(tmp_path, "big.pcap", data)
+    records = read_records(data, None)[0]
+    for map_from, wanted in ((1, populate and not prefetch), (0, False)):
+        monkeypatch.setattr(capture, "MAP_FROM", map_from)
+        asked.clear()
+        reader, _ = open_file(path)
+        assert _copied(reader) == records
+        assert len(asked) > 3 and set(asked) == {wanted}
 
 
 @pytest.mark.parametrize("keep", [1, 2, 3])

@@ -79,3 +79,41 @@ def test_icmp_types_and_masked_signatures_are_tagged_alike_by_both_taggers(on, m
     assert tagger.tags(dec, rows[:0]).tolist() == []
     with pytest.raises(ValueError, match="a prefix signature is a"):
         tags.PayloadTagger([(b"\xff\x00", b"\xff")])
+
+
+@pytest.mark.parametrize("rows_wanted", [40, 700])
+def test_signatures_under_any_first_byte_mask_are_tagged_alike_by_both_taggers(rows_wanted):
+    """Many rows (the compiled tagger then tries for each row only the signatures its first payload byte allows):
+    signatures whose first byte is fixed, partly masked or free, each met by payloads that match it, that miss it
+    by one bit of the first byte, or by one bit further on, all tagged as the numpy tagger tags them."""
+    if compiled.extension is None:
+        pytest.skip("the C extension was not built on this machine")
+    from packets import ethernet, ip, mac, udp
+
+    from .builders import batch_of
+    signatures = [(bytes.fromhex("4c6f0d0040000000"), bytes.fromhex("ffff1fe0fe010000")),
+                  (bytes.fromhex("80e0"), bytes.fromhex("e0ff")),       # first byte partly masked
+                  (bytes.fromhex("0012ab"), bytes.fromhex("00ffff")),   # first byte free
+                  (bytes.fromhex("f1d0"), bytes.fromhex("ffff")),
+                  (bytes.fromhex("f1"), bytes.fromhex("f0"))]
+    tagger = tags.PayloadTagger(signatures)
+    rng = np.random.default_rng(7)
+    src, dst, cam, gw = "10.20.0.5", "10.20.0.2", mac("00:12:34:00:00:05"), mac("00:0c:29:00:00:01")
+    frames = []
+    for i in range(rows_wanted):
+        value, mask = signatures[i % len(signatures)]
+        payload = bytearray(rng.integers(0, 256, size=12, dtype=np.uint8).tobytes())
+        for j, (v, m) in enumerate(zip(value, mask, strict=True)):
+            payload[j] = (payload[j] & ~m & 0xFF) | v
+        if i % 3 == 1:
+            payload[0] ^= 1 << int(rng.integers(8))   # the first byte off by a bit (masked or not)
+        elif i % 3 == 2:
+            payload[1] ^= 1 << int(rng.integers(8))
+        frames.append(ethernet(gw, cam, 0x0800, ip(src, dst, 17, udp(src, dst, 5000, 6000, bytes(payload)))))
+    dec = decode(batch_of(frames))
+    rows = np.flatnonzero(dec.is_ip)
+    got = tagger.tags(dec, rows)
+    assert np.array_equal(got, tagger.tags_numpy(dec, rows))
+    for i in range(len(signatures)):   # every signature matched some rows and missed others
+        has = (got & np.uint64(tags.signature_bit(i))) != 0
+        assert has.any() and not has.all(), i
