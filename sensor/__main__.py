@@ -1,3 +1,3 @@
-from sensor.cli import main
+from sensor.cli import program
 
-raise SystemExit(main())
+program()

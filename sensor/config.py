@@ -111,13 +111,15 @@ def _default_capture_ring() -> int:
 # and doc lines below are the only statement of them. README.md's sample config documents the same keys
 # (tests/unit/test_config.py holds the two together).
 
-@dataclass(frozen=True)
 class _Networks(Kind):
     """A list of strict IP networks. `refuse_broad`: every address inside the camera networks is camera-side, so
     traffic to it is never egress, and a public range there would silence the egress alerts for all of it; a wide
     core network only makes more alerts."""
 
-    refuse_broad: bool
+    __slots__ = ("refuse_broad",)
+
+    def __init__(self, *, refuse_broad: bool):
+        self.refuse_broad = refuse_broad
 
     def check(self, value: Any, s: Setting, key: str) -> tuple[IPNetwork, ...]:
         if not isinstance(value, list) or len(value) < (s.minimum or 0):

@@ -204,3 +204,40 @@ def test_a_replay_run_as_the_program_leaves_the_exit_nothing_to_collect(one_pack
     assert "camwatch_packets" in (tmp_path / "metrics").read_text()
     with sqlite3.connect(tmp_path / "state.db") as db:
         assert db.execute("select count(*) from inventory").fetchone()[0] >= 1
+
+
+PROGRAM = """
+import atexit, sys, threading
+atexit.register(lambda: sys.stderr.write("finalized\\n"))   # runs only if the interpreter finalizes
+what = sys.argv.pop(1)
+if what == "thread":   # a thread that is not a daemon, still running when main returns
+    threading.Thread(target=threading.Event().wait, args=(2,)).start()
+elif what == "tracer":   # as coverage's, whose data is written at exit
+    sys.settrace(lambda *event: None)
+from sensor.cli import program
+program()
+"""
+
+
+@pytest.mark.parametrize("what, command, finalized", [
+    ("plain", "replay", False), ("plain", "report", True), ("thread", "replay", True), ("tracer", "replay", True)])
+def test_the_program_ends_without_finalization_only_after_a_replay_that_left_nothing(one_packet, tmp_path, what,
+                                                                                       command, finalized):
+    # After a replay or a run the program ends at once (os._exit, ~4 ms of a 1-packet replay): its outputs are
+    # whole when main returns. Anything else, or anything that may still have work at exit, ends as before.
+    argv = (["replay", str(one_packet), "--alerts", "-", "--flows", str(tmp_path / "flows"), "--metrics-out",
+             str(tmp_path / "metrics")] if command == "replay" else ["report", "--help"])
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", PROGRAM, what, *argv], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert ("finalized" in out.stderr) is finalized
+    if command == "replay":   # written and flushed all the same: the summary on stderr, the flow log, the metrics
+        assert "packets" in out.stderr
+        assert '"uid":"C' in (tmp_path / "flows").read_text()
+        assert "camwatch_packets_total" in (tmp_path / "metrics").read_text()
+
+
+def test_python_m_sensor_and_the_console_script_run_the_program():
+    assert (REPO / "sensor" / "__main__.py").read_text().strip().endswith("program()")
+    assert 'camwatch = "sensor.cli:program"' in (REPO / "pyproject.toml").read_text()

@@ -1,5 +1,6 @@
 """The manuf index (sensor.enrich.manuf_index) answers exactly what the parsed table (parse_manuf) does: on the
-installed Wireshark file, on odd lines in every position, and on random files."""
+installed Wireshark file, on odd lines in every position, and on random files; every test twice, the line scan in C
+(sensor/_manuf.c) and in numpy (_locate_numpy, its reference), which are also held to the same arrays."""
 
 from __future__ import annotations
 
@@ -7,14 +8,38 @@ import random
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sensor import compiled
+from sensor.enrich import manuf_index
 from sensor.enrich.makers import MANUF_PATHS, ManufDatabase, parse_manuf
 from sensor.enrich.manuf_index import BITS, MAX_LEAD_BYTES, ManufIndex, indexable
 
 
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def scan(request, monkeypatch) -> str:
+    """Runs each test twice: the manuf file's line scan as sensor._manuf.locate and as _locate_numpy."""
+    on = request.param == "compiled"
+    if on and compiled.manuf_extension is None:
+        pytest.skip("the C extension sensor._manuf was not built on this machine")
+    monkeypatch.setattr(compiled, "manuf", on)
+    return request.param
+
+
+def _same_scan(data: bytes) -> None:
+    """The compiled scan gives the reference's arrays, value for value and in order."""
+    if compiled.manuf_extension is None:
+        return
+    got = manuf_index._locate(data) if compiled.manuf else None
+    want = manuf_index._locate_numpy(data)
+    if got is not None:
+        assert [a.tolist() for a in got] == [a.tolist() for a in want], data[:200]
+        assert all(a.dtype == b.dtype for a, b in zip(got, want, strict=True))
+
+
 def _same(data: bytes, keys: list[tuple[int, int]]) -> None:
+    _same_scan(data)
     table = parse_manuf(data.decode("utf-8", errors="replace"))
     index = ManufIndex(data)
     for bits, key in keys:
@@ -100,6 +125,7 @@ def test_installed_file_indexed_as_parsed():
         pytest.skip("Wireshark's manuf is not installed")
     data = path.read_bytes()
     assert indexable(data)
+    _same_scan(data)
     table = parse_manuf(data.decode("utf-8", errors="replace"))
     index = ManufIndex(data)
     for bits in BITS:
@@ -153,10 +179,11 @@ _LINE_PIECES = st.sampled_from([b"00", b"1b", b"C5", b"Fz", b":", b"-", b".", b"
                                 b"#", b"Acme", b"IEEE Registration Authority", b"\xc3\xa9", b"\xff", b"\r", b"\x85"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines=st.lists(st.lists(_LINE_PIECES, max_size=14).map(b"".join), max_size=12), tail=st.booleans())
 def test_any_file_is_indexed_as_parsed_or_left_to_the_parser(lines, tail):
     data = b"\n".join(lines) + (b"\n" if tail else b"")
+    _same_scan(data)
     table = parse_manuf(data.decode("utf-8", errors="replace"))
     if indexable(data):
         index = ManufIndex(data)
@@ -172,3 +199,35 @@ def test_a_key_too_long_for_its_length_aliases_no_other_assignment():
     assert index.name(28, 0x001BC50) == "A /28 maker" and index.name(24, 0x001BC5) == "A /24 maker"
     assert index.listed(28) == {0x001BC50} and index.listed(24) == {0x001BC5}
     assert index.name(24, (4 << 40) | 0x001BC50) is None and index.name(24, -1) is None
+
+
+# Lines near the canonical shapes, one byte off in every column: each of the scan's checks decides some of them.
+_NEAR = [b"00:1B:C5\tA", b"00:1b:c5\tA\tLong", b"00:1B:C5:00:00:00/36\tB", b"8C:1F:64:F0:00:00/28\tC",
+         b"8C:1F:64:F0:00:00/24\tD", b"#0:1B:C5\tE", b"00:1B:C5", b"00:1B:C5:00:00:00/36",
+         b"00:1B:C5:00:00:00/32\tF", b"00:1B:C5:00:00:00/25\tG", b"0A:BC:DE:F0:12:34/2x\tH"]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.integers(0, len(_NEAR) - 1), st.integers(0, 24),
+                                st.sampled_from(b"09afAFgG:/\t#\n\x00 -.3628")), max_size=20),
+       tail=st.booleans())
+def test_the_compiled_scan_finds_the_lines_numpy_does(edits, tail):
+    lines = [bytearray(line) for line in _NEAR]
+    for which, at, byte in edits:
+        line = lines[which]
+        if at < len(line):
+            line[at] = byte
+        else:
+            line.append(byte)
+    data = b"\n".join(bytes(line) for line in lines) + (b"\n" if tail else b"")
+    _same_scan(data)
+    _same_scan(data[:-1])   # the last line cut
+
+
+def test_the_compiled_scan_hands_the_line_parser_only_lines_that_are_not_comments():
+    if compiled.manuf_extension is None:
+        pytest.skip("the C extension sensor._manuf was not built on this machine")
+    data = b"# comment\n00:1B:C5\tA\n\nodd line\n#\n00-1B-C6\tB"
+    columns, odd = compiled.manuf_extension.locate(data)
+    assert [memoryview(c).cast("q").tolist() for c in columns] == [[10], [20], [24], [0x001BC5]]
+    assert memoryview(odd).cast("q").tolist() == [22, 30, 33, 43]
