@@ -256,7 +256,8 @@ def slow_dumpcap(tmp_path):
 
     def make(delay: float) -> dict[str, str]:
         wrapper = bindir / "dumpcap"
-        wrapper.write_text(f"#!/bin/sh\ntrap 'kill $!; exit 143' TERM\ntouch {bindir}/started\n"
+        # The trap reaps the sleep it ends: an orphan's zombie may wait for init for good (_running).
+        wrapper.write_text(f"#!/bin/sh\ntrap 'kill $!; wait; exit 143' TERM\ntouch {bindir}/started\n"
                            f"sleep {delay} & wait $!\nexec {real} \"$@\"\n")
         wrapper.chmod(0o755)
         return dict(os.environ, PYTHONUNBUFFERED="1", PATH=f"{bindir}:{os.environ['PATH']}")
@@ -305,5 +306,7 @@ def test_a_stop_while_dumpcap_starts_is_an_orderly_stop(netns, slow_dumpcap, tmp
             proc.wait()
     assert proc.returncode == 0, err
     assert err.splitlines()[-1] == "camwatch: stopped before dumpcap started capturing on lo", err
-    # The delayed dumpcap (the wrapper's sleep) went with it: the namespace holds no process of the test's any more.
-    assert not subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout.split()
+    # The delayed dumpcap (the wrapper and its sleep) went with it: nothing of the test's runs in the namespace.
+    left = [pid for pid in subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout.split()
+            if _running(int(pid))]
+    assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left if Path(f"/proc/{pid}").exists()]
