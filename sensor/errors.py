@@ -26,6 +26,10 @@ class CaptureError(CamwatchError):
         super().__init__(f"{where}: {message}")
 
 
+class StartCancelled(CamwatchError):
+    """A stop requested while live capture was still starting: nothing was captured, and nothing failed."""
+
+
 def warn(message: str) -> None:
     """A fault camwatch rides out (a packet it could not parse, a state write that failed): one line on stderr."""
     sys.stderr.write(f"camwatch: warning: {message}\n")

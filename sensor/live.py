@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sensor import compiled
 from sensor.capture import CHUNK_BYTES, IDLE_TICK, CaptureReader
-from sensor.errors import CamwatchError
+from sensor.errors import CamwatchError, StartCancelled
 
 
 def _parent_death_signal(signum: int) -> Callable[[], None] | None:
@@ -99,7 +99,10 @@ class LiveCapture:
 
     The constructor returns only once dumpcap is capturing: dumpcap writes its pcap file header after the interface
     is open and the filter installed, so from then on no packet on the interface is missed. Errors dumpcap reports
-    before that (no such device, no permission, bad filter) raise CamwatchError.
+    before that (no such device, no permission, bad filter) raise CamwatchError. A slow start is waited out while
+    dumpcap lives, up to START_LIMIT: the kernel zeroes the whole capture ring as dumpcap asks for it, which for
+    1 GiB on a loaded or virtualised host took 8 to 9 s in trials (docs/reliability.md). `waiting` is told every
+    START_NOTICE seconds meanwhile, and `cancelled` is asked whether a stop came (then StartCancelled).
 
     A pump thread keeps the pipe drained into a bounded in-memory queue. dumpcap blocked on a full pipe stops
     reading the kernel ring, which then overflows; and dumpcap takes SIGTERM without SA_RESTART, so a signal that
@@ -117,9 +120,15 @@ class LiveCapture:
     # capabilities or set-id bits, the usual unprivileged set-up; then a watchdog process does (None: when needed).
     WATCHDOG: bool | None = None
     PIPE_BYTES = 1 << 20   # the unprivileged maximum (fs.pipe-max-size); the default 64 KiB fills in microseconds
+    # A dumpcap that has neither started nor failed by then is stuck (in the kernel, or on a hung device): an error
+    # and a non-zero exit let a service manager restart the sensor. Over ten times the slowest start seen in trials.
+    START_LIMIT = 120.0
+    START_NOTICE = 10.0
 
     def __init__(self, interface: str, bpf: str | None = None, *, buffer_mib: int, tick: float = IDLE_TICK,
-                 queue_mib: int = 64, start_timeout: float = 10.0, linger: float = 0.5, stop_grace: float = 5.0):
+                 queue_mib: int = 64, start_limit: float | None = None,
+                 waiting: Callable[[float], None] | None = None, cancelled: Callable[[], bool] | None = None,
+                 linger: float = 0.5, stop_grace: float = 5.0):
         dumpcap = shutil.which("dumpcap") or ("/usr/bin/dumpcap" if Path("/usr/bin/dumpcap").exists() else None)
         if dumpcap is None:
             raise CamwatchError("dumpcap not found: install Wireshark's dumpcap (Debian package wireshark-common)")
@@ -129,6 +138,7 @@ class LiveCapture:
             cmd += ["-f", bpf]
         self.command = cmd
         self.interface = interface
+        self.buffer_mib = buffer_mib
         self._tick = tick
         self._queue_limit = queue_mib << 20
         # libpcap hands packets to dumpcap in blocks retired every 250 ms (dumpcap's read timeout), so a packet
@@ -157,7 +167,8 @@ class LiveCapture:
         self._start_dumpcap(dumpcap)
         self._stderr_thread = threading.Thread(target=self._watch_stderr, name="dumpcap-stderr", daemon=True)
         self._stderr_thread.start()
-        header = self._await_header(start_timeout)
+        header = self._await_header(self.START_LIMIT if start_limit is None else start_limit, waiting,
+                                    cancelled)
         # The interface's own receive counter, from when dumpcap was capturing: without a capture filter, what
         # it counted and camwatch did not is visible while capturing, not only in dumpcap's report at exit.
         self._rx_counter = Path("/sys/class/net", interface, "statistics", "rx_packets")
@@ -187,15 +198,27 @@ class LiveCapture:
         except OSError:
             pass   # a lower fs.pipe-max-size: the pump thread still drains it, only with less slack
 
-    def _await_header(self, timeout: float) -> bytes:
+    def _await_header(self, limit: float, waiting: Callable[[float], None] | None,
+                      cancelled: Callable[[], bool] | None) -> bytes:
+        """dumpcap's pcap file header, once it is capturing; what it said instead if it exits first."""
         got = b""
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        notice = started + self.START_NOTICE
         while len(got) < self.PCAP_HEADER_BYTES:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if cancelled is not None and cancelled():
                 self.stop()
-                raise CamwatchError(f"dumpcap did not start capturing on {self.interface} within {timeout:g} s")
-            ready, _, _ = select.select([self._fd], [], [], min(remaining, self._tick))
+                raise StartCancelled(f"stopped before dumpcap started capturing on {self.interface}")
+            if now - started >= limit:
+                self.stop()
+                raise CamwatchError(f"dumpcap did not start capturing on {self.interface} within {limit:g} s "
+                                    f"(it was still running: stuck opening the interface or allocating its "
+                                    f"{self.buffer_mib} MiB capture buffer)")
+            if now >= notice:
+                notice = now + self.START_NOTICE
+                if waiting is not None:
+                    waiting(now - started)
+            ready, _, _ = select.select([self._fd], [], [], min(started + limit - now, notice - now, self._tick))
             if not ready:
                 continue
             chunk = os.read(self._fd, CHUNK_BYTES)

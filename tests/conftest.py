@@ -11,12 +11,19 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sensor.live import LiveCapture
+
 REPO = Path(__file__).resolve().parent.parent
 PCAPS = REPO / "pcaps"
 SYNTHETIC = PCAPS / "synthetic"
 REAL = PCAPS / "real"
 SHARED_REAL = REPO.parent / "shared" / "pcaps" / "real"
 sys.path.insert(0, str(PCAPS))
+
+# How long a live test waits for `camwatch run` to say it is capturing: camwatch's own bound on dumpcap's start (a
+# slow start is waited out, one past the bound is a clean error) and its own start-up on a loaded machine. A shorter
+# wait fails the test where camwatch would have started: a cold 1 GiB ring alone took 8 s here.
+LIVE_START_WAIT = LiveCapture.START_LIMIT + 30
 
 
 def all_fixtures() -> list[Path]:

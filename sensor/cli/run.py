@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from sensor.allocator import pin_malloc_for_long_run
 from sensor.capture import Batch
 from sensor.config import Config, load_config
-from sensor.errors import CamwatchError, CaptureError
+from sensor.errors import CamwatchError, CaptureError, StartCancelled
 from sensor.pipeline import Sensor
 
 from .common import EXIT_CAPTURE, EXIT_OK, add_output_options, load_model, metrics_listen, report_errors
@@ -108,7 +108,13 @@ def run(args: argparse.Namespace) -> int:
             early.stop()
         raise
     try:
-        live = early.start() if early is not None else _open_dumpcap(args, config)
+        live = early.start() if early is not None else _open_dumpcap(args, config, session.stop)
+    except StartCancelled as exc:
+        # Asked to stop before there was anything to capture: an orderly stop, not a failure.
+        session.abandon()
+        if not args.quiet:
+            sys.stderr.write(f"camwatch: {exc}\n")
+        return EXIT_OK
     except BaseException:
         session.abandon()
         raise
@@ -139,9 +145,16 @@ def _open_tpacket(args: argparse.Namespace, config: Config) -> TpacketCapture | 
                           fanout_group=settings.fanout_group or 0, user=settings.user, start=False)
 
 
-def _open_dumpcap(args: argparse.Namespace, config: Config) -> LiveCapture:
+def _open_dumpcap(args: argparse.Namespace, config: Config, stop: threading.Event) -> LiveCapture:
     from sensor.live import LiveCapture  # the live capture's code only for `run`
-    return LiveCapture(args.interface, args.bpf, buffer_mib=config.capture.buffer_mib)
+    buffer_mib = config.capture.buffer_mib
+
+    def waiting(seconds: float) -> None:
+        if not args.quiet:
+            sys.stderr.write(f"camwatch: waiting for dumpcap to start capturing on {args.interface} "
+                             f"({seconds:.0f} s so far; it opens the interface and has the kernel allocate its "
+                             f"{buffer_mib} MiB capture ring first; giving up at {LiveCapture.START_LIMIT:g} s)\n")
+    return LiveCapture(args.interface, args.bpf, buffer_mib=buffer_mib, waiting=waiting, cancelled=stop.is_set)
 
 
 def _capture_cpu(live: LiveCapture | TpacketCapture) -> str:

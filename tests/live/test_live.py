@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SYNTHETIC, alerts_of, camwatch, capinfos
+from conftest import LIVE_START_WAIT, REPO, SYNTHETIC, alerts_of, camwatch, capinfos
 
 SITE = SYNTHETIC / "camera_site.pcap"
 SITE_CONFIG = SYNTHETIC / "camera_site.toml"
@@ -133,7 +133,7 @@ class Camwatch:
     def stderr(self) -> str:
         return "".join(self.lines)
 
-    def wait_capturing(self, timeout: float = 15) -> None:
+    def wait_capturing(self, timeout: float = LIVE_START_WAIT) -> None:
         deadline = time.monotonic() + timeout
         while not self._capturing.wait(0.05):
             if self.proc.poll() is not None:

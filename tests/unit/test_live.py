@@ -1,13 +1,17 @@
 """sensor/live.py without dumpcap: its stderr, split however the pipe delivers it, gives one clean error line and
-the right counts."""
+the right counts; the pipe queue's slabs; a slow start waited out while dumpcap lives (a stand-in on PATH)."""
 
 from __future__ import annotations
 
 import collections
+import os
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
+from sensor.errors import CamwatchError, StartCancelled
 from sensor.live import LiveCapture
 
 
@@ -88,3 +92,59 @@ def test_steady_capture_reuses_its_spare_slabs():
     assert live._slabs_made == 2 and not live._free_slabs
     assert {id(buf) for buf, _, _ in live._queue} == {id(s) for s in spares}
 
+
+
+# A classic pcap file header (microseconds, Ethernet) as dumpcap -P writes it once capturing.
+PCAP_HEADER = r"\324\303\262\241\002\000\004\000\000\000\000\000\000\000\000\000\000\000\004\000\001\000\000\000"
+
+
+@pytest.fixture
+def fake_dumpcap(tmp_path, monkeypatch):
+    """Put a `dumpcap` running `script` (sh) first on PATH."""
+    def install(script: str) -> None:
+        path = tmp_path / "dumpcap"
+        path.write_text(f"#!/bin/sh\n{script}\n")
+        path.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    return install
+
+
+def test_a_slow_start_is_waited_out_and_told_while_dumpcap_lives(fake_dumpcap, monkeypatch):
+    monkeypatch.setattr(LiveCapture, "START_NOTICE", 0.2)
+    fake_dumpcap(f"sleep 0.7; printf '{PCAP_HEADER}'; exec sleep 30")
+    told: list[float] = []
+    live = LiveCapture("eth9", buffer_mib=1, start_limit=5, waiting=told.append)
+    try:
+        assert live.proc.poll() is None
+        assert 2 <= len(told) <= 4 and told == sorted(told) and 0.2 <= told[0] < 0.4
+    finally:
+        live.stop()
+
+
+def test_a_start_past_the_limit_is_one_error_and_dumpcap_is_stopped(fake_dumpcap, tmp_path):
+    fake_dumpcap(f"echo $$ > {tmp_path}/pid; exec sleep 30")
+    began = time.monotonic()
+    with pytest.raises(CamwatchError) as err:
+        LiveCapture("eth9", buffer_mib=7, start_limit=0.5)
+    assert time.monotonic() - began < 3
+    assert not Path(f"/proc/{(tmp_path / 'pid').read_text().strip()}").exists()   # stopped and reaped
+    assert str(err.value) == ("dumpcap did not start capturing on eth9 within 0.5 s (it was still running: stuck "
+                              "opening the interface or allocating its 7 MiB capture buffer)")
+
+
+def test_dumpcap_failing_after_a_slow_start_is_its_own_error(fake_dumpcap, monkeypatch):
+    monkeypatch.setattr(LiveCapture, "START_NOTICE", 0.2)
+    fake_dumpcap("sleep 0.5; echo 'dumpcap: There is no device named \"eth9\".' >&2; exit 1")
+    with pytest.raises(CamwatchError) as err:
+        LiveCapture("eth9", buffer_mib=1, start_limit=5, waiting=lambda s: None)
+    assert str(err.value) == 'dumpcap cannot capture on eth9: There is no device named "eth9".'
+
+
+def test_a_stop_during_a_slow_start_cancels_it(fake_dumpcap):
+    fake_dumpcap("exec sleep 30")
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    began = time.monotonic()
+    with pytest.raises(StartCancelled, match="stopped before dumpcap started capturing on eth9"):
+        LiveCapture("eth9", buffer_mib=1, start_limit=10, cancelled=stop.is_set)
+    assert time.monotonic() - began < 3
