@@ -5,6 +5,7 @@ raised on the main thread after every batch before it; closing stops the thread 
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -165,26 +166,48 @@ def _slow(function, seconds: float):
 @pytest.mark.parametrize("kind", sorted(CAPTURES))
 def test_sharing_the_decode_balances_the_threads_and_changes_no_batch(tmp_path, monkeypatch, kind):
     """A batch the thread walked while none was ready for the pipeline goes undecoded (the pipeline decodes it), the
-    others decoded; either way the same records and columns as in line."""
+    others decoded; either way the same records and columns as in line. Both cases are made by the hand-over itself,
+    not by sleeps, so that a loaded machine cannot change which case a batch is (it did, with sleeps)."""
     path = write(tmp_path, "f." + kind, CAPTURES[kind]())
     monkeypatch.setattr(overlap, "SHARE", True)
     reference = _drain(path, "off")
-    # the thread slow (its decode): the pipeline waits for each batch, which then comes undecoded
-    monkeypatch.setattr(overlap, "decode_batch", _slow(decode_batch, 0.02))
+    # the pipeline always waiting: one batch deep, the thread walks the next only once the pipeline took the last,
+    # so nothing is ever ready when it looks, and every batch comes undecoded
+    monkeypatch.setattr(overlap, "DEPTH", 1)
     reader, _ = open_file(path)
     undecoded = [batch.decoded is None for batch in overlap.batches(reader, "on")]
-    assert len(undecoded) > 10 and sum(undecoded) >= len(undecoded) // 2
-    # the pipeline slow: the thread is ahead, with batches queued, and decodes them (all but the first few, unless
-    # a loaded machine held the thread back for longer than the pipeline took over a batch)
-    monkeypatch.setattr(overlap, "decode_batch", decode_batch)
+    assert len(undecoded) > 10 and all(undecoded)
+    # the pipeline behind: it takes a batch only when the thread has DEPTH ready, so a batch is ready whenever the
+    # thread looks, from the third batch on (the first is walked before anything is ready, and the pipeline takes it
+    # before it can watch the queue, so the second may find none either)
+    monkeypatch.setattr(overlap, "DEPTH", 2)
+    made = []
+
+    class Watched(overlap._Ahead):
+        def __init__(self, *args):
+            super().__init__(*args)
+            made.append(self)
+    monkeypatch.setattr(overlap, "_Ahead", Watched)
     reader, _ = open_file(path)
     decoded = []
-    for batch in overlap.batches(reader, "on"):
+    batches = overlap.batches(reader, "on")
+    while True:
+        if made:
+            _until(lambda: len(made[0]._ready) >= 2 or not made[0]._thread.is_alive())
+        batch = next(batches, None)
+        if batch is None:
+            break
         decoded.append(batch.decoded is not None)
-        threading.Event().wait(0.02)
-    assert sum(decoded[3:]) >= 0.8 * len(decoded[3:]) > 8
+    assert len(decoded) > 10 and decoded[0] is False and all(decoded[2:])
     got, columns, error = _drain(path, "on")
     assert (got, columns, error) == reference and len(got) == 2000
+
+
+def _until(ready, limit: float = 30.0) -> None:
+    deadline = time.monotonic() + limit
+    while not ready():
+        assert time.monotonic() < deadline, "the reading thread did not fill its queue"
+        time.sleep(0.001)
 
 
 def test_only_mapped_readers_are_overlapped_and_auto_needs_two_cpus(tmp_path, monkeypatch):
