@@ -197,6 +197,43 @@ def tcpreplay(lk: Link, *options: str, pcap: Path = SITE) -> int:
     return int(successful[1])
 
 
+def settle(cw: Camwatch, quiet: float = 0.5, limit: float = 30.0) -> None:
+    """Wait until camwatch and its dumpcap have used no CPU for `quiet` seconds (at most `limit`): they have taken
+    everything the kernel queued for them. A fixed sleep was too short on a loaded machine: packets still in
+    dumpcap's ring when the stop came were counted neither as received nor as dropped."""
+    deadline = time.monotonic() + limit
+    used = _tree_cpu(cw.proc.pid)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = _tree_cpu(cw.proc.pid)
+        if now == used:
+            return
+        used = now
+
+
+def _tree_cpu(root: int) -> int:
+    """User and system clock ticks of a process and all its descendants."""
+    parent, ticks = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:   # gone between the listing and the read
+            continue
+        parent[int(entry)] = int(fields[1])
+        ticks[int(entry)] = int(fields[11]) + int(fields[12])
+    total = 0
+    for pid, tick in ticks.items():
+        p = pid
+        while p > 1 and p != root:
+            p = parent.get(p, 0)
+        if p == root:
+            total += tick
+    return total
+
+
 def packets_total(metrics_text: str) -> float:
     values = re.findall(r"^camwatch_packets_total(?:\{[^}]*\})? (\S+)$", metrics_text, re.M)
     assert len(values) == 1, metrics_text
@@ -236,7 +273,7 @@ def test_live_capture_counts_every_packet_and_alerts_like_replay(link, start_cam
 
     sent = tcpreplay(link, "--pps", "2000")
     assert sent == expected_packets
-    time.sleep(0.5)
+    settle(cw)
     rc = cw.terminate()
     assert rc == 0, cw.stderr
 
@@ -272,7 +309,7 @@ def test_flood_every_packet_is_counted_or_reported_dropped(link, start_camwatch)
     cw = start_camwatch(link)
     cw.wait_capturing()
     sent = tcpreplay(link, "--topspeed", "--preload-pcap", "--loop", "40")
-    time.sleep(0.5)
+    settle(cw)
     assert cw.terminate(timeout=30) == 0, cw.stderr
     metrics = cw.metrics.read_text()
     counted, dropped = packets_total(metrics), dropped_total(metrics)
