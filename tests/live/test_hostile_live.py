@@ -12,7 +12,7 @@ import time
 import pytest
 from hostile_packets import CAMERA, CAMERA6, PUBLIC, PUBLIC6, every_class
 
-from .test_live import link, packets_total, run, start_camwatch, tcpreplay  # noqa: F401  (fixtures)
+from .test_live import link, packets_total, run, settle, start_camwatch, tcpreplay  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.root
 
@@ -63,6 +63,7 @@ def test_a_burst_of_every_hostile_class_neither_stops_nor_blinds_the_live_sensor
     # answering throughout: every scrape, and never silent for long even on a loaded 2-core machine
     assert scrapes["failures"] == [] and scrapes["ok"] >= 3 and scrapes["longest_silence_s"] < 5, scrapes
     assert sent == 3 * frames
+    settle(cw.proc.pid)   # the scraper stopped: whatever is still queued for camwatch is taken before the stop
     assert cw.terminate(timeout=30) == 0, cw.stderr
     assert "Traceback" not in cw.stderr
     assert packets_total(cw.metrics.read_text()) == sent

@@ -197,15 +197,16 @@ def tcpreplay(lk: Link, *options: str, pcap: Path = SITE) -> int:
     return int(successful[1])
 
 
-def settle(cw: Camwatch, quiet: float = 0.5, limit: float = 30.0) -> None:
-    """Wait until camwatch and its dumpcap have used no CPU for `quiet` seconds (at most `limit`): they have taken
-    everything the kernel queued for them. A fixed sleep was too short on a loaded machine: packets still in
-    dumpcap's ring when the stop came were counted neither as received nor as dropped."""
+def settle(pid: int, quiet: float = 0.5, limit: float = 30.0) -> None:
+    """Wait until a capturing process (camwatch, or a bare LiveCapture) and its dumpcap have used no CPU for `quiet`
+    seconds (at most `limit`): they have taken everything the kernel queued for them. A fixed sleep was too short on
+    a loaded machine: packets still in dumpcap's ring when the stop came were counted neither as received nor as
+    dropped."""
     deadline = time.monotonic() + limit
-    used = _tree_cpu(cw.proc.pid)
+    used = _tree_cpu(pid)
     while time.monotonic() < deadline:
         time.sleep(quiet)
-        now = _tree_cpu(cw.proc.pid)
+        now = _tree_cpu(pid)
         if now == used:
             return
         used = now
@@ -273,7 +274,7 @@ def test_live_capture_counts_every_packet_and_alerts_like_replay(link, start_cam
 
     sent = tcpreplay(link, "--pps", "2000")
     assert sent == expected_packets
-    settle(cw)
+    settle(cw.proc.pid)
     rc = cw.terminate()
     assert rc == 0, cw.stderr
 
@@ -309,7 +310,7 @@ def test_flood_every_packet_is_counted_or_reported_dropped(link, start_camwatch)
     cw = start_camwatch(link)
     cw.wait_capturing()
     sent = tcpreplay(link, "--topspeed", "--preload-pcap", "--loop", "40")
-    settle(cw)
+    settle(cw.proc.pid)
     assert cw.terminate(timeout=30) == 0, cw.stderr
     metrics = cw.metrics.read_text()
     counted, dropped = packets_total(metrics), dropped_total(metrics)
@@ -368,9 +369,10 @@ print(json.dumps({"read": read, "dropped": live.dropped, "received": live.receiv
 
 
 def probe_capture(link, *tcpreplay_options: str, buffer_mib: int = 256, queue_mib: int = 64,
-                  python_pump: bool = False, settle: float = 0.0) -> tuple[int, dict]:
-    """A bare LiveCapture in the sensor namespace that reads nothing until tcpreplay has finished, then reads all:
-    (packets sent, what the capture read, dropped, received and passed on)."""
+                  python_pump: bool = False, settled: bool = False) -> tuple[int, dict]:
+    """A bare LiveCapture in the sensor namespace that reads nothing until tcpreplay has finished (and, `settled`,
+    until it and its dumpcap have gone quiet), then reads all: (packets sent, what the capture read, dropped,
+    received and passed on)."""
     probe = subprocess.Popen(["ip", "netns", "exec", link.sensor_ns, sys.executable, "-c", PROBE, link.sensor_if,
                               str(buffer_mib), str(queue_mib), "1" if python_pump else "0"],
                              cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -379,7 +381,8 @@ def probe_capture(link, *tcpreplay_options: str, buffer_mib: int = 256, queue_mi
             probe.kill()
             pytest.fail(f"LiveCapture did not start:\n{probe.communicate()[1]}")
         sent = tcpreplay(link, *tcpreplay_options)
-        time.sleep(settle)
+        if settled:
+            settle(probe.pid)
         out, err = probe.communicate("go\n", timeout=30)
     finally:
         if probe.poll() is None:
@@ -551,5 +554,5 @@ def test_capture_ring_size_comes_from_the_config(link, start_camwatch, tmp_path)
 
 def test_python_pump_counts_every_packet_too(link):
     """Without the compiled helper, the pure-Python pump reads the pipe: same packets, none lost."""
-    sent, stats = probe_capture(link, "--pps", "20000", "--loop", "5", python_pump=True, settle=0.5)
+    sent, stats = probe_capture(link, "--pps", "20000", "--loop", "5", python_pump=True, settled=True)
     assert stats["read"] == sent and stats["dropped"] == 0, stats
