@@ -124,7 +124,7 @@ class BeaconingDetector(Detector):
             if self._teardown(obs):
                 return None
             events = CheckIns()
-            events.append([obs.ts, obs.ts, obs.sent_bytes])   # begin() of a first check-in (HISTORY >= 1)
+            events.begin(obs.ts, obs.sent_bytes, self.HISTORY)
             self._events.put(key, events)
             return events
         if events and obs.ts - events[-1][1] < self.gap:
