@@ -70,12 +70,8 @@ class ByteSeries:
         ring = self.counts
         if ring is None:
             return [(float(self.newest * BUCKET_SECONDS), self.single)]
-        slot = self.newest % BUCKETS
-        if ring[slot] and ring.count(0) == BUCKETS - 1:
-            # the newest bucket alone (the older ones cleared as the window moved), answered without the scan below
-            return [(float(self.newest * BUCKET_SECONDS), ring[slot])]
-        # Only the non-empty slots are visited (a device saved after its first packet has one of 288): each slot's
-        # bucket is the newest one at or before `newest` that lands on it (add writes no other, and _advance
+        # Only the non-empty slots are visited (a ring is made for a second bucket: most of its 288 stay empty): each
+        # slot's bucket is the newest one at or before `newest` that lands on it (add writes no other, and _advance
         # clears what the window leaves, so a non-empty slot is never older than the window nor before bucket 0).
         counts = np.frombuffer(ring, dtype=f"u{ring.itemsize}")
         found = sorted((self.newest - (self.newest - s) % BUCKETS, s) for s in np.flatnonzero(counts).tolist())
