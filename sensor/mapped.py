@@ -169,7 +169,7 @@ class MappedFile:
         self._release()
         # No more than the file holds past the reader: at the end of a file that did not grow, the usual case,
         # nothing. A whole chunk's buffer, allocated and zeroed to read nothing into, took 1-25 ms there.
-        more = min(self._chunk, max(os.fstat(self._fh.fileno()).st_size - self._fh.tell(), 0))
+        more = min(self._chunk, max(_mapguard.file_size(self._fh.fileno()) - self._fh.tell(), 0))
         arena = bytearray(len(rest) + more)
         arena[:len(rest)] = rest
         got = self._fh.readinto(memoryview(arena)[len(rest):]) or 0
