@@ -58,8 +58,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    words = sys.argv[1:] if argv is None else argv
-    command = words[0] if words and words[0] in COMMANDS else None
+    command = _command(sys.argv[1:] if argv is None else argv)
     if (command not in MANY_BLAS_THREADS and "numpy" not in sys.modules
             and not any(name in os.environ for name in BLAS_THREAD_VARIABLES)):
         os.environ["OPENBLAS_NUM_THREADS"] = "1"
@@ -104,9 +103,14 @@ def program() -> NoReturn:
     then), a thread that is not a daemon, `python -i`, or standard streams that cannot be flushed (their error is
     then reported the usual way)."""
     code = main()
-    if sys.argv[1:2] and sys.argv[1] in ENDED_BY_EXIT and _nothing_left_for_exit():
+    if _command(sys.argv[1:]) in ENDED_BY_EXIT and _nothing_left_for_exit():
         os._exit(code)
     sys.exit(code)
+
+
+def _command(words: list[str]) -> str | None:
+    """The command a command line names, if its first word is one."""
+    return words[0] if words and words[0] in COMMANDS else None
 
 
 def _nothing_left_for_exit() -> bool:
