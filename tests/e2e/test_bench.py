@@ -251,3 +251,24 @@ def test_observe_clocks_time_every_detector_hook_and_the_camera_side(tmp_path):
     for name in observed:
         seconds, calls, per_call = rows[name]
         assert int(calls.replace(",", "")) > 0 and float(per_call.rstrip(" |")) > 0
+
+
+def test_peer_runs_use_compiled_bytecode_even_under_dontwritebytecode(tmp_path, monkeypatch):
+    # An installed camwatch runs from pip's compiled bytecode, as the peers do; an editable checkout under
+    # PYTHONDONTWRITEBYTECODE=1 would pay for compiling every module on every timed run.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("replay_peers_under_test", BENCH / "replay_peers.py")
+    peers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peers)
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setattr(peers, "DEFAULT_DIR", tmp_path)
+    env = peers._bytecode_env(REPO)
+    assert "PYTHONDONTWRITEBYTECODE" not in env
+    cache = sorted(tmp_path.joinpath("pycache").rglob("*.pyc"))
+    assert any(p.parent.name == "cli" and p.parent.parent.name == "sensor" and p.name.startswith("__init__.")
+               for p in cache), cache[:5]
+    marker = "import sys; print(sys.modules['sensor.cli'].__cached__)"
+    out = subprocess.run([sys.executable, "-c", f"import sensor.cli; {marker}"], env=env, cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out.startswith(str(tmp_path)), out
