@@ -4,6 +4,7 @@ timings cannot fail a test reliably; bench/startup.py measures the time itself."
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import gc
 import importlib
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from sensor.cli import BLAS_THREAD_VARIABLES, COMMANDS, build_parser, main
+from sensor.cli.common import terminal_columns
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE = """
@@ -48,8 +50,10 @@ NOT_FOR_REPLAY = ("sensor.cli.eval", "sensor.cli.run", "sensor.cli.report", "sen
 # Standard modules a 1-packet replay does not need before its first packet, imported where they are used (issue 16):
 # socket (its enum conversions; the functions come from _socket), html (its entity table: dissect unescapes on first
 # use), hashlib (OpenSSL; blake2b comes from _blake2), statistics (random, fractions, decimal; beacon scoring),
-# base64 (a [metrics] password hash) and the flow log (--flows; test_flows_still_bring_the_flow_log).
-LAZY_FOR_REPLAY = ("socket", "html", "hashlib", "statistics", "base64", "sensor.export.flow_log")
+# base64 (a [metrics] password hash), the flow log (--flows; test_flows_still_bring_the_flow_log) and shutil (with
+# bz2 and lzma: argparse's own help width; sensor.cli.common.HelpFormatter).
+LAZY_FOR_REPLAY = ("socket", "html", "hashlib", "statistics", "base64", "sensor.export.flow_log", "shutil", "bz2",
+                   "lzma")
 
 
 def _run(tmp_path: Path, *argv: str, watch_manuf: bool = True, **env_vars: str) -> dict:
@@ -241,3 +245,25 @@ def test_the_program_ends_without_finalization_only_after_a_replay_that_left_not
 def test_python_m_sensor_and_the_console_script_run_the_program():
     assert (REPO / "sensor" / "__main__.py").read_text().strip().endswith("program()")
     assert 'camwatch = "sensor.cli:program"' in (REPO / "pyproject.toml").read_text()
+
+
+@pytest.mark.parametrize("columns", [None, "", "abc", "-5", "0", "37", "100", "200"])
+def test_help_is_as_wide_as_argparse_makes_it(monkeypatch, columns):
+    import shutil
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    if columns is not None:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert terminal_columns() == shutil.get_terminal_size().columns
+    for command in (None, *COMMANDS):
+        ours = build_parser(command)
+        theirs = build_parser(command)
+        for parser in (theirs, *_subparsers(theirs)):
+            parser.formatter_class = argparse.HelpFormatter
+        for a, b in zip((ours, *_subparsers(ours)), (theirs, *_subparsers(theirs)), strict=True):
+            assert a.format_help() == b.format_help() and a.format_usage() == b.format_usage()
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    return [sub for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for sub in action.choices.values()]
