@@ -656,7 +656,7 @@ MAX_PARAMETER_LIST = 64
 _MASK_PREFIX = {inet_ntoa(((0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF).to_bytes(4, "big")): n for n in range(33)}
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False, repr=False)
 class DhcpMessage:
     """A DHCPv4 message (RFC 2131/2132): what the link learns from it. Addresses are dotted text, None when zero or
     absent; host_name and vendor_class are wire text, escaped (wire_text)."""
@@ -731,7 +731,7 @@ MAX_DHCPV6_ADDRESSES = 8
 MAX_FQDN_LABELS = 32
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Dhcp6Message:
     """A DHCPv6 client or server message (RFC 8415), relays aside: what the link learns from it. Strings are wire
     text, escaped (wire_text)."""
@@ -805,7 +805,7 @@ def parse_dhcpv6(msg: bytes) -> Dhcp6Message | None:
     return out
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class ArpMessage:
     """An Ethernet/IPv4 ARP request or reply: the sender claims its address on the link."""
 
@@ -831,7 +831,7 @@ MAX_NDP_OPTIONS = 32
 MAX_RA_PREFIXES = 8
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class NdpMessage:
     """An IPv6 neighbour discovery message (RFC 4861): what it says of who holds which address."""
 

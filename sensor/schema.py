@@ -57,7 +57,7 @@ class Kind:
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Setting:
     """A key's declaration, kept in its dataclass field's metadata (the default stays the field's own)."""
 
