@@ -101,6 +101,44 @@ def test_every_dataclass_a_replay_imports_has_a_docstring(one_packet, tmp_path):
     assert len(done["modules"]) > 100 and not made, f"give these a docstring: {made}"
 
 
+# The dataclasses a replay imports that keep the value methods dataclass() generates (__eq__, __hash__ if frozen,
+# __repr__), and why: something compares or hashes them by value. Every other one is declared eq=False, repr=False:
+# generating the three cost ~1.4 M instructions of every start per class, ~6% of a 1-packet replay for the 37 that
+# nothing compared, hashed or printed (issue 16; found by recording every call of the generated methods over the
+# whole suite, the goldens and the benchmark captures). The configuration's sections keep value equality from
+# sensor.schema.Values instead (tests/unit/test_schema.py).
+VALUE_DATACLASSES = {
+    "sensor.enrich.maker_evidence.MakerEvidence": "a dict key (Makers.verdict's one-item cache)",
+    "sensor.enrich.maker_evidence.Verdict": "compared in the tests",
+    "sensor.enrich.geography.Place": "compared in the tests",
+    "sensor.detect.services.IncidentService": "compared in the tests",
+    "sensor.dissect.DnsMessage": "compared in the tests",
+    "sensor.dissect.DnsRecord": "compared in the tests",
+    "sensor.dissect.HttpRequest": "compared in the tests",
+    "sensor.dissect.TftpRequest": "compared in the tests",
+}
+
+
+def test_a_replay_generates_value_methods_only_where_something_uses_them(one_packet, tmp_path):
+    from sensor.schema import Values
+
+    done = _run(tmp_path, "replay", str(one_packet), "--quiet", "--alerts", "/dev/null", watch_manuf=False)
+    generated, seen = [], set()
+    for name in done["modules"]:
+        if name == "sensor" or name.startswith("sensor."):
+            for cls in vars(importlib.import_module(name)).values():
+                if isinstance(cls, type) and cls.__module__ == name and dataclasses.is_dataclass(cls):
+                    qualname = f"{name}.{cls.__qualname__}"
+                    seen.add(qualname)
+                    params = cls.__dataclass_params__  # type: ignore[attr-defined]
+                    if (params.eq or params.repr) and qualname not in VALUE_DATACLASSES:
+                        generated.append(qualname)
+                    if issubclass(cls, Values) and (params.eq or params.repr):
+                        generated.append(f"{qualname} (a Values section: its own would replace Values')")
+    assert len(seen) > 50 and not generated, f"declare these eq=False, repr=False or list them: {generated}"
+    assert set(VALUE_DATACLASSES) <= seen
+
+
 @pytest.mark.parametrize("argv", [["report", "--help"], ["hash-password", "--help"]])
 def test_commands_without_the_pipeline_do_not_load_it(argv, tmp_path):
     done = _run(tmp_path, *argv, watch_manuf=False)

@@ -27,6 +27,7 @@ from sensor.schema import (
     Setting,
     Tables,
     Text,
+    Values,
     key_text,
     keys,
     load,
@@ -258,3 +259,40 @@ def test_no_kind_is_a_dataclass():
         todo += kinds[-1].__subclasses__()
     assert len(kinds) > 10 and any(k.__module__ == "sensor.config" for k in kinds)
     assert not [k.__qualname__ for k in kinds if dataclasses.is_dataclass(k)]
+
+
+def _sections(cls: type = Config) -> list[type]:
+    out = [cls]
+    for _, s in keys(cls):
+        if isinstance(s.kind, (Section, Tables, NamedTables)) and s.kind.schema not in out:
+            out.append(s.kind.schema)
+    return out
+
+
+def test_config_sections_compare_hash_and_print_as_generated_dataclasses():
+    """Values gives the sections what dataclass(frozen=True) would generate: checked against a generated twin of
+    each section, on its defaults and with each field changed in turn."""
+    sections = _sections()
+    assert len(sections) >= 16 and all(issubclass(c, Values) for c in sections)
+    for cls in sections:
+        fields = dataclasses.fields(cls)
+        twin = dataclasses.dataclass(frozen=True)(type(cls.__name__, (), {
+            "__annotations__": {f.name: object for f in fields}, "__qualname__": cls.__qualname__,
+            "__module__": cls.__module__,
+            **{f.name: dataclasses.field(compare=f.compare, repr=f.repr, hash=f.hash) for f in fields}}))
+
+        def twin_of(section, twin=twin, fields=fields):
+            return twin(**{f.name: getattr(section, f.name) for f in fields})
+
+        base = cls(**{f.name: "required" for f in fields                 # the defaults, and a value where none
+                      if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING})
+        variants = [dataclasses.replace(base, **{f.name: object()}) for f in fields]
+        for a in (base, *variants):
+            assert repr(a) == repr(twin_of(a))
+            assert hash(a) == hash(twin_of(a))
+            for b in (base, dataclasses.replace(base), *variants):
+                assert (a == b) == (twin_of(a) == twin_of(b)) and (a != b) == (twin_of(a) != twin_of(b))
+        assert all(v != base for v in variants) and base == dataclasses.replace(base)
+        assert base != twin_of(base) and base.__eq__(twin_of(base)) is NotImplemented
+        kin = type("Kin", (cls,), {})   # the same fields and values, another class: unequal, as generated
+        assert base != kin(**{f.name: getattr(base, f.name) for f in fields})
