@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from sensor.schema import Values
+
 DNS_A, DNS_CNAME, DNS_PTR, DNS_TXT, DNS_AAAA, DNS_SRV = 1, 5, 12, 16, 28, 33
 MAX_DNS_RECORDS = 64
 MAX_TXT_STRINGS = 32
@@ -26,8 +28,8 @@ DNS_ANSWER, DNS_AUTHORITY, DNS_ADDITIONAL = 0, 1, 2
 HTTP_METHODS = (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN")
 
 
-@dataclass(frozen=True, slots=True)
-class DnsRecord:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class DnsRecord(Values):
     """One resource record of any section, its rdata decoded where camwatch reads it: an address, a PTR/CNAME/SRV
     target, or a TXT record's strings; empty for the other types."""
 
@@ -225,8 +227,8 @@ def parse_tls_sni(payload: bytes) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class HttpRequest:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class HttpRequest(Values):
     """The parts of an HTTP request's head that camwatch uses. `method` and `target` are empty when the request
     line is not `METHOD target [version]` (the Host header may still be there)."""
 
@@ -271,8 +273,8 @@ TFTP_READ, TFTP_WRITE = 1, 2
 TFTP_MODES = frozenset({b"netascii", b"octet", b"mail"})   # RFC 1350; servers refuse any other
 
 
-@dataclass(frozen=True, slots=True)
-class TftpRequest:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class TftpRequest(Values):
     """A TFTP read or write request."""
 
     opcode: int          # TFTP_READ or TFTP_WRITE

@@ -102,20 +102,14 @@ def test_every_dataclass_a_replay_imports_has_a_docstring(one_packet, tmp_path):
 
 
 # The dataclasses a replay imports that keep the value methods dataclass() generates (__eq__, __hash__ if frozen,
-# __repr__), and why: something compares or hashes them by value. Every other one is declared eq=False, repr=False:
-# generating the three cost ~1.4 M instructions of every start per class, ~6% of a 1-packet replay for the 37 that
-# nothing compared, hashed or printed (issue 16; found by recording every call of the generated methods over the
-# whole suite, the goldens and the benchmark captures). The configuration's sections keep value equality from
-# sensor.schema.Values instead (tests/unit/test_schema.py).
+# __repr__), and why. Every other one is declared eq=False, repr=False: generating the three cost ~1.4 M
+# instructions of every start per class, ~6% of a 1-packet replay for the 37 that nothing compared, hashed or
+# printed (issue 16; found by recording every call of the generated methods over the whole suite, the goldens and
+# the benchmark captures). Frozen ones compared by value elsewhere (the configuration's sections, records the tests
+# compare) inherit the same methods, written once, from sensor.schema.Values.
 VALUE_DATACLASSES = {
-    "sensor.enrich.maker_evidence.MakerEvidence": "a dict key (Makers.verdict's one-item cache)",
-    "sensor.enrich.maker_evidence.Verdict": "compared in the tests",
-    "sensor.enrich.geography.Place": "compared in the tests",
-    "sensor.detect.services.IncidentService": "compared in the tests",
-    "sensor.dissect.DnsMessage": "compared in the tests",
-    "sensor.dissect.DnsRecord": "compared in the tests",
-    "sensor.dissect.HttpRequest": "compared in the tests",
-    "sensor.dissect.TftpRequest": "compared in the tests",
+    "sensor.enrich.maker_evidence.MakerEvidence": "a dict key on the new-device path: the generated hash is faster",
+    "sensor.dissect.DnsMessage": "compared in the tests, and mutable: unhashable, which Values is not",
 }
 
 
