@@ -58,11 +58,13 @@ class Kind:
 
 
 class Values:
-    """Equality, hashing and repr by field values, as a frozen dataclass generates them, for the sections that are
-    compared by value (the configuration's: the tests compare parsed and default configs). Written once here and
-    inherited, where dataclass(eq=True, repr=True) would generate and compile the three for each section at import:
-    ~1.3 M instructions of every start per section (issue 16). A subclass is a dataclass declared with eq=False,
-    repr=False, so that it keeps these."""
+    """Equality, hashing and repr by field values, as a frozen dataclass generates them, for frozen dataclasses
+    compared by value off the hot paths: the configuration's sections (the tests compare parsed and default
+    configs) and records the tests compare. Written once here and inherited, where dataclass(eq=True, repr=True)
+    would generate and compile the three for each class at import: ~1.3 M instructions of every start a class
+    (issue 16). A subclass is a dataclass declared with frozen=True, eq=False, repr=False, so that it keeps these;
+    reading the fields by name, they are slower per call than generated ones (tests/unit/test_cli_startup.py lists
+    the dataclasses that keep those)."""
 
     __slots__ = ()
 
