@@ -28,7 +28,7 @@ MAX_COUNTED_DEVICES = 1 << 16   # distinct held-back devices counted exactly per
 _RANK = {name: rank for rank, name in enumerate(SEVERITIES)}   # SEVERITIES.index, as one lookup
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class _FloodWindow:
     """One window of the alert flood guard: who wrote alerts in it and what it held back."""
 

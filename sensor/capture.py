@@ -62,7 +62,7 @@ _NG_BLOCK_NAME = {PCAPNG_SHB: "section header", 1: "interface description", 2: "
                   6: "enhanced packet"}
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Batch:
     """Frames read from a capture, as columns over one buffer."""
 

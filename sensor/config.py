@@ -33,6 +33,7 @@ from sensor.schema import (
     Setting,
     Tables,
     Text,
+    Values,
     key_text,
     load,
     quoted,
@@ -198,16 +199,16 @@ def _timeout(default: float, doc: str) -> Any:
 _PATH = Text(nul=False)   # also for listen: whatever reaches the OS must not carry a NUL
 
 
-@dataclass(frozen=True)
-class SensorSettings:
+@dataclass(frozen=True, eq=False, repr=False)
+class SensorSettings(Values):
     """[sensor]: what this sensor is called."""
 
     name: str = setting("camwatch", kind=Text(max_length=64, printable=True),
                         doc="the `sensor` label on every metric and alert")
 
 
-@dataclass(frozen=True)
-class NetworkSettings:
+@dataclass(frozen=True, eq=False, repr=False)
+class NetworkSettings(Values):
     """[networks]: which addresses are the cameras' side and which are core networks."""
 
     camera: tuple[IPNetwork, ...] = setting((), kind=_Networks(refuse_broad=True),
@@ -216,8 +217,8 @@ class NetworkSettings:
                                           doc="networks cameras must never reach")
 
 
-@dataclass(frozen=True)
-class FlowSettings:
+@dataclass(frozen=True, eq=False, repr=False)
+class FlowSettings(Values):
     """[flows]: when a flow ends and how many the table holds."""
 
     tcp_idle_timeout: float = _timeout(300.0, "idle TCP flows end")
@@ -241,15 +242,15 @@ def default_max_flows(max_devices: int) -> int:
     return max(MIN_DEFAULT_FLOWS, min(FlowSettings.max_flows, FLOWS_PER_DEVICE * max_devices))
 
 
-@dataclass(frozen=True)
-class AlertSettings:
+@dataclass(frozen=True, eq=False, repr=False)
+class AlertSettings(Values):
     """[alerts]: how long an alert's episode lasts."""
 
     episode_timeout: float = _timeout(3600.0, "silence that ends an episode; the next activity is a new alert")
 
 
-@dataclass(frozen=True)
-class LimitSettings:
+@dataclass(frozen=True, eq=False, repr=False)
+class LimitSettings(Values):
     """[limits]: the bounds on what the sensor keeps in memory."""
 
     max_devices: int = setting(10_000, kind=COUNT, maximum=MAX_DEVICES, doc="camera-side devices tracked")
@@ -262,8 +263,8 @@ class LimitSettings:
                                      doc="new devices made at once once the site is known")
 
 
-@dataclass(frozen=True)
-class UploadSettings:
+@dataclass(frozen=True, eq=False, repr=False)
+class UploadSettings(Values):
     """video_egress: what a device sends to one outside peer, judged on sliding windows of its sent bytes per
     second. The defaults and the behaviour behind them are in docs/detectors.md#video_egress."""
 
@@ -284,8 +285,8 @@ class UploadSettings:
                               doc="bulk: the window's sent packets average at least this size")
 
 
-@dataclass(frozen=True)
-class BeaconSettings:
+@dataclass(frozen=True, eq=False, repr=False)
+class BeaconSettings(Values):
     """beaconing: check-ins of a device with one outside peer, scored RITA-style (docs/detectors.md#beaconing)."""
 
     min_checkins: int = setting(5, kind=COUNT, minimum=4, maximum=64,
@@ -296,8 +297,8 @@ class BeaconSettings:
     timing_threshold: float = setting(0.8, kind=FRACTION, doc="timing score that alerts, whatever the sizes")
 
 
-@dataclass(frozen=True)
-class DetectSettings:
+@dataclass(frozen=True, eq=False, repr=False)
+class DetectSettings(Values):
     """[detect]: the detectors' thresholds and windows."""
 
     learning_period: float = setting(DAY, kind=SECONDS, maximum=MAX_LEARNING_PERIOD, unit="s",
@@ -311,8 +312,8 @@ class DetectSettings:
     beaconing: BeaconSettings = section(BeaconSettings, "beaconing: check-ins and their score")
 
 
-@dataclass(frozen=True)
-class PolicySettings:
+@dataclass(frozen=True, eq=False, repr=False)
+class PolicySettings(Values):
     """What the site treats as a concern in itself, whatever the detectors' thresholds."""
 
     # The directive's concern: the reach of the PRC's National Intelligence Law (mainland China, Hong Kong, Macao).
@@ -321,8 +322,8 @@ class PolicySettings:
                                                    "is evidence; empty: off")
 
 
-@dataclass(frozen=True)
-class GeoSettings:
+@dataclass(frozen=True, eq=False, repr=False)
+class GeoSettings(Values):
     """MaxMind-format databases the user provides (GeoLite2 or DB-IP Lite), opened and checked at start. Without
     them every public destination still has its registry country (sensor/enrich/geography.py)."""
 
@@ -334,16 +335,16 @@ class GeoSettings:
                                                "registry's")
 
 
-@dataclass(frozen=True)
-class StateSettings:
+@dataclass(frozen=True, eq=False, repr=False)
+class StateSettings(Values):
     """[state]: where learned state is kept between runs."""
 
     path: str | None = setting(None, kind=_PATH, expect="a file path",
                                doc="SQLite file of learned state; unset: in memory only")
 
 
-@dataclass(frozen=True)
-class MetricsSettings:
+@dataclass(frozen=True, eq=False, repr=False)
+class MetricsSettings(Values):
     """The HTTP endpoint. Loopback by default: metrics name every camera and where it talks, which is
     reconnaissance gold; exposing them is a decision, made by setting `listen` (and ideally TLS and auth)."""
 
@@ -366,8 +367,8 @@ CAPTURE_ENGINES = ("dumpcap", "tpacket")
 OVERLAP_MODES = ("auto", "on", "off")   # sensor.overlap.MODES
 
 
-@dataclass(frozen=True)
-class CaptureSettings:
+@dataclass(frozen=True, eq=False, repr=False)
+class CaptureSettings(Values):
     """[capture]: how live traffic is captured and files are read."""
 
     buffer_mib: int = setting(kind=COUNT, maximum=MAX_CAPTURE_BUFFER_MIB, unit="MiB",
@@ -395,8 +396,8 @@ class CaptureSettings:
         return self
 
 
-@dataclass(frozen=True)
-class SiteSettings:
+@dataclass(frozen=True, eq=False, repr=False)
+class SiteSettings(Values):
     """One site of the estate, [sites.NAME]: the subnets it covers and whether it is a sensitive site in the
     directive's sense. `camwatch report` ranks covered devices on sensitive sites higher."""
 
@@ -407,8 +408,8 @@ class SiteSettings:
     comment: str = setting("", kind=Text(), doc="free text for the reader")
 
 
-@dataclass(frozen=True, kw_only=True)
-class AllowRule:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class AllowRule(Values):
     """One MUD-like allowlist entry: a camera may reach `dst` (network or DNS pattern) on `port`/`proto`."""
 
     dst: str = setting(kind=Text(), doc="an IP, CIDR or DNS name pattern")
@@ -460,8 +461,8 @@ def name_matches(pattern: str, name: str) -> bool:
     return fnmatch.fnmatchcase(name.lower().rstrip("."), pattern.lower().rstrip("."))
 
 
-@dataclass(frozen=True)
-class Config:
+@dataclass(frozen=True, eq=False, repr=False)
+class Config(Values):
     """camwatch.toml: one field per section, in the order they are checked. The rest of camwatch reads the
     properties below (config.episode_timeout, config.max_devices...), so a key can move between sections without
     touching its readers."""

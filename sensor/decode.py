@@ -67,7 +67,7 @@ ERROR_REASONS = ("", "truncated", "bad_ip_header", "bad_tcp_header", "unknown_li
 ERR_TRUNCATED, ERR_BAD_IP, ERR_BAD_TCP, ERR_LINKTYPE, ERR_TOO_DEEP = 1, 2, 3, 4, 5
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Decoded:
     """Struct of arrays, one row per packet of the batch."""
 
@@ -118,7 +118,7 @@ def decode(batch: Batch) -> Decoded:
                    np.frombuffer(head, np.uint64))
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class _Headers:
     """decode_numpy's working columns for a set of rows; payload_off is relative to each packet's start."""
 

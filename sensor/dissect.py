@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from sensor.schema import Values
+
 DNS_A, DNS_CNAME, DNS_PTR, DNS_TXT, DNS_AAAA, DNS_SRV = 1, 5, 12, 16, 28, 33
 MAX_DNS_RECORDS = 64
 MAX_TXT_STRINGS = 32
@@ -26,8 +28,8 @@ DNS_ANSWER, DNS_AUTHORITY, DNS_ADDITIONAL = 0, 1, 2
 HTTP_METHODS = (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN")
 
 
-@dataclass(frozen=True, slots=True)
-class DnsRecord:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class DnsRecord(Values):
     """One resource record of any section, its rdata decoded where camwatch reads it: an address, a PTR/CNAME/SRV
     target, or a TXT record's strings; empty for the other types."""
 
@@ -225,8 +227,8 @@ def parse_tls_sni(payload: bytes) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class HttpRequest:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class HttpRequest(Values):
     """The parts of an HTTP request's head that camwatch uses. `method` and `target` are empty when the request
     line is not `METHOD target [version]` (the Host header may still be there)."""
 
@@ -271,8 +273,8 @@ TFTP_READ, TFTP_WRITE = 1, 2
 TFTP_MODES = frozenset({b"netascii", b"octet", b"mail"})   # RFC 1350; servers refuse any other
 
 
-@dataclass(frozen=True, slots=True)
-class TftpRequest:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class TftpRequest(Values):
     """A TFTP read or write request."""
 
     opcode: int          # TFTP_READ or TFTP_WRITE
@@ -656,7 +658,7 @@ MAX_PARAMETER_LIST = 64
 _MASK_PREFIX = {inet_ntoa(((0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF).to_bytes(4, "big")): n for n in range(33)}
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False, repr=False)
 class DhcpMessage:
     """A DHCPv4 message (RFC 2131/2132): what the link learns from it. Addresses are dotted text, None when zero or
     absent; host_name and vendor_class are wire text, escaped (wire_text)."""
@@ -731,7 +733,7 @@ MAX_DHCPV6_ADDRESSES = 8
 MAX_FQDN_LABELS = 32
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Dhcp6Message:
     """A DHCPv6 client or server message (RFC 8415), relays aside: what the link learns from it. Strings are wire
     text, escaped (wire_text)."""
@@ -805,7 +807,7 @@ def parse_dhcpv6(msg: bytes) -> Dhcp6Message | None:
     return out
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class ArpMessage:
     """An Ethernet/IPv4 ARP request or reply: the sender claims its address on the link."""
 
@@ -831,7 +833,7 @@ MAX_NDP_OPTIONS = 32
 MAX_RA_PREFIXES = 8
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class NdpMessage:
     """An IPv6 neighbour discovery message (RFC 4861): what it says of who holds which address."""
 

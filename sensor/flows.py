@@ -177,7 +177,7 @@ def _lazy_ports() -> None:
 _lazy_ports()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False, repr=False)
 class FlowUpdate:
     """What some packets added to one flow; `ts` is the time of the first of them."""
 

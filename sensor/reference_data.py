@@ -80,7 +80,7 @@ def _sources() -> Any:
 
 
 # ---- indicators.toml ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Signature:
     """A payload shape of a service's own protocol, in the first payload bytes a device sends. cs2_pppp: 0xF1, then
     a big-endian length equal to the rest of the payload; prefix: the payload starts with `value` (ASCII); hex: the
@@ -154,7 +154,7 @@ def _hex_bytes(text: str | None, key: str) -> bytes:
     return bytes.fromhex(digits)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Service:
     """A vendor cloud or P2P service cameras phone home to; any one of its names, signatures or (from one of
     its makers' devices) ports is enough to recognise it."""
@@ -182,7 +182,7 @@ class Service:
         return any(name_matches(p, name) for p in self.domains)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class IndicatorFile:
     """indicators.toml: its version and services."""
 
@@ -256,7 +256,7 @@ class _Protocols(Kind):
         return f"a non-empty list of {', '.join(RESOLVER_PROTOCOLS)}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Resolver:
     """A public resolver service: the names its DoH/DoT endpoints present (TLS SNI) and its anycast addresses."""
 
@@ -277,7 +277,7 @@ class Resolver:
         return bool(name) and any(name_matches(p, name or "") for p in self.domains)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class ResolverFile:
     """resolvers.toml: its version and resolvers."""
 
@@ -297,7 +297,7 @@ def load_resolvers(path: Path = RESOLVERS_FILE) -> ResolverFile:
 
 
 # ---- covered_makers.toml ------------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Maker:
     """A maker camwatch flags as covered, and how its devices are recognised."""
 
@@ -318,7 +318,7 @@ class Maker:
         return self
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class CoveredMakerFile:
     """covered_makers.toml: its version and makers."""
 
@@ -342,7 +342,7 @@ def load_covered_makers(path: Path = COVERED_MAKERS_FILE) -> CoveredMakerFile:
 
 
 # ---- brands.toml --------------------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Oem:
     """A brand known to sell a covered maker's hardware under its own name."""
 
@@ -354,7 +354,7 @@ class Oem:
     sources: tuple[str, ...] = _sources()
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Module:
     """A maker of radio or SoC modules: its MAC prefix does not name the device's maker."""
 
@@ -363,7 +363,7 @@ class Module:
     sources: tuple[str, ...] = _sources()
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class OtherMaker:
     """A camera maker that is not covered, named so that its devices read alike whatever the evidence."""
 
@@ -374,7 +374,7 @@ class OtherMaker:
     sources: tuple[str, ...] = _sources()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class RoleWords:
     """brands.toml's [roles]: words in names and model strings that say camera or recorder."""
 
@@ -382,7 +382,7 @@ class RoleWords:
     nvr: tuple[re.Pattern, ...] = setting(kind=_Patterns(), doc="names and model strings of recorders")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class BrandFile:
     """brands.toml: OEM brands, module makers, other camera makers and role words."""
 

@@ -57,7 +57,36 @@ class Kind:
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
+class Values:
+    """Equality, hashing and repr by field values, as a frozen dataclass generates them, for frozen dataclasses
+    compared by value off the hot paths: the configuration's sections (the tests compare parsed and default
+    configs) and records the tests compare. Written once here and inherited, where dataclass(eq=True, repr=True)
+    would generate and compile the three for each class at import: ~1.3 M instructions of every start a class
+    (issue 16). A subclass is a dataclass declared with frozen=True, eq=False, repr=False, so that it keeps these;
+    reading the fields by name, they are slower per call than generated ones (tests/unit/test_cli_startup.py lists
+    the dataclasses that keep those)."""
+
+    __slots__ = ()
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.compare)  # type: ignore[arg-type]
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Values)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}"
+                          for f in dataclasses.fields(self) if f.repr)  # type: ignore[arg-type]
+        return f"{self.__class__.__qualname__}({shown})"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class Setting:
     """A key's declaration, kept in its dataclass field's metadata (the default stays the field's own)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,8 +20,38 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_CAPTURE, EXIT_USAGE = 0, 1, 2
 
 
+def terminal_columns() -> int:
+    """The terminal's width as argparse sizes its help (shutil.get_terminal_size's columns: $COLUMNS, else the
+    terminal of sys.__stdout__, else 80), without importing shutil (see HelpFormatter)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    stdout = sys.__stdout__
+    try:
+        return (os.get_terminal_size(stdout.fileno()).columns if stdout is not None else 0) or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, as wide as argparse makes it. argparse makes one for every option added (to check its
+    nargs), and its own sizing imports shutil, which imports bz2, lzma and zlib: ~1.4 ms of every start
+    (issue 16) for the width of help that a replay never prints."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        super().__init__(prog, indent_increment, max_help_position, terminal_columns() - 2 if width is None else width)
+
+
 class UsageParser(argparse.ArgumentParser):
-    """argparse with camwatch's usage errors: one line and exit 2, like every other usage error."""
+    """argparse with camwatch's usage errors: one line and exit 2, like every other usage error; help sized by
+    HelpFormatter."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(EXIT_USAGE, f"camwatch: {message} (see camwatch {self.prog.split()[-1]} --help)\n"

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False, repr=False)
 class Alert:
     """One alert: a line of the alert log."""
 

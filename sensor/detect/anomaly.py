@@ -17,7 +17,7 @@ from sensor.enrich import EXTERNAL_SCOPES, SCOPES, Device, DnsQuery, Observation
 Key = tuple[str, int | None, str]   # (peer, service port, protocol): one conversation
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False, repr=False)
 class _Conversation:
     """What a device sent in one conversation during one window."""
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 HOOKS = ("dns_query", "dns_answer", "upnp", "fetch", "identity", "observe", "tick")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class DetectorContext:
     """Everything a detector may be built from; every detector's constructor takes this one argument."""
 

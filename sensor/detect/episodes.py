@@ -20,7 +20,7 @@ def tracked_pairs(max_devices: int) -> int:
     return max(10_000, min(MAX_EPISODES, PEERS_TRACKED_PER_DEVICE * max_devices))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False, repr=False)
 class Episode:
     """An open episode's first and last activity and the traffic counted in it."""
 

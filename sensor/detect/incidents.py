@@ -56,7 +56,7 @@ def fan_out_service(scope: str) -> IncidentService:
     return IncidentService(f"fan-out-{scope}", f"many {scope} addresses", KIND_SITE)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False, repr=False)
 class Evidence:
     """One detection's part in an incident."""
 
@@ -81,7 +81,7 @@ class Evidence:
 _Followed = tuple[Flow, bool, int, int, int, int]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False, repr=False)
 class Traffic:
     """What the device and the service exchanged while the incident was open: the flows' own counters from the
     update that first brought each one (both ways, so the close line's totals include what came back), folded into
@@ -190,7 +190,7 @@ def _note(seen: tuple[str, ...], value: str) -> tuple[str, ...]:
     return seen
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False, repr=False)
 class Incident:
     """One device's open incident with one service: its evidence, severity and traffic."""
 

@@ -34,7 +34,7 @@ INFRASTRUCTURE_ROLES = ("nvr", "gateway")
 SAMPLE_TARGETS = 5
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False, repr=False)
 class _Sweep:
     """One device's recent connections: target -> (time of its latest, answered), oldest first."""
 

@@ -19,6 +19,7 @@ from sensor.bounded import BoundedLRU
 from sensor.detect.indicators import Indicators
 from sensor.enrich import Observation
 from sensor.enrich.naming import is_address
+from sensor.schema import Values
 
 KIND_VENDOR = "vendor"      # a service of the indicator file
 KIND_DOMAIN = "domain"      # the registrable domain of a name seen on the wire
@@ -29,8 +30,8 @@ MAX_NAME = 253              # the longest DNS name; anything longer from the wir
 MAX_REMEMBERED = 1 << 16    # addresses and names remembered: chosen by the wire, so bounded
 
 
-@dataclass(frozen=True, slots=True)
-class IncidentService:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class IncidentService(Values):
     """What an incident is about: a vendor service, a domain, an address or a site-wide finding."""
 
     id: str      # stable key: indicator id, registrable domain, address, or a detector's site-wide id

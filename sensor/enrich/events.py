@@ -14,7 +14,7 @@ from sensor.flows import Flow
 UNASKED = object()
 
 
-@dataclass(slots=True, weakref_slot=True)
+@dataclass(slots=True, weakref_slot=True, eq=False, repr=False)
 class Observation:
     """One camera-side device's share of a flow update."""
 
@@ -51,7 +51,7 @@ class Observation:
         return self.scope in EXTERNAL_SCOPES
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False, repr=False)
 class DnsQuery:
     """A camera-side device asking a resolver for a name."""
 
@@ -64,7 +64,7 @@ class DnsQuery:
     allowed: bool        # an allow rule names it: looking it up is expected
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False, repr=False)
 class DnsAnswer:
     """A DNS response seen on the wire (its addresses already name the flows that follow)."""
 
@@ -74,7 +74,7 @@ class DnsAnswer:
     vlan: int
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False, repr=False)
 class UpnpRequest:
     """A camera-side device looking for an Internet gateway (upnp_igd_discovery) or asking one to open a port
     (upnp_port_mapping)."""
@@ -90,7 +90,7 @@ class UpnpRequest:
     detail: str          # e.g. " for external port 8000", or ""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False, repr=False)
 class FileFetch:
     """A camera-side device fetching a file in cleartext: a TFTP read request, or an HTTP GET whose path names a
     script, executable, firmware image or archive (sensor.enrich.fetches). `path` and `filename` come from the
@@ -111,7 +111,7 @@ class FileFetch:
     name: str | None = None   # the HTTP Host header, if any
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False, repr=False)
 class IdentityReport:
     """What a device's banner or discovery announcement said about it (maker, model, firmware...)."""
 

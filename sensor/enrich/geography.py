@@ -29,6 +29,7 @@ from sensor.bounded import BoundedLRU
 from sensor.countries import COUNTRY_CODES
 from sensor.enrich.series import ByteSeries
 from sensor.errors import ConfigError
+from sensor.schema import Values
 
 # Destinations whose place is remembered; an entry is ~200 bytes. A site talks to a few thousand outside addresses;
 # past this a flood of forged peers only costs lookups (~1 µs each), never memory.
@@ -41,8 +42,8 @@ _COUNTRY = re.compile(r"[A-Z]{2}")
 _LOOKUP_ERRORS = (RuntimeError, ValueError, TypeError, KeyError, IndexError, OSError)
 
 
-@dataclass(frozen=True, slots=True)
-class Place:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Place(Values):
     """What is known of one destination; None in a field when unknown."""
 
     country: str | None            # ISO 3166-1 alpha-2: the country database's when it knows, else the registry's

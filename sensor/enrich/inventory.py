@@ -31,7 +31,7 @@ from sensor.flows import IPAddress
 from sensor.reference_data import Maker, Service
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Device:
     """A device on the camera side, as the inventory knows it."""
 

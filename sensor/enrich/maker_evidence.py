@@ -17,6 +17,7 @@ from pathlib import Path
 from sensor.dissect import wire_text
 from sensor.enrich.makers import CoveredMakers
 from sensor.reference_data import BRANDS_FILE, BrandFile, Maker, Oem, Service, load_brands
+from sensor.schema import Values
 
 # source -> weight. Self-descriptions a device gives in its own protocols weigh most; a DNS lookup least, since
 # an app on a phone looks up the same names.
@@ -69,8 +70,8 @@ class MakerEvidence:
         return {"source": self.source, "detail": self.detail, "maker": self.maker, "weight": self.weight}
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Verdict(Values):
     """What the evidence says: the maker (covered or not), the covered maker if any and why."""
 
     name: str | None            # best-supported maker; None when only a module (or nothing) speaks

@@ -4,6 +4,7 @@ timings cannot fail a test reliably; bench/startup.py measures the time itself."
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import gc
 import importlib
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from sensor.cli import BLAS_THREAD_VARIABLES, COMMANDS, build_parser, main
+from sensor.cli.common import terminal_columns
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE = """
@@ -48,8 +50,10 @@ NOT_FOR_REPLAY = ("sensor.cli.eval", "sensor.cli.run", "sensor.cli.report", "sen
 # Standard modules a 1-packet replay does not need before its first packet, imported where they are used (issue 16):
 # socket (its enum conversions; the functions come from _socket), html (its entity table: dissect unescapes on first
 # use), hashlib (OpenSSL; blake2b comes from _blake2), statistics (random, fractions, decimal; beacon scoring),
-# base64 (a [metrics] password hash) and the flow log (--flows; test_flows_still_bring_the_flow_log).
-LAZY_FOR_REPLAY = ("socket", "html", "hashlib", "statistics", "base64", "sensor.export.flow_log")
+# base64 (a [metrics] password hash), the flow log (--flows; test_flows_still_bring_the_flow_log) and shutil (with
+# bz2 and lzma: argparse's own help width; sensor.cli.common.HelpFormatter).
+LAZY_FOR_REPLAY = ("socket", "html", "hashlib", "statistics", "base64", "sensor.export.flow_log", "shutil", "bz2",
+                   "lzma")
 
 
 def _run(tmp_path: Path, *argv: str, watch_manuf: bool = True, **env_vars: str) -> dict:
@@ -95,6 +99,38 @@ def test_every_dataclass_a_replay_imports_has_a_docstring(one_packet, tmp_path):
                         and (cls.__doc__ or "").startswith(cls.__name__ + "(")):
                     made.append(f"{name}.{cls.__qualname__}")
     assert len(done["modules"]) > 100 and not made, f"give these a docstring: {made}"
+
+
+# The dataclasses a replay imports that keep the value methods dataclass() generates (__eq__, __hash__ if frozen,
+# __repr__), and why. Every other one is declared eq=False, repr=False: generating the three cost ~1.4 M
+# instructions of every start per class, ~6% of a 1-packet replay for the 37 that nothing compared, hashed or
+# printed (issue 16; found by recording every call of the generated methods over the whole suite, the goldens and
+# the benchmark captures). Frozen ones compared by value elsewhere (the configuration's sections, records the tests
+# compare) inherit the same methods, written once, from sensor.schema.Values.
+VALUE_DATACLASSES = {
+    "sensor.enrich.maker_evidence.MakerEvidence": "a dict key on the new-device path: the generated hash is faster",
+    "sensor.dissect.DnsMessage": "compared in the tests, and mutable: unhashable, which Values is not",
+}
+
+
+def test_a_replay_generates_value_methods_only_where_something_uses_them(one_packet, tmp_path):
+    from sensor.schema import Values
+
+    done = _run(tmp_path, "replay", str(one_packet), "--quiet", "--alerts", "/dev/null", watch_manuf=False)
+    generated, seen = [], set()
+    for name in done["modules"]:
+        if name == "sensor" or name.startswith("sensor."):
+            for cls in vars(importlib.import_module(name)).values():
+                if isinstance(cls, type) and cls.__module__ == name and dataclasses.is_dataclass(cls):
+                    qualname = f"{name}.{cls.__qualname__}"
+                    seen.add(qualname)
+                    params = cls.__dataclass_params__  # type: ignore[attr-defined]
+                    if (params.eq or params.repr) and qualname not in VALUE_DATACLASSES:
+                        generated.append(qualname)
+                    if issubclass(cls, Values) and (params.eq or params.repr):
+                        generated.append(f"{qualname} (a Values section: its own would replace Values')")
+    assert len(seen) > 50 and not generated, f"declare these eq=False, repr=False or list them: {generated}"
+    assert set(VALUE_DATACLASSES) <= seen
 
 
 @pytest.mark.parametrize("argv", [["report", "--help"], ["hash-password", "--help"]])
@@ -241,3 +277,25 @@ def test_the_program_ends_without_finalization_only_after_a_replay_that_left_not
 def test_python_m_sensor_and_the_console_script_run_the_program():
     assert (REPO / "sensor" / "__main__.py").read_text().strip().endswith("program()")
     assert 'camwatch = "sensor.cli:program"' in (REPO / "pyproject.toml").read_text()
+
+
+@pytest.mark.parametrize("columns", [None, "", "abc", "-5", "0", "37", "100", "200"])
+def test_help_is_as_wide_as_argparse_makes_it(monkeypatch, columns):
+    import shutil
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    if columns is not None:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert terminal_columns() == shutil.get_terminal_size().columns
+    for command in (None, *COMMANDS):
+        ours = build_parser(command)
+        theirs = build_parser(command)
+        for parser in (theirs, *_subparsers(theirs)):
+            parser.formatter_class = argparse.HelpFormatter
+        for a, b in zip((ours, *_subparsers(ours)), (theirs, *_subparsers(theirs)), strict=True):
+            assert a.format_help() == b.format_help() and a.format_usage() == b.format_usage()
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    return [sub for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for sub in action.choices.values()]

@@ -4,6 +4,7 @@ its bounds."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import pytest
 
@@ -27,6 +28,7 @@ from sensor.schema import (
     Setting,
     Tables,
     Text,
+    Values,
     key_text,
     keys,
     load,
@@ -258,3 +260,49 @@ def test_no_kind_is_a_dataclass():
         todo += kinds[-1].__subclasses__()
     assert len(kinds) > 10 and any(k.__module__ == "sensor.config" for k in kinds)
     assert not [k.__qualname__ for k in kinds if dataclasses.is_dataclass(k)]
+
+
+def values_dataclasses() -> list[type]:
+    """Every dataclass that takes its value methods from Values: the configuration's sections and the records a
+    replay imports (the modules are imported here, so that none is missed for not being loaded yet)."""
+    import sensor.cli.replay  # noqa: F401 - what a replay imports
+
+    found, todo = [], list(Values.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        if getattr(sys.modules[cls.__module__], cls.__name__, None) is cls:   # not dataclass(slots=True)'s draft
+            found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return sorted(found, key=lambda c: f"{c.__module__}.{c.__qualname__}")
+
+
+def test_values_dataclasses_compare_hash_and_print_as_generated_ones():
+    """Values gives a frozen dataclass what dataclass(frozen=True) would generate: checked against a generated twin
+    of each, on its defaults and with each field changed in turn."""
+    classes = values_dataclasses()
+    sections = {Config} | {s.kind.schema for _, s in keys(Config) if isinstance(s.kind, (Section, Tables, NamedTables))}
+    assert len(classes) >= 22 and len(set(classes)) == len(classes) and sections <= set(classes)
+    for cls in classes:
+        params = cls.__dataclass_params__  # type: ignore[attr-defined]
+        assert dataclasses.is_dataclass(cls) and params.frozen and not params.eq and not params.repr, cls
+        fields = dataclasses.fields(cls)
+        twin = dataclasses.dataclass(frozen=True)(type(cls.__name__, (), {
+            "__annotations__": {f.name: object for f in fields}, "__qualname__": cls.__qualname__,
+            "__module__": cls.__module__,
+            **{f.name: dataclasses.field(compare=f.compare, repr=f.repr, hash=f.hash) for f in fields}}))
+
+        def twin_of(record, twin=twin, fields=fields):
+            return twin(**{f.name: getattr(record, f.name) for f in fields})
+
+        base = cls(**{f.name: "required" for f in fields                 # the defaults, and a value where none
+                      if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING})
+        variants = [dataclasses.replace(base, **{f.name: object()}) for f in fields]
+        for a in (base, *variants):
+            assert repr(a) == repr(twin_of(a))
+            assert hash(a) == hash(twin_of(a))
+            for b in (base, dataclasses.replace(base), *variants):
+                assert (a == b) == (twin_of(a) == twin_of(b)) and (a != b) == (twin_of(a) != twin_of(b))
+        assert all(v != base for v in variants) and base == dataclasses.replace(base)
+        assert base != twin_of(base) and base.__eq__(twin_of(base)) is NotImplemented
+        kin = type("Kin", (cls,), {})   # the same fields and values, another class: unequal, as generated
+        assert base != kin(**{f.name: getattr(base, f.name) for f in fields})
