@@ -498,11 +498,7 @@ class FlowTable:
             return [], []
         if compiled.extension is not None and compiled.group and compiled.flows_extension is not None \
                 and compiled.table:
-            done = self._update_compiled(dec, rows, tags, apart)
-            # _evict's test inlined: asked once a window, and a table past max_flows is rare
-            if len(self._tcp) + len(self._closed) + len(self._udp) + len(self._other) > self.settings.max_flows:
-                self._evict()
-            return done
+            return self._update_compiled(dec, rows, tags, apart)
         grp = group(dec, rows, tags)
         new = orient(dec, rows[grp.first], grp.first_dir)
         fresh: list[Flow] = []
@@ -557,9 +553,17 @@ class FlowTable:
         ext = compiled.flows_extension
         orig_is_a, orig_port, resp_port, new_vlan, first_ts = ext.orient(proto, frag, sport, dport, tcp_flags, vlan,
                                                                          ts, rows, first, first_dir)
-        return self._applied(ext.apply(self._tables, self._end, _TYPES, keys, first_dir, orig_is_a, orig_port,
-                                       resp_port, new_vlan, first_ts, pkts, nbytes, payload, flags,
-                                       b"" if tags is None else side_tags, macs, last, apart), apart)
+        out = ext.apply(self._tables, self._end, _TYPES, keys, first_dir, orig_is_a, orig_port, resp_port, new_vlan,
+                        first_ts, pkts, nbytes, payload, flags, b"" if tags is None else side_tags, macs, last, apart)
+        # _applied and _evict's test inlined: asked once a window, and a table past max_flows is rare
+        if apart:
+            fresh, updates, made = out
+        else:
+            fresh, (updates, made) = [], out
+        self.created += made
+        if len(self._tcp) + len(self._closed) + len(self._udp) + len(self._other) > self.settings.max_flows:
+            self._evict()
+        return fresh, updates
 
     def _applied(self, out: tuple, apart: bool) -> tuple[list[Flow], list[FlowUpdate]]:
         """_flows.apply's answer as (new flows, updates), the flows it made counted."""
