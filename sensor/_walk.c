@@ -740,8 +740,14 @@ done:
         for (int k = 0; k < 10; k++) Py_XDECREF(out[k]);
         return NULL;
     }
-    return Py_BuildValue("(NNNNNNNNNN)", out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8],
-                         out[9]);
+    PyObject *result = PyTuple_New(10);   /* not Py_BuildValue: its format walk, once a window */
+    for (int k = 0; k < 10; k++) {
+        if (result != NULL)
+            PyTuple_SET_ITEM(result, k, out[k]);
+        else
+            Py_DECREF(out[k]);
+    }
+    return result;
 }
 
 
