@@ -10,8 +10,9 @@
  * on a flood of new flows that loop was most of the flow stage's time.
  *
  * apply(tables, end, types, keys, first_dir, orig_is_a, orig_port, resp_port, vlan, first_ts, pkts, nbytes,
- *       payload, flags, tags, macs, last[, apart]) -> (updates, created), or with apart (new flows, updates of the
- *       others, created): a new flow's update is what the flow holds, so the flow alone stands for it.
+ *       payload, flags, tags, macs, last[, apart[, lo, hi]]) -> (updates, created), or with apart (new flows,
+ *       updates of the others, created): a new flow's update is what the flow holds, so the flow alone stands for
+ *       it. With lo and hi, only groups lo to hi are applied (one window's, of a slice grouped at once).
  * tables: (tcp, closed, udp, other), four Lrus or OrderedDicts; end: FlowTable._end, called as end([flow], "idle") when a
  * closed flow's port pair is reused by a SYN; types: (Flow, FlowUpdate, ports, shared_macs, shared_mac):
  * the classes, flows._PORTS, the flows._MACS dict and flows._shared_mac (called when a MAC is not yet shared).
@@ -1304,28 +1305,30 @@ static int bind(Env *env, PyObject *types, PyObject *end)
 #define TOUCH 64
 static volatile uint64_t touch_sink;   /* the loads' sum is kept, so that they are made */
 
+/* hashes: group lo's hash first */
 static void touch_probes(PyObject **tables, Py_buffer *in, Py_ssize_t lo, Py_ssize_t hi, const uint64_t *hashes)
 {
     uint64_t acc = 0;
     for (Py_ssize_t g = lo; g < hi; g++) {
         Lru *t = lru_of(tables, ((const uint8_t *)in[KEYS].buf)[KEY * g + 2]);
         if (t->index != NULL)
-            acc += t->index[hashes[g] & t->mask];
+            acc += t->index[hashes[g - lo] & t->mask];
     }
     touch_sink = acc;
 }
 
-static int run_groups(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t u, int has_tags, Py_ssize_t *made,
-                      PyObject *updates, PyObject *fresh)
+/* Groups lo to hi (one window's of a slice grouped at once: flows.Windows). */
+static int run_groups(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t lo, Py_ssize_t hi, int has_tags,
+                      Py_ssize_t *made, PyObject *updates, PyObject *fresh)
 {
-    uint64_t *hashes = NULL;
-    if (env->lru && u > 0) {
-        if ((hashes = PyMem_Malloc((size_t)u * sizeof(uint64_t))) == NULL) {
+    uint64_t *hashes = NULL;   /* group g's at g - lo */
+    if (env->lru && hi > lo) {
+        if ((hashes = PyMem_Malloc((size_t)(hi - lo) * sizeof(uint64_t))) == NULL) {
             PyErr_NoMemory();
             return -1;
         }
-        for (Py_ssize_t g = 0; g < u; g++)
-            hashes[g] = siphash13((const uint8_t *)in[KEYS].buf + KEY * g, KEY);
+        for (Py_ssize_t g = lo; g < hi; g++)
+            hashes[g - lo] = siphash13((const uint8_t *)in[KEYS].buf + KEY * g, KEY);
     }
     /* Apart, a new flow stands for all that the batch added to it (flows.new_update), so a later group that adds to
      * it gives no update. Only a key reopened by a SYN (sensor/_walk.c, group) is more than one group, and a
@@ -1333,12 +1336,12 @@ static int run_groups(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t u, 
      * to a flow, and those made after it are added. */
     PyObject *made_here = NULL;
     int failed = 0;
-    for (Py_ssize_t g = 0; g < u && !failed; g++) {
+    for (Py_ssize_t g = lo; g < hi && !failed; g++) {
         int is_new = 0;
-        if (hashes != NULL && g % TOUCH == 0)
-            touch_probes(tables, in, g, u < g + TOUCH ? u : g + TOUCH, hashes);
+        if (hashes != NULL && (g - lo) % TOUCH == 0)
+            touch_probes(tables, in, g, hi < g + TOUCH ? hi : g + TOUCH, hashes + (g - lo));
         PyObject *out = hashes != NULL
-                            ? one_group_lru(env, tables, in, g, hashes[g], has_tags, made, fresh != NULL, &is_new)
+                            ? one_group_lru(env, tables, in, g, hashes[g - lo], has_tags, made, fresh != NULL, &is_new)
                             : one_group(env, tables, in, g, has_tags, made, fresh != NULL, &is_new);
         if (out == NULL) {
             failed = 1;
@@ -1382,9 +1385,20 @@ static PyObject *apply(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *tables_obj, *end, *types, *tables[4];
     Py_buffer in[NBUF];
     int apart = 0;
-    if (nargs != 3 + NBUF && nargs != 4 + NBUF) {
-        PyErr_Format(PyExc_TypeError, "apply: %d or %d arguments, not %zd", 3 + NBUF, 4 + NBUF, nargs);
+    Py_ssize_t lo = 0, hi = -1;   /* the groups applied: all of them, or [lo, hi) */
+    if (nargs != 3 + NBUF && nargs != 4 + NBUF && nargs != 6 + NBUF) {
+        PyErr_Format(PyExc_TypeError, "apply: %d, %d or %d arguments, not %zd", 3 + NBUF, 4 + NBUF, 6 + NBUF, nargs);
         return NULL;
+    }
+    if (nargs == 6 + NBUF) {
+        lo = PyLong_AsSsize_t(args[4 + NBUF]);
+        hi = PyLong_AsSsize_t(args[5 + NBUF]);
+        if ((lo == -1 || hi == -1) && PyErr_Occurred())
+            return NULL;
+        if (lo < 0 || hi < lo) {
+            PyErr_SetString(PyExc_ValueError, "apply: groups out of range");
+            return NULL;
+        }
     }
     tables_obj = args[0];
     end = args[1];
@@ -1393,7 +1407,7 @@ static PyObject *apply(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "apply: the tables and the types must be tuples");
         return NULL;
     }
-    if (nargs == 4 + NBUF && (apart = PyObject_IsTrue(args[3 + NBUF])) < 0)
+    if (nargs > 3 + NBUF && (apart = PyObject_IsTrue(args[3 + NBUF])) < 0)
         return NULL;
     if (buffers(args + 3, NBUF, in) < 0)
         return NULL;
@@ -1415,13 +1429,19 @@ static PyObject *apply(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto release;
         }
     }
-    if (check(in, &u, &has_tags) < 0 || bind(&env, types, end) < 0)
+    if (check(in, &u, &has_tags) < 0)
+        goto release;
+    if (hi > u) {
+        PyErr_SetString(PyExc_ValueError, "apply: groups out of range");
+        goto release;
+    }
+    if (bind(&env, types, end) < 0)
         goto release;
     env.lru = lrus == 4;   /* a mix goes through the mapping protocol, as OrderedDicts */
     updates = PyList_New(0);
     fresh = apart ? PyList_New(0) : NULL;
     if (updates != NULL && (fresh != NULL || !apart)
-            && run_groups(&env, tables, in, u, has_tags, &made, updates, fresh) == 0)
+            && run_groups(&env, tables, in, lo, hi < 0 ? u : hi, has_tags, &made, updates, fresh) == 0)
         out = apart ? answer(fresh, updates, made) : answer(NULL, updates, made);
     Py_XDECREF(updates);
     Py_XDECREF(fresh);
