@@ -552,13 +552,13 @@ class FlowTable:
             self._columns_of = dec
         return self._columns
 
-    def windows(self, dec: Decoded, rows: np.ndarray, tags: np.ndarray | None, bounds: list[int]) -> Windows:
+    def windows(self, dec: Decoded, rows: np.ndarray, tags: np.ndarray | None, bounds: np.ndarray) -> Windows:
         """The rows of a decoded batch cut into windows (window k: rows[bounds[k]:bounds[k + 1]]), for
         Windows.update_apart a window at a time."""
         return Windows(self, dec, rows, tags, bounds)
 
     def _group_windows(self, dec: Decoded, rows: np.ndarray, tags: np.ndarray | None,
-                       bounds: list[int]) -> _Grouped:
+                       bounds: np.ndarray | list[int]) -> _Grouped:
         """Every window's groups and their orientation, in two compiled calls for all the windows: the same groups as
         group + orient of each window alone (tests/unit/test_flows_window.py holds them equal), without the numpy
         steps whose fixed cost, paid per one-second window, was most of the flow stage on sparse traffic."""
@@ -710,7 +710,7 @@ class Windows:
     __slots__ = ("_table", "_dec", "_rows", "_tags", "_bounds", "_grouped")
 
     def __init__(self, table: FlowTable, dec: Decoded, rows: np.ndarray, tags: np.ndarray | None,
-                 bounds: list[int]):
+                 bounds: np.ndarray):
         self._table, self._dec, self._rows, self._tags, self._bounds = table, dec, rows, tags, bounds
         self._grouped = table._group_windows(dec, rows, tags, bounds) if _compiled_window() else None
 

@@ -74,15 +74,18 @@ class _Tallies:
 
     __slots__ = ("bytes", "networks", "errors", "first_ts", "last_ts")
 
-    def __init__(self, dec: Decoded, bounds: list[int]):
+    def __init__(self, dec: Decoded, bounds: np.ndarray):
+        """bounds: int64, window k is rows bounds[k]:bounds[k + 1] (an array: a list is converted by every numpy
+        step, at a cost per window)."""
         windows = len(bounds) - 1
-        self.bytes: list[int] = np.add.reduceat(dec.batch.wirelen, bounds[:-1]).tolist()
+        starts = bounds[:-1]
+        self.bytes: list[int] = np.add.reduceat(dec.batch.wirelen, starts).tolist()
         window = np.repeat(np.arange(windows), np.diff(bounds))
         self.networks = _running(window, dec.network, windows, len(NETWORK_NAMES))
         self.errors = _running(window, dec.error, windows, len(ERROR_REASONS))
         ts = dec.batch.ts
-        self.first_ts: list[float] = ts[bounds[:-1]].tolist()   # each window's first and last packet times
-        self.last_ts: list[float] = ts[np.array(bounds[1:]) - 1].tolist()
+        self.first_ts: list[float] = ts[starts].tolist()   # each window's first and last packet times
+        self.last_ts: list[float] = ts[bounds[1:] - 1].tolist()
 
 
 def _running(window: np.ndarray, values: np.ndarray, windows: int, kinds: int) -> np.ndarray:
@@ -173,12 +176,15 @@ class Sensor:
             return
         ts = batch.ts
         seconds = np.floor(ts)
-        bounds = [0, *(np.flatnonzero(seconds[1:] != seconds[:-1]) + 1).tolist(), n]
+        # the windows' bounds as an array for the numpy steps and as a list for the loop's indexing
+        cuts = np.concatenate(([0], np.flatnonzero(seconds[1:] != seconds[:-1]) + 1, [n]))
+        bounds = cuts.tolist()
         plan = BatchPlan(dec, self.tagger.tags)
         plan.cut(bounds)
-        ip_bounds = np.searchsorted(plan.ip, bounds).tolist()
-        windows = self.flows.windows(dec, plan.ip, plan.tags, ip_bounds)
-        tallies = _Tallies(dec, bounds)
+        ip_cuts = np.searchsorted(plan.ip, cuts)
+        ip_bounds = ip_cuts.tolist()
+        windows = self.flows.windows(dec, plan.ip, plan.tags, ip_cuts)
+        tallies = _Tallies(dec, cuts)
         with self.lock:
             self._tallies, self._counted = tallies, -1
         try:
