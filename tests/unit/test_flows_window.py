@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from link_packets import arp
 
-from sensor import compiled
+from sensor import compiled, flows
 from sensor.config import FlowSettings
 from sensor.decode import decode
 from sensor.flows import FlowTable, new_update, orient
@@ -27,8 +27,10 @@ pytestmark = pytest.mark.skipif(compiled.flows_extension is None or compiled.ext
                                 reason="the C extensions were not built on this machine")
 
 PATHS = {"window": (True, True), "numpy grouping, compiled table": (False, True), "reference": (False, False)}
-# flows.Windows: the batch's windows grouped ahead (compiled), or each through update_apart (the reference)
-AHEAD = {"windows ahead": (True, True), "windows, reference": (False, False)}
+# flows.Windows: the batch's windows grouped ahead (compiled), each grouped when it comes (compiled: windows too
+# big to group ahead), or each through update_apart (the reference)
+AHEAD = {"windows ahead": (True, True, 1 << 20), "windows each": (True, True, 0),
+         "windows, reference": (False, False, 0)}
 
 
 def _traffic(rng: random.Random) -> list[tuple]:
@@ -52,6 +54,8 @@ def _traffic(rng: random.Random) -> list[tuple]:
 def _run(monkeypatch, path: str, traffic: list, max_flows: int, apart: bool) -> tuple:
     monkeypatch.setattr(compiled, "group", {**PATHS, **AHEAD}[path][0])
     monkeypatch.setattr(compiled, "table", {**PATHS, **AHEAD}[path][1])
+    if path in AHEAD:
+        monkeypatch.setattr(flows, "GROUP_AHEAD_ROWS", AHEAD[path][2])
     ended: list[tuple] = []
     ft = FlowTable(FlowSettings(max_flows=max_flows), on_end=lambda f, why: ended.append((f.key, f.first, why)))
     seen = []
@@ -87,7 +91,7 @@ def test_the_window_path_equals_the_paths_it_replaces(monkeypatch, seed, max_flo
     runs = {path: _run(monkeypatch, path, traffic, max_flows, apart) for path in (*PATHS, *(AHEAD if apart else ()))}
     assert runs["window"] == runs["numpy grouping, compiled table"] == runs["reference"]
     if apart:   # the pipeline's way: a batch's windows grouped ahead, applied one by one between expiries
-        assert runs["windows ahead"] == runs["windows, reference"] == runs["reference"]
+        assert runs["windows ahead"] == runs["windows each"] == runs["windows, reference"] == runs["reference"]
     # flows were made, updated and ended, not an empty table compared to an empty table
     assert runs["window"][2] > 10 and {why for _, _, why in runs["window"][1]} >= {"idle"}
 
