@@ -11,7 +11,8 @@ _In: TypeAlias = ReadableBuffer | np.ndarray[Any, Any]
 def apply(
     tables: tuple[Any, Any, Any, Any], end: Callable[..., Any], types: tuple[Any, Any, Any, Any, Any], keys: _In,
     first_dir: _In, orig_is_a: _In, orig_port: _In, resp_port: _In, vlan: _In, first_ts: _In, pkts: _In,
-    nbytes: _In, payload: _In, flags: _In, tags: _In, macs: _In, last: _In, apart: bool = ..., /
+    nbytes: _In, payload: _In, flags: _In, tags: _In, macs: _In, last: _In, apart: bool = ..., lo: int = ...,
+    hi: int = ..., /
 ) -> tuple[Any, ...]: ...
 def evict(tables: tuple[Any, Any, Any, Any], excess: int, flow_type: type, /) -> list[Any]: ...
 def orient(

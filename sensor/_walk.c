@@ -464,8 +464,9 @@ static PyObject *decode(PyObject *self, PyObject *args)
 
 
 /*
- * group(vlan, proto, fragment, src, dst, sport, dport, tcp_flags, payload_len, src_mac, wirelen, ts, tags, rows)
- *     -> (keys, first, first_dir, pkts, bytes, payload, last, flags, side_tags, macs)
+ * group(vlan, proto, fragment, src, dst, sport, dport, tcp_flags, payload_len, src_mac, wirelen, ts, tags, rows
+ *       [, hash_mask[, bounds]])
+ *     -> (keys, first, first_dir, pkts, bytes, payload, last, flags, side_tags, macs[, offsets])
  * The flow stage's per-batch work: the canonical 40-byte key of each row in `rows` (int64 indices into the decoded
  * arrays), grouped by key with a hash table, and per group and direction (0: A->B, 1: B->A) the packet, byte and
  * payload sums, OR of TCP flags and of `tags` (uint64 per entry of `rows`, or empty), the last source MAC (of the
@@ -479,6 +480,12 @@ static PyObject *decode(PyObject *self, PyObject *args)
  * flow table can only tell if it sees it at the head of a group; a run of plain SYNs (retransmissions) cannot
  * close a flow, so it stays one group. Cut this way, a batch gives the flows that the same packets in batches
  * of one would (docs/architecture.md, flows).
+ *
+ * With `bounds` (int64, 0 first and len(rows) last, in order), each window rows[bounds[w]:bounds[w + 1]] is grouped
+ * apart, as a call of its rows alone would group it, its groups after the previous window's, and `offsets` (int64)
+ * says where each window's groups start (the groups' number last); `first` is then a position in the whole of
+ * `rows`. A decoded slice's one-second windows are grouped in one call this way (flows.Windows): a call per window
+ * cost ~4,000 instructions whatever the window held, and control traffic is ~10 packets a window.
  */
 #define KEY_BYTES 40
 #define TCP_FIN 0x01
@@ -526,16 +533,45 @@ static inline int key_is(const uint8_t *key, unsigned vlan, unsigned proto, cons
            key[37] == (hi_port >> 8) && key[38] == (hi_port & 0xFF);
 }
 
-static PyObject *group(PyObject *self, PyObject *args)
+/* args[0:n] as C-contiguous byte buffers, what PyArg_ParseTuple's "y*" takes, without its format walk: group is
+ * called once a one-second window, and parsing its fourteen "y*" cost more than grouping a window of control
+ * traffic (callgrind). On failure none is held. */
+static int buffers(PyObject *const *args, Py_ssize_t n, Py_buffer *in)
+{
+    for (Py_ssize_t j = 0; j < n; j++) {
+        if (PyObject_GetBuffer(args[j], &in[j], PyBUF_SIMPLE) < 0) {
+            while (j-- > 0)
+                PyBuffer_Release(&in[j]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *group(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     enum { VLAN, PROTO, FRAG, SRC, DST, SPORT, DPORT, FLAGS, PLEN, MAC, WIRE, TS, TAGS, ROWS, NBUF };
     Py_buffer in[NBUF];
     /* the bits of each key's hash that choose its first slot: all but in the tests, which clear them to send every
      * key down one chain and so compare it with every other key (the worst a flood of colliding keys can do) */
     unsigned long long hash_mask = ~0ULL;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y*y*y*y*y*|K", &in[0], &in[1], &in[2], &in[3], &in[4], &in[5],
-                          &in[6], &in[7], &in[8], &in[9], &in[10], &in[11], &in[12], &in[13], &hash_mask))
+    if (nargs < NBUF || nargs > NBUF + 2) {
+        PyErr_Format(PyExc_TypeError, "group: %d to %d arguments, not %zd", NBUF, NBUF + 2, nargs);
         return NULL;
+    }
+    if (nargs > NBUF) {
+        hash_mask = PyLong_AsUnsignedLongLongMask(args[NBUF]);   /* "K": any int, its low 64 bits */
+        if (hash_mask == (unsigned long long)-1 && PyErr_Occurred())
+            return NULL;
+    }
+    /* windows: each window's rows are grouped apart (bounds: int64, window w is rows[bounds[w]:bounds[w + 1]]) */
+    Py_buffer bounds_view = {0};
+    if (nargs == NBUF + 2 && PyObject_GetBuffer(args[NBUF + 1], &bounds_view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (buffers(args, NBUF, in) < 0) {
+        PyBuffer_Release(&bounds_view);
+        return NULL;
+    }
     const uint16_t *vlan = in[VLAN].buf;
     const uint8_t *proto = in[PROTO].buf, *frag = in[FRAG].buf, *src = in[SRC].buf, *dst = in[DST].buf;
     const int64_t *sport = in[SPORT].buf, *dport = in[DPORT].buf, *plen = in[PLEN].buf, *mac = in[MAC].buf;
@@ -543,8 +579,36 @@ static PyObject *group(PyObject *self, PyObject *args)
     const uint8_t *tcp_flags = in[FLAGS].buf;
     const double *ts = in[TS].buf;
     const uint64_t *tags = in[TAGS].len ? in[TAGS].buf : NULL;
-    Py_ssize_t m = in[ROWS].len / 8, cap = 16;
-    while (cap < 2 * m) cap <<= 1;
+    Py_ssize_t m = in[ROWS].len / 8, n = in[PROTO].len, cap = 16;
+    /* Each column of its width for the same n packets, a tag per row, every row one of the n and every window's
+     * bounds within the rows and in order: the buffers are read by those indices. */
+    static const Py_ssize_t width[TAGS] = {2, 1, 1, 16, 16, 8, 8, 1, 8, 8, 8, 8};
+    int bad = in[ROWS].len % 8 != 0 || (tags != NULL && in[TAGS].len != 8 * m);
+    for (int j = 0; j < TAGS; j++)
+        bad |= in[j].len != width[j] * n;
+    for (Py_ssize_t i = 0; i < m && !bad; i++)
+        bad = rows[i] < 0 || rows[i] >= n;
+    Py_ssize_t windows = 1, one[2] = {0, m}, most = m;
+    const int64_t *bounds = (const int64_t *)one;
+    if (!bad && bounds_view.obj != NULL) {
+        windows = bounds_view.len / 8 - 1;
+        bounds = bounds_view.buf;
+        bad = bounds_view.len % 8 != 0 || windows < 0 || bounds[0] != 0 || bounds[windows] != m;
+        most = 0;
+        for (Py_ssize_t w = 0; w < windows && !bad; w++) {
+            bad = bounds[w + 1] < bounds[w];
+            if (bounds[w + 1] - bounds[w] > most)
+                most = bounds[w + 1] - bounds[w];
+        }
+    }
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "group: columns of different lengths, a row out of range or bounds out "
+                                          "of order");
+        for (int k = 0; k < NBUF; k++) PyBuffer_Release(&in[k]);
+        PyBuffer_Release(&bounds_view);
+        return NULL;
+    }
+    while (cap < 2 * most) cap <<= 1;   /* the slots of the longest window, cleared for each */
 
     /* Per-group arrays start small and double: a batch of video holds far fewer flows than packets, and zeroing
      * room for one group per packet cost more than the grouping. */
@@ -584,22 +648,31 @@ static PyObject *group(PyObject *self, PyObject *args)
         last_flags = malloc(gcap);
         last = malloc(gcap * sizeof(double));
     }
-    PyObject *out[10] = {NULL};
+    PyObject *out[11] = {NULL};
     Py_ssize_t u = 0;
     int no_memory = !slot || !keys || !first || !first_dir || !pkts || !nbytes || !payload || !macs || !side_tags ||
                     !flags || !last_flags || !last;
-    if (!no_memory)
-        memset(slot, 0xFF, cap * sizeof(int32_t));
+    int64_t *offsets = NULL;   /* each window's first group, and the groups' number after the last */
+    if (bounds_view.obj != NULL) {
+        out[10] = PyBytes_FromStringAndSize(NULL, 8 * (windows + 1));
+        if (out[10] == NULL)
+            goto done;
+        offsets = (int64_t *)PyBytes_AS_STRING(out[10]);
+        offsets[0] = 0;
+    }
 
     /* The GIL is kept: a call groups one window of at most a decode slice (pipeline.DECODE_SLICE rows, well under
      * a millisecond), and giving the GIL up for it cost the pipeline more than the grouping, waiting to take it back
      * from sensor.overlap's thread busy in Python (the pipeline is the critical path there): vlan100, the calls'
      * wall time 0.040 s released, 0.018 s kept (docs/benchmarks.md, issue 16, 1 December afternoon). */
-    {
+    for (Py_ssize_t w = 0; w < windows && !no_memory; w++) {
+    Py_ssize_t wcap = 16;   /* a window's slots: as a call of its rows alone would have them */
+    while (wcap < 2 * (bounds[w + 1] - bounds[w])) wcap <<= 1;
+    memset(slot, 0xFF, wcap * sizeof(int32_t));
     int64_t prev = -1;
     Py_ssize_t prev_g = 0;
     int prev_d = 0;
-    for (Py_ssize_t i = 0; i < m && !no_memory; i++) {
+    for (Py_ssize_t i = bounds[w]; i < bounds[w + 1] && !no_memory; i++) {
         int64_t r = rows[i];
         Py_ssize_t g;
         int d;
@@ -622,12 +695,12 @@ static PyObject *group(PyObject *self, PyObject *args)
         unsigned lo_port = a_is_src ? sp : dp, hi_port = a_is_src ? dp : sp, v = vlan[r], pr = proto[r];
         uint64_t hash = mix(mix(mix(mix(mix(0x9E3779B97F4A7C15ULL, load64(lo)), load64(lo + 8)), load64(hi)),
                                 load64(hi + 8)), ((uint64_t)v << 40) | ((uint64_t)pr << 32) | (lo_port << 16) | hi_port);
-        Py_ssize_t h = (Py_ssize_t)(hash & hash_mask & (uint64_t)(cap - 1));
+        Py_ssize_t h = (Py_ssize_t)(hash & hash_mask & (uint64_t)(wcap - 1));
         for (;;) {
             g = slot[h];
             if (g < 0 || key_is(keys + g * KEY_BYTES, v, pr, lo, lo_port, hi, hi_port))
                 break;
-            h = (h + 1) & (cap - 1);
+            h = (h + 1) & (wcap - 1);
         }
         d = !a_is_src;
         if (g >= 0 && REOPENS(last_flags[g], tcp_flags[r]))
@@ -675,6 +748,8 @@ static PyObject *group(PyObject *self, PyObject *args)
         if (mac[r]) macs[s] = mac[r];   /* a frame without a link layer leaves it, as across batches */
         if (ts[r] > last[g]) last[g] = ts[r];
     }
+    if (offsets != NULL)
+        offsets[w + 1] = u;
     }
     if (no_memory) {
         PyErr_NoMemory();
@@ -713,12 +788,20 @@ done:
         free(side_tags); free(flags); free(last_flags); free(last);
     }
     for (int k = 0; k < NBUF; k++) PyBuffer_Release(&in[k]);
+    PyBuffer_Release(&bounds_view);
+    int answers = offsets != NULL ? 11 : 10;
     if (PyErr_Occurred()) {
-        for (int k = 0; k < 10; k++) Py_XDECREF(out[k]);
+        for (int k = 0; k < 11; k++) Py_XDECREF(out[k]);
         return NULL;
     }
-    return Py_BuildValue("(NNNNNNNNNN)", out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8],
-                         out[9]);
+    PyObject *result = PyTuple_New(answers);   /* not Py_BuildValue: its format walk, once a window */
+    for (int k = 0; k < answers; k++) {
+        if (result != NULL)
+            PyTuple_SET_ITEM(result, k, out[k]);
+        else
+            Py_DECREF(out[k]);
+    }
+    return result;
 }
 
 
@@ -1121,7 +1204,7 @@ static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, "Walk classic-pcap records in a buffer."},
     {"walk_pcapng", walk_pcapng, METH_VARARGS, "Walk consecutive pcapng packet blocks in a buffer."},
     {"decode", decode, METH_VARARGS, "Decode link, network and transport headers of a batch."},
-    {"group", group, METH_VARARGS, "Group a batch's packets by flow key and sum them per direction."},
+    {"group", (PyCFunction)(void (*)(void))group, METH_FASTCALL, "Group a batch's packets by flow key and sum them per direction."},
     {"tags", tags, METH_VARARGS, "Payload-profile bits of a batch's rows from their first payload bytes."},
     {"route", route, METH_VARARGS, "The rows of a batch that the enrichment parsers want."},
     {"fill", fill, METH_VARARGS, "Read a pipe into a buffer without the GIL, gathering small writes."},

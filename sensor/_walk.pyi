@@ -21,7 +21,8 @@ def walk_pcapng(
 def decode(data: _In, offsets: _In, caplens: _In, linktypes: _In, /) -> tuple[bytes, ...]: ...
 def group(
     vlan: _In, proto: _In, fragment: _In, src: _In, dst: _In, sport: _In, dport: _In, tcp_flags: _In,
-    payload_len: _In, src_mac: _In, wirelen: _In, ts: _In, tags: _In, rows: _In, hash_mask: int = ..., /
+    payload_len: _In, src_mac: _In, wirelen: _In, ts: _In, tags: _In, rows: _In, hash_mask: int = ...,
+    bounds: _In = ..., /
 ) -> tuple[bytes, ...]: ...
 def tags(
     proto: _In, payload_len: _In, head: _In, rows: _In, values: _In, masks: _In, tag_rtp: int, tag_pppp: int,

@@ -26,7 +26,7 @@ from sensor.dissect import ParserGuard
 from sensor.enrich import Classifier, CoveredMakers, Enricher, Inventory, ManufDatabase, NameCache
 from sensor.enrich.geography import Geography
 from sensor.enrich.routing import NO_ROWS, BatchPlan
-from sensor.flows import Flow, FlowTable, FlowUpdate
+from sensor.flows import Flow, FlowTable, FlowUpdate, Windows
 from sensor.state import COUNTRY_SERIES_KEY, KnownState
 from sensor.tags import PayloadTagger
 
@@ -70,19 +70,22 @@ class _Tallies:
     """A batch's packet counters per one-second window, worked out for the whole batch at once: counting a window's
     few rows costs microseconds a call whatever their number, and control traffic is ~10 packets a second.
     networks and errors are running totals: row k counts the batch's packets up to the end of window k, so a
-    window's accounting is noting k (Sensor._account), not adding counts."""
+    window's accounting is noting k (Sensor._window), not adding counts."""
 
     __slots__ = ("bytes", "networks", "errors", "first_ts", "last_ts")
 
-    def __init__(self, dec: Decoded, bounds: list[int]):
+    def __init__(self, dec: Decoded, bounds: np.ndarray):
+        """bounds: int64, window k is rows bounds[k]:bounds[k + 1] (an array: a list is converted by every numpy
+        step, at a cost per window)."""
         windows = len(bounds) - 1
-        self.bytes: list[int] = np.add.reduceat(dec.batch.wirelen, bounds[:-1]).tolist()
+        starts = bounds[:-1]
+        self.bytes: list[int] = np.add.reduceat(dec.batch.wirelen, starts).tolist()
         window = np.repeat(np.arange(windows), np.diff(bounds))
         self.networks = _running(window, dec.network, windows, len(NETWORK_NAMES))
         self.errors = _running(window, dec.error, windows, len(ERROR_REASONS))
         ts = dec.batch.ts
-        self.first_ts: list[float] = ts[bounds[:-1]].tolist()   # each window's first and last packet times
-        self.last_ts: list[float] = ts[np.array(bounds[1:]) - 1].tolist()
+        self.first_ts: list[float] = ts[starts].tolist()   # each window's first and last packet times
+        self.last_ts: list[float] = ts[bounds[1:] - 1].tolist()
 
 
 def _running(window: np.ndarray, values: np.ndarray, windows: int, kinds: int) -> np.ndarray:
@@ -173,20 +176,24 @@ class Sensor:
             return
         ts = batch.ts
         seconds = np.floor(ts)
-        bounds = [0, *(np.flatnonzero(seconds[1:] != seconds[:-1]) + 1).tolist(), n]
+        # the windows' bounds as an array for the numpy steps and as a list for the loop's indexing
+        cuts = np.concatenate(([0], np.flatnonzero(seconds[1:] != seconds[:-1]) + 1, [n]))
+        bounds = cuts.tolist()
         plan = BatchPlan(dec, self.tagger.tags)
         plan.cut(bounds)
-        ip_bounds = np.searchsorted(plan.ip, bounds).tolist()
-        tallies = _Tallies(dec, bounds)
+        ip_cuts = np.searchsorted(plan.ip, cuts)
+        ip_bounds = ip_cuts.tolist()
+        windows = self.flows.windows(dec, plan.ip, plan.tags, ip_cuts)
+        tallies = _Tallies(dec, cuts)
         with self.lock:
             self._tallies, self._counted = tallies, -1
         try:
+            lock, window = self.lock, self._window
             for k in range(len(bounds) - 1):
-                start, end = bounds[k], bounds[k + 1]
                 if pace is not None:
                     pace(tallies.first_ts[k])
-                with self.lock:
-                    self._window(dec, (start, end, k), plan, ip_bounds[k], ip_bounds[k + 1], tallies)
+                with lock:
+                    window(dec, k, bounds[k], bounds[k + 1], plan, ip_bounds[k] == ip_bounds[k + 1], windows, tallies)
         finally:
             with self.lock:
                 self._networks, self._errors = self.by_network, self.decode_errors
@@ -239,46 +246,12 @@ class Sensor:
         self.geography.close()
 
     # ---- one window ------------------------------------------------------------------------------------
-    def _window(self, dec: Decoded, span: tuple[int, int, int], plan: BatchPlan, lo: int, hi: int,
+    def _window(self, dec: Decoded, k: int, start: int, end: int, plan: BatchPlan, no_ip: bool, windows: Windows,
                 tallies: _Tallies) -> None:
-        """Packets start:end of the batch (span: start, end, the window's index), one second of capture time;
-        plan.ip[lo:hi] are its IP rows."""
-        start, end, k = span
-        t0, t1 = self._account(dec, span, tallies)
-        second = math.floor(t0)
-        if second != self._pending_second:
-            self._end_second()
-            self._pending_second = second
-            self._second_last_ts = t1
-        elif t1 > self._second_last_ts:
-            self._second_last_ts = t1
-        self.flows.expire(t0)
-        # Most windows of control traffic hold no row any parser wants: then no reader is asked.
-        rows = plan.window_rows(k, start, end)
-        held = rows is not NO_ROWS
-        if held and (rows.link or rows.dhcp):   # ARP can be all a second holds
-            self.enricher.read_link(dec, rows)
-        if lo == hi:
-            return
-        if held and rows.dns:
-            self.enricher.read_dns(dec, rows.dns)
-        fresh, updates = self.flows.update_apart(dec, plan.ip[lo:hi], plan.tags[lo:hi])
-        if held:
-            self.enricher.read_payloads(dec, rows, self.flows)
-        # New flows go to the enricher at once, in one call (a flood's are most of a batch); the updates of the
-        # others wait for the second's end (_defer only sums, so the two need not interleave).
-        if updates:
-            self._defer(updates)
-        if fresh:
-            if not self._fresh and self.live:
-                self._fresh_due = t0 + NAME_WAIT
-            self._fresh += fresh
-        if time.monotonic() - self._last_save >= 1.0:
-            self._save(devices_too=False)
-
-    def _account(self, dec: Decoded, span: tuple[int, int, int], tallies: _Tallies) -> tuple[float, float]:
-        """Counters and the capture clock; returns the times of the window's first and last packets."""
-        start, end, k = span
+        """Packets start:end of the batch, its window k, one second of capture time (no_ip: none of them is IP;
+        windows: the batch's IP rows by window, for the flow table). Asked 97,000 times for an hour of control
+        traffic one site after another, so its bookkeeping is inline (the counters, the clock)."""
+        # Counters and the capture clock: the window's first and last packet times.
         self.packets += end - start
         self.bytes += tallies.bytes[k]
         self._counted = k
@@ -291,7 +264,37 @@ class Sensor:
             self.last_ts = t1
         if self.live:
             self.processing_lag = max(0.0, time.time() - t1)
-        return t0, t1
+        second = math.floor(t0)
+        if second != self._pending_second:
+            self._end_second()
+            self._pending_second = second
+            self._second_last_ts = t1
+        elif t1 > self._second_last_ts:
+            self._second_last_ts = t1
+        flows = self.flows
+        flows.expire(t0)
+        # Most windows of control traffic hold no row any parser wants: then no reader is asked.
+        rows = plan.window_rows(k, start, end)
+        held = rows is not NO_ROWS
+        if held and (rows.link or rows.dhcp):   # ARP can be all a second holds
+            self.enricher.read_link(dec, rows)
+        if no_ip:
+            return
+        if held and rows.dns:
+            self.enricher.read_dns(dec, rows.dns)
+        fresh, updates = windows.update_apart(k)
+        if held:
+            self.enricher.read_payloads(dec, rows, flows)
+        # New flows go to the enricher at once, in one call (a flood's are most of a batch); the updates of the
+        # others wait for the second's end (they are only summed, so the two need not interleave).
+        if updates:
+            self._defer(updates)
+        if fresh:
+            if not self._fresh and self.live:
+                self._fresh_due = t0 + NAME_WAIT
+            self._fresh += fresh
+        if time.monotonic() - self._last_save >= 1.0:
+            self._save(devices_too=False)
 
     def _defer(self, updates: list[FlowUpdate]) -> None:
         """Add updates of known flows to what each flow carried in the current second. A flow still waiting as new

@@ -330,6 +330,60 @@ def test_compiled_grouping_tells_apart_keys_one_field_apart(monkeypatch, seed, c
             assert a.dtype == r.dtype and np.array_equal(a, r), name
 
 
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("hash_mask", [fl._ALL_BITS, 0], ids=["hashed", "chained"])
+def test_compiled_grouping_of_windows_at_once_is_each_window_grouped_alone(seed, hash_mask):
+    """_walk.group with bounds (flows.Windows: a decoded batch's windows grouped in one call) gives, window by
+    window, what a call with that window's rows alone gives: its groups in order after the previous window's, each
+    group's first packet as a position in all the rows, and where each window's groups start. Windows of 0 to 40
+    rows of near keys, in several row orders, a key's packets in several windows (which must not join)."""
+    if compiled.extension is None:
+        pytest.skip("the C extension sensor._walk was not built on this machine")
+    walk = compiled.extension
+    rng = np.random.default_rng(seed)
+    dec = decode(batch_of(_near_keys(rng, 300)))
+    columns = FlowTable(FlowSettings())._batch_columns(dec)
+    ip = np.flatnonzero(dec.is_ip)
+    for rows in (ip, rng.permutation(ip), np.concatenate([ip, ip])):
+        tags = rng.integers(0, 1 << 62, size=len(rows)).astype(np.uint64)
+        cuts = np.sort(rng.integers(0, len(rows) + 1, size=rng.integers(1, 40)))
+        bounds = [0, *cuts.tolist(), len(rows)]
+        *got, offsets = walk.group(*columns, tags, rows, hash_mask, np.array(bounds, np.int64))
+        alone = [walk.group(*columns, tags[lo:hi], rows[lo:hi], hash_mask) for lo, hi in zip(bounds[:-1], bounds[1:],
+                                                                                             strict=True)]
+        counts = [len(one[1]) // 8 for one in alone]
+        assert np.frombuffer(offsets, np.int64).tolist() == np.cumsum([0, *counts]).tolist()
+        firsts = [np.frombuffer(one[1], np.int64) + lo for one, lo in zip(alone, bounds[:-1], strict=True)]
+        assert np.frombuffer(got[1], np.int64).tolist() == np.concatenate(firsts).tolist()
+        for k in (0, *range(2, 10)):
+            assert got[k] == b"".join(one[k] for one in alone), k
+        assert sum(counts) > len(set(counts))   # windows of many groups, not empty ones compared
+
+
+def test_compiled_grouping_refuses_what_it_cannot_read():
+    """Every index group reads by is checked first: rows within the batch, columns of one length, bounds in order
+    from 0 to the rows' number."""
+    if compiled.extension is None:
+        pytest.skip("the C extension sensor._walk was not built on this machine")
+    walk = compiled.extension
+    dec = decode(batch_of([u(CAM, NVR, 5000, 6000), u(NVR, CAM, 6000, 5000)]))
+    columns = FlowTable(FlowSettings())._batch_columns(dec)
+    rows = np.array([0, 1], np.int64)
+    assert len(walk.group(*columns, b"", rows, fl._ALL_BITS, np.array([0, 1, 2], np.int64))) == 11
+    for bad_rows in ([0, 2], [-1, 0]):
+        with pytest.raises(ValueError, match="out of range"):
+            walk.group(*columns, b"", np.array(bad_rows, np.int64))
+    for bounds in ([0, 1], [1, 2], [0, 2, 1, 2], [0, 3], []):
+        with pytest.raises(ValueError, match="out of order"):
+            walk.group(*columns, b"", rows, fl._ALL_BITS, np.array(bounds, np.int64))
+    with pytest.raises(ValueError, match="different lengths"):
+        walk.group(*columns[:-1], np.zeros(3), b"", rows)
+    with pytest.raises(ValueError, match="different lengths"):
+        walk.group(*columns, np.zeros(3, np.uint64), rows)   # a tag per row
+    with pytest.raises(TypeError):
+        walk.group(*columns, b"", rows, 0, np.zeros(1, np.int64), 1)
+
+
 # ---- the table: what a batch adds ---------------------------------------------------------------------------------
 def test_update_of_nothing_adds_nothing():
     ft, _ = table()

@@ -210,6 +210,14 @@ def test_the_compiled_step_refuses_what_is_not_a_flow_table():
         ext.apply(tables, print, (Flow, FlowUpdate, (0,), *types[3:]), *_columns(1))
     with pytest.raises(TypeError, match="OrderedDicts or Lrus"):
         ext.apply((1, 2, 3, 4), print, types, *_columns(1))
+    for lo, hi in ((0, 2), (1, 0), (-1, 1)):   # a window's groups (flows.Windows): within the groups, in order
+        with pytest.raises(ValueError, match="groups out of range"):
+            ext.apply(tables, print, types, *_columns(1), True, lo, hi)
+    assert ext.apply(tables, print, types, *_columns(1), True, 1, 1) == ([], [], 0)
+    with pytest.raises(TypeError):
+        ext.apply(tables, print, types, *_columns(1), True, 0)
+    with pytest.raises(TypeError):
+        ext.apply(tables, print, (Flow, FlowUpdate), *_columns(1))
     bad_port = _columns(1)
     bad_port[3] = np.array([70000], np.int64)
     with pytest.raises(ValueError, match="port"):

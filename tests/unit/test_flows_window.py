@@ -1,6 +1,7 @@
-"""FlowTable's compiled path for a window (FlowTable._update_compiled: _walk.group, _flows.orient and _flows.apply
-handing each other bytes) against the paths it replaces: the numpy grouping and orient with the compiled table step,
-and the whole Python/numpy reference. Random traffic cut into windows of 1 to 100 packets as the pipeline cuts it
+"""FlowTable's compiled path for a window (FlowTable._group_windows and _apply_window: _walk.group, _flows.orient
+and _flows.apply handing each other bytes; with flows.Windows, a batch's windows grouped and oriented in one call
+each before any is applied) against the paths it replaces: the numpy grouping and orient with the compiled table
+step, and the whole Python/numpy reference. Random traffic cut into windows of 1 to 100 packets as the pipeline cuts it
 (each window's IP rows of one decoded batch, non-IP frames between them), every protocol, both directions, VLANs,
 IPv6, fragments, frames without a MAC, payload tags and a bounded table: the same flows in the same order with the
 same values, the same updates and the same flows ended for the same reasons."""
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from link_packets import arp
 
-from sensor import compiled
+from sensor import compiled, flows
 from sensor.config import FlowSettings
 from sensor.decode import decode
 from sensor.flows import FlowTable, new_update, orient
@@ -26,6 +27,10 @@ pytestmark = pytest.mark.skipif(compiled.flows_extension is None or compiled.ext
                                 reason="the C extensions were not built on this machine")
 
 PATHS = {"window": (True, True), "numpy grouping, compiled table": (False, True), "reference": (False, False)}
+# flows.Windows: the batch's windows grouped ahead (compiled), each grouped when it comes (compiled: windows too
+# big to group ahead), or each through update_apart (the reference)
+AHEAD = {"windows ahead": (True, True, 1 << 20), "windows each": (True, True, 0),
+         "windows, reference": (False, False, 0)}
 
 
 def _traffic(rng: random.Random) -> list[tuple]:
@@ -47,18 +52,26 @@ def _traffic(rng: random.Random) -> list[tuple]:
 
 
 def _run(monkeypatch, path: str, traffic: list, max_flows: int, apart: bool) -> tuple:
-    monkeypatch.setattr(compiled, "group", PATHS[path][0])
-    monkeypatch.setattr(compiled, "table", PATHS[path][1])
+    monkeypatch.setattr(compiled, "group", {**PATHS, **AHEAD}[path][0])
+    monkeypatch.setattr(compiled, "table", {**PATHS, **AHEAD}[path][1])
+    if path in AHEAD:
+        monkeypatch.setattr(flows, "GROUP_AHEAD_ROWS", AHEAD[path][2])
     ended: list[tuple] = []
     ft = FlowTable(FlowSettings(max_flows=max_flows), on_end=lambda f, why: ended.append((f.key, f.first, why)))
     seen = []
     for batch, tags, cuts, now in traffic:
         dec = decode(batch)   # one decoded batch for all its windows, as the pipeline does
         ip = np.flatnonzero(dec.is_ip)
-        for start, end in cuts:
+        ip_tags = None if tags is None else tags[ip]
+        bounds = np.searchsorted(ip, [start for start, _ in cuts] + [cuts[-1][1]]).tolist()
+        windows = ft.windows(dec, ip, ip_tags, bounds) if path in AHEAD else None
+        for k, (start, end) in enumerate(cuts):
             lo, hi = np.searchsorted(ip, [start, end])
             rows, row_tags = ip[lo:hi], None if tags is None else tags[ip[lo:hi]]
-            if apart:
+            if windows is not None:
+                fresh, known = windows.update_apart(k)
+                seen.append((_updates([new_update(f) for f in fresh]), _updates(known)))
+            elif apart:
                 fresh, known = ft.update_apart(dec, rows, row_tags)
                 seen.append((_updates([new_update(f) for f in fresh]), _updates(known)))
             else:
@@ -75,8 +88,10 @@ def _run(monkeypatch, path: str, traffic: list, max_flows: int, apart: bool) -> 
 @pytest.mark.parametrize("seed", range(6))
 def test_the_window_path_equals_the_paths_it_replaces(monkeypatch, seed, max_flows, apart):
     traffic = _traffic(random.Random(seed))
-    runs = {path: _run(monkeypatch, path, traffic, max_flows, apart) for path in PATHS}
+    runs = {path: _run(monkeypatch, path, traffic, max_flows, apart) for path in (*PATHS, *(AHEAD if apart else ()))}
     assert runs["window"] == runs["numpy grouping, compiled table"] == runs["reference"]
+    if apart:   # the pipeline's way: a batch's windows grouped ahead, applied one by one between expiries
+        assert runs["windows ahead"] == runs["windows each"] == runs["windows, reference"] == runs["reference"]
     # flows were made, updated and ended, not an empty table compared to an empty table
     assert runs["window"][2] > 10 and {why for _, _, why in runs["window"][1]} >= {"idle"}
 
