@@ -68,9 +68,14 @@ class SegmentedLRU(Generic[K, V]):
             self._protected[key] = value
             self._protected.move_to_end(key)
             return
-        self._probation[key] = value
-        self._probation.move_to_end(key)
-        self._shrink()
+        probation = self._probation
+        if key in probation:   # replaced: no entry more
+            probation[key] = value
+            probation.move_to_end(key)
+            return
+        probation[key] = value   # a new key goes in at the newest end
+        if len(probation) + len(self._protected) > self.limit:
+            self._shrink()
 
     def promote(self, key: K) -> None:
         """Move a key on probation into the protected segment; the protected segment's least recently used entry
@@ -146,9 +151,16 @@ class BoundedLRU(Generic[K, V]):
 
     def put(self, key: K, value: V) -> None:
         """Insert or replace, as just used; then evict down to the limit."""
-        self._entries[key] = value
-        self._entries.move_to_end(key)
-        self._shrink()
+        # a flood's new device puts a new key into a handful of these maps: a new key goes in at the newest end
+        # (no move), and only a map over its limit has anything to evict (no call)
+        entries = self._entries
+        if key in entries:
+            entries[key] = value
+            entries.move_to_end(key)
+            return
+        entries[key] = value
+        if len(entries) > self.limit:
+            self._shrink()
 
     def put_many(self, items: Iterable[tuple[K, V]]) -> None:
         """`put` each in turn, evicting only once all are in: a key the batch touches again is never evicted (and

@@ -347,11 +347,17 @@ class Incidents:
         self._sweep(alert.ts)
         # Keyed by the device's id, as its episodes are: the address it has now may not be the one it opened with.
         who = device.id if device is not None else alert.device_ip
-        if obs is not None:   # only traffic says a name is the peer's own (a lookup's name is not its resolver's)
-            self._adopt(who, obs.peer, obs.name, service)
-        service = self._fanned_out(who, service, alert.dst_scope)
-        key = (who, service.id)
-        incident = self._current(key, alert.ts)
+        if who not in self._per_device:
+            # nothing open for the device (_per_device counts what _open holds; every new device of a flood): no
+            # incident to adopt, to fan out to, or to join
+            incident = None
+            key = (who, service.id)
+        else:
+            if obs is not None:   # only traffic says a name is the peer's own (a lookup's name is not its resolver's)
+                self._adopt(who, obs.peer, obs.name, service)
+            service = self._fanned_out(who, service, alert.dst_scope)
+            key = (who, service.id)
+            incident = self._current(key, alert.ts)
         if incident is None:
             incident = self._open_incident(key, alert, service, device, evidence)
         else:

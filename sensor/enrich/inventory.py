@@ -31,9 +31,10 @@ from sensor.flows import IPAddress
 from sensor.reference_data import Maker, Service
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(slots=True, weakref_slot=True, eq=False, repr=False)
 class Device:
-    """A device on the camera side, as the inventory knows it."""
+    """A device on the camera side, as the inventory knows it. Slotted (a weak reference slot for the incidents'
+    `device_ref`): no attribute dict, one collector-tracked object less a device (a flood makes ten thousand)."""
 
     ip: str
     mac: int = 0

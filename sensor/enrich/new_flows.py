@@ -132,6 +132,7 @@ class _Classes:
         self.alone = (np.flatnonzero(alone) + lo).tolist()
         at = np.flatnonzero(held)
         self.held = at + lo   # positions as arrays (searchsorted), not lists: a flood's run is thousands long
+        self.lo, self.is_held = lo, held   # whether flow lo + i is a held-back candidate (_run's first test)
         first = w.first[lo:hi]
         self.held_sources = _Held(*_picked(at, hi - lo, o_raw, o_v4, o_mac))
         self.held_times = _picked(at, hi - lo, first)[0]
@@ -186,6 +187,13 @@ class _Held:
 def _run(enricher: Enricher, flows: list[Flow], c: _Classes, start: int) -> int:
     """Settle flows from `start` up to the first that goes one at a time, that one included; returns where the
     next run starts."""
+    admission = enricher.inventory.admission
+    if admission.tokens >= 1.0 and c.is_held[start - c.lo]:
+        # a candidate the budget has a token for (a fresh sensor's start allowance: every source of a flood until
+        # it is spent): the run below would be empty, holding nothing and noting nothing before it, so the flow
+        # goes one at a time at once, without the run's searches (a few µs of each such new device)
+        enricher._new_flow(flows[start])
+        return start + 1
     k = bisect_left(c.alone, start)
     stop = c.alone[k] if k < len(c.alone) else c.stop
     if stop == start:   # a window of a site's own flows is mostly these: nothing to settle before it
@@ -194,7 +202,7 @@ def _run(enricher: Enricher, flows: list[Flow], c: _Classes, start: int) -> int:
     first, end = c.held.searchsorted((start, stop)).tolist()
     # the budget first (one step): the sources are looked up only up to the first it would let in
     times = c.held_times[first:end]
-    count, tokens = enricher.inventory.admission.holding(times)
+    count, tokens = admission.holding(times)
     known = c.held_sources.first_known(enricher.inventory, first, first + count)
     if known < first + count:
         stop = int(c.held[known])   # a device holds it, or it joins its MAC's box
@@ -206,10 +214,10 @@ def _run(enricher: Enricher, flows: list[Flow], c: _Classes, start: int) -> int:
         done = enricher.link.note_sources_v4(c.note_keys[lo:hi], c.note_times[lo:hi], c.note_values[lo:hi])
     if done < hi - lo:   # confirmed (noted, its network learnt): scopes may have changed from that flow on
         confirmed = int(c.noted[lo + done])
-        enricher.inventory.admission.hold(times, tokens, int(c.held.searchsorted(confirmed)) - first)
+        admission.hold(times, tokens, int(c.held.searchsorted(confirmed)) - first)
         enricher._new_flow(flows[confirmed], noted=True)
         return confirmed + 1
-    enricher.inventory.admission.hold(times, tokens, int(c.held.searchsorted(stop)) - first)
+    admission.hold(times, tokens, int(c.held.searchsorted(stop)) - first)
     if stop < c.stop:
         enricher._new_flow(flows[stop])
         return stop + 1

@@ -277,13 +277,17 @@ def _elementary(ranges: list[tuple[int, int, str]]) -> tuple[list[int], list[str
 # What enrichment knows of a flow that never changes lives in Flow.context, as a tuple of strings and numbers
 # (which the garbage collector stops tracking): (originator's scope, responder's scope, protocol name, service
 # port, then per side the last destination scope computed and the name it was for, or None).
-def flow_context(classifier: Classifier, flow: Flow) -> tuple:
-    """... and, last, the classifier's generation it was computed in (scopes learned since make it stale)."""
+def flow_context(classifier: Classifier, flow: Flow, orig: str | None = None, resp: str | None = None) -> tuple:
+    """... and, last, the classifier's generation it was computed in (scopes learned since make it stale).
+    `orig`, `resp`: the two addresses' scopes where the caller has just worked them out (Enricher._new_flow)."""
     # Flow.orig_raw, resp_raw and proto_name, inlined: every new flow of a flood comes through here.
-    key, scope_of = flow.key, classifier.scope_of_raw
-    a, b = scope_of(key[3:19]), scope_of(key[21:37])
-    return ((a, b) if flow.orig_is_a else (b, a)) + (PROTO_NAMES.get(flow.proto) or str(flow.proto),
-                                                      flow.resp_port or None, None, None, classifier.generation)
+    key, scope_of, orig_is_a = flow.key, classifier.scope_of_raw, flow.orig_is_a
+    if orig is None:
+        orig = scope_of(key[3:19] if orig_is_a else key[21:37])
+    if resp is None:
+        resp = scope_of(key[21:37] if orig_is_a else key[3:19])
+    return (orig, resp, PROTO_NAMES.get(flow.proto) or str(flow.proto), flow.resp_port or None, None, None,
+            classifier.generation)
 
 
 def peer_scope(classifier: Classifier, flow: Flow, ctx: tuple, is_orig: bool, name: str | None) -> tuple[str, tuple]:

@@ -141,7 +141,8 @@ class Enricher:
                 return
             if upd is None:
                 upd = new_update(flow)
-            ctx = self._side(upd, flow_context(classifier, flow), True)
+            # the scopes just worked out (nothing since could change them): the context's, not asked again
+            ctx = self._side(upd, flow_context(classifier, flow, orig, resp), True)
             self._side(upd, ctx, False)
             return
         # _side without a camera side: a public sender's MAC is the router's
