@@ -64,10 +64,10 @@ python_ok || { say "camwatch needs Python 3.11 or newer as python3"; exit 1; }
 lock=requirements/sensor.txt
 [ "$want_test" = 1 ] && lock=requirements/test.txt
 stamp=.venv/.camwatch-installed
-# The C extensions are built by the editable install: a changed sensor/_walk.c, _flows.c, _tpacket.c, _mapguard.c,
+# The C extensions are built by the editable install: a changed sensor/_walk.c, _flows.c, _buffers.h, _tpacket.c, _mapguard.c,
 # _tally.c or _manuf.c redoes it too, or a pulled change would leave a stale extension that the compiled-vs-reference
 # tests reject.
-lock_id() { echo "$(cat pyproject.toml "$1" sensor/_walk.c sensor/_flows.c sensor/_tpacket.c sensor/_mapguard.c sensor/_tally.c sensor/_manuf.c | sha256sum | cut -d' ' -f1) $1"; }
+lock_id() { echo "$(cat pyproject.toml "$1" sensor/_walk.c sensor/_flows.c sensor/_tpacket.c sensor/_mapguard.c sensor/_tally.c sensor/_manuf.c sensor/_buffers.h | sha256sum | cut -d' ' -f1) $1"; }
 wanted="$(lock_id "$lock")"
 have="$(cat "$stamp" 2>/dev/null || true)"
 # The test lock is a superset of the sensor lock: a venv made for the tests serves the demo as it is.

@@ -22,6 +22,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "_buffers.h"
 #include <structmember.h>
 #include <stdint.h>
 #include <string.h>
@@ -1158,21 +1159,6 @@ done:
     Py_DECREF(key);
     Py_XDECREF(flow);
     return upd;
-}
-
-/* args[0:n] as C-contiguous byte buffers, what PyArg_ParseTuple's "y*" takes, without its format walk: apply and
- * orient are called once a one-second window, and parsing their two dozen "y*" was a fifth of the instructions of
- * the window's three compiled calls (callgrind, camera control traffic). On failure none is held. */
-static int buffers(PyObject *const *args, Py_ssize_t n, Py_buffer *in)
-{
-    for (Py_ssize_t j = 0; j < n; j++) {
-        if (PyObject_GetBuffer(args[j], &in[j], PyBUF_SIMPLE) < 0) {
-            while (j-- > 0)
-                PyBuffer_Release(&in[j]);
-            return -1;
-        }
-    }
-    return 0;
 }
 
 static int check(Py_buffer *in, Py_ssize_t *groups, int *has_tags)

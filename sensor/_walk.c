@@ -12,6 +12,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "_buffers.h"
 #include <stdint.h>
 #include <string.h>
 #include <stdlib.h>
@@ -531,21 +532,6 @@ static inline int key_is(const uint8_t *key, unsigned vlan, unsigned proto, cons
            load64(key + 29) == load64(hi + 8) && key[0] == (vlan >> 8) && key[1] == (vlan & 0xFF) &&
            key[2] == proto && key[19] == (lo_port >> 8) && key[20] == (lo_port & 0xFF) &&
            key[37] == (hi_port >> 8) && key[38] == (hi_port & 0xFF);
-}
-
-/* args[0:n] as C-contiguous byte buffers, what PyArg_ParseTuple's "y*" takes, without its format walk: group is
- * called once a one-second window, and parsing its fourteen "y*" cost more than grouping a window of control
- * traffic (callgrind). On failure none is held. */
-static int buffers(PyObject *const *args, Py_ssize_t n, Py_buffer *in)
-{
-    for (Py_ssize_t j = 0; j < n; j++) {
-        if (PyObject_GetBuffer(args[j], &in[j], PyBUF_SIMPLE) < 0) {
-            while (j-- > 0)
-                PyBuffer_Release(&in[j]);
-            return -1;
-        }
-    }
-    return 0;
 }
 
 static PyObject *group(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
