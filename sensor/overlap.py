@@ -70,7 +70,7 @@ _BATCH, _END, _FAILED = 0, 1, 2
 # Batches the thread may have ready beyond the one the pipeline works on. One made the thread wait at every batch for
 # the main thread to take the last (a wake-up and a GIL hand-over, often a switch interval) while it was the slower
 # of the two; with two it reads on through such waits (docs/benchmarks.md, issue 16, late morning). The map keeps
-# the pages of that many slices behind the last (sensor.mapped.KEEP_SLICES).
+# the pages of that many slices behind the last (sensor.mapped.KEEP_SLICES, held to it by a test).
 DEPTH = 2
 # A batch walked while none is ready for the pipeline goes to it undecoded, and the pipeline decodes it: the thread's
 # share (the map's page faults, the walk, the decode) was larger than the pipeline's rest, and this balances the two

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from capture_bytes import pcap, pcapng, video_frame, write
 
-from sensor import capture, overlap, pipeline
+from sensor import capture, mapped, overlap, pipeline
 from sensor.capture import open_file
 from sensor.config import OVERLAP_MODES, Config, load_config
 from sensor.errors import CaptureError
@@ -289,3 +289,9 @@ def test_replay_takes_the_mode_from_its_option_then_the_config(tmp_path, monkeyp
     packets = [line for line in (tmp_path / "metrics.txt").read_text().splitlines()
                if line.startswith("camwatch_packets_total")]
     assert packets and packets[0].endswith(" 2000.0")
+
+
+def test_the_map_keeps_the_pages_of_every_batch_the_thread_may_hold_ahead():
+    # The thread runs up to DEPTH batches ahead of the pipeline, which still reads the slices they came from; a
+    # map that gave their pages back sooner would not change results, only fault them in again on every batch.
+    assert overlap.DEPTH <= mapped.KEEP_SLICES, "raise mapped.KEEP_SLICES with overlap.DEPTH"
