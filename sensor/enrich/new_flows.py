@@ -154,8 +154,10 @@ class _Held:
     def __init__(self, raw: np.ndarray, v4: np.ndarray, macs: np.ndarray):
         self.raw, self.v4, self.macs = raw, v4, macs
         ext = compiled.flows_extension
-        self.words = _words(raw)[:, 3].astype(np.uint32)
-        self.texts = None if ext is not None and compiled.held and hasattr(ext, "mark_v4") else _texts(raw, v4)
+        in_c = ext is not None and compiled.held and hasattr(ext, "mark_v4")
+        # the IPv4 words only for the C lookups; the reference asks by text
+        self.words = _words(raw)[:, 3].astype(np.uint32) if in_c else np.empty(0, np.uint32)
+        self.texts = None if in_c else _texts(raw, v4)
 
     def first_known(self, inventory: Inventory, start: int, stop: int) -> int:
         """Inventory.first_known of the sources start:stop."""
