@@ -92,8 +92,17 @@ class Detection:
 
     # ---- events ----------------------------------------------------------------------------------------------
     def observe(self, obs: Observation) -> None:
-        raised = [alert for observe in self._observers.get(obs.scope, ()) if (alert := observe(obs)) is not None]
-        if raised:
+        # A loop, not a list comprehension: in Python 3.11 a comprehension is a function call of its own, and this
+        # runs for every observation, almost all of which raise nothing (no list is made for them).
+        raised = None
+        for observe in self._observers.get(obs.scope, ()):
+            alert = observe(obs)
+            if alert is not None:
+                if raised is None:
+                    raised = [alert]
+                else:
+                    raised.append(alert)
+        if raised is not None:
             service = self.services.of_observation(obs)
             for alert in raised:
                 self._detected(alert, service, obs.device, obs)
