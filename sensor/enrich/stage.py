@@ -96,10 +96,16 @@ class Enricher:
         else:
             # _side of both sides without a camera side (most updates where the camera side is not known, as on
             # a zero-config site with more networks than it learns): a public sender's MAC is the router's.
-            if upd.orig_pkts and orig == SCOPE_PUBLIC and self._router_news(flow.orig_mac):
-                self.roles.note_router_mac(flow.orig_mac)
-            if upd.resp_pkts and resp == SCOPE_PUBLIC and self._router_news(flow.resp_mac):
-                self.roles.note_router_mac(flow.resp_mac)
+            # _router_news inlined: most updates of control traffic come here, their MAC the router's already.
+            router_macs = self.inventory.router_macs   # the set itself (note_router_mac adds to it)
+            if upd.orig_pkts and orig == SCOPE_PUBLIC:
+                mac = flow.orig_mac
+                if mac and mac not in router_macs and len(router_macs) < MAX_ROUTER_MACS:
+                    self.roles.note_router_mac(mac)
+            if upd.resp_pkts and resp == SCOPE_PUBLIC:
+                mac = flow.resp_mac
+                if mac and mac not in router_macs and len(router_macs) < MAX_ROUTER_MACS:
+                    self.roles.note_router_mac(mac)
         if not upd.new:   # remembered from a flow's second second on: most flows of a flood have none
             flow.context = ctx
 
@@ -200,19 +206,22 @@ class Enricher:
             dev.egress_bytes[scope] = dev.egress_bytes.get(scope, 0) + sent_bytes
             if scope == SCOPE_PUBLIC or scope == SCOPE_ALLOWED:
                 self.egress_countries.add(peer, dev.covered, sent_bytes, scope == SCOPE_PUBLIC, ts)
-        if scope in EXTERNAL_SCOPES:
+        # each asked once (nothing below changes the scope or the detectors' scopes)
+        external = scope in EXTERNAL_SCOPES
+        if external:
             if len(self.external_destinations) < MAX_EXTERNAL_DESTINATIONS:
                 self.external_destinations.add(peer)
             dev.note_external_peer(peer, name, sent_bytes)
             if sent_bytes:
                 dev.note_outbound(ts, sent_bytes)
-        services = self.service_of if sent_pkts and scope in EXTERNAL_SCOPES else None
-        if scope in self.sink.scopes or services is not None:
+        services = self.service_of if sent_pkts and external else None
+        observed = scope in self.sink.scopes
+        if observed or services is not None:
             obs = Observation(ts, dev, sent_pkts, sent_bytes, is_orig, peer, ctx[3], ctx[2], name, scope, flow.vlan,
                               flow, upd.new, received, received_pkts)
             if services is not None:
                 self._note_service(obs, services)
-            if scope in self.sink.scopes:
+            if observed:
                 self.sink.observe(obs)
         return ctx
 
