@@ -96,16 +96,10 @@ class Enricher:
         else:
             # _side of both sides without a camera side (most updates where the camera side is not known, as on
             # a zero-config site with more networks than it learns): a public sender's MAC is the router's.
-            # _router_news inlined: most updates of control traffic come here, their MAC the router's already.
-            router_macs = self.inventory.router_macs   # the set itself (note_router_mac adds to it)
-            if upd.orig_pkts and orig == SCOPE_PUBLIC:
-                mac = flow.orig_mac
-                if mac and mac not in router_macs and len(router_macs) < MAX_ROUTER_MACS:
-                    self.roles.note_router_mac(mac)
-            if upd.resp_pkts and resp == SCOPE_PUBLIC:
-                mac = flow.resp_mac
-                if mac and mac not in router_macs and len(router_macs) < MAX_ROUTER_MACS:
-                    self.roles.note_router_mac(mac)
+            if upd.orig_pkts and orig == SCOPE_PUBLIC and self._router_news(flow.orig_mac):
+                self.roles.note_router_mac(flow.orig_mac)
+            if upd.resp_pkts and resp == SCOPE_PUBLIC and self._router_news(flow.resp_mac):
+                self.roles.note_router_mac(flow.resp_mac)
         if not upd.new:   # remembered from a flow's second second on: most flows of a flood have none
             flow.context = ctx
 
