@@ -26,11 +26,7 @@ from sensor.readahead import ReadAhead
 if TYPE_CHECKING:
     from sensor.decode import Decoded
 
-# Thousands of video frames per batch: numpy's and the pipeline's per-batch cost amortised. 16 MiB rather than 8:
-# a replay of the 1 M-packet video capture runs 79 batches instead of 155, −3.5% of the whole process's
-# instructions and ~7% of the in-process replay's CPU (docs/benchmarks.md, issue 16, 1 December evening). What a
-# live source gathers into a batch is sensor.live's own (BATCH_BYTES).
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 8 << 20   # thousands of video frames per batch: numpy's per-call overhead amortised
 # A live source with nothing to hand over says so this often (an empty batch): flows expire and a new flow waiting
 # for its name (sensor.pipeline.NAME_WAIT) is judged on the wall clock, within a second of its first packet.
 IDLE_TICK = 0.1

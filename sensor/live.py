@@ -308,7 +308,7 @@ class LiveCapture:
     # A batch costs a fixed few hundred microseconds whatever its size, so handing over every pipe read (often
     # 64 KiB, ~50 frames) caps live throughput near 150k packets/s. Waiting up to BATCH_WAIT for BATCH_BYTES to
     # gather keeps batches large under load and adds at most that delay, far inside the 1 s latency budget.
-    BATCH_BYTES = 8 << 20   # what live was measured with (capture engines): not a replay file's chunk, sensor.capture
+    BATCH_BYTES = CHUNK_BYTES
     BATCH_WAIT = 0.05
 
     def _readinto(self, view: memoryview) -> int | None:
