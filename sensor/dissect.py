@@ -7,6 +7,7 @@ dissectors through pyshark on the bundled captures.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -17,7 +18,7 @@ from _socket import inet_ntoa
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import AnyStr, TypeVar
 
 from sensor.schema import Values
 
@@ -335,7 +336,15 @@ def _escaped(raw: bytes, limit: int) -> str:
 
 # ---- device identity: discovery protocols and banners ------------------------------------------------------
 MAX_IDENTITY_VALUE = 128
-_XML_TAG = re.compile(rb"<(?:[\w-]+:)?(\w+)>([^<]{1,256})</(?:[\w-]+:)?\1>")
+
+
+def _on_first_use(pattern: AnyStr) -> Callable[[], re.Pattern[AnyStr]]:
+    """The pattern compiled when first asked for (`_TITLE()`): these parse the pages, descriptions and announcements
+    a device sends now and then, and compiling them all at import was ~0.5 ms of every start (issue 16)."""
+    return functools.cache(lambda: re.compile(pattern))
+
+
+_XML_TAG = _on_first_use(rb"<(?:[\w-]+:)?(\w+)>([^<]{1,256})</(?:[\w-]+:)?\1>")
 
 
 def _unescape(text: str) -> str:
@@ -376,28 +385,28 @@ def parse_banner(payload: bytes) -> dict[str, str]:
     if h.get("location"):
         out["location"] = h["location"]
     own_type = h.get("nt") if start.startswith(b"NOTIFY") else h.get("st") if start.startswith(b"HTTP/1.") else None
-    device = _UPNP_DEVICE_TYPE.match(own_type or "")
+    device = _UPNP_DEVICE_TYPE().match(own_type or "")
     if device:
         out["upnp_device_type"] = device.group(1)
     return out
 
 
 # urn:<domain>:device:<type>:<version>, e.g. urn:schemas-upnp-org:device:DCS-935L:1 (D-Link names its model)
-_UPNP_DEVICE_TYPE = re.compile(r"urn:[^:\s]{1,64}:device:([^:\s]{1,64}):[\d.]{1,8}$")
+_UPNP_DEVICE_TYPE = _on_first_use(r"urn:[^:\s]{1,64}:device:([^:\s]{1,64}):[\d.]{1,8}$")
 _UPNP_NAMESPACE = b"urn:schemas-upnp-org:device-1-0"
-_UPNP_FIELDS = re.compile(rb"<(?:[\w-]{1,32}:)?(manufacturer|modelName|modelNumber|modelDescription|friendlyName|"
-                          rb"serialNumber|deviceType)>([^<]{1,256})</")
+_UPNP_FIELDS = _on_first_use(rb"<(?:[\w-]{1,32}:)?(manufacturer|modelName|modelNumber|modelDescription|"
+                             rb"friendlyName|serialNumber|deviceType)>([^<]{1,256})</")
 _UPNP_KEYS = {b"manufacturer": "manufacturer", b"modelName": "model_name", b"modelNumber": "model",
               b"modelDescription": "model_description", b"friendlyName": "friendly_name",
               b"serialNumber": "serial", b"deviceType": "upnp_device_type"}
-_TITLE = re.compile(rb"(?is)<title\b[^>]{0,256}>([^<]{0,512})</title")
+_TITLE = _on_first_use(rb"(?is)<title\b[^>]{0,256}>([^<]{0,512})</title")
 # D-Link's HNAP (SOAP on the camera's web server, asked by its phone app): GetDeviceSettings names the device.
-_HNAP_FIELDS = re.compile(rb"<(VendorName|ModelName|ModelDescription|FirmwareVersion)>([^<]{1,256})</")
+_HNAP_FIELDS = _on_first_use(rb"<(VendorName|ModelName|ModelDescription|FirmwareVersion)>([^<]{1,256})</")
 _HNAP_KEYS = {b"VendorName": "manufacturer", b"ModelName": "model_name", b"ModelDescription": "model_description",
               b"FirmwareVersion": "firmware"}
 # Pages every web server sends that name the status, not the device ("401 Unauthorized", "Object moved").
-_STATUS_TITLE = re.compile(r"(?i)^(\d{3}\b|error\b|unauthori[sz]ed|forbidden|not found|(document |object )?moved|"
-                           r"redirect)")
+_STATUS_TITLE = _on_first_use(r"(?i)^(\d{3}\b|error\b|unauthori[sz]ed|forbidden|not found|"
+                              r"(document |object )?moved|redirect)")
 MAX_BODY_SCAN = 8192     # a page's <title> and a device description's fields sit in its first few kB
 
 
@@ -426,18 +435,18 @@ def parse_http_identity(payload: bytes) -> dict[str, str]:
     body = body[:MAX_BODY_SCAN]
     namespace = body.find(_UPNP_NAMESPACE)
     if namespace >= 0 and b"root" in body[max(0, namespace - 256):namespace]:    # <root xmlns="urn:...device-1-0">
-        _xml_fields(body, _UPNP_FIELDS, _UPNP_KEYS, out)
-        device = _UPNP_DEVICE_TYPE.match(out.get("upnp_device_type", ""))
+        _xml_fields(body, _UPNP_FIELDS(), _UPNP_KEYS, out)
+        device = _UPNP_DEVICE_TYPE().match(out.get("upnp_device_type", ""))
         if device:
             out["upnp_device_type"] = device.group(1)
         return out
     if b"GetDeviceSettingsResponse" in body:
-        _xml_fields(body, _HNAP_FIELDS, _HNAP_KEYS, out)
+        _xml_fields(body, _HNAP_FIELDS(), _HNAP_KEYS, out)
         return out
-    title = _TITLE.search(body)
+    title = _TITLE().search(body)
     if title:
         text = _clean(" ".join(_unescape(title.group(1).decode("utf-8", "replace")).split()))
-        if text and not _STATUS_TITLE.match(text):
+        if text and not _STATUS_TITLE().match(text):
             out["title"] = text
     return out
 
@@ -464,7 +473,7 @@ def parse_sadp(payload: bytes) -> dict[str, str]:
     """Hikvision SADP (UDP 37020) XML announcement: model, serial and firmware."""
     if b"<ProbeMatch" not in payload and b"<Probe" not in payload:
         return {}
-    fields = {k.decode(): _clean(v) for k, v in _XML_TAG.findall(payload[:8192])}
+    fields = {k.decode(): _clean(v) for k, v in _XML_TAG().findall(payload[:8192])}
     out = {"protocol": "sadp"}
     for ours, theirs in (("model", "DeviceDescription"), ("serial", "DeviceSN"), ("firmware", "SoftwareVersion"),
                          ("device_type", "DeviceType")):
@@ -597,12 +606,12 @@ def _mdns_txt(strings: tuple[str, ...], out: dict[str, str]) -> None:
                 break
     # Some cameras (Edimax) put a bare description where DNS-SD wants key=value pairs: "IC-3115W Network Camera".
     # One string with a letter and a digit, not a key, is kept as the model text; flags ("ssl") are not.
-    if len(strings) == 1 and "=" not in strings[0] and _MODELISH.search(strings[0]) and _LETTER.search(strings[0]):
+    if len(strings) == 1 and "=" not in strings[0] and _MODELISH().search(strings[0]) and _LETTER().search(strings[0]):
         out.setdefault("mdns_model", strings[0])
 
 
-_MODELISH = re.compile(r"\d")
-_LETTER = re.compile(r"[^\W\d_]")
+_MODELISH = _on_first_use(r"\d")
+_LETTER = _on_first_use(r"[^\W\d_]")
 
 
 IDENTITY_PORTS = {1900: parse_banner, 3702: parse_ws_discovery, 5353: parse_mdns, 37020: parse_sadp,

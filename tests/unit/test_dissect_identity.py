@@ -270,3 +270,28 @@ def test_mdns_records_speaking_for_another_address_are_not_the_senders():
     assert parse_mdns(no_address, sender="10.20.0.1")["mdns_model"] == "DCS-935L"   # nothing says otherwise
     v6 = mdns_message(answers=[mdns_record("cam.local", 28, "fe80::1"), mdns_record("cam.local", A, "10.0.0.5")])
     assert parse_mdns(v6, sender="fe80::1") == {"mdns_name": "cam.local"}
+
+
+LAZY_PATTERNS = ("_XML_TAG", "_UPNP_DEVICE_TYPE", "_UPNP_FIELDS", "_TITLE", "_HNAP_FIELDS", "_STATUS_TITLE",
+                 "_MODELISH", "_LETTER")
+
+
+def test_identity_patterns_are_compiled_on_first_use_only():
+    # compiled at import they were ~0.5 ms of every start (issue 16); fails for one made eager again
+    import subprocess
+    import sys
+
+    probe = ("import re, sensor.dissect as d; "
+             f"print(sorted(n for n in {LAZY_PATTERNS!r} if getattr(d, n).cache_info().currsize))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_identity_patterns_compile_once_to_a_pattern():
+    import re
+
+    import sensor.dissect as dissect
+
+    for name in LAZY_PATTERNS:
+        first = getattr(dissect, name)()
+        assert isinstance(first, re.Pattern) and getattr(dissect, name)() is first, name
