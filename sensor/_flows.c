@@ -1428,7 +1428,7 @@ static PyObject *apply(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     fresh = apart ? PyList_New(0) : NULL;
     if (updates != NULL && (fresh != NULL || !apart)
             && run_groups(&env, tables, in, lo, hi < 0 ? u : hi, has_tags, &made, updates, fresh) == 0)
-        out = apart ? answer(fresh, updates, made) : answer(NULL, updates, made);
+        out = answer(fresh, updates, made);   /* fresh: NULL unless apart */
     Py_XDECREF(updates);
     Py_XDECREF(fresh);
     Py_DECREF(env.idle);

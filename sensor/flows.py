@@ -578,14 +578,9 @@ class FlowTable:
     def _apply_window(self, grouped: _Grouped, k: int, apart: bool) -> tuple[list[Flow], list[FlowUpdate]]:
         """Window k's groups into the table: one _flows.apply."""
         offsets = grouped.offsets
-        out = compiled.flows_extension.apply(self._tables, self._end, _TYPES, *grouped.columns, apart, offsets[k],
-                                             offsets[k + 1])
-        # _applied and _evict's test inlined: asked once a window, and a table past max_flows is rare
-        if apart:
-            fresh, updates, made = out
-        else:
-            fresh, (updates, made) = [], out
-        self.created += made
+        fresh, updates = self._applied(compiled.flows_extension.apply(
+            self._tables, self._end, _TYPES, *grouped.columns, apart, offsets[k], offsets[k + 1]), apart)
+        # _evict's test inlined: asked once a window, and a table past max_flows is rare
         if len(self._tcp) + len(self._closed) + len(self._udp) + len(self._other) > self.settings.max_flows:
             self._evict()
         return fresh, updates
@@ -695,7 +690,6 @@ class FlowTable:
             table.clear()
         self._columns_of, self._columns = None, ()   # the last batch's columns need not outlive the input
         return self._end(out, "end")
-
 
 
 # Windows of this many rows or fewer on average are grouped ahead, all at once (Windows); bigger ones each when it
