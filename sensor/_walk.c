@@ -6,7 +6,8 @@
  *
  * walk(buffer, big_endian, scale, max_record) ->
  *     (used, need, bad_offset, bad_length, offsets, caplens, wirelens, stamps)
- * offsets/caplens/wirelens are bytes holding native int64, stamps native float64, one entry per complete record.
+ * offsets/caplens/wirelens are read-only memoryviews (columns, below) holding native int64, stamps native float64,
+ * one entry per complete record.
  * need: bytes the incomplete record at `used` requires (0 when the buffer ended on a boundary).
  * bad_offset: position of a record whose length exceeds max_record (its length in bad_length), else -1.
  */
@@ -72,75 +73,209 @@ static inline uint32_t load32(const unsigned char *p, int big_endian)
 }
 
 /*
+ * Columns: what walk, walk_pcapng and decode hand back, each a read-only buffer (a memoryview of a column object)
+ * in a block of plain memory that goes back to a small pool when the last view of it is gone, for the next batch's
+ * columns. As bytes objects, allocated and freed batch after batch by glibc, they were a fresh mapping or a
+ * trimmed heap more often than not, faulted in page by page when first written: with the walk's copy of its
+ * columns and the decode's clearing of them, about two thirds of the reading thread's page faults on the video
+ * capture (docs/benchmarks.md, issue 16, 1 December night). The pool is bounded (POOL_BLOCKS blocks, POOL_BYTES
+ * in all; a column given back past either is freed) and touched only with the GIL: columns are made before a
+ * loop lets it go and die where their last reference is dropped, with it. Which block a column gets changes
+ * nothing but where it lives: every byte of it is written before it is handed back.
+ */
+#define POOL_BLOCKS 64
+#define POOL_BYTES ((Py_ssize_t)16 << 20)   /* a batch of video's columns are ~0.8 MB, of a 70-byte flood ~12 MB */
+#define POOL_MIN 4096                        /* smaller blocks malloc reuses without faults of its own */
+
+typedef struct {
+    PyObject_HEAD
+    char *data;
+    Py_ssize_t len, room;   /* bytes of it handed back, of the block */
+} column_t;
+
+static struct { char *data; Py_ssize_t room; } pool[POOL_BLOCKS];
+static int pooled;
+static Py_ssize_t pooled_bytes;
+
+/* A block of at least `size` bytes (its size in *room): the smallest pooled block that fits without wasting more
+   than its size again, else a new one with an eighth to spare, so that the next batch's slightly longer column
+   fits it too. NULL when memory ran out. */
+static char *block_take(Py_ssize_t size, Py_ssize_t *room)
+{
+    int best = -1;
+    for (int i = 0; i < pooled; i++)
+        if (pool[i].room >= size && pool[i].room <= 2 * size + POOL_MIN && (best < 0 || pool[i].room < pool[best].room))
+            best = i;
+    if (best >= 0) {
+        char *data = pool[best].data;
+        *room = pool[best].room;
+        pooled_bytes -= *room;
+        pool[best] = pool[--pooled];
+        return data;
+    }
+    *room = size < POOL_MIN ? (size < 16 ? 16 : size) : size + size / 8;
+    return malloc(*room);
+}
+
+static void block_give(char *data, Py_ssize_t room)
+{
+    if (data && room >= POOL_MIN && pooled < POOL_BLOCKS && pooled_bytes + room <= POOL_BYTES) {
+        pool[pooled].data = data;
+        pool[pooled].room = room;
+        pooled++;
+        pooled_bytes += room;
+        return;
+    }
+    free(data);
+}
+
+static void column_dealloc(column_t *c)
+{
+    block_give(c->data, c->room);
+    PyObject_Free(c);
+}
+
+static int column_getbuffer(column_t *c, Py_buffer *view, int flags)
+{
+    return PyBuffer_FillInfo(view, (PyObject *)c, c->data, c->len, 1, flags);
+}
+
+static PyBufferProcs column_as_buffer = {(getbufferproc)column_getbuffer, NULL};
+
+static PyTypeObject column_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sensor._walk.column",
+    .tp_basicsize = sizeof(column_t),
+    .tp_dealloc = (destructor)column_dealloc,
+    .tp_as_buffer = &column_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A walk's or a decode's column, read through a memoryview.",
+};
+
+/* A column with room for `size` bytes, its contents unset; NULL with the error set. */
+static column_t *column_new(Py_ssize_t size)
+{
+    column_t *c = PyObject_New(column_t, &column_type);
+    if (!c)
+        return NULL;
+    c->len = size;
+    if (!(c->data = block_take(size, &c->room))) {
+        c->room = 0;
+        Py_DECREF(c);
+        return (column_t *)PyErr_NoMemory();
+    }
+    return c;
+}
+
+/* A read-only memoryview of the column; the column's reference is the view's (NULL with the error set). */
+static PyObject *column_view(column_t *c)
+{
+    PyObject *view = PyMemoryView_FromObject((PyObject *)c);
+    Py_DECREF(c);
+    return view;
+}
+
+/* pooled() -> (blocks, bytes) in the pool now: for the tests. */
+static PyObject *pooled_now(PyObject *self, PyObject *unused)
+{
+    return Py_BuildValue("(in)", pooled, pooled_bytes);
+}
+
+/*
  * The columns a walk hands back, one entry per record: frame offset, captured and wire length, timestamp and (pcapng
- * only: with_links) link type. Sized for video-sized records and grown when smaller ones come: room for the worst
- * case (16-byte empty records) would be a quarter of the buffer per column, and allocating that costs more than the
- * walk. All functions but records_bytes run without the GIL.
+ * only: with_links) link type, written where they are handed back (no buffer of the walk's own copied at the end).
+ * Room for the worst case (16-byte records) would be a quarter of the slice per column, so they are sized, with
+ * the GIL, for the records the walk expects (the previous walk's records per byte of its kind, an eighth over) and
+ * grown, without it (a column is the walk's alone until it returns), when a slice holds more: a guess wrong either
+ * way costs a realloc or room unused, never a different result. records_room runs without the GIL; the rest with it.
  */
 typedef struct {
-    int64_t *off, *cap, *wire;
+    column_t *col[5];                                /* col[4] only with_links */
+    int64_t *off, *cap, *wire;                       /* their blocks */
     double *ts;
     int32_t *lts;
     Py_ssize_t n, capacity;
     int with_links;
 } records_t;
 
-static int records_init(records_t *r, Py_ssize_t span, int with_links)
+static const Py_ssize_t record_widths[5] = {8, 8, 8, 8, 4};
+
+/* Records per byte each kind of walk found last. Video is ~1 per 1,300 bytes, a flood of small packets ~1 per 86. */
+static double pcap_per_byte = 1.0 / 512, pcapng_per_byte = 1.0 / 512;
+
+static void records_point(records_t *r)
 {
-    r->n = 0;
-    r->capacity = span / 512 + 64;
-    r->with_links = with_links;
-    r->off = malloc(r->capacity * 8); r->cap = malloc(r->capacity * 8); r->wire = malloc(r->capacity * 8);
-    r->ts = malloc(r->capacity * 8);
-    r->lts = with_links ? malloc(r->capacity * 4) : NULL;
-    return r->off && r->cap && r->wire && r->ts && (r->lts || !with_links);
+    r->off = (int64_t *)r->col[0]->data;
+    r->cap = (int64_t *)r->col[1]->data;
+    r->wire = (int64_t *)r->col[2]->data;
+    r->ts = (double *)r->col[3]->data;
+    r->lts = r->with_links ? (int32_t *)r->col[4]->data : NULL;
 }
 
-/* Room for one more record; 0 when memory ran out (what was walked so far stays valid and is freed later). */
+/* The columns for a walk of `span` bytes; 0 with the error set. Every record takes 16 bytes or more, so the guess
+   is at most span / 16 + 1 entries, which growth never doubles past. */
+static int records_init(records_t *r, Py_ssize_t span, int with_links, double per_byte)
+{
+    memset(r, 0, sizeof *r);
+    r->with_links = with_links;
+    double guess = (double)span * per_byte * 1.125 + 64, most = (double)(span / 16) + 1;
+    r->capacity = (Py_ssize_t)(guess < most ? guess : most);
+    for (int c = 0; c < (with_links ? 5 : 4); c++)
+        if (!(r->col[c] = column_new(r->capacity * record_widths[c])))
+            return 0;
+    records_point(r);
+    return 1;
+}
+
+/* Room for one more record; 0 when memory ran out (what was walked stays valid and is freed by records_free). */
 static int records_room(records_t *r)
 {
     if (r->n < r->capacity)
         return 1;
     Py_ssize_t capacity = r->capacity * 2;
-    int64_t *o2 = realloc(r->off, capacity * 8);
-    if (o2) r->off = o2;
-    int64_t *c2 = o2 ? realloc(r->cap, capacity * 8) : NULL;
-    if (c2) r->cap = c2;
-    int64_t *w2 = c2 ? realloc(r->wire, capacity * 8) : NULL;
-    if (w2) r->wire = w2;
-    double *t2 = w2 ? realloc(r->ts, capacity * 8) : NULL;
-    if (t2) r->ts = t2;
-    if (!t2)
-        return 0;
-    if (r->with_links) {
-        int32_t *l2 = realloc(r->lts, capacity * 4);
-        if (!l2)
-            return 0;
-        r->lts = l2;
+    for (int c = 0; c < (r->with_links ? 5 : 4); c++) {
+        column_t *col = r->col[c];
+        if (col->room < capacity * record_widths[c]) {
+            char *grown = realloc(col->data, capacity * record_widths[c]);
+            if (!grown)
+                return 0;
+            col->data = grown;
+            col->room = capacity * record_widths[c];
+        }
     }
+    records_point(r);
     r->capacity = capacity;
     return 1;
 }
 
-/* A tuple of the columns as bytes objects (four, or five with link types), or NULL with the error set. */
-static PyObject *records_bytes(const records_t *r)
+/* The columns' lengths set to the records walked, this walk's records per byte kept for the next one. */
+static void records_finish(records_t *r, Py_ssize_t span, double *per_byte)
 {
-    Py_ssize_t n = r->n, count = r->with_links ? 5 : 4;
-    const char *columns[5] = {(const char *)r->off, (const char *)r->cap, (const char *)r->wire, (const char *)r->ts,
-                              (const char *)r->lts};
-    const Py_ssize_t widths[5] = {8, 8, 8, 8, 4};
+    for (int c = 0; c < (r->with_links ? 5 : 4); c++)
+        r->col[c]->len = r->n * record_widths[c];
+    if (span > 0)
+        *per_byte = (double)r->n / (double)span;
+}
+
+/* A tuple of the columns as memoryviews (four, or five with link types), handed over; NULL with the error set. */
+static PyObject *records_views(records_t *r)
+{
+    Py_ssize_t count = r->with_links ? 5 : 4;
     PyObject *out = PyTuple_New(count);
-    for (Py_ssize_t i = 0; out && i < count; i++) {
-        PyObject *column = PyBytes_FromStringAndSize(columns[i], n * widths[i]);
-        if (!column) { Py_CLEAR(out); break; }
-        PyTuple_SET_ITEM(out, i, column);
+    for (Py_ssize_t c = 0; out && c < count; c++) {
+        column_t *col = r->col[c];
+        r->col[c] = NULL;
+        PyObject *view = column_view(col);
+        if (!view) { Py_CLEAR(out); break; }
+        PyTuple_SET_ITEM(out, c, view);
     }
     return out;
 }
 
 static void records_free(records_t *r)
 {
-    free(r->off); free(r->cap); free(r->wire); free(r->ts); free(r->lts);
+    for (int c = 0; c < 5; c++)
+        Py_CLEAR(r->col[c]);
 }
 
 
@@ -158,7 +293,12 @@ static PyObject *walk(PyObject *self, PyObject *args)
     records_t rec;
     Py_ssize_t pos = 0, bad_offset = -1;
     long long need = 0, bad_length = 0;
-    int no_memory = !records_init(&rec, end, 0);
+    if (!records_init(&rec, end, 0, pcap_per_byte)) {
+        records_free(&rec);
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    int no_memory = 0;
     Py_BEGIN_ALLOW_THREADS
     if (populate)
         populate_pages(data, end);
@@ -191,9 +331,10 @@ static PyObject *walk(PyObject *self, PyObject *args)
     PyBuffer_Release(&view);
 
     PyObject *columns = NULL, *result = NULL;
+    records_finish(&rec, end, &pcap_per_byte);
     if (no_memory)
         PyErr_NoMemory();
-    else if ((columns = records_bytes(&rec)))
+    else if ((columns = records_views(&rec)))
         result = Py_BuildValue("(nLnLOOOO)", pos, need, bad_offset, bad_length, PyTuple_GET_ITEM(columns, 0),
                                PyTuple_GET_ITEM(columns, 1), PyTuple_GET_ITEM(columns, 2), PyTuple_GET_ITEM(columns, 3));
     records_free(&rec);
@@ -203,7 +344,7 @@ static PyObject *walk(PyObject *self, PyObject *args)
 
 
 /*
- * decode(buffer, offsets, caplens, linktypes) -> 14 bytes objects, one per field of decode.Decoded:
+ * decode(buffer, offsets, caplens, linktypes) -> 14 read-only memoryviews (columns), one per field of decode.Decoded:
  * network u8, error u8, vlan u16, src_mac i64, src 16*n, dst 16*n, proto u8, sport i64, dport i64, tcp_flags u8,
  * payload_off i64 (absolute), payload_len i64, fragment u8, head u64. The same rules, in the same order, as the numpy
  * decode in decode.py, which stays the reference (tests compare the two on every fixture and under fuzzing).
@@ -395,31 +536,32 @@ static PyObject *decode(PyObject *self, PyObject *args)
     const int32_t *linktype = (const int32_t *)lts.buf;
     const unsigned char *buf = (const unsigned char *)data.buf;
 
-    PyObject *out[14];
+    /* Pooled columns, not cleared: the loop writes every element of every column for every packet (the addresses
+     * too, zeros where a packet has none), so what a block held before never shows through. */
+    column_t *out[14];
     Py_ssize_t sizes[14] = {n, n, 2 * n, 8 * n, 16 * n, 16 * n, n, 8 * n, 8 * n, n, 8 * n, 8 * n, n, 8 * n};
     for (int i = 0; i < 14; i++) {
-        out[i] = PyBytes_FromStringAndSize(NULL, sizes[i]);
+        out[i] = column_new(sizes[i]);
         if (!out[i]) {
             for (int j = 0; j < i; j++) Py_DECREF(out[j]);
             PyBuffer_Release(&data); PyBuffer_Release(&offs); PyBuffer_Release(&caps); PyBuffer_Release(&lts);
             return NULL;
         }
-        memset(PyBytes_AS_STRING(out[i]), 0, sizes[i]);
     }
-    uint8_t *network = (uint8_t *)PyBytes_AS_STRING(out[0]);
-    uint8_t *error = (uint8_t *)PyBytes_AS_STRING(out[1]);
-    uint16_t *vlan_out = (uint16_t *)PyBytes_AS_STRING(out[2]);
-    int64_t *src_mac = (int64_t *)PyBytes_AS_STRING(out[3]);
-    uint8_t *src = (uint8_t *)PyBytes_AS_STRING(out[4]);
-    uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(out[5]);
-    uint8_t *proto_out = (uint8_t *)PyBytes_AS_STRING(out[6]);
-    int64_t *sport = (int64_t *)PyBytes_AS_STRING(out[7]);
-    int64_t *dport = (int64_t *)PyBytes_AS_STRING(out[8]);
-    uint8_t *tcp_flags = (uint8_t *)PyBytes_AS_STRING(out[9]);
-    int64_t *payload_off = (int64_t *)PyBytes_AS_STRING(out[10]);
-    int64_t *payload_len = (int64_t *)PyBytes_AS_STRING(out[11]);
-    uint8_t *fragment = (uint8_t *)PyBytes_AS_STRING(out[12]);
-    uint64_t *head = (uint64_t *)PyBytes_AS_STRING(out[13]);
+    uint8_t *network = (uint8_t *)out[0]->data;
+    uint8_t *error = (uint8_t *)out[1]->data;
+    uint16_t *vlan_out = (uint16_t *)out[2]->data;
+    int64_t *src_mac = (int64_t *)out[3]->data;
+    uint8_t *src = (uint8_t *)out[4]->data;
+    uint8_t *dst = (uint8_t *)out[5]->data;
+    uint8_t *proto_out = (uint8_t *)out[6]->data;
+    int64_t *sport = (int64_t *)out[7]->data;
+    int64_t *dport = (int64_t *)out[8]->data;
+    uint8_t *tcp_flags = (uint8_t *)out[9]->data;
+    int64_t *payload_off = (int64_t *)out[10]->data;
+    int64_t *payload_len = (int64_t *)out[11]->data;
+    uint8_t *fragment = (uint8_t *)out[12]->data;
+    uint64_t *head = (uint64_t *)out[13]->data;
 
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -431,6 +573,9 @@ static PyObject *decode(PyObject *self, PyObject *args)
         }
         frame_t f = {buf + offset[i], caplen[i]};
         pkt_t k = {0};
+        /* an IPv4 address is its mapped IPv6 form (ipv4 writes bytes 10-15), a packet without IP has zeros */
+        memset(src + 16 * i, 0, 16);
+        memset(dst + 16 * i, 0, 16);
         link_layer(&f, linktype[i], &k);
         int known = k.err != ERR_LINKTYPE;
         if (known) vlan_tags(&f, &k);
@@ -459,8 +604,19 @@ static PyObject *decode(PyObject *self, PyObject *args)
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&data); PyBuffer_Release(&offs); PyBuffer_Release(&caps); PyBuffer_Release(&lts);
-    return Py_BuildValue("(NNNNNNNNNNNNNN)", out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8],
-                         out[9], out[10], out[11], out[12], out[13]);
+    PyObject *result = PyTuple_New(14);
+    for (int i = 0; i < 14; i++) {
+        if (!result) {
+            Py_DECREF(out[i]);
+            continue;
+        }
+        PyObject *view = column_view(out[i]);   /* the column's reference goes to its view */
+        if (!view)
+            Py_CLEAR(result);
+        else
+            PyTuple_SET_ITEM(result, i, view);
+    }
+    return result;
 }
 
 
@@ -1119,7 +1275,13 @@ static PyObject *walk_pcapng(PyObject *self, PyObject *args)
     if (start < 0 || start > end) start = end;
     records_t rec;
     Py_ssize_t pos = start;
-    int no_memory = !records_init(&rec, end - start, 1);
+    int no_memory = 0;
+    if (!records_init(&rec, end - start, 1, pcapng_per_byte)) {
+        records_free(&rec);
+        PyBuffer_Release(&view);
+        PyBuffer_Release(&lt_view); PyBuffer_Release(&sc_view); PyBuffer_Release(&of_view); PyBuffer_Release(&sn_view);
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
     while (!no_memory && pos + 8 <= end) {
         uint32_t btype = load32(data + pos, big_endian);
@@ -1175,9 +1337,10 @@ static PyObject *walk_pcapng(PyObject *self, PyObject *args)
     PyBuffer_Release(&lt_view); PyBuffer_Release(&sc_view); PyBuffer_Release(&of_view); PyBuffer_Release(&sn_view);
 
     PyObject *columns = NULL, *result = NULL;
+    records_finish(&rec, end - start, &pcapng_per_byte);
     if (no_memory)
         PyErr_NoMemory();
-    else if ((columns = records_bytes(&rec)))
+    else if ((columns = records_views(&rec)))
         result = Py_BuildValue("(nOOOOO)", pos, PyTuple_GET_ITEM(columns, 0), PyTuple_GET_ITEM(columns, 1),
                                PyTuple_GET_ITEM(columns, 2), PyTuple_GET_ITEM(columns, 3), PyTuple_GET_ITEM(columns, 4));
     records_free(&rec);
@@ -1195,9 +1358,15 @@ static PyMethodDef methods[] = {
     {"route", route, METH_VARARGS, "The rows of a batch that the enrichment parsers want."},
     {"fill", fill, METH_VARARGS, "Read a pipe into a buffer without the GIL, gathering small writes."},
     {"forest", forest, METH_VARARGS, "Path lengths of vectors summed over an Isolation Forest's stacked trees."},
+    {"pooled", pooled_now, METH_NOARGS, "The blocks and bytes the columns' pool holds now."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_walk", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__walk(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__walk(void)
+{
+    if (PyType_Ready(&column_type) < 0)
+        return NULL;
+    return PyModule_Create(&module);
+}

@@ -207,6 +207,26 @@ def test_c_walk_stops_at_an_absurd_record_after_handing_over_the_good_ones(monke
         assert sum(got) == 2 and err.value.offset == 24 + 2 * (16 + 60)
 
 
+def test_c_walks_give_the_python_walks_records_as_their_density_swings(monkeypatch):
+    """The C walks write their columns where they hand them back, sized by the records per byte of the walk before
+    and grown without the GIL when a slice holds more: slices of video-sized frames, then empty, random and small
+    ones, then video again, in classic pcap and pcapng, give the Python walks' records, slice by slice."""
+    from capture_bytes import ng_epb, ng_idb, ng_shb
+    rng = np.random.default_rng(16)
+    sizes = [1400] * 200 + [0] * 3000 + rng.integers(0, 1500, 300).tolist() + [20] * 2500 + [1400] * 100
+    frames = [bytes([i % 251]) * size for i, size in enumerate(sizes)]
+    pcapng = ng_shb() + ng_idb() + b"".join(ng_epb(f, 1.0 + i / 1024) for i, f in enumerate(frames))
+    for data in (_pcap(frames), pcapng):
+        results = []
+        for use_c in (True, False):
+            monkeypatch.setattr(compiled, "walk", use_c)
+            monkeypatch.setattr(compiled, "walk_pcapng", use_c)
+            results.append([(b.offsets.tolist(), b.caplen.tolist(), b.wirelen.tolist(), b.ts.tolist(),
+                             b.linktype.tolist()) for b in _reader(data, 1 << 16) if len(b)])
+        assert sum(len(r[0]) for r in results[0]) == len(frames)
+        assert results[0] == results[1]
+
+
 def test_c_pcapng_walk_hands_blocks_it_does_not_take_to_the_python_walk(monkeypatch):
     """Packets after a second interface and after an obsolete packet block (both taken in Python), a simple
     packet block reusing the time of a packet the C walk took, then an enhanced packet block for an interface
