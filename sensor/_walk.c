@@ -349,7 +349,8 @@ static PyObject *walk(PyObject *self, PyObject *args)
  * payload_off i64 (absolute), payload_len i64, fragment u8, head u64. The same rules, in the same order, as the numpy
  * decode in decode.py, which stays the reference (tests compare the two on every fixture and under fuzzing).
  * Headers are followed as deep as they go within the captured bytes: the bounds below are the only limits, and
- * decode.py holds the same numbers.
+ * decode.py holds the same numbers. ValueError for offsets, caplens (int64) and linktypes (int32) of different
+ * lengths, or a frame not inside the buffer.
  */
 #define MAX_VLAN_TAGS 8      /* QinQ and provider stacks are two or three deep: room to spare, still bounded */
 #define MAX_EXT_HEADERS 16   /* RFC 8200: each kind once, destination options twice; twice any legal chain */
@@ -531,6 +532,11 @@ static PyObject *decode(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*y*y*y*", &data, &offs, &caps, &lts))
         return NULL;
     Py_ssize_t n = offs.len / 8;
+    if (offs.len % 8 || caps.len != offs.len || lts.len != 4 * n) {
+        PyErr_SetString(PyExc_ValueError, "decode: offsets, caplens and linktypes of different lengths");
+        PyBuffer_Release(&data); PyBuffer_Release(&offs); PyBuffer_Release(&caps); PyBuffer_Release(&lts);
+        return NULL;
+    }
     const int64_t *offset = (const int64_t *)offs.buf;
     const int64_t *caplen = (const int64_t *)caps.buf;
     const int32_t *linktype = (const int32_t *)lts.buf;
@@ -563,8 +569,13 @@ static PyObject *decode(PyObject *self, PyObject *args)
     uint8_t *fragment = (uint8_t *)out[12]->data;
     uint64_t *head = (uint64_t *)out[13]->data;
 
+    int outside = 0;   /* a frame not inside the buffer: the batch is refused, nothing read past its end */
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
+        if (offset[i] < 0 || caplen[i] < 0 || offset[i] > data.len - caplen[i]) {
+            outside = 1;
+            break;
+        }
         /* Headers sit a video frame apart, a cache miss each: ask for them a few packets early, both lines (a
          * UDP or TCP payload's first bytes, head8, start 42-66 bytes in, often in the frame's second line). */
         if (i + 8 < n) {
@@ -604,6 +615,11 @@ static PyObject *decode(PyObject *self, PyObject *args)
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&data); PyBuffer_Release(&offs); PyBuffer_Release(&caps); PyBuffer_Release(&lts);
+    if (outside) {
+        for (int i = 0; i < 14; i++) Py_DECREF(out[i]);
+        PyErr_SetString(PyExc_ValueError, "decode: a frame outside the buffer");
+        return NULL;
+    }
     PyObject *result = PyTuple_New(14);
     for (int i = 0; i < 14; i++) {
         if (!result) {

@@ -579,3 +579,18 @@ def test_the_columns_pool_keeps_at_most_64_blocks_and_16_mib():
     del alive
     blocks, held = compiled.extension.pooled()
     assert 0 < blocks <= 64 and 0 < held <= 16 << 20
+
+
+@pytest.mark.parametrize("offsets, caplens, linktypes", [
+    ([0], [83], [1]), ([1], [82], [1]), ([-1], [4], [1]), ([0], [-1], [1]), ([2**63 - 1], [0], [1]),
+    ([0], [2**63 - 1], [1]), ([0, 0], [4], [1, 1]), ([0], [4], [1, 1]), ([0], [4, 4], [1])])
+def test_the_compiled_decode_refuses_columns_that_disagree_or_a_frame_outside_the_buffer(offsets, caplens, linktypes):
+    if compiled.extension is None:
+        pytest.skip("the C extension sensor._walk was not built on this machine")
+    frame = eth(udp4())
+    assert len(frame) == 82
+    ok = compiled.extension.decode(frame, np.array([0], np.int64), np.array([82], np.int64), np.array([1], np.int32))
+    assert np.frombuffer(ok[0], np.uint8).tolist() == [NET_IPV4]
+    with pytest.raises(ValueError, match="decode: "):
+        compiled.extension.decode(frame, np.array(offsets, np.int64), np.array(caplens, np.int64),
+                                  np.array(linktypes, np.int32))
