@@ -76,16 +76,19 @@ static inline uint32_t load32(const unsigned char *p, int big_endian)
  * Columns: what walk, walk_pcapng and decode hand back, each a read-only buffer (a memoryview of a column object)
  * in a block of plain memory that goes back to a small pool when the last view of it is gone, for the next batch's
  * columns. As bytes objects, allocated and freed batch after batch by glibc, they were a fresh mapping or a
- * trimmed heap more often than not, faulted in page by page when first written: with the walk's copy of its
- * columns and the decode's clearing of them, about two thirds of the reading thread's page faults on the video
- * capture (docs/benchmarks.md, issue 16, 1 December night). The pool is bounded (POOL_BLOCKS blocks, POOL_BYTES
- * in all; a column given back past either is freed) and touched only with the GIL: columns are made before a
- * loop lets it go and die where their last reference is dropped, with it. Which block a column gets changes
- * nothing but where it lives: every byte of it is written before it is handed back.
+ * trimmed heap more often than not, faulted in page by page when first written (with the walk's copy of its
+ * columns and the decode's clearing of them, most of the reading thread's page faults on the video capture:
+ * docs/benchmarks.md, issue 16, 1 December night). The pool holds at most POOL_BLOCKS blocks of POOL_MIN to
+ * POOL_MAX bytes (an eighth over: ~4.6 MB in all); a column given back past the count, or larger (a flood's
+ * 16,384-packet slice has 130-260 KB ones), goes back to malloc: pooling those too cost the 1 M-packet flood
+ * ~7,000 more page faults and up to 9 MiB more peak memory, glibc no longer reusing the heap it had grown for
+ * them. Touched only with the GIL: columns are made before a loop lets it go and die where their last reference
+ * is dropped, with it. Which block a column gets changes nothing but where it lives: every byte of it is written
+ * before it is handed back.
  */
 #define POOL_BLOCKS 64
-#define POOL_BYTES ((Py_ssize_t)16 << 20)   /* a batch of video's columns are ~0.8 MB, of a 70-byte flood ~12 MB */
 #define POOL_MIN 4096                        /* smaller blocks malloc reuses without faults of its own */
+#define POOL_MAX ((Py_ssize_t)64 << 10)      /* a batch of video's columns, 6,500 packets, but its addresses */
 
 typedef struct {
     PyObject_HEAD
@@ -95,11 +98,11 @@ typedef struct {
 
 static struct { char *data; Py_ssize_t room; } pool[POOL_BLOCKS];
 static int pooled;
-static Py_ssize_t pooled_bytes;
+static Py_ssize_t pooled_bytes;   /* for the tests */
 
 /* A block of at least `size` bytes (its size in *room): the smallest pooled block that fits without wasting more
-   than its size again, else a new one with an eighth to spare, so that the next batch's slightly longer column
-   fits it too. NULL when memory ran out. */
+   than its size again, else a new one, of a size the pool takes with an eighth to spare (the next batch's slightly
+   longer column fits it too). NULL when memory ran out. */
 static char *block_take(Py_ssize_t size, Py_ssize_t *room)
 {
     int best = -1;
@@ -113,13 +116,18 @@ static char *block_take(Py_ssize_t size, Py_ssize_t *room)
         pool[best] = pool[--pooled];
         return data;
     }
-    *room = size < POOL_MIN ? (size < 16 ? 16 : size) : size + size / 8;
+    *room = size < POOL_MIN || size > POOL_MAX ? (size < 16 ? 16 : size) : size + size / 8;
     return malloc(*room);
+}
+
+static int poolable(Py_ssize_t room)
+{
+    return room >= POOL_MIN && room <= POOL_MAX + POOL_MAX / 8;
 }
 
 static void block_give(char *data, Py_ssize_t room)
 {
-    if (data && room >= POOL_MIN && pooled < POOL_BLOCKS && pooled_bytes + room <= POOL_BYTES) {
+    if (data && poolable(room) && pooled < POOL_BLOCKS) {
         pool[pooled].data = data;
         pool[pooled].room = room;
         pooled++;
@@ -248,11 +256,22 @@ static int records_room(records_t *r)
     return 1;
 }
 
-/* The columns' lengths set to the records walked, this walk's records per byte kept for the next one. */
+/* The columns' lengths set to the records walked, this walk's records per byte kept for the next one. A block
+   too large for the pool is cut to its column (a realloc in place or an mremap, not a copy): it lives as long as
+   the batch. */
 static void records_finish(records_t *r, Py_ssize_t span, double *per_byte)
 {
-    for (int c = 0; c < (r->with_links ? 5 : 4); c++)
-        r->col[c]->len = r->n * record_widths[c];
+    for (int c = 0; c < (r->with_links ? 5 : 4); c++) {
+        column_t *col = r->col[c];
+        col->len = r->n * record_widths[c];
+        if (!poolable(col->room) && col->room > col->len + POOL_MIN) {
+            char *cut = realloc(col->data, col->len > 16 ? col->len : 16);
+            if (cut) {
+                col->data = cut;
+                col->room = col->len > 16 ? col->len : 16;
+            }
+        }
+    }
     if (span > 0)
         *per_byte = (double)r->n / (double)span;
 }
