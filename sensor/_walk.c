@@ -183,9 +183,17 @@ static PyObject *column_view(column_t *c)
     return view;
 }
 
-/* pooled() -> (blocks, bytes) in the pool now: for the tests. */
-static PyObject *pooled_now(PyObject *self, PyObject *unused)
+/* pooled([empty]) -> (blocks, bytes) in the pool now, its blocks freed first if `empty`: for the tests. */
+static PyObject *pooled_now(PyObject *self, PyObject *args)
 {
+    int empty = 0;
+    if (!PyArg_ParseTuple(args, "|p", &empty))
+        return NULL;
+    while (empty && pooled > 0) {
+        pooled--;
+        pooled_bytes -= pool[pooled].room;
+        free(pool[pooled].data);
+    }
     return Py_BuildValue("(in)", pooled, pooled_bytes);
 }
 
@@ -1393,7 +1401,7 @@ static PyMethodDef methods[] = {
     {"route", route, METH_VARARGS, "The rows of a batch that the enrichment parsers want."},
     {"fill", fill, METH_VARARGS, "Read a pipe into a buffer without the GIL, gathering small writes."},
     {"forest", forest, METH_VARARGS, "Path lengths of vectors summed over an Isolation Forest's stacked trees."},
-    {"pooled", pooled_now, METH_NOARGS, "The blocks and bytes the columns' pool holds now."},
+    {"pooled", pooled_now, METH_VARARGS, "The blocks and bytes the columns' pool holds now (emptied first if asked)."},
     {NULL, NULL, 0, NULL},
 };
 
