@@ -168,3 +168,29 @@ def test_live_an_idle_tick_judges_a_waiting_new_flow_once_its_packets_cannot_sti
     assert alerts == []
     sensor.expire(T0 + 0.5 + NAME_WAIT + IDLE_SLACK)
     assert [a.dst_ip for a in alerts] == ["203.0.113.77"]
+
+
+def test_the_running_tallies_shortcuts_are_the_general_count():
+    """_running's shortcuts (a batch of one kind, a batch of one window) give what counting every window gives,
+    for batches of one and of many windows, of one kind (each kind, not only the first) and of several."""
+    import numpy as np
+
+    from sensor.pipeline import _running, _running_windows
+
+    rng = np.random.default_rng(16)
+    kinds = 6
+    shapes = 0
+    for n in (1, 2, 7, 300):
+        for windows in (1, 2, 5):
+            if windows > n:
+                continue
+            bounds = np.concatenate(([0], np.sort(rng.choice(np.arange(1, n), windows - 1, replace=False)),
+                                     [n])).astype(np.int64)
+            for values in [np.full(n, kind, np.uint8) for kind in range(kinds)] + \
+                          [rng.integers(0, kinds, n, dtype=np.uint8) for _ in range(3)]:
+                got, want = _running(values, bounds, kinds), _running_windows(values, bounds, kinds)
+                assert got.dtype == want.dtype == np.int64 and got.shape == (windows, kinds)
+                assert (got == want).all(), (n, windows, values.tolist())
+                assert want[-1].sum() == n
+                shapes += 1
+    assert shapes > 60
