@@ -101,6 +101,18 @@ def route_numpy(dec: Decoded, is_ip: np.ndarray) -> ParserRows:
                            tcp[first4 == _POST].tolist())
 
 
+def link_rows(dec: Decoded, is_ip: np.ndarray) -> list[int]:
+    """ARP and IPv6 neighbour discovery rows: a few a second, so the batch is masked once for either protocol
+    (two byte columns) and the other tests are made on those rows alone (tests/unit/test_enrich_routing.py
+    holds them to the masks over the whole batch)."""
+    maybe = np.flatnonzero((dec.network == NET_ARP) | (dec.proto == PROTO_ICMPV6))
+    if not len(maybe):
+        return []
+    kind = dec.sport[maybe]
+    ndp = is_ip[maybe] & (kind >= min(NDP_TYPES)) & (kind <= max(NDP_TYPES)) & ~dec.fragment[maybe]
+    return maybe[(dec.network[maybe] == NET_ARP) | ndp].tolist()   # the rest of `maybe` is ICMPv6
+
+
 def _between(rows: list[int], start: int, end: int) -> list[int]:
     return rows[bisect_left(rows, start):bisect_left(rows, end)] if rows else rows
 
@@ -114,12 +126,10 @@ class BatchPlan:
 
     def __init__(self, dec: Decoded, tags: Callable[[Decoded, np.ndarray], np.ndarray]):
         is_ip = dec.is_ip
-        self.ip = np.flatnonzero(is_ip)
+        # a batch of video is all IP: its rows are every row (what flatnonzero gives, without its pass)
+        self.ip = np.arange(len(is_ip)) if is_ip.all() else np.flatnonzero(is_ip)
         self.tags = tags(dec, self.ip)   # payload-profile bits per IP row
-        # ARP and neighbour discovery: a few rows a second, found by one mask per batch
-        ndp = is_ip & (dec.proto == PROTO_ICMPV6) & (dec.sport >= min(NDP_TYPES)) & (dec.sport <= max(NDP_TYPES))
-        link = np.flatnonzero((dec.network == NET_ARP) | (ndp & ~dec.fragment)).tolist()
-        self.parsers = route(dec, is_ip)._replace(link=link)
+        self.parsers = route(dec, is_ip)._replace(link=link_rows(dec, is_ip))
         self._holds: list[bool] = []
 
     def cut(self, bounds: list[int]) -> None:

@@ -126,3 +126,58 @@ def test_window_rows_are_parser_rows_for_every_cut_of_the_batch():
     nothing.parsers = ParserRows([], [], [], [], [], [], [], [], [])
     nothing.cut([0, 1])
     assert nothing.window_rows(0, 0, 1) == ParserRows([], [], [], [], [], [], [], [], [])
+
+
+def link_rows_numpy(dec, is_ip):
+    """What BatchPlan found before link_rows, and its reference: every mask over the whole batch."""
+    import numpy as np
+
+    from sensor.decode import NET_ARP, PROTO_ICMPV6
+    from sensor.dissect import NDP_TYPES
+
+    ndp = is_ip & (dec.proto == PROTO_ICMPV6) & (dec.sport >= min(NDP_TYPES)) & (dec.sport <= max(NDP_TYPES))
+    return np.flatnonzero((dec.network == NET_ARP) | (ndp & ~dec.fragment)).tolist()
+
+
+def test_link_rows_are_the_whole_batch_masks_rows():
+    """link_rows tests ARP or ICMPv6 over the batch and the rest on those rows alone: the same rows as the masks over
+    the whole batch, for the link frames and for columns drawn at random around every edge (neighbour discovery's
+    types and their neighbours, fragments, decode errors, ARP and the other networks)."""
+    import dataclasses
+
+    import numpy as np
+    from link_packets import arp, neighbor_advertisement, neighbor_solicitation, router_advertisement
+
+    from sensor.enrich.routing import link_rows
+
+    frames = FRAMES + [neighbor_advertisement(A, "fe80::1", "fe80::1"), neighbor_solicitation(A, "fe80::1", "fe80::2"),
+                       router_advertisement(B, "fe80::9", "2001:db8::"), arp(A, CAM, PEER)]
+    dec = decode(batch_of(frames))
+    assert link_rows(dec, dec.is_ip) == link_rows_numpy(dec, dec.is_ip) == [23] + list(range(len(FRAMES),
+                                                                                              len(frames)))
+    rng = np.random.default_rng(16)
+    n, found = 2000, 0
+    for _ in range(20):
+        drawn = dataclasses.replace(
+            dec, network=rng.integers(0, 4, n, dtype=np.uint8),
+            error=rng.choice(np.array([0, 0, 0, 1, 5], np.uint8), n),
+            proto=rng.choice(np.array([58, 58, 1, 6, 17], np.uint8), n), sport=rng.integers(130, 140, n),
+            fragment=rng.random(n) < 0.2)
+        want = link_rows_numpy(drawn, drawn.is_ip)
+        assert link_rows(drawn, drawn.is_ip) == want
+        found += len(want)
+    assert found > 1000
+    nothing = dataclasses.replace(drawn, network=np.ones(n, np.uint8), proto=np.full(n, 17, np.uint8))
+    assert link_rows(nothing, nothing.is_ip) == []
+
+
+def test_the_ip_rows_of_a_batch_all_ip_are_every_row():
+    """BatchPlan.ip of a batch whose rows are all IP (its shortcut) and of one that is not: flatnonzero's rows."""
+    import numpy as np
+
+    for frames in (FRAMES[:23], FRAMES):
+        dec = decode(batch_of(frames))
+        ip = BatchPlan(dec, lambda d, rows: rows * 0).ip
+        want = np.flatnonzero(dec.is_ip)
+        assert ip.dtype == want.dtype and ip.tolist() == want.tolist()
+    assert len(ip) == len(FRAMES) - 1
