@@ -181,3 +181,40 @@ def test_the_ip_rows_of_a_batch_all_ip_are_every_row():
         want = np.flatnonzero(dec.is_ip)
         assert ip.dtype == want.dtype and ip.tolist() == want.tolist()
     assert len(ip) == len(FRAMES) - 1
+
+
+def test_the_compiled_router_is_numpys_on_random_heads(monkeypatch):
+    """The compiled router skips TCP rows by their first payload byte before trying the prefixes: over random
+    columns (payloads opening with each prefix, with a prefix's first byte and other bytes after it, or anything)
+    it picks exactly numpy's rows."""
+    import dataclasses
+
+    import numpy as np
+
+    from sensor.enrich.routing import _BANNER_PREFIXES, _HTTP_PREFIXES, _POST
+
+    if compiled.extension is None:
+        pytest.skip("the C extension sensor._walk was not built on this machine")
+    dec = decode(batch_of(FRAMES))
+    rng = np.random.default_rng(16)
+    prefixes = np.concatenate((_HTTP_PREFIXES, _BANNER_PREFIXES, [_POST, 0x16030100, 0x16030302, 0x1603030B]))
+    n, picked = 3000, 0
+    for _ in range(10):
+        first4 = rng.choice(prefixes, n).astype(np.uint64)
+        first4 = np.where(rng.random(n) < 0.3, first4 ^ rng.integers(0, 1 << 24, n).astype(np.uint64), first4)
+        first4 = np.where(rng.random(n) < 0.2, rng.integers(0, 1 << 32, n).astype(np.uint64), first4)
+        head = (first4 << np.uint64(32)) | rng.integers(0, 1 << 32, n).astype(np.uint64)
+        head = np.where(rng.random(n) < 0.2, head & np.uint64(0xFFFFFFFF00FFFFFF) | np.uint64(0x010000),
+                        head)   # a ClientHello's handshake type
+        drawn = dataclasses.replace(
+            dec, network=np.ones(n, np.uint8), error=np.zeros(n, np.uint8), fragment=np.zeros(n, bool),
+            proto=rng.choice(np.array([6, 6, 6, 17, 1], np.uint8), n), payload_len=rng.integers(0, 9, n),
+            head=head, sport=rng.choice(np.array([53, 1900, 69, 5000, 80]), n),
+            dport=rng.choice(np.array([53, 1900, 69, 3702, 443]), n))
+        monkeypatch.setattr(compiled, "route", True)
+        got = route(drawn, drawn.is_ip)
+        monkeypatch.setattr(compiled, "route", False)
+        want = route(drawn, drawn.is_ip)
+        assert got == want
+        picked += len(want.named) + len(want.banners) + len(want.posts)
+    assert picked > 2_000
