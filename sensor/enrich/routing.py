@@ -140,6 +140,10 @@ class BatchPlan:
         if not held or windows <= 0:
             self._holds = [False] * max(windows, 0)
             return
+        if windows == 1:   # a video batch: whether any list has a row in it, without the arrays
+            start, end = bounds[0], bounds[1]
+            self._holds = [any(bisect_left(rows, start) < bisect_left(rows, end) for rows in held)]
+            return
         rows = np.concatenate([np.asarray(r, np.int64) for r in held])
         window = np.searchsorted(np.asarray(bounds, np.int64), rows, side="right") - 1
         window = window[(window >= 0) & (window < windows)]

@@ -10,7 +10,7 @@ import pytest
 from packets import ethernet, ipv4, ipv6, mac, tcp, udp
 from sensor import compiled
 from sensor.decode import decode
-from sensor.enrich.routing import BatchPlan, ParserRows, _between, route
+from sensor.enrich.routing import NO_ROWS, BatchPlan, ParserRows, _between, route
 
 from .builders import batch_of
 
@@ -122,6 +122,15 @@ def test_window_rows_are_parser_rows_for_every_cut_of_the_batch():
             assert got == plan.parser_rows(bounds[k], bounds[k + 1])
             empty_seen += not any(got)
     assert empty_seen > 0   # the shortcut was taken, not only the slices
+    empty_seen = 0
+    for start in range(len(FRAMES)):   # one window (a video batch's shape), held or not
+        for end in range(start + 1, len(FRAMES) + 1):
+            plan.cut([start, end])
+            got = plan.window_rows(0, start, end)
+            assert got == plan.parser_rows(start, end)
+            assert (got is NO_ROWS) == (not any(got))   # a window holding none costs the pipeline no reader
+            empty_seen += got is NO_ROWS
+    assert empty_seen > 5
     nothing = BatchPlan(decode(batch_of(FRAMES[:1])), lambda d, rows: rows * 0)
     nothing.parsers = ParserRows([], [], [], [], [], [], [], [], [])
     nothing.cut([0, 1])
