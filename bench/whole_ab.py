@@ -3,7 +3,7 @@
 nothing else runs on the machine.
 
     python bench/whole_ab.py CAPTURE NAME=TREE[;VAR=VALUE...] [NAME=TREE...] [--rounds 9] [--noise 0.02]
-                             [-- REPLAY OPTIONS]
+                             [--wait 300] [-- REPLAY OPTIONS]
 
 Each NAME runs `TREE/.venv/bin/camwatch replay CAPTURE --quiet --alerts /dev/null [REPLAY OPTIONS]` with the
 environment variables given after the tree, bytecode cached under a prefix of the tree's own and warmed by one
@@ -11,8 +11,9 @@ untimed run. On a shared machine the wall clock of a run measures the other jobs
 run waits until the machine has been idle for a quarter of a second, and afterwards compares the CPU the whole
 machine spent during the run (/proc/stat) with the child's own (os.wait4): a run during which anything else used
 more than --noise seconds of CPU is discarded and run again (up to 20 times; the count of discarded runs is
-printed). Rounds alternate the order of the trees. Printed per NAME: the median wall time, CPU time (user + system)
-and peak resident size (ru_maxrss) over the rounds, each with its range.
+printed). --wait bounds each wait for an idle machine (seconds; then the run goes ahead). Rounds alternate the
+order of the trees. Printed per NAME: the median wall time, CPU time (user + system) and peak resident size
+(ru_maxrss) over the rounds, each with its range.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ def busy_seconds() -> float:
 
 def wait_idle(quiet: float = 0.01, limit: float = 300.0) -> None:
     deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
+    while True:
         before = busy_seconds()
         time.sleep(0.25)
         if busy_seconds() - before < quiet:
             return
-    sys.stderr.write("whole_ab: the machine never went idle; measuring anyway\n")
+        if time.monotonic() >= deadline:
+            sys.stderr.write("whole_ab: the machine did not go idle; measuring anyway\n")
+            return
 
 
 def parse_variant(spec: str) -> tuple[str, str, dict[str, str]]:
@@ -89,6 +92,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--noise", type=float, default=0.02,
                     help="CPU seconds others may use during a run before it is run again (default 0.02)")
+    ap.add_argument("--wait", type=float, default=300.0,
+                    help="seconds to wait at most for an idle machine before each run (default 300)")
     args = ap.parse_args(argv)
     variants = [parse_variant(spec) for spec in args.variants]
     replay_argv = [args.capture, "--quiet", "--alerts", "/dev/null", *tail]
@@ -99,7 +104,7 @@ def main() -> int:
     for round_ in range(args.rounds):
         for name, tree, env in (variants if round_ % 2 == 0 else variants[::-1]):
             for _ in range(ATTEMPTS):
-                wait_idle()
+                wait_idle(limit=args.wait)
                 wall, cpu, rss, others = run(tree, env, replay_argv)
                 if others <= args.noise:
                     break
