@@ -151,7 +151,9 @@ def clocks(path: Path, repeat: int) -> int:
     targets = [
         (CaptureReader, "_parse_pcap", "capture: CaptureReader._parse_pcap (per-record loop)"),
         (_Records, "batch", "capture: _Records.batch (lists -> arrays)"),
-        (pipeline_mod, "decode", "decode.decode"),
+        # the pipeline's own name for it in older trees; since 1 December (night) the pipeline decodes through
+        # sensor.decode.decoded_slices, which looks it up in sensor.decode
+        (pipeline_mod if "decode" in vars(pipeline_mod) else _found("sensor.decode"), "decode", "decode.decode"),
         (FlowTable, "update", "flows: FlowTable.update"),
         # since 2026-11-30 the pipeline takes a batch's new flows apart (one of the two is called)
         (FlowTable, "update_apart", "flows: FlowTable.update_apart"),

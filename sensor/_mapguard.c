@@ -201,10 +201,13 @@ Mapping_close(Mapping *self, PyObject *Py_UNUSED(ignored))
 }
 
 /* advise(advice, start, length): madvise over [start, start + length) of the mapping, clipped to it. The GIL is
-   released for MADV_POPULATE_READ only, which faults the pages in and takes as long as a read; the others (dropping
-   pages, asking for read-ahead) take microseconds, less than getting the GIL back costs while sensor.overlap's
-   other thread is busy in Python. Errors are ignored: advice changes no byte read, and a page that cannot be read
-   is the handler's to deal with when it is touched. */
+   released for MADV_POPULATE_READ, which faults the pages in and takes as long as a read, and for MADV_DONTNEED:
+   dropping a walked chunk's pages (unmapping them, a TLB flush on every CPU the process runs on) takes ~0.1-0.3 ms,
+   which sensor.overlap's thread spent holding the GIL while the pipeline waited for it on the main thread (the
+   whole replay of vlan100 ~11-17 ms faster without; docs/benchmarks.md, issue 16, night). Asking for read-ahead
+   (MADV_WILLNEED) takes microseconds, less than getting the GIL back may cost while the other thread is busy in
+   Python, and keeps it (measured no faster without). Errors are ignored: advice changes no byte read, and a page
+   that cannot be read is the handler's to deal with when it is touched. */
 static PyObject *
 Mapping_advise(Mapping *self, PyObject *args)
 {
@@ -218,7 +221,7 @@ Mapping_advise(Mapping *self, PyObject *args)
         length = self->size - start;
     uintptr_t from = ((uintptr_t)self->data + (uintptr_t)start) & page_mask;
     size_t span = (uintptr_t)self->data + (uintptr_t)(start + length) - from;
-    if (advice != MADV_POPULATE_READ_VALUE) {
+    if (advice != MADV_POPULATE_READ_VALUE && advice != MADV_DONTNEED) {
         (void)madvise((void *)from, span, advice);
         Py_RETURN_NONE;
     }

@@ -72,7 +72,7 @@ class Batch:
     wirelen: np.ndarray   # int64, bytes on the wire
     ts: np.ndarray        # float64, epoch seconds
     linktype: np.ndarray  # int32
-    # Already decoded (sensor.overlap, on the reading thread): one Decoded per pipeline.DECODE_SLICE rows, as
+    # Already decoded (sensor.overlap, on the reading thread): one Decoded per decode.DECODE_SLICE rows, as
     # Sensor.process would make them; None to have the pipeline decode it. A selection is not decoded.
     decoded: tuple[Decoded, ...] | None = field(default=None, kw_only=True, repr=False, compare=False)
 

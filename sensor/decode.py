@@ -14,6 +14,7 @@ non-first fragments.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -432,3 +433,28 @@ def payload(dec: Decoded, i: int, limit: int = 65535) -> bytes:
     start = int(dec.payload_off[i])
     end = min(start + int(dec.payload_len[i]), int(b.offsets[i] + b.caplen[i]), start + limit)
     return bytes(b.data[start:end]) if end > start else b""
+
+
+# Rows decoded at once: decoding gathers a header matrix per packet, and slices keep it bounded whatever the packet
+# sizes. The pipeline takes a batch's decode a slice at a time; sensor.overlap decodes them on its thread, beside
+# the reading, without importing the pipeline (it starts before the pipeline is imported: sensor.cli.replay).
+DECODE_SLICE = 16384
+
+
+def batch_slice(batch: Batch, start: int) -> Batch:
+    """Rows start to start + DECODE_SLICE."""
+    return batch if len(batch) <= DECODE_SLICE else batch.select(slice(start, start + DECODE_SLICE))
+
+
+def slice_starts(batch: Batch) -> range:
+    return range(0, len(batch), DECODE_SLICE)
+
+
+def decoded_slices(batch: Batch) -> Iterator[Decoded]:
+    """The batch's slices decoded one at a time, as the pipeline takes them."""
+    return (decode(batch_slice(batch, start)) for start in slice_starts(batch))
+
+
+def decode_batch(batch: Batch) -> tuple[Decoded, ...]:
+    """The batch decoded slice by slice, as Sensor.process decodes it (sensor.overlap does it on its thread)."""
+    return tuple(decoded_slices(batch))

@@ -33,7 +33,7 @@ from collections.abc import Callable, Generator, Iterator
 
 from sensor.capture import Batch, CaptureReader
 from sensor.config import OVERLAP_MODES as MODES
-from sensor.pipeline import decode_batch
+from sensor.decode import decode_batch
 
 
 def cpus() -> int:

@@ -11,14 +11,14 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sensor.capture import Batch
 from sensor.config import Config
-from sensor.decode import ERROR_REASONS, NETWORK_NAMES, Decoded, decode
+from sensor.decode import ERROR_REASONS, NETWORK_NAMES, Decoded, decoded_slices, slice_starts
 from sensor.detect import Alert, Detector, Episodes, Indicators, SegmentationDetector
 from sensor.detect.framework import Detection
 from sensor.detect.incidents import END
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     # only a run given a model, or train, loads the model package (a plain replay needs none of it: start-up)
     from sensor.model import AnomalyModel, WindowFeatures
 
-DECODE_SLICE = 16384
 # Live, a new flow waits this long (capture time) for the packets that name it before its verdict: a TLS
 # ClientHello or HTTP request comes a round trip after the SYN, often in the next read. Short enough that a
 # camera's first packet to the Internet is still a line within a second (with the live sources' idle tick).
@@ -44,26 +43,6 @@ NAME_WAIT = 0.1
 IDLE_SLACK = 0.25
 DEVICE_SAVE_SECONDS = 30.0
 LINK_LEARNED_KEY = "link_learned"   # routers and camera-side networks learnt from the link (zero-config)
-
-
-def batch_slice(batch: Batch, start: int) -> Batch:
-    """Rows start to start + DECODE_SLICE: decoding gathers a header matrix per packet, and slices keep it bounded
-    whatever the packet sizes."""
-    return batch if len(batch) <= DECODE_SLICE else batch.select(slice(start, start + DECODE_SLICE))
-
-
-def _slice_starts(batch: Batch) -> range:
-    return range(0, len(batch), DECODE_SLICE)
-
-
-def _decoded_slices(batch: Batch) -> Iterator[Decoded]:
-    """The batch's slices decoded one at a time, as the pipeline takes them."""
-    return (decode(batch_slice(batch, start)) for start in _slice_starts(batch))
-
-
-def decode_batch(batch: Batch) -> tuple[Decoded, ...]:
-    """The batch decoded slice by slice, as Sensor.process decodes it (sensor.overlap does it on its thread)."""
-    return tuple(_decoded_slices(batch))
 
 
 class _Tallies:
@@ -178,8 +157,8 @@ class Sensor:
         """A batch through the pipeline; its decode done already (batch.decoded, sensor.overlap) or done here."""
         decoded = batch.decoded
         # not decoded yet, or sliced otherwise (DECODE_SLICE changed since): decoded here, a slice at a time
-        slices: Iterable[Decoded] = decoded if decoded is not None and len(decoded) == len(_slice_starts(batch)) \
-            else _decoded_slices(batch)
+        slices: Iterable[Decoded] = decoded if decoded is not None and len(decoded) == len(slice_starts(batch)) \
+            else decoded_slices(batch)
         for dec in slices:
             self._process(dec, pace)
         if self.live:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import golden
 import pytest
 
+from sensor import decode as decoding
 from sensor import pipeline
 
 CASES = golden.fixture_cases()
@@ -28,7 +29,7 @@ def _differences(case: golden.Case) -> list[str]:
 @pytest.mark.parametrize("packets", [1, 2, 100])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_any_batch_size_gives_the_golden_outputs(case, packets, monkeypatch):
-    monkeypatch.setattr(pipeline, "DECODE_SLICE", packets)
+    monkeypatch.setattr(decoding, "DECODE_SLICE", packets)
     diff = _differences(case)
     assert not diff, f"{case.name} in batches of {packets} differs:\n" + "\n".join(diff)
 
@@ -37,7 +38,7 @@ def test_any_batch_size_gives_the_golden_outputs(case, packets, monkeypatch):
 def test_a_live_sensor_fed_a_packet_at_a_time_gives_the_golden_outputs(case, monkeypatch):
     """Live, lines go out after every read and a new flow waits at most NAME_WAIT of capture time: in these
     captures whatever names a flow comes sooner than that."""
-    monkeypatch.setattr(pipeline, "DECODE_SLICE", 1)
+    monkeypatch.setattr(decoding, "DECODE_SLICE", 1)
     real_init = pipeline.Sensor.__init__
 
     def live_init(self, *args, **kwargs):
@@ -55,7 +56,7 @@ def _flow_records(case: golden.Case, tmp_path, packets: int, monkeypatch) -> lis
     from sensor.config import load_config
     from sensor.export.flow_log import FlowLog
 
-    monkeypatch.setattr(pipeline, "DECODE_SLICE", packets)
+    monkeypatch.setattr(decoding, "DECODE_SLICE", packets)
     path = tmp_path / f"flows-{packets}.jsonl"
     sensor = pipeline.Sensor(load_config(case.config))
     log = FlowLog(str(path))
@@ -79,6 +80,6 @@ def test_a_retried_handshake_cut_across_batches_counts_the_same_flows(packets, m
     """rtsp.pcap holds a SYN refused by a RST and tried again on the same port pair half a second later (every
     packet four times, as its mirror port captured it): the refused attempt and the connection are two flows
     however the batches cut the SYNs, the RSTs and the SYN-ACKs apart (flows_created, flows_expired)."""
-    monkeypatch.setattr(pipeline, "DECODE_SLICE", packets)
+    monkeypatch.setattr(decoding, "DECODE_SLICE", packets)
     case = next(c for c in CASES if c.name == "real/ndpi/rtsp.pcap")
     assert not _differences(case)

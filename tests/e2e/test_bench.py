@@ -167,6 +167,21 @@ def test_startup_benchmark_times_camwatch_beside_the_interpreter():
         assert name in r.stdout
 
 
+@pytest.mark.skipif(not (REPO / ".venv" / "bin" / "camwatch").exists(), reason="whole_ab runs TREE/.venv/bin/camwatch")
+def test_whole_ab_runs_each_named_tree_with_its_environment(tmp_path):
+    capture = tmp_path / "flood.pcap"
+    assert bench("make_flood.py", capture, "-n", 500).returncode == 0
+    r = bench("whole_ab.py", capture, f"a={REPO}", f"b={REPO};OPENBLAS_NUM_THREADS=1", "--rounds", 2, "--wait", 0,
+              "--noise", 1000, "--", "--overlap", "off")
+    assert r.returncode == 0, r.stderr
+    assert "2 rounds, 0 runs discarded" in r.stdout
+    assert len(re.findall(r"^  [ab] +wall s [\d.]+ \[[\d.]+-[\d.]+\] +cpu s .* peak RSS MiB \d+", r.stdout, re.M)) == 2
+    # the environment given after the tree reaches that tree's runs only: here one that cannot start
+    r = bench("whole_ab.py", capture, f"a={REPO}", f"b={REPO};PYTHONHOME={tmp_path / 'none'}", "--rounds", 1,
+              "--wait", 0, "--noise", 1000)
+    assert r.returncode != 0 and "failed" in r.stderr + r.stdout and "b=" not in r.stdout
+
+
 def test_sparse_capture_is_one_window_of_one_known_flow_packet_a_second(tmp_path):
     """make_sparse.py: every packet is its own one-second window, of one of a few flows of a camera-side sender;
     the sensor sees exactly that."""

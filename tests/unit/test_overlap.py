@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from capture_bytes import pcap, pcapng, video_frame, write
 
-from sensor import capture, mapped, overlap, pipeline
+from sensor import capture, mapped, overlap
+from sensor import decode as decoding
 from sensor.capture import open_file
 from sensor.config import OVERLAP_MODES, Config, load_config
+from sensor.decode import decode_batch
 from sensor.errors import CaptureError
-from sensor.pipeline import Sensor, decode_batch
+from sensor.pipeline import Sensor
 from tests.unit.test_capture import _records
 
 pytest.importorskip("sensor._mapguard", reason="only mapped files are overlapped")
@@ -254,7 +256,7 @@ def test_a_decoded_batch_sliced_otherwise_is_decoded_again(tmp_path, monkeypatch
     reader, _ = open_file(path)
     batch = next(iter(reader))
     batch.decoded = decode_batch(batch)
-    monkeypatch.setattr(pipeline, "DECODE_SLICE", 7)   # the pipeline now slices it otherwise
+    monkeypatch.setattr(decoding, "DECODE_SLICE", 7)   # the pipeline now slices it otherwise
     sensor = Sensor(Config(), on_alert=None)
     sensor.process(batch)
     assert sensor.packets == len(batch) and np.sum(sensor.by_network) == len(batch)
