@@ -121,12 +121,17 @@ def section(schema: type, doc: str) -> Any:
     return setting(kind=Section(schema), default_factory=schema, doc=doc)
 
 
-def settings(schema: type) -> Iterator[tuple[dataclasses.Field, Setting]]:
+def settings(schema: type) -> tuple[tuple[dataclasses.Field, Setting], ...]:
     """The fields of a section that are keys of the file, in declaration order (the order they are checked in)."""
-    for f in dataclasses.fields(schema):
-        s = f.metadata.get(_SETTING)
-        if s is not None:
-            yield f, s
+    found = _SETTINGS.get(schema)
+    if found is None:
+        # read once per class: a file's load asks twice per table (its keys, then its values), for every entry
+        found = _SETTINGS[schema] = tuple((f, f.metadata[_SETTING]) for f in dataclasses.fields(schema)
+                                          if _SETTING in f.metadata)
+    return found
+
+
+_SETTINGS: dict[type, tuple[tuple[dataclasses.Field, Setting], ...]] = {}   # as many as the classes declared
 
 
 def keys(schema: type, where: str = "") -> Iterator[tuple[str, Setting]]:
