@@ -72,6 +72,12 @@ static inline uint32_t load32(const unsigned char *p, int big_endian)
     return ((uint32_t)p[3] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[1] << 8) | (uint32_t)p[0];
 }
 
+/* Whether a buffer's first byte sits at a multiple of `size`, as the C type it is read as requires. */
+static inline int aligned(const Py_buffer *view, uintptr_t size)
+{
+    return (uintptr_t)view->buf % size == 0;
+}
+
 /*
  * Columns: what walk, walk_pcapng and decode hand back, each a read-only buffer (a memoryview of a column object)
  * in a block of plain memory that goes back to a small pool when the last view of it is gone, for the next batch's
@@ -559,8 +565,11 @@ static PyObject *decode(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*y*y*y*", &data, &offs, &caps, &lts))
         return NULL;
     Py_ssize_t n = offs.len / 8;
-    if (offs.len % 8 || caps.len != offs.len || lts.len != 4 * n) {
-        PyErr_SetString(PyExc_ValueError, "decode: offsets, caplens and linktypes of different lengths");
+    /* A column must also start at a multiple of its element's size: a memoryview sliced at an odd byte is a
+       buffer, and reading its int64s through an aligned pointer is undefined (UBSan). numpy's arrays always are. */
+    if (offs.len % 8 || caps.len != offs.len || lts.len != 4 * n || !aligned(&offs, 8) || !aligned(&caps, 8) ||
+        !aligned(&lts, 4)) {
+        PyErr_SetString(PyExc_ValueError, "decode: offsets, caplens and linktypes of different lengths or unaligned");
         PyBuffer_Release(&data); PyBuffer_Release(&offs); PyBuffer_Release(&caps); PyBuffer_Release(&lts);
         return NULL;
     }
