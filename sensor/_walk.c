@@ -614,9 +614,11 @@ static PyObject *decode(PyObject *self, PyObject *args)
         }
         /* Headers sit a video frame apart, a cache miss each: ask for them a few packets early, both lines (a
          * UDP or TCP payload's first bytes, head8, start 42-66 bytes in, often in the frame's second line). */
-        if (i + 8 < n) {
-            __builtin_prefetch(buf + offset[i + 8]);
-            __builtin_prefetch(buf + offset[i + 8] + 64);
+        if (i + 8 < n) {   /* an offset not checked yet: the address is made as an integer (buf + offset past the
+                              buffer would be undefined), and a prefetch of any address faults nothing */
+            uintptr_t ahead = (uintptr_t)buf + (uintptr_t)offset[i + 8];
+            __builtin_prefetch((const void *)ahead);
+            __builtin_prefetch((const void *)(ahead + 64));
         }
         frame_t f = {buf + offset[i], caplen[i]};
         pkt_t k = {0};

@@ -611,3 +611,16 @@ def test_the_compiled_decode_refuses_unaligned_columns():
         with pytest.raises(ValueError, match="decode: .*unaligned"):
             compiled.extension.decode(frame, *shifted)
     assert np.frombuffer(compiled.extension.decode(frame, *columns)[0], np.uint8).tolist() == [NET_IPV4]
+
+
+def test_the_compiled_decode_refuses_a_far_frame_it_was_asked_to_fetch_early():
+    """Rows eight ahead are prefetched before their offsets are checked: an offset near 2**63 must be no more than
+    a refused frame (the address it prefetches is made as an integer; as a pointer sum it overflowed, which UBSan
+    stops at)."""
+    if compiled.extension is None:
+        pytest.skip("the C extension sensor._walk was not built on this machine")
+    frame = eth(udp4())
+    for far in (2**63 - 1, -2**63, 2**62):
+        with pytest.raises(ValueError, match="decode: a frame outside the buffer"):
+            compiled.extension.decode(frame, np.array([0] * 9 + [far], np.int64), np.array([82] * 10, np.int64),
+                                      np.ones(10, np.int32))
