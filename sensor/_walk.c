@@ -1167,8 +1167,15 @@ static PyObject *route(PyObject *self, PyObject *args)
     const uint64_t *head = in[3].buf;
     Py_ssize_t n = in[0].len, n_http = in[7].len / 8, n_banner = in[8].len / 8;
     PyObject *out[6] = {NULL};
-    int failed = in[6].len != 65536;
+    /* Rows are read from every column by index up to is_ip's length: each column must have that many entries of
+       its width, aligned to it, or the loop reads past its end. */
+    int failed = in[1].len != n || in[2].len != 8 * n || in[3].len != 8 * n || in[4].len != 8 * n ||
+                 in[5].len != 8 * n || in[7].len % 8 || in[8].len % 8;
+    for (int k = 2; k < 9 && !failed; k++)
+        failed = k != 6 && !aligned(&in[k], 8);
     if (failed)
+        PyErr_SetString(PyExc_ValueError, "route: columns of different lengths or unaligned");
+    else if ((failed = in[6].len != 65536))
         PyErr_SetString(PyExc_ValueError, "route: identity_ports must have one byte per port");
     for (int k = 0; k < 6 && !failed; k++)
         failed = (out[k] = PyList_New(0)) == NULL;
