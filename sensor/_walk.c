@@ -1020,7 +1020,21 @@ static PyObject *tags(PyObject *self, PyObject *args)
     const uint8_t *proto = in[0].buf;
     const int64_t *plen = in[1].buf, *rows = in[3].buf;
     const uint64_t *head = in[2].buf, *values = in[4].buf, *masks = in[5].buf;
-    Py_ssize_t m = in[3].len / 8, k = in[4].len / 8;
+    Py_ssize_t n = in[0].len, m = in[3].len / 8, k = in[4].len / 8;
+    /* Each row indexes the three per-packet columns, and prefix j sets bit base + j: rows out of range, columns
+       of other lengths or unaligned, or a bit past the 64th would read past a buffer or shift out of a word. */
+    int bad = in[1].len != 8 * n || in[2].len != 8 * n || in[3].len % 8 || in[4].len % 8 || in[5].len != in[4].len ||
+              base < 0 || base + k > 64;
+    for (int j = 1; j < 6 && !bad; j++)
+        bad = !aligned(&in[j], 8);
+    for (Py_ssize_t i = 0; i < m && !bad; i++)
+        bad = rows[i] < 0 || rows[i] >= n;
+    if (bad) {
+        for (int j = 0; j < 6; j++) PyBuffer_Release(&in[j]);
+        PyErr_SetString(PyExc_ValueError, "tags: columns of different lengths or unaligned, a row out of range or "
+                                          "too many prefixes");
+        return NULL;
+    }
     /* A prefix can match only a payload whose first byte its own first byte (under its mask) allows: per first
      * byte, the prefixes it allows, so that a row tries those few instead of every prefix (trying all of them was
      * most of the tagging of video, whose rows all carry payload; perf). Made only for calls of many rows. */
