@@ -1347,6 +1347,12 @@ static PyObject *walk_pcapng(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*npKy*y*y*y*d", &view, &start, &big_endian, &max_block, &lt_view, &sc_view,
                           &of_view, &sn_view, &last_ts))
         return NULL;
+    if (!aligned(&lt_view, 4) || !aligned(&sc_view, 8) || !aligned(&of_view, 8) || !aligned(&sn_view, 8)) {
+        PyBuffer_Release(&view);
+        PyBuffer_Release(&lt_view); PyBuffer_Release(&sc_view); PyBuffer_Release(&of_view); PyBuffer_Release(&sn_view);
+        PyErr_SetString(PyExc_ValueError, "walk_pcapng: interface columns not aligned to their element size");
+        return NULL;
+    }
     Py_ssize_t n_ifaces = lt_view.len / 4;
     if (sc_view.len / 8 < n_ifaces) n_ifaces = sc_view.len / 8;
     if (of_view.len / 8 < n_ifaces) n_ifaces = of_view.len / 8;
