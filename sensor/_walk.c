@@ -779,9 +779,10 @@ static PyObject *group(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     /* Each column of its width for the same n packets, a tag per row, every row one of the n and every window's
      * bounds within the rows and in order: the buffers are read by those indices. */
     static const Py_ssize_t width[TAGS] = {2, 1, 1, 16, 16, 8, 8, 1, 8, 8, 8, 8};
-    int bad = in[ROWS].len % 8 != 0 || (tags != NULL && in[TAGS].len != 8 * m);
-    for (int j = 0; j < TAGS; j++)
-        bad |= in[j].len != width[j] * n;
+    int bad = in[ROWS].len % 8 != 0 || (tags != NULL && in[TAGS].len != 8 * m) || !aligned(&in[ROWS], 8) ||
+              !aligned(&in[TAGS], 8) || (bounds_view.obj != NULL && !aligned(&bounds_view, 8));
+    for (int j = 0; j < TAGS; j++)   /* the addresses are read through memcpy: any alignment */
+        bad |= in[j].len != width[j] * n || !aligned(&in[j], width[j] <= 8 ? (uintptr_t)width[j] : 1);
     for (Py_ssize_t i = 0; i < m && !bad; i++)
         bad = rows[i] < 0 || rows[i] >= n;
     Py_ssize_t windows = 1, one[2] = {0, m}, most = m;
@@ -798,8 +799,8 @@ static PyObject *group(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     if (bad) {
-        PyErr_SetString(PyExc_ValueError, "group: columns of different lengths, a row out of range or bounds out "
-                                          "of order");
+        PyErr_SetString(PyExc_ValueError, "group: columns of different lengths or unaligned, a row out of range or "
+                                          "bounds out of order");
         for (int k = 0; k < NBUF; k++) PyBuffer_Release(&in[k]);
         PyBuffer_Release(&bounds_view);
         return NULL;
@@ -1263,6 +1264,8 @@ static PyObject *forest(PyObject *self, PyObject *args)
     const float *x = in[6].buf;
     Py_ssize_t nodes = in[0].len / 8, trees = in[5].len / 8, rows = nf > 0 ? in[6].len / 4 / nf : 0;
     int bad = in[1].len / 8 != nodes || in[2].len / 8 != nodes || in[3].len / 8 != nodes || in[4].len / 8 != nodes;
+    for (int j = 0; j < 7; j++)
+        bad |= !aligned(&in[j], j == 6 ? 4 : 8);
     PyObject *out = bad ? NULL : PyBytes_FromStringAndSize(NULL, rows * 8);
     if (out) {
         double *depth = (double *)PyBytes_AS_STRING(out);
