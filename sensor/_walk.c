@@ -72,10 +72,11 @@ static inline uint32_t load32(const unsigned char *p, int big_endian)
     return ((uint32_t)p[3] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[1] << 8) | (uint32_t)p[0];
 }
 
-/* Whether a buffer's first byte sits at a multiple of `size`, as the C type it is read as requires. */
+/* Whether a buffer's first byte sits at a multiple of `size`, as the C type it is read as requires (an empty one
+   is never read: any address). */
 static inline int aligned(const Py_buffer *view, uintptr_t size)
 {
-    return (uintptr_t)view->buf % size == 0;
+    return view->len == 0 || (uintptr_t)view->buf % size == 0;
 }
 
 /*

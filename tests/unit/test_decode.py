@@ -611,6 +611,8 @@ def test_the_compiled_decode_refuses_unaligned_columns():
         with pytest.raises(ValueError, match="decode: .*unaligned"):
             compiled.extension.decode(frame, *shifted)
     assert np.frombuffer(compiled.extension.decode(frame, *columns)[0], np.uint8).tolist() == [NET_IPV4]
+    empty = memoryview(bytearray(1))[1:]   # an empty column is never read: wherever it starts, no rows
+    assert [len(c) for c in compiled.extension.decode(frame, empty, empty, empty)] == [0] * 14
 
 
 def test_the_compiled_decode_refuses_a_far_frame_it_was_asked_to_fetch_early():
