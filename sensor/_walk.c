@@ -72,6 +72,13 @@ static inline uint32_t load32(const unsigned char *p, int big_endian)
     return ((uint32_t)p[3] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[1] << 8) | (uint32_t)p[0];
 }
 
+/* Whether a buffer's first byte sits at a multiple of `size`, as the C type it is read as requires (an empty one
+   is never read: any address). */
+static inline int aligned(const Py_buffer *view, uintptr_t size)
+{
+    return view->len == 0 || (uintptr_t)view->buf % size == 0;
+}
+
 /*
  * Columns: what walk, walk_pcapng and decode hand back, each a read-only buffer (a memoryview of a column object)
  * in a block of plain memory that goes back to a small pool when the last view of it is gone, for the next batch's
@@ -559,8 +566,11 @@ static PyObject *decode(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*y*y*y*", &data, &offs, &caps, &lts))
         return NULL;
     Py_ssize_t n = offs.len / 8;
-    if (offs.len % 8 || caps.len != offs.len || lts.len != 4 * n) {
-        PyErr_SetString(PyExc_ValueError, "decode: offsets, caplens and linktypes of different lengths");
+    /* A column must also start at a multiple of its element's size: a memoryview sliced at an odd byte is a
+       buffer, and reading its int64s through an aligned pointer is undefined (UBSan). numpy's arrays always are. */
+    if (offs.len % 8 || caps.len != offs.len || lts.len != 4 * n || !aligned(&offs, 8) || !aligned(&caps, 8) ||
+        !aligned(&lts, 4)) {
+        PyErr_SetString(PyExc_ValueError, "decode: offsets, caplens and linktypes of different lengths or unaligned");
         PyBuffer_Release(&data); PyBuffer_Release(&offs); PyBuffer_Release(&caps); PyBuffer_Release(&lts);
         return NULL;
     }
@@ -605,9 +615,11 @@ static PyObject *decode(PyObject *self, PyObject *args)
         }
         /* Headers sit a video frame apart, a cache miss each: ask for them a few packets early, both lines (a
          * UDP or TCP payload's first bytes, head8, start 42-66 bytes in, often in the frame's second line). */
-        if (i + 8 < n) {
-            __builtin_prefetch(buf + offset[i + 8]);
-            __builtin_prefetch(buf + offset[i + 8] + 64);
+        if (i + 8 < n) {   /* an offset not checked yet: the address is made as an integer (buf + offset past the
+                              buffer would be undefined), and a prefetch of any address faults nothing */
+            uintptr_t ahead = (uintptr_t)buf + (uintptr_t)offset[i + 8];
+            __builtin_prefetch((const void *)ahead);
+            __builtin_prefetch((const void *)(ahead + 64));
         }
         frame_t f = {buf + offset[i], caplen[i]};
         pkt_t k = {0};
@@ -768,9 +780,10 @@ static PyObject *group(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     /* Each column of its width for the same n packets, a tag per row, every row one of the n and every window's
      * bounds within the rows and in order: the buffers are read by those indices. */
     static const Py_ssize_t width[TAGS] = {2, 1, 1, 16, 16, 8, 8, 1, 8, 8, 8, 8};
-    int bad = in[ROWS].len % 8 != 0 || (tags != NULL && in[TAGS].len != 8 * m);
-    for (int j = 0; j < TAGS; j++)
-        bad |= in[j].len != width[j] * n;
+    int bad = in[ROWS].len % 8 != 0 || (tags != NULL && in[TAGS].len != 8 * m) || !aligned(&in[ROWS], 8) ||
+              !aligned(&in[TAGS], 8) || (bounds_view.obj != NULL && !aligned(&bounds_view, 8));
+    for (int j = 0; j < TAGS; j++)   /* the addresses are read through memcpy: any alignment */
+        bad |= in[j].len != width[j] * n || !aligned(&in[j], width[j] <= 8 ? (uintptr_t)width[j] : 1);
     for (Py_ssize_t i = 0; i < m && !bad; i++)
         bad = rows[i] < 0 || rows[i] >= n;
     Py_ssize_t windows = 1, one[2] = {0, m}, most = m;
@@ -787,8 +800,8 @@ static PyObject *group(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     if (bad) {
-        PyErr_SetString(PyExc_ValueError, "group: columns of different lengths, a row out of range or bounds out "
-                                          "of order");
+        PyErr_SetString(PyExc_ValueError, "group: columns of different lengths or unaligned, a row out of range or "
+                                          "bounds out of order");
         for (int k = 0; k < NBUF; k++) PyBuffer_Release(&in[k]);
         PyBuffer_Release(&bounds_view);
         return NULL;
@@ -1009,7 +1022,19 @@ static PyObject *tags(PyObject *self, PyObject *args)
     const uint8_t *proto = in[0].buf;
     const int64_t *plen = in[1].buf, *rows = in[3].buf;
     const uint64_t *head = in[2].buf, *values = in[4].buf, *masks = in[5].buf;
-    Py_ssize_t m = in[3].len / 8, k = in[4].len / 8;
+    Py_ssize_t n = in[0].len, m = in[3].len / 8, k = in[4].len / 8;
+    /* Each row indexes the three per-packet columns, and prefix j sets bit base + j: rows out of range (checked in
+       the loop), columns of other lengths or unaligned, or a bit past the 64th would read past a buffer or shift
+       out of a word. */
+    int bad = in[1].len != 8 * n || in[2].len != 8 * n || in[3].len % 8 || in[4].len % 8 || in[5].len != in[4].len ||
+              base < 0 || base + k > 64;
+    for (int j = 1; j < 6 && !bad; j++)
+        bad = !aligned(&in[j], 8);
+    if (bad) {
+        for (int j = 0; j < 6; j++) PyBuffer_Release(&in[j]);
+        PyErr_SetString(PyExc_ValueError, "tags: columns of different lengths or unaligned, or too many prefixes");
+        return NULL;
+    }
     /* A prefix can match only a payload whose first byte its own first byte (under its mask) allows: per first
      * byte, the prefixes it allows, so that a row tries those few instead of every prefix (trying all of them was
      * most of the tagging of video, whose rows all carry payload; perf). Made only for calls of many rows. */
@@ -1029,6 +1054,10 @@ static PyObject *tags(PyObject *self, PyObject *args)
         uint64_t *t = (uint64_t *)PyBytes_AS_STRING(out);
         for (Py_ssize_t i = 0; i < m; i++) {
             int64_t r = rows[i];
+            if ((uint64_t)r >= (uint64_t)n) {   /* checked here, not in a pass of its own: +13% on video's tags */
+                bad = 1;
+                break;
+            }
             uint64_t h = head[r], bits = 0;
             if (plen[r] < 4) {
                 t[i] = 0;
@@ -1062,6 +1091,10 @@ static PyObject *tags(PyObject *self, PyObject *args)
         }
     }
     for (int j = 0; j < 6; j++) PyBuffer_Release(&in[j]);
+    if (bad) {
+        Py_CLEAR(out);
+        PyErr_SetString(PyExc_ValueError, "tags: a row out of range");
+    }
     return out;
 }
 
@@ -1156,8 +1189,15 @@ static PyObject *route(PyObject *self, PyObject *args)
     const uint64_t *head = in[3].buf;
     Py_ssize_t n = in[0].len, n_http = in[7].len / 8, n_banner = in[8].len / 8;
     PyObject *out[6] = {NULL};
-    int failed = in[6].len != 65536;
+    /* Rows are read from every column by index up to is_ip's length: each column must have that many entries of
+       its width, aligned to it, or the loop reads past its end. */
+    int failed = in[1].len != n || in[2].len != 8 * n || in[3].len != 8 * n || in[4].len != 8 * n ||
+                 in[5].len != 8 * n || in[7].len % 8 || in[8].len % 8;
+    for (int k = 2; k < 9 && !failed; k++)
+        failed = k != 6 && !aligned(&in[k], 8);
     if (failed)
+        PyErr_SetString(PyExc_ValueError, "route: columns of different lengths or unaligned");
+    else if ((failed = in[6].len != 65536))
         PyErr_SetString(PyExc_ValueError, "route: identity_ports must have one byte per port");
     for (int k = 0; k < 6 && !failed; k++)
         failed = (out[k] = PyList_New(0)) == NULL;
@@ -1231,6 +1271,8 @@ static PyObject *forest(PyObject *self, PyObject *args)
     const float *x = in[6].buf;
     Py_ssize_t nodes = in[0].len / 8, trees = in[5].len / 8, rows = nf > 0 ? in[6].len / 4 / nf : 0;
     int bad = in[1].len / 8 != nodes || in[2].len / 8 != nodes || in[3].len / 8 != nodes || in[4].len / 8 != nodes;
+    for (int j = 0; j < 7; j++)
+        bad |= !aligned(&in[j], j == 6 ? 4 : 8);
     PyObject *out = bad ? NULL : PyBytes_FromStringAndSize(NULL, rows * 8);
     if (out) {
         double *depth = (double *)PyBytes_AS_STRING(out);
@@ -1315,6 +1357,12 @@ static PyObject *walk_pcapng(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*npKy*y*y*y*d", &view, &start, &big_endian, &max_block, &lt_view, &sc_view,
                           &of_view, &sn_view, &last_ts))
         return NULL;
+    if (!aligned(&lt_view, 4) || !aligned(&sc_view, 8) || !aligned(&of_view, 8) || !aligned(&sn_view, 8)) {
+        PyBuffer_Release(&view);
+        PyBuffer_Release(&lt_view); PyBuffer_Release(&sc_view); PyBuffer_Release(&of_view); PyBuffer_Release(&sn_view);
+        PyErr_SetString(PyExc_ValueError, "walk_pcapng: interface columns not aligned to their element size");
+        return NULL;
+    }
     Py_ssize_t n_ifaces = lt_view.len / 4;
     if (sc_view.len / 8 < n_ifaces) n_ifaces = sc_view.len / 8;
     if (of_view.len / 8 < n_ifaces) n_ifaces = of_view.len / 8;

@@ -312,3 +312,23 @@ def _records_copied(reader) -> list[tuple]:
     for batch in reader:
         out += _records([batch])
     return out
+
+
+def test_the_compiled_pcapng_walk_refuses_unaligned_interface_columns():
+    """The interface columns are read as int32, float64 and int64: one that starts at an odd byte (a sliced
+    memoryview) is refused, not read through a misaligned pointer (undefined behaviour; UBSan stops there)."""
+    from sensor import compiled
+
+    if compiled.extension is None:
+        pytest.skip("the C extension was not built on this machine")
+    import numpy as np
+
+    blocks = ng_epb(video_frame(200), T0) * 3
+    columns = [np.array([1], np.int32).tobytes(), np.array([1e-6]).tobytes(), np.array([0.0]).tobytes(),
+               np.array([0], np.int64).tobytes()]
+    stop, offsets, *_ = compiled.extension.walk_pcapng(blocks, 0, False, 1 << 20, *columns, 0.0)
+    assert stop == len(blocks) and len(offsets) == 3 * 8
+    for k in range(4):
+        shifted = [memoryview(bytearray(1) + c)[1:] if j == k else c for j, c in enumerate(columns)]
+        with pytest.raises(ValueError, match="walk_pcapng: .*aligned"):
+            compiled.extension.walk_pcapng(blocks, 0, False, 1 << 20, *shifted, 0.0)

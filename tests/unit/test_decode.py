@@ -597,3 +597,32 @@ def test_the_compiled_decode_refuses_columns_that_disagree_or_a_frame_outside_th
     with pytest.raises(ValueError, match="decode: "):
         compiled.extension.decode(frame, np.array(offsets, np.int64), np.array(caplens, np.int64),
                                   np.array(linktypes, np.int32))
+
+
+def test_the_compiled_decode_refuses_unaligned_columns():
+    """A memoryview sliced at an odd byte is a buffer of the right length whose int64s are not where C may read
+    them (undefined behaviour; UBSan stops there): refused like columns that disagree."""
+    if compiled.extension is None:
+        pytest.skip("the C extension sensor._walk was not built on this machine")
+    frame = eth(udp4())
+    columns = [np.array([0], np.int64).tobytes(), np.array([82], np.int64).tobytes(), np.array([1], np.int32).tobytes()]
+    for k in range(3):
+        shifted = [memoryview(bytearray(1) + c)[1:] if j == k else c for j, c in enumerate(columns)]
+        with pytest.raises(ValueError, match="decode: .*unaligned"):
+            compiled.extension.decode(frame, *shifted)
+    assert np.frombuffer(compiled.extension.decode(frame, *columns)[0], np.uint8).tolist() == [NET_IPV4]
+    empty = memoryview(bytearray(1))[1:]   # an empty column is never read: wherever it starts, no rows
+    assert [len(c) for c in compiled.extension.decode(frame, empty, empty, empty)] == [0] * 14
+
+
+def test_the_compiled_decode_refuses_a_far_frame_it_was_asked_to_fetch_early():
+    """Rows eight ahead are prefetched before their offsets are checked: an offset near 2**63 must be no more than
+    a refused frame (the address it prefetches is made as an integer; as a pointer sum it overflowed, which UBSan
+    stops at)."""
+    if compiled.extension is None:
+        pytest.skip("the C extension sensor._walk was not built on this machine")
+    frame = eth(udp4())
+    for far in (2**63 - 1, -2**63, 2**62):
+        with pytest.raises(ValueError, match="decode: a frame outside the buffer"):
+            compiled.extension.decode(frame, np.array([0] * 9 + [far], np.int64), np.array([82] * 10, np.int64),
+                                      np.ones(10, np.int32))

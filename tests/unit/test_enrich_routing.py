@@ -227,3 +227,28 @@ def test_the_compiled_router_is_numpys_on_random_heads(monkeypatch):
         assert got == want
         picked += len(want.named) + len(want.banners) + len(want.posts)
     assert picked > 2_000
+
+
+def test_the_compiled_router_refuses_columns_of_other_lengths_or_unaligned():
+    """Every column is read by row up to is_ip's length: a shorter one, or one whose int64s are not aligned, is
+    refused, not read past its end."""
+    import numpy as np
+
+    if compiled.extension is None:
+        pytest.skip("the C extension sensor._walk was not built on this machine")
+    n = 64
+    ports = bytes(65536)
+    prefixes = np.array([0x47455420], np.int64)
+    good = [np.ones(n, np.uint8), np.full(n, 17, np.uint8), np.full(n, 20, np.int64), np.zeros(n, np.uint64),
+            np.full(n, 53, np.int64), np.full(n, 5000, np.int64)]
+    assert compiled.extension.route(*good, ports, prefixes, prefixes, 0)[0] == list(range(n))
+    for k in range(1, 6):
+        short = [c[:n - 1] if j == k else c for j, c in enumerate(good)]
+        with pytest.raises(ValueError, match="route: columns"):
+            compiled.extension.route(*short, ports, prefixes, prefixes, 0)
+    for k in range(2, 6):
+        shifted = [memoryview(bytearray(1) + c.tobytes())[1:] if j == k else c for j, c in enumerate(good)]
+        with pytest.raises(ValueError, match="route: columns"):
+            compiled.extension.route(*shifted, ports, prefixes, prefixes, 0)
+    with pytest.raises(ValueError, match="route: columns"):
+        compiled.extension.route(*good, ports, prefixes.tobytes()[:7], prefixes, 0)

@@ -382,6 +382,19 @@ def test_compiled_grouping_refuses_what_it_cannot_read():
         walk.group(*columns, np.zeros(3, np.uint64), rows)   # a tag per row
     with pytest.raises(TypeError):
         walk.group(*columns, b"", rows, 0, np.zeros(1, np.int64), 1)
+    # a column whose elements start at an odd byte (a sliced memoryview): read through a misaligned pointer, undefined
+    def shifted(column) -> memoryview:
+        return memoryview(bytearray(1) + bytes(column))[1:]
+    for k, column in enumerate(columns):
+        if np.asarray(column).dtype.itemsize > 1 and np.asarray(column).ndim == 1:
+            with pytest.raises(ValueError, match="unaligned"):
+                walk.group(*columns[:k], shifted(column), *columns[k + 1:], b"", rows)
+    with pytest.raises(ValueError, match="unaligned"):
+        walk.group(*columns, b"", shifted(rows))
+    with pytest.raises(ValueError, match="unaligned"):
+        walk.group(*columns, shifted(np.zeros(2, np.uint64)), rows)
+    with pytest.raises(ValueError, match="unaligned"):
+        walk.group(*columns, b"", rows, fl._ALL_BITS, shifted(np.array([0, 2], np.int64)))
 
 
 # ---- the table: what a batch adds ---------------------------------------------------------------------------------

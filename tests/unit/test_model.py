@@ -571,6 +571,26 @@ def test_compiled_forest_refuses_a_child_before_its_parent():
         forest.scores(np.zeros((3, N)))
 
 
+def test_compiled_forest_refuses_unaligned_arrays():
+    """The node arrays and the rows are read as int64, float64 and float32: an array that starts at an odd byte (a
+    sliced memoryview) is refused, not read through a misaligned pointer (undefined behaviour)."""
+    from sensor import compiled
+    from sensor.model.forest import Forest
+    if compiled.extension is None:
+        pytest.skip("built without the C extension")
+    model = AnomalyModel.train(mixed_data(np.random.default_rng(5), 200), "eq", {}, trained_at=STAMP)
+    forest = Forest(model.trees, model.max_samples)
+    arrays = [np.ascontiguousarray(a) for a in (forest.left, forest.right, forest.feature, forest.threshold,
+                                                  forest.leaf_value, forest.roots)]
+    x = np.zeros((3, N), np.float32)
+    assert len(compiled.extension.forest(*arrays, x, N)) == 3 * 8
+    for k in range(7):
+        args = [*arrays, x]
+        args[k] = memoryview(bytearray(1) + args[k].tobytes())[1:]
+        with pytest.raises(ValueError, match="stacked forest"):
+            compiled.extension.forest(*args, N)
+
+
 @pytest.mark.parametrize("breakage", ["feature", "child_past_end", "right_before_parent", "root"])
 def test_compiled_forest_checks_every_node_before_the_walks(breakage):
     """With as many rows as nodes, the compiled walk checks the stacked forest node by node once per call, then

@@ -117,3 +117,29 @@ def test_signatures_under_any_first_byte_mask_are_tagged_alike_by_both_taggers(r
     for i in range(len(signatures)):   # every signature matched some rows and missed others
         has = (got & np.uint64(tags.signature_bit(i))) != 0
         assert has.any() and not has.all(), i
+
+
+def test_the_compiled_tagger_refuses_rows_out_of_range_and_columns_that_disagree():
+    """Each row indexes the per-packet columns and prefix j sets bit base + j: a row past them, a column of another
+    length, unaligned int64s or a bit past the 64th are refused, not read past a buffer or shifted out of a word."""
+    if compiled.extension is None:
+        pytest.skip("the C extension was not built on this machine")
+    n = 16
+    proto, plen, head = np.full(n, 17, np.uint8), np.full(n, 20, np.int64), np.zeros(n, np.uint64)
+    rows, values, masks = np.arange(n, dtype=np.int64), np.zeros(2, np.uint64), np.zeros(2, np.uint64)
+    def call(*columns, base=8):
+        return compiled.extension.tags(*columns, 1, 2, 4, 8, base)
+    assert np.frombuffer(call(proto, plen, head, rows, values, masks), np.uint64).tolist() == [3 << 8] * n
+    for bad in (np.array([n], np.int64), np.array([-1], np.int64), np.array([0, 1 << 40], np.int64)):
+        with pytest.raises(ValueError, match="tags: "):
+            call(proto, plen, head, bad, values, masks)
+    with pytest.raises(ValueError, match="tags: "):
+        call(proto, plen[:-1], head, rows, values, masks)
+    with pytest.raises(ValueError, match="tags: "):
+        call(proto, plen, head[:-1], rows, values, masks)
+    with pytest.raises(ValueError, match="tags: "):
+        call(proto, plen, head, rows, values, masks[:1])
+    with pytest.raises(ValueError, match="tags: "):
+        call(proto, plen, memoryview(bytearray(1) + head.tobytes())[1:], rows, values, masks)
+    with pytest.raises(ValueError, match="tags: "):
+        call(proto, plen, head, rows, values, masks, base=63)
