@@ -236,7 +236,8 @@ static void records_point(records_t *r)
 }
 
 /* The columns for a walk of `span` bytes; 0 with the error set. Every record takes 16 bytes or more, so the guess
-   is at most span / 16 + 1 entries, which growth never doubles past. */
+   is at most span / 16 + 1 entries; growth doubles, so a column's room stays under twice that, and of it only the
+   entries written are touched (records_finish trims a block the pool does not take). */
 static int records_init(records_t *r, Py_ssize_t span, int with_links, double per_byte)
 {
     memset(r, 0, sizeof *r);
