@@ -65,7 +65,11 @@ static Py_ssize_t write_record(const uint8_t *block, uint64_t block_size, uint64
 {
     if (off < sizeof(struct tpacket_block_desc) || off + sizeof(struct tpacket3_hdr) > block_size)
         return -1;
-    const struct tpacket3_hdr *h = (const struct tpacket3_hdr *)(block + off);
+    /* Copied, not cast: the kernel aligns frames (TPACKET_ALIGNMENT), but the offset comes from the block's own
+       bytes, and a frame header read through a misaligned pointer is undefined (UBSan, on a garbled block). */
+    struct tpacket3_hdr header;
+    memcpy(&header, block + off, sizeof header);
+    const struct tpacket3_hdr *h = &header;
     uint64_t mac = off + h->tp_mac, snap = h->tp_snaplen;
     if (mac > block_size || snap > block_size - mac)
         return -1;
