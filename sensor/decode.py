@@ -437,7 +437,7 @@ def payload(dec: Decoded, i: int, limit: int = 65535) -> bytes:
 
 # Rows decoded at once: decoding gathers a header matrix per packet, and slices keep it bounded whatever the packet
 # sizes. The pipeline takes a batch's decode a slice at a time; sensor.overlap decodes them on its thread, beside
-# the reading, without importing the pipeline (it starts before the pipeline is imported: sensor.cli.replay).
+# the reading, without importing the pipeline.
 DECODE_SLICE = 16384
 
 
