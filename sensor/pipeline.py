@@ -75,11 +75,10 @@ def _running(values: np.ndarray, bounds: np.ndarray, kinds: int) -> np.ndarray:
     """Per window (row), the packets of each kind (column) in it and the windows before it in the batch (values:
     the batch's rows bounds[0]:bounds[-1], each below kinds)."""
     windows = len(bounds) - 1
-    first = values[0]
     # Most batches are of one kind (no decode error, all IPv4): its column is the windows' ends, the rest naught.
     if values.min() == values.max():
         running = np.zeros((windows, kinds), dtype=np.int64)
-        running[:, first] = bounds[1:] - bounds[0]
+        running[:, values[0]] = bounds[1:] - bounds[0]
         return running
     if windows == 1:
         return np.bincount(values, minlength=kinds).astype(np.int64).reshape(1, kinds)
