@@ -6,26 +6,34 @@ nothing else runs on the machine.
                              [--wait 300] [-- REPLAY OPTIONS]
 
 Each NAME runs `TREE/.venv/bin/camwatch replay CAPTURE --quiet --alerts /dev/null [REPLAY OPTIONS]` with the
-environment variables given after the tree, bytecode cached under a prefix of the tree's own and warmed by one
-untimed run. On a shared machine the wall clock of a run measures the other jobs as much as the change, so each
-run waits until the machine has been idle for a quarter of a second, and afterwards compares the CPU the whole
-machine spent during the run (/proc/stat) with the child's own (os.wait4): a run during which anything else used
-more than --noise seconds of CPU is discarded and run again (up to 20 times; the count of discarded runs is
-printed). --wait bounds each wait for an idle machine (seconds; then the run goes ahead). Rounds alternate the
-order of the trees. Printed per NAME: the median wall time, CPU time (user + system) and peak resident size
-(ru_maxrss) over the rounds, each with its range.
+environment variables given after the tree, its modules compiled first into a bytecode cache of the tree's own (as
+replay_peers.py does), the capture read once by an untimed run. On a shared machine the wall clock of a run measures
+the other jobs as much as the change, so each run waits until the machine has been idle for a quarter of a second,
+and afterwards compares the CPU the whole machine spent during the run (/proc/stat) with the child's own (os.wait4):
+a run during which anything else used more than --noise seconds of CPU is discarded and run again (up to 20 times;
+the count of discarded runs is printed). --wait bounds each wait for an idle machine (seconds; then the run goes
+ahead). Rounds alternate the order of the trees. Printed per NAME: the median wall time, CPU time (user + system)
+and peak resident size (ru_maxrss) over the rounds, each with its range.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 _HZ = os.sysconf("SC_CLK_TCK")
+# Each tree's modules are compiled into a private bytecode cache as replay_peers.py does it (this machine may set
+# PYTHONDONTWRITEBYTECODE; an installed camwatch runs from bytecode): one way to do it for both.
+_spec = importlib.util.spec_from_file_location("replay_peers", Path(__file__).resolve().parent / "replay_peers.py")
+assert _spec is not None and _spec.loader is not None
+_replay_peers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_replay_peers)
 ATTEMPTS = 20
 
 
@@ -64,9 +72,7 @@ def parse_variant(spec: str) -> tuple[str, str, dict[str, str]]:
 
 def run(tree: str, env_vars: dict[str, str], argv_tail: list[str]) -> tuple[float, float, float, float]:
     """Wall seconds, CPU seconds and peak RSS (MiB) of one replay, and the CPU others used meanwhile."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = "/tmp/pyc-" + tree.strip("/").replace("/", "_")
-    env.update(env_vars)
+    env = {**_replay_peers._bytecode_env(Path(tree)), **env_vars}
     argv = [os.path.join(tree, ".venv", "bin", "camwatch"), "replay", *argv_tail]
     machine = busy_seconds()
     started = time.perf_counter()
@@ -98,7 +104,7 @@ def main() -> int:
     variants = [parse_variant(spec) for spec in args.variants]
     replay_argv = [args.capture, "--quiet", "--alerts", "/dev/null", *tail]
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _, _ in variants}
-    for _, tree, env in variants:   # warm: bytecode written, the capture in the page cache
+    for _, tree, env in variants:   # warm: the capture in the page cache
         run(tree, env, replay_argv)
     discarded = 0
     for round_ in range(args.rounds):
