@@ -35,6 +35,7 @@ if [ "$want_test" = 1 ]; then
     need unshare util-linux
     need chromium chromium           # the report in a real headless browser (tests/e2e/test_report_browser.py)
     need jq jq                       # the runbooks' alert-log queries are run as written (tests/e2e/test_runbooks.py)
+    need ffmpeg ffmpeg               # real encoders' video for bench/make_encoded.py (tests/live/test_encoded_capture.py)
 fi
 python_ok() { python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
 python_ok || missing+=(python3 python3-venv)
