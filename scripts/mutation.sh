@@ -73,7 +73,8 @@ tar -cf - --exclude=__pycache__ --exclude=.hypothesis --exclude=.pytest_cache --
     sensor tests pcaps models pyproject.toml README.md docs | tar -xf - -C "$work"
 # In the copy only: this run's modules replace the configured list, and the configured tests are joined by every
 # unit test file (mutmut learns which tests reach which function and runs only those against a mutant, so more
-# files cost one clean run, not time per mutant). test_code_shape reads sensor/'s source, which mutmut rewrites.
+# files cost one clean run, not time per mutant). test_code_shape reads sensor/'s source, which mutmut rewrites;
+# test_cli_startup runs fresh interpreters on a capture bench/ makes (neither is in the copy, nor in-process).
 (cd "$work" && "$repo/.venv/bin/python" - pyproject.toml "${paths[@]}") <<'EOF'
 import json
 import re
@@ -89,7 +90,8 @@ selection = re.search(r"(?ms)^pytest_add_cli_args_test_selection = (\[.*?\])", t
 if selection is None:
     sys.exit("mutation.sh: no `pytest_add_cli_args_test_selection = [...]` in [tool.mutmut] of pyproject.toml")
 configured = json.loads(re.sub(r",\s*\]", "]", selection[1]))
-unit = sorted(str(f) for f in Path("tests/unit").glob("test_*.py") if f.name != "test_code_shape.py")
+unit = sorted(str(f) for f in Path("tests/unit").glob("test_*.py")
+              if f.name not in ("test_code_shape.py", "test_cli_startup.py"))
 tests = configured + [f for f in unit if f not in configured]
 text = text.replace(selection[0], "pytest_add_cli_args_test_selection = " + json.dumps(tests))
 text, n = re.subn(r"(?m)^also_copy = \[.*\]$", 'also_copy = ["pcaps", "models", "README.md", "docs"]', text)
