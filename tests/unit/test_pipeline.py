@@ -194,3 +194,305 @@ def test_the_running_tallies_shortcuts_are_the_general_count():
                 assert want[-1].sum() == n
                 shapes += 1
     assert shapes > 60
+
+
+def _site_sensor(**kwargs):
+    from sensor.config import parse_config
+    from sensor.enrich import ManufDatabase
+    from sensor.pipeline import Sensor
+
+    return Sensor(parse_config({"networks": {"camera": ["10.20.0.0/24"]}}), ManufDatabase({}), **kwargs)
+
+
+def _udp_frame(src: str, dst: str, sport: int, dport: int, size: int) -> bytes:
+    from packets import ethernet, ipv4, mac, udp
+
+    src_mac = mac(f"02:00:00:00:00:{int(src.rsplit('.', 1)[1]):02x}")
+    dst_mac = mac(f"02:00:00:00:00:{int(dst.rsplit('.', 1)[1]):02x}")
+    return ethernet(dst_mac, src_mac, 0x0800, ipv4(src, dst, 17, udp(src, dst, sport, dport, b"v" * size)))
+
+
+def _devices(sensor) -> dict:
+    return {d["ip"]: d for d in sensor.inventory_snapshot()}
+
+
+def test_a_known_flows_packets_in_one_second_count_the_same_however_the_reads_cut_it():
+    """A known flow's updates wait for the end of their second of capture time and are summed there: packets and
+    bytes sent by either side, in a second read by three batches, count as in one batch (and each one)."""
+    from .test_export import T0, make_batch
+
+    cam, peer = "10.20.0.11", "10.20.0.12"   # both camera-side devices: each side's packets and bytes are counted
+    out = [_udp_frame(cam, peer, 5000, 6000, size) for size in (100, 300, 700)]
+    back = [_udp_frame(peer, cam, 6000, 5000, size) for size in (50, 90)]
+    first = [(T0 + 0.1, out[0])]
+    second = [(T0 + 1.1, out[1]), (T0 + 1.2, back[0]), (T0 + 1.5, out[2]), (T0 + 1.6, back[1])]
+    end = [(T0 + 2.5, out[0])]
+    whole = _site_sensor()
+    for records in (first, second, end):
+        whole.process(make_batch(records))
+    cut = _site_sensor()
+    for records in (first, second[:2], second[2:3], second[3:], end):
+        cut.process(make_batch(records))
+    devices = _devices(cut)
+    assert devices == _devices(whole)
+    sent = {ip: (d["packets_sent"], d["bytes_sent"]) for ip, d in devices.items()}
+    assert sent == {cam: (3, sum(len(f) for f in out)), peer: (2, sum(len(f) for f in back))}
+
+
+def test_an_idle_tick_ends_the_pending_second_one_second_after_it_began():
+    """Idle (no packets), the caller's clock ends a second of capture time once a whole second has passed since it
+    began, and not before: its flows' updates reach the devices then."""
+    from .test_export import T0, make_batch
+
+    cam, peer = "10.20.0.11", "10.20.0.12"
+    sensor = _site_sensor()
+    sensor.expire(T0)   # nothing pending yet: nothing to end
+    sensor.process(make_batch([(T0 + 0.2, _udp_frame(cam, peer, 5000, 6000, 10))]))
+    sensor.process(make_batch([(T0 + 1.3, _udp_frame(cam, peer, 5000, 6000, 20))]))
+    assert _devices(sensor)[cam]["packets_sent"] == 1   # the second packet waits for the end of its second
+    sensor.expire(T0 + 1.999)
+    assert _devices(sensor)[cam]["packets_sent"] == 1
+    sensor.expire(T0 + 2.0)
+    assert _devices(sensor)[cam]["packets_sent"] == 2
+
+
+def test_the_store_is_written_once_a_second_of_the_sensors_own_clock(monkeypatch):
+    """Housekeeping commits what changed (episodes, learned destinations) to the state store once a second of the
+    monotonic clock has passed since the last commit, exactly at that second, and not at every call."""
+    import types
+
+    from sensor import pipeline
+
+    clock = [100.0]
+    monkeypatch.setattr(pipeline, "time", types.SimpleNamespace(monotonic=lambda: clock[0], time=lambda: 0.0))
+    sensor = _site_sensor()
+    commits = []
+    real = sensor.known.commit
+    monkeypatch.setattr(sensor.known, "commit", lambda: (commits.append(clock[0]), real()))
+    for now in (100.5, 100.999, 101.0, 101.5, 101.999, 102.0):
+        clock[0] = now
+        sensor.expire(0.0)
+    assert commits == [101.0, 102.0]
+
+
+def test_the_end_closes_incidents_at_the_captures_last_packet_for_the_reason_given():
+    """finish(reason): every open incident closes with a line at the last packet's time (not at its own last
+    activity), saying why (the end of the capture or the sensor's shutdown)."""
+    from sensor.detect.incidents import END, SHUTDOWN
+
+    from .test_export import T0, make_batch
+
+    for reason in (END, SHUTDOWN):
+        sensor, alerts, syn = _live_sensor_and_syn()
+        sensor.live = False
+        sensor.process(make_batch([(T0 + 0.5, syn), (T0 + 9.25, _udp_frame("10.20.0.3", "10.20.0.4", 1, 2, 5))]))
+        if reason == END:
+            sensor.finish()
+        else:
+            sensor.finish(reason)
+        closed = [a for a in alerts if a.extra.get("event") == "close"]
+        assert [(a.dst_ip, a.ts, a.extra["reason"]) for a in closed] == [("203.0.113.77", T0 + 9.25, reason)]
+
+
+def test_the_summary_counts_what_the_run_saw():
+    """The run's summary (replay's last output): every count under its name, detections summed per detector over
+    their severities."""
+    from .test_export import T0, make_batch
+
+    sensor, alerts, syn = _live_sensor_and_syn()
+    sensor.live = False
+    local = _udp_frame("10.20.0.3", "10.20.0.4", 1, 2, 5)
+    sensor.process(make_batch([(T0 + 0.5, syn), (T0 + 1.5, local), (T0 + 2.5, local)]))   # the last ends second 1
+    open_flows = len(sensor.flows)
+    lines = dict(sensor.detection.lines)
+    assert [a.extra["event"] for a in alerts] == ["open"] and lines == {"open": 1}
+    detections = dict(sensor.alert_counts)
+    assert len(detections) == 1
+    ((detector, severity), count), = detections.items()
+    sensor.alert_counts[(detector, "other severity")] += 2   # the same detector at another severity
+    assert sensor.summary() == {
+        "packets": 3, "bytes": len(syn) + 2 * len(local), "non_ip_packets": 0, "decode_errors": 0, "flows": 2,
+        "flows_active": open_flows, "devices": 2, "external_destinations": 1, "alerts": {detector: count + 2},
+        "incidents": 1, "lines": lines}
+    assert open_flows == 2
+
+
+def _fake_clock(monkeypatch) -> list[float]:
+    """The pipeline's monotonic clock, set by the test (its wall clock stays 0: nothing here is live)."""
+    import types
+
+    from sensor import pipeline
+
+    clock = [100.0]
+    monkeypatch.setattr(pipeline, "time", types.SimpleNamespace(monotonic=lambda: clock[0], time=lambda: 0.0))
+    return clock
+
+
+def test_what_the_link_and_the_egress_taught_is_stored_once_when_it_changes_and_read_back(tmp_path, monkeypatch):
+    """The routers the link taught and the bytes sent out by country are written to the state store when they
+    changed (once, not at every save), and a sensor started on the same store begins with them."""
+    from packets import ethernet, ipv4, mac, udp
+    from sensor.config import parse_config
+    from sensor.enrich import ManufDatabase
+    from sensor.pipeline import COUNTRY_SERIES_KEY, LINK_LEARNED_KEY, Sensor
+
+    from .test_export import T0, make_batch
+
+    clock = _fake_clock(monkeypatch)
+    config = parse_config({"networks": {"camera": ["10.20.0.0/24"]}, "state": {"path": str(tmp_path / "s.db")}})
+    sensor = Sensor(config, ManufDatabase({}))
+    saved: list[str] = []
+    real = sensor.known.save_meta
+    monkeypatch.setattr(sensor.known, "save_meta", lambda key, doc: (saved.append(key), real(key, doc)))
+    cam, peer, router = "10.20.0.11", "198.51.100.7", mac("02:00:00:00:00:fe")
+    out = ethernet(router, mac("02:00:00:00:00:0b"), 0x0800, ipv4(cam, peer, 17, udp(cam, peer, 5000, 53, b"q" * 30)))
+    back = ethernet(mac("02:00:00:00:00:0b"), router, 0x0800, ipv4(peer, cam, 17, udp(peer, cam, 53, 5000, b"a" * 9)))
+    sensor.process(make_batch([(T0 + 0.1, out), (T0 + 0.2, back), (T0 + 1.1, out), (T0 + 2.1, out)]))
+    clock[0] = 101.0
+    sensor.expire(T0 + 2.2)
+    assert sorted(saved) == [COUNTRY_SERIES_KEY, LINK_LEARNED_KEY]
+    clock[0] = 102.0
+    sensor.expire(T0 + 2.3)   # nothing new since
+    assert sorted(saved) == [COUNTRY_SERIES_KEY, LINK_LEARNED_KEY]
+    learned, series = sensor.enricher.link.learned_state(), sensor.country_series_snapshot()
+    assert learned["routers"] == [int.from_bytes(router, "big")] and series
+    sensor.close()
+    again = Sensor(config, ManufDatabase({}))
+    assert again.enricher.link.learned_state() == learned and again.country_series_snapshot() == series
+    again.close()
+
+
+def test_the_inventory_is_written_every_device_save_seconds_while_packets_come(tmp_path, monkeypatch):
+    """While packets come, the small state is committed every second but the inventory only every
+    DEVICE_SAVE_SECONDS of the sensor's own clock (exactly then), and at each idle tick."""
+    from sensor.pipeline import DEVICE_SAVE_SECONDS
+
+    from .test_export import T0, make_batch
+
+    clock = _fake_clock(monkeypatch)
+    sensor = _site_sensor()
+    devices, commits = [], []
+    save_devices, commit = sensor.known.save_devices, sensor.known.commit
+    monkeypatch.setattr(sensor.known, "save_devices", lambda d: (devices.append(clock[0]), save_devices(d)))
+    monkeypatch.setattr(sensor.known, "commit", lambda: (commits.append(clock[0]), commit()))
+    frame = _udp_frame("10.20.0.11", "10.20.0.12", 5000, 6000, 10)
+    times = [100.5, 101.0, 100.0 + DEVICE_SAVE_SECONDS, 101.0 + DEVICE_SAVE_SECONDS,
+             100.0 + 2 * DEVICE_SAVE_SECONDS - 0.1]
+    for k, now in enumerate(times):
+        clock[0] = now
+        sensor.process(make_batch([(T0 + k, frame)]))
+    assert commits == times[1:]
+    assert devices == [100.0 + DEVICE_SAVE_SECONDS]
+    clock[0] += 1.0
+    sensor.expire(T0 + len(times))
+    assert devices == [100.0 + DEVICE_SAVE_SECONDS, clock[0]]
+
+
+def test_a_batch_of_one_second_counts_its_bytes_and_its_last_packets_time():
+    """A batch within one second of capture time (a video read) has its own tally path: its bytes and its first and
+    last packets' times are the window's."""
+    from .test_export import T0, make_batch
+
+    sensor = _site_sensor()
+    frame = _udp_frame("10.20.0.11", "10.20.0.12", 5000, 6000, 10)
+    sensor.process(make_batch([(T0 + 0.1, frame, 1, 100), (T0 + 0.4, frame, 1, 200), (T0 + 0.7, frame, 1, 400)]))
+    assert (sensor.packets, sensor.bytes, sensor.first_ts, sensor.last_ts) == (3, 700, T0 + 0.1, T0 + 0.7)
+    sensor.process(make_batch([(T0 + 2.5, frame, 1, 50), (T0 + 1.5, frame, 1, 50)]))   # time running backwards
+    assert (sensor.packets, sensor.bytes, sensor.first_ts, sensor.last_ts) == (5, 800, T0 + 0.1, T0 + 2.5)
+
+
+def test_live_the_processing_lag_is_the_wall_clock_behind_the_last_packet(monkeypatch):
+    """camwatch_processing_lag_seconds: how far the wall clock is past the latest packet's time when its window
+    is done (never below 0: a capture clock ahead of the wall clock is no lag)."""
+    import types
+
+    from sensor import pipeline
+
+    from .test_export import T0, make_batch
+
+    monkeypatch.setattr(pipeline, "time", types.SimpleNamespace(monotonic=lambda: 0.0, time=lambda: T0 + 10.0))
+    sensor = _site_sensor()
+    frame = _udp_frame("10.20.0.11", "10.20.0.12", 5000, 6000, 10)
+    sensor.process(make_batch([(T0 + 9.0, frame), (T0 + 9.75, frame)]))
+    assert sensor.processing_lag is None   # a replay has none
+    sensor.live = True
+    sensor.process(make_batch([(T0 + 9.0, frame), (T0 + 9.75, frame)]))
+    assert sensor.processing_lag == 0.25
+    sensor.process(make_batch([(T0 + 10.5, frame)]))
+    assert sensor.processing_lag == 0.0
+
+
+def test_replay_paces_each_window_at_its_first_packets_time():
+    from .test_export import T0, make_batch
+
+    sensor = _site_sensor()
+    frame = _udp_frame("10.20.0.11", "10.20.0.12", 5000, 6000, 10)
+    paced: list[float] = []
+    sensor.process(make_batch([(T0 + s, frame) for s in (0.25, 0.5, 1.75, 3.5, 3.75)]), pace=paced.append)
+    assert paced == [T0 + 0.25, T0 + 1.75, T0 + 3.5]
+
+
+def test_a_window_after_one_without_ip_packets_is_read_whole():
+    """Whether a window holds IP rows is read from its own bounds: a window of ARP alone before a window of flows
+    leaves that window's flows to make their devices as if each packet came alone."""
+    from link_packets import arp
+
+    from packets import mac
+
+    from .test_export import T0, make_batch
+
+    frame = _udp_frame("10.20.0.11", "10.20.0.12", 5000, 6000, 10)
+    records = [(T0 + 0.1, arp(mac("02:00:00:00:00:21"), "10.20.0.33", "10.20.0.1")), (T0 + 1.2, frame),
+               (T0 + 1.4, frame), (T0 + 2.5, arp(mac("02:00:00:00:00:21"), "10.20.0.33", "10.20.0.1")),
+               (T0 + 3.5, frame)]
+    together, apart = _site_sensor(), _site_sensor()
+    together.process(make_batch(records))
+    for record in records:
+        apart.process(make_batch([record]))
+    for sensor in (together, apart):
+        sensor.finish()
+    assert _devices(together) == _devices(apart)
+    assert _devices(together)["10.20.0.11"]["packets_sent"] == 3
+    assert _devices(together)["10.20.0.33"]["mac"] == "02:00:00:00:00:21"   # the ARP alone made its device
+
+
+def test_a_batch_decoded_ahead_is_not_decoded_again(monkeypatch):
+    """A batch whose slices the reading thread decoded (sensor.overlap) is taken as it is; one sliced otherwise (the
+    slice size changed since) is decoded here."""
+    from sensor import pipeline
+    from sensor.decode import decode_batch
+
+    from .test_export import T0, make_batch
+
+    frame = _udp_frame("10.20.0.11", "10.20.0.12", 5000, 6000, 10)
+    batch = make_batch([(T0 + 0.1, frame), (T0 + 1.1, frame)])
+    ahead = decode_batch(batch)
+    real = pipeline.decoded_slices
+    decoded_here = []
+    monkeypatch.setattr(pipeline, "decoded_slices", lambda b: (decoded_here.append(len(b)), real(b))[1])
+    sensor = _site_sensor()
+    batch.decoded = ahead
+    sensor.process(batch)
+    assert decoded_here == [] and sensor.packets == 2
+    batch.decoded = ahead + ahead   # sliced otherwise: not this batch's slices
+    sensor.process(batch)
+    assert decoded_here == [2] and sensor.packets == 4
+
+
+def test_the_inventory_document_places_destinations_with_the_sensors_geography(tmp_path):
+    """/inventory places each device's outside destinations with the sensor's own databases, not the registry."""
+    from mmdbs import write_asn, write_country
+
+    from sensor.enrich.geography import Geography
+
+    from .test_export import T0, make_batch
+
+    peer = "110.43.0.9"   # registered in CN; the sensor's database places it in DE
+    geography = Geography.from_config(str(write_asn(tmp_path / "a.mmdb")),
+                                      str(write_country(tmp_path / "c.mmdb", {"110.43.0.0/16": "DE"})))
+    sensor = _site_sensor(geography=geography)
+    sensor.process(make_batch([(T0 + 0.1, _udp_frame("10.20.0.11", peer, 5000, 443, 100)),
+                               (T0 + 1.1, _udp_frame("10.20.0.11", peer, 5000, 443, 100))]))
+    device = _devices(sensor)["10.20.0.11"]
+    assert [c["country"] for c in device["destination_countries"]] == ["DE"]
+    assert [(o["asn"], o["country"]) for o in device["destination_owners"]] == [(4808, "DE")]
