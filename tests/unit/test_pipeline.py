@@ -188,12 +188,14 @@ def test_the_running_tallies_shortcuts_are_the_general_count():
                                      [n])).astype(np.int64)
             for values in [np.full(n, kind, np.uint8) for kind in range(kinds)] + \
                           [rng.integers(0, kinds, n, dtype=np.uint8) for _ in range(3)]:
-                got, want = _running(values, bounds, kinds), _running_windows(values, bounds, kinds)
-                assert got.dtype == want.dtype == np.int64 and got.shape == (windows, kinds)
-                assert (got == want).all(), (n, windows, values.tolist())
-                assert want[-1].sum() == n
-                shapes += 1
-    assert shapes > 60
+                for offset in (0, 1000):   # the batch's rows from bounds[0], wherever it starts
+                    at = bounds + offset
+                    got, want = _running(values, at, kinds), _running_windows(values, at, kinds)
+                    assert got.dtype == want.dtype == np.int64 and got.shape == (windows, kinds)
+                    assert (got == want).all(), (n, windows, offset, values.tolist())
+                    assert want[-1].sum() == n
+                    shapes += 1
+    assert shapes > 120
 
 
 def _site_sensor(**kwargs):
@@ -496,3 +498,43 @@ def test_the_inventory_document_places_destinations_with_the_sensors_geography(t
     device = _devices(sensor)["10.20.0.11"]
     assert [c["country"] for c in device["destination_countries"]] == ["DE"]
     assert [(o["asn"], o["country"]) for o in device["destination_owners"]] == [(4808, "DE")]
+
+
+def test_the_geography_is_opened_from_the_configs_databases(tmp_path):
+    """Without a geography handed in, the sensor opens the [geo] databases of its config, both of them."""
+    from mmdbs import write_asn, write_country
+
+    from sensor.config import parse_config
+    from sensor.enrich import ManufDatabase
+    from sensor.pipeline import Sensor
+
+    from .test_export import T0, make_batch
+
+    config = parse_config({"networks": {"camera": ["10.20.0.0/24"]},
+                           "geo": {"asn_database": str(write_asn(tmp_path / "a.mmdb")),
+                                   "country_database": str(write_country(tmp_path / "c.mmdb",
+                                                                         {"110.43.0.0/16": "DE"}))}})
+    sensor = Sensor(config, ManufDatabase({}))
+    sensor.process(make_batch([(T0 + 0.1, _udp_frame("10.20.0.11", "110.43.0.9", 5000, 443, 100)),
+                               (T0 + 1.1, _udp_frame("10.20.0.11", "110.43.0.9", 5000, 443, 100))]))
+    device = _devices(sensor)["10.20.0.11"]
+    assert [(o["asn"], o["country"]) for o in device["destination_owners"]] == [(4808, "DE")]
+    sensor.close()
+
+
+def test_at_the_end_the_last_second_is_judged_once_at_the_captures_last_time():
+    """finish() ends the last second without its own tick: the final tick, at the capture's latest packet time, is
+    the one that closes. With time running backwards (merged captures), an incident that went silent for the episode
+    timeout within the last second's earlier time closes at that latest time, as every other does."""
+    from .test_export import T0, make_batch
+
+    sensor, alerts, syn = _live_sensor_and_syn()
+    sensor.live = False
+    timeout = sensor.config.alerts.episode_timeout
+    local = _udp_frame("10.20.0.3", "10.20.0.4", 1, 2, 5)
+    sensor.process(make_batch([(T0 + 3 * timeout, local)]))   # the capture's latest time comes first
+    sensor.process(make_batch([(T0 + 0.5, syn)]))              # then an older part of it
+    sensor.process(make_batch([(T0 + 2 * timeout + 0.5, local)]))
+    sensor.finish()
+    closed = [(a.dst_ip, a.ts, a.extra["reason"]) for a in alerts if a.extra.get("event") == "close"]
+    assert closed == [("203.0.113.77", T0 + 0.5 + timeout, "silence")]
