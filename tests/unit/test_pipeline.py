@@ -538,3 +538,60 @@ def test_at_the_end_the_last_second_is_judged_once_at_the_captures_last_time():
     sensor.finish()
     closed = [(a.dst_ip, a.ts, a.extra["reason"]) for a in alerts if a.extra.get("event") == "close"]
     assert closed == [("203.0.113.77", T0 + 0.5 + timeout, "silence")]
+
+
+def test_what_the_sensor_is_handed_is_what_its_stages_use(tmp_path):
+    """The covered makers, indicators, model, training windows and geography handed to Sensor are the ones the
+    inventory, the enricher and the detectors use (not the defaults they would load), and the state store's bound
+    and its forgetting follow the inventory's."""
+    from sensor.config import parse_config
+    from sensor.detect import Indicators
+    from sensor.detect.anomaly import AnomalyDetector
+    from sensor.detect.training import WindowCollector
+    from sensor.enrich import CoveredMakers, ManufDatabase
+    from sensor.enrich.geography import Geography
+    from sensor.model import WindowFeatures
+    from sensor.pipeline import Sensor
+
+    from .test_detect_anomaly import FakeModel
+
+    config = parse_config({"limits": {"max_devices": 7}})
+    makers, indicators, model, geography = CoveredMakers.load(), Indicators.load(), FakeModel(), Geography()
+    sensor = Sensor(config, ManufDatabase({}), makers=makers, indicators=indicators, model=model,
+                    geography=geography)
+    assert sensor.inventory.makers is makers and sensor.enricher.service_of.__self__ is indicators
+    assert sensor.model is model and sensor.detection.find(AnomalyDetector).model is model
+    assert sensor.detection.geography is geography and sensor.enricher.egress_countries.geography is geography
+    assert sensor.known._devices.limit == 7 and sensor.inventory.on_forget == sensor.known.forget_inventory
+    windows = WindowFeatures(60.0)
+    training = Sensor(config, ManufDatabase({}), windows=windows)
+    assert training.detection.find(WindowCollector).windows is windows
+
+
+def test_a_fresh_sensor_has_seen_nothing_and_stores_nothing(monkeypatch):
+    """Before its first packet a sensor reports no capture time, no drops, no lag and zero counts (what the metrics
+    export), and its housekeeping writes no learned state it has not learned."""
+    clock = _fake_clock(monkeypatch)
+    sensor = _site_sensor()
+    assert (sensor.first_ts, sensor.last_ts, sensor.capture_dropped, sensor.interface_received,
+            sensor.processing_lag) == (None, None, 0, None, None)
+    assert sensor.by_network.tolist() == [0] * len(sensor.by_network) and sensor.decode_errors.sum() == 0
+    saved: list[str] = []
+    monkeypatch.setattr(sensor.known, "save_meta", lambda key, doc: saved.append(key))
+    clock[0] += 1.0
+    sensor.expire(0.0)
+    assert saved == []
+
+
+def test_a_replays_new_flow_waits_for_the_end_of_its_second_not_for_an_idle_tick():
+    """NAME_WAIT and the idle tick's settling are live only: in a replay, housekeeping on any clock leaves a new
+    flow waiting for the end of its second of capture time."""
+    from .test_export import T0, make_batch
+
+    sensor, alerts, syn = _live_sensor_and_syn()
+    sensor.live = False
+    sensor.process(make_batch([(T0 + 0.5, syn)]))
+    sensor.expire(T0 + 0.9)
+    assert alerts == []
+    sensor.expire(T0 + 1.0)
+    assert [a.dst_ip for a in alerts] == ["203.0.113.77"]
