@@ -177,6 +177,31 @@ def test_the_budget_refilled_in_c_is_numpys_running_sum_float_for_float(monkeypa
         compiled.flows_extension.holding(b"\0" * 7, 0.0, 0.0, 100.0)
 
 
+def test_the_budgets_run_is_refilled_in_c_only_while_its_switch_is_on(monkeypatch):
+    """compiled.held off (or no extension) takes numpy's running sum, the reference the test above holds the C to:
+    a switch the C ignored would leave that comparison comparing the C with itself."""
+    import types
+
+    asked = []
+    real = compiled.flows_extension
+
+    def holding(*args):
+        asked.append(len(args[0]))
+        return real.holding(*args) if real is not None else (0, np.empty(0).tobytes())
+
+    times = np.array([100.0, 100.001, 100.002])
+    answers = []
+    for ext, on in ((types.SimpleNamespace(holding=holding), False), (None, True), (None, False),
+                    (types.SimpleNamespace(holding=holding), True)):
+        monkeypatch.setattr(compiled, "flows_extension", ext)
+        monkeypatch.setattr(compiled, "held", on)
+        budget = AdmissionBudget(10, 1000, start=0)
+        budget.tokens, budget._clock = 0.5, 100.0
+        answers.append(budget.holding(times))
+    assert asked == [3]   # only the last: an extension and its switch on
+    assert all(count == answers[0][0] for count, _after in answers[:3])
+
+
 def test_below_one_token_of_burst_the_run_is_held_one_at_a_time():
     budget = AdmissionBudget(per_second=5, burst=1, start=0)
     budget.burst = 0   # not a configurable value: the class's own arithmetic still answers
