@@ -120,6 +120,7 @@ def test_window_rows_are_parser_rows_for_every_cut_of_the_batch():
         for k in range(len(bounds) - 1):
             got = plan.window_rows(k, bounds[k], bounds[k + 1])
             assert got == plan.parser_rows(bounds[k], bounds[k + 1])
+            assert (got is NO_ROWS) == (not any(got))
             empty_seen += not any(got)
     assert empty_seen > 0   # the shortcut was taken, not only the slices
     empty_seen = 0
@@ -133,8 +134,11 @@ def test_window_rows_are_parser_rows_for_every_cut_of_the_batch():
     assert empty_seen > 5
     nothing = BatchPlan(decode(batch_of(FRAMES[:1])), lambda d, rows: rows * 0)
     nothing.parsers = ParserRows([], [], [], [], [], [], [], [], [])
-    nothing.cut([0, 1])
-    assert nothing.window_rows(0, 0, 1) == ParserRows([], [], [], [], [], [], [], [], [])
+    for bounds in ([0, 1], [0, 0, 1]):   # no parser wants any row: every window is NO_ROWS, whatever the cut
+        nothing.cut(bounds)
+        assert [nothing.window_rows(k, bounds[k], bounds[k + 1]) for k in range(len(bounds) - 1)] == \
+            [ParserRows([], [], [], [], [], [], [], [], [])] * (len(bounds) - 1)
+        assert all(nothing.window_rows(k, bounds[k], bounds[k + 1]) is NO_ROWS for k in range(len(bounds) - 1))
 
 
 def link_rows_numpy(dec, is_ip):
