@@ -81,6 +81,25 @@ def test_each_parser_gets_exactly_its_rows(compiled_route, monkeypatch):
     assert route(dec, dec.is_ip) == EXPECTED
 
 
+def test_the_compiled_router_runs_only_while_its_switch_is_on(monkeypatch):
+    """compiled.route off (or no extension) takes route_numpy: a switch the compiled path ignored would leave the
+    test above comparing the compiled router with itself."""
+    import types
+
+    if compiled.extension is None:
+        pytest.skip("the C extension sensor._walk was not built on this machine")
+    asked = []
+    real = compiled.extension.route
+    walk = types.SimpleNamespace(route=lambda *columns: (asked.append(len(columns[0])), real(*columns))[1])
+    dec = decode(batch_of(FRAMES))
+    for extension, on in ((walk, False), (None, True), (None, False), (walk, True)):
+        monkeypatch.setattr(compiled, "extension", extension)
+        monkeypatch.setattr(compiled, "route", on)
+        asked.clear()
+        assert route(dec, dec.is_ip) == EXPECTED
+        assert asked == ([len(FRAMES)] if extension is not None and on else []), (extension, on)
+
+
 def test_a_window_takes_its_share_of_the_batch_rows():
     dec = decode(batch_of(FRAMES))
     plan = BatchPlan(dec, lambda d, rows: rows * 0)
