@@ -81,6 +81,22 @@ def test_each_parser_gets_exactly_its_rows(compiled_route, monkeypatch):
     assert route(dec, dec.is_ip) == EXPECTED
 
 
+@pytest.mark.parametrize("compiled_route", [True, False], ids=["compiled", "numpy"])
+def test_dhcp_rows_are_those_between_two_dhcp_ports_of_one_protocol(compiled_route, monkeypatch):
+    """DHCP's rows: UDP from a DHCP port to a DHCP port (67/68, or DHCPv6's 546/547), either way; one DHCP port
+    alone, or a port of each protocol, is nobody's."""
+    if compiled_route and compiled.extension is None:
+        pytest.skip("the C extension sensor._walk was not built on this machine")
+    monkeypatch.setattr(compiled, "route", compiled_route)
+    pairs = [(68, 67), (67, 68), (546, 547), (547, 546),   # 0-3 DHCP and DHCPv6, either way
+             (5000, 67), (67, 5000), (5000, 547), (546, 5000),   # 4-7 one DHCP port: nobody's
+             (68, 547), (546, 67)]                              # 8-9 a port of each: nobody's
+    dec = decode(batch_of([_u(sport, dport, b"d" * 240) for sport, dport in pairs]))
+    rows = route(dec, dec.is_ip)
+    assert rows.dhcp == [0, 1, 2, 3]
+    assert rows.identity == rows.requests == []
+
+
 def test_the_compiled_router_runs_only_while_its_switch_is_on(monkeypatch):
     """compiled.route off (or no extension) takes route_numpy: a switch the compiled path ignored would leave the
     test above comparing the compiled router with itself."""
