@@ -277,21 +277,21 @@ class Sensor:
         held = rows is not NO_ROWS
         if held and (rows.link or rows.dhcp):   # ARP can be all a second holds
             self.enricher.read_link(dec, rows)
-        if no_ip:
-            return
-        if held and rows.dns:
-            self.enricher.read_dns(dec, rows.dns)
-        fresh, updates = windows.update_apart(k)
-        if held:
-            self.enricher.read_payloads(dec, rows, flows)
-        # New flows go to the enricher at once, in one call (a flood's are most of a batch); the updates of the
-        # others wait for the second's end (they are only summed, so the two need not interleave).
-        if updates:
-            self._defer(updates)
-        if fresh:
-            if not self._fresh and self.live:
-                self._fresh_due = t0 + NAME_WAIT
-            self._fresh += fresh
+        if not no_ip:
+            if held and rows.dns:
+                self.enricher.read_dns(dec, rows.dns)
+            fresh, updates = windows.update_apart(k)
+            if held:
+                self.enricher.read_payloads(dec, rows, flows)
+            # New flows go to the enricher at once, in one call (a flood's are most of a batch); the updates of the
+            # others wait for the second's end (they are only summed, so the two need not interleave).
+            if updates:
+                self._defer(updates)
+            if fresh:
+                if not self._fresh and self.live:
+                    self._fresh_due = t0 + NAME_WAIT
+                self._fresh += fresh
+        # after a window of ARP alone too: live, a stretch of them would otherwise leave what the link learnt unsaved
         if time.monotonic() - self._last_save >= 1.0:
             self._save(devices_too=False)
 

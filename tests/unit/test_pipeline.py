@@ -595,3 +595,25 @@ def test_a_replays_new_flow_waits_for_the_end_of_its_second_not_for_an_idle_tick
     assert alerts == []
     sensor.expire(T0 + 1.0)
     assert [a.dst_ip for a in alerts] == ["203.0.113.77"]
+
+
+def test_a_stretch_of_arp_alone_is_saved_once_a_second_as_any_traffic_is(monkeypatch):
+    """Live, a camera VLAN can carry nothing but ARP for a while (IP quiet, devices still announcing themselves):
+    the once-a-second save runs after such windows as after any other, so what the link learnt reaches the store
+    without waiting for the next IP packet, an idle tick or the end."""
+    from link_packets import arp
+
+    from packets import mac
+
+    from .test_export import T0, make_batch
+
+    clock = _fake_clock(monkeypatch)
+    sensor = _site_sensor()
+    commits = []
+    real = sensor.known.commit
+    monkeypatch.setattr(sensor.known, "commit", lambda: (commits.append(clock[0]), real()))
+    frame = arp(mac("02:00:00:00:00:0b"), "10.20.0.11", "10.20.0.1")
+    for second, now in enumerate((100.5, 101.0, 101.5, 102.0)):
+        clock[0] = now
+        sensor.process(make_batch([(T0 + second, frame)]))
+    assert commits == [101.0, 102.0] and sensor.packets == 4
