@@ -566,9 +566,9 @@ static inline uint64_t head8(const frame_t *f, long long pos)
  * lies inside the frame (the furthest, the TCP flags, is byte 51 behind a tag), and none of the general path's
  * "cut short" tests can hold for such a frame (the longest, a tagged TCP header's end, is byte 58): what is left is
  * the general path's rules for this one case, in its order (link_layer, vlan_tags, ipv4, transport), each field
- * read directly. 0 (k untouched) hands the packet to the general path, which decodes every other. Half the decode's
- * instructions on video (422 -> 170 a packet; docs/benchmarks.md, issue 16, 1 December late evening); the numpy
- * decode, the reference of both, is held equal to it by tests/unit/test_decode_fast.py. */
+ * read directly. 0 (k untouched) hands the packet to the general path, which decodes every other. Two thirds of the
+ * decode's instructions on video (422 -> 152 a packet; docs/benchmarks.md, issue 16, 1 December late evening); the
+ * numpy decode, the reference of both, is held equal to it by tests/unit/test_decode_fast.py. */
 #define FAST_MIN 58
 static inline int decode_fast(const frame_t *f, int lt, pkt_t *k, uint8_t *s16, uint8_t *d16)
 {
