@@ -562,14 +562,14 @@ static inline uint64_t head8(const frame_t *f, long long pos)
 }
 
 /* The usual packet of a camera VLAN decoded without B()'s bounds check on every byte: Ethernet, untagged or behind
- * one tag (any TPID), IPv4 without options (first byte 0x45), at least FAST_MIN bytes captured. Every byte read here
- * lies inside the frame (the furthest, the TCP flags, is byte 51 behind a tag), and none of the general path's
- * "cut short" tests can hold for such a frame (the longest, a tagged TCP header's end, is byte 58): what is left is
- * the general path's rules for this one case, in its order (link_layer, vlan_tags, ipv4, transport), each field
- * read directly. 0 (k untouched) hands the packet to the general path, which decodes every other. Two thirds of the
- * decode's instructions on video (422 -> 152 a packet; docs/benchmarks.md, issue 16, 1 December late evening); the
- * numpy decode, the reference of both, is held equal to it by tests/unit/test_decode_fast.py. */
-#define FAST_MIN 58
+ * one tag (any TPID), IPv4 without options (first byte 0x45), captured to 8 bytes past the IP header at least, and
+ * for TCP to the end of its 20-byte header. Every byte read here then lies inside the frame, and none of the general
+ * path's "cut short" tests can hold (the longest, TCP's, is that end): what is left is the general path's rules for
+ * this one case, in its order (link_layer, vlan_tags, ipv4, transport), each field read directly. 0 (k untouched)
+ * hands the packet to the general path, which decodes every other. Two thirds of the decode's instructions on video
+ * (422 -> 152 a packet; docs/benchmarks.md, issue 16, 1 December late evening); the numpy decode, the reference of
+ * both, is held equal to it by tests/unit/test_decode_fast.py. */
+#define FAST_MIN 42   /* untagged: the IP header's 20 bytes and 8 more after the link header's 14 */
 static inline int decode_fast(const frame_t *f, int lt, pkt_t *k, uint8_t *s16, uint8_t *d16)
 {
     const unsigned char *b = f->p;
@@ -581,7 +581,7 @@ static inline int decode_fast(const frame_t *f, int lt, pkt_t *k, uint8_t *s16, 
         et = ((long long)b[16] << 8) | b[17];
         l3 = 18;
     }
-    if (et != 0x0800 || b[l3] != 0x45)
+    if (et != 0x0800 || f->limit < l3 + 28 || b[l3] != 0x45 || (b[l3 + 9] == 6 && f->limit < l3 + 40))
         return 0;
     uint64_t mac;   /* bytes 6-11 big-endian: one load of bytes 4-11 (a byte at a time, a fifth of the shortcut) */
     memcpy(&mac, b + 4, 8);
