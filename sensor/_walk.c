@@ -567,7 +567,7 @@ static inline uint64_t head8(const frame_t *f, long long pos)
  * path's "cut short" tests can hold (the longest, TCP's, is that end): what is left is the general path's rules for
  * this one case, in its order (link_layer, vlan_tags, ipv4, transport), each field read directly. 0 (k untouched)
  * hands the packet to the general path, which decodes every other. Two thirds of the decode's instructions on video
- * (422 -> 152 a packet; docs/benchmarks.md, issue 16, 1 December late evening); the numpy decode, the reference of
+ * (422 -> 155 a packet; docs/benchmarks.md, issue 16, 1 December late evening); the numpy decode, the reference of
  * both, is held equal to it by tests/unit/test_decode_fast.py. */
 #define FAST_MIN 42   /* untagged: the IP header's 20 bytes and 8 more after the link header's 14 */
 static inline int decode_fast(const frame_t *f, int lt, pkt_t *k, uint8_t *s16, uint8_t *d16)
