@@ -202,6 +202,18 @@ def test_grouping_sums_each_flow_and_direction(impl, grouping):
     assert untagged.tags.tolist() == [[0, 0], [0, 0]]
 
 
+def test_parts_number_each_keys_packets_and_are_none_when_no_syn_reopens_a_key():
+    """_parts by value: each packet's part, numbered over all keys from 0 in key order; None (group_numpy then
+    skips its second np.unique) when every key is one part, however many keys and SYNs there are."""
+    syn, ack, rst = fl.SYN, fl.ACK, fl.RST
+    assert fl._parts(np.array([0]), np.array([syn], np.uint8)) is None
+    assert fl._parts(np.array([0, 1, 2]), np.array([syn, syn, syn], np.uint8)) is None   # three keys, one SYN each
+    assert fl._parts(np.array([0, 1, 1, 2]), np.array([ack, syn, syn, syn], np.uint8)) is None   # a retransmit
+    # key 1 reopened by the SYN after its RST: key 0 is part 0, key 1's parts 1 and 2, key 2 part 3
+    part = fl._parts(np.array([1, 0, 1, 2, 1]), np.array([syn, ack, rst, syn, syn], np.uint8))
+    assert part is not None and part.tolist() == [1, 0, 1, 3, 2]
+
+
 @pytest.mark.parametrize("grouping", ["group", "group_numpy"])
 def test_a_syn_after_anything_but_a_plain_syn_opens_its_keys_next_group(impl, grouping):
     """A SYN after a RST (a retried handshake), after a FIN or data (a reused port pair, an injected SYN) opens

@@ -55,3 +55,14 @@ def test_a_syn_ack_and_an_icmp_reply_are_turned_round_on_both_paths(monkeypatch)
         new = orient(dec, np.arange(3), np.zeros(3, np.uint8))
         assert new.orig_is_a.tolist() == [0, 0, 0]              # each first packet came from the responder
         assert new.orig_port.tolist() == [50000, 0, 40000] and new.resp_port.tolist() == [554, 0, 53]
+
+
+def test_no_groups_give_empty_columns_of_their_types_on_both_paths(monkeypatch):
+    """NewFlows' documented types hold for no groups too: the compiled apply reads orig_port and resp_port as raw
+    int64 buffers, and an empty list given to numpy without a type becomes float64."""
+    dec = _columns(random.Random(0), 4)
+    for few in (8, 0):
+        monkeypatch.setattr(flows, "FEW_GROUPS", few)
+        new = orient(dec, np.zeros(0, np.int64), np.zeros(0, np.uint8))
+        assert [column.dtype for column in new] == [np.uint8, np.int64, np.int64, np.int64, np.float64], few
+        assert [len(column) for column in new] == [0] * 5
