@@ -745,6 +745,29 @@ def test_eviction_takes_the_oldest_head_of_any_table_first_table_on_a_tie(impl, 
     assert len(ft) == 10
 
 
+def test_the_compiled_eviction_runs_only_while_its_switch_is_on(monkeypatch):
+    """compiled.table off (or no extension) evicts with _evict_python: a switch the compiled path ignored would
+    leave the test above comparing the compiled loop with itself (it evicts OrderedDicts as well as Lrus)."""
+    if compiled.flows_extension is None:
+        pytest.skip("the C extension sensor._flows was not built on this machine")
+    real = compiled.flows_extension
+    asked: list[str] = []
+    spy = types.SimpleNamespace(evict=lambda *a: (asked.append("c"), real.evict(*a))[1])
+    python = FlowTable._evict_python
+    monkeypatch.setattr(FlowTable, "_evict_python", lambda self, n: (asked.append("python"), python(self, n))[1])
+    for extension, on in ((spy, False), (None, True), (None, False), (spy, True)):
+        monkeypatch.setattr(compiled, "table", on)
+        monkeypatch.setattr(compiled, "flows_extension", real if extension is not None else None)
+        ft, ended = table(max_flows=3)
+        for n in range(5):
+            flow = Flow(n.to_bytes(40, "big"), 0, 17, 0, 0, float(n))
+            ft._udp[flow.key] = flow
+        monkeypatch.setattr(compiled, "flows_extension", extension)
+        asked.clear()
+        assert [f.last for f in ft._evict()] == [0.0, 1.0] and [f.last for f, _ in ended] == [0.0, 1.0]
+        assert asked == (["c"] if extension is not None and on else ["python"]), (extension, on)
+
+
 def test_address_texts_are_ipaddress_s_own():
     """ip_text formats IPv4 from its bytes (inet_ntop), IPv6 through ipaddress: the same text either way."""
     import ipaddress
