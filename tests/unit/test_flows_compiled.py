@@ -157,6 +157,36 @@ def test_a_compiled_flows_ports_are_read_from_its_key_when_first_asked(monkeypat
     assert flow.resp_port == 554
 
 
+def test_importing_flows_makes_the_port_slots_lazy_only_with_an_extension_that_has_lazy_port(monkeypatch):
+    """flows._lazy_ports runs as sensor.flows is imported: sensor.flows imported afresh with the extension built,
+    with one built before lazy_port, and with none. Only the first makes Flow's port slots lazy, each reading its
+    own side of the key for the originator it names; the others leave plain slots (the ports set in __init__)."""
+    import importlib
+    from types import SimpleNamespace
+
+    import sensor
+    real = compiled.flows_extension
+    if not hasattr(real, "lazy_port"):
+        pytest.skip("an extension without lazy_port")
+    monkeypatch.setattr(sensor, "flows", sys.modules["sensor.flows"])   # both put back when the test ends
+    key = b"\0\0\x11" + bytes(16) + (4001).to_bytes(2, "big") + bytes(16) + (554).to_bytes(2, "big") + b"\0"
+    for extension, lazy in ((real, True), (SimpleNamespace(), False), (None, False)):
+        monkeypatch.setattr(compiled, "flows_extension", extension)
+        monkeypatch.delitem(sys.modules, "sensor.flows")
+        fresh = importlib.import_module("sensor.flows")
+        for orig_is_a, ports in ((True, (4001, 554)), (False, (554, 4001))):
+            flow = fresh.Flow.__new__(fresh.Flow)
+            flow.key, flow.orig_is_a = key, orig_is_a
+            if lazy:
+                assert (flow.orig_port, flow.resp_port) == ports
+                assert flow.orig_port is fresh._PORTS[ports[0]] and flow.resp_port is fresh._PORTS[ports[1]]
+            else:
+                with pytest.raises(AttributeError):
+                    _ = flow.orig_port
+                with pytest.raises(AttributeError):
+                    _ = flow.resp_port
+
+
 def test_the_lazy_port_refuses_what_is_not_a_flow():
     import sensor.flows as fl
     if not isinstance(Flow.__dict__["orig_port"], type(Flow.__dict__["resp_port"])) or not hasattr(
