@@ -131,3 +131,46 @@ def test_the_compiled_orient_refuses_rows_out_of_range():
         ext.orient(*cols[:-1], np.zeros(3), np.zeros(1, np.int64), np.zeros(1, np.int64), one)
     empty = ext.orient(*cols, np.zeros(0, np.int64), np.zeros(0, np.int64), b"")
     assert empty == (b"", b"", b"", b"", b"")
+
+
+@pytest.mark.parametrize("n", [6, 7])
+def test_windows_are_grouped_ahead_only_on_the_compiled_path_and_while_small(monkeypatch, n):
+    """Windows' route, not only its results (the test above holds those equal whichever route is taken): with the
+    compiled window path, a batch of three windows and at most 3 * GROUP_AHEAD_ROWS rows is grouped in one call
+    when the Windows is made, one more row and each window is grouped when it comes; with compiled.group or
+    compiled.table off no window is grouped by the compiled calls, and with compiled.table off no compiled table
+    step runs (_flows.apply serves OrderedDict tables as well: a Windows ignoring its switch would leave the
+    reference compared with the compiled path)."""
+    monkeypatch.setattr(flows, "GROUP_AHEAD_ROWS", 2)
+    rng = random.Random(3)
+    conversations = _conversations(rng)
+    frames = [_frame(rng, conversations)[0] for _ in range(n)]
+    dec = decode(batch_of(frames, ts=[1_700_000_000.0 + i for i in range(n)]))
+    rows, bounds = np.arange(n), np.array([0, 2, 4, n])
+    grouped, compiled_steps, python_steps = [], [], []
+    group_windows, applied, apply_python = FlowTable._group_windows, FlowTable._applied, FlowTable._apply_python
+    monkeypatch.setattr(FlowTable, "_group_windows", lambda self, d, r, t, b: (
+        grouped.append(len(b)), group_windows(self, d, r, t, b))[1])
+    monkeypatch.setattr(FlowTable, "_applied", lambda self, out, apart: (
+        compiled_steps.append(1), applied(self, out, apart))[1])
+    monkeypatch.setattr(FlowTable, "_apply_python", lambda self, g, new, has_tags: (
+        python_steps.append(1), apply_python(self, g, new, has_tags))[1])
+    results = []
+    for group_on, table_on in ((True, True), (False, True), (True, False), (False, False)):
+        monkeypatch.setattr(compiled, "group", group_on)
+        monkeypatch.setattr(compiled, "table", table_on)
+        grouped.clear(), compiled_steps.clear(), python_steps.clear()
+        ft = FlowTable(FlowSettings())
+        windows = ft.windows(dec, rows, None, bounds)
+        ahead = list(grouped)   # before any window is applied
+        seen = []
+        for k in range(3):
+            fresh, known = windows.update_apart(k)
+            seen.append((_updates([new_update(f) for f in fresh]), _updates(known)))
+        results.append((seen, _state(ft)))
+        if group_on and table_on:
+            assert ahead == ([4] if n == 6 else []) and grouped == ([4] if n == 6 else [2, 2, 2]), n
+        else:
+            assert grouped == [], (group_on, table_on)
+        assert (compiled_steps, python_steps) == (([1] * 3, []) if table_on else ([], [1] * 3)), (group_on, table_on)
+    assert results[1:] == results[:1] * 3 and sum(len(fresh) for fresh, _ in results[0][0]) > 1
