@@ -289,28 +289,30 @@ def test_compiled_grouping_takes_columns_of_any_integer_width():
 
 
 def test_the_flow_table_takes_rows_of_any_integer_width(impl):
-    """update, update_apart and windows hand their rows to the compiled calls as raw buffers (FlowTable
-    ._group_windows): rows held as int32 or uint16 (every 4th frame, out of order) must make the same flows and
-    updates as int64 rows, not a misread of their bytes."""
+    """update, update_apart and windows hand their rows, tags and window bounds to the compiled calls as raw
+    buffers (FlowTable._group_windows): rows and bounds held as int32 or uint16 and tags as uint32 must make the same
+    flows, updates and tags as the documented types, not a misread of their bytes."""
     frames = [u(CAM, NVR, 50000 + i % 3, 554, b"p" * (20 + 10 * i)) for i in range(12)]
     dec = decode(batch_of(frames, ts=[T0 + i for i in range(12)]))
 
-    def run(rows: np.ndarray) -> list:
+    def run(rows: np.ndarray, tags: np.ndarray, bounds: np.ndarray) -> list:
         ft, _ = table()
-        updates = ft.update(dec, rows[:2])
-        fresh, known = ft.update_apart(dec, rows[2:])
-        windows = ft.windows(dec, rows, None, np.array([0, 1, 3]))
+        updates = ft.update(dec, rows[:2], tags[:2])
+        fresh, known = ft.update_apart(dec, rows[2:], tags[2:])
+        windows = ft.windows(dec, rows, tags, bounds)
         out = [[(x.flow.orig_port, x.new, x.ts, x.orig_pkts, x.orig_bytes) for x in updates],
                [(f.orig_port, f.orig_pkts, f.orig_bytes) for f in fresh], [(x.flow.orig_port, x.orig_pkts) for x in known]]
         for k in range(2):
             fresh, known = windows.update_apart(k)
             out += [[f.orig_port for f in fresh], [(x.flow.orig_port, x.ts, x.orig_pkts) for x in known]]
-        return out + [sorted((f.orig_port, f.orig_pkts, f.orig_payload, f.last) for f in ft.flows())]
+        return out + [sorted((f.orig_port, f.orig_pkts, f.orig_tags, f.orig_payload, f.last) for f in ft.flows())]
 
-    want = run(np.array([8, 0, 4], np.int64))
+    rows, tags, bounds = [8, 0, 4], [1 << 20 | 1, 2, 4], [0, 1, 3]
+    want = run(np.array(rows, np.int64), np.array(tags, np.uint64), np.array(bounds, np.int64))
     assert want[0] == [(50002, True, T0 + 8, 1, 142), (50000, True, T0, 1, 62)] and want[1] == [(50001, 1, 102)]
+    assert want[-1] == [(50000, 2, 2, 40, T0), (50001, 2, 4, 120, T0 + 4), (50002, 2, 1 << 20 | 1, 200, T0 + 8)]
     for dtype in (np.int32, np.uint16):
-        assert run(np.array([8, 0, 4], dtype)) == want, dtype
+        assert run(np.array(rows, dtype), np.array(tags, np.uint32), np.array(bounds, dtype)) == want, dtype
 
 def _near_keys(rng: np.random.Generator, n: int) -> list[bytes]:
     """Frames whose flow keys differ from others in one field at a time: addresses a byte apart (first and last,

@@ -177,7 +177,7 @@ def test_active_timeout_boundary_on_the_flow_table(proto, offset):
         assert table.flows.expired == {"idle": 0, "active": 0, "evicted": 0, "end": 0}
 
 
-@pytest.mark.parametrize("active,sweep_every", [(30.0, 30.0), (600.0, 60.0)])
+@pytest.mark.parametrize("active,sweep_every", [(30.0, 30.0), (60.0, 60.0), (60.5, 60.0), (600.0, 60.0)])
 def test_active_timeout_sweep_runs_every_min_60s_and_active_timeout(active, sweep_every):
     """The active sweep is throttled: it runs when min(60 s, active_timeout) have passed since the last one, and
     not before. A flow past its active timeout therefore goes at the next sweep, at most that much late."""
