@@ -261,7 +261,7 @@ def test_group_uses_the_compiled_helper_only_while_its_switch_is_on(monkeypatch)
         assert a.dtype == b.dtype and np.array_equal(a, b), name
 
 
-def test_compiled_grouping_takes_columns_of_any_integer_width():
+def test_compiled_grouping_takes_columns_of_any_integer_width(monkeypatch):
     """The compiled helper reads raw buffers: group() converts every column it hands over, so a Decoded or a
     row index held in other dtypes (int32 rows, an int32 batch, bool fragments...) groups exactly the same."""
     if compiled.extension is None:
@@ -286,6 +286,25 @@ def test_compiled_grouping_takes_columns_of_any_integer_width():
     assert got.keys[1, 19:21].tolist() == [0, 0]
     assert got.tags.tolist() == [[0, 1], [0, 2], [0, 4], [8, 0], [16, 0]]   # the NVR, then the camera, is A
     assert got.flags.tolist() == [[0, 0]] * 4 + [[0x12, 0]]
+    # the window path (FlowTable._batch_columns, _flows.orient) likewise: the same flows and updates
+    if compiled.flows_extension is None:
+        return
+    for name in ("decode", "group", "table"):
+        monkeypatch.setattr(compiled, name, True)
+
+    def seen(fresh, known):
+        return ([(f.as_dict(), f.orig_tags, f.resp_tags) for f in fresh]
+                + [(x.flow.key, x.new, x.ts, x.orig_pkts, x.resp_pkts, x.orig_bytes, x.resp_bytes) for x in known])
+
+    made = []
+    for d in (dec, odd):
+        ft, _ = table()
+        out = seen(*ft.update_apart(d, rows[:3], tags[:3]))
+        windows = ft.windows(d, rows, tags, np.array([0, 3, 5]))
+        for k in range(2):
+            out += seen(*windows.update_apart(k))
+        made.append(out + [f.as_dict() for f in ft.flush()])
+    assert made[1] == made[0] and len(made[0]) == 13 and made[0][0][0]["vlan"] == 300
 
 
 def test_the_flow_table_takes_rows_of_any_integer_width(impl):
@@ -301,7 +320,8 @@ def test_the_flow_table_takes_rows_of_any_integer_width(impl):
         fresh, known = ft.update_apart(dec, rows[2:], tags[2:])
         windows = ft.windows(dec, rows, tags, bounds)
         out = [[(x.flow.orig_port, x.new, x.ts, x.orig_pkts, x.orig_bytes) for x in updates],
-               [(f.orig_port, f.orig_pkts, f.orig_bytes) for f in fresh], [(x.flow.orig_port, x.orig_pkts) for x in known]]
+               [(f.orig_port, f.orig_pkts, f.orig_bytes) for f in fresh],
+               [(x.flow.orig_port, x.orig_pkts) for x in known]]
         for k in range(2):
             fresh, known = windows.update_apart(k)
             out += [[f.orig_port for f in fresh], [(x.flow.orig_port, x.ts, x.orig_pkts) for x in known]]
