@@ -174,3 +174,17 @@ def test_windows_are_grouped_ahead_only_on_the_compiled_path_and_while_small(mon
             assert grouped == [], (group_on, table_on)
         assert (compiled_steps, python_steps) == (([1] * 3, []) if table_on else ([], [1] * 3)), (group_on, table_on)
     assert results[1:] == results[:1] * 3 and sum(len(fresh) for fresh, _ in results[0][0]) > 1
+
+
+@pytest.mark.parametrize("path", list(AHEAD))
+def test_a_batch_of_no_packets_makes_no_flows_on_every_path(monkeypatch, path):
+    """An empty batch's columns have no bytes to view (FlowTable._batch_columns gives each an empty buffer): its
+    one window, of no rows, adds nothing and ends nothing."""
+    monkeypatch.setattr(compiled, "group", AHEAD[path][0])
+    monkeypatch.setattr(compiled, "table", AHEAD[path][1])
+    monkeypatch.setattr(flows, "GROUP_AHEAD_ROWS", AHEAD[path][2])
+    ended: list = []
+    ft = FlowTable(FlowSettings(), on_end=lambda f, why: ended.append(why))
+    dec = decode(batch_of([]))
+    windows = ft.windows(dec, np.zeros(0, np.int64), None, np.array([0, 0]))
+    assert windows.update_apart(0) == ([], []) and len(ft) == 0 and ft.created == 0 and ended == []
