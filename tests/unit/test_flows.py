@@ -293,7 +293,7 @@ def test_compiled_grouping_takes_columns_of_any_integer_width(monkeypatch):
         monkeypatch.setattr(compiled, name, True)
 
     def seen(fresh, known):
-        return ([(f.as_dict(), f.orig_tags, f.resp_tags) for f in fresh]
+        return ([(f.as_dict(), f.orig_tags, f.resp_tags, f.orig_mac, f.resp_mac) for f in fresh]
                 + [(x.flow.key, x.new, x.ts, x.orig_pkts, x.resp_pkts, x.orig_bytes, x.resp_bytes) for x in known])
 
     made = []
@@ -303,8 +303,8 @@ def test_compiled_grouping_takes_columns_of_any_integer_width(monkeypatch):
         windows = ft.windows(d, rows, tags, np.array([0, 3, 5]))
         for k in range(2):
             out += seen(*windows.update_apart(k))
-        made.append(out + [f.as_dict() for f in ft.flush()])
-    assert made[1] == made[0] and len(made[0]) == 13 and made[0][0][0]["vlan"] == 300
+        made.append(out + [(f.as_dict(), f.orig_mac, f.resp_mac) for f in ft.flush()])
+    assert made[1] == made[0] and len(made[0]) == 13 and made[0][0][0]["vlan"] == 300 and made[0][-1][1:] != (0, 0)
 
 
 def test_the_flow_table_takes_rows_of_any_integer_width(impl):
