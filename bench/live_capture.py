@@ -78,15 +78,20 @@ class VethPair:
         return self
 
     def __exit__(self, *exc) -> None:
-        for ns in (self.sensor_ns, self.feed_ns):
-            # Only our processes live here; one left running would keep the namespace alive after deletion.
-            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        remove_namespaces(self.sensor_ns, self.feed_ns)
+
+
+def remove_namespaces(*names: str) -> None:
+    """Namespaces of our own deleted, whatever was left running in them (also bench/make_encoded.py's)."""
+    for ns in names:
+        # Only our processes live here; one left running would keep the namespace alive after deletion.
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 METRICS_PORT = 9847
