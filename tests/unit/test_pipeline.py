@@ -261,16 +261,9 @@ def test_an_idle_tick_ends_the_pending_second_one_second_after_it_began():
 def test_the_store_is_written_once_a_second_of_the_sensors_own_clock(monkeypatch):
     """Housekeeping commits what changed (episodes, learned destinations) to the state store once a second of the
     monotonic clock has passed since the last commit, exactly at that second, and not at every call."""
-    import types
-
-    from sensor import pipeline
-
-    clock = [100.0]
-    monkeypatch.setattr(pipeline, "time", types.SimpleNamespace(monotonic=lambda: clock[0], time=lambda: 0.0))
+    clock = _fake_clock(monkeypatch)
     sensor = _site_sensor()
-    commits = []
-    real = sensor.known.commit
-    monkeypatch.setattr(sensor.known, "commit", lambda: (commits.append(clock[0]), real()))
+    commits = _commit_times(monkeypatch, sensor, clock)
     for now in (100.5, 100.999, 101.0, 101.5, 101.999, 102.0):
         clock[0] = now
         sensor.expire(0.0)
@@ -317,6 +310,14 @@ def test_the_summary_counts_what_the_run_saw():
         "flows_active": open_flows, "devices": 2, "external_destinations": 1, "alerts": {detector: count + 2},
         "incidents": 1, "lines": lines}
     assert open_flows == 2
+
+
+def _commit_times(monkeypatch, sensor, clock: list[float]) -> list[float]:
+    """The fake clock's reading at each of the sensor's commits to its state store, as they happen."""
+    commits: list[float] = []
+    commit = sensor.known.commit
+    monkeypatch.setattr(sensor.known, "commit", lambda: (commits.append(clock[0]), commit()))
+    return commits
 
 
 def _fake_clock(monkeypatch) -> list[float]:
@@ -373,10 +374,10 @@ def test_the_inventory_is_written_every_device_save_seconds_while_packets_come(t
 
     clock = _fake_clock(monkeypatch)
     sensor = _site_sensor()
-    devices, commits = [], []
-    save_devices, commit = sensor.known.save_devices, sensor.known.commit
+    devices: list[float] = []
+    save_devices = sensor.known.save_devices
     monkeypatch.setattr(sensor.known, "save_devices", lambda d: (devices.append(clock[0]), save_devices(d)))
-    monkeypatch.setattr(sensor.known, "commit", lambda: (commits.append(clock[0]), commit()))
+    commits = _commit_times(monkeypatch, sensor, clock)
     frame = _udp_frame("10.20.0.11", "10.20.0.12", 5000, 6000, 10)
     times = [100.5, 101.0, 100.0 + DEVICE_SAVE_SECONDS, 101.0 + DEVICE_SAVE_SECONDS,
              100.0 + 2 * DEVICE_SAVE_SECONDS - 0.1]
@@ -609,9 +610,7 @@ def test_a_stretch_of_arp_alone_is_saved_once_a_second_as_any_traffic_is(monkeyp
 
     clock = _fake_clock(monkeypatch)
     sensor = _site_sensor()
-    commits = []
-    real = sensor.known.commit
-    monkeypatch.setattr(sensor.known, "commit", lambda: (commits.append(clock[0]), real()))
+    commits = _commit_times(monkeypatch, sensor, clock)
     frame = arp(mac("02:00:00:00:00:0b"), "10.20.0.11", "10.20.0.1")
     for second, now in enumerate((100.5, 101.0, 101.5, 102.0)):
         clock[0] = now
