@@ -4,17 +4,16 @@ counted as header_too_deep and still accounted to its device, port-less."""
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import struct
 import subprocess
 
-import numpy as np
 import pytest
 from conftest import alerts_of, camwatch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
+from unit.builders import decoded_fields
 
 import sensor.decode as d
 from packets import PcapWriter, _checksum, ethernet, mac, tcp, udp
@@ -108,16 +107,12 @@ def one_batch(frames, caplens=None):
     return batches[0]
 
 
-def fields_of(dec) -> dict:
-    return {f.name: np.asarray(getattr(dec, f.name)).tolist() for f in dataclasses.fields(dec) if f.name != "batch"}
-
-
 def decode_both(frames, caplens=None):
     """The numpy reference decode, after checking the compiled one gives exactly the same."""
     batch = one_batch(frames, caplens)
     ref = d.decode_numpy(batch)
     if compiled.extension is not None:
-        assert fields_of(d.decode(batch)) == fields_of(ref)
+        assert decoded_fields(d.decode(batch)) == decoded_fields(ref)
     return ref
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import struct
 import subprocess
@@ -10,6 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 from conftest import REAL, SYNTHETIC, all_fixtures, capinfos, fixture_id
+from unit.builders import decoded_fields
 
 from sensor import compiled
 from sensor.capture import CaptureReader, open_file
@@ -249,17 +249,13 @@ def test_c_pcapng_walk_hands_blocks_it_does_not_take_to_the_python_walk(monkeypa
         (60, 10.5, 1), (60, 11.25, 1), (60, 11.25, 1), (46, 12.0, 101), (60, 13.0, 1), (20, 13.0, 1), (60, 14.0, 1)]
 
 
-def _decoded_fields(dec):
-    return {f.name: np.asarray(getattr(dec, f.name)).tolist() for f in dataclasses.fields(dec) if f.name != "batch"}
-
-
 @pytest.mark.parametrize("path", FIXTURES, ids=fixture_id)
 def test_compiled_decode_equals_the_numpy_reference(path):
     import sensor.decode as d
     if compiled.extension is None:
         pytest.skip("the C extension was not built on this machine")
     for b in read_all(path):
-        assert _decoded_fields(d.decode(b)) == _decoded_fields(d.decode_numpy(b))
+        assert decoded_fields(d.decode(b)) == decoded_fields(d.decode_numpy(b))
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=fixture_id)

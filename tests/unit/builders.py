@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from sensor.capture import Batch
@@ -20,3 +22,9 @@ def batch_of(frames: list[bytes], ts: list[float] | None = None, linktype: int |
                  lengths.copy() if wirelen is None else np.array(wirelen, dtype=np.int64),
                  np.array([1_700_000_000.0 + i for i in range(len(frames))] if ts is None else ts, dtype=np.float64),
                  np.array(types, dtype=np.int32))
+
+
+def decoded_fields(dec) -> dict:
+    """Every column of a Decoded as lists (the batch aside): what the compiled decode and the numpy reference are
+    held equal by."""
+    return {f.name: np.asarray(getattr(dec, f.name)).tolist() for f in dataclasses.fields(dec) if f.name != "batch"}

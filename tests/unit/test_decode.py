@@ -28,7 +28,7 @@ from sensor.decode import (
     payload,
 )
 
-from .builders import batch_of
+from .builders import batch_of, decoded_fields
 
 DST, SRC = mac("00:11:32:00:00:02"), mac("44:19:b6:00:00:07")
 SRC_INT = int.from_bytes(SRC, "big")
@@ -533,10 +533,6 @@ def test_gather_pads_each_row_with_zeros():
 
 
 # ---- the compiled decode's columns: pooled memory, never cleared ----------------------------------------------------
-def _fields(dec) -> dict:
-    return {f.name: np.asarray(getattr(dec, f.name)).tolist() for f in dataclasses.fields(dec) if f.name != "batch"}
-
-
 def _busy(n: int) -> list[bytes]:
     """Frames that set every decoded field: tagged IPv6 TCP with ports, flags, a MAC and a payload."""
     return [eth(ipv6(A6, B6, 6, tcp(A6, B6, 40000 + i % 999, 443, 1, 1, "SPAF", DATA)), 0x86DD,
@@ -566,7 +562,7 @@ def test_the_compiled_decode_writes_every_element_over_memory_a_batch_before_fil
         dec = d.decode(sparse)
         # its 14 columns are the blocks the busy batch gave back (the fragment column, copied to bools, went back)
         assert compiled.extension.pooled()[0] == 1
-        assert _fields(dec) == _fields(d.decode_numpy(sparse))
+        assert decoded_fields(dec) == decoded_fields(d.decode_numpy(sparse))
         del dec
 
 

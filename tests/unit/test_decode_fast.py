@@ -5,7 +5,6 @@ the general path."""
 
 from __future__ import annotations
 
-import dataclasses
 import struct
 
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 import sensor.decode as d
 from sensor import compiled
 
-from .builders import batch_of
+from .builders import batch_of, decoded_fields
 
 pytestmark = pytest.mark.skipif(compiled.extension is None, reason="the C extension sensor._walk was not built")
 
@@ -22,13 +21,9 @@ DST, SRC = bytes.fromhex("001132000002"), bytes.fromhex("4419b6000007")
 TPIDS = (0x8100, 0x88A8, 0x9100)
 
 
-def _fields(dec) -> dict:
-    return {f.name: np.asarray(getattr(dec, f.name)).tolist() for f in dataclasses.fields(dec) if f.name != "batch"}
-
-
 def _same(frames: list[bytes], caplens: list[int], linktype: int | list[int] = 1) -> None:
     batch = batch_of(frames, linktype=linktype, caplen=caplens)
-    got, want = _fields(d.decode(batch)), _fields(d.decode_numpy(batch))
+    got, want = decoded_fields(d.decode(batch)), decoded_fields(d.decode_numpy(batch))
     for name in want:
         assert got[name] == want[name], name
 
