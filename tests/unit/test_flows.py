@@ -334,6 +334,7 @@ def test_the_flow_table_takes_rows_of_any_integer_width(impl):
     for dtype in (np.int32, np.uint16):
         assert run(np.array(rows, dtype), np.array(tags, np.uint32), np.array(bounds, dtype)) == want, dtype
 
+
 def _near_keys(rng: np.random.Generator, n: int) -> list[bytes]:
     """Frames whose flow keys differ from others in one field at a time: addresses a byte apart (first and last,
     either half of an IPv6 address), ports a byte apart, a packet to its own address, VLANs, protocols, fragments,
