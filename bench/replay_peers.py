@@ -4,9 +4,12 @@
     pip install -r bench/requirements.txt          # nfstream, dpkt (pyshark comes with camwatch; tshark via apt)
     python bench/replay_peers.py [--packets 200000] [--repeat 5] [--json OUT] [--camwatch-src DIR]
     python bench/replay_peers.py --capture FILE --repeat 3 --row "LABEL"   # one row of the issue-16 table
+    python bench/replay_peers.py --capture FILE --page-cache from-disk ...   # the capture as read from disk
 
 Every measurement runs in a fresh subprocess, one at a time, so each tool pays its own imports and page-cache
-state is the same for all (the capture is read once before the first run); the runs go round by round (each tool
+state is the same for all (the capture is read once before the first run; with --page-cache from-disk it is first
+dropped from the page cache, so that it is cached as a file read from disk is, whatever wrote or read it before:
+what a memory map of it costs, printed with the results, depends on that); the runs go round by round (each tool
 once, then each tool again), so a machine's drifting load falls on all of them alike. "seconds" is wall time from
 opening the capture to the last flow updated (library start-up and imports excluded; for tshark and
 `camwatch replay`, which are whole programs, their start-up is included). "whole process" is every run's wall time
@@ -31,6 +34,7 @@ import argparse
 import functools
 import importlib.util
 import json
+import mmap
 import os
 import platform
 import shutil
@@ -325,6 +329,35 @@ def warm(path: Path) -> None:
             pass
 
 
+def from_disk(path: Path) -> None:
+    """Leave the capture in the page cache as a plain read from disk does: dropped from the cache, then read once.
+    How the cached file's pages came there sets what a memory map of it costs: the kernel (6.18 here) caches a file
+    read from disk with `read` in 2 MiB pages, but a file just written, or first read through a map, in pages down
+    to 4 KiB, which take far longer to map (see map_cost). Both camwatch and nfstream are faster on the former."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)   # dirty pages (a capture just written) cannot be dropped
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    warm(path)
+
+
+def map_cost(path: Path) -> float:
+    """Seconds of CPU to map the whole cached file into this process and out again, 8 MiB at a time, as
+    sensor.mapped does: a measure of the state of the page cache the runs below find (a few ms for a file held in
+    2 MiB pages, ~80 ms for 1.2 GiB in 4 KiB pages on this VM)."""
+    populate = getattr(mmap, "MADV_POPULATE_READ", 22)   # Linux 5.14
+    chunk = 8 << 20
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ) as mapped:
+        start = time.process_time()
+        for offset in range(0, len(mapped), chunk):
+            length = min(chunk, len(mapped) - offset)
+            mapped.madvise(populate, offset, length)
+            mapped.madvise(mmap.MADV_DONTNEED, offset, length)
+        return time.process_time() - start
+
+
 def missing(need: str) -> str | None:
     """Why a tool cannot run here, or None."""
     if need in ("tshark", "pyshark") and shutil.which("tshark") is None:
@@ -481,6 +514,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--row", metavar="LABEL",
                     help="print the issue-16 table row for this capture (docs/benchmarks.md), labelled LABEL; "
                          "runs " + ", ".join(ROW_TOOLS) + " unless --only says otherwise")
+    ap.add_argument("--page-cache", choices=("as-is", "from-disk"), default="as-is",
+                    help="as-is (default): the capture stays in the page cache as it is (read once if it is not "
+                         "there); from-disk: dropped from the page cache and read once, as a file read from disk "
+                         "is cached, whoever wrote or read it before")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     return ap
 
@@ -638,7 +675,11 @@ def main(argv: list[str] | None = None) -> int:
     slice_path = DEFAULT_DIR / f"{path.stem}-head{args.slice}.pcap"
     DEFAULT_DIR.mkdir(parents=True, exist_ok=True)
     slice_n = head_pcap(path, slice_path, args.slice)
-    warm(path)
+    if args.page_cache == "from-disk":
+        from_disk(path)
+    else:
+        warm(path)
+    mapping = map_cost(path)
 
     load = os.getloadavg()[0]
     if load > 0.5:
@@ -657,7 +698,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"capture: {path} ({total:,} packets, {path.stat().st_size / 2**20:.0f} MiB); "
           f"pyshark slice: first {slice_n:,} packets; median of {args.repeat} runs; camwatch: {revision}; "
-          f"load average before: {load:.2f}")
+          f"load average before: {load:.2f}; page cache {args.page_cache}: mapping the file costs "
+          f"{mapping * 1000:.0f} ms of CPU")
     print()
     _print_table(rows, total)
     if args.row:
@@ -668,7 +710,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({
             "machine": machine(), "capture": {"path": str(path), "packets": total, "bytes": path.stat().st_size,
                                               "slice_packets": slice_n},
-            "repeat": args.repeat, "camwatch": revision, "loadavg_before": load, "results": rows,
+            "repeat": args.repeat, "camwatch": revision, "loadavg_before": load,
+            "page_cache": {"state": args.page_cache, "map_cpu_seconds": mapping}, "results": rows,
         }, indent=2) + "\n")
     return 0
 

@@ -231,6 +231,26 @@ def test_expanded_capture_is_real_sites_moved_apart_and_deterministic(tmp_path, 
         assert first[1] - first[0] == pytest.approx(7, abs=1) and first[1] < last0   # side by side
 
 
+@pytest.mark.parametrize("state", ["as-is", "from-disk"])
+def test_replay_benchmark_says_which_page_cache_state_it_measured_and_what_mapping_costs_in_it(tmp_path, state):
+    """How the cached capture's pages came there moves whole-process times by a fifth (docs/benchmarks.md), so a
+    run records the state it chose and what a map of the file costs in it; from-disk works on a capture just
+    written, whose pages are still dirty."""
+    capture = tmp_path / "bench.pcap"
+    assert bench("make_capture.py", capture, "-n", 5_000, "--site", "vlan100").returncode == 0
+    out = tmp_path / "results.json"
+    r = bench("replay_peers.py", "--capture", capture, "--only", "floor", "--repeat", 1, "--page-cache", state,
+              "--json", out)
+    assert r.returncode == 0, r.stderr
+    cost = re.search(rf"page cache {state}: mapping the file costs (\d+) ms of CPU", r.stdout)
+    assert cost, r.stdout
+    recorded = json.loads(out.read_text())["page_cache"]
+    assert recorded["state"] == state and recorded["map_cpu_seconds"] >= 0
+    assert round(recorded["map_cpu_seconds"] * 1000) == int(cost.group(1))
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["tool"] == "floor" and row["status"] == "ok"
+
+
 def test_replay_benchmark_times_whole_processes_and_prints_the_issue_row(tmp_path):
     capture = tmp_path / "bench.pcap"
     assert bench("make_capture.py", capture, "-n", 5_000, "--site", "vlan100").returncode == 0
