@@ -8,15 +8,15 @@ import random
 
 import pytest
 
-from packets import dns_query, dns_response, ethernet, ipv4, mac, tcp, tls_client_hello, udp
+from packets import dns_query, dns_response, ethernet, ipv4, ipv6, mac, tcp, tls_client_hello, udp
 from sensor.config import parse_config
 from sensor.detect import Detector, DetectorContext, registry
 from sensor.enrich import SCOPES, ManufDatabase
 from sensor.enrich import new_flows as new_flow_batch
 from sensor.enrich.geography import UNKNOWN, Geography, Place
 from sensor.enrich.inventory import MAX_ROUTER_MACS
-from sensor.enrich.series import ByteSeries
 from sensor.enrich.scope import flow_context
+from sensor.enrich.series import ByteSeries
 from sensor.enrich.stage import Enricher
 from sensor.flows import new_update
 from sensor.pipeline import Sensor
@@ -495,3 +495,32 @@ def test_a_window_of_min_flows_new_flows_is_settled_together_and_one_fewer_one_a
     sensor, _ = _run(monkeypatch, records)
     assert settled == [n]
     assert sensor.inventory.devices.get(CAM).packets_sent == 2 * n - 1
+
+
+def test_a_known_cameras_new_address_joins_it_while_the_budget_holds_new_sources_back(monkeypatch):
+    """With the new-device budget spent, a new camera-side source that only sent is held back (settled without an
+    update), but not a known camera's own new address (its MAC's EUI-64): that joins the camera's device."""
+    cam6 = "fd00:20::240:8cff:fe00:11"   # EUI-64 of CAM_MAC
+    config = {**SITE, "networks": {**SITE["networks"], "camera": ["10.20.0.0/24", "fd00:20::/64"]},
+              "limits": {"max_devices": 2, "new_devices_burst": 2, "new_devices_per_second": 1}}
+    forged = [(T0 + 0.1 + i * 0.1, _u(f"10.20.0.{40 + i}", CLOUD, 40000, 8800, b"f", src_mac=mac("00:de:ad:00:00:01")))
+              for i in range(4)]
+    v6 = ethernet(ROUTER_MAC, CAM_MAC, 0x86DD, ipv6(cam6, "2001:db8::50", 17, udp(cam6, "2001:db8::50", 40000, 8800,
+                                                                                   b"6" * 20)))
+    records = [(T0, _u(CAM, CLOUD, 40000, 8800, b"x")), *forged, (T0 + 0.6, v6)]
+    sensor, _ = _run(monkeypatch, records, config)
+    dev = sensor.inventory.devices.get(CAM)
+    assert cam6 in dev.addresses and dev.packets_sent == 2
+    assert sensor.inventory.admission.held == 3   # the forged sources past the first, not the camera's address
+
+
+def test_an_enricher_made_alone_asks_no_service_and_places_no_destination(monkeypatch):
+    """Enricher's defaults, for a caller other than the pipeline (which hands in both): no vendor service asked,
+    and a geography that knows no place, so a camera's Internet egress counts under "unknown"."""
+    monkeypatch.setattr(registry, "DETECTORS", (Recorder,))
+    sensor = Sensor(parse_config(SITE), manuf=NO_MANUF)
+    sensor.process(make_batch([(T0, _u(CAM, CLOUD, 40000, 8800, b"x" * 10))]))
+    alone = Enricher(sensor.config, sensor.inventory, sensor.known, sensor.detection)
+    (flow,) = sensor.flows.flows()
+    alone.flow_update(new_update(flow))
+    assert alone.egress_countries.bytes == {(UNKNOWN, False): flow.orig_bytes}
