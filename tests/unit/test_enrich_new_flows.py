@@ -481,6 +481,8 @@ def test_scopes_and_printed_addresses_in_numpy_are_the_one_at_a_time_ones():
     v4[700:800] = rng.integers(0, 256, 100) << 24   # octets of 0 and short numbers
     raws = [b"\0" * 10 + b"\xff\xff" + int(v).to_bytes(4, "big") for v in v4]
     raws += [ipaddress.IPv6Address(a).packed for a in ("fd12::5", "fe80::1", "2001:db8::9", "::1", "ff02::1")]
+    # IPv6 that is IPv4-mapped in all but one word: no camera-side IPv4 address for it
+    raws += [ipaddress.IPv6Address(a).packed for a in ("2001:db8::ffff:10.9.8.7", "::1:0:ffff:10.9.8.7")]
     raw = np.frombuffer(b"".join(raws), np.uint8).reshape(len(raws), 16)
     codes = batch._scopes(classifier, raw)
     assert [SCOPES[c] for c in codes] == [classifier.scope_of_raw(r) for r in raws]
@@ -557,6 +559,50 @@ def test_a_window_the_c_columns_refuse_is_read_by_the_reference(monkeypatch):
     assert batch._Window.of(short) is None   # not the table's keys: one at a time, as before
     with pytest.raises(TypeError):
         ext.columns(tuple(good), Flow)
+
+
+def test_a_window_that_cannot_be_read_as_columns_goes_one_flow_at_a_time(monkeypatch):
+    """A window settle cannot read as columns (a flow with a short key among the table's: no path makes one, settle
+    is handed any list) is handed to the per-flow path whole, every flow in its order, on either columns path."""
+    ft = FlowTable(FlowSettings())
+    for dec_batch, tags, _ in _random_batches(random.Random(1))[:3]:
+        ft.update(decode(dec_batch), np.arange(len(dec_batch)), tags)
+    good = list(ft.flows())
+    flows = [*good[:3], Flow(good[0].key[:39], 0, 6, 1, 2, 5.0), *good[3:]]
+    seen: list = []
+    new_flow = Enricher._new_flow
+    monkeypatch.setattr(Enricher, "_new_flow", lambda self, flow, noted=False: (seen.append(flow),
+                                                                                new_flow(self, flow, noted))[1])
+    for on in (True, False):
+        monkeypatch.setattr(compiled, "columns", on)
+        enricher = _run(monkeypatch, [(T0, _syn("10.20.0.5", "203.0.113.9", 1000, 443, FORGER))])[0].enricher
+        seen.clear()
+        batch.settle(enricher, flows)
+        assert seen == flows
+
+
+@pytest.mark.parametrize("compiled_paths", [True, False], ids=["compiled", "reference"])
+def test_a_public_responder_answering_within_the_window_marks_its_router(monkeypatch, compiled_paths):
+    """A site's window of new flows none of which reaches a camera (a core host's, to public peers that answer
+    within the window, from a router MAC not seen before): the first such flow goes one at a time and marks the
+    router, as flow_update does, and the rest are settled together."""
+    for switch in ("columns", "sightings", "held"):
+        monkeypatch.setattr(compiled, switch, compiled_paths)
+    core, core_mac, router = "10.1.0.5", mac("3c:ef:8c:00:00:05"), mac("02:00:00:00:02:01")
+    records = []
+    for i in range(2 * batch.MIN_FLOWS):
+        peer, ts = f"11.0.0.{i + 1}", T0 + i / 1000
+        records.append((ts, _frame(core, peer, udp(core, peer, 40000 + i, 53, b"q"), 17, core_mac, router)))
+        records.append((ts + 0.0001, _frame(peer, core, udp(peer, core, 53, 40000 + i, b"a"), 17, router, core_mac)))
+    calls: list[int] = []
+    settle = batch.settle
+    monkeypatch.setattr(batch, "settle", lambda e, flows: (calls.append(len(flows)), settle(e, flows)))
+    fast = _state(_run(monkeypatch, records)[0])
+    assert calls == [2 * batch.MIN_FLOWS]
+    _reference(monkeypatch)
+    reference = _state(_run(monkeypatch, records)[0])
+    assert fast == reference
+    assert reference[0][2] == [int.from_bytes(router, "big")]   # the router's MAC, marked
 
 
 def test_the_c_columns_are_read_only_while_their_switch_is_on(monkeypatch):

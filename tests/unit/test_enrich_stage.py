@@ -8,12 +8,15 @@ import random
 
 import pytest
 
-from packets import dns_query, dns_response, ethernet, ipv4, mac, tcp, tls_client_hello, udp
+from packets import dns_query, dns_response, ethernet, ipv4, ipv6, mac, tcp, tls_client_hello, udp
 from sensor.config import parse_config
 from sensor.detect import Detector, DetectorContext, registry
 from sensor.enrich import SCOPES, ManufDatabase
+from sensor.enrich import new_flows as new_flow_batch
+from sensor.enrich.geography import UNKNOWN, Geography, Place
 from sensor.enrich.inventory import MAX_ROUTER_MACS
 from sensor.enrich.scope import flow_context
+from sensor.enrich.series import ByteSeries
 from sensor.enrich.stage import Enricher
 from sensor.flows import new_update
 from sensor.pipeline import Sensor
@@ -37,7 +40,8 @@ class Recorder(Detector):
 
     def observe(self, obs):
         assert obs.flow is not None
-        self.balance.append((obs.ts, obs.peer, obs.initiated, obs.sent_bytes, obs.received_bytes))
+        self.balance.append((obs.ts, obs.peer, obs.initiated, obs.sent_bytes, obs.received_bytes,
+                             obs.received_packets))
         self.events.append(("observe", obs.ts, obs.device.ip, obs.sent_packets, obs.sent_bytes, obs.initiated,
                             obs.peer, obs.port, obs.proto, obs.name, obs.scope, obs.vlan, obs.new_flow))
 
@@ -68,12 +72,13 @@ def _t(src, dst, sport, dport, flags, payload=b"", **kw):
     return _frame(src, dst, tcp(src, dst, sport, dport, 1, 1, flags, payload), 6, **kw)
 
 
-def _run(monkeypatch, records, config=SITE):
-    monkeypatch.setattr(registry, "DETECTORS", (Recorder,))
-    sensor = Sensor(parse_config(config), manuf=NO_MANUF)   # no manuf file to read: makers come from banners
+def _run(monkeypatch, records, config=SITE, detectors=(Recorder,), **kw):
+    monkeypatch.setattr(registry, "DETECTORS", detectors)
+    sensor = Sensor(parse_config(config), manuf=NO_MANUF, **kw)   # no manuf file to read: makers from banners
     sensor.process(make_batch(records))
     sensor.finish()
-    return sensor, sensor.detection.find(Recorder).events
+    recorder = sensor.detection.find(Recorder)
+    return sensor, recorder.events if recorder is not None else []
 
 
 def test_dns_questions_answers_and_the_flow_they_name(monkeypatch):
@@ -139,9 +144,9 @@ def test_an_observation_carries_what_came_back_in_the_same_update(monkeypatch):
                (T0 + 4.0, back[2]), (T0 + 6.0, viewer[0]), (T0 + 6.01, viewer[1])]
     sensor, _ = _run(monkeypatch, records)
     assert sensor.detection.find(Recorder).balance == [
-        (T0, CLOUD, True, len(out[0]), len(back[0])),
-        (T0 + 2.0, CLOUD, True, len(out[1]), len(back[1])),
-        (T0 + 6.0, OTHER, False, len(viewer[1]), len(viewer[0]))]
+        (T0, CLOUD, True, len(out[0]), len(back[0]), 1),
+        (T0 + 2.0, CLOUD, True, len(out[1]), len(back[1]), 1),
+        (T0 + 6.0, OTHER, False, len(viewer[1]), len(viewer[0]), 1)]
 
 
 def test_a_core_host_reaching_a_silent_camera_is_observed(monkeypatch):
@@ -372,3 +377,150 @@ def test_updates_without_a_camera_side_do_what_each_side_would(monkeypatch, conf
     # public sender's MAC was marked as a router's
     assert len(sides) - fast_sides > fast_sides / 10 and reference[2]
     assert len(reference[2]) == MAX_ROUTER_MACS if routers > MAX_ROUTER_MACS else len(reference[2]) < MAX_ROUTER_MACS
+
+
+def test_a_device_is_seen_up_to_the_last_packet_of_each_update(monkeypatch):
+    """A flow update touches its device from the update's first packet to the flow's last: the device's last
+    sighting and its address's are the last packet's time, in the new flow's second and in a later one's."""
+    records = [(T0 + k * 0.3, _u(CAM, CLOUD, 40000, 8800, b"x" * 10)) for k in range(3)]
+    sensor, _ = _run(monkeypatch, records)
+    dev = sensor.inventory.devices.get(CAM)
+    assert (dev.first_seen, dev.last_seen, dev.addresses[CAM]) == (T0, records[-1][0], records[-1][0])
+    records += [(T0 + 1.2 + k * 0.3, _u(CAM, CLOUD, 40000, 8800, b"x" * 10)) for k in range(2)]
+    sensor, _ = _run(monkeypatch, records)
+    dev = sensor.inventory.devices.get(CAM)
+    assert (dev.first_seen, dev.last_seen, dev.addresses[CAM]) == (T0, records[-1][0], records[-1][0])
+
+
+class _Everywhere(Geography):
+    """Every address placed in one country: which peers count as egress is then the stage's choice alone."""
+
+    def place(self, ip: str) -> Place | None:
+        return Place("FR", None, None, None)
+
+
+def test_egress_by_country_is_a_camera_sides_bytes_to_public_and_allowed_peers(monkeypatch):
+    """Per country, per coverage and over time: a camera's bytes to a public peer and to an allowed one (counted
+    only when placed: an allowed server of unknown place is no egress); never those to the camera side or the
+    core, placed or not."""
+    ntp = dns_response(8, "ntp.allowed.example", [("ntp.allowed.example", 1, 60, "192.0.2.123")])
+    records = [(T0, _u(CAM, RESOLVER, 5353, 53, dns_query(8, "ntp.allowed.example"))),
+               (T0 + 0.1, _u(RESOLVER, CAM, 53, 5353, ntp, src_mac=ROUTER_MAC, dst_mac=CAM_MAC)),
+               (T0 + 1.2, _u(CAM, CLOUD, 40000, 8800, b"x" * 100)),
+               (T0 + 2.3, _u(CAM, "192.0.2.123", 40001, 123, b"n" * 48)),
+               (T0 + 3.4, _u(CAM, CORE, 40002, 8080, b"c" * 70)),
+               (T0 + 3.5, _u(CAM, NVR, 40003, 554, b"v" * 30))]
+    cloud, allowed = len(records[2][1]), len(records[3][1])
+    sensor, events = _run(monkeypatch, records, geography=_Everywhere())
+    assert [e[6] for e in events if e[0] == "observe" and e[10] == "allowed"] == ["192.0.2.123"]   # named: allowed
+    covered = sensor.inventory.devices.get(CAM).covered
+    assert covered is False
+    egress = sensor.enricher.egress_countries
+    assert egress.bytes == {("FR", covered): cloud + allowed}
+    series = ByteSeries()
+    series.add(T0 + 1.2, cloud)
+    series.add(T0 + 2.3, allowed)
+    assert egress.series_state() == {"FR": series.state()}
+    # nowhere known: the public peer's bytes under "unknown", the allowed server's not at all
+    egress = _run(monkeypatch, records, geography=Geography())[0].enricher.egress_countries
+    assert egress.bytes == {(UNKNOWN, covered): cloud}
+
+
+def test_external_destinations_are_counted_up_to_their_bound(monkeypatch):
+    """The gauge's set stops growing at MAX_EXTERNAL_DESTINATIONS (exactly); the device keeps every peer."""
+    monkeypatch.setattr("sensor.enrich.stage.MAX_EXTERNAL_DESTINATIONS", 2)
+    peers = ["203.0.113.7", "203.0.113.8", "203.0.113.9"]
+    sensor, _ = _run(monkeypatch, [(T0 + i, _u(CAM, p, 40000 + i, 8800, b"x")) for i, p in enumerate(peers)])
+    assert sensor.enricher.external_destinations == set(peers[:2])
+    assert set(sensor.inventory.devices.get(CAM).external_peers) == set(peers)
+
+
+def test_a_vendor_service_is_evidence_of_a_device_that_sends_to_it_outside_whatever_the_detectors_watch(monkeypatch):
+    """Traffic with a maker's cloud names the maker even with no detector observing any scope; a camera sending to
+    a private host answered for the same name is no such evidence (the service is outside: public or core)."""
+    cam2, name, private = "10.20.0.12", "litedev.hik-connect.com", "192.168.7.9"
+    records = [(T0, _u(CAM, RESOLVER, 5353, 53, dns_query(7, name))),
+               (T0 + 0.1, _u(RESOLVER, CAM, 53, 5353, dns_response(7, name, [(name, 1, 60, CLOUD)]),
+                             src_mac=ROUTER_MAC, dst_mac=CAM_MAC)),
+               (T0 + 0.2, _u(CAM, CLOUD, 40000, 8800, b"x" * 100)),
+               (T0 + 1.0, _u(cam2, RESOLVER, 5353, 53, dns_query(8, name), src_mac=mac("00:40:8c:00:00:12"))),
+               (T0 + 1.1, _u(RESOLVER, cam2, 53, 5353, dns_response(8, name, [(name, 1, 60, private)]),
+                             src_mac=ROUTER_MAC, dst_mac=mac("00:40:8c:00:00:12"))),
+               (T0 + 1.2, _u(cam2, private, 40000, 8800, b"x" * 100, src_mac=mac("00:40:8c:00:00:12")))]
+    sensor, _ = _run(monkeypatch, records, detectors=())
+    assert not sensor.detection.scopes   # nothing observed: the evidence comes from the stage alone
+    sources = {ip: {e.source for e in sensor.inventory.devices.get(ip).ranked_evidence()} for ip in (CAM, cam2)}
+    assert "service" in sources[CAM] and "service" not in sources[cam2]
+    assert sensor.enricher.names.lookup(private, T0 + 2) == name   # cam2's peer was named, and still no evidence
+
+
+def test_a_public_originator_heard_only_in_a_later_second_marks_its_router(monkeypatch):
+    """A flow first seen from its responder (a core server's UDP reply, low port to high: the capture began
+    mid-conversation) has a public originator that has not sent; when it does, in a later second, its MAC is a
+    router's (flow_update of a known flow without a camera side)."""
+    core_mac = mac("3c:ef:8c:00:00:05")
+    records = [(T0, _u(CORE, OTHER, 53, 40000, b"a" * 20, src_mac=core_mac, dst_mac=ROUTER_MAC)),
+               (T0 + 1.5, _u(OTHER, CORE, 40000, 53, b"q" * 20, src_mac=ROUTER_MAC, dst_mac=core_mac))]
+    assert _run(monkeypatch, records[:1])[0].enricher.roles.router_macs == set()
+    assert _run(monkeypatch, records)[0].enricher.roles.router_macs == {int.from_bytes(ROUTER_MAC, "big")}
+
+
+def test_a_flows_remembered_scopes_are_worked_out_again_once_a_network_is_learnt(monkeypatch):
+    """Zero-config: a flow's scopes, remembered from its second second on, are stale once the sensor learns a
+    camera-side network (here another host's /24, from a second sighting of it with its MAC): a private host taken
+    for camera-side until then is private from then on, and its flow's later packets no longer count for it."""
+    host, host_mac = "192.168.7.9", mac("3c:ef:8c:00:00:09")
+    other, other_mac = "192.168.9.20", mac("3c:ef:8c:00:00:20")
+    records = [(T0, _u(host, CLOUD, 40000, 8800, b"a" * 10, src_mac=host_mac)),
+               (T0, _u(other, CLOUD, 40000, 8800, b"a" * 10, src_mac=other_mac)),
+               (T0 + 1.1, _u(other, CLOUD, 40000, 8800, b"b" * 10, src_mac=other_mac)),
+               (T0 + 2.5, _u(host, CLOUD, 40001, 8801, b"c" * 10, src_mac=host_mac)),
+               (T0 + 3.5, _u(other, CLOUD, 40000, 8800, b"d" * 10, src_mac=other_mac))]
+    sensor, _ = _run(monkeypatch, records, config={})
+    scope = sensor.enricher.classifier.scope_of_text
+    assert (scope(host), scope(other)) == ("camera", "private")
+    dev = sensor.inventory.devices.get(other)
+    assert (dev.packets_sent, dev.bytes_sent) == (2, len(records[1][1]) + len(records[2][1]))
+
+
+def test_a_window_of_min_flows_new_flows_is_settled_together_and_one_fewer_one_at_a_time(monkeypatch):
+    """Enricher.new_flows' bound: exactly MIN_FLOWS new flows in a window go to the batch (sensor.enrich.new_flows),
+    MIN_FLOWS - 1 one at a time."""
+    settled, settle = [], new_flow_batch.settle
+    monkeypatch.setattr(new_flow_batch, "settle", lambda enricher, flows: (settled.append(len(flows)),
+                                                                             settle(enricher, flows))[1])
+    n = new_flow_batch.MIN_FLOWS
+    records = [(T0 + i / (2 * n), _u(CAM, CLOUD, 20000 + i, 8800, b"x")) for i in range(n)]
+    records += [(T0 + 1 + i / (2 * n), _u(CAM, CLOUD, 30000 + i, 8800, b"x")) for i in range(n - 1)]
+    sensor, _ = _run(monkeypatch, records)
+    assert settled == [n]
+    assert sensor.inventory.devices.get(CAM).packets_sent == 2 * n - 1
+
+
+def test_a_known_cameras_new_address_joins_it_while_the_budget_holds_new_sources_back(monkeypatch):
+    """With the new-device budget spent, a new camera-side source that only sent is held back (settled without an
+    update), but not a known camera's own new address (its MAC's EUI-64): that joins the camera's device."""
+    cam6 = "fd00:20::240:8cff:fe00:11"   # EUI-64 of CAM_MAC
+    config = {**SITE, "networks": {**SITE["networks"], "camera": ["10.20.0.0/24", "fd00:20::/64"]},
+              "limits": {"max_devices": 2, "new_devices_burst": 2, "new_devices_per_second": 1}}
+    forged = [(T0 + 0.1 + i * 0.1, _u(f"10.20.0.{40 + i}", CLOUD, 40000, 8800, b"f", src_mac=mac("00:de:ad:00:00:01")))
+              for i in range(4)]
+    v6 = ethernet(ROUTER_MAC, CAM_MAC, 0x86DD, ipv6(cam6, "2001:db8::50", 17, udp(cam6, "2001:db8::50", 40000, 8800,
+                                                                                   b"6" * 20)))
+    records = [(T0, _u(CAM, CLOUD, 40000, 8800, b"x")), *forged, (T0 + 0.6, v6)]
+    sensor, _ = _run(monkeypatch, records, config)
+    dev = sensor.inventory.devices.get(CAM)
+    assert cam6 in dev.addresses and dev.packets_sent == 2
+    assert sensor.inventory.admission.held == 3   # the forged sources past the first, not the camera's address
+
+
+def test_an_enricher_made_alone_asks_no_service_and_places_no_destination(monkeypatch):
+    """Enricher's defaults, for a caller other than the pipeline (which hands in both): no vendor service asked,
+    and a geography that knows no place, so a camera's Internet egress counts under "unknown"."""
+    monkeypatch.setattr(registry, "DETECTORS", (Recorder,))
+    sensor = Sensor(parse_config(SITE), manuf=NO_MANUF)
+    sensor.process(make_batch([(T0, _u(CAM, CLOUD, 40000, 8800, b"x" * 10))]))
+    alone = Enricher(sensor.config, sensor.inventory, sensor.known, sensor.detection)
+    (flow,) = sensor.flows.flows()
+    alone.flow_update(new_update(flow))
+    assert alone.egress_countries.bytes == {(UNKNOWN, False): flow.orig_bytes}
