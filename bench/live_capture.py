@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -239,13 +240,19 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--loops must be at least 1")
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
+    return run_script("live_capture", lambda: bench(args))
+
+
+def run_script(prog: str, work: Callable[[], int]) -> int:
+    """The end of every namespace-making bench script (this one, make_encoded.py, soak.py): work's exit code, or one
+    line and 2 for a BenchError, 130 for Ctrl-C. The namespaces are gone by then: work removes them on its way out."""
     try:
-        return bench(args)
+        return work()
     except BenchError as exc:
-        sys.stderr.write(f"live_capture: error: {exc}\n")
+        sys.stderr.write(f"{prog}: error: {exc}\n")
         return 2
     except KeyboardInterrupt:
-        sys.stderr.write("live_capture: interrupted; namespaces removed\n")
+        sys.stderr.write(f"{prog}: interrupted; namespaces removed\n")
         return 130
 
 

@@ -208,15 +208,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--clip-seconds is at least 2 (a main-stream GOP)")
     if args.packets < 1:
         ap.error("--packets is at least 1")
-    try:
+
+    def work() -> int:
         make(args.path, args.packets, args.cameras, args.clip_seconds)
-    except BenchError as exc:
-        sys.stderr.write(f"make_encoded: error: {exc}\n")
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write("make_encoded: interrupted; namespaces removed\n")
-        return 130
-    return 0
+        return 0
+
+    return live_capture.run_script("make_encoded", work)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live_capture import DEFAULT_PCAP, PYTHON, REPO, BenchError, VethPair, sh
+from live_capture import DEFAULT_PCAP, PYTHON, REPO, BenchError, VethPair, run_script, sh
 
 CAMWATCH = REPO / ".venv" / "bin" / "camwatch"
 MB = 1e6
@@ -634,14 +634,7 @@ def main(argv: list[str] | None = None) -> int:
         args.pcap = (Path.cwd() / args.pcap) if (Path.cwd() / args.pcap).exists() else REPO / args.pcap
     # SIGTERM to the soak itself ends it like Ctrl-C: processes stopped, namespaces removed.
     signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return soak(args)
-    except BenchError as exc:
-        sys.stderr.write(f"soak: error: {exc}\n")
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write("soak: interrupted; namespaces removed\n")
-        return 130
+    return run_script("soak", lambda: soak(args))
 
 
 def soak(args) -> int:
