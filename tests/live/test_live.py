@@ -7,6 +7,7 @@ packet count can be compared exactly.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
@@ -22,6 +23,12 @@ from pathlib import Path
 
 import pytest
 from conftest import LIVE_START_WAIT, REPO, SYNTHETIC, alerts_of, camwatch, capinfos
+
+# The live benchmark's namespace teardown, the one these tests' namespaces are removed with too (bench/ holds
+# scripts, not a package: loaded by path, as tests/e2e/test_bench.py loads replay_peers.py).
+_spec = importlib.util.spec_from_file_location("camwatch_live_capture", REPO / "bench" / "live_capture.py")
+_live_capture = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_live_capture)
 
 SITE = SYNTHETIC / "camera_site.pcap"
 SITE_CONFIG = SYNTHETIC / "camera_site.toml"
@@ -77,19 +84,8 @@ def veth_pair(request, lk: Link) -> Link:
     """The two namespaces and the veth pair between them, removed at the test's end with whatever runs in them."""
     assert len(lk.sensor_if) <= 15 and len(lk.feed_if) <= 15   # IFNAMSIZ
 
-    def cleanup():
-        for ns in (lk.sensor_ns, lk.feed_ns):
-            # Only this test's processes live here (a dumpcap orphaned by a killed camwatch, say); one left
-            # running would keep the namespace and its veth alive after `ip netns del`.
-            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-
-    request.addfinalizer(cleanup)
+    # whatever still runs in them goes too (a dumpcap orphaned by a killed camwatch, say)
+    request.addfinalizer(lambda: _live_capture.remove_namespaces(lk.sensor_ns, lk.feed_ns))
     for ns in (lk.sensor_ns, lk.feed_ns):
         made = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
         if made.returncode != 0:
