@@ -184,7 +184,10 @@ class AnomalyDetector(Detector):
         window still open is scored as far as it has been seen (see MONOTONE, BOUNDED). Every window's row comes
         from WindowFeatures already in one matrix: the open ones are its last rows."""
         empty: tuple[list[tuple[str, float]], np.ndarray] = ([], np.zeros((0, len(self.model.features))))
-        closed_keys, closed = empty if final else self.windows.close_rows(now)
+        # At the end too, a window that ended by `now` is whole and judged as it was: the capture's last second
+        # gets no tick of its own (Sensor.finish), so a minute that ended within it closes here, not in a later
+        # second's tick as it would have had the capture gone on; only the rest are judged as far as seen.
+        closed_keys, closed = self.windows.close_rows(now)
         open_keys, still_open = self.windows.flush_rows() if final else empty
         if not final and now - self._last_partial >= self.PARTIAL_EVERY:
             self._last_partial = now

@@ -357,6 +357,19 @@ def test_at_the_end_every_open_window_is_scored_as_it_stands():
     assert len(detector.windows) == 0
 
 
+def test_at_the_end_a_window_that_ended_by_then_is_judged_as_it_was_and_only_the_open_ones_as_far_as_seen():
+    """The final tick comes at the capture's last packet time, and that second has no tick of its own: a minute
+    that ended within it is whole, judged on its own values as a later second would have judged it, while the
+    minute still open is lifted to the training median."""
+    detector, model, camera = _setup()
+    detector.observe(_obs(camera, T0 + 1, 100))
+    detector.tick(T0 + 1.0, False)                                       # a partial look, lifted
+    detector.observe(_obs(camera, T0 + 60.2, 100))                        # the next minute, in the last second
+    detector.tick(T0 + 60.5, True)
+    assert [float(v[BYTES]) for v in model.scored] == [5.0, pytest.approx(np.log1p(100)), 5.0]
+    assert len(detector.windows) == 0 and detector._sent == {}
+
+
 @pytest.mark.parametrize("seen", [None, 0])
 def test_the_conversation_records_are_the_sums_of_what_each_device_sent(monkeypatch, seen):
     """The detector keeps each window's conversations (for an alert's carriers) through the window's memo of

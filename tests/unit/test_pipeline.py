@@ -616,3 +616,49 @@ def test_a_stretch_of_arp_alone_is_saved_once_a_second_as_any_traffic_is(monkeyp
         clock[0] = now
         sensor.process(make_batch([(T0 + second, frame)]))
     assert commits == [101.0, 102.0] and sensor.packets == 4
+
+
+def test_at_the_end_a_minute_that_ended_in_the_last_second_is_judged_whole():
+    """finish() gives the capture's last second no tick of its own, only the final one: a camera's minute that
+    ended within that second is still judged as it was, as the next second's tick would have judged it, not as far
+    as seen like the minute still open. Here only the whole minute is out of character: its mean packet size lies
+    above everything the model was trained on, which a look at an open minute clamps to the training range."""
+    import numpy as np
+
+    from sensor.config import parse_config
+    from sensor.enrich import ManufDatabase
+    from sensor.model import FEATURES
+    from sensor.pipeline import Sensor
+
+    from .test_detect_anomaly import FakeModel
+    from .test_export import make_batch
+
+    mean = FEATURES.index("log_mean_packet_bytes")
+
+    class MeanPacketModel(FakeModel):
+        threshold = 6.5
+        feature_stats = {"min": [1.0] * len(FEATURES), "median": [5.0] * len(FEATURES),
+                         "max": [6.0] * len(FEATURES)}
+
+        def score(self, rows):
+            self.scored.extend(rows)
+            return rows[:, mean]
+
+    alerts: list = []
+    model = MeanPacketModel()
+    sensor = Sensor(parse_config({"networks": {"camera": ["10.20.0.0/24"]}}), ManufDatabase({}), model=model,
+                    on_alert=alerts.append)
+    minute = 1_699_999_980.0   # a multiple of 60: a window's start
+    sensor.inventory.touch("10.20.0.11", 0, minute).evidence.add("rtsp_server")
+    video = _udp_frame("10.20.0.11", "10.20.0.2", 5000, 5002, 1000)
+    assert np.log1p(len(video)) > MeanPacketModel.threshold
+    sensor.process(make_batch([(minute + 1.0, video), (minute + 2.0, video), (minute + 60.3, video)]))
+    assert alerts == []                                # each look at the open minute clamps it to 6.0
+    sensor.finish()
+    # the minute's incident opens and, the capture over, closes
+    assert [(a.detector, a.extra["event"]) for a in alerts] == [("anomaly", "open"), ("anomaly", "close")]
+    alert = alerts[0]
+    assert (alert.device_ip, alert.ts, alert.score) == ("10.20.0.11", minute + 60.3, np.log1p(len(video)))
+    # the looks before the end, clamped; then each minute once: the ended one whole, the open one as far as seen
+    assert [round(float(v[mean]), 3) for v in model.scored] == [6.0, round(float(np.log1p(len(video))), 3), 6.0]
+    sensor.close()
