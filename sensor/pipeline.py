@@ -124,7 +124,9 @@ class Sensor:
         # it (a ClientHello, the answering MAC) may come in the next batch, and a flow is judged on its first
         # second however the input was cut.
         self._pending: dict[Flow, FlowUpdate] = {}
-        self._fresh: list[Flow] = []
+        # Flows made in the current second, waiting for its end in the order they came (a dict: _defer asks each
+        # known flow's update whether its flow is one of them, for every window of the second).
+        self._fresh: dict[Flow, None] = {}
         self._fresh_due = math.inf   # live: when the oldest waiting new flow is settled at the latest
         self._pending_second: float | None = None
         self._second_last_ts = 0.0   # the latest packet time seen in that second
@@ -290,7 +292,7 @@ class Sensor:
             if fresh:
                 if not self._fresh and self.live:
                     self._fresh_due = t0 + NAME_WAIT
-                self._fresh += fresh
+                self._fresh.update(dict.fromkeys(fresh))
         # after a window of ARP alone too: live, a stretch of them would otherwise leave what the link learnt unsaved
         if time.monotonic() - self._last_save >= 1.0:
             self._save(devices_too=False)
@@ -299,7 +301,7 @@ class Sensor:
         """Add updates of known flows to what each flow carried in the current second. A flow still waiting as new
         (an earlier batch of the second made it) holds these packets already: its settling reads the flow whole."""
         if self._fresh:
-            waiting = set(self._fresh)
+            waiting = self._fresh
             updates = [upd for upd in updates if upd.flow not in waiting]
         pending = self._pending
         for upd in updates:
@@ -313,8 +315,8 @@ class Sensor:
                 acc.resp_bytes += upd.resp_bytes
 
     def _settle_fresh(self) -> None:
-        fresh, self._fresh, self._fresh_due = self._fresh, [], math.inf
-        self.enricher.new_flows(fresh)
+        fresh, self._fresh, self._fresh_due = self._fresh, {}, math.inf
+        self.enricher.new_flows(list(fresh))
 
     def _end_second(self, tick: bool = True) -> None:
         if self._fresh:
