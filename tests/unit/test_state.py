@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from sensor.state import KnownState
 
 KEY_A = ("vendor_cloud", "10.20.0.5", "hik-connect")
@@ -166,3 +168,270 @@ def test_a_devices_first_destination_kept_as_a_tuple_answers_and_writes_as_a_set
         with sqlite3.connect(tmp_path / "new.db") as a, sqlite3.connect(tmp_path / "old.db") as b:
             rows = sorted(a.execute(f"SELECT * FROM {table}"))
             assert rows and rows == sorted(b.execute(f"SELECT * FROM {table}"))
+
+
+# ---- what the store keeps, forgets and counts (the mutation run of 2 December, docs/testing.md) ----------------
+
+class _Clock:
+    """sensor.state's monotonic clock, moved by hand: commits and checkpoints fall due when the test says."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> _Clock:
+    from sensor import state as mod
+
+    fake = _Clock()
+    monkeypatch.setattr(mod, "time", fake)
+    return fake
+
+
+def _rows(path, sql: str) -> list[tuple]:
+    with sqlite3.connect(path) as db:
+        return sorted(db.execute(sql))
+
+
+def _refuse(known: KnownState, table: str, column: str, value: str) -> None:
+    """A row the database refuses (a trigger), as a damaged or full database refuses a write."""
+    known.db.execute(f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} WHEN NEW.{column} = '{value}' "
+                     "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+
+
+def test_making_the_encoder_again_writes_json_dumps_text_with_and_without_the_accelerator(monkeypatch):
+    """_encoder runs once, as the module is imported (out of mutation testing's reach, like config's setting()):
+    made again here it must be the C encoder, writing what json.dumps writes (dict order kept, NaN allowed, the
+    same refusal of what JSON cannot hold), and without the accelerator JSONEncoder.encode without a cycle check."""
+    import json
+
+    from sensor import state as mod
+
+    values = ["plain", 'qu"ote\\\x00\u00e9', 0, 1 << 70, True, None, 1.5, float("nan"), float("-inf"), [],
+              {"b": [1, {"n": None}], "a": 2.5}, {1: "int key"}]
+    made = mod._encoder()
+    if json.encoder.c_make_encoder is not None:
+        assert made.__name__ == "<lambda>"   # not the per-call encoder it stands for
+    for value in values:
+        assert made(value) == json.dumps(value), value
+    big = {"peers": {f"198.51.{i >> 8}.{i & 255}": [None, i] for i in range(40_000)}}
+    assert made(big) == json.dumps(big)   # the C encoder hands a document this long back in several pieces
+    with pytest.raises(TypeError, match="is not JSON serializable"):
+        made({"a": object()})
+    monkeypatch.setattr(json.encoder, "c_make_encoder", None)
+    plain = mod._encoder()
+    for value in values:
+        assert plain(value) == json.dumps(value), value
+    cycle: list = []
+    cycle.append(cycle)
+    with pytest.raises(RecursionError):   # no cycle check ("Circular reference detected" is a ValueError)
+        plain(cycle)
+
+
+@pytest.mark.parametrize("text,rides_out", [
+    ("attempt to write a readonly database", True),
+    ("unable to open database file: Read-only file system", True),
+    ("database or disk is full", True),
+    ("disk I/O error", True),
+    ("database is locked", True),
+    ("unable to open database file", False),
+    ("no such table: device", False),
+])
+def test_only_faults_of_the_disk_are_ridden_out(text, rides_out):
+    from sensor.state import _degradable
+
+    assert _degradable(sqlite3.OperationalError(text)) is rides_out
+
+
+def test_a_wrong_path_is_refused_and_someone_elses_file_left_as_it_was(tmp_path):
+    from sensor.errors import CamwatchError
+
+    with pytest.raises(CamwatchError, match="cannot use the state database"):
+        KnownState(tmp_path / "no such directory" / "state.db")
+    other = tmp_path / "notes.txt"
+    other.write_bytes(b"not a database, someone's notes\n" * 64)
+    with pytest.raises(CamwatchError, match="cannot use the state database"):
+        KnownState(other)
+    assert other.read_bytes() == b"not a database, someone's notes\n" * 64
+
+
+def test_each_failed_write_is_counted_and_each_kind_warned_of_once(tmp_path, clock, capsys):
+    path = tmp_path / "state.db"
+    known = KnownState(path)
+    _refuse(known, "meta", "key", "bad")
+    known.save_meta("bad", 1)
+    known.save_meta("good", 2)   # after a failed write the next one begins its own transaction
+    known.commit()
+    known.save_meta("bad", 3)
+    assert known.write_errors == 2
+    assert _rows(path, "SELECT key, value FROM meta WHERE key != 'schema'") == [("good", "2")]
+    err = capsys.readouterr().err
+    assert err == (f"camwatch: warning: state database {path}: cannot write (refused); camwatch goes on with what "
+                   "it holds in memory (counted in camwatch_state_write_errors_total)\n")
+    known.db.close()   # the database gone from under it: each checkpoint fails, the first says so
+    known.checkpoint()
+    known.checkpoint()
+    assert known.write_errors == 4
+    err = capsys.readouterr().err
+    assert err.count("camwatch: warning:") == 1
+    assert f"state database {path}: cannot checkpoint (Cannot operate on a closed database.)" in err
+
+
+def test_the_log_is_folded_back_every_minute_and_at_close_never_inside_a_transaction(tmp_path, clock):
+    from sensor.state import CHECKPOINT_EVERY_SECONDS, COMMIT_EVERY_SECONDS
+
+    path = tmp_path / "state.db"
+    wal = tmp_path / "state.db-wal"
+    known = KnownState(path)
+    known.save_meta("k", 1)
+    known.checkpoint()   # inside the transaction: not now (SQLite would refuse: the table is locked)
+    assert known.write_errors == 0 and known._in_tx
+    clock.now += COMMIT_EVERY_SECONDS
+    known.save_meta("k", 2)   # a second on: committed, into the log
+    assert not known._in_tx and wal.stat().st_size > 0
+    clock.now += CHECKPOINT_EVERY_SECONDS - COMMIT_EVERY_SECONDS - 0.5
+    known.save_meta("k", 3)   # committed 59.5 s after the last checkpoint: the log stays
+    assert not known._in_tx and wal.stat().st_size > 0
+    clock.now += 0.5
+    known.save_meta("k", 4)
+    known.commit()            # a minute: committed and folded back, the log emptied
+    assert wal.stat().st_size == 0 and known.write_errors == 0
+    known.save_meta("k", 5)
+    known.checkpoint()        # asked outright, then the transaction committed: no error either way
+    clock.now += COMMIT_EVERY_SECONDS
+    known.commit()
+    assert wal.stat().st_size > 0 and known.write_errors == 0
+    known.close()
+    known.close()             # twice: nothing more to do, nothing to fail
+    assert known.write_errors == 0 and not wal.exists()
+    assert _rows(path, "SELECT value FROM meta WHERE key = 'k'") == [("5",)]
+
+
+def test_a_bad_row_in_a_flush_costs_what_one_bad_write_costs(tmp_path, clock):
+    """A flush's batch with a row the database refuses, behind a write not yet committed: the batch alone is undone
+    (its savepoint), then its rows go one at a time, each failure rolling back its transaction as one write's does:
+    one failure, counted once."""
+    path = tmp_path / "state.db"
+    known = KnownState(path)
+    known.commit()
+    _refuse(known, "inventory", "ip", "10.0.0.9")
+    known.save_meta("pending", 1)
+    known.save_devices([{"ip": "10.0.0.8"}, {"ip": "10.0.0.9"}, {"ip": "10.0.0.7"}])
+    assert known.write_errors == 1
+    known.close()
+    assert _rows(path, "SELECT ip FROM inventory") == [("10.0.0.7",)]
+
+
+def test_the_rows_a_full_disk_took_are_counted_as_the_disk_being_full(tmp_path, clock, capsys):
+    """Rows written and not yet committed, then a flush's batch that does not fit beside them: SQLite drops the
+    transaction, the pending rows with it. The loss is counted as the full disk it was, the transaction is over,
+    and the batch's rows, one at a time in a transaction of their own, fit and are committed."""
+    path = tmp_path / "state.db"
+    known = KnownState(path)
+    known.commit()
+    pages = known.db.execute("PRAGMA page_count").fetchone()[0]
+    known.db.execute(f"PRAGMA max_page_count={pages + 8}")
+    known.save_devices([{"ip": "pending", "blob": "p" * 16_000}])
+    batch = [{"ip": f"10.0.0.{i}", "blob": "x" * 5_000} for i in range(4)]
+    known.save_devices(batch)
+    known.commit()
+    assert known.write_errors == 1
+    assert capsys.readouterr().err.count("cannot write (database or disk is full)") == 1
+    known.close()
+    assert _rows(path, "SELECT ip FROM inventory") == [(f"10.0.0.{i}",) for i in range(4)]
+
+
+def test_an_evicted_device_takes_its_rows_with_it_and_is_written_again_when_it_comes_back(tmp_path, clock,
+                                                                                          monkeypatch):
+    """max_devices 2: a device established (seen again a second on) is written with the destinations it had and
+    those it adds; evicted, its rows go and its destinations stop counting against MAX_DESTINATIONS; seen again
+    and established again, it is written again. A restart knows exactly the devices and destinations written."""
+    from sensor import state as mod
+
+    monkeypatch.setattr(mod, "MAX_DESTINATIONS", 4)
+    path = tmp_path / "state.db"
+    known = KnownState(path, max_devices=2)
+    a, b, c = "10.20.0.1", "10.20.0.2", "10.20.0.3"
+    assert known.device_first_seen(a, 100.0) == 100.0
+    assert known.add_destination(a, "198.51.100.1", 100.5)
+    assert known.device_first_seen(a, 101.0) == 100.0   # established: written with its destination
+    assert known.add_destination(a, "198.51.100.2", 102.0)   # written as it comes
+    assert not known.add_destination(a, "198.51.100.2", 102.5)
+    known.device_first_seen(b, 103.0)
+    known.device_first_seen(b, 104.0)
+    known.add_destination(b, "198.51.100.3", 104.5)
+    known.commit()
+    assert _rows(path, "SELECT * FROM device") == [(a, 100.0), (b, 103.0)]
+    assert _rows(path, "SELECT * FROM destination") == [
+        (a, "198.51.100.1", 100.0), (a, "198.51.100.2", 102.0), (b, "198.51.100.3", 104.5)]
+    known.device_first_seen(c, 105.0)   # a third device: the least recently used, a, is evicted
+    assert known.devices_evicted == 1
+    known.commit()
+    assert _rows(path, "SELECT ip FROM device") == [(b,)]
+    assert _rows(path, "SELECT ip, destination FROM destination") == [(b, "198.51.100.3")]
+    # a's two destinations no longer count: c may now have three of the four (b has the fourth)
+    assert [known.add_destination(c, f"203.0.113.{i}", 106.0) for i in range(4)] == [True] * 4
+    assert [known.add_destination(c, f"203.0.113.{i}", 106.5) for i in range(4)] == [False] * 3 + [True]
+    assert known.device_first_seen(a, 110.0) == 110.0   # back, as new (c, a newcomer on probation, makes way)
+    assert known.device_first_seen(a, 111.0) == 110.0   # and established again: written again
+    assert known.devices_evicted == 2
+    known.close()
+    assert _rows(path, "SELECT * FROM device") == [(a, 110.0), (b, 103.0)]
+    assert _rows(path, "SELECT ip, destination FROM destination") == [(b, "198.51.100.3")]
+    again = KnownState(path, max_devices=2)
+    assert again.device_first_seen(a, 200.0) == 110.0 and again.device_first_seen(b, 200.0) == 103.0
+    assert not again.add_destination(b, "198.51.100.3", 200.0) and again.add_destination(a, "198.51.100.1", 200.0)
+    again.close()
+
+
+def test_a_destination_past_the_devices_bound_is_neither_remembered_nor_written(tmp_path, clock, monkeypatch):
+    from sensor import state as mod
+
+    monkeypatch.setattr(mod, "MAX_DESTINATIONS_PER_DEVICE", 2)
+    path = tmp_path / "state.db"
+    known = KnownState(path)
+    known.device_first_seen("10.20.0.1", 100.0)
+    known.device_first_seen("10.20.0.1", 101.0)
+    for i in range(3):
+        assert known.add_destination("10.20.0.1", f"198.51.100.{i}", 102.0 + i)
+    assert known.add_destination("10.20.0.1", "198.51.100.2", 110.0)   # still new: never remembered
+    assert known.add_destination("10.20.0.9", "198.51.100.1", 110.0)   # no such device: nothing kept
+    known.close()
+    assert _rows(path, "SELECT * FROM destination") == [
+        ("10.20.0.1", "198.51.100.0", 102.0), ("10.20.0.1", "198.51.100.1", 103.0)]
+
+
+def test_an_evicted_inventory_device_loses_its_row_in_this_run_and_after_a_restart(tmp_path, clock):
+    path = tmp_path / "state.db"
+    known = KnownState(path)
+    known.save_devices([{"ip": "10.0.0.1"}, {"ip": "10.0.0.2", "id": "10.0.0.2#1"}, {"ip": "10.0.0.3"}])
+    known.forget_inventory("10.0.0.1")
+    known.forget_inventory("10.0.0.2#1")
+    known.commit()
+    known.forget_inventory("10.0.0.1")   # twice: its row is gone, nothing to write
+    assert not known._in_tx
+    known.close()
+    assert _rows(path, "SELECT ip FROM inventory") == [("10.0.0.3",)]
+    again = KnownState(path)   # the row is known from the file
+    again.forget_inventory("10.0.0.1")   # gone already: nothing to write
+    assert not again._in_tx
+    again.forget_inventory("10.0.0.3")
+    assert again._in_tx
+    again.close()
+    assert _rows(path, "SELECT ip FROM inventory") == []
+    assert KnownState(path).load_devices() == []
+
+
+def test_an_episode_forgotten_twice_is_deleted_once(tmp_path, clock):
+    known = KnownState(tmp_path / "state.db")
+    known.save_episodes([(KEY_A, 1.0, 5.0, 3, 300)])
+    known.commit()
+    known.forget_episode(KEY_A)
+    assert known._in_tx
+    known.commit()
+    known.forget_episode(KEY_A)   # its row is gone: no DELETE, no transaction
+    assert not known._in_tx and known.load_episodes(10) == []
+    known.close()
