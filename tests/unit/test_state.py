@@ -435,3 +435,129 @@ def test_an_episode_forgotten_twice_is_deleted_once(tmp_path, clock):
     known.forget_episode(KEY_A)   # its row is gone: no DELETE, no transaction
     assert not known._in_tx and known.load_episodes(10) == []
     known.close()
+
+
+def test_a_restart_reads_back_the_latest_episodes_and_passes_over_damaged_rows(tmp_path):
+    """load_episodes(limit): the `limit` episodes last seen latest, oldest first, each field in its type; a row
+    damaged by hand (not JSON, not a list, a part neither text nor integer, a field that is no number) costs only
+    itself."""
+    path = tmp_path / "state.db"
+    KnownState(path).close()
+    with sqlite3.connect(path) as db:
+        db.executemany("INSERT INTO episode VALUES (?, ?, ?, ?, ?)", [
+            ('["a", "10.0.0.1"]', 1, 10.0, 3, 300),
+            ('["b", "10.0.0.2", 443]', 2.5, 40.0, 4.0, "500"),
+            ('["c"]', 3, 30.0, 5, 600),
+            ('{"d": 1}', 4, 35.0, 1, 1),          # not a list
+            ('["e", 1.5]', 4, 36.0, 1, 1),        # a part that is neither text nor an integer
+            ('["f", null]', 4, 37.0, 1, 1),
+            ("not json", 4, 38.0, 1, 1),
+            ('["g"]', "x", 39.0, 1, 1),           # a first time that is no number
+            ('["h"]', 5, 20.0, "many", 1),
+        ])
+    known = KnownState(path)
+    assert known.load_episodes(100) == [
+        (("a", "10.0.0.1"), 1.0, 10.0, 3, 300), (("c",), 3.0, 30.0, 5, 600),
+        (("b", "10.0.0.2", 443), 2.5, 40.0, 4, 500)]
+    assert [type(v) for v in known.load_episodes(100)[-1][1:]] == [float, float, int, int]
+    assert known.load_episodes(2) == [(("b", "10.0.0.2", 443), 2.5, 40.0, 4, 500)]   # the 2 latest: g's is damaged
+    assert known.load_episodes(8) == known.load_episodes(100)[1:]   # all but the one last seen earliest
+    known.close()
+
+
+def test_a_restart_reads_back_documents_and_passes_over_damaged_ones(tmp_path):
+    path = tmp_path / "state.db"
+    known = KnownState(path)
+    known.save_devices([{"ip": "10.0.0.1", "n": [1, 2]}])
+    known.save_meta("series", {"GB": [1, 2]})
+    known.close()
+    with sqlite3.connect(path) as db:
+        db.executemany("INSERT INTO inventory VALUES (?, ?)", [
+            ("10.0.0.2", "{not json"), ("10.0.0.3", "[" * 100_000 + "]" * 100_000), ("10.0.0.4", '"text"')])
+        db.executemany("INSERT INTO meta VALUES (?, ?)", [("damaged", "{"), ("deep", "[" * 100_000)])
+    again = KnownState(path)
+    assert again.load_devices() == [{"ip": "10.0.0.1", "n": [1, 2]}, "text"]
+    assert again.load_meta("series") == {"GB": [1, 2]}
+    assert again.load_meta("absent") is None
+    assert again.load_meta("damaged") is None and again.load_meta("deep") is None
+    assert again.write_errors == 0
+    again.close()
+
+
+def test_a_restart_knows_the_devices_and_destinations_written_and_passes_over_damaged_rows(tmp_path):
+    """Devices read back are established (protected: a flood of newcomers evicts none of them) and not written
+    again; their destinations are known; a row damaged by hand (no text address, a first sighting that is no
+    finite number, a destination that is no text or of no known device) is passed over."""
+    path = tmp_path / "state.db"
+    KnownState(path).close()
+    with sqlite3.connect(path) as db:
+        db.executemany("INSERT INTO device VALUES (?, ?)", [
+            ("10.0.0.1", 50.0), ("10.0.0.2", 40.0), (b"\x07", 60.0), ("10.0.0.8", float("inf")), ("10.0.0.9", "x")])
+        db.executemany("INSERT INTO destination VALUES (?, ?, ?)", [
+            ("10.0.0.1", "198.51.100.1", 51.0), ("10.0.0.2", "198.51.100.2", 41.0), ("10.0.0.1", b"\x05", 52.0),
+            ("10.0.0.9", "198.51.100.9", 53.0), ("10.0.0.8", "198.51.100.8", 54.0)])
+    known = KnownState(path, max_devices=10)
+    for i in range(100):   # newcomers, each seen once: none of them evicts a device read back
+        known.device_first_seen(f"10.9.0.{i}", 100.0)
+    assert known.device_first_seen("10.0.0.1", 200.0) == 50.0 and known.device_first_seen("10.0.0.2", 200.0) == 40.0
+    assert known.device_first_seen("10.0.0.8", 200.0) == 200.0
+    assert not known.add_destination("10.0.0.1", "198.51.100.1", 201.0)
+    assert not known.add_destination("10.0.0.2", "198.51.100.2", 201.0)
+    assert known.add_destination("10.0.0.1", "198.51.100.2", 201.0)
+    known.close()
+    assert _rows(path, "SELECT ip, destination FROM destination WHERE ip = '10.0.0.1' AND typeof(destination) = "
+                       "'text'") == [("10.0.0.1", "198.51.100.1"), ("10.0.0.1", "198.51.100.2")]
+
+
+@pytest.mark.parametrize("lock", ["IMMEDIATE", "EXCLUSIVE"])
+def test_a_database_another_writer_holds_is_read_and_never_written(tmp_path, monkeypatch, capsys, lock):
+    """Another process's transaction holds the state file (a reserved lock: readers may read; an exclusive one:
+    not even that): camwatch cannot make it its WAL database, says so once and counts it, reads what the file
+    holds (read-only, or as an immutable file) and writes nothing into it, even once the other writer is gone.
+    SQLite waits 5 s for a lock by default: no wait here."""
+    import functools
+
+    from sensor.state import SCHEMA
+
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", functools.partial(connect, timeout=0))
+    path = tmp_path / "state #1?.db"   # characters a file: URI must have quoted
+    with connect(path) as db:
+        db.executescript(SCHEMA)
+        db.execute("INSERT INTO device VALUES ('10.0.0.1', 5.0)")
+        db.execute("INSERT INTO meta VALUES ('series', '[1, 2]')")
+    before = path.read_bytes()
+    holder = connect(path, isolation_level=None)
+    holder.execute(f"BEGIN {lock}")
+    holder.execute("INSERT INTO device VALUES ('10.0.0.2', 6.0)")
+    known = KnownState(path)
+    assert known.write_errors == 1
+    assert capsys.readouterr().err.count(f"{path}: cannot open for writing (database is locked)") == 1
+    assert known.device_first_seen("10.0.0.1", 100.0) == 5.0 and known.load_meta("series") == [1, 2]
+    assert known.device_first_seen("10.0.0.2", 100.0) == 100.0   # not committed: not read
+    holder.execute("ROLLBACK")
+    holder.close()
+    known.device_first_seen("10.0.0.3", 100.0)
+    known.device_first_seen("10.0.0.3", 101.0)
+    known.save_meta("series", [3])
+    known.close()
+    assert known.write_errors > 1 and path.read_bytes() == before
+    assert not (tmp_path / "state #1?.db-wal").exists()
+
+
+def test_a_device_is_established_when_seen_again_a_second_or_more_after_its_first_sighting(tmp_path, clock):
+    """Before that it is a newcomer on probation: not written, and the first to make way; from then on it is
+    written and kept before newcomers."""
+    path = tmp_path / "state.db"
+    known = KnownState(path, max_devices=3)
+    for ip in ("10.0.0.1", "10.0.0.2"):
+        assert known.device_first_seen(ip, 100.0) == 100.0
+    assert known.device_first_seen("10.0.0.1", 100.999) == 100.0   # again within the second: still a newcomer
+    assert known.device_first_seen("10.0.0.2", 101.0) == 100.0     # a second on: established
+    known.commit()
+    assert _rows(path, "SELECT * FROM device") == [("10.0.0.2", 100.0)]
+    for i in range(3, 10):   # newcomers: 10.0.0.1 goes with them, the established device stays
+        known.device_first_seen(f"10.0.0.{i}", 102.0)
+    assert known.device_first_seen("10.0.0.1", 103.0) == 103.0 and known.device_first_seen("10.0.0.2", 103.0) == 100.0
+    known.close()
+    assert _rows(path, "SELECT * FROM device") == [("10.0.0.2", 100.0)]
