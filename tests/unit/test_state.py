@@ -561,3 +561,26 @@ def test_a_device_is_established_when_seen_again_a_second_or_more_after_its_firs
     assert known.device_first_seen("10.0.0.1", 103.0) == 103.0 and known.device_first_seen("10.0.0.2", 103.0) == 100.0
     known.close()
     assert _rows(path, "SELECT * FROM device") == [("10.0.0.2", 100.0)]
+
+
+def test_a_commit_the_database_refuses_is_counted_and_undone_and_the_next_one_goes_through(tmp_path, clock, capsys):
+    """A COMMIT can fail where every statement before it went through (here a deferred constraint; a disk that
+    fills as the log is written): the second's writes are lost, counted and warned of once, and the transaction
+    is rolled back so that the next second's writes commit."""
+    path = tmp_path / "state.db"
+    known = KnownState(path)
+    known.db.execute("PRAGMA foreign_keys=ON")
+    known.db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    known.db.execute("CREATE TABLE child (p REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)")
+    known.db.execute("CREATE TRIGGER orphan AFTER INSERT ON meta WHEN NEW.key = 'orphan' "
+                     "BEGIN INSERT INTO child VALUES (1); END")
+    known.save_meta("orphan", 1)
+    known.save_meta("lost", 2)
+    assert known.write_errors == 0
+    known.commit()
+    assert known.write_errors == 1 and not known.db.in_transaction
+    assert capsys.readouterr().err.count(f"{path}: cannot write (FOREIGN KEY constraint failed)") == 1
+    known.save_meta("kept", 3)
+    known.close()
+    assert known.write_errors == 1
+    assert _rows(path, "SELECT key FROM meta") == [("kept",), ("schema",)]
