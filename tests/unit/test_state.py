@@ -584,3 +584,48 @@ def test_a_commit_the_database_refuses_is_counted_and_undone_and_the_next_one_go
     known.close()
     assert known.write_errors == 1
     assert _rows(path, "SELECT key FROM meta") == [("kept",), ("schema",)]
+
+
+def test_without_a_path_each_store_is_its_own_in_memory_database(tmp_path, monkeypatch):
+    """No path (None or empty): an in-memory database, never a file (in the working directory or anywhere),
+    and never one shared by two sensors."""
+    monkeypatch.chdir(tmp_path)
+    for path in (None, ""):
+        first = KnownState(path)
+        assert first.path == ":memory:"
+        first.save_meta("series", [1])
+        first.close()
+        second = KnownState(path)
+        assert second.load_meta("series") is None and second.write_errors == 0
+        second.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_store_opened_in_one_thread_is_used_and_closed_from_another(tmp_path):
+    """The connection is not tied to the thread that opened it (check_same_thread=False): whichever thread runs
+    the sensor, flushes or closes it, every write goes through."""
+    import threading
+
+    path = tmp_path / "state.db"
+    known = KnownState(path)
+
+    def elsewhere():
+        known.device_first_seen("10.0.0.1", 100.0)
+        known.device_first_seen("10.0.0.1", 101.0)
+        known.save_devices([{"ip": "10.0.0.1"}])
+        known.close()
+
+    worker = threading.Thread(target=elsewhere)
+    worker.start()
+    worker.join()
+    assert known.write_errors == 0
+    assert _rows(path, "SELECT ip FROM device") == [("10.0.0.1",)] == _rows(path, "SELECT ip FROM inventory")
+
+
+def test_the_default_bound_is_ten_thousand_devices(tmp_path):
+    known = KnownState(None)
+    for i in range(10_000):
+        known.device_first_seen(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", 100.0)
+    assert known.devices_evicted == 0
+    known.device_first_seen("10.255.0.0", 100.0)
+    assert known.devices_evicted == 1
