@@ -629,3 +629,39 @@ def test_the_default_bound_is_ten_thousand_devices(tmp_path):
     assert known.devices_evicted == 0
     known.device_first_seen("10.255.0.0", 100.0)
     assert known.devices_evicted == 1
+
+
+def test_a_full_disk_at_the_start_costs_the_writes_not_the_sensor(capsys):
+    """/dev/full: no regular file, and every write fails as on a full disk (reads give an empty database). camwatch
+    says so once, counts it, and goes on with what it holds in memory."""
+    import os
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    known = KnownState("/dev/full")
+    assert known.write_errors >= 1
+    assert capsys.readouterr().err.count("/dev/full: cannot open for writing (database or disk is full)") == 1
+    assert known.device_first_seen("10.0.0.1", 100.0) == 100.0 and known.device_first_seen("10.0.0.1", 101.0) == 100.0
+    assert known.add_destination("10.0.0.1", "198.51.100.1", 102.0)
+    assert not known.add_destination("10.0.0.1", "198.51.100.1", 103.0)
+    known.close()
+
+
+def test_a_state_file_of_another_shape_is_read_not_written(tmp_path, capsys):
+    """A state file whose tables differ from this version's (a later version's meta table, say): camwatch cannot
+    write its schema row, so it opens the file read-only, reads what it can, counts and warns, and writes no row
+    into it."""
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL, since REAL)")
+        db.execute("CREATE TABLE device (ip TEXT PRIMARY KEY, first_seen REAL NOT NULL)")
+        db.execute("INSERT INTO device VALUES ('10.0.0.1', 5.0)")
+    known = KnownState(path)
+    assert known.write_errors >= 1
+    assert "cannot open for writing (table meta has 3 columns but 2 values were supplied)" in capsys.readouterr().err
+    assert known.device_first_seen("10.0.0.1", 100.0) == 5.0
+    known.device_first_seen("10.0.0.2", 100.0)
+    known.device_first_seen("10.0.0.2", 101.0)
+    known.save_meta("series", [1])
+    known.close()
+    assert _rows(path, "SELECT * FROM device") == [("10.0.0.1", 5.0)] and _rows(path, "SELECT * FROM meta") == []
