@@ -516,6 +516,7 @@ def test_a_database_another_writer_holds_is_read_and_never_written(tmp_path, mon
     holds (read-only, or as an immutable file) and writes nothing into it, even once the other writer is gone.
     SQLite waits 5 s for a lock by default: no wait here."""
     import functools
+    import threading
 
     from sensor.state import SCHEMA
 
@@ -537,6 +538,11 @@ def test_a_database_another_writer_holds_is_read_and_never_written(tmp_path, mon
     assert known.device_first_seen("10.0.0.2", 100.0) == 100.0   # not committed: not read
     holder.execute("ROLLBACK")
     holder.close()
+    read_elsewhere: list = []   # and read from another thread than the one that opened it
+    worker = threading.Thread(target=lambda: read_elsewhere.append(known.load_meta("series")))
+    worker.start()
+    worker.join()
+    assert read_elsewhere == [[1, 2]] and known.write_errors == 1
     known.device_first_seen("10.0.0.3", 100.0)
     known.device_first_seen("10.0.0.3", 101.0)
     known.save_meta("series", [3])
@@ -665,3 +671,73 @@ def test_a_state_file_of_another_shape_is_read_not_written(tmp_path, capsys):
     known.save_meta("series", [1])
     known.close()
     assert _rows(path, "SELECT * FROM device") == [("10.0.0.1", 5.0)] and _rows(path, "SELECT * FROM meta") == []
+
+
+def test_a_file_that_cannot_even_be_read_leaves_an_empty_database_in_memory(tmp_path, monkeypatch, capsys):
+    """Neither for writing nor read-only nor as an immutable file (a failing disk, here its I/O errors made by
+    hand for the two read-only opens, after a lock that keeps the file from being opened for writing): the store
+    stands on an empty in-memory database, where every read and write fails, counted and warned of once per kind
+    (from any thread: the database's errors, not the thread's), while the sensor goes on with what it holds in
+    memory. No file is made."""
+    import functools
+    import threading
+
+    connect = sqlite3.connect
+
+    def failing_disk(*args, uri=False, **kwargs):
+        if uri:
+            raise sqlite3.OperationalError("disk I/O error")
+        return connect(*args, timeout=0, **kwargs)
+
+    path = tmp_path / "state.db"
+    with connect(path) as db:
+        db.execute("CREATE TABLE device (ip TEXT PRIMARY KEY, first_seen REAL NOT NULL)")
+        db.execute("INSERT INTO device VALUES ('10.0.0.1', 5.0)")
+    holder = connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sqlite3, "connect", failing_disk)
+    known = KnownState(path)
+    monkeypatch.setattr(sqlite3, "connect", functools.partial(connect, timeout=0))
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert known.db.execute("SELECT name FROM sqlite_master").fetchall() == []
+    opened = known.write_errors
+
+    answers: list = []
+
+    def elsewhere():
+        answers.append(known.device_first_seen("10.0.0.1", 100.0))   # the file's row was never read
+        answers.append(known.device_first_seen("10.0.0.1", 101.0))
+        answers.append(known.add_destination("10.0.0.1", "198.51.100.1", 102.0))
+        answers.append(known.add_destination("10.0.0.1", "198.51.100.1", 103.0))
+        known.save_devices([{"ip": "10.0.0.1"}])
+        known.commit()
+        answers.append(known.load_meta("series"))
+
+    worker = threading.Thread(target=elsewhere)
+    worker.start()
+    worker.join()
+    assert answers == [100.0, 100.0, True, False, None] and known.write_errors > opened
+    known.close()
+    err = capsys.readouterr().err
+    assert err.count("camwatch: warning:") == 3   # opening, reading, writing: once each
+    assert "cannot open for writing (database is locked)" in err
+    assert "cannot read (no such table: " in err and "cannot write (no such table: " in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.db"]
+    assert _rows(path, "SELECT * FROM device") == [("10.0.0.1", 5.0)]
+
+
+def test_a_restart_with_a_smaller_bound_keeps_the_latest_devices_and_deletes_the_rest(tmp_path, clock):
+    path = tmp_path / "state.db"
+    known = KnownState(path)
+    for i, first in enumerate((30.0, 10.0, 20.0), 1):
+        known.device_first_seen(f"10.0.0.{i}", first)
+        known.device_first_seen(f"10.0.0.{i}", first + 1)
+        known.add_destination(f"10.0.0.{i}", "198.51.100.1", first + 2)
+    known.close()
+    again = KnownState(path, max_devices=2)   # read oldest first: the device first seen earliest makes way
+    assert again.devices_evicted == 1
+    again.close()
+    assert _rows(path, "SELECT * FROM device") == [("10.0.0.1", 30.0), ("10.0.0.3", 20.0)]
+    assert _rows(path, "SELECT ip FROM destination") == [("10.0.0.1",), ("10.0.0.3",)]
