@@ -501,6 +501,7 @@ def test_a_restart_knows_the_devices_and_destinations_written_and_passes_over_da
         known.device_first_seen(f"10.9.0.{i}", 100.0)
     assert known.device_first_seen("10.0.0.1", 200.0) == 50.0 and known.device_first_seen("10.0.0.2", 200.0) == 40.0
     assert known.device_first_seen("10.0.0.8", 200.0) == 200.0
+    assert known.add_destination("10.0.0.8", "198.51.100.8", 200.0)   # its row was of no device read back
     assert not known.add_destination("10.0.0.1", "198.51.100.1", 201.0)
     assert not known.add_destination("10.0.0.2", "198.51.100.2", 201.0)
     assert known.add_destination("10.0.0.1", "198.51.100.2", 201.0)
