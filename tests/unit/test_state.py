@@ -1,4 +1,6 @@
-"""sensor/state.py: an episode's row goes when its in-memory owner evicts it, whether it was written in this run or
+"""sensor/state.py, the SQLite store: what it writes, what a restart reads back and what it forgets (and when), within
+its bounds; a database it cannot write ridden out (each failure counted, each kind warned of once), one that is not
+its own refused. An episode's row goes when its in-memory owner evicts it, whether it was written in this run or
 restored from an earlier one; forgetting an episode that never had a row writes nothing."""
 
 from __future__ import annotations
