@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS inventory (ip TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS episode (
     key TEXT PRIMARY KEY, first REAL NOT NULL, last REAL NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL);
 """
+# The meta row ('schema', SCHEMA_VERSION) marks a file as camwatch's state of this layout.
+SCHEMA_VERSION = "1"
 COMMIT_EVERY_SECONDS = 1.0
 # The WAL is folded back into the database this often and at close, so it neither grows with uptime nor stays
 # behind after a clean stop.
@@ -61,6 +63,20 @@ def _encoder() -> Callable[[object], str]:
 
 
 _ENCODE = _encoder()
+
+
+def _foreign(db: sqlite3.Connection) -> str | None:
+    """Why a database that already holds tables is not camwatch's of this schema, or None (it is, or it is new:
+    a new or empty file holds no table). Every camwatch state file has had its schema row from the first version."""
+    if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+        return None
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    except sqlite3.OperationalError as exc:   # no meta table, or one without these columns
+        return str(exc)
+    if row is None:
+        return "no schema row"
+    return None if row[0] == SCHEMA_VERSION else f"schema {row[0]!r}"
 
 
 def _degradable(exc: sqlite3.OperationalError) -> bool:
@@ -93,10 +109,15 @@ class KnownState:
     def _open(self) -> sqlite3.Connection:
         try:
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # Nothing is changed in a database that is not this version's (another program's, a later camwatch's):
+            # no WAL switch, no tables added; it is read as a read-only file is.
+            if (foreign := _foreign(db)) is not None:
+                db.close()
+                raise sqlite3.OperationalError(f"not a camwatch state database of schema {SCHEMA_VERSION}: {foreign}")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(SCHEMA)
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', '1')")
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
             return db
         except sqlite3.OperationalError as exc:
             if not (_degradable(exc) or Path(self.path).is_file()):

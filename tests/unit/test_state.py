@@ -6,6 +6,7 @@ restored from an earlier one; forgetting an episode that never had a row writes 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -528,6 +529,7 @@ def test_a_database_another_writer_holds_is_read_and_never_written(tmp_path, mon
     path = tmp_path / "state #1?.db"   # characters a file: URI must have quoted
     with connect(path) as db:
         db.executescript(SCHEMA)
+        db.execute("INSERT INTO meta VALUES ('schema', '1')")
         db.execute("INSERT INTO device VALUES ('10.0.0.1', 5.0)")
         db.execute("INSERT INTO meta VALUES ('series', '[1, 2]')")
     before = path.read_bytes()
@@ -656,24 +658,60 @@ def test_a_full_disk_at_the_start_costs_the_writes_not_the_sensor(capsys):
     known.close()
 
 
-def test_a_state_file_of_another_shape_is_read_not_written(tmp_path, capsys):
-    """A state file whose tables differ from this version's (a later version's meta table, say): camwatch cannot
-    write its schema row, so it opens the file read-only, reads what it can, counts and warns, and writes no row
-    into it."""
-    path = tmp_path / "state.db"
-    with sqlite3.connect(path) as db:
+def test_a_state_file_of_another_shape_is_read_and_left_exactly_as_it_was(tmp_path, capsys):
+    """A state file that holds tables but is not this version's (a later version's, its meta table of another
+    shape, or another program's database at a wrong path): camwatch changes nothing in it, not even its journal
+    mode or a missing table, says so once and counts it, reads what it can, and writes no row into it."""
+    later = tmp_path / "later.db"
+    with sqlite3.connect(later) as db:
         db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL, since REAL)")
+        db.execute("INSERT INTO meta VALUES ('schema', '2', 0.0)")
         db.execute("CREATE TABLE device (ip TEXT PRIMARY KEY, first_seen REAL NOT NULL)")
         db.execute("INSERT INTO device VALUES ('10.0.0.1', 5.0)")
-    known = KnownState(path)
-    assert known.write_errors >= 1
-    assert "cannot open for writing (table meta has 3 columns but 2 values were supplied)" in capsys.readouterr().err
-    assert known.device_first_seen("10.0.0.1", 100.0) == 5.0
-    known.device_first_seen("10.0.0.2", 100.0)
-    known.device_first_seen("10.0.0.2", 101.0)
-    known.save_meta("series", [1])
-    known.close()
-    assert _rows(path, "SELECT * FROM device") == [("10.0.0.1", 5.0)] and _rows(path, "SELECT * FROM meta") == []
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE invoice (id INTEGER PRIMARY KEY, total REAL)")
+        db.execute("INSERT INTO invoice VALUES (7, 12.5)")
+    for path, why, first_seen in ((later, "schema '2'", 5.0), (other, "no such table: meta", 100.0)):
+        before = path.read_bytes()
+        known = KnownState(path)
+        assert known.write_errors >= 1
+        assert capsys.readouterr().err.count(f"cannot open for writing (not a camwatch state database of schema 1: "
+                                             f"{why})") == 1
+        assert known.device_first_seen("10.0.0.1", 100.0) == first_seen
+        known.device_first_seen("10.0.0.2", 100.0)
+        known.device_first_seen("10.0.0.2", 101.0)
+        known.save_meta("series", [1])
+        known.commit()
+        known.close()
+        assert path.read_bytes() == before, path.name
+        assert not Path(f"{path}-wal").exists() and not Path(f"{path}-shm").exists()
+    assert _rows(later, "SELECT * FROM meta") == [("schema", "2", 0.0)]
+    assert _rows(other, "SELECT name FROM sqlite_master") == [("invoice",)]
+
+
+def test_a_new_or_empty_file_and_a_state_file_of_this_version_are_written(tmp_path):
+    """The other side of the rule above: a file holding no table yet (new, or empty) becomes the state database,
+    and a camwatch file of this schema whose older layout lacks a table gets it, its rows kept."""
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    older = empty.with_name("older.db")
+    with sqlite3.connect(older) as db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('schema', '1')")
+        db.execute("CREATE TABLE device (ip TEXT PRIMARY KEY, first_seen REAL NOT NULL)")
+        db.execute("INSERT INTO device VALUES ('10.0.0.1', 5.0)")
+    for path, first_seen in ((empty, 100.0), (older, 5.0)):
+        known = KnownState(path)
+        assert known.device_first_seen("10.0.0.1", 100.0) == first_seen
+        known.save_meta("series", [1])
+        known.commit()
+        known.close()
+        assert known.write_errors == 0, path.name
+        assert {("schema", "1"), ("series", "[1]")} <= set(_rows(path, "SELECT * FROM meta"))
+        assert {name for (name,) in _rows(path, "SELECT name FROM sqlite_master WHERE type = 'table'")} == \
+            {"device", "destination", "meta", "inventory", "episode"}
+
 
 
 def test_a_file_that_cannot_even_be_read_leaves_an_empty_database_in_memory(tmp_path, monkeypatch, capsys):
