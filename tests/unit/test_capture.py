@@ -332,3 +332,125 @@ def test_the_compiled_pcapng_walk_refuses_unaligned_interface_columns():
         shifted = [memoryview(bytearray(1) + c)[1:] if j == k else c for j, c in enumerate(columns)]
         with pytest.raises(ValueError, match="walk_pcapng: .*aligned"):
             compiled.extension.walk_pcapng(blocks, 0, False, 1 << 20, *shifted, 0.0)
+
+
+# ---- the record walks held to exact records and errors, compiled and in Python --------------------------------
+# With sensor/_walk.c built, the Python walks (_walk_pcap_python, the _parse_pcapng loop) see only the blocks the
+# C walk hands back; these tests run each case through both, with the same expectations (the mutation check found
+# the Python walk's lengths, wire lengths and messages held by nothing else: docs/testing.md, "2026-12-02").
+@pytest.fixture(params=["compiled", "python"])
+def walk(request, monkeypatch) -> str:
+    from sensor import compiled
+
+    on = request.param == "compiled"
+    if on and compiled.extension is None:
+        pytest.skip("the C extension was not built on this machine")
+    monkeypatch.setattr(compiled, "walk", on)
+    monkeypatch.setattr(compiled, "walk_pcapng", on)
+    return request.param
+
+
+def pieces_records(*pieces: bytes) -> tuple[list[tuple], CaptureError | None]:
+    """A stream handed over in exactly these pieces: a record that starts a piece starts a walk of its own."""
+    it = iter(pieces)
+    return drain(CaptureReader(lambda: next(it, b""), "mutant"))
+
+
+def test_pcap_records_keep_their_lengths_and_times_and_a_wire_length_never_under_the_captured(walk):
+    frame = bytes(range(60))
+    longest = bytes(capture.MAX_RECORD_BYTES)   # the longest record there is: taken, not called absurd
+    data = (pcap_header()
+            + struct.pack("<IIII", 100, 250_000, 60, 1500) + frame     # cut by the snap length: wire 1500
+            + struct.pack("<IIII", 101, 999_999, 60, 10) + frame       # a wire length under the captured one: 60
+            + struct.pack("<IIII", 102, 0, 60, 60) + frame
+            + struct.pack("<IIII", 103, 1, len(longest), len(longest)) + longest)
+    for chunk in (None, 4096):
+        got, error = read_records(data, chunk)
+        assert error is None
+        assert [(len(f), w, t, lt) for f, w, t, lt in got] == [(60, 1500, 100.25, 1), (60, 60, 101.999999, 1),
+                                                                (60, 60, 102.0, 1), (1 << 20, 1 << 20, 103.000001, 1)]
+        assert got[0][0] == frame and got[3][0] == longest
+
+
+@pytest.mark.parametrize("chunk", [None, 5, 4096])
+def test_a_pcap_file_cut_short_says_where_and_how_far_into_which_record(walk, chunk):
+    frame = bytes(range(60))
+    whole = pcap_header() + b"".join(struct.pack("<IIII", 100 + i, 0, 60, 60) + frame for i in range(3))
+    record = 16 + 60
+    for cut, message in ((5, "truncated pcap record: the file ends 5 bytes into a 16-byte record"),
+                         (16 + 30, "truncated pcap record: the file ends 46 bytes into a 76-byte record")):
+        got, error = read_records(whole[:24 + 2 * record + cut], chunk)
+        assert len(got) == 2
+        assert str(error) == f"mutant at byte {24 + 2 * record}: {message}"
+
+
+def _idb_snap(snaplen: int) -> bytes:
+    return ng_block(1, struct.pack("<HHI", 1, 0, snaplen))
+
+
+def _spb(frame: bytes, wirelen: int) -> bytes:
+    return ng_block(SPB, struct.pack("<I", wirelen) + frame)
+
+
+def test_simple_packet_blocks_are_cut_to_their_block_and_the_snap_length(walk):
+    frame = bytes(range(61))   # padded to 64 in its block
+    data = (ng_shb() + _idb_snap(40) + ng_epb(PHONE_HOME, T0) + _spb(frame, 61)   # snap 40: 40 of 61
+            + ng_shb() + _idb_snap(1000) + ng_epb(PHONE_HOME, T0 + 1)
+            + _spb(frame, 61)              # the padding is not the packet's: 61
+            + _spb(frame, 1500)            # a packet longer than its block: what the block holds, 64
+            + _spb(frame, 0xFFFFFFF0)      # a wire length past 2 GiB is no negative one
+            + ng_shb() + ng_idb() + ng_epb(PHONE_HOME, T0 + 2) + _spb(frame, 1500))   # snap 0: no limit but the block's
+    got, error = read_records(data, None)
+    assert error is None
+    padded = frame + bytes(3)
+    assert [(f, w, t) for f, w, t, _ in got] == [
+        (PHONE_HOME, len(PHONE_HOME), T0), (frame[:40], 61, T0),
+        (PHONE_HOME, len(PHONE_HOME), T0 + 1), (frame, 61, T0 + 1), (padded, 1500, T0 + 1),
+        (padded, 0xFFFFFFF0, T0 + 1), (PHONE_HOME, len(PHONE_HOME), T0 + 2), (padded, 1500, T0 + 2)]
+
+
+def test_a_simple_packet_block_starting_a_read_takes_the_time_of_the_packet_before(walk):
+    head = ng_shb() + ng_idb() + ng_epb(PHONE_HOME, T0 + 5)
+    got, error = pieces_records(head, ng_spb(video_frame(100)) + ng_epb(PHONE_HOME, T0 + 6))
+    assert error is None
+    assert [t for _, _, t, _ in got] == [T0 + 5, T0 + 5, T0 + 6]
+
+
+def test_a_simple_packet_block_before_any_interface_is_an_error_where_it_starts(walk):
+    got, error = read_records(ng_shb() + ng_spb(video_frame(100)), None)
+    assert got == [] and str(error) == "mutant at byte 28: simple packet before any interface"
+
+
+def _opb(frame: bytes, iface: int, units: int, caplen: int | None = None) -> bytes:
+    return ng_block(OPB, struct.pack("<HHIIII", iface, 0, units >> 32, units & 0xFFFFFFFF,
+                                     len(frame) if caplen is None else caplen, len(frame)) + frame)
+
+
+def test_obsolete_packet_blocks_read_their_fields_unsigned(walk):
+    units = (400_000 << 32) | 0x80000001   # the low word's top bit set
+    head = ng_shb() + ng_idb() + _opb(PHONE_HOME, 0, units)
+    got, error = read_records(head + _opb(PHONE_HOME, 0xFFFF, units), None)
+    assert [(f, t) for f, _, t, _ in got] == [(PHONE_HOME, units * 1e-6)]
+    assert str(error) == f"mutant at byte {len(head)}: packet for undeclared interface 65535"
+    got, error = read_records(head + _opb(PHONE_HOME, 0, units, caplen=0xFFFFFFFF), None)
+    assert len(got) == 1 and str(error) == f"mutant at byte {len(head)}: packet length 4294967295 exceeds its block"
+
+
+@pytest.mark.parametrize("kind", ["enhanced", "obsolete"])
+def test_a_packet_running_into_its_blocks_padding_or_past_it(walk, kind):
+    """A frame of 61 bytes is padded to 64 in its block: a captured length of up to 64 stays in the block, 65 runs
+    into the block's trailing length."""
+    head = ng_shb() + ng_idb() + ng_epb(PHONE_HOME, T0)
+    frame = bytes(range(61))
+    for caplen, fits in ((64, True), (65, False), (68, False)):
+        if kind == "enhanced":
+            block = bytearray(ng_epb(frame, T0 + 1))
+            block[20:24] = struct.pack("<I", caplen)
+        else:
+            block = bytearray(_opb(frame, 0, round((T0 + 1) * 1e6), caplen))
+        got, error = read_records(head + bytes(block), None)
+        if fits:
+            assert error is None and got[1][0] == frame + bytes(3)
+        else:
+            assert len(got) == 1
+            assert str(error) == f"mutant at byte {len(head)}: packet length {caplen} exceeds its block"
