@@ -10,6 +10,7 @@ import os
 import struct
 import weakref
 
+import numpy as np
 import pytest
 from capture_bytes import (
     EPB,
@@ -252,6 +253,76 @@ def test_a_small_file_gets_a_small_buffer(tmp_path):
     assert sizes and max(sizes) < 64 << 10
 
 
+
+@pytest.mark.parametrize("how", ["read", "mapped", "read ahead"])
+def test_each_way_of_reading_a_file_names_it_in_its_errors_and_closes_it(tmp_path, monkeypatch, how):
+    """From exactly the size each way starts at (MAP_FROM, READ_AHEAD_FROM): the error names the file, and the
+    file object is closed when the read ends, not merely dropped (held here, it would stay open)."""
+    data = pcap(40) + struct.pack("<IIII", 0, 0, HUGE, HUGE)
+    path = write(tmp_path, "named.pcap", data)
+    monkeypatch.setattr(capture, "MAP_FROM", len(data) if how == "mapped" else 0)
+    monkeypatch.setattr(capture, "READ_AHEAD_FROM", len(data) if how == "read ahead" else 0)
+    reader, size = open_file(path)
+    assert size == len(data) and reader.name == str(path)
+    source = reader._read_ahead
+    if how == "read":
+        assert source is None and reader._size_hint == len(data)
+        fh = reader._readinto.__self__
+    else:
+        assert type(source).__name__ == ("MappedFile" if how == "mapped" else "ReadAhead")
+        fh = source._fh
+    assert not fh.closed
+    got, error = drain(reader)
+    assert len(got) == 40 and fh.closed
+    assert str(error) == f"{path} at byte {len(pcap(40))}: absurd record length {HUGE} bytes (corrupt file?)"
+
+
+def test_a_file_that_cannot_be_opened_is_a_one_line_error_naming_it(tmp_path):
+    from sensor.errors import CamwatchError
+
+    loop = tmp_path / "loop.pcap"
+    loop.symlink_to(loop)
+    for path, message in ((tmp_path / "none.pcap", "no such file"), (tmp_path, "is a directory, not a capture file"),
+                          (loop, "cannot open: Too many levels of symbolic links")):
+        with pytest.raises(CamwatchError) as raised:
+            open_file(path)
+        assert str(raised.value) == f"{path}: {message}"
+
+
+def test_a_live_source_with_nothing_to_hand_over_gets_an_empty_batch():
+    """`read` returning None (nothing within the tick): an empty batch, of the same columns as any other, so the
+    pipeline's housekeeping runs on it as on a batch of packets."""
+    pieces = iter([pcap_header(), None, pcap(3)[24:], None])
+    batches = list(CaptureReader(lambda: next(pieces, b""), "live"))
+    assert [len(b) for b in batches] == [0, 3, 0]
+    for empty in (batches[0], batches[2]):
+        assert empty.data == b""
+        assert [(len(c), c.dtype) for c in (empty.offsets, empty.caplen, empty.wirelen, empty.ts, empty.linktype)] \
+            == [(0, np.int64), (0, np.int64), (0, np.int64), (0, np.float64), (0, np.int32)]
+
+
+def test_a_pipe_gets_a_whole_chunks_buffer(tmp_path):
+    """A FIFO's size (0) says nothing of what comes through it: no size hint, chunks of CHUNK_BYTES."""
+    import threading
+
+    fifo = tmp_path / "capture.fifo"
+    os.mkfifo(fifo)
+    data = pcap(50)
+
+    def feed():
+        with open(fifo, "wb") as out:
+            out.write(data)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    reader, size = open_file(fifo)
+    try:
+        assert size == 0 and reader._size_hint is None
+        sizes = [len(reader._arena) for batch in reader if len(batch)]
+    finally:
+        writer.join()
+    assert sizes and min(sizes) == capture.CHUNK_BYTES
+
 # ---- read-ahead: the next chunk read in a thread, the same records and the same errors -------------------------
 class _Chunks(io.RawIOBase):
     """A file whose reads return at most `step` bytes and fail with EIO once `fail_at` bytes have been read."""
@@ -321,7 +392,6 @@ def test_the_compiled_pcapng_walk_refuses_unaligned_interface_columns():
 
     if compiled.extension is None:
         pytest.skip("the C extension was not built on this machine")
-    import numpy as np
 
     blocks = ng_epb(video_frame(200), T0) * 3
     columns = [np.array([1], np.int32).tobytes(), np.array([1e-6]).tobytes(), np.array([0.0]).tobytes(),
