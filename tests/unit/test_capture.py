@@ -524,3 +524,52 @@ def test_a_packet_running_into_its_blocks_padding_or_past_it(walk, kind):
         else:
             assert len(got) == 1
             assert str(error) == f"mutant at byte {len(head)}: packet length {caplen} exceeds its block"
+
+
+@pytest.mark.parametrize("chunk", [None, 5, 4096])
+def test_a_pcapng_file_cut_short_says_where_and_how_far_into_which_block(walk, chunk):
+    """Cut inside a block's 8-byte header only "a block is at least 12 bytes" is known; from 8 bytes in, the
+    block's own length."""
+    head = ng_shb() + ng_idb() + ng_epb(PHONE_HOME, T0)
+    block = ng_epb(video_frame(100), T0 + 1)
+    for cut, message in ((5, "ends 5 bytes into a 12-byte record"),
+                         (8, f"ends 8 bytes into a {len(block)}-byte record"),
+                         (40, f"ends 40 bytes into a {len(block)}-byte record")):
+        got, error = read_records(head + block[:cut], chunk)
+        assert [f for f, *_ in got] == [PHONE_HOME]
+        assert str(error) == f"mutant at byte {len(head)}: truncated pcapng block: the file {message}"
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_batch_columns_have_their_types_from_either_walk(walk, kind):
+    """int64 offsets and lengths, float64 times, int32 link types, whichever walk made them: the pcapng walk in
+    Python makes them from lists, and a second interface's packets are taken by the Python walk either way."""
+    data = SAMPLES[kind] if kind == "pcap" else SAMPLES[kind] + ng_idb(113, order=">") + ng_epb(
+        PHONE_HOME, T0 + 5, iface=1, order=">")
+    reader = CaptureReader(None, "types", readinto=io.BytesIO(data).readinto, size_hint=len(data))
+    for batch in reader:
+        assert [c.dtype for c in (batch.offsets, batch.caplen, batch.wirelen, batch.ts, batch.linktype)] == [
+            np.int64, np.int64, np.int64, np.float64, np.int32]
+
+
+def test_the_compiled_walks_run_only_while_their_switches_are_on(monkeypatch):
+    """compiled.walk (classic pcap) and compiled.walk_pcapng: off, or without the extension, the Python walk
+    reads every record; a switch the reader ignored would leave the tests above comparing the C walk with itself."""
+    import types
+
+    from sensor import compiled
+
+    if compiled.extension is None:
+        pytest.skip("the C extension was not built on this machine")
+    real = compiled.extension
+    asked: list[str] = []
+    spy = types.SimpleNamespace(walk=lambda *a: (asked.append("walk"), real.walk(*a))[1],
+                                walk_pcapng=lambda *a: (asked.append("walk_pcapng"), real.walk_pcapng(*a))[1])
+    for kind, switch in (("pcap", "walk"), ("pcapng", "walk_pcapng")):
+        for extension, on in ((spy, False), (None, True), (None, False), (spy, True)):
+            monkeypatch.setattr(compiled, "walk", on)
+            monkeypatch.setattr(compiled, "walk_pcapng", on)
+            monkeypatch.setattr(compiled, "extension", extension)
+            asked.clear()
+            assert read_records(SAMPLES[kind], None) == REFERENCE[kind]
+            assert set(asked) == ({switch} if extension is not None and on else set()), (kind, extension, on)
