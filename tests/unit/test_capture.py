@@ -15,6 +15,7 @@ import pytest
 from capture_bytes import (
     EPB,
     HUGE,
+    MIN_BLOCK,
     OPB,
     PHONE_HOME,
     SHB,
@@ -573,3 +574,106 @@ def test_the_compiled_walks_run_only_while_their_switches_are_on(monkeypatch):
             asked.clear()
             assert read_records(SAMPLES[kind], None) == REFERENCE[kind]
             assert set(asked) == ({switch} if extension is not None and on else set()), (kind, extension, on)
+
+
+def _trailer_mismatch() -> bytes:
+    block = bytearray(ng_epb(video_frame(), T0 + 5))
+    block[-4:] = struct.pack("<I", len(block) + 4)
+    return bytes(block)
+
+
+DAMAGED_BLOCKS = {   # the block, and the one line about it
+    "short-epb": (short_block("EPB", 28), "pcapng enhanced packet block of 28 bytes is too short for its fields"),
+    "short-idb": (short_block("IDB", 16), "pcapng interface description block of 16 bytes is too short for its fields"),
+    "short-opb": (short_block("OPB", 28), "pcapng packet block of 28 bytes is too short for its fields"),
+    "short-shb": (short_block("SHB", 24), "pcapng section header block of 24 bytes is too short for its fields"),
+    "under-12": (struct.pack("<II", EPB, 8), "absurd pcapng block length 8"),
+    "absurd-length": (struct.pack("<II", EPB, HUGE) + bytes(8), f"absurd pcapng block length {HUGE}"),
+    "just-over-the-bound": (struct.pack("<II", 0xBAD, capture.MAX_BLOCK_BYTES + 4),
+                            f"absurd pcapng block length {capture.MAX_BLOCK_BYTES + 4}"),
+    "not-a-multiple-of-4": (struct.pack("<II", EPB, 34) + bytes(26), "absurd pcapng block length 34"),
+    "trailer-mismatch": (_trailer_mismatch(), f"pcapng block length {len(_trailer_mismatch())} does not match the "
+                                              "copy at the block's end"),
+    "idb-option-overruns": (ng_idb(options=struct.pack("<HH", 9, 200) + bytes(8)),
+                            "pcapng interface option 9 of 200 bytes overruns its block"),
+    "idb-tsoffset-cut": (ng_idb(options=struct.pack("<HH", 14, 8) + bytes(4)),
+                         "pcapng interface option 14 of 8 bytes overruns its block"),
+    "packet-longer-than-block": (ng_block(EPB, struct.pack("<IIIII", 0, 0, 0, 4000, 4000) + bytes(64)),
+                                 "packet length 4000 exceeds its block"),
+    "undeclared-interface": (ng_epb(video_frame(), T0 + 5, iface=7), "packet for undeclared interface 7"),
+    "section-bad-byte-order": (struct.pack("<II", SHB, 28) + bytes(20),
+                               "pcapng section header with bad byte-order magic"),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGED_BLOCKS)
+def test_a_damaged_block_is_one_line_at_its_start_after_every_packet_before_it(walk, case):
+    damage, message = DAMAGED_BLOCKS[case]
+    good = pcapng(4)
+    after = b"".join(ng_epb(video_frame(), T0 + 10 + i) for i in range(3))
+    for chunk in (None, 64):
+        got, error = read_records(good + damage + after, chunk)
+        assert got == read_records(good, None)[0]
+        assert str(error) == f"mutant at byte {len(good)}: {message}"
+
+
+@pytest.mark.parametrize("name", ["EPB", "IDB", "SPB", "OPB", "SHB"])
+def test_a_block_exactly_as_long_as_its_fields_is_no_damage(walk, name):
+    got, error = read_records(pcapng(3) + short_block(name, MIN_BLOCK[name]), None)
+    assert error is None and len(got) == 3 + (name in ("EPB", "SPB", "OPB"))
+
+
+def test_a_block_of_the_largest_length_is_read_past(walk):
+    largest = ng_block(0xBAD, bytes(capture.MAX_BLOCK_BYTES - 12))
+    assert len(largest) == capture.MAX_BLOCK_BYTES
+    got, error = read_records(pcapng(3) + largest + ng_epb(PHONE_HOME, T0 + 9), None)
+    assert error is None and [t for *_, t, _ in got][-1] == T0 + 9 and len(got) == 4
+
+
+@pytest.mark.parametrize("chunk", [None, 9])
+def test_a_section_header_cut_before_its_byte_order_is_a_12_byte_block_cut_short(walk, chunk):
+    good = pcapng(3)
+    got, error = read_records(good + ng_shb()[:10], chunk)
+    assert len(got) == 3
+    assert str(error) == (f"mutant at byte {len(good)}: truncated pcapng block: the file ends 10 bytes into a "
+                          "12-byte record")
+
+
+def _option(code: int, value: bytes) -> bytes:
+    return struct.pack("<HH", code, len(value)) + value + bytes(-len(value) % 4)
+
+
+@pytest.mark.parametrize(("options", "scale", "offset"), [
+    (b"", 1e-6, 0.0),
+    (_option(9, bytes([3])), 1e-3, 0.0),                           # if_tsresol, a power of ten
+    (_option(9, bytes([0x80 | 10])), 2.0 ** -10, 0.0),             # ... a power of two
+    (_option(14, struct.pack("<q", 7200)), 1e-6, 7200.0),          # if_tsoffset, in seconds
+    (_option(14, struct.pack("<q", -5)) + _option(9, bytes([9])), 1e-9, -5.0),
+    (_option(2, b"eth") + _option(9, bytes([3])), 1e-3, 0.0),       # an option padded to 4 bytes before it
+    (_option(9, b"") + _option(14, bytes(4)) + _option(9, bytes([4, 0, 0])), 1e-4, 0.0),   # no value, wrong size
+    (_option(0, b"") + _option(9, bytes([3])), 1e-6, 0.0),          # opt_endofopt: nothing after it is read
+    (_option(0, b"") + struct.pack("<HH", 9, 400), 1e-6, 0.0),      # ... not even an option overrunning the block
+], ids=["none", "tsresol-10", "tsresol-2", "tsoffset", "tsoffset-ns", "padded-before", "ignored", "end", "end-overrun"])
+def test_interface_options_set_the_time_of_its_packets(walk, options, scale, offset):
+    units = 1_700_000_123_456
+    data = ng_shb() + ng_idb(options=options) + ng_block(EPB, struct.pack("<IIIII", 0, units >> 32, units & 0xFFFFFFFF,
+                                                                          60, 60) + bytes(60))
+    for order in ("<", ">"):
+        if order == ">":   # the same interface, big-endian
+            data = (ng_shb(">") + ng_block(1, struct.pack(">HHI", 1, 0, 0) + _swap_options(options), ">")
+                    + ng_block(EPB, struct.pack(">IIIII", 0, units >> 32, units & 0xFFFFFFFF, 60, 60) + bytes(60), ">"))
+        got, error = read_records(data, None)
+        assert error is None and [t for *_, t, _ in got] == [units * scale + offset], order
+
+
+def _swap_options(options: bytes) -> bytes:
+    """Little-endian options (as _option makes them) in big-endian order: codes, lengths and tsoffset's value."""
+    out, pos = b"", 0
+    while pos + 4 <= len(options):
+        code, length = struct.unpack_from("<HH", options, pos)
+        value = options[pos + 4:pos + 4 + length + (-length % 4)]
+        if code == 14 and length == 8:
+            value = struct.pack(">q", struct.unpack("<q", value)[0])
+        out += struct.pack(">HH", code, length) + value
+        pos += 4 + len(value)
+    return out
