@@ -677,3 +677,46 @@ def _swap_options(options: bytes) -> bytes:
         out += struct.pack(">HH", code, length) + value
         pos += 4 + len(value)
     return out
+
+
+@pytest.mark.parametrize(("magic", "order", "scale"), [(0xA1B2C3D4, "<", 1e-6), (0xA1B2C3D4, ">", 1e-6),
+                                                       (0xA1B23C4D, "<", 1e-9), (0xA1B23C4D, ">", 1e-9)],
+                         ids=["us-little", "us-big", "ns-little", "ns-big"])
+def test_classic_pcap_in_either_byte_order_and_resolution(walk, magic, order, scale):
+    """The header's link type loses its upper bits (FCS information, not the type); the record's fractions are
+    micro- or nanoseconds."""
+    frame = bytes(range(60))
+    data = (struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 65535, 0x1000_0000 | 113)
+            + struct.pack(order + "IIII", 1_700_000_000, 123_456, 60, 1514) + frame
+            + struct.pack(order + "IIII", 1_700_000_001, 999, 60, 60) + frame)
+    got, error = read_records(data, None)
+    assert error is None
+    assert got == [(frame, 1514, 1_700_000_000 + 123_456 * scale, 113), (frame, 60, 1_700_000_001 + 999 * scale, 113)]
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"", "mutant at byte 0: empty file: not a pcap or pcapng capture"),
+    (b"\xd4\xc3", "mutant at byte 0: file too short to be a capture"),
+    (b"GIF89a" + bytes(40), "mutant at byte 0: not a pcap or pcapng file (magic 47494638)"),
+    (pcap_header()[:23], "mutant at byte 0: truncated pcap file header"),
+    (pcap_header(), None),
+    (ng_shb(), None),
+], ids=["empty", "3-bytes", "gif", "pcap-header-cut", "pcap-header-only", "section-header-only"])
+def test_what_a_capture_starts_with(walk, data, message):
+    for chunk in (None, 1):
+        got, error = read_records(data, chunk)
+        assert got == [] and (str(error) if error else None) == message
+
+
+def test_a_simple_packet_block_before_any_packet_has_time_zero(walk):
+    got, error = read_records(ng_shb() + ng_idb() + ng_spb(video_frame(100)) + ng_epb(PHONE_HOME, T0), None)
+    assert error is None and [t for *_, t, _ in got] == [0.0, T0]
+
+
+def test_a_read_error_comes_after_everything_before_it_and_says_where_the_read_began():
+    data = pcap(400, video_frame(1000))
+    source = _Chunks(data, 64 << 10, fail_at=128 << 10)
+    records, error = drain(CaptureReader(None, "mutant", readinto=source.readinto, size_hint=len(data)))
+    assert str(error) == f"mutant at byte {128 << 10}: cannot read: Input/output error"
+    everything, _ = read_records(data, None)
+    assert 0 < len(records) < len(everything) and records == everything[:len(records)]
