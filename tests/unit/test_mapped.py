@@ -191,3 +191,62 @@ def test_mapped_batches_end_where_readinto_batches_do(tmp_path, monkeypatch):
             assert isinstance(reader._read_ahead, MappedFile) == bool(map_from)
             ends[map_from] = [(len(b), float(b.ts[-1])) for b in reader]
         assert len(ends[0]) > 40 and ends[1] == ends[0]
+
+
+def _taken(source: MappedFile, slices: int) -> None:
+    for _ in range(slices):
+        source.take(b"")   # the slices' pages are never touched here: nothing faults on a cut file
+
+
+def test_a_file_found_shorter_ends_the_slices_there_with_one_line_saying_by_how_much(tmp_path):
+    """Cut exactly where the slices handed out end: nothing handed over lies past the cut. The line names the
+    file's size before and after."""
+    data = pcap(300, video_frame(1000))
+    path = write(tmp_path, "cut.pcap", data)
+    with open(path, "rb") as fh:
+        source = MappedFile(fh, len(data), 64 << 10)
+        _taken(source, 2)
+        assert source.intact_to() is None
+        os.truncate(path, 64 << 10)
+        assert source.intact_to() == 64 << 10
+        with pytest.raises(mapped.Damaged) as damaged:
+            source.take(b"")
+        source.close()
+    assert str(damaged.value) == f"truncated while it was read: the file shrank from {len(data)} to {64 << 10} bytes"
+
+
+def test_bytes_handed_over_past_the_cut_are_counted_in_the_line(tmp_path):
+    data = pcap(300, video_frame(1000))
+    path = write(tmp_path, "cut.pcap", data)
+    with open(path, "rb") as fh:
+        source = MappedFile(fh, len(data), 64 << 10)
+        _taken(source, 3)
+        os.truncate(path, 100_000)
+        with pytest.raises(mapped.Damaged) as damaged:
+            source.take(b"")
+        source.close()
+    assert str(damaged.value) == (f"truncated while it was read: the file shrank from {len(data)} to 100000 bytes; "
+                                  f"the {(3 << 16) - 100_000} bytes after it, handed over before, may have been read "
+                                  "as zeros")
+
+
+def test_a_page_the_guard_read_as_zeros_in_a_file_of_its_size_is_an_io_error_at_that_page(tmp_path):
+    """What the guard records when a page could not be read (a failing disk: the SIGBUS it turned into zeros) is
+    stood in for here, not caused: a fault in this process would go to pytest's faulthandler."""
+    data = pcap(300, video_frame(1000))
+    path = write(tmp_path, "failing.pcap", data)
+    with open(path, "rb") as fh:
+        source = MappedFile(fh, len(data), 64 << 10)
+        real = source._map
+        source._map = types.SimpleNamespace(damaged=lambda: 8192, advise=real.advise, close=real.close)
+        try:
+            _taken(source, 1)
+            assert source.intact_to() == 8192
+            with pytest.raises(mapped.Damaged) as damaged:
+                source.take(b"")
+        finally:
+            source._map = real
+            source.close()
+    # the one slice handed out was not yet given to the caller as records when the damage was seen (the reader
+    # walks it again up to the cut): no bytes past the cut were handed over
+    assert str(damaged.value) == "cannot read: the mapped file could not be read at byte 8192 (an I/O error?)"

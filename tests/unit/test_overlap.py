@@ -126,7 +126,8 @@ def test_stopping_early_stops_the_thread_before_the_reader_closes(tmp_path, stop
     batches = overlap.batches(reader, "on")
     try:
         for i, _batch in enumerate(batches):
-            assert len(_threads()) == 1
+            # a daemon: a consumer that never gets to close the batches does not keep the process from exiting
+            assert [t.daemon for t in _threads()] == [True]
             if i == 3:
                 if stop == "break":
                     break
@@ -229,6 +230,23 @@ def test_only_mapped_readers_are_overlapped_and_auto_needs_two_cpus(tmp_path, mo
         overlap.wanted("yes")
     assert overlap.MODES == OVERLAP_MODES == ("auto", "on", "off")
 
+
+def test_cpus_are_the_affinity_set_else_the_machines_count_else_one(monkeypatch):
+    monkeypatch.setattr(overlap.os, "sched_getaffinity", lambda pid: {0, 3, 5})
+    assert overlap.cpus() == 3
+
+    def refused(pid):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(overlap.os, "sched_getaffinity", refused)
+    monkeypatch.setattr(overlap.os, "cpu_count", lambda: 6)
+    assert overlap.cpus() == 6
+    monkeypatch.setattr(overlap.os, "cpu_count", lambda: None)   # "cannot tell"
+    assert overlap.cpus() == 1
+    monkeypatch.delattr(overlap.os, "sched_getaffinity")          # not Linux
+    assert overlap.cpus() == 1
+    monkeypatch.setattr(overlap.os, "cpu_count", lambda: 4)
+    assert overlap.cpus() == 4
 
 def test_the_config_key_and_its_default(tmp_path):
     assert Config().capture.overlap == "auto"
