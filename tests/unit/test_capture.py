@@ -720,3 +720,28 @@ def test_a_read_error_comes_after_everything_before_it_and_says_where_the_read_b
     assert str(error) == f"mutant at byte {128 << 10}: cannot read: Input/output error"
     everything, _ = read_records(data, None)
     assert 0 < len(records) < len(everything) and records == everything[:len(records)]
+
+
+def test_the_compiled_pcapng_walk_takes_the_packets_of_a_big_endian_section(monkeypatch):
+    """The section's byte order reaches the C walk: read as little-endian, a big-endian section's packet blocks
+    would all be handed back to the Python walk (the same records, so only this sees it)."""
+    import types
+
+    from sensor import compiled
+
+    if compiled.extension is None:
+        pytest.skip("the C extension was not built on this machine")
+    real = compiled.extension
+    taken: list[int] = []
+
+    def walk_pcapng(*args):
+        result = real.walk_pcapng(*args)
+        taken.append(len(result[1]) // 8)
+        return result
+
+    monkeypatch.setattr(compiled, "extension", types.SimpleNamespace(walk=real.walk, walk_pcapng=walk_pcapng))
+    frames = [video_frame(100 + i) for i in range(5)]
+    data = ng_shb(">") + ng_idb(order=">") + b"".join(ng_epb(f, T0 + i, order=">") for i, f in enumerate(frames))
+    got, error = read_records(data, None)
+    assert error is None and [f for f, *_ in got] == frames
+    assert sum(taken) == 5
