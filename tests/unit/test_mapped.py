@@ -250,3 +250,71 @@ def test_a_page_the_guard_read_as_zeros_in_a_file_of_its_size_is_an_io_error_at_
     # the one slice handed out was not yet given to the caller as records when the damage was seen (the reader
     # walks it again up to the cut): no bytes past the cut were handed over
     assert str(damaged.value) == "cannot read: the mapped file could not be read at byte 8192 (an I/O error?)"
+
+
+class _Advised:
+    """A map's stand-in that records each hint (kind, start, length) and the thread that gave it."""
+
+    def __init__(self, real):
+        self._real, self.calls = real, []
+
+    def advise(self, kind: int, start: int, length: int) -> None:
+        import threading
+
+        thread = threading.current_thread()
+        self.calls.append((kind, start, length, thread.name, thread.daemon))
+        self._real.advise(kind, start, length)
+
+    def damaged(self) -> int:
+        return self._real.damaged()
+
+    def close(self) -> None:
+        self._real.close()
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_the_pages_dropped_and_read_ahead_are_exactly_those_behind_and_after_the_slices(tmp_path, monkeypatch,
+                                                                                        prefetch):
+    """With KEEP_SLICES 2, after slice k: every page before the page holding slice k-2's start is dropped (each
+    once), and the chunk after slice k is read ahead from the page holding its start, up to the file's end; none
+    after the last slice. With PREFETCH, the same ranges, faulted in on a daemon thread of their own."""
+    from sensor import _mapguard as guard
+
+    monkeypatch.setattr(mapped, "KEEP_SLICES", 2)
+    monkeypatch.setattr(mapped, "PREFETCH", prefetch)
+    chunk, page = 66_536, mapped._PAGE   # slices that end inside a page
+    data = pcap(300, video_frame(1400))
+    size = len(data)
+    path = write(tmp_path, "hinted.pcap", data)
+
+    def down(offset: int) -> int:
+        return offset - offset % page
+
+    ahead = guard.MADV_POPULATE_READ if prefetch else guard.MADV_WILLNEED
+    thread = ("capture-prefetch", True) if prefetch else ("MainThread", False)
+    expected = []
+    for k in range(-(-size // chunk)):
+        if k >= 3:
+            expected.append((guard.MADV_DONTNEED, down((k - 3) * chunk), down((k - 2) * chunk) - down((k - 3) * chunk)))
+        if (k + 1) * chunk < size:
+            expected.append((ahead, down((k + 1) * chunk), min(chunk, size - down((k + 1) * chunk))))
+    with open(path, "rb") as fh:
+        source = MappedFile(fh, size, chunk)
+        spy = source._map = _Advised(source._map)
+        taken = 0
+        while (got := source.take(b"")[1]) > 0:
+            taken += got
+        source.close()
+    assert taken == size and len(expected) > 6
+    assert spy.calls == [(*hint, *thread) for hint in expected]
+
+
+def test_more_carried_over_than_was_handed_out_is_refused(tmp_path):
+    data = pcap(10)
+    path = write(tmp_path, "f.pcap", data)
+    with open(path, "rb") as fh:
+        source = MappedFile(fh, len(data), 1024)
+        with pytest.raises(ValueError) as raised:
+            source.take(b"x" * 10)
+        source.close()
+    assert str(raised.value) == "mapped read: 10 bytes carried over, 0 handed out"

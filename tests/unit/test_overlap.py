@@ -315,3 +315,75 @@ def test_the_map_keeps_the_pages_of_every_batch_the_thread_may_hold_ahead():
     # The thread runs up to DEPTH batches ahead of the pipeline, which still reads the slices they came from; a
     # map that gave their pages back sooner would not change results, only fault them in again on every batch.
     assert overlap.DEPTH <= mapped.KEEP_SLICES, "raise mapped.KEEP_SLICES with overlap.DEPTH"
+
+
+def test_stopped_the_thread_reads_no_further_and_ends_the_readers_iteration_itself(tmp_path):
+    """Stopped after the first batch: the thread reads none past those it had queued (at most DEPTH, and the one it
+    was walking), and the reader's iteration, begun on the thread, ends there: the reader is closed when stop()
+    returns, though its iterator is still referenced here."""
+    reader, _ = open_file(write(tmp_path, "f.pcap", pcap(2000, video_frame(700))))
+    read = 0
+    source = iter(reader)
+
+    def counted():   # closed, it closes the reader's iterator, as `yield from` would
+        nonlocal read
+        try:
+            for batch in source:
+                read += 1
+                yield batch
+        finally:
+            source.close()
+
+    walked = counted()
+    ahead = overlap._Ahead(walked, decode_batch, 2)
+    first = ahead.take()
+    assert first is not None and len(first)
+    threading.Event().wait(0.05)   # the thread fills its queue, then waits
+    ahead.stop()
+    assert reader._closed and not _threads()
+    assert 2 <= read <= 1 + 2 + 1
+
+
+def test_the_default_mode_is_auto(tmp_path, monkeypatch):
+    reader, _ = open_file(write(tmp_path, "f.pcap", pcap(200, video_frame(700))))
+    for cpus, threads in ((2, 1), (1, 0)):
+        monkeypatch.setattr(overlap, "cpus", lambda n=cpus: n)
+        batches = overlap.batches(reader)
+        assert next(batches) is not None and len(_threads()) == threads
+        batches.close()
+        reader.close()
+        reader, _ = open_file(write(tmp_path, "f.pcap", pcap(200, video_frame(700))))
+    reader.close()
+
+
+def test_an_unknown_mode_is_named_with_the_known_ones():
+    with pytest.raises(ValueError) as raised:
+        overlap.wanted("yes")
+    assert str(raised.value) == "overlap mode 'yes': expected one of auto, on, off"
+
+
+def test_stopped_while_it_decodes_a_batch_the_thread_reads_no_further(tmp_path):
+    """stop() lands while the thread is busy with a batch, not waiting for room: that batch goes nowhere and no
+    other is read after it."""
+    reader, _ = open_file(write(tmp_path, "f.pcap", pcap(2000, video_frame(700))))
+    busy, release = threading.Event(), threading.Event()
+    decoded = []
+
+    def decode(batch):
+        if decoded:   # the second batch: held until stop() has begun
+            busy.set()
+            release.wait()
+        decoded.append(batch)
+        return decode_batch(batch)
+
+    ahead = overlap._Ahead(iter(reader), decode, 2)
+    assert ahead.take() is not None
+    assert busy.wait(10)
+    stopper = threading.Thread(target=ahead.stop)
+    stopper.start()
+    while not ahead._stopping:
+        threading.Event().wait(0.001)
+    release.set()
+    stopper.join()
+    assert len(decoded) == 2 and not _threads()
+    reader.close()
