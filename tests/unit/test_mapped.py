@@ -318,3 +318,38 @@ def test_more_carried_over_than_was_handed_out_is_refused(tmp_path):
             source.take(b"x" * 10)
         source.close()
     assert str(raised.value) == "mapped read: 10 bytes carried over, 0 handed out"
+
+
+def test_a_later_lower_cut_moves_the_end_and_the_line_down(tmp_path):
+    data = pcap(300, video_frame(1000))
+    path = write(tmp_path, "cut.pcap", data)
+    with open(path, "rb") as fh:
+        source = MappedFile(fh, len(data), 64 << 10)
+        _taken(source, 1)
+        os.truncate(path, 50_000)
+        assert source.intact_to() == 50_000
+        os.truncate(path, 20_000)
+        assert source.intact_to() == 20_000
+        os.truncate(path, 30_000)   # grown again: the bytes between were lost all the same
+        assert source.intact_to() == 20_000
+        with pytest.raises(mapped.Damaged) as damaged:
+            source.take(b"")
+        source.close()
+    assert str(damaged.value) == f"truncated while it was read: the file shrank from {len(data)} to 20000 bytes"
+
+
+def test_the_first_page_read_as_zeros_is_damage_at_byte_0(tmp_path):
+    data = pcap(300, video_frame(1000))
+    path = write(tmp_path, "failing.pcap", data)
+    with open(path, "rb") as fh:
+        source = MappedFile(fh, len(data), 64 << 10)
+        real = source._map
+        source._map = types.SimpleNamespace(damaged=lambda: 0, advise=real.advise, close=real.close)
+        try:
+            assert source.intact_to() == 0
+            with pytest.raises(mapped.Damaged) as damaged:
+                source.take(b"")
+        finally:
+            source._map = real
+            source.close()
+    assert str(damaged.value) == "cannot read: the mapped file could not be read at byte 0 (an I/O error?)"
