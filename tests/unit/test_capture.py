@@ -470,14 +470,17 @@ def test_simple_packet_blocks_are_cut_to_their_block_and_the_snap_length(walk):
             + _spb(frame, 61)              # the padding is not the packet's: 61
             + _spb(frame, 1500)            # a packet longer than its block: what the block holds, 64
             + _spb(frame, 0xFFFFFFF0)      # a wire length past 2 GiB is no negative one
-            + ng_shb() + ng_idb() + ng_epb(PHONE_HOME, T0 + 2) + _spb(frame, 1500))   # snap 0: no limit but the block's
+            + ng_shb() + ng_idb() + ng_epb(PHONE_HOME, T0 + 2) + _spb(frame, 1500)    # snap 0: no limit but the block's
+            + ng_shb() + ng_block(1, struct.pack("<HHI", 0xFDE8, 0, 0xFFFFFFFF)) + _spb(frame, 61))   # unsigned fields
     got, error = read_records(data, None)
     assert error is None
     padded = frame + bytes(3)
     assert [(f, w, t) for f, w, t, _ in got] == [
         (PHONE_HOME, len(PHONE_HOME), T0), (frame[:40], 61, T0),
         (PHONE_HOME, len(PHONE_HOME), T0 + 1), (frame, 61, T0 + 1), (padded, 1500, T0 + 1),
-        (padded, 0xFFFFFFF0, T0 + 1), (PHONE_HOME, len(PHONE_HOME), T0 + 2), (padded, 1500, T0 + 2)]
+        (padded, 0xFFFFFFF0, T0 + 1), (PHONE_HOME, len(PHONE_HOME), T0 + 2), (padded, 1500, T0 + 2),
+        (frame, 61, T0 + 2)]
+    assert got[-1][3] == 0xFDE8
 
 
 def test_a_simple_packet_block_starting_a_read_takes_the_time_of_the_packet_before(walk):
@@ -598,6 +601,10 @@ DAMAGED_BLOCKS = {   # the block, and the one line about it
                             "pcapng interface option 9 of 200 bytes overruns its block"),
     "idb-tsoffset-cut": (ng_idb(options=struct.pack("<HH", 14, 8) + bytes(4)),
                          "pcapng interface option 14 of 8 bytes overruns its block"),
+    "idb-option-header-last": (ng_idb(options=struct.pack("<HH", 14, 8)),
+                               "pcapng interface option 14 of 8 bytes overruns its block"),
+    "idb-option-of-64-kib": (ng_idb(options=struct.pack("<HH", 2, 0xFFF8) + bytes(8)),
+                             "pcapng interface option 2 of 65528 bytes overruns its block"),
     "packet-longer-than-block": (ng_block(EPB, struct.pack("<IIIII", 0, 0, 0, 4000, 4000) + bytes(64)),
                                  "packet length 4000 exceeds its block"),
     "undeclared-interface": (ng_epb(video_frame(), T0 + 5, iface=7), "packet for undeclared interface 7"),
@@ -623,10 +630,10 @@ def test_a_block_exactly_as_long_as_its_fields_is_no_damage(walk, name):
     assert error is None and len(got) == 3 + (name in ("EPB", "SPB", "OPB"))
 
 
-def test_a_block_of_the_largest_length_is_read_past(walk):
+def test_blocks_of_the_smallest_and_largest_lengths_are_read_past(walk):
     largest = ng_block(0xBAD, bytes(capture.MAX_BLOCK_BYTES - 12))
     assert len(largest) == capture.MAX_BLOCK_BYTES
-    got, error = read_records(pcapng(3) + largest + ng_epb(PHONE_HOME, T0 + 9), None)
+    got, error = read_records(pcapng(3) + ng_block(0xBAD, b"") + largest + ng_epb(PHONE_HOME, T0 + 9), None)
     assert error is None and [t for *_, t, _ in got][-1] == T0 + 9 and len(got) == 4
 
 
@@ -722,7 +729,7 @@ def test_a_read_error_comes_after_everything_before_it_and_says_where_the_read_b
     assert 0 < len(records) < len(everything) and records == everything[:len(records)]
 
 
-def test_the_compiled_pcapng_walk_takes_the_packets_of_a_big_endian_section(monkeypatch):
+def test_the_compiled_pcapng_walk_takes_a_big_endian_sections_packets_and_a_later_interfaces(monkeypatch):
     """The section's byte order reaches the C walk: read as little-endian, a big-endian section's packet blocks
     would all be handed back to the Python walk (the same records, so only this sees it)."""
     import types
@@ -745,3 +752,10 @@ def test_the_compiled_pcapng_walk_takes_the_packets_of_a_big_endian_section(monk
     got, error = read_records(data, None)
     assert error is None and [f for f, *_ in got] == frames
     assert sum(taken) == 5
+    # and an interface declared after packets: the C walk is given it, and takes its packets too
+    taken.clear()
+    data = (ng_shb() + ng_idb() + ng_epb(frames[0], T0) + ng_idb(113)
+            + b"".join(ng_epb(f, T0 + i, iface=i % 2) for i, f in enumerate(frames)))
+    got, error = read_records(data, None)
+    assert error is None and [lt for *_, lt in got] == [1, 1, 113, 1, 113, 1]
+    assert sum(taken) == 6
