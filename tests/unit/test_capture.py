@@ -759,3 +759,18 @@ def test_the_compiled_pcapng_walk_takes_a_big_endian_sections_packets_and_a_late
     got, error = read_records(data, None)
     assert error is None and [lt for *_, lt in got] == [1, 1, 113, 1, 113, 1]
     assert sum(taken) == 6
+
+
+def test_read_ahead_carries_over_up_to_its_headroom_and_keeps_answering_at_the_end():
+    from sensor.readahead import ReadAhead
+
+    ahead = ReadAhead(_Chunks(b"abcdefgh", 8), 8, 4)   # type: ignore[arg-type]
+    view, got = ahead.take(b"1234")   # exactly the headroom
+    assert (bytes(view), got) == (b"1234abcdefgh", 8)
+    with pytest.raises(ValueError) as raised:
+        ahead.take(b"12345")
+    assert str(raised.value) == "read-ahead: 5 bytes carried over, room for 4"
+    for _ in range(2):   # the end, and asked again after it
+        view, got = ahead.take(b"xy")
+        assert (bytes(view), got) == (b"xy", 0)
+    ahead.close()
