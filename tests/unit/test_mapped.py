@@ -353,3 +353,20 @@ def test_the_first_page_read_as_zeros_is_damage_at_byte_0(tmp_path):
             source._map = real
             source.close()
     assert str(damaged.value) == "cannot read: the mapped file could not be read at byte 0 (an I/O error?)"
+
+
+def test_a_file_cut_below_a_page_read_as_zeros_ends_at_its_new_size(tmp_path):
+    """A page past the cut read as zeros (its fault recorded by the guard) and the file shorter still: the cut is
+    the file's new size, the lower of the two."""
+    data = pcap(300, video_frame(1000))
+    path = write(tmp_path, "cut.pcap", data)
+    with open(path, "rb") as fh:
+        source = MappedFile(fh, len(data), 64 << 10)
+        real = source._map
+        source._map = types.SimpleNamespace(damaged=lambda: 40_960, advise=real.advise, close=real.close)
+        try:
+            os.truncate(path, 20_000)
+            assert source.intact_to() == 20_000
+        finally:
+            source._map = real
+            source.close()
