@@ -774,3 +774,15 @@ def test_read_ahead_carries_over_up_to_its_headroom_and_keeps_answering_at_the_e
         view, got = ahead.take(b"xy")
         assert (bytes(view), got) == (b"xy", 0)
     ahead.close()
+
+
+def test_a_reader_closed_between_its_batches_ends_them_quietly():
+    """close() while the consumer is between batches (a stop on the way): the next batch asked for is the end,
+    without an error about the record that was not read."""
+    data = pcap(300, video_frame(1000))
+    pieces = iter([data[i:i + 4096] for i in range(0, len(data), 4096)])
+    reader = CaptureReader(lambda: next(pieces, b""), "stopped")
+    batches = iter(reader)
+    assert len(next(batches)) > 0
+    reader.close()
+    assert list(batches) == []
