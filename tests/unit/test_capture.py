@@ -786,3 +786,8 @@ def test_a_reader_closed_between_its_batches_ends_them_quietly():
     assert len(next(batches)) > 0
     reader.close()
     assert list(batches) == []
+
+
+@pytest.mark.parametrize("kind", sorted(SAMPLES))
+def test_read_ahead_handing_over_one_byte_at_a_time_reads_the_whole_file(kind):
+    assert read_ahead_records(SAMPLES[kind], 1) == REFERENCE[kind]

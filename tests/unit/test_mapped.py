@@ -370,3 +370,31 @@ def test_a_file_cut_below_a_page_read_as_zeros_ends_at_its_new_size(tmp_path):
         finally:
             source._map = real
             source.close()
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_slices_of_one_byte_read_the_whole_file(kind):
+    from tests.unit.test_capture import REFERENCE, SAMPLES
+
+    assert mapped_records(SAMPLES[kind], 1) == REFERENCE[kind]
+
+
+def test_a_page_read_as_zeros_ends_the_reader_there_as_if_the_file_did(tmp_path):
+    """The guard's record of a page it read as zeros (stood in for, as above): every record before the page, then
+    one line at the record it cuts, naming the page."""
+    data = pcap(300, video_frame(1000))
+    path = write(tmp_path, "failing.pcap", data)
+    fh = open(path, "rb")
+    source = MappedFile(fh, len(data), 64 << 10)
+    real = source._map
+    source._map = types.SimpleNamespace(damaged=lambda: 8192, advise=real.advise, close=real.close)
+    try:
+        got, error = drain(CaptureReader(None, "failing", read_ahead=source, close=fh.close))
+    finally:
+        source._map = real
+        source.close()
+        fh.close()
+    before, cut = read_records(data[:8192], None)
+    assert got == before and len(got) == 8
+    assert str(error) == (f"failing at byte {cut.offset}: cannot read: the mapped file could not be read at byte 8192 "
+                          "(an I/O error?)")
