@@ -765,6 +765,8 @@ def test_read_ahead_carries_over_up_to_its_headroom_and_keeps_answering_at_the_e
     from sensor.readahead import ReadAhead
 
     ahead = ReadAhead(_Chunks(b"abcdefgh", 8), 8, 4)   # type: ignore[arg-type]
+    # its thread is named (for a profiler's or a debugger's list) and a daemon (it never holds the process open)
+    assert ahead._thread is not None and (ahead._thread.name, ahead._thread.daemon) == ("capture-read-ahead", True)
     view, got = ahead.take(b"1234")   # exactly the headroom
     assert (bytes(view), got) == (b"1234abcdefgh", 8)
     with pytest.raises(ValueError) as raised:
