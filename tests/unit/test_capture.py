@@ -29,6 +29,7 @@ from capture_bytes import (
     ng_spb,
     pcap,
     pcap_header,
+    pcap_record,
     pcapng,
     short_block,
     video_frame,
@@ -252,6 +253,48 @@ def test_a_small_file_gets_a_small_buffer(tmp_path):
     reader, _ = open_file(path)
     sizes = [len(reader._arena) for _ in reader]
     assert sizes and max(sizes) < 64 << 10
+    # never more than the file and 4 KiB to see its end, the read that finds the end included
+    data = pcap(10)
+    source = io.BytesIO(data)
+    offered: list[int] = []
+
+    def readinto(buffer):
+        offered.append(len(buffer))
+        return source.readinto(buffer)
+
+    reader = CaptureReader(None, "small", readinto=readinto, size_hint=len(data))
+    assert sum(len(b) for b in reader) == 10
+    assert offered == [len(data) + 4096] * 2   # the one buffer, reused to find the end
+
+
+def test_a_small_file_that_grows_while_it_is_read_is_read_to_its_new_end(tmp_path):
+    """Its buffer was sized from the file as opened: a record longer than that buffer, appended meanwhile, grows it."""
+    path = write(tmp_path, "growing.pcap", pcap(1))
+    later = pcap_record(video_frame(8000), T0 + 1) + pcap_record(PHONE_HOME, T0 + 2)
+    reader, _ = open_file(path)
+    got = []
+    for batch in reader:
+        if not got:
+            with open(path, "ab") as out:
+                out.write(later)
+        got += _records([batch])
+    assert [(len(f), t) for f, _, t, _ in got] == [(len(PHONE_HOME), T0), (8000, T0 + 1), (len(PHONE_HOME), T0 + 2)]
+
+
+def test_readinto_handing_over_nothing_yet_or_one_byte_at_a_time():
+    """A readinto source returning None (nothing within the tick) gets an empty batch, as `read` does; one returning
+    a byte at a time is read to the end."""
+    data = SAMPLES["pcap"]
+    answers = iter(["read", None])
+    source = io.BytesIO(data)
+
+    def readinto(buffer):
+        return next(answers, "read") and source.readinto(buffer)
+
+    batches = list(CaptureReader(None, "tick", readinto=readinto))
+    assert [len(b) for b in batches] == [6, 0]
+    trickle = _Chunks(data, 1)
+    assert drain(CaptureReader(None, "mutant", readinto=trickle.readinto)) == REFERENCE["pcap"]
 
 
 
@@ -706,9 +749,10 @@ def test_classic_pcap_in_either_byte_order_and_resolution(walk, magic, order, sc
     (b"\xd4\xc3", "mutant at byte 0: file too short to be a capture"),
     (b"GIF89a" + bytes(40), "mutant at byte 0: not a pcap or pcapng file (magic 47494638)"),
     (pcap_header()[:23], "mutant at byte 0: truncated pcap file header"),
+    (pcap_header()[:4], "mutant at byte 0: truncated pcap file header"),
     (pcap_header(), None),
     (ng_shb(), None),
-], ids=["empty", "3-bytes", "gif", "pcap-header-cut", "pcap-header-only", "section-header-only"])
+], ids=["empty", "3-bytes", "gif", "pcap-header-cut", "pcap-magic-only", "pcap-header-only", "section-header-only"])
 def test_what_a_capture_starts_with(walk, data, message):
     for chunk in (None, 1):
         got, error = read_records(data, chunk)
