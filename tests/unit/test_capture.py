@@ -738,10 +738,12 @@ def test_classic_pcap_in_either_byte_order_and_resolution(walk, magic, order, sc
     frame = bytes(range(60))
     data = (struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 65535, 0x1000_0000 | 113)
             + struct.pack(order + "IIII", 1_700_000_000, 123_456, 60, 1514) + frame
-            + struct.pack(order + "IIII", 1_700_000_001, 999, 60, 60) + frame)
-    got, error = read_records(data, None)
-    assert error is None
-    assert got == [(frame, 1514, 1_700_000_000 + 123_456 * scale, 113), (frame, 60, 1_700_000_001 + 999 * scale, 113)]
+            + struct.pack(order + "IIII", 1_700_000_001, 999, 60, 60) + frame
+            + struct.pack(order + "IIII", 0x8000_0000, 0, 60, 60) + frame)      # seconds past 2038: unsigned
+    got, error = read_records(data + struct.pack(order + "IIII", 1, 0, 0xFFFFFFFF, 60), None)
+    assert got == [(frame, 1514, 1_700_000_000 + 123_456 * scale, 113), (frame, 60, 1_700_000_001 + 999 * scale, 113),
+                   (frame, 60, 2_147_483_648.0, 113)]
+    assert str(error) == f"mutant at byte {len(data)}: absurd record length 4294967295 bytes (corrupt file?)"
 
 
 @pytest.mark.parametrize(("data", "message"), [
@@ -820,6 +822,14 @@ def test_read_ahead_carries_over_up_to_its_headroom_and_keeps_answering_at_the_e
         view, got = ahead.take(b"xy")
         assert (bytes(view), got) == (b"xy", 0)
     ahead.close()
+
+
+def test_a_closed_reader_is_not_read_again():
+    reader = CaptureReader(None, "done", readinto=io.BytesIO(SAMPLES["pcap"]).readinto)
+    assert len(list(reader)) == 1
+    with pytest.raises(ValueError) as raised:
+        iter(reader).__next__()
+    assert str(raised.value) == "done: capture reader already closed"
 
 
 def test_a_reader_closed_between_its_batches_ends_them_quietly():
