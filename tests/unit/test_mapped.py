@@ -398,3 +398,32 @@ def test_a_page_read_as_zeros_ends_the_reader_there_as_if_the_file_did(tmp_path)
     assert got == before and len(got) == 8
     assert str(error) == (f"failing at byte {cut.offset}: cannot read: the mapped file could not be read at byte 8192 "
                           "(an I/O error?)")
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_damage_seen_after_a_slice_was_walked_has_it_walked_again_up_to_the_damage(tmp_path, kind):
+    """The guard's record of a page read as zeros (stood in for, as above) appearing only once the first slice was
+    handed out and walked: the walk is done again from the same parser state over what lies before the page, then
+    the reader ends there, as if the file did."""
+    data = pcap(300, video_frame(1000)) if kind == "pcap" else pcapng(300, video_frame(1000))
+    path = write(tmp_path, f"failing.{kind}", data)
+    fh = open(path, "rb")
+    source = MappedFile(fh, len(data), 64 << 10)
+    real = source._map
+    asked = []
+
+    def damaged() -> int:   # intact when the slice is cut, damaged when the reader looks after walking it
+        asked.append(1)
+        return -1 if len(asked) == 1 else 8192
+
+    source._map = types.SimpleNamespace(damaged=damaged, advise=real.advise, close=real.close)
+    try:
+        got, error = drain(CaptureReader(None, "failing", read_ahead=source, close=fh.close))
+    finally:
+        source._map = real
+        source.close()
+        fh.close()
+    before, cut = read_records(data[:8192], None)
+    assert got == before and len(got) > 5
+    assert str(error) == (f"failing at byte {cut.offset}: cannot read: the mapped file could not be read at byte 8192 "
+                          "(an I/O error?)")
