@@ -753,8 +753,11 @@ def test_classic_pcap_in_either_byte_order_and_resolution(walk, magic, order, sc
     (pcap_header()[:23], "mutant at byte 0: truncated pcap file header"),
     (pcap_header()[:4], "mutant at byte 0: truncated pcap file header"),
     (pcap_header(), None),
+    (pcap_header() + struct.pack("<IIII", 0, 0, HUGE, HUGE) + bytes(64),
+     f"mutant at byte 24: absurd record length {HUGE} bytes (corrupt file?)"),
     (ng_shb(), None),
-], ids=["empty", "3-bytes", "gif", "pcap-header-cut", "pcap-magic-only", "pcap-header-only", "section-header-only"])
+], ids=["empty", "3-bytes", "gif", "pcap-header-cut", "pcap-magic-only", "pcap-header-only", "absurd-first-record",
+        "section-header-only"])
 def test_what_a_capture_starts_with(walk, data, message):
     for chunk in (None, 1):
         got, error = read_records(data, chunk)
