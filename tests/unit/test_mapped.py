@@ -191,3 +191,239 @@ def test_mapped_batches_end_where_readinto_batches_do(tmp_path, monkeypatch):
             assert isinstance(reader._read_ahead, MappedFile) == bool(map_from)
             ends[map_from] = [(len(b), float(b.ts[-1])) for b in reader]
         assert len(ends[0]) > 40 and ends[1] == ends[0]
+
+
+def _taken(source: MappedFile, slices: int) -> None:
+    for _ in range(slices):
+        source.take(b"")   # the slices' pages are never touched here: nothing faults on a cut file
+
+
+def test_a_file_found_shorter_ends_the_slices_there_with_one_line_saying_by_how_much(tmp_path):
+    """Cut exactly where the slices handed out end: nothing handed over lies past the cut. The line names the
+    file's size before and after."""
+    data = pcap(300, video_frame(1000))
+    path = write(tmp_path, "cut.pcap", data)
+    with open(path, "rb") as fh:
+        source = MappedFile(fh, len(data), 64 << 10)
+        _taken(source, 2)
+        assert source.intact_to() is None
+        os.truncate(path, 64 << 10)
+        assert source.intact_to() == 64 << 10
+        with pytest.raises(mapped.Damaged) as damaged:
+            source.take(b"")
+        source.close()
+    assert str(damaged.value) == f"truncated while it was read: the file shrank from {len(data)} to {64 << 10} bytes"
+
+
+def test_bytes_handed_over_past_the_cut_are_counted_in_the_line(tmp_path):
+    data = pcap(300, video_frame(1000))
+    path = write(tmp_path, "cut.pcap", data)
+    with open(path, "rb") as fh:
+        source = MappedFile(fh, len(data), 64 << 10)
+        _taken(source, 3)
+        os.truncate(path, 100_000)
+        with pytest.raises(mapped.Damaged) as damaged:
+            source.take(b"")
+        source.close()
+    assert str(damaged.value) == (f"truncated while it was read: the file shrank from {len(data)} to 100000 bytes; "
+                                  f"the {(3 << 16) - 100_000} bytes after it, handed over before, may have been read "
+                                  "as zeros")
+
+
+def test_a_page_the_guard_read_as_zeros_in_a_file_of_its_size_is_an_io_error_at_that_page(tmp_path):
+    """What the guard records when a page could not be read (a failing disk: the SIGBUS it turned into zeros) is
+    stood in for here, not caused: a fault in this process would go to pytest's faulthandler."""
+    data = pcap(300, video_frame(1000))
+    path = write(tmp_path, "failing.pcap", data)
+    with open(path, "rb") as fh:
+        source = MappedFile(fh, len(data), 64 << 10)
+        real = source._map
+        source._map = types.SimpleNamespace(damaged=lambda: 8192, advise=real.advise, close=real.close)
+        try:
+            _taken(source, 1)
+            assert source.intact_to() == 8192
+            with pytest.raises(mapped.Damaged) as damaged:
+                source.take(b"")
+        finally:
+            source._map = real
+            source.close()
+    # the one slice handed out was not yet given to the caller as records when the damage was seen (the reader
+    # walks it again up to the cut): no bytes past the cut were handed over
+    assert str(damaged.value) == "cannot read: the mapped file could not be read at byte 8192 (an I/O error?)"
+
+
+class _Advised:
+    """A map's stand-in that records each hint (kind, start, length) and the thread that gave it."""
+
+    def __init__(self, real):
+        self._real, self.calls = real, []
+
+    def advise(self, kind: int, start: int, length: int) -> None:
+        import threading
+
+        thread = threading.current_thread()
+        self.calls.append((kind, start, length, thread.name, thread.daemon))
+        self._real.advise(kind, start, length)
+
+    def damaged(self) -> int:
+        return self._real.damaged()
+
+    def close(self) -> None:
+        self._real.close()
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_the_pages_dropped_and_read_ahead_are_exactly_those_behind_and_after_the_slices(tmp_path, monkeypatch,
+                                                                                        prefetch):
+    """With KEEP_SLICES 2, after slice k: every page before the page holding slice k-2's start is dropped (each
+    once), and the chunk after slice k is read ahead from the page holding its start, up to the file's end; none
+    after the last slice. With PREFETCH, the same ranges, faulted in on a daemon thread of their own."""
+    from sensor import _mapguard as guard
+
+    monkeypatch.setattr(mapped, "KEEP_SLICES", 2)
+    monkeypatch.setattr(mapped, "PREFETCH", prefetch)
+    chunk, page = 66_536, mapped._PAGE   # slices that end inside a page
+    data = pcap(300, video_frame(1400))
+    size = len(data)
+    path = write(tmp_path, "hinted.pcap", data)
+
+    def down(offset: int) -> int:
+        return offset - offset % page
+
+    ahead = guard.MADV_POPULATE_READ if prefetch else guard.MADV_WILLNEED
+    thread = ("capture-prefetch", True) if prefetch else ("MainThread", False)
+    expected = []
+    for k in range(-(-size // chunk)):
+        if k >= 3:
+            expected.append((guard.MADV_DONTNEED, down((k - 3) * chunk), down((k - 2) * chunk) - down((k - 3) * chunk)))
+        if (k + 1) * chunk < size:
+            expected.append((ahead, down((k + 1) * chunk), min(chunk, size - down((k + 1) * chunk))))
+    with open(path, "rb") as fh:
+        source = MappedFile(fh, size, chunk)
+        spy = source._map = _Advised(source._map)
+        taken = 0
+        while (got := source.take(b"")[1]) > 0:
+            taken += got
+        source.close()
+    assert taken == size and len(expected) > 6
+    assert spy.calls == [(*hint, *thread) for hint in expected]
+
+
+def test_more_carried_over_than_was_handed_out_is_refused(tmp_path):
+    data = pcap(10)
+    path = write(tmp_path, "f.pcap", data)
+    with open(path, "rb") as fh:
+        source = MappedFile(fh, len(data), 1024)
+        with pytest.raises(ValueError) as raised:
+            source.take(b"x" * 10)
+        source.close()
+    assert str(raised.value) == "mapped read: 10 bytes carried over, 0 handed out"
+
+
+def test_a_later_lower_cut_moves_the_end_and_the_line_down(tmp_path):
+    data = pcap(300, video_frame(1000))
+    path = write(tmp_path, "cut.pcap", data)
+    with open(path, "rb") as fh:
+        source = MappedFile(fh, len(data), 64 << 10)
+        _taken(source, 1)
+        os.truncate(path, 50_000)
+        assert source.intact_to() == 50_000
+        os.truncate(path, 20_000)
+        assert source.intact_to() == 20_000
+        os.truncate(path, 30_000)   # grown again: the bytes between were lost all the same
+        assert source.intact_to() == 20_000
+        with pytest.raises(mapped.Damaged) as damaged:
+            source.take(b"")
+        source.close()
+    assert str(damaged.value) == f"truncated while it was read: the file shrank from {len(data)} to 20000 bytes"
+
+
+def test_the_first_page_read_as_zeros_is_damage_at_byte_0(tmp_path):
+    data = pcap(300, video_frame(1000))
+    path = write(tmp_path, "failing.pcap", data)
+    with open(path, "rb") as fh:
+        source = MappedFile(fh, len(data), 64 << 10)
+        real = source._map
+        source._map = types.SimpleNamespace(damaged=lambda: 0, advise=real.advise, close=real.close)
+        try:
+            assert source.intact_to() == 0
+            with pytest.raises(mapped.Damaged) as damaged:
+                source.take(b"")
+        finally:
+            source._map = real
+            source.close()
+    assert str(damaged.value) == "cannot read: the mapped file could not be read at byte 0 (an I/O error?)"
+
+
+def test_a_file_cut_below_a_page_read_as_zeros_ends_at_its_new_size(tmp_path):
+    """A page past the cut read as zeros (its fault recorded by the guard) and the file shorter still: the cut is
+    the file's new size, the lower of the two."""
+    data = pcap(300, video_frame(1000))
+    path = write(tmp_path, "cut.pcap", data)
+    with open(path, "rb") as fh:
+        source = MappedFile(fh, len(data), 64 << 10)
+        real = source._map
+        source._map = types.SimpleNamespace(damaged=lambda: 40_960, advise=real.advise, close=real.close)
+        try:
+            os.truncate(path, 20_000)
+            assert source.intact_to() == 20_000
+        finally:
+            source._map = real
+            source.close()
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_slices_of_one_byte_read_the_whole_file(kind):
+    from tests.unit.test_capture import REFERENCE, SAMPLES
+
+    assert mapped_records(SAMPLES[kind], 1) == REFERENCE[kind]
+
+
+def test_a_page_read_as_zeros_ends_the_reader_there_as_if_the_file_did(tmp_path):
+    """The guard's record of a page it read as zeros (stood in for, as above): every record before the page, then
+    one line at the record it cuts, naming the page."""
+    data = pcap(300, video_frame(1000))
+    path = write(tmp_path, "failing.pcap", data)
+    fh = open(path, "rb")
+    source = MappedFile(fh, len(data), 64 << 10)
+    real = source._map
+    source._map = types.SimpleNamespace(damaged=lambda: 8192, advise=real.advise, close=real.close)
+    try:
+        got, error = drain(CaptureReader(None, "failing", read_ahead=source, close=fh.close))
+    finally:
+        source._map = real
+        source.close()
+        fh.close()
+    before, cut = read_records(data[:8192], None)
+    assert got == before and len(got) == 8
+    assert str(error) == (f"failing at byte {cut.offset}: cannot read: the mapped file could not be read at byte 8192 "
+                          "(an I/O error?)")
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_damage_seen_after_a_slice_was_walked_has_it_walked_again_up_to_the_damage(tmp_path, kind):
+    """The guard's record of a page read as zeros (stood in for, as above) appearing only once the first slice was
+    handed out and walked: the walk is done again from the same parser state over what lies before the page, then
+    the reader ends there, as if the file did."""
+    data = pcap(300, video_frame(1000)) if kind == "pcap" else pcapng(300, video_frame(1000))
+    path = write(tmp_path, f"failing.{kind}", data)
+    fh = open(path, "rb")
+    source = MappedFile(fh, len(data), 64 << 10)
+    real = source._map
+    asked = []
+
+    def damaged() -> int:   # intact when the slice is cut, damaged when the reader looks after walking it
+        asked.append(1)
+        return -1 if len(asked) == 1 else 8192
+
+    source._map = types.SimpleNamespace(damaged=damaged, advise=real.advise, close=real.close)
+    try:
+        got, error = drain(CaptureReader(None, "failing", read_ahead=source, close=fh.close))
+    finally:
+        source._map = real
+        source.close()
+        fh.close()
+    before, cut = read_records(data[:8192], None)
+    assert got == before and len(got) > 5
+    assert str(error) == (f"failing at byte {cut.offset}: cannot read: the mapped file could not be read at byte 8192 "
+                          "(an I/O error?)")

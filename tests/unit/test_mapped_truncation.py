@@ -256,8 +256,12 @@ def test_a_guarded_map_reads_zeros_past_the_cut_and_says_where(tmp_path):
 def test_without_the_guard_files_are_read_with_readinto(tmp_path, monkeypatch):
     monkeypatch.setattr(capture, "MAP_FROM", 1)
     monkeypatch.setattr("sensor.mapped._mapguard", None)
-    reader, _ = open_file(write(tmp_path, "big.pcap", pcap(500, video_frame(1400))))
+    path = write(tmp_path, "big.pcap", pcap(500, video_frame(1400)))
+    reader, _ = open_file(path)
     assert reader._read_ahead is None and sum(len(b) for b in reader) == 500
+    with open(path, "rb") as fh, pytest.raises(OSError) as refused:   # what MappedFile.open turns into None
+        MappedFile(fh, 1 << 20, CHUNK)
+    assert str(refused.value) == "no SIGBUS guard (sensor._mapguard) to map with"
 
 
 def test_a_full_table_of_maps_falls_back_to_readinto(tmp_path, monkeypatch):

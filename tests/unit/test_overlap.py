@@ -126,7 +126,8 @@ def test_stopping_early_stops_the_thread_before_the_reader_closes(tmp_path, stop
     batches = overlap.batches(reader, "on")
     try:
         for i, _batch in enumerate(batches):
-            assert len(_threads()) == 1
+            # a daemon: a consumer that never gets to close the batches does not keep the process from exiting
+            assert [t.daemon for t in _threads()] == [True]
             if i == 3:
                 if stop == "break":
                     break
@@ -230,6 +231,23 @@ def test_only_mapped_readers_are_overlapped_and_auto_needs_two_cpus(tmp_path, mo
     assert overlap.MODES == OVERLAP_MODES == ("auto", "on", "off")
 
 
+def test_cpus_are_the_affinity_set_else_the_machines_count_else_one(monkeypatch):
+    monkeypatch.setattr(overlap.os, "sched_getaffinity", lambda pid: {0, 3, 5})
+    assert overlap.cpus() == 3
+
+    def refused(pid):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(overlap.os, "sched_getaffinity", refused)
+    monkeypatch.setattr(overlap.os, "cpu_count", lambda: 6)
+    assert overlap.cpus() == 6
+    monkeypatch.setattr(overlap.os, "cpu_count", lambda: None)   # "cannot tell"
+    assert overlap.cpus() == 1
+    monkeypatch.delattr(overlap.os, "sched_getaffinity")          # not Linux
+    assert overlap.cpus() == 1
+    monkeypatch.setattr(overlap.os, "cpu_count", lambda: 4)
+    assert overlap.cpus() == 4
+
 def test_the_config_key_and_its_default(tmp_path):
     assert Config().capture.overlap == "auto"
     conf = tmp_path / "c.toml"
@@ -297,3 +315,75 @@ def test_the_map_keeps_the_pages_of_every_batch_the_thread_may_hold_ahead():
     # The thread runs up to DEPTH batches ahead of the pipeline, which still reads the slices they came from; a
     # map that gave their pages back sooner would not change results, only fault them in again on every batch.
     assert overlap.DEPTH <= mapped.KEEP_SLICES, "raise mapped.KEEP_SLICES with overlap.DEPTH"
+
+
+def test_stopped_the_thread_reads_no_further_and_ends_the_readers_iteration_itself(tmp_path):
+    """Stopped after the first batch: the thread reads none past those it had queued (at most DEPTH, and the one it
+    was walking), and the reader's iteration, begun on the thread, ends there: the reader is closed when stop()
+    returns, though its iterator is still referenced here."""
+    reader, _ = open_file(write(tmp_path, "f.pcap", pcap(2000, video_frame(700))))
+    read = 0
+    source = iter(reader)
+
+    def counted():   # closed, it closes the reader's iterator, as `yield from` would
+        nonlocal read
+        try:
+            for batch in source:
+                read += 1
+                yield batch
+        finally:
+            source.close()
+
+    walked = counted()
+    ahead = overlap._Ahead(walked, decode_batch, 2)
+    first = ahead.take()
+    assert first is not None and len(first)
+    threading.Event().wait(0.05)   # the thread fills its queue, then waits
+    ahead.stop()
+    assert reader._closed and not _threads()
+    assert read <= 1 + 2 + 1
+
+
+def test_the_default_mode_is_auto(tmp_path, monkeypatch):
+    reader, _ = open_file(write(tmp_path, "f.pcap", pcap(200, video_frame(700))))
+    for cpus, threads in ((2, 1), (1, 0)):
+        monkeypatch.setattr(overlap, "cpus", lambda n=cpus: n)
+        batches = overlap.batches(reader)
+        assert next(batches) is not None and len(_threads()) == threads
+        batches.close()
+        reader.close()
+        reader, _ = open_file(write(tmp_path, "f.pcap", pcap(200, video_frame(700))))
+    reader.close()
+
+
+def test_an_unknown_mode_is_named_with_the_known_ones():
+    with pytest.raises(ValueError) as raised:
+        overlap.wanted("yes")
+    assert str(raised.value) == "overlap mode 'yes': expected one of auto, on, off"
+
+
+def test_stopped_while_it_decodes_a_batch_the_thread_reads_no_further(tmp_path):
+    """stop() lands while the thread is busy with a batch, not waiting for room: that batch goes nowhere and no
+    other is read after it."""
+    reader, _ = open_file(write(tmp_path, "f.pcap", pcap(2000, video_frame(700))))
+    busy, release = threading.Event(), threading.Event()
+    decoded = []
+
+    def decode(batch):
+        if decoded:   # the second batch: held until stop() has begun
+            busy.set()
+            release.wait()
+        decoded.append(batch)
+        return decode_batch(batch)
+
+    ahead = overlap._Ahead(iter(reader), decode, 2)
+    assert ahead.take() is not None
+    assert busy.wait(10)
+    stopper = threading.Thread(target=ahead.stop)
+    stopper.start()
+    while not ahead._stopping:
+        threading.Event().wait(0.001)
+    release.set()
+    stopper.join()
+    assert len(decoded) == 2 and not _threads()
+    reader.close()
