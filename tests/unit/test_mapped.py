@@ -4,10 +4,13 @@ does not outlive what uses it, nor keep the whole file resident."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import types
 from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from capture_bytes import pcap, pcapng, video_frame, write
@@ -198,58 +201,61 @@ def _taken(source: MappedFile, slices: int) -> None:
         source.take(b"")   # the slices' pages are never touched here: nothing faults on a cut file
 
 
+@contextlib.contextmanager
+def _video_map(tmp_path, zeros_at: int | Callable[[], int] | None = None,
+               kind: str = "pcap") -> Iterator[tuple[MappedFile, Path, bytes]]:
+    """A 300-frame video capture mapped in 64 KiB slices: (the mapped reader, the file's path, its bytes), closed
+    after. zeros_at stands in for the guard's record of the first page it read as zeros (a failing disk's SIGBUS),
+    not caused: a fault in this process would go to pytest's faulthandler."""
+    data = pcap(300, video_frame(1000)) if kind == "pcap" else pcapng(300, video_frame(1000))
+    path = write(tmp_path, f"capture.{kind}", data)
+    with open(path, "rb") as fh:
+        source = MappedFile(fh, len(data), 64 << 10)
+        real = source._map
+        if zeros_at is not None:
+            damaged = zeros_at if callable(zeros_at) else lambda: zeros_at
+            source._map = types.SimpleNamespace(damaged=damaged, advise=real.advise, close=real.close)
+        try:
+            yield source, path, data
+        finally:
+            source._map = real
+            source.close()
+
+
+def _damage(source: MappedFile) -> str:
+    """The one line of the Damaged the next slice raises."""
+    with pytest.raises(mapped.Damaged) as damaged:
+        source.take(b"")
+    return str(damaged.value)
+
+
 def test_a_file_found_shorter_ends_the_slices_there_with_one_line_saying_by_how_much(tmp_path):
     """Cut exactly where the slices handed out end: nothing handed over lies past the cut. The line names the
     file's size before and after."""
-    data = pcap(300, video_frame(1000))
-    path = write(tmp_path, "cut.pcap", data)
-    with open(path, "rb") as fh:
-        source = MappedFile(fh, len(data), 64 << 10)
+    with _video_map(tmp_path) as (source, path, data):
         _taken(source, 2)
         assert source.intact_to() is None
         os.truncate(path, 64 << 10)
         assert source.intact_to() == 64 << 10
-        with pytest.raises(mapped.Damaged) as damaged:
-            source.take(b"")
-        source.close()
-    assert str(damaged.value) == f"truncated while it was read: the file shrank from {len(data)} to {64 << 10} bytes"
+        assert _damage(source) == f"truncated while it was read: the file shrank from {len(data)} to {64 << 10} bytes"
 
 
 def test_bytes_handed_over_past_the_cut_are_counted_in_the_line(tmp_path):
-    data = pcap(300, video_frame(1000))
-    path = write(tmp_path, "cut.pcap", data)
-    with open(path, "rb") as fh:
-        source = MappedFile(fh, len(data), 64 << 10)
+    with _video_map(tmp_path) as (source, path, data):
         _taken(source, 3)
         os.truncate(path, 100_000)
-        with pytest.raises(mapped.Damaged) as damaged:
-            source.take(b"")
-        source.close()
-    assert str(damaged.value) == (f"truncated while it was read: the file shrank from {len(data)} to 100000 bytes; "
-                                  f"the {(3 << 16) - 100_000} bytes after it, handed over before, may have been read "
-                                  "as zeros")
+        assert _damage(source) == (f"truncated while it was read: the file shrank from {len(data)} to 100000 "
+                                   f"bytes; the {(3 << 16) - 100_000} bytes after it, handed over before, may have "
+                                   "been read as zeros")
 
 
 def test_a_page_the_guard_read_as_zeros_in_a_file_of_its_size_is_an_io_error_at_that_page(tmp_path):
-    """What the guard records when a page could not be read (a failing disk: the SIGBUS it turned into zeros) is
-    stood in for here, not caused: a fault in this process would go to pytest's faulthandler."""
-    data = pcap(300, video_frame(1000))
-    path = write(tmp_path, "failing.pcap", data)
-    with open(path, "rb") as fh:
-        source = MappedFile(fh, len(data), 64 << 10)
-        real = source._map
-        source._map = types.SimpleNamespace(damaged=lambda: 8192, advise=real.advise, close=real.close)
-        try:
-            _taken(source, 1)
-            assert source.intact_to() == 8192
-            with pytest.raises(mapped.Damaged) as damaged:
-                source.take(b"")
-        finally:
-            source._map = real
-            source.close()
-    # the one slice handed out was not yet given to the caller as records when the damage was seen (the reader
-    # walks it again up to the cut): no bytes past the cut were handed over
-    assert str(damaged.value) == "cannot read: the mapped file could not be read at byte 8192 (an I/O error?)"
+    with _video_map(tmp_path, zeros_at=8192) as (source, _, _data):
+        _taken(source, 1)
+        assert source.intact_to() == 8192
+        # the one slice handed out was not yet given to the caller as records when the damage was seen (the reader
+        # walks it again up to the cut): no bytes past the cut were handed over
+        assert _damage(source) == "cannot read: the mapped file could not be read at byte 8192 (an I/O error?)"
 
 
 class _Advised:
@@ -321,10 +327,7 @@ def test_more_carried_over_than_was_handed_out_is_refused(tmp_path):
 
 
 def test_a_later_lower_cut_moves_the_end_and_the_line_down(tmp_path):
-    data = pcap(300, video_frame(1000))
-    path = write(tmp_path, "cut.pcap", data)
-    with open(path, "rb") as fh:
-        source = MappedFile(fh, len(data), 64 << 10)
+    with _video_map(tmp_path) as (source, path, data):
         _taken(source, 1)
         os.truncate(path, 50_000)
         assert source.intact_to() == 50_000
@@ -332,44 +335,21 @@ def test_a_later_lower_cut_moves_the_end_and_the_line_down(tmp_path):
         assert source.intact_to() == 20_000
         os.truncate(path, 30_000)   # grown again: the bytes between were lost all the same
         assert source.intact_to() == 20_000
-        with pytest.raises(mapped.Damaged) as damaged:
-            source.take(b"")
-        source.close()
-    assert str(damaged.value) == f"truncated while it was read: the file shrank from {len(data)} to 20000 bytes"
+        assert _damage(source) == f"truncated while it was read: the file shrank from {len(data)} to 20000 bytes"
 
 
 def test_the_first_page_read_as_zeros_is_damage_at_byte_0(tmp_path):
-    data = pcap(300, video_frame(1000))
-    path = write(tmp_path, "failing.pcap", data)
-    with open(path, "rb") as fh:
-        source = MappedFile(fh, len(data), 64 << 10)
-        real = source._map
-        source._map = types.SimpleNamespace(damaged=lambda: 0, advise=real.advise, close=real.close)
-        try:
-            assert source.intact_to() == 0
-            with pytest.raises(mapped.Damaged) as damaged:
-                source.take(b"")
-        finally:
-            source._map = real
-            source.close()
-    assert str(damaged.value) == "cannot read: the mapped file could not be read at byte 0 (an I/O error?)"
+    with _video_map(tmp_path, zeros_at=0) as (source, _, _data):
+        assert source.intact_to() == 0
+        assert _damage(source) == "cannot read: the mapped file could not be read at byte 0 (an I/O error?)"
 
 
 def test_a_file_cut_below_a_page_read_as_zeros_ends_at_its_new_size(tmp_path):
     """A page past the cut read as zeros (its fault recorded by the guard) and the file shorter still: the cut is
     the file's new size, the lower of the two."""
-    data = pcap(300, video_frame(1000))
-    path = write(tmp_path, "cut.pcap", data)
-    with open(path, "rb") as fh:
-        source = MappedFile(fh, len(data), 64 << 10)
-        real = source._map
-        source._map = types.SimpleNamespace(damaged=lambda: 40_960, advise=real.advise, close=real.close)
-        try:
-            os.truncate(path, 20_000)
-            assert source.intact_to() == 20_000
-        finally:
-            source._map = real
-            source.close()
+    with _video_map(tmp_path, zeros_at=40_960) as (source, path, _data):
+        os.truncate(path, 20_000)
+        assert source.intact_to() == 20_000
 
 
 @pytest.mark.parametrize("kind", ["pcap", "pcapng"])
@@ -382,18 +362,8 @@ def test_slices_of_one_byte_read_the_whole_file(kind):
 def test_a_page_read_as_zeros_ends_the_reader_there_as_if_the_file_did(tmp_path):
     """The guard's record of a page it read as zeros (stood in for, as above): every record before the page, then
     one line at the record it cuts, naming the page."""
-    data = pcap(300, video_frame(1000))
-    path = write(tmp_path, "failing.pcap", data)
-    fh = open(path, "rb")
-    source = MappedFile(fh, len(data), 64 << 10)
-    real = source._map
-    source._map = types.SimpleNamespace(damaged=lambda: 8192, advise=real.advise, close=real.close)
-    try:
-        got, error = drain(CaptureReader(None, "failing", read_ahead=source, close=fh.close))
-    finally:
-        source._map = real
-        source.close()
-        fh.close()
+    with _video_map(tmp_path, zeros_at=8192) as (source, _, data):
+        got, error = drain(CaptureReader(None, "failing", read_ahead=source))
     before, cut = read_records(data[:8192], None)
     assert got == before and len(got) == 8
     assert str(error) == (f"failing at byte {cut.offset}: cannot read: the mapped file could not be read at byte 8192 "
@@ -405,24 +375,14 @@ def test_damage_seen_after_a_slice_was_walked_has_it_walked_again_up_to_the_dama
     """The guard's record of a page read as zeros (stood in for, as above) appearing only once the first slice was
     handed out and walked: the walk is done again from the same parser state over what lies before the page, then
     the reader ends there, as if the file did."""
-    data = pcap(300, video_frame(1000)) if kind == "pcap" else pcapng(300, video_frame(1000))
-    path = write(tmp_path, f"failing.{kind}", data)
-    fh = open(path, "rb")
-    source = MappedFile(fh, len(data), 64 << 10)
-    real = source._map
     asked = []
 
     def damaged() -> int:   # intact when the slice is cut, damaged when the reader looks after walking it
         asked.append(1)
         return -1 if len(asked) == 1 else 8192
 
-    source._map = types.SimpleNamespace(damaged=damaged, advise=real.advise, close=real.close)
-    try:
-        got, error = drain(CaptureReader(None, "failing", read_ahead=source, close=fh.close))
-    finally:
-        source._map = real
-        source.close()
-        fh.close()
+    with _video_map(tmp_path, zeros_at=damaged, kind=kind) as (source, _, data):
+        got, error = drain(CaptureReader(None, "failing", read_ahead=source))
     before, cut = read_records(data[:8192], None)
     assert got == before and len(got) > 5
     assert str(error) == (f"failing at byte {cut.offset}: cannot read: the mapped file could not be read at byte 8192 "
