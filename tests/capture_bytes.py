@@ -38,8 +38,8 @@ def ng_shb(order: str = "<") -> bytes:
     return ng_block(SHB, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1), order)
 
 
-def ng_idb(linktype: int = 1, options: bytes = b"", order: str = "<") -> bytes:
-    return ng_block(IDB, struct.pack(order + "HHI", linktype, 0, 0) + options, order)
+def ng_idb(linktype: int = 1, options: bytes = b"", order: str = "<", snaplen: int = 0) -> bytes:
+    return ng_block(IDB, struct.pack(order + "HHI", linktype, 0, snaplen) + options, order)
 
 
 def ng_epb(frame: bytes, ts: float, iface: int = 0, order: str = "<") -> bytes:
@@ -48,14 +48,17 @@ def ng_epb(frame: bytes, ts: float, iface: int = 0, order: str = "<") -> bytes:
                                      len(frame)) + frame, order)
 
 
-def ng_opb(frame: bytes, ts: float) -> bytes:
-    units = round(ts * 1e6)
-    return ng_block(OPB, struct.pack("<HHIIII", 0, 0, units >> 32, units & 0xFFFFFFFF, len(frame), len(frame))
-                    + frame)
+def ng_opb(frame: bytes, ts: float = 0.0, iface: int = 0, units: int | None = None,
+           caplen: int | None = None) -> bytes:
+    """units: the time as the block holds it, in place of `ts` (values a float time cannot say); caplen: a captured
+    length other than the frame's."""
+    units = round(ts * 1e6) if units is None else units
+    return ng_block(OPB, struct.pack("<HHIIII", iface, 0, units >> 32, units & 0xFFFFFFFF,
+                                     len(frame) if caplen is None else caplen, len(frame)) + frame)
 
 
-def ng_spb(frame: bytes) -> bytes:
-    return ng_block(SPB, struct.pack("<I", len(frame)) + frame)
+def ng_spb(frame: bytes, wirelen: int | None = None) -> bytes:
+    return ng_block(SPB, struct.pack("<I", len(frame) if wirelen is None else wirelen) + frame)
 
 
 def pcapng(packets: int, frame: bytes | None = None) -> bytes:

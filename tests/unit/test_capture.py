@@ -498,23 +498,15 @@ def test_a_pcap_file_cut_short_says_where_and_how_far_into_which_record(walk, ch
         assert str(error) == f"mutant at byte {24 + 2 * record}: {message}"
 
 
-def _idb_snap(snaplen: int) -> bytes:
-    return ng_block(1, struct.pack("<HHI", 1, 0, snaplen))
-
-
-def _spb(frame: bytes, wirelen: int) -> bytes:
-    return ng_block(SPB, struct.pack("<I", wirelen) + frame)
-
-
 def test_simple_packet_blocks_are_cut_to_their_block_and_the_snap_length(walk):
     frame = bytes(range(61))   # padded to 64 in its block
-    data = (ng_shb() + _idb_snap(40) + ng_epb(PHONE_HOME, T0) + _spb(frame, 61)   # snap 40: 40 of 61
-            + ng_shb() + _idb_snap(1000) + ng_epb(PHONE_HOME, T0 + 1)
-            + _spb(frame, 61)              # the padding is not the packet's: 61
-            + _spb(frame, 1500)            # a packet longer than its block: what the block holds, 64
-            + _spb(frame, 0xFFFFFFF0)      # a wire length past 2 GiB is no negative one
-            + ng_shb() + ng_idb() + ng_epb(PHONE_HOME, T0 + 2) + _spb(frame, 1500)    # snap 0: no limit but the block's
-            + ng_shb() + ng_block(1, struct.pack("<HHI", 0xFDE8, 0, 0xFFFFFFFF)) + _spb(frame, 61))   # unsigned fields
+    data = (ng_shb() + ng_idb(snaplen=40) + ng_epb(PHONE_HOME, T0) + ng_spb(frame, 61)   # snap 40: 40 of 61
+            + ng_shb() + ng_idb(snaplen=1000) + ng_epb(PHONE_HOME, T0 + 1)
+            + ng_spb(frame, 61)              # the padding is not the packet's: 61
+            + ng_spb(frame, 1500)            # a packet longer than its block: what the block holds, 64
+            + ng_spb(frame, 0xFFFFFFF0)      # a wire length past 2 GiB is no negative one
+            + ng_shb() + ng_idb() + ng_epb(PHONE_HOME, T0 + 2) + ng_spb(frame, 1500)  # snap 0: no limit but the block's
+            + ng_shb() + ng_idb(0xFDE8, snaplen=0xFFFFFFFF) + ng_spb(frame, 61))   # unsigned fields
     got, error = read_records(data, None)
     assert error is None
     padded = frame + bytes(3)
@@ -538,18 +530,13 @@ def test_a_simple_packet_block_before_any_interface_is_an_error_where_it_starts(
     assert got == [] and str(error) == "mutant at byte 28: simple packet before any interface"
 
 
-def _opb(frame: bytes, iface: int, units: int, caplen: int | None = None) -> bytes:
-    return ng_block(OPB, struct.pack("<HHIIII", iface, 0, units >> 32, units & 0xFFFFFFFF,
-                                     len(frame) if caplen is None else caplen, len(frame)) + frame)
-
-
 def test_obsolete_packet_blocks_read_their_fields_unsigned(walk):
     units = (400_000 << 32) | 0x80000001   # the low word's top bit set
-    head = ng_shb() + ng_idb() + _opb(PHONE_HOME, 0, units)
-    got, error = read_records(head + _opb(PHONE_HOME, 0xFFFF, units), None)
+    head = ng_shb() + ng_idb() + ng_opb(PHONE_HOME, units=units)
+    got, error = read_records(head + ng_opb(PHONE_HOME, iface=0xFFFF, units=units), None)
     assert [(f, t) for f, _, t, _ in got] == [(PHONE_HOME, units * 1e-6)]
     assert str(error) == f"mutant at byte {len(head)}: packet for undeclared interface 65535"
-    got, error = read_records(head + _opb(PHONE_HOME, 0, units, caplen=0xFFFFFFFF), None)
+    got, error = read_records(head + ng_opb(PHONE_HOME, units=units, caplen=0xFFFFFFFF), None)
     assert len(got) == 1 and str(error) == f"mutant at byte {len(head)}: packet length 4294967295 exceeds its block"
 
 
@@ -564,7 +551,7 @@ def test_a_packet_running_into_its_blocks_padding_or_past_it(walk, kind):
             block = bytearray(ng_epb(frame, T0 + 1))
             block[20:24] = struct.pack("<I", caplen)
         else:
-            block = bytearray(_opb(frame, 0, round((T0 + 1) * 1e6), caplen))
+            block = bytearray(ng_opb(frame, T0 + 1, caplen=caplen))
         got, error = read_records(head + bytes(block), None)
         if fits:
             assert error is None and got[1][0] == frame + bytes(3)
