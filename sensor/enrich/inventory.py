@@ -18,6 +18,7 @@ from sensor.enrich.geography import Geography, destinations_by_place
 from sensor.enrich.maker_evidence import (
     MAX_DETAIL,
     MAX_ITEMS,
+    MAX_OUI_FACTS,
     NOTHING,
     ROLE_KEYS,
     SOURCES,
@@ -247,7 +248,7 @@ class Inventory:
         self.admission = AdmissionBudget(config.limits.new_devices_per_second, config.limits.new_devices_burst,
                                          start=config.max_devices)
         self.on_router: Callable[[int], None] | None = None   # zero-config scoping forgets what a router taught
-        self._last_facts: tuple[int, tuple] | None = None   # _first_facts' last MAC and its answer
+        self._facts_by_vendor: dict[str | None, tuple] = {}   # _first_facts' answers
 
     @property
     def evicted(self) -> int:
@@ -649,18 +650,22 @@ class Inventory:
     def _first_facts(self, mac: int) -> tuple[str | None, str | None, tuple[MakerEvidence, ...], Verdict,
                                               tuple[str, ...]]:
         """What _judge_mac makes of a device without maker evidence that has this MAC (its vendor, module, items,
-        verdict and the evidence it adds), for the last MAC asked: a flood's forged sources come behind one
-        router's MAC, each a new device, and each would ask the same questions again."""
-        last = self._last_facts
-        if last is not None and last[0] == mac:
-            return last[1]
+        verdict and the evidence it adds). All of it follows from the MAC's vendor alone, so it is worked out once
+        per vendor: a site's cameras are thousands of MACs of a few makers, and a flood's forged sources come
+        behind one router's MAC; either would otherwise ask the same questions again for each new device."""
+        vendor = self.manuf.lookup(mac)
+        facts = self._facts_by_vendor.get(vendor)
+        if facts is not None:
+            return facts
         probe = Device("", mac)
         self._judge_mac(probe)
         # judge_again's order of adding them
         evidence = tuple(label for label in ("named_maker", "camera_maker") if label in probe.evidence)
         assert len(evidence) == len(probe.evidence)   # judge_again adds no other
         facts = (probe.vendor, probe.module, tuple(probe.maker_items), probe.verdict, evidence)
-        self._last_facts = (mac, facts)
+        if len(self._facts_by_vendor) >= MAX_OUI_FACTS:   # forged MACs of every vendor must not buy memory
+            self._facts_by_vendor.clear()
+        self._facts_by_vendor[vendor] = facts
         return facts
 
     def _judge_mac(self, dev: Device) -> None:

@@ -68,6 +68,33 @@ def test_a_mac_names_vendor_and_maker_and_only_the_link_moves_an_address_to_anot
     assert other.id != dev.id and len(inventory) == 2
 
 
+def _facts(dev: Device) -> tuple:
+    return dev.vendor, dev.module, dev.maker_items, dev.verdict, dev.evidence, dev.maker_label
+
+
+def test_new_devices_of_one_vendor_share_its_facts_and_not_each_others_later_evidence():
+    inventory = _inventory()
+    # thousands of cameras are a few makers' MACs: interleaved, each new device is judged as if it were alone
+    first_hik = inventory.touch("10.20.0.5", HIK_MAC, 100.0)
+    axis = inventory.touch("10.20.0.6", ACME_MAC, 100.0)
+    second_hik = inventory.touch("10.20.0.7", HIK_MAC + 1, 100.0)
+    for dev, mac in ((first_hik, HIK_MAC), (axis, ACME_MAC), (second_hik, HIK_MAC + 1)):
+        assert _facts(dev) == _facts(_inventory().touch("10.20.0.9", mac, 100.0))
+    assert (axis.vendor, axis.maker, second_hik.maker.name) == ("Axis", None, "Hikvision")
+    inventory.add_identity(first_hik, {"server": "Hikvision-Webs"})
+    assert len(first_hik.maker_items) == 2 and len(second_hik.maker_items) == 1
+
+
+def test_the_facts_remembered_per_vendor_are_bounded(monkeypatch):
+    monkeypatch.setattr("sensor.enrich.inventory.MAX_OUI_FACTS", 8)
+    vendors = {oui: f"Vendor {oui}" for oui in range(0x100000, 0x100000 + 30)}
+    inventory = Inventory(parse_config({"limits": {"max_devices": 100}}), ManufDatabase({24: vendors}), MAKERS)
+    for n, oui in enumerate(vendors):   # forged MACs of ever new vendors
+        dev = inventory.touch(f"10.20.1.{n}", oui << 24 | 1, 100.0)
+        assert dev.vendor == vendors[oui] and dev.maker_label == vendors[oui]
+    assert len(inventory._facts_by_vendor) <= 8
+
+
 def test_a_banner_maker_survives_a_mac_of_an_ordinary_vendor():
     inventory = _inventory()
     dev = inventory.touch("10.20.0.5", 0, 100.0)
