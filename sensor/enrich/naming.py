@@ -13,8 +13,8 @@ from sensor.decode import PROTO_TCP, WINDOW, Decoded, payload
 from sensor.dissect import DnsMessage, HttpRequest, ParserGuard, parse_dns, parse_http_request, parse_tls_sni
 from sensor.enrich.events import DnsAnswer, DnsQuery, EventSink
 from sensor.enrich.inventory import Inventory
-from sensor.enrich.scope import Classifier
-from sensor.flows import FlowTable, IPAddress, flow_keys, ip_from16, ip_text
+from sensor.enrich.scope import SCOPE_CAMERA, Classifier
+from sensor.flows import FlowTable, IPAddress, flow_keys, ip_text
 
 # Grace after a DNS record's TTL: cameras keep long-lived connections to addresses resolved long ago.
 NAME_GRACE_SECONDS = 3600.0
@@ -95,15 +95,16 @@ class DnsReader:
         return msg
 
     def _query(self, dec: Decoded, row: int, qname: str, ts: float) -> None:
-        client = ip_from16(dec.src[row].tobytes())
-        if not self.classifier.is_camera_side(client):
+        # scoped and printed from the raw bytes, as flows are: no ipaddress object for each camera's every question
+        client = dec.src[row].tobytes()
+        if self.classifier.scope_of_raw(client) != SCOPE_CAMERA:
             return
-        dev = self.inventory.touch(client, int(dec.src_mac[row]), ts)
+        dev = self.inventory.touch(ip_text(client), int(dec.src_mac[row]), ts)
         if dev is None:
             return
         self.inventory.record_query(dev, qname, ts)
-        resolver = ip_from16(dec.dst[row].tobytes())
-        self.sink.dns_query(DnsQuery(ts, dev, qname, str(resolver), self.classifier.address_scope(resolver),
+        resolver = dec.dst[row].tobytes()
+        self.sink.dns_query(DnsQuery(ts, dev, qname, ip_text(resolver), self.classifier.scope_of_raw(resolver),
                                      int(dec.vlan[row]), self.classifier.name_allowed(qname)))
 
 

@@ -90,6 +90,8 @@ def test_dns_questions_answers_and_the_flow_they_name(monkeypatch):
                (T0, _u(CAM, RESOLVER, 53, 5300, dns_query(9, "not.to.port53.example"))),   # a question, not to 53
                (T0, _u(CAM, RESOLVER, 5354, 53, dns_query(11, "cam.cloud.example"))),     # asked again: parsed once
                (T0, _u(OTHER, RESOLVER, 5353, 53, dns_query(10, "outsider.example"), src_mac=ROUTER_MAC)),
+               (T0, _u(CAM, "8.8.8.8", 5355, 53, dns_query(12, "public.example"))),   # the resolver's scope
+               (T0, _u(CAM, CORE, 5356, 53, dns_query(13, "core.example"))),
                (T0 + 0.1, _u(RESOLVER, CAM, 53, 5353, answer, src_mac=ROUTER_MAC, dst_mac=CAM_MAC)),
                (T0 + 0.1, _u(RESOLVER, CAM, 53, 5353, ntp, src_mac=ROUTER_MAC, dst_mac=CAM_MAC)),
                (T0 + 0.2, _u(CAM, CLOUD, 40000, 8800, b"x" * 100)),
@@ -98,7 +100,9 @@ def test_dns_questions_answers_and_the_flow_they_name(monkeypatch):
     queries = [e for e in events if e[0] == "dns_query"]
     assert queries == [("dns_query", T0, CAM, "cam.cloud.example", RESOLVER, "camera", 0, False),
                        ("dns_query", T0, CAM, "ntp.allowed.example", RESOLVER, "camera", 0, True),
-                       ("dns_query", T0, CAM, "cam.cloud.example", RESOLVER, "camera", 0, False)]
+                       ("dns_query", T0, CAM, "cam.cloud.example", RESOLVER, "camera", 0, False),
+                       ("dns_query", T0, CAM, "public.example", "8.8.8.8", "public", 0, False),
+                       ("dns_query", T0, CAM, "core.example", CORE, "core", 0, False)]
     assert [e for e in events if e[0] == "dns_answer"] == [("dns_answer", T0 + 0.1, "cam.cloud.example", CAM, 0),
                                                            ("dns_answer", T0 + 0.1, "ntp.allowed.example", CAM, 0)]
     cloud = [e for e in events if e[0] == "observe" and e[6] == CLOUD]
@@ -107,10 +111,25 @@ def test_dns_questions_answers_and_the_flow_they_name(monkeypatch):
     assert [e[9:11] for e in events if e[0] == "observe" and e[6] == "192.0.2.123"] == [
         ("ntp.allowed.example", "allowed")]
     dev = sensor.inventory.devices.get(CAM)
-    assert list(dev.dns_queries) == ["cam.cloud.example", "ntp.allowed.example"]
-    assert dev.external_peers == {CLOUD: ["cam.cloud.example", len(records[-2][1])]}
-    assert sensor.enricher.external_destinations == {CLOUD}
+    assert list(dev.dns_queries) == ["cam.cloud.example", "ntp.allowed.example", "public.example", "core.example"]
+    public_question, core_question = records[6][1], records[7][1]
+    assert dev.external_peers == {"8.8.8.8": [None, len(public_question)], CORE: [None, len(core_question)],
+                                  CLOUD: ["cam.cloud.example", len(records[-2][1])]}
+    assert sensor.enricher.external_destinations == {CLOUD, "8.8.8.8", CORE}
     assert sensor.enricher.names.lookup(CLOUD, T0 + 60 + 3600) == "cam.cloud.example"
+
+
+def test_an_ipv6_cameras_question_names_its_device_and_resolver_as_printed(monkeypatch):
+    cam, resolver, outsider = "2001:db8:20::11", "2001:db8:1::53", "2001:db8:99::1"
+    records = [(T0, ethernet(ROUTER_MAC, CAM_MAC, 0x86DD, ipv6(cam, resolver, 17, udp(
+                   cam, resolver, 5353, 53, dns_query(7, "cam.cloud.example"))))),
+               (T0, ethernet(ROUTER_MAC, ROUTER_MAC, 0x86DD, ipv6(outsider, resolver, 17, udp(
+                   outsider, resolver, 5353, 53, dns_query(8, "outsider.example")))))]
+    config = {"networks": {"camera": ["2001:db8:20::/64"], "core": ["2001:db8:1::/48"]}}
+    sensor, events = _run(monkeypatch, records, config)
+    assert [e for e in events if e[0] == "dns_query"] == [
+        ("dns_query", T0, cam, "cam.cloud.example", resolver, "core", 0, False)]
+    assert list(sensor.inventory.devices.get(cam).dns_queries) == ["cam.cloud.example"]
 
 
 def test_a_client_hello_names_its_flow_and_the_device_counts_what_it_sent(monkeypatch):
