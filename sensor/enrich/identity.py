@@ -16,7 +16,7 @@ from sensor.dissect import IDENTITY_PORTS, MDNS_PORT, ParserGuard, parse_banner,
 from sensor.enrich.events import EventSink, IdentityReport, UpnpRequest
 from sensor.enrich.inventory import Inventory
 from sensor.enrich.scope import SCOPE_CAMERA, Classifier
-from sensor.flows import FlowTable, flow_keys, ip_from16
+from sensor.flows import FlowTable, flow_keys, ip_text
 
 _CAMERA_DISCOVERY = ("onvif", "sadp", "dhip")
 _IGD_TARGETS = re.compile(rb"(?i)ST:\s*urn:schemas-upnp-org:"
@@ -142,18 +142,17 @@ class IdentityReader:
 
     def _read_row(self, dec: Decoded, row: int, kind: _Kind, raw: bytes) -> None:
         """A row whose sender (raw: its 16-byte address) is camera-side."""
-        sender = ip_from16(raw)
+        sender = ip_text(raw)
         known = self.inventory.lookup(sender)
         if known is not None and kind.tells <= known.identity.keys():
             return
         ts = float(dec.batch.ts[row])
-        if not self.budget.allow(str(sender), ts):
+        if not self.budget.allow(sender, ts):
             return
         nothing: dict[str, str] = {}
         body = payload(dec, row, limit=16384)
         if kind is _MDNS:   # whether the records are the sender's own needs its address
-            text = str(sender)
-            fields = self.parsers.run(lambda data: mdns_fields(data, text), body, nothing, label="mdns")
+            fields = self.parsers.run(lambda data: mdns_fields(data, sender), body, nothing, label="mdns")
         else:
             fields = self.parsers.run(kind.parser, body, nothing)
         if not fields:
@@ -190,21 +189,22 @@ class UpnpReader:
         """searches: UDP rows to port 1900; posts: TCP rows opening with POST."""
         if not searches and not posts:
             return
+        scope_of = self.classifier.scope_of_raw
         for row, kind in [(r, UPNP_IGD_DISCOVERY) for r in searches] + [(r, UPNP_PORT_MAPPING) for r in posts]:
-            sender = ip_from16(dec.src[row].tobytes())
-            if not self.classifier.is_camera_side(sender):
+            sender = dec.src[row].tobytes()
+            if scope_of(sender) != SCOPE_CAMERA:
                 continue
             detail = _upnp_detail(kind, payload(dec, row, limit=8192))
             if detail is None:
                 continue
             ts = float(dec.batch.ts[row])
-            dev = self.inventory.touch(sender, int(dec.src_mac[row]), ts)
+            dev = self.inventory.touch(ip_text(sender), int(dec.src_mac[row]), ts)
             if dev is None:
                 continue
-            peer = ip_from16(dec.dst[row].tobytes())
-            self.sink.upnp(UpnpRequest(ts, dev, kind, str(peer), int(dec.dport[row]),
-                                       "udp" if dec.proto[row] == PROTO_UDP else "tcp",
-                                       self.classifier.address_scope(peer), int(dec.vlan[row]), detail))
+            peer = dec.dst[row].tobytes()
+            self.sink.upnp(UpnpRequest(ts, dev, kind, ip_text(peer), int(dec.dport[row]),
+                                       "udp" if dec.proto[row] == PROTO_UDP else "tcp", scope_of(peer),
+                                       int(dec.vlan[row]), detail))
 
 
 def _upnp_detail(kind: str, body: bytes) -> str | None:
