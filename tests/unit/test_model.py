@@ -338,6 +338,24 @@ def test_windows_align_and_close_on_sensor_time():
     assert wf.flush() == []
 
 
+def test_windows_come_out_oldest_first_and_by_device_within_a_window():
+    wf = WindowFeatures()
+    for ip, ts in (("10.0.0.9", T0 + 1), ("10.0.0.6", T0 + 61), ("10.0.0.5", T0 + 62), ("10.0.0.7", T0 + 2)):
+        wf.observe(obs(ts, ip=ip), new_flow=True)
+    assert [(ip, start) for ip, start, _ in wf.flush()] == [
+        ("10.0.0.7", T0), ("10.0.0.9", T0), ("10.0.0.5", T0 + 60), ("10.0.0.6", T0 + 60)]
+
+
+def test_a_window_is_a_positive_finite_number_of_seconds():
+    for window in (0, -60.0, math.inf, math.nan):
+        with pytest.raises(ValueError) as refused:
+            WindowFeatures(window=window)
+        assert str(refused.value) == f"window must be a positive number of seconds, not {window!r}"
+    wf = WindowFeatures(window=0.5)   # under a second is a window all the same
+    wf.observe(obs(T0 + 0.7), new_flow=True)
+    assert [(ip, start) for ip, start, _ in wf.flush()] == [("10.0.0.5", T0 + 0.5)]
+
+
 def test_window_start_is_a_multiple_of_the_window():
     wf = WindowFeatures(window=30)
     wf.observe(obs(T0 + 47.3), new_flow=True)
@@ -373,6 +391,29 @@ def test_feature_values():
     assert f["initiated_share"] == pytest.approx(3 / 4)
 
 
+def test_the_distinct_counts_stop_at_max_distinct():
+    """A scan saturates the sets at exactly MAX_DISTINCT (memory bounded); the sums, new flows among them, go on."""
+    from sensor.model.features import MAX_DISTINCT
+    wf = WindowFeatures()
+    for k in range(MAX_DISTINCT + 3):
+        wf.observe(obs(T0 + 1, peer=f"203.0.{k >> 8}.{k & 255}", port=1024 + k, initiated=True, scope=SCOPE_PUBLIC),
+                   new_flow=True)
+    f = as_dict(wf.flush()[0][2])
+    assert f["log_peers"] == f["log_external_peers"] == f["log_service_ports"] == math.log1p(MAX_DISTINCT)
+    assert f["log_new_flows"] == math.log1p(MAX_DISTINCT + 3)
+    assert f["initiated_share"] == 1.0   # of the conversations the window holds
+
+
+def test_packets_of_no_bytes_make_no_outside_share():
+    """Lengths are the wire's to choose: a window that sent packets but no bytes has shares and means of 0, not NaN
+    and not all of nothing."""
+    wf = WindowFeatures()
+    wf.observe(obs(T0 + 1, peer="8.8.8.8", nbytes=0, scope=SCOPE_PUBLIC), new_flow=True)
+    f = as_dict(wf.flush()[0][2])
+    assert f["external_byte_share"] == f["log_bytes_sent"] == f["log_mean_packet_bytes"] == 0.0
+    assert f["log_external_peers"] == math.log1p(1)
+
+
 def test_silent_devices_are_not_emitted():
     wf = WindowFeatures()
     wf.observe(obs(T0 + 1, pkts=0, nbytes=0, scope=SCOPE_CORE), new_flow=True)
@@ -391,6 +432,30 @@ def test_late_observation_joins_the_open_window():
     assert as_dict(rows[0][2])["log_packets_sent"] == pytest.approx(math.log1p(7))
 
 
+def test_a_flushed_window_is_never_emitted_again():
+    """flush() ends sensor time after the latest open window: an observation older than that goes to the window
+    after it, as after close()."""
+    wf = WindowFeatures()
+    wf.observe(obs(T0 + 1), new_flow=True)
+    wf.observe(obs(T0 + 61, ip="10.0.0.6"), new_flow=True)
+    assert [(ip, start) for ip, start, _ in wf.flush()] == [("10.0.0.5", T0), ("10.0.0.6", T0 + 60)]
+    wf.observe(obs(T0 + 30, pkts=7), new_flow=False)
+    rows = wf.flush()
+    assert [(ip, start) for ip, start, _ in rows] == [("10.0.0.5", T0 + 120)]
+    assert as_dict(rows[0][2])["log_packets_sent"] == math.log1p(7)
+
+
+def test_a_lookup_counts_in_the_window_of_its_time():
+    """A DNS query goes to the window its time falls in, not to the device's latest one, and says which."""
+    wf = WindowFeatures()
+    wf.observe(obs(T0 + 1), new_flow=True)
+    assert wf.dns_query("10.0.0.5", T0 + 61) == T0 + 60   # the device's latest window is still T0's
+    assert wf.dns_query("10.0.0.5", T0 + 62) == T0 + 60
+    wf.observe(obs(T0 + 63), new_flow=False)
+    assert [(start, as_dict(v)["log_dns_queries"]) for _, start, v in wf.flush()] == [
+        (T0, 0.0), (T0 + 60, math.log1p(2))]
+
+
 def test_max_devices_bounds_memory():
     wf = WindowFeatures(max_devices=2)
     for i in range(5):
@@ -398,12 +463,33 @@ def test_max_devices_bounds_memory():
     wf.observe(obs(T0 + 61, ip="10.0.0.0"), new_flow=True)   # a known device may open its next window
     assert wf.dropped == 3
     assert len(wf.flush()) == 3
+    wf = WindowFeatures()   # 10,000 devices by default
+    for i in range(10_001):
+        wf.observe(obs(T0 + 1, ip=f"10.0.{i >> 8}.{i & 255}"), new_flow=True)
+    assert wf.dropped == 1 and len(wf) == 10_000
+
+
+def test_a_device_counts_against_the_bound_while_it_has_a_window_open():
+    wf = WindowFeatures(max_devices=2)
+    wf.observe(obs(T0 + 1, ip="10.0.0.1"), new_flow=True)
+    wf.observe(obs(T0 + 61, ip="10.0.0.1"), new_flow=True)   # two windows of one device
+    wf.observe(obs(T0 + 1, ip="10.0.0.2"), new_flow=True)
+    assert len(wf.close(T0 + 60)) == 2                        # 10.0.0.2 has none left, 10.0.0.1 one
+    wf.observe(obs(T0 + 62, ip="10.0.0.3"), new_flow=True)   # takes 10.0.0.2's place
+    wf.observe(obs(T0 + 63, ip="10.0.0.4"), new_flow=True)   # refused
+    assert wf.dropped == 1
+    assert [ip for ip, _, _ in wf.flush()] == ["10.0.0.1", "10.0.0.3"]
+    for ip in ("10.0.0.4", "10.0.0.5"):                        # every window closed: two places free
+        wf.observe(obs(T0 + 130, ip=ip), new_flow=True)
+    assert wf.dropped == 1 and len(wf) == 2
 
 
 def test_training_summary():
     rows = [("10.0.0.5", T0, np.zeros(N)), ("10.0.0.6", T0 + 60, np.zeros(N))]
     s = training_summary(rows, ["a.pcap"])
     assert s == {"captures": ["a.pcap"], "windows": 2, "devices": 2, "start": T0, "end": T0 + 120}
+    assert training_summary([], ["a.pcap"]) == {"captures": ["a.pcap"], "windows": 0, "devices": 0, "start": None,
+                                                "end": None}
 
 
 # ---- end to end: steady cameras, then one that fans out -------------------------------------------------------
@@ -958,3 +1044,71 @@ def test_a_closed_window_is_not_the_devices_latest_any_more():
     hook(Observation(T0 + 59, camera, 2, 200, True, "10.0.0.2", 554, "tcp", None, SCOPE_CAMERA, 20))   # late
     (ip, start, vector), = wf.flush()
     assert (ip, start) == ("10.0.0.5", T0 + 60) and math.expm1(vector[1]) == pytest.approx(2)
+
+
+def test_the_shortcuts_skip_the_work_they_are_for(monkeypatch):
+    """What issue 16 made cheap stays cheap (a lost shortcut changes no vector, only the cost of every second of
+    traffic): a device's next observations and lookups in its latest window find it without a search
+    (WindowFeatures._window), and close() looks at no window before the earliest open one has ended."""
+    searched, emitted = [], []
+    window, emit = WindowFeatures._window, WindowFeatures._emit
+
+    def search(self, ip, start):
+        searched.append(start)
+        return window(self, ip, start)
+
+    def emitting(self, keys):
+        emitted.append(len(keys))
+        return emit(self, keys)
+    monkeypatch.setattr(WindowFeatures, "_window", search)
+    monkeypatch.setattr(WindowFeatures, "_emit", emitting)
+    wf = WindowFeatures()
+    wf.observe(obs(T0 + 1), new_flow=True)
+    wf.observe(obs(T0 + 2, peer="10.0.0.3"), new_flow=True)
+    assert wf.dns_query("10.0.0.5", T0 + 3) == T0
+    assert searched == [T0]
+    assert wf.close(T0 + 59.9) == [] and emitted == []
+    wf.observe(obs(T0 + 61), new_flow=False)
+    assert searched == [T0, T0 + 60]
+    assert len(wf.close(T0 + 60)) == 1 and emitted == [1]
+    assert wf.close(T0 + 119.9) == [] and emitted == [1]   # the window at T0 + 60 is open until T0 + 120
+    assert len(wf.close(T0 + 120)) == 1 and emitted == [1, 1]
+
+
+def test_after_a_look_the_compiled_step_takes_the_windows_repeats_again(monkeypatch):
+    """A look (partial) leaves the window flagged as not touched, which the compiled Tally flags again itself: only
+    the first sight of the variant goes to the Python step, and each look still sees the window."""
+    if compiled.tally_extension is None:
+        pytest.skip("the C extension sensor._tally was not built on this machine")
+    monkeypatch.setattr(compiled, "tally", True)
+    handed_over = _count_handed_over(monkeypatch)
+    wf = WindowFeatures()
+    hook = wf.tallier(lambda o, start: _Tally(o.peer, start))
+    camera = Device("10.0.0.5", evidence={"rtsp_server"})
+    for k in range(4):
+        hook(Observation(T0 + 1 + k, camera, 3, 300, True, "10.0.0.2", 554, "tcp", None, SCOPE_CAMERA, 20))
+        [(ip, start, vector)] = wf.partial()
+        assert (ip, start, round(math.expm1(vector[1]))) == ("10.0.0.5", T0, 3 * (k + 1))
+    assert handed_over[0] == 1
+
+
+def test_the_python_filter_asks_device_role_only_where_the_evidence_leaves_it_open(monkeypatch):
+    """WindowFeatures.tally answers from the evidence where it settles the role (a recorder's model, a gateway's
+    behaviour, a camera's) and asks the property only otherwise, and not for an observation that sent nothing."""
+    from sensor.enrich.inventory import GATEWAY_EVIDENCE
+    monkeypatch.setattr(compiled, "tally", False)
+    asked = []
+    role = Device.role
+
+    def asking(device):
+        asked.append(device.ip)
+        return role.fget(device)
+    monkeypatch.setattr(Device, "role", property(asking))
+    hook = WindowFeatures().tallier(lambda o, start: None)
+    for i, evidence in enumerate(({"nvr_model"}, set(sorted(GATEWAY_EVIDENCE)[:1]), {"camera_maker"},
+                                  {"rtsp_server"}), 1):
+        device = Device(f"10.0.0.{i}", evidence=evidence)
+        for packets in (3, 0):
+            hook(Observation(T0 + 1, device, packets, 100 * packets, True, "10.0.0.2", 554, "tcp", None,
+                             SCOPE_CAMERA, 20))
+    assert asked == ["10.0.0.3"]   # the maker's camera, once
