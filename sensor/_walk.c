@@ -798,6 +798,14 @@ static inline uint64_t mix(uint64_t h, uint64_t w)
     return h ^ (h >> 32);
 }
 
+/* Where a key's hash starts: 8 bytes of os.urandom drawn when the module is loaded. The keys are whoever sends on
+ * the camera VLAN's choice, and with a starting value anyone can read here they were found offline in seconds
+ * (ports between two addresses whose hashes share their low bits): 16,384 such SYNs sent every key of a slice down
+ * one run of slots, 281 ms of CPU to group instead of 3 (tests/hostile/test_forged_sources.py). The Lru's SipHash
+ * in sensor/_flows.c is keyed for the same reason; this hash runs on every packet not in the previous one's flow, so
+ * it stays the multiply-xorshift and only its start is secret. */
+static uint64_t group_seed;
+
 /* memcmp's order of an address followed by its port as two big-endian bytes (the key's two ends), without building
  * them: <0, 0 or >0. */
 static inline int end_order(const uint8_t *a, unsigned a_port, const uint8_t *b, unsigned b_port)
@@ -966,7 +974,7 @@ static PyObject *group(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         int a_is_src = end_order(a, sp, b, dp) <= 0;
         const uint8_t *lo = a_is_src ? a : b, *hi = a_is_src ? b : a;
         unsigned lo_port = a_is_src ? sp : dp, hi_port = a_is_src ? dp : sp, v = vlan[r], pr = proto[r];
-        uint64_t hash = mix(mix(mix(mix(mix(0x9E3779B97F4A7C15ULL, load64(lo)), load64(lo + 8)), load64(hi)),
+        uint64_t hash = mix(mix(mix(mix(mix(group_seed, load64(lo)), load64(lo + 8)), load64(hi)),
                                 load64(hi + 8)), ((uint64_t)v << 40) | ((uint64_t)pr << 32) | (lo_port << 16) | hi_port);
         Py_ssize_t h = (Py_ssize_t)(hash & hash_mask & (uint64_t)(wcap - 1));
         for (;;) {
@@ -1540,9 +1548,28 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_walk", NULL, -1, methods};
 
+/* group_seed from os.urandom, once per process. */
+static int draw_seed(void)
+{
+    PyObject *os = PyImport_ImportModule("os"), *raw = NULL;
+    if (os != NULL)
+        raw = PyObject_CallMethod(os, "urandom", "n", (Py_ssize_t)8);
+    Py_XDECREF(os);
+    if (raw == NULL)
+        return -1;
+    if (!PyBytes_Check(raw) || PyBytes_GET_SIZE(raw) != 8) {
+        Py_DECREF(raw);
+        PyErr_SetString(PyExc_RuntimeError, "_walk: os.urandom gave no 8 bytes");
+        return -1;
+    }
+    memcpy(&group_seed, PyBytes_AS_STRING(raw), 8);
+    Py_DECREF(raw);
+    return 0;
+}
+
 PyMODINIT_FUNC PyInit__walk(void)
 {
-    if (PyType_Ready(&column_type) < 0)
+    if (PyType_Ready(&column_type) < 0 || draw_seed() < 0)
         return NULL;
     return PyModule_Create(&module);
 }

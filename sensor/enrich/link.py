@@ -85,12 +85,14 @@ class LinkReader:
     # ---- rows of a window ------------------------------------------------------------------------------------
     def read(self, dec: Decoded, dhcp: list[int], link: list[int]) -> None:
         """In packet order: a lease and the neighbour messages around it say who came first."""
+        # a set, not the list: a window flooded with DHCP and ARP asked the list once per row, quadratic in the flood
+        is_dhcp = set(dhcp)
         for row in sorted(dhcp + link):
-            if row in dhcp and int(dec.dport[row]) in DHCPV6_PORTS:
+            if row in is_dhcp and int(dec.dport[row]) in DHCPV6_PORTS:
                 msg6 = self.parsers.run(parse_dhcpv6, _payload(dec, row, 0), None)
                 if msg6 is not None:
                     self._dhcp6(float(dec.batch.ts[row]), int(dec.src_mac[row]), msg6)
-            elif row in dhcp:
+            elif row in is_dhcp:
                 msg = self.parsers.run(parse_dhcp, _payload(dec, row, 0), None)
                 if msg is not None:
                     self._dhcp(dec, row, msg)

@@ -1,5 +1,6 @@
 """Hostile names in flow records: whatever bytes a ClientHello's SNI, an HTTP Host or a DNS answer carries, its flow's
-record is one line of printable ASCII JSON that reads back to the name camwatch holds, at most 253 characters."""
+record is one line of printable ASCII JSON that reads back to the name camwatch holds, at most 253 characters; the
+same names as a device's destinations in /metrics and `camwatch inventory` are printable."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from hypothesis import strategies as st
 from unit.builders import batch_of
 
 from packets import dns_name, ethernet, ipv4, mac, tcp, udp
+from sensor.cli.inventory import format_inventory
 from sensor.config import parse_config
 from sensor.enrich import ManufDatabase
+from sensor.export import build_registry
+from sensor.export.exposition import render_text
 from sensor.export.flow_log import FlowRecords
 from sensor.export.lines import encode
 from sensor.flows import Flow
@@ -93,3 +97,43 @@ def test_any_dns_answer_name_makes_a_printable_record(labels):
 
 def test_the_dns_name_helper_is_what_the_answers_use():
     assert dns_name("a.b") == b"\x01a\x01b\x00"
+
+
+def test_hostile_destination_names_are_printable_in_metrics_and_the_inventory_table():
+    # A destination's name (SNI, Host, DNS answer) went into the device's destinations as sent: terminal escapes,
+    # a bell, a carriage return, a NUL and a right-to-left override reached camwatch_top_destination_bytes's
+    # `destination` label and `camwatch inventory`'s table as they were (the flow records, alerts and report escape
+    # their own). Each unprintable character is now shown as U+FFFD, as the report shows it.
+    hostile = b"cam\x1b[2J\x1b]0;owned\x07\r\x00\xe2\x80\xaeevil.example"
+    host = b"GET / HTTP/1.1\r\nHost: h\x1b[31m\x7fst.example\r\n\r\n"
+    labels = [bytes([len(part)]) + part for part in (b"d\x1b[1m\x08ns", b"example")]
+    answer = (struct.pack("!HHHHHH", 7, 0x8180, 1, 1, 0, 0) + b"".join(labels) + b"\0" + struct.pack("!HH", 1, 1)
+              + b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 300, 4) + bytes([203, 0, 113, 78]))
+    sensor = Sensor(parse_config({"networks": {"camera": ["10.20.0.0/24"]}}), manuf=ManufDatabase({}))
+    frames = [(T0, t(CAM, CLOUD, 43000, 443, "S")), (T0 + 0.1, t(CLOUD, CAM, 443, 43000, "SA")),
+              (T0 + 0.2, t(CAM, CLOUD, 43000, 443, "PA", client_hello(hostile))),
+              (T0 + 0.3, t(CAM, "203.0.113.51", 43001, 80, "S")),
+              (T0 + 0.4, t(CAM, "203.0.113.51", 43001, 80, "PA", host)),
+              (T0 + 0.5, ethernet(CAM_MAC, GW_MAC, 0x0800, ipv4(RESOLVER, CAM, 17, udp(RESOLVER, CAM, 53, 5353,
+                                                                                        answer)))),
+              (T0 + 1.5, ethernet(GW_MAC, CAM_MAC, 0x0800, ipv4(CAM, "203.0.113.78", 17, udp(
+                  CAM, "203.0.113.78", 5000, 6000, b"x" * 40)))),
+              (T0 + 3, t(CAM, CLOUD, 43000, 443, "A"))]
+    sensor.process(batch_of([f for _, f in frames], ts=[ts for ts, _ in frames]))
+    sensor.flows.flush()
+    names = {name for (name, _sent) in sensor.inventory.lookup(CAM).external_peers.values()}
+    assert len(names - {None}) == 3, names   # each of the three named its destination
+    text = render_text(build_registry(sensor)).decode()
+    shown = [line for line in text.split("\n") if line.startswith("camwatch_top_destination_bytes{")]
+    assert len(shown) == 3 and all(line.isprintable() for line in shown), shown
+    assert sum("\ufffd" in line for line in shown) == 3
+    table = format_inventory([sensor.inventory.lookup(CAM).as_dict()])
+    assert all(line.isprintable() for line in table.split("\n")), table
+    # a state database written before (or edited) gives its names back the same way
+    doc = sensor.inventory.lookup(CAM).state()
+    doc["external_peers"] = [["203.0.113.9", "a\x1b[2Jb", 5]]
+    again = Sensor(parse_config({"networks": {"camera": ["10.20.0.0/24"]}}), manuf=ManufDatabase({}))
+    again.inventory.restore([doc])
+    assert again.inventory.lookup(CAM).external_peers == {"203.0.113.9": ["a\ufffd[2Jb", 5]}
+    sensor.close()
+    again.close()
