@@ -19,6 +19,9 @@ from sensor.flows import FlowTable, IPAddress, flow_keys, ip_text
 # Grace after a DNS record's TTL: cameras keep long-lived connections to addresses resolved long ago.
 NAME_GRACE_SECONDS = 3600.0
 DNS_PARSE_CACHE = 4096
+# Only messages up to this size are remembered: a camera's questions and their answers fit (EDNS's safe UDP size),
+# while unique jumbo answers (a flood's) would otherwise hold ~37 MB of keys at the bound; they are parsed each time.
+MAX_CACHED_DNS_BYTES = 1232
 
 
 class NameCache:
@@ -85,6 +88,8 @@ class DnsReader:
     def _parse(self, body: bytes) -> DnsMessage | None:
         # Cameras ask the same questions all day and get the same answers: only the 2-byte ID differs, and the
         # parse does not depend on it.
+        if len(body) > MAX_CACHED_DNS_BYTES:
+            return self.parsers.run(parse_dns, body, None)
         key = body[2:]
         msg = self._parsed.get(key, _UNPARSED)
         if msg is _UNPARSED:

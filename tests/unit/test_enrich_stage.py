@@ -119,6 +119,19 @@ def test_dns_questions_answers_and_the_flow_they_name(monkeypatch):
     assert sensor.enricher.names.lookup(CLOUD, T0 + 60 + 3600) == "cam.cloud.example"
 
 
+def test_a_big_answer_teaches_its_names_without_being_remembered_as_parsed(monkeypatch):
+    # unique jumbo answers (a flood's) would hold up to DNS_PARSE_CACHE of their bodies: only small ones are kept
+    from sensor.enrich.naming import MAX_CACHED_DNS_BYTES
+    big = dns_response(7, "big.example", [("big.example", 1, 60, f"203.0.113.{k}") for k in range(60)])
+    small = dns_response(8, "cam.cloud.example", [("cam.cloud.example", 1, 60, CLOUD)])
+    assert len(big) > MAX_CACHED_DNS_BYTES >= len(small)
+    records = [(T0, _u(RESOLVER, CAM, 53, 5353, body, src_mac=ROUTER_MAC, dst_mac=CAM_MAC)) for body in (big, small)]
+    sensor, events = _run(monkeypatch, records)
+    assert [e[2] for e in events if e[0] == "dns_answer"] == ["big.example", "cam.cloud.example"]
+    assert sensor.enricher.names.lookup("203.0.113.59", T0) == "big.example"
+    assert [len(key) + 2 for key in sensor.enricher._dns._parsed] == [len(small)]
+
+
 def test_an_ipv6_cameras_question_names_its_device_and_resolver_as_printed(monkeypatch):
     cam, resolver, outsider = "2001:db8:20::11", "2001:db8:1::53", "2001:db8:99::1"
     records = [(T0, ethernet(ROUTER_MAC, CAM_MAC, 0x86DD, ipv6(cam, resolver, 17, udp(
