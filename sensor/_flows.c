@@ -2022,31 +2022,14 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_flows", NULL, -1, methods};
 
-/* The hash's secret: 16 bytes of os.urandom, once per process. */
-static int draw_secret(void)
-{
-    PyObject *os = PyImport_ImportModule("os"), *raw = NULL;
-    if (os != NULL)
-        raw = PyObject_CallMethod(os, "urandom", "n", (Py_ssize_t)16);
-    Py_XDECREF(os);
-    if (raw == NULL)
-        return -1;
-    if (!PyBytes_Check(raw) || PyBytes_GET_SIZE(raw) != 16) {
-        Py_DECREF(raw);
-        PyErr_SetString(PyExc_RuntimeError, "_flows: os.urandom gave no 16 bytes");
-        return -1;
-    }
-    memcpy(&sip_k0, PyBytes_AS_STRING(raw), 8);
-    memcpy(&sip_k1, PyBytes_AS_STRING(raw) + 8, 8);
-    Py_DECREF(raw);
-    return 0;
-}
-
 PyMODINIT_FUNC PyInit__flows(void)
 {
+    uint64_t secret[2];
     if (PyType_Ready(&LazyPortType) < 0 || PyType_Ready(&LruType) < 0 || PyType_Ready(&LruIterType) < 0
-            || draw_secret() < 0)
+            || draw_secret(secret, sizeof secret, "_flows") < 0)
         return NULL;
+    sip_k0 = secret[0];
+    sip_k1 = secret[1];
     octets_made();
     PyObject *m = PyModule_Create(&module);
     if (m != NULL && (PyModule_AddObjectRef(m, "Lru", (PyObject *)&LruType) < 0

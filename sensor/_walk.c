@@ -1548,28 +1548,9 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_walk", NULL, -1, methods};
 
-/* group_seed from os.urandom, once per process. */
-static int draw_seed(void)
-{
-    PyObject *os = PyImport_ImportModule("os"), *raw = NULL;
-    if (os != NULL)
-        raw = PyObject_CallMethod(os, "urandom", "n", (Py_ssize_t)8);
-    Py_XDECREF(os);
-    if (raw == NULL)
-        return -1;
-    if (!PyBytes_Check(raw) || PyBytes_GET_SIZE(raw) != 8) {
-        Py_DECREF(raw);
-        PyErr_SetString(PyExc_RuntimeError, "_walk: os.urandom gave no 8 bytes");
-        return -1;
-    }
-    memcpy(&group_seed, PyBytes_AS_STRING(raw), 8);
-    Py_DECREF(raw);
-    return 0;
-}
-
 PyMODINIT_FUNC PyInit__walk(void)
 {
-    if (PyType_Ready(&column_type) < 0 || draw_seed() < 0)
+    if (PyType_Ready(&column_type) < 0 || draw_secret(&group_seed, sizeof group_seed, "_walk") < 0)
         return NULL;
     return PyModule_Create(&module);
 }
