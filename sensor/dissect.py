@@ -313,6 +313,14 @@ def wire_text(raw: bytes, limit: int = 160) -> str:
     return _escaped(raw, limit)
 
 
+def printable(text: str) -> str:
+    """Text from the wire where it is shown as it is, not quoted (a metric label, a table, the report): each
+    character str.isprintable refuses (controls, line and paragraph separators, bidi overrides, zero-width marks)
+    as U+FFFD. A name with U+202E would read backwards ("moc.live" as "evil.com"), a CR or line separator would split
+    an exposition or CSV line."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else "\ufffd" for c in text)
+
+
 def _escaped(raw: bytes, limit: int) -> str:
     """wire_text's character-by-character walk: the reference its shortcut is tested against."""
     out: list[str] = []

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from sensor import compiled
 from sensor.bounded import BoundedLRU, SegmentedLRU
 from sensor.config import Config
+from sensor.dissect import printable
 from sensor.enrich import addresses
 from sensor.enrich.admission import AdmissionBudget
 from sensor.enrich.geography import Geography, destinations_by_place
@@ -127,8 +128,8 @@ class Device:
 
     def note_external_peer(self, peer: str, name: str | None, sent_bytes: int) -> None:
         """Bytes sent to an outside peer, and its latest name; a new peer beyond the bound is not recorded."""
-        if name is not None and not name.isprintable():
-            name = shown_name(name)
+        if name is not None:
+            name = printable(name)   # it reaches a metric label and the inventory table, which quote nothing
         entry = self.external_peers.get(peer)
         if entry is not None:
             entry[0] = name or entry[0]
@@ -213,13 +214,6 @@ _V4_MARKS = getattr(compiled.flows_extension, "V4_MARKS", 0)
 # source be looked up again. 65,536 new keys set at most ~6% of the 2**20 marks; a rebuild marks the current keys
 # (~10,000 at max_devices, a few ms) and comes every ~11 minutes of such a flood.
 REMARK_AFTER_NEW_KEYS = 1 << 16
-
-
-def shown_name(name: str) -> str:
-    """A destination's name (SNI, HTTP Host, DNS answer: the wire's bytes) as the device keeps it, each unprintable
-    character (control, bidi override) as U+FFFD, as the report shows it: it reaches a metric label and the
-    inventory table, which escape nothing, and the state (written before this, or edited) is read back the same way."""
-    return name if name.isprintable() else "".join(c if c.isprintable() else "\ufffd" for c in name)
 
 
 def address_order(ip: str) -> tuple[int, str]:
@@ -713,7 +707,7 @@ def _device_from_state(doc: object) -> Device | None:
                      bytes_sent=int(doc["bytes_sent"]),
                      egress_bytes={str(k): int(v) for k, v in dict(doc["egress_bytes"]).items()},
                      dns_queries=OrderedDict((str(q), None) for q in doc["dns_queries"][-MAX_QUERIES_PER_DEVICE:]),
-                     external_peers={str(ip): [shown_name(n) if isinstance(n, str) else None, int(b)]
+                     external_peers={str(ip): [printable(n) if isinstance(n, str) else None, int(b)]
                                      for ip, n, b in doc["external_peers"][:MAX_PEERS_PER_DEVICE]},
                      identity={str(k): v for k, v in dict(doc["identity"]).items() if isinstance(v, str)},
                      evidence={e for e in doc["evidence"] if isinstance(e, str)},

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 from sensor.config import Config
+from sensor.dissect import printable
 from sensor.errors import CamwatchError
 from sensor.export.client import SensorAccess, fetch_country_series, fetch_inventory
 from sensor.state import COUNTRY_SERIES_KEY
@@ -81,15 +82,10 @@ def split_label(value: str) -> tuple[str | None, str]:
 
 
 # ---- checking documents --------------------------------------------------------------------------------------
-# Control characters and bidirectional overrides: a name with U+202E would show reversed ("moc.live" as
-# "evil.com"), one with a newline or escape could break a CSV reader or a terminal. Each shows as U+FFFD.
-UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
 def _text(value: Any) -> str | None:
     if value is None or not isinstance(value, (str, int, float)):
         return None
-    return UNPRINTABLE.sub("\ufffd", str(value)[:MAX_TEXT])
+    return printable(str(value)[:MAX_TEXT])
 
 
 def _number(value: Any) -> float | None:

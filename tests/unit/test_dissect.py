@@ -35,6 +35,7 @@ from sensor.dissect import (
     parse_tftp_request,
     parse_tls_sni,
     parse_ws_discovery,
+    printable,
     wire_text,
 )
 
@@ -494,6 +495,15 @@ def test_wire_text_is_cut_with_an_ellipsis_never_inside_an_escape():
     assert wire_text("\u00e9".encode() * 50, 20) == "\u00e9" * 20 + "\u2026"
     long = wire_text(b"a" * 1_000_000)
     assert len(long) == 161 and long.endswith("\u2026")
+
+
+@pytest.mark.parametrize("text,shown", [
+    ("cam.cloud.example", "cam.cloud.example"), ("摄像头.example", "摄像头.example"), ("a b", "a b"),
+    ("\u202eelpmaxe.live", "\ufffdelpmaxe.live"), ("a\rb\nc\td", "a\ufffdb\ufffdc\ufffdd"),
+    ("a\x1b[2Jb\x07\x00", "a\ufffd[2Jb\ufffd\ufffd"), ("a\u2028b\u2029c\x85d", "a\ufffdb\ufffdc\ufffdd"),
+    ("a\u200bb\u2066c", "a\ufffdb\ufffdc")])
+def test_printable_shows_each_character_a_line_or_terminal_would_act_on_as_a_replacement(text, shown):
+    assert printable(text) == shown
 
 
 def test_wire_text_shortcut_for_plain_ascii_is_the_walk():
