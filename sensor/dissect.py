@@ -12,6 +12,7 @@ import ipaddress
 import json
 import re
 import struct
+import unicodedata
 
 # _socket, not socket: the same C function without socket.py's enum conversions and selectors (start-up, issue 16).
 from _socket import inet_ntoa
@@ -315,10 +316,12 @@ def wire_text(raw: bytes, limit: int = 160) -> str:
 
 def printable(text: str) -> str:
     """Text from the wire where it is shown as it is, not quoted (a metric label, a table, the report): each
-    character str.isprintable refuses (controls, line and paragraph separators, bidi overrides, zero-width marks)
-    as U+FFFD. A name with U+202E would read backwards ("moc.live" as "evil.com"), a CR or line separator would split
-    an exposition or CSV line."""
-    return text if text.isprintable() else "".join(c if c.isprintable() else "\ufffd" for c in text)
+    character str.isprintable refuses (controls, line and paragraph separators, bidi overrides, zero-width marks),
+    but a space of any width, as U+FFFD. A name with U+202E would read backwards ("moc.live" as "evil.com"), a CR or
+    line separator would split an exposition or CSV line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or unicodedata.category(c) == "Zs" else "\ufffd" for c in text)
 
 
 def _escaped(raw: bytes, limit: int) -> str:

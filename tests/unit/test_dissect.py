@@ -499,6 +499,7 @@ def test_wire_text_is_cut_with_an_ellipsis_never_inside_an_escape():
 
 @pytest.mark.parametrize("text,shown", [
     ("cam.cloud.example", "cam.cloud.example"), ("摄像头.example", "摄像头.example"), ("a b", "a b"),
+    ("前门\u3000摄像头\u00a01\t", "前门\u3000摄像头\u00a01\ufffd"),   # spaces of any width stay
     ("\u202eelpmaxe.live", "\ufffdelpmaxe.live"), ("a\rb\nc\td", "a\ufffdb\ufffdc\ufffdd"),
     ("a\x1b[2Jb\x07\x00", "a\ufffd[2Jb\ufffd\ufffd"), ("a\u2028b\u2029c\x85d", "a\ufffdb\ufffdc\ufffdd"),
     ("a\u200bb\u2066c", "a\ufffdb\ufffdc")])
