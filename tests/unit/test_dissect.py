@@ -4,6 +4,7 @@ DHIP), wire_text and ParserGuard, by exact value, with every bound checked at, j
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import random
 import struct
@@ -26,6 +27,7 @@ from sensor.dissect import (
     _dns_name,
     _escaped,
     _headers,
+    ipv6_text,
     parse_banner,
     parse_dhip,
     parse_dns,
@@ -505,6 +507,18 @@ def test_wire_text_is_cut_with_an_ellipsis_never_inside_an_escape():
     ("a\u200bb\u2066c", "a\ufffdb\ufffdc")])
 def test_printable_shows_each_character_a_line_or_terminal_would_act_on_as_a_replacement(text, shown):
     assert printable(text) == shown
+
+
+def test_ipv6_text_is_what_ipaddress_prints():
+    """inet_ntop's text, ipaddress's where the two differ (the first 80 bits zero): every run of zero groups, and
+    random addresses rich in zeros, ones and ffff."""
+    rng = random.Random(6)
+    samples = [b"".join((0 if mask >> i & 1 else 0x12AB).to_bytes(2, "big") for i in range(8)) for mask in range(256)]
+    samples += [bytes(10) + tail + bytes([1, 2, 3, 4]) for tail in (b"\xff\xff", b"\0\0", b"\0\1")]
+    samples += [b"".join(rng.choice([0, 0, 1, 0xFFFF, rng.randrange(1 << 16)]).to_bytes(2, "big") for _ in range(8))
+                for _ in range(20_000)]
+    for raw in samples:
+        assert ipv6_text(raw) == str(ipaddress.IPv6Address(raw)), raw.hex()
 
 
 def test_wire_text_shortcut_for_plain_ascii_is_the_walk():
