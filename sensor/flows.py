@@ -20,6 +20,7 @@ import numpy as np
 from sensor import compiled
 from sensor.config import FlowSettings
 from sensor.decode import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Decoded
+from sensor.dissect import ipv6_text
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 PROTO_NAMES = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMP: "icmp", PROTO_ICMPV6: "icmp"}
@@ -44,7 +45,7 @@ def ip_text(raw: bytes) -> str:
     straight from its bytes (ipaddress's object and formatting cost ~5 µs, and floods bring addresses seen once)."""
     if raw[:12] == _V4_MAPPED_PREFIX:
         return inet_ntop(AF_INET, raw[12:])
-    return str(ip_from16(raw))
+    return ipv6_text(raw)
 
 
 # A site has a few hundred MACs and every flow names two, as do its ports: one int object each, shared by all the
