@@ -163,6 +163,15 @@ def parse_dns(msg: bytes, every_record: bool = False) -> DnsMessage | None:
         return None
 
 
+def dns_answer_cost(msg: bytes) -> int:
+    """How many answer records parse_dns(msg) reads (0 for a question, or for a header it refuses unread): what a
+    message costs the DNS reader's parse budget (sensor.enrich.naming)."""
+    if len(msg) < 12:
+        return 0
+    qd, an = struct.unpack_from("!HH", msg, 4)
+    return 0 if qd > 4 or an > 256 else min(an, MAX_DNS_RECORDS)
+
+
 def _read_answers(msg: bytes, pos: int, an: int, out: DnsMessage) -> None:
     """The answer section as the name cache wants it: A/AAAA/CNAME, names lower-case."""
     named: dict[int, str] = {}

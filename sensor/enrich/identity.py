@@ -15,6 +15,7 @@ from sensor.decode import PROTO_TCP, PROTO_UDP, Decoded, payload
 from sensor.dissect import IDENTITY_PORTS, MDNS_PORT, ParserGuard, parse_banner, parse_http_identity, parse_mdns
 from sensor.enrich.events import EventSink, IdentityReport, UpnpRequest
 from sensor.enrich.inventory import Inventory
+from sensor.enrich.parse_budget import ParseBudget
 from sensor.enrich.scope import SCOPE_CAMERA, Classifier
 from sensor.flows import FlowTable, flow_keys, ip_text
 
@@ -54,29 +55,6 @@ MAX_PARSES_PER_SECOND = 1024
 MAX_SENDER_PARSES_PER_SECOND = 32
 
 
-class ParseBudget:
-    """Parses allowed per capture second, in all and per sender; refused counts the packets left unread."""
-
-    def __init__(self, total: int = MAX_PARSES_PER_SECOND, per_sender: int = MAX_SENDER_PARSES_PER_SECOND):
-        self.total, self.per_sender = total, per_sender
-        self.refused = 0
-        self._second: int | None = None
-        self._granted = 0
-        self._used: dict[str, int] = {}   # at most `total` senders: only a granted parse adds one
-
-    def allow(self, sender: str, ts: float) -> bool:
-        second = int(ts)
-        if second != self._second:
-            self._second, self._granted, self._used = second, 0, {}
-        used = self._used.get(sender, 0)
-        if used >= self.per_sender or self._granted >= self.total:
-            self.refused += 1
-            return False
-        self._used[sender] = used + 1
-        self._granted += 1
-        return True
-
-
 # An mDNS responder repeats the same announcement all day, and a device's announcements are read until its mDNS
 # identity is complete, which for a camera that names no model is never (127 real sites one after another: 4,145
 # parses of 40 distinct payloads, ~20 µs each). parse_mdns is a function of the payload and the sender alone, so its
@@ -113,7 +91,7 @@ class IdentityReader:
         self.inventory = inventory
         self.parsers = parsers
         self.sink = sink
-        self.budget = ParseBudget()
+        self.budget = ParseBudget(MAX_PARSES_PER_SECOND, MAX_SENDER_PARSES_PER_SECOND)
 
     def read(self, dec: Decoded, udp: list[int], banners: list[int], flows: FlowTable | None = None) -> None:
         """udp: discovery rows (by port); banners: TCP rows opening an RTSP/HTTP head, an XML/HTML body or a TLS

@@ -10,9 +10,18 @@ import numpy as np
 
 from sensor.bounded import BoundedLRU
 from sensor.decode import PROTO_TCP, WINDOW, Decoded, payload
-from sensor.dissect import DnsMessage, HttpRequest, ParserGuard, parse_dns, parse_http_request, parse_tls_sni
+from sensor.dissect import (
+    DnsMessage,
+    HttpRequest,
+    ParserGuard,
+    dns_answer_cost,
+    parse_dns,
+    parse_http_request,
+    parse_tls_sni,
+)
 from sensor.enrich.events import DnsAnswer, DnsQuery, EventSink
 from sensor.enrich.inventory import Inventory
+from sensor.enrich.parse_budget import ParseBudget
 from sensor.enrich.scope import SCOPE_CAMERA, Classifier
 from sensor.flows import FlowTable, IPAddress, flow_keys, ip_text
 
@@ -22,6 +31,13 @@ DNS_PARSE_CACHE = 4096
 # Only messages up to this size are remembered: a camera's questions and their answers fit (EDNS's safe UDP size),
 # while unique jumbo answers (a flood's) would otherwise hold ~37 MB of keys at the bound; they are parsed each time.
 MAX_CACHED_DNS_BYTES = 1232
+# A message's answer records cost ~4 us each to read and learn, 64 at most: unique answers forged at wire speed
+# (~260 us each) would take a core at ~45 Mbit/s. Each capture second reads at most this many answer records of
+# messages not seen before, in all and per sender; messages past that are left unread and counted
+# (camwatch_parses_skipped_total{parser="dns"}). A site's resolver answers a camera a few records a minute, and a
+# question, which carries none, is always read.
+DNS_RECORDS_PER_SECOND = 16384
+DNS_SENDER_RECORDS_PER_SECOND = 4096
 
 
 class NameCache:
@@ -72,31 +88,36 @@ class DnsReader:
         self.parsers = parsers
         self.sink = sink
         self._parsed: dict[bytes, DnsMessage | None] = {}
+        self.budget = ParseBudget(DNS_RECORDS_PER_SECOND, DNS_SENDER_RECORDS_PER_SECOND)
 
     def read(self, dec: Decoded, rows: list[int]) -> None:
         for row in rows:
-            msg = self._parse(payload(dec, row))
+            ts = float(dec.batch.ts[row])
+            msg = self._parse(payload(dec, row), dec, row, ts)
             if msg is None:
                 continue
-            ts = float(dec.batch.ts[row])
             if msg.is_response:
                 self.names.learn(msg, ts)
                 self.sink.dns_answer(DnsAnswer(ts, msg, ip_text(dec.dst[row].tobytes()), int(dec.vlan[row])))
             elif msg.qname and int(dec.dport[row]) == 53:
                 self._query(dec, row, msg.qname, ts)
 
-    def _parse(self, body: bytes) -> DnsMessage | None:
-        # Cameras ask the same questions all day and get the same answers: only the 2-byte ID differs, and the
-        # parse does not depend on it.
-        if len(body) > MAX_CACHED_DNS_BYTES:
-            return self.parsers.run(parse_dns, body, None)
-        key = body[2:]
-        msg = self._parsed.get(key, _UNPARSED)
-        if msg is _UNPARSED:
-            msg = self.parsers.run(parse_dns, body, None)
+    def _parse(self, body: bytes, dec: Decoded, row: int, ts: float) -> DnsMessage | None:
+        """The row's message, None when it is not one or the parse budget leaves it unread. Cameras ask the same
+        questions all day and get the same answers: only the 2-byte ID differs, and the parse does not depend on it,
+        so a message seen before is not parsed (nor charged) again."""
+        kept = len(body) <= MAX_CACHED_DNS_BYTES
+        msg = self._parsed.get(body[2:], _UNPARSED) if kept else _UNPARSED
+        if msg is not _UNPARSED:
+            return msg
+        cost = dns_answer_cost(body)
+        if cost and not self.budget.allow(ip_text(dec.src[row].tobytes()), ts, cost):
+            return None
+        msg = self.parsers.run(parse_dns, body, None)
+        if kept:
             if len(self._parsed) >= DNS_PARSE_CACHE:
                 self._parsed.clear()   # bounded; the repeated messages come straight back
-            self._parsed[key] = msg
+            self._parsed[body[2:]] = msg
         return msg
 
     def _query(self, dec: Decoded, row: int, qname: str, ts: float) -> None:

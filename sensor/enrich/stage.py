@@ -67,6 +67,11 @@ class Enricher:
     def link(self) -> LinkReader:
         return self._link
 
+    @property
+    def parses_skipped(self) -> dict[str, int]:
+        """Packets a parse budget left unread, by reader (camwatch_parses_skipped_total's parser label)."""
+        return {"dns": self._dns.budget.refused, "identity": self._identity.budget.refused}
+
     def read_link(self, dec: Decoded, rows: ParserRows) -> None:
         """DHCP, ARP and neighbour discovery: who holds which address, and (zero-config) the camera side. Read
         first, so that the window's flows are scoped and their devices found with what the link just said."""

@@ -97,6 +97,10 @@ class HealthCollector(SnapshotCollector):
         yield _labelled(CounterMetricFamily, "camwatch_dissect_errors", "Packets a wire parser failed on (a camwatch "
                         "bug, or input nobody foresaw): skipped, counted, and the sensor goes on.", snap, ["parser"],
                         _by_key((p, snap.dissect_errors.get(p, 0)) for p in parsers))
+        yield _labelled(CounterMetricFamily, "camwatch_parses_skipped", "Packets left unread because their reader's "
+                        "parse budget for the capture second was spent (a flood of forged DNS answers or identity "
+                        "packets; a site's own traffic stays far below it).", snap, ["parser"],
+                        _by_key(sorted(snap.parses_skipped.items())))
         yield _single(CounterMetricFamily, "camwatch_state_write_errors", "Writes to the state database that failed "
                       "(disk full, read-only or vanished file); camwatch goes on with what it holds in memory.", snap,
                       snap.state_write_errors)

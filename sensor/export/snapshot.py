@@ -52,6 +52,7 @@ class SensorSnapshot:
     decoded_packets: Mapping[str, int]      # by network-layer protocol, in decode.NETWORK_NAMES order
     decode_errors: Mapping[str, int]        # by reason, in decode.ERROR_REASONS order
     dissect_errors: Mapping[str, int]       # by wire parser, only those that failed
+    parses_skipped: Mapping[str, int]       # by budgeted reader (dns, identity): packets left unread in a flood
     state_write_errors: int
     evictions: Mapping[str, int]            # by bounded structure
     flows_active: int
@@ -88,6 +89,7 @@ def take_snapshot(sensor: Sensor) -> SensorSnapshot:
             decoded_packets=dict(zip(NETWORK_NAMES, s.by_network.tolist(), strict=True)),
             decode_errors=dict(zip(ERROR_REASONS[1:], s.decode_errors[1:].tolist(), strict=True)),
             dissect_errors=dict(s.parsers.errors),
+            parses_skipped=s.enricher.parses_skipped,
             state_write_errors=s.known.write_errors,
             evictions=s.evictions(),
             flows_active=len(s.flows),

@@ -27,6 +27,7 @@ from sensor.dissect import (
     _dns_name,
     _escaped,
     _headers,
+    dns_answer_cost,
     ipv6_text,
     parse_banner,
     parse_dhip,
@@ -507,6 +508,16 @@ def test_wire_text_is_cut_with_an_ellipsis_never_inside_an_escape():
     ("a\u200bb\u2066c", "a\ufffdb\ufffdc")])
 def test_printable_shows_each_character_a_line_or_terminal_would_act_on_as_a_replacement(text, shown):
     assert printable(text) == shown
+
+
+def test_dns_answer_cost_is_the_answer_records_parse_dns_reads():
+    assert dns_answer_cost(dns_query(1, "cam.example")) == 0 and dns_answer_cost(b"\0" * 11) == 0
+    many = dns_response(2, "n.example", [("n.example", 1, 60, f"198.51.100.{k}") for k in range(70)])
+    assert dns_answer_cost(many) == MAX_DNS_RECORDS == len(parse_dns(many).answers)
+    assert dns_answer_cost(dns_response(3, "n.example", [("n.example", 1, 60, "198.51.100.1")])) == 1
+    refused = many[:4] + struct.pack("!HH", 5, 1) + many[8:]   # five questions: refused before any answer is read
+    assert parse_dns(refused) is None and dns_answer_cost(refused) == 0
+    assert dns_answer_cost(many[:6] + struct.pack("!H", 257) + many[8:]) == 0
 
 
 def test_ipv6_text_is_what_ipaddress_prints():

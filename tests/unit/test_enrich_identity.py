@@ -15,7 +15,8 @@ from identity_packets import (
     mdns_record,
     tls_server_flight,
 )
-from sensor.enrich.identity import MAX_SENDER_PARSES_PER_SECOND, ParseBudget
+from sensor.enrich.identity import MAX_SENDER_PARSES_PER_SECOND
+from sensor.enrich.parse_budget import ParseBudget
 
 from .test_dissect_identity import AXIS_DESCRIPTION, DLINK_ANNOUNCEMENT
 from .test_enrich_stage import CAM, CLOUD, NVR, ROUTER_MAC, T0, _run, _t, _u
@@ -144,6 +145,9 @@ def test_the_parse_budget_per_second_in_all_and_per_sender():
     assert [budget.allow("a", 10.1) for _ in range(3)] == [True, True, False]
     assert [budget.allow(s, 10.5) for s in "bcde"] == [True, True, True, False]   # 5 in all this second
     assert budget.allow("a", 11.0) and budget.refused == 2   # a new second, a new budget
+    assert not budget.allow("b", 11.0, cost=3) and budget.allow("b", 11.0, cost=2)   # a cost beyond a share, then one
+    assert budget.allow("c", 11.0, cost=2) and not budget.allow("d", 11.0)   # 5 of 5 in all now
+    assert budget.refused == 4
 
 
 def test_a_flood_of_identity_packets_is_parsed_only_within_its_budget(monkeypatch):

@@ -132,6 +132,30 @@ def test_a_big_answer_teaches_its_names_without_being_remembered_as_parsed(monke
     assert [len(key) + 2 for key in sensor.enricher._dns._parsed] == [len(small)]
 
 
+def test_a_flood_of_unique_answers_is_read_within_its_budget_and_the_sites_own_dns_still_is(monkeypatch):
+    """A forged sender floods unique answers of 64 records each (~260 us apiece to read): within one capture
+    second it is read up to its share of the DNS budget, the rest left unread and counted; the site's resolver
+    answering in the same second, and a camera's question, are read all the same, and the next second has a budget
+    again."""
+    from sensor.enrich.naming import DNS_SENDER_RECORDS_PER_SECOND
+    forger, mac_of_forger = "10.20.0.66", mac("00:40:8c:00:00:66")
+    flood = [(T0 + i / 1000, _u(forger, CAM, 53, 40053, dns_response(i, f"n{i}.example", [
+        (f"n{i}.example", 1, 60, f"198.51.{i}.{k}") for k in range(64)]), src_mac=mac_of_forger, dst_mac=CAM_MAC))
+        for i in range(100)]
+    answer = dns_response(7, "cam.cloud.example", [("cam.cloud.example", 1, 60, CLOUD)])
+    late = dns_response(8, "late.example", [("late.example", 1, 60, f"198.51.200.{k}") for k in range(64)])
+    records = [*flood, (T0 + 0.5, _u(RESOLVER, CAM, 53, 40053, answer, src_mac=ROUTER_MAC, dst_mac=CAM_MAC)),
+               (T0 + 0.6, _u(CAM, RESOLVER, 40053, 53, dns_query(9, "asked.example"))),
+               (T0 + 1.5, _u(forger, CAM, 53, 40053, late, src_mac=mac_of_forger, dst_mac=CAM_MAC))]
+    sensor, events = _run(monkeypatch, records)
+    read = DNS_SENDER_RECORDS_PER_SECOND // 64
+    answered = [e[2] for e in events if e[0] == "dns_answer"]
+    assert answered == [f"n{i}.example" for i in range(read)] + ["cam.cloud.example", "late.example"]
+    assert sensor.enricher.parses_skipped == {"dns": 100 - read, "identity": 0}
+    assert [e[3] for e in events if e[0] == "dns_query"] == ["asked.example"]
+    assert sensor.enricher.names.lookup(CLOUD, T0 + 1) == "cam.cloud.example"
+
+
 def test_an_ipv6_cameras_question_names_its_device_and_resolver_as_printed(monkeypatch):
     cam, resolver, outsider = "2001:db8:20::11", "2001:db8:1::53", "2001:db8:99::1"
     records = [(T0, ethernet(ROUTER_MAC, CAM_MAC, 0x86DD, ipv6(cam, resolver, 17, udp(

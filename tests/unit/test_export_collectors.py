@@ -34,7 +34,8 @@ SILENT = DeviceSnapshot("10.20.0.6", "", "", "", False, "other", "", {}, ())
 RECORDER = DeviceSnapshot("10.20.0.7", "", "Acme", "", False, "nvr", "", {"core": 3}, ())
 SNAPSHOT = SensorSnapshot(
     sensor_name="site-a", packets=25, bytes=2500, decoded_packets={"ipv4": 20, "ipv6": 5},
-    decode_errors={"truncated": 1, "bad_ip_header": 0}, dissect_errors={"dns": 2}, state_write_errors=3,
+    decode_errors={"truncated": 1, "bad_ip_header": 0}, dissect_errors={"dns": 2}, parses_skipped={"dns": 13, "identity": 0},
+    state_write_errors=3,
     evictions={"names": 4, "episodes": 1}, flows_active=7, flows_created=9, flows_expired={"idle": 1, "end": 2},
     alerts={("egress_policy", "high"): 2, ("custom", "low"): 1}, alerts_suppressed={"egress_policy": 5},
     incidents_open={"high": 2, "low": 1}, incident_lines={"open": 4, "update": 1, "close": 1},
@@ -76,6 +77,10 @@ camwatch_dissect_errors_total{parser="tftp_request",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="tls_certificate",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="tls_sni",sensor="site-a"} 0.0
 camwatch_dissect_errors_total{parser="ws_discovery",sensor="site-a"} 0.0
+# HELP camwatch_parses_skipped_total Packets left unread because their reader's parse budget for the capture second was spent (a flood of forged DNS answers or identity packets; a site's own traffic stays far below it).
+# TYPE camwatch_parses_skipped_total counter
+camwatch_parses_skipped_total{parser="dns",sensor="site-a"} 13.0
+camwatch_parses_skipped_total{parser="identity",sensor="site-a"} 0.0
 # HELP camwatch_state_write_errors_total Writes to the state database that failed (disk full, read-only or vanished file); camwatch goes on with what it holds in memory.
 # TYPE camwatch_state_write_errors_total counter
 camwatch_state_write_errors_total{sensor="site-a"} 3.0
