@@ -127,14 +127,24 @@ def _dns_name(msg: bytes, pos: int, keep_case: bool = False) -> tuple[str, int]:
     return ".".join(labels), (end if end is not None else pos)
 
 
-def parse_dns(msg: bytes, every_record: bool = False) -> DnsMessage | None:
-    """Parse a DNS message (UDP payload); None when it is not one. every_record (mDNS): also every question's
-    name and the records of all three sections, names as sent, into .records; at most MAX_DNS_RECORDS in all."""
+def _dns_header(msg: bytes, every_record: bool = False) -> tuple[int, int, int, int, int] | None:
+    """A message's flags and section counts (questions, answers, authority, additional), or None for a header
+    parse_dns refuses before reading anything: too short, or counts no real message has."""
     if len(msg) < 12:
         return None
     _id, flags, qd, an, ns, ar = struct.unpack_from("!HHHHHH", msg)
     if qd > (MAX_DNS_RECORDS if every_record else 4) or an > 256:
         return None
+    return flags, qd, an, ns, ar
+
+
+def parse_dns(msg: bytes, every_record: bool = False) -> DnsMessage | None:
+    """Parse a DNS message (UDP payload); None when it is not one. every_record (mDNS): also every question's
+    name and the records of all three sections, names as sent, into .records; at most MAX_DNS_RECORDS in all."""
+    header = _dns_header(msg, every_record)
+    if header is None:
+        return None
+    flags, qd, an, ns, ar = header
     try:
         pos = 12
         qname = qtype = None
@@ -166,10 +176,8 @@ def parse_dns(msg: bytes, every_record: bool = False) -> DnsMessage | None:
 def dns_answer_cost(msg: bytes) -> int:
     """How many answer records parse_dns(msg) reads (0 for a question, or for a header it refuses unread): what a
     message costs the DNS reader's parse budget (sensor.enrich.naming)."""
-    if len(msg) < 12:
-        return 0
-    qd, an = struct.unpack_from("!HH", msg, 4)
-    return 0 if qd > 4 or an > 256 else min(an, MAX_DNS_RECORDS)
+    header = _dns_header(msg)
+    return 0 if header is None else min(header[2], MAX_DNS_RECORDS)
 
 
 def _read_answers(msg: bytes, pos: int, an: int, out: DnsMessage) -> None:

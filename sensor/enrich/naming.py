@@ -106,18 +106,18 @@ class DnsReader:
         """The row's message, None when it is not one or the parse budget leaves it unread. Cameras ask the same
         questions all day and get the same answers: only the 2-byte ID differs, and the parse does not depend on it,
         so a message seen before is not parsed (nor charged) again."""
-        kept = len(body) <= MAX_CACHED_DNS_BYTES
-        msg = self._parsed.get(body[2:], _UNPARSED) if kept else _UNPARSED
+        key = body[2:] if len(body) <= MAX_CACHED_DNS_BYTES else None
+        msg = self._parsed.get(key, _UNPARSED) if key is not None else _UNPARSED
         if msg is not _UNPARSED:
             return msg
         cost = dns_answer_cost(body)
         if cost and not self.budget.allow(ip_text(dec.src[row].tobytes()), ts, cost):
             return None
         msg = self.parsers.run(parse_dns, body, None)
-        if kept:
+        if key is not None:
             if len(self._parsed) >= DNS_PARSE_CACHE:
                 self._parsed.clear()   # bounded; the repeated messages come straight back
-            self._parsed[body[2:]] = msg
+            self._parsed[key] = msg
         return msg
 
     def _query(self, dec: Decoded, row: int, qname: str, ts: float) -> None:
