@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import struct
+import unicodedata
 
 import pytest
 from conftest import alerts_of, camwatch, evidence_of
@@ -140,9 +142,25 @@ def dns_messages(draw):
 @given(msg=dns_messages())
 def test_dns_parser_is_total(msg):
     parsed = parse_dns(msg)
+    cost = dissect.dns_answer_cost(msg)   # what the DNS reader's budget charges, read before the parse
+    assert 0 <= cost <= dissect.MAX_DNS_RECORDS
     if parsed is not None:
-        assert len(parsed.answers) <= dissect.MAX_DNS_RECORDS
+        assert len(parsed.answers) <= cost
         parsed.addresses()
+
+
+@WIRE
+@given(raw=st.binary(min_size=16, max_size=16) | st.binary(min_size=6, max_size=6).map(lambda t: bytes(10) + t))
+def test_ipv6_text_is_ipaddress_on_any_16_bytes(raw):
+    assert dissect.ipv6_text(raw) == str(ipaddress.IPv6Address(raw))
+
+
+@WIRE
+@given(text=st.text(max_size=40))
+def test_printable_leaves_nothing_a_line_or_terminal_would_act_on(text):
+    shown = dissect.printable(text)
+    assert all(c.isprintable() or unicodedata.category(c) == "Zs" for c in shown)
+    assert all(a == b or b == "\ufffd" for a, b in zip(text, shown, strict=True))
 
 
 @st.composite
