@@ -222,6 +222,21 @@ def flow_keys(dec: Decoded, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return keys, a_is_src
 
 
+def flow_key(dec: Decoded, row: int) -> tuple[bytes, bool]:
+    """flow_keys of one row: its key as bytes, and whether the sender is the key's A side. For the readers that look
+    up a handful of rows' flows a window (a name, a banner's responder), where flow_keys' twenty numpy calls cost
+    ~60 us whatever the count (tests/unit/test_flows.py holds the two equal)."""
+    proto = int(dec.proto[row])
+    if proto == PROTO_ICMP or proto == PROTO_ICMPV6 or dec.fragment[row]:
+        src, dst = dec.src[row].tobytes() + b"\0\0", dec.dst[row].tobytes() + b"\0\0"
+    else:
+        src = dec.src[row].tobytes() + int(dec.sport[row]).to_bytes(2, "big")
+        dst = dec.dst[row].tobytes() + int(dec.dport[row]).to_bytes(2, "big")
+    a_is_src = src <= dst   # the first byte that differs decides; equal ends, the sender is A
+    return (int(dec.vlan[row]).to_bytes(2, "big") + bytes((proto,)) + (src + dst if a_is_src else dst + src)
+            + b"\0", a_is_src)
+
+
 class Groups(NamedTuple):
     """One batch's packets summed per flow key, groups in the order of their first packet; a key reopened by a SYN
     (_parts) is a group per part. Per-direction columns: 0 is A->B (the key's first address sends), 1 is B->A."""

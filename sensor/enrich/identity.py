@@ -8,8 +8,6 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import NamedTuple
 
-import numpy as np
-
 from sensor.certificate import parse_tls_certificate
 from sensor.decode import PROTO_TCP, PROTO_UDP, Decoded, payload
 from sensor.dissect import IDENTITY_PORTS, MDNS_PORT, ParserGuard, parse_banner, parse_http_identity, parse_mdns
@@ -17,7 +15,7 @@ from sensor.enrich.events import EventSink, IdentityReport, UpnpRequest
 from sensor.enrich.inventory import Inventory
 from sensor.enrich.parse_budget import ParseBudget
 from sensor.enrich.scope import SCOPE_CAMERA, Classifier
-from sensor.flows import FlowTable, flow_keys, ip_text
+from sensor.flows import FlowTable, flow_key, ip_text
 
 _CAMERA_DISCOVERY = ("onvif", "sadp", "dhip")
 _IGD_TARGETS = re.compile(rb"(?i)ST:\s*urn:schemas-upnp-org:"
@@ -148,11 +146,11 @@ def _responders(dec: Decoded, rows: list[int], flows: FlowTable | None) -> list[
     """The TCP rows whose sender is its flow's responder (none whose flow is not in the table)."""
     if flows is None:
         return []
-    keys, a_is_src = flow_keys(dec, np.array(rows, dtype=np.int64))
     out = []
-    for row, key, sender_is_a in zip(rows, keys, a_is_src, strict=True):
-        flow = flows.get(key.tobytes(), PROTO_TCP)
-        if flow is not None and bool(sender_is_a) != flow.orig_is_a:
+    for row in rows:
+        key, sender_is_a = flow_key(dec, row)
+        flow = flows.get(key, PROTO_TCP)
+        if flow is not None and sender_is_a != flow.orig_is_a:
             out.append(row)
     return out
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import enum
 import ipaddress
 
-import numpy as np
-
 from sensor.bounded import BoundedLRU
 from sensor.decode import PROTO_TCP, WINDOW, Decoded, payload
 from sensor.dissect import (
@@ -23,7 +21,7 @@ from sensor.enrich.events import DnsAnswer, DnsQuery, EventSink
 from sensor.enrich.inventory import Inventory
 from sensor.enrich.parse_budget import ParseBudget
 from sensor.enrich.scope import SCOPE_CAMERA, Classifier
-from sensor.flows import FlowTable, IPAddress, flow_keys, ip_text
+from sensor.flows import FlowTable, IPAddress, flow_key, ip_text
 
 # Grace after a DNS record's TTL: cameras keep long-lived connections to addresses resolved long ago.
 NAME_GRACE_SECONDS = 3600.0
@@ -138,10 +136,7 @@ def name_flows(dec: Decoded, rows: list[int], flows: FlowTable, parsers: ParserG
     """TLS SNI and HTTP Host name the flow they travel in (rows: TCP rows opening a ClientHello or a request).
     Returns the HTTP requests read, by row, for the readers that want more of them than the Host."""
     requests: list[tuple[int, HttpRequest]] = []
-    if not rows:
-        return requests
-    keys, _ = flow_keys(dec, np.array(rows, dtype=np.int64))
-    for row, key in zip(rows, keys, strict=True):
+    for row in rows:
         body = payload(dec, row, limit=WINDOW * 64)
         if body[:1] == b"\x16":
             name = parsers.run(parse_tls_sni, body, None)
@@ -153,7 +148,7 @@ def name_flows(dec: Decoded, rows: list[int], flows: FlowTable, parsers: ParserG
             name = request.host
         # "Host: 198.51.100.66" names nothing the address does not; a 4 kB SNI names no host either
         if name and len(name) <= MAX_HOST_NAME and not is_address(name):
-            flow = flows.get(key.tobytes(), PROTO_TCP)
+            flow = flows.get(flow_key(dec, row)[0], PROTO_TCP)
             if flow is not None and flow.name is None:
                 flow.name = name
     return requests

@@ -7,6 +7,7 @@ import dataclasses
 import gc
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from packets import ethernet, icmp_echo, ipv4, ipv6, mac, tcp, udp
 from sensor import compiled
 from sensor.config import FlowSettings
 from sensor.decode import decode
-from sensor.flows import Flow, FlowTable, flow_keys, group, group_numpy, proto_name
+from sensor.flows import Flow, FlowTable, flow_key, flow_keys, group, group_numpy, proto_name
 
 from .builders import batch_of
 
@@ -44,6 +45,9 @@ def icmp(src, dst, reply=False):
 def raw_udp(src, dst, sport, dport, payload=b"p" * 10):
     """The same datagram without a link layer (LINKTYPE_RAW): no source MAC."""
     return ipv4(src, dst, 17, udp(src, dst, sport, dport, payload))
+
+
+REAL_RTSP = Path(__file__).resolve().parents[2] / "pcaps" / "real" / "ndpi" / "rtsp.pcap"
 
 
 def ip16(text: str) -> bytes:
@@ -153,6 +157,48 @@ def test_icmp_and_fragments_are_keyed_without_ports(impl):
     fkeys, _ = flow_keys(frag, np.arange(3))
     assert fkeys[2, 19:21].tolist() == [0, 0] and fkeys[2, 37:39].tolist() == [0, 0]
     assert fkeys[2, 2] == 17
+
+
+def _keys_one_by_one(dec, rows):
+    return [flow_key(dec, int(row)) for row in rows]
+
+
+def _keys_together(dec, rows):
+    keys, a_is_src = flow_keys(dec, np.asarray(rows, dtype=np.int64))
+    return [(key.tobytes(), bool(is_a)) for key, is_a in zip(keys, a_is_src, strict=True)]
+
+
+def test_one_rows_key_is_the_batchs_key_of_that_row(impl):
+    """flow_key (a row at a time, for the readers) and flow_keys (the reference) agree on every kind of row: both
+    directions, VLAN tags, ICMP and ICMPv6, fragments, IPv6, a packet to itself, ports that decide the order."""
+    v6a, v6b = "2001:db8::1", "2001:db8::2"
+    frames = [u(CAM, NVR, 50000, 554, vlans=((0x8100, 0x123),)), u(NVR, CAM, 554, 50000),
+              icmp(CAM, NVR), icmp(NVR, CAM, reply=True), u(CAM, CAM, 5000, 5000), u(CAM, CAM, 5001, 5000),
+              t(CAM, NVR, 40000, 80, "S"), t(NVR, CAM, 80, 40000, "SA"),
+              ethernet(NVR_MAC, CAM_MAC, 0x86DD, ipv6(v6a, v6b, 17, udp(v6a, v6b, 5353, 5353, b"x"))),
+              ethernet(CAM_MAC, NVR_MAC, 0x86DD, ipv6(v6b, v6a, 17, udp(v6b, v6a, 5353, 5353, b"x")))]
+    dec = decode(batch_of(frames))
+    rows = range(len(frames))
+    assert _keys_one_by_one(dec, rows) == _keys_together(dec, rows)
+    frag = dataclasses.replace(dec, fragment=np.array([i % 2 == 0 for i in rows]))
+    assert _keys_one_by_one(frag, rows) == _keys_together(frag, rows)
+    # seven flows (the tagged datagram's untagged reply is another flow): a key that lost its VLAN, its ports or its
+    # order would merge some
+    assert len({key for key, _ in _keys_one_by_one(dec, rows)}) == 7
+
+
+def test_one_rows_key_is_the_batchs_key_on_a_real_capture(impl):
+    from sensor.capture import open_file
+
+    reader, _ = open_file(REAL_RTSP)
+    try:
+        batch = next(iter(reader))
+    finally:
+        reader.close()
+    dec = decode(batch)
+    rows = np.flatnonzero(dec.is_ip)[:3000]
+    assert len(rows) > 100
+    assert _keys_one_by_one(dec, rows) == _keys_together(dec, rows)
 
 
 def test_a_packet_to_itself_is_sent_by_the_a_side(impl):
