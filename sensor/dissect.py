@@ -412,7 +412,11 @@ def _unescape(text: str) -> str:
 def _clean(value: str | bytes) -> str:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    return "".join(c for c in value.strip() if c.isprintable())[:MAX_IDENTITY_VALUE]
+    value = value.strip()
+    # most values are printable already: asked once, not a character at a time (a banner's headers, each camera's)
+    if not value.isprintable():
+        value = "".join(c for c in value if c.isprintable())
+    return value[:MAX_IDENTITY_VALUE]
 
 
 def _headers(payload: bytes) -> dict[str, str]:
