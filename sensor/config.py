@@ -10,6 +10,7 @@ malformed or would cost absurd work, and nesting deep enough to exhaust the pars
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 import os
 import re
@@ -458,7 +459,29 @@ class AllowRule(Values):
 
 def name_matches(pattern: str, name: str) -> bool:
     """DNS pattern match: `*.example.com` matches any name below example.com (not example.com itself)."""
-    return fnmatch.fnmatchcase(name.lower().rstrip("."), pattern.lower().rstrip("."))
+    kind, text = _name_rule(pattern)
+    name = name.lower().rstrip(".")
+    if kind == _EXACT:
+        return name == text
+    if kind == _BELOW:
+        return name.endswith(text)
+    return fnmatch.fnmatchcase(name, text)
+
+
+_EXACT, _BELOW, _GLOB = "exact", "below", "glob"
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_rule(pattern: str) -> tuple[str, str]:
+    """How a pattern is matched: a plain name by equality, `*` followed by a plain suffix by the suffix (what
+    fnmatch's `*` means there), anything else by fnmatch. Each name a DNS flood makes up is asked of every
+    indicator's patterns, and fnmatch builds and compiles a regex per pattern; the first two are most patterns."""
+    pattern = pattern.lower().rstrip(".")
+    if not any(c in pattern for c in "*?["):
+        return _EXACT, pattern
+    if pattern.startswith("*") and not any(c in pattern[1:] for c in "*?["):
+        return _BELOW, pattern[1:]
+    return _GLOB, pattern
 
 
 @dataclass(frozen=True, eq=False, repr=False)

@@ -11,6 +11,8 @@ import re
 
 import pytest
 from conftest import REPO
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sensor.config import MIN_DEFAULT_FLOWS, Config, capture_ring_mib, load_config, parse_config
 from sensor.errors import ConfigError
@@ -316,6 +318,31 @@ def test_name_pattern_matching_ignores_case_and_a_trailing_dot():
     assert name_matches("a.example.com", "A.Example.Com.")
     assert not name_matches("*.example.com", "example.com")
     assert not name_matches("a?.example.com", "a.example.com")
+
+
+_NAME_ALPHABET = "ab.*?[]!-E\n"
+
+
+@settings(max_examples=400, deadline=None)
+@given(pattern=st.text(_NAME_ALPHABET, max_size=8), name=st.text(_NAME_ALPHABET, max_size=10))
+def test_name_pattern_matching_is_fnmatch_of_the_folded_name_and_pattern(pattern, name):
+    """The shortcuts for plain names and `*` + a plain suffix answer what fnmatch answers, whatever either holds."""
+    from sensor.config import name_matches
+    want = fnmatch.fnmatchcase(name.lower().rstrip("."), pattern.lower().rstrip("."))
+    assert name_matches(pattern, name) == want
+
+
+def test_name_patterns_of_each_kind_match_as_written():
+    from sensor.config import name_matches
+    assert name_matches("*", "anything.at.all") and name_matches("*", "")
+    assert name_matches("*.example.com", ".example.com")           # fnmatch's * matches nothing too
+    assert name_matches("*example.com", "notexample.com")          # no dot: any name ending so
+    assert name_matches("p2p*.reolink.com", "p2p3.reolink.com") and not name_matches("p2p*.reolink.com",
+                                                                                         "x.reolink.com")
+    assert name_matches("dns*.quad9.net", "dns11.quad9.net")
+    assert not name_matches("example.com", "a.example.com")
+    assert name_matches("*.cam[0-9].example", "a.cam7.example") and name_matches("cam[0-9].example", "cam7.example")
+    assert name_matches("*.cam?.example", "a.cam7.example") and name_matches("*.a*.example", "x.ab.example")
 
 
 def test_basic_auth_users_are_sorted_pairs():
