@@ -176,15 +176,18 @@ def test_one_rows_key_is_the_batchs_key_of_that_row(impl):
               icmp(CAM, NVR), icmp(NVR, CAM, reply=True), u(CAM, CAM, 5000, 5000), u(CAM, CAM, 5001, 5000),
               t(CAM, NVR, 40000, 80, "S"), t(NVR, CAM, 80, 40000, "SA"),
               ethernet(NVR_MAC, CAM_MAC, 0x86DD, ipv6(v6a, v6b, 17, udp(v6a, v6b, 5353, 5353, b"x"))),
-              ethernet(CAM_MAC, NVR_MAC, 0x86DD, ipv6(v6b, v6a, 17, udp(v6b, v6a, 5353, 5353, b"x")))]
+              ethernet(CAM_MAC, NVR_MAC, 0x86DD, ipv6(v6b, v6a, 17, udp(v6b, v6a, 5353, 5353, b"x"))),
+              ethernet(NVR_MAC, CAM_MAC, 0x86DD, ipv6(v6a, v6b, 58, icmp_echo(9, 1)))]
     dec = decode(batch_of(frames))
     rows = range(len(frames))
     assert _keys_one_by_one(dec, rows) == _keys_together(dec, rows)
     frag = dataclasses.replace(dec, fragment=np.array([i % 2 == 0 for i in rows]))
     assert _keys_one_by_one(frag, rows) == _keys_together(frag, rows)
-    # seven flows (the tagged datagram's untagged reply is another flow): a key that lost its VLAN, its ports or its
+    # eight flows (the tagged datagram's untagged reply is another flow): a key that lost its VLAN, its ports or its
     # order would merge some
-    assert len({key for key, _ in _keys_one_by_one(dec, rows)}) == 7
+    assert len({key for key, _ in _keys_one_by_one(dec, rows)}) == 8
+    # ICMPv6 has no ports, whatever its first bytes hold
+    assert _keys_one_by_one(dec, [len(frames) - 1])[0][0][19:21] == b"\0\0"
 
 
 def test_one_rows_key_is_the_batchs_key_on_a_real_capture(impl):
