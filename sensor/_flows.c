@@ -1579,6 +1579,80 @@ static PyObject *evict(PyObject *self, PyObject *args)
     return out;
 }
 
+/* ---- expire (window helper, issue 16) -----------------------------------------------------------------------------
+ * expire(spec, now) -> list of flows. spec: (flow type, table, timeout, table, timeout, ...), the tables Lrus in the
+ * order FlowTable._timeouts gives them. From each table in turn its head is taken out while `now` is more than the
+ * table's timeout past the head's `last` (not `now - last <= timeout`, so a NaN expires it): FlowTable.expire's loop,
+ * which stays the reference for OrderedDict tables. Asked once a one-second window: on sequential camera control
+ * traffic (~10 packets a window, 97,000 windows for 1 M packets) the Python loop's four heads were ~1.2 µs a window.
+ * A `last` that is neither a float nor an int raises TypeError (no Python code runs while a table is read). */
+static PyObject *expire(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    static const char *last_name[] = {"last"};
+    if (nargs != 2 || !PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) % 2 != 1
+            || !PyType_Check(PyTuple_GET_ITEM(args[0], 0))) {
+        PyErr_SetString(PyExc_TypeError, "expire: (flow type, table, timeout, ...) and a time");
+        return NULL;
+    }
+    double now = PyFloat_AsDouble(args[1]);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    PyObject *spec = args[0];
+    PyTypeObject *flow_type = (PyTypeObject *)PyTuple_GET_ITEM(spec, 0);
+    Py_ssize_t last_off, pairs = PyTuple_GET_SIZE(spec) / 2;
+    if (offsets_interned(flow_type, last_name, evict_names, 1, &last_off) < 0)
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t p = 0; p < pairs; p++) {
+        PyObject *table = PyTuple_GET_ITEM(spec, 1 + 2 * p);
+        double timeout = PyFloat_AsDouble(PyTuple_GET_ITEM(spec, 2 + 2 * p));
+        if (timeout == -1.0 && PyErr_Occurred())
+            goto fail;
+        if (!Py_IS_TYPE(table, &LruType)) {
+            PyErr_SetString(PyExc_TypeError, "expire: the tables must be Lrus");
+            goto fail;
+        }
+        Lru *t = (Lru *)table;
+        while (t->n > 0) {
+            PyObject *flow = t->ent[t->head].value, *v;
+            if (!PyObject_TypeCheck(flow, flow_type)) {   /* its slots are read by offset: a Flow only */
+                PyErr_SetString(PyExc_TypeError, "expire: a table holds something other than a flow");
+                goto fail;
+            }
+            if ((v = SLOT(flow, last_off)) == NULL) {
+                PyErr_SetString(PyExc_AttributeError, "expire: a flow without its last time");
+                goto fail;
+            }
+            double last;
+            if (PyFloat_Check(v))
+                last = PyFloat_AS_DOUBLE(v);
+            else if (PyLong_Check(v) && !((last = PyLong_AsDouble(v)) == -1.0 && PyErr_Occurred()))
+                ;
+            else {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "expire: a flow's last time is not a number");
+                goto fail;
+            }
+            if (now - last <= timeout)
+                break;
+            PyObject *k, *gone;
+            lru_remove(t, lru_slot_of(t, t->head), &k, &gone);
+            int failed = PyList_Append(out, gone);
+            Py_DECREF(k);
+            Py_DECREF(gone);
+            if (failed)
+                goto fail;
+        }
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+/* ---- end of expire ---- */
+
 /* ---- orient (window helper, issue 16) -----------------------------------------------------------------------------
  * orient(proto, fragment, sport, dport, tcp_flags, vlan, ts, rows, first, first_dir)
  *     -> (orig_is_a, orig_port, resp_port, vlan, first_ts) as bytes (uint8, int64, int64, int64, float64 per group)
@@ -2010,6 +2084,7 @@ static PyMethodDef methods[] = {
     {"key_hash", key_hash_py, METH_O, "The Lru's keyed hash of a bytes key."},
     {"apply", (PyCFunction)(void (*)(void))apply, METH_FASTCALL, "Apply a batch's flow groups to the flow table's OrderedDicts."},
     {"evict", evict, METH_VARARGS, "Take the least recently active flows out of the flow table's OrderedDicts."},
+    {"expire", (PyCFunction)(void (*)(void))expire, METH_FASTCALL, "Take the flows idle past their table's timeout from the tables' heads."},
     {"orient", (PyCFunction)(void (*)(void))orient, METH_FASTCALL, "Each group's originator, ports, VLAN and first time, as flows.orient."},
     {"lazy_port", lazy_port, METH_VARARGS, "A Flow port slot's descriptor that reads the port from the key."},
     {"columns", columns, METH_VARARGS, "A list of flows' keys, originators, senders, MACs and first times as columns."},

@@ -479,6 +479,12 @@ class FlowTable:
         self.expired: dict[str, int] = {"idle": 0, "active": 0, "evicted": 0, "end": 0}
         self._last_active_sweep = float("-inf")
         self._tables = (self._tcp, self._closed, self._udp, self._other)   # _flows.apply's order
+        # _flows.expire's argument, when the tables are Lrus (else expire's own loop, the reference, reads them)
+        ext = compiled.flows_extension
+        self._expiry: tuple | None = (
+            (Flow, *(part for pair in self._timeouts for part in pair))
+            if ext is not None and hasattr(ext, "expire") and all(isinstance(t, ext.Lru) for t in self._tables)
+            else None)
         self._columns_of: Decoded | None = None   # the batch whose columns _columns holds (_batch_columns)
         self._columns: tuple[memoryview, ...] = ()
 
@@ -650,12 +656,8 @@ class FlowTable:
 
     def expire(self, now: float) -> list[Flow]:
         """Flows idle longer than their timeout, or active longer than the active timeout, at time `now`."""
-        out: list[Flow] = []
-        for table, timeout in self._timeouts:
-            # the head's flow alone, and popped from the front: asked once a window, most often of tables whose
-            # head stays (an item's tuple and key cost a third of the call)
-            while table and not now - next(iter(table.values())).last <= timeout:
-                out.append(table.popitem(last=False)[1])
+        out = (compiled.flows_extension.expire(self._expiry, now) if self._expiry is not None
+               else self._expire_python(now))
         if out:   # most windows expire nothing: no call
             self._end(out, "idle")
         active = self.settings.active_timeout
@@ -664,6 +666,17 @@ class FlowTable:
             for table, _ in self._timeouts:
                 stale = [k for k, f in table.items() if now - f.first > active]
                 out.extend(self._end([table.pop(k) for k in stale], "active"))
+        return out
+
+    def _expire_python(self, now: float) -> list[Flow]:
+        """The idle part of expire: each table's head taken out while it has been idle past the table's timeout.
+        The reference of _flows.expire (sensor/_flows.c), which does it for Lru tables."""
+        out: list[Flow] = []
+        for table, timeout in self._timeouts:
+            # the head's flow alone, and popped from the front: asked once a window, most often of tables whose
+            # head stays (an item's tuple and key cost a third of the call)
+            while table and not now - next(iter(table.values())).last <= timeout:
+                out.append(table.popitem(last=False)[1])
         return out
 
     def _evict(self) -> list[Flow]:

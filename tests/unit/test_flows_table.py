@@ -297,3 +297,72 @@ def test_eviction_refuses_a_flow_without_its_last_time(kind):
     flow.last = 2.0
     assert compiled.flows_extension.evict(tuple(tables), 1, Flow) == [flow]  # type: ignore[union-attr]
     assert len(tables[1]) == 0
+
+
+def _expire_reference(tables, timeouts, now):
+    out = []
+    for table, timeout in zip(tables, timeouts, strict=True):
+        while table and not now - next(iter(table.values())).last <= timeout:
+            out.append(table.popitem(last=False)[1])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_expiry_in_c_takes_what_the_loop_takes_from_each_head(seed):
+    """_flows.expire against FlowTable's loop (its reference) on four tables whose flows' last times are in no
+    order (a head that stays hides an older flow behind it, in both), at times that expire none, some or all of a
+    table, and at NaN and the infinities; int last times read as the loop reads them."""
+    from collections import OrderedDict
+    rng = random.Random(seed)
+    flows = []
+    for i in range(rng.randint(0, 60)):
+        flow = Flow(i.to_bytes(40, "big"), 0, 17, 1, 2, 0.0)
+        flow.last = rng.choice([rng.uniform(0, 1000), float(rng.randrange(1000)), rng.randrange(1000)])
+        flows.append(flow)
+    lrus, refs = [_lru() for _ in range(4)], [OrderedDict() for _ in range(4)]
+    for flow in flows:
+        k = rng.randrange(4)
+        lrus[k][flow.key] = refs[k][flow.key] = flow
+    timeouts = [rng.choice([0, 30, 120.0, 3600.0]) for _ in range(4)]
+    spec = (Flow, *(part for pair in zip(lrus, timeouts, strict=True) for part in pair))
+    for now in sorted(rng.uniform(0, 2000) for _ in range(6)) + [float("-inf"), float("nan"), float("inf")]:
+        assert compiled.flows_extension.expire(spec, now) == _expire_reference(refs, timeouts, now)  # type: ignore[union-attr]
+        for lru, ref in zip(lrus, refs, strict=True):
+            _same(lru, ref)
+    assert all(len(lru) == 0 for lru in lrus) or not flows   # NaN expires every head, and so every flow
+
+
+def test_expiry_in_c_refuses_what_it_cannot_read():
+    """Total: a non-flow, a flow without its last time or with one that is not a number, an OrderedDict table and
+    a malformed spec are errors, never a wrong read; a table read before the error keeps what was not taken."""
+    from collections import OrderedDict
+    ext = compiled.flows_extension
+    lru = _lru()
+    flow = Flow(b"\0\0\x06" + bytes(37), 0, 6, 1, 2, 1.0)
+    lru[flow.key] = flow
+    with pytest.raises(TypeError, match="flow type"):
+        ext.expire((lru, 1.0), 5.0)  # type: ignore[union-attr]
+    with pytest.raises(TypeError, match="must be Lrus"):
+        ext.expire((Flow, OrderedDict(), 1.0), 5.0)  # type: ignore[union-attr]
+    flow.last = "soon"   # type: ignore[assignment]
+    with pytest.raises(TypeError, match="not a number"):
+        ext.expire((Flow, lru, 1.0), 5.0)  # type: ignore[union-attr]
+    del flow.last
+    with pytest.raises(AttributeError):
+        ext.expire((Flow, lru, 1.0), 5.0)  # type: ignore[union-attr]
+    flow.last = 1.0
+    stranger = _lru()
+    stranger[b"x" * 40] = object()
+    with pytest.raises(TypeError, match="other than a flow"):
+        ext.expire((Flow, lru, 10.0, stranger, 1.0), 5.0)  # type: ignore[union-attr]
+    assert list(lru.values()) == [flow]   # idle 4 s of its 10: kept
+    assert ext.expire((Flow, lru, 4), 5.0) == [] and len(lru) == 1   # idle exactly its timeout: kept  # type: ignore[union-attr]
+    assert ext.expire((Flow, lru, 1.0), 5.0) == [flow] and len(lru) == 0  # type: ignore[union-attr]
+
+
+def test_a_flow_table_expires_through_c_only_on_lrus(monkeypatch):
+    """FlowTable hands _flows.expire its tables when they are Lrus, and keeps its own loop for OrderedDicts."""
+    monkeypatch.setattr(compiled, "table", True)
+    assert FlowTable(FlowSettings())._expiry is not None
+    monkeypatch.setattr(compiled, "table", False)
+    assert FlowTable(FlowSettings())._expiry is None
