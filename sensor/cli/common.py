@@ -109,13 +109,57 @@ def load_model(args: argparse.Namespace) -> AnomalyModel | None:
     return AnomalyModel.load(args.model)
 
 
-def distinct_outputs(alerts: str | None, flows: str | None) -> None:
-    """Two logs opened on one file would write over each other: refused, unless it is a device (/dev/null)."""
-    if not alerts or not flows or "-" in (alerts, flows):
-        return
-    same = Path(alerts).resolve() == Path(flows).resolve()
-    if same and (Path(alerts).is_file() or not Path(alerts).exists()):
-        raise CamwatchError(f"--alerts and --flows both name {alerts}: give each log its own file")
+def distinct_outputs(args: argparse.Namespace, config: Config) -> None:
+    """Each output its own file, and none of them a file the command reads. Two outputs on one file write over
+    each other; an output on an input destroys it: the alert and flow logs are started afresh when the sensor is
+    built (a capture named as --alerts was empty by the time it was read), and the metrics file replaces its target
+    at the end (a capture, the config or the state database gone, without a word). Refused before anything is
+    opened. Standard output ('-') and what is not a regular file once it exists (/dev/null, a terminal, a pipe)
+    may be named by several."""
+    outputs = [(flag, path) for flag, path in (("--alerts", args.alerts), ("--flows", getattr(args, "flows", None)),
+                                               ("--metrics-out", getattr(args, "metrics_out", None)))
+               if path and path != "-" and _may_be_clobbered(path)]
+    inputs = ([(path, "a capture it reads") for path in getattr(args, "pcaps", ())]
+              + [(path, what) for path, what in ((getattr(args, "config", None), "its config"),
+                                                 (getattr(args, "model", None), "its model"),
+                                                 (config.state_path, "its state database")) if path])
+    for i, (flag, path) in enumerate(outputs):
+        for other_flag, other in outputs[:i]:
+            if _same_file(path, other):
+                raise CamwatchError(f"{other_flag} and {flag} both name {other}: give each output its own file"
+                                    if {flag, other_flag} != {"--alerts", "--flows"} else
+                                    f"--alerts and --flows both name {other}: give each log its own file")
+        for source, what in inputs:
+            if _same_file(path, source):
+                raise CamwatchError(f"{flag} names {path}, {what}: the output would destroy it")
+
+
+def _may_be_clobbered(path: str) -> bool:
+    """A regular file, or nothing yet (it would be made one)."""
+    target = Path(path)
+    return target.is_file() or not target.exists()
+
+
+def _same_file(a: str, b: str) -> bool:
+    """One file by two names: the same resolved path, or (both existing) the same inode, as a hard link is."""
+    first, second = Path(a), Path(b)
+    if first.resolve() == second.resolve():
+        return True
+    try:
+        return first.exists() and second.exists() and os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def writable_target(path: str, what: str) -> None:
+    """Refuse, before any work, a file that will only be written at the end (--metrics-out): a directory that does
+    not exist, or a path that is one, would otherwise be found after the whole run."""
+    target = Path(path)
+    folder = target.parent
+    reason = ("No such file or directory" if not folder.is_dir() else "Is a directory" if target.is_dir()
+              else "Permission denied" if not os.access(folder, os.W_OK | os.X_OK) else None)
+    if reason is not None:
+        raise CamwatchError(f"{path}: cannot write {what}: {reason}")
 
 
 def require_files(paths: Iterable[str], *, regular: bool = False) -> None:

@@ -19,13 +19,13 @@ from sensor.capture import Batch, open_file
 from sensor.config import Config
 from sensor.detect.incidents import END, SHUTDOWN
 from sensor.enrich.geography import Geography
-from sensor.errors import CaptureError
+from sensor.errors import CamwatchError, CaptureError
 from sensor.export import build_registry, write_metrics_file
 from sensor.export.alert_log import AlertLog
 from sensor.export.lines import Flusher
 from sensor.pipeline import Sensor
 
-from .common import distinct_outputs, format_address
+from .common import distinct_outputs, format_address, writable_target
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -215,7 +215,10 @@ class Session:
                  ready: Callable[[], bool] = lambda: True):
         """append: the output files are added to (live), not started afresh (replay)."""
         self.args = args
-        distinct_outputs(args.alerts, getattr(args, "flows", None))
+        distinct_outputs(args, config)
+        if args.metrics_out:
+            writable_target(args.metrics_out, "metrics")
+        self.output_failures: list[str] = []   # outputs that could not be written at the end (their messages)
         self.stop = threading.Event()
         install_stop_handlers(self.stop)
         # The [geo] databases are checked before any output is created: a bad path is one line and nothing else.
@@ -292,10 +295,14 @@ class Session:
             self._close_outputs()
 
     def _close_outputs(self) -> None:
-        """The metrics file written, then the alert log and the state database closed, whatever went before."""
+        """The metrics file written, then the alert log and the state database closed, whatever went before. A
+        metrics file that cannot be written now (the disk filled, the directory went) is reported with the
+        summary, not instead of it (output_failures)."""
         try:
             if self.args.metrics_out and self.registry is not None:
                 write_metrics_file(self.registry, self.args.metrics_out)
+        except CamwatchError as exc:
+            self.output_failures.append(str(exc))
         finally:
             self._close_files()
             self.sensor.close()

@@ -11,6 +11,7 @@ from sensor.errors import CamwatchError
 from .common import (
     EXIT_CAPTURE,
     EXIT_OK,
+    EXIT_USAGE,
     add_output_options,
     load_model,
     metrics_listen,
@@ -64,6 +65,7 @@ def replay(args: argparse.Namespace) -> int:
     if not args.quiet:
         print_summary(sensor, session.elapsed, len(args.pcaps), session.flow_log)
     report_errors(files.failures)
+    report_errors(session.output_failures)
     if session.server and not session.stop.is_set():
         if not args.quiet:
             sys.stderr.write("camwatch: replay finished; still serving metrics (Ctrl-C or SIGTERM to stop)\n")
@@ -72,4 +74,4 @@ def replay(args: argparse.Namespace) -> int:
         while not session.stop.wait(0.5):
             pass
     session.close_server()
-    return EXIT_CAPTURE if files.failures else EXIT_OK
+    return EXIT_USAGE if session.output_failures else EXIT_CAPTURE if files.failures else EXIT_OK

@@ -16,7 +16,7 @@ from sensor.config import Config, load_config
 from sensor.errors import CamwatchError, CaptureError, StartCancelled
 from sensor.pipeline import Sensor
 
-from .common import EXIT_CAPTURE, EXIT_OK, add_output_options, load_model, metrics_listen, report_errors
+from .common import EXIT_CAPTURE, EXIT_OK, EXIT_USAGE, add_output_options, load_model, metrics_listen, report_errors
 from .loop import Session, print_summary
 
 if TYPE_CHECKING:
@@ -196,4 +196,5 @@ def _report(args: argparse.Namespace, session: Session, live: LiveCapture | Tpac
     elif not failures and live.killed:
         failures = ["dumpcap did not stop on SIGTERM and was killed; packets it still held are lost"]
     report_errors(failures)
-    return EXIT_CAPTURE if failures else EXIT_OK
+    report_errors(session.output_failures)
+    return EXIT_USAGE if session.output_failures else EXIT_CAPTURE if failures else EXIT_OK

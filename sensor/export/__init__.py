@@ -18,6 +18,7 @@ per packet.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING
 
 from sensor.errors import CamwatchError
@@ -86,9 +87,17 @@ def build_registry(sensor: Sensor, process: bool = True) -> CollectorRegistry:
 
 
 def write_metrics_file(registry: CollectorRegistry, path: str) -> None:
-    from prometheus_client import write_to_textfile
+    """A regular file (or a new one) is replaced whole, through a temporary file and a rename
+    (prometheus_client's write_to_textfile), so a textfile collector never reads half of it. Anything else that
+    exists (/dev/null, a pipe, a terminal) is written in place: a rename would put a regular file where the
+    device was, and as root /dev/null itself would be gone."""
+    from prometheus_client import generate_latest, write_to_textfile
 
     try:
-        write_to_textfile(path, registry)
+        if os.path.exists(path) and not os.path.isfile(path):
+            with open(path, "wb") as out:
+                out.write(generate_latest(registry))
+        else:
+            write_to_textfile(path, registry)
     except OSError as exc:
         raise CamwatchError(f"{path}: cannot write metrics: {exc.strerror}") from None

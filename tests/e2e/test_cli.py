@@ -226,6 +226,93 @@ def test_good_files_after_a_bad_one_are_still_processed(tmp_path):
     assert [a["event"] for a in alerts_of(proc.stdout)] == ["open", "close"]
 
 
+@pytest.mark.parametrize("output", ["--alerts", "--flows", "--metrics-out"])
+def test_an_output_never_names_an_input(tmp_path, output):
+    """An output on a file the replay reads would destroy it (the logs start afresh before the capture is read; the
+    metrics file replaces its target at the end): refused before anything is opened, a hard link too."""
+    capture, config = tmp_path / "site.pcap", tmp_path / "site.toml"
+    shutil.copy(SITE, capture)
+    shutil.copy(SITE_CONFIG, config)
+    (tmp_path / "link.pcap").hardlink_to(capture)
+    state = tmp_path / "state.db"
+    config.write_text(config.read_text() + f'\n[state]\npath = "{state}"\n')
+    for target, what in ((capture, "a capture it reads"), (tmp_path / "link.pcap", "a capture it reads"),
+                         (config, "its config"), (state, "its state database")):
+        before = capture.read_bytes(), config.read_bytes()
+        proc = camwatch("replay", capture, "--config", config, output, target, "--quiet")
+        assert proc.returncode == 2, target
+        assert proc.stderr == f"camwatch: error: {output} names {target}, {what}: the output would destroy it\n"
+        assert (capture.read_bytes(), config.read_bytes()) == before
+    assert not state.exists()   # refused before the sensor (and its state database) was made
+
+
+def test_two_outputs_never_share_a_file_but_may_share_a_device(tmp_path):
+    same = tmp_path / "out"
+    proc = camwatch("replay", SITE, "--alerts", same, "--metrics-out", tmp_path / "." / "out", "--quiet")
+    assert proc.returncode == 2 and not same.exists()
+    assert proc.stderr == (f"camwatch: error: --alerts and --metrics-out both name {same}: "
+                           "give each output its own file\n")
+    proc = camwatch("replay", SITE, "--flows", same, "--metrics-out", same, "--quiet")
+    assert proc.returncode == 2 and "--flows and --metrics-out both name" in proc.stderr
+
+
+def _device(path, minor: int):
+    """A character device node of our own (1, minor: 3 is null, 7 is full), so that a regression replaces it, not
+    the system's /dev/null; only root may make one."""
+    import os
+    import stat
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, minor))
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+    return path
+
+
+def _still_device(path, minor: int) -> bool:
+    import os
+    import stat
+    st = os.stat(path)
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, minor)
+
+
+def test_metrics_to_a_device_or_a_pipe_are_written_in_place(tmp_path):
+    """A rename over the target would leave a regular file where the device or pipe was (as root, /dev/null
+    itself was replaced): what is not a regular file is written to, and stays what it was."""
+    import os
+    import stat
+    import threading
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(pipe.read_bytes()), daemon=True)
+    reader.start()
+    proc = camwatch("replay", SITE, "--alerts", "/dev/null", "--metrics-out", pipe, "--quiet")
+    reader.join(30)
+    assert proc.returncode == 0 and stat.S_ISFIFO(pipe.stat().st_mode)
+    assert value(metric_values(b"".join(got).decode()), "camwatch_packets_total") == capinfos(SITE)["packets"]
+    null = _device(tmp_path / "null", 3)
+    proc = camwatch("replay", SITE, "--alerts", null, "--flows", null, "--metrics-out", null, "--quiet")
+    assert proc.returncode == 0 and _still_device(null, 3)
+
+
+def test_a_metrics_file_that_cannot_be_written_is_refused_at_start_or_reported_after_the_summary(tmp_path):
+    """A missing directory is found before the capture is read, as --alerts's is; a write that fails at the end
+    (a full disk) still leaves the summary and the alerts, then one error line and exit 2."""
+    missing = tmp_path / "nodir" / "m.prom"
+    proc = camwatch("replay", SITE, "--metrics-out", missing)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == f"camwatch: error: {missing}: cannot write metrics: No such file or directory\n"
+    proc = camwatch("replay", SITE, "--metrics-out", tmp_path)
+    assert proc.stderr == f"camwatch: error: {tmp_path}: cannot write metrics: Is a directory\n"
+    full = _device(tmp_path / "full", 7)
+    proc = camwatch("replay", SITE, "--metrics-out", full)
+    assert proc.returncode == 2 and _still_device(full, 7)
+    assert [a["event"] for a in alerts_of(proc.stdout)] == ["open", "close"]
+    summary, error = proc.stderr.rsplit("camwatch: error: ", 1)
+    assert "packets" in summary and "detections" in summary
+    assert error == f"{full}: cannot write metrics: No space left on device\n"
+
+
 @pytest.mark.parametrize("toml,needle", [
     ('[networks]\ncameras = ["10.0.0.0/8"]\n', "unknown key networks.cameras"),
     ('[networks]\ncamera = ["10.0.0.300/8"]\n', "is not an IP network"),
