@@ -67,8 +67,8 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
                         help="write a JSON line per ended flow here (Zeek conn.log fields); '-' is stdout")
     parser.add_argument("--metrics-out", metavar="FILE", help="write the final Prometheus text exposition here")
     parser.add_argument("--serve", metavar="ADDR:PORT",
-                        help=f"serve /metrics, /healthz, /readyz (e.g. {DEFAULT_METRICS_ADDRESS[0]}:"
-                             f"{DEFAULT_METRICS_ADDRESS[1]})")
+                        help="serve /metrics, /inventory, /countries, /healthz, /readyz "
+                             f"(e.g. {DEFAULT_METRICS_ADDRESS[0]}:{DEFAULT_METRICS_ADDRESS[1]})")
     parser.add_argument("--quiet", action="store_true", help="no summary or progress on stderr")
     parser.add_argument("--model", metavar="FILE", help="learned baseline (models/NAME.json) for the anomaly detector")
 
@@ -129,9 +129,14 @@ def distinct_outputs(args: argparse.Namespace, config: Config) -> None:
                 raise CamwatchError(f"{other_flag} and {flag} both name {other}: give each output its own file"
                                     if {flag, other_flag} != {"--alerts", "--flows"} else
                                     f"--alerts and --flows both name {other}: give each log its own file")
-        for source, what in inputs:
-            if _same_file(path, source):
-                raise CamwatchError(f"{flag} names {path}, {what}: the output would destroy it")
+        refuse_input_as_output(flag, path, inputs)
+
+
+def refuse_input_as_output(flag: str, path: str, inputs: Iterable[tuple[str, str]]) -> None:
+    """An output on one of the command's inputs ((path, what it is) pairs) would destroy it: refused."""
+    for source, what in inputs:
+        if _same_file(path, source):
+            raise CamwatchError(f"{flag} names {path}, {what}: the output would destroy it")
 
 
 def _may_be_clobbered(path: str) -> bool:

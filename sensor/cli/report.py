@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 from sensor.config import Config
 from sensor.errors import CamwatchError
 
-from .common import EXIT_CAPTURE, EXIT_OK, add_sensor_access_options, report_errors, require_files, sensor_access
+from .common import (
+    EXIT_CAPTURE,
+    EXIT_OK,
+    add_sensor_access_options,
+    refuse_input_as_output,
+    report_errors,
+    require_files,
+    sensor_access,
+)
 
 if TYPE_CHECKING:
     from sensor.report import Estate
@@ -73,8 +81,18 @@ def report(args: argparse.Namespace) -> int:
         raise CamwatchError("report: give capture files, --state DB or --url of a running sensor")
     # The report's modules (jinja2 among them) only for this command: every other one starts without them.
     from sensor.report import context, load_report_config, render_html, write_csv
+    from sensor.report.render import CSV_FILES
+    from sensor.report.sources import split_label
 
     out = _check_output(args.out, "--out")
+    inputs = ([(path, "a capture it reads") for path in args.pcaps]
+              + [(split_label(value)[1], "a state database it reads") for value in args.state]
+              + [(path, "an alert log it reads") for path in args.alerts]
+              + ([(args.config, "its config")] if args.config else []))
+    refuse_input_as_output("--out", args.out, inputs)
+    if args.csv:
+        for name in CSV_FILES:
+            refuse_input_as_output("--csv", str(Path(args.csv) / name), inputs)
     config, sites = load_report_config(args.config)
     started = time.monotonic()
     estate = _gather(args, config)

@@ -212,9 +212,12 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
         writer.writerows([safe_cell(c) for c in row] for row in rows)
 
 
+CSV_FILES = ("removal.csv", "inventory.csv")   # what write_csv writes in its directory
+
+
 def write_csv(ctx: dict[str, Any], directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
-    removal, inventory = directory / "removal.csv", directory / "inventory.csv"
+    removal, inventory = (directory / name for name in CSV_FILES)
     _write_csv(removal, ["rank", "site", "ip", "mac", "maker", "covered_basis", "role", "model", "firmware",
                          *FINDINGS, "reasons", "evidence", "public_bytes"],
                [[r.rank, r.record.site, r.record.ip, r.record.doc["mac"] or "", r.record.doc["maker"] or "",

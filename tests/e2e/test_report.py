@@ -518,3 +518,25 @@ def test_report_names_the_countries_a_real_camera_sends_to(tmp_path):
     proc = report(capture, "--config", off, "--out", tmp_path / "off.html", "--csv", tmp_path / "off")
     assert proc.returncode == 0, proc.stderr
     assert read_csv(tmp_path / "off" / "removal.csv")[0]["watched"] == "no"
+
+
+def test_the_report_never_writes_over_what_it_reads(tmp_path):
+    """--out or a --csv file naming a capture, an alert log or the config would destroy it: refused, exit 2,
+    before anything is read."""
+    import shutil
+    capture, alerts, config = tmp_path / "site.pcap", tmp_path / "csv" / "removal.csv", tmp_path / "c.toml"
+    shutil.copy(SYNTHETIC / "camera_site.pcap", capture)
+    alerts.parent.mkdir()
+    alerts.write_text("")
+    config.write_text("")
+    before = capture.read_bytes()
+    for extra, message in (
+            (["--out", capture], f"--out names {capture}, a capture it reads"),
+            (["--out", config, "--config", config], f"--out names {config}, its config"),
+            (["--out", tmp_path / "r.html", "--alerts", alerts, "--csv", alerts.parent],
+             f"--csv names {alerts}, an alert log it reads")):
+        proc = camwatch("report", capture, *extra)
+        assert proc.returncode == 2
+        assert proc.stderr == f"camwatch: error: {message}: the output would destroy it\n"
+    assert capture.read_bytes() == before and alerts.read_text() == "" and config.read_text() == ""
+    assert not (tmp_path / "r.html").exists()

@@ -130,3 +130,10 @@ def test_registry_names_are_unique_and_the_metrics_label_every_one():
     names = registry.names()
     assert len(set(names)) == len(names) == len(DETECTORS) and EXPORTED == names
     assert all(issubclass(cls, Detector) and cls.interest <= set(SCOPES) for cls in DETECTORS)
+
+
+def test_the_alert_contract_lists_every_registered_detector():
+    """The README's `detector` field row names what the field can hold: every registered detector, in order."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| `detector` |"))
+    assert re.findall(r"`([a-z_]+)`", row.split("|")[2].rsplit(": ", 1)[1]) == [cls.name for cls in DETECTORS]
