@@ -29,6 +29,7 @@ from sensor.enrich.scope import (
     SCOPE_ALLOWED,
     SCOPE_CAMERA,
     SCOPE_CORE,
+    SCOPE_PRIVATE,
     SCOPE_PUBLIC,
     Classifier,
     flow_context,
@@ -95,6 +96,14 @@ class Enricher:
         if ctx is None or ctx[6] != classifier.generation:
             ctx = flow_context(classifier, flow)
         orig, resp = ctx[0], ctx[1]
+        if not upd.new and (orig == SCOPE_PRIVATE or resp == SCOPE_PRIVATE) and classifier.zero_config:
+            # A later second of a known flow is a later sighting of its senders: the one that confirms a network
+            # whose hosts each keep one long flow (a camera streaming to its recorder, a device that only
+            # broadcasts), which the flows' first seconds alone never would.
+            self._link.note_flow(upd)
+            if ctx[6] != classifier.generation:
+                ctx = flow_context(classifier, flow)
+                orig, resp = ctx[0], ctx[1]
         if orig == SCOPE_CAMERA or resp == SCOPE_CAMERA:
             ctx = self._side(upd, ctx, True)
             ctx = self._side(upd, ctx, False)

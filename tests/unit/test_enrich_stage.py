@@ -15,7 +15,7 @@ from sensor.enrich import SCOPES, ManufDatabase
 from sensor.enrich import new_flows as new_flow_batch
 from sensor.enrich.geography import UNKNOWN, Geography, Place
 from sensor.enrich.inventory import MAX_ROUTER_MACS
-from sensor.enrich.scope import flow_context
+from sensor.enrich.scope import SCOPE_PRIVATE, flow_context
 from sensor.enrich.series import ByteSeries
 from sensor.enrich.stage import Enricher
 from sensor.flows import new_update
@@ -387,6 +387,9 @@ def _flow_update_reference(self, upd):
     ctx = flow.context
     if ctx is None or ctx[6] != self.classifier.generation:
         ctx = flow_context(self.classifier, flow)
+    if not upd.new and SCOPE_PRIVATE in ctx[:2] and self.classifier.zero_config:   # a later sighting (flow_update)
+        self._link.note_flow(upd)
+        ctx = flow_context(self.classifier, flow)
     ctx = self._side(upd, ctx, True)
     ctx = self._side(upd, ctx, False)
     if not upd.new:
@@ -524,9 +527,10 @@ def test_a_public_originator_heard_only_in_a_later_second_marks_its_router(monke
 def test_a_flows_remembered_scopes_are_worked_out_again_once_a_network_is_learnt(monkeypatch):
     """Zero-config: a flow's scopes, remembered from its second second on, are stale once the sensor learns a
     camera-side network (here another host's /24, from a second sighting of it with its MAC): a private host taken
-    for camera-side until then is private from then on, and its flow's later packets no longer count for it."""
+    for camera-side until then is private from then on, and its flow's later packets no longer count for it. That
+    host's frames carry no source MAC of their own (all zeros), so they never teach its network themselves."""
     host, host_mac = "192.168.7.9", mac("3c:ef:8c:00:00:09")
-    other, other_mac = "192.168.9.20", mac("3c:ef:8c:00:00:20")
+    other, other_mac = "192.168.9.20", bytes(6)
     records = [(T0, _u(host, CLOUD, 40000, 8800, b"a" * 10, src_mac=host_mac)),
                (T0, _u(other, CLOUD, 40000, 8800, b"a" * 10, src_mac=other_mac)),
                (T0 + 1.1, _u(other, CLOUD, 40000, 8800, b"b" * 10, src_mac=other_mac)),
@@ -537,6 +541,29 @@ def test_a_flows_remembered_scopes_are_worked_out_again_once_a_network_is_learnt
     assert (scope(host), scope(other)) == ("camera", "private")
     dev = sensor.inventory.devices.get(other)
     assert (dev.packets_sent, dev.bytes_sent) == (2, len(records[1][1]) + len(records[2][1]))
+
+
+@pytest.mark.parametrize("first", ["learnt first", "alone"])
+def test_hosts_that_each_keep_one_long_flow_teach_their_network(monkeypatch, first):
+    """Zero-config: a network is learnt from a host seen with its own MAC in two seconds. Hosts that each keep a
+    single flow (a camera streaming to its recorder, a device that only broadcasts) are seen again in their flow's
+    later seconds: their /24 is learnt and they are devices, whether or not another network was learnt before
+    (the order of the capture files gave 1 device or 14 before)."""
+    hosts = {f"192.168.242.{k}": mac(f"3c:ef:8c:00:01:{k:02x}") for k in range(10, 14)}
+    records = []
+    if first == "learnt first":   # 192.168.1.0/24 learnt: a host of it with two flows a second apart
+        lan, lan_mac = "192.168.1.2", mac("3c:ef:8c:00:00:02")
+        records += [(T0, _u(lan, CLOUD, 5060, 5060, b"r" * 20, src_mac=lan_mac)),
+                    (T0 + 1.5, _u(lan, CLOUD, 5061, 5060, b"r" * 20, src_mac=lan_mac))]
+    for second in range(4):   # each host's only flow: a broadcast every second, from T0 + 2
+        for k, (host, host_mac) in enumerate(hosts.items()):
+            records.append((T0 + 2 + second + k * 0.01, _u(host, "255.255.255.255", 6667, 6667, b"t" * 30,
+                                                           src_mac=host_mac, dst_mac=b"\xff" * 6)))
+    records.sort(key=lambda r: r[0])
+    sensor, _ = _run(monkeypatch, records, config={})
+    scope = sensor.enricher.classifier.scope_of_text
+    assert {scope(host) for host in hosts} == {"camera"}
+    assert all(sensor.inventory.devices.get(host) is not None for host in hosts)
 
 
 def test_a_window_of_min_flows_new_flows_is_settled_together_and_one_fewer_one_at_a_time(monkeypatch):
