@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sensor import compiled
-from sensor.enrich.scope import SCOPE_CAMERA, SCOPE_CORE, SCOPE_PRIVATE, SCOPE_PUBLIC, SCOPES
+from sensor.enrich.scope import SCOPE_CAMERA, SCOPE_CORE, SCOPE_LINK_LOCAL, SCOPE_PRIVATE, SCOPE_PUBLIC, SCOPES
 from sensor.flows import Flow, ip_text
 
 if TYPE_CHECKING:
@@ -35,7 +35,8 @@ MIN_FLOWS = 64   # fewer new flows than this in a window: one at a time (a camer
 CHUNK = 16384    # flows classified at once at most (a change of scopes or routers classifies the rest again),
 FIRST_CHUNK = 128   # and at first, or after such a change
 COUNTED = 256    # held sources counted to guess how many of a chunk's are devices' addresses
-CAMERA, PUBLIC, CORE, PRIVATE = (SCOPES.index(s) for s in (SCOPE_CAMERA, SCOPE_PUBLIC, SCOPE_CORE, SCOPE_PRIVATE))
+CAMERA, PUBLIC, CORE, PRIVATE, LINK_LOCAL = (SCOPES.index(s) for s in (SCOPE_CAMERA, SCOPE_PUBLIC, SCOPE_CORE,
+                                                                           SCOPE_PRIVATE, SCOPE_LINK_LOCAL))
 # dotted-decimal IPv4 in numpy: each octet's digits and separator (a dot, or a comma after the last) in four bytes,
 # zero-padded, as one 32-bit word
 _DOTTED, _LAST = (np.frombuffer(b"".join((str(v) + end).encode().ljust(4, b"\0") for v in range(256)), np.uint32)
@@ -124,6 +125,9 @@ class _Classes:
         held = (o == CAMERA) & o_sent & ~r_sent
         alone = (camera_work & ~held) | (~camera_work & (
             (o_sent & (o == PUBLIC) & o_new_mac) | (r_sent & (r == PUBLIC) & r_new_mac)))   # a router noted
+        # an IPv6 link-local sender joins its MAC's device (Enricher._link_local_senders)
+        alone |= ((o == LINK_LOCAL) & o_sent & (o_mac != 0) & ~o_v4) | (
+            (r == LINK_LOCAL) & r_sent & (r_mac != 0) & ~_is_v4(r_raw))
         noted = np.zeros_like(held)
         if classifier.zero_config:   # LinkReader.note_flow: a v6 source may teach, a responder's sighting is rare
             alone |= (r_sent & r_new_mac) | (o_sent & o_new_mac & ~o_v4 & (o == PUBLIC))

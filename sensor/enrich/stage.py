@@ -29,6 +29,7 @@ from sensor.enrich.scope import (
     SCOPE_ALLOWED,
     SCOPE_CAMERA,
     SCOPE_CORE,
+    SCOPE_LINK_LOCAL,
     SCOPE_PRIVATE,
     SCOPE_PUBLIC,
     Classifier,
@@ -36,7 +37,7 @@ from sensor.enrich.scope import (
     peer_scope,
 )
 from sensor.errors import warn
-from sensor.flows import Flow, FlowTable, FlowUpdate, new_update
+from sensor.flows import Flow, FlowTable, FlowUpdate, ip_text, new_update
 from sensor.reference_data import Service
 from sensor.state import KnownState
 
@@ -114,6 +115,8 @@ class Enricher:
                 self.roles.note_router_mac(flow.orig_mac)
             if upd.resp_pkts and resp == SCOPE_PUBLIC and self._router_news(flow.resp_mac):
                 self.roles.note_router_mac(flow.resp_mac)
+            if upd.new and SCOPE_LINK_LOCAL in (orig, resp):
+                self._link_local_senders(flow, upd.orig_pkts, upd.resp_pkts, orig, resp)
         if not upd.new:   # remembered from a flow's second second on: most flows of a flood have none
             flow.context = ctx
 
@@ -164,6 +167,17 @@ class Enricher:
             self.roles.note_router_mac(orig_mac)
         if resp_pkts and resp == SCOPE_PUBLIC and self._router_news(resp_mac):
             self.roles.note_router_mac(resp_mac)
+        if orig == SCOPE_LINK_LOCAL or resp == SCOPE_LINK_LOCAL:
+            self._link_local_senders(flow, orig_pkts, resp_pkts, orig, resp)
+
+    def _link_local_senders(self, flow: Flow, orig_pkts: int, resp_pkts: int, orig: str, resp: str | None) -> None:
+        """A new flow's IPv6 link-local senders join their MAC's device (or wait for it): such an address is never
+        routed, so the frame's MAC is its holder's, link evidence as neighbour discovery is (docs/identity.md). A
+        camera doing ONVIF discovery from fe80:: before any neighbour discovery was otherwise never its address."""
+        for sent, scope, raw, mac in ((orig_pkts, orig, flow.orig_raw, flow.orig_mac),
+                                      (resp_pkts, resp, flow.resp_raw, flow.resp_mac)):
+            if sent and mac and scope == SCOPE_LINK_LOCAL and raw[0] == 0xFE and raw[1] & 0xC0 == 0x80:
+                self.inventory.note_link_local(ip_text(raw), mac, flow.first)
 
     def _side(self, upd: FlowUpdate, ctx: tuple, is_orig: bool) -> tuple:
         """One side of a flow update (is_orig: the originator's); returns the flow context, possibly updated."""

@@ -566,6 +566,50 @@ def test_hosts_that_each_keep_one_long_flow_teach_their_network(monkeypatch, fir
     assert all(sensor.inventory.devices.get(host) is not None for host in hosts)
 
 
+def _v6(src, dst, sport, dport, payload, src_mac, dst_mac=b"\x33\x33\x00\x00\x00\x0c"):
+    return ethernet(dst_mac, src_mac, 0x86DD, ipv6(src, dst, 17, udp(src, dst, sport, dport, payload)))
+
+
+def test_an_ipv6_link_local_sender_joins_its_macs_device_now_or_when_it_has_one(monkeypatch):
+    """A link-local source in a flow is its MAC's (never routed): WS-Discovery from fe80:: joins the camera that
+    sends IPv4 with that MAC, whether the camera was a device first or only became one after."""
+    cam_ll, nvr, nvr_ll = "fe80::3441:3d24:6d30:a807", "10.20.0.2", "fe80::240:8cff:fe00:2"
+    nvr_mac = mac("00:40:8c:00:00:02")
+    records = [(T0, _u(CAM, CLOUD, 40000, 443, b"a" * 10)),
+               (T0 + 0.5, _v6(cam_ll, "ff02::c", 3702, 3702, b"<probe/>", CAM_MAC)),
+               (T0 + 0.6, _v6(nvr_ll, "ff02::c", 3702, 3702, b"<probe/>", nvr_mac)),   # before the NVR is a device
+               (T0 + 1.5, _u(nvr, CLOUD, 40001, 443, b"b" * 10, src_mac=nvr_mac))]
+    sensor, _ = _run(monkeypatch, records)
+    devices = sensor.inventory.devices
+    assert sorted(devices.get(CAM).addresses) == sorted([CAM, cam_ll])
+    assert sorted(devices.get(nvr).addresses) == sorted([nvr, nvr_ll])
+    assert len(devices) == 2   # a link-local address alone makes no device
+
+
+@pytest.mark.parametrize("config", [SITE, {}], ids=["site", "zero-config"])
+def test_link_local_senders_in_a_window_of_many_new_flows_join_as_one_by_one(monkeypatch, config):
+    """new_flows settles a window of MIN_FLOWS or more new flows together: the link-local senders among them join
+    their MACs' devices as flow_update one flow at a time has them join (and a forged one with no device waits)."""
+    cams = {f"10.20.0.{k}": mac(f"00:40:8c:00:00:{k:02x}") for k in range(20, 40)}
+    records = [(T0 + k * 0.001, _u(ip, CLOUD, 40000 + k, 443, b"a", src_mac=m))
+               for k, (ip, m) in enumerate(cams.items())]
+    for k, m in enumerate(list(cams.values()) + [mac("02:11:22:33:44:55")] * 3):
+        ll = f"fe80::{k + 1:x}"
+        for j in range(4):   # four new port pairs each: a window of more than MIN_FLOWS new flows
+            records.append((T0 + 1.2 + k * 0.002 + j * 0.0001, _v6(ll, "ff02::c", 40000 + j, 3702, b"p", m)))
+
+    def addresses(sensor):
+        return sorted((d.id, sorted(d.addresses)) for d in sensor.inventory.devices.values())
+    settled, settle = [], new_flow_batch.settle
+    monkeypatch.setattr(new_flow_batch, "settle", lambda e, flows: (settled.append(len(flows)), settle(e, flows)))
+    fast = _run(monkeypatch, records, config)[0]
+    assert max(settled) >= new_flow_batch.MIN_FLOWS   # the window went to the batch
+    monkeypatch.setattr(Enricher, "new_flows", lambda self, flows: [self.flow_update(new_update(f)) for f in flows])
+    reference = _run(monkeypatch, records, config)[0]
+    assert addresses(fast) == addresses(reference) and _outcome(fast) == _outcome(reference)
+    assert sum(len(a) for _, a in addresses(fast)) == 2 * len(cams)
+
+
 def test_a_window_of_min_flows_new_flows_is_settled_together_and_one_fewer_one_at_a_time(monkeypatch):
     """Enricher.new_flows' bound: exactly MIN_FLOWS new flows in a window go to the batch (sensor.enrich.new_flows),
     MIN_FLOWS - 1 one at a time."""
