@@ -13,6 +13,7 @@ import struct
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,13 +43,18 @@ def _mine(column: np.ndarray, raws: np.ndarray) -> np.ndarray:
     return (column[:, None, :] == raws[None, :, :]).all(axis=2).any(axis=1)
 
 
-def extract(paths: list[str], addresses: list[str] | str, out: Path,
-            limit: int = MAX_PACKETS) -> tuple[int, int, list[str]]:
-    """Write the control-plane packets of a box (every address it has held) to `out` (classic pcap). Returns
-    (packets read, written, errors)."""
+class Extracted(NamedTuple):
+    seen: int        # packets read
+    of_box: int      # of them, sent or received by one of the box's addresses
+    written: int     # of those, the control plane written out (at most the limit)
+    failures: list[str]
+
+
+def extract(paths: list[str], addresses: list[str] | str, out: Path, limit: int = MAX_PACKETS) -> Extracted:
+    """Write the control-plane packets of a box (every address it has held) to `out` (classic pcap)."""
     wanted = [addresses] if isinstance(addresses, str) else addresses
     raws = np.array([np.frombuffer(_address_raw(a), dtype=np.uint8) for a in wanted], dtype=np.uint8)
-    seen = written = 0
+    seen = of_box = written = 0
     failures: list[str] = []
     linktype = None
     with open(out, "wb") as fh:
@@ -61,6 +67,7 @@ def extract(paths: list[str], addresses: list[str] | str, out: Path,
                     seen += len(batch)
                     dec = decode(batch)
                     mine = _mine(dec.src, raws) | _mine(dec.dst, raws)
+                    of_box += int(np.count_nonzero(mine & dec.is_ip))
                     control = (np.isin(dec.sport, CONTROL_PORTS) | np.isin(dec.dport, CONTROL_PORTS)
                                | (dec.payload_len <= SMALL_PAYLOAD)
                                | ((dec.proto == PROTO_TCP) & ((dec.tcp_flags & SYN) > 0)))
@@ -87,7 +94,7 @@ def extract(paths: list[str], addresses: list[str] | str, out: Path,
                 failures.append(str(exc))
         if linktype is None:
             fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
-    return seen, written, failures
+    return Extracted(seen, of_box, written, failures)
 
 
 def _field(layer, name: str) -> str | None:
@@ -131,14 +138,14 @@ def describe(pkt) -> dict:
     return row
 
 
-def inspect(paths: list[str], addresses: list[str] | str) -> tuple[list[dict], int, int, list[str]]:
+def inspect(paths: list[str], addresses: list[str] | str) -> tuple[list[dict], Extracted]:
     import pyshark  # only here: the sensor itself never starts tshark
 
     with tempfile.TemporaryDirectory(prefix="camwatch-inspect-") as tmp:
         small = Path(tmp) / "control.pcap"
-        seen, written, failures = extract(paths, addresses, small)
+        extracted = extract(paths, addresses, small)
         rows: list[dict] = []
-        if written:
+        if extracted.written:
             cap = pyshark.FileCapture(str(small), display_filter=DISPLAY_FILTER, keep_packets=False)
             try:
                 for pkt in cap:
@@ -147,4 +154,4 @@ def inspect(paths: list[str], addresses: list[str] | str) -> tuple[list[dict], i
             except Exception as exc:  # noqa: BLE001 - pyshark reports tshark failures as assorted exception types
                 first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise CamwatchError(f"inspect: tshark could not dissect the extracted packets: {first_line}") from None
-    return rows, seen, written, failures
+    return rows, extracted

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from sensor.errors import CamwatchError
 from sensor.inspect import inspect as inspect_device
 
 from .common import EXIT_CAPTURE, EXIT_OK, report_errors, require_files
@@ -50,13 +51,16 @@ def inspect(args: argparse.Namespace) -> int:
     if len(addresses) > 1:
         sys.stderr.write(f"camwatch: {args.device} is one box with {len(addresses)} addresses: "
                          f"{', '.join(addresses)}\n")
-    rows, seen, written, failures = inspect_device(args.pcaps, addresses)
+    rows, extracted = inspect_device(args.pcaps, addresses)
+    if not extracted.of_box and not extracted.failures:
+        where = "these captures" if len(args.pcaps) > 1 else "the capture"
+        raise CamwatchError(f"no packet of {args.device} in {where} ({extracted.seen:,} packets read)")
     if args.json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
     else:
         for r in rows:
             sys.stdout.write(f"{r['time']}  {r['src']} -> {r['dst']}  {r['protocol']:<8} {r['detail'] or ''}\n")
-    sys.stderr.write(f"camwatch: {written:,} of {seen:,} packets were {args.device}'s control plane; "
-                     f"Wireshark dissected {len(rows):,} of interest\n")
-    report_errors(failures)
-    return EXIT_CAPTURE if failures else EXIT_OK
+    sys.stderr.write(f"camwatch: {extracted.written:,} of {extracted.seen:,} packets were {args.device}'s control "
+                     f"plane; Wireshark dissected {len(rows):,} of interest\n")
+    report_errors(extracted.failures)
+    return EXIT_CAPTURE if extracted.failures else EXIT_OK

@@ -35,8 +35,8 @@ def test_phone_home_evidence_in_wiresharks_words():
 
 def test_bulk_video_never_reaches_pyshark(tmp_path):
     out = tmp_path / "control.pcap"
-    seen, written, failures = extract([str(SYNTHETIC / "camera_site.pcap")], "10.20.0.11", out)
-    assert not failures and seen == 1622
+    seen, of_box, written, failures = extract([str(SYNTHETIC / "camera_site.pcap")], "10.20.0.11", out)
+    assert not failures and seen == 1622 and of_box > written
     # the camera's ~300 RTP frames of 1,400 bytes stay out; its DNS, NTP, RTSP and discovery go in
     assert 0 < written < 60
 
@@ -79,3 +79,10 @@ def test_a_box_is_inspected_whole_whichever_address_or_id_names_it(tmp_path):
         assert "one box with" in err
     proc = camwatch("inspect", path, "--device", "203.0.113.5", "--json")   # not a camera-side device: alone
     assert proc.returncode == 0 and "one box with" not in proc.stderr
+
+
+def test_an_address_the_captures_never_carry_is_one_error_line():
+    """Asking for a box the captures do not hold is a mistake to be told, not an empty answer: exit 2, one line."""
+    proc = camwatch("inspect", SYNTHETIC / "camera_site.pcap", "--device", "10.9.9.9")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == "camwatch: error: no packet of 10.9.9.9 in the capture (1,622 packets read)\n"
