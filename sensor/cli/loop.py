@@ -111,6 +111,7 @@ class CaptureFiles:
         self.pace = pace
         self.packets = packets
         self.failures: list[str] = []
+        self.files_read = 0    # files read to their end (or to a fault)
 
     def batches(self) -> Generator[Batch, None, None]:
         for path in self.paths:
@@ -131,6 +132,8 @@ class CaptureFiles:
                 batches.close()   # the reading thread stopped before the reader closes under it
                 reader.close()
                 progress.done()
+            if not self._stopped():
+                self.files_read += 1
 
     def _stopped(self) -> bool:
         return self.stop is not None and self.stop.is_set()
@@ -160,8 +163,15 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(20_000, 20, 10)
 
 
-def install_stop_handlers(stop: threading.Event) -> None:
+class StopRequest(threading.Event):
+    """Set by SIGINT or SIGTERM (install_stop_handlers); `signal_name` says which."""
+
+    signal_name: str | None = None
+
+
+def install_stop_handlers(stop: StopRequest) -> None:
     def handler(signum, frame):
+        stop.signal_name = signal.Signals(signum).name
         stop.set()
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
@@ -219,7 +229,7 @@ class Session:
         if args.metrics_out:
             writable_target(args.metrics_out, "metrics")
         self.output_failures: list[str] = []   # outputs that could not be written at the end (their messages)
-        self.stop = threading.Event()
+        self.stop = StopRequest()
         install_stop_handlers(self.stop)
         # The [geo] databases are checked before any output is created: a bad path is one line and nothing else.
         geography = Geography.from_config(config.geo.asn_database, config.geo.country_database)

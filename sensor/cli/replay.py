@@ -64,6 +64,11 @@ def replay(args: argparse.Namespace) -> int:
     session.run(files)
     if not args.quiet:
         print_summary(sensor, session.elapsed, len(args.pcaps), session.flow_log)
+    if files.files_read < len(args.pcaps):
+        # said even with --quiet: the outputs are complete for what was read, and the exit code is still 0
+        sys.stderr.write(f"camwatch: replay stopped by {session.stop.signal_name or 'a signal'} before the end of "
+                         f"the captures: {files.files_read} of {len(args.pcaps)} file"
+                         f"{'s' if len(args.pcaps) != 1 else ''} read to the end\n")
     report_errors(files.failures)
     report_errors(session.output_failures)
     if session.server and not session.stop.is_set():

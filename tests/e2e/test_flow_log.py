@@ -159,6 +159,8 @@ def test_a_replay_stopped_by_sigterm_writes_the_records_of_every_flow(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 0, err
+    assert err.endswith("camwatch: replay stopped by SIGTERM before the end of the captures: 0 of 1 file read to "
+                        "the end\n")
     records = records_of(flows.read_text())
     # the stop ends the pacing: the rest of the batch in hand is processed at once, and every flow is written
     assert len(records) == flows_of(err) == len({r["uid"] for r in records})
