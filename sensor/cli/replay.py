@@ -62,7 +62,7 @@ def replay(args: argparse.Namespace) -> int:
                          packets=None if args.quiet else lambda: sensor.packets,
                          overlap=args.overlap or config.capture.overlap)
     session.run(files)
-    if not args.quiet:
+    if not args.quiet and (sensor.packets or not files.failures):   # nothing read, only a fault: the fault alone
         print_summary(sensor, session.elapsed, len(args.pcaps), session.flow_log)
     if files.files_read < len(args.pcaps):
         # said even with --quiet: the outputs are complete for what was read, and the exit code is still 0

@@ -203,6 +203,7 @@ def test_not_a_capture(tmp_path):
     proc = camwatch("replay", bad)
     assert proc.returncode == 1
     assert "not a pcap or pcapng file" in one_line_error(proc)
+    assert proc.stderr.count("\n") == 1   # nothing was read: the fault alone, no summary of zeros
 
 
 def test_truncated_capture_keeps_alerts_and_metrics(tmp_path):
