@@ -15,7 +15,7 @@ from sensor.enrich import SCOPES, ManufDatabase
 from sensor.enrich import new_flows as new_flow_batch
 from sensor.enrich.geography import UNKNOWN, Geography, Place
 from sensor.enrich.inventory import MAX_ROUTER_MACS
-from sensor.enrich.scope import SCOPE_PRIVATE, flow_context
+from sensor.enrich.scope import MAX_LEARNED_NETWORKS, SCOPE_PRIVATE, flow_context
 from sensor.enrich.series import ByteSeries
 from sensor.enrich.stage import Enricher
 from sensor.flows import new_update
@@ -387,7 +387,8 @@ def _flow_update_reference(self, upd):
     ctx = flow.context
     if ctx is None or ctx[6] != self.classifier.generation:
         ctx = flow_context(self.classifier, flow)
-    if not upd.new and SCOPE_PRIVATE in ctx[:2] and self.classifier.zero_config:   # a later sighting (flow_update)
+    if (not upd.new and SCOPE_PRIVATE in ctx[:2] and self.classifier.zero_config   # a later sighting (flow_update)
+            and len(self.classifier.learned) < MAX_LEARNED_NETWORKS):
         self._link.note_flow(upd)
         ctx = flow_context(self.classifier, flow)
     ctx = self._side(upd, ctx, True)
@@ -608,6 +609,27 @@ def test_link_local_senders_in_a_window_of_many_new_flows_join_as_one_by_one(mon
     reference = _run(monkeypatch, records, config)[0]
     assert addresses(fast) == addresses(reference) and _outcome(fast) == _outcome(reference)
     assert sum(len(a) for _, a in addresses(fast)) == 2 * len(cams)
+
+
+def test_with_the_learnt_networks_at_their_bound_a_known_flows_update_is_no_sighting(monkeypatch):
+    """Once MAX_LEARNED_NETWORKS are learnt no sighting can teach: a known flow's later seconds are not noted (a
+    site of more private networks than the bound paid a sighting in every update of their flows)."""
+    from sensor.enrich.link import LinkReader
+    host, host_mac = "192.168.242.10", mac("3c:ef:8c:00:01:10")
+    records = [(T0 + second, _u(host, "255.255.255.255", 6667, 6667, b"t", src_mac=host_mac,
+                                dst_mac=b"\xff" * 6)) for second in range(4)]
+    noted: list[bool] = []
+    monkeypatch.setattr(LinkReader, "note_flow", lambda self, upd, note=LinkReader.note_flow: (
+        noted.append(upd.new), note(self, upd))[1])
+    original = Sensor.__init__
+
+    def full(self, *args, **kw):   # a sensor whose learnt networks are at their bound from the start
+        original(self, *args, **kw)
+        for k in range(MAX_LEARNED_NETWORKS):
+            assert self.enricher.classifier.learn_range(4, (10 << 24) | (k << 8), 24)
+    monkeypatch.setattr(Sensor, "__init__", full)
+    _run(monkeypatch, records, config={})
+    assert noted == [True]   # the flow's first second only
 
 
 def test_a_window_of_min_flows_new_flows_is_settled_together_and_one_fewer_one_at_a_time(monkeypatch):
