@@ -77,7 +77,7 @@ def _incident_evidence(incidents: list[Incident]) -> list[str]:
         amount = f", {i.bytes:,} bytes" if i.bytes else ""
         what = f"{i.severity} " if i.severity else ""
         lines.append(f"{i.detector} {what}{'alert' if i.summary is not None else 'episode'} at {utc(i.first)}: "
-                     f"{' via '.join(filter(None, (i.service, i.destination)))}{amount}")
+                     f"{': '.join(filter(None, (i.service, i.destination)))}{amount}")
     return lines
 
 
