@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from sensor import compiled
@@ -384,6 +384,16 @@ class Inventory:
         if mac:
             self._pending_link_local.put(mac, (ip, ts))
         return None
+
+    def join_link_local(self, ip: str, mac: int, ts: float) -> Device | None:
+        """An IPv6 link-local address sending in a flow: it joins the device its MAC already has, and nothing is
+        kept for a MAC without one (neighbour discovery's note_link_local keeps it): a flood of forged link-local
+        sources must not cost more than any forged flow (macs_with_device lets a batch of new flows skip them)."""
+        return self.claim(ip, mac, ts) if self._owner(mac) is not None else None
+
+    def macs_with_device(self) -> Iterable[int]:
+        """The MACs join_link_local would join to a device."""
+        return self._by_mac.keys()
 
     def _set_mac(self, dev: Device, mac: int) -> None:
         dev.mac = mac

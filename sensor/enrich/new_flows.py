@@ -125,9 +125,12 @@ class _Classes:
         held = (o == CAMERA) & o_sent & ~r_sent
         alone = (camera_work & ~held) | (~camera_work & (
             (o_sent & (o == PUBLIC) & o_new_mac) | (r_sent & (r == PUBLIC) & r_new_mac)))   # a router noted
-        # an IPv6 link-local sender joins its MAC's device (Enricher._link_local_senders)
-        alone |= ((o == LINK_LOCAL) & o_sent & (o_mac != 0) & ~o_v4) | (
-            (r == LINK_LOCAL) & r_sent & (r_mac != 0) & ~_is_v4(r_raw))
+        # an IPv6 link-local sender joins the device its MAC has (Enricher._link_local_senders); a forged one's MAC
+        # has none
+        if ((o == LINK_LOCAL) | (r == LINK_LOCAL)).any():
+            owned = np.fromiter(enricher.inventory.macs_with_device(), np.int64)
+            alone |= ((o == LINK_LOCAL) & o_sent & ~o_v4 & np.isin(o_mac, owned)) | (
+                (r == LINK_LOCAL) & r_sent & ~_is_v4(r_raw) & np.isin(r_mac, owned))
         noted = np.zeros_like(held)
         if classifier.zero_config:   # LinkReader.note_flow: a v6 source may teach, a responder's sighting is rare
             alone |= (r_sent & r_new_mac) | (o_sent & o_new_mac & ~o_v4 & (o == PUBLIC))

@@ -175,13 +175,13 @@ class Enricher:
             self._link_local_senders(flow, orig_pkts, resp_pkts, orig, resp)
 
     def _link_local_senders(self, flow: Flow, orig_pkts: int, resp_pkts: int, orig: str, resp: str | None) -> None:
-        """A new flow's IPv6 link-local senders join their MAC's device (or wait for it): such an address is never
-        routed, so the frame's MAC is its holder's, link evidence as neighbour discovery is (docs/identity.md). A
-        camera doing ONVIF discovery from fe80:: before any neighbour discovery was otherwise never its address."""
+        """A new flow's IPv6 link-local senders join the device their MAC has: such an address is never routed, so
+        the frame's MAC is its holder's, link evidence as neighbour discovery is (docs/identity.md). A camera doing
+        ONVIF discovery from fe80:: before any neighbour discovery was otherwise never its address."""
         for sent, scope, raw, mac in ((orig_pkts, orig, flow.orig_raw, flow.orig_mac),
                                       (resp_pkts, resp, flow.resp_raw, flow.resp_mac)):
             if sent and mac and scope == SCOPE_LINK_LOCAL and raw[0] == 0xFE and raw[1] & 0xC0 == 0x80:
-                self.inventory.note_link_local(ip_text(raw), mac, flow.first)
+                self.inventory.join_link_local(ip_text(raw), mac, flow.first)
 
     def _side(self, upd: FlowUpdate, ctx: tuple, is_orig: bool) -> tuple:
         """One side of a flow update (is_orig: the originator's); returns the flow context, possibly updated."""

@@ -571,9 +571,10 @@ def _v6(src, dst, sport, dport, payload, src_mac, dst_mac=b"\x33\x33\x00\x00\x00
     return ethernet(dst_mac, src_mac, 0x86DD, ipv6(src, dst, 17, udp(src, dst, sport, dport, payload)))
 
 
-def test_an_ipv6_link_local_sender_joins_its_macs_device_now_or_when_it_has_one(monkeypatch):
+def test_an_ipv6_link_local_sender_joins_the_device_its_mac_has(monkeypatch):
     """A link-local source in a flow is its MAC's (never routed): WS-Discovery from fe80:: joins the camera that
-    sends IPv4 with that MAC, whether the camera was a device first or only became one after."""
+    sends IPv4 with that MAC. One heard before its MAC has a device is not kept (a flood of forged link-local
+    sources would otherwise cost a pending entry each); neighbour discovery's are."""
     cam_ll, nvr, nvr_ll = "fe80::3441:3d24:6d30:a807", "10.20.0.2", "fe80::240:8cff:fe00:2"
     nvr_mac = mac("00:40:8c:00:00:02")
     records = [(T0, _u(CAM, CLOUD, 40000, 443, b"a" * 10)),
@@ -583,14 +584,15 @@ def test_an_ipv6_link_local_sender_joins_its_macs_device_now_or_when_it_has_one(
     sensor, _ = _run(monkeypatch, records)
     devices = sensor.inventory.devices
     assert sorted(devices.get(CAM).addresses) == sorted([CAM, cam_ll])
-    assert sorted(devices.get(nvr).addresses) == sorted([nvr, nvr_ll])
+    assert sorted(devices.get(nvr).addresses) == [nvr]
     assert len(devices) == 2   # a link-local address alone makes no device
 
 
 @pytest.mark.parametrize("config", [SITE, {}], ids=["site", "zero-config"])
 def test_link_local_senders_in_a_window_of_many_new_flows_join_as_one_by_one(monkeypatch, config):
     """new_flows settles a window of MIN_FLOWS or more new flows together: the link-local senders among them join
-    their MACs' devices as flow_update one flow at a time has them join (and a forged one with no device waits)."""
+    their MACs' devices as flow_update one flow at a time has them join (and forged ones, whose MAC has no device,
+    are settled with the rest)."""
     cams = {f"10.20.0.{k}": mac(f"00:40:8c:00:00:{k:02x}") for k in range(20, 40)}
     records = [(T0 + k * 0.001, _u(ip, CLOUD, 40000 + k, 443, b"a", src_mac=m))
                for k, (ip, m) in enumerate(cams.items())]
@@ -598,13 +600,21 @@ def test_link_local_senders_in_a_window_of_many_new_flows_join_as_one_by_one(mon
         ll = f"fe80::{k + 1:x}"
         for j in range(4):   # four new port pairs each: a window of more than MIN_FLOWS new flows
             records.append((T0 + 1.2 + k * 0.002 + j * 0.0001, _v6(ll, "ff02::c", 40000 + j, 3702, b"p", m)))
+    for k in range(200):   # a second of forged link-local sources, one flow each, their MAC no device's
+        ll, m = f"fe80::1:{k:x}", mac(f"02:11:22:33:{k // 256:02x}:{k % 256:02x}")
+        records.append((T0 + 2.2 + k * 0.001, _v6(ll, "ff02::c", 40000, 3702, b"p", m)))
 
     def addresses(sensor):
         return sorted((d.id, sorted(d.addresses)) for d in sensor.inventory.devices.values())
     settled, settle = [], new_flow_batch.settle
     monkeypatch.setattr(new_flow_batch, "settle", lambda e, flows: (settled.append(len(flows)), settle(e, flows)))
+    one_by_one, new_flow = [], Enricher._new_flow
+    monkeypatch.setattr(Enricher, "_new_flow", lambda self, flow, *a: (one_by_one.append(flow.orig_mac),
+                                                                         new_flow(self, flow, *a))[1])
     fast = _run(monkeypatch, records, config)[0]
     assert max(settled) >= new_flow_batch.MIN_FLOWS   # the window went to the batch
+    assert not [m for m in one_by_one if m >> 8 == 0x0211223300]   # the forged second was settled as a batch
+    monkeypatch.setattr(Enricher, "_new_flow", new_flow)
     monkeypatch.setattr(Enricher, "new_flows", lambda self, flows: [self.flow_update(new_update(f)) for f in flows])
     reference = _run(monkeypatch, records, config)[0]
     assert addresses(fast) == addresses(reference) and _outcome(fast) == _outcome(reference)
