@@ -9,10 +9,12 @@ few functions write a few KiB, with every label passed through markupsafe.escape
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from markupsafe import Markup, escape
 
+from sensor.enrich.series import BUCKET_SECONDS
 from sensor.units import byte_size
 
 from .ranking import utc
@@ -88,16 +90,18 @@ MAX_COLUMNS = 96
 
 
 def activity(rows: Sequence[tuple[str, Sequence[tuple[float, int]]]], window: tuple[float, float] | None,
-             title: str) -> Markup:
+             title: str, bucket: float = BUCKET_SECONDS) -> Markup:
     """One strip of columns per labelled series of (time, bytes) points, binned across the report's window on a
-    shared scale, so strips compare by height: how much went out, and when."""
+    shared scale, so strips compare by height: how much went out, and when. A point is a sensor bucket's bytes
+    stamped at its start: no column is narrower than a bucket, whose bytes it would otherwise claim were sent in
+    its first few seconds."""
     rows = [(name, points) for name, points in rows if points]
     if not rows or window is None:
         return Markup("")
     start, end = window
     length = max(end - start, 1.0)
     span_px = WIDTH - LABEL_WIDTH - 10
-    columns = max(1, min(MAX_COLUMNS, int(span_px // 4)))
+    columns = max(1, min(MAX_COLUMNS, int(span_px // 4), math.ceil(length / bucket)))
     binned = [(name, _bin(points, start, length, columns)) for name, points in rows]
     top = max(max(bins) for _, bins in binned) or 1
     height = 40 + len(binned) * (ROW_HEIGHT + 6)

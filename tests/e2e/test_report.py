@@ -426,10 +426,24 @@ def test_outbound_series_draws_each_cards_activity_and_the_estates(tmp_path):
     for tip, ts in zip(tips, (t0, t0 + 3600), strict=True):
         begin, end = (datetime.strptime(t, "%Y-%m-%d %H:%M:%SZ").replace(tzinfo=UTC).timestamp()
                       for t in tip.split(" from ")[1].split(" to "))
-        assert begin <= ts < end, tip
+        assert begin <= ts < end and end - begin >= 300, tip   # never narrower than the bucket it shows
     estate_svg = str(ctx["summary"]["egress_over_time"])
     assert "covered: 5.00 kB" in estate_svg and "not covered: 900 B" in estate_svg
     assert "over time" in render_html(ctx)
+
+
+def test_a_capture_shorter_than_a_bucket_draws_one_column_for_the_whole_bucket():
+    """A 30-second capture's bytes are one sensor bucket's: one column, whose range is that bucket, not a sliver of
+    it dated to the bucket's first seconds (a reviewer read "from 22:10:00 to 22:10:03" for a capture of 22:13)."""
+    t0 = 1_700_000_100.0   # a bucket boundary
+    cam = device("10.20.0.11", public=1_740, first_seen=t0 + 200, last_seen=t0 + 230,
+                 outbound_series={"bucket_seconds": 300, "points": [[t0, 1_740]]})
+    ctx = context(Estate([DeviceRecord("a", cam)]), (), Config())
+    tips = [t for t in parse(str(ctx["cards"][0]["activity"])).text if " from " in t]
+    assert len(tips) == 1
+    begin, end = (datetime.strptime(t, "%Y-%m-%d %H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+                  for t in tips[0].split(" from ")[1].split(" to "))
+    assert (begin, end) == (t0, t0 + 300), tips
 
 
 @pytest.mark.parametrize("series", [
