@@ -21,12 +21,13 @@ from sensor.capture import open_file
 from sensor.decode import PROTO_TCP, PROTO_UDP, decode
 from sensor.errors import CamwatchError, CaptureError
 
-CONTROL_PORTS = np.array([53, 67, 68, 123, 137, 161, 443, 554, 853, 1900, 3702, 5353, 6002, 6003, 8554, 8555,
-                          8666, 8800, 31006, 31007, 32100, 32108, 37020, 37810], dtype=np.int64)
+CONTROL_PORTS = np.array([53, 67, 68, 123, 137, 161, 443, 554, 853, 1900, 3702, 5060, 5061, 5353, 6002, 6003, 8554,
+                          8555, 8666, 8800, 31006, 31007, 32100, 32108, 37020, 37810], dtype=np.int64)
 SMALL_PAYLOAD = 600          # bytes: TLS ClientHellos, HTTP requests, heartbeats; not video
 MAX_PACKETS = 2000           # what pyshark is given at most: it stays a few seconds of dissection
 SYN = 0x02
-DISPLAY_FILTER = ("dns || tls.handshake || http || rtsp || ssdp || ntp || dhcp || icmp || icmpv6 || "
+# SIP: door stations and intercoms register with their maker's or a provider's SIP server
+DISPLAY_FILTER = ("dns || tls.handshake || http || rtsp || sip || ssdp || ntp || dhcp || icmp || icmpv6 || "
                   "udp.port in {3702, 37020, 37810, 32100, 6002, 6003, 8800} || tcp.flags.syn == 1")
 
 
@@ -126,6 +127,12 @@ def describe(pkt) -> dict:
             value = _field(pkt.rtsp, name)
             if value:
                 details.append(f"RTSP {name} {value.replace(chr(92) + 'r' + chr(92) + 'n', '').strip()}")
+    if hasattr(pkt, "sip"):
+        for name, label in (("request_line", "request"), ("status_line", "response"), ("user_agent", "user agent"),
+                            ("server", "server")):
+            value = _field(pkt.sip, name)
+            if value:
+                details.append(f"SIP {label} {value}")
     if hasattr(pkt, "tcp") and not details and _field(pkt.tcp, "flags_syn") in ("1", "True"):
         if _field(pkt.tcp, "flags_ack") in ("1", "True"):
             details.append(f"TCP SYN-ACK from port {_field(pkt.tcp, 'srcport')}")

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from sensor.dissect import printable
 from sensor.errors import CamwatchError
 from sensor.inspect import inspect as inspect_device
 
@@ -59,7 +60,9 @@ def inspect(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
     else:
         for r in rows:
-            sys.stdout.write(f"{r['time']}  {r['src']} -> {r['dst']}  {r['protocol']:<8} {r['detail'] or ''}\n")
+            # tshark escapes what it dissects; what reaches a terminal is made printable here all the same
+            line = f"{r['time']}  {r['src']} -> {r['dst']}  {r['protocol']:<8} {r['detail'] or ''}"
+            sys.stdout.write(printable(line) + "\n")
     sys.stderr.write(f"camwatch: {extracted.written:,} of {extracted.seen:,} packets were {args.device}'s control "
                      f"plane; Wireshark dissected {len(rows):,} of interest\n")
     report_errors(extracted.failures)

@@ -86,3 +86,29 @@ def test_an_address_the_captures_never_carry_is_one_error_line():
     proc = camwatch("inspect", SYNTHETIC / "camera_site.pcap", "--device", "10.9.9.9")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == "camwatch: error: no packet of 10.9.9.9 in the capture (1,622 packets read)\n"
+
+
+def test_sip_registrations_are_shown_and_wire_text_never_reaches_the_terminal_raw(tmp_path):
+    """A door station's SIP REGISTER to an outside server is evidence as a DNS question is: its request line and
+    user agent are shown. Whatever a header holds (terminal escapes, a bell, a bidi override), the text output is
+    printable."""
+    from packets import PcapWriter, ethernet, ip, tcp, udp
+    cam, server = "10.20.0.11", "203.0.113.9"
+    cam_mac, router = mac("00:40:8c:00:00:11"), mac("02:00:00:00:00:fe")
+    sip = (b"REGISTER sip:sip.example SIP/2.0\r\nVia: SIP/2.0/UDP 10.20.0.11:5060\r\nFrom: <sip:door@sip.example>\r\n"
+           b"To: <sip:door@sip.example>\r\nCall-ID: 1@10.20.0.11\r\nCSeq: 1 REGISTER\r\n"
+           b"User-Agent: DoorStation \x1b]0;pwned\x07\xe2\x80\xae\r\nContent-Length: 0\r\n\r\n")
+    http = b"GET / HTTP/1.1\r\nHost: cloud.example\r\nUser-Agent: \x1b[31mred\x1b[0m\r\n\r\n"
+    capture = tmp_path / "door.pcap"
+    writer = PcapWriter(capture)
+    writer.write(1_700_000_000.0, ethernet(router, cam_mac, 0x0800, ip(cam, server, 17, udp(cam, server, 5060, 5060,
+                                                                                              sip))))
+    writer.write(1_700_000_001.0, ethernet(router, cam_mac, 0x0800, ip(cam, server, 6, tcp(cam, server, 40000, 80, 1,
+                                                                                             1, "PA", http))))
+    writer.fh.close()
+    proc = camwatch("inspect", capture, "--device", cam)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and all(line.isprintable() for line in lines), lines
+    assert "SIP request REGISTER sip:sip.example SIP/2.0" in lines[0] and "SIP user agent DoorStation" in lines[0]
+    assert "HTTP user agent" in lines[1]
