@@ -173,6 +173,45 @@ def test_an_identity_value_keeps_its_printable_characters_in_order_and_bounded(v
 
 
 @st.composite
+def decoded_rows(draw):
+    """A decoded batch whose every key column (addresses, ports, protocol, VLAN, fragment flag) holds what any
+    header could put there, with addresses and ports often equal so that the key's order is decided late."""
+    import dataclasses
+
+    import numpy as np
+    from unit.builders import batch_of
+
+    from sensor.decode import decode
+    n = draw(st.integers(1, 6))
+    ends = st.binary(min_size=16, max_size=16) | st.sampled_from([bytes(16), b"\x0a" * 16])
+    ports = st.integers(0, 65535) | st.sampled_from([0, 554])
+    base = decode(batch_of([ethernet(mac("02:00:00:00:00:01"), mac("02:00:00:00:00:02"), 0x0800,
+                                     ip("10.0.0.1", "10.0.0.2", 17, udp("10.0.0.1", "10.0.0.2", 1, 2, b"x")))] * n))
+    src, dst = (b"".join(draw(ends) for _ in range(n)) for _ in range(2))
+    return dataclasses.replace(
+        base, src=np.frombuffer(src, np.uint8).reshape(n, 16).copy(),
+        dst=np.frombuffer(dst, np.uint8).reshape(n, 16).copy(),
+        sport=np.array([draw(ports) for _ in range(n)], np.int64),
+        dport=np.array([draw(ports) for _ in range(n)], np.int64),
+        proto=np.array([draw(st.sampled_from([1, 6, 17, 58, 0, 255])) for _ in range(n)], np.uint8),
+        vlan=np.array([draw(st.integers(0, 4095)) for _ in range(n)], np.uint16),
+        fragment=np.array([draw(st.booleans()) for _ in range(n)], bool))
+
+
+@WIRE
+@given(dec=decoded_rows())
+def test_one_rows_flow_key_is_the_batchs_on_any_header_values(dec):
+    """flows.flow_key (the readers' per-row key) is total and equal to flow_keys, the grouping's reference."""
+    import numpy as np
+
+    from sensor.flows import flow_key, flow_keys
+    rows = np.arange(len(dec.proto))
+    keys, a_is_src = flow_keys(dec, rows)
+    assert [flow_key(dec, int(r)) for r in rows] == [(k.tobytes(), bool(a)) for k, a in zip(keys, a_is_src,
+                                                                                          strict=True)]
+
+
+@st.composite
 def client_hellos(draw):
     """A ClientHello whose every length may lie: session id, cipher suites, extensions, the SNI list."""
     sni = draw(st.binary(max_size=80))
