@@ -2,7 +2,10 @@
 open alert episodes, so a restart neither forgets what was learned nor re-alerts an episode already reported.
 
 WAL mode with synchronous=NORMAL: a crash (even kill -9) loses at most the last commit interval, never the
-database. Without a configured path the same code runs on an in-memory database.
+database. Without a configured path nothing outlives the process, so no database is opened and nothing is written:
+the same bounded indexes are kept in memory (what each device was first seen, its destinations), and what a saved
+run would write is not even encoded (a replay of 3,000 cameras spent a twentieth of its time writing their documents
+to an in-memory database nobody read).
 
 Every table is bounded: devices by `limits.max_devices` (newcomers on probation go first, bounded.SegmentedLRU),
 destinations per device and in all, inventory rows and episodes as their in-memory owners evict them. The database
@@ -102,8 +105,20 @@ class KnownState:
         # episode (100,000 at the bound), of hashes ~117 (docs/reliability.md). Two keys of one hash (about 1 in
         # 2**64 a pair) cost at most a DELETE of no row, or one row left behind.
         self._episode_rows: set[int] = set()
-        self.db = self._open()
-        self._load()
+        self._db = self._open() if path else None
+        if self._db is not None:
+            self._load()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The open database; only asked where there is one (the writers check `kept` first)."""
+        assert self._db is not None
+        return self._db
+
+    @property
+    def kept(self) -> bool:
+        """Whether this state outlives the process (a path was configured)."""
+        return self._db is not None
 
     # ---- opening and loading ---------------------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
@@ -139,6 +154,8 @@ class KnownState:
         return sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
 
     def _rows(self, sql: str, *args) -> list[tuple]:
+        if self._db is None:
+            return []
         try:
             return self.db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
@@ -175,6 +192,8 @@ class KnownState:
             self.commit()
 
     def _write(self, sql: str, args: tuple) -> None:
+        if self._db is None:
+            return
         try:
             self._begin()
             self.db.execute(sql, args)
@@ -190,7 +209,7 @@ class KnownState:
         time as _write does, so a row's failure is counted and rolled back exactly as there. Where SQLite itself
         dropped the whole transaction (a full disk), the rows written before the batch and not yet committed are
         lost with it: that is counted as a failed write, which the rows one at a time would not show."""
-        if not rows:
+        if not rows or self._db is None:
             return
         pending = self._in_tx
         try:
@@ -226,7 +245,7 @@ class KnownState:
             self._in_tx = False
 
     def commit(self) -> None:
-        if self._in_tx:
+        if self._in_tx:   # never without a database
             try:
                 self.db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -240,7 +259,7 @@ class KnownState:
 
     def checkpoint(self) -> None:
         self._last_checkpoint = time.monotonic()
-        if self.path == ":memory:" or self._in_tx:
+        if self._db is None or self._in_tx:
             return
         try:
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
@@ -301,6 +320,8 @@ class KnownState:
     def save_devices(self, docs: Iterable[dict]) -> None:
         # keyed by the device's stable id (its first address; the ip column's name is from before devices had
         # several addresses); one statement for the flush's rows, in their order
+        if self._db is None:   # not even made: the inventory's documents are built as they are taken
+            return
         rows = [(doc.get("id") or doc["ip"], _ENCODE(doc)) for doc in docs]
         self._inventory_rows.update([key for key, _ in rows])
         self._write_many("INSERT OR REPLACE INTO inventory VALUES (?, ?)", rows)
@@ -322,6 +343,8 @@ class KnownState:
 
     def save_meta(self, key: str, value: object) -> None:
         """A small document beside the tables (the estate's bytes by country over time)."""
+        if self._db is None:
+            return
         self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def load_meta(self, key: str) -> object:
@@ -334,11 +357,15 @@ class KnownState:
         return None
 
     def save_episodes(self, episodes: Iterable[tuple[tuple, float, float, int, int]]) -> None:
+        if self._db is None:
+            return
         rows = [(_ENCODE(list(key)), first, last, packets, nbytes) for key, first, last, packets, nbytes in episodes]
         self._episode_rows.update([hash(row[0]) for row in rows])
         self._write_many("INSERT OR REPLACE INTO episode VALUES (?, ?, ?, ?, ?)", rows)
 
     def forget_episode(self, key: tuple) -> None:
+        if self._db is None:
+            return
         text = _ENCODE(list(key))
         if hash(text) in self._episode_rows:
             self._episode_rows.discard(hash(text))
@@ -363,6 +390,8 @@ class KnownState:
         self.commit()
         self.checkpoint()
         self._closed = True
+        if self._db is None:
+            return
         try:
             self.db.close()
         except sqlite3.Error:

@@ -156,9 +156,11 @@ def test_ticks_release_the_flood_summaries_and_count_them():
     assert detection.alert_counts == {("egress_policy", "medium"): FLOOD_DEVICES + 2}
 
 
-def test_episodes_are_restored_from_and_forgotten_in_the_state_store():
-    known = KnownState(None)
-    known.save_episodes([(("vendor_cloud", "10.20.0.5", "hik-connect"), 1.0, 5.0, 3, 300)])
+def test_episodes_are_restored_from_and_forgotten_in_the_state_store(tmp_path):
+    earlier = KnownState(tmp_path / "state.db")
+    earlier.save_episodes([(("vendor_cloud", "10.20.0.5", "hik-connect"), 1.0, 5.0, 3, 300)])
+    earlier.close()
+    known = KnownState(tmp_path / "state.db")
     detection, _ = _detection(known=known)
     assert list(detection.episodes.take_dirty()) == []
     assert len(detection.episodes) == 1

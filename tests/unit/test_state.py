@@ -597,17 +597,34 @@ def test_a_commit_the_database_refuses_is_counted_and_undone_and_the_next_one_go
     assert _rows(path, "SELECT key FROM meta") == [("kept",), ("schema",)]
 
 
-def test_without_a_path_each_store_is_its_own_in_memory_database(tmp_path, monkeypatch):
-    """No path (None or empty): an in-memory database, never a file (in the working directory or anywhere),
-    and never one shared by two sensors."""
+def test_without_a_path_nothing_is_written_and_memory_keeps_the_bounds(tmp_path, monkeypatch):
+    """No path (None or empty): no database at all, never a file (in the working directory or anywhere), nothing
+    shared by two sensors, nothing encoded (the inventory's documents are not even taken), while what the sensor asks
+    of the store in memory still holds: first sightings, destinations, the device bound."""
     monkeypatch.chdir(tmp_path)
     for path in (None, ""):
-        first = KnownState(path)
-        assert first.path == ":memory:"
+        first = KnownState(path, max_devices=2)
+        assert first.path == ":memory:" and not first.kept
         first.save_meta("series", [1])
+        taken = []
+        first.save_devices(taken.append(doc) or doc for doc in ({"ip": "10.0.0.1"},))
+        first.save_episodes([(("k",), 1.0, 2.0, 3, 4)])
+        assert taken == []
+        assert first.device_first_seen("10.0.0.1", 100.0) == 100.0
+        assert first.device_first_seen("10.0.0.1", 105.0) == 100.0   # established: kept, never written
+        assert first.add_destination("10.0.0.1", "198.51.100.1", 105.0) is True
+        assert first.add_destination("10.0.0.1", "198.51.100.1", 106.0) is False
+        first.device_first_seen("10.0.0.2", 101.0)
+        first.device_first_seen("10.0.0.3", 102.0)
+        assert first.devices_evicted == 1
+        first.forget_episode(("k",))
+        first.forget_inventory("10.0.0.1")
+        first.commit()
+        first.close()
         first.close()
         second = KnownState(path)
-        assert second.load_meta("series") is None and second.write_errors == 0
+        assert second.load_meta("series") is None and second.load_devices() == [] and second.load_episodes(9) == []
+        assert second.write_errors == 0 == first.write_errors
         second.close()
     assert list(tmp_path.iterdir()) == []
 
