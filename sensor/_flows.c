@@ -58,6 +58,9 @@ typedef struct {
     int64_t memo_mac[2];            /* the last two MACs shared in this call and their ints (strong references) */
     PyObject *memo_int[2];
     int memo_next;
+    /* apart, with a second's pending updates (flows.defer_updates): a known flow's group is added to its update
+     * there, or starts it, instead of making an update object of its own; none for a flow in `waiting` */
+    PyObject *pending, *waiting;
 } Env;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
@@ -1073,7 +1076,7 @@ static int make_or_add(Env *env, PyObject **flow, PyObject *key, int proto, Py_b
  * holds came from the group: flows.new_update). */
 static PyObject *group_update(Env *env, PyObject *flow, Py_buffer *in, Py_ssize_t g, int is_new, int apart)
 {
-    if (apart && is_new)
+    if (apart && (is_new || env->pending != NULL))   /* deferred: run_groups adds the group to the pending update */
         return Py_NewRef(flow);
     int o = SLOT(flow, env->flow_off[S_ORIG_IS_A]) == Py_True ? 0 : 1, r = 1 - o;
     const int64_t *pkts = (const int64_t *)in[PKTS].buf + 2 * g, *nbytes = (const int64_t *)in[NBYTES].buf + 2 * g;
@@ -1304,6 +1307,36 @@ static void touch_probes(PyObject **tables, Py_buffer *in, Py_ssize_t lo, Py_ssi
 }
 
 /* Groups lo to hi (one window's of a slice grouped at once: flows.Windows). */
+/* A known flow's group into the second's pending updates (flows.defer_updates, its reference): nothing for a flow
+ * still waiting as new (it holds these packets already), a new update for a flow without one, else the group's
+ * packets and bytes added to the update it has. */
+static int defer_group(Env *env, PyObject *flow, Py_buffer *in, Py_ssize_t g)
+{
+    int waiting = PyDict_Contains(env->waiting, flow);
+    if (waiting != 0)
+        return waiting < 0 ? -1 : 0;
+    PyObject *acc = PyDict_GetItemWithError(env->pending, flow);   /* borrowed */
+    if (acc == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        PyObject *upd = group_update(env, flow, in, g, 0, 0);
+        if (upd == NULL)
+            return -1;
+        int failed = PyDict_SetItem(env->pending, flow, upd);
+        Py_DECREF(upd);
+        return failed;
+    }
+    if (!PyObject_TypeCheck(acc, env->update_type)) {   /* its slots are written by offset: a FlowUpdate only */
+        PyErr_SetString(PyExc_TypeError, "apply: a pending update that is not a FlowUpdate");
+        return -1;
+    }
+    int o = SLOT(flow, env->flow_off[S_ORIG_IS_A]) == Py_True ? 0 : 1, r = 1 - o;
+    const int64_t *pkts = (const int64_t *)in[PKTS].buf + 2 * g, *nbytes = (const int64_t *)in[NBYTES].buf + 2 * g;
+    Py_ssize_t *u = env->update_off;
+    return add_int(acc, u[3], pkts[o]) || add_int(acc, u[4], pkts[r]) || add_int(acc, u[5], nbytes[o])
+           || add_int(acc, u[6], nbytes[r]) ? -1 : 0;
+}
+
 static int run_groups(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t lo, Py_ssize_t hi, int has_tags,
                       Py_ssize_t *made, PyObject *updates, PyObject *fresh)
 {
@@ -1341,11 +1374,14 @@ static int run_groups(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t lo,
             if ((flags[0] | flags[1]) & F_SYN) {
                 if (made_here == NULL && (made_here = PySet_New(fresh)) == NULL)
                     failed = 1;
-                else if ((made_before = PySet_Contains(made_here, SLOT(out, env->update_off[0]))) < 0)
+                else if ((made_before = PySet_Contains(made_here, env->pending != NULL ? out
+                                                                  : SLOT(out, env->update_off[0]))) < 0)
                     failed = 1;
             }
         }
-        if (!failed && !made_before)
+        if (!failed && !made_before && !is_new && env->pending != NULL)
+            failed = defer_group(env, out, in, g) < 0;
+        else if (!failed && !made_before)
             failed = PyList_Append(fresh != NULL && is_new ? fresh : updates, out) < 0;
         Py_DECREF(out);
     }
@@ -1372,11 +1408,21 @@ static PyObject *apply(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_buffer in[NBUF];
     int apart = 0;
     Py_ssize_t lo = 0, hi = -1;   /* the groups applied: all of them, or [lo, hi) */
-    if (nargs != 3 + NBUF && nargs != 4 + NBUF && nargs != 6 + NBUF) {
-        PyErr_Format(PyExc_TypeError, "apply: %d, %d or %d arguments, not %zd", 3 + NBUF, 4 + NBUF, 6 + NBUF, nargs);
+    PyObject *pending = NULL, *waiting = NULL;
+    if (nargs != 3 + NBUF && nargs != 4 + NBUF && nargs != 6 + NBUF && nargs != 8 + NBUF) {
+        PyErr_Format(PyExc_TypeError, "apply: %d, %d, %d or %d arguments, not %zd", 3 + NBUF, 4 + NBUF, 6 + NBUF,
+                     8 + NBUF, nargs);
         return NULL;
     }
-    if (nargs == 6 + NBUF) {
+    if (nargs == 8 + NBUF) {
+        pending = args[6 + NBUF];
+        waiting = args[7 + NBUF];
+        if (!PyDict_CheckExact(pending) || !PyDict_Check(waiting)) {
+            PyErr_SetString(PyExc_TypeError, "apply: the pending updates and the waiting flows must be dicts");
+            return NULL;
+        }
+    }
+    if (nargs >= 6 + NBUF) {
         lo = PyLong_AsSsize_t(args[4 + NBUF]);
         hi = PyLong_AsSsize_t(args[5 + NBUF]);
         if ((lo == -1 || hi == -1) && PyErr_Occurred())
@@ -1395,6 +1441,10 @@ static PyObject *apply(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (nargs > 3 + NBUF && (apart = PyObject_IsTrue(args[3 + NBUF])) < 0)
         return NULL;
+    if (pending != NULL && !apart) {
+        PyErr_SetString(PyExc_ValueError, "apply: updates are deferred only apart");
+        return NULL;
+    }
     if (buffers(args + 3, NBUF, in) < 0)
         return NULL;
     Env env;
@@ -1423,6 +1473,8 @@ static PyObject *apply(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (bind(&env, types, end) < 0)
         goto release;
+    env.pending = pending;
+    env.waiting = waiting;
     env.lru = lrus == 4;   /* a mix goes through the mapping protocol, as OrderedDicts */
     updates = PyList_New(0);
     fresh = apart ? PyList_New(0) : NULL;

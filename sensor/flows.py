@@ -196,6 +196,23 @@ def new_update(flow: Flow) -> FlowUpdate:
     return FlowUpdate(flow, True, flow.first, flow.orig_pkts, flow.resp_pkts, flow.orig_bytes, flow.resp_bytes)
 
 
+def defer_updates(updates: list[FlowUpdate], pending: dict[Flow, FlowUpdate], waiting: dict[Flow, None]) -> None:
+    """Known flows' updates added to what each flow carried so far in the current second (`pending`, in the order
+    the flows first came); none for a flow still `waiting` to be settled as new, which holds these packets already
+    (its settling reads the flow whole). The reference of the compiled deferral (FlowTable.update_deferred)."""
+    for upd in updates:
+        if upd.flow in waiting:
+            continue
+        acc = pending.get(upd.flow)
+        if acc is None:
+            pending[upd.flow] = upd
+        else:
+            acc.orig_pkts += upd.orig_pkts
+            acc.resp_pkts += upd.resp_pkts
+            acc.orig_bytes += upd.orig_bytes
+            acc.resp_bytes += upd.resp_bytes
+
+
 def flow_keys(dec: Decoded, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Canonical 40-byte keys for the given rows, and whether each packet's source is the key's A side."""
     n = len(rows)
@@ -529,6 +546,20 @@ class FlowTable:
         the batch is more than one group)."""
         return self._update(dec, rows, tags, True)
 
+    def update_deferred(self, dec: Decoded, rows: np.ndarray, tags: np.ndarray | None,
+                        pending: dict[Flow, FlowUpdate], waiting: dict[Flow, None]) -> list[Flow]:
+        """update_apart, the known flows' updates then added to `pending` as defer_updates does; returns the new
+        flows. Compiled, a known flow's group goes straight into its pending update: a second of video from a
+        thousand cameras is some 60,000 groups, each an update object made, listed and summed in Python before."""
+        if len(rows) == 0:
+            return []
+        if _compiled_window():
+            return self._apply_window(self._group_windows(dec, rows, tags, [0, len(rows)]), 0, True,
+                                      (pending, waiting))[0]
+        fresh, updates = self._update(dec, rows, tags, True)
+        defer_updates(updates, pending, waiting)
+        return fresh
+
     def _update(self, dec: Decoded, rows: np.ndarray, tags: np.ndarray | None,
                 apart: bool) -> tuple[list[Flow], list[FlowUpdate]]:
         if len(rows) == 0:
@@ -597,11 +628,13 @@ class FlowTable:
                          flags, b"" if tags is None else side_tags, macs, last),
                         np.frombuffer(offsets, np.int64).tolist())
 
-    def _apply_window(self, grouped: _Grouped, k: int, apart: bool) -> tuple[list[Flow], list[FlowUpdate]]:
-        """Window k's groups into the table: one _flows.apply."""
+    def _apply_window(self, grouped: _Grouped, k: int, apart: bool,
+                      deferred: tuple[dict[Flow, FlowUpdate], dict[Flow, None]] | tuple[()] = ()
+                      ) -> tuple[list[Flow], list[FlowUpdate]]:
+        """Window k's groups into the table: one _flows.apply (deferred: update_deferred's pending and waiting)."""
         offsets = grouped.offsets
         fresh, updates = self._applied(compiled.flows_extension.apply(
-            self._tables, self._end, _TYPES, *grouped.columns, apart, offsets[k], offsets[k + 1]), apart)
+            self._tables, self._end, _TYPES, *grouped.columns, apart, offsets[k], offsets[k + 1], *deferred), apart)
         # _evict's test inlined: asked once a window, and a table past max_flows is rare
         if len(self._tcp) + len(self._closed) + len(self._udp) + len(self._other) > self.settings.max_flows:
             self._evict()
@@ -750,3 +783,12 @@ class Windows:
         lo, hi = self._bounds[k], self._bounds[k + 1]
         tags = self._tags
         return self._table.update_apart(self._dec, self._rows[lo:hi], None if tags is None else tags[lo:hi])
+
+    def update_deferred(self, k: int, pending: dict[Flow, FlowUpdate], waiting: dict[Flow, None]) -> list[Flow]:
+        """Window k as FlowTable.update_deferred: its new flows returned, the known flows' updates into pending."""
+        if self._grouped is not None:
+            return self._table._apply_window(self._grouped, k, True, (pending, waiting))[0]
+        lo, hi = self._bounds[k], self._bounds[k + 1]
+        tags = self._tags
+        return self._table.update_deferred(self._dec, self._rows[lo:hi], None if tags is None else tags[lo:hi],
+                                           pending, waiting)

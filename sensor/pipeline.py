@@ -124,8 +124,8 @@ class Sensor:
         # it (a ClientHello, the answering MAC) may come in the next batch, and a flow is judged on its first
         # second however the input was cut.
         self._pending: dict[Flow, FlowUpdate] = {}
-        # Flows made in the current second, waiting for its end in the order they came (a dict: _defer asks each
-        # known flow's update whether its flow is one of them, for every window of the second).
+        # Flows made in the current second, waiting for its end in the order they came (a dict: the deferral asks
+        # of each known flow's update whether its flow is one of them, for every window of the second).
         self._fresh: dict[Flow, None] = {}
         self._fresh_due = math.inf   # live: when the oldest waiting new flow is settled at the latest
         self._pending_second: float | None = None
@@ -282,13 +282,12 @@ class Sensor:
         if not no_ip:
             if held and rows.dns:
                 self.enricher.read_dns(dec, rows.dns)
-            fresh, updates = windows.update_apart(k)
+            # New flows come back, to go to the enricher together; the updates of the others wait for the second's
+            # end, summed per flow (a flow still waiting as new holds these packets already): they are only summed,
+            # so the two need not interleave.
+            fresh = windows.update_deferred(k, self._pending, self._fresh)
             if held:
                 self.enricher.read_payloads(dec, rows, flows)
-            # New flows go to the enricher at once, in one call (a flood's are most of a batch); the updates of the
-            # others wait for the second's end (they are only summed, so the two need not interleave).
-            if updates:
-                self._defer(updates)
             if fresh:
                 if not self._fresh and self.live:
                     self._fresh_due = t0 + NAME_WAIT
@@ -296,23 +295,6 @@ class Sensor:
         # after a window of ARP alone too: live, a stretch of them would otherwise leave what the link learnt unsaved
         if time.monotonic() - self._last_save >= 1.0:
             self._save(devices_too=False)
-
-    def _defer(self, updates: list[FlowUpdate]) -> None:
-        """Add updates of known flows to what each flow carried in the current second. A flow still waiting as new
-        (an earlier batch of the second made it) holds these packets already: its settling reads the flow whole."""
-        if self._fresh:
-            waiting = self._fresh
-            updates = [upd for upd in updates if upd.flow not in waiting]
-        pending = self._pending
-        for upd in updates:
-            acc = pending.get(upd.flow)
-            if acc is None:
-                pending[upd.flow] = upd
-            else:
-                acc.orig_pkts += upd.orig_pkts
-                acc.resp_pkts += upd.resp_pkts
-                acc.orig_bytes += upd.orig_bytes
-                acc.resp_bytes += upd.resp_bytes
 
     def _settle_fresh(self) -> None:
         fresh, self._fresh, self._fresh_due = self._fresh, {}, math.inf

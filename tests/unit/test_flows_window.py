@@ -96,6 +96,84 @@ def test_the_window_path_equals_the_paths_it_replaces(monkeypatch, seed, max_flo
     assert runs["window"][2] > 10 and {why for _, _, why in runs["window"][1]} >= {"idle"}
 
 
+def _run_deferred(monkeypatch, path: str, traffic: list, max_flows: int) -> tuple:
+    """The pipeline's use of a window: its new flows back, then waiting as new until their second ends; the known
+    flows' updates summed per flow into the second's pending updates (none for a waiting flow), read and cleared
+    when the second ends (here every second window)."""
+    monkeypatch.setattr(compiled, "group", AHEAD[path][0])
+    monkeypatch.setattr(compiled, "table", AHEAD[path][1])
+    monkeypatch.setattr(flows, "GROUP_AHEAD_ROWS", AHEAD[path][2])
+    ended: list[tuple] = []
+    ft = FlowTable(FlowSettings(max_flows=max_flows), on_end=lambda f, why: ended.append((f.key, f.first, why)))
+    seen, pending, waiting = [], {}, {}
+    for batch, tags, cuts, now in traffic:
+        dec = decode(batch)
+        ip = np.flatnonzero(dec.is_ip)
+        bounds = np.searchsorted(ip, [start for start, _ in cuts] + [cuts[-1][1]]).tolist()
+        windows = ft.windows(dec, ip, None if tags is None else tags[ip], bounds)
+        for k, (_, end) in enumerate(cuts):
+            fresh = windows.update_deferred(k, pending, waiting)
+            seen.append(_updates([new_update(f) for f in fresh]))
+            waiting.update(dict.fromkeys(fresh))
+            if k % 2:
+                seen.append(("second", _updates(list(pending.values()))))
+                pending.clear()
+                waiting.clear()
+            seen.append(_state(ft))
+            ft.expire(float(batch.ts[end - 1]))
+        ft.expire(now)
+    monkeypatch.undo()
+    return seen, ended, ft.created, dict(ft.expired), len(ft)
+
+
+def _run_deferred_by_hand(traffic: list, max_flows: int) -> tuple:
+    """The same through update_apart and defer_updates, the Python way the pipeline summed them before."""
+    ended: list[tuple] = []
+    ft = FlowTable(FlowSettings(max_flows=max_flows), on_end=lambda f, why: ended.append((f.key, f.first, why)))
+    seen, pending, waiting = [], {}, {}
+    for batch, tags, cuts, now in traffic:
+        dec = decode(batch)
+        ip = np.flatnonzero(dec.is_ip)
+        for k, (start, end) in enumerate(cuts):
+            lo, hi = np.searchsorted(ip, [start, end])
+            fresh, known = ft.update_apart(dec, ip[lo:hi], None if tags is None else tags[ip[lo:hi]])
+            flows.defer_updates(known, pending, waiting)
+            seen.append(_updates([new_update(f) for f in fresh]))
+            waiting.update(dict.fromkeys(fresh))
+            if k % 2:
+                seen.append(("second", _updates(list(pending.values()))))
+                pending.clear()
+                waiting.clear()
+            seen.append(_state(ft))
+            ft.expire(float(batch.ts[end - 1]))
+        ft.expire(now)
+    return seen, ended, ft.created, dict(ft.expired), len(ft)
+
+
+@pytest.mark.parametrize("max_flows", [7, 500_000])
+@pytest.mark.parametrize("seed", range(6))
+def test_deferred_updates_are_summed_in_the_table_step_as_defer_updates_sums_them(monkeypatch, seed, max_flows):
+    traffic = _traffic(random.Random(seed))
+    runs = {path: _run_deferred(monkeypatch, path, traffic, max_flows) for path in AHEAD}
+    by_hand = _run_deferred_by_hand(traffic, max_flows)
+    assert runs["windows ahead"] == runs["windows each"] == runs["windows, reference"] == by_hand
+    seconds = [entry[1] for entry in by_hand[0] if isinstance(entry, tuple) and entry[0] == "second"]
+    # known flows' updates were summed over several windows, and a second held many flows
+    assert sum(len(s) for s in seconds) > 20 and max(u[3] + u[4] for s in seconds for u in s) > 1
+
+
+def test_a_deferral_asks_for_dicts_and_apart():
+    ft = FlowTable(FlowSettings())
+    frame, linktype = _frame(random.Random(1), _conversations(random.Random(1)))
+    dec = decode(batch_of([frame], ts=[1_700_000_000.0], linktype=linktype))
+    grouped = ft._group_windows(dec, np.arange(1), None, [0, 1])
+    for pending, waiting in (([], {}), ({}, [])):
+        with pytest.raises(TypeError, match="must be dicts"):
+            ft._apply_window(grouped, 0, True, (pending, waiting))
+    with pytest.raises(ValueError, match="only apart"):
+        ft._apply_window(grouped, 0, False, ({}, {}))
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_the_compiled_orient_equals_orient(seed):
     """_flows.orient against flows.orient (its numpy and few-groups paths): every protocol, flag byte, port either
