@@ -15,7 +15,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from sensor.schema import (
     FRACTION,
     SECONDS,
     Choice,
+    Frozen,
     Invalid,
     Kind,
     NamedTables,
@@ -38,6 +39,7 @@ from sensor.schema import (
     key_text,
     load,
     quoted,
+    record,
     section,
     setting,
 )
@@ -200,16 +202,16 @@ def _timeout(default: float, doc: str) -> Any:
 _PATH = Text(nul=False)   # also for listen: whatever reaches the OS must not carry a NUL
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class SensorSettings(Values):
+@record
+class SensorSettings(Values, Frozen):
     """[sensor]: what this sensor is called."""
 
     name: str = setting("camwatch", kind=Text(max_length=64, printable=True),
                         doc="the `sensor` label on every metric and alert")
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class NetworkSettings(Values):
+@record
+class NetworkSettings(Values, Frozen):
     """[networks]: which addresses are the cameras' side and which are core networks."""
 
     camera: tuple[IPNetwork, ...] = setting((), kind=_Networks(refuse_broad=True),
@@ -218,8 +220,8 @@ class NetworkSettings(Values):
                                           doc="networks cameras must never reach")
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class FlowSettings(Values):
+@record
+class FlowSettings(Values, Frozen):
     """[flows]: when a flow ends and how many the table holds."""
 
     tcp_idle_timeout: float = _timeout(300.0, "idle TCP flows end")
@@ -243,15 +245,15 @@ def default_max_flows(max_devices: int) -> int:
     return max(MIN_DEFAULT_FLOWS, min(FlowSettings.max_flows, FLOWS_PER_DEVICE * max_devices))
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class AlertSettings(Values):
+@record
+class AlertSettings(Values, Frozen):
     """[alerts]: how long an alert's episode lasts."""
 
     episode_timeout: float = _timeout(3600.0, "silence that ends an episode; the next activity is a new alert")
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class LimitSettings(Values):
+@record
+class LimitSettings(Values, Frozen):
     """[limits]: the bounds on what the sensor keeps in memory."""
 
     max_devices: int = setting(10_000, kind=COUNT, maximum=MAX_DEVICES, doc="camera-side devices tracked")
@@ -264,8 +266,8 @@ class LimitSettings(Values):
                                      doc="new devices made at once once the site is known")
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class UploadSettings(Values):
+@record
+class UploadSettings(Values, Frozen):
     """video_egress: what a device sends to one outside peer, judged on sliding windows of its sent bytes per
     second. The defaults and the behaviour behind them are in docs/detectors.md#video_egress."""
 
@@ -286,8 +288,8 @@ class UploadSettings(Values):
                               doc="bulk: the window's sent packets average at least this size")
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class BeaconSettings(Values):
+@record
+class BeaconSettings(Values, Frozen):
     """beaconing: check-ins of a device with one outside peer, scored RITA-style (docs/detectors.md#beaconing)."""
 
     min_checkins: int = setting(5, kind=COUNT, minimum=4, maximum=64,
@@ -298,8 +300,8 @@ class BeaconSettings(Values):
     timing_threshold: float = setting(0.8, kind=FRACTION, doc="timing score that alerts, whatever the sizes")
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class DetectSettings(Values):
+@record
+class DetectSettings(Values, Frozen):
     """[detect]: the detectors' thresholds and windows."""
 
     learning_period: float = setting(DAY, kind=SECONDS, maximum=MAX_LEARNING_PERIOD, unit="s",
@@ -313,8 +315,8 @@ class DetectSettings(Values):
     beaconing: BeaconSettings = section(BeaconSettings, "beaconing: check-ins and their score")
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class PolicySettings(Values):
+@record
+class PolicySettings(Values, Frozen):
     """What the site treats as a concern in itself, whatever the detectors' thresholds."""
 
     # The directive's concern: the reach of the PRC's National Intelligence Law (mainland China, Hong Kong, Macao).
@@ -323,8 +325,8 @@ class PolicySettings(Values):
                                                    "is evidence; empty: off")
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class GeoSettings(Values):
+@record
+class GeoSettings(Values, Frozen):
     """MaxMind-format databases the user provides (GeoLite2 or DB-IP Lite), opened and checked at start. Without
     them every public destination still has its registry country (sensor/enrich/geography.py)."""
 
@@ -336,16 +338,16 @@ class GeoSettings(Values):
                                                "registry's")
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class StateSettings(Values):
+@record
+class StateSettings(Values, Frozen):
     """[state]: where learned state is kept between runs."""
 
     path: str | None = setting(None, kind=_PATH, expect="a file path",
                                doc="SQLite file of learned state; unset: in memory only")
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class MetricsSettings(Values):
+@record
+class MetricsSettings(Values, Frozen):
     """The HTTP endpoint. Loopback by default: metrics name every camera and where it talks, which is
     reconnaissance gold; exposing them is a decision, made by setting `listen` (and ideally TLS and auth)."""
 
@@ -368,8 +370,8 @@ CAPTURE_ENGINES = ("dumpcap", "tpacket")
 OVERLAP_MODES = ("auto", "on", "off")   # sensor.overlap.MODES
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class CaptureSettings(Values):
+@record
+class CaptureSettings(Values, Frozen):
     """[capture]: how live traffic is captured and files are read."""
 
     buffer_mib: int = setting(kind=COUNT, maximum=MAX_CAPTURE_BUFFER_MIB, unit="MiB",
@@ -397,8 +399,8 @@ class CaptureSettings(Values):
         return self
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class SiteSettings(Values):
+@record
+class SiteSettings(Values, Frozen):
     """One site of the estate, [sites.NAME]: the subnets it covers and whether it is a sensitive site in the
     directive's sense. `camwatch report` ranks covered devices on sensitive sites higher."""
 
@@ -409,8 +411,8 @@ class SiteSettings(Values):
     comment: str = setting("", kind=Text(), doc="free text for the reader")
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class AllowRule(Values):
+@record(kw_only=True)
+class AllowRule(Values, Frozen):
     """One MUD-like allowlist entry: a camera may reach `dst` (network or DNS pattern) on `port`/`proto`."""
 
     dst: str = setting(kind=Text(), doc="an IP, CIDR or DNS name pattern")
@@ -484,8 +486,8 @@ def _name_rule(pattern: str) -> tuple[str, str]:
     return _GLOB, pattern
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class Config(Values):
+@record
+class Config(Values, Frozen):
     """camwatch.toml: one field per section, in the order they are checked. The rest of camwatch reads the
     properties below (config.episode_timeout, config.max_devices...), so a key can move between sections without
     touching its readers."""

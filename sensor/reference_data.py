@@ -12,13 +12,28 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from sensor.config import PROTOCOLS, name_matches
 from sensor.errors import CamwatchError
-from sensor.schema import FLAG, STRINGS, Choice, Invalid, Kind, Section, Setting, Tables, Text, load, quoted, setting
+from sensor.schema import (
+    FLAG,
+    STRINGS,
+    Choice,
+    Frozen,
+    Invalid,
+    Kind,
+    Section,
+    Setting,
+    Tables,
+    Text,
+    load,
+    quoted,
+    record,
+    setting,
+)
 
 DATA = Path(__file__).with_name("data")
 INDICATORS_FILE = DATA / "indicators.toml"
@@ -80,8 +95,8 @@ def _sources() -> Any:
 
 
 # ---- indicators.toml ----------------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False, repr=False)
-class Signature:
+@record
+class Signature(Frozen):
     """A payload shape of a service's own protocol, in the first payload bytes a device sends. cs2_pppp: 0xF1, then
     a big-endian length equal to the rest of the payload; prefix: the payload starts with `value` (ASCII); hex: the
     payload's first bytes, under `mask` (both hex), equal `value`. `proto` and `ports` narrow where it counts."""
@@ -154,8 +169,8 @@ def _hex_bytes(text: str | None, key: str) -> bytes:
     return bytes.fromhex(digits)
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Service:
+@record(kw_only=True)
+class Service(Frozen):
     """A vendor cloud or P2P service cameras phone home to; any one of its names, signatures or (from one of
     its makers' devices) ports is enough to recognise it."""
 
@@ -182,8 +197,8 @@ class Service:
         return any(name_matches(p, name) for p in self.domains)
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class IndicatorFile:
+@record
+class IndicatorFile(Frozen):
     """indicators.toml: its version and services."""
 
     version: str = setting(kind=_NAMES, doc="the file's date, exported with the metrics")
@@ -256,8 +271,8 @@ class _Protocols(Kind):
         return f"a non-empty list of {', '.join(RESOLVER_PROTOCOLS)}"
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Resolver:
+@record(kw_only=True)
+class Resolver(Frozen):
     """A public resolver service: the names its DoH/DoT endpoints present (TLS SNI) and its anycast addresses."""
 
     id: str = setting(kind=_NAMES, doc="short stable name")
@@ -277,8 +292,8 @@ class Resolver:
         return bool(name) and any(name_matches(p, name or "") for p in self.domains)
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class ResolverFile:
+@record
+class ResolverFile(Frozen):
     """resolvers.toml: its version and resolvers."""
 
     version: str = setting(kind=_NAMES, doc="the file's date")
@@ -297,8 +312,8 @@ def load_resolvers(path: Path = RESOLVERS_FILE) -> ResolverFile:
 
 
 # ---- covered_makers.toml ------------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Maker:
+@record(kw_only=True)
+class Maker(Frozen):
     """A maker camwatch flags as covered, and how its devices are recognised."""
 
     name: str = setting(kind=_NAMES, doc="short name, as inventories and alerts show it")
@@ -318,8 +333,8 @@ class Maker:
         return self
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class CoveredMakerFile:
+@record
+class CoveredMakerFile(Frozen):
     """covered_makers.toml: its version and makers."""
 
     version: str = setting(kind=_NAMES, doc="the list's date, exported as camwatch_covered_list_info")
@@ -342,8 +357,8 @@ def load_covered_makers(path: Path = COVERED_MAKERS_FILE) -> CoveredMakerFile:
 
 
 # ---- brands.toml --------------------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Oem:
+@record(kw_only=True)
+class Oem(Frozen):
     """A brand known to sell a covered maker's hardware under its own name."""
 
     name: str = setting(kind=_NAMES, doc="the brand")
@@ -354,8 +369,8 @@ class Oem:
     sources: tuple[str, ...] = _sources()
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Module:
+@record(kw_only=True)
+class Module(Frozen):
     """A maker of radio or SoC modules: its MAC prefix does not name the device's maker."""
 
     name: str = setting(kind=_NAMES, doc="the module maker")
@@ -363,8 +378,8 @@ class Module:
     sources: tuple[str, ...] = _sources()
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class OtherMaker:
+@record(kw_only=True)
+class OtherMaker(Frozen):
     """A camera maker that is not covered, named so that its devices read alike whatever the evidence."""
 
     name: str = setting(kind=_NAMES, doc="short name")
@@ -374,16 +389,16 @@ class OtherMaker:
     sources: tuple[str, ...] = _sources()
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class RoleWords:
+@record
+class RoleWords(Frozen):
     """brands.toml's [roles]: words in names and model strings that say camera or recorder."""
 
     camera: tuple[re.Pattern, ...] = setting(kind=_Patterns(), doc="names and model strings of cameras")
     nvr: tuple[re.Pattern, ...] = setting(kind=_Patterns(), doc="names and model strings of recorders")
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class BrandFile:
+@record
+class BrandFile(Frozen):
     """brands.toml: OEM brands, module makers, other camera makers and role words."""
 
     version: str = setting(kind=_NAMES, doc="the file's date")

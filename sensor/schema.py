@@ -22,8 +22,8 @@ import dataclasses
 import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import MISSING, dataclass
-from typing import Any, TypeVar
+from dataclasses import MISSING, FrozenInstanceError, dataclass
+from typing import Any, TypeVar, dataclass_transform
 
 T = TypeVar("T")
 
@@ -86,8 +86,74 @@ class Values:
         return f"{self.__class__.__qualname__}({shown})"
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class Setting:
+class Frozen:
+    """The base of a record (below): its fields set once, by a constructor written once here for all of them.
+    A frozen dataclass compiles an __init__, __setattr__ and __delattr__ for each class at import, ~0.26 ms a class:
+    the configuration's sections, the reference files' records and Setting were ~8 ms of every start (issue 16),
+    and each is made a few times a run, where a constructor that reads the fields' plan is fast enough. It takes
+    what the generated one takes (positional fields in order, keyword-only ones by name, defaults and factories)
+    and refuses what it refuses with a TypeError (tests/unit/test_schema.py holds the two to each other)."""
+
+    __slots__ = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        cls = type(self)
+        plan = _PLANS.get(cls) or _plan(cls)
+        positional, fields = plan
+        name = cls.__qualname__
+        if len(args) > len(positional):
+            raise TypeError(f"{name}.__init__() takes at most {len(positional)} positional arguments besides self, "
+                            f"{len(args)} given")
+        given = dict(zip(positional, args, strict=False))   # fewer arguments than positional fields: the rest default
+        for key in kwargs:
+            if key in given:
+                raise TypeError(f"{name}.__init__() got multiple values for argument {key!r}")
+            if key not in fields:
+                raise TypeError(f"{name}.__init__() got an unexpected keyword argument {key!r}")
+        given.update(kwargs)
+        put = object.__setattr__
+        for key, (default, factory) in fields.items():
+            if key in given:
+                put(self, key, given[key])
+            elif default is not MISSING:
+                put(self, key, default)
+            elif factory is not MISSING:
+                put(self, key, factory())
+            else:
+                kind = "positional" if key in positional else "keyword-only"
+                raise TypeError(f"{name}.__init__() missing 1 required {kind} argument: {key!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+# per record class: its positional fields' names in order, and each field's (default, default_factory)
+_PLANS: dict[type, tuple[tuple[str, ...], dict[str, tuple[Any, Any]]]] = {}
+
+
+def _plan(cls: type) -> tuple[tuple[str, ...], dict[str, tuple[Any, Any]]]:
+    fields = dataclasses.fields(cls)
+    plan = (tuple(f.name for f in fields if not f.kw_only), {f.name: (f.default, f.default_factory) for f in fields})
+    _PLANS[cls] = plan
+    return plan
+
+
+@dataclass_transform(frozen_default=True, eq_default=False, field_specifiers=(dataclasses.field,))
+def record(cls: type[T] | None = None, /, *, kw_only: bool = False) -> Any:
+    """@dataclass(frozen=True, eq=False, repr=False) for a class deriving from Frozen, without the compiled methods:
+    the same fields, dataclasses.fields and replace, and the same refusals of assignment."""
+    def wrap(c: type[T]) -> type[T]:
+        if not issubclass(c, Frozen):
+            raise TypeError(f"{c.__qualname__}: a record derives from schema.Frozen")
+        return dataclass(c, init=False, eq=False, repr=False, kw_only=kw_only)
+    return wrap if cls is None else wrap(cls)
+
+
+@record
+class Setting(Frozen):
     """A key's declaration, kept in its dataclass field's metadata (the default stays the field's own)."""
 
     kind: Kind

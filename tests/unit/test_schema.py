@@ -21,6 +21,7 @@ from sensor.schema import (
     STRINGS,
     TABLE,
     Choice,
+    Frozen,
     Invalid,
     Kind,
     NamedTables,
@@ -33,6 +34,7 @@ from sensor.schema import (
     keys,
     load,
     quoted,
+    record,
     section,
     setting,
 )
@@ -284,7 +286,8 @@ def test_values_dataclasses_compare_hash_and_print_as_generated_ones():
     assert len(classes) >= 22 and len(set(classes)) == len(classes) and sections <= set(classes)
     for cls in classes:
         params = cls.__dataclass_params__  # type: ignore[attr-defined]
-        assert dataclasses.is_dataclass(cls) and params.frozen and not params.eq and not params.repr, cls
+        assert dataclasses.is_dataclass(cls) and (params.frozen or issubclass(cls, Frozen)), cls
+        assert not params.eq and not params.repr, cls
         fields = dataclasses.fields(cls)
         twin = dataclasses.dataclass(frozen=True)(type(cls.__name__, (), {
             "__annotations__": {f.name: object for f in fields}, "__qualname__": cls.__qualname__,
@@ -306,3 +309,76 @@ def test_values_dataclasses_compare_hash_and_print_as_generated_ones():
         assert base != twin_of(base) and base.__eq__(twin_of(base)) is NotImplemented
         kin = type("Kin", (cls,), {})   # the same fields and values, another class: unequal, as generated
         assert base != kin(**{f.name: getattr(base, f.name) for f in fields})
+
+
+def records() -> list[type]:
+    """Every record (schema.record, a Frozen subclass) a replay and the reference files import."""
+    import sensor.cli.replay
+    import sensor.reference_data  # noqa: F401
+
+    found, todo = [], list(Frozen.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return sorted(set(found), key=lambda c: f"{c.__module__}.{c.__qualname__}")
+
+
+def _generated_twin(cls: type) -> type:
+    """dataclass(frozen=True)'s own class of the same fields, defaults, factories and keyword-only marks."""
+    fields = dataclasses.fields(cls)
+    return dataclasses.dataclass(frozen=True, eq=False, repr=False)(type(cls.__name__, (), {
+        "__annotations__": {f.name: object for f in fields}, "__qualname__": cls.__qualname__,
+        "__module__": cls.__module__,
+        **{f.name: dataclasses.field(default=f.default, default_factory=f.default_factory, kw_only=f.kw_only)
+           for f in fields}}))
+
+
+def _outcome(make, *args, **kwargs):
+    try:
+        made = make(*args, **kwargs)
+    except TypeError:
+        return "refused"
+    return "made", dict(vars(made))
+
+
+def test_a_record_is_made_and_refused_as_a_generated_frozen_dataclass_is():
+    """schema.Frozen's one constructor against the one dataclass(frozen=True) compiles for each record: every way of
+    calling it (positional, keywords, defaults and factories, too many, unknown, twice, missing), the same fields or
+    a TypeError alike (the wording may differ: no caller shows it); and assigning or deleting a field refused
+    alike."""
+    classes = records()
+    assert {Config, Setting} <= set(classes) and len(classes) >= 30
+    for cls in classes:
+        twin, fields = _generated_twin(cls), dataclasses.fields(cls)
+        positional = [f.name for f in fields if not f.kw_only]
+        required = {f.name: f"required {f.name}" for f in fields
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        every = {f.name: f"value {f.name}" for f in fields}
+        calls = [((), required), ((), every), (tuple(every[n] for n in positional), {}),
+                 (tuple(every[n] for n in positional), {n: v for n, v in every.items() if n not in positional}),
+                 (tuple(every[n] for n in positional) + ("one too many",), {}),
+                 ((), {**every, "no_such_field": 1}), ((), {})]
+        if positional:
+            calls.append((("first",), {positional[0]: "again"}))
+        for name in required:
+            calls.append(((), {n: v for n, v in required.items() if n != name}))
+        for args, kwargs in calls:
+            assert _outcome(cls, *args, **kwargs) == _outcome(twin, *args, **kwargs), (cls, args, kwargs)
+        made = cls(**every)
+        for f in fields:
+            with pytest.raises(dataclasses.FrozenInstanceError, match=f"cannot assign to field '{f.name}'"):
+                setattr(made, f.name, 1)
+            with pytest.raises(dataclasses.FrozenInstanceError, match=f"cannot delete field '{f.name}'"):
+                delattr(made, f.name)
+        assert dataclasses.replace(made) is not made and vars(dataclasses.replace(made)) == vars(made)
+        # a factory's value is made afresh for each record, as the generated constructor makes it
+        factories = [f.name for f in fields if f.default_factory is not dataclasses.MISSING]
+        if factories:
+            assert all(getattr(cls(**required), n) is not getattr(cls(**required), n) or
+                       getattr(cls(**required), n) == getattr(twin(**required), n) for n in factories)
+
+
+def test_record_refuses_a_class_that_is_not_frozen():
+    with pytest.raises(TypeError, match="derives from schema.Frozen"):
+        record(type("Loose", (), {"__annotations__": {"x": int}}))
