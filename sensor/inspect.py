@@ -8,12 +8,13 @@ handshakes) out of the bulk video into a small temporary pcap, and only that fil
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -146,19 +147,64 @@ def describe(pkt) -> dict:
 
 
 def inspect(paths: list[str], addresses: list[str] | str) -> tuple[list[dict], Extracted]:
-    import pyshark  # only here: the sensor itself never starts tshark
-
     with tempfile.TemporaryDirectory(prefix="camwatch-inspect-") as tmp:
         small = Path(tmp) / "control.pcap"
         extracted = extract(paths, addresses, small)
         rows: list[dict] = []
         if extracted.written:
-            cap = pyshark.FileCapture(str(small), display_filter=DISPLAY_FILTER, keep_packets=False)
+            cap = waited_capture(str(small), display_filter=DISPLAY_FILTER, keep_packets=False)
+            failed: Exception | None = None
             try:
                 for pkt in cap:
                     rows.append(describe(pkt))
-                cap.close()
             except Exception as exc:  # noqa: BLE001 - pyshark reports tshark failures as assorted exception types
-                first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                failed = exc
+            try:   # closed whatever happened: a capture left open is closed by its __del__, raising there
+                cap.close()
+            except Exception as exc:  # noqa: BLE001 - as above
+                failed = failed or exc
+            if failed is not None:
+                first_line = str(failed).splitlines()[0] if str(failed) else type(failed).__name__
                 raise CamwatchError(f"inspect: tshark could not dissect the extracted packets: {first_line}") from None
     return rows, extracted
+
+
+def waited_capture(path: str, **options: Any) -> Any:
+    """pyshark.FileCapture(path, **options), except that a tshark whose output has been read to its end is waited
+    for, not killed.
+
+    pyshark kill()s tshark after EOF unless asyncio has already seen it exit, and kill() first polls the process
+    (subprocess.Popen.send_signal). If tshark exited in between, that poll reaps it behind asyncio's child watcher,
+    which then finds no such child ("Unknown child process pid N, will report returncode 255"), and close() raises
+    TSharkCrashException for a tshark that exited 0: `inspect` failed so, and the tests' pyshark oracle, whenever the
+    process was descheduled between EOF and kill() on a loaded machine. Waited for, tshark is reaped by the watcher
+    alone, and its real exit status is the one pyshark checks (a positive one still fails). A close() that raised is
+    not raised again from __del__ at a later garbage collection. The hooks are pyshark 0.6's (the lock pins it)."""
+    return _waited_capture_type()(path, **options)
+
+
+@functools.cache
+def _waited_capture_type() -> type:
+    import asyncio
+
+    import pyshark  # only here: the sensor itself never starts tshark
+
+    class WaitedFileCapture(pyshark.FileCapture):  # type: ignore[misc]   # pyshark has no type information
+        async def _cleanup_subprocess(self, process: Any) -> None:
+            if process.returncode is None and self._eof_reached:
+                try:
+                    await asyncio.wait_for(process.wait(), TSHARK_EXIT_WAIT)
+                except TimeoutError:
+                    pass   # output ended but tshark lingers: pyshark's kill() below, as before
+            await super()._cleanup_subprocess(process)
+
+        async def close_async(self) -> None:
+            try:
+                await super().close_async()
+            finally:
+                self._running_processes.clear()
+
+    return WaitedFileCapture
+
+
+TSHARK_EXIT_WAIT = 60.0   # seconds a tshark may take to exit once its output has ended

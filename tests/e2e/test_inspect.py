@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 
 from conftest import REAL, SYNTHETIC, camwatch
 from link_packets import dhcp_ack, dhcp_request, mac_int, neighbor_advertisement, router_advertisement, write_pcap
@@ -112,3 +113,51 @@ def test_sip_registrations_are_shown_and_wire_text_never_reaches_the_terminal_ra
     assert len(lines) == 2 and all(line.isprintable() for line in lines), lines
     assert "SIP request REGISTER sip:sip.example SIP/2.0" in lines[0] and "SIP user agent DoorStation" in lines[0]
     assert "HTTP user agent" in lines[1]
+
+
+def _descheduled_at_cleanup(monkeypatch, tmp_path):
+    """The race a loaded machine hits now and then, made certain: tshark outlives its output by 50 ms (a wrapper
+    first on PATH), and the process is held 0.2 s at the start of pyshark's cleanup after EOF, where it decides to
+    kill or wait; tshark has exited by then, a zombie nobody has reaped."""
+    import shutil
+    import time
+
+    from pyshark.capture.capture import Capture
+
+    real = shutil.which("tshark")
+    assert real
+    wrapper = tmp_path / "bin" / "tshark"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\n"{real}" "$@"; rc=$?\nexec >&- 2>&-\nsleep 0.05\nexit $rc\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    original = Capture._cleanup_subprocess
+
+    async def held(self, process):
+        time.sleep(0.2)
+        return await original(self, process)
+
+    monkeypatch.setattr(Capture, "_cleanup_subprocess", held)
+
+
+def test_a_tshark_that_exits_while_the_process_is_held_is_not_taken_for_a_crash(monkeypatch, tmp_path):
+    """pyshark's own cleanup kill()s the exited tshark, whose poll reaps it behind asyncio's child watcher: close()
+    then raises TSharkCrashException (returncode 255) for a tshark that exited 0, and `inspect` failed. The capture
+    camwatch uses waits for tshark instead (sensor.inspect.waited_capture); pyshark's is shown to fail the same way."""
+    import pyshark
+    import pytest
+    from pyshark.capture.capture import TSharkCrashException
+
+    from sensor.inspect import inspect
+
+    _descheduled_at_cleanup(monkeypatch, tmp_path)
+    found, _ = inspect([str(SYNTHETIC / "camera_site.pcap")], "10.20.0.14")
+    assert any((r["detail"] or "") == "DNS query litedev.hik-connect.com" for r in found)
+    plain = pyshark.FileCapture(str(SYNTHETIC / "camera_site.pcap"), display_filter="dns", keep_packets=False)
+    with pytest.raises(TSharkCrashException, match="255"):
+        try:
+            for _ in plain:
+                pass
+            plain.close()
+        finally:
+            plain._running_processes.clear()   # not raised again by its __del__ in a later test

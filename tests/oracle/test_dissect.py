@@ -3,9 +3,6 @@ dissectors through pyshark."""
 
 from __future__ import annotations
 
-import asyncio
-
-import pyshark
 import pytest
 from conftest import REAL, SYNTHETIC
 
@@ -13,38 +10,11 @@ from packets import PcapWriter, dns_response, ethernet, ipv4, mac, tcp, tls_clie
 from sensor.capture import open_file
 from sensor.decode import decode, payload
 from sensor.dissect import parse_dns, parse_http_host, parse_http_request, parse_tftp_request, parse_tls_sni
+from sensor.inspect import waited_capture  # pyshark's FileCapture, its tshark waited for (not killed) at the end
 
 NAMING_FIXTURES = [SYNTHETIC / "camera_site.pcap", SYNTHETIC / "links" / "ethernet.pcap",
                    REAL / "nku-lifecycle/xiaobai_Y2camera_setup.pcap",
                    REAL / "iot-sentinel/D-LinkCam/Setup-A-1-STA.pcap"]
-
-
-class WaitedFileCapture(pyshark.FileCapture):
-    """pyshark's FileCapture, except that a tshark whose output has been read to its end is waited for, not killed.
-
-    pyshark kill()s tshark after EOF unless asyncio has already seen it exit, and kill() first polls the process
-    (subprocess.Popen.send_signal). If tshark exited in between, that poll reaps it behind asyncio's child watcher,
-    which then finds no such child ("Unknown child process pid N, will report returncode 255"), and close() raises
-    TSharkCrashException for a tshark that exited 0. A worker descheduled between EOF and kill() on a loaded machine
-    is enough. Waited for, tshark is reaped by the watcher alone, and its real exit status is the one pyshark checks
-    (a positive one still fails the test). The hooks are pyshark 0.6's (requirements/test.txt pins it)."""
-
-    async def _cleanup_subprocess(self, process):
-        if process.returncode is None and self._eof_reached:
-            try:
-                await asyncio.wait_for(process.wait(), 60)
-            except TimeoutError:
-                pass   # output ended but tshark lingers: pyshark's kill() below, as before
-        await super()._cleanup_subprocess(process)
-
-    async def close_async(self):
-        try:
-            await super().close_async()
-        finally:
-            # A close() that raised (tshark failed) is not raised again from __del__ at a later garbage collection,
-            # in another test: a warning there, or (CPython 3.11.7, when that collection interrupts pytest's own
-            # ast.parse) a SystemError that ends the whole session in an INTERNALERROR.
-            self._running_processes.clear()
 
 
 def our_names(path):
@@ -71,7 +41,7 @@ def our_names(path):
 def wireshark_names(path):
     """The same, from Wireshark's dissectors (pyshark's default mode: only the few matching packets are parsed)."""
     dns, sni = {}, {}
-    cap = WaitedFileCapture(str(path), display_filter="(dns && udp.port == 53) || tls.handshake.type == 1")
+    cap = waited_capture(str(path), display_filter="(dns && udp.port == 53) || tls.handshake.type == 1")
     try:
         for pkt in cap:
             number = int(pkt.number)
@@ -152,7 +122,7 @@ def test_tftp_requests_and_http_request_lines_agree_with_wireshark(tmp_path):
             w.write(1e9 + 10 + i, ethernet(b, a, 0x0800, ipv4("10.0.0.1", "10.0.0.2", 6, tcp(
                 "10.0.0.1", "10.0.0.2", 41000 + i, 80, 1, 1, "PA", body))))
     tftp, http = [], []
-    cap = WaitedFileCapture(str(path), display_filter="tftp || http.request")
+    cap = waited_capture(str(path), display_filter="tftp || http.request")
     try:
         for pkt in cap:
             if hasattr(pkt, "tftp"):
