@@ -27,6 +27,15 @@ if TYPE_CHECKING:
     from sensor.decode import Decoded
 
 CHUNK_BYTES = 8 << 20   # thousands of video frames per batch: numpy's per-call overhead amortised
+# A capture of big packets (video) is read in chunks of about CHUNK_RECORDS records, up to MAX_CHUNK_GROWTH times
+# CHUNK_BYTES, sized from the batch before (chunk_for): the pipeline pays for each batch (its plan, the hand-over
+# between the reading thread and the pipeline, a group in the flow table for each flow the batch holds), and at
+# ~6,400 video packets a batch that was ~8% of a whole replay of 1,000 cameras. Small packets (control traffic,
+# floods) stay at CHUNK_BYTES, already tens of thousands of records: a flood in 32 MiB chunks was 7% slower. The
+# memory map keeps its last slices' pages (sensor.mapped.KEEP_SLICES), so a video replay holds up to ~4 x 32 MiB of
+# the file mapped (docs/benchmarks.md, issue 16, 2 December).
+CHUNK_RECORDS = 24_576
+MAX_CHUNK_GROWTH = 4
 # A live source with nothing to hand over says so this often (an empty batch): flows expire and a new flow waiting
 # for its name (sensor.pipeline.NAME_WAIT) is judged on the wall clock, within a second of its first packet.
 IDLE_TICK = 0.1
@@ -43,6 +52,14 @@ READ_AHEAD_FROM = 0
 # everything before the cut, as a damaged file does, instead of SIGBUS. Smaller files gain nothing from a map (one
 # chunk) and pay its set-up; 0 reads every file with readinto.
 MAP_FROM = CHUNK_BYTES
+
+
+def chunk_for(record_bytes: int, base: int) -> int:
+    """The size of the next chunk of a reader of `base`-byte chunks, whose last batch's records took `record_bytes`
+    each on average (0: none walked yet): about CHUNK_RECORDS of them, from `base` up to MAX_CHUNK_GROWTH times it.
+    The mapped and the readinto reader both follow it, so that their batches end in the same places
+    (tests/unit/test_mapped.py)."""
+    return min(max(base, record_bytes * CHUNK_RECORDS), base * MAX_CHUNK_GROWTH)
 
 PCAP_MAGIC = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
@@ -157,6 +174,7 @@ class CaptureReader:
         # every chunk onto the previous chunk's partial record. Allocated on the first read, sized then.
         self._readinto = readinto
         self._arena: bytearray | None = None
+        self._record_bytes = 0   # the last batch's bytes per record, which size the next chunk (chunk_for)
         self._size_hint = size_hint
         self._closer = close
         self._closed = False
@@ -223,10 +241,13 @@ class CaptureReader:
         start; the parsers have checked it against MAX_BLOCK_BYTES, so it never sizes anything absurd."""
         if self._closed:
             return False
-        if self._read_ahead is not None:
+        source = self._read_ahead
+        if source is not None:
             rest = bytes(self._buf)
             try:
-                self._buf, ahead = self._read_ahead.take(rest)
+                self._buf, ahead = (source.take(rest, chunk_for(self._record_bytes, source.base_chunk))
+                                    if isinstance(source, MappedFile)
+                                    else source.take(rest))   # read-ahead's buffers are of one size
             except OSError as exc:
                 raise self._error(f"cannot read: {exc.strerror or exc}", len(rest)) from None
             except Damaged as exc:   # everything before the incomplete record in hand was processed
@@ -234,16 +255,18 @@ class CaptureReader:
             return ahead > 0
         if self._readinto is None:
             assert self._read is not None   # a reader is given `read` or `readinto`; close() returned above
-            chunk = self._read()
-            if chunk is None:
+            came = self._read()
+            if came is None:
                 return None
-            if not chunk:
+            if not came:
                 return False
             assert isinstance(self._buf, bytes)   # only the readinto path makes it a memoryview
-            self._buf += chunk
+            self._buf += came
             return True
         rest = bytes(self._buf)   # the incomplete record at the end of the last chunk: small
-        size = max(CHUNK_BYTES, 2 * (len(rest) + want))
+        # a pipe's read gives what it holds, whatever the buffer: a bigger chunk would only be memory
+        chunk = chunk_for(self._record_bytes, CHUNK_BYTES) if self._size_hint is not None else CHUNK_BYTES
+        size = max(chunk, 2 * (len(rest) + want))
         if self._size_hint is not None:
             # No bigger than what is left of the file, plus room to see its end: bytearray zeroes what it
             # allocates, and 8 MiB for each of a thousand 3 KiB files cost more than reading them.
@@ -253,7 +276,7 @@ class CaptureReader:
             arena = self._arena = bytearray(max(size, 2 * len(arena)) if arena is not None else size)
         arena[:len(rest)] = rest
         try:
-            got = self._readinto(memoryview(arena)[len(rest):])
+            got = self._readinto(memoryview(arena)[len(rest):size])   # the chunk, not a grown arena: as the map slices
         except OSError as exc:
             raise self._error(f"cannot read: {exc.strerror or exc}", len(rest)) from None
         self._buf = memoryview(arena)[:len(rest) + (got or 0)]
@@ -306,6 +329,7 @@ class CaptureReader:
         while True:
             records, used, need = self._parse(parse)
             if len(records):
+                self._record_bytes = used // len(records)
                 yield records.batch(self._buf)
             self._consume(used)
             if self._pending is not None:

@@ -65,6 +65,7 @@ class MappedFile:
         self._fh = fh
         self._size = size
         self._chunk = chunk
+        self.base_chunk = chunk   # the size asked for; a reader of big records takes larger chunks (capture.chunk_for)
         self._map: _mapguard.Mapping | None = _mapguard.map_file(fh.fileno(), size)
         self._view: memoryview | None = memoryview(self._map)
         self._pos = 0        # the end of the last slice handed out
@@ -84,9 +85,12 @@ class MappedFile:
         except (OSError, ValueError):   # no guard, a file system without mmap, an address space too small
             return None
 
-    def take(self, rest: bytes) -> tuple[memoryview, int]:
-        """`rest` (the tail of the last slice) followed by the next chunk, and the chunk's size (0 at the end).
-        Damaged once the slices have reached the place where the file was found cut or failing."""
+    def take(self, rest: bytes, chunk: int | None = None) -> tuple[memoryview, int]:
+        """`rest` (the tail of the last slice) followed by the next chunk (of `chunk` bytes from now on, when given:
+        capture.chunk_for), and the chunk's size (0 at the end). Damaged once the slices have reached the place
+        where the file was found cut or failing."""
+        if chunk is not None:
+            self._chunk = chunk
         if self._view is not None:
             self._yielded = self._pos
             self.intact_to()

@@ -108,8 +108,9 @@ def test_the_map_goes_with_the_reader_and_stays_small(tmp_path, monkeypatch):
     kept = next(batches)
     first = _records([kept])
     deque(batches, maxlen=0)   # to the end, holding none of the later batches
-    # Pages behind the reader were given back as it went: all but the last chunks' (mapped.KEEP_SLICES and the last).
-    assert source._dropped >= len(data) - (mapped.KEEP_SLICES + 1) * (256 << 10)
+    # Pages behind the reader were given back as it went: all but the last chunks' (mapped.KEEP_SLICES and the last),
+    # each at most the largest chunk a capture of big records grows to (capture.chunk_after).
+    assert source._dropped >= len(data) - (mapped.KEEP_SLICES + 1) * (256 << 10) * capture.MAX_CHUNK_GROWTH
     assert source._map is None
     assert _records([kept]) == first   # a batch kept past the end still reads its bytes (refetched from the file)
     del kept   # the map, and its copy of the descriptor, went with the last slice of it
@@ -183,9 +184,12 @@ def _copied(reader) -> list[tuple]:
 
 def test_mapped_batches_end_where_readinto_batches_do(tmp_path, monkeypatch):
     """The same batches, not only the same records: the pipeline sweeps idle flows once per batch, so batches ending
-    elsewhere could change which flows a capture makes (42,199 against 42,201 on a 1 M-packet one, before)."""
-    monkeypatch.setattr(capture, "CHUNK_BYTES", 64 << 10)
-    for data in (pcap(3000, video_frame(1400)), pcapng(3000, video_frame(977))):
+    elsewhere could change which flows a capture makes (42,199 against 42,201 on a 1 M-packet one, before). Both
+    grow their chunks alike for big records (capture.chunk_for), and keep CHUNK_BYTES for small ones."""
+    monkeypatch.setattr(capture, "CHUNK_BYTES", 16 << 10)
+    monkeypatch.setattr(capture, "CHUNK_RECORDS", 40)
+    for data, grows in ((pcap(3000, video_frame(1400)), True), (pcapng(3000, video_frame(977)), True),
+                        (pcap(20000, video_frame(60)), False)):
         path = write(tmp_path, "big.cap", data)
         ends = {}
         for map_from in (0, 1):
@@ -194,6 +198,20 @@ def test_mapped_batches_end_where_readinto_batches_do(tmp_path, monkeypatch):
             assert isinstance(reader._read_ahead, MappedFile) == bool(map_from)
             ends[map_from] = [(len(b), float(b.ts[-1])) for b in reader]
         assert len(ends[0]) > 40 and ends[1] == ends[0]
+        sizes = [n for n, _ in ends[0][:-1]]
+        # the first chunk is CHUNK_BYTES; then big records make chunks of about CHUNK_RECORDS records (at most
+        # MAX_CHUNK_GROWTH times CHUNK_BYTES), while small ones fill CHUNK_BYTES with more than that already
+        assert (max(sizes) > 1.5 * sizes[0]) == grows and max(sizes) <= (capture.MAX_CHUNK_GROWTH + 1) * sizes[0]
+        assert not grows or capture.CHUNK_RECORDS - 1 <= max(sizes) <= capture.CHUNK_RECORDS + 1
+
+
+def test_a_chunk_holds_about_chunk_records_records_within_its_bounds():
+    base = capture.CHUNK_BYTES
+    assert capture.chunk_for(0, base) == base   # nothing walked yet
+    assert capture.chunk_for(70, base) == base   # a flood's or control traffic's small packets
+    assert capture.chunk_for(1300, base) == min(1300 * capture.CHUNK_RECORDS, capture.MAX_CHUNK_GROWTH * base)
+    assert capture.chunk_for(1 << 20, base) == capture.MAX_CHUNK_GROWTH * base   # never more
+    assert capture.chunk_for(1000, 4096) == 4 * 4096   # of the reader's own chunk size, not the module's
 
 
 def _taken(source: MappedFile, slices: int) -> None:
