@@ -96,13 +96,11 @@ def test_the_window_path_equals_the_paths_it_replaces(monkeypatch, seed, max_flo
     assert runs["window"][2] > 10 and {why for _, _, why in runs["window"][1]} >= {"idle"}
 
 
-def _run_deferred(monkeypatch, path: str, traffic: list, max_flows: int) -> tuple:
-    """The pipeline's use of a window: its new flows back, then waiting as new until their second ends; the known
-    flows' updates summed per flow into the second's pending updates (none for a waiting flow), read and cleared
-    when the second ends (here every second window)."""
-    monkeypatch.setattr(compiled, "group", AHEAD[path][0])
-    monkeypatch.setattr(compiled, "table", AHEAD[path][1])
-    monkeypatch.setattr(flows, "GROUP_AHEAD_ROWS", AHEAD[path][2])
+def _drive_deferred(traffic: list, max_flows: int, new_flows) -> tuple:
+    """The pipeline's use of a window: its new flows back (new_flows(table, decoded, IP rows, their tags, window
+    bounds) gives the function of (k, start, end, pending, waiting) that applies window k), then waiting as new
+    until their second ends; the known flows' updates summed per flow into the second's pending updates (none for
+    a waiting flow), read and cleared when the second ends (here every second window)."""
     ended: list[tuple] = []
     ft = FlowTable(FlowSettings(max_flows=max_flows), on_end=lambda f, why: ended.append((f.key, f.first, why)))
     seen, pending, waiting = [], {}, {}
@@ -110,34 +108,9 @@ def _run_deferred(monkeypatch, path: str, traffic: list, max_flows: int) -> tupl
         dec = decode(batch)
         ip = np.flatnonzero(dec.is_ip)
         bounds = np.searchsorted(ip, [start for start, _ in cuts] + [cuts[-1][1]]).tolist()
-        windows = ft.windows(dec, ip, None if tags is None else tags[ip], bounds)
-        for k, (_, end) in enumerate(cuts):
-            fresh = windows.update_deferred(k, pending, waiting)
-            seen.append(_updates([new_update(f) for f in fresh]))
-            waiting.update(dict.fromkeys(fresh))
-            if k % 2:
-                seen.append(("second", _updates(list(pending.values()))))
-                pending.clear()
-                waiting.clear()
-            seen.append(_state(ft))
-            ft.expire(float(batch.ts[end - 1]))
-        ft.expire(now)
-    monkeypatch.undo()
-    return seen, ended, ft.created, dict(ft.expired), len(ft)
-
-
-def _run_deferred_by_hand(traffic: list, max_flows: int) -> tuple:
-    """The same through update_apart and defer_updates, the Python way the pipeline summed them before."""
-    ended: list[tuple] = []
-    ft = FlowTable(FlowSettings(max_flows=max_flows), on_end=lambda f, why: ended.append((f.key, f.first, why)))
-    seen, pending, waiting = [], {}, {}
-    for batch, tags, cuts, now in traffic:
-        dec = decode(batch)
-        ip = np.flatnonzero(dec.is_ip)
+        window = new_flows(ft, dec, ip, tags, bounds)
         for k, (start, end) in enumerate(cuts):
-            lo, hi = np.searchsorted(ip, [start, end])
-            fresh, known = ft.update_apart(dec, ip[lo:hi], None if tags is None else tags[ip[lo:hi]])
-            flows.defer_updates(known, pending, waiting)
+            fresh = window(k, start, end, pending, waiting)
             seen.append(_updates([new_update(f) for f in fresh]))
             waiting.update(dict.fromkeys(fresh))
             if k % 2:
@@ -148,6 +121,32 @@ def _run_deferred_by_hand(traffic: list, max_flows: int) -> tuple:
             ft.expire(float(batch.ts[end - 1]))
         ft.expire(now)
     return seen, ended, ft.created, dict(ft.expired), len(ft)
+
+
+def _deferred(ft, dec, ip, tags, bounds):
+    """Windows.update_deferred, as the pipeline calls it."""
+    windows = ft.windows(dec, ip, None if tags is None else tags[ip], bounds)
+    return lambda k, start, end, pending, waiting: windows.update_deferred(k, pending, waiting)
+
+
+def _deferred_by_hand(ft, dec, ip, tags, bounds):
+    """update_apart then defer_updates, the Python way the pipeline summed them before."""
+    def window(k, start, end, pending, waiting):
+        lo, hi = np.searchsorted(ip, [start, end])
+        fresh, known = ft.update_apart(dec, ip[lo:hi], None if tags is None else tags[ip[lo:hi]])
+        flows.defer_updates(known, pending, waiting)
+        return fresh
+    return window
+
+
+def _run_deferred(monkeypatch, path: str, traffic: list, max_flows: int) -> tuple:
+    monkeypatch.setattr(compiled, "group", AHEAD[path][0])
+    monkeypatch.setattr(compiled, "table", AHEAD[path][1])
+    monkeypatch.setattr(flows, "GROUP_AHEAD_ROWS", AHEAD[path][2])
+    try:
+        return _drive_deferred(traffic, max_flows, _deferred)
+    finally:
+        monkeypatch.undo()
 
 
 @pytest.mark.parametrize("max_flows", [7, 500_000])
@@ -155,7 +154,7 @@ def _run_deferred_by_hand(traffic: list, max_flows: int) -> tuple:
 def test_deferred_updates_are_summed_in_the_table_step_as_defer_updates_sums_them(monkeypatch, seed, max_flows):
     traffic = _traffic(random.Random(seed))
     runs = {path: _run_deferred(monkeypatch, path, traffic, max_flows) for path in AHEAD}
-    by_hand = _run_deferred_by_hand(traffic, max_flows)
+    by_hand = _drive_deferred(traffic, max_flows, _deferred_by_hand)
     assert runs["windows ahead"] == runs["windows each"] == runs["windows, reference"] == by_hand
     seconds = [entry[1] for entry in by_hand[0] if isinstance(entry, tuple) and entry[0] == "second"]
     # known flows' updates were summed over several windows, and a second held many flows
