@@ -30,7 +30,7 @@ CHUNK_BYTES = 8 << 20   # thousands of video frames per batch: numpy's per-call 
 # A capture of big packets (video) is read in chunks of about CHUNK_RECORDS records, up to MAX_CHUNK_GROWTH times
 # CHUNK_BYTES, sized from the batch before (chunk_for): the pipeline pays for each batch (its plan, the hand-over
 # between the reading thread and the pipeline, a group in the flow table for each flow the batch holds), and at
-# ~6,400 video packets a batch that was ~8% of a whole replay of 1,000 cameras. Small packets (control traffic,
+# ~6,400 video packets a batch that was ~7% of a whole replay of 1,000 cameras. Small packets (control traffic,
 # floods) stay at CHUNK_BYTES, already tens of thousands of records: a flood in 32 MiB chunks was 7% slower. The
 # memory map keeps its last slices' pages (sensor.mapped.KEEP_SLICES), so a video replay holds up to ~4 x 32 MiB of
 # the file mapped (docs/benchmarks.md, issue 16, 2 December).
@@ -60,6 +60,7 @@ def chunk_for(record_bytes: int, base: int) -> int:
     The mapped and the readinto reader both follow it, so that their batches end in the same places
     (tests/unit/test_mapped.py)."""
     return min(max(base, record_bytes * CHUNK_RECORDS), base * MAX_CHUNK_GROWTH)
+
 
 PCAP_MAGIC = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),

@@ -111,7 +111,7 @@ class KnownState:
 
     @property
     def db(self) -> sqlite3.Connection:
-        """The open database; only asked where there is one (the writers check `kept` first)."""
+        """The open database; only asked where there is one (every reader and writer returns first without one)."""
         assert self._db is not None
         return self._db
 
