@@ -148,7 +148,11 @@ def record(cls: type[T] | None = None, /, *, kw_only: bool = False) -> Any:
     def wrap(c: type[T]) -> type[T]:
         if not issubclass(c, Frozen):
             raise TypeError(f"{c.__qualname__}: a record derives from schema.Frozen")
-        return dataclass(c, init=False, eq=False, repr=False, kw_only=kw_only)
+        made = dataclass(c, init=False, eq=False, repr=False, kw_only=kw_only)
+        # what Frozen's constructor does not do, refused at import rather than skipped at every construction
+        if hasattr(made, "__post_init__") or not all(f.init for f in dataclasses.fields(made)):  # type: ignore[arg-type]
+            raise TypeError(f"{c.__qualname__}: a record has no __post_init__ and no field outside its constructor")
+        return made
     return wrap if cls is None else wrap(cls)
 
 

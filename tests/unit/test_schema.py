@@ -379,6 +379,12 @@ def test_a_record_is_made_and_refused_as_a_generated_frozen_dataclass_is():
                        getattr(cls(**required), n) == getattr(twin(**required), n) for n in factories)
 
 
-def test_record_refuses_a_class_that_is_not_frozen():
+def test_record_refuses_a_class_that_is_not_frozen_or_asks_more_of_the_constructor():
     with pytest.raises(TypeError, match="derives from schema.Frozen"):
         record(type("Loose", (), {"__annotations__": {"x": int}}))
+    # dataclass() would call __post_init__ and leave init=False fields out of the constructor; Frozen's does neither
+    with pytest.raises(TypeError, match="no __post_init__"):
+        record(type("Checked", (Frozen,), {"__annotations__": {"x": int}, "__post_init__": lambda self: None}))
+    with pytest.raises(TypeError, match="no field outside its constructor"):
+        record(type("Derived", (Frozen,), {"__annotations__": {"x": int},
+                                           "x": dataclasses.field(default=0, init=False)}))
