@@ -1072,16 +1072,26 @@ static int make_or_add(Env *env, PyObject **flow, PyObject *key, int proto, Py_b
     return 0;
 }
 
+/* Group g's packets and bytes, the originator's first: (orig_pkts, resp_pkts, orig_bytes, resp_bytes). */
+static void oriented_sums(Env *env, PyObject *flow, Py_buffer *in, Py_ssize_t g, int64_t sums[4])
+{
+    int o = SLOT(flow, env->flow_off[S_ORIG_IS_A]) == Py_True ? 0 : 1, r = 1 - o;
+    const int64_t *pkts = (const int64_t *)in[PKTS].buf + 2 * g, *nbytes = (const int64_t *)in[NBYTES].buf + 2 * g;
+    sums[0] = pkts[o];
+    sums[1] = pkts[r];
+    sums[2] = nbytes[o];
+    sums[3] = nbytes[r];
+}
+
 /* A group's FlowUpdate, oriented to its flow's originator; apart, a new flow's update is the flow alone (what it
- * holds came from the group: flows.new_update). */
+ * holds came from the group: flows.new_update), and a known flow's none when its updates are deferred. */
 static PyObject *group_update(Env *env, PyObject *flow, Py_buffer *in, Py_ssize_t g, int is_new, int apart)
 {
     if (apart && (is_new || env->pending != NULL))   /* deferred: run_groups adds the group to the pending update */
         return Py_NewRef(flow);
-    int o = SLOT(flow, env->flow_off[S_ORIG_IS_A]) == Py_True ? 0 : 1, r = 1 - o;
-    const int64_t *pkts = (const int64_t *)in[PKTS].buf + 2 * g, *nbytes = (const int64_t *)in[NBYTES].buf + 2 * g;
-    return new_update(env, flow, is_new, ((const double *)in[FIRST_TS].buf)[g], pkts[o], pkts[r], nbytes[o],
-                      nbytes[r]);
+    int64_t sums[4];
+    oriented_sums(env, flow, in, g, sums);
+    return new_update(env, flow, is_new, ((const double *)in[FIRST_TS].buf)[g], sums[0], sums[1], sums[2], sums[3]);
 }
 
 /* one_group on Lru tables: the same steps (take the flow out, add the group, put it back at the recent end of its
@@ -1306,10 +1316,9 @@ static void touch_probes(PyObject **tables, Py_buffer *in, Py_ssize_t lo, Py_ssi
     touch_sink = acc;
 }
 
-/* Groups lo to hi (one window's of a slice grouped at once: flows.Windows). */
 /* A known flow's group into the second's pending updates (flows.defer_updates, its reference): nothing for a flow
- * still waiting as new (it holds these packets already), a new update for a flow without one, else the group's
- * packets and bytes added to the update it has. */
+ * still waiting as new (it holds these packets already), a new update for a flow without one (group_update's), else
+ * the group's packets and bytes added to the update it has. */
 static int defer_group(Env *env, PyObject *flow, Py_buffer *in, Py_ssize_t g)
 {
     int waiting = PyDict_Contains(env->waiting, flow);
@@ -1330,13 +1339,14 @@ static int defer_group(Env *env, PyObject *flow, Py_buffer *in, Py_ssize_t g)
         PyErr_SetString(PyExc_TypeError, "apply: a pending update that is not a FlowUpdate");
         return -1;
     }
-    int o = SLOT(flow, env->flow_off[S_ORIG_IS_A]) == Py_True ? 0 : 1, r = 1 - o;
-    const int64_t *pkts = (const int64_t *)in[PKTS].buf + 2 * g, *nbytes = (const int64_t *)in[NBYTES].buf + 2 * g;
+    int64_t sums[4];   /* the group's, oriented as group_update orients them */
+    oriented_sums(env, flow, in, g, sums);
     Py_ssize_t *u = env->update_off;
-    return add_int(acc, u[3], pkts[o]) || add_int(acc, u[4], pkts[r]) || add_int(acc, u[5], nbytes[o])
-           || add_int(acc, u[6], nbytes[r]) ? -1 : 0;
+    return add_int(acc, u[3], sums[0]) || add_int(acc, u[4], sums[1]) || add_int(acc, u[5], sums[2])
+           || add_int(acc, u[6], sums[3]) ? -1 : 0;
 }
 
+/* Groups lo to hi (one window's of a slice grouped at once: flows.Windows). */
 static int run_groups(Env *env, PyObject **tables, Py_buffer *in, Py_ssize_t lo, Py_ssize_t hi, int has_tags,
                       Py_ssize_t *made, PyObject *updates, PyObject *fresh)
 {

@@ -213,6 +213,10 @@ def defer_updates(updates: list[FlowUpdate], pending: dict[Flow, FlowUpdate], wa
             acc.resp_bytes += upd.resp_bytes
 
 
+# A second's pending updates and the flows waiting to be settled as new (FlowTable.update_deferred), or () for none
+Deferred = tuple[dict[Flow, FlowUpdate], dict[Flow, None]] | tuple[()]
+
+
 def flow_keys(dec: Decoded, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Canonical 40-byte keys for the given rows, and whether each packet's source is the key's A side."""
     n = len(rows)
@@ -551,21 +555,16 @@ class FlowTable:
         """update_apart, the known flows' updates then added to `pending` as defer_updates does; returns the new
         flows. Compiled, a known flow's group goes straight into its pending update: a second of video from a
         thousand cameras is some 60,000 groups, each an update object made, listed and summed in Python before."""
-        if len(rows) == 0:
-            return []
-        if _compiled_window():
-            return self._apply_window(self._group_windows(dec, rows, tags, [0, len(rows)]), 0, True,
-                                      (pending, waiting))[0]
-        fresh, updates = self._update(dec, rows, tags, True)
-        defer_updates(updates, pending, waiting)
-        return fresh
+        return self._update(dec, rows, tags, True, (pending, waiting))[0]
 
-    def _update(self, dec: Decoded, rows: np.ndarray, tags: np.ndarray | None,
-                apart: bool) -> tuple[list[Flow], list[FlowUpdate]]:
+    def _update(self, dec: Decoded, rows: np.ndarray, tags: np.ndarray | None, apart: bool,
+                deferred: Deferred = ()) -> tuple[list[Flow], list[FlowUpdate]]:
+        """(new flows, updates) of update_apart, or of update (apart False: no new flows); with `deferred` (pending,
+        waiting) the updates go there instead (update_deferred), in the compiled window step or by defer_updates."""
         if len(rows) == 0:
             return [], []
         if _compiled_window():
-            return self._apply_window(self._group_windows(dec, rows, tags, [0, len(rows)]), 0, apart)
+            return self._apply_window(self._group_windows(dec, rows, tags, [0, len(rows)]), 0, apart, deferred)
         grp = group(dec, rows, tags)
         new = orient(dec, rows[grp.first], grp.first_dir)
         fresh: list[Flow] = []
@@ -585,6 +584,9 @@ class FlowTable:
                 made = set(fresh)
                 updates = [upd for upd in updates if upd.flow not in made]
         self._evict()
+        if deferred:
+            defer_updates(updates, *deferred)
+            updates = []
         return fresh, updates
 
     def _batch_columns(self, dec: Decoded) -> tuple[memoryview, ...]:
@@ -629,8 +631,7 @@ class FlowTable:
                         np.frombuffer(offsets, np.int64).tolist())
 
     def _apply_window(self, grouped: _Grouped, k: int, apart: bool,
-                      deferred: tuple[dict[Flow, FlowUpdate], dict[Flow, None]] | tuple[()] = ()
-                      ) -> tuple[list[Flow], list[FlowUpdate]]:
+                      deferred: Deferred = ()) -> tuple[list[Flow], list[FlowUpdate]]:
         """Window k's groups into the table: one _flows.apply (deferred: update_deferred's pending and waiting)."""
         offsets = grouped.offsets
         fresh, updates = self._applied(compiled.flows_extension.apply(
@@ -778,17 +779,16 @@ class Windows:
         self._grouped = table._group_windows(dec, rows, tags, bounds) if ahead else None
 
     def update_apart(self, k: int) -> tuple[list[Flow], list[FlowUpdate]]:
-        if self._grouped is not None:
-            return self._table._apply_window(self._grouped, k, True)
-        lo, hi = self._bounds[k], self._bounds[k + 1]
-        tags = self._tags
-        return self._table.update_apart(self._dec, self._rows[lo:hi], None if tags is None else tags[lo:hi])
+        return self._window(k)
 
     def update_deferred(self, k: int, pending: dict[Flow, FlowUpdate], waiting: dict[Flow, None]) -> list[Flow]:
         """Window k as FlowTable.update_deferred: its new flows returned, the known flows' updates into pending."""
+        return self._window(k, (pending, waiting))[0]
+
+    def _window(self, k: int, deferred: Deferred = ()) -> tuple[list[Flow], list[FlowUpdate]]:
         if self._grouped is not None:
-            return self._table._apply_window(self._grouped, k, True, (pending, waiting))[0]
+            return self._table._apply_window(self._grouped, k, True, deferred)
         lo, hi = self._bounds[k], self._bounds[k + 1]
         tags = self._tags
-        return self._table.update_deferred(self._dec, self._rows[lo:hi], None if tags is None else tags[lo:hi],
-                                           pending, waiting)
+        return self._table._update(self._dec, self._rows[lo:hi], None if tags is None else tags[lo:hi], True,
+                                   deferred)
