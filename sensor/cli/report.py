@@ -20,6 +20,7 @@ from .common import (
     report_errors,
     require_files,
     sensor_access,
+    writable_target,
 )
 
 if TYPE_CHECKING:
@@ -67,15 +68,6 @@ def _host_port(url: str) -> str:
     return url.split("://", 1)[-1].split("/", 1)[0] or url
 
 
-def _check_output(path: str, what: str) -> Path:
-    out = Path(path)
-    if out.is_dir():
-        raise CamwatchError(f"{path}: is a directory; {what} wants a file name")
-    if not out.parent.is_dir():
-        raise CamwatchError(f"{out.parent}: no such directory for {what}")
-    return out
-
-
 def report(args: argparse.Namespace) -> int:
     if not (args.pcaps or args.state or args.url):
         raise CamwatchError("report: give capture files, --state DB or --url of a running sensor")
@@ -84,7 +76,8 @@ def report(args: argparse.Namespace) -> int:
     from sensor.report.render import CSV_FILES
     from sensor.report.sources import split_label
 
-    out = _check_output(args.out, "--out")
+    writable_target(args.out, "the report")
+    out = Path(args.out)
     inputs = ([(path, "a capture it reads") for path in args.pcaps]
               + [(split_label(value)[1], "a state database it reads") for value in args.state]
               + [(path, "an alert log it reads") for path in args.alerts]
