@@ -46,8 +46,10 @@ static inline void fetch_ahead(const unsigned char *data, Py_ssize_t pos, Py_ssi
 }
 
 /* A memory-mapped buffer's pages mapped into the process in one system call before the walk touches them
-   (MADV_POPULATE_READ, Linux 5.14), instead of a page fault every few pages: vlan100's 1.2 GiB walked through the map
-   took 0.162 s of CPU faulting page by page, 0.146 s so (docs/benchmarks.md, issue 16, 1 December afternoon). Done
+   (MADV_POPULATE_READ, Linux 5.14), when the caller asks, instead of a page fault every few pages: on one host
+   vlan100's 1.2 GiB walked through the map took 0.162 s of CPU faulting, 0.146 s so (docs/benchmarks.md, issue 16,
+   1 December afternoon); on another, populating was the dearer (2 December, midday), so sensor.mapped.PageMapping
+   asks for whichever costs less where it runs. Done
    here, without the GIL the walk has released already, not by sensor.mapped: a separate call there would give up
    and take back the GIL once more per chunk, a wait while the other thread runs Python. A hint: errors (an older
    kernel, a page past a cut file's end) are ignored, and a page it could not map is faulted by the walk, where the

@@ -13,12 +13,12 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import thread_time_ns
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sensor import compiled
-from sensor import mapped as mapping
 from sensor.errors import CamwatchError, CaptureError
 from sensor.mapped import Damaged, MappedFile
 from sensor.readahead import ReadAhead
@@ -383,9 +383,13 @@ class CaptureReader:
 
     def _parse_pcap(self, data: bytes | memoryview, out: _Records) -> tuple[int, int]:
         if compiled.extension is not None and compiled.walk:
+            paging = self._read_ahead.paging if isinstance(self._read_ahead, MappedFile) else None
+            populate = paging is not None and paging.populate()
+            started = thread_time_ns()
             used, need, bad, bad_length, offsets, caplens, wirelens, stamps = compiled.extension.walk(
-                data, self._pcap_big_endian, self._pcap_scale, MAX_RECORD_BYTES,
-                self.mapped and mapping.POPULATE and not mapping.PREFETCH)
+                data, self._pcap_big_endian, self._pcap_scale, MAX_RECORD_BYTES, populate)
+            if paging is not None:
+                paging.walked(populate, thread_time_ns() - started, len(data))
             n = len(offsets) // 8
             if n:
                 out.arrays = (np.frombuffer(offsets, np.int64), np.frombuffer(caplens, np.int64),

@@ -2,7 +2,8 @@
 
 Reading a cached file with `readinto` is a memory copy of every byte, and in replay that copy was 40% of the time
 (bench/profile_replay.py): more than decoding, grouping and enriching the packets together. Mapped, the pages are
-only made visible to the process (by the walk, one system call a chunk: POPULATE), and a chunk is a slice of the
+only made visible to the process (by the walk: one system call a chunk, or a fault every few pages, whichever
+PageMapping finds cheaper), and a chunk is a slice of the
 map, its incomplete last record carried over by starting the next slice earlier instead of by copying it. The
 kernel is asked to read the chunk after the current one ahead (MADV_WILLNEED), so a file not yet in the page cache is
 read from disk while the current chunk is processed, without a thread; pages already walked are dropped from the
@@ -39,15 +40,56 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 # processed, instead of asking the kernel to read it ahead (MADV_WILLNEED) and faulting each page on first touch.
 # Off: measured in docs/benchmarks.md (issue 16 item 3, third pass); bench/read_floor.py runs it as "prefetch".
 PREFETCH = False
-# The walk maps a slice's pages in with one system call before it reads them (sensor/_walk.c, MADV_POPULATE_READ)
-# instead of faulting them in a few pages at a time: ~10% less CPU for the walk of a file from the page cache
-# (docs/benchmarks.md, issue 16, 1 December afternoon). The next chunk is still read ahead (MADV_WILLNEED) for a
-# file not in the page cache. Off, or with PREFETCH (whose thread does it), pages are faulted in as the walk goes.
+# The walk may map a slice's pages in with one system call before it reads them (sensor/_walk.c,
+# MADV_POPULATE_READ) instead of faulting them in as it goes, each fault mapping the pages around it: PageMapping
+# chooses, per file, by what each costs here. Off, or with PREFETCH (whose thread does it), pages are faulted in as
+# the walk goes. The next chunk is read ahead (MADV_WILLNEED) either way, for a file not in the page cache.
 POPULATE = True
 # Slices before the last whose pages stay in the process: the pipeline may still read them (in line, the one before
 # the last; with sensor.overlap, its thread runs overlap.DEPTH batches ahead of the pipeline). Dropping a slice's
 # pages under the pipeline costs it faults again, nothing else: the page cache still holds the bytes.
 KEEP_SLICES = 2
+
+
+class PageMapping:
+    """Whether the walk of a chunk maps its pages in at once (MADV_POPULATE_READ) or lets the walk fault them in,
+    the kernel mapping the pages around each fault with it. Both read the same bytes; which costs less CPU depends
+    on the kernel and on how the page cache holds the file: one 2 December host walked 1.2 GB of video ~10% cheaper
+    with populate, another ~10% cheaper without (docs/benchmarks.md, issue 16, 2 December, midday). So each mapped
+    file is asked: after its first chunk (smaller, and paying for starting up), TRIAL chunks alternate the two ways,
+    the walk's CPU per byte of each is compared and the cheaper one walks the next RECHECK chunks; then the trial
+    runs again, as the page cache's state may change under a long file (parts read from disk, parts evicted)."""
+
+    TRIAL = 4
+    RECHECK = 64
+
+    def __init__(self) -> None:
+        self._chunk = 0
+        self._spent = [0, 0]    # CPU ns of the trial's walks without and with populate
+        self._walked = [0, 0]   # and their bytes
+        self._chosen = True     # the trial's verdict, until the next one
+
+    def populate(self) -> bool:
+        """How the next chunk is walked."""
+        if not POPULATE or PREFETCH:
+            return False
+        step = (self._chunk - 1) % (self.TRIAL + self.RECHECK)
+        return self._chosen if self._chunk == 0 or step >= self.TRIAL else step % 2 == 0
+
+    def walked(self, populated: bool, cpu_ns: int, size: int) -> None:
+        """What the walk of a chunk of `size` bytes cost, walked as populate() said (nothing at the file's end)."""
+        if not size:
+            return
+        step = (self._chunk - 1) % (self.TRIAL + self.RECHECK)
+        if self._chunk > 0 and step < self.TRIAL and POPULATE and not PREFETCH:
+            self._spent[populated] += cpu_ns
+            self._walked[populated] += size
+            if step == self.TRIAL - 1:
+                (off, on), (off_bytes, on_bytes) = self._spent, self._walked
+                if off_bytes and on_bytes:
+                    self._chosen = on * off_bytes <= off * on_bytes   # per byte, without dividing
+                self._spent, self._walked = [0, 0], [0, 0]
+        self._chunk += 1
 
 
 class Damaged(Exception):
@@ -75,6 +117,7 @@ class MappedFile:
         self._dropped = 0    # pages before this offset were given back
         self._kept: deque[int] = deque()   # the starts of the last slices handed out, the last one's included
         self._prefetch: threading.Thread | None = None
+        self.paging = PageMapping()   # how the walk maps each chunk's pages in
         fh.seek(size)        # where reading goes on if the file grew
 
     @classmethod

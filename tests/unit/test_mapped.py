@@ -118,11 +118,11 @@ def test_the_map_goes_with_the_reader_and_stays_small(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(("populate", "prefetch"), [(True, False), (False, False), (True, True)])
-def test_the_walk_is_asked_to_map_a_mapped_slice_in_at_once(tmp_path, monkeypatch, populate, prefetch):
-    """With mapped.POPULATE a mapped reader's compiled walk maps the slice's pages in before reading them (one
-    system call, not a fault every few pages; not with PREFETCH, whose thread does it), a readinto reader's never,
-    and the records are the same either way. (Which pages end up resident cannot tell: a kernel that maps a page
-    cache's large folios whole on a fault maps as much without.)"""
+def test_a_mapped_files_walk_tries_both_ways_of_mapping_its_pages_in(tmp_path, monkeypatch, populate, prefetch):
+    """With mapped.POPULATE a mapped reader's compiled walk is asked to map its slices' pages in at once on the trial
+    chunks that PageMapping gives it and not on the others (never with PREFETCH, whose thread does it, nor for a
+    readinto reader), and the records are the same either way. (Which pages end up resident cannot tell: a kernel
+    that maps a page cache's large folios whole on a fault maps as much without.)"""
     if compiled.extension is None or not compiled.walk:
         pytest.skip("the C extension was not built on this machine")
     walk, asked = compiled.extension.walk, []
@@ -135,15 +135,57 @@ def test_the_walk_is_asked_to_map_a_mapped_slice_in_at_once(tmp_path, monkeypatc
     monkeypatch.setattr(mapped, "POPULATE", populate)
     monkeypatch.setattr(mapped, "PREFETCH", prefetch)
     monkeypatch.setattr(capture, "CHUNK_BYTES", 64 << 10)
-    data = pcap(300, video_frame(1400))
+    data = pcap(1500, video_frame(1400))
     path = write(tmp_path, "big.pcap", data)
     records = read_records(data, None)[0]
-    for map_from, wanted in ((1, populate and not prefetch), (0, False)):
+    for map_from, mapped_file in ((1, True), (0, False)):
         monkeypatch.setattr(capture, "MAP_FROM", map_from)
         asked.clear()
         reader, _ = open_file(path)
         assert _copied(reader) == records
-        assert len(asked) > 3 and set(asked) == {wanted}
+        assert len(asked) > mapped.PageMapping.TRIAL + 1
+        if mapped_file and populate and not prefetch:   # the first chunk as chosen, then the trial's alternation
+            assert asked[:mapped.PageMapping.TRIAL + 1] == [True, True, False, True, False]
+        else:
+            assert set(asked) == {False}
+
+
+def _trial(paging: mapped.PageMapping, cost: Callable[[bool], int], chunks: int, size: int = 1 << 20) -> list[bool]:
+    """How each of `chunks` chunks was walked, the walk costing cost(populated) CPU ns a chunk."""
+    ways = []
+    for _ in range(chunks):
+        way = paging.populate()
+        paging.walked(way, cost(way), size)
+        ways.append(way)
+    return ways
+
+
+@pytest.mark.parametrize("cheaper", [True, False])
+def test_the_cheaper_way_of_mapping_pages_in_walks_the_chunks_after_the_trial(cheaper):
+    trial, recheck = mapped.PageMapping.TRIAL, mapped.PageMapping.RECHECK
+    ways = _trial(mapped.PageMapping(), lambda way: 900 if way == cheaper else 1000, 1 + trial + recheck + trial + 3)
+    assert ways[0] is True                                    # the first chunk: before any trial
+    assert ways[1:1 + trial] == [True, False] * (trial // 2)  # the trial alternates
+    assert set(ways[1 + trial:1 + trial + recheck]) == {cheaper}
+    assert ways[1 + trial + recheck:1 + 2 * trial + recheck] == [True, False] * (trial // 2)   # asked again
+    assert set(ways[1 + 2 * trial + recheck:]) == {cheaper}
+
+
+def test_the_trial_compares_cpu_per_byte_not_per_chunk():
+    # populate's chunks are twice as large and cost 1.5 times as much: per byte it is the cheaper
+    paging, ways = mapped.PageMapping(), []
+    for _ in range(1 + mapped.PageMapping.TRIAL + 2):
+        way = paging.populate()
+        paging.walked(way, 1500 if way else 1000, (2 << 20) if way else (1 << 20))
+        ways.append(way)
+    assert ways[-2:] == [True, True]
+
+
+def test_a_verdict_changes_when_the_costs_change():
+    trial, recheck = mapped.PageMapping.TRIAL, mapped.PageMapping.RECHECK
+    paging = mapped.PageMapping()
+    assert set(_trial(paging, lambda way: 900 if way else 1000, 1 + trial + recheck)[1 + trial:]) == {True}
+    assert set(_trial(paging, lambda way: 1000 if way else 900, trial + 5)[trial:]) == {False}
 
 
 @pytest.mark.parametrize("keep", [1, 2, 3])
