@@ -54,8 +54,8 @@ KEEP_SLICES = 2
 class PageMapping:
     """Whether the walk of a chunk maps its pages in at once (MADV_POPULATE_READ) or lets the walk fault them in,
     the kernel mapping the pages around each fault with it. Both read the same bytes; which costs less CPU depends
-    on the kernel and on how the page cache holds the file: one 2 December host walked 1.2 GB of video ~10% cheaper
-    with populate, another ~10% cheaper without (docs/benchmarks.md, issue 16, 2 December, midday). So each mapped
+    on the kernel and on how the page cache holds the file: 1 December's host walked vlan100 ~10% cheaper with
+    populate, 2 December's midday host ~25% cheaper per byte without (docs/benchmarks.md, issue 16). So each mapped
     file is asked: after its first chunk (smaller, and paying for starting up), TRIAL chunks alternate the two ways,
     the walk's CPU per byte of each is compared and the cheaper one walks the next RECHECK chunks; then the trial
     runs again, as the page cache's state may change under a long file (parts read from disk, parts evicted)."""
@@ -65,31 +65,37 @@ class PageMapping:
 
     def __init__(self) -> None:
         self._chunk = 0
-        self._spent = [0, 0]    # CPU ns of the trial's walks without and with populate
-        self._walked = [0, 0]   # and their bytes
-        self._chosen = True     # the trial's verdict, until the next one
+        self._spent = [0, 0]   # CPU ns of the trial's walks without and with populate
+        self._bytes = [0, 0]   # and the bytes they walked
+        self._chosen = True    # the trial's verdict, until the next one
 
     def populate(self) -> bool:
         """How the next chunk is walked."""
         if not POPULATE or PREFETCH:
             return False
-        step = (self._chunk - 1) % (self.TRIAL + self.RECHECK)
-        return self._chosen if self._chunk == 0 or step >= self.TRIAL else step % 2 == 0
+        step = self._trial_step()
+        return self._chosen if step is None else step % 2 == 0
 
     def walked(self, populated: bool, cpu_ns: int, size: int) -> None:
         """What the walk of a chunk of `size` bytes cost, walked as populate() said (nothing at the file's end)."""
         if not size:
             return
-        step = (self._chunk - 1) % (self.TRIAL + self.RECHECK)
-        if self._chunk > 0 and step < self.TRIAL and POPULATE and not PREFETCH:
+        step = self._trial_step()
+        if step is not None and POPULATE and not PREFETCH:
             self._spent[populated] += cpu_ns
-            self._walked[populated] += size
+            self._bytes[populated] += size
             if step == self.TRIAL - 1:
-                (off, on), (off_bytes, on_bytes) = self._spent, self._walked
+                (off, on), (off_bytes, on_bytes) = self._spent, self._bytes
                 if off_bytes and on_bytes:
                     self._chosen = on * off_bytes <= off * on_bytes   # per byte, without dividing
-                self._spent, self._walked = [0, 0], [0, 0]
+                self._spent, self._bytes = [0, 0], [0, 0]
         self._chunk += 1
+
+    def _trial_step(self) -> int | None:
+        """The current chunk's place in a trial; None outside one (the RECHECK after a trial, and the first chunk,
+        which the count places last in a cycle: (0 - 1) % (TRIAL + RECHECK))."""
+        step = (self._chunk - 1) % (self.TRIAL + self.RECHECK)
+        return step if step < self.TRIAL else None
 
 
 class Damaged(Exception):

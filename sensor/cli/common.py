@@ -157,8 +157,8 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def writable_target(path: str, what: str) -> None:
-    """Refuse, before any work, a file that will only be written at the end (--metrics-out): a directory that does
-    not exist, or a path that is one, would otherwise be found after the whole run."""
+    """Refuse, before any work, a file that will only be written at the end (replay's --metrics-out, report's
+    --out): a directory that does not exist, or a path that is one, would otherwise be found after the whole run."""
     target = Path(path)
     folder = target.parent
     reason = ("No such file or directory" if not folder.is_dir() else "Is a directory" if target.is_dir()

@@ -150,12 +150,13 @@ def test_a_mapped_files_walk_tries_both_ways_of_mapping_its_pages_in(tmp_path, m
             assert set(asked) == {False}
 
 
-def _trial(paging: mapped.PageMapping, cost: Callable[[bool], int], chunks: int, size: int = 1 << 20) -> list[bool]:
-    """How each of `chunks` chunks was walked, the walk costing cost(populated) CPU ns a chunk."""
+def _trial(paging: mapped.PageMapping, cost: Callable[[bool], int], chunks: int,
+           size: Callable[[bool], int] = lambda way: 1 << 20) -> list[bool]:
+    """How each of `chunks` chunks was walked, the walk of size(populated) bytes costing cost(populated) CPU ns."""
     ways = []
     for _ in range(chunks):
         way = paging.populate()
-        paging.walked(way, cost(way), size)
+        paging.walked(way, cost(way), size(way))
         ways.append(way)
     return ways
 
@@ -173,11 +174,8 @@ def test_the_cheaper_way_of_mapping_pages_in_walks_the_chunks_after_the_trial(ch
 
 def test_the_trial_compares_cpu_per_byte_not_per_chunk():
     # populate's chunks are twice as large and cost 1.5 times as much: per byte it is the cheaper
-    paging, ways = mapped.PageMapping(), []
-    for _ in range(1 + mapped.PageMapping.TRIAL + 2):
-        way = paging.populate()
-        paging.walked(way, 1500 if way else 1000, (2 << 20) if way else (1 << 20))
-        ways.append(way)
+    ways = _trial(mapped.PageMapping(), lambda way: 1500 if way else 1000, 1 + mapped.PageMapping.TRIAL + 2,
+                  lambda way: (2 << 20) if way else (1 << 20))
     assert ways[-2:] == [True, True]
 
 
